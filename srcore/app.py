@@ -1,0 +1,430 @@
+"""The Flask subclass and the factory every service builds its app with.
+
+``create_app`` turns one config file and one service manifest into a fully wired Flask app:
+session cookie, database, templates, shared static files, CSRF, error pages, nav, health
+check, metrics, request ids and the login seam. Everything it builds lives in
+``app.extensions["srcore"]`` (a :class:`SrcoreState`), so two apps in one process never
+share state and nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app
+from flask.json.provider import DefaultJSONProvider
+from jinja2 import ChoiceLoader, FileSystemLoader
+
+from srcore.config import Config, ConfigError, Section, load_config
+from srcore.manifest import Manifest, load_manifest
+from srcore.resources import resource_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+
+    from srcore.auth.tokens import TokenVerifier
+    from srcore.auth.web import LoginBackend
+    from srcore.db import Database
+    from srcore.metrics import Metrics
+    from srcore.migrate import MigrationTarget
+
+__all__ = [
+    "API_PREFIX",
+    "NavItem",
+    "SrcoreApp",
+    "SrcoreState",
+    "create_app",
+    "migration_target",
+    "state",
+]
+
+#: Every route under this prefix is a JSON API: errors are JSON, CSRF does not apply
+#: (API calls authenticate with bearer tokens, never with the session cookie).
+API_PREFIX = "/api/"
+
+log = logging.getLogger("srcore")
+
+
+@dataclass(frozen=True)
+class NavItem:
+    """One service in the network's navigation bar."""
+
+    id: str
+    name: str
+    url: str
+    current: bool
+
+
+@dataclass
+class SrcoreState:
+    """Everything srcore builds for one app; stored in ``app.extensions["srcore"]``."""
+
+    service_id: str
+    manifest: Manifest
+    config: Config
+    section: Section
+    db: Database
+    metadata: MetaData | None
+    user_model: type[Any] | None
+    login: LoginBackend
+    token_verifier: TokenVerifier | None
+    metrics: Metrics | None
+    static_version: str
+    nav_names: dict[str, str] = field(default_factory=dict)
+    _nav_names_loaded: bool = False
+
+    @property
+    def is_production(self) -> bool:
+        return self.config.global_["environment"] == "production"
+
+    def service_name(self, service_id: str) -> str:
+        """The human name of a configured service, read from the installed manifests once."""
+        if not self._nav_names_loaded:
+            self._nav_names_loaded = True
+            from srcore.manifest import ManifestError, discover
+
+            try:
+                self.nav_names.update({k: m.name for k, m in discover().items()})
+            except ManifestError as exc:
+                log.warning("cannot read the manifests of installed services: %s", exc)
+            self.nav_names[self.service_id] = self.manifest.name
+        return self.nav_names.get(service_id, service_id.replace("-", " ").title())
+
+    def nav(self) -> list[NavItem]:
+        """The configured services, in config-file order: the network is the file."""
+        return [
+            NavItem(
+                id=sid,
+                name=self.service_name(sid),
+                url=str(self.config.section(sid)["origin"]).rstrip("/") + "/",
+                current=sid == self.service_id,
+            )
+            for sid in self.config.services
+        ]
+
+
+class SrcoreJSONProvider(DefaultJSONProvider):
+    """JSON with ISO 8601 datetimes, which API clients parse without guessing."""
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime | date):
+            return o.isoformat()
+        return DefaultJSONProvider.default(o)
+
+    sort_keys = False
+
+
+class SrcoreApp(Flask):
+    """A Flask app that knows which srcore service it is."""
+
+    json_provider_class = SrcoreJSONProvider
+
+    @property
+    def srcore(self) -> SrcoreState:
+        """This app's srcore state."""
+        result: SrcoreState = self.extensions["srcore"]
+        return result
+
+
+def state(app: Flask | None = None) -> SrcoreState:
+    """The srcore state of *app*, or of the current app."""
+    target = app if app is not None else current_app
+    result: SrcoreState = target.extensions["srcore"]
+    return result
+
+
+def _coerce_config(config: Config | str | os.PathLike[str] | None, manifest: Manifest) -> Config:
+    if isinstance(config, Config):
+        return config
+    from srcore.config import find_config_path
+
+    path = find_config_path(config)
+    # Only this service's own declarations are needed to build it; other services'
+    # sections are checked by `srcore config check`, which reads every manifest.
+    return load_config(path, specs=dict(manifest.config))
+
+
+def _section(config: Config, service_id: str) -> Section:
+    if not config.has_service(service_id):
+        from srcore.config import Problem
+
+        raise ConfigError(
+            [
+                Problem(
+                    file=str(config.path),
+                    line=None,
+                    section=service_id,
+                    key=None,
+                    message=f"the [{service_id}] section is missing; this service reads it",
+                )
+            ]
+        )
+    return config.section(service_id)
+
+
+def create_app(
+    service_id: str,
+    import_name: str,
+    *,
+    config: Config | str | os.PathLike[str] | None = None,
+    metadata: MetaData | None = None,
+    user_model: type[Any] | None = None,
+    manifest: Manifest | None = None,
+    token_verifier: TokenVerifier | None = None,
+    login: LoginBackend | None = None,
+    **flask_options: Any,
+) -> SrcoreApp:
+    """Build the app of service *service_id* from the shared config file.
+
+    *import_name* is the service package (``__name__`` of its app module); its
+    ``templates/`` override the shared templates by name and its ``service.yaml`` is the
+    manifest unless *manifest* is given. *metadata* is the service's SQLAlchemy metadata
+    (for migrations); *user_model* its class built on :class:`srcore.db.UserMixin`.
+    *config* is a loaded :class:`~srcore.config.Config` or a path; by default the file is
+    looked up as ``srcore.config.find_config_path`` describes.
+    """
+    package = import_name.split(".")[0]
+    if manifest is None:
+        manifest = load_manifest(package)
+    if manifest.id != service_id:
+        raise ValueError(f"{package}/service.yaml declares id {manifest.id!r}, not {service_id!r}")
+    cfg = _coerce_config(config, manifest)
+    for problem in cfg.warnings:
+        if problem.section in (None, "global", service_id) or str(problem.section).startswith(
+            f"{service_id}::"
+        ):
+            log.warning("%s", problem)
+    section = _section(cfg, service_id)
+
+    app = SrcoreApp(import_name, **flask_options)
+    _configure_flask(app, cfg, section, service_id)
+    _configure_templates(app)
+
+    from srcore import db as db_module
+
+    database = db_module.Database(str(section["database-url"]))
+
+    from srcore.auth.web import default_login_backend
+
+    app.extensions["srcore"] = SrcoreState(
+        service_id=service_id,
+        manifest=manifest,
+        config=cfg,
+        section=section,
+        db=database,
+        metadata=metadata,
+        user_model=user_model,
+        login=login if login is not None else default_login_backend(cfg, service_id),
+        token_verifier=token_verifier,
+        metrics=None,
+        static_version=_static_version(),
+    )
+    db_module.init_app(app, database)
+
+    from srcore import errors, lifecycle, rendering
+
+    rendering.init_app(app)
+    errors.init_app(app)
+    lifecycle.init_app(app)
+    _register_static(app)
+    _register_health(app)
+    _register_context(app)
+    from srcore.auth.web import init_app as init_web_auth
+
+    init_web_auth(app)
+    metrics_path = str(section.get("metrics-path") or "")
+    if metrics_path:
+        from srcore.metrics import init_app as init_metrics
+
+        app.extensions["srcore"].metrics = init_metrics(app, path=metrics_path)
+    return app
+
+
+def _configure_flask(app: SrcoreApp, cfg: Config, section: Section, service_id: str) -> None:
+    development = cfg.global_["environment"] == "development"
+    origin = str(section["origin"])
+    app.config.update(
+        SECRET_KEY=section["secret-key"],
+        # Services may share a host (127.0.0.1:5000 and :5001); cookies ignore ports, so
+        # each service's session needs its own name or they would overwrite each other.
+        SESSION_COOKIE_NAME=f"{service_id}_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=not development or origin.startswith("https://"),
+        MAX_CONTENT_LENGTH=section.get("max-content-length") or 16 * 1024 * 1024,
+        # CSRF is checked by srcore's own before-request hook so the API prefix is exempt.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_SSL_STRICT=not development,
+        PREFERRED_URL_SCHEME="https" if origin.startswith("https://") else "http",
+        TEMPLATES_AUTO_RELOAD=development,
+    )
+    hops = int(section.get("proxy-fix-trusted-hops") or 0)
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
+
+    from flask_wtf.csrf import CSRFProtect
+
+    CSRFProtect(app)
+
+
+def _configure_templates(app: SrcoreApp) -> None:
+    loaders: list[Any] = []
+    if app.template_folder is not None:
+        loaders.append(FileSystemLoader(os.path.join(app.root_path, app.template_folder)))
+    loaders.append(FileSystemLoader(str(resource_dir("templates"))))
+    # The service's own templates come first, so it can override any shared one by name.
+    app.jinja_loader = ChoiceLoader(loaders)  # type: ignore[assignment]
+
+
+def _static_version() -> str:
+    """A short hash of the shared static files, so their URLs change when they do."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = resource_dir("static")
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+_YEAR = 365 * 24 * 3600
+
+
+def _register_static(app: SrcoreApp) -> None:
+    from flask import send_from_directory
+
+    root = str(resource_dir("static"))
+    version = app.srcore.static_version
+
+    def shared_static(version_tag: str, filename: str) -> Any:
+        response = send_from_directory(root, filename, max_age=_YEAR)
+        if version_tag == version:
+            response.cache_control.immutable = True
+            response.cache_control.public = True
+        else:
+            # An old or made-up version: serve the current file, but do not let it stick.
+            response.cache_control.max_age = 0
+        return response
+
+    app.add_url_rule(
+        "/static/srcore/<version_tag>/<path:filename>",
+        endpoint="srcore_static",
+        view_func=shared_static,
+    )
+
+    def static_url(filename: str) -> str:
+        from flask import url_for
+
+        return url_for("srcore_static", version_tag=version, filename=filename)
+
+    app.jinja_env.globals["static_url"] = static_url
+
+
+def _register_health(app: SrcoreApp) -> None:
+    def healthz() -> tuple[dict[str, Any], int]:
+        try:
+            app.srcore.db.check()
+        except Exception as exc:  # any failure of the database means "not healthy"
+            log.error("health check failed: %s", exc)
+            return {"status": "unavailable", "errors": [{"reason": "database unreachable"}]}, 503
+        return {"status": "ok", "service": app.srcore.service_id}, 200
+
+    app.add_url_rule("/healthz", endpoint="srcore_healthz", view_func=healthz)
+
+
+class TemplateContext:
+    """The ``srcore`` object every template sees; its parts are computed when read."""
+
+    def __init__(self, st: SrcoreState) -> None:
+        self._st = st
+        self.service_id = st.service_id
+        self.service_name = st.manifest.name
+        self.site_name = str(st.config.global_["site-name"])
+        self.environment = str(st.config.global_["environment"])
+        self.is_production = st.is_production
+
+    @property
+    def nav(self) -> list[NavItem]:
+        return self._st.nav()
+
+    @property
+    def user(self) -> Any:
+        from srcore.auth.web import current_user
+
+        return current_user._get_current_object()
+
+    @property
+    def login_url(self) -> str:
+        from flask import request, url_for
+
+        from srcore.auth.web import is_safe_next
+
+        target = request.full_path.rstrip("?")
+        return url_for("srcore_login", next=target if is_safe_next(target) else None)
+
+    @property
+    def logout_url(self) -> str:
+        from flask import url_for
+
+        return url_for("srcore_logout")
+
+    @property
+    def request_id(self) -> str:
+        from srcore.lifecycle import request_id
+
+        return request_id()
+
+
+def _register_context(app: SrcoreApp) -> None:
+    context = TemplateContext(app.srcore)
+    app.jinja_env.globals["srcore"] = context
+
+
+def migration_target(
+    service_id: str, config_path: str | os.PathLike[str] | None = None
+) -> MigrationTarget:
+    """Build the migration target of an installed service from the config file.
+
+    The service's app factory (``<package>:create_app``) is called so that the metadata
+    is exactly what the running service uses.
+    """
+    import importlib
+    from importlib import metadata as importlib_metadata
+    from importlib import resources as importlib_resources
+
+    from srcore.manifest import ENTRY_POINT_GROUP, ManifestError
+    from srcore.migrate import MigrationTarget
+
+    packages = {
+        ep.name: ep.value for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP)
+    }
+    if service_id not in packages:
+        known = ", ".join(sorted(packages)) or "none"
+        raise ManifestError(f"no installed service is called {service_id!r} (installed: {known})")
+    module = importlib.import_module(packages[service_id])
+    factory: Callable[..., SrcoreApp] = module.create_app
+    app = factory(config=config_path)
+    st = app.srcore
+    if st.metadata is None:
+        raise ManifestError(f"service {service_id!r} passes no metadata to srcore.create_app")
+    versions = Path(str(importlib_resources.files(packages[service_id]))) / "migrations" / "versions"
+    return MigrationTarget(
+        service_id=service_id,
+        database_url=str(st.section["database-url"]),
+        metadata=st.metadata,
+        versions_dir=versions,
+    )

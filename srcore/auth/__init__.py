@@ -1,0 +1,24 @@
+"""Identity for srcore services: who is logged in (web) and who is calling (API).
+
+Accounts live at meta; a service only keeps a local row per user (id = meta's account id)
+and verifies access tokens locally.
+"""
+
+from __future__ import annotations
+
+from srcore.auth.api import current_token, oauth
+from srcore.auth.scopes import Scope, ScopeError, parse_scope, parse_scopes
+from srcore.auth.web import current_user, login_required, log_in, log_out
+
+__all__ = [
+    "Scope",
+    "ScopeError",
+    "current_token",
+    "current_user",
+    "log_in",
+    "log_out",
+    "login_required",
+    "oauth",
+    "parse_scope",
+    "parse_scopes",
+]

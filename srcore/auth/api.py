@@ -1,0 +1,99 @@
+"""Bearer-token authentication for API routes (RFC 6750), with scope checks.
+
+Tokens are verified locally (see :mod:`srcore.auth.tokens`), so an API request costs no
+call to meta and no database write; the only query is loading the caller's user row.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from flask import Response, current_app, g, request
+
+from srcore.auth.scopes import parse_scope
+
+if TYPE_CHECKING:
+    from srcore.auth.tokens import AccessToken
+
+__all__ = ["current_token", "oauth"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def current_token() -> AccessToken | None:
+    """The verified access token of the current API request, if any."""
+    token: AccessToken | None = g.get("srcore_token")
+    return token
+
+
+def _challenge(status: int, reason: str, *, error: str | None, scope: str | None) -> Response:
+    from srcore.errors import error_response
+
+    realm = current_app.extensions["srcore"].service_id
+    parts = [f'realm="{realm}"']
+    if error:
+        parts.append(f'error="{error}"')
+        parts.append('error_description="{}"'.format(reason.replace('"', "'")))
+    if scope:
+        parts.append(f'scope="{scope}"')
+    return error_response(status, reason, headers=[("WWW-Authenticate", "Bearer " + ", ".join(parts))])
+
+
+def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
+    """Require a bearer token granting *scope* (``SERVICE/NAME:RO|RW``).
+
+    The scope must be one the service declares in its manifest; a typo fails the first
+    request loudly instead of silently guarding a route with a scope nobody can hold.
+    """
+    required = parse_scope(scope)
+
+    def decorator(view: Callable[P, R]) -> Callable[P, R | Response]:
+        @functools.wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+            from srcore.auth.tokens import TokenError
+
+            st = current_app.extensions["srcore"]
+            if required.service != st.service_id or st.manifest.scope(required.name) is None:
+                raise RuntimeError(
+                    f"{view.__name__} requires scope {scope!r}, which {st.service_id}'s "
+                    "service.yaml does not declare"
+                )
+            header = request.headers.get("Authorization", "")
+            kind, _, credentials = header.partition(" ")
+            if kind.lower() != "bearer" or not credentials.strip():
+                reason = "This API needs an access token: Authorization: Bearer <token>."
+                return _challenge(401, reason, error=None, scope=None)
+            verifier = st.token_verifier
+            if verifier is None:
+                reason = "No account service is configured, so no access token can be checked."
+                return _challenge(401, reason, error="invalid_token", scope=None)
+            try:
+                token = verifier.verify(credentials.strip())
+            except TokenError as exc:
+                return _challenge(401, exc.description, error=exc.error, scope=None)
+            if not any(held.satisfies(required) for held in token.scopes):
+                reason = f"This call needs the scope {scope}."
+                return _challenge(403, reason, error="insufficient_scope", scope=scope)
+            user = None
+            if token.subject is not None and st.user_model is not None:
+                from srcore.db import session
+
+                user = session.get(st.user_model, token.subject)
+                if user is None:
+                    return _challenge(
+                        401, "The token's user is not known here.", error="invalid_token", scope=None
+                    )
+                if getattr(user, "is_suspended", False):
+                    return _challenge(
+                        403, "This account is suspended.", error="invalid_token", scope=None
+                    )
+            g.srcore_token = token
+            g.srcore_user = user
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator

@@ -1,0 +1,154 @@
+"""Web sessions: the logged-in user of the current request and the login seam.
+
+A service never sees a password. ``login_required`` hands the browser to the app's
+:class:`LoginBackend`, which sends it to the network's account service; when the user
+comes back, :func:`log_in` records the local user id in the service's own session cookie.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+
+from flask import Response, current_app, g, request, session
+from werkzeug.local import LocalProxy
+
+if TYPE_CHECKING:
+    from srcore.config import Config
+
+__all__ = [
+    "LoginBackend",
+    "NoAccountService",
+    "current_user",
+    "default_login_backend",
+    "is_safe_next",
+    "log_in",
+    "log_out",
+    "login_required",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SESSION_USER = "_uid"
+_UNSET = object()
+
+
+class LoginBackend(Protocol):
+    """How a service gets a user logged in."""
+
+    def begin_login(self, next_url: str) -> Response:
+        """Answer a request that needs a logged-in user (usually: redirect to meta)."""
+
+    def logout_url(self) -> str | None:
+        """Where "log out" sends the browser, or None to log out of this service only."""
+
+
+class NoAccountService:
+    """The login backend of a network whose config has no account service in it."""
+
+    def begin_login(self, next_url: str) -> Response:
+        from srcore.errors import error_response
+
+        return error_response(
+            503,
+            "Logging in needs the network's account service (meta), which is not "
+            "configured here. Ask the operator to add a [meta] section to the config file.",
+            title="Account service unavailable",
+        )
+
+    def logout_url(self) -> str | None:
+        return None
+
+
+def default_login_backend(config: Config, service_id: str) -> LoginBackend:
+    """The login backend for *service_id* in the network described by *config*."""
+    return NoAccountService()
+
+
+def is_safe_next(target: str | None) -> bool:
+    """Whether *target* is a local path safe to redirect to after login (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return False
+    return not any(c in target for c in "\\\r\n\t") and len(target) <= 2048
+
+
+def log_in(user_id: int) -> None:
+    """Start this service's session for *user_id* (a meta account id)."""
+    session.clear()
+    session[_SESSION_USER] = user_id
+    session.permanent = True
+    g.pop("srcore_user", None)
+
+
+def log_out() -> None:
+    """End this service's session."""
+    session.clear()
+    g.pop("srcore_user", None)
+
+
+def _load_user() -> Any:
+    user = g.get("srcore_user", _UNSET)
+    if user is not _UNSET:
+        return user
+    user = None
+    from srcore.app import API_PREFIX
+
+    # API requests are authenticated by bearer tokens only; a cookie must never count.
+    if not request.path.startswith(API_PREFIX):
+        uid = session.get(_SESSION_USER)
+        model = current_app.extensions["srcore"].user_model
+        if isinstance(uid, int) and model is not None:
+            from srcore.db import session as db_session
+
+            user = db_session.get(model, uid)
+            if user is None:
+                session.pop(_SESSION_USER, None)
+    g.srcore_user = user
+    return user
+
+
+#: The logged-in user's row (the service's ``UserMixin`` model), or None.
+current_user: Any = LocalProxy(_load_user)
+
+
+def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
+    """Let only a logged-in, unsuspended user see *view*; others are sent to log in."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        user = _load_user()
+        if user is None:
+            backend: LoginBackend = current_app.extensions["srcore"].login
+            target = request.full_path.rstrip("?") if request.method == "GET" else "/"
+            return backend.begin_login(target if is_safe_next(target) else "/")
+        if getattr(user, "is_suspended", False):
+            from srcore.errors import error_response
+
+            notice = getattr(user, "suspension_notice", None) or "Your account is suspended."
+            return error_response(403, notice, title="Account suspended")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def init_app(app: Any) -> None:
+    """Add ``/login`` and ``/logout`` (POST, CSRF-checked) to *app*."""
+    from flask import redirect
+
+    def login() -> Response:
+        target = request.args.get("next")
+        target = target if is_safe_next(target) else "/"
+        if _load_user() is not None:
+            return redirect(target)
+        backend: LoginBackend = current_app.extensions["srcore"].login
+        return backend.begin_login(target)
+
+    def logout() -> Response:
+        log_out()
+        backend: LoginBackend = current_app.extensions["srcore"].login
+        return redirect(backend.logout_url() or "/")
+
+    app.add_url_rule("/login", endpoint="srcore_login", view_func=login)
+    app.add_url_rule("/logout", endpoint="srcore_logout", view_func=logout, methods=["POST"])

@@ -1,0 +1,89 @@
+"""The ``srcore`` command: config checks, key generation, migrations and serving."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import metadata
+
+import click
+
+__all__ = ["cli", "main"]
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: srcore --config /etc/srcore/config.ini config check",
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    envvar="SRCORE_CONFIG",
+    help="The network's config file (default: $SRCORE_CONFIG, ./config.ini, "
+    "/etc/srcore/config.ini).",
+)
+@click.version_option(package_name="srcore", prog_name="srcore")
+def cli(config: str | None) -> None:
+    """Run and manage a network of srcore services."""
+
+
+def _service_package(service_id: str) -> str:
+    from srcore.manifest import ENTRY_POINT_GROUP
+
+    packages = {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    if service_id not in packages:
+        known = ", ".join(sorted(packages)) or "none"
+        raise click.UsageError(f"no installed service is called {service_id!r} (installed: {known})")
+    return packages[service_id]
+
+
+@cli.command(epilog="Example: srcore serve todo --bind 127.0.0.1:5001 --workers 4")
+@click.argument("service")
+@click.option("--bind", default=None, help="Address to listen on (default: the origin's port on 127.0.0.1).")
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--debug", is_flag=True, help="Use Flask's reloading debug server instead of gunicorn.")
+@click.pass_context
+def serve(ctx: click.Context, service: str, bind: str | None, workers: int, debug: bool) -> None:
+    """Serve one service: gunicorn in production, the Flask debug server with --debug."""
+    from urllib.parse import urlsplit
+
+    from srcore.config import ConfigError, find_config_path, load_config
+
+    package = _service_package(service)
+    config_option = ctx.find_root().params.get("config")
+    try:
+        path = find_config_path(config_option)
+        section = load_config(path).section(service)
+    except (ConfigError, KeyError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    if bind is None:
+        origin = urlsplit(str(section["origin"]))
+        bind = f"127.0.0.1:{origin.port or 8000}"
+    os.environ["SRCORE_CONFIG"] = str(path)
+    if debug:
+        host, _, port = bind.rpartition(":")
+        module = __import__(package)
+        module.create_app(config=path).run(host=host, port=int(port), debug=True)
+        return
+    argv = [
+        sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
+        "--access-logfile", "-", "--name", f"srcore-{service}", f"{package}:create_app()",
+    ]
+    os.execv(sys.executable, argv)
+
+
+def _add_commands() -> None:
+    from srcore.config_cli import config_command, keygen_command
+    from srcore.migrate_cli import migrate_command
+
+    cli.add_command(config_command)
+    cli.add_command(keygen_command)
+    cli.add_command(migrate_command)
+
+
+def main() -> None:
+    """Entry point of the ``srcore`` console script."""
+    _add_commands()
+    cli(prog_name="srcore")

@@ -1,0 +1,109 @@
+"""Error responses: HTML pages for people, the standard JSON error body for the API.
+
+Every error the app answers with goes through here, so the API never returns an HTML page
+and a browser never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+__all__ = ["error_response", "init_app", "wants_json"]
+
+log = logging.getLogger("srcore")
+
+_MESSAGES = {
+    400: "The request could not be understood.",
+    401: "You need to log in to see this.",
+    403: "You are not allowed to do this.",
+    404: "There is nothing here.",
+    405: "This address does not accept that kind of request.",
+    413: "What you sent is too large.",
+    429: "Too many requests. Wait a moment and try again.",
+    500: "Something went wrong on our side. It has been logged.",
+    503: "A service this page depends on is unavailable. Try again shortly.",
+}
+
+
+def wants_json() -> bool:
+    """Whether the current request should get JSON: API routes, or clients asking for it."""
+    from srcore.app import API_PREFIX
+
+    if request.path.startswith(API_PREFIX):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def error_response(
+    code: int,
+    reason: str | None = None,
+    *,
+    title: str | None = None,
+    headers: Any = None,
+) -> Response:
+    """Build the error response for *code*, JSON or HTML as the request calls for."""
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    from srcore.validation import FieldError, error_body
+
+    message = reason or _MESSAGES.get(code) or HTTP_STATUS_CODES.get(code, "Error")
+    if wants_json():
+        from flask import jsonify
+
+        response = jsonify(error_body([FieldError(reason=message)]))
+    else:
+        try:
+            body = render_template(
+                "error.html",
+                code=code,
+                title=title or HTTP_STATUS_CODES.get(code, "Error"),
+                message=message,
+            )
+        except Exception:  # the error page itself failed: still answer, plainly
+            log.exception("rendering the error page failed")
+            body = f"{code} {message}"
+        response = Response(body, content_type="text/html; charset=utf-8")
+    response.status_code = code
+    if headers:
+        response.headers.extend(headers)
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    code = exc.code or 500
+    description = exc.description if exc.description != type(exc).description else None
+    if code == 400 and type(exc).__name__ == "CSRFError":
+        description = (
+            "This form has expired or is missing its security token. "
+            "Go back, reload the page and try again."
+        )
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return error_response(code, description, headers=headers)
+
+
+def _server_error(exc: InternalServerError) -> Response:
+    original = getattr(exc, "original_exception", None)
+    if original is not None:
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=original)
+    return error_response(500)
+
+
+def _validation_failed(exc: Exception) -> Response:
+    from srcore.validation import ValidationFailed
+
+    assert isinstance(exc, ValidationFailed)
+    return exc.validation.response()
+
+
+def init_app(app: Flask) -> None:
+    """Register srcore's error handlers on *app*."""
+    from srcore.validation import ValidationFailed
+
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(InternalServerError, _server_error)
+    app.register_error_handler(ValidationFailed, _validation_failed)

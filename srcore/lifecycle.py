@@ -1,0 +1,71 @@
+"""Per-request glue: request ids, CSRF checks, access logging and metrics timing.
+
+One before-request and one after-request function do all of it, because every hook Flask
+runs is paid on every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from flask import Flask, Response, g, request
+
+if TYPE_CHECKING:
+    from srcore.app import SrcoreState
+
+__all__ = ["init_app", "request_id"]
+
+access_log = logging.getLogger("srcore.access")
+_INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def request_id() -> str:
+    """The id of the current request: the proxy's ``X-Request-Id`` if sane, else a new one."""
+    rid: str | None = g.get("srcore_request_id")
+    if rid is None:
+        incoming = request.headers.get("X-Request-Id", "")
+        rid = incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex[:16]
+        g.srcore_request_id = rid
+    return rid
+
+
+def init_app(app: Flask) -> None:
+    """Register the request hooks on *app*."""
+    from flask_wtf.csrf import CSRFProtect
+
+    from srcore.app import API_PREFIX
+
+    st: SrcoreState = app.extensions["srcore"]
+    csrf: CSRFProtect = app.extensions["csrf"]
+    unsafe = frozenset(app.config.get("WTF_CSRF_METHODS", ("POST", "PUT", "PATCH", "DELETE")))
+
+    def before() -> None:
+        g.srcore_started = time.perf_counter()
+        if request.method in unsafe and not request.path.startswith(API_PREFIX):
+            csrf.protect()
+
+    def after(response: Response) -> Response:
+        rid = request_id()
+        response.headers["X-Request-Id"] = rid
+        elapsed = time.perf_counter() - g.get("srcore_started", time.perf_counter())
+        metrics = st.metrics
+        if metrics is not None:
+            metrics.observe(request, response, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                '%s "%s %s" %d %.1fms rid=%s',
+                st.service_id,
+                request.method,
+                request.full_path.rstrip("?"),
+                response.status_code,
+                elapsed * 1000,
+                rid,
+            )
+        return response
+
+    app.before_request(before)
+    app.after_request(after)

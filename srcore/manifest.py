@@ -1,0 +1,243 @@
+"""Service manifests: the one place a service declares what it adds to the network.
+
+Each service package carries a ``service.yaml`` beside its ``__init__.py``. It names the
+service, declares the config keys it reads, the OAuth scopes it enforces and the webhook
+events it emits. The app factory, ``srcore config check``, meta's consent screen and the
+docs all read the same declaration, so no scope or key is spelled twice.
+
+Installed services are found through the ``srcore.services`` entry point group, whose
+values are package names (``todo = "todo"``). Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib import metadata, resources
+from typing import Any
+
+__all__ = [
+    "Event",
+    "Manifest",
+    "ManifestError",
+    "Scope",
+    "discover",
+    "load_manifest",
+    "parse_manifest",
+]
+
+ENTRY_POINT_GROUP = "srcore.services"
+_SERVICE_ID = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+_SCOPE_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
+
+
+class ManifestError(ValueError):
+    """A ``service.yaml`` that cannot be used; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """An OAuth scope a service enforces, e.g. ``tickets`` of ``todo``."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """A webhook event a service emits and the scope a subscriber needs to receive it."""
+
+    name: str
+    scope: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed, validated contents of one ``service.yaml``."""
+
+    id: str
+    name: str
+    description: str
+    package: str
+    config: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    scopes: tuple[Scope, ...] = ()
+    events: tuple[Event, ...] = ()
+
+    def scope(self, name: str) -> Scope | None:
+        """Return the declared scope called *name*, or ``None``."""
+        for scope in self.scopes:
+            if scope.name == name:
+                return scope
+        return None
+
+    def event(self, name: str) -> Event | None:
+        """Return the declared event called *name*, or ``None``."""
+        for event in self.events:
+            if event.name == name:
+                return event
+        return None
+
+
+def _require(data: Mapping[str, Any], name: str, where: str) -> Any:
+    if name not in data:
+        raise ManifestError(f"{where}: missing '{name}'")
+    return data[name]
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: expected text, got {type(value).__name__}")
+    return value
+
+
+def _parse_duration(value: Any, where: str) -> timedelta:
+    from srcore.config import parse_duration
+
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+
+
+def _parse_key(entry: Any, where: str) -> Any:
+    from srcore.config import Key
+
+    if not isinstance(entry, Mapping):
+        raise ManifestError(f"{where}: each key must be a mapping with at least 'name'")
+    allowed = {"name", "type", "default", "required", "secret", "help", "choices"}
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise ManifestError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    name = _text(_require(entry, "name", where), f"{where}.name")
+    key_type = _text(entry.get("type", "str"), f"{where}.type")
+    default = entry.get("default")
+    if key_type == "duration" and default is not None:
+        default = _parse_duration(default, f"{where}.default")
+    elif key_type == "list" and isinstance(default, list):
+        default = tuple(str(item) for item in default)
+    choices = entry.get("choices", ())
+    if not isinstance(choices, list | tuple):
+        raise ManifestError(f"{where}.choices: expected a list")
+    try:
+        return Key(
+            name=name,
+            type=key_type,  # type: ignore[arg-type]
+            default=default,
+            required=bool(entry.get("required", False)),
+            secret=bool(entry.get("secret", False)),
+            help=_text(entry.get("help", ""), f"{where}.help"),
+            choices=tuple(str(c) for c in choices),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+
+
+def parse_manifest(data: Any, *, package: str, source: str = "service.yaml") -> Manifest:
+    """Validate the already-loaded YAML *data* of a manifest and build a :class:`Manifest`.
+
+    Every check names *source* and the offending entry, since the author reading the error
+    is looking at that file.
+    """
+    if not isinstance(data, Mapping):
+        raise ManifestError(f"{source}: expected a mapping at the top level")
+    service_id = _text(_require(data, "id", source), f"{source}: id")
+    if not _SERVICE_ID.match(service_id) or service_id == "global":
+        raise ManifestError(
+            f"{source}: id {service_id!r} must be 2-32 lower-case letters, digits or '-', "
+            "starting with a letter, and not 'global'"
+        )
+    name = _text(data.get("name", service_id), f"{source}: name")
+    description = _text(data.get("description", ""), f"{source}: description")
+
+    config: dict[str, tuple[Any, ...]] = {}
+    raw_config = data.get("config") or {}
+    if not isinstance(raw_config, Mapping):
+        raise ManifestError(f"{source}: config must map section names to lists of keys")
+    for section, keys in raw_config.items():
+        where = f"{source}: config[{section}]"
+        if section != service_id and not str(section).startswith(f"{service_id}::"):
+            raise ManifestError(f"{where}: a service may only declare [{service_id}] and "
+                                f"[{service_id}::...] sections")
+        if not isinstance(keys, list):
+            raise ManifestError(f"{where}: expected a list of keys")
+        config[str(section)] = tuple(
+            _parse_key(entry, f"{where}[{i}]") for i, entry in enumerate(keys)
+        )
+
+    scopes: list[Scope] = []
+    for i, entry in enumerate(data.get("scopes") or []):
+        where = f"{source}: scopes[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ManifestError(f"{where}: expected a mapping with name and description")
+        scope_name = _text(_require(entry, "name", where), f"{where}.name")
+        if not _SCOPE_NAME.match(scope_name):
+            raise ManifestError(f"{where}: scope name {scope_name!r} must be lower-case")
+        if any(s.name == scope_name for s in scopes):
+            raise ManifestError(f"{where}: scope {scope_name!r} declared twice")
+        scopes.append(
+            Scope(scope_name, _text(_require(entry, "description", where), f"{where}.description"))
+        )
+
+    events: list[Event] = []
+    for i, entry in enumerate(data.get("events") or []):
+        where = f"{source}: events[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ManifestError(f"{where}: expected a mapping with name, scope and description")
+        event_name = _text(_require(entry, "name", where), f"{where}.name")
+        if not _EVENT_NAME.match(event_name):
+            raise ManifestError(f"{where}: event name {event_name!r} must look like 'thing:verb'")
+        scope_name = _text(_require(entry, "scope", where), f"{where}.scope")
+        if not any(s.name == scope_name for s in scopes):
+            raise ManifestError(f"{where}: scope {scope_name!r} is not declared under scopes")
+        if any(e.name == event_name for e in events):
+            raise ManifestError(f"{where}: event {event_name!r} declared twice")
+        events.append(
+            Event(event_name, scope_name, _text(entry.get("description", ""), f"{where}.description"))
+        )
+
+    return Manifest(
+        id=service_id,
+        name=name,
+        description=description,
+        package=package,
+        config=config,
+        scopes=tuple(scopes),
+        events=tuple(events),
+    )
+
+
+def load_manifest(package: str) -> Manifest:
+    """Read and validate ``service.yaml`` from the installed package *package*."""
+    import yaml
+
+    try:
+        text = (resources.files(package) / "service.yaml").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise ManifestError(f"{package}: cannot read service.yaml ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{package}/service.yaml: not valid YAML: {exc}") from None
+    return parse_manifest(data, package=package, source=f"{package}/service.yaml")
+
+
+def discover() -> dict[str, Manifest]:
+    """Return the manifests of every installed service, by service id.
+
+    A service whose manifest is broken raises :class:`ManifestError`: an operator must see
+    it rather than have the service silently missing from the network.
+    """
+    found: dict[str, Manifest] = {}
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        manifest = load_manifest(entry.value)
+        if manifest.id != entry.name:
+            raise ManifestError(
+                f"{entry.value}/service.yaml: id {manifest.id!r} does not match the entry "
+                f"point name {entry.name!r}"
+            )
+        found[manifest.id] = manifest
+    return found

@@ -1,0 +1,297 @@
+"""A pytest plugin that gives every service's tests an app, a client, a database and users.
+
+It is registered through the ``pytest11`` entry point, so a service's test suite only has
+to name its package in a ``srcore_service`` fixture::
+
+    @pytest.fixture(scope="session")
+    def srcore_service() -> str:
+        return "todo"
+
+Every test that uses the database runs twice: on SQLite and on PostgreSQL. PostgreSQL gets
+a throw-away database per test session (dropped afterwards); when it is unreachable those
+runs are skipped, except under ``CI=true``, where they fail.
+
+The service's app factory must accept ``config`` and pass other keyword arguments on to
+:func:`srcore.create_app` (the generated services do).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import itertools
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "TEST_ISSUER",
+    "ServiceDatabase",
+    "create_user",
+    "log_in_client",
+    "mint_token",
+    "require_or_skip",
+    "write_config",
+]
+
+#: The issuer of the tokens minted by :func:`mint_token`.
+TEST_ISSUER = "http://meta.srcore.test"
+_user_ids = itertools.count(1000)
+
+
+def require_or_skip(available: bool, what: str) -> None:
+    """Skip when *what* is unavailable, but fail under CI, where it must be there."""
+    if available:
+        return
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{what} is required under CI=true but is not reachable")
+    pytest.skip(f"{what} is not reachable")
+
+
+def write_config(
+    path: Path,
+    *,
+    service_id: str,
+    database_url: str,
+    origin: str = "http://127.0.0.1:5999",
+    extra: str = "",
+) -> Path:
+    """Write a minimal development config for one service and return its path."""
+    path.write_text(
+        "[global]\n"
+        "site-name = srcore test network\n"
+        "environment = development\n\n"
+        f"[{service_id}]\n"
+        f"origin = {origin}\n"
+        f"database-url = {database_url}\n"
+        f"secret-key = {secrets.token_urlsafe(48)}\n"
+        f"{extra}",
+        encoding="utf-8",
+    )
+    return path
+
+
+@dataclass
+class ServiceDatabase:
+    """A migrated database for one service under test, on one backend."""
+
+    backend: str
+    url: str
+    config_path: Path
+
+
+def _signing_key() -> Any:
+    from joserfc.jwk import OKPKey
+
+    return OKPKey.generate_key("Ed25519", parameters={"kid": "srcore-test"})
+
+
+def mint_token(
+    key: Any,
+    *,
+    audience: str,
+    scopes: str,
+    user_id: int | None = None,
+    client_id: str = "srcore-test-client",
+    expires_in: int = 3600,
+    issuer: str = TEST_ISSUER,
+    **claims: Any,
+) -> str:
+    """Sign an access token exactly as meta does (RFC 9068, Ed25519)."""
+    from joserfc import jwt
+
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": issuer,
+        "sub": str(user_id) if user_id is not None else client_id,
+        "aud": audience,
+        "client_id": client_id,
+        "scope": scopes,
+        "iat": now,
+        "exp": now + expires_in,
+        "jti": uuid.uuid4().hex,
+    }
+    payload.update(claims)
+    header = {"alg": "Ed25519", "typ": "at+jwt", "kid": key.kid}
+    return jwt.encode(header, payload, key, algorithms=["Ed25519"])
+
+
+def create_user(app: Any, username: str = "alice", **fields: Any) -> Any:
+    """Insert a user row into *app*'s database and return it (detached, loaded)."""
+    from srcore.db import UserType
+
+    model = app.extensions["srcore"].user_model
+    if model is None:
+        raise RuntimeError("the service passes no user_model to srcore.create_app")
+    values: dict[str, Any] = {
+        "id": next(_user_ids),
+        "username": username,
+        "email": f"{username}@example.org",
+        "user_type": UserType.active,
+    }
+    values.update(fields)
+    with app.extensions["srcore"].db.transaction() as session:
+        user = model(**values)
+        session.add(user)
+    return user
+
+
+def log_in_client(client: Any, user: Any) -> Any:
+    """Log *user* in on a Flask test *client*, through the service's real session cookie."""
+    with client.session_transaction() as session:
+        session.clear()
+        session["_uid"] = user.id
+        session.permanent = True
+    return client
+
+
+def _clean(app: Any) -> None:
+    metadata = app.extensions["srcore"].metadata
+    if metadata is None:
+        return
+    with app.extensions["srcore"].db.transaction() as session:
+        for table in reversed(metadata.sorted_tables):
+            session.execute(table.delete())
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def srcore_service() -> str:
+    """The package name of the service under test. Override it in the service's conftest."""
+    raise pytest.UsageError(
+        "define a session-scoped 'srcore_service' fixture returning your service's package name"
+    )
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def srcore_backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this run of a test: ``sqlite`` or ``postgresql``."""
+    backend: str = request.param
+    if backend == "postgresql":
+        from srcore.testdb import postgres_available
+
+        require_or_skip(postgres_available(), "PostgreSQL")
+    return backend
+
+
+@pytest.fixture(scope="session")
+def srcore_signing_key() -> Any:
+    """The Ed25519 key the test apps trust as meta's token-signing key."""
+    return _signing_key()
+
+
+@pytest.fixture(scope="session")
+def srcore_database(
+    srcore_service: str, srcore_backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceDatabase]:
+    """A database for the service, migrated to head once per session and backend."""
+    from srcore import migrate
+    from srcore.manifest import load_manifest
+
+    manifest = load_manifest(srcore_service)
+    tmp = tmp_path_factory.mktemp(f"{manifest.id}-{srcore_backend}")
+    if srcore_backend == "sqlite":
+        url = f"sqlite:///{tmp / 'test.db'}"
+        drop: Callable[[], None] = lambda: None  # noqa: E731
+    else:
+        from srcore.testdb import create_test_database, drop_test_database
+
+        url = create_test_database()
+        drop = lambda: drop_test_database(url)  # noqa: E731
+    config_path = write_config(tmp / "config.ini", service_id=manifest.id, database_url=url)
+    module = importlib.import_module(srcore_service)
+    app = module.create_app(config=config_path)
+    versions = Path(str(importlib.resources.files(srcore_service))) / "migrations" / "versions"
+    target = migrate.MigrationTarget(
+        service_id=manifest.id,
+        database_url=url,
+        metadata=app.extensions["srcore"].metadata,
+        versions_dir=versions,
+    )
+    migrate.upgrade_all(target)
+    app.extensions["srcore"].db.dispose()
+    try:
+        yield ServiceDatabase(srcore_backend, url, config_path)
+    finally:
+        drop()
+
+
+@pytest.fixture
+def app(srcore_service: str, srcore_database: ServiceDatabase, srcore_signing_key: Any) -> Iterator[Any]:
+    """The service's app on a clean, migrated database; tokens from :func:`mint_token` work."""
+    from joserfc.jwk import KeySet
+
+    from srcore.auth.tokens import StaticKeySource, TokenVerifier
+    from srcore.manifest import load_manifest
+
+    manifest = load_manifest(srcore_service)
+    verifier = TokenVerifier(
+        keys=StaticKeySource(KeySet([srcore_signing_key])),
+        issuer=TEST_ISSUER,
+        audience=manifest.id,
+    )
+    module = importlib.import_module(srcore_service)
+    application = module.create_app(config=srcore_database.config_path, token_verifier=verifier)
+    application.config["TESTING"] = True
+    try:
+        yield application
+    finally:
+        _clean(application)
+        application.extensions["srcore"].db.dispose()
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    """A test client of :func:`app`, not logged in."""
+    return app.test_client()
+
+
+@pytest.fixture
+def db(app: Any) -> Iterator[Any]:
+    """A database session on :func:`app`'s database, rolled back and closed after the test."""
+    session = app.extensions["srcore"].db.session()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+@pytest.fixture
+def user(app: Any) -> Any:
+    """An active user, ``alice``."""
+    return create_user(app, "alice")
+
+
+@pytest.fixture
+def user_client(app: Any, user: Any) -> Any:
+    """A test client with :func:`user` logged in."""
+    return log_in_client(app.test_client(), user)
+
+
+@pytest.fixture
+def make_token(app: Any, srcore_signing_key: Any) -> Callable[..., str]:
+    """Mint access tokens for :func:`app`: ``make_token("todo/tickets:RW", user=alice)``."""
+    audience = app.extensions["srcore"].service_id
+
+    def make(scopes: str, *, user: Any = None, **options: Any) -> str:
+        user_id = user.id if user is not None else None
+        return mint_token(
+            srcore_signing_key, audience=audience, scopes=scopes, user_id=user_id, **options
+        )
+
+    return make
+
+
+def new_secret() -> str:
+    """A fresh secret value, as ``srcore keygen`` prints."""
+    return secrets.token_urlsafe(48)
