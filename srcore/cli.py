@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import click
 
@@ -72,6 +73,65 @@ def serve(ctx: click.Context, service: str, bind: str | None, workers: int, debu
         "--access-logfile", "-", "--name", f"srcore-{service}", f"{package}:create_app()",
     ]
     os.execv(sys.executable, argv)
+
+
+_DEFAULT_PORTS = {"meta": 5000, "todo": 5001, "paste": 5002}
+
+
+def render_development_config(services: list[str], *, data_dir: Path) -> str:
+    """A development config for *services* on 127.0.0.1 with SQLite and fresh secrets."""
+    import secrets
+
+    lines = [
+        "; Development config written by `srcore init`. Secrets are fresh and local to this",
+        "; machine: never commit this file. See config.example.ini for every key.",
+        "",
+        "[global]",
+        "site-name = srcore demo network",
+        "environment = development",
+        "",
+    ]
+    next_port = 5010
+    for service in services:
+        port = _DEFAULT_PORTS.get(service)
+        if port is None:
+            port, next_port = next_port, next_port + 1
+        lines += [
+            f"[{service}]",
+            f"origin = http://127.0.0.1:{port}",
+            f"database-url = sqlite:///{data_dir / (service + '.db')}",
+            f"secret-key = {secrets.token_urlsafe(48)}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+@cli.command(epilog="Example: srcore init --path var/config.ini todo meta")
+@click.argument("services", nargs=-1)
+@click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("config.ini"), show_default=True, help="Where to write the config.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the SQLite databases go (default: beside the config file).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(services: tuple[str, ...], path: Path, data_dir: Path | None, force: bool) -> None:
+    """Write a development config for the installed services (or the ones named)."""
+    from srcore.manifest import ENTRY_POINT_GROUP
+
+    installed = [ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    chosen = list(services) or sorted(installed, key=lambda s: (s != "meta", s))
+    unknown = [s for s in chosen if s not in installed]
+    if unknown:
+        raise click.UsageError(
+            f"not installed: {', '.join(unknown)} (installed: {', '.join(installed) or 'none'})"
+        )
+    if path.exists() and not force:
+        raise click.UsageError(f"{path} exists; pass --force to overwrite it")
+    data = (data_dir or path.parent).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_development_config(chosen, data_dir=data), encoding="utf-8")
+    path.chmod(0o600)
+    click.echo(f"wrote {path} for {', '.join(chosen)}")
 
 
 def _add_commands() -> None:

@@ -1,0 +1,103 @@
+"""Run the example network on 127.0.0.1: what `make demo` calls.
+
+Writes a development config with fresh secrets on first run (var/config.ini), migrates
+every configured service, starts each one under gunicorn, waits until each answers its
+health check, prints where to click, and stops everything on Ctrl-C.
+
+Options (for the test suite): --var DIR puts config and databases elsewhere; --exit-when-ready
+stops the services again as soon as they all answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def srcore(*args: str, config: Path) -> None:
+    subprocess.run([str(BIN / "srcore"), "--config", str(config), *args], check=True)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], *, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the server exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not become healthy within {seconds:.0f} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--var", type=Path, default=ROOT / "var")
+    parser.add_argument("--exit-when-ready", action="store_true")
+    options = parser.parse_args()
+
+    var = options.var.resolve()
+    config = var / "config.ini"
+    if not config.exists():
+        srcore("init", "--path", str(config), config=config)
+    srcore("config", "check", config=config)
+
+    sys.path.insert(0, str(ROOT))
+    from srcore.config import load_config
+
+    cfg = load_config(config)
+    services = cfg.services
+    for service in services:
+        srcore("migrate", service, "upgrade", config=config)
+
+    processes: list[tuple[str, str, subprocess.Popen[bytes]]] = []
+    env = dict(os.environ, SRCORE_CONFIG=str(config))
+    try:
+        for service in services:
+            origin = str(cfg.section(service)["origin"]).rstrip("/")
+            process = subprocess.Popen(
+                [str(BIN / "srcore"), "--config", str(config), "serve", service, "--workers", "2"],
+                env=env,
+            )
+            processes.append((service, origin, process))
+        for _service, origin, process in processes:
+            wait_healthy(origin + "/healthz", process)
+        width = max(len(s) for s, _, _ in processes)
+        print("\nThe network is up:\n")
+        for service, origin, _ in processes:
+            print(f"  {service:<{width}}  {origin}/")
+        print(f"\nConfig: {config} (edit it, then restart). Ctrl-C stops everything.\n")
+        if options.exit_when_ready:
+            return 0
+        while all(p.poll() is None for _, _, p in processes):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping")
+        return 0
+    finally:
+        for _, _, process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, _, process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
