@@ -1,0 +1,29 @@
+"""Todo: ticket trackers, an ordinary service of an srcore network.
+
+``create_app`` is the app factory that ``srcore serve todo``, gunicorn
+(``todo:create_app()``) and the test plugin call. Importing the package only defines
+things; the app is built from the config file when the factory runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from srcore.app import SrcoreApp
+
+__all__ = ["create_app"]
+
+
+def create_app(config: Any = None, **options: Any) -> SrcoreApp:
+    """Build the todo app from the network's config file (or the given ``config``)."""
+    import srcore
+    from todo.api import api
+    from todo.models import Base, User
+    from todo.views import views
+
+    app = srcore.create_app(
+        "todo", __name__, config=config, metadata=Base.metadata, user_model=User, **options
+    )
+    app.register_blueprint(views)
+    app.register_blueprint(api)
+    return app

@@ -1,0 +1,286 @@
+"""Todo's JSON API under ``/api/``: the caller's trackers, their tickets and comments.
+
+Callers authenticate with a bearer token; ``todo/trackers`` covers trackers and
+``todo/tickets`` covers tickets and comments, each ``:RO`` to read and ``:RW`` to write.
+Lists are ``{"results": [...], "next": cursor-or-null}``; pass ``?cursor=`` back to get
+the next page. Errors use srcore's standard body, ``{"errors": [{"field", "reason"}]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from flask import Blueprint, Response, abort, request, url_for
+from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy.orm import selectinload
+
+from srcore.auth import current_user, oauth
+from srcore.db import session
+from srcore.errors import error_response
+from srcore.pagination import InvalidCursor, paginate_cursor
+from srcore.validation import Validation
+from todo import logic
+from todo.models import Comment, Ticket, TicketStatus, Tracker, User
+
+__all__ = ["api", "comment_json", "ticket_json", "tracker_json", "user_json"]
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+NUMBER = f"<int(min=1, max={logic.MAX_ROW_ID}):number>"
+DEFAULT_LIMIT = 25
+MAX_LIMIT = 100
+
+
+# -- JSON shapes ---------------------------------------------------------------------------
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username}
+
+
+def tracker_json(tracker: Tracker, owner: User) -> dict[str, Any]:
+    return {
+        "id": tracker.id,
+        "name": tracker.name,
+        "description": tracker.description,
+        "visibility": tracker.visibility.value,
+        "owner": user_json(owner),
+        "created": tracker.created.isoformat(),
+        "updated": tracker.updated.isoformat(),
+    }
+
+
+def ticket_json(ticket: Ticket, tracker: Tracker, owner: User, submitter: User) -> dict[str, Any]:
+    return {
+        "id": ticket.id,
+        "number": ticket.number,
+        "tracker": {"id": tracker.id, "name": tracker.name, "owner": user_json(owner)},
+        "title": ticket.title,
+        "description": ticket.description,
+        "status": ticket.status.value,
+        "resolution": ticket.resolution.value if ticket.resolution is not None else None,
+        "submitter": user_json(submitter),
+        "created": ticket.created.isoformat(),
+        "updated": ticket.updated.isoformat(),
+    }
+
+
+def comment_json(comment: Comment, ticket: Ticket, author: User) -> dict[str, Any]:
+    return {
+        "id": comment.id,
+        "ticket": ticket.number,
+        "author": user_json(author),
+        "text": comment.text,
+        "created": comment.created.isoformat(),
+        "updated": comment.updated.isoformat(),
+    }
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _caller() -> User:
+    """The token's user; a token issued to a client alone has no trackers to act on."""
+    user = cast("User | None", current_user._get_current_object())
+    if user is None:
+        abort(error_response(403, "This call acts for a user; use a token issued to a user."))
+    return user
+
+
+def _listing(
+    stmt: Select[Any], key: ColumnElement[Any], *, descending: bool = True
+) -> tuple[list[Any], str | None] | Response:
+    """One page of *stmt* per ``?cursor=`` and ``?limit=``, or the 400 for bad values."""
+    query = Validation(data=request.args, source="form")
+    cursor = query.optional("cursor", max_length=1024)
+    limit = query.optional("limit", int, min=1, max=MAX_LIMIT, default=DEFAULT_LIMIT)
+    if not query.ok or limit is None:
+        return query.response()
+    try:
+        page = paginate_cursor(
+            session, stmt, key=[key], cursor=cursor, limit=limit, descending=descending
+        )
+    except InvalidCursor:
+        return _error("This cursor was not made for this listing.", "cursor")
+    return page.items, page.next_cursor
+
+
+def _error(reason: str, field: str | None = None, status: int = 400) -> Response:
+    valid = Validation(data={})
+    valid.error(reason, field)
+    return valid.response(status)
+
+
+def _status_filter() -> TicketStatus | None | Response:
+    query = Validation(data=request.args, source="form")
+    status = query.optional("status", TicketStatus)
+    if not query.ok:
+        return query.response()
+    return status
+
+
+# -- trackers ------------------------------------------------------------------------------
+
+
+@api.get("/trackers")
+@oauth("todo/trackers:RO")
+def list_trackers() -> Any:
+    user = _caller()
+    result = _listing(select(Tracker).where(Tracker.owner_id == user.id), Tracker.id)
+    if isinstance(result, Response):
+        return result
+    items, next_cursor = result
+    return {"results": [tracker_json(t, user) for t in items], "next": next_cursor}
+
+
+@api.post("/trackers")
+@oauth("todo/trackers:RW")
+def create_tracker() -> Any:
+    user = _caller()
+    valid = Validation(request)
+    values = logic.read_tracker(valid)
+    tracker = logic.apply_tracker(session, valid, user, values, None)
+    if tracker is None:
+        return valid.response(409 if valid.error_for("name") == logic.NAME_TAKEN else 400)
+    location = url_for("api.get_tracker", name=tracker.name)
+    return tracker_json(tracker, user), 201, {"Location": location}
+
+
+@api.get("/trackers/<name>")
+@oauth("todo/trackers:RO")
+def get_tracker(name: str) -> Any:
+    user = _caller()
+    return tracker_json(logic.own_tracker(session, user, name), user)
+
+
+@api.patch("/trackers/<name>")
+@oauth("todo/trackers:RW")
+def update_tracker(name: str) -> Any:
+    user = _caller()
+    tracker = logic.own_tracker(session, user, name)
+    valid = Validation(request)
+    values = logic.read_tracker(valid, partial=True)
+    if logic.apply_tracker(session, valid, user, values, tracker) is None:
+        return valid.response(409 if valid.error_for("name") == logic.NAME_TAKEN else 400)
+    return tracker_json(tracker, user)
+
+
+@api.delete("/trackers/<name>")
+@oauth("todo/trackers:RW")
+def delete_tracker(name: str) -> Any:
+    user = _caller()
+    tracker = logic.own_tracker(session, user, name)
+    session.delete(tracker)
+    session.commit()
+    return "", 204
+
+
+# -- tickets -------------------------------------------------------------------------------
+
+
+@api.get("/trackers/<name>/tickets")
+@oauth("todo/tickets:RO")
+def list_tickets(name: str) -> Any:
+    user = _caller()
+    tracker = logic.own_tracker(session, user, name)
+    status = _status_filter()
+    if isinstance(status, Response):
+        return status
+    stmt = select(Ticket).where(Ticket.tracker_id == tracker.id)
+    if status is not None:
+        stmt = stmt.where(Ticket.status == status)
+    result = _listing(stmt.options(selectinload(Ticket.submitter)), Ticket.id)
+    if isinstance(result, Response):
+        return result
+    items, next_cursor = result
+    return {
+        "results": [ticket_json(t, tracker, user, t.submitter) for t in items],
+        "next": next_cursor,
+    }
+
+
+@api.post("/trackers/<name>/tickets")
+@oauth("todo/tickets:RW")
+def create_ticket(name: str) -> Any:
+    user = _caller()
+    tracker = logic.own_tracker(session, user, name)
+    valid = Validation(request)
+    values = logic.read_ticket(valid)
+    if not valid.ok:
+        return valid.response()
+    ticket = logic.create_ticket(session, tracker, user, values)
+    session.commit()
+    location = url_for("api.get_ticket", name=tracker.name, number=ticket.number)
+    return ticket_json(ticket, tracker, user, user), 201, {"Location": location}
+
+
+def _ticket(user: User, name: str, number: int) -> tuple[Tracker, Ticket, User]:
+    """Tracker, ticket and submitter in one query (the hot path of the API)."""
+    if not logic.plausible_name(name):
+        abort(404)
+    row = session.execute(
+        select(Tracker, Ticket, User)
+        .join(Ticket, Ticket.tracker_id == Tracker.id)
+        .join(User, Ticket.submitter_id == User.id)
+        .where(Tracker.owner_id == user.id, Tracker.name == name, Ticket.number == number)
+    ).first()
+    if row is None:
+        abort(404)
+    return row.tuple()
+
+
+@api.get(f"/trackers/<name>/tickets/{NUMBER}")
+@oauth("todo/tickets:RO")
+def get_ticket(name: str, number: int) -> Any:
+    user = _caller()
+    tracker, ticket, submitter = _ticket(user, name, number)
+    return ticket_json(ticket, tracker, user, submitter)
+
+
+@api.patch(f"/trackers/<name>/tickets/{NUMBER}")
+@oauth("todo/tickets:RW")
+def update_ticket(name: str, number: int) -> Any:
+    user = _caller()
+    tracker, ticket, submitter = _ticket(user, name, number)
+    valid = Validation(request)
+    values = logic.read_ticket(valid, partial=True)
+    values.update(logic.read_status(valid, ticket, partial=True))
+    if not valid.ok:
+        return valid.response()
+    logic.apply_ticket(ticket, values)
+    session.commit()
+    return ticket_json(ticket, tracker, user, submitter)
+
+
+# -- comments ------------------------------------------------------------------------------
+
+
+@api.get(f"/trackers/<name>/tickets/{NUMBER}/comments")
+@oauth("todo/tickets:RO")
+def list_comments(name: str, number: int) -> Any:
+    user = _caller()
+    _tracker, ticket, _submitter = _ticket(user, name, number)
+    stmt = (
+        select(Comment)
+        .where(Comment.ticket_id == ticket.id)
+        .options(selectinload(Comment.author))
+    )
+    result = _listing(stmt, Comment.id, descending=False)
+    if isinstance(result, Response):
+        return result
+    items, next_cursor = result
+    return {"results": [comment_json(c, ticket, c.author) for c in items], "next": next_cursor}
+
+
+@api.post(f"/trackers/<name>/tickets/{NUMBER}/comments")
+@oauth("todo/tickets:RW")
+def create_comment(name: str, number: int) -> Any:
+    user = _caller()
+    _tracker, ticket, _submitter = _ticket(user, name, number)
+    valid = Validation(request)
+    text = logic.read_comment(valid)
+    if text is None or not valid.ok:
+        return valid.response()
+    comment = logic.add_comment(session, ticket, user, text)
+    session.commit()
+    return comment_json(comment, ticket, user), 201

@@ -1,0 +1,302 @@
+"""What todo does, shared by the HTML forms and the JSON API.
+
+Reading input (with :class:`srcore.Validation`) and changing rows live here, so a form
+and an API call that do the same thing accept exactly the same values and fail with the
+same messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy.orm.attributes import set_committed_value
+
+from srcore.db import utcnow
+from srcore.validation import Validation
+from todo.models import (
+    COMMENT_MAX,
+    DESCRIPTION_MAX,
+    TITLE_MAX,
+    TRACKER_NAME,
+    TRACKER_NAME_MAX,
+    Comment,
+    Resolution,
+    Ticket,
+    TicketStatus,
+    Tracker,
+    User,
+    Visibility,
+)
+
+__all__ = [
+    "MAX_ROW_ID",
+    "add_comment",
+    "apply_ticket",
+    "apply_tracker",
+    "can_change_status",
+    "commit_or_conflict",
+    "create_ticket",
+    "find_tracker",
+    "read_comment",
+    "read_ticket",
+    "read_tracker",
+    "status_counts",
+]
+
+#: Ids and ticket numbers are 32-bit integer columns; larger ones cannot name a row.
+MAX_ROW_ID = 2**31 - 1
+#: Usernames are at most this long (``user.username``).
+_USERNAME_MAX = 256
+
+NAME_RULE = (
+    "Use 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or a digit."
+)
+NAME_TAKEN = "You already have a tracker with this name."
+
+
+def plausible_name(name: str) -> bool:
+    """Whether *name* could be a tracker name at all (cheap check before any query)."""
+    return TRACKER_NAME.fullmatch(name) is not None
+
+
+def plausible_username(username: str) -> bool:
+    """Whether *username* could be a stored username (no NUL, no lone surrogate, short)."""
+    if not username or len(username) > _USERNAME_MAX or "\x00" in username:
+        return False
+    try:
+        username.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# -- trackers ------------------------------------------------------------------------------
+
+
+def read_tracker(valid: Validation, *, partial: bool = False) -> dict[str, Any]:
+    """Read a tracker's fields. With ``partial`` (PATCH) only the fields present are read."""
+    values: dict[str, Any] = {}
+    if not partial or "name" in valid:
+        name = valid.require("name", max_length=TRACKER_NAME_MAX)
+        if name is not None and valid.expect(plausible_name(name), NAME_RULE, field="name"):
+            values["name"] = name
+    if not partial or "description" in valid:
+        description = valid.optional("description", max_length=DESCRIPTION_MAX)
+        values["description"] = description or None
+    if not partial or "visibility" in valid:
+        if partial:
+            visibility = valid.require("visibility", Visibility)
+        else:
+            visibility = valid.optional("visibility", Visibility, default=Visibility.public)
+        if visibility is not None:
+            values["visibility"] = visibility
+    return values
+
+
+def name_taken(session: Session, owner: User, name: str, *, exclude: int | None = None) -> bool:
+    """Whether *owner* already has a tracker called *name* (other than tracker *exclude*)."""
+    stmt = select(Tracker.id).where(Tracker.owner_id == owner.id, Tracker.name == name)
+    if exclude is not None:
+        stmt = stmt.where(Tracker.id != exclude)
+    return session.scalar(stmt.limit(1)) is not None
+
+
+def apply_tracker(
+    session: Session, valid: Validation, owner: User, values: dict[str, Any], tracker: Tracker | None
+) -> Tracker | None:
+    """Create a tracker (``tracker`` None) or update one, after checking the name is free.
+
+    Returns the tracker, or None with the error recorded on *valid*.
+    """
+    if not valid.ok:
+        return None
+    name = values.get("name")
+    exclude = tracker.id if tracker is not None else None
+    if name is not None and name_taken(session, owner, name, exclude=exclude):
+        valid.error(NAME_TAKEN, "name")
+        return None
+    if tracker is None:
+        tracker = Tracker(owner_id=owner.id, **values)
+        tracker.owner = owner
+        session.add(tracker)
+    else:
+        for key, value in values.items():
+            setattr(tracker, key, value)
+    if not commit_or_conflict(session, valid, NAME_TAKEN, field="name"):
+        if tracker in session:  # the rollback expired it; keep what pages read from it
+            set_committed_value(tracker, "owner", owner)
+        return None
+    return tracker
+
+
+def commit_or_conflict(
+    session: Session, valid: Validation, reason: str, *, field: str | None = None
+) -> bool:
+    """Commit; a unique constraint lost to a concurrent request becomes a form error."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        valid.error(reason, field)
+        return False
+    return True
+
+
+def find_tracker(session: Session, username: str, name: str, viewer: User | None) -> Tracker:
+    """The tracker ``~username/name`` with its owner loaded, or 404 if *viewer* cannot see it.
+
+    A private tracker of someone else is a 404, not a 403: its existence is private too.
+    """
+    if not plausible_username(username) or not plausible_name(name):
+        abort(404)
+    stmt = (
+        select(Tracker)
+        .join(Tracker.owner)
+        .where(User.username == username, Tracker.name == name)
+        .options(contains_eager(Tracker.owner))
+    )
+    tracker = session.scalar(stmt)
+    if tracker is None or not tracker.visible_to(viewer):
+        abort(404)
+    return tracker
+
+
+def own_tracker(session: Session, owner: User, name: str) -> Tracker:
+    """*owner*'s tracker called *name*, or 404."""
+    if not plausible_name(name):
+        abort(404)
+    tracker = session.scalar(
+        select(Tracker).where(Tracker.owner_id == owner.id, Tracker.name == name)
+    )
+    if tracker is None:
+        abort(404)
+    set_committed_value(tracker, "owner", owner)
+    return tracker
+
+
+# -- tickets -------------------------------------------------------------------------------
+
+
+def read_ticket(valid: Validation, *, partial: bool = False) -> dict[str, Any]:
+    """Read a ticket's title and description (and, with ``partial``, only those present)."""
+    values: dict[str, Any] = {}
+    if not partial or "title" in valid:
+        title = valid.require("title", max_length=TITLE_MAX)
+        if title is not None:
+            values["title"] = title
+    if not partial or "description" in valid:
+        values["description"] = valid.optional("description", max_length=DESCRIPTION_MAX) or None
+    return values
+
+
+def read_status(valid: Validation, ticket: Ticket, *, partial: bool = False) -> dict[str, Any]:
+    """Read a status change: ``status`` (open/resolved) and, for resolved, ``resolution``.
+
+    Resolving without a resolution means ``fixed``; reopening clears the resolution.
+    """
+    values: dict[str, Any] = {}
+    status: TicketStatus | None = ticket.status
+    if not partial or "status" in valid:
+        status = valid.require("status", TicketStatus)
+        if status is None:
+            return values
+        values["status"] = status
+    resolution = valid.optional("resolution", Resolution)
+    if resolution is not None:
+        if valid.expect(
+            status == TicketStatus.resolved,
+            "Only a resolved ticket has a resolution.",
+            field="resolution",
+        ):
+            values["resolution"] = resolution
+    if values.get("status") == TicketStatus.resolved:
+        values.setdefault("resolution", ticket.resolution or Resolution.fixed)
+    elif values.get("status") == TicketStatus.open:
+        values["resolution"] = None
+    return values
+
+
+def apply_ticket(ticket: Ticket, values: dict[str, Any]) -> None:
+    """Apply read values to *ticket* (its ``updated`` time moves with any change)."""
+    for key, value in values.items():
+        setattr(ticket, key, value)
+
+
+def create_ticket(
+    session: Session, tracker: Tracker, submitter: User, values: dict[str, Any]
+) -> Ticket:
+    """Add a ticket with the tracker's next number; the caller commits.
+
+    The number comes from an atomic ``UPDATE ... RETURNING`` on the tracker row, which
+    also serialises concurrent submissions to one tracker without a table lock.
+    """
+    number = session.execute(
+        update(Tracker)
+        .where(Tracker.id == tracker.id)
+        .values(ticket_count=Tracker.ticket_count + 1, updated=utcnow())
+        .returning(Tracker.ticket_count)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    ticket = Ticket(
+        tracker_id=tracker.id, number=number, submitter_id=submitter.id, **values
+    )
+    ticket.tracker = tracker
+    ticket.submitter = submitter
+    session.add(ticket)
+    return ticket
+
+
+def find_ticket(session: Session, tracker: Tracker, number: int) -> Ticket:
+    """Ticket *number* of *tracker*, with its submitter loaded, or 404."""
+    if not 1 <= number <= MAX_ROW_ID:
+        abort(404)
+    row = session.execute(
+        select(Ticket, User)
+        .join(User, Ticket.submitter_id == User.id)
+        .where(Ticket.tracker_id == tracker.id, Ticket.number == number)
+    ).first()
+    if row is None:
+        abort(404)
+    ticket, submitter = row.tuple()
+    set_committed_value(ticket, "tracker", tracker)
+    set_committed_value(ticket, "submitter", submitter)
+    return ticket
+
+
+def can_change_status(ticket: Ticket, tracker: Tracker, user: User | None) -> bool:
+    """The tracker's owner and the ticket's submitter may resolve and reopen it."""
+    return user is not None and user.id in (tracker.owner_id, ticket.submitter_id)
+
+
+def status_counts(session: Session, tracker: Tracker) -> dict[TicketStatus, int]:
+    """How many tickets of *tracker* are open and resolved (one grouped query)."""
+    counts = dict.fromkeys(TicketStatus, 0)
+    rows = session.execute(
+        select(Ticket.status, func.count())
+        .where(Ticket.tracker_id == tracker.id)
+        .group_by(Ticket.status)
+    )
+    for status, count in rows.tuples():
+        counts[TicketStatus(status)] = count
+    return counts
+
+
+# -- comments ------------------------------------------------------------------------------
+
+
+def read_comment(valid: Validation) -> str | None:
+    """Read a comment's text (markdown)."""
+    return valid.require("text", max_length=COMMENT_MAX, label="Comment")
+
+
+def add_comment(session: Session, ticket: Ticket, author: User, text: str) -> Comment:
+    """Add a comment to *ticket*; the caller commits."""
+    comment = Comment(ticket_id=ticket.id, author_id=author.id, text=text)
+    comment.author = author
+    ticket.updated = utcnow()
+    session.add(comment)
+    return comment
