@@ -1,0 +1,317 @@
+"""SQLAlchemy rigging shared by every service: metadata, types, mixins, engine, session.
+
+Each service declares its own ``DeclarativeBase`` with :func:`make_metadata` and
+:data:`TYPE_ANNOTATION_MAP`, and its own ``User`` model from :class:`UserMixin`. The
+:class:`Database` object owns the engine; :data:`session` is the session of the current
+Flask app context, opened on first use and closed on teardown, so that a read-only request
+costs exactly ``BEGIN``, its queries and ``ROLLBACK``.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from flask import Flask, current_app, g
+from sqlalchemy import (
+    URL,
+    DateTime,
+    Dialect,
+    Engine,
+    Enum,
+    MetaData,
+    String,
+    Text,
+    create_engine,
+    event,
+    make_url,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator, TypeEngine
+from werkzeug.local import LocalProxy
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "TYPE_ANNOTATION_MAP",
+    "Database",
+    "TimestampMixin",
+    "UTCDateTime",
+    "UserMixin",
+    "UserType",
+    "core_metadata",
+    "init_app",
+    "make_metadata",
+    "normalize_url",
+    "session",
+    "utcnow",
+]
+
+#: Constraint names that are the same on every backend, so migrations can name them.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: SQLite waits this long (milliseconds) for a competing writer before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_SESSION_KEY = "_srcore_db_session"
+
+
+def make_metadata() -> MetaData:
+    """Return a new :class:`~sqlalchemy.MetaData` using :data:`NAMING_CONVENTION`."""
+    return MetaData(naming_convention=dict(NAMING_CONVENTION))
+
+
+def utcnow() -> datetime:
+    """Return the current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    PostgreSQL stores ``timestamptz``; SQLite, which has no time zones, stores the UTC wall
+    time. Naive datetimes are refused on the way in: their meaning is a guess.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def __repr__(self) -> str:
+        return "UTCDateTime()"
+
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"UTCDateTime expects a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"naive datetime {value.isoformat()} given for a UTCDateTime column; "
+                "pass a timezone-aware datetime (srcore.db.utcnow() for now)"
+            )
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+#: For ``DeclarativeBase.type_annotation_map``: ``Mapped[datetime]`` becomes UTCDateTime.
+TYPE_ANNOTATION_MAP: dict[Any, TypeEngine[Any]] = {datetime: UTCDateTime()}
+
+_CORE = {"srcore": True}
+
+
+def _core(**info: object) -> dict[str, object]:
+    return {**_CORE, **info}
+
+
+class TimestampMixin:
+    """``created`` and ``updated`` columns, set by the ORM on insert and update."""
+
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class UserType(enum.StrEnum):
+    """Account state, as decided by meta."""
+
+    unconfirmed = "unconfirmed"
+    active = "active"
+    admin = "admin"
+    suspended = "suspended"
+
+
+class UserMixin(TimestampMixin):
+    """The columns every service keeps about a user, mirrored from meta.
+
+    The id is meta's account id, never generated locally. The columns are marked
+    ``info={"srcore": True}``: the core's migration lineage owns them, a service's own
+    lineage never touches them.
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, info=_core())
+    username: Mapped[str] = mapped_column(String(256), unique=True, info=_core())
+    email: Mapped[str] = mapped_column(String(256), index=True, info=_core())
+    user_type: Mapped[UserType] = mapped_column(
+        Enum(
+            UserType,
+            name="user_type",
+            native_enum=False,
+            length=16,
+            values_callable=lambda cls: [member.value for member in cls],
+            validate_strings=True,
+        ),
+        default=UserType.unconfirmed,
+        info=_core(),
+    )
+    url: Mapped[str | None] = mapped_column(String(256), info=_core())
+    location: Mapped[str | None] = mapped_column(String(256), info=_core())
+    bio: Mapped[str | None] = mapped_column(Text, info=_core())
+    suspension_notice: Mapped[str | None] = mapped_column(Text, info=_core())
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, info=_core())
+    updated: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, info=_core()
+    )
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user_type == UserType.admin
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.user_type == UserType.suspended
+
+    @property
+    def is_active(self) -> bool:
+        """True for confirmed, unsuspended accounts (admins included)."""
+        return self.user_type in (UserType.active, UserType.admin)
+
+
+@functools.cache
+def core_metadata() -> MetaData:
+    """The metadata of the tables the core lineage owns: ``user`` with UserMixin's columns."""
+
+    class _CoreBase(DeclarativeBase):
+        metadata = make_metadata()
+        type_annotation_map = TYPE_ANNOTATION_MAP
+
+    class _CoreUser(UserMixin, _CoreBase):
+        __tablename__ = "user"
+
+    return _CoreBase.metadata
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL; plain ``postgresql://`` (and ``postgres://``) mean psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+class Database:
+    """One service's database: its engine and its session factory."""
+
+    engine: Engine
+    sessionmaker: sessionmaker[Session]
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        echo: bool = False,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 30.0,
+        pool_recycle: int = -1,
+        pool_pre_ping: bool = False,
+    ) -> None:
+        self.url = normalize_url(url)
+        if self.url.get_backend_name() == "sqlite":
+            self.engine = create_engine(self.url, echo=echo)
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+        else:
+            self.engine = create_engine(
+                self.url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                pool_recycle=pool_recycle,
+                pool_pre_ping=pool_pre_ping,
+            )
+        self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"<Database {self.url.render_as_string(hide_password=True)}>"
+
+    def session(self) -> Session:
+        """Open a new session; the caller closes it (CLI commands, workers)."""
+        return self.sessionmaker()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session in a transaction: committed on success, rolled back on error."""
+        with self.sessionmaker.begin() as db_session:
+            yield db_session
+
+    def check(self) -> None:
+        """Run ``SELECT 1``; raises if the database cannot be reached."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _current_database() -> Database:
+    state = current_app.extensions.get("srcore")
+    database = getattr(state, "db", None)
+    if not isinstance(database, Database):
+        raise RuntimeError("no srcore database on this app: app.extensions['srcore'].db is not set")
+    return database
+
+
+def _get_session() -> Session:
+    db_session: Session | None = g.get(_SESSION_KEY)
+    if db_session is None:
+        db_session = _current_database().session()
+        setattr(g, _SESSION_KEY, db_session)
+    return db_session
+
+
+def _close_session(_exc: BaseException | None = None) -> None:
+    db_session: Session | None = g.pop(_SESSION_KEY, None)
+    if db_session is not None:
+        db_session.close()
+
+
+def init_app(app: Flask, database: Database) -> None:
+    """Close the app context's session on teardown.
+
+    ``database`` must be the one stored as ``app.extensions["srcore"].db``; it is what
+    :data:`session` opens sessions from.
+    """
+    if _close_session not in app.teardown_appcontext_funcs:
+        app.teardown_appcontext(_close_session)
+
+
+#: The current app context's session: opened on first use, closed on teardown.
+session: Session = cast(Session, LocalProxy(_get_session))

@@ -1,0 +1,354 @@
+"""Alembic rigging: the core's migration lineage and one lineage per service.
+
+A service database holds two lineages, each with its own version table:
+
+* ``srcore`` (table ``alembic_version_srcore``): the columns :class:`srcore.db.UserMixin`
+  adds, scripts in ``migrations_base/versions/``, shipped with srcore;
+* the service's own (table ``alembic_version_<service_id>``): everything else, scripts in
+  the service's ``migrations/versions/``.
+
+Both run through the one ``migrations_base/env.py``, which takes every setting from
+``config.attributes``. Autogenerate in a lineage only sees what that lineage owns: tables
+of its metadata, and of the ``user`` table either the core columns or the service's own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.autogenerate.api import AutogenContext
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, event
+from sqlalchemy.pool import NullPool
+
+from srcore.db import core_metadata, normalize_url
+from srcore.resources import resource_dir
+
+__all__ = [
+    "CORE_LINEAGE",
+    "MigrationTarget",
+    "RevisionInfo",
+    "current",
+    "downgrade",
+    "heads",
+    "history",
+    "pending_changes",
+    "revision",
+    "upgrade",
+    "upgrade_all",
+    "version_table",
+]
+
+#: The name of the core's own lineage.
+CORE_LINEAGE = "srcore"
+
+_SERVICE_ID = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class MigrationTarget:
+    """A service database and the service's half of what lives in it."""
+
+    service_id: str
+    database_url: str
+    metadata: MetaData
+    versions_dir: Path
+
+    def __post_init__(self) -> None:
+        if not _SERVICE_ID.match(self.service_id):
+            raise ValueError(f"service id {self.service_id!r} is not [a-z][a-z0-9_-]*")
+        if self.service_id == CORE_LINEAGE:
+            raise ValueError(f"{CORE_LINEAGE!r} is the core's lineage, not a service id")
+        object.__setattr__(self, "versions_dir", Path(self.versions_dir))
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    """One migration script of a lineage."""
+
+    lineage: str
+    revision: str
+    down_revision: tuple[str, ...]
+    message: str
+    is_head: bool
+    path: Path
+
+
+def version_table(lineage: str) -> str:
+    """The version table of a lineage: ``alembic_version_<lineage>``."""
+    return "alembic_version_" + lineage.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class _Lineage:
+    name: str
+    metadata: MetaData
+    versions_dir: Path
+    core: bool
+
+
+def _lineage(target: MigrationTarget, name: str | None) -> _Lineage:
+    if name is None or name == target.service_id:
+        return _Lineage(target.service_id, target.metadata, target.versions_dir, core=False)
+    if name == CORE_LINEAGE:
+        versions = resource_dir("migrations_base") / "versions"
+        return _Lineage(CORE_LINEAGE, core_metadata(), versions, core=True)
+    raise ValueError(f"unknown lineage {name!r}: {CORE_LINEAGE!r} or {target.service_id!r}")
+
+
+def _core_columns(metadata: MetaData) -> dict[str, frozenset[str]]:
+    """Table name -> names of the columns the core lineage owns in it."""
+    owned: dict[str, frozenset[str]] = {}
+    for table in metadata.tables.values():
+        names = frozenset(c.name for c in table.columns if c.info.get("srcore"))
+        if names:
+            owned[table.name] = names
+    return owned
+
+
+def _object_filters(
+    lineage: _Lineage,
+) -> tuple[Callable[..., bool], Callable[..., bool]]:
+    """``include_name`` and ``include_object`` hooks that keep a lineage to its own objects."""
+    tables = {t.name for t in lineage.metadata.tables.values()}
+    owned = _core_columns(lineage.metadata)
+
+    def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+        if type_ == "table":
+            return name in tables
+        return True
+
+    def is_core(table_name: str, column_names: list[str]) -> bool:
+        core = owned.get(table_name, frozenset())
+        return bool(column_names) and all(n in core for n in column_names)
+
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        if type_ == "table":
+            return name in tables
+        if type_ == "column":
+            core = is_core(obj.table.name, [obj.name])
+        elif type_ in ("index", "unique_constraint", "foreign_key_constraint"):
+            table = getattr(obj, "table", None)
+            if table is None:
+                return not lineage.core
+            core = is_core(table.name, [c.name for c in obj.columns])
+        else:
+            return True
+        return core if lineage.core else not core
+
+    return include_name, include_object
+
+
+def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
+    """Import the module of any non-SQLAlchemy type a generated script mentions."""
+    if type_ == "type":
+        module = type(obj).__module__
+        if not module.startswith("sqlalchemy") and module != "builtins":
+            autogen_context.imports.add(f"import {module}")
+    return False
+
+
+def _context_options(lineage: _Lineage) -> dict[str, Any]:
+    include_name, include_object = _object_filters(lineage)
+    return {
+        "target_metadata": lineage.metadata,
+        "version_table": version_table(lineage.name),
+        "include_name": include_name,
+        "include_object": include_object,
+        "render_item": _render_item,
+        "compare_type": True,
+        "compare_server_default": False,
+    }
+
+
+def _config(lineage: _Lineage) -> Config:
+    config = Config()
+    base = resource_dir("migrations_base")
+    config.set_main_option("script_location", str(base).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(lineage.versions_dir).replace("%", "%%"))
+    config.attributes["lineage"] = lineage.name
+    config.attributes.update(_context_options(lineage))
+    return config
+
+
+def _sqlite_transactional(engine: Engine) -> None:
+    """Let SQLite run DDL inside the migration's transaction, with foreign keys off.
+
+    pysqlite only opens transactions before DML; batch migrations copy and drop tables,
+    which must happen atomically and without foreign key enforcement.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def _engine(url: str | URL) -> Engine:
+    engine = create_engine(normalize_url(url), poolclass=NullPool)
+    if engine.dialect.name == "sqlite":
+        _sqlite_transactional(engine)
+    return engine
+
+
+@contextmanager
+def _connection(target: MigrationTarget) -> Iterator[Connection]:
+    engine = _engine(target.database_url)
+    try:
+        with engine.begin() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def _check_versions_dir(lineage: _Lineage) -> None:
+    if not lineage.versions_dir.is_dir():
+        raise FileNotFoundError(
+            f"migrations of {lineage.name!r}: {lineage.versions_dir} is not a directory"
+        )
+
+
+def _run(target: MigrationTarget, lineage: _Lineage, fn: Callable[[Config], object]) -> None:
+    _check_versions_dir(lineage)
+    config = _config(lineage)
+    with _connection(target) as connection:
+        config.attributes["connection"] = connection
+        fn(config)
+
+
+def upgrade(
+    target: MigrationTarget, revision: str = "heads", *, lineage: str | None = None
+) -> None:
+    """Upgrade a lineage to ``revision``.
+
+    By default the service lineage, after bringing the core lineage to its head (service
+    migrations may refer to the ``user`` table). ``lineage="srcore"`` upgrades the core
+    lineage alone.
+    """
+    chosen = _lineage(target, lineage)
+    if not chosen.core:
+        upgrade(target, "heads", lineage=CORE_LINEAGE)
+    _run(target, chosen, lambda config: command.upgrade(config, revision))
+
+
+def upgrade_all(target: MigrationTarget) -> None:
+    """Bring both lineages to their heads: the core first, then the service."""
+    upgrade(target, "heads")
+
+
+def downgrade(target: MigrationTarget, revision: str, *, lineage: str | None = None) -> None:
+    """Downgrade one lineage (the service's by default) to ``revision`` (``base``: all)."""
+    _run(target, _lineage(target, lineage), lambda config: command.downgrade(config, revision))
+
+
+def current(target: MigrationTarget) -> dict[str, str | None]:
+    """Applied revision of each lineage (None if never migrated), core first."""
+    result: dict[str, str | None] = {}
+    with _connection(target) as connection:
+        for name in (CORE_LINEAGE, target.service_id):
+            context = MigrationContext.configure(
+                connection, opts={"version_table": version_table(name)}
+            )
+            revisions = context.get_current_heads()
+            result[name] = ",".join(revisions) if revisions else None
+    return result
+
+
+def _scripts(lineage: _Lineage) -> ScriptDirectory:
+    _check_versions_dir(lineage)
+    return ScriptDirectory.from_config(_config(lineage))
+
+
+def heads(target: MigrationTarget) -> dict[str, str | None]:
+    """Head revision of each lineage's scripts (None for a lineage with no scripts)."""
+    result: dict[str, str | None] = {}
+    for name in (CORE_LINEAGE, target.service_id):
+        found = _scripts(_lineage(target, name)).get_heads()
+        result[name] = ",".join(found) if found else None
+    return result
+
+
+def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def history(target: MigrationTarget) -> list[RevisionInfo]:
+    """Every script, core lineage first, each lineage from base to head."""
+    infos: list[RevisionInfo] = []
+    for name in (CORE_LINEAGE, target.service_id):
+        scripts = _scripts(_lineage(target, name))
+        found = [
+            RevisionInfo(
+                lineage=name,
+                revision=script.revision,
+                down_revision=_as_tuple(script.down_revision),
+                message=(script.doc or "").strip(),
+                is_head=script.is_head,
+                path=Path(script.path),
+            )
+            for script in scripts.walk_revisions()
+        ]
+        infos.extend(reversed(found))
+    return infos
+
+
+def revision(
+    target: MigrationTarget,
+    message: str,
+    *,
+    autogenerate: bool = True,
+    lineage: str | None = None,
+) -> Path:
+    """Write a new migration script for a lineage (the service's by default).
+
+    With ``autogenerate`` the database must be at the lineage's head; the script holds the
+    differences between the lineage's metadata and the database, limited to what the
+    lineage owns. Returns the new file's path.
+    """
+    chosen = _lineage(target, lineage)
+    chosen.versions_dir.mkdir(parents=True, exist_ok=True)
+    config = _config(chosen)
+    scripts: list[Any] = []
+
+    def make(config: Config) -> None:
+        result = command.revision(config, message=message, autogenerate=autogenerate)
+        scripts.extend(result if isinstance(result, list) else [result])
+
+    if autogenerate:
+        _run(target, chosen, make)
+    else:
+        make(config)
+    if len(scripts) != 1 or scripts[0] is None:
+        raise RuntimeError(f"expected one new revision, Alembic made {len(scripts)}")
+    return Path(scripts[0].path)
+
+
+def pending_changes(target: MigrationTarget, *, lineage: str | None = None) -> list[Any]:
+    """What autogenerate would put in a new script for a lineage (empty when in sync)."""
+    chosen = _lineage(target, lineage)
+    options = _context_options(chosen)
+    options.pop("target_metadata")
+    with _connection(target) as connection:
+        options["render_as_batch"] = connection.dialect.name == "sqlite"
+        context = MigrationContext.configure(connection, opts=options)
+        return list(compare_metadata(context, chosen.metadata))

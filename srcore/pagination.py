@@ -1,0 +1,228 @@
+"""Pagination: keyset cursors for the API, numbered pages for HTML.
+
+A cursor names the last row a client has seen (its key values), not an offset, so rows
+inserted between two requests neither repeat nor vanish from the listing. Cursors are
+opaque to clients and checked on the way back in: a forged one is a 400, not a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.orm import QueryableAttribute, Session
+
+__all__ = [
+    "CursorPage",
+    "InvalidCursor",
+    "KeyColumn",
+    "Page",
+    "decode_cursor",
+    "encode_cursor",
+    "paginate_cursor",
+    "paginate_pages",
+]
+
+_T = TypeVar("_T")
+
+#: Cursors longer than this are refused before any decoding.
+MAX_CURSOR_LENGTH = 1024
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+#: A key column: a mapped attribute (``Ticket.id``) or a column expression.
+KeyColumn = ColumnElement[Any] | QueryableAttribute[Any]
+
+
+class InvalidCursor(ValueError):
+    """The cursor was not made by this server for this listing (the API answers 400)."""
+
+
+@dataclass(frozen=True)
+class CursorPage(Generic[_T]):
+    """One page of a keyset listing; ``next_cursor`` is None on the last page."""
+
+    items: list[_T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Page(Generic[_T]):
+    """One numbered page of a listing, with what a pager template needs."""
+
+    items: list[_T]
+    page: int
+    per_page: int
+    total: int
+    pages: int
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+    @property
+    def prev_page(self) -> int | None:
+        return min(self.page - 1, self.pages) if self.has_prev else None
+
+    @property
+    def next_page(self) -> int | None:
+        return self.page + 1 if self.has_next else None
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("cursor key values must be timezone-aware datetimes")
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot put a {type(value).__name__} in a cursor")
+
+
+def encode_cursor(values: Sequence[object]) -> str:
+    """Encode key values as an opaque, URL-safe cursor."""
+    payload = json.dumps([_jsonable(v) for v in values], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode("ascii")
+
+
+def _python_type(column: ColumnElement[Any]) -> type:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return object
+
+
+def _check_value(value: object, expected: type) -> object:
+    """Turn a decoded JSON value back into a key value of the expected type, or refuse."""
+    if issubclass(expected, bool):
+        if isinstance(value, bool):
+            return value
+    elif issubclass(expected, int):
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and _INT64[0] <= value <= _INT64[1]
+        ):
+            return value
+    elif issubclass(expected, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif issubclass(expected, datetime):
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value)
+                if parsed.tzinfo is not None and parsed.utcoffset() is not None:
+                    return parsed.astimezone(UTC)
+            except (ValueError, OverflowError):
+                pass
+    elif issubclass(expected, uuid.UUID):
+        if isinstance(value, str):
+            try:
+                return uuid.UUID(value)
+            except ValueError:
+                pass
+    elif issubclass(expected, str) and isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            if "\x00" not in value:
+                return value
+    raise InvalidCursor("invalid cursor")
+
+
+def decode_cursor(cursor: str, key: Sequence[ColumnElement[Any]]) -> list[object]:
+    """Decode a cursor made by :func:`encode_cursor` for these key columns.
+
+    Raises :class:`InvalidCursor` for anything else, whatever the input.
+    """
+    if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR_LENGTH:
+        raise InvalidCursor("invalid cursor")
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        values = json.loads(raw.decode("utf-8"))
+    except (ValueError, binascii.Error, RecursionError) as exc:
+        raise InvalidCursor("invalid cursor") from exc
+    if not isinstance(values, list) or len(values) != len(key):
+        raise InvalidCursor("invalid cursor")
+    return [_check_value(v, _python_type(col)) for v, col in zip(values, key, strict=True)]
+
+
+def _after(
+    key: Sequence[ColumnElement[Any]], values: Sequence[object], *, descending: bool
+) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in key order (lexicographic over the columns)."""
+    clauses: list[ColumnElement[bool]] = []
+    for i, column in enumerate(key):
+        equal = [key[j] == values[j] for j in range(i)]
+        beyond = column < values[i] if descending else column > values[i]
+        clauses.append(and_(*equal, beyond))
+    return or_(*clauses)
+
+
+def paginate_cursor(
+    session: Session,
+    stmt: Select[_T],
+    *,
+    key: KeyColumn | Sequence[KeyColumn],
+    cursor: str | None,
+    limit: int,
+    descending: bool = True,
+) -> CursorPage[_T]:
+    """Return up to ``limit`` items of ``stmt`` following ``cursor``, ordered by ``key``.
+
+    ``stmt`` selects one entity or column; its own ORDER BY is replaced by the key, which
+    must be unique (end it with the primary key). Costs one query per page.
+    Raises :class:`InvalidCursor` for a cursor this listing did not produce.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    keys = list(key) if isinstance(key, Sequence) else [key]
+    columns = [k.expression if isinstance(k, QueryableAttribute) else k for k in keys]
+    if not columns:
+        raise ValueError("at least one key column is needed")
+    query = stmt.order_by(None).order_by(
+        *(column.desc() if descending else column.asc() for column in columns)
+    )
+    if cursor is not None:
+        values = decode_cursor(cursor, columns)
+        query = query.where(_after(columns, values, descending=descending))
+    query = query.add_columns(*columns).limit(limit + 1)
+    rows = session.execute(query).all()
+    items: list[_T] = [row[0] for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(list(rows[limit - 1][1:]))
+    return CursorPage(items=items, next_cursor=next_cursor)
+
+
+def paginate_pages(session: Session, stmt: Select[_T], *, page: int, per_page: int) -> Page[_T]:
+    """Return page ``page`` (from 1) of ``stmt``; a page past the last one is empty.
+
+    Costs a COUNT query plus, unless the page is past the end, one SELECT.
+    """
+    if page < 1:
+        raise ValueError("page must be at least 1")
+    if per_page < 1:
+        raise ValueError("per_page must be at least 1")
+    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    pages = max(1, math.ceil(total / per_page))
+    items: list[_T] = []
+    if page <= pages and total:
+        items = list(session.scalars(stmt.limit(per_page).offset((page - 1) * per_page)))
+    return Page(items=items, page=page, per_page=per_page, total=total, pages=pages)

@@ -1,0 +1,62 @@
+"""Fixtures shared by srcore's own tests: a database URL for SQLite and for PostgreSQL."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from srcore import testdb
+from srcore.db import Database
+
+
+@functools.cache
+def _postgres_reachable() -> bool:
+    return testdb.postgres_available()
+
+
+def require_postgres() -> None:
+    """Skip when PostgreSQL is unreachable; fail instead when running in CI."""
+    if _postgres_reachable():
+        return
+    message = f"PostgreSQL is unreachable at {testdb.postgres_base_url()}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true requires it)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def postgres_module_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test module, dropped afterwards."""
+    require_postgres()
+    url = testdb.create_test_database()
+    try:
+        yield url
+    finally:
+        testdb.drop_test_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or the module's PostgreSQL database emptied after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_module_url")
+    try:
+        yield url
+    finally:
+        testdb.reset_test_database(url)
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A :class:`Database` on :func:`database_url`, its pool closed after the test."""
+    db = Database(database_url)
+    try:
+        yield db
+    finally:
+        db.dispose()

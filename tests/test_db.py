@@ -1,0 +1,336 @@
+from __future__ import annotations
+
+import os
+import tempfile
+import types
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from flask import Flask
+from sqlalchemy import ForeignKey, String, event, inspect, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from srcore import db as srcore_db
+from srcore.db import (
+    NAMING_CONVENTION,
+    TYPE_ANNOTATION_MAP,
+    Database,
+    TimestampMixin,
+    UserMixin,
+    UserType,
+    core_metadata,
+    init_app,
+    make_metadata,
+    normalize_url,
+    utcnow,
+)
+
+
+class Base(DeclarativeBase):
+    metadata = make_metadata()
+    type_annotation_map = TYPE_ANNOTATION_MAP
+
+
+class User(UserMixin, Base):
+    __tablename__ = "user"
+
+
+class Note(TimestampMixin, Base):
+    __tablename__ = "note"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    text: Mapped[str] = mapped_column(String(100))
+    due: Mapped[datetime | None]
+
+
+@pytest.fixture
+def tables(database: Database) -> Database:
+    Base.metadata.create_all(database.engine)
+    return database
+
+
+def make_user(user_id: int = 1, username: str = "alice", **kw: object) -> User:
+    return User(id=user_id, username=username, email=f"{username}@example.org", **kw)
+
+
+def test_metadata_uses_naming_convention() -> None:
+    assert make_metadata().naming_convention == NAMING_CONVENTION
+    assert make_metadata() is not make_metadata()
+
+
+def test_utcnow_is_aware() -> None:
+    assert utcnow().tzinfo is UTC
+
+
+def test_normalize_url_picks_psycopg() -> None:
+    assert normalize_url("postgresql://h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("postgres://h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("sqlite:///x.db").drivername == "sqlite"
+
+
+def test_timestamps_set_on_insert_and_update(tables: Database) -> None:
+    with tables.transaction() as s:
+        s.add(make_user())
+        s.flush()
+        s.add(Note(id=1, user_id=1, text="hello"))
+    with tables.session() as s:
+        note = s.get_one(Note, 1)
+        assert note.created.tzinfo is UTC
+        assert note.updated.tzinfo is UTC
+        assert abs(note.created - utcnow()) < timedelta(minutes=1)
+        first_updated = note.updated
+        note.text = "changed"
+        s.commit()
+    with tables.session() as s:
+        note = s.get_one(Note, 1)
+        assert note.updated > first_updated
+        assert note.created <= first_updated
+
+
+def test_datetimes_round_trip_in_utc(tables: Database) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    when = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=plus_two)
+    with tables.transaction() as s:
+        s.add(make_user())
+        s.flush()
+        s.add(Note(id=1, user_id=1, text="x", due=when))
+    with tables.session() as s:
+        due = s.get_one(Note, 1).due
+        assert due == when
+        assert due is not None
+        assert due.tzinfo is UTC
+        assert due.hour == 10
+        # Comparisons in SQL convert bound values too.
+        found = s.scalars(select(Note.id).where(Note.due < when + timedelta(seconds=1))).all()
+        assert found == [1]
+
+
+def test_naive_datetime_rejected(tables: Database) -> None:
+    with tables.session() as s:
+        s.add(make_user())
+        s.flush()
+        s.add(Note(id=1, user_id=1, text="x", due=datetime(2024, 1, 1)))
+        with pytest.raises(StatementError, match="naive datetime"):
+            s.flush()
+
+
+def test_user_mixin_defaults_and_properties(tables: Database) -> None:
+    with tables.transaction() as s:
+        s.add(make_user())
+    with tables.session() as s:
+        user = s.get_one(User, 1)
+        assert user.user_type is UserType.unconfirmed
+        assert not user.is_active
+        assert not user.is_admin
+        assert not user.is_suspended
+        user.user_type = UserType.admin
+        assert user.is_admin
+        assert user.is_active
+        user.user_type = UserType.suspended
+        assert user.is_suspended
+        assert not user.is_active
+        s.commit()
+        stored = s.execute(text('SELECT user_type FROM "user"')).scalar_one()
+        assert stored == "suspended"
+
+
+def test_username_is_unique(tables: Database) -> None:
+    with tables.transaction() as s:
+        s.add(make_user(1, "alice"))
+    with pytest.raises(IntegrityError), tables.transaction() as s:
+        s.add(User(id=2, username="alice", email="other@example.org"))
+
+
+def test_user_id_is_not_generated(tables: Database) -> None:
+    columns = {c["name"]: c for c in inspect(tables.engine).get_columns("user")}
+    assert columns["id"]["default"] is None
+    assert User.__table__.c.id.autoincrement is False
+    with tables.transaction() as s:
+        s.add(make_user(4242, "bob"))
+    with tables.session() as s:
+        assert s.get_one(User, 4242).username == "bob"
+
+
+def test_unknown_user_type_rejected(tables: Database) -> None:
+    with tables.session() as s:
+        s.add(make_user(user_type="superuser"))
+        with pytest.raises(StatementError):
+            s.flush()
+
+
+def test_foreign_keys_enforced(tables: Database) -> None:
+    with pytest.raises(IntegrityError), tables.transaction() as s:
+        s.add(Note(id=1, user_id=99, text="orphan"))
+
+
+def test_mixin_columns_marked_core() -> None:
+    user_columns = User.__table__.columns
+    assert all(c.info.get("srcore") for c in user_columns)
+    assert not any(c.info.get("srcore") for c in Note.__table__.columns)
+    assert {c.name for c in core_metadata().tables["user"].columns} == {
+        c.name for c in user_columns
+    }
+
+
+def test_transaction_rolls_back_on_error(tables: Database) -> None:
+    def fail() -> None:
+        with tables.transaction() as s:
+            s.add(make_user())
+            s.flush()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        fail()
+    with tables.session() as s:
+        assert s.scalar(select(User)) is None
+
+
+def test_check(database: Database) -> None:
+    database.check()
+    assert database.sessionmaker.kw["expire_on_commit"] is False
+
+
+def test_check_fails_loudly(tmp_path: object) -> None:
+    broken = Database("sqlite:////nonexistent/dir/x.db")
+    with pytest.raises(Exception, match="unable to open"):
+        broken.check()
+    broken.dispose()
+
+
+def test_sqlite_pragmas(tmp_path: object) -> None:
+    database = Database(f"sqlite:///{tmp_path}/p.db")
+    try:
+        with database.engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+    finally:
+        database.dispose()
+
+
+# --- Flask glue -------------------------------------------------------------------------
+
+
+def make_app(database: Database, name: str = "app") -> Flask:
+    app = Flask(name)
+    app.extensions["srcore"] = types.SimpleNamespace(db=database)
+    init_app(app, database)
+    init_app(app, database)  # idempotent
+
+    @app.get("/users")
+    def users() -> list[str]:
+        return list(srcore_db.session.scalars(select(User.username).order_by(User.id)))
+
+    return app
+
+
+def current_session() -> Session:
+    return srcore_db.session._get_current_object()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_session_is_lazy_and_closed_on_teardown(tables: Database) -> None:
+    app = make_app(tables)
+    with app.app_context():
+        from flask import g
+
+        assert g.get("_srcore_db_session") is None
+        s = current_session()
+        assert current_session() is s
+        srcore_db.session.add(make_user())
+        srcore_db.session.flush()
+        assert s.in_transaction()
+    assert not s.in_transaction()
+    assert tables.engine.pool.checkedout() == 0
+    with tables.session() as other:
+        # Never committed: the teardown rolled it back.
+        assert other.scalar(select(User)) is None
+
+
+def test_session_per_app_and_per_context(tables: Database, tmp_path: object) -> None:
+    second = Database(tables.url)
+    try:
+        app1, app2 = make_app(tables, "one"), make_app(second, "two")
+        with app1.app_context():
+            s1 = current_session()
+            with app2.app_context():
+                s2 = current_session()
+                assert s2 is not s1
+                assert s2.get_bind() is second.engine
+            assert current_session() is s1
+            assert s1.get_bind() is tables.engine
+        with app1.app_context():
+            assert current_session() is not s1
+    finally:
+        second.dispose()
+
+
+def test_session_without_database_is_a_clear_error() -> None:
+    app = Flask("bare")
+    with app.app_context(), pytest.raises(RuntimeError, match="no srcore database"):
+        srcore_db.session.execute(text("SELECT 1"))
+
+
+def test_request_commit_is_visible(tables: Database) -> None:
+    app = make_app(tables)
+
+    @app.post("/users")
+    def add() -> str:
+        srcore_db.session.add(make_user(7, "carol"))
+        srcore_db.session.commit()
+        return "ok"
+
+    client = app.test_client()
+    assert client.post("/users").status_code == 200
+    assert client.get("/users").get_json() == ["carol"]
+
+
+def test_read_only_request_statements(tables: Database) -> None:
+    """A read-only request runs its queries and nothing else at the SQL level."""
+    app = make_app(tables)
+    statements: list[str] = []
+    event.listen(
+        tables.engine,
+        "before_cursor_execute",
+        lambda conn, cursor, stmt, params, context, many: statements.append(stmt),
+    )
+    client = app.test_client()
+    client.get("/users")  # warm up the pool and the dialect
+    statements.clear()
+    assert client.get("/users").status_code == 200
+    assert len(statements) == 1
+    assert tables.engine.pool.checkedout() == 0
+
+
+def test_read_only_request_round_trips_postgresql(tables: Database) -> None:
+    """On PostgreSQL a read-only request costs BEGIN, the query and ROLLBACK: 3 round trips."""
+    if tables.engine.dialect.name != "postgresql":
+        pytest.skip("round trips are counted with libpq's protocol trace")
+    app = make_app(tables)
+    client = app.test_client()
+    client.get("/users")
+    fd, path = tempfile.mkstemp()
+    traced: list[object] = []
+
+    def trace(dbapi_connection: object, record: object, proxy: object) -> None:
+        dbapi_connection.pgconn.trace(fd)  # type: ignore[attr-defined]
+        traced.append(dbapi_connection)
+
+    try:
+        event.listen(tables.engine, "checkout", trace)
+        assert client.get("/users").status_code == 200
+        event.remove(tables.engine, "checkout", trace)
+        for connection in traced:
+            connection.pgconn.untrace()  # type: ignore[attr-defined]
+        os.fsync(fd)
+        with open(path) as trace:
+            sent = [
+                line.split("\t")[3]
+                for line in trace
+                if line.split("\t")[1:2] == ["F"] and line.split("\t")[3] in ("Query", "Sync")
+            ]
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    assert len(sent) == 3, sent
