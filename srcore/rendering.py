@@ -1,0 +1,313 @@
+"""Template helpers shared by every service: markdown, dates and icons.
+
+Everything here is a plain function over plain values; :func:`init_app` only registers
+them on a Flask app's Jinja environment. Nothing is built at import time: the markdown
+parser and the HTML sanitizer are created on first use and then kept for the life of the
+process.
+
+Markdown policy
+---------------
+User text is parsed with markdown-it's CommonMark preset plus tables and strikethrough,
+then the HTML is cleaned by nh3 against the explicit allow-lists below, whatever the
+parser produced (raw HTML in the source included). Links may only use ``http``,
+``https`` or ``mailto`` (or be relative) and always get ``rel="nofollow noopener"``.
+
+Images are embedded only when their source is an absolute ``https://`` URL. Any other
+markdown image is rendered as a plain link to its source instead (subject to the link
+rules, so a ``data:`` URL leaves just the text), and a raw ``<img>`` with another source
+loses it. A reader's browser fetches images without being asked, so an image is the one
+part of user markdown that acts on its own: a plain ``http`` image is mixed content that
+anyone on the path can watch or replace, and a ``data:`` or relative source slips past
+the link rules or points the reader's browser at the service itself. Screenshots in
+tickets are too useful to forbid outright, so HTTPS images stay, loaded lazily and
+without a ``Referer``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
+
+from markupsafe import Markup
+
+if TYPE_CHECKING:
+    import nh3
+    from flask import Flask
+    from markdown_it import MarkdownIt
+    from markdown_it.renderer import RendererHTML
+    from markdown_it.token import Token
+    from markdown_it.utils import EnvType, OptionsDict
+
+__all__ = [
+    "ICON_NAMES",
+    "format_date",
+    "format_datetime",
+    "icon",
+    "init_app",
+    "markdown",
+    "sanitize_html",
+    "timeago",
+    "timeago_tag",
+]
+
+Clock = Callable[[], datetime]
+
+# -- markdown -------------------------------------------------------------------------
+
+#: Tags that survive sanitizing. Everything else is dropped (its text kept), except
+#: ``script`` and ``style`` whose content is dropped too (nh3's default).
+ALLOWED_TAGS: frozenset[str] = frozenset(
+    {
+        "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "dl", "dt",
+        "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li",
+        "mark", "ol", "p", "pre", "q", "s", "samp", "sub", "summary", "sup", "strong",
+        "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
+    }
+)  # fmt: skip
+
+#: Attributes that survive, per tag. ``rel`` is not here: nh3 sets it on every link.
+ALLOWED_ATTRIBUTES: Mapping[str, frozenset[str]] = {
+    "a": frozenset({"href", "title"}),
+    "abbr": frozenset({"title"}),
+    "code": frozenset({"class"}),
+    "img": frozenset({"src", "alt", "title", "width", "height"}),
+    "ol": frozenset({"start"}),
+    "td": frozenset({"style", "colspan", "rowspan"}),
+    "th": frozenset({"style", "colspan", "rowspan"}),
+}
+
+URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
+LINK_REL = "nofollow noopener"
+
+_LANGUAGE_CLASS = re.compile(r"language-[A-Za-z0-9_+#.-]{1,40}")
+
+
+def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
+    """Narrow attributes the allow-list alone cannot: image sources and code classes."""
+    if tag == "img" and attribute == "src":
+        return value if value.lower().startswith("https://") else None
+    if tag == "code" and attribute == "class":
+        return value if _LANGUAGE_CLASS.fullmatch(value) else None
+    return value
+
+
+@functools.cache
+def _cleaner() -> nh3.Cleaner:
+    import nh3
+
+    return nh3.Cleaner(
+        tags=set(ALLOWED_TAGS),
+        attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
+        attribute_filter=_filter_attribute,
+        link_rel=LINK_REL,
+        url_schemes=set(URL_SCHEMES),
+        filter_style_properties={"text-align"},
+        set_tag_attribute_values={"img": {"loading": "lazy", "referrerpolicy": "no-referrer"}},
+        strip_comments=True,
+    )
+
+
+def _render_image(
+    renderer: RendererHTML,
+    tokens: Sequence[Token],
+    idx: int,
+    options: OptionsDict,
+    env: EnvType,
+) -> str:
+    """Render an image whose source is not HTTPS as a plain link to it instead."""
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    if src.lower().startswith("https://"):
+        return renderer.image(tokens, idx, options, env)
+    alt = renderer.renderInlineAsText(token.children or [], options, env) or src
+    return str(Markup('<a href="{}">{}</a>').format(src, alt))
+
+
+@functools.cache
+def _parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    parser.add_render_rule("image", _render_image)
+    return parser
+
+
+def sanitize_html(html: str) -> Markup:
+    """Clean an HTML fragment with the markdown allow-lists and return it as safe markup."""
+    return Markup(_cleaner().clean(html))  # noqa: S704 - the cleaner's output is safe
+
+
+def markdown(text: str | None) -> Markup:
+    """Render user-written markdown to sanitized HTML; ``None`` renders as nothing."""
+    if not text:
+        return Markup("")
+    return sanitize_html(_parser().render(str(text)))
+
+
+# -- dates ----------------------------------------------------------------------------
+
+
+def _utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC, taking a naive datetime to already be UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _now(clock: Clock | None) -> datetime:
+    return _utc(clock()) if clock is not None else datetime.now(UTC)
+
+
+def format_date(value: date | None) -> str:
+    """Format as ``2026-11-21`` (in UTC for datetimes); ``None`` gives ``""``."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        value = _utc(value)
+    return value.strftime("%Y-%m-%d")
+
+
+def format_datetime(value: datetime | None) -> str:
+    """Format as ``2026-11-21 14:03 UTC``; ``None`` gives ``""``."""
+    if value is None:
+        return ""
+    return _utc(value).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+def timeago(value: datetime | None, now: datetime | None = None) -> str:
+    """Describe ``value`` relative to ``now``: ``"5 minutes ago"``, ``"in 3 days"``.
+
+    Anything within a minute either way is ``"just now"``. Units are floored, so 119
+    seconds is ``"1 minute ago"``; months count 30 days and years 365.
+    """
+    if value is None:
+        return ""
+    reference = _utc(now) if now is not None else datetime.now(UTC)
+    seconds = int((reference - _utc(value)).total_seconds())
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        return "just now"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if minutes < 60:
+        span = _plural(minutes, "minute")
+    elif hours < 24:
+        span = _plural(hours, "hour")
+    elif days < 30:
+        span = _plural(days, "day")
+    elif days < 365:
+        span = _plural(min(days // 30, 11), "month")
+    else:
+        span = _plural(days // 365, "year")
+    return f"in {span}" if future else f"{span} ago"
+
+
+def timeago_tag(value: datetime | None, now: datetime | None = None) -> Markup:
+    """Return ``<time datetime=... title=...>5 minutes ago</time>``.
+
+    The title carries the exact timestamp, so hovering a relative date shows it.
+    """
+    if value is None:
+        return Markup("")
+    moment = _utc(value)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        moment.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        format_datetime(moment),
+        timeago(moment, now),
+    )
+
+
+# -- icons ----------------------------------------------------------------------------
+
+# Drawn on a 24x24 grid with 2px round strokes; the fill is never used so that icons
+# take the colour of the text around them (``currentColor``).
+_ICONS: Mapping[str, str] = {
+    "plus": '<path d="M12 5v14M5 12h14"/>',
+    "edit": '<path d="M4 20h4L19 9l-4-4L4 16v4z"/><path d="M13.5 6.5l4 4"/>',
+    "trash": '<path d="M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13"/><path d="M10 11v5M14 11v5"/>',
+    "check": '<path d="M5 12.5l4.5 4.5L19 7"/>',
+    "x": '<path d="M6 6l12 12M18 6L6 18"/>',
+    "alert": '<path d="M12 3.5L2.5 20h19L12 3.5z"/><path d="M12 10v4M12 17h.01"/>',
+    "info": '<circle cx="12" cy="12" r="9"/><path d="M12 11v6M12 7.5h.01"/>',
+    "user": '<circle cx="12" cy="8" r="4"/><path d="M4 21c0-4 3.6-6.5 8-6.5s8 2.5 8 6.5"/>',
+    "log-in": '<path d="M14 4h5v16h-5"/><path d="M3 12h11M10 8l4 4-4 4"/>',
+    "log-out": '<path d="M10 4H5v16h5"/><path d="M9 12h12M17 8l4 4-4 4"/>',
+    "search": '<circle cx="11" cy="11" r="6.5"/><path d="M20 20l-4.4-4.4"/>',
+    "chevron-left": '<path d="M15 5l-7 7 7 7"/>',
+    "chevron-right": '<path d="M9 5l7 7-7 7"/>',
+    "external": '<path d="M14 4h6v6M20 4l-9 9"/><path d="M18 14v6H4V6h6"/>',
+    "lock": '<rect x="5" y="11" width="14" height="10" rx="2"/><path d="M8 11V7a4 4 0 0 1 8 0v4"/>',
+    "comment": '<path d="M4 5h16v11H10l-6 4V5z"/>',
+    "tag": '<path d="M3 3h8.5l9.5 9.5-8.5 8.5L3 11.5V3z"/><circle cx="7.5" cy="7.5" r="1.5"/>',
+    "menu": '<path d="M4 6h16M4 12h16M4 18h16"/>',
+    "clock": '<circle cx="12" cy="12" r="9"/><path d="M12 7v5l3 2"/>',
+    "link": (
+        '<path d="M10 14a4 4 0 0 0 5.7 0l3-3a4 4 0 0 0-5.7-5.7l-1 1"/>'
+        '<path d="M14 10a4 4 0 0 0-5.7 0l-3 3a4 4 0 0 0 5.7 5.7l1-1"/>'
+    ),
+    "mail": '<rect x="3" y="5" width="18" height="14" rx="2"/><path d="M3.5 6l8.5 7 8.5-7"/>',
+    "circle-dot": '<circle cx="12" cy="12" r="9"/><circle cx="12" cy="12" r="2"/>',
+    "check-circle": '<circle cx="12" cy="12" r="9"/><path d="M8 12.5l3 3 5-6"/>',
+}
+
+#: The names :func:`icon` knows, sorted.
+ICON_NAMES: tuple[str, ...] = tuple(sorted(_ICONS))
+
+
+def icon(name: str, *, label: str | None = None, size: int = 16) -> Markup:
+    """Return an inline SVG icon drawn in the current text colour.
+
+    Without ``label`` the icon is decorative and hidden from assistive technology; with
+    one it is announced as an image with that name. Raises :class:`ValueError` for an
+    unknown name, so a typo fails the page in tests rather than showing a blank.
+    """
+    try:
+        body = _ICONS[name]
+    except KeyError:
+        raise ValueError(f"unknown icon {name!r}; known icons: {', '.join(ICON_NAMES)}") from None
+    if label is None:
+        a11y = Markup('aria-hidden="true" focusable="false"')
+        title = Markup("")
+    else:
+        a11y = Markup('role="img" aria-label="{}"').format(label)
+        title = Markup("<title>{}</title>").format(label)
+    return Markup(
+        '<svg class="icon icon-{name}" width="{size}" height="{size}" viewBox="0 0 24 24"'
+        ' fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"'
+        ' stroke-linejoin="round" {a11y}>{title}{body}</svg>'
+    ).format(name=name, size=int(size), a11y=a11y, title=title, body=Markup(body))  # noqa: S704
+
+
+# -- Flask glue -----------------------------------------------------------------------
+
+
+def init_app(app: Flask, *, clock: Clock | None = None) -> None:
+    """Register the filters and globals on ``app``'s Jinja environment.
+
+    Filters: ``markdown``, ``date``, ``datetime``, ``timeago``, ``timeago_tag``.
+    Globals: ``icon`` and ``timeago_tag``. ``clock`` returns "now" for the relative
+    dates (tests pass a fixed one); calling this again simply registers them again.
+    """
+
+    def timeago_filter(value: datetime | None, now: datetime | None = None) -> str:
+        return timeago(value, now if now is not None else _now(clock))
+
+    def timeago_tag_filter(value: datetime | None, now: datetime | None = None) -> Markup:
+        return timeago_tag(value, now if now is not None else _now(clock))
+
+    env = app.jinja_env
+    env.filters.update(
+        markdown=markdown,
+        date=format_date,
+        datetime=format_datetime,
+        timeago=timeago_filter,
+        timeago_tag=timeago_tag_filter,
+    )
+    env.globals.update(icon=icon, timeago_tag=timeago_tag_filter)

@@ -1,0 +1,393 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from html.parser import HTMLParser
+
+import pytest
+from flask import Flask, render_template_string
+from hypothesis import given
+from hypothesis import strategies as st
+from markupsafe import Markup
+
+from srcore import rendering
+from srcore.rendering import (
+    ICON_NAMES,
+    format_date,
+    format_datetime,
+    icon,
+    markdown,
+    sanitize_html,
+    timeago,
+    timeago_tag,
+)
+
+NOW = datetime(2026, 11, 21, 14, 3, tzinfo=UTC)
+
+
+class TagCollector(HTMLParser):
+    """Collect every start tag with its attributes, as a browser would see them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    handle_startendtag = handle_starttag
+
+
+def tags_of(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = TagCollector()
+    parser.feed(html)
+    parser.close()
+    return parser.tags
+
+
+def hrefs(html: str) -> list[str]:
+    return [attrs.get("href") or "" for tag, attrs in tags_of(html) if tag == "a"]
+
+
+# -- markdown -------------------------------------------------------------------------
+
+
+def test_markdown_returns_markup() -> None:
+    out = markdown("**bold** and *em*")
+    assert isinstance(out, Markup)
+    assert str(out) == "<p><strong>bold</strong> and <em>em</em></p>\n"
+
+
+@pytest.mark.parametrize("text", [None, ""])
+def test_markdown_of_nothing_is_empty(text: str | None) -> None:
+    assert markdown(text) == Markup("")
+
+
+def test_script_tags_are_removed_with_their_content() -> None:
+    out = markdown('Hello <script>alert("x")</script> world\n\n<script>\nalert(1)\n</script>')
+    assert "<script" not in out
+    assert "alert" not in out
+    assert "Hello" in out
+    assert "world" in out
+
+
+def test_javascript_links_lose_their_href() -> None:
+    for text in (
+        "[click](javascript:alert(1))",
+        '<a href="javascript:alert(1)">click</a>',
+        '<a href="JaVaScRiPt:alert(1)">click</a>',
+        '<a href="  javascript:alert(1)">click</a>',
+        '<a href="java&#x09;script:alert(1)">click</a>',
+    ):
+        out = markdown(text)
+        assert "click" in out
+        assert all("javascript" not in h.lower() for h in hrefs(out)), text
+
+
+def test_event_handler_attributes_are_stripped() -> None:
+    out = markdown(
+        '<a href="https://example.org" onclick="steal()">x</a> '
+        '<img src="https://example.org/a.png" onerror="steal()"> '
+        '<b onmouseover="steal()">b</b>'
+    )
+    assert "steal" not in out
+    for _tag, attrs in tags_of(out):
+        assert not any(name.startswith("on") for name in attrs)
+
+
+def test_links_get_nofollow_noopener() -> None:
+    out = markdown("[site](https://example.org/x) and <mailto:me@example.org>")
+    links = [attrs for tag, attrs in tags_of(out) if tag == "a"]
+    assert [a["href"] for a in links] == ["https://example.org/x", "mailto:me@example.org"]
+    assert all(a["rel"] == "nofollow noopener" for a in links)
+
+
+def test_only_http_https_mailto_and_relative_links_keep_their_href() -> None:
+    out = markdown(
+        "[a](http://example.org) [b](ftp://example.org/f) [c](/tickets/1) "
+        "[d](data:text/html;base64,PHNjcmlwdD4=) [e](#anchor) [f](vbscript:x)"
+    )
+    # markdown-it leaves data: and vbscript: links as text; nh3 drops the ftp: href.
+    assert hrefs(out) == ["http://example.org", "", "/tickets/1", "#anchor"]
+
+
+def test_tables_and_strikethrough_are_rendered() -> None:
+    out = markdown("| Status | Count |\n|:--|--:|\n| open | 3 |\n\n~~gone~~")
+    assert "<table>" in out
+    assert "<th" in out
+    assert '<td style="text-align:right">3</td>' in out
+    assert "<s>gone</s>" in out
+
+
+def test_styles_other_than_text_align_are_dropped() -> None:
+    out = markdown(
+        "<table><tr><td style=\"text-align:center;background:url('x')\">x</td></tr></table>"
+    )
+    assert 'style="text-align:center"' in out
+    assert "background" not in out
+
+
+def test_code_blocks_keep_only_a_language_class() -> None:
+    out = markdown('```python\nprint(1)\n```\n\n<code class="btn btn-danger">x</code>')
+    assert '<code class="language-python">' in out
+    assert "btn" not in out
+
+
+def test_unknown_tags_are_dropped_but_their_text_kept() -> None:
+    out = markdown('<iframe src="https://evil.example"></iframe><form><input>hi</form>')
+    assert "<iframe" not in out
+    assert "<form" not in out
+    assert "<input" not in out
+    assert "hi" in out
+
+
+def test_https_images_are_embedded_lazily_without_referrer() -> None:
+    out = markdown("![screenshot](https://example.org/shot.png)")
+    [(tag, attrs)] = tags_of(out)[1:]
+    assert tag == "img"
+    assert attrs["src"] == "https://example.org/shot.png"
+    assert attrs["alt"] == "screenshot"
+    assert attrs["loading"] == "lazy"
+    assert attrs["referrerpolicy"] == "no-referrer"
+
+
+def test_other_images_become_links_or_text() -> None:
+    out = markdown("![plain](http://example.org/a.png) ![inline](data:image/png;base64,AAAA)")
+    assert "<img" not in out
+    assert hrefs(out) == ["http://example.org/a.png", ""]
+    assert "plain" in out
+    assert "inline" in out
+
+
+def test_raw_img_tags_without_https_lose_their_source() -> None:
+    out = markdown('<img src="http://example.org/a.png" alt="a"> <img src="/local.png" alt="b">')
+    for tag, attrs in tags_of(out):
+        if tag == "img":
+            assert "src" not in attrs
+
+
+def test_comments_are_stripped() -> None:
+    assert "secret" not in markdown("a <!-- secret --> b")
+
+
+def test_sanitize_html_can_be_used_on_its_own() -> None:
+    out = sanitize_html('<p onclick="x">hi <a href="https://e.org">e</a></p><style>p{}</style>')
+    assert out == Markup('<p>hi <a href="https://e.org" rel="nofollow noopener">e</a></p>')
+
+
+def test_markdown_is_built_lazily_and_cached() -> None:
+    code = (
+        "import sys, srcore.rendering as r; "
+        "assert 'markdown_it' not in sys.modules and 'nh3' not in sys.modules; "
+        "r.markdown('x'); assert 'markdown_it' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert rendering._parser() is rendering._parser()
+    assert rendering._cleaner() is rendering._cleaner()
+
+
+_DANGEROUS = st.sampled_from(
+    [
+        "<script>alert(1)</script>",
+        "<SCRIPT SRC=//evil.example/x.js></SCRIPT>",
+        "<scr<script>ipt>",
+        "javascript:alert(1)",
+        "[x](javascript:alert(1))",
+        "[x](JAVASCRIPT:alert(1))",
+        "[x](&#106;avascript:alert(1))",
+        "<a href='javascript:alert(1)'>x</a>",
+        '<a href="jav&#x09;ascript:alert(1)">x</a>',
+        "<img src=x onerror=alert(1)>",
+        "<svg onload=alert(1)>",
+        "<style>*{}</style>",
+        "![x](javascript:alert(1))",
+        "<details open ontoggle=alert(1)>",
+        "<<",
+        "`",
+        "|a|\n|-|\n|b|",
+        "\n\n",
+        "> ",
+        "~~",
+    ]
+)
+
+_ALLOWED_ATTRS = {
+    tag: set(names)
+    | ({"rel"} if tag == "a" else set())
+    | ({"loading", "referrerpolicy"} if tag == "img" else set())
+    for tag, names in rendering.ALLOWED_ATTRIBUTES.items()
+}
+
+
+@given(st.lists(st.one_of(st.text(max_size=40), _DANGEROUS), max_size=12).map("".join))
+def test_arbitrary_markdown_never_yields_script_or_javascript(text: str) -> None:
+    out = markdown(text)
+    assert isinstance(out, Markup)
+    assert "<script" not in out.lower()
+    for tag, attrs in tags_of(str(out)):
+        assert tag in rendering.ALLOWED_TAGS
+        assert set(attrs) <= _ALLOWED_ATTRS.get(tag, set()), (tag, attrs)
+        for name in ("href", "src"):
+            value = (attrs.get(name) or "").strip().lower()
+            assert not value.startswith(("javascript:", "vbscript:", "data:")), value
+
+
+# -- dates ----------------------------------------------------------------------------
+
+
+def test_date_and_datetime_formats() -> None:
+    moment = datetime(2026, 11, 21, 14, 3, 59, tzinfo=UTC)
+    assert format_date(moment) == "2026-11-21"
+    assert format_datetime(moment) == "2026-11-21 14:03 UTC"
+
+
+def test_dates_are_shown_in_utc() -> None:
+    berlin = timezone(timedelta(hours=2))
+    moment = datetime(2026, 11, 22, 1, 30, tzinfo=berlin)
+    assert format_date(moment) == "2026-11-21"
+    assert format_datetime(moment) == "2026-11-21 23:30 UTC"
+
+
+def test_naive_datetimes_are_taken_as_utc() -> None:
+    assert format_datetime(datetime(2026, 11, 21, 14, 3)) == "2026-11-21 14:03 UTC"
+    assert timeago(datetime(2026, 11, 21, 13, 58), NOW) == "5 minutes ago"
+
+
+def test_plain_dates_and_none() -> None:
+    from datetime import date
+
+    assert format_date(date(2026, 1, 2)) == "2026-01-02"
+    assert format_date(None) == ""
+    assert format_datetime(None) == ""
+    assert timeago(None, NOW) == ""
+    assert timeago_tag(None, NOW) == Markup("")
+
+
+@pytest.mark.parametrize(
+    ("delta", "expected"),
+    [
+        (timedelta(0), "just now"),
+        (timedelta(seconds=59), "just now"),
+        (timedelta(seconds=-30), "just now"),
+        (timedelta(seconds=60), "1 minute ago"),
+        (timedelta(seconds=119), "1 minute ago"),
+        (timedelta(minutes=5), "5 minutes ago"),
+        (timedelta(minutes=59, seconds=59), "59 minutes ago"),
+        (timedelta(hours=1), "1 hour ago"),
+        (timedelta(hours=23), "23 hours ago"),
+        (timedelta(days=1), "1 day ago"),
+        (timedelta(days=-3), "in 3 days"),
+        (timedelta(minutes=-10), "in 10 minutes"),
+        (timedelta(days=29), "29 days ago"),
+        (timedelta(days=30), "1 month ago"),
+        (timedelta(days=95), "3 months ago"),
+        (timedelta(days=364), "11 months ago"),
+        (timedelta(days=365), "1 year ago"),
+        (timedelta(days=800), "2 years ago"),
+        (timedelta(days=-800), "in 2 years"),
+    ],
+)
+def test_timeago(delta: timedelta, expected: str) -> None:
+    assert timeago(NOW - delta, NOW) == expected
+
+
+def test_timeago_compares_across_time_zones() -> None:
+    tokyo = timezone(timedelta(hours=9))
+    assert timeago(datetime(2026, 11, 21, 23, 0, tzinfo=tokyo), NOW) == "3 minutes ago"
+
+
+def test_timeago_tag_carries_the_exact_time() -> None:
+    out = timeago_tag(NOW - timedelta(minutes=5), NOW)
+    assert out == Markup(
+        '<time datetime="2026-11-21T13:58:00Z" title="2026-11-21 13:58 UTC">5 minutes ago</time>'
+    )
+
+
+def test_timeago_without_now_uses_the_clock() -> None:
+    assert timeago(datetime.now(UTC) - timedelta(hours=2)) == "2 hours ago"
+
+
+# -- icons ----------------------------------------------------------------------------
+
+REQUIRED_ICONS = {
+    "plus", "edit", "trash", "check", "x", "alert", "info", "user", "log-in", "log-out",
+    "search", "chevron-left", "chevron-right", "external", "lock", "comment", "tag",
+}  # fmt: skip
+
+
+def test_required_icons_exist() -> None:
+    assert set(ICON_NAMES) >= REQUIRED_ICONS
+    assert list(ICON_NAMES) == sorted(ICON_NAMES)
+
+
+@pytest.mark.parametrize("name", ICON_NAMES)
+def test_every_icon_is_a_decorative_svg_by_default(name: str) -> None:
+    out = icon(name)
+    assert isinstance(out, Markup)
+    [(tag, attrs), *_] = tags_of(str(out))
+    assert tag == "svg"
+    assert attrs["aria-hidden"] == "true"
+    assert attrs["class"] == f"icon icon-{name}"
+    assert attrs["stroke"] == "currentColor"
+    assert "role" not in attrs
+    assert out.endswith("</svg>")
+
+
+def test_labelled_icon_is_announced_and_escaped() -> None:
+    out = icon("trash", label='Delete "<b>"', size=24)
+    [(_tag, attrs), *_] = tags_of(str(out))
+    assert attrs["role"] == "img"
+    assert attrs["aria-label"] == 'Delete "<b>"'
+    assert attrs["width"] == attrs["height"] == "24"
+    assert "aria-hidden" not in attrs
+    assert "<title>Delete &#34;&lt;b&gt;&#34;</title>" in out
+    assert "<b>" not in out
+
+
+def test_unknown_icon_raises() -> None:
+    with pytest.raises(ValueError, match="unknown icon 'nope'"):
+        icon("nope")
+
+
+# -- Flask glue -----------------------------------------------------------------------
+
+
+def test_init_app_registers_filters_and_globals() -> None:
+    app = Flask(__name__)
+    rendering.init_app(app, clock=lambda: NOW)
+    rendering.init_app(app, clock=lambda: NOW)  # idempotent
+    moment = NOW - timedelta(days=3)
+    with app.app_context():
+        out = render_template_string(
+            "{{ text|markdown }}|{{ m|date }}|{{ m|datetime }}|{{ m|timeago }}|"
+            "{{ m|timeago_tag }}|{{ timeago_tag(m) }}|{{ icon('plus') }}",
+            text="*hi*",
+            m=moment,
+        )
+    parts = out.split("|")
+    assert parts[0] == "<p><em>hi</em></p>\n"
+    assert parts[1:4] == ["2026-11-18", "2026-11-18 14:03 UTC", "3 days ago"]
+    assert parts[4] == parts[5]
+    assert ">3 days ago</time>" in parts[4]
+    assert parts[6].startswith("<svg ")
+
+
+def test_init_app_keeps_apps_apart() -> None:
+    first, second = Flask(__name__), Flask(__name__)
+    rendering.init_app(first, clock=lambda: NOW)
+    rendering.init_app(second, clock=lambda: NOW + timedelta(days=1))
+    template = "{{ m|timeago }}"
+    with first.app_context():
+        assert render_template_string(template, m=NOW) == "just now"
+    with second.app_context():
+        assert render_template_string(template, m=NOW) == "1 day ago"
+    assert "markdown" not in Flask(__name__).jinja_env.filters
+
+
+def test_filters_escape_nothing_they_should_not() -> None:
+    app = Flask(__name__)
+    rendering.init_app(app)
+    with app.app_context():
+        out = render_template_string("{{ text|markdown }}", text="<b>bold</b> & <i>x</i>")
+    assert out == "<p><b>bold</b> &amp; <i>x</i></p>\n"
