@@ -226,7 +226,8 @@ def _ticket(user: User, name: str, number: int) -> tuple[Tracker, Ticket, User]:
     ).first()
     if row is None:
         abort(404)
-    return row.tuple()
+    tracker, ticket, submitter = row
+    return tracker, ticket, submitter
 
 
 @api.get(f"/trackers/<name>/tickets/{NUMBER}")

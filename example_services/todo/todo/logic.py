@@ -261,7 +261,7 @@ def find_ticket(session: Session, tracker: Tracker, number: int) -> Ticket:
     ).first()
     if row is None:
         abort(404)
-    ticket, submitter = row.tuple()
+    ticket, submitter = row
     set_committed_value(ticket, "tracker", tracker)
     set_committed_value(ticket, "submitter", submitter)
     return ticket
@@ -280,7 +280,7 @@ def status_counts(session: Session, tracker: Tracker) -> dict[TicketStatus, int]
         .where(Ticket.tracker_id == tracker.id)
         .group_by(Ticket.status)
     )
-    for status, count in rows.tuples():
+    for status, count in rows:
         counts[TicketStatus(status)] = count
     return counts
 

@@ -13,6 +13,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
+from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response
 
 import srcore
@@ -49,13 +50,14 @@ RESOLUTION_OPTIONS = [
 ]
 
 
-@views.app_context_processor
-def _options() -> dict[str, Any]:
-    return {
-        "VISIBILITY_OPTIONS": VISIBILITY_OPTIONS,
-        "RESOLUTION_OPTIONS": RESOLUTION_OPTIONS,
-        "RESOLUTION_NAMES": dict(RESOLUTION_OPTIONS),
-    }
+@views.record_once
+def _template_globals(state: BlueprintSetupState) -> None:
+    # Globals rather than context: imported macros see globals only.
+    state.app.jinja_env.globals.update(
+        VISIBILITY_OPTIONS=VISIBILITY_OPTIONS,
+        RESOLUTION_OPTIONS=RESOLUTION_OPTIONS,
+        RESOLUTION_NAMES=dict(RESOLUTION_OPTIONS),
+    )
 
 
 def _viewer() -> User | None:

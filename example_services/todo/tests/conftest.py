@@ -1,0 +1,131 @@
+"""Fixtures for todo's tests; srcore's pytest plugin provides app, client, db, users, tokens.
+
+Helpers are handed out as fixtures (``make``, ``csrf``, ``auth``) rather than imported,
+so this suite can run beside other suites in one pytest session.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from srcore.testing import create_user, log_in_client
+from todo import logic
+from todo.models import Comment, Ticket, Tracker, User, Visibility
+
+ALL_SCOPES = "todo/trackers:RW todo/tickets:RW"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="session")
+def srcore_service() -> str:
+    return "todo"
+
+
+class Factory:
+    """Rows written straight to the app's database, each in its own transaction."""
+
+    def __init__(self, app: Any) -> None:
+        self.db = app.extensions["srcore"].db
+
+    def tracker(
+        self,
+        owner: User,
+        name: str = "bugs",
+        *,
+        visibility: Visibility = Visibility.public,
+        description: str | None = "Things that are *broken*.",
+    ) -> Tracker:
+        with self.db.transaction() as session:
+            tracker = Tracker(
+                owner_id=owner.id, name=name, visibility=visibility, description=description
+            )
+            session.add(tracker)
+        return tracker
+
+    def ticket(
+        self, tracker: Tracker, submitter: User, title: str = "It crashes", **values: Any
+    ) -> Ticket:
+        with self.db.transaction() as session:
+            fresh = session.get(Tracker, tracker.id)
+            assert fresh is not None
+            return logic.create_ticket(
+                session, fresh, session.merge(submitter), {"title": title, **values}
+            )
+
+    def comment(self, ticket: Ticket, author: User, text: str = "Me too.") -> Comment:
+        with self.db.transaction() as session:
+            comment = Comment(ticket_id=ticket.id, author_id=author.id, text=text)
+            session.add(comment)
+        return comment
+
+    def count(self, model: type[Any]) -> int:
+        from sqlalchemy import func, select
+
+        with self.db.transaction() as session:
+            return session.scalar(select(func.count()).select_from(model)) or 0
+
+    def get(self, model: type[Any], ident: int) -> Any:
+        with self.db.transaction() as session:
+            return session.get(model, ident)
+
+
+@pytest.fixture
+def make(app: Any) -> Factory:
+    return Factory(app)
+
+
+class Csrf:
+    """What a browser does: read the form's CSRF token from a page, send it back."""
+
+    def token(self, client: Any, path: str = "/create") -> str:
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.status_code)
+        match = _CSRF.search(response.get_data(as_text=True))
+        assert match, f"no CSRF token on {path}"
+        return match.group(1)
+
+    def post(self, client: Any, path: str, data: dict[str, str], *, page: str = "/create") -> Any:
+        return client.post(path, data={**data, "csrf_token": self.token(client, page)})
+
+
+@pytest.fixture
+def csrf() -> Csrf:
+    return Csrf()
+
+
+@pytest.fixture
+def bob(app: Any) -> User:
+    """A second active user."""
+    user: User = create_user(app, "bob")
+    return user
+
+
+@pytest.fixture
+def bob_client(app: Any, bob: User) -> Any:
+    return log_in_client(app.test_client(), bob)
+
+
+@pytest.fixture
+def tracker(make: Factory, user: User) -> Tracker:
+    """Alice's public tracker ``bugs``."""
+    return make.tracker(user)
+
+
+@pytest.fixture
+def ticket(make: Factory, tracker: Tracker, user: User) -> Ticket:
+    """Ticket #1 of ``bugs``, submitted by alice."""
+    return make.ticket(tracker, user, description="Steps:\n\n1. *open* it")
+
+
+@pytest.fixture
+def auth(make_token: Callable[..., str], user: User) -> Callable[..., dict[str, str]]:
+    """``auth(scopes, who=alice)``: Authorization headers with a token for *scopes*."""
+
+    def headers(scopes: str = ALL_SCOPES, who: User | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {make_token(scopes, user=who or user)}"}
+
+    return headers
