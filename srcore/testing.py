@@ -189,40 +189,71 @@ def srcore_signing_key() -> Any:
     return _signing_key()
 
 
+class _DatabasePool:
+    """Migrated databases by (service, backend), made once per test session.
+
+    A session-scoped fixture would be cached across conftests that name different
+    services, so the databases are kept here, keyed by what they are for.
+    """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._made: dict[tuple[str, str], ServiceDatabase] = {}
+        self._drops: list[Callable[[], None]] = []
+
+    def get(self, service: str, backend: str) -> ServiceDatabase:
+        key = (service, backend)
+        if key not in self._made:
+            self._made[key] = self._make(service, backend)
+        return self._made[key]
+
+    def _make(self, service: str, backend: str) -> ServiceDatabase:
+        from srcore import migrate
+        from srcore.manifest import load_manifest
+
+        manifest = load_manifest(service)
+        tmp = self._tmp.mktemp(f"{manifest.id}-{backend}")
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp / 'test.db'}"
+        else:
+            from srcore.testdb import create_test_database, drop_test_database
+
+            url = create_test_database()
+            self._drops.append(lambda: drop_test_database(url))
+        config_path = write_config(tmp / "config.ini", service_id=manifest.id, database_url=url)
+        module = importlib.import_module(service)
+        app = module.create_app(config=config_path)
+        versions = Path(str(importlib.resources.files(service))) / "migrations" / "versions"
+        target = migrate.MigrationTarget(
+            service_id=manifest.id,
+            database_url=url,
+            metadata=app.extensions["srcore"].metadata,
+            versions_dir=versions,
+        )
+        migrate.upgrade_all(target)
+        app.extensions["srcore"].db.dispose()
+        return ServiceDatabase(backend, url, config_path)
+
+    def close(self) -> None:
+        for drop in self._drops:
+            drop()
+
+
 @pytest.fixture(scope="session")
-def srcore_database(
-    srcore_service: str, srcore_backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceDatabase]:
-    """A database for the service, migrated to head once per session and backend."""
-    from srcore import migrate
-    from srcore.manifest import load_manifest
-
-    manifest = load_manifest(srcore_service)
-    tmp = tmp_path_factory.mktemp(f"{manifest.id}-{srcore_backend}")
-    if srcore_backend == "sqlite":
-        url = f"sqlite:///{tmp / 'test.db'}"
-        drop: Callable[[], None] = lambda: None  # noqa: E731
-    else:
-        from srcore.testdb import create_test_database, drop_test_database
-
-        url = create_test_database()
-        drop = lambda: drop_test_database(url)  # noqa: E731
-    config_path = write_config(tmp / "config.ini", service_id=manifest.id, database_url=url)
-    module = importlib.import_module(srcore_service)
-    app = module.create_app(config=config_path)
-    versions = Path(str(importlib.resources.files(srcore_service))) / "migrations" / "versions"
-    target = migrate.MigrationTarget(
-        service_id=manifest.id,
-        database_url=url,
-        metadata=app.extensions["srcore"].metadata,
-        versions_dir=versions,
-    )
-    migrate.upgrade_all(target)
-    app.extensions["srcore"].db.dispose()
+def _srcore_database_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_DatabasePool]:
+    pool = _DatabasePool(tmp_path_factory)
     try:
-        yield ServiceDatabase(srcore_backend, url, config_path)
+        yield pool
     finally:
-        drop()
+        pool.close()
+
+
+@pytest.fixture
+def srcore_database(
+    srcore_service: str, srcore_backend: str, _srcore_database_pool: _DatabasePool
+) -> ServiceDatabase:
+    """A database for the service, migrated to head once per session and backend."""
+    return _srcore_database_pool.get(srcore_service, srcore_backend)
 
 
 @pytest.fixture

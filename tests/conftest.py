@@ -60,3 +60,9 @@ def database(database_url: str) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
+
+
+@pytest.fixture(scope="session")
+def srcore_service() -> str:
+    """srcore's own app tests build the sample service in tests/sample_service."""
+    return "sample_service"

@@ -170,8 +170,3 @@ def test_api_challenges(app: Any, client: Any, make_token: Any, user: Any) -> No
 
 def test_api_ignores_the_session_cookie(user_client: Any) -> None:
     assert user_client.get("/api/whoami").status_code == 401
-
-
-@pytest.fixture(scope="session")
-def srcore_service() -> str:
-    return "sample_service"
