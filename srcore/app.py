@@ -266,7 +266,8 @@ def _configure_flask(app: SrcoreApp, cfg: Config, section: Section, service_id: 
         PREFERRED_URL_SCHEME="https" if origin.startswith("https://") else "http",
         TEMPLATES_AUTO_RELOAD=development,
     )
-    hops = int(section.get("proxy-fix-trusted-hops") or 0)
+    hops = section.get("proxy-fix-trusted-hops")
+    hops = hops if isinstance(hops, int) else 0
     if hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -285,7 +286,7 @@ def _configure_templates(app: SrcoreApp) -> None:
         loaders.append(FileSystemLoader(os.path.join(app.root_path, app.template_folder)))
     loaders.append(FileSystemLoader(str(resource_dir("templates"))))
     # The service's own templates come first, so it can override any shared one by name.
-    app.jinja_loader = ChoiceLoader(loaders)  # type: ignore[assignment]
+    app.jinja_loader = ChoiceLoader(loaders)
 
 
 def _static_version() -> str:
@@ -421,7 +422,9 @@ def migration_target(
     st = app.srcore
     if st.metadata is None:
         raise ManifestError(f"service {service_id!r} passes no metadata to srcore.create_app")
-    versions = Path(str(importlib_resources.files(packages[service_id]))) / "migrations" / "versions"
+    versions = (
+        Path(str(importlib_resources.files(packages[service_id]))) / "migrations" / "versions"
+    )
     return MigrationTarget(
         service_id=service_id,
         database_url=str(st.section["database-url"]),

@@ -35,15 +35,21 @@ def _service_package(service_id: str) -> str:
     packages = {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     if service_id not in packages:
         known = ", ".join(sorted(packages)) or "none"
-        raise click.UsageError(f"no installed service is called {service_id!r} (installed: {known})")
+        raise click.UsageError(
+            f"no installed service is called {service_id!r} (installed: {known})"
+        )
     return packages[service_id]
 
 
 @cli.command(epilog="Example: srcore serve todo --bind 127.0.0.1:5001 --workers 4")
 @click.argument("service")
-@click.option("--bind", default=None, help="Address to listen on (default: the origin's port on 127.0.0.1).")
+@click.option(
+    "--bind", default=None, help="Address to listen on (default: the origin's port on 127.0.0.1)."
+)
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
-@click.option("--debug", is_flag=True, help="Use Flask's reloading debug server instead of gunicorn.")
+@click.option(
+    "--debug", is_flag=True, help="Use Flask's reloading debug server instead of gunicorn."
+)
 @click.pass_context
 def serve(ctx: click.Context, service: str, bind: str | None, workers: int, debug: bool) -> None:
     """Serve one service: gunicorn in production, the Flask debug server with --debug."""
@@ -69,10 +75,20 @@ def serve(ctx: click.Context, service: str, bind: str | None, workers: int, debu
         module.create_app(config=path).run(host=host, port=int(port), debug=True)
         return
     argv = [
-        sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
-        "--access-logfile", "-", "--name", f"srcore-{service}", f"{package}:create_app()",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--access-logfile",
+        "-",
+        "--name",
+        f"srcore-{service}",
+        f"{package}:create_app()",
     ]
-    os.execv(sys.executable, argv)
+    os.execv(sys.executable, argv)  # noqa: S606 - argv is built here, not from input
 
 
 _DEFAULT_PORTS = {"meta": 5000, "todo": 5001, "paste": 5002}
@@ -108,10 +124,20 @@ def render_development_config(services: list[str], *, data_dir: Path) -> str:
 
 @cli.command(epilog="Example: srcore init --path var/config.ini todo meta")
 @click.argument("services", nargs=-1)
-@click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("config.ini"), show_default=True, help="Where to write the config.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the SQLite databases go (default: beside the config file).")
+@click.option(
+    "--path",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("config.ini"),
+    show_default=True,
+    help="Where to write the config.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the SQLite databases go (default: beside the config file).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(services: tuple[str, ...], path: Path, data_dir: Path | None, force: bool) -> None:
     """Write a development config for the installed services (or the ones named)."""

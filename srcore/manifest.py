@@ -160,8 +160,10 @@ def parse_manifest(data: Any, *, package: str, source: str = "service.yaml") -> 
     for section, keys in raw_config.items():
         where = f"{source}: config[{section}]"
         if section != service_id and not str(section).startswith(f"{service_id}::"):
-            raise ManifestError(f"{where}: a service may only declare [{service_id}] and "
-                                f"[{service_id}::...] sections")
+            raise ManifestError(
+                f"{where}: a service may only declare [{service_id}] and "
+                f"[{service_id}::...] sections"
+            )
         if not isinstance(keys, list):
             raise ManifestError(f"{where}: expected a list of keys")
         config[str(section)] = tuple(
@@ -196,7 +198,9 @@ def parse_manifest(data: Any, *, package: str, source: str = "service.yaml") -> 
         if any(e.name == event_name for e in events):
             raise ManifestError(f"{where}: event {event_name!r} declared twice")
         events.append(
-            Event(event_name, scope_name, _text(entry.get("description", ""), f"{where}.description"))
+            Event(
+                event_name, scope_name, _text(entry.get("description", ""), f"{where}.description")
+            )
         )
 
     return Manifest(

@@ -33,7 +33,9 @@ class Metrics:
     def observe(self, request: Request, response: Response, elapsed: float) -> None:
         """Count one request; the route is the URL rule, never the raw path (bounded labels)."""
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        self.requests.labels(self.service_id, request.method, route, str(response.status_code)).inc()
+        self.requests.labels(
+            self.service_id, request.method, route, str(response.status_code)
+        ).inc()
         self.latency.labels(self.service_id, route).observe(elapsed)
 
     def render(self) -> tuple[bytes, str]:

@@ -27,4 +27,6 @@ def resource_dir(name: str) -> Path:
     beside = _PACKAGE_DIR.parent / name
     if beside.is_dir():
         return beside
-    raise FileNotFoundError(f"srcore's {name!r} directory is missing: looked in {inside} and {beside}")
+    raise FileNotFoundError(
+        f"srcore's {name!r} directory is missing: looked in {inside} and {beside}"
+    )

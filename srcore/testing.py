@@ -257,7 +257,9 @@ def srcore_database(
 
 
 @pytest.fixture
-def app(srcore_service: str, srcore_database: ServiceDatabase, srcore_signing_key: Any) -> Iterator[Any]:
+def app(
+    srcore_service: str, srcore_database: ServiceDatabase, srcore_signing_key: Any
+) -> Iterator[Any]:
     """The service's app on a clean, migrated database; tokens from :func:`mint_token` work."""
     from joserfc.jwk import KeySet
 

@@ -13,7 +13,6 @@ from srcore.config import ConfigError
 from srcore.testing import create_user, log_in_client, write_config
 
 
-
 def build(tmp_path: Path, extra: str = "", *, environment: str = "development", **kw: Any) -> Any:
     import sample_service
 
@@ -206,16 +205,22 @@ def test_metrics_off_unless_configured(tmp_path: Path) -> None:
     client = app.test_client()
     client.get("/")
     body = client.get("/internal/metrics").get_data(as_text=True)
-    assert 'srcore_http_requests_total{method="GET",route="/",service="sample",status="200"}' in body
+    assert (
+        'srcore_http_requests_total{method="GET",route="/",service="sample",status="200"}' in body
+    )
 
 
 def test_request_id(client: Any) -> None:
     generated = client.get("/").headers["X-Request-Id"]
     assert re.fullmatch(r"[0-9a-f]{16}", generated)
-    assert client.get("/", headers={"X-Request-Id": "abcdef123456"}).headers[
-        "X-Request-Id"
-    ] == "abcdef123456"
-    assert client.get("/", headers={"X-Request-Id": "bad id <x>"}).headers["X-Request-Id"] != "bad id <x>"
+    assert (
+        client.get("/", headers={"X-Request-Id": "abcdef123456"}).headers["X-Request-Id"]
+        == "abcdef123456"
+    )
+    assert (
+        client.get("/", headers={"X-Request-Id": "bad id <x>"}).headers["X-Request-Id"]
+        != "bad id <x>"
+    )
 
 
 def test_login_required_without_meta_says_so(client: Any) -> None:

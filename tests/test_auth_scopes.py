@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from srcore.auth.scopes import Scope, ScopeError, format_scopes, parse_scope, parse_scopes, satisfies
+from srcore.auth.scopes import (
+    Scope,
+    ScopeError,
+    format_scopes,
+    parse_scope,
+    parse_scopes,
+    satisfies,
+)
 
 services = st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]", fullmatch=True)
 names = st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True)
@@ -51,8 +58,17 @@ def test_parse_never_raises_anything_else(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["todo/tickets", "todo/tickets:rw", "todo:RW", "/tickets:RW", "Todo/tickets:RW",
-     "todo/tickets:RW ", "todo/tickets:RX", "todo/tick ets:RW", "todo//tickets:RW"],
+    [
+        "todo/tickets",
+        "todo/tickets:rw",
+        "todo:RW",
+        "/tickets:RW",
+        "Todo/tickets:RW",
+        "todo/tickets:RW ",
+        "todo/tickets:RX",
+        "todo/tick ets:RW",
+        "todo//tickets:RW",
+    ],
 )
 def test_malformed_scopes(text: str) -> None:
     with pytest.raises(ScopeError):

@@ -56,7 +56,10 @@ def test_cached_until_expiry(key: Any) -> None:
             return super().key_set(kid)
 
     v = TokenVerifier(
-        keys=CountingSource(KeySet([key])), issuer=TEST_ISSUER, audience="todo", clock=lambda: now[0]
+        keys=CountingSource(KeySet([key])),
+        issuer=TEST_ISSUER,
+        audience="todo",
+        clock=lambda: now[0],
     )
     t = token(key, expires_in=60)
     for _ in range(5):
@@ -93,7 +96,9 @@ def test_revocation_hook_is_asked_every_time(key: Any) -> None:
         ({"iat": int(time.time()) + 3600}, "future"),
     ],
 )
-def test_bad_claims(verifier: TokenVerifier, key: Any, options: dict[str, Any], message: str) -> None:
+def test_bad_claims(
+    verifier: TokenVerifier, key: Any, options: dict[str, Any], message: str
+) -> None:
     with pytest.raises(TokenError, match=message):
         verifier.verify(token(key, **options))
 
@@ -105,7 +110,7 @@ def test_wrong_key(verifier: TokenVerifier) -> None:
 
 
 def test_alg_none(verifier: TokenVerifier, key: Any) -> None:
-    header, payload, _ = token(key).split(".")
+    _, payload, _ = token(key).split(".")
     none_header = b64(json.dumps({"alg": "none", "typ": "at+jwt", "kid": "k1"}).encode())
     with pytest.raises(TokenError, match="algorithm"):
         verifier.verify(f"{none_header}.{payload}.")
@@ -127,8 +132,9 @@ def test_wrong_typ(verifier: TokenVerifier, key: Any) -> None:
     from joserfc import jwt
 
     claims = json.loads(base64.urlsafe_b64decode(token(key).split(".")[1] + "=="))
-    id_token = jwt.encode({"alg": "Ed25519", "typ": "JWT", "kid": "k1"}, claims, key,
-                          algorithms=["Ed25519"])
+    id_token = jwt.encode(
+        {"alg": "Ed25519", "typ": "JWT", "kid": "k1"}, claims, key, algorithms=["Ed25519"]
+    )
     with pytest.raises(TokenError, match="typ"):
         verifier.verify(id_token)
 
@@ -158,12 +164,16 @@ def test_api_challenges(app: Any, client: Any, make_token: Any, user: Any) -> No
     assert bad.status_code == 401
     assert 'error="invalid_token"' in bad.headers["WWW-Authenticate"]
     ro = make_token("sample/things:RO", user=user)
-    write = client.post("/api/things", json={"name": "x"}, headers={"Authorization": f"Bearer {ro}"})
+    write = client.post(
+        "/api/things", json={"name": "x"}, headers={"Authorization": f"Bearer {ro}"}
+    )
     assert write.status_code == 403
     assert 'error="insufficient_scope"' in write.headers["WWW-Authenticate"]
     assert 'scope="sample/things:RW"' in write.headers["WWW-Authenticate"]
     other = make_token("todo/things:RW", user=user)
-    assert client.get("/api/things", headers={"Authorization": f"Bearer {other}"}).status_code == 403
+    assert (
+        client.get("/api/things", headers={"Authorization": f"Bearer {other}"}).status_code == 403
+    )
     ok = client.get("/api/whoami", headers={"Authorization": f"Bearer {ro}"})
     assert ok.get_json() == {"user": "alice"}
 

@@ -50,8 +50,11 @@ def test_typed_defaults() -> None:
         ({"id": "svc", "scopes": [{"name": "a", "description": "x"}] * 2}, "declared twice"),
         ({"id": "svc", "events": [{"name": "a:b", "scope": "nope"}]}, "not declared"),
         (
-            {"id": "svc", "scopes": [{"name": "a", "description": "x"}],
-             "events": [{"name": "created", "scope": "a"}]},
+            {
+                "id": "svc",
+                "scopes": [{"name": "a", "description": "x"}],
+                "events": [{"name": "created", "scope": "a"}],
+            },
             "thing:verb",
         ),
     ],
@@ -62,5 +65,5 @@ def test_errors_name_the_entry(data: Any, message: str) -> None:
 
 
 def test_missing_package() -> None:
-    with pytest.raises(ManifestError, match="cannot read service.yaml"):
+    with pytest.raises(ManifestError, match=r"cannot read service\.yaml"):
         load_manifest("no_such_package_here")

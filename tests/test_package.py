@@ -49,7 +49,10 @@ def test_import_reads_no_file_and_opens_no_connection(tmp_path: Path) -> None:
         "sys.exit(f'opened at import: {bad}' if bad else 0)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={"SRCORE_CONFIG": str(tmp_path / "missing.ini"), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -60,20 +63,30 @@ def test_wheel_installs_and_works_in_an_empty_venv(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = dist.glob("srcore-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for required in ("srcore/templates/layout.html", "srcore/static/srcore.css",
-                     "srcore/migrations_base/env.py", "srcore/migrations_base/script.py.mako"):
+    for required in (
+        "srcore/templates/layout.html",
+        "srcore/static/srcore.css",
+        "srcore/migrations_base/env.py",
+        "srcore/migrations_base/script.py.mako",
+    ):
         assert required in names
-    assert any(n.startswith("srcore/migrations_base/versions/") and n.endswith(".py") for n in names)
+    assert any(
+        n.startswith("srcore/migrations_base/versions/") and n.endswith(".py") for n in names
+    )
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     check = (
         "import srcore.resources as r, pathlib, sys\n"
         "for name in ('templates', 'static', 'migrations_base'):\n"
@@ -85,6 +98,7 @@ def test_wheel_installs_and_works_in_an_empty_venv(tmp_path: Path) -> None:
     )
     out = subprocess.run([str(python), "-c", check], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip() == "ok", out.stderr
-    help_text = subprocess.run([str(venv / "bin" / "srcore"), "--help"], capture_output=True,
-                               text=True)
+    help_text = subprocess.run(
+        [str(venv / "bin" / "srcore"), "--help"], capture_output=True, text=True
+    )
     assert "config" in help_text.stdout and "migrate" in help_text.stdout, help_text.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from srcore.auth.api import current_token, oauth
 from srcore.auth.scopes import Scope, ScopeError, parse_scope, parse_scopes
-from srcore.auth.web import current_user, login_required, log_in, log_out
+from srcore.auth.web import current_user, log_in, log_out, login_required
 
 __all__ = [
     "Scope",

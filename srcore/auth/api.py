@@ -39,7 +39,9 @@ def _challenge(status: int, reason: str, *, error: str | None, scope: str | None
         parts.append('error_description="{}"'.format(reason.replace('"', "'")))
     if scope:
         parts.append(f'scope="{scope}"')
-    return error_response(status, reason, headers=[("WWW-Authenticate", "Bearer " + ", ".join(parts))])
+    return error_response(
+        status, reason, headers=[("WWW-Authenticate", "Bearer " + ", ".join(parts))]
+    )
 
 
 def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
@@ -84,7 +86,10 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
                 user = session.get(st.user_model, token.subject)
                 if user is None:
                     return _challenge(
-                        401, "The token's user is not known here.", error="invalid_token", scope=None
+                        401,
+                        "The token's user is not known here.",
+                        error="invalid_token",
+                        scope=None,
                     )
                 if getattr(user, "is_suspended", False):
                     return _challenge(

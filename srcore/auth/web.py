@@ -136,16 +136,17 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
 def init_app(app: Any) -> None:
     """Add ``/login`` and ``/logout`` (POST, CSRF-checked) to *app*."""
     from flask import redirect
+    from werkzeug.wrappers import Response as BaseResponse
 
-    def login() -> Response:
-        target = request.args.get("next")
-        target = target if is_safe_next(target) else "/"
+    def login() -> BaseResponse:
+        requested = request.args.get("next")
+        target = requested if requested is not None and is_safe_next(requested) else "/"
         if _load_user() is not None:
             return redirect(target)
         backend: LoginBackend = current_app.extensions["srcore"].login
         return backend.begin_login(target)
 
-    def logout() -> Response:
+    def logout() -> BaseResponse:
         log_out()
         backend: LoginBackend = current_app.extensions["srcore"].login
         return redirect(backend.logout_url() or "/")
