@@ -180,3 +180,38 @@ def test_api_challenges(app: Any, client: Any, make_token: Any, user: Any) -> No
 
 def test_api_ignores_the_session_cookie(user_client: Any) -> None:
     assert user_client.get("/api/whoami").status_code == 401
+
+
+def test_api_refuses_suspended_and_unknown_users(app: Any, client: Any, make_token: Any) -> None:
+    from srcore.db import UserType
+    from srcore.testing import create_user
+
+    bob = create_user(app, "bob", user_type=UserType.suspended)
+    token = make_token("sample/things:RO", user=bob)
+    response = client.get("/api/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 403
+    assert response.get_json()["errors"][0]["reason"] == "This account is suspended."
+
+    class Ghost:
+        id = 987654
+
+    ghost = make_token("sample/things:RO", user=Ghost())
+    response = client.get("/api/whoami", headers={"Authorization": f"Bearer {ghost}"})
+    assert response.status_code == 401
+
+
+def test_token_check_costs_no_query(app: Any, client: Any, make_token: Any) -> None:
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    engine = app.extensions["srcore"].db.engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        token = make_token("sample/things:RO")
+        response = client.get("/api/things", headers={"Authorization": f"Bearer {token}"})
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert response.status_code == 200
+    assert [s.split()[0] for s in statements] == ["SELECT"]
+    assert "thing" in statements[0]

@@ -1,7 +1,7 @@
 """Bearer-token authentication for API routes (RFC 6750), with scope checks.
 
 Tokens are verified locally (see :mod:`srcore.auth.tokens`), so an API request costs no
-call to meta and no database write; the only query is loading the caller's user row.
+call to meta, no database write and, unless the view reads ``current_user``, no query.
 """
 
 from __future__ import annotations
@@ -79,24 +79,10 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
             if not any(held.satisfies(required) for held in token.scopes):
                 reason = f"This call needs the scope {scope}."
                 return _challenge(403, reason, error="insufficient_scope", scope=scope)
-            user = None
-            if token.subject is not None and st.user_model is not None:
-                from srcore.db import session
-
-                user = session.get(st.user_model, token.subject)
-                if user is None:
-                    return _challenge(
-                        401,
-                        "The token's user is not known here.",
-                        error="invalid_token",
-                        scope=None,
-                    )
-                if getattr(user, "is_suspended", False):
-                    return _challenge(
-                        403, "This account is suspended.", error="invalid_token", scope=None
-                    )
             g.srcore_token = token
-            g.srcore_user = user
+            # The caller's user row is loaded only if the view asks for current_user:
+            # a view that needs just the id (current_token().subject) costs no query.
+            g.pop("srcore_user", None)
             return view(*args, **kwargs)
 
         return wrapper

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
-from flask import Response, current_app, g, request, session
+from flask import Response, abort, current_app, g, request, session
 from werkzeug.local import LocalProxy
 
 if TYPE_CHECKING:
@@ -92,13 +92,24 @@ def _load_user() -> Any:
     user = g.get("srcore_user", _UNSET)
     if user is not _UNSET:
         return user
-    user = None
     from srcore.app import API_PREFIX
 
-    # API requests are authenticated by bearer tokens only; a cookie must never count.
-    if not request.path.startswith(API_PREFIX):
+    st = current_app.extensions["srcore"]
+    model = st.user_model
+    user = None
+    if request.path.startswith(API_PREFIX):
+        # API requests are authenticated by bearer tokens only; a cookie must never count.
+        token = g.get("srcore_token")
+        if token is not None and token.subject is not None and model is not None:
+            from srcore.db import session as db_session
+
+            user = db_session.get(model, token.subject)
+            if user is None:
+                abort(401, "The token's user is not known here.")
+            if user.is_suspended:
+                abort(403, "This account is suspended.")
+    else:
         uid = session.get(_SESSION_USER)
-        model = current_app.extensions["srcore"].user_model
         if isinstance(uid, int) and model is not None:
             from srcore.db import session as db_session
 
