@@ -17,6 +17,7 @@ The service's app factory must accept ``config`` and pass other keyword argument
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.resources
 import itertools
@@ -34,10 +35,15 @@ import pytest
 __all__ = [
     "TEST_ISSUER",
     "ServiceDatabase",
+    "chromium_path",
     "create_user",
+    "free_port",
+    "launch_chromium",
     "log_in_client",
     "mint_token",
     "require_or_skip",
+    "run_service",
+    "session_cookie",
     "write_config",
 ]
 
@@ -150,6 +156,127 @@ def log_in_client(client: Any, user: Any) -> Any:
         session["_uid"] = user.id
         session.permanent = True
     return client
+
+
+def session_cookie(app: Any, user: Any) -> tuple[str, str]:
+    """The name and value of *app*'s session cookie with *user* logged in.
+
+    Lets a browser test start logged in, signed with the service's real secret key,
+    without any login route in the running app.
+    """
+    from flask.sessions import SecureCookieSessionInterface
+
+    serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+    if serializer is None:
+        raise RuntimeError("the app has no secret key")
+    value = serializer.dumps({"_uid": user.id, "_permanent": True})
+    return app.config["SESSION_COOKIE_NAME"], str(value)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def run_service(
+    package: str, config_path: Path, *, port: int, workers: int = 1, timeout: float = 30
+) -> Iterator[str]:
+    """Run *package* under gunicorn on 127.0.0.1:*port* until the block ends; yield its URL."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = dict(os.environ, SRCORE_CONFIG=str(config_path))
+    process = subprocess.Popen(  # noqa: S603 - the command line is built here
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--graceful-timeout",
+            "2",
+            f"{package}:create_app()",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise RuntimeError(f"{package} exited with {process.returncode}:\n{err[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=1) as response:  # noqa: S310
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{package} did not answer on {url} within {timeout} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium, which browser tests drive (Playwright cannot download one here)."""
+    import shutil
+
+    for candidate in (
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+#: Flags for headless Chromium on a machine with no network and no GPU, running as root.
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+
+@contextlib.contextmanager
+def launch_chromium() -> Iterator[Any]:
+    """A Playwright browser on Debian's Chromium; skips (fails under CI) when unavailable."""
+    path = chromium_path()
+    require_or_skip(path is not None, "Chromium (/usr/bin/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=list(CHROMIUM_ARGS))
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def _clean(app: Any) -> None:
