@@ -94,9 +94,9 @@ class ServiceDatabase:
 
 
 def _signing_key() -> Any:
-    from joserfc.jwk import OKPKey
+    from srcore.auth import jose
 
-    return OKPKey.generate_key("Ed25519", parameters={"kid": "srcore-test"})
+    return jose.generate_key("srcore-test")
 
 
 def mint_token(
@@ -110,8 +110,8 @@ def mint_token(
     issuer: str = TEST_ISSUER,
     **claims: Any,
 ) -> str:
-    """Sign an access token exactly as meta does (RFC 9068, Ed25519)."""
-    from joserfc import jwt
+    """Sign an access token exactly as meta does (RFC 9068, EdDSA over Ed25519)."""
+    from srcore.auth import jose
 
     now = int(time.time())
     payload: dict[str, Any] = {
@@ -125,8 +125,7 @@ def mint_token(
         "jti": uuid.uuid4().hex,
     }
     payload.update(claims)
-    header = {"alg": "Ed25519", "typ": "at+jwt", "kid": key.kid}
-    return jwt.encode(header, payload, key, algorithms=["Ed25519"])
+    return jose.sign(payload, key, typ="at+jwt")
 
 
 def create_user(app: Any, username: str = "alice", **fields: Any) -> Any:
