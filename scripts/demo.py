@@ -47,12 +47,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--var", type=Path, default=ROOT / "var")
     parser.add_argument("--exit-when-ready", action="store_true")
+    parser.add_argument("--first-port", type=int, default=5000)
     options = parser.parse_args()
 
     var = options.var.resolve()
     config = var / "config.ini"
     if not config.exists():
-        srcore("init", "--path", str(config), config=config)
+        srcore(
+            "init", "--path", str(config), "--first-port", str(options.first_port), config=config
+        )
     srcore("config", "check", config=config)
 
     sys.path.insert(0, str(ROOT))

@@ -91,10 +91,12 @@ def serve(ctx: click.Context, service: str, bind: str | None, workers: int, debu
     os.execv(sys.executable, argv)  # noqa: S606 - argv is built here, not from input
 
 
-_DEFAULT_PORTS = {"meta": 5000, "todo": 5001, "paste": 5002}
+_PORT_OFFSETS = {"meta": 0, "todo": 1, "paste": 2}
 
 
-def render_development_config(services: list[str], *, data_dir: Path) -> str:
+def render_development_config(
+    services: list[str], *, data_dir: Path, first_port: int = 5000
+) -> str:
     """A development config for *services* on 127.0.0.1 with SQLite and fresh secrets."""
     import secrets
 
@@ -107,10 +109,11 @@ def render_development_config(services: list[str], *, data_dir: Path) -> str:
         "environment = development",
         "",
     ]
-    next_port = 5010
+    next_port = first_port + 10
     for service in services:
-        port = _DEFAULT_PORTS.get(service)
-        if port is None:
+        if service in _PORT_OFFSETS:
+            port = first_port + _PORT_OFFSETS[service]
+        else:
             port, next_port = next_port, next_port + 1
         lines += [
             f"[{service}]",
@@ -139,7 +142,12 @@ def render_development_config(services: list[str], *, data_dir: Path) -> str:
     help="Where the SQLite databases go (default: beside the config file).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(services: tuple[str, ...], path: Path, data_dir: Path | None, force: bool) -> None:
+@click.option(
+    "--first-port", default=5000, show_default=True, help="meta gets this port, todo the next."
+)
+def init(
+    services: tuple[str, ...], path: Path, data_dir: Path | None, force: bool, first_port: int
+) -> None:
     """Write a development config for the installed services (or the ones named)."""
     from srcore.manifest import ENTRY_POINT_GROUP
 
@@ -155,7 +163,9 @@ def init(services: tuple[str, ...], path: Path, data_dir: Path | None, force: bo
     data = (data_dir or path.parent).resolve()
     data.mkdir(parents=True, exist_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_development_config(chosen, data_dir=data), encoding="utf-8")
+    path.write_text(
+        render_development_config(chosen, data_dir=data, first_port=first_port), encoding="utf-8"
+    )
     path.chmod(0o600)
     click.echo(f"wrote {path} for {', '.join(chosen)}")
 
