@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from srcore.testing import create_user, log_in_client
 from todo import logic
 from todo.models import Comment, Ticket, Tracker, User, Visibility
+
+from srcore.testing import create_user, log_in_client
 
 ALL_SCOPES = "todo/trackers:RW todo/tickets:RW"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -129,3 +129,34 @@ def auth(make_token: Callable[..., str], user: User) -> Callable[..., dict[str, 
         return {"Authorization": f"Bearer {make_token(scopes, user=who or user)}"}
 
     return headers
+
+
+#: Real values for every URL parameter of todo's routes (alice's tracker ``bugs``, #1).
+URL_VALUES: dict[str, Any] = {
+    "username": "alice",
+    "name": "bugs",
+    "number": 1,
+    "version_tag": "v",
+    "filename": "srcore.css",
+}
+_IGNORED_METHODS = {"HEAD", "OPTIONS"}
+
+
+@pytest.fixture
+def routes(app: Any) -> list[tuple[str, str, str]]:
+    """(endpoint, method, path) of every route of the app, the URL filled with real rows.
+
+    A route with a URL parameter missing from ``URL_VALUES`` fails the test that uses this,
+    so new routes cannot slip past the suites that walk every route.
+    """
+    from flask import url_for
+
+    found = []
+    with app.test_request_context():
+        for rule in app.url_map.iter_rules():
+            unknown = set(rule.arguments) - set(URL_VALUES)
+            assert not unknown, f"{rule.rule}: no test value for {sorted(unknown)}"
+            path = url_for(rule.endpoint, **{k: URL_VALUES[k] for k in rule.arguments})
+            for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
+                found.append((rule.endpoint, method, path))
+    return found

@@ -6,7 +6,6 @@ from datetime import datetime
 
 import pytest
 from sqlalchemy import event
-
 from todo.models import Comment, Ticket, TicketStatus, Tracker, Visibility
 
 
@@ -126,7 +125,9 @@ def test_ticket_flow(client, auth, tracker, user):
     )
     assert response.get_json()["resolution"] == "duplicate"
     response = client.patch(
-        "/api/trackers/bugs/tickets/1", json={"status": "open", "title": "Reopened"}, headers=headers
+        "/api/trackers/bugs/tickets/1",
+        json={"status": "open", "title": "Reopened"},
+        headers=headers,
     )
     assert response.get_json()["status"] == "open"
     assert response.get_json()["resolution"] is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-
 from todo.models import Comment, Resolution, Ticket, TicketStatus, Tracker, Visibility
 
 
@@ -13,9 +12,7 @@ def text(response: Any) -> str:
     return str(response.get_data(as_text=True))
 
 
-def test_anonymous_front_page_lists_public_trackers_and_a_log_in_prompt(
-    client, make, user, bob
-):
+def test_anonymous_front_page_lists_public_trackers_and_a_log_in_prompt(client, make, user, bob):
     make.tracker(user, "visible")
     make.tracker(user, "unlisted-one", visibility=Visibility.unlisted)
     make.tracker(bob, "bobsecret", visibility=Visibility.private)

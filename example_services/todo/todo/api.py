@@ -111,7 +111,7 @@ def _error(reason: str, field: str | None = None, status: int = 400) -> Response
     return valid.response(status)
 
 
-def _status_filter() -> TicketStatus | None | Response:
+def _status_filter() -> TicketStatus | Response | None:
     query = Validation(data=request.args, source="form")
     status = query.optional("status", TicketStatus)
     if not query.ok:
@@ -262,9 +262,7 @@ def list_comments(name: str, number: int) -> Any:
     user = _caller()
     _tracker, ticket, _submitter = _ticket(user, name, number)
     stmt = (
-        select(Comment)
-        .where(Comment.ticket_id == ticket.id)
-        .options(selectinload(Comment.author))
+        select(Comment).where(Comment.ticket_id == ticket.id).options(selectinload(Comment.author))
     )
     result = _listing(stmt, Comment.id, descending=False)
     if isinstance(result, Response):

@@ -106,7 +106,11 @@ def name_taken(session: Session, owner: User, name: str, *, exclude: int | None 
 
 
 def apply_tracker(
-    session: Session, valid: Validation, owner: User, values: dict[str, Any], tracker: Tracker | None
+    session: Session,
+    valid: Validation,
+    owner: User,
+    values: dict[str, Any],
+    tracker: Tracker | None,
 ) -> Tracker | None:
     """Create a tracker (``tracker`` None) or update one, after checking the name is free.
 
@@ -206,13 +210,12 @@ def read_status(valid: Validation, ticket: Ticket, *, partial: bool = False) -> 
             return values
         values["status"] = status
     resolution = valid.optional("resolution", Resolution)
-    if resolution is not None:
-        if valid.expect(
-            status == TicketStatus.resolved,
-            "Only a resolved ticket has a resolution.",
-            field="resolution",
-        ):
-            values["resolution"] = resolution
+    if resolution is not None and valid.expect(
+        status == TicketStatus.resolved,
+        "Only a resolved ticket has a resolution.",
+        field="resolution",
+    ):
+        values["resolution"] = resolution
     if values.get("status") == TicketStatus.resolved:
         values.setdefault("resolution", ticket.resolution or Resolution.fixed)
     elif values.get("status") == TicketStatus.open:
@@ -241,9 +244,7 @@ def create_ticket(
         .returning(Tracker.ticket_count)
         .execution_options(synchronize_session=False)
     ).scalar_one()
-    ticket = Ticket(
-        tracker_id=tracker.id, number=number, submitter_id=submitter.id, **values
-    )
+    ticket = Ticket(tracker_id=tracker.id, number=number, submitter_id=submitter.id, **values)
     ticket.tracker = tracker
     ticket.submitter = submitter
     session.add(ticket)

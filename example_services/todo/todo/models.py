@@ -121,9 +121,7 @@ class Ticket(TimestampMixin, Base):
         _enum(TicketStatus, "ticket_status"), default=TicketStatus.open
     )
     resolution: Mapped[Resolution | None] = mapped_column(_enum(Resolution, "resolution"))
-    submitter_id: Mapped[int] = mapped_column(
-        ForeignKey("user.id", ondelete="CASCADE"), index=True
-    )
+    submitter_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
 
     tracker: Mapped[Tracker] = relationship(lazy="raise")
     submitter: Mapped[User] = relationship(lazy="raise")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask.sansio.blueprints import BlueprintSetupState
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
-from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response
 
 import srcore
@@ -286,5 +286,7 @@ def ticket_status(username: str, name: str, number: int) -> Any:
         return _ticket_page(found, ticket, valid=valid, status=400)
     logic.apply_ticket(ticket, values)
     session.commit()
-    flash("Ticket reopened." if ticket.status == TicketStatus.open else "Ticket resolved.", "success")
+    flash(
+        "Ticket reopened." if ticket.status == TicketStatus.open else "Ticket resolved.", "success"
+    )
     return redirect(_ticket_url(found, ticket))
