@@ -140,6 +140,8 @@ URL_VALUES: dict[str, Any] = {
     "filename": "srcore.css",
 }
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
+#: Endpoints of todo's own blueprints.
+TODO_ENDPOINTS = ("todo.", "api.")
 
 
 @pytest.fixture
@@ -155,6 +157,8 @@ def routes(app: Any) -> list[tuple[str, str, str]]:
     with app.test_request_context():
         for rule in app.url_map.iter_rules():
             unknown = set(rule.arguments) - set(URL_VALUES)
+            if unknown and not rule.endpoint.startswith(TODO_ENDPOINTS):
+                continue  # a route of srcore's own, tested by srcore
             assert not unknown, f"{rule.rule}: no test value for {sorted(unknown)}"
             path = url_for(rule.endpoint, **{k: URL_VALUES[k] for k in rule.arguments})
             for method in sorted((rule.methods or set()) - _IGNORED_METHODS):

@@ -16,6 +16,8 @@ from srcore.app import API_PREFIX
 from srcore.testing import log_in_client
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+# Not forms: the API takes bearer tokens, /_srcore/ takes meta's signed pushes.
+MACHINE_PREFIXES = (API_PREFIX, "/_srcore/")
 # A body every form route would accept: with a token, each of these requests succeeds.
 VALID_BODY = {
     "name": "bugs",
@@ -38,7 +40,7 @@ def form_routes(routes: list[tuple[str, str, str]]) -> list[tuple[str, str, str]
     found = [
         (endpoint, method, path)
         for endpoint, method, path in routes
-        if method in UNSAFE and not path.startswith(API_PREFIX)
+        if method in UNSAFE and not path.startswith(MACHINE_PREFIXES)
     ]
     found.sort(key=lambda r: (r[0] == "srcore_logout", r[0] == "todo.delete_tracker", r[0]))
     return found

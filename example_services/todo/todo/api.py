@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from flask import Blueprint, Response, abort, request, url_for
-from sqlalchemy import ColumnElement, Select, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Select, select
+from sqlalchemy.orm import QueryableAttribute, selectinload
 
 from srcore.auth import current_user, oauth
 from srcore.db import session
@@ -88,7 +88,7 @@ def _caller() -> User:
 
 
 def _listing(
-    stmt: Select[Any], key: ColumnElement[Any], *, descending: bool = True
+    stmt: Select[Any], key: QueryableAttribute[Any], *, descending: bool = True
 ) -> tuple[list[Any], str | None] | Response:
     """One page of *stmt* per ``?cursor=`` and ``?limit=``, or the 400 for bad values."""
     query = Validation(data=request.args, source="form")
@@ -98,7 +98,7 @@ def _listing(
         return query.response()
     try:
         page = paginate_cursor(
-            session, stmt, key=[key], cursor=cursor, limit=limit, descending=descending
+            session, stmt, key=[key.expression], cursor=cursor, limit=limit, descending=descending
         )
     except InvalidCursor:
         return _error("This cursor was not made for this listing.", "cursor")

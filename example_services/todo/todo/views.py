@@ -157,7 +157,7 @@ def tracker(username: str, name: str) -> Any:
     viewer = _viewer()
     found = logic.find_tracker(session, username, name, viewer)
     query = _query()
-    status = query.optional("status", "enum", choices=_STATUS_FILTERS, default="open")
+    status = query.optional("status", "enum", choices=_STATUS_FILTERS) or "open"
     page = _page(query)
     if not query.ok:
         return _bad_query(query)
