@@ -1,0 +1,263 @@
+"""meta's OAuth 2.0 authorization server: clients, grants, tokens, keys and revocation.
+
+:func:`init_app` adds the protocol endpoints, the ``/security`` and ``/clients`` pages and
+the token API to meta's app, and makes meta verify the tokens of its own API against its
+own keys (no HTTP call to itself). The accounts side calls the ``on_*`` hooks inside the
+transaction that changes an account; the revocation events they write commit with it and
+are pushed to every service once it has committed.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from sqlalchemy.orm import Session
+
+    from meta.models import User
+    from meta.oauth.push import Sender
+    from meta.oauth.server import OAuthState
+    from srcore.auth.tokens import TokenVerifier
+
+__all__ = [
+    "init_app",
+    "make_verifier",
+    "on_delete",
+    "on_logout",
+    "on_password_change",
+    "on_profile_change",
+    "on_suspend",
+    "on_unsuspend",
+    "set_push_sender",
+]
+
+_PROFILE_PENDING = "meta_oauth_pending_profiles"
+
+
+def _duration(section: Any, key: str, default: timedelta) -> timedelta:
+    try:
+        value = section.get(key)
+    except KeyError:
+        value = None
+    return value if isinstance(value, timedelta) else default
+
+
+class TokenGuard:
+    """Brute-force protection of the token endpoint: per client id and per address."""
+
+    def __init__(self, store: Any, *, lockout: timedelta) -> None:
+        from srcore.throttle import Throttle
+
+        self.client = Throttle(store, max_failures=10, lockout=lockout, prefix="meta:token")
+        self.address = Throttle(
+            store, max_failures=40, free_failures=12, lockout=lockout, prefix="meta:token"
+        )
+
+    def keys(self, client_id: str, address: str) -> tuple[list[Any], list[Any]]:
+        return [("client", client_id or "-")], [("ip", address or "-")]
+
+    def check(self, keys: tuple[list[Any], list[Any]]) -> Any:
+        from srcore.throttle import Decision
+
+        first, second = self.client.check(keys[0]), self.address.check(keys[1])
+        if first.allowed and second.allowed:
+            return first
+        return Decision(False, max(first.retry_after, second.retry_after))
+
+    def failure(self, keys: tuple[list[Any], list[Any]]) -> None:
+        self.client.failure(keys[0])
+        self.address.failure(keys[1])
+
+    def success(self, keys: tuple[list[Any], list[Any]]) -> None:
+        self.client.success(keys[0])
+
+
+def make_verifier(st: OAuthState) -> TokenVerifier:
+    """srcore's token verifier over meta's own keys, with revocations read from its DB."""
+    from meta.oauth import events
+    from meta.oauth.keys import DatabaseKeySource
+    from srcore.auth.tokens import AccessToken, TokenVerifier
+    from srcore.db import session as db_session
+
+    def is_revoked(token: AccessToken) -> bool:
+        return events.is_revoked(db_session, token.claims)
+
+    return TokenVerifier(
+        keys=DatabaseKeySource(st.ring), issuer=st.issuer, audience="meta", is_revoked=is_revoked
+    )
+
+
+def init_app(app: Flask, *, push_sender: Sender | None = None) -> OAuthState:
+    """Add the authorization server's routes and state to meta's *app*."""
+    from meta.oauth import events
+    from meta.oauth.catalog import Catalog
+    from meta.oauth.client_pages import client_pages
+    from meta.oauth.clients import first_party_clients
+    from meta.oauth.endpoints import CLIENT_ENDPOINTS, endpoints
+    from meta.oauth.keys import KeyRing
+    from meta.oauth.pats import pats
+    from meta.oauth.push import Pusher, PushTarget, http_sender
+    from meta.oauth.server import OAuthState, build_server
+    from srcore.app import state
+
+    st = state(app)
+    config = st.config
+    issuer = str(st.section["origin"]).rstrip("/")
+    access = _duration(st.section, "access-token-lifetime", timedelta(hours=1))
+    ring = KeyRing(st.db, token_lifetime=access)
+
+    def base_url(service_id: str) -> str:
+        section = config.section(service_id)
+        return str(section.get("internal-origin") or section["origin"])
+
+    others = [sid for sid in config.services if sid != "meta"]
+
+    def installed() -> dict[str, Any]:
+        from srcore.manifest import discover
+
+        return dict(discover())
+
+    catalog = Catalog(services={sid: base_url(sid) for sid in config.services}, local=installed)
+    pusher = Pusher(
+        issuer=issuer,
+        ring=ring,
+        targets=[PushTarget(sid, base_url(sid)) for sid in others],
+        sender=push_sender or http_sender,
+    )
+    oauth = OAuthState(
+        issuer=issuer,
+        db=st.db,
+        ring=ring,
+        catalog=catalog,
+        pusher=pusher,
+        first_party=first_party_clients(config),
+        access_lifetime=access,
+        refresh_lifetime=_duration(st.section, "refresh-token-lifetime", timedelta(days=30)),
+        code_lifetime=_duration(st.section, "authorization-code-lifetime", timedelta(seconds=60)),
+    )
+    app.extensions["meta.oauth"] = oauth
+    oauth.server = build_server(app, oauth)
+    events.install(st.db.sessionmaker, lambda evs: oauth.pusher.push_revocations(evs))
+    _install_profile_push(st.db.sessionmaker, oauth)
+
+    try:
+        from srcore.throttle import make_store
+    except ImportError:  # pragma: no cover - older srcore without brute-force protection
+        make_store = None
+    if make_store is not None:
+        lockout = _duration(st.section, "login-lockout", timedelta(minutes=15))
+        redis_url = str(config.global_.get("redis-url") or "")
+        oauth.extra["token_throttle"] = TokenGuard(make_store(redis_url), lockout=lockout)
+
+    app.register_blueprint(endpoints)
+    app.register_blueprint(pats)
+    app.register_blueprint(client_pages)
+    _exempt_from_csrf(app, CLIENT_ENDPOINTS)
+    # meta checks the tokens of its own API itself: its keys, its revocation table.
+    st.token_verifier = make_verifier(oauth)
+    return oauth
+
+
+def _exempt_from_csrf(app: Flask, endpoint_names: tuple[str, ...]) -> None:
+    """Client-authenticated POSTs (token, revoke, introspect) carry no CSRF token.
+
+    srcore's request hook calls ``csrf.protect()`` for every POST outside ``/api/`` and
+    ``/_srcore/``; here it is made to honour Flask-WTF's exemptions, for this app only.
+    """
+    import functools
+
+    csrf = app.extensions["csrf"]
+    for name in endpoint_names:
+        csrf.exempt(app.view_functions[name])
+    csrf.protect = functools.partial(type(csrf).protect, csrf, apply_exemptions=True)
+
+
+def set_push_sender(app: Flask, sender: Sender) -> None:
+    """Replace how pushes are delivered (tests capture them instead of sending)."""
+    app.extensions["meta.oauth"].pusher.sender = sender
+
+
+def _install_profile_push(factory: Any, oauth: OAuthState) -> None:
+    from sqlalchemy import event
+
+    @event.listens_for(factory, "after_commit")
+    def _after_commit(session: Session) -> None:
+        for user_id, profile in session.info.pop(_PROFILE_PENDING, {}).items():
+            oauth.pusher.push_profile(user_id, profile)
+
+    @event.listens_for(factory, "after_rollback")
+    def _after_rollback(session: Session) -> None:
+        session.info.pop(_PROFILE_PENDING, None)
+
+
+# -- hooks called by the accounts side, inside its transaction --------------------------------
+
+
+def _session_of(user: User) -> Session:
+    from sqlalchemy.orm import object_session
+
+    from srcore.db import session as db_session
+
+    found = object_session(user)
+    return found if found is not None else db_session
+
+
+def _user_event(user: User, *kinds: str) -> None:
+    from meta.oauth import events
+
+    session = _session_of(user)
+    now = int(time.time())
+    for kind in kinds:
+        not_before = now if kind == "user" else None
+        events.emit(session, kind, str(user.id), not_before=not_before)
+
+
+def _end_grants(user: User) -> None:
+    from sqlalchemy import update
+
+    from meta.oauth.models import Grant
+    from srcore.db import utcnow
+
+    _session_of(user).execute(
+        update(Grant)
+        .where(Grant.user_id == user.id, Grant.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def on_logout(user: User) -> None:
+    """Logging out at meta ends the user's sessions (and current tokens) everywhere."""
+    _user_event(user, "user")
+
+
+def on_password_change(user: User) -> None:
+    """A new password ends every session, token and refresh token issued before it."""
+    _end_grants(user)
+    _user_event(user, "user")
+
+
+def on_suspend(user: User) -> None:
+    """Suspension: everything issued dies, and services refuse the user until unsuspended."""
+    _end_grants(user)
+    _user_event(user, "user", "suspend")
+
+
+def on_unsuspend(user: User) -> None:
+    _user_event(user, "unsuspend")
+
+
+def on_delete(user: User) -> None:
+    """A deleted account's tokens and sessions die everywhere, and it cannot come back."""
+    _user_event(user, "user", "suspend")
+
+
+def on_profile_change(user: User) -> None:
+    """Push the new profile to every service once the change has committed."""
+    from meta.oauth.endpoints import profile_of
+
+    session = _session_of(user)
+    session.info.setdefault(_PROFILE_PENDING, {})[user.id] = profile_of(user)

@@ -1,0 +1,121 @@
+"""``/clients``: users register their own (third-party) OAuth applications.
+
+The secret of a confidential client is shown once, on the page that answers the
+registration, and stored as a SHA-256 digest. Deleting a client emits a ``client`` event:
+every token it holds stops working across the network.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from meta.oauth.clients import check_redirect_uri_value
+from meta.oauth.models import OAuthClient, digest
+from meta.oauth.pats import revoke_client
+from srcore.auth import current_user, login_required
+from srcore.db import session as db_session
+from srcore.errors import error_response
+from srcore.validation import Validation
+
+__all__ = ["client_pages"]
+
+client_pages = Blueprint("oauth_clients", __name__)
+
+MAX_REDIRECT_URIS = 10
+KIND_OPTIONS = [
+    ("confidential", "Confidential: a server that can keep a secret"),
+    ("public", "Public: a native or browser app (PKCE, no secret)"),
+]
+
+
+def _mine(user_id: int) -> list[OAuthClient]:
+    return list(
+        db_session.scalars(
+            select(OAuthClient)
+            .where(OAuthClient.owner_id == user_id, OAuthClient.revoked_at.is_(None))
+            .order_by(OAuthClient.created.desc())
+        )
+    )
+
+
+def _page(
+    valid: Validation | None = None,
+    *,
+    created: Any = None,
+    secret: str | None = None,
+    status: int = 200,
+) -> Any:
+    user = current_user._get_current_object()
+    return (
+        render_template(
+            "meta/oauth/clients.html",
+            clients=_mine(user.id),
+            valid=valid,
+            created=created,
+            secret=secret,
+            kind_options=KIND_OPTIONS,
+        ),
+        status,
+    )
+
+
+@client_pages.route("/clients")
+@login_required
+def clients() -> Any:
+    return _page()
+
+
+@client_pages.route("/clients", methods=["POST"])
+@login_required
+def register_client() -> Any:
+    user = current_user._get_current_object()
+    valid = Validation(request)
+    name = valid.require("name", max_length=128, label="Name")
+    uris_text = valid.require("redirect_uris", max_length=6000, label="Redirect URIs")
+    kind = valid.require("kind", "enum", choices=("confidential", "public"), label="Kind")
+    uris = [line.strip() for line in (uris_text or "").splitlines() if line.strip()]
+    if uris_text is not None:
+        if len(uris) > MAX_REDIRECT_URIS:
+            valid.error(f"Register at most {MAX_REDIRECT_URIS} redirect URIs.", "redirect_uris")
+        for uri in uris:
+            problem = check_redirect_uri_value(uri)
+            if problem is not None:
+                valid.error(problem, "redirect_uris")
+                break
+    if not valid.ok or name is None:
+        return _page(valid, status=400)
+    confidential = kind == "confidential"
+    secret = secrets.token_urlsafe(32) if confidential else None
+    row = OAuthClient(
+        client_id="c" + secrets.token_hex(12),
+        owner_id=user.id,
+        name=name,
+        redirect_uris="\n".join(dict.fromkeys(uris)),
+        confidential=confidential,
+        secret_hash=digest(secret) if secret else None,
+    )
+    db_session.add(row)
+    db_session.commit()
+    return _page(created=row, secret=secret)
+
+
+@client_pages.route("/clients/<client_id>/delete", methods=["POST"])
+@login_required
+def delete_client(client_id: str) -> Response:
+    user = current_user._get_current_object()
+    row = db_session.scalar(
+        select(OAuthClient).where(
+            OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
+        )
+    )
+    if row is None or row.owner_id != user.id:
+        return error_response(404, "No such application.")
+    revoke_client(row)
+    db_session.commit()
+    flash(f"The application {row.name!r} is deleted; its tokens no longer work.", "success")
+    return redirect(url_for("oauth_clients.clients"))

@@ -1,0 +1,173 @@
+"""OAuth clients as Authlib sees them: first-party from the config file, third-party from rows.
+
+Every configured service other than meta that has ``oauth-client-id`` and
+``oauth-client-secret`` is a first-party client: confidential, redirect URI
+``{origin}/oauth/callback``, pre-authorized (no consent screen), every grant, every scope.
+Third-party clients are :class:`~meta.oauth.models.OAuthClient` rows registered at
+``/clients``: authorization code (+ refresh) only, consent required.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin
+
+from meta.oauth.models import OAuthClient, digest
+
+if TYPE_CHECKING:
+    from srcore.config import Config
+
+__all__ = [
+    "Client",
+    "FirstPartyClient",
+    "ThirdPartyClient",
+    "check_redirect_uri_value",
+    "first_party_clients",
+]
+
+_AUTH_METHODS_CONFIDENTIAL = frozenset({"client_secret_basic", "client_secret_post"})
+
+
+class Client(ClientMixin):  # type: ignore[misc]
+    """What both kinds of client have in common."""
+
+    client_id: str
+    name: str
+    confidential: bool
+    first_party: bool
+    service_id: str | None
+    grant_types: frozenset[str]
+    redirect_uris: tuple[str, ...]
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str | None) -> str | None:
+        # The grammar and the services are checked by the server; an empty request gets
+        # the profile, which is what logging in needs.
+        return scope if scope else "meta/profile:RO"
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        raise NotImplementedError
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.confidential:
+            return method in _AUTH_METHODS_CONFIDENTIAL
+        # Public clients cannot authenticate; they may still revoke their own tokens.
+        return method == "none" and endpoint in ("token", "revocation")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.client_id}>"
+
+
+@dataclass(repr=False)
+class FirstPartyClient(Client):
+    """A service of the network, trusted because the operator configured it."""
+
+    client_id: str
+    secret: str
+    service_id: str
+    origin: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.service_id
+        self.confidential = True
+        self.first_party = True
+        self.grant_types = frozenset({"authorization_code", "refresh_token", "client_credentials"})
+        self.redirect_uris = (self.origin.rstrip("/") + "/oauth/callback",)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return hmac.compare_digest(client_secret.encode(), self.secret.encode())
+
+
+class ThirdPartyClient(Client):
+    """An application a user registered; it asks every user for consent."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.row = row
+        self.client_id = row.client_id
+        self.name = row.name
+        self.confidential = row.confidential
+        self.first_party = False
+        self.service_id = None
+        self.grant_types = frozenset({"authorization_code", "refresh_token"})
+        self.redirect_uris = tuple(row.redirect_uri_list)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if not self.confidential or not self.row.secret_hash:
+            return False
+        return hmac.compare_digest(digest(client_secret), self.row.secret_hash)
+
+
+def first_party_clients(config: Config) -> dict[str, FirstPartyClient]:
+    """The network's services that log users in through meta, by client id."""
+    clients: dict[str, FirstPartyClient] = {}
+    for service_id in config.services:
+        if service_id == "meta":
+            continue
+        section = config.section(service_id)
+        client_id = section.get("oauth-client-id")
+        secret = section.get("oauth-client-secret")
+        if not client_id or not secret:
+            continue
+        clients[str(client_id)] = FirstPartyClient(
+            client_id=str(client_id),
+            secret=str(secret),
+            service_id=service_id,
+            origin=str(section["origin"]),
+        )
+    return clients
+
+
+def check_redirect_uri_value(uri: str) -> str | None:
+    """Why *uri* cannot be a registered redirect URI, or None if it can.
+
+    HTTPS anywhere; plain HTTP only on the loopback interface (native apps, RFC 8252).
+    No fragment (RFC 6749 3.1.2), no user info, and it must be absolute.
+    """
+    if len(uri) > 512:
+        return "A redirect URI may be at most 512 characters long."
+    if any(c.isspace() for c in uri):
+        return "A redirect URI may not contain spaces."
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return f"{uri} is not a valid URL."
+    del port
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"{uri} must be an absolute https:// URL."
+    if parts.fragment or "#" in uri:
+        return f"{uri} may not have a #fragment."
+    if parts.username is not None or parts.password is not None:
+        return f"{uri} may not contain a user name or password."
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        return f"{uri} must use https:// (plain http is allowed for 127.0.0.1 and localhost only)."
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,304 @@
+"""The authorization server's HTTP endpoints and meta's profile API.
+
+``/.well-known/oauth-authorization-server`` (RFC 8414), ``/oauth/authorize`` (with the
+consent page), ``/oauth/token`` (RFC 6749), ``/oauth/revoke`` (RFC 7009),
+``/oauth/introspect`` (RFC 7662), ``/oauth/jwks.json``, ``/oauth/revocations`` (the
+services' pull) and ``/api/profile``, ``/api/users/<id>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from flask import Blueprint, Response, jsonify, redirect, render_template, request
+from sqlalchemy import select
+
+from meta.models import User
+from meta.oauth.catalog import scope_groups
+from meta.oauth.clients import FirstPartyClient
+from meta.oauth.models import Consent, RevocationEvent
+from meta.oauth.server import oauth_state
+from srcore.auth import current_token, current_user, oauth
+from srcore.auth.scopes import format_scopes, parse_scopes
+from srcore.db import session as db_session
+from srcore.errors import error_response
+
+__all__ = ["endpoints", "profile_of"]
+
+endpoints = Blueprint("oauth", __name__)
+
+PULL_BATCH = 1000
+#: The endpoints that clients call with their own credentials (no cookie, no CSRF token).
+CLIENT_ENDPOINTS = ("oauth.token", "oauth.revoke", "oauth.introspect")
+
+
+def profile_of(user: User) -> dict[str, Any]:
+    """The profile shape of ``/api/profile``, ``/api/users/<id>`` and profile pushes."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "user_type": user.user_type.value,
+        "url": user.url,
+        "location": user.location,
+        "bio": user.bio,
+        "suspension_notice": user.suspension_notice,
+    }
+
+
+# -- metadata and keys ----------------------------------------------------------------------
+
+
+@endpoints.route("/.well-known/oauth-authorization-server")
+def metadata() -> Response:
+    st = oauth_state()
+    base = st.issuer.rstrip("/")
+    body = {
+        "issuer": st.issuer,
+        "authorization_endpoint": base + "/oauth/authorize",
+        "token_endpoint": base + "/oauth/token",
+        "revocation_endpoint": base + "/oauth/revoke",
+        "introspection_endpoint": base + "/oauth/introspect",
+        "jwks_uri": base + "/oauth/jwks.json",
+        "scopes_supported": st.catalog.all_scopes(),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "authorization_response_iss_parameter_supported": False,
+    }
+    response = jsonify(body)
+    response.cache_control.public = True
+    response.cache_control.max_age = 3600
+    return response
+
+
+@endpoints.route("/oauth/jwks.json")
+def jwks() -> Response:
+    response = jsonify(oauth_state().ring.jwks())
+    response.cache_control.public = True
+    response.cache_control.max_age = 300
+    return response
+
+
+# -- authorization ------------------------------------------------------------------------
+
+
+def _authorize_error(error: OAuth2Error) -> Response:
+    """A redirect with the error only to a redirect URI checked against the client."""
+    server = oauth_state().server
+    if error.redirect_uri:
+        result: Response = server.handle_error_response(None, error)
+        return result
+    reason = error.description or error.error or "The authorization request is not valid."
+    return error_response(400, f"{reason}", title="Invalid authorization request")
+
+
+@endpoints.route("/oauth/authorize", methods=["GET", "POST"])
+def authorize() -> Any:
+    st = oauth_state()
+    server = st.server
+    user = current_user._get_current_object()
+    try:
+        grant = server.get_consent_grant(end_user=user)
+    except OAuth2Error as error:
+        return _authorize_error(error)
+    if user is None:
+        target = request.full_path if request.method == "GET" else None
+        if target is None:
+            return error_response(401, "Log in first.", title="Not logged in")
+        return redirect("/login?" + urlencode({"next": target}))
+    if not user.is_active:
+        if user.is_suspended:
+            notice = user.suspension_notice or "This account is suspended."
+            return error_response(403, notice, title="Account suspended")
+        return error_response(
+            403,
+            "Confirm your email address before using it to log in elsewhere.",
+            title="Address not confirmed",
+        )
+    client = grant.client
+    scope = format_scopes(parse_scopes(grant.request.scope))
+    grant.request.scope = scope
+    if isinstance(client, FirstPartyClient) or _remembered(user.id, client.client_id, scope):
+        return server.create_authorization_response(grant_user=user, grant=grant)
+    if request.method == "POST":
+        if request.form.get("decision") == "approve":
+            db_session.add(Consent(user_id=user.id, client_id=client.client_id, scope=scope))
+            db_session.commit()
+            return server.create_authorization_response(grant_user=user, grant=grant)
+        return server.create_authorization_response(grant_user=None, grant=grant)
+    groups = scope_groups(st.catalog, parse_scopes(scope))
+    return render_template(
+        "meta/oauth/authorize.html",
+        client=client,
+        groups=groups,
+        redirect_host=_host(grant.redirect_uri),
+        action=request.full_path,
+    )
+
+
+def _host(uri: str | None) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(uri or "").netloc
+
+
+def _remembered(user_id: int, client_id: str, scope: str) -> bool:
+    found = db_session.scalar(
+        select(Consent.id).where(
+            Consent.user_id == user_id, Consent.client_id == client_id, Consent.scope == scope
+        )
+    )
+    return found is not None
+
+
+# -- token, revocation, introspection -----------------------------------------------------
+
+
+def _client_id_of_request() -> str:
+    basic_id, _secret = extract_basic_authorization(request.headers)
+    return str(basic_id or request.form.get("client_id") or "")[:128]
+
+
+@endpoints.route("/oauth/token", methods=["POST"])
+def token() -> Response:
+    st = oauth_state()
+    guard = st.extra.get("token_throttle")
+    keys = guard.keys(_client_id_of_request(), request.remote_addr or "") if guard else None
+    if guard is not None:
+        decision = guard.check(keys)
+        if not decision.allowed:
+            response = jsonify(
+                error="slow_down",
+                error_description="Too many failed attempts; retry later.",
+            )
+            response.status_code = 429
+            response.headers["Retry-After"] = str(decision.retry_after_seconds)
+            return response
+    response = st.server.create_token_response()
+    if response.status_code == 200:
+        db_session.commit()
+    else:
+        db_session.rollback()
+    if guard is not None:
+        if response.status_code == 401 or _error_code(response) in (
+            "invalid_client",
+            "invalid_grant",
+        ):
+            guard.failure(keys)
+        elif response.status_code == 200:
+            guard.success(keys)
+    return _no_store(response)
+
+
+def _error_code(response: Response) -> str | None:
+    if response.mimetype != "application/json":
+        return None
+    data = response.get_json(silent=True)
+    return data.get("error") if isinstance(data, dict) else None
+
+
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@endpoints.route("/oauth/revoke", methods=["POST"])
+def revoke() -> Response:
+    response: Response = oauth_state().server.create_endpoint_response("revocation")
+    db_session.commit()
+    return _no_store(response)
+
+
+@endpoints.route("/oauth/introspect", methods=["POST"])
+def introspect() -> Response:
+    response: Response = oauth_state().server.create_endpoint_response("introspection")
+    db_session.rollback()
+    return _no_store(response)
+
+
+# -- the services' pull of revocations -----------------------------------------------------
+
+
+def _first_party_from_basic() -> FirstPartyClient | None:
+    auth = request.authorization
+    if auth is None or auth.type != "basic" or not auth.username or not auth.password:
+        return None
+    client = oauth_state().first_party.get(auth.username)
+    if client is None or not client.check_client_secret(auth.password):
+        return None
+    return client
+
+
+@endpoints.route("/oauth/revocations")
+def revocations() -> Response:
+    if _first_party_from_basic() is None:
+        return error_response(
+            401,
+            "Authenticate with a network service's client id and secret (HTTP Basic).",
+            headers=[("WWW-Authenticate", 'Basic realm="meta"')],
+        )
+    raw = request.args.get("since", "0")
+    if not raw.isdigit() or len(raw) > 18:
+        return error_response(400, "since must be a non-negative integer.")
+    since = int(raw)
+    rows = db_session.scalars(
+        select(RevocationEvent)
+        .where(RevocationEvent.seq > since)
+        .order_by(RevocationEvent.seq)
+        .limit(PULL_BATCH)
+    ).all()
+    events = [row.as_dict() for row in rows]
+    return _no_store(jsonify(events=events, last=rows[-1].seq if rows else since))
+
+
+# -- the profile API -------------------------------------------------------------------------
+
+
+@endpoints.route("/api/profile")
+@oauth("meta/profile:RO")
+def api_profile() -> Any:
+    token = current_token()
+    if token is None or token.subject is None:
+        return error_response(403, "This token belongs to no user; use /api/users/<id>.")
+    user = current_user._get_current_object()
+    if user is None:
+        return error_response(404, "No such user.")
+    return jsonify(profile_of(user))
+
+
+@endpoints.route("/api/users/<int:user_id>")
+@oauth("meta/profile:RO")
+def api_user(user_id: int) -> Any:
+    token = current_token()
+    if (
+        token is None
+        or token.subject is not None
+        or token.client_id not in oauth_state().first_party
+    ):
+        return error_response(
+            403, "Only the network's services may look users up (client credentials)."
+        )
+    user = db_session.get(User, user_id)
+    if user is None:
+        return error_response(404, "No such user.")
+    return jsonify(profile_of(user))

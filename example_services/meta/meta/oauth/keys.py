@@ -1,0 +1,196 @@
+"""Token-signing keys: kept in meta's database, created on first need, rotated on demand.
+
+The newest unretired key signs. A retired key stays in the published JWKS until every
+token it signed has expired: access tokens live ``access-token-lifetime`` after the key's
+retirement at most, personal access tokens record their key's ``kid`` and keep it
+published while they are valid. Rotate with ``python -m meta.oauth.keys rotate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from meta.oauth.models import PersonalAccessToken, SigningKey
+from srcore.db import utcnow
+
+if TYPE_CHECKING:
+    from joserfc.jwk import KeySet, OKPKey
+
+    from srcore.db import Database
+
+__all__ = ["DatabaseKeySource", "KeyRing", "main", "published_keys", "rotate"]
+
+#: How long a process keeps signing with the key it loaded before looking again; a
+#: retired key stays published this much longer than the token lifetime.
+SIGNING_KEY_TTL = 60.0
+_ALG = "EdDSA"
+
+
+def _import(row: SigningKey) -> OKPKey:
+    from joserfc.jwk import OKPKey
+
+    return OKPKey.import_key(json.loads(row.private_jwk))
+
+
+def _create(session: Session) -> SigningKey:
+    from srcore.auth import jose
+
+    key = jose.generate_key()
+    row = SigningKey(kid=key.kid, private_jwk=json.dumps(key.as_dict(private=True)))
+    session.add(row)
+    session.flush()
+    return row
+
+
+def rotate(session: Session) -> SigningKey:
+    """Retire every current key and create a new one; the caller commits."""
+    now = utcnow()
+    for row in session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
+        row.retired_at = now
+    return _create(session)
+
+
+def published_keys(session: Session, *, token_lifetime: timedelta) -> list[SigningKey]:
+    """The keys whose signatures may still be valid: current ones and recently retired."""
+    now = utcnow()
+    horizon = now - token_lifetime - timedelta(seconds=SIGNING_KEY_TTL * 2)
+    pat_kids = select(PersonalAccessToken.kid).where(
+        PersonalAccessToken.revoked_at.is_(None), PersonalAccessToken.expires_at > now
+    )
+    query = (
+        select(SigningKey)
+        .where(
+            or_(
+                SigningKey.retired_at.is_(None),
+                SigningKey.retired_at > horizon,
+                SigningKey.kid.in_(pat_kids),
+            )
+        )
+        .order_by(SigningKey.created.desc())
+    )
+    return list(session.scalars(query))
+
+
+def public_jwk(row: SigningKey) -> dict[str, Any]:
+    data: dict[str, Any] = _import(row).as_dict(private=False)
+    data.update(alg=_ALG, use="sig")
+    return data
+
+
+class KeyRing:
+    """The process's view of the signing keys of one database, cached briefly."""
+
+    def __init__(self, db: Database, *, token_lifetime: timedelta) -> None:
+        self.db = db
+        self.token_lifetime = token_lifetime
+        self._lock = threading.Lock()
+        self._signing: tuple[float, OKPKey] | None = None
+
+    def signing_key(self) -> OKPKey:
+        """The key to sign with now; the first call on an empty database creates one."""
+        with self._lock:
+            cached = self._signing
+            if cached is not None and time.monotonic() - cached[0] < SIGNING_KEY_TTL:
+                return cached[1]
+            key = self._load_or_create()
+            self._signing = (time.monotonic(), key)
+            return key
+
+    def forget(self) -> None:
+        with self._lock:
+            self._signing = None
+
+    def _load_or_create(self) -> OKPKey:
+        with self.db.transaction() as session:
+            row = session.scalars(
+                select(SigningKey)
+                .where(SigningKey.retired_at.is_(None))
+                .order_by(SigningKey.created.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                row = _create(session)
+            return _import(row)
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWKS document, creating the first key if there is none yet."""
+        self.signing_key()
+        with self.db.transaction() as session:
+            rows = published_keys(session, token_lifetime=self.token_lifetime)
+            return {"keys": [public_jwk(row) for row in rows]}
+
+    def key_set(self) -> KeySet:
+        from joserfc.jwk import KeySet
+
+        with self.db.transaction() as session:
+            rows = published_keys(session, token_lifetime=self.token_lifetime)
+            return KeySet([_import(row) for row in rows])
+
+
+class DatabaseKeySource:
+    """A :class:`srcore.auth.tokens.KeySource` over meta's own keys, for its own API.
+
+    It reads the database once, then again only when a token names a kid it has not
+    seen (at most once a second, so made-up kids cannot hammer the database).
+    """
+
+    def __init__(self, ring: KeyRing, *, clock: Any = time.monotonic) -> None:
+        self.ring = ring
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._keys: KeySet | None = None
+        self._kids: frozenset[str] = frozenset()
+        self._loaded = float("-inf")
+
+    def key_set(self, kid: str | None) -> KeySet:
+        with self._lock:
+            stale = self._keys is None or (kid is not None and kid not in self._kids)
+            if stale and self.clock() - self._loaded >= 1.0:
+                keys = self.ring.key_set()
+                self._keys = keys
+                self._kids = frozenset(k.kid for k in keys.keys if k.kid)
+                self._loaded = self.clock()
+            assert self._keys is not None
+            return self._keys
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m meta.oauth.keys rotate|list --config PATH``."""
+    parser = argparse.ArgumentParser(prog="python -m meta.oauth.keys", description=__doc__)
+    parser.add_argument("command", choices=("rotate", "list"))
+    parser.add_argument("--config", help="the network's config file (default: the usual lookup)")
+    args = parser.parse_args(argv)
+
+    import meta
+
+    app = meta.create_app(config=args.config)
+    st = app.extensions["srcore"]
+    if args.command == "rotate":
+        with st.db.transaction() as session:
+            row = rotate(session)
+            kid = row.kid
+        print(f"new signing key {kid}; retired keys stay published until their tokens expire")
+        return 0
+    with st.db.transaction() as session:
+        for row in session.scalars(select(SigningKey).order_by(SigningKey.created)):
+            state = "current" if row.retired_at is None else f"retired {_iso(row.retired_at)}"
+            print(f"{row.kid}  created {_iso(row.created)}  {state}")
+    return 0
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat(timespec="seconds")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

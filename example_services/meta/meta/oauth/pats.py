@@ -1,0 +1,305 @@
+"""Personal access tokens and authorized applications: ``/security`` and ``/api/tokens``.
+
+A personal access token is an ordinary access token (same JWT, same scope grammar) with
+``client_id`` ``pat`` and ``grant`` ``pat:<id>``; meta keeps only its jti and shows the
+token once. Revoking one writes a ``token`` event, so services drop it at once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from meta.models import User
+from meta.oauth import events
+from meta.oauth.models import Consent, Grant, OAuthClient, PersonalAccessToken
+from meta.oauth.server import oauth_state, revoke_access_token
+from srcore.auth import current_token, current_user, login_required, oauth
+from srcore.auth.scopes import ScopeError, format_scopes, parse_scopes
+from srcore.db import session as db_session
+from srcore.db import utcnow
+from srcore.errors import error_response
+from srcore.validation import Validation
+
+__all__ = ["create_token", "pats"]
+
+pats = Blueprint("oauth_security", __name__)
+
+PAT_CLIENT_ID = "pat"
+DEFAULT_DAYS = 365
+NEVER_DAYS = 3650
+EXPIRY_OPTIONS = [("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("never", "No expiry")]
+
+
+def create_token(
+    user: User, *, name: str, scope: str, days: int
+) -> tuple[PersonalAccessToken, str]:
+    """Make a personal access token for *user*; the caller commits. Returns (row, token)."""
+    st = oauth_state()
+    key = st.ring.signing_key()
+    lifetime = int(timedelta(days=days).total_seconds())
+    import uuid
+
+    jti = uuid.uuid4().hex
+    row = PersonalAccessToken(
+        user_id=user.id,
+        name=name,
+        scope=scope,
+        jti=jti,
+        kid=str(key.kid),
+        expires_at=utcnow() + timedelta(seconds=lifetime),
+    )
+    db_session.add(row)
+    db_session.flush()
+    token, _claims = st.sign_access_token(
+        subject=str(user.id),
+        client_id=PAT_CLIENT_ID,
+        scope=scope,
+        audience=st.audience(None, scope),
+        lifetime=lifetime,
+        grant=f"pat:{row.id}",
+        jti=jti,
+    )
+    return row, token
+
+
+def revoke_token_row(row: PersonalAccessToken) -> None:
+    """Revoke a personal access token (a ``token`` event); the caller commits."""
+    if row.revoked_at is not None:
+        return
+    revoke_access_token(
+        {"jti": row.jti, "client_id": PAT_CLIENT_ID, "exp": int(row.expires_at.timestamp())}
+    )
+
+
+def _token_json(row: PersonalAccessToken) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "scopes": row.scope.split(),
+        "created": row.created,
+        "expires": row.expires_at,
+    }
+
+
+def _active_tokens(user_id: int) -> list[PersonalAccessToken]:
+    return list(
+        db_session.scalars(
+            select(PersonalAccessToken)
+            .where(
+                PersonalAccessToken.user_id == user_id,
+                PersonalAccessToken.revoked_at.is_(None),
+                PersonalAccessToken.expires_at > utcnow(),
+            )
+            .order_by(PersonalAccessToken.created.desc())
+        )
+    )
+
+
+def _check_token_input(valid: Validation, *, api: bool) -> tuple[str, str, int] | None:
+    name = valid.require("name", max_length=128, label="Name")
+    if api:
+        raw_scopes: Any = valid._data.get("scopes")
+        if isinstance(raw_scopes, str):
+            raw_scopes = raw_scopes.split()
+        if not isinstance(raw_scopes, list) or not all(isinstance(s, str) for s in raw_scopes):
+            valid.error("scopes must be a list of SERVICE/NAME:RO|RW.", "scopes")
+            raw_scopes = []
+        days_raw: Any = valid._data.get("expires_in_days", DEFAULT_DAYS)
+        if days_raw is None:
+            days = NEVER_DAYS
+        elif (
+            isinstance(days_raw, int)
+            and not isinstance(days_raw, bool)
+            and 1 <= days_raw <= NEVER_DAYS
+        ):
+            days = days_raw
+        else:
+            valid.error(f"expires_in_days must be 1 to {NEVER_DAYS}, or null.", "expires_in_days")
+            days = DEFAULT_DAYS
+    else:
+        raw_scopes = request.form.getlist("scopes")
+        choice = request.form.get("expires", str(DEFAULT_DAYS))
+        days = (
+            NEVER_DAYS if choice == "never" else int(choice) if choice in ("30", "90", "365") else 0
+        )
+        if not days:
+            valid.error("Pick an expiry.", "expires")
+    if not raw_scopes:
+        valid.error("Pick at least one scope.", "scopes")
+        return None
+    problem = oauth_state().catalog.check(raw_scopes)
+    if problem is None:
+        try:
+            scope = format_scopes(parse_scopes(raw_scopes))
+        except ScopeError as exc:
+            problem = str(exc)
+    if problem is not None:
+        valid.error(problem, "scopes")
+        return None
+    if not valid.ok or name is None:
+        return None
+    return name, scope, days
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+
+def _applications(user_id: int) -> list[dict[str, Any]]:
+    st = oauth_state()
+    grants = db_session.scalars(
+        select(Grant)
+        .where(Grant.user_id == user_id, Grant.revoked_at.is_(None))
+        .order_by(Grant.last_used.desc())
+    ).all()
+    apps: dict[str, dict[str, Any]] = {}
+    for grant in grants:
+        entry = apps.get(grant.client_id)
+        if entry is None:
+            client = st.query_client(grant.client_id)
+            entry = apps[grant.client_id] = {
+                "client_id": grant.client_id,
+                "name": client.name if client is not None else grant.client_id,
+                "first_party": bool(client is not None and client.first_party),
+                "scopes": set(),
+                "last_used": grant.last_used,
+            }
+        entry["scopes"].update(grant.scope.split())
+    for entry in apps.values():
+        entry["scopes"] = sorted(entry["scopes"])
+    return list(apps.values())
+
+
+def _render(
+    valid: Validation | None = None, new_token: str | None = None, status: int = 200
+) -> Any:
+    user = current_user._get_current_object()
+    st = oauth_state()
+    return (
+        render_template(
+            "meta/oauth/security.html",
+            applications=_applications(user.id),
+            tokens=_active_tokens(user.id),
+            all_scopes=st.catalog.all_scopes(),
+            expiry_options=EXPIRY_OPTIONS,
+            valid=valid,
+            new_token=new_token,
+        ),
+        status,
+    )
+
+
+@pats.route("/security")
+@login_required
+def security() -> Any:
+    return _render()
+
+
+@pats.route("/security/tokens", methods=["POST"])
+@login_required
+def create_token_page() -> Any:
+    user = current_user._get_current_object()
+    valid = Validation(request)
+    checked = _check_token_input(valid, api=False)
+    if checked is None:
+        return _render(valid, status=400)
+    name, scope, days = checked
+    _row, token = create_token(user, name=name, scope=scope, days=days)
+    db_session.commit()
+    return _render(new_token=token)
+
+
+@pats.route("/security/tokens/<int:token_id>/revoke", methods=["POST"])
+@login_required
+def revoke_token_page(token_id: int) -> Response:
+    user = current_user._get_current_object()
+    row = db_session.get(PersonalAccessToken, token_id)
+    if row is None or row.user_id != user.id:
+        return error_response(404, "No such token.")
+    revoke_token_row(row)
+    db_session.commit()
+    flash(f"The token {row.name!r} is revoked.", "success")
+    return redirect(url_for("oauth_security.security"))
+
+
+@pats.route("/security/applications/<client_id>/revoke", methods=["POST"])
+@login_required
+def revoke_application(client_id: str) -> Response:
+    user = current_user._get_current_object()
+    revoke_user_client(user.id, client_id)
+    db_session.commit()
+    flash("The application's access is revoked.", "success")
+    return redirect(url_for("oauth_security.security"))
+
+
+def revoke_user_client(user_id: int, client_id: str) -> None:
+    """End every grant *user_id* gave *client_id* and forget the consent; caller commits."""
+    st = oauth_state()
+    for grant in db_session.scalars(
+        select(Grant).where(
+            Grant.user_id == user_id, Grant.client_id == client_id, Grant.revoked_at.is_(None)
+        )
+    ):
+        st.revoke_grant(grant)
+    for consent in db_session.scalars(
+        select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+    ):
+        db_session.delete(consent)
+
+
+def revoke_client(row: OAuthClient) -> None:
+    """Delete a third-party client: a ``client`` event kills its tokens; caller commits."""
+    import time
+
+    row.revoked_at = utcnow()
+    for grant in db_session.scalars(
+        select(Grant).where(Grant.client_id == row.client_id, Grant.revoked_at.is_(None))
+    ):
+        grant.revoked_at = utcnow()
+    for consent in db_session.scalars(select(Consent).where(Consent.client_id == row.client_id)):
+        db_session.delete(consent)
+    events.emit(db_session, "client", row.client_id, not_before=int(time.time()))
+
+
+# -- API --------------------------------------------------------------------------------------
+
+
+@pats.route("/api/tokens", methods=["GET"])
+@oauth("meta/tokens:RO")
+def api_list_tokens() -> Any:
+    token = current_token()
+    if token is None or token.subject is None:
+        return error_response(403, "This token belongs to no user.")
+    return jsonify(results=[_token_json(row) for row in _active_tokens(token.subject)])
+
+
+@pats.route("/api/tokens", methods=["POST"])
+@oauth("meta/tokens:RW")
+def api_create_token() -> Any:
+    user = current_user._get_current_object()
+    if user is None:
+        return error_response(403, "This token belongs to no user.")
+    valid = Validation(request)
+    checked = _check_token_input(valid, api=True)
+    if checked is None:
+        return valid.response(400)
+    name, scope, days = checked
+    row, token = create_token(user, name=name, scope=scope, days=days)
+    db_session.commit()
+    return jsonify({**_token_json(row), "token": token}), 201
+
+
+@pats.route("/api/tokens/<int:token_id>", methods=["DELETE"])
+@oauth("meta/tokens:RW")
+def api_revoke_token(token_id: int) -> Any:
+    token = current_token()
+    row = db_session.get(PersonalAccessToken, token_id)
+    if token is None or row is None or row.user_id != token.subject:
+        return error_response(404, "No such token.")
+    revoke_token_row(row)
+    db_session.commit()
+    return "", 204

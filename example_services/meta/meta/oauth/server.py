@@ -1,0 +1,543 @@
+"""The authorization server: Authlib's grants and endpoints bound to meta's tables.
+
+Authlib does the protocol (parameter checks, client authentication, PKCE, error
+responses); this module says where clients, codes and tokens live, how access tokens are
+made (RFC 9068 JWTs signed with meta's Ed25519 key) and what revoking means.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskServer
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from sqlalchemy import select, update
+
+from meta.models import User
+from meta.oauth import events
+from meta.oauth.clients import Client, FirstPartyClient, ThirdPartyClient
+from meta.oauth.models import (
+    AuthorizationCode,
+    Grant,
+    OAuthClient,
+    PersonalAccessToken,
+    RefreshToken,
+    digest,
+)
+from srcore.auth.scopes import parse_scopes
+from srcore.db import session as db_session
+from srcore.db import utcnow
+
+if TYPE_CHECKING:
+    from meta.oauth.catalog import Catalog
+    from meta.oauth.keys import KeyRing
+    from meta.oauth.push import Pusher
+    from srcore.db import Database
+
+__all__ = ["OAuthState", "build_server", "oauth_state"]
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+
+
+@dataclass
+class OAuthState:
+    """Everything the authorization server of one app needs; ``app.extensions["meta.oauth"]``."""
+
+    issuer: str
+    db: Database
+    ring: KeyRing
+    catalog: Catalog
+    pusher: Pusher
+    first_party: dict[str, FirstPartyClient]
+    access_lifetime: timedelta
+    refresh_lifetime: timedelta
+    code_lifetime: timedelta
+    server: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def access_seconds(self) -> int:
+        return int(self.access_lifetime.total_seconds())
+
+    def query_client(self, client_id: str | None) -> Client | None:
+        if not client_id:
+            return None
+        first = self.first_party.get(client_id)
+        if first is not None:
+            return first
+        row = db_session.scalar(
+            select(OAuthClient).where(
+                OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
+            )
+        )
+        return ThirdPartyClient(row) if row is not None else None
+
+    # -- access tokens -----------------------------------------------------------------
+
+    def audience(self, client: Client | None, scope: str) -> str | list[str]:
+        services = sorted({s.service for s in parse_scopes(scope)})
+        if isinstance(client, FirstPartyClient):
+            # A login token is for the service that asked and for meta's profile API.
+            services = sorted({*services, client.service_id, "meta"})
+        if not services:
+            services = ["meta"]
+        return services[0] if len(services) == 1 else services
+
+    def sign_access_token(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        scope: str,
+        audience: str | list[str],
+        lifetime: int,
+        grant: str | None = None,
+        jti: str | None = None,
+        now: int | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Sign an RFC 9068 access token; returns the token and its claims."""
+        from srcore.auth import jose
+
+        issued = int(time.time()) if now is None else now
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience,
+            "client_id": client_id,
+            "scope": scope,
+            "iat": issued,
+            "exp": issued + lifetime,
+            "jti": jti or uuid.uuid4().hex,
+        }
+        if grant is not None:
+            claims["grant"] = grant
+        return jose.sign(claims, self.ring.signing_key(), typ=ACCESS_TOKEN_TYPE), claims
+
+    def token_response(
+        self, client: Client, *, user: User | None, scope: str, grant: Grant | None
+    ) -> dict[str, Any]:
+        """The token endpoint's success body; writes a refresh token when there is a grant."""
+        lifetime = self.access_seconds
+        access, _claims = self.sign_access_token(
+            subject=str(user.id) if user is not None else client.client_id,
+            client_id=client.client_id,
+            scope=scope,
+            audience=self.audience(client, scope),
+            lifetime=lifetime,
+            grant=grant.id if grant is not None else None,
+        )
+        body: dict[str, Any] = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "scope": scope,
+        }
+        if grant is not None and client.check_grant_type("refresh_token"):
+            refresh = secrets.token_urlsafe(32)
+            db_session.add(
+                RefreshToken(
+                    token_hash=digest(refresh),
+                    grant_id=grant.id,
+                    expires_at=utcnow() + self.refresh_lifetime,
+                )
+            )
+            body["refresh_token"] = refresh
+        return body
+
+    def decode_access_token(self, token: str) -> dict[str, Any] | None:
+        """The claims of an access token meta signed (expired or not), or None."""
+        from joserfc import jws
+        from joserfc.errors import JoseError
+
+        from srcore.auth import jose
+
+        try:
+            header = jws.extract_compact(token.encode("ascii")).protected
+            if header.get("typ") != ACCESS_TOKEN_TYPE:
+                return None
+            claims = dict(jose.decode(token, self.ring.key_set()).claims)
+        except (JoseError, ValueError, UnicodeError, KeyError, TypeError):
+            return None
+        if claims.get("iss") != self.issuer:
+            return None
+        return claims
+
+    def revoke_grant(self, grant: Grant) -> None:
+        events.revoke_grant(db_session, grant, lifetime=self.access_seconds)
+
+
+def oauth_state(app: Any = None) -> OAuthState:
+    from flask import current_app
+
+    result: OAuthState = (app or current_app).extensions["meta.oauth"]
+    return result
+
+
+def _state() -> OAuthState:
+    return oauth_state()
+
+
+def _active_user(user_id: int) -> User | None:
+    user = db_session.get(User, user_id)
+    if user is None or not user.is_active:
+        return None
+    return user
+
+
+# -- grants ------------------------------------------------------------------------------
+
+
+class S256Only(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 on every authorization request; ``plain`` is refused (RFC 9700)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if self.required and not data.get("code_challenge"):
+            raise InvalidRequestError("Missing 'code_challenge': PKCE with S256 is required.")
+        if data.get("code_challenge") and data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("Unsupported 'code_challenge_method': use S256.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        st = _state()
+        data = request.payload.data
+        db_session.add(
+            AuthorizationCode(
+                code_hash=digest(code),
+                client_id=request.client.client_id,
+                user_id=request.user.id,
+                redirect_uri=request.payload.redirect_uri,
+                scope=request.scope,
+                code_challenge=data.get("code_challenge"),
+                code_challenge_method=data.get("code_challenge_method"),
+                expires_at=utcnow() + st.code_lifetime,
+            )
+        )
+        db_session.commit()
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        st = _state()
+        hashed = digest(code)
+        # Spend the code atomically: of two concurrent exchanges only one gets it.
+        spent = db_session.execute(
+            update(AuthorizationCode)
+            .where(
+                AuthorizationCode.code_hash == hashed,
+                AuthorizationCode.client_id == client.client_id,
+                AuthorizationCode.used_at.is_(None),
+            )
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        row = db_session.scalar(
+            select(AuthorizationCode).where(
+                AuthorizationCode.code_hash == hashed,
+                AuthorizationCode.client_id == client.client_id,
+            )
+        )
+        if row is None:
+            return None
+        if spent.rowcount != 1:  # type: ignore[attr-defined]
+            # A replayed code: whoever holds it may be an attacker; kill what it gave.
+            if row.grant_id is not None:
+                grant = db_session.get(Grant, row.grant_id)
+                if grant is not None:
+                    st.revoke_grant(grant)
+            db_session.commit()
+            return None
+        db_session.commit()
+        if row.expires_at <= utcnow():
+            return None
+        return row
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        db_session.commit()
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
+        return _active_user(authorization_code.user_id)
+
+    def generate_token(
+        self,
+        user: Any = None,
+        scope: Any = None,
+        grant_type: Any = None,
+        expires_in: Any = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        st = _state()
+        code: AuthorizationCode = self.request.authorization_code
+        grant = Grant(
+            id=uuid.uuid4().hex, user_id=user.id, client_id=self.client.client_id, scope=scope
+        )
+        db_session.add(grant)
+        db_session.flush()
+        code.grant_id = grant.id
+        db_session.add(code)
+        return st.token_response(self.client, user=user, scope=scope, grant=grant)
+
+    def save_token(self, token: dict[str, Any]) -> None:
+        db_session.flush()
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        st = _state()
+        hashed = digest(refresh_token)
+        spent = db_session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == hashed, RefreshToken.used_at.is_(None))
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        row = db_session.scalar(select(RefreshToken).where(RefreshToken.token_hash == hashed))
+        if row is None:
+            return None
+        if spent.rowcount != 1:  # type: ignore[attr-defined]
+            # Rotation reuse (RFC 9700 4.14.2): a spent refresh token came back.
+            st.revoke_grant(row.grant)
+            db_session.commit()
+            return None
+        db_session.commit()
+        if row.expires_at <= utcnow() or row.grant.revoked_at is not None:
+            return None
+        return _RefreshCredential(row)
+
+    def authenticate_user(self, refresh_token: _RefreshCredential) -> User | None:
+        return _active_user(refresh_token.row.grant.user_id)
+
+    def revoke_old_credential(self, refresh_token: _RefreshCredential) -> None:
+        db_session.commit()
+
+    def generate_token(
+        self,
+        user: Any = None,
+        scope: Any = None,
+        grant_type: Any = None,
+        expires_in: Any = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        st = _state()
+        grant = self.request.refresh_token.row.grant
+        grant.last_used = utcnow()
+        return st.token_response(self.client, user=user, scope=scope, grant=grant)
+
+    def save_token(self, token: dict[str, Any]) -> None:
+        db_session.flush()
+
+
+class _RefreshCredential:
+    """The refresh-token row as Authlib's TokenMixin."""
+
+    def __init__(self, row: RefreshToken) -> None:
+        self.row = row
+
+    def check_client(self, client: Client) -> bool:
+        return bool(self.row.grant.client_id == client.client_id)
+
+    def get_scope(self) -> str:
+        return self.row.grant.scope
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    """Service-to-service tokens for first-party clients: ``sub`` is the client id."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def generate_token(
+        self,
+        user: Any = None,
+        scope: Any = None,
+        grant_type: Any = None,
+        expires_in: Any = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        st = _state()
+        return st.token_response(
+            self.client, user=None, scope=scope or "meta/profile:RO", grant=None
+        )
+
+    def save_token(self, token: dict[str, Any]) -> None:
+        return None
+
+
+# -- revocation and introspection ----------------------------------------------------------
+
+
+class _Token:
+    """A token presented to /oauth/revoke or /oauth/introspect, access or refresh."""
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        claims: dict[str, Any] | None = None,
+        refresh: RefreshToken | None = None,
+    ) -> None:
+        self.kind = kind
+        self.claims = claims or {}
+        self.refresh = refresh
+
+    @property
+    def client_id(self) -> str:
+        if self.refresh is not None:
+            return self.refresh.grant.client_id
+        return str(self.claims.get("client_id"))
+
+    def check_client(self, client: Client) -> bool:
+        return self.client_id == client.client_id
+
+    def is_expired(self) -> bool:
+        if self.refresh is not None:
+            return bool(self.refresh.expires_at <= utcnow())
+        return int(self.claims.get("exp", 0)) <= time.time()
+
+    def is_revoked(self) -> bool:
+        if self.refresh is not None:
+            grant = self.refresh.grant
+            return (
+                self.refresh.used_at is not None
+                or grant.revoked_at is not None
+                or _active_user(grant.user_id) is None
+            )
+        if events.is_revoked(db_session, self.claims):
+            return True
+        sub = self.claims.get("sub")
+        return isinstance(sub, str) and sub.isdigit() and _active_user(int(sub)) is None
+
+
+def _query_token(token_string: str, hint: str | None) -> _Token | None:
+    st = _state()
+    if token_string.count(".") == 2 and hint != "refresh_token":
+        claims = st.decode_access_token(token_string)
+        return _Token("access_token", claims=claims) if claims is not None else None
+    if hint == "access_token" and token_string.count(".") == 2:
+        return None
+    row = db_session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == digest(token_string))
+    )
+    return _Token("refresh_token", refresh=row) if row is not None else None
+
+
+class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
+    """RFC 7009. An access token is revoked by its jti, a refresh token with its grant."""
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> _Token | None:
+        return _query_token(token_string, token_type_hint)
+
+    def revoke_token(self, token: _Token, request: Any) -> None:
+        st = _state()
+        if token.refresh is not None:
+            st.revoke_grant(token.refresh.grant)
+        else:
+            revoke_access_token(token.claims)
+        db_session.commit()
+
+
+def revoke_access_token(claims: dict[str, Any]) -> None:
+    """Emit a ``token`` event for one access token (and retire it if it is a PAT)."""
+    jti = str(claims.get("jti"))
+    if claims.get("client_id") == "pat":
+        pat = db_session.scalar(select(PersonalAccessToken).where(PersonalAccessToken.jti == jti))
+        if pat is not None and pat.revoked_at is None:
+            pat.revoked_at = utcnow()
+    events.emit(db_session, "token", jti, expires_at=int(claims.get("exp", 0)) or None)
+
+
+class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]
+    """RFC 7662, for confidential clients: first-party ones may inspect any token."""
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> _Token | None:
+        return _query_token(token_string, token_type_hint)
+
+    def check_permission(self, token: _Token, client: Client, request: Any) -> bool:
+        return isinstance(client, FirstPartyClient) or token.check_client(client)
+
+    def introspect_token(self, token: _Token) -> dict[str, Any]:
+        st = _state()
+        if token.refresh is not None:
+            grant = token.refresh.grant
+            user = db_session.get(User, grant.user_id)
+            return {
+                "active": True,
+                "token_type": "refresh_token",
+                "client_id": grant.client_id,
+                "scope": grant.scope,
+                "sub": str(grant.user_id),
+                "username": user.username if user is not None else None,
+                "iss": st.issuer,
+                "exp": int(token.refresh.expires_at.timestamp()),
+                "iat": int(token.refresh.created.timestamp()),
+            }
+        claims = token.claims
+        body = {
+            "active": True,
+            "token_type": "access_token",
+            **{
+                k: claims[k]
+                for k in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")
+                if k in claims
+            },
+        }
+        sub = claims.get("sub")
+        if isinstance(sub, str) and sub.isdigit():
+            user = db_session.get(User, int(sub))
+            if user is not None:
+                body["username"] = user.username
+        return body
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
+    def validate_requested_scope(self, scope: str | None) -> None:
+        if not scope:
+            return
+        problem = _state().catalog.check(scope.split())
+        if problem is not None:
+            raise InvalidScopeError(description=_ascii(problem))
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        if name == "after_authenticate_client":
+            throttle_hook = _state().extra.get("on_client_authenticated")
+            if throttle_hook is not None:
+                throttle_hook(kwargs.get("client"))
+        super().send_signal(name, *args, **kwargs)
+
+
+def _ascii(text: str) -> str:
+    return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)
+
+
+def build_server(app: Any, st: OAuthState) -> AuthorizationServer:
+    server = AuthorizationServer()
+    server.init_app(app, query_client=st.query_client, save_token=lambda token, request: None)
+    server.register_grant(AuthorizationCodeGrant, [S256Only(required=True)])
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_endpoint(RevocationEndpoint)
+    server.register_endpoint(IntrospectionEndpoint)
+    return server
