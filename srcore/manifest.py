@@ -11,6 +11,7 @@ values are package names (``todo = "todo"``). Nothing here runs at import time.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -214,8 +215,12 @@ def parse_manifest(data: Any, *, package: str, source: str = "service.yaml") -> 
     )
 
 
+@functools.cache
 def load_manifest(package: str) -> Manifest:
-    """Read and validate ``service.yaml`` from the installed package *package*."""
+    """Read and validate ``service.yaml`` from the installed package *package*.
+
+    Cached per process: an installed package's manifest does not change while it runs.
+    """
     import yaml
 
     try:

@@ -253,3 +253,8 @@ def test_login_next_is_checked(user_client: Any) -> None:
         assert response.status_code == 302
         assert response.headers["Location"] == "/"
     assert user_client.get("/login?next=/private").headers["Location"] == "/private"
+
+
+def test_csrf_can_be_switched_off_for_tests(app: Any, client: Any) -> None:
+    app.config["WTF_CSRF_ENABLED"] = False
+    assert client.post("/form", data={"x": "1"}).status_code == 200
