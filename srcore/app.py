@@ -28,6 +28,7 @@ from srcore.resources import resource_dir
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
 
+    from srcore.auth.oauth_client import MetaLink
     from srcore.auth.tokens import TokenVerifier
     from srcore.auth.web import LoginBackend
     from srcore.db import Database
@@ -78,6 +79,8 @@ class SrcoreState:
     static_version: str
     nav_names: dict[str, str] = field(default_factory=dict)
     _nav_names_loaded: bool = False
+    #: How this service talks to meta (None for meta itself and networks without meta).
+    identity: MetaLink | None = None
 
     @property
     def is_production(self) -> bool:
@@ -211,7 +214,13 @@ def create_app(
 
     database = db_module.Database(str(section["database-url"]))
 
+    from srcore.auth.oauth_client import build_meta_link
     from srcore.auth.web import default_login_backend
+
+    # Built without IO: meta's keys are fetched when the first signature is checked.
+    identity = build_meta_link(cfg, service_id)
+    if token_verifier is None and identity is not None:
+        token_verifier = identity.token_verifier()
 
     app.extensions["srcore"] = SrcoreState(
         service_id=service_id,
@@ -225,6 +234,7 @@ def create_app(
         token_verifier=token_verifier,
         metrics=None,
         static_version=_static_version(),
+        identity=identity,
     )
     db_module.init_app(app, database)
 
@@ -239,6 +249,14 @@ def create_app(
     from srcore.auth.web import init_app as init_web_auth
 
     init_web_auth(app)
+    from srcore.auth import wellknown
+
+    wellknown.init_app(app)
+    if identity is not None:
+        from srcore.auth import oauth_client, revocation
+
+        oauth_client.init_app(app)
+        revocation.init_app(app)
     metrics_path = str(section.get("metrics-path") or "")
     if metrics_path:
         from srcore.metrics import init_app as init_metrics

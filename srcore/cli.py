@@ -120,8 +120,14 @@ def render_development_config(
             f"origin = http://127.0.0.1:{port}",
             f"database-url = sqlite:///{data_dir / (service + '.db')}",
             f"secret-key = {secrets.token_urlsafe(48)}",
-            "",
         ]
+        if "meta" in services and service != "meta":
+            # A first-party OAuth client of meta: meta reads these from this file.
+            lines += [
+                f"oauth-client-id = {service}",
+                f"oauth-client-secret = {secrets.token_urlsafe(48)}",
+            ]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -388,6 +388,14 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "manifests) before giving up.",
     ),
     Key(
+        "revocation-pull-interval",
+        type="duration",
+        default=timedelta(seconds=30),
+        help="How often each service asks meta for the revocations (logouts, revoked "
+        "tokens, suspensions) it may have missed. meta also pushes them at once; this bounds "
+        "how late one arrives when a push is lost. 0s: push only.",
+    ),
+    Key(
         "smtp-host",
         help="The SMTP server outgoing mail is sent through. Empty: mail is written to the "
         "log instead of being sent.",

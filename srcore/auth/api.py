@@ -55,7 +55,7 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
     def decorator(view: Callable[P, R]) -> Callable[P, R | Response]:
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
-            from srcore.auth.tokens import TokenError
+            from srcore.auth.tokens import TokenError, VerificationUnavailable
 
             st = current_app.extensions["srcore"]
             if required.service != st.service_id or st.manifest.scope(required.name) is None:
@@ -76,6 +76,11 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
                 token = verifier.verify(credentials.strip())
             except TokenError as exc:
                 return _challenge(401, exc.description, error=exc.error, scope=None)
+            except VerificationUnavailable as exc:
+                from srcore.errors import error_response
+
+                reason = f"This token cannot be checked right now: {exc}"
+                return error_response(503, reason, headers=[("Retry-After", "30")])
             if not any(held.satisfies(required) for held in token.scopes):
                 reason = f"This call needs the scope {scope}."
                 return _challenge(403, reason, error="insufficient_scope", scope=scope)

@@ -23,9 +23,11 @@ __all__ = [
     "ALGORITHMS",
     "AccessToken",
     "KeySource",
+    "KeysUnavailable",
     "StaticKeySource",
     "TokenError",
     "TokenVerifier",
+    "VerificationUnavailable",
     "token_hash",
 ]
 
@@ -41,6 +43,14 @@ class TokenError(Exception):
         super().__init__(description)
         self.error = error
         self.description = description
+
+
+class VerificationUnavailable(Exception):
+    """A token cannot be checked right now (meta or Redis unreachable): answer 503, not 401."""
+
+
+class KeysUnavailable(VerificationUnavailable):
+    """No verification keys are at hand and meta cannot be asked for them now."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,10 @@ class KeySource(Protocol):
     """Where verification keys come from (meta's JWKS in production, a fixed set in tests)."""
 
     def key_set(self, kid: str | None) -> Any:
-        """Return a joserfc ``KeySet`` that should contain *kid*; refresh if it does not."""
+        """Return a joserfc ``KeySet`` that should contain *kid*; refresh if it does not.
+
+        Raises :class:`KeysUnavailable` when it has no keys to give at all.
+        """
 
 
 class StaticKeySource:

@@ -32,6 +32,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _SESSION_USER = "_uid"
+_SESSION_AT = "_at"
 _UNSET = object()
 
 
@@ -46,25 +47,41 @@ class LoginBackend(Protocol):
 
 
 class NoAccountService:
-    """The login backend of a network whose config has no account service in it."""
+    """The login backend of a service that cannot log anyone in through meta."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        self.reason = reason or (
+            "Logging in needs the network's account service (meta), which is not "
+            "configured here. Ask the operator to add a [meta] section to the config file."
+        )
 
     def begin_login(self, next_url: str) -> Response:
         from srcore.errors import error_response
 
-        return error_response(
-            503,
-            "Logging in needs the network's account service (meta), which is not "
-            "configured here. Ask the operator to add a [meta] section to the config file.",
-            title="Account service unavailable",
-        )
+        return error_response(503, self.reason, title="Account service unavailable")
 
     def logout_url(self) -> str | None:
         return None
 
 
 def default_login_backend(config: Config, service_id: str) -> LoginBackend:
-    """The login backend for *service_id* in the network described by *config*."""
-    return NoAccountService()
+    """The login backend for *service_id* in the network described by *config*.
+
+    Through meta when the config has a ``[meta]`` section and this service has its OAuth
+    client id and secret; otherwise a backend that explains why nobody can log in.
+    meta itself passes its own backend to :func:`srcore.create_app`.
+    """
+    if not config.has_service("meta") or service_id == "meta":
+        return NoAccountService()
+    section = config.section(service_id)
+    if not section.get("oauth-client-id") or not section.get("oauth-client-secret"):
+        return NoAccountService(
+            f"Logging in needs this service's OAuth client id and secret: ask the operator "
+            f"to set oauth-client-id and oauth-client-secret in the [{service_id}] section."
+        )
+    from srcore.auth.oauth_client import OAuthLogin
+
+    return OAuthLogin()
 
 
 def is_safe_next(target: str | None) -> bool:
@@ -75,9 +92,28 @@ def is_safe_next(target: str | None) -> bool:
 
 
 def log_in(user_id: int) -> None:
-    """Start this service's session for *user_id* (a meta account id)."""
+    """Start this service's session for *user_id* (a meta account id).
+
+    The session records when it started (``_at``), so a "log out everywhere" from meta
+    ends it. A login that meta confirmed after a revocation this service already knows
+    of counts as later than it, even within the same second.
+    """
+    import time
+
+    at = time.time()
+    link = current_app.extensions["srcore"].identity
+    if link is not None:
+        from srcore.auth.revocation import RevocationUnavailable
+
+        try:
+            not_before = link.store.user_not_before(user_id)
+        except RevocationUnavailable:
+            not_before = None
+        if not_before is not None and int(at) <= not_before:
+            at = float(not_before + 1)
     session.clear()
     session[_SESSION_USER] = user_id
+    session[_SESSION_AT] = at
     session.permanent = True
     g.pop("srcore_user", None)
 
@@ -101,22 +137,55 @@ def _load_user() -> Any:
         # API requests are authenticated by bearer tokens only; a cookie must never count.
         token = g.get("srcore_token")
         if token is not None and token.subject is not None and model is not None:
-            from srcore.db import session as db_session
-
-            user = db_session.get(model, token.subject)
-            if user is None:
-                abort(401, "The token's user is not known here.")
-            if user.is_suspended:
-                abort(403, "This account is suspended.")
+            user = _token_user(st, model, token.subject)
     else:
         uid = session.get(_SESSION_USER)
         if isinstance(uid, int) and model is not None:
             from srcore.db import session as db_session
 
-            user = db_session.get(model, uid)
-            if user is None:
-                session.pop(_SESSION_USER, None)
+            if not _session_stands(st, uid):
+                log_out()
+            else:
+                user = db_session.get(model, uid)
+                if user is None:
+                    session.pop(_SESSION_USER, None)
     g.srcore_user = user
+    return user
+
+
+def _session_stands(st: Any, uid: int) -> bool:
+    """Whether meta has revoked this session since it started (logout, suspension)."""
+    link = st.identity
+    if link is None:
+        return True
+    from srcore.auth.revocation import RevocationUnavailable
+
+    at = session.get(_SESSION_AT)
+    try:
+        valid: bool = link.store.session_valid(uid, at if isinstance(at, int | float) else None)
+    except RevocationUnavailable:
+        abort(503, "The revocation list cannot be read right now. Try again shortly.")
+    return valid
+
+
+def _token_user(st: Any, model: Any, user_id: int) -> Any:
+    """The row of a token's user, copied from meta the first time this service sees them."""
+    from srcore.db import session as db_session
+
+    user = db_session.get(model, user_id)
+    if user is None and st.identity is not None:
+        from srcore.auth.oauth_client import MetaUnavailable, fetch_unknown_user
+
+        try:
+            known = fetch_unknown_user(user_id)
+        except MetaUnavailable:
+            abort(503, "The account service is unavailable, so this user cannot be looked up.")
+        if known:
+            user = db_session.get(model, user_id)
+    if user is None:
+        abort(401, "The token's user is not known here.")
+    if user.is_suspended:
+        abort(403, "This account is suspended.")
     return user
 
 
@@ -158,6 +227,9 @@ def init_app(app: Any) -> None:
         return backend.begin_login(target)
 
     def logout() -> BaseResponse:
+        # Ends this service's session. With meta, the browser then lands on meta's front
+        # page, whose "Log out" button ends the sessions of the whole network (meta's
+        # logout is a CSRF-checked POST that no other origin can make for the user).
         log_out()
         backend: LoginBackend = current_app.extensions["srcore"].login
         return redirect(backend.logout_url() or "/")
