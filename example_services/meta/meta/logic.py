@@ -1,0 +1,337 @@
+"""Account rules as plain functions: usernames, passwords, mailed tokens, state changes.
+
+Nothing here reads the request; views validate input, call these with a session, and
+commit. Hooks of the OAuth half (``meta.oauth.on_*``) are called here, inside the same
+transaction as the change, so the revocation events they write commit with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from meta.models import EmailToken, TokenPurpose, User, next_user_id
+from srcore.db import UserType, utcnow
+
+__all__ = [
+    "RESERVED_USERNAMES",
+    "USERNAME",
+    "Passwords",
+    "call_hook",
+    "check_username",
+    "consume_token",
+    "create_user",
+    "find_login",
+    "find_token",
+    "issue_token",
+    "normalize_email",
+]
+
+log = logging.getLogger("meta")
+
+#: 2-30 characters, lower-case letters, digits, '_' and '-', starting with a letter.
+USERNAME = re.compile(r"[a-z][a-z0-9_-]{1,29}")
+
+#: Names that would mislead (``admin``), collide with addresses (``login``) or with
+#: services of the network; the configured service ids are refused as well.
+RESERVED_USERNAMES = frozenset(
+    (
+        "abuse",
+        "account",
+        "accounts",
+        "admin",
+        "administrator",
+        "anonymous",
+        "api",
+        "apps",
+        "auth",
+        "billing",
+        "blog",
+        "bot",
+        "confirm",
+        "contact",
+        "dashboard",
+        "delete",
+        "docs",
+        "email",
+        "git",
+        "global",
+        "help",
+        "hostmaster",
+        "info",
+        "login",
+        "logout",
+        "mail",
+        "mailer",
+        "meta",
+        "moderator",
+        "noreply",
+        "no-reply",
+        "null",
+        "oauth",
+        "operator",
+        "owner",
+        "password",
+        "postmaster",
+        "profile",
+        "register",
+        "reset",
+        "root",
+        "security",
+        "settings",
+        "signup",
+        "site",
+        "staff",
+        "static",
+        "status",
+        "support",
+        "sysadmin",
+        "system",
+        "team",
+        "test",
+        "todo",
+        "user",
+        "users",
+        "webmaster",
+        "www",
+    )
+)
+
+#: A password longer than this is refused: hashing megabytes would be a cheap way to
+#: make the server work hard.
+PASSWORD_MAX_LENGTH = 1024
+
+
+def check_username(name: str, *, reserved: Iterable[str] = ()) -> str | None:
+    """Why *name* cannot be a username, or None if it can."""
+    if not 2 <= len(name) <= 30:
+        return "A username has 2 to 30 characters."
+    if not name[0].isascii() or not name[0].isalpha():
+        return "A username starts with a letter."
+    if not USERNAME.fullmatch(name):
+        return "A username has only lower-case letters, digits, '_' and '-'."
+    if name in RESERVED_USERNAMES or name in set(reserved):
+        return "This username is reserved."
+    return None
+
+
+def normalize_email(address: str) -> str:
+    """The form addresses are stored and compared in: stripped and lower-cased."""
+    return address.strip().lower()
+
+
+def check_password(password: str, *, min_length: int, username: str = "") -> str | None:
+    """Why *password* is not acceptable as a new password, or None."""
+    if len(password) < min_length:
+        return f"Use at least {min_length} characters."
+    if len(password) > PASSWORD_MAX_LENGTH:
+        return f"Use at most {PASSWORD_MAX_LENGTH} characters."
+    if username and password.lower() == username.lower():
+        return "Your password cannot be your username."
+    return None
+
+
+class Passwords:
+    """argon2id hashing with a dummy hash, so unknown accounts cost the same time."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self.hasher = hasher or PasswordHasher()
+        self._dummy: str | None = None
+
+    def hash(self, password: str) -> str:
+        return self.hasher.hash(password)
+
+    def _dummy_hash(self) -> str:
+        if self._dummy is None:
+            self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        return self._dummy
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        """Whether *password* matches *stored*; with None, do the same work and say no."""
+        try:
+            if stored is None:
+                self.hasher.verify(self._dummy_hash(), password)
+                return False
+            return bool(self.hasher.verify(stored, password))
+        except VerifyMismatchError:
+            return False
+        except (VerificationError, InvalidHashError):
+            log.warning("unreadable password hash; the login is refused")
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return bool(self.hasher.check_needs_rehash(stored))
+        except (InvalidHashError, ValueError):
+            return True
+
+
+def call_hook(name: str, user: User) -> None:
+    """Call ``meta.oauth.<name>(user)`` if the OAuth half defines it."""
+    from meta import oauth
+
+    hook: Any = getattr(oauth, name, None)
+    if callable(hook):
+        hook(user)
+
+
+def find_login(session: Session, login: str) -> User | None:
+    """The account whose username or address is *login* (case-insensitive)."""
+    login = login.strip().lower()
+    if not login:
+        return None
+    column = User.email if "@" in login else User.username
+    return session.scalar(select(User).where(func.lower(column) == login))
+
+
+def username_taken(session: Session, name: str) -> bool:
+    return session.scalar(select(User.id).where(User.username == name)) is not None
+
+
+def email_taken(session: Session, address: str, *, exclude: int | None = None) -> bool:
+    stmt = select(User.id).where(func.lower(User.email) == normalize_email(address))
+    if exclude is not None:
+        stmt = stmt.where(User.id != exclude)
+    return session.scalar(stmt.limit(1)) is not None
+
+
+def create_user(session: Session, *, username: str, email: str, password_hash: str) -> User:
+    """Add an unconfirmed account with a fresh, never reused id."""
+    user = User(
+        id=next_user_id(session),
+        username=username,
+        email=normalize_email(email),
+        user_type=UserType.unconfirmed,
+        password_hash=password_hash,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(
+    session: Session, user: User, purpose: TokenPurpose, *, email: str, lifetime: timedelta
+) -> str:
+    """Make a one-time link token; older unused tokens for the same purpose stop working.
+
+    Returns the secret to put in the link; only its hash is stored.
+    """
+    session.execute(
+        delete(EmailToken).where(EmailToken.user_id == user.id, EmailToken.purpose == purpose)
+    )
+    secret = secrets.token_urlsafe(32)
+    session.add(
+        EmailToken(
+            user_id=user.id,
+            purpose=purpose,
+            token_hash=_digest(secret),
+            email=normalize_email(email),
+            expires=utcnow() + lifetime,
+        )
+    )
+    session.flush()
+    return secret
+
+
+def find_token(
+    session: Session, secret: str, purposes: Iterable[TokenPurpose], *, now: datetime | None = None
+) -> EmailToken | None:
+    """The unused, unexpired token for *secret* with one of *purposes*, or None."""
+    if not secret or len(secret) > 128:
+        return None
+    token = session.scalar(select(EmailToken).where(EmailToken.token_hash == _digest(secret)))
+    if token is None or token.purpose not in set(purposes) or token.used_at is not None:
+        return None
+    if token.expires <= (now or utcnow()):
+        return None
+    return token
+
+
+def consume_token(token: EmailToken) -> None:
+    token.used_at = utcnow()
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """What following a confirmation link did."""
+
+    user: User
+    purpose: TokenPurpose
+    email: str
+
+
+def confirm(session: Session, token: EmailToken) -> Confirmed | str:
+    """Apply a confirm or change-email token; a string says why it could not be."""
+    user = session.get(User, token.user_id)
+    if user is None:
+        return "This link is no longer valid."
+    consume_token(token)
+    if token.purpose == TokenPurpose.confirm:
+        if token.email != normalize_email(user.email):
+            return "This link was sent to an address the account no longer has."
+        user.email_confirmed_at = utcnow()
+        if user.user_type == UserType.unconfirmed:
+            user.user_type = UserType.active
+    else:
+        if normalize_email(user.pending_email or "") != token.email:
+            return "This link is for an address change that was replaced or cancelled."
+        if email_taken(session, token.email, exclude=user.id):
+            return "Another account uses this address now."
+        user.email = token.email
+        user.pending_email = None
+        user.email_confirmed_at = utcnow()
+        if user.user_type == UserType.unconfirmed:
+            user.user_type = UserType.active
+        session.flush()
+        call_hook("on_profile_change", user)
+    return Confirmed(user=user, purpose=token.purpose, email=token.email)
+
+
+def set_password(session: Session, user: User, password_hash: str) -> None:
+    """Replace the password; every session and token issued before now stops working."""
+    user.password_hash = password_hash
+    user.sessions_valid_after = utcnow()
+    session.execute(
+        delete(EmailToken).where(
+            EmailToken.user_id == user.id, EmailToken.purpose == TokenPurpose.reset
+        )
+    )
+    session.flush()
+    call_hook("on_password_change", user)
+
+
+def suspend(session: Session, user: User, notice: str) -> None:
+    user.user_type = UserType.suspended
+    user.suspension_notice = notice
+    user.sessions_valid_after = utcnow()
+    session.flush()
+    call_hook("on_suspend", user)
+
+
+def unsuspend(session: Session, user: User) -> None:
+    user.user_type = UserType.active if user.email_confirmed_at else UserType.unconfirmed
+    user.suspension_notice = None
+    session.flush()
+    call_hook("on_unsuspend", user)
+
+
+def delete_user(session: Session, user: User) -> None:
+    """Delete the account; its id is never handed out again."""
+    call_hook("on_delete", user)
+    session.delete(user)
+    session.flush()

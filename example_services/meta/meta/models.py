@@ -1,0 +1,124 @@
+"""meta's account tables: users (the network's accounts) and mailed one-time tokens.
+
+The ``user`` table's core columns (:class:`srcore.db.UserMixin`) belong to srcore's own
+migration lineage; meta's lineage adds the columns only meta knows (password hash, email
+confirmation, ...) and the tables below.
+
+Account ids are meta's to hand out and every service stores them, so an id must never be
+given twice, not even after the account with the highest id is deleted. On PostgreSQL they
+come from the sequence ``user_id_seq``; on SQLite, which has no sequences, from a one-column
+``AUTOINCREMENT`` table (SQLite then guarantees ids only grow). See :func:`next_user_id`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    Column,
+    Enum,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Sequence,
+    String,
+    Table,
+    insert,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+import srcore.db
+from srcore.db import UserMixin, utcnow
+
+__all__ = [
+    "USER_ID_SEQUENCE",
+    "Base",
+    "EmailToken",
+    "TokenPurpose",
+    "User",
+    "next_user_id",
+]
+
+
+class Base(DeclarativeBase):
+    metadata = srcore.db.make_metadata()
+    type_annotation_map = srcore.db.TYPE_ANNOTATION_MAP
+
+
+#: PostgreSQL's source of account ids (created by meta's migration on PostgreSQL only).
+USER_ID_SEQUENCE = Sequence("user_id_seq", metadata=Base.metadata)
+
+#: SQLite's source of account ids. Kept out of ``Base.metadata`` on purpose: it exists on
+#: SQLite only, so autogenerate must not expect it on PostgreSQL.
+_sqlite_ids = Table(
+    "user_id_allocation",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    sqlite_autoincrement=True,
+)
+
+
+def next_user_id(session: Session) -> int:
+    """Allocate a new account id that was never used before, in *session*'s transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.scalar(select(USER_ID_SEQUENCE.next_value()))
+    else:
+        result = session.execute(insert(_sqlite_ids).values(id=None))
+        value = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    if not isinstance(value, int):
+        raise RuntimeError("the database gave no new account id")
+    return value
+
+
+class User(UserMixin, Base):
+    """An account: the core columns every service mirrors, plus meta's own."""
+
+    __tablename__ = "user"
+
+    password_hash: Mapped[str] = mapped_column(String(256))
+    email_confirmed_at: Mapped[datetime | None]
+    #: A new address waiting for confirmation; ``email`` changes once it is confirmed.
+    pending_email: Mapped[str | None] = mapped_column(String(256))
+    last_login_at: Mapped[datetime | None]
+    #: Web sessions at meta started before this moment are no longer valid (password
+    #: change, suspension, "log out everywhere").
+    sessions_valid_after: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.username!r} {self.user_type.value}>"
+
+
+class TokenPurpose(enum.StrEnum):
+    """What a mailed link does."""
+
+    confirm = "confirm"
+    reset = "reset"
+    change_email = "change-email"
+
+
+class EmailToken(Base):
+    """A link sent by mail. Only a hash of its secret is kept, so a leaked table opens nothing."""
+
+    __tablename__ = "email_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[TokenPurpose] = mapped_column(
+        Enum(
+            TokenPurpose,
+            name="token_purpose",
+            native_enum=False,
+            create_constraint=False,
+            length=16,
+            values_callable=lambda members: [m.value for m in members],
+        )
+    )
+    #: SHA-256 of the token in the link, hex.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The address the link was sent to (for a change of address: the new one).
+    email: Mapped[str] = mapped_column(String(256))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -1,0 +1,135 @@
+"""Brute-force protection and rate limits of meta's login, registration and reset forms.
+
+Two layers:
+
+* :mod:`srcore.throttle` counts *failed logins* per account name and per client address,
+  with growing delays and a lockout (``[meta] login-max-failures``, ``login-lockout``); the
+  address limit is ``IP_FAILURE_FACTOR`` times looser, since many people can share one;
+* Flask-Limiter caps *every* POST to ``/login``, ``/register`` and ``/forgot`` per client
+  address (:data:`RATE_LIMITS`), whatever its outcome, so nobody can hammer the forms or
+  flood mailboxes.
+
+Both use Redis when ``[global] redis-url`` is set, so every worker counts together, and
+process memory otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from srcore.throttle import Decision, Store, Throttle, ThrottleKey, make_store
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask_limiter import Limiter
+
+__all__ = ["IP_FAILURE_FACTOR", "RATE_LIMITS", "LoginProtection", "init_app"]
+
+#: The per-address failure limit is this many times the per-account one.
+IP_FAILURE_FACTOR = 4
+
+#: Per-address limits on POSTs, whatever their outcome.
+RATE_LIMITS = {
+    "login": "20 per minute",
+    "register": "10 per hour",
+    "forgot": "5 per 15 minutes",
+}
+
+
+@dataclass
+class LoginProtection:
+    """The two login throttles: by the name typed in, and by the client's address."""
+
+    account: Throttle
+    address: Throttle
+
+    @classmethod
+    def build(
+        cls, store: Store, *, max_failures: int, lockout: timedelta, **options: Any
+    ) -> LoginProtection:
+        return cls(
+            account=Throttle(
+                store, max_failures=max_failures, lockout=lockout, prefix="meta:login", **options
+            ),
+            address=Throttle(
+                store,
+                max_failures=max_failures * IP_FAILURE_FACTOR,
+                free_failures=3 * IP_FAILURE_FACTOR,
+                lockout=lockout,
+                prefix="meta:login",
+                **options,
+            ),
+        )
+
+    @staticmethod
+    def _keys(login: str, address: str) -> tuple[list[ThrottleKey], list[ThrottleKey]]:
+        # The name exactly as typed (lower-cased), whether or not such an account exists:
+        # the answer must not depend on it.
+        return [("account", login.strip().lower()[:256])], [("ip", address)]
+
+    def check(self, login: str, address: str) -> Decision:
+        account, ip = self._keys(login, address)
+        first = self.account.check(account)
+        second = self.address.check(ip)
+        if first.allowed and second.allowed:
+            return first
+        return Decision(False, max(first.retry_after, second.retry_after))
+
+    def failure(self, login: str, address: str) -> None:
+        account, ip = self._keys(login, address)
+        self.account.failure(account)
+        self.address.failure(ip)
+
+    def success(self, login: str, address: str) -> None:
+        # Only the account's counter: a success must not wipe the failures others made
+        # from the same address.
+        account, _ip = self._keys(login, address)
+        self.account.success(account)
+
+
+def init_app(app: Flask) -> Limiter:
+    """Build the login throttles and the rate limiter of *app*; return the limiter."""
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    from srcore.app import state
+
+    st = state(app)
+    redis_url = str(st.config.global_.get("redis-url") or "")
+    lockout = st.section["login-lockout"]
+    app.extensions["meta"].protection = LoginProtection.build(
+        make_store(redis_url),
+        max_failures=int(st.section["login-max-failures"]),
+        lockout=lockout if isinstance(lockout, timedelta) else timedelta(minutes=15),
+    )
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=redis_url or "memory://",
+        default_limits=[],
+        key_prefix=f"{st.service_id}-limits",
+    )
+    _answer_429(app, limiter)
+    return limiter
+
+
+def _answer_429(app: Flask, limiter: Limiter) -> None:
+    """Answer a rate limit with the standard error page or body, and a ``Retry-After``."""
+    import time
+
+    from flask_limiter import RateLimitExceeded
+
+    from srcore.errors import error_response
+
+    def too_many(exc: RateLimitExceeded) -> Any:
+        current = limiter.current_limit
+        wait = max(1, int(current.reset_at - time.time())) if current is not None else 60
+        return error_response(
+            429,
+            "Too many attempts from your address. Wait a moment and try again.",
+            headers={"Retry-After": str(wait)},
+        )
+
+    app.register_error_handler(RateLimitExceeded, too_many)

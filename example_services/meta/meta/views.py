@@ -1,0 +1,518 @@
+"""meta's account pages: register, confirm, log in and out, reset, profile, email, delete.
+
+Every form re-renders itself with its errors (status 400) when its input is invalid and
+redirects after a successful POST. CSRF is checked by srcore on every POST; the templates
+carry the token with ``forms.csrf()``. meta's ``/login`` and ``/logout`` replace the views
+srcore gives every service (which would send the browser to meta: here, to itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.wrappers import Response
+
+import srcore
+from meta import logic, meta_state
+from meta.mails import send_mail
+from meta.models import TokenPurpose, User
+from srcore.auth.web import current_user, is_safe_next, log_in, log_out, login_required
+from srcore.db import UserType, utcnow
+from srcore.db import session as db
+from srcore.errors import error_response
+from srcore.validation import Validation
+
+if TYPE_CHECKING:
+    from flask_limiter import Limiter
+
+__all__ = ["MetaLogin", "accounts", "install"]
+
+log = logging.getLogger("meta")
+
+accounts = Blueprint("accounts", __name__)
+
+INCORRECT = "Incorrect username or password."
+BIO_MAX = 4096
+FIELD_MAX = 256
+#: The session key holding when this browser logged in (epoch seconds).
+SESSION_STARTED = "_meta_at"
+
+
+class MetaLogin:
+    """meta's login backend: its own login page, not a redirect to itself over OAuth."""
+
+    def begin_login(self, next_url: str) -> Response:
+        target = next_url if is_safe_next(next_url) and next_url != "/" else None
+        return redirect(url_for("accounts.login", next=target))
+
+    def logout_url(self) -> str | None:
+        return None
+
+
+def _user() -> User:
+    user = cast("User | None", current_user._get_current_object())
+    if user is None:  # login_required guards every caller
+        abort(401)
+    return user
+
+
+def _setting(key: str) -> Any:
+    return srcore.state().section[key]
+
+
+def _duration(key: str, default: timedelta) -> timedelta:
+    value = _setting(key)
+    return value if isinstance(value, timedelta) else default
+
+
+def _next_url() -> str | None:
+    target = request.values.get("next")
+    return target if target and is_safe_next(target) else None
+
+
+def _client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _start_session(user: User) -> None:
+    log_in(user.id)
+    session[SESSION_STARTED] = time.time()
+
+
+def _wait_text(seconds: float) -> str:
+    if seconds <= 90:
+        whole = max(1, int(seconds + 0.999))
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    minutes = int(seconds / 60 + 0.999)
+    return f"{minutes} minutes"
+
+
+def _reserved_names() -> set[str]:
+    return set(srcore.state().config.services)
+
+
+# -- log in and out ----------------------------------------------------------------------
+
+
+@accounts.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Log in with a username or address and a password."""
+    target = _next_url()
+    if request.method == "GET":
+        if _logged_in() is not None:
+            return redirect(target or url_for("accounts.profile"))
+        return render_template("meta/login.html", valid=None, next=target)
+    valid = Validation(request)
+    name = valid.require("login", max_length=FIELD_MAX, label="Username or email")
+    password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
+    if not valid.ok or name is None or password is None:
+        return render_template("meta/login.html", valid=valid, next=target), 400
+
+    state = meta_state()
+    protection = state.protection
+    address = _client_address()
+    if protection is not None:
+        decision = protection.check(name, address)
+        if not decision.allowed:
+            valid.error(
+                f"Too many failed attempts. Try again in {_wait_text(decision.retry_after)}."
+            )
+            response = current_app.make_response(
+                (render_template("meta/login.html", valid=valid, next=target), 429)
+            )
+            response.headers["Retry-After"] = str(decision.retry_after_seconds)
+            return response
+
+    user = logic.find_login(db, name)
+    # An unknown account costs one dummy verification, as long as a real one.
+    if not state.passwords.verify(user.password_hash if user else None, password):
+        if protection is not None:
+            protection.failure(name, address)
+        valid.error(INCORRECT)
+        return render_template("meta/login.html", valid=valid, next=target), 400
+    assert user is not None
+    if protection is not None:
+        protection.success(name, address)
+    if user.is_suspended:
+        notice = user.suspension_notice or "This account is suspended."
+        return error_response(403, notice, title="Account suspended")
+    if state.passwords.needs_rehash(user.password_hash):
+        user.password_hash = state.passwords.hash(password)
+    user.last_login_at = utcnow()
+    db.commit()
+    _start_session(user)
+    return redirect(target or url_for("accounts.profile"))
+
+
+@accounts.route("/logout", methods=["POST"])
+def logout() -> Response:
+    """End this browser's session, and (through the OAuth half) the services' sessions."""
+    user = _logged_in()
+    if user is not None:
+        logic.call_hook("on_logout", user)
+        db.commit()
+    log_out()
+    flash("You are logged out.", "success")
+    return redirect(url_for("accounts.login"))
+
+
+# -- registration and confirmation ------------------------------------------------------------
+
+
+@accounts.route("/register", methods=["GET", "POST"])
+def register() -> Any:
+    if _setting("registration") != "open":
+        return error_response(
+            403, "Registration is closed on this network.", title="Registration closed"
+        )
+    if _logged_in() is not None:
+        return redirect(url_for("accounts.profile"))
+    min_length = int(_setting("password-min-length"))
+    if request.method == "GET":
+        return render_template("meta/register.html", valid=None, min_length=min_length)
+    valid = Validation(request)
+    username = (valid.require("username", max_length=FIELD_MAX) or "").lower()
+    email = valid.require("email", "email", label="Email address")
+    password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
+    if username:
+        problem = logic.check_username(username, reserved=_reserved_names())
+        if problem is None and logic.username_taken(db, username):
+            problem = "This username is taken."
+        valid.expect(problem is None, problem or "", field="username")
+    if email:
+        valid.expect(
+            not logic.email_taken(db, email),
+            "Another account uses this address.",
+            field="email",
+        )
+    if password:
+        problem = logic.check_password(password, min_length=min_length, username=username)
+        valid.expect(problem is None, problem or "", field="password")
+    if not valid.ok or not email or not password:
+        return render_template("meta/register.html", valid=valid, min_length=min_length), 400
+
+    state = meta_state()
+    user = logic.create_user(
+        db, username=username, email=email, password_hash=state.passwords.hash(password)
+    )
+    secret = logic.issue_token(
+        db,
+        user,
+        TokenPurpose.confirm,
+        email=user.email,
+        lifetime=_duration("confirmation-lifetime", timedelta(days=2)),
+    )
+    db.commit()
+    log.info("account %s (%d) registered", user.username, user.id)
+    sent = send_mail("confirm", user.email, user=user, token=secret)
+    _start_session(user)
+    if sent:
+        flash(f"Welcome! We sent a link to {user.email}: follow it to confirm your address.")
+    else:
+        flash(
+            "Your account is created, but the confirmation mail could not be sent. "
+            "Try sending it again below.",
+            "warning",
+        )
+    return redirect(url_for("accounts.profile"))
+
+
+@accounts.route("/confirm/<token>")
+def confirm(token: str) -> Any:
+    """Follow a link from a confirmation mail (a new account's, or a new address's)."""
+    found = logic.find_token(db, token, (TokenPurpose.confirm, TokenPurpose.change_email))
+    if found is None:
+        return error_response(
+            404,
+            "This link is invalid, was already used or has expired. Log in to ask for a new one.",
+            title="Link not valid",
+        )
+    result = logic.confirm(db, found)
+    db.commit()
+    if isinstance(result, str):
+        return error_response(400, result, title="Link not valid")
+    flash(f"Your address {result.email} is confirmed.", "success")
+    if _logged_in() is None:
+        return redirect(url_for("accounts.login"))
+    return redirect(url_for("accounts.profile"))
+
+
+@accounts.route("/confirm/resend", methods=["POST"])
+@login_required
+def resend_confirmation() -> Response:
+    user = _user()
+    if user.email_confirmed_at is not None and user.user_type != UserType.unconfirmed:
+        flash("Your address is already confirmed.")
+        return redirect(url_for("accounts.profile"))
+    secret = logic.issue_token(
+        db,
+        user,
+        TokenPurpose.confirm,
+        email=user.email,
+        lifetime=_duration("confirmation-lifetime", timedelta(days=2)),
+    )
+    db.commit()
+    if send_mail("confirm", user.email, user=user, token=secret):
+        flash(f"We sent a new confirmation link to {user.email}.", "success")
+    else:
+        flash("The mail could not be sent. Try again later.", "error")
+    return redirect(url_for("accounts.profile"))
+
+
+# -- forgotten passwords -------------------------------------------------------------------
+
+
+@accounts.route("/forgot", methods=["GET", "POST"])
+def forgot() -> Any:
+    if request.method == "GET":
+        return render_template("meta/forgot.html", valid=None, sent=False)
+    valid = Validation(request)
+    email = valid.require("email", "email", label="Email address")
+    if not valid.ok or not email:
+        return render_template("meta/forgot.html", valid=valid, sent=False), 400
+    user = logic.find_login(db, email)
+    if user is not None and not user.is_suspended:
+        secret = logic.issue_token(
+            db,
+            user,
+            TokenPurpose.reset,
+            email=user.email,
+            lifetime=_duration("reset-lifetime", timedelta(hours=1)),
+        )
+        db.commit()
+        send_mail("reset", user.email, user=user, token=secret)
+    # The same answer whether or not an account uses the address.
+    return render_template("meta/forgot.html", valid=None, sent=True, email=email)
+
+
+@accounts.route("/reset/<token>", methods=["GET", "POST"])
+def reset(token: str) -> Any:
+    found = logic.find_token(db, token, (TokenPurpose.reset,))
+    user = db.get(User, found.user_id) if found is not None else None
+    if found is None or user is None or user.is_suspended:
+        return error_response(
+            404,
+            "This link is invalid, was already used or has expired. Ask for a new one.",
+            title="Link not valid",
+        )
+    min_length = int(_setting("password-min-length"))
+    if request.method == "GET":
+        return render_template(
+            "meta/reset.html", valid=None, token=token, user=user, min_length=min_length
+        )
+    valid = Validation(request)
+    password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
+    if password:
+        problem = logic.check_password(password, min_length=min_length, username=user.username)
+        valid.expect(problem is None, problem or "", field="password")
+    if not valid.ok or not password:
+        return render_template(
+            "meta/reset.html", valid=valid, token=token, user=user, min_length=min_length
+        ), 400
+    logic.consume_token(found)
+    # The mail reached the account's address: that confirms it too.
+    if found.email == logic.normalize_email(user.email) and user.email_confirmed_at is None:
+        user.email_confirmed_at = utcnow()
+        if user.user_type == UserType.unconfirmed:
+            user.user_type = UserType.active
+    logic.set_password(db, user, meta_state().passwords.hash(password))
+    db.commit()
+    protection = meta_state().protection
+    if protection is not None:
+        protection.success(user.username, _client_address())
+        protection.success(user.email, _client_address())
+    _start_session(user)
+    flash("Your password is changed.", "success")
+    return redirect(url_for("accounts.profile"))
+
+
+# -- the logged-in user's pages ----------------------------------------------------------------
+
+
+@accounts.route("/")
+@login_required
+def index() -> Response:
+    return redirect(url_for("accounts.profile"))
+
+
+@accounts.route("/profile", methods=["GET", "POST"])
+@login_required
+def profile() -> Any:
+    user = _user()
+    if request.method == "GET":
+        return render_template("meta/profile.html", valid=None, user=user)
+    valid = Validation(request)
+    url = valid.optional("url", "url", label="Web site")
+    location = valid.optional("location", max_length=FIELD_MAX)
+    bio = valid.optional("bio", max_length=BIO_MAX, strip=False)
+    bio = bio.strip() if bio else None
+    if not valid.ok:
+        return render_template("meta/profile.html", valid=valid, user=user), 400
+    if (user.url, user.location, user.bio) != (url, location, bio):
+        user.url, user.location, user.bio = url, location, bio or None
+        db.flush()
+        logic.call_hook("on_profile_change", user)
+        db.commit()
+    flash("Your profile is saved.", "success")
+    return redirect(url_for("accounts.profile"))
+
+
+def _check_current_password(valid: Validation, user: User) -> None:
+    password = valid.require(
+        "current_password",
+        strip=False,
+        max_length=logic.PASSWORD_MAX_LENGTH,
+        label="Your current password",
+    )
+    if password is not None and not meta_state().passwords.verify(user.password_hash, password):
+        valid.error("This is not your current password.", "current_password")
+
+
+@accounts.route("/password", methods=["GET", "POST"])
+@login_required
+def password() -> Any:
+    user = _user()
+    min_length = int(_setting("password-min-length"))
+    if request.method == "GET":
+        return render_template("meta/password.html", valid=None, min_length=min_length)
+    valid = Validation(request)
+    _check_current_password(valid, user)
+    new = valid.require(
+        "password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH, label="New password"
+    )
+    if new:
+        problem = logic.check_password(new, min_length=min_length, username=user.username)
+        valid.expect(problem is None, problem or "", field="password")
+    if not valid.ok or not new:
+        return render_template("meta/password.html", valid=valid, min_length=min_length), 400
+    logic.set_password(db, user, meta_state().passwords.hash(new))
+    db.commit()
+    _start_session(user)
+    send_mail("password-changed", user.email, user=user)
+    flash("Your password is changed. Other sessions were logged out.", "success")
+    return redirect(url_for("accounts.profile"))
+
+
+@accounts.route("/email", methods=["GET", "POST"])
+@login_required
+def change_email() -> Any:
+    user = _user()
+    if request.method == "GET":
+        return render_template("meta/email.html", valid=None, user=user)
+    valid = Validation(request)
+    email = valid.require("email", "email", label="New email address")
+    _check_current_password(valid, user)
+    if email:
+        email = logic.normalize_email(email)
+        valid.expect(email != user.email, "This is already your address.", field="email")
+        valid.expect(
+            not logic.email_taken(db, email, exclude=user.id),
+            "Another account uses this address.",
+            field="email",
+        )
+    if not valid.ok or not email:
+        return render_template("meta/email.html", valid=valid, user=user), 400
+    user.pending_email = email
+    secret = logic.issue_token(
+        db,
+        user,
+        TokenPurpose.change_email,
+        email=email,
+        lifetime=_duration("confirmation-lifetime", timedelta(days=2)),
+    )
+    db.commit()
+    if send_mail("change-email", email, user=user, token=secret):
+        send_mail("change-email-notice", user.email, user=user, new_email=email)
+        flash(f"We sent a link to {email}: follow it to confirm the change.", "success")
+    else:
+        flash("The mail could not be sent. Try again later.", "error")
+    return redirect(url_for("accounts.profile"))
+
+
+@accounts.route("/email/cancel", methods=["POST"])
+@login_required
+def cancel_email_change() -> Response:
+    user = _user()
+    if user.pending_email:
+        user.pending_email = None
+        db.commit()
+        flash("The change of address is cancelled.", "success")
+    return redirect(url_for("accounts.profile"))
+
+
+@accounts.route("/delete", methods=["GET", "POST"])
+@login_required
+def delete_account() -> Any:
+    user = _user()
+    if request.method == "GET":
+        return render_template("meta/delete.html", valid=None, user=user)
+    valid = Validation(request)
+    _check_current_password(valid, user)
+    if not valid.ok:
+        return render_template("meta/delete.html", valid=valid, user=user), 400
+    name = user.username
+    logic.delete_user(db, user)
+    db.commit()
+    log.info("account %s deleted by its owner", name)
+    log_out()
+    flash(f"The account {name} is deleted.", "success")
+    return redirect(url_for("accounts.login"))
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+def _logged_in() -> User | None:
+    return cast("User | None", current_user._get_current_object())
+
+
+def _end_stale_session() -> None:
+    """Log this browser out if its session predates a password change or suspension."""
+    if "_uid" not in session:
+        return
+    user = _logged_in()
+    if user is None:
+        return
+    cutoff = user.sessions_valid_after
+    started = session.get(SESSION_STARTED)
+    if cutoff is not None and (
+        not isinstance(started, int | float) or started < cutoff.timestamp()
+    ):
+        log_out()
+
+
+def install(app: Flask, limiter: Limiter) -> None:
+    """Make ``/login`` and ``/logout`` meta's own, and put rate limits on the forms."""
+    from meta.protection import RATE_LIMITS
+
+    views = app.view_functions
+    for endpoint, rule in (
+        ("accounts.login", RATE_LIMITS["login"]),
+        ("accounts.register", RATE_LIMITS["register"]),
+        ("accounts.forgot", RATE_LIMITS["forgot"]),
+    ):
+        views[endpoint] = limiter.limit(rule, methods=["POST"])(views[endpoint])
+    # srcore gives every service /login and /logout; here they are meta's pages.
+    views["srcore_login"] = views["accounts.login"]
+    views["srcore_logout"] = views["accounts.logout"]
+    app.before_request(_end_stale_session)
+
+    def has_endpoint(name: str) -> bool:
+        return name in app.view_functions
+
+    app.jinja_env.globals["has_endpoint"] = has_endpoint

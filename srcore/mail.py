@@ -1,0 +1,200 @@
+"""Outgoing mail: plain-text messages through SMTP, or into the log in development.
+
+A :class:`Mailer` builds the message and hands it to a :class:`Transport`:
+:class:`SMTPTransport` (``[global] smtp-host`` set) or :class:`LogTransport` (empty
+``smtp-host``: the whole message goes to the ``srcore.mail`` logger, so a developer can
+follow a confirmation link without a mail server). Tests pass their own transport or point
+the SMTP one at a local sink. :func:`mailer` builds the app's mailer on first use and keeps
+it in ``app.extensions["srcore_mail"]``; ``email`` and ``smtplib`` are imported only then.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import smtplib
+    import ssl
+    from email.message import EmailMessage
+
+    from flask import Flask
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "LogTransport",
+    "MailError",
+    "Mailer",
+    "SMTPTransport",
+    "Transport",
+    "mailer",
+]
+
+log = logging.getLogger("srcore.mail")
+
+#: Seconds to wait for the SMTP server to accept the connection (and for each reply).
+CONNECT_TIMEOUT = 10.0
+
+TLSMode = Literal["none", "starttls", "tls"]
+_DEFAULT_PORTS: dict[str, int] = {"tls": 465, "starttls": 587, "none": 25}
+
+
+class MailError(Exception):
+    """A message could not be handed to the mail server."""
+
+
+class Transport(Protocol):
+    """Where built messages go."""
+
+    def send(self, message: EmailMessage) -> None:
+        """Deliver *message* (its ``To`` header says to whom); raise :class:`MailError`."""
+
+
+class LogTransport:
+    """Writes every message, in full, to the ``srcore.mail`` log (development)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or log
+
+    def send(self, message: EmailMessage) -> None:
+        self.logger.warning(
+            "mail not sent (smtp-host is empty); it would have been:\n%s",
+            message.as_string(),
+        )
+
+
+class SMTPTransport:
+    """Sends through an SMTP server, with TLS as configured and a timeout on every step."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        port: int | None = None,
+        tls: TLSMode = "starttls",
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = CONNECT_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
+        connect: Callable[..., smtplib.SMTP] | None = None,
+    ) -> None:
+        if tls not in _DEFAULT_PORTS:
+            raise ValueError(f"smtp-tls must be none, starttls or tls, not {tls!r}")
+        self.host = host
+        self.port = port or _DEFAULT_PORTS[tls]
+        self.tls = tls
+        self.user = user or None
+        self.password = password or ""
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self._connect = connect
+
+    def __repr__(self) -> str:
+        return f"<SMTPTransport {self.host}:{self.port} tls={self.tls}>"
+
+    def _open(self) -> smtplib.SMTP:
+        if self._connect is not None:
+            return self._connect(self.host, self.port, timeout=self.timeout)
+        import smtplib
+        import ssl
+
+        if self.tls == "tls":
+            context = self.ssl_context or ssl.create_default_context()
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+
+    def send(self, message: EmailMessage) -> None:
+        import smtplib
+        import ssl
+
+        try:
+            with self._open() as smtp:
+                if self.tls == "starttls":
+                    smtp.starttls(context=self.ssl_context or ssl.create_default_context())
+                if self.user:
+                    smtp.login(self.user, self.password)
+                smtp.send_message(message)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise MailError(f"cannot send mail through {self.host}:{self.port}: {exc}") from exc
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip(" >") or "localhost"
+
+
+class Mailer:
+    """Builds plain-text messages from *sender* and gives them to *transport*."""
+
+    def __init__(self, transport: Transport, *, sender: str) -> None:
+        self.transport = transport
+        self.sender = sender
+
+    def __repr__(self) -> str:
+        return f"<Mailer from {self.sender!r} via {self.transport!r}>"
+
+    @classmethod
+    def from_config(
+        cls, settings: Mapping[str, Any], *, default_sender: str = "noreply@localhost"
+    ) -> Mailer:
+        """Build a mailer from the ``smtp-*`` keys of ``[global]``."""
+        host = str(settings.get("smtp-host") or "")
+        sender = str(settings.get("smtp-from") or default_sender)
+        if not host:
+            return cls(LogTransport(), sender=sender)
+        port = settings.get("smtp-port")
+        tls = str(settings.get("smtp-tls") or "starttls")
+        transport = SMTPTransport(
+            host,
+            port=port if isinstance(port, int) else None,
+            tls=tls,  # type: ignore[arg-type]  # checked by the config and the transport
+            user=str(settings.get("smtp-user") or "") or None,
+            password=str(settings.get("smtp-password") or ""),
+        )
+        return cls(transport, sender=sender)
+
+    def build(
+        self, to: str, subject: str, text: str, *, headers: Mapping[str, str] | None = None
+    ) -> EmailMessage:
+        """The message :meth:`send` would send."""
+        from email.message import EmailMessage
+        from email.policy import SMTP
+        from email.utils import formatdate, make_msgid
+
+        if any(c in value for value in (to, subject) for c in "\r\n"):
+            raise ValueError("line breaks are not allowed in a recipient or subject")
+        message = EmailMessage(policy=SMTP)
+        message["From"] = self.sender
+        message["To"] = to
+        message["Subject"] = subject
+        message["Date"] = formatdate(localtime=False)
+        message["Message-ID"] = make_msgid(domain=_domain(self.sender))
+        message["Auto-Submitted"] = "auto-generated"
+        for name, value in (headers or {}).items():
+            message[name] = value
+        message.set_content(text)
+        return message
+
+    def send(
+        self, to: str, subject: str, text: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Send a plain-text message to *to*; raises :class:`MailError` if that fails."""
+        self.transport.send(self.build(to, subject, text, headers=headers))
+
+
+def mailer(app: Flask | None = None) -> Mailer:
+    """The mailer of *app* (default: the current app), built from its config on first use."""
+    if app is None:
+        from flask import current_app
+
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    existing = app.extensions.get("srcore_mail")
+    if isinstance(existing, Mailer):
+        return existing
+    st = app.extensions["srcore"]
+    origin = str(st.section.get("origin") or "")
+    host = urlsplit(origin).hostname or "localhost"
+    built = Mailer.from_config(st.config.global_, default_sender=f"noreply@{host}")
+    app.extensions["srcore_mail"] = built
+    return built
