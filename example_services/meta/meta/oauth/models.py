@@ -77,6 +77,13 @@ class AuthorizationCode(Base):
     #: The grant the code was exchanged for (revoked if the code is replayed).
     grant_id: Mapped[str | None] = mapped_column(String(64))
 
+    # Authlib's AuthorizationCodeMixin
+    def get_redirect_uri(self) -> str | None:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
 
 class Grant(Base):
     """One authorization of a client by a user; its tokens share its fate."""

@@ -281,6 +281,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         st = _state()
+        st.ring.signing_key()  # before this transaction writes: SQLite has one writer
         code: AuthorizationCode = self.request.authorization_code
         grant = Grant(
             id=uuid.uuid4().hex, user_id=user.id, client_id=self.client.client_id, scope=scope
