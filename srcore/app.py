@@ -182,6 +182,7 @@ def create_app(
     manifest: Manifest | None = None,
     token_verifier: TokenVerifier | None = None,
     login: LoginBackend | None = None,
+    identity: MetaLink | None = None,
     **flask_options: Any,
 ) -> SrcoreApp:
     """Build the app of service *service_id* from the shared config file.
@@ -191,7 +192,8 @@ def create_app(
     manifest unless *manifest* is given. *metadata* is the service's SQLAlchemy metadata
     (for migrations); *user_model* its class built on :class:`srcore.db.UserMixin`.
     *config* is a loaded :class:`~srcore.config.Config` or a path; by default the file is
-    looked up as ``srcore.config.find_config_path`` describes.
+    looked up as ``srcore.config.find_config_path`` describes. *identity* replaces the
+    link to meta built from the config (tests pass one whose HTTP session is a fake).
     """
     package = import_name.split(".")[0]
     if manifest is None:
@@ -218,7 +220,8 @@ def create_app(
     from srcore.auth.web import default_login_backend
 
     # Built without IO: meta's keys are fetched when the first signature is checked.
-    identity = build_meta_link(cfg, service_id)
+    if identity is None:
+        identity = build_meta_link(cfg, service_id)
     if token_verifier is None and identity is not None:
         token_verifier = identity.token_verifier()
 

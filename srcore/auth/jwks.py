@@ -149,8 +149,9 @@ class JWKSKeySource:
             if self._keys is None:
                 log.error("cannot fetch meta's JWKS from %s: %s", self.url, exc)
             else:
-                log.warning("cannot refresh meta's JWKS from %s (keeping cached keys): %s",
-                            self.url, exc)
+                log.warning(
+                    "cannot refresh meta's JWKS from %s (keeping cached keys): %s", self.url, exc
+                )
             return
         self._keys = keys
         self._kids = _kids(keys)

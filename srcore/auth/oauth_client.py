@@ -148,9 +148,7 @@ class MetaClient:
         if response.status_code >= 400:
             error = body.get("error") if isinstance(body, dict) else None
             description = body.get("error_description") if isinstance(body, dict) else None
-            raise MetaRefused(
-                response.status_code, str(error or "error"), str(description or "")
-            )
+            raise MetaRefused(response.status_code, str(error or "error"), str(description or ""))
         if not isinstance(body, dict):
             raise MetaUnavailable(f"meta answered {response.url} with something not JSON")
         return body
@@ -189,9 +187,7 @@ class MetaClient:
     def profile(self, access_token: str) -> dict[str, Any]:
         """The profile of the user an access token belongs to (``/api/profile``)."""
         return self._json(
-            self._call(
-                "GET", "/api/profile", headers={"Authorization": f"Bearer {access_token}"}
-            )
+            self._call("GET", "/api/profile", headers={"Authorization": f"Bearer {access_token}"})
         )
 
     def client_token(self) -> str:
@@ -238,9 +234,7 @@ class MetaClient:
         from srcore.auth.revocation import parse_events
 
         body = self._json(
-            self._call(
-                "GET", "/oauth/revocations", params={"since": str(since)}, auth=self._auth()
-            )
+            self._call("GET", "/oauth/revocations", params={"since": str(since)}, auth=self._auth())
         )
         try:
             events = parse_events(body.get("events"))

@@ -533,18 +533,26 @@ def _push_claims() -> dict[str, Any]:
     )
 
 
-def _refused(exc: PushError) -> Any:
-    from srcore.errors import error_response
+def _error(status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> Any:
+    """The standard JSON error body: pushes come from meta, never from a browser."""
+    from flask import jsonify
 
+    from srcore.validation import FieldError, error_body
+
+    response = jsonify(error_body([FieldError(reason=reason)]))
+    response.status_code = status
+    response.headers.extend(headers)
+    return response
+
+
+def _refused(exc: PushError) -> Any:
     headers = [("WWW-Authenticate", 'Bearer error="invalid_token"')] if exc.status == 401 else []
-    return error_response(exc.status, exc.reason, headers=headers)
+    return _error(exc.status, exc.reason, headers)
 
 
 def receive_revocations() -> Any:
     """``POST /_srcore/revocations``: apply the events meta pushed."""
     from flask import current_app
-
-    from srcore.errors import error_response
 
     try:
         claims = _push_claims()
@@ -552,11 +560,11 @@ def receive_revocations() -> Any:
     except PushError as exc:
         return _refused(exc)
     except ValueError as exc:
-        return error_response(400, f"Bad events: {exc}")
+        return _error(400, f"Bad events: {exc}")
     try:
         current_app.extensions["srcore"].identity.store.apply(events)
     except RevocationUnavailable as exc:
-        return error_response(503, str(exc))
+        return _error(503, str(exc))
     return "", 204
 
 
@@ -581,7 +589,6 @@ def receive_profile() -> Any:
     in or call the API.
     """
     from srcore.auth.oauth_client import profile_values, upsert_user
-    from srcore.errors import error_response
 
     try:
         claims = _push_claims()
@@ -589,11 +596,11 @@ def receive_profile() -> Any:
         return _refused(exc)
     profiles = _pushed_profiles(claims)
     if not profiles:
-        return error_response(400, "The push carries no profile.")
+        return _error(400, "The push carries no profile.")
     try:
         rows = [profile_values(p) for p in profiles]
     except ValueError as exc:
-        return error_response(400, f"Bad profile: {exc}")
+        return _error(400, f"Bad profile: {exc}")
     for values in rows:
         upsert_user(values, create=False)
     return "", 204
@@ -603,11 +610,15 @@ def init_app(app: Any) -> None:
     """Add meta's push receivers to *app* and start the pull on its first request."""
     link = app.extensions["srcore"].identity
     app.add_url_rule(
-        PUSH_PATH, endpoint="srcore_push_revocations", view_func=receive_revocations,
+        PUSH_PATH,
+        endpoint="srcore_push_revocations",
+        view_func=receive_revocations,
         methods=["POST"],
     )
     app.add_url_rule(
-        PROFILE_PUSH_PATH, endpoint="srcore_push_profile", view_func=receive_profile,
+        PROFILE_PUSH_PATH,
+        endpoint="srcore_push_profile",
+        view_func=receive_profile,
         methods=["POST"],
     )
     puller = link.puller

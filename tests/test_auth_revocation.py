@@ -1,0 +1,517 @@
+"""Revocations: the store's semantics (in process and in Redis), pushes and the pull."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fake_meta import META, FakeMeta, build_service
+from joserfc.jwk import KeySet
+
+from srcore.auth import jose
+from srcore.auth.revocation import (
+    MemoryRevocationStore,
+    PushError,
+    RedisRevocationStore,
+    RevocationEvent,
+    RevocationPuller,
+    RevocationStore,
+    RevocationUnavailable,
+    make_store,
+    parse_events,
+    verify_push,
+)
+from srcore.auth.tokens import AccessToken, StaticKeySource
+from srcore.testing import require_or_skip
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+NOW = int(time.time())
+
+
+def token(
+    *,
+    user: int | None = 7,
+    client: str = "app",
+    iat: int = NOW - 10,
+    grant: str | None = None,
+    jti: str = "j1",
+) -> AccessToken:
+    claims: dict[str, Any] = {"grant": grant} if grant else {}
+    return AccessToken(
+        subject=user,
+        client_id=client,
+        scopes=frozenset(),
+        expires_at=NOW + 3600,
+        issued_at=iat,
+        jti=jti,
+        hash="h",
+        claims=claims,
+    )
+
+
+def ev(seq: int, kind: str, subject: str, nb: int | None = None, exp: int | None = None) -> Any:
+    return RevocationEvent(seq, kind, subject, nb, exp)
+
+
+def _redis_available() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[RevocationStore]:
+    if request.param == "memory":
+        yield MemoryRevocationStore()
+        return
+    require_or_skip(_redis_available(), f"Redis at {REDIS_URL}")
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"srcore-test:{uuid.uuid4().hex}:"
+    try:
+        yield RedisRevocationStore(client, prefix=prefix)
+    finally:
+        keys = list(client.scan_iter(prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_nothing_revoked_at_first(store: RevocationStore) -> None:
+    assert not store.is_revoked(token())
+    assert store.session_valid(7, time.time())
+    assert store.last_seq == 0
+    assert store.user_not_before(7) is None
+
+
+def test_token_event_revokes_that_jti_only(store: RevocationStore) -> None:
+    store.apply([ev(1, "token", "j1", exp=NOW + 100)])
+    assert store.is_revoked(token(jti="j1"))
+    assert not store.is_revoked(token(jti="j2"))
+    assert store.last_seq == 1
+
+
+def test_expired_token_event_is_not_kept(store: RevocationStore) -> None:
+    store.apply([ev(1, "token", "j1", exp=NOW - 100)])
+    assert not store.is_revoked(token(jti="j1"))
+    assert store.last_seq == 1
+
+
+def test_grant_event_revokes_every_token_of_the_grant(store: RevocationStore) -> None:
+    store.apply([ev(3, "grant", "g1", exp=NOW + 100)])
+    assert store.is_revoked(token(grant="g1", jti="a"))
+    assert store.is_revoked(token(grant="g1", jti="b", user=None))
+    assert not store.is_revoked(token(grant="g2"))
+    assert not store.is_revoked(token())
+
+
+def test_client_event_revokes_tokens_issued_before(store: RevocationStore) -> None:
+    store.apply([ev(1, "client", "app", nb=NOW)])
+    assert store.is_revoked(token(client="app", iat=NOW - 1))
+    assert store.is_revoked(token(client="app", iat=NOW))  # same second: refused
+    assert not store.is_revoked(token(client="app", iat=NOW + 1))
+    assert not store.is_revoked(token(client="other", iat=NOW - 1))
+
+
+def test_user_event_revokes_tokens_and_sessions_before(store: RevocationStore) -> None:
+    store.apply([ev(1, "user", "7", nb=NOW)])
+    assert store.is_revoked(token(user=7, iat=NOW - 5))
+    assert not store.is_revoked(token(user=7, iat=NOW + 1))
+    assert not store.is_revoked(token(user=8, iat=NOW - 5))
+    assert not store.is_revoked(token(user=None, iat=NOW - 5))
+    assert not store.session_valid(7, NOW - 5.5)
+    assert not store.session_valid(7, NOW + 0.9)
+    assert not store.session_valid(7, None)  # a session from before login times
+    assert store.session_valid(7, NOW + 1.0)
+    assert store.session_valid(8, NOW - 5)
+    assert store.user_not_before(7) == NOW
+
+
+def test_session_event_leaves_tokens_alone(store: RevocationStore) -> None:
+    store.apply([ev(1, "session", "7", nb=NOW)])
+    assert not store.is_revoked(token(user=7, iat=NOW - 5))
+    assert not store.session_valid(7, NOW - 5)
+    assert store.user_not_before(7) == NOW
+
+
+def test_not_before_only_moves_forward(store: RevocationStore) -> None:
+    store.apply([ev(2, "user", "7", nb=NOW)])
+    store.apply([ev(1, "user", "7", nb=NOW - 100)])
+    assert store.is_revoked(token(user=7, iat=NOW - 50))
+    assert store.last_seq == 2
+
+
+def test_suspension_follows_the_latest_seq(store: RevocationStore) -> None:
+    store.apply([ev(1, "suspend", "7")])
+    assert store.is_revoked(token(user=7, iat=NOW + 100))
+    assert not store.session_valid(7, NOW + 100)
+    store.apply([ev(2, "unsuspend", "7")])
+    assert not store.is_revoked(token(user=7, iat=NOW + 100))
+    assert store.session_valid(7, NOW + 100)
+    # A late copy of the suspension (a push racing a pull) changes nothing.
+    store.apply([ev(1, "suspend", "7")])
+    assert store.session_valid(7, NOW + 100)
+    store.apply([ev(5, "suspend", "7"), ev(4, "unsuspend", "7")])
+    assert not store.session_valid(7, NOW + 100)
+
+
+def test_applying_twice_is_harmless(store: RevocationStore) -> None:
+    events = [ev(1, "token", "j1", exp=NOW + 60), ev(2, "user", "7", nb=NOW)]
+    store.apply(events)
+    store.apply(events)
+    assert store.last_seq == 2
+    assert store.is_revoked(token(jti="j1", user=None))
+
+
+def test_redis_entries_expire_with_the_token() -> None:
+    require_or_skip(_redis_available(), f"Redis at {REDIS_URL}")
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"srcore-test:{uuid.uuid4().hex}:"
+    store = RedisRevocationStore(client, prefix=prefix)
+    store.apply([ev(1, "token", "j1", exp=NOW + 100), ev(2, "grant", "g", exp=NOW + 50)])
+    assert 0 < client.ttl(prefix + "jti:j1") <= 102
+    assert 0 < client.ttl(prefix + "grant:g") <= 52
+    client.delete(*client.scan_iter(prefix + "*"))
+    client.close()
+
+
+def test_two_redis_stores_share_revocations() -> None:
+    """What every gunicorn worker sees: a push applied by one is seen by all."""
+    require_or_skip(_redis_available(), f"Redis at {REDIS_URL}")
+    one = make_store(REDIS_URL, f"t{uuid.uuid4().hex[:8]}")
+    assert isinstance(one, RedisRevocationStore)
+    other = RedisRevocationStore(one._redis, prefix=one._prefix)
+    one.apply([ev(9, "token", "shared", exp=NOW + 60)])
+    assert other.is_revoked(token(jti="shared"))
+    assert other.last_seq == 9
+    one._redis.delete(*one._redis.scan_iter(one._prefix + "*"))
+
+
+def test_redis_down_is_unavailable_not_unrevoked() -> None:
+    store = make_store("redis://127.0.0.1:1/0", "x")
+    with pytest.raises(RevocationUnavailable):
+        store.is_revoked(token())
+    with pytest.raises(RevocationUnavailable):
+        store.session_valid(7, NOW)
+
+
+def test_make_store_without_redis_is_in_process() -> None:
+    assert isinstance(make_store(None, "x"), MemoryRevocationStore)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"seq": -1, "kind": "token", "subject": "x"},
+        {"seq": True, "kind": "token", "subject": "x"},
+        {"seq": 1, "kind": "nuke", "subject": "x"},
+        {"seq": 1, "kind": "token", "subject": ""},
+        {"seq": 1, "kind": "token", "subject": 5},
+        {"seq": 1, "kind": "user", "subject": "7"},
+        {"seq": 1, "kind": "token", "subject": "x", "expires_at": "soon"},
+        "event",
+    ],
+)
+def test_bad_events_are_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="event"):
+        parse_events([bad])
+
+
+def test_events_must_be_a_list() -> None:
+    with pytest.raises(ValueError, match="list"):
+        parse_events({"seq": 1})
+
+
+# -- the pull ---------------------------------------------------------------------------
+
+
+class FakeFeed:
+    def __init__(self, count: int, page: int = 3) -> None:
+        self.events = [ev(n, "token", f"j{n}", exp=NOW + 60) for n in range(1, count + 1)]
+        self.page = page
+        self.asked: list[int] = []
+
+    def __call__(self, since: int) -> tuple[list[RevocationEvent], int]:
+        self.asked.append(since)
+        batch = [e for e in self.events if e.seq > since][: self.page]
+        return batch, batch[-1].seq if batch else since
+
+
+def test_pull_catches_up_page_by_page() -> None:
+    store, feed = MemoryRevocationStore(), FakeFeed(7)
+    puller = RevocationPuller(store, feed, interval=30)
+    assert puller.pull_once() == 7
+    assert feed.asked == [0, 3, 6, 7]
+    assert store.last_seq == 7
+    assert puller.pull_once() == 0
+    feed.events.append(ev(8, "user", "7", nb=NOW))
+    assert puller.pull_once() == 1
+    assert not store.session_valid(7, NOW - 1)
+
+
+def test_pull_thread_starts_lazily_once_per_process() -> None:
+    store, feed = MemoryRevocationStore(), FakeFeed(2)
+    puller = RevocationPuller(store, feed, interval=0.05)
+    assert puller._thread is None
+    puller.ensure_started()
+    first = puller._thread
+    puller.ensure_started()
+    assert puller._thread is first
+    deadline = time.monotonic() + 5
+    while store.last_seq < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    feed.events.append(ev(3, "token", "late", exp=NOW + 60))
+    while store.last_seq < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    puller.stop()
+    assert store.last_seq == 3
+
+
+def test_pull_thread_survives_meta_errors() -> None:
+    store = MemoryRevocationStore()
+    calls: list[int] = []
+
+    def flaky(since: int) -> tuple[list[RevocationEvent], int]:
+        calls.append(since)
+        if len(calls) < 3:
+            raise ConnectionError("meta down")
+        return [ev(1, "token", "x", exp=NOW + 60)], 1
+
+    puller = RevocationPuller(store, flaky, interval=0.01)
+    puller.ensure_started()
+    deadline = time.monotonic() + 5
+    while store.last_seq < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    puller.stop()
+    assert store.last_seq == 1
+
+
+def test_pull_from_meta_with_client_auth() -> None:
+    from srcore.auth.oauth_client import MetaClient, MetaRefused
+
+    fake = FakeMeta()
+    fake.add_event("token", "j1", expires_at=NOW + 60)
+    fake.add_event("user", "7", not_before=NOW)
+    client = MetaClient(META, client_id="sample", client_secret="s3cret", http=fake.session())
+    events, last = client.revocations(0)
+    assert [e.kind for e in events] == ["token", "user"] and last == 2
+    assert client.revocations(2) == ([], 2)
+    wrong = MetaClient(META, client_id="sample", client_secret="nope", http=fake.session())
+    with pytest.raises(MetaRefused):
+        wrong.revocations(0)
+
+
+# -- the push ---------------------------------------------------------------------------
+
+
+def _verify(body: bytes, keys: KeySet, **options: Any) -> dict[str, Any]:
+    return verify_push(
+        body,
+        keys=StaticKeySource(keys),
+        issuer=META,
+        audience="sample",
+        now=options.pop("now", time.time()),
+        **options,
+    )
+
+
+def test_verify_push_accepts_a_signed_push() -> None:
+    fake = FakeMeta()
+    body = fake.push([{"seq": 1, "kind": "token", "subject": "j"}]).encode()
+    claims = _verify(body, KeySet([fake.key]))
+    assert claims["events"][0]["subject"] == "j"
+
+
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [
+        ("wrong key", 401),
+        ("wrong aud", 401),
+        ("wrong iss", 401),
+        ("expired", 401),
+        ("access token", 400),
+        ("garbage", 400),
+        ("empty", 400),
+        ("alg none", 400),
+    ],
+)
+def test_verify_push_refuses(case: str, status: int) -> None:
+    fake = FakeMeta()
+    events = [{"seq": 1, "kind": "token", "subject": "j"}]
+    keys = KeySet([fake.key])
+    body = {
+        "wrong key": lambda: fake.push(events, key=jose.generate_key(fake.key.kid)),
+        "wrong aud": lambda: fake.push(events, audience="todo"),
+        "wrong iss": lambda: fake.push(events, iss="http://evil.test"),
+        "expired": lambda: fake.push(events, exp=int(time.time()) - 120),
+        "access token": lambda: fake.token(user_id=1, audience="sample", scope=""),
+        "garbage": lambda: "not.a.jws!",
+        "empty": lambda: "",
+        "alg none": lambda: "eyJhbGciOiJub25lIiwidHlwIjoic3Jjb3JlLXB1c2granQifQ.e30.",
+    }[case]()
+    with pytest.raises(PushError) as info:
+        _verify(body.encode(), keys)
+    assert info.value.status == status
+
+
+@pytest.fixture
+def fake() -> FakeMeta:
+    return FakeMeta()
+
+
+@pytest.fixture
+def service(tmp_path: Any, fake: FakeMeta) -> Iterator[Any]:
+    app = build_service(tmp_path, fake)
+    yield app
+    app.extensions["srcore"].db.dispose()
+
+
+def _post(client: Any, body: str | bytes, path: str = "/_srcore/revocations") -> Any:
+    return client.post(path, data=body, content_type="application/jwt")
+
+
+def test_push_receiver_applies_events(service: Any, fake: FakeMeta) -> None:
+    client = service.test_client()
+    tok = fake.token(user_id=None, audience="sample", scope="sample/things:RO")
+    ok = client.get("/api/things", headers={"Authorization": f"Bearer {tok}"})
+    assert ok.status_code == 200
+    jti = jose.decode(tok, KeySet([fake.key])).claims["jti"]
+    response = _post(
+        client,
+        fake.push(
+            [
+                {
+                    "seq": 4,
+                    "kind": "token",
+                    "subject": jti,
+                    "not_before": None,
+                    "expires_at": NOW + 3600,
+                }
+            ]
+        ),
+    )
+    assert response.status_code == 204
+    refused = client.get("/api/things", headers={"Authorization": f"Bearer {tok}"})
+    assert refused.status_code == 401
+    assert "revoked" in refused.get_json()["errors"][0]["reason"]
+    assert service.extensions["srcore"].identity.store.last_seq == 4
+
+
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [
+        ("wrong key", 401),
+        ("wrong aud", 401),
+        ("expired", 401),
+        ("garbage", 400),
+        ("bad events", 400),
+        ("no events", 400),
+    ],
+)
+def test_push_receiver_refuses_with_the_error_body(
+    service: Any, fake: FakeMeta, case: str, status: int
+) -> None:
+    good = [{"seq": 1, "kind": "token", "subject": "j"}]
+    body = {
+        "wrong key": lambda: fake.push(good, key=jose.generate_key()),
+        "wrong aud": lambda: fake.push(good, audience="todo"),
+        "expired": lambda: fake.push(good, exp=int(time.time()) - 300),
+        "garbage": lambda: "\x00\xff garbage",
+        "bad events": lambda: fake.push([{"seq": "x", "kind": "token", "subject": "j"}]),
+        "no events": lambda: jose.sign(
+            {"iss": META, "aud": "sample", "iat": NOW, "exp": NOW + 60},
+            fake.key,
+            typ="srcore-push+jwt",
+        ),
+    }[case]()
+    response = _post(service.test_client(), body)
+    assert response.status_code == status
+    assert response.get_json()["errors"][0]["reason"]
+    assert service.extensions["srcore"].identity.store.last_seq == 0
+
+
+def test_push_needs_no_csrf_token_but_forms_still_do(service: Any, fake: FakeMeta) -> None:
+    service.config["WTF_CSRF_ENABLED"] = True
+    client = service.test_client()
+    assert _post(client, fake.push([])).status_code == 204
+    assert client.post("/form", data={"x": "1"}).status_code == 400
+
+
+def test_push_when_meta_keys_cannot_be_fetched_is_503(service: Any, fake: FakeMeta) -> None:
+    fake.down = True
+    response = _post(service.test_client(), fake.push([]))
+    assert response.status_code == 503
+
+
+def test_profile_push_updates_known_users_only(service: Any, fake: FakeMeta) -> None:
+    from srcore.testing import create_user
+
+    create_user(service, "alice", id=41)
+    client = service.test_client()
+    profile = fake.add_user(41, "alice2", bio="hi", email="new@example.org")
+    stranger = fake.add_user(42, "bob")
+    response = _post(
+        client,
+        fake.push(
+            [{"kind": "profile", "profile": profile}, {"kind": "profile", "profile": stranger}]
+        ),
+        "/_srcore/profile",
+    )
+    assert response.status_code == 204
+    st = service.extensions["srcore"]
+    with st.db.transaction() as db:
+        row = db.get(st.user_model, 41)
+        assert (row.username, row.email, row.bio) == ("alice2", "new@example.org", "hi")
+        assert db.get(st.user_model, 42) is None
+    bad = _post(
+        client, fake.push([{"kind": "profile", "profile": {"id": "x"}}]), "/_srcore/profile"
+    )
+    assert bad.status_code == 400
+    assert _post(client, "nope", "/_srcore/profile").status_code == 400
+
+
+def test_user_event_logs_web_sessions_out(service: Any, fake: FakeMeta) -> None:
+    from srcore.testing import create_user
+
+    create_user(service, "carol", id=51)
+    client = service.test_client()
+    with service.test_request_context():
+        pass
+    with client.session_transaction() as session:
+        session["_uid"] = 51
+        session["_at"] = time.time() - 10
+    assert client.get("/private").status_code == 200
+    now = int(time.time())
+    pushed = fake.push([{"seq": 1, "kind": "user", "subject": "51", "not_before": now}])
+    assert _post(client, pushed).status_code == 204
+    response = client.get("/private")
+    assert response.status_code == 302  # logged out: sent to log in again
+    assert response.headers["Location"].startswith(f"{META}/oauth/authorize?")
+
+
+def test_suspension_event_ends_sessions_and_tokens(service: Any, fake: FakeMeta) -> None:
+    from srcore.testing import create_user
+
+    create_user(service, "dave", id=61)
+    client = service.test_client()
+    with client.session_transaction() as session:
+        session["_uid"] = 61
+        session["_at"] = time.time() + 5
+    tok = fake.token(user_id=61, audience="sample", scope="sample/things:RO")
+    auth = {"Authorization": f"Bearer {tok}"}
+    assert client.get("/api/whoami", headers=auth).get_json() == {"user": "dave"}
+    assert (
+        _post(client, fake.push([{"seq": 1, "kind": "suspend", "subject": "61"}])).status_code
+        == 204
+    )
+    assert client.get("/api/whoami", headers=auth).status_code == 401
+    assert client.get("/private").status_code == 302
