@@ -1,0 +1,190 @@
+"""srcore.throttle: delays, lockout and expiry, on the memory store and on a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from srcore.testing import require_or_skip
+from srcore.throttle import Decision, MemoryStore, RedisStore, Store, Throttle, make_store
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _redis_available() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    require_or_skip(_redis_available(), "Redis at " + REDIS_URL)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    yield RedisStore(client)
+    client.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _throttle(store: Store, clock: Clock, **options: object) -> Throttle:
+    # A fresh prefix per test: Redis is shared between runs and workers.
+    options.setdefault("prefix", f"test:{uuid.uuid4().hex}")
+    return Throttle(store, clock=clock, **options)  # type: ignore[arg-type]
+
+
+KEYS = [("login-account", "alice"), ("login-ip", "192.0.2.1")]
+
+
+def test_free_failures_then_doubling_delays_then_lockout(store: Store, clock: Clock) -> None:
+    throttle = _throttle(store, clock, max_failures=6, lockout=timedelta(minutes=15))
+    assert throttle.check(KEYS) == Decision(True, 0.0)
+    for _ in range(2):
+        assert throttle.failure(KEYS).allowed
+    decision = throttle.failure(KEYS)  # the third: 1 s
+    assert decision == Decision(False, 1.0)
+    assert throttle.check(KEYS).retry_after == 1.0
+    clock.advance(1)
+    assert throttle.check(KEYS).allowed
+    assert throttle.failure(KEYS).retry_after == 2.0  # the fourth: 2 s
+    clock.advance(2)
+    assert throttle.failure(KEYS).retry_after == 4.0  # the fifth: 4 s
+    clock.advance(4)
+    locked = throttle.failure(KEYS)  # the sixth: locked out
+    assert locked == Decision(False, 900.0)
+    assert locked.retry_after_seconds == 900
+    clock.advance(899.5)
+    decision = throttle.check(KEYS)
+    assert not decision.allowed and decision.retry_after_seconds == 1
+    clock.advance(0.5)
+    assert throttle.check(KEYS).allowed
+    # Still remembered: the next failure locks again at once.
+    assert throttle.failure(KEYS).retry_after == 900.0
+
+
+def test_counters_expire_after_the_window(store: Store, clock: Clock) -> None:
+    throttle = _throttle(store, clock, max_failures=3, lockout=10, window=30)
+    for _ in range(3):
+        throttle.failure(KEYS)
+    assert not throttle.check(KEYS).allowed
+    clock.advance(31)
+    if isinstance(store, MemoryStore):
+        assert throttle.check(KEYS).allowed
+        assert throttle.failure(KEYS).allowed  # counting starts afresh
+    else:
+        # Redis expires keys by its own clock, so the key is still there; its last
+        # failure is older than the lockout, so attempts are allowed.
+        assert throttle.check(KEYS).allowed
+
+
+def test_redis_keys_carry_a_ttl(clock: Clock) -> None:
+    require_or_skip(_redis_available(), "Redis at " + REDIS_URL)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"test:{uuid.uuid4().hex}"
+    throttle = Throttle(RedisStore(client), lockout=60, window=120, clock=clock, prefix=prefix)
+    throttle.failure([("a", "b")])
+    ttl = client.pttl(f"{prefix}:a:b")
+    assert 0 < ttl <= 120_000
+    throttle.success([("a", "b")])
+    assert client.exists(f"{prefix}:a:b") == 0
+    client.close()
+
+
+def test_keys_are_independent_and_success_clears_only_its_keys(store: Store, clock: Clock) -> None:
+    throttle = _throttle(store, clock, max_failures=2, free_failures=0, lockout=60)
+    account, ip = KEYS
+    throttle.failure([account, ip])
+    throttle.failure([account, ip])
+    assert not throttle.check([account]).allowed
+    assert not throttle.check([("login-account", "bob"), ip]).allowed
+    assert throttle.check([("login-account", "bob")]).allowed
+    throttle.success([account])
+    assert throttle.check([account]).allowed
+    assert not throttle.check([ip]).allowed
+
+
+def test_concurrent_failures_are_all_counted(store: Store, clock: Clock) -> None:
+    throttle = _throttle(store, clock, max_failures=1000, free_failures=1000, lockout=60)
+    threads = [
+        threading.Thread(target=lambda: [throttle.failure(KEYS[:1]) for _ in range(25)])
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    name = f"{throttle.prefix}:{KEYS[0][0]}:{KEYS[0][1]}"
+    (record,) = store.get_many([name], now=clock())
+    assert record is not None and record.failures == 200
+
+
+def test_memory_store_is_bounded(clock: Clock) -> None:
+    store = MemoryStore(max_keys=10)
+    throttle = Throttle(store, clock=clock, max_failures=1, free_failures=0, lockout=60)
+    for i in range(25):
+        throttle.failure([("ip", str(i))])
+    assert len(store) == 10
+    assert throttle.check([("ip", "0")]).allowed  # the oldest were dropped
+    assert not throttle.check([("ip", "24")]).allowed
+
+
+@given(
+    failures=st.integers(min_value=0, max_value=10_000),
+    max_failures=st.integers(min_value=1, max_value=50),
+    free=st.integers(min_value=0, max_value=50),
+)
+def test_wait_never_exceeds_the_lockout_and_never_shrinks(
+    failures: int, max_failures: int, free: int
+) -> None:
+    free = min(free, max_failures)
+    throttle = Throttle(MemoryStore(), max_failures=max_failures, free_failures=free, lockout=900)
+    wait = throttle.wait_after(failures)
+    assert 0 <= wait <= 900
+    assert throttle.wait_after(failures + 1) >= wait
+    if failures >= max_failures:
+        assert wait == 900
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_failures"):
+        Throttle(MemoryStore(), max_failures=0)
+    with pytest.raises(ValueError, match="free_failures"):
+        Throttle(MemoryStore(), max_failures=3, free_failures=4)
+    with pytest.raises(ValueError, match="window"):
+        Throttle(MemoryStore(), lockout=60, window=30)
+
+
+def test_make_store_picks_by_url() -> None:
+    assert isinstance(make_store(None), MemoryStore)
+    assert isinstance(make_store(""), MemoryStore)
+    assert isinstance(make_store(REDIS_URL), RedisStore)  # connects lazily
