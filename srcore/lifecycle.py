@@ -53,7 +53,8 @@ def init_app(app: Flask) -> None:
             and not request.path.startswith(exempt)
             and app.config["WTF_CSRF_ENABLED"]
         ):
-            csrf.protect()
+            # Views a service exempts with csrf.exempt (an OAuth token endpoint) are skipped.
+            csrf.protect(apply_exemptions=True)
 
     def after(response: Response) -> Response:
         rid = request_id()

@@ -287,6 +287,12 @@ def _clean(app: Any) -> None:
             session.execute(table.delete())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers srcore's helpers and every service's tests use."""
+    config.addinivalue_line("markers", "browser: drives a real headless Chromium")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
 # -- fixtures ---------------------------------------------------------------------------
 
 
