@@ -33,6 +33,19 @@ def srcore_service() -> str:
     return "meta"
 
 
+@pytest.fixture
+def password() -> str:
+    """The password of the accounts :func:`accounts` makes (import nothing from here: with
+    other suites in one session, ``conftest`` may name another suite's module)."""
+    return PASSWORD
+
+
+@pytest.fixture
+def fast_hasher() -> dict[str, int]:
+    """The cheap argon2 parameters the test app hashes with."""
+    return dict(FAST_HASHER)
+
+
 @dataclass
 class Sink:
     """Messages received by the SMTP sink."""

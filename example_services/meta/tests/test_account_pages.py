@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import PASSWORD
 from meta.models import EmailToken, User
 from sqlalchemy import func, select
 
 from srcore.db import UserType
+
+#: The password of the accounts the ``accounts`` fixture makes.
+PASSWORD = "correct horse battery"
 
 NEW_PASSWORD = "a brand new passphrase"
 

@@ -6,11 +6,15 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from conftest import FAST_HASHER, PASSWORD
 from meta.models import EmailToken, User
 from sqlalchemy import select
 
 from srcore.db import UserType
+
+#: The password of the accounts the ``accounts`` fixture makes.
+PASSWORD = "correct horse battery"
+#: The cheap argon2 parameters the test app uses (see conftest).
+FAST_HASHER = {"time_cost": 1, "memory_cost": 64, "parallelism": 1}
 
 
 def _users(app: Any) -> list[User]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import PASSWORD
 
 from srcore.db import UserType
+
+#: The password of the accounts the ``accounts`` fixture makes.
+PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
