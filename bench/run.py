@@ -16,6 +16,7 @@ both alike. Nothing here asserts on time; it prints.
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+logging.getLogger("srcore").setLevel(logging.ERROR)  # config warnings of the throw-away files
 sys.path.insert(0, str(ROOT))
 
 

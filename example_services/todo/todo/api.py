@@ -8,10 +8,11 @@ the next page. Errors use srcore's standard body, ``{"errors": [{"field", "reaso
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 from flask import Blueprint, Response, abort, request, url_for
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import QueryableAttribute, aliased, selectinload
 
 from srcore.auth import current_token, current_user, oauth
@@ -230,6 +231,23 @@ def _ticket(user: User, name: str, number: int) -> tuple[Tracker, Ticket, User]:
     return tracker, ticket, submitter
 
 
+@functools.cache
+def _ticket_with_people() -> Select[Tracker, Ticket, User, User]:
+    """Tracker, ticket, owner and submitter in one statement, built once per process."""
+    owner, submitter = aliased(User, name="owner"), aliased(User, name="submitter")
+    return (
+        select(Tracker, Ticket, owner, submitter)
+        .join(Ticket, Ticket.tracker_id == Tracker.id)
+        .join(owner, Tracker.owner_id == owner.id)
+        .join(submitter, Ticket.submitter_id == submitter.id)
+        .where(
+            Tracker.owner_id == bindparam("owner_id"),
+            Tracker.name == bindparam("name"),
+            Ticket.number == bindparam("number"),
+        )
+    )
+
+
 @api.get(f"/trackers/<name>/tickets/{NUMBER}")
 @oauth("todo/tickets:RO")
 def get_ticket(name: str, number: int) -> Any:
@@ -239,13 +257,8 @@ def get_ticket(name: str, number: int) -> Any:
         abort(error_response(403, "This call acts for a user; use a token issued to a user."))
     if not logic.plausible_name(name):
         abort(404)
-    owner, submitter = aliased(User), aliased(User)
     row = session.execute(
-        select(Tracker, Ticket, owner, submitter)
-        .join(Ticket, Ticket.tracker_id == Tracker.id)
-        .join(owner, Tracker.owner_id == owner.id)
-        .join(submitter, Ticket.submitter_id == submitter.id)
-        .where(Tracker.owner_id == token.subject, Tracker.name == name, Ticket.number == number)
+        _ticket_with_people(), {"owner_id": token.subject, "name": name, "number": number}
     ).first()
     if row is None:
         abort(404)
