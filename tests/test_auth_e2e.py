@@ -1,0 +1,295 @@
+"""End to end: meta, the sample service and todo under gunicorn on 127.0.0.1.
+
+A person registers and logs in at meta through plain HTTP (requests follows the
+redirects a browser would), single sign-on carries them into a second service, logging
+out at meta ends the services' sessions, and a revoked token stops working at a service
+through meta's push, or through the pull when the push cannot reach the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import importlib.util
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from srcore.testing import free_port, run_service
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("meta") is None or importlib.util.find_spec("todo") is None,
+        reason="meta and todo are not installed (pip install -e example_services/meta ...)",
+    ),
+]
+
+_CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Sink:
+    messages: list[Any] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)
+        )
+        return "250 OK"
+
+    def link(self, address: str, path: str) -> str:
+        for message in reversed(self.messages):
+            if message["To"] != address:
+                continue
+            for url in re.findall(r"https?://\S+", message.get_content()):
+                if path in url:
+                    return str(url)
+        raise AssertionError(f"no mail to {address} with {path}")
+
+
+@dataclass
+class Network:
+    stop_meta: Callable[[], None]
+    meta: str
+    sample: str
+    todo: str
+    sink: Sink
+    secrets: dict[str, str]
+    pull_interval: float
+
+
+def _migrate(config: Path) -> None:
+    import sample_service
+
+    from srcore.app import migration_target
+    from srcore.config import load_config
+    from srcore.manifest import load_manifest
+    from srcore.migrate import upgrade_all
+
+    for service in ("meta", "todo"):
+        upgrade_all(migration_target(service, config))
+    app = sample_service.create_app(
+        config=load_config(config, specs=dict(load_manifest("sample_service").config))
+    )
+    st = app.extensions["srcore"]
+    st.metadata.create_all(st.db.engine)
+    st.db.dispose()
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    from aiosmtpd.controller import Controller
+
+    tmp = tmp_path_factory.mktemp("network")
+    sink = Sink()
+    smtp_port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    ports = {name: free_port() for name in ("meta", "sample", "todo")}
+    keys = {name: secrets.token_urlsafe(40) for name in ("sample", "todo")}
+    pull_interval = 1.0
+    config = tmp / "config.ini"
+    lines = [
+        "[global]",
+        "environment = development",
+        f"smtp-host = 127.0.0.1\nsmtp-port = {smtp_port}\nsmtp-tls = none",
+        "smtp-from = meta@example.org",
+        f"revocation-pull-interval = {int(pull_interval)}s",
+        "",
+    ]
+    for name, port in ports.items():
+        lines += [
+            f"[{name}]",
+            f"origin = http://127.0.0.1:{port}",
+            f"database-url = sqlite:///{tmp / (name + '.db')}",
+            f"secret-key = {secrets.token_urlsafe(40)}",
+        ]
+        if name != "meta":
+            lines += [f"oauth-client-id = {name}", f"oauth-client-secret = {keys[name]}"]
+        if name == "todo":
+            # meta's pushes to todo go nowhere: todo learns of revocations by pulling.
+            lines.append(f"internal-origin = http://127.0.0.1:{free_port()}")
+        lines.append("")
+    config.write_text("\n".join(lines), encoding="utf-8")
+    _migrate(config)
+    tests_dir = str(Path(__file__).parent)
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.ExitStack() as stack,
+        contextlib.ExitStack() as meta_stack,
+    ):
+        patch.setenv("PYTHONPATH", tests_dir)
+        meta = meta_stack.enter_context(run_service("meta", config, port=ports["meta"]))
+        urls = {
+            name: stack.enter_context(run_service(package, config, port=ports[name]))
+            for name, package in (("sample", "sample_service"), ("todo", "todo"))
+        }
+        try:
+            yield Network(
+                meta_stack.close, meta, urls["sample"], urls["todo"], sink, keys, pull_interval
+            )
+        finally:
+            controller.stop()
+
+
+def csrf(page: requests.Response) -> str:
+    found = _CSRF.search(page.text)
+    assert found, f"no CSRF token on {page.url}"
+    return found.group(1)
+
+
+def register(net: Network, browser: requests.Session, username: str) -> None:
+    page = browser.get(f"{net.meta}/register", timeout=10)
+    form = {
+        "csrf_token": csrf(page),
+        "username": username,
+        "email": f"{username}@example.org",
+        "password": PASSWORD,
+    }
+    done = browser.post(f"{net.meta}/register", data=form, timeout=10)
+    assert done.status_code == 200, done.text[:2000]
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            link = net.sink.link(f"{username}@example.org", "/confirm/")
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    assert browser.get(link, timeout=10).status_code == 200
+
+
+def log_in_at_meta(net: Network, browser: requests.Session, username: str, page: Any) -> Any:
+    """Submit meta's login form found on *page* (where the service sent the browser)."""
+    assert page.url.startswith(f"{net.meta}/login"), page.url
+    action = page.url
+    form = {"csrf_token": csrf(page), "login": username, "password": PASSWORD}
+    return browser.post(action, data=form, timeout=10)
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def client_token(net: Network, client: str, scope: str) -> str:
+    answer = requests.post(
+        f"{net.meta}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=(client, net.secrets[client]),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
+def revoke(net: Network, client: str, token: str) -> None:
+    answer = requests.post(
+        f"{net.meta}/oauth/revoke",
+        data={"token": token},
+        auth=(client, net.secrets[client]),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_login_sso_and_logout_across_services(network: Network) -> None:
+    net = network
+    browser = requests.Session()
+    register(net, browser, "erin")
+    browser.post(f"{net.meta}/logout", data={"csrf_token": csrf(browser.get(f"{net.meta}/"))})
+    # A fresh visit to a page that needs a login goes through meta's login form.
+    page = browser.get(f"{net.sample}/private", timeout=10)
+    done = log_in_at_meta(net, browser, "erin", page)
+    assert done.url == f"{net.sample}/private", done.url
+    assert done.text == "hello erin"
+    # Single sign-on: todo logs erin in without a form.
+    created = browser.get(f"{net.todo}/create", timeout=10)
+    assert created.url == f"{net.todo}/create", created.url
+    assert created.status_code == 200
+    assert "erin" in created.text
+    # Logging out at meta ends both services' sessions (sample by push, todo by pull).
+    front = browser.get(f"{net.meta}/", timeout=10)
+    browser.post(f"{net.meta}/logout", data={"csrf_token": csrf(front)}, timeout=10)
+
+    def logged_out(url: str) -> Callable[[], bool]:
+        def check() -> bool:
+            answer = browser.get(url, allow_redirects=False, timeout=10)
+            return answer.status_code == 302 and "/oauth/authorize" in answer.headers["Location"]
+
+        return check
+
+    assert wait_for(logged_out(f"{net.sample}/private"), 2) < 1
+    wait_for(logged_out(f"{net.todo}/create"), net.pull_interval + 3)
+
+
+def test_well_known_document_is_served(network: Network) -> None:
+    answer = requests.get(f"{network.sample}/.well-known/srcore-service", timeout=10)
+    assert answer.json()["id"] == "sample"
+
+
+def test_token_revocation_reaches_the_service_by_push(network: Network) -> None:
+    net = network
+    token = client_token(net, "sample", "sample/things:RO")
+    auth = {"Authorization": f"Bearer {token}"}
+    assert requests.get(f"{net.sample}/api/things", headers=auth, timeout=10).status_code == 200
+    revoke(net, "sample", token)
+    latency = wait_for(
+        lambda: (
+            requests.get(f"{net.sample}/api/things", headers=auth, timeout=10).status_code == 401
+        ),
+        2,
+    )
+    assert latency < 1
+
+
+def test_token_revocation_reaches_the_service_by_pull_without_push(network: Network) -> None:
+    net = network
+    token = client_token(net, "todo", "todo/trackers:RO")
+    auth = {"Authorization": f"Bearer {token}"}
+    # Valid, but a client-only token has no trackers: 403 until the revocation arrives.
+    listing = requests.get(f"{net.todo}/api/trackers", headers=auth, timeout=10)
+    assert listing.status_code == 403, listing.text
+    revoke(net, "todo", token)
+    wait_for(
+        lambda: (
+            requests.get(f"{net.todo}/api/trackers", headers=auth, timeout=10).status_code == 401
+        ),
+        net.pull_interval + 3,
+    )
+    answer = requests.get(f"{net.todo}/api/trackers", headers=auth, timeout=10)
+    assert answer.status_code == 401
+    assert "revoked" in answer.json()["errors"][0]["reason"]
+
+
+def test_zz_meta_down_keeps_sessions_and_tokens_but_not_new_logins(network: Network) -> None:
+    """Runs last: it stops meta."""
+    net = network
+    browser = requests.Session()
+    register(net, browser, "frank")
+    assert browser.get(f"{net.sample}/private", timeout=10).text == "hello frank"
+    token = client_token(net, "sample", "sample/things:RO")
+    auth = {"Authorization": f"Bearer {token}"}
+    assert requests.get(f"{net.sample}/api/things", headers=auth, timeout=10).status_code == 200
+    net.stop_meta()
+    assert browser.get(f"{net.sample}/private", timeout=10).text == "hello frank"
+    assert requests.get(f"{net.sample}/api/things", headers=auth, timeout=10).status_code == 200
+    stranger = requests.get(f"{net.sample}/private", timeout=10)
+    assert stranger.status_code == 503
+    assert "Account service unavailable" in stranger.text
+    assert "Traceback" not in stranger.text
