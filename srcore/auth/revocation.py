@@ -10,7 +10,7 @@ Event kinds (see meta's ``revocation_event`` table):
 
 ``token``      subject = jti, revoked until ``expires_at``
 ``grant``      subject = grant id, every token of the grant revoked until ``expires_at``
-``client``     subject = client id, its tokens issued at or before ``not_before`` die
+``client``     subject = client id, its tokens issued before ``not_before`` die
 ``user``       subject = user id, its tokens *and* web sessions from before ``not_before`` die
 ``session``    subject = user id, its web sessions from before ``not_before`` die (tokens live)
 ``suspend``    subject = user id, refused until an ``unsuspend`` with a higher seq
@@ -132,9 +132,24 @@ class RevocationStore(Protocol):
 
 
 def _issued_before(issued: float | None, not_before: int | None) -> bool:
+    """Whether a web session that started at *issued* predates the cut-off *not_before*.
+
+    Sessions count the whole cut-off second as before it (``log_in`` moves a new session
+    past a cut-off it already knows of), so a session from just before a logout dies.
+    """
     if not_before is None:
         return False
     return issued is None or math.floor(issued) <= not_before
+
+
+def _token_before(issued_at: int, not_before: int | None) -> bool:
+    """Whether a token issued at *issued_at* predates the cut-off *not_before*.
+
+    Matches meta's own rule (``iat < not_before``): a token minted in the cut-off second
+    may come from the login that followed it, and refusing it would refuse it for its
+    whole life. The grant events sent with a cut-off end the older tokens of that second.
+    """
+    return not_before is not None and issued_at < not_before
 
 
 def _suspension_code(event: RevocationEvent) -> int:
@@ -202,11 +217,11 @@ class MemoryRevocationStore:
             expires = self._grants.get(grant)
             if expires is not None and expires >= now:
                 return True
-        if _issued_before(token.issued_at, self._clients.get(token.client_id)):
+        if _token_before(token.issued_at, self._clients.get(token.client_id)):
             return True
         if token.subject is not None:
             user = str(token.subject)
-            if self._suspended(user) or _issued_before(token.issued_at, self._users.get(user)):
+            if self._suspended(user) or _token_before(token.issued_at, self._users.get(user)):
                 return True
         return False
 
@@ -335,10 +350,10 @@ class RedisRevocationStore:
         values = self._mget(keys)
         if values[0] is not None:
             return True
-        if values[1] is not None and _issued_before(token.issued_at, int(values[1])):
+        if values[1] is not None and _token_before(token.issued_at, int(values[1])):
             return True
         if token.subject is not None:
-            if values[2] is not None and _issued_before(token.issued_at, int(values[2])):
+            if values[2] is not None and _token_before(token.issued_at, int(values[2])):
                 return True
             if values[3] is not None and int(values[3]) % 2 == 1:
                 return True

@@ -17,15 +17,13 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
+from meta_constants import FAST_HASHER, PASSWORD
 
 from srcore.testing import free_port
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _LINK = re.compile(r"https?://\S+")
 
-#: Cheap argon2id parameters for tests; production uses argon2-cffi's defaults.
-FAST_HASHER = {"time_cost": 1, "memory_cost": 64, "parallelism": 1}
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from argon2 import PasswordHasher
-from conftest import FAST_HASHER
+from meta_constants import FAST_HASHER
 
 TODO_ID = "todo"
 TODO_SECRET = "todo-client-secret-" + "x" * 24

@@ -615,7 +615,7 @@ def test_deleting_a_client_emits_a_client_event(
 
 
 def test_login_next_cannot_leave_meta(oauth_app: Any, accounts: Any) -> None:
-    from conftest import PASSWORD
+    from meta_constants import PASSWORD
 
     accounts.make("bob")
     oauth_app.config["WTF_CSRF_ENABLED"] = False
@@ -743,16 +743,24 @@ def test_hooks_emit_user_events_and_push_them(
     tokens = _tokens(browser)
     time.sleep(1.05)  # not_before has a one-second resolution
     _call_hook(oauth_app, "on_logout", alice.id)
-    assert _introspect(browser, tokens["access_token"]) == {"active": False}
+    # logging out ends web sessions only: API tokens keep working
+    assert _introspect(browser, tokens["access_token"])["active"] is True
     _call_hook(oauth_app, "on_password_change", alice.id)
+    assert _introspect(browser, tokens["access_token"]) == {"active": False}
     assert _introspect(browser, tokens["refresh_token"]) == {"active": False}
     _call_hook(oauth_app, "on_suspend", alice.id, user_type=UserType.suspended)
     _call_hook(oauth_app, "on_unsuspend", alice.id, user_type=UserType.active)
     kinds = [(e["kind"], e["subject"]) for e in pushes.events(oauth_app)]
     me = str(alice.id)
-    assert kinds == [("user", me), ("user", me), ("user", me), ("suspend", me), ("unsuspend", me)]
+    assert kinds == [
+        ("session", me),
+        ("user", me),
+        ("user", me),
+        ("suspend", me),
+        ("unsuspend", me),
+    ]
     assert [k for k, _ in events_in_db(oauth_app)] == [
-        "user",
+        "session",
         "user",
         "user",
         "suspend",

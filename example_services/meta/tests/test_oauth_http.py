@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import PASSWORD
+from meta_constants import PASSWORD
 from oauth_helpers import TODO_ID, TODO_SECRET, network_config
 
 from srcore.testing import free_port, run_service

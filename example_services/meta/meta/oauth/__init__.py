@@ -211,7 +211,7 @@ def _user_event(user: User, *kinds: str) -> None:
     session = _session_of(user)
     now = int(time.time())
     for kind in kinds:
-        not_before = now if kind == "user" else None
+        not_before = now if kind in ("user", "session") else None
         events.emit(session, kind, str(user.id), not_before=not_before)
 
 
@@ -230,8 +230,8 @@ def _end_grants(user: User) -> None:
 
 
 def on_logout(user: User) -> None:
-    """Logging out at meta ends the user's sessions (and current tokens) everywhere."""
-    _user_event(user, "user")
+    """Logging out at meta ends the user's web sessions everywhere; API tokens live on."""
+    _user_event(user, "session")
 
 
 def on_password_change(user: User) -> None:

@@ -1,7 +1,8 @@
 """Revocation events: written in the revoking transaction, pushed once it commits.
 
 Kinds (see the network's identity contract): ``token`` (subject: jti), ``grant`` (grant
-id), ``client`` (client id, not_before), ``user`` (user id, not_before: tokens and web
+id), ``client`` (client id, not_before), ``session`` (user id, not_before: web sessions
+only, sent on logout), ``user`` (user id, not_before: tokens and web
 sessions issued before it die), ``suspend`` and ``unsuspend`` (user id). Events of kind
 token and grant expire with the tokens they kill; the others have no expiry (a service
 keeps the newest per subject).
@@ -21,7 +22,7 @@ from srcore.db import utcnow
 
 __all__ = ["KINDS", "emit", "install", "is_revoked", "revoke_grant"]
 
-KINDS = frozenset({"token", "grant", "client", "user", "suspend", "unsuspend"})
+KINDS = frozenset({"token", "grant", "client", "user", "session", "suspend", "unsuspend"})
 _PENDING = "meta_oauth_pending_events"
 
 
