@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
 __all__ = [
@@ -106,7 +106,20 @@ def _python_type(column: ColumnElement[Any]) -> type:
         return object
 
 
-def _check_value(value: object, expected: type) -> object:
+def _int_range(column: ColumnElement[Any]) -> tuple[int, int]:
+    """The values the column's integer type holds: a wider one would make the database fail."""
+    from sqlalchemy import BigInteger, SmallInteger
+
+    if isinstance(column.type, BigInteger):
+        return _INT64
+    if isinstance(column.type, SmallInteger):
+        return (-(2**15), 2**15 - 1)
+    if isinstance(column.type, Integer):
+        return (-(2**31), 2**31 - 1)
+    return _INT64
+
+
+def _check_value(value: object, expected: type, int_range: tuple[int, int] = _INT64) -> object:
     """Turn a decoded JSON value back into a key value of the expected type, or refuse."""
     if issubclass(expected, bool):
         if isinstance(value, bool):
@@ -115,7 +128,7 @@ def _check_value(value: object, expected: type) -> object:
         if (
             isinstance(value, int)
             and not isinstance(value, bool)
-            and _INT64[0] <= value <= _INT64[1]
+            and int_range[0] <= value <= int_range[1]
         ):
             return value
     elif issubclass(expected, float):
@@ -160,7 +173,10 @@ def decode_cursor(cursor: str, key: Sequence[ColumnElement[Any]]) -> list[object
         raise InvalidCursor("invalid cursor") from exc
     if not isinstance(values, list) or len(values) != len(key):
         raise InvalidCursor("invalid cursor")
-    return [_check_value(v, _python_type(col)) for v, col in zip(values, key, strict=True)]
+    return [
+        _check_value(v, _python_type(col), _int_range(col))
+        for v, col in zip(values, key, strict=True)
+    ]
 
 
 def _after(

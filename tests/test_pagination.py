@@ -140,6 +140,7 @@ def test_cursor_round_trip_values() -> None:
         encode_cursor([5, 6]),
         encode_cursor([True]),
         encode_cursor([2**64]),
+        encode_cursor([2**31]),  # beyond the 32-bit id column: the database would fail
         base64.urlsafe_b64encode(json.dumps({"id": 5}).encode()).decode(),
         base64.urlsafe_b64encode(b"[1.5]").decode(),
         base64.urlsafe_b64encode(b"[" * 10000 + b"]" * 10000).decode()[:1000],
