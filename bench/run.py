@@ -39,7 +39,9 @@ def wsgi_caller(app: Any, path: str, headers: dict[str, str]) -> Callable[[], in
     """A function that runs one request through *app* at the WSGI level and returns the status."""
     from werkzeug.test import EnvironBuilder
 
-    environ = EnvironBuilder(path=path, headers=headers, base_url="http://127.0.0.1:5001").get_environ()
+    environ = EnvironBuilder(
+        path=path, headers=headers, base_url="http://127.0.0.1:5001"
+    ).get_environ()
 
     def call() -> int:
         status: list[str] = []
@@ -68,7 +70,9 @@ def per_call_us(fn: Callable[[], Any], n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def interleaved(contenders: dict[str, Callable[[], Any]], *, n: int, rounds: int) -> dict[str, float]:
+def interleaved(
+    contenders: dict[str, Callable[[], Any]], *, n: int, rounds: int
+) -> dict[str, float]:
     """Median over *rounds* of the mean µs per call, the contenders taking turns each round."""
     for fn in contenders.values():
         per_call_us(fn, max(50, n // 10))  # warm up: caches, pools, JIT-less but lazy imports
@@ -95,7 +99,9 @@ def counting(engine: Any) -> Iterator[dict[str, int]]:
 
         return handler
 
-    handlers = [("before_cursor_execute", on_execute)] + [(n, on(n)) for n in ("begin", "commit", "rollback")]
+    handlers = [("before_cursor_execute", on_execute)] + [
+        (n, on(n)) for n in ("begin", "commit", "rollback")
+    ]
     for name, handler in handlers:
         event.listen(engine, name, handler)
     try:
@@ -120,10 +126,10 @@ def make_bare_app(database_url: str, tokens: dict[str, tuple[int, Any]]) -> tupl
     from flask import Flask, abort, request
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import sessionmaker
-
-    from srcore.db import normalize_url
     from todo.api import ticket_json
     from todo.models import Ticket, Tracker, User
+
+    from srcore.db import normalize_url
 
     engine = create_engine(normalize_url(database_url))
     make_session = sessionmaker(engine, expire_on_commit=False)
@@ -151,14 +157,14 @@ def make_bare_app(database_url: str, tokens: dict[str, tuple[int, Any]]) -> tupl
 
 
 def bench_api(backend: str, *, n: int, rounds: int) -> dict[str, Any] | None:
-    from joserfc.jwk import KeySet
-
     import todo
+    from joserfc.jwk import KeySet
+    from todo.models import Ticket, TicketStatus, Tracker, User, Visibility
+
     from srcore import migrate, testdb
     from srcore.auth.tokens import StaticKeySource, TokenVerifier
     from srcore.db import UserType
     from srcore.testing import TEST_ISSUER, _signing_key, mint_token, write_config
-    from todo.models import Ticket, TicketStatus, Tracker, User, Visibility
 
     tmp = Path(tempfile.mkdtemp(prefix=f"srcore-bench-{backend}-"))
     drop: Callable[[], None] = lambda: None  # noqa: E731
@@ -172,7 +178,9 @@ def bench_api(backend: str, *, n: int, rounds: int) -> dict[str, Any] | None:
     try:
         config = write_config(tmp / "config.ini", service_id="todo", database_url=url)
         key = _signing_key()
-        verifier = TokenVerifier(keys=StaticKeySource(KeySet([key])), issuer=TEST_ISSUER, audience="todo")
+        verifier = TokenVerifier(
+            keys=StaticKeySource(KeySet([key])), issuer=TEST_ISSUER, audience="todo"
+        )
         app = todo.create_app(config=config, token_verifier=verifier)
         st = app.extensions["srcore"]
         migrate.upgrade_all(
@@ -184,10 +192,14 @@ def bench_api(backend: str, *, n: int, rounds: int) -> dict[str, Any] | None:
             )
         )
         with st.db.transaction() as session:
-            user = User(id=1, username="alice", email="alice@example.org", user_type=UserType.active)
+            user = User(
+                id=1, username="alice", email="alice@example.org", user_type=UserType.active
+            )
             session.add(user)
             session.flush()
-            tracker = Tracker(owner_id=1, name="bench", description="", visibility=Visibility.public)
+            tracker = Tracker(
+                owner_id=1, name="bench", description="", visibility=Visibility.public
+            )
             session.add(tracker)
             session.flush()
             session.add(
@@ -286,7 +298,7 @@ def bench_startup(*, runs: int) -> dict[str, float]:
     return result
 
 
-# -- report -------------------------------------------------------------------------------------------
+# -- report ---------------------------------------------------------------------------------
 
 
 def main() -> int:
@@ -298,7 +310,9 @@ def main() -> int:
 
     print(f"srcore benchmarks - Python {sys.version.split()[0]}, {n} requests x {rounds} rounds\n")
     print("1. API GET of one ticket (todo, bearer JWT) vs bare Flask + same query (dict auth)")
-    print(f"   {'backend':<11}{'srcore µs':>10}{'bare µs':>10}{'ratio':>8}   statements   round trips")
+    print(
+        f"   {'backend':<11}{'srcore µs':>10}{'bare µs':>10}{'ratio':>8}   statements   round trips"
+    )
     for backend in options.backends.split(","):
         result = bench_api(backend, n=n, rounds=rounds)
         if result is None:
@@ -306,7 +320,8 @@ def main() -> int:
             continue
         print(
             f"   {backend:<11}{result['srcore_us']:>10.0f}{result['bare_us']:>10.0f}"
-            f"{result['ratio']:>8.2f}   {result['srcore_statements']} vs {result['bare_statements']}"
+            f"{result['ratio']:>8.2f}   "
+            f"{result['srcore_statements']} vs {result['bare_statements']}"
             f"       {result['srcore_round_trips']} vs {result['bare_round_trips']}"
         )
     print("   goal: ratio at most 1.2\n")

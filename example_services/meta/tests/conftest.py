@@ -25,7 +25,6 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _LINK = re.compile(r"https?://\S+")
 
 
-
 @pytest.fixture(scope="session")
 def srcore_service() -> str:
     return "meta"
