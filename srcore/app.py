@@ -201,6 +201,7 @@ def create_app(
     if manifest.id != service_id:
         raise ValueError(f"{package}/service.yaml declares id {manifest.id!r}, not {service_id!r}")
     cfg = _coerce_config(config, manifest)
+    _configure_logging(str(cfg.global_["log-level"]))
     for problem in cfg.warnings:
         if problem.section in (None, "global", service_id) or str(problem.section).startswith(
             f"{service_id}::"
@@ -266,6 +267,21 @@ def create_app(
 
         app.extensions["srcore"].metrics = init_metrics(app, path=metrics_path)
     return app
+
+
+def _configure_logging(level: str) -> None:
+    """Send srcore's logs (access log, mail in development, workers) to stderr at *level*.
+
+    Only when nothing else has configured logging: a host that set up handlers (gunicorn
+    with a logging config, pytest, an embedding app) keeps its own.
+    """
+    logger = logging.getLogger("srcore")
+    logger.setLevel(level.upper())
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
 
 
 def _configure_flask(app: SrcoreApp, cfg: Config, section: Section, service_id: str) -> None:

@@ -82,8 +82,6 @@ def serve(ctx: click.Context, service: str, bind: str | None, workers: int, debu
         bind,
         "--workers",
         str(workers),
-        "--access-logfile",
-        "-",
         "--name",
         f"srcore-{service}",
         f"{package}:create_app()",
