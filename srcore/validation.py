@@ -22,7 +22,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Literal, NotRequired, Required, TypedDict, TypeVar, Unpack, overload
 from urllib.parse import urlsplit
@@ -71,6 +71,7 @@ INT_MAX = 2**63 - 1
 
 Source = Literal["form", "json"]
 _E = TypeVar("_E", bound=enum.Enum)
+_T = TypeVar("_T")
 
 _FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 _TRUE = frozenset({"on", "true", "1", "yes"})
@@ -570,6 +571,25 @@ class Validation:
             return _MISSING
         return raw
 
+    def _coerce(
+        self,
+        field: str,
+        *,
+        required: bool,
+        default: _T | None,
+        label: str | None,
+        convert: Callable[[object], _T],
+    ) -> _T | None:
+        """Take *field*, apply *convert*, and record its :class:`Invalid` as a field error."""
+        raw = self._take(field, required=required, label=label)
+        if raw is _MISSING:
+            return default
+        try:
+            return convert(raw)
+        except Invalid as exc:
+            self._fail(field, exc)
+            return None
+
     def _fail(self, field: str, exc: Invalid) -> None:
         self.error(exc.reason, field)
 
@@ -587,14 +607,15 @@ class Validation:
         label: str | None = None,
     ) -> str | None:
         """A string, stripped unless ``strip=False``; at most :data:`MAX_STRING_LENGTH` long."""
-        raw = self._take(field, required=required, label=label)
-        if raw is _MISSING:
-            return default
-        try:
-            return coerce_string(raw, min_length=min_length, max_length=max_length, strip=strip)
-        except Invalid as exc:
-            self._fail(field, exc)
-            return None
+        return self._coerce(
+            field,
+            required=required,
+            default=default,
+            label=label,
+            convert=lambda raw: coerce_string(
+                raw, min_length=min_length, max_length=max_length, strip=strip
+            ),
+        )
 
     def integer(
         self,
@@ -607,14 +628,13 @@ class Validation:
         label: str | None = None,
     ) -> int | None:
         """A whole number within ``min``..``max`` (and always within 64 bits)."""
-        raw = self._take(field, required=required, label=label)
-        if raw is _MISSING:
-            return default
-        try:
-            return coerce_int(raw, from_form=self.source == "form", min=min, max=max)
-        except Invalid as exc:
-            self._fail(field, exc)
-            return None
+        return self._coerce(
+            field,
+            required=required,
+            default=default,
+            label=label,
+            convert=lambda raw: coerce_int(raw, from_form=self.source == "form", min=min, max=max),
+        )
 
     def boolean(
         self,
@@ -669,14 +689,11 @@ class Validation:
         label: str | None = None,
     ) -> enum.Enum | str | None:
         """One of ``choices``: an :class:`enum.Enum` class (matched by value) or strings."""
-        raw = self._take(field, required=required, label=label)
-        if raw is _MISSING:
-            return default
-        try:
+
+        def convert(raw: object) -> enum.Enum | str:
             return coerce_choice(raw, choices, from_form=self.source == "form")
-        except Invalid as exc:
-            self._fail(field, exc)
-            return None
+
+        return self._coerce(field, required=required, default=default, label=label, convert=convert)
 
     def url(
         self,
@@ -689,14 +706,13 @@ class Validation:
         label: str | None = None,
     ) -> str | None:
         """An absolute http(s) URL with a host, at most ``max_length`` characters."""
-        raw = self._take(field, required=required, label=label)
-        if raw is _MISSING:
-            return default
-        try:
-            return coerce_url(raw, max_length=max_length, schemes=schemes)
-        except Invalid as exc:
-            self._fail(field, exc)
-            return None
+        return self._coerce(
+            field,
+            required=required,
+            default=default,
+            label=label,
+            convert=lambda raw: coerce_url(raw, max_length=max_length, schemes=schemes),
+        )
 
     def email(
         self,
@@ -707,14 +723,13 @@ class Validation:
         label: str | None = None,
     ) -> str | None:
         """An email address (see :func:`coerce_email`)."""
-        raw = self._take(field, required=required, label=label)
-        if raw is _MISSING:
-            return default
-        try:
-            return coerce_email(raw)
-        except Invalid as exc:
-            self._fail(field, exc)
-            return None
+        return self._coerce(
+            field,
+            required=required,
+            default=default,
+            label=label,
+            convert=lambda raw: coerce_email(raw),
+        )
 
     def file(
         self,
