@@ -24,7 +24,18 @@ import re
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Literal, NotRequired, Required, TypedDict, TypeVar, Unpack, overload
+from typing import (
+    IO,
+    Any,
+    Literal,
+    NotRequired,
+    Required,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    cast,
+    overload,
+)
 from urllib.parse import urlsplit
 
 from flask import Request, Response
@@ -693,7 +704,11 @@ class Validation:
         def convert(raw: object) -> enum.Enum | str:
             return coerce_choice(raw, choices, from_form=self.source == "form")
 
-        return self._coerce(field, required=required, default=default, label=label, convert=convert)
+        # mypy joins Enum and str to object when solving _coerce's type variable.
+        return cast(
+            "enum.Enum | str | None",
+            self._coerce(field, required=required, default=default, label=label, convert=convert),
+        )
 
     def url(
         self,
