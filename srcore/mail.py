@@ -59,9 +59,18 @@ class LogTransport:
         self.logger = logger or log
 
     def send(self, message: EmailMessage) -> None:
+        # Headers and body decoded, not as sent: quoted-printable would cut long links.
+        headers = "".join(
+            f"{name}: {value}\n"
+            for name, value in message.items()
+            if name.lower() not in ("content-transfer-encoding", "mime-version")
+        )
+        try:
+            body = message.get_content()
+        except (KeyError, LookupError, TypeError):
+            body = message.get_payload()
         self.logger.warning(
-            "mail not sent (smtp-host is empty); it would have been:\n%s",
-            message.as_string(),
+            "mail not sent (smtp-host is empty); it would have been:\n%s\n%s", headers, body
         )
 
 

@@ -82,6 +82,16 @@ def test_empty_host_writes_the_whole_mail_to_the_log(caplog: pytest.LogCaptureFi
     assert "To: dev@example.org" in text
 
 
+def test_the_log_shows_long_links_whole(caplog: pytest.LogCaptureFixture) -> None:
+    link = "https://accounts.a-rather-long-host-name.example.org/confirm/" + "x" * 60
+    built = Mailer.from_config({"smtp-host": ""}, default_sender="noreply@net.example")
+    with caplog.at_level(logging.WARNING, logger="srcore.mail"):
+        built.send("dev@example.org", "Confirm · net", f"Hello,\n\n{link}\n")
+    (record,) = [r for r in caplog.records if r.name == "srcore.mail"]
+    assert f"\n{link}\n" in record.getMessage()
+    assert "Subject: Confirm · net" in record.getMessage()
+
+
 def test_from_config_builds_an_smtp_transport() -> None:
     built = Mailer.from_config(
         {
