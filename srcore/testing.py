@@ -189,9 +189,13 @@ def run_service(
     """Run *package* under gunicorn on 127.0.0.1:*port* until the block ends; yield its URL."""
     import subprocess
     import sys
+    import tempfile
     import urllib.request
 
     env = dict(os.environ, SRCORE_CONFIG=str(config_path))
+    # A file, not a pipe: nobody reads a pipe while the service runs, and once its buffer
+    # is full (a few hundred access-log lines) the service would block on its next write.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(  # noqa: S603 - the command line is built here
         [
             sys.executable,
@@ -207,14 +211,15 @@ def run_service(
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                log.seek(0)
+                err = log.read().decode(errors="replace")
                 raise RuntimeError(f"{package} exited with {process.returncode}:\n{err[-3000:]}")
             try:
                 with urllib.request.urlopen(url + "/healthz", timeout=1) as response:  # noqa: S310
@@ -233,8 +238,7 @@ def run_service(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr:
-            process.stderr.close()
+        log.close()
 
 
 def chromium_path() -> str | None:
