@@ -194,7 +194,8 @@ class UserMixin(TimestampMixin):
 
 @functools.cache
 def core_metadata() -> MetaData:
-    """The metadata of the tables the core lineage owns: ``user`` with UserMixin's columns."""
+    """The metadata of the tables the core lineage owns: ``user`` with UserMixin's columns
+    and the webhook tables of :mod:`srcore.webhooks.models`."""
 
     class _CoreBase(DeclarativeBase):
         metadata = make_metadata()
@@ -203,6 +204,10 @@ def core_metadata() -> MetaData:
     class _CoreUser(UserMixin, _CoreBase):
         __tablename__ = "user"
 
+    from srcore.webhooks.models import WebhookBase
+
+    for table in WebhookBase.metadata.sorted_tables:
+        table.to_metadata(_CoreBase.metadata)
     return _CoreBase.metadata
 
 

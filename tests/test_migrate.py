@@ -13,7 +13,7 @@ from srcore.db import TYPE_ANNOTATION_MAP, UserMixin, core_metadata, make_metada
 from srcore.migrate import CORE_LINEAGE, MigrationTarget
 from srcore.migrate_cli import migrate_command
 
-CORE_HEAD = "srcore_0001"
+CORE_HEAD = "srcore_0002"
 
 
 def service_a_metadata(*, extra: bool = False) -> MetaData:
@@ -124,7 +124,7 @@ def test_target_checks_service_id(tmp_path: Path) -> None:
 def test_core_lineage_matches_user_mixin(database_url: str, tmp_path: Path) -> None:
     t = target("a", database_url, service_a_metadata(), tmp_path)
     migrate.upgrade(t, lineage=CORE_LINEAGE)
-    assert tables(database_url) == {"user", "alembic_version_srcore"}
+    assert tables(database_url) == {"alembic_version_srcore", *core_metadata().tables}
     assert migrate.pending_changes(t, lineage=CORE_LINEAGE) == []
     assert columns(database_url, "user") == {c.name for c in core_metadata().tables["user"].columns}
 
@@ -161,11 +161,12 @@ def test_service_lineage_full_cycle(database_url: str, tmp_path: Path) -> None:
 
     history = migrate.history(t)
     assert [(h.lineage, h.revision, h.down_revision) for h in history] == [
-        ("srcore", CORE_HEAD, ()),
+        ("srcore", "srcore_0001", ()),
+        ("srcore", CORE_HEAD, ("srcore_0001",)),
         ("a", rev_a, ()),
     ]
-    assert history[1].message == "widgets and user themes"
-    assert all(h.is_head for h in history)
+    assert history[2].message == "widgets and user themes"
+    assert [h.is_head for h in history] == [False, True, True]
 
     migrate.downgrade(t, "base")
     assert migrate.current(t) == {"srcore": CORE_HEAD, "a": None}
@@ -267,11 +268,12 @@ def test_cli(database_url: str, tmp_path: Path) -> None:
 
     out = run("a", "history")
     lines = out.splitlines()
-    assert lines[0].startswith(f"srcore: <base> -> {CORE_HEAD} (head, current)")
-    assert "first cut" in lines[1]
-    assert "by hand" in lines[2]
-    assert lines[2].endswith("by hand")
-    assert "(head, current)" in lines[2]
+    assert lines[0].startswith("srcore: <base> -> srcore_0001")
+    assert lines[1].startswith(f"srcore: srcore_0001 -> {CORE_HEAD} (head, current)")
+    assert "first cut" in lines[2]
+    assert "by hand" in lines[3]
+    assert lines[3].endswith("by hand")
+    assert "(head, current)" in lines[3]
 
     run("a", "downgrade", "base")
     assert "a: (none)" in run("a", "current")

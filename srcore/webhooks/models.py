@@ -1,0 +1,179 @@
+"""The webhook tables: subscriptions, the outbox, deliveries and the delivery log.
+
+They belong to the core migration lineage (``srcore_0002_webhooks``) and exist in every
+service's database; :func:`srcore.db.core_metadata` includes them. Rows are plain data:
+the logic that reads them lives in :mod:`.fanout`, :mod:`.delivery` and :mod:`.worker`.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from srcore.db import TYPE_ANNOTATION_MAP, make_metadata, utcnow
+
+__all__ = [
+    "Attempt",
+    "Delivery",
+    "DeliveryStatus",
+    "OutboxRow",
+    "Subscription",
+    "WebhookBase",
+    "new_message_id",
+]
+
+#: A 64-bit key on PostgreSQL; SQLite only auto-increments ``INTEGER PRIMARY KEY``.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class WebhookBase(DeclarativeBase):
+    """The declarative base of the webhook tables (copied into the core metadata)."""
+
+    metadata = make_metadata()
+    type_annotation_map = TYPE_ANNOTATION_MAP
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where a delivery stands."""
+
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+def new_message_id() -> str:
+    """A fresh ``webhook-id``: ``msg_`` and 26 hex digits."""
+    return "msg_" + secrets.token_hex(13)
+
+
+class Subscription(WebhookBase):
+    """A URL subscribed to some of a service's events, by a user or another service."""
+
+    __tablename__ = "srcore_webhook_subscription"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The meta user id of the owner; None for a service subscriber.
+    owner_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: The OAuth client id of a service subscriber.
+    owner_client: Mapped[str | None] = mapped_column(String(256))
+    url: Mapped[str] = mapped_column(Text)
+    #: Space-separated event names.
+    events: Mapped[str] = mapped_column(Text)
+    #: Only events about this resource (e.g. ``tracker:12``); None: every resource.
+    resource: Mapped[str | None] = mapped_column(String(256))
+    #: The scopes the subscriber held when it subscribed, space-separated.
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    secret: Mapped[str] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret_expires: Mapped[datetime | None]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(512))
+    #: Since when every attempt has failed; None after a success.
+    failing_since: Mapped[datetime | None]
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def event_names(self) -> frozenset[str]:
+        """The subscribed events as a set."""
+        return frozenset(self.events.split())
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets to sign with at *now*: the current one, and the previous one while
+        its rotation overlap lasts."""
+        found = [self.secret]
+        expires = self.previous_secret_expires
+        if self.previous_secret and (expires is None or expires > now):
+            found.append(self.previous_secret)
+        return found
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.id} {self.url!r} {self.events!r}>"
+
+
+class OutboxRow(WebhookBase):
+    """An event as emitted, written in the transaction of the change that caused it."""
+
+    __tablename__ = "srcore_webhook_outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event: Mapped[str] = mapped_column(String(128))
+    resource: Mapped[str | None] = mapped_column(String(256))
+    #: The event's data, as JSON text.
+    payload: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
+    claimed_until: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<OutboxRow {self.id} {self.event}>"
+
+
+class Delivery(WebhookBase):
+    """One event to one subscription; retried until delivered, failed or cancelled."""
+
+    __tablename__ = "srcore_webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "outbox_id"),
+        Index("ix_srcore_webhook_delivery_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("srcore_webhook_subscription.id", ondelete="CASCADE"), index=True
+    )
+    outbox_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("srcore_webhook_outbox.id", ondelete="CASCADE"), index=True
+    )
+    #: The ``webhook-id`` header: the same for every retry and redelivery.
+    message_id: Mapped[str] = mapped_column(String(64), unique=True, default=new_message_id)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_until: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    subscription: Mapped[Subscription] = relationship(lazy="joined", innerjoin=True)
+    outbox: Mapped[OutboxRow] = relationship(lazy="joined", innerjoin=True)
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.id} {self.message_id} {self.status}>"
+
+
+class Attempt(WebhookBase):
+    """One HTTP request of a delivery and what came back: the delivery log."""
+
+    __tablename__ = "srcore_webhook_attempt"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("srcore_webhook_delivery.id", ondelete="CASCADE"), index=True
+    )
+    created: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    #: JSON object; the signature is never stored.
+    request_headers: Mapped[str] = mapped_column(Text, default="{}")
+    request_body: Mapped[str] = mapped_column(Text, default="")
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_headers: Mapped[str] = mapped_column(Text, default="{}")
+    response_body: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(512))
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.id} of delivery {self.delivery_id}: {self.response_status}>"
