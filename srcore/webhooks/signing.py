@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: Every srcore webhook secret starts with this.
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 #: Random bytes in a generated secret (Standard Webhooks asks for 24 to 64).
 SECRET_BYTES = 32
 #: How far a message's timestamp may be from the receiver's clock.
