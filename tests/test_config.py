@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from srcore import config as cfgmod
 from srcore.config import (
     GLOBAL_KEYS,
     SERVICE_KEYS,
@@ -26,6 +25,7 @@ from srcore.config import (
     parse_duration,
     parse_value,
 )
+from srcore.config import scan as cfgscan
 
 KEY_A = "a" * 40
 KEY_B = "b" * 40
@@ -691,12 +691,12 @@ def test_fuzz_ini_shaped_text(tmp_path: Path, text: str, environ: dict[str, str]
 @given(text=st.one_of(_ini, st.text(max_size=200)))
 def test_scanner_agrees_with_configparser(text: str) -> None:
     """Where configparser accepts a file, the line-keeping scanner reads the same thing."""
-    parser = cfgmod._new_parser()
+    parser = cfgscan._new_parser()
     try:
         parser.read_string(text)
     except configparser.Error:
         return
-    scanned = cfgmod._scan(text, "f")
+    scanned = cfgscan._scan(text, "f")
     assert list(scanned.sections) == parser.sections()
     for name in parser.sections():
         assert scanned.values[name] == dict(parser.items(name))

@@ -1,0 +1,197 @@
+"""Config keys: how one key is declared, and how its values are read and written.
+
+A :class:`Key` is the unit every declaration is made of, by srcore and by each service's
+manifest. Its values are written by operators in an INI file or an environment variable,
+so parsing is strict and every error message is meant for the operator, naming what was
+expected; formatting is the inverse, used to show a config back (secrets masked).
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal, get_args
+from urllib.parse import urlsplit
+
+__all__ = [
+    "ENV_PREFIX",
+    "KEY_TYPES",
+    "Key",
+    "KeyType",
+    "env_name",
+    "format_duration",
+    "format_value",
+    "parse_duration",
+    "parse_value",
+]
+
+KeyType = Literal["str", "int", "bool", "duration", "url", "path", "enum", "list"]
+KEY_TYPES: tuple[str, ...] = get_args(KeyType)
+
+#: Prefix of environment variables that override config values.
+ENV_PREFIX = "SRCORE__"
+
+_KEY_NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
+_DURATION = re.compile(
+    r"^\s*(?:(?P<d>[0-9]+)\s*d)?\s*(?:(?P<h>[0-9]+)\s*h)?\s*"
+    r"(?:(?P<m>[0-9]+)\s*m)?\s*(?:(?P<s>[0-9]+)\s*s)?\s*$",
+    re.IGNORECASE,
+)
+_INT = re.compile(r"^[+-]?[0-9]{1,30}$")
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_BOOLEANS = configparser.RawConfigParser.BOOLEAN_STATES
+_MASK = "********"
+
+
+@dataclass(frozen=True)
+class Key:
+    """The declaration of one config key: its name, type, default and documentation.
+
+    *default* is already typed (an ``int``, a ``timedelta``, a tuple for lists); a string
+    default of a duration, path or list key is converted. *check* is an extra rule run on
+    a value the operator set; it returns a problem message or ``None``.
+    """
+
+    name: str
+    type: KeyType = "str"
+    default: object = None
+    required: bool = False
+    secret: bool = False
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    check: Callable[[object], str | None] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _KEY_NAME.match(self.name):
+            raise ValueError(f"key name {self.name!r} must be lower-case words joined by '-'")
+        if self.type not in KEY_TYPES:
+            raise ValueError(f"key {self.name!r}: type must be one of {', '.join(KEY_TYPES)}")
+        if self.type == "enum" and not self.choices:
+            raise ValueError(f"key {self.name!r}: an enum key needs choices")
+        if isinstance(self.default, str) and self.type in ("duration", "path", "list"):
+            object.__setattr__(self, "default", parse_value(self, self.default))
+        elif isinstance(self.default, list):
+            object.__setattr__(self, "default", tuple(str(item) for item in self.default))
+        if self.type == "enum" and self.default is not None and self.default not in self.choices:
+            raise ValueError(f"key {self.name!r}: default {self.default!r} is not a choice")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``30s``, ``5m``, ``1h``, ``2d`` or a combination like ``1h30m``.
+
+    Raises :class:`ValueError` with a message meant for the operator.
+    """
+    match = _DURATION.match(text)
+    if not text.strip() or match is None:
+        raise ValueError(
+            f"not a duration: {text!r} (use a number and a unit: 30s, 5m, 1h, 2d, or 1h30m)"
+        )
+    parts = {unit: int(n) for unit, n in match.groupdict().items() if n is not None}
+    try:
+        return timedelta(
+            days=parts.get("d", 0),
+            hours=parts.get("h", 0),
+            minutes=parts.get("m", 0),
+            seconds=parts.get("s", 0),
+        )
+    except OverflowError:
+        raise ValueError(f"duration too long: {text!r}") from None
+
+
+def format_duration(value: timedelta) -> str:
+    """Write *value* the way :func:`parse_duration` reads it (``1h30m``, ``0s``)."""
+    seconds = int(value.total_seconds())
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            out.append(f"{amount}{unit}")
+    return "".join(out) or "0s"
+
+
+def _parse_url(text: str) -> str:
+    if any(c.isspace() for c in text):
+        raise ValueError(f"not a URL: {text!r} contains whitespace")
+    if not _URL_SCHEME.match(text):
+        raise ValueError(f"not a URL: {text!r} (expected scheme://..., e.g. https://example.org)")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {text!r} ({exc})") from None
+    if parts.scheme.lower() in ("http", "https") and not parts.hostname:
+        raise ValueError(f"not a URL: {text!r} has no host")
+    return text
+
+
+def parse_value(key: Key, text: str) -> object:
+    """Convert the text *text* to the type *key* declares.
+
+    Raises :class:`ValueError` with a message meant for the operator. Empty text is not
+    handled here: an empty value means "not set" and the caller applies the default.
+    """
+    if key.type == "str":
+        return text
+    if key.type == "int":
+        if not _INT.match(text.strip()):
+            raise ValueError(f"not a whole number: {text!r}")
+        return int(text.strip())
+    if key.type == "bool":
+        try:
+            return _BOOLEANS[text.strip().lower()]
+        except KeyError:
+            raise ValueError(f"not a yes/no value: {text!r} (use true or false)") from None
+    if key.type == "duration":
+        return parse_duration(text)
+    if key.type == "url":
+        return _parse_url(text.strip())
+    if key.type == "path":
+        return Path(text.strip())
+    if key.type == "enum":
+        value = text.strip()
+        if value not in key.choices:
+            hint = _did_you_mean(value, key.choices)
+            raise ValueError(
+                f"{value!r} is not one of {', '.join(key.choices)}" + (f"; {hint}" if hint else "")
+            )
+        return value
+    if key.type == "list":
+        return tuple(item.strip() for item in re.split(r"[,\n]", text) if item.strip())
+    raise ValueError(f"unknown key type {key.type!r}")
+
+
+def format_value(key: Key, value: object, *, redact: bool = True) -> str:
+    """Write *value* the way it would be written in the file; secrets are masked."""
+    if value is None:
+        return ""
+    if key.secret and redact:
+        return _MASK
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, tuple):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable that overrides *key* of *section*.
+
+    ``("todo", "database-url")`` gives ``SRCORE__TODO__DATABASE_URL``;
+    ``("todo::mail", "smtp-host")`` gives ``SRCORE__TODO__MAIL__SMTP_HOST``.
+    """
+    parts = [*section.split("::"), key]
+    return ENV_PREFIX + "__".join(re.sub(r"[^A-Za-z0-9]", "_", p).upper() for p in parts)
+
+
+def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    if not close and word:
+        close = [c for c in candidates if c.startswith(word)]
+    return f"did you mean {close[0]!r}?" if len(close) == 1 else ""

@@ -1,0 +1,432 @@
+"""Finding the config file and loading it: file, environment and value files, checked.
+
+Loading merges three sources into one :class:`~srcore.config.Config`: the INI file, the
+``SRCORE__...`` environment overrides and ``*-file`` values, converting each against its
+:class:`~srcore.config.Key` and recording where it came from. It never stops at the first
+problem; everything wrong, including facts that span services (shared secrets, a missing
+``[meta]``), is raised together as one :class:`~srcore.config.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from srcore.config.declarations import GLOBAL_KEYS, SERVICE_KEYS
+from srcore.config.keys import ENV_PREFIX, Key, _did_you_mean, env_name, parse_value
+from srcore.config.problems import ConfigError, Problem
+from srcore.config.scan import _parse, _Parsed, _read_text
+from srcore.config.sections import Config, Section
+
+__all__ = [
+    "DEFAULT_PATHS",
+    "FILE_SUFFIX",
+    "MAX_VALUE_FILE_SIZE",
+    "find_config_path",
+    "load_config",
+]
+
+#: Suffix of a key (``-file``) or environment variable (``_FILE``) naming a file to read.
+FILE_SUFFIX = "-file"
+#: Places looked at, in order, when no path is given and ``SRCORE_CONFIG`` is unset.
+DEFAULT_PATHS: tuple[Path, ...] = (Path("config.ini"), Path("/etc/srcore/config.ini"))
+#: Files named by ``*-file`` keys are secrets or short values, never large.
+MAX_VALUE_FILE_SIZE = 64 * 1024
+
+_SECTION_PART = r"[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?"
+_SECTION_NAME = re.compile(rf"^{_SECTION_PART}(?:::{_SECTION_PART})?$")
+
+
+def find_config_path(
+    explicit: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Path:
+    """Find the config file: *explicit*, else ``$SRCORE_CONFIG``, else ``./config.ini``,
+    else ``/etc/srcore/config.ini``.
+
+    An explicit path or ``SRCORE_CONFIG`` must exist; nothing else is tried then. Raises
+    :class:`ConfigError` naming every place looked at.
+    """
+    environ = os.environ if environ is None else environ
+    if explicit is not None and str(explicit) != "":
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError([Problem(str(path), None, None, None, "no such config file")])
+        return path
+    from_env = environ.get("SRCORE_CONFIG")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(
+                [Problem(str(path), None, None, None, "no such config file (from $SRCORE_CONFIG)")]
+            )
+        return path
+    for path in DEFAULT_PATHS:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in DEFAULT_PATHS)
+    raise ConfigError(
+        [
+            Problem(
+                "",
+                None,
+                None,
+                None,
+                f"no config file: looked for --config, $SRCORE_CONFIG (unset), {looked}",
+            )
+        ]
+    )
+
+
+def _read_value_file(path: Path) -> str:
+    """The content of a ``*-file`` value; raises :class:`ValueError` naming the file."""
+    try:
+        if not path.is_file():
+            reason = "not a regular file" if path.exists() else "no such file"
+            raise ValueError(f"cannot read {path}: {reason}")
+        with path.open("rb") as f:
+            data = f.read(MAX_VALUE_FILE_SIZE + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_VALUE_FILE_SIZE:
+        raise ValueError(f"cannot read {path}: larger than {MAX_VALUE_FILE_SIZE} bytes")
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read {path}: not UTF-8 text") from None
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def _unknown_env(
+    var: str, sections: Mapping[str, object], known: Mapping[str, tuple[str, str]]
+) -> str:
+    message = f"environment variable {var} names no "
+    section = max(
+        (s for s in sections if var.startswith(env_name(s, "x")[:-1])), key=len, default=None
+    )
+    if section is None:
+        return message + f"section of this file (it has {', '.join(sections)})"
+    same = [name for name, (s, _) in known.items() if s == section]
+    hint = _did_you_mean(var.removesuffix("_FILE"), same)
+    return message + f"key of [{section}]" + (f"; {hint}" if hint else "")
+
+
+def _discovered_specs() -> dict[str, tuple[Key, ...]]:
+    from srcore.manifest import discover
+
+    specs: dict[str, tuple[Key, ...]] = {}
+    for manifest in discover().values():
+        for name, keys in manifest.config.items():
+            specs[name] = specs.get(name, ()) + tuple(keys)
+    return specs
+
+
+def _declared(base: Sequence[Key], extra: Sequence[Key]) -> dict[str, Key]:
+    keys = {key.name: key for key in base}
+    # A service may redeclare a core key, e.g. to make oauth-client-id required.
+    keys.update((key.name, key) for key in extra)
+    return keys
+
+
+@dataclass
+class _Raw:
+    """One key's unconverted value and where it came from."""
+
+    text: str
+    source: str
+    line: int | None
+    origin: str  # the key or variable that was set, for messages: "secret-key-file"
+    failed: bool = False  # its file could not be read; already reported
+
+
+class _Loader:
+    def __init__(self, file: str, base_dir: Path, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.environ = environ
+        self.problems: list[Problem] = []
+        self.failed: set[tuple[str, str]] = set()  # keys whose given value was refused
+
+    def report(
+        self,
+        line: int | None,
+        section: str | None,
+        key: str | None,
+        message: str,
+        severity: Literal["error", "warning"] = "error",
+    ) -> None:
+        self.problems.append(Problem(self.file, line, section, key, message, severity))
+
+    def from_file(self, section: str, keys: Mapping[str, Key], parsed: _Parsed) -> dict[str, _Raw]:
+        raw: dict[str, _Raw] = {}
+        for name, text in parsed.values.get(section, {}).items():
+            line = parsed.lines.get((section, name))
+            if name in keys:
+                raw[name] = _Raw(text, f"{self.file}:{line}", line, name)
+                continue
+            base = name.removesuffix(FILE_SUFFIX)
+            if name.endswith(FILE_SUFFIX) and base in keys:
+                if base in parsed.values[section]:
+                    first = parsed.lines.get((section, base))
+                    self.report(
+                        line, section, name, f"both {base} (line {first}) and {name} are set"
+                    )
+                    continue
+                raw[base] = self.read_file(text, section, name, line, self.base_dir)
+                continue
+            hint = _did_you_mean(base, list(keys)) or _did_you_mean(name, list(keys))
+            self.report(
+                line,
+                section,
+                name,
+                "unknown key, ignored" + (f"; {hint}" if hint else ""),
+                "warning",
+            )
+        return raw
+
+    def read_file(
+        self, text: str, section: str, origin: str, line: int | None, base_dir: Path
+    ) -> _Raw:
+        path = base_dir / text.strip() if text.strip() else Path()
+        source = f"file {path}"
+        if not text.strip():
+            return _Raw("", source, line, origin)
+        try:
+            content = _read_value_file(path)
+        except ValueError as exc:
+            self.report(line, section, origin, str(exc))
+            return _Raw("", source, line, origin, failed=True)
+        if not content:
+            self.report(line, section, origin, f"{path} is empty")
+            return _Raw("", source, line, origin, failed=True)
+        return _Raw(content, source, line, origin)
+
+    def from_env(self, sections: Mapping[str, Mapping[str, Key]]) -> dict[str, dict[str, _Raw]]:
+        known = {
+            env_name(section, key): (section, key)
+            for section, keys in sections.items()
+            for key in keys
+        }
+        out: dict[str, dict[str, _Raw]] = {section: {} for section in sections}
+        for var in sorted(v for v in self.environ if v.startswith(ENV_PREFIX)):
+            value = self.environ[var]
+            if var in known:
+                section, key = known[var]
+                if f"{var}_FILE" in self.environ and f"{var}_FILE" not in known:
+                    self.report(None, section, key, f"both {var} and {var}_FILE are set")
+                    continue
+                out[section][key] = _Raw(value, f"env {var}", None, f"env {var}")
+            elif var.endswith("_FILE") and var.removesuffix("_FILE") in known:
+                section, key = known[var.removesuffix("_FILE")]
+                if var.removesuffix("_FILE") in self.environ:
+                    continue  # reported above
+                out[section][key] = self.read_file(value, section, key, None, Path.cwd())
+            else:
+                self.report(None, None, None, _unknown_env(var, sections, known), "warning")
+        return out
+
+    def convert(
+        self, section: str, keys: Mapping[str, Key], raw: Mapping[str, _Raw], header: int | None
+    ) -> Section:
+        values: dict[str, object] = {}
+        sources: dict[str, str] = {}
+        lines: dict[str, int | None] = {"": header}
+        for name, key in keys.items():
+            given = raw.get(name)
+            values[name], sources[name] = key.default, "default"
+            lines[name] = given.line if given else header
+            if given is not None and given.failed:
+                self.failed.add((section, name))
+            if given is None or given.failed:
+                if given is None and key.required:
+                    self.report(
+                        header,
+                        section,
+                        name,
+                        f"required, but not set: add '{name} = ...' to [{section}] or set "
+                        f"{env_name(section, name)}",
+                    )
+                continue
+            where = "" if given.origin == name else f" (from {given.origin})"
+            if not given.text.strip():
+                if key.required:
+                    self.report(given.line, section, name, f"required, but empty{where}")
+                continue
+            try:
+                value = parse_value(key, given.text)
+            except ValueError as exc:
+                self.report(given.line, section, name, f"{exc}{where}")
+                self.failed.add((section, name))
+                continue
+            message = key.check(value) if key.check else None
+            if message:
+                self.report(given.line, section, name, f"{message}{where}")
+                self.failed.add((section, name))
+                continue
+            values[name], sources[name] = value, given.source
+        return Section(section, values, sources, keys, lines, self.file)
+
+
+def _network_problems(
+    sections: Mapping[str, Section], failed: set[tuple[str, str]]
+) -> list[Problem]:
+    """Facts that span services: each has its own key, origin and client id, and a
+    network with services has meta to log in through. Keys already refused are skipped."""
+    problems: list[Problem] = []
+    services = [s for name, s in sections.items() if name != "global" and "::" not in name]
+    for key, what in (
+        ("secret-key", "every service needs its own key: `srcore keygen` prints one"),
+        ("origin", "every service needs its own origin"),
+        ("oauth-client-id", "every service needs its own client registered in meta"),
+    ):
+        seen: dict[object, str] = {}
+        for section in services:
+            value = section[key]
+            if value is None or (section.name, key) in failed:
+                continue
+            if value in seen:
+                problems.append(section.problem(key, f"same as in [{seen[value]}]: {what}"))
+            else:
+                seen[value] = section.name
+    if services and "meta" not in sections:
+        problems.append(
+            services[0].problem(
+                None,
+                "no [meta] section: users log in to every service through meta",
+                severity="warning",
+            )
+        )
+    for section in services:
+        if section.name == "meta" or "meta" not in sections:
+            continue
+        if {(section.name, "oauth-client-id"), (section.name, "oauth-client-secret")} & failed:
+            continue
+        if section["oauth-client-id"] is None:
+            problems.append(
+                section.problem(
+                    "oauth-client-id",
+                    "not set: users cannot log in; register this service as a client in "
+                    "meta and set oauth-client-id and oauth-client-secret",
+                    severity="warning",
+                )
+            )
+        elif section["oauth-client-secret"] is None:
+            problems.append(
+                section.problem("oauth-client-secret", "not set, but oauth-client-id is")
+            )
+    return problems
+
+
+def _declare_sections(
+    parsed: _Parsed, specs: Mapping[str, Sequence[Key]], loader: _Loader
+) -> tuple[dict[str, dict[str, Key]], dict[str, int | None]]:
+    """The keys of every section the config will have, and each one's header line.
+
+    ``[global]`` always exists; each service section gets :data:`SERVICE_KEYS` and the
+    service's own keys; a declared sub-section of a configured service exists even when
+    the file leaves it out, so its defaults apply.
+    """
+    declared: dict[str, dict[str, Key]] = {
+        "global": _declared(GLOBAL_KEYS, specs.get("global", ()))
+    }
+    headers: dict[str, int | None] = {"global": parsed.sections.get("global")}
+    for name, line in parsed.sections.items():
+        if name == "global":
+            continue
+        if not _SECTION_NAME.match(name):
+            loader.report(
+                line,
+                name,
+                None,
+                "not a valid section name: use lower-case letters, digits, '-' and '_', "
+                "and '::' before a sub-section's name",
+            )
+            continue
+        if "::" not in name:
+            declared[name] = _declared(SERVICE_KEYS, specs.get(name, ()))
+            headers[name] = line
+    for name, line in parsed.sections.items():
+        if "::" not in name or not _SECTION_NAME.match(name):
+            continue
+        parent = name.split("::", 1)[0]
+        if parent == "global":
+            loader.report(line, name, None, "[global] has no sub-sections; ignored", "warning")
+        elif parent not in declared:
+            loader.report(
+                line,
+                name,
+                None,
+                f"sub-section of [{parent}], which is not in this file; ignored",
+                "warning",
+            )
+        elif name not in specs:
+            siblings = [s for s in specs if s.startswith(f"{parent}::")]
+            hint = _did_you_mean(name, siblings)
+            loader.report(
+                line,
+                name,
+                None,
+                "no installed service declares this section; ignored"
+                + (f"; {hint}" if hint else ""),
+                "warning",
+            )
+        else:
+            declared[name] = _declared((), specs[name])
+            headers[name] = line
+    for name, extra in specs.items():
+        parent = name.split("::", 1)[0]
+        if "::" in name and parent in declared and parent != "global" and name not in declared:
+            declared[name] = _declared((), extra)
+            headers[name] = None
+    return declared, headers
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    specs: Mapping[str, Sequence[Key]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, check and convert the config file.
+
+    *specs* maps section names (``"todo"``, ``"todo::mail"``) to the keys a service adds;
+    by default they come from the installed services' manifests. *environ* defaults to
+    ``os.environ``. Raises :class:`ConfigError` with every problem found; warnings (unknown
+    keys and the like) are kept on :attr:`Config.warnings` when the file is usable.
+    """
+    environ = os.environ if environ is None else environ
+    config_path = find_config_path(path, environ=environ)
+    file = str(config_path)
+    if specs is None:
+        try:
+            specs = _discovered_specs()
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(
+                [Problem(file, None, None, None, f"cannot read the installed services: {exc}")]
+            ) from None
+
+    text, problem = _read_text(config_path, file)
+    if text is None:
+        raise ConfigError([problem] if problem else [])
+    parsed = _parse(text, file)
+    loader = _Loader(file, config_path.parent, environ)
+    loader.problems.extend(parsed.problems)
+
+    declared, headers = _declare_sections(parsed, specs, loader)
+    env = loader.from_env(declared)
+    sections: dict[str, Section] = {}
+    for name, keys in declared.items():
+        raw = loader.from_file(name, keys, parsed)
+        raw.update(env[name])
+        sections[name] = loader.convert(name, keys, raw, headers[name])
+    loader.problems.extend(_network_problems(sections, loader.failed))
+
+    problems = sorted(loader.problems, key=lambda p: (p.line is None, p.line or 0))
+    if any(p.severity == "error" for p in problems):
+        raise ConfigError(problems)
+    return Config(config_path, sections, problems)
