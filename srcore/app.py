@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from srcore.db import Database
     from srcore.metrics import Metrics
     from srcore.migrate import MigrationTarget
+    from srcore.webhooks.dispatch import Dispatcher
+    from srcore.webhooks.fanout import CanReceive
 
 __all__ = [
     "API_PREFIX",
@@ -81,6 +83,10 @@ class SrcoreState:
     _nav_names_loaded: bool = False
     #: How this service talks to meta (None for meta itself and networks without meta).
     identity: MetaLink | None = None
+    #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
+    webhook_dispatcher: Dispatcher | None = None
+    #: The service's last word on whether a subscription receives an event.
+    webhook_filter: CanReceive | None = None
 
     @property
     def is_production(self) -> bool:
@@ -183,6 +189,7 @@ def create_app(
     token_verifier: TokenVerifier | None = None,
     login: LoginBackend | None = None,
     identity: MetaLink | None = None,
+    webhook_filter: CanReceive | None = None,
     **flask_options: Any,
 ) -> SrcoreApp:
     """Build the app of service *service_id* from the shared config file.
@@ -194,6 +201,8 @@ def create_app(
     *config* is a loaded :class:`~srcore.config.Config` or a path; by default the file is
     looked up as ``srcore.config.find_config_path`` describes. *identity* replaces the
     link to meta built from the config (tests pass one whose HTTP session is a fake).
+    *webhook_filter* is called as ``webhook_filter(subscription, outbox_row)`` when an
+    event is fanned out; returning False keeps that subscription from receiving it.
     """
     package = import_name.split(".")[0]
     if manifest is None:
@@ -239,8 +248,12 @@ def create_app(
         metrics=None,
         static_version=_static_version(),
         identity=identity,
+        webhook_filter=webhook_filter,
     )
     db_module.init_app(app, database)
+    from srcore.webhooks.dispatch import build_dispatcher
+
+    app.extensions["srcore"].webhook_dispatcher = build_dispatcher(app)
 
     from srcore import errors, lifecycle, rendering
 
@@ -256,6 +269,9 @@ def create_app(
     from srcore.auth import wellknown
 
     wellknown.init_app(app)
+    from srcore.webhooks import views as webhook_views
+
+    webhook_views.init_app(app)
     if identity is not None:
         from srcore.auth import oauth_client, revocation
 

@@ -134,6 +134,32 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "targets are refused, which protects internal services from forged requests.",
     ),
     Key(
+        "webhook-timeout",
+        type="duration",
+        default=timedelta(seconds=15),
+        help="How long one webhook delivery may take, from connecting to the end of the "
+        "response, before it counts as failed and is retried.",
+    ),
+    Key(
+        "webhook-connect-timeout",
+        type="duration",
+        default=timedelta(seconds=5),
+        help="How long a webhook delivery waits for the receiver to accept the connection.",
+    ),
+    Key(
+        "webhook-log-retention",
+        type="duration",
+        default=timedelta(days=14),
+        help="How long the delivery log (each attempt's request and response) is kept.",
+    ),
+    Key(
+        "webhook-disable-after",
+        type="duration",
+        default=timedelta(days=3),
+        help="A subscription whose deliveries have all failed for this long is disabled and "
+        "its owner told by mail. A receiver answering 410 Gone is disabled at once.",
+    ),
+    Key(
         "http-timeout",
         type="duration",
         default=timedelta(seconds=10),

@@ -1,0 +1,198 @@
+"""The local worker: claims due rows straight from the database and delivers them.
+
+No broker: each cycle claims outbox rows not yet fanned out and deliveries that are due,
+with a lease (``claimed_until``) so that a crashed worker's rows come back after it
+expires. On PostgreSQL the claim is ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
+LOCKED)``, so any number of workers share the work; on SQLite the single UPDATE statement
+is atomic, which is safe for the one worker SQLite is meant for. Each worker keeps one
+keep-alive HTTP session. ``srcore worker SERVICE`` runs one until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import requests
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from srcore.db import utcnow
+from srcore.webhooks.delivery import (
+    WebhookSettings,
+    deliver_one,
+    policy_for,
+    prune_log,
+    settings_for,
+)
+from srcore.webhooks.dispatch import LocalDispatcher
+from srcore.webhooks.fanout import fan_out
+from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
+from srcore.webhooks.ssrf import AddressPolicy, guarded_session
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["LocalWorker", "claim_deliveries", "claim_outbox"]
+
+log = logging.getLogger("srcore.webhooks.worker")
+
+#: A claimed row comes back to the pool if its worker has not finished with it by then.
+DEFAULT_LEASE = timedelta(minutes=5)
+#: How often the delivery log is pruned.
+PRUNE_EVERY = timedelta(hours=1)
+
+
+def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
+    """Claim up to *limit* outbox rows not yet fanned out; returns their ids. Commits."""
+    free = or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now)
+    due = (
+        select(OutboxRow.id)
+        .where(OutboxRow.fanned_out_at.is_(None), free)
+        .order_by(OutboxRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(
+        session.scalars(
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(due), OutboxRow.fanned_out_at.is_(None), free)
+            .values(claimed_until=now + lease)
+            .returning(OutboxRow.id),
+        )
+    )
+    session.commit()
+    return sorted(ids)
+
+
+def claim_deliveries(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
+    """Claim up to *limit* pending deliveries that are due; returns their ids. Commits."""
+    free = or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now)
+    pending = Delivery.status == DeliveryStatus.pending.value
+    due = (
+        select(Delivery.id)
+        .where(pending, Delivery.next_attempt_at <= now, free)
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(
+        session.scalars(
+            update(Delivery)
+            .where(Delivery.id.in_(due), pending, free)
+            .values(claimed_until=now + lease)
+            .returning(Delivery.id),
+        )
+    )
+    session.commit()
+    return sorted(ids)
+
+
+class LocalWorker:
+    """Fans out and delivers one service's webhooks from its database."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        http: requests.Session | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        settings: WebhookSettings | None = None,
+        policy: AddressPolicy | None = None,
+        lease: timedelta = DEFAULT_LEASE,
+        batch: int = 50,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.app = app
+        self.state: Any = app.extensions["srcore"]
+        self.policy = policy if policy is not None else policy_for(app)
+        self.settings = settings if settings is not None else settings_for(app)
+        self.http = http if http is not None else guarded_session(self.policy)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.lease = lease
+        self.batch = batch
+        self.poll_interval = poll_interval
+        self._last_prune: datetime | None = None
+
+    def __repr__(self) -> str:
+        return f"<LocalWorker {self.state.service_id}>"
+
+    def run_once(self) -> int:
+        """One cycle: fan out new events, then deliver what is due. Returns rows handled."""
+        st = self.state
+        handled = 0
+        with st.db.session() as session:
+            for outbox_id in claim_outbox(
+                session, now=self.clock(), lease=self.lease, limit=self.batch
+            ):
+                fan_out(
+                    session,
+                    outbox_id,
+                    can_receive=st.webhook_filter,
+                    manifest=st.manifest,
+                    now=self.clock(),
+                )
+                handled += 1
+            for delivery_id in claim_deliveries(
+                session, now=self.clock(), lease=self.lease, limit=self.batch
+            ):
+                try:
+                    deliver_one(
+                        session,
+                        delivery_id,
+                        http=self.http,
+                        clock=self.clock,
+                        policy=self.policy,
+                        config=self.settings,
+                        rng=self.rng,
+                    )
+                except Exception:  # one bad row must not stop the others; its lease expires
+                    session.rollback()
+                    log.exception("delivery %d failed unexpectedly", delivery_id)
+                handled += 1
+            self._maybe_prune(session)
+        return handled
+
+    def _maybe_prune(self, session: Session) -> None:
+        now = self.clock()
+        if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        removed = prune_log(session, now=now, retention=self.settings.log_retention)
+        if removed:
+            log.info(
+                "pruned %d delivery log entries older than %s", removed, self.settings.log_retention
+            )
+
+    def _wakeup(self) -> threading.Event | None:
+        dispatcher = self.state.webhook_dispatcher
+        return dispatcher.wakeup if isinstance(dispatcher, LocalDispatcher) else None
+
+    def run(self, stop: threading.Event, *, max_cycles: int | None = None) -> None:
+        """Work until *stop* is set (or *max_cycles* cycles ran), sleeping when idle."""
+        wakeup = self._wakeup()
+        cycles = 0
+        while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
+            cycles += 1
+            try:
+                handled = self.run_once()
+            except Exception:  # the database may be restarting: wait and try again
+                log.exception("webhook worker cycle failed")
+                handled = 0
+            if handled or stop.is_set():
+                continue
+            if wakeup is not None:
+                wakeup.wait(self.poll_interval)
+                wakeup.clear()
+            else:
+                stop.wait(self.poll_interval)
+
+    def close(self) -> None:
+        """Close the HTTP session's pooled connections."""
+        self.http.close()
