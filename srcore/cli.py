@@ -1,4 +1,4 @@
-"""The ``srcore`` command: config checks, key generation, migrations and serving."""
+"""The ``srcore`` command: config checks, key generation, migrations, serving and workers."""
 
 from __future__ import annotations
 
@@ -87,6 +87,81 @@ def serve(ctx: click.Context, service: str, bind: str | None, workers: int, debu
         f"{package}:create_app()",
     ]
     os.execv(sys.executable, argv)  # noqa: S606 - argv is built here, not from input
+
+
+@cli.command(epilog="Example: srcore worker todo --concurrency 4")
+@click.argument("service")
+@click.option(
+    "--once", is_flag=True, help="Run one cycle (fan out, deliver what is due), then exit."
+)
+@click.option(
+    "--concurrency", default=1, show_default=True, help="Worker threads (PostgreSQL only: >1)."
+)
+@click.option(
+    "--poll-interval", default=1.0, show_default=True, help="Seconds between polls when idle."
+)
+@click.pass_context
+def worker(
+    ctx: click.Context, service: str, once: bool, concurrency: int, poll_interval: float
+) -> None:
+    """Deliver one service's webhooks from its database until SIGTERM or SIGINT."""
+    import signal
+    import threading
+
+    from srcore.config import ConfigError, find_config_path
+    from srcore.webhooks.dispatch import LocalDispatcher
+    from srcore.webhooks.worker import LocalWorker
+
+    package = _service_package(service)
+    config_option = ctx.find_root().params.get("config")
+    try:
+        path = find_config_path(config_option)
+        module = __import__(package)
+        app = module.create_app(config=path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    st = app.extensions["srcore"]
+    if concurrency < 1:
+        raise click.UsageError("--concurrency must be at least 1")
+    if concurrency > 1 and st.db.engine.dialect.name == "sqlite":
+        raise click.UsageError("SQLite supports one worker thread; use PostgreSQL for more")
+    workers = [LocalWorker(app, poll_interval=poll_interval) for _ in range(concurrency)]
+    dispatcher = st.webhook_dispatcher
+    mode = "local" if isinstance(dispatcher, LocalDispatcher) else type(dispatcher).__name__
+    allowed = ", ".join(str(n) for n in workers[0].policy.allowed) or "none"
+    click.echo(
+        f"srcore worker: {service} ({st.db.url.render_as_string(hide_password=True)}), "
+        f"dispatcher {mode}, {concurrency} thread(s), private targets allowed: {allowed}"
+        + (", one cycle" if once else "")
+    )
+    if once:
+        handled = workers[0].run_once()
+        workers[0].close()
+        click.echo(f"handled {handled} row(s)")
+        return
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+        if isinstance(dispatcher, LocalDispatcher):
+            dispatcher.wakeup.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threads = [
+        threading.Thread(target=w.run, args=(stop,), name=f"webhooks-{i}", daemon=True)
+        for i, w in enumerate(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        for thread in threads:
+            thread.join(timeout=0.5)
+    for w in workers:
+        w.close()
+    st.db.dispose()
+    click.echo("srcore worker: stopped")
 
 
 _PORT_OFFSETS = {"meta": 0, "todo": 1, "paste": 2}
