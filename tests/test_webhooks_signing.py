@@ -126,5 +126,5 @@ def test_property_reference_library_verifies_ours(body: str) -> None:
 def test_bad_secret_text() -> None:
     with pytest.raises(ValueError, match="base64"):
         sign("whsec_***", "msg_1", TS, b"")
-    with pytest.raises(ValueError, match="'.'"):
+    with pytest.raises(ValueError, match="must not contain"):
         sign(SECRET, "msg.1", TS, b"")
