@@ -1,0 +1,36 @@
+"""The keyword options :meth:`~srcore.validation.Validation.require` and
+:meth:`~srcore.validation.Validation.optional` accept, one :class:`~typing.TypedDict` per
+type, so a type checker rejects an option that does not apply (``max_length`` on an int).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import NotRequired, Required, TypedDict
+
+__all__ = ["CommonOptions", "FileOptions", "IntOptions", "StringOptions", "UrlOptions"]
+
+
+class CommonOptions(TypedDict, total=False):
+    label: str
+
+
+class StringOptions(CommonOptions, total=False):
+    min_length: int
+    max_length: int | None
+    strip: bool
+
+
+class IntOptions(CommonOptions, total=False):
+    min: int | None
+    max: int | None
+
+
+class UrlOptions(CommonOptions, total=False):
+    max_length: int
+    schemes: Collection[str]
+
+
+class FileOptions(TypedDict):
+    max_size: Required[int]
+    label: NotRequired[str]
