@@ -1,13 +1,19 @@
-"""srcore benchmarks: ratios against a bare-Flask baseline measured in the same run.
+"""srcore benchmarks: ratios against a baseline measured in the same run, and latencies.
 
-    .venv/bin/python bench/run.py            # or: make bench
-    .venv/bin/python bench/run.py --quick    # fewer rounds, for a smoke run
+    .venv/bin/python bench/run.py                         # or: make bench
+    .venv/bin/python bench/run.py --quick                 # fewer rounds, for a smoke run
+    .venv/bin/python bench/run.py --only auth,revocation  # some sections only
 
 1. todo's ``GET /api/trackers/<name>/tickets/<n>`` (bearer JWT, verified locally) against a
    bare Flask route that runs the same SQLAlchemy query behind a dict lookup for auth; on
    SQLite and, when reachable, PostgreSQL. Time per request, SQL statements and round trips.
 2. ``import + create_app`` of todo against ``import + Flask() + create_engine`` of a bare
    Flask + SQLAlchemy app, in fresh interpreters.
+3. (``auth``, bench/auth.py) the same todo route with a Bearer JWT issued by a real meta
+   under gunicorn against the same view without ``@oauth``, and the calls todo makes to
+   meta while it serves them.
+4. (``revocation``, bench/revocation.py) the time from a revoke at meta to the first 401
+   at todo, meta and todo under gunicorn: with meta's push, and with pushes dropped.
 
 Both sides of each ratio are measured interleaved in the same run, so machine noise hits
 both alike. Nothing here asserts on time; it prints.
@@ -22,100 +28,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 logging.getLogger("srcore").setLevel(logging.ERROR)  # config warnings of the throw-away files
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from measure import counting, interleaved, round_trips, wsgi_caller  # noqa: E402
 
 
-# -- measurement helpers ---------------------------------------------------------------------
-
-
-def wsgi_caller(app: Any, path: str, headers: dict[str, str]) -> Callable[[], int]:
-    """A function that runs one request through *app* at the WSGI level and returns the status."""
-    from werkzeug.test import EnvironBuilder
-
-    environ = EnvironBuilder(
-        path=path, headers=headers, base_url="http://127.0.0.1:5001"
-    ).get_environ()
-
-    def call() -> int:
-        status: list[str] = []
-
-        def start_response(s: str, h: Any, exc_info: Any = None) -> Any:
-            status.append(s)
-            return lambda data: None
-
-        body = app(dict(environ), start_response)
-        try:
-            for _ in body:
-                pass
-        finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
-        return int(status[0].split()[0])
-
-    return call
-
-
-def per_call_us(fn: Callable[[], Any], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n * 1e6
-
-
-def interleaved(
-    contenders: dict[str, Callable[[], Any]], *, n: int, rounds: int
-) -> dict[str, float]:
-    """Median over *rounds* of the mean µs per call, the contenders taking turns each round."""
-    for fn in contenders.values():
-        per_call_us(fn, max(50, n // 10))  # warm up: caches, pools, JIT-less but lazy imports
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            samples[name].append(per_call_us(fn, n))
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
-@contextmanager
-def counting(engine: Any) -> Iterator[dict[str, int]]:
-    """Count statements and round trips (statements + begin/commit/rollback) on *engine*."""
-    from sqlalchemy import event
-
-    counts = {"statements": 0, "begin": 0, "commit": 0, "rollback": 0}
-
-    def on_execute(*args: Any) -> None:
-        counts["statements"] += 1
-
-    def on(name: str) -> Callable[..., None]:
-        def handler(*args: Any) -> None:
-            counts[name] += 1
-
-        return handler
-
-    handlers = [("before_cursor_execute", on_execute)] + [
-        (n, on(n)) for n in ("begin", "commit", "rollback")
-    ]
-    for name, handler in handlers:
-        event.listen(engine, name, handler)
-    try:
-        yield counts
-    finally:
-        for name, handler in handlers:
-            event.remove(engine, name, handler)
-
-
-def round_trips(counts: dict[str, int], backend: str) -> int:
-    # SQLite runs in process: BEGIN is implicit and costs no round trip. On PostgreSQL,
-    # psycopg sends BEGIN with the first statement's round trip... it is a separate one.
-    extra = counts["begin"] if backend == "postgresql" else 0
-    return counts["statements"] + counts["commit"] + counts["rollback"] + extra
+def quiet(config: Path) -> Path:
+    """Set ``log-level = error``: at the default (info) srcore writes an access log line
+    per request to stderr, which would flood the output and be timed with srcore's side."""
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[global]\n", "[global]\nlog-level = error\n", 1), "utf-8")
+    return config
 
 
 # -- 1. API GET one ticket ----------------------------------------------------------------------
@@ -176,7 +106,7 @@ def bench_api(backend: str, *, n: int, rounds: int) -> dict[str, Any] | None:
         url = testdb.create_test_database(prefix="srcore_bench")
         drop = lambda: testdb.drop_test_database(url)  # noqa: E731
     try:
-        config = write_config(tmp / "config.ini", service_id="todo", database_url=url)
+        config = quiet(write_config(tmp / "config.ini", service_id="todo", database_url=url))
         key = _signing_key()
         verifier = TokenVerifier(
             keys=StaticKeySource(KeySet([key])), issuer=TEST_ISSUER, audience="todo"
@@ -272,7 +202,11 @@ app = todo.create_app(config={config!r})
 
 def time_startup(code: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # stderr is kept for a failure only: the throw-away config's warnings are noise here.
+    done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr.decode(errors="replace"))
+        raise subprocess.CalledProcessError(done.returncode, code)
     return (time.perf_counter() - start) * 1000
 
 
@@ -281,7 +215,7 @@ def bench_startup(*, runs: int) -> dict[str, float]:
 
     tmp = Path(tempfile.mkdtemp(prefix="srcore-bench-startup-"))
     url = f"sqlite:///{tmp / 'todo.db'}"
-    config = write_config(tmp / "config.ini", service_id="todo", database_url=url)
+    config = quiet(write_config(tmp / "config.ini", service_id="todo", database_url=url))
     contenders = {
         "python": "pass",
         "bare": BARE_STARTUP.format(url=url),
@@ -301,19 +235,68 @@ def bench_startup(*, runs: int) -> dict[str, float]:
 # -- report ---------------------------------------------------------------------------------
 
 
+SECTIONS = ("api", "startup", "auth", "revocation")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description="srcore benchmarks (ratios against bare Flask)")
+    parser = argparse.ArgumentParser(description="srcore benchmarks (ratios against baselines)")
     parser.add_argument("--quick", action="store_true", help="fewer requests and rounds")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}",
+    )
     options = parser.parse_args()
+    only = [name.strip() for name in options.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     n, rounds, runs = (300, 3, 3) if options.quick else (2000, 7, 10)
+    backends = options.backends.split(",")
 
-    print(f"srcore benchmarks - Python {sys.version.split()[0]}, {n} requests x {rounds} rounds\n")
+    print(f"srcore benchmarks - Python {sys.version.split()[0]}, {n} requests x {rounds} rounds")
+    print(f"sections: {', '.join(only)}{' (quick)' if options.quick else ''}\n")
+    if "api" in only:
+        bench_api_section(backends, n=n, rounds=rounds)
+    if "startup" in only:
+        bench_startup_section(runs=runs)
+    if "auth" in only:
+        import auth
+
+        results, skipped = [], []
+        for backend in backends:
+            for store in ("memory", "redis"):
+                result = auth.bench_auth(backend, n=n, rounds=rounds, store=store)
+                results.append(result)
+                if result is None:
+                    skipped.append(f"{backend:<11}{store:<8}")
+        auth.report(results, skipped, n=n, rounds=rounds)
+        print()
+    if "revocation" in only:
+        import revocation
+
+        tokens, pull_interval = (10, 1.0) if options.quick else (50, 2.0)
+        done, missing = [], []
+        for scenario in revocation.scenarios(pull_interval):
+            result = revocation.run_scenario(
+                scenario, tokens=tokens, parallel=1 if scenario.push else 2
+            )
+            if result is None:
+                missing.append(scenario)
+            else:
+                done.append(result)
+        revocation.report(done, missing, tokens=tokens)
+        print()
+    return 0
+
+
+def bench_api_section(backends: list[str], *, n: int, rounds: int) -> None:
     print("1. API GET of one ticket (todo, bearer JWT) vs bare Flask + same query (dict auth)")
     print(
         f"   {'backend':<11}{'srcore µs':>10}{'bare µs':>10}{'ratio':>8}   statements   round trips"
     )
-    for backend in options.backends.split(","):
+    for backend in backends:
         result = bench_api(backend, n=n, rounds=rounds)
         if result is None:
             print(f"   {backend:<11}  (not reachable, skipped)")
@@ -326,13 +309,14 @@ def main() -> int:
         )
     print("   goal: ratio at most 1.2\n")
 
+
+def bench_startup_section(*, runs: int) -> None:
     startup = bench_startup(runs=runs)
     print("2. import + create_app, fresh interpreter (median of", runs, "runs)")
     print(f"   python -c pass          {startup['python']:>7.0f} ms")
     print(f"   bare Flask + SQLAlchemy {startup['bare']:>7.0f} ms")
     print(f"   todo on srcore          {startup['srcore']:>7.0f} ms")
-    print(f"   ratio srcore / bare     {startup['ratio']:>7.2f}   (goal: at most 2)")
-    return 0
+    print(f"   ratio srcore / bare     {startup['ratio']:>7.2f}   (goal: at most 2)\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""Measurement helpers shared by the benchmark sections: WSGI calls, timing, SQL counts."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The *q*-th percentile (0-100) of *values*, nearest-rank (p99 of 50 values = the max)."""
+    import math
+
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def wsgi_caller(app: Any, path: str, headers: dict[str, str]) -> Callable[[], int]:
+    """A function that runs one request through *app* at the WSGI level and returns the status."""
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(
+        path=path, headers=headers, base_url="http://127.0.0.1:5001"
+    ).get_environ()
+
+    def call() -> int:
+        status: list[str] = []
+
+        def start_response(s: str, h: Any, exc_info: Any = None) -> Any:
+            status.append(s)
+            return lambda data: None
+
+        body = app(dict(environ), start_response)
+        try:
+            for _ in body:
+                pass
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        return int(status[0].split()[0])
+
+    return call
+
+
+def per_call_us(fn: Callable[[], Any], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], Any]], *, n: int, rounds: int
+) -> dict[str, float]:
+    """Median over *rounds* of the mean µs per call, the contenders taking turns each round."""
+    for fn in contenders.values():
+        per_call_us(fn, max(50, n // 10))  # warm up: caches, pools, JIT-less but lazy imports
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            samples[name].append(per_call_us(fn, n))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+@contextmanager
+def counting(engine: Any) -> Iterator[dict[str, int]]:
+    """Count statements and round trips (statements + begin/commit/rollback) on *engine*."""
+    from sqlalchemy import event
+
+    counts = {"statements": 0, "begin": 0, "commit": 0, "rollback": 0}
+
+    def on_execute(*args: Any) -> None:
+        counts["statements"] += 1
+
+    def on(name: str) -> Callable[..., None]:
+        def handler(*args: Any) -> None:
+            counts[name] += 1
+
+        return handler
+
+    handlers = [("before_cursor_execute", on_execute)] + [
+        (n, on(n)) for n in ("begin", "commit", "rollback")
+    ]
+    for name, handler in handlers:
+        event.listen(engine, name, handler)
+    try:
+        yield counts
+    finally:
+        for name, handler in handlers:
+            event.remove(engine, name, handler)
+
+
+def round_trips(counts: dict[str, int], backend: str) -> int:
+    # SQLite runs in process: BEGIN is implicit and costs no round trip. On PostgreSQL,
+    # psycopg sends BEGIN with the first statement's round trip... it is a separate one.
+    extra = counts["begin"] if backend == "postgresql" else 0
+    return counts["statements"] + counts["commit"] + counts["rollback"] + extra
