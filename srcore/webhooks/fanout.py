@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, literal, or_, select
+from sqlalchemy import literal, or_, select
 from sqlalchemy.orm import Session
 
 from srcore.auth.scopes import ScopeError, parse_scope, parse_scopes, satisfies
@@ -50,7 +50,7 @@ def matches(subscription: Subscription, outbox: OutboxRow, scope: str) -> bool:
 
 
 def _candidates(session: Session, outbox: OutboxRow) -> Iterable[Subscription]:
-    padded = func.concat(literal(" "), Subscription.events, literal(" "))
+    padded = literal(" ") + Subscription.events + literal(" ")  # || on every backend
     return session.scalars(
         select(Subscription)
         .where(
