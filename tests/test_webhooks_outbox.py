@@ -1,0 +1,144 @@
+"""emit(): one INSERT in the caller's transaction; the dispatcher is told after commit only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, event, func, select
+
+import srcore.db
+from srcore.webhooks import emit
+from srcore.webhooks.dispatch import LocalDispatcher, build_dispatcher
+from srcore.webhooks.models import OutboxRow, Subscription, WebhookBase
+from srcore.webhooks.signing import generate_secret
+
+
+@pytest.fixture(autouse=True)
+def clean_webhooks(app: Any) -> Iterator[None]:
+    yield
+    with app.extensions["srcore"].db.transaction() as s:
+        for table in reversed(WebhookBase.metadata.sorted_tables):
+            s.execute(delete(table))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.nudged: list[list[int]] = []
+
+    def nudge(self, outbox_ids: Sequence[int]) -> None:
+        self.nudged.append(list(outbox_ids))
+
+    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
+        pass
+
+
+def count(db: Any) -> int:
+    db.rollback()
+    return int(db.scalar(select(func.count()).select_from(OutboxRow)))
+
+
+def test_committed_event_is_written_and_nudged_after_commit(app: Any, db: Any) -> None:
+    recorder = Recorder()
+    app.extensions["srcore"].webhook_dispatcher = recorder
+    with app.app_context():
+        emit("thing:created", {"id": 1, "name": "a"}, resource="thing:1")
+        assert recorder.nudged == []  # not before the commit
+        srcore.db.session.commit()
+    assert len(recorder.nudged) == 1
+    row = db.scalars(select(OutboxRow)).one()
+    assert recorder.nudged == [[row.id]]
+    assert (row.event, row.resource) == ("thing:created", "thing:1")
+    assert json.loads(row.payload) == {"id": 1, "name": "a"}
+    assert row.fanned_out_at is None
+
+
+def test_rolled_back_request_emits_nothing(app: Any, db: Any) -> None:
+    recorder = Recorder()
+    app.extensions["srcore"].webhook_dispatcher = recorder
+    with app.app_context():
+        emit("thing:created", {"id": 1})
+        srcore.db.session.rollback()
+        srcore.db.session.commit()  # an empty commit after the rollback nudges nothing
+    with app.app_context():
+        emit("thing:created", {"id": 2})  # the app context ends without a commit
+    assert count(db) == 0
+    assert recorder.nudged == []
+
+
+def test_unknown_event_is_refused(app: Any) -> None:
+    with app.app_context(), pytest.raises(ValueError, match=r"not declared.*thing:created"):
+        emit("thing:exploded", {})
+
+
+def test_one_insert_however_many_subscribers(app: Any, db: Any) -> None:
+    for _ in range(50):
+        db.add(
+            Subscription(
+                url="https://example.org/hook",
+                events="thing:created",
+                scopes="sample/things:RO",
+                secret=generate_secret(),
+            )
+        )
+    db.commit()
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.split()[0].upper())
+
+    engine = app.extensions["srcore"].db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with app.app_context():
+            emit("thing:created", {"id": 1})
+            srcore.db.session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["INSERT"]
+
+
+def test_emit_in_an_explicit_session(app: Any, db: Any) -> None:
+    with app.app_context():
+        emit("thing:created", {"id": 3}, session=db)
+    db.commit()
+    assert count(db) == 1
+
+
+def test_dispatcher_selection(app: Any) -> None:
+    assert isinstance(app.extensions["srcore"].webhook_dispatcher, LocalDispatcher)
+    dispatcher = LocalDispatcher()
+    dispatcher.nudge([])
+    assert not dispatcher.wakeup.is_set()
+    dispatcher.nudge([1])
+    assert dispatcher.wakeup.is_set()
+
+    config = app.extensions["srcore"].config
+    broker = dict(config.global_)
+    broker_app = type("A", (), {})()
+    broker_app.extensions = {
+        "srcore": type(
+            "S",
+            (),
+            {
+                "config": type(
+                    "C", (), {"global_": {**broker, "webhooks-broker": "redis://127.0.0.1:6379/1"}}
+                )()
+            },
+        )()
+    }
+    built = build_dispatcher(broker_app, celery_class=f"{__name__}:FakeCelery")
+    assert isinstance(built, FakeCelery) and built.app is broker_app
+
+
+class FakeCelery:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def nudge(self, outbox_ids: Sequence[int]) -> None:
+        pass
+
+    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
+        pass
