@@ -57,16 +57,15 @@ def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: in
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    ids = list(
-        session.scalars(
-            update(OutboxRow)
-            .where(OutboxRow.id.in_(due), OutboxRow.fanned_out_at.is_(None), free)
-            .values(claimed_until=now + lease)
-            .returning(OutboxRow.id),
+    # Two statements in one transaction: the locked SELECT, then the UPDATE of exactly
+    # those rows (PostgreSQL may run an IN (... LIMIT n FOR UPDATE) subquery more than once).
+    ids = sorted(session.scalars(due))
+    if ids:
+        session.execute(
+            update(OutboxRow).where(OutboxRow.id.in_(ids)).values(claimed_until=now + lease)
         )
-    )
     session.commit()
-    return sorted(ids)
+    return ids
 
 
 def claim_deliveries(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
@@ -80,16 +79,13 @@ def claim_deliveries(session: Session, *, now: datetime, lease: timedelta, limit
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    ids = list(
-        session.scalars(
-            update(Delivery)
-            .where(Delivery.id.in_(due), pending, free)
-            .values(claimed_until=now + lease)
-            .returning(Delivery.id),
+    ids = sorted(session.scalars(due))
+    if ids:
+        session.execute(
+            update(Delivery).where(Delivery.id.in_(ids)).values(claimed_until=now + lease)
         )
-    )
     session.commit()
-    return sorted(ids)
+    return ids
 
 
 class LocalWorker:
