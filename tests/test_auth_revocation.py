@@ -31,11 +31,18 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 NOW = int(time.time())
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """Each test's NOW is when it starts: a slow, parallel run may start minutes after import."""
+    global NOW
+    NOW = int(time.time())
+
+
 def token(
     *,
     user: int | None = 7,
     client: str = "app",
-    iat: int = NOW - 10,
+    iat: int | None = None,
     grant: str | None = None,
     jti: str = "j1",
 ) -> AccessToken:
@@ -45,7 +52,7 @@ def token(
         client_id=client,
         scopes=frozenset(),
         expires_at=NOW + 3600,
-        issued_at=iat,
+        issued_at=NOW - 10 if iat is None else iat,
         jti=jti,
         hash="h",
         claims=claims,
