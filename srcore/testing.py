@@ -283,11 +283,15 @@ def launch_chromium() -> Iterator[Any]:
 
 
 def _clean(app: Any) -> None:
+    """Empty the service's tables and the core's (webhooks), leaving the schema."""
+    from srcore.db import core_metadata
+
     metadata = app.extensions["srcore"].metadata
-    if metadata is None:
-        return
+    service_tables = list(reversed(metadata.sorted_tables)) if metadata is not None else []
+    names = {table.name for table in service_tables}
+    core_tables = [t for t in reversed(core_metadata().sorted_tables) if t.name not in names]
     with app.extensions["srcore"].db.transaction() as session:
-        for table in reversed(metadata.sorted_tables):
+        for table in core_tables + service_tables:
             session.execute(table.delete())
 
 
