@@ -310,6 +310,7 @@ def _configure_flask(app: SrcoreApp, cfg: Config, section: Section, service_id: 
         SESSION_COOKIE_NAME=f"{service_id}_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=section["session-lifetime"],
         SESSION_COOKIE_SECURE=not development or origin.startswith("https://"),
         MAX_CONTENT_LENGTH=section.get("max-content-length") or 16 * 1024 * 1024,
         # CSRF is checked by srcore's own before-request hook so the API prefix is exempt.

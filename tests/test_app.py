@@ -258,3 +258,10 @@ def test_login_next_is_checked(user_client: Any) -> None:
 def test_csrf_can_be_switched_off_for_tests(app: Any, client: Any) -> None:
     app.config["WTF_CSRF_ENABLED"] = False
     assert client.post("/form", data={"x": "1"}).status_code == 200
+
+
+def test_session_lifetime_comes_from_the_config(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    app = build(tmp_path, "session-lifetime = 2h\n")
+    assert app.permanent_session_lifetime == timedelta(hours=2)
