@@ -18,9 +18,12 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     """Build the todo app from the network's config file (or the given ``config``)."""
     import srcore
     from todo.api import api
+    from todo.events import can_receive
     from todo.models import Base, User
     from todo.views import views
 
+    # Subscribers receive an event only while they can still see its tracker.
+    options.setdefault("webhook_filter", can_receive)
     app = srcore.create_app(
         "todo", __name__, config=config, metadata=Base.metadata, user_model=User, **options
     )

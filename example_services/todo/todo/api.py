@@ -20,8 +20,9 @@ from srcore.db import session
 from srcore.errors import error_response
 from srcore.pagination import InvalidCursor, paginate_cursor
 from srcore.validation import Validation
-from todo import logic
+from todo import events, logic
 from todo.models import Comment, Ticket, TicketStatus, Tracker, User
+from todo.shapes import comment_json, ticket_json, tracker_json, user_json
 
 __all__ = ["api", "comment_json", "ticket_json", "tracker_json", "user_json"]
 
@@ -30,51 +31,6 @@ api = Blueprint("api", __name__, url_prefix="/api")
 NUMBER = f"<int(min=1, max={logic.MAX_ROW_ID}):number>"
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
-
-
-# -- JSON shapes ---------------------------------------------------------------------------
-
-
-def user_json(user: User) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username}
-
-
-def tracker_json(tracker: Tracker, owner: User) -> dict[str, Any]:
-    return {
-        "id": tracker.id,
-        "name": tracker.name,
-        "description": tracker.description,
-        "visibility": tracker.visibility.value,
-        "owner": user_json(owner),
-        "created": tracker.created.isoformat(),
-        "updated": tracker.updated.isoformat(),
-    }
-
-
-def ticket_json(ticket: Ticket, tracker: Tracker, owner: User, submitter: User) -> dict[str, Any]:
-    return {
-        "id": ticket.id,
-        "number": ticket.number,
-        "tracker": {"id": tracker.id, "name": tracker.name, "owner": user_json(owner)},
-        "title": ticket.title,
-        "description": ticket.description,
-        "status": ticket.status.value,
-        "resolution": ticket.resolution.value if ticket.resolution is not None else None,
-        "submitter": user_json(submitter),
-        "created": ticket.created.isoformat(),
-        "updated": ticket.updated.isoformat(),
-    }
-
-
-def comment_json(comment: Comment, ticket: Ticket, author: User) -> dict[str, Any]:
-    return {
-        "id": comment.id,
-        "ticket": ticket.number,
-        "author": user_json(author),
-        "text": comment.text,
-        "created": comment.created.isoformat(),
-        "updated": comment.updated.isoformat(),
-    }
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -171,6 +127,7 @@ def update_tracker(name: str) -> Any:
 def delete_tracker(name: str) -> Any:
     user = _caller()
     tracker = logic.own_tracker(session, user, name)
+    events.tracker_changed(session, "tracker:deleted", tracker, user)
     session.delete(tracker)
     session.commit()
     return "", 204
@@ -210,6 +167,7 @@ def create_ticket(name: str) -> Any:
     if not valid.ok:
         return valid.response()
     ticket = logic.create_ticket(session, tracker, user, values)
+    events.ticket_changed(session, "ticket:created", ticket, tracker, user, user)
     session.commit()
     location = url_for("api.get_ticket", name=tracker.name, number=ticket.number)
     return ticket_json(ticket, tracker, user, user), 201, {"Location": location}
@@ -279,6 +237,8 @@ def update_ticket(name: str, number: int) -> Any:
     if not valid.ok:
         return valid.response()
     logic.apply_ticket(ticket, values)
+    if session.is_modified(ticket):
+        events.ticket_changed(session, "ticket:updated", ticket, tracker, user, submitter)
     session.commit()
     return ticket_json(ticket, tracker, user, submitter)
 
@@ -305,11 +265,12 @@ def list_comments(name: str, number: int) -> Any:
 @oauth("todo/tickets:RW")
 def create_comment(name: str, number: int) -> Any:
     user = _caller()
-    _tracker, ticket, _submitter = _ticket(user, name, number)
+    tracker, ticket, _submitter = _ticket(user, name, number)
     valid = Validation(request)
     text = logic.read_comment(valid)
     if text is None or not valid.ok:
         return valid.response()
     comment = logic.add_comment(session, ticket, user, text)
+    events.comment_created(session, comment, ticket, tracker, user)
     session.commit()
     return comment_json(comment, ticket, user), 201

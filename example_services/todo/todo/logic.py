@@ -7,6 +7,7 @@ same messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import abort
@@ -17,6 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from srcore.db import utcnow
 from srcore.validation import Validation
+from todo import events
 from todo.models import (
     COMMENT_MAX,
     DESCRIPTION_MAX,
@@ -123,14 +125,23 @@ def apply_tracker(
     if name is not None and name_taken(session, owner, name, exclude=exclude):
         valid.error(NAME_TAKEN, "name")
         return None
+    event = "tracker:updated"
     if tracker is None:
         tracker = Tracker(owner_id=owner.id, **values)
         tracker.owner = owner
         session.add(tracker)
+        event = "tracker:created"
     else:
         for key, value in values.items():
             setattr(tracker, key, value)
-    if not commit_or_conflict(session, valid, NAME_TAKEN, field="name"):
+    changed = event == "tracker:created" or session.is_modified(tracker)
+    done = tracker
+
+    def announce() -> None:
+        if changed:
+            events.tracker_changed(session, event, done, owner)
+
+    if not commit_or_conflict(session, valid, NAME_TAKEN, field="name", before_commit=announce):
         if tracker in session:  # the rollback expired it; keep what pages read from it
             set_committed_value(tracker, "owner", owner)
         return None
@@ -138,10 +149,21 @@ def apply_tracker(
 
 
 def commit_or_conflict(
-    session: Session, valid: Validation, reason: str, *, field: str | None = None
+    session: Session,
+    valid: Validation,
+    reason: str,
+    *,
+    field: str | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> bool:
-    """Commit; a unique constraint lost to a concurrent request becomes a form error."""
+    """Commit; a unique constraint lost to a concurrent request becomes a form error.
+
+    *before_commit* runs inside the transaction (it may flush), e.g. to emit the change's
+    webhook event, which a lost conflict then rolls back with the change.
+    """
     try:
+        if before_commit is not None:
+            before_commit()
         session.commit()
     except IntegrityError:
         session.rollback()

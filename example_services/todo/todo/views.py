@@ -22,7 +22,7 @@ from srcore.db import session
 from srcore.errors import error_response
 from srcore.pagination import paginate_pages
 from srcore.validation import Validation
-from todo import logic
+from todo import events, logic
 from todo.models import Comment, Resolution, Ticket, TicketStatus, Tracker, User, Visibility
 
 __all__ = ["views"]
@@ -204,6 +204,7 @@ def delete_tracker(username: str, name: str) -> Any:
         )
     if not valid.ok:
         return render_template("todo/tracker_delete.html", valid=valid, tracker=found), 400
+    events.tracker_changed(session, "tracker:deleted", found, found.owner)
     session.execute(delete(Tracker).where(Tracker.id == found.id))
     session.commit()
     flash(f"Tracker {found.name} deleted, with its tickets.", "success")
@@ -224,6 +225,7 @@ def new_ticket(username: str, name: str) -> Any:
     if not valid.ok:
         return render_template("todo/ticket_form.html", valid=valid, tracker=found), 400
     ticket = logic.create_ticket(session, found, _user(), values)
+    events.ticket_changed(session, "ticket:created", ticket, found, found.owner, _user())
     session.commit()
     flash(f"Ticket #{ticket.number} submitted.", "success")
     return redirect(_ticket_url(found, ticket))
@@ -266,7 +268,8 @@ def comment(username: str, name: str, number: int) -> Any:
     text = logic.read_comment(valid)
     if text is None or not valid.ok:
         return _ticket_page(found, ticket, valid=valid, status=400)
-    logic.add_comment(session, ticket, user, text)
+    comment = logic.add_comment(session, ticket, user, text)
+    events.comment_created(session, comment, ticket, found, user)
     session.commit()
     flash("Comment added.", "success")
     return redirect(_ticket_url(found, ticket) + "#comments")
@@ -285,6 +288,10 @@ def ticket_status(username: str, name: str, number: int) -> Any:
     if not valid.ok:
         return _ticket_page(found, ticket, valid=valid, status=400)
     logic.apply_ticket(ticket, values)
+    if session.is_modified(ticket):
+        events.ticket_changed(
+            session, "ticket:updated", ticket, found, found.owner, ticket.submitter
+        )
     session.commit()
     flash(
         "Ticket reopened." if ticket.status == TicketStatus.open else "Ticket resolved.", "success"

@@ -1,0 +1,120 @@
+"""The webhook events todo emits, and who may receive them.
+
+Every change writes its event with :func:`srcore.webhooks.emit` in the change's own
+transaction, so a rolled-back change emits nothing. The payload is the same JSON shape the
+API answers with, and the resource is ``tracker:<id>``, so a subscriber can follow one
+tracker. :func:`can_receive` is the ``webhook_filter`` todo hands to srcore: a subscription's
+owner receives an event only while they can still see the tracker it is about.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.orm import Session, object_session
+
+from srcore.webhooks import emit
+from srcore.webhooks.models import OutboxRow, Subscription
+from todo.models import Comment, Ticket, Tracker, User, Visibility
+from todo.shapes import comment_json, ticket_json, tracker_json
+
+__all__ = [
+    "can_receive",
+    "comment_created",
+    "resource_of",
+    "ticket_changed",
+    "tracker_changed",
+]
+
+
+def resource_of(tracker: Tracker | int) -> str:
+    """The webhook resource name of a tracker: ``tracker:<id>``."""
+    ident = tracker if isinstance(tracker, int) else tracker.id
+    return f"tracker:{ident}"
+
+
+def _flushed(session: Session) -> None:
+    # Ids and timestamps are set by the flush; the payload reads them.
+    session.flush()
+
+
+def tracker_changed(session: Session, event: str, tracker: Tracker, owner: User) -> None:
+    """Emit ``tracker:created``, ``tracker:updated`` or ``tracker:deleted`` (call before the
+    delete is flushed, while the row can still be read)."""
+    _flushed(session)
+    emit(event, tracker_json(tracker, owner), resource=resource_of(tracker), session=session)
+
+
+def ticket_changed(
+    session: Session, event: str, ticket: Ticket, tracker: Tracker, owner: User, submitter: User
+) -> None:
+    """Emit ``ticket:created`` or ``ticket:updated``."""
+    _flushed(session)
+    emit(
+        event,
+        ticket_json(ticket, tracker, owner, submitter),
+        resource=resource_of(tracker),
+        session=session,
+    )
+
+
+def comment_created(
+    session: Session, comment: Comment, ticket: Ticket, tracker: Tracker, author: User
+) -> None:
+    """Emit ``comment:created``."""
+    _flushed(session)
+    emit(
+        "comment:created",
+        comment_json(comment, ticket, author),
+        resource=resource_of(tracker),
+        session=session,
+    )
+
+
+def _tracker_id(resource: str | None) -> int | None:
+    kind, _, ident = (resource or "").partition(":")
+    if kind != "tracker" or not ident.isdigit() or len(ident) > 10:
+        return None
+    return int(ident)
+
+
+def _deleted_was_visible(outbox: OutboxRow, viewer: User | None) -> bool:
+    """Whether *viewer* could see a tracker that is gone, judged by its last payload."""
+    try:
+        data: Any = json.loads(outbox.payload)
+    except ValueError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    owner = data.get("owner")
+    owner_id = owner.get("id") if isinstance(owner, dict) else None
+    if data.get("visibility") in (Visibility.public.value, Visibility.unlisted.value):
+        return True
+    return viewer is not None and viewer.id == owner_id
+
+
+def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:
+    """Whether the owner of *subscription* may see the tracker *outbox* is about.
+
+    A user must still exist here, be unsuspended and see the tracker (a private tracker:
+    only its owner); a service subscriber (no user) sees what anonymous visitors see. A
+    tracker that is gone is judged by the last state its ``tracker:deleted`` event carries.
+    """
+    tracker_id = _tracker_id(outbox.resource)
+    if tracker_id is None:
+        return False
+    session = object_session(subscription)
+    if session is None:
+        from srcore.db import session as request_session
+
+        session = request_session
+    viewer: User | None = None
+    if subscription.owner_id is not None:
+        viewer = session.get(User, subscription.owner_id)
+        if viewer is None or viewer.is_suspended:
+            return False
+    tracker = session.get(Tracker, tracker_id)
+    if tracker is None:
+        return outbox.event == "tracker:deleted" and _deleted_was_visible(outbox, viewer)
+    return tracker.visible_to(viewer)
