@@ -27,7 +27,7 @@ def test_migrations_match_the_models(app: Any, srcore_database: Any) -> None:
         if "email_token" in repr(change) or "'user'" in repr(change)
     ]
     assert ours == []
-    assert migrate.current(target)["srcore"] == "srcore_0001"
+    assert migrate.current(target)["srcore"] == migrate.heads(target)["srcore"]
 
 
 def test_account_migration_leaves_core_columns_alone() -> None:
