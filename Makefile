@@ -9,12 +9,13 @@ STAMP := $(VENV)/.srcore-installed
 SERVICES := example_services/todo example_services/meta
 JOBS ?= auto
 
-.PHONY: demo test lint typecheck unit browser-deps bench clean help
+.PHONY: demo test lint typecheck unit browser-deps bench reliability clean help
 
 help:
 	@echo "make demo   set up and run the example network on 127.0.0.1"
 	@echo "make test   set up and run the whole test suite (lint, types, tests)"
 	@echo "make bench  run the benchmarks"
+	@echo "make reliability  webhooks under failing receivers, killed workers, Redis restarts"
 
 $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES))
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -48,6 +49,9 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+reliability: $(STAMP)
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf $(VENV) var artifacts build dist .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,8 @@
    meta while it serves them.
 4. (``revocation``, bench/revocation.py) the time from a revoke at meta to the first 401
    at todo, meta and todo under gunicorn: with meta's push, and with pushes dropped.
+5. (``webhooks``, bench/webhooks.py) emit cost with 1 vs 1,000 subscriptions, and
+   deliveries per second of one local-worker or Celery worker process.
 
 Both sides of each ratio are measured interleaved in the same run, so machine noise hits
 both alike. Nothing here asserts on time; it prints.
@@ -235,7 +237,7 @@ def bench_startup(*, runs: int) -> dict[str, float]:
 # -- report ---------------------------------------------------------------------------------
 
 
-SECTIONS = ("api", "startup", "auth", "revocation")
+SECTIONS = ("api", "startup", "auth", "revocation", "webhooks")
 
 
 def main() -> int:
@@ -288,6 +290,10 @@ def main() -> int:
                 done.append(result)
         revocation.report(done, missing, tokens=tokens)
         print()
+    if "webhooks" in only:
+        import webhooks
+
+        webhooks.section(backends, quick=options.quick, number="5")
     return 0
 
 

@@ -1,0 +1,579 @@
+"""The Celery dispatcher: fan-out and deliveries as Celery tasks on the configured broker.
+
+Run a service's workers and its sweep with::
+
+    SRCORE_SERVICE=todo SRCORE_CONFIG=/etc/srcore/config.ini \\
+        celery -A srcore.webhooks.celery worker --beat --loglevel info
+
+(one ``--beat`` per service; more workers without it) under a supervisor that restarts
+it (systemd ``Restart=always``): a Celery worker may exit when its broker goes away. Or
+build the Celery app yourself with :func:`make_celery`. Each service has its own queue,
+``srcore-webhooks.<service>``, so many services may share one broker.
+
+The broker only carries nudges; the database is the record. ``fan_out(outbox_id)`` turns
+an outbox row into deliveries and queues them; ``deliver(delivery_id)`` calls the same
+:func:`~srcore.webhooks.delivery.deliver_one` as the local worker. Retries are not Celery
+retries: ``deliver_one`` writes the delivery's ``next_attempt_at`` and the periodic
+``sweep`` task queues every due delivery and every outbox row still not fanned out once
+its message has had time to arrive. So a lost message, a dead broker or a killed worker
+only delays a delivery; tasks are acknowledged late, one message is reserved at a time,
+and a message that comes twice finds its row claimed, delivered or not yet due, and
+does nothing.
+
+Rows are claimed through ``claimed_until``: queuing a row leases it for
+:attr:`CeleryOptions.queue_lease` (the sweep leaves it alone meanwhile); the task that
+runs it extends the lease past the longest possible attempt, so a duplicate message
+cannot send it a second time while it is in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from srcore.db import utcnow
+from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
+
+if TYPE_CHECKING:
+    import requests
+    from celery import Celery
+    from flask import Flask
+
+    from srcore.webhooks.delivery import DeliveryResult, WebhookSettings
+    from srcore.webhooks.ssrf import AddressPolicy
+
+__all__ = [
+    "DELIVER",
+    "FAN_OUT",
+    "PRUNE",
+    "SWEEP",
+    "CeleryDispatcher",
+    "CeleryOptions",
+    "NoServiceError",
+    "WebhookTasks",
+    "celery_config",
+    "default_app",
+    "make_celery",
+    "queue_name",
+]
+
+log = logging.getLogger("srcore.webhooks")
+
+#: Task names; the same in every service, routed to the service's own queue.
+FAN_OUT = "srcore.webhooks.fan_out"
+DELIVER = "srcore.webhooks.deliver"
+SWEEP = "srcore.webhooks.sweep"
+PRUNE = "srcore.webhooks.prune"
+
+
+@dataclass(frozen=True)
+class CeleryOptions:
+    """How the Celery dispatcher paces itself; the defaults suit production."""
+
+    #: How often the sweep queues due deliveries and outbox rows whose message was lost.
+    sweep_interval: timedelta = timedelta(seconds=15)
+    #: How long a queued row waits for its message before the sweep queues it again.
+    queue_lease: timedelta = timedelta(minutes=5)
+    #: Rows one sweep queues at most; the next sweep takes the rest.
+    sweep_batch: int = 1000
+    #: How often delivery-log entries older than ``webhook-log-retention`` are deleted.
+    prune_interval: timedelta = timedelta(hours=1)
+    #: How long the broker keeps a reserved, unacknowledged message from other workers.
+    visibility_timeout: timedelta = timedelta(minutes=10)
+    #: How long a running task keeps its row beyond its longest possible attempt.
+    work_margin: timedelta = timedelta(seconds=30)
+    #: How long publishing a message may take before it is left to the sweep.
+    publish_timeout: timedelta = timedelta(seconds=2)
+    #: Extra Celery settings, applied last.
+    celery: dict[str, Any] = field(default_factory=dict)
+
+
+def queue_name(service_id: str) -> str:
+    """The broker queue of *service_id*'s webhook tasks."""
+    return f"srcore-webhooks.{service_id}"
+
+
+def celery_config(broker: str, service_id: str, options: CeleryOptions) -> dict[str, Any]:
+    """The Celery settings of a service's webhook app (plain values, no IO)."""
+    publish = options.publish_timeout.total_seconds()
+    config: dict[str, Any] = {
+        "broker_url": broker,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": publish,
+        "broker_transport_options": {
+            "visibility_timeout": int(options.visibility_timeout.total_seconds()),
+            "socket_connect_timeout": publish,
+            "socket_timeout": max(publish, 5.0),
+        },
+        "task_default_queue": queue_name(service_id),
+        # A killed worker's reserved message goes back to the queue: acknowledged only
+        # after the task ran, one message reserved per process at a time.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": publish / 2,
+            "interval_max": publish / 2,
+        },
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": {
+            "srcore-webhooks-sweep": {
+                "task": SWEEP,
+                "schedule": options.sweep_interval.total_seconds(),
+                "options": {"queue": queue_name(service_id), "expires": _expiry(options)},
+            },
+            "srcore-webhooks-prune": {
+                "task": PRUNE,
+                "schedule": options.prune_interval.total_seconds(),
+                "options": {"queue": queue_name(service_id)},
+            },
+        },
+    }
+    config.update(options.celery)
+    return config
+
+
+def _expiry(options: CeleryOptions) -> float:
+    # A sweep that waited longer than its interval is stale: the next one is on its way.
+    return max(options.sweep_interval.total_seconds(), 1.0)
+
+
+Enqueue = Callable[[str, int], None]
+
+
+class WebhookTasks:
+    """What the tasks do, apart from Celery: claim a row, call the shared function, queue.
+
+    *enqueue(task_name, row_id)* sends one message; it may raise (broker down), which is
+    logged and left to the sweep. One keep-alive HTTP session is kept per process.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        enqueue: Enqueue,
+        options: CeleryOptions | None = None,
+        settings: WebhookSettings | None = None,
+        policy: AddressPolicy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        from srcore.webhooks.delivery import policy_for, settings_for
+
+        self.app = app
+        self.enqueue = enqueue
+        self.options = options or CeleryOptions()
+        self.settings = settings or settings_for(app)
+        self.policy = policy or policy_for(app)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._http: requests.Session | None = None
+        self._http_pid = 0
+
+    @property
+    def work_lease(self) -> timedelta:
+        """How long a running task holds its row: past the longest attempt it can make."""
+        attempt = self.settings.connect_timeout + self.settings.timeout
+        return self.options.queue_lease + attempt + self.options.work_margin
+
+    def http(self) -> requests.Session:
+        """This process's keep-alive session (a forked child builds its own)."""
+        if self._http is None or self._http_pid != os.getpid():
+            from srcore.webhooks.ssrf import guarded_session
+
+            self._http = guarded_session(self.policy)
+            self._http_pid = os.getpid()
+        return self._http
+
+    def after_fork(self) -> None:
+        """Drop what a forked worker process must not share with its parent."""
+        self._http = None
+        self.app.extensions["srcore"].db.engine.dispose(close=False)
+
+    def _session(self) -> Session:
+        session: Session = self.app.extensions["srcore"].db.session()
+        return session
+
+    def _send(self, task: str, ids: Sequence[int]) -> int:
+        sent = 0
+        for row_id in ids:
+            try:
+                self.enqueue(task, row_id)
+            except Exception as exc:  # the row stays leased; the sweep queues it again
+                log.warning("could not queue %s(%d), left to the sweep: %s", task, row_id, exc)
+                break
+            sent += 1
+        return sent
+
+    # -- fan-out -------------------------------------------------------------------------
+
+    def fan_out(self, outbox_id: int) -> list[int]:
+        """Fan outbox row *outbox_id* out and queue its deliveries; returns the queued ids."""
+        from srcore.webhooks.fanout import fan_out
+
+        st = self.app.extensions["srcore"]
+        with self.app.app_context(), self._session() as session:
+            now = self.clock()
+            claimed = session.execute(
+                update(OutboxRow)
+                .where(
+                    OutboxRow.id == outbox_id,
+                    OutboxRow.fanned_out_at.is_(None),
+                    or_(
+                        OutboxRow.claimed_until.is_(None),
+                        OutboxRow.claimed_until <= now + self.options.queue_lease,
+                    ),
+                )
+                .values(claimed_until=now + self.work_lease)
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+            if not _rowcount(claimed):
+                log.debug("outbox row %d: fanned out already or in progress", outbox_id)
+                return []
+            new = fan_out(
+                session,
+                outbox_id,
+                can_receive=getattr(st, "webhook_filter", None),
+                manifest=st.manifest,
+                now=now,
+            )
+            if not new:
+                return []
+            leased = self._lease_deliveries(session, new, self.clock())
+        sent = self._send(DELIVER, leased)
+        log.debug("outbox row %d: %d deliveries, %d queued", outbox_id, len(new), sent)
+        return leased[:sent]
+
+    def _lease_deliveries(self, session: Session, ids: Sequence[int], now: datetime) -> list[int]:
+        leased = list(
+            session.scalars(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(ids),
+                    Delivery.status == DeliveryStatus.pending.value,
+                    or_(Delivery.claimed_until.is_(None), Delivery.claimed_until <= now),
+                )
+                .values(claimed_until=now + self.options.queue_lease)
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        session.commit()
+        return sorted(leased)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def deliver(self, delivery_id: int) -> DeliveryResult | None:
+        """Make the due attempt of *delivery_id*; None when there is nothing to do now."""
+        from srcore.webhooks.delivery import deliver_one
+
+        with self.app.app_context(), self._session() as session:
+            now = self.clock()
+            claimed = session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery_id,
+                    Delivery.status == DeliveryStatus.pending.value,
+                    Delivery.next_attempt_at <= now,
+                    or_(
+                        Delivery.claimed_until.is_(None),
+                        Delivery.claimed_until <= now + self.options.queue_lease,
+                    ),
+                )
+                .values(claimed_until=now + self.work_lease)
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+            if not _rowcount(claimed):
+                log.debug("delivery %d: done, not due or in flight", delivery_id)
+                return None
+            return deliver_one(
+                session,
+                delivery_id,
+                http=self.http(),
+                clock=self.clock,
+                policy=self.policy,
+                config=self.settings,
+                rng=self.rng,
+            )
+
+    # -- sweep ---------------------------------------------------------------------------
+
+    def sweep(self) -> tuple[int, int]:
+        """Queue due deliveries and forgotten outbox rows; returns how many of each."""
+        with self._session() as session:
+            now = self.clock()
+            deliveries = self._claim_due(session, now)
+            outbox = self._claim_outbox(session, now)
+        sent_outbox = self._send(FAN_OUT, outbox)
+        sent_deliveries = self._send(DELIVER, deliveries)
+        if sent_outbox or sent_deliveries:
+            log.info(
+                "sweep queued %d outbox rows and %d due deliveries", sent_outbox, sent_deliveries
+            )
+        return sent_outbox, sent_deliveries
+
+    def _locking(self, session: Session) -> bool:
+        return session.get_bind().dialect.name == "postgresql"
+
+    def _claim_due(self, session: Session, now: datetime) -> list[int]:
+        due = and_(
+            Delivery.status == DeliveryStatus.pending.value,
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.claimed_until.is_(None), Delivery.claimed_until <= now),
+        )
+        query = (
+            select(Delivery.id)
+            .where(due)
+            .order_by(Delivery.next_attempt_at)
+            .limit(self.options.sweep_batch)
+        )
+        if self._locking(session):
+            query = query.with_for_update(skip_locked=True)
+        ids = list(session.scalars(query))
+        if not ids:
+            session.rollback()
+            return []
+        leased = list(
+            session.scalars(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), due)
+                .values(claimed_until=now + self.options.queue_lease)
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        session.commit()
+        return sorted(leased)
+
+    def _claim_outbox(self, session: Session, now: datetime) -> list[int]:
+        forgotten = and_(
+            OutboxRow.fanned_out_at.is_(None),
+            or_(
+                and_(
+                    OutboxRow.claimed_until.is_(None),
+                    OutboxRow.created <= now - self.options.queue_lease,
+                ),
+                OutboxRow.claimed_until <= now,
+            ),
+        )
+        query = (
+            select(OutboxRow.id)
+            .where(forgotten)
+            .order_by(OutboxRow.id)
+            .limit(self.options.sweep_batch)
+        )
+        if self._locking(session):
+            query = query.with_for_update(skip_locked=True)
+        ids = list(session.scalars(query))
+        if not ids:
+            session.rollback()
+            return []
+        leased = list(
+            session.scalars(
+                update(OutboxRow)
+                .where(OutboxRow.id.in_(ids), forgotten)
+                .values(claimed_until=now + self.options.queue_lease)
+                .returning(OutboxRow.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        session.commit()
+        return sorted(leased)
+
+    def prune(self) -> int:
+        """Delete delivery-log entries older than ``webhook-log-retention``."""
+        from srcore.webhooks.delivery import prune_log
+
+        with self._session() as session:
+            return prune_log(session, now=self.clock(), retention=self.settings.log_retention)
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def make_celery(
+    app: Flask,
+    *,
+    broker: str | None = None,
+    options: CeleryOptions | None = None,
+    settings: WebhookSettings | None = None,
+    policy: AddressPolicy | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> Celery:
+    """Build the Celery app of *app*'s webhooks, its tasks bound to *app*.
+
+    *broker* defaults to ``[global] webhooks-broker``. *settings* and *policy* default to
+    the config's (:func:`~srcore.webhooks.delivery.settings_for`, ``policy_for``); tests
+    pass their own, and a *clock*. Builds objects only: nothing connects until a message
+    is sent or a worker starts. The tasks' logic is ``celery_app.webhook_tasks``
+    (:class:`WebhookTasks`).
+    """
+    from celery import Celery
+    from celery.signals import worker_process_init
+
+    st = app.extensions["srcore"]
+    broker = broker or str(st.config.global_.get("webhooks-broker") or "")
+    if not broker:
+        raise ValueError(
+            f"[global] webhooks-broker is empty in {st.config.path}: the Celery dispatcher "
+            "needs a broker URL (the local worker needs none)"
+        )
+    options = options or CeleryOptions()
+    queue = queue_name(st.service_id)
+    celery_app = Celery(f"srcore-webhooks-{st.service_id}", set_as_current=False)
+    celery_app.conf.update(celery_config(broker, st.service_id, options))
+
+    def enqueue(task: str, row_id: int) -> None:
+        celery_app.send_task(task, args=[row_id], queue=queue)
+
+    tasks = WebhookTasks(
+        app, enqueue=enqueue, options=options, settings=settings, policy=policy, clock=clock
+    )
+    celery_app.webhook_tasks = tasks
+    celery_app.flask_app = app
+
+    def fan_out(outbox_id: int) -> int:
+        return len(tasks.fan_out(int(outbox_id)))
+
+    def deliver(delivery_id: int) -> bool:
+        result = tasks.deliver(int(delivery_id))
+        return bool(result is not None and result.delivered)
+
+    def sweep() -> list[int]:
+        return list(tasks.sweep())
+
+    def prune() -> int:
+        return tasks.prune()
+
+    for name, function in ((FAN_OUT, fan_out), (DELIVER, deliver), (SWEEP, sweep), (PRUNE, prune)):
+        celery_app.task(name=name, ignore_result=True)(function)
+    _forked.add(tasks)
+    worker_process_init.connect(_after_fork, weak=False, dispatch_uid="srcore.webhooks")
+    return celery_app
+
+
+#: The task sets of this process, told when Celery forks a worker process from it.
+_forked: weakref.WeakSet[WebhookTasks] = weakref.WeakSet()
+
+
+def _after_fork(**_kwargs: Any) -> None:
+    for tasks in list(_forked):
+        tasks.after_fork()
+
+
+class CeleryDispatcher:
+    """The dispatcher ``[global] webhooks-broker`` selects: commits become fan-out tasks.
+
+    Built without IO; the Celery app is made on the first nudge. A broker that cannot be
+    reached costs the request at most :attr:`CeleryOptions.publish_timeout` (then the
+    failure is logged and the sweep queues the row later).
+    """
+
+    def __init__(self, app: Flask, *, options: CeleryOptions | None = None) -> None:
+        self.app = app
+        self.options = options
+        self._celery: Celery | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<CeleryDispatcher {self.app.extensions['srcore'].service_id}>"
+
+    @property
+    def celery(self) -> Celery:
+        """The Celery app that carries this service's tasks."""
+        with self._lock:
+            if self._celery is None:
+                self._celery = make_celery(self.app, options=self.options)
+            return self._celery
+
+    def _send(self, task: str, ids: Sequence[int]) -> None:
+        celery_app = self.celery
+        queue = queue_name(self.app.extensions["srcore"].service_id)
+        for row_id in ids:
+            celery_app.send_task(task, args=[int(row_id)], queue=queue)
+
+    def nudge(self, outbox_ids: Sequence[int]) -> None:
+        """Queue the fan-out of newly committed outbox rows."""
+        self._send(FAN_OUT, outbox_ids)
+
+    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
+        """Queue deliveries made due by hand (manual redelivery)."""
+        self._send(DELIVER, delivery_ids)
+
+
+# -- `celery -A srcore.webhooks.celery` ---------------------------------------------------
+
+_default: Celery | None = None
+_default_lock = threading.Lock()
+
+
+def _service_factory(spec: str) -> Callable[..., Flask]:
+    """The app factory of *spec*: an installed service id, a package, or ``module:name``."""
+    import importlib
+    from importlib import metadata
+
+    module_name, _, attribute = spec.partition(":")
+    packages = {ep.name: ep.value for ep in metadata.entry_points(group="srcore.services")}
+    module = importlib.import_module(packages.get(module_name, module_name))
+    factory: Callable[..., Flask] = getattr(module, attribute or "create_app")
+    return factory
+
+
+class NoServiceError(RuntimeError, AttributeError):
+    """``SRCORE_SERVICE`` is not set, so there is no app to build.
+
+    An AttributeError too, so that looking the module over (``hasattr(module, "app")``)
+    is not an error.
+    """
+
+
+def default_app(environ: dict[str, str] | None = None) -> Celery:
+    """The Celery app of the service named by ``SRCORE_SERVICE`` (config: ``SRCORE_CONFIG``).
+
+    ``SRCORE_SERVICE`` is an installed service's id (``todo``), or its package, or
+    ``module:factory``. Built once per process, on first use.
+    """
+    global _default
+    env = os.environ if environ is None else environ
+    with _default_lock:
+        if _default is None:
+            spec = env.get("SRCORE_SERVICE", "").strip()
+            if not spec:
+                raise NoServiceError(
+                    "set SRCORE_SERVICE to the service whose webhooks this worker delivers "
+                    "(e.g. SRCORE_SERVICE=todo), and SRCORE_CONFIG to its config file"
+                )
+            flask_app = _service_factory(spec)(config=env.get("SRCORE_CONFIG") or None)
+            _default = make_celery(flask_app)
+        return _default
+
+
+def __getattr__(name: str) -> Any:
+    # `celery -A srcore.webhooks.celery` reads the module's `app`: built only then.
+    if name in ("app", "celery"):
+        return default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

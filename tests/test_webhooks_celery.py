@@ -1,0 +1,269 @@
+"""The Celery dispatcher against a real Redis and real ``celery worker`` processes.
+
+Each module gets its own redis-server on a free port (tests elsewhere use the shared one);
+workers are started per test in their own process group and never outlive it. The
+receiver is an HTTP server on 127.0.0.1; every request it accepts must verify with the
+subscription's secret.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from srcore.testing import require_or_skip
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import reliability as harness
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.RedisServer]:
+    require_or_skip(harness.redis_available(), "redis-server")
+    with harness.RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "postgresql":
+        from srcore.testdb import postgres_available
+
+        require_or_skip(postgres_available(), "PostgreSQL")
+    return name
+
+
+@pytest.fixture
+def receiver() -> Iterator[harness.Receiver]:
+    with harness.Receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def service(
+    backend: str, tmp_path: Path, redis_server: harness.RedisServer
+) -> Iterator[tuple[Any, Path]]:
+    """The sample service on a migrated database, its broker our Redis (emptied first)."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    with harness.service_database(backend, tmp_path) as url:
+        config = harness.write_config(
+            tmp_path / "config.ini", database_url=url, broker=redis_server.url
+        )
+        app = harness.build_app(config)
+        try:
+            yield app, config
+        finally:
+            app.extensions["srcore"].db.dispose()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Any]:
+    workers: list[harness.WorkerProcess] = []
+
+    def start(config: Path, **options: Any) -> harness.WorkerProcess:
+        worker = harness.celery_worker(config, tmp_path, lifetime=120, **options)
+        workers.append(worker)
+        worker.start()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def wait_for(receiver: harness.Receiver, count: int, worker: harness.WorkerProcess) -> None:
+    try:
+        harness.wait_until(
+            lambda: len(receiver.accepted()) >= count, timeout=45, what=f"{count} deliveries"
+        )
+    except TimeoutError:
+        pytest.fail(
+            f"only {len(receiver.accepted())} of {count} arrived; worker log:\n" + worker.tail()
+        )
+
+
+def emit_then_fail(app: Any, number: int) -> None:
+    """Emit in a transaction that then fails, so it is rolled back."""
+    from srcore.webhooks import emit
+
+    with app.extensions["srcore"].db.transaction() as session:
+        emit(harness.EVENT, {"number": number, "name": "rolled back"}, session=session)
+        raise RuntimeError("the change fails after emitting")
+
+
+def test_committed_events_are_delivered_signed_and_rolled_back_ones_never(
+    service: tuple[Any, Path], receiver: harness.Receiver, start_worker: Any
+) -> None:
+    from srcore.webhooks import emit
+    from srcore.webhooks.celery import CeleryDispatcher
+
+    app, config = service
+    ((_sid, secret),) = harness.subscribe(app, receiver.url)
+    assert isinstance(app.extensions["srcore"].webhook_dispatcher, CeleryDispatcher)
+    # The production entry point: `celery -A srcore.webhooks.celery worker`.
+    worker = start_worker(config, app_spec="srcore.webhooks.celery", beat=False, fast=False)
+
+    db = app.extensions["srcore"].db
+    with app.app_context():
+        with pytest.raises(RuntimeError):
+            emit_then_fail(app, -1)
+        for number in range(5):
+            with db.transaction() as session:
+                emit(harness.EVENT, {"number": number, "name": f"thing {number}"}, session=session)
+
+    wait_for(receiver, 5, worker)
+    time.sleep(1.0)  # anything else in flight would land now
+    stats = harness.check_received(receiver, secret)
+    assert stats["unverified"] == 0
+    assert stats["numbers"] == {0, 1, 2, 3, 4}  # never -1
+    assert stats["duplicates"] == 0
+    assert harness.delivery_states(app) == {"delivered": 5}
+    assert harness.outbox_count(app) == (5, 0)
+    for item in receiver.snapshot():
+        assert item.headers["webhook-signature"].startswith("v1,")
+        assert item.headers["user-agent"].startswith("srcore-webhooks/")
+
+
+def test_sweep_queues_what_the_broker_lost(
+    service: tuple[Any, Path],
+    receiver: harness.Receiver,
+    start_worker: Any,
+    redis_server: harness.RedisServer,
+) -> None:
+    import redis
+
+    from srcore.webhooks.fanout import fan_out
+    from srcore.webhooks.outbox import insert_event
+
+    app, config = service
+    ((_sid, secret),) = harness.subscribe(app, receiver.url)
+    st = app.extensions["srcore"]
+    # 1. A fan-out message lost on the broker: emitted and queued, then Redis forgets it.
+    harness.emit_events(app, 2, start=0)
+    assert redis.Redis.from_url(redis_server.url).flushall()
+    # 2. A row committed without any message (a crash between commit and nudge).
+    with st.db.transaction() as session:
+        insert_event(session, harness.EVENT, {"number": 2, "name": "thing 2"})
+    # 3. Deliveries created by a fan-out whose worker died before queuing them.
+    with st.db.transaction() as session:
+        outbox_id = insert_event(session, harness.EVENT, {"number": 3, "name": "thing 3"})
+    with st.db.session() as session:
+        assert len(fan_out(session, outbox_id, manifest=st.manifest)) == 1
+
+    worker = start_worker(config)  # with --beat: the sweep every second, leases of 3 s
+    wait_for(receiver, 4, worker)
+    stats = harness.check_received(receiver, secret)
+    assert stats["numbers"] == {0, 1, 2, 3}
+    assert stats["unverified"] == 0
+    assert harness.delivery_states(app) == {"delivered": 4}
+
+
+def test_tasks_are_idempotent(service: tuple[Any, Path], receiver: harness.Receiver) -> None:
+    """A message that comes twice finds its row fanned out, delivered or not due."""
+    from sqlalchemy import select
+
+    from srcore.webhooks.celery import make_celery
+    from srcore.webhooks.models import Delivery, DeliveryStatus
+    from srcore.webhooks.outbox import insert_event
+
+    app, _config = service
+    ((_sid, secret),) = harness.subscribe(app, receiver.url)
+    sent: list[tuple[str, int]] = []
+    celery_app = make_celery(app)
+    tasks = celery_app.webhook_tasks
+    tasks.enqueue = lambda task, row_id: sent.append((task, row_id))
+    st = app.extensions["srcore"]
+    with st.db.transaction() as session:
+        outbox_id = insert_event(session, harness.EVENT, {"number": 7, "name": "seven"})
+
+    queued = tasks.fan_out(outbox_id)
+    assert len(queued) == 1
+    assert sent == [("srcore.webhooks.deliver", queued[0])]
+    assert tasks.fan_out(outbox_id) == []  # fanned out already: nothing new
+    result = tasks.deliver(queued[0])
+    assert result is not None and result.delivered
+    assert tasks.deliver(queued[0]) is None  # delivered: skipped
+    assert len(receiver.snapshot()) == 1
+    assert harness.check_received(receiver, secret)["numbers"] == {7}
+
+    # A failed attempt is retried by the sweep when due, not by a repeated message.
+    receiver.fail_rate, receiver.max_failures = 1.0, 1
+    with st.db.transaction() as session:
+        outbox_id = insert_event(session, harness.EVENT, {"number": 8, "name": "eight"})
+    (second,) = tasks.fan_out(outbox_id)
+    result = tasks.deliver(second)
+    assert result is not None and result.status == 500 and result.retry_at is not None
+    assert tasks.deliver(second) is None  # not due yet
+    with st.db.session() as session:
+        delivery = session.scalars(select(Delivery).where(Delivery.id == second)).one()
+        assert delivery.status == DeliveryStatus.pending.value
+        assert delivery.claimed_until is None
+    sent.clear()
+    assert tasks.sweep() == (0, 0)  # the retry is not due for seconds
+    assert sent == []
+
+
+def test_dispatcher_queues_after_commit_only(
+    service: tuple[Any, Path], redis_server: harness.RedisServer
+) -> None:
+    import redis
+
+    from srcore.webhooks import emit
+    from srcore.webhooks.celery import queue_name
+
+    app, _config = service
+    client = redis.Redis.from_url(redis_server.url)
+    queue = queue_name("sample")
+    db = app.extensions["srcore"].db
+    with app.app_context(), db.transaction() as session:
+        emit(harness.EVENT, {"number": 1, "name": "one"}, session=session)
+        session.flush()
+        assert client.llen(queue) == 0  # not before the commit
+    assert client.llen(queue) == 1
+    with app.app_context(), pytest.raises(RuntimeError):
+        emit_then_fail(app, 2)
+    assert client.llen(queue) == 1
+
+
+def test_dead_broker_costs_the_request_little(tmp_path: Path) -> None:
+    """With the broker down the commit stands; the nudge fails fast and is left to the sweep."""
+    from srcore.webhooks import emit
+
+    port = harness.free_port()  # nothing listens there
+    with harness.service_database("sqlite", tmp_path) as url:
+        config = harness.write_config(
+            tmp_path / "config.ini", database_url=url, broker=f"redis://127.0.0.1:{port}/0"
+        )
+        app = harness.build_app(config)
+        db = app.extensions["srcore"].db
+        with app.app_context():
+            app.extensions["srcore"].webhook_dispatcher.celery
+            started = time.monotonic()
+            with db.transaction() as session:
+                emit(harness.EVENT, {"number": 1, "name": "one"}, session=session)
+            elapsed = time.monotonic() - started
+        assert elapsed < 3
+        assert harness.outbox_count(app) == (1, 1)
+        db.dispose()
+
+
+def test_no_service_named_is_a_clear_error() -> None:
+    from srcore.webhooks import celery as module
+
+    with pytest.raises(RuntimeError, match="SRCORE_SERVICE"):
+        module.default_app(environ={})
+    assert module.make_celery  # importing built nothing; no service named: no `app`
+    if "SRCORE_SERVICE" not in os.environ:
+        assert not hasattr(module, "app")
