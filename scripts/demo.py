@@ -1,8 +1,10 @@
 """Run the example network on 127.0.0.1: what `make demo` calls.
 
-Writes a development config with fresh secrets on first run (var/config.ini), migrates
-every configured service, starts each one under gunicorn, waits until each answers its
-health check, prints where to click, and stops everything on Ctrl-C.
+Writes a development config with fresh secrets on first run (var/config.ini, git-ignored),
+migrates every configured service, starts each one under gunicorn, waits until each
+answers its health check, prints where to click, and stops everything on Ctrl-C (or
+SIGTERM). The config has no smtp-host, so meta's mails (the confirmation link) are
+printed to this terminal instead of being sent.
 
 Options (for the test suite): --var DIR puts config and databases elsewhere; --exit-when-ready
 stops the services again as soon as they all answered.
@@ -28,6 +30,10 @@ def srcore(*args: str, config: Path) -> None:
     subprocess.run([str(BIN / "srcore"), "--config", str(config), *args], check=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def wait_healthy(url: str, process: subprocess.Popen[bytes], *, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -43,7 +49,49 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], *, seconds: float =
     raise SystemExit(f"{url} did not become healthy within {seconds:.0f} s")
 
 
+def _shown(path: Path | str) -> str:
+    """*path* relative to the working directory when it is inside it (shorter to copy)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def start_here(origins: dict[str, str], config: Path) -> str:
+    """What to do first in the browser, and how to make an admin."""
+    meta, todo = origins.get("meta"), origins.get("todo")
+    if meta is None:
+        return ""
+    python = _shown(sys.executable)
+    lines = [
+        "Start here:",
+        "",
+        f"  1. Open {meta}/register and make an account.",
+        "  2. Mail is not sent in development: the confirmation mail is printed right here,",
+        '     in this terminal ("mail not sent ... it would have been:"). Open the',
+        f"     {meta}/confirm/... link in it.",
+    ]
+    if todo is not None:
+        lines += [
+            f'  3. Open {todo}/ and click "Log in": todo sends you to meta, which logs you in',
+            "     (asking for your password only if you are not logged in there) and sends",
+            '     you back to todo, logged in. Click "New tracker" to make one.',
+        ]
+    lines += [
+        "",
+        "Make an account an admin (meta's /admin/users: search, suspend, unsuspend):",
+        "",
+        f"  {python} -m meta.admin make-admin NAME --config {_shown(config)}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
+    # Line by line even into a pipe (`make demo | tee`), so the URLs show up at once.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # A SIGTERM stops the services as Ctrl-C does, instead of leaving them running.
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--var", type=Path, default=ROOT / "var")
     parser.add_argument("--exit-when-ready", action="store_true")
@@ -82,7 +130,11 @@ def main() -> int:
         print("\nThe network is up:\n")
         for service, origin, _ in processes:
             print(f"  {service:<{width}}  {origin}/")
-        print(f"\nConfig: {config} (edit it, then restart). Ctrl-C stops everything.\n")
+        print()
+        guide = start_here({s: o for s, o, _ in processes}, config)
+        if guide:
+            print(guide)
+        print(f"Config: {config} (edit it, then restart). Ctrl-C stops everything.\n")
         if options.exit_when_ready:
             return 0
         while all(p.poll() is None for _, _, p in processes):

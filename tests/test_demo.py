@@ -1,20 +1,30 @@
-"""`make demo`'s runner: writes a config, migrates, serves every service, says where to click."""
+"""`make demo`'s runner: writes a config, migrates, serves every service, says where to click.
+
+With meta installed, the printed "Start here" is followed for real: register at meta, find
+the confirmation mail in the demo's own output, open its link, and log in to todo.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 
 from srcore.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+HAS_META = importlib.util.find_spec("meta") is not None
+_CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
 def _port_block() -> int:
@@ -35,8 +45,48 @@ def _free(port: int) -> bool:
         return True
 
 
+class Output:
+    """The demo's output, read line by line in a thread so no wait is unbounded."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        self.lines: list[str] = []
+        self._stream = process.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+
+    def close(self) -> None:
+        """After the process ended: read what is left and close the pipe."""
+        self._thread.join(timeout=10)
+        self._stream.close()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, *, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.text, re.MULTILINE)
+            if found:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not printed within {timeout} s:\n{self.text[-5000:]}")
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read().decode()
+
+
 @pytest.mark.slow
 def test_demo_serves_the_network(tmp_path: Path) -> None:
+    # No PYTHONUNBUFFERED here on purpose: the demo must print line by line into a pipe.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -44,43 +94,77 @@ def test_demo_serves_the_network(tmp_path: Path) -> None:
             "--var",
             str(tmp_path),
             "--first-port",
-            str(_port_block()),
+            str(first := _port_block()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=env,
     )
-    assert process.stdout is not None
-    output: list[str] = []
-    urls: dict[str, str] = {}
+    output = Output(process)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            match = re.match(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+)/$", line)
-            if match:
-                urls[match.group(1)] = match.group(2)
-            if "Ctrl-C stops everything" in line:
-                break
-        assert "todo" in urls, "".join(output)
+        output.wait_for(r"Ctrl-C stops everything", timeout=180)
+        urls = dict(re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+)/$", output.text, re.M))
+        assert "todo" in urls, output.text
+        printed = output.text
         config = (tmp_path / "config.ini").read_text()
         assert "secret-key" in config
         assert (tmp_path / "config.ini").stat().st_mode & 0o077 == 0
-        with urllib.request.urlopen(urls["todo"] + "/", timeout=10) as response:
-            page = response.read().decode()
-        assert response.status == 200
+
+        status, page = _get(urls["todo"] + "/")
+        assert status == 200
         assert "Todo" in page
         for service, url in urls.items():
             assert url + "/" in page, f"{service} is missing from todo's nav"
+        if not HAS_META:
+            return
+
+        # --first-port: meta gets it, todo the next.
+        assert urls["meta"] == f"http://127.0.0.1:{first}"
+        assert urls["todo"] == f"http://127.0.0.1:{first + 1}"
+        assert "oauth-client-secret" in config
+        meta, todo = urls["meta"], urls["todo"]
+        assert "Start here" in printed
+        assert f"{meta}/register" in printed
+        assert f"{todo}/" in printed.split("Start here", 1)[1]
+        assert "-m meta.admin make-admin NAME --config" in printed
+        assert _get(meta + "/register")[0] == 200
+
+        # Follow the printed steps: register, the mail appears in this output, confirm.
+        browser = requests.Session()
+        form = browser.get(f"{meta}/register", timeout=10)
+        token = _CSRF.search(form.text)
+        assert token, form.text[:2000]
+        done = browser.post(
+            f"{meta}/register",
+            data={
+                "csrf_token": token.group(1),
+                "username": "demo",
+                "email": "demo@example.org",
+                "password": "correct horse battery staple",
+            },
+            timeout=10,
+        )
+        assert done.status_code == 200, done.text[:2000]
+        mail = output.wait_for(
+            r"^To: demo@example\.org$(?s:.*?)^(http://\S+/confirm/\S+)$", timeout=10
+        )
+        confirmed = browser.get(mail.group(1), timeout=10)
+        assert confirmed.status_code == 200
+        assert "is confirmed" in confirmed.text
+        # ... then todo's "Log in" (meta already knows the browser: no form).
+        logged_in = browser.get(f"{todo}/login?next=/", timeout=10)
+        assert logged_in.url == f"{todo}/", logged_in.url
+        assert "demo" in logged_in.text
+        assert "Your trackers" in logged_in.text
     finally:
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
             raise
-        process.stdout.close()
-    assert process.returncode == 0, "".join(output)
+        finally:
+            output.close()
+    assert process.returncode == 0, output.text[-5000:]
