@@ -521,12 +521,16 @@ class RevocationPuller:
         self._pid = None
 
     def _run(self, stop: threading.Event) -> None:
+        # Rounds start every `interval` seconds, however long a pull takes, so a lost push
+        # costs at most the interval (plus one pull), not interval + pull time each round.
+        next_round = time.monotonic()
         while not stop.is_set():
             try:
                 self.pull_once()
             except Exception as exc:  # keep pulling whatever went wrong this round
                 log.warning("pulling revocations from meta failed: %s", exc)
-            stop.wait(self.interval)
+            next_round = max(next_round + self.interval, time.monotonic())
+            stop.wait(next_round - time.monotonic())
 
 
 # -- Flask glue -------------------------------------------------------------------------
