@@ -57,6 +57,19 @@ def _shown(path: Path | str) -> str:
         return str(path)
 
 
+def _port_free(origin: str) -> bool:
+    """Whether nothing listens on *origin*'s port on 127.0.0.1 yet."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", urlsplit(origin).port or 80))
+        except OSError:
+            return False
+    return True
+
+
 def start_here(origins: dict[str, str], config: Path) -> str:
     """What to do first in the browser, and how to make an admin."""
     meta, todo = origins.get("meta"), origins.get("todo")
@@ -114,16 +127,33 @@ def main() -> int:
     for service in services:
         srcore("migrate", service, "upgrade", config=config)
 
+    busy = [o for o in (str(cfg.section(s)["origin"]) for s in services) if not _port_free(o)]
+    if busy:
+        print(
+            f"Cannot start: {', '.join(busy)} already answers (another demo still running?). "
+            f"Stop it, or change the origins in {config}.",
+            file=sys.stderr,
+        )
+        return 1
     processes: list[tuple[str, str, subprocess.Popen[bytes]]] = []
+    workers: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ, SRCORE_CONFIG=str(config))
     try:
         for service in services:
             origin = str(cfg.section(service)["origin"]).rstrip("/")
+            # One process with threads: with the in-process revocation store (no redis-url),
+            # a logout pushed by meta then reaches the whole service at once.
+            serve = ["serve", service, "--workers", "1", "--threads", "4"]
             process = subprocess.Popen(
-                [str(BIN / "srcore"), "--config", str(config), "serve", service, "--workers", "2"],
-                env=env,
+                [str(BIN / "srcore"), "--config", str(config), *serve], env=env
             )
             processes.append((service, origin, process))
+        for service in services:
+            # The webhook worker of each service: the local one, no broker to run.
+            worker = subprocess.Popen(
+                [str(BIN / "srcore"), "--config", str(config), "worker", service], env=env
+            )
+            workers.append(worker)
         for _service, origin, process in processes:
             wait_healthy(origin + "/healthz", process)
         width = max(len(s) for s, _, _ in processes)
@@ -134,20 +164,23 @@ def main() -> int:
         guide = start_here({s: o for s, o, _ in processes}, config)
         if guide:
             print(guide)
+        print(f"Webhook workers: {', '.join(services)} (local, straight from each database).")
         print(f"Config: {config} (edit it, then restart). Ctrl-C stops everything.\n")
         if options.exit_when_ready:
             return 0
-        while all(p.poll() is None for _, _, p in processes):
+        everything = [p for _, _, p in processes] + workers
+        while all(p.poll() is None for p in everything):
             time.sleep(0.5)
         return 1
     except KeyboardInterrupt:
         print("\nstopping")
         return 0
     finally:
-        for _, _, process in processes:
+        children = [p for _, _, p in processes] + workers
+        for process in children:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for _, _, process in processes:
+        for process in children:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -48,10 +48,15 @@ def _service_package(service_id: str) -> str:
 )
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option(
+    "--threads", default=1, show_default=True, help="Threads per worker (gthread above 1)."
+)
+@click.option(
     "--debug", is_flag=True, help="Use Flask's reloading debug server instead of gunicorn."
 )
 @click.pass_context
-def serve(ctx: click.Context, service: str, bind: str | None, workers: int, debug: bool) -> None:
+def serve(
+    ctx: click.Context, service: str, bind: str | None, workers: int, threads: int, debug: bool
+) -> None:
     """Serve one service: gunicorn in production, the Flask debug server with --debug."""
     from urllib.parse import urlsplit
 
@@ -82,8 +87,12 @@ def serve(ctx: click.Context, service: str, bind: str | None, workers: int, debu
         bind,
         "--workers",
         str(workers),
+        "--threads",
+        str(threads),
         "--name",
         f"srcore-{service}",
+        # Several services run on one host: they must not share gunicorn's control socket.
+        "--no-control-socket",
         f"{package}:create_app()",
     ]
     os.execv(sys.executable, argv)  # noqa: S606 - argv is built here, not from input

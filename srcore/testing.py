@@ -203,6 +203,7 @@ def run_service(
             "gunicorn",
             "--bind",
             f"127.0.0.1:{port}",
+            "--no-control-socket",
             "--workers",
             str(workers),
             "--graceful-timeout",
