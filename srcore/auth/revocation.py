@@ -21,13 +21,16 @@ second of the revocation itself: a token issued in the same second as a "log out
 everywhere" is refused rather than let through.
 
 The in-process store serves one process; with ``[global] redis-url`` the Redis store lets
-every gunicorn worker see a push that reached one of them. With the in-process store and
+every gunicorn worker see a push that reached one of them (each worker still checks an
+in-memory copy, kept current through Redis pub/sub). With the in-process store and
 several workers each worker pulls on its own, so a push that reached another worker takes
 up to the pull interval to apply everywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import os
@@ -238,7 +241,9 @@ class MemoryRevocationStore:
 
 
 # Set KEYS[i] to ARGV[i] unless it already holds a larger number; ARGV[n+i] is a TTL in
-# seconds (0: none). One round trip for a whole batch of events.
+# seconds (0: none); then publish ARGV[2n+2] on the channel ARGV[2n+1]. One round trip
+# for a whole batch of events, and no process can read the keys without the message
+# being on its way.
 _SET_MAX = """
 local n = #KEYS
 for i = 1, n do
@@ -253,16 +258,69 @@ for i = 1, n do
     end
   end
 end
+redis.call('PUBLISH', ARGV[2 * n + 1], ARGV[2 * n + 2])
 return n
 """
 
 
-class RedisRevocationStore:
-    """The store in Redis, shared by every process of the service.
+class _Mirror(MemoryRevocationStore):
+    """The in-process copy a :class:`RedisRevocationStore` answers checks from."""
 
-    Token and grant entries expire with the tokens; not_before marks and suspensions are
-    kept (one small key per user or client). A check is one ``MGET``.
+    def note_seq(self, seq: int) -> None:
+        with self._lock:
+            self._seq = max(self._seq, seq)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+def _event_json(event: RevocationEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "kind": event.kind,
+        "subject": event.subject,
+        "not_before": event.not_before,
+        "expires_at": event.expires_at,
+    }
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class RedisRevocationStore:
+    """The store in Redis, shared by every process of the service, mirrored in each.
+
+    Redis holds the state (token and grant entries expire with the tokens; not_before
+    marks and suspensions are kept, one small key per user or client) and carries every
+    applied batch on a pub/sub channel of the service (``<prefix>events:db<n>``: pub/sub
+    ignores the database number, the channel name does not). Each process keeps a copy in
+    memory, and checks (:meth:`is_revoked`, :meth:`session_valid`, :meth:`user_not_before`)
+    read only that copy: authentication costs no round trip.
+
+    A daemon thread per process (started on first use, again after a fork) subscribes to
+    the channel and applies what it hears to the copy. On every (re)subscription it loads
+    the whole state from Redis, after the subscription is confirmed, so neither a new
+    process nor one whose connection dropped (pub/sub loses what is sent meanwhile)
+    misses an event. :meth:`apply` updates this process's copy at once and writes the
+    events to Redis with their publication in one atomic script.
+
+    When Redis is unreachable the store keeps serving from the copy rather than failing
+    requests: the thread logs a warning and keeps reconnecting (then reloads), events
+    applied meanwhile (meta's pushes and pulls, which reach every process on their own)
+    go into the copy and are written to Redis once it answers again, and
+    :attr:`last_seq` falls back to the copy so the pull from meta keeps catching up. A
+    process that has never loaded the state is the exception: its copy knows nothing,
+    so until the first load its checks raise :class:`RevocationUnavailable` (the first
+    one waits up to :attr:`load_wait` seconds for it).
     """
+
+    #: How long the first check of a process waits for the first load from Redis.
+    load_wait = 5.0
+    #: Seconds of silence on the subscription before it is PINGed (twice that: dead).
+    ping_interval = 10.0
+    #: Events kept for writing to Redis while it is unreachable (older ones: the pull).
+    max_pending = 10_000
 
     def __init__(
         self,
@@ -273,25 +331,181 @@ class RedisRevocationStore:
     ) -> None:
         self._redis = client
         self._prefix = prefix
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        self._channel = f"{prefix}events:db{db}"
         self._clock = clock
         self._script: Any = None
+        self._mirror = _Mirror(clock=clock)
+        self._lock = threading.Lock()
+        self._pending: list[RevocationEvent] = []
+        self._pending_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._pid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loaded = threading.Event()
+        self._tried = threading.Event()
+        #: The subscriber's current PubSub (tests find its connection through it).
+        self._pubsub: Any = None
+        #: How many times the state was loaded from Redis in this process.
+        self.loads = 0
 
     def _key(self, kind: str, subject: str) -> str:
         return f"{self._prefix}{kind}:{subject}"
 
-    @property
-    def last_seq(self) -> int:
+    # -- the subscriber thread ------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            if self._pid is not None:  # forked: the parent's locks may be held for good
+                self._lock = threading.Lock()
+                self._pending_lock = threading.Lock()
+                self._mirror.after_fork()
+            self._stop = threading.Event()
+            self._loaded = threading.Event()
+            self._tried = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(self._stop, self._loaded, self._tried),
+                name="srcore-revocation-subscriber",
+                daemon=True,
+            )
+            self._thread.start()
+            self._pid = os.getpid()
+
+    def close(self) -> None:
+        """Stop this process's subscriber thread (tests; the process exiting stops it too)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self._pid = None
+
+    def _run(self, stop: threading.Event, loaded: threading.Event, tried: threading.Event) -> None:
         import redis
 
+        delay, down_since = 0.2, None
+        while not stop.is_set():
+            pubsub: Any = self._redis.pubsub()  # type: ignore[no-untyped-call]
+            self._pubsub = pubsub
+            try:
+                pubsub.subscribe(self._channel)
+                heard, pinged = time.monotonic(), False
+                while not stop.is_set():
+                    message = pubsub.get_message(timeout=0.25)  # close() waits at most this
+                    now = time.monotonic()
+                    if message is None:
+                        if self._pending:
+                            self._flush()
+                        if now - heard > 2 * self.ping_interval:
+                            raise redis.ConnectionError("no answer to PING on the subscription")
+                        if now - heard > self.ping_interval and not pinged:
+                            pubsub.ping()
+                            pinged = True
+                        continue
+                    heard, pinged = now, False
+                    if message["type"] == "subscribe":
+                        # A first subscription or redis-py's own reconnection: whatever was
+                        # published while unsubscribed is only in the stored state.
+                        self._flush()
+                        self._load()
+                        loaded.set()
+                        tried.set()
+                        delay = 0.2
+                        if down_since is not None:
+                            log.warning(
+                                "revocations: Redis answers again after %.0f s; state reloaded",
+                                time.monotonic() - down_since,
+                            )
+                            down_since = None
+                    elif message["type"] == "message":
+                        self._receive(message["data"])
+            except (redis.RedisError, OSError) as exc:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning(
+                        "revocations: Redis is unreachable (%s); checks use this process's "
+                        "copy, retrying in the background",
+                        exc,
+                    )
+                else:
+                    log.debug("revocations: Redis still unreachable: %s", exc)
+            except Exception:  # keep the thread alive whatever went wrong
+                log.exception("revocations: the Redis subscriber failed; restarting it")
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+                tried.set()
+            stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _receive(self, data: bytes | str) -> None:
         try:
-            value = self._redis.get(self._prefix + "seq")
-        except redis.RedisError as exc:
-            raise RevocationUnavailable(f"Redis is unreachable: {exc}") from exc
-        return int(value) if value is not None else 0
+            events = parse_events(json.loads(data))
+        except ValueError as exc:
+            log.warning("revocations: ignoring a bad message on %s: %s", self._channel, exc)
+            return
+        with self._lock:
+            self._mirror.apply(events)
 
-    def apply(self, events: Iterable[RevocationEvent]) -> None:
-        import redis
+    def _load(self) -> None:
+        """Merge the whole stored state into the copy (every value only ever grows)."""
+        now = self._clock()
+        events: list[RevocationEvent] = []
+        seq = 0
+        match = _glob_escape(self._prefix) + "*"
+        keys = list(self._redis.scan_iter(match=match, count=1000))
+        for start in range(0, len(keys), 500):
+            batch = keys[start : start + 500]
+            pipe = self._redis.pipeline(transaction=False)
+            for key in batch:
+                pipe.get(key)
+                pipe.pttl(key)
+            results = pipe.execute()
+            for i, key in enumerate(batch):
+                value, pttl = results[2 * i], results[2 * i + 1]
+                name = (key.decode() if isinstance(key, bytes) else key)[len(self._prefix) :]
+                try:
+                    if name == "seq":
+                        seq = max(seq, int(value or 0))
+                    elif value is not None:
+                        event = self._stored_event(name, int(value), int(pttl), now)
+                        if event is not None:
+                            events.append(event)
+                except ValueError:
+                    log.warning("revocations: ignoring the odd key %s in Redis", name)
+        with self._lock:
+            self._mirror.apply(events)
+            self._mirror.note_seq(seq)
+        self.loads += 1
 
+    @staticmethod
+    def _stored_event(name: str, value: int, pttl: int, now: float) -> RevocationEvent | None:
+        """The event that puts one stored key's value into the copy (seq 0 if none)."""
+        kind, _, subject = name.partition(":")
+        if not subject:
+            return None
+        if kind in ("jti", "grant"):
+            if pttl == -2:  # expired between GET and PTTL
+                return None
+            expires = None if pttl < 0 else math.ceil(now + pttl / 1000)
+            return RevocationEvent(0, "token" if kind == "jti" else "grant", subject, None, expires)
+        if kind in ("client", "user", "session"):
+            return RevocationEvent(0, kind, subject, value)
+        if kind == "suspension":
+            state = "suspend" if value % 2 == 1 else "unsuspend"
+            return RevocationEvent(value // 2, state, subject)
+        return None
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _write(self, events: Sequence[RevocationEvent]) -> None:
+        """Write *events* to Redis and publish them, in one script; raises RedisError."""
         now = self._clock()
         keys: list[str] = []
         values: list[int] = []
@@ -323,60 +537,95 @@ class RedisRevocationStore:
             ttls.append(0)
         if not keys:
             return
-        try:
-            if self._script is None:
-                self._script = self._redis.register_script(_SET_MAX)
-            self._script(keys=keys, args=[*values, *ttls])
-        except redis.RedisError as exc:
-            raise RevocationUnavailable(f"Redis is unreachable: {exc}") from exc
+        payload = json.dumps([_event_json(e) for e in events], separators=(",", ":"))
+        if self._script is None:
+            self._script = self._redis.register_script(_SET_MAX)
+        self._script(keys=keys, args=[*values, *ttls, self._channel, payload])
 
-    def _mget(self, keys: Sequence[str]) -> list[Any]:
+    def _flush(self) -> None:
+        """Write the events Redis missed while it was unreachable; raises RedisError."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            self._write(batch)
+        except BaseException:
+            self._keep(batch)
+            raise
+        log.warning("revocations: %d event(s) kept during the outage written to Redis", len(batch))
+
+    def _keep(self, events: list[RevocationEvent]) -> None:
+        with self._pending_lock:
+            # The oldest go first: the pull from meta, which starts at the lower of the
+            # stored and the copy's seq, brings them again.
+            self._pending = (events + self._pending)[-self.max_pending :]
+
+    def apply(self, events: Iterable[RevocationEvent]) -> None:
         import redis
 
+        events = list(events)
+        if not events:
+            return
+        self._ensure_started()
+        with self._lock:
+            self._mirror.apply(events)
+        with self._pending_lock:
+            batch, self._pending = self._pending + events, []
         try:
-            result: list[Any] = self._redis.mget(keys)
+            self._write(batch)
         except redis.RedisError as exc:
-            raise RevocationUnavailable(f"Redis is unreachable: {exc}") from exc
-        return result
+            self._keep(batch)
+            log.warning(
+                "revocations: Redis is unreachable (%s); %d event(s) applied in this process "
+                "only, written to Redis when it answers again",
+                exc,
+                len(events),
+            )
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The lower of the stored seq and the copy's, or the copy's when Redis is down.
+
+        A lagging copy costs a few events pulled again; a store Redis lost (a restart
+        without persistence, writes that failed) is written again by the pull.
+        """
+        import redis
+
+        self._ensure_started()
+        mirrored = self._mirror.last_seq
+        try:
+            value = self._redis.get(self._prefix + "seq")
+        except redis.RedisError:
+            return mirrored
+        return min(mirrored, int(value) if value is not None else 0)
+
+    def _ready(self) -> None:
+        self._ensure_started()
+        if self._loaded.is_set():
+            return
+        self._tried.wait(self.load_wait)
+        if not self._loaded.is_set():
+            raise RevocationUnavailable(
+                "Redis is unreachable and the revocation list was never loaded from it"
+            )
 
     def is_revoked(self, token: AccessToken) -> bool:
-        keys = [self._key("jti", token.jti), self._key("client", token.client_id)]
-        grant = token.claims.get("grant")
-        if token.subject is not None:
-            user = str(token.subject)
-            keys += [self._key("user", user), self._key("suspension", user)]
-        if isinstance(grant, str):
-            keys.append(self._key("grant", grant))
-        values = self._mget(keys)
-        if values[0] is not None:
-            return True
-        if values[1] is not None and _token_before(token.issued_at, int(values[1])):
-            return True
-        if token.subject is not None:
-            if values[2] is not None and _token_before(token.issued_at, int(values[2])):
-                return True
-            if values[3] is not None and int(values[3]) % 2 == 1:
-                return True
-        return isinstance(grant, str) and values[-1] is not None
+        self._ready()
+        with self._lock:
+            return self._mirror.is_revoked(token)
 
     def session_valid(self, user_id: int, login_time: float | None) -> bool:
-        user = str(user_id)
-        marks = self._mget(
-            [self._key("suspension", user), self._key("user", user), self._key("session", user)]
-        )
-        if marks[0] is not None and int(marks[0]) % 2 == 1:
-            return False
-        values = [int(v) for v in marks[1:] if v is not None]
-        return not _issued_before(login_time, max(values) if values else None)
+        self._ready()
+        with self._lock:
+            return self._mirror.session_valid(user_id, login_time)
 
     def user_not_before(self, user_id: int) -> int | None:
-        user = str(user_id)
-        values = [
-            int(v)
-            for v in self._mget([self._key("user", user), self._key("session", user)])
-            if v is not None
-        ]
-        return max(values) if values else None
+        self._ready()
+        with self._lock:
+            return self._mirror.user_not_before(user_id)
 
 
 def make_store(redis_url: str | None, service_id: str) -> RevocationStore:
