@@ -238,5 +238,5 @@ def report(
         "   meta calls = requests to meta during the timed loop other than the revocation pull;"
         "\n   pulls = background GET /oauth/revocations rounds in that time (every 30 s here,"
         "\n   whatever the load). store: memory = in-process revocation store, redis = "
-        "[global] redis-url\n   (one MGET per request)."
+        "[global] redis-url\n   (checks read a per-process copy kept current by Redis pub/sub)."
     )
