@@ -162,9 +162,9 @@ def test_deliveries_claimed_once(app: Any, db: Any, receiver: Any, worker: Local
     assert claim_deliveries(db, now=T0, lease=lease, limit=10) == []
 
 
+# SKIP LOCKED is PostgreSQL's; on SQLite one worker runs and claims alone.
+@pytest.mark.parametrize("srcore_backend", ["postgresql"], indirect=True)
 def test_skip_locked_on_postgresql(app: Any, db: Any, srcore_backend: str) -> None:
-    if srcore_backend != "postgresql":
-        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite runs one worker")
     for i in range(3):
         emit_committed(app, {"id": i})
     other = app.extensions["srcore"].db.session()
