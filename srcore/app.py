@@ -432,6 +432,15 @@ class TemplateContext:
         return url_for("srcore_login", next=target if is_safe_next(target) else None)
 
     @property
+    def webhooks_url(self) -> str | None:
+        """The webhook pages of this service, when it declares events."""
+        if not self._st.manifest.events:
+            return None
+        from flask import url_for
+
+        return url_for("srcore_webhooks.index")
+
+    @property
     def logout_url(self) -> str:
         from flask import url_for
 
