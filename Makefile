@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.srcore-installed
-SERVICES := example_services/todo example_services/meta
+SERVICES := example_services/todo example_services/meta example_services/paste
 JOBS ?= auto
 
 .PHONY: demo test lint typecheck unit browser-deps bench reliability clean help

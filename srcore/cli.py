@@ -261,10 +261,12 @@ def init(
 def _add_commands() -> None:
     from srcore.config_cli import config_command, keygen_command
     from srcore.migrate_cli import migrate_command
+    from srcore.scaffold.cli import new_service_command
 
     cli.add_command(config_command)
     cli.add_command(keygen_command)
     cli.add_command(migrate_command)
+    cli.add_command(new_service_command)
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""What paste does, shared by the pages and the API.
+
+A form and an API call that create a paste read their input with the same
+:class:`~srcore.validation.Validation` calls, so they accept the same values and fail with
+the same messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Any
+
+from flask import url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import srcore
+from paste.models import SHORT_ID_LENGTH, TITLE_MAX, Format, Paste, User, Visibility
+from srcore.validation import Validation
+from srcore.webhooks import emit
+from srcore.webhooks.models import OutboxRow, Subscription
+
+__all__ = [
+    "SHORT_ID",
+    "can_receive",
+    "create_paste",
+    "max_length",
+    "new_short_id",
+    "paste_json",
+    "read_paste",
+]
+
+#: Lower-case letters and digits, without the look-alikes 0/o and 1/l.
+ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+SHORT_ID = re.compile(rf"[{ALPHABET}]{{{SHORT_ID_LENGTH}}}")
+_DEFAULT_MAX_LENGTH = 262_144
+
+
+def new_short_id() -> str:
+    """A fresh random paste id (about 50 bits: not guessable, short enough to share)."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(SHORT_ID_LENGTH))
+
+
+def max_length() -> int:
+    value = srcore.state().section.get("max-paste-length")
+    return value if isinstance(value, int) and value > 0 else _DEFAULT_MAX_LENGTH
+
+
+def paste_json(paste: Paste, owner: User) -> dict[str, Any]:
+    """A paste as the API answers it and as the ``paste:created`` event carries it."""
+    return {
+        "id": paste.short_id,
+        "title": paste.title,
+        "text": paste.text,
+        "format": paste.format.value,
+        "visibility": paste.visibility.value,
+        "owner": {"id": owner.id, "username": owner.username},
+        "url": url_for("paste.show", short_id=paste.short_id, _external=True),
+        "created": paste.created,
+        "updated": paste.updated,
+    }
+
+
+def read_paste(valid: Validation) -> dict[str, Any]:
+    """Read a new paste's fields: text (required), title, format and visibility."""
+    values: dict[str, Any] = {}
+    title = valid.optional("title", max_length=TITLE_MAX)
+    values["title"] = title or None
+    # Leading and trailing blanks of a paste are part of it (indented code, say).
+    text = valid.require("text", max_length=max_length(), strip=False)
+    if text is not None and valid.expect(text.strip(), "The paste is empty.", field="text"):
+        values["text"] = text
+    values["format"] = valid.optional("format", Format, default=Format.plain)
+    values["visibility"] = valid.optional("visibility", Visibility, default=Visibility.public)
+    return values
+
+
+def _free_short_id(session: Session) -> str:
+    for _ in range(5):
+        candidate = new_short_id()
+        taken = session.scalar(select(Paste.id).where(Paste.short_id == candidate))
+        if taken is None:
+            return candidate
+    raise RuntimeError("no free paste id after 5 tries")  # about 2^-250: a broken RNG
+
+
+def create_paste(session: Session, valid: Validation, owner: User) -> Paste | None:
+    """Create a paste for *owner* from the input, emit ``paste:created`` and commit.
+
+    Returns None, with the reasons on *valid*, when the input is invalid. The event is
+    written in the same transaction as the paste: both are committed, or neither.
+    """
+    values = read_paste(valid)
+    if not valid.ok:
+        return None
+    paste = Paste(owner_id=owner.id, short_id=_free_short_id(session), **values)
+    session.add(paste)
+    session.flush()  # the id and timestamps the payload carries
+    emit(
+        "paste:created",
+        paste_json(paste, owner),
+        resource=f"paste:{paste.short_id}",
+        session=session,
+    )
+    session.commit()
+    return paste
+
+
+def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:
+    """Whether *subscription*'s owner may receive *outbox*'s event.
+
+    A public paste's event goes to every subscriber with the scope; an unlisted paste's
+    only to its owner: its link is the secret that shares it.
+    """
+    try:
+        data: Any = json.loads(outbox.payload)
+    except ValueError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    if data.get("visibility") == Visibility.public.value:
+        return True
+    owner = data.get("owner")
+    owner_id = owner.get("id") if isinstance(owner, dict) else None
+    return subscription.owner_id is not None and subscription.owner_id == owner_id

@@ -1,0 +1,149 @@
+"""Paste's pages: the public pastes, a new paste, one paste, your pastes.
+
+An invalid form is shown again with the reasons beside the fields (status 400); a valid
+one redirects to the new paste. srcore checks the CSRF token of every POST outside
+``/api/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask.sansio.blueprints import BlueprintSetupState
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+from werkzeug.wrappers import Response
+
+import srcore
+from paste import logic
+from paste.models import Format, Paste, User, Visibility
+from srcore.auth import current_user, login_required
+from srcore.db import session
+from srcore.errors import error_response
+from srcore.pagination import paginate_pages
+from srcore.validation import Validation
+
+__all__ = ["views"]
+
+views = Blueprint("paste", __name__)
+
+_MAX_PAGE = 1_000_000
+FORMAT_OPTIONS = [
+    (Format.plain.value, "Plain text"),
+    (Format.markdown.value, "Markdown"),
+]
+VISIBILITY_OPTIONS = [
+    (Visibility.public.value, "Public: listed on the front page"),
+    (Visibility.unlisted.value, "Unlisted: only people with the link"),
+]
+
+
+@views.record_once
+def _template_globals(state: BlueprintSetupState) -> None:
+    # Globals rather than context: imported macros see globals only.
+    state.app.jinja_env.globals.update(
+        FORMAT_OPTIONS=FORMAT_OPTIONS, VISIBILITY_OPTIONS=VISIBILITY_OPTIONS
+    )
+
+
+def _viewer() -> User | None:
+    return cast("User | None", current_user._get_current_object())
+
+
+def _user() -> User:
+    user = _viewer()
+    if user is None:  # login_required guards every caller
+        abort(401)
+    return user
+
+
+def _per_page() -> int:
+    value = srcore.state().section.get("pastes-per-page")
+    return value if isinstance(value, int) and value > 0 else 25
+
+
+def _page() -> int | Response:
+    """The ``?page=`` of a list, or the 400 for a bad one."""
+    query = Validation(data=request.args, source="form")
+    page = query.integer("page", min=1, max=_MAX_PAGE, default=1) or 1
+    if not query.ok:
+        reasons = "; ".join(f"{err.field}: {err.reason}" for err in query.errors)
+        return error_response(400, f"Invalid address: {reasons}")
+    return page
+
+
+def _find(short_id: str) -> Paste:
+    """A paste by its id; anyone with the link may see it (a malformed id is a plain 404)."""
+    if not logic.SHORT_ID.fullmatch(short_id):
+        abort(404)
+    found = session.scalar(
+        select(Paste).where(Paste.short_id == short_id).options(selectinload(Paste.owner))
+    )
+    if found is None:
+        abort(404)
+    return found
+
+
+@views.route("/")
+def index() -> Any:
+    """Everybody's public pastes, newest first."""
+    page = _page()
+    if isinstance(page, Response):
+        return page
+    stmt = (
+        select(Paste)
+        .where(Paste.visibility == Visibility.public)
+        .order_by(Paste.id.desc())
+        .options(selectinload(Paste.owner))
+    )
+    listing = paginate_pages(session, stmt, page=page, per_page=_per_page())
+    return render_template("paste/index.html", listing=listing)
+
+
+@views.route("/mine")
+@login_required
+def mine() -> Any:
+    """Your pastes, public and unlisted, newest first."""
+    user = _user()
+    page = _page()
+    if isinstance(page, Response):
+        return page
+    stmt = select(Paste).where(Paste.owner_id == user.id).order_by(Paste.id.desc())
+    listing = paginate_pages(session, stmt, page=page, per_page=_per_page())
+    return render_template("paste/mine.html", listing=listing)
+
+
+@views.route("/new", methods=["GET", "POST"])
+@login_required
+def new() -> Any:
+    user = _user()
+    if request.method == "GET":
+        return render_template("paste/new.html", valid=None)
+    valid = Validation(request)
+    created = logic.create_paste(session, valid, user)
+    if created is None:
+        return render_template("paste/new.html", valid=valid), 400
+    flash("Paste created. Share its link.", "success")
+    return redirect(url_for("paste.show", short_id=created.short_id))
+
+
+@views.route("/p/<short_id>")
+def show(short_id: str) -> Any:
+    """One paste: markdown rendered (and sanitized), plain text as it is."""
+    found = _find(short_id)
+    viewer = _viewer()
+    return render_template(
+        "paste/paste.html", paste=found, is_owner=viewer is not None and viewer.id == found.owner_id
+    )
+
+
+@views.route("/p/<short_id>/raw")
+def raw(short_id: str) -> Any:
+    """The paste's text alone, as ``text/plain``."""
+    found = _find(short_id)
+    return Response(
+        found.text,
+        mimetype="text/plain",
+        headers={"X-Content-Type-Options": "nosniff", "Content-Disposition": "inline"},
+    )
