@@ -158,7 +158,7 @@ def test_demo_serves_the_network(tmp_path: Path) -> None:
         assert "demo" in logged_in.text
         assert "Your trackers" in logged_in.text
         # The webhook workers run beside the services and said what they serve.
-        assert "Webhook workers: meta, todo" in output.text
+        assert "Webhook workers: meta, paste, todo" in output.text
         output.wait_for(r"worker.*todo", timeout=30)
     finally:
         process.send_signal(signal.SIGINT)
