@@ -289,15 +289,19 @@ def _configure_logging(level: str) -> None:
     """Send srcore's logs (access log, mail in development, workers) to stderr at *level*.
 
     Only when nothing else has configured logging: a host that set up handlers (gunicorn
-    with a logging config, pytest, an embedding app) keeps its own.
+    with a logging config, pytest, an embedding app) keeps its own handlers and levels,
+    since logger levels are process-wide and one app must not change them for another.
     """
     logger = logging.getLogger("srcore")
-    logger.setLevel(level.upper())
-    if logger.handlers or logging.getLogger().handlers:
+    ours = [h for h in logger.handlers if getattr(h, "srcore_default", False)]
+    if not ours and (logger.handlers or logging.getLogger().handlers):
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    if not ours:
+        handler = logging.StreamHandler()
+        handler.srcore_default = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
 
 
 def _configure_flask(app: SrcoreApp, cfg: Config, section: Section, service_id: str) -> None:
