@@ -260,12 +260,14 @@ def init(
 
 def _add_commands() -> None:
     from srcore.config_cli import config_command, keygen_command
+    from srcore.dev import dev_command
     from srcore.migrate_cli import migrate_command
     from srcore.scaffold.cli import new_service_command
 
     cli.add_command(config_command)
     cli.add_command(keygen_command)
     cli.add_command(migrate_command)
+    cli.add_command(dev_command)
     cli.add_command(new_service_command)
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +22,9 @@ from srcore.config import (
     format_value,
     load_config,
 )
+
+if TYPE_CHECKING:
+    from srcore.manifest import Manifest
 
 __all__ = ["config_command", "keygen_command", "make_config_command"]
 
@@ -49,8 +54,22 @@ def _load(specs: Mapping[str, Sequence[Key]] | None) -> Config:
         raise click.get_current_context().exit(1) from None
 
 
-def make_config_command(*, specs: Mapping[str, Sequence[Key]] | None = None) -> click.Group:
-    """Build the ``config`` group; *specs* replaces the installed services' declarations."""
+def _installed_manifests() -> list[Manifest]:
+    from srcore.manifest import ManifestError, discover
+
+    try:
+        return list(discover().values())
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def make_config_command(
+    *,
+    specs: Mapping[str, Sequence[Key]] | None = None,
+    manifests: Callable[[], Sequence[Manifest]] | None = None,
+) -> click.Group:
+    """Build the ``config`` group; *specs* replaces the installed services' declarations,
+    *manifests* (a callable) the installed services' manifests in ``config reference``."""
 
     @click.group(
         "config",
@@ -113,6 +132,52 @@ def make_config_command(*, specs: Mapping[str, Sequence[Key]] | None = None) -> 
             lines = [f"[{name}]", *(f"{text.ljust(column)}  ; {src}" for text, src in rows)]
             blocks.append("\n".join(lines))
         click.echo("\n\n".join(blocks))
+
+    @config.command(
+        "reference",
+        epilog="Example:\n\n\b\n  srcore config reference --output docs/config-reference.md\n"
+        "  srcore config reference --check docs/config-reference.md",
+    )
+    @click.option(
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Write the reference to FILE instead of standard output.",
+    )
+    @click.option(
+        "--check",
+        "check_path",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="Compare FILE with the reference instead; exit 1 naming what is missing.",
+    )
+    def reference(output: Path | None, check_path: Path | None) -> None:
+        """Print the config reference (Markdown): every key srcore and the installed
+        services declare, with type, default, environment variable and help.
+
+        Needs no config file: it reads the declarations, not a network's values.
+        """
+        from srcore.config.reference import reference_problems, render_reference
+
+        found = (manifests or _installed_manifests)()
+        if check_path is not None:
+            if output is not None:
+                raise click.UsageError("--check and --output do not go together")
+            problems = reference_problems(check_path.read_text(encoding="utf-8"), found)
+            for problem in problems:
+                click.echo(f"{check_path}: {problem}", err=True)
+            if problems:
+                raise click.get_current_context().exit(1)
+            click.echo(f"OK: {check_path} is up to date ({len(found)} services)")
+            return
+        text = render_reference(found)
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        ids = ", ".join(sorted(m.id for m in found)) or "no services"
+        click.echo(f"wrote {output}: srcore's keys and those of {ids}")
 
     return config
 

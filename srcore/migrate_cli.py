@@ -68,7 +68,11 @@ def _echo_current(target: MigrationTarget) -> None:
         click.echo(f"{lineage}: {rev or '(none)'} {state}".rstrip())
 
 
-@click.group("migrate")
+@click.group(
+    "migrate",
+    epilog="Example:\n\n\b\n  srcore migrate todo upgrade\n"
+    "  srcore --config /etc/srcore/config.ini migrate todo current",
+)
 @click.argument("service")
 @click.option(
     "--config",
@@ -91,7 +95,11 @@ def migrate_command(ctx: click.Context, service: str, config_path: str | None) -
     ctx.obj = _State(service, config_path, loader)
 
 
-@migrate_command.command("upgrade")
+@migrate_command.command(
+    "upgrade",
+    epilog="Example:\n\n\b\n  srcore migrate todo upgrade\n"
+    "  srcore migrate meta upgrade 0001_accounts",
+)
 @click.argument("revision", default="heads")
 def upgrade_command(revision: str) -> None:
     """Upgrade the core lineage to its head, then the service to REVISION (default: heads)."""
@@ -100,7 +108,11 @@ def upgrade_command(revision: str) -> None:
     _echo_current(target)
 
 
-@migrate_command.command("downgrade")
+@migrate_command.command(
+    "downgrade",
+    epilog="Example:\n\n\b\n  srcore migrate meta downgrade 0001_accounts\n"
+    "  srcore migrate todo downgrade base",
+)
 @click.argument("revision")
 @click.option("--core", is_flag=True, help=f"Downgrade the core lineage ({CORE_LINEAGE}).")
 def downgrade_command(revision: str, core: bool) -> None:
@@ -111,13 +123,13 @@ def downgrade_command(revision: str, core: bool) -> None:
     _echo_current(target)
 
 
-@migrate_command.command("current")
+@migrate_command.command("current", epilog="Example:\n\n\b\n  srcore migrate todo current")
 def current_command() -> None:
     """Show the applied revision of each lineage."""
     _echo_current(_state().target())
 
 
-@migrate_command.command("history")
+@migrate_command.command("history", epilog="Example:\n\n\b\n  srcore migrate todo history")
 def history_command() -> None:
     """List the migration scripts of each lineage, oldest first."""
     target = _state().target()
@@ -137,7 +149,11 @@ def history_command() -> None:
         click.echo(f"{info.lineage}: {down} -> {info.revision}{suffix}, {info.message}")
 
 
-@migrate_command.command("revision")
+@migrate_command.command(
+    "revision",
+    epilog='Example:\n\n\b\n  srcore migrate todo revision -m "add labels"\n'
+    '  srcore migrate todo revision -m "data fix" --empty',
+)
 @click.option("-m", "--message", required=True, help="What the migration does.")
 @click.option(
     "--autogenerate/--empty",

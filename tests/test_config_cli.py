@@ -222,7 +222,7 @@ def test_every_command_has_an_example(args: list[str]) -> None:
 
 def test_exported_group_has_its_commands() -> None:
     assert config_command.name == "config"
-    assert sorted(config_command.commands) == ["check", "show"]
+    assert sorted(config_command.commands) == ["check", "reference", "show"]
     assert keygen_command.name == "keygen"
 
 
