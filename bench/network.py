@@ -65,7 +65,7 @@ def write_network_config(
     pull_interval: float = 30,
     drop_pushes: bool = False,
 ) -> Network:
-    """Write the config of a meta + todo network; *drop_pushes* points meta's pushes nowhere."""
+    """Write the config of a meta + todo network; *drop_pushes* points meta's events nowhere."""
     meta_port, todo_port = free_port(), free_port()
     todo_secret = secrets.token_urlsafe(40)
     default_todo_db = f"sqlite:///{tmp / 'todo.db'}"
@@ -93,7 +93,8 @@ def write_network_config(
         f"oauth-client-secret = {todo_secret}",
     ]
     if drop_pushes:
-        # meta pushes to todo's internal-origin, where nobody listens: only the pull works.
+        # meta's worker delivers to todo's internal-origin, where nobody listens: only the
+        # pull works.
         lines.append(f"internal-origin = http://127.0.0.1:{free_port()}")
     config = tmp / "config.ini"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -142,16 +142,19 @@ def main() -> int:
         for service in services:
             origin = str(cfg.section(service)["origin"]).rstrip("/")
             # One process with threads: with the in-process revocation store (no redis-url),
-            # a logout pushed by meta then reaches the whole service at once.
+            # a logout meta's worker delivers then reaches the whole service at once.
             serve = ["serve", service, "--workers", "1", "--threads", "4"]
             process = subprocess.Popen(
                 [str(BIN / "srcore"), "--config", str(config), *serve], env=env
             )
             processes.append((service, origin, process))
         for service in services:
-            # The webhook worker of each service: the local one, no broker to run.
+            # The webhook worker of each service: the local one, no broker to run. meta's
+            # carries revocations and profile changes to the services: it polls often.
+            poll = ["--poll-interval", "0.2"] if service == "meta" else []
             worker = subprocess.Popen(
-                [str(BIN / "srcore"), "--config", str(config), "worker", service], env=env
+                [str(BIN / "srcore"), "--config", str(config), "worker", service, *poll],
+                env=env,
             )
             workers.append(worker)
         for _service, origin, process in processes:

@@ -27,6 +27,7 @@ from srcore.resources import resource_dir
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
+    from sqlalchemy.orm import Session
 
     from srcore.auth.oauth_client import MetaLink
     from srcore.auth.tokens import TokenVerifier
@@ -87,6 +88,9 @@ class SrcoreState:
     webhook_dispatcher: Dispatcher | None = None
     #: The service's last word on whether a subscription receives an event.
     webhook_filter: CanReceive | None = None
+    #: Called with a session once by each webhook worker (local or Celery) before its
+    #: first fan-out, e.g. meta making its first-party subscriptions match the config.
+    webhook_prepare: list[Callable[[Session], None]] = field(default_factory=list)
 
     @property
     def is_production(self) -> bool:

@@ -107,11 +107,14 @@ def serve(
     "--concurrency", default=1, show_default=True, help="Worker threads (PostgreSQL only: >1)."
 )
 @click.option(
-    "--poll-interval", default=1.0, show_default=True, help="Seconds between polls when idle."
+    "--poll-interval",
+    type=float,
+    default=None,
+    help="Seconds between polls when idle (default: [global] webhook-poll-interval, 1s).",
 )
 @click.pass_context
 def worker(
-    ctx: click.Context, service: str, once: bool, concurrency: int, poll_interval: float
+    ctx: click.Context, service: str, once: bool, concurrency: int, poll_interval: float | None
 ) -> None:
     """Deliver one service's webhooks from its database until SIGTERM or SIGINT."""
     import signal
@@ -141,7 +144,8 @@ def worker(
     allowed = ", ".join(str(n) for n in workers[0].policy.allowed) or "none"
     click.echo(
         f"srcore worker: {service} ({st.db.url.render_as_string(hide_password=True)}), "
-        f"dispatcher {mode}, {concurrency} thread(s), private targets allowed: {allowed}"
+        f"dispatcher {mode}, {concurrency} thread(s), poll every "
+        f"{workers[0].poll_interval:g} s, private targets allowed: {allowed}"
         + (", one cycle" if once else "")
     )
     if once:

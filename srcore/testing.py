@@ -43,6 +43,7 @@ __all__ = [
     "mint_token",
     "require_or_skip",
     "run_service",
+    "run_worker",
     "session_cookie",
     "write_config",
 ]
@@ -240,6 +241,50 @@ def run_service(
             process.kill()
             process.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def run_worker(
+    service: str, config_path: Path, *, poll_interval: float | None = 0.2, timeout: float = 30
+) -> Iterator[Any]:
+    """Run ``srcore worker SERVICE`` (its webhook worker) until the block ends.
+
+    Yields the process once the worker has said it started; *poll_interval* is passed
+    as ``--poll-interval`` (meta's worker carries revocations, so tests poll fast).
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    env = dict(os.environ, SRCORE_CONFIG=str(config_path))
+    argv = [sys.executable, "-c", "from srcore.cli import main; main()", "worker", service]
+    if poll_interval is not None:
+        argv += ["--poll-interval", str(poll_interval)]
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            out.seek(0)
+            text = out.read().decode(errors="replace")
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"srcore worker {service} exited with {process.returncode}:\n{text[-3000:]}"
+                )
+            if "srcore worker:" in text:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"srcore worker {service} did not start within {timeout} s")
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        out.close()
 
 
 def chromium_path() -> str | None:

@@ -110,25 +110,38 @@ class FakeMeta:
         payload.update(claims)
         return jose.sign(payload, self.key, typ="at+jwt")
 
-    def push(
+    def webhook(
         self,
-        events: list[dict[str, Any]],
+        event: str,
+        data: Any,
         *,
-        audience: str = "sample",
-        key: Any = None,
-        **claims: Any,
-    ) -> str:
-        now = int(time.time())
-        payload: dict[str, Any] = {
-            "iss": META,
-            "aud": audience,
-            "iat": now,
-            "exp": now + 60,
-            "jti": uuid.uuid4().hex,
-            "events": events,
+        service_id: str = "sample",
+        secret: str | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[dict[str, str], bytes]:
+        """The headers and body of a webhook meta's worker would deliver to *service_id*:
+        Standard Webhooks, signed with the secret derived from the client secret."""
+        import json
+
+        from srcore.webhooks.signing import derive_secret, sign
+
+        body = json.dumps(
+            {"type": event, "timestamp": "2026-01-01T00:00:00+00:00", "data": data}
+        ).encode()
+        when = int(time.time()) if timestamp is None else timestamp
+        message_id = "msg_" + uuid.uuid4().hex[:26]
+        key = secret or derive_secret(self.client_secret, service_id)
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(when),
+            "webhook-signature": sign(key, message_id, when, body),
         }
-        payload.update(claims)
-        return jose.sign(payload, key or self.key, typ="srcore-push+jwt")
+        return headers, body
+
+    def push(self, events: list[dict[str, Any]], **options: Any) -> tuple[dict[str, str], bytes]:
+        """A ``revocation:issued`` webhook carrying *events*."""
+        return self.webhook("revocation:issued", {"events": events}, **options)
 
     def add_event(self, kind: str, subject: str, **times: int | None) -> dict[str, Any]:
         event = {

@@ -3,7 +3,8 @@
 A person registers and logs in at meta through plain HTTP (requests follows the
 redirects a browser would), single sign-on carries them into a second service, logging
 out at meta ends the services' sessions, and a revoked token stops working at a service
-through meta's push, or through the pull when the push cannot reach the service.
+through meta's events (webhooks that ``srcore worker meta`` delivers to the service's
+``/_srcore/events``), or through the pull when they cannot reach the service.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from srcore.testing import free_port, run_service
+from srcore.testing import free_port, run_service, run_worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -117,7 +118,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         if name != "meta":
             lines += [f"oauth-client-id = {name}", f"oauth-client-secret = {keys[name]}"]
         if name == "todo":
-            # meta's pushes to todo go nowhere: todo learns of revocations by pulling.
+            # meta's events to todo go nowhere: todo learns of revocations by pulling.
             lines.append(f"internal-origin = http://127.0.0.1:{free_port()}")
         lines.append("")
     config.write_text("\n".join(lines), encoding="utf-8")
@@ -130,6 +131,8 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     ):
         patch.setenv("PYTHONPATH", tests_dir)
         meta = meta_stack.enter_context(run_service("meta", config, port=ports["meta"]))
+        # meta's webhook worker delivers its revocation events to the services.
+        meta_stack.enter_context(run_worker("meta", config))
         urls = {
             name: stack.enter_context(run_service(package, config, port=ports[name]))
             for name, package in (("sample", "sample_service"), ("todo", "todo"))
@@ -223,7 +226,7 @@ def test_login_sso_and_logout_across_services(network: Network) -> None:
     assert created.url == f"{net.todo}/create", created.url
     assert created.status_code == 200
     assert "erin" in created.text
-    # Logging out at meta ends both services' sessions (sample by push, todo by pull).
+    # Logging out at meta ends both services' sessions (sample by meta's event, todo by pull).
     front = browser.get(f"{net.meta}/", timeout=10)
     browser.post(f"{net.meta}/logout", data={"csrf_token": csrf(front)}, timeout=10)
 
@@ -243,7 +246,7 @@ def test_well_known_document_is_served(network: Network) -> None:
     assert answer.json()["id"] == "sample"
 
 
-def test_token_revocation_reaches_the_service_by_push(network: Network) -> None:
+def test_token_revocation_reaches_the_service_by_event(network: Network) -> None:
     net = network
     token = client_token(net, "sample", "sample/things:RO")
     auth = {"Authorization": f"Bearer {token}"}
@@ -258,7 +261,7 @@ def test_token_revocation_reaches_the_service_by_push(network: Network) -> None:
     assert latency < 1
 
 
-def test_token_revocation_reaches_the_service_by_pull_without_push(network: Network) -> None:
+def test_token_revocation_reaches_the_service_by_pull_without_events(network: Network) -> None:
     net = network
     token = client_token(net, "todo", "todo/trackers:RO")
     auth = {"Authorization": f"Bearer {token}"}

@@ -3,7 +3,7 @@
 An admin's suspension at meta reaches todo within seconds (web session and API token
 refused) and its lifting lets the user back in; an API token of a user todo has never
 seen works (todo copies the user from meta's ``/api/users/<id>``); a profile change at
-meta reaches todo's copy of the user by push.
+meta reaches todo's copy of the user by meta's ``profile:updated`` webhook.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from srcore.testing import free_port, run_service
+from srcore.testing import free_port, run_service, run_worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,7 +40,7 @@ pytestmark = [
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 _NEW_TOKEN = re.compile(r'id="new-token">([^<]+)<')
 PASSWORD = "correct horse battery staple"
-#: How long a change at meta may take to reach todo: a push, or the 1 s pull behind it.
+#: How long a change at meta may take to reach todo: meta's event, or the 1 s pull behind it.
 REACH = 4.0
 
 
@@ -117,6 +117,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     try:
         with (
             run_service("meta", config, port=ports["meta"], timeout=60) as meta,
+            run_worker("meta", config, timeout=60),
             run_service("todo", config, port=ports["todo"], timeout=60) as todo,
         ):
             yield Network(config, meta, todo, tmp / "todo.db", sink)
@@ -245,7 +246,7 @@ def test_suspension_at_meta_is_refused_at_todo_and_lifted(network: Network) -> N
         answer = sam.get(f"{net.todo}/create", allow_redirects=False, timeout=10)
         return answer.status_code != 200
 
-    # Both the web session and the token stop working at todo within seconds (by push;
+    # Both the web session and the token stop working at todo within seconds (by meta's event;
     # the pull every second is the fallback).
     assert wait_for(lambda: api(net, token).status_code == 401) < REACH
     assert wait_for(web_refused) < REACH

@@ -1,4 +1,4 @@
-"""Revocations: the store's semantics (in process and in Redis), pushes and the pull."""
+"""Revocations: the store's semantics (in process and in Redis), meta's events and the pull."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from joserfc.jwk import KeySet
 from srcore.auth import jose
 from srcore.auth.revocation import (
     MemoryRevocationStore,
-    PushError,
     RedisRevocationStore,
     RevocationEvent,
     RevocationPuller,
@@ -23,9 +22,8 @@ from srcore.auth.revocation import (
     RevocationUnavailable,
     make_store,
     parse_events,
-    verify_push,
 )
-from srcore.auth.tokens import AccessToken, StaticKeySource
+from srcore.auth.tokens import AccessToken
 from srcore.testing import require_or_skip
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -511,57 +509,20 @@ def test_pull_from_meta_with_client_auth() -> None:
         wrong.revocations(0)
 
 
-# -- the push ---------------------------------------------------------------------------
+# -- meta's events (webhooks) ----------------------------------------------------------
 
 
-def _verify(body: bytes, keys: KeySet, **options: Any) -> dict[str, Any]:
-    return verify_push(
-        body,
-        keys=StaticKeySource(keys),
-        issuer=META,
-        audience="sample",
-        now=options.pop("now", time.time()),
-        **options,
-    )
+def test_derived_secret_is_pairwise_and_stable() -> None:
+    from srcore.webhooks import derive_secret
+    from srcore.webhooks.signing import decode_secret
 
-
-def test_verify_push_accepts_a_signed_push() -> None:
-    fake = FakeMeta()
-    body = fake.push([{"seq": 1, "kind": "token", "subject": "j"}]).encode()
-    claims = _verify(body, KeySet([fake.key]))
-    assert claims["events"][0]["subject"] == "j"
-
-
-@pytest.mark.parametrize(
-    ("case", "status"),
-    [
-        ("wrong key", 401),
-        ("wrong aud", 401),
-        ("wrong iss", 401),
-        ("expired", 401),
-        ("access token", 400),
-        ("garbage", 400),
-        ("empty", 400),
-        ("alg none", 400),
-    ],
-)
-def test_verify_push_refuses(case: str, status: int) -> None:
-    fake = FakeMeta()
-    events = [{"seq": 1, "kind": "token", "subject": "j"}]
-    keys = KeySet([fake.key])
-    body = {
-        "wrong key": lambda: fake.push(events, key=jose.generate_key(fake.key.kid)),
-        "wrong aud": lambda: fake.push(events, audience="todo"),
-        "wrong iss": lambda: fake.push(events, iss="http://evil.test"),
-        "expired": lambda: fake.push(events, exp=int(time.time()) - 120),
-        "access token": lambda: fake.token(user_id=1, audience="sample", scope=""),
-        "garbage": lambda: "not.a.jws!",
-        "empty": lambda: "",
-        "alg none": lambda: "eyJhbGciOiJub25lIiwidHlwIjoic3Jjb3JlLXB1c2granQifQ.e30.",
-    }[case]()
-    with pytest.raises(PushError) as info:
-        _verify(body.encode(), keys)
-    assert info.value.status == status
+    secret = derive_secret("s3cret", "sample")
+    assert secret.startswith("whsec_") and len(decode_secret(secret)) == 32
+    assert secret == derive_secret("s3cret", "sample")
+    assert secret != derive_secret("s3cret", "todo")
+    assert secret != derive_secret("other", "sample")
+    with pytest.raises(ValueError, match="client secret"):
+        derive_secret("", "sample")
 
 
 @pytest.fixture
@@ -576,8 +537,11 @@ def service(tmp_path: Any, fake: FakeMeta) -> Iterator[Any]:
     app.extensions["srcore"].db.dispose()
 
 
-def _post(client: Any, body: str | bytes, path: str = "/_srcore/revocations") -> Any:
-    return client.post(path, data=body, content_type="application/jwt")
+def _post(client: Any, message: tuple[dict[str, str], bytes] | str | bytes) -> Any:
+    if isinstance(message, tuple):
+        headers, body = message
+        return client.post("/_srcore/events", data=body, headers=headers)
+    return client.post("/_srcore/events", data=message, content_type="application/json")
 
 
 def test_push_receiver_applies_events(service: Any, fake: FakeMeta) -> None:
@@ -610,74 +574,82 @@ def test_push_receiver_applies_events(service: Any, fake: FakeMeta) -> None:
 @pytest.mark.parametrize(
     ("case", "status"),
     [
-        ("wrong key", 401),
-        ("wrong aud", 401),
-        ("expired", 401),
-        ("garbage", 400),
+        ("wrong secret", 401),
+        ("another service's secret", 401),
+        ("too old", 401),
+        ("unsigned", 401),
+        ("not json", 400),
         ("bad events", 400),
         ("no events", 400),
+        ("no data", 400),
     ],
 )
-def test_push_receiver_refuses_with_the_error_body(
+def test_event_receiver_refuses_with_the_error_body(
     service: Any, fake: FakeMeta, case: str, status: int
 ) -> None:
+    from srcore.webhooks import derive_secret
+
     good = [{"seq": 1, "kind": "token", "subject": "j"}]
-    body = {
-        "wrong key": lambda: fake.push(good, key=jose.generate_key()),
-        "wrong aud": lambda: fake.push(good, audience="todo"),
-        "expired": lambda: fake.push(good, exp=int(time.time()) - 300),
-        "garbage": lambda: "\x00\xff garbage",
+    message = {
+        "wrong secret": lambda: fake.push(good, secret=derive_secret("guess", "sample")),
+        "another service's secret": lambda: fake.push(good, service_id="todo"),
+        "too old": lambda: fake.push(good, timestamp=int(time.time()) - 3600),
+        "unsigned": lambda: b'{"type": "revocation:issued", "data": {"events": []}}',
+        "not json": lambda: _signed(fake, b"\x00\xff garbage"),
         "bad events": lambda: fake.push([{"seq": "x", "kind": "token", "subject": "j"}]),
-        "no events": lambda: jose.sign(
-            {"iss": META, "aud": "sample", "iat": NOW, "exp": NOW + 60},
-            fake.key,
-            typ="srcore-push+jwt",
-        ),
+        "no events": lambda: fake.webhook("revocation:issued", {}),
+        "no data": lambda: fake.webhook("revocation:issued", None),
     }[case]()
-    response = _post(service.test_client(), body)
+    response = _post(service.test_client(), message)
     assert response.status_code == status
     assert response.get_json()["errors"][0]["reason"]
     assert service.extensions["srcore"].identity.store.last_seq == 0
 
 
-def test_push_needs_no_csrf_token_but_forms_still_do(service: Any, fake: FakeMeta) -> None:
+def _signed(fake: FakeMeta, body: bytes) -> tuple[dict[str, str], bytes]:
+    from srcore.webhooks.signing import derive_secret, sign
+
+    headers, _ = fake.push([])
+    when = int(headers["webhook-timestamp"])
+    key = derive_secret(fake.client_secret, "sample")
+    headers["webhook-signature"] = sign(key, headers["webhook-id"], when, body)
+    return headers, body
+
+
+def test_events_need_no_csrf_token_but_forms_still_do(service: Any, fake: FakeMeta) -> None:
     service.config["WTF_CSRF_ENABLED"] = True
     client = service.test_client()
     assert _post(client, fake.push([])).status_code == 204
     assert client.post("/form", data={"x": "1"}).status_code == 400
 
 
-def test_push_when_meta_keys_cannot_be_fetched_is_503(service: Any, fake: FakeMeta) -> None:
-    fake.down = True
-    response = _post(service.test_client(), fake.push([]))
-    assert response.status_code == 503
+def test_unknown_event_types_are_accepted_and_ignored(service: Any, fake: FakeMeta) -> None:
+    assert _post(service.test_client(), fake.webhook("user:suspended", {})).status_code == 204
 
 
-def test_profile_push_updates_known_users_only(service: Any, fake: FakeMeta) -> None:
+def test_old_push_routes_are_gone(service: Any) -> None:
+    client = service.test_client()
+    for path in ("/_srcore/revocations", "/_srcore/profile"):
+        assert client.post(path, data="x", content_type="application/jwt").status_code == 404
+
+
+def test_profile_event_updates_known_users_only(service: Any, fake: FakeMeta) -> None:
     from srcore.testing import create_user
 
     create_user(service, "alice", id=41)
     client = service.test_client()
     profile = fake.add_user(41, "alice2", bio="hi", email="new@example.org")
     stranger = fake.add_user(42, "bob")
-    response = _post(
-        client,
-        fake.push(
-            [{"kind": "profile", "profile": profile}, {"kind": "profile", "profile": stranger}]
-        ),
-        "/_srcore/profile",
-    )
-    assert response.status_code == 204
+    assert _post(client, fake.webhook("profile:updated", profile)).status_code == 204
+    assert _post(client, fake.webhook("profile:updated", stranger)).status_code == 204
     st = service.extensions["srcore"]
     with st.db.transaction() as db:
         row = db.get(st.user_model, 41)
         assert (row.username, row.email, row.bio) == ("alice2", "new@example.org", "hi")
         assert db.get(st.user_model, 42) is None
-    bad = _post(
-        client, fake.push([{"kind": "profile", "profile": {"id": "x"}}]), "/_srcore/profile"
-    )
+    bad = _post(client, fake.webhook("profile:updated", {"id": "x"}))
     assert bad.status_code == 400
-    assert _post(client, "nope", "/_srcore/profile").status_code == 400
+    assert _post(client, "nope").status_code == 401
 
 
 def test_user_event_logs_web_sessions_out(service: Any, fake: FakeMeta) -> None:

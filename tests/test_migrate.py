@@ -13,7 +13,7 @@ from srcore.db import TYPE_ANNOTATION_MAP, UserMixin, core_metadata, make_metada
 from srcore.migrate import CORE_LINEAGE, MigrationTarget
 from srcore.migrate_cli import migrate_command
 
-CORE_HEAD = "srcore_0002"
+CORE_HEAD = "srcore_0003"
 
 
 def service_a_metadata(*, extra: bool = False) -> MetaData:
@@ -162,11 +162,12 @@ def test_service_lineage_full_cycle(database_url: str, tmp_path: Path) -> None:
     history = migrate.history(t)
     assert [(h.lineage, h.revision, h.down_revision) for h in history] == [
         ("srcore", "srcore_0001", ()),
-        ("srcore", CORE_HEAD, ("srcore_0001",)),
+        ("srcore", "srcore_0002", ("srcore_0001",)),
+        ("srcore", CORE_HEAD, ("srcore_0002",)),
         ("a", rev_a, ()),
     ]
-    assert history[2].message == "widgets and user themes"
-    assert [h.is_head for h in history] == [False, True, True]
+    assert history[3].message == "widgets and user themes"
+    assert [h.is_head for h in history] == [False, False, True, True]
 
     migrate.downgrade(t, "base")
     assert migrate.current(t) == {"srcore": CORE_HEAD, "a": None}
@@ -269,11 +270,12 @@ def test_cli(database_url: str, tmp_path: Path) -> None:
     out = run("a", "history")
     lines = out.splitlines()
     assert lines[0].startswith("srcore: <base> -> srcore_0001")
-    assert lines[1].startswith(f"srcore: srcore_0001 -> {CORE_HEAD} (head, current)")
-    assert "first cut" in lines[2]
-    assert "by hand" in lines[3]
-    assert lines[3].endswith("by hand")
-    assert "(head, current)" in lines[3]
+    assert lines[1].startswith("srcore: srcore_0001 -> srcore_0002, ")
+    assert lines[2].startswith(f"srcore: srcore_0002 -> {CORE_HEAD} (head, current)")
+    assert "first cut" in lines[3]
+    assert "by hand" in lines[4]
+    assert lines[4].endswith("by hand")
+    assert "(head, current)" in lines[4]
 
     run("a", "downgrade", "base")
     assert "a: (none)" in run("a", "current")

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from srcore.testing import free_port, launch_chromium, run_service
+from srcore.testing import free_port, launch_chromium, run_service, run_worker
 
 pytestmark = [
     pytest.mark.browser,
@@ -112,6 +112,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     try:
         with (
             run_service("meta", config, port=ports["meta"], timeout=60) as meta,
+            run_worker("meta", config, timeout=60),
             run_service("todo", config, port=ports["todo"], timeout=60) as todo,
         ):
             yield Network(meta, todo, sink)
@@ -238,7 +239,8 @@ def test_register_confirm_log_in_create_tracker_log_out(network: Network, browse
         story.shoot("meta-logged-out")
 
         # 6. todo's pages that need a login send the browser to meta's login form again
-        # (meta pushes the logout to todo at once; todo's pull would catch it within 1 s).
+        # (meta's worker delivers the logout to todo at once; todo's pull would catch it
+        # within 1 s).
         deadline = time.monotonic() + 5
         while True:
             page.goto(f"{net.todo}/create")

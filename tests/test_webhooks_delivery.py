@@ -366,3 +366,36 @@ def test_prune_log(app: Any, db: Any, receiver: Receiver) -> None:
     deliver(db, b, Clock(T0 - timedelta(days=1)))
     assert prune_log(db, now=T0, retention=timedelta(days=14)) == 1
     assert db.scalars(select(Attempt.delivery_id)).all() == [b]
+
+
+# -- trusted (first-party) subscriptions --------------------------------------------------
+
+
+def test_trusted_subscription_reaches_a_private_address_others_are_refused(
+    app: Any, db: Any, receiver: Receiver
+) -> None:
+    from srcore.webhooks.ssrf import trusted_session
+
+    strict = AddressPolicy()  # loopback refused
+    plain = subscribe(db, receiver.url)
+    first_party = subscribe(db, receiver.url, trusted=True)
+    assert plain.trusted is False  # the default: nothing but code sets it
+    ids = emit_and_fan_out(app, db)
+    assert len(ids) == 2
+    results = {}
+    with guarded_session(strict) as http, trusted_session() as trusted_http:
+        for delivery_id in ids:
+            results[db.get(Delivery, delivery_id).subscription_id] = deliver_one(
+                db,
+                delivery_id,
+                http=http,
+                clock=Clock(),
+                policy=strict,
+                config=WebhookSettings(),
+                rng=random.Random(3),
+                trusted_http=trusted_http,
+            )
+    assert results[first_party.id].delivered
+    assert not results[plain.id].delivered
+    assert "loopback" in (results[plain.id].error or "")
+    assert len(receiver.requests) == 1

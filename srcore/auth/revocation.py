@@ -1,8 +1,10 @@
-"""Revocations from meta: the store every check reads, the push receiver and the pull.
+"""Revocations from meta: the store every check reads, the event receiver and the pull.
 
-meta writes one event per revocation and pushes it to every service (best effort); each
-service also pulls the events it may have missed every ``revocation-pull-interval``, so
-a lost push costs at most that long. Checks never call meta: :meth:`RevocationStore.
+meta writes one event per revocation and, in the same transaction, a ``revocation:issued``
+webhook (srcore's outbox) that its webhook worker delivers to every service's
+``/_srcore/events``, retrying until it arrives; each service also pulls the events it may
+have missed every ``revocation-pull-interval``, so an undelivered one costs at most that
+long. Checks never call meta: :meth:`RevocationStore.
 is_revoked` is the token verifier's hook and :meth:`RevocationStore.session_valid` the web
 session's.
 
@@ -45,28 +47,25 @@ from srcore.auth.tokens import VerificationUnavailable
 if TYPE_CHECKING:
     import redis
 
-    from srcore.auth.tokens import AccessToken, KeySource
+    from srcore.auth.tokens import AccessToken
 
 __all__ = [
+    "EVENTS_PATH",
     "KINDS",
-    "PUSH_TYPE",
     "MemoryRevocationStore",
-    "PushError",
     "RedisRevocationStore",
     "RevocationEvent",
     "RevocationPuller",
     "RevocationStore",
     "RevocationUnavailable",
+    "apply_event",
     "make_store",
     "parse_events",
-    "verify_push",
 ]
 
 log = logging.getLogger("srcore.auth")
 
 KINDS = frozenset({"token", "grant", "client", "user", "session", "suspend", "unsuspend"})
-#: The ``typ`` header of meta's pushes.
-PUSH_TYPE = "srcore-push+jwt"
 _MAX_SUBJECT = 256
 
 
@@ -638,73 +637,6 @@ def make_store(redis_url: str | None, service_id: str) -> RevocationStore:
     return RedisRevocationStore(client, prefix=f"srcore:revocation:{service_id}:")
 
 
-# -- meta's push ------------------------------------------------------------------------
-
-
-class PushError(Exception):
-    """A push that is refused: *status* (400, 401 or 503) and a reason for the error body."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-_MAX_PUSH = 1024 * 1024
-
-
-def verify_push(
-    body: bytes,
-    *,
-    keys: KeySource,
-    issuer: str,
-    audience: str,
-    now: float,
-    leeway: int = 30,
-) -> dict[str, Any]:
-    """Check a push from meta (a compact JWS) and return its claims, or raise PushError."""
-    from joserfc import jws
-    from joserfc.errors import JoseError
-
-    from srcore.auth import jose
-
-    if not body or len(body) > _MAX_PUSH:
-        raise PushError(400, "The body must be a compact JWS.")
-    try:
-        token = body.decode("ascii").strip()
-        header = jws.extract_compact(token.encode("ascii")).protected
-    except (JoseError, ValueError, UnicodeError):
-        raise PushError(400, "The body must be a compact JWS.") from None
-    if header.get("typ") != PUSH_TYPE:
-        raise PushError(400, f"The JWS must have typ {PUSH_TYPE}.")
-    if header.get("alg") not in jose.ALGORITHMS:
-        raise PushError(401, "The JWS is not signed with an accepted algorithm.")
-    kid = header.get("kid")
-    if kid is not None and not isinstance(kid, str):
-        raise PushError(400, "The JWS kid must be a string.")
-    try:
-        key_set = keys.key_set(kid)
-    except VerificationUnavailable as exc:
-        raise PushError(503, str(exc)) from None
-    try:
-        claims = dict(jose.decode(token, key_set).claims)
-    except (JoseError, ValueError, KeyError, TypeError):
-        raise PushError(401, "The push's signature is not valid.") from None
-    if claims.get("iss") != issuer:
-        raise PushError(401, "The push was issued by someone else.")
-    aud = claims.get("aud")
-    if audience not in (aud if isinstance(aud, list) else [aud]):
-        raise PushError(401, "The push is meant for another service.")
-    exp, iat = claims.get("exp"), claims.get("iat")
-    if not isinstance(exp, int) or not isinstance(iat, int):
-        raise PushError(400, "The push lacks exp or iat.")
-    if exp + leeway < now:
-        raise PushError(401, "The push has expired.")
-    if iat - leeway > now:
-        raise PushError(401, "The push was issued in the future.")
-    return claims
-
-
 # -- the pull ---------------------------------------------------------------------------
 
 #: Fetch the events after a seq: returns (events, last seq).
@@ -784,25 +716,16 @@ class RevocationPuller:
 
 # -- Flask glue -------------------------------------------------------------------------
 
-PUSH_PATH = "/_srcore/revocations"
-PROFILE_PUSH_PATH = "/_srcore/profile"
-
-
-def _push_claims() -> dict[str, Any]:
-    from flask import current_app, request
-
-    link = current_app.extensions["srcore"].identity
-    return verify_push(
-        request.get_data(cache=False),
-        keys=link.keys,
-        issuer=link.issuer,
-        audience=link.service_id,
-        now=time.time(),
-    )
+#: Where meta's webhook worker delivers ``revocation:issued`` and ``profile:updated``.
+EVENTS_PATH = "/_srcore/events"
+#: The events of meta a service applies (meta's first-party subscription lists them).
+REVOCATION_EVENT = "revocation:issued"
+PROFILE_EVENT = "profile:updated"
+_MAX_BODY = 1024 * 1024
 
 
 def _error(status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> Any:
-    """The standard JSON error body: pushes come from meta, never from a browser."""
+    """The standard JSON error body: these requests come from meta, never from a browser."""
     from flask import jsonify
 
     from srcore.validation import FieldError, error_body
@@ -813,80 +736,80 @@ def _error(status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) ->
     return response
 
 
-def _refused(exc: PushError) -> Any:
-    headers = [("WWW-Authenticate", 'Bearer error="invalid_token"')] if exc.status == 401 else []
-    return _error(exc.status, exc.reason, headers)
+def events_secret(link: Any) -> str | None:
+    """The ``whsec_`` secret meta signs this service's events with (derived, not stored)."""
+    from srcore.webhooks.signing import derive_secret
+
+    client_secret = getattr(link.meta, "client_secret", None)
+    if not client_secret:
+        return None
+    return derive_secret(str(client_secret), link.service_id)
 
 
-def receive_revocations() -> Any:
-    """``POST /_srcore/revocations``: apply the events meta pushed."""
-    from flask import current_app
+def apply_event(link: Any, message: object) -> None:
+    """Apply one verified message of meta's (``{"type", "timestamp", "data"}``).
 
-    try:
-        claims = _push_claims()
-        events = parse_events(claims.get("events"))
-    except PushError as exc:
-        return _refused(exc)
-    except ValueError as exc:
-        return _error(400, f"Bad events: {exc}")
-    try:
-        current_app.extensions["srcore"].identity.store.apply(events)
-    except RevocationUnavailable as exc:
-        return _error(503, str(exc))
-    return "", 204
-
-
-def _pushed_profiles(claims: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    profiles: list[Mapping[str, Any]] = []
-    top = claims.get("profile")
-    if isinstance(top, Mapping):
-        profiles.append(top)
-    events = claims.get("events")
-    for event in events if isinstance(events, list) else []:
-        if not isinstance(event, Mapping) or event.get("kind") not in (None, "profile"):
-            continue
-        inner = event.get("profile", event.get("user"))
-        profiles.append(inner if isinstance(inner, Mapping) else event)
-    return profiles
-
-
-def receive_profile() -> Any:
-    """``POST /_srcore/profile``: update the local copy of users whose profile changed.
-
-    Users this service has never seen are not created: they arrive when they first log
-    in or call the API.
+    ``revocation:issued`` events go to the revocation store; ``profile:updated`` updates
+    the local copy of the user (users this service has never seen are not created: they
+    arrive when they first log in or call the API). Other types are ignored. Raises
+    ValueError for a malformed message, RevocationUnavailable when the store is down.
     """
     from srcore.auth.oauth_client import profile_values, upsert_user
 
+    if not isinstance(message, Mapping):
+        raise ValueError("the body must be an object")
+    kind, data = message.get("type"), message.get("data")
+    if not isinstance(data, Mapping):
+        raise ValueError("the message has no data object")
+    if kind == REVOCATION_EVENT:
+        link.store.apply(parse_events(data.get("events")))
+    elif kind == PROFILE_EVENT:
+        upsert_user(profile_values(data), create=False)
+
+
+def receive_events() -> Any:
+    """``POST /_srcore/events``: apply what meta's webhook worker delivered.
+
+    The request is a Standard Webhooks message signed with the secret both sides derive
+    from this service's OAuth client secret (:func:`srcore.webhooks.derive_secret`):
+    401 when the signature, its headers or its timestamp do not check out, 400 for a body
+    that is not an event, 503 when the revocation list cannot be written (meta retries),
+    204 once applied.
+    """
+    from flask import current_app, request
+
+    from srcore.webhooks.signing import WebhookVerificationError, verify
+
+    link = current_app.extensions["srcore"].identity
+    secret = events_secret(link)
+    unauthorized = [("WWW-Authenticate", 'Bearer error="invalid_token"')]
+    if secret is None:
+        return _error(401, "This service has no OAuth client secret to check meta's events.")
+    body = request.get_data(cache=False)
+    if len(body) > _MAX_BODY:
+        return _error(413, "The body is too large.")
     try:
-        claims = _push_claims()
-    except PushError as exc:
-        return _refused(exc)
-    profiles = _pushed_profiles(claims)
-    if not profiles:
-        return _error(400, "The push carries no profile.")
+        message = verify(secret, dict(request.headers), body)
+    except WebhookVerificationError as exc:
+        if str(exc) == "the body is not JSON":
+            return _error(400, "The body must be a JSON webhook message.")
+        return _error(401, f"The event's signature does not check out: {exc}.", unauthorized)
     try:
-        rows = [profile_values(p) for p in profiles]
+        apply_event(link, message)
+    except RevocationUnavailable as exc:
+        return _error(503, str(exc))
     except ValueError as exc:
-        return _error(400, f"Bad profile: {exc}")
-    for values in rows:
-        upsert_user(values, create=False)
+        return _error(400, f"Bad event: {exc}")
     return "", 204
 
 
 def init_app(app: Any) -> None:
-    """Add meta's push receivers to *app* and start the pull on its first request."""
+    """Add the receiver of meta's events to *app* and start the pull on its first request."""
     link = app.extensions["srcore"].identity
     app.add_url_rule(
-        PUSH_PATH,
-        endpoint="srcore_push_revocations",
-        view_func=receive_revocations,
-        methods=["POST"],
-    )
-    app.add_url_rule(
-        PROFILE_PUSH_PATH,
-        endpoint="srcore_push_profile",
-        view_func=receive_profile,
+        EVENTS_PATH,
+        endpoint="srcore_meta_events",
+        view_func=receive_events,
         methods=["POST"],
     )
     puller = link.puller

@@ -134,6 +134,15 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "targets are refused, which protects internal services from forged requests.",
     ),
     Key(
+        "webhook-poll-interval",
+        type="duration",
+        default=timedelta(seconds=1),
+        help="How often an idle local webhook worker (srcore worker) looks for new events "
+        "in its database; 'srcore worker --poll-interval' overrides it. meta's worker "
+        "delivers revocations and profile changes to the services, so a short interval "
+        "there (e.g. 200ms) keeps revocations fast.",
+    ),
+    Key(
         "webhook-timeout",
         type="duration",
         default=timedelta(seconds=15),

@@ -39,7 +39,7 @@ ENV_PREFIX = "SRCORE__"
 _KEY_NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 _DURATION = re.compile(
     r"^\s*(?:(?P<d>[0-9]+)\s*d)?\s*(?:(?P<h>[0-9]+)\s*h)?\s*"
-    r"(?:(?P<m>[0-9]+)\s*m)?\s*(?:(?P<s>[0-9]+)\s*s)?\s*$",
+    r"(?:(?P<m>[0-9]+)\s*m)?\s*(?:(?P<s>[0-9]+)\s*s)?\s*(?:(?P<ms>[0-9]+)\s*ms)?\s*$",
     re.IGNORECASE,
 )
 _INT = re.compile(r"^[+-]?[0-9]{1,30}$")
@@ -82,7 +82,7 @@ class Key:
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``30s``, ``5m``, ``1h``, ``2d`` or a combination like ``1h30m``.
+    """Parse ``30s``, ``5m``, ``1h``, ``2d``, ``200ms`` or a combination like ``1h30m``.
 
     Raises :class:`ValueError` with a message meant for the operator.
     """
@@ -98,6 +98,7 @@ def parse_duration(text: str) -> timedelta:
             hours=parts.get("h", 0),
             minutes=parts.get("m", 0),
             seconds=parts.get("s", 0),
+            milliseconds=parts.get("ms", 0),
         )
     except OverflowError:
         raise ValueError(f"duration too long: {text!r}") from None
@@ -105,10 +106,10 @@ def parse_duration(text: str) -> timedelta:
 
 def format_duration(value: timedelta) -> str:
     """Write *value* the way :func:`parse_duration` reads it (``1h30m``, ``0s``)."""
-    seconds = int(value.total_seconds())
+    milliseconds = round(value.total_seconds() * 1000)
     out = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        amount, seconds = divmod(seconds, size)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        amount, milliseconds = divmod(milliseconds, size)
         if amount:
             out.append(f"{amount}{unit}")
     return "".join(out) or "0s"

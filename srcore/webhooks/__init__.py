@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from srcore.webhooks.models import Subscription
 from srcore.webhooks.outbox import emit
-from srcore.webhooks.signing import WebhookVerificationError, generate_secret, verify
+from srcore.webhooks.signing import (
+    WebhookVerificationError,
+    derive_secret,
+    generate_secret,
+    verify,
+)
 
-__all__ = ["Subscription", "WebhookVerificationError", "emit", "generate_secret", "verify"]
+__all__ = [
+    "Subscription",
+    "WebhookVerificationError",
+    "derive_secret",
+    "emit",
+    "generate_secret",
+    "verify",
+]

@@ -190,6 +190,8 @@ class WebhookTasks:
         self.rng = rng or random.Random()
         self._http: requests.Session | None = None
         self._http_pid = 0
+        self._trusted_http: requests.Session | None = None
+        self._prepared_pid = 0
 
     @property
     def work_lease(self) -> timedelta:
@@ -203,12 +205,31 @@ class WebhookTasks:
             from srcore.webhooks.ssrf import guarded_session
 
             self._http = guarded_session(self.policy)
+            self._trusted_http = None
             self._http_pid = os.getpid()
         return self._http
+
+    def trusted_http(self) -> requests.Session:
+        """This process's session for trusted (first-party) subscriptions: no address check."""
+        self.http()
+        if self._trusted_http is None:
+            from srcore.webhooks.ssrf import trusted_session
+
+            self._trusted_http = trusted_session()
+        return self._trusted_http
+
+    def prepare(self, session: Session) -> None:
+        """Run the service's ``webhook_prepare`` hooks once per process (until they pass)."""
+        if self._prepared_pid == os.getpid():
+            return
+        for hook in self.app.extensions["srcore"].webhook_prepare:
+            hook(session)
+        self._prepared_pid = os.getpid()
 
     def after_fork(self) -> None:
         """Drop what a forked worker process must not share with its parent."""
         self._http = None
+        self._trusted_http = None
         self.app.extensions["srcore"].db.engine.dispose(close=False)
 
     def _session(self) -> Session:
@@ -234,6 +255,7 @@ class WebhookTasks:
 
         st = self.app.extensions["srcore"]
         with self.app.app_context(), self._session() as session:
+            self.prepare(session)
             now = self.clock()
             claimed = session.execute(
                 update(OutboxRow)
@@ -317,6 +339,7 @@ class WebhookTasks:
                 policy=self.policy,
                 config=self.settings,
                 rng=self.rng,
+                trusted_http=self.trusted_http(),
             )
 
     # -- sweep ---------------------------------------------------------------------------

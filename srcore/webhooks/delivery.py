@@ -197,12 +197,16 @@ def deliver_one(
     policy: AddressPolicy,
     config: WebhookSettings,
     rng: random.Random | None = None,
+    trusted_http: requests.Session | None = None,
 ) -> DeliveryResult:
     """Make one attempt at delivery *delivery_id* and record it; commits *session*.
 
     *http* must be a session built by :func:`srcore.webhooks.ssrf.guarded_session` with
     *policy* (the adapter checks the peer address; *policy* is kept for the log). *clock*
-    gives the current aware UTC time; *rng* the jitter of retries.
+    gives the current aware UTC time; *rng* the jitter of retries. *trusted_http* (from
+    :func:`srcore.webhooks.ssrf.trusted_session`) sends the deliveries of trusted
+    subscriptions only, the first-party ones the operator's config made, whose internal
+    targets the guard would refuse; without it they go through *http* like any other.
     """
     del policy  # enforced by http's adapter on the address actually connected to
     rng = rng or random.Random()
@@ -232,8 +236,9 @@ def deliver_one(
         subscription.signing_secrets(now), delivery.message_id, timestamp, body
     )
     started = time.perf_counter()
+    sender = trusted_http if subscription.trusted and trusted_http is not None else http
     exchange = _post(
-        http, subscription.url, {**headers, "webhook-signature": signature}, body, config
+        sender, subscription.url, {**headers, "webhook-signature": signature}, body, config
     )
     duration_ms = round((time.perf_counter() - started) * 1000)
 

@@ -1,8 +1,9 @@
 """The webhook tables: subscriptions, the outbox, deliveries and the delivery log.
 
-They belong to the core migration lineage (``srcore_0002_webhooks``) and exist in every
-service's database; :func:`srcore.db.core_metadata` includes them. Rows are plain data:
-the logic that reads them lives in :mod:`.fanout`, :mod:`.delivery` and :mod:`.worker`.
+They belong to the core migration lineage (``srcore_0002_webhooks``, ``srcore_0003``)
+and exist in every service's database; :func:`srcore.db.core_metadata` includes them.
+Rows are plain data: the logic that reads them lives in :mod:`.fanout`, :mod:`.delivery`
+and :mod:`.worker`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -82,6 +84,12 @@ class Subscription(WebhookBase):
     previous_secret_expires: Mapped[datetime | None]
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(512))
+    #: A first-party subscription the operator's own config made (meta's, to each
+    #: configured service's ``/_srcore/events``): its URL is the operator's internal
+    #: origin, often a private address, so deliveries skip the SSRF guard's refusal of
+    #: private targets. Only code sets it (never the API or the web UI, which do not even
+    #: list these rows), so no user can aim a delivery at an internal address with it.
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: Since when every attempt has failed; None after a success.
     failing_since: Mapped[datetime | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)

@@ -22,6 +22,7 @@ __all__ = [
     "SECRET_PREFIX",
     "WebhookVerificationError",
     "decode_secret",
+    "derive_secret",
     "generate_secret",
     "sign",
     "signature_header",
@@ -46,6 +47,26 @@ def generate_secret(*, nbytes: int = SECRET_BYTES) -> str:
     if not 24 <= nbytes <= 64:
         raise ValueError("a webhook secret has 24 to 64 random bytes")
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(nbytes)).decode("ascii")
+
+
+#: What :func:`derive_secret` puts before the service id in the HMAC message.
+DERIVE_LABEL = b"srcore-webhooks "
+
+
+def derive_secret(client_secret: str, service_id: str) -> str:
+    """The ``whsec_`` secret of meta's first-party subscription for *service_id*.
+
+    ``HMAC-SHA256(key=client_secret, msg=b"srcore-webhooks " + service_id)``: meta and the
+    service both hold the service's OAuth client secret, so both compute it and nothing
+    is stored or copied; no other service can (each has its own client secret), so no
+    symmetric secret is shared across services.
+    """
+    if not client_secret:
+        raise ValueError("deriving a webhook secret needs the service's client secret")
+    digest = hmac.new(
+        client_secret.encode("utf-8"), DERIVE_LABEL + service_id.encode("utf-8"), hashlib.sha256
+    ).digest()
+    return SECRET_PREFIX + base64.b64encode(digest).decode("ascii")
 
 
 def decode_secret(secret: str) -> bytes:

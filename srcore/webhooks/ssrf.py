@@ -32,6 +32,7 @@ __all__ = [
     "GuardedAdapter",
     "RefusedAddress",
     "guarded_session",
+    "trusted_session",
 ]
 
 log = logging.getLogger("srcore.webhooks.ssrf")
@@ -174,6 +175,21 @@ def guarded_session(policy: AddressPolicy, *, pool_maxsize: int = 10) -> request
     session = requests.Session()
     session.trust_env = False  # no proxies, .netrc or CA bundles from the environment
     adapter = GuardedAdapter(policy, pool_maxsize=pool_maxsize, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def trusted_session(*, pool_maxsize: int = 10) -> requests.Session:
+    """A keep-alive session without the address check, for trusted subscriptions only.
+
+    Trusted subscriptions are the ones the operator's config made (meta's first-party
+    subscriptions to each service's internal origin); their URLs never come from a user.
+    Still no proxies from the environment, no retries (and deliveries follow no redirects).
+    """
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_maxsize=pool_maxsize, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

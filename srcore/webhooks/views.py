@@ -169,10 +169,20 @@ def delivery_json(delivery: Delivery, event: str, attempts: list[Attempt]) -> di
 
 
 def _owned(subscriber: Subscriber) -> Any:
-    """The WHERE clause of the subscriptions *subscriber* owns."""
+    """The WHERE clause of the subscriptions *subscriber* owns.
+
+    Trusted subscriptions (the operator's first-party ones, e.g. meta's to each service)
+    are never shown, changed or deleted here: they are made from the config file, and
+    their internal targets skip the SSRF guard, so no API or page may touch them.
+    """
+    visible = Subscription.trusted.is_(False)
     if subscriber.user_id is not None:
-        return Subscription.owner_id == subscriber.user_id
-    return (Subscription.owner_id.is_(None)) & (Subscription.owner_client == subscriber.client_id)
+        return visible & (Subscription.owner_id == subscriber.user_id)
+    return (
+        visible
+        & Subscription.owner_id.is_(None)
+        & (Subscription.owner_client == subscriber.client_id)
+    )
 
 
 def _find(session: Session, subscriber: Subscriber, subscription_id: int) -> Subscription:

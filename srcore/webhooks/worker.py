@@ -32,12 +32,12 @@ from srcore.webhooks.delivery import (
 from srcore.webhooks.dispatch import LocalDispatcher
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
-from srcore.webhooks.ssrf import AddressPolicy, guarded_session
+from srcore.webhooks.ssrf import AddressPolicy, guarded_session, trusted_session
 
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["LocalWorker", "claim_deliveries", "claim_outbox"]
+__all__ = ["LocalWorker", "claim_deliveries", "claim_outbox", "poll_interval_for"]
 
 log = logging.getLogger("srcore.webhooks.worker")
 
@@ -88,6 +88,16 @@ def claim_deliveries(session: Session, *, now: datetime, lease: timedelta, limit
     return ids
 
 
+def poll_interval_for(app: Flask) -> float:
+    """Seconds between polls of an idle worker: ``[global] webhook-poll-interval``."""
+    try:
+        value = app.extensions["srcore"].config.global_["webhook-poll-interval"]
+    except KeyError:
+        value = None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else 1.0
+    return seconds if seconds > 0 else 1.0
+
+
 class LocalWorker:
     """Fans out and delivers one service's webhooks from its database."""
 
@@ -102,7 +112,8 @@ class LocalWorker:
         policy: AddressPolicy | None = None,
         lease: timedelta = DEFAULT_LEASE,
         batch: int = 50,
-        poll_interval: float = 1.0,
+        poll_interval: float | None = None,
+        trusted_http: requests.Session | None = None,
     ) -> None:
         self.app = app
         self.state: Any = app.extensions["srcore"]
@@ -113,17 +124,29 @@ class LocalWorker:
         self.rng = rng or random.Random()
         self.lease = lease
         self.batch = batch
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
+        self.trusted_http = trusted_http if trusted_http is not None else trusted_session()
         self._last_prune: datetime | None = None
+        self._prepared = False
 
     def __repr__(self) -> str:
         return f"<LocalWorker {self.state.service_id}>"
+
+    def prepare(self, session: Session) -> None:
+        """Run the service's ``webhook_prepare`` hooks, once per worker (until they pass)."""
+        if self._prepared:
+            return
+        with self.app.app_context():
+            for hook in self.state.webhook_prepare:
+                hook(session)
+        self._prepared = True
 
     def run_once(self) -> int:
         """One cycle: fan out new events, then deliver what is due. Returns rows handled."""
         st = self.state
         handled = 0
         with st.db.session() as session:
+            self.prepare(session)
             for outbox_id in claim_outbox(
                 session, now=self.clock(), lease=self.lease, limit=self.batch
             ):
@@ -147,6 +170,7 @@ class LocalWorker:
                         policy=self.policy,
                         config=self.settings,
                         rng=self.rng,
+                        trusted_http=self.trusted_http,
                     )
                 except Exception:  # one bad row must not stop the others; its lease expires
                     session.rollback()
@@ -190,5 +214,6 @@ class LocalWorker:
                 stop.wait(self.poll_interval)
 
     def close(self) -> None:
-        """Close the HTTP session's pooled connections."""
+        """Close the HTTP sessions' pooled connections."""
         self.http.close()
+        self.trusted_http.close()

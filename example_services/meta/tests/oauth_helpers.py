@@ -1,12 +1,11 @@
 """Fixtures and helpers of the OAuth tests: a network config with todo as a first-party
-client, captured pushes, PKCE pairs and the authorization-code dance on a test client."""
+client, the webhooks meta sends, PKCE pairs and the authorization-code dance on a test client."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import secrets
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -35,34 +34,29 @@ def network_config(base: str, *, todo_origin: str = TODO_ORIGIN) -> str:
 
 
 class Captured:
-    """What meta would have pushed: (url, compact JWS) pairs."""
+    """What meta would send the services: its webhooks in srcore's outbox, in order."""
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
+    def rows(self, app: Any, event: str) -> list[dict[str, Any]]:
+        """The data of every outbox row of *event*, oldest first."""
+        import json
 
-    def __call__(self, url: str, body: str) -> None:
-        with self._lock:
-            self.sent.append((url, body))
+        from sqlalchemy import select
 
-    def events(self, app: Any, path: str = "/_srcore/revocations") -> list[dict[str, Any]]:
-        """The decoded events pushed to *path*, each JWS checked against meta's keys."""
-        from joserfc import jws
+        from srcore.webhooks.models import OutboxRow
 
-        from srcore.auth import jose
+        with app.extensions["srcore"].db.transaction() as session:
+            rows = session.scalars(
+                select(OutboxRow).where(OutboxRow.event == event).order_by(OutboxRow.id)
+            )
+            return [json.loads(row.payload) for row in rows]
 
-        app.extensions["meta.oauth"].pusher.wait()
-        keys = app.extensions["meta.oauth"].ring.key_set()
-        found: list[dict[str, Any]] = []
-        for url, body in self.sent:
-            if not url.endswith(path):
-                continue
-            header = jws.extract_compact(body.encode()).protected
-            assert header["typ"] == "srcore-push+jwt"
-            claims = jose.decode(body, keys).claims
-            assert claims["aud"] == TODO_ID
-            found.extend(claims["events"])
-        return found
+    def events(self, app: Any, event: str = "revocation:issued") -> list[dict[str, Any]]:
+        """The revocation events sent (``revocation:issued``), or the profiles
+        (``profile:updated``)."""
+        rows = self.rows(app, event)
+        if event != "revocation:issued":
+            return rows
+        return [e for row in rows for e in row["events"]]
 
 
 @pytest.fixture
@@ -71,20 +65,17 @@ def pushes() -> Captured:
 
 
 @pytest.fixture
-def oauth_app(app: Any, srcore_database: Any, tmp_path: Any, pushes: Captured) -> Iterator[Any]:
-    """meta in a network with todo; pushes are captured, not sent."""
+def oauth_app(app: Any, srcore_database: Any, tmp_path: Any) -> Iterator[Any]:
+    """meta in a network with todo; what it sends stays in its outbox (no worker runs)."""
     import meta
-    from meta.oauth import set_push_sender
 
     path = tmp_path / "network.ini"
     path.write_text(network_config(srcore_database.config_path.read_text()), encoding="utf-8")
     application = meta.create_app(config=path, password_hasher=PasswordHasher(**FAST_HASHER))
     application.config["TESTING"] = True
-    set_push_sender(application, pushes)
     try:
         yield application
     finally:
-        application.extensions["meta.oauth"].pusher.wait()
         application.extensions["srcore"].db.dispose()
 
 

@@ -789,11 +789,11 @@ def test_hook_events_are_not_pushed_when_the_transaction_rolls_back(
 
 def test_profile_change_pushes_the_profile(oauth_app: Any, alice: Any, pushes: Captured) -> None:
     _call_hook(oauth_app, "on_profile_change", alice.id, bio="Hello", location="Here")
-    events = pushes.events(oauth_app, "/_srcore/profile")
-    assert len(events) == 1
-    assert events[0]["kind"] == "profile" and events[0]["subject"] == str(alice.id)
-    assert events[0]["profile"]["bio"] == "Hello"
-    assert set(events[0]["profile"]) == {
+    profiles = pushes.events(oauth_app, "profile:updated")
+    assert len(profiles) == 1
+    assert profiles[0]["id"] == alice.id
+    assert profiles[0]["bio"] == "Hello"
+    assert set(profiles[0]) == {
         "id",
         "username",
         "email",
@@ -803,3 +803,41 @@ def test_profile_change_pushes_the_profile(oauth_app: Any, alice: Any, pushes: C
         "bio",
         "suspension_notice",
     }
+
+
+def test_first_party_subscriptions_match_the_config(oauth_app: Any, alice: Any) -> None:
+    from meta.oauth.network import Target
+    from oauth_helpers import TODO_ID, TODO_ORIGIN, TODO_SECRET
+    from sqlalchemy import select
+
+    from srcore.webhooks import derive_secret
+    from srcore.webhooks.models import Subscription
+
+    def rows() -> list[Subscription]:
+        with oauth_app.extensions["srcore"].db.transaction() as session:
+            return list(session.scalars(select(Subscription).order_by(Subscription.id)))
+
+    assert rows() == []  # nothing at app build
+    _call_hook(oauth_app, "on_logout", alice.id)  # ensured before the first emit
+    _call_hook(oauth_app, "on_logout", alice.id)
+    (sub,) = rows()
+    assert (sub.owner_id, sub.owner_client, sub.trusted, sub.enabled) == (None, TODO_ID, True, True)
+    assert sub.url == TODO_ORIGIN + "/_srcore/events"
+    assert sub.events == "revocation:issued profile:updated"
+    assert sub.scopes == "meta/profile:RO"
+    assert sub.secret == derive_secret(TODO_SECRET, TODO_ID)
+
+    # A worker's start makes them match the config again: a new secret keeps the old one
+    # signing for a while, a moved service gets the new URL, a removed one is disabled.
+    network = oauth_app.extensions["meta.oauth"].network
+    network.targets = [Target(TODO_ID, "http://10.0.0.5/_srcore/events", "whsec_bmV3")]
+    with oauth_app.extensions["srcore"].db.session() as session:
+        network.prepare(session)
+    (sub,) = rows()
+    assert sub.url == "http://10.0.0.5/_srcore/events"
+    assert (sub.secret, sub.previous_secret) == ("whsec_bmV3", derive_secret(TODO_SECRET, TODO_ID))
+    network.targets = []
+    with oauth_app.extensions["srcore"].db.session() as session:
+        network.prepare(session)
+    (sub,) = rows()
+    assert not sub.enabled

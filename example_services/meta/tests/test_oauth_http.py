@@ -2,7 +2,8 @@
 
 The client knows only meta's address, its client id and secret: everything else comes from
 ``/.well-known/oauth-authorization-server``. Logging in drives the real HTML login form.
-A small HTTP server on 127.0.0.1 stands in for a service and receives meta's real pushes.
+A small HTTP server on 127.0.0.1 stands in for a service and receives the webhooks meta's
+worker (``srcore worker meta``) really delivers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import requests
 from meta_constants import PASSWORD
 from oauth_helpers import TODO_ID, TODO_SECRET, network_config
 
-from srcore.testing import free_port, run_service
+from srcore.testing import free_port, run_service, run_worker
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ class Receiver:
     """A stand-in service: records what is POSTed to it."""
 
     def __init__(self) -> None:
-        self.received: list[tuple[str, str, bytes]] = []
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
         self.event = threading.Event()
         outer = self
 
@@ -36,7 +37,8 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
-                outer.received.append((self.path, self.headers.get("Content-Type", ""), body))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                outer.received.append((self.path, headers, body))
                 outer.event.set()
                 self.send_response(204)
                 self.end_headers()
@@ -69,7 +71,7 @@ def network(
         base = re.sub(r"(?m)^origin = .*$", f"origin = {origin}", base, count=1)
         path = tmp_path / "network.ini"
         path.write_text(network_config(base, todo_origin=receiver.origin), encoding="utf-8")
-        with run_service("meta", path, port=port) as url:
+        with run_service("meta", path, port=port) as url, run_worker("meta", path):
             yield {
                 "url": url,
                 "receiver": receiver,
@@ -163,21 +165,19 @@ def test_stranger_client_completes_code_pkce_refresh_and_revocation(
     assert introspected == {"active": False}
     assert client.get(url + "/api/profile", timeout=5).status_code == 401
 
-    # The revocation reached the stand-in service as a signed push.
+    # The revocation reached the stand-in service as a Standard Webhooks message, signed
+    # with the secret derived from todo's client secret.
+    from srcore.webhooks import derive_secret, verify
+
     receiver: Receiver = network["receiver"]
-    assert receiver.event.wait(5)
-    path, content_type, body = receiver.received[-1]
-    assert path == "/_srcore/revocations" and content_type == "application/jwt"
-    assert jwt.get_unverified_header(body)["typ"] == "srcore-push+jwt"
-    push = jwt.decode(
-        body,
-        jwks.get_signing_key_from_jwt(body),
-        algorithms=["EdDSA"],
-        audience=TODO_ID,
-        issuer=metadata["issuer"],
-    )
-    assert [e["kind"] for e in push["events"]] == ["grant"]
-    assert push["events"][0]["subject"] == claims["grant"]
+    assert receiver.event.wait(10)
+    path, headers, body = receiver.received[-1]
+    assert path == "/_srcore/events" and headers["content-type"] == "application/json"
+    message = verify(derive_secret(TODO_SECRET, TODO_ID), headers, body)
+    assert message["type"] == "revocation:issued"
+    events = message["data"]["events"]
+    assert [e["kind"] for e in events] == ["grant"]
+    assert events[0]["subject"] == claims["grant"]
 
 
 def test_second_login_is_single_sign_on(network: dict[str, Any]) -> None:

@@ -3,8 +3,9 @@
 :func:`init_app` adds the protocol endpoints, the ``/security`` and ``/clients`` pages and
 the token API to meta's app, and makes meta verify the tokens of its own API against its
 own keys (no HTTP call to itself). The accounts side calls the ``on_*`` hooks inside the
-transaction that changes an account; the revocation events they write commit with it and
-are pushed to every service once it has committed.
+transaction that changes an account; the revocation events and profile changes they write
+commit with it, together with their webhooks (``revocation:issued``, ``profile:updated``),
+which meta's webhook worker delivers to every service (:mod:`meta.oauth.network`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from meta.models import User
-    from meta.oauth.push import Sender
     from meta.oauth.server import OAuthState
     from srcore.auth.tokens import TokenVerifier
 
@@ -31,10 +31,7 @@ __all__ = [
     "on_profile_change",
     "on_suspend",
     "on_unsuspend",
-    "set_push_sender",
 ]
-
-_PROFILE_PENDING = "meta_oauth_pending_profiles"
 
 
 def _duration(section: Any, key: str, default: timedelta) -> timedelta:
@@ -90,7 +87,7 @@ def make_verifier(st: OAuthState) -> TokenVerifier:
     )
 
 
-def init_app(app: Flask, *, push_sender: Sender | None = None) -> OAuthState:
+def init_app(app: Flask) -> OAuthState:
     """Add the authorization server's routes and state to meta's *app*."""
     from meta.oauth import events
     from meta.oauth.catalog import Catalog
@@ -98,8 +95,8 @@ def init_app(app: Flask, *, push_sender: Sender | None = None) -> OAuthState:
     from meta.oauth.clients import first_party_clients
     from meta.oauth.endpoints import CLIENT_ENDPOINTS, endpoints
     from meta.oauth.keys import KeyRing
+    from meta.oauth.network import INFO_KEY, Network, targets_from_config
     from meta.oauth.pats import pats
-    from meta.oauth.push import Pusher, PushTarget, http_sender
     from meta.oauth.server import OAuthState, build_server
     from srcore.app import state
 
@@ -113,26 +110,23 @@ def init_app(app: Flask, *, push_sender: Sender | None = None) -> OAuthState:
         section = config.section(service_id)
         return str(section.get("internal-origin") or section["origin"])
 
-    others = [sid for sid in config.services if sid != "meta"]
-
     def installed() -> dict[str, Any]:
         from srcore.manifest import discover
 
         return dict(discover())
 
     catalog = Catalog(services={sid: base_url(sid) for sid in config.services}, local=installed)
-    pusher = Pusher(
-        issuer=issuer,
-        ring=ring,
-        targets=[PushTarget(sid, base_url(sid)) for sid in others],
-        sender=push_sender or http_sender,
-    )
+    network = Network(targets_from_config(config), app=app)
+    # Every session of meta's database knows the network, so a hook finds it without a
+    # request (meta.admin, scripts).
+    factory = st.db.sessionmaker
+    factory.configure(info={**factory.kw.get("info", {}), INFO_KEY: network})
     oauth = OAuthState(
         issuer=issuer,
         db=st.db,
         ring=ring,
         catalog=catalog,
-        pusher=pusher,
+        network=network,
         first_party=first_party_clients(config),
         access_lifetime=access,
         refresh_lifetime=_duration(st.section, "refresh-token-lifetime", timedelta(days=30)),
@@ -140,8 +134,9 @@ def init_app(app: Flask, *, push_sender: Sender | None = None) -> OAuthState:
     )
     app.extensions["meta.oauth"] = oauth
     oauth.server = build_server(app, oauth)
-    events.install(st.db.sessionmaker, lambda evs: oauth.pusher.push_revocations(evs))
-    _install_profile_push(st.db.sessionmaker, oauth)
+    events.install(st.db.sessionmaker, network)
+    # meta's webhook worker makes the services' subscriptions match the config first.
+    st.webhook_prepare.append(network.prepare)
 
     try:
         from srcore.throttle import make_store
@@ -173,24 +168,6 @@ def _exempt_from_csrf(app: Flask, endpoint_names: tuple[str, ...]) -> None:
     for name in endpoint_names:
         csrf.exempt(app.view_functions[name])
     csrf.protect = functools.partial(type(csrf).protect, csrf, apply_exemptions=True)
-
-
-def set_push_sender(app: Flask, sender: Sender) -> None:
-    """Replace how pushes are delivered (tests capture them instead of sending)."""
-    app.extensions["meta.oauth"].pusher.sender = sender
-
-
-def _install_profile_push(factory: Any, oauth: OAuthState) -> None:
-    from sqlalchemy import event
-
-    @event.listens_for(factory, "after_commit")
-    def _after_commit(session: Session) -> None:
-        for user_id, profile in session.info.pop(_PROFILE_PENDING, {}).items():
-            oauth.pusher.push_profile(user_id, profile)
-
-    @event.listens_for(factory, "after_rollback")
-    def _after_rollback(session: Session) -> None:
-        session.info.pop(_PROFILE_PENDING, None)
 
 
 # -- hooks called by the accounts side, inside its transaction --------------------------------
@@ -256,8 +233,10 @@ def on_delete(user: User) -> None:
 
 
 def on_profile_change(user: User) -> None:
-    """Push the new profile to every service once the change has committed."""
+    """Send the new profile to every service: a ``profile:updated`` webhook in this
+    transaction, delivered by meta's worker once it has committed."""
     from meta.oauth.endpoints import profile_of
+    from meta.oauth.network import PROFILE_EVENT, Network
 
     session = _session_of(user)
-    session.info.setdefault(_PROFILE_PENDING, {})[user.id] = profile_of(user)
+    Network.of(session).emit(session, PROFILE_EVENT, profile_of(user))

@@ -1,4 +1,10 @@
-"""Revocation events: written in the revoking transaction, pushed once it commits.
+"""Revocation events: written in the revoking transaction, with their webhook.
+
+Each event is a ``revocation_event`` row (what the services' pull reads, by seq) and, in
+the same transaction, a ``revocation:issued`` webhook in srcore's outbox carrying
+``{"events": [EVENT]}``, which meta's webhook worker delivers to every service's
+``/_srcore/events`` (:mod:`meta.oauth.network`). Nothing is sent if the transaction rolls
+back, and nothing committed is lost.
 
 Kinds (see the network's identity contract): ``token`` (subject: jti), ``grant`` (grant
 id), ``client`` (client id, not_before), ``session`` (user id, not_before: web sessions
@@ -18,12 +24,12 @@ from sqlalchemy import and_, event, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from meta.oauth.models import Grant, RevocationEvent
+from meta.oauth.network import REVOCATION_EVENT, Network
 from srcore.db import utcnow
 
 __all__ = ["KINDS", "emit", "install", "is_revoked", "revoke_grant"]
 
 KINDS = frozenset({"token", "grant", "client", "user", "session", "suspend", "unsuspend"})
-_PENDING = "meta_oauth_pending_events"
 
 
 def emit(
@@ -34,13 +40,13 @@ def emit(
     not_before: int | None = None,
     expires_at: int | None = None,
 ) -> RevocationEvent:
-    """Add one event to *session*'s transaction; it is pushed after the commit."""
+    """Add one event and its ``revocation:issued`` webhook to *session*'s transaction."""
     if kind not in KINDS:
         raise ValueError(f"unknown revocation event kind {kind!r}")
     row = RevocationEvent(kind=kind, subject=subject, not_before=not_before, expires_at=expires_at)
     session.add(row)
     session.flush()
-    session.info.setdefault(_PENDING, []).append(row.as_dict())
+    Network.of(session).emit(session, REVOCATION_EVENT, {"events": [row.as_dict()]})
     return row
 
 
@@ -51,18 +57,17 @@ def revoke_grant(session: Session, grant: Grant, *, lifetime: int) -> None:
     emit(session, "grant", grant.id, expires_at=int(time.time()) + lifetime)
 
 
-def install(factory: sessionmaker[Session], push: Any) -> None:
-    """Push the events of every committed transaction of *factory*'s sessions via *push*."""
+def install(factory: sessionmaker[Session], network: Network) -> None:
+    """Tell *network* when a transaction of *factory*'s sessions that ensured its
+    subscriptions commits (they are there for good) or rolls back (they are not)."""
 
     @event.listens_for(factory, "after_commit")
     def _after_commit(session: Session) -> None:
-        events = session.info.pop(_PENDING, None)
-        if events:
-            push(events)
+        network.committed(session)
 
     @event.listens_for(factory, "after_rollback")
     def _after_rollback(session: Session) -> None:
-        session.info.pop(_PENDING, None)
+        network.rolled_back(session)
 
 
 def is_revoked(session: Session, claims: Mapping[str, Any]) -> bool:

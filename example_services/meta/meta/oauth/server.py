@@ -40,7 +40,7 @@ from srcore.db import utcnow
 if TYPE_CHECKING:
     from meta.oauth.catalog import Catalog
     from meta.oauth.keys import KeyRing
-    from meta.oauth.push import Pusher
+    from meta.oauth.network import Network
     from srcore.db import Database
 
 __all__ = ["OAuthState", "build_server", "oauth_state"]
@@ -56,7 +56,7 @@ class OAuthState:
     db: Database
     ring: KeyRing
     catalog: Catalog
-    pusher: Pusher
+    network: Network
     first_party: dict[str, FirstPartyClient]
     access_lifetime: timedelta
     refresh_lifetime: timedelta

@@ -1,0 +1,220 @@
+"""meta's events to the network's services, over srcore's webhooks.
+
+Revocations (``revocation:issued``) and profile changes (``profile:updated``) are written
+to srcore's outbox in the transaction of the change, so a crash after the commit delays
+them but never drops them; meta's webhook worker (``srcore worker meta``) fans them out
+and delivers them, retrying, to every configured service's ``/_srcore/events``. Each
+service also pulls ``/oauth/revocations`` as a catch-up.
+
+The subscriptions are meta's own, one per configured service (``owner_client`` = its
+id), made to match the config file by :func:`ensure_subscriptions` before the first emit
+of a process and when a worker starts, never at import or app build. Their secret is
+derived from the service's OAuth client secret (:func:`srcore.webhooks.derive_secret`),
+which meta and that service both have and no other service has: nothing is stored by
+hand or copied, and no secret is shared across services. They are *trusted*: their URLs
+are the operator's own (internal) origins, which the SSRF guard would refuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from srcore.config import Config
+
+__all__ = [
+    "EVENTS",
+    "INFO_KEY",
+    "PROFILE_EVENT",
+    "REVOCATION_EVENT",
+    "SCOPES",
+    "Network",
+    "Target",
+    "ensure_subscriptions",
+    "targets_from_config",
+]
+
+log = logging.getLogger("meta.oauth.network")
+
+REVOCATION_EVENT = "revocation:issued"
+PROFILE_EVENT = "profile:updated"
+#: The events of every first-party subscription, and the scope they were declared with.
+EVENTS = f"{REVOCATION_EVENT} {PROFILE_EVENT}"
+SCOPES = "meta/profile:RO"
+#: Where a service receives them (srcore.auth.revocation.EVENTS_PATH).
+EVENTS_PATH = "/_srcore/events"
+#: How long the secret derived from a replaced client secret still signs (both sign).
+SECRET_OVERLAP = timedelta(hours=1)
+_LOCK_KEY = zlib.crc32(b"meta first-party webhook subscriptions")
+_ENSURED = "meta_network_ensured"
+#: The key of the :class:`Network` in the ``info`` of every session of meta's database.
+INFO_KEY = "meta.oauth.network"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One configured service and how meta's events reach it."""
+
+    service_id: str
+    url: str
+    secret: str
+
+
+def targets_from_config(config: Config) -> list[Target]:
+    """Every configured service but meta that has an OAuth client secret to derive from."""
+    from srcore.webhooks.signing import derive_secret
+
+    found: list[Target] = []
+    for service_id in config.services:
+        if service_id == "meta":
+            continue
+        section = config.section(service_id)
+        client_secret = str(section.get("oauth-client-secret") or "")
+        if not client_secret:
+            log.warning(
+                "[%s] has no oauth-client-secret: it gets no revocation events (pull only)",
+                service_id,
+            )
+            continue
+        base = str(section.get("internal-origin") or section["origin"]).rstrip("/")
+        found.append(
+            Target(service_id, base + EVENTS_PATH, derive_secret(client_secret, service_id))
+        )
+    return found
+
+
+def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: datetime) -> None:
+    """Make meta's trusted subscriptions match *targets*, in *session*'s transaction.
+
+    Idempotent: a missing one is created, one that differs is updated (a new secret keeps
+    the old one signing for :data:`SECRET_OVERLAP`), a disabled one is enabled again, and
+    trusted subscriptions of services no longer configured (or duplicates) are disabled.
+    Flushes, does not commit.
+    """
+    from srcore.webhooks.models import Subscription
+
+    if session.get_bind().dialect.name == "postgresql":
+        # Two processes ensuring at once must not both create a service's subscription.
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    wanted = {t.service_id: t for t in targets}
+    rows = session.scalars(
+        select(Subscription).where(Subscription.trusted.is_(True)).order_by(Subscription.id)
+    ).all()
+    kept: dict[str, Subscription] = {}
+    for row in rows:
+        client = row.owner_client or ""
+        if client in wanted and client not in kept:
+            kept[client] = row
+        elif row.enabled:
+            row.enabled = False
+            row.disabled_reason = "no longer a configured service"
+    for target in targets:
+        row = kept.get(target.service_id)
+        if row is None:
+            session.add(
+                Subscription(
+                    owner_id=None,
+                    owner_client=target.service_id,
+                    url=target.url,
+                    events=EVENTS,
+                    resource=None,
+                    scopes=SCOPES,
+                    secret=target.secret,
+                    enabled=True,
+                    trusted=True,
+                    created=now,
+                    updated=now,
+                )
+            )
+            log.info("subscribed %s to meta's events at %s", target.service_id, target.url)
+            continue
+        values: dict[str, Any] = {"url": target.url, "events": EVENTS, "scopes": SCOPES}
+        changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        if row.resource is not None:
+            changed["resource"] = None
+        if row.owner_id is not None:
+            changed["owner_id"] = None
+        if not row.enabled:
+            changed.update(enabled=True, disabled_reason=None, failing_since=None)
+        if row.secret != target.secret:
+            changed.update(
+                secret=target.secret,
+                previous_secret=row.secret,
+                previous_secret_expires=now + SECRET_OVERLAP,
+            )
+        for key, value in changed.items():
+            setattr(row, key, value)
+        if changed:
+            row.updated = now
+            log.info("updated meta's subscription of %s: %s", target.service_id, sorted(changed))
+    session.flush()
+
+
+class Network:
+    """The services meta sends events to; ensures the subscriptions once per process."""
+
+    def __init__(self, targets: Sequence[Target], *, app: Flask | None = None) -> None:
+        self.targets = list(targets)
+        self.app = app
+        self._ensured_pid: int | None = None
+
+    @classmethod
+    def of(cls, session: Session) -> Network:
+        """The network of the app whose database *session* talks to."""
+        network = session.info.get(INFO_KEY)
+        if not isinstance(network, Network):
+            from flask import current_app
+
+            network = current_app.extensions["meta.oauth"].network
+        assert isinstance(network, Network)
+        return network
+
+    def ensure(self, session: Session) -> None:
+        """Ensure the subscriptions in *session*'s transaction unless this process did."""
+        if self._ensured_pid == os.getpid() or session.info.get(_ENSURED):
+            return
+        from srcore.db import utcnow
+
+        ensure_subscriptions(session, self.targets, now=utcnow())
+        session.info[_ENSURED] = self
+
+    def committed(self, session: Session) -> None:
+        """After a commit: the subscriptions ensured in *session* are there for good."""
+        if session.info.pop(_ENSURED, None) is self:
+            self._ensured_pid = os.getpid()
+
+    def rolled_back(self, session: Session) -> None:
+        session.info.pop(_ENSURED, None)
+
+    def prepare(self, session: Session) -> None:
+        """A webhook worker's start: ensure in a transaction of its own and commit it."""
+        from srcore.db import utcnow
+
+        ensure_subscriptions(session, self.targets, now=utcnow())
+        session.commit()
+        self._ensured_pid = os.getpid()
+
+    def emit(self, session: Session, event: str, data: Mapping[str, Any]) -> None:
+        """Write *event* to srcore's outbox in *session*'s transaction."""
+        from flask import current_app, has_app_context
+
+        from srcore.webhooks import emit
+
+        self.ensure(session)
+        app = self.app
+        if app is None or (has_app_context() and current_app._get_current_object() is app):  # type: ignore[attr-defined]
+            emit(event, data, session=session)
+            return
+        with app.app_context():  # a hook called outside a request (scripts, tests)
+            emit(event, data, session=session)
