@@ -720,7 +720,11 @@ def run_scenario(
         config = write_config(tmp / "config.ini", database_url=url, broker=broker)
         app = build_app(config)
         if quiet:  # expected: nudges fail while Redis is down (the sweep makes up for them)
-            logging.getLogger("srcore").setLevel(logging.CRITICAL)
+            srcore_log = logging.getLogger("srcore")
+            # Restored afterwards: the suite runs this in its own process, and a level left
+            # at CRITICAL would hide later tests' log records.
+            stack.callback(srcore_log.setLevel, srcore_log.level)
+            srcore_log.setLevel(logging.CRITICAL)
         stack.callback(app.extensions["srcore"].db.dispose)
         ((_sid, secret),) = subscribe(app, receiver.url)
         if dispatcher == "celery":

@@ -342,9 +342,21 @@ def _clean(app: Any) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the markers srcore's helpers and every service's tests use."""
+    """Register the markers srcore's helpers and every service's tests use.
+
+    Also turn off hypothesis's per-example deadline (unless a profile is chosen through
+    HYPOTHESIS_PROFILE): it is a wall-clock assertion, and on a loaded CI machine it fails
+    examples that are merely slow.
+    """
     config.addinivalue_line("markers", "browser: drives a real headless Chromium")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    if not os.environ.get("HYPOTHESIS_PROFILE"):
+        try:
+            from hypothesis import settings
+        except ImportError:  # a service's suite need not use hypothesis
+            return
+        settings.register_profile("srcore", deadline=None)
+        settings.load_profile("srcore")
 
 
 # -- fixtures ---------------------------------------------------------------------------
