@@ -17,7 +17,7 @@ from srcore.auth.scopes import parse_scope
 if TYPE_CHECKING:
     from srcore.auth.tokens import AccessToken
 
-__all__ = ["current_token", "oauth"]
+__all__ = ["bearer_token", "current_token", "oauth"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,6 +44,31 @@ def _challenge(status: int, reason: str, *, error: str | None, scope: str | None
     )
 
 
+def bearer_token() -> AccessToken | Response:
+    """The request's verified bearer token, or the RFC 6750 error response to send instead."""
+    from srcore.auth.tokens import TokenError, VerificationUnavailable
+
+    header = request.headers.get("Authorization", "")
+    kind, _, credentials = header.partition(" ")
+    if kind.lower() != "bearer" or not credentials.strip():
+        reason = "This API needs an access token: Authorization: Bearer <token>."
+        return _challenge(401, reason, error=None, scope=None)
+    verifier = current_app.extensions["srcore"].token_verifier
+    if verifier is None:
+        reason = "No account service is configured, so no access token can be checked."
+        return _challenge(401, reason, error="invalid_token", scope=None)
+    try:
+        token: AccessToken = verifier.verify(credentials.strip())
+    except TokenError as exc:
+        return _challenge(401, exc.description, error=exc.error, scope=None)
+    except VerificationUnavailable as exc:
+        from srcore.errors import error_response
+
+        reason = f"This token cannot be checked right now: {exc}"
+        return error_response(503, reason, headers=[("Retry-After", "30")])
+    return token
+
+
 def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
     """Require a bearer token granting *scope* (``SERVICE/NAME:RO|RW``).
 
@@ -55,32 +80,15 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
     def decorator(view: Callable[P, R]) -> Callable[P, R | Response]:
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
-            from srcore.auth.tokens import TokenError, VerificationUnavailable
-
             st = current_app.extensions["srcore"]
             if required.service != st.service_id or st.manifest.scope(required.name) is None:
                 raise RuntimeError(
                     f"{view.__name__} requires scope {scope!r}, which {st.service_id}'s "
                     "service.yaml does not declare"
                 )
-            header = request.headers.get("Authorization", "")
-            kind, _, credentials = header.partition(" ")
-            if kind.lower() != "bearer" or not credentials.strip():
-                reason = "This API needs an access token: Authorization: Bearer <token>."
-                return _challenge(401, reason, error=None, scope=None)
-            verifier = st.token_verifier
-            if verifier is None:
-                reason = "No account service is configured, so no access token can be checked."
-                return _challenge(401, reason, error="invalid_token", scope=None)
-            try:
-                token = verifier.verify(credentials.strip())
-            except TokenError as exc:
-                return _challenge(401, exc.description, error=exc.error, scope=None)
-            except VerificationUnavailable as exc:
-                from srcore.errors import error_response
-
-                reason = f"This token cannot be checked right now: {exc}"
-                return error_response(503, reason, headers=[("Retry-After", "30")])
+            token = bearer_token()
+            if isinstance(token, Response):
+                return token
             if not any(held.satisfies(required) for held in token.scopes):
                 reason = f"This call needs the scope {scope}."
                 return _challenge(403, reason, error="insufficient_scope", scope=scope)

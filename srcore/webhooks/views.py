@@ -399,26 +399,12 @@ def _token_required(view: Callable[P, R]) -> Callable[P, R | Response]:
 
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
-        from srcore.auth.api import _challenge
-        from srcore.auth.tokens import TokenError, VerificationUnavailable
+        from srcore.auth.api import _challenge, bearer_token
 
         st = state()
-        header = request.headers.get("Authorization", "")
-        kind, _, credentials = header.partition(" ")
-        if kind.lower() != "bearer" or not credentials.strip():
-            reason = "This API needs an access token: Authorization: Bearer <token>."
-            return _challenge(401, reason, error=None, scope=None)
-        verifier = st.token_verifier
-        if verifier is None:
-            reason = "No account service is configured, so no access token can be checked."
-            return _challenge(401, reason, error="invalid_token", scope=None)
-        try:
-            token = verifier.verify(credentials.strip())
-        except TokenError as exc:
-            return _challenge(401, exc.description, error=exc.error, scope=None)
-        except VerificationUnavailable as exc:
-            reason = f"This token cannot be checked right now: {exc}"
-            return error_response(503, reason, headers=[("Retry-After", "30")])
+        token = bearer_token()
+        if isinstance(token, Response):
+            return token
         own = frozenset(s for s in token.scopes if s.service == st.service_id)
         if not own:
             wanted = format_scopes(events_scopes(st.manifest))
