@@ -345,20 +345,24 @@ class WebhookTasks:
             if not ids:
                 log.debug("outbox row %d: fanned out already or in progress", outbox_id)
                 return 0
+            first = now + self.batch_lease(batch)
             new = fan_out_batch(
                 session,
                 ids,
                 can_receive=getattr(st, "webhook_filter", None),
                 manifest=st.manifest,
                 now=now,
+                claim_first=batch,
+                claimed_until=first,
             )
             self._remember(ids)
             sessions, executor = self.pool()
             for start in range(0, len(new), batch):
-                chunk = new[start : start + batch]
-                leased = self._lease_deliveries(
-                    session, chunk, self.clock(), self.batch_lease(len(chunk))
-                )
+                leased = new[start : start + batch]
+                if start:  # the first batch was claimed by the fan-out
+                    leased = self._lease_deliveries(
+                        session, leased, self.clock(), self.batch_lease(len(leased))
+                    )
                 if not leased:
                     continue
                 deliver_batch(

@@ -21,13 +21,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import requests
+import urllib3
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, OutboxRow, Subscription
 from srcore.webhooks.schedule import SCHEDULE, next_attempt_at
 from srcore.webhooks.signing import decode_secret, sign_with_key
-from srcore.webhooks.ssrf import AddressPolicy, RefusedAddress
+from srcore.webhooks.ssrf import AddressPolicy, GuardedAdapter, RefusedAddress
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -125,6 +126,89 @@ class _Exchange:
 
 
 def _post(
+    http: requests.Session,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    settings: WebhookSettings,
+) -> _Exchange:
+    """POST *body* to *url* through *http*; what came back, or what went wrong.
+
+    A guarded session's requests go straight to its adapter's urllib3 pool (the same
+    guarded, keep-alive connections, without requests' per-call overhead); any other
+    session goes through requests.
+    """
+    try:
+        adapter = http.get_adapter(url)
+    except requests.exceptions.RequestException as exc:
+        return _Exchange(error=f"request failed: {exc}")
+    if isinstance(adapter, GuardedAdapter) and getattr(adapter, "poolmanager", None) is not None:
+        return _post_pooled(adapter.poolmanager, url, headers, body, settings)
+    return _post_requests(http, url, headers, body, settings)
+
+
+def _post_pooled(
+    pool: urllib3.PoolManager,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    settings: WebhookSettings,
+) -> _Exchange:
+    from urllib3 import exceptions as e
+
+    deadline = time.monotonic() + settings.timeout.total_seconds()
+    timeout = urllib3.Timeout(
+        connect=settings.connect_timeout.total_seconds(), read=settings.timeout.total_seconds()
+    )
+    try:
+        response = pool.urlopen(
+            "POST",
+            url,
+            body=body,
+            headers=dict(headers),
+            timeout=timeout,
+            redirect=False,
+            retries=False,
+            preload_content=False,
+        )
+    except RefusedAddress as exc:
+        return _Exchange(error=str(exc))
+    except e.NewConnectionError as exc:  # before ConnectTimeoutError, its base class
+        return _Exchange(error=f"connection failed: {_root_cause(exc)}")
+    except e.ConnectTimeoutError:
+        return _Exchange(error="connect timeout")
+    except e.ReadTimeoutError:
+        return _Exchange(error="timeout waiting for the response")
+    except (e.ProtocolError, e.SSLError, e.ClosedPoolError, OSError) as exc:
+        return _Exchange(error=f"connection failed: {_root_cause(exc)}")
+    except (e.HTTPError, ValueError) as exc:
+        return _Exchange(error=f"request failed: {exc}")
+    exchange = _Exchange(status=response.status, headers=dict(response.headers))
+    complete = False
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.stream(4096):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= settings.body_cap or time.monotonic() > deadline:
+                break
+        else:
+            complete = True
+        exchange.body = b"".join(chunks)
+    except (e.HTTPError, OSError) as exc:
+        exchange.error = f"reading the response failed: {_root_cause(exc)}"
+    finally:
+        if not complete:
+            response.close()  # unread data: the connection is not reused
+        response.release_conn()
+    if 300 <= response.status < 400:
+        target = response.headers.get("location", "")
+        exchange.error = f"redirect to {target!r} not followed"
+    return exchange
+
+
+def _post_requests(
     http: requests.Session,
     url: str,
     headers: Mapping[str, str],

@@ -102,12 +102,16 @@ def fan_out_batch(
     can_receive: CanReceive | None = None,
     manifest: Manifest | None = None,
     now: datetime | None = None,
+    claim_first: int = 0,
+    claimed_until: datetime | None = None,
 ) -> list[int]:
     """Create the deliveries of the outbox rows *outbox_ids*; returns the new delivery ids.
 
     The same as :func:`fan_out` for each row, in a handful of statements and one commit
     for the whole batch: the rows and their candidate subscriptions are read once, the
     deliveries inserted with one executemany. Rows already fanned out are left alone.
+    The first *claim_first* new deliveries are inserted claimed until *claimed_until*,
+    for the caller to deliver at once without claiming them again.
     """
     if manifest is None:
         from srcore.app import state
@@ -171,6 +175,7 @@ def fan_out_batch(
                         "status": DeliveryStatus.pending.value,
                         "attempts": 0,
                         "next_attempt_at": moment,
+                        "claimed_until": claimed_until if len(new) < claim_first else None,
                         "created": moment,
                     }
                 )

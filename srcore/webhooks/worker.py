@@ -146,35 +146,43 @@ class LocalWorker:
         with st.db.session() as session:
             outbox_ids = claim_outbox(session, now=self.clock(), lease=self.lease, limit=self.batch)
             if outbox_ids:
-                fan_out_batch(
+                now = self.clock()
+                new = fan_out_batch(
                     session,
                     outbox_ids,
                     can_receive=st.webhook_filter,
                     manifest=st.manifest,
-                    now=self.clock(),
+                    now=now,
+                    claim_first=self.batch,
+                    claimed_until=now + self.lease,
                 )
                 handled += len(outbox_ids)
+                handled += self._deliver(session, new[: self.batch])  # claimed by the fan-out
             delivery_ids = claim_deliveries(
                 session, now=self.clock(), lease=self.lease, limit=self.batch
             )
-            if delivery_ids:
-                try:
-                    deliver_batch(
-                        session,
-                        delivery_ids,
-                        http=self.http,
-                        clock=self.clock,
-                        policy=self.policy,
-                        config=self.settings,
-                        rng=self.rng,
-                        executor=self.executor(),
-                    )
-                except Exception:  # the batch's leases expire and it is tried again
-                    session.rollback()
-                    log.exception("a batch of %d deliveries failed unexpectedly", len(delivery_ids))
-                handled += len(delivery_ids)
+            handled += self._deliver(session, delivery_ids)
             self._maybe_prune(session)
         return handled
+
+    def _deliver(self, session: Session, delivery_ids: list[int]) -> int:
+        if not delivery_ids:
+            return 0
+        try:
+            deliver_batch(
+                session,
+                delivery_ids,
+                http=self.http,
+                clock=self.clock,
+                policy=self.policy,
+                config=self.settings,
+                rng=self.rng,
+                executor=self.executor(),
+            )
+        except Exception:  # the batch's leases expire and it is tried again
+            session.rollback()
+            log.exception("a batch of %d deliveries failed unexpectedly", len(delivery_ids))
+        return len(delivery_ids)
 
     def _maybe_prune(self, session: Session) -> None:
         now = self.clock()
