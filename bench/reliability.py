@@ -226,6 +226,9 @@ class Receiver:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            # Workers open several keep-alive connections at once (a thread pool each):
+            # the default backlog of 5 drops their SYNs on a busy machine.
+            request_queue_size = 128
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a killed worker resets its connections; that is the point
