@@ -226,6 +226,9 @@ class Receiver:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            # Workers open several keep-alive connections at once (a thread pool each):
+            # the default backlog of 5 drops their SYNs on a busy machine.
+            request_queue_size = 128
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a killed worker resets its connections; that is the point
@@ -578,25 +581,13 @@ def local_worker(config: Path, directory: Path, *, lifetime: int = 600) -> Worke
 
 
 def fast_settings(app: Any) -> Any:
-    """The config's webhook settings with :data:`FAST_SCHEDULE` as the retry schedule.
-
-    When :class:`~srcore.webhooks.delivery.WebhookSettings` takes a schedule it is passed
-    there; otherwise this process's :mod:`srcore.webhooks.schedule` is set (worker
-    processes of these runs only).
-    """
+    """The config's webhook settings with :data:`FAST_SCHEDULE` as the retry schedule."""
     import dataclasses
 
-    from srcore.webhooks import schedule
     from srcore.webhooks.delivery import settings_for
 
-    settings = settings_for(app)
     steps = tuple(timedelta(seconds=s) for s in FAST_SCHEDULE)
-    names = {f.name for f in dataclasses.fields(settings)}
-    if "schedule" in names:
-        return dataclasses.replace(settings, schedule=steps)
-    schedule.SCHEDULE = steps
-    schedule.MAX_ATTEMPTS = len(steps)
-    return settings
+    return dataclasses.replace(settings_for(app), schedule=steps)
 
 
 def _celery_app() -> Any:

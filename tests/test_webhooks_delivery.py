@@ -289,6 +289,76 @@ def test_failure_is_retried_per_schedule_then_given_up(
     assert delivery.status == "failed" and delivery.attempts == 10
 
 
+def test_the_settings_schedule_is_used(app: Any, db: Any, receiver: Receiver) -> None:
+    subscribe(db, receiver.url)
+    [delivery_id] = emit_and_fan_out(app, db)
+    receiver.script = [(500, {}, b"")] * 3
+    steps = (timedelta(0), timedelta(seconds=1), timedelta(seconds=2))
+    settings = WebhookSettings(schedule=steps)
+    clock = Clock()
+    first = deliver(db, delivery_id, clock, settings)
+    assert first.retry_at is not None
+    assert timedelta(seconds=0.8) <= first.retry_at - T0 <= timedelta(seconds=1.2)
+    clock.now = T0 + timedelta(seconds=5)
+    second = deliver(db, delivery_id, clock, settings)
+    assert second.retry_at is not None
+    assert timedelta(seconds=1.7) <= second.retry_at - clock.now <= timedelta(seconds=2.3)
+    third = deliver(db, delivery_id, clock, settings)  # the last of three: given up
+    assert third.retry_at is None and not third.disabled
+    assert db.scalar(select(Delivery.status).where(Delivery.id == delivery_id)) == "failed"
+
+
+def test_deliver_batch_sends_concurrently_and_records_each(
+    app: Any, db: Any, receiver: Receiver
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from srcore.webhooks.delivery import HttpSessions, deliver_batch
+
+    sub = subscribe(db, receiver.url)
+    gone = subscribe(db, receiver.url + "/gone", events="thing:deleted")
+    ids = [emit_and_fan_out(app, db, {"id": i, "name": "x"})[0] for i in range(6)]
+    # Two deliveries per subscription of one event, in one batch.
+    ids = sorted(ids)
+    done = deliver(db, ids[0], Clock())
+    assert done.delivered
+    db.execute(
+        Delivery.__table__.update().where(Delivery.id.in_(ids[4:])).values(subscription_id=gone.id)
+    )
+    db.commit()
+    receiver.script = [(500, {}, b"")]  # one of the four first requests fails
+    sessions = HttpSessions(LOOPBACK)
+    with ThreadPoolExecutor(4) as pool:
+        results = deliver_batch(
+            db,
+            [*ids, 999_999],
+            http=sessions,
+            clock=Clock(),
+            policy=LOOPBACK,
+            config=WebhookSettings(),
+            rng=random.Random(1),
+            executor=pool,
+        )
+    sessions.close()
+    assert len(results) == len(ids) + 1
+    assert results[0].delivered and not results[0].attempted  # delivered before
+    assert not results[-1].attempted and not results[-1].delivered  # no such delivery
+    sent = results[1:-1]
+    assert all(r.attempted for r in sent)
+    assert sum(1 for r in sent if r.delivered) == 4
+    [failed] = [r for r in sent if not r.delivered]
+    assert failed.status == 500 and failed.retry_at is not None
+    assert len(receiver.requests) == 6
+    attempts = db.scalar(select(func.count()).select_from(Attempt))
+    assert attempts == 6
+    statuses = list(db.scalars(select(Delivery.status)))
+    assert statuses.count("delivered") == 5 and statuses.count("pending") == 1
+    db.refresh(sub)
+    assert sub.enabled  # failing_since: as if recorded one by one, in id order
+    db.refresh(gone)
+    assert gone.failing_since is None
+
+
 def test_connection_refused_is_recorded(app: Any, db: Any) -> None:
     from srcore.testing import free_port
 
@@ -399,3 +469,40 @@ def test_trusted_subscription_reaches_a_private_address_others_are_refused(
     assert not results[plain.id].delivered
     assert "loopback" in (results[plain.id].error or "")
     assert len(receiver.requests) == 1
+
+
+def test_deliver_batch_sends_trusted_subscriptions_through_the_trusted_sessions(
+    app: Any, db: Any, receiver: Receiver
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from srcore.webhooks.delivery import HttpSessions, deliver_batch
+
+    strict = AddressPolicy()  # loopback refused
+    plain = subscribe(db, receiver.url)
+    first_party = subscribe(db, receiver.url, trusted=True)
+    ids = sorted(emit_and_fan_out(app, db) + emit_and_fan_out(app, db))
+    assert len(ids) == 4
+    subscription_of = {i: db.get(Delivery, i).subscription_id for i in ids}
+    sessions, trusted = HttpSessions(strict), HttpSessions(strict, trusted=True)
+    with ThreadPoolExecutor(2) as pool:
+        results = deliver_batch(
+            db,
+            ids,
+            http=sessions,
+            trusted_http=trusted,
+            clock=Clock(),
+            policy=strict,
+            config=WebhookSettings(),
+            rng=random.Random(3),
+            executor=pool,
+        )
+    sessions.close()
+    trusted.close()
+    for delivery_id, result in zip(ids, results, strict=True):
+        if subscription_of[delivery_id] == first_party.id:
+            assert result.delivered
+        else:
+            assert subscription_of[delivery_id] == plain.id
+            assert not result.delivered and "loopback" in (result.error or "")
+    assert len(receiver.requests) == 2

@@ -45,3 +45,14 @@ def test_property_jitter_stays_within_bounds(attempts: int, seed: int) -> None:
     base = SCHEDULE[attempts].total_seconds()
     assert base * (1 - JITTER) - 0.001 <= delay.total_seconds() <= base * (1 + JITTER) + 0.001
     assert next_attempt_at(attempts, NOW, random.Random(seed)) == NOW + delay
+
+
+def test_an_injected_schedule_is_used() -> None:
+    rng = random.Random(1)
+    short = (timedelta(0), timedelta(seconds=1), timedelta(seconds=2))
+    delays = [retry_delay(n, rng, jitter=0, schedule=short) for n in range(3)]
+    assert delays == list(short)
+    assert retry_delay(3, rng, schedule=short) is None  # its length is the attempts made
+    assert next_attempt_at(3, NOW, rng, schedule=short) is None
+    assert next_attempt_at(2, NOW, rng, jitter=0, schedule=short) == NOW + timedelta(seconds=2)
+    assert retry_delay(3, rng, jitter=0) == SCHEDULE[3]  # the default is untouched

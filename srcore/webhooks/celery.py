@@ -10,9 +10,16 @@ it (systemd ``Restart=always``): a Celery worker may exit when its broker goes a
 build the Celery app yourself with :func:`make_celery`. Each service has its own queue,
 ``srcore-webhooks.<service>``, so many services may share one broker.
 
-The broker only carries nudges; the database is the record. ``fan_out(outbox_id)`` turns
-an outbox row into deliveries and queues them; ``deliver(delivery_id)`` calls the same
-:func:`~srcore.webhooks.delivery.deliver_one` as the local worker. Retries are not Celery
+The broker only carries nudges; the database is the record. A commit that emitted queues
+``process(outbox_id)``: it claims that outbox row and up to ``batch - 1`` others still
+waiting (``SKIP LOCKED`` on PostgreSQL), fans them out with
+:func:`~srcore.webhooks.fanout.fan_out_batch` and delivers their deliveries right there
+with :func:`~srcore.webhooks.delivery.deliver_batch`, the function the local worker calls
+(requests on a small thread pool, recorded in one transaction); the messages of the rows
+it took along find them fanned out and do nothing (a process remembers the rows it did,
+so they cost it no query). ``fan_out(outbox_id)`` (one row, its deliveries queued) and
+``deliver(delivery_id)`` (one attempt, through ``deliver_batch`` too) remain for the
+sweep's due deliveries and for messages queued by earlier versions. Retries are not Celery
 retries: ``deliver_one`` writes the delivery's ``next_attempt_at`` and the periodic
 ``sweep`` task queues every due delivery and every outbox row still not fanned out once
 its message has had time to arrive. So a lost message, a dead broker or a killed worker
@@ -34,6 +41,7 @@ import random
 import threading
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,12 +57,13 @@ if TYPE_CHECKING:
     from celery import Celery
     from flask import Flask
 
-    from srcore.webhooks.delivery import DeliveryResult, WebhookSettings
+    from srcore.webhooks.delivery import DeliveryResult, HttpSessions, WebhookSettings
     from srcore.webhooks.ssrf import AddressPolicy
 
 __all__ = [
     "DELIVER",
     "FAN_OUT",
+    "PROCESS",
     "PRUNE",
     "SWEEP",
     "CeleryDispatcher",
@@ -71,6 +80,7 @@ log = logging.getLogger("srcore.webhooks")
 
 #: Task names; the same in every service, routed to the service's own queue.
 FAN_OUT = "srcore.webhooks.fan_out"
+PROCESS = "srcore.webhooks.process"
 DELIVER = "srcore.webhooks.deliver"
 SWEEP = "srcore.webhooks.sweep"
 PRUNE = "srcore.webhooks.prune"
@@ -86,6 +96,8 @@ class CeleryOptions:
     queue_lease: timedelta = timedelta(minutes=5)
     #: Rows one sweep queues at most; the next sweep takes the rest.
     sweep_batch: int = 1000
+    #: Outbox rows one ``process`` task fans out, and deliveries it sends per batch.
+    batch: int = 50
     #: How often delivery-log entries older than ``webhook-log-retention`` are deleted.
     prune_interval: timedelta = timedelta(hours=1)
     #: How long the broker keeps a reserved, unacknowledged message from other workers.
@@ -192,12 +204,43 @@ class WebhookTasks:
         self._http_pid = 0
         self._trusted_http: requests.Session | None = None
         self._prepared_pid = 0
+        self._sessions: HttpSessions | None = None
+        self._trusted_sessions: HttpSessions | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        #: Outbox rows this process fanned out (their own messages then cost no query).
+        self._done: dict[int, None] = {}
 
     @property
     def work_lease(self) -> timedelta:
         """How long a running task holds its row: past the longest attempt it can make."""
+        return self.batch_lease(1)
+
+    def batch_lease(self, count: int) -> timedelta:
+        """How long a task delivering *count* rows on its thread pool holds them."""
         attempt = self.settings.connect_timeout + self.settings.timeout
-        return self.options.queue_lease + attempt + self.options.work_margin
+        rounds = -(-max(count, 1) // max(self.settings.concurrency, 1))
+        return self.options.queue_lease + attempt * rounds + self.options.work_margin
+
+    def pool(self) -> tuple[HttpSessions, HttpSessions, ThreadPoolExecutor | None]:
+        """This process's per-thread HTTP sessions, guarded and trusted (for trusted
+        subscriptions only), and thread pool (rebuilt after a fork)."""
+        if (
+            self._sessions is None
+            or self._trusted_sessions is None
+            or self._pool_pid != os.getpid()
+        ):
+            from srcore.webhooks.delivery import HttpSessions
+
+            self._sessions = HttpSessions(self.policy)
+            self._trusted_sessions = HttpSessions(self.policy, trusted=True)
+            self._executor = None
+            if self.settings.concurrency > 1:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.settings.concurrency, thread_name_prefix="srcore-webhooks"
+                )
+            self._pool_pid = os.getpid()
+        return self._sessions, self._trusted_sessions, self._executor
 
     def http(self) -> requests.Session:
         """This process's keep-alive session (a forked child builds its own)."""
@@ -230,6 +273,10 @@ class WebhookTasks:
         """Drop what a forked worker process must not share with its parent."""
         self._http = None
         self._trusted_http = None
+        self._sessions = None
+        self._trusted_sessions = None
+        self._executor = None
+        self._done = {}
         self.app.extensions["srcore"].db.engine.dispose(close=False)
 
     def _session(self) -> Session:
@@ -288,7 +335,10 @@ class WebhookTasks:
         log.debug("outbox row %d: %d deliveries, %d queued", outbox_id, len(new), sent)
         return leased[:sent]
 
-    def _lease_deliveries(self, session: Session, ids: Sequence[int], now: datetime) -> list[int]:
+    def _lease_deliveries(
+        self, session: Session, ids: Sequence[int], now: datetime, lease: timedelta | None = None
+    ) -> list[int]:
+        until = now + (lease if lease is not None else self.options.queue_lease)
         leased = list(
             session.scalars(
                 update(Delivery)
@@ -297,13 +347,120 @@ class WebhookTasks:
                     Delivery.status == DeliveryStatus.pending.value,
                     or_(Delivery.claimed_until.is_(None), Delivery.claimed_until <= now),
                 )
-                .values(claimed_until=now + self.options.queue_lease)
+                .values(claimed_until=until)
                 .returning(Delivery.id)
                 .execution_options(synchronize_session=False)
             )
         )
         session.commit()
         return sorted(leased)
+
+    # -- fan-out and delivery in one task -------------------------------------------------
+
+    def process(self, outbox_id: int) -> int:
+        """Fan out row *outbox_id* and up to ``batch - 1`` waiting rows, deliver what they
+        make; returns the deliveries attempted (0: the row was done or is in progress)."""
+        from srcore.webhooks.delivery import deliver_batch
+        from srcore.webhooks.fanout import fan_out_batch
+
+        if outbox_id in self._done:
+            log.debug("outbox row %d: fanned out by this process already", outbox_id)
+            return 0
+        st = self.app.extensions["srcore"]
+        batch = max(self.options.batch, 1)
+        attempted = 0
+        with self.app.app_context(), self._session() as session:
+            self.prepare(session)
+            now = self.clock()
+            ids = self._claim_batch(session, outbox_id, now, batch)
+            if not ids:
+                log.debug("outbox row %d: fanned out already or in progress", outbox_id)
+                return 0
+            first = now + self.batch_lease(batch)
+            new = fan_out_batch(
+                session,
+                ids,
+                can_receive=getattr(st, "webhook_filter", None),
+                manifest=st.manifest,
+                now=now,
+                claim_first=batch,
+                claimed_until=first,
+            )
+            self._remember(ids)
+            sessions, trusted_sessions, executor = self.pool()
+            for start in range(0, len(new), batch):
+                leased = new[start : start + batch]
+                if start:  # the first batch was claimed by the fan-out
+                    leased = self._lease_deliveries(
+                        session, leased, self.clock(), self.batch_lease(len(leased))
+                    )
+                if not leased:
+                    continue
+                deliver_batch(
+                    session,
+                    leased,
+                    http=sessions,
+                    trusted_http=trusted_sessions,
+                    clock=self.clock,
+                    policy=self.policy,
+                    config=self.settings,
+                    rng=self.rng,
+                    executor=executor,
+                )
+                attempted += len(leased)
+        log.debug("outbox rows %s: %d deliveries attempted", ids, attempted)
+        return attempted
+
+    def _claim_batch(
+        self, session: Session, outbox_id: int, now: datetime, batch: int
+    ) -> list[int]:
+        """Claim row *outbox_id*, then up to *batch* - 1 other waiting rows. Commits."""
+        claimable = and_(
+            OutboxRow.fanned_out_at.is_(None),
+            or_(
+                OutboxRow.claimed_until.is_(None),
+                OutboxRow.claimed_until <= now + self.options.queue_lease,
+            ),
+        )
+        until = now + self.work_lease
+        own = session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == outbox_id, claimable)
+            .values(claimed_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        if not _rowcount(own):
+            session.commit()
+            return []
+        others: list[int] = []
+        if batch > 1:
+            query = (
+                select(OutboxRow.id)
+                .where(claimable, OutboxRow.id != outbox_id)
+                .order_by(OutboxRow.id)
+                .limit(batch - 1)
+            )
+            if self._locking(session):
+                query = query.with_for_update(skip_locked=True)
+            found = list(session.scalars(query))
+            if found:
+                others = list(
+                    session.scalars(
+                        update(OutboxRow)
+                        .where(OutboxRow.id.in_(found), claimable)
+                        .values(claimed_until=until)
+                        .returning(OutboxRow.id)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
+        session.commit()
+        return sorted([outbox_id, *others])
+
+    def _remember(self, ids: Sequence[int]) -> None:
+        for row_id in ids:
+            self._done[row_id] = None
+        while len(self._done) > _REMEMBERED:
+            del self._done[next(iter(self._done))]
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -350,7 +507,7 @@ class WebhookTasks:
             now = self.clock()
             deliveries = self._claim_due(session, now)
             outbox = self._claim_outbox(session, now)
-        sent_outbox = self._send(FAN_OUT, outbox)
+        sent_outbox = self._send(PROCESS, outbox)
         sent_deliveries = self._send(DELIVER, deliveries)
         if sent_outbox or sent_deliveries:
             log.info(
@@ -434,6 +591,10 @@ class WebhookTasks:
             return prune_log(session, now=self.clock(), retention=self.settings.log_retention)
 
 
+#: How many fanned-out outbox ids a process remembers.
+_REMEMBERED = 100_000
+
+
 def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -482,6 +643,9 @@ def make_celery(
     def fan_out(outbox_id: int) -> int:
         return len(tasks.fan_out(int(outbox_id)))
 
+    def process(outbox_id: int) -> int:
+        return tasks.process(int(outbox_id))
+
     def deliver(delivery_id: int) -> bool:
         result = tasks.deliver(int(delivery_id))
         return bool(result is not None and result.delivered)
@@ -492,7 +656,14 @@ def make_celery(
     def prune() -> int:
         return tasks.prune()
 
-    for name, function in ((FAN_OUT, fan_out), (DELIVER, deliver), (SWEEP, sweep), (PRUNE, prune)):
+    tasks_by_name: tuple[tuple[str, Callable[..., Any]], ...] = (
+        (PROCESS, process),
+        (FAN_OUT, fan_out),
+        (DELIVER, deliver),
+        (SWEEP, sweep),
+        (PRUNE, prune),
+    )
+    for name, function in tasks_by_name:
         celery_app.task(name=name, ignore_result=True)(function)
     _forked.add(tasks)
     worker_process_init.connect(_after_fork, weak=False, dispatch_uid="srcore.webhooks")
@@ -540,8 +711,8 @@ class CeleryDispatcher:
             celery_app.send_task(task, args=[int(row_id)], queue=queue)
 
     def nudge(self, outbox_ids: Sequence[int]) -> None:
-        """Queue the fan-out of newly committed outbox rows."""
-        self._send(FAN_OUT, outbox_ids)
+        """Queue the fan-out and delivery of newly committed outbox rows."""
+        self._send(PROCESS, outbox_ids)
 
     def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
         """Queue deliveries made due by hand (manual redelivery)."""

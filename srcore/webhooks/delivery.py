@@ -12,20 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import requests
-from sqlalchemy import delete, select, update
+import urllib3
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, OutboxRow, Subscription
-from srcore.webhooks.schedule import next_attempt_at
-from srcore.webhooks.signing import signature_header
-from srcore.webhooks.ssrf import AddressPolicy, RefusedAddress
+from srcore.webhooks.schedule import SCHEDULE, next_attempt_at
+from srcore.webhooks.signing import decode_secret, sign_with_key
+from srcore.webhooks.ssrf import AddressPolicy, GuardedAdapter, RefusedAddress
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -34,8 +37,10 @@ __all__ = [
     "BODY_CAP",
     "DeliveryResult",
     "DisabledNotifier",
+    "HttpSessions",
     "WebhookSettings",
     "build_body",
+    "deliver_batch",
     "deliver_one",
     "format_delay",
     "prune_log",
@@ -67,6 +72,10 @@ class WebhookSettings:
     body_cap: int = BODY_CAP
     user_agent: str = "srcore-webhooks"
     notifier: DisabledNotifier | None = None
+    #: Delay before attempt n+1 at index n; its length is the attempts made at most.
+    schedule: tuple[timedelta, ...] = SCHEDULE
+    #: Requests of a batch in flight at once (threads of the dispatcher's pool).
+    concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -86,11 +95,11 @@ class DeliveryResult:
 
 def build_body(outbox: OutboxRow) -> bytes:
     """The JSON body of an event: ``{"type", "timestamp", "data"}``, the same every retry."""
-    document = {
-        "type": outbox.event,
-        "timestamp": outbox.created.isoformat(),
-        "data": json.loads(outbox.payload),
-    }
+    return _body(outbox.event, outbox.created, outbox.payload)
+
+
+def _body(event: str, created: datetime, payload: str) -> bytes:
+    document = {"type": event, "timestamp": created.isoformat(), "data": json.loads(payload)}
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
 
@@ -117,6 +126,89 @@ class _Exchange:
 
 
 def _post(
+    http: requests.Session,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    settings: WebhookSettings,
+) -> _Exchange:
+    """POST *body* to *url* through *http*; what came back, or what went wrong.
+
+    A guarded session's requests go straight to its adapter's urllib3 pool (the same
+    guarded, keep-alive connections, without requests' per-call overhead); any other
+    session goes through requests.
+    """
+    try:
+        adapter = http.get_adapter(url)
+    except requests.exceptions.RequestException as exc:
+        return _Exchange(error=f"request failed: {exc}")
+    if isinstance(adapter, GuardedAdapter) and getattr(adapter, "poolmanager", None) is not None:
+        return _post_pooled(adapter.poolmanager, url, headers, body, settings)
+    return _post_requests(http, url, headers, body, settings)
+
+
+def _post_pooled(
+    pool: urllib3.PoolManager,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    settings: WebhookSettings,
+) -> _Exchange:
+    from urllib3 import exceptions as e
+
+    deadline = time.monotonic() + settings.timeout.total_seconds()
+    timeout = urllib3.Timeout(
+        connect=settings.connect_timeout.total_seconds(), read=settings.timeout.total_seconds()
+    )
+    try:
+        response = pool.urlopen(
+            "POST",
+            url,
+            body=body,
+            headers=dict(headers),
+            timeout=timeout,
+            redirect=False,
+            retries=False,
+            preload_content=False,
+        )
+    except RefusedAddress as exc:
+        return _Exchange(error=str(exc))
+    except e.NewConnectionError as exc:  # before ConnectTimeoutError, its base class
+        return _Exchange(error=f"connection failed: {_root_cause(exc)}")
+    except e.ConnectTimeoutError:
+        return _Exchange(error="connect timeout")
+    except e.ReadTimeoutError:
+        return _Exchange(error="timeout waiting for the response")
+    except (e.ProtocolError, e.SSLError, e.ClosedPoolError, OSError) as exc:
+        return _Exchange(error=f"connection failed: {_root_cause(exc)}")
+    except (e.HTTPError, ValueError) as exc:
+        return _Exchange(error=f"request failed: {exc}")
+    exchange = _Exchange(status=response.status, headers=dict(response.headers))
+    complete = False
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.stream(4096):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= settings.body_cap or time.monotonic() > deadline:
+                break
+        else:
+            complete = True
+        exchange.body = b"".join(chunks)
+    except (e.HTTPError, OSError) as exc:
+        exchange.error = f"reading the response failed: {_root_cause(exc)}"
+    finally:
+        if not complete:
+            response.close()  # unread data: the connection is not reused
+        response.release_conn()
+    if 300 <= response.status < 400:
+        target = response.headers.get("location", "")
+        exchange.error = f"redirect to {target!r} not followed"
+    return exchange
+
+
+def _post_requests(
     http: requests.Session,
     url: str,
     headers: Mapping[str, str],
@@ -174,20 +266,6 @@ def _root_cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _disable(session: Session, subscription: Subscription, reason: str, now: datetime) -> None:
-    subscription.enabled = False
-    subscription.disabled_reason = reason[:512]
-    subscription.updated = now
-    session.execute(
-        update(Delivery)
-        .where(
-            Delivery.subscription_id == subscription.id,
-            Delivery.status == DeliveryStatus.pending.value,
-        )
-        .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
-    )
-
-
 def deliver_one(
     session: Session,
     delivery_id: int,
@@ -207,114 +285,422 @@ def deliver_one(
     :func:`srcore.webhooks.ssrf.trusted_session`) sends the deliveries of trusted
     subscriptions only, the first-party ones the operator's config made, whose internal
     targets the guard would refuse; without it they go through *http* like any other.
+    :func:`deliver_batch` of one delivery.
+    """
+    [result] = deliver_batch(
+        session,
+        [delivery_id],
+        http=http,
+        trusted_http=trusted_http,
+        clock=clock,
+        policy=policy,
+        config=config,
+        rng=rng,
+        raise_errors=True,
+    )
+    return result
+
+
+class HttpSessions:
+    """One SSRF-guarded keep-alive session per thread, for :func:`deliver_batch`'s pool.
+
+    With *trusted*, each is a :func:`srcore.webhooks.ssrf.trusted_session` instead (no
+    address check), for the deliveries of trusted subscriptions only.
+    """
+
+    def __init__(self, policy: AddressPolicy, *, trusted: bool = False) -> None:
+        self.policy = policy
+        self.trusted = trusted
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[requests.Session] = []
+
+    def __call__(self) -> requests.Session:
+        http: requests.Session | None = getattr(self._local, "http", None)
+        if http is None:
+            from srcore.webhooks.ssrf import guarded_session, trusted_session
+
+            http = trusted_session() if self.trusted else guarded_session(self.policy)
+            self._local.http = http
+            with self._lock:
+                self._all.append(http)
+        return http
+
+    def close(self) -> None:
+        """Close every thread's session (their pooled connections)."""
+        with self._lock:
+            sessions, self._all = self._all, []
+        for http in sessions:
+            http.close()
+        self._local = threading.local()
+
+
+@dataclass
+class _Job:
+    """One delivery of a batch: what to send, then what happened."""
+
+    delivery_id: int
+    message_id: str
+    attempts: int
+    next_attempt_at: datetime
+    subscription_id: int
+    url: str
+    trusted: bool
+    event: str
+    body: bytes
+    keys: tuple[bytes, bytes | None, datetime | None]
+    now: datetime | None = None
+    headers: dict[str, str] | None = None
+    exchange: _Exchange | None = None
+    duration_ms: int = 0
+    failure: BaseException | None = None
+
+
+@dataclass
+class _SubscriptionState:
+    failing_since: datetime | None
+    original: datetime | None
+    reason: str | None = None
+
+
+def _keys(
+    cache: dict[int, tuple[bytes, bytes | None, datetime | None]], row: Any
+) -> tuple[bytes, bytes | None, datetime | None]:
+    found = cache.get(row.subscription_id)
+    if found is None:
+        previous = decode_secret(row.previous_secret) if row.previous_secret else None
+        found = (decode_secret(row.secret), previous, row.previous_secret_expires)
+        cache[row.subscription_id] = found
+    return found
+
+
+def _send(
+    job: _Job,
+    http: requests.Session | Callable[[], requests.Session],
+    trusted_http: requests.Session | Callable[[], requests.Session] | None,
+    clock: Callable[[], datetime],
+    config: WebhookSettings,
+) -> None:
+    try:
+        now = clock()
+        timestamp = int(now.timestamp())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": config.user_agent,
+            "webhook-id": job.message_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        key, previous, expires = job.keys
+        keys = [key]
+        if previous is not None and (expires is None or expires > now):
+            keys.append(previous)  # the rotation overlap lasts
+        signature = " ".join(sign_with_key(k, job.message_id, timestamp, job.body) for k in keys)
+        sender = trusted_http if job.trusted and trusted_http is not None else http
+        session = sender if isinstance(sender, requests.Session) else sender()
+        started = time.perf_counter()
+        exchange = _post(
+            session, job.url, {**headers, "webhook-signature": signature}, job.body, config
+        )
+        job.duration_ms = round((time.perf_counter() - started) * 1000)
+        job.now, job.headers, job.exchange = now, headers, exchange
+    except Exception as exc:  # recorded as not attempted; the lease brings it back
+        job.failure = exc
+
+
+def deliver_batch(
+    session: Session,
+    delivery_ids: Sequence[int],
+    *,
+    http: requests.Session | Callable[[], requests.Session],
+    clock: Callable[[], datetime],
+    policy: AddressPolicy,
+    config: WebhookSettings,
+    rng: random.Random | None = None,
+    executor: Executor | None = None,
+    trusted_http: requests.Session | Callable[[], requests.Session] | None = None,
+    raise_errors: bool = False,
+) -> list[DeliveryResult]:
+    """Make one attempt at each of the deliveries *delivery_ids* and record them; commits.
+
+    The delivery function of both dispatchers (:func:`deliver_one` is a batch of one).
+    Reads the deliveries with their subscriptions and events in one statement, sends the
+    requests (concurrently on *executor* when given), then records every attempt and
+    what comes next in one transaction: delivered on 2xx; the subscription disabled at
+    once on 410 Gone; otherwise a retry per ``config.schedule``, until the subscription
+    has been failing for ``config.disable_after``, when it is disabled and its owner told.
+
+    *http* is a session built by :func:`srcore.webhooks.ssrf.guarded_session` with
+    *policy*, or a callable giving each thread its own (:class:`HttpSessions`).
+    *trusted_http* (a :func:`srcore.webhooks.ssrf.trusted_session`, or
+    ``HttpSessions(policy, trusted=True)``) sends the deliveries of trusted
+    subscriptions; without it they go through *http* like any other. Returns
+    one result per id, in order. A delivery whose request could not even be built
+    (say, a malformed secret) is logged and left to its lease, or re-raised with
+    *raise_errors*.
     """
     del policy  # enforced by http's adapter on the address actually connected to
     rng = rng or random.Random()
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is None or delivery.status != DeliveryStatus.pending.value:
-        done = delivery is not None and delivery.status == DeliveryStatus.delivered.value
-        session.rollback()
-        return DeliveryResult(done, None, None, None, False, attempted=False)
-    subscription = delivery.subscription
-    outbox = delivery.outbox
-    now = clock()
-    if not subscription.enabled:
-        delivery.status = DeliveryStatus.cancelled.value
-        delivery.claimed_until = None
-        session.commit()
-        return DeliveryResult(False, None, "subscription disabled", None, True, attempted=False)
-
-    body = build_body(outbox)
-    timestamp = int(now.timestamp())
-    headers = {
-        "content-type": "application/json",
-        "user-agent": config.user_agent,
-        "webhook-id": delivery.message_id,
-        "webhook-timestamp": str(timestamp),
-    }
-    signature = signature_header(
-        subscription.signing_secrets(now), delivery.message_id, timestamp, body
-    )
-    started = time.perf_counter()
-    sender = trusted_http if subscription.trusted and trusted_http is not None else http
-    exchange = _post(
-        sender, subscription.url, {**headers, "webhook-signature": signature}, body, config
-    )
-    duration_ms = round((time.perf_counter() - started) * 1000)
-
-    session.add(
-        Attempt(
-            delivery_id=delivery.id,
-            created=now,
-            request_headers=json.dumps(headers),  # the signature is not logged
-            request_body=_text(body, config.body_cap),
-            response_status=exchange.status,
-            response_headers=json.dumps(dict(exchange.headers or {})),
-            response_body=_text(exchange.body, config.body_cap),
-            duration_ms=duration_ms,
-            error=exchange.error[:_ERROR_LENGTH] if exchange.error else None,
+    d, s, o = _delivery_table, _subscription_table, _outbox_table
+    conn = session.connection()
+    wanted = list(dict.fromkeys(int(i) for i in delivery_ids))
+    rows = conn.execute(
+        select(
+            d.c.id,
+            d.c.status,
+            d.c.message_id,
+            d.c.attempts,
+            d.c.next_attempt_at,
+            d.c.subscription_id,
+            s.c.url,
+            s.c.trusted,
+            s.c.secret,
+            s.c.previous_secret,
+            s.c.previous_secret_expires,
+            s.c.enabled,
+            s.c.failing_since,
+            o.c.id.label("outbox_id"),
+            o.c.event,
+            o.c.created,
+            o.c.payload,
         )
-    )
-    delivery.attempts += 1
-    delivery.claimed_until = None
-    delivery.last_status_code = exchange.status
+        .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
+        .where(d.c.id.in_(wanted))
+    ).all()
+    found = {row.id: row for row in rows}
+    results: dict[int, DeliveryResult] = {}
+    cancelled: list[int] = []
+    jobs: list[_Job] = []
+    bodies: dict[int, bytes] = {}
+    keys: dict[int, tuple[bytes, bytes | None, datetime | None]] = {}
+    states: dict[int, _SubscriptionState] = {}
+    for delivery_id in wanted:
+        row = found.get(delivery_id)
+        if row is None or row.status != DeliveryStatus.pending.value:
+            done = row is not None and row.status == DeliveryStatus.delivered.value
+            results[delivery_id] = DeliveryResult(done, None, None, None, False, attempted=False)
+            continue
+        if not row.enabled:
+            cancelled.append(delivery_id)
+            results[delivery_id] = DeliveryResult(
+                False, None, "subscription disabled", None, True, attempted=False
+            )
+            continue
+        try:
+            body = bodies.get(row.outbox_id)
+            if body is None:
+                body = bodies[row.outbox_id] = _body(row.event, row.created, row.payload)
+            job_keys = _keys(keys, row)
+        except Exception as exc:
+            if raise_errors:
+                session.rollback()
+                raise
+            log.exception("delivery %d cannot be sent: %s", delivery_id, exc)
+            results[delivery_id] = DeliveryResult(False, None, str(exc), None, False, False)
+            continue
+        states.setdefault(
+            row.subscription_id, _SubscriptionState(row.failing_since, row.failing_since)
+        )
+        jobs.append(
+            _Job(
+                delivery_id=delivery_id,
+                message_id=row.message_id,
+                attempts=row.attempts,
+                next_attempt_at=row.next_attempt_at,
+                subscription_id=row.subscription_id,
+                url=row.url,
+                trusted=bool(row.trusted),
+                event=row.event,
+                body=body,
+                keys=job_keys,
+            )
+        )
+    if cancelled:
+        conn.execute(
+            update(d)
+            .where(d.c.id.in_(cancelled), d.c.status == DeliveryStatus.pending.value)
+            .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
+        )
+    if not jobs:
+        if cancelled:
+            session.commit()
+        else:
+            session.rollback()
+        return [results[i] for i in wanted]
+    # Nothing is held open while the requests are in flight.
+    session.commit()
+
+    if executor is not None and len(jobs) > 1:
+        for _ in executor.map(lambda job: _send(job, http, trusted_http, clock, config), jobs):
+            pass
+    else:
+        for job in jobs:
+            _send(job, http, trusted_http, clock, config)
+
+    attempts: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    disabled: dict[int, tuple[str, datetime]] = {}
+    for job in jobs:
+        if job.failure is not None or job.exchange is None or job.now is None:
+            if raise_errors and job.failure is not None:
+                raise job.failure
+            log.error("delivery %d failed unexpectedly", job.delivery_id, exc_info=job.failure)
+            results[job.delivery_id] = DeliveryResult(
+                False, None, str(job.failure), None, False, attempted=False
+            )
+            continue
+        result, change = _outcome(job, states[job.subscription_id], config, rng)
+        results[job.delivery_id] = result
+        changes.append(change)
+        attempts.append(_attempt_row(job, config))
+        state = states[job.subscription_id]
+        if state.reason is not None and job.subscription_id not in disabled:
+            disabled[job.subscription_id] = (state.reason, job.now)
+    conn = session.connection()
+    if attempts:
+        conn.execute(insert(_attempt_table), attempts)
+        conn.execute(_UPDATE_DELIVERY, changes)
+    failing = [
+        {"_id": sid, "_failing_since": state.failing_since}
+        for sid, state in states.items()
+        if state.failing_since != state.original and sid not in disabled
+    ]
+    if failing:
+        conn.execute(_UPDATE_FAILING, failing)
+    for sid, (reason, now) in disabled.items():
+        conn.execute(
+            update(s)
+            .where(s.c.id == sid)
+            .values(
+                enabled=False,
+                disabled_reason=reason[:512],
+                failing_since=states[sid].failing_since,
+                updated=now,
+            )
+        )
+        conn.execute(
+            update(d)
+            .where(d.c.subscription_id == sid, d.c.status == DeliveryStatus.pending.value)
+            .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
+        )
+    session.commit()
+    for sid, (reason, _now) in disabled.items():
+        log.warning("disabled subscription %d: %s", sid, reason)
+        if config.notifier is None:
+            continue
+        try:
+            subscription = session.get(Subscription, sid, populate_existing=True)
+            if subscription is not None:
+                config.notifier(session, subscription, reason)
+        except Exception:  # the subscription is disabled either way
+            log.exception("could not tell the owner of subscription %d", sid)
+    return [results[i] for i in wanted]
+
+
+def _outcome(
+    job: _Job, state: _SubscriptionState, config: WebhookSettings, rng: random.Random
+) -> tuple[DeliveryResult, dict[str, Any]]:
+    """What *job*'s exchange means for it and its subscription (*state* is updated)."""
+    exchange, now = job.exchange, job.now
+    assert exchange is not None and now is not None
     status = exchange.status
-    where = f"{outbox.event} {delivery.message_id} to {subscription.url}"
-
+    attempts = job.attempts + 1
+    change: dict[str, Any] = {
+        "_id": job.delivery_id,
+        "_status": DeliveryStatus.pending.value,
+        "_last_status_code": status,
+        "_delivered_at": None,
+        "_next_attempt_at": job.next_attempt_at,
+    }
+    where = f"{job.event} {job.message_id} to {job.url}"
     if status is not None and 200 <= status < 300 and exchange.error is None:
-        delivery.status = DeliveryStatus.delivered.value
-        delivery.delivered_at = now
-        if subscription.failing_since is not None:
-            subscription.failing_since = None
-        session.commit()
-        log.info("delivered %s in %d ms", where, duration_ms)
-        return DeliveryResult(
-            True, status, None, None, False, message_id=delivery.message_id, duration_ms=duration_ms
+        change["_status"] = DeliveryStatus.delivered.value
+        change["_delivered_at"] = now
+        state.failing_since = None
+        log.info("delivered %s in %d ms", where, job.duration_ms)
+        result = DeliveryResult(
+            True, status, None, None, False, message_id=job.message_id, duration_ms=job.duration_ms
         )
+        return result, change
 
     error = exchange.error or f"HTTP {status}"
     reason: str | None = None
     retry_at: datetime | None = None
-    if status == 410:
-        reason = f"{subscription.url} answered 410 Gone"
+    if state.reason is not None:
+        reason = state.reason  # disabled by an earlier delivery of this batch
+    elif status == 410:
+        reason = f"{job.url} answered 410 Gone"
     else:
-        failing_since = subscription.failing_since or now
-        subscription.failing_since = failing_since
+        failing_since = state.failing_since or now
+        state.failing_since = failing_since
         if now - failing_since >= config.disable_after:
-            reason = f"every delivery to {subscription.url} failed since {failing_since:%Y-%m-%d %H:%M} UTC (last: {error})"  # noqa: E501
+            reason = f"every delivery to {job.url} failed since {failing_since:%Y-%m-%d %H:%M} UTC (last: {error})"  # noqa: E501
     if reason is not None:
-        delivery.status = DeliveryStatus.failed.value
-        _disable(session, subscription, reason, now)
-        log.warning("disabled subscription %d: %s", subscription.id, reason)
+        state.reason = reason
+        change["_status"] = DeliveryStatus.failed.value
     else:
-        retry_at = next_attempt_at(delivery.attempts, now, rng)
+        retry_at = next_attempt_at(attempts, now, rng, schedule=config.schedule)
         if retry_at is None:
-            delivery.status = DeliveryStatus.failed.value
-            log.warning("gave up on %s after %d attempts: %s", where, delivery.attempts, error)
+            change["_status"] = DeliveryStatus.failed.value
+            log.warning("gave up on %s after %d attempts: %s", where, attempts, error)
         else:
-            delivery.next_attempt_at = retry_at
+            change["_next_attempt_at"] = retry_at
             log.info(
                 "retrying %s in %s: %s",
-                delivery.message_id,
+                job.message_id,
                 format_delay(retry_at - now),
                 status if status is not None else error,
             )
-    message_id = delivery.message_id
-    session.commit()
-    if reason is not None and config.notifier is not None:
-        try:
-            config.notifier(session, subscription, reason)
-        except Exception:  # the subscription is disabled either way
-            log.exception("could not tell the owner of subscription %d", subscription.id)
-    return DeliveryResult(
+    result = DeliveryResult(
         False,
         status,
         error,
         retry_at,
         reason is not None,
-        message_id=message_id,
-        duration_ms=duration_ms,
+        message_id=job.message_id,
+        duration_ms=job.duration_ms,
     )
+    return result, change
+
+
+def _attempt_row(job: _Job, config: WebhookSettings) -> dict[str, Any]:
+    exchange = job.exchange
+    assert exchange is not None
+    return {
+        "delivery_id": job.delivery_id,
+        "created": job.now,
+        "request_headers": json.dumps(job.headers),  # the signature is not logged
+        "request_body": _text(job.body, config.body_cap),
+        "response_status": exchange.status,
+        "response_headers": json.dumps(dict(exchange.headers or {})),
+        "response_body": _text(exchange.body, config.body_cap),
+        "duration_ms": job.duration_ms,
+        "error": exchange.error[:_ERROR_LENGTH] if exchange.error else None,
+    }
+
+
+_delivery_table = cast(Table, Delivery.__table__)
+_subscription_table = cast(Table, Subscription.__table__)
+_outbox_table = cast(Table, OutboxRow.__table__)
+_attempt_table = cast(Table, Attempt.__table__)
+
+#: One executemany for every delivery of a batch: its attempt counted, its next step.
+_UPDATE_DELIVERY = (
+    update(_delivery_table)
+    .where(_delivery_table.c.id == bindparam("_id"))
+    .values(
+        status=bindparam("_status"),
+        attempts=_delivery_table.c.attempts + 1,
+        claimed_until=None,
+        last_status_code=bindparam("_last_status_code"),
+        delivered_at=bindparam("_delivered_at"),
+        next_attempt_at=bindparam("_next_attempt_at"),
+    )
+)
+_UPDATE_FAILING = (
+    update(_subscription_table)
+    .where(_subscription_table.c.id == bindparam("_id"))
+    .values(failing_since=bindparam("_failing_since"))
+)
 
 
 def redeliver(session: Session, delivery_id: int, *, now: datetime) -> bool:

@@ -1,6 +1,7 @@
 """Dispatchers: what happens after an event is committed.
 
-Both kinds call the same functions (:func:`.fanout.fan_out`, :func:`.delivery.deliver_one`).
+Both kinds call the same functions (:func:`.fanout.fan_out_batch`,
+:func:`.delivery.deliver_batch`).
 :class:`LocalDispatcher` needs no broker: the local worker polls the outbox and the due
 deliveries, and a nudge only wakes a worker running in the same process. With
 ``[global] webhooks-broker`` set, :func:`build_dispatcher` builds the Celery dispatcher

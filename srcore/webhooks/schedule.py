@@ -6,6 +6,7 @@ Pure functions over plain values; the caller passes the random source.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 __all__ = ["JITTER", "MAX_ATTEMPTS", "SCHEDULE", "next_attempt_at", "retry_delay"]
@@ -29,13 +30,23 @@ MAX_ATTEMPTS = len(SCHEDULE)
 JITTER = 0.1
 
 
-def retry_delay(attempts: int, rng: random.Random, *, jitter: float = JITTER) -> timedelta | None:
-    """The wait before the next attempt, after *attempts* attempts; None: give up."""
+def retry_delay(
+    attempts: int,
+    rng: random.Random,
+    *,
+    jitter: float = JITTER,
+    schedule: Sequence[timedelta] = SCHEDULE,
+) -> timedelta | None:
+    """The wait before the next attempt, after *attempts* attempts; None: give up.
+
+    *schedule* gives the delay before attempt n+1 at index n (default :data:`SCHEDULE`);
+    its length is the number of attempts made before giving up.
+    """
     if attempts < 0:
         raise ValueError("attempts must be >= 0")
-    if attempts >= MAX_ATTEMPTS:
+    if attempts >= len(schedule):
         return None
-    base = SCHEDULE[attempts]
+    base = schedule[attempts]
     if not base:
         return base
     factor = 1.0 + rng.uniform(-jitter, jitter)
@@ -43,8 +54,13 @@ def retry_delay(attempts: int, rng: random.Random, *, jitter: float = JITTER) ->
 
 
 def next_attempt_at(
-    attempts: int, now: datetime, rng: random.Random, *, jitter: float = JITTER
+    attempts: int,
+    now: datetime,
+    rng: random.Random,
+    *,
+    jitter: float = JITTER,
+    schedule: Sequence[timedelta] = SCHEDULE,
 ) -> datetime | None:
     """When to try again after *attempts* attempts made, counting from *now*; None: give up."""
-    delay = retry_delay(attempts, rng, jitter=jitter)
+    delay = retry_delay(attempts, rng, jitter=jitter, schedule=schedule)
     return None if delay is None else now + delay

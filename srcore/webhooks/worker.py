@@ -2,10 +2,14 @@
 
 No broker: each cycle claims outbox rows not yet fanned out and deliveries that are due,
 with a lease (``claimed_until``) so that a crashed worker's rows come back after it
-expires. On PostgreSQL the claim is ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
-LOCKED)``, so any number of workers share the work; on SQLite the single UPDATE statement
-is atomic, which is safe for the one worker SQLite is meant for. Each worker keeps one
-keep-alive HTTP session. ``srcore worker SERVICE`` runs one until SIGTERM or SIGINT.
+expires. On PostgreSQL the claim is ``SELECT ... FOR UPDATE SKIP LOCKED`` then an UPDATE of
+those rows, so any number of workers share the work; on SQLite the single writer makes the
+claim safe for the one worker SQLite is meant for. A claimed batch is fanned out with
+:func:`~srcore.webhooks.fanout.fan_out_batch` and delivered with
+:func:`~srcore.webhooks.delivery.deliver_batch` (the function the Celery tasks call too):
+its requests go out on a small thread pool, one keep-alive HTTP session per thread, and
+are recorded in one transaction. ``srcore worker SERVICE`` runs one until SIGTERM or
+SIGINT.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,16 +28,17 @@ from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
 from srcore.webhooks.delivery import (
+    HttpSessions,
     WebhookSettings,
-    deliver_one,
+    deliver_batch,
     policy_for,
     prune_log,
     settings_for,
 )
 from srcore.webhooks.dispatch import LocalDispatcher
-from srcore.webhooks.fanout import fan_out
+from srcore.webhooks.fanout import fan_out_batch
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
-from srcore.webhooks.ssrf import AddressPolicy, guarded_session, trusted_session
+from srcore.webhooks.ssrf import AddressPolicy
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -119,15 +125,22 @@ class LocalWorker:
         self.state: Any = app.extensions["srcore"]
         self.policy = policy if policy is not None else policy_for(app)
         self.settings = settings if settings is not None else settings_for(app)
-        self.http = http if http is not None else guarded_session(self.policy)
+        #: An injected session is shared by the pool's threads; else one per thread.
+        self.http: requests.Session | HttpSessions = (
+            http if http is not None else HttpSessions(self.policy)
+        )
         self.clock = clock
         self.rng = rng or random.Random()
         self.lease = lease
         self.batch = batch
         self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
-        self.trusted_http = trusted_http if trusted_http is not None else trusted_session()
+        #: Trusted subscriptions' deliveries: the same, without the address check.
+        self.trusted_http: requests.Session | HttpSessions = (
+            trusted_http if trusted_http is not None else HttpSessions(self.policy, trusted=True)
+        )
         self._last_prune: datetime | None = None
         self._prepared = False
+        self._executor: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"<LocalWorker {self.state.service_id}>"
@@ -141,43 +154,62 @@ class LocalWorker:
                 hook(session)
         self._prepared = True
 
+    def executor(self) -> ThreadPoolExecutor | None:
+        """The thread pool a batch's requests go out on (None: one at a time)."""
+        if self.settings.concurrency <= 1:
+            return None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.settings.concurrency, thread_name_prefix="srcore-webhooks"
+            )
+        return self._executor
+
     def run_once(self) -> int:
         """One cycle: fan out new events, then deliver what is due. Returns rows handled."""
         st = self.state
         handled = 0
         with st.db.session() as session:
             self.prepare(session)
-            for outbox_id in claim_outbox(
-                session, now=self.clock(), lease=self.lease, limit=self.batch
-            ):
-                fan_out(
+            outbox_ids = claim_outbox(session, now=self.clock(), lease=self.lease, limit=self.batch)
+            if outbox_ids:
+                now = self.clock()
+                new = fan_out_batch(
                     session,
-                    outbox_id,
+                    outbox_ids,
                     can_receive=st.webhook_filter,
                     manifest=st.manifest,
-                    now=self.clock(),
+                    now=now,
+                    claim_first=self.batch,
+                    claimed_until=now + self.lease,
                 )
-                handled += 1
-            for delivery_id in claim_deliveries(
+                handled += len(outbox_ids)
+                handled += self._deliver(session, new[: self.batch])  # claimed by the fan-out
+            delivery_ids = claim_deliveries(
                 session, now=self.clock(), lease=self.lease, limit=self.batch
-            ):
-                try:
-                    deliver_one(
-                        session,
-                        delivery_id,
-                        http=self.http,
-                        clock=self.clock,
-                        policy=self.policy,
-                        config=self.settings,
-                        rng=self.rng,
-                        trusted_http=self.trusted_http,
-                    )
-                except Exception:  # one bad row must not stop the others; its lease expires
-                    session.rollback()
-                    log.exception("delivery %d failed unexpectedly", delivery_id)
-                handled += 1
+            )
+            handled += self._deliver(session, delivery_ids)
             self._maybe_prune(session)
         return handled
+
+    def _deliver(self, session: Session, delivery_ids: list[int]) -> int:
+        if not delivery_ids:
+            return 0
+        try:
+            deliver_batch(
+                session,
+                delivery_ids,
+                http=self.http,
+                trusted_http=self.trusted_http,
+                clock=self.clock,
+                policy=self.policy,
+                config=self.settings,
+                rng=self.rng,
+                executor=self.executor(),
+            )
+        except Exception:  # the batch's leases expire and it is tried again
+            session.rollback()
+            log.exception("a batch of %d deliveries failed unexpectedly", len(delivery_ids))
+        return len(delivery_ids)
 
     def _maybe_prune(self, session: Session) -> None:
         now = self.clock()
@@ -214,6 +246,9 @@ class LocalWorker:
                 stop.wait(self.poll_interval)
 
     def close(self) -> None:
-        """Close the HTTP sessions' pooled connections."""
+        """Stop the thread pool and close the HTTP sessions' pooled connections."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         self.http.close()
         self.trusted_http.close()
