@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
-import importlib.util
 import re
 import secrets
 import time
@@ -28,10 +27,6 @@ from srcore.testing import free_port, run_service, run_worker
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("meta") is None or importlib.util.find_spec("todo") is None,
-        reason="meta and todo are not installed (pip install -e example_services/meta ...)",
-    ),
 ]
 
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')

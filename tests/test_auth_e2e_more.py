@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
-import importlib.util
 import json
 import re
 import secrets
@@ -31,10 +30,6 @@ from srcore.testing import free_port, run_service, run_worker
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("meta") is None or importlib.util.find_spec("todo") is None,
-        reason="meta and todo are not installed (pip install -e example_services/meta ...)",
-    ),
 ]
 
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import importlib.util
 import re
 import secrets
 import time
@@ -26,10 +25,6 @@ from srcore.testing import free_port, launch_chromium, run_service, run_worker
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("meta") is None or importlib.util.find_spec("todo") is None,
-        reason="meta and todo are not installed (pip install -e example_services/meta ...)",
-    ),
 ]
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "network"

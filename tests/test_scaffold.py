@@ -234,7 +234,6 @@ def _network(directory: Path, services: list[str]) -> Path:
 
 
 def test_a_configured_service_is_in_every_nav_and_removing_its_section_removes_it(tmp_path):
-    pytest.importorskip("paste")
     with_paste = _network(tmp_path / "a", ["todo", "paste"])
     assert _todo_nav(with_paste) == [("meta", "Meta"), ("todo", "Todo"), ("paste", "Paste")]
     without = _network(tmp_path / "b", ["todo"])

@@ -126,10 +126,13 @@ class V6Server(ThreadingHTTPServer):
 
 @pytest.fixture
 def server6() -> Iterator[HTTPServer]:
+    from srcore.testing import require_or_skip
+
     try:
         srv = V6Server(("::1", 0), Handler)
     except OSError:
-        pytest.skip("no IPv6 loopback here")
+        require_or_skip(False, "IPv6 loopback (::1)")
+        raise
     yield from serve(srv)
 
 
