@@ -9,6 +9,7 @@ Third-party clients are :class:`~meta.oauth.models.OAuthClient` rows registered 
 
 from __future__ import annotations
 
+import abc
 import hmac
 import ipaddress
 from dataclasses import dataclass
@@ -58,8 +59,9 @@ class Client(ClientMixin):  # type: ignore[misc]
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.redirect_uris
 
+    @abc.abstractmethod
     def check_client_secret(self, client_secret: str) -> bool:
-        raise NotImplementedError
+        """First-party secrets come from the config file, third-party ones from the database."""
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.confidential:
