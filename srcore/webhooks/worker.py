@@ -53,45 +53,60 @@ DEFAULT_LEASE = timedelta(minutes=5)
 PRUNE_EVERY = timedelta(hours=1)
 
 
-def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
-    """Claim up to *limit* outbox rows not yet fanned out; returns their ids. Commits."""
-    free = or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now)
+def _claim(
+    session: Session,
+    model: type[OutboxRow] | type[Delivery],
+    *conditions: Any,
+    order_by: tuple[Any, ...],
+    limit: int,
+    until: datetime,
+) -> list[int]:
+    """Lease up to *limit* rows of *model* matching *conditions*; returns their ids. Commits.
+
+    Two statements in one transaction: the locked SELECT, then the UPDATE of exactly those
+    rows (PostgreSQL may run an IN (... LIMIT n FOR UPDATE) subquery more than once).
+    """
     due = (
-        select(OutboxRow.id)
-        .where(OutboxRow.fanned_out_at.is_(None), free)
-        .order_by(OutboxRow.id)
+        select(model.id)
+        .where(*conditions)
+        .order_by(*order_by)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    # Two statements in one transaction: the locked SELECT, then the UPDATE of exactly
-    # those rows (PostgreSQL may run an IN (... LIMIT n FOR UPDATE) subquery more than once).
     ids = sorted(session.scalars(due))
     if ids:
-        session.execute(
-            update(OutboxRow).where(OutboxRow.id.in_(ids)).values(claimed_until=now + lease)
-        )
+        session.execute(update(model).where(model.id.in_(ids)).values(claimed_until=until))
     session.commit()
     return ids
+
+
+def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
+    """Claim up to *limit* outbox rows not yet fanned out; returns their ids. Commits."""
+    free = or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now)
+    return _claim(
+        session,
+        OutboxRow,
+        OutboxRow.fanned_out_at.is_(None),
+        free,
+        order_by=(OutboxRow.id,),
+        limit=limit,
+        until=now + lease,
+    )
 
 
 def claim_deliveries(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
     """Claim up to *limit* pending deliveries that are due; returns their ids. Commits."""
     free = or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now)
-    pending = Delivery.status == DeliveryStatus.pending.value
-    due = (
-        select(Delivery.id)
-        .where(pending, Delivery.next_attempt_at <= now, free)
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    return _claim(
+        session,
+        Delivery,
+        Delivery.status == DeliveryStatus.pending.value,
+        Delivery.next_attempt_at <= now,
+        free,
+        order_by=(Delivery.next_attempt_at, Delivery.id),
+        limit=limit,
+        until=now + lease,
     )
-    ids = sorted(session.scalars(due))
-    if ids:
-        session.execute(
-            update(Delivery).where(Delivery.id.in_(ids)).values(claimed_until=now + lease)
-        )
-    session.commit()
-    return ids
 
 
 def poll_interval_for(app: Flask) -> float:
