@@ -179,6 +179,140 @@ def test_sweep_queues_what_the_broker_lost(
     wait_delivered(app, 4)
 
 
+def test_a_burst_of_commits_costs_a_few_messages(
+    service: tuple[Any, Path],
+    receiver: harness.Receiver,
+    start_worker: Any,
+    redis_server: harness.RedisServer,
+) -> None:
+    """Commits beyond the nudge slots send no message; the tasks in flight drain them."""
+    import redis
+
+    from srcore.webhooks.celery import CeleryOptions, queue_name
+
+    app, config = service
+    ((_sid, secret),) = harness.subscribe(app, receiver.url)
+    client = redis.Redis.from_url(redis_server.url)
+    harness.emit_events(app, 40)  # no worker yet: the messages wait on the broker
+    assert client.llen(queue_name("sample")) == CeleryOptions().nudge_slots
+    assert client.zcard("srcore-webhooks.sample.nudges") == CeleryOptions().nudge_slots
+
+    worker = start_worker(config, app_spec="srcore.webhooks.celery", beat=False, fast=False)
+    wait_for(receiver, 40, worker)  # no sweep runs: the nudges alone carried every row
+    stats = harness.check_received(receiver, secret)
+    assert stats["numbers"] == set(range(40))
+    assert stats["unverified"] == 0
+    wait_delivered(app, 40)
+    harness.wait_until(
+        lambda: client.zcard("srcore-webhooks.sample.nudges") == 0,
+        timeout=15,
+        what="every slot given back",
+    )
+    assert client.llen(queue_name("sample")) == 0
+
+
+def test_commits_racing_a_draining_task_are_never_left_behind(
+    service: tuple[Any, Path], receiver: harness.Receiver, start_worker: Any
+) -> None:
+    """One slot, commits from three threads while the worker drains, no sweep: a commit
+    that finds the slot taken is picked up by the holder's last look after releasing."""
+    import threading
+
+    from srcore.webhooks.celery import CeleryDispatcher, CeleryOptions
+
+    app, config = service
+    ((_sid, secret),) = harness.subscribe(app, receiver.url)
+    st = app.extensions["srcore"]
+    st.webhook_dispatcher = CeleryDispatcher(app, options=CeleryOptions(nudge_slots=1))
+    worker = start_worker(config, app_spec="srcore.webhooks.celery", beat=False, fast=False)
+    threads = [
+        threading.Thread(
+            target=harness.emit_events, args=(app, 50), kwargs={"start": 50 * n, "per_second": 200}
+        )
+        for n in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    wait_for(receiver, 150, worker)
+    stats = harness.check_received(receiver, secret)
+    assert stats["numbers"] == set(range(150))
+    assert stats["unverified"] == 0
+    wait_delivered(app, 150)
+
+
+def test_a_task_looks_again_after_giving_its_slot_back(
+    service: tuple[Any, Path], receiver: harness.Receiver
+) -> None:
+    """The race the slots must survive, made to happen: a row committed after the task's
+    last claim but while it still holds the only slot sends no message of its own."""
+    from srcore.webhooks.celery import PROCESS, CeleryOptions, make_celery
+    from srcore.webhooks.outbox import insert_event
+
+    app, _config = service
+    ((_sid, secret),) = harness.subscribe(app, receiver.url)
+    st = app.extensions["srcore"]
+    tasks = make_celery(app, options=CeleryOptions(nudge_slots=1)).webhook_tasks
+    sent: list[tuple[str, list[Any]]] = []
+    tasks.enqueue = lambda task, args: sent.append((task, list(args)))
+
+    def commit(number: int) -> int:
+        with st.db.transaction() as session:
+            return insert_event(session, harness.EVENT, {"number": number, "name": "x"})
+
+    first = commit(1)
+    assert tasks.nudge(first) is True
+    ((task, (row, slot)),) = sent
+    assert task == PROCESS and row == first and slot
+
+    release = tasks._release
+    late: list[int] = []
+
+    def commit_then_release(token: str) -> None:
+        late.append(commit(2))
+        assert tasks.nudge(late[0]) is False  # the slot is still held: no message
+        release(token)
+
+    tasks._release = commit_then_release  # type: ignore[method-assign]
+    assert tasks.process(first, slot) == 2
+    assert len(sent) == 1
+    assert harness.check_received(receiver, secret)["numbers"] == {1, 2}
+    assert tasks.slots is not None and tasks.slots.held() == 0
+
+
+def test_a_long_drain_hands_on_to_a_new_message(
+    service: tuple[Any, Path], receiver: harness.Receiver
+) -> None:
+    """Out of drain time, a task queues its successor with the same slot, renewed."""
+    from datetime import timedelta
+
+    from srcore.webhooks.celery import PROCESS, CeleryOptions, make_celery
+    from srcore.webhooks.outbox import insert_event
+
+    app, _config = service
+    ((_sid, secret),) = harness.subscribe(app, receiver.url)
+    st = app.extensions["srcore"]
+    options = CeleryOptions(nudge_slots=1, batch=2, drain_time=timedelta(0))
+    tasks = make_celery(app, options=options).webhook_tasks
+    sent: list[tuple[str, list[Any]]] = []
+    tasks.enqueue = lambda task, args: sent.append((task, list(args)))
+    with st.db.transaction() as session:
+        rows = [insert_event(session, harness.EVENT, {"number": n, "name": "x"}) for n in range(5)]
+    assert tasks.nudge(rows[0]) is True
+    ((_task, (_row, slot)),) = sent
+    runs = 0
+    while sent:
+        task, args = sent.pop(0)
+        assert task == PROCESS and (runs == 0 or args == [0, slot])
+        tasks.process(*args)
+        runs += 1
+        assert runs < 10
+    assert runs == 4  # 2 + 2 + 1 rows, then a last look that finds nothing
+    assert harness.check_received(receiver, secret)["numbers"] == set(range(5))
+    assert tasks.slots is not None and tasks.slots.held() == 0
+
+
 def test_tasks_are_idempotent(service: tuple[Any, Path], receiver: harness.Receiver) -> None:
     """A message that comes twice finds its row fanned out, delivered or not due."""
     from sqlalchemy import select
@@ -192,7 +326,7 @@ def test_tasks_are_idempotent(service: tuple[Any, Path], receiver: harness.Recei
     sent: list[tuple[str, int]] = []
     celery_app = make_celery(app)
     tasks = celery_app.webhook_tasks
-    tasks.enqueue = lambda task, row_id: sent.append((task, row_id))
+    tasks.enqueue = lambda task, args: sent.append((task, args[0]))
     st = app.extensions["srcore"]
     with st.db.transaction() as session:
         outbox_id = insert_event(session, harness.EVENT, {"number": 7, "name": "seven"})

@@ -11,21 +11,21 @@ build the Celery app yourself with :func:`make_celery`. Each service has its own
 ``srcore-webhooks.<service>``, so many services may share one broker.
 
 The broker only carries nudges; the database is the record. A commit that emitted queues
-``process(outbox_id)``: it claims that outbox row and up to ``batch - 1`` others still
-waiting (``SKIP LOCKED`` on PostgreSQL), fans them out with
-:func:`~srcore.webhooks.fanout.fan_out_batch` and delivers their deliveries right there
-with :func:`~srcore.webhooks.delivery.deliver_batch`, the function the local worker calls
-(requests on a small thread pool, recorded in one transaction); the messages of the rows
-it took along find them fanned out and do nothing (a process remembers the rows it did,
-so they cost it no query). ``fan_out(outbox_id)`` (one row, its deliveries queued) and
-``deliver(delivery_id)`` (one attempt, through ``deliver_batch`` too) remain for the
-sweep's due deliveries and for messages queued by earlier versions. Retries are not Celery
-retries: ``deliver_one`` writes the delivery's ``next_attempt_at`` and the periodic
-``sweep`` task queues every due delivery and every outbox row still not fanned out once
-its message has had time to arrive. So a lost message, a dead broker or a killed worker
-only delays a delivery; tasks are acknowledged late, one message is reserved at a time,
-and a message that comes twice finds its row claimed, delivered or not yet due, and
-does nothing.
+one ``process(outbox_id)`` message, unless :attr:`CeleryOptions.nudge_slots` messages are
+in flight already (:mod:`srcore.webhooks.nudges`: their tasks will see the row). The task
+drains the outbox: it claims waiting rows a batch at a time (``SKIP LOCKED`` on
+PostgreSQL), fans each batch out with :func:`~srcore.webhooks.fanout.fan_out_batch` and
+delivers its deliveries right there with :func:`~srcore.webhooks.delivery.deliver_batch`,
+the function the local worker calls (requests on a small thread pool, recorded in one
+transaction), until no row waits. So a burst of commits costs a few messages, not one
+each. ``fan_out(outbox_id)`` (one row, its deliveries queued) and ``deliver(delivery_id)``
+(one attempt, through ``deliver_batch`` too) remain for the sweep's due deliveries and
+for messages queued by earlier versions. Retries are not Celery retries: ``deliver_one``
+writes the delivery's ``next_attempt_at`` and the periodic ``sweep`` task queues every
+due delivery and every outbox row still not fanned out once its message has had time to
+arrive. So a lost message, a dead broker or a killed worker only delays a delivery; tasks
+are acknowledged late, one message is reserved at a time, and a message that comes twice
+finds its rows claimed, delivered or not yet due, and does nothing.
 
 Rows are claimed through ``claimed_until``: queuing a row leases it for
 :attr:`CeleryOptions.queue_lease` (the sweep leaves it alone meanwhile); the task that
@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
+from srcore.webhooks.nudges import NudgeSlots, supports_slots
 
 if TYPE_CHECKING:
     import requests
@@ -106,6 +107,15 @@ class CeleryOptions:
     work_margin: timedelta = timedelta(seconds=30)
     #: How long publishing a message may take before it is left to the sweep.
     publish_timeout: timedelta = timedelta(seconds=2)
+    #: How many ``process`` messages may be in flight at once (0: one per commit). A
+    #: commit finding them all in flight sends none: a task draining the outbox takes
+    #: its row (:mod:`srcore.webhooks.nudges`). Needs a Redis broker; raise it when
+    #: more worker processes than this should drain at the same time.
+    nudge_slots: int = 8
+    #: How long a slot stays held when its message never runs (lost, worker killed).
+    nudge_lease: timedelta = timedelta(seconds=60)
+    #: How long one ``process`` task drains before it hands on to a new message.
+    drain_time: timedelta = timedelta(seconds=60)
     #: Extra Celery settings, applied last.
     celery: dict[str, Any] = field(default_factory=dict)
 
@@ -170,14 +180,15 @@ def _expiry(options: CeleryOptions) -> float:
     return max(options.sweep_interval.total_seconds(), 1.0)
 
 
-Enqueue = Callable[[str, int], None]
+Enqueue = Callable[[str, Sequence[Any]], None]
 
 
 class WebhookTasks:
     """What the tasks do, apart from Celery: claim a row, call the shared function, queue.
 
-    *enqueue(task_name, row_id)* sends one message; it may raise (broker down), which is
-    logged and left to the sweep. One keep-alive HTTP session is kept per process.
+    *enqueue(task_name, args)* sends one message; it may raise (broker down), which is
+    logged and left to the sweep. *slots* coalesce nudges (None: a message per commit).
+    One keep-alive HTTP session is kept per process.
     """
 
     def __init__(
@@ -190,11 +201,13 @@ class WebhookTasks:
         policy: AddressPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        slots: NudgeSlots | None = None,
     ) -> None:
         from srcore.webhooks.delivery import policy_for, settings_for
 
         self.app = app
         self.enqueue = enqueue
+        self.slots = slots
         self.options = options or CeleryOptions()
         self.settings = settings or settings_for(app)
         self.policy = policy or policy_for(app)
@@ -287,7 +300,7 @@ class WebhookTasks:
         sent = 0
         for row_id in ids:
             try:
-                self.enqueue(task, row_id)
+                self.enqueue(task, [row_id])
             except Exception as exc:  # the row stays leased; the sweep queues it again
                 log.warning("could not queue %s(%d), left to the sweep: %s", task, row_id, exc)
                 break
@@ -357,26 +370,93 @@ class WebhookTasks:
 
     # -- fan-out and delivery in one task -------------------------------------------------
 
-    def process(self, outbox_id: int) -> int:
-        """Fan out row *outbox_id* and up to ``batch - 1`` waiting rows, deliver what they
-        make; returns the deliveries attempted (0: the row was done or is in progress)."""
+    def nudge(self, outbox_id: int) -> bool:
+        """Queue ``process`` for committed row *outbox_id*, unless enough tasks are in
+        flight to drain it already; returns whether a message was sent.
+
+        When Redis (the broker) cannot be reached, or the message cannot be sent, this
+        raises: the caller logs it and the sweep queues the row later.
+        """
+        slot: str | None = None
+        if self.slots is not None:
+            slot = self.slots.acquire()
+            if slot is None:
+                return False
+        try:
+            self.enqueue(PROCESS, [outbox_id] if slot is None else [outbox_id, slot])
+        except Exception:
+            if slot is not None:
+                self._release(slot)
+            raise
+        return True
+
+    def _release(self, slot: str) -> None:
+        assert self.slots is not None
+        try:
+            self.slots.release(slot)
+        except Exception as exc:  # it expires after its lease
+            log.warning("could not release nudge slot %s: %s", slot, exc)
+
+    def process(self, outbox_id: int, slot: str | None = None) -> int:
+        """Fan out row *outbox_id* and every other waiting row, in batches, delivering
+        what each batch makes; returns the deliveries attempted.
+
+        A message that holds a nudge *slot* gives it back, then drains once more, so a
+        row whose commit found every slot taken is never left behind. One message
+        drains for at most :attr:`CeleryOptions.drain_time`, then queues its successor.
+        """
+        if slot is None and outbox_id in self._done:
+            log.debug("outbox row %d: fanned out by this process already", outbox_id)
+            return 0
+        deadline = self.clock() + self.options.drain_time
+        attempted, drained = self._drain(outbox_id or None, deadline)
+        if drained and slot is not None:
+            self._release(slot)
+            more, drained = self._drain(None, deadline)
+            attempted += more
+            slot = None
+        if not drained:
+            self._hand_on(slot)
+        return attempted
+
+    def _hand_on(self, slot: str | None) -> None:
+        """Queue the next ``process`` message of a drain that ran out of time."""
+        if slot is not None and self.slots is not None:
+            try:
+                self.slots.renew(slot)
+            except Exception as exc:
+                log.warning("could not renew nudge slot %s: %s", slot, exc)
+        try:
+            self.enqueue(PROCESS, [0] if slot is None else [0, slot])
+        except Exception as exc:  # the rows stay unclaimed; the sweep queues them
+            log.warning("could not queue the rest of a drain, left to the sweep: %s", exc)
+
+    def _drain(self, first: int | None, deadline: datetime) -> tuple[int, bool]:
+        """Process batches until no row waits (True) or *deadline* passes (False)."""
+        attempted = 0
+        while True:
+            done, claimed = self._process_batch(first)
+            first = None
+            attempted += done
+            if not claimed:
+                return attempted, True
+            if self.clock() >= deadline:
+                return attempted, False
+
+    def _process_batch(self, first: int | None) -> tuple[int, bool]:
+        """Claim and process one batch (row *first* and others); (attempted, claimed)."""
         from srcore.webhooks.delivery import deliver_batch
         from srcore.webhooks.fanout import fan_out_batch
 
-        if outbox_id in self._done:
-            log.debug("outbox row %d: fanned out by this process already", outbox_id)
-            return 0
         st = self.app.extensions["srcore"]
         batch = max(self.options.batch, 1)
         attempted = 0
         with self.app.app_context(), self._session() as session:
             self.prepare(session)
             now = self.clock()
-            ids = self._claim_batch(session, outbox_id, now, batch)
+            ids = self._claim_batch(session, first, now, batch)
             if not ids:
-                log.debug("outbox row %d: fanned out already or in progress", outbox_id)
-                return 0
-            first = now + self.batch_lease(batch)
+                return 0, False
             new = fan_out_batch(
                 session,
                 ids,
@@ -384,7 +464,7 @@ class WebhookTasks:
                 manifest=st.manifest,
                 now=now,
                 claim_first=batch,
-                claimed_until=first,
+                claimed_until=now + self.batch_lease(batch),
             )
             self._remember(ids)
             sessions, trusted_sessions, executor = self.pool()
@@ -409,12 +489,13 @@ class WebhookTasks:
                 )
                 attempted += len(leased)
         log.debug("outbox rows %s: %d deliveries attempted", ids, attempted)
-        return attempted
+        return attempted, True
 
     def _claim_batch(
-        self, session: Session, outbox_id: int, now: datetime, batch: int
+        self, session: Session, first: int | None, now: datetime, batch: int
     ) -> list[int]:
-        """Claim row *outbox_id*, then up to *batch* - 1 other waiting rows. Commits."""
+        """Claim row *first* (when given and still waiting: else nothing), then other
+        waiting rows up to *batch* in all. Commits."""
         claimable = and_(
             OutboxRow.fanned_out_at.is_(None),
             or_(
@@ -423,23 +504,24 @@ class WebhookTasks:
             ),
         )
         until = now + self.work_lease
-        own = session.execute(
-            update(OutboxRow)
-            .where(OutboxRow.id == outbox_id, claimable)
-            .values(claimed_until=until)
-            .execution_options(synchronize_session=False)
-        )
-        if not _rowcount(own):
-            session.commit()
-            return []
-        others: list[int] = []
-        if batch > 1:
-            query = (
-                select(OutboxRow.id)
-                .where(claimable, OutboxRow.id != outbox_id)
-                .order_by(OutboxRow.id)
-                .limit(batch - 1)
+        own: list[int] = []
+        if first is not None:
+            claimed = session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == first, claimable)
+                .values(claimed_until=until)
+                .execution_options(synchronize_session=False)
             )
+            if not _rowcount(claimed):
+                session.commit()
+                return []
+            own = [first]
+        others: list[int] = []
+        if batch > len(own):
+            query = select(OutboxRow.id).where(claimable).order_by(OutboxRow.id)
+            if first is not None:
+                query = query.where(OutboxRow.id != first)
+            query = query.limit(batch - len(own))
             if self._locking(session):
                 query = query.with_for_update(skip_locked=True)
             found = list(session.scalars(query))
@@ -454,7 +536,7 @@ class WebhookTasks:
                     )
                 )
         session.commit()
-        return sorted([outbox_id, *others])
+        return sorted([*own, *others])
 
     def _remember(self, ids: Sequence[int]) -> None:
         for row_id in ids:
@@ -507,7 +589,8 @@ class WebhookTasks:
             now = self.clock()
             deliveries = self._claim_due(session, now)
             outbox = self._claim_outbox(session, now)
-        sent_outbox = self._send(PROCESS, outbox)
+        # One message per batch: each drains, taking the rest of the leased rows along.
+        sent_outbox = self._send(PROCESS, outbox[:: max(self.options.batch, 1)])
         sent_deliveries = self._send(DELIVER, deliveries)
         if sent_outbox or sent_deliveries:
             log.info(
@@ -631,11 +714,26 @@ def make_celery(
     celery_app = Celery(f"srcore-webhooks-{st.service_id}", set_as_current=False)
     celery_app.conf.update(celery_config(broker, st.service_id, options))
 
-    def enqueue(task: str, row_id: int) -> None:
-        celery_app.send_task(task, args=[row_id], queue=queue)
+    def enqueue(task: str, args: Sequence[Any]) -> None:
+        celery_app.send_task(task, args=list(args), queue=queue)
 
+    slots = None
+    if options.nudge_slots > 0 and supports_slots(broker):
+        slots = NudgeSlots.from_url(
+            broker,
+            st.service_id,
+            timeout=options.publish_timeout.total_seconds(),
+            slots=options.nudge_slots,
+            lease=options.nudge_lease,
+        )
     tasks = WebhookTasks(
-        app, enqueue=enqueue, options=options, settings=settings, policy=policy, clock=clock
+        app,
+        enqueue=enqueue,
+        options=options,
+        settings=settings,
+        policy=policy,
+        clock=clock,
+        slots=slots,
     )
     celery_app.webhook_tasks = tasks
     celery_app.flask_app = app
@@ -643,8 +741,8 @@ def make_celery(
     def fan_out(outbox_id: int) -> int:
         return len(tasks.fan_out(int(outbox_id)))
 
-    def process(outbox_id: int) -> int:
-        return tasks.process(int(outbox_id))
+    def process(outbox_id: int, slot: str | None = None) -> int:
+        return tasks.process(int(outbox_id), None if slot is None else str(slot))
 
     def deliver(delivery_id: int) -> bool:
         result = tasks.deliver(int(delivery_id))
@@ -704,19 +802,17 @@ class CeleryDispatcher:
                 self._celery = make_celery(self.app, options=self.options)
             return self._celery
 
-    def _send(self, task: str, ids: Sequence[int]) -> None:
-        celery_app = self.celery
-        queue = queue_name(self.app.extensions["srcore"].service_id)
-        for row_id in ids:
-            celery_app.send_task(task, args=[int(row_id)], queue=queue)
-
     def nudge(self, outbox_ids: Sequence[int]) -> None:
-        """Queue the fan-out and delivery of newly committed outbox rows."""
-        self._send(PROCESS, outbox_ids)
+        """Queue the fan-out and delivery of newly committed outbox rows: one message
+        for the commit (it drains every waiting row), none when enough are in flight."""
+        if outbox_ids:
+            self.celery.webhook_tasks.nudge(min(int(row_id) for row_id in outbox_ids))
 
     def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
         """Queue deliveries made due by hand (manual redelivery)."""
-        self._send(DELIVER, delivery_ids)
+        tasks = self.celery.webhook_tasks
+        for delivery_id in delivery_ids:
+            tasks.enqueue(DELIVER, [int(delivery_id)])
 
 
 # -- `celery -A srcore.webhooks.celery` ---------------------------------------------------
