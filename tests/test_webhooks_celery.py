@@ -188,14 +188,14 @@ def test_a_burst_of_commits_costs_a_few_messages(
     """Commits beyond the nudge slots send no message; the tasks in flight drain them."""
     import redis
 
-    from srcore.webhooks.celery import CeleryOptions, queue_name
+    from srcore.webhooks.celery import queue_name
 
     app, config = service
     ((_sid, secret),) = harness.subscribe(app, receiver.url)
     client = redis.Redis.from_url(redis_server.url)
     harness.emit_events(app, 40)  # no worker yet: the messages wait on the broker
-    assert client.llen(queue_name("sample")) == CeleryOptions().nudge_slots
-    assert client.zcard("srcore-webhooks.sample.nudges") == CeleryOptions().nudge_slots
+    assert client.llen(queue_name("sample")) == 8  # [global] webhook-celery-slots
+    assert client.zcard("srcore-webhooks.sample.nudges") == 8
 
     worker = start_worker(config, app_spec="srcore.webhooks.celery", beat=False, fast=False)
     wait_for(receiver, 40, worker)  # no sweep runs: the nudges alone carried every row
@@ -400,6 +400,27 @@ def test_dead_broker_costs_the_request_little(tmp_path: Path) -> None:
         assert elapsed < 3
         assert harness.outbox_count(app) == (1, 1)
         db.dispose()
+
+
+def test_the_operator_sets_the_number_of_slots(tmp_path: Path) -> None:
+    from srcore.webhooks.celery import CeleryOptions, make_celery
+
+    with harness.service_database("sqlite", tmp_path) as url:
+        config = harness.write_config(
+            tmp_path / "config.ini", database_url=url, broker="redis://127.0.0.1:1/0"
+        )
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace("[global]\n", "[global]\nwebhook-celery-slots = 3\n"))
+        app = harness.build_app(config)
+        try:
+            slots = make_celery(app).webhook_tasks.slots  # built without connecting
+            assert slots is not None and slots.slots == 3
+            explicit = make_celery(app, options=CeleryOptions(nudge_slots=0))
+            assert explicit.webhook_tasks.slots is None  # a message per commit
+            amqp = make_celery(app, broker="amqp://guest@127.0.0.1:1//")
+            assert amqp.webhook_tasks.slots is None  # slots live in Redis only
+        finally:
+            app.extensions["srcore"].db.dispose()
 
 
 def test_no_service_named_is_a_clear_error() -> None:

@@ -125,6 +125,16 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "from its database, with no broker to run.",
     ),
     Key(
+        "webhook-celery-slots",
+        type="int",
+        default=8,
+        check=_at_least(1),
+        help="With a Redis webhooks-broker: how many Celery tasks per service may drain "
+        "its outbox at once. A commit finding them all busy queues no message (one of them "
+        "takes its event along), so a burst of events costs a few messages. Raise it to "
+        "the number of Celery worker processes that should share one service's bursts.",
+    ),
+    Key(
         "allow-private-webhook-targets",
         type="list",
         default=(),

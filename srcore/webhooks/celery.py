@@ -107,11 +107,11 @@ class CeleryOptions:
     work_margin: timedelta = timedelta(seconds=30)
     #: How long publishing a message may take before it is left to the sweep.
     publish_timeout: timedelta = timedelta(seconds=2)
-    #: How many ``process`` messages may be in flight at once (0: one per commit). A
-    #: commit finding them all in flight sends none: a task draining the outbox takes
-    #: its row (:mod:`srcore.webhooks.nudges`). Needs a Redis broker; raise it when
-    #: more worker processes than this should drain at the same time.
-    nudge_slots: int = 8
+    #: How many ``process`` messages may be in flight at once (0: one per commit; None:
+    #: ``[global] webhook-celery-slots``). A commit finding them all in flight sends
+    #: none: a task draining the outbox takes its row (:mod:`srcore.webhooks.nudges`).
+    #: Needs a Redis broker.
+    nudge_slots: int | None = None
     #: How long a slot stays held when its message never runs (lost, worker killed).
     nudge_lease: timedelta = timedelta(seconds=60)
     #: How long one ``process`` task drains before it hands on to a new message.
@@ -718,12 +718,15 @@ def make_celery(
         celery_app.send_task(task, args=list(args), queue=queue)
 
     slots = None
-    if options.nudge_slots > 0 and supports_slots(broker):
+    wanted = options.nudge_slots
+    if wanted is None:
+        wanted = int(st.config.global_.get("webhook-celery-slots") or 8)
+    if wanted > 0 and supports_slots(broker):
         slots = NudgeSlots.from_url(
             broker,
             st.service_id,
             timeout=options.publish_timeout.total_seconds(),
-            slots=options.nudge_slots,
+            slots=wanted,
             lease=options.nudge_lease,
         )
     tasks = WebhookTasks(
