@@ -602,69 +602,31 @@ class WebhookTasks:
         return session.get_bind().dialect.name == "postgresql"
 
     def _claim_due(self, session: Session, now: datetime) -> list[int]:
-        due = and_(
-            Delivery.status == DeliveryStatus.pending.value,
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.claimed_until.is_(None), Delivery.claimed_until <= now),
+        from srcore.webhooks.worker import claim_deliveries
+
+        return claim_deliveries(
+            session, now=now, lease=self.options.queue_lease, limit=self.options.sweep_batch
         )
-        query = (
-            select(Delivery.id)
-            .where(due)
-            .order_by(Delivery.next_attempt_at)
-            .limit(self.options.sweep_batch)
-        )
-        if self._locking(session):
-            query = query.with_for_update(skip_locked=True)
-        ids = list(session.scalars(query))
-        if not ids:
-            session.rollback()
-            return []
-        leased = list(
-            session.scalars(
-                update(Delivery)
-                .where(Delivery.id.in_(ids), due)
-                .values(claimed_until=now + self.options.queue_lease)
-                .returning(Delivery.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
-        session.commit()
-        return sorted(leased)
 
     def _claim_outbox(self, session: Session, now: datetime) -> list[int]:
-        forgotten = and_(
-            OutboxRow.fanned_out_at.is_(None),
-            or_(
-                and_(
-                    OutboxRow.claimed_until.is_(None),
-                    OutboxRow.created <= now - self.options.queue_lease,
-                ),
-                OutboxRow.claimed_until <= now,
+        from srcore.webhooks.worker import claim_rows
+
+        forgotten = or_(
+            and_(
+                OutboxRow.claimed_until.is_(None),
+                OutboxRow.created <= now - self.options.queue_lease,
             ),
+            OutboxRow.claimed_until <= now,
         )
-        query = (
-            select(OutboxRow.id)
-            .where(forgotten)
-            .order_by(OutboxRow.id)
-            .limit(self.options.sweep_batch)
+        return claim_rows(
+            session,
+            OutboxRow,
+            OutboxRow.fanned_out_at.is_(None),
+            forgotten,
+            order_by=(OutboxRow.id,),
+            limit=self.options.sweep_batch,
+            until=now + self.options.queue_lease,
         )
-        if self._locking(session):
-            query = query.with_for_update(skip_locked=True)
-        ids = list(session.scalars(query))
-        if not ids:
-            session.rollback()
-            return []
-        leased = list(
-            session.scalars(
-                update(OutboxRow)
-                .where(OutboxRow.id.in_(ids), forgotten)
-                .values(claimed_until=now + self.options.queue_lease)
-                .returning(OutboxRow.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
-        session.commit()
-        return sorted(leased)
 
     def prune(self) -> int:
         """Delete delivery-log entries older than ``webhook-log-retention``."""

@@ -43,7 +43,7 @@ from srcore.webhooks.ssrf import AddressPolicy
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["LocalWorker", "claim_deliveries", "claim_outbox", "poll_interval_for"]
+__all__ = ["LocalWorker", "claim_deliveries", "claim_outbox", "claim_rows", "poll_interval_for"]
 
 log = logging.getLogger("srcore.webhooks.worker")
 
@@ -53,7 +53,7 @@ DEFAULT_LEASE = timedelta(minutes=5)
 PRUNE_EVERY = timedelta(hours=1)
 
 
-def _claim(
+def claim_rows(
     session: Session,
     model: type[OutboxRow] | type[Delivery],
     *conditions: Any,
@@ -62,6 +62,8 @@ def _claim(
     until: datetime,
 ) -> list[int]:
     """Lease up to *limit* rows of *model* matching *conditions*; returns their ids. Commits.
+
+    Shared by the local worker and the Celery sweep, so both claim rows the same way.
 
     Two statements in one transaction: the locked SELECT, then the UPDATE of exactly those
     rows (PostgreSQL may run an IN (... LIMIT n FOR UPDATE) subquery more than once).
@@ -83,7 +85,7 @@ def _claim(
 def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
     """Claim up to *limit* outbox rows not yet fanned out; returns their ids. Commits."""
     free = or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now)
-    return _claim(
+    return claim_rows(
         session,
         OutboxRow,
         OutboxRow.fanned_out_at.is_(None),
@@ -97,7 +99,7 @@ def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: in
 def claim_deliveries(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
     """Claim up to *limit* pending deliveries that are due; returns their ids. Commits."""
     free = or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now)
-    return _claim(
+    return claim_rows(
         session,
         Delivery,
         Delivery.status == DeliveryStatus.pending.value,
