@@ -2,43 +2,167 @@
 
     python -m meta.admin make-admin USERNAME [--config PATH]
     python -m meta.admin remove-admin USERNAME [--config PATH]
+    python -m meta.admin create-user USERNAME EMAIL [--password-stdin] [--config PATH]
+    python -m meta.admin create-token USERNAME SCOPE... [--name NAME] [--days N] [--config PATH]
 
 There is no "first account is admin" rule: whoever registers first on a fresh network is
 not to be trusted with it. The operator names admins here.
+
+``create-user`` and ``create-token`` make a network usable from a script (a tutorial, a
+smoke test after a deployment, a bot's account) without a browser: the account is made
+with the rules of the register form, and the token is an ordinary personal access token,
+listed and revocable on the account's ``/security`` page like one made there.
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import select
 
 from srcore.db import UserType
 
-__all__ = ["main", "set_admin"]
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from meta.models import User
+    from srcore.app import SrcoreApp
+
+__all__ = ["create_token_for", "create_user", "main", "set_admin"]
+
+
+@contextlib.contextmanager
+def _meta_app(config: str | None) -> Iterator[SrcoreApp]:
+    """meta's app inside an app context; config and database problems become one message.
+
+    The database's connections are closed afterwards, so a command leaves nothing open.
+    """
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from meta import create_app
+    from srcore.config import ConfigError
+
+    try:
+        app = create_app(config=config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        with app.app_context():
+            yield app
+    except (OperationalError, ProgrammingError) as exc:
+        # The usual cause: a fresh network whose databases were never migrated.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise click.ClickException(
+            f"meta's database cannot be used ({reason}): is the server up, and has "
+            "`srcore migrate meta upgrade` run?"
+        ) from None
+    finally:
+        app.srcore.db.dispose()
+
+
+def _find_user(session: Session, username: str) -> User:
+    from meta.models import User
+
+    user = session.scalar(select(User).where(User.username == username.lower()))
+    if user is None:
+        raise click.ClickException(f"no account is called {username!r}")
+    return user
 
 
 def set_admin(config: str | None, username: str, *, admin: bool) -> str:
     """Make *username* an admin (or an ordinary active account); return what happened."""
-    from meta import create_app
-    from meta.models import User
+    with _meta_app(config) as app, app.srcore.db.transaction() as session:
+        user = _find_user(session, username)
+        if user.is_suspended:
+            raise click.ClickException(f"{username} is suspended; unsuspend it first")
+        if admin:
+            user.user_type = UserType.admin
+            return f"{user.username} (id {user.id}) is an admin now"
+        if user.user_type == UserType.admin:
+            user.user_type = UserType.active
+        return f"{user.username} (id {user.id}) is not an admin"
 
-    app = create_app(config=config)
-    database = app.srcore.db
-    try:
-        with database.transaction() as session:
-            user = session.scalar(select(User).where(User.username == username.lower()))
-            if user is None:
-                raise click.ClickException(f"no account is called {username!r}")
-            if user.is_suspended:
-                raise click.ClickException(f"{username} is suspended; unsuspend it first")
-            if admin:
-                user.user_type = UserType.admin
-                return f"{user.username} (id {user.id}) is an admin now"
-            if user.user_type == UserType.admin:
-                user.user_type = UserType.active
-            return f"{user.username} (id {user.id}) is not an admin"
-    finally:
-        database.dispose()
+
+def create_user(config: str | None, username: str, email: str, password: str) -> str:
+    """Make an active account, its address taken as confirmed; return what happened.
+
+    The register form's rules apply (username grammar and reserved names, a free username
+    and address, the configured ``password-min-length``). The address counts as confirmed
+    because the operator vouches for it: no mail is sent.
+    """
+    from meta import logic, meta_state
+    from srcore.db import utcnow
+    from srcore.validation import Validation
+
+    with _meta_app(config) as app:
+        section = app.srcore.section
+        username = username.strip().lower()
+        problem = logic.check_username(username, reserved=app.srcore.config.services)
+        if problem is not None:
+            raise click.ClickException(f"{username!r}: {problem}")
+        valid = Validation(data={"email": email}, source="form")
+        address = valid.require("email", "email", label="The email address")
+        if address is None:
+            raise click.ClickException(f"{email!r}: {valid.errors[0].reason}")
+        address = logic.normalize_email(address)
+        min_length = section["password-min-length"]
+        assert isinstance(min_length, int)  # declared `type: int` in meta's service.yaml
+        problem = logic.check_password(password, min_length=min_length, username=username)
+        if problem is not None:
+            raise click.ClickException(f"the password is not acceptable: {problem}")
+        password_hash = meta_state(app).passwords.hash(password)
+        with app.srcore.db.transaction() as session:
+            if logic.username_taken(session, username):
+                raise click.ClickException(f"the username {username!r} is taken")
+            if logic.email_taken(session, address):
+                raise click.ClickException(f"another account uses {address}")
+            user = logic.create_user(
+                session, username=username, email=address, password_hash=password_hash
+            )
+            user.user_type = UserType.active
+            user.email_confirmed_at = utcnow()
+            return f"created {user.username} (id {user.id}), {user.email}, active"
+
+
+def create_token_for(
+    config: str | None, username: str, scopes: tuple[str, ...], *, name: str, days: int
+) -> tuple[str, str]:
+    """Make a personal access token for *username*; return (token, what happened).
+
+    The scopes are checked against the network's services as on the ``/security`` page;
+    the token is shown here once, as there.
+    """
+    from meta.oauth.pats import create_token
+    from meta.oauth.server import oauth_state
+    from srcore.auth.scopes import ScopeError, format_scopes, parse_scopes
+    from srcore.db import session
+
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise click.ClickException("the token's name must have 1 to 128 characters")
+    with _meta_app(config):
+        problem = oauth_state().catalog.check(scopes)
+        if problem is None:
+            try:
+                scope = format_scopes(parse_scopes(scopes))
+            except ScopeError as exc:
+                problem = str(exc)
+        if problem is not None:
+            raise click.ClickException(f"cannot grant {' '.join(scopes)}: {problem}")
+        user = _find_user(session, username)
+        if user.is_suspended:
+            raise click.ClickException(f"{user.username} is suspended")
+        row, token = create_token(user, name=name, scope=scope, days=days)
+        session.commit()
+        expires = row.expires_at.strftime("%Y-%m-%d")
+        return token, (
+            f"personal access token {row.name!r} (id {row.id}) for {user.username}: "
+            f"{scope}, expires {expires}"
+        )
 
 
 _config_option = click.option(
@@ -51,12 +175,12 @@ _config_option = click.option(
 )
 
 
-@click.group()
+@click.group(epilog="Example: python -m meta.admin make-admin alice --config var/config.ini")
 def main() -> None:
     """Administer meta's accounts."""
 
 
-@main.command("make-admin")
+@main.command("make-admin", epilog="Example: python -m meta.admin make-admin alice")
 @click.argument("username")
 @_config_option
 def make_admin(username: str, config: str | None) -> None:
@@ -64,9 +188,73 @@ def make_admin(username: str, config: str | None) -> None:
     click.echo(set_admin(config, username, admin=True))
 
 
-@main.command("remove-admin")
+@main.command("remove-admin", epilog="Example: python -m meta.admin remove-admin alice")
 @click.argument("username")
 @_config_option
 def remove_admin(username: str, config: str | None) -> None:
     """Take the admin role away from USERNAME."""
     click.echo(set_admin(config, username, admin=False))
+
+
+@main.command(
+    "create-user",
+    epilog="Example: python -m meta.admin create-user alice alice@example.org "
+    "--password-stdin < password.txt",
+)
+@click.argument("username")
+@click.argument("email")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input instead of prompting.",
+)
+@_config_option
+def create_user_command(
+    username: str, email: str, password_stdin: bool, config: str | None
+) -> None:
+    """Create the account USERNAME with the address EMAIL, active and confirmed.
+
+    The password is asked for twice, or read with --password-stdin (never from the
+    command line, where other users of the machine could read it).
+    """
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.ClickException("--password-stdin: standard input has no password")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    click.echo(create_user(config, username, email, password))
+
+
+@main.command(
+    "create-token",
+    epilog="Example: TOKEN=$(python -m meta.admin create-token alice todo/tickets:RW "
+    "--name deploy-check --days 1)",
+)
+@click.argument("username")
+@click.argument("scopes", nargs=-1, required=True)
+@click.option(
+    "--name",
+    default="command line",
+    show_default=True,
+    help="What the token is for, as its owner sees it on /security.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=365,
+    show_default=True,
+    help="How many days the token is valid.",
+)
+@_config_option
+def create_token_command(
+    username: str, scopes: tuple[str, ...], name: str, days: int, config: str | None
+) -> None:
+    """Create a personal access token for USERNAME with SCOPES (SERVICE/NAME:RO|RW).
+
+    The token alone goes to standard output, so `TOKEN=$(...)` keeps it; what it is goes
+    to standard error. It is shown once: meta keeps only its id.
+    """
+    token, summary = create_token_for(config, username, scopes, name=name, days=days)
+    click.echo(summary, err=True)
+    click.echo(token)
