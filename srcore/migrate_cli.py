@@ -4,13 +4,18 @@ SERVICE is resolved to a :class:`~srcore.migrate.MigrationTarget` by a loader ta
 ``(service_id, config_path)``: ``srcore.app.migration_target`` unless the invoking
 context's ``obj`` is a dict with a ``"target_loader"``. The config path is this command's
 ``--config``, else the ``"config_path"`` of that dict, else the root command's ``--config``.
+
+``srcore migrate --all upgrade`` (and ``current``) goes through every service of the
+config file in its order instead of one SERVICE (the ``"services"`` of that dict, when
+given, replaces the file's list).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import click
@@ -20,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from srcore import migrate
 from srcore.migrate import CORE_LINEAGE, MigrationTarget
 
-__all__ = ["TargetLoader", "migrate_command"]
+__all__ = ["TargetLoader", "applied_between", "migrate_command"]
 
 TargetLoader = Callable[[str, str | None], MigrationTarget]
 
@@ -32,21 +37,55 @@ def _default_loader() -> TargetLoader:
 
 @dataclass
 class _State:
-    service_id: str
+    service_id: str | None
     config_path: str | None
     loader: TargetLoader | None
-    _target: MigrationTarget | None = None
+    #: With ``--all``: the services to go through (None: the config file's).
+    services: Sequence[str] | None = None
+    every: bool = False
+    _targets: dict[str, MigrationTarget] = field(default_factory=dict)
 
-    def target(self) -> MigrationTarget:
-        if self._target is None:
+    def target(self, service_id: str | None = None) -> MigrationTarget:
+        name = service_id or self.service_id
+        if name is None:
+            command = click.get_current_context().info_name
+            raise click.UsageError(
+                f"--all works with upgrade and current; name a SERVICE for {command}"
+            )
+        if name not in self._targets:
             from srcore.config import ConfigError
 
             loader = self.loader or _default_loader()
             try:
-                self._target = loader(self.service_id, self.config_path)
+                self._targets[name] = loader(name, self.config_path)
             except (ConfigError, ValueError, FileNotFoundError) as exc:
                 raise click.ClickException(str(exc)) from exc
-        return self._target
+        return self._targets[name]
+
+    def all_services(self) -> list[str]:
+        """The services ``--all`` means, checked to be installed before any is touched."""
+        if self.services is not None:
+            return list(self.services)
+        from srcore.config import ConfigError, find_config_path, load_config
+        from srcore.manifest import ENTRY_POINT_GROUP
+
+        try:
+            services = load_config(find_config_path(self.config_path)).services
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if self.loader is None:
+            from importlib import metadata
+
+            installed = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+            absent = [s for s in services if s not in installed]
+            if absent:
+                raise click.ClickException(
+                    f"not installed: {', '.join(absent)} (configured: {', '.join(services)}); "
+                    "nothing was migrated"
+                )
+        if not services:
+            raise click.ClickException("the config file has no service sections")
+        return services
 
 
 def _state() -> _State:
@@ -68,12 +107,57 @@ def _echo_current(target: MigrationTarget) -> None:
         click.echo(f"{lineage}: {rev or '(none)'} {state}".rstrip())
 
 
+_ALL = "srcore.migrate.all"
+
+
+class _MigrateGroup(click.Group):
+    """A group whose SERVICE argument ``--all`` replaces.
+
+    Click fills a group's arguments before it looks for the subcommand, so with ``--all``
+    the subcommand's name would be taken for SERVICE; the argument is left out of the
+    parse instead when ``--all`` comes before the subcommand.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = next((i for i, arg in enumerate(args) if arg in self.commands), len(args))
+        ctx.meta[_ALL] = "--all" in args[:first]
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        if ctx.meta.get(_ALL):
+            return [p for p in params if p.name != "service"]
+        return params
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if ctx.meta.get(_ALL) and args and args[0] not in self.commands:
+            raise click.UsageError(
+                f"--all takes the place of SERVICE: drop {args[0]!r} or --all", ctx
+            )
+        return super().resolve_command(ctx, args)
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return ["(SERVICE | --all)" if p == "SERVICE" else p for p in pieces]
+
+
 @click.group(
     "migrate",
+    cls=_MigrateGroup,
     epilog="Example:\n\n\b\n  srcore migrate todo upgrade\n"
-    "  srcore --config /etc/srcore/config.ini migrate todo current",
+    "  srcore --config /etc/srcore/config.ini migrate todo current\n"
+    "  srcore migrate --all upgrade",
 )
 @click.argument("service")
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Every service of the config file, in its order, instead of SERVICE "
+    "(upgrade and current).",
+)
 @click.option(
     "--config",
     "config_path",
@@ -82,30 +166,121 @@ def _echo_current(target: MigrationTarget) -> None:
     help="Config file (default: $SRCORE_CONFIG, ./config.ini, /etc/srcore/config.ini).",
 )
 @click.pass_context
-def migrate_command(ctx: click.Context, service: str, config_path: str | None) -> None:
+def migrate_command(
+    ctx: click.Context, config_path: str | None, every: bool, service: str | None = None
+) -> None:
     """Run the database migrations of SERVICE (the core's lineage, then the service's)."""
     parent = ctx.obj
     loader: TargetLoader | None = None
+    services: Sequence[str] | None = None
     if isinstance(parent, dict):
         loader = parent.get("target_loader")
+        services = parent.get("services")
         config_path = config_path or parent.get("config_path")
     root = ctx.find_root()
     if config_path is None and root is not ctx:
         config_path = root.params.get("config")
-    ctx.obj = _State(service, config_path, loader)
+    ctx.obj = _State(None if every else service, config_path, loader, services, every)
 
 
 @migrate_command.command(
     "upgrade",
     epilog="Example:\n\n\b\n  srcore migrate todo upgrade\n"
-    "  srcore migrate meta upgrade 0001_accounts",
+    "  srcore migrate meta upgrade 0001_accounts\n  srcore migrate --all upgrade",
 )
 @click.argument("revision", default="heads")
 def upgrade_command(revision: str) -> None:
-    """Upgrade the core lineage to its head, then the service to REVISION (default: heads)."""
-    target = _state().target()
+    """Upgrade the core lineage to its head, then the service to REVISION (default: heads).
+
+    With --all, every service of the config to its heads: one progress line per service,
+    then a one-line summary.
+    """
+    state = _state()
+    if state.every:
+        if revision != "heads":
+            raise click.UsageError("--all upgrades every service to its heads: no REVISION")
+        _upgrade_every(state)
+        return
+    target = state.target()
     _run(lambda: migrate.upgrade(target, revision))
     _echo_current(target)
+
+
+def _ancestors(revisions: str | None, parents: dict[str, tuple[str, ...]]) -> set[str]:
+    """*revisions* (comma-separated heads, as :func:`migrate.current` gives) and every
+    revision below them."""
+    seen: set[str] = set()
+    stack = [r for r in (revisions or "").split(",") if r]
+    while stack:
+        revision = stack.pop()
+        if revision not in seen:
+            seen.add(revision)
+            stack.extend(parents.get(revision, ()))
+    return seen
+
+
+def applied_between(
+    infos: Sequence[migrate.RevisionInfo],
+    before: dict[str, str | None],
+    after: dict[str, str | None],
+) -> int:
+    """How many scripts an upgrade from *before* to *after* ran, over every lineage.
+
+    Counted on the scripts' graph rather than by position, so branches and merges count
+    each script once.
+    """
+    count = 0
+    for lineage in after:
+        parents = {i.revision: i.down_revision for i in infos if i.lineage == lineage}
+        done = _ancestors(after[lineage], parents) - _ancestors(before.get(lineage), parents)
+        count += len(done)
+    return count
+
+
+def _upgrade_counting(target: MigrationTarget) -> int:
+    """Upgrade both lineages of *target* to their heads; how many scripts ran."""
+
+    def upgrade() -> int:
+        before = migrate.current(target)
+        migrate.upgrade(target)
+        return applied_between(migrate.history(target), before, migrate.current(target))
+
+    return cast(int, _run(upgrade))
+
+
+def _upgrade_every(state: _State) -> None:
+    """Upgrade each service in turn, saying which and how far, and stop at the first failure.
+
+    The line of a service is written in two halves around its migration, so a slow one
+    shows what it is waiting for.
+    """
+    services = state.all_services()
+    started = time.monotonic()
+    total = 0
+    for number, service in enumerate(services, 1):
+        click.echo(f"[{number}/{len(services)}] {service}: upgrading ... ", nl=False)
+        began = time.monotonic()
+        try:
+            count = _upgrade_counting(state.target(service))
+        except click.ClickException:
+            click.echo("failed")
+            click.echo(
+                f"migrated {number - 1} of {_plural(len(services), 'service')} "
+                f"({_plural(total, 'revision')} applied) in {time.monotonic() - started:.1f} s;"
+                f" {service} failed"
+            )
+            raise
+        total += count
+        what = _plural(count, "revision") if count else "up to date"
+        click.echo(f"done in {time.monotonic() - began:.1f} s ({what})")
+    click.echo(
+        f"migrated {_plural(len(services), 'service')} ({_plural(total, 'revision')} applied) "
+        f"in {time.monotonic() - started:.1f} s"
+    )
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 @migrate_command.command(
@@ -123,10 +298,19 @@ def downgrade_command(revision: str, core: bool) -> None:
     _echo_current(target)
 
 
-@migrate_command.command("current", epilog="Example:\n\n\b\n  srcore migrate todo current")
+@migrate_command.command(
+    "current",
+    epilog="Example:\n\n\b\n  srcore migrate todo current\n  srcore migrate --all current",
+)
 def current_command() -> None:
-    """Show the applied revision of each lineage."""
-    _echo_current(_state().target())
+    """Show the applied revision of each lineage (of every service with --all)."""
+    state = _state()
+    if not state.every:
+        _echo_current(state.target())
+        return
+    for service in state.all_services():
+        click.echo(f"[{service}]")
+        _echo_current(state.target(service))
 
 
 @migrate_command.command("history", epilog="Example:\n\n\b\n  srcore migrate todo history")

@@ -6,6 +6,7 @@ the confirmation mail in the demo's own output, open its link, and log in to tod
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -15,6 +16,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ import requests
 from srcore.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "scripts" / "demo.py"
 HAS_META = importlib.util.find_spec("meta") is not None
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
@@ -83,19 +87,28 @@ def _get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-@pytest.mark.slow
-def test_demo_serves_the_network(tmp_path: Path) -> None:
+@dataclass
+class Demo:
+    """A running demo: its process, its output so far, its first port and printed URLs."""
+
+    process: subprocess.Popen[str]
+    output: Output
+    first_port: int
+    urls: dict[str, str]
+
+
+@contextlib.contextmanager
+def running_demo(var: Path) -> Iterator[Demo]:
+    """``scripts/demo.py`` as ``make demo`` runs it, with its config and ports isolated.
+
+    Yields once the demo printed its guide; afterwards sends Ctrl-C (SIGINT) and checks
+    that it exits with status 0 and that nothing answers on its ports any more.
+    """
     # No PYTHONUNBUFFERED here on purpose: the demo must print line by line into a pipe.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "SRCORE_CONFIG")}
+    first = _port_block()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "demo.py"),
-            "--var",
-            str(tmp_path),
-            "--first-port",
-            str(first := _port_block()),
-        ],
+        [sys.executable, str(DEMO), "--var", str(var), "--first-port", str(first)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -105,11 +118,75 @@ def test_demo_serves_the_network(tmp_path: Path) -> None:
     try:
         output.wait_for(r"Ctrl-C stops everything", timeout=180)
         urls = dict(re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+)/$", output.text, re.M))
+        yield Demo(process, output, first, urls)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            output.close()
+    assert process.returncode == 0, output.text[-5000:]
+    assert "\nstopping" in output.text, output.text[-3000:]
+    for url in urls.values():
+        assert _refused(url), f"{url} still answers after the demo stopped"
+
+
+def _refused(url: str) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    assert port is not None
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+@pytest.mark.slow
+def test_demo_serves_the_network(tmp_path: Path) -> None:
+    with running_demo(tmp_path) as demo:
+        output, urls, first = demo.output, demo.urls, demo.first_port
         assert "todo" in urls, output.text
         printed = output.text
         config = (tmp_path / "config.ini").read_text()
         assert "secret-key" in config
         assert (tmp_path / "config.ini").stat().st_mode & 0o077 == 0
+
+        # Set-up in numbered steps, migrations one line per service, then one summary
+        # line before the guide.
+        steps = re.findall(r"^demo \[(\d)/5\] ", printed, re.M)
+        assert steps == ["1", "2", "3", "4", "5"], printed[:3000]
+        services = list(urls)  # in the config's order, as printed
+        for number, service in enumerate(services, 1):
+            assert re.search(
+                rf"^\[{number}/{len(services)}\] {service}: upgrading \.\.\. done in [0-9.]+ s "
+                r"\(\d+ revisions?\)$",
+                printed,
+                re.M,
+            ), printed[:3000]
+        count, names = len(services), re.escape(", ".join(services))
+        applied = re.search(
+            rf"^migrated {count} services \((\d+) revisions applied\) in [0-9.]+ s$", printed, re.M
+        )
+        assert applied and int(applied.group(1)) > count, printed[:3000]
+        summary = re.search(
+            rf"^demo ready in [0-9.]+ s: {count} services up \({names}\), {count} webhook "
+            rf"workers ready, {applied.group(1)} migrations applied, config \S+config\.ini$",
+            printed,
+            re.M,
+        )
+        assert summary, printed[-5000:]
+        assert printed.index(summary.group(0)) < printed.index("The network is up:")
+        for service in services:  # each worker reported its start-up before the summary
+            ready = printed.index(f"srcore worker: {service} ready in ")
+            assert printed.index(f"srcore worker {service}: [4/4] dispatcher: local") < ready
+            assert ready < printed.index(summary.group(0))
 
         status, page = _get(urls["todo"] + "/")
         assert status == 200
@@ -127,6 +204,7 @@ def test_demo_serves_the_network(tmp_path: Path) -> None:
         assert "Start here" in printed
         assert f"{meta}/register" in printed
         assert f"{todo}/" in printed.split("Start here", 1)[1]
+        assert f"{urls['paste']}/" in printed.split("Start here", 1)[1]
         assert "-m meta.admin make-admin NAME --config" in printed
         assert _get(meta + "/register")[0] == 200
 
@@ -146,10 +224,8 @@ def test_demo_serves_the_network(tmp_path: Path) -> None:
             timeout=10,
         )
         assert done.status_code == 200, done.text[:2000]
-        mail = output.wait_for(
-            r"^To: demo@example\.org$(?s:.*?)^(http://\S+/confirm/\S+)$", timeout=10
-        )
-        confirmed = browser.get(mail.group(1), timeout=10)
+        link = confirmation_link(output, "demo@example.org")
+        confirmed = browser.get(link, timeout=10)
         assert confirmed.status_code == 200
         assert "is confirmed" in confirmed.text
         # ... then todo's "Log in" (meta already knows the browser: no form).
@@ -159,15 +235,11 @@ def test_demo_serves_the_network(tmp_path: Path) -> None:
         assert "Your trackers" in logged_in.text
         # The webhook workers run beside the services and said what they serve.
         assert "Webhook workers: meta, paste, todo" in output.text
-        output.wait_for(r"worker.*todo", timeout=30)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
-        finally:
-            output.close()
-    assert process.returncode == 0, output.text[-5000:]
+
+
+def confirmation_link(output: Output, address: str, *, timeout: float = 10) -> str:
+    """The confirmation link of the mail to *address* the demo printed (smtp-host empty)."""
+    mail = output.wait_for(
+        rf"^To: {re.escape(address)}$(?s:.*?)^(http://\S+/confirm/\S+)$", timeout=timeout
+    )
+    return mail.group(1)

@@ -299,3 +299,37 @@ def test_cli_loader_errors_are_clean() -> None:
     assert result.exit_code == 1
     assert "no installed service is called 'zzz'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_all_upgrades_each_service_with_progress_and_a_summary(tmp_path: Path) -> None:
+    targets = {
+        name: target(name, f"sqlite:///{tmp_path / (name + '.db')}", metadata, tmp_path)
+        for name, metadata in (("a", service_a_metadata()), ("b", service_b_metadata()))
+    }
+    migrate.revision(targets["a"], "first", autogenerate=False)
+    migrate.revision(targets["a"], "second", autogenerate=False)
+    migrate.revision(targets["b"], "first", autogenerate=False)
+
+    def loader(service_id: str, config_path: str | None) -> MigrationTarget:
+        return targets[service_id]
+
+    def run() -> str:
+        obj = {"target_loader": loader, "services": ["b", "a"]}
+        result = CliRunner().invoke(migrate_command, ["--all", "upgrade"], obj=obj)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = run()
+    # The services in the order given, the core's three scripts in each database.
+    assert re.search(r"^\[1/2\] b: upgrading \.\.\. done in [0-9.]+ s \(4 revisions\)$", out, re.M)
+    assert re.search(r"^\[2/2\] a: upgrading \.\.\. done in [0-9.]+ s \(5 revisions\)$", out, re.M)
+    assert re.search(r"^migrated 2 services \(9 revisions applied\) in [0-9.]+ s$", out, re.M)
+    assert out.index("[1/2] b") < out.index("[2/2] a") < out.index("migrated 2 services")
+
+    migrate.revision(targets["b"], "third", autogenerate=False)
+    out = run()
+    assert re.search(r"^\[1/2\] b: .* \(1 revision\)$", out, re.M)
+    assert re.search(r"^\[2/2\] a: .* \(up to date\)$", out, re.M)
+    assert re.search(r"^migrated 2 services \(1 revision applied\) in ", out, re.M)
+    for t in targets.values():
+        assert migrate.current(t) == migrate.heads(t)
