@@ -25,10 +25,11 @@ from sqlalchemy import create_engine, inspect
 
 from srcore import migrate
 from srcore.app import migration_target
-from srcore.cli import _add_commands, _redact, cli
+from srcore.cli import _add_commands, cli
 from srcore.migrate import RevisionInfo
 from srcore.migrate_cli import applied_between
 from srcore.testing import free_port, write_config
+from srcore.worker_cli import _redact
 
 SERVICES = ("meta", "paste", "todo")
 #: The ``srcore`` command as a child process runs it.

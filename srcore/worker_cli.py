@@ -1,0 +1,221 @@
+"""``srcore worker SERVICE``: the local webhook worker, with its start-up checks.
+
+Start-up is the moment an operator watches: each step (config, database, migrations,
+dispatcher) is reported as it passes, and a database that cannot work ends it with one
+clear line instead of a failure on every cycle.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+__all__ = ["worker_command"]
+
+
+#: The steps ``srcore worker`` reports before it is ready.
+_WORKER_STEPS = 4
+
+
+def _step(service: str, number: int, text: str) -> None:
+    click.echo(f"srcore worker {service}: [{number}/{_WORKER_STEPS}] {text}")
+
+
+def _fail(service: str, text: str) -> NoReturn:
+    click.echo(f"srcore worker {service}: {text}", err=True)
+    sys.exit(1)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _redact(url: str) -> str:
+    """*url* with its password replaced, so a broker's credentials stay out of logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+#: Default ports of the broker schemes Celery speaks over TCP.
+_BROKER_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671, "pyamqp": 5672}
+
+
+def _broker_unreachable(url: str, *, timeout: float = 2.0) -> str | None:
+    """Why no TCP connection to the broker of *url* opens (None: it opened, or no TCP)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or _BROKER_PORTS.get(parts.scheme)
+    if port is None:
+        return None
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=timeout).close()
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _check_migrations(service: str, package: str, app: Any) -> str:
+    """Step 3 of the worker's start-up: the core lineage must be at its head.
+
+    The worker reads and writes only the core's webhook tables, so a core lineage behind
+    its head ends the start-up (every cycle would fail); a service lineage behind is
+    reported and tolerated. Returns the step's text.
+    """
+    from importlib import resources
+
+    from sqlalchemy import MetaData
+
+    from srcore import migrate
+
+    st = app.extensions["srcore"]
+    target = migrate.MigrationTarget(
+        service_id=service,
+        database_url=str(st.section["database-url"]),
+        metadata=st.metadata if st.metadata is not None else MetaData(),
+        versions_dir=Path(str(resources.files(package))) / "migrations" / "versions",
+    )
+    try:
+        wanted = migrate.heads(target)
+    except FileNotFoundError as exc:
+        return f"not checked ({exc})"
+    applied = migrate.current(target)
+    behind = [name for name, head in wanted.items() if applied.get(name) != head]
+    fix = f"run: srcore migrate {service} upgrade"
+    if migrate.CORE_LINEAGE in behind:
+        core = migrate.CORE_LINEAGE
+        _fail(
+            service,
+            f"the database is not migrated: {core} is at {applied.get(core) or 'no revision'}"
+            f", its head is {wanted[core]}; {fix}",
+        )
+    if behind:
+        return (
+            f"{service} is at {applied.get(service) or 'no revision'}, its head is "
+            f"{wanted[service]}: {fix}"
+        )
+    return f"at head ({', '.join(f'{name} {rev}' for name, rev in applied.items())})"
+
+
+@click.command("worker", epilog="Example: srcore worker todo --concurrency 4")
+@click.argument("service")
+@click.option(
+    "--once", is_flag=True, help="Run one cycle (fan out, deliver what is due), then exit."
+)
+@click.option(
+    "--concurrency", default=1, show_default=True, help="Worker threads (PostgreSQL only: >1)."
+)
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=None,
+    help="Seconds between polls when idle (default: [global] webhook-poll-interval, 1s).",
+)
+@click.pass_context
+def worker_command(
+    ctx: click.Context, service: str, once: bool, concurrency: int, poll_interval: float | None
+) -> None:
+    """Deliver one service's webhooks from its database until SIGTERM or SIGINT.
+
+    Start-up is reported step by step (config, database, migrations, dispatcher) and ends
+    with one "ready" line; a database that cannot be reached or lacks the core's webhook
+    tables ends it with status 1 instead of failing on every cycle.
+    """
+    import signal
+    import threading
+    import time
+
+    from srcore.config import ConfigError, find_config_path
+    from srcore.webhooks.dispatch import LocalDispatcher
+    from srcore.webhooks.worker import LocalWorker
+
+    started = time.monotonic()
+    from srcore.cli import _service_package
+
+    package = _service_package(service)
+    if concurrency < 1:
+        raise click.UsageError("--concurrency must be at least 1")
+    config_option = ctx.find_root().params.get("config")
+    try:
+        path = find_config_path(config_option)
+        module = __import__(package)
+        app = module.create_app(config=path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    st = app.extensions["srcore"]
+    _step(service, 1, f"config: {path}")
+    dialect = st.db.engine.dialect.name
+    if concurrency > 1 and dialect == "sqlite":
+        raise click.UsageError("SQLite supports one worker thread; use PostgreSQL for more")
+
+    shown_url = st.db.url.render_as_string(hide_password=True)
+    began = time.monotonic()
+    try:
+        st.db.check()
+    except Exception as exc:  # any driver's error: say which database, then stop
+        _fail(service, f"cannot connect to {shown_url}: {exc}")
+    _step(service, 2, f"database: {shown_url} (connected in {time.monotonic() - began:.2f} s)")
+    _step(service, 3, f"migrations: {_check_migrations(service, package, app)}")
+
+    dispatcher = st.webhook_dispatcher
+    if dispatcher is None or isinstance(dispatcher, LocalDispatcher):
+        mode = "local"
+        _step(service, 4, "dispatcher: local (no broker: this worker polls the database)")
+    else:
+        name = type(dispatcher).__name__
+        mode = name.removesuffix("Dispatcher").lower() or name
+        broker = str(st.config.global_.get("webhooks-broker"))
+        problem = _broker_unreachable(broker)
+        state = "reachable" if problem is None else f"NOT reachable ({problem})"
+        _step(
+            service,
+            4,
+            f"dispatcher: {mode}, broker {_redact(broker)} {state}; this worker polls the "
+            "database as well",
+        )
+
+    workers = [LocalWorker(app, poll_interval=poll_interval) for _ in range(concurrency)]
+    allowed = ", ".join(str(n) for n in workers[0].policy.allowed) or "none"
+    click.echo(
+        f"srcore worker: {service} ready in {time.monotonic() - started:.1f} s: {dialect}, "
+        f"{mode} dispatcher, {_plural(concurrency, 'thread')}, polling every "
+        f"{workers[0].poll_interval:g} s, private targets allowed: {allowed}"
+        + (", one cycle" if once else "")
+    )
+    if once:
+        handled = workers[0].run_once()
+        workers[0].close()
+        click.echo(f"handled {handled} row(s)")
+        return
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+        if isinstance(dispatcher, LocalDispatcher):
+            dispatcher.wakeup.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threads = [
+        threading.Thread(target=w.run, args=(stop,), name=f"webhooks-{i}", daemon=True)
+        for i, w in enumerate(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        for thread in threads:
+            thread.join(timeout=0.5)
+    for w in workers:
+        w.close()
+    st.db.dispose()
+    click.echo("srcore worker: stopped")
