@@ -358,6 +358,46 @@ def test_tasks_are_idempotent(service: tuple[Any, Path], receiver: harness.Recei
     assert sent == []
 
 
+def test_the_sweep_queues_due_retries_in_batches(
+    service: tuple[Any, Path], receiver: harness.Receiver
+) -> None:
+    """Due retries travel a batch per message, and a batch sent twice sends nothing twice."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from srcore.webhooks.celery import DELIVER_BATCH, CeleryOptions, make_celery
+    from srcore.webhooks.models import Delivery, DeliveryStatus
+
+    app, _config = service
+    ((_sid, secret),) = harness.subscribe(app, receiver.url)
+    st = app.extensions["srcore"]
+    options = CeleryOptions(batch=4, nudge_slots=0, queue_lease=timedelta(minutes=5))
+    tasks = make_celery(app, options=options).webhook_tasks
+    sent: list[tuple[str, list[Any]]] = []
+    tasks.enqueue = lambda task, args: sent.append((task, list(args)))
+    receiver.fail_rate, receiver.max_failures = 1.0, 1  # every first attempt fails
+    harness.emit_events(app, 10)
+    sent.clear()  # the emits' own nudges: run them by hand
+    while tasks.process(0):
+        pass
+    assert harness.delivery_states(app) == {"pending": 10}
+    with st.db.transaction() as session:  # the retries are due now
+        session.execute(update(Delivery).values(next_attempt_at=tasks.clock()))
+
+    assert tasks.sweep() == (0, 10)
+    assert [task for task, _ in sent] == [DELIVER_BATCH] * 3  # 4 + 4 + 2
+    batches = [args[0] for _, args in sent]
+    assert sorted(i for batch in batches for i in batch) == sorted(set().union(*batches))
+    assert tasks.sweep() == (0, 0)  # leased: not queued again
+    for batch in batches:
+        assert tasks.deliver_many(batch) == len(batch)
+        assert tasks.deliver_many(batch) == 0  # delivered: a second message does nothing
+    assert harness.delivery_states(app) == {DeliveryStatus.delivered.value: 10}
+    stats = harness.check_received(receiver, secret)
+    assert stats["numbers"] == set(range(10)) and stats["unverified"] == 0
+
+
 def test_dispatcher_queues_after_commit_only(
     service: tuple[Any, Path], redis_server: harness.RedisServer
 ) -> None:

@@ -18,13 +18,13 @@ PostgreSQL), fans each batch out with :func:`~srcore.webhooks.fanout.fan_out_bat
 delivers its deliveries right there with :func:`~srcore.webhooks.delivery.deliver_batch`,
 the function the local worker calls (requests on a small thread pool, recorded in one
 transaction), until no row waits. So a burst of commits costs a few messages, not one
-each. ``fan_out(outbox_id)`` (one row, its deliveries queued) and ``deliver(delivery_id)``
-(one attempt, through ``deliver_batch`` too) remain for the sweep's due deliveries and
-for messages queued by earlier versions. Retries are not Celery retries: ``deliver_one``
-writes the delivery's ``next_attempt_at`` and the periodic ``sweep`` task queues every
-due delivery and every outbox row still not fanned out once its message has had time to
-arrive. So a lost message, a dead broker or a killed worker only delays a delivery; tasks
-are acknowledged late, one message is reserved at a time, and a message that comes twice
+each. Retries are not Celery retries: ``deliver_batch`` writes each failed delivery's
+``next_attempt_at``, and the periodic ``sweep`` task queues the due ones, a
+``deliver_batch`` message per batch, and every outbox row still not fanned out once its
+message has had time to arrive. ``deliver(delivery_id)`` (one attempt) carries manual
+redeliveries; ``fan_out(outbox_id)`` remains for messages queued by earlier versions.
+So a lost message, a dead broker or a killed worker only delays a delivery; tasks are
+acknowledged late, one message is reserved at a time, and a message that comes twice
 finds its rows claimed, delivered or not yet due, and does nothing.
 
 Rows are claimed through ``claimed_until``: queuing a row leases it for
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DELIVER",
+    "DELIVER_BATCH",
     "FAN_OUT",
     "PROCESS",
     "PRUNE",
@@ -83,6 +84,7 @@ log = logging.getLogger("srcore.webhooks")
 FAN_OUT = "srcore.webhooks.fan_out"
 PROCESS = "srcore.webhooks.process"
 DELIVER = "srcore.webhooks.deliver"
+DELIVER_BATCH = "srcore.webhooks.deliver_batch"
 SWEEP = "srcore.webhooks.sweep"
 PRUNE = "srcore.webhooks.prune"
 
@@ -305,6 +307,27 @@ class WebhookTasks:
                 log.warning("could not queue %s(%d), left to the sweep: %s", task, row_id, exc)
                 break
             sent += 1
+        return sent
+
+    def _send_chunks(
+        self,
+        task: str,
+        ids: Sequence[int],
+        size: int,
+        args: Callable[[list[int]], list[Any]],
+    ) -> int:
+        """Queue *task* once per *size* ids; returns how many ids their messages cover."""
+        sent = 0
+        for start in range(0, len(ids), size):
+            chunk = list(ids[start : start + size])
+            try:
+                self.enqueue(task, args(chunk))
+            except Exception as exc:  # the rows stay leased; the sweep queues them again
+                log.warning(
+                    "could not queue %s for %d rows, left to the sweep: %s", task, len(chunk), exc
+                )
+                break
+            sent += len(chunk)
         return sent
 
     # -- fan-out -------------------------------------------------------------------------
@@ -581,6 +604,48 @@ class WebhookTasks:
                 trusted_http=self.trusted_http(),
             )
 
+    def deliver_many(self, delivery_ids: Sequence[int]) -> int:
+        """Make the due attempts of *delivery_ids* as one batch (the sweep's retries);
+        returns how many were made: the others were done, not due or in flight."""
+        from srcore.webhooks.delivery import deliver_batch
+
+        with self.app.app_context(), self._session() as session:
+            now = self.clock()
+            claimed = sorted(
+                session.scalars(
+                    update(Delivery)
+                    .where(
+                        Delivery.id.in_([int(i) for i in delivery_ids]),
+                        Delivery.status == DeliveryStatus.pending.value,
+                        Delivery.next_attempt_at <= now,
+                        or_(
+                            Delivery.claimed_until.is_(None),
+                            Delivery.claimed_until <= now + self.options.queue_lease,
+                        ),
+                    )
+                    .values(claimed_until=now + self.batch_lease(len(delivery_ids)))
+                    .returning(Delivery.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            session.commit()
+            if not claimed:
+                log.debug("deliveries %s: done, not due or in flight", list(delivery_ids))
+                return 0
+            sessions, trusted_sessions, executor = self.pool()
+            deliver_batch(
+                session,
+                claimed,
+                http=sessions,
+                trusted_http=trusted_sessions,
+                clock=self.clock,
+                policy=self.policy,
+                config=self.settings,
+                rng=self.rng,
+                executor=executor,
+            )
+        return len(claimed)
+
     # -- sweep ---------------------------------------------------------------------------
 
     def sweep(self) -> tuple[int, int]:
@@ -589,9 +654,10 @@ class WebhookTasks:
             now = self.clock()
             deliveries = self._claim_due(session, now)
             outbox = self._claim_outbox(session, now)
-        # One message per batch: each drains, taking the rest of the leased rows along.
-        sent_outbox = self._send(PROCESS, outbox[:: max(self.options.batch, 1)])
-        sent_deliveries = self._send(DELIVER, deliveries)
+        size = max(self.options.batch, 1)
+        # A message per batch of rows: a process task drains, taking the rest along.
+        sent_outbox = self._send_chunks(PROCESS, outbox, size, lambda chunk: [chunk[0]])
+        sent_deliveries = self._send_chunks(DELIVER_BATCH, deliveries, size, lambda c: [c])
         if sent_outbox or sent_deliveries:
             log.info(
                 "sweep queued %d outbox rows and %d due deliveries", sent_outbox, sent_deliveries
@@ -713,6 +779,9 @@ def make_celery(
         result = tasks.deliver(int(delivery_id))
         return bool(result is not None and result.delivered)
 
+    def deliver_many(delivery_ids: list[int]) -> int:
+        return tasks.deliver_many([int(i) for i in delivery_ids])
+
     def sweep() -> list[int]:
         return list(tasks.sweep())
 
@@ -723,6 +792,7 @@ def make_celery(
         (PROCESS, process),
         (FAN_OUT, fan_out),
         (DELIVER, deliver),
+        (DELIVER_BATCH, deliver_many),
         (SWEEP, sweep),
         (PRUNE, prune),
     )
