@@ -25,7 +25,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ __all__ = [
     "run_worker",
     "session_cookie",
     "write_config",
+    "write_network_config",
 ]
 
 #: The issuer of the tokens minted by :func:`mint_token`.
@@ -82,6 +83,36 @@ def write_config(
         f"{extra}",
         encoding="utf-8",
     )
+    return path
+
+
+def write_network_config(
+    path: Path, ports: Mapping[str, int], *, global_keys: Mapping[str, object] | None = None
+) -> Path:
+    """Write a development config for a network on 127.0.0.1 and return its path.
+
+    Each service of *ports* (``{"meta": 5000, "todo": 5001}``) gets its origin, an SQLite
+    database beside *path* and a fresh secret key; every service but meta also gets OAuth
+    client credentials, which meta reads from the same file. *global_keys* go into
+    ``[global]`` (SMTP settings, a broker, intervals). End-to-end tests start the services
+    on it with :func:`run_service` after migrating each one.
+    """
+    lines = ["[global]", "environment = development"]
+    lines += [f"{key} = {value}" for key, value in (global_keys or {}).items()]
+    for name, port in ports.items():
+        lines += [
+            "",
+            f"[{name}]",
+            f"origin = http://127.0.0.1:{port}",
+            f"database-url = sqlite:///{path.parent / (name + '.db')}",
+            f"secret-key = {secrets.token_urlsafe(40)}",
+        ]
+        if name != "meta":
+            lines += [
+                f"oauth-client-id = {name}",
+                f"oauth-client-secret = {secrets.token_urlsafe(40)}",
+            ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 

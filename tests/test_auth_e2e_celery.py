@@ -18,10 +18,10 @@ worker runs again.
 from __future__ import annotations
 
 import base64
+import configparser
 import contextlib
 import json
 import re
-import secrets
 import sqlite3
 import sys
 import time
@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import requests
 
-from srcore.testing import free_port, require_or_skip, run_service
+from srcore.testing import free_port, require_or_skip, run_service, write_network_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -127,7 +127,14 @@ class CeleryNetwork(Network):
     meta_db: Path
     broker: str
     worker: MetaCeleryWorker
+    #: OAuth client secrets by client id, for the client-credentials grant.
     secrets: dict[str, str]
+
+
+def _client_secret(config: Path, service: str) -> str:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(config, encoding="utf-8")
+    return parser[service]["oauth-client-secret"]
 
 
 @pytest.fixture(scope="module")
@@ -146,30 +153,18 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryNetwork]
         controller.start()
         stack.callback(controller.stop)
         ports = {"meta": free_port(), "todo": free_port()}
-        todo_secret = secrets.token_urlsafe(40)
-        config = tmp / "config.ini"
-        lines = [
-            "[global]",
-            "environment = development",
-            "smtp-host = 127.0.0.1",
-            f"smtp-port = {controller.port}",
-            "smtp-tls = none",
-            "smtp-from = meta@example.org",
-            f"revocation-pull-interval = {PULL_INTERVAL}",
-            f"webhooks-broker = {redis_server.url}",
-            "",
-        ]
-        for name, port in ports.items():
-            lines += [
-                f"[{name}]",
-                f"origin = http://127.0.0.1:{port}",
-                f"database-url = sqlite:///{tmp / (name + '.db')}",
-                f"secret-key = {secrets.token_urlsafe(40)}",
-            ]
-            if name == "todo":
-                lines += ["oauth-client-id = todo", f"oauth-client-secret = {todo_secret}"]
-            lines.append("")
-        config.write_text("\n".join(lines), encoding="utf-8")
+        config = write_network_config(
+            tmp / "config.ini",
+            ports,
+            global_keys={
+                "smtp-host": "127.0.0.1",
+                "smtp-port": controller.port,
+                "smtp-tls": "none",
+                "smtp-from": "meta@example.org",
+                "revocation-pull-interval": PULL_INTERVAL,
+                "webhooks-broker": redis_server.url,
+            },
+        )
         for service in ports:
             upgrade_all(migration_target(service, config))
 
@@ -187,7 +182,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryNetwork]
             meta_db=tmp / "meta.db",
             broker=redis_server.url,
             worker=worker,
-            secrets={"todo": todo_secret},
+            secrets={"todo": _client_secret(config, "todo")},
         )
 
 

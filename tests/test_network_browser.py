@@ -11,7 +11,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from srcore.testing import free_port, launch_chromium, run_service, run_worker
+from srcore.testing import (
+    free_port,
+    launch_chromium,
+    run_service,
+    run_worker,
+    write_network_config,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -76,32 +81,18 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
     ports = {"meta": free_port(), "todo": free_port()}
-    config = tmp / "config.ini"
-    lines = [
-        "[global]",
-        "site-name = srcore browser network",
-        "environment = development",
-        "smtp-host = 127.0.0.1",
-        f"smtp-port = {controller.port}",
-        "smtp-tls = none",
-        "smtp-from = meta@example.org",
-        "revocation-pull-interval = 1s",
-        "",
-    ]
-    for name, port in ports.items():
-        lines += [
-            f"[{name}]",
-            f"origin = http://127.0.0.1:{port}",
-            f"database-url = sqlite:///{tmp / (name + '.db')}",
-            f"secret-key = {secrets.token_urlsafe(40)}",
-        ]
-        if name == "todo":
-            lines += [
-                "oauth-client-id = todo",
-                f"oauth-client-secret = {secrets.token_urlsafe(40)}",
-            ]
-        lines.append("")
-    config.write_text("\n".join(lines), encoding="utf-8")
+    config = write_network_config(
+        tmp / "config.ini",
+        ports,
+        global_keys={
+            "site-name": "srcore browser network",
+            "smtp-host": "127.0.0.1",
+            "smtp-port": controller.port,
+            "smtp-tls": "none",
+            "smtp-from": "meta@example.org",
+            "revocation-pull-interval": "1s",
+        },
+    )
     for service in ports:
         upgrade_all(migration_target(service, config))
     try:

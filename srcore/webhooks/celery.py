@@ -468,7 +468,6 @@ class WebhookTasks:
 
     def _process_batch(self, first: int | None) -> tuple[int, bool]:
         """Claim and process one batch (row *first* and others); (attempted, claimed)."""
-        from srcore.webhooks.delivery import deliver_batch
         from srcore.webhooks.fanout import fan_out_batch
 
         st = self.app.extensions["srcore"]
@@ -490,29 +489,35 @@ class WebhookTasks:
                 claimed_until=now + self.batch_lease(batch),
             )
             self._remember(ids)
-            sessions, trusted_sessions, executor = self.pool()
             for start in range(0, len(new), batch):
                 leased = new[start : start + batch]
                 if start:  # the first batch was claimed by the fan-out
                     leased = self._lease_deliveries(
                         session, leased, self.clock(), self.batch_lease(len(leased))
                     )
-                if not leased:
-                    continue
-                deliver_batch(
-                    session,
-                    leased,
-                    http=sessions,
-                    trusted_http=trusted_sessions,
-                    clock=self.clock,
-                    policy=self.policy,
-                    config=self.settings,
-                    rng=self.rng,
-                    executor=executor,
-                )
-                attempted += len(leased)
+                attempted += self._deliver(session, leased)
         log.debug("outbox rows %s: %d deliveries attempted", ids, attempted)
         return attempted, True
+
+    def _deliver(self, session: Session, delivery_ids: list[int]) -> int:
+        """Attempt claimed *delivery_ids* on this process's pool; returns how many."""
+        from srcore.webhooks.delivery import deliver_batch
+
+        if not delivery_ids:
+            return 0
+        sessions, trusted_sessions, executor = self.pool()
+        deliver_batch(
+            session,
+            delivery_ids,
+            http=sessions,
+            trusted_http=trusted_sessions,
+            clock=self.clock,
+            policy=self.policy,
+            config=self.settings,
+            rng=self.rng,
+            executor=executor,
+        )
+        return len(delivery_ids)
 
     def _claim_batch(
         self, session: Session, first: int | None, now: datetime, batch: int
@@ -607,7 +612,6 @@ class WebhookTasks:
     def deliver_many(self, delivery_ids: Sequence[int]) -> int:
         """Make the due attempts of *delivery_ids* as one batch (the sweep's retries);
         returns how many were made: the others were done, not due or in flight."""
-        from srcore.webhooks.delivery import deliver_batch
 
         with self.app.app_context(), self._session() as session:
             now = self.clock()
@@ -632,19 +636,7 @@ class WebhookTasks:
             if not claimed:
                 log.debug("deliveries %s: done, not due or in flight", list(delivery_ids))
                 return 0
-            sessions, trusted_sessions, executor = self.pool()
-            deliver_batch(
-                session,
-                claimed,
-                http=sessions,
-                trusted_http=trusted_sessions,
-                clock=self.clock,
-                policy=self.policy,
-                config=self.settings,
-                rng=self.rng,
-                executor=executor,
-            )
-        return len(claimed)
+            return self._deliver(session, claimed)
 
     # -- sweep ---------------------------------------------------------------------------
 
