@@ -136,22 +136,15 @@ def create_token_for(
     The scopes are checked against the network's services as on the ``/security`` page;
     the token is shown here once, as there.
     """
-    from meta.oauth.pats import create_token
-    from meta.oauth.server import oauth_state
-    from srcore.auth.scopes import ScopeError, format_scopes, parse_scopes
+    from meta.oauth.pats import create_token, grantable_scope
     from srcore.db import session
 
     name = name.strip()
     if not name or len(name) > 128:
         raise click.ClickException("the token's name must have 1 to 128 characters")
     with _meta_app(config):
-        problem = oauth_state().catalog.check(scopes)
-        if problem is None:
-            try:
-                scope = format_scopes(parse_scopes(scopes))
-            except ScopeError as exc:
-                problem = str(exc)
-        if problem is not None:
+        scope, problem = grantable_scope(list(scopes))
+        if scope is None:
             raise click.ClickException(f"cannot grant {' '.join(scopes)}: {problem}")
         user = _find_user(session, username)
         if user.is_suspended:

@@ -25,7 +25,7 @@ from srcore.db import utcnow
 from srcore.errors import error_response
 from srcore.validation import Validation
 
-__all__ = ["create_token", "pats"]
+__all__ = ["create_token", "grantable_scope", "pats"]
 
 pats = Blueprint("oauth_security", __name__)
 
@@ -132,18 +132,25 @@ def _check_token_input(valid: Validation, *, api: bool) -> tuple[str, str, int] 
     if not raw_scopes:
         valid.error("Pick at least one scope.", "scopes")
         return None
-    problem = oauth_state().catalog.check(raw_scopes)
-    if problem is None:
-        try:
-            scope = format_scopes(parse_scopes(raw_scopes))
-        except ScopeError as exc:
-            problem = str(exc)
+    scope, problem = grantable_scope(raw_scopes)
     if problem is not None:
         valid.error(problem, "scopes")
         return None
     if not valid.ok or name is None:
         return None
     return name, scope, days
+
+
+def grantable_scope(raw_scopes: list[str]) -> tuple[str, None] | tuple[None, str]:
+    """The scope string a personal access token for *raw_scopes* carries, or why none:
+    each must name a scope some service of the network declares."""
+    problem = oauth_state().catalog.check(raw_scopes)
+    if problem is not None:
+        return None, problem
+    try:
+        return format_scopes(parse_scopes(raw_scopes)), None
+    except ScopeError as exc:
+        return None, str(exc)
 
 
 # -- pages ------------------------------------------------------------------------------------
