@@ -8,24 +8,16 @@ asks them to log in again. A screenshot of every step goes to artifacts/network/
 
 from __future__ import annotations
 
-import email
-import email.policy
-import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import test_auth_e2e_more
+from test_auth_e2e_more import Network
 
-from srcore.testing import (
-    free_port,
-    launch_chromium,
-    run_service,
-    run_worker,
-    write_network_config,
-)
+from srcore.testing import launch_chromium
 
 pytestmark = [
     pytest.mark.browser,
@@ -38,72 +30,9 @@ PASSWORD = "correct horse battery staple"
 STEP_MS = 15_000
 
 
-@dataclass
-class Sink:
-    """An SMTP server's handler that keeps every message it receives."""
-
-    messages: list[Any] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)
-        )
-        return "250 OK"
-
-    def wait_for_link(self, address: str, path: str, *, timeout: float = 10) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in reversed(self.messages):
-                if message["To"] == address:
-                    for url in re.findall(r"https?://\S+", message.get_content()):
-                        if path in url:
-                            return str(url)
-            time.sleep(0.05)
-        raise AssertionError(f"no mail to {address} with a {path} link within {timeout} s")
-
-
-@dataclass
-class Network:
-    meta: str
-    todo: str
-    sink: Sink
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    from aiosmtpd.controller import Controller
-
-    from srcore.app import migration_target
-    from srcore.migrate import upgrade_all
-
-    tmp = tmp_path_factory.mktemp("network-browser")
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    ports = {"meta": free_port(), "todo": free_port()}
-    config = write_network_config(
-        tmp / "config.ini",
-        ports,
-        global_keys={
-            "site-name": "srcore browser network",
-            "smtp-host": "127.0.0.1",
-            "smtp-port": controller.port,
-            "smtp-tls": "none",
-            "smtp-from": "meta@example.org",
-            "revocation-pull-interval": "1s",
-        },
-    )
-    for service in ports:
-        upgrade_all(migration_target(service, config))
-    try:
-        with (
-            run_service("meta", config, port=ports["meta"], timeout=60) as meta,
-            run_worker("meta", config, timeout=60),
-            run_service("todo", config, port=ports["todo"], timeout=60) as todo,
-        ):
-            yield Network(meta, todo, sink)
-    finally:
-        controller.stop()
+#: meta (and its webhook worker) and todo under gunicorn, with an SMTP sink: the same
+#: network as the end-to-end tests, started once for this module.
+network = test_auth_e2e_more.network
 
 
 @pytest.fixture(scope="module")
