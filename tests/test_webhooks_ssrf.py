@@ -33,6 +33,17 @@ REFUSED = {
     "::ffff:10.0.0.1": "private",
     "::ffff:169.254.169.254": "metadata",
     "fc00::1": "private",
+    # IPv4 carried inside IPv6: judged as the IPv4 address they carry.
+    "64:ff9b::7f00:1": "loopback",  # NAT64 (RFC 6052) of 127.0.0.1
+    "64:ff9b::a00:5": "private",
+    "64:ff9b::a9fe:a9fe": "metadata",
+    "2002:7f00:1::1": "loopback",  # 6to4 (RFC 3056) of 127.0.0.1
+    "2002:a00:5::": "private",
+    "2002:c0a8:101:1::1": "private",
+    "2002:a9fe:a9fe::": "metadata",
+    "::7f00:1": "loopback",  # IPv4-compatible (deprecated)
+    "::a00:5": "private",
+    "::ffff:0:7f00:1": "loopback",  # IPv4-translated (RFC 2765)
 }
 
 
@@ -43,7 +54,15 @@ def test_policy_refuses_internal_addresses(address: str, reason: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "address", ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"]
+    "address",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "2001:4860:4860::8888",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",  # NAT64 of a public address: how IPv6-only hosts reach IPv4
+        "2002:808:808::1",
+    ],
 )
 def test_policy_lets_public_addresses_through(address: str) -> None:
     assert AddressPolicy().refusal(address) is None

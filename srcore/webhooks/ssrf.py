@@ -2,7 +2,8 @@
 
 :class:`AddressPolicy` decides, as a pure function of an IP address, whether a delivery may
 talk to it: loopback, private, link-local, multicast, unspecified, reserved and other
-non-global addresses are refused (IPv4-mapped IPv6 addresses are judged as the IPv4
+non-global addresses are refused (IPv6 addresses that carry an IPv4 address to an IPv4
+host, IPv4-mapped, -translated and -compatible, NAT64 and 6to4, are judged as the IPv4
 address they carry), unless the address is inside a network the operator allowed with
 ``[global] allow-private-webhook-targets``.
 
@@ -78,10 +79,39 @@ def _classify(ip: IPAddress) -> str | None:
     return None
 
 
-def _unwrap(ip: IPAddress) -> IPAddress:
-    """The IPv4 address inside an IPv4-mapped (``::ffff:a.b.c.d``) IPv6 address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+#: NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+#: IPv4-translated addresses (RFC 2765, ``::ffff:0:a.b.c.d``).
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+#: IPv4-compatible addresses (``::a.b.c.d``, deprecated), apart from ``::`` and ``::1``.
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries towards an IPv4 host, if it carries one.
+
+    IPv4-mapped (``::ffff:a.b.c.d``), IPv4-translated, IPv4-compatible, NAT64
+    (``64:ff9b::/96``) and 6to4 (``2002::/16``) addresses all end up at an IPv4 host: a
+    gateway in the path translates, so ``64:ff9b::7f00:1`` can reach 127.0.0.1.
+    """
+    if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in NAT64_PREFIX or ip in _TRANSLATED:
+        return low
+    if ip in _COMPATIBLE and int(ip) > 1:
+        return low
+    return None
+
+
+def _unwrap(ip: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 address carries (see :func:`_embedded`), else *ip*."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded(ip)
+        if inner is not None:
+            return inner
     return ip
 
 
