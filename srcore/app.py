@@ -259,11 +259,12 @@ def create_app(
 
     app.extensions["srcore"].webhook_dispatcher = build_dispatcher(app)
 
-    from srcore import errors, lifecycle, rendering
+    from srcore import errors, headers, lifecycle, rendering
 
     rendering.init_app(app)
     errors.init_app(app)
     lifecycle.init_app(app)
+    headers.init_app(app)
     _register_static(app)
     _register_health(app)
     _register_context(app)

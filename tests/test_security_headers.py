@@ -1,0 +1,101 @@
+"""Every response of every service carries the security headers; HSTS only in production
+over https. The policy itself is a plain function of the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from srcore.testing import write_config
+
+
+def build(tmp_path: Path, *, environment: str = "development", origin: str = "") -> Any:
+    import sample_service
+
+    path = write_config(
+        tmp_path / "config.ini",
+        service_id="sample",
+        database_url=f"sqlite:///{tmp_path / 'sample.db'}",
+        **({"origin": origin} if origin else {}),
+    )
+    text = path.read_text().replace("environment = development", f"environment = {environment}")
+    path.write_text(text)
+    return sample_service.create_app(config=path)
+
+
+def _csp(response: Any) -> dict[str, str]:
+    header = response.headers["Content-Security-Policy"]
+    directives = (part.strip().split(None, 1) for part in header.split(";") if part.strip())
+    return {d[0]: (d[1] if len(d) > 1 else "") for d in directives}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/"),
+        ("GET", "/form"),
+        ("GET", "/no-such-page"),
+        ("GET", "/boom"),
+        ("GET", "/api/things"),
+        ("GET", "/api/boom"),
+        ("POST", "/form"),
+        ("GET", "/healthz"),
+        ("GET", "/static/srcore/x/srcore.css"),
+    ],
+)
+def test_every_response_carries_the_headers(tmp_path: Path, method: str, path: str) -> None:
+    app = build(tmp_path)
+    app.config["WTF_CSRF_ENABLED"] = True
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = app.test_client().open(path, method=method)
+    response.close()
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    csp = _csp(response)
+    assert csp["frame-ancestors"] == "'none'"
+    assert csp["default-src"] == "'self'"
+    assert csp["object-src"] == "'none'"
+    assert csp["base-uri"] == "'none'"
+    assert "'unsafe-inline'" not in response.headers["Content-Security-Policy"]
+    # Development over http: a browser must not be told to insist on https.
+    assert "Strict-Transport-Security" not in response.headers
+
+
+def test_hsts_in_production_over_https(tmp_path: Path) -> None:
+    app = build(tmp_path, environment="production", origin="https://sample.example.org")
+    response = app.test_client().get("/", base_url="https://sample.example.org")
+    hsts = response.headers["Strict-Transport-Security"]
+    assert hsts.startswith("max-age=") and int(hsts.split("=")[1].split(";")[0]) >= 31536000
+
+
+def test_no_hsts_in_production_over_plain_http(tmp_path: Path) -> None:
+    app = build(tmp_path, environment="production", origin="http://sample.example.org")
+    response = app.test_client().get("/", base_url="http://sample.example.org")
+    assert "Strict-Transport-Security" not in response.headers
+
+
+def test_a_view_can_set_its_own_policy(tmp_path: Path) -> None:
+    app = build(tmp_path)
+
+    @app.get("/own")
+    def own() -> Any:
+        return "x", 200, {"X-Frame-Options": "SAMEORIGIN"}
+
+    response = app.test_client().get("/own")
+    assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert "Content-Security-Policy" in response.headers
+
+
+def test_policy_is_a_plain_function() -> None:
+    from srcore.headers import security_headers
+
+    dev = security_headers(production=False, origin="https://a.example.org")
+    prod = security_headers(production=True, origin="https://a.example.org")
+    plain = security_headers(production=True, origin="http://a.example.org")
+    assert "Strict-Transport-Security" not in dev
+    assert "Strict-Transport-Security" in prod
+    assert "Strict-Transport-Security" not in plain
+    assert all("frame-ancestors 'none'" in h["Content-Security-Policy"] for h in (dev, prod))
