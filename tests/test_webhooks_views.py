@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from srcore.db import utcnow
 from srcore.testing import create_user, log_in_client
@@ -25,7 +25,7 @@ from srcore.webhooks.signing import SECRET_PREFIX
 from srcore.webhooks.ssrf import AddressPolicy
 from srcore.webhooks.subscriptions import read_events, secret_hint, target_problem
 
-SCOPES = "sample/things:RO"
+SCOPES = "sample/things:RW"
 HOOK = "https://hooks.example.org/sample"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -277,8 +277,8 @@ def test_a_token_without_this_services_scopes_is_a_403(client: Any, bearer: Any)
 def test_subscribing_needs_the_events_scope(app: Any, client: Any, bearer: Any) -> None:
     response = subscribe(client, bearer("sample/stuff:RW"))
     assert response.status_code == 403
-    assert "sample/things:RO" in errors(response)["events"]
-    assert 'scope="sample/things:RO"' in response.headers["WWW-Authenticate"]
+    assert "sample/things:RW" in errors(response)["events"]
+    assert 'scope="sample/things:RW"' in response.headers["WWW-Authenticate"]
     with app.extensions["srcore"].db.transaction() as session:
         assert session.scalar(select(Subscription.id)) is None
 
@@ -316,6 +316,35 @@ def test_a_client_credentials_token_owns_its_own_subscriptions(
     assert client.get(f"/api/webhooks/{sid}", headers=other).status_code == 404
     assert client.get(f"/api/webhooks/{sid}", headers=bearer()).status_code == 404
     assert client.get("/api/webhooks", headers=bearer()).get_json()["results"] == []
+
+
+def test_a_read_only_token_reads_but_does_not_manage_webhooks(
+    app: Any, client: Any, bearer: Any
+) -> None:
+    made = subscribe(client, bearer()).get_json()
+    sid, secret = made["id"], made["secret"]
+    delivery = make_delivery(app, sid)
+    read_only = bearer("sample/things:RO")
+    for path in ("/api/webhooks", f"/api/webhooks/{sid}", f"/api/webhooks/{sid}/deliveries"):
+        assert client.get(path, headers=read_only).status_code == 200, path
+    for method, path, body in [
+        ("POST", "/api/webhooks", {"url": HOOK, "events": ["thing:created"]}),
+        ("PATCH", f"/api/webhooks/{sid}", {"url": "https://elsewhere.example.org/"}),
+        ("PATCH", f"/api/webhooks/{sid}", {"enabled": False}),
+        ("POST", f"/api/webhooks/{sid}/rotate", {}),
+        ("POST", f"/api/webhooks/{sid}/deliveries/{delivery}/redeliver", {}),
+        ("DELETE", f"/api/webhooks/{sid}", None),
+    ]:
+        response = client.open(path, method=method, json=body, headers=read_only)
+        assert response.status_code == 403, (method, path, response.get_data(as_text=True))
+        assert "secret" not in (response.get_json() or {})
+        assert 'scope="sample/things:RW"' in response.headers["WWW-Authenticate"]
+    with app.extensions["srcore"].db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Subscription)) == 1
+        sub = session.get(Subscription, sid)
+        assert sub is not None and sub.enabled and sub.url == HOOK and sub.secret == secret
+        found = session.get(Delivery, delivery)
+        assert found is not None and found.status == "failed"
 
 
 # -- API: change, rotate, delete -----------------------------------------------------------
@@ -473,7 +502,7 @@ def test_create_through_the_form_shows_the_secret_once(app: Any, user_client: An
     with app.extensions["srcore"].db.transaction() as session:
         sub = session.scalars(select(Subscription)).one()
         secret, sid = sub.secret, sub.id
-        assert sub.scopes == SCOPES
+        assert sub.scopes == "sample/things:RO"  # what receiving needs
     assert secret in text
     detail = user_client.get(f"/webhooks/{sid}").get_data(as_text=True)
     assert secret not in detail

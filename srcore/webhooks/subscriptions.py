@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from srcore.auth.scopes import Scope, format_scopes
+from srcore.auth.scopes import Access, Scope, format_scopes
 from srcore.manifest import Manifest
 from srcore.validation import Invalid, Validation
 
@@ -76,12 +76,13 @@ class SubscriptionInput:
     enabled: bool | None = None
 
 
-def event_scope(manifest: Manifest, name: str) -> Scope:
-    """The scope needed to receive event *name* (which must be declared): read access."""
+def event_scope(manifest: Manifest, name: str, access: Access = "RO") -> Scope:
+    """The scope of event *name* (which must be declared) with *access*: ``RO`` receives
+    it, ``RW`` also manages (creates, changes, deletes) subscriptions to it."""
     event = manifest.event(name)
     if event is None:
         raise KeyError(name)
-    return Scope(manifest.id, event.scope, "RO")
+    return Scope(manifest.id, event.scope, access)
 
 
 def events_scopes(manifest: Manifest) -> frozenset[Scope]:
@@ -89,10 +90,13 @@ def events_scopes(manifest: Manifest) -> frozenset[Scope]:
     return frozenset(Scope(manifest.id, event.scope, "RO") for event in manifest.events)
 
 
-def missing_scopes(manifest: Manifest, events: Iterable[str], held: Iterable[Scope]) -> list[Scope]:
-    """The scopes *events* need that *held* does not satisfy, sorted, without repeats."""
+def missing_scopes(
+    manifest: Manifest, events: Iterable[str], held: Iterable[Scope], *, access: Access = "RO"
+) -> list[Scope]:
+    """The scopes *events* need with *access* that *held* does not satisfy, sorted, without
+    repeats."""
     granted = frozenset(held)
-    needed = {event_scope(manifest, name) for name in events}
+    needed = {event_scope(manifest, name, access) for name in events}
     return sorted(s for s in needed if not any(g.satisfies(s) for g in granted))
 
 

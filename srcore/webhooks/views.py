@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, lazyload
 
 from srcore.app import SrcoreState, state
-from srcore.auth.scopes import Scope, format_scopes
+from srcore.auth.scopes import Access, Scope, format_scopes
 from srcore.db import session as db_session
 from srcore.db import utcnow
 from srcore.errors import error_response
@@ -436,18 +436,22 @@ def _scope_refusal(missing: list[Scope]) -> Response:
     from srcore.auth.api import _challenge
 
     wanted = format_scopes(missing)
-    reason = f"Receiving these events needs the scope {wanted}, which this token does not hold."
+    doing = "Managing webhooks of" if any(s.access == "RW" for s in missing) else "Receiving"
+    reason = f"{doing} these events needs the scope {wanted}, which this token does not hold."
     response = _challenge(403, reason, error="insufficient_scope", scope=wanted)
     body = {"errors": [{"field": "events", "reason": reason}]}
     response.set_data(json.dumps(body) + "\n")
     return response
 
 
-def _require_scopes_for(sub: Subscription) -> Response | None:
-    """403 unless the token may receive every event of *sub* (to read its log, change it)."""
+def _require_scopes_for(sub: Subscription, *, manage: bool = False) -> Response | None:
+    """403 unless the token may receive every event of *sub* (to read its log) or, to
+    *manage* it (change, rotate, redeliver, delete), holds their scopes read-write: a
+    read-only token must not re-point a subscription or be handed its new secret."""
     st = state()
     known = [name for name in sorted(sub.event_names) if st.manifest.event(name) is not None]
-    missing = missing_scopes(st.manifest, known, _api_subscriber().scopes)
+    access: Access = "RW" if manage else "RO"
+    missing = missing_scopes(st.manifest, known, _api_subscriber().scopes, access=access)
     return _scope_refusal(missing) if missing else None
 
 
@@ -504,7 +508,7 @@ def api_create() -> Any:
     values = read_subscription(valid, raw_events, st.manifest) if valid.ok else None
     if values is None or not valid.ok:
         return valid.response()
-    missing = missing_scopes(st.manifest, values.events or (), subscriber.scopes)
+    missing = missing_scopes(st.manifest, values.events or (), subscriber.scopes, access="RW")
     if missing:
         return _scope_refusal(missing)
     made = create_subscription(db_session, st, subscriber, values, valid)
@@ -527,6 +531,9 @@ def api_update(subscription_id: int) -> Any:
     st = state()
     subscriber = _api_subscriber()
     sub = _find(db_session, subscriber, subscription_id)
+    refused = _require_scopes_for(sub, manage=True)
+    if refused is not None:
+        return refused
     valid, raw_events, given = _api_body()
     if not valid.ok:
         return valid.response()
@@ -537,7 +544,7 @@ def api_update(subscription_id: int) -> Any:
         return valid.response()
     events = values.events if values.events is not None else sorted(sub.event_names)
     known = [name for name in events if st.manifest.event(name) is not None]
-    missing = missing_scopes(st.manifest, known, subscriber.scopes)
+    missing = missing_scopes(st.manifest, known, subscriber.scopes, access="RW")
     if missing:
         return _scope_refusal(missing)
     if not update_subscription(db_session, st, subscriber, sub, values, valid):
@@ -549,6 +556,9 @@ def api_update(subscription_id: int) -> Any:
 @_token_required
 def api_delete(subscription_id: int) -> Any:
     sub = _find(db_session, _api_subscriber(), subscription_id)
+    refused = _require_scopes_for(sub, manage=True)
+    if refused is not None:
+        return refused
     db_session.delete(sub)
     db_session.commit()
     return "", 204
@@ -570,7 +580,7 @@ def _read_overlap(valid: Validation) -> timedelta | None:
 @_token_required
 def api_rotate(subscription_id: int) -> Any:
     sub = _find(db_session, _api_subscriber(), subscription_id)
-    refused = _require_scopes_for(sub)
+    refused = _require_scopes_for(sub, manage=True)
     if refused is not None:
         return refused
     valid = Validation(request)
@@ -606,7 +616,7 @@ def api_deliveries(subscription_id: int) -> Any:
 def api_redeliver(subscription_id: int, delivery_id: int) -> Any:
     st = state()
     sub = _find(db_session, _api_subscriber(), subscription_id)
-    refused = _require_scopes_for(sub)
+    refused = _require_scopes_for(sub, manage=True)
     if refused is not None:
         return refused
     if not sub.enabled:
