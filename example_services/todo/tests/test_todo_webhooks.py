@@ -143,7 +143,7 @@ def fan_out_all(app: Any) -> dict[int, list[str]]:
 def test_ticket_events_need_the_tickets_scope(app, client, auth):
     response = subscribe(client, auth("todo/trackers:RW"))
     assert response.status_code == 403
-    assert "todo/tickets:RO" in response.get_json()["errors"][0]["reason"]
+    assert "todo/tickets:RW" in response.get_json()["errors"][0]["reason"]
     ok = subscribe(client, auth("todo/trackers:RW"), events=["tracker:created"])
     assert ok.status_code == 201
 
