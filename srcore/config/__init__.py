@@ -37,6 +37,7 @@ from srcore.config.loader import DEFAULT_PATHS as DEFAULT_PATHS
 from srcore.config.loader import FILE_SUFFIX as FILE_SUFFIX
 from srcore.config.loader import MAX_VALUE_FILE_SIZE as MAX_VALUE_FILE_SIZE
 from srcore.config.loader import find_config_path, load_config
+from srcore.config.masking import mask_url, mask_urls
 from srcore.config.problems import ConfigError, Problem
 from srcore.config.sections import Config, Section
 
@@ -56,6 +57,8 @@ __all__ = [
     "format_duration",
     "format_value",
     "load_config",
+    "mask_url",
+    "mask_urls",
     "parse_duration",
     "parse_value",
 ]

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
+from srcore.config.masking import mask_url, mask_urls
+
 __all__ = [
     "ENV_PREFIX",
     "KEY_TYPES",
@@ -167,7 +169,11 @@ def parse_value(key: Key, text: str) -> object:
 
 
 def format_value(key: Key, value: object, *, redact: bool = True) -> str:
-    """Write *value* the way it would be written in the file; secrets are masked."""
+    """Write *value* the way it would be written in the file; secrets are masked.
+
+    Passwords inside URLs are masked too: a database or broker URL is not secret as a
+    whole (its user and host help whoever reads it), only its password is.
+    """
     if value is None:
         return ""
     if key.secret and redact:
@@ -177,8 +183,12 @@ def format_value(key: Key, value: object, *, redact: bool = True) -> str:
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, tuple):
-        return ", ".join(str(item) for item in value)
-    return str(value)
+        text = ", ".join(str(item) for item in value)
+    elif isinstance(value, str) and key.type == "url" and redact:
+        return mask_url(value)
+    else:
+        text = str(value)
+    return mask_urls(text) if redact else text
 
 
 def env_name(section: str, key: str) -> str:

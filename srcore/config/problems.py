@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from srcore.config.masking import mask_urls
+
 __all__ = ["ConfigError", "Problem"]
 
 
@@ -23,6 +25,11 @@ class Problem:
     key: str | None
     message: str
     severity: Literal["error", "warning"] = "error"
+
+    def __post_init__(self) -> None:
+        # Messages quote the values they refuse; a quoted URL must not carry its password
+        # to the terminal or a log.
+        object.__setattr__(self, "message", mask_urls(self.message))
 
     def __str__(self) -> str:
         where = self.file
