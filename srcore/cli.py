@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "write_private"]
 
 
 @click.group(
@@ -172,16 +172,45 @@ def init(
         raise click.UsageError(
             f"not installed: {', '.join(unknown)} (installed: {', '.join(installed) or 'none'})"
         )
-    if path.exists() and not force:
-        raise click.UsageError(f"{path} exists; pass --force to overwrite it")
+    exists = f"{path} exists; pass --force to overwrite it"
+    if (path.is_symlink() or path.exists()) and not force:
+        raise click.UsageError(exists)
     data = (data_dir or path.parent).resolve()
     data.mkdir(parents=True, exist_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        render_development_config(chosen, data_dir=data, first_port=first_port), encoding="utf-8"
-    )
-    path.chmod(0o600)
+    text = render_development_config(chosen, data_dir=data, first_port=first_port)
+    try:
+        write_private(path, text, replace=force)
+    except FileExistsError:
+        raise click.UsageError(exists) from None
     click.echo(f"wrote {path} for {', '.join(chosen)}")
+
+
+def _create_private(path: Path, text: str) -> None:
+    # O_EXCL: never through a file or symlink already there; 0600 from the first byte.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def write_private(path: Path, text: str, *, replace: bool = False) -> None:
+    """Write *text* to a new file *path* that only its owner can read, from its creation on.
+
+    Written and then chmod-ed, a file of secrets is readable by anyone in between. With
+    *replace*, an existing *path* is swapped for a new owner-only file (an existing
+    file's looser mode or a symlink is not reused); otherwise it raises FileExistsError.
+    """
+    if not replace:
+        _create_private(path, text)
+        return
+    import secrets
+
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    try:
+        _create_private(temporary, text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _add_commands() -> None:
