@@ -58,7 +58,9 @@ __all__ = [
     "RevocationPuller",
     "RevocationStore",
     "RevocationUnavailable",
+    "SeenMessages",
     "apply_event",
+    "make_seen_messages",
     "make_store",
     "parse_events",
 ]
@@ -767,6 +769,97 @@ def apply_event(link: Any, message: object) -> None:
         upsert_user(profile_values(data), create=False)
 
 
+# -- replays -----------------------------------------------------------------------------
+
+
+class SeenMessages(Protocol):
+    """The ids of meta's messages already applied, remembered while a replay would verify.
+
+    A signed message stays valid for its whole timestamp window: whoever recorded one (a
+    proxy's log, a reused connection) could send it again and roll a profile back to an
+    older copy. Each id is claimed before its message is applied and released if applying
+    fails, so meta's retry of a failed delivery still gets through.
+    """
+
+    def claim(self, message_id: str) -> bool:
+        """Remember *message_id*; False if it was already seen within the window."""
+        ...
+
+    def release(self, message_id: str) -> None:
+        """Forget *message_id* (its message could not be applied)."""
+        ...
+
+
+class MemorySeenMessages:
+    """The ids seen by this process (enough for one process; Redis shares them)."""
+
+    def __init__(self, window: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, message_id: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            if len(self._seen) > 1024:
+                self._seen = {k: v for k, v in self._seen.items() if v > now}
+            if self._seen.get(message_id, -math.inf) > now:
+                return False
+            self._seen[message_id] = now + self.window
+            return True
+
+    def release(self, message_id: str) -> None:
+        with self._lock:
+            self._seen.pop(message_id, None)
+
+
+class RedisSeenMessages:
+    """The ids seen by every process of the service: ``SET NX`` with the window as TTL."""
+
+    def __init__(self, client: redis.Redis, service_id: str, window: float) -> None:
+        self._redis = client
+        self._prefix = f"srcore:{service_id}:events-seen:"
+        self._ttl = max(1, math.ceil(window))
+
+    def claim(self, message_id: str) -> bool:
+        import redis
+
+        try:
+            return bool(self._redis.set(self._prefix + message_id, 1, nx=True, ex=self._ttl))
+        except redis.RedisError as exc:
+            raise RevocationUnavailable(f"cannot record meta's message in Redis: {exc}") from exc
+
+    def release(self, message_id: str) -> None:
+        import redis
+
+        try:
+            self._redis.delete(self._prefix + message_id)
+        except redis.RedisError as exc:
+            log.warning("cannot forget meta's message %s in Redis: %s", message_id, exc)
+
+
+def make_seen_messages(redis_url: str | None, service_id: str) -> SeenMessages:
+    """Redis-backed when *redis_url* is set (connected on first use), else in-process.
+
+    Ids are kept for twice the signature tolerance: a timestamp is accepted up to that
+    far either side of now, so no replay of a forgotten id can verify any more.
+    """
+    from srcore.webhooks.signing import DEFAULT_TOLERANCE
+
+    window = 2 * DEFAULT_TOLERANCE.total_seconds() + 60
+    if not redis_url:
+        return MemorySeenMessages(window)
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    return RedisSeenMessages(client, service_id, window)
+
+
+#: Where an app keeps its :class:`SeenMessages`.
+_SEEN_KEY = "srcore.events_seen"
+
+
 def receive_events() -> Any:
     """``POST /_srcore/events``: apply what meta's webhook worker delivered.
 
@@ -774,7 +867,8 @@ def receive_events() -> Any:
     from this service's OAuth client secret (:func:`srcore.webhooks.derive_secret`):
     401 when the signature, its headers or its timestamp do not check out, 400 for a body
     that is not an event, 503 when the revocation list cannot be written (meta retries),
-    204 once applied.
+    204 once applied, and 204 without applying it again for a message id already applied
+    (a replay, or meta retrying a delivery whose answer it did not get).
     """
     from flask import current_app, request
 
@@ -794,18 +888,34 @@ def receive_events() -> Any:
         if str(exc) == "the body is not JSON":
             return _error(400, "The body must be a JSON webhook message.")
         return _error(401, f"The event's signature does not check out: {exc}.", unauthorized)
+    seen: SeenMessages = current_app.extensions[_SEEN_KEY]
+    message_id = str(request.headers.get("webhook-id", ""))
+    try:
+        if not seen.claim(message_id):
+            return "", 204
+    except RevocationUnavailable as exc:
+        return _error(503, str(exc))
     try:
         apply_event(link, message)
     except RevocationUnavailable as exc:
+        seen.release(message_id)
         return _error(503, str(exc))
     except ValueError as exc:
+        seen.release(message_id)
         return _error(400, f"Bad event: {exc}")
+    except BaseException:
+        seen.release(message_id)
+        raise
     return "", 204
 
 
 def init_app(app: Any) -> None:
     """Add the receiver of meta's events to *app* and start the pull on its first request."""
-    link = app.extensions["srcore"].identity
+    st = app.extensions["srcore"]
+    link = st.identity
+    app.extensions[_SEEN_KEY] = make_seen_messages(
+        str(st.config.global_.get("redis-url") or "") or None, st.service_id
+    )
     app.add_url_rule(
         EVENTS_PATH,
         endpoint="srcore_meta_events",
