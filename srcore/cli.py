@@ -94,6 +94,9 @@ def serve(
         f"srcore-{service}",
         # Several services run on one host: they must not share gunicorn's control socket.
         "--no-control-socket",
+        # Its access log (off unless turned on) leaves reset tokens and OAuth codes out.
+        "--logger-class",
+        "srcore.gunicorn_logging.AccessLogger",
         f"{package}:create_app()",
     ]
     os.execv(sys.executable, argv)  # noqa: S606 - argv is built here, not from input

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
 
+from srcore.redact import ENVIRON_KEY, redact_target
+
 if TYPE_CHECKING:
     from srcore.app import SrcoreState
 
@@ -63,12 +65,18 @@ def init_app(app: Flask) -> None:
         metrics = st.metrics
         if metrics is not None:
             metrics.observe(request, response, elapsed)
+        # Tokens in paths and codes in queries never reach a log line, ours or the
+        # server's (srcore.gunicorn_logging reads the target left in the environ).
+        target = redact_target(
+            request.path, request.query_string.decode("latin-1"), request.view_args
+        )
+        request.environ[ENVIRON_KEY] = target
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 '%s "%s %s" %d %.1fms rid=%s',
                 st.service_id,
                 request.method,
-                request.full_path.rstrip("?"),
+                target,
                 response.status_code,
                 elapsed * 1000,
                 rid,
