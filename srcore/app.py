@@ -22,6 +22,7 @@ from flask.json.provider import DefaultJSONProvider
 from jinja2 import ChoiceLoader, FileSystemLoader
 
 from srcore.config import Config, ConfigError, Section, load_config
+from srcore.hygiene import SrcoreRequest, SrcoreResponse
 from srcore.manifest import Manifest, load_manifest
 from srcore.resources import resource_dir
 
@@ -135,9 +136,15 @@ class SrcoreJSONProvider(DefaultJSONProvider):
 
 
 class SrcoreApp(Flask):
-    """A Flask app that knows which srcore service it is."""
+    """A Flask app that knows which srcore service it is.
+
+    Its requests see HEAD as GET and read their body strictly; its responses encode any
+    text (see :mod:`srcore.hygiene`).
+    """
 
     json_provider_class = SrcoreJSONProvider
+    request_class = SrcoreRequest
+    response_class = SrcoreResponse
 
     @property
     def srcore(self) -> SrcoreState:
@@ -223,6 +230,10 @@ def create_app(
     section = _section(cfg, service_id)
 
     app = SrcoreApp(import_name, **flask_options)
+    from srcore import routing
+
+    # Before any route is added: every service's routes may use <id:...>.
+    routing.init_app(app.url_map)
     _configure_flask(app, cfg, section, service_id)
     _configure_templates(app)
 

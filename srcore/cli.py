@@ -80,6 +80,8 @@ def serve(
         module = __import__(package)
         module.create_app(config=path).run(host=host, port=int(port), debug=True)
         return
+    from srcore.serving import gunicorn_options
+
     argv = [
         sys.executable,
         "-m",
@@ -94,6 +96,7 @@ def serve(
         f"srcore-{service}",
         # Several services run on one host: they must not share gunicorn's control socket.
         "--no-control-socket",
+        *gunicorn_options(),
         # Its access log (off unless turned on) leaves reset tokens and OAuth codes out.
         "--logger-class",
         "srcore.gunicorn_logging.AccessLogger",

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy import (
     URL,
     DateTime,
@@ -31,15 +31,25 @@ from sqlalchemy import (
     make_url,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    ORMExecuteState,
+    Session,
+    UOWTransaction,
+    mapped_column,
+    sessionmaker,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from werkzeug.local import LocalProxy
 
 __all__ = [
     "NAMING_CONVENTION",
+    "SAFE_METHODS",
     "TYPE_ANNOTATION_MAP",
     "Database",
+    "SafeMethodWrite",
     "TimestampMixin",
     "UTCDateTime",
     "UserMixin",
@@ -50,6 +60,7 @@ __all__ = [
     "normalize_url",
     "session",
     "utcnow",
+    "writes_on_safe_method",
 ]
 
 #: Constraint names that are the same on every backend, so migrations can name them.
@@ -65,6 +76,36 @@ NAMING_CONVENTION: dict[str, str] = {
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 _SESSION_KEY = "_srcore_db_session"
+
+#: Methods that must not change state (RFC 9110 9.2.1): a link, a prefetch or a crawler
+#: sends them without the user asking, and they carry no CSRF token and no rate limit.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: ``Session.info`` key marking the request-scoped session, the one that is guarded.
+_REQUEST_SESSION = "srcore_request_session"
+_DISPATCHING = "_srcore_dispatching"
+_WRITES_OK = "_srcore_writes_on_safe_method"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class SafeMethodWrite(RuntimeError):
+    """A view tried to write through the request session during GET, HEAD or OPTIONS.
+
+    It is a bug in the view, not bad input: tests see the exception, production a 500
+    with nothing written. A view that must write on GET by protocol (an OAuth redirect
+    back, a link in a mail) says so with :func:`writes_on_safe_method`.
+    """
+
+
+def writes_on_safe_method(reason: str) -> Callable[[_F], _F]:
+    """Let a view write on GET/HEAD/OPTIONS; *reason* says why the protocol needs it."""
+    if not reason:
+        raise ValueError("say why this view writes on a safe method")
+
+    def mark(view: _F) -> _F:
+        setattr(view, _WRITES_OK, reason)
+        return view
+
+    return mark
 
 
 def make_metadata() -> MetaData:
@@ -262,6 +303,8 @@ class Database:
                 pool_pre_ping=pool_pre_ping,
             )
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
+        event.listen(self.sessionmaker, "before_flush", _refuse_flush)
+        event.listen(self.sessionmaker, "do_orm_execute", _refuse_dml)
 
     def __repr__(self) -> str:
         return f"<Database {self.url.render_as_string(hide_password=True)}>"
@@ -286,6 +329,46 @@ class Database:
         self.engine.dispose()
 
 
+def _refuse(db_session: Session) -> None:
+    if not db_session.info.get(_REQUEST_SESSION):
+        return
+    method = _read_only_method()
+    if method is not None:
+        raise SafeMethodWrite(
+            f"a {method} request must not change state ({request.endpoint}); "
+            "use POST, or mark the view with srcore.db.writes_on_safe_method"
+        )
+
+
+def _refuse_flush(db_session: Session, _context: UOWTransaction, _instances: object) -> None:
+    if db_session.new or db_session.dirty or db_session.deleted:
+        _refuse(db_session)
+
+
+def _refuse_dml(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        _refuse(state.session)
+
+
+def _read_only_method() -> str | None:
+    """The safe method of the request being dispatched, unless its view may write anyway."""
+    if not has_request_context() or not g.get(_DISPATCHING):
+        return None  # a CLI command, a worker, or a test's request context
+    # The method the client sent: srcore's request class reports HEAD as GET.
+    method = str(request.environ.get("REQUEST_METHOD", "GET")).upper()
+    if method not in SAFE_METHODS:
+        return None
+    endpoint = request.endpoint
+    view = current_app.view_functions.get(endpoint) if endpoint else None
+    if view is not None and getattr(view, _WRITES_OK, None):
+        return None
+    return method
+
+
+def _mark_dispatching() -> None:
+    setattr(g, _DISPATCHING, True)
+
+
 def _current_database() -> Database:
     state = current_app.extensions.get("srcore")
     database = getattr(state, "db", None)
@@ -298,6 +381,7 @@ def _get_session() -> Session:
     db_session: Session | None = g.get(_SESSION_KEY)
     if db_session is None:
         db_session = _current_database().session()
+        db_session.info[_REQUEST_SESSION] = True
         setattr(g, _SESSION_KEY, db_session)
     return db_session
 
@@ -309,14 +393,19 @@ def _close_session(_exc: BaseException | None = None) -> None:
 
 
 def init_app(app: Flask, database: Database) -> None:
-    """Close the app context's session on teardown.
+    """Close the app context's session on teardown; refuse its writes on safe methods.
 
     ``database`` must be the one stored as ``app.extensions["srcore"].db``; it is what
     :data:`session` opens sessions from.
     """
     if _close_session not in app.teardown_appcontext_funcs:
         app.teardown_appcontext(_close_session)
+    # The guard applies from the first before-request hook on: a request being served.
+    funcs = app.before_request_funcs.setdefault(None, [])
+    if _mark_dispatching not in funcs:
+        funcs.insert(0, _mark_dispatching)
 
 
-#: The current app context's session: opened on first use, closed on teardown.
+#: The current app context's session: opened on first use, closed on teardown. During a
+#: GET, HEAD or OPTIONS request it refuses to write (:class:`SafeMethodWrite`).
 session: Session = cast(Session, LocalProxy(_get_session))

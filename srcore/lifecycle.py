@@ -1,4 +1,4 @@
-"""Per-request glue: request ids, CSRF checks, access logging and metrics timing.
+"""Per-request glue: request hygiene, request ids, CSRF checks, access logging and metrics.
 
 One before-request and one after-request function do all of it, because every hook Flask
 runs is paid on every request.
@@ -40,6 +40,7 @@ def init_app(app: Flask) -> None:
     from flask_wtf.csrf import CSRFProtect
 
     from srcore.app import API_PREFIX
+    from srcore.hygiene import check_request
 
     st: SrcoreState = app.extensions["srcore"]
     csrf: CSRFProtect = app.extensions["csrf"]
@@ -50,6 +51,8 @@ def init_app(app: Flask) -> None:
 
     def before() -> None:
         g.srcore_started = time.perf_counter()
+        # Limits and control characters first: nothing below should see such a request.
+        check_request(request)
         if (
             request.method in unsafe
             and not request.path.startswith(exempt)
@@ -75,7 +78,7 @@ def init_app(app: Flask) -> None:
             access_log.info(
                 '%s "%s %s" %d %.1fms rid=%s',
                 st.service_id,
-                request.method,
+                request.environ.get("REQUEST_METHOD", request.method),
                 target,
                 response.status_code,
                 elapsed * 1000,

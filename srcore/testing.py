@@ -224,6 +224,8 @@ def run_service(
     import tempfile
     import urllib.request
 
+    from srcore.serving import gunicorn_options
+
     env = dict(os.environ, SRCORE_CONFIG=str(config_path))
     # A file, not a pipe: nobody reads a pipe while the service runs, and once its buffer
     # is full (a few hundred access-log lines) the service would block on its next write.
@@ -236,6 +238,7 @@ def run_service(
             "--bind",
             f"127.0.0.1:{port}",
             "--no-control-socket",
+            *gunicorn_options(),
             "--workers",
             str(workers),
             "--graceful-timeout",

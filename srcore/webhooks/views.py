@@ -70,8 +70,8 @@ pages = Blueprint("srcore_webhooks", __name__, url_prefix="/webhooks")
 
 #: Subscriptions one subscriber may have on one service.
 MAX_SUBSCRIPTIONS = 100
-SUBSCRIPTION = "<int(min=1, max=2147483647):subscription_id>"
-DELIVERY = "<int(min=1, max=9223372036854775807):delivery_id>"
+SUBSCRIPTION = "<id:subscription_id>"
+DELIVERY = "<id(max=9223372036854775807):delivery_id>"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 50
 PER_PAGE = 25

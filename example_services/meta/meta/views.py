@@ -233,6 +233,7 @@ def register() -> Any:
 
 
 @accounts.route("/confirm/<token>")
+@srcore.writes_on_safe_method("the link in a confirmation mail is opened with GET")
 def confirm(token: str) -> Any:
     """Follow a link from a confirmation mail (a new account's, or a new address's)."""
     found = logic.find_token(db, token, (TokenPurpose.confirm, TokenPurpose.change_email))

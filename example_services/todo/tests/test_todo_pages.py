@@ -254,6 +254,6 @@ def test_unknown_and_malformed_addresses_are_404(client, tracker, ticket):
     assert client.get("/~alice/bugs/2").status_code == 404
     assert client.get("/~alice/bugs/0").status_code == 404
     assert client.get("/~alice/bugs/99999999999999999999").status_code == 404
-    assert client.get("/~alice/b%00gs").status_code == 404
-    assert client.get("/~al%00ice/bugs").status_code == 404
+    assert client.get("/~alice/b%00gs").status_code == 400  # NUL: refused before routing
+    assert client.get("/~al%00ice/bugs").status_code == 400
     assert client.get("/~alice/" + "b" * 300).status_code == 404

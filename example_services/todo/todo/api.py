@@ -28,7 +28,7 @@ __all__ = ["api", "comment_json", "ticket_json", "tracker_json", "user_json"]
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
-NUMBER = f"<int(min=1, max={logic.MAX_ROW_ID}):number>"
+NUMBER = "<id:number>"
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
 

@@ -30,7 +30,7 @@ __all__ = ["views"]
 views = Blueprint("todo", __name__)
 
 #: The ticket number segment: out-of-range numbers never match, so they are a plain 404.
-NUMBER = f"<int(min=1, max={logic.MAX_ROW_ID}):number>"
+NUMBER = "<id:number>"
 TRACKER = "/~<username>/<name>"
 
 _MAX_PAGE = 1_000_000

@@ -79,13 +79,13 @@ def _target(user_id: int) -> User:
     return user
 
 
-@admin.route("/users/<int:user_id>")
+@admin.route("/users/<id:user_id>")
 @admin_required
 def user(user_id: int) -> Any:
     return render_template("meta/admin/user.html", user=_target(user_id), valid=None)
 
 
-@admin.route("/users/<int:user_id>/suspend", methods=["POST"])
+@admin.route("/users/<id:user_id>/suspend", methods=["POST"])
 @admin_required
 def suspend(user_id: int) -> Any:
     me = _admin()
@@ -102,7 +102,7 @@ def suspend(user_id: int) -> Any:
     return redirect(url_for("admin.user", user_id=target.id))
 
 
-@admin.route("/users/<int:user_id>/unsuspend", methods=["POST"])
+@admin.route("/users/<id:user_id>/unsuspend", methods=["POST"])
 @admin_required
 def unsuspend(user_id: int) -> Response:
     target = _target(user_id)

@@ -286,7 +286,7 @@ def api_profile() -> Any:
     return jsonify(profile_of(user))
 
 
-@endpoints.route("/api/users/<int:user_id>")
+@endpoints.route("/api/users/<id:user_id>")
 @oauth("meta/profile:RO")
 def api_user(user_id: int) -> Any:
     token = current_token()

@@ -220,7 +220,7 @@ def create_token_page() -> Any:
     return _render(new_token=token)
 
 
-@pats.route("/security/tokens/<int:token_id>/revoke", methods=["POST"])
+@pats.route("/security/tokens/<id:token_id>/revoke", methods=["POST"])
 @login_required
 def revoke_token_page(token_id: int) -> Response:
     user = current_user._get_current_object()
@@ -300,7 +300,7 @@ def api_create_token() -> Any:
     return jsonify({**_token_json(row), "token": token}), 201
 
 
-@pats.route("/api/tokens/<int:token_id>", methods=["DELETE"])
+@pats.route("/api/tokens/<id:token_id>", methods=["DELETE"])
 @oauth("meta/tokens:RW")
 def api_revoke_token(token_id: int) -> Any:
     token = current_token()

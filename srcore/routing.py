@@ -1,0 +1,51 @@
+"""URL converters every service's routes use.
+
+A plain ``<int:...>`` accepts any number of digits: an id past the database column's
+range reaches the query and the driver raises (PostgreSQL ``integer`` stops at 2**31-1,
+SQLite at 2**63-1), which is a 500 for what is only an address that does not exist.
+``<id:...>`` matches row ids only, so anything else is a 404 before a view runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from werkzeug.routing import BaseConverter, Map, ValidationError
+
+__all__ = ["ID_MAX", "IdConverter", "init_app"]
+
+#: The largest id of a PostgreSQL ``integer`` primary key (the services' default).
+ID_MAX = 2**31 - 1
+#: The largest id of a ``bigint`` column: the ceiling of ``<id(max=...):...>``.
+BIGINT_MAX = 2**63 - 1
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>``: a row id, 1..:data:`ID_MAX` (or ``<id(max=N):name>``), as an int.
+
+    Leading zeros and signs do not match, so every id has exactly one URL.
+    """
+
+    regex = r"[1-9][0-9]{0,18}"
+    weight = 50
+    part_isolating = True
+
+    def __init__(self, map: Map, *, max: int = ID_MAX) -> None:
+        super().__init__(map)
+        if not 1 <= max <= BIGINT_MAX:
+            raise ValueError(f"an id converter's max must be within 1..{BIGINT_MAX}")
+        self.max = max
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > self.max:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
+
+
+def init_app(url_map: Map) -> None:
+    """Register ``<id:...>`` on *url_map*; the app factory calls it before any route."""
+    url_map.converters["id"] = IdConverter

@@ -1,0 +1,29 @@
+"""How srcore runs a service under gunicorn: the options every command line shares.
+
+srcore enforces its own limits on the request line and headers (:mod:`srcore.hygiene`)
+and answers with its standard error body, JSON under ``/api/``. gunicorn's limits are set
+above them, so a request past srcore's limit reaches the app instead of getting the
+server's own HTML page; gunicorn's remain as the outer bound.
+"""
+
+from __future__ import annotations
+
+from srcore.hygiene import MAX_HEADER_BYTES, MAX_HEADER_COUNT
+
+__all__ = ["GUNICORN_LIMITS", "gunicorn_options"]
+
+#: gunicorn's request limits: its ceiling for the request line, and twice srcore's own
+#: for the header fields (the request line also holds the method and the HTTP version).
+GUNICORN_LIMITS: dict[str, int] = {
+    "limit-request-line": 8190,
+    "limit-request-fields": 2 * MAX_HEADER_COUNT,
+    "limit-request-field_size": 2 * MAX_HEADER_BYTES,
+}
+
+
+def gunicorn_options() -> list[str]:
+    """The gunicorn command-line options for srcore's limits."""
+    options: list[str] = []
+    for name, value in GUNICORN_LIMITS.items():
+        options += [f"--{name}", str(value)]
+    return options
