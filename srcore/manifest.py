@@ -17,9 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import metadata, resources
-from typing import Any
+from typing import Any, Literal, get_args
 
 __all__ = [
+    "AUDIENCES",
+    "Audience",
     "Event",
     "Manifest",
     "ManifestError",
@@ -33,6 +35,11 @@ ENTRY_POINT_GROUP = "srcore.services"
 _SERVICE_ID = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 _SCOPE_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
+
+
+#: Who may receive an event (see :class:`Event`).
+Audience = Literal["owner", "readers", "public", "internal"]
+AUDIENCES: tuple[Audience, ...] = get_args(Audience)
 
 
 class ManifestError(ValueError):
@@ -49,11 +56,25 @@ class Scope:
 
 @dataclass(frozen=True)
 class Event:
-    """A webhook event a service emits and the scope a subscriber needs to receive it."""
+    """A webhook event a service emits, the scope a subscriber needs to receive it and
+    who may receive it at all (its *audience*), judged from what the event recorded when
+    it was emitted (its owner, its resource's visibility), never from today's rows:
+
+    ``owner`` (the default)
+        only subscriptions of the user who owns what the event is about;
+    ``readers``
+        the owner, and every subscriber when the resource was public (unlisted and
+        private resources stay the owner's);
+    ``public``
+        every subscriber holding the scope (only for events about public things);
+    ``internal``
+        the network's own first-party subscriptions only: users cannot subscribe to it.
+    """
 
     name: str
     scope: str
     description: str
+    audience: Audience = "owner"
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,11 @@ class Manifest:
             if scope.name == name:
                 return scope
         return None
+
+    @property
+    def user_events(self) -> tuple[Event, ...]:
+        """The events users and other services may subscribe to (not ``internal``)."""
+        return tuple(event for event in self.events if event.audience != "internal")
 
     def event(self, name: str) -> Event | None:
         """Return the declared event called *name*, or ``None``."""
@@ -198,9 +224,17 @@ def parse_manifest(data: Any, *, package: str, source: str = "service.yaml") -> 
             raise ManifestError(f"{where}: scope {scope_name!r} is not declared under scopes")
         if any(e.name == event_name for e in events):
             raise ManifestError(f"{where}: event {event_name!r} declared twice")
+        audience = _text(entry.get("audience", "owner"), f"{where}.audience")
+        if audience not in AUDIENCES:
+            raise ManifestError(
+                f"{where}: audience {audience!r} must be one of {', '.join(AUDIENCES)}"
+            )
         events.append(
             Event(
-                event_name, scope_name, _text(entry.get("description", ""), f"{where}.description")
+                event_name,
+                scope_name,
+                _text(entry.get("description", ""), f"{where}.description"),
+                audience,
             )
         )
 

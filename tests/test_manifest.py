@@ -57,6 +57,14 @@ def test_typed_defaults() -> None:
             },
             "thing:verb",
         ),
+        (
+            {
+                "id": "svc",
+                "scopes": [{"name": "a", "description": "x"}],
+                "events": [{"name": "a:b", "scope": "a", "audience": "everyone"}],
+            },
+            r"events\[0\]: audience 'everyone' must be one of owner, readers, public, internal",
+        ),
     ],
 )
 def test_errors_name_the_entry(data: Any, message: str) -> None:
@@ -67,3 +75,38 @@ def test_errors_name_the_entry(data: Any, message: str) -> None:
 def test_missing_package() -> None:
     with pytest.raises(ManifestError, match=r"cannot read service\.yaml"):
         load_manifest("no_such_package_here")
+
+
+def test_event_audience_defaults_to_the_owner() -> None:
+    manifest = parse_manifest(
+        {
+            "id": "svc",
+            "scopes": [{"name": "a", "description": "x"}],
+            "events": [
+                {"name": "a:created", "scope": "a"},
+                {"name": "a:shared", "scope": "a", "audience": "readers"},
+                {"name": "a:announced", "scope": "a", "audience": "public"},
+                {"name": "a:audited", "scope": "a", "audience": "internal"},
+            ],
+        },
+        package="svc",
+    )
+    audiences = {event.name: event.audience for event in manifest.events}
+    assert audiences == {
+        "a:created": "owner",
+        "a:shared": "readers",
+        "a:announced": "public",
+        "a:audited": "internal",
+    }
+    assert [event.name for event in manifest.user_events] == [
+        "a:created",
+        "a:shared",
+        "a:announced",
+    ]
+
+
+@pytest.mark.parametrize("package", ["meta", "todo", "paste"])
+def test_every_example_event_says_who_receives_it(package: str) -> None:
+    """The example services' events are about one user's things: none is public to all."""
+    for event in load_manifest(package).events:
+        assert event.audience in ("owner", "readers", "internal"), event.name

@@ -13,7 +13,7 @@ from srcore.db import TYPE_ANNOTATION_MAP, UserMixin, core_metadata, make_metada
 from srcore.migrate import CORE_LINEAGE, MigrationTarget
 from srcore.migrate_cli import migrate_command
 
-CORE_HEAD = "srcore_0003"
+CORE_HEAD = "srcore_0004"
 
 
 def service_a_metadata(*, extra: bool = False) -> MetaData:
@@ -163,11 +163,12 @@ def test_service_lineage_full_cycle(database_url: str, tmp_path: Path) -> None:
     assert [(h.lineage, h.revision, h.down_revision) for h in history] == [
         ("srcore", "srcore_0001", ()),
         ("srcore", "srcore_0002", ("srcore_0001",)),
-        ("srcore", CORE_HEAD, ("srcore_0002",)),
+        ("srcore", "srcore_0003", ("srcore_0002",)),
+        ("srcore", CORE_HEAD, ("srcore_0003",)),
         ("a", rev_a, ()),
     ]
-    assert history[3].message == "widgets and user themes"
-    assert [h.is_head for h in history] == [False, False, True, True]
+    assert history[4].message == "widgets and user themes"
+    assert [h.is_head for h in history] == [False, False, False, True, True]
 
     migrate.downgrade(t, "base")
     assert migrate.current(t) == {"srcore": CORE_HEAD, "a": None}
@@ -271,11 +272,12 @@ def test_cli(database_url: str, tmp_path: Path) -> None:
     lines = out.splitlines()
     assert lines[0].startswith("srcore: <base> -> srcore_0001")
     assert lines[1].startswith("srcore: srcore_0001 -> srcore_0002, ")
-    assert lines[2].startswith(f"srcore: srcore_0002 -> {CORE_HEAD} (head, current)")
-    assert "first cut" in lines[3]
-    assert "by hand" in lines[4]
-    assert lines[4].endswith("by hand")
-    assert "(head, current)" in lines[4]
+    assert lines[2].startswith("srcore: srcore_0002 -> srcore_0003, ")
+    assert lines[3].startswith(f"srcore: srcore_0003 -> {CORE_HEAD} (head, current)")
+    assert "first cut" in lines[4]
+    assert "by hand" in lines[5]
+    assert lines[5].endswith("by hand")
+    assert "(head, current)" in lines[5]
 
     run("a", "downgrade", "base")
     assert "a: (none)" in run("a", "current")
@@ -320,10 +322,10 @@ def test_cli_all_upgrades_each_service_with_progress_and_a_summary(tmp_path: Pat
         return result.output
 
     out = run()
-    # The services in the order given, the core's three scripts in each database.
-    assert re.search(r"^\[1/2\] b: upgrading \.\.\. done in [0-9.]+ s \(4 revisions\)$", out, re.M)
-    assert re.search(r"^\[2/2\] a: upgrading \.\.\. done in [0-9.]+ s \(5 revisions\)$", out, re.M)
-    assert re.search(r"^migrated 2 services \(9 revisions applied\) in [0-9.]+ s$", out, re.M)
+    # The services in the order given, the core's four scripts in each database.
+    assert re.search(r"^\[1/2\] b: upgrading \.\.\. done in [0-9.]+ s \(5 revisions\)$", out, re.M)
+    assert re.search(r"^\[2/2\] a: upgrading \.\.\. done in [0-9.]+ s \(6 revisions\)$", out, re.M)
+    assert re.search(r"^migrated 2 services \(11 revisions applied\) in [0-9.]+ s$", out, re.M)
     assert out.index("[1/2] b") < out.index("[2/2] a") < out.index("migrated 2 services")
 
     migrate.revision(targets["b"], "third", autogenerate=False)

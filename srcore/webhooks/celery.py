@@ -360,7 +360,6 @@ class WebhookTasks:
             new = fan_out(
                 session,
                 outbox_id,
-                can_receive=getattr(st, "webhook_filter", None),
                 manifest=st.manifest,
                 now=now,
             )
@@ -482,7 +481,6 @@ class WebhookTasks:
             new = fan_out_batch(
                 session,
                 ids,
-                can_receive=getattr(st, "webhook_filter", None),
                 manifest=st.manifest,
                 now=now,
                 claim_first=batch,

@@ -1,9 +1,12 @@
 """Fan-out: one outbox row becomes one delivery row per matching subscription.
 
 A subscription matches an event when it is enabled, lists the event, is not limited to
-another resource, held the scope the event is declared with when it subscribed, and the
-service's own ``can_receive`` hook (``create_app(webhook_filter=...)``) agrees, e.g. todo
-checking that the owner can still see the tracker.
+another resource, held the scope the event is declared with when it subscribed, belongs
+to the event's declared audience (:func:`audience_allows`: judged from the owner and the
+visibility the outbox row recorded when the event was emitted, never from today's rows,
+so a resource deleted or hidden since changes nothing about its earlier events), and its
+owner is not suspended at meta (:mod:`.accounts`). A direct caller may pass one more
+veto, *can_receive*.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sqlalchemy.orm import Session
 from srcore.auth.scopes import Scope, ScopeError, parse_scope, parse_scopes, satisfies
 from srcore.db import utcnow
 from srcore.webhooks.models import (
+    Account,
     Delivery,
     DeliveryStatus,
     OutboxRow,
@@ -26,9 +30,16 @@ from srcore.webhooks.models import (
 )
 
 if TYPE_CHECKING:
-    from srcore.manifest import Manifest
+    from srcore.manifest import Audience, Manifest
 
-__all__ = ["CanReceive", "fan_out", "fan_out_batch", "matches", "required_scope"]
+__all__ = [
+    "CanReceive",
+    "audience_allows",
+    "fan_out",
+    "fan_out_batch",
+    "matches",
+    "required_scope",
+]
 
 #: ``can_receive(subscription, outbox_row)``: the service's last word on a match.
 CanReceive = Callable[[Subscription, OutboxRow], bool]
@@ -42,9 +53,32 @@ def required_scope(manifest: Manifest, event: str) -> str:
     return f"{manifest.id}/{declared.scope}:RO"
 
 
-def matches(subscription: Subscription, outbox: OutboxRow, scope: str) -> bool:
-    """Whether *subscription* should receive *outbox*, apart from the service's hook."""
+def audience_allows(audience: Audience, subscription: Subscription, outbox: OutboxRow) -> bool:
+    """Whether *subscription* is in the *audience* of the event *outbox* recorded.
+
+    The operator's trusted first-party subscriptions receive every event they list;
+    ``internal`` events reach nobody else. ``owner`` events reach the subscriptions of the
+    user recorded as the owner, ``readers`` events those too and, when the resource was
+    recorded ``public``, every subscriber; ``public`` events every subscriber. A service
+    subscriber (no user) owns nothing, and an event recorded without an owner reaches no
+    owner: least data by default.
+    """
+    if subscription.trusted:
+        return True
+    if audience == "internal":
+        return False
+    if audience == "public" or (audience == "readers" and outbox.visibility == "public"):
+        return True
+    return subscription.owner_id is not None and subscription.owner_id == outbox.owner_id
+
+
+def matches(
+    subscription: Subscription, outbox: OutboxRow, scope: str, audience: Audience = "owner"
+) -> bool:
+    """Whether *subscription* should receive *outbox* (its owner's suspension apart)."""
     if not subscription.enabled or outbox.event not in subscription.event_names:
+        return False
+    if not audience_allows(audience, subscription, outbox):
         return False
     if subscription.resource is not None and subscription.resource != outbox.resource:
         return False
@@ -122,7 +156,15 @@ def fan_out_batch(
     d = _delivery_table
     conn = session.connection()
     rows = conn.execute(
-        select(o.c.id, o.c.event, o.c.resource, o.c.payload, o.c.created)
+        select(
+            o.c.id,
+            o.c.event,
+            o.c.resource,
+            o.c.owner_id,
+            o.c.visibility,
+            o.c.payload,
+            o.c.created,
+        )
         .where(o.c.id.in_(sorted(set(outbox_ids))), o.c.fanned_out_at.is_(None))
         .order_by(o.c.id)
     ).all()
@@ -131,12 +173,13 @@ def fan_out_batch(
         return []
     ids = [row.id for row in rows]
     scopes: dict[str, str | None] = {}
+    audiences: dict[str, Audience] = {}
     for row in rows:
         if row.event not in scopes:
-            try:
-                scopes[row.event] = required_scope(manifest, row.event)
-            except ValueError:
-                scopes[row.event] = None  # no longer declared: nobody receives it
+            declared = manifest.event(row.event)
+            # No longer declared: nobody receives it.
+            scopes[row.event] = required_scope(manifest, row.event) if declared else None
+            audiences[row.event] = declared.audience if declared else "internal"
     wanted = [row for row in rows if scopes[row.event] is not None]
     new: list[dict[str, Any]] = []
     if wanted:
@@ -149,12 +192,15 @@ def fan_out_batch(
         subscriptions = _candidates(
             session, (row.event for row in wanted), (row.resource for row in wanted)
         )
+        suspended = _suspended(session, subscriptions)
         held: dict[int, frozenset[Scope] | None] = {}
         for row in wanted:
             outbox = OutboxRow(
                 id=row.id,
                 event=row.event,
                 resource=row.resource,
+                owner_id=row.owner_id,
+                visibility=row.visibility,
                 payload=row.payload,
                 created=row.created,
             )
@@ -163,7 +209,9 @@ def fan_out_batch(
             for subscription in subscriptions:
                 if (row.id, subscription.id) in existing:
                     continue
-                if not _matches(subscription, outbox, scope, held):
+                if subscription.owner_id in suspended:
+                    continue
+                if not _matches(subscription, outbox, scope, audiences[row.event], held):
                     continue
                 if can_receive is not None and not can_receive(subscription, outbox):
                     continue
@@ -188,14 +236,28 @@ def fan_out_batch(
     return created
 
 
+def _suspended(session: Session, subscriptions: Sequence[Subscription]) -> frozenset[int]:
+    """The owners of *subscriptions* whom meta has suspended (or deleted)."""
+    owners = sorted({s.owner_id for s in subscriptions if s.owner_id is not None})
+    if not owners:
+        return frozenset()
+    found = session.scalars(
+        select(Account.user_id).where(Account.user_id.in_(owners), Account.suspended.is_(True))
+    )
+    return frozenset(found)
+
+
 def _matches(
     subscription: Subscription,
     outbox: OutboxRow,
     scope: str,
+    audience: Audience,
     held: dict[int, frozenset[Scope] | None],
 ) -> bool:
     """:func:`matches`, parsing each subscription's scopes once per batch."""
     if not subscription.enabled or outbox.event not in subscription.events.split():
+        return False
+    if not audience_allows(audience, subscription, outbox):
         return False
     if subscription.resource is not None and subscription.resource != outbox.resource:
         return False

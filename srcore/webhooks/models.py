@@ -28,6 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from srcore.db import TYPE_ANNOTATION_MAP, make_metadata, utcnow
 
 __all__ = [
+    "Account",
     "Attempt",
     "Delivery",
     "DeliveryStatus",
@@ -92,6 +93,10 @@ class Subscription(WebhookBase):
     trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: Since when every attempt has failed; None after a success.
     failing_since: Mapped[datetime | None]
+    #: When its owner last set it up or enabled it (None: when it was created). Revoking
+    #: everything an account issued before a moment (a password change or reset) disables
+    #: the subscriptions confirmed before that moment: see :mod:`.accounts`.
+    confirmed_at: Mapped[datetime | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)
     updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -123,12 +128,36 @@ class OutboxRow(WebhookBase):
     resource: Mapped[str | None] = mapped_column(String(256))
     #: The event's data, as JSON text.
     payload: Mapped[str] = mapped_column(Text)
+    #: The meta user id of who owned what the event is about, when it was emitted.
+    owner_id: Mapped[int | None] = mapped_column(Integer)
+    #: That resource's visibility when the event was emitted (``public`` reaches every
+    #: reader of a ``readers`` event; anything else only the owner).
+    visibility: Mapped[str | None] = mapped_column(String(16))
     created: Mapped[datetime] = mapped_column(default=utcnow)
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
     claimed_until: Mapped[datetime | None]
 
     def __repr__(self) -> str:
         return f"<OutboxRow {self.id} {self.event}>"
+
+
+class Account(WebhookBase):
+    """What this service heard from meta about an account that owns subscriptions.
+
+    Only suspensions for now: a suspended (or deleted) account's subscriptions receive
+    nothing until meta unsuspends it. *seq* is the revocation event that set the state, so
+    events that arrive out of order never undo a newer one.
+    """
+
+    __tablename__ = "srcore_webhook_account"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Account {self.user_id} suspended={self.suspended}>"
 
 
 class Delivery(WebhookBase):

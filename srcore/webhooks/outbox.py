@@ -46,6 +46,8 @@ def insert_event(
     data: Mapping[str, Any],
     *,
     resource: str | None = None,
+    owner_id: int | None = None,
+    visibility: str | None = None,
     now: datetime | None = None,
 ) -> int:
     """Insert one outbox row in *session*'s transaction and return its id (no checks)."""
@@ -54,6 +56,8 @@ def insert_event(
         .values(
             event=event,
             resource=resource,
+            owner_id=owner_id,
+            visibility=visibility,
             payload=dump_payload(data),
             created=now or utcnow(),
         )
@@ -97,28 +101,43 @@ def emit(
     data: Mapping[str, Any],
     *,
     resource: str | None = None,
+    owner_id: int | None = None,
+    visibility: str | None = None,
     session: Session | None = None,
 ) -> None:
     """Record *event* with *data* in the current transaction; deliver after it commits.
 
     The event must be declared in the current service's manifest (``ValueError`` if not).
     *resource* names what the event is about (``tracker:12``) for subscriptions limited to
-    one resource. *session* defaults to the request's :data:`srcore.db.session`.
+    one resource. *owner_id* is the user who owns that resource and *visibility* how
+    visible it is now (``public``, or anything else for "not to everyone"): they are
+    recorded with the event, and its declared audience is judged from them when it is
+    fanned out, however the resource changes meantime. An ``owner`` or ``readers`` event
+    needs *owner_id* (``ValueError`` if missing). *session* defaults to the request's
+    :data:`srcore.db.session`.
     """
     from srcore.app import state
 
     st = state()
-    if st.manifest.event(event) is None:
-        declared = ", ".join(e.name for e in st.manifest.events) or "none"
+    declared = st.manifest.event(event)
+    if declared is None:
+        names = ", ".join(e.name for e in st.manifest.events) or "none"
         raise ValueError(
             f"event {event!r} is not declared in {st.manifest.package}/service.yaml "
-            f"(declared: {declared})"
+            f"(declared: {names})"
+        )
+    if declared.audience in ("owner", "readers") and owner_id is None:
+        raise ValueError(
+            f"event {event!r} goes to its owner ({declared.audience!r} audience): "
+            "emit it with owner_id"
         )
     if session is None:
         from srcore.db import session as request_session
 
         session = request_session
-    outbox_id = insert_event(session, event, data, resource=resource)
+    outbox_id = insert_event(
+        session, event, data, resource=resource, owner_id=owner_id, visibility=visibility
+    )
     dispatcher = getattr(st, "webhook_dispatcher", None)
     if dispatcher is not None:
         _remember(session, outbox_id, dispatcher.nudge)

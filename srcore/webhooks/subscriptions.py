@@ -86,8 +86,9 @@ def event_scope(manifest: Manifest, name: str, access: Access = "RO") -> Scope:
 
 
 def events_scopes(manifest: Manifest) -> frozenset[Scope]:
-    """The scopes that receive every event of *manifest* (what a web user holds)."""
-    return frozenset(Scope(manifest.id, event.scope, "RO") for event in manifest.events)
+    """The scopes that receive every event of *manifest* users may subscribe to (what a
+    web user holds)."""
+    return frozenset(Scope(manifest.id, event.scope, "RO") for event in manifest.user_events)
 
 
 def missing_scopes(
@@ -106,7 +107,8 @@ def secret_hint(secret: str) -> str:
 
 
 def read_events(raw: object, manifest: Manifest, *, from_form: bool) -> tuple[str, ...]:
-    """Check a list of event names: every one declared by *manifest*, at least one.
+    """Check a list of event names: every one declared by *manifest* and open to
+    subscribers (not ``internal``), at least one.
 
     JSON sends a list of strings; a form sends the checked boxes (several values) or one
     string with names separated by spaces or commas. Returns them sorted, without repeats.
@@ -129,15 +131,25 @@ def read_events(raw: object, manifest: Manifest, *, from_form: bool) -> tuple[st
         raise Invalid("Too many event names.")
     names: set[str] = set()
     unknown: list[str] = []
+    internal: list[str] = []
     for item in items:
         if not isinstance(item, str):
             raise Invalid("Must be a list of event names.")
-        if manifest.event(item) is None:
+        event = manifest.event(item)
+        if event is None:
             unknown.append(item)
+        elif event.audience == "internal":
+            internal.append(item)
         names.add(item)
-    if unknown:
+    if internal and not unknown:
+        shown = ", ".join(repr(name) for name in sorted(set(internal)))
+        raise Invalid(
+            f"{shown} {'are' if len(set(internal)) > 1 else 'is'} internal to the network: "
+            "nobody can subscribe to it."
+        )
+    if unknown or internal:
         shown = ", ".join(repr(name[:64]) for name in unknown[:5])
-        declared = ", ".join(event.name for event in manifest.events) or "none"
+        declared = ", ".join(event.name for event in manifest.user_events) or "none"
         plural = "s" if len(unknown) > 1 else ""
         raise Invalid(f"Unknown event{plural} {shown}; {manifest.name} sends: {declared}.")
     return tuple(sorted(names))

@@ -85,8 +85,9 @@ OVERLAP_CHOICES = (
 
 
 def init_app(app: Flask) -> None:
-    """Add the subscription API and pages to *app* (when its service declares events)."""
-    if not state(app).manifest.events:
+    """Add the subscription API and pages to *app* (when its service declares events that
+    users may subscribe to: ``internal`` ones are for the operator's own subscriptions)."""
+    if not state(app).manifest.user_events:
         return
     app.register_blueprint(api)
     app.register_blueprint(pages)
@@ -274,6 +275,7 @@ def create_subscription(
         scopes=format_scopes(s for s in subscriber.scopes if s.service == st.service_id),
         secret=secret,
         enabled=True,
+        confirmed_at=utcnow(),
     )
     session.add(sub)
     session.commit()
@@ -307,6 +309,8 @@ def update_subscription(
         sub.scopes = format_scopes(s for s in subscriber.scopes if s.service == st.service_id)
     if values.enabled is not None:
         _set_enabled(sub, values.enabled)
+    # Its owner has seen it as it is now: see srcore.webhooks.accounts.
+    sub.confirmed_at = utcnow()
     session.commit()
     return True
 
@@ -318,6 +322,7 @@ def _set_enabled(sub: Subscription, enabled: bool) -> None:
     sub.disabled_reason = None if enabled else "Disabled by its owner."
     if enabled:
         sub.failing_since = None
+        sub.confirmed_at = utcnow()
 
 
 def rotate_secret(session: Session, sub: Subscription, overlap: timedelta) -> str:
@@ -651,7 +656,7 @@ def _event_choices(st: SrcoreState) -> list[dict[str, str]]:
             "description": event.description,
             "scope": str(event_scope(st.manifest, event.name)),
         }
-        for event in st.manifest.events
+        for event in st.manifest.user_events
     ]
 
 

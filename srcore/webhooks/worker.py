@@ -193,7 +193,6 @@ class LocalWorker:
                 new = fan_out_batch(
                     session,
                     outbox_ids,
-                    can_receive=st.webhook_filter,
                     manifest=st.manifest,
                     now=now,
                     claim_first=self.batch,

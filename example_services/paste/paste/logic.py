@@ -102,6 +102,10 @@ def create_paste(session: Session, valid: Validation, owner: User) -> Paste | No
         "paste:created",
         paste_json(paste, owner),
         resource=f"paste:{paste.short_id}",
+        # A public paste's event reaches every subscriber, an unlisted one's only its
+        # owner (audience: readers): its link is the secret that shares it.
+        owner_id=owner.id,
+        visibility=Visibility(paste.visibility).value,
         session=session,
     )
     session.commit()

@@ -3,13 +3,16 @@
 Every change writes its event with :func:`srcore.webhooks.emit` in the change's own
 transaction, so a rolled-back change emits nothing. The payload is the same JSON shape the
 API answers with, and the resource is ``tracker:<id>``, so a subscriber can follow one
-tracker. :func:`can_receive` is the ``webhook_filter`` todo hands to srcore: a subscription's
-owner receives an event only while they can still see the tracker it is about.
+tracker. Every event records the tracker's owner and visibility as they were at the
+change; their ``readers`` audience (service.yaml) then sends a public tracker's events to
+every subscriber and an unlisted or private tracker's to its owner only, whatever happens
+to the tracker before the worker fans them out. :func:`can_receive` is the
+``webhook_filter`` todo hands to srcore: it refuses subscriptions limited to a tracker
+their owner cannot see.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy.orm import Session, object_session
@@ -34,6 +37,11 @@ def resource_of(tracker: Tracker | int) -> str:
     return f"tracker:{ident}"
 
 
+def _recorded(tracker: Tracker) -> dict[str, Any]:
+    """Who owns *tracker* and who sees it now: recorded with each of its events."""
+    return {"owner_id": tracker.owner_id, "visibility": Visibility(tracker.visibility).value}
+
+
 def _flushed(session: Session) -> None:
     # Ids and timestamps are set by the flush; the payload reads them.
     session.flush()
@@ -43,7 +51,13 @@ def tracker_changed(session: Session, event: str, tracker: Tracker, owner: User)
     """Emit ``tracker:created``, ``tracker:updated`` or ``tracker:deleted`` (call before the
     delete is flushed, while the row can still be read)."""
     _flushed(session)
-    emit(event, tracker_json(tracker, owner), resource=resource_of(tracker), session=session)
+    emit(
+        event,
+        tracker_json(tracker, owner),
+        resource=resource_of(tracker),
+        **_recorded(tracker),
+        session=session,
+    )
 
 
 def ticket_changed(
@@ -55,6 +69,7 @@ def ticket_changed(
         event,
         ticket_json(ticket, tracker, owner, submitter),
         resource=resource_of(tracker),
+        **_recorded(tracker),
         session=session,
     )
 
@@ -68,6 +83,7 @@ def comment_created(
         "comment:created",
         comment_json(comment, ticket, author),
         resource=resource_of(tracker),
+        **_recorded(tracker),
         session=session,
     )
 
@@ -79,27 +95,13 @@ def _tracker_id(resource: str | None) -> int | None:
     return int(ident)
 
 
-def _deleted_was_visible(outbox: OutboxRow, viewer: User | None) -> bool:
-    """Whether *viewer* could see a tracker that is gone, judged by its last payload."""
-    try:
-        data: Any = json.loads(outbox.payload)
-    except ValueError:
-        return False
-    if not isinstance(data, dict):
-        return False
-    owner = data.get("owner")
-    owner_id = owner.get("id") if isinstance(owner, dict) else None
-    if data.get("visibility") in (Visibility.public.value, Visibility.unlisted.value):
-        return True
-    return viewer is not None and viewer.id == owner_id
-
-
 def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:
-    """Whether the owner of *subscription* may see the tracker *outbox* is about.
+    """Whether the owner of *subscription* may limit it to the tracker *outbox* names.
 
-    A user must still exist here, be unsuspended and see the tracker (a private tracker:
-    only its owner); a service subscriber (no user) sees what anonymous visitors see. A
-    tracker that is gone is judged by the last state its ``tracker:deleted`` event carries.
+    Asked when a subscription names a tracker: it must exist and its owner (a user who
+    exists here and is not suspended; a service subscriber sees what anonymous visitors
+    see) must see it. Emitted events are not judged here: their recorded owner and
+    visibility decide (see the module's docstring).
     """
     tracker_id = _tracker_id(outbox.resource)
     if tracker_id is None:
@@ -115,6 +117,4 @@ def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:
         if viewer is None or viewer.is_suspended:
             return False
     tracker = session.get(Tracker, tracker_id)
-    if tracker is None:
-        return outbox.event == "tracker:deleted" and _deleted_was_visible(outbox, viewer)
-    return tracker.visible_to(viewer)
+    return tracker is not None and tracker.visible_to(viewer)

@@ -205,8 +205,16 @@ class Network:
         session.commit()
         self._ensured_pid = os.getpid()
 
-    def emit(self, session: Session, event: str, data: Mapping[str, Any]) -> None:
-        """Write *event* to srcore's outbox in *session*'s transaction."""
+    def emit(
+        self,
+        session: Session,
+        event: str,
+        data: Mapping[str, Any],
+        *,
+        owner_id: int | None = None,
+    ) -> None:
+        """Write *event* to srcore's outbox in *session*'s transaction; *owner_id* is the
+        account it is about, for events whose audience is their owner."""
         from flask import current_app, has_app_context
 
         from srcore.webhooks import emit
@@ -214,7 +222,7 @@ class Network:
         self.ensure(session)
         app = self.app
         if app is None or (has_app_context() and current_app._get_current_object() is app):  # type: ignore[attr-defined]
-            emit(event, data, session=session)
+            emit(event, data, owner_id=owner_id, session=session)
             return
         with app.app_context():  # a hook called outside a request (scripts, tests)
-            emit(event, data, session=session)
+            emit(event, data, owner_id=owner_id, session=session)
