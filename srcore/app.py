@@ -27,8 +27,10 @@ from srcore.manifest import Manifest, load_manifest
 from srcore.resources import resource_dir
 
 if TYPE_CHECKING:
+    from flask import Request
     from sqlalchemy import MetaData
     from sqlalchemy.orm import Session
+    from werkzeug.routing import MapAdapter
 
     from srcore.auth.oauth_client import MetaLink
     from srcore.auth.tokens import TokenVerifier
@@ -151,6 +153,33 @@ class SrcoreApp(Flask):
         """This app's srcore state."""
         result: SrcoreState = self.extensions["srcore"]
         return result
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        """Build URLs against the configured ``origin``, never the request's Host.
+
+        Routing still matches any Host, but every absolute URL (``url_for(...,
+        _external=True)``, the redirect that adds a trailing slash) names the service's
+        own origin: a forged Host or X-Forwarded-Host header cannot plant another host in
+        a page, an API body, a webhook payload or a mail. With only an app context (a
+        worker, a command) URLs are built against the origin too.
+        """
+        from urllib.parse import urlsplit
+
+        st = self.extensions.get("srcore")
+        if st is None or self.config["SERVER_NAME"] is not None:
+            return super().create_url_adapter(request)
+        origin = urlsplit(str(st.section["origin"]))
+        if request is None:
+            return self.url_map.bind(
+                origin.netloc,
+                script_name=self.config["APPLICATION_ROOT"],
+                url_scheme=origin.scheme,
+            )
+        adapter = super().create_url_adapter(request)
+        if adapter is not None:
+            adapter.server_name = origin.netloc
+            adapter.url_scheme = origin.scheme
+        return adapter
 
 
 def state(app: Flask | None = None) -> SrcoreState:
