@@ -180,11 +180,25 @@ def create_user(app: Any, username: str = "alice", **fields: Any) -> Any:
     return user
 
 
+def _session_values(app: Any, user: Any) -> dict[str, Any]:
+    """What the app's login backend adds to a new session of *user* (a server-side
+    session id, for one), if it keeps sessions of its own."""
+    backend = app.extensions["srcore"].login
+    start = getattr(backend, "session_values", None)
+    if start is None:
+        return {}
+    with app.test_request_context(method="POST"):
+        values: dict[str, Any] = start(user.id)
+    return values
+
+
 def log_in_client(client: Any, user: Any) -> Any:
     """Log *user* in on a Flask test *client*, through the service's real session cookie."""
+    values = _session_values(client.application, user)
     with client.session_transaction() as session:
         session.clear()
         session["_uid"] = user.id
+        session.update(values)
         session.permanent = True
     return client
 
@@ -200,7 +214,7 @@ def session_cookie(app: Any, user: Any) -> tuple[str, str]:
     serializer = SecureCookieSessionInterface().get_signing_serializer(app)
     if serializer is None:
         raise RuntimeError("the app has no secret key")
-    value = serializer.dumps({"_uid": user.id, "_permanent": True})
+    value = serializer.dumps({"_uid": user.id, **_session_values(app, user), "_permanent": True})
     return app.config["SESSION_COOKIE_NAME"], str(value)
 
 

@@ -21,7 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from meta.models import EmailToken, TokenPurpose, User, next_user_id
+from meta.models import EmailToken, TokenPurpose, User, WebSession, next_user_id
 from srcore.db import UserType, utcnow
 
 __all__ = [
@@ -32,10 +32,14 @@ __all__ = [
     "check_username",
     "consume_token",
     "create_user",
+    "end_web_session",
+    "end_web_sessions",
     "find_login",
     "find_token",
     "issue_token",
     "normalize_email",
+    "start_web_session",
+    "web_session_valid",
 ]
 
 log = logging.getLogger("meta")
@@ -294,6 +298,8 @@ def confirm(session: Session, token: EmailToken) -> Confirmed | str:
             return "Another account uses this address now."
         user.email = token.email
         user.pending_email = None
+        # A reset link mailed to the old address must not outlive the change.
+        end_reset_links(session, user)
         user.email_confirmed_at = utcnow()
         if user.user_type == UserType.unconfirmed:
             user.user_type = UserType.active
@@ -302,15 +308,21 @@ def confirm(session: Session, token: EmailToken) -> Confirmed | str:
     return Confirmed(user=user, purpose=token.purpose, email=token.email)
 
 
-def set_password(session: Session, user: User, password_hash: str) -> None:
-    """Replace the password; every session and token issued before now stops working."""
-    user.password_hash = password_hash
-    user.sessions_valid_after = utcnow()
+def end_reset_links(session: Session, user: User) -> None:
+    """Make every unused password-reset link of *user* stop working."""
     session.execute(
         delete(EmailToken).where(
             EmailToken.user_id == user.id, EmailToken.purpose == TokenPurpose.reset
         )
     )
+
+
+def set_password(session: Session, user: User, password_hash: str) -> None:
+    """Replace the password; every session and token issued before now stops working."""
+    user.password_hash = password_hash
+    user.sessions_valid_after = utcnow()
+    end_reset_links(session, user)
+    end_web_sessions(session, user.id)
     session.flush()
     call_hook("on_password_change", user)
 
@@ -319,6 +331,7 @@ def suspend(session: Session, user: User, notice: str) -> None:
     user.user_type = UserType.suspended
     user.suspension_notice = notice
     user.sessions_valid_after = utcnow()
+    end_web_sessions(session, user.id)
     session.flush()
     call_hook("on_suspend", user)
 
@@ -333,5 +346,38 @@ def unsuspend(session: Session, user: User) -> None:
 def delete_user(session: Session, user: User) -> None:
     """Delete the account; its id is never handed out again."""
     call_hook("on_delete", user)
+    end_web_sessions(session, user.id)
     session.delete(user)
     session.flush()
+
+
+# -- web sessions ---------------------------------------------------------------------------
+
+
+def start_web_session(session: Session, user_id: int) -> str:
+    """Record a new logged-in browser of *user_id*; return the secret its cookie carries."""
+    secret = secrets.token_urlsafe(32)
+    session.add(WebSession(user_id=user_id, secret_hash=_digest(secret)))
+    session.flush()
+    return secret
+
+
+def web_session_valid(session: Session, user_id: int, secret: object) -> bool:
+    """Whether the cookie's *secret* names a session of *user_id* that was not ended."""
+    if not isinstance(secret, str) or not secret or len(secret) > 128:
+        return False
+    found = session.scalar(
+        select(WebSession.user_id).where(WebSession.secret_hash == _digest(secret))
+    )
+    return found == user_id
+
+
+def end_web_session(session: Session, secret: object) -> None:
+    """End the one session whose cookie carries *secret* (a logout)."""
+    if isinstance(secret, str) and secret:
+        session.execute(delete(WebSession).where(WebSession.secret_hash == _digest(secret)))
+
+
+def end_web_sessions(session: Session, user_id: int) -> None:
+    """End every session of *user_id* (password change, suspension, log out everywhere)."""
+    session.execute(delete(WebSession).where(WebSession.user_id == user_id))

@@ -7,14 +7,15 @@ that caused the mail (which a client chooses).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from flask import render_template, url_for
 
 import srcore
-from srcore.mail import MailError, mailer
+from srcore.mail import Mailer, MailError, mailer
 
-__all__ = ["SUBJECTS", "absolute_url", "send_mail"]
+__all__ = ["SUBJECTS", "Prepared", "absolute_url", "prepare_mail", "send_mail"]
 
 log = logging.getLogger("meta")
 
@@ -33,16 +34,40 @@ def absolute_url(endpoint: str, **values: Any) -> str:
     return origin + url_for(endpoint, **values)
 
 
-def send_mail(kind: str, to: str, **context: Any) -> bool:
-    """Render and send mail *kind* to *to*; return False (and log) if it could not be sent."""
+@dataclass(frozen=True)
+class Prepared:
+    """A rendered mail that can be sent later, outside the request (no app context)."""
+
+    kind: str
+    to: str
+    subject: str
+    text: str
+    mailer: Mailer
+
+    def send(self) -> bool:
+        """Send it; return False (and log) if it could not be sent."""
+        try:
+            self.mailer.send(self.to, self.subject, self.text)
+        except MailError as exc:
+            log.error("cannot send the %s mail to %s: %s", self.kind, self.to, exc)
+            return False
+        return True
+
+
+def prepare_mail(kind: str, to: str, **context: Any) -> Prepared:
+    """Render mail *kind* to *to* now, to send it with :meth:`Prepared.send`.
+
+    ``/forgot`` sends its mail once the response has gone (``call_on_close``): how long
+    the answer takes then says nothing about whether an account uses the address.
+    """
     st = srcore.state()
     site = str(st.config.global_["site-name"])
     text = render_template(
         f"meta/mail/{kind}.txt", site_name=site, absolute_url=absolute_url, **context
     )
-    try:
-        mailer().send(to, f"{SUBJECTS[kind]} · {site}", text)
-    except MailError as exc:
-        log.error("cannot send the %s mail to %s: %s", kind, to, exc)
-        return False
-    return True
+    return Prepared(kind, to, f"{SUBJECTS[kind]} · {site}", text, mailer())
+
+
+def send_mail(kind: str, to: str, **context: Any) -> bool:
+    """Render and send mail *kind* to *to*; return False (and log) if it could not be sent."""
+    return prepare_mail(kind, to, **context).send()

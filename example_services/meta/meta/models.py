@@ -38,6 +38,7 @@ __all__ = [
     "EmailToken",
     "TokenPurpose",
     "User",
+    "WebSession",
     "next_user_id",
 ]
 
@@ -122,3 +123,20 @@ class EmailToken(Base):
     created: Mapped[datetime] = mapped_column(default=utcnow)
     expires: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """One logged-in browser. The cookie carries the secret; only its hash is kept here.
+
+    The signed cookie alone proves nothing once its row is gone: logging out deletes the
+    row, so a copy of the cookie stops working too, and a password change, a suspension
+    or "log out everywhere" deletes every row of the account.
+    """
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    #: SHA-256 of the secret in the cookie, hex.
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,12 +2,16 @@
 
 Two layers:
 
-* :mod:`srcore.throttle` counts *failed logins* per account name and per client address,
+* :mod:`srcore.throttle` counts *failed password checks* (the login form, and the forms
+  that ask for the current password) per account and per client address,
   with growing delays and a lockout (``[meta] login-max-failures``, ``login-lockout``); the
   address limit is ``IP_FAILURE_FACTOR`` times looser, since many people can share one;
-* Flask-Limiter caps *every* POST to ``/login``, ``/register`` and ``/forgot`` per client
-  address (:data:`RATE_LIMITS`), whatever its outcome, so nobody can hammer the forms or
-  flood mailboxes.
+* Flask-Limiter caps *every* POST to ``/login``, ``/register``, ``/forgot`` and the forms
+  asking for the current password per client address (:data:`RATE_LIMITS`), whatever its
+  outcome, so nobody can hammer the forms or flood mailboxes.
+
+An account is counted under one key whether it is named by its username or its address
+(the views pass ``user:<id>``; a name no account has is counted as typed).
 
 Both use Redis when ``[global] redis-url`` is set, so every worker counts together, and
 process memory otherwise.
@@ -35,6 +39,7 @@ RATE_LIMITS = {
     "login": "20 per minute",
     "register": "10 per hour",
     "forgot": "5 per 15 minutes",
+    "current-password": "20 per minute",
 }
 
 
@@ -64,10 +69,10 @@ class LoginProtection:
         )
 
     @staticmethod
-    def _keys(login: str, address: str) -> tuple[list[ThrottleKey], list[ThrottleKey]]:
-        # The name exactly as typed (lower-cased), whether or not such an account exists:
-        # the answer must not depend on it.
-        return [("account", login.strip().lower()[:256])], [("ip", address)]
+    def _keys(account: str, address: str) -> tuple[list[ThrottleKey], list[ThrottleKey]]:
+        # *account* is the caller's key for the account (its id, or the name as typed when
+        # no account has it): counted the same way whether or not the account exists.
+        return [("account", account.strip().lower()[:300])], [("ip", address)]
 
     def check(self, login: str, address: str) -> Decision:
         account, ip = self._keys(login, address)

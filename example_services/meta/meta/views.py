@@ -29,7 +29,7 @@ from werkzeug.wrappers import Response
 
 import srcore
 from meta import logic, meta_state
-from meta.mails import send_mail
+from meta.mails import prepare_mail, send_mail
 from meta.models import TokenPurpose, User
 from srcore.auth.web import current_user, is_safe_next, log_in, log_out, login_required
 from srcore.db import UserType, utcnow
@@ -51,6 +51,8 @@ BIO_MAX = 4096
 FIELD_MAX = 256
 #: The session key holding when this browser logged in (epoch seconds).
 SESSION_STARTED = "_meta_at"
+#: The session key holding the secret of this browser's server-side session.
+SESSION_ID = "_meta_sid"
 
 
 class MetaLogin:
@@ -62,6 +64,13 @@ class MetaLogin:
 
     def logout_url(self) -> str | None:
         return None
+
+    def session_values(self, user_id: int) -> dict[str, Any]:
+        """Start a server-side session for *user_id* and commit it; return what the cookie
+        adds to ``_uid``. The login pages use it, and tests that log a user in directly."""
+        secret = logic.start_web_session(db, user_id)
+        db.commit()
+        return {SESSION_ID: secret, SESSION_STARTED: time.time()}
 
 
 def _user() -> User:
@@ -90,8 +99,11 @@ def _client_address() -> str:
 
 
 def _start_session(user: User) -> None:
+    """Log this browser in as *user*, with a new server-side session (ends the old one)."""
+    logic.end_web_session(db, session.get(SESSION_ID))
+    values = MetaLogin().session_values(user.id)
     log_in(user.id)
-    session[SESSION_STARTED] = time.time()
+    session.update(values)
 
 
 def _wait_text(seconds: float) -> str:
@@ -126,8 +138,11 @@ def login() -> Any:
     state = meta_state()
     protection = state.protection
     address = _client_address()
+    user = logic.find_login(db, name)
+    # One counter per account, whether it is named by its username or its address.
+    account = _throttle_key(user, name)
     if protection is not None:
-        decision = protection.check(name, address)
+        decision = protection.check(account, address)
         if not decision.allowed:
             valid.error(
                 f"Too many failed attempts. Try again in {_wait_text(decision.retry_after)}."
@@ -138,16 +153,15 @@ def login() -> Any:
             response.headers["Retry-After"] = str(decision.retry_after_seconds)
             return response
 
-    user = logic.find_login(db, name)
     # An unknown account costs one dummy verification, as long as a real one.
     if not state.passwords.verify(user.password_hash if user else None, password):
         if protection is not None:
-            protection.failure(name, address)
+            protection.failure(account, address)
         valid.error(INCORRECT)
         return render_template("meta/login.html", valid=valid, next=target), 400
     assert user is not None
     if protection is not None:
-        protection.success(name, address)
+        protection.success(account, address)
     if user.is_suspended:
         notice = user.suspension_notice or "This account is suspended."
         return error_response(403, notice, title="Account suspended")
@@ -163,9 +177,10 @@ def login() -> Any:
 def logout() -> Response:
     """End this browser's session, and (through the OAuth half) the services' sessions."""
     user = _logged_in()
+    logic.end_web_session(db, session.get(SESSION_ID))
     if user is not None:
         logic.call_hook("on_logout", user)
-        db.commit()
+    db.commit()
     log_out()
     flash("You are logged out.", "success")
     return redirect(url_for("accounts.login"))
@@ -287,6 +302,9 @@ def forgot() -> Any:
     if not valid.ok or not email:
         return render_template("meta/forgot.html", valid=valid, sent=False), 400
     user = logic.find_login(db, email)
+    response = current_app.make_response(
+        render_template("meta/forgot.html", valid=None, sent=True, email=email)
+    )
     if user is not None and not user.is_suspended:
         secret = logic.issue_token(
             db,
@@ -296,16 +314,23 @@ def forgot() -> Any:
             lifetime=_duration("reset-lifetime", timedelta(hours=1)),
         )
         db.commit()
-        send_mail("reset", user.email, user=user, token=secret)
+        # Sent once the answer is out: its timing must not tell that the address is known.
+        response.call_on_close(prepare_mail("reset", user.email, user=user, token=secret).send)
     # The same answer whether or not an account uses the address.
-    return render_template("meta/forgot.html", valid=None, sent=True, email=email)
+    return response
 
 
 @accounts.route("/reset/<token>", methods=["GET", "POST"])
 def reset(token: str) -> Any:
     found = logic.find_token(db, token, (TokenPurpose.reset,))
     user = db.get(User, found.user_id) if found is not None else None
-    if found is None or user is None or user.is_suspended:
+    # A link is good only for the address it was mailed to, while the account has it.
+    if (
+        found is None
+        or user is None
+        or user.is_suspended
+        or found.email != logic.normalize_email(user.email)
+    ):
         return error_response(
             404,
             "This link is invalid, was already used or has expired. Ask for a new one.",
@@ -335,8 +360,7 @@ def reset(token: str) -> Any:
     db.commit()
     protection = meta_state().protection
     if protection is not None:
-        protection.success(user.username, _client_address())
-        protection.success(user.email, _client_address())
+        protection.success(_throttle_key(user, user.username), _client_address())
     _start_session(user)
     flash("Your password is changed.", "success")
     return redirect(url_for("accounts.profile"))
@@ -373,15 +397,53 @@ def profile() -> Any:
     return redirect(url_for("accounts.profile"))
 
 
+def _throttle_key(user: User | None, login: str) -> str:
+    """The login throttle's counter for *login*: the account's, by id, when it names one
+    (so its username and its address share one count), else the name as typed."""
+    if user is not None:
+        return f"user:{user.id}"
+    return "name:" + login.strip().lower()[:256]
+
+
+def _too_many(retry_after: float, seconds: int) -> Response:
+    return error_response(
+        429,
+        f"Too many failed attempts. Try again in {_wait_text(retry_after)}.",
+        title="Too many attempts",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def _password_throttled(user: User) -> Response | None:
+    """A 429 answer if the account's password may not be tried now (as on the login form)."""
+    protection = meta_state().protection
+    if protection is None:
+        return None
+    decision = protection.check(_throttle_key(user, user.username), _client_address())
+    if decision.allowed:
+        return None
+    return _too_many(decision.retry_after, decision.retry_after_seconds)
+
+
 def _check_current_password(valid: Validation, user: User) -> None:
+    """Check the current password of a sensitive change; failures count as failed logins."""
     password = valid.require(
         "current_password",
         strip=False,
         max_length=logic.PASSWORD_MAX_LENGTH,
         label="Your current password",
     )
-    if password is not None and not meta_state().passwords.verify(user.password_hash, password):
-        valid.error("This is not your current password.", "current_password")
+    if password is None:
+        return
+    protection = meta_state().protection
+    key = _throttle_key(user, user.username)
+    if meta_state().passwords.verify(user.password_hash, password):
+        if protection is not None:
+            protection.success(key, _client_address())
+        return
+    if protection is not None:
+        protection.failure(key, _client_address())
+    valid.error("This is not your current password.", "current_password")
 
 
 @accounts.route("/password", methods=["GET", "POST"])
@@ -391,6 +453,9 @@ def password() -> Any:
     min_length = int(_setting("password-min-length"))
     if request.method == "GET":
         return render_template("meta/password.html", valid=None, min_length=min_length)
+    throttled = _password_throttled(user)
+    if throttled is not None:
+        return throttled
     valid = Validation(request)
     _check_current_password(valid, user)
     new = valid.require(
@@ -415,6 +480,9 @@ def change_email() -> Any:
     user = _user()
     if request.method == "GET":
         return render_template("meta/email.html", valid=None, user=user)
+    throttled = _password_throttled(user)
+    if throttled is not None:
+        return throttled
     valid = Validation(request)
     email = valid.require("email", "email", label="New email address")
     _check_current_password(valid, user)
@@ -462,6 +530,9 @@ def delete_account() -> Any:
     user = _user()
     if request.method == "GET":
         return render_template("meta/delete.html", valid=None, user=user)
+    throttled = _password_throttled(user)
+    if throttled is not None:
+        return throttled
     valid = Validation(request)
     _check_current_password(valid, user)
     if not valid.ok:
@@ -483,8 +554,16 @@ def _logged_in() -> User | None:
 
 
 def _end_stale_session() -> None:
-    """Log this browser out if its session predates a password change or suspension."""
-    if "_uid" not in session:
+    """Log this browser out unless its server-side session still exists.
+
+    The signed cookie is not enough: logging out, a password change or a suspension
+    deletes the session's row, and a copy of the cookie made before stops working.
+    """
+    uid = session.get("_uid")
+    if uid is None:
+        return
+    if not isinstance(uid, int) or not logic.web_session_valid(db, uid, session.get(SESSION_ID)):
+        log_out()
         return
     user = _logged_in()
     if user is None:
@@ -506,6 +585,9 @@ def install(app: Flask, limiter: Limiter) -> None:
         ("accounts.login", RATE_LIMITS["login"]),
         ("accounts.register", RATE_LIMITS["register"]),
         ("accounts.forgot", RATE_LIMITS["forgot"]),
+        ("accounts.password", RATE_LIMITS["current-password"]),
+        ("accounts.change_email", RATE_LIMITS["current-password"]),
+        ("accounts.delete_account", RATE_LIMITS["current-password"]),
     ):
         views[endpoint] = limiter.limit(rule, methods=["POST"])(views[endpoint])
     # srcore gives every service /login and /logout; here they are meta's pages.

@@ -652,7 +652,10 @@ def test_personal_access_tokens_through_the_api(
         from srcore.db import session
 
         _row, admin_token = create_token(
-            session.get(type(alice), alice.id), name="boot", scope="meta/tokens:RW", days=1
+            session.get(type(alice), alice.id),
+            name="boot",
+            scope="meta/tokens:RW todo/tickets:RO",
+            days=1,
         )
         session.commit()
     client = oauth_app.test_client()
@@ -752,8 +755,11 @@ def test_hooks_emit_user_events_and_push_them(
     _call_hook(oauth_app, "on_unsuspend", alice.id, user_type=UserType.active)
     kinds = [(e["kind"], e["subject"]) for e in pushes.events(oauth_app)]
     me = str(alice.id)
+    grant = verifier_for(oauth_app).verify(tokens["access_token"]).claims["grant"]
+    # The password change ends the grant by its own event too (exact, whatever the second).
     assert kinds == [
         ("session", me),
+        ("grant", grant),
         ("user", me),
         ("user", me),
         ("suspend", me),
@@ -761,6 +767,7 @@ def test_hooks_emit_user_events_and_push_them(
     ]
     assert [k for k, _ in events_in_db(oauth_app)] == [
         "session",
+        "grant",
         "user",
         "user",
         "suspend",

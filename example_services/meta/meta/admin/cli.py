@@ -136,7 +136,7 @@ def create_token_for(
     The scopes are checked against the network's services as on the ``/security`` page;
     the token is shown here once, as there.
     """
-    from meta.oauth.pats import create_token, grantable_scope
+    from meta.oauth.pats import create_token, grantable_scope, token_refusal
     from srcore.db import session
 
     name = name.strip()
@@ -149,6 +149,11 @@ def create_token_for(
         user = _find_user(session, username)
         if user.is_suspended:
             raise click.ClickException(f"{user.username} is suspended")
+        if token_refusal(user) is not None:
+            raise click.ClickException(
+                f"{user.username} has not confirmed their email address, and an unconfirmed "
+                "account gets no tokens"
+            )
         row, token = create_token(user, name=name, scope=scope, days=days)
         session.commit()
         expires = row.expires_at.strftime("%Y-%m-%d")

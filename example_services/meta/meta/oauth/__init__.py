@@ -74,13 +74,21 @@ class TokenGuard:
 
 def make_verifier(st: OAuthState) -> TokenVerifier:
     """srcore's token verifier over meta's own keys, with revocations read from its DB."""
+    from meta.models import User
     from meta.oauth import events
     from meta.oauth.keys import DatabaseKeySource
     from srcore.auth.tokens import AccessToken, TokenVerifier
     from srcore.db import session as db_session
 
     def is_revoked(token: AccessToken) -> bool:
-        return events.is_revoked(db_session, token.claims)
+        if events.is_revoked(db_session, token.claims):
+            return True
+        # A token of an account that is not (or no longer) confirmed is not usable: an
+        # unconfirmed account may be someone else's address, registered in advance.
+        if token.subject is None:
+            return False
+        user = db_session.get(User, token.subject)
+        return user is None or not user.is_active
 
     return TokenVerifier(
         keys=DatabaseKeySource(st.ring), issuer=st.issuer, audience="meta", is_revoked=is_revoked
@@ -193,17 +201,36 @@ def _user_event(user: User, *kinds: str) -> None:
 
 
 def _end_grants(user: User) -> None:
-    from sqlalchemy import update
+    """Revoke every grant and personal access token of *user*, each with its own event.
 
-    from meta.oauth.models import Grant
-    from srcore.db import utcnow
+    The ``user`` event that goes with this cuts off on whole seconds; these events end
+    exactly the tokens issued so far, also those of the cut-off's own second.
+    """
+    from flask import current_app, has_app_context
+    from sqlalchemy import select
 
-    _session_of(user).execute(
-        update(Grant)
-        .where(Grant.user_id == user.id, Grant.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    from meta.oauth import events
+    from meta.oauth.models import Grant, PersonalAccessToken
+
+    session = _session_of(user)
+    lifetime = _MAX_ACCESS_SECONDS
+    if has_app_context() and "meta.oauth" in current_app.extensions:
+        lifetime = current_app.extensions["meta.oauth"].access_seconds
+    for grant in session.scalars(
+        select(Grant).where(Grant.user_id == user.id, Grant.revoked_at.is_(None))
+    ).all():
+        events.revoke_grant(session, grant, lifetime=lifetime)
+    for pat in session.scalars(
+        select(PersonalAccessToken).where(
+            PersonalAccessToken.user_id == user.id, PersonalAccessToken.revoked_at.is_(None)
+        )
+    ).all():
+        if pat.revoked_at is None:  # not already revoked with the token that made it
+            events.revoke_pat(session, pat)
+
+
+#: How long a grant event is kept when no app says how long its access tokens live.
+_MAX_ACCESS_SECONDS = 24 * 3600
 
 
 def on_logout(user: User) -> None:

@@ -12,6 +12,10 @@ only, sent on logout), ``user`` (user id, not_before: tokens and web
 sessions issued before it die), ``suspend`` and ``unsuspend`` (user id). Events of kind
 token and grant expire with the tokens they kill; the others have no expiry (a service
 keeps the newest per subject).
+
+A personal access token made through the API by another token is tied to what that token
+came from (its ``parent``: a grant id or ``pat:<id>``): revoking the grant or the token
+revokes it, and its own children, each with a ``token`` event of its own.
 """
 
 from __future__ import annotations
@@ -23,11 +27,19 @@ from typing import Any
 from sqlalchemy import and_, event, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from meta.oauth.models import Grant, RevocationEvent
+from meta.oauth.models import Grant, PersonalAccessToken, RevocationEvent
 from meta.oauth.network import REVOCATION_EVENT, Network
 from srcore.db import utcnow
 
-__all__ = ["KINDS", "emit", "install", "is_revoked", "revoke_grant"]
+__all__ = [
+    "KINDS",
+    "emit",
+    "install",
+    "is_revoked",
+    "revoke_descendants",
+    "revoke_grant",
+    "revoke_pat",
+]
 
 KINDS = frozenset({"token", "grant", "client", "user", "session", "suspend", "unsuspend"})
 
@@ -47,7 +59,51 @@ def emit(
     session.add(row)
     session.flush()
     Network.of(session).emit(session, REVOCATION_EVENT, {"events": [row.as_dict()]})
+    _apply_here(session, row)
+    if kind == "grant":
+        revoke_descendants(session, subject)
+    elif kind == "token":
+        pat_id = session.scalar(
+            select(PersonalAccessToken.id).where(PersonalAccessToken.jti == subject)
+        )
+        if pat_id is not None:
+            revoke_descendants(session, f"pat:{pat_id}")
     return row
+
+
+def revoke_pat(session: Session, row: PersonalAccessToken) -> None:
+    """Revoke a personal access token (and the tokens it made) with a ``token`` event."""
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    emit(session, "token", row.jti, expires_at=int(row.expires_at.timestamp()))
+
+
+def revoke_descendants(session: Session, parent: str) -> None:
+    """Revoke the live personal access tokens made by a token of *parent*."""
+    children = session.scalars(
+        select(PersonalAccessToken).where(
+            PersonalAccessToken.parent == parent, PersonalAccessToken.revoked_at.is_(None)
+        )
+    ).all()
+    for child in children:
+        revoke_pat(session, child)
+
+
+def _apply_here(session: Session, row: RevocationEvent) -> None:
+    """meta's own webhook subscriptions follow the event too (services do on receipt):
+    a suspended account's receive nothing, a revoked account's are disabled."""
+    if row.kind not in ("user", "suspend", "unsuspend"):
+        return
+    from flask import current_app, has_app_context
+
+    from srcore.auth.revocation import RevocationEvent as Received
+    from srcore.webhooks.accounts import apply_with_change
+
+    app = Network.of(session).app
+    if app is None and has_app_context():
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app is not None:
+        apply_with_change(app, session, [Received.from_json(row.as_dict())])
 
 
 def revoke_grant(session: Session, grant: Grant, *, lifetime: int) -> None:

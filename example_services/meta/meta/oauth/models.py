@@ -145,6 +145,10 @@ class PersonalAccessToken(Base):
     created: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: What the token that made this one came from, when a token made it through the API:
+    #: an OAuth grant id or ``pat:<id>``. Revoking that revokes this token too, so an
+    #: application cannot leave behind tokens that outlive its access.
+    parent: Mapped[str | None] = mapped_column(String(80), index=True, default=None)
 
 
 class SigningKey(Base):

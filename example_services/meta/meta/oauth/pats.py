@@ -3,6 +3,10 @@
 A personal access token is an ordinary access token (same JWT, same scope grammar) with
 ``client_id`` ``pat`` and ``grant`` ``pat:<id>``; meta keeps only its jti and shows the
 token once. Revoking one writes a ``token`` event, so services drop it at once.
+
+Only confirmed accounts get tokens. A token with ``meta/tokens:RW`` may make tokens through
+the API, each with scopes it holds itself, and tied to where it came from (its grant, or
+the personal access token): revoking that revokes them (:mod:`meta.oauth.events`).
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ from meta.oauth import events
 from meta.oauth.models import Consent, Grant, OAuthClient, PersonalAccessToken
 from meta.oauth.server import oauth_state, revoke_access_token
 from srcore.auth import current_token, current_user, login_required, oauth
-from srcore.auth.scopes import ScopeError, format_scopes, parse_scopes
+from srcore.auth.scopes import Scope, ScopeError, format_scopes, parse_scopes, satisfies
 from srcore.db import session as db_session
 from srcore.db import utcnow
 from srcore.errors import error_response
 from srcore.validation import Validation
 
-__all__ = ["create_token", "grantable_scope", "pats"]
+__all__ = ["create_token", "grantable_scope", "pats", "token_refusal"]
 
 pats = Blueprint("oauth_security", __name__)
 
@@ -35,10 +39,32 @@ NEVER_DAYS = 3650
 EXPIRY_OPTIONS = [("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("never", "No expiry")]
 
 
+#: Why an account whose address is not confirmed gets no token (page, API and CLI).
+UNCONFIRMED = (
+    "Confirm your email address before making tokens: follow the link we mailed you "
+    "(your profile page can send it again)."
+)
+
+
+def token_refusal(user: User) -> str | None:
+    """Why *user* may not have a new token, or None if they may."""
+    if user.is_suspended:
+        return user.suspension_notice or "This account is suspended."
+    if not user.is_active:
+        return UNCONFIRMED
+    return None
+
+
 def create_token(
-    user: User, *, name: str, scope: str, days: int
+    user: User, *, name: str, scope: str, days: int, parent: str | None = None
 ) -> tuple[PersonalAccessToken, str]:
-    """Make a personal access token for *user*; the caller commits. Returns (row, token)."""
+    """Make a personal access token for *user*; the caller commits. Returns (row, token).
+
+    *parent* is where the token that asked for it came from (a grant id or ``pat:<id>``);
+    revoking it revokes this one. Callers check :func:`token_refusal` first.
+    """
+    if token_refusal(user) is not None:
+        raise ValueError(f"account {user.id} may not have tokens")
     st = oauth_state()
     key = st.ring.signing_key()
     lifetime = int(timedelta(days=days).total_seconds())
@@ -52,6 +78,7 @@ def create_token(
         jti=jti,
         kid=str(key.kid),
         expires_at=utcnow() + timedelta(seconds=lifetime),
+        parent=parent,
     )
     db_session.add(row)
     db_session.flush()
@@ -100,7 +127,13 @@ def _active_tokens(user_id: int) -> list[PersonalAccessToken]:
     )
 
 
-def _check_token_input(valid: Validation, *, api: bool) -> tuple[str, str, int] | None:
+def _check_token_input(
+    valid: Validation, *, api: bool, within: frozenset[Scope] | None = None
+) -> tuple[str, str, int] | None:
+    """The name, scope and days of a new token, or None (*valid* then says why).
+
+    With *within* (the scopes of the token asking), only scopes it holds are granted.
+    """
     name = valid.require("name", max_length=128, label="Name")
     if api:
         raw_scopes: Any = valid._data.get("scopes")
@@ -136,6 +169,16 @@ def _check_token_input(valid: Validation, *, api: bool) -> tuple[str, str, int] 
     if problem is not None:
         valid.error(problem, "scopes")
         return None
+    assert scope is not None
+    if within is not None:
+        beyond = [str(s) for s in sorted(parse_scopes(scope)) if not satisfies(within, s)]
+        if beyond:
+            valid.error(
+                f"This token cannot grant {' '.join(beyond)}: a token can only make tokens "
+                "with scopes it has itself.",
+                "scopes",
+            )
+            return None
     if not valid.ok or name is None:
         return None
     return name, scope, days
@@ -195,6 +238,7 @@ def _render(
             expiry_options=EXPIRY_OPTIONS,
             valid=valid,
             new_token=new_token,
+            refusal=token_refusal(user),
         ),
         status,
     )
@@ -211,6 +255,10 @@ def security() -> Any:
 def create_token_page() -> Any:
     user = current_user._get_current_object()
     valid = Validation(request)
+    refusal = token_refusal(user)
+    if refusal is not None:
+        valid.error(refusal)
+        return _render(valid, status=403)
     checked = _check_token_input(valid, api=False)
     if checked is None:
         return _render(valid, status=400)
@@ -267,6 +315,7 @@ def revoke_client(row: OAuthClient) -> None:
         select(Grant).where(Grant.client_id == row.client_id, Grant.revoked_at.is_(None))
     ):
         grant.revoked_at = utcnow()
+        events.revoke_descendants(db_session, grant.id)
     for consent in db_session.scalars(select(Consent).where(Consent.client_id == row.client_id)):
         db_session.delete(consent)
     events.emit(db_session, "client", row.client_id, not_before=int(time.time()))
@@ -288,14 +337,21 @@ def api_list_tokens() -> Any:
 @oauth("meta/tokens:RW")
 def api_create_token() -> Any:
     user = current_user._get_current_object()
-    if user is None:
+    caller = current_token()
+    if user is None or caller is None:
         return error_response(403, "This token belongs to no user.")
+    refusal = token_refusal(user)
+    if refusal is not None:
+        return error_response(403, refusal)
+    parent = caller.claims.get("grant")
+    if not isinstance(parent, str) or not parent:
+        return error_response(403, "This token cannot make tokens: it belongs to no grant.")
     valid = Validation(request)
-    checked = _check_token_input(valid, api=True)
+    checked = _check_token_input(valid, api=True, within=caller.scopes)
     if checked is None:
         return valid.response(400)
     name, scope, days = checked
-    row, token = create_token(user, name=name, scope=scope, days=days)
+    row, token = create_token(user, name=name, scope=scope, days=days, parent=parent)
     db_session.commit()
     return jsonify({**_token_json(row), "token": token}), 201
 
