@@ -299,12 +299,13 @@ def create_app(
 
     app.extensions["srcore"].webhook_dispatcher = build_dispatcher(app)
 
-    from srcore import errors, headers, lifecycle, rendering
+    from srcore import errors, headers, lifecycle, rendering, security_txt
 
     rendering.init_app(app)
     errors.init_app(app)
     lifecycle.init_app(app)
     headers.init_app(app)
+    security_txt.init_app(app)
     _register_static(app)
     _register_health(app)
     _register_context(app)

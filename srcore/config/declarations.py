@@ -88,6 +88,19 @@ def _mail_address(value: object) -> str | None:
     return None
 
 
+def _security_contact(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    if value.startswith(("https://", "mailto:")) and len(value) > len("mailto:"):
+        return None
+    if "@" in value and ":" not in value and " " not in value:
+        return None
+    return (
+        f"not a mail address or an https:// URL: {value!r} "
+        "(e.g. security@example.org or https://example.org/security)"
+    )
+
+
 GLOBAL_KEYS: tuple[Key, ...] = (
     Key(
         "site-name",
@@ -133,6 +146,13 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "its outbox at once. A commit finding them all busy queues no message (one of them "
         "takes its event along), so a burst of events costs a few messages. Raise it to "
         "the number of Celery worker processes that should share one service's bursts.",
+    ),
+    Key(
+        "security-contact",
+        check=_security_contact,
+        help="Where people report a security hole in this network: a mail address (e.g. "
+        "security@example.org) or an https:// page. Every service serves it as "
+        "/.well-known/security.txt. Empty: no such file.",
     ),
     Key(
         "allow-private-webhook-targets",
