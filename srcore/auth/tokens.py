@@ -191,6 +191,14 @@ class TokenVerifier:
             raise TokenError("The access token has expired.")
         if iat - self.leeway > now:
             raise TokenError("The access token was issued in the future.")
+        # RFC 7519 4.1.5: a token is not accepted before its nbf (meta sets none today,
+        # but a token that says it is not valid yet must not be taken for one that is).
+        nbf = claims.get("nbf")
+        if nbf is not None:
+            if not isinstance(nbf, int) or isinstance(nbf, bool):
+                raise TokenError("The access token's nbf is not a number.")
+            if nbf - self.leeway > now:
+                raise TokenError("The access token is not valid yet.")
         client_id, jti = claims.get("client_id"), claims.get("jti")
         if not isinstance(client_id, str) or not isinstance(jti, str):
             raise TokenError("The access token lacks client_id or jti.")

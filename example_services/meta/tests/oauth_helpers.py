@@ -160,3 +160,38 @@ def events_in_db(app: Any) -> list[tuple[str, str]]:
     with app.extensions["srcore"].db.transaction() as session:
         rows = session.scalars(select(RevocationEvent).order_by(RevocationEvent.seq))
         return [(row.kind, row.subject) for row in rows]
+
+
+def register_client(
+    app: Any,
+    accounts: Any,
+    *,
+    confidential: bool,
+    redirect: str = "https://app.example/cb",
+    owner: str = "developer",
+) -> dict[str, str]:
+    """Register a third-party client through the ``/clients`` page; its id and secret."""
+    import re
+
+    from srcore.testing import log_in_client
+
+    user = accounts.make(owner)
+    client = log_in_client(app.test_client(), user)
+    page = client.get("/clients").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token, page[:500]
+    response = client.post(
+        "/clients",
+        data={
+            "name": "Gadget",
+            "redirect_uris": redirect,
+            "kind": "confidential" if confidential else "public",
+            "csrf_token": token.group(1),
+        },
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)[:800]
+    page = response.get_data(as_text=True)
+    client_id = re.search(r'id="client-id">([^<]+)<', page)
+    secret = re.search(r'id="client-secret">([^<]+)<', page)
+    assert client_id, page[:800]
+    return {"id": client_id.group(1), "secret": secret.group(1) if secret else ""}

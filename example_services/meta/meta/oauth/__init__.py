@@ -43,33 +43,43 @@ def _duration(section: Any, key: str, default: timedelta) -> timedelta:
 
 
 class TokenGuard:
-    """Brute-force protection of the token endpoint: per client id and per address."""
+    """Brute-force protection of the token endpoint: per address and per (client, address).
+
+    Client ids are public, so failures are never counted per client alone: a stranger's
+    wrong secrets would lock the real client out. They are counted per source address
+    (many clients may share one, so that limit is looser) and per client from that
+    address; a success clears the latter, so a client's own typos do not pile up.
+    """
 
     def __init__(self, store: Any, *, lockout: timedelta) -> None:
         from srcore.throttle import Throttle
 
-        self.client = Throttle(store, max_failures=10, lockout=lockout, prefix="meta:token")
+        self.pair = Throttle(
+            store, max_failures=10, free_failures=5, lockout=lockout, prefix="meta:token"
+        )
         self.address = Throttle(
             store, max_failures=40, free_failures=12, lockout=lockout, prefix="meta:token"
         )
 
     def keys(self, client_id: str, address: str) -> tuple[list[Any], list[Any]]:
-        return [("client", client_id or "-")], [("ip", address or "-")]
+        address = address or "-"
+        return [("client-ip", f"{client_id or '-'} {address}")], [("ip", address)]
 
     def check(self, keys: tuple[list[Any], list[Any]]) -> Any:
         from srcore.throttle import Decision
 
-        first, second = self.client.check(keys[0]), self.address.check(keys[1])
+        first, second = self.pair.check(keys[0]), self.address.check(keys[1])
         if first.allowed and second.allowed:
             return first
         return Decision(False, max(first.retry_after, second.retry_after))
 
     def failure(self, keys: tuple[list[Any], list[Any]]) -> None:
-        self.client.failure(keys[0])
+        self.pair.failure(keys[0])
         self.address.failure(keys[1])
 
     def success(self, keys: tuple[list[Any], list[Any]]) -> None:
-        self.client.success(keys[0])
+        # Only this client's counter: others' failures from the same address stand.
+        self.pair.success(keys[0])
 
 
 def make_verifier(st: OAuthState) -> TokenVerifier:
@@ -101,7 +111,7 @@ def init_app(app: Flask) -> OAuthState:
     from meta.oauth.catalog import Catalog
     from meta.oauth.client_pages import client_pages
     from meta.oauth.clients import first_party_clients
-    from meta.oauth.endpoints import CLIENT_ENDPOINTS, endpoints
+    from meta.oauth.endpoints import CLIENT_ENDPOINTS, CORS_ENDPOINTS, endpoints
     from meta.oauth.keys import KeyRing
     from meta.oauth.network import INFO_KEY, Network, targets_from_config
     from meta.oauth.pats import pats
@@ -159,6 +169,11 @@ def init_app(app: Flask) -> OAuthState:
     app.register_blueprint(pats)
     app.register_blueprint(client_pages)
     _exempt_from_csrf(app, CLIENT_ENDPOINTS)
+    _client_errors_in_oauth_format(app, CLIENT_ENDPOINTS)
+    from srcore import cors
+
+    # Browser apps (public clients) call these from their own origin, without cookies.
+    cors.allow(app, *CORS_ENDPOINTS)
     # meta checks the tokens of its own API itself: its keys, its revocation table.
     st.token_verifier = make_verifier(oauth)
     return oauth
@@ -176,6 +191,25 @@ def _exempt_from_csrf(app: Flask, endpoint_names: tuple[str, ...]) -> None:
     for name in endpoint_names:
         csrf.exempt(app.view_functions[name])
     csrf.protect = functools.partial(type(csrf).protect, csrf, apply_exemptions=True)
+
+
+def _client_errors_in_oauth_format(app: Flask, endpoint_names: tuple[str, ...]) -> None:
+    """A 400 that srcore raises before a client endpoint runs (control characters in the
+    form, a body it cannot read) is answered as RFC 6749 5.2 says: JSON ``invalid_request``.
+    Every other endpoint keeps srcore's error page."""
+    from flask import request
+    from werkzeug.exceptions import BadRequest, HTTPException
+
+    from meta.oauth.endpoints import oauth_error
+
+    fallback = app.error_handler_spec[None][None].get(HTTPException)
+
+    def handler(exc: BadRequest) -> Any:
+        if request.endpoint in endpoint_names:
+            return oauth_error("invalid_request", str(exc.description or "Bad request."))
+        return fallback(exc) if fallback is not None else exc
+
+    app.register_error_handler(BadRequest, handler)
 
 
 # -- hooks called by the accounts side, inside its transaction --------------------------------
@@ -266,4 +300,4 @@ def on_profile_change(user: User) -> None:
     from meta.oauth.network import PROFILE_EVENT, Network
 
     session = _session_of(user)
-    Network.of(session).emit(session, PROFILE_EVENT, profile_of(user))
+    Network.of(session).emit(session, PROFILE_EVENT, profile_of(user), owner_id=user.id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import hmac
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ __all__ = [
     "ThirdPartyClient",
     "check_redirect_uri_value",
     "first_party_clients",
+    "redirect_uri_matches",
 ]
 
 _AUTH_METHODS_CONFIDENTIAL = frozenset({"client_secret_basic", "client_secret_post"})
@@ -57,7 +59,7 @@ class Client(ClientMixin):  # type: ignore[misc]
         return scope if scope else "meta/profile:RO"
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.redirect_uris
+        return any(redirect_uri_matches(uri, redirect_uri) for uri in self.redirect_uris)
 
     @abc.abstractmethod
     def check_client_secret(self, client_secret: str) -> bool:
@@ -139,15 +141,47 @@ def first_party_clients(config: Config) -> dict[str, FirstPartyClient]:
     return clients
 
 
+def redirect_uri_matches(registered: str, requested: str) -> bool:
+    """Whether *requested* is the registered redirect URI *registered*.
+
+    Exact string match, except that a native app's loopback redirect
+    (``http://127.0.0.1/cb``, ``http://[::1]/cb``) matches on any port: the app listens on
+    whatever port the system gives it (RFC 8252 7.3). ``localhost`` gets no such freedom.
+    """
+    if requested == registered:
+        return True
+    try:
+        mine, theirs = urlsplit(registered), urlsplit(requested)
+        theirs.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        return False
+    if mine.scheme != "http" or theirs.scheme != "http" or mine.hostname is None:
+        return False
+    if not _is_loopback_ip(mine.hostname):
+        return False
+    return (
+        theirs.hostname == mine.hostname
+        and theirs.username is None
+        and theirs.password is None
+        and (theirs.path, theirs.query, theirs.fragment) == (mine.path, mine.query, "")
+        and "#" not in requested
+    )
+
+
+#: A private-use URI scheme of a native app: a reversed domain name (RFC 8252 7.1).
+_PRIVATE_SCHEME = re.compile(r"^[a-z][a-z0-9+-]*(\.[a-z0-9][a-z0-9+-]*)+$")
+
+
 def check_redirect_uri_value(uri: str) -> str | None:
     """Why *uri* cannot be a registered redirect URI, or None if it can.
 
-    HTTPS anywhere; plain HTTP only on the loopback interface (native apps, RFC 8252).
-    No fragment (RFC 6749 3.1.2), no user info, and it must be absolute.
+    HTTPS anywhere; plain HTTP only on the loopback interface, and private-use schemes
+    named after a domain (``com.example.app:/cb``), for native apps (RFC 8252). No fragment
+    (RFC 6749 3.1.2), no user info, and it must be absolute.
     """
     if len(uri) > 512:
         return "A redirect URI may be at most 512 characters long."
-    if any(c.isspace() for c in uri):
+    if any(c.isspace() or c == "\x00" for c in uri):
         return "A redirect URI may not contain spaces."
     try:
         parts = urlsplit(uri)
@@ -155,10 +189,19 @@ def check_redirect_uri_value(uri: str) -> str | None:
     except ValueError:
         return f"{uri} is not a valid URL."
     del port
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        return f"{uri} must be an absolute https:// URL."
     if parts.fragment or "#" in uri:
         return f"{uri} may not have a #fragment."
+    if parts.scheme not in ("https", "http"):
+        if _PRIVATE_SCHEME.match(parts.scheme) and uri.startswith(parts.scheme + ":"):
+            if parts.username is not None or parts.password is not None:
+                return f"{uri} may not contain a user name or password."
+            return None
+        return (
+            f"{uri} must be an absolute https:// URL, or use a native app's scheme named "
+            "after a domain (com.example.app:/callback)."
+        )
+    if not parts.hostname:
+        return f"{uri} must be an absolute https:// URL."
     if parts.username is not None or parts.password is not None:
         return f"{uri} may not contain a user name or password."
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
@@ -166,10 +209,12 @@ def check_redirect_uri_value(uri: str) -> str | None:
     return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _is_loopback_ip(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or _is_loopback_ip(host)

@@ -12,11 +12,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
-from flask import Blueprint, Response, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 from sqlalchemy import select
 
 from meta.models import User
+from meta.oauth import checks
 from meta.oauth.catalog import scope_groups
 from meta.oauth.clients import FirstPartyClient
 from meta.oauth.models import Consent, RevocationEvent
@@ -24,15 +24,20 @@ from meta.oauth.server import oauth_state
 from srcore.auth import current_token, current_user, oauth
 from srcore.auth.scopes import format_scopes, parse_scopes
 from srcore.db import session as db_session
+from srcore.db import writes_on_safe_method
 from srcore.errors import error_response
 
-__all__ = ["endpoints", "profile_of"]
+__all__ = ["endpoints", "oauth_error", "profile_of"]
 
 endpoints = Blueprint("oauth", __name__)
 
 PULL_BATCH = 1000
 #: The endpoints that clients call with their own credentials (no cookie, no CSRF token).
 CLIENT_ENDPOINTS = ("oauth.token", "oauth.revoke", "oauth.introspect")
+#: The token_type_hint values of revocation and introspection (RFC 7009 2.1, RFC 7662 2.1).
+TOKEN_TYPE_HINTS = ("access_token", "refresh_token")
+#: The endpoints a browser app (a public client on another origin) calls: CORS, no cookies.
+CORS_ENDPOINTS = ("oauth.token", "oauth.revoke", "oauth.metadata", "oauth.jwks")
 
 
 def profile_of(user: User) -> dict[str, Any]:
@@ -112,9 +117,15 @@ def _authorize_error(error: OAuth2Error) -> Response:
 
 
 @endpoints.route("/oauth/authorize", methods=["GET", "POST"])
+@writes_on_safe_method("a logged-in user's GET is answered with a code (RFC 6749 4.1.2)")
 def authorize() -> Any:
     st = oauth_state()
     server = st.server
+    try:
+        # The consent form's own fields come in the body; the request is the query.
+        checks.check_parameters(request.args.items(multi=True), required=("response_type",))
+    except checks.BadRequest as problem:
+        return error_response(400, str(problem), title="Invalid authorization request")
     user = current_user._get_current_object()
     try:
         grant = server.get_consent_grant(end_user=user)
@@ -158,7 +169,9 @@ def authorize() -> Any:
 def _host(uri: str | None) -> str:
     from urllib.parse import urlsplit
 
-    return urlsplit(uri or "").netloc
+    parts = urlsplit(uri or "")
+    # A native app's private-use scheme (com.example.app:/cb) has no host: show the scheme.
+    return parts.netloc or parts.scheme
 
 
 def _remembered(user_id: int, client_id: str, scope: str) -> bool:
@@ -173,27 +186,81 @@ def _remembered(user_id: int, client_id: str, scope: str) -> bool:
 # -- token, revocation, introspection -----------------------------------------------------
 
 
-def _client_id_of_request() -> str:
-    basic_id, _secret = extract_basic_authorization(request.headers)
-    return str(basic_id or request.form.get("client_id") or "")[:128]
+def oauth_error(error: str, description: str) -> Response:
+    """An RFC 6749 5.2 error body; a failed client authentication is a 401 challenge."""
+    response = jsonify(error=error, error_description=description)
+    response.status_code = 400
+    if error == "invalid_client":
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = f'Basic realm="{_realm()}"'
+    return _no_store(response)
+
+
+def _realm() -> str:
+    return str(current_app.extensions["srcore"].service_id)
+
+
+def _with_realm(response: Response) -> Response:
+    """Authlib's 401s challenge without a realm, which RFC 7235 requires: add it."""
+    if response.status_code == 401:
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if "realm=" not in challenge:
+            scheme, _, params = challenge.partition(" ")
+            parts = [f'realm="{_realm()}"', *([params] if params else [])]
+            response.headers["WWW-Authenticate"] = f"{scheme or 'Basic'} " + ", ".join(parts)
+    return response
+
+
+def _client_request(*required: str) -> tuple[tuple[str, str] | None, Response | None]:
+    """The Basic credentials of a client's request, or the error response to send instead."""
+    try:
+        basic = checks.basic_credentials(request.headers.get("Authorization"))
+        items = [*request.args.items(multi=True), *request.form.items(multi=True)]
+        checks.check_parameters(items, required=required, basic=basic)
+    except checks.BadRequest as problem:
+        return None, oauth_error(problem.error, problem.description)
+    hint = request.form.get("token_type_hint")
+    if "token" in required and hint and hint not in TOKEN_TYPE_HINTS:
+        # RFC 7009 2.2.1: a 400 (Authlib answers 401, as if the client had failed).
+        return None, oauth_error(
+            "unsupported_token_type", "token_type_hint is access_token or refresh_token."
+        )
+    return basic, None
+
+
+def _call_server(method: Any, *args: Any) -> Response:
+    """Run an Authlib endpoint; a plain-http origin is a clear 400, not a 500."""
+    from authlib.oauth2.rfc6749.errors import InsecureTransportError
+
+    try:
+        response: Response = method(*args)
+    except InsecureTransportError:
+        return oauth_error(
+            "invalid_request",
+            "OAuth needs https: meta's configured origin is plain http on a public host.",
+        )
+    return response
 
 
 @endpoints.route("/oauth/token", methods=["POST"])
 def token() -> Response:
     st = oauth_state()
+    basic, refused = _client_request("grant_type")
+    if refused is not None:
+        return refused
     guard = st.extra.get("token_throttle")
-    keys = guard.keys(_client_id_of_request(), request.remote_addr or "") if guard else None
+    client_id = basic[0] if basic is not None else request.form.get("client_id", "")
+    keys = guard.keys(client_id[:128], request.remote_addr or "") if guard else None
     if guard is not None:
         decision = guard.check(keys)
         if not decision.allowed:
-            response = jsonify(
-                error="slow_down",
-                error_description="Too many failed attempts; retry later.",
+            response = oauth_error(
+                "invalid_request", "Too many failed attempts from your address; retry later."
             )
             response.status_code = 429
             response.headers["Retry-After"] = str(decision.retry_after_seconds)
             return response
-    response = st.server.create_token_response()
+    response = _call_server(st.server.create_token_response)
     if response.status_code == 200:
         db_session.commit()
     else:
@@ -206,7 +273,7 @@ def token() -> Response:
             guard.failure(keys)
         elif response.status_code == 200:
             guard.success(keys)
-    return _no_store(response)
+    return _no_store(_with_realm(response))
 
 
 def _error_code(response: Response) -> str | None:
@@ -224,27 +291,39 @@ def _no_store(response: Response) -> Response:
 
 @endpoints.route("/oauth/revoke", methods=["POST"])
 def revoke() -> Response:
-    response: Response = oauth_state().server.create_endpoint_response("revocation")
-    db_session.commit()
-    return _no_store(response)
+    _basic, refused = _client_request("token")
+    if refused is not None:
+        return refused
+    response = _call_server(oauth_state().server.create_endpoint_response, "revocation")
+    if response.status_code == 200:
+        db_session.commit()
+    else:
+        db_session.rollback()
+    return _no_store(_with_realm(response))
 
 
 @endpoints.route("/oauth/introspect", methods=["POST"])
 def introspect() -> Response:
-    response: Response = oauth_state().server.create_endpoint_response("introspection")
+    _basic, refused = _client_request("token")
+    if refused is not None:
+        return refused
+    response = _call_server(oauth_state().server.create_endpoint_response, "introspection")
     db_session.rollback()
-    return _no_store(response)
+    return _no_store(_with_realm(response))
 
 
 # -- the services' pull of revocations -----------------------------------------------------
 
 
 def _first_party_from_basic() -> FirstPartyClient | None:
-    auth = request.authorization
-    if auth is None or auth.type != "basic" or not auth.username or not auth.password:
+    try:
+        basic = checks.basic_credentials(request.headers.get("Authorization"))
+    except checks.BadRequest:
         return None
-    client = oauth_state().first_party.get(auth.username)
-    if client is None or not client.check_client_secret(auth.password):
+    if basic is None or not basic[1]:
+        return None
+    client = oauth_state().first_party.get(basic[0])
+    if client is None or not client.check_client_secret(basic[1]):
         return None
     return client
 

@@ -15,8 +15,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskServer
-from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Request, grants
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
@@ -33,7 +38,7 @@ from meta.oauth.models import (
     RefreshToken,
     digest,
 )
-from srcore.auth.scopes import parse_scopes
+from srcore.auth.scopes import ScopeError, format_scopes, parse_scopes
 from srcore.db import session as db_session
 from srcore.db import utcnow
 
@@ -300,33 +305,60 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+    def authenticate_refresh_token(self, refresh_token: str) -> _RefreshCredential | None:
+        # Only looked at here: the token is spent in revoke_old_credential, once every
+        # check has passed, so a refused request (wrong client, scope) changes nothing
+        # (RFC 6749 5.2) and the client's retry still works.
         st = _state()
-        hashed = digest(refresh_token)
-        spent = db_session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.token_hash == hashed, RefreshToken.used_at.is_(None))
-            .values(used_at=utcnow())
-            .execution_options(synchronize_session=False)
+        row = db_session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == digest(refresh_token))
         )
-        row = db_session.scalar(select(RefreshToken).where(RefreshToken.token_hash == hashed))
         if row is None:
             return None
-        if spent.rowcount != 1:  # type: ignore[attr-defined]
+        if row.used_at is not None:
             # Rotation reuse (RFC 9700 4.14.2): a spent refresh token came back.
             st.revoke_grant(row.grant)
             db_session.commit()
             return None
-        db_session.commit()
         if row.expires_at <= utcnow() or row.grant.revoked_at is not None:
             return None
         return _RefreshCredential(row)
+
+    def _validate_token_scope(self, refresh_token: _RefreshCredential) -> None:
+        """A refresh may ask for the granted scope or less, in the scope grammar's terms
+        (``todo/tickets:RO`` is less than ``todo/tickets:RW``); never more."""
+        requested = self.request.payload.scope
+        if not requested:
+            return
+        try:
+            wanted = parse_scopes(requested)
+            granted = parse_scopes(refresh_token.get_scope())
+        except ScopeError as exc:
+            raise InvalidScopeError(description=_ascii(str(exc))) from None
+        if not wanted or not all(any(g.satisfies(w) for g in granted) for w in wanted):
+            raise InvalidScopeError(description="The scope asked for is wider than granted.")
+        self._narrowed = format_scopes(wanted)
+
+    def issue_token(self, user: Any, refresh_token: _RefreshCredential) -> dict[str, Any]:
+        scope = getattr(self, "_narrowed", None) or refresh_token.get_scope()
+        return self.generate_token(user=user, scope=scope, include_refresh_token=True)
 
     def authenticate_user(self, refresh_token: _RefreshCredential) -> User | None:
         return _active_user(refresh_token.row.grant.user_id)
 
     def revoke_old_credential(self, refresh_token: _RefreshCredential) -> None:
-        db_session.commit()
+        # Spend it atomically: of two concurrent refreshes with one token, one succeeds.
+        spent = db_session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.token_hash == refresh_token.row.token_hash,
+                RefreshToken.used_at.is_(None),
+            )
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if spent.rowcount != 1:  # type: ignore[attr-defined]
+            raise InvalidGrantError(description="The refresh token was used already.")
 
     def generate_token(
         self,
@@ -426,12 +458,12 @@ class _Token:
 
 
 def _query_token(token_string: str, hint: str | None) -> _Token | None:
+    """The token, whatever the hint says: a hint only orders the search (RFC 7009 2.1,
+    RFC 7662 2.1), and the two kinds cannot be confused (a JWT has two dots)."""
     st = _state()
-    if token_string.count(".") == 2 and hint != "refresh_token":
+    if token_string.count(".") == 2:
         claims = st.decode_access_token(token_string)
         return _Token("access_token", claims=claims) if claims is not None else None
-    if hint == "access_token" and token_string.count(".") == 2:
-        return None
     row = db_session.scalar(
         select(RefreshToken).where(RefreshToken.token_hash == digest(token_string))
     )
@@ -513,7 +545,29 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]
 # -- the server ----------------------------------------------------------------------------
 
 
+class _ConfiguredRequest(FlaskOAuth2Request):  # type: ignore[misc]
+    """Authlib's request, with the URL meta is configured at instead of the one it saw.
+
+    Authlib refuses a request whose URL is not https (or loopback). Behind a TLS proxy, or
+    when a service calls in through an ``internal-origin``, meta sees plain http and
+    another Host; whether transport is secure is the operator's call, made by the
+    configured origin, not something the request can say.
+    """
+
+    def __init__(self, request: Any, uri: str) -> None:
+        OAuth2Request.__init__(self, method=request.method, uri=uri, headers=request.headers)
+        self._request = request
+        self.payload = FlaskOAuth2Payload(request)
+
+
 class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
+    def create_oauth2_request(self, request: Any) -> Any:
+        from flask import request as flask_request
+
+        query = flask_request.query_string.decode("latin-1")
+        uri = _state().issuer.rstrip("/") + flask_request.path + ("?" + query if query else "")
+        return _ConfiguredRequest(flask_request, uri)
+
     def validate_requested_scope(self, scope: str | None) -> None:
         if not scope:
             return
