@@ -89,7 +89,7 @@ class SrcoreState:
     identity: MetaLink | None = None
     #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
     webhook_dispatcher: Dispatcher | None = None
-    #: The service's last word on whether a subscription receives an event.
+    #: Whether a subscriber may limit a subscription to a resource (a probe event about it).
     webhook_filter: CanReceive | None = None
     #: Called with a session once by each webhook worker (local or Celery) before its
     #: first fan-out, e.g. meta making its first-party subscriptions match the config.
@@ -241,8 +241,11 @@ def create_app(
     *config* is a loaded :class:`~srcore.config.Config` or a path; by default the file is
     looked up as ``srcore.config.find_config_path`` describes. *identity* replaces the
     link to meta built from the config (tests pass one whose HTTP session is a fake).
-    *webhook_filter* is called as ``webhook_filter(subscription, outbox_row)`` when an
-    event is fanned out; returning False keeps that subscription from receiving it.
+    *webhook_filter* is called as ``webhook_filter(subscription, outbox_row)`` when a
+    subscription is limited to one resource, with a probe event about it; returning
+    False refuses the subscription (its owner cannot see that resource). Who receives an
+    emitted event is not the filter's call: the event's declared ``audience``, judged from
+    the owner and visibility recorded when it was emitted, decides.
     """
     package = import_name.split(".")[0]
     if manifest is None:
@@ -304,6 +307,11 @@ def create_app(
     rendering.init_app(app)
     errors.init_app(app)
     lifecycle.init_app(app)
+    from srcore import cors
+    from srcore.auth import api as bearer_api
+
+    cors.init_app(app)
+    bearer_api.init_app(app)
     headers.init_app(app)
     security_txt.init_app(app)
     _register_static(app)

@@ -128,3 +128,16 @@ def test_cookie_pages_get_no_cors(user_client: Any, path: str) -> None:
         path, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     )
     assert "Access-Control-Allow-Origin" not in preflight.headers
+
+
+def test_every_api_401_carries_a_bearer_challenge(app: Any, client: Any, make_token: Any) -> None:
+    """A 401 raised after the token checked out (its user is unknown here) challenges too."""
+
+    class Ghost:
+        id = 987654
+
+    ghost = make_token("sample/things:RO", user=Ghost())
+    response = client.get("/api/whoami", headers={"Authorization": f"Bearer {ghost}"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith('Bearer realm="sample"')
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]

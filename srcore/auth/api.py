@@ -15,9 +15,11 @@ from flask import Response, current_app, g, request
 from srcore.auth.scopes import parse_scope
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from srcore.auth.tokens import AccessToken
 
-__all__ = ["bearer_token", "current_token", "oauth"]
+__all__ = ["bearer_token", "current_token", "init_app", "oauth"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,3 +103,27 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
         return wrapper
 
     return decorator
+
+
+def _challenge_every_401(response: Response) -> Response:
+    """RFC 6750 3 / RFC 7235 3.1: a 401 of the API names its scheme and realm, however
+    it was raised (a view's ``abort(401)``, a token whose user is unknown here)."""
+    from srcore.app import API_PREFIX
+
+    if (
+        response.status_code != 401
+        or "WWW-Authenticate" in response.headers
+        or not request.path.startswith(API_PREFIX)
+    ):
+        return response
+    realm = current_app.extensions["srcore"].service_id
+    challenge = f'Bearer realm="{realm}"'
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        challenge += ', error="invalid_token"'
+    response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Make every 401 under the API prefix carry a Bearer challenge."""
+    app.after_request(_challenge_every_401)
