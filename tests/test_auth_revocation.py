@@ -688,3 +688,19 @@ def test_suspension_event_ends_sessions_and_tokens(service: Any, fake: FakeMeta)
     )
     assert client.get("/api/whoami", headers=auth).status_code == 401
     assert client.get("/private").status_code == 302
+
+
+def test_tokens_of_an_unconfirmed_account_are_refused(service: Any, fake: FakeMeta) -> None:
+    """An unconfirmed account may hold someone else's address: its tokens do nothing."""
+    from srcore.testing import create_user
+
+    create_user(service, "erin", id=71)
+    client = service.test_client()
+    tok = fake.token(user_id=71, audience="sample", scope="sample/things:RO")
+    auth = {"Authorization": f"Bearer {tok}"}
+    assert client.get("/api/whoami", headers=auth).get_json() == {"user": "erin"}
+    profile = fake.add_user(71, "erin", user_type="unconfirmed")
+    assert _post(client, fake.webhook("profile:updated", profile)).status_code == 204
+    refused = client.get("/api/whoami", headers=auth)
+    assert refused.status_code == 403
+    assert "confirm" in refused.get_data(as_text=True)

@@ -170,6 +170,7 @@ def _session_stands(st: Any, uid: int) -> bool:
 
 def _token_user(st: Any, model: Any, user_id: int) -> Any:
     """The row of a token's user, copied from meta the first time this service sees them."""
+    from srcore.db import UserType
     from srcore.db import session as db_session
 
     user = db_session.get(model, user_id)
@@ -186,6 +187,9 @@ def _token_user(st: Any, model: Any, user_id: int) -> Any:
         abort(401, "The token's user is not known here.")
     if user.is_suspended:
         abort(403, "This account is suspended.")
+    if getattr(user, "user_type", None) == UserType.unconfirmed:
+        # It may hold someone else's address, registered in advance: no API access.
+        abort(403, "This account has not confirmed its email address; confirm it at meta.")
     return user
 
 
