@@ -151,7 +151,10 @@ def _token_before(issued_at: int, not_before: int | None) -> bool:
 
     Matches meta's own rule (``iat < not_before``): a token minted in the cut-off second
     may come from the login that followed it, and refusing it would refuse it for its
-    whole life. The grant events sent with a cut-off end the older tokens of that second.
+    whole life. The events meta sends with a cut-off end the older tokens of that second
+    exactly: a ``grant`` event for each OAuth grant of the account and a ``token`` event
+    for each personal access token, so "before" is decided by what was issued, not by
+    the clock.
     """
     return not_before is not None and issued_at < not_before
 
