@@ -78,7 +78,11 @@ def serve(
     if debug:
         host, _, port = bind.rpartition(":")
         module = __import__(package)
-        module.create_app(config=path).run(host=host, port=int(port), debug=True)
+        from srcore.redact import dev_request_handler
+
+        module.create_app(config=path).run(
+            host=host, port=int(port), debug=True, request_handler=dev_request_handler()
+        )
         return
     from srcore.serving import gunicorn_options
 

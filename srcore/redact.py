@@ -11,13 +11,19 @@ logger ``srcore serve`` configures (:mod:`srcore.gunicorn_logging`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from werkzeug.serving import WSGIRequestHandler
 
 __all__ = [
     "ENVIRON_KEY",
     "REDACTED",
+    "dev_request_handler",
     "is_secret_name",
     "redact_query",
     "redact_target",
@@ -78,3 +84,32 @@ def redact_url(url: str) -> str:
     if not parts.query:
         return url
     return urlunsplit(parts._replace(query=redact_query(parts.query)))
+
+
+@functools.cache
+def dev_request_handler() -> type[WSGIRequestHandler]:
+    """Werkzeug's request handler with its request log line redacted.
+
+    ``srcore serve --debug`` (and ``srcore dev``, which runs it) serves with Werkzeug's
+    development server, which logs every request line as the client sent it.
+    """
+    from werkzeug.serving import WSGIRequestHandler
+
+    class RedactingRequestHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            raw = getattr(self, "path", None)
+            if raw is None:
+                super().log_request(code, size)
+                return
+            environ = getattr(self, "environ", None) or {}
+            target = environ.get(ENVIRON_KEY)
+            if not isinstance(target, str):
+                path, _, query = raw.partition("?")
+                target = redact_target(path, query, None)
+            self.path = target
+            try:
+                super().log_request(code, size)
+            finally:
+                self.path = raw
+
+    return RedactingRequestHandler

@@ -4,6 +4,7 @@ own request log and in the gunicorn access log ``srcore serve`` configures."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -130,3 +131,52 @@ def test_gunicorn_access_log_is_redacted(tmp_path: Path) -> None:
     assert "/oauth/callback" in text, text[-2000:]
     assert not any(secret in text for secret in SECRETS), text[-2000:]
     assert "code=[redacted]&state=[redacted]" in text
+
+
+def test_development_server_log_is_redacted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``srcore serve --debug`` (and so ``srcore dev``) runs Werkzeug's server, which logs
+    every request line: with srcore's request handler, redacted."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from srcore.redact import dev_request_handler
+
+    app = build(tmp_path)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, request_handler=dev_request_handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="werkzeug"):
+            for path in ("/reset/s3cr3tT0ken?x=1", "/oauth/callback?code=c0deXYZ&state=st4te99"):
+                with contextlib.suppress(urllib.error.HTTPError):
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    lines = "\n".join(r.getMessage() for r in caplog.records if r.name == "werkzeug")
+    assert "/reset/[redacted]?x=1" in lines, lines
+    assert "code=[redacted]&state=[redacted]" in lines, lines
+    assert not any(secret in lines for secret in SECRETS), lines
+
+
+def test_serve_debug_uses_the_redacting_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from srcore.app import SrcoreApp
+    from srcore.cli import cli
+    from srcore.testing import write_network_config
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(SrcoreApp, "run", lambda self, **kw: seen.update(kw))
+    config = write_network_config(tmp_path / "config.ini", {"paste": free_port()})
+    result = CliRunner().invoke(cli, ["--config", str(config), "serve", "paste", "--debug"])
+    assert result.exit_code == 0, result.output
+    from srcore.redact import dev_request_handler
+
+    assert seen["request_handler"] is dev_request_handler()
