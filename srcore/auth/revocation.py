@@ -767,7 +767,14 @@ def apply_event(link: Any, message: object) -> None:
     if not isinstance(data, Mapping):
         raise ValueError("the message has no data object")
     if kind == REVOCATION_EVENT:
-        link.store.apply(parse_events(data.get("events")))
+        events = parse_events(data.get("events"))
+        link.store.apply(events)
+        # Suspensions and revoked accounts also stop their webhook subscriptions here.
+        from flask import current_app
+
+        from srcore.webhooks.accounts import after_revocations
+
+        after_revocations(current_app._get_current_object(), events)  # type: ignore[attr-defined]
     elif kind == PROFILE_EVENT:
         upsert_user(profile_values(data), create=False)
 

@@ -151,3 +151,35 @@ def test_internal_events_cannot_be_subscribed_to_through_the_pages(
     assert "internal to the network" in response.get_data(as_text=True)
     with app.extensions["srcore"].db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(Subscription)) == 0
+
+
+def test_a_password_reset_disables_the_accounts_webhooks_and_tells_the_owner(
+    app: Any, client: Any, accounts: Any, smtp_sink: Any
+) -> None:
+    """Someone registered with alice's address and made a webhook; alice takes the account
+    back with a password reset: the webhook stops, and she is told."""
+    from datetime import timedelta
+
+    from meta import logic
+    from meta.models import User
+
+    from srcore.db import utcnow
+
+    alice, bob = accounts.make("alice"), accounts.make("bob")
+    planted = subscribe(client, bearer(app, alice), USER_EVENTS).get_json()["id"]
+    bobs = subscribe(client, bearer(app, bob), USER_EVENTS).get_json()["id"]
+    with app.extensions["srcore"].db.transaction() as session:
+        # made a while before the reset (the attacker's head start)
+        session.get(Subscription, planted).created = utcnow() - timedelta(days=1)
+        session.get(Subscription, planted).confirmed_at = None
+    with app.app_context(), app.extensions["srcore"].db.transaction() as session:
+        user = session.get(User, alice.id)
+        logic.set_password(session, user, app.extensions["meta"].passwords.hash("n3w-Secret!x"))
+    with app.extensions["srcore"].db.transaction() as session:
+        sub = session.get(Subscription, planted)
+        assert not sub.enabled and "password" in (sub.disabled_reason or "")
+        assert session.get(Subscription, bobs).enabled
+    told = smtp_sink.to("alice@example.org")
+    assert any("webhook" in m["Subject"].lower() for m in told), [m["Subject"] for m in told]
+    _hook("on_profile_change")(app, alice)
+    assert planted not in run_worker(app)

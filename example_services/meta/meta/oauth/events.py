@@ -59,7 +59,6 @@ def emit(
     session.add(row)
     session.flush()
     Network.of(session).emit(session, REVOCATION_EVENT, {"events": [row.as_dict()]})
-    _apply_here(session, row)
     if kind == "grant":
         revoke_descendants(session, subject)
     elif kind == "token":
@@ -87,23 +86,6 @@ def revoke_descendants(session: Session, parent: str) -> None:
     ).all()
     for child in children:
         revoke_pat(session, child)
-
-
-def _apply_here(session: Session, row: RevocationEvent) -> None:
-    """meta's own webhook subscriptions follow the event too (services do on receipt):
-    a suspended account's receive nothing, a revoked account's are disabled."""
-    if row.kind not in ("user", "suspend", "unsuspend"):
-        return
-    from flask import current_app, has_app_context
-
-    from srcore.auth.revocation import RevocationEvent as Received
-    from srcore.webhooks.accounts import apply_with_change
-
-    app = Network.of(session).app
-    if app is None and has_app_context():
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if app is not None:
-        apply_with_change(app, session, [Received.from_json(row.as_dict())])
 
 
 def revoke_grant(session: Session, grant: Grant, *, lifetime: int) -> None:

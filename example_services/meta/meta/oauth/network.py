@@ -223,6 +223,22 @@ class Network:
         app = self.app
         if app is None or (has_app_context() and current_app._get_current_object() is app):  # type: ignore[attr-defined]
             emit(event, data, owner_id=owner_id, session=session)
+            self._apply_here(session, event, data)
             return
         with app.app_context():  # a hook called outside a request (scripts, tests)
             emit(event, data, owner_id=owner_id, session=session)
+            self._apply_here(session, event, data)
+
+    def _apply_here(self, session: Session, event: str, data: Mapping[str, Any]) -> None:
+        """meta's own webhook subscriptions follow its revocations as every service's do
+        on receipt (:mod:`srcore.webhooks.accounts`), in the revoking transaction: a
+        suspended account's receive nothing, a revoked account's are disabled."""
+        if event != REVOCATION_EVENT:
+            return
+        from flask import current_app
+
+        from srcore.auth.revocation import parse_events
+        from srcore.webhooks.accounts import apply_with_change
+
+        events = parse_events(data.get("events"))
+        apply_with_change(self.app or current_app._get_current_object(), session, events)  # type: ignore[attr-defined]

@@ -1,0 +1,159 @@
+"""What meta's revocation events mean for a service's webhook subscriptions.
+
+A suspended (or deleted) account's subscriptions receive nothing until meta unsuspends it;
+when everything an account issued is revoked (a password change or reset), its
+subscriptions are disabled and their owner told, so webhooks made by someone who held the
+account before (a pre-hijacked registration) stop sending its data. srcore reacts to the
+events meta pushes to ``/_srcore/events``: no service writes code for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from srcore.db import utcnow
+from srcore.testing import create_user
+from srcore.webhooks.fanout import fan_out
+from srcore.webhooks.models import Delivery, DeliveryStatus, Subscription
+from srcore.webhooks.outbox import insert_event
+from srcore.webhooks.signing import generate_secret
+from tests.fake_meta import FakeMeta, build_service
+
+
+@pytest.fixture
+def fake() -> FakeMeta:
+    return FakeMeta()
+
+
+@pytest.fixture
+def service(tmp_path: Any, fake: FakeMeta) -> Iterator[Any]:
+    app = build_service(tmp_path, fake)
+    yield app
+    app.extensions["srcore"].db.dispose()
+
+
+def push(app: Any, fake: FakeMeta, *events: dict[str, Any]) -> None:
+    headers, body = fake.push(list(events))
+    response = app.test_client().post("/_srcore/events", data=body, headers=headers)
+    assert response.status_code == 204, response.get_data(as_text=True)
+
+
+def event(seq: int, kind: str, subject: int, **times: int) -> dict[str, Any]:
+    return {"seq": seq, "kind": kind, "subject": str(subject), **times}
+
+
+def subscription(app: Any, owner_id: int, **values: Any) -> int:
+    with app.extensions["srcore"].db.transaction() as session:
+        sub = Subscription(
+            owner_id=owner_id,
+            url=f"https://hooks.example.org/{owner_id}",
+            events="thing:created",
+            scopes="sample/things:RW",
+            secret=generate_secret(),
+            **values,
+        )
+        session.add(sub)
+        session.flush()
+        return sub.id
+
+
+def emitted(app: Any) -> dict[int, str]:
+    """Emit one event and fan it out; returns the new deliveries' status by subscription."""
+    st = app.extensions["srcore"]
+    with st.db.transaction() as session:
+        outbox_id = insert_event(session, "thing:created", {"id": 1})
+    with st.db.session() as session:
+        new = fan_out(session, outbox_id, manifest=st.manifest)
+        rows = session.scalars(select(Delivery).where(Delivery.id.in_(new))).all()
+        return {d.subscription_id: d.status for d in rows}
+
+
+def pending_delivery(app: Any, subscription_id: int) -> int:
+    st = app.extensions["srcore"]
+    with st.db.transaction() as session:
+        outbox_id = insert_event(session, "thing:created", {"id": 0})
+        delivery = Delivery(subscription_id=subscription_id, outbox_id=outbox_id)
+        session.add(delivery)
+        session.flush()
+        return delivery.id
+
+
+def status(app: Any, model: type[Any], ident: int) -> Any:
+    with app.extensions["srcore"].db.transaction() as session:
+        return session.get(model, ident)
+
+
+def test_a_suspended_accounts_subscriptions_receive_nothing_until_unsuspended(
+    service: Any, fake: FakeMeta
+) -> None:
+    alices, bobs = subscription(service, 7), subscription(service, 8)
+    waiting = pending_delivery(service, alices)
+    push(service, fake, event(1, "suspend", 7))
+    assert status(service, Delivery, waiting).status == DeliveryStatus.cancelled
+    assert emitted(service) == {bobs: "pending"}
+    push(service, fake, event(2, "unsuspend", 7))
+    assert emitted(service) == {alices: "pending", bobs: "pending"}
+    push(service, fake, event(1, "suspend", 7))  # a late copy of an older event
+    assert emitted(service) == {alices: "pending", bobs: "pending"}
+
+
+def test_a_deleted_account_stays_suspended(service: Any, fake: FakeMeta) -> None:
+    alices = subscription(service, 7)
+    now = int(time.time())
+    push(service, fake, event(3, "user", 7, not_before=now), event(4, "suspend", 7))
+    assert emitted(service) == {}
+    assert not status(service, Subscription, alices).enabled
+
+
+def test_revoking_everything_an_account_issued_disables_its_subscriptions(
+    service: Any, fake: FakeMeta, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = create_user(service, "alice", id=7, email="alice@example.org")
+    hijacked = subscription(service, alice.id)
+    waiting = pending_delivery(service, hijacked)
+    bobs = subscription(service, 8)
+    caplog.set_level(logging.WARNING, logger="srcore.mail")
+    push(service, fake, event(5, "user", alice.id, not_before=int(time.time())))
+
+    sub = status(service, Subscription, hijacked)
+    assert not sub.enabled
+    assert "password" in (sub.disabled_reason or "")
+    assert status(service, Delivery, waiting).status == DeliveryStatus.cancelled
+    assert status(service, Subscription, bobs).enabled
+    assert emitted(service) == {bobs: "pending"}
+    mails = [r.getMessage() for r in caplog.records if r.name == "srcore.mail"]
+    assert any("alice@example.org" in m and sub.url in m for m in mails), mails
+
+    # The owner checks it and enables it again: a replay of the event leaves it alone.
+    with service.extensions["srcore"].db.transaction() as session:
+        row = session.get(Subscription, hijacked)
+        row.enabled, row.disabled_reason, row.confirmed_at = True, None, utcnow()
+    time.sleep(0)  # the replay below carries the same not_before
+    push(service, fake, event(5, "user", alice.id, not_before=int(time.time()) - 5))
+    assert status(service, Subscription, hijacked).enabled
+
+
+def test_the_webhooks_page_says_why_a_subscription_was_disabled(
+    service: Any, fake: FakeMeta
+) -> None:
+    from srcore.auth.web import _SESSION_AT
+    from srcore.testing import log_in_client
+
+    alice = create_user(service, "alice", id=7, email="alice@example.org")
+    subscription(service, alice.id, created=utcnow() - timedelta(hours=1))
+    # Long enough ago that the login below is a new session, after the revocation.
+    push(service, fake, event(5, "user", alice.id, not_before=int(time.time()) - 60))
+    browser = log_in_client(service.test_client(), alice)
+    with browser.session_transaction() as cookie:
+        cookie[_SESSION_AT] = time.time()  # logged in after the revocation
+    response = browser.get("/webhooks")
+    assert response.status_code == 200, response.headers
+    page = response.get_data(as_text=True)
+    assert "password" in page
