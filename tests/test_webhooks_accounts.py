@@ -157,3 +157,13 @@ def test_the_webhooks_page_says_why_a_subscription_was_disabled(
     assert response.status_code == 200, response.headers
     page = response.get_data(as_text=True)
     assert "password" in page
+
+
+def test_events_pulled_from_meta_apply_too(service: Any, fake: FakeMeta) -> None:
+    """A lost push is made up for by the pull: the subscriptions follow it as well."""
+    alices, bobs = subscription(service, 7), subscription(service, 8)
+    fake.add_event("suspend", "7")
+    puller = service.extensions["srcore"].identity.puller
+    assert puller.pull_once() == 1
+    assert emitted(service) == {bobs: "pending"}
+    assert status(service, Subscription, alices).enabled

@@ -32,6 +32,7 @@ up to the pull interval to apply everywhere.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -668,6 +669,9 @@ class RevocationPuller:
         self._start_lock = threading.Lock()
         #: How many pulls ran (successful or not).
         self.pulls = 0
+        #: Called with the events of each pull once the store has them (the app's webhook
+        #: subscriptions follow them: :func:`srcore.webhooks.accounts.after_revocations`).
+        self.listeners: list[Callable[[list[RevocationEvent]], None]] = []
 
     def pull_once(self) -> int:
         """Apply every event meta has after the store's last seq; return how many."""
@@ -679,6 +683,11 @@ class RevocationPuller:
             if events:
                 self.store.apply(events)
                 applied += len(events)
+                for listener in self.listeners:
+                    try:
+                        listener(events)
+                    except Exception:  # the store has them either way; logged for the operator
+                        log.exception("applying pulled revocations to webhooks failed")
             if not events or last <= since:
                 break
         self.pulls += 1
@@ -934,6 +943,9 @@ def init_app(app: Any) -> None:
     )
     puller = link.puller
     if puller is not None:
+        from srcore.webhooks.accounts import after_revocations
+
+        puller.listeners.append(functools.partial(after_revocations, app))
         start = puller.ensure_started
 
         def start_pulling() -> None:
