@@ -186,6 +186,20 @@ def logout() -> Response:
     return redirect(url_for("accounts.login"))
 
 
+@accounts.route("/logout/everywhere", methods=["POST"])
+@login_required
+def logout_everywhere() -> Response:
+    """End every session of the account: every browser at meta, and at every service."""
+    user = _user()
+    logic.end_web_sessions(db, user.id)
+    user.sessions_valid_after = utcnow()
+    logic.call_hook("on_logout", user)
+    db.commit()
+    log_out()
+    flash("You are logged out everywhere.", "success")
+    return redirect(url_for("accounts.login"))
+
+
 # -- registration and confirmation ------------------------------------------------------------
 
 

@@ -495,3 +495,21 @@ def test_account_tabs_link_security_and_clients(
             assert f'aria-current="page">{label}<' in nav.group(1)
         else:
             assert f'href="{target}"' in nav.group(1), (path, target)
+
+
+def test_log_out_everywhere_ends_every_session(
+    oauth_app: Any, accounts: Any, login: Any, pushes: Captured
+) -> None:
+    alice = accounts.make("alice")
+    first = _browser(oauth_app, login)
+    second = _browser(oauth_app, login)
+    page = first.get("/security").get_data(as_text=True)
+    assert 'action="/logout/everywhere"' in page
+    out = first.post("/logout/everywhere", data={"csrf_token": _csrf(first, "/security")})
+    assert out.status_code == 302
+    assert first.get("/profile").status_code == 302
+    assert second.get("/profile").status_code == 302
+    assert ("session", str(alice.id)) in [
+        (e["kind"], e["subject"]) for e in pushes.events(oauth_app)
+    ]
+    assert _browser(oauth_app, login).get("/profile").status_code == 200
