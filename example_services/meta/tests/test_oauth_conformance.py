@@ -517,3 +517,19 @@ def test_unsafe_custom_schemes_are_refused(uri: str) -> None:
     from meta.oauth.clients import check_redirect_uri_value
 
     assert check_redirect_uri_value(uri) is not None
+
+
+def test_a_plain_http_public_origin_is_a_clear_400(oauth_app: Any, monkeypatch: Any) -> None:
+    """Transport security is the configured origin's: plain http off loopback is refused
+    with an OAuth error (never Authlib's exception as a 500), whatever the request says."""
+    monkeypatch.delenv("AUTHLIB_INSECURE_TRANSPORT", raising=False)
+    monkeypatch.setattr(oauth_app.extensions["meta.oauth"], "issuer", "http://meta.example")
+    client = oauth_app.test_client()
+    for path, form in (
+        ("/oauth/token", {"grant_type": "client_credentials"}),
+        ("/oauth/introspect", {"token": "x"}),
+        ("/oauth/revoke", {"token": "x"}),
+    ):
+        response = client.post(path, data=form, headers=basic(), base_url="https://meta.example")
+        assert response.status_code == 400, (path, response.data[:200])
+        assert response.get_json()["error"] == "invalid_request"
