@@ -280,6 +280,28 @@ def test_basic_and_form_credentials_together_are_refused(oauth_app: Any) -> None
     )
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_request"
+    other_id = oauth_app.test_client().post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": "someone-else"},
+        headers=basic(),
+    )
+    assert other_id.status_code == 400
+    assert other_id.get_json()["error"] == "invalid_request"
+
+
+def test_an_authorization_request_may_be_posted(browser: Any) -> None:
+    """RFC 6749 3.1: the authorization endpoint takes POST as well as GET."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    url = authorize_url(challenge=pkce()[1])
+    form = dict(parse_qsl(urlsplit(url).query))
+    token = re.search(
+        r'name="csrf_token" value="([^"]+)"', browser.get("/forgot").get_data(as_text=True)
+    )
+    assert token
+    response = browser.post("/oauth/authorize", data={**form, "csrf_token": token.group(1)})
+    assert response.status_code == 302, response.get_data(as_text=True)[:300]
+    assert "code" in query_of(response.headers["Location"])
 
 
 def _raw_basic(raw: bytes) -> dict[str, str]:

@@ -73,7 +73,10 @@ def check_parameters(
     ``client_secret`` sent beside Basic credentials. *items* are every (name, value) pair
     of the query string and the form body, repeats included."""
     seen: set[str] = set()
+    client_id = None
     for name, value in items:
+        if name == "client_id":
+            client_id = value
         if not _printable(name) or not _printable(value):
             raise BadRequest(
                 "invalid_request", f"The parameter {_shown(name)} contains a NUL byte."
@@ -89,6 +92,8 @@ def check_parameters(
             "invalid_request",
             "Authenticate with one method: Basic credentials or client_secret, not both.",
         )
+    if basic is not None and client_id is not None and client_id != basic[0]:
+        raise BadRequest("invalid_request", "client_id differs from the Basic credentials.")
 
 
 def _shown(name: str) -> str:

@@ -34,6 +34,8 @@ endpoints = Blueprint("oauth", __name__)
 PULL_BATCH = 1000
 #: The endpoints that clients call with their own credentials (no cookie, no CSRF token).
 CLIENT_ENDPOINTS = ("oauth.token", "oauth.revoke", "oauth.introspect")
+#: The consent page's own form fields, beside the authorization request's parameters.
+CONSENT_FIELDS = frozenset({"csrf_token", "decision"})
 #: The token_type_hint values of revocation and introspection (RFC 7009 2.1, RFC 7662 2.1).
 TOKEN_TYPE_HINTS = ("access_token", "refresh_token")
 #: The endpoints a browser app (a public client on another origin) calls: CORS, no cookies.
@@ -121,9 +123,14 @@ def _authorize_error(error: OAuth2Error) -> Response:
 def authorize() -> Any:
     st = oauth_state()
     server = st.server
+    # The request is the query (or a POSTed form); the consent form adds its own fields.
+    items = [*request.args.items(multi=True)] + [
+        (name, value)
+        for name, value in request.form.items(multi=True)
+        if name not in CONSENT_FIELDS
+    ]
     try:
-        # The consent form's own fields come in the body; the request is the query.
-        checks.check_parameters(request.args.items(multi=True), required=("response_type",))
+        checks.check_parameters(items, required=("response_type",))
     except checks.BadRequest as problem:
         return error_response(400, str(problem), title="Invalid authorization request")
     user = current_user._get_current_object()
