@@ -12,7 +12,7 @@ from typing import Any
 
 from werkzeug.routing import BaseConverter, Map, ValidationError
 
-__all__ = ["ID_MAX", "IdConverter", "init_app"]
+__all__ = ["BIGINT_MAX", "ID_MAX", "IdConverter", "init_app"]
 
 #: The largest id of a PostgreSQL ``integer`` primary key (the services' default).
 ID_MAX = 2**31 - 1

@@ -325,3 +325,47 @@ def test_error_bodies_encode(app: Any, client: Any) -> None:
     response = client.get("/api/nothing")
     assert response.status_code == 404
     assert json.loads(response.get_data())["errors"]
+
+
+# -- the pieces on their own -----------------------------------------------------------------
+
+
+def test_the_escape_hatch_needs_a_reason() -> None:
+    from srcore.db import writes_on_safe_method
+
+    with pytest.raises(ValueError, match="say why"):
+        writes_on_safe_method("")
+
+
+def test_gunicorn_limits_sit_above_srcores() -> None:
+    from srcore import hygiene
+    from srcore.serving import GUNICORN_LIMITS, gunicorn_options
+
+    assert GUNICORN_LIMITS["limit-request-line"] > hygiene.MAX_TARGET_LENGTH + len(
+        "DELETE  HTTP/1.1"
+    )
+    assert GUNICORN_LIMITS["limit-request-fields"] > hygiene.MAX_HEADER_COUNT
+    assert GUNICORN_LIMITS["limit-request-field_size"] > hygiene.MAX_HEADER_BYTES
+    options = gunicorn_options()
+    assert options[options.index("--limit-request-line") + 1] == "8190"
+
+
+def test_id_converter_bounds() -> None:
+    from werkzeug.exceptions import NotFound
+    from werkzeug.routing import Map, Rule
+
+    from srcore.routing import IdConverter
+
+    url_map = Map(
+        [Rule("/a/<id:x>", endpoint="a"), Rule("/b/<id(max=9223372036854775807):x>", endpoint="b")],
+        converters={"id": IdConverter},
+    )
+    adapter = url_map.bind("example.invalid")
+    assert adapter.match("/a/2147483647") == ("a", {"x": 2**31 - 1})
+    assert adapter.match("/b/9223372036854775807") == ("b", {"x": 2**63 - 1})
+    for path in ["/a/2147483648", "/a/0", "/a/01", "/a/-1", "/a/+1", "/b/9223372036854775808"]:
+        with pytest.raises(NotFound):
+            adapter.match(path)
+    assert adapter.build("a", {"x": 7}) == "/a/7"
+    with pytest.raises(ValueError, match="max"):
+        IdConverter(url_map, max=2**63)
