@@ -31,7 +31,8 @@ SUBJECTS = {
 def absolute_url(endpoint: str, **values: Any) -> str:
     """The address of *endpoint* on meta's configured origin."""
     origin = str(srcore.state().section["origin"]).rstrip("/")
-    return origin + url_for(endpoint, **values)
+    # A path, also outside a request (where url_for would make it absolute already).
+    return origin + url_for(endpoint, _external=False, **values)
 
 
 @dataclass(frozen=True)

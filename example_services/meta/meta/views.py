@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -320,18 +321,35 @@ def forgot() -> Any:
         render_template("meta/forgot.html", valid=None, sent=True, email=email)
     )
     if user is not None and not user.is_suspended:
-        secret = logic.issue_token(
-            db,
-            user,
-            TokenPurpose.reset,
-            email=user.email,
-            lifetime=_duration("reset-lifetime", timedelta(hours=1)),
-        )
-        db.commit()
-        # Sent once the answer is out: its timing must not tell that the address is known.
-        response.call_on_close(prepare_mail("reset", user.email, user=user, token=secret).send)
+        # The link is made and mailed once the answer is out: the answer costs the same
+        # whether or not an account uses the address, so its timing tells nothing.
+        response.call_on_close(_reset_mailer(user.id))
     # The same answer whether or not an account uses the address.
     return response
+
+
+def _reset_mailer(user_id: int) -> Callable[[], None]:
+    """Issue a reset link for *user_id* and mail it, outside the request (no request
+    context: a transaction and an app context of its own)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    lifetime = _duration("reset-lifetime", timedelta(hours=1))
+
+    def issue_and_send() -> None:
+        try:
+            with app.app_context():
+                with srcore.state(app).db.transaction() as session:
+                    user = session.get(User, user_id)
+                    if user is None or user.is_suspended:
+                        return
+                    secret = logic.issue_token(
+                        session, user, TokenPurpose.reset, email=user.email, lifetime=lifetime
+                    )
+                    mail = prepare_mail("reset", user.email, user=user, token=secret)
+                mail.send()
+        except Exception:  # the answer is gone: nobody but the log can hear of it
+            log.exception("cannot mail a reset link to account %d", user_id)
+
+    return issue_and_send
 
 
 @accounts.route("/reset/<token>", methods=["GET", "POST"])

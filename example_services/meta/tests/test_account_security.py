@@ -472,6 +472,12 @@ def test_forgot_sends_mail_after_the_response(
         assert started and started[0].startswith("200")
         assert b"".join(body)
         assert smtp_sink.to("alice@example.org") == []
+        # Nor is the link made yet: the request did no more than for an unknown address.
+        from meta.models import EmailToken
+        from sqlalchemy import func, select
+
+        with app.extensions["srcore"].db.transaction() as session:
+            assert session.scalar(select(func.count()).select_from(EmailToken)) == 0
     finally:
         getattr(body, "close", lambda: None)()
     assert len(smtp_sink.to("alice@example.org")) == 1
