@@ -354,8 +354,18 @@ def delete_user(session: Session, user: User) -> None:
 # -- web sessions ---------------------------------------------------------------------------
 
 
-def start_web_session(session: Session, user_id: int) -> str:
-    """Record a new logged-in browser of *user_id*; return the secret its cookie carries."""
+def start_web_session(session: Session, user_id: int, *, lifetime: timedelta | None = None) -> str:
+    """Record a new logged-in browser of *user_id*; return the secret its cookie carries.
+
+    Sessions of the account older than *lifetime* (whose cookies have expired) are
+    forgotten on the way, so the table holds no more than the live ones and a few.
+    """
+    if lifetime is not None:
+        session.execute(
+            delete(WebSession).where(
+                WebSession.user_id == user_id, WebSession.created < utcnow() - lifetime
+            )
+        )
     secret = secrets.token_urlsafe(32)
     session.add(WebSession(user_id=user_id, secret_hash=_digest(secret)))
     session.flush()

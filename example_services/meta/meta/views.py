@@ -69,7 +69,9 @@ class MetaLogin:
     def session_values(self, user_id: int) -> dict[str, Any]:
         """Start a server-side session for *user_id* and commit it; return what the cookie
         adds to ``_uid``. The login pages use it, and tests that log a user in directly."""
-        secret = logic.start_web_session(db, user_id)
+        secret = logic.start_web_session(
+            db, user_id, lifetime=current_app.permanent_session_lifetime
+        )
         db.commit()
         return {SESSION_ID: secret, SESSION_STARTED: time.time()}
 

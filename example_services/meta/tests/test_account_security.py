@@ -519,3 +519,30 @@ def test_log_out_everywhere_ends_every_session(
         (e["kind"], e["subject"]) for e in pushes.events(oauth_app)
     ]
     assert _browser(oauth_app, login).get("/profile").status_code == 200
+
+
+def test_expired_sessions_are_forgotten_at_the_next_login(
+    app: Any, accounts: Any, login: Any
+) -> None:
+    from datetime import timedelta
+
+    from meta.models import WebSession
+    from sqlalchemy import select
+
+    from srcore.db import utcnow
+
+    alice = accounts.make("alice")
+    kept = _browser(app, login)
+    with app.extensions["srcore"].db.transaction() as session:
+        session.add(
+            WebSession(
+                user_id=alice.id,
+                secret_hash="0" * 64,
+                created=utcnow() - app.permanent_session_lifetime - timedelta(minutes=1),
+            )
+        )
+    _browser(app, login)
+    with app.extensions["srcore"].db.transaction() as session:
+        hashes = session.scalars(select(WebSession.secret_hash)).all()
+    assert "0" * 64 not in hashes and len(hashes) == 2
+    assert kept.get("/profile").status_code == 200
