@@ -266,7 +266,7 @@ def _probes(method: str, arguments: list[str], real: dict[str, str]) -> list[dic
     plain = {a: real.get(a, "1") for a in arguments}
     shapes: list[dict[str, Any]] = [{"query": _raw_query(_flood("\ud800\x00"))}]
     if method in {"POST", "PUT", "PATCH", "DELETE"}:
-        for value in ["\ud800", 2**70, ["\x00"]]:
+        for value in ["\ud800", "a\x00b", 2**70, ["\x00"]]:
             body = json.dumps(dict.fromkeys(FIELDS, value)).encode()
             shapes.append({"body": ("json", body)})
         shapes.append({"body": ("form", _flood("a\x00b"))})
