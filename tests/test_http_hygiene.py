@@ -369,3 +369,20 @@ def test_id_converter_bounds() -> None:
     assert adapter.build("a", {"x": 7}) == "/a/7"
     with pytest.raises(ValueError, match="max"):
         IdConverter(url_map, max=2**63)
+
+
+def test_json_with_a_lone_surrogate_is_invalid() -> None:
+    from srcore.validation import Invalid, parse_json_object
+
+    for body in [
+        b'{"a": "\\ud800"}',
+        b'{"\\udfff": 1}',
+        b'{"a": ["x", {"b": "y\\ud83d"}]}',
+        b'{"a": "\\ude00\\ud83d"}',
+    ]:
+        with pytest.raises(Invalid, match="surrogate"):
+            parse_json_object(body)
+    assert parse_json_object(b'{"a": "\\ud83d\\ude00", "b": "\\\\ud800"}') == {
+        "a": "\U0001f600",
+        "b": "\\ud800",
+    }

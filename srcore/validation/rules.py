@@ -57,6 +57,7 @@ _TRUE = frozenset({"on", "true", "1", "yes"})
 _FALSE = frozenset({"off", "false", "0", "no", ""})
 # NUL cannot be stored in PostgreSQL text, and a lone surrogate cannot be encoded to UTF-8.
 _FORBIDDEN_CHARS = re.compile("[\x00\ud800-\udfff]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _FORM_INTEGER = re.compile(r"[+-]?[0-9]+")
 # More digits than this is far outside any 64-bit range; int() is not even attempted.
 _MAX_INTEGER_DIGITS = 40
@@ -138,12 +139,29 @@ def _reject_constant(name: str) -> Any:
     raise _NonFiniteNumber(name)
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a lone surrogate anywhere, keys included."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATES.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse a request body that must hold one JSON object.
 
     Anything else raises :class:`Invalid`: invalid UTF-8, malformed JSON, ``NaN`` or
     ``Infinity``, a duplicated key (which a reader could resolve either way), a top level
-    that is not an object, or nesting deep enough to exhaust the parser's recursion.
+    that is not an object, nesting deep enough to exhaust the parser's recursion, or a
+    lone surrogate escape in any string.
     """
     if not body or body.isspace():
         raise Invalid("The request body is empty; expected a JSON object.")
@@ -172,6 +190,10 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise Invalid("Not valid JSON.") from None
     if not isinstance(value, dict):
         raise Invalid("Expected a JSON object.")
+    # An escape like \ud800 alone parses, but is no character: it cannot be stored, shown
+    # or encoded, so no part of the app should ever hold one.
+    if _has_lone_surrogate(value):
+        raise Invalid("The JSON body holds a lone surrogate escape (\\ud800-\\udfff), not text.")
     return value
 
 
