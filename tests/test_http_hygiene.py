@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from srcore.testing import create_user, log_in_client
 
@@ -153,6 +153,16 @@ def test_view_writing_on_get_fails_loudly(app: Any, srcore_service: str) -> None
         session.commit()
         return "ok"
 
+    def bulk() -> str:
+        session.execute(delete(Tracker))
+        session.commit()
+        return "ok"
+
+    def posted() -> str:
+        session.execute(delete(Tracker).where(Tracker.name == "nothing"))
+        session.commit()
+        return "ok"
+
     @srcore.writes_on_safe_method("a test of the escape hatch")
     def allowed() -> str:
         session.add(Tracker(owner_id=user.id, name="allowed"))
@@ -161,9 +171,14 @@ def test_view_writing_on_get_fails_loudly(app: Any, srcore_service: str) -> None
 
     app.add_url_rule("/test/sneaky", view_func=sneaky)
     app.add_url_rule("/test/allowed", view_func=allowed)
+    app.add_url_rule("/test/bulk", view_func=bulk)
+    app.add_url_rule("/api/test/posted", view_func=posted, methods=["POST"])
     client = app.test_client()
     with pytest.raises(SafeMethodWrite):
         client.get("/test/sneaky")
+    with pytest.raises(SafeMethodWrite):
+        client.get("/test/bulk")
+    assert client.post("/api/test/posted").status_code == 200
     with pytest.raises(SafeMethodWrite):
         client.head("/test/sneaky")
     assert client.get("/test/allowed").status_code == 200
