@@ -269,7 +269,8 @@ def _probes(method: str, arguments: list[str], real: dict[str, str]) -> list[dic
         for value in ["\ud800", "a\x00b", 2**70, ["\x00"]]:
             body = json.dumps(dict.fromkeys(FIELDS, value)).encode()
             shapes.append({"body": ("json", body)})
-        shapes.append({"body": ("form", _flood("a\x00b"))})
+        for text in ["a\x00b", "2147483648", "-9223372036854775809"]:
+            shapes.append({"body": ("form", _flood(text))})
     for value in ["\x00", "9223372036854775808", "\ud800"] if arguments else []:
         shapes.append({"parts": dict.fromkeys(arguments, value)})
     base = {
