@@ -37,6 +37,7 @@ __all__ = [
     "ServiceDatabase",
     "chromium_path",
     "create_user",
+    "deliver_pending",
     "free_port",
     "launch_chromium",
     "log_in_client",
@@ -289,6 +290,51 @@ def run_service(
             process.kill()
             process.wait()
         log.close()
+
+
+def deliver_pending(app: Any) -> dict[int, list[str]]:
+    """Run the local webhook worker in process over every pending event and return, per
+    subscription id, the events it was delivered, in delivery order.
+
+    Every receiver "answers" 204 without a request leaving the process, so a test can ask
+    *who* receives an event (fan-out, audiences, filters) without running an HTTP server.
+    """
+    import requests
+    from sqlalchemy import select
+
+    from srcore.webhooks.models import Delivery, OutboxRow
+    from srcore.webhooks.worker import LocalWorker
+
+    class Accept(requests.adapters.BaseAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
+            response = requests.Response()
+            response.status_code = 204
+            response.request = request
+            response.url = request.url
+            response._content = b""
+            return response
+
+        def close(self) -> None:
+            pass
+
+    http = requests.Session()
+    http.mount("https://", Accept())
+    http.mount("http://", Accept())
+    worker = LocalWorker(app, http=http, trusted_http=http, poll_interval=0.01)
+    try:
+        while worker.run_once():
+            pass
+    finally:
+        worker.close()
+    got: dict[int, list[str]] = {}
+    with app.extensions["srcore"].db.transaction() as session:
+        for sub_id, event in session.execute(
+            select(Delivery.subscription_id, OutboxRow.event)
+            .join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
+            .order_by(Delivery.id)
+        ):
+            got.setdefault(sub_id, []).append(event)
+    return got
 
 
 @contextlib.contextmanager

@@ -9,66 +9,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import requests
 from sqlalchemy import func, select
 
 from srcore.manifest import load_manifest
-from srcore.testing import log_in_client
-from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBase
-from srcore.webhooks.worker import LocalWorker
+from srcore.testing import deliver_pending, log_in_client
+from srcore.webhooks.models import Subscription
 
 HOOK = "https://hooks.example.org/meta"
 MANIFEST = load_manifest("meta")
 EVENTS = [event.name for event in MANIFEST.events]
 USER_EVENTS = [event.name for event in MANIFEST.events if event.audience != "internal"]
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture(autouse=True)
-def _empty_webhook_tables(app: Any) -> Any:
-    yield
-    with app.extensions["srcore"].db.transaction() as session:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            session.execute(table.delete())
-
-
-class _Accept(requests.adapters.BaseAdapter):
-    """Answers every request with 204 without sending it anywhere."""
-
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        response = requests.Response()
-        response.status_code = 204
-        response.request = request
-        response.url = request.url
-        response._content = b""
-        response._content_consumed = True
-        return response
-
-    def close(self) -> None:
-        pass
-
-
-def run_worker(app: Any) -> dict[int, list[str]]:
-    """Run the local worker over everything pending; returns the events each subscription
-    got (deliveries made by the worker's own fan-out)."""
-    http = requests.Session()
-    http.mount("https://", _Accept())
-    http.mount("http://", _Accept())
-    worker = LocalWorker(app, http=http, trusted_http=http, poll_interval=0.01)
-    try:
-        while worker.run_once():
-            pass
-    finally:
-        worker.close()
-    got: dict[int, list[str]] = {}
-    with app.extensions["srcore"].db.transaction() as session:
-        for sub_id, event in session.execute(
-            select(Delivery.subscription_id, OutboxRow.event)
-            .join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
-            .order_by(Delivery.id)
-        ):
-            got.setdefault(sub_id, []).append(event)
-    return got
 
 
 def bearer(app: Any, user: Any, scope: str = "meta/profile:RW") -> dict[str, str]:
@@ -125,7 +76,7 @@ def test_no_other_user_receives_any_event_about_alice(
     trigger = TRIGGERS[event]
     if trigger is not None:
         trigger(app, alice)
-    got = run_worker(app)
+    got = deliver_pending(app)
     if not internal:
         assert event in got.get(alices, []), got
     assert set(got) <= {alices}, got
@@ -182,4 +133,4 @@ def test_a_password_reset_disables_the_accounts_webhooks_and_tells_the_owner(
     told = smtp_sink.to("alice@example.org")
     assert any("webhook" in m["Subject"].lower() for m in told), [m["Subject"] for m in told]
     _hook("on_profile_change")(app, alice)
-    assert planted not in run_worker(app)
+    assert planted not in deliver_pending(app)

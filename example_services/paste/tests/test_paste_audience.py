@@ -8,24 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import requests
-from sqlalchemy import select
 
 from srcore.manifest import load_manifest
-from srcore.testing import create_user
-from srcore.webhooks.models import Delivery, OutboxRow, WebhookBase
-from srcore.webhooks.worker import LocalWorker
+from srcore.testing import create_user, deliver_pending
 
 HOOK = "https://hooks.example.org/paste"
 EVENTS = [event.name for event in load_manifest("paste").events]
-
-
-@pytest.fixture(autouse=True)
-def _empty_webhook_tables(app: Any) -> Any:
-    yield
-    with app.extensions["srcore"].db.transaction() as session:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            session.execute(table.delete())
 
 
 @pytest.fixture
@@ -34,45 +22,6 @@ def auth(make_token: Any, user: Any) -> Any:
         return {"Authorization": f"Bearer {make_token(scopes, user=who or user)}"}
 
     return headers
-
-
-class _Accept(requests.adapters.BaseAdapter):
-    """Answers every request with 204 without sending it anywhere."""
-
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        response = requests.Response()
-        response.status_code = 204
-        response.request = request
-        response.url = request.url
-        response._content = b""
-        response._content_consumed = True
-        return response
-
-    def close(self) -> None:
-        pass
-
-
-def run_worker(app: Any) -> dict[int, list[str]]:
-    """Run the local worker over everything pending; returns the events each subscription
-    got (deliveries made by the worker's own fan-out)."""
-    http = requests.Session()
-    http.mount("https://", _Accept())
-    http.mount("http://", _Accept())
-    worker = LocalWorker(app, http=http, trusted_http=http, poll_interval=0.01)
-    try:
-        while worker.run_once():
-            pass
-    finally:
-        worker.close()
-    got: dict[int, list[str]] = {}
-    with app.extensions["srcore"].db.transaction() as session:
-        for sub_id, event in session.execute(
-            select(Delivery.subscription_id, OutboxRow.event)
-            .join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
-            .order_by(Delivery.id)
-        ):
-            got.setdefault(sub_id, []).append(event)
-    return got
 
 
 def subscribe(client: Any, headers: dict[str, str], events: list[str]) -> int:
@@ -103,7 +52,7 @@ def test_an_unlisted_pastes_events_reach_its_owner_only(
     alices = subscribe(client, auth(), EVENTS)
     bobs = subscribe(client, auth(who=bob), [event])
     TRIGGERS[event](client, auth())
-    got = run_worker(app)
+    got = deliver_pending(app)
     assert event in got.get(alices, []), got
     assert bobs not in got, got
 
@@ -114,4 +63,4 @@ def test_a_public_pastes_event_reaches_every_subscriber(
     bob = create_user(app, "bob")
     bobs = subscribe(client, auth(who=bob), ["paste:created"])
     _paste(client, auth(), visibility="public")
-    assert run_worker(app) == {bobs: ["paste:created"]}
+    assert deliver_pending(app) == {bobs: ["paste:created"]}

@@ -9,54 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import requests
-from sqlalchemy import select
 
 from srcore.manifest import load_manifest
-from srcore.webhooks.models import Delivery, OutboxRow
-from srcore.webhooks.worker import LocalWorker
+from srcore.testing import deliver_pending
 
 HOOK = "https://hooks.example.org/todo"
 EVENTS = [event.name for event in load_manifest("todo").events]
-
-
-class _Accept(requests.adapters.BaseAdapter):
-    """Answers every request with 204 without sending it anywhere."""
-
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        response = requests.Response()
-        response.status_code = 204
-        response.request = request
-        response.url = request.url
-        response._content = b""
-        response._content_consumed = True
-        return response
-
-    def close(self) -> None:
-        pass
-
-
-def run_worker(app: Any) -> dict[int, list[str]]:
-    """Run the local worker over everything pending; returns the events each subscription
-    got (deliveries made by the worker's own fan-out)."""
-    http = requests.Session()
-    http.mount("https://", _Accept())
-    http.mount("http://", _Accept())
-    worker = LocalWorker(app, http=http, trusted_http=http, poll_interval=0.01)
-    try:
-        while worker.run_once():
-            pass
-    finally:
-        worker.close()
-    got: dict[int, list[str]] = {}
-    with app.extensions["srcore"].db.transaction() as session:
-        for sub_id, event in session.execute(
-            select(Delivery.subscription_id, OutboxRow.event)
-            .join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
-            .order_by(Delivery.id)
-        ):
-            got.setdefault(sub_id, []).append(event)
-    return got
 
 
 def subscribe(client: Any, headers: dict[str, str], events: list[str]) -> int:
@@ -112,7 +70,7 @@ def test_an_unlisted_trackers_events_reach_its_owner_only(
     alices = subscribe(client, auth(), EVENTS)
     bobs = subscribe(client, auth(who=bob), [event])
     TRIGGERS[event](client, auth())
-    got = run_worker(app)
+    got = deliver_pending(app)
     assert event in got.get(alices, []), got
     assert bobs not in got, got
 
@@ -122,7 +80,7 @@ def test_a_public_trackers_events_reach_every_subscriber(
 ) -> None:
     bobs = subscribe(client, auth(who=bob), ["tracker:created"])
     _tracker(client, auth(), visibility="public")
-    assert run_worker(app) == {bobs: ["tracker:created"]}
+    assert deliver_pending(app) == {bobs: ["tracker:created"]}
 
 
 def test_events_are_judged_by_the_tracker_as_it_was(
@@ -138,7 +96,7 @@ def test_events_are_judged_by_the_tracker_as_it_was(
     _ok(client.patch("/api/trackers/secret", json={"visibility": "private"}, headers=auth()))
     _ok(client.post("/api/trackers/secret/tickets", json={"title": "Hidden"}, headers=auth()))
     _ok(client.delete("/api/trackers/secret", headers=auth()))
-    got = run_worker(app)
+    got = deliver_pending(app)
     assert got[mine] == [
         "tracker:created",
         "ticket:created",
@@ -154,4 +112,4 @@ def test_deleted_tracker_events_reach_the_owner(app: Any, client: Any, auth: Any
     _tracker(client, auth())
     _ok(client.post("/api/trackers/secret/tickets", json={"title": "Bug"}, headers=auth()))
     _ok(client.delete("/api/trackers/secret", headers=auth()))
-    assert run_worker(app) == {mine: ["tracker:created", "ticket:created", "tracker:deleted"]}
+    assert deliver_pending(app) == {mine: ["tracker:created", "ticket:created", "tracker:deleted"]}
