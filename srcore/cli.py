@@ -100,7 +100,7 @@ def serve(
         f"srcore-{service}",
         # Several services run on one host: they must not share gunicorn's control socket.
         "--no-control-socket",
-        *gunicorn_options(),
+        *gunicorn_options(threads=threads),
         # Its access log (off unless turned on) leaves reset tokens and OAuth codes out.
         "--logger-class",
         "srcore.gunicorn_logging.AccessLogger",

@@ -4,6 +4,11 @@ srcore enforces its own limits on the request line and headers (:mod:`srcore.hyg
 and answers with its standard error body, JSON under ``/api/``. gunicorn's limits are set
 above them, so a request past srcore's limit reaches the app instead of getting the
 server's own HTML page; gunicorn's remain as the outer bound.
+
+A request gunicorn cannot parse at all (an invalid request line, method, HTTP version or
+header, obsolete line folding) never reaches the app: gunicorn answers it itself. srcore's
+worker classes (:mod:`srcore.gunicorn_worker`) keep gunicorn's status and logs and send
+srcore's standard error body for the API, so every error answer has the same shape.
 """
 
 from __future__ import annotations
@@ -21,9 +26,14 @@ GUNICORN_LIMITS: dict[str, int] = {
 }
 
 
-def gunicorn_options() -> list[str]:
-    """The gunicorn command-line options for srcore's limits."""
-    options: list[str] = []
+def gunicorn_options(*, threads: int = 1) -> list[str]:
+    """The gunicorn command-line options for srcore's limits and worker class.
+
+    *threads* is the ``--threads`` the command line passes: above 1 the worker is the
+    threaded one (gunicorn would otherwise swap in its own, without srcore's error body).
+    """
+    worker = "ThreadWorker" if threads > 1 else "SyncWorker"
+    options = ["--worker-class", f"srcore.gunicorn_worker.{worker}"]
     for name, value in GUNICORN_LIMITS.items():
         options += [f"--{name}", str(value)]
     return options

@@ -2,7 +2,8 @@
 
 A body shorter than its Content-Length or a chunked body gunicorn cannot parse is a 400
 with nothing written; a request line or headers past srcore's limits get srcore's error
-body (JSON under ``/api/``), not gunicorn's own HTML page.
+body (JSON under ``/api/``), not gunicorn's own HTML page; a request gunicorn cannot parse
+keeps gunicorn's status but gets srcore's JSON error body too (srcore's worker class).
 """
 
 from __future__ import annotations
@@ -198,3 +199,53 @@ def test_broken_authorization_headers_are_4xx(paste_server: Paste) -> None:
                 "Connection: close\r\n\r\n".encode("latin-1"),
             )
             assert reply.status < 500, (path, value[:20], reply)
+
+
+# Requests gunicorn itself cannot parse never reach the app: gunicorn answers them, through
+# srcore's worker class, with srcore's standard error body.
+_UNPARSABLE = {
+    "header-name-under-api": b"GET /api/pastes HTTP/1.1\r\nHost: x\r\nBad(Name): 1\r\n\r\n",
+    "request-line": b"GARBAGE\r\n\r\n",
+    "target-with-a-space": b"GET /api/pa stes HTTP/1.1\r\nHost: x\r\n\r\n",
+    "method": b"G@T /api/pastes HTTP/1.1\r\nHost: x\r\n\r\n",
+    "http-version-under-api": b"GET /api/pastes HTTP/9.x\r\nHost: x\r\n\r\n",
+    "obsolete-folding-under-api": (
+        b"GET /api/pastes HTTP/1.1\r\nHost: x\r\nX-Folded: one\r\n  two\r\n\r\n"
+    ),
+    "content-length-under-api": (
+        b"POST /api/pastes HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("data", list(_UNPARSABLE.values()), ids=list(_UNPARSABLE))
+def test_requests_gunicorn_cannot_parse_get_the_json_error_body(
+    paste_server: Paste, data: bytes
+) -> None:
+    reply = exchange(paste_server.port, data)
+    assert reply.status == 400, reply
+    errors = reply.json()["errors"]
+    assert errors and all(isinstance(e["reason"], str) and e["reason"] for e in errors)
+    assert reply.headers["connection"] == "close"
+    assert int(reply.headers["content-length"]) == len(reply.body)
+
+
+def test_a_bad_header_outside_the_api_gets_a_small_page(paste_server: Paste) -> None:
+    for data in [
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad(Name): 1\r\n\r\n",
+        b"GET /new HTTP/1.1\r\nHost: x\r\nX-Folded: one\r\n  two\r\n\r\n",
+    ]:
+        reply = exchange(paste_server.port, data)
+        assert reply.status == 400, reply
+        assert not reply.headers["content-type"].startswith("application/json"), reply
+        assert b"Traceback" not in reply.body and b"Bad Request" in reply.body
+        assert len(reply.body) < 2048, reply
+
+
+def test_serve_runs_srcores_worker_class_threaded_or_not() -> None:
+    from srcore.serving import gunicorn_options
+
+    for threads, worker in [(1, "SyncWorker"), (4, "ThreadWorker")]:
+        options = gunicorn_options(threads=threads)
+        assert options[options.index("--worker-class") + 1] == f"srcore.gunicorn_worker.{worker}"
+    assert "srcore.gunicorn_worker.SyncWorker" in gunicorn_options()

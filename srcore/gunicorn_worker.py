@@ -1,0 +1,124 @@
+"""The gunicorn workers ``srcore serve`` runs: gunicorn's own error answers, srcore's body.
+
+gunicorn answers a request it cannot parse (an invalid request line, method, HTTP version
+or header, obsolete line folding, a Content-Length it refuses...) itself, before any app
+sees it, with its own HTML page. These workers keep gunicorn's answer — its status code,
+its warning and its access log line — and send srcore's standard error body instead of the
+page when the request is for the API: when its path is under ``/api/``, or when gunicorn
+could not read a path at all. The second case is a request line no browser sends (browsers
+only send well-formed ones), so whoever sent it is a program, and programs read the JSON
+body. Any other request keeps gunicorn's small HTML page.
+
+Imported by gunicorn only: importing it imports gunicorn.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gunicorn import util
+from gunicorn.http.message import Request
+from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
+from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
+
+from srcore.validation import FieldError, error_body
+
+__all__ = ["SyncWorker", "ThreadWorker", "error_answer", "request_path"]
+
+# srcore.app.API_PREFIX; not imported, so loading the worker does not load the app module.
+_API_PREFIX = "/api/"
+
+
+class _Capture:
+    """Stands in for the client socket while gunicorn writes its error answer.
+
+    gunicorn decides the status (400, 414, 431, 501...) and writes the whole answer in one
+    call; capturing it reuses that decision instead of repeating gunicorn's mapping.
+    """
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def gettimeout(self) -> float:
+        return 0.0  # "non-blocking already": gunicorn then writes without switching modes
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+def request_path(req: Any, exc: BaseException) -> str | None:
+    """The path of the request gunicorn failed on, or ``None`` if it never read one.
+
+    *req* is set once the whole head is parsed, and gunicorn attaches it to some header
+    errors (``exc.req``). A header it refuses while parsing the head (an invalid name,
+    obsolete folding) carries neither, but the request being built — whose request line,
+    path included, was already parsed — is the ``self`` of a frame the error went through.
+    """
+    candidates = [req, getattr(exc, "req", None)]
+    tb = exc.__traceback__
+    while tb is not None:
+        candidates.append(tb.tb_frame.f_locals.get("self"))
+        tb = tb.tb_next
+    for candidate in candidates:
+        if isinstance(candidate, Request) and isinstance(candidate.path, str):
+            return candidate.path
+    return None
+
+
+def error_answer(written: bytes, path: str | None, exc: BaseException) -> bytes:
+    """gunicorn's error answer *written*, with srcore's JSON body if the request calls for it.
+
+    The status line is gunicorn's; the reason is what gunicorn found wrong, except for a
+    server error, whose details stay in the log.
+    """
+    if path is not None and not path.startswith(_API_PREFIX):
+        return written
+    head, _, _ = written.partition(b"\r\n")
+    parts = head.decode("latin-1").split(" ", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return written
+    status = int(parts[1])
+    reason = str(exc) if status < 500 else ""
+    body = json.dumps(error_body([FieldError(reason=reason or parts[2])])).encode()
+    return (
+        f"{head.decode('latin-1')}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n"
+    ).encode("latin-1") + body
+
+
+class _ErrorAnswers:
+    """Mixed into a gunicorn worker: its error answers go through :func:`error_answer`."""
+
+    log: Any
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        capture = _Capture()
+        super().handle_error(req, capture, addr, exc)  # type: ignore[misc]
+        if not capture.data:
+            return
+        try:
+            util.write_nonblock(
+                client, error_answer(bytes(capture.data), request_path(req, exc), exc)
+            )
+        except Exception:
+            self.log.debug("Failed to send error message.")
+
+
+class SyncWorker(_ErrorAnswers, _GunicornSyncWorker):  # type: ignore[misc]
+    """gunicorn's sync worker (one request at a time per process), srcore's error body.
+
+    Named like gunicorn's: gunicorn replaces a worker class named ``...SyncWorker`` by its
+    threaded worker when ``--threads`` is above 1, so :func:`srcore.serving.gunicorn_options`
+    picks :class:`ThreadWorker` itself for threads.
+    """
+
+
+class ThreadWorker(_ErrorAnswers, _GunicornThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker (``--threads`` above 1), srcore's error body."""
