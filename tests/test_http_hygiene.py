@@ -77,9 +77,9 @@ def count(app: Any, model: Any) -> int:
         return session.scalar(select(func.count()).select_from(model)) or 0
 
 
-def only(service: str, srcore_service: str) -> None:
-    if srcore_service != service:
-        pytest.skip(f"a {service} route")
+def for_service(service: str) -> pytest.MarkDecorator:
+    """Run a test on *service* alone (its route exists nowhere else)."""
+    return pytest.mark.parametrize("srcore_service", [service])
 
 
 def csrf_token(client: Any, path: str) -> str:
@@ -93,8 +93,8 @@ def csrf_token(client: Any, path: str) -> str:
 # -- HEAD is GET; safe methods change nothing ------------------------------------------------
 
 
+@for_service("meta")
 def test_head_register_makes_no_account(app: Any, client: Any, srcore_service: str) -> None:
-    only("meta", srcore_service)
     from meta.models import User
 
     query = {"username": "mallory", "email": "mallory@example.org", "password": "x" * 20}
@@ -103,8 +103,8 @@ def test_head_register_makes_no_account(app: Any, client: Any, srcore_service: s
     assert count(app, User) == 0
 
 
+@for_service("meta")
 def test_head_forgot_sends_nothing(app: Any, client: Any, srcore_service: str) -> None:
-    only("meta", srcore_service)
     from meta.models import EmailToken as Token
 
     make_user(app, "alice")
@@ -113,8 +113,8 @@ def test_head_forgot_sends_nothing(app: Any, client: Any, srcore_service: str) -
     assert count(app, Token) == 0
 
 
+@for_service("todo")
 def test_head_does_not_change_tracker(app: Any, srcore_service: str) -> None:
-    only("todo", srcore_service)
     from todo.models import Tracker, Visibility
 
     user = make_user(app, "alice")
@@ -128,8 +128,8 @@ def test_head_does_not_change_tracker(app: Any, srcore_service: str) -> None:
         assert tracker is not None and tracker.visibility == Visibility.private
 
 
+@for_service("paste")
 def test_head_new_paste_writes_nothing(app: Any, srcore_service: str) -> None:
-    only("paste", srcore_service)
     from paste.models import Paste
 
     client = log_in_client(app.test_client(), make_user(app, "alice"))
@@ -138,9 +138,9 @@ def test_head_new_paste_writes_nothing(app: Any, srcore_service: str) -> None:
     assert count(app, Paste) == 0
 
 
+@for_service("todo")
 def test_view_writing_on_get_fails_loudly(app: Any, srcore_service: str) -> None:
     """The request session refuses writes on GET/HEAD/OPTIONS unless the view says why."""
-    only("todo", srcore_service)
     from todo.models import Tracker
 
     import srcore
@@ -241,10 +241,10 @@ def test_surrogate_in_json_api(app: Any, srcore_service: str, make_token: Any) -
 
 
 @pytest.mark.parametrize("ident", ["2147483648", "9223372036854775808", "0", "1" * 30])
+@for_service("meta")
 def test_out_of_range_ids_are_404(
     app: Any, srcore_service: str, make_token: Any, ident: str
 ) -> None:
-    only("meta", srcore_service)
     from srcore.db import UserType
 
     admin = make_user(app, "root", user_type=UserType.admin)
@@ -294,8 +294,8 @@ def test_no_route_uses_a_plain_int(name: str, tmp_path: Any) -> None:
 # -- NUL and control characters --------------------------------------------------------------
 
 
+@for_service("meta")
 def test_nul_in_path_ids(app: Any, srcore_service: str) -> None:
-    only("meta", srcore_service)
     app.config["WTF_CSRF_ENABLED"] = False
     client = log_in_client(app.test_client(), make_user(app, "alice"))
     for path in ["/security/applications/%00/revoke", "/clients/%00/delete"]:
@@ -317,8 +317,8 @@ def test_nul_in_query_and_form(app: Any, srcore_service: str) -> None:
     assert response.status_code == 400 and response.get_json()["errors"]
 
 
+@for_service("paste")
 def test_newlines_in_form_text_are_fine(app: Any, srcore_service: str) -> None:
-    only("paste", srcore_service)
     app.config["WTF_CSRF_ENABLED"] = False
     client = log_in_client(app.test_client(), make_user(app, "alice"))
     response = client.post("/new", data={"text": "a\r\n\tb", "visibility": "public"})
