@@ -12,6 +12,14 @@ then the HTML is cleaned by nh3 against the explicit allow-lists below, whatever
 parser produced (raw HTML in the source included). Links may only use ``http``,
 ``https`` or ``mailto`` (or be relative) and always get ``rel="nofollow noopener"``.
 
+Fenced code blocks that name a language Pygments knows are highlighted with
+``<span class="hl-…">`` tokens (see :mod:`srcore.highlighting`). Headings get an ``id``
+made from their text, unique in the document, and a link to it; every ``id`` carries the
+prefix ``user-content-`` (raw HTML's too), so user text can never take the name of an
+element of the page around it (a form, a field) and clobber it. A list item that starts
+with ``[ ]`` or ``[x]`` is a task: it gets a disabled checkbox. Every class these features
+add is checked against a fixed list by the sanitizer; any other class is dropped.
+
 Images are embedded only when their source is an absolute ``https://`` URL. Any other
 markdown image is rendered as a plain link to its source instead (subject to the link
 rules, so a ``data:`` URL leaves just the text), and a raw ``<img>`` with another source
@@ -33,11 +41,14 @@ from typing import TYPE_CHECKING
 
 from markupsafe import Markup
 
+from srcore import highlighting
+
 if TYPE_CHECKING:
     import nh3
     from flask import Flask
     from markdown_it import MarkdownIt
     from markdown_it.renderer import RendererHTML
+    from markdown_it.rules_core import StateCore
     from markdown_it.token import Token
     from markdown_it.utils import EnvType, OptionsDict
 
@@ -49,6 +60,7 @@ __all__ = [
     "init_app",
     "markdown",
     "sanitize_html",
+    "slugify",
     "timeago",
     "timeago_tag",
 ]
@@ -63,18 +75,23 @@ ALLOWED_TAGS: frozenset[str] = frozenset(
     {
         "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "dl", "dt",
         "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li",
-        "mark", "ol", "p", "pre", "q", "s", "samp", "sub", "summary", "sup", "strong",
-        "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
+        "mark", "ol", "p", "pre", "q", "s", "samp", "span", "sub", "summary", "sup",
+        "strong", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "input",
     }
 )  # fmt: skip
 
 #: Attributes that survive, per tag. ``rel`` is not here: nh3 sets it on every link.
 ALLOWED_ATTRIBUTES: Mapping[str, frozenset[str]] = {
-    "a": frozenset({"href", "title"}),
+    "a": frozenset({"href", "title", "class", "aria-label"}),
     "abbr": frozenset({"title"}),
     "code": frozenset({"class"}),
     "img": frozenset({"src", "alt", "title", "width", "height"}),
     "ol": frozenset({"start"}),
+    "span": frozenset({"class"}),
+    "ul": frozenset({"class"}),
+    "li": frozenset({"class"}),
+    "input": frozenset({"checked"}),
+    **{f"h{level}": frozenset({"id"}) for level in range(1, 7)},
     "td": frozenset({"style", "colspan", "rowspan"}),
     "th": frozenset({"style", "colspan", "rowspan"}),
 }
@@ -82,15 +99,34 @@ ALLOWED_ATTRIBUTES: Mapping[str, frozenset[str]] = {
 URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
 LINK_REL = "nofollow noopener"
 
+#: Every ``id`` in user content starts with this, so it never names the page's own
+#: elements (``document.getElementById``, ``form.elements``, ``window[id]``...).
+ID_PREFIX = "user-content-"
+ANCHOR_CLASS = "anchor"
+TASK_LIST_CLASS = "contains-task-list"
+TASK_ITEM_CLASS = "task-list-item"
+
 _LANGUAGE_CLASS = re.compile(r"language-[A-Za-z0-9_+#.-]{1,40}")
+#: The one class each tag may carry, besides highlighting's token classes on spans.
+_FIXED_CLASSES: Mapping[str, str] = {
+    "a": ANCHOR_CLASS,
+    "ul": TASK_LIST_CLASS,
+    "li": TASK_ITEM_CLASS,
+}
 
 
 def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
-    """Narrow attributes the allow-list alone cannot: image sources and code classes."""
+    """Narrow attributes the allow-list alone cannot: sources, classes and ids."""
     if tag == "img" and attribute == "src":
         return value if value.lower().startswith("https://") else None
-    if tag == "code" and attribute == "class":
-        return value if _LANGUAGE_CLASS.fullmatch(value) else None
+    if attribute == "class":
+        if tag == "code":
+            return value if _LANGUAGE_CLASS.fullmatch(value) else None
+        if tag == "span":
+            return value if value in highlighting.token_classes() else None
+        return value if _FIXED_CLASSES.get(tag) == value else None
+    if attribute == "id":
+        return value if value.startswith(ID_PREFIX) else ID_PREFIX + value
     return value
 
 
@@ -105,7 +141,11 @@ def _cleaner() -> nh3.Cleaner:
         link_rel=LINK_REL,
         url_schemes=set(URL_SCHEMES),
         filter_style_properties={"text-align"},
-        set_tag_attribute_values={"img": {"loading": "lazy", "referrerpolicy": "no-referrer"}},
+        set_tag_attribute_values={
+            "img": {"loading": "lazy", "referrerpolicy": "no-referrer"},
+            # The only input user text may hold is a task's checkbox, and it is read-only.
+            "input": {"type": "checkbox", "disabled": ""},
+        },
         strip_comments=True,
     )
 
@@ -126,12 +166,111 @@ def _render_image(
     return str(Markup('<a href="{}">{}</a>').format(src, alt))
 
 
+def _highlight_fence(code: str, language: str, _attrs: str) -> str:
+    """markdown-it's ``highlight`` hook: Pygments spans, or "" to let it escape the code."""
+    highlighted = highlighting.highlight(code, language)
+    return str(highlighted) if highlighted is not None else ""
+
+
+_SLUG_DROP = re.compile(r"[^\w\- ]")
+
+
+def slugify(text: str) -> str:
+    """A heading's anchor name: lower case, word characters, spaces become ``-``."""
+    slug = _SLUG_DROP.sub("", text.strip().lower()).replace(" ", "-")
+    return slug or "section"
+
+
+def _heading_anchors(state: StateCore) -> None:
+    """Give each heading a unique ``id`` from its text (``intro``, ``intro-1``...)."""
+    used: set[str] = set()
+    next_suffix: dict[str, int] = {}
+    tokens = state.tokens
+    for index, token in enumerate(tokens):
+        if token.type != "heading_open" or index + 1 >= len(tokens):
+            continue
+        text = "".join(
+            child.content
+            for child in tokens[index + 1].children or []
+            if child.type in {"text", "code_inline"}
+        )
+        base = slugify(text)
+        suffix = next_suffix.get(base, 0)
+        slug = f"{base}-{suffix}" if suffix else base
+        while slug in used:  # "a-1" written out before a second "a"
+            suffix += 1
+            slug = f"{base}-{suffix}"
+        next_suffix[base] = suffix + 1
+        used.add(slug)
+        token.attrSet("id", ID_PREFIX + slug)
+
+
+def _render_heading_close(
+    renderer: RendererHTML,
+    tokens: Sequence[Token],
+    idx: int,
+    options: OptionsDict,
+    env: EnvType,
+) -> str:
+    """Close a heading with a link to its anchor, so a reader can copy it."""
+    opening = tokens[idx - 2] if idx >= 2 else None
+    anchor = opening.attrGet("id") if opening is not None else None
+    if opening is None or opening.type != "heading_open" or not anchor:
+        return renderer.renderToken(tokens, idx, options, env)
+    link = Markup('<a class="{}" href="#{}" aria-label="Link to this section">#</a>').format(
+        ANCHOR_CLASS, anchor
+    )
+    return f"{link}</{tokens[idx].tag}>\n"
+
+
+_TASK_MARKER = re.compile(r"\[([ xX])\] ")
+
+
+def _task_lists(state: StateCore) -> None:
+    """Turn list items starting with ``[ ]`` or ``[x]`` into tasks with a checkbox."""
+    from markdown_it.token import Token
+
+    tokens = state.tokens
+    for index in range(2, len(tokens)):
+        inline = tokens[index]
+        if (
+            inline.type != "inline"
+            or tokens[index - 1].type != "paragraph_open"
+            or tokens[index - 2].type != "list_item_open"
+            or not inline.children
+            or inline.children[0].type != "text"
+        ):
+            continue
+        first = inline.children[0]
+        marker = _TASK_MARKER.match(first.content)
+        if marker is None:
+            continue
+        first.content = first.content[marker.end() :]
+        checkbox = Token("html_inline", "", 0)
+        checked = " checked" if marker.group(1) != " " else ""
+        checkbox.content = f'<input type="checkbox" disabled{checked}> '
+        inline.children.insert(0, checkbox)
+        tokens[index - 2].attrJoin("class", TASK_ITEM_CLASS)
+        level = tokens[index - 2].level - 1
+        for back in range(index - 3, -1, -1):
+            if tokens[back].level == level and tokens[back].type == "bullet_list_open":
+                tokens[back].attrSet("class", TASK_LIST_CLASS)
+                break
+            if tokens[back].level <= level:
+                break
+
+
 @functools.cache
 def _parser() -> MarkdownIt:
     from markdown_it import MarkdownIt
 
-    parser = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    parser = MarkdownIt("commonmark", {"highlight": _highlight_fence}).enable(
+        ["table", "strikethrough"]
+    )
+    parser.core.ruler.push("heading_anchors", _heading_anchors)
+    parser.core.ruler.push("task_lists", _task_lists)
     parser.add_render_rule("image", _render_image)
+    parser.add_render_rule("heading_close", _render_heading_close)
     return parser
 
 

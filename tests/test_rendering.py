@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -134,12 +135,87 @@ def test_code_blocks_keep_only_a_language_class() -> None:
     assert "btn" not in out
 
 
+def test_fenced_code_in_a_known_language_is_highlighted_with_classes() -> None:
+    out = markdown('```python\ndef f():\n    return "<b>"\n```')
+    assert '<code class="language-python">' in out
+    assert '<span class="hl-k">def</span>' in out
+    assert '<span class="hl-nf">f</span>' in out
+    assert "&lt;b&gt;" in out
+    assert "<b>" not in out
+    assert "style=" not in out  # the CSP allows no inline style: colours come from classes
+
+
+def test_fenced_code_in_an_unknown_or_no_language_is_only_escaped() -> None:
+    out = markdown("```nosuchlanguage\n<i>x</i>\n```\n\n```\ndef f(): pass\n```")
+    assert '<code class="language-nosuchlanguage">&lt;i&gt;x&lt;/i&gt;' in out
+    assert "<span" not in out
+
+
+def test_raw_spans_keep_only_highlighting_classes() -> None:
+    out = markdown('<span class="hl-k">a</span><span class="btn flash">b</span>')
+    assert tags_of(str(out))[1:] == [("span", {"class": "hl-k"}), ("span", {})]
+
+
+def test_headings_get_prefixed_ids_and_a_link_to_them() -> None:
+    out = markdown("# Getting started\n\n## The `config` file!")
+    tags = tags_of(str(out))
+    assert ("h1", {"id": "user-content-getting-started"}) in tags
+    assert ("h2", {"id": "user-content-the-config-file"}) in tags
+    assert hrefs(out) == ["#user-content-getting-started", "#user-content-the-config-file"]
+
+
+def test_heading_ids_are_unique_in_a_document() -> None:
+    out = markdown("# Notes\n# Notes\n# Notes-1\n# Notes\n#\n# !!!")
+    ids = [attrs["id"] for tag, attrs in tags_of(str(out)) if tag == "h1"]
+    assert len(ids) == len(set(ids)) == 6
+    assert ids[:2] == ["user-content-notes", "user-content-notes-1"]
+    # Every heading's link points at its own id.
+    assert hrefs(out) == [f"#{i}" for i in ids]
+
+
+def test_raw_html_ids_are_prefixed_so_they_cannot_clobber_the_page() -> None:
+    out = markdown('<h2 id="csrf_token">x</h2><h3 id="user-content-ok">y</h3><p id="main">z</p>')
+    tags = tags_of(str(out))
+    assert ("h2", {"id": "user-content-csrf_token"}) in tags
+    assert ("h3", {"id": "user-content-ok"}) in tags
+    assert ("p", {}) in tags
+
+
+def test_task_list_items_get_disabled_checkboxes() -> None:
+    out = markdown("- [ ] write tests\n- [x] see them fail\n- [X] fix\n- plain item")
+    tags = tags_of(str(out))
+    assert tags[0] == ("ul", {"class": "contains-task-list"})
+    boxes = [attrs for tag, attrs in tags if tag == "input"]
+    assert boxes == [
+        {"disabled": "", "type": "checkbox"},
+        {"checked": "", "disabled": "", "type": "checkbox"},
+        {"checked": "", "disabled": "", "type": "checkbox"},
+    ]
+    items = [attrs for tag, attrs in tags if tag == "li"]
+    assert items == [{"class": "task-list-item"}] * 3 + [{}]
+    assert "[ ]" not in out
+    assert "[x]" not in out
+    assert "write tests" in out
+
+
+def test_brackets_elsewhere_are_not_tasks() -> None:
+    out = markdown("[ ] not in a list\n\n- a [ ] in the middle\n- [y] other letter")
+    assert "<input" not in out
+    assert "[ ] not in a list" in out
+
+
 def test_unknown_tags_are_dropped_but_their_text_kept() -> None:
-    out = markdown('<iframe src="https://evil.example"></iframe><form><input>hi</form>')
+    out = markdown(
+        '<iframe src="https://evil.example"></iframe>'
+        '<form action="/x"><input name="q" value="v" type="text" form="f">hi</form>'
+    )
     assert "<iframe" not in out
     assert "<form" not in out
-    assert "<input" not in out
     assert "hi" in out
+    # The one input user text may hold is a read-only checkbox, named and tied to nothing.
+    for tag, attrs in tags_of(str(out)):
+        if tag == "input":
+            assert attrs == {"type": "checkbox", "disabled": ""}
 
 
 def test_https_images_are_embedded_lazily_without_referrer() -> None:
@@ -209,6 +285,19 @@ _DANGEROUS = st.sampled_from(
         "\n\n",
         "> ",
         "~~",
+        "\n```python\n",
+        "\n```js\n",
+        "\n```\n",
+        "\n# ",
+        "\n## ",
+        "\n- [ ] ",
+        "\n- [x] ",
+        '<form name="login"><input name="csrf_token"></form>',
+        '<h2 id="csrf_token">x</h2>',
+        '<p style="position:fixed">x</p>',
+        '<span class="hl-k" onmouseover="alert(1)">x</span>',
+        '<input type="text" onfocus="alert(1)" autofocus>',
+        "<a class=anchor href=javascript:alert(1)>#</a>",
     ]
 )
 
@@ -216,8 +305,10 @@ _ALLOWED_ATTRS = {
     tag: set(names)
     | ({"rel"} if tag == "a" else set())
     | ({"loading", "referrerpolicy"} if tag == "img" else set())
+    | ({"type", "disabled"} if tag == "input" else set())
     for tag, names in rendering.ALLOWED_ATTRIBUTES.items()
 }
+_EVENT_HANDLER = re.compile(r"\son[a-z]+\s*=", re.IGNORECASE)
 
 
 @given(st.lists(st.one_of(st.text(max_size=40), _DANGEROUS), max_size=12).map("".join))
@@ -231,6 +322,16 @@ def test_arbitrary_markdown_never_yields_script_or_javascript(text: str) -> None
         for name in ("href", "src"):
             value = (attrs.get(name) or "").strip().lower()
             assert not value.startswith(("javascript:", "vbscript:", "data:")), value
+        if "id" in attrs:
+            assert (attrs["id"] or "").startswith("user-content-"), attrs
+        if "style" in attrs:
+            assert tag in {"td", "th"}, (tag, attrs)
+    # Text may mention "javascript:" or "onclick=": no attribute name or value may.
+    attributes = [
+        (name, value or "") for _tag, attrs in tags_of(str(out)) for name, value in attrs.items()
+    ]
+    assert not any("javascript:" in value.lower() for _name, value in attributes)
+    assert not any(_EVENT_HANDLER.search(f" {name}=") for name, _value in attributes)
 
 
 # -- dates ----------------------------------------------------------------------------
