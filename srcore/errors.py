@@ -100,10 +100,26 @@ def _validation_failed(exc: Exception) -> Response:
     return exc.validation.response()
 
 
+def _search_error(exc: Exception) -> Response:
+    """A bad search query that a view let through: a 400 naming the bad term."""
+    from srcore.search import SearchError
+
+    assert isinstance(exc, SearchError)
+    if wants_json():
+        from srcore.validation import Validation
+
+        valid = Validation(data={})
+        valid.error(exc.reason, "search")
+        return valid.response(400)
+    return error_response(400, exc.reason)
+
+
 def init_app(app: Flask) -> None:
     """Register srcore's error handlers on *app*."""
+    from srcore.search import SearchError
     from srcore.validation import ValidationFailed
 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(InternalServerError, _server_error)
     app.register_error_handler(ValidationFailed, _validation_failed)
+    app.register_error_handler(SearchError, _search_error)

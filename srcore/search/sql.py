@@ -1,0 +1,140 @@
+"""The search grammar's SQLAlchemy adapter: a service's schema turns terms into a WHERE.
+
+A service declares, once, what its lists can be searched by::
+
+    TICKETS = SearchSchema(
+        text=[Ticket.title, Ticket.description],
+        keys={
+            "status": choice(Ticket.status, TicketStatus),
+            "submitter": lambda name: Ticket.submitter_id.in_(
+                select(User.id).where(User.username == name)
+            ),
+        },
+    )
+    stmt = select(Ticket).where(TICKETS.where(query))
+
+Text terms match as case-insensitive substrings (``LIKE`` with ``%``, ``_`` and the escape
+character escaped) of any text field; a key maps to a callable from the typed value to a
+condition. Every value reaches the database as a bound parameter, never as SQL. A
+negated term excludes the rows its condition holds for and keeps the rest, including rows
+where it is unknown (a ``NULL`` column).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Boolean, ColumnElement, and_, false, func, not_, or_, true
+
+from srcore.search.grammar import (
+    MAX_QUERY_LENGTH,
+    SearchError,
+    Term,
+    _is_key,
+    format_term,
+    parse_query,
+)
+from srcore.validation import Validation
+
+__all__ = ["KeyCondition", "SearchSchema", "choice", "read_search"]
+
+#: What a key maps to: the term's value to a condition; raise :class:`SearchError` for a
+#: value that makes no sense (its reason is shown after the term).
+KeyCondition = Callable[[str], ColumnElement[bool]]
+
+
+def choice(column: Any, values: type[enum.Enum] | Mapping[str, Any]) -> KeyCondition:
+    """A key whose value is one of *values*: an enum (by member value) or a name mapping.
+
+    The value is matched case-insensitively, and compared to *column* with ``=``.
+    """
+    if isinstance(values, type) and issubclass(values, enum.Enum):
+        allowed: dict[str, Any] = {str(m.value).lower(): m for m in values}
+    else:
+        allowed = {name.lower(): value for name, value in values.items()}
+    names = ", ".join(allowed)
+
+    def condition(value: str) -> ColumnElement[bool]:
+        found = allowed.get(value.strip().lower())
+        if found is None:
+            raise SearchError(f"use one of {names}.")
+        result: ColumnElement[bool] = column == found
+        return result
+
+    return condition
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSchema:
+    """What one list can be searched by: its text fields and its keys.
+
+    ``text`` are the columns (or SQL expressions) bare words and phrases are looked for
+    in; ``keys`` maps each lowercase key to its :data:`KeyCondition`.
+    """
+
+    text: Sequence[Any] = ()
+    keys: Mapping[str, KeyCondition] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in self.keys:
+            if not _is_key(key) or key != key.lower():
+                raise ValueError(f"search key {key!r} must be lowercase letters, digits, - or _")
+
+    def _text(self, term: Term) -> ColumnElement[bool]:
+        if not self.text:
+            raise SearchError(
+                f"This list cannot be searched for words like {format_term(term)}; "
+                f"use a key: {', '.join(self.keys)}.",
+                format_term(term),
+            )
+        return or_(
+            *(
+                func.coalesce(column, "").icontains(term.value, autoescape=True)
+                for column in self.text
+            )
+        )
+
+    def _keyed(self, term: Term) -> ColumnElement[bool]:
+        assert term.key is not None
+        typed = format_term(term)
+        make = self.keys.get(term.key)
+        if make is None:
+            known = ", ".join(self.keys) or "none"
+            raise SearchError(f"Unknown key {term.key!r} in {typed}; known keys: {known}.", typed)
+        try:
+            return make(term.value)
+        except SearchError as exc:
+            raise SearchError(f"In {typed}: {exc.reason}", typed) from None
+
+    def condition(self, terms: Sequence[Term]) -> ColumnElement[bool]:
+        """The WHERE condition that all of *terms* hold (``TRUE`` for no terms)."""
+        parts: list[ColumnElement[bool]] = []
+        for term in terms:
+            cond = self._text(term) if term.key is None else self._keyed(term)
+            if term.negated:
+                cond = not_(func.coalesce(cond, false(), type_=Boolean))
+            parts.append(cond)
+        return and_(true(), *parts)
+
+    def where(self, query: str) -> ColumnElement[bool]:
+        """Parse *query* and build its condition; raises :class:`SearchError` if it is bad."""
+        return self.condition(parse_query(query))
+
+
+def read_search(
+    valid: Validation, schema: SearchSchema, field: str = "search"
+) -> tuple[str, ColumnElement[bool]]:
+    """The query in *field* of a :class:`Validation` and its condition.
+
+    A bad query is recorded as an error on *field* (check ``valid.ok``) and gives a
+    condition that matches nothing, so a view can still show the page around the error.
+    """
+    query = valid.string(field, max_length=MAX_QUERY_LENGTH, default="") or ""
+    try:
+        return query, schema.where(query)
+    except SearchError as exc:
+        valid.error(exc.reason, field)
+        return query, false()
