@@ -19,9 +19,11 @@ from srcore.auth import current_token, current_user, oauth
 from srcore.db import session
 from srcore.errors import error_response
 from srcore.pagination import InvalidCursor, paginate_cursor
+from srcore.search import read_search
 from srcore.validation import Validation
 from todo import events, logic
 from todo.models import Comment, Ticket, TicketStatus, Tracker, User
+from todo.search import TICKETS
 from todo.shapes import comment_json, ticket_json, tracker_json, user_json
 
 __all__ = ["api", "comment_json", "ticket_json", "tracker_json", "user_json"]
@@ -144,7 +146,11 @@ def list_tickets(name: str) -> Any:
     status = _status_filter()
     if isinstance(status, Response):
         return status
-    stmt = select(Ticket).where(Ticket.tracker_id == tracker.id)
+    query = Validation(data=request.args, source="form")
+    _, condition = read_search(query, TICKETS)
+    if not query.ok:
+        return query.response()
+    stmt = select(Ticket).where(Ticket.tracker_id == tracker.id, condition)
     if status is not None:
         stmt = stmt.where(Ticket.status == status)
     result = _listing(stmt.options(selectinload(Ticket.submitter)), Ticket.id)

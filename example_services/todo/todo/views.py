@@ -21,9 +21,11 @@ from srcore.auth import current_user, login_required
 from srcore.db import session
 from srcore.errors import error_response
 from srcore.pagination import paginate_pages
+from srcore.search import read_search
 from srcore.validation import Validation
 from todo import events, logic
 from todo.models import Comment, Resolution, Ticket, TicketStatus, Tracker, User, Visibility
+from todo.search import TICKETS
 
 __all__ = ["views"]
 
@@ -153,27 +155,37 @@ def create_tracker() -> Any:
 
 @views.route(TRACKER)
 def tracker(username: str, name: str) -> Any:
-    """A tracker's tickets, filtered by status, a page at a time."""
+    """A tracker's tickets, filtered by status and by a search, a page at a time.
+
+    Without a search the tab shown is the open tickets; with one, all of them, so that the
+    search's own ``status:`` terms are not contradicted by a tab nobody chose.
+    """
     viewer = _viewer()
     found = logic.find_tracker(session, username, name, viewer)
     query = _query()
-    status = query.optional("status", "enum", choices=_STATUS_FILTERS) or "open"
+    search, condition = read_search(query, TICKETS)
+    search_error = query.error_for("search")
+    default = "all" if search else "open"
+    status = query.optional("status", "enum", choices=_STATUS_FILTERS) or default
     page = _page(query)
-    if not query.ok:
+    if any(err.field != "search" for err in query.errors):
         return _bad_query(query)
-    stmt = select(Ticket).where(Ticket.tracker_id == found.id)
+    stmt = select(Ticket).where(Ticket.tracker_id == found.id, condition)
     if status != "all":
         stmt = stmt.where(Ticket.status == TicketStatus(status))
     stmt = stmt.order_by(Ticket.number.desc()).options(selectinload(Ticket.submitter))
     listing = paginate_pages(session, stmt, page=page, per_page=_per_page("tickets-per-page"))
-    return render_template(
+    page_html = render_template(
         "todo/tracker.html",
         tracker=found,
         listing=listing,
         status=status,
+        search=search,
+        search_error=search_error,
         counts=logic.status_counts(session, found),
         is_owner=viewer is not None and viewer.id == found.owner_id,
     )
+    return page_html, 400 if search_error else 200
 
 
 @views.route(f"{TRACKER}/settings", methods=["GET", "POST"])
