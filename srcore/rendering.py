@@ -430,7 +430,8 @@ def icon(name: str, *, label: str | None = None, size: int = 16) -> Markup:
 def init_app(app: Flask, *, clock: Clock | None = None) -> None:
     """Register the filters and globals on ``app``'s Jinja environment.
 
-    Filters: ``markdown``, ``date``, ``datetime``, ``timeago``, ``timeago_tag``.
+    Filters: ``markdown``, ``code`` (numbered, highlighted lines: ``text|code(language)``),
+    ``date``, ``datetime``, ``timeago``, ``timeago_tag``.
     Globals: ``icon`` and ``timeago_tag``. ``clock`` returns "now" for the relative
     dates (tests pass a fixed one); calling this again simply registers them again.
     """
@@ -444,6 +445,7 @@ def init_app(app: Flask, *, clock: Clock | None = None) -> None:
     env = app.jinja_env
     env.filters.update(
         markdown=markdown,
+        code=highlighting.highlight_lines,
         date=format_date,
         datetime=format_datetime,
         timeago=timeago_filter,

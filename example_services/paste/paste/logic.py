@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import srcore
-from paste.models import SHORT_ID_LENGTH, TITLE_MAX, Format, Paste, User, Visibility
+from paste.models import LANGUAGE_MAX, SHORT_ID_LENGTH, TITLE_MAX, Format, Paste, User, Visibility
+from srcore.highlighting import canonical_language
 from srcore.validation import Validation
 from srcore.webhooks import emit
 from srcore.webhooks.models import OutboxRow, Subscription
@@ -55,6 +56,7 @@ def paste_json(paste: Paste, owner: User) -> dict[str, Any]:
         "title": paste.title,
         "text": paste.text,
         "format": paste.format.value,
+        "language": paste.language,
         "visibility": paste.visibility.value,
         "owner": {"id": owner.id, "username": owner.username},
         "url": url_for("paste.show", short_id=paste.short_id, _external=True),
@@ -64,7 +66,11 @@ def paste_json(paste: Paste, owner: User) -> dict[str, Any]:
 
 
 def read_paste(valid: Validation) -> dict[str, Any]:
-    """Read a new paste's fields: text (required), title, format and visibility."""
+    """Read a new paste's fields: text (required), title, format, language and visibility.
+
+    The language is any name or alias Pygments knows, in any case, and is stored as the
+    lexer's canonical alias; empty or missing means plain text.
+    """
     values: dict[str, Any] = {}
     title = valid.optional("title", max_length=TITLE_MAX)
     values["title"] = title or None
@@ -73,6 +79,14 @@ def read_paste(valid: Validation) -> dict[str, Any]:
     if text is not None and valid.expect(text.strip(), "The paste is empty.", field="text"):
         values["text"] = text
     values["format"] = valid.optional("format", Format, default=Format.plain)
+    language = valid.optional("language", max_length=LANGUAGE_MAX)
+    values["language"] = canonical_language(language)
+    if language:
+        valid.expect(
+            values["language"] is not None,
+            "Unknown language; choose one from the list, or plain text.",
+            field="language",
+        )
     values["visibility"] = valid.optional("visibility", Visibility, default=Visibility.public)
     return values
 

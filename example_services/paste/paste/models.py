@@ -14,9 +14,20 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 import srcore.db
 from srcore.db import TimestampMixin, UserMixin
 
-__all__ = ["SHORT_ID_LENGTH", "TITLE_MAX", "Base", "Format", "Paste", "User", "Visibility"]
+__all__ = [
+    "LANGUAGE_MAX",
+    "SHORT_ID_LENGTH",
+    "TITLE_MAX",
+    "Base",
+    "Format",
+    "Paste",
+    "User",
+    "Visibility",
+]
 
 TITLE_MAX = 256
+#: Room for a Pygments lexer alias (the longest today has about 30 characters).
+LANGUAGE_MAX = 64
 #: Pastes are addressed by a short random id: ``/p/<short_id>``.
 SHORT_ID_LENGTH = 10
 
@@ -73,6 +84,9 @@ class Paste(TimestampMixin, Base):
     title: Mapped[str | None] = mapped_column(String(TITLE_MAX))
     text: Mapped[str] = mapped_column(Text)
     format: Mapped[Format] = mapped_column(_enum(Format, "paste_format"), default=Format.plain)
+    #: The Pygments alias a plain paste is highlighted as; ``None`` is plain text. Kept as
+    #: a string, not checked by the database: the list of languages grows with Pygments.
+    language: Mapped[str | None] = mapped_column(String(LANGUAGE_MAX))
     visibility: Mapped[Visibility] = mapped_column(
         _enum(Visibility, "paste_visibility"), default=Visibility.public
     )

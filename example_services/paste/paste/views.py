@@ -21,6 +21,7 @@ from paste.models import Format, Paste, User, Visibility
 from srcore.auth import current_user, login_required
 from srcore.db import session
 from srcore.errors import error_response
+from srcore.highlighting import language_choices, language_name
 from srcore.pagination import paginate_pages
 from srcore.validation import Validation
 
@@ -43,7 +44,10 @@ VISIBILITY_OPTIONS = [
 def _template_globals(state: BlueprintSetupState) -> None:
     # Globals rather than context: imported macros see globals only.
     state.app.jinja_env.globals.update(
-        FORMAT_OPTIONS=FORMAT_OPTIONS, VISIBILITY_OPTIONS=VISIBILITY_OPTIONS
+        FORMAT_OPTIONS=FORMAT_OPTIONS,
+        VISIBILITY_OPTIONS=VISIBILITY_OPTIONS,
+        LANGUAGE_OPTIONS=[("", "Plain text"), *language_choices()],
+        language_name=language_name,
     )
 
 
@@ -130,7 +134,7 @@ def new() -> Any:
 
 @views.route("/p/<short_id>")
 def show(short_id: str) -> Any:
-    """One paste: markdown rendered (and sanitized), plain text as it is."""
+    """One paste: markdown rendered (and sanitized), code with numbered lines."""
     found = _find(short_id)
     viewer = _viewer()
     return render_template(

@@ -140,8 +140,8 @@ def test_form_needs_the_csrf_token(app, user_client):
 def test_plain_text_is_shown_as_it_is(app, client, user):
     paste = add(app, user, text="<script>alert(1)</script>\n  indented *not em*")
     page = client.get(f"/p/{paste.short_id}").get_data(as_text=True)
-    shown = "&lt;script&gt;alert(1)&lt;/script&gt;\n  indented *not em*"
-    assert f'<pre class="paste-text">{shown}' in page
+    assert '<span class="line">&lt;script&gt;alert(1)&lt;/script&gt;\n</span>' in page
+    assert '<span class="line">  indented *not em*\n</span>' in page
     assert "<script>alert" not in page
 
 
