@@ -21,6 +21,7 @@ from srcore.config import (
     Problem,
     format_value,
     load_config,
+    read_config,
 )
 
 if TYPE_CHECKING:
@@ -108,10 +109,17 @@ def make_config_command(
         """Show the effective value of every key, and where it came from.
 
         With SERVICE, only [global], that service and its sub-sections. Secrets are shown
-        as ********.
+        as ********. A file with errors is shown as far as it can be read, a refused value
+        as its default, followed by the problems; the exit status is then 1.
         """
-        cfg = _load(specs)
-        _echo_problems(cfg.warnings)
+        try:
+            cfg, problems = read_config(_config_path(), specs=specs)
+        except ConfigError as exc:
+            _echo_problems(exc.problems)
+            raise click.get_current_context().exit(1) from None
+        errors = sum(1 for p in problems if p.severity == "error")
+        if not errors:
+            _echo_problems(problems)
         names = cfg.sections
         if service is not None:
             if not cfg.has_service(service):
@@ -132,6 +140,13 @@ def make_config_command(
             lines = [f"[{name}]", *(f"{text.ljust(column)}  ; {src}" for text, src in rows)]
             blocks.append("\n".join(lines))
         click.echo("\n\n".join(blocks))
+        if errors:
+            _echo_problems(problems)
+            plural = "s" if errors != 1 else ""
+            click.echo(
+                f"{errors} error{plural}; refused values are shown as their defaults.", err=True
+            )
+            raise click.get_current_context().exit(1)
 
     @config.command(
         "reference",

@@ -36,7 +36,7 @@ from srcore.config.keys import (
 from srcore.config.loader import DEFAULT_PATHS as DEFAULT_PATHS
 from srcore.config.loader import FILE_SUFFIX as FILE_SUFFIX
 from srcore.config.loader import MAX_VALUE_FILE_SIZE as MAX_VALUE_FILE_SIZE
-from srcore.config.loader import find_config_path, load_config
+from srcore.config.loader import find_config_path, load_config, read_config
 from srcore.config.masking import mask_url, mask_urls
 from srcore.config.problems import ConfigError, Problem
 from srcore.config.sections import Config, Section
@@ -61,4 +61,5 @@ __all__ = [
     "mask_urls",
     "parse_duration",
     "parse_value",
+    "read_config",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from srcore.config.database import check_database_url
 from srcore.config.keys import Key
 
 __all__ = ["GLOBAL_KEYS", "MIN_SECRET_KEY_LENGTH", "SERVICE_KEYS"]
@@ -264,9 +265,12 @@ SERVICE_KEYS: tuple[Key, ...] = (
         "database-url",
         type="url",
         required=True,
+        check=check_database_url,
         help="This service's own database, as an SQLAlchemy URL: "
         "postgresql+psycopg://user@host/todo in production, sqlite:///var/todo.db for a "
-        "demo. Each service has its own database.",
+        "demo. Each service has its own database. A relative SQLite path is relative to "
+        "the config file's directory (to the working directory when set in the "
+        "environment); the driver must be installed.",
     ),
     Key(
         "secret-key",

@@ -9,6 +9,7 @@ problem; everything wrong, including facts that span services (shared secrets, a
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from srcore.config.database import resolve_sqlite_path
 from srcore.config.declarations import GLOBAL_KEYS, SERVICE_KEYS
 from srcore.config.keys import ENV_PREFIX, Key, _did_you_mean, env_name, parse_value
 from srcore.config.problems import ConfigError, Problem
@@ -28,6 +30,7 @@ __all__ = [
     "MAX_VALUE_FILE_SIZE",
     "find_config_path",
     "load_config",
+    "read_config",
 ]
 
 #: Suffix of a key (``-file``) or environment variable (``_FILE``) naming a file to read.
@@ -116,14 +119,40 @@ def _unknown_env(
     return message + f"key of [{section}]" + (f"; {hint}" if hint else "")
 
 
-def _discovered_specs() -> dict[str, tuple[Key, ...]]:
+def _discovered_specs() -> tuple[dict[str, tuple[Key, ...]], list[str]]:
+    """The installed services' declarations, and the installed services' ids."""
     from srcore.manifest import discover
 
     specs: dict[str, tuple[Key, ...]] = {}
-    for manifest in discover().values():
+    manifests = discover()
+    for manifest in manifests.values():
         for name, keys in manifest.config.items():
             specs[name] = specs.get(name, ()) + tuple(keys)
-    return specs
+    return specs, sorted(manifest.id for manifest in manifests.values())
+
+
+def _unknown_section(name: str, installed: Sequence[str] | None) -> tuple[str, bool] | None:
+    """What is wrong with the service section *name*, and whether it is an error.
+
+    A name close to ``global`` or to an installed service is a misspelling, and its keys
+    would silently be lost: an error. A far one may be a service installed on another
+    host of the network (its section is shared), so it is only reported. Without the
+    list of installed services (a service loading the file for itself), only ``global``
+    is compared.
+    """
+    if installed is not None and name in installed:
+        return None
+    candidates = ["global", *(installed or ())]
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.7)
+    if close:
+        return f"unknown section [{name}]: did you mean [{close[0]}]?", True
+    if installed is None:
+        return None
+    return (
+        f"no installed service is called {name} (installed: {', '.join(installed) or 'none'}); "
+        "only the keys every service has are checked",
+        False,
+    )
 
 
 def _declared(base: Sequence[Key], extra: Sequence[Key]) -> dict[str, Key]:
@@ -131,6 +160,20 @@ def _declared(base: Sequence[Key], extra: Sequence[Key]) -> dict[str, Key]:
     # A service may redeclare a core key, e.g. to make oauth-client-id required.
     keys.update((key.name, key) for key in extra)
     return keys
+
+
+_GLOBAL_NAMES = frozenset(key.name for key in GLOBAL_KEYS)
+_SERVICE_NAMES = frozenset(key.name for key in SERVICE_KEYS)
+
+
+def _misplaced(section: str, name: str) -> str | None:
+    """Why srcore's key *name* is in the wrong kind of section, if it is: ignored where it
+    stands, it would leave the operator believing it is set."""
+    if section != "global" and name in _GLOBAL_NAMES:
+        return f"{name} belongs in [global]: it applies to every service; move it there"
+    if section == "global" and name in _SERVICE_NAMES:
+        return f"{name} belongs in each service's section, not [global]: move it there"
+    return None
 
 
 @dataclass
@@ -142,6 +185,7 @@ class _Raw:
     line: int | None
     origin: str  # the key or variable that was set, for messages: "secret-key-file"
     failed: bool = False  # its file could not be read; already reported
+    base: Path | None = None  # what a relative SQLite path in it is relative to
 
 
 class _Loader:
@@ -167,7 +211,7 @@ class _Loader:
         for name, text in parsed.values.get(section, {}).items():
             line = parsed.lines.get((section, name))
             if name in keys:
-                raw[name] = _Raw(text, f"{self.file}:{line}", line, name)
+                raw[name] = _Raw(text, f"{self.file}:{line}", line, name, base=self.base_dir)
                 continue
             base = name.removesuffix(FILE_SUFFIX)
             if name.endswith(FILE_SUFFIX) and base in keys:
@@ -178,6 +222,10 @@ class _Loader:
                     )
                     continue
                 raw[base] = self.read_file(text, section, name, line, self.base_dir)
+                continue
+            misplaced = _misplaced(section, base)
+            if misplaced:
+                self.report(line, section, name, misplaced)
                 continue
             hint = _did_you_mean(base, list(keys)) or _did_you_mean(name, list(keys))
             self.report(
@@ -204,7 +252,7 @@ class _Loader:
         if not content:
             self.report(line, section, origin, f"{path} is empty")
             return _Raw("", source, line, origin, failed=True)
-        return _Raw(content, source, line, origin)
+        return _Raw(content, source, line, origin, base=base_dir)
 
     def from_env(self, sections: Mapping[str, Mapping[str, Key]]) -> dict[str, dict[str, _Raw]]:
         known = {
@@ -220,6 +268,8 @@ class _Loader:
                 if f"{var}_FILE" in self.environ and f"{var}_FILE" not in known:
                     self.report(None, section, key, f"both {var} and {var}_FILE are set")
                     continue
+                # Left as given: a relative path in the environment is relative to
+                # the working directory, which is what SQLAlchemy makes of it.
                 out[section][key] = _Raw(value, f"env {var}", None, f"env {var}")
             elif var.endswith("_FILE") and var.removesuffix("_FILE") in known:
                 section, key = known[var.removesuffix("_FILE")]
@@ -242,6 +292,7 @@ class _Loader:
             lines[name] = given.line if given else header
             if given is not None and given.failed:
                 self.failed.add((section, name))
+                sources[name] = f"default; {given.source} refused"
             if given is None or given.failed:
                 if given is None and key.required:
                     self.report(
@@ -262,11 +313,15 @@ class _Loader:
             except ValueError as exc:
                 self.report(given.line, section, name, f"{exc}{where}")
                 self.failed.add((section, name))
+                sources[name] = f"default; {given.source} refused"
                 continue
+            if key.type == "url" and isinstance(value, str) and given.base is not None:
+                value = resolve_sqlite_path(value, given.base)
             message = key.check(value) if key.check else None
             if message:
                 self.report(given.line, section, name, f"{message}{where}")
                 self.failed.add((section, name))
+                sources[name] = f"default; {given.source} refused"
                 continue
             values[name], sources[name] = value, given.source
         return Section(section, values, sources, keys, lines, self.file)
@@ -323,7 +378,10 @@ def _network_problems(
 
 
 def _declare_sections(
-    parsed: _Parsed, specs: Mapping[str, Sequence[Key]], loader: _Loader
+    parsed: _Parsed,
+    specs: Mapping[str, Sequence[Key]],
+    loader: _Loader,
+    installed: Sequence[str] | None = None,
 ) -> tuple[dict[str, dict[str, Key]], dict[str, int | None]]:
     """The keys of every section the config will have, and each one's header line.
 
@@ -348,6 +406,12 @@ def _declare_sections(
             )
             continue
         if "::" not in name:
+            unknown = _unknown_section(name, installed)
+            if unknown is not None:
+                message, error = unknown
+                loader.report(line, name, None, message, "error" if error else "warning")
+                if error:
+                    continue
             declared[name] = _declared(SERVICE_KEYS, specs.get(name, ()))
             headers[name] = line
     for name, line in parsed.sections.items():
@@ -399,12 +463,32 @@ def load_config(
     ``os.environ``. Raises :class:`ConfigError` with every problem found; warnings (unknown
     keys and the like) are kept on :attr:`Config.warnings` when the file is usable.
     """
+    config, problems = read_config(path, specs=specs, environ=environ)
+    if any(p.severity == "error" for p in problems):
+        raise ConfigError(problems)
+    return config
+
+
+def read_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    specs: Mapping[str, Sequence[Key]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Config, list[Problem]]:
+    """Read as much of the config file as can be read, and every problem with it.
+
+    For showing a broken config (``srcore config show``), never for running a service:
+    a refused value keeps its key's default and says so in its source, a refused section
+    is left out. Raises :class:`ConfigError` only when there is no file to read (or the
+    installed services cannot be read); otherwise as :func:`load_config`.
+    """
     environ = os.environ if environ is None else environ
     config_path = find_config_path(path, environ=environ)
     file = str(config_path)
+    installed: list[str] | None = None
     if specs is None:
         try:
-            specs = _discovered_specs()
+            specs, installed = _discovered_specs()
         except (ImportError, ValueError) as exc:
             raise ConfigError(
                 [Problem(file, None, None, None, f"cannot read the installed services: {exc}")]
@@ -417,7 +501,7 @@ def load_config(
     loader = _Loader(file, config_path.parent, environ)
     loader.problems.extend(parsed.problems)
 
-    declared, headers = _declare_sections(parsed, specs, loader)
+    declared, headers = _declare_sections(parsed, specs, loader, installed)
     env = loader.from_env(declared)
     sections: dict[str, Section] = {}
     for name, keys in declared.items():
@@ -427,6 +511,4 @@ def load_config(
     loader.problems.extend(_network_problems(sections, loader.failed))
 
     problems = sorted(loader.problems, key=lambda p: (p.line is None, p.line or 0))
-    if any(p.severity == "error" for p in problems):
-        raise ConfigError(problems)
-    return Config(config_path, sections, problems)
+    return Config(config_path, sections, [p for p in problems if p.severity == "warning"]), problems

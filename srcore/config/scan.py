@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import io
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ __all__: list[str] = []
 
 _COMMENT_PREFIXES = ("#", ";")
 _INLINE_COMMENT_PREFIXES = ("#", ";")
+# An indented line continues the value above it; one that reads like ``key = value`` was
+# almost always meant as a key of its own (a tab pasted in front of it).
+_INDENTED_KEY = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_-]*)\s*=")
 
 
 @dataclass
@@ -84,6 +88,17 @@ def _scan(text: str, file: str) -> _Parsed:
         current_indent = first.start() if first else 0
         if section is not None and option and current_indent > indent:
             pending[(section, option)].append(value)
+            indented = _INDENTED_KEY.match(value)
+            if indented:
+                where = out.lines[(section, option)]
+                report(
+                    lineno,
+                    section,
+                    option,
+                    f"the indented line '{indented.group('name')} = ...' is read as more of "
+                    f"the value of {option} (line {where}): remove the indentation to set "
+                    f"{indented.group('name')}",
+                )
             continue
         indent = current_indent
         header = configparser.RawConfigParser.SECTCRE.match(value)

@@ -1,0 +1,99 @@
+"""Database URLs in the config: the driver must load, and SQLite paths are relative to
+the config file.
+
+A misspelt driver otherwise shows only when a service starts, as SQLAlchemy's traceback;
+checking that SQLAlchemy can load the dialect and its DB-API module (without connecting)
+turns it into one line naming the drivers that exist. A relative SQLite path is resolved
+against the config file's directory, as ``*-file`` values are, so a service does not
+create an empty database wherever it happens to be started.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+__all__ = ["check_database_url", "resolve_sqlite_path"]
+
+# What srcore.db.normalize_url makes of a URL naming no driver: psycopg 3.
+_PLAIN = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+# The backends SQLAlchemy itself ships; each module names its drivers as attributes.
+_BACKENDS = ("postgresql", "sqlite", "mysql", "mariadb", "oracle", "mssql")
+
+
+def _parse(url: str) -> URL:
+    parsed = make_url(url)
+    if parsed.drivername in _PLAIN:
+        parsed = parsed.set(drivername=_PLAIN[parsed.drivername])
+    return parsed
+
+
+def _known_drivers() -> dict[str, bool]:
+    """Every ``backend+driver`` SQLAlchemy knows, and whether its DB-API module loads."""
+    known: dict[str, bool] = {}
+    for backend in _BACKENDS:
+        try:
+            module = importlib.import_module(f"sqlalchemy.dialects.{backend}")
+        except ImportError:
+            continue
+        for name in dir(module):
+            dialect = getattr(getattr(module, name), "dialect", None)
+            if name.startswith("_") or name == "base" or not isinstance(dialect, type):
+                continue
+            try:
+                dialect.import_dbapi()  # type: ignore[attr-defined]
+            except Exception:  # any failure means "not usable here"
+                known[f"{backend}+{name}"] = False
+            else:
+                known[f"{backend}+{name}"] = True
+    return known
+
+
+def _drivers_hint(drivername: str) -> str:
+    known = _known_drivers()
+    close = difflib.get_close_matches(drivername, list(known), n=1, cutoff=0.6)
+    installed = ", ".join(sorted(name for name, ok in known.items() if ok))
+    hint = f"did you mean {close[0]}? " if close and close[0] != drivername else ""
+    return f"{hint}(installed drivers: {installed})"
+
+
+def check_database_url(value: object) -> str | None:
+    """A problem message when SQLAlchemy cannot load the driver of the URL *value*."""
+    try:
+        url = _parse(str(value))
+    except ArgumentError:
+        return "not an SQLAlchemy database URL (e.g. postgresql+psycopg://user@host/db)"
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        return f"unknown database driver {url.drivername}: {_drivers_hint(url.drivername)}"
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        return (
+            f"the database driver {url.drivername} is not installed ({exc}): "
+            f"{_drivers_hint(url.drivername)}"
+        )
+    return None
+
+
+def resolve_sqlite_path(value: str, base_dir: Path) -> str:
+    """*value* with a relative SQLite database path made absolute against *base_dir*.
+
+    In-memory databases and ``file:`` URIs are left alone, as is every other backend.
+    """
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        return value
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return value
+    if database.startswith("file:") or Path(database).is_absolute():
+        return value
+    resolved = url.set(database=str(base_dir.absolute() / database))
+    return resolved.render_as_string(hide_password=False)
