@@ -15,10 +15,12 @@ from sqlalchemy.orm import selectinload
 
 from paste import logic
 from paste.models import Paste, User
+from paste.search import PASTES
 from srcore.auth import current_user, oauth
 from srcore.db import session
 from srcore.errors import error_response
 from srcore.pagination import InvalidCursor, paginate_cursor
+from srcore.search import read_search
 from srcore.validation import Validation
 
 __all__ = ["api"]
@@ -39,14 +41,15 @@ def _caller() -> User:
 @api.get("/pastes")
 @oauth("paste/pastes:RO")
 def list_pastes() -> Any:
-    """The caller's pastes, newest first."""
+    """The caller's pastes, newest first, narrowed by ``?search=``."""
     user = _caller()
     query = Validation(data=request.args, source="form")
     cursor = query.optional("cursor", max_length=1024)
     limit = query.optional("limit", int, min=1, max=MAX_LIMIT, default=25)
+    _, condition = read_search(query, PASTES)
     if not query.ok or limit is None:
         return query.response()
-    stmt = select(Paste).where(Paste.owner_id == user.id)
+    stmt = select(Paste).where(Paste.owner_id == user.id, condition)
     try:
         page = paginate_cursor(session, stmt, key=[Paste.id], cursor=cursor, limit=limit)
     except InvalidCursor:

@@ -11,18 +11,20 @@ from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.sansio.blueprints import BlueprintSetupState
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response
 
 import srcore
 from paste import logic
 from paste.models import Format, Paste, User, Visibility
+from paste.search import PASTES
 from srcore.auth import current_user, login_required
 from srcore.db import session
 from srcore.errors import error_response
 from srcore.highlighting import language_choices, language_name
 from srcore.pagination import paginate_pages
+from srcore.search import read_search
 from srcore.validation import Validation
 
 __all__ = ["views"]
@@ -89,9 +91,24 @@ def _find(short_id: str) -> Paste:
     return found
 
 
+def _search() -> tuple[str, ColumnElement[bool], str | None]:
+    """The ``?search=`` of a list: the query, its condition, and the reason it is bad."""
+    query = Validation(data=request.args, source="form")
+    search, condition = read_search(query, PASTES)
+    return search, condition, query.error_for("search")
+
+
+def _list_page(template: str, stmt: Select[tuple[Paste]], page: int) -> Any:
+    """One page of *stmt* narrowed by the search; a bad search is the page with its reason."""
+    search, condition, error = _search()
+    listing = paginate_pages(session, stmt.where(condition), page=page, per_page=_per_page())
+    html = render_template(template, listing=listing, search=search, search_error=error)
+    return html, 400 if error else 200
+
+
 @views.route("/")
 def index() -> Any:
-    """Everybody's public pastes, newest first."""
+    """Everybody's public pastes, newest first, narrowed by ``?search=``."""
     page = _page()
     if isinstance(page, Response):
         return page
@@ -101,21 +118,19 @@ def index() -> Any:
         .order_by(Paste.id.desc())
         .options(selectinload(Paste.owner))
     )
-    listing = paginate_pages(session, stmt, page=page, per_page=_per_page())
-    return render_template("paste/index.html", listing=listing)
+    return _list_page("paste/index.html", stmt, page)
 
 
 @views.route("/mine")
 @login_required
 def mine() -> Any:
-    """Your pastes, public and unlisted, newest first."""
+    """Your pastes, public and unlisted, newest first, narrowed by ``?search=``."""
     user = _user()
     page = _page()
     if isinstance(page, Response):
         return page
     stmt = select(Paste).where(Paste.owner_id == user.id).order_by(Paste.id.desc())
-    listing = paginate_pages(session, stmt, page=page, per_page=_per_page())
-    return render_template("paste/mine.html", listing=listing)
+    return _list_page("paste/mine.html", stmt, page)
 
 
 @views.route("/new", methods=["GET", "POST"])
