@@ -45,6 +45,16 @@ def step(number: int, text: str) -> None:
     print(f"demo [{number}/{STEPS}] {text}")
 
 
+def first_port_note(config: Path, first_port: int | None) -> str | None:
+    """The one line saying --first-port is ignored: an existing config keeps its ports."""
+    if first_port is None or not config.exists():
+        return None
+    return (
+        f"--first-port {first_port} ignored: {config} exists and keeps its ports; "
+        f"delete it (or its directory) to start over with new ones"
+    )
+
+
 def migrate_all(config: Path) -> int:
     """``srcore migrate --all upgrade``, its output passed on as it comes; revisions applied.
 
@@ -177,19 +187,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--var", type=Path, default=ROOT / "var")
     parser.add_argument("--exit-when-ready", action="store_true")
-    parser.add_argument("--first-port", type=int, default=5000)
+    parser.add_argument(
+        "--first-port", type=int, default=None, help="meta's port in a new config (5000)"
+    )
     options = parser.parse_args()
 
     started = time.monotonic()
     var = options.var.resolve()
     config = var / "config.ini"
+    note = first_port_note(config, options.first_port)
     if config.exists():
         step(1, f"config: {_shown(config)} (kept; delete {_shown(var)}/ to start over)")
+        if note:
+            print(f"demo: {note}", file=sys.stderr)
     else:
         step(1, f"config: writing {_shown(config)} with fresh secrets")
-        srcore(
-            "init", "--path", str(config), "--first-port", str(options.first_port), config=config
-        )
+        first_port = 5000 if options.first_port is None else options.first_port
+        srcore("init", "--path", str(config), "--first-port", str(first_port), config=config)
     step(2, "config: checking every key")
     srcore("config", "check", config=config)
 
