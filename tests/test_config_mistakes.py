@@ -75,6 +75,20 @@ def test_check_names_a_driver_that_is_not_installed(tmp_path: Path) -> None:
     assert "[todo] database-url" in line and "sqlite" in line
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://localhost:/todo", "not an SQLAlchemy database URL"),
+        ("sqlite://h:/x.db", "not an SQLAlchemy database URL"),
+        ("postgresql+a+b://x/todo", "unknown database driver postgresql+a+b"),
+    ],
+)
+def test_check_refuses_what_sqlalchemy_cannot_parse(tmp_path: Path, url: str, message: str) -> None:
+    config = _network(tmp_path, todo_url=url)
+    line = _one_error(_run(config, "config", "check"), config, message, at=url)
+    assert f"[todo] database-url: {message}" in line
+
+
 def test_check_accepts_the_drivers_the_services_use(tmp_path: Path) -> None:
     for url in ("postgresql://localhost/todo", "postgres://localhost/todo", "sqlite://"):
         config = _network(tmp_path, todo_url=url)

@@ -65,11 +65,11 @@ def check_database_url(value: object) -> str | None:
     """A problem message when SQLAlchemy cannot load the driver of the URL *value*."""
     try:
         url = _parse(str(value))
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # a bad port or driver name raises ValueError
         return "not an SQLAlchemy database URL (e.g. postgresql+psycopg://user@host/db)"
     try:
         dialect = url.get_dialect()
-    except NoSuchModuleError:
+    except (NoSuchModuleError, ValueError):  # ValueError: more than one '+'
         return f"unknown database driver {url.drivername}: {_drivers_hint(url.drivername)}"
     try:
         dialect.import_dbapi()
@@ -88,8 +88,8 @@ def resolve_sqlite_path(value: str, base_dir: Path) -> str:
     """
     try:
         url = make_url(value)
-    except ArgumentError:
-        return value
+    except (ArgumentError, ValueError):
+        return value  # refused by check_database_url
     database = url.database
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return value
