@@ -6,6 +6,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from todo.models import Resolution, TicketStatus
 
 
@@ -134,3 +136,30 @@ def test_api_bad_search_is_a_400(client, auth, tickets, query, reason):
     )
     assert response.status_code == 400
     assert response.get_json() == {"errors": [{"field": "search", "reason": reason}]}
+
+
+_hostile = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=80)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(
+        _hostile,
+        st.builds(
+            "{}{}:{}".format,
+            st.sampled_from(["", "!"]),
+            st.sampled_from(["status", "resolution", "submitter"]),
+            _hostile,
+        ),
+    )
+)
+def test_any_search_is_a_page_or_a_400(client, auth, tickets, query):
+    headers = auth("todo/tickets:RO")
+    page = client.get("/~alice/bugs", query_string={"search": query})
+    api = client.get("/api/trackers/bugs/tickets", query_string={"search": query}, headers=headers)
+    assert page.status_code in (200, 400)
+    assert api.status_code == page.status_code
+    if api.status_code == 400:  # the search's own error, or the request's control characters
+        assert api.get_json()["errors"][0].get("field", "search") == "search"
