@@ -18,7 +18,9 @@ made from their text, unique in the document, and a link to it; every ``id`` car
 prefix ``user-content-`` (raw HTML's too), so user text can never take the name of an
 element of the page around it (a form, a field) and clobber it. A list item that starts
 with ``[ ]`` or ``[x]`` is a task: it gets a disabled checkbox. Every class these features
-add is checked against a fixed list by the sanitizer; any other class is dropped.
+add is checked against a fixed list by the sanitizer; any other class is dropped. No
+``style`` attribute survives (the CSP would block it anyway): a table column's alignment
+becomes an ``align-left``/``align-center``/``align-right`` class.
 
 Images are embedded only when their source is an absolute ``https://`` URL. Any other
 markdown image is rendered as a plain link to its source instead (subject to the link
@@ -92,8 +94,8 @@ ALLOWED_ATTRIBUTES: Mapping[str, frozenset[str]] = {
     "li": frozenset({"class"}),
     "input": frozenset({"checked"}),
     **{f"h{level}": frozenset({"id"}) for level in range(1, 7)},
-    "td": frozenset({"style", "colspan", "rowspan"}),
-    "th": frozenset({"style", "colspan", "rowspan"}),
+    "td": frozenset({"class", "colspan", "rowspan"}),
+    "th": frozenset({"class", "colspan", "rowspan"}),
 }
 
 URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
@@ -113,6 +115,7 @@ _FIXED_CLASSES: Mapping[str, str] = {
     "ul": TASK_LIST_CLASS,
     "li": TASK_ITEM_CLASS,
 }
+_ALIGN_CLASSES = frozenset({"align-left", "align-center", "align-right"})
 
 
 def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
@@ -124,6 +127,8 @@ def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
             return value if _LANGUAGE_CLASS.fullmatch(value) else None
         if tag == "span":
             return value if value in highlighting.token_classes() else None
+        if tag in {"td", "th"}:
+            return value if value in _ALIGN_CLASSES else None
         return value if _FIXED_CLASSES.get(tag) == value else None
     if attribute == "id":
         return value if value.startswith(ID_PREFIX) else ID_PREFIX + value
@@ -140,7 +145,6 @@ def _cleaner() -> nh3.Cleaner:
         attribute_filter=_filter_attribute,
         link_rel=LINK_REL,
         url_schemes=set(URL_SCHEMES),
-        filter_style_properties={"text-align"},
         set_tag_attribute_values={
             "img": {"loading": "lazy", "referrerpolicy": "no-referrer"},
             # The only input user text may hold is a task's checkbox, and it is read-only.
@@ -223,6 +227,22 @@ def _render_heading_close(
     return f"{link}</{tokens[idx].tag}>\n"
 
 
+_TEXT_ALIGN = re.compile(r"text-align:(left|center|right)")
+
+
+def _table_alignment(state: StateCore) -> None:
+    """Align table cells with a class: the CSP (``style-src 'self'``) drops a style attribute."""
+    for token in state.tokens:
+        if token.type in {"th_open", "td_open"}:
+            style = token.attrGet("style")
+            if style is None:
+                continue
+            token.attrs.pop("style", None)
+            aligned = _TEXT_ALIGN.fullmatch(str(style))
+            if aligned is not None:
+                token.attrSet("class", f"align-{aligned.group(1)}")
+
+
 _TASK_MARKER = re.compile(r"\[([ xX])\] ")
 
 
@@ -269,6 +289,7 @@ def _parser() -> MarkdownIt:
     )
     parser.core.ruler.push("heading_anchors", _heading_anchors)
     parser.core.ruler.push("task_lists", _task_lists)
+    parser.core.ruler.push("table_alignment", _table_alignment)
     parser.add_render_rule("image", _render_image)
     parser.add_render_rule("heading_close", _render_heading_close)
     return parser

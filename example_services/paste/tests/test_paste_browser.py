@@ -59,6 +59,10 @@ MARKDOWN = """# Release notes
 def f(x):
     return x * 2  # doubled
 ```
+
+| item | cost |
+|:-----|-----:|
+| tea  |    3 |
 """
 
 #: Records CSP violations before the page's own content runs.
@@ -203,6 +207,11 @@ def test_markdown_paste_with_anchors_tasks_and_code(
     assert boxes.nth(0).is_checked() and boxes.nth(0).is_disabled()
     assert not boxes.nth(1).is_checked()
     assert colour(page, ".markdown pre .hl-k") != colour(page, ".markdown pre")
+    align = "el => getComputedStyle(el).textAlign"
+    assert page.eval_on_selector_all(".markdown td", f"els => els.map({align})") == [
+        "left",
+        "right",
+    ]
     page.click("#user-content-tasks-1 > a.anchor")
     assert page.url.endswith("#user-content-tasks-1")
     page.context.close()
