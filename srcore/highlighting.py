@@ -128,6 +128,9 @@ def highlight_lines(code: str, language: str | None) -> Markup:
     newline, so the copied text has the original line breaks. An unknown language (or
     none) shows the code escaped, without colours.
     """
+    # As Pygments reads code: one kind of line break (a browser's form sends CRLF), no
+    # byte order mark; the lines are then the same with or without a language.
+    code = code.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")
     highlighted = highlight(code, language)
     body = str(highlighted) if highlighted is not None else str(escape(code))
     if body.endswith("\n"):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from markupsafe import Markup
 
 from srcore import rendering
+from srcore.highlighting import highlight_lines
 from srcore.rendering import (
     ICON_NAMES,
     format_date,
@@ -266,6 +267,52 @@ def test_comments_are_stripped() -> None:
 def test_sanitize_html_can_be_used_on_its_own() -> None:
     out = sanitize_html('<p onclick="x">hi <a href="https://e.org">e</a></p><style>p{}</style>')
     assert out == Markup('<p>hi <a href="https://e.org" rel="nofollow noopener">e</a></p>')
+
+
+class TextCollector(TagCollector):
+    """Start tags, plus the text a reader would select and copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_code_lines_are_numbered_by_css_and_highlighted() -> None:
+    out = highlight_lines('x = "<b>"\r\n\r\nprint(x)', "python")
+    assert out.startswith('<pre class="code"><code><span class="line">')
+    assert out.count('<span class="line">') == 3
+    assert '<span class="hl-s2">&quot;&lt;b&gt;&quot;</span>' in out or "&lt;b&gt;" in out
+    assert '<span class="hl-nb">print</span>' in out
+    assert "\r" not in out
+
+
+def test_code_lines_in_an_unknown_language_are_escaped_only() -> None:
+    out = highlight_lines("<script>alert(1)</script>\n", "no-such-language")
+    assert out == Markup(
+        '<pre class="code"><code><span class="line">&lt;script&gt;alert(1)&lt;/script&gt;\n'
+        "</span></code></pre>"
+    )
+
+
+@given(
+    st.text(max_size=200),
+    st.sampled_from([None, "", "python", "html", "javascript", "markdown", "bogus", "c++"]),
+)
+def test_code_lines_keep_the_text_and_add_only_spans(text: str, language: str | None) -> None:
+    out = highlight_lines(text, language)
+    collector = TextCollector()
+    collector.feed(str(out))
+    collector.close()
+    assert {tag for tag, _attrs in collector.tags} <= {"pre", "code", "span"}
+    for _tag, attrs in collector.tags:
+        assert set(attrs) <= {"class"}
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")
+    expected = lines if lines.endswith("\n") else lines + "\n"
+    assert "".join(collector.text) == expected
+    assert str(out).count('<span class="line">') == expected.count("\n")
 
 
 def test_markdown_is_built_lazily_and_cached() -> None:
