@@ -7,7 +7,9 @@ its warning and its access log line — and send srcore's standard error body in
 page when the request is for the API: when its path is under ``/api/``, or when gunicorn
 could not read a path at all. The second case is a request line no browser sends (browsers
 only send well-formed ones), so whoever sent it is a program, and programs read the JSON
-body. Any other request keeps gunicorn's small HTML page.
+body. Any other request keeps gunicorn's small HTML page. Either answer carries the
+security headers every response of the app carries (:mod:`srcore.headers`), so no page of
+a service, not even gunicorn's, can be framed or sniffed into something else.
 
 Imported by gunicorn only: importing it imports gunicorn.
 """
@@ -22,12 +24,17 @@ from gunicorn.http.message import Request
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
+from srcore.headers import security_headers
 from srcore.validation import FieldError, error_body
 
 __all__ = ["SyncWorker", "ThreadWorker", "error_answer", "request_path"]
 
 # srcore.app.API_PREFIX; not imported, so loading the worker does not load the app module.
 _API_PREFIX = "/api/"
+#: The headers of every answer; HSTS is left to the app, which knows the origin.
+_SECURITY_HEADERS = "".join(
+    f"{name}: {value}\r\n" for name, value in security_headers(production=False, origin="").items()
+).encode("latin-1")
 
 
 class _Capture:
@@ -73,24 +80,29 @@ def error_answer(written: bytes, path: str | None, exc: BaseException) -> bytes:
     """gunicorn's error answer *written*, with srcore's JSON body if the request calls for it.
 
     The status line is gunicorn's; the reason is what gunicorn found wrong, except for a
-    server error, whose details stay in the log.
+    server error, whose details stay in the log. Either way the answer carries srcore's
+    security headers.
     """
+    head, _, rest = written.partition(b"\r\n")
     if path is not None and not path.startswith(_API_PREFIX):
-        return written
-    head, _, _ = written.partition(b"\r\n")
+        return head + b"\r\n" + _SECURITY_HEADERS + rest
     parts = head.decode("latin-1").split(" ", 2)
     if len(parts) != 3 or not parts[1].isdigit():
-        return written
+        return head + b"\r\n" + _SECURITY_HEADERS + rest
     status = int(parts[1])
     reason = str(exc) if status < 500 else ""
     body = json.dumps(error_body([FieldError(reason=reason or parts[2])])).encode()
     return (
-        f"{head.decode('latin-1')}\r\n"
-        "Connection: close\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "\r\n"
-    ).encode("latin-1") + body
+        (
+            f"{head.decode('latin-1')}\r\n"
+            "Connection: close\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+        ).encode("latin-1")
+        + _SECURITY_HEADERS
+        + b"\r\n"
+        + body
+    )
 
 
 class _ErrorAnswers:
