@@ -5,12 +5,14 @@ A personal access token is an ordinary access token (same JWT, same scope gramma
 token once. Revoking one writes a ``token`` event, so services drop it at once.
 
 Only confirmed accounts get tokens. A token with ``meta/tokens:RW`` may make tokens through
-the API, each with scopes it holds itself, and tied to where it came from (its grant, or
-the personal access token): revoking that revokes them (:mod:`meta.oauth.events`).
+the API, each with scopes it holds itself, expiring no later than itself, and tied to
+where it came from (its grant, or the personal access token): revoking that revokes them
+(:mod:`meta.oauth.events`).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -56,18 +58,28 @@ def token_refusal(user: User) -> str | None:
 
 
 def create_token(
-    user: User, *, name: str, scope: str, days: int, parent: str | None = None
+    user: User,
+    *,
+    name: str,
+    scope: str,
+    days: int,
+    parent: str | None = None,
+    not_after: int | None = None,
 ) -> tuple[PersonalAccessToken, str]:
     """Make a personal access token for *user*; the caller commits. Returns (row, token).
 
     *parent* is where the token that asked for it came from (a grant id or ``pat:<id>``);
-    revoking it revokes this one. Callers check :func:`token_refusal` first.
+    revoking it revokes this one. *not_after* (a Unix time: the asking token's ``exp``)
+    caps the new token's expiry, so a token never makes one that outlives it. Callers
+    check :func:`token_refusal` first.
     """
     if token_refusal(user) is not None:
         raise ValueError(f"account {user.id} may not have tokens")
     st = oauth_state()
     key = st.ring.signing_key()
     lifetime = int(timedelta(days=days).total_seconds())
+    if not_after is not None:
+        lifetime = max(1, min(lifetime, not_after - int(time.time())))
     import uuid
 
     jti = uuid.uuid4().hex
@@ -137,6 +149,9 @@ def _check_token_input(
     name = valid.require("name", max_length=128, label="Name")
     if api:
         raw_scopes: Any = valid._data.get("scopes")
+        if valid.source == "form":
+            # Every repeated field, as the page reads them: never only the first one.
+            raw_scopes = " ".join(request.form.getlist("scopes"))
         if isinstance(raw_scopes, str):
             raw_scopes = raw_scopes.split()
         if not isinstance(raw_scopes, list) or not all(isinstance(s, str) for s in raw_scopes):
@@ -351,7 +366,15 @@ def api_create_token() -> Any:
     if checked is None:
         return valid.response(400)
     name, scope, days = checked
-    row, token = create_token(user, name=name, scope=scope, days=days, parent=parent)
+    expires = caller.claims.get("exp")
+    row, token = create_token(
+        user,
+        name=name,
+        scope=scope,
+        days=days,
+        parent=parent,
+        not_after=expires if isinstance(expires, int) else None,
+    )
     db_session.commit()
     return jsonify({**_token_json(row), "token": token}), 201
 
