@@ -255,32 +255,53 @@ def token() -> Response:
     basic, refused = _client_request("grant_type")
     if refused is not None:
         return refused
-    guard = st.extra.get("token_throttle")
-    client_id = basic[0] if basic is not None else request.form.get("client_id", "")
-    keys = guard.keys(client_id[:128], request.remote_addr or "") if guard else None
-    if guard is not None:
-        decision = guard.check(keys)
-        if not decision.allowed:
-            response = oauth_error(
-                "invalid_request", "Too many failed attempts from your address; retry later."
-            )
-            response.status_code = 429
-            response.headers["Retry-After"] = str(decision.retry_after_seconds)
-            return response
+    keys, throttled = _client_throttle(basic)
+    if throttled is not None:
+        return throttled
     response = _call_server(st.server.create_token_response)
     if response.status_code == 200:
         db_session.commit()
     else:
         db_session.rollback()
-    if guard is not None:
-        if response.status_code == 401 or _error_code(response) in (
-            "invalid_client",
-            "invalid_grant",
-        ):
-            guard.failure(keys)
-        elif response.status_code == 200:
-            guard.success(keys)
+    _count_client_attempt(keys, response, ("invalid_client", "invalid_grant"))
     return _no_store(_with_realm(response))
+
+
+def _client_throttle(basic: tuple[str, str] | None) -> tuple[Any, Response | None]:
+    """The throttle keys of a client's request, and the 429 to send if it is locked out.
+
+    Every endpoint where a client authenticates (token, revocation, introspection, the
+    services' pull) counts failures against the same per-address and per-(client,
+    address) limits, so a secret cannot be guessed at one endpoint the token endpoint
+    guards; client ids are public, so a stranger's failures from another address never
+    lock the real client out.
+    """
+    guard = oauth_state().extra.get("token_throttle")
+    if guard is None:
+        return None, None
+    client_id = basic[0] if basic is not None else request.form.get("client_id", "")
+    keys = guard.keys(client_id[:128], request.remote_addr or "")
+    decision = guard.check(keys)
+    if decision.allowed:
+        return keys, None
+    response = oauth_error(
+        "invalid_request", "Too many failed attempts from your address; retry later."
+    )
+    response.status_code = 429
+    response.headers["Retry-After"] = str(decision.retry_after_seconds)
+    return keys, _no_store(response)
+
+
+def _count_client_attempt(keys: Any, response: Response, failures: tuple[str, ...]) -> None:
+    """Count *response* against the limits of :func:`_client_throttle`: a 401 or one of
+    the OAuth errors *failures* is a failure, a 200 clears the client's own counter."""
+    guard = oauth_state().extra.get("token_throttle")
+    if guard is None or keys is None:
+        return
+    if response.status_code == 401 or _error_code(response) in failures:
+        guard.failure(keys)
+    elif response.status_code == 200:
+        guard.success(keys)
 
 
 def _error_code(response: Response) -> str | None:
@@ -298,35 +319,47 @@ def _no_store(response: Response) -> Response:
 
 @endpoints.route("/oauth/revoke", methods=["POST"])
 def revoke() -> Response:
-    _basic, refused = _client_request("token")
+    basic, refused = _client_request("token")
     if refused is not None:
         return refused
+    keys, throttled = _client_throttle(basic)
+    if throttled is not None:
+        return throttled
     response = _call_server(oauth_state().server.create_endpoint_response, "revocation")
     if response.status_code == 200:
         db_session.commit()
     else:
         db_session.rollback()
+    _count_client_attempt(keys, response, ("invalid_client",))
     return _no_store(_with_realm(response))
 
 
 @endpoints.route("/oauth/introspect", methods=["POST"])
 def introspect() -> Response:
-    _basic, refused = _client_request("token")
+    basic, refused = _client_request("token")
     if refused is not None:
         return refused
+    keys, throttled = _client_throttle(basic)
+    if throttled is not None:
+        return throttled
     response = _call_server(oauth_state().server.create_endpoint_response, "introspection")
     db_session.rollback()
+    _count_client_attempt(keys, response, ("invalid_client",))
     return _no_store(_with_realm(response))
 
 
 # -- the services' pull of revocations -----------------------------------------------------
 
 
-def _first_party_from_basic() -> FirstPartyClient | None:
+def _basic_or_none() -> tuple[str, str] | None:
     try:
-        basic = checks.basic_credentials(request.headers.get("Authorization"))
+        return checks.basic_credentials(request.headers.get("Authorization"))
     except checks.BadRequest:
         return None
+
+
+def _first_party_from_basic() -> FirstPartyClient | None:
+    basic = _basic_or_none()
     if basic is None or not basic[1]:
         return None
     client = oauth_state().first_party.get(basic[0])
@@ -337,12 +370,17 @@ def _first_party_from_basic() -> FirstPartyClient | None:
 
 @endpoints.route("/oauth/revocations")
 def revocations() -> Response:
+    keys, throttled = _client_throttle(_basic_or_none())
+    if throttled is not None:
+        return throttled
     if _first_party_from_basic() is None:
-        return error_response(
+        refused = error_response(
             401,
             "Authenticate with a network service's client id and secret (HTTP Basic).",
             headers=[("WWW-Authenticate", 'Basic realm="meta"')],
         )
+        _count_client_attempt(keys, refused, ())
+        return refused
     raw = request.args.get("since", "0")
     if not raw.isdigit() or len(raw) > 18:
         return error_response(400, "since must be a non-negative integer.")
@@ -354,7 +392,9 @@ def revocations() -> Response:
         .limit(PULL_BATCH)
     ).all()
     events = [row.as_dict() for row in rows]
-    return _no_store(jsonify(events=events, last=rows[-1].seq if rows else since))
+    answer = _no_store(jsonify(events=events, last=rows[-1].seq if rows else since))
+    _count_client_attempt(keys, answer, ())
+    return answer
 
 
 # -- the profile API -------------------------------------------------------------------------
