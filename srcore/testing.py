@@ -299,27 +299,20 @@ def deliver_pending(app: Any) -> dict[int, list[str]]:
     Every receiver "answers" 204 without a request leaving the process, so a test can ask
     *who* receives an event (fan-out, audiences, filters) without running an HTTP server.
     """
-    import requests
     from sqlalchemy import select
 
     from srcore.webhooks.models import Delivery, OutboxRow
+    from srcore.webhooks.sender import Exchange
     from srcore.webhooks.worker import LocalWorker
 
-    class Accept(requests.adapters.BaseAdapter):
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
-            response = requests.Response()
-            response.status_code = 204
-            response.request = request
-            response.url = request.url
-            response._content = b""
-            return response
+    class Accept:
+        def post(self, url: str, headers: Any, body: bytes, *, deadline: float) -> Exchange:
+            return Exchange(status=204, headers={})
 
         def close(self) -> None:
             pass
 
-    http = requests.Session()
-    http.mount("https://", Accept())
-    http.mount("http://", Accept())
+    http = Accept()
     worker = LocalWorker(app, http=http, trusted_http=http, poll_interval=0.01)
     try:
         while worker.run_once():

@@ -28,8 +28,9 @@ from srcore.webhooks.models import (
     WebhookBase,
 )
 from srcore.webhooks.outbox import insert_event
+from srcore.webhooks.sender import PooledSender
 from srcore.webhooks.signing import generate_secret
-from srcore.webhooks.ssrf import AddressPolicy, guarded_session
+from srcore.webhooks.ssrf import AddressPolicy
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])
@@ -142,16 +143,19 @@ def deliver(
     settings: WebhookSettings | None = None,
     policy: AddressPolicy = LOOPBACK,
 ) -> Any:
-    with guarded_session(policy) as http:
+    sender = PooledSender(policy)
+    try:
         return deliver_one(
             db,
             delivery_id,
-            http=http,
+            http=sender,
             clock=clock,
             policy=policy,
             config=settings or WebhookSettings(),
             rng=random.Random(3),
         )
+    finally:
+        sender.close()
 
 
 # -- fan-out ----------------------------------------------------------------------------
@@ -313,7 +317,7 @@ def test_deliver_batch_sends_concurrently_and_records_each(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from srcore.webhooks.delivery import HttpSessions, deliver_batch
+    from srcore.webhooks.delivery import deliver_batch
 
     sub = subscribe(db, receiver.url)
     gone = subscribe(db, receiver.url + "/gone", events="thing:deleted")
@@ -327,7 +331,7 @@ def test_deliver_batch_sends_concurrently_and_records_each(
     )
     db.commit()
     receiver.script = [(500, {}, b"")]  # one of the four first requests fails
-    sessions = HttpSessions(LOOPBACK)
+    sessions = PooledSender(LOOPBACK)
     with ThreadPoolExecutor(4) as pool:
         results = deliver_batch(
             db,
@@ -444,8 +448,6 @@ def test_prune_log(app: Any, db: Any, receiver: Receiver) -> None:
 def test_trusted_subscription_reaches_a_private_address_others_are_refused(
     app: Any, db: Any, receiver: Receiver
 ) -> None:
-    from srcore.webhooks.ssrf import trusted_session
-
     strict = AddressPolicy()  # loopback refused
     plain = subscribe(db, receiver.url)
     first_party = subscribe(db, receiver.url, trusted=True)
@@ -453,7 +455,8 @@ def test_trusted_subscription_reaches_a_private_address_others_are_refused(
     ids = emit_and_fan_out(app, db)
     assert len(ids) == 2
     results = {}
-    with guarded_session(strict) as http, trusted_session() as trusted_http:
+    http, trusted_http = PooledSender(strict), PooledSender(None)
+    try:
         for delivery_id in ids:
             results[db.get(Delivery, delivery_id).subscription_id] = deliver_one(
                 db,
@@ -465,6 +468,9 @@ def test_trusted_subscription_reaches_a_private_address_others_are_refused(
                 rng=random.Random(3),
                 trusted_http=trusted_http,
             )
+    finally:
+        http.close()
+        trusted_http.close()
     assert results[first_party.id].delivered
     assert not results[plain.id].delivered
     assert "loopback" in (results[plain.id].error or "")
@@ -476,7 +482,7 @@ def test_deliver_batch_sends_trusted_subscriptions_through_the_trusted_sessions(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from srcore.webhooks.delivery import HttpSessions, deliver_batch
+    from srcore.webhooks.delivery import deliver_batch, sender_for
 
     strict = AddressPolicy()  # loopback refused
     plain = subscribe(db, receiver.url)
@@ -484,7 +490,8 @@ def test_deliver_batch_sends_trusted_subscriptions_through_the_trusted_sessions(
     ids = sorted(emit_and_fan_out(app, db) + emit_and_fan_out(app, db))
     assert len(ids) == 4
     subscription_of = {i: db.get(Delivery, i).subscription_id for i in ids}
-    sessions, trusted = HttpSessions(strict), HttpSessions(strict, trusted=True)
+    settings = WebhookSettings()
+    sessions, trusted = sender_for(strict, settings), sender_for(strict, settings, trusted=True)
     with ThreadPoolExecutor(2) as pool:
         results = deliver_batch(
             db,

@@ -128,3 +128,16 @@ def test_bad_secret_text() -> None:
         sign("whsec_***", "msg_1", TS, b"")
     with pytest.raises(ValueError, match="must not contain"):
         sign(SECRET, "msg.1", TS, b"")
+
+
+def test_verify_accepts_a_list_of_header_pairs_and_refuses_other_shapes() -> None:
+    body = b'{"type":"thing:created","data":{}}'
+    signed = headers("msg_p", TS, sign(SECRET, "msg_p", TS, body))
+    # WSGI/ASGI servers and HTTP clients hand headers over as (name, value) pairs.
+    pairs = [(name.title(), value) for name, value in signed.items()]
+    assert verify(SECRET, pairs, body, now=NOW) == {"type": "thing:created", "data": {}}
+    as_bytes = [(n.encode(), v.encode()) for n, v in signed.items()]
+    assert verify(SECRET, as_bytes, body, now=NOW)["type"] == "thing:created"
+    for bad in (None, "webhook-id: x", 42, [("webhook-id",)], [1, 2, 3], [(1, 2)]):
+        with pytest.raises(WebhookVerificationError, match="headers"):
+            verify(SECRET, bad, body, now=NOW)  # type: ignore[arg-type]

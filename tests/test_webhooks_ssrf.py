@@ -1,4 +1,4 @@
-"""The SSRF guard: the policy as a pure function, and the adapter on real connections."""
+"""The SSRF guard: the policy as a pure function, and the sender on real connections."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from srcore.webhooks.ssrf import AddressPolicy, RefusedAddress, _check_socket, guarded_session
+from srcore.webhooks.sender import PooledSender
+from srcore.webhooks.ssrf import DEFAULT_PORTS, AddressPolicy, PortRule
 
 REFUSED = {
     "127.0.0.1": "loopback",
@@ -79,34 +80,60 @@ def test_allowed_ranges() -> None:
     assert policy.refusal("not an ip") == "not an IP address"
 
 
-class FakeSocket:
-    def __init__(self, peer: tuple[Any, ...]) -> None:
-        self.peer = peer
-        self.closed = False
-
-    def getpeername(self) -> tuple[Any, ...]:
-        return self.peer
-
-    def close(self) -> None:
-        self.closed = True
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://hooks.example.org:0/", "port 0"),
+        ("http://hooks.example.org:22/", "port 22"),
+        ("http://hooks.example.org:6379/", "port 6379"),
+        ("http://hooks.example.org:5432/", "port 5432"),
+        ("http://hooks.example.org:11211/", "port 11211"),
+        ("http://hooks.example.org:27017/", "port 27017"),
+        ("http://hooks.example.org:99999/", "not valid"),
+        ("http://alice:s3cret@hooks.example.org/", "credentials"),
+        ("http://alice@hooks.example.org/", "credentials"),
+        ("ftp://hooks.example.org/", "not http or https"),
+        ("http:///nohost", "no host"),
+    ],
+)
+def test_url_refusals(url: str, reason: str) -> None:
+    refusal = AddressPolicy().url_refusal(url)
+    assert refusal is not None and reason in refusal
+    assert "s3cret" not in refusal
 
 
 @pytest.mark.parametrize(
-    "peer", [("10.0.0.1", 80), ("169.254.169.254", 80), ("fd00:ec2::254", 80, 0, 0)]
+    "url",
+    [
+        "https://hooks.example.org/",
+        "http://hooks.example.org/",
+        "http://hooks.example.org:8080/x",
+        "https://hooks.example.org:65535/",
+    ],
 )
-def test_connected_peer_check_closes_refused_sockets(
-    peer: tuple[Any, ...], caplog: pytest.LogCaptureFixture
-) -> None:
-    sock = FakeSocket(peer)
-    with pytest.raises(RefusedAddress, match=f"refused: {peer[0]} is"):
-        _check_socket(sock, AddressPolicy())  # type: ignore[arg-type]
-    assert sock.closed
-    assert f"webhook target refused: refused: {peer[0]}" in caplog.text
+def test_url_allowed(url: str) -> None:
+    assert AddressPolicy().url_refusal(url) is None
+
+
+def test_port_rules() -> None:
+    default = PortRule.parse(DEFAULT_PORTS)
+    assert default.allows(80) and default.allows(443) and default.allows(8080)
+    assert not any(default.allows(p) for p in (0, 1, 22, 25, 3306, 6379, 65536, -1))
+    only = PortRule.parse(["443", "8000-8999", "!8443"])
+    assert only.allows(443) and only.allows(8000) and only.allows(8999)
+    assert not only.allows(80) and not only.allows(8443)
+    for bad in (["0"], ["70000"], ["9-1"], ["http"], ["!"]):
+        with pytest.raises(ValueError, match="not a port"):
+            PortRule.parse(bad)
+    policy = AddressPolicy.from_networks([], ports=["443"])
+    assert policy.url_refusal("https://hooks.example.org/") is None
+    assert policy.url_refusal("http://hooks.example.org/") is not None
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.server.hits += 1  # type: ignore[attr-defined]
+        self.server.last_host = self.headers.get("host")  # type: ignore[attr-defined]
         length = int(self.headers.get("content-length", "0"))
         self.rfile.read(length)
         if self.path == "/redirect":
@@ -155,22 +182,86 @@ def server6() -> Iterator[HTTPServer]:
     yield from serve(srv)
 
 
+def post(sender: PooledSender, url: str) -> Any:
+    import time
+
+    return sender.post(url, {}, b"{}", deadline=time.monotonic() + 5)
+
+
 def test_loopback_receiver_refused_before_any_byte(
     server: HTTPServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = server.server_address[1]
-    with guarded_session(AddressPolicy()) as http:
+    sender = PooledSender(AddressPolicy())
+    try:
         for url in (f"http://127.0.0.1:{port}/", f"http://localhost:{port}/"):
-            with pytest.raises(RefusedAddress, match=r"127\.0\.0\.1 is a loopback address"):
-                http.post(url, data=b"{}", timeout=(2, 2))
+            exchange = post(sender, url)
+            assert exchange.refused and exchange.status is None
+            assert "loopback address" in (exchange.error or "")
+            for form in ("[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[2002:7f00:1::1]"):
+                mapped = post(sender, f"http://{form}:{port}/")
+                assert mapped.refused and "loopback" in (mapped.error or ""), form
+    finally:
+        sender.close()
     assert server.hits == 0  # type: ignore[attr-defined]
-    assert caplog.text.count("webhook target refused") == 2
+    assert caplog.text.count("webhook target refused") >= 2
+
+
+def test_a_name_with_any_refused_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One public and one private address: the name is refused, whichever would be used.
+    calls: list[str] = []
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        calls.append(host)
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    sender = PooledSender(AddressPolicy())
+    try:
+        exchange = post(sender, "http://hooks.example.org/")
+    finally:
+        sender.close()
+    assert calls == ["hooks.example.org"]
+    assert exchange.refused and "hooks.example.org (10.0.0.7) is a private address" in (
+        exchange.error or ""
+    )
+
+
+def test_the_checked_address_is_the_one_connected_to(
+    server: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A name resolved once: the connection goes to that address, with Host: the name.
+    port = server.server_address[1]
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1", "10.9.9.9"])
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.example.org":
+            host = next(answers)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    sender = PooledSender(AddressPolicy.from_networks(["127.0.0.0/8"]))
+    try:
+        exchange = post(sender, f"http://hooks.example.org:{port}/")
+    finally:
+        sender.close()
+    assert exchange.status == 200 and exchange.body == b"ok"
+    assert server.hits == 1  # type: ignore[attr-defined]
+    assert server.last_host == f"hooks.example.org:{port}"  # type: ignore[attr-defined]
 
 
 def test_ipv6_loopback_refused(server6: HTTPServer) -> None:
     port = server6.server_address[1]
-    with guarded_session(AddressPolicy()) as http, pytest.raises(RefusedAddress, match="::1"):
-        http.post(f"http://[::1]:{port}/", data=b"{}", timeout=(2, 2))
+    sender = PooledSender(AddressPolicy())
+    try:
+        exchange = post(sender, f"http://[::1]:{port}/")
+    finally:
+        sender.close()
+    assert exchange.refused and "::1" in (exchange.error or "")
     assert server6.hits == 0  # type: ignore[attr-defined]
 
 
@@ -178,12 +269,13 @@ def test_allowed_range_lets_the_receiver_through_and_redirects_are_not_followed(
     server: HTTPServer,
 ) -> None:
     port = server.server_address[1]
-    with guarded_session(AddressPolicy.from_networks(["127.0.0.0/8"])) as http:
-        assert http.post(f"http://127.0.0.1:{port}/", data=b"{}", timeout=(2, 2)).text == "ok"
-        response = http.post(
-            f"http://127.0.0.1:{port}/redirect", data=b"{}", timeout=(2, 2), allow_redirects=False
-        )
-    assert response.status_code == 302
+    sender = PooledSender(AddressPolicy.from_networks(["127.0.0.0/8"]))
+    try:
+        assert post(sender, f"http://127.0.0.1:{port}/").body == b"ok"
+        response = post(sender, f"http://127.0.0.1:{port}/redirect")
+    finally:
+        sender.close()
+    assert response.status == 302 and "not followed" in (response.error or "")
     assert server.hits == 2  # type: ignore[attr-defined]
 
 
@@ -191,15 +283,23 @@ def test_no_proxies_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, server: HTTPServer
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://10.0.0.1:3128")
+    monkeypatch.setenv("http_proxy", "http://10.0.0.1:3128")
     port = server.server_address[1]
-    with guarded_session(AddressPolicy.from_networks(["127.0.0.1/32"])) as http:
-        assert http.post(f"http://127.0.0.1:{port}/", data=b"", timeout=(2, 2)).ok
-        with pytest.raises(RefusedAddress, match="proxy"):
-            http.post(
-                f"http://127.0.0.1:{port}/",
-                timeout=(2, 2),
-                proxies={"http": "http://127.0.0.1:1"},
-            )
+    sender = PooledSender(AddressPolicy.from_networks(["127.0.0.1/32"]))
+    try:
+        assert post(sender, f"http://127.0.0.1:{port}/").status == 200
+    finally:
+        sender.close()
+    assert server.hits == 1  # type: ignore[attr-defined]
+
+
+def test_a_trusted_sender_skips_the_checks(server: HTTPServer) -> None:
+    port = server.server_address[1]
+    sender = PooledSender(None)
+    try:
+        assert post(sender, f"http://127.0.0.1:{port}/").status == 200
+    finally:
+        sender.close()
 
 
 # -- through deliver_one: refusals land in the delivery log --------------------------
@@ -224,16 +324,19 @@ def _deliver(app: Any, db: Any, url: str, policy: AddressPolicy) -> Any:
     outbox_id = insert_event(db, "thing:created", {"id": 1})
     db.commit()
     [delivery_id] = fan_out(db, outbox_id, manifest=app.extensions["srcore"].manifest)
-    with guarded_session(policy) as http:
+    sender = PooledSender(policy)
+    try:
         return deliver_one(
             db,
             delivery_id,
-            http=http,
+            http=sender,
             clock=lambda: datetime.now(UTC),
             policy=policy,
             config=WebhookSettings(),
             rng=random.Random(1),
         )
+    finally:
+        sender.close()
 
 
 @pytest.fixture
@@ -258,8 +361,8 @@ def test_refusal_recorded_in_the_attempt(
 
     port = server.server_address[1]
     result = _deliver(app, db, f"http://localhost:{port}/", AddressPolicy())
-    assert result.error == "refused: 127.0.0.1 is a loopback address"
-    assert result.retry_at is not None and not result.delivered
+    assert result.error == "refused: localhost (127.0.0.1) is a loopback address"
+    assert result.retry_at is None and not result.delivered  # final: not retried
     assert db.scalars(select(Attempt.error)).one() == result.error
     assert "webhook target refused" in caplog.text
     assert server.hits == 0  # type: ignore[attr-defined]
@@ -275,3 +378,85 @@ def test_redirect_to_a_private_address_is_not_followed(
     assert result.status == 302 and not result.delivered
     assert result.error == "redirect to 'http://10.0.0.1/' not followed"
     assert server.hits == 1  # type: ignore[attr-defined]
+
+
+# -- at subscription time: the API and the page refuse what the sender would -------------
+
+REFUSED_URLS = [
+    ("https://alice:s3cret@hooks.example.org/hook", "credentials"),
+    ("https://alice@hooks.example.org/hook", "credentials"),
+    ("https://hooks.example.org:22/hook", "port 22"),
+    ("http://hooks.example.org:0/hook", "port 0"),
+    ("http://hooks.example.org:6379/hook", "port 6379"),
+    ("http://[2002:7f00:1::1]/hook", "loopback"),
+]
+
+
+@pytest.mark.usefixtures("clean_webhooks")
+@pytest.mark.parametrize(("url", "reason"), REFUSED_URLS)
+def test_the_api_refuses_such_urls_with_a_400(
+    client: Any, make_token: Any, user: Any, url: str, reason: str
+) -> None:
+    token = make_token("sample/things:RW", user=user)
+    response = client.post(
+        "/api/webhooks",
+        json={"url": url, "events": ["thing:created"]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 400
+    [error] = response.get_json()["errors"]
+    assert error["field"] == "url" and reason in error["reason"]
+    assert "s3cret" not in response.get_data(as_text=True)
+
+
+@pytest.mark.usefixtures("clean_webhooks")
+@pytest.mark.parametrize(("url", "reason"), REFUSED_URLS[:3])
+def test_the_page_refuses_such_urls_with_a_400(
+    app: Any, user_client: Any, url: str, reason: str
+) -> None:
+    import re
+
+    from sqlalchemy import func, select
+
+    from srcore.webhooks.models import Subscription
+
+    page = user_client.get("/webhooks/new").get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match
+    response = user_client.post(
+        "/webhooks/new",
+        data={"csrf_token": match.group(1), "url": url, "events": "thing:created"},
+    )
+    assert response.status_code == 400
+    assert reason in response.get_data(as_text=True)
+    with app.extensions["srcore"].db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Subscription)) == 0
+
+
+def test_webhook_allowed_ports_is_a_checked_global_key(tmp_path: Any) -> None:
+    from types import SimpleNamespace
+
+    from srcore.config import ConfigError, load_config
+    from srcore.webhooks.delivery import policy_for
+
+    good = tmp_path / "good.ini"
+    good.write_text("[global]\nwebhook-allowed-ports = 443, 8000-9000, !8443\n")
+    config = load_config(good, specs={}, environ={})
+    app = SimpleNamespace(extensions={"srcore": SimpleNamespace(config=config)})
+    policy = policy_for(app)  # type: ignore[arg-type]
+    assert policy.url_refusal("https://hooks.example.org/") is None
+    assert policy.url_refusal("http://hooks.example.org:8080/") is None
+    assert "port 8443" in (policy.url_refusal("https://hooks.example.org:8443/") or "")
+    assert "port 80 " in (policy.url_refusal("http://hooks.example.org/") or "")
+
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[global]\nwebhook-allowed-ports = 443, 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, specs={}, environ={})
+    [problem] = info.value.errors
+    assert problem.key == "webhook-allowed-ports" and "'0' is not a port" in problem.message
+
+    empty = tmp_path / "empty.ini"
+    empty.write_text("[global]\n")
+    default = load_config(empty, specs={}, environ={})
+    assert default.global_["webhook-allowed-ports"] == DEFAULT_PORTS

@@ -134,8 +134,8 @@ def test_target_problem_refuses_internal_addresses() -> None:
     assert target_problem("https://93.184.215.14/hook", policy, resolve=no_dns) is None
     assert target_problem("https://hooks.example.org/", policy, resolve=no_dns) is None
     allowed = AddressPolicy.from_networks(["127.0.0.0/8"])
-    assert target_problem("http://127.0.0.1:9/hook", allowed, resolve=no_dns) is None
-    assert target_problem("http://localhost:9/hook", allowed, resolve=no_dns) is None
+    assert target_problem("http://127.0.0.1:9000/hook", allowed, resolve=no_dns) is None
+    assert target_problem("http://localhost:9000/hook", allowed, resolve=no_dns) is None
     assert target_problem("http://10.0.0.5/", allowed, resolve=no_dns) is not None
 
 

@@ -16,8 +16,9 @@ from sqlalchemy import delete, select
 import srcore.db
 from srcore.webhooks import emit
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBase
+from srcore.webhooks.sender import PooledSender
 from srcore.webhooks.signing import generate_secret
-from srcore.webhooks.ssrf import AddressPolicy, guarded_session
+from srcore.webhooks.ssrf import AddressPolicy
 from srcore.webhooks.worker import LocalWorker, claim_deliveries, claim_outbox
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -76,7 +77,7 @@ def clock() -> Clock:
 @pytest.fixture
 def worker(app: Any, clock: Clock) -> Iterator[LocalWorker]:
     w = LocalWorker(
-        app, http=guarded_session(LOOPBACK), policy=LOOPBACK, clock=clock, poll_interval=0.01
+        app, http=PooledSender(LOOPBACK), policy=LOOPBACK, clock=clock, poll_interval=0.01
     )
     try:
         yield w

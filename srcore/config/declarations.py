@@ -77,6 +77,46 @@ def _networks(value: object) -> str | None:
     return None
 
 
+#: The default of ``webhook-allowed-ports``: the web's ports and the unprivileged range,
+#: minus the ports of well-known internal services (databases, caches, brokers, cluster
+#: control planes) that a forged request could talk to.
+DEFAULT_WEBHOOK_PORTS: tuple[str, ...] = (
+    "80",
+    "443",
+    "1024-65535",
+    "!1433",  # SQL Server
+    "!1521",  # Oracle
+    "!2049",  # NFS
+    "!2375-2380",  # Docker API, etcd
+    "!3306",  # MySQL
+    "!4369",  # Erlang port mapper
+    "!5432",  # PostgreSQL
+    "!5672",  # AMQP
+    "!5984",  # CouchDB
+    "!6379",  # Redis
+    "!6443",  # Kubernetes API
+    "!8500",  # Consul
+    "!9042",  # Cassandra
+    "!9200",  # Elasticsearch
+    "!9300",
+    "!10250",  # kubelet
+    "!11211",  # memcached
+    "!15672",  # RabbitMQ management
+    "!27017-27019",  # MongoDB
+)
+
+
+def _ports(value: object) -> str | None:
+    # The grammar lives with the policy that enforces it (imported when checking).
+    from srcore.webhooks.ssrf import PortRule
+
+    try:
+        PortRule.parse(str(item) for item in (value if isinstance(value, tuple) else ()))
+    except ValueError as exc:
+        return f"not a port list (like 80, 443, 1024-65535, !6379): {exc}"
+    return None
+
+
 def _url_path(value: object) -> str | None:
     if isinstance(value, str) and value and not value.startswith("/"):
         return f"must be a path starting with '/', like /metrics, not {value!r}"
@@ -163,6 +203,17 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         help="Networks (CIDR, comma- or line-separated) that webhook deliveries may reach "
         "although they are loopback, private or link-local, e.g. 10.1.0.0/16. Empty: such "
         "targets are refused, which protects internal services from forged requests.",
+    ),
+    Key(
+        "webhook-allowed-ports",
+        type="list",
+        default=DEFAULT_WEBHOOK_PORTS,
+        check=_ports,
+        help="The ports webhook deliveries may connect to (comma- or line-separated): "
+        "ports and ranges allowed (80, 1024-65535) minus the ones marked with ! (!6379). "
+        "The default allows 80, 443 and 1024-65535 except well-known internal services' "
+        "ports (databases, caches, brokers, cluster APIs). A URL with any other port is "
+        "refused when subscribed and never connected to.",
     ),
     Key(
         "webhook-poll-interval",

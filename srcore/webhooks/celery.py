@@ -54,11 +54,11 @@ from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
 from srcore.webhooks.nudges import NudgeSlots, supports_slots
 
 if TYPE_CHECKING:
-    import requests
     from celery import Celery
     from flask import Flask
 
-    from srcore.webhooks.delivery import DeliveryResult, HttpSessions, WebhookSettings
+    from srcore.webhooks.delivery import DeliveryResult, WebhookSettings
+    from srcore.webhooks.sender import Sender
     from srcore.webhooks.ssrf import AddressPolicy
 
 __all__ = [
@@ -215,12 +215,9 @@ class WebhookTasks:
         self.policy = policy or policy_for(app)
         self.clock = clock
         self.rng = rng or random.Random()
-        self._http: requests.Session | None = None
-        self._http_pid = 0
-        self._trusted_http: requests.Session | None = None
         self._prepared_pid = 0
-        self._sessions: HttpSessions | None = None
-        self._trusted_sessions: HttpSessions | None = None
+        self._sessions: Sender | None = None
+        self._trusted_sessions: Sender | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         #: Outbox rows this process fanned out (their own messages then cost no query).
@@ -237,18 +234,18 @@ class WebhookTasks:
         rounds = -(-max(count, 1) // max(self.settings.concurrency, 1))
         return self.options.queue_lease + attempt * rounds + self.options.work_margin
 
-    def pool(self) -> tuple[HttpSessions, HttpSessions, ThreadPoolExecutor | None]:
-        """This process's per-thread HTTP sessions, guarded and trusted (for trusted
-        subscriptions only), and thread pool (rebuilt after a fork)."""
+    def pool(self) -> tuple[Sender, Sender, ThreadPoolExecutor | None]:
+        """This process's senders, guarded and trusted (for trusted subscriptions only),
+        and thread pool (rebuilt after a fork)."""
         if (
             self._sessions is None
             or self._trusted_sessions is None
             or self._pool_pid != os.getpid()
         ):
-            from srcore.webhooks.delivery import HttpSessions
+            from srcore.webhooks.delivery import sender_for
 
-            self._sessions = HttpSessions(self.policy)
-            self._trusted_sessions = HttpSessions(self.policy, trusted=True)
+            self._sessions = sender_for(self.policy, self.settings)
+            self._trusted_sessions = sender_for(self.policy, self.settings, trusted=True)
             self._executor = None
             if self.settings.concurrency > 1:
                 self._executor = ThreadPoolExecutor(
@@ -257,24 +254,13 @@ class WebhookTasks:
             self._pool_pid = os.getpid()
         return self._sessions, self._trusted_sessions, self._executor
 
-    def http(self) -> requests.Session:
-        """This process's keep-alive session (a forked child builds its own)."""
-        if self._http is None or self._http_pid != os.getpid():
-            from srcore.webhooks.ssrf import guarded_session
+    def http(self) -> Sender:
+        """This process's sender (a forked child builds its own)."""
+        return self.pool()[0]
 
-            self._http = guarded_session(self.policy)
-            self._trusted_http = None
-            self._http_pid = os.getpid()
-        return self._http
-
-    def trusted_http(self) -> requests.Session:
-        """This process's session for trusted (first-party) subscriptions: no address check."""
-        self.http()
-        if self._trusted_http is None:
-            from srcore.webhooks.ssrf import trusted_session
-
-            self._trusted_http = trusted_session()
-        return self._trusted_http
+    def trusted_http(self) -> Sender:
+        """This process's sender for trusted (first-party) subscriptions: no address check."""
+        return self.pool()[1]
 
     def prepare(self, session: Session) -> None:
         """Run the service's ``webhook_prepare`` hooks once per process (until they pass)."""
@@ -286,8 +272,6 @@ class WebhookTasks:
 
     def after_fork(self) -> None:
         """Drop what a forked worker process must not share with its parent."""
-        self._http = None
-        self._trusted_http = None
         self._sessions = None
         self._trusted_sessions = None
         self._executor = None

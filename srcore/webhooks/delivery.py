@@ -1,10 +1,12 @@
 """``deliver_one``: the one delivery function both dispatchers call.
 
 It sends one delivery's event to its subscription's URL, signed per Standard Webhooks,
-through the SSRF-guarded HTTP session it is given, writes what happened to the delivery
-log and decides what comes next: delivered on 2xx; the subscription disabled at once on
-410 Gone; otherwise a retry per :mod:`.schedule`, until the subscription has been failing
-for ``webhook-disable-after``, when it is disabled and its owner told by mail.
+through the :class:`~srcore.webhooks.sender.Sender` it is given (the SSRF policy and the
+attempt's deadline live there), writes what happened to the delivery log and decides what
+comes next: delivered on 2xx; final when the policy refused the target (retrying cannot
+help); the subscription disabled at once on 410 Gone; otherwise a retry per
+:mod:`.schedule`, until the subscription has been failing for ``webhook-disable-after``,
+when it is disabled and its owner told by mail.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -20,15 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import requests
-import urllib3
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, OutboxRow, Subscription
 from srcore.webhooks.schedule import SCHEDULE, next_attempt_at
+from srcore.webhooks.sender import BODY_CAP, Exchange, PooledSender, Sender
 from srcore.webhooks.signing import decode_secret, sign_with_key
-from srcore.webhooks.ssrf import AddressPolicy, GuardedAdapter, RefusedAddress
+from srcore.webhooks.ssrf import AddressPolicy
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -37,7 +37,6 @@ __all__ = [
     "BODY_CAP",
     "DeliveryResult",
     "DisabledNotifier",
-    "HttpSessions",
     "WebhookSettings",
     "build_body",
     "deliver_batch",
@@ -45,13 +44,12 @@ __all__ = [
     "format_delay",
     "prune_log",
     "redeliver",
+    "sender_for",
     "settings_for",
 ]
 
 log = logging.getLogger("srcore.webhooks")
 
-#: Request and response bodies are kept in the delivery log up to this many bytes.
-BODY_CAP = 16 * 1024
 _ERROR_LENGTH = 500
 
 
@@ -117,175 +115,25 @@ def _text(data: bytes, cap: int) -> str:
     return data[:cap].decode("utf-8", errors="replace")
 
 
-@dataclass
-class _Exchange:
-    status: int | None = None
-    headers: Mapping[str, str] | None = None
-    body: bytes = b""
-    error: str | None = None
-
-
-def _post(
-    http: requests.Session,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    settings: WebhookSettings,
-) -> _Exchange:
-    """POST *body* to *url* through *http*; what came back, or what went wrong.
-
-    A guarded session's requests go straight to its adapter's urllib3 pool (the same
-    guarded, keep-alive connections, without requests' per-call overhead); any other
-    session goes through requests.
-    """
-    try:
-        adapter = http.get_adapter(url)
-    except requests.exceptions.RequestException as exc:
-        return _Exchange(error=f"request failed: {exc}")
-    if isinstance(adapter, GuardedAdapter) and getattr(adapter, "poolmanager", None) is not None:
-        return _post_pooled(adapter.poolmanager, url, headers, body, settings)
-    return _post_requests(http, url, headers, body, settings)
-
-
-def _post_pooled(
-    pool: urllib3.PoolManager,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    settings: WebhookSettings,
-) -> _Exchange:
-    from urllib3 import exceptions as e
-
-    deadline = time.monotonic() + settings.timeout.total_seconds()
-    timeout = urllib3.Timeout(
-        connect=settings.connect_timeout.total_seconds(), read=settings.timeout.total_seconds()
-    )
-    try:
-        response = pool.urlopen(
-            "POST",
-            url,
-            body=body,
-            headers=dict(headers),
-            timeout=timeout,
-            redirect=False,
-            retries=False,
-            preload_content=False,
-        )
-    except RefusedAddress as exc:
-        return _Exchange(error=str(exc))
-    except e.NewConnectionError as exc:  # before ConnectTimeoutError, its base class
-        return _Exchange(error=f"connection failed: {_root_cause(exc)}")
-    except e.ConnectTimeoutError:
-        return _Exchange(error="connect timeout")
-    except e.ReadTimeoutError:
-        return _Exchange(error="timeout waiting for the response")
-    except (e.ProtocolError, e.SSLError, e.ClosedPoolError, OSError) as exc:
-        return _Exchange(error=f"connection failed: {_root_cause(exc)}")
-    except (e.HTTPError, ValueError) as exc:
-        return _Exchange(error=f"request failed: {exc}")
-    exchange = _Exchange(status=response.status, headers=dict(response.headers))
-    complete = False
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.stream(4096):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= settings.body_cap or time.monotonic() > deadline:
-                break
-        else:
-            complete = True
-        exchange.body = b"".join(chunks)
-    except (e.HTTPError, OSError) as exc:
-        exchange.error = f"reading the response failed: {_root_cause(exc)}"
-    finally:
-        if not complete:
-            response.close()  # unread data: the connection is not reused
-        response.release_conn()
-    if 300 <= response.status < 400:
-        target = response.headers.get("location", "")
-        exchange.error = f"redirect to {target!r} not followed"
-    return exchange
-
-
-def _post_requests(
-    http: requests.Session,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    settings: WebhookSettings,
-) -> _Exchange:
-    deadline = time.monotonic() + settings.timeout.total_seconds()
-    timeout = (settings.connect_timeout.total_seconds(), settings.timeout.total_seconds())
-    try:
-        response = http.post(
-            url,
-            data=body,
-            headers=dict(headers),
-            timeout=timeout,
-            allow_redirects=False,
-            stream=True,
-        )
-    except RefusedAddress as exc:
-        return _Exchange(error=str(exc))
-    except requests.exceptions.ConnectTimeout:
-        return _Exchange(error="connect timeout")
-    except requests.exceptions.ReadTimeout:
-        return _Exchange(error="timeout waiting for the response")
-    except requests.exceptions.ConnectionError as exc:
-        return _Exchange(error=f"connection failed: {_root_cause(exc)}")
-    except requests.exceptions.RequestException as exc:
-        return _Exchange(error=f"request failed: {exc}")
-    exchange = _Exchange(status=response.status_code, headers=dict(response.headers))
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_content(chunk_size=4096):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= settings.body_cap or time.monotonic() > deadline:
-                break
-        exchange.body = b"".join(chunks)
-    except requests.exceptions.RequestException as exc:
-        exchange.error = f"reading the response failed: {_root_cause(exc)}"
-    finally:
-        response.close()
-    if 300 <= response.status_code < 400:
-        target = response.headers.get("location", "")
-        exchange.error = f"redirect to {target!r} not followed"
-    return exchange
-
-
-def _root_cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        nxt = exc.__cause__ or exc.__context__
-        assert nxt is not None
-        exc = nxt
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    return str(exc) or type(exc).__name__
-
-
 def deliver_one(
     session: Session,
     delivery_id: int,
     *,
-    http: requests.Session,
+    http: Sender,
     clock: Callable[[], datetime],
     policy: AddressPolicy,
     config: WebhookSettings,
     rng: random.Random | None = None,
-    trusted_http: requests.Session | None = None,
+    trusted_http: Sender | None = None,
 ) -> DeliveryResult:
     """Make one attempt at delivery *delivery_id* and record it; commits *session*.
 
-    *http* must be a session built by :func:`srcore.webhooks.ssrf.guarded_session` with
-    *policy* (the adapter checks the peer address; *policy* is kept for the log). *clock*
-    gives the current aware UTC time; *rng* the jitter of retries. *trusted_http* (from
-    :func:`srcore.webhooks.ssrf.trusted_session`) sends the deliveries of trusted
-    subscriptions only, the first-party ones the operator's config made, whose internal
-    targets the guard would refuse; without it they go through *http* like any other.
-    :func:`deliver_batch` of one delivery.
+    *http* is the :class:`~srcore.webhooks.sender.Sender` that enforces *policy*
+    (:func:`sender_for`). *clock* gives the current aware UTC time; *rng* the jitter of
+    retries. *trusted_http* (``sender_for(policy, config, trusted=True)``) sends the
+    deliveries of trusted subscriptions only, the first-party ones the operator's config
+    made, whose internal targets the policy would refuse; without it they go through
+    *http* like any other. :func:`deliver_batch` of one delivery.
     """
     [result] = deliver_batch(
         session,
@@ -301,38 +149,17 @@ def deliver_one(
     return result
 
 
-class HttpSessions:
-    """One SSRF-guarded keep-alive session per thread, for :func:`deliver_batch`'s pool.
-
-    With *trusted*, each is a :func:`srcore.webhooks.ssrf.trusted_session` instead (no
-    address check), for the deliveries of trusted subscriptions only.
-    """
-
-    def __init__(self, policy: AddressPolicy, *, trusted: bool = False) -> None:
-        self.policy = policy
-        self.trusted = trusted
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list[requests.Session] = []
-
-    def __call__(self) -> requests.Session:
-        http: requests.Session | None = getattr(self._local, "http", None)
-        if http is None:
-            from srcore.webhooks.ssrf import guarded_session, trusted_session
-
-            http = trusted_session() if self.trusted else guarded_session(self.policy)
-            self._local.http = http
-            with self._lock:
-                self._all.append(http)
-        return http
-
-    def close(self) -> None:
-        """Close every thread's session (their pooled connections)."""
-        with self._lock:
-            sessions, self._all = self._all, []
-        for http in sessions:
-            http.close()
-        self._local = threading.local()
+def sender_for(
+    policy: AddressPolicy, settings: WebhookSettings, *, trusted: bool = False
+) -> PooledSender:
+    """The sender of deliveries under *policy* and *settings*; with *trusted*, one without
+    the address and port checks, for trusted (first-party) subscriptions only."""
+    return PooledSender(
+        None if trusted else policy,
+        connect_timeout=settings.connect_timeout.total_seconds(),
+        body_cap=settings.body_cap,
+        maxsize=max(settings.concurrency, 1),
+    )
 
 
 @dataclass
@@ -351,7 +178,7 @@ class _Job:
     keys: tuple[bytes, bytes | None, datetime | None]
     now: datetime | None = None
     headers: dict[str, str] | None = None
-    exchange: _Exchange | None = None
+    exchange: Exchange | None = None
     duration_ms: int = 0
     failure: BaseException | None = None
 
@@ -376,8 +203,8 @@ def _keys(
 
 def _send(
     job: _Job,
-    http: requests.Session | Callable[[], requests.Session],
-    trusted_http: requests.Session | Callable[[], requests.Session] | None,
+    http: Sender,
+    trusted_http: Sender | None,
     clock: Callable[[], datetime],
     config: WebhookSettings,
 ) -> None:
@@ -396,10 +223,12 @@ def _send(
             keys.append(previous)  # the rotation overlap lasts
         signature = " ".join(sign_with_key(k, job.message_id, timestamp, job.body) for k in keys)
         sender = trusted_http if job.trusted and trusted_http is not None else http
-        session = sender if isinstance(sender, requests.Session) else sender()
         started = time.perf_counter()
-        exchange = _post(
-            session, job.url, {**headers, "webhook-signature": signature}, job.body, config
+        exchange = sender.post(
+            job.url,
+            {**headers, "webhook-signature": signature},
+            job.body,
+            deadline=time.monotonic() + config.timeout.total_seconds(),
         )
         job.duration_ms = round((time.perf_counter() - started) * 1000)
         job.now, job.headers, job.exchange = now, headers, exchange
@@ -411,13 +240,13 @@ def deliver_batch(
     session: Session,
     delivery_ids: Sequence[int],
     *,
-    http: requests.Session | Callable[[], requests.Session],
+    http: Sender,
     clock: Callable[[], datetime],
     policy: AddressPolicy,
     config: WebhookSettings,
     rng: random.Random | None = None,
     executor: Executor | None = None,
-    trusted_http: requests.Session | Callable[[], requests.Session] | None = None,
+    trusted_http: Sender | None = None,
     raise_errors: bool = False,
 ) -> list[DeliveryResult]:
     """Make one attempt at each of the deliveries *delivery_ids* and record them; commits.
@@ -429,16 +258,15 @@ def deliver_batch(
     once on 410 Gone; otherwise a retry per ``config.schedule``, until the subscription
     has been failing for ``config.disable_after``, when it is disabled and its owner told.
 
-    *http* is a session built by :func:`srcore.webhooks.ssrf.guarded_session` with
-    *policy*, or a callable giving each thread its own (:class:`HttpSessions`).
-    *trusted_http* (a :func:`srcore.webhooks.ssrf.trusted_session`, or
-    ``HttpSessions(policy, trusted=True)``) sends the deliveries of trusted
-    subscriptions; without it they go through *http* like any other. Returns
+    *http* is the thread-safe :class:`~srcore.webhooks.sender.Sender` that enforces
+    *policy* (:func:`sender_for`); *trusted_http* (``sender_for(..., trusted=True)``)
+    sends the deliveries of trusted subscriptions; without it they go through *http*
+    like any other. A target the policy refuses is recorded as failed, not retried. Returns
     one result per id, in order. A delivery whose request could not even be built
     (say, a malformed secret) is logged and left to its lease, or re-raised with
     *raise_errors*.
     """
-    del policy  # enforced by http's adapter on the address actually connected to
+    del policy  # enforced by the sender, on the address it actually connects to
     rng = rng or random.Random()
     d, s, o = _delivery_table, _subscription_table, _outbox_table
     conn = session.connection()
@@ -629,6 +457,13 @@ def _outcome(
         reason = state.reason  # disabled by an earlier delivery of this batch
     elif status == 410:
         reason = f"{job.url} answered 410 Gone"
+    elif exchange.refused:
+        change["_status"] = DeliveryStatus.failed.value
+        log.warning("not delivering %s, and not retrying: %s", where, error)
+        result = DeliveryResult(
+            False, None, error, None, False, message_id=job.message_id, duration_ms=0
+        )
+        return result, change
     else:
         failing_since = state.failing_since or now
         state.failing_since = failing_since
@@ -783,13 +618,20 @@ def settings_for(app: Flask) -> WebhookSettings:
 
 
 def policy_for(app: Flask) -> AddressPolicy:
-    """The address policy of *app*, from ``[global] allow-private-webhook-targets``."""
+    """The address policy of *app*, from ``[global] allow-private-webhook-targets`` and
+    ``webhook-allowed-ports``."""
     g = app.extensions["srcore"].config.global_
     try:
         networks = g["allow-private-webhook-targets"] or ()
     except KeyError:
         networks = ()
-    return AddressPolicy.from_networks(str(n) for n in networks)
+    try:
+        ports = g["webhook-allowed-ports"]
+    except KeyError:
+        ports = None
+    return AddressPolicy.from_networks(
+        (str(n) for n in networks), ports=None if ports is None else [str(p) for p in ports]
+    )
 
 
 # ``OutboxRow`` is re-exported for the dispatchers' type hints.

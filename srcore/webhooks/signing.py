@@ -123,16 +123,51 @@ def verify_signature(
     return found
 
 
+_SHAPE = "headers must be a mapping or a list of (name, value) pairs"
+
+
+def _header_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("latin-1")  # HTTP header bytes, as WSGI passes them
+    raise WebhookVerificationError(_SHAPE)
+
+
+def _header_map(headers: object) -> dict[str, str]:
+    """*headers* as lower-case names to values (the first of repeated names).
+
+    Frameworks hand headers over as a mapping, an object with ``items()`` (like
+    ``email.message.Message``) or a list of ``(name, value)`` pairs (WSGI, ASGI, HTTP
+    clients); anything else is the caller's mistake and gets this module's error.
+    """
+    items: Iterable[Any]
+    if isinstance(headers, Mapping) or callable(getattr(headers, "items", None)):
+        items = headers.items()  # type: ignore[attr-defined]
+    elif isinstance(headers, Iterable) and not isinstance(headers, (str, bytes)):
+        items = headers
+    else:
+        raise WebhookVerificationError(_SHAPE)
+    found: dict[str, str] = {}
+    try:
+        for item in items:
+            name, value = item
+            found.setdefault(_header_text(name).lower(), _header_text(value))
+    except (TypeError, ValueError):
+        raise WebhookVerificationError(_SHAPE) from None
+    return found
+
+
 def _header(headers: Mapping[str, str], name: str) -> str:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    raise WebhookVerificationError(f"missing header {name}")
+    try:
+        return headers[name]
+    except KeyError:
+        raise WebhookVerificationError(f"missing header {name}") from None
 
 
 def verify(
     secret: str | Iterable[str],
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
     body: bytes | str,
     *,
     tolerance: timedelta = DEFAULT_TOLERANCE,
@@ -141,13 +176,15 @@ def verify(
     """Check a received webhook and return its parsed JSON body.
 
     *secret* is the subscription's ``whsec_`` secret (or several, while rotating);
-    *headers* the request headers (any case); *body* the raw request body. Raises
+    *headers* the request headers (any case), a mapping or ``(name, value)`` pairs;
+    *body* the raw request body. Raises
     :class:`WebhookVerificationError` when a header is missing, the timestamp is further
     than *tolerance* from *now* (default: the current time), or no signature matches.
     """
-    message_id = _header(headers, "webhook-id")
-    raw_timestamp = _header(headers, "webhook-timestamp")
-    header = _header(headers, "webhook-signature")
+    found = _header_map(headers)
+    message_id = _header(found, "webhook-id")
+    raw_timestamp = _header(found, "webhook-timestamp")
+    header = _header(found, "webhook-signature")
     try:
         timestamp = int(raw_timestamp)
     except ValueError:

@@ -5,35 +5,32 @@ talk to it: loopback, private, link-local, multicast, unspecified, reserved and 
 non-global addresses are refused (IPv6 addresses that carry an IPv4 address to an IPv4
 host, IPv4-mapped, -translated and -compatible, NAT64 and 6to4, are judged as the IPv4
 address they carry), unless the address is inside a network the operator allowed with
-``[global] allow-private-webhook-targets``.
+``[global] allow-private-webhook-targets``. It also holds the ports deliveries may use
+(:class:`PortRule`, ``[global] webhook-allowed-ports``) and judges a whole URL
+(:meth:`AddressPolicy.url_refusal`: scheme, credentials, port).
 
-:func:`guarded_session` builds a :class:`requests.Session` whose connections check the
-address they actually connected to (``getpeername()``) right after the TCP connect and
-before sending a single byte (or starting TLS), so a hostname that resolves to a public
-address for a check and to an internal one for the request (DNS rebinding) gains nothing.
+The policy is enforced by :class:`srcore.webhooks.sender.PooledSender`, which resolves a
+name once, checks every address it got, and connects to a checked address only, so a
+refused target never sees a connection and a name that resolves differently for a check
+and for the request (DNS rebinding) gains nothing.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from srcore.config.declarations import DEFAULT_WEBHOOK_PORTS
 
 __all__ = [
+    "DEFAULT_PORTS",
     "METADATA_ADDRESSES",
     "AddressPolicy",
-    "GuardedAdapter",
+    "PortRule",
     "RefusedAddress",
-    "guarded_session",
-    "trusted_session",
 ]
 
 log = logging.getLogger("srcore.webhooks.ssrf")
@@ -115,17 +112,97 @@ def _unwrap(ip: IPAddress) -> IPAddress:
     return ip
 
 
+#: The default of ``webhook-allowed-ports`` (declared with the other ``[global]`` keys).
+DEFAULT_PORTS: tuple[str, ...] = DEFAULT_WEBHOOK_PORTS
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    problem = f"{text!r} is not a port or range of ports within 1-65535"
+    try:
+        first = int(low.strip())
+        last = int(high.strip()) if sep else first
+    except ValueError:
+        raise ValueError(problem) from None
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(problem)
+    return first, last
+
+
+@dataclass(frozen=True)
+class PortRule:
+    """The ports webhook deliveries may use: ranges allowed, minus ranges denied."""
+
+    allowed: tuple[tuple[int, int], ...]
+    denied: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def parse(cls, items: Iterable[str]) -> PortRule:
+        """Read ``80``, ``1024-65535`` and ``!6379`` (denied) items; ValueError if bad."""
+        allowed: list[tuple[int, int]] = []
+        denied: list[tuple[int, int]] = []
+        for raw in items:
+            item = raw.strip()
+            if not item:
+                continue
+            if item.startswith("!"):
+                denied.append(_port_range(item[1:]))
+            else:
+                allowed.append(_port_range(item))
+        return cls(tuple(allowed), tuple(denied))
+
+    def allows(self, port: int) -> bool:
+        """Whether *port* is allowed (0 and out-of-range ports never are)."""
+        if not 1 <= port <= 65535:
+            return False
+        inside = any(a <= port <= b for a, b in self.allowed)
+        return inside and not any(a <= port <= b for a, b in self.denied)
+
+
+def _default_ports() -> PortRule:
+    return PortRule.parse(DEFAULT_PORTS)
+
+
 @dataclass(frozen=True)
 class AddressPolicy:
-    """Which addresses webhook deliveries may connect to."""
+    """Which addresses and ports webhook deliveries may connect to."""
 
     #: Networks allowed although they are not public (the operator's choice).
     allowed: tuple[IPNetwork, ...] = ()
+    #: Ports allowed (``webhook-allowed-ports``).
+    ports: PortRule = field(default_factory=_default_ports)
 
     @classmethod
-    def from_networks(cls, networks: Iterable[str]) -> AddressPolicy:
-        """Build a policy from CIDR strings, as ``allow-private-webhook-targets`` holds."""
-        return cls(tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks))
+    def from_networks(
+        cls, networks: Iterable[str], *, ports: Iterable[str] | None = None
+    ) -> AddressPolicy:
+        """Build a policy from CIDR strings, as ``allow-private-webhook-targets`` holds,
+        and port items, as ``webhook-allowed-ports`` holds (None: the default ports)."""
+        nets = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks)
+        return cls(nets, PortRule.parse(DEFAULT_PORTS if ports is None else ports))
+
+    def url_refusal(self, url: str) -> str | None:
+        """Why a delivery to *url* is refused before any lookup (a sentence), or ``None``.
+
+        Only http and https; no ``user:password@`` (credentials would be sent to, and
+        logged for, whatever the URL names); a port ``webhook-allowed-ports`` allows.
+        """
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return "the URL is not valid"
+        if parts.scheme not in ("http", "https"):
+            return "the URL is not http or https"
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            return "the URL carries credentials (user:password@), which webhooks never send"
+        if not parts.hostname:
+            return "the URL has no host"
+        if port is None:
+            port = 443 if parts.scheme == "https" else 80
+        if not self.ports.allows(port):
+            return f"port {port} is not one of webhook-allowed-ports"
+        return None
 
     def refusal(self, address: str | IPAddress) -> str | None:
         """Why a connection to *address* is refused, or ``None`` if it may go ahead."""
@@ -147,79 +224,3 @@ class AddressPolicy:
             error = RefusedAddress(address, reason)
             log.warning("webhook target refused: %s", error)
             raise error
-
-
-def _check_socket(sock: socket.socket, policy: AddressPolicy) -> None:
-    peer: Any = sock.getpeername()
-    try:
-        policy.check(str(peer[0]))
-    except RefusedAddress:
-        sock.close()
-        raise
-
-
-class _GuardedHTTPConnection(HTTPConnection):
-    policy: AddressPolicy = AddressPolicy()
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _check_socket(sock, self.policy)
-        return sock
-
-
-class _GuardedHTTPSConnection(HTTPSConnection):
-    policy: AddressPolicy = AddressPolicy()
-
-    def _new_conn(self) -> socket.socket:
-        # Checked before the TLS handshake: not even a ClientHello reaches a refused peer.
-        sock = super()._new_conn()
-        _check_socket(sock, self.policy)
-        return sock
-
-
-class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose connections refuse peers the policy refuses."""
-
-    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
-        self.policy = policy
-        http_conn = type("GuardedHTTPConnection", (_GuardedHTTPConnection,), {"policy": policy})
-        https_conn = type("GuardedHTTPSConnection", (_GuardedHTTPSConnection,), {"policy": policy})
-        self._pool_classes = {
-            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type(
-                "GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}
-            ),
-        }
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pool_classes
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        raise RefusedAddress(proxy, "a proxy, and webhook deliveries do not use proxies")
-
-
-def guarded_session(policy: AddressPolicy, *, pool_maxsize: int = 10) -> requests.Session:
-    """A keep-alive session for webhook deliveries: guarded, no proxies from the env."""
-    session = requests.Session()
-    session.trust_env = False  # no proxies, .netrc or CA bundles from the environment
-    adapter = GuardedAdapter(policy, pool_maxsize=pool_maxsize, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def trusted_session(*, pool_maxsize: int = 10) -> requests.Session:
-    """A keep-alive session without the address check, for trusted subscriptions only.
-
-    Trusted subscriptions are the ones the operator's config made (meta's first-party
-    subscriptions to each service's internal origin); their URLs never come from a user.
-    Still no proxies from the environment, no retries (and deliveries follow no redirects).
-    """
-    session = requests.Session()
-    session.trust_env = False
-    adapter = HTTPAdapter(pool_maxsize=pool_maxsize, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session

@@ -242,13 +242,17 @@ def target_problem(
     resolve: Resolver | None = _resolve,
     timeout: float = RESOLVE_TIMEOUT,
 ) -> str | None:
-    """Why *url* may not be subscribed (it reaches a loopback, private, link-local or
-    metadata address) under *policy*, or None.
+    """Why *url* may not be subscribed (credentials in it, a port the policy does not
+    allow, or it reaches a loopback, private, link-local or metadata address) under
+    *policy*, or None.
 
     An early, friendly check: a name that cannot be resolved now is accepted, since every
     delivery checks the address it actually connects to. *resolve* is injectable (tests);
     None skips name lookups and checks address literals only.
     """
+    refused = policy.url_refusal(url)
+    if refused is not None:
+        return refused
     parts = urlsplit(url)
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:

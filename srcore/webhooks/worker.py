@@ -7,7 +7,7 @@ those rows, so any number of workers share the work; on SQLite the single writer
 claim safe for the one worker SQLite is meant for. A claimed batch is fanned out with
 :func:`~srcore.webhooks.fanout.fan_out_batch` and delivered with
 :func:`~srcore.webhooks.delivery.deliver_batch` (the function the Celery tasks call too):
-its requests go out on a small thread pool, one keep-alive HTTP session per thread, and
+its requests go out on a small thread pool through one shared keep-alive sender, and
 are recorded in one transaction. ``srcore worker SERVICE`` runs one until SIGTERM or
 SIGINT.
 """
@@ -22,22 +22,22 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import requests
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
 from srcore.webhooks.delivery import (
-    HttpSessions,
     WebhookSettings,
     deliver_batch,
     policy_for,
     prune_log,
+    sender_for,
     settings_for,
 )
 from srcore.webhooks.dispatch import LocalDispatcher
 from srcore.webhooks.fanout import fan_out_batch
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
+from srcore.webhooks.sender import Sender
 from srcore.webhooks.ssrf import AddressPolicy
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class LocalWorker:
         self,
         app: Flask,
         *,
-        http: requests.Session | None = None,
+        http: Sender | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         settings: WebhookSettings | None = None,
@@ -136,24 +136,24 @@ class LocalWorker:
         lease: timedelta = DEFAULT_LEASE,
         batch: int = 50,
         poll_interval: float | None = None,
-        trusted_http: requests.Session | None = None,
+        trusted_http: Sender | None = None,
     ) -> None:
         self.app = app
         self.state: Any = app.extensions["srcore"]
         self.policy = policy if policy is not None else policy_for(app)
         self.settings = settings if settings is not None else settings_for(app)
-        #: An injected session is shared by the pool's threads; else one per thread.
-        self.http: requests.Session | HttpSessions = (
-            http if http is not None else HttpSessions(self.policy)
-        )
+        #: The sender the pool's threads share (injected, or one with the policy inside).
+        self.http: Sender = http if http is not None else sender_for(self.policy, self.settings)
         self.clock = clock
         self.rng = rng or random.Random()
         self.lease = lease
         self.batch = batch
         self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
         #: Trusted subscriptions' deliveries: the same, without the address check.
-        self.trusted_http: requests.Session | HttpSessions = (
-            trusted_http if trusted_http is not None else HttpSessions(self.policy, trusted=True)
+        self.trusted_http: Sender = (
+            trusted_http
+            if trusted_http is not None
+            else sender_for(self.policy, self.settings, trusted=True)
         )
         self._last_prune: datetime | None = None
         self._prepared = False

@@ -1,0 +1,372 @@
+"""The one way webhook requests leave a service: :class:`Sender`.
+
+``Sender.post(url, headers, body, deadline=...)`` sends one POST and returns an
+:class:`Exchange`: what came back, or what went wrong. :func:`~srcore.webhooks.delivery.
+deliver_batch` only ever talks to this interface, so tests hand it a fake.
+
+:class:`PooledSender`, the real one, keeps one thread-safe urllib3 pool of keep-alive
+connections with the SSRF policy inside:
+
+- the URL is judged first (scheme, credentials, port: :meth:`AddressPolicy.url_refusal`);
+- a new connection resolves the name once (``getaddrinfo``), checks *every* address it
+  got, and connects to a checked address only: a refused target never sees a TCP
+  connection (no port scanning through webhooks), and a name that answers differently
+  for a check and for the connection (DNS rebinding) gains nothing. TLS still verifies
+  the certificate and sends SNI for the name, and ``Host:`` is the name;
+- the attempt has one deadline, connect + send + read in total: a watchdog thread shuts
+  the socket down when it passes, so a receiver trickling its headers or body a byte at
+  a time is cut at the deadline instead of holding the attempt for as long as it likes.
+
+A trusted sender (``policy=None``) skips the address and port checks; it sends the
+deliveries of the operator's own first-party subscriptions only.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import urllib3
+from urllib3 import exceptions as e
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
+
+from srcore.webhooks.ssrf import AddressPolicy, RefusedAddress
+
+__all__ = ["BODY_CAP", "Exchange", "PooledSender", "Sender"]
+
+log = logging.getLogger("srcore.webhooks.sender")
+
+#: Response bodies are read up to this many bytes (the delivery log keeps no more).
+BODY_CAP = 16 * 1024
+
+
+@dataclass
+class Exchange:
+    """What one POST got: a status, headers and (capped) body, or an error."""
+
+    status: int | None = None
+    headers: Mapping[str, str] | None = None
+    body: bytes = b""
+    error: str | None = None
+    #: The policy refused the target: nothing was sent, and retrying cannot help.
+    refused: bool = False
+
+
+class Sender(Protocol):
+    """Sends webhook requests; thread-safe."""
+
+    def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, deadline: float
+    ) -> Exchange:
+        """POST *body* to *url*; give up at *deadline* (a :func:`time.monotonic` value)."""
+        ...
+
+    def close(self) -> None:
+        """Close pooled connections and stop background threads."""
+        ...
+
+
+class _Attempt:
+    """One POST in flight: its deadline and the connection the watchdog may cut."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._conn: HTTPConnection | None = None
+        self._raw: socket.socket | None = None
+        self.expired = False
+        self.done = False
+
+    def track(self, conn: HTTPConnection, raw: socket.socket | None = None) -> None:
+        """Remember *conn* (and its new socket); refuse to go on past the deadline."""
+        with self._lock:
+            self._conn = conn
+            if raw is not None:
+                self._raw = raw
+            expired = self.expired
+        if expired:
+            if raw is not None:
+                raw.close()
+            raise e.ConnectTimeoutError(conn, "the delivery's deadline passed")
+
+    def expire(self) -> None:
+        """Called by the watchdog at the deadline: shut the connection's socket down."""
+        with self._lock:
+            if self.done:
+                return
+            self.expired = True
+            socks = [s for s in (getattr(self._conn, "sock", None), self._raw) if s is not None]
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                continue
+            break
+
+    def finish(self) -> bool:
+        """Mark the attempt over; whether the deadline had cut it first."""
+        with self._lock:
+            self.done = True
+            return self.expired
+
+
+class _Watchdog:
+    """One thread that expires attempts at their deadlines (started on first use)."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(self, attempt: _Attempt) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+            self._reset()
+        with self._cond:
+            heapq.heappush(self._heap, (attempt.deadline, next(self._seq), attempt))
+            if self._thread is None or not self._thread.is_alive():
+                self._closed = False
+                self._thread = threading.Thread(
+                    target=self._run, name="srcore-webhook-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is attempt:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    _, _, attempt = heapq.heappop(self._heap)
+                    if not attempt.done:
+                        attempt.expire()
+                wait = self._heap[0][0] - now if self._heap else None
+                self._cond.wait(wait)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+
+class _PinnedMixin:
+    """A connection that resolves, checks every address, then connects to one of them."""
+
+    policy: AddressPolicy | None = None
+    attempts: threading.local
+
+    host: str
+    port: int
+    timeout: Any
+    source_address: tuple[str, int] | None
+    socket_options: Any
+
+    def _attempt(self) -> _Attempt | None:
+        attempt: _Attempt | None = getattr(self.attempts, "current", None)
+        return attempt
+
+    def _new_conn(self) -> socket.socket:
+        host = self.host.strip("[]")
+        try:
+            infos = socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise e.NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        if self.policy is not None:
+            for info in infos:
+                address = str(info[4][0])
+                reason = self.policy.refusal(address)
+                if reason is not None:
+                    shown = address if address == host else f"{host} ({address})"
+                    raise RefusedAddress(shown, reason)
+        attempt = self._attempt()
+        last: OSError | None = None
+        for family, kind, proto, _name, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                if self.timeout is not _DEFAULT_TIMEOUT:
+                    sock.settimeout(self.timeout)
+                if self.source_address:
+                    sock.bind(self.source_address)
+                if attempt is not None:
+                    attempt.track(self, sock)  # type: ignore[arg-type]
+                sock.connect(sockaddr)
+            except TimeoutError as exc:
+                sock.close()
+                raise e.ConnectTimeoutError(self, f"connection to {self.host} timed out") from exc
+            except e.ConnectTimeoutError:
+                sock.close()
+                raise
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            return sock
+        raise e.NewConnectionError(
+            self,  # type: ignore[arg-type]
+            f"Failed to establish a new connection: {last}",
+        ) from last
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        attempt = self._attempt()
+        if attempt is not None:
+            attempt.track(self)  # type: ignore[arg-type]
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _PinnedHTTPConnection(_PinnedMixin, HTTPConnection):
+    pass
+
+
+class _PinnedHTTPSConnection(_PinnedMixin, HTTPSConnection):
+    pass
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        nxt = exc.__cause__ or exc.__context__
+        assert nxt is not None
+        exc = nxt
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return str(exc) or type(exc).__name__
+
+
+class PooledSender:
+    """The real :class:`Sender`: one urllib3 pool, the SSRF policy, a real deadline.
+
+    *policy* None makes a trusted sender (no address or port checks). *connect_timeout*
+    bounds the TCP connect (within the deadline); *body_cap* how much of a response body
+    is read. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        policy: AddressPolicy | None,
+        *,
+        connect_timeout: float = 5.0,
+        body_cap: int = BODY_CAP,
+        maxsize: int = 10,
+    ) -> None:
+        self.policy = policy
+        self.connect_timeout = connect_timeout
+        self.body_cap = body_cap
+        self._attempts = threading.local()
+        self._watchdog = _Watchdog()
+        members = {"policy": policy, "attempts": self._attempts}
+        http = type("PinnedHTTPConnection", (_PinnedHTTPConnection,), members)
+        https = type("PinnedHTTPSConnection", (_PinnedHTTPSConnection,), members)
+        pool_kw: dict[str, Any] = {"maxsize": maxsize, "block": False}
+        try:
+            import certifi
+
+            pool_kw["ca_certs"] = certifi.where()
+        except ImportError:  # the system's trust store
+            pass
+        self._pool = urllib3.PoolManager(num_pools=50, retries=False, **pool_kw)
+        self._pool.pool_classes_by_scheme = {
+            "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+            "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https}),
+        }
+
+    def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, deadline: float
+    ) -> Exchange:
+        """POST *body* to *url*: refused, failed, timed out at *deadline*, or answered."""
+        if self.policy is not None:
+            reason = self.policy.url_refusal(url)
+            if reason is not None:
+                log.warning("webhook target refused: %s", reason)
+                return Exchange(error=f"refused: {reason}", refused=True)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Exchange(error="timeout: the deadline passed before connecting")
+        attempt = _Attempt(deadline)
+        self._attempts.current = attempt
+        self._watchdog.watch(attempt)
+        try:
+            exchange = self._post(url, headers, body, remaining)
+        finally:
+            expired = attempt.finish()
+            self._attempts.current = None
+        if expired:
+            exchange.error = f"timeout: no complete response within {remaining:.0f} s"
+        return exchange
+
+    def _post(
+        self, url: str, headers: Mapping[str, str], body: bytes, remaining: float
+    ) -> Exchange:
+        timeout = urllib3.Timeout(connect=min(self.connect_timeout, remaining), read=remaining)
+        try:
+            response = self._pool.urlopen(
+                "POST",
+                url,
+                body=body,
+                headers=dict(headers),
+                timeout=timeout,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+            )
+        except RefusedAddress as exc:
+            log.warning("webhook target refused: %s", exc)
+            return Exchange(error=str(exc), refused=True)
+        except e.NewConnectionError as exc:  # before ConnectTimeoutError, its base class
+            return Exchange(error=f"connection failed: {_root_cause(exc)}")
+        except e.ConnectTimeoutError:
+            return Exchange(error="connect timeout")
+        except e.ReadTimeoutError:
+            return Exchange(error="timeout waiting for the response")
+        except (e.ProtocolError, e.SSLError, e.ClosedPoolError, OSError) as exc:
+            return Exchange(error=f"connection failed: {_root_cause(exc)}")
+        except (e.HTTPError, ValueError) as exc:
+            return Exchange(error=f"request failed: {exc}")
+        exchange = Exchange(status=response.status, headers=dict(response.headers))
+        complete = False
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.stream(4096):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= self.body_cap:
+                    break
+            else:
+                complete = True
+            exchange.body = b"".join(chunks)
+        except (e.HTTPError, OSError) as exc:
+            exchange.error = f"reading the response failed: {_root_cause(exc)}"
+        finally:
+            if not complete:
+                response.close()  # unread data: the connection is not reused
+            response.release_conn()
+        if 300 <= response.status < 400 and exchange.error is None:
+            target = response.headers.get("location", "")
+            exchange.error = f"redirect to {target!r} not followed"
+        return exchange
+
+    def close(self) -> None:
+        """Close the pooled connections and stop the deadline watchdog."""
+        self._pool.clear()
+        self._watchdog.close()
