@@ -175,11 +175,15 @@ def test_show_unknown_service(good: Path) -> None:
     assert "services: meta, todo" in result.stderr
 
 
-def test_show_refuses_a_broken_file(good: Path) -> None:
+def test_show_prints_a_broken_file_with_its_problems(good: Path) -> None:
     good.write_text(GOOD.replace("origin = http://127.0.0.1:5001", "origin = nowhere"))
     result = run(["--config", str(good), "config", "show"])
     assert result.exit_code == 1
     assert f"{good}:10 [todo] origin: not a URL" in result.stderr
+    meta, todo = (line for line in result.stdout.splitlines() if line.startswith("origin "))
+    assert re.match(rf"origin +=\s+http://127.0.0.1:5000\s+; {re.escape(str(good))}:5$", meta)
+    assert todo.endswith(f"; default; {good}:10 refused")
+    assert "nowhere" not in result.stdout
 
 
 def test_keygen() -> None:
