@@ -460,3 +460,69 @@ def test_webhook_allowed_ports_is_a_checked_global_key(tmp_path: Any) -> None:
     empty.write_text("[global]\n")
     default = load_config(empty, specs={}, environ={})
     assert default.global_["webhook-allowed-ports"] == DEFAULT_PORTS
+
+
+def test_tls_to_the_pinned_address_keeps_the_name_for_sni_certificate_and_host(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime as dt
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    name = "hooks.example.test"
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    context.sni_callback = lambda _sock, server_name, _ctx: names.append(server_name)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    port = srv.server_address[1]
+    real = socket.getaddrinfo
+    looked_up: list[str] = []
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        return real("127.0.0.1" if host == name else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for server in serve(srv):
+        sender = PooledSender(AddressPolicy.from_networks(["127.0.0.0/8"]), ca_certs=str(cert_file))
+        try:
+            exchange = post(sender, f"https://{name}:{port}/")
+            # The same address under another name fails the certificate check.
+            other = post(sender, f"https://127.0.0.1:{port}/")
+        finally:
+            sender.close()
+        assert exchange.status == 200 and exchange.body == b"ok", exchange.error
+        assert names[0] == name
+        assert server.last_host == f"{name}:{port}"  # type: ignore[attr-defined]
+        assert looked_up.count(name) == 1
+        assert other.status is None and "certificate" in (other.error or "").lower()

@@ -258,7 +258,8 @@ class PooledSender:
 
     *policy* None makes a trusted sender (no address or port checks). *connect_timeout*
     bounds the TCP connect (within the deadline); *body_cap* how much of a response body
-    is read. Safe to share between threads.
+    is read; *ca_certs* the CA bundle TLS certificates are checked against (default:
+    certifi's, else the system's). Safe to share between threads.
     """
 
     def __init__(
@@ -268,6 +269,7 @@ class PooledSender:
         connect_timeout: float = 5.0,
         body_cap: int = BODY_CAP,
         maxsize: int = 10,
+        ca_certs: str | None = None,
     ) -> None:
         self.policy = policy
         self.connect_timeout = connect_timeout
@@ -278,12 +280,15 @@ class PooledSender:
         http = type("PinnedHTTPConnection", (_PinnedHTTPConnection,), members)
         https = type("PinnedHTTPSConnection", (_PinnedHTTPSConnection,), members)
         pool_kw: dict[str, Any] = {"maxsize": maxsize, "block": False}
-        try:
-            import certifi
+        if ca_certs is not None:
+            pool_kw["ca_certs"] = ca_certs
+        else:
+            try:
+                import certifi
 
-            pool_kw["ca_certs"] = certifi.where()
-        except ImportError:  # the system's trust store
-            pass
+                pool_kw["ca_certs"] = certifi.where()
+            except ImportError:  # the system's trust store
+                pass
         self._pool = urllib3.PoolManager(num_pools=50, retries=False, **pool_kw)
         self._pool.pool_classes_by_scheme = {
             "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
