@@ -183,6 +183,9 @@ def init(
             f"not installed: {', '.join(unknown)} (installed: {', '.join(installed) or 'none'})"
         )
     exists = f"{path} exists; pass --force to overwrite it"
+    source = click.get_current_context().get_parameter_source("first_port")
+    if source is not None and source != click.core.ParameterSource.DEFAULT:
+        exists += f" (--first-port {first_port} only applies to a new file: it keeps its ports)"
     if (path.is_symlink() or path.exists()) and not force:
         raise click.UsageError(exists)
     data = (data_dir or path.parent).resolve()
