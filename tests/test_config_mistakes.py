@@ -8,12 +8,15 @@ import os
 import re
 import secrets
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from srcore.cli import _add_commands, cli
-from srcore.config import ConfigError, load_config
+from srcore.config import ConfigError, load_config, read_config
 
 KEY_A = "a" * 40
 KEY_B = "b" * 40
@@ -242,3 +245,23 @@ def test_show_shows_what_it_can_with_the_problems(tmp_path: Path) -> None:
     assert "refused" in result.output
     assert "hunter2" not in result.output and "dbpass" not in result.output
     assert re.search(r"^oauth-client-secret +=  ?\*{8}\s", result.output, re.M)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    scheme=st.sampled_from(["sqlite", "postgresql", "postgres", "mysql", "x", "sqlite+pysqlite"]),
+    driver=st.sampled_from(["", "+psycopg", "+", "+a+b", "+pyscopg"]),
+    rest=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=20),
+)
+def test_any_database_url_is_accepted_or_refused_in_one_line(
+    scheme: str, driver: str, rest: str
+) -> None:
+    with TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.ini"
+        path.write_text(
+            f"[todo]\norigin = http://127.0.0.1:5991\n"
+            f"database-url = {scheme}{driver}://{rest}\nsecret-key = {KEY_B}\n",
+            encoding="utf-8",
+        )
+        _, found = read_config(path, specs={}, environ={})
+    assert all(p.line == 3 and "\n" not in str(p) for p in found if p.severity == "error")
