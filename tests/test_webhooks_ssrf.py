@@ -45,6 +45,11 @@ REFUSED = {
     "::7f00:1": "loopback",  # IPv4-compatible (deprecated)
     "::a00:5": "private",
     "::ffff:0:7f00:1": "loopback",  # IPv4-translated (RFC 2765)
+    "2002:7f00:1::": "loopback",  # 6to4 with the host part left out
+    "2002:7f00:1:0:0:0:0:1%1": "loopback",  # and with a zone
+    "0:0:0:0:0:ffff:7f00:1": "loopback",
+    "192.88.99.1": "6to4 relay",  # the deprecated 6to4 relay anycast (RFC 7526)
+    "2002:c058:6301::1": "6to4 relay",  # and its 6to4 form
 }
 
 

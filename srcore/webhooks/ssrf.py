@@ -53,10 +53,17 @@ class RefusedAddress(Exception):
         self.reason = reason
 
 
+#: The 6to4 relay anycast prefix (RFC 3068, deprecated by RFC 7526): whatever relay is
+#: nearest decapsulates what is sent there, so it is no receiver's address.
+SIXTOFOUR_RELAYS = ipaddress.IPv4Network("192.88.99.0/24")
+
+
 def _classify(ip: IPAddress) -> str | None:
     """Why *ip* is not a public address (``None`` if it is one)."""
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
+    if ip in SIXTOFOUR_RELAYS:
+        return "the 6to4 relay anycast network"
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_unspecified:
