@@ -11,14 +11,16 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from meta import logic
 from meta.models import User
 from srcore.auth.web import current_user, login_required
+from srcore.db import UserType
 from srcore.db import session as db
 from srcore.pagination import paginate_pages
+from srcore.search import SearchSchema, choice, read_search
 from srcore.validation import Validation
 
 __all__ = ["admin"]
@@ -46,30 +48,28 @@ def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return login_required(wrapper)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+#: What ``/admin/users?q=`` searches, in srcore's search grammar: words over usernames and
+#: emails, ``state:`` for the account's state.
+USERS = SearchSchema(
+    text=[User.username, User.email],
+    keys={"state": choice(User.user_type, UserType)},
+)
 
 
 @admin.route("/users")
 @admin_required
 def users() -> Any:
+    """Every account, newest first, narrowed by ``?q=``; a bad query shows why (400)."""
     query = Validation(data=request.args, source="form")
-    q = query.optional("q", max_length=256) or ""
+    q, condition = read_search(query, USERS, "q")
+    search_error = query.error_for("q")
     page = query.integer("page", min=1, max=_MAX_PAGE, default=1) or 1
-    if not query.ok:
+    if any(err.field != "q" for err in query.errors):
         abort(400)
-    stmt = select(User)
-    if q:
-        pattern = f"%{_escape_like(q.lower())}%"
-        stmt = stmt.where(
-            or_(
-                func.lower(User.username).like(pattern, escape="\\"),
-                func.lower(User.email).like(pattern, escape="\\"),
-            )
-        )
-    stmt = stmt.order_by(User.id.desc())
+    stmt = select(User).where(condition).order_by(User.id.desc())
     listing = paginate_pages(db, stmt, page=page, per_page=PER_PAGE)
-    return render_template("meta/admin/users.html", listing=listing, q=q)
+    html = render_template("meta/admin/users.html", listing=listing, q=q, search_error=search_error)
+    return html, 400 if search_error else 200
 
 
 def _target(user_id: int) -> User:
