@@ -43,6 +43,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from werkzeug.local import LocalProxy
+from werkzeug.wrappers import Response
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -97,7 +98,12 @@ class SafeMethodWrite(RuntimeError):
 
 
 def writes_on_safe_method(reason: str) -> Callable[[_F], _F]:
-    """Let a view write on GET/HEAD/OPTIONS; *reason* says why the protocol needs it."""
+    """Let a view write on GET; *reason* says why the protocol needs it.
+
+    Only a GET, what a person opening a link sends: a HEAD (a link checker, a mail
+    scanner, a preview) to such a view is a 405 without running it, so it never spends
+    the link or changes anything, and OPTIONS never reaches a view.
+    """
     if not reason:
         raise ValueError("say why this view writes on a safe method")
 
@@ -358,15 +364,29 @@ def _read_only_method() -> str | None:
     method = str(request.environ.get("REQUEST_METHOD", "GET")).upper()
     if method not in SAFE_METHODS:
         return None
-    endpoint = request.endpoint
-    view = current_app.view_functions.get(endpoint) if endpoint else None
-    if view is not None and getattr(view, _WRITES_OK, None):
+    if method == "GET" and _writes_on_get():
         return None
     return method
 
 
-def _mark_dispatching() -> None:
+def _writes_on_get() -> bool:
+    """Whether the view of the request is marked with :func:`writes_on_safe_method`."""
+    endpoint = request.endpoint
+    view = current_app.view_functions.get(endpoint) if endpoint else None
+    return view is not None and bool(getattr(view, _WRITES_OK, None))
+
+
+def _mark_dispatching() -> Response | None:
     setattr(g, _DISPATCHING, True)
+    if str(request.environ.get("REQUEST_METHOD", "")).upper() == "HEAD" and _writes_on_get():
+        from srcore.errors import error_response
+
+        return error_response(
+            405,
+            "This address does something when opened; open it with GET.",
+            headers=[("Allow", "GET")],
+        )
+    return None
 
 
 def _current_database() -> Database:

@@ -368,6 +368,23 @@ def test_head_and_options_with_form_fields_in_the_query_change_nothing(network: 
     assert owner.get(f"{net.meta}/profile", timeout=10).url == f"{net.meta}/profile"
 
 
+def test_head_does_not_spend_a_link_that_writes_on_get(network: Network) -> None:
+    """A link checker or a preview sends HEAD: the confirmation link (which writes when a
+    person opens it) must still be there, unused, for the person."""
+    net = network
+    register(net, "hugo", confirm=False)
+    link = net.sink.wait_for_link("hugo@example.org", "/confirm/")
+    probe = browser()
+    for method in ("HEAD", "OPTIONS"):
+        answer = probe.request(method, link, allow_redirects=False, timeout=10)
+        assert answer.status_code < 500, (method, answer.status_code)
+    assert net.rows("meta", "SELECT user_type FROM user WHERE username = 'hugo'") == [
+        ("unconfirmed",)
+    ]
+    assert probe.get(link, timeout=10).status_code == 200
+    assert net.rows("meta", "SELECT user_type FROM user WHERE username = 'hugo'") == [("active",)]
+
+
 # -- webhooks -------------------------------------------------------------------------------
 
 _TODO_EVENTS = [
