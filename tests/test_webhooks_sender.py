@@ -216,3 +216,49 @@ def test_ports_outside_the_allowed_ones_are_refused_without_connecting(app: Any,
         status, error = found[url]
         assert status == "failed", url
         assert error is not None and "webhook-allowed-ports" in error, (url, error)
+
+
+def test_the_deadline_cuts_a_trickle_over_tls_too(tmp_path: Any) -> None:
+    import ssl
+
+    from srcore.webhooks.sender import PooledSender
+    from tests.test_webhooks_ssrf import self_signed
+
+    cert_file, key_file = self_signed(tmp_path, "localhost")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(65536)
+                tls.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+                ends = time.monotonic() + TRICKLE_FOR
+                while not stop.is_set() and time.monotonic() < ends:
+                    try:
+                        tls.sendall(b"x")
+                    except OSError:
+                        return
+                    time.sleep(0.5)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        sender = PooledSender(LOOPBACK, ca_certs=cert_file)
+        started = time.monotonic()
+        try:
+            exchange = sender.post(
+                f"https://localhost:{port}/hook", {}, b"{}", deadline=started + DEADLINE
+            )
+        finally:
+            took = time.monotonic() - started
+            sender.close()
+            stop.set()
+            thread.join(timeout=5)
+    assert exchange.status == 200  # the headers came in time; the body did not
+    assert exchange.error is not None and "timeout" in exchange.error
+    assert took < TRICKLE_FOR / 2

@@ -467,18 +467,15 @@ def test_webhook_allowed_ports_is_a_checked_global_key(tmp_path: Any) -> None:
     assert default.global_["webhook-allowed-ports"] == DEFAULT_PORTS
 
 
-def test_tls_to_the_pinned_address_keeps_the_name_for_sni_certificate_and_host(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def self_signed(directory: Any, name: str) -> tuple[str, str]:
+    """A self-signed certificate for *name* and its key, as PEM files in *directory*."""
     import datetime as dt
-    import ssl
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    name = "hooks.example.test"
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
@@ -494,7 +491,7 @@ def test_tls_to_the_pinned_address_keeps_the_name_for_sni_certificate_and_host(
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
         key.private_bytes(
@@ -503,6 +500,16 @@ def test_tls_to_the_pinned_address_keeps_the_name_for_sni_certificate_and_host(
             serialization.NoEncryption(),
         )
     )
+    return str(cert_file), str(key_file)
+
+
+def test_tls_to_the_pinned_address_keeps_the_name_for_sni_certificate_and_host(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    name = "hooks.example.test"
+    cert_file, key_file = self_signed(tmp_path, name)
     names: list[str | None] = []
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)

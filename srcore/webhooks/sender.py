@@ -316,7 +316,7 @@ class PooledSender:
             expired = attempt.finish()
             self._attempts.current = None
         if expired:
-            exchange.error = f"timeout: no complete response within {remaining:.0f} s"
+            exchange.error = f"timeout: no complete response within {remaining:.3g} s"
         return exchange
 
     def _post(
