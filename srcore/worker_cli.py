@@ -7,6 +7,7 @@ clear line instead of a failure on every cycle.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -212,10 +213,29 @@ def worker_command(
     ]
     for thread in threads:
         thread.start()
+    # After SIGTERM no request starts and those in flight end within webhook-timeout;
+    # recording them takes a moment more. Past that grace the process exits anyway (a
+    # delivery whose attempt was not recorded is tried again when its lease ends), so
+    # the worker always stops within webhook-timeout and a little.
+    grace = workers[0].settings.timeout.total_seconds() + 1.5
+    stopping: float | None = None
     while any(t.is_alive() for t in threads):
         for thread in threads:
-            thread.join(timeout=0.5)
+            thread.join(timeout=0.25)
+        if stop.is_set():
+            stopping = stopping if stopping is not None else time.monotonic()
+            if time.monotonic() - stopping > grace:
+                break
+    abandoned = any(t.is_alive() for t in threads)
     for w in workers:
-        w.close()
+        w.close(wait=not abandoned)
+    if abandoned:
+        click.echo(
+            f"srcore worker: stopped with attempts still in flight after {grace:g} s; "
+            "their deliveries are tried again when their leases end"
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # the pool's threads would be joined at exit: do not wait for them
     st.db.dispose()
     click.echo("srcore worker: stopped")

@@ -13,7 +13,7 @@ from srcore.db import TYPE_ANNOTATION_MAP, UserMixin, core_metadata, make_metada
 from srcore.migrate import CORE_LINEAGE, MigrationTarget
 from srcore.migrate_cli import migrate_command
 
-CORE_HEAD = "srcore_0004"
+CORE_HEAD = "srcore_0006"
 
 
 def service_a_metadata(*, extra: bool = False) -> MetaData:
@@ -164,11 +164,13 @@ def test_service_lineage_full_cycle(database_url: str, tmp_path: Path) -> None:
         ("srcore", "srcore_0001", ()),
         ("srcore", "srcore_0002", ("srcore_0001",)),
         ("srcore", "srcore_0003", ("srcore_0002",)),
-        ("srcore", CORE_HEAD, ("srcore_0003",)),
+        ("srcore", "srcore_0004", ("srcore_0003",)),
+        ("srcore", "srcore_0005", ("srcore_0004",)),
+        ("srcore", CORE_HEAD, ("srcore_0005",)),
         ("a", rev_a, ()),
     ]
-    assert history[4].message == "widgets and user themes"
-    assert [h.is_head for h in history] == [False, False, False, True, True]
+    assert history[6].message == "widgets and user themes"
+    assert [h.is_head for h in history] == [False] * 5 + [True, True]
 
     migrate.downgrade(t, "base")
     assert migrate.current(t) == {"srcore": CORE_HEAD, "a": None}
@@ -273,11 +275,13 @@ def test_cli(database_url: str, tmp_path: Path) -> None:
     assert lines[0].startswith("srcore: <base> -> srcore_0001")
     assert lines[1].startswith("srcore: srcore_0001 -> srcore_0002, ")
     assert lines[2].startswith("srcore: srcore_0002 -> srcore_0003, ")
-    assert lines[3].startswith(f"srcore: srcore_0003 -> {CORE_HEAD} (head, current)")
-    assert "first cut" in lines[4]
-    assert "by hand" in lines[5]
-    assert lines[5].endswith("by hand")
-    assert "(head, current)" in lines[5]
+    assert lines[3].startswith("srcore: srcore_0003 -> srcore_0004, ")
+    assert lines[4].startswith("srcore: srcore_0004 -> srcore_0005, ")
+    assert lines[5].startswith(f"srcore: srcore_0005 -> {CORE_HEAD} (head, current)")
+    assert "first cut" in lines[6]
+    assert "by hand" in lines[7]
+    assert lines[7].endswith("by hand")
+    assert "(head, current)" in lines[7]
 
     run("a", "downgrade", "base")
     assert "a: (none)" in run("a", "current")
@@ -322,10 +326,10 @@ def test_cli_all_upgrades_each_service_with_progress_and_a_summary(tmp_path: Pat
         return result.output
 
     out = run()
-    # The services in the order given, the core's four scripts in each database.
-    assert re.search(r"^\[1/2\] b: upgrading \.\.\. done in [0-9.]+ s \(5 revisions\)$", out, re.M)
-    assert re.search(r"^\[2/2\] a: upgrading \.\.\. done in [0-9.]+ s \(6 revisions\)$", out, re.M)
-    assert re.search(r"^migrated 2 services \(11 revisions applied\) in [0-9.]+ s$", out, re.M)
+    # The services in the order given, the core's six scripts in each database.
+    assert re.search(r"^\[1/2\] b: upgrading \.\.\. done in [0-9.]+ s \(7 revisions\)$", out, re.M)
+    assert re.search(r"^\[2/2\] a: upgrading \.\.\. done in [0-9.]+ s \(8 revisions\)$", out, re.M)
+    assert re.search(r"^migrated 2 services \(15 revisions applied\) in [0-9.]+ s$", out, re.M)
     assert out.index("[1/2] b") < out.index("[2/2] a") < out.index("migrated 2 services")
 
     migrate.revision(targets["b"], "third", autogenerate=False)

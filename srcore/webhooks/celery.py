@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from srcore.db import utcnow
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
@@ -358,6 +358,16 @@ class WebhookTasks:
         self, session: Session, ids: Sequence[int], now: datetime, lease: timedelta | None = None
     ) -> list[int]:
         until = now + (lease if lease is not None else self.options.queue_lease)
+        # In event order: not while an earlier event's delivery to the same subscription,
+        # other than those leased here together, waits for its first attempt.
+        earlier = aliased(Delivery)
+        waiting = exists().where(
+            earlier.subscription_id == Delivery.subscription_id,
+            earlier.outbox_id < Delivery.outbox_id,
+            earlier.status == DeliveryStatus.pending.value,
+            earlier.attempts == 0,
+            earlier.id.not_in(list(ids)),
+        )
         leased = list(
             session.scalars(
                 update(Delivery)
@@ -365,6 +375,7 @@ class WebhookTasks:
                     Delivery.id.in_(ids),
                     Delivery.status == DeliveryStatus.pending.value,
                     or_(Delivery.claimed_until.is_(None), Delivery.claimed_until <= now),
+                    ~waiting,
                 )
                 .values(claimed_until=until)
                 .returning(Delivery.id)
@@ -462,6 +473,7 @@ class WebhookTasks:
             ids = self._claim_batch(session, first, now, batch)
             if not ids:
                 return 0, False
+            claimed: list[int] = []
             new = fan_out_batch(
                 session,
                 ids,
@@ -469,17 +481,52 @@ class WebhookTasks:
                 now=now,
                 claim_first=batch,
                 claimed_until=now + self.batch_lease(batch),
+                claimed_ids=claimed,
             )
             self._remember(ids)
-            for start in range(0, len(new), batch):
-                leased = new[start : start + batch]
-                if start:  # the first batch was claimed by the fan-out
-                    leased = self._lease_deliveries(
-                        session, leased, self.clock(), self.batch_lease(len(leased))
-                    )
+            attempted += self._deliver(session, claimed)  # claimed by the fan-out
+            taken = set(claimed)
+            rest = [i for i in new if i not in taken]
+            for start in range(0, len(rest), batch):
+                chunk = rest[start : start + batch]
+                leased = self._lease_deliveries(
+                    session, chunk, self.clock(), self.batch_lease(len(chunk))
+                )
                 attempted += self._deliver(session, leased)
+            if new:
+                attempted += self._deliver_followers(session, new, batch)
         log.debug("outbox rows %s: %d deliveries attempted", ids, attempted)
         return attempted, True
+
+    def _deliver_followers(self, session: Session, new: Sequence[int], batch: int) -> int:
+        """Deliver what waited, in event order, behind the first attempts just made.
+
+        A delivery created while an earlier event's delivery to its subscription waited
+        for its first attempt was left unclaimed; whichever task finishes last (the one
+        that made that attempt, or the one that created this delivery) finds it due here,
+        without waiting for the sweep. Returns how many attempts were made.
+        """
+        from srcore.webhooks.worker import claim_deliveries
+
+        subscriptions = set(
+            session.scalars(
+                select(Delivery.subscription_id).where(Delivery.id.in_(list(new))).distinct()
+            )
+        )
+        session.commit()
+        attempted = 0
+        while subscriptions:
+            ids = claim_deliveries(
+                session,
+                now=self.clock(),
+                lease=self.batch_lease(batch),
+                limit=batch,
+                subscriptions=subscriptions,
+            )
+            if not ids:
+                break
+            attempted += self._deliver(session, ids)
+        return attempted
 
     def _deliver(self, session: Session, delivery_ids: list[int]) -> int:
         """Attempt claimed *delivery_ids* on this process's pool; returns how many."""

@@ -31,6 +31,8 @@ from srcore.webhooks.signing import decode_secret, sign_with_key
 from srcore.webhooks.ssrf import AddressPolicy
 
 if TYPE_CHECKING:
+    import threading
+
     from flask import Flask
 
 __all__ = [
@@ -171,12 +173,19 @@ class _Job:
     attempts: int
     next_attempt_at: datetime
     subscription_id: int
+    outbox_id: int
     url: str
     trusted: bool
     event: str
     body: bytes
     keys: tuple[bytes, bytes | None, datetime | None]
     now: datetime | None = None
+    #: When the attempt ended: retries count from here, not from its start.
+    ended: datetime | None = None
+    #: Set for a manual redelivery: the status to go back to if it fails.
+    manual_status: str | None = None
+    #: The automatic retry a manual redelivery put aside (resumed if it fails).
+    resume_at: datetime | None = None
     headers: dict[str, str] | None = None
     exchange: Exchange | None = None
     duration_ms: int = 0
@@ -232,6 +241,7 @@ def _send(
         )
         job.duration_ms = round((time.perf_counter() - started) * 1000)
         job.now, job.headers, job.exchange = now, headers, exchange
+        job.ended = clock()
     except Exception as exc:  # recorded as not attempted; the lease brings it back
         job.failure = exc
 
@@ -248,6 +258,7 @@ def deliver_batch(
     executor: Executor | None = None,
     trusted_http: Sender | None = None,
     raise_errors: bool = False,
+    stop: threading.Event | None = None,
 ) -> list[DeliveryResult]:
     """Make one attempt at each of the deliveries *delivery_ids* and record them; commits.
 
@@ -265,6 +276,9 @@ def deliver_batch(
     one result per id, in order. A delivery whose request could not even be built
     (say, a malformed secret) is logged and left to its lease, or re-raised with
     *raise_errors*.
+
+    One subscription's deliveries are sent one after the other, in event order. Once
+    *stop* is set no further request starts: those not sent are released, due at once.
     """
     del policy  # enforced by the sender, on the address it actually connects to
     rng = rng or random.Random()
@@ -278,6 +292,8 @@ def deliver_batch(
             d.c.message_id,
             d.c.attempts,
             d.c.next_attempt_at,
+            d.c.manual_status,
+            d.c.resume_at,
             d.c.subscription_id,
             s.c.url,
             s.c.trusted,
@@ -334,7 +350,10 @@ def deliver_batch(
                 message_id=row.message_id,
                 attempts=row.attempts,
                 next_attempt_at=row.next_attempt_at,
+                manual_status=row.manual_status,
+                resume_at=row.resume_at,
                 subscription_id=row.subscription_id,
+                outbox_id=row.outbox_id,
                 url=row.url,
                 trusted=bool(row.trusted),
                 event=row.event,
@@ -357,17 +376,37 @@ def deliver_batch(
     # Nothing is held open while the requests are in flight.
     session.commit()
 
-    if executor is not None and len(jobs) > 1:
-        for _ in executor.map(lambda job: _send(job, http, trusted_http, clock, config), jobs):
+    # One subscription's deliveries go out one after the other, in event order, so its
+    # receiver never gets an event before an earlier one's first attempt; different
+    # subscriptions' go out side by side. Once *stop* is set, no further request starts.
+    lanes: dict[int, list[_Job]] = {}
+    for job in sorted(jobs, key=lambda j: (j.outbox_id, j.delivery_id)):
+        lanes.setdefault(job.subscription_id, []).append(job)
+
+    def send_lane(lane: list[_Job]) -> None:
+        for job in lane:
+            if stop is not None and stop.is_set():
+                return
+            _send(job, http, trusted_http, clock, config)
+
+    if executor is not None and len(lanes) > 1:
+        for _ in executor.map(send_lane, lanes.values()):
             pass
     else:
-        for job in jobs:
-            _send(job, http, trusted_http, clock, config)
+        for lane in lanes.values():
+            send_lane(lane)
 
     attempts: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
     disabled: dict[int, tuple[str, datetime]] = {}
+    unsent: list[int] = []
     for job in jobs:
+        if job.failure is None and job.exchange is None:  # stopped before it was sent
+            unsent.append(job.delivery_id)
+            results[job.delivery_id] = DeliveryResult(
+                False, None, "not sent: stopping", None, False, attempted=False
+            )
+            continue
         if job.failure is not None or job.exchange is None or job.now is None:
             if raise_errors and job.failure is not None:
                 raise job.failure
@@ -384,6 +423,8 @@ def deliver_batch(
         if state.reason is not None and job.subscription_id not in disabled:
             disabled[job.subscription_id] = (state.reason, job.now)
     conn = session.connection()
+    if unsent:  # due again at once, for the next worker
+        conn.execute(update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))
     if attempts:
         conn.execute(insert(_attempt_table), attempts)
         conn.execute(_UPDATE_DELIVERY, changes)
@@ -431,10 +472,14 @@ def _outcome(
     exchange, now = job.exchange, job.now
     assert exchange is not None and now is not None
     status = exchange.status
-    attempts = job.attempts + 1
+    # A manual redelivery is an attempt of its own: it neither counts towards nor moves
+    # the automatic schedule, which resumes where it was if it fails.
+    manual = job.manual_status is not None
+    attempts = job.attempts if manual else job.attempts + 1
     change: dict[str, Any] = {
         "_id": job.delivery_id,
         "_status": DeliveryStatus.pending.value,
+        "_step": 0 if manual else 1,
         "_last_status_code": status,
         "_delivered_at": None,
         "_next_attempt_at": job.next_attempt_at,
@@ -472,8 +517,14 @@ def _outcome(
     if reason is not None:
         state.reason = reason
         change["_status"] = DeliveryStatus.failed.value
+    elif manual:
+        change["_status"] = job.manual_status
+        if job.manual_status == DeliveryStatus.pending.value and job.resume_at is not None:
+            retry_at = change["_next_attempt_at"] = job.resume_at
+        log.info("manual redelivery of %s failed: %s", where, error)
     else:
-        retry_at = next_attempt_at(attempts, now, rng, schedule=config.schedule)
+        ended = job.ended or now
+        retry_at = next_attempt_at(attempts, ended, rng, schedule=config.schedule)
         if retry_at is None:
             change["_status"] = DeliveryStatus.failed.value
             log.warning("gave up on %s after %d attempts: %s", where, attempts, error)
@@ -482,7 +533,7 @@ def _outcome(
             log.info(
                 "retrying %s in %s: %s",
                 job.message_id,
-                format_delay(retry_at - now),
+                format_delay(retry_at - ended),
                 status if status is not None else error,
             )
     result = DeliveryResult(
@@ -524,7 +575,9 @@ _UPDATE_DELIVERY = (
     .where(_delivery_table.c.id == bindparam("_id"))
     .values(
         status=bindparam("_status"),
-        attempts=_delivery_table.c.attempts + 1,
+        attempts=_delivery_table.c.attempts + bindparam("_step"),
+        manual_status=None,
+        resume_at=None,
         claimed_until=None,
         last_status_code=bindparam("_last_status_code"),
         delivered_at=bindparam("_delivered_at"),
@@ -541,12 +594,18 @@ _UPDATE_FAILING = (
 def redeliver(session: Session, delivery_id: int, *, now: datetime) -> bool:
     """Queue a delivery again (manual redelivery): same message id, due at *now*.
 
-    Returns False when the delivery does not exist or its subscription is disabled. Does
-    not commit.
+    The manual attempt is one of its own: it does not count towards the automatic
+    schedule, and if it fails the delivery goes back to where it was (the same status, the
+    same next automatic attempt). Returns False when the delivery does not exist or its
+    subscription is disabled. Does not commit.
     """
     delivery = session.get(Delivery, delivery_id)
     if delivery is None or not delivery.subscription.enabled:
         return False
+    if delivery.manual_status is None:  # not already waiting for a manual redelivery
+        delivery.manual_status = delivery.status
+        pending = delivery.status == DeliveryStatus.pending.value
+        delivery.resume_at = delivery.next_attempt_at if pending else None
     delivery.status = DeliveryStatus.pending.value
     delivery.next_attempt_at = now
     delivery.claimed_until = None

@@ -138,14 +138,18 @@ def fan_out_batch(
     now: datetime | None = None,
     claim_first: int = 0,
     claimed_until: datetime | None = None,
+    claimed_ids: list[int] | None = None,
 ) -> list[int]:
     """Create the deliveries of the outbox rows *outbox_ids*; returns the new delivery ids.
 
     The same as :func:`fan_out` for each row, in a handful of statements and one commit
     for the whole batch: the rows and their candidate subscriptions are read once, the
     deliveries inserted with one executemany. Rows already fanned out are left alone.
-    The first *claim_first* new deliveries are inserted claimed until *claimed_until*,
-    for the caller to deliver at once without claiming them again.
+    Up to *claim_first* new deliveries are inserted claimed until *claimed_until*, for
+    the caller to deliver at once without claiming them again; their ids are added to
+    *claimed_ids*. A subscription that still has a delivery waiting for its first attempt
+    gets none claimed: its new ones wait their turn, in event order (see
+    :func:`srcore.webhooks.worker.first_attempts_in_order`).
     """
     if manifest is None:
         from srcore.app import state
@@ -193,6 +197,7 @@ def fan_out_batch(
             session, (row.event for row in wanted), (row.resource for row in wanted)
         )
         suspended = _suspended(session, subscriptions)
+        waiting = _waiting(session, subscriptions) if claim_first else frozenset()
         held: dict[int, frozenset[Scope] | None] = {}
         for row in wanted:
             outbox = OutboxRow(
@@ -223,17 +228,43 @@ def fan_out_batch(
                         "status": DeliveryStatus.pending.value,
                         "attempts": 0,
                         "next_attempt_at": moment,
-                        "claimed_until": claimed_until if len(new) < claim_first else None,
+                        "claimed_until": None,
                         "created": moment,
                     }
                 )
     created: list[int] = []
+    chosen: set[int] = set()
     if new:
+        if claim_first:
+            claimed = [n for n in new if n["subscription_id"] not in waiting][:claim_first]
+            chosen = {id(n) for n in claimed}
+            for entry in claimed:
+                entry["claimed_until"] = claimed_until
         result = conn.execute(insert(d).returning(d.c.id, sort_by_parameter_order=True), new)
         created = [int(i) for i in result.scalars()]
+        if claimed_ids is not None:
+            claimed_ids.extend(i for i, n in zip(created, new, strict=True) if id(n) in chosen)
     conn.execute(update(o).where(o.c.id.in_(ids)).values(fanned_out_at=moment, claimed_until=None))
     session.commit()
     return created
+
+
+def _waiting(session: Session, subscriptions: Sequence[Subscription]) -> frozenset[int]:
+    """Those of *subscriptions* with a delivery still waiting for its first attempt."""
+    ids = sorted({s.id for s in subscriptions})
+    if not ids:
+        return frozenset()
+    d = _delivery_table
+    found = session.execute(
+        select(d.c.subscription_id)
+        .where(
+            d.c.subscription_id.in_(ids),
+            d.c.status == DeliveryStatus.pending.value,
+            d.c.attempts == 0,
+        )
+        .distinct()
+    ).scalars()
+    return frozenset(int(i) for i in found)
 
 
 def _suspended(session: Session, subscriptions: Sequence[Subscription]) -> frozenset[int]:

@@ -38,7 +38,9 @@ __all__ = [
     "new_message_id",
 ]
 
-#: A 64-bit key on PostgreSQL; SQLite only auto-increments ``INTEGER PRIMARY KEY``.
+#: A 64-bit key on PostgreSQL; SQLite only auto-increments ``INTEGER PRIMARY KEY``. Every
+#: table with a generated id is ``sqlite_autoincrement``: SQLite would otherwise reuse
+#: a deleted row's id, and a subscription, delivery or log entry would name two things.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -67,6 +69,7 @@ class Subscription(WebhookBase):
     """A URL subscribed to some of a service's events, by a user or another service."""
 
     __tablename__ = "srcore_webhook_subscription"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: The meta user id of the owner; None for a service subscriber.
@@ -122,6 +125,7 @@ class OutboxRow(WebhookBase):
     """An event as emitted, written in the transaction of the change that caused it."""
 
     __tablename__ = "srcore_webhook_outbox"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     event: Mapped[str] = mapped_column(String(128))
@@ -167,6 +171,7 @@ class Delivery(WebhookBase):
     __table_args__ = (
         UniqueConstraint("subscription_id", "outbox_id"),
         Index("ix_srcore_webhook_delivery_due", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -181,6 +186,11 @@ class Delivery(WebhookBase):
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Set while a manual redelivery waits: the status to go back to if it fails (a
+    #: manual attempt never counts towards, nor moves, the automatic schedule).
+    manual_status: Mapped[str | None] = mapped_column(String(16))
+    #: The next automatic attempt that manual redelivery put aside, resumed if it fails.
+    resume_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     created: Mapped[datetime] = mapped_column(default=utcnow)
@@ -197,6 +207,7 @@ class Attempt(WebhookBase):
     """One HTTP request of a delivery and what came back: the delivery log."""
 
     __tablename__ = "srcore_webhook_attempt"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     delivery_id: Mapped[int] = mapped_column(

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from srcore.db import utcnow
 from srcore.webhooks.delivery import (
@@ -43,7 +43,14 @@ from srcore.webhooks.ssrf import AddressPolicy
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["LocalWorker", "claim_deliveries", "claim_outbox", "claim_rows", "poll_interval_for"]
+__all__ = [
+    "LocalWorker",
+    "claim_deliveries",
+    "claim_outbox",
+    "claim_rows",
+    "first_attempts_in_order",
+    "poll_interval_for",
+]
 
 log = logging.getLogger("srcore.webhooks.worker")
 
@@ -96,16 +103,52 @@ def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: in
     )
 
 
-def claim_deliveries(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
-    """Claim up to *limit* pending deliveries that are due; returns their ids. Commits."""
+def first_attempts_in_order(now: datetime) -> ColumnElement[bool]:
+    """True for a delivery no earlier event's first attempt to its subscription holds up.
+
+    A subscription's receiver gets its events in order as far as first attempts go: a
+    delivery waits while a delivery of an earlier event to the same subscription has not
+    had its first attempt and is in flight (claimed until after *now*) or not yet due.
+    Earlier ones that are due and free are claimed first in the same statement (claims
+    go in event order: oldest event first), and :func:`~srcore.webhooks.delivery.deliver_batch`
+    sends one subscription's deliveries one after the other in event order. Retries do
+    not hold later events up: an event that failed once waits for its retry alone.
+    """
+    earlier = aliased(Delivery)
+    return ~exists().where(
+        earlier.subscription_id == Delivery.subscription_id,
+        earlier.outbox_id < Delivery.outbox_id,
+        earlier.status == DeliveryStatus.pending.value,
+        earlier.attempts == 0,
+        or_(earlier.claimed_until >= now, earlier.next_attempt_at > now),
+    )
+
+
+def claim_deliveries(
+    session: Session,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    subscriptions: Collection[int] | None = None,
+) -> list[int]:
+    """Claim up to *limit* pending deliveries that are due (of *subscriptions* only, when
+    given); returns their ids. Commits.
+
+    A delivery is not claimed while an earlier event's first attempt to its subscription
+    is in flight (:func:`first_attempts_in_order`).
+    """
     free = or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now)
+    only = () if subscriptions is None else (Delivery.subscription_id.in_(sorted(subscriptions)),)
     return claim_rows(
         session,
         Delivery,
         Delivery.status == DeliveryStatus.pending.value,
         Delivery.next_attempt_at <= now,
         free,
-        order_by=(Delivery.next_attempt_at, Delivery.id),
+        first_attempts_in_order(now),
+        *only,
+        order_by=(Delivery.outbox_id, Delivery.id),
         limit=limit,
         until=now + lease,
     )
@@ -158,6 +201,8 @@ class LocalWorker:
         self._last_prune: datetime | None = None
         self._prepared = False
         self._executor: ThreadPoolExecutor | None = None
+        #: Set by :meth:`run`'s caller to stop: no request of a batch starts after it.
+        self._stop: threading.Event | None = None
 
     def __repr__(self) -> str:
         return f"<LocalWorker {self.state.service_id}>"
@@ -190,16 +235,18 @@ class LocalWorker:
             outbox_ids = claim_outbox(session, now=self.clock(), lease=self.lease, limit=self.batch)
             if outbox_ids:
                 now = self.clock()
-                new = fan_out_batch(
+                claimed: list[int] = []
+                fan_out_batch(
                     session,
                     outbox_ids,
                     manifest=st.manifest,
                     now=now,
                     claim_first=self.batch,
                     claimed_until=now + self.lease,
+                    claimed_ids=claimed,
                 )
                 handled += len(outbox_ids)
-                handled += self._deliver(session, new[: self.batch])  # claimed by the fan-out
+                handled += self._deliver(session, claimed)  # claimed by the fan-out
             delivery_ids = claim_deliveries(
                 session, now=self.clock(), lease=self.lease, limit=self.batch
             )
@@ -221,6 +268,7 @@ class LocalWorker:
                 config=self.settings,
                 rng=self.rng,
                 executor=self.executor(),
+                stop=self._stop,
             )
         except Exception:  # the batch's leases expire and it is tried again
             session.rollback()
@@ -243,7 +291,12 @@ class LocalWorker:
         return dispatcher.wakeup if isinstance(dispatcher, LocalDispatcher) else None
 
     def run(self, stop: threading.Event, *, max_cycles: int | None = None) -> None:
-        """Work until *stop* is set (or *max_cycles* cycles ran), sleeping when idle."""
+        """Work until *stop* is set (or *max_cycles* cycles ran), sleeping when idle.
+
+        Once *stop* is set no further request starts: those in flight end within
+        ``webhook-timeout``, and the rest of their batch is left due for the next worker.
+        """
+        self._stop = stop
         wakeup = self._wakeup()
         cycles = 0
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
@@ -261,10 +314,13 @@ class LocalWorker:
             else:
                 stop.wait(self.poll_interval)
 
-    def close(self) -> None:
-        """Stop the thread pool and close the HTTP sessions' pooled connections."""
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the thread pool and close the HTTP sessions' pooled connections.
+
+        Without *wait*, requests still in flight are not waited for.
+        """
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=wait, cancel_futures=True)
             self._executor = None
         self.http.close()
         self.trusted_http.close()

@@ -1,0 +1,156 @@
+"""One subscription's deliveries start in event order: never a later event before an
+earlier one's first attempt. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from srcore.webhooks.fanout import fan_out, fan_out_batch
+from srcore.webhooks.models import Delivery, OutboxRow
+from srcore.webhooks.worker import LocalWorker, claim_deliveries, claim_outbox
+from tests.test_webhooks_worker import (
+    LOOPBACK,
+    T0,
+    Clock,
+    clean_webhooks,
+    clock,
+    emit_committed,
+    subscribe,
+)
+
+__all__ = ["clean_webhooks", "clock"]  # fixtures, used by name
+
+LEASE = timedelta(minutes=5)
+
+
+class SlowFirstReceiver:
+    """Records when each event's request starts and ends; the first one answers slowly."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, int]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                number = json.loads(body)["data"]["id"]
+                with receiver.lock:
+                    first = not receiver.log
+                    receiver.log.append(("start", number))
+                if first:
+                    time.sleep(0.3)
+                with receiver.lock:
+                    receiver.log.append(("end", number))
+                self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+
+
+@pytest.fixture
+def slow_receiver() -> Iterator[SlowFirstReceiver]:
+    r = SlowFirstReceiver()
+    r.thread.start()
+    try:
+        yield r
+    finally:
+        r.server.shutdown()
+        r.server.server_close()
+        r.thread.join(timeout=5)
+
+
+def test_one_cycle_sends_a_subscriptions_events_one_after_the_other(
+    app: Any, db: Any, slow_receiver: SlowFirstReceiver, clock: Clock
+) -> None:
+    subscribe(db, slow_receiver.url)
+    for number in range(1, 5):
+        emit_committed(app, {"id": number})
+    worker = LocalWorker(app, policy=LOOPBACK, clock=clock, poll_interval=0.01)
+    try:
+        worker.run_once()
+    finally:
+        worker.close()
+    expected = [(step, n) for n in range(1, 5) for step in ("start", "end")]
+    assert slow_receiver.log == expected
+
+
+def _two_deliveries(app: Any, db: Any, url: str) -> tuple[int, int]:
+    subscribe(db, url)
+    emit_committed(app, {"id": 1})
+    emit_committed(app, {"id": 2})
+    outbox = claim_outbox(db, now=T0, lease=LEASE, limit=10)
+    manifest = app.extensions["srcore"].manifest
+    [earlier] = fan_out(db, outbox[0], manifest=manifest, now=T0)
+    [later] = fan_out(db, outbox[1], manifest=manifest, now=T0)
+    return earlier, later
+
+
+def test_a_later_delivery_waits_while_the_earlier_first_attempt_is_in_flight(
+    app: Any, db: Any
+) -> None:
+    earlier, later = _two_deliveries(app, db, "http://receiver.invalid/hook")
+    # Another worker holds the earlier one: the later one is not claimed meanwhile.
+    db.execute(update(Delivery).where(Delivery.id == earlier).values(claimed_until=T0 + LEASE))
+    db.commit()
+    assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == []
+    # Its first attempt made (it failed, its retry is due later): the later one goes.
+    db.execute(
+        update(Delivery)
+        .where(Delivery.id == earlier)
+        .values(claimed_until=None, attempts=1, next_attempt_at=T0 + timedelta(minutes=1))
+    )
+    db.commit()
+    assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == [later]
+
+
+def test_both_due_are_claimed_together_in_event_order(app: Any, db: Any) -> None:
+    earlier, later = _two_deliveries(app, db, "http://receiver.invalid/hook")
+    assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == sorted([earlier, later])
+
+
+def test_a_cut_claim_never_takes_the_later_one_alone(app: Any, db: Any) -> None:
+    earlier, later = _two_deliveries(app, db, "http://receiver.invalid/hook")
+    # The later event's delivery was created first (say, fanned out by a faster worker).
+    db.execute(update(Delivery).where(Delivery.id == later).values(next_attempt_at=T0))
+    db.execute(
+        update(Delivery)
+        .where(Delivery.id == earlier)
+        .values(next_attempt_at=T0 + timedelta(seconds=1))
+    )
+    db.commit()
+    assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == []
+    now = T0 + timedelta(seconds=1)
+    assert claim_deliveries(db, now=now, lease=LEASE, limit=1) == [earlier]
+
+
+def test_fan_out_does_not_claim_behind_a_waiting_delivery(app: Any, db: Any) -> None:
+    subscribe(db, "http://receiver.invalid/hook")
+    emit_committed(app, {"id": 1})
+    emit_committed(app, {"id": 2})
+    first, second = claim_outbox(db, now=T0, lease=LEASE, limit=10)
+    manifest = app.extensions["srcore"].manifest
+    [waiting] = fan_out(db, first, manifest=manifest, now=T0)  # not claimed, not attempted
+    [new] = fan_out_batch(
+        db, [second], manifest=manifest, now=T0, claim_first=10, claimed_until=T0 + LEASE
+    )
+    claimed = db.scalar(select(Delivery.claimed_until).where(Delivery.id == new))
+    assert claimed is None  # left for the claim, which takes the earlier one first
+    assert claim_deliveries(db, now=T0, lease=LEASE, limit=1) == [waiting]
+    assert db.scalar(select(OutboxRow.fanned_out_at).where(OutboxRow.id == second)) is not None
