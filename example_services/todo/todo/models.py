@@ -84,6 +84,9 @@ class Tracker(TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("owner_id", "name"),
         Index("ix_tracker_visibility_id", "visibility", "id"),
+        # Webhook subscriptions name a tracker by id (``tracker:12``): on SQLite a deleted
+        # tracker's id must never go to a new one, or they would follow it.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
