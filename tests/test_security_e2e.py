@@ -540,6 +540,98 @@ def test_a_read_only_token_cannot_manage_subscriptions(network: Network) -> None
     assert net.rows("todo", "SELECT COUNT(*) FROM srcore_webhook_subscription") == subscriptions
 
 
+def test_another_users_subscriptions_and_private_trackers_are_not_found(
+    network: Network,
+) -> None:
+    net = network
+    olga, pete = register(net, "olga"), register(net, "pete")
+    receiver = net.receiver()
+    scopes = ["todo/trackers:RW", "todo/tickets:RW"]
+    olga_token, pete_token = personal_token(net, olga, scopes), personal_token(net, pete, scopes)
+    made = requests.post(
+        f"{net.todo}/api/trackers",
+        headers=bearer(olga_token),
+        json={"name": "diary", "visibility": "private"},
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    tracker_id = made.json()["id"]
+    sub = requests.post(
+        f"{net.todo}/api/webhooks",
+        headers=bearer(olga_token),
+        json={"url": receiver.url, "events": ["ticket:created"]},
+        timeout=10,
+    ).json()
+    before = requests.get(
+        f"{net.todo}/api/webhooks/{sub['id']}", headers=bearer(olga_token), timeout=10
+    ).json()
+    for method, path, body in [
+        ("GET", f"/api/webhooks/{sub['id']}", None),
+        ("PATCH", f"/api/webhooks/{sub['id']}", {"url": "http://127.0.0.1:9/mine"}),
+        ("POST", f"/api/webhooks/{sub['id']}/rotate", {}),
+        ("GET", f"/api/webhooks/{sub['id']}/deliveries", None),
+        ("DELETE", f"/api/webhooks/{sub['id']}", None),
+        ("GET", "/api/trackers/diary", None),
+        ("POST", "/api/trackers/diary/tickets", {"title": "hello"}),
+    ]:
+        answer = requests.request(
+            method, net.todo + path, headers=bearer(pete_token), json=body, timeout=10
+        )
+        assert answer.status_code == 404, (method, path, answer.status_code)
+    # A subscription filtered on her tracker is refused: pete cannot see it.
+    filtered = requests.post(
+        f"{net.todo}/api/webhooks",
+        headers=bearer(pete_token),
+        json={
+            "url": receiver.url,
+            "events": ["ticket:created"],
+            "resource": f"tracker:{tracker_id}",
+        },
+        timeout=10,
+    )
+    assert filtered.status_code == 400, filtered.text
+    token = csrf(open_page(net, pete, net.todo, "/webhooks/new"))
+    for path in (f"/webhooks/{sub['id']}", f"/webhooks/{sub['id']}/edit", "/~olga/diary"):
+        assert pete.get(net.todo + path, timeout=10).status_code == 404, path
+    for path in ("edit", "rotate", "disable", "delete"):
+        answer = pete.post(
+            f"{net.todo}/webhooks/{sub['id']}/{path}",
+            data={
+                "csrf_token": token,
+                "url": "http://127.0.0.1:9/mine",
+                "events": "ticket:created",
+            },
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert answer.status_code == 404, (path, answer.status_code)
+    after = requests.get(
+        f"{net.todo}/api/webhooks/{sub['id']}", headers=bearer(olga_token), timeout=10
+    )
+    assert after.json() == before
+    # Logging in never sends the browser off the network, whatever "next" says.
+    for target in (
+        "https://evil.invalid/",
+        "//evil.invalid/",
+        "/\\evil.invalid/",
+        "http:evil.invalid",
+    ):
+        b = browser()
+        page = b.get(f"{net.meta}/login", params={"next": target}, timeout=10)
+        done = b.post(
+            f"{net.meta}/login",
+            params={"next": target},
+            data={"csrf_token": csrf(page), "login": "pete", "password": PASSWORD},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert done.status_code == 302, done.text[:2000]
+        assert "evil.invalid" not in done.headers["Location"], (target, done.headers)
+        for base in (net.todo, net.paste):
+            answer = b.get(f"{base}/login", params={"next": target}, timeout=10)
+            assert answer.url.startswith(base + "/"), (target, answer.url)
+
+
 # -- tokens ---------------------------------------------------------------------------------
 
 
