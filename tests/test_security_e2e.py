@@ -1086,6 +1086,17 @@ def test_every_answer_carries_the_security_headers(network: Network) -> None:
                 names = {name.lower() for name in answer.headers}
                 missing = [h for h in SECURITY_HEADERS if h not in names]
                 assert not missing, (method, base + path, answer.status_code, missing)
+        # Cross-origin: the API answers any origin without credentials, pages never.
+        cross = {"Origin": "https://app.invalid", "Access-Control-Request-Method": "POST"}
+        api = requests.options(f"{base}/api/webhooks", headers=cross, timeout=10)
+        assert api.headers.get("Access-Control-Allow-Origin") == "*"
+        assert "Access-Control-Allow-Credentials" not in api.headers
+        for path in ("/", "/login", "/webhooks"):
+            for method in ("GET", "OPTIONS"):
+                page = requests.request(
+                    method, base + path, headers=cross, allow_redirects=False, timeout=10
+                )
+                assert "Access-Control-Allow-Origin" not in page.headers, (base, path, method)
         # Requests gunicorn itself refuses, before any app sees them.
         host = urlsplit(base).netloc.encode()
         for raw in [
