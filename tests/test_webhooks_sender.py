@@ -262,3 +262,31 @@ def test_the_deadline_cuts_a_trickle_over_tls_too(tmp_path: Any) -> None:
     assert exchange.status == 200  # the headers came in time; the body did not
     assert exchange.error is not None and "timeout" in exchange.error
     assert took < TRICKLE_FOR / 2
+
+
+def test_a_slow_name_lookup_counts_against_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from srcore.webhooks.sender import PooledSender
+
+    real = socket.getaddrinfo
+    released = threading.Event()
+
+    def slow(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow.example.test":
+            released.wait(TRICKLE_FOR / 3)  # a resolver that takes its time
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    sender = PooledSender(LOOPBACK)
+    started = time.monotonic()
+    try:
+        exchange = sender.post(
+            "http://slow.example.test:8080/hook", {}, b"{}", deadline=started + DEADLINE
+        )
+    finally:
+        took = time.monotonic() - started
+        released.set()
+        sender.close()
+    assert exchange.status is None
+    assert exchange.error is not None and "timeout" in exchange.error
+    assert took < TRICKLE_FOR / 3 - 1

@@ -24,6 +24,7 @@ deliveries of the operator's own first-party subscriptions only.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
 import logging
 import os
@@ -169,6 +170,42 @@ class _Watchdog:
             thread.join(timeout=5)
 
 
+_AddrInfo = list[tuple[Any, Any, int, str, Any]]
+
+
+def _resolve(host: str, port: int, deadline: float | None) -> _AddrInfo:
+    """``getaddrinfo`` for *host*, given up (TimeoutError) at *deadline*.
+
+    The system resolver cannot be interrupted, so a lookup runs on a daemon thread that
+    is left behind if the deadline passes first; address literals need no lookup.
+    """
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    else:
+        deadline = None
+    if deadline is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found: list[_AddrInfo | BaseException] = []
+
+    def lookup() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiting thread
+            found.append(exc)
+
+    thread = threading.Thread(target=lookup, name="srcore-webhook-resolve", daemon=True)
+    thread.start()
+    thread.join(max(deadline - time.monotonic(), 0))
+    if not found:
+        raise TimeoutError(f"looking up {host} took too long")
+    result = found[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 class _PinnedMixin:
     """A connection that resolves, checks every address, then connects to one of them."""
 
@@ -187,10 +224,13 @@ class _PinnedMixin:
 
     def _new_conn(self) -> socket.socket:
         host = self.host.strip("[]")
+        attempt = self._attempt()
         try:
-            infos = socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)
+            infos = _resolve(host, self.port, attempt.deadline if attempt is not None else None)
         except (socket.gaierror, UnicodeError) as exc:
             raise e.NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        except TimeoutError as exc:
+            raise e.ConnectTimeoutError(self, f"looking up {self.host} took too long") from exc
         if self.policy is not None:
             for info in infos:
                 address = str(info[4][0])
@@ -198,7 +238,6 @@ class _PinnedMixin:
                 if reason is not None:
                     shown = address if address == host else f"{host} ({address})"
                     raise RefusedAddress(shown, reason)
-        attempt = self._attempt()
         last: OSError | None = None
         for family, kind, proto, _name, sockaddr in infos:
             sock = socket.socket(family, kind, proto)
