@@ -13,7 +13,7 @@ connections with the SSRF policy inside:
   connection (no port scanning through webhooks), and a name that answers differently
   for a check and for the connection (DNS rebinding) gains nothing. TLS still verifies
   the certificate and sends SNI for the name, and ``Host:`` is the name;
-- the attempt has one deadline, connect + send + read in total: a watchdog thread shuts
+- the attempt has one deadline, lookup + connect + send + read in total: a watchdog shuts
   the socket down when it passes, so a receiver trickling its headers or body a byte at
   a time is cut at the deadline instead of holding the attempt for as long as it likes.
 
