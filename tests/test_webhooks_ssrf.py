@@ -538,3 +538,21 @@ def test_tls_to_the_pinned_address_keeps_the_name_for_sni_certificate_and_host(
         assert server.last_host == f"{name}:{port}"  # type: ignore[attr-defined]
         assert looked_up.count(name) == 1
         assert other.status is None and "certificate" in (other.error or "").lower()
+
+
+@pytest.mark.usefixtures("clean_webhooks")
+def test_patching_the_url_is_checked_the_same_way(client: Any, make_token: Any, user: Any) -> None:
+    headers = {"Authorization": f"Bearer {make_token('sample/things:RW', user=user)}"}
+    made = client.post(
+        "/api/webhooks",
+        json={"url": "https://hooks.example.org/hook", "events": ["thing:created"]},
+        headers=headers,
+    )
+    assert made.status_code == 201, made.get_data(as_text=True)
+    path = f"/api/webhooks/{made.get_json()['id']}"
+    for url, reason in REFUSED_URLS:
+        response = client.patch(path, json={"url": url}, headers=headers)
+        assert response.status_code == 400, url
+        [error] = response.get_json()["errors"]
+        assert error["field"] == "url" and reason in error["reason"]
+    assert client.get(path, headers=headers).get_json()["url"] == "https://hooks.example.org/hook"
