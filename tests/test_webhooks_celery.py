@@ -8,6 +8,7 @@ subscription's secret.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -356,6 +357,38 @@ def test_tasks_are_idempotent(service: tuple[Any, Path], receiver: harness.Recei
     sent.clear()
     assert tasks.sweep() == (0, 0)  # the retry is not due for seconds
     assert sent == []
+
+
+def test_the_sweep_keeps_a_subscriptions_first_attempts_in_one_batch(
+    service: tuple[Any, Path], receiver: harness.Receiver
+) -> None:
+    """Deliveries never attempted (their worker died) go out in event order: one message
+    carries a subscription's, so no two processes send them side by side."""
+    from datetime import timedelta
+
+    from srcore.webhooks.celery import DELIVER_BATCH, CeleryOptions, make_celery
+    from srcore.webhooks.fanout import fan_out
+    from srcore.webhooks.outbox import insert_event
+
+    app, _config = service
+    harness.subscribe(app, receiver.url)
+    st = app.extensions["srcore"]
+    options = CeleryOptions(batch=4, nudge_slots=0, queue_lease=timedelta(minutes=5))
+    tasks = make_celery(app, options=options).webhook_tasks
+    sent: list[tuple[str, list[Any]]] = []
+    tasks.enqueue = lambda task, args: sent.append((task, list(args)))
+    created: list[int] = []
+    for number in range(6):
+        with st.db.transaction() as session:
+            outbox_id = insert_event(session, harness.EVENT, {"number": number, "name": "x"})
+        with st.db.session() as session:
+            created += fan_out(session, outbox_id, manifest=st.manifest)
+    assert tasks.sweep() == (0, 6)
+    assert sent == [(DELIVER_BATCH, [created])]
+    [(_task, [batch])] = sent
+    assert tasks.deliver_many(batch) == 6
+    numbers = [json.loads(item.body)["data"]["number"] for item in receiver.snapshot()]
+    assert numbers == list(range(6))
 
 
 def test_the_sweep_queues_due_retries_in_batches(

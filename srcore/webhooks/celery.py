@@ -674,11 +674,16 @@ class WebhookTasks:
         with self._session() as session:
             now = self.clock()
             deliveries = self._claim_due(session, now)
+            size = max(self.options.batch, 1)
+            batches = _batches_in_order(session, deliveries, size)
             outbox = self._claim_outbox(session, now)
-        size = max(self.options.batch, 1)
         # A message per batch of rows: a process task drains, taking the rest along.
         sent_outbox = self._send_chunks(PROCESS, outbox, size, lambda chunk: [chunk[0]])
-        sent_deliveries = self._send_chunks(DELIVER_BATCH, deliveries, size, lambda c: [c])
+        sent_deliveries = 0
+        for batch in batches:
+            if not self._send_chunks(DELIVER_BATCH, batch, len(batch), lambda c: [c]):
+                break  # the rest stay leased; a later sweep queues them again
+            sent_deliveries += len(batch)
         if sent_outbox or sent_deliveries:
             log.info(
                 "sweep queued %d outbox rows and %d due deliveries", sent_outbox, sent_deliveries
@@ -721,6 +726,43 @@ class WebhookTasks:
 
         with self._session() as session:
             return prune_log(session, now=self.clock(), retention=self.settings.log_retention)
+
+
+def _batches_in_order(session: Session, ids: Sequence[int], size: int) -> list[list[int]]:
+    """*ids* (claimed in event order) cut into batches of about *size*, one message each.
+
+    The first attempts of one subscription stay in one batch, so no two processes send
+    them side by side and :func:`~srcore.webhooks.delivery.deliver_batch` sends them in
+    event order; retries may go anywhere. Commits (the read).
+    """
+    if not ids:
+        return []
+    rows = session.execute(
+        select(Delivery.id, Delivery.subscription_id, Delivery.attempts).where(
+            Delivery.id.in_(list(ids))
+        )
+    ).all()
+    session.commit()
+    known = {row.id: row for row in rows}
+    lanes: dict[int, list[int]] = {}
+    units: list[list[int]] = []
+    for delivery_id in ids:
+        row = known.get(delivery_id)
+        if row is None or row.attempts:
+            units.append([delivery_id])
+            continue
+        lane = lanes.get(row.subscription_id)
+        if lane is None:
+            lane = lanes[row.subscription_id] = []
+            units.append(lane)
+        lane.append(delivery_id)
+    batches: list[list[int]] = []
+    for unit in units:
+        if batches and len(batches[-1]) + len(unit) <= size:
+            batches[-1].extend(unit)
+        else:
+            batches.append(list(unit))
+    return batches
 
 
 #: How many fanned-out outbox ids a process remembers.
