@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from srcore.webhooks.sender import PooledSender
 from srcore.webhooks.ssrf import DEFAULT_PORTS, AddressPolicy, PortRule
@@ -556,3 +558,22 @@ def test_patching_the_url_is_checked_the_same_way(client: Any, make_token: Any, 
         [error] = response.get_json()["errors"]
         assert error["field"] == "url" and reason in error["reason"]
     assert client.get(path, headers=headers).get_json()["url"] == "https://hooks.example.org/hook"
+
+
+@given(st.text(max_size=80) | st.from_regex(r"https?://[^/]{0,30}(:\d{0,7})?/.*", fullmatch=True))
+def test_url_refusal_answers_any_text(text: str) -> None:
+    reason = AddressPolicy().url_refusal(text)
+    assert reason is None or isinstance(reason, str)
+
+
+@given(st.lists(st.text(max_size=12), max_size=4))
+def test_port_rules_parse_or_say_why(items: list[str]) -> None:
+    problem = ""
+    try:
+        rule = PortRule.parse(items)
+    except ValueError as exc:
+        problem = str(exc)
+    if problem:
+        assert "not a port" in problem
+    else:
+        assert not rule.allows(0)
