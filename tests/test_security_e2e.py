@@ -773,13 +773,19 @@ def test_a_reset_link_to_the_old_address_dies_with_the_change(network: Network) 
     net = network
     ivy = register(net, "ivy")
     stranger = browser()
-    form = stranger.get(f"{net.meta}/forgot", timeout=10)
-    stranger.post(
+    # Asked with a forged Host: the mailed link still names meta's configured origin.
+    forged = {"Host": "evil.invalid", "X-Forwarded-Host": "evil.invalid"}
+    form = stranger.get(f"{net.meta}/forgot", headers=forged, timeout=10)
+    asked = stranger.post(
         f"{net.meta}/forgot",
         data={"csrf_token": csrf(form), "email": "ivy@example.org"},
+        headers=forged,
         timeout=10,
     )
+    assert asked.status_code == 200, asked.text[:2000]
     reset = net.sink.wait_for_link("ivy@example.org", "/reset/")
+    assert reset.startswith(f"{net.meta}/reset/"), reset
+    assert all("evil.invalid" not in m.get_content() for m in net.sink.to("ivy@example.org"))
     page = ivy.get(f"{net.meta}/email", timeout=10)
     asked = ivy.post(
         f"{net.meta}/email",
