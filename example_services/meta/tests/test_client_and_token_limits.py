@@ -95,3 +95,24 @@ def test_client_authentication_is_throttled_at_every_endpoint(
         environ_base={"REMOTE_ADDR": "192.0.2.8"},
     )
     assert answer.status_code == 200, answer.get_data(as_text=True)
+
+
+def test_failed_pulls_count_per_client_only(oauth_app: Any) -> None:
+    """Services pull unattended every few seconds: several with a wrong secret on one host
+    lock themselves out, never the address the other clients there use."""
+    client = oauth_app.test_client()
+    host = {"REMOTE_ADDR": "192.0.2.9"}
+    for service in range(5):
+        for attempt in range(10):
+            wrong = base64.b64encode(f"service{service}:guess{attempt}".encode()).decode()
+            client.get(
+                "/oauth/revocations", headers={"Authorization": f"Basic {wrong}"}, environ_base=host
+            )
+    other = base64.b64encode(b"someone:else").decode()
+    next_door = client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {other}"},
+        environ_base=host,
+    )
+    assert next_door.status_code == 401, next_door.get_json()

@@ -267,20 +267,26 @@ def token() -> Response:
     return _no_store(_with_realm(response))
 
 
-def _client_throttle(basic: tuple[str, str] | None) -> tuple[Any, Response | None]:
+def _client_throttle(
+    basic: tuple[str, str] | None, *, per_address: bool = True
+) -> tuple[Any, Response | None]:
     """The throttle keys of a client's request, and the 429 to send if it is locked out.
 
     Every endpoint where a client authenticates (token, revocation, introspection, the
     services' pull) counts failures against the same per-address and per-(client,
     address) limits, so a secret cannot be guessed at one endpoint the token endpoint
     guards; client ids are public, so a stranger's failures from another address never
-    lock the real client out.
+    lock the real client out. Without *per_address* only the (client, address) limit
+    applies: the services' pull runs unattended every few seconds, and one service with
+    a wrong secret must not lock out the others on its host.
     """
     guard = oauth_state().extra.get("token_throttle")
     if guard is None:
         return None, None
     client_id = basic[0] if basic is not None else request.form.get("client_id", "")
     keys = guard.keys(client_id[:128], request.remote_addr or "")
+    if not per_address:
+        keys = (keys[0], [])
     decision = guard.check(keys)
     if decision.allowed:
         return keys, None
@@ -370,7 +376,7 @@ def _first_party_from_basic() -> FirstPartyClient | None:
 
 @endpoints.route("/oauth/revocations")
 def revocations() -> Response:
-    keys, throttled = _client_throttle(_basic_or_none())
+    keys, throttled = _client_throttle(_basic_or_none(), per_address=False)
     if throttled is not None:
         return throttled
     if _first_party_from_basic() is None:
