@@ -25,6 +25,7 @@ from srcore.config import Config, ConfigError, Section, load_config
 from srcore.hygiene import SrcoreRequest, SrcoreResponse
 from srcore.manifest import Manifest, load_manifest
 from srcore.resources import resource_dir
+from srcore.routing import API_PREFIX
 
 if TYPE_CHECKING:
     from flask import Request
@@ -51,9 +52,6 @@ __all__ = [
     "state",
 ]
 
-#: Every route under this prefix is a JSON API: errors are JSON, CSRF does not apply
-#: (API calls authenticate with bearer tokens, never with the session cookie).
-API_PREFIX = "/api/"
 
 log = logging.getLogger("srcore")
 

@@ -31,7 +31,7 @@ _PREFLIGHT_MAX_AGE = "600"
 
 def is_cors_route(path: str, endpoint: str | None, endpoints: frozenset[str]) -> bool:
     """Whether the route at *path* (endpoint *endpoint*) answers cross-origin callers."""
-    from srcore.app import API_PREFIX
+    from srcore.routing import API_PREFIX
 
     return path.startswith(API_PREFIX) or (endpoint is not None and endpoint in endpoints)
 

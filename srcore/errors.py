@@ -31,7 +31,7 @@ _MESSAGES = {
 
 def wants_json() -> bool:
     """Whether the current request should get JSON: API routes, or clients asking for it."""
-    from srcore.app import API_PREFIX
+    from srcore.routing import API_PREFIX
 
     if request.path.startswith(API_PREFIX):
         return True

@@ -25,12 +25,11 @@ from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
 from srcore.headers import security_headers
+from srcore.routing import API_PREFIX
 from srcore.validation import FieldError, error_body
 
 __all__ = ["SyncWorker", "ThreadWorker", "error_answer", "request_path"]
 
-# srcore.app.API_PREFIX; not imported, so loading the worker does not load the app module.
-_API_PREFIX = "/api/"
 #: The headers of every answer; HSTS is left to the app, which knows the origin.
 _SECURITY_HEADERS = "".join(
     f"{name}: {value}\r\n" for name, value in security_headers(production=False, origin="").items()
@@ -84,7 +83,7 @@ def error_answer(written: bytes, path: str | None, exc: BaseException) -> bytes:
     security headers.
     """
     head, _, rest = written.partition(b"\r\n")
-    if path is not None and not path.startswith(_API_PREFIX):
+    if path is not None and not path.startswith(API_PREFIX):
         return head + b"\r\n" + _SECURITY_HEADERS + rest
     parts = head.decode("latin-1").split(" ", 2)
     if len(parts) != 3 or not parts[1].isdigit():

@@ -39,8 +39,8 @@ def init_app(app: Flask) -> None:
     """Register the request hooks on *app*."""
     from flask_wtf.csrf import CSRFProtect
 
-    from srcore.app import API_PREFIX
     from srcore.hygiene import check_request
+    from srcore.routing import API_PREFIX
 
     st: SrcoreState = app.extensions["srcore"]
     csrf: CSRFProtect = app.extensions["csrf"]

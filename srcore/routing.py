@@ -12,7 +12,12 @@ from typing import Any
 
 from werkzeug.routing import BaseConverter, Map, ValidationError
 
-__all__ = ["BIGINT_MAX", "ID_MAX", "IdConverter", "init_app"]
+__all__ = ["API_PREFIX", "BIGINT_MAX", "ID_MAX", "IdConverter", "init_app"]
+
+#: Every route under this prefix is a JSON API: errors are JSON, CSRF does not apply
+#: (API calls authenticate with bearer tokens, never with the session cookie). It lives
+#: here, in a base module, so features can read it without importing the app module.
+API_PREFIX = "/api/"
 
 #: The largest id of a PostgreSQL ``integer`` primary key (the services' default).
 ID_MAX = 2**31 - 1

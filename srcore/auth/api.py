@@ -108,7 +108,7 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
 def _challenge_every_401(response: Response) -> Response:
     """RFC 6750 3 / RFC 7235 3.1: a 401 of the API names its scheme and realm, however
     it was raised (a view's ``abort(401)``, a token whose user is unknown here)."""
-    from srcore.app import API_PREFIX
+    from srcore.routing import API_PREFIX
 
     if (
         response.status_code != 401

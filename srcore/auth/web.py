@@ -128,7 +128,7 @@ def _load_user() -> Any:
     user = g.get("srcore_user", _UNSET)
     if user is not _UNSET:
         return user
-    from srcore.app import API_PREFIX
+    from srcore.routing import API_PREFIX
 
     st = current_app.extensions["srcore"]
     model = st.user_model
