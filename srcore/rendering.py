@@ -61,6 +61,7 @@ __all__ = [
     "icon",
     "init_app",
     "markdown",
+    "markdown_summary",
     "sanitize_html",
     "slugify",
     "timeago",
@@ -307,6 +308,20 @@ def markdown(text: str | None) -> Markup:
     return sanitize_html(_parser().render(str(text)))
 
 
+def markdown_summary(text: str | None, length: int = 120) -> str:
+    """One line of plain text from user markdown, cut at a word to about ``length``.
+
+    Lists show a description in a line of their own, where markup characters (``**``,
+    ``#``, link brackets) would be noise: the text is rendered and sanitized first, so
+    what is left is exactly what the full page shows, minus the formatting.
+    """
+    plain = markdown(text).striptags()
+    if len(plain) <= length:
+        return plain
+    cut = plain[:length].rsplit(" ", 1)[0] if " " in plain[:length] else plain[:length]
+    return cut.rstrip(" ,;:.") + "…"
+
+
 # -- dates ----------------------------------------------------------------------------
 
 
@@ -451,8 +466,9 @@ def icon(name: str, *, label: str | None = None, size: int = 16) -> Markup:
 def init_app(app: Flask, *, clock: Clock | None = None) -> None:
     """Register the filters and globals on ``app``'s Jinja environment.
 
-    Filters: ``markdown``, ``code`` (numbered, highlighted lines: ``text|code(language)``),
-    ``date``, ``datetime``, ``timeago``, ``timeago_tag``.
+    Filters: ``markdown``, ``markdown_summary`` (plain text for lists), ``code``
+    (numbered, highlighted lines: ``text|code(language)``), ``date``, ``datetime``,
+    ``timeago``, ``timeago_tag``.
     Globals: ``icon`` and ``timeago_tag``. ``clock`` returns "now" for the relative
     dates (tests pass a fixed one); calling this again simply registers them again.
     """
@@ -466,6 +482,7 @@ def init_app(app: Flask, *, clock: Clock | None = None) -> None:
     env = app.jinja_env
     env.filters.update(
         markdown=markdown,
+        markdown_summary=markdown_summary,
         code=highlighting.highlight_lines,
         date=format_date,
         datetime=format_datetime,

@@ -257,3 +257,54 @@ def test_unknown_and_malformed_addresses_are_404(client, tracker, ticket):
     assert client.get("/~alice/b%00gs").status_code == 400  # NUL: refused before routing
     assert client.get("/~al%00ice/bugs").status_code == 400
     assert client.get("/~alice/" + "b" * 300).status_code == 404
+
+
+def test_tracker_lists_show_a_plain_text_summary_of_the_description(
+    user_client, client, make, user
+):
+    make.tracker(
+        user,
+        "md",
+        description="It **crashes** on `start`, see [the log](https://x.invalid/)\n\n# More",
+    )
+    for page in (text(client.get("/")), text(user_client.get("/"))):
+        assert "It crashes on start, see the log More" in page
+        assert "**crashes**" not in page and "[the log]" not in page and "# More" not in page
+
+
+def test_front_page_public_list_includes_the_viewers_own_public_trackers(user_client, make, user):
+    make.tracker(user, "mine-public")
+    page = text(user_client.get("/"))
+    public = page[page.index('id="public-trackers"') :]
+    assert "~alice/mine-public" in public
+    assert "No public trackers yet." not in page
+
+
+def test_last_breadcrumb_is_the_current_page_not_a_link(client, tracker, ticket):
+    page = text(client.get("/~alice/bugs"))
+    crumbs = page[
+        page.index('class="breadcrumbs"') : page.index("</nav>", page.index('class="breadcrumbs"'))
+    ]
+    assert 'href="/~alice/bugs"' not in crumbs
+    assert '<span aria-current="page">~alice/bugs</span>' in crumbs
+    page = text(client.get("/~alice/bugs/1"))
+    assert '<span aria-current="page">#1</span>' in page
+
+
+def test_resolve_control_has_a_visible_label_and_no_preset_resolution(user_client, tracker, ticket):
+    page = text(user_client.get("/~alice/bugs/1"))
+    form = page[
+        page.index('id="resolve-form"') : page.index("</form>", page.index('id="resolve-form"'))
+    ]
+    assert '<label for="resolution">Resolution</label>' in form
+    assert "visually-hidden" not in form
+    assert '<option value="" selected disabled>Choose…</option>' in form
+    assert "required" in form
+
+
+def test_settings_keep_delete_in_a_separate_danger_zone(user_client, tracker):
+    page = text(user_client.get("/~alice/bugs/settings"))
+    form = page[page.index("<form") : page.index("</form>")]
+    assert "Delete tracker" not in form
+    zone = page[page.index('id="danger-zone"') :]
+    assert "Danger zone" in zone and 'href="/~alice/bugs/delete"' in zone

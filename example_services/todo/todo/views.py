@@ -114,7 +114,11 @@ def _own(username: str, name: str) -> Tracker:
 
 @views.route("/")
 def index() -> Any:
-    """The user's trackers and everybody's public ones."""
+    """The user's trackers and everybody's public ones, the user's own included.
+
+    The public list is what anyone sees; leaving the viewer's own public trackers out of
+    it would tell them that nobody can find their work.
+    """
     query = _query()
     page = _page(query)
     if not query.ok:
@@ -132,7 +136,6 @@ def index() -> Any:
         )
         for tracker in mine:
             set_committed_value(tracker, "owner", user)
-        public = public.where(Tracker.owner_id != user.id)
     public = public.order_by(Tracker.id.desc()).options(selectinload(Tracker.owner))
     listing = paginate_pages(session, public, page=page, per_page=_per_page("trackers-per-page"))
     return render_template("todo/index.html", mine=mine, listing=listing)
