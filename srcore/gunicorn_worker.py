@@ -11,12 +11,20 @@ body. Any other request keeps gunicorn's small HTML page. Either answer carries 
 security headers every response of the app carries (:mod:`srcore.headers`), so no page of
 a service, not even gunicorn's, can be framed or sniffed into something else.
 
+The module is also the gunicorn configuration srcore passes (``--config
+python:srcore.gunicorn_worker``, see :func:`srcore.serving.gunicorn_options`): its server
+hooks give the workers one private directory for their metrics (:mod:`srcore.metrics`), so
+a scrape, whichever worker answers it, reports the requests of all of them.
+
 Imported by gunicorn only: importing it imports gunicorn.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from typing import Any
 
 from gunicorn import util
@@ -28,7 +36,15 @@ from srcore.headers import security_headers
 from srcore.routing import API_PREFIX
 from srcore.validation import FieldError, error_body
 
-__all__ = ["SyncWorker", "ThreadWorker", "error_answer", "request_path"]
+__all__ = [
+    "SyncWorker",
+    "ThreadWorker",
+    "child_exit",
+    "error_answer",
+    "on_exit",
+    "on_starting",
+    "request_path",
+]
 
 #: The headers of every answer; HSTS is left to the app, which knows the origin.
 _SECURITY_HEADERS = "".join(
@@ -133,3 +149,33 @@ class SyncWorker(_ErrorAnswers, _GunicornSyncWorker):  # type: ignore[misc]
 
 class ThreadWorker(_ErrorAnswers, _GunicornThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker (``--threads`` above 1), srcore's error body."""
+
+
+# Server hooks: gunicorn's master calls them by name (the module is its configuration).
+# srcore.metrics.MULTIPROC_DIR; not imported, so the master does not load prometheus-client
+# before the variable is set (it picks how to store values when first imported).
+_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def on_starting(server: Any) -> None:
+    """Before any worker forks: a fresh directory only this server's processes can read.
+
+    Always a new one, even if the variable was inherited: values left by an earlier run
+    or another service would be added to this one's.
+    """
+    os.environ[_MULTIPROC_DIR] = tempfile.mkdtemp(prefix="srcore-metrics-")  # mode 0700
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone: its live gauges leave the sums, its counters stay in them."""
+    if os.environ.get(_MULTIPROC_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    """The server stops: its metrics directory goes with it."""
+    path = os.environ.get(_MULTIPROC_DIR)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,12 +1,25 @@
-"""Prometheus metrics, one registry per app so two apps in a process never mix counts."""
+"""Prometheus metrics, one registry per app so two apps in a process never mix counts.
+
+Under gunicorn each worker is a process of its own, and a scrape reaches one of them. So
+that every scrape reports the whole service, gunicorn's master
+(:func:`srcore.gunicorn_worker.on_starting`) gives the workers a private directory in
+``PROMETHEUS_MULTIPROC_DIR``: prometheus-client then keeps each process's values in files
+there, and :meth:`Metrics.render` adds them up with its ``MultiProcessCollector``. Without
+the variable (tests, the Flask debug server) the app's own registry is rendered. A gauge
+added here needs a ``multiprocess_mode`` saying how the processes' values combine.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flask import Flask, Request, Response
 
-__all__ = ["Metrics", "init_app"]
+__all__ = ["MULTIPROC_DIR", "Metrics", "init_app"]
+
+#: The variable naming the directory where the processes of one server keep their values.
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -40,9 +53,16 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = self.registry
+        if os.environ.get(MULTIPROC_DIR):
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            # A fresh registry each time: the collector reads every process's files.
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 def init_app(app: Flask, *, path: str) -> Metrics:

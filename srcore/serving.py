@@ -33,7 +33,13 @@ def gunicorn_options(*, threads: int = 1) -> list[str]:
     threaded one (gunicorn would otherwise swap in its own, without srcore's error body).
     """
     worker = "ThreadWorker" if threads > 1 else "SyncWorker"
-    options = ["--worker-class", f"srcore.gunicorn_worker.{worker}"]
+    options = [
+        # Its server hooks share the workers' metrics (see srcore.metrics).
+        "--config",
+        "python:srcore.gunicorn_worker",
+        "--worker-class",
+        f"srcore.gunicorn_worker.{worker}",
+    ]
     for name, value in GUNICORN_LIMITS.items():
         options += [f"--{name}", str(value)]
     return options
