@@ -349,3 +349,10 @@ def test_init_writes_first_party_client_credentials(tmp_path: Path) -> None:
     assert "oauth-client-secret = " in todo
     alone = render_development_config(["todo"], data_dir=tmp_path)
     assert "oauth-client" not in alone
+
+
+def test_login_callback_flashes_who_is_logged_in(service: Any, fake: FakeMeta) -> None:
+    client = service.test_client()
+    client.get(at_meta(fake, start_login(client)))
+    with client.session_transaction() as session:
+        assert ("success", "Logged in as alice.") in session.get("_flashes", [])

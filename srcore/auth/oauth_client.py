@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from flask import Response, current_app, redirect, request, session
+from flask import Response, current_app, flash, redirect, request, session
 
 if TYPE_CHECKING:
     import requests
@@ -446,6 +446,8 @@ def callback() -> BaseResponse:
         return _unavailable()
     user = upsert_user(values)
     log_in(user)
+    # log_in starts a fresh session, so the message goes in after it.
+    flash(f"Logged in as {values['username']}.", "success")
     return redirect(next_url if is_safe_next(next_url) else "/")
 
 

@@ -173,6 +173,7 @@ def login() -> Any:
     user.last_login_at = utcnow()
     db.commit()
     _start_session(user)
+    flash(f"Logged in as {user.username}.", "success")
     return redirect(target or url_for("accounts.profile"))
 
 

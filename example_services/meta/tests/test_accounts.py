@@ -346,3 +346,25 @@ def test_login_required_pages_send_to_meta_login(client: Any) -> None:
     assert response.headers["Location"] == "/login?next=/email"
     response = client.get("/")
     assert response.headers["Location"].startswith("/login")
+
+
+def test_login_says_who_is_logged_in(client: Any, accounts: Any, login: Any) -> None:
+    accounts.make("alice")
+    response = login(client, "alice")
+    assert response.status_code == 302
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Logged in as alice." in page
+
+
+def test_delete_account_sits_in_a_danger_zone_below_the_profile_form(
+    client: Any, accounts: Any, login: Any
+) -> None:
+    accounts.make("alice")
+    login(client, "alice")
+    page = client.get("/profile").get_data(as_text=True)
+    form = page[
+        page.index('action="/profile"') : page.index("</form>", page.index('action="/profile"'))
+    ]
+    assert "Delete account" not in form
+    zone = page[page.index('id="danger-zone"') :]
+    assert "Danger zone" in zone and 'href="/delete"' in zone
