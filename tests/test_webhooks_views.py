@@ -708,3 +708,8 @@ def test_random_input_never_makes_a_500(app: Any, client: Any, bearer: Any, user
         assert response.status_code < 500, (endpoint, response.get_data(as_text=True))
 
     run()
+
+
+def test_current_breadcrumb_is_marked_and_not_a_link(user_client: Any) -> None:
+    page = user_client.get("/webhooks/new").get_data(as_text=True)
+    assert '<a href="/webhooks">Webhooks</a> / <span aria-current="page">New</span>' in page

@@ -248,3 +248,9 @@ def test_unlisted_pastes_events_reach_their_owner_only(visibility, subscriber, r
     outbox = OutboxRow(event="paste:created", resource="paste:x", payload=payload)
     subscription = Subscription(owner_id=subscriber, url="https://h.example", events="")
     assert logic.can_receive(subscription, outbox) is receives
+
+
+def test_current_breadcrumb_is_marked_and_not_a_link(app, client, user):
+    paste = add(app, user, text="hello")
+    page = client.get(f"/p/{paste.short_id}").get_data(as_text=True)
+    assert f'/ <span aria-current="page">{paste.short_id}</span>' in page
