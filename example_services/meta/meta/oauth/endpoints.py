@@ -323,16 +323,17 @@ def _no_store(response: Response) -> Response:
     return response
 
 
-@endpoints.route("/oauth/revoke", methods=["POST"])
-def revoke() -> Response:
+def _client_endpoint(name: str, *, commit_on_success: bool) -> Response:
+    """Run Authlib's *name* endpoint behind the client checks and throttles that revocation
+    and introspection share; only a successful revocation keeps what it changed."""
     basic, refused = _client_request("token")
     if refused is not None:
         return refused
     keys, throttled = _client_throttle(basic)
     if throttled is not None:
         return throttled
-    response = _call_server(oauth_state().server.create_endpoint_response, "revocation")
-    if response.status_code == 200:
+    response = _call_server(oauth_state().server.create_endpoint_response, name)
+    if commit_on_success and response.status_code == 200:
         db_session.commit()
     else:
         db_session.rollback()
@@ -340,18 +341,14 @@ def revoke() -> Response:
     return _no_store(_with_realm(response))
 
 
+@endpoints.route("/oauth/revoke", methods=["POST"])
+def revoke() -> Response:
+    return _client_endpoint("revocation", commit_on_success=True)
+
+
 @endpoints.route("/oauth/introspect", methods=["POST"])
 def introspect() -> Response:
-    basic, refused = _client_request("token")
-    if refused is not None:
-        return refused
-    keys, throttled = _client_throttle(basic)
-    if throttled is not None:
-        return throttled
-    response = _call_server(oauth_state().server.create_endpoint_response, "introspection")
-    db_session.rollback()
-    _count_client_attempt(keys, response, ("invalid_client",))
-    return _no_store(_with_realm(response))
+    return _client_endpoint("introspection", commit_on_success=False)
 
 
 # -- the services' pull of revocations -----------------------------------------------------
