@@ -4,14 +4,13 @@ icon load (a policy that blocked them would leave an unstyled page)."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from srcore import migrate
+from srcore.app import migration_target
 from srcore.testing import free_port, launch_chromium, run_service, write_config
 
 pytestmark = pytest.mark.browser
@@ -40,7 +39,6 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module", params=sorted(PAGES))
 def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     service = request.param
-    package = importlib.import_module(service)
     tmp = tmp_path_factory.mktemp(f"csp-{service}")
     port = free_port()
     config = write_config(
@@ -49,17 +47,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         database_url=f"sqlite:///{tmp / (service + '.db')}",
         origin=f"http://127.0.0.1:{port}",
     )
-    app = package.create_app(config=config)
-    st = app.extensions["srcore"]
-    migrate.upgrade_all(
-        migrate.MigrationTarget(
-            service_id=service,
-            database_url=str(st.section["database-url"]),
-            metadata=st.metadata,
-            versions_dir=Path(package.__file__).parent / "migrations" / "versions",
-        )
-    )
-    st.db.dispose()
+    migrate.upgrade_all(migration_target(service, config))
     with run_service(service, config, port=port) as url:
         yield service, url
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from srcore import migrate
+from srcore.app import migration_target
 from srcore.db import UserType
 from srcore.testing import (
     create_user,
@@ -42,14 +43,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         origin=f"http://127.0.0.1:{port}",
     )
     app = paste.create_app(config=config)
-    migrate.upgrade_all(
-        migrate.MigrationTarget(
-            service_id="paste",
-            database_url=str(app.extensions["srcore"].section["database-url"]),
-            metadata=app.extensions["srcore"].metadata,
-            versions_dir=Path(paste.__file__).parent / "migrations" / "versions",
-        )
-    )
+    migrate.upgrade_all(migration_target("paste", config))
     alice = create_user(app, "alice", user_type=UserType.active)
     rows = [
         ("Deploy notes", "ssh in, pull, restart", {}),

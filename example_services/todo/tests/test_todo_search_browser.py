@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from srcore import migrate
+from srcore.app import migration_target
 from srcore.db import UserType
 from srcore.testing import create_user, free_port, launch_chromium, run_service, write_config
 
@@ -35,14 +36,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         origin=f"http://127.0.0.1:{port}",
     )
     app = todo.create_app(config=config)
-    migrate.upgrade_all(
-        migrate.MigrationTarget(
-            service_id="todo",
-            database_url=str(app.extensions["srcore"].section["database-url"]),
-            metadata=app.extensions["srcore"].metadata,
-            versions_dir=Path(todo.__file__).parent / "migrations" / "versions",
-        )
-    )
+    migrate.upgrade_all(migration_target("todo", config))
     alice = create_user(app, "alice", user_type=UserType.active)
     bob = create_user(app, "bob", user_type=UserType.active)
     tickets = [
