@@ -3,8 +3,15 @@
 Each service declares its own ``DeclarativeBase`` with :func:`make_metadata` and
 :data:`TYPE_ANNOTATION_MAP`, and its own ``User`` model from :class:`UserMixin`. The
 :class:`Database` object owns the engine; :data:`session` is the session of the current
-Flask app context, opened on first use and closed on teardown, so that a read-only request
-costs exactly ``BEGIN``, its queries and ``ROLLBACK``.
+Flask app context, opened on first use and closed on teardown.
+
+A GET, HEAD or OPTIONS request may not write (:class:`SafeMethodWrite`), so on PostgreSQL
+its session runs each query in autocommit: the query is the request's only round trip,
+where a transaction would add a ``BEGIN`` and a ``ROLLBACK`` (three round trips for a
+one-query read). Each query then sees its own snapshot, as if run alone. Requests that
+write, and the GETs marked with :func:`writes_on_safe_method`, keep one transaction that
+commits or rolls back as a whole. SQLite's driver begins no transaction for a SELECT, so
+reads there were a single statement already.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy import (
     URL,
+    Connection,
     DateTime,
     Dialect,
     Engine,
@@ -83,6 +91,12 @@ _SESSION_KEY = "_srcore_db_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: ``Session.info`` key marking the request-scoped session, the one that is guarded.
 _REQUEST_SESSION = "srcore_request_session"
+#: ``Session.info`` key of a request session that may not write: its queries autocommit.
+_READ_ONLY = "srcore_read_only"
+#: ``ConnectionPoolEntry.info`` key: the connection was put in autocommit for a read.
+_AUTOCOMMIT = "srcore_autocommit"
+#: ``psycopg.pq.TransactionStatus.IDLE``: connected, no transaction open.
+_PG_IDLE = 0
 _DISPATCHING = "_srcore_dispatching"
 _WRITES_OK = "_srcore_writes_on_safe_method"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -311,6 +325,9 @@ class Database:
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
         event.listen(self.sessionmaker, "before_flush", _refuse_flush)
         event.listen(self.sessionmaker, "do_orm_execute", _refuse_dml)
+        if self.engine.dialect.driver == "psycopg":
+            event.listen(self.sessionmaker, "after_begin", _autocommit_reads)
+            event.listen(self.engine, "reset", _end_autocommit)
 
     def __repr__(self) -> str:
         return f"<Database {self.url.render_as_string(hide_password=True)}>"
@@ -333,6 +350,36 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _autocommit_reads(db_session: Session, _transaction: object, connection: Connection) -> None:
+    """Put a read-only request session's connection in autocommit before its first query.
+
+    SQLAlchemy's transaction has begun only in Python at this point; psycopg sends the
+    ``BEGIN`` with the first query unless the connection is in autocommit, and then sends
+    nothing at the ``ROLLBACK`` either, the connection being idle. Setting the flag is
+    local to psycopg (no round trip), unlike the engine's ``isolation_level`` option,
+    which costs a few hundred Python calls per checkout and checkin. A connection already
+    in a transaction (a pre-ping began one) keeps it: the read is then merely slower.
+    """
+    if not db_session.info.get(_READ_ONLY):
+        return
+    pooled = connection.connection
+    dbapi_connection: Any = pooled.dbapi_connection
+    if dbapi_connection is None or dbapi_connection.pgconn.transaction_status != _PG_IDLE:
+        return
+    dbapi_connection.autocommit = True
+    pooled.info[_AUTOCOMMIT] = True
+
+
+def _end_autocommit(dbapi_connection: Any, record: ConnectionPoolEntry, _state: object) -> None:
+    """Give a connection back to the pool in transaction mode, as every other user expects.
+
+    Runs when the pool resets a returned connection; should it raise (a broken
+    connection), the pool discards the connection instead of reusing it.
+    """
+    if record.info.pop(_AUTOCOMMIT, False):
+        dbapi_connection.autocommit = False
 
 
 def _refuse(db_session: Session) -> None:
@@ -402,6 +449,8 @@ def _get_session() -> Session:
     if db_session is None:
         db_session = _current_database().session()
         db_session.info[_REQUEST_SESSION] = True
+        if _read_only_method() is not None:
+            db_session.info[_READ_ONLY] = True
         setattr(g, _SESSION_KEY, db_session)
     return db_session
 

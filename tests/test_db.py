@@ -1,17 +1,16 @@
 from __future__ import annotations
 
-import os
-import tempfile
 import types
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from flask import Flask
-from sqlalchemy import ForeignKey, String, event, inspect, select, text
+from sqlalchemy import ForeignKey, String, event, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from srcore import db as srcore_db
+from srcore import sqltrace
 from srcore.db import (
     NAMING_CONVENTION,
     TYPE_ANNOTATION_MAP,
@@ -303,37 +302,81 @@ def test_read_only_request_statements(tables: Database) -> None:
     assert tables.engine.pool.checkedout() == 0
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_read_only_request_round_trips_postgresql(tables: Database) -> None:
-    """On PostgreSQL a read-only request costs BEGIN, the query and ROLLBACK: 3 round trips.
+def test_read_only_request_runs_only_its_query(tables: Database) -> None:
+    """A read-only request sends its query and nothing else: no BEGIN, no ROLLBACK.
 
-    Counted with libpq's protocol trace, which SQLite has no counterpart of.
+    On PostgreSQL that is one round trip instead of three; SQLite's driver never began a
+    transaction for a SELECT, so it runs the SELECT alone either way.
     """
-    assert tables.engine.dialect.name == "postgresql"
     app = make_app(tables)
     client = app.test_client()
-    client.get("/users")
-    fd, path = tempfile.mkstemp()
-    traced: list[object] = []
-
-    def trace(dbapi_connection: object, record: object, proxy: object) -> None:
-        dbapi_connection.pgconn.trace(fd)  # type: ignore[attr-defined]
-        traced.append(dbapi_connection)
-
-    try:
-        event.listen(tables.engine, "checkout", trace)
+    client.get("/users")  # warm up the pool and the dialect
+    with sqltrace.watch(tables.engine) as wire:
         assert client.get("/users").status_code == 200
-        event.remove(tables.engine, "checkout", trace)
-        for connection in traced:
-            connection.pgconn.untrace()  # type: ignore[attr-defined]
-        os.fsync(fd)
-        with open(path) as trace:
-            sent = [
-                line.split("\t")[3]
-                for line in trace
-                if line.split("\t")[1:2] == ["F"] and line.split("\t")[3] in ("Query", "Sync")
-            ]
-    finally:
-        os.close(fd)
-        os.unlink(path)
-    assert len(sent) == 3, sent
+    assert len(wire.sent) == 1, wire.sent
+    assert "SELECT" in wire.sent[0].upper()
+    assert wire.round_trips == (1 if tables.engine.dialect.name == "postgresql" else 0)
+
+
+def add_users_then_fail() -> str:
+    srcore_db.session.add(make_user(1, "alice"))
+    srcore_db.session.flush()
+    srcore_db.session.execute(insert(User), [{"id": 2, "username": "bob", "email": "b@x.org"}])
+    raise RuntimeError("the view fails after writing")
+
+
+def test_write_request_rolls_back_entirely_on_error(tables: Database) -> None:
+    """A POST runs in a transaction: a failure after some writes leaves none of them.
+
+    A read-only request goes first on the same pooled connection, so the write also
+    shows that the connection left autocommit when the read gave it back.
+    """
+    app = make_app(tables)
+    app.add_url_rule("/fail", view_func=add_users_then_fail, methods=["POST"])
+    client = app.test_client()
+    assert client.get("/users").get_json() == []
+    with sqltrace.watch(tables.engine) as wire:
+        assert client.post("/fail").status_code == 500
+    assert client.get("/users").get_json() == []
+    assert tables.engine.pool.checkedout() == 0
+    assert wire.sent[0].upper().startswith("BEGIN")
+    assert wire.sent[-1].upper().startswith("ROLLBACK")
+
+
+def test_get_that_writes_by_protocol_keeps_its_transaction(tables: Database) -> None:
+    """A GET marked with writes_on_safe_method commits or rolls back as a whole."""
+    app = make_app(tables)
+
+    @srcore_db.writes_on_safe_method("a confirmation link")
+    def confirm() -> str:
+        return add_users_then_fail()
+
+    @srcore_db.writes_on_safe_method("a confirmation link")
+    def confirm_ok() -> str:
+        srcore_db.session.add(make_user(3, "carol"))
+        srcore_db.session.flush()
+        srcore_db.session.add(make_user(4, "dave"))
+        srcore_db.session.commit()
+        return "ok"
+
+    app.add_url_rule("/confirm", view_func=confirm)
+    app.add_url_rule("/confirm-ok", view_func=confirm_ok)
+    client = app.test_client()
+    assert client.get("/confirm").status_code == 500
+    assert client.get("/users").get_json() == []
+    assert client.get("/confirm-ok").status_code == 200
+    assert client.get("/users").get_json() == ["carol", "dave"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_pooled_connection_leaves_autocommit_with_the_read(tables: Database) -> None:
+    app = make_app(tables)
+    dbapi_connections: list[object] = []
+    event.listen(
+        tables.engine,
+        "checkin",
+        lambda dbapi_connection, record: dbapi_connections.append(dbapi_connection),
+    )
+    assert app.test_client().get("/users").status_code == 200
+    assert dbapi_connections
+    assert all(c.autocommit is False for c in dbapi_connections)  # type: ignore[attr-defined]

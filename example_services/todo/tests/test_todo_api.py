@@ -8,6 +8,8 @@ import pytest
 from sqlalchemy import event
 from todo.models import Comment, Ticket, TicketStatus, Tracker, Visibility
 
+from srcore import sqltrace
+
 
 def errors(response) -> list[dict[str, str]]:
     body = response.get_json()
@@ -352,3 +354,39 @@ def test_get_ticket_is_one_query_and_no_write(app, client, auth, tracker, ticket
     # the ticket with its tracker, owner and submitter; the token check costs no query
     assert len(selects) == 1, statements
     assert writes == []
+
+
+def test_get_ticket_is_one_round_trip(app, client, auth, tracker, ticket, user):
+    """With a bearer token, reading a ticket sends the database its query and nothing
+    else: on PostgreSQL one round trip (no BEGIN, no ROLLBACK), counted on the wire."""
+    headers = auth("todo/tickets:RO")
+    client.get("/api/trackers/bugs/tickets/1", headers=headers)  # warm the token cache
+    with sqltrace.watch(app.extensions["srcore"].db.engine) as wire:
+        response = client.get("/api/trackers/bugs/tickets/1", headers=headers)
+    assert response.status_code == 200
+    assert response.get_json()["submitter"]["username"] == user.username
+    assert len(wire.sent) == 1, wire.sent
+    if wire.backend == "postgresql":
+        assert wire.round_trips == 1
+
+
+def test_failed_api_write_leaves_nothing(app, client, auth, tracker, ticket, monkeypatch):
+    """A write request is one transaction: when it fails after its changes were sent to
+    the database, none of them stays."""
+    from todo import events as todo_events
+
+    def fail(*args, **kwargs):
+        from srcore.db import session
+
+        session.flush()
+        raise RuntimeError("the event could not be recorded")
+
+    monkeypatch.setattr(todo_events, "ticket_changed", fail)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    headers = auth("todo/tickets:RW")
+    response = client.patch(
+        "/api/trackers/bugs/tickets/1", json={"title": "Renamed"}, headers=headers
+    )
+    assert response.status_code == 500
+    got = client.get("/api/trackers/bugs/tickets/1", headers=headers).get_json()
+    assert got["title"] == "It crashes"
