@@ -26,6 +26,7 @@ from srcore.hygiene import SrcoreRequest, SrcoreResponse
 from srcore.manifest import Manifest, load_manifest
 from srcore.resources import resource_dir
 from srcore.routing import API_PREFIX
+from srcore.sessions import SessionInterface
 
 if TYPE_CHECKING:
     from flask import Request
@@ -139,12 +140,14 @@ class SrcoreApp(Flask):
     """A Flask app that knows which srcore service it is.
 
     Its requests see HEAD as GET and read their body strictly; its responses encode any
-    text (see :mod:`srcore.hygiene`).
+    text (see :mod:`srcore.hygiene`). API requests have no cookie session.
     """
 
     json_provider_class = SrcoreJSONProvider
     request_class = SrcoreRequest
     response_class = SrcoreResponse
+    #: No cookie session under the API prefix (see :mod:`srcore.sessions`).
+    session_interface = SessionInterface()
 
     @property
     def srcore(self) -> SrcoreState:

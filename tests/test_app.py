@@ -265,3 +265,40 @@ def test_session_lifetime_comes_from_the_config(tmp_path: Path) -> None:
 
     app = build(tmp_path, "session-lifetime = 2h\n")
     assert app.permanent_session_lifetime == timedelta(hours=2)
+
+
+def test_api_requests_neither_read_nor_set_the_session_cookie(
+    app: Any, user: Any, make_token: Any
+) -> None:
+    """Under /api/ only the bearer token counts: the session cookie is not read, not
+    refreshed and not set, and a view writing to the session is a bug that says so."""
+    from flask import session
+
+    seen: dict[str, Any] = {}
+
+    @app.get("/api/session-probe")
+    def probe() -> Any:
+        seen["session"] = dict(session)
+        with pytest.raises(RuntimeError, match="bearer token"):
+            session["planted"] = True
+        return {}
+
+    client = log_in_client(app.test_client(), user)
+    page = client.get("/private")
+    assert page.status_code == 200
+    assert "Set-Cookie" in page.headers  # a page refreshes the permanent session
+    bearer = {"Authorization": f"Bearer {make_token('sample/things:RW', user=user)}"}
+    calls = [
+        ("GET", "/api/whoami", 200),
+        ("HEAD", "/api/things", 200),
+        ("POST", "/api/things", 201),
+        ("GET", "/api/session-probe", 200),
+        ("GET", "/api/nowhere", 404),
+    ]
+    for method, path, status in calls:
+        response = client.open(path, method=method, headers=bearer, json={"name": "x"})
+        assert response.status_code == status, (method, path)
+        assert "Set-Cookie" not in response.headers, (method, path)
+        assert "cookie" not in response.headers.get("Vary", "").lower(), (method, path)
+    assert seen["session"] == {}
+    assert client.get("/private").status_code == 200  # the page session is intact
