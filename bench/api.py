@@ -1,0 +1,419 @@
+"""Section 1: todo's API GET of one ticket against a bare Flask + SQLAlchemy app.
+
+Both sides serve ``GET /api/trackers/bench/tickets/1`` from the same database with the
+same code: todo's cached statement (``todo.api._ticket_with_people()``, built once per
+process, never per request) and todo's ``ticket_json``. What differs is the framework:
+
+- todo, on srcore: a bearer JWT verified by ``@oauth`` (cached by hash after the first
+  request), request hygiene, ids, security headers, CORS, metrics, the access log hook,
+  the request session, which on a GET runs its query in autocommit;
+- bare: ``Flask()``, a dict lookup of the ``Authorization`` header and a plain
+  SQLAlchemy ``Session`` (``BEGIN``, the query, ``ROLLBACK`` on PostgreSQL).
+
+Measured two ways: in process (WSGI calls, interleaved rounds; µs per request) with the
+round trips each side sends (:mod:`srcore.sqltrace`), and under gunicorn (the same worker
+count for both, srcore with the options ``srcore serve`` passes) loaded by ``wrk``, whose
+requests per second are compared. gunicorn loads the apps from this module
+(:func:`served`), so both are built exactly as in process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import network
+from measure import interleaved, wsgi_caller
+
+#: The bare app's whole authentication is a lookup of this header value in a dict.
+BARE_TOKEN = "Bearer bare-token"
+USER_ID = 1
+
+
+@dataclass
+class Setup:
+    """A migrated, seeded todo database and what both apps need to serve it."""
+
+    backend: str
+    tmp: Path
+    url: str
+    config: Path
+    jwks: Path
+    token: str
+
+    @property
+    def bearer(self) -> str:
+        return f"Bearer {self.token}"
+
+    def as_file(self) -> Path:
+        path = self.tmp / "setup.json"
+        fields = {"backend": self.backend, "url": self.url, "config": str(self.config)}
+        fields.update(jwks=str(self.jwks), token=self.token)
+        path.write_text(json.dumps(fields), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_file(cls, path: str) -> Setup:
+        fields = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(
+            backend=fields["backend"],
+            tmp=Path(path).parent,
+            url=fields["url"],
+            config=Path(fields["config"]),
+            jwks=Path(fields["jwks"]),
+            token=fields["token"],
+        )
+
+
+@contextlib.contextmanager
+def prepared(backend: str) -> Iterator[Setup | None]:
+    """A seeded database on *backend* (None when PostgreSQL is not reachable)."""
+    import todo
+
+    from srcore import migrate, testdb
+    from srcore.testing import _signing_key, mint_token, write_config
+
+    if backend == "postgresql" and not testdb.postgres_available():
+        yield None
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f"srcore-bench-api-{backend}-"))
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp / 'todo.db'}"
+    else:
+        url = testdb.create_test_database(prefix="srcore_bench")
+    try:
+        config = write_config(tmp / "config.ini", service_id="todo", database_url=url)
+        text = config.read_text(encoding="utf-8")
+        # At the default level srcore logs a line per request, which the bare app does not.
+        config.write_text(text.replace("[global]\n", "[global]\nlog-level = error\n", 1))
+        key = _signing_key()
+        jwks = tmp / "jwks.json"
+        jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}), encoding="utf-8")
+        token = mint_token(key, audience="todo", scopes="todo/tickets:RO", user_id=USER_ID)
+        setup = Setup(backend, tmp, url, config, jwks, token)
+        app = build_srcore(setup)
+        st = app.extensions["srcore"]
+        migrate.upgrade_all(
+            migrate.MigrationTarget(
+                service_id="todo",
+                database_url=url,
+                metadata=st.metadata,
+                versions_dir=Path(todo.__file__).parent / "migrations" / "versions",
+            )
+        )
+        network.seed_todo(app, USER_ID)
+        st.db.dispose()
+        yield setup
+    finally:
+        if backend == "postgresql":
+            testdb.drop_test_database(url)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_srcore(setup: Setup) -> Any:
+    """todo as it runs, trusting the bench's signing key instead of meta's."""
+    import todo
+    from joserfc.jwk import KeySet
+
+    from srcore.auth.tokens import StaticKeySource, TokenVerifier
+    from srcore.testing import TEST_ISSUER
+
+    keys = KeySet.import_key_set(json.loads(setup.jwks.read_text(encoding="utf-8")))
+    verifier = TokenVerifier(keys=StaticKeySource(keys), issuer=TEST_ISSUER, audience="todo")
+    return todo.create_app(config=setup.config, token_verifier=verifier)
+
+
+def build_bare(setup: Setup) -> tuple[Any, Any]:
+    """The bare app and its engine: todo's statement and JSON, a dict for auth."""
+    from flask import Flask, abort, request
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+    from todo import logic
+    from todo.api import _ticket_with_people
+    from todo.shapes import ticket_json
+
+    from srcore.db import normalize_url
+
+    engine = create_engine(normalize_url(setup.url))
+    make_session = sessionmaker(engine, expire_on_commit=False)
+    statement = _ticket_with_people()  # the very object todo's view executes
+    tokens = {BARE_TOKEN: USER_ID}
+    app = Flask("bare")
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # as srcore's provider
+
+    @app.get("/api/trackers/<name>/tickets/<int:number>")
+    def get_ticket(name: str, number: int) -> Any:
+        user_id = tokens.get(request.headers.get("Authorization", ""))
+        if user_id is None:
+            abort(401)
+        if not logic.plausible_name(name):
+            abort(404)
+        with make_session() as session:
+            row = session.execute(
+                statement, {"owner_id": user_id, "name": name, "number": number}
+            ).first()
+            if row is None:
+                abort(404)
+            tracker, ticket, owner, submitter = row
+            if owner.is_suspended:
+                abort(403)
+            return ticket_json(ticket, tracker, owner, submitter)
+
+    return app, engine
+
+
+def served(kind: str, setup_path: str) -> Any:
+    """The WSGI app gunicorn runs: ``api:served('srcore', '/tmp/.../setup.json')``."""
+    import logging
+
+    logging.getLogger("srcore").setLevel(logging.ERROR)
+    setup = Setup.from_file(setup_path)
+    return build_srcore(setup) if kind == "srcore" else build_bare(setup)[0]
+
+
+# -- in process -------------------------------------------------------------------------
+
+
+def wire_of(engine: Any, call: Callable[[], int]) -> list[str]:
+    from srcore import sqltrace
+
+    with sqltrace.watch(engine) as wire:
+        status = call()
+    if status != 200:
+        raise RuntimeError(f"the request answered {status}")
+    return wire.sent
+
+
+def in_process(setup: Setup, *, n: int, rounds: int) -> dict[str, Any]:
+    app = build_srcore(setup)
+    bare_app, bare_engine = build_bare(setup)
+    srcore_call = wsgi_caller(app, network.TICKET_PATH, {"Authorization": setup.bearer})
+    bare_call = wsgi_caller(bare_app, network.TICKET_PATH, {"Authorization": BARE_TOKEN})
+    for call in (srcore_call, bare_call, srcore_call, bare_call):  # warm: token cache, pool
+        if call() != 200:
+            raise RuntimeError("a contender did not answer 200")
+    engine = app.extensions["srcore"].db.engine
+    wires = {"srcore": wire_of(engine, srcore_call), "bare": wire_of(bare_engine, bare_call)}
+    times = interleaved({"srcore": srcore_call, "bare": bare_call}, n=n, rounds=rounds)
+    app.extensions["srcore"].db.dispose()
+    bare_engine.dispose()
+    return {"times": times, "wires": wires, "ratio": times["srcore"] / times["bare"]}
+
+
+def profile(setup: Setup, *, n: int, top: int = 25) -> str:
+    """cProfile of *n* srcore requests, the functions with the most own time first."""
+    import cProfile
+    import io
+    import pstats
+
+    app = build_srcore(setup)
+    call = wsgi_caller(app, network.TICKET_PATH, {"Authorization": setup.bearer})
+    for _ in range(50):
+        call()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        call()
+    profiler.disable()
+    app.extensions["srcore"].db.dispose()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    out.write(f"{stats.total_calls / n:.0f} function calls per request\n")  # type: ignore[attr-defined]
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+# -- gunicorn + wrk ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def gunicorn(kind: str, setup: Setup, *, workers: int, timeout: float = 30) -> Iterator[str]:
+    """Serve *kind* under gunicorn on 127.0.0.1 until the block ends; yield the URL."""
+    from srcore.serving import gunicorn_options
+    from srcore.testing import free_port
+
+    port = free_port()
+    options = gunicorn_options() if kind == "srcore" else []
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--graceful-timeout",
+        "2",
+        "--control-socket",
+        str(setup.tmp / f"gunicorn-{port}.ctl"),
+        "--pythonpath",
+        str(Path(__file__).resolve().parent),
+        *options,
+        f"api:served({kind!r}, {str(setup.as_file())!r})",
+    ]
+    log_path = setup.tmp / f"gunicorn-{kind}-{port}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{kind} exited with {process.returncode}:\n{tail}")
+            try:
+                request = urllib.request.Request(
+                    url + network.TICKET_PATH,
+                    headers={"Authorization": BARE_TOKEN if kind == "bare" else setup.bearer},
+                )
+                with urllib.request.urlopen(request, timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} did not answer on {url} within {timeout} s")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+_RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
+_BAD = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)|Socket errors:.*timeout (\d+)")
+
+
+def wrk(url: str, authorization: str, *, seconds: float, connections: int) -> float:
+    """Requests per second ``wrk`` got from *url*; raises if any answer was not a 200."""
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "5s",
+        "-H",
+        f"Authorization: {authorization}",
+        url + network.TICKET_PATH,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True)
+    bad = [int(g) for m in _BAD.finditer(done.stdout) for g in m.groups() if g]
+    if any(bad):
+        raise RuntimeError(f"wrk saw failed requests:\n{done.stdout}")
+    found = _RATE.search(done.stdout)
+    if found is None:
+        raise RuntimeError(f"no Requests/sec in wrk's output:\n{done.stdout}")
+    return float(found.group(1))
+
+
+def under_gunicorn(
+    setup: Setup, *, seconds: float, rounds: int, workers: int, connections: int
+) -> dict[str, float]:
+    """Median req/s of each app, both served at once and loaded by turns."""
+    import statistics
+
+    rates: dict[str, list[float]] = {"srcore": [], "bare": []}
+    auth = {"srcore": setup.bearer, "bare": BARE_TOKEN}
+    with (
+        gunicorn("srcore", setup, workers=workers) as srcore_url,
+        gunicorn("bare", setup, workers=workers) as bare_url,
+    ):
+        urls = {"srcore": srcore_url, "bare": bare_url}
+        for kind in rates:  # warm up: imports done lazily, pools, token caches
+            wrk(urls[kind], auth[kind], seconds=1, connections=connections)
+        for _ in range(rounds):
+            for kind in rates:
+                rates[kind].append(
+                    wrk(urls[kind], auth[kind], seconds=seconds, connections=connections)
+                )
+    result = {kind: statistics.median(values) for kind, values in rates.items()}
+    result["ratio"] = result["srcore"] / result["bare"]
+    return result
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def section(
+    backends: list[str], *, n: int, rounds: int, quick: bool, show_profile: bool = False
+) -> None:
+    seconds, wrk_rounds = (2.0, 3) if quick else (5.0, 5)
+    workers, connections = 2, 4
+    print("1. API GET of one ticket: todo (bearer JWT) vs bare Flask + SQLAlchemy")
+    print("   (same cached statement, same ticket_json; the bare app's auth is a dict lookup)")
+    print(f"   in process, {n} requests x {rounds} rounds, median of the rounds' means:")
+    print(f"   {'backend':<11}{'srcore µs':>10}{'bare µs':>10}{'ratio':>8}   round trips")
+    served_results: list[tuple[str, dict[str, float] | str]] = []
+    for backend in backends:
+        with prepared(backend) as setup:
+            if setup is None:
+                print(f"   {backend:<11}(not reachable, skipped)")
+                continue
+            result = in_process(setup, n=n, rounds=rounds)
+            times, wires = result["times"], result["wires"]
+            trips = {
+                kind: (len(sent) if backend == "postgresql" else 0) for kind, sent in wires.items()
+            }
+            print(
+                f"   {backend:<11}{times['srcore']:>10.0f}{times['bare']:>10.0f}"
+                f"{result['ratio']:>8.2f}   {trips['srcore']} vs {trips['bare']}"
+                f"   (srcore sends {describe(wires['srcore'])}; bare {describe(wires['bare'])})"
+            )
+            if show_profile:
+                print(textwrap_indent(profile(setup, n=n)))
+            if shutil.which("wrk") is None:
+                served_results.append((backend, "wrk is not installed (apt-get install wrk)"))
+                continue
+            served_results.append(
+                (
+                    backend,
+                    under_gunicorn(
+                        setup,
+                        seconds=seconds,
+                        rounds=wrk_rounds,
+                        workers=workers,
+                        connections=connections,
+                    ),
+                )
+            )
+    print("   goal on PostgreSQL: ratio at most 1.00; round trips 1 vs 3")
+    print(
+        f"   under gunicorn ({workers} sync workers each), wrk -t1 -c{connections}, "
+        f"median of {wrk_rounds} x {seconds:g} s:"
+    )
+    print(f"   {'backend':<11}{'srcore r/s':>11}{'bare r/s':>10}{'ratio':>8}")
+    for backend, served_result in served_results:
+        if isinstance(served_result, str):
+            print(f"   {backend:<11}({served_result})")
+            continue
+        print(
+            f"   {backend:<11}{served_result['srcore']:>11.0f}{served_result['bare']:>10.0f}"
+            f"{served_result['ratio']:>8.2f}"
+        )
+    print("   goal on PostgreSQL: req/s ratio at least 1.00\n")
+
+
+def describe(sent: list[str]) -> str:
+    """``BEGIN, SELECT, ROLLBACK``: the first word of each thing sent."""
+    words = [(item.split() or ["?"])[0].upper() for item in sent]
+    return ", ".join(words) or "nothing"
+
+
+def textwrap_indent(text: str) -> str:
+    return "\n".join("      " + line if line else "" for line in text.splitlines())
