@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from werkzeug.routing import BaseConverter, Map, ValidationError
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import BaseConverter, Map
 
 __all__ = ["API_PREFIX", "BIGINT_MAX", "ID_MAX", "IdConverter", "init_app"]
 
@@ -44,7 +45,10 @@ class IdConverter(BaseConverter):
     def to_python(self, value: str) -> int:
         number = int(value)
         if number > self.max:
-            raise ValidationError()
+            # No row has this id: 404 now. A ValidationError would let the router go on
+            # and answer 405 when a rule for another method matched the path (offering
+            # a GET that would itself answer 404).
+            raise NotFound()
         return number
 
     def to_url(self, value: Any) -> str:

@@ -386,6 +386,31 @@ def test_id_converter_bounds() -> None:
         IdConverter(url_map, max=2**63)
 
 
+def test_an_id_out_of_range_is_404_for_every_method() -> None:
+    """An id past the column's range names no row, whatever the method: not a 405 that
+    offers GET, which would itself answer 404."""
+    from werkzeug.exceptions import MethodNotAllowed, NotFound
+    from werkzeug.routing import Map, Rule
+
+    from srcore.routing import IdConverter
+
+    url_map = Map(
+        [
+            Rule("/t/<id:x>", endpoint="get", methods=["GET"]),
+            Rule("/t/<id:x>", endpoint="patch", methods=["PATCH"]),
+            Rule("/u/<id:x>", endpoint="u", methods=["GET"]),
+        ],
+        converters={"id": IdConverter},
+    )
+    adapter = url_map.bind("example.invalid")
+    for method in ["GET", "PATCH"]:
+        with pytest.raises(NotFound) as caught:
+            adapter.match("/t/2147483648", method=method)
+        assert not isinstance(caught.value, MethodNotAllowed), method
+    with pytest.raises(MethodNotAllowed):
+        adapter.match("/u/1", method="PATCH")
+
+
 def test_json_with_a_lone_surrogate_is_invalid() -> None:
     from srcore.validation import Invalid, parse_json_object
 
