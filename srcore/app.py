@@ -324,6 +324,9 @@ def create_app(
     from srcore.auth import wellknown
 
     wellknown.init_app(app)
+    from srcore.openapi import views as openapi_views
+
+    openapi_views.init_app(app)
     from srcore.webhooks import views as webhook_views
 
     webhook_views.init_app(app)

@@ -15,12 +15,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 from sqlalchemy import ColumnElement, Integer, Select, and_, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
+if TYPE_CHECKING:
+    from srcore.validation import Validation
+
 __all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "CursorList",
     "CursorPage",
     "InvalidCursor",
     "KeyColumn",
@@ -29,12 +35,16 @@ __all__ = [
     "encode_cursor",
     "paginate_cursor",
     "paginate_pages",
+    "read_page",
 ]
 
 _T = TypeVar("_T")
 
 #: Cursors longer than this are refused before any decoding.
 MAX_CURSOR_LENGTH = 1024
+#: Items per API page unless ``?limit=`` says otherwise, and the most it may ask for.
+DEFAULT_LIMIT = 25
+MAX_LIMIT = 100
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -52,6 +62,25 @@ class CursorPage(Generic[_T]):
 
     items: list[_T]
     next_cursor: str | None
+
+
+class CursorList(TypedDict, Generic[_T]):
+    """One page of an API listing; pass ``next`` back as ``?cursor=`` for the next one."""
+
+    results: list[_T]
+    next: str | None
+
+
+def read_page(
+    valid: Validation, *, max_limit: int = MAX_LIMIT, default_limit: int = DEFAULT_LIMIT
+) -> tuple[str | None, int]:
+    """The ``cursor`` and ``limit`` of an API listing's query string, as read by *valid*.
+
+    A bad value is recorded on *valid* (the limit is then the default): check ``valid.ok``.
+    """
+    cursor = valid.optional("cursor", max_length=MAX_CURSOR_LENGTH)
+    limit = valid.optional("limit", int, min=1, max=max_limit, default=default_limit)
+    return cursor, limit if limit is not None else default_limit
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,8 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
             g.pop("srcore_user", None)
             return view(*args, **kwargs)
 
+        # Read by the API description (srcore.openapi) for the operation's security.
+        wrapper.srcore_scope = scope  # type: ignore[attr-defined]
         return wrapper
 
     return decorator

@@ -16,7 +16,7 @@ import re
 import tempfile
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar, overload
+from typing import IO, Any, NotRequired, TypedDict, TypeVar, overload
 from urllib.parse import urlsplit
 
 from werkzeug.datastructures import FileStorage
@@ -27,6 +27,8 @@ __all__ = [
     "MAX_EMAIL_LENGTH",
     "MAX_STRING_LENGTH",
     "MAX_URL_LENGTH",
+    "ErrorBody",
+    "ErrorItem",
     "FieldError",
     "Invalid",
     "coerce_bool",
@@ -86,16 +88,29 @@ class Invalid(ValueError):
         self.reason = reason
 
 
-def error_body(errors: Iterable[FieldError | str]) -> dict[str, list[dict[str, str]]]:
+class ErrorItem(TypedDict):
+    """One problem: the sentence to show, and the field it is about (none: the request)."""
+
+    reason: str
+    field: NotRequired[str]
+
+
+class ErrorBody(TypedDict):
+    """srcore's one error body, of every 4xx and 5xx answer of every service's API."""
+
+    errors: list[ErrorItem]
+
+
+def error_body(errors: Iterable[FieldError | str]) -> ErrorBody:
     """Build the standard error body ``{"errors": [{"field": ..., "reason": ...}]}``.
 
     A plain string is a whole-request error; such errors carry no ``field`` key.
     """
-    items: list[dict[str, str]] = []
+    items: list[ErrorItem] = []
     for err in errors:
         if isinstance(err, str):
             err = FieldError(err)
-        item = {"reason": err.reason}
+        item: ErrorItem = {"reason": err.reason}
         if err.field is not None:
             item["field"] = err.field
         items.append(item)
