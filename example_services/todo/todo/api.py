@@ -9,6 +9,7 @@ the next page. Errors use srcore's standard body, ``{"errors": [{"field", "reaso
 from __future__ import annotations
 
 import functools
+from functools import partial
 from typing import Any, cast
 
 from flask import Blueprint, Response, abort, request, url_for
@@ -18,21 +19,28 @@ from sqlalchemy.orm import QueryableAttribute, aliased, selectinload
 from srcore.auth import current_token, current_user, oauth
 from srcore.db import session
 from srcore.errors import error_response
-from srcore.pagination import InvalidCursor, paginate_cursor
+from srcore.openapi import Created, NoContent, created, no_content, operation
+from srcore.pagination import CursorList, InvalidCursor, paginate_cursor, read_page
 from srcore.search import read_search
 from srcore.validation import Validation
 from todo import events, logic
 from todo.models import Comment, Ticket, TicketStatus, Tracker, User
 from todo.search import TICKETS
-from todo.shapes import comment_json, ticket_json, tracker_json, user_json
+from todo.shapes import (
+    CommentJSON,
+    TicketJSON,
+    TrackerJSON,
+    comment_json,
+    ticket_json,
+    tracker_json,
+    user_json,
+)
 
 __all__ = ["api", "comment_json", "ticket_json", "tracker_json", "user_json"]
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
 NUMBER = "<id:number>"
-DEFAULT_LIMIT = 25
-MAX_LIMIT = 100
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -51,9 +59,8 @@ def _listing(
 ) -> tuple[list[Any], str | None] | Response:
     """One page of *stmt* per ``?cursor=`` and ``?limit=``, or the 400 for bad values."""
     query = Validation(data=request.args, source="form")
-    cursor = query.optional("cursor", max_length=1024)
-    limit = query.optional("limit", int, min=1, max=MAX_LIMIT, default=DEFAULT_LIMIT)
-    if not query.ok or limit is None:
+    cursor, limit = read_page(query)
+    if not query.ok:
         return query.response()
     try:
         page = paginate_cursor(
@@ -70,12 +77,19 @@ def _error(reason: str, field: str | None = None, status: int = 400) -> Response
     return valid.response(status)
 
 
+def _read_status_filter(query: Validation) -> TicketStatus | None:
+    return query.optional("status", TicketStatus)
+
+
 def _status_filter() -> TicketStatus | Response | None:
     query = Validation(data=request.args, source="form")
-    status = query.optional("status", TicketStatus)
+    status = _read_status_filter(query)
     if not query.ok:
         return query.response()
     return status
+
+
+_read_ticket_search = partial(read_search, schema=TICKETS)
 
 
 # -- trackers ------------------------------------------------------------------------------
@@ -83,7 +97,9 @@ def _status_filter() -> TicketStatus | Response | None:
 
 @api.get("/trackers")
 @oauth("todo/trackers:RO")
-def list_trackers() -> Any:
+@operation(query=read_page)
+def list_trackers() -> CursorList[TrackerJSON] | Response:
+    """The caller's trackers, newest first."""
     user = _caller()
     result = _listing(select(Tracker).where(Tracker.owner_id == user.id), Tracker.id)
     if isinstance(result, Response):
@@ -94,7 +110,9 @@ def list_trackers() -> Any:
 
 @api.post("/trackers")
 @oauth("todo/trackers:RW")
-def create_tracker() -> Any:
+@operation(body=logic.read_tracker, errors={409: logic.NAME_TAKEN})
+def create_tracker() -> Created[TrackerJSON] | Response:
+    """Create a tracker."""
     user = _caller()
     valid = Validation(request)
     values = logic.read_tracker(valid)
@@ -102,19 +120,22 @@ def create_tracker() -> Any:
     if tracker is None:
         return valid.response(409 if valid.error_for("name") == logic.NAME_TAKEN else 400)
     location = url_for("api.get_tracker", name=tracker.name)
-    return tracker_json(tracker, user), 201, {"Location": location}
+    return created(tracker_json(tracker, user), location=location)
 
 
 @api.get("/trackers/<name>")
 @oauth("todo/trackers:RO")
-def get_tracker(name: str) -> Any:
+def get_tracker(name: str) -> TrackerJSON:
+    """One of the caller's trackers."""
     user = _caller()
     return tracker_json(logic.own_tracker(session, user, name), user)
 
 
 @api.patch("/trackers/<name>")
 @oauth("todo/trackers:RW")
-def update_tracker(name: str) -> Any:
+@operation(body=partial(logic.read_tracker, partial=True), errors={409: logic.NAME_TAKEN})
+def update_tracker(name: str) -> TrackerJSON | Response:
+    """Change a tracker: only the fields sent change."""
     user = _caller()
     tracker = logic.own_tracker(session, user, name)
     valid = Validation(request)
@@ -126,13 +147,14 @@ def update_tracker(name: str) -> Any:
 
 @api.delete("/trackers/<name>")
 @oauth("todo/trackers:RW")
-def delete_tracker(name: str) -> Any:
+def delete_tracker(name: str) -> NoContent:
+    """Delete a tracker with its tickets and comments."""
     user = _caller()
     tracker = logic.own_tracker(session, user, name)
     events.tracker_changed(session, "tracker:deleted", tracker, user)
     session.delete(tracker)
     session.commit()
-    return "", 204
+    return no_content()
 
 
 # -- tickets -------------------------------------------------------------------------------
@@ -140,7 +162,9 @@ def delete_tracker(name: str) -> Any:
 
 @api.get("/trackers/<name>/tickets")
 @oauth("todo/tickets:RO")
-def list_tickets(name: str) -> Any:
+@operation(query=(_read_status_filter, _read_ticket_search, read_page))
+def list_tickets(name: str) -> CursorList[TicketJSON] | Response:
+    """A tracker's tickets, newest first, narrowed by ``?status=`` and ``?search=``."""
     user = _caller()
     tracker = logic.own_tracker(session, user, name)
     status = _status_filter()
@@ -165,7 +189,9 @@ def list_tickets(name: str) -> Any:
 
 @api.post("/trackers/<name>/tickets")
 @oauth("todo/tickets:RW")
-def create_ticket(name: str) -> Any:
+@operation(body=logic.read_ticket)
+def create_ticket(name: str) -> Created[TicketJSON] | Response:
+    """Open a ticket on a tracker."""
     user = _caller()
     tracker = logic.own_tracker(session, user, name)
     valid = Validation(request)
@@ -176,7 +202,7 @@ def create_ticket(name: str) -> Any:
     events.ticket_changed(session, "ticket:created", ticket, tracker, user, user)
     session.commit()
     location = url_for("api.get_ticket", name=tracker.name, number=ticket.number)
-    return ticket_json(ticket, tracker, user, user), 201, {"Location": location}
+    return created(ticket_json(ticket, tracker, user, user), location=location)
 
 
 def _ticket(user: User, name: str, number: int) -> tuple[Tracker, Ticket, User]:
@@ -214,7 +240,8 @@ def _ticket_with_people() -> Select[Tracker, Ticket, User, User]:
 
 @api.get(f"/trackers/<name>/tickets/{NUMBER}")
 @oauth("todo/tickets:RO")
-def get_ticket(name: str, number: int) -> Any:
+def get_ticket(name: str, number: int) -> TicketJSON:
+    """One ticket."""
     # The hot path: one query, joining the owner instead of loading current_user first.
     token = current_token()
     if token is None or token.subject is None:
@@ -234,7 +261,14 @@ def get_ticket(name: str, number: int) -> Any:
 
 @api.patch(f"/trackers/<name>/tickets/{NUMBER}")
 @oauth("todo/tickets:RW")
-def update_ticket(name: str, number: int) -> Any:
+@operation(
+    body=(
+        partial(logic.read_ticket, partial=True),
+        partial(logic.read_status, ticket=None, partial=True),
+    )
+)
+def update_ticket(name: str, number: int) -> TicketJSON | Response:
+    """Change a ticket's title, description, status or resolution (those sent)."""
     user = _caller()
     tracker, ticket, submitter = _ticket(user, name, number)
     valid = Validation(request)
@@ -254,7 +288,9 @@ def update_ticket(name: str, number: int) -> Any:
 
 @api.get(f"/trackers/<name>/tickets/{NUMBER}/comments")
 @oauth("todo/tickets:RO")
-def list_comments(name: str, number: int) -> Any:
+@operation(query=read_page)
+def list_comments(name: str, number: int) -> CursorList[CommentJSON] | Response:
+    """A ticket's comments, oldest first."""
     user = _caller()
     _tracker, ticket, _submitter = _ticket(user, name, number)
     stmt = (
@@ -269,7 +305,9 @@ def list_comments(name: str, number: int) -> Any:
 
 @api.post(f"/trackers/<name>/tickets/{NUMBER}/comments")
 @oauth("todo/tickets:RW")
-def create_comment(name: str, number: int) -> Any:
+@operation(body=logic.read_comment)
+def create_comment(name: str, number: int) -> Created[CommentJSON] | Response:
+    """Comment on a ticket."""
     user = _caller()
     tracker, ticket, _submitter = _ticket(user, name, number)
     valid = Validation(request)
@@ -279,4 +317,4 @@ def create_comment(name: str, number: int) -> Any:
     comment = logic.add_comment(session, ticket, user, text)
     events.comment_created(session, comment, ticket, tracker, user)
     session.commit()
-    return comment_json(comment, ticket, user), 201
+    return created(comment_json(comment, ticket, user))

@@ -219,13 +219,16 @@ def read_ticket(valid: Validation, *, partial: bool = False) -> dict[str, Any]:
     return values
 
 
-def read_status(valid: Validation, ticket: Ticket, *, partial: bool = False) -> dict[str, Any]:
-    """Read a status change: ``status`` (open/resolved) and, for resolved, ``resolution``.
+def read_status(
+    valid: Validation, ticket: Ticket | None, *, partial: bool = False
+) -> dict[str, Any]:
+    """Read a status change of *ticket* (None: a new, open one): ``status`` (open or
+    resolved) and, for resolved, ``resolution``.
 
     Resolving without a resolution means ``fixed``; reopening clears the resolution.
     """
     values: dict[str, Any] = {}
-    status: TicketStatus | None = ticket.status
+    status: TicketStatus | None = ticket.status if ticket is not None else TicketStatus.open
     if not partial or "status" in valid:
         status = valid.require("status", TicketStatus)
         if status is None:
@@ -239,7 +242,8 @@ def read_status(valid: Validation, ticket: Ticket, *, partial: bool = False) -> 
     ):
         values["resolution"] = resolution
     if values.get("status") == TicketStatus.resolved:
-        values.setdefault("resolution", ticket.resolution or Resolution.fixed)
+        current = ticket.resolution if ticket is not None else None
+        values.setdefault("resolution", current or Resolution.fixed)
     elif values.get("status") == TicketStatus.open:
         values["resolution"] = None
     return values
