@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask
 from werkzeug.routing import Rule
+from werkzeug.wrappers import Response
 
 from srcore.openapi.declare import Operation, declared_operation, declared_scope
 from srcore.openapi.inputs import describe_input
@@ -145,10 +146,7 @@ def _operation(
             operation["description"] = rest.strip()
     tag = rule.rule.removeprefix("/api/").split("/", 1)[0]
     operation["tags"] = [tag]
-    parameters = [
-        _path_parameter(name, converter)
-        for name, converter in rule._converters.items()
-    ]
+    parameters = [_path_parameter(name, converter) for name, converter in rule._converters.items()]
     errors: set[int] = set(declared.errors)
     if declared.query:
         query = describe_input(declared.query, source="form", registry=registry)

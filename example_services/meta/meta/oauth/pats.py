@@ -13,10 +13,11 @@ where it came from (its grant, or the personal access token): revoking that revo
 from __future__ import annotations
 
 import time
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, TypedDict
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
@@ -29,6 +30,7 @@ from srcore.auth.scopes import Scope, ScopeError, format_scopes, parse_scopes, s
 from srcore.db import session as db_session
 from srcore.db import utcnow
 from srcore.errors import error_response
+from srcore.openapi import Created, NoContent, created, no_content, operation
 from srcore.validation import Validation
 
 __all__ = ["create_token", "grantable_scope", "pats", "token_refusal"]
@@ -115,7 +117,29 @@ def revoke_token_row(row: PersonalAccessToken) -> None:
     )
 
 
-def _token_json(row: PersonalAccessToken) -> dict[str, Any]:
+class TokenJSON(TypedDict):
+    """A personal access token, without its secret; ``expires`` null: it never does."""
+
+    id: int
+    name: str
+    scopes: list[str]
+    created: datetime
+    expires: datetime | None
+
+
+class TokenListJSON(TypedDict):
+    """The caller's active personal access tokens."""
+
+    results: list[TokenJSON]
+
+
+class NewTokenJSON(TokenJSON):
+    """A token just made, with the secret itself: shown this once, never again."""
+
+    token: str
+
+
+def _token_json(row: PersonalAccessToken) -> TokenJSON:
     return {
         "id": row.id,
         "name": row.name,
@@ -341,16 +365,19 @@ def revoke_client(row: OAuthClient) -> None:
 
 @pats.route("/api/tokens", methods=["GET"])
 @oauth("meta/tokens:RO")
-def api_list_tokens() -> Any:
+def api_list_tokens() -> TokenListJSON | Response:
+    """The caller's active personal access tokens."""
     token = current_token()
     if token is None or token.subject is None:
         return error_response(403, "This token belongs to no user.")
-    return jsonify(results=[_token_json(row) for row in _active_tokens(token.subject)])
+    return {"results": [_token_json(row) for row in _active_tokens(token.subject)]}
 
 
 @pats.route("/api/tokens", methods=["POST"])
 @oauth("meta/tokens:RW")
-def api_create_token() -> Any:
+@operation(body=partial(_check_token_input, api=True))
+def api_create_token() -> Created[NewTokenJSON] | Response:
+    """Make a personal access token with scopes the calling token holds."""
     user = current_user._get_current_object()
     caller = current_token()
     if user is None or caller is None:
@@ -376,16 +403,17 @@ def api_create_token() -> Any:
         not_after=expires if isinstance(expires, int) else None,
     )
     db_session.commit()
-    return jsonify({**_token_json(row), "token": token}), 201
+    return created(NewTokenJSON(**_token_json(row), token=token))
 
 
 @pats.route("/api/tokens/<id:token_id>", methods=["DELETE"])
 @oauth("meta/tokens:RW")
-def api_revoke_token(token_id: int) -> Any:
+def api_revoke_token(token_id: int) -> NoContent | Response:
+    """Revoke one of the caller's personal access tokens."""
     token = current_token()
     row = db_session.get(PersonalAccessToken, token_id)
     if token is None or row is None or row.user_id != token.subject:
         return error_response(404, "No such token.")
     revoke_token_row(row)
     db_session.commit()
-    return "", 204
+    return no_content()
