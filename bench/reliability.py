@@ -64,7 +64,7 @@ for _path in (str(ROOT / "bench"), str(SAMPLE)):
 #: The retry schedule of these runs: seconds where production waits minutes and hours.
 FAST_SCHEDULE = (0.0, 0.2, 0.4, 0.8, 1.0, 1.5, 2.0, 2.0, 3.0, 3.0)
 #: Leases and sweep interval of these runs (seconds).
-FAST_LEASE = 3.0
+FAST_LEASE = 5.0
 FAST_SWEEP = 1.0
 
 
@@ -584,25 +584,28 @@ def fast_settings(app: Any) -> Any:
     """The config's webhook settings with :data:`FAST_SCHEDULE` as the retry schedule."""
     import dataclasses
 
-    from srcore.webhooks.delivery import settings_for
+    from srcore.webhooks.settings import settings_for
 
     steps = tuple(timedelta(seconds=s) for s in FAST_SCHEDULE)
     return dataclasses.replace(settings_for(app), schedule=steps)
 
 
 def _celery_app() -> Any:
-    from srcore.webhooks.celery import CeleryOptions, make_celery
+    from srcore.webhooks.celery import make_celery
 
     app = build_app(Path(os.environ["SRCORE_CONFIG"]))
     if os.environ.get("RELIABILITY_FAST", "1") != "1":
         return make_celery(app)
-    options = CeleryOptions(
-        sweep_interval=timedelta(seconds=FAST_SWEEP),
-        queue_lease=timedelta(seconds=FAST_LEASE),
-        work_margin=timedelta(seconds=2),
-        visibility_timeout=timedelta(seconds=30),
+    return make_celery(app, worker=lambda: fast_worker(app), tick=timedelta(seconds=FAST_SWEEP))
+
+
+def fast_worker(app: Any) -> Any:
+    """A worker of *app* with the compressed timings."""
+    from srcore.webhooks.worker import Worker
+
+    return Worker(
+        app, settings=fast_settings(app), lease=timedelta(seconds=FAST_LEASE), poll_interval=0.1
     )
-    return make_celery(app, options=options, settings=fast_settings(app))
 
 
 _celery: Any = None
@@ -619,16 +622,9 @@ def __getattr__(name: str) -> Any:
 
 
 def run_local_worker() -> None:
-    """The body of ``reliability.py local-worker``: a LocalWorker with fast timings."""
-    from srcore.webhooks.worker import LocalWorker
-
+    """The body of ``reliability.py local-worker``: a Worker with fast timings."""
     app = build_app(Path(os.environ["SRCORE_CONFIG"]))
-    worker = LocalWorker(
-        app,
-        settings=fast_settings(app),
-        lease=timedelta(seconds=FAST_LEASE),
-        poll_interval=0.1,
-    )
+    worker = fast_worker(app)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -303,7 +303,7 @@ def deliver_pending(app: Any) -> dict[int, list[str]]:
 
     from srcore.webhooks.models import Delivery, OutboxRow
     from srcore.webhooks.sender import Exchange
-    from srcore.webhooks.worker import LocalWorker
+    from srcore.webhooks.worker import Worker
 
     class Accept:
         def post(self, url: str, headers: Any, body: bytes, *, deadline: float) -> Exchange:
@@ -313,10 +313,9 @@ def deliver_pending(app: Any) -> dict[int, list[str]]:
             pass
 
     http = Accept()
-    worker = LocalWorker(app, http=http, trusted_http=http, poll_interval=0.01)
+    worker = Worker(app, http=http, trusted_http=http, poll_interval=0.01)
     try:
-        while worker.run_once():
-            pass
+        worker.drain()
     finally:
         worker.close()
     got: dict[int, list[str]] = {}

@@ -107,13 +107,16 @@ def _check_migrations(service: str, package: str, app: Any) -> str:
     return f"at head ({', '.join(f'{name} {rev}' for name, rev in applied.items())})"
 
 
-@click.command("worker", epilog="Example: srcore worker todo --concurrency 4")
+@click.command("worker", epilog="Example: srcore worker todo --concurrency 32")
 @click.argument("service")
 @click.option(
-    "--once", is_flag=True, help="Run one cycle (fan out, deliver what is due), then exit."
+    "--once", is_flag=True, help="Deliver what is due now (fan out, send, record), then exit."
 )
 @click.option(
-    "--concurrency", default=1, show_default=True, help="Worker threads (PostgreSQL only: >1)."
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Requests in flight at once (default: [global] webhook-concurrency, 16).",
 )
 @click.option(
     "--poll-interval",
@@ -123,7 +126,11 @@ def _check_migrations(service: str, package: str, app: Any) -> str:
 )
 @click.pass_context
 def worker_command(
-    ctx: click.Context, service: str, once: bool, concurrency: int, poll_interval: float | None
+    ctx: click.Context,
+    service: str,
+    once: bool,
+    concurrency: int | None,
+    poll_interval: float | None,
 ) -> None:
     """Deliver one service's webhooks from its database until SIGTERM or SIGINT.
 
@@ -131,19 +138,21 @@ def worker_command(
     with one "ready" line; a database that cannot be reached or lacks the core's webhook
     tables ends it with status 1 instead of failing on every cycle.
     """
+    import dataclasses
     import signal
     import threading
     import time
 
     from srcore.config import ConfigError, find_config_path
     from srcore.webhooks.dispatch import LocalDispatcher
-    from srcore.webhooks.worker import LocalWorker
+    from srcore.webhooks.settings import settings_for
+    from srcore.webhooks.worker import Worker
 
     started = time.monotonic()
     from srcore.cli import _service_package
 
     package = _service_package(service)
-    if concurrency < 1:
+    if concurrency is not None and concurrency < 1:
         raise click.UsageError("--concurrency must be at least 1")
     config_option = ctx.find_root().params.get("config")
     try:
@@ -156,9 +165,6 @@ def worker_command(
     st = app.extensions["srcore"]
     _step(service, 1, f"config: {path}")
     dialect = st.db.engine.dialect.name
-    if concurrency > 1 and dialect == "sqlite":
-        raise click.UsageError("SQLite supports one worker thread; use PostgreSQL for more")
-
     shown_url = st.db.url.render_as_string(hide_password=True)
     began = time.monotonic()
     try:
@@ -185,51 +191,45 @@ def worker_command(
             "database as well",
         )
 
-    workers = [LocalWorker(app, poll_interval=poll_interval) for _ in range(concurrency)]
-    allowed = ", ".join(str(n) for n in workers[0].policy.allowed) or "none"
+    settings = settings_for(app)
+    if concurrency is not None:
+        settings = dataclasses.replace(settings, concurrency=concurrency)
+    worker = Worker(app, settings=settings, poll_interval=poll_interval)
+    allowed = ", ".join(str(n) for n in worker.policy.allowed) or "none"
     click.echo(
         f"srcore worker: {service} ready in {time.monotonic() - started:.1f} s: {dialect}, "
-        f"{mode} dispatcher, {_plural(concurrency, 'thread')}, polling every "
-        f"{workers[0].poll_interval:g} s, private targets allowed: {allowed}"
-        + (", one cycle" if once else "")
+        f"{mode} dispatcher, {_plural(settings.concurrency, 'request')} in flight at most, "
+        f"polling every {worker.poll_interval:g} s, private targets allowed: {allowed}"
+        + (", one pass" if once else "")
     )
     if once:
-        handled = workers[0].run_once()
-        workers[0].close()
+        handled = worker.drain()
+        worker.close()
         click.echo(f"handled {handled} row(s)")
         return
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         stop.set()
-        if isinstance(dispatcher, LocalDispatcher):
-            dispatcher.wakeup.set()
+        worker.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threads = [
-        threading.Thread(target=w.run, args=(stop,), name=f"webhooks-{i}", daemon=True)
-        for i, w in enumerate(workers)
-    ]
-    for thread in threads:
-        thread.start()
+    thread = threading.Thread(target=worker.run, args=(stop,), name="webhooks", daemon=True)
+    thread.start()
     # After SIGTERM no request starts and those in flight end within webhook-timeout;
     # recording them takes a moment more. Past that grace the process exits anyway (a
     # delivery whose attempt was not recorded is tried again when its lease ends), so
     # the worker always stops within webhook-timeout and a little.
-    grace = workers[0].settings.timeout.total_seconds() + 1.5
+    grace = settings.timeout.total_seconds() + 1.5
     stopping: float | None = None
-    while any(t.is_alive() for t in threads):
-        for thread in threads:
-            thread.join(timeout=0.25)
+    while thread.is_alive():
+        thread.join(timeout=0.25)
         if stop.is_set():
             stopping = stopping if stopping is not None else time.monotonic()
             if time.monotonic() - stopping > grace:
                 break
-    abandoned = any(t.is_alive() for t in threads)
-    for w in workers:
-        w.close(wait=not abandoned)
-    if abandoned:
+    if thread.is_alive():
         click.echo(
             f"srcore worker: stopped with attempts still in flight after {grace:g} s; "
             "their deliveries are tried again when their leases end"
@@ -237,5 +237,6 @@ def worker_command(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)  # the pool's threads would be joined at exit: do not wait for them
+    worker.close()
     st.db.dispose()
     click.echo("srcore worker: stopped")

@@ -284,8 +284,8 @@ _STEPS = [
     r"srcore worker todo: \[2/4\] database: sqlite:///.*todo\.db \(connected in [0-9.]+ s\)",
     r"srcore worker todo: \[3/4\] migrations: at head \(srcore srcore_\w+, todo todo_\w+\)",
     r"srcore worker todo: \[4/4\] dispatcher: local \(no broker: this worker polls the database\)",
-    r"srcore worker: todo ready in [0-9.]+ s: sqlite, local dispatcher, 1 thread, "
-    r"polling every 1 s, private targets allowed: none, one cycle",
+    r"srcore worker: todo ready in [0-9.]+ s: sqlite, local dispatcher, 16 requests in "
+    r"flight at most, polling every 1 s, private targets allowed: none, one pass",
     r"handled 0 row\(s\)",
 ]
 

@@ -8,7 +8,6 @@ subscription's secret.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -146,7 +145,7 @@ def test_committed_events_are_delivered_signed_and_rolled_back_ones_never(
         assert item.headers["user-agent"].startswith("srcore-webhooks/")
 
 
-def test_sweep_queues_what_the_broker_lost(
+def test_beat_drains_what_the_broker_lost(
     service: tuple[Any, Path],
     receiver: harness.Receiver,
     start_worker: Any,
@@ -160,19 +159,19 @@ def test_sweep_queues_what_the_broker_lost(
     app, config = service
     ((_sid, secret),) = harness.subscribe(app, receiver.url)
     st = app.extensions["srcore"]
-    # 1. A fan-out message lost on the broker: emitted and queued, then Redis forgets it.
+    # 1. A wake-up lost on the broker: emitted and queued, then Redis forgets it.
     harness.emit_events(app, 2, start=0)
     assert redis.Redis.from_url(redis_server.url).flushall()
-    # 2. A row committed without any message (a crash between commit and nudge).
+    # 2. A row committed without any message (a crash between commit and wake-up).
     with st.db.transaction() as session:
         insert_event(session, harness.EVENT, {"number": 2, "name": "thing 2"})
-    # 3. Deliveries created by a fan-out whose worker died before queuing them.
+    # 3. Deliveries created by a fan-out whose worker died before sending them.
     with st.db.transaction() as session:
         outbox_id = insert_event(session, harness.EVENT, {"number": 3, "name": "thing 3"})
     with st.db.session() as session:
         assert len(fan_out(session, outbox_id, manifest=st.manifest)) == 1
 
-    worker = start_worker(config)  # with --beat: the sweep every second, leases of 3 s
+    worker = start_worker(config)  # with --beat: a drain every second
     wait_for(receiver, 4, worker)
     stats = harness.check_received(receiver, secret)
     assert stats["numbers"] == {0, 1, 2, 3}
@@ -180,13 +179,14 @@ def test_sweep_queues_what_the_broker_lost(
     wait_delivered(app, 4)
 
 
-def test_a_burst_of_commits_costs_a_few_messages(
+def test_a_burst_of_commits_queues_one_wakeup(
     service: tuple[Any, Path],
     receiver: harness.Receiver,
     start_worker: Any,
     redis_server: harness.RedisServer,
 ) -> None:
-    """Commits beyond the nudge slots send no message; the tasks in flight drain them."""
+    """While a drain is queued and not started, commits queue nothing more: it will see
+    their rows."""
     import redis
 
     from srcore.webhooks.celery import queue_name
@@ -194,37 +194,28 @@ def test_a_burst_of_commits_costs_a_few_messages(
     app, config = service
     ((_sid, secret),) = harness.subscribe(app, receiver.url)
     client = redis.Redis.from_url(redis_server.url)
-    harness.emit_events(app, 40)  # no worker yet: the messages wait on the broker
-    assert client.llen(queue_name("sample")) == 8  # [global] webhook-celery-slots
-    assert client.zcard("srcore-webhooks.sample.nudges") == 8
+    harness.emit_events(app, 40)  # no worker yet: the message waits on the broker
+    assert client.llen(queue_name("sample")) == 1
+    assert client.exists("srcore-webhooks:sample:queued")
 
     worker = start_worker(config, app_spec="srcore.webhooks.celery", beat=False, fast=False)
-    wait_for(receiver, 40, worker)  # no sweep runs: the nudges alone carried every row
+    wait_for(receiver, 40, worker)  # no beat runs: the one wake-up carried every row
     stats = harness.check_received(receiver, secret)
     assert stats["numbers"] == set(range(40))
     assert stats["unverified"] == 0
     wait_delivered(app, 40)
-    harness.wait_until(
-        lambda: client.zcard("srcore-webhooks.sample.nudges") == 0,
-        timeout=15,
-        what="every slot given back",
-    )
+    assert not client.exists("srcore-webhooks:sample:queued")
     assert client.llen(queue_name("sample")) == 0
 
 
 def test_commits_racing_a_draining_task_are_never_left_behind(
     service: tuple[Any, Path], receiver: harness.Receiver, start_worker: Any
 ) -> None:
-    """One slot, commits from three threads while the worker drains, no sweep: a commit
-    that finds the slot taken is picked up by the holder's last look after releasing."""
+    """Commits from three threads while the worker drains, no beat: every row arrives."""
     import threading
-
-    from srcore.webhooks.celery import CeleryDispatcher, CeleryOptions
 
     app, config = service
     ((_sid, secret),) = harness.subscribe(app, receiver.url)
-    st = app.extensions["srcore"]
-    st.webhook_dispatcher = CeleryDispatcher(app, options=CeleryOptions(nudge_slots=1))
     worker = start_worker(config, app_spec="srcore.webhooks.celery", beat=False, fast=False)
     threads = [
         threading.Thread(
@@ -243,192 +234,77 @@ def test_commits_racing_a_draining_task_are_never_left_behind(
     wait_delivered(app, 150)
 
 
-def test_a_task_looks_again_after_giving_its_slot_back(
-    service: tuple[Any, Path], receiver: harness.Receiver
-) -> None:
-    """The race the slots must survive, made to happen: a row committed after the task's
-    last claim but while it still holds the only slot sends no message of its own."""
-    from srcore.webhooks.celery import PROCESS, CeleryOptions, make_celery
-    from srcore.webhooks.outbox import insert_event
-
-    app, _config = service
-    ((_sid, secret),) = harness.subscribe(app, receiver.url)
-    st = app.extensions["srcore"]
-    tasks = make_celery(app, options=CeleryOptions(nudge_slots=1)).webhook_tasks
-    sent: list[tuple[str, list[Any]]] = []
-    tasks.enqueue = lambda task, args: sent.append((task, list(args)))
-
-    def commit(number: int) -> int:
-        with st.db.transaction() as session:
-            return insert_event(session, harness.EVENT, {"number": number, "name": "x"})
-
-    first = commit(1)
-    assert tasks.nudge(first) is True
-    ((task, (row, slot)),) = sent
-    assert task == PROCESS and row == first and slot
-
-    release = tasks._release
-    late: list[int] = []
-
-    def commit_then_release(token: str) -> None:
-        late.append(commit(2))
-        assert tasks.nudge(late[0]) is False  # the slot is still held: no message
-        release(token)
-
-    tasks._release = commit_then_release  # type: ignore[method-assign]
-    assert tasks.process(first, slot) == 2
-    assert len(sent) == 1
-    assert harness.check_received(receiver, secret)["numbers"] == {1, 2}
-    assert tasks.slots is not None and tasks.slots.held() == 0
-
-
-def test_a_long_drain_hands_on_to_a_new_message(
-    service: tuple[Any, Path], receiver: harness.Receiver
-) -> None:
-    """Out of drain time, a task queues its successor with the same slot, renewed."""
-    from datetime import timedelta
-
-    from srcore.webhooks.celery import PROCESS, CeleryOptions, make_celery
-    from srcore.webhooks.outbox import insert_event
-
-    app, _config = service
-    ((_sid, secret),) = harness.subscribe(app, receiver.url)
-    st = app.extensions["srcore"]
-    options = CeleryOptions(nudge_slots=1, batch=2, drain_time=timedelta(0))
-    tasks = make_celery(app, options=options).webhook_tasks
-    sent: list[tuple[str, list[Any]]] = []
-    tasks.enqueue = lambda task, args: sent.append((task, list(args)))
-    with st.db.transaction() as session:
-        rows = [insert_event(session, harness.EVENT, {"number": n, "name": "x"}) for n in range(5)]
-    assert tasks.nudge(rows[0]) is True
-    ((_task, (_row, slot)),) = sent
-    runs = 0
-    while sent:
-        task, args = sent.pop(0)
-        assert task == PROCESS and (runs == 0 or args == [0, slot])
-        tasks.process(*args)
-        runs += 1
-        assert runs < 10
-    assert runs == 4  # 2 + 2 + 1 rows, then a last look that finds nothing
-    assert harness.check_received(receiver, secret)["numbers"] == set(range(5))
-    assert tasks.slots is not None and tasks.slots.held() == 0
-
-
-def test_tasks_are_idempotent(service: tuple[Any, Path], receiver: harness.Receiver) -> None:
-    """A message that comes twice finds its row fanned out, delivered or not due."""
-    from sqlalchemy import select
-
+def _in_process(app: Any, **options: Any) -> tuple[Any, list[list[Any]]]:
+    """*app*'s Celery app with the task run here and the messages it would send kept."""
     from srcore.webhooks.celery import make_celery
-    from srcore.webhooks.models import Delivery, DeliveryStatus
+
+    celery_app = make_celery(app, worker=lambda: harness.fast_worker(app), **options)
+    sent: list[list[Any]] = []
+    celery_app.webhook_wakeups.send = lambda spread=0: sent.append([spread])
+    return celery_app, sent
+
+
+def test_a_commit_during_a_drain_is_seen_by_it_or_wakes_another(
+    service: tuple[Any, Path], receiver: harness.Receiver
+) -> None:
+    """The race the queued-drain mark must survive, made to happen: the mark is cleared
+    before the drain looks, so a commit that found it set is seen by that drain."""
+    from srcore.webhooks.celery import DRAIN
     from srcore.webhooks.outbox import insert_event
 
     app, _config = service
     ((_sid, secret),) = harness.subscribe(app, receiver.url)
-    sent: list[tuple[str, int]] = []
-    celery_app = make_celery(app)
-    tasks = celery_app.webhook_tasks
-    tasks.enqueue = lambda task, args: sent.append((task, args[0]))
     st = app.extensions["srcore"]
-    with st.db.transaction() as session:
-        outbox_id = insert_event(session, harness.EVENT, {"number": 7, "name": "seven"})
+    celery_app, sent = _in_process(app)
+    wakeups = celery_app.webhook_wakeups
 
-    queued = tasks.fan_out(outbox_id)
-    assert len(queued) == 1
-    assert sent == [("srcore.webhooks.deliver", queued[0])]
-    assert tasks.fan_out(outbox_id) == []  # fanned out already: nothing new
-    result = tasks.deliver(queued[0])
-    assert result is not None and result.delivered
-    assert tasks.deliver(queued[0]) is None  # delivered: skipped
-    assert len(receiver.snapshot()) == 1
-    assert harness.check_received(receiver, secret)["numbers"] == {7}
-
-    # A failed attempt is retried by the sweep when due, not by a repeated message.
-    receiver.fail_rate, receiver.max_failures = 1.0, 1
-    with st.db.transaction() as session:
-        outbox_id = insert_event(session, harness.EVENT, {"number": 8, "name": "eight"})
-    (second,) = tasks.fan_out(outbox_id)
-    result = tasks.deliver(second)
-    assert result is not None and result.status == 500 and result.retry_at is not None
-    assert tasks.deliver(second) is None  # not due yet
-    with st.db.session() as session:
-        delivery = session.scalars(select(Delivery).where(Delivery.id == second)).one()
-        assert delivery.status == DeliveryStatus.pending.value
-        assert delivery.claimed_until is None
-    sent.clear()
-    assert tasks.sweep() == (0, 0)  # the retry is not due for seconds
-    assert sent == []
-
-
-def test_the_sweep_keeps_a_subscriptions_first_attempts_in_one_batch(
-    service: tuple[Any, Path], receiver: harness.Receiver
-) -> None:
-    """Deliveries never attempted (their worker died) go out in event order: one message
-    carries a subscription's, so no two processes send them side by side."""
-    from datetime import timedelta
-
-    from srcore.webhooks.celery import DELIVER_BATCH, CeleryOptions, make_celery
-    from srcore.webhooks.fanout import fan_out
-    from srcore.webhooks.outbox import insert_event
-
-    app, _config = service
-    harness.subscribe(app, receiver.url)
-    st = app.extensions["srcore"]
-    options = CeleryOptions(batch=4, nudge_slots=0, queue_lease=timedelta(minutes=5))
-    tasks = make_celery(app, options=options).webhook_tasks
-    sent: list[tuple[str, list[Any]]] = []
-    tasks.enqueue = lambda task, args: sent.append((task, list(args)))
-    created: list[int] = []
-    for number in range(6):
+    def commit(number: int) -> None:
         with st.db.transaction() as session:
-            outbox_id = insert_event(session, harness.EVENT, {"number": number, "name": "x"})
-        with st.db.session() as session:
-            created += fan_out(session, outbox_id, manifest=st.manifest)
-    assert tasks.sweep() == (0, 6)
-    assert sent == [(DELIVER_BATCH, [created])]
-    [(_task, [batch])] = sent
-    assert tasks.deliver_many(batch) == 6
-    numbers = [json.loads(item.body)["data"]["number"] for item in receiver.snapshot()]
-    assert numbers == list(range(6))
+            insert_event(session, harness.EVENT, {"number": number, "name": "x"})
+        wakeups.after_commit()
+
+    commit(1)
+    commit(2)
+    assert sent == [[0]]  # the second commit found a drain queued
+    started = wakeups.started
+
+    def commit_when_started() -> None:
+        started()
+        commit(3)  # after the mark is cleared: a message of its own, and seen now anyway
+
+    wakeups.started = commit_when_started
+    assert celery_app.tasks[DRAIN](0) >= 3
+    assert sent == [[0], [0]]
+    assert harness.check_received(receiver, secret)["numbers"] == {1, 2, 3}
+    wakeups.started = started
+    assert celery_app.tasks[DRAIN](0) == 0  # the second message finds nothing: idempotent
+    assert len(receiver.snapshot()) == 3
 
 
-def test_the_sweep_queues_due_retries_in_batches(
+def test_a_long_drain_hands_on_and_a_backlog_spreads(
     service: tuple[Any, Path], receiver: harness.Receiver
 ) -> None:
-    """Due retries travel a batch per message, and a batch sent twice sends nothing twice."""
-    from datetime import timedelta
-
-    from sqlalchemy import update
-
-    from srcore.webhooks.celery import DELIVER_BATCH, CeleryOptions, make_celery
-    from srcore.webhooks.models import Delivery, DeliveryStatus
+    """Out of drain time with rows left, a task queues its successor; a task that finds
+    more waiting than one worker holds asks one more process to join."""
+    from srcore.webhooks.celery import DRAIN
+    from srcore.webhooks.outbox import insert_event
 
     app, _config = service
     ((_sid, secret),) = harness.subscribe(app, receiver.url)
     st = app.extensions["srcore"]
-    options = CeleryOptions(batch=4, nudge_slots=0, queue_lease=timedelta(minutes=5))
-    tasks = make_celery(app, options=options).webhook_tasks
-    sent: list[tuple[str, list[Any]]] = []
-    tasks.enqueue = lambda task, args: sent.append((task, list(args)))
-    receiver.fail_rate, receiver.max_failures = 1.0, 1  # every first attempt fails
-    harness.emit_events(app, 10)
-    sent.clear()  # the emits' own nudges: run them by hand
-    while tasks.process(0):
-        pass
-    assert harness.delivery_states(app) == {"pending": 10}
-    with st.db.transaction() as session:  # the retries are due now
-        session.execute(update(Delivery).values(next_attempt_at=tasks.clock()))
-
-    assert tasks.sweep() == (0, 10)
-    assert [task for task, _ in sent] == [DELIVER_BATCH] * 3  # 4 + 4 + 2
-    batches = [args[0] for _, args in sent]
-    assert sorted(i for batch in batches for i in batch) == sorted(set().union(*batches))
-    assert tasks.sweep() == (0, 0)  # leased: not queued again
-    for batch in batches:
-        assert tasks.deliver_many(batch) == len(batch)
-        assert tasks.deliver_many(batch) == 0  # delivered: a second message does nothing
-    assert harness.delivery_states(app) == {DeliveryStatus.delivered.value: 10}
-    stats = harness.check_received(receiver, secret)
-    assert stats["numbers"] == set(range(10)) and stats["unverified"] == 0
+    celery_app, sent = _in_process(app, drain_time=0.0)
+    with st.db.transaction() as session:
+        for n in range(300):
+            insert_event(session, harness.EVENT, {"number": n, "name": "x"})
+    celery_app.tasks[DRAIN](0)
+    assert [0] in sent  # out of time, rows left: a successor
+    assert [1] in sent  # more than a batch waited: a second process asked to join
+    runs = 1
+    while sent and runs < 50:
+        celery_app.tasks[DRAIN](*sent.pop(0))
+        runs += 1
+    harness.wait_until(lambda: len(receiver.accepted()) >= 300, timeout=30, what="300")
+    assert harness.check_received(receiver, secret)["numbers"] == set(range(300))
 
 
 def test_dispatcher_queues_after_commit_only(
@@ -448,13 +324,18 @@ def test_dispatcher_queues_after_commit_only(
         session.flush()
         assert client.llen(queue) == 0  # not before the commit
     assert client.llen(queue) == 1
+    client.delete("srcore-webhooks:sample:queued")
     with app.app_context(), pytest.raises(RuntimeError):
         emit_then_fail(app, 2)
     assert client.llen(queue) == 1
 
 
-def test_dead_broker_costs_the_request_little(tmp_path: Path) -> None:
-    """With the broker down the commit stands; the nudge fails fast and is left to the sweep."""
+def test_a_dead_broker_leaves_the_commit_standing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the broker down the commit stands; the wake-up fails and is logged."""
+    import logging
+
     from srcore.webhooks import emit
 
     port = harness.free_port()  # nothing listens there
@@ -464,19 +345,19 @@ def test_dead_broker_costs_the_request_little(tmp_path: Path) -> None:
         )
         app = harness.build_app(config)
         db = app.extensions["srcore"].db
-        with app.app_context():
-            app.extensions["srcore"].webhook_dispatcher.celery
-            started = time.monotonic()
-            with db.transaction() as session:
-                emit(harness.EVENT, {"number": 1, "name": "one"}, session=session)
-            elapsed = time.monotonic() - started
-        assert elapsed < 3
+        with (
+            app.app_context(),
+            caplog.at_level(logging.ERROR, logger="srcore.webhooks"),
+            db.transaction() as session,
+        ):
+            emit(harness.EVENT, {"number": 1, "name": "one"}, session=session)
         assert harness.outbox_count(app) == (1, 1)
+        assert "could not nudge the webhook dispatcher" in caplog.text
         db.dispose()
 
 
 def test_the_operator_sets_the_number_of_slots(tmp_path: Path) -> None:
-    from srcore.webhooks.celery import CeleryOptions, make_celery
+    from srcore.webhooks.celery import make_celery
 
     with harness.service_database("sqlite", tmp_path) as url:
         config = harness.write_config(
@@ -486,12 +367,10 @@ def test_the_operator_sets_the_number_of_slots(tmp_path: Path) -> None:
         config.write_text(text.replace("[global]\n", "[global]\nwebhook-celery-slots = 3\n"))
         app = harness.build_app(config)
         try:
-            slots = make_celery(app).webhook_tasks.slots  # built without connecting
-            assert slots is not None and slots.slots == 3
-            explicit = make_celery(app, options=CeleryOptions(nudge_slots=0))
-            assert explicit.webhook_tasks.slots is None  # a message per commit
+            wakeups = make_celery(app).webhook_wakeups  # built without connecting
+            assert wakeups.slots == 3 and wakeups._redis is not None
             amqp = make_celery(app, broker="amqp://guest@127.0.0.1:1//")
-            assert amqp.webhook_tasks.slots is None  # slots live in Redis only
+            assert amqp.webhook_wakeups._redis is None  # a message per commit
         finally:
             app.extensions["srcore"].db.dispose()
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select
 
 from srcore.mail import Mailer
 from srcore.testing import create_user
-from srcore.webhooks.delivery import WebhookSettings, deliver_one, prune_log, settings_for
+from srcore.webhooks.delivery import deliver_one, prune_log
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.models import (
     Attempt,
@@ -29,6 +29,7 @@ from srcore.webhooks.models import (
 )
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.sender import PooledSender
+from srcore.webhooks.settings import WebhookSettings, settings_for
 from srcore.webhooks.signing import generate_secret
 from srcore.webhooks.ssrf import AddressPolicy
 
@@ -150,7 +151,6 @@ def deliver(
             delivery_id,
             http=sender,
             clock=clock,
-            policy=policy,
             config=settings or WebhookSettings(),
             rng=random.Random(3),
         )
@@ -312,11 +312,7 @@ def test_the_settings_schedule_is_used(app: Any, db: Any, receiver: Receiver) ->
     assert db.scalar(select(Delivery.status).where(Delivery.id == delivery_id)) == "failed"
 
 
-def test_deliver_batch_sends_concurrently_and_records_each(
-    app: Any, db: Any, receiver: Receiver
-) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_deliver_batch_sends_each_and_records_each(app: Any, db: Any, receiver: Receiver) -> None:
     from srcore.webhooks.delivery import deliver_batch
 
     sub = subscribe(db, receiver.url)
@@ -332,17 +328,14 @@ def test_deliver_batch_sends_concurrently_and_records_each(
     db.commit()
     receiver.script = [(500, {}, b"")]  # one of the four first requests fails
     sessions = PooledSender(LOOPBACK)
-    with ThreadPoolExecutor(4) as pool:
-        results = deliver_batch(
-            db,
-            [*ids, 999_999],
-            http=sessions,
-            clock=Clock(),
-            policy=LOOPBACK,
-            config=WebhookSettings(),
-            rng=random.Random(1),
-            executor=pool,
-        )
+    results = deliver_batch(
+        db,
+        [*ids, 999_999],
+        http=sessions,
+        clock=Clock(),
+        config=WebhookSettings(),
+        rng=random.Random(1),
+    )
     sessions.close()
     assert len(results) == len(ids) + 1
     assert results[0].delivered and not results[0].attempted  # delivered before
@@ -463,7 +456,6 @@ def test_trusted_subscription_reaches_a_private_address_others_are_refused(
                 delivery_id,
                 http=http,
                 clock=Clock(),
-                policy=strict,
                 config=WebhookSettings(),
                 rng=random.Random(3),
                 trusted_http=trusted_http,
@@ -480,9 +472,8 @@ def test_trusted_subscription_reaches_a_private_address_others_are_refused(
 def test_deliver_batch_sends_trusted_subscriptions_through_the_trusted_sessions(
     app: Any, db: Any, receiver: Receiver
 ) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from srcore.webhooks.delivery import deliver_batch, sender_for
+    from srcore.webhooks.attempt import sender_for
+    from srcore.webhooks.delivery import deliver_batch
 
     strict = AddressPolicy()  # loopback refused
     plain = subscribe(db, receiver.url)
@@ -492,18 +483,15 @@ def test_deliver_batch_sends_trusted_subscriptions_through_the_trusted_sessions(
     subscription_of = {i: db.get(Delivery, i).subscription_id for i in ids}
     settings = WebhookSettings()
     sessions, trusted = sender_for(strict, settings), sender_for(strict, settings, trusted=True)
-    with ThreadPoolExecutor(2) as pool:
-        results = deliver_batch(
-            db,
-            ids,
-            http=sessions,
-            trusted_http=trusted,
-            clock=Clock(),
-            policy=strict,
-            config=WebhookSettings(),
-            rng=random.Random(3),
-            executor=pool,
-        )
+    results = deliver_batch(
+        db,
+        ids,
+        http=sessions,
+        trusted_http=trusted,
+        clock=Clock(),
+        config=WebhookSettings(),
+        rng=random.Random(3),
+    )
     sessions.close()
     trusted.close()
     for delivery_id, result in zip(ids, results, strict=True):

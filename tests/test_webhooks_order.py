@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from srcore.webhooks.fanout import fan_out, fan_out_batch
 from srcore.webhooks.models import Delivery, OutboxRow
-from srcore.webhooks.worker import LocalWorker, claim_deliveries, claim_outbox
+from srcore.webhooks.worker import Worker, claim_deliveries, claim_outbox
 from tests.test_webhooks_worker import (
     LOOPBACK,
     T0,
@@ -82,9 +82,9 @@ def test_one_cycle_sends_a_subscriptions_events_one_after_the_other(
     subscribe(db, slow_receiver.url)
     for number in range(1, 5):
         emit_committed(app, {"id": number})
-    worker = LocalWorker(app, policy=LOOPBACK, clock=clock, poll_interval=0.01)
+    worker = Worker(app, policy=LOOPBACK, clock=clock, poll_interval=0.01)
     try:
-        worker.run_once()
+        worker.drain()
     finally:
         worker.close()
     expected = [(step, n) for n in range(1, 5) for step in ("start", "end")]

@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy import select as sql_select
 
-from srcore.webhooks.delivery import WebhookSettings
 from srcore.webhooks.models import Attempt, Delivery, Subscription, WebhookBase
 from srcore.webhooks.outbox import insert_event
+from srcore.webhooks.settings import WebhookSettings
 from srcore.webhooks.signing import generate_secret
 from srcore.webhooks.ssrf import DEFAULT_PORTS, AddressPolicy
-from srcore.webhooks.worker import LocalWorker
+from srcore.webhooks.worker import Worker
 
 LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])
 #: Each attempt's deadline in these tests, and how long a trickling receiver would last.
@@ -132,10 +132,10 @@ def run_worker(app: Any, db: Any, policy: AddressPolicy) -> float:
     settings = WebhookSettings(
         timeout=timedelta(seconds=DEADLINE), connect_timeout=timedelta(seconds=1)
     )
-    worker = LocalWorker(app, policy=policy, settings=settings, poll_interval=0.01)
+    worker = Worker(app, policy=policy, settings=settings, poll_interval=0.01)
     started = time.monotonic()
     try:
-        worker.run_once()
+        worker.drain()
         return time.monotonic() - started
     finally:
         worker.close()

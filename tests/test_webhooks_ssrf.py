@@ -316,10 +316,11 @@ def _deliver(app: Any, db: Any, url: str, policy: AddressPolicy) -> Any:
     import random
     from datetime import UTC, datetime
 
-    from srcore.webhooks.delivery import WebhookSettings, deliver_one
+    from srcore.webhooks.delivery import deliver_one
     from srcore.webhooks.fanout import fan_out
     from srcore.webhooks.models import Subscription
     from srcore.webhooks.outbox import insert_event
+    from srcore.webhooks.settings import WebhookSettings
     from srcore.webhooks.signing import generate_secret
 
     db.add(
@@ -338,7 +339,6 @@ def _deliver(app: Any, db: Any, url: str, policy: AddressPolicy) -> Any:
             delivery_id,
             http=sender,
             clock=lambda: datetime.now(UTC),
-            policy=policy,
             config=WebhookSettings(),
             rng=random.Random(1),
         )
@@ -444,7 +444,7 @@ def test_webhook_allowed_ports_is_a_checked_global_key(tmp_path: Any) -> None:
     from types import SimpleNamespace
 
     from srcore.config import ConfigError, load_config
-    from srcore.webhooks.delivery import policy_for
+    from srcore.webhooks.settings import policy_for
 
     good = tmp_path / "good.ini"
     good.write_text("[global]\nwebhook-allowed-ports = 443, 8000-9000, !8443\n")

@@ -19,7 +19,7 @@ from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBas
 from srcore.webhooks.sender import PooledSender
 from srcore.webhooks.signing import generate_secret
 from srcore.webhooks.ssrf import AddressPolicy
-from srcore.webhooks.worker import LocalWorker, claim_deliveries, claim_outbox
+from srcore.webhooks.worker import Worker, claim_deliveries, claim_outbox
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])
@@ -75,10 +75,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def worker(app: Any, clock: Clock) -> Iterator[LocalWorker]:
-    w = LocalWorker(
-        app, http=PooledSender(LOOPBACK), policy=LOOPBACK, clock=clock, poll_interval=0.01
-    )
+def worker(app: Any, clock: Clock) -> Iterator[Worker]:
+    w = Worker(app, http=PooledSender(LOOPBACK), policy=LOOPBACK, clock=clock, poll_interval=0.01)
     try:
         yield w
     finally:
@@ -101,35 +99,35 @@ def emit_committed(app: Any, data: dict[str, Any]) -> None:
 
 
 def test_emit_then_one_cycle_delivers(
-    app: Any, db: Any, receiver: Any, worker: LocalWorker, caplog: pytest.LogCaptureFixture
+    app: Any, db: Any, receiver: Any, worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
     subscribe(db, receiver.url)
     emit_committed(app, {"id": 1})
     assert app.extensions["srcore"].webhook_dispatcher.wakeup.is_set()
     with caplog.at_level(logging.INFO, logger="srcore.webhooks"):
-        assert worker.run_once() == 2  # one outbox row fanned out, one delivery made
+        assert worker.drain() == 2  # one outbox row fanned out, one delivery recorded
     [body] = receiver.bodies
     assert json.loads(body)["data"] == {"id": 1}
     delivery = db.scalars(select(Delivery)).one()
     assert delivery.status == "delivered"
     assert f"delivered thing:created {delivery.message_id} to {receiver.url} in " in caplog.text
-    assert worker.run_once() == 0
+    assert worker.drain() == 0
 
 
 def test_retry_waits_for_its_time(
-    app: Any, db: Any, receiver: Any, worker: LocalWorker, clock: Clock,
+    app: Any, db: Any, receiver: Any, worker: Worker, clock: Clock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     subscribe(db, receiver.url)
     receiver.script = [503]
     emit_committed(app, {"id": 2})
     with caplog.at_level(logging.INFO, logger="srcore.webhooks"):
-        worker.run_once()
+        worker.drain()
     delivery = db.scalars(select(Delivery)).one()
     assert f"retrying {delivery.message_id} in 5 s: 503" in caplog.text
-    assert worker.run_once() == 0  # not due yet
+    assert worker.drain() == 0  # not due yet
     clock.now = T0 + timedelta(seconds=10)
-    assert worker.run_once() == 1
+    assert worker.drain() == 2  # claimed, then recorded
     db.refresh(delivery)
     assert (delivery.status, delivery.attempts) == ("delivered", 2)
     assert len(receiver.bodies) == 2
@@ -149,7 +147,7 @@ def test_claims_are_leased(app: Any, db: Any, receiver: Any) -> None:
     assert len(claim_outbox(db, now=T0 + lease + timedelta(seconds=1), lease=lease, limit=10)) == 3
 
 
-def test_deliveries_claimed_once(app: Any, db: Any, receiver: Any, worker: LocalWorker) -> None:
+def test_deliveries_claimed_once(app: Any, db: Any, receiver: Any, worker: Worker) -> None:
     subscribe(db, receiver.url)
     subscribe(db, receiver.url)
     emit_committed(app, {"id": 1})
@@ -180,7 +178,7 @@ def test_skip_locked_on_postgresql(app: Any, db: Any, srcore_backend: str) -> No
         other.close()
 
 
-def test_run_stops_and_is_bounded(app: Any, db: Any, receiver: Any, worker: LocalWorker) -> None:
+def test_run_stops_and_is_bounded(app: Any, db: Any, receiver: Any, worker: Worker) -> None:
     subscribe(db, receiver.url)
     emit_committed(app, {"id": 1})
     stop = threading.Event()

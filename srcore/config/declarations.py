@@ -14,7 +14,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from srcore.config.database import check_database_url
-from srcore.config.keys import Key
+from srcore.config.keys import Key, parse_duration
 
 __all__ = ["GLOBAL_KEYS", "MIN_SECRET_KEY_LENGTH", "SERVICE_KEYS"]
 
@@ -29,6 +29,18 @@ def _at_least(minimum: int) -> Callable[[object], str | None]:
         return None
 
     return check
+
+
+def _durations(value: object) -> str | None:
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        return "needs at least one delay (the first attempt's, usually 0s)"
+    for item in items:
+        try:
+            parse_duration(str(item))
+        except ValueError as exc:
+            return str(exc)
+    return None
 
 
 def _port(value: object) -> str | None:
@@ -183,10 +195,10 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         type="int",
         default=8,
         check=_at_least(1),
-        help="With a Redis webhooks-broker: how many Celery tasks per service may drain "
-        "its outbox at once. A commit finding them all busy queues no message (one of them "
-        "takes its event along), so a burst of events costs a few messages. Raise it to "
-        "the number of Celery worker processes that should share one service's bursts.",
+        help="With a webhooks-broker: how many Celery tasks per service may drain its "
+        "outbox at once. A drain that finds more waiting than it holds asks one more "
+        "process to join, up to this many. Raise it to the number of Celery worker "
+        "processes that should share one service's bursts.",
     ),
     Key(
         "security-contact",
@@ -236,6 +248,24 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         type="duration",
         default=timedelta(seconds=5),
         help="How long a webhook delivery waits for the receiver to accept the connection.",
+    ),
+    Key(
+        "webhook-retry-schedule",
+        type="list",
+        default="0s, 5s, 5m, 30m, 2h, 5h, 10h, 14h, 20h, 24h",
+        check=_durations,
+        help="The delays before each attempt of a webhook delivery, the first attempt's "
+        "first (comma-separated durations). Their count is the attempts made before a "
+        "delivery is given up; each delay is spread by up to 10% either way. The default "
+        "tries 10 times over about three days.",
+    ),
+    Key(
+        "webhook-concurrency",
+        type="int",
+        default=16,
+        check=_at_least(1),
+        help="Webhook requests one worker process has in flight at once; at most 4 of "
+        "them go to the same receiver, so a slow receiver delays only its own deliveries.",
     ),
     Key(
         "webhook-log-retention",

@@ -140,7 +140,7 @@ def apply_revocations(session: Session, events: Iterable[Any]) -> list[Subscript
 
 def tell_owners(app: Flask, session: Session, disabled: Iterable[Subscription]) -> None:
     """Mail the owners of *disabled* (after the commit that disabled them)."""
-    from srcore.webhooks.delivery import MailNotifier
+    from srcore.webhooks.settings import MailNotifier
 
     notify = MailNotifier(app)
     for sub in disabled:

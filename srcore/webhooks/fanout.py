@@ -11,7 +11,7 @@ veto, *can_receive*.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -139,6 +139,7 @@ def fan_out_batch(
     claim_first: int = 0,
     claimed_until: datetime | None = None,
     claimed_ids: list[int] | None = None,
+    busy: Collection[int] = (),
 ) -> list[int]:
     """Create the deliveries of the outbox rows *outbox_ids*; returns the new delivery ids.
 
@@ -149,7 +150,8 @@ def fan_out_batch(
     the caller to deliver at once without claiming them again; their ids are added to
     *claimed_ids*. A subscription that still has a delivery waiting for its first attempt
     gets none claimed: its new ones wait their turn, in event order (see
-    :func:`srcore.webhooks.worker.first_attempts_in_order`).
+    :func:`srcore.webhooks.worker.first_attempts_in_order`); nor does one of *busy* (the
+    caller is still sending to it).
     """
     if manifest is None:
         from srcore.app import state
@@ -197,7 +199,7 @@ def fan_out_batch(
             session, (row.event for row in wanted), (row.resource for row in wanted)
         )
         suspended = _suspended(session, subscriptions)
-        waiting = _waiting(session, subscriptions) if claim_first else frozenset()
+        waiting = _waiting(session, subscriptions) | set(busy) if claim_first else frozenset()
         held: dict[int, frozenset[Scope] | None] = {}
         for row in wanted:
             outbox = OutboxRow(

@@ -1,53 +1,61 @@
-"""The local worker: claims due rows straight from the database and delivers them.
+"""The worker: the one loop that fans out, sends and records webhook deliveries.
 
-No broker: each cycle claims outbox rows not yet fanned out and deliveries that are due,
-with a lease (``claimed_until``) so that a crashed worker's rows come back after it
-expires. On PostgreSQL the claim is ``SELECT ... FOR UPDATE SKIP LOCKED`` then an UPDATE of
-those rows, so any number of workers share the work; on SQLite the single writer makes the
-claim safe for the one worker SQLite is meant for. A claimed batch is fanned out with
-:func:`~srcore.webhooks.fanout.fan_out_batch` and delivered with
-:func:`~srcore.webhooks.delivery.deliver_batch` (the function the Celery tasks call too):
-its requests go out on a small thread pool through one shared keep-alive sender, and
-are recorded in one transaction. ``srcore worker SERVICE`` runs one until SIGTERM or
-SIGINT.
+The database is the queue. Each step of :meth:`Worker.run_once`:
+
+1. records the deliveries whose requests ended since the last step, in one transaction;
+2. claims outbox rows not yet fanned out and fans them out, inserting their deliveries
+   already claimed as far as there is room;
+3. claims due deliveries as far as there is room, except those of subscriptions it is
+   still sending to;
+4. starts what it claimed on its threads: one *lane* per subscription (its deliveries
+   one after the other, in event order), at most ``per_host`` lanes to one receiver at
+   once, so a slow or dead receiver holds up its own deliveries and nobody else's.
+
+A claim is a lease (``claimed_until``): a worker that dies loses nothing, its rows come
+back when the lease ends. On PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED``,
+so any number of workers on any number of machines share the work; the claiming UPDATE
+only takes rows that are still free, so two workers never hold one row on SQLite either.
+
+``srcore worker SERVICE`` runs :meth:`Worker.run` until SIGTERM; under Celery a task runs
+:meth:`Worker.drain` (:mod:`.celery`). There is no other delivery code.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
-from collections.abc import Callable, Collection
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from srcore.db import utcnow
-from srcore.webhooks.delivery import (
-    WebhookSettings,
-    deliver_batch,
-    policy_for,
-    prune_log,
-    sender_for,
-    settings_for,
-)
+from srcore.webhooks.attempt import Job, load_jobs, send, sender_for
+from srcore.webhooks.delivery import prune_log
 from srcore.webhooks.dispatch import LocalDispatcher
 from srcore.webhooks.fanout import fan_out_batch
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
+from srcore.webhooks.outcome import record
 from srcore.webhooks.sender import Sender
+from srcore.webhooks.settings import WebhookSettings, policy_for, settings_for
 from srcore.webhooks.ssrf import AddressPolicy
 
 if TYPE_CHECKING:
     from flask import Flask
 
 __all__ = [
-    "LocalWorker",
+    "Worker",
     "claim_deliveries",
     "claim_outbox",
-    "claim_rows",
     "first_attempts_in_order",
     "poll_interval_for",
 ]
@@ -60,45 +68,52 @@ DEFAULT_LEASE = timedelta(minutes=5)
 PRUNE_EVERY = timedelta(hours=1)
 
 
-def claim_rows(
+def _claim(
     session: Session,
     model: type[OutboxRow] | type[Delivery],
     *conditions: Any,
     order_by: tuple[Any, ...],
     limit: int,
+    now: datetime,
     until: datetime,
 ) -> list[int]:
-    """Lease up to *limit* rows of *model* matching *conditions*; returns their ids. Commits.
+    """Lease up to *limit* free rows of *model* matching *conditions*; their ids. Commits.
 
-    Shared by the local worker and the Celery sweep, so both claim rows the same way.
-
-    Two statements in one transaction: the locked SELECT, then the UPDATE of exactly those
-    rows (PostgreSQL may run an IN (... LIMIT n FOR UPDATE) subquery more than once).
+    The locked SELECT, then an UPDATE of exactly those rows that are still free (a row
+    another worker took meanwhile is not returned), in one transaction.
     """
+    free = or_(model.claimed_until.is_(None), model.claimed_until < now)
     due = (
         select(model.id)
-        .where(*conditions)
+        .where(*conditions, free)
         .order_by(*order_by)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    ids = sorted(session.scalars(due))
+    ids = list(session.scalars(due))
     if ids:
-        session.execute(update(model).where(model.id.in_(ids)).values(claimed_until=until))
+        ids = list(
+            session.scalars(
+                update(model)
+                .where(model.id.in_(ids), free)
+                .values(claimed_until=until)
+                .returning(model.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
     session.commit()
-    return ids
+    return sorted(ids)
 
 
 def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
     """Claim up to *limit* outbox rows not yet fanned out; returns their ids. Commits."""
-    free = or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now)
-    return claim_rows(
+    return _claim(
         session,
         OutboxRow,
         OutboxRow.fanned_out_at.is_(None),
-        free,
         order_by=(OutboxRow.id,),
         limit=limit,
+        now=now,
         until=now + lease,
     )
 
@@ -106,13 +121,11 @@ def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: in
 def first_attempts_in_order(now: datetime) -> ColumnElement[bool]:
     """True for a delivery no earlier event's first attempt to its subscription holds up.
 
-    A subscription's receiver gets its events in order as far as first attempts go: a
+    A receiver gets a subscription's events in order as far as first attempts go: a
     delivery waits while a delivery of an earlier event to the same subscription has not
     had its first attempt and is in flight (claimed until after *now*) or not yet due.
-    Earlier ones that are due and free are claimed first in the same statement (claims
-    go in event order: oldest event first), and :func:`~srcore.webhooks.delivery.deliver_batch`
-    sends one subscription's deliveries one after the other in event order. Retries do
-    not hold later events up: an event that failed once waits for its retry alone.
+    Earlier ones that are free are claimed first in the same statement (oldest event
+    first), and a lane sends them in event order. Retries do not hold later events up.
     """
     earlier = aliased(Delivery)
     return ~exists().where(
@@ -130,26 +143,21 @@ def claim_deliveries(
     now: datetime,
     lease: timedelta,
     limit: int,
-    subscriptions: Collection[int] | None = None,
+    exclude: Collection[int] = (),
 ) -> list[int]:
-    """Claim up to *limit* pending deliveries that are due (of *subscriptions* only, when
-    given); returns their ids. Commits.
-
-    A delivery is not claimed while an earlier event's first attempt to its subscription
-    is in flight (:func:`first_attempts_in_order`).
-    """
-    free = or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now)
-    only = () if subscriptions is None else (Delivery.subscription_id.in_(sorted(subscriptions)),)
-    return claim_rows(
+    """Claim up to *limit* pending deliveries that are due, except those of the
+    subscriptions *exclude*; returns their ids. Commits."""
+    skip = (Delivery.subscription_id.not_in(sorted(exclude)),) if exclude else ()
+    return _claim(
         session,
         Delivery,
         Delivery.status == DeliveryStatus.pending.value,
         Delivery.next_attempt_at <= now,
-        free,
         first_attempts_in_order(now),
-        *only,
+        *skip,
         order_by=(Delivery.outbox_id, Delivery.id),
         limit=limit,
+        now=now,
         until=now + lease,
     )
 
@@ -164,48 +172,91 @@ def poll_interval_for(app: Flask) -> float:
     return seconds if seconds > 0 else 1.0
 
 
-class LocalWorker:
-    """Fans out and delivers one service's webhooks from its database."""
+def _receiver(url: str) -> str:
+    """Who a URL's requests go to, for the per-receiver cap: ``host:port``."""
+    try:
+        parts = urlsplit(url)
+        return f"{(parts.hostname or '').lower()}:{parts.port or parts.scheme}"
+    except ValueError:
+        return url
+
+
+@dataclass(eq=False)
+class _Lane:
+    """Claimed deliveries of one subscription, sent one after the other in event order."""
+
+    subscription_id: int
+    receiver: str
+    jobs: list[Job]
+    #: ``time.monotonic()`` by which the last request must have ended: the lease's end.
+    must_end: float
+
+
+class Worker:
+    """Fans out and delivers one service's webhooks from its database.
+
+    *http* is the :class:`~srcore.webhooks.sender.Sender` with the address policy inside
+    (built from the config when not given), *trusted_http* the one without it, for the
+    operator's own first-party subscriptions. *batch* bounds the deliveries claimed and not
+    yet recorded. Every database call happens on the thread that calls :meth:`run_once`
+    (SQLite wants one writer); the pool's threads only send.
+    """
 
     def __init__(
         self,
         app: Flask,
         *,
         http: Sender | None = None,
+        trusted_http: Sender | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         settings: WebhookSettings | None = None,
         policy: AddressPolicy | None = None,
         lease: timedelta = DEFAULT_LEASE,
-        batch: int = 50,
+        batch: int | None = None,
         poll_interval: float | None = None,
-        trusted_http: Sender | None = None,
     ) -> None:
         self.app = app
         self.state: Any = app.extensions["srcore"]
         self.policy = policy if policy is not None else policy_for(app)
         self.settings = settings if settings is not None else settings_for(app)
-        #: The sender the pool's threads share (injected, or one with the policy inside).
+        if lease <= self.settings.timeout:
+            raise ValueError(f"the lease ({lease}) must be longer than webhook-timeout")
         self.http: Sender = http if http is not None else sender_for(self.policy, self.settings)
-        self.clock = clock
-        self.rng = rng or random.Random()
-        self.lease = lease
-        self.batch = batch
-        self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
-        #: Trusted subscriptions' deliveries: the same, without the address check.
         self.trusted_http: Sender = (
             trusted_http
             if trusted_http is not None
             else sender_for(self.policy, self.settings, trusted=True)
         )
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.lease = lease
+        self.batch = batch if batch is not None else max(8 * self.settings.concurrency, 64)
+        self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
+        dispatcher = self.state.webhook_dispatcher
+        #: Set when there is something to do: a lane ended, a commit emitted, a stop.
+        self.wake = (
+            dispatcher.wakeup if isinstance(dispatcher, LocalDispatcher) else threading.Event()
+        )
+        self._stopping = threading.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._ended: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
+        self._running: Counter[str] = Counter()
+        self._queued: dict[str, deque[_Lane]] = {}
+        #: Subscriptions with a lane running or queued: not claimed for meanwhile.
+        self._busy: set[int] = set()
+        #: Deliveries claimed and not yet recorded.
+        self._held = 0
         self._last_prune: datetime | None = None
         self._prepared = False
-        self._executor: ThreadPoolExecutor | None = None
-        #: Set by :meth:`run`'s caller to stop: no request of a batch starts after it.
-        self._stop: threading.Event | None = None
 
     def __repr__(self) -> str:
-        return f"<LocalWorker {self.state.service_id}>"
+        return f"<Worker {self.state.service_id}>"
+
+    @property
+    def held(self) -> int:
+        """Deliveries claimed and not yet recorded (sending, or waiting for a thread)."""
+        return self._held
 
     def prepare(self, session: Session) -> None:
         """Run the service's ``webhook_prepare`` hooks, once per worker (until they pass)."""
@@ -216,64 +267,119 @@ class LocalWorker:
                 hook(session)
         self._prepared = True
 
-    def executor(self) -> ThreadPoolExecutor | None:
-        """The thread pool a batch's requests go out on (None: one at a time)."""
-        if self.settings.concurrency <= 1:
-            return None
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.settings.concurrency, thread_name_prefix="srcore-webhooks"
-            )
-        return self._executor
+    # -- one step ----------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One cycle: fan out new events, then deliver what is due. Returns rows handled."""
-        st = self.state
-        handled = 0
-        with st.db.session() as session:
+        """One step: record ended requests, fan out, claim and start. Returns rows handled."""
+        with self.state.db.session() as session:
             self.prepare(session)
-            outbox_ids = claim_outbox(session, now=self.clock(), lease=self.lease, limit=self.batch)
-            if outbox_ids:
-                now = self.clock()
-                claimed: list[int] = []
-                fan_out_batch(
-                    session,
-                    outbox_ids,
-                    manifest=st.manifest,
-                    now=now,
-                    claim_first=self.batch,
-                    claimed_until=now + self.lease,
-                    claimed_ids=claimed,
-                )
-                handled += len(outbox_ids)
-                handled += self._deliver(session, claimed)  # claimed by the fan-out
-            delivery_ids = claim_deliveries(
-                session, now=self.clock(), lease=self.lease, limit=self.batch
-            )
-            handled += self._deliver(session, delivery_ids)
+            handled = self._record_ended(session)
+            if not self._stopping.is_set():
+                handled += self._fan_out(session)
+                handled += self._claim_due(session)
             self._maybe_prune(session)
         return handled
 
-    def _deliver(self, session: Session, delivery_ids: list[int]) -> int:
-        if not delivery_ids:
+    def _fan_out(self, session: Session) -> int:
+        now = self.clock()
+        ids = claim_outbox(session, now=now, lease=self.lease, limit=self.batch)
+        if not ids:
             return 0
-        try:
-            deliver_batch(
-                session,
-                delivery_ids,
-                http=self.http,
-                trusted_http=self.trusted_http,
-                clock=self.clock,
-                policy=self.policy,
-                config=self.settings,
-                rng=self.rng,
-                executor=self.executor(),
-                stop=self._stop,
+        claimed: list[int] = []
+        fan_out_batch(
+            session,
+            ids,
+            manifest=self.state.manifest,
+            now=now,
+            claim_first=max(self.batch - self._held, 0),
+            claimed_until=now + self.lease,
+            claimed_ids=claimed,
+            busy=self._busy,
+        )
+        self._start(session, claimed)
+        return len(ids)
+
+    def _claim_due(self, session: Session) -> int:
+        room = self.batch - self._held
+        if room <= 0:
+            return 0
+        ids = claim_deliveries(
+            session, now=self.clock(), lease=self.lease, limit=room, exclude=self._busy
+        )
+        self._start(session, ids)
+        return len(ids)
+
+    def _start(self, session: Session, delivery_ids: list[int]) -> None:
+        if not delivery_ids:
+            return
+        must_end = time.monotonic() + self.lease.total_seconds() - 1.0
+        jobs, _nothing_to_send = load_jobs(session, delivery_ids)
+        lanes: dict[int, _Lane] = {}
+        for job in sorted(jobs, key=lambda j: (j.outbox_id, j.delivery_id)):
+            lane = lanes.get(job.subscription_id)
+            if lane is None:
+                lane = _Lane(job.subscription_id, _receiver(job.url), [], must_end)
+                lanes[job.subscription_id] = lane
+            lane.jobs.append(job)
+        for lane in lanes.values():
+            self._busy.add(lane.subscription_id)
+            self._held += len(lane.jobs)
+            self._queued.setdefault(lane.receiver, deque()).append(lane)
+            self._start_queued(lane.receiver)
+
+    def _start_queued(self, receiver: str) -> None:
+        waiting = self._queued.get(receiver)
+        while waiting and self._running[receiver] < max(self.settings.per_host, 1):
+            lane = waiting.popleft()
+            self._running[receiver] += 1
+            self._pool().submit(self._send_lane, lane)
+        if not waiting:
+            self._queued.pop(receiver, None)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=max(self.settings.concurrency, 1),
+                thread_name_prefix="srcore-webhooks",
             )
-        except Exception:  # the batch's leases expire and it is tried again
-            session.rollback()
-            log.exception("a batch of %d deliveries failed unexpectedly", len(delivery_ids))
-        return len(delivery_ids)
+        return self._executor
+
+    def _send_lane(self, lane: _Lane) -> None:
+        """On a pool thread: send the lane's requests in order; none starts once stopping,
+        nor one that could outlast the lease."""
+        timeout = self.settings.timeout.total_seconds()
+        try:
+            for job in lane.jobs:
+                if self._stopping.is_set() or time.monotonic() + timeout > lane.must_end:
+                    break
+                send(job, self.http, self.trusted_http, self.clock, self.settings)
+        finally:
+            self._ended.put(lane)
+            self.wake.set()
+
+    def _record_ended(self, session: Session) -> int:
+        ended: list[_Lane] = []
+        while True:
+            try:
+                ended.append(self._ended.get_nowait())
+            except queue.Empty:
+                break
+        for lane in ended:
+            self._running[lane.receiver] -= 1
+            self._done_with(lane)
+            if not self._stopping.is_set():
+                self._start_queued(lane.receiver)
+        return self._record(session, ended)
+
+    def _done_with(self, lane: _Lane) -> None:
+        self._busy.discard(lane.subscription_id)
+        self._held -= len(lane.jobs)
+
+    def _record(self, session: Session, lanes: Iterable[_Lane]) -> int:
+        jobs = [job for lane in lanes for job in lane.jobs]
+        if jobs:
+            record(session, jobs, config=self.settings, rng=self.rng)
+        return len(jobs)
 
     def _maybe_prune(self, session: Session) -> None:
         now = self.clock()
@@ -283,42 +389,85 @@ class LocalWorker:
         removed = prune_log(session, now=now, retention=self.settings.log_retention)
         if removed:
             log.info(
-                "pruned %d delivery log entries older than %s", removed, self.settings.log_retention
+                "pruned %d delivery log entries older than %s",
+                removed,
+                self.settings.log_retention,
             )
 
-    def _wakeup(self) -> threading.Event | None:
-        dispatcher = self.state.webhook_dispatcher
-        return dispatcher.wakeup if isinstance(dispatcher, LocalDispatcher) else None
+    # -- loops -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Start no further request (thread-safe; for a signal handler)."""
+        self._stopping.set()
+        self.wake.set()
 
     def run(self, stop: threading.Event, *, max_cycles: int | None = None) -> None:
-        """Work until *stop* is set (or *max_cycles* cycles ran), sleeping when idle.
-
-        Once *stop* is set no further request starts: those in flight end within
-        ``webhook-timeout``, and the rest of their batch is left due for the next worker.
-        """
-        self._stop = stop
-        wakeup = self._wakeup()
+        """Work until *stop* is set or :meth:`stop` is called (or *max_cycles* steps ran),
+        sleeping when idle; then :meth:`finish`."""
         cycles = 0
-        while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
+        while not (stop.is_set() or self._stopping.is_set()):
+            if max_cycles is not None and cycles >= max_cycles:
+                break
             cycles += 1
-            try:
-                handled = self.run_once()
-            except Exception:  # the database may be restarting: wait and try again
-                log.exception("webhook worker cycle failed")
-                handled = 0
-            if handled or stop.is_set():
-                continue
-            if wakeup is not None:
-                wakeup.wait(self.poll_interval)
-                wakeup.clear()
-            else:
-                stop.wait(self.poll_interval)
+            if self._step() == 0:
+                self.wake.wait(self.poll_interval)
+        self.finish()
+
+    def drain(self, *, until: float | None = None) -> int:
+        """Work until nothing is due and nothing is in flight, or ``time.monotonic()``
+        passes *until*; returns the rows handled. Celery's task, and tests, run this."""
+        handled = 0
+        while not self._stopping.is_set():
+            done = self._step()
+            handled += done
+            if until is not None and time.monotonic() >= until:
+                break
+            if done == 0:
+                if self._held == 0:
+                    break
+                self.wake.wait(self.poll_interval)
+        handled += self.finish(let_lanes_end=True)
+        return handled
+
+    def _step(self) -> int:
+        self.wake.clear()
+        try:
+            return self.run_once()
+        except Exception:  # the database may be restarting: wait and try again
+            log.exception("webhook worker step failed")
+            return 0
+
+    def finish(self, *, let_lanes_end: bool = False) -> int:
+        """Claim nothing more; wait for the requests in flight (each ends within
+        ``webhook-timeout``) and record them; release what never started. A lane started
+        sends no further request, unless *let_lanes_end* (then it ends within its lease).
+        Afterwards the worker may run again. Returns the deliveries recorded or released."""
+        was_stopping = self._stopping.is_set()
+        if not let_lanes_end:
+            self._stopping.set()
+        unstarted = [lane for lanes in self._queued.values() for lane in lanes]
+        self._queued.clear()
+        for lane in unstarted:
+            self._done_with(lane)
+        ended: list[_Lane] = list(unstarted)
+        while sum(self._running.values()) > 0:
+            lane = self._ended.get()
+            self._running[lane.receiver] -= 1
+            self._done_with(lane)
+            ended.append(lane)
+        recorded = 0
+        try:
+            with self.state.db.session() as session:
+                recorded = self._record(session, ended)
+        except Exception:  # their leases end and they are tried again
+            log.exception("could not record %d deliveries while stopping", len(ended))
+        if not was_stopping:
+            self._stopping.clear()
+        return recorded
 
     def close(self, *, wait: bool = True) -> None:
-        """Stop the thread pool and close the HTTP sessions' pooled connections.
-
-        Without *wait*, requests still in flight are not waited for.
-        """
+        """Stop the thread pool and close the senders' pooled connections."""
+        self._stopping.set()
         if self._executor is not None:
             self._executor.shutdown(wait=wait, cancel_futures=True)
             self._executor = None
