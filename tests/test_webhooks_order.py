@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from srcore.webhooks.claims import claim_deliveries, claim_outbox
 from srcore.webhooks.fanout import fan_out, fan_out_batch
 from srcore.webhooks.models import Delivery, OutboxRow
-from srcore.webhooks.worker import Worker, claim_deliveries, claim_outbox
+from srcore.webhooks.worker import Worker
 from tests.test_webhooks_worker import (
     LOOPBACK,
     T0,

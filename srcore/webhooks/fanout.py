@@ -150,7 +150,7 @@ def fan_out_batch(
     the caller to deliver at once without claiming them again; their ids are added to
     *claimed_ids*. A subscription that still has a delivery waiting for its first attempt
     gets none claimed: its new ones wait their turn, in event order (see
-    :func:`srcore.webhooks.worker.first_attempts_in_order`); nor does one of *busy* (the
+    :func:`srcore.webhooks.claims.first_attempts_in_order`); nor does one of *busy* (the
     caller is still sending to it).
     """
     if manifest is None:

@@ -11,10 +11,8 @@ The database is the queue. Each step of :meth:`Worker.run_once`:
    one after the other, in event order), at most ``per_host`` lanes to one receiver at
    once, so a slow or dead receiver holds up its own deliveries and nobody else's.
 
-A claim is a lease (``claimed_until``): a worker that dies loses nothing, its rows come
-back when the lease ends. On PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED``,
-so any number of workers on any number of machines share the work; the claiming UPDATE
-only takes rows that are still free, so two workers never hold one row on SQLite either.
+Claims are leases (:mod:`.claims`): a worker that dies loses nothing, and any number of
+workers on any number of machines share the work.
 
 ``srcore worker SERVICE`` runs :meth:`Worker.run` until SIGTERM; under Celery a task runs
 :meth:`Worker.drain` (:mod:`.celery`). There is no other delivery code.
@@ -28,22 +26,21 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, exists, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
 from srcore.webhooks.attempt import Job, load_jobs, send, sender_for
+from srcore.webhooks.claims import claim_deliveries, claim_outbox
 from srcore.webhooks.delivery import prune_log
 from srcore.webhooks.dispatch import LocalDispatcher
 from srcore.webhooks.fanout import fan_out_batch
-from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
 from srcore.webhooks.outcome import record
 from srcore.webhooks.sender import Sender
 from srcore.webhooks.settings import WebhookSettings, policy_for, settings_for
@@ -52,13 +49,7 @@ from srcore.webhooks.ssrf import AddressPolicy
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = [
-    "Worker",
-    "claim_deliveries",
-    "claim_outbox",
-    "first_attempts_in_order",
-    "poll_interval_for",
-]
+__all__ = ["Worker", "poll_interval_for"]
 
 log = logging.getLogger("srcore.webhooks.worker")
 
@@ -66,100 +57,6 @@ log = logging.getLogger("srcore.webhooks.worker")
 DEFAULT_LEASE = timedelta(minutes=5)
 #: How often the delivery log is pruned.
 PRUNE_EVERY = timedelta(hours=1)
-
-
-def _claim(
-    session: Session,
-    model: type[OutboxRow] | type[Delivery],
-    *conditions: Any,
-    order_by: tuple[Any, ...],
-    limit: int,
-    now: datetime,
-    until: datetime,
-) -> list[int]:
-    """Lease up to *limit* free rows of *model* matching *conditions*; their ids. Commits.
-
-    The locked SELECT, then an UPDATE of exactly those rows that are still free (a row
-    another worker took meanwhile is not returned), in one transaction.
-    """
-    free = or_(model.claimed_until.is_(None), model.claimed_until < now)
-    due = (
-        select(model.id)
-        .where(*conditions, free)
-        .order_by(*order_by)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    ids = list(session.scalars(due))
-    if ids:
-        ids = list(
-            session.scalars(
-                update(model)
-                .where(model.id.in_(ids), free)
-                .values(claimed_until=until)
-                .returning(model.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
-    session.commit()
-    return sorted(ids)
-
-
-def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
-    """Claim up to *limit* outbox rows not yet fanned out; returns their ids. Commits."""
-    return _claim(
-        session,
-        OutboxRow,
-        OutboxRow.fanned_out_at.is_(None),
-        order_by=(OutboxRow.id,),
-        limit=limit,
-        now=now,
-        until=now + lease,
-    )
-
-
-def first_attempts_in_order(now: datetime) -> ColumnElement[bool]:
-    """True for a delivery no earlier event's first attempt to its subscription holds up.
-
-    A receiver gets a subscription's events in order as far as first attempts go: a
-    delivery waits while a delivery of an earlier event to the same subscription has not
-    had its first attempt and is in flight (claimed until after *now*) or not yet due.
-    Earlier ones that are free are claimed first in the same statement (oldest event
-    first), and a lane sends them in event order. Retries do not hold later events up.
-    """
-    earlier = aliased(Delivery)
-    return ~exists().where(
-        earlier.subscription_id == Delivery.subscription_id,
-        earlier.outbox_id < Delivery.outbox_id,
-        earlier.status == DeliveryStatus.pending.value,
-        earlier.attempts == 0,
-        or_(earlier.claimed_until >= now, earlier.next_attempt_at > now),
-    )
-
-
-def claim_deliveries(
-    session: Session,
-    *,
-    now: datetime,
-    lease: timedelta,
-    limit: int,
-    exclude: Collection[int] = (),
-) -> list[int]:
-    """Claim up to *limit* pending deliveries that are due, except those of the
-    subscriptions *exclude*; returns their ids. Commits."""
-    skip = (Delivery.subscription_id.not_in(sorted(exclude)),) if exclude else ()
-    return _claim(
-        session,
-        Delivery,
-        Delivery.status == DeliveryStatus.pending.value,
-        Delivery.next_attempt_at <= now,
-        first_attempts_in_order(now),
-        *skip,
-        order_by=(Delivery.outbox_id, Delivery.id),
-        limit=limit,
-        now=now,
-        until=now + lease,
-    )
 
 
 def poll_interval_for(app: Flask) -> float:
