@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, TypedDict
 
 from flask import url_for
 from sqlalchemy import select
@@ -25,6 +26,7 @@ from srcore.webhooks.models import OutboxRow, Subscription
 
 __all__ = [
     "SHORT_ID",
+    "PasteJSON",
     "can_receive",
     "create_paste",
     "max_length",
@@ -49,8 +51,31 @@ def max_length() -> int:
     return value if isinstance(value, int) and value > 0 else _DEFAULT_MAX_LENGTH
 
 
-def paste_json(paste: Paste, owner: User) -> dict[str, Any]:
-    """A paste as the API answers it and as the ``paste:created`` event carries it."""
+class OwnerJSON(TypedDict):
+    """Who made a paste."""
+
+    id: int
+    username: str
+
+
+class PasteJSON(TypedDict):
+    """A paste, with its text; ``url`` is its page."""
+
+    id: str
+    title: str | None
+    text: str
+    format: Annotated[str, Format]
+    language: str | None
+    visibility: Annotated[str, Visibility]
+    owner: OwnerJSON
+    url: str
+    created: datetime
+    updated: datetime
+
+
+def paste_json(paste: Paste, owner: User) -> PasteJSON:
+    """A paste as the API answers it and as the ``paste:created`` event carries it
+    (service.yaml names :class:`PasteJSON` as the event's payload)."""
     return {
         "id": paste.short_id,
         "title": paste.title,

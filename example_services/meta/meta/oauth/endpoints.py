@@ -8,7 +8,7 @@ services' pull) and ``/api/profile``, ``/api/users/<id>``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, TypedDict
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
@@ -23,11 +23,11 @@ from meta.oauth.models import Consent, RevocationEvent
 from meta.oauth.server import oauth_state
 from srcore.auth import current_token, current_user, oauth
 from srcore.auth.scopes import format_scopes, parse_scopes
+from srcore.db import UserType, writes_on_safe_method
 from srcore.db import session as db_session
-from srcore.db import writes_on_safe_method
 from srcore.errors import error_response
 
-__all__ = ["endpoints", "oauth_error", "profile_of"]
+__all__ = ["ProfileJSON", "endpoints", "oauth_error", "profile_of"]
 
 endpoints = Blueprint("oauth", __name__)
 
@@ -42,7 +42,20 @@ TOKEN_TYPE_HINTS = ("access_token", "refresh_token")
 CORS_ENDPOINTS = ("oauth.token", "oauth.revoke", "oauth.metadata", "oauth.jwks")
 
 
-def profile_of(user: User) -> dict[str, Any]:
+class ProfileJSON(TypedDict):
+    """An account's profile (``suspension_notice`` is set while it is suspended)."""
+
+    id: int
+    username: str
+    email: str
+    user_type: Annotated[str, UserType]
+    url: str | None
+    location: str | None
+    bio: str | None
+    suspension_notice: str | None
+
+
+def profile_of(user: User) -> ProfileJSON:
     """The profile shape of ``/api/profile``, ``/api/users/<id>`` and profile pushes."""
     return {
         "id": user.id,
