@@ -91,13 +91,15 @@ _SESSION_KEY = "_srcore_db_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: ``Session.info`` key marking the request-scoped session, the one that is guarded.
 _REQUEST_SESSION = "srcore_request_session"
-#: ``Session.info`` key of a request session that may not write: its queries autocommit.
+#: ``Session.info`` key of a request session that may not write (the request's method):
+#: on PostgreSQL its queries autocommit.
 _READ_ONLY = "srcore_read_only"
 #: ``ConnectionPoolEntry.info`` key: the connection was put in autocommit for a read.
 _AUTOCOMMIT = "srcore_autocommit"
 #: ``psycopg.pq.TransactionStatus.IDLE``: connected, no transaction open.
 _PG_IDLE = 0
-_DISPATCHING = "_srcore_dispatching"
+#: ``g`` key: the safe method of the request being dispatched, None if it may write.
+_READ_ONLY_METHOD = "_srcore_read_only_method"
 _WRITES_OK = "_srcore_writes_on_safe_method"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -383,12 +385,15 @@ def _end_autocommit(dbapi_connection: Any, record: ConnectionPoolEntry, _state: 
 
 
 def _refuse(db_session: Session) -> None:
-    if not db_session.info.get(_REQUEST_SESSION):
-        return
-    method = _read_only_method()
+    # A read-only session refuses even after its request (a test's outer app context
+    # keeps it): its connection autocommits, so a write would stick at once.
+    method: str | None = db_session.info.get(_READ_ONLY)
+    if method is None and db_session.info.get(_REQUEST_SESSION):
+        method = _read_only_method()  # opened before the request was dispatched
     if method is not None:
+        endpoint = request.endpoint if has_request_context() else None
         raise SafeMethodWrite(
-            f"a {method} request must not change state ({request.endpoint}); "
+            f"a {method} request must not change state ({endpoint}); "
             "use POST, or mark the view with srcore.db.writes_on_safe_method"
         )
 
@@ -405,14 +410,10 @@ def _refuse_dml(state: ORMExecuteState) -> None:
 
 def _read_only_method() -> str | None:
     """The safe method of the request being dispatched, unless its view may write anyway."""
-    if not has_request_context() or not g.get(_DISPATCHING):
-        return None  # a CLI command, a worker, or a test's request context
-    # The method the client sent: srcore's request class reports HEAD as GET.
-    method = str(request.environ.get("REQUEST_METHOD", "GET")).upper()
-    if method not in SAFE_METHODS:
-        return None
-    if method == "GET" and _writes_on_get():
-        return None
+    if not has_request_context():
+        return None  # a CLI command, a worker
+    # Set by _mark_dispatching; absent in a test's request context, which dispatches nothing.
+    method: str | None = g.get(_READ_ONLY_METHOD)
     return method
 
 
@@ -424,15 +425,23 @@ def _writes_on_get() -> bool:
 
 
 def _mark_dispatching() -> Response | None:
-    setattr(g, _DISPATCHING, True)
-    if str(request.environ.get("REQUEST_METHOD", "")).upper() == "HEAD" and _writes_on_get():
-        from srcore.errors import error_response
+    """Decide once per request whether its request session may write.
 
-        return error_response(
-            405,
-            "This address does something when opened; open it with GET.",
-            headers=[("Allow", "GET")],
-        )
+    The method is the one the client sent: srcore's request class reports HEAD as GET.
+    """
+    method = str(request.environ.get("REQUEST_METHOD", "GET")).upper()
+    read_only = method if method in SAFE_METHODS else None
+    if method in ("GET", "HEAD") and _writes_on_get():
+        if method == "HEAD":
+            from srcore.errors import error_response
+
+            return error_response(
+                405,
+                "This address does something when opened; open it with GET.",
+                headers=[("Allow", "GET")],
+            )
+        read_only = None
+    setattr(g, _READ_ONLY_METHOD, read_only)
     return None
 
 
@@ -449,8 +458,9 @@ def _get_session() -> Session:
     if db_session is None:
         db_session = _current_database().session()
         db_session.info[_REQUEST_SESSION] = True
-        if _read_only_method() is not None:
-            db_session.info[_READ_ONLY] = True
+        method = _read_only_method()
+        if method is not None:
+            db_session.info[_READ_ONLY] = method
         setattr(g, _SESSION_KEY, db_session)
     return db_session
 

@@ -380,3 +380,17 @@ def test_pooled_connection_leaves_autocommit_with_the_read(tables: Database) -> 
     assert app.test_client().get("/users").status_code == 200
     assert dbapi_connections
     assert all(c.autocommit is False for c in dbapi_connections)  # type: ignore[attr-defined]
+
+
+def test_read_only_session_refuses_writes_after_its_request(tables: Database) -> None:
+    """A test's outer app context keeps the session a GET opened; it still may not write
+    (on PostgreSQL its connection autocommits, so a write would not wait for a commit)."""
+    app = make_app(tables)
+    with app.app_context():
+        assert app.test_client().get("/users").status_code == 200
+        srcore_db.session.add(make_user())
+        with pytest.raises(srcore_db.SafeMethodWrite, match="GET"):
+            srcore_db.session.flush()
+        srcore_db.session.rollback()
+    with tables.session() as other:
+        assert other.scalar(select(User)) is None
