@@ -7,9 +7,9 @@ runs is paid on every request.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
@@ -26,11 +26,19 @@ _INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 def request_id() -> str:
-    """The id of the current request: the proxy's ``X-Request-Id`` if sane, else a new one."""
+    """The id of the current request: the proxy's ``X-Request-Id`` if sane, else a new one.
+
+    A new id is 64 random bits in hex: unique enough to find one request in the logs, and
+    a quarter of the cost of a UUID (every response carries one). The header is read
+    from the environ: a header lookup that misses raises and catches a KeyError inside.
+    """
     rid: str | None = g.get("srcore_request_id")
     if rid is None:
-        incoming = request.headers.get("X-Request-Id", "")
-        rid = incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex[:16]
+        incoming = request.environ.get("HTTP_X_REQUEST_ID")
+        if isinstance(incoming, str) and _INCOMING_ID.match(incoming):
+            rid = incoming
+        else:
+            rid = os.urandom(8).hex()
         g.srcore_request_id = rid
     return rid
 
