@@ -35,6 +35,7 @@ ENTRY_POINT_GROUP = "srcore.services"
 _SERVICE_ID = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 _SCOPE_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
+_PAYLOAD = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 #: Who may receive an event (see :class:`Event`).
@@ -69,12 +70,17 @@ class Event:
         every subscriber holding the scope (only for events about public things);
     ``internal``
         the network's own first-party subscriptions only: users cannot subscribe to it.
+
+    *payload* names the ``TypedDict`` of the event's data as ``module:Name``: the function
+    that builds the data returns it, and the event catalog publishes its JSON Schema
+    (:mod:`srcore.webhooks.catalog`), so the code and its documentation cannot drift apart.
     """
 
     name: str
     scope: str
     description: str
     audience: Audience = "owner"
+    payload: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,12 +235,18 @@ def parse_manifest(data: Any, *, package: str, source: str = "service.yaml") -> 
             raise ManifestError(
                 f"{where}: audience {audience!r} must be one of {', '.join(AUDIENCES)}"
             )
+        payload = entry.get("payload")
+        if payload is not None and not (isinstance(payload, str) and _PAYLOAD.match(payload)):
+            raise ManifestError(
+                f"{where}: payload {payload!r} must name a TypedDict as 'module:Name'"
+            )
         events.append(
             Event(
                 event_name,
                 scope_name,
                 _text(entry.get("description", ""), f"{where}.description"),
                 audience,
+                payload,
             )
         )
 

@@ -637,6 +637,7 @@ def test_every_webhook_form_post_needs_a_csrf_token(
         "srcore_webhooks.disable",
         "srcore_webhooks.delete",
         "srcore_webhooks.redeliver_page",
+        "srcore_webhooks.ping",
     }
     body = {"url": HOOK, "events": "thing:created", "overlap": "0"}
     before = snapshot(app)

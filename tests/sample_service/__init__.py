@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from flask import Blueprint, render_template_string
 from sqlalchemy import select
@@ -26,6 +26,13 @@ class Thing(Base):
     __tablename__ = "thing"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
+
+
+class ThingData(TypedDict):
+    """The data of ``thing:created`` (service.yaml names this type as its payload)."""
+
+    id: int
+    name: str
 
 
 pages = Blueprint("pages", __name__)

@@ -1,0 +1,309 @@
+"""What the subscription API and pages both do: find a subscriber's subscriptions, create,
+change, rotate, redeliver, send a test event, list the delivery log.
+
+A subscriber sees only its own subscriptions (anyone else's is a 404), and the operator's
+trusted first-party ones are never shown, changed or deleted here: they are made from the
+config file, and their internal targets skip the SSRF guard. Functions that change rows
+commit; the dispatcher is nudged only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import abort, current_app
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, lazyload
+
+from srcore.app import SrcoreState
+from srcore.auth.scopes import Scope, format_scopes
+from srcore.db import utcnow
+from srcore.pagination import paginate_cursor
+from srcore.validation import Validation
+from srcore.webhooks.catalog import PING, PingData
+from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
+from srcore.webhooks.outbox import dump_payload
+from srcore.webhooks.signing import generate_secret
+from srcore.webhooks.subscriptions import (
+    Subscriber,
+    SubscriptionInput,
+    missing_scopes,
+    subscription_scopes,
+    target_problem,
+)
+
+__all__ = [
+    "MAX_SUBSCRIPTIONS",
+    "PING_INTERVAL",
+    "DeliveryRow",
+    "create_subscription",
+    "deliveries",
+    "find",
+    "overlap_until",
+    "owned",
+    "redeliver",
+    "rotate_secret",
+    "send_ping",
+    "set_enabled",
+    "update_subscription",
+]
+
+log = logging.getLogger("srcore.webhooks")
+
+#: Subscriptions one subscriber may have on one service.
+MAX_SUBSCRIPTIONS = 100
+#: The least time between two test events to one subscription.
+PING_INTERVAL = timedelta(seconds=30)
+#: A delivery, its event's name and its attempts (newest first).
+DeliveryRow = tuple[Delivery, str, list[Attempt]]
+
+
+def owned(subscriber: Subscriber) -> Any:
+    """The WHERE clause of the subscriptions *subscriber* owns (never a trusted one)."""
+    visible = Subscription.trusted.is_(False)
+    if subscriber.user_id is not None:
+        return visible & (Subscription.owner_id == subscriber.user_id)
+    return (
+        visible
+        & Subscription.owner_id.is_(None)
+        & (Subscription.owner_client == subscriber.client_id)
+    )
+
+
+def find(session: Session, subscriber: Subscriber, subscription_id: int) -> Subscription:
+    """*subscriber*'s subscription *subscription_id*; 404 if it has none such."""
+    sub = session.scalar(
+        select(Subscription).where(Subscription.id == subscription_id, owned(subscriber))
+    )
+    if sub is None:
+        abort(404)
+    return sub
+
+
+def overlap_until(sub: Subscription) -> datetime | None:
+    """Until when the previous secret still signs after a rotation (None: it does not)."""
+    expires = sub.previous_secret_expires
+    if sub.previous_secret is None or (expires is not None and expires <= utcnow()):
+        return None
+    return expires
+
+
+def _check_new_values(
+    st: SrcoreState,
+    subscriber: Subscriber,
+    values: SubscriptionInput,
+    valid: Validation,
+    *,
+    resource: str | None,
+) -> list[Scope]:
+    """Check the URL's target, the scopes and the resource; return the missing scopes."""
+    from srcore.webhooks.settings import policy_for
+
+    missing: list[Scope] = []
+    if values.url is not None:
+        problem = target_problem(values.url, policy_for(current_app))
+        if problem is not None:
+            valid.error(f"Webhooks cannot be sent there: {problem}.", "url")
+    if values.events is not None:
+        missing = missing_scopes(st.manifest, values.events, subscriber.scopes)
+        if missing:
+            valid.error(
+                "Receiving these events needs the scope "
+                f"{format_scopes(missing)}, which you do not hold.",
+                "events",
+            )
+    hook = st.webhook_filter
+    if valid.ok and resource is not None and hook is not None and values.events:
+        probe = _new(subscriber, st, url=values.url or "", events=values.events, secret="")
+        probe.resource = resource
+        event = OutboxRow(event=values.events[0], resource=resource, payload="{}")
+        if not hook(probe, event):
+            valid.error(f"There is no {resource} that you can see.", "resource")
+    return missing
+
+
+def _new(
+    subscriber: Subscriber, st: SrcoreState, *, url: str, events: Sequence[str], secret: str
+) -> Subscription:
+    return Subscription(
+        owner_id=subscriber.user_id,
+        owner_client=subscriber.client_id if subscriber.user_id is None else None,
+        url=url,
+        events=" ".join(events),
+        scopes=subscription_scopes(subscriber, st.manifest),
+        secret=secret,
+        enabled=True,
+    )
+
+
+def create_subscription(
+    session: Session,
+    st: SrcoreState,
+    subscriber: Subscriber,
+    values: SubscriptionInput,
+    valid: Validation,
+) -> tuple[Subscription, str] | None:
+    """Check and store a new subscription; return it and its secret, or None (errors on
+    *valid*)."""
+    # Checked even when other fields are wrong, so a form shows every problem at once.
+    _check_new_values(st, subscriber, values, valid, resource=values.resource)
+    if not valid.ok:
+        return None
+    count = session.scalar(select(func.count()).where(owned(subscriber))) or 0
+    if count >= MAX_SUBSCRIPTIONS:
+        valid.error(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
+        return None
+    assert values.url is not None and values.events is not None
+    secret = generate_secret()
+    sub = _new(subscriber, st, url=values.url, events=values.events, secret=secret)
+    sub.resource = values.resource
+    sub.confirmed_at = utcnow()
+    session.add(sub)
+    session.commit()
+    who = (
+        f"user {subscriber.user_id}"
+        if subscriber.user_id is not None
+        else f"client {subscriber.client_id}"
+    )
+    log.info("webhook %s subscribed to %s by %s", sub.id, sub.events, who)
+    return sub, secret
+
+
+def update_subscription(
+    session: Session,
+    st: SrcoreState,
+    subscriber: Subscriber,
+    sub: Subscription,
+    values: SubscriptionInput,
+    valid: Validation,
+) -> bool:
+    """Apply an update (url, events, enabled); False with errors on *valid*."""
+    if not valid.ok:
+        return False
+    events = values.events if values.events is not None else tuple(sorted(sub.event_names))
+    check = SubscriptionInput(url=values.url if values.url != sub.url else None, events=events)
+    _check_new_values(st, subscriber, check, valid, resource=None)
+    if not valid.ok:
+        return False
+    if values.url is not None:
+        sub.url = values.url
+    if values.events is not None:
+        sub.events = " ".join(values.events)
+        # The subscription now receives what the subscriber holds today.
+        sub.scopes = subscription_scopes(subscriber, st.manifest)
+    if values.enabled is not None:
+        set_enabled(sub, values.enabled)
+    # Its owner has seen it as it is now: see srcore.webhooks.accounts.
+    sub.confirmed_at = utcnow()
+    session.commit()
+    return True
+
+
+def set_enabled(sub: Subscription, enabled: bool) -> None:
+    """Enable or disable *sub* by its owner's wish (does not commit)."""
+    if enabled == sub.enabled:
+        return
+    sub.enabled = enabled
+    sub.disabled_reason = None if enabled else "Disabled by its owner."
+    if enabled:
+        sub.failing_since = None
+        sub.confirmed_at = utcnow()
+
+
+def rotate_secret(session: Session, sub: Subscription, overlap: timedelta) -> str:
+    """Give *sub* a new secret; the current one keeps signing for *overlap*. Returns it."""
+    secret = generate_secret()
+    keep = overlap > timedelta(0)
+    sub.previous_secret = sub.secret if keep else None
+    sub.previous_secret_expires = utcnow() + overlap if keep else None
+    sub.secret = secret
+    session.commit()
+    return secret
+
+
+def _nudge(st: SrcoreState, delivery_ids: list[int]) -> None:
+    """Wake the dispatcher for deliveries made due by hand (committed already)."""
+    nudge = getattr(st.webhook_dispatcher, "nudge_deliveries", None)
+    if callable(nudge):
+        try:
+            nudge(delivery_ids)
+        except Exception:  # the rows are due; the worker's poll finds them
+            log.exception("could not nudge the webhook dispatcher for %s", delivery_ids)
+
+
+def redeliver(session: Session, st: SrcoreState, sub: Subscription, delivery_id: int) -> Delivery:
+    """Send a delivery again, now, with the same ``webhook-id``; 404 if it is not *sub*'s."""
+    from srcore.webhooks import delivery as delivery_module
+
+    delivery = session.scalar(
+        select(Delivery).where(Delivery.id == delivery_id, Delivery.subscription_id == sub.id)
+    )
+    if delivery is None or not delivery_module.redeliver(session, delivery.id, now=utcnow()):
+        abort(404)
+    session.commit()
+    _nudge(st, [delivery.id])
+    return delivery
+
+
+def send_ping(session: Session, st: SrcoreState, sub: Subscription) -> Delivery | timedelta:
+    """Send *sub* (and no other subscription) a ``ping`` event now; or, when one was sent
+    less than :data:`PING_INTERVAL` ago, return how long to wait.
+
+    The outbox row is written already fanned out, so the fan-out never offers it to
+    anyone else; its one delivery shows in the log like any other.
+    """
+    now = utcnow()
+    last = session.scalar(
+        select(func.max(Delivery.created))
+        .join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
+        .where(Delivery.subscription_id == sub.id, OutboxRow.event == PING)
+    )
+    if last is not None and now - last < PING_INTERVAL:
+        return PING_INTERVAL - (now - last)
+    data: PingData = {
+        "subscription": sub.id,
+        "message": f"A test event from {st.manifest.name}: this webhook receives events.",
+    }
+    row = OutboxRow(
+        event=PING,
+        payload=dump_payload(data),
+        owner_id=sub.owner_id,
+        created=now,
+        fanned_out_at=now,
+    )
+    session.add(row)
+    session.flush()
+    delivery = Delivery(subscription_id=sub.id, outbox_id=row.id, next_attempt_at=now, created=now)
+    session.add(delivery)
+    session.commit()
+    _nudge(st, [delivery.id])
+    return delivery
+
+
+def deliveries(
+    session: Session, sub: Subscription, cursor: str | None, limit: int
+) -> tuple[list[DeliveryRow], str | None]:
+    """One page of *sub*'s deliveries (newest first) and the next page's cursor;
+    :class:`~srcore.pagination.InvalidCursor` for a cursor of another listing."""
+    stmt = (
+        select(Delivery)
+        .where(Delivery.subscription_id == sub.id)
+        .options(lazyload(Delivery.subscription), lazyload(Delivery.outbox))
+    )
+    page = paginate_cursor(session, stmt, key=[Delivery.id], cursor=cursor, limit=limit)
+    ids = [d.id for d in page.items]
+    events: dict[int, str] = {}
+    attempts: dict[int, list[Attempt]] = {i: [] for i in ids}
+    if ids:
+        outbox_ids = {d.outbox_id for d in page.items}
+        query = select(OutboxRow.id, OutboxRow.event).where(OutboxRow.id.in_(outbox_ids))
+        events.update((outbox_id, event) for outbox_id, event in session.execute(query))
+        for attempt in session.scalars(
+            select(Attempt).where(Attempt.delivery_id.in_(ids)).order_by(Attempt.id.desc())
+        ):
+            attempts[attempt.delivery_id].append(attempt)
+    rows = [(d, events.get(d.outbox_id, "?"), attempts[d.id]) for d in page.items]
+    return rows, page.next_cursor
