@@ -231,6 +231,7 @@ def _add_commands() -> None:
     from srcore.dev import dev_command
     from srcore.migrate_cli import migrate_command
     from srcore.scaffold.cli import new_service_command
+    from srcore.webhooks.docs import webhooks_command
     from srcore.worker_cli import worker_command
 
     cli.add_command(config_command)
@@ -239,6 +240,7 @@ def _add_commands() -> None:
     cli.add_command(dev_command)
     cli.add_command(new_service_command)
     cli.add_command(worker_command)
+    cli.add_command(webhooks_command)
 
 
 def main() -> None:
