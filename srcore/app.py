@@ -149,6 +149,10 @@ class SrcoreApp(Flask):
     #: No cookie session under the API prefix (see :mod:`srcore.sessions`).
     session_interface = SessionInterface()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._origin_adapters: dict[tuple[str, str, str], MapAdapter] = {}
+
     @property
     def srcore(self) -> SrcoreState:
         """This app's srcore state."""
@@ -171,11 +175,15 @@ class SrcoreApp(Flask):
             return super().create_url_adapter(request)
         origin = urlsplit(str(st.section["origin"]))
         if request is None:
-            return self.url_map.bind(
-                origin.netloc,
-                script_name=self.config["APPLICATION_ROOT"],
-                url_scheme=origin.scheme,
-            )
+            # Flask asks for this one with every app context, every request's included;
+            # it never varies, and building URLs reads it without changing it.
+            key = (origin.netloc, origin.scheme, str(self.config["APPLICATION_ROOT"]))
+            found = self._origin_adapters.get(key)
+            if found is None:
+                found = self._origin_adapters[key] = self.url_map.bind(
+                    origin.netloc, script_name=key[2], url_scheme=origin.scheme
+                )
+            return found
         adapter = super().create_url_adapter(request)
         if adapter is not None:
             adapter.server_name = origin.netloc
