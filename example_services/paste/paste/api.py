@@ -7,19 +7,21 @@ standard body, ``{"errors": [{"field": ..., "reason": ...}]}``.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
-from flask import Blueprint, abort, request, url_for
+from flask import Blueprint, Response, abort, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from paste import logic
+from paste.logic import PasteJSON
 from paste.models import Paste, User
 from paste.search import PASTES
 from srcore.auth import current_user, oauth
 from srcore.db import session
 from srcore.errors import error_response
-from srcore.pagination import InvalidCursor, paginate_cursor
+from srcore.openapi import Created, created, operation
+from srcore.pagination import CursorList, InvalidCursor, paginate_cursor, read_page
 from srcore.search import read_search
 from srcore.validation import Validation
 
@@ -27,7 +29,6 @@ __all__ = ["api"]
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
-MAX_LIMIT = 100
 
 
 def _caller() -> User:
@@ -38,16 +39,20 @@ def _caller() -> User:
     return user
 
 
+def _read_search(query: Validation) -> object:
+    return read_search(query, PASTES)
+
+
 @api.get("/pastes")
 @oauth("paste/pastes:RO")
-def list_pastes() -> Any:
+@operation(query=(read_page, _read_search))
+def list_pastes() -> CursorList[PasteJSON] | Response:
     """The caller's pastes, newest first, narrowed by ``?search=``."""
     user = _caller()
     query = Validation(data=request.args, source="form")
-    cursor = query.optional("cursor", max_length=1024)
-    limit = query.optional("limit", int, min=1, max=MAX_LIMIT, default=25)
+    cursor, limit = read_page(query)
     _, condition = read_search(query, PASTES)
-    if not query.ok or limit is None:
+    if not query.ok:
         return query.response()
     stmt = select(Paste).where(Paste.owner_id == user.id, condition)
     try:
@@ -60,19 +65,21 @@ def list_pastes() -> Any:
 
 @api.post("/pastes")
 @oauth("paste/pastes:RW")
-def create_paste() -> Any:
+@operation(body=logic.read_paste)
+def create_paste() -> Created[PasteJSON] | Response:
+    """Create a paste."""
     user = _caller()
     valid = Validation(request)
-    created = logic.create_paste(session, valid, user)
-    if created is None:
+    new = logic.create_paste(session, valid, user)
+    if new is None:
         return valid.response()
-    location = url_for("api.get_paste", short_id=created.short_id)
-    return logic.paste_json(created, user), 201, {"Location": location}
+    location = url_for("api.get_paste", short_id=new.short_id)
+    return created(logic.paste_json(new, user), location=location)
 
 
 @api.get("/pastes/<short_id>")
 @oauth("paste/pastes:RO")
-def get_paste(short_id: str) -> Any:
+def get_paste(short_id: str) -> PasteJSON | Response:
     """Any paste, public or unlisted: its id is the link that shares it."""
     _caller()
     found = None
