@@ -57,9 +57,15 @@ def init_app(app: Flask) -> None:
         production=bool(st.is_production), origin=str(st.section["origin"])
     )
 
+    pairs = [(name, value, name.lower()) for name, value in headers.items()]
+
     def add_headers(response: Response) -> Response:
-        for name, value in headers.items():
-            response.headers.setdefault(name, value)
+        # One pass over the response's few headers: Headers.setdefault raises and catches
+        # an exception for every header it does not find, which is all of them here.
+        present = {name.lower() for name, _ in response.headers}
+        missing = [(name, value) for name, value, lower in pairs if lower not in present]
+        if missing:
+            response.headers.extend(missing)
         return response
 
     app.after_request(add_headers)
