@@ -290,3 +290,34 @@ def test_a_slow_name_lookup_counts_against_the_deadline(monkeypatch: pytest.Monk
     assert exchange.status is None
     assert exchange.error is not None and "timeout" in exchange.error
     assert took < TRICKLE_FOR / 3 - 1
+
+
+def test_a_forked_child_still_cuts_a_trickling_receiver_at_the_deadline() -> None:
+    """The deadline thread of the parent is not in a forked child (a Celery pool process):
+    the child's first attempt starts its own, so a trickling receiver is still cut."""
+    import os
+
+    from srcore.webhooks.sender import PooledSender
+
+    sender = PooledSender(LOOPBACK)
+    with Listener("trickle-body") as listener:
+        url = f"http://127.0.0.1:{listener.port}/hook"
+        first = sender.post(url, {}, b"{}", deadline=time.monotonic() + 0.6)
+        assert first.error is not None  # the parent's deadline thread is running now
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what its attempt got, then leave at once
+            try:
+                got = sender.post(url, {}, b"{}", deadline=time.monotonic() + 0.6)
+                os.write(write, (got.error or "no error").encode()[:200])
+            finally:
+                os._exit(0)
+        os.close(write)
+        ready, _, _ = select.select([read], [], [], 10)
+        report = os.read(read, 200).decode() if ready else "the child never answered"
+        os.close(read)
+        if not ready:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        sender.close()
+    assert report.startswith("timeout:"), report

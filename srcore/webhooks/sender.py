@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -126,9 +127,11 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._reset()
+        # A forked child has none of the parent's threads: it starts afresh.
+        reset = weakref.WeakMethod(self._reset)
+        os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, _Attempt]] = []
         self._seq = itertools.count()
@@ -136,8 +139,6 @@ class _Watchdog:
         self._closed = False
 
     def watch(self, attempt: _Attempt) -> None:
-        if self._pid != os.getpid():  # a forked child: the parent's thread is not here
-            self._reset()
         with self._cond:
             heapq.heappush(self._heap, (attempt.deadline, next(self._seq), attempt))
             if self._thread is None or not self._thread.is_alive():
