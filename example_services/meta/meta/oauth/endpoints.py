@@ -418,19 +418,21 @@ def revocations() -> Response:
 
 @endpoints.route("/api/profile")
 @oauth("meta/profile:RO")
-def api_profile() -> Any:
+def api_profile() -> ProfileJSON | Response:
+    """The profile of the token's user."""
     token = current_token()
     if token is None or token.subject is None:
         return error_response(403, "This token belongs to no user; use /api/users/<id>.")
     user = current_user._get_current_object()
     if user is None:
         return error_response(404, "No such user.")
-    return jsonify(profile_of(user))
+    return profile_of(user)
 
 
 @endpoints.route("/api/users/<id:user_id>")
 @oauth("meta/profile:RO")
-def api_user(user_id: int) -> Any:
+def api_user(user_id: int) -> ProfileJSON | Response:
+    """Any user's profile, for the network's services (client credentials tokens)."""
     token = current_token()
     if (
         token is None
@@ -443,4 +445,4 @@ def api_user(user_id: int) -> Any:
     user = db_session.get(User, user_id)
     if user is None:
         return error_response(404, "No such user.")
-    return jsonify(profile_of(user))
+    return profile_of(user)
