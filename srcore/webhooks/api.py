@@ -11,37 +11,33 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 from flask import Blueprint, Response, abort, g, request, url_for
 from sqlalchemy import select
 
 from srcore.app import state
-from srcore.auth.scopes import Access, Scope, format_scopes
+from srcore.auth.scopes import Access, format_scopes
 from srcore.db import session as db_session
 from srcore.errors import error_response
 from srcore.pagination import InvalidCursor, paginate_cursor
 from srcore.validation import Invalid, Validation, parse_json_object
 from srcore.webhooks import manage
 from srcore.webhooks.catalog import PING, event_catalog
-from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, OutboxRow, Subscription
+from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.subscriptions import (
-    MAX_OVERLAP,
-    ROTATION_OVERLAP,
     Subscriber,
     events_scopes,
     missing_scopes,
+    read_overlap,
     read_subscription,
     secret_hint,
 )
 
-__all__ = ["api", "attempt_json", "delivery_json", "read_overlap", "subscription_json"]
+__all__ = ["api", "attempt_json", "delivery_json", "subscription_json"]
 
 api = Blueprint("srcore_webhooks_api", __name__, url_prefix="/api/webhooks")
 
-SUBSCRIPTION = "/<id:subscription_id>"
-DELIVERY = "<id(max=9223372036854775807):delivery_id>"
-DEFAULT_LIMIT = 20
 MAX_LIMIT = 50
 
 
@@ -123,19 +119,6 @@ def _bad_cursor(exc: InvalidCursor) -> Response:
     return valid.response()
 
 
-def read_overlap(valid: Validation) -> timedelta | None:
-    """The ``overlap`` of a secret rotation, in seconds (default: a day)."""
-    seconds = valid.optional(
-        "overlap",
-        int,
-        min=0,
-        max=int(MAX_OVERLAP.total_seconds()),
-        default=int(ROTATION_OVERLAP.total_seconds()),
-        label="The overlap",
-    )
-    return timedelta(seconds=seconds) if seconds is not None else None
-
-
 @api.before_request
 def _authenticate() -> Response | None:
     """Require a bearer token holding at least one scope of this service (but for the
@@ -177,27 +160,23 @@ def _subscriber() -> Subscriber:
     return subscriber
 
 
-def _refuse_scopes(missing: list[Scope]) -> NoReturn:
-    from srcore.auth.api import _challenge
-
-    wanted = format_scopes(missing)
-    doing = "Managing webhooks of" if any(s.access == "RW" for s in missing) else "Receiving"
-    reason = f"{doing} these events needs the scope {wanted}, which this token does not hold."
-    response = _challenge(403, reason, error="insufficient_scope", scope=wanted)
-    body = {"errors": [{"field": "events", "reason": reason}]}
-    response.set_data(json.dumps(body) + "\n")
-    abort(response)
-
-
 def _check_scopes(events: Any, *, write: bool) -> None:
     """403 unless the token may receive every declared one of *events* or, to manage
     subscriptions to them (*write*), holds their scopes read-write."""
+    from srcore.auth.api import _challenge
+
     manifest = state().manifest
     known = [name for name in sorted(events) if manifest.event(name) is not None]
     access: Access = "RW" if write else "RO"
     missing = missing_scopes(manifest, known, _subscriber().scopes, access=access)
-    if missing:
-        _refuse_scopes(missing)
+    if not missing:
+        return
+    wanted = format_scopes(missing)
+    doing = "Managing webhooks of" if write else "Receiving"
+    reason = f"{doing} these events needs the scope {wanted}, which this token does not hold."
+    response = _challenge(403, reason, error="insufficient_scope", scope=wanted)
+    response.set_data(json.dumps({"errors": [{"field": "events", "reason": reason}]}) + "\n")
+    abort(response)
 
 
 def _own(subscription_id: int) -> Subscription:
@@ -231,7 +210,7 @@ def _body() -> tuple[Validation, object, bool]:
 def _paging() -> tuple[str | None, int]:
     query = Validation(data=request.args, source="form")
     cursor = query.optional("cursor", max_length=1024)
-    limit = query.optional("limit", int, min=1, max=MAX_LIMIT, default=DEFAULT_LIMIT)
+    limit = query.optional("limit", int, min=1, max=MAX_LIMIT, default=manage.DEFAULT_LIMIT)
     if not query.ok or limit is None:
         abort(query.response())
     return cursor, limit
@@ -266,12 +245,12 @@ def api_create() -> Any:
     return subscription_json(sub, secret=secret), 201, {"Location": location}
 
 
-@api.get(SUBSCRIPTION)
+@api.get(manage.SUBSCRIPTION)
 def api_get(subscription_id: int) -> Any:
     return subscription_json(_own(subscription_id))
 
 
-@api.patch(SUBSCRIPTION)
+@api.patch(manage.SUBSCRIPTION)
 def api_update(subscription_id: int) -> Any:
     st = state()
     sub = _subscription(subscription_id)
@@ -289,14 +268,14 @@ def api_update(subscription_id: int) -> Any:
     return subscription_json(sub)
 
 
-@api.delete(SUBSCRIPTION)
+@api.delete(manage.SUBSCRIPTION)
 def api_delete(subscription_id: int) -> Any:
     db_session.delete(_subscription(subscription_id))
     db_session.commit()
     return "", 204
 
 
-@api.post(f"{SUBSCRIPTION}/rotate")
+@api.post(f"{manage.SUBSCRIPTION}/rotate")
 def api_rotate(subscription_id: int) -> Any:
     sub = _subscription(subscription_id)
     valid = Validation(request)
@@ -309,7 +288,7 @@ def api_rotate(subscription_id: int) -> Any:
     return subscription_json(sub, secret=secret)
 
 
-@api.get(f"{SUBSCRIPTION}/deliveries")
+@api.get(f"{manage.SUBSCRIPTION}/deliveries")
 def api_deliveries(subscription_id: int) -> Any:
     sub = _subscription(subscription_id, write=False)
     cursor, limit = _paging()
@@ -317,17 +296,16 @@ def api_deliveries(subscription_id: int) -> Any:
     return {"results": [delivery_json(*row) for row in rows], "next": next_cursor}
 
 
-@api.post(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver")
+@api.post(f"{manage.SUBSCRIPTION}/deliveries/{manage.DELIVERY}/redeliver")
 def api_redeliver(subscription_id: int, delivery_id: int) -> Any:
     sub = _subscription(subscription_id)
     if not sub.enabled:
         return error_response(409, "This webhook is disabled; enable it before redelivering.")
     delivery = manage.redeliver(db_session, state(), sub, delivery_id)
-    event = db_session.scalar(select(OutboxRow.event).where(OutboxRow.id == delivery.outbox_id))
-    return delivery_json(delivery, event or "?", []), 202
+    return delivery_json(delivery, delivery.outbox.event, []), 202
 
 
-@api.post(f"{SUBSCRIPTION}/ping")
+@api.post(f"{manage.SUBSCRIPTION}/ping")
 def api_ping(subscription_id: int) -> Any:
     sub = _subscription(subscription_id)
     if not sub.enabled:

@@ -53,6 +53,11 @@ __all__ = [
 
 log = logging.getLogger("srcore.webhooks")
 
+#: The URL parts of a subscription and of one of its deliveries.
+SUBSCRIPTION = "/<id:subscription_id>"
+DELIVERY = "<id(max=9223372036854775807):delivery_id>"
+#: Deliveries on one page of the log.
+DEFAULT_LIMIT = 20
 #: Subscriptions one subscriber may have on one service.
 MAX_SUBSCRIPTIONS = 100
 #: The least time between two test events to one subscription.

@@ -24,13 +24,13 @@ from srcore.errors import error_response
 from srcore.pagination import InvalidCursor, paginate_pages
 from srcore.validation import Invalid, Validation
 from srcore.webhooks import manage
-from srcore.webhooks.api import DEFAULT_LIMIT, DELIVERY, SUBSCRIPTION, read_overlap
 from srcore.webhooks.models import Subscription
 from srcore.webhooks.subscriptions import (
     Subscriber,
     SubscriptionInput,
     event_scope,
     events_scopes,
+    read_overlap,
     read_resource,
     read_subscription,
     secret_hint,
@@ -121,7 +121,7 @@ def _detail_page(sub: Subscription, *, secret: str | None = None, status: int = 
         cursor = query.optional("cursor", max_length=1024)
         if not query.ok:
             return _bad_cursor(InvalidCursor())
-    rows, next_cursor = manage.deliveries(db_session, sub, cursor, DEFAULT_LIMIT)
+    rows, next_cursor = manage.deliveries(db_session, sub, cursor, manage.DEFAULT_LIMIT)
     page = render_template(
         "webhooks/detail.html",
         subscription=sub,
@@ -182,12 +182,12 @@ def new() -> Any:
     return _detail_page(sub, secret=secret, status=201)
 
 
-@pages.route(SUBSCRIPTION)
+@pages.route(manage.SUBSCRIPTION)
 def detail(subscription_id: int) -> Any:
     return _detail_page(_mine(subscription_id))
 
 
-@pages.route(f"{SUBSCRIPTION}/edit", methods=["GET", "POST"])
+@pages.route(f"{manage.SUBSCRIPTION}/edit", methods=["GET", "POST"])
 def edit(subscription_id: int) -> Any:
     st = state()
     sub = _mine(subscription_id)
@@ -205,7 +205,7 @@ def edit(subscription_id: int) -> Any:
     return _back(sub, "Webhook saved.")
 
 
-@pages.route(f"{SUBSCRIPTION}/rotate", methods=["POST"])
+@pages.route(f"{manage.SUBSCRIPTION}/rotate", methods=["POST"])
 def rotate(subscription_id: int) -> Any:
     sub = _mine(subscription_id)
     valid = _form()
@@ -217,7 +217,7 @@ def rotate(subscription_id: int) -> Any:
     return _detail_page(sub, secret=secret)
 
 
-@pages.route(f"{SUBSCRIPTION}/enable", methods=["POST"])
+@pages.route(f"{manage.SUBSCRIPTION}/enable", methods=["POST"])
 def enable(subscription_id: int) -> Any:
     sub = _mine(subscription_id)
     manage.set_enabled(sub, True)
@@ -225,7 +225,7 @@ def enable(subscription_id: int) -> Any:
     return _back(sub, "Webhook enabled.")
 
 
-@pages.route(f"{SUBSCRIPTION}/disable", methods=["POST"])
+@pages.route(f"{manage.SUBSCRIPTION}/disable", methods=["POST"])
 def disable(subscription_id: int) -> Any:
     sub = _mine(subscription_id)
     manage.set_enabled(sub, False)
@@ -233,7 +233,7 @@ def disable(subscription_id: int) -> Any:
     return _back(sub, "Webhook disabled: no events are sent to it until you enable it.")
 
 
-@pages.route(f"{SUBSCRIPTION}/delete", methods=["POST"])
+@pages.route(f"{manage.SUBSCRIPTION}/delete", methods=["POST"])
 def delete(subscription_id: int) -> Any:
     db_session.delete(_mine(subscription_id))
     db_session.commit()
@@ -241,7 +241,7 @@ def delete(subscription_id: int) -> Any:
     return redirect(url_for("srcore_webhooks.index"))
 
 
-@pages.route(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver", methods=["POST"])
+@pages.route(f"{manage.SUBSCRIPTION}/deliveries/{manage.DELIVERY}/redeliver", methods=["POST"])
 def redeliver_page(subscription_id: int, delivery_id: int) -> Any:
     sub = _mine(subscription_id)
     if not sub.enabled:
@@ -250,7 +250,7 @@ def redeliver_page(subscription_id: int, delivery_id: int) -> Any:
     return _back(sub, f"Delivery {delivery.message_id} will be sent again shortly.")
 
 
-@pages.route(f"{SUBSCRIPTION}/ping", methods=["POST"])
+@pages.route(f"{manage.SUBSCRIPTION}/ping", methods=["POST"])
 def ping(subscription_id: int) -> Any:
     sub = _mine(subscription_id)
     if not sub.enabled:

@@ -36,6 +36,7 @@ __all__ = [
     "events_scopes",
     "missing_scopes",
     "read_events",
+    "read_overlap",
     "read_resource",
     "read_subscription",
     "secret_hint",
@@ -202,6 +203,19 @@ def read_subscription(
     if partial and "enabled" in valid:
         found.enabled = valid.require("enabled", bool)
     return found
+
+
+def read_overlap(valid: Validation) -> timedelta | None:
+    """Read the ``overlap`` of a secret rotation, in seconds (default: a day)."""
+    seconds = valid.optional(
+        "overlap",
+        int,
+        min=0,
+        max=int(MAX_OVERLAP.total_seconds()),
+        default=int(ROTATION_OVERLAP.total_seconds()),
+        label="The overlap",
+    )
+    return timedelta(seconds=seconds) if seconds is not None else None
 
 
 # -- the address a subscription points at --------------------------------------------------
