@@ -36,7 +36,6 @@ import functools
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from srcore.auth.tokens import VerificationUnavailable
+from srcore.forks import reset_in_child
 
 if TYPE_CHECKING:
     import redis
@@ -345,7 +345,7 @@ class RedisRevocationStore:
         self._pending: list[RevocationEvent] = []
         self._pending_lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._pid: int | None = None
+        self._started = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._loaded = threading.Event()
@@ -354,22 +354,27 @@ class RedisRevocationStore:
         self._pubsub: Any = None
         #: How many times the state was loaded from Redis in this process.
         self.loads = 0
+        reset_in_child(self._forked)
 
     def _key(self, kind: str, subject: str) -> str:
         return f"{self._prefix}{kind}:{subject}"
 
     # -- the subscriber thread ------------------------------------------------------------
 
+    def _forked(self) -> None:
+        """In a forked child: the parent's locks may be held for good, its thread is gone."""
+        self._lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._mirror.after_fork()
+        self._started = False
+
     def _ensure_started(self) -> None:
-        if self._pid == os.getpid():
+        if self._started:
             return
         with self._start_lock:
-            if self._pid == os.getpid():
+            if self._started:
                 return
-            if self._pid is not None:  # forked: the parent's locks may be held for good
-                self._lock = threading.Lock()
-                self._pending_lock = threading.Lock()
-                self._mirror.after_fork()
             self._stop = threading.Event()
             self._loaded = threading.Event()
             self._tried = threading.Event()
@@ -380,7 +385,7 @@ class RedisRevocationStore:
                 daemon=True,
             )
             self._thread.start()
-            self._pid = os.getpid()
+            self._started = True
 
     def close(self) -> None:
         """Stop this process's subscriber thread (tests; the process exiting stops it too)."""
@@ -388,7 +393,7 @@ class RedisRevocationStore:
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout=5)
-        self._pid = None
+        self._started = False
 
     def _run(self, stop: threading.Event, loaded: threading.Event, tried: threading.Event) -> None:
         import redis
@@ -663,10 +668,11 @@ class RevocationPuller:
         self.store = store
         self.fetch = fetch
         self.interval = interval
-        self._pid: int | None = None
+        self._started = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._start_lock = threading.Lock()
+        reset_in_child(self._forked)
         #: How many pulls ran (successful or not).
         self.pulls = 0
         #: Called with the events of each pull once the store has them (the app's webhook
@@ -693,19 +699,23 @@ class RevocationPuller:
         self.pulls += 1
         return applied
 
+    def _forked(self) -> None:
+        self._start_lock = threading.Lock()
+        self._started = False
+
     def ensure_started(self) -> None:
         """Start the thread in this process if it is not running here yet (cheap if it is)."""
-        if self._pid == os.getpid() or self.interval <= 0:
+        if self._started or self.interval <= 0:
             return
         with self._start_lock:
-            if self._pid == os.getpid():
+            if self._started:
                 return
             self._stop = threading.Event()
             self._thread = threading.Thread(
                 target=self._run, args=(self._stop,), name="srcore-revocation-pull", daemon=True
             )
             self._thread.start()
-            self._pid = os.getpid()
+            self._started = True
 
     def stop(self) -> None:
         """Stop the thread (tests; the process exiting stops it too)."""
@@ -713,7 +723,7 @@ class RevocationPuller:
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout=5)
-        self._pid = None
+        self._started = False
 
     def _run(self, stop: threading.Event) -> None:
         # Rounds start every `interval` seconds, however long a pull takes, so a lost push

@@ -27,11 +27,9 @@ import heapq
 import ipaddress
 import itertools
 import logging
-import os
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,6 +40,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
+from srcore.forks import reset_in_child
 from srcore.webhooks.ssrf import AddressPolicy, RefusedAddress
 
 __all__ = ["BODY_CAP", "Exchange", "PooledSender", "Sender"]
@@ -127,9 +126,7 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._reset()
-        # A forked child has none of the parent's threads: it starts afresh.
-        reset = weakref.WeakMethod(self._reset)
-        os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
+        reset_in_child(self._reset)  # a forked child has none of the parent's threads
 
     def _reset(self) -> None:
         self._cond = threading.Condition()
