@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -76,6 +76,16 @@ def _receiver(url: str) -> str:
         return f"{(parts.hostname or '').lower()}:{parts.port or parts.scheme}"
     except ValueError:
         return url
+
+
+def _take(finished: queue.SimpleQueue[Job]) -> list[Job]:
+    """Everything in *finished* now."""
+    jobs: list[Job] = []
+    while True:
+        try:
+            jobs.append(finished.get_nowait())
+        except queue.Empty:
+            return jobs
 
 
 @dataclass(eq=False)
@@ -138,6 +148,8 @@ class Worker:
         self._stopping = threading.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._ended: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
+        #: Jobs sent (or given up) by the lanes, to be recorded.
+        self._finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._running: Counter[str] = Counter()
         self._queued: dict[str, deque[_Lane]] = {}
         #: Subscriptions with a lane running or queued: not claimed for meanwhile.
@@ -245,36 +257,35 @@ class Worker:
         """On a pool thread: send the lane's requests in order; none starts once stopping,
         nor one that could outlast the lease."""
         timeout = self.settings.timeout.total_seconds()
+        sent = 0
         try:
             for job in lane.jobs:
                 if self._stopping.is_set() or time.monotonic() + timeout > lane.must_end:
                     break
                 send(job, self.http, self.trusted_http, self.clock, self.settings)
+                self._finished.put(job)  # recorded at the next step, lane over or not
+                sent += 1
         finally:
+            for job in lane.jobs[sent:]:  # never sent: released at the next step
+                self._finished.put(job)
             self._ended.put(lane)
             self.wake.set()
 
     def _record_ended(self, session: Session) -> int:
-        ended: list[_Lane] = []
         while True:
             try:
-                ended.append(self._ended.get_nowait())
+                lane = self._ended.get_nowait()
             except queue.Empty:
                 break
-        for lane in ended:
             self._running[lane.receiver] -= 1
-            self._done_with(lane)
+            self._busy.discard(lane.subscription_id)
             if not self._stopping.is_set():
                 self._start_queued(lane.receiver)
-        return self._record(session, ended)
+        return self._record(session, _take(self._finished))
 
-    def _done_with(self, lane: _Lane) -> None:
-        self._busy.discard(lane.subscription_id)
-        self._held -= len(lane.jobs)
-
-    def _record(self, session: Session, lanes: Iterable[_Lane]) -> int:
-        jobs = [job for lane in lanes for job in lane.jobs]
+    def _record(self, session: Session, jobs: list[Job]) -> int:
         if jobs:
+            self._held -= len(jobs)  # recorded, or left to their leases if this fails
             record(session, jobs, config=self.settings, rng=self.rng)
         return len(jobs)
 
@@ -344,20 +355,21 @@ class Worker:
             self._stopping.set()
         unstarted = [lane for lanes in self._queued.values() for lane in lanes]
         self._queued.clear()
+        jobs: list[Job] = []
         for lane in unstarted:
-            self._done_with(lane)
-        ended: list[_Lane] = list(unstarted)
+            self._busy.discard(lane.subscription_id)
+            jobs.extend(lane.jobs)  # released unsent
         while sum(self._running.values()) > 0:
             lane = self._ended.get()
             self._running[lane.receiver] -= 1
-            self._done_with(lane)
-            ended.append(lane)
+            self._busy.discard(lane.subscription_id)
+        jobs.extend(_take(self._finished))
         recorded = 0
         try:
             with self.state.db.session() as session:
-                recorded = self._record(session, ended)
+                recorded = self._record(session, jobs)
         except Exception:  # their leases end and they are tried again
-            log.exception("could not record %d deliveries while stopping", len(ended))
+            log.exception("could not record %d deliveries while stopping", len(jobs))
         if not was_stopping:
             self._stopping.clear()
         return recorded

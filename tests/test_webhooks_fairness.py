@@ -1,0 +1,249 @@
+"""Fairness: a receiver that trickles its answers holds up its own deliveries only.
+
+One receiver answers a byte at a time (it would take far longer than ``webhook-timeout``),
+another answers at once; every event goes to both. The healthy receiver must get every
+event, in order, before the trickling receiver's first attempt has even ended, including
+events emitted while that attempt is in flight. Nothing here reads a clock: both
+receivers write what happens to one shared log, and the test compares positions in it.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import delete
+from sqlalchemy import select as sql_select
+
+import srcore.db
+from srcore.webhooks import emit
+from srcore.webhooks.models import Attempt, Delivery, Subscription, WebhookBase
+from srcore.webhooks.settings import WebhookSettings
+from srcore.webhooks.signing import generate_secret
+from srcore.webhooks.ssrf import AddressPolicy
+from srcore.webhooks.worker import Worker
+
+LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])
+#: webhook-timeout here; the trickling receiver sends a byte every TRICKLE_EVERY seconds
+#: of a body it declares far longer than that allows.
+DEADLINE = 4.0
+TRICKLE_EVERY = 1.0
+#: Events emitted before the worker starts, and while the first trickling attempt runs.
+BEFORE, DURING = 10, 10
+#: How long the test waits for something that should happen within a few seconds.
+PATIENCE = 60.0
+
+
+@pytest.fixture(autouse=True)
+def clean_webhooks(app: Any) -> Iterator[None]:
+    yield
+    with app.extensions["srcore"].db.transaction() as s:
+        for table in reversed(WebhookBase.metadata.sorted_tables):
+            s.execute(delete(table))
+
+
+class Log:
+    """What the receivers saw, in the order they saw it (the only clock here)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: list[tuple[str, Any]] = []
+        self.changed = threading.Condition(self.lock)
+
+    def add(self, what: str, detail: Any = None) -> None:
+        with self.changed:
+            self.entries.append((what, detail))
+            self.changed.notify_all()
+
+    def wait_for(self, what: str, count: int = 1) -> None:
+        with self.changed:
+            found = self.changed.wait_for(
+                lambda: sum(1 for w, _ in self.entries if w == what) >= count, PATIENCE
+            )
+        assert found, f"no {count} x {what!r} in {self.entries}"
+
+    def first(self, what: str) -> int:
+        with self.lock:
+            return next(i for i, (w, _) in enumerate(self.entries) if w == what)
+
+    def positions(self, what: str) -> list[tuple[int, Any]]:
+        with self.lock:
+            return [(i, d) for i, (w, d) in enumerate(self.entries) if w == what]
+
+
+@pytest.fixture
+def log() -> Log:
+    return Log()
+
+
+@pytest.fixture
+def healthy(log: Log) -> Iterator[str]:
+    """A receiver that answers 200 at once and logs each event's number."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            log.add("healthy", json.loads(body)["data"]["n"])
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def trickling(log: Log) -> Iterator[str]:
+    """A receiver that answers 200 with a 1,000-byte body sent a byte per TRICKLE_EVERY.
+
+    It logs ``trickle-start`` when a request has arrived and ``trickle-cut`` when the
+    sender closed the connection on it (the end of that attempt, as the sender sees it),
+    or ``trickle-gave-up`` if it stopped trickling first.
+    """
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+    listener.settimeout(0.1)
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            try:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    request += chunk
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                log.add("trickle-start", json.loads(body)["data"]["n"])
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+                for _ in range(1000):
+                    readable, _, _ = select.select([conn], [], [], TRICKLE_EVERY)
+                    if readable and not conn.recv(1):
+                        log.add("trickle-cut")
+                        return
+                    if stop.is_set():
+                        break
+                    conn.sendall(b"x")
+            except OSError:
+                log.add("trickle-cut")
+                return
+            log.add("trickle-gave-up")
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def subscribe(db: Any, url: str) -> int:
+    sub = Subscription(
+        url=url, events="thing:created", scopes="sample/things:RO", secret=generate_secret()
+    )
+    db.add(sub)
+    db.commit()
+    return int(sub.id)
+
+
+def emit_events(app: Any, numbers: range) -> None:
+    with app.app_context():
+        for n in numbers:
+            emit("thing:created", {"n": n})
+            srcore.db.session.commit()
+
+
+def attempts_of(db: Any, subscription_id: int) -> list[tuple[str, int, str | None]]:
+    """(status, attempts, error) of each attempt made to *subscription_id*."""
+    db.expire_all()
+    rows = db.execute(
+        sql_select(Delivery.status, Delivery.attempts, Attempt.error)
+        .join(Attempt, Attempt.delivery_id == Delivery.id)
+        .where(Delivery.subscription_id == subscription_id)
+        .order_by(Attempt.id)
+    ).all()
+    db.rollback()
+    return [tuple(row) for row in rows]
+
+
+def test_a_trickling_receiver_delays_nobody_else(
+    app: Any, db: Any, log: Log, healthy: str, trickling: str
+) -> None:
+    slow = subscribe(db, trickling)
+    subscribe(db, healthy)
+    emit_events(app, range(BEFORE))
+    settings = WebhookSettings(
+        timeout=timedelta(seconds=DEADLINE), connect_timeout=timedelta(seconds=1)
+    )
+    worker = Worker(app, policy=LOOPBACK, settings=settings, poll_interval=0.05)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        log.wait_for("trickle-start")
+        emit_events(app, range(BEFORE, BEFORE + DURING))  # while the receiver trickles
+        log.wait_for("trickle-cut")
+        deadline = time.monotonic() + PATIENCE
+        while not attempts_of(db, slow) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.wake.set()
+        thread.join(timeout=PATIENCE)
+        worker.close()
+    assert not thread.is_alive()
+
+    received = log.positions("healthy")
+    assert [n for _, n in received] == list(range(BEFORE + DURING))  # all, in event order
+    first_cut = log.first("trickle-cut")
+    assert received[-1][0] < first_cut, log.entries
+    assert log.positions("trickle-start")[0][1] == 0  # the trickled one was the first event
+    assert not log.positions("trickle-gave-up")
+
+    # The trickled attempt was cut at the deadline and is to be retried.
+    status, attempts, error = attempts_of(db, slow)[0]
+    assert (status, attempts) == ("pending", 1)
+    assert error is not None and "timeout" in error
+    db.expire_all()
+    statuses = set(db.scalars(sql_select(Delivery.status).where(Delivery.subscription_id == slow)))
+    assert statuses == {"pending"}
