@@ -513,3 +513,21 @@ def test_error_page_ignores_a_strange_referrer(app: Flask) -> None:
         html = render_template("error.html", code=500, title="Oops", message="")
     assert "javascript:" not in html
     assert "error-message" not in html
+
+
+# -- empty states -----------------------------------------------------------------------
+
+
+def test_empty_state_macro_draws_one_kind_of_empty_list(render: Callable[..., str]) -> None:
+    source = """{% import "macros/empty.html" as empty %}
+<section class="card"><div class="card-header"><h2>Trackers</h2></div>
+{{ empty.state("No trackers yet", "A tracker collects tickets.", icon_name="tag",
+               action_url="/create", action_label="Create one") }}</section>
+{{ empty.state("Nothing here") }}"""
+    html = render(source)
+    page = Page(html)
+    assert len(page.find("div", class_="empty-state")) == 2
+    assert len(page.find("p", class_="empty-state-title")) == 2
+    assert not page.find("h3")  # an empty list adds no heading to the page's outline
+    assert page.one("a", class_="btn btn-primary")["href"] == "/create"
+    assert "No trackers yet A tracker collects tickets. Create one Nothing here" in page.all_text

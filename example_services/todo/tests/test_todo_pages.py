@@ -277,7 +277,7 @@ def test_front_page_public_list_includes_the_viewers_own_public_trackers(user_cl
     page = text(user_client.get("/"))
     public = page[page.index('id="public-trackers"') :]
     assert "~alice/mine-public" in public
-    assert "No public trackers yet." not in page
+    assert "No public trackers yet" not in page
 
 
 def test_last_breadcrumb_is_the_current_page_not_a_link(client, tracker, ticket):
