@@ -295,7 +295,7 @@ def find_ticket(session: Session, tracker: Tracker, number: int) -> Ticket:
 
 
 def can_change_status(ticket: Ticket, tracker: Tracker, user: User | None) -> bool:
-    """The tracker's owner and the ticket's submitter may resolve and reopen it."""
+    """The tracker's owner and the ticket's submitter may edit, resolve and reopen it."""
     return user is not None and user.id in (tracker.owner_id, ticket.submitter_id)
 
 

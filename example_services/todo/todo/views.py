@@ -273,6 +273,32 @@ def ticket(username: str, name: str, number: int) -> Any:
     return _ticket_page(found, logic.find_ticket(session, found, number))
 
 
+@views.route(f"{TRACKER}/{NUMBER}/edit", methods=["GET", "POST"])
+@login_required
+def edit_ticket(username: str, name: str, number: int) -> Any:
+    """Change a ticket's title and description: its submitter and the tracker's owner may."""
+    user = _user()
+    found = logic.find_tracker(session, username, name, user)
+    ticket = logic.find_ticket(session, found, number)
+    if not logic.can_change_status(ticket, found, user):
+        abort(403)
+    if request.method == "GET":
+        return render_template("todo/ticket_form.html", valid=None, tracker=found, ticket=ticket)
+    valid = Validation(request)
+    values = logic.read_ticket(valid)
+    if not valid.ok:
+        page = render_template("todo/ticket_form.html", valid=valid, tracker=found, ticket=ticket)
+        return page, 400
+    logic.apply_ticket(ticket, values)
+    if session.is_modified(ticket):
+        events.ticket_changed(
+            session, "ticket:updated", ticket, found, found.owner, ticket.submitter
+        )
+    session.commit()
+    flash(f"Ticket #{ticket.number} saved.", "success")
+    return redirect(_ticket_url(found, ticket))
+
+
 @views.route(f"{TRACKER}/{NUMBER}/comment", methods=["POST"])
 @login_required
 def comment(username: str, name: str, number: int) -> Any:
