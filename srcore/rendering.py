@@ -408,6 +408,7 @@ _ICONS: Mapping[str, str] = {
     "edit": '<path d="M4 20h4L19 9l-4-4L4 16v4z"/><path d="M13.5 6.5l4 4"/>',
     "trash": '<path d="M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13"/><path d="M10 11v5M14 11v5"/>',
     "check": '<path d="M5 12.5l4.5 4.5L19 7"/>',
+    "copy": '<rect x="9" y="9" width="11" height="11" rx="2"/><path d="M15 9V4H4v11h5"/>',
     "x": '<path d="M6 6l12 12M18 6L6 18"/>',
     "alert": '<path d="M12 3.5L2.5 20h19L12 3.5z"/><path d="M12 10v4M12 17h.01"/>',
     "info": '<circle cx="12" cy="12" r="9"/><path d="M12 11v6M12 7.5h.01"/>',

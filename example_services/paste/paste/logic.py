@@ -29,10 +29,12 @@ __all__ = [
     "PasteJSON",
     "can_receive",
     "create_paste",
+    "delete_paste",
     "max_length",
     "new_short_id",
     "paste_json",
     "read_paste",
+    "update_paste",
 ]
 
 #: Lower-case letters and digits, without the look-alikes 0/o and 1/l.
@@ -149,6 +151,27 @@ def create_paste(session: Session, valid: Validation, owner: User) -> Paste | No
     )
     session.commit()
     return paste
+
+
+def update_paste(session: Session, valid: Validation, paste: Paste) -> bool:
+    """Replace *paste*'s fields with the input (as a new paste reads them) and commit.
+
+    Returns False, with the reasons on *valid* and nothing changed, when the input is
+    invalid. The short id stays: links already shared keep pointing at the paste.
+    """
+    values = read_paste(valid)
+    if not valid.ok:
+        return False
+    for key, value in values.items():
+        setattr(paste, key, value)
+    session.commit()
+    return True
+
+
+def delete_paste(session: Session, paste: Paste) -> None:
+    """Delete *paste* for good and commit; its link answers 404 from now on."""
+    session.delete(paste)
+    session.commit()
 
 
 def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:

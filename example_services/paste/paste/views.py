@@ -1,4 +1,5 @@
-"""Paste's pages: the public pastes, a new paste, one paste, your pastes.
+"""Paste's pages: the public pastes, a new paste, one paste (edited and deleted by its
+owner), your pastes.
 
 An invalid form is shown again with the reasons beside the fields (status 400); a valid
 one redirects to the new paste. srcore checks the CSRF token of every POST outside
@@ -155,6 +156,41 @@ def show(short_id: str) -> Any:
     return render_template(
         "paste/paste.html", paste=found, is_owner=viewer is not None and viewer.id == found.owner_id
     )
+
+
+def _own(short_id: str) -> Paste:
+    """A paste its viewer owns, to change; anyone else gets 403 (the paste itself is no
+    secret from someone who has its link)."""
+    found = _find(short_id)
+    if found.owner_id != _user().id:
+        abort(403)
+    return found
+
+
+@views.route("/p/<short_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit(short_id: str) -> Any:
+    """The owner changes a paste's title, text, format, language and visibility."""
+    found = _own(short_id)
+    if request.method == "GET":
+        return render_template("paste/new.html", valid=None, paste=found)
+    valid = Validation(request)
+    if not logic.update_paste(session, valid, found):
+        return render_template("paste/new.html", valid=valid, paste=found), 400
+    flash("Paste saved.", "success")
+    return redirect(url_for("paste.show", short_id=found.short_id))
+
+
+@views.route("/p/<short_id>/delete", methods=["GET", "POST"])
+@login_required
+def delete(short_id: str) -> Any:
+    """The owner deletes a paste, after a page that asks to confirm."""
+    found = _own(short_id)
+    if request.method == "GET":
+        return render_template("paste/delete.html", paste=found)
+    logic.delete_paste(session, found)
+    flash("Paste deleted.", "success")
+    return redirect(url_for("paste.mine"))
 
 
 @views.route("/p/<short_id>/raw")
