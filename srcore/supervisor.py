@@ -1,0 +1,421 @@
+"""srcore's one process supervisor: what ``srcore dev``, ``make demo``, the test helpers and
+the benchmarks run their servers and workers with.
+
+Every child gets a process group of its own (``start_new_session``), so a signal meant for
+the supervisor never reaches a child half-way through its start-up, and stopping a child
+means stopping its whole group: gunicorn's workers and a reloader's server go with it and
+none is left holding a port. Stopping is one bounded sequence for everyone: SIGTERM to
+each group, up to *stop_timeout* seconds for the groups to empty, SIGKILL for what is left.
+
+A signal (SIGINT, SIGTERM) only asks for a stop (:meth:`Supervisor.request_stop`); every
+wait of the supervisor notices and raises :class:`Stopped`, so a Ctrl-C at any moment of a
+start-up ends in the same place: :meth:`Supervisor.stop`, a "stopping" line and status 0.
+
+The lines of all children are merged into one log by honcho's :class:`~honcho.printer.
+Printer` (time, name, colour per process). honcho's ``Manager`` is not used: its loop exits
+130 on Ctrl-C, forks a helper process per child that a start-up Ctrl-C can kill before the
+child's pid is known (the loop then waits for it forever), waits for group leaders only,
+and sends SIGKILL only once some child has exited.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import datetime
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from honcho.colour import get_colours
+from honcho.printer import Message, Printer
+
+from srcore.process_groups import group_alive, signal_group
+
+__all__ = ["Child", "Finished", "Program", "Stopped", "Supervisor"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Stopped(Exception):
+    """A wait of the supervisor gave up because a stop was asked for (a signal, usually)."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """A command line to run: its name in the log, argv, environment and directory.
+
+    Programs with the same *colour_key* (default: the name) share a colour in the log,
+    so a service's server and its worker read as one service.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+    colour_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a one-shot program (:meth:`Supervisor.run`) ended with."""
+
+    returncode: int
+    output: str
+
+
+class Child:
+    """A running program: its process (the leader of its own process group) and its last
+    lines, kept so that a caller can wait for a line and quote a failure's tail."""
+
+    def __init__(self, program: Program, process: subprocess.Popen[bytes]) -> None:
+        self.program = program
+        self.process = process
+        self.lines: deque[str] = deque(maxlen=500)
+        self.seen = threading.Condition()
+        self.reader: threading.Thread | None = None
+        #: Set while the supervisor itself stops or restarts it: not an exit to report.
+        self.stopping = False
+        self.reported = False
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """Whether anything is left in its process group (the leader is reaped first)."""
+        self.process.poll()
+        return group_alive(self.process.pid)
+
+    def tail(self, count: int = 40) -> str:
+        return "\n".join(list(self.lines)[-count:])
+
+
+class Supervisor:
+    """Starts programs, merges their output, and stops them all within a bound.
+
+    *output* receives the merged log (stdout by default); *colour* None means "when
+    *output* is a terminal" (honcho's rule); without colour the children's own ANSI codes
+    are stripped too. *name* labels the supervisor's own lines. Use it as a context
+    manager: leaving the block stops every child, however the block was left.
+    """
+
+    def __init__(
+        self,
+        output: IO[str] | None = None,
+        *,
+        name: str = "system",
+        names: Iterable[str] = (),
+        colour: bool | None = None,
+        stop_timeout: float = 5.0,
+        kill_timeout: float = 5.0,
+    ) -> None:
+        stream = output if output is not None else sys.stdout
+        isatty = getattr(stream, "isatty", None)
+        terminal = bool(isatty and isatty())
+        #: Whether lines are coloured: honcho colours only a terminal's.
+        self.colour = terminal if colour is None else colour and terminal
+        self.printer = Printer(stream, colour=self.colour)
+        self.name = name
+        self.printer.width = max([len(name), *(len(n) for n in names)])
+        self.stop_timeout = stop_timeout
+        self.kill_timeout = kill_timeout
+        self.children: list[Child] = []
+        self.stop_requested = threading.Event()
+        self.force = threading.Event()
+        self.reason = ""
+        self._print_lock = threading.Lock()
+        self._mid_line = False
+        self._children_lock = threading.RLock()
+        self._colours = get_colours()
+        self._colour_of: dict[str, str] = {}
+
+    # -- the log -----------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        """One line of the supervisor's own."""
+        self._write(self.name, text, None)
+
+    def _write(self, name: str, text: str, colour: str | None) -> None:
+        if not self.colour:
+            text = _ANSI.sub("", text)
+        message = Message("line", text, datetime.datetime.now(), name, colour)
+        with self._print_lock:
+            if self._mid_line:  # after the first half of a one-shot program's line
+                self._mid_line = False
+                self.printer.output.write("\n")
+            self.printer.width = max(self.printer.width, len(name))
+            # The reader of our output may have gone away: keep running, unheard.
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                self.printer.write(message)
+
+    def echo(self, text: str) -> None:
+        """Raw text (no prefix) into the log, between whole lines."""
+        with self._print_lock, contextlib.suppress(BrokenPipeError, ValueError):
+            self.printer.output.write(text)
+            self.printer.output.flush()
+            if text:
+                self._mid_line = not text.endswith("\n")
+
+    def _pump(self, child: Child, colour: str | None) -> None:
+        stream = child.process.stdout
+        assert stream is not None
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            with child.seen:
+                child.lines.append(line)
+                child.seen.notify_all()
+            self._write(child.name, line, colour)
+        stream.close()
+
+    # -- starting ----------------------------------------------------------------------
+
+    def start(self, program: Program) -> Child:
+        """Start *program* in a process group of its own; its lines go to the log."""
+        self.check()
+        key = program.colour_key or program.name
+        if key not in self._colour_of:
+            self._colour_of[key] = next(self._colours)
+        colour = self._colour_of[key]
+        with self._print_lock:  # the names line up from its first line on
+            self.printer.width = max(self.printer.width, len(program.name))
+        process = subprocess.Popen(  # noqa: S603 - argv comes from the caller's code
+            program.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(program.env) if program.env is not None else None,
+            cwd=program.cwd,
+            start_new_session=True,
+        )
+        child = Child(program, process)
+        with self._children_lock:
+            self.children.append(child)
+        child.reader = threading.Thread(
+            target=self._pump, args=(child, colour), name=f"supervisor-{program.name}", daemon=True
+        )
+        child.reader.start()
+        self.say(f"started {program.name} (pid {process.pid})")
+        return child
+
+    def restart(self, child: Child) -> Child:
+        """Stop *child*'s group (the same bounded sequence) and start its program again."""
+        child.stopping = True
+        self._stop_groups([child])
+        with self._children_lock:
+            self.children.remove(child)
+        return self.start(child.program)
+
+    def run(self, program: Program, *, echo: bool = True, finish_timeout: float = 120) -> Finished:
+        """Run a one-shot *program* (a migration, a config check) to its end.
+
+        Its output is passed on as it comes, in chunks rather than lines (a progress line
+        written in two halves shows its first half at once), and returned. A stop asked
+        for meanwhile lets it finish, up to *finish_timeout* seconds, rather than cut a
+        migration in the middle; then :class:`Stopped` is raised.
+        """
+        self.check()
+        process = subprocess.Popen(  # noqa: S603 - argv comes from the caller's code
+            program.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(program.env) if program.env is not None else None,
+            cwd=program.cwd,
+            start_new_session=True,
+        )
+        child = Child(program, process)
+        child.stopping = True
+        with self._children_lock:
+            self.children.append(child)
+        chunks: list[str] = []
+
+        def read() -> None:
+            assert process.stdout is not None
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            while chunk := process.stdout.read1(4096):  # type: ignore[attr-defined]
+                text = decoder.decode(chunk)
+                chunks.append(text)
+                if echo:
+                    self.echo(text)
+            process.stdout.close()
+
+        reader = threading.Thread(target=read, name=f"supervisor-{program.name}", daemon=True)
+        reader.start()
+        child.reader = reader
+        deadline: float | None = None
+        while process.poll() is None:
+            if self.stop_requested.is_set() and deadline is None:
+                self.say(f"letting {program.name} finish (up to {finish_timeout:.0f} s)")
+                deadline = time.monotonic() + finish_timeout
+            if deadline is not None and (self.force.is_set() or time.monotonic() > deadline):
+                break
+            time.sleep(0.05)
+        if process.poll() is None:
+            self._stop_groups([child])
+        reader.join(timeout=5)
+        with self._children_lock:
+            self.children.remove(child)
+        self.check()
+        return Finished(process.returncode, "".join(chunks))
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "") -> None:
+        """Ask for a stop (safe in a signal handler); a second request skips the grace."""
+        if self.stop_requested.is_set():
+            self.force.set()
+        self.reason = self.reason or reason
+        self.stop_requested.set()
+
+    def check(self) -> None:
+        """Raise :class:`Stopped` when a stop was asked for."""
+        if self.stop_requested.is_set():
+            raise Stopped(self.reason)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but raise :class:`Stopped` as soon as a stop is asked for."""
+        if self.stop_requested.wait(seconds):
+            raise Stopped(self.reason)
+
+    def wait_for_line(self, child: Child, pattern: str, *, timeout: float) -> str:
+        """The first line of *child* matching *pattern* (a regex, searched); raises
+        :class:`Stopped`, or RuntimeError when the child exits or *timeout* passes first."""
+        found = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            # Whether it ended before these lines were looked at: its last lines count.
+            ended = child.process.poll() is not None and not (
+                child.reader and child.reader.is_alive()
+            )
+            with child.seen:
+                lines = list(child.lines)
+                for line in lines[seen:]:
+                    if found.search(line):
+                        return line
+                seen = len(lines)
+                if not ended:
+                    child.seen.wait(0.1)
+            self.check()
+            if ended:
+                raise RuntimeError(
+                    f"{child.name} exited with status {child.process.returncode}:\n{child.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name}: no {pattern!r} within {timeout:.0f} s")
+
+    def wait_until(self, ready: Callable[[], bool], child: Child, *, timeout: float) -> None:
+        """Until *ready()* is true; raises :class:`Stopped`, or RuntimeError when *child*
+        exits or *timeout* passes first."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if child.process.poll() is not None:
+                if child.reader is not None:
+                    child.reader.join(timeout=2)
+                raise RuntimeError(
+                    f"{child.name} exited with status {child.process.returncode}:\n{child.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} was not ready within {timeout:.0f} s")
+            self.sleep(0.1)
+
+    def watch(self, *, until_all_exited: bool = False) -> int:
+        """Until a stop is asked for (0) or the children exit (1): any of them, or all of
+        them with *until_all_exited* (the others keep running meanwhile). Each exit is
+        reported once."""
+        while not self.stop_requested.wait(0.2):
+            with self._children_lock:
+                children = list(self.children)
+            for child in children:
+                code = child.process.poll()
+                if code is not None and not child.stopping and not child.reported:
+                    child.reported = True
+                    self.say(f"{child.name} exited with status {code}")
+            exited = [c.reported for c in children]
+            if exited and (all(exited) if until_all_exited else any(exited)):
+                return 1
+        return 0
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def stop(self) -> str:
+        """Stop every child: a "stopping" line, SIGTERM to each group, a bounded wait,
+        SIGKILL for what is left. Returns (and prints) the one-line summary."""
+        started = time.monotonic()
+        with self._children_lock:
+            children = list(self.children)
+        for child in children:
+            child.stopping = True
+        names = ", ".join(c.name for c in children) or "nothing was running"
+        self.say(f"stopping{' (' + self.reason + ')' if self.reason else ''}: {names}")
+        killed = self._stop_groups(children)
+        for child in children:
+            if child.reader is not None:
+                child.reader.join(timeout=2)
+        with self._children_lock:
+            for child in children:
+                if child in self.children:
+                    self.children.remove(child)
+        summary = f"stopped {len(children)} process(es) in {time.monotonic() - started:.1f} s"
+        if killed:
+            summary += f"; killed {', '.join(killed)} after {self.stop_timeout:g} s"
+        self.say(summary)
+        return summary
+
+    def _stop_groups(self, children: list[Child]) -> list[str]:
+        """SIGTERM to each group, SIGKILL to the groups left after the bound; the names of
+        the killed. Returns once every group is empty (or the kill bound passed)."""
+        for child in children:
+            signal_group(child.pid, signal.SIGTERM)
+        killed: list[str] = []
+        deadline = time.monotonic() + self.stop_timeout
+        while any(child.alive() for child in children):
+            if not killed and (self.force.is_set() or time.monotonic() > deadline):
+                killed = [child.name for child in children if child.alive()]
+                for child in children:
+                    signal_group(child.pid, signal.SIGKILL)
+                deadline = time.monotonic() + self.kill_timeout
+            elif killed and time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for child in children:  # reap the leaders (a zombie holds nothing, but is untidy)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=1)
+        return killed
+
+    @contextlib.contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM ask for a stop (a second one skips the grace) while the
+        block runs; the previous handlers come back afterwards."""
+
+        def handler(signum: int, _frame: Any) -> None:
+            self.request_stop(signal.Signals(signum).name)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._children_lock:
+            running = bool(self.children)
+        if running:
+            self.stop()
