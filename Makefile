@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES))
 	$(BIN)/python -m pip install --quiet -e '.[test]' $(addprefix -e ,$(SERVICES))
 	@touch $@
 
+# Ctrl-C stops the network and exits 0: the demo takes the terminal's foreground for its own
+# process group, so the Ctrl-C reaches it alone and make reports its status.
+# DEMO_ARGS: e.g. "--var /tmp/x --first-port 6000" (the tests run the recipe that way).
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 # Browser tests drive Debian's Chromium; install it when we can (CI runs as root).
 browser-deps:

@@ -16,33 +16,41 @@ stops the services again as soon as they all answered.
 from __future__ import annotations
 
 import argparse
-import codecs
+import functools
 import os
 import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
 
+from srcore.process_groups import terminal_foreground  # noqa: E402
+from srcore.supervisor import Program, Stopped, Supervisor  # noqa: E402
 
 #: The numbered steps of the set-up.
 STEPS = 5
 
 
-def srcore(*args: str, config: Path) -> None:
-    subprocess.run([str(BIN / "srcore"), "--config", str(config), *args], check=True)
+def srcore(supervisor: Supervisor, name: str, *args: str, config: Path) -> str:
+    """``srcore --config CONFIG ARGS``, its output passed on as it comes; its output.
+
+    Passed on in chunks, not lines: a service's migration progress line is written in two
+    halves around its migration, and the first half should show while it runs.
+    """
+    argv = (str(BIN / "srcore"), "--config", str(config), *args)
+    finished = supervisor.run(Program(name, argv))
+    if finished.returncode != 0:
+        raise RuntimeError(f"{name} failed (status {finished.returncode})")
+    return finished.output
 
 
-def step(number: int, text: str) -> None:
-    print(f"demo [{number}/{STEPS}] {text}")
+def step(supervisor: Supervisor, number: int, text: str) -> None:
+    supervisor.echo(f"demo [{number}/{STEPS}] {text}\n")
 
 
 def first_port_note(config: Path, first_port: int | None) -> str | None:
@@ -55,71 +63,19 @@ def first_port_note(config: Path, first_port: int | None) -> str | None:
     )
 
 
-def migrate_all(config: Path) -> int:
-    """``srcore migrate --all upgrade``, its output passed on as it comes; revisions applied.
-
-    Passed on in chunks, not lines: a service's progress line is written in two halves
-    around its migration, and the first half should show while it runs.
-    """
-    process = subprocess.Popen(
-        [str(BIN / "srcore"), "--config", str(config), "migrate", "--all", "upgrade"],
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    text = []
-    while chunk := process.stdout.read1(4096):  # type: ignore[attr-defined]
-        text.append(decoder.decode(chunk))
-        sys.stdout.write(text[-1])
-        sys.stdout.flush()
-    process.stdout.close()
-    if process.wait() != 0:
-        raise SystemExit(f"migrating the services failed (status {process.returncode})")
-    found = re.search(r"\((\d+) revisions? applied\)", "".join(text))
+def revisions_applied(output: str) -> int:
+    """How many revisions ``srcore migrate --all upgrade`` said it applied."""
+    found = re.search(r"\((\d+) revisions? applied\)", output)
     return int(found.group(1)) if found else 0
 
 
-def pass_on(stream: IO[bytes], ready: threading.Event, marker: str) -> None:
-    """Copy a worker's output to ours line by line; set *ready* at its line *marker*."""
-    for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", "replace")
-        sys.stdout.write(line)
-        if line.startswith(marker):
-            ready.set()
-    stream.close()
-
-
-def wait_ready(
-    service: str, ready: threading.Event, process: subprocess.Popen[bytes], *, seconds: float = 90
-) -> None:
-    """Until *service*'s worker said it is ready (see :func:`pass_on`), or it exited."""
-    deadline = time.monotonic() + seconds
-    while not ready.wait(0.1):
-        if process.poll() is not None:
-            raise SystemExit(f"{service}'s webhook worker exited with status {process.returncode}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{service}'s webhook worker was not ready within {seconds:.0f} s")
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], *, seconds: float = 90) -> None:
-    """Until *url* answers 200; the bound is generous because a busy machine takes a while
-    to import and boot a service, but it still gives up instead of hanging."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the server exited with status {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not become healthy within {seconds:.0f} s")
+def healthy(url: str) -> bool:
+    """Whether *url* answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _shown(path: Path | str) -> str:
@@ -131,16 +87,13 @@ def _shown(path: Path | str) -> str:
 
 
 def _port_free(origin: str) -> bool:
-    """Whether nothing listens on *origin*'s port on 127.0.0.1 yet."""
-    import socket
+    """Whether nothing listens on *origin*'s port on 127.0.0.1 (a previous run's closed
+    connections, still in TIME_WAIT, do not count)."""
     from urllib.parse import urlsplit
 
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", urlsplit(origin).port or 80))
-        except OSError:
-            return False
-    return True
+    from srcore.dev import port_free
+
+    return port_free(urlsplit(origin).port or 80)
 
 
 def start_here(origins: dict[str, str], config: Path) -> str:
@@ -182,8 +135,6 @@ def start_here(origins: dict[str, str], config: Path) -> str:
 def main() -> int:
     # Line by line even into a pipe (`make demo | tee`), so the URLs show up at once.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    # A SIGTERM stops the services as Ctrl-C does, instead of leaving them running.
-    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--var", type=Path, default=ROOT / "var")
     parser.add_argument("--exit-when-ready", action="store_true")
@@ -191,28 +142,46 @@ def main() -> int:
         "--first-port", type=int, default=None, help="meta's port in a new config (5000)"
     )
     options = parser.parse_args()
+    # Ctrl-C (or SIGTERM) at any moment stops whatever has started, says so, and exits 0;
+    # under `make demo` only this process hears the Ctrl-C, so make reports our status.
+    supervisor = Supervisor(name="demo")
+    with terminal_foreground(), supervisor.handling_signals():
+        try:
+            status = run(supervisor, options)
+        except Stopped:
+            status = 0
+        except RuntimeError as exc:
+            supervisor.say(str(exc))
+            status = 1
+        finally:
+            supervisor.stop()
+    return status
 
+
+def run(supervisor: Supervisor, options: argparse.Namespace) -> int:
+    """The set-up's five steps, then the guide; until a stop is asked for."""
     started = time.monotonic()
     var = options.var.resolve()
     config = var / "config.ini"
     note = first_port_note(config, options.first_port)
     if config.exists():
-        step(1, f"config: {_shown(config)} (kept; delete {_shown(var)}/ to start over)")
+        step(supervisor, 1, f"config: {_shown(config)} (kept; delete {_shown(var)}/ to start over)")
         if note:
             print(f"demo: {note}", file=sys.stderr)
     else:
-        step(1, f"config: writing {_shown(config)} with fresh secrets")
+        step(supervisor, 1, f"config: writing {_shown(config)} with fresh secrets")
         first_port = 5000 if options.first_port is None else options.first_port
-        srcore("init", "--path", str(config), "--first-port", str(first_port), config=config)
-    step(2, "config: checking every key")
-    srcore("config", "check", config=config)
+        args = ("init", "--path", str(config), "--first-port", str(first_port))
+        srcore(supervisor, "init", *args, config=config)
+    step(supervisor, 2, "config: checking every key")
+    srcore(supervisor, "config check", "config", "check", config=config)
 
-    sys.path.insert(0, str(ROOT))
     from srcore.config import load_config
 
     cfg = load_config(config)
     services = cfg.services
-    busy = [o for o in (str(cfg.section(s)["origin"]) for s in services) if not _port_free(o)]
+    origins = {s: str(cfg.section(s)["origin"]).rstrip("/") for s in services}
+    busy = [o for o in origins.values() if not _port_free(o)]
     if busy:
         print(
             f"Cannot start: {', '.join(busy)} already answers (another demo still running?). "
@@ -220,81 +189,59 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    step(3, f"migrations: {', '.join(services)}")
-    revisions = migrate_all(config)
+    step(supervisor, 3, f"migrations: {', '.join(services)}")
+    output = srcore(supervisor, "migrate", "migrate", "--all", "upgrade", config=config)
+    revisions = revisions_applied(output)
 
-    processes: list[tuple[str, str, subprocess.Popen[bytes]]] = []
-    workers: list[tuple[str, threading.Event, subprocess.Popen[bytes]]] = []
-    env = dict(os.environ, SRCORE_CONFIG=str(config))
-    try:
-        step(4, f"starting {', '.join(services)} under gunicorn and their webhook workers")
-        for service in services:
-            origin = str(cfg.section(service)["origin"]).rstrip("/")
-            # One process with threads: with the in-process revocation store (no redis-url),
-            # a logout meta's worker delivers then reaches the whole service at once.
-            serve = ["serve", service, "--workers", "1", "--threads", "4"]
-            process = subprocess.Popen(
-                [str(BIN / "srcore"), "--config", str(config), *serve], env=env
-            )
-            processes.append((service, origin, process))
-        for service in services:
-            # The webhook worker of each service: the local one, no broker to run. meta's
-            # carries revocations and profile changes to the services: it polls often.
-            poll = ["--poll-interval", "0.2"] if service == "meta" else []
-            worker = subprocess.Popen(
-                [str(BIN / "srcore"), "--config", str(config), "worker", service, *poll],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            assert worker.stdout is not None
-            ready = threading.Event()
-            threading.Thread(
-                target=pass_on,
-                args=(worker.stdout, ready, f"srcore worker: {service} ready"),
-                daemon=True,
-            ).start()
-            workers.append((service, ready, worker))
-        step(5, "waiting until every service answers /healthz and every worker is ready")
-        for _service, origin, process in processes:
-            wait_healthy(origin + "/healthz", process)
-        for service, ready, worker in workers:
-            wait_ready(service, ready, worker)
-        print(
-            f"demo ready in {time.monotonic() - started:.1f} s: {len(processes)} services up "
-            f"({', '.join(services)}), {len(workers)} webhook workers ready, "
-            f"{revisions} migration{'s' if revisions != 1 else ''} applied, "
-            f"config {_shown(config)}"
+    env = dict(os.environ, SRCORE_CONFIG=str(config), PYTHONUNBUFFERED="1")
+    base = (str(BIN / "srcore"), "--config", str(config))
+    step(supervisor, 4, f"starting {', '.join(services)} under gunicorn and their webhook workers")
+    # One process with threads: with the in-process revocation store (no redis-url), a
+    # logout meta's worker delivers then reaches the whole service at once.
+    servers = {
+        service: supervisor.start(
+            Program(service, (*base, "serve", service, "--workers", "1", "--threads", "4"), env)
         )
-        width = max(len(s) for s, _, _ in processes)
-        print("\nThe network is up:\n")
-        for service, origin, _ in processes:
-            print(f"  {service:<{width}}  {origin}/")
-        print()
-        guide = start_here({s: o for s, o, _ in processes}, config)
-        if guide:
-            print(guide)
-        print(f"Webhook workers: {', '.join(services)} (local, straight from each database).")
-        print(f"Config: {config} (edit it, then restart). Ctrl-C stops everything.\n")
-        if options.exit_when_ready:
-            return 0
-        everything = [p for _, _, p in processes] + [w for _, _, w in workers]
-        while all(p.poll() is None for p in everything):
-            time.sleep(0.5)
-        return 1
-    except KeyboardInterrupt:
-        print("\nstopping")
+        for service in services
+    }
+    # The webhook worker of each service: the local one, no broker to run. meta's carries
+    # revocations and profile changes to the services: it polls often.
+    workers = {
+        service: supervisor.start(
+            Program(
+                f"{service} worker",
+                (*base, "worker", service, *(("--poll-interval", "0.2") * (service == "meta"))),
+                env,
+                colour_key=service,
+            )
+        )
+        for service in services
+    }
+    step(supervisor, 5, "waiting until every service answers /healthz and every worker is ready")
+    for service, child in servers.items():
+        url = origins[service] + "/healthz"
+        supervisor.wait_until(functools.partial(healthy, url), child, timeout=90)
+    for service, child in workers.items():
+        supervisor.wait_for_line(child, rf"^srcore worker: {re.escape(service)} ready", timeout=90)
+    supervisor.echo(
+        f"demo ready in {time.monotonic() - started:.1f} s: {len(servers)} services up "
+        f"({', '.join(services)}), {len(workers)} webhook workers ready, "
+        f"{revisions} migration{'s' if revisions != 1 else ''} applied, "
+        f"config {_shown(config)}\n"
+    )
+    width = max(len(s) for s in services)
+    lines = ["", "The network is up:", ""]
+    lines += [f"  {service:<{width}}  {origin}/" for service, origin in origins.items()]
+    lines.append("")
+    guide = start_here(origins, config)
+    if guide:
+        lines.append(guide)
+    lines.append(f"Webhook workers: {', '.join(services)} (local, straight from each database).")
+    lines.append(f"Config: {config} (edit it, then restart). Ctrl-C stops everything.\n")
+    supervisor.echo("\n".join(lines) + "\n")
+    if options.exit_when_ready:
         return 0
-    finally:
-        children = [p for _, _, p in processes] + [w for _, _, w in workers]
-        for process in children:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in children:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    return supervisor.watch()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from srcore.testing import free_port
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "scripts" / "demo.py"
 HAS_META = importlib.util.find_spec("meta") is not None
+#: The start of a line one of the demo's processes printed: time, name, a bar.
+_LABEL = r"[0-9:]+ [\w ]+\| "
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
@@ -113,6 +115,7 @@ def running_demo(var: Path) -> Iterator[Demo]:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        start_new_session=True,  # no terminal: the demo leaves a developer's terminal alone
     )
     output = Output(process)
     try:
@@ -130,7 +133,7 @@ def running_demo(var: Path) -> Iterator[Demo]:
         finally:
             output.close()
     assert process.returncode == 0, output.text[-5000:]
-    assert "\nstopping" in output.text, output.text[-3000:]
+    assert re.search(r"^\S+ demo +\| stopping \(SIGINT\)", output.text, re.M), output.text[-3000:]
     for url in urls.values():
         assert _refused(url), f"{url} still answers after the demo stopped"
 
@@ -240,6 +243,7 @@ def test_demo_serves_the_network(tmp_path: Path) -> None:
 def confirmation_link(output: Output, address: str, *, timeout: float = 10) -> str:
     """The confirmation link of the mail to *address* the demo printed (smtp-host empty)."""
     mail = output.wait_for(
-        rf"^To: {re.escape(address)}$(?s:.*?)^(http://\S+/confirm/\S+)$", timeout=timeout
+        rf"^{_LABEL}To: {re.escape(address)}$(?s:.*?)^{_LABEL}(http://\S+/confirm/\S+)$",
+        timeout=timeout,
     )
     return mail.group(1)
