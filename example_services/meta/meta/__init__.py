@@ -45,6 +45,7 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     from meta.admin.views import admin
     from meta.logic import Passwords
     from meta.models import Base, User
+    from meta.twofactor import twofactor
     from meta.views import MetaLogin, accounts, install
 
     password_hasher = options.pop("password_hasher", None)
@@ -60,6 +61,7 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     app.extensions["meta"] = MetaState(passwords=Passwords(password_hasher))
     app.register_blueprint(accounts)
     app.register_blueprint(admin)
+    app.register_blueprint(twofactor)
     limiter = protection.init_app(app)
     install(app, limiter)
     oauth.init_app(app)

@@ -39,6 +39,7 @@ __all__ = [
     "issue_token",
     "normalize_email",
     "start_web_session",
+    "web_session_amr",
     "web_session_valid",
 ]
 
@@ -354,8 +355,17 @@ def delete_user(session: Session, user: User) -> None:
 # -- web sessions ---------------------------------------------------------------------------
 
 
-def start_web_session(session: Session, user_id: int, *, lifetime: timedelta | None = None) -> str:
+def start_web_session(
+    session: Session,
+    user_id: int,
+    *,
+    lifetime: timedelta | None = None,
+    amr: Iterable[str] = ("pwd",),
+) -> str:
     """Record a new logged-in browser of *user_id*; return the secret its cookie carries.
+
+    *amr* says how it logged in (RFC 8176 method references: ``pwd``, ``otp``), for the
+    ID tokens and step-up decisions that read it later (:func:`web_session_amr`).
 
     Sessions of the account older than *lifetime* (whose cookies have expired) are
     forgotten on the way, so the table holds no more than the live ones and a few.
@@ -367,9 +377,17 @@ def start_web_session(session: Session, user_id: int, *, lifetime: timedelta | N
             )
         )
     secret = secrets.token_urlsafe(32)
-    session.add(WebSession(user_id=user_id, secret_hash=_digest(secret)))
+    session.add(WebSession(user_id=user_id, secret_hash=_digest(secret), amr=" ".join(amr)))
     session.flush()
     return secret
+
+
+def web_session_amr(session: Session, secret: object) -> list[str]:
+    """How the browser whose cookie carries *secret* logged in (empty: no such session)."""
+    if not isinstance(secret, str) or not secret or len(secret) > 128:
+        return []
+    found = session.scalar(select(WebSession.amr).where(WebSession.secret_hash == _digest(secret)))
+    return found.split() if found else []
 
 
 def web_session_valid(session: Session, user_id: int, secret: object) -> bool:

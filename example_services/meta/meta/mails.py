@@ -25,6 +25,9 @@ SUBJECTS = {
     "change-email-notice": "Your email address is being changed",
     "reset": "Reset your password",
     "password-changed": "Your password was changed",
+    "factor-added": "Two-factor sign-in is on",
+    "factor-removed": "Two-factor sign-in is off",
+    "factors-reset": "An administrator turned two-factor sign-in off",
 }
 
 

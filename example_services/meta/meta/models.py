@@ -34,9 +34,12 @@ from srcore.db import UserMixin, utcnow
 
 __all__ = [
     "USER_ID_SEQUENCE",
+    "AuditEntry",
     "Base",
     "EmailToken",
+    "RecoveryCode",
     "TokenPurpose",
+    "TotpFactor",
     "User",
     "WebSession",
     "next_user_id",
@@ -140,3 +143,59 @@ class WebSession(Base):
     #: SHA-256 of the secret in the cookie, hex.
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    #: How this browser logged in, as space-separated RFC 8176 method references
+    #: (``pwd``, ``pwd otp``): what an ID token's ``amr`` claim will say.
+    amr: Mapped[str] = mapped_column(String(64), default="pwd", server_default="pwd")
+
+
+class TotpFactor(Base):
+    """An account's authenticator app (RFC 6238 time-based one-time passwords).
+
+    One per account. *last_counter* is the time step of the last code accepted: a code is
+    good once, so one seen over a shoulder or in a log cannot be replayed within its window.
+    """
+
+    __tablename__ = "totp_factor"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    #: The shared secret, base32, as the authenticator app has it.
+    secret: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_counter: Mapped[int | None]
+
+
+class RecoveryCode(Base):
+    """A one-time code that stands in for the authenticator app. Stored hashed; used once."""
+
+    __tablename__ = "recovery_code"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    #: SHA-256 of the account id and the normalized code, hex.
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """One security event of an account: when, what, from which address and browser.
+
+    *user_id* has no foreign key on purpose: account ids are never reused, and the entries
+    of a deleted account stay readable to admins until they are pruned
+    (``[meta] audit-retention``). *actor_id* is the admin who acted, when it was not the
+    account itself.
+    """
+
+    __tablename__ = "audit_entry"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(index=True)
+    actor_id: Mapped[int | None]
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    address: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(256), default="")
+    detail: Mapped[str] = mapped_column(String(256), default="")

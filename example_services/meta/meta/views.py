@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,7 +29,8 @@ from flask import (
 from werkzeug.wrappers import Response
 
 import srcore
-from meta import logic, meta_state
+from meta import audit, logic, meta_state, totp
+from meta.audit import Kind
 from meta.mails import prepare_mail, send_mail
 from meta.models import TokenPurpose, User
 from srcore.auth.web import current_user, is_safe_next, log_in, log_out, login_required
@@ -41,7 +42,7 @@ from srcore.validation import Validation
 if TYPE_CHECKING:
     from flask_limiter import Limiter
 
-__all__ = ["MetaLogin", "accounts", "install"]
+__all__ = ["MetaLogin", "accounts", "finish_login", "install"]
 
 log = logging.getLogger("meta")
 
@@ -66,11 +67,12 @@ class MetaLogin:
     def logout_url(self) -> str | None:
         return None
 
-    def session_values(self, user_id: int) -> dict[str, Any]:
+    def session_values(self, user_id: int, amr: Iterable[str] = ("pwd",)) -> dict[str, Any]:
         """Start a server-side session for *user_id* and commit it; return what the cookie
-        adds to ``_uid``. The login pages use it, and tests that log a user in directly."""
+        adds to ``_uid``. The login pages use it, and tests that log a user in directly.
+        *amr* says how the user proved who they are (``pwd``, ``otp``)."""
         secret = logic.start_web_session(
-            db, user_id, lifetime=current_app.permanent_session_lifetime
+            db, user_id, lifetime=current_app.permanent_session_lifetime, amr=amr
         )
         db.commit()
         return {SESSION_ID: secret, SESSION_STARTED: time.time()}
@@ -101,10 +103,17 @@ def _client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def _start_session(user: User) -> None:
-    """Log this browser in as *user*, with a new server-side session (ends the old one)."""
-    logic.end_web_session(db, session.get(SESSION_ID))
-    values = MetaLogin().session_values(user.id)
+def _start_session(user: User, amr: Iterable[str] | None = None) -> None:
+    """Log this browser in as *user*, with a new server-side session (ends the old one).
+
+    Without *amr*, the new session keeps the old one's (a password change while logged in
+    with two factors is still a two-factor session), else ``pwd``.
+    """
+    old = session.get(SESSION_ID)
+    if amr is None:
+        amr = logic.web_session_amr(db, old) or ["pwd"]
+    logic.end_web_session(db, old)
+    values = MetaLogin().session_values(user.id, amr)
     log_in(user.id)
     session.update(values)
 
@@ -160,6 +169,13 @@ def login() -> Any:
     if not state.passwords.verify(user.password_hash if user else None, password):
         if protection is not None:
             protection.failure(account, address)
+        audit.record(
+            db,
+            Kind.login_failed,
+            user.id if user else None,
+            detail="wrong password" if user else "no such account",
+        )
+        db.commit()
         valid.error(INCORRECT)
         return render_template("meta/login.html", valid=valid, next=target), 400
     assert user is not None
@@ -170,11 +186,26 @@ def login() -> Any:
         return error_response(403, notice, title="Account suspended")
     if state.passwords.needs_rehash(user.password_hash):
         user.password_hash = state.passwords.hash(password)
+    if totp.factor_of(db, user.id) is not None:
+        from meta.twofactor import begin_second_step
+
+        db.commit()
+        return begin_second_step(user, target)
+    return finish_login(user, ("pwd",), target)
+
+
+def finish_login(user: User, amr: Iterable[str], target: str | None) -> Response:
+    """The last step of every login: record it, start the session, go where asked."""
+    amr = list(amr)
     user.last_login_at = utcnow()
+    audit.record(db, Kind.login, user.id, detail="with " + " + ".join(_AMR_WORDS[m] for m in amr))
     db.commit()
-    _start_session(user)
+    _start_session(user, amr)
     flash(f"Logged in as {user.username}.", "success")
     return redirect(target or url_for("accounts.profile"))
+
+
+_AMR_WORDS = {"pwd": "password", "otp": "one-time code"}
 
 
 @accounts.route("/logout", methods=["POST"])
@@ -184,6 +215,7 @@ def logout() -> Response:
     logic.end_web_session(db, session.get(SESSION_ID))
     if user is not None:
         logic.call_hook("on_logout", user)
+        audit.record(db, Kind.logout, user.id)
     db.commit()
     log_out()
     flash("You are logged out.", "success")
@@ -198,6 +230,7 @@ def logout_everywhere() -> Response:
     logic.end_web_sessions(db, user.id)
     user.sessions_valid_after = utcnow()
     logic.call_hook("on_logout", user)
+    audit.record(db, Kind.logout, user.id, detail="everywhere")
     db.commit()
     log_out()
     flash("You are logged out everywhere.", "success")
@@ -277,6 +310,8 @@ def confirm(token: str) -> Any:
             title="Link not valid",
         )
     result = logic.confirm(db, found)
+    if not isinstance(result, str) and result.purpose == TokenPurpose.change_email:
+        audit.record(db, Kind.email_changed, result.user.id, detail=f"to {result.email}")
     db.commit()
     if isinstance(result, str):
         return error_response(400, result, title="Link not valid")
@@ -392,6 +427,7 @@ def reset(token: str) -> Any:
         if user.user_type == UserType.unconfirmed:
             user.user_type = UserType.active
     logic.set_password(db, user, meta_state().passwords.hash(password))
+    audit.record(db, Kind.password_changed, user.id, detail="with a reset link")
     db.commit()
     protection = meta_state().protection
     if protection is not None:
@@ -501,9 +537,11 @@ def password() -> Any:
         valid.expect(problem is None, problem or "", field="password")
     if not valid.ok or not new:
         return render_template("meta/password.html", valid=valid, min_length=min_length), 400
+    amr = logic.web_session_amr(db, session.get(SESSION_ID))
     logic.set_password(db, user, meta_state().passwords.hash(new))
+    audit.record(db, Kind.password_changed, user.id)
     db.commit()
-    _start_session(user)
+    _start_session(user, amr or None)
     send_mail("password-changed", user.email, user=user)
     flash("Your password is changed. Other sessions were logged out.", "success")
     return redirect(url_for("accounts.profile"))
@@ -623,6 +661,10 @@ def install(app: Flask, limiter: Limiter) -> None:
         ("accounts.password", RATE_LIMITS["current-password"]),
         ("accounts.change_email", RATE_LIMITS["current-password"]),
         ("accounts.delete_account", RATE_LIMITS["current-password"]),
+        ("twofactor.verify", RATE_LIMITS["login"]),
+        ("twofactor.enable", RATE_LIMITS["current-password"]),
+        ("twofactor.disable", RATE_LIMITS["current-password"]),
+        ("twofactor.renew_recovery_codes", RATE_LIMITS["current-password"]),
     ):
         views[endpoint] = limiter.limit(rule, methods=["POST"])(views[endpoint])
     # srcore gives every service /login and /logout; here they are meta's pages.

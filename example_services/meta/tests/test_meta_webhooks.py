@@ -50,12 +50,25 @@ def _hook(name: str) -> Callable[[Any, Any], None]:
     return trigger
 
 
+def _audit_entry(app: Any, user: Any) -> None:
+    """An audit entry about alice, exported as if a service were named in
+    ``[meta] audit-subscribers`` (the test network has none)."""
+    from meta import audit
+    from meta.oauth.network import Network
+
+    with app.test_request_context(), app.extensions["srcore"].db.transaction() as session:
+        entry = audit.record(session, audit.Kind.login, user.id)
+        data = audit.entry_json(entry)
+        Network.of(session).emit(session, audit.AUDIT_EVENT, data, owner_id=user.id)
+
+
 #: How each event of meta's happens to alice. A new event in service.yaml fails the test
 #: below until it gets a trigger here (None: meta never emits it itself).
 TRIGGERS: dict[str, Callable[[Any, Any], None] | None] = {
     "profile:updated": _hook("on_profile_change"),
     "revocation:issued": _hook("on_logout"),
     "user:suspended": None,
+    "audit:recorded": _audit_entry,
 }
 
 

@@ -24,7 +24,17 @@ def test_migrations_match_the_models(app: Any, srcore_database: Any) -> None:
         change
         for change in migrate.pending_changes(target)
         # the OAuth half's tables are checked by its own tests
-        if "email_token" in repr(change) or "'user'" in repr(change)
+        if any(
+            name in repr(change)
+            for name in (
+                "email_token",
+                "'user'",
+                "web_session",
+                "totp_factor",
+                "recovery_code",
+                "audit_entry",
+            )
+        )
     ]
     assert ours == []
     assert migrate.current(target)["srcore"] == migrate.heads(target)["srcore"]

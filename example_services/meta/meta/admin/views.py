@@ -1,4 +1,5 @@
-"""``/admin/users``: find accounts, look at one, suspend and unsuspend it.
+"""``/admin/users``: find accounts, look at one, suspend and unsuspend it, reset its second
+factors; ``/admin/audit``: everyone's audit log, filtered. Every action is audited.
 
 Only admins see these pages; everyone else logged in gets a plain 404, as if they did not
 exist.
@@ -8,14 +9,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import date
 from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from meta import logic
-from meta.models import User
+from meta import audit, logic, totp
+from meta.audit import Kind
+from meta.mails import send_mail
+from meta.models import AuditEntry, User
 from srcore.auth.web import current_user, login_required
 from srcore.db import UserType
 from srcore.db import session as db
@@ -82,7 +86,16 @@ def _target(user_id: int) -> User:
 @admin.route("/users/<id:user_id>")
 @admin_required
 def user(user_id: int) -> Any:
-    return render_template("meta/admin/user.html", user=_target(user_id), valid=None)
+    return _user_page(_target(user_id), None)
+
+
+def _user_page(target: User, valid: Validation | None) -> Any:
+    return render_template(
+        "meta/admin/user.html",
+        user=target,
+        valid=valid,
+        totp_enabled=totp.factor_of(db, target.id) is not None,
+    ), (400 if valid is not None and not valid.ok else 200)
 
 
 @admin.route("/users/<id:user_id>/suspend", methods=["POST"])
@@ -95,8 +108,9 @@ def suspend(user_id: int) -> Any:
     valid.expect(target.id != me.id, "You cannot suspend yourself.")
     valid.expect(not target.is_suspended, "This account is already suspended.")
     if not valid.ok or notice is None:
-        return render_template("meta/admin/user.html", user=target, valid=valid), 400
+        return _user_page(target, valid)
     logic.suspend(db, target, notice)
+    audit.record(db, Kind.account_suspended, target.id, actor_id=me.id, detail=notice)
     db.commit()
     flash(f"{target.username} is suspended.", "success")
     return redirect(url_for("admin.user", user_id=target.id))
@@ -108,6 +122,80 @@ def unsuspend(user_id: int) -> Response:
     target = _target(user_id)
     if target.is_suspended:
         logic.unsuspend(db, target)
+        audit.record(db, Kind.account_unsuspended, target.id, actor_id=_admin().id)
         db.commit()
         flash(f"{target.username} is no longer suspended.", "success")
     return redirect(url_for("admin.user", user_id=target.id))
+
+
+@admin.route("/users/<id:user_id>/factors/reset", methods=["POST"])
+@admin_required
+def reset_factors(user_id: int) -> Response:
+    """Turn off the second factors of a locked-out account (who lost their device and codes);
+    its owner is mailed, and the log says which admin did it."""
+    target = _target(user_id)
+    if totp.remove_factors(db, target.id):
+        audit.record(db, Kind.factors_reset, target.id, actor_id=_admin().id)
+        db.commit()
+        send_mail("factors-reset", target.email, user=target)
+        flash(f"The second factors of {target.username} are reset.", "success")
+    return redirect(url_for("admin.user", user_id=target.id))
+
+
+@admin.route("/audit")
+@admin_required
+def audit_log() -> Any:
+    """Everyone's audit log, newest first, by account, kind and date range (UTC days)."""
+    query = Validation(data=request.args, source="form")
+    username = query.optional("user", max_length=64, label="Account")
+    kind = query.optional("kind", max_length=32, label="Event")
+    since = _day(query, "since")
+    until = _day(query, "until")
+    page = query.integer("page", min=1, max=_MAX_PAGE, default=1) or 1
+    who: User | None = None
+    if username:
+        who = db.scalar(select(User).where(User.username == username.strip().lower()))
+        query.expect(who is not None, "No account has this username.", field="user")
+    chosen: Kind | None = None
+    if kind:
+        chosen = next((k for k in Kind if k.value == kind), None)
+        query.expect(chosen is not None, "Choose an event from the list.", field="kind")
+    if since and until:
+        query.expect(since <= until, "The range ends before it starts.", field="until")
+    filters = audit.AuditFilter(
+        user_id=who.id if who else None, kind=chosen, since=since, until=until
+    )
+    listing = None
+    if query.ok:
+        listing = paginate_pages(db, filters.statement(), page=page, per_page=PER_PAGE)
+    names = _usernames(listing.items if listing else [])
+    html = render_template(
+        "meta/admin/audit.html",
+        listing=listing,
+        valid=query,
+        kind_choices=[(k.value, k.label) for k in Kind],
+        kind_label=audit.kind_label,
+        names=names,
+        args={k: v for k, v in request.args.items() if k != "page" and v},
+    )
+    return html, 200 if query.ok else 400
+
+
+def _day(query: Validation, field: str) -> date | None:
+    raw = query.optional(field, max_length=10)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        query.error("Give a date as YYYY-MM-DD.", field)
+        return None
+
+
+def _usernames(entries: list[AuditEntry]) -> dict[int, str]:
+    """The usernames of the accounts and admins *entries* name (deleted ones are missing)."""
+    ids = {e.user_id for e in entries if e.user_id} | {e.actor_id for e in entries if e.actor_id}
+    if not ids:
+        return {}
+    rows = db.execute(select(User.id, User.username).where(User.id.in_(ids))).all()
+    return {row.id: row.username for row in rows}

@@ -15,6 +15,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 from sqlalchemy import select
 
+from meta import audit
 from meta.models import User
 from meta.oauth import checks
 from meta.oauth.catalog import scope_groups
@@ -173,6 +174,7 @@ def authorize() -> Any:
     if request.method == "POST":
         if request.form.get("decision") == "approve":
             db_session.add(Consent(user_id=user.id, client_id=client.client_id, scope=scope))
+            audit.record(db_session, audit.Kind.app_authorized, user.id, detail=client.name)
             db_session.commit()
             return server.create_authorization_response(grant_user=user, grant=grant)
         return server.create_authorization_response(grant_user=None, grant=grant)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from srcore.config import Config
 
 __all__ = [
+    "AUDIT_EVENT",
     "EVENTS",
     "INFO_KEY",
     "PROFILE_EVENT",
@@ -49,6 +50,8 @@ log = logging.getLogger("meta.oauth.network")
 
 REVOCATION_EVENT = "revocation:issued"
 PROFILE_EVENT = "profile:updated"
+#: The audit log's export (:mod:`meta.audit`), for the services the operator names.
+AUDIT_EVENT = "audit:recorded"
 #: The events of every first-party subscription, and the scope they were declared with.
 EVENTS = f"{REVOCATION_EVENT} {PROFILE_EVENT}"
 SCOPES = "meta/profile:RO"
@@ -69,12 +72,16 @@ class Target:
     service_id: str
     url: str
     secret: str
+    #: The events its subscription lists (``audit:recorded`` too for the services named
+    #: in ``[meta] audit-subscribers``).
+    events: str = EVENTS
 
 
 def targets_from_config(config: Config) -> list[Target]:
     """Every configured service but meta that has an OAuth client secret to derive from."""
     from srcore.webhooks.signing import derive_secret
 
+    audit = set(_audit_subscribers(config))
     found: list[Target] = []
     for service_id in config.services:
         if service_id == "meta":
@@ -88,10 +95,26 @@ def targets_from_config(config: Config) -> list[Target]:
             )
             continue
         base = str(section.get("internal-origin") or section["origin"]).rstrip("/")
+        events = f"{EVENTS} {AUDIT_EVENT}" if service_id in audit else EVENTS
         found.append(
-            Target(service_id, base + EVENTS_PATH, derive_secret(client_secret, service_id))
+            Target(
+                service_id,
+                base + EVENTS_PATH,
+                derive_secret(client_secret, service_id),
+                events=events,
+            )
         )
     return found
+
+
+def _audit_subscribers(config: Config) -> list[str]:
+    try:
+        value = config.section("meta").get("audit-subscribers")
+    except KeyError:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    return [str(item) for item in value or ()]
 
 
 def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: datetime) -> None:
@@ -127,7 +150,7 @@ def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: da
                     owner_id=None,
                     owner_client=target.service_id,
                     url=target.url,
-                    events=EVENTS,
+                    events=target.events,
                     resource=None,
                     scopes=SCOPES,
                     secret=target.secret,
@@ -139,7 +162,7 @@ def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: da
             )
             log.info("subscribed %s to meta's events at %s", target.service_id, target.url)
             continue
-        values: dict[str, Any] = {"url": target.url, "events": EVENTS, "scopes": SCOPES}
+        values: dict[str, Any] = {"url": target.url, "events": target.events, "scopes": SCOPES}
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
         if row.resource is not None:
             changed["resource"] = None
@@ -168,6 +191,10 @@ class Network:
         self.targets = list(targets)
         self.app = app
         self._ensured_pid: int | None = None
+
+    def wants(self, event: str) -> bool:
+        """Whether some service's subscription lists *event*."""
+        return any(event in target.events.split() for target in self.targets)
 
     @classmethod
     def of(cls, session: Session) -> Network:

@@ -21,10 +21,12 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from meta import audit
 from meta.models import User
 from meta.oauth import events
 from meta.oauth.models import Consent, Grant, OAuthClient, PersonalAccessToken
 from meta.oauth.server import oauth_state, revoke_access_token
+from meta.twofactor import security_context
 from srcore.auth import current_token, current_user, login_required, oauth
 from srcore.auth.scopes import Scope, ScopeError, format_scopes, parse_scopes, satisfies
 from srcore.db import session as db_session
@@ -96,6 +98,7 @@ def create_token(
     )
     db_session.add(row)
     db_session.flush()
+    audit.record(db_session, audit.Kind.token_created, user.id, detail=name)
     token, _claims = st.sign_access_token(
         subject=str(user.id),
         client_id=PAT_CLIENT_ID,
@@ -112,6 +115,7 @@ def revoke_token_row(row: PersonalAccessToken) -> None:
     """Revoke a personal access token (a ``token`` event); the caller commits."""
     if row.revoked_at is not None:
         return
+    audit.record(db_session, audit.Kind.token_revoked, row.user_id, detail=row.name)
     revoke_access_token(
         {"jti": row.jti, "client_id": PAT_CLIENT_ID, "exp": int(row.expires_at.timestamp())}
     )
@@ -278,6 +282,7 @@ def _render(
             valid=valid,
             new_token=new_token,
             refusal=token_refusal(user),
+            **security_context(user.id),
         ),
         status,
     )
@@ -333,6 +338,9 @@ def revoke_application(client_id: str) -> Response:
 def revoke_user_client(user_id: int, client_id: str) -> None:
     """End every grant *user_id* gave *client_id* and forget the consent; caller commits."""
     st = oauth_state()
+    client = st.query_client(client_id)
+    name = client.name if client is not None else client_id
+    audit.record(db_session, audit.Kind.app_revoked, user_id, detail=name)
     for grant in db_session.scalars(
         select(Grant).where(
             Grant.user_id == user_id, Grant.client_id == client_id, Grant.revoked_at.is_(None)

@@ -1,0 +1,231 @@
+"""The audit log: every security event of an account, with when, where from and what browser.
+
+:func:`record` adds an entry in the caller's transaction, so an entry exists exactly when
+the change it describes was committed (a failed login commits its entry on its own). The
+user reads theirs on ``/security``; admins read everyone's at ``/admin/audit``.
+
+Retention (``[meta] audit-retention``, default one year) is applied on write: recording an
+entry deletes the entries older than the retention, at most once per
+:data:`PRUNE_EVERY` in each process. An idle network keeps its old entries until the next
+event, which an operator sees as "entries never outlive the retention by more than a few
+minutes of activity"; nothing else has to run.
+
+Each entry is also a webhook, ``audit:recorded`` (audience ``internal``): it goes only to
+the first-party subscriptions of the services named in ``[meta] audit-subscribers`` (a
+log collector of the operator's, for one), never to a user's subscription. With no
+subscriber configured, nothing is written to the outbox.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, TypedDict
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.orm import Session
+
+from meta.models import AuditEntry
+from srcore.db import utcnow
+
+__all__ = [
+    "AUDIT_EVENT",
+    "PRUNE_EVERY",
+    "AuditFilter",
+    "AuditJSON",
+    "Kind",
+    "entry_json",
+    "prune",
+    "record",
+]
+
+#: The webhook event every entry is exported as.
+AUDIT_EVENT = "audit:recorded"
+#: Pruning on write runs at most this often per process.
+PRUNE_EVERY = timedelta(minutes=10)
+DEFAULT_RETENTION = timedelta(days=365)
+_LAST_PRUNE = "audit_last_prune"
+
+
+class Kind(enum.StrEnum):
+    """What happened. The values are stored and sent in webhooks: never rename one."""
+
+    login = "login"
+    login_failed = "login-failed"
+    logout = "logout"
+    factor_added = "factor-added"
+    factor_removed = "factor-removed"
+    factor_used = "factor-used"
+    recovery_codes_renewed = "recovery-codes-renewed"
+    password_changed = "password-changed"  # noqa: S105 - an event name
+    email_changed = "email-changed"
+    token_created = "token-created"  # noqa: S105 - an event name
+    token_revoked = "token-revoked"  # noqa: S105 - an event name
+    app_authorized = "app-authorized"
+    app_revoked = "app-revoked"
+    account_suspended = "account-suspended"
+    account_unsuspended = "account-unsuspended"
+    factors_reset = "factors-reset"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+_LABELS = {
+    Kind.login: "Logged in",
+    Kind.login_failed: "Failed login",
+    Kind.logout: "Logged out",
+    Kind.factor_added: "Two-factor sign-in turned on",
+    Kind.factor_removed: "Two-factor sign-in turned off",
+    Kind.factor_used: "Second factor used",
+    Kind.recovery_codes_renewed: "New recovery codes made",
+    Kind.password_changed: "Password changed",
+    Kind.email_changed: "Email address changed",
+    Kind.token_created: "Personal access token created",
+    Kind.token_revoked: "Personal access token revoked",
+    Kind.app_authorized: "Application authorized",
+    Kind.app_revoked: "Application revoked",
+    Kind.account_suspended: "Account suspended",
+    Kind.account_unsuspended: "Account unsuspended",
+    Kind.factors_reset: "Second factors reset by an admin",
+}
+
+
+class AuditJSON(TypedDict):
+    """One audit entry, as the ``audit:recorded`` webhook carries it."""
+
+    id: int
+    kind: str
+    user_id: int | None
+    actor_id: int | None
+    created: str
+    address: str
+    user_agent: str
+    detail: str
+
+
+def entry_json(entry: AuditEntry) -> AuditJSON:
+    return AuditJSON(
+        id=entry.id,
+        kind=entry.kind,
+        user_id=entry.user_id,
+        actor_id=entry.actor_id,
+        created=entry.created.isoformat(),
+        address=entry.address,
+        user_agent=entry.user_agent,
+        detail=entry.detail,
+    )
+
+
+def _request_facts() -> tuple[str, str]:
+    """The client address and user agent of the current request, if there is one."""
+    from flask import has_request_context, request
+
+    if not has_request_context():
+        return "", ""
+    agent = request.headers.get("User-Agent", "")
+    return (request.remote_addr or "")[:64], agent[:256]
+
+
+def record(
+    session: Session,
+    kind: Kind,
+    user_id: int | None,
+    *,
+    actor_id: int | None = None,
+    detail: str = "",
+    now: datetime | None = None,
+) -> AuditEntry:
+    """Add an entry for *kind* to *session*'s transaction (and its webhook); flushes."""
+    address, agent = _request_facts()
+    entry = AuditEntry(
+        created=now or utcnow(),
+        user_id=user_id,
+        actor_id=actor_id,
+        kind=str(kind),
+        address=address,
+        user_agent=agent,
+        detail=detail[:256],
+    )
+    session.add(entry)
+    session.flush()
+    _prune_now_and_then(session, entry.created)
+    _export(session, entry)
+    return entry
+
+
+def prune(session: Session, *, now: datetime, retention: timedelta) -> int:
+    """Delete the entries older than *retention*; return how many went."""
+    result = session.execute(delete(AuditEntry).where(AuditEntry.created < now - retention))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def retention() -> timedelta:
+    import srcore
+
+    value = srcore.state().section.get("audit-retention")
+    return value if isinstance(value, timedelta) else DEFAULT_RETENTION
+
+
+def _prune_now_and_then(session: Session, now: datetime) -> None:
+    from flask import current_app, has_app_context
+
+    if not has_app_context():
+        return
+    extra: dict[str, Any] = current_app.extensions["meta"].extra
+    last = extra.get(_LAST_PRUNE)
+    if isinstance(last, datetime) and now - last < PRUNE_EVERY:
+        return
+    extra[_LAST_PRUNE] = now
+    prune(session, now=now, retention=retention())
+
+
+def _export(session: Session, entry: AuditEntry) -> None:
+    from flask import current_app, has_app_context
+
+    if not has_app_context() or "meta.oauth" not in current_app.extensions:
+        return
+    from meta.oauth.network import Network
+
+    network = Network.of(session)
+    if network.wants(AUDIT_EVENT):
+        network.emit(session, AUDIT_EVENT, entry_json(entry), owner_id=entry.user_id)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the admins' audit page narrows the log to; None means no condition."""
+
+    user_id: int | None = None
+    kind: Kind | None = None
+    since: date | None = None
+    until: date | None = None
+
+    def statement(self) -> Select[tuple[AuditEntry]]:
+        """The matching entries, newest first; *until* includes its whole day (UTC)."""
+        from datetime import UTC
+
+        stmt = select(AuditEntry).order_by(AuditEntry.created.desc(), AuditEntry.id.desc())
+        if self.user_id is not None:
+            stmt = stmt.where(AuditEntry.user_id == self.user_id)
+        if self.kind is not None:
+            stmt = stmt.where(AuditEntry.kind == str(self.kind))
+        if self.since is not None:
+            stmt = stmt.where(AuditEntry.created >= datetime.combine(self.since, time(), UTC))
+        if self.until is not None:
+            end = datetime.combine(self.until + timedelta(days=1), time(), UTC)
+            stmt = stmt.where(AuditEntry.created < end)
+        return stmt
+
+
+def kind_label(kind: str) -> str:
+    """The words for a stored *kind* (one this version no longer knows is shown as is)."""
+    try:
+        return Kind(kind).label
+    except ValueError:
+        return kind

@@ -1,0 +1,295 @@
+"""Pages of two-factor sign-in and of the account's activity (its audit log).
+
+``/security/two-factor`` turns TOTP on (the current password and a code from the app),
+shows the recovery codes once, makes new ones, and turns it off (the current password, or
+a code). ``/login/verify`` is the login's second step: after the right password, an account
+with TOTP is not logged in until a code or a recovery code checks out; wrong codes count
+against the same per-account and per-address throttles as wrong passwords.
+``/security/activity`` lists the account's audit log.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+import srcore
+from meta import audit, totp
+from meta.audit import Kind
+from meta.mails import send_mail
+from meta.models import User
+from srcore.auth.web import is_safe_next, login_required
+from srcore.db import session as db
+from srcore.pagination import paginate_pages
+from srcore.validation import Validation
+
+__all__ = ["PENDING", "begin_second_step", "security_context", "twofactor"]
+
+twofactor = Blueprint("twofactor", __name__)
+
+#: The session key of a login waiting for its second factor: ``{"uid", "at", "next"}``.
+PENDING = "_meta_2fa"
+#: The session key of the secret shown on the setup page, until a code confirms it.
+SETUP_SECRET = "_meta_totp_setup"  # noqa: S105 - a session key
+#: How long the second step may wait after the right password.
+PENDING_SECONDS = 300
+CODE_MAX = 64
+PER_PAGE = 50
+_MAX_PAGE = 1_000_000
+
+
+def security_context(user_id: int) -> dict[str, Any]:
+    """What ``/security`` shows of two-factor sign-in and of the account's recent activity."""
+    recent = db.scalars(audit.AuditFilter(user_id=user_id).statement().limit(10)).all()
+    return {
+        "totp_enabled": totp.factor_of(db, user_id) is not None,
+        "recovery_left": totp.unused_recovery_codes(db, user_id),
+        "activity": recent,
+        "kind_label": audit.kind_label,
+    }
+
+
+def _issuer() -> str:
+    st = srcore.state()
+    name = str(st.section.get("two-factor-issuer") or "")
+    return name or str(st.config.global_["site-name"])
+
+
+def _current() -> User:
+    from meta.views import _user
+
+    return _user()
+
+
+# -- setting up, renewing, turning off ------------------------------------------------------
+
+
+def _setup_page(user: User, valid: Validation | None, status: int = 200) -> Any:
+    secret = session.get(SETUP_SECRET)
+    if not isinstance(secret, str) or len(secret) != 32:
+        secret = session[SETUP_SECRET] = totp.new_secret()
+    uri = totp.provisioning_uri(secret, account=user.username, issuer=_issuer())
+    html = render_template(
+        "meta/security/two_factor.html",
+        user=user,
+        enabled=False,
+        secret=secret,
+        qr=totp.qr_svg(uri),
+        uri=uri,
+        valid=valid,
+        codes=None,
+    )
+    return html, status
+
+
+def _enabled_page(user: User, valid: Validation | None, codes: list[str] | None = None) -> Any:
+    return render_template(
+        "meta/security/two_factor.html",
+        user=user,
+        enabled=True,
+        recovery_left=totp.unused_recovery_codes(db, user.id),
+        valid=valid,
+        codes=codes,
+    ), (400 if valid is not None and not valid.ok else 200)
+
+
+@twofactor.route("/security/two-factor")
+@login_required
+def settings() -> Any:
+    user = _current()
+    if totp.factor_of(db, user.id) is not None:
+        return _enabled_page(user, None)
+    return _setup_page(user, None)
+
+
+@twofactor.route("/security/two-factor", methods=["POST"])
+@login_required
+def enable() -> Any:
+    """Turn TOTP on: the current password, and a code proving the app has the secret."""
+    from meta.views import _check_current_password, _password_throttled
+
+    user = _current()
+    if totp.factor_of(db, user.id) is not None:
+        return redirect(url_for("twofactor.settings"))
+    throttled = _password_throttled(user)
+    if throttled is not None:
+        return throttled
+    valid = Validation(request)
+    _check_current_password(valid, user)
+    code = valid.require("code", max_length=CODE_MAX, label="The code from your app")
+    secret = session.get(SETUP_SECRET)
+    counter = None
+    if code and isinstance(secret, str):
+        counter = totp.verify_totp(secret, code, last_counter=None, now=srcore.db.utcnow())
+        valid.expect(
+            counter is not None,
+            "This code is not right: check your device's clock, and type the newest code.",
+            field="code",
+        )
+    if not valid.ok or counter is None or not isinstance(secret, str):
+        return _setup_page(user, valid, 400)
+    codes = totp.add_factor(db, user.id, secret, counter)
+    audit.record(db, Kind.factor_added, user.id, detail="authenticator app")
+    db.commit()
+    session.pop(SETUP_SECRET, None)
+    send_mail("factor-added", user.email, user=user)
+    return _enabled_page(user, None, codes)
+
+
+@twofactor.route("/security/two-factor/recovery-codes", methods=["POST"])
+@login_required
+def renew_recovery_codes() -> Any:
+    """New recovery codes (the old ones stop working); needs the current password."""
+    from meta.views import _check_current_password, _password_throttled
+
+    user = _current()
+    if totp.factor_of(db, user.id) is None:
+        return redirect(url_for("twofactor.settings"))
+    throttled = _password_throttled(user)
+    if throttled is not None:
+        return throttled
+    valid = Validation(request)
+    _check_current_password(valid, user)
+    if not valid.ok:
+        return _enabled_page(user, valid)
+    codes = totp.new_recovery_codes(db, user.id)
+    audit.record(db, Kind.recovery_codes_renewed, user.id)
+    db.commit()
+    return _enabled_page(user, None, codes)
+
+
+@twofactor.route("/security/two-factor/disable", methods=["POST"])
+@login_required
+def disable() -> Any:
+    """Turn two-factor sign-in off: the current password, or a code (app or recovery)."""
+    from meta.views import _check_current_password, _client_address, _password_throttled
+    from meta.views import _throttle_key as throttle_key
+
+    user = _current()
+    if totp.factor_of(db, user.id) is None:
+        return redirect(url_for("twofactor.settings"))
+    throttled = _password_throttled(user)
+    if throttled is not None:
+        return throttled
+    valid = Validation(request)
+    code = valid.optional("code", max_length=CODE_MAX)
+    if code:
+        from meta import meta_state
+
+        protection = meta_state().protection
+        key = throttle_key(user, user.username)
+        if totp.check_code(db, user.id, code).ok:
+            if protection is not None:
+                protection.success(key, _client_address())
+        else:
+            if protection is not None:
+                protection.failure(key, _client_address())
+            valid.error("This code is not right.", "code")
+    else:
+        _check_current_password(valid, user)
+    if not valid.ok:
+        db.rollback()
+        return _enabled_page(user, valid)
+    totp.remove_factors(db, user.id)
+    audit.record(db, Kind.factor_removed, user.id, detail="authenticator app")
+    db.commit()
+    send_mail("factor-removed", user.email, user=user)
+    flash("Two-factor sign-in is off. Your password alone logs you in now.", "success")
+    return redirect(url_for("twofactor.settings"))
+
+
+# -- the second step of a login ------------------------------------------------------------------
+
+
+def begin_second_step(user: User, target: str | None) -> Response:
+    """After the right password: remember who is halfway in, and ask for a code."""
+    session[PENDING] = {"uid": user.id, "at": time.time(), "next": target}
+    return redirect(url_for("twofactor.verify"))
+
+
+def _pending() -> tuple[User, str | None] | None:
+    """The account halfway through logging in on this browser, unless the wait ran out."""
+    pending = session.get(PENDING)
+    if not isinstance(pending, dict):
+        return None
+    uid, started, target = pending.get("uid"), pending.get("at"), pending.get("next")
+    if not isinstance(uid, int) or not isinstance(started, int | float):
+        return None
+    if time.time() - started > PENDING_SECONDS:
+        return None
+    user = db.get(User, uid)
+    if user is None or user.is_suspended:
+        return None
+    safe = target if isinstance(target, str) and is_safe_next(target) else None
+    return user, safe
+
+
+@twofactor.route("/login/verify", methods=["GET", "POST"])
+def verify() -> Any:
+    """The login's second step: a code from the app, or a recovery code."""
+    from meta import meta_state
+    from meta.views import _client_address, _throttle_key, _too_many, finish_login
+
+    found = _pending()
+    if found is None:
+        session.pop(PENDING, None)
+        flash("Log in again: the wait for your code ran out.", "warning")
+        return redirect(url_for("accounts.login"))
+    user, target = found
+    if request.method == "GET":
+        return render_template("meta/security/verify.html", valid=None)
+    protection = meta_state().protection
+    key, address = _throttle_key(user, user.username), _client_address()
+    if protection is not None:
+        decision = protection.check(key, address)
+        if not decision.allowed:
+            return _too_many(decision.retry_after, decision.retry_after_seconds)
+    valid = Validation(request)
+    code = valid.require("code", max_length=CODE_MAX, label="The code")
+    if not valid.ok or code is None:
+        return render_template("meta/security/verify.html", valid=valid), 400
+    check = totp.check_code(db, user.id, code)
+    if not check.ok:
+        db.rollback()
+        if protection is not None:
+            protection.failure(key, address)
+        audit.record(db, Kind.login_failed, user.id, detail="wrong second-factor code")
+        db.commit()
+        valid.error("This code is not right.", "code")
+        return render_template("meta/security/verify.html", valid=valid), 400
+    if protection is not None:
+        protection.success(key, address)
+    session.pop(PENDING, None)
+    detail = "authenticator app" if check.method == "otp" else "recovery code"
+    audit.record(db, Kind.factor_used, user.id, detail=detail)
+    left = totp.unused_recovery_codes(db, user.id) if check.method == "recovery" else None
+    response = finish_login(user, ("pwd", "otp"), target)
+    if left is not None:
+        flash(
+            f"You used a recovery code: {left} left. Make new ones on the two-factor page.",
+            "warning",
+        )
+    return response
+
+
+# -- the account's activity ---------------------------------------------------------------------
+
+
+@twofactor.route("/security/activity")
+@login_required
+def activity() -> Any:
+    """Every entry of the account's audit log, newest first."""
+    user = _current()
+    query = Validation(data=request.args, source="form")
+    page = query.integer("page", min=1, max=_MAX_PAGE, default=1) or 1
+    if not query.ok:
+        return render_template("meta/security/activity.html", listing=None, valid=query), 400
+    listing = paginate_pages(
+        db, audit.AuditFilter(user_id=user.id).statement(), page=page, per_page=PER_PAGE
+    )
+    return render_template(
+        "meta/security/activity.html", listing=listing, kind_label=audit.kind_label, valid=None
+    )
