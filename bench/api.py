@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import network
-from measure import interleaved, wsgi_caller
+from measure import paired, wsgi_caller
 
 #: The bare app's whole authentication is a lookup of this header value in a dict.
 BARE_TOKEN = "Bearer bare-token"
@@ -205,10 +206,10 @@ def in_process(setup: Setup, *, n: int, rounds: int) -> dict[str, Any]:
             raise RuntimeError("a contender did not answer 200")
     engine = app.extensions["srcore"].db.engine
     wires = {"srcore": wire_of(engine, srcore_call), "bare": wire_of(bare_engine, bare_call)}
-    times = interleaved({"srcore": srcore_call, "bare": bare_call}, n=n, rounds=rounds)
+    timed = paired(srcore_call, bare_call, n=n, rounds=rounds)
     app.extensions["srcore"].db.dispose()
     bare_engine.dispose()
-    return {"times": times, "wires": wires, "ratio": times["srcore"] / times["bare"]}
+    return {"srcore": timed["first"], "bare": timed["second"], "wires": wires, **timed}
 
 
 def profile(setup: Setup, *, n: int, top: int = 25) -> str:
@@ -237,9 +238,28 @@ def profile(setup: Setup, *, n: int, top: int = 25) -> str:
 # -- gunicorn + wrk ---------------------------------------------------------------------
 
 
+@dataclass
+class Served:
+    """An app under gunicorn: its URL and its master's process id."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time its workers have used so far (Linux ``/proc``)."""
+        total = 0
+        master = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        for child in master.read_text(encoding="ascii").split():
+            with contextlib.suppress(OSError):  # a worker that just exited
+                fields = Path(f"/proc/{child}/stat").read_text(encoding="ascii")
+                utime, stime = fields.rsplit(")", 1)[1].split()[11:13]
+                total += int(utime) + int(stime)
+        return total / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def gunicorn(kind: str, setup: Setup, *, workers: int, timeout: float = 30) -> Iterator[str]:
-    """Serve *kind* under gunicorn on 127.0.0.1 until the block ends; yield the URL."""
+def gunicorn(kind: str, setup: Setup, *, workers: int, timeout: float = 30) -> Iterator[Served]:
+    """Serve *kind* under gunicorn on 127.0.0.1 until the block ends."""
     from srcore.serving import gunicorn_options
     from srcore.testing import free_port
 
@@ -285,7 +305,7 @@ def gunicorn(kind: str, setup: Setup, *, workers: int, timeout: float = 30) -> I
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{kind} did not answer on {url} within {timeout} s")
             time.sleep(0.05)
-        yield url
+        yield Served(url, process.pid)
     finally:
         process.terminate()
         try:
@@ -296,11 +316,12 @@ def gunicorn(kind: str, setup: Setup, *, workers: int, timeout: float = 30) -> I
 
 
 _RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
+_COUNT = re.compile(r"(\d+) requests in ")
 _BAD = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)|Socket errors:.*timeout (\d+)")
 
 
-def wrk(url: str, authorization: str, *, seconds: float, connections: int) -> float:
-    """Requests per second ``wrk`` got from *url*; raises if any answer was not a 200."""
+def wrk(url: str, authorization: str, *, seconds: float, connections: int) -> tuple[float, int]:
+    """Requests per second and requests ``wrk`` got from *url*; raises on any non-200."""
     command = [
         "wrk",
         "-t1",
@@ -316,49 +337,63 @@ def wrk(url: str, authorization: str, *, seconds: float, connections: int) -> fl
     bad = [int(g) for m in _BAD.finditer(done.stdout) for g in m.groups() if g]
     if any(bad):
         raise RuntimeError(f"wrk saw failed requests:\n{done.stdout}")
-    found = _RATE.search(done.stdout)
-    if found is None:
+    rate, count = _RATE.search(done.stdout), _COUNT.search(done.stdout)
+    if rate is None or count is None:
         raise RuntimeError(f"no Requests/sec in wrk's output:\n{done.stdout}")
-    return float(found.group(1))
+    return float(rate.group(1)), int(count.group(1))
 
 
 def under_gunicorn(
     setup: Setup, *, seconds: float, rounds: int, workers: int, connections: int
 ) -> dict[str, float]:
-    """Median req/s of each app, both served at once and loaded by turns."""
+    """Both apps served at once and loaded by turns (ABBA, so a drift in the machine's
+    load hits both alike); per app the median req/s and the workers' median CPU time per
+    request, which other processes' load disturbs far less than the wall clock, and the
+    median of the rounds' req/s ratios."""
     import statistics
 
-    rates: dict[str, list[float]] = {"srcore": [], "bare": []}
+    kinds = ("srcore", "bare")
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
     auth = {"srcore": setup.bearer, "bare": BARE_TOKEN}
     with (
-        gunicorn("srcore", setup, workers=workers) as srcore_url,
-        gunicorn("bare", setup, workers=workers) as bare_url,
+        gunicorn("srcore", setup, workers=workers) as srcore_served,
+        gunicorn("bare", setup, workers=workers) as bare_served,
     ):
-        urls = {"srcore": srcore_url, "bare": bare_url}
-        for kind in rates:  # warm up: imports done lazily, pools, token caches
-            wrk(urls[kind], auth[kind], seconds=1, connections=connections)
-        for _ in range(rounds):
-            for kind in rates:
-                rates[kind].append(
-                    wrk(urls[kind], auth[kind], seconds=seconds, connections=connections)
+        served = {"srcore": srcore_served, "bare": bare_served}
+        for kind in kinds:  # warm up: imports done lazily, pools, token caches
+            wrk(served[kind].url, auth[kind], seconds=1, connections=connections)
+        for turn in range(rounds):
+            for kind in kinds if turn % 2 == 0 else reversed(kinds):
+                before = served[kind].cpu_seconds()
+                rate, count = wrk(
+                    served[kind].url, auth[kind], seconds=seconds, connections=connections
                 )
+                rates[kind].append(rate)
+                cpu[kind].append((served[kind].cpu_seconds() - before) / count * 1e6)
     result = {kind: statistics.median(values) for kind, values in rates.items()}
-    result["ratio"] = result["srcore"] / result["bare"]
+    result.update({f"{kind}_cpu_us": statistics.median(cpu[kind]) for kind in kinds})
+    result["ratio"] = statistics.median(
+        s / b for s, b in zip(rates["srcore"], rates["bare"], strict=True)
+    )
+    result["cpu_ratio"] = result["srcore_cpu_us"] / result["bare_cpu_us"]
     return result
 
 
 # -- report -----------------------------------------------------------------------------
 
 
-def section(
-    backends: list[str], *, n: int, rounds: int, quick: bool, show_profile: bool = False
-) -> None:
-    seconds, wrk_rounds = (2.0, 3) if quick else (5.0, 5)
+def section(backends: list[str], *, quick: bool, show_profile: bool = False) -> None:
+    n, rounds = (100, 20) if quick else (200, 60)
+    seconds, wrk_rounds = (1.0, 4) if quick else (2.0, 10)
     workers, connections = 2, 4
     print("1. API GET of one ticket: todo (bearer JWT) vs bare Flask + SQLAlchemy")
     print("   (same cached statement, same ticket_json; the bare app's auth is a dict lookup)")
-    print(f"   in process, {n} requests x {rounds} rounds, median of the rounds' means:")
-    print(f"   {'backend':<11}{'srcore µs':>10}{'bare µs':>10}{'ratio':>8}   round trips")
+    print(
+        f"   in process, {rounds} rounds of {n} requests in turns (ABBA): median µs per"
+        " request, median ratio (quartiles)"
+    )
+    print(f"   {'backend':<11}{'srcore µs':>10}{'bare µs':>10}{'ratio':>8}{'':12} round trips")
     served_results: list[tuple[str, dict[str, float] | str]] = []
     for backend in backends:
         with prepared(backend) as setup:
@@ -366,17 +401,18 @@ def section(
                 print(f"   {backend:<11}(not reachable, skipped)")
                 continue
             result = in_process(setup, n=n, rounds=rounds)
-            times, wires = result["times"], result["wires"]
+            wires = result["wires"]
             trips = {
                 kind: (len(sent) if backend == "postgresql" else 0) for kind, sent in wires.items()
             }
             print(
-                f"   {backend:<11}{times['srcore']:>10.0f}{times['bare']:>10.0f}"
-                f"{result['ratio']:>8.2f}   {trips['srcore']} vs {trips['bare']}"
+                f"   {backend:<11}{result['srcore']:>10.0f}{result['bare']:>10.0f}"
+                f"{result['ratio']:>8.2f} ({result['ratio_q1']:.2f}-{result['ratio_q3']:.2f})"
+                f"   {trips['srcore']} vs {trips['bare']}"
                 f"   (srcore sends {describe(wires['srcore'])}; bare {describe(wires['bare'])})"
             )
             if show_profile:
-                print(textwrap_indent(profile(setup, n=n)))
+                print(textwrap_indent(profile(setup, n=2000)))
             if shutil.which("wrk") is None:
                 served_results.append((backend, "wrk is not installed (apt-get install wrk)"))
                 continue
@@ -395,17 +431,22 @@ def section(
     print("   goal on PostgreSQL: ratio at most 1.00; round trips 1 vs 3")
     print(
         f"   under gunicorn ({workers} sync workers each), wrk -t1 -c{connections}, "
-        f"median of {wrk_rounds} x {seconds:g} s:"
+        f"{wrk_rounds} rounds of {seconds:g} s each, in turns:"
     )
-    print(f"   {'backend':<11}{'srcore r/s':>11}{'bare r/s':>10}{'ratio':>8}")
+    print(
+        f"   {'backend':<11}{'srcore r/s':>11}{'bare r/s':>10}{'ratio':>8}"
+        f"{'srcore CPU µs':>15}{'bare CPU µs':>13}{'ratio':>8}"
+    )
     for backend, served_result in served_results:
         if isinstance(served_result, str):
             print(f"   {backend:<11}({served_result})")
             continue
         print(
             f"   {backend:<11}{served_result['srcore']:>11.0f}{served_result['bare']:>10.0f}"
-            f"{served_result['ratio']:>8.2f}"
+            f"{served_result['ratio']:>8.2f}{served_result['srcore_cpu_us']:>15.0f}"
+            f"{served_result['bare_cpu_us']:>13.0f}{served_result['cpu_ratio']:>8.2f}"
         )
+    print("   (r/s ratio: median of the rounds' ratios; CPU: the workers' own, per request)")
     print("   goal on PostgreSQL: req/s ratio at least 1.00\n")
 
 

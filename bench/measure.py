@@ -68,6 +68,34 @@ def interleaved(
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def paired(
+    first: Callable[[], Any], second: Callable[[], Any], *, n: int, rounds: int
+) -> dict[str, float]:
+    """Mean µs per call of two contenders over many short rounds in ABBA order.
+
+    On a loaded machine the load drifts within seconds; short rounds taken in turns, half
+    of them in each order, let each round's ratio compare like with like. Returns each
+    contender's median and the median of the rounds' ratios (first / second), with its
+    quartiles to show the spread.
+    """
+    for fn in (first, second):
+        per_call_us(fn, max(50, n))
+    times: tuple[list[float], list[float]] = ([], [])
+    for turn in range(rounds):
+        order = ((0, first), (1, second)) if turn % 2 == 0 else ((1, second), (0, first))
+        for index, fn in order:
+            times[index].append(per_call_us(fn, n))
+    ratios = sorted(a / b for a, b in zip(*times, strict=True))
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {
+        "first": statistics.median(times[0]),
+        "second": statistics.median(times[1]),
+        "ratio": statistics.median(ratios),
+        "ratio_q1": quartiles[0],
+        "ratio_q3": quartiles[-1],
+    }
+
+
 @contextmanager
 def counting(engine: Any) -> Iterator[dict[str, int]]:
     """Count statements (SQLAlchemy's) and round trips (the wire's) on *engine*.

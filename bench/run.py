@@ -139,7 +139,7 @@ def main() -> int:
     if "api" in only:
         import api
 
-        api.section(backends, n=n, rounds=rounds, quick=options.quick, show_profile=options.profile)
+        api.section(backends, quick=options.quick, show_profile=options.profile)
     if "startup" in only:
         bench_startup_section(runs=runs)
     if "auth" in only:
