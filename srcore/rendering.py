@@ -148,8 +148,9 @@ def _cleaner() -> nh3.Cleaner:
         url_schemes=set(URL_SCHEMES),
         set_tag_attribute_values={
             "img": {"loading": "lazy", "referrerpolicy": "no-referrer"},
-            # The only input user text may hold is a task's checkbox, and it is read-only.
-            "input": {"type": "checkbox", "disabled": ""},
+            # The only input user text may hold is a task's checkbox, and it is read-only;
+            # its name says what it is (its state, done or not, is its checked state).
+            "input": {"type": "checkbox", "disabled": "", "aria-label": "Task"},
         },
         strip_comments=True,
     )

@@ -204,9 +204,9 @@ def test_task_list_items_get_disabled_checkboxes() -> None:
     assert tags[0] == ("ul", {"class": "contains-task-list"})
     boxes = [attrs for tag, attrs in tags if tag == "input"]
     assert boxes == [
-        {"disabled": "", "type": "checkbox"},
-        {"checked": "", "disabled": "", "type": "checkbox"},
-        {"checked": "", "disabled": "", "type": "checkbox"},
+        {"aria-label": "Task", "disabled": "", "type": "checkbox"},
+        {"aria-label": "Task", "checked": "", "disabled": "", "type": "checkbox"},
+        {"aria-label": "Task", "checked": "", "disabled": "", "type": "checkbox"},
     ]
     items = [attrs for tag, attrs in tags if tag == "li"]
     assert items == [{"class": "task-list-item"}] * 3 + [{}]
@@ -232,7 +232,7 @@ def test_unknown_tags_are_dropped_but_their_text_kept() -> None:
     # The one input user text may hold is a read-only checkbox, named and tied to nothing.
     for tag, attrs in tags_of(str(out)):
         if tag == "input":
-            assert attrs == {"type": "checkbox", "disabled": ""}
+            assert attrs == {"type": "checkbox", "disabled": "", "aria-label": "Task"}
 
 
 def test_https_images_are_embedded_lazily_without_referrer() -> None:
@@ -368,7 +368,7 @@ _ALLOWED_ATTRS = {
     tag: set(names)
     | ({"rel"} if tag == "a" else set())
     | ({"loading", "referrerpolicy"} if tag == "img" else set())
-    | ({"type", "disabled"} if tag == "input" else set())
+    | ({"type", "disabled", "aria-label"} if tag == "input" else set())
     for tag, names in rendering.ALLOWED_ATTRIBUTES.items()
 }
 _EVENT_HANDLER = re.compile(r"\son[a-z]+\s*=", re.IGNORECASE)
