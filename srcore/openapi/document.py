@@ -4,9 +4,10 @@ Nothing here is written for one service: each operation comes from a route under
 API prefix, its security from the scope :func:`~srcore.auth.oauth` requires, its
 parameters and body from the readers named with :func:`~srcore.openapi.operation`, and
 its answers from the view's return annotation (a TypedDict, a ``CursorList[...]``,
-:class:`~srcore.openapi.Created` or :class:`~srcore.openapi.NoContent`). Errors share
-srcore's one error body. A route whose answer cannot be read is left out and named in
-:attr:`Document.undocumented`, so a test can refuse it.
+:class:`~srcore.openapi.Created`, :class:`~srcore.openapi.Accepted` or
+:class:`~srcore.openapi.NoContent`). Errors share srcore's one error body. A route whose
+answer cannot be read is left out and named in :attr:`Document.undocumented`, so a test
+can refuse it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from werkzeug.wrappers import Response
 
 from srcore.openapi.declare import Operation, declared_operation, declared_scope
 from srcore.openapi.inputs import describe_input
-from srcore.openapi.responses import Created, NoContent
+from srcore.openapi.responses import Accepted, Created, NoContent
 from srcore.openapi.schema import SchemaRegistry, UnsupportedType
 
 __all__ = ["SECURITY_SCHEME", "Document", "Endpoints", "build_document"]
@@ -115,6 +116,9 @@ def _success(view: Callable[..., object], registry: SchemaRegistry) -> dict[str,
         elif origin is Created:
             (shape,) = typing.get_args(member) or (Any,)
             answers["201"] = _json_answer("Created.", registry.schema(shape))
+        elif origin is Accepted:
+            (shape,) = typing.get_args(member) or (Any,)
+            answers["202"] = _json_answer("Accepted.", registry.schema(shape))
         elif isinstance(origin, type) and issubclass(origin, Response):
             continue  # an error answer built by hand: described by the standard errors
         else:

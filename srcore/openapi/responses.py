@@ -1,9 +1,9 @@
 """Typed answers of API views, so a view's return annotation says what it answers.
 
 A view that returns a JSON object annotates it with the TypedDict its serializer returns
-(200). :class:`Created` (201) and :class:`NoContent` (204) are plain tuples Flask already
-understands, typed so the API description can read the status and the body's shape from
-the annotation instead of from a schema kept beside the view::
+(200). :class:`Created` (201), :class:`Accepted` (202) and :class:`NoContent` (204) are
+plain tuples Flask already understands, typed so the API description can read the status
+and the body's shape from the annotation instead of from a schema kept beside the view::
 
     @api.post("/trackers")
     @oauth("todo/trackers:RW")
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Generic, NamedTuple, TypeVar
 
-__all__ = ["Created", "NoContent", "created", "no_content"]
+__all__ = ["Accepted", "Created", "NoContent", "accepted", "created", "no_content"]
 
 T = TypeVar("T")
 
@@ -29,6 +29,13 @@ class Created(NamedTuple, Generic[T]):
     headers: dict[str, str]
 
 
+class Accepted(NamedTuple, Generic[T]):
+    """A 202 answer with a JSON body of type ``T``: taken, to be done later."""
+
+    body: T
+    status: int
+
+
 class NoContent(NamedTuple):
     """A 204 answer: done, nothing to say."""
 
@@ -39,6 +46,11 @@ class NoContent(NamedTuple):
 def created(body: T, *, location: str | None = None) -> Created[T]:
     """A 201 answer carrying *body*, and ``Location: location`` if given."""
     return Created(body, 201, {"Location": location} if location is not None else {})
+
+
+def accepted(body: T) -> Accepted[T]:
+    """A 202 answer carrying *body*."""
+    return Accepted(body, 202)
 
 
 def no_content() -> NoContent:
