@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, abort, g, request, url_for
@@ -20,18 +21,27 @@ from srcore.app import state
 from srcore.auth.scopes import Access, format_scopes
 from srcore.db import session as db_session
 from srcore.errors import error_response
-from srcore.pagination import InvalidCursor, paginate_cursor
-from srcore.validation import Invalid, Validation, parse_json_object
+from srcore.openapi import Accepted, Created, NoContent, accepted, created, no_content, operation
+from srcore.pagination import CursorList, InvalidCursor, paginate_cursor, read_page
+from srcore.validation import Validation
 from srcore.webhooks import manage
 from srcore.webhooks.catalog import PING, event_catalog
-from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
+from srcore.webhooks.models import Subscription
+from srcore.webhooks.shapes import (
+    DeliveryJSON,
+    EventsJSON,
+    SubscriptionJSON,
+    attempt_json,
+    delivery_json,
+    subscription_json,
+)
 from srcore.webhooks.subscriptions import (
     Subscriber,
+    SubscriptionInput,
     events_scopes,
     missing_scopes,
     read_overlap,
     read_subscription,
-    secret_hint,
 )
 
 __all__ = ["api", "attempt_json", "delivery_json", "subscription_json"]
@@ -39,74 +49,13 @@ __all__ = ["api", "attempt_json", "delivery_json", "subscription_json"]
 api = Blueprint("srcore_webhooks_api", __name__, url_prefix="/api/webhooks")
 
 MAX_LIMIT = 50
-
-
-# -- JSON shapes ---------------------------------------------------------------------------
-
-
-def _json_object(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def subscription_json(sub: Subscription, *, secret: str | None = None) -> dict[str, Any]:
-    """The API's shape of a subscription; *secret* is included only when just made."""
-    body: dict[str, Any] = {
-        "id": sub.id,
-        "url": sub.url,
-        "events": sorted(sub.event_names),
-        "resource": sub.resource,
-        "scopes": sorted(sub.scopes.split()),
-        "enabled": sub.enabled,
-        "disabled_reason": sub.disabled_reason,
-        "failing_since": sub.failing_since,
-        "secret_hint": secret_hint(sub.secret),
-        "previous_secret_expires": manage.overlap_until(sub),
-        "created": sub.created,
-        "updated": sub.updated,
-    }
-    if secret is not None:
-        body["secret"] = secret
-    return body
-
-
-def attempt_json(attempt: Attempt) -> dict[str, Any]:
-    """One HTTP request of a delivery, as the delivery log shows it."""
-    return {
-        "id": attempt.id,
-        "created": attempt.created,
-        "request": {
-            "headers": _json_object(attempt.request_headers),
-            "body": attempt.request_body,
-        },
-        "response": {
-            "status": attempt.response_status,
-            "headers": _json_object(attempt.response_headers),
-            "body": attempt.response_body,
-        },
-        "duration_ms": attempt.duration_ms,
-        "error": attempt.error,
-    }
-
-
-def delivery_json(delivery: Delivery, event: str, attempts: list[Attempt]) -> dict[str, Any]:
-    """One event sent to one subscription, with its attempts (newest first)."""
-    pending = delivery.status == DeliveryStatus.pending
-    return {
-        "id": delivery.id,
-        "event": event,
-        "message_id": delivery.message_id,
-        "status": delivery.status,
-        "attempt_count": delivery.attempts,
-        "next_attempt_at": delivery.next_attempt_at if pending else None,
-        "last_status_code": delivery.last_status_code,
-        "created": delivery.created,
-        "delivered_at": delivery.delivered_at,
-        "attempts": [attempt_json(a) for a in attempts],
-    }
+#: What the token check before every operation but the catalog's may answer.
+_TOKEN_ERRORS = {
+    401: "No valid access token was sent (see the WWW-Authenticate header).",
+    403: "The token holds no scope of this service, not those of the events, or belongs "
+    "to a suspended account.",
+    503: "The access token cannot be checked right now; try again shortly.",
+}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -193,36 +142,56 @@ def _subscription(subscription_id: int, *, write: bool = True) -> Subscription:
     return sub
 
 
-def _body() -> tuple[Validation, object, bool]:
-    """The request's fields, the raw ``events`` value and whether it was sent."""
-    valid = Validation(request)
-    if not valid.ok:
-        return valid, None, False
-    if valid.source == "json":
-        try:
-            data = parse_json_object(request.get_data(cache=True))
-        except Invalid:  # already recorded by Validation
-            return valid, None, False
-        return valid, data.get("events"), "events" in data
-    return valid, request.form.getlist("events"), "events" in request.form
+def _raw_events(valid: Validation) -> tuple[object, bool]:
+    """The submitted ``events`` (a JSON value, or a form's values) and whether it was sent.
+
+    Read from the raw data: a list of names has no typed getter.
+    """
+    given = "events" in valid
+    getlist = getattr(valid._data, "getlist", None)
+    if valid.source == "form" and callable(getlist):
+        return getlist("events"), given
+    return valid._data.get("events"), given
+
+
+def _read_new(valid: Validation) -> SubscriptionInput:
+    """The body of a new subscription: url, events and an optional resource."""
+    raw_events, _given = _raw_events(valid)
+    return read_subscription(valid, raw_events, state().manifest)
+
+
+def _read_change(valid: Validation) -> SubscriptionInput:
+    """The body of a change: url, events and enabled, each only if sent."""
+    if "resource" in valid:
+        valid.error("A webhook's resource cannot change; make a new webhook.", "resource")
+    raw_events, given = _raw_events(valid)
+    return read_subscription(valid, raw_events, state().manifest, partial=True, events_given=given)
+
+
+_read_paging = partial(read_page, max_limit=MAX_LIMIT, default_limit=manage.DEFAULT_LIMIT)
 
 
 def _paging() -> tuple[str | None, int]:
     query = Validation(data=request.args, source="form")
-    cursor = query.optional("cursor", max_length=1024)
-    limit = query.optional("limit", int, min=1, max=MAX_LIMIT, default=manage.DEFAULT_LIMIT)
-    if not query.ok or limit is None:
+    cursor, limit = _read_paging(query)
+    if not query.ok:
         abort(query.response())
     return cursor, limit
 
 
 @api.get("/events")
-def events() -> Any:
+def events() -> EventsJSON:
+    """The events a webhook can receive, each with the JSON Schema of its data.
+
+    Public documentation: no token needed.
+    """
     return {"results": event_catalog(state().manifest)}
 
 
 @api.get("")
-def api_list() -> Any:
+@operation(query=_read_paging, errors=_TOKEN_ERRORS)
+def api_list() -> CursorList[SubscriptionJSON]:
+    """The token's webhooks, oldest first."""
     cursor, limit = _paging()
     stmt = select(Subscription).where(manage.owned(_subscriber()))
     page = paginate_cursor(db_session, stmt, key=[Subscription.id], cursor=cursor, limit=limit)
@@ -230,10 +199,12 @@ def api_list() -> Any:
 
 
 @api.post("")
-def api_create() -> Any:
+@operation(body=_read_new, errors=_TOKEN_ERRORS)
+def api_create() -> Created[SubscriptionJSON] | Response:
+    """Subscribe a URL to events; the answer holds the signing secret, shown only here."""
     st = state()
-    valid, raw_events, _given = _body()
-    values = read_subscription(valid, raw_events, st.manifest) if valid.ok else None
+    valid = Validation(request)
+    values = _read_new(valid) if valid.ok else None
     if values is None or not valid.ok:
         return valid.response()
     _check_scopes(values.events or (), write=True)
@@ -242,25 +213,25 @@ def api_create() -> Any:
         return valid.response()
     sub, secret = made
     location = url_for("srcore_webhooks_api.api_get", subscription_id=sub.id)
-    return subscription_json(sub, secret=secret), 201, {"Location": location}
+    return created(subscription_json(sub, secret=secret), location=location)
 
 
 @api.get(manage.SUBSCRIPTION)
-def api_get(subscription_id: int) -> Any:
+@operation(errors=_TOKEN_ERRORS)
+def api_get(subscription_id: int) -> SubscriptionJSON:
+    """One of the token's webhooks."""
     return subscription_json(_own(subscription_id))
 
 
 @api.patch(manage.SUBSCRIPTION)
-def api_update(subscription_id: int) -> Any:
+@operation(body=_read_change, errors=_TOKEN_ERRORS)
+def api_update(subscription_id: int) -> SubscriptionJSON | Response:
+    """Change a webhook's url, events or enabled (those sent); its resource is fixed."""
     st = state()
     sub = _subscription(subscription_id)
-    valid, raw_events, given = _body()
-    if not valid.ok:
-        return valid.response()
-    if "resource" in valid:
-        valid.error("A webhook's resource cannot change; make a new webhook.", "resource")
-    values = read_subscription(valid, raw_events, st.manifest, partial=True, events_given=given)
-    if not valid.ok:
+    valid = Validation(request)
+    values = _read_change(valid) if valid.ok else None
+    if values is None or not valid.ok:
         return valid.response()
     _check_scopes(values.events if values.events is not None else sub.event_names, write=True)
     if not manage.update_subscription(db_session, st, _subscriber(), sub, values, valid):
@@ -269,14 +240,19 @@ def api_update(subscription_id: int) -> Any:
 
 
 @api.delete(manage.SUBSCRIPTION)
-def api_delete(subscription_id: int) -> Any:
+@operation(errors=_TOKEN_ERRORS)
+def api_delete(subscription_id: int) -> NoContent:
+    """Delete a webhook and its delivery log."""
     db_session.delete(_subscription(subscription_id))
     db_session.commit()
-    return "", 204
+    return no_content()
 
 
 @api.post(f"{manage.SUBSCRIPTION}/rotate")
-def api_rotate(subscription_id: int) -> Any:
+@operation(body=read_overlap, errors=_TOKEN_ERRORS)
+def api_rotate(subscription_id: int) -> SubscriptionJSON | Response:
+    """Give a webhook a new secret (in the answer); the old one keeps signing beside it
+    for ``overlap`` seconds (a day unless sent), so receivers can switch over."""
     sub = _subscription(subscription_id)
     valid = Validation(request)
     if request.content_length in (None, 0) and not request.form:
@@ -289,7 +265,9 @@ def api_rotate(subscription_id: int) -> Any:
 
 
 @api.get(f"{manage.SUBSCRIPTION}/deliveries")
-def api_deliveries(subscription_id: int) -> Any:
+@operation(query=_read_paging, errors=_TOKEN_ERRORS)
+def api_deliveries(subscription_id: int) -> CursorList[DeliveryJSON]:
+    """A webhook's delivery log, newest first, with each delivery's attempts."""
     sub = _subscription(subscription_id, write=False)
     cursor, limit = _paging()
     rows, next_cursor = manage.deliveries(db_session, sub, cursor, limit)
@@ -297,16 +275,26 @@ def api_deliveries(subscription_id: int) -> Any:
 
 
 @api.post(f"{manage.SUBSCRIPTION}/deliveries/{manage.DELIVERY}/redeliver")
-def api_redeliver(subscription_id: int, delivery_id: int) -> Any:
+@operation(errors={**_TOKEN_ERRORS, 409: "The webhook is disabled."})
+def api_redeliver(subscription_id: int, delivery_id: int) -> Accepted[DeliveryJSON] | Response:
+    """Send a delivery again, now, with the same ``webhook-id``."""
     sub = _subscription(subscription_id)
     if not sub.enabled:
         return error_response(409, "This webhook is disabled; enable it before redelivering.")
     delivery = manage.redeliver(db_session, state(), sub, delivery_id)
-    return delivery_json(delivery, delivery.outbox.event, []), 202
+    return accepted(delivery_json(delivery, delivery.outbox.event, []))
 
 
 @api.post(f"{manage.SUBSCRIPTION}/ping")
-def api_ping(subscription_id: int) -> Any:
+@operation(
+    errors={
+        **_TOKEN_ERRORS,
+        409: "The webhook is disabled.",
+        429: "A test event was sent moments ago (see the Retry-After header).",
+    }
+)
+def api_ping(subscription_id: int) -> Accepted[DeliveryJSON] | Response:
+    """Send the webhook (and no other) a ``ping`` test event."""
     sub = _subscription(subscription_id)
     if not sub.enabled:
         return error_response(409, "This webhook is disabled; enable it before testing it.")
@@ -315,4 +303,4 @@ def api_ping(subscription_id: int) -> Any:
         wait = int(sent.total_seconds()) + 1
         reason = f"A test event was sent moments ago; wait {wait} seconds before sending another."
         return error_response(429, reason, headers={"Retry-After": str(wait)})
-    return delivery_json(sent, PING, []), 202
+    return accepted(delivery_json(sent, PING, []))

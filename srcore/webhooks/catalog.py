@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import copy
 import importlib
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from srcore.manifest import Event, Manifest, ManifestError
 from srcore.webhooks.fanout import required_scope
 
-__all__ = ["DIALECT", "PING", "PingData", "event_catalog", "json_schema", "payload_type"]
+__all__ = [
+    "DIALECT",
+    "PING",
+    "CatalogEntry",
+    "DataSchema",
+    "PingData",
+    "event_catalog",
+    "json_schema",
+    "payload_type",
+]
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: The built-in test event: sent to one subscription when its owner asks for it.
@@ -34,6 +43,41 @@ class PingData(TypedDict):
 
     subscription: int
     message: str
+
+
+#: A JSON Schema (2020-12) in the words :func:`json_schema` writes it: the keywords
+#: :mod:`srcore.openapi.schema` uses, and ``$schema``, ``title`` and ``$defs``. A shape
+#: of its own (not "any object") so the catalog's description says what a client gets.
+DataSchema = TypedDict(
+    "DataSchema",
+    {
+        "$schema": str,
+        "$ref": str,
+        "$defs": "dict[str, DataSchema]",
+        "title": str,
+        "description": str,
+        "type": "str | list[str]",
+        "format": str,
+        "properties": "dict[str, DataSchema]",
+        "required": "list[str]",
+        "additionalProperties": "bool | DataSchema",
+        "items": "DataSchema",
+        "anyOf": "list[DataSchema]",
+        "enum": "list[str | int | float | bool | None]",
+    },
+    total=False,
+)
+
+
+class CatalogEntry(TypedDict):
+    """An event subscribers can receive: its scope (none for ``ping``), who receives it,
+    and the JSON Schema of its ``data``."""
+
+    name: str
+    description: str
+    scope: str | None
+    audience: str
+    schema: DataSchema
 
 
 def json_schema(tp: Any) -> dict[str, Any]:
@@ -82,24 +126,22 @@ def payload_type(event: Event) -> Any:
         ) from None
 
 
-def _entry(
-    name: str, description: str, scope: str | None, audience: str, tp: Any
-) -> dict[str, Any]:
+def _entry(name: str, description: str, scope: str | None, audience: str, tp: Any) -> CatalogEntry:
     schema = json_schema(tp) if tp is not None else {"type": "object"}
     return {
         "name": name,
         "description": description,
         "scope": scope,
         "audience": audience,
-        "schema": {"$schema": DIALECT, **schema},
+        "schema": cast("DataSchema", {"$schema": DIALECT, **schema}),
     }
 
 
 #: Catalogs built so far, by service id and declared events.
-_built: dict[tuple[str, tuple[Event, ...]], list[dict[str, Any]]] = {}
+_built: dict[tuple[str, tuple[Event, ...]], list[CatalogEntry]] = {}
 
 
-def event_catalog(manifest: Manifest) -> list[dict[str, Any]]:
+def event_catalog(manifest: Manifest) -> list[CatalogEntry]:
     """The events of *manifest* that subscribers can receive, then ``ping``: each with its
     name, description, required scope, audience and the JSON Schema of its data.
 

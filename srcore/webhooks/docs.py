@@ -77,7 +77,7 @@ def render(manifest: Manifest) -> str:
     for entry in event_catalog(manifest):
         if entry["scope"] is None:  # built into every service
             continue
-        schema = entry["schema"]
+        schema: dict[str, Any] = dict(entry["schema"])
         lines += [
             "",
             f"### `{entry['name']}`",
