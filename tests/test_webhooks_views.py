@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from srcore.db import utcnow
+from srcore.openapi.views import document_of
 from srcore.testing import create_user, log_in_client
 from srcore.validation import Invalid
+from srcore.webhooks.manage import set_resolver
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.signing import SECRET_PREFIX
@@ -42,6 +44,30 @@ def _empty_webhook_tables(app: Any) -> Any:
     with app.extensions["srcore"].db.transaction() as session:
         for table in reversed(WebhookBase.metadata.sorted_tables):
             session.execute(table.delete())
+
+
+class Names:
+    """A resolver that never leaves the machine: the names it was asked, and the
+    addresses of those it knows (every other name resolves to nothing, which a subscribe
+    check accepts)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.known: dict[str, str] = {}
+
+    def __call__(self, host: str, port: int, timeout: float) -> Any:
+        import ipaddress
+
+        self.asked.append(host)
+        return [ipaddress.ip_address(self.known[host])] if host in self.known else None
+
+
+@pytest.fixture(autouse=True)
+def names(app: Any) -> Names:
+    """Subscribing checks the URL's host: here with no DNS query off this machine."""
+    resolver = Names()
+    set_resolver(app, resolver)
+    return resolver
 
 
 @pytest.fixture
@@ -150,6 +176,27 @@ def test_target_problem_checks_what_a_name_resolves_to() -> None:
     assert problem is not None and "10.1.2.3" in problem
     # a name that does not resolve now is left to the delivery's own check
     assert target_problem("https://unknown.example/", policy, resolve=resolve) is None
+
+
+def test_subscribing_looks_the_host_up_with_the_apps_resolver(
+    client: Any, bearer: Any, names: Names, user_client: Any
+) -> None:
+    names.known["inside.example.invalid"] = "10.1.2.3"
+    response = subscribe(client, bearer(), url="https://inside.example.invalid/hook")
+    assert response.status_code == 400
+    assert "10.1.2.3" in errors(response)["url"]
+    assert subscribe(client, bearer()).status_code == 201
+    token = csrf_token(user_client)
+    page = user_client.post(
+        "/webhooks/new",
+        data={
+            "csrf_token": token,
+            "url": "https://inside.example.invalid/",
+            "events": "thing:created",
+        },
+    )
+    assert page.status_code == 400 and "10.1.2.3" in page.get_data(as_text=True)
+    assert names.asked == ["inside.example.invalid", "hooks.example.org", "inside.example.invalid"]
 
 
 def test_secret_hint_shows_the_last_four_characters() -> None:
@@ -714,3 +761,33 @@ def test_random_input_never_makes_a_500(app: Any, client: Any, bearer: Any, user
 def test_current_breadcrumb_is_marked_and_not_a_link(user_client: Any) -> None:
     page = user_client.get("/webhooks/new").get_data(as_text=True)
     assert '<a href="/webhooks">Webhooks</a> / <span aria-current="page">New</span>' in page
+
+
+# -- the API's description ------------------------------------------------------------------
+
+
+def test_the_api_description_reads_each_answer_from_its_serializer(app: Any) -> None:
+    with app.app_context():
+        document = document_of(app).body
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    ping = paths["/api/webhooks/{subscription_id}/ping"]["post"]["responses"]
+    assert ping["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/DeliveryJSON"
+    }
+    assert {"409", "429", "401"} <= set(ping)
+    create = paths["/api/webhooks"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["url"] and {"events", "resource"} <= set(body["properties"])
+    change = paths["/api/webhooks/{subscription_id}"]["patch"]["requestBody"]
+    assert set(change["content"]["application/json"]["schema"]["properties"]) == {
+        "url",
+        "events",
+        "enabled",
+    }
+    subscription = schemas["SubscriptionJSON"]
+    assert "secret" in subscription["properties"] and "secret" not in subscription["required"]
+    assert schemas["DeliveryJSON"]["properties"]["status"] == {
+        "$ref": "#/components/schemas/DeliveryStatus"
+    }
+    catalog = paths["/api/webhooks/events"]["get"]
+    assert "security" not in catalog and set(catalog["responses"]) == {"200"}

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import abort, current_app
+from flask import Flask, abort, current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, lazyload
 
@@ -28,6 +28,7 @@ from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import dump_payload
 from srcore.webhooks.signing import generate_secret
 from srcore.webhooks.subscriptions import (
+    Resolver,
     Subscriber,
     SubscriptionInput,
     missing_scopes,
@@ -48,6 +49,7 @@ __all__ = [
     "rotate_secret",
     "send_ping",
     "set_enabled",
+    "set_resolver",
     "update_subscription",
 ]
 
@@ -64,6 +66,25 @@ MAX_SUBSCRIPTIONS = 100
 PING_INTERVAL = timedelta(seconds=30)
 #: A delivery, its event's name and its attempts (newest first).
 DeliveryRow = tuple[Delivery, str, list[Attempt]]
+#: Where :func:`set_resolver` keeps an app's name lookup.
+_RESOLVER = "srcore_webhook_resolver"
+
+
+def set_resolver(app: Flask, resolve: Resolver) -> None:
+    """Look the hosts of *app*'s new subscription URLs up with *resolve* instead of the
+    system's resolver: tests give one that never leaves the machine."""
+    app.extensions[_RESOLVER] = resolve
+
+
+def _target_problem(url: str) -> str | None:
+    """Why *url* may not be subscribed on this app (see :func:`set_resolver`), or None."""
+    from srcore.webhooks.settings import policy_for
+
+    policy = policy_for(current_app)
+    resolve: Resolver | None = current_app.extensions.get(_RESOLVER)
+    if resolve is None:
+        return target_problem(url, policy)
+    return target_problem(url, policy, resolve=resolve)
 
 
 def owned(subscriber: Subscriber) -> Any:
@@ -105,11 +126,9 @@ def _check_new_values(
     resource: str | None,
 ) -> list[Scope]:
     """Check the URL's target, the scopes and the resource; return the missing scopes."""
-    from srcore.webhooks.settings import policy_for
-
     missing: list[Scope] = []
     if values.url is not None:
-        problem = target_problem(values.url, policy_for(current_app))
+        problem = _target_problem(values.url)
         if problem is not None:
             valid.error(f"Webhooks cannot be sent there: {problem}.", "url")
     if values.events is not None:
