@@ -54,9 +54,20 @@ def _service_package(service_id: str) -> str:
 @click.option(
     "--debug", is_flag=True, help="Use Flask's reloading debug server instead of gunicorn."
 )
+@click.option(
+    "--no-reload",
+    is_flag=True,
+    help="With --debug: no reloader (srcore dev restarts the server itself on changes).",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, service: str, bind: str | None, workers: int, threads: int, debug: bool
+    ctx: click.Context,
+    service: str,
+    bind: str | None,
+    workers: int,
+    threads: int,
+    debug: bool,
+    no_reload: bool,
 ) -> None:
     """Serve one service: gunicorn in production, the Flask debug server with --debug."""
     from urllib.parse import urlsplit
@@ -81,7 +92,11 @@ def serve(
         from srcore.redact import dev_request_handler
 
         module.create_app(config=path).run(
-            host=host, port=int(port), debug=True, request_handler=dev_request_handler()
+            host=host,
+            port=int(port),
+            debug=True,
+            use_reloader=not no_reload,
+            request_handler=dev_request_handler(),
         )
         return
     from srcore.serving import gunicorn_options

@@ -2,59 +2,54 @@
 
 The command reads the config, refuses at once when a service's port is taken, migrates
 every service (one progress line each, then a summary), starts each service with the
-Flask reloading development server on its origin's port (``srcore serve SERVICE --debug``)
-and its local webhook worker (``srcore worker SERVICE``), and merges their output into one
-stream, each line prefixed with its process's name in the service's own colour. Ctrl-C
-(or SIGTERM) stops them all: SIGTERM to each process group, a bounded wait, SIGKILL for
-what is left, and a one-line summary.
+Flask development server on its origin's port (``srcore serve SERVICE --debug
+--no-reload``) and its local webhook worker (``srcore worker SERVICE``), and merges their
+output into one stream through :mod:`srcore.supervisor`. A change to the code (the
+services' packages, srcore's) or to the config restarts every process, found by
+watchfiles: one watcher for all, instead of a reloader inside each server that the
+workers would not have. Ctrl-C (or SIGTERM) stops them all: SIGTERM to each process group,
+a bounded wait, SIGKILL for what is left, and a one-line summary.
 
-The pieces that decide things (colour, prefixes, which processes to run, whether a port is
-free) are plain functions; :class:`Supervisor` is the thin layer that runs processes.
+The pieces that decide things (which processes to run, which paths to watch, whether a
+port is free) are plain functions; the supervisor runs the processes.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import os
-import re
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 from urllib.parse import urlsplit
 
 import click
 
+from srcore.supervisor import Child, Program, Stopped, Supervisor
+
 __all__ = [
-    "COLOURS",
     "DEV_LABEL",
     "ChildSpec",
-    "MergedLog",
-    "Supervisor",
     "bind_port",
     "build_plan",
+    "code_paths",
     "dev_command",
     "port_free",
-    "prefixes",
+    "restart_on_changes",
     "srcore_argv",
-    "use_colour",
 ]
 
-#: ANSI colours given to services in config order (cyan, magenta, yellow, green, blue, ...).
-COLOURS: tuple[str, ...] = ("36", "35", "33", "32", "34", "91", "96", "95", "93", "92", "94")
 #: The label of the lines ``srcore dev`` writes itself.
 DEV_LABEL = "dev"
-_RESET = "\033[0m"
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_BOLD = "1"
+#: What a change to restarts the processes: code, templates the app reads at start-up
+#: (service.yaml), and config.
+WATCHED_SUFFIXES = (".py", ".yaml", ".yml", ".ini", ".toml")
 
 
 @dataclass(frozen=True)
@@ -70,33 +65,9 @@ class ChildSpec:
     def is_server(self) -> bool:
         return self.port is not None
 
-
-def use_colour(stream: IO[str], environ: Mapping[str, str]) -> bool:
-    """Colour only for a terminal, and never when ``NO_COLOR`` is set (no-color.org)."""
-    if environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
-
-
-def prefixes(
-    services: Sequence[str], labels: Sequence[tuple[str, str]], *, colour: bool
-) -> dict[str, str]:
-    """The prefix of every label's lines: the label padded to one width, then ``| ``.
-
-    *labels* are ``(label, service)`` pairs; a service's processes share its colour, in
-    the order of *services*. :data:`DEV_LABEL` is bold.
-    """
-    width = max((len(label) for label, _ in labels), default=0)
-    width = max(width, len(DEV_LABEL))
-    out: dict[str, str] = {}
-    for label, service in [*labels, (DEV_LABEL, "")]:
-        text = f"{label:<{width}} | "
-        if colour:
-            code = COLOURS[services.index(service) % len(COLOURS)] if service in services else _BOLD
-            text = f"\033[{code}m{label:<{width}}{_RESET} | "
-        out[label] = text
-    return out
+    def program(self, env: Mapping[str, str]) -> Program:
+        """What the supervisor runs; a service's server and worker share its colour."""
+        return Program(self.label, self.argv, env, colour_key=self.service)
 
 
 def bind_port(origin: str) -> int:
@@ -122,8 +93,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 def srcore_argv(executable: str | None = None) -> tuple[str, ...]:
     """How to run the ``srcore`` command in a child process.
 
-    The console script beside the interpreter when there is one (the Flask reloader
-    restarts a child with its own argv, so it must be a real script or ``-m``), else
+    The console script beside the interpreter when there is one, else
     ``python -m srcore.dev``.
     """
     python = Path(executable or sys.executable)
@@ -141,19 +111,13 @@ def build_plan(
     workers: bool = True,
 ) -> list[ChildSpec]:
     """The processes for *origins* (service id -> origin, in config order): each service's
-    reloading server, then each service's webhook worker."""
+    development server, then each service's webhook worker."""
     base = (*srcore, "--config", str(config_path))
     plan = []
     for service, origin in origins.items():
         port = bind_port(origin)
-        plan.append(
-            ChildSpec(
-                service,
-                service,
-                (*base, "serve", service, "--debug", "--bind", f"127.0.0.1:{port}"),
-                port,
-            )
-        )
+        argv = (*base, "serve", service, "--debug", "--no-reload", "--bind", f"127.0.0.1:{port}")
+        plan.append(ChildSpec(service, service, argv, port))
     if workers:
         plan += [
             ChildSpec(f"{service} worker", service, (*base, "worker", service))
@@ -162,183 +126,46 @@ def build_plan(
     return plan
 
 
-class MergedLog:
-    """One output stream shared by every process's lines; each write is one whole line."""
+def code_paths(packages: Sequence[str], config_path: Path) -> list[Path]:
+    """The directories of *packages* (srcore's and the services') and the config file:
+    what ``srcore dev`` watches. A package that cannot be found is left out."""
+    paths: list[Path] = []
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            if Path(location) not in paths:
+                paths.append(Path(location))
+    return [*paths, config_path]
 
-    def __init__(
-        self, stream: IO[str], prefixes: Mapping[str, str], *, strip_ansi: bool = False
-    ) -> None:
-        self.stream = stream
-        self.prefixes = dict(prefixes)
-        #: Remove the children's own colour codes (the Flask server colours its warnings).
-        self.strip_ansi = strip_ansi
-        self._lock = threading.Lock()
 
-    def line(self, label: str, text: str) -> None:
-        prefix = self.prefixes.get(label, f"{label} | ")
-        if self.strip_ansi:
-            text = _ANSI.sub("", text)
-        with self._lock:
+def _watched(_change: object, path: str) -> bool:
+    parts = Path(path).parts
+    return path.endswith(WATCHED_SUFFIXES) and "__pycache__" not in parts
+
+
+def restart_on_changes(
+    supervisor: Supervisor, children: list[Child], paths: Sequence[Path]
+) -> threading.Thread:
+    """A thread that restarts every child in *children* (replaced in place) whenever a
+    watched file under *paths* changes, until the supervisor is asked to stop."""
+    import watchfiles
+
+    def run() -> None:
+        for changes in watchfiles.watch(
+            *paths, watch_filter=_watched, stop_event=supervisor.stop_requested
+        ):
+            names = sorted({Path(p).name for _, p in changes})
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            supervisor.say(f"{shown} changed: restarting {len(children)} process(es)")
             try:
-                self.stream.write(prefix + text + "\n")
-                self.stream.flush()
-            except (BrokenPipeError, ValueError):
-                pass  # the reader went away (a closed pipe): keep running, unheard
-
-    def dev(self, text: str) -> None:
-        self.line(DEV_LABEL, text)
-
-    def pump(self, label: str, pipe: IO[bytes]) -> None:
-        """Copy *pipe*'s lines to the log until it closes (run in a thread)."""
-        for raw in iter(pipe.readline, b""):
-            self.line(label, raw.decode("utf-8", "replace").rstrip("\r\n"))
-        pipe.close()
-
-
-@dataclass
-class _Running:
-    spec: ChildSpec
-    process: subprocess.Popen[bytes]
-    reader: threading.Thread
-    reported: bool = False
-
-
-@dataclass
-class Supervisor:
-    """Runs the planned processes, watches them, and stops them all within a bound."""
-
-    plan: Sequence[ChildSpec]
-    log: MergedLog
-    env: Mapping[str, str]
-    stop_timeout: float = 10.0
-    ready_timeout: float = 60.0
-    stop: threading.Event = field(default_factory=threading.Event)
-    force: threading.Event = field(default_factory=threading.Event)
-    running: list[_Running] = field(default_factory=list)
-
-    def on_signal(self, signum: int, _frame: object) -> None:
-        if self.stop.is_set():
-            self.force.set()  # a second Ctrl-C: do not wait for anyone
-        self.stop.set()
-
-    def start(self) -> None:
-        for spec in self.plan:
-            process = subprocess.Popen(  # noqa: S603 - argv built by build_plan
-                spec.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=dict(self.env),
-                # Its own process group: the terminal's Ctrl-C reaches only this
-                # supervisor, which then stops every group (the reloader's child too).
-                start_new_session=True,
-            )
-            assert process.stdout is not None
-            reader = threading.Thread(
-                target=self.log.pump,
-                args=(spec.label, process.stdout),
-                name=f"dev-log-{spec.label}",
-                daemon=True,
-            )
-            reader.start()
-            self.running.append(_Running(spec, process, reader))
-            what = (
-                f"reloading server on http://127.0.0.1:{spec.port}/"
-                if spec.is_server
-                else "webhook worker"
-            )
-            self.log.dev(f"started {spec.label} (pid {process.pid}): {what}")
-
-    def watch_health(self) -> threading.Thread:
-        """Report each server once it answers ``/healthz``, then one summary line."""
-
-        def watch() -> None:
-            started = time.monotonic()
-            servers = [r for r in self.running if r.spec.is_server]
-            pending = list(servers)
-            deadline = started + self.ready_timeout
-            while pending and not self.stop.is_set() and time.monotonic() < deadline:
-                for item in list(pending):
-                    if item.process.poll() is not None:
-                        pending.remove(item)
-                        continue
-                    status = _health(item.spec.port)
-                    if status == 200:
-                        pending.remove(item)
-                        self.log.dev(
-                            f"{item.spec.label} is up: http://127.0.0.1:{item.spec.port}/ "
-                            f"answers /healthz with 200 after {time.monotonic() - started:.1f} s"
-                        )
-                if pending:
-                    self.stop.wait(0.2)
-            if self.stop.is_set():
+                for index, child in enumerate(list(children)):
+                    children[index] = supervisor.restart(child)
+            except Stopped:
                 return
-            for item in pending:
-                self.log.dev(
-                    f"{item.spec.label} did not answer /healthz within "
-                    f"{self.ready_timeout:.0f} s (see its lines above)"
-                )
-            up = [r for r in servers if r not in pending and r.process.poll() is None]
-            workers = sum(1 for r in self.running if not r.spec.is_server)
-            urls = ", ".join(f"{r.spec.label} http://127.0.0.1:{r.spec.port}/" for r in up)
-            self.log.dev(
-                f"ready: {len(up)} of {len(servers)} services up ({urls or 'none'}), "
-                f"{workers} worker(s); code changes reload the servers; Ctrl-C stops them all"
-            )
 
-        thread = threading.Thread(target=watch, name="dev-health", daemon=True)
-        thread.start()
-        return thread
-
-    def wait(self) -> int:
-        """Until a signal, or until every process has exited; 0 after a signal."""
-        while not self.stop.wait(0.2):
-            for item in self.running:
-                code = item.process.poll()
-                if code is not None and not item.reported:
-                    item.reported = True
-                    self.log.dev(
-                        f"{item.spec.label} exited with status {code}; the others keep "
-                        "running (fix it, then restart srcore dev)"
-                    )
-            if all(item.reported for item in self.running):
-                self.log.dev("every process has exited")
-                return 1
-        return 0
-
-    def shutdown(self) -> str:
-        """Stop every process group: SIGTERM, a bounded wait, then SIGKILL. A summary."""
-        started = time.monotonic()
-        groups = [item.process.pid for item in self.running]
-        for pgid in groups:
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = started + self.stop_timeout
-        while time.monotonic() < deadline and not self.force.is_set():
-            for item in self.running:
-                item.process.poll()
-            if not any(_group_alive(pgid) for pgid in groups):
-                break
-            time.sleep(0.05)
-        killed = [item.spec.label for item in self.running if _group_alive(item.process.pid)]
-        for pgid in groups:
-            _signal_group(pgid, signal.SIGKILL)
-        for item in self.running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                item.process.wait(timeout=5)
-        kill_deadline = time.monotonic() + 5
-        while any(_group_alive(pgid) for pgid in groups) and time.monotonic() < kill_deadline:
-            time.sleep(0.05)
-        for item in self.running:
-            item.reader.join(timeout=2)
-        servers = [i.spec.label for i in self.running if i.spec.is_server]
-        workers = len(self.running) - len(servers)
-        summary = (
-            f"stopped {len(self.running)} process(es) ({', '.join(servers) or 'no services'}"
-            f" and {workers} worker(s)) in {time.monotonic() - started:.1f} s"
-        )
-        if killed:
-            summary += f"; killed {', '.join(killed)} after {self.stop_timeout:.0f} s"
-        return summary
+    thread = threading.Thread(target=run, name="dev-reload", daemon=True)
+    thread.start()
+    return thread
 
 
 def _health(port: int | None) -> int | None:
@@ -351,19 +178,37 @@ def _health(port: int | None) -> int | None:
         return None
 
 
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _watch_health(
+    supervisor: Supervisor, servers: Mapping[ChildSpec, Child], workers: int, timeout: float
+) -> None:
+    """Report each server once it answers ``/healthz``, then one summary line."""
+    started = time.monotonic()
+    pending = dict(servers)
+    deadline = started + timeout
+    while pending and not supervisor.stop_requested.is_set() and time.monotonic() < deadline:
+        for spec, child in list(pending.items()):
+            if child.process.poll() is not None:
+                del pending[spec]
+            elif _health(spec.port) == 200:
+                del pending[spec]
+                supervisor.say(
+                    f"{spec.label} is up: http://127.0.0.1:{spec.port}/ answers /healthz "
+                    f"with 200 after {time.monotonic() - started:.1f} s"
+                )
+        if pending:
+            supervisor.stop_requested.wait(0.2)
+    if supervisor.stop_requested.is_set():
+        return
+    for spec in pending:
+        supervisor.say(
+            f"{spec.label} did not answer /healthz within {timeout:.0f} s (see its lines above)"
+        )
+    up = [s for s, c in servers.items() if s not in pending and c.process.poll() is None]
+    urls = ", ".join(f"{s.label} http://127.0.0.1:{s.port}/" for s in up)
+    supervisor.say(
+        f"ready: {len(up)} of {len(servers)} services up ({urls or 'none'}), {workers} "
+        "worker(s); Ctrl-C stops them all"
+    )
 
 
 # -- the command --------------------------------------------------------------------------
@@ -378,44 +223,35 @@ def _installed() -> dict[str, str]:
 
 
 def _migrate(
-    log: MergedLog,
+    supervisor: Supervisor,
     services: Sequence[str],
     *,
     srcore: Sequence[str],
     config_path: Path,
     env: Mapping[str, str],
-    stop: threading.Event,
 ) -> bool:
     """``srcore migrate SERVICE upgrade`` for each service, one progress line each.
 
-    False when one failed or a signal came (the migration in hand is finished first).
+    False when one failed. A stop asked for meanwhile lets the migration in hand finish
+    (not cut in the middle), then raises :class:`~srcore.supervisor.Stopped`.
     """
     started = time.monotonic()
     for number, service in enumerate(services, 1):
-        if stop.is_set():
-            log.dev(f"stopped before migrating {service}; nothing started")
-            return False
-        log.dev(f"migrating {service} ({number}/{len(services)}) ...")
+        supervisor.say(f"migrating {service} ({number}/{len(services)}) ...")
         began = time.monotonic()
-        result = subprocess.run(  # noqa: S603 - argv built here
-            [*srcore, "--config", str(config_path), "migrate", service, "upgrade"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=dict(env),
-            check=False,
-            # Not the terminal's Ctrl-C: a migration is finished, not cut in the middle.
-            start_new_session=True,
-        )
-        lines = (result.stdout + result.stderr).strip().splitlines()
+        argv = (*srcore, "--config", str(config_path), "migrate", service, "upgrade")
+        result = supervisor.run(Program(f"{service} migrate", argv, env), echo=False)
+        lines = result.output.strip().splitlines()
         if result.returncode != 0:
             for line in lines:
-                log.line(service, line)
-            log.dev(f"migrating {service} failed (status {result.returncode}); nothing started")
+                supervisor.say(f"{service}: {line}")
+            supervisor.say(
+                f"migrating {service} failed (status {result.returncode}); nothing started"
+            )
             return False
         at = "; ".join(line.strip() for line in lines if line.strip()) or "up to date"
-        log.dev(f"migrated {service} in {time.monotonic() - began:.1f} s: {at}")
-    log.dev(
+        supervisor.say(f"migrated {service} in {time.monotonic() - began:.1f} s: {at}")
+    supervisor.say(
         f"migrated {len(services)} service(s) ({', '.join(services)}) in "
         f"{time.monotonic() - started:.1f} s"
     )
@@ -430,9 +266,10 @@ def _migrate(
 @click.argument("services", nargs=-1)
 @click.option("--no-migrate", is_flag=True, help="Start without migrating the databases first.")
 @click.option("--no-workers", is_flag=True, help="Start the services without their workers.")
+@click.option("--no-restart", is_flag=True, help="Do not restart the processes on code changes.")
 @click.option(
     "--stop-timeout",
-    default=10.0,
+    default=5.0,
     show_default=True,
     type=click.FloatRange(min=0),
     help="Seconds to wait for the processes after Ctrl-C before killing them.",
@@ -443,15 +280,16 @@ def dev_command(
     services: tuple[str, ...],
     no_migrate: bool,
     no_workers: bool,
+    no_restart: bool,
     stop_timeout: float,
 ) -> None:
     """Run every service of the config (or the ones named) on 127.0.0.1 for development.
 
-    Migrates each service, starts it with the Flask reloading server on its origin's
+    Migrates each service, starts it with the Flask development server on its origin's
     port and its webhook worker (`srcore worker`), and merges their output into one log,
-    each line prefixed with its process in the service's colour (no colour when the
-    output is not a terminal or NO_COLOR is set). Ctrl-C stops them all. Workers are not
-    reloaded; the servers reload when their code changes.
+    each line prefixed with its time and process, in the service's colour (no colour when
+    the output is not a terminal or NO_COLOR is set). A change to the code or the config
+    restarts them all. Ctrl-C stops them all.
     """
     from srcore.config import ConfigError, find_config_path, load_config
 
@@ -502,42 +340,52 @@ def dev_command(
 
     srcore = srcore_argv()
     plan = build_plan(origins, config_path=path, srcore=srcore, workers=not no_workers)
-    colour = use_colour(sys.stdout, os.environ)
-    log = MergedLog(
+    supervisor = Supervisor(
         sys.stdout,
-        prefixes(chosen, [(c.label, c.service) for c in plan], colour=colour),
-        strip_ansi=not colour,
+        name=DEV_LABEL,
+        names=[spec.label for spec in plan],
+        colour=False if os.environ.get("NO_COLOR") else None,  # no-color.org: set, not empty
+        stop_timeout=stop_timeout,
     )
     for warning in cfg.warnings:
-        log.dev(f"warning: {warning}")
+        supervisor.say(f"warning: {warning}")
     if cfg.global_["environment"] == "production":
-        log.dev("warning: environment = production, but srcore dev runs development servers")
+        supervisor.say("warning: environment = production, but srcore dev runs development servers")
     env = dict(os.environ, SRCORE_CONFIG=str(path), PYTHONUNBUFFERED="1")
     for name in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD"):
         env.pop(name, None)
 
-    supervisor = Supervisor(plan, log, env, stop_timeout=stop_timeout)
-    previous: dict[signal.Signals, Any] = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, supervisor.on_signal)
     status = 0
-    try:
-        if not no_migrate and not _migrate(
-            log, chosen, srcore=srcore, config_path=path, env=env, stop=supervisor.stop
-        ):
-            raise ctx.exit(0 if supervisor.stop.is_set() else 1)
-        if supervisor.stop.is_set():
-            log.dev("stopped before starting anything")
-            return
-        supervisor.start()
-        supervisor.watch_health()
-        status = supervisor.wait()
-    finally:
-        if supervisor.running:
-            log.dev("stopping ..." if status == 0 else "stopping the rest ...")
-            log.dev(supervisor.shutdown())
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with supervisor.handling_signals():
+        try:
+            if not no_migrate and not _migrate(
+                supervisor, chosen, srcore=srcore, config_path=path, env=env
+            ):
+                status = 1
+            else:
+                children = [supervisor.start(spec.program(env)) for spec in plan]
+                servers = {s: c for s, c in zip(plan, children, strict=True) if s.is_server}
+                threading.Thread(
+                    target=_watch_health,
+                    args=(supervisor, servers, len(plan) - len(servers), 60.0),
+                    name="dev-health",
+                    daemon=True,
+                ).start()
+                if no_restart:
+                    status = supervisor.watch(until="all")
+                else:
+                    packages = ["srcore", *(installed[s].split(":")[0] for s in chosen)]
+                    paths = code_paths(packages, path)
+                    supervisor.say(
+                        f"watching {', '.join(str(p) for p in paths)}: a change restarts "
+                        "every process (one that exited too)"
+                    )
+                    restart_on_changes(supervisor, children, paths)
+                    status = supervisor.watch(until="stop")
+        except Stopped:
+            status = 0
+        finally:
+            supervisor.stop()
     if status:
         raise ctx.exit(status)
 

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from honcho.colour import get_colours
 from honcho.printer import Message, Printer
@@ -138,6 +138,7 @@ class Supervisor:
         self.reason = ""
         self._print_lock = threading.Lock()
         self._mid_line = False
+        self._closed = False
         self._children_lock = threading.RLock()
         self._colours = get_colours()
         self._colour_of: dict[str, str] = {}
@@ -182,32 +183,40 @@ class Supervisor:
 
     # -- starting ----------------------------------------------------------------------
 
+    def _spawn(self, program: Program) -> Child:
+        # Checked and added under the lock stop() takes its list under: no child can start
+        # after stop() decided whom to stop (a restart in another thread, say).
+        with self._children_lock:
+            self.check()
+            if self._closed:
+                raise Stopped("stopped")
+            process = subprocess.Popen(  # noqa: S603 - argv comes from the caller's code
+                program.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(program.env) if program.env is not None else None,
+                cwd=program.cwd,
+                start_new_session=True,
+            )
+            child = Child(program, process)
+            self.children.append(child)
+        return child
+
     def start(self, program: Program) -> Child:
         """Start *program* in a process group of its own; its lines go to the log."""
-        self.check()
         key = program.colour_key or program.name
         if key not in self._colour_of:
             self._colour_of[key] = next(self._colours)
         colour = self._colour_of[key]
         with self._print_lock:  # the names line up from its first line on
             self.printer.width = max(self.printer.width, len(program.name))
-        process = subprocess.Popen(  # noqa: S603 - argv comes from the caller's code
-            program.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(program.env) if program.env is not None else None,
-            cwd=program.cwd,
-            start_new_session=True,
-        )
-        child = Child(program, process)
-        with self._children_lock:
-            self.children.append(child)
+        child = self._spawn(program)
         child.reader = threading.Thread(
             target=self._pump, args=(child, colour), name=f"supervisor-{program.name}", daemon=True
         )
         child.reader.start()
-        self.say(f"started {program.name} (pid {process.pid})")
+        self.say(f"started {program.name} (pid {child.pid})")
         return child
 
     def restart(self, child: Child) -> Child:
@@ -226,20 +235,9 @@ class Supervisor:
         for meanwhile lets it finish, up to *finish_timeout* seconds, rather than cut a
         migration in the middle; then :class:`Stopped` is raised.
         """
-        self.check()
-        process = subprocess.Popen(  # noqa: S603 - argv comes from the caller's code
-            program.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(program.env) if program.env is not None else None,
-            cwd=program.cwd,
-            start_new_session=True,
-        )
-        child = Child(program, process)
+        child = self._spawn(program)
         child.stopping = True
-        with self._children_lock:
-            self.children.append(child)
+        process = child.process
         chunks: list[str] = []
 
         def read() -> None:
@@ -332,10 +330,11 @@ class Supervisor:
                 raise RuntimeError(f"{child.name} was not ready within {timeout:.0f} s")
             self.sleep(0.1)
 
-    def watch(self, *, until_all_exited: bool = False) -> int:
-        """Until a stop is asked for (0) or the children exit (1): any of them, or all of
-        them with *until_all_exited* (the others keep running meanwhile). Each exit is
-        reported once."""
+    def watch(self, *, until: Literal["any", "all", "stop"] = "any") -> int:
+        """Until a stop is asked for (0), or until children exit (1): *until* says whether
+        any of them, all of them (the others keep running meanwhile), or none ends the
+        watch. Each exit is reported once; a child the supervisor stops or restarts is not
+        reported."""
         while not self.stop_requested.wait(0.2):
             with self._children_lock:
                 children = list(self.children)
@@ -345,7 +344,9 @@ class Supervisor:
                     child.reported = True
                     self.say(f"{child.name} exited with status {code}")
             exited = [c.reported for c in children]
-            if exited and (all(exited) if until_all_exited else any(exited)):
+            if until == "stop" or not exited:
+                continue
+            if all(exited) if until == "all" else any(exited):
                 return 1
         return 0
 
@@ -356,6 +357,7 @@ class Supervisor:
         SIGKILL for what is left. Returns (and prints) the one-line summary."""
         started = time.monotonic()
         with self._children_lock:
+            self._closed = True
             children = list(self.children)
         for child in children:
             child.stopping = True

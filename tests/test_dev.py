@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ from click.testing import CliRunner
 
 from srcore import dev
 from srcore.cli import _add_commands, cli
+from srcore.process_groups import group_members
+from srcore.supervisor import Program, Supervisor
 from srcore.testing import free_port
 
 BIN = Path(sys.executable).parent
@@ -54,53 +57,7 @@ def _two_ports() -> tuple[int, int]:
 # -- the plain parts ----------------------------------------------------------------------
 
 
-class _Tty(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_colour_only_on_a_terminal_and_without_no_color() -> None:
-    assert dev.use_colour(_Tty(), {}) is True
-    assert dev.use_colour(io.StringIO(), {}) is False
-    assert dev.use_colour(_Tty(), {"NO_COLOR": "1"}) is False
-    # no-color.org: an empty NO_COLOR does not count.
-    assert dev.use_colour(_Tty(), {"NO_COLOR": ""}) is True
-
-
-def test_prefixes_pad_labels_and_give_each_service_its_colour() -> None:
-    labels = [("meta", "meta"), ("todo", "todo"), ("meta worker", "meta"), ("todo worker", "todo")]
-    plain = dev.prefixes(["meta", "todo"], labels, colour=False)
-    assert plain["meta"] == "meta        | "
-    assert plain["todo worker"] == "todo worker | "
-    assert plain[dev.DEV_LABEL] == "dev         | "
-    assert not any("\x1b" in p for p in plain.values())
-
-    coloured = dev.prefixes(["meta", "todo"], labels, colour=True)
-    meta_code = re.match(r"\x1b\[(\d+)m", coloured["meta"])
-    todo_code = re.match(r"\x1b\[(\d+)m", coloured["todo"])
-    assert meta_code and todo_code
-    assert meta_code.group(1) != todo_code.group(1)
-    assert coloured["meta worker"].startswith(meta_code.group(0))
-    assert coloured["todo worker"].startswith(todo_code.group(0))
-    assert coloured["meta"].endswith("\x1b[0m | ")
-
-
-def test_merged_log_prefixes_whole_lines_and_strips_colour_when_asked() -> None:
-    out = io.StringIO()
-    log = dev.MergedLog(out, {"todo": "todo | "}, strip_ansi=True)
-    log.line("todo", "\x1b[31m\x1b[1mWARNING\x1b[0m: dev server")
-    log.dev("hello")
-    assert out.getvalue() == "todo | WARNING: dev server\ndev | hello\n"
-
-
-def test_merged_log_pump_copies_a_pipe_line_by_line() -> None:
-    out = io.StringIO()
-    log = dev.MergedLog(out, {"meta": "meta | "})
-    log.pump("meta", io.BytesIO(b"one\r\ntwo\nthree, no newline"))
-    assert out.getvalue() == "meta | one\nmeta | two\nmeta | three, no newline\n"
-
-
-def test_plan_has_a_reloading_server_per_service_then_the_workers(tmp_path: Path) -> None:
+def test_plan_has_a_development_server_per_service_then_the_workers(tmp_path: Path) -> None:
     config = tmp_path / "config.ini"
     plan = dev.build_plan(
         {"meta": "http://127.0.0.1:5000", "todo": "http://localhost:5001"},
@@ -109,7 +66,8 @@ def test_plan_has_a_reloading_server_per_service_then_the_workers(tmp_path: Path
     )
     assert [c.label for c in plan] == ["meta", "todo", "meta worker", "todo worker"]
     assert plan[1].argv == (
-        "srcore", "--config", str(config), "serve", "todo", "--debug", "--bind", "127.0.0.1:5001"
+        "srcore", "--config", str(config), "serve", "todo", "--debug", "--no-reload",
+        "--bind", "127.0.0.1:5001",
     )  # fmt: skip
     assert plan[1].port == 5001 and plan[1].is_server
     assert plan[3].argv == ("srcore", "--config", str(config), "worker", "todo")
@@ -226,14 +184,6 @@ class _Output:
         self._stream.close()
 
 
-def _group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -242,8 +192,22 @@ def _refused(port: int) -> bool:
     return False
 
 
+#: The start of every line: the time, as honcho's printer writes it.
+T = r"^\d\d:\d\d:\d\d "
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
-def test_dev_runs_the_network_in_one_log_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
+def test_dev_runs_the_network_in_one_log_restarts_it_on_changes_and_ctrl_c_stops_it_all(
+    tmp_path: Path,
+) -> None:
     meta_port, todo_port = _two_ports()
     config = _write_network(tmp_path / "config.ini", {"meta": meta_port, "todo": todo_port})
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "SRCORE_CONFIG")}
@@ -255,56 +219,63 @@ def test_dev_runs_the_network_in_one_log_and_ctrl_c_stops_it_all(tmp_path: Path)
         text=True,
         env=env,
         cwd=tmp_path,
+        start_new_session=True,
     )
     output = _Output(process)
-    pids: dict[str, int] = {}
+    started = rf"{T}dev +\| started (.+?) \(pid (\d+)\)$"
     try:
         output.wait_for(
-            r"^dev +\| migrated 2 service\(s\) \(meta, todo\) in [0-9.]+ s$", timeout=120
+            rf"{T}dev +\| migrated 2 service\(s\) \(meta, todo\) in [0-9.]+ s$", timeout=120
         )
-        output.wait_for(r"^dev +\| meta is up: ", timeout=90)
-        output.wait_for(r"^dev +\| todo is up: ", timeout=90)
-        output.wait_for(r"^dev +\| ready: 2 of 2 services up", timeout=30)
+        output.wait_for(rf"{T}dev +\| meta is up: ", timeout=90)
+        output.wait_for(rf"{T}dev +\| todo is up: ", timeout=90)
+        output.wait_for(rf"{T}dev +\| ready: 2 of 2 services up", timeout=30)
         # Each service answered /healthz, as its own prefixed access-log line shows.
-        output.wait_for(r'^meta +\| .*"GET /healthz.*" 200', timeout=10)
-        output.wait_for(r'^todo +\| .*"GET /healthz.*" 200', timeout=10)
-        output.wait_for(r"^todo worker \| srcore worker: todo ", timeout=60)
-        output.wait_for(r"^meta worker \| srcore worker: meta ", timeout=60)
-        pids = {
-            label: int(pid)
-            for label, pid in re.findall(r"^dev +\| started (.+?) \(pid (\d+)\)", output.text, re.M)
-        }
+        output.wait_for(rf'{T}meta +\| .*"GET /healthz.*" 200', timeout=10)
+        output.wait_for(rf'{T}todo +\| .*"GET /healthz.*" 200', timeout=10)
+        output.wait_for(rf"{T}todo worker \| srcore worker: todo ", timeout=60)
+        output.wait_for(rf"{T}meta worker \| srcore worker: meta ", timeout=60)
+        pids = dict(re.findall(started, output.text, re.M))
         assert set(pids) == {"meta", "todo", "meta worker", "todo worker"}
         text = output.text
         assert "\x1b" not in text  # not a terminal: no colour, the children's stripped too
         for line in output.lines:
-            assert re.match(r"^(meta|todo|meta worker|todo worker|dev) +\| ", line), line
-        width = len("todo worker")
+            assert re.match(rf"{T}(meta|todo|meta worker|todo worker|dev) +\| ", line), line
+        width = len("00:00:00 todo worker")
         assert all(line[width : width + 3] == " | " for line in output.lines)
         assert f"http://127.0.0.1:{meta_port}/" in text and f"http://127.0.0.1:{todo_port}/" in text
+
+        # A change to the config (watched, as the code is) restarts every process.
+        config.write_text(config.read_text(encoding="utf-8"), encoding="utf-8")
+        output.wait_for(rf"{T}dev +\| config\.ini changed: restarting 4 process\(es\)$", timeout=30)
+        deadline = time.monotonic() + 90
+        while len(re.findall(started, output.text, re.M)) < 8:
+            assert time.monotonic() < deadline, output.text[-4000:]
+            time.sleep(0.1)
+        while not (_healthy(meta_port) and _healthy(todo_port)):
+            assert time.monotonic() < deadline, output.text[-4000:]
+            time.sleep(0.2)
     finally:
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            for pid in pids.values():
-                _signal(pid)
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
+            for _label, pid in re.findall(started, output.text, re.M):
+                _signal(int(pid))
             process.wait()
             raise
         finally:
             output.close()
     assert process.returncode == 0, output.text[-5000:]
-    assert re.search(
-        r"^dev +\| stopped 4 process\(es\) \(meta, todo and 2 worker\(s\)\) in [0-9.]+ s$",
-        output.text,
-        re.M,
-    ), output.text[-3000:]
+    assert re.search(rf"{T}dev +\| stopping \(SIGINT\): ", output.text, re.M)
+    assert re.search(rf"{T}dev +\| stopped 4 process\(es\) in [0-9.]+ s$", output.text, re.M), (
+        output.text[-3000:]
+    )
     assert "killed" not in output.lines[-1]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not all(_group_gone(p) for p in pids.values()):
-        time.sleep(0.1)
-    assert all(_group_gone(p) for p in pids.values()), pids
+    every = [int(pid) for _label, pid in re.findall(started, output.text, re.M)]
+    assert len(every) == 8
+    assert all(group_members(pid) == [] for pid in every), every
     assert _refused(meta_port) and _refused(todo_port)
 
 
@@ -313,36 +284,36 @@ def _signal(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-@pytest.mark.slow
-def test_sigterm_stops_it_too_and_kills_what_does_not_stop(tmp_path: Path) -> None:
-    """A child ignoring SIGTERM is killed after --stop-timeout, and the summary says so."""
-    stubborn = tmp_path / "stubborn.py"
-    stubborn.write_text(
-        "import signal, sys, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "print('ignoring SIGTERM', flush=True)\n"
-        "time.sleep(600)\n",
-        encoding="utf-8",
-    )
+# -- restarting on changes ----------------------------------------------------------------
+
+
+def test_code_paths_are_the_packages_directories_and_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "config.ini"
+    paths = dev.code_paths(["srcore", "no_such_package_here"], config)
+    assert paths == [Path(dev.__file__).parent, config]
+
+
+def test_a_changed_python_file_restarts_every_child(tmp_path: Path) -> None:
     out = io.StringIO()
-    log = dev.MergedLog(out, {})
-    plan = [
-        dev.ChildSpec("stubborn", "x", (sys.executable, str(stubborn))),
-        dev.ChildSpec("polite", "y", (sys.executable, "-c", "import time; time.sleep(600)")),
-    ]
-    supervisor = dev.Supervisor(plan, log, dict(os.environ), stop_timeout=1.0)
-    supervisor.start()
-    try:
-        deadline = time.monotonic() + 20
-        while "ignoring SIGTERM" not in out.getvalue() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        supervisor.on_signal(signal.SIGTERM, None)
-        assert supervisor.wait() == 0
-    finally:
-        started = time.monotonic()
-        summary = supervisor.shutdown()
-    assert time.monotonic() - started < 10
-    assert summary.startswith("stopped 2 process(es)")
-    assert "killed stubborn after 1 s" in summary
-    assert "polite" not in summary.split("killed", 1)[1]
-    assert all(item.process.poll() is not None for item in supervisor.running)
+    code = "import time; print('up', flush=True); time.sleep(600)"
+    with Supervisor(out, name="dev") as supervisor:
+        children = [supervisor.start(Program(n, (sys.executable, "-c", code))) for n in "ab"]
+        first = [child.pid for child in children]
+        for child in children:
+            supervisor.wait_for_line(child, "^up$", timeout=20)
+        thread = dev.restart_on_changes(supervisor, children, [tmp_path])
+        time.sleep(0.5)  # the watcher is set up
+        (tmp_path / "notes.txt").write_text("not watched")
+        (tmp_path / "module.py").write_text("X = 1\n")
+        deadline = time.monotonic() + 30
+        while [child.pid for child in children] == first or any(
+            not child.lines for child in children
+        ):
+            assert time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.1)
+        assert all(group_members(pid) == [] for pid in first)
+        supervisor.request_stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert "dev | module.py changed: restarting 2 process(es)" in out.getvalue()
+    assert "notes.txt" not in out.getvalue()
