@@ -18,11 +18,14 @@ The service's app factory must accept ``config`` and pass other keyword argument
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.resources
 import itertools
 import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -31,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from srcore.supervisor import Program, Supervisor
 
 __all__ = [
     "TEST_ISSUER",
@@ -233,63 +238,57 @@ def free_port() -> int:
 def run_service(
     package: str, config_path: Path, *, port: int, workers: int = 1, timeout: float = 30
 ) -> Iterator[str]:
-    """Run *package* under gunicorn on 127.0.0.1:*port* until the block ends; yield its URL."""
-    import subprocess
-    import sys
-    import tempfile
-    import urllib.request
+    """Run *package* under gunicorn on 127.0.0.1:*port* until the block ends; yield its URL.
 
+    Run by :mod:`srcore.supervisor`: in a process group of its own, stopped with its
+    workers (SIGTERM, then SIGKILL after 10 s). Its log goes to a temporary file; the
+    error raised when it exits or does not answer ``/healthz`` quotes its last lines.
+    """
     from srcore.serving import gunicorn_options
 
-    env = dict(os.environ, SRCORE_CONFIG=str(config_path))
-    # A file, not a pipe: nobody reads a pipe while the service runs, and once its buffer
-    # is full (a few hundred access-log lines) the service would block on its next write.
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
-    process = subprocess.Popen(  # noqa: S603 - the command line is built here
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--no-control-socket",
-            *gunicorn_options(),
-            "--workers",
-            str(workers),
-            "--graceful-timeout",
-            "2",
-            f"{package}:create_app()",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
+    argv = (
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--no-control-socket",
+        *gunicorn_options(),
+        "--workers",
+        str(workers),
+        "--graceful-timeout",
+        "2",
+        f"{package}:create_app()",
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                err = log.read().decode(errors="replace")
-                raise RuntimeError(f"{package} exited with {process.returncode}:\n{err[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1) as response:  # noqa: S310
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{package} did not answer on {url} within {timeout} s")
-            time.sleep(0.1)
+    with _supervised(config_path) as (supervisor, env):
+        child = supervisor.start(Program(package, argv, env))
+        supervisor.wait_until(functools.partial(_answers, url + "/healthz"), child, timeout=timeout)
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+
+
+@contextlib.contextmanager
+def _supervised(config_path: Path) -> Iterator[tuple[Supervisor, dict[str, str]]]:
+    """A supervisor logging to a temporary file (nobody reads a pipe while a test runs),
+    and the environment of its children."""
+    import tempfile
+
+    env = dict(os.environ, SRCORE_CONFIG=str(config_path), PYTHONUNBUFFERED="1")
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as log,
+        Supervisor(log, name="srcore.testing", stop_timeout=10) as supervisor,
+    ):
+        yield supervisor, env
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own URL
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def deliver_pending(app: Any) -> dict[int, list[str]]:
@@ -332,45 +331,26 @@ def deliver_pending(app: Any) -> dict[int, list[str]]:
 @contextlib.contextmanager
 def run_worker(
     service: str, config_path: Path, *, poll_interval: float | None = 0.2, timeout: float = 30
-) -> Iterator[Any]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``srcore worker SERVICE`` (its webhook worker) until the block ends.
 
     Yields the process once the worker has said it started; *poll_interval* is passed
-    as ``--poll-interval`` (meta's worker carries revocations, so tests poll fast).
+    as ``--poll-interval`` (meta's worker carries revocations, so tests poll fast). Run
+    and stopped by :mod:`srcore.supervisor`, as :func:`run_service` is.
     """
-    import subprocess
-    import sys
-    import tempfile
-
-    env = dict(os.environ, SRCORE_CONFIG=str(config_path))
-    argv = [sys.executable, "-c", "from srcore.cli import main; main()", "worker", service]
+    argv: tuple[str, ...] = (
+        sys.executable,
+        "-c",
+        "from srcore.cli import main; main()",
+        "worker",
+        service,
+    )
     if poll_interval is not None:
-        argv += ["--poll-interval", str(poll_interval)]
-    out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
-    process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            out.seek(0)
-            text = out.read().decode(errors="replace")
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"srcore worker {service} exited with {process.returncode}:\n{text[-3000:]}"
-                )
-            if "srcore worker:" in text:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"srcore worker {service} did not start within {timeout} s")
-            time.sleep(0.05)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        out.close()
+        argv += ("--poll-interval", str(poll_interval))
+    with _supervised(config_path) as (supervisor, env):
+        child = supervisor.start(Program(f"{service} worker", argv, env))
+        supervisor.wait_for_line(child, "srcore worker:", timeout=timeout)
+        yield child.process
 
 
 def chromium_path() -> str | None:
