@@ -99,7 +99,10 @@ def serve(
             request_handler=dev_request_handler(),
         )
         return
+    from srcore.extras import require
     from srcore.serving import gunicorn_options
+
+    require("server", f"srcore serve {service} (without --debug)")
 
     argv = [
         sys.executable,
@@ -260,5 +263,11 @@ def _add_commands() -> None:
 
 def main() -> None:
     """Entry point of the ``srcore`` console script."""
+    from srcore.extras import MissingExtraError
+
     _add_commands()
-    cli(prog_name="srcore")
+    try:
+        cli(prog_name="srcore")
+    except MissingExtraError as exc:  # the config asks for a part that is not installed
+        click.echo(f"srcore: {exc}", err=True)
+        sys.exit(1)

@@ -53,6 +53,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
+from srcore.extras import require
+
 __all__ = [
     "NAMING_CONVENTION",
     "SAFE_METHODS",
@@ -67,6 +69,7 @@ __all__ = [
     "init_app",
     "make_metadata",
     "normalize_url",
+    "require_driver",
     "session",
     "utcnow",
     "writes_on_safe_method",
@@ -282,6 +285,14 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
+def require_driver(url: URL) -> None:
+    """Raise :class:`~srcore.extras.MissingExtraError` when *url* needs psycopg and the
+    ``postgres`` extra is not installed (SQLAlchemy alone says only "No module named")."""
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
+        where = url.render_as_string(hide_password=True)
+        require("postgres", f"the PostgreSQL database {where}")
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -311,6 +322,7 @@ class Database:
         pool_pre_ping: bool = False,
     ) -> None:
         self.url = normalize_url(url)
+        require_driver(self.url)
         if self.url.get_backend_name() == "sqlite":
             self.engine = create_engine(self.url, echo=echo)
             event.listen(self.engine, "connect", _sqlite_on_connect)

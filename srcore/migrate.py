@@ -30,7 +30,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from srcore.db import core_metadata, normalize_url
+from srcore.db import core_metadata, normalize_url, require_driver
 from srcore.resources import resource_dir
 
 __all__ = [
@@ -201,7 +201,9 @@ def _sqlite_transactional(engine: Engine) -> None:
 
 
 def _engine(url: str | URL) -> Engine:
-    engine = create_engine(normalize_url(url), poolclass=NullPool)
+    parsed = normalize_url(url)
+    require_driver(parsed)
+    engine = create_engine(parsed, poolclass=NullPool)
     if engine.dialect.name == "sqlite":
         _sqlite_transactional(engine)
     return engine

@@ -14,6 +14,7 @@ from sqlalchemy import URL, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from srcore.db import normalize_url
+from srcore.extras import installed
 
 __all__ = [
     "DEFAULT_POSTGRES_URL",
@@ -56,7 +57,10 @@ def _execute_autocommit(url: URL, *statements: str) -> None:
 
 
 def postgres_available(base_url: str | None = None) -> bool:
-    """Tell whether the PostgreSQL server answers, within a couple of seconds."""
+    """Tell whether the PostgreSQL server answers, within a couple of seconds (never
+    when psycopg, srcore's ``postgres`` extra, is not installed)."""
+    if not installed("postgres"):
+        return False
     engine = create_engine(
         normalize_url(base_url or postgres_base_url()),
         poolclass=NullPool,

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from srcore.extras import MissingExtraError
+
 if TYPE_CHECKING:
     import redis
 
@@ -249,7 +251,10 @@ def make_store(redis_url: str | None, *, timeout: float = 2.0) -> Store:
     """
     if not redis_url:
         return MemoryStore()
-    import redis
+    try:
+        import redis
+    except ImportError as exc:
+        raise MissingExtraError("redis", "a throttle on Redis ([global] redis-url)") from exc
 
     client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     return RedisStore(client)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from srcore.auth.tokens import VerificationUnavailable
+from srcore.extras import MissingExtraError
 from srcore.forks import reset_in_child
 
 if TYPE_CHECKING:
@@ -642,7 +643,10 @@ def make_store(redis_url: str | None, service_id: str) -> RevocationStore:
     """The Redis store when *redis_url* is set (connected on first use), else in-process."""
     if not redis_url:
         return MemoryRevocationStore()
-    import redis
+    try:
+        import redis
+    except ImportError as exc:
+        raise MissingExtraError("redis", "[global] redis-url (revocations)") from exc
 
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     return RedisRevocationStore(client, prefix=f"srcore:revocation:{service_id}:")
@@ -879,7 +883,10 @@ def make_seen_messages(redis_url: str | None, service_id: str) -> SeenMessages:
     window = 2 * DEFAULT_TOLERANCE.total_seconds() + 60
     if not redis_url:
         return MemorySeenMessages(window)
-    import redis
+    try:
+        import redis
+    except ImportError as exc:
+        raise MissingExtraError("redis", "[global] redis-url (replay protection)") from exc
 
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     return RedisSeenMessages(client, service_id, window)

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from srcore.extras import MissingExtraError
+
 if TYPE_CHECKING:
     from celery import Celery
     from flask import Flask
@@ -150,7 +152,10 @@ def make_celery(
     timings); *tick* is beat's interval. Builds objects only: nothing connects until a
     message is sent or a worker starts.
     """
-    from celery import Celery
+    try:
+        from celery import Celery
+    except ImportError as exc:
+        raise MissingExtraError("celery", "webhook delivery through Celery") from exc
 
     from srcore.webhooks.worker import Worker, poll_interval_for
 

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from srcore.extras import require
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -63,6 +65,9 @@ def build_dispatcher(app: Flask, *, celery_class: str = CELERY_DISPATCHER) -> Di
     broker = app.extensions["srcore"].config.global_.get("webhooks-broker")
     if not broker:
         return LocalDispatcher()
+    if celery_class == CELERY_DISPATCHER:
+        # Said when the app is built, not at the first commit in the middle of a request.
+        require("celery", "[global] webhooks-broker (webhook delivery through Celery)")
     cls = _load(celery_class)
     dispatcher: Dispatcher = cls(app)
     return dispatcher
