@@ -60,8 +60,10 @@ def _exchanges(lines: Iterator[str]) -> Iterator[str]:
 def watch(engine: Engine) -> Iterator[Wire]:
     """Record what the connections *engine* checks out inside the block send.
 
-    Connections checked out before the block are not watched: run the code under test
-    from its start (a whole request) inside it.
+    The :class:`Wire` is filled when the block ends. Connections checked out before the
+    block are not watched: run the code under test from its start (a whole request)
+    inside it. A pre-ping happens before the checkout it precedes is seen, so it is not
+    counted.
     """
     backend = engine.dialect.name
     wire = Wire(backend)
