@@ -60,7 +60,7 @@ def _exchanges(lines: Iterator[str]) -> Iterator[str]:
 def watch(engine: Engine) -> Iterator[Wire]:
     """Record what the connections *engine* checks out inside the block send.
 
-    The :class:`Wire` is filled when the block ends. Connections checked out before the
+    The :class:`Wire` is complete when the block ends. Connections checked out before the
     block are not watched: run the code under test from its start (a whole request)
     inside it. A pre-ping happens before the checkout it precedes is seen, so it is not
     counted.
