@@ -43,6 +43,7 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     import srcore
     from meta import oauth, protection
     from meta.admin.views import admin
+    from meta.audit import agent_summary
     from meta.logic import Passwords
     from meta.models import Base, User
     from meta.twofactor import twofactor
@@ -62,6 +63,7 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     app.register_blueprint(accounts)
     app.register_blueprint(admin)
     app.register_blueprint(twofactor)
+    app.add_template_filter(agent_summary, "agent_summary")
     limiter = protection.init_app(app)
     install(app, limiter)
     oauth.init_app(app)

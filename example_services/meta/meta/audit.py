@@ -35,6 +35,7 @@ __all__ = [
     "AuditFilter",
     "AuditJSON",
     "Kind",
+    "agent_summary",
     "entry_json",
     "prune",
     "record",
@@ -221,6 +222,41 @@ class AuditFilter:
             end = datetime.combine(self.until + timedelta(days=1), time(), UTC)
             stmt = stmt.where(AuditEntry.created < end)
         return stmt
+
+
+#: Browsers by a token of their user agent, most specific first (Edge and Opera also say
+#: Chrome; Chrome also says Safari).
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("HeadlessChrome/", "Headless Chrome"),
+    ("Chrome/", "Chrome"),
+    ("Chromium/", "Chromium"),
+    ("Safari/", "Safari"),
+    ("curl/", "curl"),
+)
+_SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def agent_summary(agent: str) -> str:
+    """A few words for a user agent ("Firefox on Linux"); the agent itself if none fit.
+
+    Only a reading aid: the full string is stored and shown beside it.
+    """
+    browser = next((name for token, name in _BROWSERS if token in agent), None)
+    system = next((name for token, name in _SYSTEMS if token in agent), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or agent[:40]
 
 
 def kind_label(kind: str) -> str:

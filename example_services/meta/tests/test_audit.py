@@ -329,3 +329,30 @@ def test_without_subscribers_nothing_goes_to_the_outbox(
     targets = oauth_app.extensions["meta.oauth"].network.targets
     assert [t.service_id for t in targets] == ["todo"]
     assert "audit:recorded" not in targets[0].events.split()
+
+
+@pytest.mark.parametrize(
+    ("agent", "summary"),
+    [
+        (
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            "Firefox on Linux",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+            "Edge on Windows",
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+            "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+            "Safari on iOS",
+        ),
+        ("curl/8.11.0", "curl"),
+        ("SomeBot", "SomeBot"),
+    ],
+)
+def test_user_agents_are_summed_up_in_a_few_words(agent: str, summary: str) -> None:
+    from meta.audit import agent_summary
+
+    assert agent_summary(agent) == summary
