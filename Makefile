@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.srcore-installed
 SERVICES := example_services/todo example_services/meta example_services/paste
+# Every optional part of srcore (the demo serves under gunicorn; the tests use them all).
+# The test and lint tools are PEP 735 dependency groups (pip 25.1 reads them).
+EXTRAS := celery,redis,postgres,server
 JOBS ?= auto
 
 .PHONY: demo test lint typecheck unit browser-deps bench reliability clean help
@@ -20,8 +23,9 @@ help:
 $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES))
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' $(addprefix -e ,$(SERVICES))
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' $(addprefix -e ,$(SERVICES)) \
+		--group dev $(foreach s,$(SERVICES),--group $(s)/pyproject.toml:test)
 	@touch $@
 
 # Ctrl-C stops the network and exits 0: the demo takes the terminal's foreground for its own

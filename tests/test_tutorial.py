@@ -267,7 +267,7 @@ def test_the_page_has_the_run_blocks_and_quotes_the_test_relies_on() -> None:
     commands = "\n".join(b.text for b in blocks)
     for needed in (
         "python3 -m venv",
-        "pip install ./srcore ./srcore/example_services/meta",
+        "pip install './srcore[server,postgres]' ./srcore/example_services/meta",
         "srcore new-service bookmarks",
         "srcore migrate bookmarks revision",
         "srcore serve meta",
