@@ -227,3 +227,24 @@ def test_the_editor_is_monospace_and_wide(browser: Any, site: dict[str, Any], sc
     card = page.eval_on_selector("form.card", "el => el.getBoundingClientRect().width")
     assert width > 0.9 * card > 1000
     context.close()
+
+
+def test_copy_link_puts_the_paste_address_on_the_clipboard(
+    browser: Any, site: dict[str, Any]
+) -> None:
+    context = browser.new_context(
+        viewport=VIEWPORTS["phone"], permissions=["clipboard-read", "clipboard-write"]
+    )
+    context.add_init_script(WATCH)
+    page = context.new_page()
+    address = f"{site['url']}/p/{site['code']}"
+    assert page.goto(address).status == 200
+    button = page.get_by_role("button", name="Copy link")
+    assert button.is_visible()  # the script shows it where a clipboard is available
+    button.click()
+    page.get_by_role("button", name="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == address
+    assert page.get_by_role("status").inner_text() == "Link copied to the clipboard."
+    shoot(page, "paste-copied-link")
+    assert page.evaluate("window.__violations") == []
+    context.close()
