@@ -68,6 +68,7 @@ class Kind(enum.StrEnum):
     account_suspended = "account-suspended"
     account_unsuspended = "account-unsuspended"
     factors_reset = "factors-reset"
+    role_changed = "role-changed"
 
     @property
     def label(self) -> str:
@@ -91,6 +92,7 @@ _LABELS = {
     Kind.account_suspended: "Account suspended",
     Kind.account_unsuspended: "Account unsuspended",
     Kind.factors_reset: "Second factors reset by an admin",
+    Kind.role_changed: "Admin rights changed",
 }
 
 
@@ -207,7 +209,7 @@ class AuditFilter:
     since: date | None = None
     until: date | None = None
 
-    def statement(self) -> Select[tuple[AuditEntry]]:
+    def statement(self) -> Select[AuditEntry]:
         """The matching entries, newest first; *until* includes its whole day (UTC)."""
         from datetime import UTC
 

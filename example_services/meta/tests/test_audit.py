@@ -9,11 +9,14 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import jsonschema
 import pytest
 from oauth_helpers import authorize_url, oauth_app, pkce, register_client
 from sqlalchemy import select
 
+from srcore.manifest import load_manifest
 from srcore.testing import log_in_client
+from srcore.webhooks.catalog import json_schema, payload_type
 
 __all__ = ["oauth_app"]  # fixtures used by this module
 
@@ -174,6 +177,24 @@ def test_suspension_by_an_admin_is_recorded_with_the_admin(app: Any, accounts: A
     assert only(app, alice.id, "account-unsuspended").actor_id == admin.id
 
 
+def test_the_operator_granting_and_removing_admin_rights_is_recorded(
+    app: Any, accounts: Any, srcore_database: Any
+) -> None:
+    from click.testing import CliRunner
+    from meta.admin.cli import main
+
+    alice = accounts.make("alice")
+    config = str(srcore_database.config_path)
+    for command in ("make-admin", "make-admin", "remove-admin", "remove-admin"):
+        result = CliRunner().invoke(main, [command, "alice", "--config", config])
+        assert result.exit_code == 0, result.output
+    # Only the changes: repeating a command changes nothing and records nothing.
+    assert [e.detail for e in entries(app, alice.id, "role-changed")] == [
+        "made an admin on the command line",
+        "no longer an admin (command line)",
+    ]
+
+
 # -- reading it ---------------------------------------------------------------------------------
 
 
@@ -311,6 +332,10 @@ def test_entries_go_to_the_named_services_only_as_an_internal_webhook(
         data = json.loads(sent[0].payload)
         assert data["id"] == entry.id and data["kind"] == "login"
         assert data["user_agent"] == AGENT
+        # What is sent is what service.yaml declares as the event's payload.
+        event = load_manifest("meta").event("audit:recorded")
+        assert event is not None and event.audience == "internal"
+        jsonschema.validate(data, json_schema(payload_type(event)))
         todo = session.scalar(select(Subscription).where(Subscription.owner_client == "todo"))
         assert todo is not None and todo.trusted
         assert "audit:recorded" in todo.events.split()

@@ -79,12 +79,24 @@ def set_admin(config: str | None, username: str, *, admin: bool) -> str:
         user = _find_user(session, username)
         if user.is_suspended:
             raise click.ClickException(f"{username} is suspended; unsuspend it first")
+        from meta import audit
+
         if admin:
-            user.user_type = UserType.admin
+            if user.user_type != UserType.admin:
+                user.user_type = UserType.admin
+                audit.record(session, audit.Kind.role_changed, user.id, detail=_BY_OPERATOR[True])
             return f"{user.username} (id {user.id}) is an admin now"
         if user.user_type == UserType.admin:
             user.user_type = UserType.active
+            audit.record(session, audit.Kind.role_changed, user.id, detail=_BY_OPERATOR[False])
         return f"{user.username} (id {user.id}) is not an admin"
+
+
+#: The audit entry of ``make-admin`` and ``remove-admin`` (run on the host: no address).
+_BY_OPERATOR = {
+    True: "made an admin on the command line",
+    False: "no longer an admin (command line)",
+}
 
 
 def create_user(config: str | None, username: str, email: str, password: str) -> str:
