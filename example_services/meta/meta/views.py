@@ -432,7 +432,13 @@ def reset(token: str) -> Any:
     protection = meta_state().protection
     if protection is not None:
         protection.success(_throttle_key(user, user.username), _client_address())
-    _start_session(user)
+    if totp.factor_of(db, user.id) is not None:
+        # The link proves the mailbox, not the second factor: ask for it as a login does.
+        from meta.twofactor import begin_second_step
+
+        flash("Your password is changed. Type your code to log in.", "success")
+        return begin_second_step(user, None)
+    _start_session(user, ("pwd",))
     flash("Your password is changed.", "success")
     return redirect(url_for("accounts.profile"))
 
