@@ -10,17 +10,16 @@ config (a pipe nobody reads would fill up and stall the server).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srcore.supervisor import Program, Supervisor, http_ok
 from srcore.testing import free_port
 
 TRACKER = "bench"
@@ -188,50 +187,31 @@ def prepare(tmp: Path, *, tokens: int, **config: Any) -> Network:
 def serve(
     package: str, net: Network, *, port: int, workers: int = 1, timeout: float = 30
 ) -> Iterator[str]:
-    """Run *package* under gunicorn on 127.0.0.1:*port* until the block ends; yield its URL."""
-    log_path = net.tmp / f"{package}-{port}.log"
+    """Run *package* under gunicorn on 127.0.0.1:*port* until the block ends; yield its URL.
+
+    Run by :mod:`srcore.supervisor` (its own process group, stopped with its workers);
+    its log goes to a file next to the config.
+    """
+    argv = (
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--graceful-timeout",
+        "2",
+        "--control-socket",  # its own, not the shared ~/.gunicorn/gunicorn.ctl
+        str(net.tmp / f"gunicorn-{port}.ctl"),
+        f"{package}:create_app()",
+    )
     env = dict(os.environ, SRCORE_CONFIG=str(net.config))
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-                "--graceful-timeout",
-                "2",
-                "--control-socket",  # its own, not the shared ~/.gunicorn/gunicorn.ctl
-                str(net.tmp / f"gunicorn-{port}.ctl"),
-                f"{package}:create_app()",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{package} exited with {process.returncode}:\n{tail}")
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{package} did not answer on {url} within {timeout} s")
-            time.sleep(0.05)
+    with (
+        open(net.tmp / f"{package}-{port}.log", "a", encoding="utf-8") as log,
+        Supervisor(log, name="bench", stop_timeout=10) as supervisor,
+    ):
+        child = supervisor.start(Program(package, argv, env))
+        supervisor.wait_until(functools.partial(http_ok, url + "/healthz"), child, timeout=timeout)
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

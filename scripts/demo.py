@@ -21,8 +21,6 @@ import os
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +28,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
 from srcore.process_groups import terminal_foreground  # noqa: E402
-from srcore.supervisor import Program, Stopped, Supervisor  # noqa: E402
+from srcore.supervisor import Program, Stopped, Supervisor, http_ok  # noqa: E402
 
 #: The numbered steps of the set-up.
 STEPS = 5
@@ -67,15 +65,6 @@ def revisions_applied(output: str) -> int:
     """How many revisions ``srcore migrate --all upgrade`` said it applied."""
     found = re.search(r"\((\d+) revisions? applied\)", output)
     return int(found.group(1)) if found else 0
-
-
-def healthy(url: str) -> bool:
-    """Whether *url* answers 200 now."""
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _shown(path: Path | str) -> str:
@@ -220,7 +209,7 @@ def run(supervisor: Supervisor, options: argparse.Namespace) -> int:
     step(supervisor, 5, "waiting until every service answers /healthz and every worker is ready")
     for service, child in servers.items():
         url = origins[service] + "/healthz"
-        supervisor.wait_until(functools.partial(healthy, url), child, timeout=90)
+        supervisor.wait_until(functools.partial(http_ok, url), child, timeout=90)
     for service, child in workers.items():
         supervisor.wait_for_line(child, rf"^srcore worker: {re.escape(service)} ready", timeout=90)
     supervisor.echo(

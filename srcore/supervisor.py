@@ -40,7 +40,7 @@ from honcho.printer import Message, Printer
 
 from srcore.process_groups import group_alive, signal_group
 
-__all__ = ["Child", "Finished", "Program", "Stopped", "Supervisor"]
+__all__ = ["Child", "Finished", "Program", "Stopped", "Supervisor", "http_ok"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -421,3 +421,15 @@ class Supervisor:
             running = bool(self.children)
         if running:
             self.stop()
+
+
+def http_ok(url: str, *, timeout: float = 1.0) -> bool:
+    """Whether *url* answers 200 now: what :meth:`Supervisor.wait_until` polls for a
+    server's ``/healthz``."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from srcore.supervisor import Program, Supervisor
+from srcore.supervisor import Program, Supervisor, http_ok
 
 __all__ = [
     "TEST_ISSUER",
@@ -263,7 +263,7 @@ def run_service(
     url = f"http://127.0.0.1:{port}"
     with _supervised(config_path) as (supervisor, env):
         child = supervisor.start(Program(package, argv, env))
-        supervisor.wait_until(functools.partial(_answers, url + "/healthz"), child, timeout=timeout)
+        supervisor.wait_until(functools.partial(http_ok, url + "/healthz"), child, timeout=timeout)
         yield url
 
 
@@ -279,16 +279,6 @@ def _supervised(config_path: Path) -> Iterator[tuple[Supervisor, dict[str, str]]
         Supervisor(log, name="srcore.testing", stop_timeout=10) as supervisor,
     ):
         yield supervisor, env
-
-
-def _answers(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own URL
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def deliver_pending(app: Any) -> dict[int, list[str]]:

@@ -103,7 +103,12 @@ def test_a_stop_request_ends_every_wait_with_stopped() -> None:
 def test_a_one_shot_program_asked_to_stop_is_let_finish() -> None:
     out = io.StringIO()
     supervisor = Supervisor(out, name="sup")
-    threading.Timer(0.3, supervisor.request_stop, args=("SIGTERM",)).start()
+
+    def stop_once_half_way() -> None:
+        _wait_for(lambda: "half ..." in out.getvalue())
+        supervisor.request_stop("SIGTERM")
+
+    threading.Thread(target=stop_once_half_way, daemon=True).start()
     code = "import time; print('half ...', end='', flush=True); time.sleep(1); print(' done')"
     with pytest.raises(Stopped):
         supervisor.run(Program("migrate", _python(code)))
