@@ -176,9 +176,14 @@ def audit_log() -> Any:
         kind_choices=[(k.value, k.label) for k in Kind],
         kind_label=audit.kind_label,
         names=names,
-        args={k: v for k, v in request.args.items() if k != "page" and v},
+        # Only the filters: other parameters (url_for's own _scheme, _anchor...) are not
+        # carried to the page links.
+        args={k: v for k, v in request.args.items() if k in _AUDIT_FILTERS and v},
     )
     return html, 200 if query.ok else 400
+
+
+_AUDIT_FILTERS = ("user", "kind", "since", "until")
 
 
 def _day(query: Validation, field: str) -> date | None:
