@@ -3,8 +3,16 @@ documents, with a token holding every scope of the service, and its default chec
 no 5xx, every status code documented, every body and header as the document says.
 
 Each operation is called with generated input, half the time at the real rows (alice's
-tracker, ticket, paste or token) so the successful answers are checked too, not only
-the 404s. Runs on SQLite and PostgreSQL; examples are derandomized and bounded.
+tracker, ticket, paste or token, her webhook and one of its deliveries) so the successful
+answers are checked too, not only the 404s. Runs on SQLite and PostgreSQL; examples are
+derandomized and bounded.
+
+The webhook routes subscribe generated URLs, and subscribing looks the URL's host up.
+Nothing may leave this machine, so the app looks names up with :func:`_no_lookup`, which
+resolves every name to nothing without asking DNS (the subscribe check then accepts it;
+address literals are still judged by the address policy), and ``socket.getaddrinfo``
+itself refuses (and the test fails on) any name but a loopback one. Nothing is
+delivered: no worker runs, and the dispatcher only records its nudges.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from srcore.testing import create_user
+from srcore.webhooks.manage import set_resolver
 
 SERVICES = ["meta", "todo", "paste"]
 #: Two checks judge the server's choice of what to accept rather than its answers.
@@ -74,18 +83,119 @@ def _seed(app: Any, service: str, make_token: Any) -> tuple[str, dict[str, Any]]
     return make_token(_full_scope(app), user=alice), {"short_id": "seededpst2"}
 
 
+def _seed_webhook(app: Any) -> dict[str, Any]:
+    """A webhook of alice's to one of the service's events, and a failed delivery of it
+    with one attempt (so the log's answers hold an attempt to check)."""
+    import json
+
+    from sqlalchemy import select
+
+    from srcore.webhooks.models import Attempt, Delivery, Subscription
+    from srcore.webhooks.outbox import insert_event
+
+    st_ = app.extensions["srcore"]
+    event = st_.manifest.user_events[0].name
+    with st_.db.transaction() as session:
+        owner_id = session.scalar(
+            select(st_.user_model.id).where(st_.user_model.username == "alice")
+        )
+        sub = Subscription(
+            owner_id=owner_id,
+            url="https://hooks.example.invalid/seeded",
+            events=event,
+            scopes=_full_scope(app),
+            secret="whsec_" + "s" * 32,
+            enabled=True,
+        )
+        session.add(sub)
+        session.flush()
+        outbox_id = insert_event(session, event, {"id": 1}, owner_id=owner_id)
+        delivery = Delivery(subscription_id=sub.id, outbox_id=outbox_id, status="failed")
+        session.add(delivery)
+        session.flush()
+        session.add(
+            Attempt(
+                delivery_id=delivery.id,
+                request_headers=json.dumps({"webhook-id": delivery.message_id}),
+                request_body="{}",
+                response_status=500,
+                response_headers=json.dumps({"content-type": "text/plain"}),
+                response_body="it broke",
+            )
+        )
+        return {"subscription_id": sub.id, "delivery_id": delivery.id}
+
+
+def _no_lookup(host: str, port: int, timeout: float) -> None:
+    """Every name resolves to nothing, and no DNS query is sent."""
+    return None
+
+
+class _Undelivered:
+    """A dispatcher that only records what it is told: no worker, no Celery task."""
+
+    def __init__(self) -> None:
+        self.nudged: list[int] = []
+
+    def nudge(self, outbox_ids: Any) -> None:
+        self.nudged.extend(outbox_ids)
+
+    def nudge_deliveries(self, delivery_ids: Any) -> None:
+        self.nudged.extend(delivery_ids)
+
+
+class _NoDNS:
+    """Stands in for ``socket.getaddrinfo``: loopback names and literals only; any other
+    name is noted and fails to resolve, so nothing the run does can ask a DNS server."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.asked: list[str] = []
+
+    def __call__(self, host: Any, *args: Any, **kwargs: Any) -> Any:
+        import ipaddress
+        import socket
+
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        try:
+            local = ipaddress.ip_address(name.split("%")[0]).is_loopback
+        except ValueError:
+            local = name == "localhost"
+        if not local:
+            self.asked.append(name)
+            raise socket.gaierror(socket.EAI_NONAME, "no DNS queries in this test")
+        return self.real(host, *args, **kwargs)
+
+
 def _full_scope(app: Any) -> str:
     manifest = app.extensions["srcore"].manifest
     return " ".join(f"{manifest.id}/{scope.name}:RW" for scope in manifest.scopes)
 
 
-def test_schemathesis_default_checks_pass(app: Any, make_token: Any) -> None:
+def test_schemathesis_default_checks_pass(
+    app: Any, make_token: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
     import schemathesis
     from schemathesis import GenerationMode
 
     service = app.extensions["srcore"].service_id
     token, real = _seed(app, service, make_token)
+    set_resolver(app, _no_lookup)
+    app.extensions["srcore"].webhook_dispatcher = _Undelivered()
+    no_dns = _NoDNS(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    real.update(_seed_webhook(app))
     headers = {"Authorization": f"Bearer {token}"}
+    # A body the description cannot make valid by itself: ``events`` is read raw (a list
+    # of the service's event names), so generated ones are all refused.
+    valid_bodies = {
+        "POST /api/webhooks": {
+            "url": "https://hooks.example.invalid/made",
+            "events": [app.extensions["srcore"].manifest.user_events[0].name],
+        }
+    }
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     # Reads first, deletions last, and the deepest paths first among writes of a kind:
@@ -106,6 +216,8 @@ def test_schemathesis_default_checks_pass(app: Any, make_token: Any) -> None:
                 strategies.append(
                     operation.as_strategy(generation_mode=mode, path_parameters=at_rows)
                 )
+        if label in valid_bodies:
+            strategies.append(operation.as_strategy(body=valid_bodies[label]))
 
         @settings(
             max_examples=EXAMPLES * len(strategies),
@@ -129,6 +241,7 @@ def test_schemathesis_default_checks_pass(app: Any, make_token: Any) -> None:
                 raise
             failures.append(f"{label}: {exc}")
     assert not failures, "\n\n".join(failures)
+    assert no_dns.asked == [], "the run asked DNS for these names"
     # The answers checked include the successful ones, not only errors.
     reads = {f"GET {op.path}" for op in operations if op.method.upper() == "GET"}
     assert reads - succeeded - {label for sid, label in NO_SUCCESS if sid == service} == set()
