@@ -66,7 +66,14 @@ def qr_svg(uri: str) -> str:
     import segno
 
     code = segno.make(uri, error="m")
-    svg: str = code.svg_inline(scale=4, dark="#000", light="#fff", border=4, omitsize=False)
+    svg: str = code.svg_inline(
+        scale=4,
+        dark="#000",
+        light="#fff",
+        border=4,
+        omitsize=False,
+        title="QR code of the key, for your authenticator app",
+    )
     return svg
 
 

@@ -110,6 +110,7 @@ def test_the_qr_code_is_an_svg_of_the_otpauth_uri() -> None:
     assert uri.startswith(f"otpauth://totp/Example%20Network:alice?secret={SECRET}")
     svg = qr_svg(uri)
     assert svg.startswith("<svg") and "<path" in svg and "<script" not in svg
+    assert "<title>QR code of the key" in svg  # its name for screen readers
 
 
 # -- turning it on and off ------------------------------------------------------------------------
