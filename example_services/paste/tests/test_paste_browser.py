@@ -248,3 +248,13 @@ def test_copy_link_puts_the_paste_address_on_the_clipboard(
     shoot(page, "paste-copied-link")
     assert page.evaluate("window.__violations") == []
     context.close()
+
+
+def test_without_script_the_copy_button_stays_hidden(browser: Any, site: dict[str, Any]) -> None:
+    context = browser.new_context(viewport=VIEWPORTS["desktop"], java_script_enabled=False)
+    page = context.new_page()
+    assert page.goto(f"{site['url']}/p/{site['code']}").status == 200
+    assert page.locator("button[data-copy]").count() == 1
+    assert not page.locator("button[data-copy]").is_visible()  # [hidden] beats .btn's display
+    assert page.get_by_role("link", name="Raw").is_visible()
+    context.close()
