@@ -11,82 +11,103 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, exists, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, Select, Subquery, Table, func, or_, select, text, update
+from sqlalchemy.orm import Session
 
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
 
-__all__ = ["claim_deliveries", "claim_outbox", "first_attempts_in_order"]
+__all__ = ["claim_deliveries", "claim_outbox", "held_up", "lazy_commit"]
+
+
+def lazy_commit(session: Session) -> None:
+    """Let this transaction's commit return before its WAL reaches the disk (PostgreSQL).
+
+    For claims and records only: if the database server crashed and lost such a commit,
+    a claim would be made again, or a delivery sent again with the same ``webhook-id``
+    when its lease ends, which at-least-once delivery allows; waiting for the disk at
+    every step would cost more than the sending. Fan-out keeps a durable commit: message
+    ids are made there, and a delivery is never sent under two ids.
+    """
+    transaction = session.get_transaction()
+    if transaction is not None and session.info.get(_LAZY) is transaction:
+        return  # set already in this transaction
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        session.info[_LAZY] = session.get_transaction()
 
 
 def _claim(
     session: Session,
-    model: type[OutboxRow] | type[Delivery],
-    *conditions: Any,
-    order_by: tuple[Any, ...],
-    limit: int,
+    table: Table,
+    chosen: Select[Any],
+    *,
     now: datetime,
     until: datetime,
+    commit: bool,
 ) -> list[int]:
-    """Lease up to *limit* free rows of *model* matching *conditions*; their ids. Commits.
+    """Lease the rows of *table* whose ids *chosen* selects, of those still free; their
+    ids. One statement, then a (lazy) commit unless not *commit*.
 
-    The locked SELECT, then an UPDATE of exactly those rows that are still free (a row
-    another worker took meanwhile is not returned), in one transaction.
+    *chosen* is ``FOR UPDATE SKIP LOCKED``: on PostgreSQL it passes over rows another
+    worker is claiming, and the UPDATE only takes rows that are still free, so two
+    workers never hold one row on SQLite either.
     """
-    free = or_(model.claimed_until.is_(None), model.claimed_until < now)
-    due = (
-        select(model.id)
-        .where(*conditions, free)
-        .order_by(*order_by)
+    lazy_commit(session)
+    ids = session.execute(
+        update(table)
+        .where(table.c.id.in_(chosen.scalar_subquery()), _free(table, now))
+        .values(claimed_until=until)
+        .returning(table.c.id)
+    ).scalars()
+    found = sorted(int(i) for i in ids)
+    if commit:
+        session.commit()
+    return found
+
+
+def _free(table: Table, now: datetime) -> ColumnElement[bool]:
+    return or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
+
+
+def claim_outbox(
+    session: Session, *, now: datetime, lease: timedelta, limit: int, commit: bool = True
+) -> list[int]:
+    """Claim up to *limit* outbox rows not yet fanned out; returns their ids. Commits,
+    unless not *commit* (the caller commits)."""
+    o = _outbox
+    chosen = (
+        select(o.c.id)
+        .where(o.c.fanned_out_at.is_(None), _free(o, now))
+        .order_by(o.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    ids = list(session.scalars(due))
-    if ids:
-        ids = list(
-            session.scalars(
-                update(model)
-                .where(model.id.in_(ids), free)
-                .values(claimed_until=until)
-                .returning(model.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
-    session.commit()
-    return sorted(ids)
+    return _claim(session, o, chosen, now=now, until=now + lease, commit=commit)
 
 
-def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
-    """Claim up to *limit* outbox rows not yet fanned out; returns their ids. Commits."""
-    return _claim(
-        session,
-        OutboxRow,
-        OutboxRow.fanned_out_at.is_(None),
-        order_by=(OutboxRow.id,),
-        limit=limit,
-        now=now,
-        until=now + lease,
-    )
-
-
-def first_attempts_in_order(now: datetime) -> ColumnElement[bool]:
-    """True for a delivery no earlier event's first attempt to its subscription holds up.
+def held_up(now: datetime) -> Subquery:
+    """Per subscription, the earliest event whose first attempt holds later ones up.
 
     A receiver gets a subscription's events in order as far as first attempts go: a
     delivery waits while a delivery of an earlier event to the same subscription has not
     had its first attempt and is in flight (claimed until after *now*) or not yet due.
     Earlier ones that are free are claimed first in the same statement (oldest event
     first), and a lane sends them in event order. Retries do not hold later events up.
+    Columns ``subscription_id`` and ``first`` (an outbox id); found once per claim, not
+    once per candidate row.
     """
-    earlier = aliased(Delivery)
-    return ~exists().where(
-        earlier.subscription_id == Delivery.subscription_id,
-        earlier.outbox_id < Delivery.outbox_id,
-        earlier.status == DeliveryStatus.pending.value,
-        earlier.attempts == 0,
-        or_(earlier.claimed_until >= now, earlier.next_attempt_at > now),
+    d = _delivery
+    return (
+        select(d.c.subscription_id, func.min(d.c.outbox_id).label("first"))
+        .where(
+            d.c.status == DeliveryStatus.pending.value,
+            d.c.attempts == 0,
+            or_(d.c.claimed_until >= now, d.c.next_attempt_at > now),
+        )
+        .group_by(d.c.subscription_id)
+        .subquery("held_up")
     )
 
 
@@ -97,19 +118,52 @@ def claim_deliveries(
     lease: timedelta,
     limit: int,
     exclude: Collection[int] = (),
+    per_subscription: int | None = None,
+    commit: bool = True,
 ) -> list[int]:
-    """Claim up to *limit* pending deliveries that are due, except those of the
-    subscriptions *exclude*; returns their ids. Commits."""
-    skip = (Delivery.subscription_id.not_in(sorted(exclude)),) if exclude else ()
-    return _claim(
-        session,
-        Delivery,
-        Delivery.status == DeliveryStatus.pending.value,
-        Delivery.next_attempt_at <= now,
-        first_attempts_in_order(now),
-        *skip,
-        order_by=(Delivery.outbox_id, Delivery.id),
-        limit=limit,
-        now=now,
-        until=now + lease,
-    )
+    """Claim up to *limit* pending deliveries that are due, oldest event first, except
+    those of the subscriptions *exclude* and at most *per_subscription* of any one
+    subscription; returns their ids. Commits, unless not *commit*."""
+    d = _delivery
+    waiting = held_up(now)
+    due = [
+        d.c.status == DeliveryStatus.pending.value,
+        d.c.next_attempt_at <= now,
+        _free(d, now),
+        or_(waiting.c.first.is_(None), waiting.c.first > d.c.outbox_id),
+    ]
+    if exclude:
+        due.append(d.c.subscription_id.not_in(sorted(exclude)))
+    joined = d.outerjoin(waiting, waiting.c.subscription_id == d.c.subscription_id)
+    order = (d.c.outbox_id, d.c.id)
+    if per_subscription is None:
+        chosen = (
+            select(d.c.id)
+            .select_from(joined)
+            .where(*due)
+            .order_by(*order)
+            .limit(limit)
+            .with_for_update(of=d, skip_locked=True)
+        )
+    else:
+        # PostgreSQL locks no rows of a windowed SELECT: rank them in a subquery.
+        rank = func.row_number().over(partition_by=d.c.subscription_id, order_by=order)
+        ranked = (
+            select(d.c.id, d.c.outbox_id, rank.label("rank"))
+            .select_from(joined)
+            .where(*due)
+            .subquery("ranked")
+        )
+        first = (
+            select(ranked.c.id)
+            .where(ranked.c.rank <= per_subscription)
+            .order_by(ranked.c.outbox_id, ranked.c.id)
+            .limit(limit)
+        )
+        chosen = select(d.c.id).where(d.c.id.in_(first)).with_for_update(skip_locked=True)
+    return _claim(session, d, chosen, now=now, until=now + lease, commit=commit)
+
+
+_LAZY = "srcore.webhooks.lazy_commit"
+_outbox = cast(Table, OutboxRow.__table__)
+_delivery = cast(Table, Delivery.__table__)

@@ -11,9 +11,10 @@ veto, *can_receive*.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import ColumnElement, Table, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -53,7 +54,17 @@ def required_scope(manifest: Manifest, event: str) -> str:
     return f"{manifest.id}/{declared.scope}:RO"
 
 
-def audience_allows(audience: Audience, subscription: Subscription, outbox: OutboxRow) -> bool:
+class Emitted(Protocol):
+    """What the audience rule reads of an event as emitted (an :class:`OutboxRow`)."""
+
+    @property
+    def owner_id(self) -> int | None: ...
+
+    @property
+    def visibility(self) -> str | None: ...
+
+
+def audience_allows(audience: Audience, subscription: Subscription, outbox: Emitted) -> bool:
     """Whether *subscription* is in the *audience* of the event *outbox* recorded.
 
     The operator's trusted first-party subscriptions receive every event they list;
@@ -140,6 +151,7 @@ def fan_out_batch(
     claimed_until: datetime | None = None,
     claimed_ids: list[int] | None = None,
     busy: Collection[int] = (),
+    claim_per_subscription: int | None = None,
 ) -> list[int]:
     """Create the deliveries of the outbox rows *outbox_ids*; returns the new delivery ids.
 
@@ -148,10 +160,10 @@ def fan_out_batch(
     deliveries inserted with one executemany. Rows already fanned out are left alone.
     Up to *claim_first* new deliveries are inserted claimed until *claimed_until*, for
     the caller to deliver at once without claiming them again; their ids are added to
-    *claimed_ids*. A subscription that still has a delivery waiting for its first attempt
-    gets none claimed: its new ones wait their turn, in event order (see
-    :func:`srcore.webhooks.claims.first_attempts_in_order`); nor does one of *busy* (the
-    caller is still sending to it).
+    *claimed_ids*; at most *claim_per_subscription* of one subscription's. A subscription
+    that still has a delivery waiting for its first attempt gets none claimed: its new
+    ones wait their turn, in event order (see :func:`srcore.webhooks.claims.held_up`);
+    nor does one of *busy* (the caller is still sending to it).
     """
     if manifest is None:
         from srcore.app import state
@@ -200,27 +212,25 @@ def fan_out_batch(
         )
         suspended = _suspended(session, subscriptions)
         waiting = _waiting(session, subscriptions) | set(busy) if claim_first else frozenset()
+        # What depends on the subscription and the event only is judged once per batch.
+        fits: dict[tuple[int, str], bool] = {}
         held: dict[int, frozenset[Scope] | None] = {}
+        plain = [(s, s.id, s.owner_id, s.resource) for s in subscriptions]
         for row in wanted:
-            outbox = OutboxRow(
-                id=row.id,
-                event=row.event,
-                resource=row.resource,
-                owner_id=row.owner_id,
-                visibility=row.visibility,
-                payload=row.payload,
-                created=row.created,
-            )
-            scope = scopes[row.event]
+            event, scope, audience = row.event, scopes[row.event], audiences[row.event]
             assert scope is not None
-            for subscription in subscriptions:
-                if (row.id, subscription.id) in existing:
+            outbox = _outbox_of(row) if can_receive is not None else None
+            for subscription, sid, owner_id, resource in plain:
+                if (row.id, sid) in existing or owner_id in suspended:
                     continue
-                if subscription.owner_id in suspended:
+                if resource is not None and resource != row.resource:
                     continue
-                if not _matches(subscription, outbox, scope, audiences[row.event], held):
+                fit = fits.get((sid, event))
+                if fit is None:
+                    fit = fits[sid, event] = _fits(subscription, event, scope, held)
+                if not fit or not audience_allows(audience, subscription, row):
                     continue
-                if can_receive is not None and not can_receive(subscription, outbox):
+                if outbox is not None and not _veto_passes(can_receive, subscription, outbox):
                     continue
                 new.append(
                     {
@@ -238,12 +248,31 @@ def fan_out_batch(
     chosen: set[int] = set()
     if new:
         if claim_first:
-            claimed = [n for n in new if n["subscription_id"] not in waiting][:claim_first]
+            per: Counter[int] = Counter()
+            claimed: list[dict[str, Any]] = []
+            for entry in new:
+                sid = entry["subscription_id"]
+                if len(claimed) >= claim_first:
+                    break
+                if sid in waiting or per[sid] >= (claim_per_subscription or claim_first):
+                    continue
+                per[sid] += 1
+                claimed.append(entry)
             chosen = {id(n) for n in claimed}
             for entry in claimed:
                 entry["claimed_until"] = claimed_until
-        result = conn.execute(insert(d).returning(d.c.id, sort_by_parameter_order=True), new)
-        created = [int(i) for i in result.scalars()]
+        # A plain executemany (pipelined, one prepared statement), then the new ids read
+        # back by message id: cheaper than a multi-row INSERT .. RETURNING of them all.
+        conn.execute(insert(d), new)
+        made = {
+            message_id: delivery_id
+            for message_id, delivery_id in conn.execute(
+                select(d.c.message_id, d.c.id).where(
+                    d.c.outbox_id.in_(sorted({n["outbox_id"] for n in new}))
+                )
+            )
+        }
+        created = [int(made[n["message_id"]]) for n in new]
         if claimed_ids is not None:
             claimed_ids.extend(i for i, n in zip(created, new, strict=True) if id(n) in chosen)
     conn.execute(update(o).where(o.c.id.in_(ids)).values(fanned_out_at=moment, claimed_until=None))
@@ -280,19 +309,12 @@ def _suspended(session: Session, subscriptions: Sequence[Subscription]) -> froze
     return frozenset(found)
 
 
-def _matches(
-    subscription: Subscription,
-    outbox: OutboxRow,
-    scope: str,
-    audience: Audience,
-    held: dict[int, frozenset[Scope] | None],
+def _fits(
+    subscription: Subscription, event: str, scope: str, held: dict[int, frozenset[Scope] | None]
 ) -> bool:
-    """:func:`matches`, parsing each subscription's scopes once per batch."""
-    if not subscription.enabled or outbox.event not in subscription.events.split():
-        return False
-    if not audience_allows(audience, subscription, outbox):
-        return False
-    if subscription.resource is not None and subscription.resource != outbox.resource:
+    """Whether *subscription* is enabled, lists *event* and held *scope* (:func:`matches`
+    without the audience and resource checks), parsing its scopes once per batch."""
+    if not subscription.enabled or event not in subscription.events.split():
         return False
     if subscription.id not in held:
         try:
@@ -301,6 +323,25 @@ def _matches(
             held[subscription.id] = None
     scopes = held[subscription.id]
     return scopes is not None and satisfies(scopes, parse_scope(scope))
+
+
+def _veto_passes(
+    can_receive: CanReceive | None, subscription: Subscription, outbox: OutboxRow
+) -> bool:
+    return can_receive is None or can_receive(subscription, outbox)
+
+
+def _outbox_of(row: Any) -> OutboxRow:
+    """A transient :class:`OutboxRow` of a row read by :func:`fan_out_batch`."""
+    return OutboxRow(
+        id=row.id,
+        event=row.event,
+        resource=row.resource,
+        owner_id=row.owner_id,
+        visibility=row.visibility,
+        payload=row.payload,
+        created=row.created,
+    )
 
 
 _outbox_table = cast(Table, OutboxRow.__table__)
