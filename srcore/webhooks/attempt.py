@@ -100,10 +100,15 @@ def sender_for(
 
 
 def load_jobs(
-    session: Session, delivery_ids: Sequence[int], *, raise_errors: bool = False
+    session: Session,
+    delivery_ids: Sequence[int],
+    *,
+    raise_errors: bool = False,
+    commit: bool = True,
 ) -> tuple[list[Job], dict[int, DeliveryResult]]:
     """The jobs of the pending deliveries among *delivery_ids*, read in one statement, and
-    a result for each id that has nothing to send. Commits.
+    a result for each id that has nothing to send. Commits, unless not *commit*: nothing
+    is held open while the requests are in flight.
 
     Deliveries of a disabled subscription are cancelled. A delivery whose request cannot
     even be built (a malformed secret) is logged and left to its lease, or re-raised with
@@ -194,7 +199,8 @@ def load_jobs(
             .where(d.c.id.in_(cancelled), d.c.status == DeliveryStatus.pending.value)
             .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
         )
-    session.commit()  # nothing is held open while the requests are in flight
+    if commit:
+        session.commit()
     return jobs, results
 
 

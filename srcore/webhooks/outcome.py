@@ -21,6 +21,7 @@ from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from srcore.webhooks.attempt import DeliveryResult, Job
+from srcore.webhooks.claims import lazy_commit
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.schedule import next_attempt_at
 from srcore.webhooks.settings import WebhookSettings, format_delay
@@ -89,6 +90,7 @@ def record(
         attempts.append(_attempt_row(job, config))
         if state.reason is not None and job.subscription_id not in disabled:
             disabled[job.subscription_id] = (state.reason, job.now)
+    lazy_commit(session)
     conn = session.connection()
     if unsent:
         conn.execute(update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))

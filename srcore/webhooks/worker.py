@@ -55,6 +55,10 @@ log = logging.getLogger("srcore.webhooks.worker")
 
 #: A claimed row comes back to the pool if its worker has not finished with it by then.
 DEFAULT_LEASE = timedelta(minutes=5)
+#: Deliveries one lane (one subscription's) gets in one claim.
+LANE = 128
+#: A worker holds at most this many batches of deliveries claimed and not yet recorded.
+HOLD_BATCHES = 8
 #: How often the delivery log is pruned.
 PRUNE_EVERY = timedelta(hours=1)
 
@@ -104,7 +108,10 @@ class Worker:
 
     *http* is the :class:`~srcore.webhooks.sender.Sender` with the address policy inside
     (built from the config when not given), *trusted_http* the one without it, for the
-    operator's own first-party subscriptions. *batch* bounds the deliveries claimed and not
+    operator's own first-party subscriptions. *batch* bounds the outbox rows and the
+    deliveries claimed in one step; a subscription's lane gets at most *lane* of them, and
+    at most ``HOLD_BATCHES * batch`` deliveries are held (claimed and not yet recorded), so
+    receivers that are slow hold up a bounded share of the work and nobody else's.
     yet recorded. Every database call happens on the thread that calls :meth:`run_once`
     (SQLite wants one writer); the pool's threads only send.
     """
@@ -121,6 +128,7 @@ class Worker:
         policy: AddressPolicy | None = None,
         lease: timedelta = DEFAULT_LEASE,
         batch: int | None = None,
+        lane: int = LANE,
         poll_interval: float | None = None,
     ) -> None:
         self.app = app
@@ -138,7 +146,9 @@ class Worker:
         self.clock = clock
         self.rng = rng or random.Random()
         self.lease = lease
-        self.batch = batch if batch is not None else max(8 * self.settings.concurrency, 64)
+        self.batch = batch if batch is not None else max(16 * self.settings.concurrency, 256)
+        self.lane = max(lane, 1)
+        self.hold = HOLD_BATCHES * self.batch
         self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
         dispatcher = self.state.webhook_dispatcher
         #: Set when there is something to do: a lane ended, a commit emitted, a stop.
@@ -179,50 +189,66 @@ class Worker:
     # -- one step ----------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One step: record ended requests, fan out, claim and start. Returns rows handled."""
+        """One step: record ended requests, claim, fan out and start. Returns rows handled.
+
+        The records, then the claims of outbox rows and due deliveries with the reading
+        of what to send, each in one transaction; the claimed deliveries start sending
+        once it is committed, while the claimed outbox rows are fanned out.
+        """
         with self.state.db.session() as session:
             self.prepare(session)
             handled = self._record_ended(session)
             if not self._stopping.is_set():
-                handled += self._fan_out(session)
-                handled += self._claim_due(session)
+                now = self.clock()
+                outbox_ids = claim_outbox(
+                    session, now=now, lease=self.lease, limit=self.batch, commit=False
+                )
+                room = min(self.hold - self._held, self.batch)
+                due: list[int] = []
+                if room > 0:
+                    due = claim_deliveries(
+                        session,
+                        now=now,
+                        lease=self.lease,
+                        limit=room,
+                        exclude=self._busy,
+                        per_subscription=self.lane,
+                        commit=False,
+                    )
+                lanes = self._lanes(session, due)
+                session.commit()
+                self._start(lanes)
+                handled += len(due)
+                if outbox_ids:
+                    self._fan_out(session, outbox_ids)
+                    handled += len(outbox_ids)
             self._maybe_prune(session)
         return handled
 
-    def _fan_out(self, session: Session) -> int:
+    def _fan_out(self, session: Session, outbox_ids: list[int]) -> None:
         now = self.clock()
-        ids = claim_outbox(session, now=now, lease=self.lease, limit=self.batch)
-        if not ids:
-            return 0
         claimed: list[int] = []
         fan_out_batch(
             session,
-            ids,
+            outbox_ids,
             manifest=self.state.manifest,
             now=now,
-            claim_first=max(self.batch - self._held, 0),
+            claim_first=min(max(self.hold - self._held, 0), self.batch),
+            claim_per_subscription=self.lane,
             claimed_until=now + self.lease,
             claimed_ids=claimed,
             busy=self._busy,
         )
-        self._start(session, claimed)
-        return len(ids)
+        lanes = self._lanes(session, claimed)  # after the fan-out's (durable) commit
+        session.commit()
+        self._start(lanes)
 
-    def _claim_due(self, session: Session) -> int:
-        room = self.batch - self._held
-        if room <= 0:
-            return 0
-        ids = claim_deliveries(
-            session, now=self.clock(), lease=self.lease, limit=room, exclude=self._busy
-        )
-        self._start(session, ids)
-        return len(ids)
-
-    def _start(self, session: Session, delivery_ids: list[int]) -> None:
+    def _lanes(self, session: Session, delivery_ids: list[int]) -> list[_Lane]:
+        """What to send of *delivery_ids*, read in the caller's transaction, in lanes."""
         if not delivery_ids:
-            return
+            return []
         must_end = time.monotonic() + self.lease.total_seconds() - 1.0
-        jobs, _nothing_to_send = load_jobs(session, delivery_ids)
+        jobs, _nothing_to_send = load_jobs(session, delivery_ids, commit=False)
         lanes: dict[int, _Lane] = {}
         for job in sorted(jobs, key=lambda j: (j.outbox_id, j.delivery_id)):
             lane = lanes.get(job.subscription_id)
@@ -230,7 +256,11 @@ class Worker:
                 lane = _Lane(job.subscription_id, _receiver(job.url), [], must_end)
                 lanes[job.subscription_id] = lane
             lane.jobs.append(job)
-        for lane in lanes.values():
+        return list(lanes.values())
+
+    def _start(self, lanes: list[_Lane]) -> None:
+        """Queue *lanes* (claimed and committed) and start those their receivers allow."""
+        for lane in lanes:
             self._busy.add(lane.subscription_id)
             self._held += len(lane.jobs)
             self._queued.setdefault(lane.receiver, deque()).append(lane)
