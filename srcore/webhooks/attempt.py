@@ -116,31 +116,35 @@ def load_jobs(
     """
     d, s, o = _delivery_table, _subscription_table, _outbox_table
     wanted = list(dict.fromkeys(int(i) for i in delivery_ids))
-    rows = session.execute(
-        select(
-            d.c.id,
-            d.c.status,
-            d.c.message_id,
-            d.c.attempts,
-            d.c.next_attempt_at,
-            d.c.manual_status,
-            d.c.resume_at,
-            d.c.subscription_id,
-            s.c.url,
-            s.c.trusted,
-            s.c.secret,
-            s.c.previous_secret,
-            s.c.previous_secret_expires,
-            s.c.enabled,
-            s.c.failing_since,
-            o.c.id.label("outbox_id"),
-            o.c.event,
-            o.c.created,
-            o.c.payload,
+    rows = (
+        session.connection()
+        .execute(
+            select(
+                d.c.id,
+                d.c.status,
+                d.c.message_id,
+                d.c.attempts,
+                d.c.next_attempt_at,
+                d.c.manual_status,
+                d.c.resume_at,
+                d.c.subscription_id,
+                s.c.url,
+                s.c.trusted,
+                s.c.secret,
+                s.c.previous_secret,
+                s.c.previous_secret_expires,
+                s.c.enabled,
+                s.c.failing_since,
+                o.c.id.label("outbox_id"),
+                o.c.event,
+                o.c.created,
+                o.c.payload,
+            )
+            .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
+            .where(d.c.id.in_(wanted))
         )
-        .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
-        .where(d.c.id.in_(wanted))
-    ).all()
+        .all()
+    )
     found = {row.id: row for row in rows}
     results: dict[int, DeliveryResult] = {}
     cancelled: list[int] = []

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Subquery, Table, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, Subquery, Table, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow
@@ -34,7 +34,7 @@ def lazy_commit(session: Session) -> None:
     if transaction is not None and session.info.get(_LAZY) is transaction:
         return  # set already in this transaction
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         session.info[_LAZY] = session.get_transaction()
 
 
@@ -55,12 +55,16 @@ def _claim(
     workers never hold one row on SQLite either.
     """
     lazy_commit(session)
-    ids = session.execute(
-        update(table)
-        .where(table.c.id.in_(chosen.scalar_subquery()), _free(table, now))
-        .values(claimed_until=until)
-        .returning(table.c.id)
-    ).scalars()
+    ids = (
+        session.connection()
+        .execute(
+            update(table)
+            .where(table.c.id.in_(chosen.scalar_subquery()), _free(table, now))
+            .values(claimed_until=until)
+            .returning(table.c.id)
+        )
+        .scalars()
+    )
     found = sorted(int(i) for i in ids)
     if commit:
         session.commit()

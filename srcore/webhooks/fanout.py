@@ -286,15 +286,19 @@ def _waiting(session: Session, subscriptions: Sequence[Subscription]) -> frozens
     if not ids:
         return frozenset()
     d = _delivery_table
-    found = session.execute(
-        select(d.c.subscription_id)
-        .where(
-            d.c.subscription_id.in_(ids),
-            d.c.status == DeliveryStatus.pending.value,
-            d.c.attempts == 0,
+    found = (
+        session.connection()
+        .execute(
+            select(d.c.subscription_id)
+            .where(
+                d.c.subscription_id.in_(ids),
+                d.c.status == DeliveryStatus.pending.value,
+                d.c.attempts == 0,
+            )
+            .distinct()
         )
-        .distinct()
-    ).scalars()
+        .scalars()
+    )
     return frozenset(int(i) for i in found)
 
 
