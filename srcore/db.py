@@ -8,7 +8,9 @@ Flask app context, opened on first use and closed on teardown.
 A GET, HEAD or OPTIONS request may not write (:class:`SafeMethodWrite`), so on PostgreSQL
 its session runs each query in autocommit: the query is the request's only round trip,
 where a transaction would add a ``BEGIN`` and a ``ROLLBACK`` (three round trips for a
-one-query read). Each query then sees its own snapshot, as if run alone. Requests that
+one-query read). Each query then sees its own snapshot, as if run alone; a read that
+needs one snapshot across queries (or a server-side cursor) runs them in
+``Database.transaction()``. Requests that
 write, and the GETs marked with :func:`writes_on_safe_method`, keep one transaction that
 commits or rolls back as a whole. SQLite's driver begins no transaction for a SELECT, so
 reads there were a single statement already.
