@@ -10,10 +10,10 @@ its session runs each query in autocommit: the query is the request's only round
 where a transaction would add a ``BEGIN`` and a ``ROLLBACK`` (three round trips for a
 one-query read). Each query then sees its own snapshot, as if run alone; a read that
 needs one snapshot across queries (or a server-side cursor) runs them in
-``Database.transaction()``. Requests that
-write, and the GETs marked with :func:`writes_on_safe_method`, keep one transaction that
-commits or rolls back as a whole. SQLite's driver begins no transaction for a SELECT, so
-reads there were a single statement already.
+``Database.transaction()``. Requests that write, and the GETs marked with
+:func:`writes_on_safe_method`, keep one transaction that commits or rolls back as a
+whole. SQLite's driver begins no transaction for a SELECT, so reads there were a single
+statement already.
 """
 
 from __future__ import annotations
