@@ -12,6 +12,9 @@ import pytest
 from srcore import testdb
 from srcore.db import Database
 
+# srcore's fixtures (app, client, db, user, ...) are opt-in: this suite asks for them.
+pytest_plugins = ["srcore.testing"]
+
 
 @functools.cache
 def _postgres_reachable() -> bool:

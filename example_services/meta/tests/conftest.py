@@ -21,6 +21,9 @@ from meta_constants import FAST_HASHER, PASSWORD
 
 from srcore.testing import free_port
 
+# srcore's fixtures (app, client, db, user, ...) are opt-in: this suite asks for them.
+pytest_plugins = ["srcore.testing"]
+
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _LINK = re.compile(r"https?://\S+")
 

@@ -2,7 +2,7 @@
 
 srcore's pytest plugin provides ``app``, ``client``, ``db``, ``user`` (alice),
 ``user_client`` and ``make_token``, and runs every database test on SQLite and on
-PostgreSQL; this file only names the package under test.
+PostgreSQL; this file asks for the plugin and names the package under test.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import re
 from typing import Any
 
 import pytest
+
+# srcore's fixtures (app, client, db, user, ...) are opt-in: this suite asks for them.
+pytest_plugins = ["srcore.testing"]
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 

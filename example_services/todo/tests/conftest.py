@@ -16,6 +16,9 @@ from todo.models import Comment, Ticket, Tracker, User, Visibility
 
 from srcore.testing import create_user, log_in_client
 
+# srcore's fixtures (app, client, db, user, ...) are opt-in: this suite asks for them.
+pytest_plugins = ["srcore.testing"]
+
 ALL_SCOPES = "todo/trackers:RW todo/tickets:RW"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 

@@ -1,0 +1,76 @@
+"""srcore's pytest plugin is opt-in: installing srcore adds no fixture to anyone's tests.
+
+Fixtures named ``app``, ``client``, ``db`` and ``user`` are common names; a plugin loaded
+through an entry point would put them into every pytest run of any environment srcore is
+installed in. A suite asks for them with ``pytest_plugins = ["srcore.testing"]``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OPT_IN = 'pytest_plugins = ["srcore.testing"]'
+
+
+def _pytest(directory: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "SRCORE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(directory)],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_srcore_registers_no_pytest_entry_point() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "pytest11" not in pyproject["project"].get("entry-points", {})
+    installed = [
+        ep for ep in metadata.entry_points(group="pytest11") if ep.value == "srcore.testing"
+    ]
+    assert installed == []
+
+
+def test_a_suite_without_the_opt_in_sees_no_srcore_fixture(tmp_path: Path) -> None:
+    (tmp_path / "test_alone.py").write_text("def test_uses_app(app):\n    pass\n")
+    result = _pytest(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "fixture 'app' not found" in result.stdout
+
+
+def test_a_conftest_that_opts_in_gets_the_fixtures(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(OPT_IN + "\n")
+    (tmp_path / "test_opted.py").write_text(
+        "def test_fixtures(request):\n"
+        "    key = request.getfixturevalue('srcore_signing_key')\n"
+        "    assert key.kid == 'srcore-test'\n"
+        "def test_markers(pytestconfig):\n"
+        "    assert any(m.startswith('browser:') for m in pytestconfig.getini('markers'))\n"
+    )
+    result = _pytest(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "conftest",
+    [
+        "tests/conftest.py",
+        "example_services/todo/tests/conftest.py",
+        "example_services/meta/tests/conftest.py",
+        "example_services/paste/tests/conftest.py",
+        "srcore/scaffold/skeleton/tests/conftest.py.tmpl",
+    ],
+)
+def test_every_suite_and_the_new_service_template_opt_in(conftest: str) -> None:
+    assert OPT_IN in (ROOT / conftest).read_text(encoding="utf-8")
