@@ -291,6 +291,56 @@ def dev_command(
     the output is not a terminal or NO_COLOR is set). A change to the code or the config
     restarts them all. Ctrl-C stops them all.
     """
+    supervisor = Supervisor(
+        sys.stdout,
+        name=DEV_LABEL,
+        colour=False if os.environ.get("NO_COLOR") else None,  # no-color.org: set, not empty
+        stop_timeout=stop_timeout,
+    )
+    # From the start: a Ctrl-C while the config loads is a stop like any other.
+    with supervisor.handling_signals():
+        plan, chosen, env, installed, path = _prepare(ctx, supervisor, services, no_workers)
+        status = 0
+        try:
+            supervisor.check()
+            if not no_migrate and not _migrate(
+                supervisor, chosen, srcore=srcore_argv(), config_path=path, env=env
+            ):
+                status = 1
+            else:
+                children = [supervisor.start(spec.program(env)) for spec in plan]
+                servers = {s: c for s, c in zip(plan, children, strict=True) if s.is_server}
+                threading.Thread(
+                    target=_watch_health,
+                    args=(supervisor, servers, len(plan) - len(servers), 60.0),
+                    name="dev-health",
+                    daemon=True,
+                ).start()
+                if no_restart:
+                    status = supervisor.watch(until="all")
+                else:
+                    packages = ["srcore", *(installed[s].split(":")[0] for s in chosen)]
+                    paths = code_paths(packages, path)
+                    supervisor.say(
+                        f"watching {', '.join(str(p) for p in paths)}: a change restarts "
+                        "every process (one that exited too)"
+                    )
+                    restart_on_changes(supervisor, children, paths)
+                    status = supervisor.watch(until="stop")
+        except Stopped:
+            status = 0
+        finally:
+            supervisor.stop()
+    if status:
+        raise ctx.exit(status)
+
+
+def _prepare(
+    ctx: click.Context, supervisor: Supervisor, services: Sequence[str], no_workers: bool
+) -> tuple[list[ChildSpec], list[str], dict[str, str], dict[str, str], Path]:
+    """Read the config, refuse clearly (a usage error, or status 1 for a bad config or a
+    taken port); the plan, the services chosen, the children's environment, the installed
+    services' packages and the config's path."""
     from srcore.config import ConfigError, find_config_path, load_config
 
     config_option = ctx.find_root().params.get("config")
@@ -338,15 +388,8 @@ def dev_command(
         )
         raise ctx.exit(1)
 
-    srcore = srcore_argv()
-    plan = build_plan(origins, config_path=path, srcore=srcore, workers=not no_workers)
-    supervisor = Supervisor(
-        sys.stdout,
-        name=DEV_LABEL,
-        names=[spec.label for spec in plan],
-        colour=False if os.environ.get("NO_COLOR") else None,  # no-color.org: set, not empty
-        stop_timeout=stop_timeout,
-    )
+    plan = build_plan(origins, config_path=path, srcore=srcore_argv(), workers=not no_workers)
+    supervisor.align(spec.label for spec in plan)
     for warning in cfg.warnings:
         supervisor.say(f"warning: {warning}")
     if cfg.global_["environment"] == "production":
@@ -354,40 +397,7 @@ def dev_command(
     env = dict(os.environ, SRCORE_CONFIG=str(path), PYTHONUNBUFFERED="1")
     for name in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD"):
         env.pop(name, None)
-
-    status = 0
-    with supervisor.handling_signals():
-        try:
-            if not no_migrate and not _migrate(
-                supervisor, chosen, srcore=srcore, config_path=path, env=env
-            ):
-                status = 1
-            else:
-                children = [supervisor.start(spec.program(env)) for spec in plan]
-                servers = {s: c for s, c in zip(plan, children, strict=True) if s.is_server}
-                threading.Thread(
-                    target=_watch_health,
-                    args=(supervisor, servers, len(plan) - len(servers), 60.0),
-                    name="dev-health",
-                    daemon=True,
-                ).start()
-                if no_restart:
-                    status = supervisor.watch(until="all")
-                else:
-                    packages = ["srcore", *(installed[s].split(":")[0] for s in chosen)]
-                    paths = code_paths(packages, path)
-                    supervisor.say(
-                        f"watching {', '.join(str(p) for p in paths)}: a change restarts "
-                        "every process (one that exited too)"
-                    )
-                    restart_on_changes(supervisor, children, paths)
-                    status = supervisor.watch(until="stop")
-        except Stopped:
-            status = 0
-        finally:
-            supervisor.stop()
-    if status:
-        raise ctx.exit(status)
+    return plan, chosen, env, installed, path
 
 
 def _main() -> None:  # pragma: no cover - `python -m srcore.dev` when there is no script

@@ -145,6 +145,11 @@ class Supervisor:
 
     # -- the log -----------------------------------------------------------------------
 
+    def align(self, names: Iterable[str]) -> None:
+        """Make room for *names* in the log's name column now, before they print."""
+        with self._print_lock:
+            self.printer.width = max([self.printer.width, *(len(name) for name in names)])
+
     def say(self, text: str) -> None:
         """One line of the supervisor's own."""
         self._write(self.name, text, None)

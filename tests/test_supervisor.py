@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,26 +194,56 @@ class _Reader:
         self._stream.close()
 
 
+def _demo_command(tmp_path: Path, first: int) -> tuple[list[str], str, str]:
+    """``scripts/demo.py`` on three ports from *first*: argv, its first line, its label."""
+    argv = [sys.executable, str(DEMO), "--var", str(tmp_path), "--first-port", str(first)]
+    return argv, r"^demo \[1/5\]", "demo"
+
+
+def _dev_command(tmp_path: Path, first: int) -> tuple[list[str], str, str]:
+    """``srcore dev`` for meta and todo (SQLite) on *first* and the next port."""
+    import secrets
+
+    config = tmp_path / "config.ini"
+    if not config.exists():
+        text = "[global]\nsite-name = supervisor test\nenvironment = development\n\n"
+        for offset, service in enumerate(("meta", "todo")):
+            text += (
+                f"[{service}]\norigin = http://127.0.0.1:{first + offset}\n"
+                f"database-url = sqlite:///{tmp_path / (service + '.db')}\n"
+                f"secret-key = {secrets.token_urlsafe(48)}\n"
+            )
+            if service != "meta":
+                text += f"oauth-client-id = {service}\n"
+                text += f"oauth-client-secret = {secrets.token_urlsafe(48)}\n"
+            text += "\n"
+        config.write_text(text, encoding="utf-8")
+    argv = [str(Path(sys.executable).parent / "srcore"), "--config", str(config), "dev"]
+    return argv, r"^\S+ dev +\| ", "dev"
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 @pytest.mark.slow
-def test_ctrl_c_at_ten_random_moments_of_the_demos_start_up_leaves_nothing(
-    tmp_path: Path,
+@pytest.mark.parametrize("command", [_demo_command, _dev_command], ids=["demo", "dev"])
+def test_ctrl_c_at_ten_random_moments_of_a_start_up_leaves_nothing(
+    tmp_path: Path, command: Any
 ) -> None:
-    """Ten runs; each is interrupted at a random moment after the demo's first line (its
-    signal handling is in place by then), within the few seconds its start-up takes: the
-    config, the migrations, the servers starting, the health checks. The first run writes
-    the config and migrates; the later ones reach the servers sooner."""
+    """Ten runs of the demo (or ``srcore dev``); each is interrupted at a random moment
+    after its first line (its signal handling is in place by then), within the few seconds
+    its start-up takes: the config, the migrations, the servers starting, the health
+    checks. The first run writes the config and migrates; the later ones get further."""
     first = _port_block()
     ports = [first, first + 1, first + 2]
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     for run in range(10):
         delay = rng.uniform(0, 5)
+        argv, first_line, label = command(tmp_path, first)
         marker = uuid.uuid4().hex
         env = {k: v for k, v in os.environ.items() if k not in ("SRCORE_CONFIG", "NO_COLOR")}
         env[MARKER] = marker
         process = subprocess.Popen(
-            [sys.executable, str(DEMO), "--var", str(tmp_path), "--first-port", str(first)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -224,7 +255,7 @@ def test_ctrl_c_at_ten_random_moments_of_the_demos_start_up_leaves_nothing(
         output = _Reader(process.stdout)
         what = f"run {run + 1}/10, SIGINT {delay:.2f} s after the first line (seed {seed})"
         try:
-            output.wait_for(r"^demo \[1/5\]", timeout=60)
+            output.wait_for(first_line, timeout=60)
             time.sleep(delay)
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
@@ -234,10 +265,10 @@ def test_ctrl_c_at_ten_random_moments_of_the_demos_start_up_leaves_nothing(
                 process.wait()
             output.close()
         assert process.returncode == 0, f"{what}:\n{output.text[-4000:]}"
-        assert re.search(r"^\S+ demo +\| stopping \(SIGINT\)", output.text, re.M), (
+        assert re.search(rf"^\S+ {label} +\| stopping \(SIGINT\)", output.text, re.M), (
             f"{what}:\n{output.text[-4000:]}"
         )
-        assert re.search(r"^\S+ demo +\| stopped \d+ process\(es\)", output.text, re.M), what
+        assert re.search(rf"^\S+ {label} +\| stopped \d+ process\(es\)", output.text, re.M), what
         assert _marked(marker) == [], f"{what}: processes left"
         assert all(_refused(port) for port in ports), f"{what}: a port still answers"
 
