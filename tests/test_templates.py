@@ -531,3 +531,17 @@ def test_empty_state_macro_draws_one_kind_of_empty_list(render: Callable[..., st
     assert not page.find("h3")  # an empty list adds no heading to the page's outline
     assert page.one("a", class_="btn btn-primary")["href"] == "/create"
     assert "No trackers yet A tracker collects tickets. Create one Nothing here" in page.all_text
+
+
+def test_every_example_service_draws_empty_lists_with_the_shared_macro() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    templates = sorted(root.glob("example_services/*/*/templates/**/*.html"))
+    assert len(templates) > 10
+    hand_made = [
+        str(path.relative_to(root))
+        for path in templates
+        if 'class="empty-state' in path.read_text(encoding="utf-8")
+    ]
+    assert hand_made == [], "use macros/empty.html"
