@@ -63,9 +63,9 @@ for _path in (str(ROOT / "bench"), str(SAMPLE)):
 
 #: The retry schedule of these runs: seconds where production waits minutes and hours.
 FAST_SCHEDULE = (0.0, 0.2, 0.4, 0.8, 1.0, 1.5, 2.0, 2.0, 3.0, 3.0)
-#: Leases and sweep interval of these runs (seconds).
+#: Leases of these runs, and the interval of beat's drain under Celery (seconds).
 FAST_LEASE = 5.0
-FAST_SWEEP = 1.0
+FAST_TICK = 1.0
 
 
 # -- processes we start ---------------------------------------------------------------------
@@ -596,7 +596,7 @@ def _celery_app() -> Any:
     app = build_app(Path(os.environ["SRCORE_CONFIG"]))
     if os.environ.get("RELIABILITY_FAST", "1") != "1":
         return make_celery(app)
-    return make_celery(app, worker=lambda: fast_worker(app), tick=timedelta(seconds=FAST_SWEEP))
+    return make_celery(app, worker=lambda: fast_worker(app), tick=timedelta(seconds=FAST_TICK))
 
 
 def fast_worker(app: Any) -> Any:
@@ -706,7 +706,7 @@ def run_scenario(
             broker = redis_server.url
         config = write_config(tmp / "config.ini", database_url=url, broker=broker)
         app = build_app(config)
-        if quiet:  # expected: nudges fail while Redis is down (the sweep makes up for them)
+        if quiet:  # expected: wake-ups fail while Redis is down (beat's next drain makes up)
             srcore_log = logging.getLogger("srcore")
             # Restored afterwards: the suite runs this in its own process, and a level left
             # at CRITICAL would hide later tests' log records.

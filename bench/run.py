@@ -16,8 +16,9 @@
    meta while it serves them.
 4. (``revocation``, bench/revocation.py) the time from a revoke at meta to the first 401
    at todo, meta and todo under gunicorn: with meta's push, and with pushes dropped.
-5. (``webhooks``, bench/webhooks.py) emit cost with 1 vs 1,000 subscriptions, and
-   deliveries per second of one local-worker or Celery worker process.
+5. (``webhooks``, bench/webhooks.py) emit cost with 1 vs 1,000 subscriptions,
+   deliveries per second of one worker process (local or Celery) to a fast receiver,
+   and the latency of a healthy receiver's events while another receiver trickles.
 
 Both sides of each ratio are measured interleaved in the same run, so machine noise hits
 both alike. Nothing here asserts on time; it prints.

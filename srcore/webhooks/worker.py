@@ -2,14 +2,16 @@
 
 The database is the queue. Each step of :meth:`Worker.run_once`:
 
-1. records the deliveries whose requests ended since the last step, in one transaction;
-2. claims outbox rows not yet fanned out and fans them out, inserting their deliveries
-   already claimed as far as there is room;
-3. claims due deliveries as far as there is room, except those of subscriptions it is
-   still sending to;
-4. starts what it claimed on its threads: one *lane* per subscription (its deliveries
+1. records the deliveries whose requests ended since the last step (each as soon as its
+   request ended, not when its lane did), in one transaction;
+2. claims outbox rows not yet fanned out, and due deliveries as far as there is room
+   (at most ``lane`` of one subscription's, none of a subscription it is still sending
+   to), and reads what to send, in one transaction;
+3. starts what it claimed on its threads: one *lane* per subscription (its deliveries
    one after the other, in event order), at most ``per_host`` lanes to one receiver at
-   once, so a slow or dead receiver holds up its own deliveries and nobody else's.
+   once, so a slow or dead receiver holds up its own deliveries and nobody else's;
+4. fans out the claimed outbox rows, inserting their deliveries already claimed as far
+   as there is room, and starts those too.
 
 Claims are leases (:mod:`.claims`): a worker that dies loses nothing, and any number of
 workers on any number of machines share the work.
