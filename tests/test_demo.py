@@ -74,12 +74,22 @@ class Output:
     def text(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, pattern: str, *, timeout: float) -> re.Match[str]:
+    def wait_for(
+        self, pattern: str, *, timeout: float, process: subprocess.Popen[str] | None = None
+    ) -> re.Match[str]:
+        """The first match of *pattern*; fails after *timeout*, or once *process* ended."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            ended = process is not None and process.poll() is not None
             found = re.search(pattern, self.text, re.MULTILINE)
             if found:
                 return found
+            if ended:
+                self._thread.join(timeout=5)
+                found = re.search(pattern, self.text, re.MULTILINE)
+                if found:
+                    return found
+                raise AssertionError(f"exited with {process.returncode}:\n{self.text[-5000:]}")
             time.sleep(0.05)
         raise AssertionError(f"{pattern!r} not printed within {timeout} s:\n{self.text[-5000:]}")
 
@@ -119,7 +129,7 @@ def running_demo(var: Path) -> Iterator[Demo]:
     )
     output = Output(process)
     try:
-        output.wait_for(r"Ctrl-C stops everything", timeout=180)
+        output.wait_for(r"Ctrl-C stops everything", timeout=180, process=process)
         urls = dict(re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+)/$", output.text, re.M))
         yield Demo(process, output, first, urls)
     finally:
