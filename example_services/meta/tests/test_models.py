@@ -72,3 +72,29 @@ def test_username_rules() -> None:
     assert logic.check_username("wiki", reserved={"wiki"}) is not None
     assert logic.check_username("é" + "a") is not None
     assert logic.check_username("Ab") is not None
+
+
+def test_the_security_migration_goes_down_and_up_again(srcore_backend: str, tmp_path: Path) -> None:
+    """0004_security (two-factor, audit log, the sessions' amr) downgrades cleanly on both
+    databases, and upgrades again to a schema that matches the models."""
+    from srcore.testdb import create_test_database, drop_test_database
+
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    if srcore_backend == "postgresql":
+        url = create_test_database()
+    target = migrate.MigrationTarget(
+        service_id="meta",
+        database_url=url,
+        metadata=Base.metadata,
+        versions_dir=Path(meta.__file__).parent / "migrations" / "versions",
+    )
+    try:
+        migrate.upgrade_all(target)
+        migrate.downgrade(target, "0003_sessions")
+        assert migrate.current(target)["meta"] == "0003_sessions"
+        migrate.upgrade_all(target)
+        assert migrate.current(target)["meta"] == migrate.heads(target)["meta"]
+        assert migrate.pending_changes(target) == []
+    finally:
+        if srcore_backend == "postgresql":
+            drop_test_database(url)
