@@ -113,8 +113,10 @@ def _audit_subscribers(config: Config) -> list[str]:
     except KeyError:
         return []
     if isinstance(value, str):
-        return value.split()
-    return [str(item) for item in value or ()]
+        return value.replace(",", " ").split()
+    if isinstance(value, list | tuple):
+        return [str(item) for item in value]
+    return []
 
 
 def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: datetime) -> None:
