@@ -36,6 +36,9 @@ class Operation:
     query: tuple[Reader, ...] = ()
     body: tuple[Reader, ...] = ()
     errors: Mapping[int, str] = field(default_factory=dict)
+    #: A bearer token is needed, but which scopes are enough depends on the input, so
+    #: the view checks them itself instead of naming one with :func:`srcore.auth.oauth`.
+    token: bool = False
 
 
 def _readers(value: Reader | Sequence[Reader] | None) -> tuple[Reader, ...]:
@@ -51,13 +54,15 @@ def operation(
     query: Reader | Sequence[Reader] | None = None,
     body: Reader | Sequence[Reader] | None = None,
     errors: Mapping[int, str] | None = None,
+    token: bool = False,
 ) -> Callable[[F], F]:
-    """Declare the readers of a view's query string and body, and its own error answers.
+    """Declare the readers of a view's query string and body, its own error answers, and
+    (*token*) that it needs a bearer token whose scopes it checks itself.
 
     The view itself is returned unchanged; the declaration is kept on it (and copied by
     ``functools.wraps`` onto any decorator's wrapper around it).
     """
-    declared = Operation(_readers(query), _readers(body), dict(errors or {}))
+    declared = Operation(_readers(query), _readers(body), dict(errors or {}), token)
 
     def decorator(view: F) -> F:
         setattr(view, _ATTRIBUTE, declared)

@@ -168,8 +168,8 @@ def _operation(
     if rule.arguments:
         # srcore refuses an address with control characters before any view (400).
         errors.update((400, 404))
-    if scope is not None:
-        operation["security"] = [{SECURITY_SCHEME: [scope]}]
+    if scope is not None or declared.token:
+        operation["security"] = [{SECURITY_SCHEME: [scope] if scope is not None else []}]
         errors.update((401, 403, 503))
     for code in sorted(errors):
         if code in declared.errors:
