@@ -49,13 +49,6 @@ __all__ = ["api", "attempt_json", "delivery_json", "subscription_json"]
 api = Blueprint("srcore_webhooks_api", __name__, url_prefix="/api/webhooks")
 
 MAX_LIMIT = 50
-#: What the token check before every operation but the catalog's may answer.
-_TOKEN_ERRORS = {
-    401: "No valid access token was sent (see the WWW-Authenticate header).",
-    403: "The token holds no scope of this service, not those of the events, or belongs "
-    "to a suspended account.",
-    503: "The access token cannot be checked right now; try again shortly.",
-}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -189,7 +182,7 @@ def events() -> EventsJSON:
 
 
 @api.get("")
-@operation(query=_read_paging, errors=_TOKEN_ERRORS)
+@operation(query=_read_paging, token=True)
 def api_list() -> CursorList[SubscriptionJSON]:
     """The token's webhooks, oldest first."""
     cursor, limit = _paging()
@@ -199,7 +192,7 @@ def api_list() -> CursorList[SubscriptionJSON]:
 
 
 @api.post("")
-@operation(body=_read_new, errors=_TOKEN_ERRORS)
+@operation(body=_read_new, token=True)
 def api_create() -> Created[SubscriptionJSON] | Response:
     """Subscribe a URL to events; the answer holds the signing secret, shown only here."""
     st = state()
@@ -217,14 +210,14 @@ def api_create() -> Created[SubscriptionJSON] | Response:
 
 
 @api.get(manage.SUBSCRIPTION)
-@operation(errors=_TOKEN_ERRORS)
+@operation(token=True)
 def api_get(subscription_id: int) -> SubscriptionJSON:
     """One of the token's webhooks."""
     return subscription_json(_own(subscription_id))
 
 
 @api.patch(manage.SUBSCRIPTION)
-@operation(body=_read_change, errors=_TOKEN_ERRORS)
+@operation(body=_read_change, token=True)
 def api_update(subscription_id: int) -> SubscriptionJSON | Response:
     """Change a webhook's url, events or enabled (those sent); its resource is fixed."""
     st = state()
@@ -240,7 +233,7 @@ def api_update(subscription_id: int) -> SubscriptionJSON | Response:
 
 
 @api.delete(manage.SUBSCRIPTION)
-@operation(errors=_TOKEN_ERRORS)
+@operation(token=True)
 def api_delete(subscription_id: int) -> NoContent:
     """Delete a webhook and its delivery log."""
     db_session.delete(_subscription(subscription_id))
@@ -249,7 +242,7 @@ def api_delete(subscription_id: int) -> NoContent:
 
 
 @api.post(f"{manage.SUBSCRIPTION}/rotate")
-@operation(body=read_overlap, errors=_TOKEN_ERRORS)
+@operation(body=read_overlap, token=True)
 def api_rotate(subscription_id: int) -> SubscriptionJSON | Response:
     """Give a webhook a new secret (in the answer); the old one keeps signing beside it
     for ``overlap`` seconds (a day unless sent), so receivers can switch over."""
@@ -265,7 +258,7 @@ def api_rotate(subscription_id: int) -> SubscriptionJSON | Response:
 
 
 @api.get(f"{manage.SUBSCRIPTION}/deliveries")
-@operation(query=_read_paging, errors=_TOKEN_ERRORS)
+@operation(query=_read_paging, token=True)
 def api_deliveries(subscription_id: int) -> CursorList[DeliveryJSON]:
     """A webhook's delivery log, newest first, with each delivery's attempts."""
     sub = _subscription(subscription_id, write=False)
@@ -275,7 +268,7 @@ def api_deliveries(subscription_id: int) -> CursorList[DeliveryJSON]:
 
 
 @api.post(f"{manage.SUBSCRIPTION}/deliveries/{manage.DELIVERY}/redeliver")
-@operation(errors={**_TOKEN_ERRORS, 409: "The webhook is disabled."})
+@operation(token=True, errors={409: "The webhook is disabled."})
 def api_redeliver(subscription_id: int, delivery_id: int) -> Accepted[DeliveryJSON] | Response:
     """Send a delivery again, now, with the same ``webhook-id``."""
     sub = _subscription(subscription_id)
@@ -287,11 +280,11 @@ def api_redeliver(subscription_id: int, delivery_id: int) -> Accepted[DeliveryJS
 
 @api.post(f"{manage.SUBSCRIPTION}/ping")
 @operation(
+    token=True,
     errors={
-        **_TOKEN_ERRORS,
         409: "The webhook is disabled.",
         429: "A test event was sent moments ago (see the Retry-After header).",
-    }
+    },
 )
 def api_ping(subscription_id: int) -> Accepted[DeliveryJSON] | Response:
     """Send the webhook (and no other) a ``ping`` test event."""
