@@ -129,6 +129,9 @@ def enable() -> Any:
             "This code is not right: check your device's clock, and type the newest code.",
             field="code",
         )
+    elif code:
+        # The key shown was lost with the session: the page shows a new one.
+        valid.error("The key has changed: scan the new code, then type its code.", "code")
     if not valid.ok or counter is None or not isinstance(secret, str):
         return _setup_page(user, valid, 400)
     codes = totp.add_factor(db, user.id, secret, counter)
@@ -239,6 +242,11 @@ def verify() -> Any:
         flash("Log in again: the wait for your code ran out.", "warning")
         return redirect(url_for("accounts.login"))
     user, target = found
+    if totp.factor_of(db, user.id) is None:
+        # An admin reset the factors since the password was checked: log in again with it.
+        session.pop(PENDING, None)
+        flash("Two-factor sign-in was turned off for your account: log in again.", "warning")
+        return redirect(url_for("accounts.login", next=target))
     if request.method == "GET":
         return render_template("meta/security/verify.html", valid=None)
     protection = meta_state().protection

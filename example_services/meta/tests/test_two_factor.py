@@ -352,3 +352,38 @@ def test_a_password_reset_link_does_not_skip_the_second_factor(
         == "/profile"
     )
     assert amr_of(app, client) == ["pwd", "otp"]
+
+
+def test_a_lost_setup_key_is_said_so(app: Any, accounts: Any, password: str) -> None:
+    from meta.twofactor import SETUP_SECRET
+
+    alice = accounts.make("alice")
+    client = log_in_client(app.test_client(), alice)
+    client.get("/security/two-factor")
+    with client.session_transaction() as cookie:
+        del cookie[SETUP_SECRET]
+    path = "/security/two-factor"
+    lost = post(client, path, {"code": "123456", "current_password": password}, "/profile")
+    assert lost.status_code == 400 and "The key has changed" in lost.get_data(as_text=True)
+
+
+def test_a_reset_between_the_two_steps_sends_back_to_the_password(
+    app: Any, accounts: Any, password: str
+) -> None:
+    from meta import totp
+
+    alice = accounts.make("alice")
+    turn_on(app, alice)
+    client = app.test_client()
+    assert (
+        post(client, "/login", {"login": "alice", "password": password}).headers["Location"]
+        == "/login/verify"
+    )
+    with app.extensions["srcore"].db.transaction() as session:
+        totp.remove_factors(session, alice.id)
+    back = client.get("/login/verify")
+    assert back.status_code == 302 and back.headers["Location"] == "/login"
+    assert "turned off" in client.get("/login").get_data(as_text=True)
+    done = post(client, "/login", {"login": "alice", "password": password})
+    assert done.headers["Location"] == "/profile"
+    assert amr_of(app, client) == ["pwd"]
