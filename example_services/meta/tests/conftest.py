@@ -19,8 +19,6 @@ import pytest
 from argon2 import PasswordHasher
 from meta_constants import FAST_HASHER, PASSWORD
 
-from srcore.testing import free_port
-
 # srcore's fixtures (app, client, db, user, ...) are opt-in: this suite asks for them.
 pytest_plugins = ["srcore.testing"]
 
@@ -77,6 +75,8 @@ class Sink:
 @pytest.fixture(scope="session")
 def _smtp_controller() -> Iterator[Sink]:
     from aiosmtpd.controller import Controller
+
+    from srcore.testing import free_port  # imported once the plugin is registered
 
     sink = Sink("127.0.0.1", free_port())
     controller = Controller(sink, hostname=sink.host, port=sink.port)

@@ -14,8 +14,6 @@ import pytest
 from todo import logic
 from todo.models import Comment, Ticket, Tracker, User, Visibility
 
-from srcore.testing import create_user, log_in_client
-
 # srcore's fixtures (app, client, db, user, ...) are opt-in: this suite asks for them.
 pytest_plugins = ["srcore.testing"]
 
@@ -119,12 +117,16 @@ def csrf() -> Csrf:
 @pytest.fixture
 def bob(app: Any) -> User:
     """A second active user."""
+    from srcore.testing import create_user  # imported once the plugin is registered
+
     user: User = create_user(app, "bob")
     return user
 
 
 @pytest.fixture
 def bob_client(app: Any, bob: User) -> Any:
+    from srcore.testing import log_in_client
+
     return log_in_client(app.test_client(), bob)
 
 
