@@ -13,9 +13,13 @@ start-up ends in the same place: :meth:`Supervisor.stop`, a "stopping" line and 
 
 The lines of all children are merged into one log by honcho's :class:`~honcho.printer.
 Printer` (time, name, colour per process). honcho's ``Manager`` is not used: its loop exits
-130 on Ctrl-C, forks a helper process per child that a start-up Ctrl-C can kill before the
-child's pid is known (the loop then waits for it forever), waits for group leaders only,
-and sends SIGKILL only once some child has exited.
+130 on Ctrl-C; a Ctrl-C before every child's pid has come back from its helper process
+raises ``KeyError`` in its handler and leaves the loop waiting forever; it waits for group
+leaders only, and sends SIGKILL only once some child has exited by itself.
+
+Signal handlers only record the signal; :meth:`Supervisor.take_signals` turns it into a
+stop request outside the handler, because setting a ``threading.Event`` inside a handler
+can deadlock with a wait on the same event that the signal interrupted.
 """
 
 from __future__ import annotations
@@ -136,6 +140,11 @@ class Supervisor:
         self.stop_requested = threading.Event()
         self.force = threading.Event()
         self.reason = ""
+        # What the signal handler records: the names of the signals received, taken over
+        # by take_signals() outside the handler (an Event set in a handler can deadlock
+        # with the same Event's wait it interrupted).
+        self._signals: list[str] = []
+        self._taken = 0
         self._print_lock = threading.Lock()
         self._mid_line = False
         self._closed = False
@@ -260,6 +269,7 @@ class Supervisor:
         child.reader = reader
         deadline: float | None = None
         while process.poll() is None:
+            self.take_signals()
             if self.stop_requested.is_set() and deadline is None:
                 self.say(f"letting {program.name} finish (up to {finish_timeout:.0f} s)")
                 deadline = time.monotonic() + finish_timeout
@@ -283,15 +293,27 @@ class Supervisor:
         self.reason = self.reason or reason
         self.stop_requested.set()
 
+    def take_signals(self) -> None:
+        """Turn the signals the handler recorded into stop requests (main thread)."""
+        while self._taken < len(self._signals):
+            self._taken += 1
+            self.request_stop(self._signals[self._taken - 1])
+
     def check(self) -> None:
         """Raise :class:`Stopped` when a stop was asked for."""
+        self.take_signals()
         if self.stop_requested.is_set():
             raise Stopped(self.reason)
 
     def sleep(self, seconds: float) -> None:
         """Sleep, but raise :class:`Stopped` as soon as a stop is asked for."""
-        if self.stop_requested.wait(seconds):
-            raise Stopped(self.reason)
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
 
     def wait_for_line(self, child: Child, pattern: str, *, timeout: float) -> str:
         """The first line of *child* matching *pattern* (a regex, searched); raises
@@ -340,7 +362,11 @@ class Supervisor:
         any of them, all of them (the others keep running meanwhile), or none ends the
         watch. Each exit is reported once; a child the supervisor stops or restarts is not
         reported."""
-        while not self.stop_requested.wait(0.2):
+        while True:
+            time.sleep(0.2)
+            self.take_signals()
+            if self.stop_requested.is_set():
+                return 0
             with self._children_lock:
                 children = list(self.children)
             for child in children:
@@ -353,7 +379,6 @@ class Supervisor:
                 continue
             if all(exited) if until == "all" else any(exited):
                 return 1
-        return 0
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -361,6 +386,7 @@ class Supervisor:
         """Stop every child: a "stopping" line, SIGTERM to each group, a bounded wait,
         SIGKILL for what is left. Returns (and prints) the one-line summary."""
         started = time.monotonic()
+        self.take_signals()
         with self._children_lock:
             self._closed = True
             children = list(self.children)
@@ -390,6 +416,7 @@ class Supervisor:
         killed: list[str] = []
         deadline = time.monotonic() + self.stop_timeout
         while any(child.alive() for child in children):
+            self.take_signals()  # a second Ctrl-C: no more waiting
             if not killed and (self.force.is_set() or time.monotonic() > deadline):
                 killed = [child.name for child in children if child.alive()]
                 for child in children:
@@ -409,7 +436,7 @@ class Supervisor:
         block runs; the previous handlers come back afterwards."""
 
         def handler(signum: int, _frame: Any) -> None:
-            self.request_stop(signal.Signals(signum).name)
+            self._signals.append(signal.Signals(signum).name)
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -101,6 +101,20 @@ def test_a_stop_request_ends_every_wait_with_stopped() -> None:
     assert group_members(child.pid) == []
 
 
+def test_signals_ask_for_a_stop_and_a_second_one_skips_the_grace() -> None:
+    supervisor = Supervisor(io.StringIO())
+    before = signal.getsignal(signal.SIGINT)
+    with supervisor.handling_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(Stopped, match="SIGINT"):
+            supervisor.sleep(30)
+        assert not supervisor.force.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        supervisor.take_signals()
+        assert supervisor.force.is_set()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_a_one_shot_program_asked_to_stop_is_let_finish() -> None:
     out = io.StringIO()
     supervisor = Supervisor(out, name="sup")
