@@ -1,0 +1,101 @@
+"""A service under gunicorn, or its webhook worker, in processes of their own for a test.
+
+Both run on :mod:`srcore.supervisor`, as ``srcore dev`` and the demo do: each child in a
+process group of its own, stopped with everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from srcore.supervisor import Program, Supervisor, http_ok
+
+__all__ = ["free_port", "run_service", "run_worker"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def run_service(
+    package: str, config_path: Path, *, port: int, workers: int = 1, timeout: float = 30
+) -> Iterator[str]:
+    """Run *package* under gunicorn on 127.0.0.1:*port* until the block ends; yield its URL.
+
+    Run by :mod:`srcore.supervisor`: in a process group of its own, stopped with its
+    workers (SIGTERM, then SIGKILL after 10 s). Its log goes to a temporary file; the
+    error raised when it exits or does not answer ``/healthz`` quotes its last lines.
+    """
+    from srcore.serving import gunicorn_options
+
+    argv = (
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--no-control-socket",
+        *gunicorn_options(),
+        "--workers",
+        str(workers),
+        "--graceful-timeout",
+        "2",
+        f"{package}:create_app()",
+    )
+    url = f"http://127.0.0.1:{port}"
+    with _supervised(config_path) as (supervisor, env):
+        child = supervisor.start(Program(package, argv, env))
+        supervisor.wait_until(functools.partial(http_ok, url + "/healthz"), child, timeout=timeout)
+        yield url
+
+
+@contextlib.contextmanager
+def _supervised(config_path: Path) -> Iterator[tuple[Supervisor, dict[str, str]]]:
+    """A supervisor logging to a temporary file (nobody reads a pipe while a test runs),
+    and the environment of its children."""
+    import tempfile
+
+    env = dict(os.environ, SRCORE_CONFIG=str(config_path), PYTHONUNBUFFERED="1")
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as log,
+        Supervisor(log, name="srcore.testing", stop_timeout=10) as supervisor,
+    ):
+        yield supervisor, env
+
+
+@contextlib.contextmanager
+def run_worker(
+    service: str, config_path: Path, *, poll_interval: float | None = 0.2, timeout: float = 30
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``srcore worker SERVICE`` (its webhook worker) until the block ends.
+
+    Yields the process once the worker has said it started; *poll_interval* is passed
+    as ``--poll-interval`` (meta's worker carries revocations, so tests poll fast). Run
+    and stopped by :mod:`srcore.supervisor`, as :func:`run_service` is.
+    """
+    argv: tuple[str, ...] = (
+        sys.executable,
+        "-c",
+        "from srcore.cli import main; main()",
+        "worker",
+        service,
+    )
+    if poll_interval is not None:
+        argv += ("--poll-interval", str(poll_interval))
+    with _supervised(config_path) as (supervisor, env):
+        child = supervisor.start(Program(f"{service} worker", argv, env))
+        supervisor.wait_for_line(child, "srcore worker:", timeout=timeout)
+        yield child.process
