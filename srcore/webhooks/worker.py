@@ -168,6 +168,8 @@ class Worker:
         self._busy: set[int] = set()
         #: Deliveries claimed and not yet recorded.
         self._held = 0
+        #: Outbox rows and deliveries the last step claimed: 0 when it only recorded.
+        self._started = 0
         self._last_prune: datetime | None = None
         self._prepared = False
 
@@ -221,6 +223,7 @@ class Worker:
                 session.commit()
                 self._start(lanes)
                 handled += len(due)
+                self._started = len(due) + len(outbox_ids)
                 if outbox_ids:
                     self._fan_out(session, outbox_ids)
                     handled += len(outbox_ids)
@@ -349,7 +352,8 @@ class Worker:
             if max_cycles is not None and cycles >= max_cycles:
                 break
             cycles += 1
-            if self._step() == 0:
+            self._step()
+            if not self._started:  # at most records: sleep until a lane ends or a commit
                 self.wake.wait(self.poll_interval)
         self.finish()
 
@@ -362,7 +366,7 @@ class Worker:
             handled += done
             if until is not None and time.monotonic() >= until:
                 break
-            if done == 0:
+            if not self._started:  # (the step's claims came after its records)
                 if self._held == 0:
                     break
                 self.wake.wait(self.poll_interval)
@@ -371,6 +375,7 @@ class Worker:
 
     def _step(self) -> int:
         self.wake.clear()
+        self._started = 0
         try:
             return self.run_once()
         except Exception:  # the database may be restarting: wait and try again
