@@ -20,10 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 OPT_IN = 'pytest_plugins = ["srcore.testing"]'
 
 
-def _pytest(directory: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "SRCORE_"))}
+def _pytest(directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    drop = ("PYTEST_", "SRCORE_", "CI")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(directory)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options, str(directory)],
         cwd=directory,
         capture_output=True,
         text=True,
@@ -74,3 +75,16 @@ def test_a_conftest_that_opts_in_gets_the_fixtures(tmp_path: Path) -> None:
 )
 def test_every_suite_and_the_new_service_template_opt_in(conftest: str) -> None:
     assert OPT_IN in (ROOT / conftest).read_text(encoding="utf-8")
+
+
+def test_without_psycopg_the_postgresql_runs_skip_and_say_which_extra(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(
+        "import sys\nsys.modules['psycopg'] = None  # as if srcore[postgres] were not installed\n"
+        + OPT_IN
+        + "\n"
+    )
+    (tmp_path / "test_backends.py").write_text("def test_backend(srcore_backend):\n    pass\n")
+    result = _pytest(tmp_path, "-rs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed, 1 skipped" in result.stdout
+    assert "pip install 'srcore[postgres]'" in result.stdout

@@ -66,8 +66,12 @@ def srcore_backend(request: pytest.FixtureRequest) -> str:
     """The database backend of this run of a test: ``sqlite`` or ``postgresql``."""
     backend: str = request.param
     if backend == "postgresql":
+        from srcore.extras import installed
         from srcore.testdb import postgres_available
 
+        # Said apart: installing the extra fixes this one, starting a server the other.
+        driver = "PostgreSQL's driver (psycopg: pip install 'srcore[postgres]')"
+        require_or_skip(installed("postgres"), driver)
         require_or_skip(postgres_available(), "PostgreSQL")
     return backend
 
