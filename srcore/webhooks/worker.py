@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "poll_interval_for"]
 
 log = logging.getLogger("srcore.webhooks.worker")
+T = TypeVar("T")
 
 #: A claimed row comes back to the pool if its worker has not finished with it by then.
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -84,14 +85,14 @@ def _receiver(url: str) -> str:
         return url
 
 
-def _take(finished: queue.SimpleQueue[Job]) -> list[Job]:
-    """Everything in *finished* now."""
-    jobs: list[Job] = []
+def _take(items: queue.SimpleQueue[T]) -> list[T]:
+    """Everything in *items* now."""
+    taken: list[T] = []
     while True:
         try:
-            jobs.append(finished.get_nowait())
+            taken.append(items.get_nowait())
         except queue.Empty:
-            return jobs
+            return taken
 
 
 @dataclass(eq=False)
@@ -175,11 +176,6 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"<Worker {self.state.service_id}>"
-
-    @property
-    def held(self) -> int:
-        """Deliveries claimed and not yet recorded (sending, or waiting for a thread)."""
-        return self._held
 
     def prepare(self, session: Session) -> None:
         """Run the service's ``webhook_prepare`` hooks, once per worker (until they pass)."""
@@ -307,11 +303,7 @@ class Worker:
             self.wake.set()
 
     def _record_ended(self, session: Session) -> int:
-        while True:
-            try:
-                lane = self._ended.get_nowait()
-            except queue.Empty:
-                break
+        for lane in _take(self._ended):
             self._running[lane.receiver] -= 1
             self._busy.discard(lane.subscription_id)
             if not self._stopping.is_set():
