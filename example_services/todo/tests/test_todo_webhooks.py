@@ -344,3 +344,12 @@ def test_each_test_starts_with_empty_webhook_tables(app):
     with app.extensions["srcore"].db.transaction() as session:
         assert session.scalar(select(Subscription.id)) is None
         assert session.scalar(select(OutboxRow.id)) is None
+
+
+@pytest.mark.parametrize("number", ["0", "2147483648", "9999999999", "٣"])
+def test_a_tracker_id_past_the_column_is_refused_not_a_500(client, auth, user, number):
+    """An id the tracker table can never hold names no tracker: a 400 naming the field
+    (PostgreSQL used to raise out of range, a 500)."""
+    response = subscribe(client, auth(), resource=f"tracker:{number}")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["errors"][0]["field"] == "resource"

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, object_session
 
+from srcore.routing import ID_MAX
 from srcore.webhooks import emit
 from srcore.webhooks.models import OutboxRow, Subscription
 from todo.models import Comment, Ticket, Tracker, User, Visibility
@@ -89,10 +90,12 @@ def comment_created(
 
 
 def _tracker_id(resource: str | None) -> int | None:
+    """The tracker id *resource* names, or None (not a tracker, or past the id column)."""
     kind, _, ident = (resource or "").partition(":")
-    if kind != "tracker" or not ident.isdigit() or len(ident) > 10:
+    if kind != "tracker" or not ident.isascii() or not ident.isdigit() or len(ident) > 10:
         return None
-    return int(ident)
+    number = int(ident)
+    return number if 1 <= number <= ID_MAX else None
 
 
 def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:
