@@ -115,7 +115,7 @@ class Worker:
     deliveries claimed in one step; a subscription's lane gets at most *lane* of them, and
     at most ``HOLD_BATCHES * batch`` deliveries are held (claimed and not yet recorded), so
     receivers that are slow hold up a bounded share of the work and nobody else's.
-    yet recorded. Every database call happens on the thread that calls :meth:`run_once`
+    Every database call happens on the thread that calls :meth:`run_once`
     (SQLite wants one writer); the pool's threads only send.
     """
 
@@ -199,7 +199,7 @@ class Worker:
             self.prepare(session)
             handled = self._record_ended(session)
             if not self._stopping.is_set():
-                now = self.clock()
+                now, claimed_at = self.clock(), time.monotonic()
                 outbox_ids = claim_outbox(
                     session, now=now, lease=self.lease, limit=self.batch, commit=False
                 )
@@ -215,7 +215,7 @@ class Worker:
                         per_subscription=self.lane,
                         commit=False,
                     )
-                lanes = self._lanes(session, due)
+                lanes = self._lanes(session, due, claimed_at)
                 session.commit()
                 self._start(lanes)
                 handled += len(due)
@@ -227,7 +227,7 @@ class Worker:
         return handled
 
     def _fan_out(self, session: Session, outbox_ids: list[int]) -> None:
-        now = self.clock()
+        now, claimed_at = self.clock(), time.monotonic()
         claimed: list[int] = []
         fan_out_batch(
             session,
@@ -240,15 +240,19 @@ class Worker:
             claimed_ids=claimed,
             busy=self._busy,
         )
-        lanes = self._lanes(session, claimed)  # after the fan-out's (durable) commit
+        lanes = self._lanes(session, claimed, claimed_at)  # after the fan-out's commit
         session.commit()
         self._start(lanes)
 
-    def _lanes(self, session: Session, delivery_ids: list[int]) -> list[_Lane]:
-        """What to send of *delivery_ids*, read in the caller's transaction, in lanes."""
+    def _lanes(self, session: Session, delivery_ids: list[int], claimed_at: float) -> list[_Lane]:
+        """What to send of *delivery_ids*, read in the caller's transaction, in lanes.
+
+        *claimed_at* is the ``time.monotonic()`` of their claim: their last request must
+        end a second before the lease does, however long the reading or a fan-out took.
+        """
         if not delivery_ids:
             return []
-        must_end = time.monotonic() + self.lease.total_seconds() - 1.0
+        must_end = claimed_at + self.lease.total_seconds() - 1.0
         jobs, _nothing_to_send = load_jobs(session, delivery_ids, commit=False)
         lanes: dict[int, _Lane] = {}
         for job in sorted(jobs, key=lambda j: (j.outbox_id, j.delivery_id)):
