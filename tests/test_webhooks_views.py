@@ -797,3 +797,13 @@ def test_the_api_description_reads_each_answer_from_its_serializer(app: Any) -> 
     }
     catalog = paths["/api/webhooks/events"]["get"]
     assert "security" not in catalog and set(catalog["responses"]) == {"200"}
+
+
+def test_a_webhook_with_no_deliveries_shows_the_shared_empty_state(
+    user_client: Any, client: Any, bearer: Any
+) -> None:
+    sid = subscribe(client, bearer()).get_json()["id"]
+    text = user_client.get(f"/webhooks/{sid}").get_data(as_text=True)
+    assert '<p class="empty-state-title">Nothing sent yet</p>' in text
+    index = user_client.get("/webhooks").get_data(as_text=True)
+    assert "Nothing sent yet" not in index and "<h3>" not in text
