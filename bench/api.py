@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -259,13 +258,16 @@ class Served:
 
 @contextlib.contextmanager
 def gunicorn(kind: str, setup: Setup, *, workers: int, timeout: float = 30) -> Iterator[Served]:
-    """Serve *kind* under gunicorn on 127.0.0.1 until the block ends."""
+    """Serve *kind* under gunicorn on 127.0.0.1 until the block ends, run by
+    :mod:`srcore.supervisor` (its own process group, stopped with its workers); its log
+    goes to a file beside the setup's."""
     from srcore.serving import gunicorn_options
+    from srcore.supervisor import Program, Supervisor
     from srcore.testing import free_port
 
     port = free_port()
     options = gunicorn_options() if kind == "srcore" else []
-    command = [
+    argv = (
         sys.executable,
         "-m",
         "gunicorn",
@@ -281,38 +283,27 @@ def gunicorn(kind: str, setup: Setup, *, workers: int, timeout: float = 30) -> I
         str(Path(__file__).resolve().parent),
         *options,
         f"api:served({kind!r}, {str(setup.as_file())!r})",
-    ]
-    log_path = setup.tmp / f"gunicorn-{kind}-{port}.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{kind} exited with {process.returncode}:\n{tail}")
-            try:
-                request = urllib.request.Request(
-                    url + network.TICKET_PATH,
-                    headers={"Authorization": BARE_TOKEN if kind == "bare" else setup.bearer},
-                )
-                with urllib.request.urlopen(request, timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{kind} did not answer on {url} within {timeout} s")
-            time.sleep(0.05)
-        yield Served(url, process.pid)
-    finally:
-        process.terminate()
+    authorization = BARE_TOKEN if kind == "bare" else setup.bearer
+
+    def answers() -> bool:
+        request = urllib.request.Request(
+            url + network.TICKET_PATH, headers={"Authorization": authorization}
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            with urllib.request.urlopen(request, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    with (
+        open(setup.tmp / f"gunicorn-{kind}-{port}.log", "a", encoding="utf-8") as log,
+        Supervisor(log, name="bench", stop_timeout=10) as supervisor,
+    ):
+        child = supervisor.start(Program(kind, argv))
+        supervisor.wait_until(answers, child, timeout=timeout)
+        yield Served(url, child.pid)
 
 
 _RATE = re.compile(r"Requests/sec:\s+([\d.]+)")

@@ -12,7 +12,6 @@ import io
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -236,7 +235,6 @@ def _dev_command(tmp_path: Path, first: int) -> tuple[list[str], str, str]:
     return argv, r"^\S+ dev +\| ", "dev"
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [_demo_command, _dev_command], ids=["demo", "dev"])
 def test_ctrl_c_at_ten_random_moments_of_a_start_up_leaves_nothing(
@@ -287,7 +285,6 @@ def test_ctrl_c_at_ten_random_moments_of_a_start_up_leaves_nothing(
         assert all(_refused(port) for port in ports), f"{what}: a port still answers"
 
 
-@pytest.mark.skipif(not shutil.which("make") or not shutil.which("setsid"), reason="no make")
 @pytest.mark.slow
 def test_ctrl_c_in_the_terminal_of_make_demo_prints_stopping_and_make_exits_0(
     tmp_path: Path,
