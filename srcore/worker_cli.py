@@ -35,14 +35,13 @@ def _plural(count: int, word: str) -> str:
 
 
 def _redact(url: str) -> str:
-    """*url* with its password replaced, so a broker's credentials stay out of logs."""
-    from urllib.parse import urlsplit, urlunsplit
+    """*url* with its password replaced, so a broker's credentials stay out of logs.
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    The same masking as ``srcore config show``: one rule for every URL srcore prints.
+    """
+    from srcore.config import mask_url
+
+    return mask_url(url)
 
 
 #: Default ports of the broker schemes Celery speaks over TCP.

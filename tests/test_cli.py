@@ -375,6 +375,9 @@ def test_redact_hides_only_the_password() -> None:
     assert _redact("redis://user:pw@host:6379/0") == "redis://user:***@host:6379/0"
     assert _redact("amqp://:p%40ss@rabbit/") == "amqp://:***@rabbit/"
     assert _redact("redis://host:6379/0") == "redis://host:6379/0"
+    # "@", ":" and "%" in the password, raw or percent-encoded.
+    assert _redact("redis://:p@ss:w%rd@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert _redact("amqp://w:p%40ss%3Aw%25rd@rabbit//") == "amqp://w:***@rabbit//"
 
 
 def test_a_running_worker_is_ready_after_its_steps_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -107,3 +107,52 @@ def test_mask_urls_hides_any_password_in_text(password: str) -> None:
 
     text = f"bad value 'postgresql://user:{password}@host:1/x' here"
     assert mask_urls(text) == "bad value 'postgresql://user:***@host:1/x' here"
+
+
+#: Passwords with the characters that break naive URL parsing, raw as an operator may type
+#: them and percent-encoded as they should be.
+AWKWARD = {
+    "raw": ("p@ss:w%rd", "p@ss:w%rd"),
+    "encoded": ("p%40ss%3Aw%25rd", "p@ss:w%rd"),
+}
+
+
+@pytest.mark.parametrize("form", sorted(AWKWARD))
+def test_show_and_check_never_print_a_password_with_at_percent_colon(
+    tmp_path: Path, form: str
+) -> None:
+    written, decoded = AWKWARD[form]
+    text = (
+        GOOD.replace("redispw77", written)
+        .replace("brokerpw55", written)
+        .replace("hunter2db", written)
+    )
+    path = tmp_path / "config.ini"
+    path.write_text(text, encoding="utf-8")
+    for command in ("show", "check"):
+        _code, out = _run(path, command)
+        for secret in {written, decoded, "w%rd", "p@ss", "ss:w", "w%25rd", "p%40ss"}:
+            assert secret not in out, (command, out)
+    _code, out = _run(path, "show")
+    assert "redis://:***@127.0.0.1:6379/0" in out
+    assert "amqp://worker:***@127.0.0.1:5672//" in out
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:p@ss:w%rd@127.0.0.1:6379/0",
+        "redis://:p%40ss%3Aw%25rd@127.0.0.1:6379/0",
+        "amqp://worker:p@ss:w%rd@127.0.0.1:5672//",
+        "amqp://worker:p%40ss%3Aw%25rd@127.0.0.1:5672//",
+        "postgresql+psycopg://todo:p@ss:w%rd@db.example.org/todo",
+        "postgresql+psycopg://todo:p%40ss%3Aw%25rd@db.example.org/todo",
+    ],
+)
+def test_mask_url_with_at_percent_colon_in_the_password(url: str) -> None:
+    from srcore.config import mask_url
+
+    scheme, _, rest = url.partition("://")
+    user = rest.split(":", 1)[0]
+    host = rest.rpartition("@")[2]
+    assert mask_url(url) == f"{scheme}://{user}:***@{host}"
