@@ -138,7 +138,8 @@ def login() -> Any:
     """Log in with a username or address and a password."""
     target = _next_url()
     if request.method == "GET":
-        if _logged_in() is not None:
+        # ?reauth=1: an OpenID client asked for a fresh login (prompt=login, max_age).
+        if _logged_in() is not None and request.args.get("reauth") != "1":
             return redirect(target or url_for("accounts.profile"))
         return render_template("meta/login.html", valid=None, next=target)
     valid = Validation(request)
