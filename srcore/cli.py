@@ -31,15 +31,14 @@ def cli(config: str | None) -> None:
 
 
 def _service_package(service_id: str) -> str:
-    from srcore.manifest import ENTRY_POINT_GROUP
+    """The package of an installed service, or a usage error naming the installed ones."""
+    from srcore.manifest import ManifestError
+    from srcore.manifest import service_package as find
 
-    packages = {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    if service_id not in packages:
-        known = ", ".join(sorted(packages)) or "none"
-        raise click.UsageError(
-            f"no installed service is called {service_id!r} (installed: {known})"
-        )
-    return packages[service_id]
+    try:
+        return find(service_id)
+    except ManifestError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @cli.command(epilog="Example: srcore serve todo --bind 127.0.0.1:5001 --workers 4")

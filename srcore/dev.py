@@ -94,13 +94,13 @@ def srcore_argv(executable: str | None = None) -> tuple[str, ...]:
     """How to run the ``srcore`` command in a child process.
 
     The console script beside the interpreter when there is one, else
-    ``python -m srcore.dev``.
+    ``python -m srcore``.
     """
     python = Path(executable or sys.executable)
     script = python.parent / "srcore"
     if script.is_file():
         return (str(script),)
-    return (str(python), "-m", "srcore.dev")
+    return (str(python), "-m", "srcore")
 
 
 def build_plan(
@@ -398,13 +398,3 @@ def _prepare(
     for name in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD"):
         env.pop(name, None)
     return plan, chosen, env, installed, path
-
-
-def _main() -> None:  # pragma: no cover - `python -m srcore.dev` when there is no script
-    from srcore.cli import main
-
-    main()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _main()

@@ -29,6 +29,7 @@ __all__ = [
     "discover",
     "load_manifest",
     "parse_manifest",
+    "service_package",
 ]
 
 ENTRY_POINT_GROUP = "srcore.services"
@@ -278,6 +279,19 @@ def load_manifest(package: str) -> Manifest:
     except yaml.YAMLError as exc:
         raise ManifestError(f"{package}/service.yaml: not valid YAML: {exc}") from None
     return parse_manifest(data, package=package, source=f"{package}/service.yaml")
+
+
+def service_package(service_id: str) -> str:
+    """The package of the installed service *service_id* (its entry point's value).
+
+    Raises :class:`ManifestError` naming the installed services when there is none, so
+    every command that takes a service id refuses a wrong one the same way.
+    """
+    packages = {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    if service_id not in packages:
+        known = ", ".join(sorted(packages)) or "none"
+        raise ManifestError(f"no installed service is called {service_id!r} (installed: {known})")
+    return packages[service_id]
 
 
 def discover() -> dict[str, Manifest]:

@@ -143,14 +143,16 @@ def worker_command(
     import time
 
     from srcore.config import ConfigError, find_config_path
+    from srcore.manifest import ManifestError, service_package
     from srcore.webhooks.dispatch import LocalDispatcher
     from srcore.webhooks.settings import settings_for
     from srcore.webhooks.worker import Worker
 
     started = time.monotonic()
-    from srcore.cli import _service_package
-
-    package = _service_package(service)
+    try:
+        package = service_package(service)
+    except ManifestError as exc:
+        raise click.UsageError(str(exc)) from None
     if concurrency is not None and concurrency < 1:
         raise click.UsageError("--concurrency must be at least 1")
     config_option = ctx.find_root().params.get("config")

@@ -92,7 +92,7 @@ def test_srcore_argv_prefers_the_console_script(tmp_path: Path) -> None:
     assert dev.srcore_argv(str(tmp_path / "python")) == (
         str(tmp_path / "python"),
         "-m",
-        "srcore.dev",
+        "srcore",
     )
     (tmp_path / "srcore").write_text("#!/bin/sh\n")
     assert dev.srcore_argv(str(tmp_path / "python")) == (str(tmp_path / "srcore"),)
