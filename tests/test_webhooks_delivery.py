@@ -16,6 +16,8 @@ import standardwebhooks
 from sqlalchemy import delete, func, select
 
 from srcore.mail import Mailer
+from srcore.outbound.policy import AddressPolicy
+from srcore.outbound.sender import PooledSender
 from srcore.testing import create_user
 from srcore.webhooks.delivery import deliver_one, prune_log
 from srcore.webhooks.fanout import fan_out
@@ -28,10 +30,8 @@ from srcore.webhooks.models import (
     WebhookBase,
 )
 from srcore.webhooks.outbox import insert_event
-from srcore.webhooks.sender import PooledSender
 from srcore.webhooks.settings import WebhookSettings, settings_for
 from srcore.webhooks.signing import generate_secret
-from srcore.webhooks.ssrf import AddressPolicy
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])

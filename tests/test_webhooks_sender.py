@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy import select as sql_select
 
+from srcore.outbound.policy import DEFAULT_PORTS, AddressPolicy
 from srcore.webhooks.models import Attempt, Delivery, Subscription, WebhookBase
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.settings import WebhookSettings
 from srcore.webhooks.signing import generate_secret
-from srcore.webhooks.ssrf import DEFAULT_PORTS, AddressPolicy
 from srcore.webhooks.worker import Worker
 
 LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])
@@ -199,7 +199,9 @@ def test_a_refused_target_sees_no_connection_and_is_not_retried(app: Any, db: An
 def test_ports_outside_the_allowed_ones_are_refused_without_connecting(app: Any, db: Any) -> None:
     with Listener("none") as listener:
         policy = AddressPolicy.from_networks(
-            ["127.0.0.0/8"], ports=[*DEFAULT_PORTS, f"!{listener.port}"]
+            ["127.0.0.0/8"],
+            ports=[*DEFAULT_PORTS, f"!{listener.port}"],
+            ports_setting="webhook-allowed-ports",
         )
         urls = [
             f"http://127.0.0.1:{listener.port}/hook",
@@ -221,7 +223,7 @@ def test_ports_outside_the_allowed_ones_are_refused_without_connecting(app: Any,
 def test_the_deadline_cuts_a_trickle_over_tls_too(tmp_path: Any) -> None:
     import ssl
 
-    from srcore.webhooks.sender import PooledSender
+    from srcore.outbound.sender import PooledSender
     from tests.test_webhooks_ssrf import self_signed
 
     cert_file, key_file = self_signed(tmp_path, "localhost")
@@ -265,7 +267,7 @@ def test_the_deadline_cuts_a_trickle_over_tls_too(tmp_path: Any) -> None:
 
 
 def test_a_slow_name_lookup_counts_against_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    from srcore.webhooks.sender import PooledSender
+    from srcore.outbound.sender import PooledSender
 
     real = socket.getaddrinfo
     released = threading.Event()
@@ -297,7 +299,7 @@ def test_a_forked_child_still_cuts_a_trickling_receiver_at_the_deadline() -> Non
     the child's first attempt starts its own, so a trickling receiver is still cut."""
     import os
 
-    from srcore.webhooks.sender import PooledSender
+    from srcore.outbound.sender import PooledSender
 
     sender = PooledSender(LOOPBACK)
     with Listener("trickle-body") as listener:

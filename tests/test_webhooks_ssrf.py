@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from srcore.webhooks.sender import PooledSender
-from srcore.webhooks.ssrf import DEFAULT_PORTS, AddressPolicy, PortRule
+from srcore.outbound.policy import DEFAULT_PORTS, AddressPolicy, PortRule
+from srcore.outbound.sender import PooledSender
 
 REFUSED = {
     "127.0.0.1": "loopback",
@@ -211,7 +211,7 @@ def test_loopback_receiver_refused_before_any_byte(
     finally:
         sender.close()
     assert server.hits == 0  # type: ignore[attr-defined]
-    assert caplog.text.count("webhook target refused") >= 2
+    assert caplog.text.count("target refused") >= 2
 
 
 def test_a_name_with_any_refused_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,7 +371,7 @@ def test_refusal_recorded_in_the_attempt(
     assert result.error == "refused: localhost (127.0.0.1) is a loopback address"
     assert result.retry_at is None and not result.delivered  # final: not retried
     assert db.scalars(select(Attempt.error)).one() == result.error
-    assert "webhook target refused" in caplog.text
+    assert "target refused" in caplog.text
     assert server.hits == 0  # type: ignore[attr-defined]
 
 

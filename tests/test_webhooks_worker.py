@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import delete, select
 
 import srcore.db
+from srcore.outbound.policy import AddressPolicy
+from srcore.outbound.sender import PooledSender
 from srcore.webhooks import emit
 from srcore.webhooks.claims import claim_deliveries, claim_outbox
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBase
-from srcore.webhooks.sender import PooledSender
 from srcore.webhooks.signing import generate_secret
-from srcore.webhooks.ssrf import AddressPolicy
 from srcore.webhooks.worker import Worker
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

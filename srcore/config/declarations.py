@@ -120,7 +120,7 @@ DEFAULT_WEBHOOK_PORTS: tuple[str, ...] = (
 
 def _ports(value: object) -> str | None:
     # The grammar lives with the policy that enforces it (imported when checking).
-    from srcore.webhooks.ssrf import PortRule
+    from srcore.outbound.policy import PortRule
 
     try:
         PortRule.parse(str(item) for item in (value if isinstance(value, tuple) else ()))

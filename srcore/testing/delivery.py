@@ -16,8 +16,8 @@ def deliver_pending(app: Any) -> dict[int, list[str]]:
     """
     from sqlalchemy import select
 
+    from srcore.outbound.sender import Exchange
     from srcore.webhooks.models import Delivery, OutboxRow
-    from srcore.webhooks.sender import Exchange
     from srcore.webhooks.worker import Worker
 
     class Accept:

@@ -2,7 +2,7 @@
 
 The worker (:mod:`.worker`) loads a batch of claimed deliveries as :class:`Job` values
 with :func:`load_jobs`, sends them on its threads with :func:`send` (through the
-:class:`~srcore.webhooks.sender.Sender` given: the SSRF policy and the attempt's deadline
+:class:`~srcore.outbound.sender.Sender` given: the SSRF policy and the attempt's deadline
 live there) and hands them to :func:`~srcore.webhooks.outcome.record`.
 """
 
@@ -19,11 +19,11 @@ from typing import cast
 from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
+from srcore.outbound.policy import AddressPolicy
+from srcore.outbound.sender import Exchange, PooledSender, Sender
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow, Subscription
-from srcore.webhooks.sender import Exchange, PooledSender, Sender
 from srcore.webhooks.settings import WebhookSettings
 from srcore.webhooks.signing import decode_secret, sign_with_key
-from srcore.webhooks.ssrf import AddressPolicy
 
 __all__ = ["DeliveryResult", "Job", "build_body", "load_jobs", "send", "sender_for"]
 

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from srcore.outbound.sender import Sender
 from srcore.webhooks.attempt import DeliveryResult, load_jobs, send
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus
 from srcore.webhooks.outcome import record
-from srcore.webhooks.sender import Sender
 from srcore.webhooks.settings import WebhookSettings
 
 __all__ = ["deliver_batch", "deliver_one", "prune_log", "redeliver"]

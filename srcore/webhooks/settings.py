@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from srcore.config.keys import parse_duration
+from srcore.outbound.policy import AddressPolicy
+from srcore.outbound.sender import BODY_CAP
 from srcore.webhooks.models import Subscription
 from srcore.webhooks.schedule import SCHEDULE
-from srcore.webhooks.sender import BODY_CAP
-from srcore.webhooks.ssrf import AddressPolicy
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -144,5 +144,7 @@ def policy_for(app: Flask) -> AddressPolicy:
     networks = _get(g, "allow-private-webhook-targets") or ()
     ports = _get(g, "webhook-allowed-ports")
     return AddressPolicy.from_networks(
-        (str(n) for n in networks), ports=None if ports is None else [str(p) for p in ports]
+        (str(n) for n in networks),
+        ports=None if ports is None else [str(p) for p in ports],
+        ports_setting="webhook-allowed-ports",
     )

@@ -24,7 +24,7 @@ from srcore.manifest import Manifest
 from srcore.validation import Invalid, Validation
 
 if TYPE_CHECKING:
-    from srcore.webhooks.ssrf import AddressPolicy
+    from srcore.outbound.policy import AddressPolicy
 
 __all__ = [
     "MAX_OVERLAP",
@@ -186,7 +186,9 @@ def read_subscription(
         found.url = valid.require("url", "url", label="The URL")
     if not partial or events_given:
         from_form = valid.source == "form"
-        if raw_events is None or raw_events == [] or raw_events == "":
+        if valid.error_for("events"):
+            pass  # not a list of names: already said
+        elif raw_events is None or raw_events == [] or raw_events == "":
             valid.error("Choose at least one event.", "events")
         else:
             try:

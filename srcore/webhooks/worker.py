@@ -38,15 +38,15 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
+from srcore.outbound.policy import AddressPolicy
+from srcore.outbound.sender import Sender
 from srcore.webhooks.attempt import Job, load_jobs, send, sender_for
 from srcore.webhooks.claims import claim_deliveries, claim_outbox
 from srcore.webhooks.delivery import prune_log
 from srcore.webhooks.dispatch import LocalDispatcher
 from srcore.webhooks.fanout import fan_out_batch
 from srcore.webhooks.outcome import record
-from srcore.webhooks.sender import Sender
 from srcore.webhooks.settings import WebhookSettings, policy_for, settings_for
-from srcore.webhooks.ssrf import AddressPolicy
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -109,7 +109,7 @@ class _Lane:
 class Worker:
     """Fans out and delivers one service's webhooks from its database.
 
-    *http* is the :class:`~srcore.webhooks.sender.Sender` with the address policy inside
+    *http* is the :class:`~srcore.outbound.sender.Sender` with the address policy inside
     (built from the config when not given), *trusted_http* the one without it, for the
     operator's own first-party subscriptions. *batch* bounds the outbox rows and the
     deliveries claimed in one step; a subscription's lane gets at most *lane* of them, and

@@ -1,24 +1,20 @@
-"""The one way webhook requests leave a service: :class:`Sender`.
+"""The one way requests leave a service for a URL someone else chose: :class:`Sender`.
 
 ``Sender.post(url, headers, body, deadline=...)`` sends one POST and returns an
-:class:`Exchange`: what came back, or what went wrong. :func:`~srcore.webhooks.delivery.
-deliver_batch` only ever talks to this interface, so tests hand it a fake.
+:class:`Exchange`, what came back or what went wrong; callers talk to this interface only,
+so tests hand them a fake. :class:`PooledSender`, the real one, keeps a thread-safe urllib3
+pool of keep-alive connections with the SSRF policy inside:
 
-:class:`PooledSender`, the real one, keeps one thread-safe urllib3 pool of keep-alive
-connections with the SSRF policy inside:
+- a new connection resolves the name once, checks *every* address it got, and connects
+  to a checked one only: a refused target never sees a TCP connection, and a name that
+  answers differently for the check and the connection (DNS rebinding) gains nothing;
+  TLS still verifies the certificate for the name;
+- the attempt has one deadline for lookup, connect, send and read together: a watchdog
+  shuts the socket at the deadline, so a receiver trickling bytes cannot hold it longer;
+- redirects are not followed, response bodies are capped.
 
-- the URL is judged first (scheme, credentials, port: :meth:`AddressPolicy.url_refusal`);
-- a new connection resolves the name once (``getaddrinfo``), checks *every* address it
-  got, and connects to a checked address only: a refused target never sees a TCP
-  connection (no port scanning through webhooks), and a name that answers differently
-  for a check and for the connection (DNS rebinding) gains nothing. TLS still verifies
-  the certificate and sends SNI for the name, and ``Host:`` is the name;
-- the attempt has one deadline, lookup + connect + send + read in total: a watchdog shuts
-  the socket down when it passes, so a receiver trickling its headers or body a byte at
-  a time is cut at the deadline instead of holding the attempt for as long as it likes.
-
-A trusted sender (``policy=None``) skips the address and port checks; it sends the
-deliveries of the operator's own first-party subscriptions only.
+A sender without a policy (``policy=None``) skips the checks: for the operator's own
+first-party targets only.
 """
 
 from __future__ import annotations
@@ -41,13 +37,13 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from srcore.forks import reset_in_child
-from srcore.webhooks.ssrf import AddressPolicy, RefusedAddress
+from srcore.outbound.policy import AddressPolicy, RefusedAddress
 
 __all__ = ["BODY_CAP", "Exchange", "PooledSender", "Sender"]
 
-log = logging.getLogger("srcore.webhooks.sender")
+log = logging.getLogger("srcore.outbound")
 
-#: Response bodies are read up to this many bytes (the delivery log keeps no more).
+#: Response bodies are read up to this many bytes.
 BODY_CAP = 16 * 1024
 
 
@@ -64,7 +60,7 @@ class Exchange:
 
 
 class Sender(Protocol):
-    """Sends webhook requests; thread-safe."""
+    """Sends requests to outside URLs; thread-safe."""
 
     def post(
         self, url: str, headers: Mapping[str, str], body: bytes, *, deadline: float
@@ -98,7 +94,7 @@ class _Attempt:
         if expired:
             if raw is not None:
                 raw.close()
-            raise e.ConnectTimeoutError(conn, "the delivery's deadline passed")
+            raise e.ConnectTimeoutError(conn, "the deadline passed")
 
     def expire(self) -> None:
         """Called by the watchdog at the deadline: shut the connection's socket down."""
@@ -141,7 +137,7 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._closed = False
                 self._thread = threading.Thread(
-                    target=self._run, name="srcore-webhook-deadlines", daemon=True
+                    target=self._run, name="srcore-outbound-deadlines", daemon=True
                 )
                 self._thread.start()
             elif self._heap[0][2] is attempt:
@@ -193,7 +189,7 @@ def _resolve(host: str, port: int, deadline: float | None) -> _AddrInfo:
         except BaseException as exc:  # handed to the waiting thread
             found.append(exc)
 
-    thread = threading.Thread(target=lookup, name="srcore-webhook-resolve", daemon=True)
+    thread = threading.Thread(target=lookup, name="srcore-outbound-resolve", daemon=True)
     thread.start()
     thread.join(max(deadline - time.monotonic(), 0))
     if not found:
@@ -339,7 +335,7 @@ class PooledSender:
         if self.policy is not None:
             reason = self.policy.url_refusal(url)
             if reason is not None:
-                log.warning("webhook target refused: %s", reason)
+                log.warning("target refused: %s", reason)
                 return Exchange(error=f"refused: {reason}", refused=True)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -372,7 +368,7 @@ class PooledSender:
                 preload_content=False,
             )
         except RefusedAddress as exc:
-            log.warning("webhook target refused: %s", exc)
+            log.warning("target refused: %s", exc)
             return Exchange(error=str(exc), refused=True)
         except e.NewConnectionError as exc:  # before ConnectTimeoutError, its base class
             return Exchange(error=f"connection failed: {_root_cause(exc)}")

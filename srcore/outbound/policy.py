@@ -1,18 +1,11 @@
-"""The SSRF guard: webhook requests never reach internal addresses unless allowed.
+"""The SSRF guard: which addresses and ports an outbound request may reach.
 
-:class:`AddressPolicy` decides, as a pure function of an IP address, whether a delivery may
-talk to it: loopback, private, link-local, multicast, unspecified, reserved and other
-non-global addresses are refused (IPv6 addresses that carry an IPv4 address to an IPv4
-host, IPv4-mapped, -translated and -compatible, NAT64 and 6to4, are judged as the IPv4
-address they carry), unless the address is inside a network the operator allowed with
-``[global] allow-private-webhook-targets``. It also holds the ports deliveries may use
-(:class:`PortRule`, ``[global] webhook-allowed-ports``) and judges a whole URL
-(:meth:`AddressPolicy.url_refusal`: scheme, credentials, port).
-
-The policy is enforced by :class:`srcore.webhooks.sender.PooledSender`, which resolves a
-name once, checks every address it got, and connects to a checked address only, so a
-refused target never sees a connection and a name that resolves differently for a check
-and for the request (DNS rebinding) gains nothing.
+:class:`AddressPolicy` is a pure function of an IP address: loopback, private, link-local,
+multicast, unspecified, reserved and other non-global addresses are refused (an IPv6
+address carrying an IPv4 one, mapped, translated, compatible, NAT64 or 6to4, is judged as
+the IPv4 address it reaches), unless inside a network the operator allowed. It also holds
+the allowed ports (:class:`PortRule`) and judges a whole URL (scheme, credentials, port).
+:class:`~srcore.outbound.sender.PooledSender` enforces it on the address it connects to.
 """
 
 from __future__ import annotations
@@ -23,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from srcore.config.declarations import DEFAULT_WEBHOOK_PORTS
+from srcore.config.declarations import DEFAULT_WEBHOOK_PORTS as DEFAULT_PORTS
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -33,7 +26,7 @@ __all__ = [
     "RefusedAddress",
 ]
 
-log = logging.getLogger("srcore.webhooks.ssrf")
+log = logging.getLogger("srcore.outbound")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,7 +38,7 @@ METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
 
 
 class RefusedAddress(Exception):
-    """A webhook target whose address the policy refuses; the message says why."""
+    """A target whose address the policy refuses; the message says why."""
 
     def __init__(self, address: str, reason: str) -> None:
         super().__init__(f"refused: {address} is {reason}")
@@ -119,10 +112,6 @@ def _unwrap(ip: IPAddress) -> IPAddress:
     return ip
 
 
-#: The default of ``webhook-allowed-ports`` (declared with the other ``[global]`` keys).
-DEFAULT_PORTS: tuple[str, ...] = DEFAULT_WEBHOOK_PORTS
-
-
 def _port_range(text: str) -> tuple[int, int]:
     low, sep, high = text.partition("-")
     problem = f"{text!r} is not a port or range of ports within 1-65535"
@@ -138,7 +127,7 @@ def _port_range(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class PortRule:
-    """The ports webhook deliveries may use: ranges allowed, minus ranges denied."""
+    """The ports requests may use: ranges allowed, minus ranges denied."""
 
     allowed: tuple[tuple[int, int], ...]
     denied: tuple[tuple[int, int], ...] = ()
@@ -172,28 +161,31 @@ def _default_ports() -> PortRule:
 
 @dataclass(frozen=True)
 class AddressPolicy:
-    """Which addresses and ports webhook deliveries may connect to."""
+    """Which addresses and ports outbound requests may connect to."""
 
     #: Networks allowed although they are not public (the operator's choice).
     allowed: tuple[IPNetwork, ...] = ()
-    #: Ports allowed (``webhook-allowed-ports``).
     ports: PortRule = field(default_factory=_default_ports)
+    #: How refusals name the ports setting, so an operator knows what to change.
+    ports_setting: str = "the allowed ports"
 
     @classmethod
     def from_networks(
-        cls, networks: Iterable[str], *, ports: Iterable[str] | None = None
+        cls,
+        networks: Iterable[str],
+        *,
+        ports: Iterable[str] | None = None,
+        ports_setting: str = "the allowed ports",
     ) -> AddressPolicy:
-        """Build a policy from CIDR strings, as ``allow-private-webhook-targets`` holds,
-        and port items, as ``webhook-allowed-ports`` holds (None: the default ports)."""
+        """A policy from CIDR strings and port items (None: the default ports)."""
         nets = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks)
-        return cls(nets, PortRule.parse(DEFAULT_PORTS if ports is None else ports))
+        rule = PortRule.parse(DEFAULT_PORTS if ports is None else ports)
+        return cls(nets, rule, ports_setting)
 
     def url_refusal(self, url: str) -> str | None:
-        """Why a delivery to *url* is refused before any lookup (a sentence), or ``None``.
-
-        Only http and https; no ``user:password@`` (credentials would be sent to, and
-        logged for, whatever the URL names); a port ``webhook-allowed-ports`` allows.
-        """
+        """Why a request to *url* is refused before any lookup, or ``None``: only http(s),
+        no ``user:password@`` (it would be sent to, and logged for, whatever the URL
+        names), an allowed port."""
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -202,13 +194,13 @@ class AddressPolicy:
         if parts.scheme not in ("http", "https"):
             return "the URL is not http or https"
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-            return "the URL carries credentials (user:password@), which webhooks never send"
+            return "the URL carries credentials (user:password@), which are never sent"
         if not parts.hostname:
             return "the URL has no host"
         if port is None:
             port = 443 if parts.scheme == "https" else 80
         if not self.ports.allows(port):
-            return f"port {port} is not one of webhook-allowed-ports"
+            return f"port {port} is not one of {self.ports_setting}"
         return None
 
     def refusal(self, address: str | IPAddress) -> str | None:
@@ -229,5 +221,5 @@ class AddressPolicy:
         reason = self.refusal(address)
         if reason is not None:
             error = RefusedAddress(address, reason)
-            log.warning("webhook target refused: %s", error)
+            log.warning("target refused: %s", error)
             raise error
