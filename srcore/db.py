@@ -19,7 +19,6 @@ statement already.
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -42,7 +41,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import (
-    DeclarativeBase,
     Mapped,
     ORMExecuteState,
     Session,
@@ -67,7 +65,6 @@ __all__ = [
     "UTCDateTime",
     "UserMixin",
     "UserType",
-    "core_metadata",
     "init_app",
     "make_metadata",
     "normalize_url",
@@ -258,25 +255,6 @@ class UserMixin(TimestampMixin):
     def is_active(self) -> bool:
         """True for confirmed, unsuspended accounts (admins included)."""
         return self.user_type in (UserType.active, UserType.admin)
-
-
-@functools.cache
-def core_metadata() -> MetaData:
-    """The metadata of the tables the core lineage owns: ``user`` with UserMixin's columns
-    and the webhook tables of :mod:`srcore.webhooks.models`."""
-
-    class _CoreBase(DeclarativeBase):
-        metadata = make_metadata()
-        type_annotation_map = TYPE_ANNOTATION_MAP
-
-    class _CoreUser(UserMixin, _CoreBase):
-        __tablename__ = "user"
-
-    from srcore.webhooks.models import WebhookBase
-
-    for table in WebhookBase.metadata.sorted_tables:
-        table.to_metadata(_CoreBase.metadata)
-    return _CoreBase.metadata
 
 
 def normalize_url(url: str | URL) -> URL:

@@ -14,6 +14,7 @@ of its metadata, and of the ``user`` table either the core columns or the servic
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,15 +29,24 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, event
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
-from srcore.db import core_metadata, normalize_url, require_driver
+from srcore.db import (
+    TYPE_ANNOTATION_MAP,
+    UserMixin,
+    make_metadata,
+    normalize_url,
+    require_driver,
+)
 from srcore.resources import resource_dir
+from srcore.webhooks.models import WebhookBase
 
 __all__ = [
     "CORE_LINEAGE",
     "MigrationTarget",
     "RevisionInfo",
+    "core_metadata",
     "current",
     "downgrade",
     "heads",
@@ -52,6 +62,27 @@ __all__ = [
 CORE_LINEAGE = "srcore"
 
 _SERVICE_ID = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+@functools.cache
+def core_metadata() -> MetaData:
+    """The metadata of the tables the core lineage owns: ``user`` with UserMixin's columns
+    and the webhook tables of :mod:`srcore.webhooks.models`.
+
+    It lives here, not in :mod:`srcore.db`, because the lineage spans features: the
+    database layer knows no feature's tables.
+    """
+
+    class _CoreBase(DeclarativeBase):
+        metadata = make_metadata()
+        type_annotation_map = TYPE_ANNOTATION_MAP
+
+    class _CoreUser(UserMixin, _CoreBase):
+        __tablename__ = "user"
+
+    for table in WebhookBase.metadata.sorted_tables:
+        table.to_metadata(_CoreBase.metadata)
+    return _CoreBase.metadata
 
 
 @dataclass(frozen=True)

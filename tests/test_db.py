@@ -18,12 +18,12 @@ from srcore.db import (
     TimestampMixin,
     UserMixin,
     UserType,
-    core_metadata,
     init_app,
     make_metadata,
     normalize_url,
     utcnow,
 )
+from srcore.migrate import core_metadata
 
 
 class Base(DeclarativeBase):

@@ -9,8 +9,8 @@ from sqlalchemy import ForeignKey, MetaData, String, create_engine, inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from srcore import migrate
-from srcore.db import TYPE_ANNOTATION_MAP, UserMixin, core_metadata, make_metadata
-from srcore.migrate import CORE_LINEAGE, MigrationTarget
+from srcore.db import TYPE_ANNOTATION_MAP, UserMixin, make_metadata
+from srcore.migrate import CORE_LINEAGE, MigrationTarget, core_metadata
 from srcore.migrate_cli import migrate_command
 
 CORE_HEAD = "srcore_0006"

@@ -106,7 +106,7 @@ def test_every_page_of_every_service_carries_them(tmp_path: Path, service: str) 
     """Every GET route without variables, of each example service, logged out."""
     import importlib
 
-    from srcore.db import core_metadata
+    from srcore.migrate import core_metadata
 
     package = importlib.import_module(service)
     path = write_config(

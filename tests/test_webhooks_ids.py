@@ -48,7 +48,7 @@ def test_the_metadata_declares_autoincrement_for_sqlite() -> None:
 
 def test_migration_rebuilds_existing_sqlite_tables_keeping_rows(tmp_path: Path) -> None:
     from srcore import migrate
-    from srcore.db import core_metadata
+    from srcore.migrate import core_metadata
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     target = migrate.MigrationTarget(

@@ -78,7 +78,7 @@ class _DatabasePool:
 
 def _clean(app: Any) -> None:
     """Empty the service's tables and the core's (webhooks), leaving the schema."""
-    from srcore.db import core_metadata
+    from srcore.migrate import core_metadata
 
     metadata = app.extensions["srcore"].metadata
     service_tables = list(reversed(metadata.sorted_tables)) if metadata is not None else []

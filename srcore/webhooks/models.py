@@ -1,7 +1,7 @@
 """The webhook tables: subscriptions, the outbox, deliveries and the delivery log.
 
 They belong to the core migration lineage (``srcore_0002_webhooks``, ``srcore_0003``)
-and exist in every service's database; :func:`srcore.db.core_metadata` includes them.
+and exist in every service's database; :func:`srcore.migrate.core_metadata` includes them.
 Rows are plain data: the logic that reads them lives in :mod:`.fanout`, :mod:`.delivery`
 and :mod:`.worker`.
 """
