@@ -94,10 +94,23 @@ def _server_error(exc: InternalServerError) -> Response:
 
 
 def _validation_failed(exc: Exception) -> Response:
+    """Bad input a view let raise: its form page again, the JSON error body, or (a bad
+    query string of a page) an error page naming the fields."""
     from srcore.validation import ValidationFailed
 
     assert isinstance(exc, ValidationFailed)
-    return exc.validation.response()
+    valid = exc.validation
+    if valid.page is not None:
+        template, context = valid.page
+        body = render_template(template, valid=valid, **context)
+        return Response(body, status=400, content_type="text/html; charset=utf-8")
+    if wants_json():
+        return exc.response()
+    reasons = "; ".join(
+        f"{err.field}: {err.reason}" if err.field else err.reason for err in valid.errors
+    )
+    what = "address" if request.method in ("GET", "HEAD") else "input"
+    return error_response(exc.status, f"Invalid {what}: {reasons}")
 
 
 def _search_error(exc: Exception) -> Response:

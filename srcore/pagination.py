@@ -3,6 +3,10 @@
 A cursor names the last row a client has seen (its key values), not an offset, so rows
 inserted between two requests neither repeat nor vanish from the listing. Cursors are
 opaque to clients and checked on the way back in: a forged one is a 400, not a 500.
+
+Views use the request-driven pair: :func:`cursor_page` (``?cursor=`` and ``?limit=``)
+and :func:`page_number` (``?page=``); a bad value raises
+:class:`~srcore.validation.ValidationFailed`, which srcore answers with a 400.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import binascii
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
@@ -31,20 +35,26 @@ __all__ = [
     "InvalidCursor",
     "KeyColumn",
     "Page",
+    "cursor_page",
     "decode_cursor",
     "encode_cursor",
+    "page_number",
     "paginate_cursor",
     "paginate_pages",
     "read_page",
+    "read_page_number",
 ]
 
 _T = TypeVar("_T")
+_J = TypeVar("_J")
 
 #: Cursors longer than this are refused before any decoding.
 MAX_CURSOR_LENGTH = 1024
 #: Items per API page unless ``?limit=`` says otherwise, and the most it may ask for.
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
+#: The highest ``?page=`` of a numbered listing (far past any real one).
+MAX_PAGE = 1_000_000
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -62,6 +72,10 @@ class CursorPage(Generic[_T]):
 
     items: list[_T]
     next_cursor: str | None
+
+    def listing(self, convert: Callable[[_T], _J]) -> CursorList[_J]:
+        """The page as the API answers it, each item turned into JSON by *convert*."""
+        return {"results": [convert(item) for item in self.items], "next": self.next_cursor}
 
 
 class CursorList(TypedDict, Generic[_T]):
@@ -81,6 +95,50 @@ def read_page(
     cursor = valid.optional("cursor", max_length=MAX_CURSOR_LENGTH)
     limit = valid.optional("limit", int, min=1, max=max_limit, default=default_limit)
     return cursor, limit if limit is not None else default_limit
+
+
+def read_page_number(valid: Validation) -> int:
+    """The ``page`` of a numbered listing's query string (from 1), as read by *valid*."""
+    return valid.optional("page", int, min=1, max=MAX_PAGE, default=1) or 1
+
+
+def page_number(valid: Validation | None = None) -> int:
+    """The current request's ``?page=``; raises ``ValidationFailed`` if it (or anything
+    *valid* recorded before) is bad."""
+    from srcore.validation import Validation
+
+    valid = valid if valid is not None else Validation()
+    number = read_page_number(valid)
+    valid.raise_if_invalid()
+    return number
+
+
+def cursor_page(
+    session: Session,
+    stmt: Select[_T],
+    *,
+    key: KeyColumn | Sequence[KeyColumn],
+    descending: bool = True,
+    valid: Validation | None = None,
+    max_limit: int = MAX_LIMIT,
+    default_limit: int = DEFAULT_LIMIT,
+) -> CursorPage[_T]:
+    """The page of *stmt* the current request's ``?cursor=`` and ``?limit=`` ask for.
+
+    A bad value, a cursor made for another listing, or anything *valid* (the request's
+    query, already read for filters) recorded before raises ``ValidationFailed``.
+    """
+    from srcore.validation import Validation
+
+    valid = valid if valid is not None else Validation()
+    cursor, limit = read_page(valid, max_limit=max_limit, default_limit=default_limit)
+    valid.raise_if_invalid()
+    try:
+        return paginate_cursor(
+            session, stmt, key=key, cursor=cursor, limit=limit, descending=descending
+        )
+    except InvalidCursor:
+        valid.fail("This cursor was not made for this listing.", "cursor")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from srcore.validation import Validation
 
 SERVICES = ["meta", "todo", "paste"]
 
+
 def _app(name: str, tmp_path: Path, extra: str = "") -> Flask:
     config = write_config(
         tmp_path / f"{name}.ini", service_id=name, database_url=f"sqlite:///{tmp_path}/x.db"
@@ -239,8 +240,8 @@ def _reader(valid: Validation, *, partial: bool = False) -> dict[str, Any]:
         values["title"] = valid.require("title", max_length=80)
     values["size"] = valid.optional("size", int, min=1, max=9, default=3)
     values["colour"] = valid.optional("colour", Colour)
-    values["site"] = valid.url("site")
-    values["hidden"] = valid.boolean("hidden")
+    values["site"] = valid.optional("site", "url")
+    values["hidden"] = valid.optional("hidden", bool)
     return values
 
 

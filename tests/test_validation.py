@@ -483,9 +483,9 @@ def test_required_string_missing_in_every_way() -> None:
 
 def test_labels_are_derived_or_given() -> None:
     valid = Validation(data={})
-    valid.string("due_date", required=True)
-    valid.string("home-page", required=True)
-    valid.integer("n", required=True, label="Number of seats")
+    valid.require("due_date")
+    valid.require("home-page")
+    valid.require("n", int, label="Number of seats")
     assert [err.reason for err in valid.errors] == [
         "Due date is required.",
         "Home page is required.",
@@ -529,10 +529,10 @@ def test_json_typed_getters() -> None:
     valid = Validation(data=data)
     assert valid.source == "json"
     assert valid.require("n", int, min=1, max=10) == 7
-    assert valid.integer("f") == 3
+    assert valid.optional("f", int) == 3
     assert valid.require("flag", bool) is True
     assert valid.require("state", State) is State.OPEN
-    assert valid.enum("pri", Priority) is Priority.HIGH
+    assert valid.optional("pri", Priority) is Priority.HIGH
     assert valid.require("color", "enum", choices=["red", "blue"]) == "red"
     assert valid.require("site", "url") == "https://example.org"
     assert valid.require("mail", "email") == "a@example.org"
@@ -556,14 +556,14 @@ def test_json_wrong_types_are_field_errors() -> None:
         "upload": "not a file",
     }
     valid = Validation(data=data)
-    assert valid.string("title") is None
-    assert valid.integer("n") is None
-    assert valid.integer("m") is None
-    assert valid.boolean("flag") is None
-    assert valid.enum("state", State) is None
-    assert valid.url("site") is None
-    assert valid.email("mail", required=True) is None
-    assert valid.file("upload", max_size=10) is None
+    assert valid.optional("title") is None
+    assert valid.optional("n", int) is None
+    assert valid.optional("m", int) is None
+    assert valid.optional("flag", bool) is None
+    assert valid.optional("state", State) is None
+    assert valid.optional("site", "url") is None
+    assert valid.require("mail", "email") is None
+    assert valid.optional("upload", "file", max_size=10) is None
     assert reasons(valid) == [
         ("title", "Must be a string."),
         ("n", "Must be a whole number."),
@@ -578,10 +578,10 @@ def test_json_wrong_types_are_field_errors() -> None:
 
 def test_json_boolean_missing() -> None:
     valid = Validation(data={})
-    assert valid.boolean("public") is None
-    assert valid.boolean("public", default=False) is False
+    assert valid.optional("public", bool) is None
+    assert valid.optional("public", bool, default=False) is False
     assert valid.ok
-    assert valid.boolean("public", required=True) is None
+    assert valid.require("public", bool) is None
     assert reasons(valid) == [("public", "Public is required.")]
 
 
@@ -591,11 +591,11 @@ def test_form_data_is_parsed_from_strings() -> None:
     )
     valid = Validation(data=form, source="form")
     assert valid.source == "form"
-    assert valid.integer("n", required=True) == 42
-    assert valid.boolean("agree") is True
-    assert valid.boolean("newsletter", required=True) is False
-    assert valid.enum("state", State) is State.CLOSED
-    assert valid.enum("pri", Priority) is Priority.LOW
+    assert valid.require("n", int) == 42
+    assert valid.optional("agree", bool) is True
+    assert valid.require("newsletter", bool) is False
+    assert valid.optional("state", State) is State.CLOSED
+    assert valid.optional("pri", Priority) is Priority.LOW
     assert valid.value("n") == " 42 "
     assert valid.ok
 
@@ -604,7 +604,7 @@ def test_form_empty_values_are_missing() -> None:
     valid = Validation(data={"n": "", "site": " ", "flag": ""}, source="form")
     assert valid.optional("n", int, default=1) == 1
     assert valid.optional("site", "url") is None
-    assert valid.boolean("flag") is False
+    assert valid.optional("flag", bool) is False
     assert valid.ok
     valid.require("n", int)
     assert reasons(valid) == [("n", "N is required.")]
@@ -612,9 +612,9 @@ def test_form_empty_values_are_missing() -> None:
 
 def test_form_bad_values() -> None:
     valid = Validation(data={"n": "4.5", "flag": "maybe", "state": "OPEN"}, source="form")
-    assert valid.integer("n") is None
-    assert valid.boolean("flag") is None
-    assert valid.enum("state", State) is None
+    assert valid.optional("n", int) is None
+    assert valid.optional("flag", bool) is None
+    assert valid.optional("state", State) is None
     assert [err.field for err in valid.errors] == ["n", "flag", "state"]
 
 
@@ -697,8 +697,8 @@ def test_files_in_plain_data() -> None:
     small = valid.require("small", "file", max_size=3)
     assert small is not None
     assert small.read() == b"abc"
-    assert valid.file("big", max_size=1024) is None
-    assert valid.file("empty_input", max_size=10, required=True) is None
+    assert valid.optional("big", "file", max_size=1024) is None
+    assert valid.require("empty_input", "file", max_size=10) is None
     assert valid.optional("absent", "file", max_size=10) is None
     assert reasons(valid) == [
         ("big", "Must be at most 1 KB."),
@@ -713,7 +713,7 @@ def test_files_in_plain_data() -> None:
 def test_file_size_reason(limit: int, text: str) -> None:
     files = {"f": FileStorage(cast(IO[bytes], _SizedStream(limit + 1)), filename="f")}
     valid = Validation(data={}, files=files, source="form")
-    assert valid.file("f", max_size=limit) is None
+    assert valid.optional("f", "file", max_size=limit) is None
     assert valid.errors == [FieldError(f"Must be at most {text}.", "f")]
     assert files["f"].stream.tell() == 0
 
@@ -749,11 +749,11 @@ def make_app() -> Flask:
         title = valid.require("title", max_length=256)
         priority = valid.optional("priority", int, min=1, max=5, default=3)
         state = valid.optional("state", State, default=State.OPEN)
-        public = valid.boolean("public")
-        site = valid.url("site")
-        mail = valid.email("mail")
-        kind = valid.enum("kind", ["bug", "feature"])
-        attachment = valid.file("attachment", max_size=1024)
+        public = valid.optional("public", bool)
+        site = valid.optional("site", "url")
+        mail = valid.optional("mail", "email")
+        kind = valid.optional("kind", "enum", choices=["bug", "feature"])
+        attachment = valid.optional("attachment", "file", max_size=1024)
         valid.expect(title != "forbidden", "That title is taken.", field="title")
         if not valid.ok:
             return valid.response()
@@ -771,8 +771,8 @@ def make_app() -> Flask:
     @app.route("/search", methods=["GET", "DELETE"])
     def search() -> Response | dict[str, Any]:
         valid = Validation()
-        q = valid.string("q", required=True)
-        page = valid.integer("page", default=1, min=1)
+        q = valid.require("q")
+        page = valid.optional("page", int, default=1, min=1)
         valid.raise_if_invalid()
         return {"q": q, "page": page, "source": valid.source}
 
@@ -1001,17 +1001,17 @@ field_names = st.sampled_from([*FIELDS, "other"])
 def exercise(valid: Validation) -> None:
     """Call every getter on every field, as a view would."""
     for name in FIELDS:
-        valid.string(name, max_length=10, min_length=1)
+        valid.optional(name, max_length=10, min_length=1)
         valid.require(name)
         valid.optional(name, int, min=0, max=100)
-        valid.boolean(name)
+        valid.optional(name, bool)
         valid.optional(name, bool, default=True)
-        valid.enum(name, State)
-        valid.enum(name, Priority)
+        valid.optional(name, State)
+        valid.optional(name, Priority)
         valid.require(name, "enum", choices=["a", "b"])
-        valid.url(name)
-        valid.email(name)
-        valid.file(name, max_size=10)
+        valid.optional(name, "url")
+        valid.optional(name, "email")
+        valid.optional(name, "file", max_size=10)
         valid.value(name)
         valid.error_for(name)
     assert_well_formed(json.loads(valid.response().get_data()))

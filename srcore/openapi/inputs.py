@@ -3,8 +3,10 @@
 A service reads a request's fields with :class:`~srcore.validation.Validation`, usually in
 a small reader (``read_tracker(valid)``) that the view calls. That reader is the one
 declaration of the input: :func:`describe_input` runs it against a :class:`Probe`, a
-Validation that records each field asked for (its type, bounds and whether it is
-required) and answers with a harmless sample value instead of reading a request.
+Validation whose ``require()``/``optional()`` record each field asked for (its type,
+bounds and whether it is required) and answer with a harmless sample value instead of
+reading a request. The Probe mirrors the per-type methods those two dispatch to
+(``_string``, ``_strings``, ...), so a new option there needs its twin here.
 
 A field read only when present (``if "name" in valid: valid.require("name")``, the PATCH
 pattern) is described as optional. A value read from the raw data (``valid._data.get``)
@@ -13,6 +15,7 @@ is described by name, with no type.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +26,12 @@ from srcore.validation import (
     INT_MAX,
     INT_MIN,
     MAX_EMAIL_LENGTH,
+    MAX_LIST_ITEMS,
     MAX_STRING_LENGTH,
     MAX_URL_LENGTH,
     Source,
     Validation,
+    ValidationFailed,
 )
 
 __all__ = ["FieldSpec", "InputSpec", "Probe", "Reader", "describe_input"]
@@ -110,9 +115,9 @@ class Probe(Validation):
             schema = _or_null(schema)
         self.spec.fields[name] = FieldSpec(name, schema, must)
 
-    # -- the typed getters, recording
+    # -- what require()/optional() call for each type, recording
 
-    def string(
+    def _string(
         self,
         field: str,
         *,
@@ -130,7 +135,7 @@ class Probe(Validation):
         self._record(field, schema, required=required, nullable=not required)
         return default if default is not None else ""
 
-    def integer(
+    def _integer(
         self,
         field: str,
         *,
@@ -146,7 +151,7 @@ class Probe(Validation):
         self._record(field, schema, required=required, nullable=not required)
         return default if default is not None else low
 
-    def boolean(
+    def _boolean(
         self,
         field: str,
         *,
@@ -159,7 +164,7 @@ class Probe(Validation):
         self._record(field, {"type": "boolean"}, required=required, nullable=not required)
         return default if default is not None else False
 
-    def enum(  # type: ignore[override]
+    def _enum(  # type: ignore[override]
         self,
         field: str,
         choices: type[enum.Enum] | Sequence[str],
@@ -177,7 +182,7 @@ class Probe(Validation):
         self._record(field, schema, required=required, nullable=not required)
         return default if default is not None else sample
 
-    def url(
+    def _url(
         self,
         field: str,
         *,
@@ -191,7 +196,7 @@ class Probe(Validation):
         self._record(field, schema, required=required, nullable=not required)
         return default if default is not None else ""
 
-    def email(
+    def _email(
         self,
         field: str,
         *,
@@ -203,7 +208,27 @@ class Probe(Validation):
         self._record(field, schema, required=required, nullable=not required)
         return default if default is not None else ""
 
-    def file(
+    def _strings(
+        self,
+        field: str,
+        *,
+        required: bool = False,
+        default: list[str] | None = None,
+        max_items: int | None = None,
+        max_length: int | None = None,
+        split: bool = False,
+        label: str | None = None,
+    ) -> list[str] | None:
+        item: dict[str, Any] = {"type": "string"}
+        item["maxLength"] = min(max_length or MAX_STRING_LENGTH, MAX_STRING_LENGTH)
+        limit = MAX_LIST_ITEMS if max_items is None else min(max_items, MAX_LIST_ITEMS)
+        schema = {"type": "array", "items": item, "maxItems": limit}
+        if required:
+            schema["minItems"] = 1
+        self._record(field, schema, required=required, nullable=not required)
+        return default if default is not None else []
+
+    def _file(
         self,
         field: str,
         *,
@@ -232,7 +257,9 @@ def describe_input(
     spec = InputSpec()
     for reader in readers:
         probe = Probe(registry, source=source)
-        reader(probe)
+        # A reader that stops at a check is described by what it read so far.
+        with contextlib.suppress(ValidationFailed):
+            reader(probe)
         for name, found in probe.spec.fields.items():
             spec.fields.setdefault(name, found)
     return spec

@@ -132,7 +132,7 @@ def read_search(
     A bad query is recorded as an error on *field* (check ``valid.ok``) and gives a
     condition that matches nothing, so a view can still show the page around the error.
     """
-    query = valid.string(field, max_length=MAX_QUERY_LENGTH, default="") or ""
+    query = valid.optional(field, max_length=MAX_QUERY_LENGTH, default="") or ""
     try:
         return query, schema.where(query)
     except SearchError as exc:

@@ -1,18 +1,22 @@
 """Validate an HTML form or a JSON body with one object and one error format.
 
-Form views and API views read their input the same way::
+Form views and API views read their input the same way, one call per field::
 
-    valid = Validation(request)
-    title = valid.string("title", required=True, max_length=256)
-    priority = valid.integer("priority", min=1, max=5, default=3)
-    if not valid.ok:
-        return valid.response()          # {"errors": [{"field": ..., "reason": ...}]}
+    valid = Validation()                 # the current request: query, JSON or form
+    title = valid.require("title", max_length=256)
+    priority = valid.optional("priority", int, min=1, max=5, default=3)
+    labels = valid.optional("labels", list[str], max_items=10)
+    valid.raise_if_invalid()
+
+Every problem is recorded (so one answer lists them all) and :meth:`~Validation.
+raise_if_invalid` raises :class:`ValidationFailed`, which srcore answers: the standard
+JSON error body (``{"errors": [{"field": ..., "reason": ...}]}``) for the API, the form
+page again for ``Validation.form("tracker_form.html", ...)``, an error page naming the
+bad fields for a bad query string. Views never build error answers themselves.
 
 The rules themselves (:func:`parse_json_object`, :func:`coerce_string`, ...) are plain
 functions over plain values that raise :class:`Invalid`; :class:`Validation` only finds
-the submitted value, decides whether it is missing, and records what went wrong. Bad
-input always ends as a recorded error, never as an exception, so a view can answer with
-a 4xx and the standard error body instead of a 500.
+the submitted value, decides whether it is missing, and records what went wrong.
 
 The package root is the API; behind it, :mod:`~srcore.validation.rules` holds the plain
 rules, :mod:`~srcore.validation.validator` the :class:`Validation` object and
@@ -25,6 +29,7 @@ from srcore.validation.options import (
     CommonOptions,
     FileOptions,
     IntOptions,
+    ListOptions,
     StringOptions,
     UrlOptions,
 )
@@ -32,6 +37,7 @@ from srcore.validation.rules import (
     INT_MAX,
     INT_MIN,
     MAX_EMAIL_LENGTH,
+    MAX_LIST_ITEMS,
     MAX_STRING_LENGTH,
     MAX_URL_LENGTH,
     ErrorBody,
@@ -43,6 +49,7 @@ from srcore.validation.rules import (
     coerce_email,
     coerce_int,
     coerce_string,
+    coerce_strings,
     coerce_url,
     error_body,
     file_size,
@@ -55,6 +62,7 @@ __all__ = [
     "INT_MAX",
     "INT_MIN",
     "MAX_EMAIL_LENGTH",
+    "MAX_LIST_ITEMS",
     "MAX_STRING_LENGTH",
     "MAX_URL_LENGTH",
     "CommonOptions",
@@ -64,6 +72,7 @@ __all__ = [
     "FileOptions",
     "IntOptions",
     "Invalid",
+    "ListOptions",
     "Source",
     "StringOptions",
     "UrlOptions",
@@ -74,6 +83,7 @@ __all__ = [
     "coerce_email",
     "coerce_int",
     "coerce_string",
+    "coerce_strings",
     "coerce_url",
     "error_body",
     "file_size",

@@ -8,7 +8,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import NotRequired, Required, TypedDict
 
-__all__ = ["CommonOptions", "FileOptions", "IntOptions", "StringOptions", "UrlOptions"]
+__all__ = [
+    "CommonOptions",
+    "FileOptions",
+    "IntOptions",
+    "ListOptions",
+    "StringOptions",
+    "UrlOptions",
+]
 
 
 class CommonOptions(TypedDict, total=False):
@@ -24,6 +31,12 @@ class StringOptions(CommonOptions, total=False):
 class IntOptions(CommonOptions, total=False):
     min: int | None
     max: int | None
+
+
+class ListOptions(CommonOptions, total=False):
+    max_items: int | None
+    max_length: int | None
+    split: bool
 
 
 class UrlOptions(CommonOptions, total=False):

@@ -25,6 +25,7 @@ __all__ = [
     "INT_MAX",
     "INT_MIN",
     "MAX_EMAIL_LENGTH",
+    "MAX_LIST_ITEMS",
     "MAX_STRING_LENGTH",
     "MAX_URL_LENGTH",
     "ErrorBody",
@@ -36,6 +37,7 @@ __all__ = [
     "coerce_email",
     "coerce_int",
     "coerce_string",
+    "coerce_strings",
     "coerce_url",
     "error_body",
     "file_size",
@@ -47,6 +49,8 @@ __all__ = [
 MAX_STRING_LENGTH = 1_000_000
 #: Default and ceiling for URLs; longer ones break browsers, proxies and logs.
 MAX_URL_LENGTH = 2048
+#: No list is accepted with more items than this, whatever a call asks for.
+MAX_LIST_ITEMS = 1000
 #: RFC 5321 path limit.
 MAX_EMAIL_LENGTH = 254
 #: Integers are kept within a signed 64-bit column so the database never overflows.
@@ -238,6 +242,36 @@ def coerce_string(
     if _FORBIDDEN_CHARS.search(value):
         raise Invalid("Contains characters that are not allowed.")
     return value
+
+
+def coerce_strings(
+    raw: object,
+    *,
+    max_items: int | None = None,
+    max_length: int | None = None,
+    split: bool = False,
+) -> list[str]:
+    """Check a list of strings: a JSON array of strings, or a form's repeated values.
+
+    Each item is stripped and checked like :func:`coerce_string`; empty items are dropped.
+    With ``split``, a single string is accepted too and every item is split on whitespace
+    (a space-separated list typed into one field). ``max_items`` is capped at
+    :data:`MAX_LIST_ITEMS`.
+    """
+    limit = MAX_LIST_ITEMS if max_items is None else min(max_items, MAX_LIST_ITEMS)
+    if split and isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list | tuple) or not all(isinstance(item, str) for item in raw):
+        raise Invalid("Must be a list of strings.")
+    if len(raw) > limit:
+        raise Invalid(f"Must have at most {_plural(limit, 'item')}.")
+    items = [coerce_string(item, max_length=max_length) for item in raw]
+    if split:
+        items = [part for item in items for part in item.split()]
+    items = [item for item in items if item]
+    if len(items) > limit:
+        raise Invalid(f"Must have at most {_plural(limit, 'item')}.")
+    return items
 
 
 def coerce_int(

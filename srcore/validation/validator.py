@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, Literal, TypeVar, Unpack, cast, overload
+from typing import Any, Literal, NoReturn, TypeVar, Unpack, cast, overload
 
 from flask import Request, Response
 from flask import request as current_request
@@ -21,6 +21,7 @@ from srcore.validation.options import (
     CommonOptions,
     FileOptions,
     IntOptions,
+    ListOptions,
     StringOptions,
     UrlOptions,
 )
@@ -34,6 +35,7 @@ from srcore.validation.rules import (
     coerce_email,
     coerce_int,
     coerce_string,
+    coerce_strings,
     coerce_url,
     error_body,
     is_json_mimetype,
@@ -121,6 +123,20 @@ class Validation:
         else:
             self.error(f"Unsupported content type {request.mimetype}; send a form or JSON.")
 
+    #: The form page shown again when this validation fails (see :meth:`form`).
+    page: tuple[str, dict[str, Any]] | None = None
+
+    @classmethod
+    def form(cls, template: str, **context: Any) -> Validation:
+        """Validate the current request's form; when it fails, *template* is rendered
+        again with ``valid`` (this object) and *context*, with status 400.
+
+        The one place a form page names itself, so its view needs no error branch.
+        """
+        valid = cls()
+        valid.page = (template, context)
+        return valid
+
     def __repr__(self) -> str:
         return f"<Validation {self.source} errors={len(self.errors)}>"
 
@@ -155,9 +171,19 @@ class Validation:
         return True
 
     def raise_if_invalid(self, *, status: int = 400) -> None:
-        """Raise :class:`ValidationFailed` if any error was recorded."""
+        """Raise :class:`ValidationFailed` if any error was recorded.
+
+        srcore answers it: the form page again (:meth:`form`), the standard JSON error
+        body (API), or an error page naming the bad fields (a bad query string).
+        """
         if self.errors:
             raise ValidationFailed(self, status=status)
+
+    def fail(self, reason: str, field: str | None = None, *, status: int = 400) -> NoReturn:
+        """Record ``reason`` and raise :class:`ValidationFailed` with every error so far;
+        *status* is the API's (a form page shown again is always a 400)."""
+        self.error(reason, field)
+        raise ValidationFailed(self, status=status)
 
     def response(self, status: int = 400) -> Response:
         """A JSON response with the standard error body of the recorded errors."""
@@ -216,7 +242,7 @@ class Validation:
 
     # -- typed getters
 
-    def string(
+    def _string(
         self,
         field: str,
         *,
@@ -238,7 +264,7 @@ class Validation:
             ),
         )
 
-    def integer(
+    def _integer(
         self,
         field: str,
         *,
@@ -257,7 +283,7 @@ class Validation:
             convert=lambda raw: coerce_int(raw, from_form=self.source == "form", min=min, max=max),
         )
 
-    def boolean(
+    def _boolean(
         self,
         field: str,
         *,
@@ -281,7 +307,7 @@ class Validation:
             return None
 
     @overload
-    def enum(
+    def _enum(
         self,
         field: str,
         choices: type[_E],
@@ -291,7 +317,7 @@ class Validation:
         label: str | None = ...,
     ) -> _E | None: ...
     @overload
-    def enum(
+    def _enum(
         self,
         field: str,
         choices: Sequence[str],
@@ -300,7 +326,7 @@ class Validation:
         default: str | None = ...,
         label: str | None = ...,
     ) -> str | None: ...
-    def enum(
+    def _enum(
         self,
         field: str,
         choices: type[enum.Enum] | Sequence[str],
@@ -320,7 +346,7 @@ class Validation:
             self._coerce(field, required=required, default=default, label=label, convert=convert),
         )
 
-    def url(
+    def _url(
         self,
         field: str,
         *,
@@ -339,7 +365,7 @@ class Validation:
             convert=lambda raw: coerce_url(raw, max_length=max_length, schemes=schemes),
         )
 
-    def email(
+    def _email(
         self,
         field: str,
         *,
@@ -356,7 +382,36 @@ class Validation:
             convert=lambda raw: coerce_email(raw),
         )
 
-    def file(
+    def _strings(
+        self,
+        field: str,
+        *,
+        required: bool = False,
+        default: list[str] | None = None,
+        max_items: int | None = None,
+        max_length: int | None = None,
+        split: bool = False,
+        label: str | None = None,
+    ) -> list[str] | None:
+        """A list of strings: a JSON array, or every value of a repeated form or query field."""
+        getlist = getattr(self._data, "getlist", None)
+        raw: object = getlist(field) if callable(getlist) else self._data.get(field)
+        try:
+            items = (
+                None
+                if raw is None
+                else coerce_strings(raw, max_items=max_items, max_length=max_length, split=split)
+            )
+        except Invalid as exc:
+            self._fail(field, exc)
+            return None
+        if not items:
+            if required:
+                self.error(f"{label or _label(field)} is required.", field)
+            return default
+        return items
+
+    def _file(
         self,
         field: str,
         *,
@@ -399,6 +454,10 @@ class Validation:
     def require(self, field: str, type: type[int], **options: Unpack[IntOptions]) -> int | None: ...
     @overload
     def require(
+        self, field: str, type: type[list[str]], **options: Unpack[ListOptions]
+    ) -> list[str] | None: ...
+    @overload
+    def require(
         self,
         field: str,
         type: Literal["enum"],
@@ -419,8 +478,12 @@ class Validation:
         self, field: str, type: Literal["file"], **options: Unpack[FileOptions]
     ) -> FileStorage | None: ...
     def require(self, field: str, type: object = str, **options: Any) -> Any:
-        """A required value of ``type``: ``str``, ``int``, ``bool``, an Enum class,
-        ``"enum"`` (with ``choices``), ``"url"``, ``"email"`` or ``"file"``."""
+        """A required value of ``type``: ``str``, ``int``, ``bool``, ``list[str]``, an Enum
+        class, ``"enum"`` (with ``choices``), ``"url"``, ``"email"`` or ``"file"``.
+
+        A missing or bad value is recorded and gives None; the view goes on reading, so
+        one answer lists every problem, and :meth:`raise_if_invalid` ends it.
+        """
         return self._by_type(field, type, required=True, default=None, options=options)
 
     @overload
@@ -463,6 +526,15 @@ class Validation:
     def optional(
         self,
         field: str,
+        type: type[list[str]],
+        *,
+        default: list[str] | None = ...,
+        **options: Unpack[ListOptions],
+    ) -> list[str] | None: ...
+    @overload
+    def optional(
+        self,
+        field: str,
         type: Literal["enum"],
         *,
         choices: Sequence[str],
@@ -501,18 +573,20 @@ class Validation:
         self, field: str, kind: object, *, required: bool, default: Any, options: dict[str, Any]
     ) -> Any:
         if kind == "file":
-            return self.file(field, required=required, **options)
+            return self._file(field, required=required, **options)
         if kind == "enum":
             choices = options.pop("choices")
-            return self.enum(field, choices, required=required, default=default, **options)
+            return self._enum(field, choices, required=required, default=default, **options)
         if isinstance(kind, type) and issubclass(kind, enum.Enum):
-            return self.enum(field, kind, required=required, default=default, **options)
+            return self._enum(field, kind, required=required, default=default, **options)
         getters: dict[object, Any] = {
-            str: self.string,
-            bool: self.boolean,
-            int: self.integer,
-            "url": self.url,
-            "email": self.email,
+            str: self._string,
+            bool: self._boolean,
+            int: self._integer,
+            "url": self._url,
+            "email": self._email,
+            list: self._strings,
+            list[str]: self._strings,
         }
         getter = getters.get(kind)
         if getter is None:
@@ -521,8 +595,8 @@ class Validation:
 
 
 class ValidationFailed(Exception):
-    """Raised by :meth:`Validation.raise_if_invalid`; carries the validation so an error
-    handler can answer with :meth:`Validation.response` (or a view can re-render)."""
+    """Raised by :meth:`Validation.raise_if_invalid` and :meth:`Validation.fail`; srcore's
+    error handler answers it, so a view never returns an error itself."""
 
     def __init__(self, validation: Validation, *, status: int = 400) -> None:
         super().__init__("; ".join(err.reason for err in validation.errors))

@@ -136,15 +136,9 @@ def _subscription(subscription_id: int, *, write: bool = True) -> Subscription:
 
 
 def _raw_events(valid: Validation) -> tuple[object, bool]:
-    """The submitted ``events`` (a JSON value, or a form's values) and whether it was sent.
-
-    Read from the raw data: a list of names has no typed getter.
-    """
+    """The submitted ``events`` (a JSON array, or a form's values) and whether it was sent."""
     given = "events" in valid
-    getlist = getattr(valid._data, "getlist", None)
-    if valid.source == "form" and callable(getlist):
-        return getlist("events"), given
-    return valid._data.get("events"), given
+    return valid.optional("events", list[str], max_length=256), given
 
 
 def _read_new(valid: Validation) -> SubscriptionInput:

@@ -98,9 +98,9 @@ def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
 
 def emit(
     event: str,
-    data: Mapping[str, Any],
+    data: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
     *,
-    resource: str | None = None,
+    resource: str | Callable[[], str] | None = None,
     owner_id: int | None = None,
     visibility: str | None = None,
     session: Session | None = None,
@@ -115,6 +115,9 @@ def emit(
     fanned out, however the resource changes meantime. An ``owner`` or ``readers`` event
     needs *owner_id* (``ValueError`` if missing). *session* defaults to the request's
     :data:`srcore.db.session`.
+
+    The session is flushed first, and *data* and *resource* may be functions called after
+    it: a payload built from a new row's id and timestamps needs no flush of its own.
     """
     from srcore.app import state
 
@@ -135,8 +138,14 @@ def emit(
         from srcore.db import session as request_session
 
         session = request_session
+    session.flush()
     outbox_id = insert_event(
-        session, event, data, resource=resource, owner_id=owner_id, visibility=visibility
+        session,
+        event,
+        data() if callable(data) else data,
+        resource=resource() if callable(resource) else resource,
+        owner_id=owner_id,
+        visibility=visibility,
     )
     dispatcher = getattr(st, "webhook_dispatcher", None)
     if dispatcher is not None:

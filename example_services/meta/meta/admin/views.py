@@ -67,7 +67,7 @@ def users() -> Any:
     query = Validation(data=request.args, source="form")
     q, condition = read_search(query, USERS, "q")
     search_error = query.error_for("q")
-    page = query.integer("page", min=1, max=_MAX_PAGE, default=1) or 1
+    page = query.optional("page", int, min=1, max=_MAX_PAGE, default=1) or 1
     if any(err.field != "q" for err in query.errors):
         abort(400)
     stmt = select(User).where(condition).order_by(User.id.desc())
@@ -90,11 +90,14 @@ def user(user_id: int) -> Any:
 
 
 def _user_page(target: User, valid: Validation | None) -> Any:
+    from meta import passkeys
+
     return render_template(
         "meta/admin/user.html",
         user=target,
         valid=valid,
         totp_enabled=totp.factor_of(db, target.id) is not None,
+        passkey_count=passkeys.count_of(db, target.id),
     ), (400 if valid is not None and not valid.ok else 200)
 
 
@@ -133,9 +136,18 @@ def unsuspend(user_id: int) -> Response:
 def reset_factors(user_id: int) -> Response:
     """Turn off the second factors of a locked-out account (who lost their device and codes);
     its owner is mailed, and the log says which admin did it."""
+    from meta import passkeys
+
     target = _target(user_id)
-    if totp.remove_factors(db, target.id):
-        audit.record(db, Kind.factors_reset, target.id, actor_id=_admin().id)
+    had_totp = totp.remove_factors(db, target.id)
+    keys = passkeys.remove_all(db, target.id)
+    if had_totp or keys:
+        removed = (["authenticator app"] if had_totp else []) + (
+            [f"{keys} passkey{'s' if keys != 1 else ''}"] if keys else []
+        )
+        audit.record(
+            db, Kind.factors_reset, target.id, actor_id=_admin().id, detail=", ".join(removed)
+        )
         db.commit()
         send_mail("factors-reset", target.email, user=target)
         flash(f"The second factors of {target.username} are reset.", "success")
@@ -151,7 +163,7 @@ def audit_log() -> Any:
     kind = query.optional("kind", max_length=32, label="Event")
     since = _day(query, "since")
     until = _day(query, "until")
-    page = query.integer("page", min=1, max=_MAX_PAGE, default=1) or 1
+    page = query.optional("page", int, min=1, max=_MAX_PAGE, default=1) or 1
     who: User | None = None
     if username:
         who = db.scalar(select(User).where(User.username == username.strip().lower()))

@@ -175,16 +175,9 @@ def _check_token_input(
     With *within* (the scopes of the token asking), only scopes it holds are granted.
     """
     name = valid.require("name", max_length=128, label="Name")
+    # Every repeated form field, or a JSON array; a space-separated string is split too.
+    raw_scopes = valid.optional("scopes", list[str], split=True, max_length=256) or []
     if api:
-        raw_scopes: Any = valid._data.get("scopes")
-        if valid.source == "form":
-            # Every repeated field, as the page reads them: never only the first one.
-            raw_scopes = " ".join(request.form.getlist("scopes"))
-        if isinstance(raw_scopes, str):
-            raw_scopes = raw_scopes.split()
-        if not isinstance(raw_scopes, list) or not all(isinstance(s, str) for s in raw_scopes):
-            valid.error("scopes must be a list of SERVICE/NAME:RO|RW.", "scopes")
-            raw_scopes = []
         days_raw: Any = valid._data.get("expires_in_days", DEFAULT_DAYS)
         if days_raw is None:
             days = NEVER_DAYS
@@ -198,7 +191,6 @@ def _check_token_input(
             valid.error(f"expires_in_days must be 1 to {NEVER_DAYS}, or null.", "expires_in_days")
             days = DEFAULT_DAYS
     else:
-        raw_scopes = request.form.getlist("scopes")
         choice = request.form.get("expires", str(DEFAULT_DAYS))
         days = (
             NEVER_DAYS if choice == "never" else int(choice) if choice in ("30", "90", "365") else 0
@@ -206,7 +198,8 @@ def _check_token_input(
         if not days:
             valid.error("Pick an expiry.", "expires")
     if not raw_scopes:
-        valid.error("Pick at least one scope.", "scopes")
+        if not valid.error_for("scopes"):
+            valid.error("Pick at least one scope.", "scopes")
         return None
     scope, problem = grantable_scope(raw_scopes)
     if problem is not None:
