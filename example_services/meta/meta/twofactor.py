@@ -292,7 +292,7 @@ def activity() -> Any:
     """Every entry of the account's audit log, newest first."""
     user = _current()
     query = Validation(data=request.args, source="form")
-    page = query.integer("page", min=1, max=_MAX_PAGE, default=1) or 1
+    page = query.optional("page", int, min=1, max=_MAX_PAGE, default=1) or 1
     if not query.ok:
         return render_template("meta/security/activity.html", listing=None, valid=query), 400
     listing = paginate_pages(
