@@ -17,7 +17,7 @@ from flask import Flask, Response, g, request
 from srcore.redact import ENVIRON_KEY, redact_target
 
 if TYPE_CHECKING:
-    from srcore.app import SrcoreState
+    from srcore.service import SrcoreState
 
 __all__ = ["init_app", "request_id"]
 

@@ -17,12 +17,12 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, request, url_for
 from sqlalchemy import select
 
-from srcore.app import state
 from srcore.auth.scopes import Access, format_scopes
 from srcore.db import session as db_session
 from srcore.errors import error_response
 from srcore.openapi import Accepted, Created, NoContent, accepted, created, no_content, operation
 from srcore.pagination import CursorList, InvalidCursor, paginate_cursor, read_page
+from srcore.service import state
 from srcore.validation import Validation
 from srcore.webhooks import manage
 from srcore.webhooks.catalog import PING, event_catalog

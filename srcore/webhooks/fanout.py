@@ -166,7 +166,7 @@ def fan_out_batch(
     nor does one of *busy* (the caller is still sending to it).
     """
     if manifest is None:
-        from srcore.app import state
+        from srcore.service import state
 
         manifest = state().manifest
     moment = now or utcnow()

@@ -18,10 +18,10 @@ from flask import Flask, abort, current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, lazyload
 
-from srcore.app import SrcoreState
 from srcore.auth.scopes import Scope, format_scopes
 from srcore.db import utcnow
 from srcore.pagination import paginate_cursor
+from srcore.service import SrcoreState
 from srcore.validation import Validation
 from srcore.webhooks.catalog import PING, PingData
 from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription

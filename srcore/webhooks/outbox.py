@@ -119,7 +119,7 @@ def emit(
     The session is flushed first, and *data* and *resource* may be functions called after
     it: a payload built from a new row's id and timestamps needs no flush of its own.
     """
-    from srcore.app import state
+    from srcore.service import state
 
     st = state()
     declared = st.manifest.event(event)

@@ -17,11 +17,11 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from srcore.app import state
 from srcore.auth.web import current_user, login_required
 from srcore.db import session as db_session
 from srcore.errors import error_response
 from srcore.pagination import InvalidCursor, paginate_pages
+from srcore.service import state
 from srcore.validation import Invalid, Validation
 from srcore.webhooks import manage
 from srcore.webhooks.models import Subscription

@@ -1,0 +1,109 @@
+"""What every part of srcore may know about the service an app is: its app-wide state.
+
+:class:`SrcoreState` lives in ``app.extensions["srcore"]``: the service's id, manifest,
+config, database and models. It sits in the base layer so that every feature (auth,
+webhooks, mail, metrics) and the per-request glue can read it without importing
+:mod:`srcore.app`, which composes them. A feature keeps its own state in its own
+``app.extensions["srcore.<feature>"]`` entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+    from sqlalchemy.orm import Session
+
+    from srcore.config import Config, Section
+    from srcore.db import Database
+    from srcore.manifest import Manifest
+
+__all__ = ["NavItem", "SrcoreState", "state"]
+
+log = logging.getLogger("srcore")
+
+
+@dataclass(frozen=True)
+class NavItem:
+    """One service in the network's navigation bar."""
+
+    id: str
+    name: str
+    url: str
+    current: bool
+
+
+@dataclass
+class SrcoreState:
+    """Everything srcore builds for one app; stored in ``app.extensions["srcore"]``."""
+
+    service_id: str
+    manifest: Manifest
+    config: Config
+    section: Section
+    db: Database
+    metadata: MetaData | None
+    user_model: type[Any] | None
+    static_version: str
+    nav_names: dict[str, str] = field(default_factory=dict)
+    _nav_names_loaded: bool = False
+    # The features' parts, until each keeps them in an extension entry of its own (typed
+    # loosely here so that this base module imports no feature).
+    #: The auth feature's :class:`~srcore.auth.web.LoginBackend`.
+    login: Any = None
+    #: The auth feature's :class:`~srcore.auth.tokens.TokenVerifier` (None: no bearer API).
+    token_verifier: Any = None
+    #: How this service talks to meta, a :class:`~srcore.auth.oauth_client.MetaLink`
+    #: (None for meta itself and networks without meta).
+    identity: Any = None
+    #: The metrics feature's :class:`~srcore.metrics.Metrics` (None: no metrics path).
+    metrics: Any = None
+    #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
+    webhook_dispatcher: Any = None
+    #: Whether a subscriber may limit a subscription to a resource (a probe event about it).
+    webhook_filter: Any = None
+    #: Called with a session once by each webhook worker (local or Celery) before its
+    #: first fan-out, e.g. meta making its first-party subscriptions match the config.
+    webhook_prepare: list[Callable[[Session], None]] = field(default_factory=list)
+
+    @property
+    def is_production(self) -> bool:
+        return self.config.global_["environment"] == "production"
+
+    def service_name(self, service_id: str) -> str:
+        """The human name of a configured service, read from the installed manifests once."""
+        if not self._nav_names_loaded:
+            self._nav_names_loaded = True
+            from srcore.manifest import ManifestError, discover
+
+            try:
+                self.nav_names.update({k: m.name for k, m in discover().items()})
+            except ManifestError as exc:
+                log.warning("cannot read the manifests of installed services: %s", exc)
+            self.nav_names[self.service_id] = self.manifest.name
+        return self.nav_names.get(service_id, service_id.replace("-", " ").title())
+
+    def nav(self) -> list[NavItem]:
+        """The configured services, in config-file order: the network is the file."""
+        return [
+            NavItem(
+                id=sid,
+                name=self.service_name(sid),
+                url=str(self.config.section(sid)["origin"]).rstrip("/") + "/",
+                current=sid == self.service_id,
+            )
+            for sid in self.config.services
+        ]
+
+
+def state(app: Flask | None = None) -> SrcoreState:
+    """The srcore state of *app*, or of the current app."""
+    target = app if app is not None else current_app
+    result: SrcoreState = target.extensions["srcore"]
+    return result
