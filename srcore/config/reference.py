@@ -14,14 +14,11 @@ installed services.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from srcore.config.declarations import GLOBAL_KEYS, SERVICE_KEYS
 from srcore.config.keys import Key, env_name, format_value
-
-if TYPE_CHECKING:
-    from srcore.manifest import Manifest
 
 __all__ = [
     "ANY_SERVICE",
@@ -142,6 +139,28 @@ def _key_entry(section: str, key: Key) -> list[str]:
         f"{_env_text(section, key)} |",
         "",
     ]
+
+
+class Manifest(Protocol):
+    """What the reference reads of a service manifest (:class:`srcore.manifest.Manifest`).
+
+    Named structurally: the config layer sits below the manifests that declare its keys.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def package(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def config(self) -> Mapping[str, Sequence[Key]]: ...
 
 
 def _ordered(manifests: Iterable[Manifest]) -> list[Manifest]:

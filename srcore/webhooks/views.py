@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from srcore.app import state
+from srcore.service import state
 
 __all__ = ["init_app"]
 

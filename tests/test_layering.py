@@ -1,0 +1,46 @@
+"""srcore's import layers, as the contracts in pyproject.toml's [tool.importlinter] say.
+
+The CLI > the app > the features (webhooks, then auth, mail, metrics) > the base: a module
+never imports one above it, not even inside a function (a deferred import is still a
+dependency, and the cycles it closes are the ones a refactor trips over).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _lint_imports(cwd: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).parent / "lint-imports"
+    assert script.is_file(), "import-linter is missing: pip install --group dev"
+    return subprocess.run(
+        [str(script), "--no-cache", "--no-logo", str(config)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_the_layers_hold() -> None:
+    result = _lint_imports(ROOT, ROOT / "pyproject.toml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_back_import_breaks_the_layers(tmp_path: Path) -> None:
+    """The contract sees an import running back up, even one hidden in a function."""
+    shutil.copytree(
+        ROOT / "srcore", tmp_path / "srcore", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    keys = tmp_path / "srcore" / "config" / "keys.py"
+    keys.write_text(keys.read_text() + "\n\ndef _back() -> None:\n    import srcore.app\n")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    result = _lint_imports(tmp_path, tmp_path / "pyproject.toml")
+    assert result.returncode != 0
+    assert "srcore.config.keys -> srcore.app" in result.stdout
