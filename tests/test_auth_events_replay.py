@@ -1,9 +1,11 @@
 """``/_srcore/events`` applies each of meta's messages once: a message replayed within the
 signature's time window (by whoever recorded it on the way) is acknowledged and ignored,
-in one process and, with Redis, across every process of the service."""
+in one process and, with Redis, across every process of the service; with Redis, the
+revocations one process receives reach the others too."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 from fake_meta import FakeMeta, build_service
 
-from srcore.auth.revocation import RevocationUnavailable
+from srcore.auth.revocation import RevocationUnavailable, state_of
 from srcore.testing import create_user, require_or_skip
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -42,6 +44,7 @@ def apps(tmp_path: Path, backend: str) -> Iterator[tuple[Any, Any, FakeMeta]]:
     second = build_service(tmp_path, fake, global_extra=backend)
     yield first, second, fake
     for app in (first, second):
+        state_of(app).stop()
         app.extensions["srcore"].db.dispose()
 
 
@@ -104,3 +107,24 @@ def test_a_forged_id_is_not_remembered(apps: tuple[Any, Any, FakeMeta]) -> None:
     assert _post(first, (forged, body)).status_code == 401
     assert _post(first, (headers, body)).status_code == 204
     assert _email(first, 42) == "b@x.org"
+
+
+def test_a_push_to_one_process_reaches_the_others(
+    apps: tuple[Any, Any, FakeMeta], backend: str
+) -> None:
+    first, second, fake = apps
+    fanout = state_of(second).fanout
+    second.test_client().get("/")  # its first request starts its threads
+    if "redis-url" in backend:
+        assert fanout is not None and fanout.subscribed.wait(5)
+    else:
+        assert fanout is None
+    message = fake.push([{"seq": 5, "kind": "token", "subject": "j5", "expires_at": None}])
+    assert _post(first, message).status_code == 204
+    assert first.extensions["srcore"].identity.store.last_seq == 5
+    store = second.extensions["srcore"].identity.store
+    deadline = time.monotonic() + 5
+    while store.last_seq < 5 and time.monotonic() < deadline and fanout is not None:
+        time.sleep(0.01)
+    # Without Redis only the other process's pull would bring it (off here).
+    assert store.last_seq == (5 if fanout is not None else 0)

@@ -1,11 +1,12 @@
-"""Revocations: the store's semantics (in process and in Redis), meta's events and the pull."""
+"""Revocations: the store's semantics, meta's events and the pull.
+
+The fan-out between processes over Redis: test_auth_revocation_fanout.py.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,18 +16,14 @@ from joserfc.jwk import KeySet
 from srcore.auth import jose
 from srcore.auth.revocation import (
     MemoryRevocationStore,
-    RedisRevocationStore,
     RevocationEvent,
     RevocationPuller,
     RevocationStore,
-    RevocationUnavailable,
     make_store,
     parse_events,
 )
 from srcore.auth.tokens import AccessToken
-from srcore.testing import require_or_skip
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 NOW = int(time.time())
 
 
@@ -62,34 +59,9 @@ def ev(seq: int, kind: str, subject: str, nb: int | None = None, exp: int | None
     return RevocationEvent(seq, kind, subject, nb, exp)
 
 
-def _redis_available() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> Iterator[RevocationStore]:
-    if request.param == "memory":
-        yield MemoryRevocationStore()
-        return
-    require_or_skip(_redis_available(), f"Redis at {REDIS_URL}")
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"srcore-test:{uuid.uuid4().hex}:"
-    redis_store = RedisRevocationStore(client, prefix=prefix)
-    try:
-        yield redis_store
-    finally:
-        redis_store.close()
-        keys = list(client.scan_iter(prefix + "*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+@pytest.fixture
+def store() -> RevocationStore:
+    return make_store()
 
 
 def test_nothing_revoked_at_first(store: RevocationStore) -> None:
@@ -179,232 +151,10 @@ def test_applying_twice_is_harmless(store: RevocationStore) -> None:
     assert store.is_revoked(token(jti="j1", user=None))
 
 
-def test_redis_entries_expire_with_the_token(redis_prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    store = RedisRevocationStore(client, prefix=redis_prefix)
-    store.apply([ev(1, "token", "j1", exp=NOW + 100), ev(2, "grant", "g", exp=NOW + 50)])
-    store.close()
-    assert 0 < client.ttl(redis_prefix + "jti:j1") <= 102
-    assert 0 < client.ttl(redis_prefix + "grant:g") <= 52
-    client.close()
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A fresh key prefix on the test Redis, its keys deleted afterwards."""
-    require_or_skip(_redis_available(), f"Redis at {REDIS_URL}")
-    import redis
-
-    prefix = f"srcore-test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(prefix + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
-def redis_stores(redis_prefix: str) -> Iterator[Callable[[], RedisRevocationStore]]:
-    """Make stores on the same prefix, each with its own client: one per "process"."""
-    import redis
-
-    made: list[RedisRevocationStore] = []
-
-    def make() -> RedisRevocationStore:
-        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
-        made.append(RedisRevocationStore(client, prefix=redis_prefix))
-        return made[-1]
-
-    yield make
-    for store in made:
-        store.close()
-        store._redis.close()
-
-
-def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
-    """Poll *check* until it holds or *seconds* pass; never asserts on how long it took."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def test_two_redis_stores_share_revocations(
-    redis_stores: Callable[[], RedisRevocationStore],
-) -> None:
-    """What every gunicorn worker sees: a push applied by one is seen by all."""
-    one, other = redis_stores(), redis_stores()
-    assert not other.is_revoked(token(jti="shared"))  # started and loaded: nothing yet
-    one.apply([ev(9, "token", "shared", exp=NOW + 60), ev(10, "user", "8", nb=NOW)])
-    assert one.is_revoked(token(jti="shared"))  # at once in the process that applied it
-    assert eventually(lambda: other.is_revoked(token(jti="shared")))
-    assert eventually(lambda: other.user_not_before(8) == NOW)
-    assert not other.session_valid(8, NOW - 1)
-    assert other.last_seq == 10
-
-
-def test_make_store_with_redis_shares_through_redis(redis_prefix: str) -> None:
-    service = f"t{uuid.uuid4().hex[:8]}"
-    one, other = make_store(REDIS_URL, service), make_store(REDIS_URL, service)
-    assert isinstance(one, RedisRevocationStore) and isinstance(other, RedisRevocationStore)
-    try:
-        assert one._thread is None  # nothing happens before the first use
-        assert not other.is_revoked(token(jti="made"))
-        one.apply([ev(3, "token", "made", exp=NOW + 60)])
-        assert eventually(lambda: other.is_revoked(token(jti="made")))
-    finally:
-        for store in (one, other):
-            store.close()
-        one._redis.delete(*one._redis.scan_iter(one._prefix + "*"))
-
-
-def test_a_new_redis_store_loads_what_was_applied_before(
-    redis_stores: Callable[[], RedisRevocationStore],
-) -> None:
-    """A worker that starts (or restarts) later misses nothing pushed before it."""
-    first = redis_stores()
-    first.apply(
-        [
-            ev(1, "token", "old", exp=NOW + 60),
-            ev(2, "grant", "g", exp=NOW + 60),
-            ev(3, "client", "app", nb=NOW),
-            ev(4, "user", "7", nb=NOW - 100),
-            ev(5, "session", "9", nb=NOW),
-            ev(6, "suspend", "11"),
-            ev(7, "suspend", "12"),
-            ev(8, "unsuspend", "12"),
-            ev(9, "token", "forever"),
-        ]
-    )
-    late = redis_stores()
-    assert late.is_revoked(token(jti="old", user=None, client="c"))
-    assert late.is_revoked(token(jti="forever", user=None, client="c"))
-    assert late.is_revoked(token(grant="g", jti="x", user=None, client="c"))
-    assert late.is_revoked(token(client="app", iat=NOW - 1, user=None, jti="x"))
-    assert late.is_revoked(token(user=7, iat=NOW - 101, client="c", jti="x"))
-    assert not late.is_revoked(token(user=7, iat=NOW - 99, client="c", jti="x"))
-    assert not late.session_valid(9, NOW - 1)
-    assert not late.is_revoked(token(user=9, iat=NOW - 1, client="c", jti="x"))
-    assert not late.session_valid(11, NOW + 100)
-    assert late.session_valid(12, NOW + 100)
-    assert late.user_not_before(9) == NOW
-    assert late.last_seq == 9
-    # What the copy took from the keys keeps the stored order: a late copy of event 7
-    # (a pull racing a push) does not suspend user 12 again.
-    late.apply([ev(7, "suspend", "12")])
-    assert late.session_valid(12, NOW + 100)
-
-
-def _kill_subscription(store: RedisRevocationStore) -> None:
-    """Drop *store*'s pub/sub connection from the server side (CLIENT KILL ADDR)."""
-    import redis
-
-    assert eventually(lambda: store._pubsub is not None and store._pubsub.connection is not None)
-    sock = store._pubsub.connection._sock
-    host, port = sock.getsockname()[:2]
-    killer = redis.Redis.from_url(REDIS_URL)
-    try:
-        killer.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
-    finally:
-        killer.close()
-
-
-def test_redis_subscriber_reloads_after_its_connection_drops(
-    redis_stores: Callable[[], RedisRevocationStore],
-) -> None:
-    writer, reader = redis_stores(), redis_stores()
-    assert not reader.is_revoked(token(jti="missed"))
-    loads = reader.loads
-    # An event stored while the reader is not listening: written without reaching its
-    # channel, as one published while its connection was down would be lost.
-    writer._channel = f"{writer._channel}:nobody"
-    writer.apply([ev(1, "token", "missed", exp=NOW + 60)])
-    writer._channel = reader._channel
-    time.sleep(0.2)
-    assert not reader.is_revoked(token(jti="missed"))  # pub/sub did not bring it
-    _kill_subscription(reader)
-    assert eventually(lambda: reader.loads > loads, 10)
-    assert reader.is_revoked(token(jti="missed"))
-    # and it listens again
-    writer.apply([ev(2, "token", "after", exp=NOW + 60)])
-    assert eventually(lambda: reader.is_revoked(token(jti="after")))
-
-
-def test_redis_checks_send_no_command(
-    redis_stores: Callable[[], RedisRevocationStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A check reads this process's copy: no round trip, even with Redis out of reach."""
-    writer, store = redis_stores(), redis_stores()
-    writer.apply([ev(1, "user", "7", nb=NOW), ev(2, "token", "j9", exp=NOW + 60)])
-    assert eventually(lambda: store.user_not_before(7) == NOW)
-    assert eventually(lambda: store.is_revoked(token(jti="j9", user=None)))
-    here = threading.current_thread()
-    asked: list[str] = []
-
-    def no_connection(*args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread() is here:
-            asked.append("get_connection")
-        raise AssertionError("a check asked Redis")
-
-    pool = store._redis.connection_pool
-    monkeypatch.setattr(pool, "get_connection", no_connection)
-    for _ in range(100):
-        assert store.is_revoked(token(user=7, iat=NOW - 5))
-        assert not store.is_revoked(token(user=7, iat=NOW + 1))
-        assert store.is_revoked(token(jti="j9", user=None))
-        assert not store.session_valid(7, NOW - 1)
-        assert store.session_valid(7, NOW + 1)
-        assert store.user_not_before(7) == NOW
-    assert asked == []
-
-
-def test_redis_down_after_loading_keeps_serving_and_catches_up(
-    redis_stores: Callable[[], RedisRevocationStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import redis
-
-    store = redis_stores()
-    store.apply([ev(1, "token", "before", exp=NOW + 60)])
-    assert store.is_revoked(token(jti="before"))
-    pool = store._redis.connection_pool
-    real = pool.get_connection
-
-    def down(*args: Any, **kwargs: Any) -> Any:
-        raise redis.ConnectionError("Redis is down (test)")
-
-    monkeypatch.setattr(pool, "get_connection", down)
-    # Redis out of reach: nothing fails; the event lands in this process's copy.
-    store.apply([ev(2, "token", "during", exp=NOW + 60)])
-    assert store.is_revoked(token(jti="before"))
-    assert store.is_revoked(token(jti="during"))
-    assert store.last_seq == 2  # from the copy, so the pull from meta goes on from there
-    monkeypatch.setattr(pool, "get_connection", real)
-    # Back: the subscriber writes what Redis missed, and a new process sees it.
-    assert eventually(lambda: not store._pending)
-    assert redis_stores().is_revoked(token(jti="during"))
-
-
-def test_redis_down_before_the_first_load_is_unavailable_not_unrevoked() -> None:
-    store = make_store("redis://127.0.0.1:1/0", "x")
-    assert isinstance(store, RedisRevocationStore)
-    try:
-        with pytest.raises(RevocationUnavailable):
-            store.is_revoked(token())
-        with pytest.raises(RevocationUnavailable):
-            store.session_valid(7, NOW)
-        store.apply([ev(1, "token", "j1", exp=NOW + 60)])  # kept for later, no error
-        assert store.last_seq == 1
-    finally:
-        store.close()
-
-
-def test_make_store_without_redis_is_in_process() -> None:
-    assert isinstance(make_store(None, "x"), MemoryRevocationStore)
+def test_make_store_is_in_process() -> None:
+    """Every process checks its own store; Redis only carries pushes (the fan-out)."""
+    assert isinstance(make_store(), MemoryRevocationStore)
+    assert make_store() is not make_store()
 
 
 @pytest.mark.parametrize(

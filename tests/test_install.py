@@ -79,7 +79,7 @@ EXTRAS_SMOKE = textwrap.dedent(
     import sys
     import meta, paste, todo
     import srcore.gunicorn_logging, srcore.gunicorn_worker
-    from srcore.auth.revocation import make_store
+    from srcore.auth.revocation import make_fanout, make_store
     from srcore.webhooks.celery import make_celery
 
     for module in (meta, paste):
@@ -87,7 +87,8 @@ EXTRAS_SMOKE = textwrap.dedent(
     app = todo.create_app(config=sys.argv[1])
     celery = make_celery(app, broker="redis://127.0.0.1:6379/15")  # builds, connects not
     assert celery.conf.task_default_queue == "srcore-webhooks.todo"
-    assert type(make_store("redis://127.0.0.1:6379/15", "todo")).__name__ == "RedisRevocationStore"
+    fanout = make_fanout("redis://127.0.0.1:6379/15", "todo", make_store())
+    assert type(fanout).__name__ == "RedisFanout"
     print("extras ok")
     """
 )

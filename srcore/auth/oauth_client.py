@@ -32,9 +32,10 @@ if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
 
     from srcore.auth.jwks import JWKSKeySource
-    from srcore.auth.revocation import RevocationEvent, RevocationPuller, RevocationStore
+    from srcore.auth.revocation import RevocationPuller, RevocationStore
     from srcore.auth.tokens import TokenVerifier
     from srcore.config import Config
+    from srcore.identity.protocol import RevocationEvent
 
 __all__ = [
     "LOGIN_SCOPE",
@@ -231,17 +232,15 @@ class MetaClient:
 
     def revocations(self, since: int) -> tuple[list[RevocationEvent], int]:
         """The revocation events after *since* (at most one page) and meta's last seq."""
-        from srcore.auth.revocation import parse_events
+        from srcore.identity.protocol import PULL_PATH, parse_pull_page
 
         body = self._json(
-            self._call("GET", "/oauth/revocations", params={"since": str(since)}, auth=self._auth())
+            self._call("GET", PULL_PATH, params={"since": str(since)}, auth=self._auth())
         )
         try:
-            events = parse_events(body.get("events"))
+            return parse_pull_page(body, since)
         except ValueError as exc:
             raise MetaUnavailable(f"meta sent bad revocation events: {exc}") from exc
-        last = body.get("last")
-        return events, last if isinstance(last, int) else max([since, *(e.seq for e in events)])
 
 
 @dataclass
@@ -300,7 +299,7 @@ def build_meta_link(
         timeout=seconds,
     )
     keys = JWKSKeySource(client.internal + "/oauth/jwks.json", http=http, timeout=seconds)
-    store = make_store(str(config.global_.get("redis-url") or "") or None, service_id)
+    store = make_store()
     interval = config.global_.get("revocation-pull-interval")
     pull_seconds = interval.total_seconds() if hasattr(interval, "total_seconds") else 30.0
     puller = None

@@ -6,12 +6,9 @@ the same transaction, a ``revocation:issued`` webhook in srcore's outbox carryin
 ``/_srcore/events`` (:mod:`meta.oauth.network`). Nothing is sent if the transaction rolls
 back, and nothing committed is lost.
 
-Kinds (see the network's identity contract): ``token`` (subject: jti), ``grant`` (grant
-id), ``client`` (client id, not_before), ``session`` (user id, not_before: web sessions
-only, sent on logout), ``user`` (user id, not_before: tokens and web
-sessions issued before it die), ``suspend`` and ``unsuspend`` (user id). Events of kind
-token and grant expire with the tokens they kill; the others have no expiry (a service
-keeps the newest per subject).
+The kinds, their wire format and what each revokes are :mod:`srcore.identity.protocol`'s,
+which the services apply too: meta's own check (:func:`is_revoked`) reads its table with
+the same rule.
 
 A personal access token made through the API by another token is tied to what that token
 came from (its ``parent``: a grant id or ``pat:<id>``): revoking the grant or the token
@@ -28,12 +25,14 @@ from sqlalchemy import and_, event, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from meta.oauth.models import Grant, PersonalAccessToken, RevocationEvent
-from meta.oauth.network import REVOCATION_EVENT, Network
+from meta.oauth.network import Network
 from srcore.db import utcnow
+from srcore.identity import protocol
 
 __all__ = [
     "KINDS",
     "emit",
+    "event_of",
     "install",
     "is_revoked",
     "revoke_descendants",
@@ -41,7 +40,7 @@ __all__ = [
     "revoke_pat",
 ]
 
-KINDS = frozenset({"token", "grant", "client", "user", "session", "suspend", "unsuspend"})
+KINDS = protocol.KINDS
 
 
 def emit(
@@ -58,7 +57,8 @@ def emit(
     row = RevocationEvent(kind=kind, subject=subject, not_before=not_before, expires_at=expires_at)
     session.add(row)
     session.flush()
-    Network.of(session).emit(session, REVOCATION_EVENT, {"events": [row.as_dict()]})
+    data = protocol.push_data([event_of(row)])
+    Network.of(session).emit(session, protocol.REVOCATION_EVENT, data)
     if kind == "grant":
         revoke_descendants(session, subject)
     elif kind == "token":
@@ -108,33 +108,32 @@ def install(factory: sessionmaker[Session], network: Network) -> None:
         network.rolled_back(session)
 
 
+def event_of(row: RevocationEvent) -> protocol.RevocationEvent:
+    """The protocol's event for one stored row."""
+    return protocol.RevocationEvent(
+        seq=row.seq,
+        kind=row.kind,
+        subject=row.subject,
+        not_before=row.not_before,
+        expires_at=row.expires_at,
+    )
+
+
 def is_revoked(session: Session, claims: Mapping[str, Any]) -> bool:
-    """Whether meta has revoked the token with these (verified) claims."""
-    iat = claims.get("iat")
-    iat = iat if isinstance(iat, int) else 0
+    """Whether meta has revoked the token with these (verified) claims.
+
+    Reads the events about the token's jti, grant, client and user, and asks the
+    protocol's rule (:func:`srcore.identity.protocol.revokes`) about each, as every
+    service does with the events it was sent.
+    """
+    token = protocol.TokenFacts.from_claims(claims)
+    about = [("token", token.jti), ("grant", token.grant)]
+    about += [("client", token.client_id), ("user", token.user)]
     conditions = [
-        and_(RevocationEvent.kind == "token", RevocationEvent.subject == str(claims.get("jti")))
+        and_(RevocationEvent.kind == kind, RevocationEvent.subject == subject)
+        for kind, subject in about
+        if subject is not None
     ]
-    grant = claims.get("grant")
-    if isinstance(grant, str):
-        conditions.append(and_(RevocationEvent.kind == "grant", RevocationEvent.subject == grant))
-    client_id = claims.get("client_id")
-    if isinstance(client_id, str):
-        conditions.append(
-            and_(
-                RevocationEvent.kind == "client",
-                RevocationEvent.subject == client_id,
-                RevocationEvent.not_before > iat,
-            )
-        )
-    subject = claims.get("sub")
-    if isinstance(subject, str) and subject.isdigit():
-        conditions.append(
-            and_(
-                RevocationEvent.kind == "user",
-                RevocationEvent.subject == subject,
-                RevocationEvent.not_before > iat,
-            )
-        )
-    query = select(RevocationEvent.seq).where(or_(*conditions)).limit(1)
-    return session.scalar(query) is not None
+    rows = session.scalars(select(RevocationEvent).where(or_(*conditions))).all()
+    now = time.time()
+    return any(protocol.revokes(event_of(row), token, now=now) for row in rows)

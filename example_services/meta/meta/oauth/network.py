@@ -4,7 +4,8 @@ Revocations (``revocation:issued``) and profile changes (``profile:updated``) ar
 to srcore's outbox in the transaction of the change, so a crash after the commit delays
 them but never drops them; meta's webhook worker (``srcore worker meta``) fans them out
 and delivers them, retrying, to every configured service's ``/_srcore/events``. Each
-service also pulls ``/oauth/revocations`` as a catch-up.
+service also pulls ``/oauth/revocations`` as a catch-up. The event names, the path and
+the wire format are :mod:`srcore.identity.protocol`'s, shared with the services.
 
 The subscriptions are meta's own, one per configured service (``owner_client`` = its
 id), made to match the config file by :func:`ensure_subscriptions` before the first emit
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from srcore.identity.protocol import EVENTS_PATH, PROFILE_EVENT, REVOCATION_EVENT, parse_events
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -48,15 +51,11 @@ __all__ = [
 
 log = logging.getLogger("meta.oauth.network")
 
-REVOCATION_EVENT = "revocation:issued"
-PROFILE_EVENT = "profile:updated"
 #: The audit log's export (:mod:`meta.audit`), for the services the operator names.
 AUDIT_EVENT = "audit:recorded"
 #: The events of every first-party subscription, and the scope they were declared with.
 EVENTS = f"{REVOCATION_EVENT} {PROFILE_EVENT}"
 SCOPES = "meta/profile:RO"
-#: Where a service receives them (srcore.auth.revocation.EVENTS_PATH).
-EVENTS_PATH = "/_srcore/events"
 #: How long the secret derived from a replaced client secret still signs (both sign).
 SECRET_OVERLAP = timedelta(hours=1)
 _LOCK_KEY = zlib.crc32(b"meta first-party webhook subscriptions")
@@ -266,7 +265,6 @@ class Network:
             return
         from flask import current_app
 
-        from srcore.auth.revocation import parse_events
         from srcore.webhooks.accounts import apply_with_change
 
         events = parse_events(data.get("events"))

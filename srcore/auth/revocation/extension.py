@@ -1,0 +1,108 @@
+"""The revocation feature as a Flask extension: the push receiver, the pull, the fan-out.
+
+:class:`Revocations` wires the pieces to an app that has a link to meta
+(``app.extensions["srcore"].identity``, built by :mod:`srcore.auth.oauth_client`) and
+keeps their per-app state in ``app.extensions["srcore.revocation"]``. Nothing runs at
+``init_app``: the pull and the fan-out threads start on the first request of each process.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from srcore.auth.revocation.fanout import RedisFanout, make_fanout
+from srcore.auth.revocation.receiver import receive_events
+from srcore.auth.revocation.replay import SeenMessages, make_seen_messages
+from srcore.identity.protocol import EVENTS_PATH
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["EXTENSION_KEY", "RevocationState", "Revocations", "init_app", "state_of"]
+
+#: Where an app keeps its :class:`RevocationState`.
+EXTENSION_KEY = "srcore.revocation"
+
+
+@dataclass
+class RevocationState:
+    """One app's revocation machinery; the store and the puller live on its link to meta."""
+
+    #: The app's :class:`srcore.auth.oauth_client.MetaLink`.
+    link: Any
+    seen: SeenMessages
+    fanout: RedisFanout | None
+
+    def start(self) -> None:
+        """Start this process's pull and fan-out threads if they are not running yet."""
+        if self.link.puller is not None:
+            self.link.puller.ensure_started()
+        if self.fanout is not None:
+            self.fanout.ensure_started()
+
+    def stop(self) -> None:
+        """Stop this process's threads (tests; the process exiting stops them too)."""
+        if self.link.puller is not None:
+            self.link.puller.stop()
+        if self.fanout is not None:
+            self.fanout.close()
+
+
+def state_of(app: Flask) -> RevocationState:
+    """The revocation state :meth:`Revocations.init_app` gave *app*."""
+    state: RevocationState = app.extensions[EXTENSION_KEY]
+    return state
+
+
+class Revocations:
+    """The revocation feature of a service that logs in through meta."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Receive meta's pushes at :data:`EVENTS_PATH`, pull and fan out from a request on.
+
+        Needs ``app.extensions["srcore"]`` with ``identity`` (the link to meta), ``config``
+        and ``service_id``; Redis (``[global] redis-url``) shares replay marks and carries
+        pushes between processes when it is set.
+        """
+        st = app.extensions["srcore"]
+        link = st.identity
+        redis_url = str(st.config.global_.get("redis-url") or "") or None
+        puller = link.puller
+        state = RevocationState(
+            link=link,
+            seen=make_seen_messages(redis_url, st.service_id),
+            fanout=make_fanout(
+                redis_url,
+                st.service_id,
+                link.store,
+                on_subscribed=None if puller is None else puller.wake,
+            ),
+        )
+        app.extensions[EXTENSION_KEY] = state
+        app.add_url_rule(
+            EVENTS_PATH,
+            endpoint="srcore_meta_events",
+            view_func=receive_events,
+            methods=["POST"],
+        )
+        if puller is not None:
+            from srcore.webhooks.accounts import after_revocations
+
+            puller.listeners.append(functools.partial(after_revocations, app))
+        start = state.start
+
+        def start_revocations() -> None:
+            start()
+
+        app.before_request(start_revocations)
+
+
+def init_app(app: Flask) -> None:
+    """Add the revocation feature to *app* (:meth:`Revocations.init_app`)."""
+    Revocations().init_app(app)

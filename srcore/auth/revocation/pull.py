@@ -1,0 +1,117 @@
+"""The catch-up: every process pulls the events it may have missed from meta.
+
+A push can be lost (the service was down, meta's worker gave up, another process of the
+service got it and the fan-out missed this one), so each process also asks meta for the
+events after its last seq every ``revocation-pull-interval``: a lost push costs at most
+that long.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from srcore.auth.revocation.store import RevocationStore
+from srcore.forks import reset_in_child
+from srcore.identity.protocol import RevocationEvent
+
+__all__ = ["Fetch", "RevocationPuller"]
+
+log = logging.getLogger("srcore.auth")
+
+#: Fetch the events after a seq: returns (events, last seq).
+Fetch = Callable[[int], tuple[list[RevocationEvent], int]]
+
+
+class RevocationPuller:
+    """Pull missed events from meta every *interval* seconds in a daemon thread.
+
+    The thread is started by :meth:`ensure_started`, which the app calls on a request:
+    never at import or app build, and again in each process after gunicorn forks.
+    """
+
+    #: The most pages of events one pull reads before waiting for the next round.
+    max_pages = 100
+
+    def __init__(self, store: RevocationStore, fetch: Fetch, *, interval: float) -> None:
+        self.store = store
+        self.fetch = fetch
+        self.interval = interval
+        self._started = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._start_lock = threading.Lock()
+        reset_in_child(self._forked)
+        #: How many pulls ran (successful or not).
+        self.pulls = 0
+        #: Called with the events of each pull once the store has them (the app's webhook
+        #: subscriptions follow them: :func:`srcore.webhooks.accounts.after_revocations`).
+        self.listeners: list[Callable[[list[RevocationEvent]], None]] = []
+
+    def pull_once(self) -> int:
+        """Apply every event meta has after the store's last seq; return how many."""
+        applied = 0
+        for _ in range(self.max_pages):
+            since = self.store.last_seq
+            events, last = self.fetch(since)
+            events = [e for e in events if e.seq > since]
+            if events:
+                self.store.apply(events)
+                applied += len(events)
+                for listener in self.listeners:
+                    try:
+                        listener(events)
+                    except Exception:  # the store has them either way; logged for the operator
+                        log.exception("applying pulled revocations to webhooks failed")
+            if not events or last <= since:
+                break
+        self.pulls += 1
+        return applied
+
+    def wake(self) -> None:
+        """Pull now rather than at the next round (something may have been missed)."""
+        self._wake.set()
+
+    def _forked(self) -> None:
+        self._start_lock = threading.Lock()
+        self._started = False
+
+    def ensure_started(self) -> None:
+        """Start the thread in this process if it is not running here yet (cheap if it is)."""
+        if self._started or self.interval <= 0:
+            return
+        with self._start_lock:
+            if self._started:
+                return
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), name="srcore-revocation-pull", daemon=True
+            )
+            self._thread.start()
+            self._started = True
+
+    def stop(self) -> None:
+        """Stop the thread (tests; the process exiting stops it too)."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self._started = False
+
+    def _run(self, stop: threading.Event) -> None:
+        # Rounds start every `interval` seconds, however long a pull takes, so a lost push
+        # costs at most the interval (plus one pull), not interval + pull time each round.
+        next_round = time.monotonic()
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                self.pull_once()
+            except Exception as exc:  # keep pulling whatever went wrong this round
+                log.warning("pulling revocations from meta failed: %s", exc)
+            next_round = max(next_round + self.interval, time.monotonic())
+            if self._wake.wait(next_round - time.monotonic()):
+                next_round = time.monotonic()
