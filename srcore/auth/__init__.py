@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from srcore.auth.api import current_token, oauth
 from srcore.auth.scopes import Scope, ScopeError, parse_scope, parse_scopes
-from srcore.auth.web import current_user, log_in, log_out, login_required
+from srcore.auth.web import current_user, log_in, log_out, login_required, require_user
 
 __all__ = [
     "Scope",
@@ -21,4 +21,5 @@ __all__ = [
     "oauth",
     "parse_scope",
     "parse_scopes",
+    "require_user",
 ]

@@ -26,10 +26,12 @@ __all__ = [
     "log_in",
     "log_out",
     "login_required",
+    "require_user",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_U = TypeVar("_U")
 
 _SESSION_USER = "_uid"
 _SESSION_AT = "_at"
@@ -215,6 +217,25 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def require_user(model: type[_U]) -> _U:
+    """The current user as a row of *model*, for a view that acts for a user.
+
+    A page behind :func:`login_required` always has one (else 401); an API call whose
+    token was issued to a client alone gets a 403 saying it needs a user's token.
+    """
+    user = _load_user()
+    if not isinstance(user, model):
+        from flask import abort
+
+        from srcore.errors import error_response
+        from srcore.routing import API_PREFIX
+
+        if request.path.startswith(API_PREFIX):
+            abort(error_response(403, "This call acts for a user; use a token issued to a user."))
+        abort(401)
+    return user
 
 
 def init_app(app: Any) -> None:

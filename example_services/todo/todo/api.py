@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import functools
 from functools import partial
-from typing import Any, cast
 
-from flask import Blueprint, Response, abort, request, url_for
+from flask import Blueprint, abort, url_for
 from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import QueryableAttribute, aliased, selectinload
+from sqlalchemy.orm import aliased, selectinload
 
-from srcore.auth import current_token, current_user, oauth
+from srcore.auth import current_token, oauth, require_user
 from srcore.db import session
 from srcore.errors import error_response
 from srcore.openapi import Created, NoContent, created, no_content, operation
-from srcore.pagination import CursorList, InvalidCursor, paginate_cursor, read_page
+from srcore.pagination import CursorList, cursor_page, read_page
 from srcore.search import read_search
 from srcore.validation import Validation
 from todo import events, logic
@@ -43,50 +42,8 @@ api = Blueprint("api", __name__, url_prefix="/api")
 NUMBER = "<id:number>"
 
 
-# -- helpers -------------------------------------------------------------------------------
-
-
-def _caller() -> User:
-    """The token's user; a token issued to a client alone has no trackers to act on."""
-    user = cast("User | None", current_user._get_current_object())
-    if user is None:
-        abort(error_response(403, "This call acts for a user; use a token issued to a user."))
-    return user
-
-
-def _listing(
-    stmt: Select[Any], key: QueryableAttribute[Any], *, descending: bool = True
-) -> tuple[list[Any], str | None] | Response:
-    """One page of *stmt* per ``?cursor=`` and ``?limit=``, or the 400 for bad values."""
-    query = Validation(data=request.args, source="form")
-    cursor, limit = read_page(query)
-    if not query.ok:
-        return query.response()
-    try:
-        page = paginate_cursor(
-            session, stmt, key=[key.expression], cursor=cursor, limit=limit, descending=descending
-        )
-    except InvalidCursor:
-        return _error("This cursor was not made for this listing.", "cursor")
-    return page.items, page.next_cursor
-
-
-def _error(reason: str, field: str | None = None, status: int = 400) -> Response:
-    valid = Validation(data={})
-    valid.error(reason, field)
-    return valid.response(status)
-
-
 def _read_status_filter(query: Validation) -> TicketStatus | None:
     return query.optional("status", TicketStatus)
-
-
-def _status_filter() -> TicketStatus | Response | None:
-    query = Validation(data=request.args, source="form")
-    status = _read_status_filter(query)
-    if not query.ok:
-        return query.response()
-    return status
 
 
 _read_ticket_search = partial(read_search, schema=TICKETS)
@@ -98,27 +55,21 @@ _read_ticket_search = partial(read_search, schema=TICKETS)
 @api.get("/trackers")
 @oauth("todo/trackers:RO")
 @operation(query=read_page)
-def list_trackers() -> CursorList[TrackerJSON] | Response:
+def list_trackers() -> CursorList[TrackerJSON]:
     """The caller's trackers, newest first."""
-    user = _caller()
-    result = _listing(select(Tracker).where(Tracker.owner_id == user.id), Tracker.id)
-    if isinstance(result, Response):
-        return result
-    items, next_cursor = result
-    return {"results": [tracker_json(t, user) for t in items], "next": next_cursor}
+    user = require_user(User)
+    page = cursor_page(session, select(Tracker).where(Tracker.owner_id == user.id), key=Tracker.id)
+    return page.listing(lambda t: tracker_json(t, user))
 
 
 @api.post("/trackers")
 @oauth("todo/trackers:RW")
 @operation(body=logic.read_tracker, errors={409: logic.NAME_TAKEN})
-def create_tracker() -> Created[TrackerJSON] | Response:
+def create_tracker() -> Created[TrackerJSON]:
     """Create a tracker."""
-    user = _caller()
-    valid = Validation(request)
-    values = logic.read_tracker(valid)
-    tracker = logic.apply_tracker(session, valid, user, values, None)
-    if tracker is None:
-        return valid.response(409 if valid.error_for("name") == logic.NAME_TAKEN else 400)
+    user = require_user(User)
+    valid = Validation()
+    tracker = logic.apply_tracker(session, valid, user, logic.read_tracker(valid), None)
     location = url_for("api.get_tracker", name=tracker.name)
     return created(tracker_json(tracker, user), location=location)
 
@@ -127,21 +78,19 @@ def create_tracker() -> Created[TrackerJSON] | Response:
 @oauth("todo/trackers:RO")
 def get_tracker(name: str) -> TrackerJSON:
     """One of the caller's trackers."""
-    user = _caller()
+    user = require_user(User)
     return tracker_json(logic.own_tracker(session, user, name), user)
 
 
 @api.patch("/trackers/<name>")
 @oauth("todo/trackers:RW")
 @operation(body=partial(logic.read_tracker, partial=True), errors={409: logic.NAME_TAKEN})
-def update_tracker(name: str) -> TrackerJSON | Response:
+def update_tracker(name: str) -> TrackerJSON:
     """Change a tracker: only the fields sent change."""
-    user = _caller()
+    user = require_user(User)
     tracker = logic.own_tracker(session, user, name)
-    valid = Validation(request)
-    values = logic.read_tracker(valid, partial=True)
-    if logic.apply_tracker(session, valid, user, values, tracker) is None:
-        return valid.response(409 if valid.error_for("name") == logic.NAME_TAKEN else 400)
+    valid = Validation()
+    logic.apply_tracker(session, valid, user, logic.read_tracker(valid, partial=True), tracker)
     return tracker_json(tracker, user)
 
 
@@ -149,7 +98,7 @@ def update_tracker(name: str) -> TrackerJSON | Response:
 @oauth("todo/trackers:RW")
 def delete_tracker(name: str) -> NoContent:
     """Delete a tracker with its tickets and comments."""
-    user = _caller()
+    user = require_user(User)
     tracker = logic.own_tracker(session, user, name)
     events.tracker_changed(session, "tracker:deleted", tracker, user)
     session.delete(tracker)
@@ -163,44 +112,30 @@ def delete_tracker(name: str) -> NoContent:
 @api.get("/trackers/<name>/tickets")
 @oauth("todo/tickets:RO")
 @operation(query=(_read_status_filter, _read_ticket_search, read_page))
-def list_tickets(name: str) -> CursorList[TicketJSON] | Response:
+def list_tickets(name: str) -> CursorList[TicketJSON]:
     """A tracker's tickets, newest first, narrowed by ``?status=`` and ``?search=``."""
-    user = _caller()
+    user = require_user(User)
     tracker = logic.own_tracker(session, user, name)
-    status = _status_filter()
-    if isinstance(status, Response):
-        return status
-    query = Validation(data=request.args, source="form")
+    query = Validation()
+    status = _read_status_filter(query)
     _, condition = read_search(query, TICKETS)
-    if not query.ok:
-        return query.response()
     stmt = select(Ticket).where(Ticket.tracker_id == tracker.id, condition)
     if status is not None:
         stmt = stmt.where(Ticket.status == status)
-    result = _listing(stmt.options(selectinload(Ticket.submitter)), Ticket.id)
-    if isinstance(result, Response):
-        return result
-    items, next_cursor = result
-    return {
-        "results": [ticket_json(t, tracker, user, t.submitter) for t in items],
-        "next": next_cursor,
-    }
+    stmt = stmt.options(selectinload(Ticket.submitter))
+    page = cursor_page(session, stmt, key=Ticket.id, valid=query)
+    return page.listing(lambda t: ticket_json(t, tracker, user, t.submitter))
 
 
 @api.post("/trackers/<name>/tickets")
 @oauth("todo/tickets:RW")
 @operation(body=logic.read_ticket)
-def create_ticket(name: str) -> Created[TicketJSON] | Response:
+def create_ticket(name: str) -> Created[TicketJSON]:
     """Open a ticket on a tracker."""
-    user = _caller()
+    user = require_user(User)
     tracker = logic.own_tracker(session, user, name)
-    valid = Validation(request)
-    values = logic.read_ticket(valid)
-    if not valid.ok:
-        return valid.response()
-    ticket = logic.create_ticket(session, tracker, user, values)
-    events.ticket_changed(session, "ticket:created", ticket, tracker, user, user)
-    session.commit()
+    valid = Validation()
+    ticket = logic.open_ticket(session, valid, tracker, user, logic.read_ticket(valid))
     location = url_for("api.get_ticket", name=tracker.name, number=ticket.number)
     return created(ticket_json(ticket, tracker, user, user), location=location)
 
@@ -267,19 +202,14 @@ def get_ticket(name: str, number: int) -> TicketJSON:
         partial(logic.read_status, ticket=None, partial=True),
     )
 )
-def update_ticket(name: str, number: int) -> TicketJSON | Response:
+def update_ticket(name: str, number: int) -> TicketJSON:
     """Change a ticket's title, description, status or resolution (those sent)."""
-    user = _caller()
+    user = require_user(User)
     tracker, ticket, submitter = _ticket(user, name, number)
-    valid = Validation(request)
+    valid = Validation()
     values = logic.read_ticket(valid, partial=True)
     values.update(logic.read_status(valid, ticket, partial=True))
-    if not valid.ok:
-        return valid.response()
-    logic.apply_ticket(ticket, values)
-    if session.is_modified(ticket):
-        events.ticket_changed(session, "ticket:updated", ticket, tracker, user, submitter)
-    session.commit()
+    logic.save_ticket(session, valid, ticket, values, (tracker, user, submitter))
     return ticket_json(ticket, tracker, user, submitter)
 
 
@@ -289,32 +219,23 @@ def update_ticket(name: str, number: int) -> TicketJSON | Response:
 @api.get(f"/trackers/<name>/tickets/{NUMBER}/comments")
 @oauth("todo/tickets:RO")
 @operation(query=read_page)
-def list_comments(name: str, number: int) -> CursorList[CommentJSON] | Response:
+def list_comments(name: str, number: int) -> CursorList[CommentJSON]:
     """A ticket's comments, oldest first."""
-    user = _caller()
+    user = require_user(User)
     _tracker, ticket, _submitter = _ticket(user, name, number)
     stmt = (
         select(Comment).where(Comment.ticket_id == ticket.id).options(selectinload(Comment.author))
     )
-    result = _listing(stmt, Comment.id, descending=False)
-    if isinstance(result, Response):
-        return result
-    items, next_cursor = result
-    return {"results": [comment_json(c, ticket, c.author) for c in items], "next": next_cursor}
+    page = cursor_page(session, stmt, key=Comment.id, descending=False)
+    return page.listing(lambda c: comment_json(c, ticket, c.author))
 
 
 @api.post(f"/trackers/<name>/tickets/{NUMBER}/comments")
 @oauth("todo/tickets:RW")
 @operation(body=logic.read_comment)
-def create_comment(name: str, number: int) -> Created[CommentJSON] | Response:
+def create_comment(name: str, number: int) -> Created[CommentJSON]:
     """Comment on a ticket."""
-    user = _caller()
+    user = require_user(User)
     tracker, ticket, _submitter = _ticket(user, name, number)
-    valid = Validation(request)
-    text = logic.read_comment(valid)
-    if text is None or not valid.ok:
-        return valid.response()
-    comment = logic.add_comment(session, ticket, user, text)
-    events.comment_created(session, comment, ticket, tracker, user)
-    session.commit()
+    comment = logic.add_comment(session, Validation(), tracker, ticket, user)
     return created(comment_json(comment, ticket, user))

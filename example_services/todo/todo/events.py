@@ -1,14 +1,15 @@
 """The webhook events todo emits, and who may receive them.
 
 Every change writes its event with :func:`srcore.webhooks.emit` in the change's own
-transaction, so a rolled-back change emits nothing. The payload is the same JSON shape the
-API answers with, and the resource is ``tracker:<id>``, so a subscriber can follow one
-tracker. Every event records the tracker's owner and visibility as they were at the
-change; their ``readers`` audience (service.yaml) then sends a public tracker's events to
-every subscriber and an unlisted or private tracker's to its owner only, whatever happens
-to the tracker before the worker fans them out. :func:`can_receive` is the
-``webhook_filter`` todo hands to srcore: it refuses subscriptions limited to a tracker
-their owner cannot see.
+transaction, so a rolled-back change emits nothing; emit flushes first and builds the
+payload after (a lambda), so a new row's id and timestamps are in it. The payload is the
+same JSON shape the API answers with, and the resource is ``tracker:<id>``, so a
+subscriber can follow one tracker. Every event records the tracker's owner and
+visibility as they were at the change; their ``readers`` audience (service.yaml) then
+sends a public tracker's events to every subscriber and an unlisted or private tracker's
+to its owner only, whatever happens to the tracker before the worker fans them out.
+:func:`can_receive` is the ``webhook_filter`` todo hands to srcore: it refuses
+subscriptions limited to a tracker their owner cannot see.
 """
 
 from __future__ import annotations
@@ -43,19 +44,13 @@ def _recorded(tracker: Tracker) -> dict[str, Any]:
     return {"owner_id": tracker.owner_id, "visibility": Visibility(tracker.visibility).value}
 
 
-def _flushed(session: Session) -> None:
-    # Ids and timestamps are set by the flush; the payload reads them.
-    session.flush()
-
-
 def tracker_changed(session: Session, event: str, tracker: Tracker, owner: User) -> None:
     """Emit ``tracker:created``, ``tracker:updated`` or ``tracker:deleted`` (call before the
     delete is flushed, while the row can still be read)."""
-    _flushed(session)
     emit(
         event,
-        tracker_json(tracker, owner),
-        resource=resource_of(tracker),
+        lambda: tracker_json(tracker, owner),
+        resource=lambda: resource_of(tracker),
         **_recorded(tracker),
         session=session,
     )
@@ -65,10 +60,9 @@ def ticket_changed(
     session: Session, event: str, ticket: Ticket, tracker: Tracker, owner: User, submitter: User
 ) -> None:
     """Emit ``ticket:created`` or ``ticket:updated``."""
-    _flushed(session)
     emit(
         event,
-        ticket_json(ticket, tracker, owner, submitter),
+        lambda: ticket_json(ticket, tracker, owner, submitter),
         resource=resource_of(tracker),
         **_recorded(tracker),
         session=session,
@@ -79,10 +73,9 @@ def comment_created(
     session: Session, comment: Comment, ticket: Ticket, tracker: Tracker, author: User
 ) -> None:
     """Emit ``comment:created``."""
-    _flushed(session)
     emit(
         "comment:created",
-        comment_json(comment, ticket, author),
+        lambda: comment_json(comment, ticket, author),
         resource=resource_of(tracker),
         **_recorded(tracker),
         session=session,

@@ -43,9 +43,11 @@ __all__ = [
     "commit_or_conflict",
     "create_ticket",
     "find_tracker",
+    "open_ticket",
     "read_comment",
     "read_ticket",
     "read_tracker",
+    "save_ticket",
     "status_counts",
 ]
 
@@ -113,18 +115,16 @@ def apply_tracker(
     owner: User,
     values: dict[str, Any],
     tracker: Tracker | None,
-) -> Tracker | None:
+) -> Tracker:
     """Create a tracker (``tracker`` None) or update one, after checking the name is free.
 
-    Returns the tracker, or None with the error recorded on *valid*.
+    Bad input raises ``ValidationFailed``; a name already taken is a 409 to the API.
     """
-    if not valid.ok:
-        return None
+    valid.raise_if_invalid()
     name = values.get("name")
     exclude = tracker.id if tracker is not None else None
     if name is not None and name_taken(session, owner, name, exclude=exclude):
-        valid.error(NAME_TAKEN, "name")
-        return None
+        valid.fail(NAME_TAKEN, "name", status=409)
     event = "tracker:updated"
     if tracker is None:
         tracker = Tracker(owner_id=owner.id, **values)
@@ -144,7 +144,7 @@ def apply_tracker(
     if not commit_or_conflict(session, valid, NAME_TAKEN, field="name", before_commit=announce):
         if tracker in session:  # the rollback expired it; keep what pages read from it
             set_committed_value(tracker, "owner", owner)
-        return None
+        valid.raise_if_invalid(status=409)
     return tracker
 
 
@@ -255,6 +255,34 @@ def apply_ticket(ticket: Ticket, values: dict[str, Any]) -> None:
         setattr(ticket, key, value)
 
 
+def save_ticket(
+    session: Session,
+    valid: Validation,
+    ticket: Ticket,
+    values: dict[str, Any],
+    people: tuple[Tracker, User, User],
+) -> None:
+    """Apply *values* read by *valid* (raising if it failed), emit ``ticket:updated`` if
+    anything changed, and commit. *people*: the tracker, its owner, the submitter."""
+    valid.raise_if_invalid()
+    apply_ticket(ticket, values)
+    if session.is_modified(ticket):
+        events.ticket_changed(session, "ticket:updated", ticket, *people)
+    session.commit()
+
+
+def open_ticket(
+    session: Session, valid: Validation, tracker: Tracker, submitter: User, values: dict[str, Any]
+) -> Ticket:
+    """Create a ticket from *values* read by *valid* (raising if it failed), emit
+    ``ticket:created`` and commit."""
+    valid.raise_if_invalid()
+    ticket = create_ticket(session, tracker, submitter, values)
+    events.ticket_changed(session, "ticket:created", ticket, tracker, tracker.owner, submitter)
+    session.commit()
+    return ticket
+
+
 def create_ticket(
     session: Session, tracker: Tracker, submitter: User, values: dict[str, Any]
 ) -> Ticket:
@@ -320,10 +348,17 @@ def read_comment(valid: Validation) -> str | None:
     return valid.require("text", max_length=COMMENT_MAX, label="Comment")
 
 
-def add_comment(session: Session, ticket: Ticket, author: User, text: str) -> Comment:
-    """Add a comment to *ticket*; the caller commits."""
+def add_comment(
+    session: Session, valid: Validation, tracker: Tracker, ticket: Ticket, author: User
+) -> Comment:
+    """Add the comment *valid* reads (raising if it fails) to *ticket*, emit
+    ``comment:created`` and commit."""
+    text = read_comment(valid)
+    valid.raise_if_invalid()
     comment = Comment(ticket_id=ticket.id, author_id=author.id, text=text)
     comment.author = author
     ticket.updated = utcnow()
     session.add(comment)
+    events.comment_created(session, comment, ticket, tracker, author)
+    session.commit()
     return comment

@@ -7,6 +7,7 @@ every POST outside the API; the templates carry the token with ``forms.csrf()``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -14,20 +15,18 @@ from flask.sansio.blueprints import BlueprintSetupState
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
-from werkzeug.wrappers import Response
 
-import srcore
-from srcore.auth import current_user, login_required
+from srcore.auth import current_user, login_required, require_user
 from srcore.db import session
-from srcore.errors import error_response
-from srcore.pagination import paginate_pages
+from srcore.pagination import page_number, paginate_pages
 from srcore.search import read_search
+from srcore.settings import settings
 from srcore.validation import Validation
 from todo import events, logic
 from todo.models import Comment, Resolution, Ticket, TicketStatus, Tracker, User, Visibility
 from todo.search import TICKETS
 
-__all__ = ["views"]
+__all__ = ["Settings", "views"]
 
 views = Blueprint("todo", __name__)
 
@@ -35,8 +34,16 @@ views = Blueprint("todo", __name__)
 NUMBER = "<id:number>"
 TRACKER = "/~<username>/<name>"
 
-_MAX_PAGE = 1_000_000
 _STATUS_FILTERS = ("open", "resolved", "all")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Todo's ``[todo]`` keys (service.yaml), read once."""
+
+    tickets_per_page: int
+    trackers_per_page: int
+
 
 VISIBILITY_OPTIONS = [
     (Visibility.public.value, "Public: listed on the front page"),
@@ -66,32 +73,6 @@ def _viewer() -> User | None:
     return cast("User | None", current_user._get_current_object())
 
 
-def _user() -> User:
-    user = _viewer()
-    if user is None:  # login_required guards every caller
-        abort(401)
-    return user
-
-
-def _per_page(key: str) -> int:
-    value = srcore.state().section.get(key)
-    return value if isinstance(value, int) and value > 0 else 25
-
-
-def _query() -> Validation:
-    """Validate the query string (never the body, whatever the content type says)."""
-    return Validation(data=request.args, source="form")
-
-
-def _page(valid: Validation) -> int:
-    return valid.integer("page", min=1, max=_MAX_PAGE, default=1) or 1
-
-
-def _bad_query(valid: Validation) -> Response:
-    reasons = "; ".join(f"{err.field}: {err.reason}" for err in valid.errors)
-    return error_response(400, f"Invalid address: {reasons}")
-
-
 def _tracker_url(tracker: Tracker, endpoint: str = "todo.tracker", **values: Any) -> str:
     return url_for(endpoint, username=tracker.owner.username, name=tracker.name, **values)
 
@@ -102,7 +83,7 @@ def _ticket_url(tracker: Tracker, ticket: Ticket) -> str:
 
 def _own(username: str, name: str) -> Tracker:
     """A tracker the logged-in user owns; anyone else gets the same 404 as for a stranger's."""
-    user = _user()
+    user = require_user(User)
     tracker = logic.find_tracker(session, username, name, user)
     if tracker.owner_id != user.id:
         abort(404 if tracker.visibility == Visibility.private else 403)
@@ -119,10 +100,7 @@ def index() -> Any:
     The public list is what anyone sees; leaving the viewer's own public trackers out of
     it would tell them that nobody can find their work.
     """
-    query = _query()
-    page = _page(query)
-    if not query.ok:
-        return _bad_query(query)
+    page = page_number()
     user = _viewer()
     mine: list[Tracker] = []
     public = select(Tracker).where(Tracker.visibility == Visibility.public)
@@ -137,21 +115,19 @@ def index() -> Any:
         for tracker in mine:
             set_committed_value(tracker, "owner", user)
     public = public.order_by(Tracker.id.desc()).options(selectinload(Tracker.owner))
-    listing = paginate_pages(session, public, page=page, per_page=_per_page("trackers-per-page"))
+    per_page = max(settings(Settings).trackers_per_page, 1)
+    listing = paginate_pages(session, public, page=page, per_page=per_page)
     return render_template("todo/index.html", mine=mine, listing=listing)
 
 
 @views.route("/create", methods=["GET", "POST"])
 @login_required
 def create_tracker() -> Any:
-    user = _user()
+    user = require_user(User)
     if request.method == "GET":
         return render_template("todo/tracker_form.html", valid=None, tracker=None)
-    valid = Validation(request)
-    values = logic.read_tracker(valid)
-    tracker = logic.apply_tracker(session, valid, user, values, None)
-    if tracker is None:
-        return render_template("todo/tracker_form.html", valid=valid, tracker=None), 400
+    valid = Validation.form("todo/tracker_form.html", tracker=None)
+    tracker = logic.apply_tracker(session, valid, user, logic.read_tracker(valid), None)
     flash(f"Tracker {tracker.name} created.", "success")
     return redirect(_tracker_url(tracker))
 
@@ -165,19 +141,19 @@ def tracker(username: str, name: str) -> Any:
     """
     viewer = _viewer()
     found = logic.find_tracker(session, username, name, viewer)
-    query = _query()
+    query = Validation()
+    status = query.optional("status", "enum", choices=_STATUS_FILTERS)
+    page = page_number(query)
+    # A bad search is shown on the page, beside the box; other bad values are a 400.
     search, condition = read_search(query, TICKETS)
     search_error = query.error_for("search")
-    default = "all" if search else "open"
-    status = query.optional("status", "enum", choices=_STATUS_FILTERS) or default
-    page = _page(query)
-    if any(err.field != "search" for err in query.errors):
-        return _bad_query(query)
+    status = status or ("all" if search else "open")
     stmt = select(Ticket).where(Ticket.tracker_id == found.id, condition)
     if status != "all":
         stmt = stmt.where(Ticket.status == TicketStatus(status))
     stmt = stmt.order_by(Ticket.number.desc()).options(selectinload(Ticket.submitter))
-    listing = paginate_pages(session, stmt, page=page, per_page=_per_page("tickets-per-page"))
+    per_page = max(settings(Settings).tickets_per_page, 1)
+    listing = paginate_pages(session, stmt, page=page, per_page=per_page)
     page_html = render_template(
         "todo/tracker.html",
         tracker=found,
@@ -197,10 +173,8 @@ def tracker_settings(username: str, name: str) -> Any:
     found = _own(username, name)
     if request.method == "GET":
         return render_template("todo/tracker_form.html", valid=None, tracker=found)
-    valid = Validation(request)
-    values = logic.read_tracker(valid)
-    if logic.apply_tracker(session, valid, found.owner, values, found) is None:
-        return render_template("todo/tracker_form.html", valid=valid, tracker=found), 400
+    valid = Validation.form("todo/tracker_form.html", tracker=found)
+    logic.apply_tracker(session, valid, found.owner, logic.read_tracker(valid), found)
     flash("Tracker settings saved.", "success")
     return redirect(_tracker_url(found))
 
@@ -211,14 +185,11 @@ def delete_tracker(username: str, name: str) -> Any:
     found = _own(username, name)
     if request.method == "GET":
         return render_template("todo/tracker_delete.html", valid=None, tracker=found)
-    valid = Validation(request)
+    valid = Validation.form("todo/tracker_delete.html", tracker=found)
     confirm = valid.require("confirm", max_length=256, label="The tracker's name")
-    if confirm is not None:
-        valid.expect(
-            confirm == found.name, "Type the tracker's name exactly to confirm.", field="confirm"
-        )
-    if not valid.ok:
-        return render_template("todo/tracker_delete.html", valid=valid, tracker=found), 400
+    if confirm is not None and confirm != found.name:
+        valid.error("Type the tracker's name exactly to confirm.", "confirm")
+    valid.raise_if_invalid()
     events.tracker_changed(session, "tracker:deleted", found, found.owner)
     session.execute(delete(Tracker).where(Tracker.id == found.id))
     session.commit()
@@ -232,69 +203,53 @@ def delete_tracker(username: str, name: str) -> Any:
 @views.route(f"{TRACKER}/new", methods=["GET", "POST"])
 @login_required
 def new_ticket(username: str, name: str) -> Any:
-    found = logic.find_tracker(session, username, name, _user())
+    user = require_user(User)
+    found = logic.find_tracker(session, username, name, user)
     if request.method == "GET":
         return render_template("todo/ticket_form.html", valid=None, tracker=found)
-    valid = Validation(request)
-    values = logic.read_ticket(valid)
-    if not valid.ok:
-        return render_template("todo/ticket_form.html", valid=valid, tracker=found), 400
-    ticket = logic.create_ticket(session, found, _user(), values)
-    events.ticket_changed(session, "ticket:created", ticket, found, found.owner, _user())
-    session.commit()
+    valid = Validation.form("todo/ticket_form.html", tracker=found)
+    ticket = logic.open_ticket(session, valid, found, user, logic.read_ticket(valid))
     flash(f"Ticket #{ticket.number} submitted.", "success")
     return redirect(_ticket_url(found, ticket))
 
 
-def _ticket_page(
-    found: Tracker, ticket: Ticket, *, valid: Validation | None = None, status: int = 200
-) -> Any:
+def _ticket_page(found: Tracker, ticket: Ticket) -> dict[str, Any]:
+    """What the ticket's page shows (its comment and status forms shown again too)."""
     comments = session.scalars(
         select(Comment)
         .where(Comment.ticket_id == ticket.id)
         .order_by(Comment.id)
         .options(selectinload(Comment.author))
     ).all()
-    user = _viewer()
-    page = render_template(
-        "todo/ticket.html",
-        tracker=found,
-        ticket=ticket,
-        comments=comments,
-        valid=valid,
-        can_change_status=logic.can_change_status(ticket, found, user),
-    )
-    return page, status
+    return {
+        "tracker": found,
+        "ticket": ticket,
+        "comments": comments,
+        "can_change_status": logic.can_change_status(ticket, found, _viewer()),
+    }
 
 
 @views.route(f"{TRACKER}/{NUMBER}")
 def ticket(username: str, name: str, number: int) -> Any:
     found = logic.find_tracker(session, username, name, _viewer())
-    return _ticket_page(found, logic.find_ticket(session, found, number))
+    context = _ticket_page(found, logic.find_ticket(session, found, number))
+    return render_template("todo/ticket.html", valid=None, **context)
 
 
 @views.route(f"{TRACKER}/{NUMBER}/edit", methods=["GET", "POST"])
 @login_required
 def edit_ticket(username: str, name: str, number: int) -> Any:
     """Change a ticket's title and description: its submitter and the tracker's owner may."""
-    user = _user()
+    user = require_user(User)
     found = logic.find_tracker(session, username, name, user)
     ticket = logic.find_ticket(session, found, number)
     if not logic.can_change_status(ticket, found, user):
         abort(403)
     if request.method == "GET":
         return render_template("todo/ticket_form.html", valid=None, tracker=found, ticket=ticket)
-    valid = Validation(request)
-    values = logic.read_ticket(valid)
-    if not valid.ok:
-        page = render_template("todo/ticket_form.html", valid=valid, tracker=found, ticket=ticket)
-        return page, 400
-    logic.apply_ticket(ticket, values)
-    if session.is_modified(ticket):
-        events.ticket_changed(
-            session, "ticket:updated", ticket, found, found.owner, ticket.submitter
-        )
-    session.commit()
+    valid = Validation.form("todo/ticket_form.html", tracker=found, ticket=ticket)
+    people = (found, found.owner, ticket.submitter)
+    logic.save_ticket(session, valid, ticket, logic.read_ticket(valid), people)
     flash(f"Ticket #{ticket.number} saved.", "success")
     return redirect(_ticket_url(found, ticket))
 
@@ -302,16 +257,11 @@ def edit_ticket(username: str, name: str, number: int) -> Any:
 @views.route(f"{TRACKER}/{NUMBER}/comment", methods=["POST"])
 @login_required
 def comment(username: str, name: str, number: int) -> Any:
-    user = _user()
+    user = require_user(User)
     found = logic.find_tracker(session, username, name, user)
     ticket = logic.find_ticket(session, found, number)
-    valid = Validation(request)
-    text = logic.read_comment(valid)
-    if text is None or not valid.ok:
-        return _ticket_page(found, ticket, valid=valid, status=400)
-    comment = logic.add_comment(session, ticket, user, text)
-    events.comment_created(session, comment, ticket, found, user)
-    session.commit()
+    valid = Validation.form("todo/ticket.html", **_ticket_page(found, ticket))
+    logic.add_comment(session, valid, found, ticket, user)
     flash("Comment added.", "success")
     return redirect(_ticket_url(found, ticket) + "#comments")
 
@@ -319,21 +269,14 @@ def comment(username: str, name: str, number: int) -> Any:
 @views.route(f"{TRACKER}/{NUMBER}/status", methods=["POST"])
 @login_required
 def ticket_status(username: str, name: str, number: int) -> Any:
-    user = _user()
+    user = require_user(User)
     found = logic.find_tracker(session, username, name, user)
     ticket = logic.find_ticket(session, found, number)
     if not logic.can_change_status(ticket, found, user):
         abort(403)
-    valid = Validation(request)
-    values = logic.read_status(valid, ticket)
-    if not valid.ok:
-        return _ticket_page(found, ticket, valid=valid, status=400)
-    logic.apply_ticket(ticket, values)
-    if session.is_modified(ticket):
-        events.ticket_changed(
-            session, "ticket:updated", ticket, found, found.owner, ticket.submitter
-        )
-    session.commit()
+    valid = Validation.form("todo/ticket.html", **_ticket_page(found, ticket))
+    people = (found, found.owner, ticket.submitter)
+    logic.save_ticket(session, valid, ticket, logic.read_status(valid, ticket), people)
     flash(
         "Ticket reopened." if ticket.status == TicketStatus.open else "Ticket resolved.", "success"
     )
