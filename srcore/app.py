@@ -3,8 +3,8 @@
 ``create_app`` turns one config file and one service manifest into a fully wired Flask app:
 session cookie, database, templates, shared static files, CSRF, error pages, nav, health
 check, metrics, request ids and the login seam. Everything it builds lives in
-``app.extensions["srcore"]`` (a :class:`~srcore.service.SrcoreState`), so two apps in one
-process never share state and nothing happens at import time.
+``app.extensions["srcore"]`` (a :class:`SrcoreState`), so two apps in one process never
+share state and nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, current_app
 from flask.json.provider import DefaultJSONProvider
 from jinja2 import ChoiceLoader, FileSystemLoader
 
@@ -25,18 +26,21 @@ from srcore.hygiene import SrcoreRequest, SrcoreResponse
 from srcore.manifest import Manifest, load_manifest
 from srcore.resources import resource_dir
 from srcore.routing import API_PREFIX
-from srcore.service import NavItem, SrcoreState, state
 from srcore.sessions import SessionInterface
 
 if TYPE_CHECKING:
     from flask import Request
     from sqlalchemy import MetaData
+    from sqlalchemy.orm import Session
     from werkzeug.routing import MapAdapter
 
     from srcore.auth.oauth_client import MetaLink
     from srcore.auth.tokens import TokenVerifier
     from srcore.auth.web import LoginBackend
+    from srcore.db import Database
+    from srcore.metrics import Metrics
     from srcore.migrate import MigrationTarget
+    from srcore.webhooks import Dispatcher
     from srcore.webhooks.fanout import CanReceive
 
 __all__ = [
@@ -51,6 +55,73 @@ __all__ = [
 
 
 log = logging.getLogger("srcore")
+
+
+@dataclass(frozen=True)
+class NavItem:
+    """One service in the network's navigation bar."""
+
+    id: str
+    name: str
+    url: str
+    current: bool
+
+
+@dataclass
+class SrcoreState:
+    """Everything srcore builds for one app; stored in ``app.extensions["srcore"]``."""
+
+    service_id: str
+    manifest: Manifest
+    config: Config
+    section: Section
+    db: Database
+    metadata: MetaData | None
+    user_model: type[Any] | None
+    login: LoginBackend
+    token_verifier: TokenVerifier | None
+    metrics: Metrics | None
+    static_version: str
+    nav_names: dict[str, str] = field(default_factory=dict)
+    _nav_names_loaded: bool = False
+    #: How this service talks to meta (None for meta itself and networks without meta).
+    identity: MetaLink | None = None
+    #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
+    webhook_dispatcher: Dispatcher | None = None
+    #: Whether a subscriber may limit a subscription to a resource (a probe event about it).
+    webhook_filter: CanReceive | None = None
+    #: Called with a session once by each webhook worker (local or Celery) before its
+    #: first fan-out, e.g. meta making its first-party subscriptions match the config.
+    webhook_prepare: list[Callable[[Session], None]] = field(default_factory=list)
+
+    @property
+    def is_production(self) -> bool:
+        return self.config.global_["environment"] == "production"
+
+    def service_name(self, service_id: str) -> str:
+        """The human name of a configured service, read from the installed manifests once."""
+        if not self._nav_names_loaded:
+            self._nav_names_loaded = True
+            from srcore.manifest import ManifestError, discover
+
+            try:
+                self.nav_names.update({k: m.name for k, m in discover().items()})
+            except ManifestError as exc:
+                log.warning("cannot read the manifests of installed services: %s", exc)
+            self.nav_names[self.service_id] = self.manifest.name
+        return self.nav_names.get(service_id, service_id.replace("-", " ").title())
+
+    def nav(self) -> list[NavItem]:
+        """The configured services, in config-file order: the network is the file."""
+        return [
+            NavItem(
+                id=sid,
+                name=self.service_name(sid),
+                url=str(self.config.section(sid)["origin"]).rstrip("/") + "/",
+                current=sid == self.service_id,
+            )
+            for sid in self.config.services
+        ]
 
 
 class SrcoreJSONProvider(DefaultJSONProvider):
@@ -118,6 +189,13 @@ class SrcoreApp(Flask):
             adapter.server_name = origin.netloc
             adapter.url_scheme = origin.scheme
         return adapter
+
+
+def state(app: Flask | None = None) -> SrcoreState:
+    """The srcore state of *app*, or of the current app."""
+    target = app if app is not None else current_app
+    result: SrcoreState = target.extensions["srcore"]
+    return result
 
 
 def _coerce_config(config: Config | str | os.PathLike[str] | None, manifest: Manifest) -> Config:
@@ -229,7 +307,7 @@ def create_app(
         webhook_filter=webhook_filter,
     )
     db_module.init_app(app, database)
-    from srcore.webhooks.dispatch import build_dispatcher
+    from srcore.webhooks import build_dispatcher
 
     app.extensions["srcore"].webhook_dispatcher = build_dispatcher(app)
 
@@ -257,9 +335,9 @@ def create_app(
     from srcore.openapi import views as openapi_views
 
     openapi_views.init_app(app)
-    from srcore.webhooks import views as webhook_views
+    from srcore import webhooks
 
-    webhook_views.init_app(app)
+    webhooks.init_app(app)
     if identity is not None:
         from srcore.auth import oauth_client, revocation
 

@@ -144,7 +144,7 @@ def worker_command(
 
     from srcore.config import ConfigError, find_config_path
     from srcore.manifest import ManifestError, service_package
-    from srcore.webhooks.dispatch import LocalDispatcher
+    from srcore.webhooks import LocalDispatcher
     from srcore.webhooks.settings import settings_for
     from srcore.webhooks.worker import Worker
 

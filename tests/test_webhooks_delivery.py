@@ -1,4 +1,4 @@
-"""Fan-out and deliver_one against real receivers on 127.0.0.1, on SQLite and PostgreSQL."""
+"""Fan-out and deliver_batch against real receivers on 127.0.0.1, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from srcore.mail import Mailer
 from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.sender import PooledSender
 from srcore.testing import create_user
-from srcore.webhooks.delivery import deliver_one, prune_log
+from srcore.webhooks.delivery import deliver_batch, prune_log
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.models import (
     Attempt,
@@ -146,14 +146,15 @@ def deliver(
 ) -> Any:
     sender = PooledSender(policy)
     try:
-        return deliver_one(
+        return deliver_batch(
             db,
-            delivery_id,
+            [delivery_id],
             http=sender,
             clock=clock,
             config=settings or WebhookSettings(),
             rng=random.Random(3),
-        )
+            raise_errors=True,
+        )[0]
     finally:
         sender.close()
 
@@ -193,7 +194,7 @@ def test_fan_out_matches_event_scope_resource_and_filter(app: Any, db: Any) -> N
     assert len(set(messages)) == 3 and all(m.startswith("msg_") for m in messages)
 
 
-# -- deliver_one ------------------------------------------------------------------------
+# -- deliver_batch ------------------------------------------------------------------------
 
 
 def test_delivered_signed_and_logged(
@@ -313,7 +314,6 @@ def test_the_settings_schedule_is_used(app: Any, db: Any, receiver: Receiver) ->
 
 
 def test_deliver_batch_sends_each_and_records_each(app: Any, db: Any, receiver: Receiver) -> None:
-    from srcore.webhooks.delivery import deliver_batch
 
     sub = subscribe(db, receiver.url)
     gone = subscribe(db, receiver.url + "/gone", events="thing:deleted")
@@ -451,15 +451,16 @@ def test_trusted_subscription_reaches_a_private_address_others_are_refused(
     http, trusted_http = PooledSender(strict), PooledSender(None)
     try:
         for delivery_id in ids:
-            results[db.get(Delivery, delivery_id).subscription_id] = deliver_one(
+            results[db.get(Delivery, delivery_id).subscription_id] = deliver_batch(
                 db,
-                delivery_id,
+                [delivery_id],
                 http=http,
                 clock=Clock(),
                 config=WebhookSettings(),
                 rng=random.Random(3),
                 trusted_http=trusted_http,
-            )
+                raise_errors=True,
+            )[0]
     finally:
         http.close()
         trusted_http.close()
@@ -472,8 +473,7 @@ def test_trusted_subscription_reaches_a_private_address_others_are_refused(
 def test_deliver_batch_sends_trusted_subscriptions_through_the_trusted_sessions(
     app: Any, db: Any, receiver: Receiver
 ) -> None:
-    from srcore.webhooks.attempt import sender_for
-    from srcore.webhooks.delivery import deliver_batch
+    from srcore.webhooks.delivery import sender_for
 
     strict = AddressPolicy()  # loopback refused
     plain = subscribe(db, receiver.url)

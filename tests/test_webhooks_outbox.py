@@ -10,8 +10,7 @@ import pytest
 from sqlalchemy import delete, event, func, select
 
 import srcore.db
-from srcore.webhooks import emit
-from srcore.webhooks.dispatch import LocalDispatcher, build_dispatcher
+from srcore.webhooks import LocalDispatcher, build_dispatcher, emit
 from srcore.webhooks.models import OutboxRow, Subscription, WebhookBase
 from srcore.webhooks.signing import generate_secret
 
@@ -129,16 +128,7 @@ def test_dispatcher_selection(app: Any) -> None:
             },
         )()
     }
-    built = build_dispatcher(broker_app, celery_class=f"{__name__}:FakeCelery")
-    assert isinstance(built, FakeCelery) and built.app is broker_app
+    from srcore.webhooks.celery import CeleryDispatcher
 
-
-class FakeCelery:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def nudge(self, outbox_ids: Sequence[int]) -> None:
-        pass
-
-    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
-        pass
+    built = build_dispatcher(broker_app)  # builds objects only: nothing connects
+    assert isinstance(built, CeleryDispatcher) and built.app is broker_app

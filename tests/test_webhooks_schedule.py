@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from srcore.webhooks.schedule import JITTER, MAX_ATTEMPTS, SCHEDULE, next_attempt_at, retry_delay
+from srcore.webhooks.settings import JITTER, MAX_ATTEMPTS, SCHEDULE, next_attempt_at, retry_delay
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 

@@ -309,14 +309,14 @@ def test_a_trusted_sender_skips_the_checks(server: HTTPServer) -> None:
         sender.close()
 
 
-# -- through deliver_one: refusals land in the delivery log --------------------------
+# -- through deliver_batch: refusals land in the delivery log --------------------------
 
 
 def _deliver(app: Any, db: Any, url: str, policy: AddressPolicy) -> Any:
     import random
     from datetime import UTC, datetime
 
-    from srcore.webhooks.delivery import deliver_one
+    from srcore.webhooks.delivery import deliver_batch
     from srcore.webhooks.fanout import fan_out
     from srcore.webhooks.models import Subscription
     from srcore.webhooks.outbox import insert_event
@@ -334,14 +334,15 @@ def _deliver(app: Any, db: Any, url: str, policy: AddressPolicy) -> Any:
     [delivery_id] = fan_out(db, outbox_id, manifest=app.extensions["srcore"].manifest)
     sender = PooledSender(policy)
     try:
-        return deliver_one(
+        return deliver_batch(
             db,
-            delivery_id,
+            [delivery_id],
             http=sender,
             clock=lambda: datetime.now(UTC),
             config=WebhookSettings(),
             rng=random.Random(1),
-        )
+            raise_errors=True,
+        )[0]
     finally:
         sender.close()
 

@@ -1,40 +1,94 @@
 """What deliveries need from the operator's config: timings, the retry schedule, the
 address policy, and who to tell when a subscription is disabled.
 
-Read once per worker from ``[global]`` (:func:`settings_for`, :func:`policy_for`), then
-passed down as plain frozen values, so the delivery code never looks at the config.
+Read once per worker from ``[global]``, then passed down as frozen values: the delivery
+code never looks at the config. The retry functions are pure (the caller passes the rng).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from srcore.config.keys import parse_duration
-from srcore.outbound.policy import AddressPolicy
-from srcore.outbound.sender import BODY_CAP
+from srcore.outbound import BODY_CAP, AddressPolicy
 from srcore.webhooks.models import Subscription
-from srcore.webhooks.schedule import SCHEDULE
 
 if TYPE_CHECKING:
     from flask import Flask
 
 __all__ = [
+    "JITTER",
+    "MAX_ATTEMPTS",
+    "SCHEDULE",
     "DisabledNotifier",
     "MailNotifier",
     "WebhookSettings",
     "format_delay",
+    "next_attempt_at",
     "policy_for",
+    "retry_delay",
     "settings_for",
 ]
 
 log = logging.getLogger("srcore.webhooks")
+
+#: Delay before attempt n+1 (index n); the first attempt is immediate. The sum is ~3 days.
+SCHEDULE: tuple[timedelta, ...] = (
+    timedelta(0),
+    timedelta(seconds=5),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=5),
+    timedelta(hours=10),
+    timedelta(hours=14),
+    timedelta(hours=20),
+    timedelta(hours=24),
+)
+MAX_ATTEMPTS = len(SCHEDULE)
+#: Each delay is spread by up to this fraction either way, so retries do not arrive in herds.
+JITTER = 0.1
+
+
+def retry_delay(
+    attempts: int,
+    rng: random.Random,
+    *,
+    jitter: float = JITTER,
+    schedule: Sequence[timedelta] = SCHEDULE,
+) -> timedelta | None:
+    """The wait before the next attempt after *attempts* attempts; None: give up (the
+    *schedule*'s length is the number of attempts made at most)."""
+    if attempts < 0:
+        raise ValueError("attempts must be >= 0")
+    if attempts >= len(schedule):
+        return None
+    base = schedule[attempts]
+    if not base:
+        return base
+    factor = 1.0 + rng.uniform(-jitter, jitter)
+    return timedelta(seconds=round(base.total_seconds() * factor, 3))
+
+
+def next_attempt_at(
+    attempts: int,
+    now: datetime,
+    rng: random.Random,
+    *,
+    jitter: float = JITTER,
+    schedule: Sequence[timedelta] = SCHEDULE,
+) -> datetime | None:
+    """When to try again after *attempts* attempts, counting from *now*; None: give up."""
+    delay = retry_delay(attempts, rng, jitter=jitter, schedule=schedule)
+    return None if delay is None else now + delay
 
 
 class DisabledNotifier(Protocol):
@@ -102,36 +156,29 @@ class MailNotifier:
         )
 
 
-def _get(section: Mapping[str, Any], key: str) -> Any:
-    try:
-        return section[key]
-    except KeyError:
-        return None
-
-
-def _duration(section: Mapping[str, Any], key: str, default: timedelta) -> timedelta:
-    value = _get(section, key)
-    return value if isinstance(value, timedelta) else default
-
-
 def settings_for(app: Flask) -> WebhookSettings:
     """The webhook settings of *app*, from ``[global]``, mailing owners through srcore.mail."""
     from importlib import metadata
 
     g = app.extensions["srcore"].config.global_
     defaults = WebhookSettings()
+
+    def duration(key: str, default: timedelta) -> timedelta:
+        value = g.get(key)
+        return value if isinstance(value, timedelta) else default
+
     try:
         version = metadata.version("srcore")
     except metadata.PackageNotFoundError:
         version = "0"
-    schedule = _get(g, "webhook-retry-schedule")
+    schedule = g.get("webhook-retry-schedule")
     return WebhookSettings(
-        timeout=_duration(g, "webhook-timeout", defaults.timeout),
-        connect_timeout=_duration(g, "webhook-connect-timeout", defaults.connect_timeout),
-        log_retention=_duration(g, "webhook-log-retention", defaults.log_retention),
-        disable_after=_duration(g, "webhook-disable-after", defaults.disable_after),
+        timeout=duration("webhook-timeout", defaults.timeout),
+        connect_timeout=duration("webhook-connect-timeout", defaults.connect_timeout),
+        log_retention=duration("webhook-log-retention", defaults.log_retention),
+        disable_after=duration("webhook-disable-after", defaults.disable_after),
         schedule=tuple(parse_duration(str(d)) for d in schedule) if schedule else defaults.schedule,
-        concurrency=int(_get(g, "webhook-concurrency") or defaults.concurrency),
+        concurrency=int(g.get("webhook-concurrency") or defaults.concurrency),
         user_agent=f"srcore-webhooks/{version}",
         notifier=MailNotifier(app),
     )
@@ -141,8 +188,8 @@ def policy_for(app: Flask) -> AddressPolicy:
     """The address policy of *app*, from ``[global] allow-private-webhook-targets`` and
     ``webhook-allowed-ports``."""
     g = app.extensions["srcore"].config.global_
-    networks = _get(g, "allow-private-webhook-targets") or ()
-    ports = _get(g, "webhook-allowed-ports")
+    networks = g.get("allow-private-webhook-targets") or ()
+    ports = g.get("webhook-allowed-ports")
     return AddressPolicy.from_networks(
         (str(n) for n in networks),
         ports=None if ports is None else [str(p) for p in ports],

@@ -40,12 +40,10 @@ from sqlalchemy.orm import Session
 from srcore.db import utcnow
 from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.sender import Sender
-from srcore.webhooks.attempt import Job, load_jobs, send, sender_for
-from srcore.webhooks.claims import claim_deliveries, claim_outbox
-from srcore.webhooks.delivery import prune_log
-from srcore.webhooks.dispatch import LocalDispatcher
+from srcore.webhooks import LocalDispatcher
+from srcore.webhooks.claims import Job, claim_deliveries, claim_outbox, load_jobs
+from srcore.webhooks.delivery import prune_log, record, send, sender_for
 from srcore.webhooks.fanout import fan_out_batch
-from srcore.webhooks.outcome import record
 from srcore.webhooks.settings import WebhookSettings, policy_for, settings_for
 
 if TYPE_CHECKING:
