@@ -180,7 +180,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "redis-url",
         type="url",
         check=_redis_url,
-        help="Redis for caches, rate limits and token revocation shared between processes, "
+        help="Redis for caches, rate limits and replay marks shared between processes, and "
+        "to pass meta's revocations from the process that received them to the others, "
         "e.g. redis://127.0.0.1:6379/0. Empty: in-process fallbacks, fine for one process.",
     ),
     Key(
