@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypedDict
 
@@ -17,9 +18,9 @@ from flask import url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import srcore
 from paste.models import LANGUAGE_MAX, SHORT_ID_LENGTH, TITLE_MAX, Format, Paste, User, Visibility
 from srcore.highlighting import canonical_language
+from srcore.settings import settings
 from srcore.validation import Validation
 from srcore.webhooks import emit
 from srcore.webhooks.models import OutboxRow, Subscription
@@ -27,10 +28,10 @@ from srcore.webhooks.models import OutboxRow, Subscription
 __all__ = [
     "SHORT_ID",
     "PasteJSON",
+    "Settings",
     "can_receive",
     "create_paste",
     "delete_paste",
-    "max_length",
     "new_short_id",
     "paste_json",
     "read_paste",
@@ -40,17 +41,19 @@ __all__ = [
 #: Lower-case letters and digits, without the look-alikes 0/o and 1/l.
 ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 SHORT_ID = re.compile(rf"[{ALPHABET}]{{{SHORT_ID_LENGTH}}}")
-_DEFAULT_MAX_LENGTH = 262_144
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paste's ``[paste]`` keys (service.yaml), read once."""
+
+    pastes_per_page: int
+    max_paste_length: int
 
 
 def new_short_id() -> str:
     """A fresh random paste id (about 50 bits: not guessable, short enough to share)."""
     return "".join(secrets.choice(ALPHABET) for _ in range(SHORT_ID_LENGTH))
-
-
-def max_length() -> int:
-    value = srcore.state().section.get("max-paste-length")
-    return value if isinstance(value, int) and value > 0 else _DEFAULT_MAX_LENGTH
 
 
 class OwnerJSON(TypedDict):
@@ -76,7 +79,7 @@ class PasteJSON(TypedDict):
 
 
 def paste_json(paste: Paste, owner: User) -> PasteJSON:
-    """A paste as the API answers it and as the ``paste:created`` event carries it
+    """A paste as the API answers it and as the ``paste:*`` events carry it
     (service.yaml names :class:`PasteJSON` as the event's payload)."""
     return {
         "id": paste.short_id,
@@ -102,7 +105,8 @@ def read_paste(valid: Validation) -> dict[str, Any]:
     title = valid.optional("title", max_length=TITLE_MAX)
     values["title"] = title or None
     # Leading and trailing blanks of a paste are part of it (indented code, say).
-    text = valid.require("text", max_length=max_length(), strip=False)
+    limit = max(settings(Settings).max_paste_length, 1)
+    text = valid.require("text", max_length=limit, strip=False)
     if text is not None and valid.expect(text.strip(), "The paste is empty.", field="text"):
         values["text"] = text
     values["format"] = valid.optional("format", Format, default=Format.plain)
@@ -127,49 +131,57 @@ def _free_short_id(session: Session) -> str:
     raise RuntimeError("no free paste id after 5 tries")  # about 2^-250: a broken RNG
 
 
-def create_paste(session: Session, valid: Validation, owner: User) -> Paste | None:
-    """Create a paste for *owner* from the input, emit ``paste:created`` and commit.
+def _emit(session: Session, event: str, paste: Paste, owner: User) -> None:
+    """Record *event* about *paste* (emit flushes first: the payload has its id and times).
 
-    Returns None, with the reasons on *valid*, when the input is invalid. The event is
-    written in the same transaction as the paste: both are committed, or neither.
+    A public paste's event reaches every subscriber, an unlisted one's only its owner
+    (audience: readers): its link is the secret that shares it.
     """
-    values = read_paste(valid)
-    if not valid.ok:
-        return None
-    paste = Paste(owner_id=owner.id, short_id=_free_short_id(session), **values)
-    session.add(paste)
-    session.flush()  # the id and timestamps the payload carries
     emit(
-        "paste:created",
-        paste_json(paste, owner),
+        event,
+        lambda: paste_json(paste, owner),
         resource=f"paste:{paste.short_id}",
-        # A public paste's event reaches every subscriber, an unlisted one's only its
-        # owner (audience: readers): its link is the secret that shares it.
         owner_id=owner.id,
         visibility=Visibility(paste.visibility).value,
         session=session,
     )
+
+
+def create_paste(session: Session, valid: Validation, owner: User) -> Paste:
+    """Create a paste for *owner* from the input, emit ``paste:created`` and commit.
+
+    Bad input raises ``ValidationFailed``. The event is written in the same transaction
+    as the paste: both are committed, or neither.
+    """
+    values = read_paste(valid)
+    valid.raise_if_invalid()
+    paste = Paste(owner_id=owner.id, short_id=_free_short_id(session), **values)
+    session.add(paste)
+    _emit(session, "paste:created", paste, owner)
     session.commit()
     return paste
 
 
-def update_paste(session: Session, valid: Validation, paste: Paste) -> bool:
-    """Replace *paste*'s fields with the input (as a new paste reads them) and commit.
+def update_paste(session: Session, valid: Validation, paste: Paste) -> None:
+    """Replace *paste*'s fields with the input (as a new paste reads them), emit
+    ``paste:updated`` if anything changed, and commit.
 
-    Returns False, with the reasons on *valid* and nothing changed, when the input is
-    invalid. The short id stays: links already shared keep pointing at the paste.
+    Bad input raises ``ValidationFailed`` with nothing changed. The short id stays: links
+    already shared keep pointing at the paste.
     """
     values = read_paste(valid)
-    if not valid.ok:
-        return False
+    valid.raise_if_invalid()
     for key, value in values.items():
         setattr(paste, key, value)
+    if session.is_modified(paste):
+        _emit(session, "paste:updated", paste, paste.owner)
     session.commit()
-    return True
 
 
 def delete_paste(session: Session, paste: Paste) -> None:
-    """Delete *paste* for good and commit; its link answers 404 from now on."""
+    """Delete *paste* for good, emit ``paste:deleted`` (with the paste as it was) and
+    commit; its link answers 404 from now on."""
+    _emit(session, "paste:deleted", paste, paste.owner)
     session.delete(paste)
     session.commit()
 

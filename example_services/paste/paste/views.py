@@ -12,27 +12,25 @@ from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.sansio.blueprints import BlueprintSetupState
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response
 
-import srcore
 from paste import logic
 from paste.models import Format, Paste, User, Visibility
 from paste.search import PASTES
-from srcore.auth import current_user, login_required
+from srcore.auth import current_user, login_required, require_user
 from srcore.db import session
-from srcore.errors import error_response
 from srcore.highlighting import language_choices, language_name
-from srcore.pagination import paginate_pages
+from srcore.pagination import page_number, paginate_pages
 from srcore.search import read_search
+from srcore.settings import settings
 from srcore.validation import Validation
 
 __all__ = ["views"]
 
 views = Blueprint("paste", __name__)
 
-_MAX_PAGE = 1_000_000
 FORMAT_OPTIONS = [
     (Format.plain.value, "Plain text"),
     (Format.markdown.value, "Markdown"),
@@ -58,28 +56,6 @@ def _viewer() -> User | None:
     return cast("User | None", current_user._get_current_object())
 
 
-def _user() -> User:
-    user = _viewer()
-    if user is None:  # login_required guards every caller
-        abort(401)
-    return user
-
-
-def _per_page() -> int:
-    value = srcore.state().section.get("pastes-per-page")
-    return value if isinstance(value, int) and value > 0 else 25
-
-
-def _page() -> int | Response:
-    """The ``?page=`` of a list, or the 400 for a bad one."""
-    query = Validation(data=request.args, source="form")
-    page = query.integer("page", min=1, max=_MAX_PAGE, default=1) or 1
-    if not query.ok:
-        reasons = "; ".join(f"{err.field}: {err.reason}" for err in query.errors)
-        return error_response(400, f"Invalid address: {reasons}")
-    return page
-
-
 def _find(short_id: str) -> Paste:
     """A paste by its id; anyone with the link may see it (a malformed id is a plain 404)."""
     if not logic.SHORT_ID.fullmatch(short_id):
@@ -92,17 +68,15 @@ def _find(short_id: str) -> Paste:
     return found
 
 
-def _search() -> tuple[str, ColumnElement[bool], str | None]:
-    """The ``?search=`` of a list: the query, its condition, and the reason it is bad."""
-    query = Validation(data=request.args, source="form")
+def _list_page(template: str, stmt: Select[Paste]) -> Any:
+    """One page of *stmt* narrowed by ``?search=``; a bad search is the page with its
+    reason beside the box (400), a bad ``?page=`` an error page."""
+    query = Validation()
+    page = page_number(query)
     search, condition = read_search(query, PASTES)
-    return search, condition, query.error_for("search")
-
-
-def _list_page(template: str, stmt: Select[tuple[Paste]], page: int) -> Any:
-    """One page of *stmt* narrowed by the search; a bad search is the page with its reason."""
-    search, condition, error = _search()
-    listing = paginate_pages(session, stmt.where(condition), page=page, per_page=_per_page())
+    error = query.error_for("search")
+    per_page = max(settings(logic.Settings).pastes_per_page, 1)
+    listing = paginate_pages(session, stmt.where(condition), page=page, per_page=per_page)
     html = render_template(template, listing=listing, search=search, search_error=error)
     return html, 400 if error else 200
 
@@ -110,40 +84,31 @@ def _list_page(template: str, stmt: Select[tuple[Paste]], page: int) -> Any:
 @views.route("/")
 def index() -> Any:
     """Everybody's public pastes, newest first, narrowed by ``?search=``."""
-    page = _page()
-    if isinstance(page, Response):
-        return page
     stmt = (
         select(Paste)
         .where(Paste.visibility == Visibility.public)
         .order_by(Paste.id.desc())
         .options(selectinload(Paste.owner))
     )
-    return _list_page("paste/index.html", stmt, page)
+    return _list_page("paste/index.html", stmt)
 
 
 @views.route("/mine")
 @login_required
 def mine() -> Any:
     """Your pastes, public and unlisted, newest first, narrowed by ``?search=``."""
-    user = _user()
-    page = _page()
-    if isinstance(page, Response):
-        return page
+    user = require_user(User)
     stmt = select(Paste).where(Paste.owner_id == user.id).order_by(Paste.id.desc())
-    return _list_page("paste/mine.html", stmt, page)
+    return _list_page("paste/mine.html", stmt)
 
 
 @views.route("/new", methods=["GET", "POST"])
 @login_required
 def new() -> Any:
-    user = _user()
+    user = require_user(User)
     if request.method == "GET":
         return render_template("paste/new.html", valid=None)
-    valid = Validation(request)
-    created = logic.create_paste(session, valid, user)
-    if created is None:
-        return render_template("paste/new.html", valid=valid), 400
+    created = logic.create_paste(session, Validation.form("paste/new.html"), user)
     flash("Paste created. Share its link.", "success")
     return redirect(url_for("paste.show", short_id=created.short_id))
 
@@ -162,7 +127,7 @@ def _own(short_id: str) -> Paste:
     """A paste its viewer owns, to change; anyone else gets 403 (the paste itself is no
     secret from someone who has its link)."""
     found = _find(short_id)
-    if found.owner_id != _user().id:
+    if found.owner_id != require_user(User).id:
         abort(403)
     return found
 
@@ -174,9 +139,7 @@ def edit(short_id: str) -> Any:
     found = _own(short_id)
     if request.method == "GET":
         return render_template("paste/new.html", valid=None, paste=found)
-    valid = Validation(request)
-    if not logic.update_paste(session, valid, found):
-        return render_template("paste/new.html", valid=valid, paste=found), 400
+    logic.update_paste(session, Validation.form("paste/new.html", paste=found), found)
     flash("Paste saved.", "success")
     return redirect(url_for("paste.show", short_id=found.short_id))
 

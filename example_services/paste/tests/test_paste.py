@@ -51,7 +51,11 @@ def test_manifest():
     manifest = load_manifest("paste")
     assert manifest.id == "paste"
     assert [s.name for s in manifest.scopes] == ["pastes"]
-    assert [(e.name, e.scope) for e in manifest.events] == [("paste:created", "pastes")]
+    assert [(e.name, e.scope) for e in manifest.events] == [
+        ("paste:created", "pastes"),
+        ("paste:updated", "pastes"),
+        ("paste:deleted", "pastes"),
+    ]
 
 
 def test_migrations_match_the_models(app, srcore_database):

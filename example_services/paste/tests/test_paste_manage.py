@@ -3,6 +3,7 @@ control. Everyone else may only read it."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -11,6 +12,7 @@ from paste.models import Format, Paste, Visibility
 from sqlalchemy import select
 
 from srcore.testing import create_user, log_in_client
+from srcore.webhooks.models import OutboxRow
 
 
 def stored(app: Any) -> list[Paste]:
@@ -25,6 +27,12 @@ def add(app: Any, owner: Any, text: str = "hello", **values: Any) -> Paste:
         paste = Paste(owner_id=owner.id, short_id=logic.new_short_id(), text=text, **values)
         session.add(paste)
     return paste
+
+
+def events(app: Any) -> list[tuple[str, str | None, dict[str, Any]]]:
+    with app.extensions["srcore"].db.transaction() as session:
+        rows = session.scalars(select(OutboxRow).order_by(OutboxRow.id))
+        return [(r.event, r.resource, json.loads(r.payload)) for r in rows]
 
 
 def page(client: Any, path: str) -> str:
@@ -120,3 +128,50 @@ def test_the_paste_page_offers_its_link_to_copy(app, client, user):
     shown = page(client, f"/p/{paste.short_id}")
     assert re.search(rf'<button [^>]*data-copy="https?://[^"/]+/p/{paste.short_id}"', shown)
     assert "copy.js" in shown
+
+
+def edit(client: Any, paste: Paste, csrf_token: Any, **form: str) -> Any:
+    path = f"/p/{paste.short_id}/edit"
+    return client.post(path, data={**form, "csrf_token": csrf_token(client, path)})
+
+
+def test_an_edit_emits_paste_updated_with_the_paste_as_it_is_now(
+    app, user_client, user, csrf_token
+):
+    paste = add(app, user, "v1", visibility=Visibility.public)
+    response = edit(user_client, paste, csrf_token, text="v2", visibility="unlisted")
+    assert response.status_code == 302
+    ((event, resource, payload),) = events(app)
+    assert (event, resource) == ("paste:updated", f"paste:{paste.short_id}")
+    assert (payload["id"], payload["text"], payload["visibility"]) == (
+        paste.short_id,
+        "v2",
+        "unlisted",
+    )
+    assert payload["owner"]["id"] == user.id
+    with app.extensions["srcore"].db.transaction() as session:
+        (row,) = session.scalars(select(OutboxRow)).all()
+        # Judged as it is now: an unlisted paste's event reaches its owner only.
+        assert (row.owner_id, row.visibility) == (user.id, "unlisted")
+
+
+def test_an_edit_that_changes_nothing_or_fails_emits_nothing(app, user_client, user, csrf_token):
+    paste = add(app, user, "same", visibility=Visibility.public)
+    assert edit(user_client, paste, csrf_token, text="same", visibility="public").status_code == 302
+    assert edit(user_client, paste, csrf_token, text=" ").status_code == 400
+    assert events(app) == []
+
+
+def test_a_delete_emits_paste_deleted_with_the_paste_as_it_was(app, user_client, user, csrf_token):
+    paste = add(app, user, "last words", title="bye")
+    path = f"/p/{paste.short_id}/delete"
+    response = user_client.post(path, data={"csrf_token": csrf_token(user_client, path)})
+    assert response.status_code == 302
+    ((event, resource, payload),) = events(app)
+    assert (event, resource) == ("paste:deleted", f"paste:{paste.short_id}")
+    assert (payload["id"], payload["title"], payload["text"]) == (
+        paste.short_id,
+        "bye",
+        "last words",
+    )
+    assert stored(app) == []
