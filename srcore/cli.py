@@ -71,13 +71,14 @@ def serve(
     """Serve one service: gunicorn in production, the Flask debug server with --debug."""
     from urllib.parse import urlsplit
 
-    from srcore.config import ConfigError, find_config_path, load_config
+    from srcore.config import ConfigError, find_config_path
+    from srcore.manifest import load_network_config
 
     package = _service_package(service)
     config_option = ctx.find_root().params.get("config")
     try:
         path = find_config_path(config_option)
-        section = load_config(path).section(service)
+        section = load_network_config(path).section(service)
     except (ConfigError, KeyError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

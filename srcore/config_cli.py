@@ -23,6 +23,7 @@ from srcore.config import (
     load_config,
     read_config,
 )
+from srcore.manifest import load_network_config, read_network_config
 
 if TYPE_CHECKING:
     from srcore.manifest import Manifest
@@ -45,6 +46,8 @@ def _echo_problems(problems: Sequence[Problem]) -> None:
 def _load(specs: Mapping[str, Sequence[Key]] | None) -> Config:
     """Load the config or print every problem and exit 1."""
     try:
+        if specs is None:
+            return load_network_config(_config_path())
         return load_config(_config_path(), specs=specs)
     except ConfigError as exc:
         _echo_problems(exc.problems)
@@ -113,7 +116,10 @@ def make_config_command(
         as its default, followed by the problems; the exit status is then 1.
         """
         try:
-            cfg, problems = read_config(_config_path(), specs=specs)
+            if specs is None:
+                cfg, problems = read_network_config(_config_path())
+            else:
+                cfg, problems = read_config(_config_path(), specs=specs)
         except ConfigError as exc:
             _echo_problems(exc.problems)
             raise click.get_current_context().exit(1) from None

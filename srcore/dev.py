@@ -341,12 +341,13 @@ def _prepare(
     """Read the config, refuse clearly (a usage error, or status 1 for a bad config or a
     taken port); the plan, the services chosen, the children's environment, the installed
     services' packages and the config's path."""
-    from srcore.config import ConfigError, find_config_path, load_config
+    from srcore.config import ConfigError, find_config_path
+    from srcore.manifest import load_network_config
 
     config_option = ctx.find_root().params.get("config")
     try:
         path = find_config_path(config_option).resolve()
-        cfg = load_config(path)
+        cfg = load_network_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)

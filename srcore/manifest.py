@@ -12,12 +12,24 @@ values are package names (``todo = "todo"``). Nothing here runs at import time.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import metadata, resources
 from typing import Any, Literal, get_args
+
+from srcore.config import (
+    Config,
+    ConfigError,
+    Key,
+    Problem,
+    find_config_path,
+    load_config,
+    parse_duration,
+    read_config,
+)
 
 __all__ = [
     "AUDIENCES",
@@ -28,7 +40,9 @@ __all__ = [
     "Scope",
     "discover",
     "load_manifest",
+    "load_network_config",
     "parse_manifest",
+    "read_network_config",
     "service_package",
 ]
 
@@ -129,8 +143,6 @@ def _text(value: Any, where: str) -> str:
 
 
 def _parse_duration(value: Any, where: str) -> timedelta:
-    from srcore.config import parse_duration
-
     try:
         return parse_duration(str(value))
     except ValueError as exc:
@@ -138,8 +150,6 @@ def _parse_duration(value: Any, where: str) -> timedelta:
 
 
 def _parse_key(entry: Any, where: str) -> Any:
-    from srcore.config import Key
-
     if not isinstance(entry, Mapping):
         raise ManifestError(f"{where}: each key must be a mapping with at least 'name'")
     allowed = {"name", "type", "default", "required", "secret", "help", "choices"}
@@ -310,3 +320,42 @@ def discover() -> dict[str, Manifest]:
             )
         found[manifest.id] = manifest
     return found
+
+
+def _network_keys(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None
+) -> tuple[dict[str, tuple[Key, ...]], list[str]]:
+    """The keys every installed service declares, by section, and the services' ids."""
+    try:
+        manifests = discover()
+    except (ImportError, ValueError) as exc:
+        file = str(find_config_path(path, environ=environ))
+        message = f"cannot read the installed services: {exc}"
+        raise ConfigError([Problem(file, None, None, None, message)]) from None
+    specs: dict[str, tuple[Key, ...]] = {}
+    for manifest in manifests.values():
+        for name, keys in manifest.config.items():
+            specs[name] = specs.get(name, ()) + tuple(keys)
+    return specs, sorted(manifests)
+
+
+def load_network_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load the config file with the keys of every service installed here.
+
+    What the commands that act for the whole network read (``srcore serve``, ``dev``,
+    ``migrate --all``): a section named like no installed service is reported, and each
+    installed service's own keys are typed. A service building its app reads only its own
+    declarations (:func:`srcore.create_app`).
+    """
+    specs, installed = _network_keys(path, environ)
+    return load_config(path, specs=specs, installed=installed, environ=environ)
+
+
+def read_network_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> tuple[Config, list[Problem]]:
+    """:func:`srcore.config.read_config` with the keys of every service installed here."""
+    specs, installed = _network_keys(path, environ)
+    return read_config(path, specs=specs, installed=installed, environ=environ)

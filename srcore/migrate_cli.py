@@ -66,11 +66,11 @@ class _State:
         """The services ``--all`` means, checked to be installed before any is touched."""
         if self.services is not None:
             return list(self.services)
-        from srcore.config import ConfigError, find_config_path, load_config
-        from srcore.manifest import ENTRY_POINT_GROUP
+        from srcore.config import ConfigError, find_config_path
+        from srcore.manifest import ENTRY_POINT_GROUP, load_network_config
 
         try:
-            services = load_config(find_config_path(self.config_path)).services
+            services = load_network_config(find_config_path(self.config_path)).services
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
         if self.loader is None:

@@ -119,18 +119,6 @@ def _unknown_env(
     return message + f"key of [{section}]" + (f"; {hint}" if hint else "")
 
 
-def _discovered_specs() -> tuple[dict[str, tuple[Key, ...]], list[str]]:
-    """The installed services' declarations, and the installed services' ids."""
-    from srcore.manifest import discover
-
-    specs: dict[str, tuple[Key, ...]] = {}
-    manifests = discover()
-    for manifest in manifests.values():
-        for name, keys in manifest.config.items():
-            specs[name] = specs.get(name, ()) + tuple(keys)
-    return specs, sorted(manifest.id for manifest in manifests.values())
-
-
 def _unknown_section(name: str, installed: Sequence[str] | None) -> tuple[str, bool] | None:
     """What is wrong with the service section *name*, and whether it is an error.
 
@@ -454,16 +442,20 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
     specs: Mapping[str, Sequence[Key]] | None = None,
+    installed: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Read, check and convert the config file.
 
-    *specs* maps section names (``"todo"``, ``"todo::mail"``) to the keys a service adds;
-    by default they come from the installed services' manifests. *environ* defaults to
+    *specs* maps section names (``"todo"``, ``"todo::mail"``) to the keys a service adds
+    (none by default: only the keys srcore declares for every service are read).
+    *installed* lists the services installed here, so that a section named like none of
+    them is reported; :func:`srcore.manifest.load_network_config` passes both from the
+    installed manifests, which this layer does not read. *environ* defaults to
     ``os.environ``. Raises :class:`ConfigError` with every problem found; warnings (unknown
     keys and the like) are kept on :attr:`Config.warnings` when the file is usable.
     """
-    config, problems = read_config(path, specs=specs, environ=environ)
+    config, problems = read_config(path, specs=specs, installed=installed, environ=environ)
     if any(p.severity == "error" for p in problems):
         raise ConfigError(problems)
     return config
@@ -473,26 +465,20 @@ def read_config(
     path: str | os.PathLike[str] | None = None,
     *,
     specs: Mapping[str, Sequence[Key]] | None = None,
+    installed: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[Config, list[Problem]]:
     """Read as much of the config file as can be read, and every problem with it.
 
     For showing a broken config (``srcore config show``), never for running a service:
     a refused value keeps its key's default and says so in its source, a refused section
-    is left out. Raises :class:`ConfigError` only when there is no file to read (or the
-    installed services cannot be read); otherwise as :func:`load_config`.
+    is left out. Raises :class:`ConfigError` only when there is no file to read;
+    otherwise as :func:`load_config`.
     """
     environ = os.environ if environ is None else environ
     config_path = find_config_path(path, environ=environ)
     file = str(config_path)
-    installed: list[str] | None = None
-    if specs is None:
-        try:
-            specs, installed = _discovered_specs()
-        except (ImportError, ValueError) as exc:
-            raise ConfigError(
-                [Problem(file, None, None, None, f"cannot read the installed services: {exc}")]
-            ) from None
+    specs = {} if specs is None else specs
 
     text, problem = _read_text(config_path, file)
     if text is None:
