@@ -46,6 +46,8 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     from meta.audit import agent_summary
     from meta.logic import Passwords
     from meta.models import Base, User
+    from meta.passkeys_views import install as install_passkeys
+    from meta.passkeys_views import passkey_pages
     from meta.twofactor import twofactor
     from meta.views import MetaLogin, accounts, install
 
@@ -63,8 +65,10 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     app.register_blueprint(accounts)
     app.register_blueprint(admin)
     app.register_blueprint(twofactor)
+    app.register_blueprint(passkey_pages)
     app.add_template_filter(agent_summary, "agent_summary")
     limiter = protection.init_app(app)
     install(app, limiter)
+    install_passkeys(app, limiter)
     oauth.init_app(app)
     return app

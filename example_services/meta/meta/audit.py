@@ -69,6 +69,12 @@ class Kind(enum.StrEnum):
     account_unsuspended = "account-unsuspended"
     factors_reset = "factors-reset"
     role_changed = "role-changed"
+    login_throttled = "login-throttled"
+    account_deleted = "account-deleted"
+    passkey_added = "passkey-added"
+    passkey_removed = "passkey-removed"
+    passkey_used = "passkey-used"
+    passkey_failed = "passkey-failed"
 
     @property
     def label(self) -> str:
@@ -93,6 +99,12 @@ _LABELS = {
     Kind.account_unsuspended: "Account unsuspended",
     Kind.factors_reset: "Second factors reset by an admin",
     Kind.role_changed: "Admin rights changed",
+    Kind.login_throttled: "Login refused: too many failures",
+    Kind.account_deleted: "Account deleted",
+    Kind.passkey_added: "Passkey added",
+    Kind.passkey_removed: "Passkey removed",
+    Kind.passkey_used: "Passkey used",
+    Kind.passkey_failed: "Passkey refused",
 }
 
 

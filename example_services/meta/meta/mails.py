@@ -28,6 +28,8 @@ SUBJECTS = {
     "factor-added": "Two-factor sign-in is on",
     "factor-removed": "Two-factor sign-in is off",
     "factors-reset": "An administrator turned two-factor sign-in off",
+    "passkey-added": "A passkey was added to your account",
+    "passkey-removed": "A passkey was removed from your account",
 }
 
 

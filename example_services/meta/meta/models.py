@@ -16,10 +16,12 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Enum,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     Sequence,
     String,
@@ -37,6 +39,8 @@ __all__ = [
     "AuditEntry",
     "Base",
     "EmailToken",
+    "PasskeyChallenge",
+    "PasskeyCredential",
     "RecoveryCode",
     "TokenPurpose",
     "TotpFactor",
@@ -199,3 +203,54 @@ class AuditEntry(Base):
     address: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(256), default="")
     detail: Mapped[str] = mapped_column(String(256), default="")
+
+
+class PasskeyCredential(Base):
+    """A passkey (a WebAuthn public-key credential) of an account.
+
+    It logs in on its own (a discoverable credential, with user verification) or serves as
+    the second factor after the password. *credential_id* is what the authenticator names
+    it by (base64url); *user_handle* is the random handle the authenticator keeps for the
+    account (never its id: a handle read off a key tells nothing), shared by every passkey
+    of the account so that registering again on one authenticator replaces its old key.
+    """
+
+    __tablename__ = "passkey_credential"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    #: The credential id, base64url (at most 1023 bytes, so 1364 characters).
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    #: The COSE public key, as the authenticator gave it at registration.
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The authenticator's signature counter at the last use (0: it keeps none).
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The account's WebAuthn user handle, base64url.
+    user_handle: Mapped[str] = mapped_column(String(128))
+    #: The name its owner gave it ("laptop", "phone").
+    name: Mapped[str] = mapped_column(String(64))
+    #: Transports the browser reported (space-separated: "internal hybrid usb").
+    transports: Mapped[str] = mapped_column(String(128), default="")
+    #: Whether the key may be synced to other devices (the backup-eligible flag).
+    backup_eligible: Mapped[bool] = mapped_column(default=False)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
+class PasskeyChallenge(Base):
+    """A WebAuthn challenge waiting for its answer: usable once, until *expires*.
+
+    The browser's signed session cookie carries the challenge itself; this row (its hash)
+    is what makes it single-use, since a copy of the cookie could be sent again.
+    """
+
+    __tablename__ = "passkey_challenge"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: SHA-256 of the challenge, hex.
+    challenge_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: What it is for: ``register``, ``login`` (password-less) or ``second`` (factor).
+    purpose: Mapped[str] = mapped_column(String(16))
+    #: The account it was made for (none for a password-less login: the key names it).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
+    expires: Mapped[datetime] = mapped_column(index=True)

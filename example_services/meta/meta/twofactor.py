@@ -17,7 +17,7 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 from werkzeug.wrappers import Response
 
 import srcore
-from meta import audit, totp
+from meta import audit, passkeys, totp
 from meta.audit import Kind
 from meta.mails import send_mail
 from meta.models import User
@@ -26,7 +26,13 @@ from srcore.db import session as db
 from srcore.pagination import paginate_pages
 from srcore.validation import Validation
 
-__all__ = ["PENDING", "begin_second_step", "security_context", "twofactor"]
+__all__ = [
+    "PENDING",
+    "begin_second_step",
+    "has_second_factor",
+    "security_context",
+    "twofactor",
+]
 
 twofactor = Blueprint("twofactor", __name__)
 
@@ -41,10 +47,18 @@ PER_PAGE = 50
 _MAX_PAGE = 1_000_000
 
 
+def has_second_factor(user_id: int) -> bool:
+    """Whether logging in with the password also asks for an app's code or a passkey."""
+    return totp.factor_of(db, user_id) is not None or passkeys.count_of(db, user_id) > 0
+
+
 def security_context(user_id: int) -> dict[str, Any]:
-    """What ``/security`` shows of two-factor sign-in and of the account's recent activity."""
+    """What ``/security`` shows of two-factor sign-in, passkeys and recent activity."""
+    from meta.passkeys_views import passkey_context
+
     recent = db.scalars(audit.AuditFilter(user_id=user_id).statement().limit(10)).all()
     return {
+        **passkey_context(user_id),
         "totp_enabled": totp.factor_of(db, user_id) is not None,
         "recovery_left": totp.unused_recovery_codes(db, user_id),
         "activity": recent,
@@ -242,23 +256,25 @@ def verify() -> Any:
         flash("Log in again: the wait for your code ran out.", "warning")
         return redirect(url_for("accounts.login"))
     user, target = found
-    if totp.factor_of(db, user.id) is None:
+    if not has_second_factor(user.id):
         # An admin reset the factors since the password was checked: log in again with it.
         session.pop(PENDING, None)
         flash("Two-factor sign-in was turned off for your account: log in again.", "warning")
         return redirect(url_for("accounts.login", next=target))
     if request.method == "GET":
-        return render_template("meta/security/verify.html", valid=None)
+        return _verify_page(user, None)
     protection = meta_state().protection
     key, address = _throttle_key(user, user.username), _client_address()
     if protection is not None:
         decision = protection.check(key, address)
         if not decision.allowed:
+            audit.record(db, Kind.login_throttled, user.id, detail="second-factor code")
+            db.commit()
             return _too_many(decision.retry_after, decision.retry_after_seconds)
     valid = Validation(request)
     code = valid.require("code", max_length=CODE_MAX, label="The code")
     if not valid.ok or code is None:
-        return render_template("meta/security/verify.html", valid=valid), 400
+        return _verify_page(user, valid)
     check = totp.check_code(db, user.id, code)
     if not check.ok:
         db.rollback()
@@ -267,7 +283,7 @@ def verify() -> Any:
         audit.record(db, Kind.login_failed, user.id, detail="wrong second-factor code")
         db.commit()
         valid.error("This code is not right.", "code")
-        return render_template("meta/security/verify.html", valid=valid), 400
+        return _verify_page(user, valid)
     if protection is not None:
         protection.success(key, address)
     session.pop(PENDING, None)
@@ -281,6 +297,17 @@ def verify() -> Any:
             "warning",
         )
     return response
+
+
+def _verify_page(user: User, valid: Validation | None) -> Any:
+    """The second step's page: a code form if the account has TOTP, a passkey button if it
+    has passkeys."""
+    return render_template(
+        "meta/security/verify.html",
+        valid=valid,
+        totp_enabled=totp.factor_of(db, user.id) is not None,
+        has_passkeys=passkeys.count_of(db, user.id) > 0,
+    ), (400 if valid is not None else 200)
 
 
 # -- the account's activity ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 import srcore
-from meta import audit, logic, meta_state, totp
+from meta import audit, logic, meta_state
 from meta.audit import Kind
 from meta.mails import prepare_mail, send_mail
 from meta.models import TokenPurpose, User
@@ -157,6 +157,8 @@ def login() -> Any:
     if protection is not None:
         decision = protection.check(account, address)
         if not decision.allowed:
+            audit.record(db, Kind.login_throttled, user.id if user else None, detail="password")
+            db.commit()
             valid.error(
                 f"Too many failed attempts. Try again in {_wait_text(decision.retry_after)}."
             )
@@ -187,9 +189,9 @@ def login() -> Any:
         return error_response(403, notice, title="Account suspended")
     if state.passwords.needs_rehash(user.password_hash):
         user.password_hash = state.passwords.hash(password)
-    if totp.factor_of(db, user.id) is not None:
-        from meta.twofactor import begin_second_step
+    from meta.twofactor import begin_second_step, has_second_factor
 
+    if has_second_factor(user.id):
         db.commit()
         return begin_second_step(user, target)
     return finish_login(user, ("pwd",), target)
@@ -199,14 +201,24 @@ def finish_login(user: User, amr: Iterable[str], target: str | None) -> Response
     """The last step of every login: record it, start the session, go where asked."""
     amr = list(amr)
     user.last_login_at = utcnow()
-    audit.record(db, Kind.login, user.id, detail="with " + " + ".join(_AMR_WORDS[m] for m in amr))
+    audit.record(
+        db, Kind.login, user.id, detail="with " + " + ".join(_AMR_WORDS.get(m, m) for m in amr)
+    )
     db.commit()
     _start_session(user, amr)
     flash(f"Logged in as {user.username}.", "success")
     return redirect(target or url_for("accounts.profile"))
 
 
-_AMR_WORDS = {"pwd": "password", "otp": "one-time code"}
+#: Words for the audit log of the RFC 8176 methods a login used (passkeys: see meta.passkeys).
+_AMR_WORDS = {
+    "pwd": "password",
+    "otp": "one-time code",
+    "hwk": "passkey",
+    "swk": "synced passkey",
+    "pin": "user verified",
+    "user": "user present",
+}
 
 
 @accounts.route("/logout", methods=["POST"])
@@ -433,10 +445,10 @@ def reset(token: str) -> Any:
     protection = meta_state().protection
     if protection is not None:
         protection.success(_throttle_key(user, user.username), _client_address())
-    if totp.factor_of(db, user.id) is not None:
-        # The link proves the mailbox, not the second factor: ask for it as a login does.
-        from meta.twofactor import begin_second_step
+    from meta.twofactor import begin_second_step, has_second_factor
 
+    if has_second_factor(user.id):
+        # The link proves the mailbox, not the second factor: ask for it as a login does.
         flash("Your password is changed. Type your code to log in.", "success")
         return begin_second_step(user, None)
     _start_session(user, ("pwd",))
@@ -500,6 +512,8 @@ def _password_throttled(user: User) -> Response | None:
     decision = protection.check(_throttle_key(user, user.username), _client_address())
     if decision.allowed:
         return None
+    audit.record(db, Kind.login_throttled, user.id, detail="current password")
+    db.commit()
     return _too_many(decision.retry_after, decision.retry_after_seconds)
 
 
@@ -618,6 +632,8 @@ def delete_account() -> Any:
     if not valid.ok:
         return render_template("meta/delete.html", valid=valid, user=user), 400
     name = user.username
+    # The entry outlives the account (entries keep no key to it), for admins to read.
+    audit.record(db, Kind.account_deleted, user.id, detail=f"{name}, by its owner")
     logic.delete_user(db, user)
     db.commit()
     log.info("account %s deleted by its owner", name)
