@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from srcore.config.database import check_database_url
 from srcore.config.keys import Key, parse_duration
+from srcore.config.ports import parse_ports
 
 __all__ = ["GLOBAL_KEYS", "MIN_SECRET_KEY_LENGTH", "SERVICE_KEYS"]
 
@@ -119,11 +120,8 @@ DEFAULT_WEBHOOK_PORTS: tuple[str, ...] = (
 
 
 def _ports(value: object) -> str | None:
-    # The grammar lives with the policy that enforces it (imported when checking).
-    from srcore.outbound.policy import PortRule
-
     try:
-        PortRule.parse(str(item) for item in (value if isinstance(value, tuple) else ()))
+        parse_ports(str(item) for item in (value if isinstance(value, tuple) else ()))
     except ValueError as exc:
         return f"not a port list (like 80, 443, 1024-65535, !6379): {exc}"
     return None

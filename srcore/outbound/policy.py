@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from srcore.config.declarations import DEFAULT_WEBHOOK_PORTS as DEFAULT_PORTS
+from srcore.config.ports import parse_ports
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -112,19 +113,6 @@ def _unwrap(ip: IPAddress) -> IPAddress:
     return ip
 
 
-def _port_range(text: str) -> tuple[int, int]:
-    low, sep, high = text.partition("-")
-    problem = f"{text!r} is not a port or range of ports within 1-65535"
-    try:
-        first = int(low.strip())
-        last = int(high.strip()) if sep else first
-    except ValueError:
-        raise ValueError(problem) from None
-    if not 1 <= first <= last <= 65535:
-        raise ValueError(problem)
-    return first, last
-
-
 @dataclass(frozen=True)
 class PortRule:
     """The ports requests may use: ranges allowed, minus ranges denied."""
@@ -135,17 +123,7 @@ class PortRule:
     @classmethod
     def parse(cls, items: Iterable[str]) -> PortRule:
         """Read ``80``, ``1024-65535`` and ``!6379`` (denied) items; ValueError if bad."""
-        allowed: list[tuple[int, int]] = []
-        denied: list[tuple[int, int]] = []
-        for raw in items:
-            item = raw.strip()
-            if not item:
-                continue
-            if item.startswith("!"):
-                denied.append(_port_range(item[1:]))
-            else:
-                allowed.append(_port_range(item))
-        return cls(tuple(allowed), tuple(denied))
+        return cls(*parse_ports(items))
 
     def allows(self, port: int) -> bool:
         """Whether *port* is allowed (0 and out-of-range ports never are)."""
