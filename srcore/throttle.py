@@ -1,38 +1,41 @@
 """Brute-force protection: growing delays, then a lockout, per account and per client.
 
-:class:`Throttle` is plain logic over a small :class:`Store`: it counts failures per key
+:class:`Throttle` is plain logic over failure logs kept in a :mod:`limits` storage (the
+package Flask-Limiter stores its rate limits with): it counts failures per key
 (``("login-account", "alice")``, ``("login-ip", "192.0.2.1")``) and answers whether a new
 attempt may go ahead and, if not, how long to wait. The first ``free_failures`` failures
 cost nothing; after that each failure makes the next attempt wait ``base_delay`` seconds,
 doubling every time; from ``max_failures`` on the key is locked for ``lockout`` seconds
-after each failure. A key is forgotten ``window`` seconds after its last failure, or at once
-on :meth:`Throttle.success`.
+after each failure. A failure counts for ``window`` seconds; a locked key stays locked
+(each failure re-arming the lockout) until ``window`` seconds pass without one. A success
+forgets the key at once.
 
-Counters live in process (:class:`MemoryStore`, enough for one process) or in Redis
-(:class:`RedisStore`, shared by every worker and host); :func:`make_store` picks one from
-``[global] redis-url``. The clock is injectable, so the rules are tested without sleeping.
+Each counter is three keys of the storage's moving-window log: every failure's time
+(``log``, for the count), the last failure's (``last``, which the delays run from) and the
+last failure's while locked (``lock``). :func:`make_store` picks the storage from
+``[global] redis-url`` (``limits``' Redis storage, shared by every worker and host) or
+keeps it in process (``limits``' memory storage, capped by :class:`CappedStore`).
+
+``limits`` stamps entries with :func:`time.time` and takes no clock, so this module reads
+the time the same way: tests move ``time.time`` rather than pass a clock.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from srcore.extras import MissingExtraError
 
-if TYPE_CHECKING:
-    import redis
-
 __all__ = [
+    "CappedStore",
     "Decision",
-    "MemoryStore",
-    "Record",
-    "RedisStore",
     "Store",
     "Throttle",
     "ThrottleKey",
@@ -41,6 +44,9 @@ __all__ = [
 
 #: A counter's key: what is counted (``"login-account"``) and for whom (``"alice"``).
 ThrottleKey = tuple[str, str]
+
+#: The three storage keys of one counter (see the module's docstring).
+_PARTS = ("log", "last", "lock")
 
 
 @dataclass(frozen=True)
@@ -57,25 +63,17 @@ class Decision:
         return whole + 1 if self.retry_after > whole else whole
 
 
-@dataclass(frozen=True)
-class Record:
-    """What a store knows about one key: failures so far and when the last one was."""
-
-    failures: int
-    last_failure: float
-
-
 class Store(Protocol):
-    """Failure counters that expire ``ttl`` seconds after their last failure."""
+    """The moving-window part of a :mod:`limits` storage that :class:`Throttle` uses."""
 
-    def get_many(self, keys: Sequence[str], *, now: float) -> list[Record | None]:
-        """The record of each key (None: no failures remembered)."""
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        """Log an entry now unless *limit* entries are younger than *expiry* seconds."""
 
-    def add_failure(self, key: str, *, now: float, ttl: float) -> Record:
-        """Count one failure of *key* at *now*, atomically; return the new record."""
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        """The oldest entry younger than *expiry* seconds, and how many there are."""
 
-    def clear(self, keys: Sequence[str]) -> None:
-        """Forget *keys*."""
+    def clear(self, key: str) -> None:
+        """Forget *key*."""
 
 
 def _seconds(value: float | timedelta) -> float:
@@ -83,7 +81,7 @@ def _seconds(value: float | timedelta) -> float:
 
 
 class Throttle:
-    """Growing delays and a lockout window over failure counters in *store*."""
+    """Growing delays and a lockout window over failure logs in *store*."""
 
     def __init__(
         self,
@@ -94,7 +92,6 @@ class Throttle:
         base_delay: float | timedelta = 1.0,
         free_failures: int = 3,
         window: float | timedelta | None = None,
-        clock: Callable[[], float] = time.time,
         prefix: str = "srcore:throttle",
     ) -> None:
         if max_failures < 1:
@@ -106,10 +103,11 @@ class Throttle:
         self.lockout = _seconds(lockout)
         self.base_delay = _seconds(base_delay)
         self.free_failures = free_failures
-        self.window = max(_seconds(window) if window is not None else 4 * self.lockout, 1.0)
-        if self.window < self.lockout:
+        window_seconds = _seconds(window) if window is not None else 4 * self.lockout
+        if window_seconds < self.lockout:
             raise ValueError("window must be at least as long as lockout")
-        self.clock = clock
+        # The storages take whole seconds.
+        self.window = max(math.ceil(window_seconds), 1)
         self.prefix = prefix
 
     def __repr__(self) -> str:
@@ -128,133 +126,122 @@ class Throttle:
         exponent = min(failures - self.free_failures, 62)
         return min(self.base_delay * 2.0**exponent, self.lockout)
 
-    def _names(self, keys: Iterable[ThrottleKey]) -> list[str]:
-        return [f"{self.prefix}:{kind}:{value}" for kind, value in keys]
+    def _name(self, key: ThrottleKey, part: str) -> str:
+        kind, value = key
+        return f"{self.prefix}:{kind}:{value}:{part}"
 
-    def _decide(self, records: Iterable[Record | None], now: float) -> Decision:
+    def _newest(self, key: ThrottleKey, part: str) -> float | None:
+        """The time logged under the one-entry *part* of *key*, if younger than the window."""
+        when, count = self.store.get_moving_window(self._name(key, part), 1, self.window)
+        return when if count else None
+
+    def _stamp(self, key: ThrottleKey, part: str) -> None:
+        # A one-entry log keeps its entry for the window, so it is cleared to take a new one.
+        name = self._name(key, part)
+        self.store.clear(name)
+        self.store.acquire_entry(name, 1, self.window)
+
+    def _until(self, key: ThrottleKey) -> float:
+        """When the next attempt concerning *key* may go ahead (0: at once)."""
+        locked = self._newest(key, "lock")
+        if locked is not None:
+            return locked + self.lockout
+        _oldest, failures = self.store.get_moving_window(
+            self._name(key, "log"), self.max_failures, self.window
+        )
+        wait = self.wait_after(failures)
+        if wait <= 0:
+            return 0.0
+        last = self._newest(key, "last")
+        return last + wait if last is not None else 0.0
+
+    def _decide(self, keys: Iterable[ThrottleKey]) -> Decision:
         retry_after = 0.0
-        for record in records:
-            if record is None:
-                continue
-            until = record.last_failure + self.wait_after(record.failures)
-            retry_after = max(retry_after, until - now)
+        now = time.time()
+        for key in keys:
+            retry_after = max(retry_after, self._until(key) - now)
         return Decision(allowed=retry_after <= 0, retry_after=max(retry_after, 0.0))
 
     def check(self, keys: Sequence[ThrottleKey]) -> Decision:
         """Whether an attempt concerning all of *keys* may go ahead now."""
-        now = self.clock()
-        return self._decide(self.store.get_many(self._names(keys), now=now), now)
+        return self._decide(keys)
 
     def failure(self, keys: Sequence[ThrottleKey]) -> Decision:
         """Record a failed attempt for each of *keys*; return what the next attempt faces."""
-        now = self.clock()
-        records = [
-            self.store.add_failure(name, now=now, ttl=self.window) for name in self._names(keys)
-        ]
-        return self._decide(records, now)
+        for key in keys:
+            if self._newest(key, "lock") is not None:
+                self._stamp(key, "lock")  # locked: each failure re-arms the lockout
+                continue
+            log = self._name(key, "log")
+            # Refused once max_failures are logged, which is when the lock takes over.
+            self.store.acquire_entry(log, self.max_failures, self.window)
+            _oldest, failures = self.store.get_moving_window(log, self.max_failures, self.window)
+            self._stamp(key, "lock" if failures >= self.max_failures else "last")
+        return self._decide(keys)
 
     def success(self, keys: Sequence[ThrottleKey]) -> None:
         """Forget the failures of *keys* (pass the account's key, not a shared one)."""
-        self.store.clear(self._names(keys))
+        for key in keys:
+            for part in _PARTS:
+                self.store.clear(self._name(key, part))
 
 
-class MemoryStore:
-    """Counters in this process, safe across threads, holding at most *max_keys* keys.
+class CappedStore:
+    """A :class:`Store` that remembers at most *max_keys* counters of *storage*.
 
-    When full, the keys that failed longest ago are dropped first. With several processes
-    each one counts on its own, so an attacker gets up to that many times the attempts:
-    use :class:`RedisStore` there.
+    ``limits``' memory storage drops entries when they expire, but holds as many keys as
+    attackers care to fail with (names typed, addresses) until then: this clears the
+    counters that failed longest ago first. With several processes each one counts on its
+    own, so an attacker gets up to that many times the attempts: use Redis there.
     """
 
-    def __init__(self, *, max_keys: int = 100_000) -> None:
+    def __init__(self, storage: Store, *, max_keys: int = 100_000) -> None:
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
+        self.storage = storage
         self.max_keys = max_keys
         self._lock = threading.Lock()
-        self._data: OrderedDict[str, tuple[Record, float]] = OrderedDict()
+        self._counters: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._counters)
 
-    def _live(self, key: str, now: float) -> Record | None:
-        entry = self._data.get(key)
-        if entry is None:
-            return None
-        record, expires = entry
-        if expires <= now:
-            del self._data[key]
-            return None
-        return record
-
-    def get_many(self, keys: Sequence[str], *, now: float) -> list[Record | None]:
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        counter = key.rpartition(":")[0]
         with self._lock:
-            return [self._live(key, now) for key in keys]
+            self._counters[counter] = None
+            self._counters.move_to_end(counter)
+            dropped = []
+            while len(self._counters) > self.max_keys:
+                dropped.append(self._counters.popitem(last=False)[0])
+        for old in dropped:
+            for part in _PARTS:
+                self.storage.clear(f"{old}:{part}")
+        return self.storage.acquire_entry(key, limit, expiry, amount)
 
-    def add_failure(self, key: str, *, now: float, ttl: float) -> Record:
-        with self._lock:
-            previous = self._live(key, now)
-            record = Record(failures=(previous.failures if previous else 0) + 1, last_failure=now)
-            self._data[key] = (record, now + ttl)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_keys:
-                self._data.popitem(last=False)
-            return record
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        return self.storage.get_moving_window(key, limit, expiry)
 
-    def clear(self, keys: Sequence[str]) -> None:
-        with self._lock:
-            for key in keys:
-                self._data.pop(key, None)
-
-
-class RedisStore:
-    """Counters in Redis, shared by every process: one hash per key, updated atomically.
-
-    A failure is one ``MULTI``/``EXEC`` of ``HINCRBY``, ``HSET`` and ``PEXPIRE``, so
-    concurrent failures on many workers are all counted and the key never outlives its TTL.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-
-    def get_many(self, keys: Sequence[str], *, now: float) -> list[Record | None]:
-        if not keys:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, ["n", "t"])
-        found: list[Record | None] = []
-        for values in pipe.execute():
-            failures, last = values
-            if failures is None or last is None:
-                found.append(None)
-            else:
-                found.append(Record(failures=int(failures), last_failure=float(last)))
-        return found
-
-    def add_failure(self, key: str, *, now: float, ttl: float) -> Record:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hincrby(key, "n", 1)
-        pipe.hset(key, "t", repr(now))
-        pipe.pexpire(key, max(int(ttl * 1000), 1))
-        results: list[Any] = pipe.execute()
-        return Record(failures=int(results[0]), last_failure=now)
-
-    def clear(self, keys: Sequence[str]) -> None:
-        if keys:
-            self.client.delete(*keys)
+    def clear(self, key: str) -> None:
+        self.storage.clear(key)
 
 
-def make_store(redis_url: str | None, *, timeout: float = 2.0) -> Store:
-    """A :class:`RedisStore` for *redis_url*, or a :class:`MemoryStore` when it is empty.
+def make_store(redis_url: str | None, *, timeout: float = 2.0, max_keys: int = 100_000) -> Store:
+    """``limits``' Redis storage for *redis_url*, or its memory storage when it is empty.
 
     Connecting is lazy: nothing is opened until the first check.
     """
+    from limits.storage import storage_from_string
+
     if not redis_url:
-        return MemoryStore()
+        memory: Store = storage_from_string("memory://")  # type: ignore[assignment]
+        return CappedStore(memory, max_keys=max_keys)
     try:
-        import redis
+        import redis  # noqa: F401  (limits imports it; name the extra when it is missing)
     except ImportError as exc:
         raise MissingExtraError("redis", "a throttle on Redis ([global] redis-url)") from exc
 
-    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    return RedisStore(client)
+    storage = storage_from_string(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    if not hasattr(storage, "acquire_entry"):
+        raise ValueError(f"{type(storage).__name__} keeps no moving windows for a throttle")
+    return storage  # type: ignore[return-value]

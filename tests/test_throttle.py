@@ -1,18 +1,23 @@
-"""srcore.throttle: delays, lockout and expiry, on the memory store and on a real Redis."""
+"""srcore.throttle: delays, lockout and expiry, on limits' memory storage and on a real Redis.
+
+``limits`` stamps failures with :func:`time.time`, so the tests move that clock.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from srcore.testing import require_or_skip
-from srcore.throttle import Decision, MemoryStore, RedisStore, Store, Throttle, make_store
+from srcore.throttle import CappedStore, Decision, Store, Throttle, make_store
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -40,25 +45,25 @@ def _redis_available() -> bool:
 @pytest.fixture(params=["memory", "redis"])
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     if request.param == "memory":
-        yield MemoryStore()
+        yield make_store(None)
         return
     require_or_skip(_redis_available(), "Redis at " + REDIS_URL)
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    yield RedisStore(client)
-    client.close()
+    found = make_store(REDIS_URL)
+    yield found
+    found.storage.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    found = Clock()
+    monkeypatch.setattr(time, "time", found)
+    return found
 
 
 def _throttle(store: Store, clock: Clock, **options: object) -> Throttle:
     # A fresh prefix per test: Redis is shared between runs and workers.
     options.setdefault("prefix", f"test:{uuid.uuid4().hex}")
-    return Throttle(store, clock=clock, **options)  # type: ignore[arg-type]
+    return Throttle(store, **options)  # type: ignore[arg-type]
 
 
 KEYS = [("login-account", "alice"), ("login-ip", "192.0.2.1")]
@@ -96,13 +101,22 @@ def test_counters_expire_after_the_window(store: Store, clock: Clock) -> None:
         throttle.failure(KEYS)
     assert not throttle.check(KEYS).allowed
     clock.advance(31)
-    if isinstance(store, MemoryStore):
+    assert throttle.check(KEYS).allowed
+    assert throttle.failure(KEYS).allowed  # counting starts afresh
+
+
+def test_a_lockout_lasts_until_a_window_passes_without_failures(store: Store, clock: Clock) -> None:
+    """Failures counted one by one would age out of the window and let an attacker back
+    to the free attempts; a locked key stays locked while failures keep coming."""
+    throttle = _throttle(store, clock, max_failures=3, free_failures=3, lockout=10, window=40)
+    for _ in range(3):
+        throttle.failure(KEYS)
+    for _ in range(12):  # 120 s: three windows
+        clock.advance(10)
         assert throttle.check(KEYS).allowed
-        assert throttle.failure(KEYS).allowed  # counting starts afresh
-    else:
-        # Redis expires keys by its own clock, so the key is still there; its last
-        # failure is older than the lockout, so attempts are allowed.
-        assert throttle.check(KEYS).allowed
+        assert throttle.failure(KEYS) == Decision(False, 10.0)
+    clock.advance(41)
+    assert throttle.failure(KEYS).allowed
 
 
 def test_redis_keys_carry_a_ttl(clock: Clock) -> None:
@@ -111,12 +125,14 @@ def test_redis_keys_carry_a_ttl(clock: Clock) -> None:
 
     client = redis.Redis.from_url(REDIS_URL)
     prefix = f"test:{uuid.uuid4().hex}"
-    throttle = Throttle(RedisStore(client), lockout=60, window=120, clock=clock, prefix=prefix)
+    throttle = Throttle(make_store(REDIS_URL), lockout=60, window=120, prefix=prefix)
     throttle.failure([("a", "b")])
-    ttl = client.pttl(f"{prefix}:a:b")
-    assert 0 < ttl <= 120_000
+    names = client.keys(f"*{prefix}:a:b:*")
+    assert names
+    for name in names:
+        assert 0 < client.pttl(name) <= 120_000
     throttle.success([("a", "b")])
-    assert client.exists(f"{prefix}:a:b") == 0
+    assert client.keys(f"*{prefix}:*") == []
     client.close()
 
 
@@ -134,7 +150,7 @@ def test_keys_are_independent_and_success_clears_only_its_keys(store: Store, clo
 
 
 def test_concurrent_failures_are_all_counted(store: Store, clock: Clock) -> None:
-    throttle = _throttle(store, clock, max_failures=1000, free_failures=1000, lockout=60)
+    throttle = _throttle(store, clock, max_failures=201, free_failures=201, lockout=60)
     threads = [
         threading.Thread(target=lambda: [throttle.failure(KEYS[:1]) for _ in range(25)])
         for _ in range(8)
@@ -143,19 +159,23 @@ def test_concurrent_failures_are_all_counted(store: Store, clock: Clock) -> None
         thread.start()
     for thread in threads:
         thread.join()
-    name = f"{throttle.prefix}:{KEYS[0][0]}:{KEYS[0][1]}"
-    (record,) = store.get_many([name], now=clock())
-    assert record is not None and record.failures == 200
+    assert throttle.check(KEYS[:1]).allowed  # 200 failures: not one counted twice
+    assert throttle.failure(KEYS[:1]) == Decision(False, 60.0)  # ... nor one lost
 
 
 def test_memory_store_is_bounded(clock: Clock) -> None:
-    store = MemoryStore(max_keys=10)
-    throttle = Throttle(store, clock=clock, max_failures=1, free_failures=0, lockout=60)
+    store = make_store(None, max_keys=10)
+    assert isinstance(store, CappedStore)
+    throttle = Throttle(store, max_failures=1, free_failures=0, lockout=60)
     for i in range(25):
         throttle.failure([("ip", str(i))])
     assert len(store) == 10
     assert throttle.check([("ip", "0")]).allowed  # the oldest were dropped
     assert not throttle.check([("ip", "24")]).allowed
+
+
+#: wait_after reads no store.
+_UNUSED = cast(Store, object())
 
 
 @given(
@@ -167,7 +187,7 @@ def test_wait_never_exceeds_the_lockout_and_never_shrinks(
     failures: int, max_failures: int, free: int
 ) -> None:
     free = min(free, max_failures)
-    throttle = Throttle(MemoryStore(), max_failures=max_failures, free_failures=free, lockout=900)
+    throttle = Throttle(_UNUSED, max_failures=max_failures, free_failures=free, lockout=900)
     wait = throttle.wait_after(failures)
     assert 0 <= wait <= 900
     assert throttle.wait_after(failures + 1) >= wait
@@ -177,14 +197,17 @@ def test_wait_never_exceeds_the_lockout_and_never_shrinks(
 
 def test_bad_options_are_refused() -> None:
     with pytest.raises(ValueError, match="max_failures"):
-        Throttle(MemoryStore(), max_failures=0)
+        Throttle(_UNUSED, max_failures=0)
     with pytest.raises(ValueError, match="free_failures"):
-        Throttle(MemoryStore(), max_failures=3, free_failures=4)
+        Throttle(_UNUSED, max_failures=3, free_failures=4)
     with pytest.raises(ValueError, match="window"):
-        Throttle(MemoryStore(), lockout=60, window=30)
+        Throttle(_UNUSED, lockout=60, window=30)
 
 
 def test_make_store_picks_by_url() -> None:
-    assert isinstance(make_store(None), MemoryStore)
-    assert isinstance(make_store(""), MemoryStore)
-    assert isinstance(make_store(REDIS_URL), RedisStore)  # connects lazily
+    from limits.storage import MemoryStorage, RedisStorage
+
+    memory = make_store(None)
+    assert isinstance(memory, CappedStore) and isinstance(memory.storage, MemoryStorage)
+    assert isinstance(make_store(""), CappedStore)
+    assert isinstance(make_store(REDIS_URL), RedisStorage)  # connects lazily

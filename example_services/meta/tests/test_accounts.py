@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -226,11 +227,18 @@ def test_unknown_account_costs_a_verification(app: Any, csrf: Any, accounts: Any
     assert calls == ["verify"]
 
 
-def test_lockout_after_max_failures(app: Any, accounts: Any, login: Any) -> None:
+def _frozen(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Stop the clock the throttles (and limits under them) read; tests move it."""
+    clock = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    return clock
+
+
+def test_lockout_after_max_failures(
+    app: Any, accounts: Any, login: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     accounts.make("alice")
-    clock = [1_000_000.0]
-    protection = app.extensions["meta"].protection
-    protection.account.clock = protection.address.clock = lambda: clock[0]
+    clock = _frozen(monkeypatch)
 
     client = app.test_client()
     for name in ("alice", "ghost"):
@@ -249,11 +257,11 @@ def test_lockout_after_max_failures(app: Any, accounts: Any, login: Any) -> None
     assert login(client, "alice", PASSWORD).status_code == 302
 
 
-def test_growing_delay_before_lockout(app: Any, accounts: Any, login: Any) -> None:
+def test_growing_delay_before_lockout(
+    app: Any, accounts: Any, login: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     accounts.make("alice")
-    clock = [1_000_000.0]
-    protection = app.extensions["meta"].protection
-    protection.account.clock = protection.address.clock = lambda: clock[0]
+    clock = _frozen(monkeypatch)
     client = app.test_client()
     for _ in range(3):
         assert login(client, "alice", "wrong password!").status_code == 400
@@ -278,11 +286,9 @@ def test_rate_limit_on_login_posts(app: Any, client: Any, login: Any) -> None:
 
 
 def test_address_throttle_is_looser_than_the_account_one(
-    app: Any, client: Any, accounts: Any, login: Any
+    app: Any, client: Any, accounts: Any, login: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = [1_000_000.0]
-    protection = app.extensions["meta"].protection
-    protection.account.clock = protection.address.clock = lambda: clock[0]
+    _frozen(monkeypatch)  # no delay between the attempts
     for i in range(12):
         assert login(client, f"user{i}", "wrong password!").status_code == 400
     response = login(client, "someone-else", "wrong password!")
