@@ -18,8 +18,9 @@ Scenarios:
   ``revocation-pull-interval`` brings the event: the bound is that interval (plus a
   request).
 
-each with the in-process store and 1 todo worker, and with ``[global] redis-url`` (a
-Redis store every worker reads) and 2 todo workers.
+each with 1 todo worker and no Redis, and with 2 todo workers and ``[global] redis-url``:
+the worker that takes meta's push passes it to the other over Redis pub/sub (the
+fan-out), and each worker pulls on its own.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ class Scenario:
     @property
     def label(self) -> str:
         where = (
-            "in-process store, 1 worker"
+            "no Redis, 1 worker"
             if self.store == "memory"
-            else (f"redis-url, {self.workers} workers")
+            else (f"redis fan-out, {self.workers} workers")
         )
         how = "push" if self.push else f"pushes dropped, pull {self.pull_interval:g} s"
         return f"{how:<28}{where}"
