@@ -3,8 +3,8 @@
 ``create_app`` turns one config file and one service manifest into a fully wired Flask app:
 session cookie, database, templates, shared static files, CSRF, error pages, nav, health
 check, metrics, request ids and the login seam. Everything it builds lives in
-``app.extensions["srcore"]`` (a :class:`SrcoreState`), so two apps in one process never
-share state and nothing happens at import time.
+``app.extensions["srcore"]`` (a :class:`~srcore.service.SrcoreState`), so two apps in one
+process never share state and nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app
+from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from jinja2 import ChoiceLoader, FileSystemLoader
 
@@ -26,21 +25,18 @@ from srcore.hygiene import SrcoreRequest, SrcoreResponse
 from srcore.manifest import Manifest, load_manifest
 from srcore.resources import resource_dir
 from srcore.routing import API_PREFIX
+from srcore.service import NavItem, SrcoreState, state
 from srcore.sessions import SessionInterface
 
 if TYPE_CHECKING:
     from flask import Request
     from sqlalchemy import MetaData
-    from sqlalchemy.orm import Session
     from werkzeug.routing import MapAdapter
 
     from srcore.auth.oauth_client import MetaLink
     from srcore.auth.tokens import TokenVerifier
     from srcore.auth.web import LoginBackend
-    from srcore.db import Database
-    from srcore.metrics import Metrics
     from srcore.migrate import MigrationTarget
-    from srcore.webhooks import Dispatcher
     from srcore.webhooks.fanout import CanReceive
 
 __all__ = [
@@ -55,73 +51,6 @@ __all__ = [
 
 
 log = logging.getLogger("srcore")
-
-
-@dataclass(frozen=True)
-class NavItem:
-    """One service in the network's navigation bar."""
-
-    id: str
-    name: str
-    url: str
-    current: bool
-
-
-@dataclass
-class SrcoreState:
-    """Everything srcore builds for one app; stored in ``app.extensions["srcore"]``."""
-
-    service_id: str
-    manifest: Manifest
-    config: Config
-    section: Section
-    db: Database
-    metadata: MetaData | None
-    user_model: type[Any] | None
-    login: LoginBackend
-    token_verifier: TokenVerifier | None
-    metrics: Metrics | None
-    static_version: str
-    nav_names: dict[str, str] = field(default_factory=dict)
-    _nav_names_loaded: bool = False
-    #: How this service talks to meta (None for meta itself and networks without meta).
-    identity: MetaLink | None = None
-    #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
-    webhook_dispatcher: Dispatcher | None = None
-    #: Whether a subscriber may limit a subscription to a resource (a probe event about it).
-    webhook_filter: CanReceive | None = None
-    #: Called with a session once by each webhook worker (local or Celery) before its
-    #: first fan-out, e.g. meta making its first-party subscriptions match the config.
-    webhook_prepare: list[Callable[[Session], None]] = field(default_factory=list)
-
-    @property
-    def is_production(self) -> bool:
-        return self.config.global_["environment"] == "production"
-
-    def service_name(self, service_id: str) -> str:
-        """The human name of a configured service, read from the installed manifests once."""
-        if not self._nav_names_loaded:
-            self._nav_names_loaded = True
-            from srcore.manifest import ManifestError, discover
-
-            try:
-                self.nav_names.update({k: m.name for k, m in discover().items()})
-            except ManifestError as exc:
-                log.warning("cannot read the manifests of installed services: %s", exc)
-            self.nav_names[self.service_id] = self.manifest.name
-        return self.nav_names.get(service_id, service_id.replace("-", " ").title())
-
-    def nav(self) -> list[NavItem]:
-        """The configured services, in config-file order: the network is the file."""
-        return [
-            NavItem(
-                id=sid,
-                name=self.service_name(sid),
-                url=str(self.config.section(sid)["origin"]).rstrip("/") + "/",
-                current=sid == self.service_id,
-            )
-            for sid in self.config.services
-        ]
 
 
 class SrcoreJSONProvider(DefaultJSONProvider):
@@ -189,13 +118,6 @@ class SrcoreApp(Flask):
             adapter.server_name = origin.netloc
             adapter.url_scheme = origin.scheme
         return adapter
-
-
-def state(app: Flask | None = None) -> SrcoreState:
-    """The srcore state of *app*, or of the current app."""
-    target = app if app is not None else current_app
-    result: SrcoreState = target.extensions["srcore"]
-    return result
 
 
 def _coerce_config(config: Config | str | os.PathLike[str] | None, manifest: Manifest) -> Config:
@@ -282,15 +204,6 @@ def create_app(
 
     database = db_module.Database(str(section["database-url"]))
 
-    from srcore.auth.oauth_client import build_meta_link
-    from srcore.auth.web import default_login_backend
-
-    # Built without IO: meta's keys are fetched when the first signature is checked.
-    if identity is None:
-        identity = build_meta_link(cfg, service_id)
-    if token_verifier is None and identity is not None:
-        token_verifier = identity.token_verifier()
-
     app.extensions["srcore"] = SrcoreState(
         service_id=service_id,
         manifest=manifest,
@@ -299,11 +212,8 @@ def create_app(
         db=database,
         metadata=metadata,
         user_model=user_model,
-        login=login if login is not None else default_login_backend(cfg, service_id),
-        token_verifier=token_verifier,
-        metrics=None,
         static_version=_static_version(),
-        identity=identity,
+        extensions=app.extensions,
         webhook_filter=webhook_filter,
     )
     db_module.init_app(app, database)
@@ -317,37 +227,24 @@ def create_app(
     errors.init_app(app)
     lifecycle.init_app(app)
     from srcore import cors
-    from srcore.auth import api as bearer_api
+    from srcore.auth.extension import Auth
+    from srcore.metrics import MetricsExtension
 
     cors.init_app(app)
-    bearer_api.init_app(app)
+    # The features, each keeping its state in app.extensions["srcore.<feature>"].
+    Auth(login=login, token_verifier=token_verifier, identity=identity).init_app(app)
+    MetricsExtension().init_app(app)
     headers.init_app(app)
     security_txt.init_app(app)
     _register_static(app)
     _register_health(app)
     _register_context(app)
-    from srcore.auth.web import init_app as init_web_auth
-
-    init_web_auth(app)
-    from srcore.auth import wellknown
-
-    wellknown.init_app(app)
     from srcore.openapi import views as openapi_views
 
     openapi_views.init_app(app)
     from srcore import webhooks
 
     webhooks.init_app(app)
-    if identity is not None:
-        from srcore.auth import oauth_client, revocation
-
-        oauth_client.init_app(app)
-        revocation.init_app(app)
-    metrics_path = str(section.get("metrics-path") or "")
-    if metrics_path:
-        from srcore.metrics import init_app as init_metrics
-
-        app.extensions["srcore"].metrics = init_metrics(app, path=metrics_path)
     return app
 
 

@@ -73,7 +73,8 @@ def init_app(app: Flask) -> None:
         rid = request_id()
         response.headers["X-Request-Id"] = rid
         elapsed = time.perf_counter() - g.get("srcore_started", time.perf_counter())
-        metrics = st.metrics
+        # The metrics feature's, when the app serves metrics (srcore.metrics.EXTENSION_KEY).
+        metrics = app.extensions.get("srcore.metrics")
         if metrics is not None:
             metrics.observe(request, response, elapsed)
         # Tokens in paths and codes in queries never reach a log line, ours or the

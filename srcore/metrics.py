@@ -16,10 +16,16 @@ from typing import Any
 
 from flask import Flask, Request, Response
 
-__all__ = ["MULTIPROC_DIR", "Metrics", "init_app"]
+from srcore.service import state
+
+__all__ = ["EXTENSION_KEY", "MULTIPROC_DIR", "Metrics", "MetricsExtension", "init_app"]
 
 #: The variable naming the directory where the processes of one server keep their values.
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Where an app keeps its :class:`Metrics` (absent when it serves none). The per-request
+#: glue (:mod:`srcore.lifecycle`) reads it there to count each request.
+EXTENSION_KEY = "srcore.metrics"
 
 
 class Metrics:
@@ -65,9 +71,30 @@ class Metrics:
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+class MetricsExtension:
+    """The metrics feature: counts and latencies of an app's requests, served at a path.
+
+    The path is the service's ``metrics-path`` setting unless given; with none, the app
+    serves and counts nothing (prometheus-client is not even imported).
+    """
+
+    def __init__(self, *, path: str | None = None) -> None:
+        self.path = path
+
+    def init_app(self, app: Flask) -> Metrics | None:
+        """Serve the metrics and keep them in ``app.extensions["srcore.metrics"]``."""
+        path = self.path
+        if path is None:
+            path = str(state(app).section.get("metrics-path") or "")
+        if not path:
+            return None
+        return init_app(app, path=path)
+
+
 def init_app(app: Flask, *, path: str) -> Metrics:
     """Serve this app's metrics at *path* (only when the operator configured one)."""
-    metrics = Metrics(app.extensions["srcore"].service_id)
+    metrics = Metrics(state(app).service_id)
+    app.extensions[EXTENSION_KEY] = metrics
 
     def view() -> Any:
         body, content_type = metrics.render()

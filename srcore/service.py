@@ -53,17 +53,10 @@ class SrcoreState:
     static_version: str
     nav_names: dict[str, str] = field(default_factory=dict)
     _nav_names_loaded: bool = False
-    # The features' parts, until each keeps them in an extension entry of its own (typed
-    # loosely here so that this base module imports no feature).
-    #: The auth feature's :class:`~srcore.auth.web.LoginBackend`.
-    login: Any = None
-    #: The auth feature's :class:`~srcore.auth.tokens.TokenVerifier` (None: no bearer API).
-    token_verifier: Any = None
-    #: How this service talks to meta, a :class:`~srcore.auth.oauth_client.MetaLink`
-    #: (None for meta itself and networks without meta).
-    identity: Any = None
-    #: The metrics feature's :class:`~srcore.metrics.Metrics` (None: no metrics path).
-    metrics: Any = None
+    #: The app's ``extensions``, where each feature keeps its own state.
+    extensions: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # The webhooks feature's part, until it keeps it in an extension entry of its own
+    # (typed loosely so that this base module imports no feature).
     #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
     webhook_dispatcher: Any = None
     #: Whether a subscriber may limit a subscription to a resource (a probe event about it).
@@ -71,6 +64,37 @@ class SrcoreState:
     #: Called with a session once by each webhook worker (local or Celery) before its
     #: first fan-out, e.g. meta making its first-party subscriptions match the config.
     webhook_prepare: list[Callable[[Session], None]] = field(default_factory=list)
+
+    # The auth and metrics features keep their state in their own extension entries
+    # (``srcore.auth``, ``srcore.metrics``); these names read it for code written when it
+    # lived here.
+
+    @property
+    def login(self) -> Any:
+        """``app.extensions["srcore.auth"].login``."""
+        return self._feature("srcore.auth", "login")
+
+    @property
+    def token_verifier(self) -> Any:
+        """``app.extensions["srcore.auth"].token_verifier``."""
+        return self._feature("srcore.auth", "token_verifier")
+
+    @token_verifier.setter
+    def token_verifier(self, value: Any) -> None:
+        self.extensions["srcore.auth"].token_verifier = value
+
+    @property
+    def identity(self) -> Any:
+        """``app.extensions["srcore.auth"].identity``."""
+        return self._feature("srcore.auth", "identity")
+
+    @property
+    def metrics(self) -> Any:
+        """``app.extensions.get("srcore.metrics")``."""
+        return self.extensions.get("srcore.metrics")
+
+    def _feature(self, key: str, name: str) -> Any:
+        return getattr(self.extensions.get(key), name, None)
 
     @property
     def is_production(self) -> bool:

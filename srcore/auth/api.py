@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from flask import Response, current_app, g, request
 
 from srcore.auth.scopes import parse_scope
+from srcore.auth.state import auth_state
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -55,7 +56,7 @@ def bearer_token() -> AccessToken | Response:
     if kind.lower() != "bearer" or not credentials.strip():
         reason = "This API needs an access token: Authorization: Bearer <token>."
         return _challenge(401, reason, error=None, scope=None)
-    verifier = current_app.extensions["srcore"].token_verifier
+    verifier = auth_state().token_verifier
     if verifier is None:
         reason = "No account service is configured, so no access token can be checked."
         return _challenge(401, reason, error="invalid_token", scope=None)

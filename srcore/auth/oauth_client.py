@@ -27,6 +27,8 @@ from urllib.parse import quote, urlencode
 
 from flask import Response, current_app, flash, redirect, request, session
 
+from srcore.auth.state import auth_state
+
 if TYPE_CHECKING:
     import requests
     from werkzeug.wrappers import Response as BaseResponse
@@ -245,7 +247,7 @@ class MetaClient:
 
 @dataclass
 class MetaLink:
-    """Everything a service keeps to talk to meta; ``app.extensions["srcore"].identity``."""
+    """Everything a service keeps to talk to meta: ``auth_state().identity``."""
 
     service_id: str
     origin: str
@@ -320,7 +322,7 @@ def build_meta_link(
 
 
 def _link() -> MetaLink:
-    link: MetaLink | None = current_app.extensions["srcore"].identity
+    link = auth_state().identity
     if link is None:
         raise RuntimeError("this service has no [meta] in its config")
     return link

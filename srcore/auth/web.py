@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from flask import Response, abort, current_app, g, request, session
 from werkzeug.local import LocalProxy
+
+from srcore.auth.state import LoginBackend, auth_state
 
 if TYPE_CHECKING:
     from srcore.config import Config
@@ -36,16 +38,6 @@ _U = TypeVar("_U")
 _SESSION_USER = "_uid"
 _SESSION_AT = "_at"
 _UNSET = object()
-
-
-class LoginBackend(Protocol):
-    """How a service gets a user logged in."""
-
-    def begin_login(self, next_url: str) -> Response:
-        """Answer a request that needs a logged-in user (usually: redirect to meta)."""
-
-    def logout_url(self) -> str | None:
-        """Where "log out" sends the browser, or None to log out of this service only."""
 
 
 class NoAccountService:
@@ -103,7 +95,7 @@ def log_in(user_id: int) -> None:
     import time
 
     at = time.time()
-    link = current_app.extensions["srcore"].identity
+    link = auth_state().identity
     if link is not None:
         from srcore.auth.revocation import RevocationUnavailable
 
@@ -139,13 +131,13 @@ def _load_user() -> Any:
         # API requests are authenticated by bearer tokens only; a cookie must never count.
         token = g.get("srcore_token")
         if token is not None and token.subject is not None and model is not None:
-            user = _token_user(st, model, token.subject)
+            user = _token_user(model, token.subject)
     else:
         uid = session.get(_SESSION_USER)
         if isinstance(uid, int) and model is not None:
             from srcore.db import session as db_session
 
-            if not _session_stands(st, uid):
+            if not _session_stands(uid):
                 log_out()
             else:
                 user = db_session.get(model, uid)
@@ -155,9 +147,9 @@ def _load_user() -> Any:
     return user
 
 
-def _session_stands(st: Any, uid: int) -> bool:
+def _session_stands(uid: int) -> bool:
     """Whether meta has revoked this session since it started (logout, suspension)."""
-    link = st.identity
+    link = auth_state().identity
     if link is None:
         return True
     from srcore.auth.revocation import RevocationUnavailable
@@ -170,13 +162,13 @@ def _session_stands(st: Any, uid: int) -> bool:
     return valid
 
 
-def _token_user(st: Any, model: Any, user_id: int) -> Any:
+def _token_user(model: Any, user_id: int) -> Any:
     """The row of a token's user, copied from meta the first time this service sees them."""
     from srcore.db import UserType
     from srcore.db import session as db_session
 
     user = db_session.get(model, user_id)
-    if user is None and st.identity is not None:
+    if user is None and auth_state().identity is not None:
         from srcore.auth.oauth_client import MetaUnavailable, fetch_unknown_user
 
         try:
@@ -206,7 +198,7 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
         user = _load_user()
         if user is None:
-            backend: LoginBackend = current_app.extensions["srcore"].login
+            backend = auth_state().login
             target = request.full_path.rstrip("?") if request.method == "GET" else "/"
             return backend.begin_login(target if is_safe_next(target) else "/")
         if getattr(user, "is_suspended", False):
@@ -248,7 +240,7 @@ def init_app(app: Any) -> None:
         target = requested if requested is not None and is_safe_next(requested) else "/"
         if _load_user() is not None:
             return redirect(target)
-        backend: LoginBackend = current_app.extensions["srcore"].login
+        backend = auth_state().login
         return backend.begin_login(target)
 
     def logout() -> BaseResponse:
@@ -256,7 +248,7 @@ def init_app(app: Any) -> None:
         # page, whose "Log out" button ends the sessions of the whole network (meta's
         # logout is a CSRF-checked POST that no other origin can make for the user).
         log_out()
-        backend: LoginBackend = current_app.extensions["srcore"].login
+        backend = auth_state().login
         return redirect(backend.logout_url() or "/")
 
     app.add_url_rule("/login", endpoint="srcore_login", view_func=login)
