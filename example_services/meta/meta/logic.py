@@ -1,8 +1,8 @@
 """Account rules as plain functions: usernames, passwords, mailed tokens, state changes.
 
 Nothing here reads the request; views validate input, call these with a session, and
-commit. Hooks of the OAuth half (``meta.oauth.on_*``) are called here, inside the same
-transaction as the change, so the revocation events they write commit with it.
+commit. The changes that other parts answer send a signal of :mod:`meta.signals` here,
+inside the same transaction, so the revocation events its receivers write commit with it.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from meta import signals
 from meta.models import EmailToken, TokenPurpose, User, WebSession, next_user_id
 from srcore.db import UserType, utcnow
 
@@ -182,13 +182,23 @@ class Passwords:
             return True
 
 
-def call_hook(name: str, user: User) -> None:
-    """Call ``meta.oauth.<name>(user)`` if the OAuth half defines it."""
-    from meta import oauth
+#: The signal each former hook name stands for, for :func:`call_hook`.
+_HOOK_SIGNALS = {
+    "on_logout": signals.logged_out,
+    "on_password_change": signals.password_changed,
+    "on_profile_change": signals.profile_changed,
+    "on_suspend": signals.account_suspended,
+    "on_unsuspend": signals.account_unsuspended,
+    "on_delete": signals.account_deleted,
+}
 
-    hook: Any = getattr(oauth, name, None)
-    if callable(hook):
-        hook(user)
+
+def call_hook(name: str, user: User) -> None:
+    """Send the signal of :mod:`meta.signals` that the OAuth hook *name* answered.
+
+    Kept for callers that still name a hook; send the signal itself instead.
+    """
+    _HOOK_SIGNALS[name].send(user)
 
 
 def find_login(session: Session, login: str) -> User | None:
@@ -305,7 +315,7 @@ def confirm(session: Session, token: EmailToken) -> Confirmed | str:
         if user.user_type == UserType.unconfirmed:
             user.user_type = UserType.active
         session.flush()
-        call_hook("on_profile_change", user)
+        signals.profile_changed.send(user)
     return Confirmed(user=user, purpose=token.purpose, email=token.email)
 
 
@@ -325,7 +335,7 @@ def set_password(session: Session, user: User, password_hash: str) -> None:
     end_reset_links(session, user)
     end_web_sessions(session, user.id)
     session.flush()
-    call_hook("on_password_change", user)
+    signals.password_changed.send(user)
 
 
 def suspend(session: Session, user: User, notice: str) -> None:
@@ -334,19 +344,19 @@ def suspend(session: Session, user: User, notice: str) -> None:
     user.sessions_valid_after = utcnow()
     end_web_sessions(session, user.id)
     session.flush()
-    call_hook("on_suspend", user)
+    signals.account_suspended.send(user)
 
 
 def unsuspend(session: Session, user: User) -> None:
     user.user_type = UserType.active if user.email_confirmed_at else UserType.unconfirmed
     user.suspension_notice = None
     session.flush()
-    call_hook("on_unsuspend", user)
+    signals.account_unsuspended.send(user)
 
 
 def delete_user(session: Session, user: User) -> None:
     """Delete the account; its id is never handed out again."""
-    call_hook("on_delete", user)
+    signals.account_deleted.send(user)
     end_web_sessions(session, user.id)
     session.delete(user)
     session.flush()

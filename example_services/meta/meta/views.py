@@ -29,7 +29,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 import srcore
-from meta import audit, logic, meta_state
+from meta import audit, logic, meta_state, signals
 from meta.audit import Kind
 from meta.mails import prepare_mail, send_mail
 from meta.models import TokenPurpose, User
@@ -227,7 +227,7 @@ def logout() -> Response:
     user = _logged_in()
     logic.end_web_session(db, session.get(SESSION_ID))
     if user is not None:
-        logic.call_hook("on_logout", user)
+        signals.logged_out.send(user)
         audit.record(db, Kind.logout, user.id)
     db.commit()
     log_out()
@@ -242,7 +242,7 @@ def logout_everywhere() -> Response:
     user = _user()
     logic.end_web_sessions(db, user.id)
     user.sessions_valid_after = utcnow()
-    logic.call_hook("on_logout", user)
+    signals.logged_out.send(user)
     audit.record(db, Kind.logout, user.id, detail="everywhere")
     db.commit()
     log_out()
@@ -481,7 +481,7 @@ def profile() -> Any:
     if (user.url, user.location, user.bio) != (url, location, bio):
         user.url, user.location, user.bio = url, location, bio or None
         db.flush()
-        logic.call_hook("on_profile_change", user)
+        signals.profile_changed.send(user)
         db.commit()
     flash("Your profile is saved.", "success")
     return redirect(url_for("accounts.profile"))

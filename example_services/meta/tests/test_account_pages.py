@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,23 +18,29 @@ NEW_PASSWORD = "a brand new passphrase"
 
 
 @pytest.fixture
-def hooks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """Record the calls meta makes to the OAuth half's hooks."""
-    from meta import oauth
+def hooks() -> Iterator[list[tuple[str, int]]]:
+    """Record the account signals meta sends, as a connected receiver gets them."""
+    from meta import signals
 
     seen: list[tuple[str, int]] = []
-    for name in (
-        "on_logout",
-        "on_password_change",
-        "on_profile_change",
-        "on_suspend",
-        "on_unsuspend",
-        "on_delete",
+    connected = []
+    for signal in (
+        signals.logged_out,
+        signals.password_changed,
+        signals.profile_changed,
+        signals.account_suspended,
+        signals.account_unsuspended,
+        signals.account_deleted,
     ):
-        monkeypatch.setattr(
-            oauth, name, lambda user, name=name: seen.append((name, user.id)), raising=False
-        )
-    return seen
+
+        def receiver(user: Any, name: str = signal.name) -> None:
+            seen.append((name, user.id))
+
+        signal.connect(receiver)
+        connected.append((signal, receiver))
+    yield seen
+    for signal, receiver in connected:
+        signal.disconnect(receiver)
 
 
 def test_password_reset_by_mail(
@@ -56,7 +63,7 @@ def test_password_reset_by_mail(
     response = csrf.post(client, link, {"password": NEW_PASSWORD})
     assert response.status_code == 302
     assert response.headers["Location"] == "/profile"
-    assert hooks == [("on_password_change", alice.id)]
+    assert hooks == [("password-changed", alice.id)]
     # The link works once; the old password is gone, the new one works.
     assert client.get(link).status_code == 404
     assert login(app.test_client(), "alice", PASSWORD).status_code == 400
@@ -113,7 +120,7 @@ def test_change_email_confirmed_at_new_address(
     assert client.get(link).status_code == 302
     user = accounts.get(alice.id)
     assert (user.email, user.pending_email) == ("new@example.org", None)
-    assert hooks == [("on_profile_change", alice.id)]
+    assert hooks == [("profile-changed", alice.id)]
     assert login(app.test_client(), "new@example.org").status_code == 302
 
 
@@ -147,7 +154,7 @@ def test_profile_edit(app: Any, client: Any, csrf: Any, accounts: Any, login: An
         "Paris",
         "Hi *there*",
     )
-    assert hooks == [("on_profile_change", alice.id)]
+    assert hooks == [("profile-changed", alice.id)]
     # Saving the same values again changes nothing and tells nobody.
     csrf.post(
         client,
@@ -171,7 +178,7 @@ def test_password_change(
     )
     assert response.status_code == 302
     assert client.get("/profile").status_code == 200
-    assert hooks == [("on_password_change", alice.id)]
+    assert hooks == [("password-changed", alice.id)]
     assert "was just changed" in smtp_sink.to("alice@example.org")[-1].get_content()
     assert login(app.test_client(), "alice", NEW_PASSWORD).status_code == 302
 
@@ -187,7 +194,7 @@ def test_delete_account(
     response = csrf.post(client, "/delete", {"current_password": PASSWORD})
     assert response.status_code == 302
     assert accounts.get(alice.id) is None
-    assert hooks == [("on_delete", alice.id)]
+    assert hooks == [("account-deleted", alice.id)]
     assert client.get("/profile").status_code == 302
     with app.extensions["srcore"].db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(EmailToken)) == 0

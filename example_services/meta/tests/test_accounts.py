@@ -328,22 +328,23 @@ def test_logout_needs_post_and_csrf(app: Any, client: Any, csrf: Any, accounts: 
     assert client.get("/profile").status_code == 302
 
 
-def test_logout_calls_oauth_hook(
-    app: Any,
-    client: Any,
-    csrf: Any,
-    accounts: Any,
-    login: Any,
-    monkeypatch: pytest.MonkeyPatch,
+def test_logout_sends_the_logged_out_signal(
+    app: Any, client: Any, csrf: Any, accounts: Any, login: Any
 ) -> None:
-    from meta import oauth
+    from meta import oauth, signals
 
     seen: list[int] = []
-    monkeypatch.setattr(oauth, "on_logout", lambda user: seen.append(user.id), raising=False)
+
+    def receiver(user: Any) -> None:
+        seen.append(user.id)
+
     alice = accounts.make("alice")
     login(client, "alice")
-    csrf.post(client, "/logout", {})
+    with signals.logged_out.connected_to(receiver):
+        csrf.post(client, "/logout", {})
     assert seen == [alice.id]
+    # The OAuth half listens from the moment the app is built.
+    assert oauth.on_logout in signals.logged_out.receivers_for(alice)
 
 
 def test_login_required_pages_send_to_meta_login(client: Any) -> None:

@@ -46,13 +46,19 @@ def test_list_search_and_pages(app: Any, admin_client: Any, accounts: Any) -> No
 def test_suspend_and_unsuspend(
     app: Any, admin_client: Any, csrf: Any, accounts: Any, login: Any, monkeypatch: Any
 ) -> None:
-    from meta import oauth
+    from meta import signals
 
     seen: list[tuple[str, int]] = []
-    for name in ("on_suspend", "on_unsuspend"):
-        monkeypatch.setattr(
-            oauth, name, lambda user, name=name: seen.append((name, user.id)), raising=False
-        )
+
+    def suspended(user: Any) -> None:
+        seen.append(("suspended", user.id))
+
+    def unsuspended(user: Any) -> None:
+        seen.append(("unsuspended", user.id))
+
+    # Connected weakly (blinker's default): they go with this test.
+    signals.account_suspended.connect(suspended)
+    signals.account_unsuspended.connect(unsuspended)
     alice = accounts.make("alice")
     alice_client = app.test_client()
     login(alice_client, "alice")
@@ -64,7 +70,7 @@ def test_suspend_and_unsuspend(
     assert response.status_code == 302
     user = accounts.get(alice.id)
     assert (user.user_type, user.suspension_notice) == (UserType.suspended, "Spam, sorry.")
-    assert seen == [("on_suspend", alice.id)]
+    assert seen == [("suspended", alice.id)]
     # Alice's session has ended; logging in again shows the notice.
     assert alice_client.get("/profile").status_code == 302
     refused = login(alice_client, "alice")
@@ -74,7 +80,7 @@ def test_suspend_and_unsuspend(
     assert response.status_code == 302
     user = accounts.get(alice.id)
     assert (user.user_type, user.suspension_notice) == (UserType.active, None)
-    assert seen[-1] == ("on_unsuspend", alice.id)
+    assert seen[-1] == ("unsuspended", alice.id)
     assert login(alice_client, "alice", PASSWORD).status_code == 302
 
 
