@@ -129,6 +129,19 @@
     return error && error.message ? error.message : String(error);
   }
 
+  // Go where the server says; to this very page (another #fragment) by loading it again,
+  // which a change of fragment alone would not do.
+  function go(url) {
+    const target = new URL(url, window.location.href);
+    const here = new URL(window.location.href);
+    if (target.pathname === here.pathname && target.search === here.search) {
+      window.location.hash = target.hash;
+      window.location.reload();
+    } else {
+      window.location.assign(target.href);
+    }
+  }
+
   function say(box, message) {
     if (!box) return;
     box.textContent = message;
@@ -153,7 +166,7 @@
           throw new Error(browserError(error));
         }
         const done = await post(form.dataset.finish, registrationJSON(credential));
-        window.location.assign(done.redirect);
+        go(done.redirect);
       } catch (error) {
         say(box, error.message);
         button.disabled = false;
@@ -177,7 +190,7 @@
           throw new Error(browserError(error));
         }
         const done = await post(block.dataset.finish, assertionJSON(credential));
-        window.location.assign(done.redirect);
+        go(done.redirect);
       } catch (error) {
         say(box, error.message);
         button.disabled = false;
