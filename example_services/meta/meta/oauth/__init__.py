@@ -165,15 +165,20 @@ def init_app(app: Flask) -> OAuthState:
         redis_url = str(config.global_.get("redis-url") or "")
         oauth.extra["token_throttle"] = TokenGuard(make_store(redis_url), lockout=lockout)
 
+    from meta.oauth.backchannel import Backchannel
+    from meta.oauth.oidc_endpoints import OIDC_CORS_ENDPOINTS, oidc_endpoints
+
+    oauth.extra["backchannel"] = Backchannel(app)
     app.register_blueprint(endpoints)
+    app.register_blueprint(oidc_endpoints)
     app.register_blueprint(pats)
     app.register_blueprint(client_pages)
-    _exempt_from_csrf(app, CLIENT_ENDPOINTS)
+    _exempt_from_csrf(app, (*CLIENT_ENDPOINTS, "oidc.userinfo"))
     _client_errors_in_oauth_format(app, CLIENT_ENDPOINTS)
     from srcore import cors
 
     # Browser apps (public clients) call these from their own origin, without cookies.
-    cors.allow(app, *CORS_ENDPOINTS)
+    cors.allow(app, *CORS_ENDPOINTS, *OIDC_CORS_ENDPOINTS)
     # meta checks the tokens of its own API itself: its keys, its revocation table.
     st.token_verifier = make_verifier(oauth)
     return oauth
@@ -267,21 +272,51 @@ def _end_grants(user: User) -> None:
 _MAX_ACCESS_SECONDS = 24 * 3600
 
 
+def _backchannel_logout(user: User, *, this_browser: bool) -> None:
+    """Send the OpenID clients that logged *user* in a logout token (back-channel logout):
+    for this browser's login only, or (*this_browser* False) for every login."""
+    from flask import current_app, has_app_context, has_request_context
+
+    if not has_app_context() or "meta.oauth" not in current_app.extensions:
+        return
+    from meta.oauth.backchannel import notices_for
+    from meta.oauth.oidc import browser_sid
+
+    st: OAuthState = current_app.extensions["meta.oauth"]
+    sid = None
+    if this_browser:
+        sid = browser_sid() if has_request_context() else None
+        if sid is None:
+            return
+    notices = notices_for(_session_of(user), st, user.id, sid=sid)
+    st.extra["backchannel"].send(st, notices)
+
+
 def on_logout(user: User) -> None:
-    """Logging out at meta ends the user's web sessions everywhere; API tokens live on."""
+    """Logging out at meta ends the user's web sessions everywhere; API tokens live on.
+
+    The OpenID clients this browser's login signed in to get a back-channel logout; "log
+    out everywhere" sends one for every login of the account.
+    """
+    from flask import has_request_context, request
+
     _user_event(user, "session")
+    everywhere = has_request_context() and request.endpoint == "accounts.logout_everywhere"
+    _backchannel_logout(user, this_browser=not everywhere)
 
 
 def on_password_change(user: User) -> None:
     """A new password ends every session, token and refresh token issued before it."""
     _end_grants(user)
     _user_event(user, "user")
+    _backchannel_logout(user, this_browser=False)
 
 
 def on_suspend(user: User) -> None:
     """Suspension: everything issued dies, and services refuse the user until unsuspended."""
     _end_grants(user)
     _user_event(user, "user", "suspend")
+    _backchannel_logout(user, this_browser=False)
 
 
 def on_unsuspend(user: User) -> None:
@@ -290,6 +325,7 @@ def on_unsuspend(user: User) -> None:
 
 def on_delete(user: User) -> None:
     """A deleted account's tokens and sessions die everywhere, and it cannot come back."""
+    _backchannel_logout(user, this_browser=False)
     _user_event(user, "user", "suspend")
 
 

@@ -16,6 +16,7 @@ from werkzeug.wrappers import Response
 
 from meta.oauth.clients import check_redirect_uri_value
 from meta.oauth.models import OAuthClient, digest
+from meta.oauth.oidc import ID_TOKEN_ALGORITHMS
 from meta.oauth.pats import revoke_client
 from srcore.auth import current_user, login_required
 from srcore.db import session as db_session
@@ -27,10 +28,56 @@ __all__ = ["client_pages"]
 client_pages = Blueprint("oauth_clients", __name__)
 
 MAX_REDIRECT_URIS = 10
+ALG_OPTIONS = [
+    ("RS256", "RS256 (RSA): what every OpenID Connect library verifies"),
+    ("EdDSA", "EdDSA (Ed25519): smaller and faster, if your library verifies it"),
+]
 KIND_OPTIONS = [
     ("confidential", "Confidential: a server that can keep a secret"),
     ("public", "Public: a native or browser app (PKCE, no secret)"),
 ]
+
+
+def backchannel_uri_problem(uri: str) -> str | None:
+    """Why *uri* cannot be a back-channel logout URI, or None.
+
+    meta POSTs to it from its own network, so it gets the webhooks' SSRF rules (an
+    address that is not public only where ``allow-private-webhook-targets`` allows it, an
+    allowed port), and https unless it is such an allowed private address. No fragment
+    (Back-Channel Logout 2.2).
+    """
+    from urllib.parse import urlsplit
+
+    from flask import current_app
+
+    from srcore.outbound.targets import target_problem
+    from srcore.webhooks.settings import policy_for
+
+    if any(c.isspace() or c == "\x00" for c in uri):
+        return "The back-channel logout URI may not contain spaces."
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return f"{uri} is not a valid URL."
+    if parts.fragment or "#" in uri:
+        return f"{uri} may not have a #fragment."
+    policy = policy_for(current_app)
+    problem = target_problem(uri, policy)
+    if problem is not None:
+        return f"meta will not send logout tokens to {uri}: {problem}."
+    # Plain http only to an address the operator let through above (a lab network).
+    if parts.scheme != "https" and not _is_private_literal(parts.hostname or ""):
+        return f"{uri} must use https://."
+    return None
+
+
+def _is_private_literal(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
 
 
 def _mine(user_id: int) -> list[OAuthClient]:
@@ -59,6 +106,7 @@ def _page(
             created=created,
             secret=secret,
             kind_options=KIND_OPTIONS,
+            alg_options=ALG_OPTIONS,
         ),
         status,
     )
@@ -87,6 +135,28 @@ def register_client() -> Any:
             if problem is not None:
                 valid.error(problem, "redirect_uris")
                 break
+    alg = valid.optional(
+        "id_token_alg", "enum", choices=ID_TOKEN_ALGORITHMS, label="ID token signature"
+    )
+    logout_text = valid.optional(
+        "post_logout_redirect_uris", max_length=6000, label="Post-logout redirect URIs"
+    )
+    logout_uris = [line.strip() for line in (logout_text or "").splitlines() if line.strip()]
+    if len(logout_uris) > MAX_REDIRECT_URIS:
+        valid.error(
+            f"Register at most {MAX_REDIRECT_URIS} post-logout redirect URIs.",
+            "post_logout_redirect_uris",
+        )
+    for uri in logout_uris:
+        problem = check_redirect_uri_value(uri)
+        if problem is not None:
+            valid.error(problem, "post_logout_redirect_uris")
+            break
+    backchannel = valid.optional("backchannel_logout_uri", max_length=512, label="URI")
+    if backchannel:
+        problem = backchannel_uri_problem(backchannel)
+        if problem is not None:
+            valid.error(problem, "backchannel_logout_uri")
     if not valid.ok or name is None:
         return _page(valid, status=400)
     confidential = kind == "confidential"
@@ -98,6 +168,9 @@ def register_client() -> Any:
         redirect_uris="\n".join(dict.fromkeys(uris)),
         confidential=confidential,
         secret_hash=digest(secret) if secret else None,
+        id_token_alg=alg or "RS256",
+        post_logout_redirect_uris="\n".join(dict.fromkeys(logout_uris)),
+        backchannel_logout_uri=backchannel or None,
     )
     db_session.add(row)
     db_session.commit()

@@ -46,6 +46,11 @@ class Client(ClientMixin):  # type: ignore[misc]
     service_id: str | None
     grant_types: frozenset[str]
     redirect_uris: tuple[str, ...]
+    #: OpenID Connect: how ID tokens are signed, where logout may return, where the
+    #: back-channel logout token goes.
+    id_token_alg: str = "RS256"  # noqa: S105 - an algorithm name
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    backchannel_logout_uri: str | None = None
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -114,6 +119,9 @@ class ThirdPartyClient(Client):
         self.service_id = None
         self.grant_types = frozenset({"authorization_code", "refresh_token"})
         self.redirect_uris = tuple(row.redirect_uri_list)
+        self.id_token_alg = row.id_token_alg or "RS256"
+        self.post_logout_redirect_uris = tuple(row.post_logout_redirect_uri_list)
+        self.backchannel_logout_uri = row.backchannel_logout_uri or None
 
     def check_client_secret(self, client_secret: str) -> bool:
         if not self.confidential or not self.row.secret_hash:

@@ -12,18 +12,20 @@ from typing import Annotated, Any, TypedDict
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oidc.core.errors import ConsentRequiredError
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 from sqlalchemy import select
 
 from meta import audit
 from meta.models import User
-from meta.oauth import checks
+from meta.oauth import checks, oidc_flow
 from meta.oauth.catalog import scope_groups
 from meta.oauth.clients import FirstPartyClient
 from meta.oauth.models import Consent, RevocationEvent
+from meta.oauth.oidc import is_openid, normalize_scope, split_scope
 from meta.oauth.server import oauth_state
 from srcore.auth import current_token, current_user, oauth
-from srcore.auth.scopes import format_scopes, parse_scopes
+from srcore.auth.scopes import ScopeError, parse_scopes
 from srcore.db import UserType, writes_on_safe_method
 from srcore.db import session as db_session
 from srcore.errors import error_response
@@ -41,6 +43,12 @@ CONSENT_FIELDS = frozenset({"csrf_token", "decision"})
 TOKEN_TYPE_HINTS = ("access_token", "refresh_token")
 #: The endpoints a browser app (a public client on another origin) calls: CORS, no cookies.
 CORS_ENDPOINTS = ("oauth.token", "oauth.revoke", "oauth.metadata", "oauth.jwks")
+#: What the consent page says each OpenID scope gives the application.
+IDENTITY_SCOPES = {
+    "openid": "who you are: your account id here",
+    "profile": "your username and your web site",
+    "email": "your email address and whether it is confirmed",
+}
 
 
 class ProfileJSON(TypedDict):
@@ -167,22 +175,42 @@ def authorize() -> Any:
             title="Address not confirmed",
         )
     client = grant.client
-    scope = format_scopes(parse_scopes(grant.request.scope))
+    try:
+        scope = normalize_scope(grant.request.scope)
+    except ScopeError as exc:  # the server checked the grammar; a clear 400 if not
+        return error_response(400, str(exc), title="Invalid authorization request")
     grant.request.scope = scope
-    if isinstance(client, FirstPartyClient) or _remembered(user.id, client.client_id, scope):
+    prompts: set[str] = set()
+    if is_openid(scope):
+        prompts = set(str(grant.request.payload.data.get("prompt") or "").split())
+        try:
+            reauth = oidc_flow.reauthentication(grant, prompts)
+        except OAuth2Error as error:
+            return _authorize_error(error)
+        if reauth is not None:
+            return reauth
+    ask = "consent" in prompts and not isinstance(client, FirstPartyClient)
+    if isinstance(client, FirstPartyClient) or (
+        not ask and _remembered(user.id, client.client_id, scope)
+    ):
         return server.create_authorization_response(grant_user=user, grant=grant)
+    if "none" in prompts and request.method == "GET":
+        return _authorize_error(ConsentRequiredError(redirect_uri=grant.redirect_uri))
     if request.method == "POST":
         if request.form.get("decision") == "approve":
-            db_session.add(Consent(user_id=user.id, client_id=client.client_id, scope=scope))
+            if not _remembered(user.id, client.client_id, scope):
+                db_session.add(Consent(user_id=user.id, client_id=client.client_id, scope=scope))
             audit.record(db_session, audit.Kind.app_authorized, user.id, detail=client.name)
             db_session.commit()
             return server.create_authorization_response(grant_user=user, grant=grant)
         return server.create_authorization_response(grant_user=None, grant=grant)
-    groups = scope_groups(st.catalog, parse_scopes(scope))
+    oidc_scopes, other = split_scope(scope)
+    groups = scope_groups(st.catalog, parse_scopes(other))
     return render_template(
         "meta/oauth/authorize.html",
         client=client,
         groups=groups,
+        identity=[(name, IDENTITY_SCOPES[name]) for name in oidc_scopes],
         redirect_host=_host(grant.redirect_uri),
         action=request.full_path,
     )

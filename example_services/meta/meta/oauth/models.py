@@ -49,12 +49,23 @@ class OAuthClient(Base):
     secret_hash: Mapped[str | None] = mapped_column(String(64))
     created: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: OpenID Connect: where RP-initiated logout may send the browser back to
+    #: (newline-separated, compared exactly).
+    post_logout_redirect_uris: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: OpenID Connect Back-Channel Logout: where meta POSTs a logout token.
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(512), default=None)
+    #: How its ID tokens are signed: ``RS256`` (what every library verifies) or ``EdDSA``.
+    id_token_alg: Mapped[str] = mapped_column(String(16), default="RS256", server_default="RS256")
 
     owner: Mapped[User] = relationship(lazy="joined")
 
     @property
     def redirect_uri_list(self) -> list[str]:
         return [line for line in self.redirect_uris.splitlines() if line.strip()]
+
+    @property
+    def post_logout_redirect_uri_list(self) -> list[str]:
+        return [line for line in self.post_logout_redirect_uris.splitlines() if line.strip()]
 
 
 class AuthorizationCode(Base):
@@ -76,13 +87,36 @@ class AuthorizationCode(Base):
     used_at: Mapped[datetime | None] = mapped_column(default=None)
     #: The grant the code was exchanged for (revoked if the code is replayed).
     grant_id: Mapped[str | None] = mapped_column(String(64))
+    #: OpenID Connect: the request's nonce (kept: a nonce seen twice is a replay).
+    nonce: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: When the user logged in to meta (Unix time), and how (RFC 8176, space-separated).
+    auth_time: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    amr: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: The public id of meta's login session, for back-channel logout.
+    sid: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
-    # Authlib's AuthorizationCodeMixin
+    __table_args__ = (Index("ix_oauth_authorization_code_client_id_nonce", "client_id", "nonce"),)
+
+    # Authlib's AuthorizationCodeMixin (and OpenID Connect's)
     def get_redirect_uri(self) -> str | None:
         return self.redirect_uri
 
     def get_scope(self) -> str:
         return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int | None:
+        return self.auth_time
+
+    def get_amr(self) -> list[str] | None:
+        return self.amr.split() if self.amr else None
+
+    def get_acr(self) -> str | None:
+        from meta.oauth.oidc import acr_of
+
+        return acr_of(self.get_amr() or []) if self.auth_time is not None else None
 
 
 class Grant(Base):
@@ -152,12 +186,17 @@ class PersonalAccessToken(Base):
 
 
 class SigningKey(Base):
-    """An Ed25519 token-signing key; the newest unretired one signs."""
+    """A token-signing key; the newest unretired one of each algorithm signs.
+
+    Access tokens are signed with Ed25519 (``EdDSA``) only; ID tokens with the algorithm
+    their client registered, ``RS256`` (an RSA key) by default.
+    """
 
     __tablename__ = "oauth_signing_key"
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     private_jwk: Mapped[str] = mapped_column(Text)
+    alg: Mapped[str] = mapped_column(String(16), default="EdDSA", server_default="EdDSA")
     created: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None] = mapped_column(default=None)
 

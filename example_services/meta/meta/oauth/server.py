@@ -38,6 +38,14 @@ from meta.oauth.models import (
     RefreshToken,
     digest,
 )
+from meta.oauth.oidc import (
+    MetaOpenIDCode,
+    current_login,
+    is_openid,
+    normalize_scope,
+    service_scope,
+    split_scope,
+)
 from srcore.auth.scopes import ScopeError, format_scopes, parse_scopes
 from srcore.db import session as db_session
 from srcore.db import utcnow
@@ -89,10 +97,12 @@ class OAuthState:
     # -- access tokens -----------------------------------------------------------------
 
     def audience(self, client: Client | None, scope: str) -> str | list[str]:
-        services = sorted({s.service for s in parse_scopes(scope)})
+        services = sorted({s.service for s in parse_scopes(service_scope(scope))})
         if isinstance(client, FirstPartyClient):
             # A login token is for the service that asked and for meta's profile API.
             services = sorted({*services, client.service_id, "meta"})
+        elif is_openid(scope):
+            services = sorted({*services, "meta"})  # meta's /userinfo reads it
         if not services:
             services = ["meta"]
         return services[0] if len(services) == 1 else services
@@ -118,7 +128,8 @@ class OAuthState:
             "sub": subject,
             "aud": audience,
             "client_id": client_id,
-            "scope": scope,
+            # The OpenID scopes stay in the grant: every service parses this claim.
+            "scope": service_scope(scope),
             "iat": issued,
             "exp": issued + lifetime,
             "jti": jti or uuid.uuid4().hex,
@@ -191,6 +202,17 @@ def _state() -> OAuthState:
     return oauth_state()
 
 
+def _login_columns(request: Any) -> dict[str, Any]:
+    """What an OpenID Connect code remembers: the nonce, and the login it was given under."""
+    if not is_openid(request.scope):
+        return {}
+    columns: dict[str, Any] = {"nonce": request.payload.data.get("nonce") or None}
+    login = current_login()
+    if login is not None and login.user_id == request.user.id:
+        columns.update(auth_time=login.auth_time, amr=" ".join(login.amr), sid=login.sid)
+    return columns
+
+
 def _active_user(user_id: int) -> User | None:
     user = db_session.get(User, user_id)
     if user is None or not user.is_active:
@@ -232,6 +254,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                 code_challenge=data.get("code_challenge"),
                 code_challenge_method=data.get("code_challenge_method"),
                 expires_at=utcnow() + st.code_lifetime,
+                **_login_columns(request),
             )
         )
         db_session.commit()
@@ -330,14 +353,20 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         requested = self.request.payload.scope
         if not requested:
             return
+        wanted_oidc, wanted_other = split_scope(requested)
+        granted_oidc, granted_other = split_scope(refresh_token.get_scope())
         try:
-            wanted = parse_scopes(requested)
-            granted = parse_scopes(refresh_token.get_scope())
+            wanted = parse_scopes(wanted_other)
+            granted = parse_scopes(granted_other)
         except ScopeError as exc:
             raise InvalidScopeError(description=_ascii(str(exc))) from None
-        if not wanted or not all(any(g.satisfies(w) for g in granted) for w in wanted):
+        if (
+            not (wanted or wanted_oidc)
+            or not set(wanted_oidc) <= set(granted_oidc)
+            or not all(any(g.satisfies(w) for g in granted) for w in wanted)
+        ):
             raise InvalidScopeError(description="The scope asked for is wider than granted.")
-        self._narrowed = format_scopes(wanted)
+        self._narrowed = normalize_scope(" ".join([*wanted_oidc, format_scopes(wanted)]))
 
     def issue_token(self, user: Any, refresh_token: _RefreshCredential) -> dict[str, Any]:
         scope = getattr(self, "_narrowed", None) or refresh_token.get_scope()
@@ -481,10 +510,29 @@ class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
     def revoke_token(self, token: _Token, request: Any) -> None:
         st = _state()
         if token.refresh is not None:
-            st.revoke_grant(token.refresh.grant)
+            grant = token.refresh.grant
+            if grant.revoked_at is None:
+                _audit_revocation(grant.user_id, "refresh token", grant.client_id)
+            st.revoke_grant(grant)
         else:
+            sub = token.claims.get("sub")
+            if isinstance(sub, str) and sub.isdigit() and not token.is_revoked():
+                _audit_revocation(int(sub), "access token", token.client_id)
             revoke_access_token(token.claims)
         db_session.commit()
+
+
+def _audit_revocation(user_id: int, what: str, client_id: str) -> None:
+    """A token revoked at ``/oauth/revoke`` goes in its user's audit log, naming the app."""
+    from meta import audit
+
+    if client_id == "pat":
+        detail = f"{what} (personal), at the revocation endpoint"
+    else:
+        client = _state().query_client(client_id)
+        name = client.name if client is not None else client_id
+        detail = f"{what} of {name}, at the revocation endpoint"
+    audit.record(db_session, audit.Kind.token_revoked, user_id, detail=detail[:256])
 
 
 def revoke_access_token(claims: dict[str, Any]) -> None:
@@ -571,7 +619,7 @@ class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
     def validate_requested_scope(self, scope: str | None) -> None:
         if not scope:
             return
-        problem = _state().catalog.check(scope.split())
+        problem = _state().catalog.check(split_scope(scope)[1])
         if problem is not None:
             raise InvalidScopeError(description=_ascii(problem))
 
@@ -590,7 +638,7 @@ def _ascii(text: str) -> str:
 def build_server(app: Any, st: OAuthState) -> AuthorizationServer:
     server = AuthorizationServer()
     server.init_app(app, query_client=st.query_client, save_token=lambda token, request: None)
-    server.register_grant(AuthorizationCodeGrant, [S256Only(required=True)])
+    server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), MetaOpenIDCode()])
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
     server.register_endpoint(RevocationEndpoint)
