@@ -101,8 +101,8 @@ def _validation_failed(exc: Exception) -> Response:
     assert isinstance(exc, ValidationFailed)
     valid = exc.validation
     if valid.page is not None:
-        template, context = valid.page
-        body = render_template(template, valid=valid, **context)
+        template, build = valid.page
+        body = render_template(template, **{**build(), "valid": valid})
         return Response(body, status=400, content_type="text/html; charset=utf-8")
     if wants_json():
         return exc.response()

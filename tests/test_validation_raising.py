@@ -83,6 +83,9 @@ def test_the_openapi_probe_describes_a_list_as_a_typed_array() -> None:
 # -- raised and answered -------------------------------------------------------------------
 
 
+built: list[int] = []
+
+
 def make_app() -> Flask:
     app = Flask(__name__)
     app.jinja_loader = DictLoader(
@@ -101,6 +104,17 @@ def make_app() -> Flask:
         valid.optional("n", int)
         valid.raise_if_invalid()
         return f"made {title}"
+
+    @app.post("/lazy")
+    def lazy() -> str:
+        def build() -> dict[str, Any]:
+            built.append(1)
+            return {"thing": "built"}
+
+        valid = Validation.form("form.html", build)
+        valid.require("title")
+        valid.raise_if_invalid()
+        return "ok"
 
     @app.post("/api/things")
     def api_create() -> str:
@@ -131,6 +145,16 @@ def test_a_form_page_is_shown_again_with_every_error(client: Any) -> None:
         "ctx|title=Must be at most 5 characters.;n=Must be a whole number.;|too long"
     )
     assert client.post("/things", data={"title": "ok"}).get_data(as_text=True) == "made ok"
+
+
+def test_a_form_pages_context_is_built_only_when_it_is_shown_again(client: Any) -> None:
+    built.clear()
+    assert client.post("/lazy", data={"title": "x"}).get_data(as_text=True) == "ok"
+    assert built == []
+    response = client.post("/lazy", data={})
+    assert response.status_code == 400
+    assert response.get_data(as_text=True).startswith("built|title=Title is required.;")
+    assert built == [1]
 
 
 def test_the_api_answers_the_error_body_with_the_status_asked_for(client: Any) -> None:

@@ -123,18 +123,26 @@ class Validation:
         else:
             self.error(f"Unsupported content type {request.mimetype}; send a form or JSON.")
 
-    #: The form page shown again when this validation fails (see :meth:`form`).
-    page: tuple[str, dict[str, Any]] | None = None
+    #: The form page shown again when this validation fails (see :meth:`form`): its
+    #: template, and a function giving the template's context.
+    page: tuple[str, Callable[[], Mapping[str, Any]]] | None = None
 
     @classmethod
-    def form(cls, template: str, **context: Any) -> Validation:
+    def form(
+        cls,
+        template: str,
+        build: Callable[[], Mapping[str, Any]] | None = None,
+        /,
+        **context: Any,
+    ) -> Validation:
         """Validate the current request's form; when it fails, *template* is rendered
         again with ``valid`` (this object) and *context*, with status 400.
 
+        *build*, if given, is called only then, for context that costs queries.
         The one place a form page names itself, so its view needs no error branch.
         """
         valid = cls()
-        valid.page = (template, context)
+        valid.page = (template, lambda: {**(build() if build else {}), **context})
         return valid
 
     def __repr__(self) -> str:

@@ -260,7 +260,7 @@ def comment(username: str, name: str, number: int) -> Any:
     user = require_user(User)
     found = logic.find_tracker(session, username, name, user)
     ticket = logic.find_ticket(session, found, number)
-    valid = Validation.form("todo/ticket.html", **_ticket_page(found, ticket))
+    valid = Validation.form("todo/ticket.html", lambda: _ticket_page(found, ticket))
     logic.add_comment(session, valid, found, ticket, user)
     flash("Comment added.", "success")
     return redirect(_ticket_url(found, ticket) + "#comments")
@@ -274,7 +274,7 @@ def ticket_status(username: str, name: str, number: int) -> Any:
     ticket = logic.find_ticket(session, found, number)
     if not logic.can_change_status(ticket, found, user):
         abort(403)
-    valid = Validation.form("todo/ticket.html", **_ticket_page(found, ticket))
+    valid = Validation.form("todo/ticket.html", lambda: _ticket_page(found, ticket))
     people = (found, found.owner, ticket.submitter)
     logic.save_ticket(session, valid, ticket, logic.read_status(valid, ticket), people)
     flash(
