@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy import MetaData
     from werkzeug.routing import MapAdapter
 
-    from srcore.auth.oauth_client import MetaLink
+    from srcore.auth.link import MetaLink
     from srcore.auth.tokens import TokenVerifier
     from srcore.auth.web import LoginBackend
     from srcore.migrate import MigrationTarget

@@ -11,8 +11,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fake_meta import META, FakeMeta, build_service
 
-from srcore.auth.oauth_client import MetaClient, MetaUnavailable, OAuthLogin, pkce_challenge
-from srcore.auth.web import NoAccountService, default_login_backend
+from srcore.auth.oauth_client import (
+    MetaClient,
+    MetaUnavailable,
+    OAuthLogin,
+    default_login_backend,
+    pkce_challenge,
+)
+from srcore.auth.web import NoAccountService
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The auth feature as a Flask extension: web login, bearer tokens and the link to meta.
 
 :class:`Auth` builds what a service needs to know who is asking (its login backend, its
-token verifier and its :class:`~srcore.auth.oauth_client.MetaLink`) from the app's config,
+token verifier and its :class:`~srcore.auth.link.MetaLink`) from the app's config,
 unless the caller passes them (tests, meta itself), keeps them in
 ``app.extensions["srcore.auth"]`` and adds the login, callback, well-known and revocation
 routes. ``init_app`` does no IO: meta's keys are fetched when a first signature is checked.
@@ -18,7 +18,7 @@ from srcore.service import state
 if TYPE_CHECKING:
     from flask import Flask
 
-    from srcore.auth.oauth_client import MetaLink
+    from srcore.auth.link import MetaLink
     from srcore.auth.tokens import TokenVerifier
 
 __all__ = ["Auth"]
@@ -52,7 +52,7 @@ class Auth:
             verifier = identity.token_verifier()
         login = self.login
         if login is None:
-            login = web.default_login_backend(st.config, st.service_id)
+            login = oauth_client.default_login_backend(st.config, st.service_id)
         auth = AuthState(login=login, token_verifier=verifier, identity=identity)
         app.extensions[EXTENSION_KEY] = auth
         api.init_app(app)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from flask import Flask, Response, current_app
 
 if TYPE_CHECKING:
-    from srcore.auth.oauth_client import MetaLink
+    from srcore.auth.link import MetaLink
     from srcore.auth.tokens import TokenVerifier
 
 __all__ = ["EXTENSION_KEY", "AuthState", "LoginBackend", "auth_state"]

@@ -17,13 +17,12 @@ from werkzeug.local import LocalProxy
 from srcore.auth.state import LoginBackend, auth_state
 
 if TYPE_CHECKING:
-    from srcore.config import Config
+    pass
 
 __all__ = [
     "LoginBackend",
     "NoAccountService",
     "current_user",
-    "default_login_backend",
     "is_safe_next",
     "log_in",
     "log_out",
@@ -56,26 +55,6 @@ class NoAccountService:
 
     def logout_url(self) -> str | None:
         return None
-
-
-def default_login_backend(config: Config, service_id: str) -> LoginBackend:
-    """The login backend for *service_id* in the network described by *config*.
-
-    Through meta when the config has a ``[meta]`` section and this service has its OAuth
-    client id and secret; otherwise a backend that explains why nobody can log in.
-    meta itself passes its own backend to :func:`srcore.create_app`.
-    """
-    if not config.has_service("meta") or service_id == "meta":
-        return NoAccountService()
-    section = config.section(service_id)
-    if not section.get("oauth-client-id") or not section.get("oauth-client-secret"):
-        return NoAccountService(
-            f"Logging in needs this service's OAuth client id and secret: ask the operator "
-            f"to set oauth-client-id and oauth-client-secret in the [{service_id}] section."
-        )
-    from srcore.auth.oauth_client import OAuthLogin
-
-    return OAuthLogin()
 
 
 def is_safe_next(target: str | None) -> bool:
@@ -168,11 +147,12 @@ def _token_user(model: Any, user_id: int) -> Any:
     from srcore.db import session as db_session
 
     user = db_session.get(model, user_id)
-    if user is None and auth_state().identity is not None:
-        from srcore.auth.oauth_client import MetaUnavailable, fetch_unknown_user
+    link = auth_state().identity
+    if user is None and link is not None:
+        from srcore.auth.link import MetaUnavailable, fetch_unknown_user
 
         try:
-            known = fetch_unknown_user(user_id)
+            known = fetch_unknown_user(link, user_id)
         except MetaUnavailable:
             abort(503, "The account service is unavailable, so this user cannot be looked up.")
         if known:

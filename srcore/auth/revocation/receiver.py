@@ -54,7 +54,7 @@ def apply_event(link: Any, message: object, *, state: RevocationState | None = N
     """
     from flask import current_app
 
-    from srcore.auth.oauth_client import profile_values, upsert_user
+    from srcore.auth.users import profile_values, upsert_user
 
     if not isinstance(message, Mapping):
         raise ValueError("the body must be an object")
