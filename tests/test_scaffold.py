@@ -81,7 +81,7 @@ def test_rendered_files_have_no_placeholder_left():
         assert "@@" not in text and "__pkg__" not in path and "__id__" not in path
     assert 'demo-svc = "demo_svc"' in files["pyproject.toml"]
     assert '@oauth("demo-svc/items:RW")' in files["demo_svc/api.py"]
-    assert 'emit("item:created"' in files["demo_svc/logic.py"]
+    assert 'emit(\n        "item:created",' in files["demo_svc/logic.py"]
     for path, text in files.items():
         if path.endswith(".py"):
             compile(text, path, "exec")
