@@ -92,7 +92,7 @@ _LABELS = {
     Kind.password_changed: "Password changed",
     Kind.email_changed: "Email address changed",
     Kind.token_created: "Personal access token created",
-    Kind.token_revoked: "Personal access token revoked",
+    Kind.token_revoked: "Token revoked",
     Kind.app_authorized: "Application authorized",
     Kind.app_revoked: "Application revoked",
     Kind.account_suspended: "Account suspended",
