@@ -39,7 +39,7 @@ from urllib3.util.timeout import _DEFAULT_TIMEOUT
 from srcore.forks import reset_in_child
 from srcore.outbound.policy import AddressPolicy, RefusedAddress
 
-__all__ = ["BODY_CAP", "Exchange", "PooledSender", "Sender"]
+__all__ = ["BODY_CAP", "Exchange", "PooledSender", "Sender", "resolve"]
 
 log = logging.getLogger("srcore.outbound")
 
@@ -167,7 +167,7 @@ class _Watchdog:
 _AddrInfo = list[tuple[Any, Any, int, str, Any]]
 
 
-def _resolve(host: str, port: int, deadline: float | None) -> _AddrInfo:
+def resolve(host: str, port: int, deadline: float | None) -> _AddrInfo:
     """``getaddrinfo`` for *host*, given up (TimeoutError) at *deadline*.
 
     The system resolver cannot be interrupted, so a lookup runs on a daemon thread that
@@ -220,7 +220,7 @@ class _PinnedMixin:
         host = self.host.strip("[]")
         attempt = self._attempt()
         try:
-            infos = _resolve(host, self.port, attempt.deadline if attempt is not None else None)
+            infos = resolve(host, self.port, attempt.deadline if attempt is not None else None)
         except (socket.gaierror, UnicodeError) as exc:
             raise e.NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
         except TimeoutError as exc:

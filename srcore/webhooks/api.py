@@ -1,18 +1,14 @@
-"""The webhook API under ``/api/webhooks``: the event catalog, and subscriptions managed
-with a bearer token.
-
-The subscriber is the token's user or, for a client-credentials token, its client. It may
-subscribe only to events whose declared scope it holds, and to change a subscription (or
-be handed its new secret, or send it a test event) it must hold their scopes read-write.
-The catalog is public documentation: it needs no token.
-"""
+"""The webhook API under ``/api/webhooks``: the public event catalog, and subscriptions
+managed with a bearer token, whose user (or client) is the subscriber. Receiving events
+needs their scopes read-only; changing a subscription, or being handed its secret, needs
+them read-write."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from flask import Blueprint, Response, abort, g, request, url_for
 from sqlalchemy import select
@@ -25,16 +21,8 @@ from srcore.pagination import CursorList, InvalidCursor, paginate_cursor, read_p
 from srcore.service import state
 from srcore.validation import Validation
 from srcore.webhooks import manage
-from srcore.webhooks.catalog import PING, event_catalog
-from srcore.webhooks.models import Subscription
-from srcore.webhooks.shapes import (
-    DeliveryJSON,
-    EventsJSON,
-    SubscriptionJSON,
-    attempt_json,
-    delivery_json,
-    subscription_json,
-)
+from srcore.webhooks.catalog import PING, CatalogEntry, event_catalog
+from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.subscriptions import (
     Subscriber,
     SubscriptionInput,
@@ -42,16 +30,161 @@ from srcore.webhooks.subscriptions import (
     missing_scopes,
     read_overlap,
     read_subscription,
+    secret_hint,
 )
 
-__all__ = ["api", "attempt_json", "delivery_json", "subscription_json"]
+__all__ = [
+    "AttemptJSON",
+    "DeliveryJSON",
+    "EventsJSON",
+    "SubscriptionJSON",
+    "api",
+    "attempt_json",
+    "delivery_json",
+    "subscription_json",
+]
 
 api = Blueprint("srcore_webhooks_api", __name__, url_prefix="/api/webhooks")
 
 MAX_LIMIT = 50
 
 
-# -- helpers -------------------------------------------------------------------------------
+# -- the JSON shapes (TypedDicts: read by the type checker and the API description) -------
+
+
+class SubscriptionJSON(TypedDict):
+    """A webhook subscription. ``secret`` is there only in the answer that made it (a
+    create or a rotation); afterwards ``secret_hint`` shows its end. ``resource`` limits
+    it to events about one resource; ``scopes`` are those it was made with."""
+
+    id: int
+    url: str
+    events: list[str]
+    resource: str | None
+    scopes: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    secret_hint: str
+    previous_secret_expires: datetime | None
+    created: datetime
+    updated: datetime
+    secret: NotRequired[str]
+
+
+class AttemptRequestJSON(TypedDict):
+    """What an attempt sent (its signature left out)."""
+
+    headers: dict[str, str]
+    body: str
+
+
+class AttemptResponseJSON(TypedDict):
+    """What the receiver answered: no status when no answer came (see ``error``)."""
+
+    status: int | None
+    headers: dict[str, str]
+    body: str
+
+
+class AttemptJSON(TypedDict):
+    """One HTTP request of a delivery."""
+
+    id: int
+    created: datetime
+    request: AttemptRequestJSON
+    response: AttemptResponseJSON
+    duration_ms: int
+    error: str | None
+
+
+class DeliveryJSON(TypedDict):
+    """One event sent to one subscription, with its attempts (newest first);
+    ``next_attempt_at`` is set while it is pending."""
+
+    id: int
+    event: str
+    message_id: str
+    status: Annotated[str, DeliveryStatus]
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    created: datetime
+    delivered_at: datetime | None
+    attempts: list[AttemptJSON]
+
+
+class EventsJSON(TypedDict):
+    """The events a subscription can name."""
+
+    results: list[CatalogEntry]
+
+
+def _headers(text: str | None) -> dict[str, str]:
+    """Logged headers (a JSON object of text), leaving out anything else."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    found = value.items() if isinstance(value, dict) else ()
+    return {str(k): v for k, v in found if isinstance(v, str)}
+
+
+def subscription_json(sub: Subscription, *, secret: str | None = None) -> SubscriptionJSON:
+    """The API's shape of a subscription; *secret* is included only when just made."""
+    body: SubscriptionJSON = {
+        "id": sub.id,
+        "url": sub.url,
+        "events": sorted(sub.event_names),
+        "resource": sub.resource,
+        "scopes": sorted(sub.scopes.split()),
+        "enabled": sub.enabled,
+        "disabled_reason": sub.disabled_reason,
+        "failing_since": sub.failing_since,
+        "secret_hint": secret_hint(sub.secret),
+        "previous_secret_expires": manage.overlap_until(sub),
+        "created": sub.created,
+        "updated": sub.updated,
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+def attempt_json(attempt: Attempt) -> AttemptJSON:
+    """One HTTP request of a delivery, as the delivery log shows it."""
+    return {
+        "id": attempt.id,
+        "created": attempt.created,
+        "request": {
+            "headers": _headers(attempt.request_headers),
+            "body": attempt.request_body,
+        },
+        "response": {
+            "status": attempt.response_status,
+            "headers": _headers(attempt.response_headers),
+            "body": attempt.response_body,
+        },
+        "duration_ms": attempt.duration_ms,
+        "error": attempt.error,
+    }
+
+
+def delivery_json(delivery: Delivery, event: str, attempts: list[Attempt]) -> DeliveryJSON:
+    """One event sent to one subscription, with its attempts (newest first)."""
+    pending = delivery.status == DeliveryStatus.pending
+    return {
+        "id": delivery.id,
+        "event": event,
+        "message_id": delivery.message_id,
+        "status": delivery.status,
+        "attempt_count": delivery.attempts,
+        "next_attempt_at": delivery.next_attempt_at if pending else None,
+        "last_status_code": delivery.last_status_code,
+        "created": delivery.created,
+        "delivered_at": delivery.delivered_at,
+        "attempts": [attempt_json(a) for a in attempts],
+    }
 
 
 @api.errorhandler(InvalidCursor)
@@ -63,12 +196,8 @@ def _bad_cursor(exc: InvalidCursor) -> Response:
 
 @api.before_request
 def _authenticate() -> Response | None:
-    """Require a bearer token holding at least one scope of this service (but for the
-    catalog, and CORS preflights).
-
-    Which scopes are enough depends on the events asked for, so each view checks those;
-    the subscriber (``g.srcore_webhook_subscriber``) is the token's user, or its client.
-    """
+    """Require a token holding a scope of this service (but for the catalog and CORS
+    preflights); each view checks the scopes of the events at hand."""
     from srcore.auth.api import _challenge, bearer_token
 
     if request.endpoint == "srcore_webhooks_api.events" or request.method == "OPTIONS":
@@ -97,11 +226,6 @@ def _authenticate() -> Response | None:
     return None
 
 
-def _subscriber() -> Subscriber:
-    subscriber: Subscriber = g.srcore_webhook_subscriber
-    return subscriber
-
-
 def _check_scopes(events: Any, *, write: bool) -> None:
     """403 unless the token may receive every declared one of *events* or, to manage
     subscriptions to them (*write*), holds their scopes read-write."""
@@ -110,7 +234,7 @@ def _check_scopes(events: Any, *, write: bool) -> None:
     manifest = state().manifest
     known = [name for name in sorted(events) if manifest.event(name) is not None]
     access: Access = "RW" if write else "RO"
-    missing = missing_scopes(manifest, known, _subscriber().scopes, access=access)
+    missing = missing_scopes(manifest, known, g.srcore_webhook_subscriber.scopes, access=access)
     if not missing:
         return
     wanted = format_scopes(missing)
@@ -122,37 +246,27 @@ def _check_scopes(events: Any, *, write: bool) -> None:
 
 
 def _own(subscription_id: int) -> Subscription:
-    return manage.find(db_session, _subscriber(), subscription_id)
+    return manage.find(db_session, g.srcore_webhook_subscriber, subscription_id)
 
 
 def _subscription(subscription_id: int, *, write: bool = True) -> Subscription:
-    """The token's subscription *subscription_id* (404 if not its own); 403 unless the
-    token may receive its events (to read its log) or, to change it (*write*: update,
-    rotate, redeliver, ping, delete), holds their scopes read-write: a read-only token
-    must not re-point a subscription or be handed its new secret."""
+    """The token's subscription (404 if not its own); 403 unless the token may receive
+    its events or, to change it (*write*), holds their scopes read-write."""
     sub = _own(subscription_id)
     _check_scopes(sub.event_names, write=write)
     return sub
 
 
-def _raw_events(valid: Validation) -> tuple[object, bool]:
-    """The submitted ``events`` (a JSON array, or a form's values) and whether it was sent."""
-    given = "events" in valid
-    return valid.optional("events", list[str], max_length=256), given
-
-
 def _read_new(valid: Validation) -> SubscriptionInput:
     """The body of a new subscription: url, events and an optional resource."""
-    raw_events, _given = _raw_events(valid)
-    return read_subscription(valid, raw_events, state().manifest)
+    return read_subscription(valid, state().manifest)
 
 
 def _read_change(valid: Validation) -> SubscriptionInput:
     """The body of a change: url, events and enabled, each only if sent."""
     if "resource" in valid:
         valid.error("A webhook's resource cannot change; make a new webhook.", "resource")
-    raw_events, given = _raw_events(valid)
-    return read_subscription(valid, raw_events, state().manifest, partial=True, events_given=given)
+    return read_subscription(valid, state().manifest, partial=True)
 
 
 _read_paging = partial(read_page, max_limit=MAX_LIMIT, default_limit=manage.DEFAULT_LIMIT)
@@ -168,10 +282,8 @@ def _paging() -> tuple[str | None, int]:
 
 @api.get("/events")
 def events() -> EventsJSON:
-    """The events a webhook can receive, each with the JSON Schema of its data.
-
-    Public documentation: no token needed.
-    """
+    """The events a webhook can receive, each with the JSON Schema of its data (public
+    documentation: no token needed)."""
     return {"results": event_catalog(state().manifest)}
 
 
@@ -180,7 +292,7 @@ def events() -> EventsJSON:
 def api_list() -> CursorList[SubscriptionJSON]:
     """The token's webhooks, oldest first."""
     cursor, limit = _paging()
-    stmt = select(Subscription).where(manage.owned(_subscriber()))
+    stmt = select(Subscription).where(manage.owned(g.srcore_webhook_subscriber))
     page = paginate_cursor(db_session, stmt, key=[Subscription.id], cursor=cursor, limit=limit)
     return {"results": [subscription_json(s) for s in page.items], "next": page.next_cursor}
 
@@ -189,13 +301,13 @@ def api_list() -> CursorList[SubscriptionJSON]:
 @operation(body=_read_new, token=True)
 def api_create() -> Created[SubscriptionJSON] | Response:
     """Subscribe a URL to events; the answer holds the signing secret, shown only here."""
-    st = state()
     valid = Validation(request)
     values = _read_new(valid) if valid.ok else None
     if values is None or not valid.ok:
         return valid.response()
     _check_scopes(values.events or (), write=True)
-    made = manage.create_subscription(db_session, st, _subscriber(), values, valid)
+    subscriber = g.srcore_webhook_subscriber
+    made = manage.create_subscription(db_session, state(), subscriber, values, valid)
     if made is None:
         return valid.response()
     sub, secret = made
@@ -214,14 +326,14 @@ def api_get(subscription_id: int) -> SubscriptionJSON:
 @operation(body=_read_change, token=True)
 def api_update(subscription_id: int) -> SubscriptionJSON | Response:
     """Change a webhook's url, events or enabled (those sent); its resource is fixed."""
-    st = state()
     sub = _subscription(subscription_id)
     valid = Validation(request)
     values = _read_change(valid) if valid.ok else None
     if values is None or not valid.ok:
         return valid.response()
     _check_scopes(values.events if values.events is not None else sub.event_names, write=True)
-    if not manage.update_subscription(db_session, st, _subscriber(), sub, values, valid):
+    subscriber = g.srcore_webhook_subscriber
+    if not manage.update_subscription(db_session, state(), subscriber, sub, values, valid):
         return valid.response()
     return subscription_json(sub)
 

@@ -1,27 +1,14 @@
-"""Celery as a way to run the worker loop on many machines, and to wake it after a commit.
+"""Celery: the worker loop on many machines, woken after a commit.
 
-Run a service's workers with::
-
-    SRCORE_SERVICE=todo SRCORE_CONFIG=/etc/srcore/config.ini \\
-        celery -A srcore.webhooks.celery worker --beat --loglevel info
-
-(one ``--beat`` per service; more workers without it) under a supervisor that restarts
-them (systemd ``Restart=always``). Each service has its own queue,
-``srcore-webhooks.<service>``, so many services may share one broker.
-
-There is one task, ``drain``: it runs :meth:`srcore.webhooks.worker.Worker.drain`, the
-loop ``srcore worker`` runs, until nothing is due (or for a minute, then it queues its
-successor). The broker carries wake-ups only; the database is the queue and the record:
-
-- a commit that emitted queues a ``drain``, unless one is queued already and has not
-  started (a Redis key marks it; the task deletes the key before it looks, so a commit
-  that found the key set is seen by that task);
-- beat queues a ``drain`` every ``webhook-poll-interval`` (at least a second): it picks
-  up retries that came due, and anything a lost message or a killed worker left behind;
-- a drain that finds more than it can hold queues one more, so that other processes join
-  in, up to ``webhook-celery-slots`` at once.
-
-A lost message, a dead broker or a killed worker delays deliveries; it never loses one.
+``SRCORE_SERVICE=todo celery -A srcore.webhooks.celery worker --beat`` (one ``--beat`` per
+service; see the operators' guide). Each service has its own queue,
+``srcore-webhooks.<service>``. The one task, ``drain``, runs
+:meth:`~srcore.webhooks.worker.Worker.drain` until nothing is due (or for a minute, then
+queues its successor). The broker carries wake-ups only; the database is the queue: a
+commit that emitted queues a ``drain`` unless one is queued and not started (a Redis key,
+deleted by the task before it looks); beat queues one every poll interval for retries
+and whatever a lost message left; a drain that finds more than it holds queues one more,
+up to ``webhook-celery-slots`` at once. A lost message delays deliveries, never loses one.
 """
 
 from __future__ import annotations
@@ -145,12 +132,10 @@ def make_celery(
     tick: timedelta | None = None,
     drain_time: float = DRAIN_TIME,
 ) -> Celery:
-    """Build the Celery app of *app*'s webhooks, its task bound to *app*.
+    """The Celery app of *app*'s webhooks (objects only: nothing connects yet).
 
-    *broker* defaults to ``[global] webhooks-broker``; *worker* builds the
-    :class:`~srcore.webhooks.worker.Worker` each process runs (tests pass one with fast
-    timings); *tick* is beat's interval. Builds objects only: nothing connects until a
-    message is sent or a worker starts.
+    *broker* defaults to ``[global] webhooks-broker``; *worker* builds each process's
+    :class:`~srcore.webhooks.worker.Worker` (tests give fast timings); *tick* is beat's.
     """
     try:
         from celery import Celery
@@ -216,12 +201,8 @@ def _backlog(worker: Worker) -> int:
 
 
 class CeleryDispatcher:
-    """The dispatcher ``[global] webhooks-broker`` selects: a commit queues a ``drain``.
-
-    Built without IO; the Celery app is made on the first nudge. A broker that cannot be
-    reached costs the request at most a couple of seconds, then beat's next drain finds
-    the rows.
-    """
+    """A commit queues a ``drain``. Built without IO (the Celery app at the first nudge);
+    a broker that cannot be reached costs a request a couple of seconds at most."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -240,12 +221,10 @@ class CeleryDispatcher:
             return self._celery
 
     def nudge(self, outbox_ids: Sequence[int]) -> None:
-        """New outbox rows were committed: wake a worker."""
         if outbox_ids:
             self.celery.webhook_wakeups.after_commit()
 
     def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
-        """Deliveries were made due by hand: wake a worker."""
         if delivery_ids:
             self.celery.webhook_wakeups.after_commit()
 
@@ -269,19 +248,13 @@ def _service_factory(spec: str) -> Callable[..., Flask]:
 
 
 class NoServiceError(RuntimeError, AttributeError):
-    """``SRCORE_SERVICE`` is not set, so there is no app to build.
-
-    An AttributeError too, so that looking the module over (``hasattr(module, "app")``)
-    is not an error.
-    """
+    """``SRCORE_SERVICE`` is not set (an AttributeError too: ``hasattr(module, "app")``
+    must not fail)."""
 
 
 def default_app(environ: dict[str, str] | None = None) -> Celery:
-    """The Celery app of the service named by ``SRCORE_SERVICE`` (config: ``SRCORE_CONFIG``).
-
-    ``SRCORE_SERVICE`` is an installed service's id (``todo``), or its package, or
-    ``module:factory``. Built once per process, on first use.
-    """
+    """The Celery app of ``SRCORE_SERVICE`` (a service id, package or ``module:factory``)
+    with ``SRCORE_CONFIG``; built once per process, on first use."""
     global _default
     env = os.environ if environ is None else environ
     with _default_lock:

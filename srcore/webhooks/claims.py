@@ -41,11 +41,9 @@ Keys = tuple[bytes, bytes | None, datetime | None]
 def lazy_commit(session: Session) -> None:
     """Let this transaction's commit return before its WAL reaches the disk (PostgreSQL).
 
-    For claims and records only: if the database server crashed and lost such a commit,
-    a claim would be made again, or a delivery sent again with the same ``webhook-id``
-    when its lease ends, which at-least-once delivery allows; waiting for the disk at
-    every step would cost more than the sending. Fan-out keeps a durable commit: message
-    ids are made there, and a delivery is never sent under two ids.
+    For claims and records only: a commit lost in a crash means a claim made again or a
+    delivery resent with the same ``webhook-id``, which at-least-once delivery allows.
+    Fan-out keeps durable commits: a delivery is never sent under two message ids.
     """
     transaction = session.get_transaction()
     if transaction is not None and session.info.get(_LAZY) is transaction:
@@ -64,13 +62,8 @@ def _claim(
     until: datetime,
     commit: bool,
 ) -> list[int]:
-    """Lease the rows of *table* whose ids *chosen* selects, of those still free; their
-    ids. One statement, then a (lazy) commit unless not *commit*.
-
-    *chosen* is ``FOR UPDATE SKIP LOCKED``: on PostgreSQL it passes over rows another
-    worker is claiming, and the UPDATE only takes rows that are still free, so two
-    workers never hold one row on SQLite either.
-    """
+    """Lease those rows of *table* that *chosen* selects and are still free; their ids.
+    One statement, then a (lazy) commit unless not *commit*."""
     lazy_commit(session)
     ids = (
         session.connection()
@@ -109,15 +102,11 @@ def claim_outbox(
 
 
 def held_up(now: datetime) -> Subquery:
-    """Per subscription, the earliest event whose first attempt holds later ones up.
-
-    A receiver gets a subscription's events in order as far as first attempts go: a
-    delivery waits while a delivery of an earlier event to the same subscription has not
-    had its first attempt and is in flight (claimed until after *now*) or not yet due.
-    Earlier ones that are free are claimed first in the same statement (oldest event
-    first), and a lane sends them in event order. Retries do not hold later events up.
-    Columns ``subscription_id`` and ``first`` (an outbox id); found once per claim, not
-    once per candidate row.
+    """Per subscription (``subscription_id``), the earliest event (``first``) whose first
+    attempt holds later ones up: a receiver gets a subscription's events in order as far
+    as first attempts go. A delivery waits while an earlier one of its subscription awaits
+    its first attempt and is in flight or not yet due; free earlier ones are claimed
+    first, and a lane sends them in order. Retries hold nothing up.
     """
     d = _delivery
     return (
@@ -241,13 +230,10 @@ def load_jobs(
     raise_errors: bool = False,
     commit: bool = True,
 ) -> tuple[list[Job], dict[int, DeliveryResult]]:
-    """The jobs of the pending deliveries among *delivery_ids*, read in one statement, and
-    a result for each id that has nothing to send. Commits, unless not *commit*: nothing
-    is held open while the requests are in flight.
-
-    Deliveries of a disabled subscription are cancelled. A delivery whose request cannot
-    even be built (a malformed secret) is logged and left to its lease, or re-raised with
-    *raise_errors*.
+    """The jobs of the pending deliveries among *delivery_ids* (one statement), and a
+    result for each id with nothing to send; commits unless not *commit*. Deliveries of a
+    disabled subscription are cancelled; one that cannot be built (a malformed secret) is
+    logged and left to its lease, or re-raised with *raise_errors*.
     """
     d, s, o = _delivery, _subscription, _outbox
     wanted = list(dict.fromkeys(int(i) for i in delivery_ids))

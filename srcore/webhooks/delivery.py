@@ -107,12 +107,9 @@ def record(
     rng: random.Random,
     raise_errors: bool = False,
 ) -> dict[int, DeliveryResult]:
-    """Record what happened to *jobs* in one transaction and tell owners of subscriptions
-    this disabled; returns a result per delivery id. Commits.
-
-    A job that was never sent (the worker was stopping, or its lease ran short) is made
-    free again, due at once, for the next worker.
-    """
+    """Record what happened to *jobs* in one transaction, then tell the owners of the
+    subscriptions it disabled; a result per delivery id. A job never sent (stopping, or
+    its lease ran short) is freed, due at once. Commits."""
     d, s = _delivery_table, _subscription_table
     results: dict[int, DeliveryResult] = {}
     states: dict[int, _SubscriptionState] = {}
@@ -299,12 +296,8 @@ def deliver_batch(
     trusted_http: Sender | None = None,
     raise_errors: bool = False,
 ) -> list[DeliveryResult]:
-    """Make one attempt at each of *delivery_ids* now, one after the other in event order,
-    and record them; returns one result per id, in order. Commits.
-
-    The three steps the worker runs concurrently (:func:`load_jobs`, :func:`send`,
-    :func:`record`), in a row: for scripts, tests and one-off redeliveries.
-    """
+    """One attempt at each of *delivery_ids* now, in event order, recorded; a result per
+    id, in order. Commits. The worker's steps in a row, for scripts and tests."""
     wanted = list(dict.fromkeys(int(i) for i in delivery_ids))
     jobs, results = load_jobs(session, wanted, raise_errors=raise_errors)
     for job in sorted(jobs, key=lambda j: (j.outbox_id, j.delivery_id)):
@@ -316,13 +309,9 @@ def deliver_batch(
 
 
 def redeliver(session: Session, delivery_id: int, *, now: datetime) -> bool:
-    """Queue a delivery again (manual redelivery): same message id, due at *now*.
-
-    The manual attempt is one of its own: it does not count towards the automatic
-    schedule, and if it fails the delivery goes back to where it was (the same status, the
-    same next automatic attempt). Returns False when the delivery does not exist or its
-    subscription is disabled. Does not commit.
-    """
+    """Queue a delivery again, same message id, due at *now*; False when it does not
+    exist or its subscription is disabled. Does not commit. If the manual attempt fails
+    the delivery goes back to its status and next automatic attempt."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None or not delivery.subscription.enabled:
         return False

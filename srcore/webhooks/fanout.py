@@ -1,12 +1,10 @@
 """Fan-out: one outbox row becomes one delivery row per matching subscription.
 
 A subscription matches an event when it is enabled, lists the event, is not limited to
-another resource, held the scope the event is declared with when it subscribed, belongs
-to the event's declared audience (:func:`audience_allows`: judged from the owner and the
-visibility the outbox row recorded when the event was emitted, never from today's rows,
-so a resource deleted or hidden since changes nothing about its earlier events), and its
-owner is not suspended at meta (:mod:`.accounts`). A direct caller may pass one more
-veto, *can_receive*.
+another resource, held the event's scope when it subscribed, is in the event's audience
+(judged from the owner and visibility recorded at emit time, never from today's rows), and
+its owner is not suspended at meta (:mod:`.accounts`). A caller may add a veto,
+*can_receive*.
 """
 
 from __future__ import annotations
@@ -67,12 +65,10 @@ class Emitted(Protocol):
 def audience_allows(audience: Audience, subscription: Subscription, outbox: Emitted) -> bool:
     """Whether *subscription* is in the *audience* of the event *outbox* recorded.
 
-    The operator's trusted first-party subscriptions receive every event they list;
-    ``internal`` events reach nobody else. ``owner`` events reach the subscriptions of the
-    user recorded as the owner, ``readers`` events those too and, when the resource was
-    recorded ``public``, every subscriber; ``public`` events every subscriber. A service
-    subscriber (no user) owns nothing, and an event recorded without an owner reaches no
-    owner: least data by default.
+    Trusted (operator) subscriptions get every event they list, and they alone ``internal``
+    ones; ``owner`` events reach the recorded owner's subscriptions, ``readers`` events
+    also everyone when recorded ``public``, ``public`` events everyone. A service
+    subscriber owns nothing: least data by default.
     """
     if subscription.trusted:
         return True
@@ -87,17 +83,10 @@ def matches(
     subscription: Subscription, outbox: OutboxRow, scope: str, audience: Audience = "owner"
 ) -> bool:
     """Whether *subscription* should receive *outbox* (its owner's suspension apart)."""
-    if not subscription.enabled or outbox.event not in subscription.event_names:
-        return False
-    if not audience_allows(audience, subscription, outbox):
-        return False
     if subscription.resource is not None and subscription.resource != outbox.resource:
         return False
-    try:
-        held = parse_scopes(subscription.scopes)
-    except ScopeError:
-        return False
-    return satisfies(held, parse_scope(scope))
+    fits = _fits(subscription, outbox.event, scope, {})
+    return fits and audience_allows(audience, subscription, outbox)
 
 
 def _candidates(
@@ -131,12 +120,7 @@ def fan_out(
     manifest: Manifest | None = None,
     now: datetime | None = None,
 ) -> list[int]:
-    """Create the deliveries of outbox row *outbox_id*; returns the new delivery ids.
-
-    Idempotent: a subscription that already has a delivery of this row gets no second one,
-    and a row already fanned out gets nothing new. Marks the row fanned out and commits.
-    *manifest* defaults to the current app's. :func:`fan_out_batch` of one row.
-    """
+    """:func:`fan_out_batch` of one row: its new delivery ids (idempotent; commits)."""
     return fan_out_batch(session, [outbox_id], can_receive=can_receive, manifest=manifest, now=now)
 
 
@@ -153,17 +137,15 @@ def fan_out_batch(
     busy: Collection[int] = (),
     claim_per_subscription: int | None = None,
 ) -> list[int]:
-    """Create the deliveries of the outbox rows *outbox_ids*; returns the new delivery ids.
+    """Create the deliveries of the outbox rows *outbox_ids* not yet fanned out, in a
+    handful of statements and one commit; returns the new delivery ids. *manifest*
+    defaults to the current app's.
 
-    The same as :func:`fan_out` for each row, in a handful of statements and one commit
-    for the whole batch: the rows and their candidate subscriptions are read once, the
-    deliveries inserted with one executemany. Rows already fanned out are left alone.
-    Up to *claim_first* new deliveries are inserted claimed until *claimed_until*, for
-    the caller to deliver at once without claiming them again; their ids are added to
-    *claimed_ids*; at most *claim_per_subscription* of one subscription's. A subscription
-    that still has a delivery waiting for its first attempt gets none claimed: its new
-    ones wait their turn, in event order (see :func:`srcore.webhooks.claims.held_up`);
-    nor does one of *busy* (the caller is still sending to it).
+    Up to *claim_first* new deliveries (at most *claim_per_subscription* of one
+    subscription's) are inserted claimed until *claimed_until*, their ids added to
+    *claimed_ids*, for the caller to send at once; none of a subscription of *busy* or
+    with a delivery still waiting for its first attempt (event order: see
+    :func:`srcore.webhooks.claims.held_up`).
     """
     if manifest is None:
         from srcore.service import state
@@ -230,7 +212,7 @@ def fan_out_batch(
                     fit = fits[sid, event] = _fits(subscription, event, scope, held)
                 if not fit or not audience_allows(audience, subscription, row):
                     continue
-                if outbox is not None and not _veto_passes(can_receive, subscription, outbox):
+                if can_receive and outbox and not can_receive(subscription, outbox):
                     continue
                 new.append(
                     {
@@ -316,8 +298,8 @@ def _suspended(session: Session, subscriptions: Sequence[Subscription]) -> froze
 def _fits(
     subscription: Subscription, event: str, scope: str, held: dict[int, frozenset[Scope] | None]
 ) -> bool:
-    """Whether *subscription* is enabled, lists *event* and held *scope* (:func:`matches`
-    without the audience and resource checks), parsing its scopes once per batch."""
+    """Whether *subscription* is enabled, lists *event* and held *scope* (its scopes
+    parsed once per batch, in *held*)."""
     if not subscription.enabled or event not in subscription.events.split():
         return False
     if subscription.id not in held:
@@ -327,12 +309,6 @@ def _fits(
             held[subscription.id] = None
     scopes = held[subscription.id]
     return scopes is not None and satisfies(scopes, parse_scope(scope))
-
-
-def _veto_passes(
-    can_receive: CanReceive | None, subscription: Subscription, outbox: OutboxRow
-) -> bool:
-    return can_receive is None or can_receive(subscription, outbox)
 
 
 def _outbox_of(row: Any) -> OutboxRow:

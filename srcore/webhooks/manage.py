@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, lazyload
 
 from srcore.auth.scopes import Scope, format_scopes
 from srcore.db import utcnow
+from srcore.outbound.targets import Resolver, target_problem
 from srcore.pagination import paginate_cursor
 from srcore.service import SrcoreState
 from srcore.validation import Validation
@@ -28,12 +29,10 @@ from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import dump_payload
 from srcore.webhooks.signing import generate_secret
 from srcore.webhooks.subscriptions import (
-    Resolver,
     Subscriber,
     SubscriptionInput,
     missing_scopes,
     subscription_scopes,
-    target_problem,
 )
 
 __all__ = [

@@ -169,8 +169,7 @@ def new() -> Any:
         chosen = request.args.getlist("events")
         return _form_page(None, None, chosen=chosen, resource=resource)
     valid = _form()
-    raw_events: object = request.form.getlist("events") if valid.source == "form" else None
-    values = read_subscription(valid, raw_events, st.manifest) if valid.ok else None
+    values = read_subscription(valid, st.manifest) if valid.ok else None
     made = None
     if values is not None:
         made = manage.create_subscription(db_session, st, _subscriber(), values, valid)
@@ -197,7 +196,7 @@ def edit(subscription_id: int) -> Any:
     raw_events = request.form.getlist("events")
     values = SubscriptionInput()
     if valid.ok:
-        values = read_subscription(valid, raw_events, st.manifest, partial=False)
+        values = read_subscription(valid, st.manifest)
         values.resource = None
     if not manage.update_subscription(db_session, st, _subscriber(), sub, values, valid):
         db_session.rollback()

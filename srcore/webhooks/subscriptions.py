@@ -1,30 +1,21 @@
 """Who may subscribe to what, and reading a subscription from a form or a JSON body.
 
-A service declares its events in ``service.yaml``, each with the scope a subscriber needs
-to receive it. A subscriber may only subscribe to events whose scope it holds (read-only
-access is enough); the scopes it held are stored on the subscription, so it never
-receives an event it could not have read through the API. Plain functions over the
-manifest, scopes and submitted values; the Flask glue is in :mod:`.views`.
+A subscriber may only subscribe to events whose declared scope it holds (read-only is
+enough); the scopes it held are stored on the subscription, so it never receives an event
+it could not have read through the API. Plain functions over the manifest, scopes and
+submitted values, shared by the API and the pages.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from srcore.auth.scopes import Access, Scope, format_scopes
 from srcore.manifest import Manifest
 from srcore.validation import Invalid, Validation
-
-if TYPE_CHECKING:
-    from srcore.outbound.policy import AddressPolicy
 
 __all__ = [
     "MAX_OVERLAP",
@@ -40,7 +31,6 @@ __all__ = [
     "read_resource",
     "read_subscription",
     "secret_hint",
-    "target_problem",
 ]
 
 #: How long the previous secret keeps signing after a rotation, unless asked otherwise.
@@ -167,25 +157,20 @@ def read_resource(raw: object) -> str:
 
 
 def read_subscription(
-    valid: Validation,
-    raw_events: object,
-    manifest: Manifest,
-    *,
-    partial: bool = False,
-    events_given: bool = True,
+    valid: Validation, manifest: Manifest, *, partial: bool = False
 ) -> SubscriptionInput:
-    """Read url, events, resource and enabled into a :class:`SubscriptionInput`.
-
-    With *partial* (PATCH) only the fields present are read, and ``resource`` is not
-    (a subscription's resource is fixed at creation). *raw_events* is the submitted value
-    of ``events`` (a list, or a form's list of values); *events_given* says whether the
-    field was sent at all.
-    """
+    """Read url, events, resource and enabled into a :class:`SubscriptionInput`; with
+    *partial* (PATCH) only the fields sent, and never ``resource`` (fixed at creation)."""
     found = SubscriptionInput()
     if not partial or "url" in valid:
         found.url = valid.require("url", "url", label="The URL")
-    if not partial or events_given:
+    if not partial or "events" in valid:
         from_form = valid.source == "form"
+        # A list of names has no typed getter: the raw JSON value, or a form's values.
+        getlist = getattr(valid._data, "getlist", None)
+        raw_events = getlist("events") if from_form and callable(getlist) else None
+        if raw_events is None:
+            raw_events = valid._data.get("events")
         if valid.error_for("events"):
             pass  # not a list of names: already said
         elif raw_events is None or raw_events == [] or raw_events == "":
@@ -218,84 +203,6 @@ def read_overlap(valid: Validation) -> timedelta | None:
         label="The overlap",
     )
     return timedelta(seconds=seconds) if seconds is not None else None
-
-
-# -- the address a subscription points at --------------------------------------------------
-
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _resolve(host: str, port: int, timeout: float) -> list[_Address] | None:
-    """The addresses of *host*, or None when the lookup fails or takes too long."""
-    found: list[list[_Address]] = []
-
-    def lookup() -> None:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            return
-        addresses: list[_Address] = []
-        for info in infos:
-            try:
-                addresses.append(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
-            except ValueError:
-                continue
-        found.append(addresses)
-
-    thread = threading.Thread(target=lookup, name="srcore-webhook-resolve", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return found[0] if found else None
-
-
-Resolver = Callable[[str, int, float], "list[_Address] | None"]
-
-
-def target_problem(
-    url: str,
-    policy: AddressPolicy,
-    *,
-    resolve: Resolver | None = _resolve,
-    timeout: float = RESOLVE_TIMEOUT,
-) -> str | None:
-    """Why *url* may not be subscribed (credentials in it, a port the policy does not
-    allow, or it reaches a loopback, private, link-local or metadata address) under
-    *policy*, or None.
-
-    An early, friendly check: a name that cannot be resolved now is accepted, since every
-    delivery checks the address it actually connects to. *resolve* is injectable (tests);
-    None skips name lookups and checks address literals only.
-    """
-    refused = policy.url_refusal(url)
-    if refused is not None:
-        return refused
-    parts = urlsplit(url)
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not host:
-        return "the URL has no host"
-    try:
-        literal: _Address | None = ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        literal = None
-    if literal is not None:
-        reason = policy.refusal(literal)
-        return f"{literal} is {reason}" if reason else None
-    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
-        if host.endswith("localhost") and policy.refusal("127.0.0.1") is None:
-            return None
-        return f"{host} is a local host name"
-    if resolve is None:
-        return None
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return "the URL's port is not valid"
-    addresses = resolve(host, port, timeout)
-    for address in addresses or ():
-        reason = policy.refusal(address)
-        if reason is not None:
-            return f"{host} resolves to {address}, which is {reason}"
-    return None
 
 
 def subscription_scopes(subscriber: Subscriber, manifest: Manifest) -> str:

@@ -1,23 +1,13 @@
 """The worker: the one loop that fans out, sends and records webhook deliveries.
 
-The database is the queue. Each step of :meth:`Worker.run_once`:
-
-1. records the deliveries whose requests ended since the last step (each as soon as its
-   request ended, not when its lane did), in one transaction;
-2. claims outbox rows not yet fanned out, and due deliveries as far as there is room
-   (at most ``lane`` of one subscription's, none of a subscription it is still sending
-   to), and reads what to send, in one transaction;
-3. starts what it claimed on its threads: one *lane* per subscription (its deliveries
-   one after the other, in event order), at most ``per_host`` lanes to one receiver at
-   once, so a slow or dead receiver holds up its own deliveries and nobody else's;
-4. fans out the claimed outbox rows, inserting their deliveries already claimed as far
-   as there is room, and starts those too.
-
-Claims are leases (:mod:`.claims`): a worker that dies loses nothing, and any number of
-workers on any number of machines share the work.
-
-``srcore worker SERVICE`` runs :meth:`Worker.run` until SIGTERM; under Celery a task runs
-:meth:`Worker.drain` (:mod:`.celery`). There is no other delivery code.
+The database is the queue (:mod:`.claims`: leases, so a worker that dies loses nothing and
+any number share the work). Each step records the requests that ended, claims outbox rows
+and due deliveries, starts the claimed deliveries on its threads, then fans the outbox
+rows out, claiming the new deliveries as far as there is room, and starts those too.
+A subscription's deliveries go in one *lane*, one after the other in event order, and at
+most ``per_host`` lanes go to one receiver at once: a slow or dead receiver holds up its
+own deliveries and nobody else's. ``srcore worker`` runs :meth:`Worker.run`; a Celery
+task runs :meth:`Worker.drain`.
 """
 
 from __future__ import annotations
@@ -107,14 +97,11 @@ class _Lane:
 class Worker:
     """Fans out and delivers one service's webhooks from its database.
 
-    *http* is the :class:`~srcore.outbound.sender.Sender` with the address policy inside
-    (built from the config when not given), *trusted_http* the one without it, for the
-    operator's own first-party subscriptions. *batch* bounds the outbox rows and the
-    deliveries claimed in one step; a subscription's lane gets at most *lane* of them, and
-    at most ``HOLD_BATCHES * batch`` deliveries are held (claimed and not yet recorded), so
-    receivers that are slow hold up a bounded share of the work and nobody else's.
-    Every database call happens on the thread that calls :meth:`run_once`
-    (SQLite wants one writer); the pool's threads only send.
+    *http* sends with the address policy, *trusted_http* without it (the operator's own
+    subscriptions). *batch* bounds what one step claims, *lane* what one subscription
+    gets; at most ``HOLD_BATCHES * batch`` deliveries are held unrecorded. Every database
+    call happens on the thread of :meth:`run_once` (SQLite wants one writer); the pool's
+    threads only send.
     """
 
     def __init__(
@@ -187,12 +174,7 @@ class Worker:
     # -- one step ----------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One step: record ended requests, claim, fan out and start. Returns rows handled.
-
-        The records, then the claims of outbox rows and due deliveries with the reading
-        of what to send, each in one transaction; the claimed deliveries start sending
-        once it is committed, while the claimed outbox rows are fanned out.
-        """
+        """One step: record ended requests, claim, start, fan out. Returns rows handled."""
         with self.state.db.session() as session:
             self.prepare(session)
             handled = self._record_ended(session)
@@ -243,11 +225,8 @@ class Worker:
         self._start(lanes)
 
     def _lanes(self, session: Session, delivery_ids: list[int], claimed_at: float) -> list[_Lane]:
-        """What to send of *delivery_ids*, read in the caller's transaction, in lanes.
-
-        *claimed_at* is the ``time.monotonic()`` of their claim: their last request must
-        end a second before the lease does, however long the reading or a fan-out took.
-        """
+        """*delivery_ids* read in lanes; their last request must end a second before the
+        lease counted from *claimed_at* (``time.monotonic()``), however long reading took."""
         if not delivery_ids:
             return []
         must_end = claimed_at + self.lease.total_seconds() - 1.0
@@ -377,10 +356,9 @@ class Worker:
             return 0
 
     def finish(self, *, let_lanes_end: bool = False) -> int:
-        """Claim nothing more; wait for the requests in flight (each ends within
-        ``webhook-timeout``) and record them; release what never started. A lane started
-        sends no further request, unless *let_lanes_end* (then it ends within its lease).
-        Afterwards the worker may run again. Returns the deliveries recorded or released."""
+        """Claim nothing more; wait for the requests in flight and record them; release
+        what never started. Lanes send no further request unless *let_lanes_end*.
+        Returns the deliveries recorded or released; the worker may run again."""
         was_stopping = self._stopping.is_set()
         if not let_lanes_end:
             self._stopping.set()

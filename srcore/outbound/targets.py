@@ -1,0 +1,83 @@
+"""An early, friendly check of a URL someone gives (a webhook, a logout endpoint): would
+requests to it be refused? Said when the URL is submitted, rather than at every request."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from srcore.outbound.policy import AddressPolicy
+from srcore.outbound.sender import resolve as _lookup
+
+__all__ = ["RESOLVE_TIMEOUT", "Resolver", "target_problem"]
+
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int, float], "list[_Address] | None"]
+
+#: Hosts that are this machine or its private network whatever the resolver says.
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
+#: How long a lookup may take before the check is left to the requests.
+RESOLVE_TIMEOUT = 2.0
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[_Address] | None:
+    """The addresses of *host*, or None when the lookup fails or takes too long."""
+    try:
+        infos = _lookup(host, port, time.monotonic() + timeout)
+    except (OSError, UnicodeError):
+        return None
+    found: list[_Address] = []
+    for info in infos:
+        try:
+            found.append(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
+        except ValueError:
+            continue
+    return found
+
+
+def target_problem(
+    url: str,
+    policy: AddressPolicy,
+    *,
+    resolve: Resolver | None = _resolve,
+    timeout: float = RESOLVE_TIMEOUT,
+) -> str | None:
+    """Why requests to *url* would be refused under *policy* (credentials, a port not
+    allowed, a loopback, private, link-local or metadata address), or None.
+
+    An early, friendly check: a name that cannot be resolved now passes, since every
+    request checks the address it connects to. *resolve* is injectable (tests); None
+    checks address literals only.
+    """
+    refused = policy.url_refusal(url)
+    if refused is not None:
+        return refused
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        return "the URL has no host"
+    try:
+        literal: _Address | None = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        literal = None
+    if literal is not None:
+        reason = policy.refusal(literal)
+        return f"{literal} is {reason}" if reason else None
+    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
+        if host.endswith("localhost") and policy.refusal("127.0.0.1") is None:
+            return None
+        return f"{host} is a local host name"
+    if resolve is None:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "the URL's port is not valid"
+    addresses = resolve(host, port, timeout)
+    for address in addresses or ():
+        reason = policy.refusal(address)
+        if reason is not None:
+            return f"{host} resolves to {address}, which is {reason}"
+    return None
