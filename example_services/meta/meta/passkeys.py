@@ -19,6 +19,8 @@ py_webauthn's; what this module decides:
   when the authenticator verified the user (a PIN or a biometric: WebAuthn does not say
   which, and ``pin`` is the weaker claim) or else ``user`` (presence only, a touch).
   A password-less login thus says ``hwk pin``; a passkey after the password ``pwd hwk user``.
+* A password-less login needs the user verified, which makes it two factors in one (the
+  device, and its PIN or biometric): no TOTP code is asked for after it.
 """
 
 from __future__ import annotations

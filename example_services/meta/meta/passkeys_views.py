@@ -456,4 +456,5 @@ def install(app: Flask, limiter: Limiter) -> None:
         ("passkeys.register", RATE_LIMITS["current-password"]),
         ("passkeys.remove", RATE_LIMITS["current-password"]),
     ):
-        views[endpoint] = limiter.limit(rule, methods=["POST"])(views[endpoint])
+        decorate: Any = limiter.limit(rule, methods=["POST"])
+        views[endpoint] = decorate(views[endpoint])

@@ -213,8 +213,12 @@ def disable() -> Any:
     totp.remove_factors(db, user.id)
     audit.record(db, Kind.factor_removed, user.id, detail="authenticator app")
     db.commit()
-    send_mail("factor-removed", user.email, user=user)
-    flash("Two-factor sign-in is off. Your password alone logs you in now.", "success")
+    keys_left = passkeys.count_of(db, user.id)
+    send_mail("factor-removed", user.email, user=user, passkeys_left=keys_left)
+    if keys_left:
+        flash("The authenticator app is off. Your passkeys are still asked for.", "success")
+    else:
+        flash("Two-factor sign-in is off. Your password alone logs you in now.", "success")
     return redirect(url_for("twofactor.settings"))
 
 

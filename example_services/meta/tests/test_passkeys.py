@@ -527,3 +527,26 @@ def test_deleting_an_account_is_audited(
     assert response.status_code == 302
     [deleted] = entries(app, alice.id, "account-deleted")
     assert deleted.detail == "alice, by its owner"
+
+
+def test_turning_the_app_off_says_the_passkeys_are_still_asked_for(
+    app: Any, alice: Any, alice_client: Any, password: str, smtp_sink: Any
+) -> None:
+    import pyotp
+    from meta import totp
+
+    add_passkey(app, alice_client, password)
+    with app.extensions["srcore"].db.transaction() as session:
+        totp.add_factor(session, alice.id, pyotp.random_base32(32), 0)
+    off = post_form(
+        alice_client, "/security/two-factor/disable", {"current_password": password}, "/security"
+    )
+    assert off.status_code == 302
+    page = alice_client.get(off.location).get_data(as_text=True)
+    assert "Your passkeys are still asked for." in page
+    text = smtp_sink.to("alice@example.org")[-1].get_content()
+    assert "asks for one of your passkeys" in text and "alone logs you in" not in text
+    # The password alone is still not enough.
+    assert log_in_with_password(app.test_client(), "alice", password).location.endswith(
+        "/login/verify"
+    )
