@@ -114,6 +114,7 @@ def test_mask_urls_hides_any_password_in_text(password: str) -> None:
 AWKWARD = {
     "raw": ("p@ss:w%rd", "p@ss:w%rd"),
     "encoded": ("p%40ss%3Aw%25rd", "p@ss:w%rd"),
+    "raw-slash": ("p@s/s:w%rd", "p@s/s:w%rd"),
 }
 
 
@@ -131,7 +132,8 @@ def test_show_and_check_never_print_a_password_with_at_percent_colon(
     path.write_text(text, encoding="utf-8")
     for command in ("show", "check"):
         _code, out = _run(path, command)
-        for secret in {written, decoded, "w%rd", "p@ss", "ss:w", "w%25rd", "p%40ss"}:
+        pieces = {"w%rd", "p@ss", "ss:w", "w%25rd", "p%40ss", "s/s", "%3Aw"}
+        for secret in {written, decoded, *pieces}:
             assert secret not in out, (command, out)
     _code, out = _run(path, "show")
     assert "redis://:***@127.0.0.1:6379/0" in out
@@ -147,6 +149,9 @@ def test_show_and_check_never_print_a_password_with_at_percent_colon(
         "amqp://worker:p%40ss%3Aw%25rd@127.0.0.1:5672//",
         "postgresql+psycopg://todo:p@ss:w%rd@db.example.org/todo",
         "postgresql+psycopg://todo:p%40ss%3Aw%25rd@db.example.org/todo",
+        # SQLAlchemy parses these at the first "@" and would show the rest as the path.
+        "postgresql+psycopg://todo:p@s/s:w%rd@db.example.org/todo",
+        "redis://:p@s/s:w%rd@127.0.0.1:6379/0",
     ],
 )
 def test_mask_url_with_at_percent_colon_in_the_password(url: str) -> None:
@@ -156,3 +161,16 @@ def test_mask_url_with_at_percent_colon_in_the_password(url: str) -> None:
     user = rest.split(":", 1)[0]
     host = rest.rpartition("@")[2]
     assert mask_url(url) == f"{scheme}://{user}:***@{host}"
+
+
+def test_a_database_password_with_a_raw_at_is_refused_without_printing_it(
+    tmp_path: Path,
+) -> None:
+    """SQLAlchemy ends a password at its first "@": the service would connect to the
+    wrong host and show the rest of the password as the path, so the URL is refused."""
+    path = tmp_path / "config.ini"
+    path.write_text(GOOD.replace("hunter2db", "p@s/s:w%rd"), encoding="utf-8")
+    code, out = _run(path, "check")
+    assert code == 1, out
+    assert "database-url" in out and "%40" in out
+    assert not any(piece in out for piece in ("p@s", "s/s", "w%rd", "%3Aw")), out

@@ -67,6 +67,9 @@ def check_database_url(value: object) -> str | None:
         url = _parse(str(value))
     except (ArgumentError, ValueError):  # a bad port or driver name raises ValueError
         return "not an SQLAlchemy database URL (e.g. postgresql+psycopg://user@host/db)"
+    if url.password is not None and str(value).partition("?")[0].count("@") > 1:
+        # SQLAlchemy ends the password at its first "@" and takes the rest for the host.
+        return "the password has a raw '@': percent-encode it (%40), and ':' '/' '%' too"
     try:
         dialect = url.get_dialect()
     except (NoSuchModuleError, ValueError):  # ValueError: more than one '+'

@@ -30,7 +30,9 @@ def mask_url(url: str) -> str:
 
     SQLAlchemy reads database URLs and the Redis and broker URLs alike
     (``scheme://user:password@host:port/path``); anything it cannot parse is masked as
-    text, so a malformed URL is never shown with its password.
+    text, so a malformed URL is never shown with its password. So is a URL with more than
+    one ``@``: SQLAlchemy ends the password at the first, and would show the rest of a
+    password with a raw ``@`` as host and path.
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -39,6 +41,6 @@ def mask_url(url: str) -> str:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         return mask_urls(url)
-    if parsed.password is None:
+    if parsed.password is None or url.count("@") > 1:
         return mask_urls(url)
     return parsed.render_as_string(hide_password=True)
