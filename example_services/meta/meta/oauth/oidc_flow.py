@@ -10,6 +10,8 @@ again, for ever. ``prompt=none`` never shows a page: the client gets ``login_req
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -32,10 +34,28 @@ MAX_AGE_LIMIT = 10**9
 _FORCING = frozenset({"login", "select_account"})
 
 
-def _serializer() -> Any:
-    from itsdangerous import URLSafeTimedSerializer
+def _signature(issued: str, replaced: str) -> str:
+    key = str(current_app.secret_key or "").encode()
+    message = f"meta-oidc-reauth:{issued}:{replaced}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
-    return URLSafeTimedSerializer(current_app.secret_key, salt="meta-oidc-reauth")
+
+def make_mark(replaced: str, *, now: float | None = None) -> str:
+    """The mark of a forced login that replaces the login *replaced* (a sid, or "")."""
+    issued = str(int(time.time() if now is None else now))
+    return f"{issued}.{replaced}.{_signature(issued, replaced)}"
+
+
+def read_mark(mark: str, *, now: float | None = None) -> str | None:
+    """The sid a valid, recent *mark* names as replaced, or None."""
+    issued, _, rest = mark.partition(".")
+    replaced, _, signature = rest.partition(".")
+    if not issued.isdigit() or len(issued) > 12 or not signature:
+        return None
+    if not hmac.compare_digest(signature, _signature(issued, replaced)):
+        return None
+    age = (time.time() if now is None else now) - int(issued)
+    return replaced if 0 <= age <= REAUTH_WINDOW else None
 
 
 def parse_max_age(value: object, redirect_uri: str | None) -> int | None:
@@ -54,15 +74,10 @@ def parse_max_age(value: object, redirect_uri: str | None) -> int | None:
 def _fresh(login: Login | None) -> bool:
     """Whether this request comes back from a login it forced (and that login happened)."""
     mark = request.args.get(REAUTH_PARAMETER)
-    if not mark or login is None:
+    if not mark or login is None or len(mark) > 200:
         return False
-    from itsdangerous import BadData
-
-    try:
-        replaced = _serializer().loads(mark, max_age=REAUTH_WINDOW)
-    except BadData:
-        return False
-    return isinstance(replaced, str) and replaced != login.sid
+    replaced = read_mark(mark)
+    return replaced is not None and replaced != login.sid
 
 
 def reauthentication(grant: Any, prompts: set[str]) -> Response | None:
@@ -83,7 +98,7 @@ def reauthentication(grant: Any, prompts: set[str]) -> Response | None:
         raise LoginRequiredError(redirect_uri=redirect_uri)
     if request.method != "GET":
         raise InvalidRequestError("Log in again, then retry.", redirect_uri=redirect_uri)
-    mark = _serializer().dumps(login.sid if login is not None else "")
+    mark = make_mark(login.sid if login is not None else "")
     items = [
         (name, value)
         for name, value in request.args.items(multi=True)
