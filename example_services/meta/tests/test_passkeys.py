@@ -4,6 +4,7 @@ origin, another account's key, a counter gone back. Each audited event is looked
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import timedelta
 from typing import Any
@@ -550,3 +551,77 @@ def test_turning_the_app_off_says_the_passkeys_are_still_asked_for(
     assert log_in_with_password(app.test_client(), "alice", password).location.endswith(
         "/login/verify"
     )
+
+
+def _json_values() -> Any:
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=40)
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "id",
+                        "rawId",
+                        "type",
+                        "response",
+                        "clientDataJSON",
+                        "authenticatorData",
+                        "signature",
+                        "userHandle",
+                        "attestationObject",
+                        "transports",
+                    ]
+                )
+                | st.text(max_size=8),
+                inner,
+                max_size=6,
+            )
+        ),
+        max_leaves=12,
+    )
+
+
+def test_any_json_answer_is_refused_with_a_passkey_error_only(app: Any, alice: Any) -> None:
+    """Whatever JSON a client sends, checking it ends in PasskeyError (a 400), never in
+    another exception (a 500)."""
+    from hypothesis import HealthCheck, given, settings
+    from meta import passkeys
+    from meta.models import PasskeyCredential
+    from meta.passkeys import PasskeyError, RelyingParty
+
+    rp = RelyingParty.from_origin("http://localhost:5000", "x")
+    real = SoftKey(rp_id=rp.id, origin=rp.origin)
+    options = {"challenge": "AAAA", "user": {"id": "AAAA"}}
+    template = real.get(options)
+    key = PasskeyCredential(
+        id=1,
+        user_id=alice.id,
+        credential_id=real.id,
+        public_key=b"\xa0",
+        sign_count=0,
+        user_handle="AAAA",
+        name="k",
+        transports="",
+        backup_eligible=False,
+    )
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_json_values(), _json_values())
+    def check(answer: Any, response: Any) -> None:
+        shaped = {**template, "response": response} if isinstance(response, dict) else answer
+        for candidate in (answer, shaped):
+            with pytest.raises(PasskeyError):
+                passkeys.verify_registration(rp, candidate, b"challenge")
+            with contextlib.suppress(PasskeyError):
+                passkeys.answer_credential_id(candidate)
+            db = app.extensions["srcore"].db
+            with app.app_context(), db.transaction() as session, pytest.raises(PasskeyError):
+                passkeys.verify_assertion(
+                    session, rp, candidate, key, b"challenge", require_user_verification=True
+                )
+
+    check()
