@@ -228,12 +228,14 @@ def create_app(
     lifecycle.init_app(app)
     from srcore import cors
     from srcore.auth.extension import Auth
+    from srcore.mail import MailExtension
     from srcore.metrics import MetricsExtension
 
     cors.init_app(app)
     # The features, each keeping its state in app.extensions["srcore.<feature>"].
     Auth(login=login, token_verifier=token_verifier, identity=identity).init_app(app)
     MetricsExtension().init_app(app)
+    MailExtension().init_app(app)
     headers.init_app(app)
     security_txt.init_app(app)
     _register_static(app)

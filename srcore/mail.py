@@ -6,6 +6,8 @@ A :class:`Mailer` builds the message and hands it to a :class:`Transport`:
 follow a confirmation link without a mail server). Tests pass their own transport or point
 the SMTP one at a local sink. :func:`mailer` builds the app's mailer on first use and keeps
 it in ``app.extensions["srcore_mail"]``; ``email`` and ``smtplib`` are imported only then.
+:class:`MailExtension` is the feature's extension object: it builds nothing at
+``init_app`` unless it is given a mailer to use instead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
+
+from srcore.service import state
 
 if TYPE_CHECKING:
     import smtplib
@@ -24,8 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "EXTENSION_KEY",
     "LogTransport",
     "MailError",
+    "MailExtension",
     "Mailer",
     "SMTPTransport",
     "Transport",
@@ -33,6 +39,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("srcore.mail")
+
+#: Where an app keeps its :class:`Mailer`, once built.
+EXTENSION_KEY = "srcore_mail"
 
 #: Seconds to wait for the SMTP server to accept the connection (and for each reply).
 CONNECT_TIMEOUT = 10.0
@@ -198,12 +207,27 @@ def mailer(app: Flask | None = None) -> Mailer:
         from flask import current_app
 
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-    existing = app.extensions.get("srcore_mail")
+    existing = app.extensions.get(EXTENSION_KEY)
     if isinstance(existing, Mailer):
         return existing
-    st = app.extensions["srcore"]
+    st = state(app)
     origin = str(st.section.get("origin") or "")
     host = urlsplit(origin).hostname or "localhost"
     built = Mailer.from_config(st.config.global_, default_sender=f"noreply@{host}")
-    app.extensions["srcore_mail"] = built
+    app.extensions[EXTENSION_KEY] = built
     return built
+
+
+class MailExtension:
+    """The mail feature of an app: its :class:`Mailer`, built from the config on first use.
+
+    Given *mailer* (a test's, or one with a transport of the host's), the app uses it
+    instead of building one.
+    """
+
+    def __init__(self, mailer: Mailer | None = None) -> None:
+        self.mailer = mailer
+
+    def init_app(self, app: Flask) -> None:
+        if self.mailer is not None:
+            app.extensions[EXTENSION_KEY] = self.mailer

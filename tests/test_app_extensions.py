@@ -14,6 +14,7 @@ from typing import Any
 import srcore
 from srcore.auth.state import AuthState, auth_state
 from srcore.auth.web import NoAccountService
+from srcore.mail import LogTransport, Mailer, MailExtension, mailer
 from srcore.metrics import Metrics, MetricsExtension
 from srcore.service import SrcoreState
 from srcore.testing import write_config
@@ -65,3 +66,15 @@ def test_metrics_without_a_path_add_nothing(tmp_path: Path) -> None:
     assert MetricsExtension().init_app(app) is None
     assert isinstance(MetricsExtension(path="/m").init_app(app), Metrics)
     assert app.test_client().get("/m").status_code == 200
+
+
+def test_mail_is_built_on_first_use_unless_one_is_given(tmp_path: Path) -> None:
+    app = build(tmp_path)
+    assert "srcore_mail" not in app.extensions
+    given = Mailer(LogTransport(), sender="robot@example.invalid")
+    MailExtension(given).init_app(app)
+    assert mailer(app) is given
+    (tmp_path / "other").mkdir()
+    other = build(tmp_path / "other")
+    built = mailer(other)
+    assert built is other.extensions["srcore_mail"] is not given
