@@ -506,3 +506,63 @@ def test_a_consented_openid_request_is_remembered(browser: Any, rp: Any) -> None
     _, challenge = pkce()
     again = consent(browser, authorize(rp, challenge, scope="email openid"))
     assert again.status_code == 302
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+def test_a_nonce_too_long_to_keep_is_the_clients_invalid_request(browser: Any, rp: Any) -> None:
+    _, challenge = pkce()
+    response = browser.get(authorize(rp, challenge, nonce="n" * 256))
+    assert response.status_code == 302
+    assert query_of(response.headers["Location"])["error"] == "invalid_request"
+    code_for(browser, rp, nonce="n" * 255)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"max_age": "9" * 40},
+        {"max_age": "-1"},
+        {"prompt": "\x00"},
+        {"prompt": "none none"},
+        {"prompt": "banana"},
+        {"nonce": "\x00"},
+        {"meta_reauth": "1.2.3"},
+        {"meta_reauth": "x" * 500},
+        {"scope": "openid openid"},
+        {"scope": "openid nope"},
+        {"response_type": "code id_token"},
+        {"client_id": "nobody"},
+        {"redirect_uri": "https://evil.example/cb"},
+    ],
+)
+def test_bad_openid_authorization_requests_are_4xx_or_told_to_the_client(
+    browser: Any, rp: Any, params: dict[str, str]
+) -> None:
+    _, challenge = pkce()
+    response = browser.get(authorize(rp, challenge, **params))
+    assert response.status_code < 500, params
+    if response.status_code == 302:
+        location = response.headers["Location"]
+        assert location.startswith((REDIRECT, "/login", "http://localhost/login")), location
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/userinfo", {"headers": {"Authorization": "Bearer \x7f"}}),
+        ("GET", "/userinfo", {"headers": {"Authorization": "Bearer " + "a" * 10000}}),
+        ("POST", "/userinfo", {"data": {"access_token": ""}}),
+        ("GET", "/oauth/logout", {"query_string": {"id_token_hint": "a.b.c"}}),
+        ("GET", "/oauth/logout", {"query_string": {"id_token_hint": "\x00"}}),
+        ("GET", "/oauth/logout", {"query_string": {"state": "x", "client_id": ""}}),
+        ("GET", "/oauth/logout", {"query_string": {"post_logout_redirect_uri": "javascript:x"}}),
+        ("GET", "/.well-known/openid-configuration", {"query_string": {"x": "\x00"}}),
+    ],
+)
+def test_bad_requests_to_the_openid_endpoints_are_4xx(
+    oidc_app: Any, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    response = oidc_app.test_client().open(path, method=method, **kwargs)
+    assert response.status_code < 500, response.get_data(as_text=True)[:300]

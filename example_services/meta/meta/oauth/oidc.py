@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oidc.core.grants import OpenIDCode
 from sqlalchemy import select
 
@@ -48,6 +49,8 @@ ID_TOKEN_ALGORITHMS = ("RS256", "EdDSA")
 #: ``acr`` values: a login with one factor, or with two or more (RFC 8176 methods).
 ACR_SINGLE_FACTOR = "urn:meta:acr:1fa"
 ACR_MULTI_FACTOR = "urn:meta:acr:2fa"
+#: The longest nonce kept (the column's width).
+MAX_NONCE_LENGTH = 255
 #: Lifetime of an ID token, in seconds.
 ID_TOKEN_LIFETIME = 3600
 #: The claims each scope releases (OpenID Connect Core 5.4).
@@ -182,6 +185,15 @@ class MetaOpenIDCode(OpenIDCode):  # type: ignore[misc]
     ``nonce`` is optional (PKCE protects the code) but, when sent, one a client used
     before is refused: Authlib asks :meth:`exists_nonce` before a code is made.
     """
+
+    def validate_openid_authorization_request(self, grant: Any, redirect_uri: str) -> None:
+        nonce = grant.request.payload.data.get("nonce")
+        if nonce is not None and len(str(nonce)) > MAX_NONCE_LENGTH:
+            raise InvalidRequestError(
+                f"nonce may be at most {MAX_NONCE_LENGTH} characters long.",
+                redirect_uri=redirect_uri,
+            )
+        super().validate_openid_authorization_request(grant, redirect_uri)
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         from meta.oauth.models import AuthorizationCode
