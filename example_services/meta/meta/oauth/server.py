@@ -623,13 +623,6 @@ class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
         if problem is not None:
             raise InvalidScopeError(description=_ascii(problem))
 
-    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
-        if name == "after_authenticate_client":
-            throttle_hook = _state().extra.get("on_client_authenticated")
-            if throttle_hook is not None:
-                throttle_hook(kwargs.get("client"))
-        super().send_signal(name, *args, **kwargs)
-
 
 def _ascii(text: str) -> str:
     return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)
