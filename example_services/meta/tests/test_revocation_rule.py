@@ -1,0 +1,69 @@
+"""meta and the services read revocation events with one rule (srcore.identity.protocol):
+meta's check over its table answers as a service's store fed with the same events."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from srcore.auth.revocation import MemoryRevocationStore
+from srcore.auth.tokens import AccessToken
+
+
+def _access_token(claims: dict[str, Any]) -> AccessToken:
+    """What a service's verifier makes of these claims."""
+    return AccessToken(
+        subject=int(claims["sub"]) if claims.get("sub") else None,
+        client_id=claims["client_id"],
+        scopes=frozenset(),
+        expires_at=claims["iat"] + 3600,
+        issued_at=claims["iat"],
+        jti=claims["jti"],
+        hash="h",
+        claims=claims,
+    )
+
+
+def test_meta_and_a_service_revoke_the_same_tokens(app: Any) -> None:
+    from meta.oauth import events
+    from meta.oauth.models import RevocationEvent
+
+    now = int(time.time())
+    written = [
+        ("token", "j1", None, now + 60),
+        ("token", "j-gone", None, now - 60),  # outlived: its token has expired
+        ("grant", "g1", None, now + 60),
+        ("client", "app", now, None),
+        ("user", "7", now - 5, None),
+        ("session", "8", now, None),  # web sessions only
+        ("suspend", "9", None, None),  # meta refuses suspended accounts on its own
+    ]
+    st = app.extensions["srcore"]
+    store = MemoryRevocationStore()
+    with st.db.transaction() as db:
+        rows = [
+            RevocationEvent(kind=k, subject=s, not_before=nb, expires_at=exp)
+            for k, s, nb, exp in written
+        ]
+        db.add_all(rows)
+        db.flush()
+        store.apply(events.event_of(row) for row in rows)
+        checked = 0
+        for jti, grant, client, sub, iat in itertools.product(
+            ["j1", "j-gone", "j2"],
+            [None, "g1", "g2"],
+            ["app", "other"],
+            [None, "7", "8"],
+            [now - 10, now - 5, now, now + 1],
+        ):
+            claims: dict[str, Any] = {"jti": jti, "client_id": client, "iat": iat}
+            if grant is not None:
+                claims["grant"] = grant
+            if sub is not None:
+                claims["sub"] = sub
+            expected = store.is_revoked(_access_token(claims))
+            assert events.is_revoked(db, claims) == expected, claims
+            checked += 1
+        db.rollback()
+    assert checked == 3 * 3 * 2 * 3 * 4
