@@ -137,6 +137,24 @@ def test_todo_operations(tmp_path: Path) -> None:
     assert body["components"]["schemas"]["ErrorItem"]["required"] == ["reason"]
 
 
+def _body_field(body: dict[str, Any], path: str, method: str, field: str) -> Any:
+    operation = body["paths"][path][method]
+    return operation["requestBody"]["content"]["application/json"]["schema"]["properties"][field]
+
+
+def test_lists_read_with_the_list_getter_are_typed_arrays(tmp_path: Path) -> None:
+    with (app := _app("meta", tmp_path)).app_context():
+        scopes = _body_field(document_of(app).body, "/api/tokens", "post", "scopes")
+    assert scopes["type"] == ["array", "null"]
+    assert scopes["items"] == {"type": "string", "maxLength": 256}
+    with (app := _app("todo", tmp_path)).app_context():
+        body = document_of(app).body
+    for path, method in (("/api/webhooks", "post"), ("/api/webhooks/{subscription_id}", "patch")):
+        events = _body_field(body, path, method, "events")
+        assert events["type"] == ["array", "null"], events
+        assert events["items"]["type"] == "string"
+
+
 def test_security_points_at_meta(tmp_path: Path) -> None:
     meta = "\n[meta]\norigin = https://meta.example.invalid\n"
     meta += f"database-url = sqlite:///{tmp_path}/m.db\nsecret-key = {'k' * 40}\n"

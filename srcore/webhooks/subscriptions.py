@@ -166,14 +166,11 @@ def read_subscription(
         found.url = valid.require("url", "url", label="The URL")
     if not partial or "events" in valid:
         from_form = valid.source == "form"
-        # A list of names has no typed getter: the raw JSON value, or a form's values.
-        getlist = getattr(valid._data, "getlist", None)
-        raw_events = getlist("events") if from_form and callable(getlist) else None
-        if raw_events is None:
-            raw_events = valid._data.get("events")
+        # A JSON array of names, or a form's checked boxes (each may hold several names).
+        raw_events = valid.optional("events", list[str], max_length=256)
         if valid.error_for("events"):
             pass  # not a list of names: already said
-        elif raw_events is None or raw_events == [] or raw_events == "":
+        elif not raw_events:
             valid.error("Choose at least one event.", "events")
         else:
             try:
