@@ -28,7 +28,6 @@ __all__ = [
     "RESERVED_USERNAMES",
     "USERNAME",
     "Passwords",
-    "call_hook",
     "check_username",
     "consume_token",
     "create_user",
@@ -180,25 +179,6 @@ class Passwords:
             return bool(self.hasher.check_needs_rehash(stored))
         except (InvalidHashError, ValueError):
             return True
-
-
-#: The signal each former hook name stands for, for :func:`call_hook`.
-_HOOK_SIGNALS = {
-    "on_logout": signals.logged_out,
-    "on_password_change": signals.password_changed,
-    "on_profile_change": signals.profile_changed,
-    "on_suspend": signals.account_suspended,
-    "on_unsuspend": signals.account_unsuspended,
-    "on_delete": signals.account_deleted,
-}
-
-
-def call_hook(name: str, user: User) -> None:
-    """Send the signal of :mod:`meta.signals` that the OAuth hook *name* answered.
-
-    Kept for callers that still name a hook; send the signal itself instead.
-    """
-    _HOOK_SIGNALS[name].send(user)
 
 
 def find_login(session: Session, login: str) -> User | None:

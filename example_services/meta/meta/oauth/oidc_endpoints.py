@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session
 
-from meta import audit, logic
+from meta import audit, logic, signals
 from meta.models import User
 from meta.oauth import checks
 from meta.oauth.models import Grant
@@ -246,7 +246,7 @@ def _log_out(user: User, client: Any) -> None:
     from meta.views import SESSION_ID
 
     logic.end_web_session(db_session, session.get(SESSION_ID))
-    logic.call_hook("on_logout", user)
+    signals.logged_out.send(user)
     detail = f"at {client.name}'s request" if client is not None else "by a logout link"
     audit.record(db_session, audit.Kind.logout, user.id, detail=detail[:256])
     db_session.commit()
