@@ -566,3 +566,21 @@ def test_bad_requests_to_the_openid_endpoints_are_4xx(
 ) -> None:
     response = oidc_app.test_client().open(path, method=method, **kwargs)
     assert response.status_code < 500, response.get_data(as_text=True)[:300]
+
+
+@pytest.mark.parametrize(
+    ("amr", "acr"),
+    [
+        (["pwd"], "urn:meta:acr:1fa"),
+        (["pwd", "otp"], "urn:meta:acr:2fa"),
+        (["hwk", "pin"], "urn:meta:acr:2fa"),
+        (["swk", "user"], "urn:meta:acr:1fa"),
+        (["pwd", "hwk", "user"], "urn:meta:acr:2fa"),
+        (["mfa"], "urn:meta:acr:2fa"),
+        ([], "urn:meta:acr:1fa"),
+    ],
+)
+def test_acr_counts_kinds_of_factor(amr: list[str], acr: str) -> None:
+    from meta.oauth.oidc import acr_of
+
+    assert acr_of(amr) == acr

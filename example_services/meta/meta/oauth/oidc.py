@@ -86,11 +86,32 @@ def is_openid(text: str | None) -> bool:
     return "openid" in split_scope(text)[0]
 
 
+#: RFC 8176 methods by the kind of factor they prove; ``user`` (presence) proves none.
+_FACTOR_KINDS = {
+    "pwd": "knowledge",
+    "pin": "knowledge",
+    "kba": "knowledge",
+    "otp": "possession",
+    "hwk": "possession",
+    "swk": "possession",
+    "sms": "possession",
+    "tel": "possession",
+    "sc": "possession",
+    "fpt": "inherence",
+    "face": "inherence",
+    "iris": "inherence",
+    "retina": "inherence",
+    "vbm": "inherence",
+}
+
+
 def acr_of(amr: Iterable[str]) -> str:
-    """The ``acr`` of a login made with the RFC 8176 methods *amr*: two or more distinct
-    methods (a password and a code, a passkey with user verification) are multi-factor."""
+    """The ``acr`` of a login made with the RFC 8176 methods *amr*: factors of two kinds
+    (a password and a code; a passkey unlocked with a PIN or a fingerprint) are
+    multi-factor; a passkey that only saw someone touch it (``user``) is one factor."""
     methods = set(amr)
-    if "mfa" in methods or len(methods - {"mfa"}) >= 2:
+    kinds = {_FACTOR_KINDS[m] for m in methods if m in _FACTOR_KINDS}
+    if "mfa" in methods or len(kinds) >= 2:
         return ACR_MULTI_FACTOR
     return ACR_SINGLE_FACTOR
 
