@@ -9,9 +9,9 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from srcore.outbound.policy import AddressPolicy
-from srcore.outbound.sender import resolve as _lookup
+from srcore.outbound.sender import resolve
 
-__all__ = ["RESOLVE_TIMEOUT", "Resolver", "target_problem"]
+__all__ = ["RESOLVE_TIMEOUT", "Resolver", "lookup", "target_problem"]
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int, float], "list[_Address] | None"]
@@ -22,10 +22,10 @@ _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
 RESOLVE_TIMEOUT = 2.0
 
 
-def _resolve(host: str, port: int, timeout: float) -> list[_Address] | None:
+def lookup(host: str, port: int, timeout: float) -> list[_Address] | None:
     """The addresses of *host*, or None when the lookup fails or takes too long."""
     try:
-        infos = _lookup(host, port, time.monotonic() + timeout)
+        infos = resolve(host, port, time.monotonic() + timeout)
     except (OSError, UnicodeError):
         return None
     found: list[_Address] = []
@@ -41,7 +41,7 @@ def target_problem(
     url: str,
     policy: AddressPolicy,
     *,
-    resolve: Resolver | None = _resolve,
+    resolve: Resolver | None = lookup,
     timeout: float = RESOLVE_TIMEOUT,
 ) -> str | None:
     """Why requests to *url* would be refused under *policy* (credentials, a port not

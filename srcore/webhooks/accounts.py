@@ -1,24 +1,11 @@
-"""What meta's revocation events mean for webhook subscriptions, in every service.
+"""What meta's revocation events about an account mean for its webhook subscriptions.
 
-meta tells every service about accounts through revocation events
-(:mod:`srcore.auth.revocation`); the ones about an account also decide what its webhook
-subscriptions may receive:
-
-``suspend`` / ``unsuspend``
-    A suspended account (a deleted one stays suspended) receives nothing: its pending
-    deliveries are cancelled and the fan-out skips its subscriptions
-    (:class:`~.models.Account`) until a newer ``unsuspend``.
-``user``
-    Everything the account issued before ``not_before`` is revoked, which meta does when
-    its password is changed or reset (and on suspension and deletion). Subscriptions are
-    issued by the account too: those its owner last confirmed before then are disabled,
-    their pending deliveries cancelled, and the owner told (by mail, and on the webhooks
-    pages). Someone who registered with another person's address and subscribed before
-    the real owner reset the password keeps no webhook shipping the account's data.
-
-Plain functions over a session; :func:`after_revocations` is the glue the event
-receiver calls with the app. meta, which emits the events, applies them to its own
-database in the emitting transaction.
+``suspend`` / ``unsuspend``: a suspended (or deleted) account receives nothing; its pending
+deliveries are cancelled and the fan-out skips it (:class:`~.models.Account`) until a newer
+``unsuspend``. ``user``: everything the account issued before ``not_before`` is revoked
+(a password change or reset), subscriptions too: those last confirmed before then are
+disabled, their deliveries cancelled and the owner told, so someone who subscribed with
+another person's address keeps no webhook once the real owner resets the password.
 """
 
 from __future__ import annotations
@@ -41,7 +28,6 @@ __all__ = [
     "after_revocations",
     "apply_revocations",
     "apply_with_change",
-    "is_suspended",
     "tell_owners",
 ]
 
@@ -52,12 +38,6 @@ UNTRUSTED_REASON = (
     "Disabled because the account's password was changed or reset, or all of its "
     "sessions and tokens were revoked: check its URL and events, then enable it again."
 )
-
-
-def is_suspended(session: Session, user_id: int) -> bool:
-    """Whether meta has suspended (or deleted) the account *user_id*, as heard here."""
-    found = session.scalar(select(Account.suspended).where(Account.user_id == user_id))
-    return bool(found)
 
 
 def _cancel_pending(session: Session, subscription_ids: Sequence[int]) -> None:
@@ -117,10 +97,9 @@ def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscript
 
 
 def apply_revocations(session: Session, events: Iterable[Any]) -> list[Subscription]:
-    """Apply meta's revocation *events* (objects with ``seq``, ``kind``, ``subject`` and
-    ``not_before``, as :class:`srcore.auth.revocation.RevocationEvent`) to the webhook
-    tables in *session*'s transaction; returns the subscriptions it disabled, whose owners
-    are to be told once it commits. Idempotent: a replayed event changes nothing more."""
+    """Apply meta's revocation *events* (``seq``, ``kind``, ``subject``, ``not_before``)
+    in *session*'s transaction; returns the subscriptions it disabled, whose owners are to
+    be told once it commits. Idempotent."""
     disabled: list[Subscription] = []
     for event in events:
         subject = str(event.subject)

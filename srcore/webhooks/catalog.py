@@ -1,11 +1,9 @@
 """The event catalog: every event a subscriber can receive, with a JSON Schema of its data.
 
-A service names the ``TypedDict`` of each event's data in ``service.yaml``
-(``payload: todo.shapes:TrackerJSON``), and the function that builds that data returns the
-same type. :func:`json_schema` turns the type into JSON Schema (2020-12) when the catalog
-is asked for, so ``GET /api/webhooks/events`` and the generated README sections
-(:mod:`.docs`) always describe what the code sends. Besides the declared events there is
-the built-in ``ping``, a test delivery a subscription's owner asks for.
+A service names each event's ``TypedDict`` in ``service.yaml`` (``payload:
+todo.shapes:TrackerJSON``) and builds the data as that type, so ``GET /api/webhooks/events``
+and the generated README sections (:mod:`.docs`) describe what the code sends. Besides the
+declared events there is ``ping``, a test delivery a subscription's owner asks for.
 """
 
 from __future__ import annotations
@@ -81,10 +79,8 @@ class CatalogEntry(TypedDict):
 
 
 def json_schema(tp: Any) -> dict[str, Any]:
-    """A standalone JSON Schema (2020-12) of values of type *tp*, from the same reading of
-    annotations as the OpenAPI description (:mod:`srcore.openapi.schema`): a TypedDict's
-    own fields inline, the named shapes it uses under ``$defs``.
-    :class:`~srcore.openapi.schema.UnsupportedType` for what JSON has no shape for."""
+    """A standalone JSON Schema (2020-12) of type *tp*, read as the OpenAPI description
+    reads annotations: a TypedDict's fields inline, the shapes it uses under ``$defs``."""
     from srcore.openapi.schema import SchemaRegistry
 
     registry = SchemaRegistry()
@@ -142,12 +138,8 @@ _built: dict[tuple[str, tuple[Event, ...]], list[CatalogEntry]] = {}
 
 
 def event_catalog(manifest: Manifest) -> list[CatalogEntry]:
-    """The events of *manifest* that subscribers can receive, then ``ping``: each with its
-    name, description, required scope, audience and the JSON Schema of its data.
-
-    Built once per manifest and process; a payload type that cannot be imported is a
-    :class:`~srcore.manifest.ManifestError`.
-    """
+    """The events of *manifest* subscribers can receive, then ``ping``, each with its
+    scope, audience and data schema; built once per manifest and process."""
     key = (manifest.id, manifest.events)
     if key not in _built:
         entries = [

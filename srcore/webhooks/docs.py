@@ -1,9 +1,6 @@
-"""Webhook event docs in Markdown, generated from the event catalog (:mod:`.catalog`).
-
-``srcore webhooks docs SERVICE`` prints them; with ``--readme FILE`` it rewrites the part
-of FILE between :data:`BEGIN` and :data:`END`, and with ``--check`` too it only says
-whether that part is out of date (a test does the same), so a README never describes
-payloads the code no longer sends.
+"""Webhook event docs in Markdown, from the event catalog: ``srcore webhooks docs SERVICE``
+prints them; ``--readme FILE`` rewrites FILE between :data:`BEGIN` and :data:`END`, and with
+``--check`` only says whether that part is out of date (a test does the same).
 """
 
 from __future__ import annotations

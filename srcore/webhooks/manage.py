@@ -1,10 +1,6 @@
-"""What the subscription API and pages both do: find a subscriber's subscriptions, create,
-change, rotate, redeliver, send a test event, list the delivery log.
-
-A subscriber sees only its own subscriptions (anyone else's is a 404), and the operator's
-trusted first-party ones are never shown, changed or deleted here: they are made from the
-config file, and their internal targets skip the SSRF guard. Functions that change rows
-commit; the dispatcher is nudged only after the commit.
+"""What the subscription API and pages both do, over one subscriber's subscriptions
+(anyone else's is a 404; the operator's trusted ones are never shown or changed here).
+Functions that change rows commit; the dispatcher is nudged only after the commit.
 """
 
 from __future__ import annotations
@@ -18,9 +14,9 @@ from flask import Flask, abort, current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, lazyload
 
-from srcore.auth.scopes import Scope, format_scopes
+from srcore.auth.scopes import format_scopes
 from srcore.db import utcnow
-from srcore.outbound.targets import Resolver, target_problem
+from srcore.outbound.targets import Resolver, lookup, target_problem
 from srcore.pagination import paginate_cursor
 from srcore.service import SrcoreState
 from srcore.validation import Validation
@@ -79,11 +75,8 @@ def _target_problem(url: str) -> str | None:
     """Why *url* may not be subscribed on this app (see :func:`set_resolver`), or None."""
     from srcore.webhooks.settings import policy_for
 
-    policy = policy_for(current_app)
-    resolve: Resolver | None = current_app.extensions.get(_RESOLVER)
-    if resolve is None:
-        return target_problem(url, policy)
-    return target_problem(url, policy, resolve=resolve)
+    resolve: Resolver = current_app.extensions.get(_RESOLVER, lookup)
+    return target_problem(url, policy_for(current_app), resolve=resolve)
 
 
 def owned(subscriber: Subscriber) -> Any:
@@ -123,9 +116,8 @@ def _check_new_values(
     valid: Validation,
     *,
     resource: str | None,
-) -> list[Scope]:
-    """Check the URL's target, the scopes and the resource; return the missing scopes."""
-    missing: list[Scope] = []
+) -> None:
+    """Check the URL's target, the scopes and the resource (errors on *valid*)."""
     if values.url is not None:
         problem = _target_problem(values.url)
         if problem is not None:
@@ -145,7 +137,6 @@ def _check_new_values(
         event = OutboxRow(event=values.events[0], resource=resource, payload="{}")
         if not hook(probe, event):
             valid.error(f"There is no {resource} that you can see.", "resource")
-    return missing
 
 
 def _new(

@@ -1,9 +1,7 @@
 """The webhook tables: subscriptions, the outbox, deliveries and the delivery log.
 
-They belong to the core migration lineage (``srcore_0002_webhooks``, ``srcore_0003``)
-and exist in every service's database; :func:`srcore.migrate.core_metadata` includes them.
-Rows are plain data: the logic that reads them lives in :mod:`.fanout`, :mod:`.delivery`
-and :mod:`.worker`.
+In every service's database, from the core migration lineage
+(:func:`srcore.migrate.core_metadata`). Rows are plain data.
 """
 
 from __future__ import annotations
@@ -38,9 +36,8 @@ __all__ = [
     "new_message_id",
 ]
 
-#: A 64-bit key on PostgreSQL; SQLite only auto-increments ``INTEGER PRIMARY KEY``. Every
-#: table with a generated id is ``sqlite_autoincrement``: SQLite would otherwise reuse
-#: a deleted row's id, and a subscription, delivery or log entry would name two things.
+#: A 64-bit key on PostgreSQL (SQLite auto-increments only ``INTEGER PRIMARY KEY``). Tables
+#: are ``sqlite_autoincrement``, or SQLite would reuse a deleted row's id.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -88,17 +85,13 @@ class Subscription(WebhookBase):
     previous_secret_expires: Mapped[datetime | None]
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(512))
-    #: A first-party subscription the operator's own config made (meta's, to each
-    #: configured service's ``/_srcore/events``): its URL is the operator's internal
-    #: origin, often a private address, so deliveries skip the SSRF guard's refusal of
-    #: private targets. Only code sets it (never the API or the web UI, which do not even
-    #: list these rows), so no user can aim a delivery at an internal address with it.
+    #: A first-party subscription made from the operator's config (meta's, to each service's
+    #: ``/_srcore/events``): its deliveries skip the SSRF guard, so only code sets it; the
+    #: API and pages never even list it.
     trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: Since when every attempt has failed; None after a success.
     failing_since: Mapped[datetime | None]
-    #: When its owner last set it up or enabled it (None: when it was created). Revoking
-    #: everything an account issued before a moment (a password change or reset) disables
-    #: the subscriptions confirmed before that moment: see :mod:`.accounts`.
+    #: When its owner last set it up or enabled it (None: when created); see :mod:`.accounts`.
     confirmed_at: Mapped[datetime | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)
     updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -146,11 +139,8 @@ class OutboxRow(WebhookBase):
 
 
 class Account(WebhookBase):
-    """What this service heard from meta about an account that owns subscriptions.
-
-    Only suspensions for now: a suspended (or deleted) account's subscriptions receive
-    nothing until meta unsuspends it. *seq* is the revocation event that set the state, so
-    events that arrive out of order never undo a newer one.
+    """A suspension meta told this service about: the account's subscriptions receive
+    nothing meanwhile. *seq* is the event that set it, so a late older event undoes nothing.
     """
 
     __tablename__ = "srcore_webhook_account"
@@ -186,8 +176,7 @@ class Delivery(WebhookBase):
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
-    #: Set while a manual redelivery waits: the status to go back to if it fails (a
-    #: manual attempt never counts towards, nor moves, the automatic schedule).
+    #: Set while a manual redelivery waits: the status to go back to if it fails.
     manual_status: Mapped[str | None] = mapped_column(String(16))
     #: The next automatic attempt that manual redelivery put aside, resumed if it fails.
     resume_at: Mapped[datetime | None]

@@ -1,9 +1,6 @@
-"""The webhook pages under ``/webhooks``, for the logged-in web user.
-
-A web user holds every scope of this service's events (for what they can see: the
-service's ``webhook_filter`` decides per event). The secret is shown once, on the page
-that answers the request that made it (create, rotate); afterwards only its last four
-characters are.
+"""The webhook pages under ``/webhooks``, for the logged-in web user, who holds every
+scope of the service's events (``webhook_filter`` decides what they can see). A secret is
+shown once, on the answer to the request that made it; afterwards only its end is.
 """
 
 from __future__ import annotations

@@ -55,13 +55,10 @@ DERIVE_LABEL = b"srcore-webhooks "
 
 
 def derive_secret(client_secret: str, service_id: str) -> str:
-    """The ``whsec_`` secret of meta's first-party subscription for *service_id*.
-
-    ``HMAC-SHA256(key=client_secret, msg=b"srcore-webhooks " + service_id)``: meta and the
-    service both hold the service's OAuth client secret, so both compute it and nothing
-    is stored or copied; no other service can (each has its own client secret), so no
-    symmetric secret is shared across services.
-    """
+    """The ``whsec_`` secret of meta's first-party subscription for *service_id*:
+    ``HMAC-SHA256(client_secret, "srcore-webhooks " + service_id)``. Both ends hold the
+    service's client secret, so nothing is stored or copied, and no other service can
+    compute it."""
     if not client_secret:
         raise ValueError("deriving a webhook secret needs the service's client secret")
     digest = hmac.new(
@@ -135,12 +132,8 @@ def _header_text(value: object) -> str:
 
 
 def _header_map(headers: object) -> dict[str, str]:
-    """*headers* as lower-case names to values (the first of repeated names).
-
-    Frameworks hand headers over as a mapping, an object with ``items()`` (like
-    ``email.message.Message``) or a list of ``(name, value)`` pairs (WSGI, ASGI, HTTP
-    clients); anything else is the caller's mistake and gets this module's error.
-    """
+    """*headers* (a mapping, anything with ``items()``, or ``(name, value)`` pairs) as
+    lower-case names to values, the first of repeated names."""
     items: Iterable[Any]
     if isinstance(headers, Mapping) or callable(getattr(headers, "items", None)):
         items = headers.items()  # type: ignore[attr-defined]
@@ -175,11 +168,10 @@ def verify(
 ) -> Any:
     """Check a received webhook and return its parsed JSON body.
 
-    *secret* is the subscription's ``whsec_`` secret (or several, while rotating);
-    *headers* the request headers (any case), a mapping or ``(name, value)`` pairs;
-    *body* the raw request body. Raises
+    *secret* is the subscription's ``whsec_`` secret (or several, while rotating),
+    *headers* the request's (any case), *body* the raw body. Raises
     :class:`WebhookVerificationError` when a header is missing, the timestamp is further
-    than *tolerance* from *now* (default: the current time), or no signature matches.
+    than *tolerance* from *now*, or no signature matches.
     """
     found = _header_map(headers)
     message_id = _header(found, "webhook-id")
