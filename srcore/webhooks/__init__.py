@@ -79,7 +79,14 @@ def build_dispatcher(app: Flask) -> Dispatcher:
 
 def init_app(app: Flask) -> None:
     """Add the webhook API and pages to *app*, when its service declares events users may
-    subscribe to (``internal`` ones are for the operator's own subscriptions)."""
+    subscribe to (``internal`` ones are for the operator's own subscriptions), and let
+    subscriptions follow meta's revocations (:mod:`srcore.webhooks.accounts`)."""
+    import functools
+
+    from srcore.auth.revocation import on_revocations
+    from srcore.webhooks.accounts import after_revocations
+
+    on_revocations(app, functools.partial(after_revocations, app))
     if not app.extensions["srcore"].manifest.user_events:
         return
     from srcore.webhooks.api import api

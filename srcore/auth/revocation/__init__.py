@@ -13,9 +13,11 @@ process's own store (:mod:`.store`). What the events mean and how they travel is
 from __future__ import annotations
 
 from srcore.auth.revocation.extension import (
+    Listener,
     Revocations,
     RevocationState,
     init_app,
+    on_revocations,
     state_of,
 )
 from srcore.auth.revocation.fanout import RedisFanout, make_fanout
@@ -47,6 +49,7 @@ __all__ = [
     "PROFILE_EVENT",
     "REVOCATION_EVENT",
     "Fetch",
+    "Listener",
     "MemoryRevocationStore",
     "MemorySeenMessages",
     "RedisFanout",
@@ -64,6 +67,7 @@ __all__ = [
     "make_fanout",
     "make_seen_messages",
     "make_store",
+    "on_revocations",
     "parse_events",
     "receive_events",
     "state_of",

@@ -8,19 +8,30 @@ keeps their per-app state in ``app.extensions["srcore.revocation"]``. Nothing ru
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from srcore.auth.revocation.fanout import RedisFanout, make_fanout
 from srcore.auth.revocation.receiver import receive_events
 from srcore.auth.revocation.replay import SeenMessages, make_seen_messages
-from srcore.identity.protocol import EVENTS_PATH
+from srcore.identity.protocol import EVENTS_PATH, RevocationEvent
 
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["EXTENSION_KEY", "RevocationState", "Revocations", "init_app", "state_of"]
+__all__ = [
+    "EXTENSION_KEY",
+    "Listener",
+    "RevocationState",
+    "Revocations",
+    "init_app",
+    "on_revocations",
+    "state_of",
+]
+
+#: Told the events meta sent once the store has them (pushed or pulled).
+Listener = Callable[[list[RevocationEvent]], None]
 
 #: Where an app keeps its :class:`RevocationState`.
 EXTENSION_KEY = "srcore.revocation"
@@ -34,6 +45,8 @@ class RevocationState:
     link: Any
     seen: SeenMessages
     fanout: RedisFanout | None
+    #: What else follows meta's events (:func:`on_revocations`); the puller's own list.
+    listeners: list[Listener] = field(default_factory=list)
 
     def start(self) -> None:
         """Start this process's pull and fan-out threads if they are not running yet."""
@@ -56,6 +69,19 @@ def state_of(app: Flask) -> RevocationState:
     return state
 
 
+def on_revocations(app: Flask, listener: Listener) -> None:
+    """Call *listener* with the events meta pushes to or is pulled from by *app*.
+
+    For the features above this one (webhook subscriptions follow suspensions and
+    revoked accounts), so revocations import none of them. A listener that raises on a
+    push fails the push (meta delivers it again); on a pull it is logged. Nothing to do
+    for an app without revocations (it does not log in through meta).
+    """
+    state = app.extensions.get(EXTENSION_KEY)
+    if isinstance(state, RevocationState):
+        state.listeners.append(listener)
+
+
 class Revocations:
     """The revocation feature of a service that logs in through meta."""
 
@@ -75,6 +101,7 @@ class Revocations:
         redis_url = str(st.config.global_.get("redis-url") or "") or None
         puller = link.puller
         state = RevocationState(
+            listeners=[] if puller is None else puller.listeners,
             link=link,
             seen=make_seen_messages(redis_url, st.service_id),
             fanout=make_fanout(
@@ -91,10 +118,6 @@ class Revocations:
             view_func=receive_events,
             methods=["POST"],
         )
-        if puller is not None:
-            from srcore.webhooks.accounts import after_revocations
-
-            puller.listeners.append(functools.partial(after_revocations, app))
         start = state.start
 
         def start_revocations() -> None:

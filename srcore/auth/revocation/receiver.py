@@ -47,13 +47,11 @@ def apply_event(link: Any, message: object, *, state: RevocationState | None = N
     """Apply one verified message of meta's (``{"type", "timestamp", "data"}``).
 
     ``revocation:issued`` events go to the revocation store, to the service's other
-    processes (*state*'s fan-out, if any) and to its webhook subscriptions;
+    processes (*state*'s fan-out, if any) and to *state*'s listeners;
     ``profile:updated`` updates the local copy of the user (users this service has never
     seen are not created: they arrive when they first log in or call the API). Other
     types are ignored. Raises ValueError for a malformed message.
     """
-    from flask import current_app
-
     from srcore.auth.users import profile_values, upsert_user
 
     if not isinstance(message, Mapping):
@@ -64,12 +62,11 @@ def apply_event(link: Any, message: object, *, state: RevocationState | None = N
     if kind == REVOCATION_EVENT:
         events = parse_events(data.get("events"))
         link.store.apply(events)
-        if state is not None and state.fanout is not None:
-            state.fanout.publish(events)
-        # Suspensions and revoked accounts also stop their webhook subscriptions here.
-        from srcore.webhooks.accounts import after_revocations
-
-        after_revocations(current_app._get_current_object(), events)  # type: ignore[attr-defined]
+        if state is not None:
+            if state.fanout is not None:
+                state.fanout.publish(events)
+            for listener in state.listeners:
+                listener(events)
     elif kind == PROFILE_EVENT:
         upsert_user(profile_values(data), create=False)
 
