@@ -1,7 +1,7 @@
 """The revocation feature as a Flask extension: the push receiver, the pull, the fan-out.
 
 :class:`Revocations` wires the pieces to an app that has a link to meta
-(``app.extensions["srcore"].identity``, built by :mod:`srcore.auth.oauth_client`) and
+(``app.extensions["srcore.auth"].identity``, built by :mod:`srcore.auth.link`) and
 keeps their per-app state in ``app.extensions["srcore.revocation"]``. Nothing runs at
 ``init_app``: the pull and the fan-out threads start on the first request of each process.
 """
@@ -41,7 +41,7 @@ EXTENSION_KEY = "srcore.revocation"
 class RevocationState:
     """One app's revocation machinery; the store and the puller live on its link to meta."""
 
-    #: The app's :class:`srcore.auth.oauth_client.MetaLink`.
+    #: The app's :class:`srcore.auth.link.MetaLink` (typed loosely: link sits above this).
     link: Any
     seen: SeenMessages
     fanout: RedisFanout | None
@@ -92,9 +92,9 @@ class Revocations:
     def init_app(self, app: Flask) -> None:
         """Receive meta's pushes at :data:`EVENTS_PATH`, pull and fan out from a request on.
 
-        Needs ``app.extensions["srcore"]`` with ``identity`` (the link to meta), ``config``
-        and ``service_id``; Redis (``[global] redis-url``) shares replay marks and carries
-        pushes between processes when it is set.
+        Needs the service's state (``config``, ``service_id``) and auth's link to meta
+        (``identity``), both read through ``app.extensions["srcore"]``. Redis (``[global]
+        redis-url``) shares replay marks and carries pushes between processes when set.
         """
         st = app.extensions["srcore"]
         link = st.identity
