@@ -58,11 +58,8 @@ class Scenario:
 
     @property
     def label(self) -> str:
-        where = (
-            "no Redis, 1 worker"
-            if self.store == "memory"
-            else (f"redis fan-out, {self.workers} workers")
-        )
+        workers = f"{self.workers} worker{'s' if self.workers > 1 else ''}"
+        where = f"no Redis, {workers}" if self.store == "memory" else f"redis fan-out, {workers}"
         how = "push" if self.push else f"pushes dropped, pull {self.pull_interval:g} s"
         return f"{how:<28}{where}"
 
