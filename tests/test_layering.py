@@ -2,7 +2,8 @@
 
 The CLI > the app > the features (webhooks, then auth, mail, metrics) > the base: a module
 never imports one above it, not even inside a function (a deferred import is still a
-dependency, and the cycles it closes are the ones a refactor trips over).
+dependency, and the cycles it closes are the ones a refactor trips over). Within a
+package, too, modules import each other one way only.
 """
 
 from __future__ import annotations
@@ -33,14 +34,25 @@ def test_the_layers_hold() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_back_import_breaks_the_layers(tmp_path: Path) -> None:
-    """The contract sees an import running back up, even one hidden in a function."""
+def _with_import(tmp_path: Path, module: str, target: str) -> subprocess.CompletedProcess[str]:
+    """Lint a copy of srcore whose *module* imports *target* inside a function."""
     shutil.copytree(
         ROOT / "srcore", tmp_path / "srcore", ignore=shutil.ignore_patterns("__pycache__")
     )
-    keys = tmp_path / "srcore" / "config" / "keys.py"
-    keys.write_text(keys.read_text() + "\n\ndef _back() -> None:\n    import srcore.app\n")
+    path = tmp_path / Path(*module.split(".")).with_suffix(".py")
+    path.write_text(path.read_text() + f"\n\ndef _added() -> None:\n    import {target}\n")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    result = _lint_imports(tmp_path, tmp_path / "pyproject.toml")
+    return _lint_imports(tmp_path, tmp_path / "pyproject.toml")
+
+
+def test_a_back_import_breaks_the_layers(tmp_path: Path) -> None:
+    """The contract sees an import running back up, even one hidden in a function."""
+    result = _with_import(tmp_path, "srcore.config.keys", "srcore.app")
     assert result.returncode != 0
     assert "srcore.config.keys -> srcore.app" in result.stdout
+
+
+def test_a_cycle_inside_a_package_breaks_the_contracts(tmp_path: Path) -> None:
+    result = _with_import(tmp_path, "srcore.config.keys", "srcore.config.loader")
+    assert result.returncode != 0
+    assert "No cycles are allowed in srcore.config" in result.stdout
