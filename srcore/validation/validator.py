@@ -1,9 +1,10 @@
 """The :class:`Validation` object: the Flask glue between a request and the rules.
 
 It decides where a request's input is (query string, JSON body or form), whether a field
-is missing, and records every problem instead of raising, so a view answers bad input
-with a 4xx and the standard error body, never a 500. The conversions themselves are
-:mod:`srcore.validation.rules`.
+is missing, and records every problem, so one answer lists them all; ``raise_if_invalid``
+then raises :class:`ValidationFailed`, which srcore answers with a 400 (never a 500).
+``require()``/``optional()`` are the one way to read a value; the per-type steps behind
+them are private. The conversions themselves are :mod:`srcore.validation.rules`.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ _MISSING = _Missing()
 class Validation:
     """The submitted values of one request and the problems found with them.
 
-    ``Validation(request)`` reads the query string of a ``GET`` or ``HEAD``, the JSON body
-    of a request with a JSON content type, and the form (with its files) otherwise.
+    ``Validation()`` (or ``Validation(request)``) reads the current request: the query
+    string of a ``GET`` or ``HEAD``, the JSON body of a request with a JSON content type,
+    and the form (with its files) otherwise.
     ``Validation(data=...)`` validates a plain mapping; ``source`` says whether it holds
     form strings or JSON values.
 
