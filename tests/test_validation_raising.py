@@ -178,3 +178,9 @@ def test_a_bad_query_string_of_a_page_is_an_error_page_naming_the_field(client: 
     json_response = client.get("/list?page=x", headers={"Accept": "application/json"})
     reason = {"field": "page", "reason": "Must be a whole number."}
     assert json_response.json == {"errors": [reason]}
+
+
+def test_one_way_to_read_a_value() -> None:
+    """require()/optional() keyed by type; the per-type steps behind them are private."""
+    for name in ("string", "integer", "boolean", "enum", "url", "email", "file", "strings"):
+        assert not hasattr(Validation, name), name
