@@ -5,6 +5,7 @@ The fan-out between processes over Redis: test_auth_revocation_fanout.py.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from srcore.auth.revocation import (
     RevocationStore,
     make_store,
     parse_events,
+    state_of,
 )
 from srcore.auth.tokens import AccessToken
 
@@ -454,3 +456,72 @@ def test_tokens_of_an_unconfirmed_account_are_refused(service: Any, fake: FakeMe
     refused = client.get("/api/whoami", headers=auth)
     assert refused.status_code == 403
     assert "confirm" in refused.get_data(as_text=True)
+
+
+def test_a_new_process_checks_after_its_first_pull() -> None:
+    """A restarted worker knows no revocation until it has pulled: its first check waits
+    for that pull rather than let a revoked token through."""
+    store, feed = MemoryRevocationStore(), FakeFeed(0)
+    feed.events.append(ev(1, "token", "revoked", exp=NOW + 60))
+    release = threading.Event()
+
+    def slow_meta(since: int) -> tuple[list[RevocationEvent], int]:
+        release.wait(5)
+        return feed(since)
+
+    puller = RevocationPuller(store, slow_meta, interval=3600)
+    store.first_check = puller.first_pull
+    threading.Timer(0.2, release.set).start()
+    try:
+        assert store.is_revoked(token(jti="revoked"))
+        assert store.first_check is None  # later checks wait for nothing
+    finally:
+        puller.stop()
+
+
+def test_a_first_pull_that_fails_lets_checks_go_on() -> None:
+    """meta down when a worker starts: its checks answer from what it has, as whenever
+    meta is down (pushes and later pulls fill the store), after a bounded wait."""
+    store = MemoryRevocationStore()
+
+    def meta_down(since: int) -> tuple[list[RevocationEvent], int]:
+        raise ConnectionError("meta down")
+
+    puller = RevocationPuller(store, meta_down, interval=3600)
+    store.first_check = puller.first_pull
+    try:
+        assert not store.is_revoked(token())
+        assert store.session_valid(7, NOW)
+    finally:
+        puller.stop()
+
+
+def test_without_a_pull_checks_wait_for_nothing() -> None:
+    store = MemoryRevocationStore()
+    puller = RevocationPuller(store, FakeFeed(1), interval=0)  # 0s: push only
+    store.first_check = puller.first_pull
+    assert not store.is_revoked(token(jti="j1"))
+    assert puller._thread is None
+
+
+def test_a_service_that_pulls_refuses_a_revoked_token_on_its_first_request(
+    tmp_path: Any, fake: FakeMeta
+) -> None:
+    app = build_service(tmp_path, fake, global_extra="revocation-pull-interval = 1h\n")
+    try:
+        tok = fake.token(user_id=None, audience="sample", scope="sample/things:RO")
+        jti = jose.decode(tok, KeySet([fake.key])).claims["jti"]
+        fake.add_event("token", jti, expires_at=NOW + 600)  # revoked before this process
+        puller = state_of(app).link.puller
+        fetch = puller.fetch
+
+        def slow_meta(since: int) -> tuple[list[RevocationEvent], int]:
+            time.sleep(0.3)  # the request comes first
+            return fetch(since)
+
+        puller.fetch = slow_meta
+        answer = app.test_client().get("/api/things", headers={"Authorization": f"Bearer {tok}"})
+        assert answer.status_code == 401
+    finally:
+        state_of(app).stop()
+        app.extensions["srcore"].db.dispose()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from srcore.auth.revocation.fanout import RedisFanout, make_fanout
 from srcore.auth.revocation.receiver import receive_events
 from srcore.auth.revocation.replay import SeenMessages, make_seen_messages
+from srcore.auth.revocation.store import MemoryRevocationStore
 from srcore.identity.protocol import EVENTS_PATH, RevocationEvent
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class Revocations:
             ),
         )
         app.extensions[EXTENSION_KEY] = state
+        if puller is not None and isinstance(link.store, MemoryRevocationStore):
+            link.store.first_check = puller.first_pull
         app.add_url_rule(
             EVENTS_PATH,
             endpoint="srcore_meta_events",

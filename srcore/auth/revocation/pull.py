@@ -34,6 +34,8 @@ class RevocationPuller:
 
     #: The most pages of events one pull reads before waiting for the next round.
     max_pages = 100
+    #: How long the first checks of a process wait for its first pull (:meth:`first_pull`).
+    first_wait = 2.0
 
     def __init__(self, store: RevocationStore, fetch: Fetch, *, interval: float) -> None:
         self.store = store
@@ -43,6 +45,7 @@ class RevocationPuller:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._pulled = threading.Event()
         self._start_lock = threading.Lock()
         reset_in_child(self._forked)
         #: How many pulls ran (successful or not).
@@ -71,6 +74,17 @@ class RevocationPuller:
         self.pulls += 1
         return applied
 
+    def first_pull(self) -> None:
+        """Start pulling and wait, at most :attr:`first_wait`, for the first round to end.
+
+        A new process (a restarted gunicorn worker) knows no revocation until then. If
+        meta does not answer in time the checks go on with what the store has, as they
+        do whenever meta is down: pushes and later pulls fill it.
+        """
+        self.ensure_started()
+        if self._started:
+            self._pulled.wait(self.first_wait)
+
     def wake(self) -> None:
         """Pull now rather than at the next round (something may have been missed)."""
         self._wake.set()
@@ -78,6 +92,7 @@ class RevocationPuller:
     def _forked(self) -> None:
         self._start_lock = threading.Lock()
         self._started = False
+        self._pulled = threading.Event()
 
     def ensure_started(self) -> None:
         """Start the thread in this process if it is not running here yet (cheap if it is)."""
@@ -112,6 +127,7 @@ class RevocationPuller:
                 self.pull_once()
             except Exception as exc:  # keep pulling whatever went wrong this round
                 log.warning("pulling revocations from meta failed: %s", exc)
+            self._pulled.set()
             next_round = max(next_round + self.interval, time.monotonic())
             if self._wake.wait(next_round - time.monotonic()):
                 next_round = time.monotonic()

@@ -83,6 +83,9 @@ class MemoryRevocationStore:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
+        #: Called by the first checks (then dropped): a process waits there, bounded, for
+        #: its first pull rather than answer from a list it has not filled yet.
+        self.first_check: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._expiring: dict[str, dict[str, float]] = {kind: {} for kind in EXPIRING_KINDS}
         self._cutoffs: dict[str, dict[str, int]] = {kind: {} for kind in CUTOFF_KINDS}
@@ -133,7 +136,14 @@ class MemoryRevocationStore:
     def _suspended(self, user: str) -> bool:
         return self._suspension.get(user, 0) % 2 == 1
 
+    def _ready(self) -> None:
+        wait = self.first_check
+        if wait is not None:
+            wait()
+            self.first_check = None
+
     def is_revoked(self, token: AccessToken) -> bool:
+        self._ready()
         facts, now = token_facts(token), self._clock()
         if self._live("token", facts.jti, now) or self._live("grant", facts.grant, now):
             return True
@@ -149,6 +159,7 @@ class MemoryRevocationStore:
         return False
 
     def session_valid(self, user_id: int, login_time: float | None) -> bool:
+        self._ready()
         if self._suspended(str(user_id)):
             return False
         return not session_cut_off(login_time, self.user_not_before(user_id))
