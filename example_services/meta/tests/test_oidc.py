@@ -584,3 +584,51 @@ def test_acr_counts_kinds_of_factor(amr: list[str], acr: str) -> None:
     from meta.oauth.oidc import acr_of
 
     assert acr_of(amr) == acr
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [("/.well-known/openid-configuration", "GET"), ("/userinfo", "GET"), ("/userinfo", "POST")],
+)
+def test_browser_apps_may_call_discovery_and_userinfo(
+    oidc_app: Any, path: str, method: str
+) -> None:
+    client = oidc_app.test_client()
+    origin = {"Origin": "https://spa.example"}
+    preflight = client.options(
+        path,
+        headers={
+            **origin,
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert "Access-Control-Allow-Credentials" not in preflight.headers
+    actual = client.open(path, method=method, headers=origin)
+    assert actual.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_the_logout_page_is_no_cors_page(oidc_app: Any) -> None:
+    response = oidc_app.test_client().get("/oauth/logout", headers={"Origin": "https://x.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_a_hint_for_another_user_asks_before_logging_out(
+    oidc_app: Any, accounts: Any, browser: Any, rp: Any
+) -> None:
+    bob = log_in_client(oidc_app.test_client(), accounts.make("bob"))
+    bobs_token = tokens_for(bob, rp)["id_token"]
+    page = browser.get(f"/oauth/logout?id_token_hint={bobs_token}")
+    assert page.status_code == 200 and "Log out of" in page.get_data(as_text=True)
+    assert browser.get("/profile").status_code == 200
+
+
+def test_the_consent_page_names_the_identity_scopes(browser: Any, rp: Any) -> None:
+    _, challenge = pkce()
+    page = browser.get(authorize(rp, challenge, scope="openid email meta/profile:RO"))
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "Your identity" in text and "your email address" in text
+    assert "meta/profile:RO" in text
