@@ -12,9 +12,6 @@ pool of keep-alive connections with the SSRF policy inside:
 - the attempt has one deadline for lookup, connect, send and read together: a watchdog
   shuts the socket at the deadline, so a receiver trickling bytes cannot hold it longer;
 - redirects are not followed, response bodies are capped.
-
-A sender without a policy (``policy=None``) skips the checks: for the operator's own
-first-party targets only.
 """
 
 from __future__ import annotations
@@ -168,11 +165,8 @@ _AddrInfo = list[tuple[Any, Any, int, str, Any]]
 
 
 def resolve(host: str, port: int, deadline: float | None) -> _AddrInfo:
-    """``getaddrinfo`` for *host*, given up (TimeoutError) at *deadline*.
-
-    The system resolver cannot be interrupted, so a lookup runs on a daemon thread that
-    is left behind if the deadline passes first; address literals need no lookup.
-    """
+    """``getaddrinfo`` for *host*, given up (TimeoutError) at *deadline*: the lookup runs
+    on a daemon thread, left behind then, as the system resolver cannot be interrupted."""
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -287,12 +281,9 @@ def _root_cause(exc: BaseException) -> str:
 
 
 class PooledSender:
-    """The real :class:`Sender`: one urllib3 pool, the SSRF policy, a real deadline.
-
-    *policy* None makes a trusted sender (no address or port checks). *connect_timeout*
-    bounds the TCP connect (within the deadline); *body_cap* how much of a response body
-    is read; *ca_certs* the CA bundle TLS certificates are checked against (default:
-    certifi's, else the system's). Safe to share between threads.
+    """The real :class:`Sender`: one urllib3 pool, the SSRF policy (None: trusted, no
+    checks), a real deadline; *ca_certs* defaults to certifi's bundle, else the system's.
+    Safe to share between threads.
     """
 
     def __init__(

@@ -245,14 +245,10 @@ def _check_scopes(events: Any, *, write: bool) -> None:
     abort(response)
 
 
-def _own(subscription_id: int) -> Subscription:
-    return manage.find(db_session, g.srcore_webhook_subscriber, subscription_id)
-
-
 def _subscription(subscription_id: int, *, write: bool = True) -> Subscription:
     """The token's subscription (404 if not its own); 403 unless the token may receive
     its events or, to change it (*write*), holds their scopes read-write."""
-    sub = _own(subscription_id)
+    sub = manage.find(db_session, g.srcore_webhook_subscriber, subscription_id)
     _check_scopes(sub.event_names, write=write)
     return sub
 
@@ -319,7 +315,7 @@ def api_create() -> Created[SubscriptionJSON] | Response:
 @operation(token=True)
 def api_get(subscription_id: int) -> SubscriptionJSON:
     """One of the token's webhooks."""
-    return subscription_json(_own(subscription_id))
+    return subscription_json(manage.find(db_session, g.srcore_webhook_subscriber, subscription_id))
 
 
 @api.patch(manage.SUBSCRIPTION)

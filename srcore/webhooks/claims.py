@@ -185,8 +185,6 @@ class DeliveryResult:
     disabled: bool
     #: False when there was nothing to send (already done, cancelled, unknown id).
     attempted: bool = True
-    message_id: str | None = None
-    duration_ms: int = 0
 
 
 @dataclass

@@ -211,10 +211,7 @@ def _outcome(
         change["_delivered_at"] = now
         state.failing_since = None
         log.info("delivered %s in %d ms", where, job.duration_ms)
-        result = DeliveryResult(
-            True, status, None, None, False, message_id=job.message_id, duration_ms=job.duration_ms
-        )
-        return result, change
+        return DeliveryResult(True, status, None, None, False), change
 
     error = exchange.error or f"HTTP {status}"
     reason: str | None = None
@@ -226,10 +223,7 @@ def _outcome(
     elif exchange.refused:
         change["_status"] = DeliveryStatus.failed.value
         log.warning("not delivering %s, and not retrying: %s", where, error)
-        result = DeliveryResult(
-            False, None, error, None, False, message_id=job.message_id, duration_ms=0
-        )
-        return result, change
+        return DeliveryResult(False, None, error, None, False), change
     else:
         failing_since = state.failing_since or now
         state.failing_since = failing_since
@@ -257,16 +251,7 @@ def _outcome(
                 format_delay(retry_at - ended),
                 status if status is not None else error,
             )
-    result = DeliveryResult(
-        False,
-        status,
-        error,
-        retry_at,
-        reason is not None,
-        message_id=job.message_id,
-        duration_ms=job.duration_ms,
-    )
-    return result, change
+    return DeliveryResult(False, status, error, retry_at, reason is not None), change
 
 
 def _attempt_row(job: Job, config: WebhookSettings) -> dict[str, Any]:

@@ -56,10 +56,7 @@ PRUNE_EVERY = timedelta(hours=1)
 
 def poll_interval_for(app: Flask) -> float:
     """Seconds between polls of an idle worker: ``[global] webhook-poll-interval``."""
-    try:
-        value = app.extensions["srcore"].config.global_["webhook-poll-interval"]
-    except KeyError:
-        value = None
+    value = app.extensions["srcore"].config.global_.get("webhook-poll-interval")
     seconds = value.total_seconds() if isinstance(value, timedelta) else 1.0
     return seconds if seconds > 0 else 1.0
 
