@@ -632,3 +632,17 @@ def test_the_consent_page_names_the_identity_scopes(browser: Any, rp: Any) -> No
     assert page.status_code == 200
     assert "Your identity" in text and "your email address" in text
     assert "meta/profile:RO" in text
+
+
+def test_a_public_client_gets_an_id_token_with_pkce_alone(
+    oidc_app: Any, accounts: Any, browser: Any, alice: Any
+) -> None:
+    spa = register(oidc_app, accounts, kind="public", owner="spa-dev")
+    assert spa["secret"] == ""
+    code, verifier = code_for(browser, spa, nonce="spa-nonce")
+    response = exchange(
+        browser, code, verifier, redirect_uri=REDIRECT, headers={}, client_id=spa["id"]
+    )
+    assert response.status_code == 200, response.get_json()
+    claims = id_claims(oidc_app, response.get_json()["id_token"], spa["id"])
+    assert claims["sub"] == str(alice.id) and claims["nonce"] == "spa-nonce"
