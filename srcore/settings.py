@@ -70,7 +70,7 @@ def _convert(value: object, hint: Any) -> object:
 
 
 def _load(app: Flask, cls: type[_S]) -> _S:
-    from srcore.app import state
+    from srcore.service import state
 
     if not dataclasses.is_dataclass(cls):
         raise SettingsError(f"{cls.__qualname__} must be a dataclass")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,22 @@ def _lint_imports(cwd: Path, config: Path) -> subprocess.CompletedProcess[str]:
 def test_the_layers_hold() -> None:
     result = _lint_imports(ROOT, ROOT / "pyproject.toml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_module_of_srcore_has_a_layer() -> None:
+    """A new module is placed in a layer, so the contract sees what it imports."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in config["contracts"] if c["id"] == "layers"]
+    listed = {
+        name.strip().strip("()") for layer in layers for name in layer.replace("|", ":").split(":")
+    }
+    modules = {
+        f"srcore.{path.stem}"
+        for path in (ROOT / "srcore").iterdir()
+        if (path.suffix == ".py" and path.name != "__init__.py")
+        or (path.is_dir() and (path / "__init__.py").is_file())
+    }
+    assert sorted(modules - listed) == []
 
 
 def _with_import(tmp_path: Path, module: str, target: str) -> subprocess.CompletedProcess[str]:
