@@ -160,6 +160,9 @@ class Throttle:
         now = time.time()
         for key in keys:
             retry_after = max(retry_after, self._until(key) - now)
+        # To the millisecond: Redis keeps times to 14 digits (0.1 ms), and a wait a hair
+        # too long would make a Retry-After one second longer.
+        retry_after = round(retry_after, 3)
         return Decision(allowed=retry_after <= 0, retry_after=max(retry_after, 0.0))
 
     def check(self, keys: Sequence[ThrottleKey]) -> Decision:
@@ -168,16 +171,26 @@ class Throttle:
 
     def failure(self, keys: Sequence[ThrottleKey]) -> Decision:
         """Record a failed attempt for each of *keys*; return what the next attempt faces."""
+        wait = 0.0
         for key in keys:
             if self._newest(key, "lock") is not None:
                 self._stamp(key, "lock")  # locked: each failure re-arms the lockout
+                wait = max(wait, self.lockout)
                 continue
             log = self._name(key, "log")
             # Refused once max_failures are logged, which is when the lock takes over.
             self.store.acquire_entry(log, self.max_failures, self.window)
             _oldest, failures = self.store.get_moving_window(log, self.max_failures, self.window)
-            self._stamp(key, "lock" if failures >= self.max_failures else "last")
-        return self._decide(keys)
+            after = self.wait_after(failures)
+            # A free failure needs no stamp: while the count stays below free_failures
+            # nothing waits, and once it reaches them a stamped failure was the last.
+            if failures >= self.max_failures:
+                self._stamp(key, "lock")
+            elif after > 0:
+                self._stamp(key, "last")
+            wait = max(wait, after)
+        # The failures were just stamped: the wait runs from now.
+        return Decision(allowed=wait <= 0, retry_after=wait)
 
     def success(self, keys: Sequence[ThrottleKey]) -> None:
         """Forget the failures of *keys* (pass the account's key, not a shared one)."""

@@ -95,6 +95,17 @@ def test_free_failures_then_doubling_delays_then_lockout(store: Store, clock: Cl
     assert throttle.failure(KEYS).retry_after == 900.0
 
 
+def test_waits_are_exact_to_the_millisecond_on_any_clock(store: Store, clock: Clock) -> None:
+    """Redis keeps the times of Lua's numbers to 14 digits (0.1 ms today): a wait must
+    not come out a hair long, which a Retry-After rounds up to a whole extra second."""
+    clock.now = 1_700_000_000.123456
+    throttle = _throttle(store, clock, max_failures=6)
+    for _ in range(3):
+        throttle.failure(KEYS)
+    decision = throttle.check(KEYS)
+    assert decision == Decision(False, 1.0) and decision.retry_after_seconds == 1
+
+
 def test_counters_expire_after_the_window(store: Store, clock: Clock) -> None:
     throttle = _throttle(store, clock, max_failures=3, lockout=10, window=30)
     for _ in range(3):
