@@ -646,3 +646,40 @@ def test_a_public_client_gets_an_id_token_with_pkce_alone(
     assert response.status_code == 200, response.get_json()
     claims = id_claims(oidc_app, response.get_json()["id_token"], spa["id"])
     assert claims["sub"] == str(alice.id) and claims["nonce"] == "spa-nonce"
+
+
+def test_a_password_change_logs_the_user_out_of_every_application(
+    oidc_app: Any, accounts: Any, browser: Any, alice: Any, receiver: Any, password: str
+) -> None:
+    rp = register(oidc_app, accounts, backchannel=receiver.url)
+    tokens_for(browser, rp)
+    page = browser.get("/password").get_data(as_text=True)
+    response = browser.post(
+        "/password",
+        data={
+            "current_password": password,
+            "password": "a new and long passphrase",
+            "csrf_token": csrf_of(page),
+        },
+    )
+    assert response.status_code == 302
+    (body,) = receiver.wait(1)
+    assert "sid" not in _check_logout_token(oidc_app, body["logout_token"], rp, alice)
+
+
+def test_a_failing_back_channel_does_not_stop_the_logout(
+    oidc_app: Any, accounts: Any, browser: Any, csrf: Any
+) -> None:
+    class Broken:
+        def send(self, *args: Any) -> Any:
+            raise RuntimeError("no threads left")
+
+        def close(self) -> None:
+            return None
+
+    rp = register(oidc_app, accounts, backchannel="http://127.0.0.1:9999/nothing")
+    tokens_for(browser, rp)
+    oidc_app.extensions["meta.oauth"].extra["backchannel"] = Broken()
+    response = csrf.post(browser, "/logout", {}, page="/profile")
+    assert response.status_code == 302
+    assert browser.get("/profile").status_code == 302

@@ -10,6 +10,7 @@ which meta's webhook worker delivers to every service (:mod:`meta.oauth.network`
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -289,7 +290,10 @@ def _backchannel_logout(user: User, *, this_browser: bool) -> None:
         if sid is None:
             return
     notices = notices_for(_session_of(user), st, user.id, sid=sid)
-    st.extra["backchannel"].send(st, notices)
+    try:
+        st.extra["backchannel"].send(st, notices)
+    except Exception:  # the logout itself must go through whatever the applications do
+        logging.getLogger("meta.oauth.backchannel").exception("back-channel logout not sent")
 
 
 def on_logout(user: User) -> None:
