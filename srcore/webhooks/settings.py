@@ -1,8 +1,6 @@
 """What deliveries need from the operator's config: timings, the retry schedule, the
-address policy, and who to tell when a subscription is disabled.
-
-Read once per worker from ``[global]``, then passed down as frozen values: the delivery
-code never looks at the config. The retry functions are pure (the caller passes the rng).
+address policy, and who to tell when a subscription is disabled; read once per worker
+from ``[global]`` and passed down as frozen values.
 """
 
 from __future__ import annotations

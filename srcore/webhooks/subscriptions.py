@@ -41,10 +41,6 @@ RESOURCE_MAX = 256
 #: ``kind:id``, e.g. ``tracker:12``; the kind is a word, the id a URL-safe token.
 _RESOURCE = re.compile(r"[a-z][a-z0-9_]{0,62}:[A-Za-z0-9._~-]{1,190}")
 _EVENT_SPLIT = re.compile(r"[\s,]+")
-#: Hosts that are this machine or its private network whatever the resolver says.
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
-#: How long a subscribe-time name lookup may take before the check is left to delivery.
-RESOLVE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -77,16 +73,14 @@ def event_scope(manifest: Manifest, name: str, access: Access = "RO") -> Scope:
 
 
 def events_scopes(manifest: Manifest) -> frozenset[Scope]:
-    """The scopes that receive every event of *manifest* users may subscribe to (what a
-    web user holds)."""
+    """The scopes receiving every event users may subscribe to (what a web user holds)."""
     return frozenset(Scope(manifest.id, event.scope, "RO") for event in manifest.user_events)
 
 
 def missing_scopes(
     manifest: Manifest, events: Iterable[str], held: Iterable[Scope], *, access: Access = "RO"
 ) -> list[Scope]:
-    """The scopes *events* need with *access* that *held* does not satisfy, sorted, without
-    repeats."""
+    """The scopes *events* need with *access* that *held* does not satisfy, sorted."""
     granted = frozenset(held)
     needed = {event_scope(manifest, name, access) for name in events}
     return sorted(s for s in needed if not any(g.satisfies(s) for g in granted))
