@@ -683,3 +683,20 @@ def test_a_failing_back_channel_does_not_stop_the_logout(
     response = csrf.post(browser, "/logout", {}, page="/profile")
     assert response.status_code == 302
     assert browser.get("/profile").status_code == 302
+
+
+def test_an_application_may_post_its_logout_request(oidc_app: Any, browser: Any, rp: Any) -> None:
+    id_token = tokens_for(browser, rp)["id_token"]
+    params = {"id_token_hint": id_token, "post_logout_redirect_uri": AFTER_LOGOUT, "state": "s"}
+    posted = browser.post("/oauth/logout", data=params)  # no CSRF token: not meta's form
+    assert posted.status_code == 303
+    assert urlsplit(posted.headers["Location"]).path == "/oauth/logout"
+    final = browser.get(posted.headers["Location"])
+    assert final.status_code == 302 and final.headers["Location"] == AFTER_LOGOUT + "?state=s"
+    assert browser.get("/profile").status_code == 302
+
+
+def test_the_logout_confirmation_needs_its_csrf_token(oidc_app: Any, browser: Any) -> None:
+    forged = browser.post("/oauth/logout", data={"decision": "logout"})
+    assert forged.status_code == 400
+    assert browser.get("/profile").status_code == 200

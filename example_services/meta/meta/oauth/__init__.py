@@ -174,7 +174,8 @@ def init_app(app: Flask) -> OAuthState:
     app.register_blueprint(oidc_endpoints)
     app.register_blueprint(pats)
     app.register_blueprint(client_pages)
-    _exempt_from_csrf(app, (*CLIENT_ENDPOINTS, "oidc.userinfo"))
+    # /oauth/logout checks its own confirmation form (an application may POST to it too).
+    _exempt_from_csrf(app, (*CLIENT_ENDPOINTS, "oidc.userinfo", "oidc.end_session"))
     _client_errors_in_oauth_format(app, CLIENT_ENDPOINTS)
     from srcore import cors
 

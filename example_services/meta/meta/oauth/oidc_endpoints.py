@@ -12,7 +12,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, session
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+)
 
 from meta import audit, logic, signals
 from meta.models import User
@@ -215,6 +224,14 @@ def end_session() -> Any:
         client, claims = _check_logout(params)
     except _Refused as problem:
         return error_response(400, str(problem), title="Invalid logout request")
+    if request.method == "POST":
+        if "decision" not in request.form:
+            # An application's POST (the spec allows it) comes from its own site, without
+            # meta's SameSite cookie: the same request as a top-level GET brings it.
+            return redirect(request.path + "?" + urlencode(params), code=303)
+        # meta's own confirmation form: exempt from the blanket check, so checked here.
+        csrf = current_app.extensions["csrf"]
+        type(csrf).protect(csrf)
     user = current_user._get_current_object()
     if user is not None:
         hinted = claims is not None and claims.get("sub") == str(user.id)
