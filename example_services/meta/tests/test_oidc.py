@@ -700,3 +700,35 @@ def test_the_logout_confirmation_needs_its_csrf_token(oidc_app: Any, browser: An
     forged = browser.post("/oauth/logout", data={"decision": "logout"})
     assert forged.status_code == 400
     assert browser.get("/profile").status_code == 200
+
+
+def test_a_refresh_keeps_or_narrows_the_openid_scopes(
+    oidc_app: Any, browser: Any, alice: Any, rp: Any
+) -> None:
+    body = tokens_for(browser, rp, scope="openid email meta/profile:RO")
+    client = oidc_app.test_client()
+
+    def refresh(token: str, scope: str | None = None) -> Any:
+        data = {"grant_type": "refresh_token", "refresh_token": token}
+        if scope is not None:
+            data["scope"] = scope
+        return client.post("/oauth/token", data=data, headers=basic(rp["id"], rp["secret"]))
+
+    wider = refresh(body["refresh_token"], "openid profile")
+    assert wider.status_code == 400 and wider.get_json()["error"] == "invalid_scope"
+    narrower = refresh(body["refresh_token"], "openid meta/profile:RO")
+    assert narrower.status_code == 200, narrower.get_json()
+    assert narrower.get_json()["scope"] == "openid meta/profile:RO"
+    again = refresh(narrower.get_json()["refresh_token"])
+    assert again.status_code == 200
+    info = client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {narrower.get_json()['access_token']}"}
+    )
+    # The narrowed token reads only what it carries; the grant keeps the rest.
+    assert info.get_json() == {"sub": str(alice.id)}
+    # A refresh without scope gets the grant's again (the refresh token keeps the grant).
+    assert again.get_json()["scope"] == "openid email meta/profile:RO"
+    wide = client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {again.get_json()['access_token']}"}
+    )
+    assert wide.get_json()["email"] == "alice@example.org"

@@ -33,6 +33,7 @@ __all__ = [
     "ACR_SINGLE_FACTOR",
     "ID_TOKEN_ALGORITHMS",
     "OIDC_SCOPES",
+    "OIDC_SCOPE_CLAIM",
     "Login",
     "MetaOpenIDCode",
     "acr_of",
@@ -45,6 +46,8 @@ __all__ = [
 
 #: The OpenID scopes meta understands; each names which claims the client may read.
 OIDC_SCOPES = ("openid", "profile", "email")
+#: The access token claim with its OpenID scopes (``scope`` has only srcore's).
+OIDC_SCOPE_CLAIM = "oidc_scope"
 ID_TOKEN_ALGORITHMS = ("RS256", "EdDSA")
 #: ``acr`` values: a login with one factor, or with two or more (RFC 8176 methods).
 ACR_SINGLE_FACTOR = "urn:meta:acr:1fa"

@@ -31,6 +31,7 @@ from meta.oauth.oidc import (
     ACR_MULTI_FACTOR,
     ACR_SINGLE_FACTOR,
     ID_TOKEN_ALGORITHMS,
+    OIDC_SCOPE_CLAIM,
     OIDC_SCOPES,
     SCOPE_CLAIMS,
     split_scope,
@@ -150,7 +151,10 @@ def userinfo() -> Response:
         return _bearer_error(503, "temporarily_unavailable", "Try again shortly.")
     grant_id = verified.claims.get("grant")
     grant = db_session.get(Grant, grant_id) if isinstance(grant_id, str) else None
-    scopes = split_scope(grant.scope)[0] if grant is not None else []
+    granted = split_scope(grant.scope)[0] if grant is not None else []
+    # The token's own OpenID scopes, within the grant's (a refresh may have narrowed them).
+    carried = str(verified.claims.get(OIDC_SCOPE_CLAIM) or "").split()
+    scopes = [name for name in granted if name in carried]
     if grant is None or grant.revoked_at is not None or "openid" not in scopes:
         return _bearer_error(
             403, "insufficient_scope", "The token's grant does not have the openid scope."

@@ -39,6 +39,7 @@ from meta.oauth.models import (
     digest,
 )
 from meta.oauth.oidc import (
+    OIDC_SCOPE_CLAIM,
     MetaOpenIDCode,
     current_login,
     is_openid,
@@ -136,6 +137,10 @@ class OAuthState:
         }
         if grant is not None:
             claims["grant"] = grant
+        oidc = split_scope(scope)[0]
+        if oidc:
+            # What /userinfo may release for this token (a refresh may narrow it).
+            claims[OIDC_SCOPE_CLAIM] = " ".join(oidc)
         return jose.sign(claims, self.ring.signing_key(), typ=ACCESS_TOKEN_TYPE), claims
 
     def token_response(
