@@ -46,7 +46,6 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     from meta.audit import agent_summary
     from meta.logic import Passwords
     from meta.models import Base, User
-    from meta.oauth import receivers as oauth_receivers
     from meta.passkeys_views import install as install_passkeys
     from meta.passkeys_views import passkey_pages
     from meta.twofactor import twofactor
@@ -72,5 +71,4 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     install(app, limiter)
     install_passkeys(app, limiter)
     oauth.init_app(app)
-    oauth_receivers.connect()
     return app

@@ -5,7 +5,8 @@ these with the :class:`~meta.models.User` as sender (``logged_out.send(user)``),
 the transaction of the change, so what a receiver writes (revocation events, webhooks)
 commits with it or not at all; a receiver's error propagates and rolls the change back.
 It never names who listens: the OAuth half connects its ``on_*`` functions when the app is
-built (:func:`meta.oauth.receivers.connect`), and anything else may connect too.
+built (:func:`meta.oauth.init_app` calls :func:`meta.oauth.receivers.connect`), and
+anything else may connect too.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 :func:`init_app` adds the protocol endpoints, the ``/security`` and ``/clients`` pages and
 the token API to meta's app, and makes meta verify the tokens of its own API against its
-own keys (no HTTP call to itself). The accounts side calls the ``on_*`` hooks inside the
-transaction that changes an account; the revocation events and profile changes they write
-commit with it, together with their webhooks (``revocation:issued``, ``profile:updated``),
-which meta's webhook worker delivers to every service (:mod:`meta.oauth.network`).
+own keys (no HTTP call to itself). Its ``on_*`` functions receive the account signals
+(:mod:`meta.signals`), sent inside the transaction that changes an account; the revocation
+events and profile changes they write commit with it, together with their webhooks
+(``revocation:issued``, ``profile:updated``), which meta's webhook worker delivers to
+every service (:mod:`meta.oauth.network`).
 """
 
 from __future__ import annotations
@@ -183,6 +184,9 @@ def init_app(app: Flask) -> OAuthState:
     cors.allow(app, *CORS_ENDPOINTS, *OIDC_CORS_ENDPOINTS)
     # meta checks the tokens of its own API itself: its keys, its revocation table.
     st.token_verifier = make_verifier(oauth)
+    from meta.oauth import receivers
+
+    receivers.connect()
     return oauth
 
 
@@ -219,7 +223,7 @@ def _client_errors_in_oauth_format(app: Flask, endpoint_names: tuple[str, ...]) 
     app.register_error_handler(BadRequest, handler)
 
 
-# -- hooks called by the accounts side, inside its transaction --------------------------------
+# -- receivers of the account signals, run inside the change's transaction --------------------
 
 
 def _session_of(user: User) -> Session:
