@@ -209,7 +209,7 @@ def _own_key(user: User, key_id: int) -> PasskeyCredential:
     return key
 
 
-@passkey_pages.route("/security/passkeys/<int:key_id>/name", methods=["POST"])
+@passkey_pages.route("/security/passkeys/<id:key_id>/name", methods=["POST"])
 @login_required
 def rename(key_id: int) -> Any:
     user = _current()
@@ -224,7 +224,7 @@ def rename(key_id: int) -> Any:
     return redirect(url_for("oauth_security.security", _anchor="passkeys"))
 
 
-@passkey_pages.route("/security/passkeys/<int:key_id>/remove", methods=["POST"])
+@passkey_pages.route("/security/passkeys/<id:key_id>/remove", methods=["POST"])
 @login_required
 def remove(key_id: int) -> Any:
     """Remove a passkey: the current password, or a code (app or recovery)."""
