@@ -20,6 +20,7 @@ from srcore.auth.revocation import (
     RevocationEvent,
     RevocationPuller,
     RevocationStore,
+    RevocationUnavailable,
     make_store,
     parse_events,
     state_of,
@@ -479,19 +480,36 @@ def test_a_new_process_checks_after_its_first_pull() -> None:
         puller.stop()
 
 
-def test_a_first_pull_that_fails_lets_checks_go_on() -> None:
-    """meta down when a worker starts: its checks answer from what it has, as whenever
-    meta is down (pushes and later pulls fill the store), after a bounded wait."""
+def test_checks_refuse_until_a_first_pull_has_read_the_list() -> None:
+    """meta down when a worker starts: the worker knows no revocation, so its checks are
+    unavailable (503) rather than let a revoked token through; once meta answers a pull
+    they check again."""
     store = MemoryRevocationStore()
+    up = threading.Event()
+    feed = FakeFeed(0)
+    feed.events.append(ev(1, "token", "revoked", exp=NOW + 60))
 
-    def meta_down(since: int) -> tuple[list[RevocationEvent], int]:
-        raise ConnectionError("meta down")
+    def meta(since: int) -> tuple[list[RevocationEvent], int]:
+        if not up.is_set():
+            raise ConnectionError("meta down")
+        return feed(since)
 
-    puller = RevocationPuller(store, meta_down, interval=3600)
+    puller = RevocationPuller(store, meta, interval=3600)
     store.first_check = puller.first_pull
     try:
-        assert not store.is_revoked(token())
-        assert store.session_valid(7, NOW)
+        with pytest.raises(RevocationUnavailable):
+            store.is_revoked(token(jti="revoked"))
+        with pytest.raises(RevocationUnavailable):
+            store.session_valid(7, NOW)
+        up.set()
+        puller.wake()
+        deadline = threading.Event()
+        for _ in range(100):  # bounded: the woken thread pulls at once
+            if puller.pulls:
+                break
+            deadline.wait(0.05)
+        assert store.is_revoked(token(jti="revoked"))
+        assert store.first_check is None
     finally:
         puller.stop()
 

@@ -46,6 +46,7 @@ class RevocationPuller:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._pulled = threading.Event()
+        self._loaded = threading.Event()
         self._start_lock = threading.Lock()
         reset_in_child(self._forked)
         #: How many pulls ran (successful or not).
@@ -72,18 +73,23 @@ class RevocationPuller:
             if not events or last <= since:
                 break
         self.pulls += 1
+        self._loaded.set()
         return applied
 
-    def first_pull(self) -> None:
-        """Start pulling and wait, at most :attr:`first_wait`, for the first round to end.
+    def first_pull(self) -> bool:
+        """Start pulling, wait at most :attr:`first_wait` for the first round; say if it read.
 
-        A new process (a restarted gunicorn worker) knows no revocation until then. If
-        meta does not answer in time the checks go on with what the store has, as they
-        do whenever meta is down: pushes and later pulls fill it.
+        A new process (a restarted gunicorn worker) knows no revocation until a pull has
+        read meta's list: answering before that would take a revoked token for a good
+        one, so the checks refuse (503) until one pull succeeds. Only the first round is
+        waited for; while meta stays down later checks fail at once and the thread keeps
+        trying every interval.
         """
         self.ensure_started()
-        if self._started:
-            self._pulled.wait(self.first_wait)
+        if not self._started:
+            return True
+        self._pulled.wait(self.first_wait)
+        return self._loaded.is_set()
 
     def wake(self) -> None:
         """Pull now rather than at the next round (something may have been missed)."""
@@ -93,6 +99,7 @@ class RevocationPuller:
         self._start_lock = threading.Lock()
         self._started = False
         self._pulled = threading.Event()
+        self._loaded = threading.Event()
 
     def ensure_started(self) -> None:
         """Start the thread in this process if it is not running here yet (cheap if it is)."""

@@ -83,9 +83,10 @@ class MemoryRevocationStore:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        #: Called by the first checks (then dropped): a process waits there, bounded, for
-        #: its first pull rather than answer from a list it has not filled yet.
-        self.first_check: Callable[[], None] | None = None
+        #: Called by the checks until it returns True (then dropped): a process waits
+        #: there, bounded, for its first pull, and refuses to answer from a list it has
+        #: not filled yet (:class:`RevocationUnavailable`).
+        self.first_check: Callable[[], bool] | None = None
         self._lock = threading.Lock()
         self._expiring: dict[str, dict[str, float]] = {kind: {} for kind in EXPIRING_KINDS}
         self._cutoffs: dict[str, dict[str, int]] = {kind: {} for kind in CUTOFF_KINDS}
@@ -139,7 +140,8 @@ class MemoryRevocationStore:
     def _ready(self) -> None:
         wait = self.first_check
         if wait is not None:
-            wait()
+            if not wait():
+                raise RevocationUnavailable("meta's revocation list has not been read yet")
             self.first_check = None
 
     def is_revoked(self, token: AccessToken) -> bool:
