@@ -51,7 +51,7 @@ def test_installed_sees_each_extra_and_a_hidden_one(monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: revocation.make_store("redis://127.0.0.1:6379/0", "todo"),
+        lambda: revocation.make_fanout("redis://127.0.0.1:6379/0", "todo", revocation.make_store()),
         lambda: revocation.make_seen_messages("redis://127.0.0.1:6379/0", "todo"),
         lambda: throttle_store("redis://127.0.0.1:6379/0"),
     ],
@@ -69,7 +69,8 @@ def test_a_redis_url_without_redis_names_the_extra(
 
 def test_without_a_redis_url_nothing_needs_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     hide(monkeypatch, "redis")
-    assert isinstance(revocation.make_store(None, "todo"), revocation.MemoryRevocationStore)
+    assert revocation.make_fanout(None, "todo", revocation.make_store()) is None
+    assert isinstance(revocation.make_seen_messages(None, "todo"), revocation.MemorySeenMessages)
     assert throttle_store("") is not None
 
 
