@@ -6,3 +6,5 @@ same definitions without pulling in each other's machinery.
 """
 
 from __future__ import annotations
+
+__all__: list[str] = []
