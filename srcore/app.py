@@ -214,12 +214,8 @@ def create_app(
         user_model=user_model,
         static_version=_static_version(),
         extensions=app.extensions,
-        webhook_filter=webhook_filter,
     )
     db_module.init_app(app, database)
-    from srcore.webhooks import build_dispatcher
-
-    app.extensions["srcore"].webhook_dispatcher = build_dispatcher(app)
 
     from srcore import errors, headers, lifecycle, rendering, security_txt
 
@@ -246,7 +242,7 @@ def create_app(
     openapi_views.init_app(app)
     from srcore import webhooks
 
-    webhooks.init_app(app)
+    webhooks.init_app(app, can_receive=webhook_filter)
     return app
 
 

@@ -10,7 +10,6 @@ webhooks, mail, metrics) and the per-request glue can read it without importing
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,6 @@ from flask import Flask, current_app
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
-    from sqlalchemy.orm import Session
 
     from srcore.config import Config, Section
     from srcore.db import Database
@@ -55,15 +53,6 @@ class SrcoreState:
     _nav_names_loaded: bool = False
     #: The app's ``extensions``, where each feature keeps its own state.
     extensions: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    # The webhooks feature's part, until it keeps it in an extension entry of its own
-    # (typed loosely so that this base module imports no feature).
-    #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
-    webhook_dispatcher: Any = None
-    #: Whether a subscriber may limit a subscription to a resource (a probe event about it).
-    webhook_filter: Any = None
-    #: Called with a session once by each webhook worker (local or Celery) before its
-    #: first fan-out, e.g. meta making its first-party subscriptions match the config.
-    webhook_prepare: list[Callable[[Session], None]] = field(default_factory=list)
 
     # The auth and metrics features keep their state in their own extension entries
     # (``srcore.auth``, ``srcore.metrics``); these names read it for code written when it

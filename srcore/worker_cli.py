@@ -144,7 +144,7 @@ def worker_command(
 
     from srcore.config import ConfigError, find_config_path
     from srcore.manifest import ManifestError, service_package
-    from srcore.webhooks import LocalDispatcher
+    from srcore.webhooks import LocalDispatcher, webhooks_state
     from srcore.webhooks.settings import settings_for
     from srcore.webhooks.worker import Worker
 
@@ -175,7 +175,7 @@ def worker_command(
     _step(service, 2, f"database: {shown_url} (connected in {time.monotonic() - began:.2f} s)")
     _step(service, 3, f"migrations: {_check_migrations(service, package, app)}")
 
-    dispatcher = st.webhook_dispatcher
+    dispatcher = webhooks_state(app).dispatcher
     if dispatcher is None or isinstance(dispatcher, LocalDispatcher):
         mode = "local"
         _step(service, 4, "dispatcher: local (no broker: this worker polls the database)")

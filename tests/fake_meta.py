@@ -123,7 +123,7 @@ class FakeMeta:
         Standard Webhooks, signed with the secret derived from the client secret."""
         import json
 
-        from srcore.webhooks.signing import derive_secret, sign
+        from srcore.signatures import derive_secret, sign
 
         body = json.dumps(
             {"type": event, "timestamp": "2026-01-01T00:00:00+00:00", "data": data}

@@ -266,8 +266,8 @@ def test_pull_from_meta_with_client_auth() -> None:
 
 
 def test_derived_secret_is_pairwise_and_stable() -> None:
+    from srcore.signatures import decode_secret
     from srcore.webhooks import derive_secret
-    from srcore.webhooks.signing import decode_secret
 
     secret = derive_secret("s3cret", "sample")
     assert secret.startswith("whsec_") and len(decode_secret(secret)) == 32
@@ -360,7 +360,7 @@ def test_event_receiver_refuses_with_the_error_body(
 
 
 def _signed(fake: FakeMeta, body: bytes) -> tuple[dict[str, str], bytes]:
-    from srcore.webhooks.signing import derive_secret, sign
+    from srcore.signatures import derive_secret, sign
 
     headers, _ = fake.push([])
     when = int(headers["webhook-timestamp"])

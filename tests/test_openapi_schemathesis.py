@@ -183,7 +183,7 @@ def test_schemathesis_default_checks_pass(
     service = app.extensions["srcore"].service_id
     token, real = _seed(app, service, make_token)
     set_resolver(app, _no_lookup)
-    app.extensions["srcore"].webhook_dispatcher = _Undelivered()
+    app.extensions["srcore.webhooks"].dispatcher = _Undelivered()
     no_dns = _NoDNS(socket.getaddrinfo)
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     real.update(_seed_webhook(app))

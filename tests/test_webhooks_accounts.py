@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import select
 
 from srcore.db import utcnow
+from srcore.signatures import generate_secret
 from srcore.testing import create_user
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.models import Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.outbox import insert_event
-from srcore.webhooks.signing import generate_secret
 from tests.fake_meta import FakeMeta, build_service
 
 

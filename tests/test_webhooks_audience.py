@@ -12,11 +12,11 @@ from sqlalchemy import delete, select
 
 import srcore.db
 from srcore.manifest import Audience, parse_manifest
+from srcore.signatures import generate_secret
 from srcore.webhooks import emit
 from srcore.webhooks.fanout import audience_allows, fan_out
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBase
 from srcore.webhooks.outbox import insert_event
-from srcore.webhooks.signing import generate_secret
 
 ALICE, BOB = 1, 2
 

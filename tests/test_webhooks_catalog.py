@@ -48,7 +48,7 @@ class Nudges:
 @pytest.fixture
 def nudges(app: Any) -> Nudges:
     recorder = Nudges()
-    app.extensions["srcore"].webhook_dispatcher = recorder
+    app.extensions["srcore.webhooks"].dispatcher = recorder
     return recorder
 
 

@@ -120,7 +120,7 @@ def test_committed_events_are_delivered_signed_and_rolled_back_ones_never(
 
     app, config = service
     ((_sid, secret),) = harness.subscribe(app, receiver.url)
-    assert isinstance(app.extensions["srcore"].webhook_dispatcher, CeleryDispatcher)
+    assert isinstance(app.extensions["srcore.webhooks"].dispatcher, CeleryDispatcher)
     # The production entry point: `celery -A srcore.webhooks.celery worker`.
     worker = start_worker(config, app_spec="srcore.webhooks.celery", beat=False, fast=False)
 

@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select
 from srcore.mail import Mailer
 from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.sender import PooledSender
+from srcore.signatures import generate_secret
 from srcore.testing import create_user
 from srcore.webhooks.delivery import deliver_batch, prune_log
 from srcore.webhooks.fanout import fan_out
@@ -31,7 +32,6 @@ from srcore.webhooks.models import (
 )
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.settings import WebhookSettings, settings_for
-from srcore.webhooks.signing import generate_secret
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])

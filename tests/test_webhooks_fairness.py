@@ -25,10 +25,10 @@ from sqlalchemy import select as sql_select
 
 import srcore.db
 from srcore.outbound.policy import AddressPolicy
+from srcore.signatures import generate_secret
 from srcore.webhooks import emit
 from srcore.webhooks.models import Attempt, Delivery, Subscription, WebhookBase
 from srcore.webhooks.settings import WebhookSettings
-from srcore.webhooks.signing import generate_secret
 from srcore.webhooks.worker import Worker
 
 LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])

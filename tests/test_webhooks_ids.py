@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import delete
 
+from srcore.signatures import generate_secret
 from srcore.webhooks.models import Subscription, WebhookBase
-from srcore.webhooks.signing import generate_secret
 
 WEBHOOK_TABLES = (
     "srcore_webhook_subscription",

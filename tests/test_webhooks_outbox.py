@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import delete, event, func, select
 
 import srcore.db
+from srcore.signatures import generate_secret
 from srcore.webhooks import LocalDispatcher, build_dispatcher, emit
 from srcore.webhooks.models import OutboxRow, Subscription, WebhookBase
-from srcore.webhooks.signing import generate_secret
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def count(db: Any) -> int:
 
 def test_committed_event_is_written_and_nudged_after_commit(app: Any, db: Any) -> None:
     recorder = Recorder()
-    app.extensions["srcore"].webhook_dispatcher = recorder
+    app.extensions["srcore.webhooks"].dispatcher = recorder
     with app.app_context():
         emit("thing:created", {"id": 1, "name": "a"}, resource="thing:1")
         assert recorder.nudged == []  # not before the commit
@@ -56,7 +56,7 @@ def test_committed_event_is_written_and_nudged_after_commit(app: Any, db: Any) -
 
 def test_rolled_back_request_emits_nothing(app: Any, db: Any) -> None:
     recorder = Recorder()
-    app.extensions["srcore"].webhook_dispatcher = recorder
+    app.extensions["srcore.webhooks"].dispatcher = recorder
     with app.app_context():
         emit("thing:created", {"id": 1})
         srcore.db.session.rollback()
@@ -107,7 +107,7 @@ def test_emit_in_an_explicit_session(app: Any, db: Any) -> None:
 
 
 def test_dispatcher_selection(app: Any) -> None:
-    assert isinstance(app.extensions["srcore"].webhook_dispatcher, LocalDispatcher)
+    assert isinstance(app.extensions["srcore.webhooks"].dispatcher, LocalDispatcher)
     dispatcher = LocalDispatcher()
     dispatcher.nudge([])
     assert not dispatcher.wakeup.is_set()

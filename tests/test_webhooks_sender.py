@@ -20,10 +20,10 @@ from sqlalchemy import delete
 from sqlalchemy import select as sql_select
 
 from srcore.outbound.policy import DEFAULT_PORTS, AddressPolicy
+from srcore.signatures import generate_secret
 from srcore.webhooks.models import Attempt, Delivery, Subscription, WebhookBase
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.settings import WebhookSettings
-from srcore.webhooks.signing import generate_secret
 from srcore.webhooks.worker import Worker
 
 LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])

@@ -22,9 +22,9 @@ from sqlalchemy import func, select
 from srcore.app import migration_target
 from srcore.db import Database, utcnow
 from srcore.migrate import upgrade_all
+from srcore.signatures import generate_secret
 from srcore.testing import free_port, run_worker, write_network_config
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription
-from srcore.webhooks.signing import generate_secret
 
 TIMEOUT = 3  # webhook-timeout, seconds
 SUBSCRIPTIONS = 40  # a batch several rounds of the delivery pool deep

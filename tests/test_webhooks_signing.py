@@ -10,8 +10,8 @@ import standardwebhooks
 from hypothesis import given
 from hypothesis import strategies as st
 
+from srcore.signatures import decode_secret, sign, signature_header, verify_signature
 from srcore.webhooks import WebhookVerificationError, generate_secret, verify
-from srcore.webhooks.signing import decode_secret, sign, signature_header, verify_signature
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 TS = int(NOW.timestamp())

@@ -316,12 +316,12 @@ def _deliver(app: Any, db: Any, url: str, policy: AddressPolicy) -> Any:
     import random
     from datetime import UTC, datetime
 
+    from srcore.signatures import generate_secret
     from srcore.webhooks.delivery import deliver_batch
     from srcore.webhooks.fanout import fan_out
     from srcore.webhooks.models import Subscription
     from srcore.webhooks.outbox import insert_event
     from srcore.webhooks.settings import WebhookSettings
-    from srcore.webhooks.signing import generate_secret
 
     db.add(
         Subscription(

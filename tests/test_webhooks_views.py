@@ -20,12 +20,12 @@ from srcore.db import utcnow
 from srcore.openapi.views import document_of
 from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.targets import target_problem
+from srcore.signatures import SECRET_PREFIX
 from srcore.testing import create_user, log_in_client
 from srcore.validation import Invalid
 from srcore.webhooks.manage import set_resolver
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.outbox import insert_event
-from srcore.webhooks.signing import SECRET_PREFIX
 from srcore.webhooks.subscriptions import read_events, secret_hint
 
 SCOPES = "sample/things:RW"

@@ -16,10 +16,10 @@ from sqlalchemy import delete, select
 import srcore.db
 from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.sender import PooledSender
+from srcore.signatures import generate_secret
 from srcore.webhooks import emit
 from srcore.webhooks.claims import claim_deliveries, claim_outbox
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBase
-from srcore.webhooks.signing import generate_secret
 from srcore.webhooks.worker import Worker
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -104,7 +104,7 @@ def test_emit_then_one_cycle_delivers(
 ) -> None:
     subscribe(db, receiver.url)
     emit_committed(app, {"id": 1})
-    assert app.extensions["srcore"].webhook_dispatcher.wakeup.is_set()
+    assert app.extensions["srcore.webhooks"].dispatcher.wakeup.is_set()
     with caplog.at_level(logging.INFO, logger="srcore.webhooks"):
         assert worker.drain() == 2  # one outbox row fanned out, one delivery recorded
     [body] = receiver.bodies
@@ -191,6 +191,6 @@ def test_run_stops_and_is_bounded(app: Any, db: Any, receiver: Any, worker: Work
     stop.clear()
     thread.start()
     stop.set()
-    app.extensions["srcore"].webhook_dispatcher.wakeup.set()
+    app.extensions["srcore.webhooks"].dispatcher.wakeup.set()
     thread.join(timeout=10)
     assert not thread.is_alive()

@@ -7,61 +7,43 @@ A receiver checks what it got with :func:`verify`.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-from srcore.webhooks.models import Subscription
-from srcore.webhooks.outbox import emit
-from srcore.webhooks.signing import (
+from srcore.signatures import (
     WebhookVerificationError,
     derive_secret,
     generate_secret,
     verify,
 )
+from srcore.webhooks.models import Subscription
+from srcore.webhooks.outbox import emit
+from srcore.webhooks.state import (
+    EXTENSION_KEY,
+    Dispatcher,
+    LocalDispatcher,
+    WebhooksState,
+    webhooks_state,
+)
 
 if TYPE_CHECKING:
     from flask import Flask
+
+    from srcore.webhooks.fanout import CanReceive
 
 __all__ = [
     "Dispatcher",
     "LocalDispatcher",
     "Subscription",
     "WebhookVerificationError",
+    "WebhooksState",
     "build_dispatcher",
     "derive_secret",
     "emit",
     "generate_secret",
     "init_app",
     "verify",
+    "webhooks_state",
 ]
-
-
-@runtime_checkable
-class Dispatcher(Protocol):
-    """Told after a commit about new outbox rows and deliveries made due by hand."""
-
-    def nudge(self, outbox_ids: Sequence[int]) -> None: ...
-
-    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None: ...
-
-
-class LocalDispatcher:
-    """No broker: the local worker polls the database; a nudge wakes one in this process."""
-
-    def __init__(self) -> None:
-        self.wakeup = threading.Event()
-
-    def __repr__(self) -> str:
-        return "<LocalDispatcher>"
-
-    def nudge(self, outbox_ids: Sequence[int]) -> None:
-        if outbox_ids:
-            self.wakeup.set()
-
-    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
-        if delivery_ids:
-            self.wakeup.set()
 
 
 def build_dispatcher(app: Flask) -> Dispatcher:
@@ -77,11 +59,22 @@ def build_dispatcher(app: Flask) -> Dispatcher:
     return CeleryDispatcher(app)
 
 
-def init_app(app: Flask) -> None:
-    """Add the webhook API and pages to *app*, when its service declares events users may
-    subscribe to (``internal`` ones are for the operator's own subscriptions), and let
-    subscriptions follow meta's revocations (:mod:`srcore.webhooks.accounts`)."""
+def init_app(app: Flask, *, can_receive: CanReceive | None = None) -> None:
+    """Give *app* its webhooks state (``app.extensions["srcore.webhooks"]``: the
+    dispatcher ``webhooks-broker`` selects, *can_receive*, the workers' prepare hooks),
+    the webhook API and pages when its service declares events users may subscribe to
+    (``internal`` ones are for the operator's own subscriptions), and let subscriptions
+    follow meta's revocations (:mod:`srcore.webhooks.accounts`).
+
+    *can_receive* is called as ``can_receive(subscription, outbox_row)`` when a
+    subscription is limited to one resource, with a probe event about it; returning False
+    refuses the subscription (its owner cannot see that resource).
+    """
     import functools
+
+    app.extensions[EXTENSION_KEY] = WebhooksState(
+        dispatcher=build_dispatcher(app), can_receive=can_receive
+    )
 
     from srcore.auth.revocation import on_revocations
     from srcore.webhooks.accounts import after_revocations

@@ -20,8 +20,8 @@ from sqlalchemy import ColumnElement, Select, Subquery, Table, func, or_, select
 from sqlalchemy.orm import Session
 
 from srcore.outbound import Exchange
+from srcore.signatures import decode_secret
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow, Subscription
-from srcore.webhooks.signing import decode_secret
 
 __all__ = [
     "DeliveryResult",

@@ -24,10 +24,10 @@ from sqlalchemy import Table, bindparam, delete, insert, update
 from sqlalchemy.orm import Session
 
 from srcore.outbound import AddressPolicy, PooledSender, Sender
+from srcore.signatures import sign_with_key
 from srcore.webhooks.claims import DeliveryResult, Job, lazy_commit, load_jobs
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.settings import WebhookSettings, format_delay, next_attempt_at
-from srcore.webhooks.signing import sign_with_key
 
 __all__ = ["deliver_batch", "prune_log", "record", "redeliver", "send", "sender_for"]
 

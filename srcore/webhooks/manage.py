@@ -19,11 +19,12 @@ from srcore.db import utcnow
 from srcore.outbound.targets import Resolver, lookup, target_problem
 from srcore.pagination import paginate_cursor
 from srcore.service import SrcoreState
+from srcore.signatures import generate_secret
 from srcore.validation import Validation
 from srcore.webhooks.catalog import PING, PingData
 from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import dump_payload
-from srcore.webhooks.signing import generate_secret
+from srcore.webhooks.state import webhooks_state
 from srcore.webhooks.subscriptions import (
     Subscriber,
     SubscriptionInput,
@@ -130,7 +131,7 @@ def _check_new_values(
                 f"{format_scopes(missing)}, which you do not hold.",
                 "events",
             )
-    hook = st.webhook_filter
+    hook = webhooks_state().can_receive
     if valid.ok and resource is not None and hook is not None and values.events:
         probe = _new(subscriber, st, url=values.url or "", events=values.events, secret="")
         probe.resource = resource
@@ -240,7 +241,7 @@ def rotate_secret(session: Session, sub: Subscription, overlap: timedelta) -> st
 
 def _nudge(st: SrcoreState, delivery_ids: list[int]) -> None:
     """Wake the dispatcher for deliveries made due by hand (committed already)."""
-    nudge = getattr(st.webhook_dispatcher, "nudge_deliveries", None)
+    nudge = getattr(webhooks_state().dispatcher, "nudge_deliveries", None)
     if callable(nudge):
         try:
             nudge(delivery_ids)

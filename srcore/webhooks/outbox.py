@@ -147,6 +147,7 @@ def emit(
         owner_id=owner_id,
         visibility=visibility,
     )
-    dispatcher = getattr(st, "webhook_dispatcher", None)
+    feature = st.extensions.get("srcore.webhooks")
+    dispatcher = getattr(feature, "dispatcher", None)
     if dispatcher is not None:
         _remember(session, outbox_id, dispatcher.nudge)

@@ -1,5 +1,5 @@
 """The webhook pages under ``/webhooks``, for the logged-in web user, who holds every
-scope of the service's events (``webhook_filter`` decides what they can see). A secret is
+scope of the service's events (the service's ``can_receive`` decides what they can see). A secret is
 shown once, on the answer to the request that made it; afterwards only its end is.
 """
 

@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 from srcore.db import utcnow
 from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.sender import Sender
-from srcore.webhooks import LocalDispatcher
 from srcore.webhooks.claims import Job, claim_deliveries, claim_outbox, load_jobs
 from srcore.webhooks.delivery import prune_log, record, send, sender_for
 from srcore.webhooks.fanout import fan_out_batch
 from srcore.webhooks.settings import WebhookSettings, policy_for, settings_for
+from srcore.webhooks.state import LocalDispatcher, webhooks_state
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -135,7 +135,7 @@ class Worker:
         self.lane = max(lane, 1)
         self.hold = HOLD_BATCHES * self.batch
         self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
-        dispatcher = self.state.webhook_dispatcher
+        dispatcher = webhooks_state(app).dispatcher
         #: Set when there is something to do: a lane ended, a commit emitted, a stop.
         self.wake = (
             dispatcher.wakeup if isinstance(dispatcher, LocalDispatcher) else threading.Event()
@@ -160,11 +160,12 @@ class Worker:
         return f"<Worker {self.state.service_id}>"
 
     def prepare(self, session: Session) -> None:
-        """Run the service's ``webhook_prepare`` hooks, once per worker (until they pass)."""
+        """Run the service's prepare hooks (:attr:`WebhooksState.prepare`), once per worker
+        (until they pass)."""
         if self._prepared:
             return
         with self.app.app_context():
-            for hook in self.state.webhook_prepare:
+            for hook in webhooks_state(self.app).prepare:
                 hook(session)
         self._prepared = True
 

@@ -8,15 +8,20 @@ keeps their per-app state in ``app.extensions["srcore.revocation"]``. Nothing ru
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from srcore.auth.revocation.fanout import RedisFanout, make_fanout
+from srcore.auth.revocation.fanout import make_fanout
 from srcore.auth.revocation.receiver import receive_events
-from srcore.auth.revocation.replay import SeenMessages, make_seen_messages
+from srcore.auth.revocation.replay import make_seen_messages
+from srcore.auth.revocation.state import (
+    EXTENSION_KEY,
+    Listener,
+    RevocationState,
+    on_revocations,
+    state_of,
+)
 from srcore.auth.revocation.store import MemoryRevocationStore
-from srcore.identity.protocol import EVENTS_PATH, RevocationEvent
+from srcore.identity.protocol import EVENTS_PATH
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -30,57 +35,6 @@ __all__ = [
     "on_revocations",
     "state_of",
 ]
-
-#: Told the events meta sent once the store has them (pushed or pulled).
-Listener = Callable[[list[RevocationEvent]], None]
-
-#: Where an app keeps its :class:`RevocationState`.
-EXTENSION_KEY = "srcore.revocation"
-
-
-@dataclass
-class RevocationState:
-    """One app's revocation machinery; the store and the puller live on its link to meta."""
-
-    #: The app's :class:`srcore.auth.link.MetaLink` (typed loosely: link sits above this).
-    link: Any
-    seen: SeenMessages
-    fanout: RedisFanout | None
-    #: What else follows meta's events (:func:`on_revocations`); the puller's own list.
-    listeners: list[Listener] = field(default_factory=list)
-
-    def start(self) -> None:
-        """Start this process's pull and fan-out threads if they are not running yet."""
-        if self.link.puller is not None:
-            self.link.puller.ensure_started()
-        if self.fanout is not None:
-            self.fanout.ensure_started()
-
-    def stop(self) -> None:
-        """Stop this process's threads (tests; the process exiting stops them too)."""
-        if self.link.puller is not None:
-            self.link.puller.stop()
-        if self.fanout is not None:
-            self.fanout.close()
-
-
-def state_of(app: Flask) -> RevocationState:
-    """The revocation state :meth:`Revocations.init_app` gave *app*."""
-    state: RevocationState = app.extensions[EXTENSION_KEY]
-    return state
-
-
-def on_revocations(app: Flask, listener: Listener) -> None:
-    """Call *listener* with the events meta pushes to or is pulled from by *app*.
-
-    For the features above this one (webhook subscriptions follow suspensions and
-    revoked accounts), so revocations import none of them. A listener that raises on a
-    push fails the push (meta delivers it again); on a pull it is logged. Nothing to do
-    for an app without revocations (it does not log in through meta).
-    """
-    state = app.extensions.get(EXTENSION_KEY)
-    if isinstance(state, RevocationState):
-        state.listeners.append(listener)
 
 
 class Revocations:

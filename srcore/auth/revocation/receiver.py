@@ -14,7 +14,7 @@ from srcore.auth.revocation.store import RevocationUnavailable
 from srcore.identity.protocol import PROFILE_EVENT, REVOCATION_EVENT, parse_events
 
 if TYPE_CHECKING:
-    from srcore.auth.revocation.extension import RevocationState
+    from srcore.auth.revocation.state import RevocationState
 
 __all__ = ["apply_event", "events_secret", "receive_events"]
 
@@ -35,7 +35,7 @@ def _error(status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) ->
 
 def events_secret(link: Any) -> str | None:
     """The ``whsec_`` secret meta signs this service's events with (derived, not stored)."""
-    from srcore.webhooks.signing import derive_secret
+    from srcore.signatures import derive_secret
 
     client_secret = getattr(link.meta, "client_secret", None)
     if not client_secret:
@@ -81,8 +81,8 @@ def receive_events() -> Any:
     """
     from flask import current_app, request
 
-    from srcore.auth.revocation.extension import state_of
-    from srcore.webhooks.signing import WebhookVerificationError, verify
+    from srcore.auth.revocation.state import state_of
+    from srcore.signatures import WebhookVerificationError, verify
 
     state = state_of(current_app)
     link = state.link

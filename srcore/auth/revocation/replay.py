@@ -93,7 +93,7 @@ def make_seen_messages(redis_url: str | None, service_id: str) -> SeenMessages:
     Ids are kept for twice the signature tolerance: a timestamp is accepted up to that
     far either side of now, so no replay of a forgotten id can verify any more.
     """
-    from srcore.webhooks.signing import DEFAULT_TOLERANCE
+    from srcore.signatures import DEFAULT_TOLERANCE
 
     window = 2 * DEFAULT_TOLERANCE.total_seconds() + 60
     if not redis_url:

@@ -119,6 +119,7 @@ def init_app(app: Flask) -> OAuthState:
     from meta.oauth.pats import pats
     from meta.oauth.server import OAuthState, build_server
     from srcore.app import state
+    from srcore.webhooks import webhooks_state
 
     st = state(app)
     config = st.config
@@ -156,7 +157,7 @@ def init_app(app: Flask) -> OAuthState:
     oauth.server = build_server(app, oauth)
     events.install(st.db.sessionmaker, network)
     # meta's webhook worker makes the services' subscriptions match the config first.
-    st.webhook_prepare.append(network.prepare)
+    webhooks_state(app).prepare.append(network.prepare)
 
     try:
         from srcore.throttle import make_store

@@ -78,7 +78,7 @@ class Target:
 
 def targets_from_config(config: Config) -> list[Target]:
     """Every configured service but meta that has an OAuth client secret to derive from."""
-    from srcore.webhooks.signing import derive_secret
+    from srcore.signatures import derive_secret
 
     audit = set(_audit_subscribers(config))
     found: list[Target] = []
