@@ -48,6 +48,7 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     from meta.models import Base, User
     from meta.passkeys_views import install as install_passkeys
     from meta.passkeys_views import passkey_pages
+    from meta.settings import meta_settings
     from meta.twofactor import twofactor
     from meta.views import MetaLogin, accounts, install
 
@@ -61,6 +62,7 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
         login=MetaLogin(),
         **options,
     )
+    meta_settings(app)  # read [meta] once: a key that does not match service.yaml fails here
     app.extensions["meta"] = MetaState(passwords=Passwords(password_hasher))
     app.register_blueprint(accounts)
     app.register_blueprint(admin)

@@ -178,10 +178,9 @@ def prune(session: Session, *, now: datetime, retention: timedelta) -> int:
 
 
 def retention() -> timedelta:
-    import srcore
+    from meta.settings import meta_settings
 
-    value = srcore.state().section.get("audit-retention")
-    return value if isinstance(value, timedelta) else DEFAULT_RETENTION
+    return meta_settings().audit_retention
 
 
 def _prune_now_and_then(session: Session, now: datetime) -> None:

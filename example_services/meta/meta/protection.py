@@ -99,15 +99,16 @@ def init_app(app: Flask) -> Limiter:
     from flask_limiter import Limiter
     from flask_limiter.util import get_remote_address
 
+    from meta.settings import meta_settings
     from srcore.app import state
 
     st = state(app)
     redis_url = str(st.config.global_.get("redis-url") or "")
-    lockout = st.section["login-lockout"]
+    settings = meta_settings(app)
     app.extensions["meta"].protection = LoginProtection.build(
         make_store(redis_url),
-        max_failures=int(st.section["login-max-failures"]),
-        lockout=lockout if isinstance(lockout, timedelta) else timedelta(minutes=15),
+        max_failures=settings.login_max_failures,
+        lockout=settings.login_lockout,
     )
     limiter = Limiter(
         get_remote_address,

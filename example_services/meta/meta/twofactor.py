@@ -21,6 +21,7 @@ from meta import audit, passkeys, totp
 from meta.audit import Kind
 from meta.mails import send_mail
 from meta.models import User
+from meta.settings import meta_settings
 from srcore.auth.web import is_safe_next, login_required
 from srcore.db import session as db
 from srcore.pagination import paginate_pages
@@ -67,9 +68,8 @@ def security_context(user_id: int) -> dict[str, Any]:
 
 
 def _issuer() -> str:
-    st = srcore.state()
-    name = str(st.section.get("two-factor-issuer") or "")
-    return name or str(st.config.global_["site-name"])
+    name = meta_settings().two_factor_issuer
+    return name or str(srcore.state().config.global_["site-name"])
 
 
 def _current() -> User:

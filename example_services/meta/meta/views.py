@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from flask import (
@@ -33,6 +32,7 @@ from meta import audit, logic, meta_state, signals
 from meta.audit import Kind
 from meta.mails import prepare_mail, send_mail
 from meta.models import TokenPurpose, User
+from meta.settings import meta_settings
 from srcore.auth.web import current_user, is_safe_next, log_in, log_out, login_required
 from srcore.db import UserType, utcnow
 from srcore.db import session as db
@@ -83,15 +83,6 @@ def _user() -> User:
     if user is None:  # login_required guards every caller
         abort(401)
     return user
-
-
-def _setting(key: str) -> Any:
-    return srcore.state().section[key]
-
-
-def _duration(key: str, default: timedelta) -> timedelta:
-    value = _setting(key)
-    return value if isinstance(value, timedelta) else default
 
 
 def _next_url() -> str | None:
@@ -255,13 +246,13 @@ def logout_everywhere() -> Response:
 
 @accounts.route("/register", methods=["GET", "POST"])
 def register() -> Any:
-    if _setting("registration") != "open":
+    if meta_settings().registration != "open":
         return error_response(
             403, "Registration is closed on this network.", title="Registration closed"
         )
     if _logged_in() is not None:
         return redirect(url_for("accounts.profile"))
-    min_length = int(_setting("password-min-length"))
+    min_length = meta_settings().password_min_length
     if request.method == "GET":
         return render_template("meta/register.html", valid=None, min_length=min_length)
     valid = Validation(request)
@@ -294,7 +285,7 @@ def register() -> Any:
         user,
         TokenPurpose.confirm,
         email=user.email,
-        lifetime=_duration("confirmation-lifetime", timedelta(days=2)),
+        lifetime=meta_settings().confirmation_lifetime,
     )
     db.commit()
     log.info("account %s (%d) registered", user.username, user.id)
@@ -346,7 +337,7 @@ def resend_confirmation() -> Response:
         user,
         TokenPurpose.confirm,
         email=user.email,
-        lifetime=_duration("confirmation-lifetime", timedelta(days=2)),
+        lifetime=meta_settings().confirmation_lifetime,
     )
     db.commit()
     if send_mail("confirm", user.email, user=user, token=secret):
@@ -383,7 +374,7 @@ def _reset_mailer(user_id: int) -> Callable[[], None]:
     """Issue a reset link for *user_id* and mail it, outside the request (no request
     context: a transaction and an app context of its own)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    lifetime = _duration("reset-lifetime", timedelta(hours=1))
+    lifetime = meta_settings().reset_lifetime
 
     def issue_and_send() -> None:
         try:
@@ -419,7 +410,7 @@ def reset(token: str) -> Any:
             "This link is invalid, was already used or has expired. Ask for a new one.",
             title="Link not valid",
         )
-    min_length = int(_setting("password-min-length"))
+    min_length = meta_settings().password_min_length
     if request.method == "GET":
         return render_template(
             "meta/reset.html", valid=None, token=token, user=user, min_length=min_length
@@ -542,7 +533,7 @@ def _check_current_password(valid: Validation, user: User) -> None:
 @login_required
 def password() -> Any:
     user = _user()
-    min_length = int(_setting("password-min-length"))
+    min_length = meta_settings().password_min_length
     if request.method == "GET":
         return render_template("meta/password.html", valid=None, min_length=min_length)
     throttled = _password_throttled(user)
@@ -596,7 +587,7 @@ def change_email() -> Any:
         user,
         TokenPurpose.change_email,
         email=email,
-        lifetime=_duration("confirmation-lifetime", timedelta(days=2)),
+        lifetime=meta_settings().confirmation_lifetime,
     )
     db.commit()
     if send_mail("change-email", email, user=user, token=secret):

@@ -107,11 +107,11 @@ def create_user(config: str | None, username: str, email: str, password: str) ->
     because the operator vouches for it: no mail is sent.
     """
     from meta import logic, meta_state
+    from meta.settings import meta_settings
     from srcore.db import utcnow
     from srcore.validation import Validation
 
     with _meta_app(config) as app:
-        section = app.srcore.section
         username = username.strip().lower()
         problem = logic.check_username(username, reserved=app.srcore.config.services)
         if problem is not None:
@@ -121,8 +121,7 @@ def create_user(config: str | None, username: str, email: str, password: str) ->
         if address is None:
             raise click.ClickException(f"{email!r}: {valid.errors[0].reason}")
         address = logic.normalize_email(address)
-        min_length = section["password-min-length"]
-        assert isinstance(min_length, int)  # declared `type: int` in meta's service.yaml
+        min_length = meta_settings(app).password_min_length
         problem = logic.check_password(password, min_length=min_length, username=username)
         if problem is not None:
             raise click.ClickException(f"the password is not acceptable: {problem}")

@@ -36,14 +36,6 @@ __all__ = [
 ]
 
 
-def _duration(section: Any, key: str, default: timedelta) -> timedelta:
-    try:
-        value = section.get(key)
-    except KeyError:
-        value = None
-    return value if isinstance(value, timedelta) else default
-
-
 class TokenGuard:
     """Brute-force protection of the token endpoint: per address and per (client, address).
 
@@ -118,13 +110,15 @@ def init_app(app: Flask) -> OAuthState:
     from meta.oauth.network import INFO_KEY, Network, targets_from_config
     from meta.oauth.pats import pats
     from meta.oauth.server import OAuthState, build_server
+    from meta.settings import meta_settings
     from srcore.app import state
     from srcore.webhooks import webhooks_state
 
     st = state(app)
     config = st.config
     issuer = str(st.section["origin"]).rstrip("/")
-    access = _duration(st.section, "access-token-lifetime", timedelta(hours=1))
+    settings = meta_settings(app)
+    access = settings.access_token_lifetime
     ring = KeyRing(st.db, token_lifetime=access)
 
     def base_url(service_id: str) -> str:
@@ -137,7 +131,9 @@ def init_app(app: Flask) -> OAuthState:
         return dict(discover())
 
     catalog = Catalog(services={sid: base_url(sid) for sid in config.services}, local=installed)
-    network = Network(targets_from_config(config), app=app)
+    network = Network(
+        targets_from_config(config, audit_subscribers=settings.audit_subscribers), app=app
+    )
     # Every session of meta's database knows the network, so a hook finds it without a
     # request (meta.admin, scripts).
     factory = st.db.sessionmaker
@@ -150,8 +146,8 @@ def init_app(app: Flask) -> OAuthState:
         network=network,
         first_party=first_party_clients(config),
         access_lifetime=access,
-        refresh_lifetime=_duration(st.section, "refresh-token-lifetime", timedelta(days=30)),
-        code_lifetime=_duration(st.section, "authorization-code-lifetime", timedelta(seconds=60)),
+        refresh_lifetime=settings.refresh_token_lifetime,
+        code_lifetime=settings.authorization_code_lifetime,
     )
     app.extensions["meta.oauth"] = oauth
     oauth.server = build_server(app, oauth)
@@ -164,9 +160,10 @@ def init_app(app: Flask) -> OAuthState:
     except ImportError:  # pragma: no cover - older srcore without brute-force protection
         make_store = None
     if make_store is not None:
-        lockout = _duration(st.section, "login-lockout", timedelta(minutes=15))
         redis_url = str(config.global_.get("redis-url") or "")
-        oauth.extra["token_throttle"] = TokenGuard(make_store(redis_url), lockout=lockout)
+        oauth.extra["token_throttle"] = TokenGuard(
+            make_store(redis_url), lockout=settings.login_lockout
+        )
 
     from meta.oauth.backchannel import Backchannel
     from meta.oauth.oidc_endpoints import OIDC_CORS_ENDPOINTS, oidc_endpoints

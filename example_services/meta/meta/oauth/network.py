@@ -76,11 +76,13 @@ class Target:
     events: str = EVENTS
 
 
-def targets_from_config(config: Config) -> list[Target]:
-    """Every configured service but meta that has an OAuth client secret to derive from."""
+def targets_from_config(config: Config, *, audit_subscribers: Sequence[str] = ()) -> list[Target]:
+    """Every configured service but meta that has an OAuth client secret to derive from;
+    those in *audit_subscribers* (``[meta] audit-subscribers``) also get audit entries.
+    """
     from srcore.signatures import derive_secret
 
-    audit = set(_audit_subscribers(config))
+    audit = set(audit_subscribers)
     found: list[Target] = []
     for service_id in config.services:
         if service_id == "meta":
@@ -104,18 +106,6 @@ def targets_from_config(config: Config) -> list[Target]:
             )
         )
     return found
-
-
-def _audit_subscribers(config: Config) -> list[str]:
-    try:
-        value = config.section("meta").get("audit-subscribers")
-    except KeyError:
-        return []
-    if isinstance(value, str):
-        return value.replace(",", " ").split()
-    if isinstance(value, list | tuple):
-        return [str(item) for item in value]
-    return []
 
 
 def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: datetime) -> None:
