@@ -271,8 +271,7 @@ _read_paging = partial(read_page, max_limit=MAX_LIMIT, default_limit=manage.DEFA
 def _paging() -> tuple[str | None, int]:
     query = Validation(data=request.args, source="form")
     cursor, limit = _read_paging(query)
-    if not query.ok:
-        abort(query.response())
+    query.raise_if_invalid()
     return cursor, limit
 
 
@@ -295,18 +294,15 @@ def api_list() -> CursorList[SubscriptionJSON]:
 
 @api.post("")
 @operation(body=_read_new, token=True)
-def api_create() -> Created[SubscriptionJSON] | Response:
+def api_create() -> Created[SubscriptionJSON]:
     """Subscribe a URL to events; the answer holds the signing secret, shown only here."""
     valid = Validation(request)
-    values = _read_new(valid) if valid.ok else None
-    if values is None or not valid.ok:
-        return valid.response()
+    valid.raise_if_invalid()
+    values = _read_new(valid)
+    valid.raise_if_invalid()
     _check_scopes(values.events or (), write=True)
     subscriber = g.srcore_webhook_subscriber
-    made = manage.create_subscription(db_session, state(), subscriber, values, valid)
-    if made is None:
-        return valid.response()
-    sub, secret = made
+    sub, secret = manage.create_subscription(db_session, state(), subscriber, values, valid)
     location = url_for("srcore_webhooks_api.api_get", subscription_id=sub.id)
     return created(subscription_json(sub, secret=secret), location=location)
 
@@ -320,17 +316,16 @@ def api_get(subscription_id: int) -> SubscriptionJSON:
 
 @api.patch(manage.SUBSCRIPTION)
 @operation(body=_read_change, token=True)
-def api_update(subscription_id: int) -> SubscriptionJSON | Response:
+def api_update(subscription_id: int) -> SubscriptionJSON:
     """Change a webhook's url, events or enabled (those sent); its resource is fixed."""
     sub = _subscription(subscription_id)
     valid = Validation(request)
-    values = _read_change(valid) if valid.ok else None
-    if values is None or not valid.ok:
-        return valid.response()
+    valid.raise_if_invalid()
+    values = _read_change(valid)
+    valid.raise_if_invalid()
     _check_scopes(values.events if values.events is not None else sub.event_names, write=True)
     subscriber = g.srcore_webhook_subscriber
-    if not manage.update_subscription(db_session, state(), subscriber, sub, values, valid):
-        return valid.response()
+    manage.update_subscription(db_session, state(), subscriber, sub, values, valid)
     return subscription_json(sub)
 
 
@@ -345,16 +340,17 @@ def api_delete(subscription_id: int) -> NoContent:
 
 @api.post(f"{manage.SUBSCRIPTION}/rotate")
 @operation(body=read_overlap, token=True)
-def api_rotate(subscription_id: int) -> SubscriptionJSON | Response:
+def api_rotate(subscription_id: int) -> SubscriptionJSON:
     """Give a webhook a new secret (in the answer); the old one keeps signing beside it
     for ``overlap`` seconds (a day unless sent), so receivers can switch over."""
     sub = _subscription(subscription_id)
     valid = Validation(request)
     if request.content_length in (None, 0) and not request.form:
         valid = Validation(data={})
-    overlap = read_overlap(valid) if valid.ok else None
-    if overlap is None or not valid.ok:
-        return valid.response()
+    valid.raise_if_invalid()
+    overlap = read_overlap(valid)
+    valid.raise_if_invalid()
+    assert overlap is not None  # read_overlap gives None only with an error recorded
     secret = manage.rotate_secret(db_session, sub, overlap)
     return subscription_json(sub, secret=secret)
 

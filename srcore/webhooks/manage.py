@@ -132,7 +132,7 @@ def _check_new_values(
                 "events",
             )
     hook = webhooks_state().can_receive
-    if valid.ok and resource is not None and hook is not None and values.events:
+    if not valid.errors and resource is not None and hook is not None and values.events:
         probe = _new(subscriber, st, url=values.url or "", events=values.events, secret="")
         probe.resource = resource
         event = OutboxRow(event=values.events[0], resource=resource, payload="{}")
@@ -160,17 +160,15 @@ def create_subscription(
     subscriber: Subscriber,
     values: SubscriptionInput,
     valid: Validation,
-) -> tuple[Subscription, str] | None:
-    """Check and store a new subscription; return it and its secret, or None (errors on
-    *valid*)."""
+) -> tuple[Subscription, str]:
+    """Check and store a new subscription; return it and its secret. Bad input raises
+    :class:`~srcore.validation.ValidationFailed` with every error on *valid*."""
     # Checked even when other fields are wrong, so a form shows every problem at once.
     _check_new_values(st, subscriber, values, valid, resource=values.resource)
-    if not valid.ok:
-        return None
+    valid.raise_if_invalid()
     count = session.scalar(select(func.count()).where(owned(subscriber))) or 0
     if count >= MAX_SUBSCRIPTIONS:
-        valid.error(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
-        return None
+        valid.fail(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
     assert values.url is not None and values.events is not None
     secret = generate_secret()
     sub = _new(subscriber, st, url=values.url, events=values.events, secret=secret)
@@ -194,15 +192,14 @@ def update_subscription(
     sub: Subscription,
     values: SubscriptionInput,
     valid: Validation,
-) -> bool:
-    """Apply an update (url, events, enabled); False with errors on *valid*."""
-    if not valid.ok:
-        return False
+) -> None:
+    """Apply an update (url, events, enabled). Bad input (errors already on *valid*
+    included) raises :class:`~srcore.validation.ValidationFailed`."""
+    valid.raise_if_invalid()
     events = values.events if values.events is not None else tuple(sorted(sub.event_names))
     check = SubscriptionInput(url=values.url if values.url != sub.url else None, events=events)
     _check_new_values(st, subscriber, check, valid, resource=None)
-    if not valid.ok:
-        return False
+    valid.raise_if_invalid()
     if values.url is not None:
         sub.url = values.url
     if values.events is not None:
@@ -214,7 +211,6 @@ def update_subscription(
     # Its owner has seen it as it is now: see srcore.webhooks.accounts.
     sub.confirmed_at = utcnow()
     session.commit()
-    return True
 
 
 def set_enabled(sub: Subscription, enabled: bool) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -69,9 +70,10 @@ def _mine(subscription_id: int) -> Subscription:
     return manage.find(db_session, _subscriber(), subscription_id)
 
 
-def _form() -> Validation:
-    """The posted form (a JSON body is refused: these are pages)."""
-    valid = Validation(request)
+def _form(build: Callable[[], Mapping[str, Any]] | None = None) -> Validation:
+    """The posted form (a JSON body is refused: these are pages); with *build*, a
+    failed validation shows the subscription form again (see :func:`_form_context`)."""
+    valid = Validation.form("webhooks/form.html", build) if build else Validation(request)
     if valid.source == "json":
         valid.error("Send the form.")
     return valid
@@ -87,28 +89,22 @@ def _back(sub: Subscription, message: str, category: str = "success") -> Respons
     return redirect(_detail_url(sub))
 
 
-def _form_page(
-    valid: Validation | None,
-    sub: Subscription | None,
-    *,
-    chosen: list[str],
-    resource: str | None,
-    status: int = 200,
-) -> Any:
+def _form_context(
+    sub: Subscription | None, *, chosen: list[str], resource: str | None
+) -> dict[str, Any]:
+    """The subscription form's context, but ``valid``."""
     manifest = state().manifest
     events = [
         {"name": e.name, "description": e.description, "scope": str(event_scope(manifest, e.name))}
         for e in manifest.user_events
     ]
-    page = render_template(
-        "webhooks/form.html",
-        valid=valid,
-        subscription=sub,
-        events=events,
-        chosen=chosen,
-        resource=resource,
-    )
-    return page, status
+    return {"subscription": sub, "events": events, "chosen": chosen, "resource": resource}
+
+
+def _form_page(sub: Subscription | None, *, chosen: list[str], resource: str | None) -> str:
+    """The empty (new) or current (edit) subscription form."""
+    context = _form_context(sub, chosen=chosen, resource=resource)
+    return render_template("webhooks/form.html", valid=None, **context)
 
 
 def _detail_page(sub: Subscription, *, secret: str | None = None, status: int = 200) -> Any:
@@ -116,7 +112,7 @@ def _detail_page(sub: Subscription, *, secret: str | None = None, status: int = 
     if request.method == "GET":
         query = Validation(data=request.args, source="form")
         cursor = query.optional("cursor", max_length=1024)
-        if not query.ok:
+        if query.errors:
             return _bad_cursor(InvalidCursor())
     rows, next_cursor = manage.deliveries(db_session, sub, cursor, manage.DEFAULT_LIMIT)
     page = render_template(
@@ -149,7 +145,7 @@ def _pretty(text: str | None) -> str:
 def index() -> Any:
     query = Validation(data=request.args, source="form")
     page = query.optional("page", int, min=1, max=1_000_000, default=1) or 1
-    if not query.ok:
+    if query.errors:
         return error_response(400, "Invalid address: page must be a whole number.")
     stmt = select(Subscription).where(manage.owned(_subscriber())).order_by(Subscription.id.desc())
     listing = paginate_pages(db_session, stmt, page=page, per_page=PER_PAGE)
@@ -164,17 +160,17 @@ def new() -> Any:
         with contextlib.suppress(Invalid):
             resource = read_resource(request.args.get("resource", "")) or None
         chosen = request.args.getlist("events")
-        return _form_page(None, None, chosen=chosen, resource=resource)
-    valid = _form()
-    values = read_subscription(valid, st.manifest) if valid.ok else None
-    made = None
-    if values is not None:
-        made = manage.create_subscription(db_session, st, _subscriber(), values, valid)
-    if made is None:
-        chosen = [e for e in request.form.getlist("events") if isinstance(e, str)]
-        resource = values.resource if values else None
-        return _form_page(valid, None, chosen=chosen, resource=resource, status=400)
-    sub, secret = made
+        return _form_page(None, chosen=chosen, resource=resource)
+    values: SubscriptionInput | None = None
+
+    def again() -> dict[str, Any]:
+        posted = [e for e in request.form.getlist("events") if isinstance(e, str)]
+        return _form_context(None, chosen=posted, resource=values.resource if values else None)
+
+    valid = _form(again)
+    valid.raise_if_invalid()
+    values = read_subscription(valid, st.manifest)
+    sub, secret = manage.create_subscription(db_session, st, _subscriber(), values, valid)
     return _detail_page(sub, secret=secret, status=201)
 
 
@@ -188,16 +184,17 @@ def edit(subscription_id: int) -> Any:
     st = state()
     sub = _mine(subscription_id)
     if request.method == "GET":
-        return _form_page(None, sub, chosen=sorted(sub.event_names), resource=sub.resource)
-    valid = _form()
-    raw_events = request.form.getlist("events")
-    values = SubscriptionInput()
-    if valid.ok:
-        values = read_subscription(valid, st.manifest)
-        values.resource = None
-    if not manage.update_subscription(db_session, st, _subscriber(), sub, values, valid):
+        return _form_page(sub, chosen=sorted(sub.event_names), resource=sub.resource)
+
+    def again() -> dict[str, Any]:
         db_session.rollback()
-        return _form_page(valid, sub, chosen=raw_events, resource=sub.resource, status=400)
+        return _form_context(sub, chosen=request.form.getlist("events"), resource=sub.resource)
+
+    valid = _form(again)
+    valid.raise_if_invalid()
+    values = read_subscription(valid, st.manifest)
+    values.resource = None
+    manage.update_subscription(db_session, st, _subscriber(), sub, values, valid)
     return _back(sub, "Webhook saved.")
 
 
@@ -205,8 +202,8 @@ def edit(subscription_id: int) -> Any:
 def rotate(subscription_id: int) -> Any:
     sub = _mine(subscription_id)
     valid = _form()
-    overlap = read_overlap(valid) if valid.ok else None
-    if overlap is None or not valid.ok:
+    overlap = read_overlap(valid) if not valid.errors else None
+    if overlap is None or valid.errors:
         reasons = "; ".join(err.reason for err in valid.errors)
         return _back(sub, f"The secret was not rotated: {reasons}", "error")
     secret = manage.rotate_secret(db_session, sub, overlap)
