@@ -45,7 +45,6 @@ __all__ = [
 AUDIT_EVENT = "audit:recorded"
 #: Pruning on write runs at most this often per process.
 PRUNE_EVERY = timedelta(minutes=10)
-DEFAULT_RETENTION = timedelta(days=365)
 _LAST_PRUNE = "audit_last_prune"
 
 
