@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
@@ -90,26 +90,21 @@ def _mine(user_id: int) -> list[OAuthClient]:
     )
 
 
-def _page(
-    valid: Validation | None = None,
-    *,
-    created: Any = None,
-    secret: str | None = None,
-    status: int = 200,
-) -> Any:
+def _context(*, created: Any = None, secret: str | None = None) -> dict[str, Any]:
+    """The applications page's context, but ``valid``."""
     user = current_user._get_current_object()
-    return (
-        render_template(
-            "meta/oauth/clients.html",
-            clients=_mine(user.id),
-            valid=valid,
-            created=created,
-            secret=secret,
-            kind_options=KIND_OPTIONS,
-            alg_options=ALG_OPTIONS,
-        ),
-        status,
-    )
+    return {
+        "clients": _mine(user.id),
+        "created": created,
+        "secret": secret,
+        "kind_options": KIND_OPTIONS,
+        "alg_options": ALG_OPTIONS,
+    }
+
+
+def _page(*, created: Any = None, secret: str | None = None) -> str:
+    context = _context(created=created, secret=secret)
+    return render_template("meta/oauth/clients.html", valid=None, **context)
 
 
 @client_pages.route("/clients")
@@ -122,7 +117,8 @@ def clients() -> Any:
 @login_required
 def register_client() -> Any:
     user = current_user._get_current_object()
-    valid = Validation(request)
+    # A failed registration shows the page again with the errors (400).
+    valid = Validation.form("meta/oauth/clients.html", _context)
     name = valid.require("name", max_length=128, label="Name")
     uris_text = valid.require("redirect_uris", max_length=6000, label="Redirect URIs")
     kind = valid.require("kind", "enum", choices=("confidential", "public"), label="Kind")
@@ -157,8 +153,8 @@ def register_client() -> Any:
         problem = backchannel_uri_problem(backchannel)
         if problem is not None:
             valid.error(problem, "backchannel_logout_uri")
-    if not valid.ok or name is None:
-        return _page(valid, status=400)
+    valid.raise_if_invalid()
+    assert name is not None  # require() recorded an error otherwise
     confidential = kind == "confidential"
     secret = secrets.token_urlsafe(32) if confidential else None
     row = OAuthClient(

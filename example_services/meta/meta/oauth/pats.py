@@ -260,25 +260,25 @@ def _applications(user_id: int) -> list[dict[str, Any]]:
     return list(apps.values())
 
 
+def _context(new_token: str | None = None) -> dict[str, Any]:
+    """The security page's context, but ``valid``."""
+    user = current_user._get_current_object()
+    return {
+        "applications": _applications(user.id),
+        "tokens": _active_tokens(user.id),
+        "all_scopes": oauth_state().catalog.all_scopes(),
+        "expiry_options": EXPIRY_OPTIONS,
+        "new_token": new_token,
+        "refusal": token_refusal(user),
+        **security_context(user.id),
+    }
+
+
 def _render(
     valid: Validation | None = None, new_token: str | None = None, status: int = 200
 ) -> Any:
-    user = current_user._get_current_object()
-    st = oauth_state()
-    return (
-        render_template(
-            "meta/oauth/security.html",
-            applications=_applications(user.id),
-            tokens=_active_tokens(user.id),
-            all_scopes=st.catalog.all_scopes(),
-            expiry_options=EXPIRY_OPTIONS,
-            valid=valid,
-            new_token=new_token,
-            refusal=token_refusal(user),
-            **security_context(user.id),
-        ),
-        status,
-    )
+    page = render_template("meta/oauth/security.html", valid=valid, **_context(new_token))
+    return page, status
 
 
 @pats.route("/security")
@@ -291,14 +291,16 @@ def security() -> Any:
 @login_required
 def create_token_page() -> Any:
     user = current_user._get_current_object()
-    valid = Validation(request)
+    # Bad input shows the page again with the errors (400).
+    valid = Validation.form("meta/oauth/security.html", _context)
     refusal = token_refusal(user)
     if refusal is not None:
+        # Not bad input: the user may not make tokens at all, hence 403.
         valid.error(refusal)
         return _render(valid, status=403)
     checked = _check_token_input(valid, api=False)
-    if checked is None:
-        return _render(valid, status=400)
+    valid.raise_if_invalid()
+    assert checked is not None  # _check_token_input recorded an error otherwise
     name, scope, days = checked
     _row, token = create_token(user, name=name, scope=scope, days=days)
     db_session.commit()
@@ -391,8 +393,8 @@ def api_create_token() -> Created[NewTokenJSON] | Response:
         return error_response(403, "This token cannot make tokens: it belongs to no grant.")
     valid = Validation(request)
     checked = _check_token_input(valid, api=True, within=caller.scopes)
-    if checked is None:
-        return valid.response(400)
+    valid.raise_if_invalid()
+    assert checked is not None  # _check_token_input recorded an error otherwise
     name, scope, days = checked
     expires = caller.claims.get("exp")
     row, token = create_token(
