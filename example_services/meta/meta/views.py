@@ -133,11 +133,11 @@ def login() -> Any:
         if _logged_in() is not None and request.args.get("reauth") != "1":
             return redirect(target or url_for("accounts.profile"))
         return render_template("meta/login.html", valid=None, next=target)
-    valid = Validation(request)
+    valid = Validation.form("meta/login.html", next=target)
     name = valid.require("login", max_length=FIELD_MAX, label="Username or email")
     password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
-    if not valid.ok or name is None or password is None:
-        return render_template("meta/login.html", valid=valid, next=target), 400
+    valid.raise_if_invalid()
+    assert name is not None and password is not None  # require() recorded an error otherwise
 
     state = meta_state()
     protection = state.protection
@@ -170,8 +170,7 @@ def login() -> Any:
             detail="wrong password" if user else "no such account",
         )
         db.commit()
-        valid.error(INCORRECT)
-        return render_template("meta/login.html", valid=valid, next=target), 400
+        valid.fail(INCORRECT)
     assert user is not None
     if protection is not None:
         protection.success(account, address)
@@ -255,7 +254,7 @@ def register() -> Any:
     min_length = meta_settings().password_min_length
     if request.method == "GET":
         return render_template("meta/register.html", valid=None, min_length=min_length)
-    valid = Validation(request)
+    valid = Validation.form("meta/register.html", min_length=min_length)
     username = (valid.require("username", max_length=FIELD_MAX) or "").lower()
     email = valid.require("email", "email", label="Email address")
     password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
@@ -273,8 +272,8 @@ def register() -> Any:
     if password:
         problem = logic.check_password(password, min_length=min_length, username=username)
         valid.expect(problem is None, problem or "", field="password")
-    if not valid.ok or not email or not password:
-        return render_template("meta/register.html", valid=valid, min_length=min_length), 400
+    valid.raise_if_invalid()
+    assert email and password  # require() recorded an error otherwise
 
     state = meta_state()
     user = logic.create_user(
@@ -354,10 +353,10 @@ def resend_confirmation() -> Response:
 def forgot() -> Any:
     if request.method == "GET":
         return render_template("meta/forgot.html", valid=None, sent=False)
-    valid = Validation(request)
+    valid = Validation.form("meta/forgot.html", sent=False)
     email = valid.require("email", "email", label="Email address")
-    if not valid.ok or not email:
-        return render_template("meta/forgot.html", valid=valid, sent=False), 400
+    valid.raise_if_invalid()
+    assert email  # require() recorded an error otherwise
     user = logic.find_login(db, email)
     response = current_app.make_response(
         render_template("meta/forgot.html", valid=None, sent=True, email=email)
@@ -415,15 +414,13 @@ def reset(token: str) -> Any:
         return render_template(
             "meta/reset.html", valid=None, token=token, user=user, min_length=min_length
         )
-    valid = Validation(request)
+    valid = Validation.form("meta/reset.html", token=token, user=user, min_length=min_length)
     password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
     if password:
         problem = logic.check_password(password, min_length=min_length, username=user.username)
         valid.expect(problem is None, problem or "", field="password")
-    if not valid.ok or not password:
-        return render_template(
-            "meta/reset.html", valid=valid, token=token, user=user, min_length=min_length
-        ), 400
+    valid.raise_if_invalid()
+    assert password  # require() recorded an error otherwise
     logic.consume_token(found)
     # The mail reached the account's address: that confirms it too.
     if found.email == logic.normalize_email(user.email) and user.email_confirmed_at is None:
@@ -462,13 +459,12 @@ def profile() -> Any:
     user = _user()
     if request.method == "GET":
         return render_template("meta/profile.html", valid=None, user=user)
-    valid = Validation(request)
+    valid = Validation.form("meta/profile.html", user=user)
     url = valid.optional("url", "url", label="Web site")
     location = valid.optional("location", max_length=FIELD_MAX)
     bio = valid.optional("bio", max_length=BIO_MAX, strip=False)
     bio = bio.strip() if bio else None
-    if not valid.ok:
-        return render_template("meta/profile.html", valid=valid, user=user), 400
+    valid.raise_if_invalid()
     if (user.url, user.location, user.bio) != (url, location, bio):
         user.url, user.location, user.bio = url, location, bio or None
         db.flush()
@@ -539,7 +535,7 @@ def password() -> Any:
     throttled = _password_throttled(user)
     if throttled is not None:
         return throttled
-    valid = Validation(request)
+    valid = Validation.form("meta/password.html", min_length=min_length)
     _check_current_password(valid, user)
     new = valid.require(
         "password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH, label="New password"
@@ -547,8 +543,8 @@ def password() -> Any:
     if new:
         problem = logic.check_password(new, min_length=min_length, username=user.username)
         valid.expect(problem is None, problem or "", field="password")
-    if not valid.ok or not new:
-        return render_template("meta/password.html", valid=valid, min_length=min_length), 400
+    valid.raise_if_invalid()
+    assert new  # require() recorded an error otherwise
     amr = logic.web_session_amr(db, session.get(SESSION_ID))
     logic.set_password(db, user, meta_state().passwords.hash(new))
     audit.record(db, Kind.password_changed, user.id)
@@ -568,7 +564,7 @@ def change_email() -> Any:
     throttled = _password_throttled(user)
     if throttled is not None:
         return throttled
-    valid = Validation(request)
+    valid = Validation.form("meta/email.html", user=user)
     email = valid.require("email", "email", label="New email address")
     _check_current_password(valid, user)
     if email:
@@ -579,8 +575,8 @@ def change_email() -> Any:
             "Another account uses this address.",
             field="email",
         )
-    if not valid.ok or not email:
-        return render_template("meta/email.html", valid=valid, user=user), 400
+    valid.raise_if_invalid()
+    assert email  # require() recorded an error otherwise
     user.pending_email = email
     secret = logic.issue_token(
         db,
@@ -618,10 +614,9 @@ def delete_account() -> Any:
     throttled = _password_throttled(user)
     if throttled is not None:
         return throttled
-    valid = Validation(request)
+    valid = Validation.form("meta/delete.html", user=user)
     _check_current_password(valid, user)
-    if not valid.ok:
-        return render_template("meta/delete.html", valid=valid, user=user), 400
+    valid.raise_if_invalid()
     name = user.username
     # The entry outlives the account (entries keep no key to it), for admins to read.
     audit.record(db, Kind.account_deleted, user.id, detail=f"{name}, by its owner")
