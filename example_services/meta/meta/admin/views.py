@@ -86,19 +86,18 @@ def _target(user_id: int) -> User:
 @admin.route("/users/<id:user_id>")
 @admin_required
 def user(user_id: int) -> Any:
-    return _user_page(_target(user_id), None)
+    return render_template("meta/admin/user.html", valid=None, **_user_context(_target(user_id)))
 
 
-def _user_page(target: User, valid: Validation | None) -> Any:
+def _user_context(target: User) -> dict[str, Any]:
+    """The user page's context, but ``valid``."""
     from meta import passkeys
 
-    return render_template(
-        "meta/admin/user.html",
-        user=target,
-        valid=valid,
-        totp_enabled=totp.factor_of(db, target.id) is not None,
-        passkey_count=passkeys.count_of(db, target.id),
-    ), (400 if valid is not None and not valid.ok else 200)
+    return {
+        "user": target,
+        "totp_enabled": totp.factor_of(db, target.id) is not None,
+        "passkey_count": passkeys.count_of(db, target.id),
+    }
 
 
 @admin.route("/users/<id:user_id>/suspend", methods=["POST"])
@@ -106,12 +105,12 @@ def _user_page(target: User, valid: Validation | None) -> Any:
 def suspend(user_id: int) -> Any:
     me = _admin()
     target = _target(user_id)
-    valid = Validation(request)
+    valid = Validation.form("meta/admin/user.html", lambda: _user_context(target))
     notice = valid.require("notice", max_length=NOTICE_MAX, label="The notice")
     valid.expect(target.id != me.id, "You cannot suspend yourself.")
     valid.expect(not target.is_suspended, "This account is already suspended.")
-    if not valid.ok or notice is None:
-        return _user_page(target, valid)
+    valid.raise_if_invalid()
+    assert notice is not None  # require() recorded an error otherwise
     logic.suspend(db, target, notice)
     audit.record(db, Kind.account_suspended, target.id, actor_id=me.id, detail=notice)
     db.commit()
