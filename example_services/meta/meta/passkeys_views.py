@@ -128,16 +128,16 @@ def passkey_context(user_id: int) -> dict[str, Any]:
     return {"passkeys": passkeys.credentials_of(db, user_id), "passkey_max": MAX_PASSKEYS}
 
 
-def _page(user: User, valid: Validation | None, status: int = 200) -> Any:
-    return render_template(
-        "meta/security/passkeys.html", valid=valid, **passkey_context(user.id)
-    ), status
+def _form(user: User) -> Validation:
+    """The posted form; a failed validation shows the passkeys page again (400)."""
+    return Validation.form("meta/security/passkeys.html", lambda: passkey_context(user.id))
 
 
 @passkey_pages.route("/security/passkeys")
 @login_required
 def settings() -> Any:
-    return _page(_current(), None)
+    context = passkey_context(_current().id)
+    return render_template("meta/security/passkeys.html", valid=None, **context)
 
 
 @passkey_pages.route("/security/passkeys/options", methods=["POST"])
@@ -214,10 +214,10 @@ def _own_key(user: User, key_id: int) -> PasskeyCredential:
 def rename(key_id: int) -> Any:
     user = _current()
     key = _own_key(user, key_id)
-    valid = Validation(request)
+    valid = _form(user)
     name = valid.require("name", max_length=passkeys.NAME_MAX, label="The passkey's name")
-    if not valid.ok or name is None:
-        return _page(user, valid, 400)
+    valid.raise_if_invalid()
+    assert name is not None  # require() recorded an error otherwise
     key.name = name
     db.commit()
     flash(f"The passkey is now called “{name}”.", "success")
@@ -240,7 +240,7 @@ def remove(key_id: int) -> Any:
     throttled = _password_throttled(user)
     if throttled is not None:
         return throttled
-    valid = Validation(request)
+    valid = _form(user)
     code = valid.optional("code", max_length=64)
     if code:
         protection = meta_state().protection
@@ -254,9 +254,9 @@ def remove(key_id: int) -> Any:
             valid.error("This code is not right.", "code")
     else:
         _check_current_password(valid, user)
-    if not valid.ok:
+    if valid.errors:
         db.rollback()
-        return _page(user, valid, 400)
+    valid.raise_if_invalid()
     name = key.name
     passkeys.remove_credential(db, user.id, key.id)
     audit.record(db, Kind.passkey_removed, user.id, detail=name)
