@@ -157,9 +157,11 @@ def register_options() -> Any:
         passkeys.count_of(db, user.id) < MAX_PASSKEYS,
         f"An account has at most {MAX_PASSKEYS} passkeys: remove one first.",
     )
-    if not valid.ok or name is None:
+    if valid.errors:
         db.rollback()
-        return valid.response()
+    # The page's script asks for JSON: it gets the standard error body, as from _fail.
+    valid.raise_if_invalid()
+    assert name is not None  # require() recorded an error otherwise
     handle = passkeys.user_handle(db, user.id)
     challenge = _begin(Purpose.register, user.id, name=name, handle=handle)
     return jsonify(
