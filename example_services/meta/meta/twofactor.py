@@ -81,33 +81,41 @@ def _current() -> User:
 # -- setting up, renewing, turning off ------------------------------------------------------
 
 
-def _setup_page(user: User, valid: Validation | None, status: int = 200) -> Any:
+TWO_FACTOR = "meta/security/two_factor.html"
+
+
+def _setup_context(user: User) -> dict[str, Any]:
+    """The two-factor page before TOTP is on, but ``valid``: the key to scan."""
     secret = session.get(SETUP_SECRET)
     if not isinstance(secret, str) or len(secret) != 32:
         secret = session[SETUP_SECRET] = totp.new_secret()
     uri = totp.provisioning_uri(secret, account=user.username, issuer=_issuer())
-    html = render_template(
-        "meta/security/two_factor.html",
-        user=user,
-        enabled=False,
-        secret=secret,
-        qr=totp.qr_svg(uri),
-        uri=uri,
-        valid=valid,
-        codes=None,
-    )
-    return html, status
+    return {
+        "user": user,
+        "enabled": False,
+        "secret": secret,
+        "qr": totp.qr_svg(uri),
+        "uri": uri,
+        "codes": None,
+    }
 
 
-def _enabled_page(user: User, valid: Validation | None, codes: list[str] | None = None) -> Any:
-    return render_template(
-        "meta/security/two_factor.html",
-        user=user,
-        enabled=True,
-        recovery_left=totp.unused_recovery_codes(db, user.id),
-        valid=valid,
-        codes=codes,
-    ), (400 if valid is not None and not valid.ok else 200)
+def _enabled_context(user: User, codes: list[str] | None = None) -> dict[str, Any]:
+    """The two-factor page once TOTP is on, but ``valid``."""
+    return {
+        "user": user,
+        "enabled": True,
+        "recovery_left": totp.unused_recovery_codes(db, user.id),
+        "codes": codes,
+    }
+
+
+def _setup_page(user: User) -> str:
+    return render_template(TWO_FACTOR, valid=None, **_setup_context(user))
+
+
+def _enabled_page(user: User, codes: list[str] | None = None) -> str:
+    return render_template(TWO_FACTOR, valid=None, **_enabled_context(user, codes))
 
 
 @twofactor.route("/security/two-factor")
@@ -115,8 +123,8 @@ def _enabled_page(user: User, valid: Validation | None, codes: list[str] | None 
 def settings() -> Any:
     user = _current()
     if totp.factor_of(db, user.id) is not None:
-        return _enabled_page(user, None)
-    return _setup_page(user, None)
+        return _enabled_page(user)
+    return _setup_page(user)
 
 
 @twofactor.route("/security/two-factor", methods=["POST"])
@@ -131,7 +139,7 @@ def enable() -> Any:
     throttled = _password_throttled(user)
     if throttled is not None:
         return throttled
-    valid = Validation(request)
+    valid = Validation.form(TWO_FACTOR, lambda: _setup_context(user))
     _check_current_password(valid, user)
     code = valid.require("code", max_length=CODE_MAX, label="The code from your app")
     secret = session.get(SETUP_SECRET)
@@ -146,14 +154,15 @@ def enable() -> Any:
     elif code:
         # The key shown was lost with the session: the page shows a new one.
         valid.error("The key has changed: scan the new code, then type its code.", "code")
-    if not valid.ok or counter is None or not isinstance(secret, str):
-        return _setup_page(user, valid, 400)
+    valid.raise_if_invalid()
+    # Without a code, a key or a right code, an error was recorded above.
+    assert counter is not None and isinstance(secret, str)
     codes = totp.add_factor(db, user.id, secret, counter)
     audit.record(db, Kind.factor_added, user.id, detail="authenticator app")
     db.commit()
     session.pop(SETUP_SECRET, None)
     send_mail("factor-added", user.email, user=user)
-    return _enabled_page(user, None, codes)
+    return _enabled_page(user, codes)
 
 
 @twofactor.route("/security/two-factor/recovery-codes", methods=["POST"])
@@ -168,14 +177,13 @@ def renew_recovery_codes() -> Any:
     throttled = _password_throttled(user)
     if throttled is not None:
         return throttled
-    valid = Validation(request)
+    valid = Validation.form(TWO_FACTOR, lambda: _enabled_context(user))
     _check_current_password(valid, user)
-    if not valid.ok:
-        return _enabled_page(user, valid)
+    valid.raise_if_invalid()
     codes = totp.new_recovery_codes(db, user.id)
     audit.record(db, Kind.recovery_codes_renewed, user.id)
     db.commit()
-    return _enabled_page(user, None, codes)
+    return _enabled_page(user, codes)
 
 
 @twofactor.route("/security/two-factor/disable", methods=["POST"])
@@ -191,7 +199,7 @@ def disable() -> Any:
     throttled = _password_throttled(user)
     if throttled is not None:
         return throttled
-    valid = Validation(request)
+    valid = Validation.form(TWO_FACTOR, lambda: _enabled_context(user))
     code = valid.optional("code", max_length=CODE_MAX)
     if code:
         from meta import meta_state
@@ -207,9 +215,9 @@ def disable() -> Any:
             valid.error("This code is not right.", "code")
     else:
         _check_current_password(valid, user)
-    if not valid.ok:
+    if valid.errors:
         db.rollback()
-        return _enabled_page(user, valid)
+    valid.raise_if_invalid()
     totp.remove_factors(db, user.id)
     audit.record(db, Kind.factor_removed, user.id, detail="authenticator app")
     db.commit()
@@ -266,7 +274,7 @@ def verify() -> Any:
         flash("Two-factor sign-in was turned off for your account: log in again.", "warning")
         return redirect(url_for("accounts.login", next=target))
     if request.method == "GET":
-        return _verify_page(user, None)
+        return render_template(VERIFY, valid=None, **_verify_context(user))
     protection = meta_state().protection
     key, address = _throttle_key(user, user.username), _client_address()
     if protection is not None:
@@ -275,10 +283,10 @@ def verify() -> Any:
             audit.record(db, Kind.login_throttled, user.id, detail="second-factor code")
             db.commit()
             return _too_many(decision.retry_after, decision.retry_after_seconds)
-    valid = Validation(request)
+    valid = Validation.form(VERIFY, lambda: _verify_context(user))
     code = valid.require("code", max_length=CODE_MAX, label="The code")
-    if not valid.ok or code is None:
-        return _verify_page(user, valid)
+    valid.raise_if_invalid()
+    assert code is not None  # require() recorded an error otherwise
     check = totp.check_code(db, user.id, code)
     if not check.ok:
         db.rollback()
@@ -286,8 +294,7 @@ def verify() -> Any:
             protection.failure(key, address)
         audit.record(db, Kind.login_failed, user.id, detail="wrong second-factor code")
         db.commit()
-        valid.error("This code is not right.", "code")
-        return _verify_page(user, valid)
+        valid.fail("This code is not right.", "code")
     if protection is not None:
         protection.success(key, address)
     session.pop(PENDING, None)
@@ -303,15 +310,16 @@ def verify() -> Any:
     return response
 
 
-def _verify_page(user: User, valid: Validation | None) -> Any:
-    """The second step's page: a code form if the account has TOTP, a passkey button if it
-    has passkeys."""
-    return render_template(
-        "meta/security/verify.html",
-        valid=valid,
-        totp_enabled=totp.factor_of(db, user.id) is not None,
-        has_passkeys=passkeys.count_of(db, user.id) > 0,
-    ), (400 if valid is not None else 200)
+VERIFY = "meta/security/verify.html"
+
+
+def _verify_context(user: User) -> dict[str, Any]:
+    """The second step's page, but ``valid``: a code form if the account has TOTP, a
+    passkey button if it has passkeys."""
+    return {
+        "totp_enabled": totp.factor_of(db, user.id) is not None,
+        "has_passkeys": passkeys.count_of(db, user.id) > 0,
+    }
 
 
 # -- the account's activity ---------------------------------------------------------------------
