@@ -119,11 +119,11 @@ def _search_error(exc: Exception) -> Response:
 
     assert isinstance(exc, SearchError)
     if wants_json():
-        from srcore.validation import Validation
+        from srcore.validation import Validation, ValidationFailed
 
         valid = Validation(data={})
         valid.error(exc.reason, "search")
-        return valid.response(400)
+        return ValidationFailed(valid).response()
     return error_response(400, exc.reason)
 
 

@@ -655,7 +655,7 @@ def test_response_without_an_app() -> None:
     valid = Validation(data={})
     valid.require("title")
     valid.error("Whole thing is wrong.")
-    response = valid.response()
+    response = ValidationFailed(valid).response()
     assert isinstance(response, Response)
     assert response.status_code == 400
     assert response.mimetype == "application/json"
@@ -665,7 +665,8 @@ def test_response_without_an_app() -> None:
             {"reason": "Whole thing is wrong."},
         ]
     }
-    assert valid.response(422).status_code == 422
+    assert ValidationFailed(valid, status=422).response().status_code == 422
+    assert not hasattr(valid, "response")  # a view raises; it never builds the answer
 
 
 def test_raise_if_invalid() -> None:
@@ -755,8 +756,7 @@ def make_app() -> Flask:
         kind = valid.optional("kind", "enum", choices=["bug", "feature"])
         attachment = valid.optional("attachment", "file", max_size=1024)
         valid.expect(title != "forbidden", "That title is taken.", field="title")
-        if not valid.ok:
-            return valid.response()
+        valid.raise_if_invalid()
         return {
             "title": title,
             "priority": priority,
@@ -1014,7 +1014,7 @@ def exercise(valid: Validation) -> None:
         valid.optional(name, "file", max_size=10)
         valid.value(name)
         valid.error_for(name)
-    assert_well_formed(json.loads(valid.response().get_data()))
+    assert_well_formed(json.loads(ValidationFailed(valid).response().get_data()))
     assert_well_formed(error_body(valid.errors))
 
 

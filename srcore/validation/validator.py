@@ -195,11 +195,6 @@ class Validation:
         self.error(reason, field)
         raise ValidationFailed(self, status=status)
 
-    def response(self, status: int = 400) -> Response:
-        """A JSON response with the standard error body of the recorded errors."""
-        body = json.dumps(error_body(self.errors), ensure_ascii=False)
-        return Response(body + "\n", status=status, mimetype="application/json")
-
     # -- raw values
 
     def __contains__(self, field: object) -> bool:
@@ -614,5 +609,7 @@ class ValidationFailed(Exception):
         self.status = status
 
     def response(self) -> Response:
-        """The JSON error response for the carried validation."""
-        return self.validation.response(self.status)
+        """A JSON response with the standard error body of the carried errors: the one
+        place that body is made, so a view cannot answer bad input any other way."""
+        body = json.dumps(error_body(self.validation.errors), ensure_ascii=False)
+        return Response(body + "\n", status=self.status, mimetype="application/json")

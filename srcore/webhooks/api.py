@@ -19,7 +19,7 @@ from srcore.errors import error_response
 from srcore.openapi import Accepted, Created, NoContent, accepted, created, no_content, operation
 from srcore.pagination import CursorList, InvalidCursor, paginate_cursor, read_page
 from srcore.service import state
-from srcore.validation import Validation
+from srcore.validation import Validation, ValidationFailed
 from srcore.webhooks import manage
 from srcore.webhooks.catalog import PING, CatalogEntry, event_catalog
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
@@ -191,7 +191,7 @@ def delivery_json(delivery: Delivery, event: str, attempts: list[Attempt]) -> De
 def _bad_cursor(exc: InvalidCursor) -> Response:
     valid = Validation(data={})
     valid.error("This cursor was not made for this listing.", "cursor")
-    return valid.response()
+    return ValidationFailed(valid).response()
 
 
 @api.before_request

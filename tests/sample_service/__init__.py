@@ -81,8 +81,7 @@ def list_things() -> Any:
 def create_thing() -> Any:
     valid = srcore.Validation(srcore_request())
     name = valid.require("name")
-    if not valid.ok:
-        return valid.response()
+    valid.raise_if_invalid()
     thing = Thing(name=name)
     srcore.db.session.add(thing)
     srcore.db.session.commit()
