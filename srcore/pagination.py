@@ -90,7 +90,8 @@ def read_page(
 ) -> tuple[str | None, int]:
     """The ``cursor`` and ``limit`` of an API listing's query string, as read by *valid*.
 
-    A bad value is recorded on *valid* (the limit is then the default): check ``valid.ok``.
+    A bad value is recorded on *valid* (the limit is then the default): raise it with
+    ``valid.raise_if_invalid()``.
     """
     cursor = valid.optional("cursor", max_length=MAX_CURSOR_LENGTH)
     limit = valid.optional("limit", int, min=1, max=max_limit, default=default_limit)

@@ -129,8 +129,9 @@ def read_search(
 ) -> tuple[str, ColumnElement[bool]]:
     """The query in *field* of a :class:`Validation` and its condition.
 
-    A bad query is recorded as an error on *field* (check ``valid.ok``) and gives a
-    condition that matches nothing, so a view can still show the page around the error.
+    A bad query is recorded as an error on *field* (``valid.raise_if_invalid()`` raises
+    it) and gives a condition that matches nothing, so a view can still show the page
+    around the error.
     """
     query = valid.optional(field, max_length=MAX_QUERY_LENGTH, default="") or ""
     try:

@@ -215,7 +215,7 @@ def _check_token_input(
                 "scopes",
             )
             return None
-    if not valid.ok or name is None:
+    if valid.errors or name is None:
         return None
     return name, scope, days
 
