@@ -230,35 +230,15 @@ def rename(key_id: int) -> Any:
 @login_required
 def remove(key_id: int) -> Any:
     """Remove a passkey: the current password, or a code (app or recovery)."""
-    from meta.views import (
-        _check_current_password,
-        _client_address,
-        _password_throttled,
-        _throttle_key,
-    )
+    from meta.twofactor import check_password_or_code
+    from meta.views import _password_throttled
 
     user = _current()
     key = _own_key(user, key_id)
     throttled = _password_throttled(user)
     if throttled is not None:
         return throttled
-    valid = _form(user)
-    code = valid.optional("code", max_length=64)
-    if code:
-        protection = meta_state().protection
-        account = _throttle_key(user, user.username)
-        if totp.check_code(db, user.id, code).ok:
-            if protection is not None:
-                protection.success(account, _client_address())
-        else:
-            if protection is not None:
-                protection.failure(account, _client_address())
-            valid.error("This code is not right.", "code")
-    else:
-        _check_current_password(valid, user)
-    if valid.errors:
-        db.rollback()
-    valid.raise_if_invalid()
+    check_password_or_code(_form(user), user)
     name = key.name
     passkeys.remove_credential(db, user.id, key.id)
     audit.record(db, Kind.passkey_removed, user.id, detail=name)

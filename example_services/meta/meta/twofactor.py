@@ -186,26 +186,20 @@ def renew_recovery_codes() -> Any:
     return _enabled_page(user, codes)
 
 
-@twofactor.route("/security/two-factor/disable", methods=["POST"])
-@login_required
-def disable() -> Any:
-    """Turn two-factor sign-in off: the current password, or a code (app or recovery)."""
-    from meta.views import _check_current_password, _client_address, _password_throttled
-    from meta.views import _throttle_key as throttle_key
+def check_password_or_code(valid: Validation, user: User) -> None:
+    """Check the current password, or a code (app or recovery) given instead of it.
 
-    user = _current()
-    if totp.factor_of(db, user.id) is None:
-        return redirect(url_for("twofactor.settings"))
-    throttled = _password_throttled(user)
-    if throttled is not None:
-        return throttled
-    valid = Validation.form(TWO_FACTOR, lambda: _enabled_context(user))
+    What turning a factor off asks for: someone at an unlocked screen cannot remove a
+    factor without one of them. Codes count against the same throttle as passwords.
+    Raises the form's :class:`~srcore.validation.ValidationFailed` when neither checks out.
+    """
+    from meta import meta_state
+    from meta.views import _check_current_password, _client_address, _throttle_key
+
     code = valid.optional("code", max_length=CODE_MAX)
     if code:
-        from meta import meta_state
-
         protection = meta_state().protection
-        key = throttle_key(user, user.username)
+        key = _throttle_key(user, user.username)
         if totp.check_code(db, user.id, code).ok:
             if protection is not None:
                 protection.success(key, _client_address())
@@ -218,6 +212,21 @@ def disable() -> Any:
     if valid.errors:
         db.rollback()
     valid.raise_if_invalid()
+
+
+@twofactor.route("/security/two-factor/disable", methods=["POST"])
+@login_required
+def disable() -> Any:
+    """Turn two-factor sign-in off: the current password, or a code (app or recovery)."""
+    from meta.views import _password_throttled
+
+    user = _current()
+    if totp.factor_of(db, user.id) is None:
+        return redirect(url_for("twofactor.settings"))
+    throttled = _password_throttled(user)
+    if throttled is not None:
+        return throttled
+    check_password_or_code(Validation.form(TWO_FACTOR, lambda: _enabled_context(user)), user)
     totp.remove_factors(db, user.id)
     audit.record(db, Kind.factor_removed, user.id, detail="authenticator app")
     db.commit()
