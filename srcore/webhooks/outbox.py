@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
 from srcore.webhooks.models import OutboxRow
+from srcore.webhooks.state import EXTENSION_KEY
 
 __all__ = ["dump_payload", "emit", "insert_event"]
 
@@ -147,7 +148,7 @@ def emit(
         owner_id=owner_id,
         visibility=visibility,
     )
-    feature = st.extensions.get("srcore.webhooks")
+    feature = st.extensions.get(EXTENSION_KEY)
     dispatcher = getattr(feature, "dispatcher", None)
     if dispatcher is not None:
         _remember(session, outbox_id, dispatcher.nudge)
