@@ -1,5 +1,5 @@
-"""The ``srcore`` command group, ``serve`` and ``init``; the other commands live in their own
-modules and are added by :func:`main`."""
+"""The ``srcore`` command group, ``serve``, ``init`` and ``webhooks docs``; the other commands
+live in their own modules and are added by :func:`main`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["cli", "main", "write_private"]
+__all__ = ["cli", "main", "webhooks_command", "write_private"]
 
 
 @click.group(
@@ -217,6 +217,44 @@ def init(
     click.echo(f"wrote {path} for {', '.join(chosen)}")
 
 
+@cli.group("webhooks", epilog="Example: srcore webhooks docs todo")
+def webhooks_command() -> None:
+    """Webhook tools for service authors."""
+
+
+@webhooks_command.command("docs", epilog="Example: srcore webhooks docs todo --readme README.md")
+@click.argument("package")
+@click.option(
+    "--readme",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Rewrite the generated part of this file instead of printing it.",
+)
+@click.option("--check", is_flag=True, help="With --readme: only fail if it is out of date.")
+def webhooks_docs(package: str, readme: Path | None, check: bool) -> None:
+    """Document the webhook events of the service in PACKAGE (its Python package), in
+    Markdown from its event catalog."""
+    from srcore.manifest import ManifestError, load_manifest
+    from srcore.webhooks.catalog import render, update_readme
+
+    try:
+        manifest = load_manifest(package)
+        if readme is None:
+            click.echo(render(manifest), nl=False)
+            return
+        text = readme.read_text(encoding="utf-8")
+        new = update_readme(text, manifest)
+    except (ManifestError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if new == text:
+        click.echo(f"{readme}: up to date")
+    elif check:
+        click.echo(f"{readme}: out of date; run srcore webhooks docs {package} --readme {readme}")
+        sys.exit(1)
+    else:
+        readme.write_text(new, encoding="utf-8")
+        click.echo(f"{readme}: updated")
+
+
 def _create_private(path: Path, text: str) -> None:
     # O_EXCL: never through a file or symlink already there; 0600 from the first byte.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -249,7 +287,6 @@ def _add_commands() -> None:
     from srcore.dev import dev_command
     from srcore.migrate_cli import migrate_command
     from srcore.scaffold.cli import new_service_command
-    from srcore.webhooks.docs import webhooks_command
     from srcore.worker_cli import worker_command
 
     cli.add_command(config_command)
@@ -258,7 +295,6 @@ def _add_commands() -> None:
     cli.add_command(dev_command)
     cli.add_command(new_service_command)
     cli.add_command(worker_command)
-    cli.add_command(webhooks_command)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ values are package names (``todo = "todo"``). Nothing here runs at import time.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import re
 from collections.abc import Mapping
@@ -96,6 +97,18 @@ class Event:
     description: str
     audience: Audience = "owner"
     payload: str | None = None
+
+    def payload_type(self) -> Any:
+        """The ``TypedDict`` *payload* names, imported (None: any JSON object)."""
+        if self.payload is None:
+            return None
+        module_name, _, name = self.payload.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError) as exc:
+            raise ManifestError(
+                f"event {self.name!r}: payload {self.payload} cannot be imported ({exc})"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from srcore.manifest import ManifestError, parse_manifest
+from srcore.openapi.schema import json_schema
 from srcore.testing import create_user, deliver_pending, log_in_client
-from srcore.webhooks.catalog import PING, event_catalog, json_schema
+from srcore.webhooks.catalog import PING, event_catalog
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow, Subscription
 
 HOOK = "https://hooks.example.org/sample"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from srcore.cli import webhooks_command
 from srcore.manifest import load_manifest
-from srcore.webhooks.docs import BEGIN, END, render, update_readme, webhooks_command
+from srcore.webhooks.catalog import BEGIN, END, render, update_readme
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ["todo", "paste", "meta"]

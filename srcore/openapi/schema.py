@@ -10,7 +10,8 @@ and :class:`~datetime.date` (ISO 8601 text, as srcore's JSON provider writes the
 ``list[X]``, ``dict[str, X]``, ``X | None`` and other unions, ``Literal[...]``,
 :class:`enum.Enum` subclasses (their values), TypedDicts (generic ones too), and
 ``Annotated[X, ...]`` whose extras are :class:`Format` or an Enum class naming the values
-a text field holds.
+a text field holds. :func:`json_schema` writes one type's schema standalone, outside any
+OpenAPI document (the webhook event catalog publishes its events' data so).
 """
 
 from __future__ import annotations
@@ -21,11 +22,35 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
-__all__ = ["Format", "SchemaRegistry", "UnsupportedType"]
+__all__ = ["DataSchema", "Format", "SchemaRegistry", "UnsupportedType", "json_schema"]
 
 JSONSchema = dict[str, Any]
+_COMPONENTS = "#/components/schemas/"
+
+#: A standalone JSON Schema (2020-12) as :func:`json_schema` writes it: the keywords this
+#: module uses, and ``$schema``, ``title`` and ``$defs``. A shape of its own (not "any
+#: object") so that an API which returns one describes what a client gets.
+DataSchema = TypedDict(
+    "DataSchema",
+    {
+        "$schema": str,
+        "$ref": str,
+        "$defs": "dict[str, DataSchema]",
+        "title": str,
+        "description": str,
+        "type": "str | list[str]",
+        "format": str,
+        "properties": "dict[str, DataSchema]",
+        "required": "list[str]",
+        "additionalProperties": "bool | DataSchema",
+        "items": "DataSchema",
+        "anyOf": "list[DataSchema]",
+        "enum": "list[str | int | float | bool | None]",
+    },
+    total=False,
+)
 
 
 @dataclass(frozen=True)
@@ -123,7 +148,7 @@ class SchemaRegistry:
 
     def _named(self, tp: Any, build: typing.Callable[[], JSONSchema]) -> JSONSchema:
         name = _name_of(tp)
-        ref = {"$ref": f"#/components/schemas/{name}"}
+        ref = {"$ref": _COMPONENTS + name}
         known = self._sources.get(name)
         if known is not None:
             if known != tp:
@@ -161,6 +186,35 @@ class SchemaRegistry:
         if doc and not doc.startswith(origin.__name__ + "("):
             schema["description"] = " ".join(doc.split())
         return schema
+
+
+def json_schema(tp: Any) -> DataSchema:
+    """A standalone JSON Schema of *tp* (None: any JSON object), read as the OpenAPI
+    description reads annotations: a TypedDict's fields inline, the shapes it uses under
+    ``$defs``."""
+    registry = SchemaRegistry()
+    schema: JSONSchema = registry.schema(tp) if tp is not None else {"type": "object"}
+    root = schema.get("$ref", "").removeprefix(_COMPONENTS)
+    if root:  # the shape itself, not a reference to it
+        schema = dict(registry.components.pop(root), title=root)
+    if registry.components:
+        schema["$defs"] = dict(sorted(registry.components.items()))
+    dialect = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
+    return cast(DataSchema, {**dialect, **_local_refs(schema, root)})
+
+
+def _local_refs(value: Any, root: str) -> Any:
+    """*value* with component references made local: ``#/$defs/...``, ``#`` for *root*."""
+    if isinstance(value, dict):
+        found = {key: _local_refs(item, root) for key, item in value.items()}
+        ref = found.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_COMPONENTS):
+            name = ref.removeprefix(_COMPONENTS)
+            found["$ref"] = "#" if name == root else "#/$defs/" + name
+        return found
+    if isinstance(value, list):
+        return [_local_refs(item, root) for item in value]
+    return value
 
 
 def _is_abc(origin: Any, name: str) -> bool:

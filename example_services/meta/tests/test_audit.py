@@ -15,8 +15,8 @@ from oauth_helpers import authorize_url, oauth_app, pkce, register_client
 from sqlalchemy import select
 
 from srcore.manifest import load_manifest
+from srcore.openapi.schema import json_schema
 from srcore.testing import log_in_client
-from srcore.webhooks.catalog import json_schema, payload_type
 
 __all__ = ["oauth_app"]  # fixtures used by this module
 
@@ -341,7 +341,7 @@ def test_entries_go_to_the_named_services_only_as_an_internal_webhook(
         # What is sent is what service.yaml declares as the event's payload.
         event = load_manifest("meta").event("audit:recorded")
         assert event is not None and event.audience == "internal"
-        jsonschema.validate(data, json_schema(payload_type(event)))
+        jsonschema.validate(data, json_schema(event.payload_type()))
         todo = session.scalar(select(Subscription).where(Subscription.owner_client == "todo"))
         assert todo is not None and todo.trusted
         assert "audit:recorded" in todo.events.split()
