@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from srcore.testing import create_user
-from srcore.webhooks.manage import set_resolver
+from srcore.webhooks.subscriptions import set_resolver
 
 SERVICES = ["meta", "todo", "paste"]
 #: Two checks judge the server's choice of what to accept rather than its answers.

@@ -119,7 +119,7 @@ def app(
     application = module.create_app(config=srcore_database.config_path, token_verifier=verifier)
     application.config["TESTING"] = True
     if manifest.events:
-        from srcore.webhooks.manage import set_resolver
+        from srcore.webhooks.subscriptions import set_resolver
 
         # No test asks DNS: a subscription's host is looked up by nobody (a test that
         # needs answers passes its own resolver); literals and localhost are still judged.

@@ -1,51 +1,83 @@
-"""Who may subscribe to what, and reading a subscription from a form or a JSON body.
-
-A subscriber may only subscribe to events whose declared scope it holds (read-only is
-enough); the scopes it held are stored on the subscription, so it never receives an event
-it could not have read through the API. Plain functions over the manifest, scopes and
-submitted values, shared by the API and the pages.
+"""Subscriptions as their owners manage them, for the API and the pages alike: reading the
+input, the checks, the changes (each commits). A subscriber sees only its own subscriptions
+(another's is a 404; the operator's trusted ones are never shown); the API checks which
+events a token may receive or manage, a web user receives every event open to users.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from srcore.auth.scopes import Access, Scope, format_scopes
+from flask import Flask, abort, current_app, g
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import joinedload, lazyload
+
+from srcore.auth.scopes import Scope, format_scopes
+from srcore.db import session as db_session
+from srcore.db import utcnow
 from srcore.manifest import Manifest
-from srcore.validation import Invalid, Validation
+from srcore.outbound.targets import Resolver, lookup, target_problem
+from srcore.pagination import cursor_page
+from srcore.service import state
+from srcore.signatures import generate_secret
+from srcore.validation import Validation
+from srcore.webhooks.catalog import PING, PingData
+from srcore.webhooks.delivery import redeliver as make_due
+from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
+from srcore.webhooks.outbox import dump_payload, webhooks_state
+from srcore.webhooks.settings import policy_for
 
 __all__ = [
-    "MAX_OVERLAP",
-    "RESOURCE_MAX",
-    "ROTATION_OVERLAP",
+    "DEFAULT_LIMIT",
+    "DELIVERY",
+    "MAX_LIMIT",
+    "SUBSCRIPTION",
+    "Refused",
     "Subscriber",
-    "SubscriptionInput",
-    "event_scope",
+    "create_subscription",
+    "deliveries",
     "events_scopes",
-    "missing_scopes",
-    "read_events",
+    "find",
+    "overlap_until",
+    "owned",
     "read_overlap",
     "read_resource",
     "read_subscription",
+    "redeliver",
+    "rotate_secret",
     "secret_hint",
+    "send_ping",
+    "set_enabled",
+    "set_resolver",
+    "update_subscription",
 ]
 
-#: How long the previous secret keeps signing after a rotation, unless asked otherwise.
-ROTATION_OVERLAP = timedelta(hours=24)
-#: The longest overlap a rotation may ask for.
-MAX_OVERLAP = timedelta(days=7)
-RESOURCE_MAX = 256
+log = logging.getLogger("srcore.webhooks")
+
+#: The URL parts of a subscription and of one of its deliveries.
+SUBSCRIPTION = "/<id:subscription_id>"
+DELIVERY = "<id(max=9223372036854775807):delivery_id>"
+#: The items on one page of a listing, and the most a request may ask for.
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 50
+MAX_SUBSCRIPTIONS = 100
+#: The least time between two test events to one subscription.
+PING_INTERVAL = timedelta(seconds=30)
+#: How long, in seconds, the old secret keeps signing after a rotation, and the most.
+ROTATION_OVERLAP = 24 * 3600
+MAX_OVERLAP = 7 * 24 * 3600
 #: ``kind:id``, e.g. ``tracker:12``; the kind is a word, the id a URL-safe token.
 _RESOURCE = re.compile(r"[a-z][a-z0-9_]{0,62}:[A-Za-z0-9._~-]{1,190}")
-_EVENT_SPLIT = re.compile(r"[\s,]+")
+_RESOLVER = "srcore_webhook_resolver"
 
 
 @dataclass(frozen=True)
 class Subscriber:
-    """Who owns subscriptions: a user (``user_id``) or a service (``client_id`` alone)."""
+    """Who owns subscriptions: a user, or a service (``client_id`` alone); the API's and
+    the pages' ``before_request`` put the request's on ``g``."""
 
     user_id: int | None
     client_id: str | None
@@ -55,7 +87,7 @@ class Subscriber:
 
 @dataclass
 class SubscriptionInput:
-    """What a create or update submitted; ``None`` means "not given" (PATCH)."""
+    """What a create or a change sent; ``None`` is "not sent" (a PATCH)."""
 
     url: str | None = None
     events: tuple[str, ...] | None = None
@@ -63,13 +95,20 @@ class SubscriptionInput:
     enabled: bool | None = None
 
 
-def event_scope(manifest: Manifest, name: str, access: Access = "RO") -> Scope:
-    """The scope of event *name* (which must be declared) with *access*: ``RO`` receives
-    it, ``RW`` also manages (creates, changes, deletes) subscriptions to it."""
-    event = manifest.event(name)
-    if event is None:
-        raise KeyError(name)
-    return Scope(manifest.id, event.scope, access)
+@dataclass
+class Refused(Exception):
+    """What the subscription's state forbids now: the API answers *status*, the pages
+    show *reason* on the webhook's page."""
+
+    status: int
+    reason: str
+    retry_after: int | None = None
+
+
+def set_resolver(app: Flask, resolve: Resolver) -> None:
+    """Look the hosts of *app*'s new subscription URLs up with *resolve* instead of the
+    system's resolver: tests give one that never leaves the machine."""
+    app.extensions[_RESOLVER] = resolve
 
 
 def events_scopes(manifest: Manifest) -> frozenset[Scope]:
@@ -77,125 +116,241 @@ def events_scopes(manifest: Manifest) -> frozenset[Scope]:
     return frozenset(Scope(manifest.id, event.scope, "RO") for event in manifest.user_events)
 
 
-def missing_scopes(
-    manifest: Manifest, events: Iterable[str], held: Iterable[Scope], *, access: Access = "RO"
-) -> list[Scope]:
-    """The scopes *events* need with *access* that *held* does not satisfy, sorted."""
-    granted = frozenset(held)
-    needed = {event_scope(manifest, name, access) for name in events}
-    return sorted(s for s in needed if not any(g.satisfies(s) for g in granted))
-
-
 def secret_hint(secret: str) -> str:
     """The end of a secret, for recognising it without revealing it."""
     return "whsec_…" + secret[-4:]
 
 
-def read_events(raw: object, manifest: Manifest, *, from_form: bool) -> tuple[str, ...]:
-    """Check a list of event names: every one declared by *manifest* and open to
-    subscribers (not ``internal``), at least one.
+def overlap_until(sub: Subscription) -> datetime | None:
+    """Until when the previous secret still signs after a rotation (None: it does not)."""
+    expires = sub.previous_secret_expires
+    if sub.previous_secret is None or (expires is not None and expires <= utcnow()):
+        return None
+    return expires
 
-    JSON sends a list of strings; a form sends the checked boxes (several values) or one
-    string with names separated by spaces or commas. Returns them sorted, without repeats.
-    """
-    items: list[object]
-    if isinstance(raw, str):
-        if not from_form:
-            raise Invalid("Must be a list of event names.")
-        items = [part for part in _EVENT_SPLIT.split(raw) if part]
-    elif isinstance(raw, list | tuple):
-        items = list(raw)
-        if from_form:
-            items = [p for item in items if isinstance(item, str) for p in _EVENT_SPLIT.split(item)]
-            items = [p for p in items if p]
-    else:
-        raise Invalid("Must be a list of event names.")
-    if not items:
-        raise Invalid("Choose at least one event.")
-    if len(items) > max(4 * len(manifest.events), 16):
-        raise Invalid("Too many event names.")
-    names: set[str] = set()
-    unknown: list[str] = []
-    internal: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise Invalid("Must be a list of event names.")
-        event = manifest.event(item)
-        if event is None:
-            unknown.append(item)
-        elif event.audience == "internal":
-            internal.append(item)
-        names.add(item)
-    if internal and not unknown:
-        shown = ", ".join(repr(name) for name in sorted(set(internal)))
-        raise Invalid(
-            f"{shown} {'are' if len(set(internal)) > 1 else 'is'} internal to the network: "
-            "nobody can subscribe to it."
-        )
-    if unknown or internal:
+
+def _read_events(valid: Validation) -> tuple[str, ...] | None:
+    """Declared event names open to subscribers, at least one: a JSON list, or a form's
+    checked boxes, each of which may hold several names separated by spaces or commas."""
+    manifest = state().manifest
+    sent = valid.optional("events", list[str], max_length=256, split=valid.source == "form")
+    if valid.error_for("events"):
+        return None
+    found = {name: manifest.event(name) for item in sent or () for name in item.split(",") if name}
+    unknown = [name for name, event in found.items() if event is None]
+    internal = sorted(n for n, event in found.items() if event and event.audience == "internal")
+    if not found:
+        valid.error("Choose at least one event.", "events")
+    elif unknown:
         shown = ", ".join(repr(name[:64]) for name in unknown[:5])
         declared = ", ".join(event.name for event in manifest.user_events) or "none"
         plural = "s" if len(unknown) > 1 else ""
-        raise Invalid(f"Unknown event{plural} {shown}; {manifest.name} sends: {declared}.")
-    return tuple(sorted(names))
+        valid.error(f"Unknown event{plural} {shown}; {manifest.name} sends: {declared}.", "events")
+    elif internal:
+        shown = ", ".join(repr(name) for name in internal)
+        verb = "are" if len(internal) > 1 else "is"
+        valid.error(
+            f"{shown} {verb} internal to the network: nobody can subscribe to it.", "events"
+        )
+    else:
+        return tuple(sorted(found))
+    return None
 
 
-def read_resource(raw: object) -> str:
-    """Check a resource name such as ``tracker:12``."""
-    if not isinstance(raw, str):
-        raise Invalid("Must be a string.")
-    value = raw.strip()
-    if len(value) > RESOURCE_MAX or not _RESOURCE.fullmatch(value):
-        raise Invalid("Must name one resource, like tracker:12.")
-    return value
+def read_resource(valid: Validation) -> str | None:
+    """The optional ``resource`` a subscription is limited to, such as ``tracker:12``."""
+    resource = valid.optional("resource", max_length=256)
+    if resource is not None and not _RESOURCE.fullmatch(resource):
+        valid.error("Must name one resource, like tracker:12.", "resource")
+        return None
+    return resource
 
 
-def read_subscription(
-    valid: Validation, manifest: Manifest, *, partial: bool = False
-) -> SubscriptionInput:
-    """Read url, events, resource and enabled into a :class:`SubscriptionInput`; with
-    *partial* (PATCH) only the fields sent, and never ``resource`` (fixed at creation)."""
-    found = SubscriptionInput()
-    if not partial or "url" in valid:
-        found.url = valid.require("url", "url", label="The URL")
-    if not partial or "events" in valid:
-        from_form = valid.source == "form"
-        # A JSON array of names, or a form's checked boxes (each may hold several names).
-        raw_events = valid.optional("events", list[str], max_length=256)
-        if valid.error_for("events"):
-            pass  # not a list of names: already said
-        elif not raw_events:
-            valid.error("Choose at least one event.", "events")
-        else:
-            try:
-                found.events = read_events(raw_events, manifest, from_form=from_form)
-            except Invalid as exc:
-                valid.error(exc.reason, "events")
-    if not partial and "resource" in valid:
-        raw = valid.optional("resource", max_length=RESOURCE_MAX)
-        if raw is not None:
-            try:
-                found.resource = read_resource(raw)
-            except Invalid as exc:
-                valid.error(exc.reason, "resource")
-    if partial and "enabled" in valid:
-        found.enabled = valid.require("enabled", bool)
-    return found
-
-
-def read_overlap(valid: Validation) -> timedelta | None:
-    """Read the ``overlap`` of a secret rotation, in seconds (default: a day)."""
-    seconds = valid.optional(
-        "overlap",
-        int,
-        min=0,
-        max=int(MAX_OVERLAP.total_seconds()),
-        default=int(ROTATION_OVERLAP.total_seconds()),
-        label="The overlap",
+def read_subscription(valid: Validation, *, partial: bool = False) -> SubscriptionInput:
+    """url, events and maybe a resource; with *partial* (a PATCH), url, events and enabled,
+    each only if sent, and no resource (it is fixed)."""
+    if partial and "resource" in valid:
+        valid.error("A webhook's resource cannot change; make a new webhook.", "resource")
+    return SubscriptionInput(
+        url=valid.require("url", "url", label="The URL") if not partial or "url" in valid else None,
+        events=_read_events(valid) if not partial or "events" in valid else None,
+        resource=None if partial else read_resource(valid),
+        enabled=valid.require("enabled", bool) if partial and "enabled" in valid else None,
     )
-    return timedelta(seconds=seconds) if seconds is not None else None
 
 
-def subscription_scopes(subscriber: Subscriber, manifest: Manifest) -> str:
-    """The scopes to store on a subscription: the subscriber's scopes of this service."""
-    return format_scopes(s for s in subscriber.scopes if s.service == manifest.id)
+def read_overlap(valid: Validation) -> timedelta:
+    """How long the old secret keeps signing after a rotation: ``overlap`` seconds."""
+    seconds = valid.optional("overlap", int, min=0, max=MAX_OVERLAP, default=ROTATION_OVERLAP)
+    return timedelta(seconds=ROTATION_OVERLAP if seconds is None else seconds)
+
+
+def owned() -> ColumnElement[bool]:
+    """The WHERE clause of the request's subscriber's subscriptions (never trusted ones)."""
+    subscriber: Subscriber = g.srcore_webhook_subscriber
+    if subscriber.user_id is not None:
+        owner = Subscription.owner_id == subscriber.user_id
+    else:
+        owner = Subscription.owner_id.is_(None) & (
+            Subscription.owner_client == subscriber.client_id
+        )
+    return Subscription.trusted.is_(False) & owner
+
+
+def find(subscription_id: int) -> Subscription:
+    """The subscriber's subscription *subscription_id*; 404 if it has none such."""
+    query = select(Subscription).where(Subscription.id == subscription_id, owned())
+    return db_session.scalar(query) or abort(404)
+
+
+def _check_target(valid: Validation, url: str | None) -> None:
+    """Record on *valid* why webhooks cannot be sent to *url* (None: not a new one)."""
+    resolve: Resolver = current_app.extensions.get(_RESOLVER, lookup)
+    problem = url and target_problem(url, policy_for(current_app), resolve=resolve)
+    if problem:
+        valid.error(f"Webhooks cannot be sent there: {problem}.", "url")
+
+
+def create_subscription(values: SubscriptionInput, valid: Validation) -> tuple[Subscription, str]:
+    """Check and store the subscriber's new subscription; return it and its secret. Bad
+    input raises ValidationFailed with every error on *valid*."""
+    subscriber: Subscriber = g.srcore_webhook_subscriber
+    events = values.events or ()
+    sub = Subscription(
+        owner_id=subscriber.user_id,
+        owner_client=subscriber.client_id if subscriber.user_id is None else None,
+        url=values.url,
+        events=" ".join(events),
+        resource=values.resource,
+        scopes=format_scopes(subscriber.scopes),
+        secret=generate_secret(),
+        confirmed_at=utcnow(),
+    )
+    # Checked even when other fields are wrong, so a form shows every problem at once.
+    _check_target(valid, values.url)
+    can_receive = webhooks_state().can_receive
+    if valid.ok and values.resource and can_receive is not None:
+        # Limited to one resource: one its owner can see (asked with a probe event about it).
+        probe = OutboxRow(event=events[0], resource=values.resource, payload="{}")
+        if not can_receive(sub, probe):
+            valid.error(f"There is no {values.resource} that you can see.", "resource")
+    valid.raise_if_invalid()
+    if (db_session.scalar(select(func.count()).where(owned())) or 0) >= MAX_SUBSCRIPTIONS:
+        valid.fail(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
+    db_session.add(sub)
+    db_session.commit()
+    log.info("webhook %s subscribed to %s by %s", sub.id, sub.events, subscriber)
+    return sub, sub.secret
+
+
+def update_subscription(sub: Subscription, values: SubscriptionInput, valid: Validation) -> None:
+    """Apply the url, events and enabled sent; bad input (errors already on *valid*
+    included) raises ValidationFailed."""
+    valid.raise_if_invalid()
+    _check_target(valid, values.url if values.url != sub.url else None)
+    valid.raise_if_invalid()
+    sub.url = values.url or sub.url
+    if values.events is not None:
+        sub.events = " ".join(values.events)
+        # It now receives what the subscriber holds today.
+        sub.scopes = format_scopes(g.srcore_webhook_subscriber.scopes)
+    # Its owner has seen it as it is now: see srcore.webhooks.accounts.
+    sub.confirmed_at = utcnow()
+    set_enabled(sub, sub.enabled if values.enabled is None else values.enabled)
+
+
+def set_enabled(sub: Subscription, enabled: bool) -> None:
+    """Enable or disable *sub* by its owner's wish, and commit."""
+    if enabled != sub.enabled:
+        sub.enabled = enabled
+        sub.disabled_reason = None if enabled else "Disabled by its owner."
+        if enabled:
+            sub.failing_since = None
+            sub.confirmed_at = utcnow()
+    db_session.commit()
+
+
+def rotate_secret(sub: Subscription, overlap: timedelta) -> str:
+    """Give *sub* a new secret, returned; the current one keeps signing for *overlap*."""
+    keep = overlap > timedelta(0)
+    sub.previous_secret = sub.secret if keep else None
+    sub.previous_secret_expires = utcnow() + overlap if keep else None
+    sub.secret = generate_secret()
+    db_session.commit()
+    return sub.secret
+
+
+def _nudge(delivery: Delivery) -> None:
+    """Wake the dispatcher for a delivery made due by hand (committed already)."""
+    try:
+        webhooks_state().dispatcher.nudge_deliveries([delivery.id])
+    except Exception:  # the row is due: the worker's poll finds it
+        log.exception("could not nudge the webhook dispatcher for delivery %s", delivery.id)
+
+
+def redeliver(sub: Subscription, delivery_id: int) -> Delivery:
+    """Send *sub*'s delivery again, now, with the same ``webhook-id``."""
+    if not sub.enabled:
+        raise Refused(409, "This webhook is disabled; enable it before redelivering.")
+    delivery = db_session.get(Delivery, delivery_id)
+    if delivery is None or delivery.subscription_id != sub.id:
+        abort(404)
+    make_due(db_session, delivery.id, now=utcnow())
+    db_session.commit()
+    _nudge(delivery)
+    return delivery
+
+
+def send_ping(sub: Subscription) -> Delivery:
+    """Send *sub* (and no other subscription) a ``ping`` event now, at most one per
+    :data:`PING_INTERVAL`. Its outbox row is written already fanned out, so the fan-out
+    never offers it to anyone else; its one delivery shows in the log like any other."""
+    if not sub.enabled:
+        raise Refused(409, "This webhook is disabled; enable it before sending a test event.")
+    now = utcnow()
+    last = db_session.scalar(
+        select(func.max(Delivery.created))
+        .join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
+        .where(Delivery.subscription_id == sub.id, OutboxRow.event == PING)
+    )
+    if last is not None and now - last < PING_INTERVAL:
+        wait = int((PING_INTERVAL - (now - last)).total_seconds()) + 1
+        reason = f"A test event was sent moments ago; wait {wait} seconds before sending another."
+        raise Refused(429, reason, retry_after=wait)
+    message = f"A test event from {state().manifest.name}: this webhook receives events."
+    data: PingData = {"subscription": sub.id, "message": message}
+    row = OutboxRow(
+        event=PING, payload=dump_payload(data), owner_id=sub.owner_id, fanned_out_at=now
+    )
+    delivery = Delivery(subscription=sub, outbox=row, next_attempt_at=now, created=now)
+    db_session.add(delivery)
+    db_session.commit()
+    _nudge(delivery)
+    return delivery
+
+
+def deliveries(
+    sub: Subscription, *, first_page: bool = False
+) -> tuple[list[tuple[Delivery, list[Attempt]]], str | None]:
+    """The page of *sub*'s deliveries the request's ``?cursor=`` and ``?limit=`` ask for
+    (or the first), newest first, each with its attempts (newest first); and the next
+    page's cursor."""
+    stmt = (
+        select(Delivery)
+        .where(Delivery.subscription_id == sub.id)
+        .options(lazyload(Delivery.subscription))
+        .options(joinedload(Delivery.outbox).load_only(OutboxRow.event))
+    )
+    page = cursor_page(
+        db_session,
+        stmt,
+        key=[Delivery.id],
+        valid=Validation(data={}) if first_page else None,
+        max_limit=MAX_LIMIT,
+        default_limit=DEFAULT_LIMIT,
+    )
+    attempts: dict[int, list[Attempt]] = {delivery.id: [] for delivery in page.items}
+    found = select(Attempt).where(Attempt.delivery_id.in_(attempts)).order_by(Attempt.id.desc())
+    for attempt in db_session.scalars(found):
+        attempts[attempt.delivery_id].append(attempt)
+    return [(d, attempts[d.id]) for d in page.items], page.next_cursor
