@@ -1,11 +1,8 @@
 """What meta's revocation events about an account mean for its webhook subscriptions.
 
-``suspend`` / ``unsuspend``: a suspended (or deleted) account receives nothing; its pending
-deliveries are cancelled and the fan-out skips it (:class:`~.models.Account`) until a newer
-``unsuspend``. ``user``: everything the account issued before ``not_before`` is revoked
-(a password change or reset), subscriptions too: those last confirmed before then are
-disabled, their deliveries cancelled and the owner told, so someone who subscribed with
-another person's address keeps no webhook once the real owner resets the password.
+A suspended (or deleted) account receives nothing until a newer ``unsuspend``. When all it
+issued is revoked (a password change or reset), its subscriptions confirmed before then are
+disabled and the owner told, so whoever subscribed with someone else's account keeps none.
 """
 
 from __future__ import annotations
@@ -15,25 +12,21 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from srcore.webhooks.models import Account, Delivery, DeliveryStatus, Subscription
+from srcore.webhooks.settings import MailNotifier
 
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = [
-    "UNTRUSTED_REASON",
-    "after_revocations",
-    "apply_revocations",
-    "apply_with_change",
-    "tell_owners",
-]
+__all__ = ["after_revocations", "apply_with_change"]
 
 log = logging.getLogger("srcore.webhooks")
 
-#: Why :func:`apply_revocations` disabled a subscription (shown to its owner).
+#: Why a subscription was disabled, as its owner is shown.
 UNTRUSTED_REASON = (
     "Disabled because the account's password was changed or reset, or all of its "
     "sessions and tokens were revoked: check its URL and events, then enable it again."
@@ -41,27 +34,16 @@ UNTRUSTED_REASON = (
 
 
 def _cancel_pending(session: Session, subscription_ids: Sequence[int]) -> None:
-    if not subscription_ids:
-        return
-    session.execute(
-        update(Delivery)
-        .where(
-            Delivery.subscription_id.in_(subscription_ids),
-            Delivery.status == DeliveryStatus.pending.value,
-        )
-        .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _owned_ids(session: Session, user_id: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(Subscription.id).where(
-                Subscription.owner_id == user_id, Subscription.trusted.is_(False)
+    if subscription_ids:
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.subscription_id.in_(subscription_ids),
+                Delivery.status == DeliveryStatus.pending.value,
             )
+            .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
+            .execution_options(synchronize_session=False)
         )
-    )
 
 
 def _suspension(session: Session, user_id: int, suspended: bool, seq: int) -> None:
@@ -73,33 +55,32 @@ def _suspension(session: Session, user_id: int, suspended: bool, seq: int) -> No
     else:
         return
     if suspended:
-        _cancel_pending(session, _owned_ids(session, user_id))
+        owned = select(Subscription.id).where(
+            Subscription.owner_id == user_id, Subscription.trusted.is_(False)
+        )
+        _cancel_pending(session, list(session.scalars(owned)))
 
 
 def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscription]:
     confirmed = func.coalesce(Subscription.confirmed_at, Subscription.created)
-    found = list(
-        session.scalars(
-            select(Subscription).where(
-                Subscription.owner_id == user_id,
-                Subscription.trusted.is_(False),
-                Subscription.enabled.is_(True),
-                confirmed < cutoff,
-            )
+    found = session.scalars(
+        select(Subscription).where(
+            Subscription.owner_id == user_id,
+            Subscription.trusted.is_(False),
+            Subscription.enabled.is_(True),
+            confirmed < cutoff,
         )
-    )
+    ).all()
     for sub in found:
         sub.enabled = False
         sub.disabled_reason = UNTRUSTED_REASON
         sub.failing_since = None
     _cancel_pending(session, [sub.id for sub in found])
-    return found
+    return list(found)
 
 
-def apply_revocations(session: Session, events: Iterable[Any]) -> list[Subscription]:
-    """Apply meta's revocation *events* (``seq``, ``kind``, ``subject``, ``not_before``)
-    in *session*'s transaction; returns the subscriptions it disabled, whose owners are to
-    be told once it commits. Idempotent."""
+def _apply(session: Session, events: Iterable[Any]) -> list[Subscription]:
+    """Apply *events* (``seq``, ``kind``, ``subject``, ``not_before``); what it disabled."""
     disabled: list[Subscription] = []
     for event in events:
         subject = str(event.subject)
@@ -117,45 +98,33 @@ def apply_revocations(session: Session, events: Iterable[Any]) -> list[Subscript
     return disabled
 
 
-def tell_owners(app: Flask, session: Session, disabled: Iterable[Subscription]) -> None:
-    """Mail the owners of *disabled* (after the commit that disabled them)."""
-    from srcore.webhooks.settings import MailNotifier
+def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> None:
+    """Apply meta's revocation *events* in *session*'s transaction (idempotent): the owners
+    of the subscriptions it disabled are told once it commits, and nobody if it rolls back."""
+    disabled = _apply(session, events)
+    if not disabled:
+        return
+    real = getattr(session, "_get_current_object", lambda: session)()  # under a proxy
 
-    notify = MailNotifier(app)
-    for sub in disabled:
-        try:
-            notify(session, sub, UNTRUSTED_REASON)
-        except Exception:  # the subscription is disabled either way; the page says why
-            log.exception("could not tell the owner of subscription %d", sub.id)
+    def committed(_: Session) -> None:
+        notify = MailNotifier(app)
+        with app.extensions["srcore"].db.session() as tell:
+            merged = [tell.merge(sub, load=True) for sub in disabled]
+            for sub in merged:
+                log.info(
+                    "webhook %d of user %s disabled: its trust was revoked", sub.id, sub.owner_id
+                )
+                try:
+                    notify(tell, sub, UNTRUSTED_REASON)
+                except Exception:  # it is disabled either way; its page says why
+                    log.exception("could not tell the owner of subscription %d", sub.id)
+
+    sa_event.listen(real, "after_commit", committed, once=True)
 
 
 def after_revocations(app: Flask, events: Sequence[Any]) -> None:
-    """Apply *events* to *app*'s webhook subscriptions, commit, and tell the owners."""
-    if not any(e.kind in ("suspend", "unsuspend", "user") for e in events):
-        return
+    """Apply the revocation *events* meta sent to *app*'s subscriptions, in a transaction
+    of their own."""
     with app.extensions["srcore"].db.session() as session:
-        disabled = apply_revocations(session, events)
+        apply_with_change(app, session, events)
         session.commit()
-        for sub in disabled:
-            log.info("webhook %d of user %s disabled: its trust was revoked", sub.id, sub.owner_id)
-        tell_owners(app, session, disabled)
-
-
-def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> None:
-    """Apply *events* in *session*'s transaction, the one revoking them (meta's own);
-    the owners are told once it commits, and nothing happens if it rolls back."""
-    from sqlalchemy import event as sa_event
-
-    disabled = apply_revocations(session, events)
-    if not disabled:
-        return
-    real = getattr(session, "_get_current_object", lambda: session)()
-
-    def committed(done: Session) -> None:
-        tell = app.extensions["srcore"].db.session()
-        try:
-            tell_owners(app, tell, [tell.merge(sub, load=True) for sub in disabled])
-        finally:
-            tell.close()
-
-    sa_event.listen(real, "after_commit", committed, once=True)

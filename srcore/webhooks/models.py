@@ -1,7 +1,5 @@
-"""The webhook tables: subscriptions, the outbox, deliveries and the delivery log.
-
-In every service's database, from the core migration lineage
-(:func:`srcore.migrate.core_metadata`). Rows are plain data.
+"""The webhook tables: subscriptions, the outbox, deliveries and the delivery log, in every
+service's database through the core migration lineage (:func:`srcore.migrate.core_metadata`).
 """
 
 from __future__ import annotations
@@ -69,13 +67,11 @@ class Subscription(WebhookBase):
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    #: The meta user id of the owner; None for a service subscriber.
+    #: The owner's meta user id, or for a service subscriber its OAuth client id.
     owner_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    #: The OAuth client id of a service subscriber.
     owner_client: Mapped[str | None] = mapped_column(String(256))
     url: Mapped[str] = mapped_column(Text)
-    #: Space-separated event names.
-    events: Mapped[str] = mapped_column(Text)
+    events: Mapped[str] = mapped_column(Text)  # space-separated
     #: Only events about this resource (e.g. ``tracker:12``); None: every resource.
     resource: Mapped[str | None] = mapped_column(String(256))
     #: The scopes the subscriber held when it subscribed, space-separated.
@@ -85,13 +81,13 @@ class Subscription(WebhookBase):
     previous_secret_expires: Mapped[datetime | None]
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(512))
-    #: A first-party subscription made from the operator's config (meta's, to each service's
-    #: ``/_srcore/events``): its deliveries skip the SSRF guard, so only code sets it; the
-    #: API and pages never even list it.
+    #: A first-party subscription from the operator's config (meta's, to each service's
+    #: ``/_srcore/events``): its deliveries skip the SSRF guard, so only code sets it, and
+    #: the API and pages never list it.
     trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: Since when every attempt has failed; None after a success.
     failing_since: Mapped[datetime | None]
-    #: When its owner last set it up or enabled it (None: when created); see :mod:`.accounts`.
+    #: When its owner last set it up or enabled it (None: when created): see :mod:`.accounts`.
     confirmed_at: Mapped[datetime | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)
     updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -100,15 +96,6 @@ class Subscription(WebhookBase):
     def event_names(self) -> frozenset[str]:
         """The subscribed events as a set."""
         return frozenset(self.events.split())
-
-    def signing_secrets(self, now: datetime) -> list[str]:
-        """The secrets to sign with at *now*: the current one, and the previous one while
-        its rotation overlap lasts."""
-        found = [self.secret]
-        expires = self.previous_secret_expires
-        if self.previous_secret and (expires is None or expires > now):
-            found.append(self.previous_secret)
-        return found
 
     def __repr__(self) -> str:
         return f"<Subscription {self.id} {self.url!r} {self.events!r}>"
@@ -123,12 +110,10 @@ class OutboxRow(WebhookBase):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     event: Mapped[str] = mapped_column(String(128))
     resource: Mapped[str | None] = mapped_column(String(256))
-    #: The event's data, as JSON text.
-    payload: Mapped[str] = mapped_column(Text)
-    #: The meta user id of who owned what the event is about, when it was emitted.
+    payload: Mapped[str] = mapped_column(Text)  # JSON
+    #: Who owned what the event is about, and its visibility, when it was emitted: the
+    #: fan-out judges the audience from these, never from today's rows.
     owner_id: Mapped[int | None] = mapped_column(Integer)
-    #: That resource's visibility when the event was emitted (``public`` reaches every
-    #: reader of a ``readers`` event; anything else only the owner).
     visibility: Mapped[str | None] = mapped_column(String(16))
     created: Mapped[datetime] = mapped_column(default=utcnow)
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
@@ -176,9 +161,9 @@ class Delivery(WebhookBase):
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
-    #: Set while a manual redelivery waits: the status to go back to if it fails.
+    #: While a manual redelivery waits, the status and the next automatic attempt it put
+    #: aside, both restored if it fails.
     manual_status: Mapped[str | None] = mapped_column(String(16))
-    #: The next automatic attempt that manual redelivery put aside, resumed if it fails.
     resume_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
     last_status_code: Mapped[int | None] = mapped_column(Integer)
@@ -203,7 +188,7 @@ class Attempt(WebhookBase):
         BigId, ForeignKey("srcore_webhook_delivery.id", ondelete="CASCADE"), index=True
     )
     created: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    #: JSON object; the signature is never stored.
+    #: JSON objects; the signature is never stored.
     request_headers: Mapped[str] = mapped_column(Text, default="{}")
     request_body: Mapped[str] = mapped_column(Text, default="")
     response_status: Mapped[int | None] = mapped_column(Integer)
