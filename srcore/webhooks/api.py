@@ -178,7 +178,7 @@ def _authenticate() -> Response | None:
         return token
     own = frozenset(s for s in token.scopes if s.service == st.service_id)
     if not own:
-        wanted = format_scopes(subscriptions.events_scopes(st.manifest))
+        wanted = format_scopes(subscriptions.events_scopes())
         reason = f"Webhooks of {st.manifest.name} need a token with one of: {wanted}."
         return _challenge(403, reason, error="insufficient_scope", scope=wanted)
     g.srcore_token = token

@@ -33,17 +33,34 @@ FORM = "webhooks/form.html"
 @pages.before_request
 @login_required
 def _subscriber() -> Response | None:
-    """Every page is for a logged-in, unsuspended user; each form is posted as a form."""
+    """Every page is for a logged-in, unsuspended user; what they post is a form."""
     if request.is_json:
         return error_response(400, "These pages take forms; the API is under /api/webhooks.")
-    scopes = subscriptions.events_scopes(state().manifest)
+    scopes = subscriptions.events_scopes()
     g.srcore_webhook_subscriber = subscriptions.Subscriber(current_user.id, None, scopes)
     return None
+
+
+@pages.context_processor
+def _template_helpers() -> dict[str, Any]:
+    return {
+        "secret_hint": subscriptions.secret_hint,
+        "overlap_until": subscriptions.overlap_until,
+        "pretty": _pretty,
+    }
 
 
 @pages.errorhandler(Refused)
 def _refused(exc: Refused) -> Response:
     return _back((request.view_args or {})["subscription_id"], exc.reason, "error")
+
+
+def _pretty(text: str | None) -> str:
+    """A JSON body indented for reading; anything else as it is."""
+    try:
+        return json.dumps(json.loads(text or ""), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text or ""
 
 
 def _back(subscription_id: int, message: str, category: str = "success") -> Response:
@@ -59,31 +76,17 @@ def _form(sub: Subscription | None, chosen: list[str], **context: Any) -> dict[s
     return {"subscription": sub, "events": events, "chosen": chosen, **context}
 
 
-def _pretty(text: str | None) -> str:
-    """A JSON body indented for reading; anything else as it is."""
-    try:
-        return json.dumps(json.loads(text or ""), indent=2, ensure_ascii=False)
-    except ValueError:
-        return text or ""
-
-
 def _detail(sub: Subscription, secret: str | None = None, status: int = 200) -> tuple[str, int]:
     """*sub*'s page, its delivery log at ``?cursor=`` (on a GET), and a *secret* just made."""
-    rows, cursor = subscriptions.deliveries(sub, first_page=request.method != "GET")
-    url = url_for("srcore_webhooks.detail", subscription_id=sub.id)
+    rows, next_cursor = subscriptions.deliveries(sub, first_page=request.method != "GET")
+    descriptions = {event.name: event.description for event in state().manifest.events}
     page = render_template(
         "webhooks/detail.html",
         subscription=sub,
         secret=secret,
-        secret_hint=subscriptions.secret_hint(sub.secret),
-        overlap_until=subscriptions.overlap_until(sub),
         deliveries=rows,
-        next_url=url_for("srcore_webhooks.detail", subscription_id=sub.id, cursor=cursor)
-        if cursor
-        else None,
-        first_url=url if request.args.get("cursor") else None,
-        descriptions={e.name: e.description for e in state().manifest.events},
-        pretty=_pretty,
+        next_cursor=next_cursor,
+        descriptions=descriptions,
     )
     return page, status
 
@@ -92,17 +95,16 @@ def _detail(sub: Subscription, secret: str | None = None, status: int = 200) -> 
 def index() -> str:
     stmt = select(Subscription).where(subscriptions.owned()).order_by(Subscription.id.desc())
     listing = paginate_pages(db_session, stmt, page=page_number(), per_page=25)
-    return render_template(
-        "webhooks/index.html", listing=listing, secret_hint=subscriptions.secret_hint
-    )
+    return render_template("webhooks/index.html", listing=listing)
 
 
 @pages.route("/new", methods=["GET", "POST"])
 def new() -> Any:
     if request.method == "GET":
         resource = subscriptions.read_resource(Validation())
-        context = _form(None, request.args.getlist("events"), resource=resource)
-        return render_template(FORM, valid=None, **context)
+        return render_template(
+            FORM, **_form(None, request.args.getlist("events"), resource=resource)
+        )
     valid = Validation.form(FORM, lambda: _form(None, request.form.getlist("events")))
     sub, secret = subscriptions.create_subscription(subscriptions.read_subscription(valid), valid)
     return _detail(sub, secret, status=201)
@@ -117,13 +119,13 @@ def detail(subscription_id: int) -> tuple[str, int]:
 def edit(subscription_id: int) -> Any:
     sub = find(subscription_id)
     if request.method == "GET":
-        return render_template(FORM, valid=None, **_form(sub, sorted(sub.event_names)))
+        return render_template(FORM, **_form(sub, sorted(sub.event_names)))
     valid = Validation.form(FORM, lambda: _form(sub, request.form.getlist("events")))
     subscriptions.update_subscription(sub, subscriptions.read_subscription(valid), valid)
     return _back(subscription_id, "Webhook saved.")
 
 
-@pages.route(f"{SUBSCRIPTION}/rotate", methods=["POST"])
+@pages.post(f"{SUBSCRIPTION}/rotate")
 def rotate(subscription_id: int) -> Any:
     sub = find(subscription_id)
     valid = Validation()
@@ -134,20 +136,19 @@ def rotate(subscription_id: int) -> Any:
     return _detail(sub, subscriptions.rotate_secret(sub, overlap))
 
 
-@pages.route(f"{SUBSCRIPTION}/enable", methods=["POST"])
+@pages.post(f"{SUBSCRIPTION}/enable")
 def enable(subscription_id: int) -> Response:
     subscriptions.set_enabled(find(subscription_id), True)
     return _back(subscription_id, "Webhook enabled.")
 
 
-@pages.route(f"{SUBSCRIPTION}/disable", methods=["POST"])
+@pages.post(f"{SUBSCRIPTION}/disable")
 def disable(subscription_id: int) -> Response:
     subscriptions.set_enabled(find(subscription_id), False)
-    message = "Webhook disabled: no events are sent to it until you enable it."
-    return _back(subscription_id, message)
+    return _back(subscription_id, "Webhook disabled: no events are sent to it until you enable it.")
 
 
-@pages.route(f"{SUBSCRIPTION}/delete", methods=["POST"])
+@pages.post(f"{SUBSCRIPTION}/delete")
 def delete(subscription_id: int) -> Response:
     db_session.delete(find(subscription_id))
     db_session.commit()
@@ -155,14 +156,13 @@ def delete(subscription_id: int) -> Response:
     return redirect(url_for("srcore_webhooks.index"))
 
 
-@pages.route(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver", methods=["POST"])
+@pages.post(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver")
 def redeliver_page(subscription_id: int, delivery_id: int) -> Response:
     delivery = subscriptions.redeliver(find(subscription_id), delivery_id)
-    message = f"Delivery {delivery.message_id} will be sent again shortly."
-    return _back(subscription_id, message)
+    return _back(subscription_id, f"Delivery {delivery.message_id} will be sent again shortly.")
 
 
-@pages.route(f"{SUBSCRIPTION}/ping", methods=["POST"])
+@pages.post(f"{SUBSCRIPTION}/ping")
 def ping(subscription_id: int) -> Response:
     sent = subscriptions.send_ping(find(subscription_id))
     return _back(subscription_id, f"A test event ({sent.message_id}) will be sent shortly.")

@@ -1,7 +1,7 @@
-"""Subscriptions as their owners manage them, for the API and the pages alike: reading the
-input, the checks, the changes (each commits). A subscriber sees only its own subscriptions
-(another's is a 404; the operator's trusted ones are never shown); the API checks which
-events a token may receive or manage, a web user receives every event open to users.
+"""What the API and the pages both do with a subscriber's subscriptions: read the input,
+check it, change them (each change commits). Another's subscription is a 404 and the
+operator's trusted ones are never shown. The API checks which events a token may receive
+or manage; a web user receives every event open to users.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from sqlalchemy.orm import joinedload, lazyload
 from srcore.auth.scopes import Scope, format_scopes
 from srcore.db import session as db_session
 from srcore.db import utcnow
-from srcore.manifest import Manifest
 from srcore.outbound.targets import Resolver, lookup, target_problem
 from srcore.pagination import cursor_page
 from srcore.service import state
@@ -76,10 +75,10 @@ _RESOLVER = "srcore_webhook_resolver"
 
 @dataclass(frozen=True)
 class Subscriber:
-    """Who owns subscriptions: a user, or a service (``client_id`` alone); the API's and
-    the pages' ``before_request`` put the request's on ``g``."""
+    """Who the request acts for, put on ``g`` by the API's and the pages' before_request."""
 
     user_id: int | None
+    #: A service acting for itself (``user_id`` None).
     client_id: str | None
     #: The scopes of this service the subscriber holds right now.
     scopes: frozenset[Scope]
@@ -106,13 +105,13 @@ class Refused(Exception):
 
 
 def set_resolver(app: Flask, resolve: Resolver) -> None:
-    """Look the hosts of *app*'s new subscription URLs up with *resolve* instead of the
-    system's resolver: tests give one that never leaves the machine."""
+    """Look up the hosts of *app*'s new webhook URLs with *resolve*: tests stay local."""
     app.extensions[_RESOLVER] = resolve
 
 
-def events_scopes(manifest: Manifest) -> frozenset[Scope]:
-    """The scopes receiving every event users may subscribe to (what a web user holds)."""
+def events_scopes() -> frozenset[Scope]:
+    """The scopes receiving every event open to users (what a web user holds)."""
+    manifest = state().manifest
     return frozenset(Scope(manifest.id, event.scope, "RO") for event in manifest.user_events)
 
 
@@ -134,12 +133,12 @@ def _read_events(valid: Validation) -> tuple[str, ...] | None:
     checked boxes, each of which may hold several names separated by spaces or commas."""
     manifest = state().manifest
     sent = valid.optional("events", list[str], max_length=256, split=valid.source == "form")
+    names = sorted({name for item in sent or () for name in item.split(",") if name})
+    unknown = [name for name in names if manifest.event(name) is None]
+    internal = [name for name in names if name not in {e.name for e in manifest.user_events}]
     if valid.error_for("events"):
         return None
-    found = {name: manifest.event(name) for item in sent or () for name in item.split(",") if name}
-    unknown = [name for name, event in found.items() if event is None]
-    internal = sorted(n for n, event in found.items() if event and event.audience == "internal")
-    if not found:
+    if not names:
         valid.error("Choose at least one event.", "events")
     elif unknown:
         shown = ", ".join(repr(name[:64]) for name in unknown[:5])
@@ -147,14 +146,9 @@ def _read_events(valid: Validation) -> tuple[str, ...] | None:
         plural = "s" if len(unknown) > 1 else ""
         valid.error(f"Unknown event{plural} {shown}; {manifest.name} sends: {declared}.", "events")
     elif internal:
-        shown = ", ".join(repr(name) for name in internal)
-        verb = "are" if len(internal) > 1 else "is"
-        valid.error(
-            f"{shown} {verb} internal to the network: nobody can subscribe to it.", "events"
-        )
-    else:
-        return tuple(sorted(found))
-    return None
+        shown = f"{', '.join(map(repr, internal))} {'are' if len(internal) > 1 else 'is'}"
+        valid.error(f"{shown} internal to the network: nobody can subscribe to it.", "events")
+    return None if valid.error_for("events") else tuple(names)
 
 
 def read_resource(valid: Validation) -> str | None:
@@ -188,13 +182,11 @@ def read_overlap(valid: Validation) -> timedelta:
 def owned() -> ColumnElement[bool]:
     """The WHERE clause of the request's subscriber's subscriptions (never trusted ones)."""
     subscriber: Subscriber = g.srcore_webhook_subscriber
+    visible = Subscription.trusted.is_(False)
     if subscriber.user_id is not None:
-        owner = Subscription.owner_id == subscriber.user_id
-    else:
-        owner = Subscription.owner_id.is_(None) & (
-            Subscription.owner_client == subscriber.client_id
-        )
-    return Subscription.trusted.is_(False) & owner
+        return visible & (Subscription.owner_id == subscriber.user_id)
+    client = Subscription.owner_client == subscriber.client_id
+    return visible & Subscription.owner_id.is_(None) & client
 
 
 def find(subscription_id: int) -> Subscription:
@@ -215,12 +207,11 @@ def create_subscription(values: SubscriptionInput, valid: Validation) -> tuple[S
     """Check and store the subscriber's new subscription; return it and its secret. Bad
     input raises ValidationFailed with every error on *valid*."""
     subscriber: Subscriber = g.srcore_webhook_subscriber
-    events = values.events or ()
     sub = Subscription(
         owner_id=subscriber.user_id,
         owner_client=subscriber.client_id if subscriber.user_id is None else None,
         url=values.url,
-        events=" ".join(events),
+        events=" ".join(values.events or ()),
         resource=values.resource,
         scopes=format_scopes(subscriber.scopes),
         secret=generate_secret(),
@@ -229,9 +220,9 @@ def create_subscription(values: SubscriptionInput, valid: Validation) -> tuple[S
     # Checked even when other fields are wrong, so a form shows every problem at once.
     _check_target(valid, values.url)
     can_receive = webhooks_state().can_receive
-    if valid.ok and values.resource and can_receive is not None:
+    if valid.ok and values.events and values.resource and can_receive is not None:
         # Limited to one resource: one its owner can see (asked with a probe event about it).
-        probe = OutboxRow(event=events[0], resource=values.resource, payload="{}")
+        probe = OutboxRow(event=values.events[0], resource=values.resource, payload="{}")
         if not can_receive(sub, probe):
             valid.error(f"There is no {values.resource} that you can see.", "resource")
     valid.raise_if_invalid()
@@ -239,7 +230,8 @@ def create_subscription(values: SubscriptionInput, valid: Validation) -> tuple[S
         valid.fail(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
     db_session.add(sub)
     db_session.commit()
-    log.info("webhook %s subscribed to %s by %s", sub.id, sub.events, subscriber)
+    owner = sub.owner_client if sub.owner_id is None else f"user {sub.owner_id}"
+    log.info("webhook %s subscribed to %s by %s", sub.id, sub.events, owner)
     return sub, sub.secret
 
 
@@ -308,10 +300,9 @@ def send_ping(sub: Subscription) -> Delivery:
     if not sub.enabled:
         raise Refused(409, "This webhook is disabled; enable it before sending a test event.")
     now = utcnow()
+    pings = select(func.max(Delivery.created)).join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
     last = db_session.scalar(
-        select(func.max(Delivery.created))
-        .join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
-        .where(Delivery.subscription_id == sub.id, OutboxRow.event == PING)
+        pings.where(Delivery.subscription_id == sub.id, OutboxRow.event == PING)
     )
     if last is not None and now - last < PING_INTERVAL:
         wait = int((PING_INTERVAL - (now - last)).total_seconds()) + 1
@@ -332,9 +323,9 @@ def send_ping(sub: Subscription) -> Delivery:
 def deliveries(
     sub: Subscription, *, first_page: bool = False
 ) -> tuple[list[tuple[Delivery, list[Attempt]]], str | None]:
-    """The page of *sub*'s deliveries the request's ``?cursor=`` and ``?limit=`` ask for
-    (or the first), newest first, each with its attempts (newest first); and the next
-    page's cursor."""
+    """The page of *sub*'s deliveries (newest first) the request's ``?cursor=`` and
+    ``?limit=`` ask for, or the first, each with its attempts (newest first); and the
+    next page's cursor."""
     stmt = (
         select(Delivery)
         .where(Delivery.subscription_id == sub.id)
