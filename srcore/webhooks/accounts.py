@@ -8,7 +8,7 @@ disabled and the owner told, so whoever subscribed with someone else's account k
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +79,10 @@ def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscript
     return list(found)
 
 
-def _apply(session: Session, events: Iterable[Any]) -> list[Subscription]:
-    """Apply *events* (``seq``, ``kind``, ``subject``, ``not_before``); what it disabled."""
+def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> None:
+    """Apply meta's revocation *events* (``seq``, ``kind``, ``subject``, ``not_before``) in
+    *session*'s transaction, idempotently: the owners of the subscriptions it disabled are
+    told once it commits, and nobody if it rolls back."""
     disabled: list[Subscription] = []
     for event in events:
         subject = str(event.subject)
@@ -95,13 +97,6 @@ def _apply(session: Session, events: Iterable[Any]) -> list[Subscription]:
             cutoff = datetime.fromtimestamp(int(event.not_before), UTC) + timedelta(seconds=1)
             disabled.extend(_untrust(session, user_id, cutoff))
     session.flush()
-    return disabled
-
-
-def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> None:
-    """Apply meta's revocation *events* in *session*'s transaction (idempotent): the owners
-    of the subscriptions it disabled are told once it commits, and nobody if it rolls back."""
-    disabled = _apply(session, events)
     if not disabled:
         return
     real = getattr(session, "_get_current_object", lambda: session)()  # under a proxy

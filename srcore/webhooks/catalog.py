@@ -13,16 +13,7 @@ from srcore.manifest import Event, Manifest
 from srcore.openapi.schema import DataSchema, json_schema
 from srcore.webhooks.fanout import required_scope
 
-__all__ = [
-    "BEGIN",
-    "END",
-    "PING",
-    "CatalogEntry",
-    "PingData",
-    "event_catalog",
-    "render",
-    "update_readme",
-]
+__all__ = ["PING", "CatalogEntry", "PingData", "event_catalog", "render", "update_readme"]
 
 PING = "ping"
 #: The built-in test event: sent only to the webhook whose owner asks for it.

@@ -131,10 +131,6 @@ def make_celery(
     idle: list[Worker] = []  # one per task running at once (a threads pool runs several)
     lock = threading.Lock()
 
-    def forked(**_: object) -> None:
-        """A prefork pool's process must not use the connections of the one it forked from."""
-        st.db.engine.dispose(close=False)
-
     def drain(spread: int = 0) -> int:
         """Run the worker loop until nothing is due (or *drain_time*, then hand on); ask
         one more process to join while more waits than one holds, up to *slots* at once."""
@@ -154,7 +150,8 @@ def make_celery(
                 idle.append(w)
         return handled
 
-    worker_process_init.connect(forked, weak=False)
+    # A prefork pool's process must not use the connections of the one it forked from.
+    worker_process_init.connect(lambda **_: st.db.engine.dispose(close=False), weak=False)
     celery_app.task(name=DRAIN, ignore_result=True, shared=False)(drain)
     celery_app.webhook_wakeups = wakeups
     return celery_app

@@ -10,7 +10,6 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -68,7 +67,7 @@ class Subscription(WebhookBase):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: The owner's meta user id, or for a service subscriber its OAuth client id.
-    owner_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    owner_id: Mapped[int | None] = mapped_column(index=True)
     owner_client: Mapped[str | None] = mapped_column(String(256))
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[str] = mapped_column(Text)  # space-separated
@@ -79,12 +78,12 @@ class Subscription(WebhookBase):
     secret: Mapped[str] = mapped_column(String(128))
     previous_secret: Mapped[str | None] = mapped_column(String(128))
     previous_secret_expires: Mapped[datetime | None]
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(512))
     #: A first-party subscription from the operator's config (meta's, to each service's
     #: ``/_srcore/events``): its deliveries skip the SSRF guard, so only code sets it, and
     #: the API and pages never list it.
-    trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    trusted: Mapped[bool] = mapped_column(default=False, server_default=false())
     #: Since when every attempt has failed; None after a success.
     failing_since: Mapped[datetime | None]
     #: When its owner last set it up or enabled it (None: when created): see :mod:`.accounts`.
@@ -113,7 +112,7 @@ class OutboxRow(WebhookBase):
     payload: Mapped[str] = mapped_column(Text)  # JSON
     #: Who owned what the event is about, and its visibility, when it was emitted: the
     #: fan-out judges the audience from these, never from today's rows.
-    owner_id: Mapped[int | None] = mapped_column(Integer)
+    owner_id: Mapped[int | None]
     visibility: Mapped[str | None] = mapped_column(String(16))
     created: Mapped[datetime] = mapped_column(default=utcnow)
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
@@ -130,8 +129,8 @@ class Account(WebhookBase):
 
     __tablename__ = "srcore_webhook_account"
 
-    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    user_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    suspended: Mapped[bool] = mapped_column(default=False)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -159,14 +158,14 @@ class Delivery(WebhookBase):
     #: The ``webhook-id`` header: the same for every retry and redelivery.
     message_id: Mapped[str] = mapped_column(String(64), unique=True, default=new_message_id)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending.value)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     #: While a manual redelivery waits, the status and the next automatic attempt it put
     #: aside, both restored if it fails.
     manual_status: Mapped[str | None] = mapped_column(String(16))
     resume_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
-    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_status_code: Mapped[int | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
 
@@ -191,10 +190,10 @@ class Attempt(WebhookBase):
     #: JSON objects; the signature is never stored.
     request_headers: Mapped[str] = mapped_column(Text, default="{}")
     request_body: Mapped[str] = mapped_column(Text, default="")
-    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_status: Mapped[int | None]
     response_headers: Mapped[str] = mapped_column(Text, default="{}")
     response_body: Mapped[str] = mapped_column(Text, default="")
-    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    duration_ms: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(String(512))
 
     def __repr__(self) -> str:

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from flask import Flask
 
 __all__ = [
-    "JITTER",
-    "SCHEDULE",
     "MailNotifier",
     "WebhookSettings",
     "format_delay",
