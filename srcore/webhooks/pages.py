@@ -98,31 +98,27 @@ def index() -> str:
     return render_template("webhooks/index.html", listing=listing)
 
 
-@pages.route("/new", methods=["GET", "POST"])
-def new() -> Any:
+@pages.route("/new", methods=["GET", "POST"], endpoint="new")
+@pages.route(f"{SUBSCRIPTION}/edit", methods=["GET", "POST"], endpoint="edit")
+def form(subscription_id: int | None = None) -> Any:
+    """A new webhook's form (``?events=`` and ``?resource=`` fill it in), or an edit's."""
+    sub = None if subscription_id is None else find(subscription_id)
     if request.method == "GET":
+        chosen = request.args.getlist("events") if sub is None else sorted(sub.event_names)
         resource = subscriptions.read_resource(Validation())
-        return render_template(
-            FORM, **_form(None, request.args.getlist("events"), resource=resource)
-        )
-    valid = Validation.form(FORM, lambda: _form(None, request.form.getlist("events")))
-    sub, secret = subscriptions.create_subscription(subscriptions.read_subscription(valid), valid)
+        return render_template(FORM, **_form(sub, chosen, resource=resource))
+    valid = Validation.form(FORM, lambda: _form(sub, request.form.getlist("events")))
+    values = subscriptions.read_subscription(valid)
+    if sub is not None:
+        subscriptions.update_subscription(sub, values, valid)
+        return _back(sub.id, "Webhook saved.")
+    sub, secret = subscriptions.create_subscription(values, valid)
     return _detail(sub, secret, status=201)
 
 
 @pages.route(SUBSCRIPTION)
 def detail(subscription_id: int) -> tuple[str, int]:
     return _detail(find(subscription_id))
-
-
-@pages.route(f"{SUBSCRIPTION}/edit", methods=["GET", "POST"])
-def edit(subscription_id: int) -> Any:
-    sub = find(subscription_id)
-    if request.method == "GET":
-        return render_template(FORM, **_form(sub, sorted(sub.event_names)))
-    valid = Validation.form(FORM, lambda: _form(sub, request.form.getlist("events")))
-    subscriptions.update_subscription(sub, subscriptions.read_subscription(valid), valid)
-    return _back(subscription_id, "Webhook saved.")
 
 
 @pages.post(f"{SUBSCRIPTION}/rotate")

@@ -215,6 +215,7 @@ def create_subscription(values: SubscriptionInput, valid: Validation) -> tuple[S
         resource=values.resource,
         scopes=format_scopes(subscriber.scopes),
         secret=generate_secret(),
+        enabled=True,
         confirmed_at=utcnow(),
     )
     # Checked even when other fields are wrong, so a form shows every problem at once.
