@@ -805,3 +805,13 @@ def test_a_webhook_with_no_deliveries_shows_the_shared_empty_state(
     assert '<p class="empty-state-title">Nothing sent yet</p>' in text
     index = user_client.get("/webhooks").get_data(as_text=True)
     assert "Nothing sent yet" not in index and "<h3>" not in text
+
+
+def test_the_pages_take_forms_not_json(app: Any, user: Any) -> None:
+    app.config["WTF_CSRF_ENABLED"] = False
+    browser = log_in_client(app.test_client(), user)
+    response = browser.post("/webhooks/new", json={"url": HOOK, "events": ["thing:created"]})
+    assert response.status_code == 400
+    assert "take forms" in response.get_data(as_text=True)
+    with app.extensions["srcore"].db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Subscription)) == 0
