@@ -7,6 +7,7 @@ anyway, so a lost message delays deliveries and never loses one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -197,28 +198,25 @@ class NoServiceError(RuntimeError, AttributeError):
     "app")`` is False)."""
 
 
-_default: Celery | None = None
-_default_lock = threading.Lock()
-
-
 def default_app(environ: Mapping[str, str] | None = None) -> Celery:
-    """The Celery app of ``SRCORE_SERVICE`` (an installed service's id, or its package)
-    with ``SRCORE_CONFIG``: ``celery -A srcore.webhooks.celery``'s, built on first use."""
-    global _default
+    """The Celery app of ``SRCORE_SERVICE`` (an installed service's id, or its package) with
+    ``SRCORE_CONFIG``: ``celery -A srcore.webhooks.celery``'s, built once per process."""
     env = os.environ if environ is None else environ
-    with _default_lock:
-        if _default is None:
-            package = env.get("SRCORE_SERVICE", "").strip()
-            if not package:
-                raise NoServiceError(
-                    "set SRCORE_SERVICE to the service whose webhooks this worker delivers "
-                    "(e.g. SRCORE_SERVICE=todo), and SRCORE_CONFIG to its config file"
-                )
-            with contextlib.suppress(ManifestError):  # not an installed id: a package
-                package = service_package(package)
-            factory: Callable[..., Flask] = importlib.import_module(package).create_app
-            _default = make_celery(factory(config=env.get("SRCORE_CONFIG") or None))
-        return _default
+    service = env.get("SRCORE_SERVICE", "").strip()
+    if not service:
+        raise NoServiceError(
+            "set SRCORE_SERVICE to the service whose webhooks this worker delivers "
+            "(e.g. SRCORE_SERVICE=todo), and SRCORE_CONFIG to its config file"
+        )
+    return _service_celery(service, env.get("SRCORE_CONFIG") or None)
+
+
+@functools.cache
+def _service_celery(service: str, config: str | None) -> Celery:
+    with contextlib.suppress(ManifestError):  # not an installed id: a package
+        service = service_package(service)
+    factory: Callable[..., Flask] = importlib.import_module(service).create_app
+    return make_celery(factory(config=config))
 
 
 def __getattr__(name: str) -> Any:
