@@ -26,7 +26,7 @@ from srcore.validation import Validation
 from srcore.webhooks import subscriptions
 from srcore.webhooks.catalog import CatalogEntry, event_catalog
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
-from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION, Refused, find
+from srcore.webhooks.subscriptions import DEFAULT_LIMIT, DELIVERY, MAX_LIMIT, SUBSCRIPTION, find
 
 __all__ = ["api"]
 
@@ -160,8 +160,8 @@ def _delivery_json(delivery: Delivery, attempts: list[Attempt]) -> DeliveryJSON:
     }
 
 
-@api.errorhandler(Refused)
-def _refused(exc: Refused) -> Response:
+@api.errorhandler(subscriptions.Refused)
+def _refused(exc: subscriptions.Refused) -> Response:
     retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     return error_response(exc.status, exc.reason, headers=retry)
 
@@ -215,9 +215,7 @@ def _subscription(subscription_id: int, *, write: bool = True) -> Subscription:
     return sub
 
 
-_read_page = partial(
-    read_page, max_limit=subscriptions.MAX_LIMIT, default_limit=subscriptions.DEFAULT_LIMIT
-)
+_read_page = partial(read_page, max_limit=MAX_LIMIT, default_limit=DEFAULT_LIMIT)
 _read_change = partial(subscriptions.read_subscription, partial=True)
 
 
@@ -234,11 +232,7 @@ def api_list() -> CursorList[SubscriptionJSON]:
     """The token's webhooks, newest first."""
     stmt = select(Subscription).where(subscriptions.owned())
     page = cursor_page(
-        db_session,
-        stmt,
-        key=[Subscription.id],
-        max_limit=subscriptions.MAX_LIMIT,
-        default_limit=subscriptions.DEFAULT_LIMIT,
+        db_session, stmt, key=[Subscription.id], max_limit=MAX_LIMIT, default_limit=DEFAULT_LIMIT
     )
     return {"results": [_subscription_json(s) for s in page.items], "next": page.next_cursor}
 

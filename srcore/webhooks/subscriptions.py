@@ -94,14 +94,15 @@ class SubscriptionInput:
     enabled: bool | None = None
 
 
-@dataclass
 class Refused(Exception):
-    """What the subscription's state forbids now: the API answers *status*, the pages
-    show *reason* on the webhook's page."""
+    """What the subscription's state forbids now: the API answers *status* (and
+    Retry-After), the pages show *reason* on the webhook's page."""
 
-    status: int
-    reason: str
-    retry_after: int | None = None
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 def set_resolver(app: Flask, resolve: Resolver) -> None:
@@ -327,12 +328,10 @@ def deliveries(
     """The page of *sub*'s deliveries (newest first) the request's ``?cursor=`` and
     ``?limit=`` ask for, or the first, each with its attempts (newest first); and the
     next page's cursor."""
-    stmt = (
-        select(Delivery)
-        .where(Delivery.subscription_id == sub.id)
-        .options(lazyload(Delivery.subscription))
-        .options(joinedload(Delivery.outbox).load_only(OutboxRow.event))
-    )
+    # Each delivery with the name of its event, not the whole event, nor its subscription.
+    event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
+    stmt = select(Delivery).where(Delivery.subscription_id == sub.id)
+    stmt = stmt.options(lazyload(Delivery.subscription), event_name)
     page = cursor_page(
         db_session,
         stmt,
