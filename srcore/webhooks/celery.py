@@ -45,8 +45,7 @@ def queue_name(service_id: str) -> str:
 
 
 class _Wakeups:
-    """A commit queues a ``drain`` unless one is queued and not started (a Redis mark the
-    task clears before it looks), so a burst of commits costs one message."""
+    """A commit queues a ``drain`` unless one waits (a Redis mark): a burst costs one message."""
 
     def __init__(self, celery_app: Celery, service_id: str, broker: str, slots: int) -> None:
         self.celery_app = celery_app
@@ -135,7 +134,7 @@ def make_celery(
     def drain(spread: int = 0) -> int:
         """Run the worker loop until nothing is due (or *drain_time*, then hand on); ask
         one more process to join while more waits than one holds, up to *slots* at once."""
-        wakeups.started()
+        wakeups.started()  # before looking: a commit that found the mark is seen here
         with lock:
             w = idle.pop() if idle else None
         w = w or build()
