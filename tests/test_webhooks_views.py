@@ -815,3 +815,17 @@ def test_the_pages_take_forms_not_json(app: Any, user: Any) -> None:
     assert "take forms" in response.get_data(as_text=True)
     with app.extensions["srcore"].db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(Subscription)) == 0
+
+
+def test_the_delivery_log_pages_through_older_deliveries(
+    app: Any, user_client: Any, client: Any, bearer: Any
+) -> None:
+    sid = subscribe(client, bearer()).get_json()["id"]
+    made = [make_delivery(app, sid) for _ in range(21)]
+    first = user_client.get(f"/webhooks/{sid}").get_data(as_text=True)
+    older = re.search(r'href="([^"]+)" rel="next"', first)
+    assert older is not None and f'id="delivery-{made[0]}"' not in first
+    assert 'rel="prev"' not in first
+    rest = user_client.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
+    assert f'id="delivery-{made[0]}"' in rest and f'id="delivery-{made[-1]}"' not in rest
+    assert f'href="/webhooks/{sid}" rel="prev"' in rest and 'rel="next"' not in rest

@@ -285,7 +285,7 @@ def api_rotate(subscription_id: int) -> SubscriptionJSON:
     """Give a webhook a new secret (in the answer); the old one keeps signing beside it
     for ``overlap`` seconds (a day unless sent), so receivers can switch over."""
     sub = _subscription(subscription_id)
-    valid = Validation() if request.content_length else Validation(data={})
+    valid = Validation() if request.content_length or request.form else Validation(data={})
     overlap = subscriptions.read_overlap(valid)
     valid.raise_if_invalid()
     return _subscription_json(sub, subscriptions.rotate_secret(sub, overlap))
