@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from srcore.auth.tokens import TokenVerifier
     from srcore.auth.web import LoginBackend
     from srcore.migrate import MigrationTarget
-    from srcore.webhooks.fanout import CanReceive
+    from srcore.webhooks.outbox import CanReceive
 
 __all__ = [
     "API_PREFIX",

@@ -70,7 +70,7 @@ def emitted(app: Any) -> dict[int, str]:
     with st.db.transaction() as session:
         outbox_id = insert_event(session, "thing:created", {"id": 1})
     with st.db.session() as session:
-        new = fan_out(session, outbox_id, manifest=st.manifest)
+        new = fan_out(session, [outbox_id], manifest=st.manifest)
         rows = session.scalars(select(Delivery).where(Delivery.id.in_(new))).all()
         return {d.subscription_id: d.status for d in rows}
 

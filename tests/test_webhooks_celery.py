@@ -169,7 +169,7 @@ def test_beat_drains_what_the_broker_lost(
     with st.db.transaction() as session:
         outbox_id = insert_event(session, harness.EVENT, {"number": 3, "name": "thing 3"})
     with st.db.session() as session:
-        assert len(fan_out(session, outbox_id, manifest=st.manifest)) == 1
+        assert len(fan_out(session, [outbox_id], manifest=st.manifest)) == 1
 
     worker = start_worker(config)  # with --beat: a drain every second
     wait_for(receiver, 4, worker)

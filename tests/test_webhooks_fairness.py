@@ -250,31 +250,23 @@ def test_a_trickling_receiver_delays_nobody_else(
 
 
 def test_a_claim_takes_a_bounded_share_of_one_subscription(app: Any, db: Any) -> None:
-    """A subscription with a backlog gets at most its share of a claim (at fan-out and
-    later), so one backlog does not fill a worker while other subscriptions wait."""
+    """A subscription with a backlog gets at most its share of a claim, so one backlog
+    does not fill a worker while other subscriptions wait."""
     from datetime import UTC, datetime
 
     from srcore.webhooks.claims import claim_deliveries, claim_outbox
-    from srcore.webhooks.fanout import fan_out_batch
+    from srcore.webhooks.fanout import fan_out
 
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     lease = timedelta(minutes=5)
     backlog = subscribe(db, "http://127.0.0.1:9/backlog")
     other = subscribe(db, "http://127.0.0.1:9/other")
     emit_events(app, range(8))
-    claimed: list[int] = []
-    fan_out_batch(
-        db,
-        claim_outbox(db, now=now, lease=lease, limit=100),
-        manifest=app.extensions["srcore"].manifest,
-        now=now,
-        claim_first=100,
-        claimed_until=now + lease,
-        claimed_ids=claimed,
-        claim_per_subscription=2,
-    )
+    manifest = app.extensions["srcore"].manifest
+    fan_out(db, claim_outbox(db, now=now, lease=lease, limit=100), manifest=manifest, now=now)
     owners = {d.id: d.subscription_id for d in db.scalars(sql_select(Delivery))}
     db.rollback()
+    claimed = claim_deliveries(db, now=now, lease=lease, limit=100, per_subscription=2)
     assert sorted(owners[i] for i in claimed) == [backlog, backlog, other, other]
     later = now + lease + timedelta(seconds=1)  # those claims have lapsed
     again = claim_deliveries(db, now=later, lease=lease, limit=100, per_subscription=3)

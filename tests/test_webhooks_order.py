@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select, update
 
 from srcore.webhooks.claims import claim_deliveries, claim_outbox
-from srcore.webhooks.fanout import fan_out, fan_out_batch
+from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.models import Delivery, OutboxRow
 from srcore.webhooks.worker import Worker
 from tests.test_webhooks_worker import (
@@ -98,8 +98,8 @@ def _two_deliveries(app: Any, db: Any, url: str) -> tuple[int, int]:
     emit_committed(app, {"id": 2})
     outbox = claim_outbox(db, now=T0, lease=LEASE, limit=10)
     manifest = app.extensions["srcore"].manifest
-    [earlier] = fan_out(db, outbox[0], manifest=manifest, now=T0)
-    [later] = fan_out(db, outbox[1], manifest=manifest, now=T0)
+    [earlier] = fan_out(db, [outbox[0]], manifest=manifest, now=T0)
+    [later] = fan_out(db, [outbox[1]], manifest=manifest, now=T0)
     return earlier, later
 
 
@@ -141,16 +141,14 @@ def test_a_cut_claim_never_takes_the_later_one_alone(app: Any, db: Any) -> None:
     assert claim_deliveries(db, now=now, lease=LEASE, limit=1) == [earlier]
 
 
-def test_fan_out_does_not_claim_behind_a_waiting_delivery(app: Any, db: Any) -> None:
+def test_fan_out_claims_nothing_and_the_claim_takes_the_earlier_first(app: Any, db: Any) -> None:
     subscribe(db, "http://receiver.invalid/hook")
     emit_committed(app, {"id": 1})
     emit_committed(app, {"id": 2})
     first, second = claim_outbox(db, now=T0, lease=LEASE, limit=10)
     manifest = app.extensions["srcore"].manifest
-    [waiting] = fan_out(db, first, manifest=manifest, now=T0)  # not claimed, not attempted
-    [new] = fan_out_batch(
-        db, [second], manifest=manifest, now=T0, claim_first=10, claimed_until=T0 + LEASE
-    )
+    [waiting] = fan_out(db, [first], manifest=manifest, now=T0)  # not claimed, not attempted
+    [new] = fan_out(db, [second], manifest=manifest, now=T0)
     claimed = db.scalar(select(Delivery.claimed_until).where(Delivery.id == new))
     assert claimed is None  # left for the claim, which takes the earlier one first
     assert claim_deliveries(db, now=T0, lease=LEASE, limit=1) == [waiting]

@@ -309,19 +309,17 @@ def test_a_trusted_sender_skips_the_checks(server: HTTPServer) -> None:
         sender.close()
 
 
-# -- through deliver_batch: refusals land in the delivery log --------------------------
+# -- sent and recorded: refusals land in the delivery log -------------------------------
 
 
 def _deliver(app: Any, db: Any, url: str, policy: AddressPolicy) -> Any:
-    import random
     from datetime import UTC, datetime
 
     from srcore.signatures import generate_secret
-    from srcore.webhooks.delivery import deliver_batch
     from srcore.webhooks.fanout import fan_out
     from srcore.webhooks.models import Subscription
     from srcore.webhooks.outbox import insert_event
-    from srcore.webhooks.settings import WebhookSettings
+    from tests.test_webhooks_delivery import Clock, deliver
 
     db.add(
         Subscription(
@@ -331,20 +329,8 @@ def _deliver(app: Any, db: Any, url: str, policy: AddressPolicy) -> Any:
     db.commit()
     outbox_id = insert_event(db, "thing:created", {"id": 1})
     db.commit()
-    [delivery_id] = fan_out(db, outbox_id, manifest=app.extensions["srcore"].manifest)
-    sender = PooledSender(policy)
-    try:
-        return deliver_batch(
-            db,
-            [delivery_id],
-            http=sender,
-            clock=lambda: datetime.now(UTC),
-            config=WebhookSettings(),
-            rng=random.Random(1),
-            raise_errors=True,
-        )[0]
-    finally:
-        sender.close()
+    [delivery_id] = fan_out(db, [outbox_id], manifest=app.extensions["srcore"].manifest)
+    return deliver(db, delivery_id, Clock(datetime.now(UTC)), policy=policy)
 
 
 @pytest.fixture

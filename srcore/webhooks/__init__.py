@@ -1,13 +1,15 @@
 """Webhooks: declared events, subscriptions, signed and retried deliveries.
 
-Inside a request a service calls :func:`emit`; a worker fans the event out to the
-matching subscriptions and delivers it (:mod:`.worker` locally, or through :mod:`.celery`).
-A receiver checks what it got with :func:`verify`.
+A service calls :func:`emit` inside its transaction; a worker (:mod:`.worker`, woken
+locally or through :mod:`.celery`) fans the event out and delivers it; a receiver checks
+what it got with :func:`verify`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+
+from flask import Flask
 
 from srcore.signatures import (
     WebhookVerificationError,
@@ -16,19 +18,15 @@ from srcore.signatures import (
     verify,
 )
 from srcore.webhooks.models import Subscription
-from srcore.webhooks.outbox import emit
-from srcore.webhooks.state import (
+from srcore.webhooks.outbox import (
     EXTENSION_KEY,
+    CanReceive,
     Dispatcher,
     LocalDispatcher,
     WebhooksState,
+    emit,
     webhooks_state,
 )
-
-if TYPE_CHECKING:
-    from flask import Flask
-
-    from srcore.webhooks.fanout import CanReceive
 
 __all__ = [
     "Dispatcher",
@@ -60,18 +58,12 @@ def build_dispatcher(app: Flask) -> Dispatcher:
 
 
 def init_app(app: Flask, *, can_receive: CanReceive | None = None) -> None:
-    """Give *app* its webhooks state (``app.extensions["srcore.webhooks"]``: the
-    dispatcher ``webhooks-broker`` selects, *can_receive*, the workers' prepare hooks),
-    the webhook API and pages when its service declares events users may subscribe to
-    (``internal`` ones are for the operator's own subscriptions), and let subscriptions
-    follow meta's revocations (:mod:`srcore.webhooks.accounts`).
+    """Give *app* its :class:`WebhooksState`, let subscriptions follow meta's revocations,
+    and add the webhook API and pages if its service has events users may subscribe to.
 
-    *can_receive* is called as ``can_receive(subscription, outbox_row)`` when a
-    subscription is limited to one resource, with a probe event about it; returning False
-    refuses the subscription (its owner cannot see that resource).
+    *can_receive* is asked when a subscription is limited to one resource (with a probe
+    event about it): False refuses the subscription, its owner cannot see that resource.
     """
-    import functools
-
     app.extensions[EXTENSION_KEY] = WebhooksState(
         dispatcher=build_dispatcher(app), can_receive=can_receive
     )

@@ -1,12 +1,10 @@
 """Sending and recording deliveries: sign and POST one, then write down what it meant.
 
-Delivered on 2xx; final when the policy refused the target (retrying cannot help); the
-subscription disabled at once on 410 Gone; otherwise a retry per the schedule, counted
-from the end of the attempt, until the subscription has been failing for
-``webhook-disable-after``: then it is disabled and its owner told. A manual redelivery
-is an attempt of its own that neither counts towards nor moves that schedule.
-The worker runs :func:`send` on its threads and :func:`record` on its own;
-:func:`deliver_batch` runs them in a row, for scripts and tests.
+Delivered on 2xx; final when the policy refused the target; the subscription disabled at
+once on 410 Gone; otherwise retried per the schedule, counted from the end of the
+attempt, until the subscription has failed for ``webhook-disable-after``: then it is
+disabled and its owner told. A manual redelivery neither counts towards nor moves that
+schedule. The worker runs :func:`send` on its threads and :func:`record` on its own.
 """
 
 from __future__ import annotations
@@ -15,21 +13,31 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    delete,
+    update,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
 from srcore.outbound import AddressPolicy, PooledSender, Sender
 from srcore.signatures import sign_with_key
-from srcore.webhooks.claims import DeliveryResult, Job, lazy_commit, load_jobs
+from srcore.webhooks.claims import Job, dump_rows, insert_rows, json_rows, lazy_commit
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.settings import WebhookSettings, format_delay, next_attempt_at
 
-__all__ = ["deliver_batch", "prune_log", "record", "redeliver", "send", "sender_for"]
+__all__ = ["prune_log", "record", "redeliver", "send", "sender_for"]
 
 log = logging.getLogger("srcore.webhooks")
 
@@ -52,13 +60,13 @@ def sender_for(
 def send(
     job: Job,
     http: Sender,
-    trusted_http: Sender | None,
+    trusted_http: Sender,
     clock: Callable[[], datetime],
     config: WebhookSettings,
 ) -> None:
-    """Sign *job*'s body and POST it through *http* (*trusted_http* for a trusted
-    subscription's), within one ``config.timeout`` deadline; the outcome is stored on
-    *job*. Never raises: an unexpected error is kept as ``job.failure``."""
+    """Sign *job*'s body and POST it (through *trusted_http* for a trusted subscription)
+    within one ``config.timeout`` deadline; the outcome is stored on *job*. Never raises:
+    an unexpected error is kept as ``job.failure``."""
     try:
         now = clock()
         timestamp = int(now.timestamp())
@@ -73,7 +81,7 @@ def send(
         if previous is not None and (expires is None or expires > now):
             keys.append(previous)  # the rotation overlap lasts
         signature = " ".join(sign_with_key(k, job.message_id, timestamp, job.body) for k in keys)
-        sender = trusted_http if job.trusted and trusted_http is not None else http
+        sender = trusted_http if job.trusted else http
         started = time.perf_counter()
         exchange = sender.post(
             job.url,
@@ -95,50 +103,29 @@ class _SubscriptionState:
     reason: str | None = None
 
 
-def _text(data: bytes, cap: int) -> str:
-    return data[:cap].decode("utf-8", errors="replace")
-
-
 def record(
-    session: Session,
-    jobs: Iterable[Job],
-    *,
-    config: WebhookSettings,
-    rng: random.Random,
-    raise_errors: bool = False,
-) -> dict[int, DeliveryResult]:
-    """Record what happened to *jobs* in one transaction, then tell the owners of the
-    subscriptions it disabled; a result per delivery id. A job never sent (stopping, or
+    session: Session, jobs: Iterable[Job], *, config: WebhookSettings, rng: random.Random
+) -> None:
+    """Record what happened to *jobs* in one transaction of a few set-based statements,
+    then tell the owners of the subscriptions it disabled. A job never sent (stopping, or
     its lease ran short) is freed, due at once. Commits."""
     d, s = _delivery_table, _subscription_table
-    results: dict[int, DeliveryResult] = {}
     states: dict[int, _SubscriptionState] = {}
     attempts: list[dict[str, Any]] = []
-    changes: list[dict[str, Any]] = []
+    changes: list[tuple[Any, ...]] = []
     disabled: dict[int, tuple[str, datetime]] = {}
     unsent: list[int] = []
     for job in sorted(jobs, key=lambda j: (j.outbox_id, j.delivery_id)):
-        if job.failure is None and job.exchange is None:  # never sent
+        if job.failure is None and job.exchange is None:
             unsent.append(job.delivery_id)
-            results[job.delivery_id] = DeliveryResult(
-                False, None, "not sent", None, False, attempted=False
-            )
             continue
         if job.failure is not None or job.exchange is None or job.now is None:
-            if raise_errors and job.failure is not None:
-                session.rollback()
-                raise job.failure
             log.error("delivery %d failed unexpectedly", job.delivery_id, exc_info=job.failure)
-            results[job.delivery_id] = DeliveryResult(
-                False, None, str(job.failure), None, False, attempted=False
-            )
             continue
         state = states.setdefault(
             job.subscription_id, _SubscriptionState(job.failing_since, job.failing_since)
         )
-        result, change = _outcome(job, state, config, rng)
-        results[job.delivery_id] = result
-        changes.append(change)
+        changes.append(_outcome(job, state, config, rng))
         attempts.append(_attempt_row(job, config))
         if state.reason is not None and job.subscription_id not in disabled:
             disabled[job.subscription_id] = (state.reason, job.now)
@@ -146,16 +133,16 @@ def record(
     conn = session.connection()
     if unsent:
         conn.execute(update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))
-    if attempts:
-        conn.execute(insert(_attempt_table), attempts)
-        conn.execute(_UPDATE_DELIVERY, changes)
-    failing = [
-        {"_id": sid, "_failing_since": state.failing_since}
-        for sid, state in states.items()
-        if state.failing_since != state.original and sid not in disabled
-    ]
-    if failing:
-        conn.execute(_UPDATE_FAILING, failing)
+    insert_rows(conn, _attempt_table, attempts)
+    if changes and conn.dialect.name == "postgresql":  # one UPDATE .. FROM unnest(arrays)
+        rows = [dict(zip(_OUTCOME, change, strict=True)) for change in changes]
+        conn.execute(_UPDATE_ALL, {"rows": dump_rows(rows)})
+    elif changes:
+        conn.execute(_UPDATE_ONE, [dict(zip(_OUTCOME, c, strict=True)) for c in changes])
+    for sid, state in states.items():
+        if state.failing_since != state.original and sid not in disabled:
+            failing = {"failing_since": state.failing_since}
+            conn.execute(update(s).where(s.c.id == sid).values(failing))
     for sid, (reason, now) in disabled.items():
         conn.execute(
             update(s)
@@ -183,13 +170,13 @@ def record(
                 config.notifier(session, subscription, reason)
         except Exception:  # the subscription is disabled either way
             log.exception("could not tell the owner of subscription %d", sid)
-    return results
 
 
 def _outcome(
     job: Job, state: _SubscriptionState, config: WebhookSettings, rng: random.Random
-) -> tuple[DeliveryResult, dict[str, Any]]:
-    """What *job*'s exchange means for it and its subscription (*state* is updated)."""
+) -> tuple[Any, ...]:
+    """What *job*'s exchange means for it and its subscription (*state* is updated): the
+    delivery's new ``(id, status, step, last_status_code, delivered_at, next_attempt_at)``."""
     exchange, now = job.exchange, job.now
     assert exchange is not None and now is not None
     status = exchange.status
@@ -197,61 +184,40 @@ def _outcome(
     # the automatic schedule, which resumes where it was if it fails.
     manual = job.manual_status is not None
     attempts = job.attempts if manual else job.attempts + 1
-    change: dict[str, Any] = {
-        "_id": job.delivery_id,
-        "_status": DeliveryStatus.pending.value,
-        "_step": 0 if manual else 1,
-        "_last_status_code": status,
-        "_delivered_at": None,
-        "_next_attempt_at": job.next_attempt_at,
-    }
+    step = 0 if manual else 1
+    pending, failed = DeliveryStatus.pending.value, DeliveryStatus.failed.value
     where = f"{job.event} {job.message_id} to {job.url}"
     if status is not None and 200 <= status < 300 and exchange.error is None:
-        change["_status"] = DeliveryStatus.delivered.value
-        change["_delivered_at"] = now
         state.failing_since = None
         log.info("delivered %s in %d ms", where, job.duration_ms)
-        return DeliveryResult(True, status, None, None, False), change
-
+        delivered = DeliveryStatus.delivered.value
+        return job.delivery_id, delivered, step, status, now, job.next_attempt_at
     error = exchange.error or f"HTTP {status}"
-    reason: str | None = None
-    retry_at: datetime | None = None
-    if state.reason is not None:
-        reason = state.reason  # disabled by an earlier delivery of this batch
-    elif status == 410:
-        reason = f"{job.url} answered 410 Gone"
-    elif exchange.refused:
-        change["_status"] = DeliveryStatus.failed.value
+    if state.reason is None and status == 410:
+        state.reason = f"{job.url} answered 410 Gone"
+    elif state.reason is None and exchange.refused:
         log.warning("not delivering %s, and not retrying: %s", where, error)
-        return DeliveryResult(False, None, error, None, False), change
-    else:
-        failing_since = state.failing_since or now
-        state.failing_since = failing_since
+        return job.delivery_id, failed, step, status, None, job.next_attempt_at
+    elif state.reason is None:
+        failing_since = state.failing_since = state.failing_since or now
         if now - failing_since >= config.disable_after:
-            reason = f"every delivery to {job.url} failed since {failing_since:%Y-%m-%d %H:%M} UTC (last: {error})"  # noqa: E501
-    if reason is not None:
-        state.reason = reason
-        change["_status"] = DeliveryStatus.failed.value
-    elif manual:
-        change["_status"] = job.manual_status
-        if job.manual_status == DeliveryStatus.pending.value and job.resume_at is not None:
-            retry_at = change["_next_attempt_at"] = job.resume_at
+            since = f"{failing_since:%Y-%m-%d %H:%M} UTC"
+            state.reason = f"every delivery to {job.url} failed since {since} (last: {error})"
+    if state.reason is not None:  # disabled, by this attempt or an earlier one of the batch
+        return job.delivery_id, failed, step, status, None, job.next_attempt_at
+    if manual:
         log.info("manual redelivery of %s failed: %s", where, error)
-    else:
-        ended = job.ended or now
-        retry_at = next_attempt_at(attempts, ended, rng, schedule=config.schedule)
-        if retry_at is None:
-            change["_status"] = DeliveryStatus.failed.value
-            log.warning("gave up on %s after %d attempts: %s", where, attempts, error)
-        else:
-            change["_next_attempt_at"] = retry_at
-            log.info(
-                "retrying %s in %s: %s",
-                job.message_id,
-                format_delay(retry_at - ended),
-                status if status is not None else error,
-            )
-    return DeliveryResult(False, status, error, retry_at, reason is not None), change
+        resume = job.manual_status == pending and job.resume_at is not None
+        retry_at = job.resume_at if resume else job.next_attempt_at
+        return job.delivery_id, job.manual_status, step, status, None, retry_at
+    ended = job.ended or now
+    retry_at = next_attempt_at(attempts, ended, rng, schedule=config.schedule)
+    if retry_at is None:
+        log.warning("gave up on %s after %d attempts: %s", where, attempts, error)
+        return job.delivery_id, failed, step, status, None, job.next_attempt_at
+    shown = status if status is not None else error
+    log.info("retrying %s in %s: %s", job.message_id, format_delay(retry_at - ended), shown)
+    return job.delivery_id, pending, step, status, None, retry_at
 
 
 def _attempt_row(job: Job, config: WebhookSettings) -> dict[str, Any]:
@@ -261,36 +227,13 @@ def _attempt_row(job: Job, config: WebhookSettings) -> dict[str, Any]:
         "delivery_id": job.delivery_id,
         "created": job.now,
         "request_headers": json.dumps(job.headers),  # the signature is not logged
-        "request_body": _text(job.body, config.body_cap),
+        "request_body": job.body[: config.body_cap].decode("utf-8", errors="replace"),
         "response_status": exchange.status,
         "response_headers": json.dumps(dict(exchange.headers or {})),
-        "response_body": _text(exchange.body, config.body_cap),
+        "response_body": exchange.body[: config.body_cap].decode("utf-8", errors="replace"),
         "duration_ms": job.duration_ms,
         "error": exchange.error[:_ERROR_LENGTH] if exchange.error else None,
     }
-
-
-def deliver_batch(
-    session: Session,
-    delivery_ids: Sequence[int],
-    *,
-    http: Sender,
-    clock: Callable[[], datetime],
-    config: WebhookSettings,
-    rng: random.Random | None = None,
-    trusted_http: Sender | None = None,
-    raise_errors: bool = False,
-) -> list[DeliveryResult]:
-    """One attempt at each of *delivery_ids* now, in event order, recorded; a result per
-    id, in order. Commits. The worker's steps in a row, for scripts and tests."""
-    wanted = list(dict.fromkeys(int(i) for i in delivery_ids))
-    jobs, results = load_jobs(session, wanted, raise_errors=raise_errors)
-    for job in sorted(jobs, key=lambda j: (j.outbox_id, j.delivery_id)):
-        send(job, http, trusted_http, clock, config)
-    if jobs:
-        rng = rng or random.Random()
-        results.update(record(session, jobs, config=config, rng=rng, raise_errors=raise_errors))
-    return [results[i] for i in wanted]
 
 
 def redeliver(session: Session, delivery_id: int, *, now: datetime) -> bool:
@@ -321,23 +264,35 @@ _delivery_table = cast(Table, Delivery.__table__)
 _subscription_table = cast(Table, Subscription.__table__)
 _attempt_table = cast(Table, Attempt.__table__)
 
-#: One executemany for every delivery of a batch: its attempt counted, its next step.
-_UPDATE_DELIVERY = (
-    update(_delivery_table)
-    .where(_delivery_table.c.id == bindparam("_id"))
-    .values(
-        status=bindparam("_status"),
-        attempts=_delivery_table.c.attempts + bindparam("_step"),
-        manual_status=None,
-        resume_at=None,
-        claimed_until=None,
-        last_status_code=bindparam("_last_status_code"),
-        delivered_at=bindparam("_delivered_at"),
-        next_attempt_at=bindparam("_next_attempt_at"),
+#: The columns of a delivery's outcome (:func:`_outcome`) and their types.
+_OUTCOME: dict[str, TypeEngine[Any]] = {
+    "o_id": BigInteger(),
+    "o_status": String(),
+    "o_step": Integer(),
+    "o_code": Integer(),
+    "o_delivered_at": DateTime(timezone=True),
+    "o_next_attempt_at": DateTime(timezone=True),
+}
+
+
+def _update_of(new: Any) -> Any:
+    """The UPDATE of deliveries from their outcomes, *new*'s columns (by name)."""
+    d = _delivery_table
+    return (
+        update(d)
+        .where(d.c.id == new["o_id"])
+        .values(
+            status=new["o_status"],
+            attempts=d.c.attempts + new["o_step"],
+            manual_status=None,
+            resume_at=None,
+            claimed_until=None,
+            last_status_code=new["o_code"],
+            delivered_at=new["o_delivered_at"],
+            next_attempt_at=new["o_next_attempt_at"],
+        )
     )
-)
-_UPDATE_FAILING = (
-    update(_subscription_table)
-    .where(_subscription_table.c.id == bindparam("_id"))
-    .values(failing_since=bindparam("_failing_since"))
-)
+
+
+_UPDATE_ONE = _update_of({n: bindparam(n, type_=t) for n, t in _OUTCOME.items()})
+_UPDATE_ALL = _update_of(json_rows(_OUTCOME).c)

@@ -1,33 +1,96 @@
 """``emit``: record an event in the outbox, inside the transaction of the change.
 
-Emitting costs one INSERT, however many subscribers there are: the fan-out to
-subscriptions and every HTTP request happen later, in a worker. Because the row is in the
-caller's transaction, a rolled-back change emits nothing and a committed one is never
-lost. After the commit the configured dispatcher is nudged (Celery: enqueue the fan-out;
-local worker: it polls), never before.
+Emitting costs one INSERT however many subscribers there are, and a rolled-back change
+emits nothing; a worker fans the event out later. After the commit the app's dispatcher
+(kept in its :class:`WebhooksState`) is nudged, never before.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from flask import Flask, current_app
 from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
-from srcore.webhooks.models import OutboxRow
-from srcore.webhooks.state import EXTENSION_KEY
+from srcore.webhooks.models import OutboxRow, Subscription
 
-__all__ = ["dump_payload", "emit", "insert_event"]
+__all__ = [
+    "EXTENSION_KEY",
+    "CanReceive",
+    "Dispatcher",
+    "LocalDispatcher",
+    "WebhooksState",
+    "dump_payload",
+    "emit",
+    "insert_event",
+    "webhooks_state",
+]
 
 log = logging.getLogger("srcore.webhooks")
 
+#: Where an app keeps its :class:`WebhooksState`.
+EXTENSION_KEY = "srcore.webhooks"
+
+#: ``can_receive(subscription, probe_event)``: may the subscription be limited to the
+#: probe's resource (can its owner see it)? Asked when subscribing, never at fan-out.
+CanReceive = Callable[[Subscription, OutboxRow], bool]
+
 _PENDING_KEY = "srcore_webhooks_emitted"
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    """Told after a commit about new outbox rows and deliveries made due by hand."""
+
+    def nudge(self, outbox_ids: Sequence[int]) -> None: ...
+
+    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None: ...
+
+
+class LocalDispatcher:
+    """No broker: the local worker polls the database; a nudge wakes one in this process."""
+
+    def __init__(self) -> None:
+        self.wakeup = threading.Event()
+
+    def __repr__(self) -> str:
+        return "<LocalDispatcher>"
+
+    def nudge(self, outbox_ids: Sequence[int]) -> None:
+        if outbox_ids:
+            self.wakeup.set()
+
+    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
+        if delivery_ids:
+            self.wakeup.set()
+
+
+@dataclass
+class WebhooksState:
+    """What the webhooks feature keeps for one app (``app.extensions[EXTENSION_KEY]``)."""
+
+    #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
+    dispatcher: Any
+    can_receive: CanReceive | None = None
+    #: Called with a session once by each worker before its first fan-out, e.g. meta
+    #: making its first-party subscriptions match the config.
+    prepare: list[Callable[[Session], None]] = field(default_factory=list)
+
+
+def webhooks_state(app: Flask | None = None) -> WebhooksState:
+    """The webhooks state of *app*, or of the current app."""
+    target = app if app is not None else current_app
+    result: WebhooksState = target.extensions[EXTENSION_KEY]
+    return result
 
 
 def dump_payload(data: Mapping[str, Any]) -> str:
@@ -38,7 +101,7 @@ def dump_payload(data: Mapping[str, Any]) -> str:
             return value.isoformat()
         raise TypeError(f"cannot put {type(value).__name__} in a webhook payload")
 
-    return json.dumps(dict(data), default=default, separators=(",", ":"), sort_keys=False)
+    return json.dumps(dict(data), default=default, separators=(",", ":"))
 
 
 def insert_event(
@@ -52,19 +115,15 @@ def insert_event(
     now: datetime | None = None,
 ) -> int:
     """Insert one outbox row in *session*'s transaction and return its id (no checks)."""
-    statement = (
-        insert(OutboxRow)
-        .values(
-            event=event,
-            resource=resource,
-            owner_id=owner_id,
-            visibility=visibility,
-            payload=dump_payload(data),
-            created=now or utcnow(),
-        )
-        .returning(OutboxRow.id)
+    statement = insert(OutboxRow).values(
+        event=event,
+        resource=resource,
+        owner_id=owner_id,
+        visibility=visibility,
+        payload=dump_payload(data),
+        created=now or utcnow(),
     )
-    outbox_id: int = session.execute(statement).scalar_one()
+    outbox_id: int = session.execute(statement.returning(OutboxRow.id)).scalar_one()
     return outbox_id
 
 
@@ -78,23 +137,9 @@ def _after_commit(session: Session) -> None:
             log.exception("could not nudge the webhook dispatcher; the outbox poll will")
 
 
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
-
-
-def _remember(session: Session, outbox_id: int, nudge: Callable[[list[int]], None]) -> None:
-    # The request's session is a proxy; events are listened for on the real object.
-    session = getattr(session, "_get_current_object", lambda: session)()
-    session.info.setdefault(_PENDING_KEY, []).append(outbox_id)
-    session.info["srcore_webhooks_nudge"] = nudge
-    if not sa_event.contains(session, "after_commit", _after_commit):
-        sa_event.listen(session, "after_commit", _after_commit)
-        sa_event.listen(session, "after_soft_rollback", _after_soft_rollback)
-
-
 def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
     if previous_transaction.parent is None:  # the outermost transaction was rolled back
-        _after_rollback(session)
+        session.info.pop(_PENDING_KEY, None)
 
 
 def emit(
@@ -108,17 +153,14 @@ def emit(
 ) -> None:
     """Record *event* with *data* in the current transaction; deliver after it commits.
 
-    The event must be declared in the current service's manifest (``ValueError`` if not).
-    *resource* names what the event is about (``tracker:12``) for subscriptions limited to
-    one resource. *owner_id* is the user who owns that resource and *visibility* how
-    visible it is now (``public``, or anything else for "not to everyone"): they are
-    recorded with the event, and its declared audience is judged from them when it is
-    fanned out, however the resource changes meantime. An ``owner`` or ``readers`` event
-    needs *owner_id* (``ValueError`` if missing). *session* defaults to the request's
-    :data:`srcore.db.session`.
+    The event must be declared in the service's manifest (``ValueError`` if not).
+    *resource* (``tracker:12``) serves subscriptions limited to one resource. *owner_id*
+    and *visibility* (``public`` or not) are recorded with the event: its audience is
+    judged from them at fan-out, whatever becomes of the resource meantime; an ``owner``
+    or ``readers`` event needs *owner_id*. *session* defaults to :data:`srcore.db.session`.
 
-    The session is flushed first, and *data* and *resource* may be functions called after
-    it: a payload built from a new row's id and timestamps needs no flush of its own.
+    The session is flushed first, so *data* and *resource* may be functions reading a
+    new row's id and timestamps.
     """
     from srcore.service import state
 
@@ -148,7 +190,13 @@ def emit(
         owner_id=owner_id,
         visibility=visibility,
     )
-    feature = st.extensions.get(EXTENSION_KEY)
-    dispatcher = getattr(feature, "dispatcher", None)
-    if dispatcher is not None:
-        _remember(session, outbox_id, dispatcher.nudge)
+    dispatcher = getattr(st.extensions.get(EXTENSION_KEY), "dispatcher", None)
+    if dispatcher is None:
+        return
+    # The request's session is a proxy; events are listened for on the real object.
+    real = getattr(session, "_get_current_object", lambda: session)()
+    real.info.setdefault(_PENDING_KEY, []).append(outbox_id)
+    real.info["srcore_webhooks_nudge"] = dispatcher.nudge
+    if not sa_event.contains(real, "after_commit", _after_commit):
+        sa_event.listen(real, "after_commit", _after_commit)
+        sa_event.listen(real, "after_soft_rollback", _after_soft_rollback)

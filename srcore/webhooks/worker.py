@@ -1,13 +1,11 @@
 """The worker: the one loop that fans out, sends and records webhook deliveries.
 
-The database is the queue (:mod:`.claims`: leases, so a worker that dies loses nothing and
-any number share the work). Each step records the requests that ended, claims outbox rows
-and due deliveries, starts the claimed deliveries on its threads, then fans the outbox
-rows out, claiming the new deliveries as far as there is room, and starts those too.
-A subscription's deliveries go in one *lane*, one after the other in event order, and at
-most ``per_host`` lanes go to one receiver at once: a slow or dead receiver holds up its
-own deliveries and nobody else's. ``srcore worker`` runs :meth:`Worker.run`; a Celery
-task runs :meth:`Worker.drain`.
+Each step records the requests that ended, claims outbox rows and due deliveries
+(:mod:`.claims`), starts the deliveries on its threads and fans the outbox rows out (the
+next step claims their deliveries). A subscription's deliveries go in one *lane*, in
+event order, and at most ``per_host`` lanes go to one receiver at once: a slow receiver
+holds up only its own deliveries. ``srcore worker`` runs :meth:`Worker.run`, Celery
+:meth:`Worker.drain`.
 """
 
 from __future__ import annotations
@@ -30,11 +28,11 @@ from sqlalchemy.orm import Session
 from srcore.db import utcnow
 from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.sender import Sender
-from srcore.webhooks.claims import Job, claim_deliveries, claim_outbox, load_jobs
+from srcore.webhooks.claims import LANE, Job, claim_deliveries, claim_outbox, load_jobs
 from srcore.webhooks.delivery import prune_log, record, send, sender_for
-from srcore.webhooks.fanout import fan_out_batch
+from srcore.webhooks.fanout import fan_out
+from srcore.webhooks.outbox import LocalDispatcher, webhooks_state
 from srcore.webhooks.settings import WebhookSettings, policy_for, settings_for
-from srcore.webhooks.state import LocalDispatcher, webhooks_state
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -46,8 +44,6 @@ T = TypeVar("T")
 
 #: A claimed row comes back to the pool if its worker has not finished with it by then.
 DEFAULT_LEASE = timedelta(minutes=5)
-#: Deliveries one lane (one subscription's) gets in one claim.
-LANE = 128
 #: A worker holds at most this many batches of deliveries claimed and not yet recorded.
 HOLD_BATCHES = 8
 #: How often the delivery log is pruned.
@@ -172,55 +168,35 @@ class Worker:
     # -- one step ----------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One step: record ended requests, claim, start, fan out. Returns rows handled."""
+        """One step: record ended requests, claim, start, fan out. Returns the deliveries
+        recorded and outbox rows fanned out."""
         with self.state.db.session() as session:
             self.prepare(session)
             handled = self._record_ended(session)
-            if not self._stopping.is_set():
-                now, claimed_at = self.clock(), time.monotonic()
-                outbox_ids = claim_outbox(
-                    session, now=now, lease=self.lease, limit=self.batch, commit=False
+            if self._stopping.is_set():
+                return handled
+            now, claimed_at = self.clock(), time.monotonic()
+            outbox_ids = claim_outbox(session, now=now, lease=self.lease, limit=self.batch)
+            room = min(self.hold - self._held, self.batch)
+            due: list[int] = []
+            if room > 0:
+                due = claim_deliveries(
+                    session,
+                    now=now,
+                    lease=self.lease,
+                    limit=room,
+                    exclude=self._busy,
+                    per_subscription=self.lane,
                 )
-                room = min(self.hold - self._held, self.batch)
-                due: list[int] = []
-                if room > 0:
-                    due = claim_deliveries(
-                        session,
-                        now=now,
-                        lease=self.lease,
-                        limit=room,
-                        exclude=self._busy,
-                        per_subscription=self.lane,
-                        commit=False,
-                    )
-                lanes = self._lanes(session, due, claimed_at)
-                session.commit()
-                self._start(lanes)
-                handled += len(due)
-                self._started = len(due) + len(outbox_ids)
-                if outbox_ids:
-                    self._fan_out(session, outbox_ids)
-                    handled += len(outbox_ids)
+            lanes = self._lanes(session, due, claimed_at)
+            session.commit()
+            self._start(lanes)
+            self._started = len(due) + len(outbox_ids)
+            if outbox_ids:
+                fan_out(session, outbox_ids, manifest=self.state.manifest, now=self.clock())
+                handled += len(outbox_ids)
             self._maybe_prune(session)
         return handled
-
-    def _fan_out(self, session: Session, outbox_ids: list[int]) -> None:
-        now, claimed_at = self.clock(), time.monotonic()
-        claimed: list[int] = []
-        fan_out_batch(
-            session,
-            outbox_ids,
-            manifest=self.state.manifest,
-            now=now,
-            claim_first=min(max(self.hold - self._held, 0), self.batch),
-            claim_per_subscription=self.lane,
-            claimed_until=now + self.lease,
-            claimed_ids=claimed,
-            busy=self._busy,
-        )
-        lanes = self._lanes(session, claimed, claimed_at)  # after the fan-out's commit
-        session.commit()
-        self._start(lanes)
 
     def _lanes(self, session: Session, delivery_ids: list[int], claimed_at: float) -> list[_Lane]:
         """*delivery_ids* read in lanes; their last request must end a second before the
@@ -228,9 +204,8 @@ class Worker:
         if not delivery_ids:
             return []
         must_end = claimed_at + self.lease.total_seconds() - 1.0
-        jobs, _nothing_to_send = load_jobs(session, delivery_ids, commit=False)
         lanes: dict[int, _Lane] = {}
-        for job in sorted(jobs, key=lambda j: (j.outbox_id, j.delivery_id)):
+        for job in load_jobs(session, delivery_ids):
             lane = lanes.get(job.subscription_id)
             if lane is None:
                 lane = _Lane(job.subscription_id, _receiver(job.url), [], must_end)

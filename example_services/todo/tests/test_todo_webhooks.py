@@ -130,7 +130,7 @@ def fan_out_all(app: Any) -> dict[int, list[str]]:
     st = app.extensions["srcore"]
     with st.db.session() as session:
         for outbox_id in session.scalars(select(OutboxRow.id).order_by(OutboxRow.id)).all():
-            fan_out(session, outbox_id, manifest=st.manifest)  # as the worker does
+            fan_out(session, [outbox_id], manifest=st.manifest)  # as the worker does
         for sub_id, event in session.execute(
             select(Delivery.subscription_id, OutboxRow.event)
             .join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
