@@ -1,7 +1,6 @@
 """What the API and the pages both do with a subscriber's subscriptions: read the input,
-check it, change them (each change commits). Another's subscription is a 404 and the
-operator's trusted ones are never shown. The API checks which events a token may receive
-or manage; a web user receives every event open to users.
+check it, change them (each change commits). Another's subscription is a 404; the
+operator's trusted ones are never shown. The API checks a token's scopes itself.
 """
 
 from __future__ import annotations
@@ -78,7 +77,6 @@ class Subscriber:
     """Who the request acts for, put on ``g`` by the API's and the pages' before_request."""
 
     user_id: int | None
-    #: A service acting for itself (``user_id`` None).
     client_id: str | None
     #: The scopes of this service the subscriber holds right now.
     scopes: frozenset[Scope]
@@ -134,22 +132,27 @@ def _read_events(valid: Validation) -> tuple[str, ...] | None:
     checked boxes, each of which may hold several names separated by spaces or commas."""
     manifest = state().manifest
     sent = valid.optional("events", list[str], max_length=256, split=valid.source == "form")
-    names = sorted({name for item in sent or () for name in item.split(",") if name})
-    unknown = [name for name in names if manifest.event(name) is None]
-    internal = [name for name in names if name not in {e.name for e in manifest.user_events}]
     if valid.error_for("events"):
         return None
+    names = sorted({name for item in sent or () for name in item.split(",") if name})
+    subscribable = [event.name for event in manifest.user_events]
+    unknown = [name for name in names if manifest.event(name) is None]
+    internal = [name for name in names if name not in subscribable and name not in unknown]
     if not names:
         valid.error("Choose at least one event.", "events")
     elif unknown:
         shown = ", ".join(repr(name[:64]) for name in unknown[:5])
-        declared = ", ".join(event.name for event in manifest.user_events) or "none"
         plural = "s" if len(unknown) > 1 else ""
-        valid.error(f"Unknown event{plural} {shown}; {manifest.name} sends: {declared}.", "events")
+        sends = ", ".join(subscribable) or "none"
+        valid.error(f"Unknown event{plural} {shown}; {manifest.name} sends: {sends}.", "events")
     elif internal:
-        shown = f"{', '.join(map(repr, internal))} {'are' if len(internal) > 1 else 'is'}"
-        valid.error(f"{shown} internal to the network: nobody can subscribe to it.", "events")
-    return None if valid.error_for("events") else tuple(names)
+        shown = ", ".join(repr(name) for name in internal)
+        verb = "are" if len(internal) > 1 else "is"
+        reason = f"{shown} {verb} internal to the network: nobody can subscribe to it."
+        valid.error(reason, "events")
+    else:
+        return tuple(names)
+    return None
 
 
 def read_resource(valid: Validation) -> str | None:
@@ -238,8 +241,7 @@ def create_subscription(values: SubscriptionInput, valid: Validation) -> tuple[S
 
 
 def update_subscription(sub: Subscription, values: SubscriptionInput, valid: Validation) -> None:
-    """Apply the url, events and enabled sent; bad input (errors already on *valid*
-    included) raises ValidationFailed."""
+    """Apply the url, events and enabled sent; raises ValidationFailed for any error."""
     valid.raise_if_invalid()
     _check_target(valid, values.url if values.url != sub.url else None)
     valid.raise_if_invalid()
@@ -296,9 +298,8 @@ def redeliver(sub: Subscription, delivery_id: int) -> Delivery:
 
 
 def send_ping(sub: Subscription) -> Delivery:
-    """Send *sub* (and no other subscription) a ``ping`` event now, at most one per
-    :data:`PING_INTERVAL`. Its outbox row is written already fanned out, so the fan-out
-    never offers it to anyone else; its one delivery shows in the log like any other."""
+    """Send *sub* alone a ``ping`` event, one per :data:`PING_INTERVAL` at most: its outbox
+    row is written already fanned out; its delivery shows in the log like any other."""
     if not sub.enabled:
         raise Refused(409, "This webhook is disabled; enable it before sending a test event.")
     now = utcnow()
@@ -325,9 +326,8 @@ def send_ping(sub: Subscription) -> Delivery:
 def deliveries(
     sub: Subscription, *, first_page: bool = False
 ) -> tuple[list[tuple[Delivery, list[Attempt]]], str | None]:
-    """The page of *sub*'s deliveries (newest first) the request's ``?cursor=`` and
-    ``?limit=`` ask for, or the first, each with its attempts (newest first); and the
-    next page's cursor."""
+    """The page of *sub*'s log (newest first) that ``?cursor=`` and ``?limit=`` ask for,
+    or the first: each delivery with its attempts (newest first), and the next cursor."""
     # Each delivery with the name of its event, not the whole event, nor its subscription.
     event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
     stmt = select(Delivery).where(Delivery.subscription_id == sub.id)
