@@ -15,22 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import (
-    JSON,
-    ColumnElement,
-    Connection,
-    Select,
-    String,
-    Table,
-    bindparam,
-    column,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy import cast as sql_cast
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
@@ -43,11 +28,10 @@ __all__ = [
     "Job",
     "claim_deliveries",
     "claim_outbox",
-    "dump_rows",
+    "execute_rows",
     "insert_rows",
-    "json_rows",
-    "lazy_commit",
     "load_jobs",
+    "rows_of",
 ]
 
 log = logging.getLogger("srcore.webhooks")
@@ -72,40 +56,40 @@ def lazy_commit(session: Session) -> None:
         session.info[_LAZY] = session.get_transaction()
 
 
-def json_rows(types: dict[str, TypeEngine[Any]]) -> Any:
-    """A table with the columns *types*, read (on PostgreSQL) from the JSON array of
-    objects in the parameter ``rows``: one statement of fixed text, sent cheaply, for
-    any number of rows."""
-    function = func.json_to_recordset(sql_cast(bindparam("rows", type_=String()), JSON))
-    table = function.table_valued(*(column(name, t) for name, t in types.items()))
-    return table.render_derived(name="rows", with_types=True)
-
-
-def dump_rows(rows: Sequence[Mapping[str, Any]]) -> str:
-    """*rows* as the JSON text :func:`json_rows` reads."""
-    return json.dumps(rows, default=datetime.isoformat)
-
-
-def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT *rows* (all with the same keys) into *table*: one statement on PostgreSQL,
-    an executemany elsewhere."""
-    if not rows:
-        return
+def rows_of(conn: sa.Connection, types: Mapping[str, TypeEngine[Any]]) -> Any:
+    """The columns *types* of rows that :func:`execute_rows` sends: on PostgreSQL one JSON
+    parameter read by ``json_to_recordset`` (one statement of fixed text however many
+    rows), elsewhere one parameter each (an executemany)."""
     if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), rows)
-        return
-    source = json_rows({name: table.c[name].type for name in rows[0]})
-    statement = insert(table).from_select(list(rows[0]), select(*source.c))
-    conn.execute(statement, {"rows": dump_rows(rows)})
+        return {name: sa.bindparam(name, type_=t) for name, t in types.items()}
+    text = sa.cast(sa.bindparam("rows", type_=sa.String()), sa.JSON)
+    table = sa.func.json_to_recordset(text).table_valued(*map(sa.column, types, types.values()))
+    return table.render_derived(name="rows", with_types=True).c
+
+
+def execute_rows(conn: sa.Connection, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Run *statement*, built on :func:`rows_of`, for *rows* (mappings of its columns)."""
+    if rows and conn.dialect.name == "postgresql":
+        conn.execute(statement, {"rows": json.dumps(rows, default=datetime.isoformat)})
+    elif rows:
+        conn.execute(statement, rows)
+
+
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT *rows* (mappings of the same columns) into *table*."""
+    if rows:
+        source = rows_of(conn, {name: table.c[name].type for name in rows[0]})
+        chosen = sa.select(*(source[name] for name in rows[0]))
+        execute_rows(conn, sa.insert(table).from_select(list(rows[0]), chosen), rows)
 
 
 def _claim(
-    session: Session, table: Table, chosen: Select[Any], now: datetime, lease: timedelta
+    session: Session, table: sa.Table, chosen: sa.Select[Any], now: datetime, lease: timedelta
 ) -> list[int]:
     """Lease those rows of *table* that *chosen* selects and are still free; their ids."""
     lazy_commit(session)
     statement = (
-        update(table)
+        sa.update(table)
         .where(table.c.id.in_(chosen.scalar_subquery()), _free(table, now))
         .values(claimed_until=now + lease)
         .returning(table.c.id)
@@ -113,15 +97,15 @@ def _claim(
     return sorted(int(i) for i in session.connection().execute(statement).scalars())
 
 
-def _free(table: Table, now: datetime) -> ColumnElement[bool]:
-    return or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
+def _free(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
 
 
 def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
     """Claim up to *limit* outbox rows not yet fanned out; returns their ids."""
     o = _outbox
     chosen = (
-        select(o.c.id)
+        sa.select(o.c.id)
         .where(o.c.fanned_out_at.is_(None), _free(o, now))
         .order_by(o.c.id)
         .limit(limit)
@@ -148,11 +132,11 @@ def claim_deliveries(
     """
     d = _delivery
     held_up = (
-        select(d.c.subscription_id, func.min(d.c.outbox_id).label("first"))
+        sa.select(d.c.subscription_id, sa.func.min(d.c.outbox_id).label("first"))
         .where(
             d.c.status == DeliveryStatus.pending.value,
             d.c.attempts == 0,
-            or_(d.c.claimed_until >= now, d.c.next_attempt_at > now),
+            sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now),
         )
         .group_by(d.c.subscription_id)
         .subquery("held_up")
@@ -161,26 +145,26 @@ def claim_deliveries(
         d.c.status == DeliveryStatus.pending.value,
         d.c.next_attempt_at <= now,
         _free(d, now),
-        or_(held_up.c.first.is_(None), held_up.c.first > d.c.outbox_id),
+        sa.or_(held_up.c.first.is_(None), held_up.c.first > d.c.outbox_id),
     ]
     if exclude:
         due.append(d.c.subscription_id.not_in(sorted(exclude)))
     # PostgreSQL locks no rows of a windowed SELECT: rank them in a subquery.
     order = (d.c.outbox_id, d.c.id)
-    rank = func.row_number().over(partition_by=d.c.subscription_id, order_by=order)
+    rank = sa.func.row_number().over(partition_by=d.c.subscription_id, order_by=order)
     ranked = (
-        select(d.c.id, d.c.outbox_id, rank.label("rank"))
+        sa.select(d.c.id, d.c.outbox_id, rank.label("rank"))
         .select_from(d.outerjoin(held_up, held_up.c.subscription_id == d.c.subscription_id))
         .where(*due)
         .subquery("ranked")
     )
     first = (
-        select(ranked.c.id)
+        sa.select(ranked.c.id)
         .where(ranked.c.rank <= per_subscription)
         .order_by(ranked.c.outbox_id, ranked.c.id)
         .limit(limit)
     )
-    chosen = select(d.c.id).where(d.c.id.in_(first)).with_for_update(skip_locked=True)
+    chosen = sa.select(d.c.id).where(d.c.id.in_(first)).with_for_update(skip_locked=True)
     return _claim(session, d, chosen, now, lease)
 
 
@@ -219,7 +203,7 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
     built (a malformed secret) is logged and left to its lease."""
     d, s, o = _delivery, _subscription, _outbox
     rows = session.connection().execute(
-        select(d, s.c.url, s.c.trusted, s.c.enabled, s.c.failing_since, s.c.secret)
+        sa.select(d, s.c.url, s.c.trusted, s.c.enabled, s.c.failing_since, s.c.secret)
         .add_columns(s.c.previous_secret, s.c.previous_secret_expires)
         .add_columns(o.c.event, o.c.created.label("emitted"), o.c.payload)
         .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
@@ -265,7 +249,7 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
         jobs.append(job)
     if cancelled:
         session.execute(
-            update(d)
+            sa.update(d)
             .where(d.c.id.in_(cancelled), d.c.status == DeliveryStatus.pending.value)
             .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
         )
@@ -273,6 +257,6 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
 
 
 _LAZY = "srcore.webhooks.lazy_commit"
-_outbox = cast(Table, OutboxRow.__table__)
-_delivery = cast(Table, Delivery.__table__)
-_subscription = cast(Table, Subscription.__table__)
+_outbox = cast(sa.Table, OutboxRow.__table__)
+_delivery = cast(sa.Table, Delivery.__table__)
+_subscription = cast(sa.Table, Subscription.__table__)

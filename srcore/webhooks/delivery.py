@@ -18,22 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    Integer,
-    String,
-    Table,
-    bindparam,
-    delete,
-    update,
-)
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
 from srcore.outbound import AddressPolicy, PooledSender, Sender
 from srcore.signatures import sign_with_key
-from srcore.webhooks.claims import Job, dump_rows, insert_rows, json_rows, lazy_commit
+from srcore.webhooks.claims import Job, execute_rows, insert_rows, lazy_commit, rows_of
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.settings import WebhookSettings, format_delay, next_attempt_at
 
@@ -132,20 +123,31 @@ def record(
     lazy_commit(session)
     conn = session.connection()
     if unsent:
-        conn.execute(update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))
+        conn.execute(sa.update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))
     insert_rows(conn, _attempt_table, attempts)
-    if changes and conn.dialect.name == "postgresql":  # one UPDATE .. FROM unnest(arrays)
-        rows = [dict(zip(_OUTCOME, change, strict=True)) for change in changes]
-        conn.execute(_UPDATE_ALL, {"rows": dump_rows(rows)})
-    elif changes:
-        conn.execute(_UPDATE_ONE, [dict(zip(_OUTCOME, c, strict=True)) for c in changes])
+    new = rows_of(conn, _OUTCOME)
+    statement = (
+        sa.update(d)
+        .where(d.c.id == new["o_id"])
+        .values(
+            status=new["o_status"],
+            attempts=d.c.attempts + new["o_step"],
+            manual_status=None,
+            resume_at=None,
+            claimed_until=None,
+            last_status_code=new["o_code"],
+            delivered_at=new["o_delivered_at"],
+            next_attempt_at=new["o_next_attempt_at"],
+        )
+    )
+    execute_rows(conn, statement, [dict(zip(_OUTCOME, c, strict=True)) for c in changes])
     for sid, state in states.items():
         if state.failing_since != state.original and sid not in disabled:
             failing = {"failing_since": state.failing_since}
-            conn.execute(update(s).where(s.c.id == sid).values(failing))
+            conn.execute(sa.update(s).where(s.c.id == sid).values(failing))
     for sid, (reason, now) in disabled.items():
         conn.execute(
-            update(s)
+            sa.update(s)
             .where(s.c.id == sid)
             .values(
                 enabled=False,
@@ -155,7 +157,7 @@ def record(
             )
         )
         conn.execute(
-            update(d)
+            sa.update(d)
             .where(d.c.subscription_id == sid, d.c.status == DeliveryStatus.pending.value)
             .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
         )
@@ -255,44 +257,21 @@ def redeliver(session: Session, delivery_id: int, *, now: datetime) -> bool:
 
 def prune_log(session: Session, *, now: datetime, retention: timedelta) -> int:
     """Delete delivery-log attempts older than *retention*; returns how many. Commits."""
-    result = session.execute(delete(Attempt).where(Attempt.created < now - retention))
+    result = session.execute(sa.delete(Attempt).where(Attempt.created < now - retention))
     session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-_delivery_table = cast(Table, Delivery.__table__)
-_subscription_table = cast(Table, Subscription.__table__)
-_attempt_table = cast(Table, Attempt.__table__)
+_delivery_table = cast(sa.Table, Delivery.__table__)
+_subscription_table = cast(sa.Table, Subscription.__table__)
+_attempt_table = cast(sa.Table, Attempt.__table__)
 
 #: The columns of a delivery's outcome (:func:`_outcome`) and their types.
 _OUTCOME: dict[str, TypeEngine[Any]] = {
-    "o_id": BigInteger(),
-    "o_status": String(),
-    "o_step": Integer(),
-    "o_code": Integer(),
-    "o_delivered_at": DateTime(timezone=True),
-    "o_next_attempt_at": DateTime(timezone=True),
+    "o_id": sa.BigInteger(),
+    "o_status": sa.String(),
+    "o_step": sa.Integer(),
+    "o_code": sa.Integer(),
+    "o_delivered_at": sa.DateTime(timezone=True),
+    "o_next_attempt_at": sa.DateTime(timezone=True),
 }
-
-
-def _update_of(new: Any) -> Any:
-    """The UPDATE of deliveries from their outcomes, *new*'s columns (by name)."""
-    d = _delivery_table
-    return (
-        update(d)
-        .where(d.c.id == new["o_id"])
-        .values(
-            status=new["o_status"],
-            attempts=d.c.attempts + new["o_step"],
-            manual_status=None,
-            resume_at=None,
-            claimed_until=None,
-            last_status_code=new["o_code"],
-            delivered_at=new["o_delivered_at"],
-            next_attempt_at=new["o_next_attempt_at"],
-        )
-    )
-
-
-_UPDATE_ONE = _update_of({n: bindparam(n, type_=t) for n, t in _OUTCOME.items()})
-_UPDATE_ALL = _update_of(json_rows(_OUTCOME).c)

@@ -118,11 +118,9 @@ class Worker:
         self.settings = settings if settings is not None else settings_for(app)
         if lease <= self.settings.timeout:
             raise ValueError(f"the lease ({lease}) must be longer than webhook-timeout")
-        self.http: Sender = http if http is not None else sender_for(self.policy, self.settings)
-        self.trusted_http: Sender = (
-            trusted_http
-            if trusted_http is not None
-            else sender_for(self.policy, self.settings, trusted=True)
+        self.http: Sender = http or sender_for(self.policy, self.settings)
+        self.trusted_http: Sender = trusted_http or sender_for(
+            self.policy, self.settings, trusted=True
         )
         self.clock = clock
         self.rng = rng or random.Random()
@@ -137,7 +135,9 @@ class Worker:
             dispatcher.wakeup if isinstance(dispatcher, LocalDispatcher) else threading.Event()
         )
         self._stopping = threading.Event()
-        self._executor: ThreadPoolExecutor | None = None
+        self._pool = ThreadPoolExecutor(
+            max(self.settings.concurrency, 1), thread_name_prefix="srcore-webhooks"
+        )
         self._ended: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
         #: Jobs sent (or given up) by the lanes, to be recorded.
         self._finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
@@ -155,23 +155,17 @@ class Worker:
     def __repr__(self) -> str:
         return f"<Worker {self.state.service_id}>"
 
-    def prepare(self, session: Session) -> None:
-        """Run the service's prepare hooks (:attr:`WebhooksState.prepare`), once per worker
-        (until they pass)."""
-        if self._prepared:
-            return
-        with self.app.app_context():
-            for hook in webhooks_state(self.app).prepare:
-                hook(session)
-        self._prepared = True
-
     # -- one step ----------------------------------------------------------------------
 
     def run_once(self) -> int:
         """One step: record ended requests, claim, start, fan out. Returns the deliveries
         recorded and outbox rows fanned out."""
         with self.state.db.session() as session:
-            self.prepare(session)
+            if not self._prepared:  # the service's hooks, once per worker (until they pass)
+                with self.app.app_context():
+                    for hook in webhooks_state(self.app).prepare:
+                        hook(session)
+                self._prepared = True
             handled = self._record_ended(session)
             if self._stopping.is_set():
                 return handled
@@ -226,17 +220,9 @@ class Worker:
         while waiting and self._running[receiver] < max(self.settings.per_host, 1):
             lane = waiting.popleft()
             self._running[receiver] += 1
-            self._pool().submit(self._send_lane, lane)
+            self._pool.submit(self._send_lane, lane)
         if not waiting:
             self._queued.pop(receiver, None)
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=max(self.settings.concurrency, 1),
-                thread_name_prefix="srcore-webhooks",
-            )
-        return self._executor
 
     def _send_lane(self, lane: _Lane) -> None:
         """On a pool thread: send the lane's requests in order; none starts once stopping,
@@ -275,13 +261,10 @@ class Worker:
         if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:
             return
         self._last_prune = now
-        removed = prune_log(session, now=now, retention=self.settings.log_retention)
+        retention = self.settings.log_retention
+        removed = prune_log(session, now=now, retention=retention)
         if removed:
-            log.info(
-                "pruned %d delivery log entries older than %s",
-                removed,
-                self.settings.log_retention,
-            )
+            log.info("pruned %d delivery log entries older than %s", removed, retention)
 
     # -- loops -------------------------------------------------------------------------
 
@@ -359,8 +342,6 @@ class Worker:
     def close(self, *, wait: bool = True) -> None:
         """Stop the thread pool and close the senders' pooled connections."""
         self._stopping.set()
-        if self._executor is not None:
-            self._executor.shutdown(wait=wait, cancel_futures=True)
-            self._executor = None
+        self._pool.shutdown(wait=wait, cancel_futures=True)
         self.http.close()
         self.trusted_http.close()
