@@ -43,6 +43,7 @@ def _subscriber() -> Response | None:
 
 @pages.context_processor
 def _template_helpers() -> dict[str, Any]:
+    """What the webhook templates call besides srcore's helpers."""
     return {
         "secret_hint": subscriptions.secret_hint,
         "overlap_until": subscriptions.overlap_until,
