@@ -22,7 +22,7 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     from paste.models import Base, User
     from paste.views import views
 
-    # Unlisted pastes' events reach their owner only.
+    # A subscription limited to one paste: to a public paste, or one's own.
     options.setdefault("webhook_filter", can_receive)
     app = srcore.create_app(
         "paste",

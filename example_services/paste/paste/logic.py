@@ -7,7 +7,6 @@ the same messages.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Annotated, Any, TypedDict
 
 from flask import url_for
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from paste.models import LANGUAGE_MAX, SHORT_ID_LENGTH, TITLE_MAX, Format, Paste, User, Visibility
 from srcore.highlighting import canonical_language
@@ -187,19 +186,20 @@ def delete_paste(session: Session, paste: Paste) -> None:
 
 
 def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:
-    """Whether *subscription*'s owner may receive *outbox*'s event.
+    """Whether *subscription*'s owner may limit it to the paste *outbox* names: asked when
+    subscribing, the paste must exist and be public, or theirs.
 
-    A public paste's event goes to every subscriber with the scope; an unlisted paste's
-    only to its owner: its link is the secret that shares it.
+    Emitted events are not judged here: the owner and visibility recorded with each one
+    decide (the ``readers`` audience), so an unlisted paste's events reach its owner only.
     """
-    try:
-        data: Any = json.loads(outbox.payload)
-    except ValueError:
+    session = object_session(subscription)
+    if session is None:
+        from srcore.db import session as request_session
+
+        session = request_session
+    short_id = (outbox.resource or "").removeprefix("paste:")
+    paste = session.scalar(select(Paste).where(Paste.short_id == short_id))
+    if paste is None:
         return False
-    if not isinstance(data, dict):
-        return False
-    if data.get("visibility") == Visibility.public.value:
-        return True
-    owner = data.get("owner")
-    owner_id = owner.get("id") if isinstance(owner, dict) else None
-    return subscription.owner_id is not None and subscription.owner_id == owner_id
+    mine = subscription.owner_id is not None and subscription.owner_id == paste.owner_id
+    return mine or Visibility(paste.visibility) == Visibility.public

@@ -243,15 +243,55 @@ def test_a_failed_paste_emits_nothing(app, client, auth):
     assert events(app) == []
 
 
+def _subscribe(app, owner_id, resource=None):
+    from srcore.signatures import generate_secret
+
+    with app.extensions["srcore"].db.transaction() as session:
+        sub = Subscription(
+            owner_id=owner_id,
+            owner_client=None if owner_id else "builds",
+            url="https://hooks.invalid/x",
+            events="paste:created",
+            scopes="paste/pastes:RO",
+            secret=generate_secret(),
+            resource=resource,
+        )
+        session.add(sub)
+        session.flush()
+        return sub.id
+
+
+def test_unlisted_pastes_events_reach_their_owner_only(app, client, user, auth):
+    from srcore.testing import create_user, deliver_pending
+
+    bob = create_user(app, "bob")
+    mine, bobs, service = _subscribe(app, user.id), _subscribe(app, bob.id), _subscribe(app, None)
+    for visibility in ("unlisted", "public"):
+        body = {"text": visibility, "visibility": visibility}
+        assert client.post("/api/pastes", json=body, headers=auth()).status_code == 201
+    got = deliver_pending(app)
+    assert got[mine] == ["paste:created", "paste:created"]
+    assert got[bobs] == got[service] == ["paste:created"]  # the public one only
+
+
 @pytest.mark.parametrize(
     ("visibility", "subscriber", "receives"),
     [("public", 2, True), ("public", None, True), ("unlisted", 1, True), ("unlisted", 2, False)],
 )
-def test_unlisted_pastes_events_reach_their_owner_only(visibility, subscriber, receives):
-    payload = json.dumps({"visibility": visibility, "owner": {"id": 1}})
-    outbox = OutboxRow(event="paste:created", resource="paste:x", payload=payload)
-    subscription = Subscription(owner_id=subscriber, url="https://h.example", events="")
-    assert logic.can_receive(subscription, outbox) is receives
+def test_a_subscription_may_follow_a_public_paste_or_ones_own(
+    app, user, visibility, subscriber, receives
+):
+    from srcore.testing import create_user
+
+    bob = create_user(app, "bob")
+    paste = add(app, user, visibility=Visibility(visibility))
+    owner = {1: user.id, 2: bob.id, None: None}[subscriber]
+    subscription = Subscription(owner_id=owner, url="https://h.example", events="")
+    probe = OutboxRow(event="paste:created", resource=f"paste:{paste.short_id}")
+    missing = OutboxRow(event="paste:created", resource="paste:nothere12")
+    with app.app_context():  # a probe, not yet in any session: read through the request's
+        assert logic.can_receive(subscription, probe) is receives
+        assert not logic.can_receive(subscription, missing)
 
 
 def test_current_breadcrumb_is_marked_and_not_a_link(app, client, user):
