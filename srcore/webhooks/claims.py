@@ -48,12 +48,8 @@ def lazy_commit(session: Session) -> None:
     For claims and records only: a commit lost in a crash means a claim made again or a
     delivery resent with the same ``webhook-id``, which at-least-once delivery allows.
     """
-    transaction = session.get_transaction()
-    if transaction is not None and session.info.get(_LAZY) is transaction:
-        return  # set already in this transaction
     if session.get_bind().dialect.name == "postgresql":
         session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-        session.info[_LAZY] = session.get_transaction()
 
 
 def rows_of(conn: sa.Connection, types: Mapping[str, TypeEngine[Any]]) -> Any:
@@ -230,23 +226,24 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
         except Exception as exc:
             log.exception("delivery %d cannot be sent: %s", row.id, exc)
             continue
-        job = Job(
-            delivery_id=row.id,
-            message_id=row.message_id,
-            attempts=row.attempts,
-            next_attempt_at=row.next_attempt_at,
-            manual_status=row.manual_status,
-            resume_at=row.resume_at,
-            subscription_id=row.subscription_id,
-            outbox_id=row.outbox_id,
-            url=row.url,
-            trusted=bool(row.trusted),
-            event=row.event,
-            body=bodies[row.outbox_id],
-            keys=keys[row.subscription_id],
-            failing_since=row.failing_since,
+        jobs.append(
+            Job(
+                delivery_id=row.id,
+                message_id=row.message_id,
+                attempts=row.attempts,
+                next_attempt_at=row.next_attempt_at,
+                manual_status=row.manual_status,
+                resume_at=row.resume_at,
+                subscription_id=row.subscription_id,
+                outbox_id=row.outbox_id,
+                url=row.url,
+                trusted=bool(row.trusted),
+                event=row.event,
+                body=bodies[row.outbox_id],
+                keys=keys[row.subscription_id],
+                failing_since=row.failing_since,
+            )
         )
-        jobs.append(job)
     if cancelled:
         session.execute(
             sa.update(d)
@@ -256,7 +253,6 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
     return jobs
 
 
-_LAZY = "srcore.webhooks.lazy_commit"
 _outbox = cast(sa.Table, OutboxRow.__table__)
 _delivery = cast(sa.Table, Delivery.__table__)
 _subscription = cast(sa.Table, Subscription.__table__)

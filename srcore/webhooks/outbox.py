@@ -79,7 +79,7 @@ class WebhooksState:
     """What the webhooks feature keeps for one app (``app.extensions[EXTENSION_KEY]``)."""
 
     #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
-    dispatcher: Any
+    dispatcher: Dispatcher
     can_receive: CanReceive | None = None
     #: Called with a session once by each worker before its first fan-out, e.g. meta
     #: making its first-party subscriptions match the config.
@@ -151,16 +151,13 @@ def emit(
     visibility: str | None = None,
     session: Session | None = None,
 ) -> None:
-    """Record *event* with *data* in the current transaction; deliver after it commits.
+    """Record the declared *event* with *data* in the current transaction (*session*, by
+    default :data:`srcore.db.session`, flushed first: *data* and *resource* may be
+    functions reading a new row's id); deliver it after the commit.
 
-    The event must be declared in the service's manifest (``ValueError`` if not).
     *resource* (``tracker:12``) serves subscriptions limited to one resource. *owner_id*
-    and *visibility* (``public`` or not) are recorded with the event: its audience is
-    judged from them at fan-out, whatever becomes of the resource meantime; an ``owner``
-    or ``readers`` event needs *owner_id*. *session* defaults to :data:`srcore.db.session`.
-
-    The session is flushed first, so *data* and *resource* may be functions reading a
-    new row's id and timestamps.
+    (needed by ``owner`` and ``readers`` events) and *visibility* are recorded: the
+    event's audience is judged from them, whatever becomes of the resource meantime.
     """
     from srcore.service import state
 

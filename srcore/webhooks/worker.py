@@ -242,12 +242,16 @@ class Worker:
             self._ended.put(lane)
             self.wake.set()
 
+    def _end(self, lane: _Lane) -> None:
+        """*lane* is over: its subscription may be claimed again, its receiver's next lane go."""
+        self._running[lane.receiver] -= 1
+        self._busy.discard(lane.subscription_id)
+        if not self._stopping.is_set():
+            self._start_queued(lane.receiver)
+
     def _record_ended(self, session: Session) -> int:
         for lane in _take(self._ended):
-            self._running[lane.receiver] -= 1
-            self._busy.discard(lane.subscription_id)
-            if not self._stopping.is_set():
-                self._start_queued(lane.receiver)
+            self._end(lane)
         return self._record(session, _take(self._finished))
 
     def _record(self, session: Session, jobs: list[Job]) -> int:
@@ -325,9 +329,7 @@ class Worker:
             self._busy.discard(lane.subscription_id)
             jobs.extend(lane.jobs)  # released unsent
         while sum(self._running.values()) > 0:
-            lane = self._ended.get()
-            self._running[lane.receiver] -= 1
-            self._busy.discard(lane.subscription_id)
+            self._end(self._ended.get())
         jobs.extend(_take(self._finished))
         recorded = 0
         try:
