@@ -91,10 +91,9 @@ class Worker:
     """Fans out and delivers one service's webhooks from its database.
 
     *http* sends with the address policy, *trusted_http* without it (the operator's own
-    subscriptions). *batch* bounds what one step claims, *lane* what one subscription
-    gets; at most ``HOLD_BATCHES * batch`` deliveries are held unrecorded. Every database
-    call happens on the thread of :meth:`run_once` (SQLite wants one writer); the pool's
-    threads only send.
+    subscriptions). At most ``HOLD_BATCHES * batch`` deliveries are held unrecorded. The
+    database is used on the thread of :meth:`run_once` alone (SQLite wants one writer);
+    the pool's threads only send.
     """
 
     def __init__(
@@ -104,12 +103,9 @@ class Worker:
         http: Sender | None = None,
         trusted_http: Sender | None = None,
         clock: Callable[[], datetime] = utcnow,
-        rng: random.Random | None = None,
         settings: WebhookSettings | None = None,
         policy: AddressPolicy | None = None,
         lease: timedelta = DEFAULT_LEASE,
-        batch: int | None = None,
-        lane: int = LANE,
         poll_interval: float | None = None,
     ) -> None:
         self.app = app
@@ -123,10 +119,10 @@ class Worker:
             self.policy, self.settings, trusted=True
         )
         self.clock = clock
-        self.rng = rng or random.Random()
+        self.rng = random.Random()
         self.lease = lease
-        self.batch = batch if batch is not None else max(16 * self.settings.concurrency, 256)
-        self.lane = max(lane, 1)
+        #: What one step claims at most.
+        self.batch = max(16 * self.settings.concurrency, 256)
         self.hold = HOLD_BATCHES * self.batch
         self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
         dispatcher = webhooks_state(app).dispatcher
@@ -180,7 +176,7 @@ class Worker:
                     lease=self.lease,
                     limit=room,
                     exclude=self._busy,
-                    per_subscription=self.lane,
+                    per_subscription=LANE,
                 )
             lanes = self._lanes(session, due, claimed_at)
             session.commit()
