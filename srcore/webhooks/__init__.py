@@ -29,11 +29,9 @@ from srcore.webhooks.outbox import (
 )
 
 __all__ = [
-    "Dispatcher",
     "LocalDispatcher",
     "Subscription",
     "WebhookVerificationError",
-    "WebhooksState",
     "build_dispatcher",
     "derive_secret",
     "emit",

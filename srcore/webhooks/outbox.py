@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from flask import Flask, current_app
 from sqlalchemy import event as sa_event
@@ -47,7 +47,6 @@ CanReceive = Callable[[Subscription, OutboxRow], bool]
 _PENDING_KEY = "srcore_webhooks_emitted"
 
 
-@runtime_checkable
 class Dispatcher(Protocol):
     """Told after a commit about new outbox rows and deliveries made due by hand."""
 
