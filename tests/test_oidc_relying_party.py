@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
@@ -25,7 +22,7 @@ import pytest
 import requests
 from requests_oauthlib import OAuth2Session
 
-from srcore.testing import free_port, run_service
+from srcore.testing import FormReceiver, form_receiver, free_port, run_service
 
 pytestmark = [pytest.mark.slow]
 
@@ -34,49 +31,20 @@ PASSWORD = "correct horse battery staple"
 
 
 @dataclass
-class Receiver:
-    url: str = ""
-    bodies: list[dict[str, str]] = field(default_factory=list)
-    arrived: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
 class Meta:
     url: str
     rp_base: str
-    receiver: Receiver
+    receiver: FormReceiver
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
-            found.bodies.append({k: v[0] for k, v in parse_qs(raw).items()})
-            found.arrived.set()
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    found.url = f"http://127.0.0.1:{server.server_address[1]}/backchannel"
-    try:
+def receiver() -> Iterator[FormReceiver]:
+    with form_receiver("/backchannel") as found:
         yield found
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")
-def meta(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Meta]:
+def meta(tmp_path_factory: pytest.TempPathFactory, receiver: FormReceiver) -> Iterator[Meta]:
     from srcore.app import migration_target
     from srcore.migrate import upgrade_all
 

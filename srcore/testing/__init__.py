@@ -35,6 +35,7 @@ from srcore.testing.databases import ServiceDatabase
 from srcore.testing.databases import _clean as _clean
 from srcore.testing.delivery import deliver_pending
 from srcore.testing.processes import free_port, run_service, run_worker
+from srcore.testing.receivers import FormReceiver, form_receiver
 from srcore.testing.skipping import require_or_skip
 from srcore.testing.users import (
     TEST_ISSUER,
@@ -48,10 +49,12 @@ from srcore.testing.users import _signing_key as _signing_key
 __all__ = [
     "CHROMIUM_ARGS",
     "TEST_ISSUER",
+    "FormReceiver",
     "ServiceDatabase",
     "chromium_path",
     "create_user",
     "deliver_pending",
+    "form_receiver",
     "free_port",
     "launch_chromium",
     "log_in_client",

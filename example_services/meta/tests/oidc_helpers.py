@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import jwt
 import pytest
 from oauth_helpers import exchange, pkce, query_of
+
+from srcore.testing import FormReceiver, form_receiver
 
 REDIRECT = "https://rp.example/cb"
 AFTER_LOGOUT = "https://rp.example/bye"
@@ -152,47 +150,7 @@ def id_claims(app: Any, token: str, audience: str) -> dict[str, Any]:
     return claims
 
 
-@dataclass
-class Receiver:
-    """An HTTP server on 127.0.0.1 that keeps the form bodies POSTed to it."""
-
-    url: str = ""
-    bodies: list[dict[str, str]] = field(default_factory=list)
-    arrived: threading.Event = field(default_factory=threading.Event)
-
-    def wait(self, count: int = 1, timeout: float = 10.0) -> list[dict[str, str]]:
-        import time
-
-        end = time.monotonic() + timeout
-        while len(self.bodies) < count and time.monotonic() < end:
-            self.arrived.wait(0.05)
-        return list(self.bodies)
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            raw = self.rfile.read(length).decode()
-            found.bodies.append({k: v[0] for k, v in parse_qs(raw).items()})
-            found.arrived.set()
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    found.url = f"http://127.0.0.1:{server.server_address[1]}/backchannel/{secrets.token_hex(4)}"
-    try:
+def receiver() -> Iterator[FormReceiver]:
+    with form_receiver(f"/backchannel/{secrets.token_hex(4)}") as found:
         yield found
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
