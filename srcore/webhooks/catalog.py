@@ -10,6 +10,7 @@ import copy
 from typing import Any, TypedDict
 
 from srcore.manifest import Event, Manifest
+from srcore.openapi.markdown import field_rows
 from srcore.openapi.schema import DataSchema, json_schema
 from srcore.webhooks.fanout import required_scope
 
@@ -55,66 +56,20 @@ def event_catalog(manifest: Manifest) -> list[CatalogEntry]:
     manifest and process."""
     key = (manifest.id, manifest.events)
     if key not in _built:
-        entries = [
-            _entry(event, required_scope(manifest, event.name), event.payload_type())
-            for event in manifest.user_events
+        events = [
+            (e, required_scope(manifest, e.name), e.payload_type()) for e in manifest.user_events
         ]
-        _built[key] = [*entries, _entry(_PING, None, PingData)]
+        _built[key] = [
+            CatalogEntry(
+                name=event.name,
+                description=event.description,
+                scope=scope,
+                audience=event.audience,
+                schema=json_schema(data),
+            )
+            for event, scope, data in [*events, (_PING, None, PingData)]
+        ]
     return copy.deepcopy(_built[key])
-
-
-def _entry(event: Event, scope: str | None, data: Any) -> CatalogEntry:
-    """The catalog entry of *event*, whose data is of type *data*."""
-    return CatalogEntry(
-        name=event.name,
-        description=event.description,
-        scope=scope,
-        audience=event.audience,
-        schema=json_schema(data),
-    )
-
-
-Fields = tuple[str, dict[str, Any]] | None
-
-
-def _type(schema: dict[str, Any], defs: dict[str, Any]) -> tuple[str, Fields]:
-    """A short name of *schema*'s type and, for a named object, its name and schema."""
-    if "$ref" in schema:
-        name = schema["$ref"].rpartition("/")[2]
-        target = defs.get(name)
-        if target is None:  # "#": the event's data itself
-            return "the data's shape", None
-        return ("object", (name, target)) if "properties" in target else _type(target, defs)
-    if "anyOf" in schema:
-        parts = [_type(option, defs) for option in schema["anyOf"]]
-        fields = next((found for _, found in parts if found is not None), None)
-        return " or ".join(label for label, _ in parts), fields
-    if "enum" in schema:
-        return "one of " + ", ".join(f"`{value}`" for value in schema["enum"]), None
-    if schema.get("type") == "array":
-        item, fields = _type(schema.get("items", {}), defs)
-        return f"array of {item}", fields
-    kind = schema.get("type", "any")
-    label = " or ".join(kind) if isinstance(kind, list) else str(kind)
-    return label + (f" ({schema['format']})" if "format" in schema else ""), None
-
-
-def _rows(
-    schema: dict[str, Any],
-    defs: dict[str, Any],
-    prefix: str = "",
-    seen: frozenset[str] = frozenset(),
-) -> list[str]:
-    """One table row per field of *schema*, and of the named objects in it (once per path)."""
-    rows = []
-    for name, field in schema.get("properties", {}).items():
-        label, fields = _type(field, defs)
-        note = "" if name in schema.get("required", ()) else " (may be missing)"
-        path = prefix + name + ("[]" if label.startswith("array of") else "")
-        rows.append(f"| `{path}` | {label}{note} |")
-        if fields is not None and fields[0] not in seen:
-            rows += _rows(fields[1], defs, path + ".", seen | {fields[0]})
-    return rows
 
 
 def render(manifest: Manifest) -> str:
@@ -137,7 +92,7 @@ def render(manifest: Manifest) -> str:
             *([f"`data`: {schema['description']}", ""] if "description" in schema else []),
             "| `data` field | type |",
             "| --- | --- |",
-            *_rows(schema, schema.get("$defs", {})),
+            *field_rows(schema),
         ]
     return "\n".join(lines) + "\n"
 
