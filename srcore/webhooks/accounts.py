@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from srcore.webhooks.models import Account, Delivery, DeliveryStatus, Subscription
@@ -33,17 +34,15 @@ UNTRUSTED_REASON = (
 )
 
 
-def _cancel_pending(session: Session, subscription_ids: Sequence[int]) -> None:
-    if subscription_ids:
-        session.execute(
-            update(Delivery)
-            .where(
-                Delivery.subscription_id.in_(subscription_ids),
-                Delivery.status == DeliveryStatus.pending.value,
-            )
-            .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
-            .execution_options(synchronize_session=False)
-        )
+def _cancel_pending(session: Session, *where: ColumnElement[bool]) -> None:
+    """Cancel the pending deliveries of the subscriptions *where* selects."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.subscription_id.in_(select(Subscription.id).where(*where)))
+        .where(Delivery.status == DeliveryStatus.pending.value)
+        .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _suspension(session: Session, user_id: int, suspended: bool, seq: int) -> None:
@@ -55,27 +54,20 @@ def _suspension(session: Session, user_id: int, suspended: bool, seq: int) -> No
     else:
         return
     if suspended:
-        owned = select(Subscription.id).where(
-            Subscription.owner_id == user_id, Subscription.trusted.is_(False)
-        )
-        _cancel_pending(session, list(session.scalars(owned)))
+        _cancel_pending(session, Subscription.owner_id == user_id, Subscription.trusted.is_(False))
 
 
 def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscription]:
     confirmed = func.coalesce(Subscription.confirmed_at, Subscription.created)
+    mine = Subscription.owner_id == user_id, Subscription.trusted.is_(False)
     found = session.scalars(
-        select(Subscription).where(
-            Subscription.owner_id == user_id,
-            Subscription.trusted.is_(False),
-            Subscription.enabled.is_(True),
-            confirmed < cutoff,
-        )
+        select(Subscription).where(*mine, Subscription.enabled.is_(True), confirmed < cutoff)
     ).all()
     for sub in found:
         sub.enabled = False
         sub.disabled_reason = UNTRUSTED_REASON
         sub.failing_since = None
-    _cancel_pending(session, [sub.id for sub in found])
+    _cancel_pending(session, Subscription.id.in_([sub.id for sub in found]))
     return list(found)
 
 
@@ -88,33 +80,28 @@ def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> No
         subject = str(event.subject)
         if not subject.isdigit() or len(subject) > 10:
             continue
-        user_id = int(subject)
         if event.kind in ("suspend", "unsuspend"):
-            _suspension(session, user_id, event.kind == "suspend", int(event.seq))
+            _suspension(session, int(subject), event.kind == "suspend", int(event.seq))
         elif event.kind == "user" and event.not_before is not None:
             # not_before is in whole seconds: a subscription confirmed in that second was
             # made before the revocation as likely as after it.
             cutoff = datetime.fromtimestamp(int(event.not_before), UTC) + timedelta(seconds=1)
-            disabled.extend(_untrust(session, user_id, cutoff))
+            disabled.extend(_untrust(session, int(subject), cutoff))
     session.flush()
-    if not disabled:
-        return
-    real = getattr(session, "_get_current_object", lambda: session)()  # under a proxy
+    if disabled:
+        real = getattr(session, "_get_current_object", lambda: session)()  # under a proxy
+        sa_event.listen(real, "after_commit", partial(_tell, app, disabled), once=True)
 
-    def committed(_: Session) -> None:
-        notify = MailNotifier(app)
-        with app.extensions["srcore"].db.session() as tell:
-            merged = [tell.merge(sub, load=True) for sub in disabled]
-            for sub in merged:
-                log.info(
-                    "webhook %d of user %s disabled: its trust was revoked", sub.id, sub.owner_id
-                )
-                try:
-                    notify(tell, sub, UNTRUSTED_REASON)
-                except Exception:  # it is disabled either way; its page says why
-                    log.exception("could not tell the owner of subscription %d", sub.id)
 
-    sa_event.listen(real, "after_commit", committed, once=True)
+def _tell(app: Flask, disabled: list[Subscription], _: Session) -> None:
+    notify = MailNotifier(app)
+    with app.extensions["srcore"].db.session() as session:
+        for sub in [session.merge(sub, load=True) for sub in disabled]:
+            log.info("webhook %d of user %s disabled: its trust was revoked", sub.id, sub.owner_id)
+            try:
+                notify(session, sub, UNTRUSTED_REASON)
+            except Exception:  # it is disabled either way; its page says why
+                log.exception("could not tell the owner of subscription %d", sub.id)
 
 
 def after_revocations(app: Flask, events: Sequence[Any]) -> None:
