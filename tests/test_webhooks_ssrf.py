@@ -431,7 +431,7 @@ def test_webhook_allowed_ports_is_a_checked_global_key(tmp_path: Any) -> None:
     from types import SimpleNamespace
 
     from srcore.config import ConfigError, load_config
-    from srcore.webhooks.settings import policy_for
+    from srcore.outbound import policy_for
 
     good = tmp_path / "good.ini"
     good.write_text("[global]\nwebhook-allowed-ports = 443, 8000-9000, !8443\n")

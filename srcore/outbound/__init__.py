@@ -4,7 +4,7 @@ per request."""
 
 from __future__ import annotations
 
-from srcore.outbound.policy import AddressPolicy, PortRule, RefusedAddress
+from srcore.outbound.policy import AddressPolicy, PortRule, RefusedAddress, policy_for
 from srcore.outbound.sender import BODY_CAP, Exchange, PooledSender, Sender
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "PortRule",
     "RefusedAddress",
     "Sender",
+    "policy_for",
 ]

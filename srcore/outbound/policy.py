@@ -14,10 +14,14 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from srcore.config.declarations import DEFAULT_WEBHOOK_PORTS as DEFAULT_PORTS
 from srcore.config.ports import parse_ports
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -25,6 +29,7 @@ __all__ = [
     "AddressPolicy",
     "PortRule",
     "RefusedAddress",
+    "policy_for",
 ]
 
 log = logging.getLogger("srcore.outbound")
@@ -201,3 +206,14 @@ class AddressPolicy:
             error = RefusedAddress(address, reason)
             log.warning("target refused: %s", error)
             raise error
+
+
+def policy_for(app: Flask) -> AddressPolicy:
+    """The address policy of *app*, from ``[global] allow-private-webhook-targets`` and
+    ``webhook-allowed-ports`` (webhooks and meta's back-channel calls share it)."""
+    g = app.extensions["srcore"].config.global_
+    return AddressPolicy.from_networks(
+        (str(n) for n in g["allow-private-webhook-targets"]),
+        ports=[str(p) for p in g["webhook-allowed-ports"]],
+        ports_setting="webhook-allowed-ports",
+    )

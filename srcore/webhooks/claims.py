@@ -10,79 +10,33 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
-from sqlalchemy.types import TypeEngine
 
 from srcore.outbound import Exchange
 from srcore.signatures import decode_secret
+from srcore.sqlrows import lazy_commit
 from srcore.webhooks.models import Delivery, DeliveryStatus, OutboxRow, Subscription
 
-__all__ = [
-    "LANE",
-    "Job",
-    "claim_deliveries",
-    "claim_outbox",
-    "execute_rows",
-    "insert_rows",
-    "load_jobs",
-    "rows_of",
-]
+__all__ = ["LANE", "Job", "claim_deliveries", "claim_outbox", "load_jobs"]
 
 log = logging.getLogger("srcore.webhooks")
 
 #: At most this many deliveries of one subscription in one claim.
 LANE = 128
-
-Keys = tuple[bytes, bytes | None, datetime | None]
-
-
-def lazy_commit(session: Session) -> None:
-    """Let this transaction's commit return before its WAL reaches the disk (PostgreSQL).
-
-    For claims and records only: a commit lost in a crash means a claim made again or a
-    delivery resent with the same ``webhook-id``, which at-least-once delivery allows.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-
-
-def rows_of(conn: sa.Connection, types: Mapping[str, TypeEngine[Any]]) -> Any:
-    """The columns *types* of rows that :func:`execute_rows` sends: on PostgreSQL one JSON
-    parameter read by ``json_to_recordset`` (one statement of fixed text however many
-    rows), elsewhere one parameter each (an executemany)."""
-    if conn.dialect.name != "postgresql":
-        return {name: sa.bindparam(name, type_=t) for name, t in types.items()}
-    text = sa.cast(sa.bindparam("rows", type_=sa.String()), sa.JSON)
-    table = sa.func.json_to_recordset(text).table_valued(*map(sa.column, types, types.values()))
-    return table.render_derived(name="rows", with_types=True).c
-
-
-def execute_rows(conn: sa.Connection, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Run *statement*, built on :func:`rows_of`, for *rows* (mappings of its columns)."""
-    if rows and conn.dialect.name == "postgresql":
-        conn.execute(statement, {"rows": json.dumps(rows, default=datetime.isoformat)})
-    elif rows:
-        conn.execute(statement, rows)
-
-
-def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT *rows* (mappings of the same columns) into *table*."""
-    if rows:
-        source = rows_of(conn, {name: table.c[name].type for name in rows[0]})
-        chosen = sa.select(*(source[name] for name in rows[0]))
-        execute_rows(conn, sa.insert(table).from_select(list(rows[0]), chosen), rows)
+PENDING = DeliveryStatus.pending
 
 
 def _claim(
     session: Session, table: sa.Table, chosen: sa.Select[Any], now: datetime, lease: timedelta
 ) -> list[int]:
-    """Lease those rows of *table* that *chosen* selects and are still free; their ids."""
+    """Lease those rows of *table* that *chosen* selects and are still free; their ids.
+    A claim lost in a crash is made again: it may commit lazily."""
     lazy_commit(session)
     statement = (
         sa.update(table)
@@ -100,14 +54,8 @@ def _free(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
 def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
     """Claim up to *limit* outbox rows not yet fanned out; returns their ids."""
     o = _outbox
-    chosen = (
-        sa.select(o.c.id)
-        .where(o.c.fanned_out_at.is_(None), _free(o, now))
-        .order_by(o.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return _claim(session, o, chosen, now, lease)
+    chosen = sa.select(o.c.id).where(o.c.fanned_out_at.is_(None), _free(o, now)).order_by(o.c.id)
+    return _claim(session, o, chosen.limit(limit).with_for_update(skip_locked=True), now, lease)
 
 
 def claim_deliveries(
@@ -130,7 +78,7 @@ def claim_deliveries(
     held_up = (
         sa.select(d.c.subscription_id, sa.func.min(d.c.outbox_id).label("first"))
         .where(
-            d.c.status == DeliveryStatus.pending.value,
+            d.c.status == PENDING,
             d.c.attempts == 0,
             sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now),
         )
@@ -138,7 +86,7 @@ def claim_deliveries(
         .subquery("held_up")
     )
     due = [
-        d.c.status == DeliveryStatus.pending.value,
+        d.c.status == PENDING,
         d.c.next_attempt_at <= now,
         _free(d, now),
         sa.or_(held_up.c.first.is_(None), held_up.c.first > d.c.outbox_id),
@@ -166,24 +114,26 @@ def claim_deliveries(
 
 @dataclass
 class Job:
-    """One delivery to attempt: what to send, then (:func:`.delivery.send`) what happened."""
+    """One delivery to attempt (its fields from ``id`` to ``event`` are the columns that
+    :func:`load_jobs` reads), then what :func:`.delivery.send` made of it."""
 
-    delivery_id: int
+    body: bytes
+    #: The subscription's secret, and its previous one until it expires.
+    keys: tuple[bytes, bytes | None, datetime | None]
+    id: int
     message_id: str
     attempts: int
     next_attempt_at: datetime
+    #: Set for a manual redelivery: the status to go back to if it fails, and the
+    #: automatic retry it put aside (resumed if it fails).
+    manual_status: str | None
+    resume_at: datetime | None
     subscription_id: int
     outbox_id: int
     url: str
     trusted: bool
-    event: str
-    body: bytes
-    keys: Keys
     failing_since: datetime | None
-    #: Set for a manual redelivery: the status to go back to if it fails.
-    manual_status: str | None = None
-    #: The automatic retry a manual redelivery put aside (resumed if it fails).
-    resume_at: datetime | None = None
+    event: str
     now: datetime | None = None
     #: When the attempt ended: retries count from here, not from its start.
     ended: datetime | None = None
@@ -199,56 +149,41 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
     built (a malformed secret) is logged and left to its lease."""
     d, s, o = _delivery, _subscription, _outbox
     rows = session.connection().execute(
-        sa.select(d, s.c.url, s.c.trusted, s.c.enabled, s.c.failing_since, s.c.secret)
-        .add_columns(s.c.previous_secret, s.c.previous_secret_expires)
-        .add_columns(o.c.event, o.c.created.label("emitted"), o.c.payload)
+        sa.select(*(d.c[n] for n in ("id", "message_id", "attempts", "next_attempt_at")))
+        .add_columns(d.c.manual_status, d.c.resume_at, d.c.subscription_id, d.c.outbox_id)
+        .add_columns(s.c.url, s.c.trusted, s.c.failing_since, o.c.event)
+        .add_columns(s.c.enabled, s.c.secret, s.c.previous_secret, s.c.previous_secret_expires)
+        .add_columns(o.c.created, o.c.payload)
         .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
-        .where(d.c.id.in_(sorted(set(delivery_ids))), d.c.status == DeliveryStatus.pending.value)
+        .where(d.c.id.in_(sorted(set(delivery_ids))), d.c.status == PENDING)
         .order_by(d.c.outbox_id, d.c.id)
     )
     cancelled: list[int] = []
     jobs: list[Job] = []
     bodies: dict[int, bytes] = {}
-    keys: dict[int, Keys] = {}
+    keys: dict[int, Any] = {}
     for row in rows:
         if not row.enabled:
             cancelled.append(row.id)
             continue
         try:
             if row.outbox_id not in bodies:
-                data = json.loads(row.payload)
-                document = {"type": row.event, "timestamp": row.emitted.isoformat(), "data": data}
-                bodies[row.outbox_id] = json.dumps(document, separators=(",", ":")).encode()
+                data = {"type": row.event, "timestamp": row.created.isoformat()}
+                data["data"] = json.loads(row.payload)
+                bodies[row.outbox_id] = json.dumps(data, separators=(",", ":")).encode()
             if row.subscription_id not in keys:
-                previous = decode_secret(row.previous_secret) if row.previous_secret else None
+                old = decode_secret(row.previous_secret) if row.previous_secret else None
                 secret = decode_secret(row.secret)
-                keys[row.subscription_id] = (secret, previous, row.previous_secret_expires)
+                keys[row.subscription_id] = (secret, old, row.previous_secret_expires)
         except Exception as exc:
             log.exception("delivery %d cannot be sent: %s", row.id, exc)
             continue
-        jobs.append(
-            Job(
-                delivery_id=row.id,
-                message_id=row.message_id,
-                attempts=row.attempts,
-                next_attempt_at=row.next_attempt_at,
-                manual_status=row.manual_status,
-                resume_at=row.resume_at,
-                subscription_id=row.subscription_id,
-                outbox_id=row.outbox_id,
-                url=row.url,
-                trusted=bool(row.trusted),
-                event=row.event,
-                body=bodies[row.outbox_id],
-                keys=keys[row.subscription_id],
-                failing_since=row.failing_since,
-            )
-        )
+        jobs.append(Job(bodies[row.outbox_id], keys[row.subscription_id], *row[:12]))
     if cancelled:
         session.execute(
             sa.update(d)
-            .where(d.c.id.in_(cancelled), d.c.status == DeliveryStatus.pending.value)
-            .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
+            .where(d.c.id.in_(cancelled), d.c.status == PENDING)
+            .values(status=DeliveryStatus.cancelled, claimed_until=None)
         )
     return jobs
 

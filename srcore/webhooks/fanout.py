@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from srcore.auth.scopes import ScopeError, parse_scope, parse_scopes, satisfies
 from srcore.db import utcnow
-from srcore.webhooks.claims import insert_rows
+from srcore.sqlrows import insert_rows
 from srcore.webhooks.models import (
     Account,
     Delivery,

@@ -1,7 +1,5 @@
-"""What deliveries need from the operator's ``[global]`` config: timings, the retry
-schedule, the address policy, and who is told when a subscription is disabled; read once
-per worker and passed down as frozen values.
-"""
+"""What deliveries need from the operator's ``[global]`` config (timings, the retry
+schedule, who is told when a subscription is disabled), read once per worker."""
 
 from __future__ import annotations
 
@@ -17,20 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from srcore.config.keys import parse_duration
-from srcore.outbound import BODY_CAP, AddressPolicy
+from srcore.outbound import BODY_CAP, policy_for
 from srcore.webhooks.models import Subscription
 
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = [
-    "MailNotifier",
-    "WebhookSettings",
-    "format_delay",
-    "next_attempt_at",
-    "policy_for",
-    "settings_for",
-]
+__all__ = ["MailNotifier", "WebhookSettings", "next_attempt_at", "policy_for", "settings_for"]
 
 log = logging.getLogger("srcore.webhooks")
 
@@ -60,16 +51,6 @@ def next_attempt_at(
     return now + timedelta(seconds=round(seconds, 3))
 
 
-def format_delay(delay: timedelta) -> str:
-    """A short human form of a delay: ``5 s``, ``5 min``, ``2 h``."""
-    seconds = round(delay.total_seconds())
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{round(seconds / 60)} min"
-    return f"{round(seconds / 3600)} h"
-
-
 @dataclass(frozen=True)
 class WebhookSettings:
     """The ``[global]`` webhook settings and what deliveries need from the service."""
@@ -83,7 +64,7 @@ class WebhookSettings:
     #: Tells a subscription's owner that it was disabled, and why (after the commit).
     notifier: Callable[[Session, Subscription, str], None] | None = None
     schedule: tuple[timedelta, ...] = SCHEDULE
-    #: Requests a worker has in flight at once (its sending threads).
+    #: Requests a worker has in flight at once.
     concurrency: int = 16
     #: Of those, how many may go to one receiver (``host:port``) at once, so that a slow
     #: or dead receiver holds up only its own deliveries.
@@ -135,15 +116,4 @@ def settings_for(app: Flask) -> WebhookSettings:
         concurrency=int(g["webhook-concurrency"]),
         user_agent=f"srcore-webhooks/{version}",
         notifier=MailNotifier(app),
-    )
-
-
-def policy_for(app: Flask) -> AddressPolicy:
-    """The address policy of *app*, from ``[global] allow-private-webhook-targets`` and
-    ``webhook-allowed-ports``."""
-    g = app.extensions["srcore"].config.global_
-    return AddressPolicy.from_networks(
-        (str(n) for n in g["allow-private-webhook-targets"]),
-        ports=[str(p) for p in g["webhook-allowed-ports"]],
-        ports_setting="webhook-allowed-ports",
     )

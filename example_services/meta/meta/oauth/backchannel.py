@@ -161,8 +161,7 @@ class Backchannel:
 
 
 def _make_sender(app: Flask) -> Any:
-    from srcore.outbound.sender import PooledSender
-    from srcore.webhooks.settings import policy_for
+    from srcore.outbound import PooledSender, policy_for
 
     return PooledSender(policy_for(app))
 

@@ -50,8 +50,8 @@ def backchannel_uri_problem(uri: str) -> str | None:
 
     from flask import current_app
 
+    from srcore.outbound import policy_for
     from srcore.outbound.targets import target_problem
-    from srcore.webhooks.settings import policy_for
 
     if any(c.isspace() or c == "\x00" for c in uri):
         return "The back-channel logout URI may not contain spaces."

@@ -1,0 +1,48 @@
+"""Set-based writes of many rows in one statement: on PostgreSQL the rows travel as one
+JSON parameter read by ``json_to_recordset`` (one statement of fixed text however many
+rows), elsewhere as an executemany."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
+
+__all__ = ["execute_rows", "insert_rows", "lazy_commit", "rows_of"]
+
+
+def lazy_commit(session: Session) -> None:
+    """Let this transaction's commit return before its WAL reaches the disk (PostgreSQL):
+    only for writes that may be lost in a crash and done again."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+
+def rows_of(conn: sa.Connection, types: Mapping[str, TypeEngine[Any]]) -> Any:
+    """The columns *types* of the rows :func:`execute_rows` sends, to build a statement on."""
+    if conn.dialect.name != "postgresql":
+        return {name: sa.bindparam(name, type_=t) for name, t in types.items()}
+    text = sa.cast(sa.bindparam("rows", type_=sa.String()), sa.JSON)
+    table = sa.func.json_to_recordset(text).table_valued(*map(sa.column, types, types.values()))
+    return table.render_derived(name="rows", with_types=True).c
+
+
+def execute_rows(conn: sa.Connection, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Run *statement*, built on :func:`rows_of`, for *rows* (mappings of its columns)."""
+    if rows and conn.dialect.name == "postgresql":
+        conn.execute(statement, {"rows": json.dumps(rows, default=datetime.isoformat)})
+    elif rows:
+        conn.execute(statement, rows)
+
+
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT *rows* (mappings of the same columns) into *table*."""
+    if rows:
+        source = rows_of(conn, {name: table.c[name].type for name in rows[0]})
+        chosen = sa.select(*(source[name] for name in rows[0]))
+        execute_rows(conn, sa.insert(table).from_select(list(rows[0]), chosen), rows)
