@@ -282,7 +282,7 @@ def run_worker() -> None:
         else:
             worker.run(stop)
     finally:
-        worker.close(wait=False)
+        worker.close()
 
 
 def bench_delivery(

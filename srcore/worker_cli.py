@@ -237,7 +237,7 @@ def worker_command(
         )
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)  # the pool's threads would be joined at exit: do not wait for them
+        os._exit(0)  # lanes may still be sending: exit without waiting for them
     worker.close()
     st.db.dispose()
     click.echo("srcore worker: stopped")

@@ -1,38 +1,33 @@
 """The worker: the one loop that fans out, sends and records webhook deliveries.
 
-Each step records the requests that ended, claims outbox rows and due deliveries
-(:mod:`.claims`), starts the deliveries on its threads and fans the outbox rows out (the
-next step claims their deliveries). A subscription's deliveries go in one *lane*, in
-event order, and at most ``per_host`` lanes go to one receiver at once: a slow receiver
-holds up only its own deliveries. ``srcore worker`` runs :meth:`Worker.run`, Celery
-:meth:`Worker.drain`.
+Each step records what was sent, claims outbox rows and due deliveries (:mod:`.claims`),
+starts a thread per *lane* (a subscription's claimed deliveries, sent in event order) and
+fans the outbox rows out. A lane holds one of its receiver's ``per_host`` slots, then one
+of the worker's ``concurrency``: a slow receiver holds up only its own deliveries.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import random
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
-from srcore.outbound.policy import AddressPolicy
-from srcore.outbound.sender import Sender
-from srcore.webhooks.claims import LANE, Job, claim_deliveries, claim_outbox, load_jobs
+from srcore.outbound import AddressPolicy, Sender, policy_for
+from srcore.webhooks.claims import Job, claim_deliveries, claim_outbox, load_jobs
 from srcore.webhooks.delivery import prune_log, record, send, sender_for
 from srcore.webhooks.fanout import fan_out
-from srcore.webhooks.outbox import LocalDispatcher, webhooks_state
-from srcore.webhooks.settings import WebhookSettings, policy_for, settings_for
+from srcore.webhooks.outbox import webhooks_state
+from srcore.webhooks.settings import WebhookSettings, settings_for
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -40,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "poll_interval_for"]
 
 log = logging.getLogger("srcore.webhooks.worker")
-T = TypeVar("T")
 
 #: A claimed row comes back to the pool if its worker has not finished with it by then.
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -66,34 +60,12 @@ def _receiver(url: str) -> str:
         return url
 
 
-def _take(items: queue.SimpleQueue[T]) -> list[T]:
-    """Everything in *items* now."""
-    taken: list[T] = []
-    while True:
-        try:
-            taken.append(items.get_nowait())
-        except queue.Empty:
-            return taken
-
-
-@dataclass(eq=False)
-class _Lane:
-    """Claimed deliveries of one subscription, sent one after the other in event order."""
-
-    subscription_id: int
-    receiver: str
-    jobs: list[Job]
-    #: ``time.monotonic()`` by which the last request must have ended: the lease's end.
-    must_end: float
-
-
 class Worker:
     """Fans out and delivers one service's webhooks from its database.
 
     *http* sends with the address policy, *trusted_http* without it (the operator's own
-    subscriptions). At most ``HOLD_BATCHES * batch`` deliveries are held unrecorded. The
-    database is used on the thread of :meth:`run_once` alone (SQLite wants one writer);
-    the pool's threads only send.
+    subscriptions). The database is used on the thread of the loop alone (SQLite wants
+    one writer); the lanes' threads only send.
     """
 
     def __init__(
@@ -114,32 +86,26 @@ class Worker:
         self.settings = settings if settings is not None else settings_for(app)
         if lease <= self.settings.timeout:
             raise ValueError(f"the lease ({lease}) must be longer than webhook-timeout")
-        self.http: Sender = http or sender_for(self.policy, self.settings)
-        self.trusted_http: Sender = trusted_http or sender_for(
-            self.policy, self.settings, trusted=True
-        )
+        self.http = http or sender_for(self.policy, self.settings)
+        self.trusted_http = trusted_http or sender_for(self.policy, self.settings, trusted=True)
         self.clock = clock
         self.rng = random.Random()
         self.lease = lease
         #: What one step claims at most.
         self.batch = max(16 * self.settings.concurrency, 256)
-        self.hold = HOLD_BATCHES * self.batch
         self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
         dispatcher = webhooks_state(app).dispatcher
         #: Set when there is something to do: a lane ended, a commit emitted, a stop.
-        self.wake = (
-            dispatcher.wakeup if isinstance(dispatcher, LocalDispatcher) else threading.Event()
-        )
+        self.wake = getattr(dispatcher, "wakeup", None) or threading.Event()
         self._stopping = threading.Event()
-        self._pool = ThreadPoolExecutor(
-            max(self.settings.concurrency, 1), thread_name_prefix="srcore-webhooks"
-        )
-        self._ended: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
-        #: Jobs sent (or given up) by the lanes, to be recorded.
+        #: While set, a lane that has not sent yet sends nothing.
+        self._finishing = threading.Event()
+        self._slots = threading.Semaphore(max(self.settings.concurrency, 1))
+        self._hosts: dict[str, threading.Semaphore] = {}
+        #: Jobs sent (or given up) by the lanes, to be recorded; then the lane's end.
         self._finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        self._running: Counter[str] = Counter()
-        self._queued: dict[str, deque[_Lane]] = {}
-        #: Subscriptions with a lane running or queued: not claimed for meanwhile.
+        self._ended: queue.SimpleQueue[int] = queue.SimpleQueue()
+        #: Subscriptions with a lane: not claimed for meanwhile.
         self._busy: set[int] = set()
         #: Deliveries claimed and not yet recorded.
         self._held = 0
@@ -151,122 +117,77 @@ class Worker:
     def __repr__(self) -> str:
         return f"<Worker {self.state.service_id}>"
 
-    # -- one step ----------------------------------------------------------------------
-
     def run_once(self) -> int:
-        """One step: record ended requests, claim, start, fan out. Returns the deliveries
-        recorded and outbox rows fanned out."""
+        """One step: record, claim, start lanes, fan out. Returns the deliveries recorded
+        and outbox rows fanned out."""
         with self.state.db.session() as session:
             if not self._prepared:  # the service's hooks, once per worker (until they pass)
                 with self.app.app_context():
                     for hook in webhooks_state(self.app).prepare:
                         hook(session)
                 self._prepared = True
-            handled = self._record_ended(session)
+            while not self._ended.empty():
+                self._busy.discard(self._ended.get())
+            handled = self._record(session, _take(self._finished))
             if self._stopping.is_set():
                 return handled
             now, claimed_at = self.clock(), time.monotonic()
             outbox_ids = claim_outbox(session, now=now, lease=self.lease, limit=self.batch)
-            room = min(self.hold - self._held, self.batch)
-            due: list[int] = []
+            room = min(HOLD_BATCHES * self.batch - self._held, self.batch)
+            due = []
             if room > 0:
                 due = claim_deliveries(
-                    session,
-                    now=now,
-                    lease=self.lease,
-                    limit=room,
-                    exclude=self._busy,
-                    per_subscription=LANE,
+                    session, now=now, lease=self.lease, limit=room, exclude=self._busy
                 )
-            lanes = self._lanes(session, due, claimed_at)
+            lanes: dict[int, list[Job]] = {}
+            for job in load_jobs(session, due) if due else ():
+                lanes.setdefault(job.subscription_id, []).append(job)
             session.commit()
-            self._start(lanes)
+            # The last request must end a second before the lease, however long reading took.
+            must_end = claimed_at + self.lease.total_seconds() - 1.0
+            for sid, jobs in lanes.items():
+                slots = max(self.settings.per_host, 1)
+                host = self._hosts.setdefault(_receiver(jobs[0].url), threading.Semaphore(slots))
+                args = (jobs, host, must_end)
+                threading.Thread(target=self._send_lane, args=args, daemon=True).start()
+                self._busy.add(sid)
+                self._held += len(jobs)
             self._started = len(due) + len(outbox_ids)
             if outbox_ids:
                 fan_out(session, outbox_ids, manifest=self.state.manifest, now=self.clock())
                 handled += len(outbox_ids)
-            self._maybe_prune(session)
+            now = self.clock()
+            if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
+                self._last_prune, retention = now, self.settings.log_retention
+                if removed := prune_log(session, now=now, retention=retention):
+                    log.info("pruned %d delivery log entries older than %s", removed, retention)
         return handled
 
-    def _lanes(self, session: Session, delivery_ids: list[int], claimed_at: float) -> list[_Lane]:
-        """*delivery_ids* read in lanes; their last request must end a second before the
-        lease counted from *claimed_at* (``time.monotonic()``), however long reading took."""
-        if not delivery_ids:
-            return []
-        must_end = claimed_at + self.lease.total_seconds() - 1.0
-        lanes: dict[int, _Lane] = {}
-        for job in load_jobs(session, delivery_ids):
-            lane = lanes.get(job.subscription_id)
-            if lane is None:
-                lane = _Lane(job.subscription_id, _receiver(job.url), [], must_end)
-                lanes[job.subscription_id] = lane
-            lane.jobs.append(job)
-        return list(lanes.values())
-
-    def _start(self, lanes: list[_Lane]) -> None:
-        """Queue *lanes* (claimed and committed) and start those their receivers allow."""
-        for lane in lanes:
-            self._busy.add(lane.subscription_id)
-            self._held += len(lane.jobs)
-            self._queued.setdefault(lane.receiver, deque()).append(lane)
-            self._start_queued(lane.receiver)
-
-    def _start_queued(self, receiver: str) -> None:
-        waiting = self._queued.get(receiver)
-        while waiting and self._running[receiver] < max(self.settings.per_host, 1):
-            lane = waiting.popleft()
-            self._running[receiver] += 1
-            self._pool.submit(self._send_lane, lane)
-        if not waiting:
-            self._queued.pop(receiver, None)
-
-    def _send_lane(self, lane: _Lane) -> None:
-        """On a pool thread: send the lane's requests in order; none starts once stopping,
-        nor one that could outlast the lease."""
+    def _send_lane(self, jobs: list[Job], host: threading.Semaphore, must_end: float) -> None:
+        """On a thread of its own: send the lane's requests in order; none starts once
+        stopping, nor one that could outlast the lease."""
         timeout = self.settings.timeout.total_seconds()
         sent = 0
         try:
-            for job in lane.jobs:
-                if self._stopping.is_set() or time.monotonic() + timeout > lane.must_end:
-                    break
-                send(job, self.http, self.trusted_http, self.clock, self.settings)
-                self._finished.put(job)  # recorded at the next step, lane over or not
-                sent += 1
+            with host, self._slots:
+                for job in jobs:
+                    late = time.monotonic() + timeout > must_end
+                    if late or self._stopping.is_set() or (self._finishing.is_set() and not sent):
+                        break
+                    send(job, self.http, self.trusted_http, self.clock, self.settings)
+                    self._finished.put(job)  # recorded at the next step, lane over or not
+                    sent += 1
         finally:
-            for job in lane.jobs[sent:]:  # never sent: released at the next step
+            for job in jobs[sent:]:  # never sent: released at the next step
                 self._finished.put(job)
-            self._ended.put(lane)
+            self._ended.put(jobs[0].subscription_id)
             self.wake.set()
-
-    def _end(self, lane: _Lane) -> None:
-        """*lane* is over: its subscription may be claimed again, its receiver's next lane go."""
-        self._running[lane.receiver] -= 1
-        self._busy.discard(lane.subscription_id)
-        if not self._stopping.is_set():
-            self._start_queued(lane.receiver)
-
-    def _record_ended(self, session: Session) -> int:
-        for lane in _take(self._ended):
-            self._end(lane)
-        return self._record(session, _take(self._finished))
 
     def _record(self, session: Session, jobs: list[Job]) -> int:
         if jobs:
             self._held -= len(jobs)  # recorded, or left to their leases if this fails
             record(session, jobs, config=self.settings, rng=self.rng)
         return len(jobs)
-
-    def _maybe_prune(self, session: Session) -> None:
-        now = self.clock()
-        if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:
-            return
-        self._last_prune = now
-        retention = self.settings.log_retention
-        removed = prune_log(session, now=now, retention=retention)
-        if removed:
-            log.info("pruned %d delivery log entries older than %s", removed, retention)
-
-    # -- loops -------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Start no further request (thread-safe; for a signal handler)."""
@@ -276,70 +197,66 @@ class Worker:
     def run(self, stop: threading.Event, *, max_cycles: int | None = None) -> None:
         """Work until *stop* is set or :meth:`stop` is called (or *max_cycles* steps ran),
         sleeping when idle; then :meth:`finish`."""
-        cycles = 0
-        while not (stop.is_set() or self._stopping.is_set()):
-            if max_cycles is not None and cycles >= max_cycles:
-                break
-            cycles += 1
-            self._step()
-            if not self._started:  # at most records: sleep until a lane ends or a commit
-                self.wake.wait(self.poll_interval)
+        cycles = itertools.count()
+        self._loop(lambda: not stop.is_set() and next(cycles) != max_cycles)
         self.finish()
 
     def drain(self, *, until: float | None = None) -> int:
         """Work until nothing is due and nothing is in flight, or ``time.monotonic()``
-        passes *until*; returns the rows handled. Celery's task, and tests, run this."""
+        passes *until* (after one step at least); returns the rows handled. Celery's task,
+        and tests, run this."""
+        steps = itertools.count()
+        handled = self._loop(
+            lambda: not next(steps) or until is None or time.monotonic() < until, drain=True
+        )
+        return handled + self.finish(let_lanes_end=True)
+
+    def _loop(self, more: Callable[[], bool], *, drain: bool = False) -> int:
         handled = 0
-        while not self._stopping.is_set():
-            done = self._step()
-            handled += done
-            if until is not None and time.monotonic() >= until:
-                break
-            if not self._started:  # (the step's claims came after its records)
-                if self._held == 0:
+        while not self._stopping.is_set() and more():
+            self.wake.clear()
+            self._started = 0
+            try:
+                handled += self.run_once()
+            except Exception:  # the database may be restarting: wait and try again
+                log.exception("webhook worker step failed")
+            if not self._started:  # it only recorded: sleep until a lane ends or a commit
+                if drain and not self._held:
                     break
                 self.wake.wait(self.poll_interval)
-        handled += self.finish(let_lanes_end=True)
         return handled
-
-    def _step(self) -> int:
-        self.wake.clear()
-        self._started = 0
-        try:
-            return self.run_once()
-        except Exception:  # the database may be restarting: wait and try again
-            log.exception("webhook worker step failed")
-            return 0
 
     def finish(self, *, let_lanes_end: bool = False) -> int:
         """Claim nothing more; wait for the requests in flight and record them; release
         what never started. Lanes send no further request unless *let_lanes_end*.
         Returns the deliveries recorded or released; the worker may run again."""
         was_stopping = self._stopping.is_set()
+        self._finishing.set()
         if not let_lanes_end:
             self._stopping.set()
-        unstarted = [lane for lanes in self._queued.values() for lane in lanes]
-        self._queued.clear()
-        jobs: list[Job] = []
-        for lane in unstarted:
-            self._busy.discard(lane.subscription_id)
-            jobs.extend(lane.jobs)  # released unsent
-        while sum(self._running.values()) > 0:
-            self._end(self._ended.get())
-        jobs.extend(_take(self._finished))
-        recorded = 0
+        while self._busy:
+            self._busy.discard(self._ended.get())
+        jobs, recorded = _take(self._finished), 0
         try:
             with self.state.db.session() as session:
                 recorded = self._record(session, jobs)
         except Exception:  # their leases end and they are tried again
             log.exception("could not record %d deliveries while stopping", len(jobs))
+        self._finishing.clear()
         if not was_stopping:
             self._stopping.clear()
         return recorded
 
-    def close(self, *, wait: bool = True) -> None:
-        """Stop the thread pool and close the senders' pooled connections."""
+    def close(self) -> None:
+        """Start no further request and close the senders' pooled connections."""
         self._stopping.set()
-        self._pool.shutdown(wait=wait, cancel_futures=True)
         self.http.close()
         self.trusted_http.close()
+
+
+def _take(items: queue.SimpleQueue[Job]) -> list[Job]:
+    """Everything in *items* now."""
+    taken: list[Job] = []
+    while not items.empty():
+        taken.append(items.get())
+    return taken
