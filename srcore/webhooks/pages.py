@@ -12,16 +12,15 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from srcore.auth.scopes import Scope
 from srcore.auth.web import current_user, login_required
 from srcore.db import session as db_session
 from srcore.errors import error_response
 from srcore.pagination import page_number, paginate_pages
 from srcore.service import state
 from srcore.validation import Validation
-from srcore.webhooks import subscriptions
+from srcore.webhooks import subscriptions as subs
 from srcore.webhooks.models import Subscription
-from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION, Refused, find
+from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION, SubscriptionJSON, find
 
 __all__ = ["pages"]
 
@@ -36,67 +35,47 @@ def _subscriber() -> Response | None:
     """Every page is for a logged-in, unsuspended user; what they post is a form."""
     if request.is_json:
         return error_response(400, "These pages take forms; the API is under /api/webhooks.")
-    scopes = subscriptions.events_scopes()
-    g.srcore_webhook_subscriber = subscriptions.Subscriber(current_user.id, None, scopes)
+    g.srcore_webhook_subscriber = subs.Subscriber(current_user.id, None, subs.events_scopes())
     return None
 
 
-@pages.context_processor
-def _template_helpers() -> dict[str, Any]:
-    """What the webhook templates call besides srcore's helpers."""
-    return {
-        "secret_hint": subscriptions.secret_hint,
-        "overlap_until": subscriptions.overlap_until,
-        "pretty": _pretty,
-    }
+@pages.errorhandler(subs.Refused)
+def _refused(exc: subs.Refused) -> Response:
+    return _back(exc.reason, "error")
 
 
-@pages.errorhandler(Refused)
-def _refused(exc: Refused) -> Response:
-    return _back((request.view_args or {})["subscription_id"], exc.reason, "error")
-
-
-def _pretty(text: str | None) -> str:
-    """A JSON body indented for reading; anything else as it is."""
+def _pretty(value: object) -> str:
+    """JSON (or JSON text) indented for reading; other text as it is."""
     try:
-        return json.dumps(json.loads(text or ""), indent=2, ensure_ascii=False)
+        value = json.loads(value) if isinstance(value, str) else value
     except ValueError:
-        return text or ""
+        return str(value)
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def _back(subscription_id: int, message: str, category: str = "success") -> Response:
+def _back(message: str, category: str = "success") -> Response:
     """Back to the webhook's page, with *message* shown there."""
     flash(message, category)
-    return redirect(url_for("srcore_webhooks.detail", subscription_id=subscription_id))
+    sid = (request.view_args or {})["subscription_id"]
+    return redirect(url_for(".detail", subscription_id=sid))
 
 
-def _form(sub: Subscription | None, chosen: list[str], **context: Any) -> dict[str, Any]:
-    """The subscription form's context: every event open to users, and its scope."""
+def _detail(sub: SubscriptionJSON, status: int = 200) -> tuple[str, int]:
+    """*sub*'s page, and its delivery log at ``?cursor=`` (on a GET)."""
+    log = subs.deliveries(sub["id"], first_page=request.method != "GET")
     manifest = state().manifest
-    events = [(e, Scope(manifest.id, e.scope, "RO")) for e in manifest.user_events]
-    return {"subscription": sub, "events": events, "chosen": chosen, **context}
-
-
-def _detail(sub: Subscription, secret: str | None = None, status: int = 200) -> tuple[str, int]:
-    """*sub*'s page, its delivery log at ``?cursor=`` (on a GET), and a *secret* just made."""
-    rows, next_cursor = subscriptions.deliveries(sub, first_page=request.method != "GET")
-    descriptions = {event.name: event.description for event in state().manifest.events}
     page = render_template(
-        "webhooks/detail.html",
-        subscription=sub,
-        secret=secret,
-        deliveries=rows,
-        next_cursor=next_cursor,
-        descriptions=descriptions,
+        "webhooks/detail.html", subscription=sub, log=log, manifest=manifest, pretty=_pretty
     )
     return page, status
 
 
 @pages.route("")
 def index() -> str:
-    stmt = select(Subscription).where(subscriptions.owned()).order_by(Subscription.id.desc())
+    stmt = select(Subscription).where(subs.owned()).order_by(Subscription.id.desc())
     listing = paginate_pages(db_session, stmt, page=page_number(), per_page=25)
-    return render_template("webhooks/index.html", listing=listing)
+    shown = [subs.subscription_json(sub) for sub in listing.items]
+    return render_template("webhooks/index.html", listing=listing, subscriptions=shown)
 
 
 @pages.route("/new", methods=["GET", "POST"], endpoint="new")
@@ -104,45 +83,44 @@ def index() -> str:
 def form(subscription_id: int | None = None) -> Any:
     """A new webhook's form (``?events=`` and ``?resource=`` fill it in), or an edit's."""
     sub = None if subscription_id is None else find(subscription_id)
+    shown = None if sub is None else subs.subscription_json(sub)
+    context = {"subscription": shown, "manifest": state().manifest}
     if request.method == "GET":
-        chosen = request.args.getlist("events") if sub is None else sorted(sub.event_names)
-        resource = subscriptions.read_resource(Validation())
-        return render_template(FORM, **_form(sub, chosen, resource=resource))
-    valid = Validation.form(FORM, lambda: _form(sub, request.form.getlist("events")))
-    values = subscriptions.read_subscription(valid)
-    if sub is not None:
-        subscriptions.update_subscription(sub, values, valid)
-        return _back(sub.id, "Webhook saved.")
-    sub, secret = subscriptions.create_subscription(values, valid)
-    return _detail(sub, secret, status=201)
+        chosen = request.args.getlist("events") if shown is None else shown["events"]
+        resource = subs.read_subscription(Validation()).resource
+        return render_template(FORM, chosen=chosen, resource=resource, **context)
+    valid = Validation.form(FORM, lambda: {"chosen": request.form.getlist("events")}, **context)
+    values = subs.read_subscription(valid)
+    if sub is None:
+        return _detail(subs.create_subscription(values, valid), status=201)
+    subs.update_subscription(sub, values, valid)
+    return _back("Webhook saved.")
 
 
 @pages.route(SUBSCRIPTION)
 def detail(subscription_id: int) -> tuple[str, int]:
-    return _detail(find(subscription_id))
+    return _detail(subs.subscription_json(find(subscription_id)))
 
 
 @pages.post(f"{SUBSCRIPTION}/rotate")
 def rotate(subscription_id: int) -> Any:
     sub = find(subscription_id)
     valid = Validation()
-    overlap = subscriptions.read_overlap(valid)
+    overlap = subs.read_overlap(valid)
     if not valid.ok:
         reasons = "; ".join(err.reason for err in valid.errors)
-        return _back(subscription_id, f"The secret was not rotated: {reasons}", "error")
-    return _detail(sub, subscriptions.rotate_secret(sub, overlap))
+        return _back(f"The secret was not rotated: {reasons}", "error")
+    return _detail(subs.rotate_secret(sub, overlap))
 
 
-@pages.post(f"{SUBSCRIPTION}/enable")
+@pages.post(f"{SUBSCRIPTION}/enable", endpoint="enable")
+@pages.post(f"{SUBSCRIPTION}/disable", endpoint="disable")
 def enable(subscription_id: int) -> Response:
-    subscriptions.set_enabled(find(subscription_id), True)
-    return _back(subscription_id, "Webhook enabled.")
-
-
-@pages.post(f"{SUBSCRIPTION}/disable")
-def disable(subscription_id: int) -> Response:
-    subscriptions.set_enabled(find(subscription_id), False)
-    return _back(subscription_id, "Webhook disabled: no events are sent to it until you enable it.")
+    enabled = request.endpoint == "srcore_webhooks.enable"
+    subs.set_enabled(find(subscription_id), enabled)
+    if enabled:
+        return _back("Webhook enabled.")
+    return _back("Webhook disabled: no events are sent to it until you enable it.")
 
 
 @pages.post(f"{SUBSCRIPTION}/delete")
@@ -150,16 +128,16 @@ def delete(subscription_id: int) -> Response:
     db_session.delete(find(subscription_id))
     db_session.commit()
     flash("Webhook deleted.", "success")
-    return redirect(url_for("srcore_webhooks.index"))
+    return redirect(url_for(".index"))
 
 
 @pages.post(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver")
 def redeliver_page(subscription_id: int, delivery_id: int) -> Response:
-    delivery = subscriptions.redeliver(find(subscription_id), delivery_id)
-    return _back(subscription_id, f"Delivery {delivery.message_id} will be sent again shortly.")
+    sent = subs.redeliver(find(subscription_id), delivery_id)
+    return _back(f"Delivery {sent['message_id']} will be sent again shortly.")
 
 
 @pages.post(f"{SUBSCRIPTION}/ping")
 def ping(subscription_id: int) -> Response:
-    sent = subscriptions.send_ping(find(subscription_id))
-    return _back(subscription_id, f"A test event ({sent.message_id}) will be sent shortly.")
+    sent = subs.send_ping(find(subscription_id))
+    return _back(f"A test event ({sent['message_id']}) will be sent shortly.")

@@ -1,55 +1,61 @@
 """What the API and the pages both do with a subscriber's subscriptions: read the input,
-check it, change them (each change commits). Another's subscription is a 404; the
-operator's trusted ones are never shown. The API checks a token's scopes itself.
+check it, change them (each change commits) and show them (as the API's JSON, which the
+pages render too). Another's subscription is a 404; the operator's trusted ones are never
+shown. The API checks a token's scopes itself.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Annotated, NamedTuple, NotRequired, TypedDict
 
 from flask import Flask, abort, current_app, g
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import joinedload, lazyload
 
+from srcore import pagination
 from srcore.auth.scopes import Scope, format_scopes
 from srcore.db import session as db_session
 from srcore.db import utcnow
 from srcore.outbound.targets import Resolver, lookup, target_problem
-from srcore.pagination import cursor_page
+from srcore.pagination import CursorList
 from srcore.service import state
 from srcore.signatures import generate_secret
 from srcore.validation import Validation
 from srcore.webhooks.catalog import PING, PingData
 from srcore.webhooks.delivery import redeliver as make_due
-from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
+from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, OutboxRow, Subscription
 from srcore.webhooks.outbox import dump_payload, webhooks_state
 from srcore.webhooks.settings import policy_for
 
 __all__ = [
-    "DEFAULT_LIMIT",
     "DELIVERY",
-    "MAX_LIMIT",
     "SUBSCRIPTION",
+    "DeliveryJSON",
     "Refused",
     "Subscriber",
+    "SubscriptionJSON",
     "create_subscription",
     "deliveries",
     "events_scopes",
     "find",
-    "overlap_until",
+    "listing",
     "owned",
     "read_overlap",
-    "read_resource",
+    "read_page",
     "read_subscription",
     "redeliver",
     "rotate_secret",
-    "secret_hint",
     "send_ping",
     "set_enabled",
     "set_resolver",
+    "subscription_json",
     "update_subscription",
 ]
 
@@ -58,9 +64,8 @@ log = logging.getLogger("srcore.webhooks")
 #: The URL parts of a subscription and of one of its deliveries.
 SUBSCRIPTION = "/<id:subscription_id>"
 DELIVERY = "<id(max=9223372036854775807):delivery_id>"
-#: The items on one page of a listing, and the most a request may ask for.
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 50
+#: ``?cursor=`` and ``?limit=`` of a listing: 20 items unless asked, 50 at most.
+read_page = partial(pagination.read_page, max_limit=50, default_limit=20)
 MAX_SUBSCRIPTIONS = 100
 #: The least time between two test events to one subscription.
 PING_INTERVAL = timedelta(seconds=30)
@@ -72,24 +77,83 @@ _RESOURCE = re.compile(r"[a-z][a-z0-9_]{0,62}:[A-Za-z0-9._~-]{1,190}")
 _RESOLVER = "srcore_webhook_resolver"
 
 
+class SubscriptionJSON(TypedDict):
+    """A webhook. ``secret`` is there only in the answer that made it (a create or a
+    rotation), ``secret_hint`` always; ``scopes`` are those it was made with."""
+
+    id: int
+    url: str
+    events: list[str]
+    resource: str | None
+    scopes: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    secret_hint: str
+    previous_secret_expires: datetime | None
+    created: datetime
+    updated: datetime
+    secret: NotRequired[str]
+
+
+class AttemptRequestJSON(TypedDict):
+    """What an attempt sent (its signature left out)."""
+
+    headers: dict[str, str]
+    body: str
+
+
+class AttemptResponseJSON(TypedDict):
+    """What the receiver answered: no status when no answer came (see ``error``)."""
+
+    status: int | None
+    headers: dict[str, str]
+    body: str
+
+
+class AttemptJSON(TypedDict):
+    """One HTTP request of a delivery."""
+
+    id: int
+    created: datetime
+    request: AttemptRequestJSON
+    response: AttemptResponseJSON
+    duration_ms: int
+    error: str | None
+
+
+class DeliveryJSON(TypedDict):
+    """One event sent to one webhook, with its attempts (newest first)."""
+
+    id: int
+    event: str
+    message_id: str
+    status: Annotated[str, DeliveryStatus]
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    created: datetime
+    delivered_at: datetime | None
+    attempts: list[AttemptJSON]
+
+
 @dataclass(frozen=True)
 class Subscriber:
     """Who the request acts for, put on ``g`` by the API's and the pages' before_request."""
 
     user_id: int | None
-    client_id: str | None
+    client_id: str | None  # None when acting for a user
     #: The scopes of this service the subscriber holds right now.
     scopes: frozenset[Scope]
 
 
-@dataclass
-class SubscriptionInput:
+class SubscriptionInput(NamedTuple):
     """What a create or a change sent; ``None`` is "not sent" (a PATCH)."""
 
-    url: str | None = None
-    events: tuple[str, ...] | None = None
-    resource: str | None = None
-    enabled: bool | None = None
+    url: str | None
+    events: tuple[str, ...] | None
+    resource: str | None
+    enabled: bool | None
 
 
 class Refused(Exception):
@@ -98,9 +162,7 @@ class Refused(Exception):
 
     def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
         super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.retry_after = retry_after
+        self.status, self.reason, self.retry_after = status, reason, retry_after
 
 
 def set_resolver(app: Flask, resolve: Resolver) -> None:
@@ -114,17 +176,68 @@ def events_scopes() -> frozenset[Scope]:
     return frozenset(Scope(manifest.id, event.scope, "RO") for event in manifest.user_events)
 
 
-def secret_hint(secret: str) -> str:
-    """The end of a secret, for recognising it without revealing it."""
-    return "whsec_…" + secret[-4:]
-
-
-def overlap_until(sub: Subscription) -> datetime | None:
-    """Until when the previous secret still signs after a rotation (None: it does not)."""
+def subscription_json(sub: Subscription, *, secret: bool = False) -> SubscriptionJSON:
+    """*sub* as shown, with its *secret* only in the answer that made it."""
     expires = sub.previous_secret_expires
-    if sub.previous_secret is None or (expires is not None and expires <= utcnow()):
-        return None
-    return expires
+    overlap = sub.previous_secret is not None and expires is not None and expires > utcnow()
+    body: SubscriptionJSON = {
+        "id": sub.id,
+        "url": sub.url,
+        "events": sorted(sub.event_names),
+        "resource": sub.resource,
+        "scopes": sorted(sub.scopes.split()),
+        "enabled": sub.enabled,
+        "disabled_reason": sub.disabled_reason,
+        "failing_since": sub.failing_since,
+        # The end of the secret, for recognising it without revealing it.
+        "secret_hint": "whsec_…" + sub.secret[-4:],
+        "previous_secret_expires": expires if overlap else None,
+        "created": sub.created,
+        "updated": sub.updated,
+    }
+    if secret:
+        body["secret"] = sub.secret
+    return body
+
+
+def _headers(text: str | None) -> dict[str, str]:
+    """Logged headers (a JSON object of text), leaving out anything else."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    found = value.items() if isinstance(value, dict) else ()
+    return {str(k): v for k, v in found if isinstance(v, str)}
+
+
+def _delivery_json(delivery: Delivery, attempts: Iterable[Attempt] = ()) -> DeliveryJSON:
+    pending = delivery.status == DeliveryStatus.pending
+    return {
+        "id": delivery.id,
+        "event": delivery.outbox.event,
+        "message_id": delivery.message_id,
+        "status": delivery.status,
+        "attempt_count": delivery.attempts,
+        "next_attempt_at": delivery.next_attempt_at if pending else None,
+        "last_status_code": delivery.last_status_code,
+        "created": delivery.created,
+        "delivered_at": delivery.delivered_at,
+        "attempts": [
+            {
+                "id": a.id,
+                "created": a.created,
+                "request": {"headers": _headers(a.request_headers), "body": a.request_body},
+                "response": {
+                    "status": a.response_status,
+                    "headers": _headers(a.response_headers),
+                    "body": a.response_body,
+                },
+                "duration_ms": a.duration_ms,
+                "error": a.error,
+            }
+            for a in attempts
+        ],
+    }
 
 
 def _read_events(valid: Validation) -> tuple[str, ...] | None:
@@ -155,26 +268,19 @@ def _read_events(valid: Validation) -> tuple[str, ...] | None:
     return None
 
 
-def read_resource(valid: Validation) -> str | None:
-    """The optional ``resource`` a subscription is limited to, such as ``tracker:12``."""
-    resource = valid.optional("resource", max_length=256)
-    if resource is not None and not _RESOURCE.fullmatch(resource):
-        valid.error("Must name one resource, like tracker:12.", "resource")
-        return None
-    return resource
-
-
 def read_subscription(valid: Validation, *, partial: bool = False) -> SubscriptionInput:
-    """url, events and maybe a resource; with *partial* (a PATCH), url, events and enabled,
-    each only if sent, and no resource (it is fixed)."""
+    """url, events and maybe a ``resource`` such as ``tracker:12``; with *partial* (a
+    PATCH), url, events and enabled, each only if sent, and no resource (it is fixed)."""
     if partial and "resource" in valid:
         valid.error("A webhook's resource cannot change; make a new webhook.", "resource")
-    return SubscriptionInput(
-        url=valid.require("url", "url", label="The URL") if not partial or "url" in valid else None,
-        events=_read_events(valid) if not partial or "events" in valid else None,
-        resource=None if partial else read_resource(valid),
-        enabled=valid.require("enabled", bool) if partial and "enabled" in valid else None,
-    )
+    url = valid.require("url", "url", label="The URL") if not partial or "url" in valid else None
+    events = _read_events(valid) if not partial or "events" in valid else None
+    resource = None if partial else valid.optional("resource", max_length=256)
+    if resource is not None and not _RESOURCE.fullmatch(resource):
+        valid.error("Must name one resource, like tracker:12.", "resource")
+        resource = None
+    enabled = valid.require("enabled", bool) if partial and "enabled" in valid else None
+    return SubscriptionInput(url, events, resource, enabled)
 
 
 def read_overlap(valid: Validation) -> timedelta:
@@ -199,6 +305,15 @@ def find(subscription_id: int) -> Subscription:
     return db_session.scalar(query) or abort(404)
 
 
+def listing() -> CursorList[SubscriptionJSON]:
+    """The page of the subscriber's subscriptions (newest first) the request asks for."""
+    stmt = select(Subscription).where(owned())
+    page = pagination.cursor_page(
+        db_session, stmt, key=[Subscription.id], max_limit=50, default_limit=20
+    )
+    return page.listing(subscription_json)
+
+
 def _check_target(valid: Validation, url: str | None) -> None:
     """Record on *valid* why webhooks cannot be sent to *url* (None: not a new one)."""
     resolve: Resolver = current_app.extensions.get(_RESOLVER, lookup)
@@ -207,13 +322,13 @@ def _check_target(valid: Validation, url: str | None) -> None:
         valid.error(f"Webhooks cannot be sent there: {problem}.", "url")
 
 
-def create_subscription(values: SubscriptionInput, valid: Validation) -> tuple[Subscription, str]:
-    """Check and store the subscriber's new subscription; return it and its secret. Bad
-    input raises ValidationFailed with every error on *valid*."""
+def create_subscription(values: SubscriptionInput, valid: Validation) -> SubscriptionJSON:
+    """Check and store the subscriber's new subscription, shown with its secret. Bad input
+    raises ValidationFailed with every error on *valid*."""
     subscriber: Subscriber = g.srcore_webhook_subscriber
     sub = Subscription(
         owner_id=subscriber.user_id,
-        owner_client=subscriber.client_id if subscriber.user_id is None else None,
+        owner_client=subscriber.client_id,
         url=values.url,
         events=" ".join(values.events or ()),
         resource=values.resource,
@@ -228,8 +343,8 @@ def create_subscription(values: SubscriptionInput, valid: Validation) -> tuple[S
     if valid.ok and values.events and values.resource and can_receive is not None:
         # Limited to one resource: one its owner can see (asked with a probe event about it).
         probe = OutboxRow(event=values.events[0], resource=values.resource, payload="{}")
-        if not can_receive(sub, probe):
-            valid.error(f"There is no {values.resource} that you can see.", "resource")
+        reason = f"There is no {values.resource} that you can see."
+        valid.expect(can_receive(sub, probe), reason, field="resource")
     valid.raise_if_invalid()
     if (db_session.scalar(select(func.count()).where(owned())) or 0) >= MAX_SUBSCRIPTIONS:
         valid.fail(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
@@ -237,12 +352,13 @@ def create_subscription(values: SubscriptionInput, valid: Validation) -> tuple[S
     db_session.commit()
     owner = sub.owner_client if sub.owner_id is None else f"user {sub.owner_id}"
     log.info("webhook %s subscribed to %s by %s", sub.id, sub.events, owner)
-    return sub, sub.secret
+    return subscription_json(sub, secret=True)
 
 
-def update_subscription(sub: Subscription, values: SubscriptionInput, valid: Validation) -> None:
+def update_subscription(
+    sub: Subscription, values: SubscriptionInput, valid: Validation
+) -> SubscriptionJSON:
     """Apply the url, events and enabled sent; raises ValidationFailed for any error."""
-    valid.raise_if_invalid()
     _check_target(valid, values.url if values.url != sub.url else None)
     valid.raise_if_invalid()
     sub.url = values.url or sub.url
@@ -252,11 +368,11 @@ def update_subscription(sub: Subscription, values: SubscriptionInput, valid: Val
         sub.scopes = format_scopes(g.srcore_webhook_subscriber.scopes)
     # Its owner has seen it as it is now: see srcore.webhooks.accounts.
     sub.confirmed_at = utcnow()
-    set_enabled(sub, sub.enabled if values.enabled is None else values.enabled)
+    return set_enabled(sub, sub.enabled if values.enabled is None else values.enabled)
 
 
-def set_enabled(sub: Subscription, enabled: bool) -> None:
-    """Enable or disable *sub* by its owner's wish, and commit."""
+def set_enabled(sub: Subscription, enabled: bool) -> SubscriptionJSON:
+    """Enable or disable *sub* by its owner's wish."""
     if enabled != sub.enabled:
         sub.enabled = enabled
         sub.disabled_reason = None if enabled else "Disabled by its owner."
@@ -264,40 +380,40 @@ def set_enabled(sub: Subscription, enabled: bool) -> None:
             sub.failing_since = None
             sub.confirmed_at = utcnow()
     db_session.commit()
+    return subscription_json(sub)
 
 
-def rotate_secret(sub: Subscription, overlap: timedelta) -> str:
-    """Give *sub* a new secret, returned; the current one keeps signing for *overlap*."""
+def rotate_secret(sub: Subscription, overlap: timedelta) -> SubscriptionJSON:
+    """Give *sub* a new secret (shown); the current one keeps signing for *overlap*."""
     keep = overlap > timedelta(0)
     sub.previous_secret = sub.secret if keep else None
     sub.previous_secret_expires = utcnow() + overlap if keep else None
     sub.secret = generate_secret()
     db_session.commit()
-    return sub.secret
+    return subscription_json(sub, secret=True)
 
 
-def _nudge(delivery: Delivery) -> None:
+def _sent(delivery: Delivery) -> DeliveryJSON:
     """Wake the dispatcher for a delivery made due by hand (committed already)."""
     try:
         webhooks_state().dispatcher.nudge_deliveries([delivery.id])
     except Exception:  # the row is due: the worker's poll finds it
         log.exception("could not nudge the webhook dispatcher for delivery %s", delivery.id)
+    return _delivery_json(delivery)
 
 
-def redeliver(sub: Subscription, delivery_id: int) -> Delivery:
+def redeliver(sub: Subscription, delivery_id: int) -> DeliveryJSON:
     """Send *sub*'s delivery again, now, with the same ``webhook-id``."""
     if not sub.enabled:
         raise Refused(409, "This webhook is disabled; enable it before redelivering.")
-    delivery = db_session.get(Delivery, delivery_id)
-    if delivery is None or delivery.subscription_id != sub.id:
-        abort(404)
+    mine = select(Delivery).where(Delivery.id == delivery_id, Delivery.subscription_id == sub.id)
+    delivery = db_session.scalar(mine) or abort(404)
     make_due(db_session, delivery.id, now=utcnow())
     db_session.commit()
-    _nudge(delivery)
-    return delivery
+    return _sent(delivery)
 
 
-def send_ping(sub: Subscription) -> Delivery:
+def send_ping(sub: Subscription) -> DeliveryJSON:
     """Send *sub* alone a ``ping`` event, one per :data:`PING_INTERVAL` at most: its outbox
     row is written already fanned out; its delivery shows in the log like any other."""
     if not sub.enabled:
@@ -319,29 +435,22 @@ def send_ping(sub: Subscription) -> Delivery:
     delivery = Delivery(subscription=sub, outbox=row, next_attempt_at=now, created=now)
     db_session.add(delivery)
     db_session.commit()
-    _nudge(delivery)
-    return delivery
+    return _sent(delivery)
 
 
-def deliveries(
-    sub: Subscription, *, first_page: bool = False
-) -> tuple[list[tuple[Delivery, list[Attempt]]], str | None]:
-    """The page of *sub*'s log (newest first) that ``?cursor=`` and ``?limit=`` ask for,
-    or the first: each delivery with its attempts (newest first), and the next cursor."""
+def deliveries(subscription_id: int, *, first_page: bool = False) -> CursorList[DeliveryJSON]:
+    """The page of a subscription's log (newest first) that ``?cursor=`` and ``?limit=``
+    ask for, or the first: each delivery with its attempts (newest first)."""
     # Each delivery with the name of its event, not the whole event, nor its subscription.
     event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
-    stmt = select(Delivery).where(Delivery.subscription_id == sub.id)
+    stmt = select(Delivery).where(Delivery.subscription_id == subscription_id)
     stmt = stmt.options(lazyload(Delivery.subscription), event_name)
-    page = cursor_page(
-        db_session,
-        stmt,
-        key=[Delivery.id],
-        valid=Validation(data={}) if first_page else None,
-        max_limit=MAX_LIMIT,
-        default_limit=DEFAULT_LIMIT,
+    valid = Validation(data={}) if first_page else None
+    page = pagination.cursor_page(
+        db_session, stmt, key=[Delivery.id], valid=valid, max_limit=50, default_limit=20
     )
     attempts: dict[int, list[Attempt]] = {delivery.id: [] for delivery in page.items}
     found = select(Attempt).where(Attempt.delivery_id.in_(attempts)).order_by(Attempt.id.desc())
     for attempt in db_session.scalars(found):
         attempts[attempt.delivery_id].append(attempt)
-    return [(d, attempts[d.id]) for d in page.items], page.next_cursor
+    return page.listing(lambda delivery: _delivery_json(delivery, attempts[delivery.id]))
