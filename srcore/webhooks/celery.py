@@ -1,7 +1,6 @@
 """Celery runs the worker loop on many machines: ``SRCORE_SERVICE=todo celery -A
-srcore.webhooks.celery worker --beat`` (see the operators' guide). The broker carries
-wake-ups only; the database is the queue, and beat queues a ``drain`` every poll interval
-anyway, so a lost message delays deliveries and never loses one.
+srcore.webhooks.celery worker --beat``. The broker carries wake-ups only: the database is
+the queue and beat queues a ``drain`` every poll interval, so a lost message only delays.
 """
 
 from __future__ import annotations
@@ -48,17 +47,14 @@ class _Wakeups:
     """A commit queues a ``drain`` unless one waits (a Redis mark): a burst costs one message."""
 
     def __init__(self, celery_app: Celery, service_id: str, broker: str, slots: int) -> None:
-        self.celery_app = celery_app
-        self.queue = queue_name(service_id)
+        self.celery_app, self.queue, self.slots = celery_app, queue_name(service_id), slots
         self.key = f"srcore-webhooks:{service_id}:queued"
-        self.slots = slots
         self._redis: Any = None
         if broker.startswith(("redis://", "rediss://")):
             import redis
 
-            self._redis = redis.Redis.from_url(
-                broker, socket_timeout=PUBLISH_TIMEOUT, socket_connect_timeout=PUBLISH_TIMEOUT
-            )
+            timeouts = dict(socket_timeout=PUBLISH_TIMEOUT, socket_connect_timeout=PUBLISH_TIMEOUT)
+            self._redis = redis.Redis.from_url(broker, **timeouts)
 
     def send(self, spread: int = 0) -> None:
         self.celery_app.send_task(DRAIN, args=[spread], queue=self.queue)
@@ -69,11 +65,11 @@ class _Wakeups:
             self.send()
 
     def started(self) -> None:
-        if self._redis is not None:
-            try:
+        try:
+            if self._redis is not None:
                 self._redis.delete(self.key)
-            except Exception as exc:  # it expires; commits meanwhile wait for beat
-                log.warning("could not clear the queued-drain mark: %s", exc)
+        except Exception as exc:  # it expires; commits meanwhile wait for beat
+            log.warning("could not clear the queued-drain mark: %s", exc)
 
 
 def make_celery(
@@ -86,8 +82,8 @@ def make_celery(
 ) -> Celery:
     """The Celery app of *app*'s webhooks, built without connecting. *broker* defaults to
     ``[global] webhooks-broker``; tests shorten the timings with *worker* (which builds
-    each task's :class:`~srcore.webhooks.worker.Worker`), *tick* (beat's) and *drain_time*
-    (a task's, after which it queues its successor)."""
+    each task's worker), *tick* (beat's) and *drain_time* (a task's, after which it
+    queues its successor)."""
     try:
         from celery import Celery
         from celery.signals import worker_process_init
@@ -136,11 +132,13 @@ def make_celery(
         one more process to join while more waits than one holds, up to *slots* at once."""
         wakeups.started()  # before looking: a commit that found the mark is seen here
         with lock:
-            w = idle.pop() if idle else None
-        w = w or build()
+            w = idle.pop() if idle else build()
         try:
-            if spread + 1 < wakeups.slots and w.batch <= _backlog(w):
-                wakeups.send(spread + 1)
+            if spread + 1 < wakeups.slots:
+                with st.db.session() as session:  # outbox rows not yet fanned out
+                    waiting = select(OutboxRow.id).where(OutboxRow.fanned_out_at.is_(None))
+                    if len(session.scalars(waiting.limit(w.batch)).all()) >= w.batch:
+                        wakeups.send(spread + 1)
             until = time.monotonic() + drain_time
             handled = w.drain(until=until)
             if time.monotonic() >= until:
@@ -157,13 +155,6 @@ def make_celery(
     return celery_app
 
 
-def _backlog(worker: Worker) -> int:
-    """Outbox rows not yet fanned out, up to a batch."""
-    with worker.state.db.session() as session:
-        waiting = select(OutboxRow.id).where(OutboxRow.fanned_out_at.is_(None))
-        return len(session.scalars(waiting.limit(worker.batch)).all())
-
-
 class CeleryDispatcher:
     """A commit queues a ``drain``. Built without IO: the Celery app at the first nudge."""
 
@@ -175,26 +166,18 @@ class CeleryDispatcher:
     def __repr__(self) -> str:
         return f"<CeleryDispatcher {self.app.extensions['srcore'].service_id}>"
 
-    @property
-    def celery(self) -> Celery:
-        """The Celery app that carries this service's task."""
+    def nudge(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
         with self._lock:
-            if self._celery is None:
-                self._celery = make_celery(self.app)
-            return self._celery
+            self._celery = self._celery or make_celery(self.app)
+        self._celery.webhook_wakeups.after_commit()
 
-    def nudge(self, outbox_ids: Sequence[int]) -> None:
-        if outbox_ids:
-            self.celery.webhook_wakeups.after_commit()
-
-    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
-        if delivery_ids:
-            self.celery.webhook_wakeups.after_commit()
+    nudge_deliveries = nudge
 
 
 class NoServiceError(RuntimeError, AttributeError):
-    """``SRCORE_SERVICE`` is not set (an AttributeError too, so that ``hasattr(module,
-    "app")`` is False)."""
+    """``SRCORE_SERVICE`` is not set (an AttributeError too: ``hasattr(module, "app")``)."""
 
 
 def default_app(environ: Mapping[str, str] | None = None) -> Celery:
@@ -214,8 +197,7 @@ def default_app(environ: Mapping[str, str] | None = None) -> Celery:
 def _service_celery(service: str, config: str | None) -> Celery:
     with contextlib.suppress(ManifestError):  # not an installed id: a package
         service = service_package(service)
-    factory: Callable[..., Flask] = importlib.import_module(service).create_app
-    return make_celery(factory(config=config))
+    return make_celery(importlib.import_module(service).create_app(config=config))
 
 
 def __getattr__(name: str) -> Any:
