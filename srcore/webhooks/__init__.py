@@ -1,9 +1,6 @@
-"""Webhooks: declared events, subscriptions, signed and retried deliveries.
-
-A service calls :func:`emit` inside its transaction; a worker (:mod:`.worker`, woken
-locally or through :mod:`.celery`) fans the event out and delivers it; a receiver checks
-what it got with :func:`verify`.
-"""
+"""Webhooks: a service calls :func:`emit` inside its transaction; a worker (:mod:`.worker`,
+woken locally or through :mod:`.celery`) fans the event out and delivers it, signed and
+retried; a receiver checks what it got with :func:`verify`."""
 
 from __future__ import annotations
 
@@ -11,12 +8,7 @@ import functools
 
 from flask import Flask
 
-from srcore.signatures import (
-    WebhookVerificationError,
-    derive_secret,
-    generate_secret,
-    verify,
-)
+from srcore.signatures import WebhookVerificationError, derive_secret, generate_secret, verify
 from srcore.webhooks.models import Subscription
 from srcore.webhooks.outbox import (
     EXTENSION_KEY,
@@ -58,9 +50,7 @@ def build_dispatcher(app: Flask) -> Dispatcher:
 def init_app(app: Flask, *, can_receive: CanReceive | None = None) -> None:
     """Give *app* its :class:`WebhooksState`, let subscriptions follow meta's revocations,
     and add the webhook API and pages if its service has events users may subscribe to.
-
-    *can_receive* is asked when a subscription is limited to one resource (with a probe
-    event about it): False refuses the subscription, its owner cannot see that resource.
+    *can_receive* judges a subscription limited to one resource (:data:`.outbox.CanReceive`).
     """
     app.extensions[EXTENSION_KEY] = WebhooksState(
         dispatcher=build_dispatcher(app), can_receive=can_receive

@@ -1,10 +1,6 @@
-"""Fan-out: one outbox row becomes one delivery row per matching subscription.
-
-A subscription matches when it is enabled, lists the event, is not limited to another
-resource, held the event's scope when it subscribed, is in the event's audience (judged
-from the owner and visibility recorded at emit, never from today's rows), and its owner
-is not suspended at meta (:mod:`.accounts`).
-"""
+"""Fan-out: an outbox row becomes a delivery per subscription that is enabled, lists the
+event, is not limited to another resource, held the event's scope when it subscribed, is
+in the event's audience, and whose owner is not suspended at meta (:mod:`.accounts`)."""
 
 from __future__ import annotations
 
@@ -110,7 +106,8 @@ def fan_out(
     ids = [row.id for row in rows]
     # An event no longer declared reaches nobody.
     wanted = [row for row in rows if manifest.event(row.event) is not None]
-    new: list[dict[str, Any]] = []
+    new: list[dict[str, Any]] = []  # pending, due at once
+    fresh = dict(status=DeliveryStatus.pending, attempts=0, next_attempt_at=moment, created=moment)
     if wanted:
         done = select(d.c.outbox_id, d.c.subscription_id).where(d.c.outbox_id.in_(ids))
         existing = {(int(a), int(b)) for a, b in conn.execute(done)}
@@ -122,9 +119,8 @@ def fan_out(
             declared = manifest.event(row.event)
             assert declared is not None
             for sub in subscriptions:
-                if (row.id, sub.id) in existing or sub.owner_id in suspended:
-                    continue
-                if sub.resource is not None and sub.resource != row.resource:
+                done_or_suspended = (row.id, sub.id) in existing or sub.owner_id in suspended
+                if done_or_suspended or sub.resource not in (None, row.resource):
                     continue
                 fit = fits.get((sub.id, row.event))
                 if fit is None:
@@ -132,7 +128,8 @@ def fan_out(
                     fit = row.event in sub.events.split() and _holds(sub, scope)
                     fits[sub.id, row.event] = fit
                 if fit and audience_allows(declared.audience, sub, row):
-                    new.append(_delivery_row(sub.id, row.id, moment))
+                    pair = {"subscription_id": sub.id, "outbox_id": row.id}
+                    new.append({**fresh, **pair, "message_id": new_message_id()})
     created: list[int] = []
     if new:
         insert_rows(conn, d, new)  # then the new ids read back by message id
@@ -142,20 +139,6 @@ def fan_out(
     conn.execute(update(o).where(o.c.id.in_(ids)).values(fanned_out_at=moment, claimed_until=None))
     session.commit()
     return created
-
-
-def _delivery_row(subscription_id: int, outbox_id: int, now: datetime) -> dict[str, Any]:
-    """A new delivery's columns: pending, due at once."""
-    return {
-        "subscription_id": subscription_id,
-        "outbox_id": outbox_id,
-        "message_id": new_message_id(),
-        "status": DeliveryStatus.pending.value,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "claimed_until": None,
-        "created": now,
-    }
 
 
 _outbox_table = cast(Table, OutboxRow.__table__)

@@ -1,9 +1,6 @@
-"""``emit``: record an event in the outbox, inside the transaction of the change.
-
-Emitting costs one INSERT however many subscribers there are, and a rolled-back change
-emits nothing; a worker fans the event out later. After the commit the app's dispatcher
-(kept in its :class:`WebhooksState`) is nudged, never before.
-"""
+"""``emit``: record an event in the outbox, inside the transaction of the change: one
+INSERT however many subscribers, nothing if it rolls back. A worker fans it out later;
+the app's dispatcher is nudged after the commit, never before."""
 
 from __future__ import annotations
 
@@ -20,6 +17,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from srcore.db import session as db_session
 from srcore.db import utcnow
 from srcore.webhooks.models import OutboxRow, Subscription
 
@@ -48,11 +46,11 @@ _PENDING_KEY = "srcore_webhooks_emitted"
 
 
 class Dispatcher(Protocol):
-    """Told after a commit about new outbox rows and deliveries made due by hand."""
+    """Told after a commit about new outbox rows or deliveries made due by hand (ids)."""
 
-    def nudge(self, outbox_ids: Sequence[int]) -> None: ...
+    def nudge(self, ids: Sequence[int]) -> None: ...
 
-    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None: ...
+    def nudge_deliveries(self, ids: Sequence[int]) -> None: ...  # the same; to go
 
 
 class LocalDispatcher:
@@ -64,13 +62,11 @@ class LocalDispatcher:
     def __repr__(self) -> str:
         return "<LocalDispatcher>"
 
-    def nudge(self, outbox_ids: Sequence[int]) -> None:
-        if outbox_ids:
+    def nudge(self, ids: Sequence[int]) -> None:
+        if ids:
             self.wakeup.set()
 
-    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
-        if delivery_ids:
-            self.wakeup.set()
+    nudge_deliveries = nudge
 
 
 @dataclass
@@ -114,16 +110,9 @@ def insert_event(
     now: datetime | None = None,
 ) -> int:
     """Insert one outbox row in *session*'s transaction and return its id (no checks)."""
-    statement = insert(OutboxRow).values(
-        event=event,
-        resource=resource,
-        owner_id=owner_id,
-        visibility=visibility,
-        payload=dump_payload(data),
-        created=now or utcnow(),
-    )
-    outbox_id: int = session.execute(statement.returning(OutboxRow.id)).scalar_one()
-    return outbox_id
+    row = dict(resource=resource, owner_id=owner_id, visibility=visibility, created=now or utcnow())
+    statement = insert(OutboxRow).values(event=event, payload=dump_payload(data), **row)
+    return int(session.execute(statement.returning(OutboxRow.id)).scalar_one())
 
 
 def _after_commit(session: Session) -> None:
@@ -150,13 +139,13 @@ def emit(
     visibility: str | None = None,
     session: Session | None = None,
 ) -> None:
-    """Record the declared *event* with *data* in the current transaction (*session*, by
-    default :data:`srcore.db.session`, flushed first: *data* and *resource* may be
-    functions reading a new row's id); deliver it after the commit.
+    """Record the declared *event* with *data* in *session*'s transaction (by default
+    :data:`srcore.db.session`'s, flushed first: *data* and *resource* may be functions
+    reading a new row's id); deliver it after the commit.
 
-    *resource* (``tracker:12``) serves subscriptions limited to one resource. *owner_id*
-    (needed by ``owner`` and ``readers`` events) and *visibility* are recorded: the
-    event's audience is judged from them, whatever becomes of the resource meantime.
+    *resource* (``tracker:12``) serves subscriptions limited to one resource. The
+    event's audience is judged from *owner_id* (needed by ``owner`` and ``readers``
+    events) and *visibility* as recorded, whatever becomes of the resource meantime.
     """
     from srcore.service import state
 
@@ -173,10 +162,7 @@ def emit(
             f"event {event!r} goes to its owner ({declared.audience!r} audience): "
             "emit it with owner_id"
         )
-    if session is None:
-        from srcore.db import session as request_session
-
-        session = request_session
+    session = db_session if session is None else session
     session.flush()
     outbox_id = insert_event(
         session,
