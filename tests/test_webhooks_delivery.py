@@ -22,8 +22,7 @@ from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.sender import PooledSender, Sender
 from srcore.signatures import generate_secret
 from srcore.testing import create_user
-from srcore.webhooks.claims import load_jobs
-from srcore.webhooks.delivery import prune_log, record, send
+from srcore.webhooks.delivery import load_jobs, prune_log, record
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.models import (
     Attempt,
@@ -35,6 +34,7 @@ from srcore.webhooks.models import (
 )
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.settings import WebhookSettings, settings_for
+from srcore.webhooks.worker import send
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])
@@ -500,7 +500,7 @@ def test_trusted_subscription_reaches_a_private_address_others_are_refused(
 def test_a_batch_sends_trusted_subscriptions_through_the_trusted_sessions(
     app: Any, db: Any, receiver: Receiver
 ) -> None:
-    from srcore.webhooks.delivery import sender_for
+    from srcore.webhooks.worker import sender_for
 
     strict = AddressPolicy()  # loopback refused
     plain = subscribe(db, receiver.url)

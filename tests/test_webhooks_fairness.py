@@ -254,7 +254,7 @@ def test_a_claim_takes_a_bounded_share_of_one_subscription(app: Any, db: Any) ->
     does not fill a worker while other subscriptions wait."""
     from datetime import UTC, datetime
 
-    from srcore.webhooks.claims import claim_deliveries, claim_outbox
+    from srcore.webhooks.delivery import claim_deliveries, claim_outbox
     from srcore.webhooks.fanout import fan_out
 
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from srcore.webhooks.claims import claim_deliveries, claim_outbox
+from srcore.webhooks.delivery import claim_deliveries, claim_outbox
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.models import Delivery, OutboxRow
 from srcore.webhooks.worker import Worker

@@ -18,7 +18,7 @@ from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.sender import PooledSender
 from srcore.signatures import generate_secret
 from srcore.webhooks import emit
-from srcore.webhooks.claims import claim_deliveries, claim_outbox
+from srcore.webhooks.delivery import claim_deliveries, claim_outbox
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBase
 from srcore.webhooks.worker import Worker
 

@@ -1,9 +1,11 @@
-"""Sending and recording deliveries: sign and POST one, then write down what it meant.
+"""Deliveries, with the database as the queue: claim rows with a lease, read what to
+send, and :func:`record` what the worker's attempts meant.
 
-Delivered on 2xx; final when the policy refused the target; the subscription disabled at
-once on 410 Gone; otherwise retried per the schedule, counted from the end of the
-attempt, until the subscription has failed for ``webhook-disable-after``: then it is
-disabled and its owner told. The worker runs :func:`send` on its threads.
+A claim sets ``claimed_until``: the row is the claimer's until then and everyone's again
+when the lease ends, so a worker that dies loses nothing. PostgreSQL picks rows ``FOR
+UPDATE SKIP LOCKED``; the claiming UPDATE takes only rows still free, so two workers never
+hold one row on SQLite either. Claims and records commit lazily (:func:`.lazy_commit`):
+one lost in a crash is claimed again, or resent with the same ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -11,75 +13,189 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from srcore.outbound import AddressPolicy, Exchange, PooledSender, Sender
-from srcore.signatures import sign_with_key
+from srcore.outbound import Exchange
+from srcore.signatures import decode_secret
 from srcore.sqlrows import execute_rows, insert_rows, lazy_commit, rows_of
-from srcore.webhooks.claims import Job
-from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
+from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, OutboxRow, Subscription
 from srcore.webhooks.settings import WebhookSettings, next_attempt_at
 
-__all__ = ["prune_log", "record", "redeliver", "send", "sender_for"]
+__all__ = [
+    "Job",
+    "claim_deliveries",
+    "claim_outbox",
+    "load_jobs",
+    "prune_log",
+    "record",
+    "redeliver",
+]
 
 log = logging.getLogger("srcore.webhooks")
 PENDING, FAILED = DeliveryStatus.pending, DeliveryStatus.failed
+#: At most this many deliveries of one subscription in one claim.
+LANE = 128
 
 
-def sender_for(
-    policy: AddressPolicy, settings: WebhookSettings, *, trusted: bool = False
-) -> PooledSender:
-    """The sender of deliveries under *policy* and *settings*; with *trusted*, one without
-    the address and port checks, for trusted (first-party) subscriptions only."""
-    return PooledSender(
-        None if trusted else policy,
-        connect_timeout=settings.connect_timeout.total_seconds(),
-        body_cap=settings.body_cap,
-        maxsize=max(settings.per_host, 1),
+def _claim(
+    session: Session, table: sa.Table, chosen: sa.Select[Any], now: datetime, lease: timedelta
+) -> list[int]:
+    """Lease those rows of *table* that *chosen* selects and are still free; their ids."""
+    lazy_commit(session)
+    statement = (
+        sa.update(table)
+        .where(table.c.id.in_(chosen.scalar_subquery()), _free(table, now))
+        .values(claimed_until=now + lease)
+        .returning(table.c.id)
     )
+    return sorted(int(i) for i in session.connection().execute(statement).scalars())
 
 
-def send(
-    job: Job,
-    http: Sender,
-    trusted_http: Sender,
-    clock: Callable[[], datetime],
-    config: WebhookSettings,
-) -> None:
-    """Sign *job*'s body and POST it (through *trusted_http* for a trusted subscription)
-    within one ``config.timeout`` deadline; the outcome is stored on *job*. Never raises:
-    an unexpected error is kept as ``job.failure``."""
-    try:
-        now = clock()
-        timestamp = int(now.timestamp())
-        headers = {
-            "content-type": "application/json",
-            "user-agent": config.user_agent,
-            "webhook-id": job.message_id,
-            "webhook-timestamp": str(timestamp),
-        }
-        key, previous, expires = job.keys
-        keys = [key]
-        if previous is not None and (expires is None or expires > now):
-            keys.append(previous)  # the rotation overlap lasts
-        signature = " ".join(sign_with_key(k, job.message_id, timestamp, job.body) for k in keys)
-        started = time.perf_counter()
-        job.exchange = (trusted_http if job.trusted else http).post(
-            job.url,
-            {**headers, "webhook-signature": signature},
-            job.body,
-            deadline=time.monotonic() + config.timeout.total_seconds(),
+def _free(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
+
+
+def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: int) -> list[int]:
+    """Claim up to *limit* outbox rows not yet fanned out; returns their ids."""
+    o = _outbox
+    chosen = sa.select(o.c.id).where(o.c.fanned_out_at.is_(None), _free(o, now)).order_by(o.c.id)
+    return _claim(session, o, chosen.limit(limit).with_for_update(skip_locked=True), now, lease)
+
+
+def claim_deliveries(
+    session: Session,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    exclude: Collection[int] = (),
+    per_subscription: int = LANE,
+) -> list[int]:
+    """Claim up to *limit* due pending deliveries, oldest event first, at most
+    *per_subscription* of any one subscription and none of those in *exclude*.
+
+    A receiver gets a subscription's events in order as far as first attempts go: a
+    delivery waits while an earlier one of its subscription awaits its first attempt and
+    is in flight or not yet due. Retries hold nothing up.
+    """
+    d = _delivery
+    held_up = (
+        sa.select(d.c.subscription_id, sa.func.min(d.c.outbox_id).label("first"))
+        .where(
+            d.c.status == PENDING,
+            d.c.attempts == 0,
+            sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now),
         )
-        job.duration_ms = round((time.perf_counter() - started) * 1000)
-        job.now, job.headers, job.ended = now, headers, clock()
-    except Exception as exc:  # recorded as not attempted; the lease brings it back
-        job.failure = exc
+        .group_by(d.c.subscription_id)
+        .subquery("held_up")
+    )
+    due = [
+        d.c.status == PENDING,
+        d.c.next_attempt_at <= now,
+        _free(d, now),
+        sa.or_(held_up.c.first.is_(None), held_up.c.first > d.c.outbox_id),
+    ]
+    if exclude:
+        due.append(d.c.subscription_id.not_in(sorted(exclude)))
+    # PostgreSQL locks no rows of a windowed SELECT: rank them in a subquery.
+    order = (d.c.outbox_id, d.c.id)
+    rank = sa.func.row_number().over(partition_by=d.c.subscription_id, order_by=order)
+    ranked = (
+        sa.select(d.c.id, d.c.outbox_id, rank.label("rank"))
+        .select_from(d.outerjoin(held_up, held_up.c.subscription_id == d.c.subscription_id))
+        .where(*due)
+        .subquery("ranked")
+    )
+    first = (
+        sa.select(ranked.c.id)
+        .where(ranked.c.rank <= per_subscription)
+        .order_by(ranked.c.outbox_id, ranked.c.id)
+        .limit(limit)
+    )
+    chosen = sa.select(d.c.id).where(d.c.id.in_(first)).with_for_update(skip_locked=True)
+    return _claim(session, d, chosen, now, lease)
+
+
+@dataclass
+class Job:
+    """One delivery to attempt (its fields from ``id`` to ``event`` are the columns that
+    :func:`load_jobs` reads), then what :func:`.worker.send` made of it."""
+
+    body: bytes
+    #: The subscription's secret, and its previous one until it expires.
+    keys: tuple[bytes, bytes | None, datetime | None]
+    id: int
+    message_id: str
+    attempts: int
+    next_attempt_at: datetime
+    #: Set for a manual redelivery: the status to go back to if it fails, and the
+    #: automatic retry it put aside (resumed if it fails).
+    manual_status: str | None
+    resume_at: datetime | None
+    subscription_id: int
+    outbox_id: int
+    url: str
+    trusted: bool
+    failing_since: datetime | None
+    event: str
+    now: datetime | None = None
+    #: When the attempt ended: retries count from here, not from its start.
+    ended: datetime | None = None
+    headers: dict[str, str] | None = None
+    exchange: Exchange | None = None
+    duration_ms: int = 0
+    failure: BaseException | None = None
+
+
+def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
+    """The jobs of the pending deliveries among *delivery_ids*, in event order (one
+    statement). Deliveries of a disabled subscription are cancelled; one that cannot be
+    built (a malformed secret) is logged and left to its lease."""
+    d, s, o = _delivery, _subscription, _outbox
+    rows = session.connection().execute(
+        sa.select(*(d.c[n] for n in ("id", "message_id", "attempts", "next_attempt_at")))
+        .add_columns(d.c.manual_status, d.c.resume_at, d.c.subscription_id, d.c.outbox_id)
+        .add_columns(s.c.url, s.c.trusted, s.c.failing_since, o.c.event)
+        .add_columns(s.c.enabled, s.c.secret, s.c.previous_secret, s.c.previous_secret_expires)
+        .add_columns(o.c.created, o.c.payload)
+        .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
+        .where(d.c.id.in_(sorted(set(delivery_ids))), d.c.status == PENDING)
+        .order_by(d.c.outbox_id, d.c.id)
+    )
+    cancelled: list[int] = []
+    jobs: list[Job] = []
+    bodies: dict[int, bytes] = {}
+    keys: dict[int, Any] = {}
+    for row in rows:
+        if not row.enabled:
+            cancelled.append(row.id)
+            continue
+        try:
+            if row.outbox_id not in bodies:
+                data = {"type": row.event, "timestamp": row.created.isoformat()}
+                data["data"] = json.loads(row.payload)
+                bodies[row.outbox_id] = json.dumps(data, separators=(",", ":")).encode()
+            if row.subscription_id not in keys:
+                old = decode_secret(row.previous_secret) if row.previous_secret else None
+                secret = decode_secret(row.secret)
+                keys[row.subscription_id] = (secret, old, row.previous_secret_expires)
+        except Exception as exc:
+            log.exception("delivery %d cannot be sent: %s", row.id, exc)
+            continue
+        jobs.append(Job(bodies[row.outbox_id], keys[row.subscription_id], *row[:12]))
+    if cancelled:
+        session.execute(
+            sa.update(d)
+            .where(d.c.id.in_(cancelled), d.c.status == PENDING)
+            .values(status=DeliveryStatus.cancelled, claimed_until=None)
+        )
+    return jobs
 
 
 def record(
@@ -87,7 +203,12 @@ def record(
 ) -> None:
     """Record what happened to *jobs* in one transaction of a few set-based statements,
     then tell the owners of the subscriptions it disabled. A job never sent (stopping, or
-    its lease ran short) is freed, due at once. Commits."""
+    its lease ran short) is freed, due at once. Commits.
+
+    Delivered on 2xx; final when the policy refused the target; the subscription disabled
+    at once on 410 Gone; otherwise retried per the schedule, counted from the end of the
+    attempt, until the subscription has failed for ``webhook-disable-after``.
+    """
     d, s = _delivery, _subscription
     loaded: dict[int, datetime | None] = {}  # failing_since per subscription, as read
     failing: dict[int, datetime | None] = {}  # and after this batch
@@ -106,7 +227,7 @@ def record(
         failing.setdefault(job.subscription_id, job.failing_since)
         changes.append(_outcome(job, job.exchange, job.now, failing, disabled, config, rng))
         attempts.append(_attempt_row(job, job.exchange, config.body_cap))
-    lazy_commit(session)  # a record lost in a crash: the delivery is resent, same webhook-id
+    lazy_commit(session)
     conn = session.connection()
     if unsent:
         conn.execute(sa.update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))
@@ -234,6 +355,7 @@ def prune_log(session: Session, *, now: datetime, retention: timedelta) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+_outbox = cast(sa.Table, OutboxRow.__table__)
 _delivery = cast(sa.Table, Delivery.__table__)
 _subscription = cast(sa.Table, Subscription.__table__)
 _attempt = cast(sa.Table, Attempt.__table__)

@@ -1,6 +1,6 @@
 """The worker: the one loop that fans out, sends and records webhook deliveries.
 
-Each step records what was sent, claims outbox rows and due deliveries (:mod:`.claims`),
+Each step records what was sent, claims outbox rows and due deliveries (:mod:`.delivery`),
 starts a thread per *lane* (a subscription's claimed deliveries, sent in event order) and
 fans the outbox rows out. A lane holds one of its receiver's ``per_host`` slots, then one
 of the worker's ``concurrency``: a slow receiver holds up only its own deliveries.
@@ -22,9 +22,16 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
-from srcore.outbound import AddressPolicy, Sender, policy_for
-from srcore.webhooks.claims import Job, claim_deliveries, claim_outbox, load_jobs
-from srcore.webhooks.delivery import prune_log, record, send, sender_for
+from srcore.outbound import AddressPolicy, PooledSender, Sender, policy_for
+from srcore.signatures import sign_with_key
+from srcore.webhooks.delivery import (
+    Job,
+    claim_deliveries,
+    claim_outbox,
+    load_jobs,
+    prune_log,
+    record,
+)
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.outbox import webhooks_state
 from srcore.webhooks.settings import WebhookSettings, settings_for
@@ -32,7 +39,7 @@ from srcore.webhooks.settings import WebhookSettings, settings_for
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["Worker", "poll_interval_for"]
+__all__ = ["Worker", "poll_interval_for", "send", "sender_for"]
 
 log = logging.getLogger("srcore.webhooks.worker")
 
@@ -49,6 +56,56 @@ def poll_interval_for(app: Flask) -> float:
     value = app.extensions["srcore"].config.global_.get("webhook-poll-interval")
     seconds = value.total_seconds() if isinstance(value, timedelta) else 1.0
     return seconds if seconds > 0 else 1.0
+
+
+def sender_for(
+    policy: AddressPolicy, settings: WebhookSettings, *, trusted: bool = False
+) -> PooledSender:
+    """The sender of deliveries under *policy* and *settings*; with *trusted*, one without
+    the address and port checks, for trusted (first-party) subscriptions only."""
+    return PooledSender(
+        None if trusted else policy,
+        connect_timeout=settings.connect_timeout.total_seconds(),
+        body_cap=settings.body_cap,
+        maxsize=max(settings.per_host, 1),
+    )
+
+
+def send(
+    job: Job,
+    http: Sender,
+    trusted_http: Sender,
+    clock: Callable[[], datetime],
+    config: WebhookSettings,
+) -> None:
+    """Sign *job*'s body and POST it (through *trusted_http* for a trusted subscription)
+    within one ``config.timeout`` deadline; the outcome is stored on *job*. Never raises:
+    an unexpected error is kept as ``job.failure``."""
+    try:
+        now = clock()
+        timestamp = int(now.timestamp())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": config.user_agent,
+            "webhook-id": job.message_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        key, previous, expires = job.keys
+        keys = [key]
+        if previous is not None and (expires is None or expires > now):
+            keys.append(previous)  # the rotation overlap lasts
+        signature = " ".join(sign_with_key(k, job.message_id, timestamp, job.body) for k in keys)
+        started = time.perf_counter()
+        job.exchange = (trusted_http if job.trusted else http).post(
+            job.url,
+            {**headers, "webhook-signature": signature},
+            job.body,
+            deadline=time.monotonic() + config.timeout.total_seconds(),
+        )
+        job.duration_ms = round((time.perf_counter() - started) * 1000)
+        job.now, job.headers, job.ended = now, headers, clock()
+    except Exception as exc:  # recorded as not attempted; the lease brings it back
+        job.failure = exc
 
 
 def _receiver(url: str) -> str:
