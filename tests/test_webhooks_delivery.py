@@ -162,7 +162,7 @@ def deliver_now(
     logged = {i: _attempts(db, i) for i in delivery_ids}
     jobs = load_jobs(db, delivery_ids)
     for job in jobs:
-        send(job, http, trusted_http or http, clock, config)
+        send(job, (trusted_http or http) if job.trusted else http, config, clock)
         if job.failure is not None:
             raise job.failure
     record(db, jobs, config=config, rng=random.Random(3))
@@ -509,7 +509,7 @@ def test_a_batch_sends_trusted_subscriptions_through_the_trusted_sessions(
     assert len(ids) == 4
     subscription_of = {i: db.get(Delivery, i).subscription_id for i in ids}
     settings = WebhookSettings()
-    sessions, trusted = sender_for(strict, settings), sender_for(strict, settings, trusted=True)
+    sessions, trusted = sender_for(strict, settings), sender_for(None, settings)
     results = deliver_now(db, ids, Clock(), http=sessions, trusted_http=trusted)
     sessions.close()
     trusted.close()

@@ -216,6 +216,49 @@ def record(
     attempts: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
     unsent: list[int] = []
+
+    def outcome(job: Job, exchange: Exchange, now: datetime) -> dict[str, Any]:
+        """What *exchange* means for *job* (a row of :data:`_OUTCOME`) and for its
+        subscription (*failing* and *disabled* are updated)."""
+        sid, status = job.subscription_id, exchange.status
+        # A manual redelivery is an attempt of its own: it neither counts towards nor moves
+        # the automatic schedule, which resumes where it was if it fails.
+        manual = job.manual_status is not None
+        row: dict[str, Any] = dict(o_id=job.id, o_status=FAILED, o_last_status_code=status)
+        row.update(o_attempts=0 if manual else 1, o_delivered_at=None)
+        row["o_next_attempt_at"] = job.next_attempt_at
+        where = f"{job.event} {job.message_id} to {job.url}"
+        if status is not None and 200 <= status < 300 and exchange.error is None:
+            failing[sid] = None
+            log.info("delivered %s in %d ms", where, job.duration_ms)
+            return {**row, "o_status": DeliveryStatus.delivered, "o_delivered_at": now}
+        error = exchange.error or f"HTTP {status}"
+        if sid not in disabled and status == 410:
+            disabled[sid] = (f"{job.url} answered 410 Gone", now)
+        elif sid not in disabled and exchange.refused:
+            log.warning("not delivering %s, and not retrying: %s", where, error)
+            return row
+        elif sid not in disabled:
+            since = failing[sid] = failing[sid] or now
+            if now - since >= config.disable_after:
+                why = f"every delivery to {job.url} failed since {since:%Y-%m-%d %H:%M} UTC"
+                disabled[sid] = (f"{why} (last: {error})", now)
+        if sid in disabled:  # by this attempt or an earlier one of the batch
+            return row
+        if manual:
+            log.info("manual redelivery of %s failed: %s", where, error)
+            resume = job.manual_status == PENDING and job.resume_at is not None
+            retry_at = job.resume_at if resume else job.next_attempt_at
+            return {**row, "o_status": job.manual_status, "o_next_attempt_at": retry_at}
+        ended = job.ended or now
+        retry = next_attempt_at(job.attempts + 1, ended, rng, schedule=config.schedule)
+        if retry is None:
+            log.warning("gave up on %s after %d attempts: %s", where, job.attempts + 1, error)
+            return row
+        delay = round((retry - ended).total_seconds())
+        log.info("retrying %s in %d s: %s", job.message_id, delay, status or error)
+        return {**row, "o_status": PENDING, "o_next_attempt_at": retry}
+
     for job in sorted(jobs, key=lambda j: (j.outbox_id, j.id)):
         if job.failure is not None or job.exchange is None or job.now is None:
             if job.failure is None:
@@ -225,7 +268,7 @@ def record(
             continue
         loaded.setdefault(job.subscription_id, job.failing_since)
         failing.setdefault(job.subscription_id, job.failing_since)
-        changes.append(_outcome(job, job.exchange, job.now, failing, disabled, config, rng))
+        changes.append(outcome(job, job.exchange, job.now))
         attempts.append(_attempt_row(job, job.exchange, config.body_cap))
     lazy_commit(session)
     conn = session.connection()
@@ -268,57 +311,6 @@ def record(
             log.exception("could not tell the owner of subscription %d", sid)
 
 
-def _outcome(
-    job: Job,
-    exchange: Exchange,
-    now: datetime,
-    failing: dict[int, datetime | None],
-    disabled: dict[int, tuple[str, datetime]],
-    config: WebhookSettings,
-    rng: random.Random,
-) -> dict[str, Any]:
-    """What *exchange* means for *job* (a row of :data:`_OUTCOME`) and for its subscription
-    (*failing* and *disabled* are updated)."""
-    sid, status = job.subscription_id, exchange.status
-    # A manual redelivery is an attempt of its own: it neither counts towards nor moves
-    # the automatic schedule, which resumes where it was if it fails.
-    manual = job.manual_status is not None
-    outcome: dict[str, Any] = dict(o_id=job.id, o_status=FAILED, o_last_status_code=status)
-    outcome.update(o_attempts=0 if manual else 1, o_delivered_at=None)
-    outcome["o_next_attempt_at"] = job.next_attempt_at
-    where = f"{job.event} {job.message_id} to {job.url}"
-    if status is not None and 200 <= status < 300 and exchange.error is None:
-        failing[sid] = None
-        log.info("delivered %s in %d ms", where, job.duration_ms)
-        return {**outcome, "o_status": DeliveryStatus.delivered, "o_delivered_at": now}
-    error = exchange.error or f"HTTP {status}"
-    if sid not in disabled and status == 410:
-        disabled[sid] = (f"{job.url} answered 410 Gone", now)
-    elif sid not in disabled and exchange.refused:
-        log.warning("not delivering %s, and not retrying: %s", where, error)
-        return outcome
-    elif sid not in disabled:
-        since = failing[sid] = failing[sid] or now
-        if now - since >= config.disable_after:
-            why = f"every delivery to {job.url} failed since {since:%Y-%m-%d %H:%M} UTC"
-            disabled[sid] = (f"{why} (last: {error})", now)
-    if sid in disabled:  # by this attempt or an earlier one of the batch
-        return outcome
-    if manual:
-        log.info("manual redelivery of %s failed: %s", where, error)
-        resume = job.manual_status == PENDING and job.resume_at is not None
-        retry_at = job.resume_at if resume else job.next_attempt_at
-        return {**outcome, "o_status": job.manual_status, "o_next_attempt_at": retry_at}
-    ended = job.ended or now
-    retry = next_attempt_at(job.attempts + 1, ended, rng, schedule=config.schedule)
-    if retry is None:
-        log.warning("gave up on %s after %d attempts: %s", where, job.attempts + 1, error)
-        return outcome
-    delay = round((retry - ended).total_seconds())
-    log.info("retrying %s in %d s: %s", job.message_id, delay, status or error)
-    return {**outcome, "o_status": PENDING, "o_next_attempt_at": retry}
-
-
 def _attempt_row(job: Job, exchange: Exchange, cap: int) -> dict[str, Any]:
     return {
         "delivery_id": job.id,
@@ -359,7 +351,7 @@ _outbox = cast(sa.Table, OutboxRow.__table__)
 _delivery = cast(sa.Table, Delivery.__table__)
 _subscription = cast(sa.Table, Subscription.__table__)
 _attempt = cast(sa.Table, Attempt.__table__)
-#: A delivery's outcome (:func:`_outcome`): ``o_`` and the columns it sets.
+#: A delivery's outcome (in :func:`record`): ``o_`` and the columns it sets.
 _OUTCOME = {
     f"o_{c}": _delivery.c[c].type
     for c in ("id", "status", "attempts", "last_status_code", "delivered_at", "next_attempt_at")

@@ -58,53 +58,33 @@ def poll_interval_for(app: Flask) -> float:
     return seconds if seconds > 0 else 1.0
 
 
-def sender_for(
-    policy: AddressPolicy, settings: WebhookSettings, *, trusted: bool = False
-) -> PooledSender:
-    """The sender of deliveries under *policy* and *settings*; with *trusted*, one without
-    the address and port checks, for trusted (first-party) subscriptions only."""
-    return PooledSender(
-        None if trusted else policy,
-        connect_timeout=settings.connect_timeout.total_seconds(),
-        body_cap=settings.body_cap,
-        maxsize=max(settings.per_host, 1),
-    )
+def sender_for(policy: AddressPolicy | None, settings: WebhookSettings) -> PooledSender:
+    """The sender of deliveries under *policy* (None: no address and port checks, for
+    trusted first-party subscriptions only) and *settings*."""
+    timeout, cap = settings.connect_timeout.total_seconds(), settings.body_cap
+    return PooledSender(policy, connect_timeout=timeout, body_cap=cap, maxsize=settings.per_host)
 
 
-def send(
-    job: Job,
-    http: Sender,
-    trusted_http: Sender,
-    clock: Callable[[], datetime],
-    config: WebhookSettings,
-) -> None:
-    """Sign *job*'s body and POST it (through *trusted_http* for a trusted subscription)
-    within one ``config.timeout`` deadline; the outcome is stored on *job*. Never raises:
-    an unexpected error is kept as ``job.failure``."""
+def send(job: Job, http: Sender, config: WebhookSettings, clock: Callable[[], datetime]) -> None:
+    """Sign *job*'s body and POST it with *http* within one ``config.timeout`` deadline;
+    the outcome is stored on *job*. Never raises: an unexpected error is kept as
+    ``job.failure`` (not attempted: the lease brings it back)."""
     try:
         now = clock()
         timestamp = int(now.timestamp())
-        headers = {
-            "content-type": "application/json",
-            "user-agent": config.user_agent,
-            "webhook-id": job.message_id,
-            "webhook-timestamp": str(timestamp),
-        }
+        headers = {"content-type": "application/json", "user-agent": config.user_agent}
+        headers.update({"webhook-id": job.message_id, "webhook-timestamp": str(timestamp)})
         key, previous, expires = job.keys
         keys = [key]
         if previous is not None and (expires is None or expires > now):
             keys.append(previous)  # the rotation overlap lasts
         signature = " ".join(sign_with_key(k, job.message_id, timestamp, job.body) for k in keys)
-        started = time.perf_counter()
-        job.exchange = (trusted_http if job.trusted else http).post(
-            job.url,
-            {**headers, "webhook-signature": signature},
-            job.body,
-            deadline=time.monotonic() + config.timeout.total_seconds(),
-        )
+        signed = {**headers, "webhook-signature": signature}
+        deadline, started = time.monotonic() + config.timeout.total_seconds(), time.perf_counter()
+        job.exchange = http.post(job.url, signed, job.body, deadline=deadline)
         job.duration_ms = round((time.perf_counter() - started) * 1000)
         job.now, job.headers, job.ended = now, headers, clock()
-    except Exception as exc:  # recorded as not attempted; the lease brings it back
+    except Exception as exc:
         job.failure = exc
 
 
@@ -144,7 +124,7 @@ class Worker:
         if lease <= self.settings.timeout:
             raise ValueError(f"the lease ({lease}) must be longer than webhook-timeout")
         self.http = http or sender_for(self.policy, self.settings)
-        self.trusted_http = trusted_http or sender_for(self.policy, self.settings, trusted=True)
+        self.trusted_http = trusted_http or sender_for(None, self.settings)
         self.clock = clock
         self.rng = random.Random()
         self.lease = lease
@@ -183,9 +163,8 @@ class Worker:
                     for hook in webhooks_state(self.app).prepare:
                         hook(session)
                 self._prepared = True
-            while not self._ended.empty():
-                self._busy.discard(self._ended.get())
-            handled = self._record(session, _take(self._finished))
+            self._busy.difference_update(self._ended.get() for _ in range(self._ended.qsize()))
+            handled = self._record(session)
             if self._stopping.is_set():
                 return handled
             now, claimed_at = self.clock(), time.monotonic()
@@ -231,7 +210,8 @@ class Worker:
                     late = time.monotonic() + timeout > must_end
                     if late or self._stopping.is_set() or (self._finishing.is_set() and not sent):
                         break
-                    send(job, self.http, self.trusted_http, self.clock, self.settings)
+                    http = self.trusted_http if job.trusted else self.http
+                    send(job, http, self.settings, self.clock)
                     self._finished.put(job)  # recorded at the next step, lane over or not
                     sent += 1
         finally:
@@ -240,7 +220,9 @@ class Worker:
             self._ended.put(jobs[0].subscription_id)
             self.wake.set()
 
-    def _record(self, session: Session, jobs: list[Job]) -> int:
+    def _record(self, session: Session) -> int:
+        """Record the jobs the lanes have finished."""
+        jobs = [self._finished.get() for _ in range(self._finished.qsize())]
         if jobs:
             self._held -= len(jobs)  # recorded, or left to their leases if this fails
             record(session, jobs, config=self.settings, rng=self.rng)
@@ -293,12 +275,12 @@ class Worker:
             self._stopping.set()
         while self._busy:
             self._busy.discard(self._ended.get())
-        jobs, recorded = _take(self._finished), 0
+        recorded = 0
         try:
             with self.state.db.session() as session:
-                recorded = self._record(session, jobs)
+                recorded = self._record(session)
         except Exception:  # their leases end and they are tried again
-            log.exception("could not record %d deliveries while stopping", len(jobs))
+            log.exception("could not record the deliveries while stopping")
         self._finishing.clear()
         if not was_stopping:
             self._stopping.clear()
@@ -309,11 +291,3 @@ class Worker:
         self._stopping.set()
         self.http.close()
         self.trusted_http.close()
-
-
-def _take(items: queue.SimpleQueue[Job]) -> list[Job]:
-    """Everything in *items* now."""
-    taken: list[Job] = []
-    while not items.empty():
-        taken.append(items.get())
-    return taken
