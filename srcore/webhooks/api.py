@@ -5,17 +5,14 @@ them read-write."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from functools import partial
 from typing import TypedDict
 
-from flask import Blueprint, Response, abort, g, request, url_for
+from flask import Blueprint, Response, g, request, url_for
 
 from srcore.auth.api import _challenge, bearer_token
-from srcore.auth.scopes import Scope, format_scopes, satisfies
+from srcore.auth.scopes import format_scopes
 from srcore.auth.web import current_user
-from srcore.db import session as db_session
 from srcore.errors import error_response
 from srcore.openapi import Accepted, Created, NoContent, accepted, created, no_content, operation
 from srcore.pagination import CursorList
@@ -23,7 +20,6 @@ from srcore.service import state
 from srcore.validation import Validation
 from srcore.webhooks import subscriptions as subs
 from srcore.webhooks.catalog import CatalogEntry, event_catalog
-from srcore.webhooks.models import Subscription
 from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION, DeliveryJSON, SubscriptionJSON
 
 __all__ = ["api"]
@@ -46,7 +42,7 @@ def _refused(exc: subs.Refused) -> Response:
 @api.before_request
 def _authenticate() -> Response | None:
     """Require a token holding a scope of this service (but for the catalog and CORS
-    preflights); each view checks the scopes of the events at hand."""
+    preflights); the scopes of the events at hand are checked as each is used."""
     if request.endpoint == "srcore_webhooks_api.events" or request.method == "OPTIONS":
         return None
     st = state()
@@ -64,34 +60,8 @@ def _authenticate() -> Response | None:
         # Loads (or copies from meta) the token's user; 401/403 if unknown or suspended.
         current_user._get_current_object()
     client_id = token.client_id if token.subject is None else None
-    g.srcore_webhook_subscriber = subs.Subscriber(token.subject, client_id, own)
+    g.srcore_webhook_subscriber = subs.Subscriber(token.subject, client_id, own, token=True)
     return None
-
-
-def _check_scopes(events: Iterable[str], *, write: bool = True) -> None:
-    """403 unless the token may receive the declared ones of *events* or, to manage
-    subscriptions to them (*write*), holds their scopes read-write."""
-    manifest = state().manifest
-    declared = filter(None, map(manifest.event, events))
-    needed = {Scope(manifest.id, event.scope, "RW" if write else "RO") for event in declared}
-    held = g.srcore_webhook_subscriber.scopes
-    missing = format_scopes(scope for scope in needed if not satisfies(held, scope))
-    if missing:
-        doing = "Managing webhooks of" if write else "Receiving"
-        reason = f"{doing} these events needs the scope {missing}, which this token does not hold."
-        response = _challenge(403, reason, error="insufficient_scope", scope=missing)
-        response.set_data(json.dumps({"errors": [{"field": "events", "reason": reason}]}) + "\n")
-        abort(response)
-
-
-def _subscription(subscription_id: int, *, write: bool = True) -> Subscription:
-    """The token's webhook (404 if not its own), if it may receive or (*write*) manage it."""
-    sub = subs.find(subscription_id)
-    _check_scopes(sub.event_names, write=write)
-    return sub
-
-
-_read_change = partial(subs.read_subscription, partial=True)
 
 
 @api.get("/events")
@@ -112,11 +82,7 @@ def api_list() -> CursorList[SubscriptionJSON]:
 @operation(body=subs.read_subscription, token=True)
 def api_create() -> Created[SubscriptionJSON]:
     """Subscribe a URL to events; the answer holds the signing secret, shown only here."""
-    valid = Validation()
-    values = subs.read_subscription(valid)
-    valid.raise_if_invalid()
-    _check_scopes(values.events or ())
-    body = subs.create_subscription(values, valid)
+    body = subs.create(Validation())
     return created(body, location=url_for(".api_get", subscription_id=body["id"]))
 
 
@@ -124,27 +90,21 @@ def api_create() -> Created[SubscriptionJSON]:
 @operation(token=True)
 def api_get(subscription_id: int) -> SubscriptionJSON:
     """One of the token's webhooks."""
-    return subs.subscription_json(subs.find(subscription_id))
+    return subs.show(subscription_id)
 
 
 @api.patch(SUBSCRIPTION)
-@operation(body=_read_change, token=True)
+@operation(body=partial(subs.read_subscription, partial=True), token=True)
 def api_update(subscription_id: int) -> SubscriptionJSON:
     """Change a webhook's url, events or enabled (those sent); its resource is fixed."""
-    sub = _subscription(subscription_id)
-    valid = Validation()
-    values = _read_change(valid)
-    valid.raise_if_invalid()
-    _check_scopes(values.events or ())
-    return subs.update_subscription(sub, values, valid)
+    return subs.update(subscription_id, Validation(), partial=True)
 
 
 @api.delete(SUBSCRIPTION)
 @operation(token=True)
 def api_delete(subscription_id: int) -> NoContent:
     """Delete a webhook and its delivery log."""
-    db_session.delete(_subscription(subscription_id))
-    db_session.commit()
+    subs.delete(subscription_id)
     return no_content()
 
 
@@ -153,25 +113,22 @@ def api_delete(subscription_id: int) -> NoContent:
 def api_rotate(subscription_id: int) -> SubscriptionJSON:
     """Give a webhook a new secret (in the answer); the old one keeps signing beside it
     for ``overlap`` seconds (a day unless sent), so receivers can switch over."""
-    sub = _subscription(subscription_id)
-    valid = Validation() if request.content_length or request.form else Validation(data={})
-    overlap = subs.read_overlap(valid)
-    valid.raise_if_invalid()
-    return subs.rotate_secret(sub, overlap)
+    sent = request.content_length or request.form
+    return subs.rotate(subscription_id, Validation() if sent else Validation(data={}))
 
 
 @api.get(f"{SUBSCRIPTION}/deliveries")
 @operation(query=subs.read_page, token=True)
 def api_deliveries(subscription_id: int) -> CursorList[DeliveryJSON]:
     """A webhook's delivery log, newest first, with each delivery's attempts."""
-    return subs.deliveries(_subscription(subscription_id, write=False).id)
+    return subs.deliveries(subscription_id)
 
 
 @api.post(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver")
 @operation(token=True, errors={409: "The webhook is disabled."})
 def api_redeliver(subscription_id: int, delivery_id: int) -> Accepted[DeliveryJSON]:
     """Send a delivery again, now, with the same ``webhook-id``."""
-    return accepted(subs.redeliver(_subscription(subscription_id), delivery_id))
+    return accepted(subs.redeliver(subscription_id, delivery_id))
 
 
 @api.post(f"{SUBSCRIPTION}/ping")
@@ -184,4 +141,4 @@ def api_redeliver(subscription_id: int, delivery_id: int) -> Accepted[DeliveryJS
 )
 def api_ping(subscription_id: int) -> Accepted[DeliveryJSON]:
     """Send the webhook (and no other) a ``ping`` test event."""
-    return accepted(subs.send_ping(_subscription(subscription_id)))
+    return accepted(subs.ping(subscription_id))

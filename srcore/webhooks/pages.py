@@ -17,10 +17,10 @@ from srcore.db import session as db_session
 from srcore.errors import error_response
 from srcore.pagination import page_number, paginate_pages
 from srcore.service import state
-from srcore.validation import Validation
+from srcore.validation import Validation, ValidationFailed
 from srcore.webhooks import subscriptions as subs
 from srcore.webhooks.models import Subscription
-from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION, SubscriptionJSON, find
+from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION, SubscriptionJSON
 
 __all__ = ["pages"]
 
@@ -82,42 +82,38 @@ def index() -> str:
 @pages.route(f"{SUBSCRIPTION}/edit", methods=["GET", "POST"], endpoint="edit")
 def form(subscription_id: int | None = None) -> Any:
     """A new webhook's form (``?events=`` and ``?resource=`` fill it in), or an edit's."""
-    sub = None if subscription_id is None else find(subscription_id)
-    shown = None if sub is None else subs.subscription_json(sub)
-    context = {"subscription": shown, "manifest": state().manifest}
+    sub = None if subscription_id is None else subs.show(subscription_id)
+    context = {"subscription": sub, "manifest": state().manifest}
     if request.method == "GET":
-        chosen = request.args.getlist("events") if shown is None else shown["events"]
+        chosen = request.args.getlist("events") if sub is None else sub["events"]
         resource = subs.read_subscription(Validation()).resource
         return render_template(FORM, chosen=chosen, resource=resource, **context)
     valid = Validation.form(FORM, lambda: {"chosen": request.form.getlist("events")}, **context)
-    values = subs.read_subscription(valid)
-    if sub is None:
-        return _detail(subs.create_subscription(values, valid), status=201)
-    subs.update_subscription(sub, values, valid)
+    if subscription_id is None:
+        return _detail(subs.create(valid), status=201)
+    subs.update(subscription_id, valid)
     return _back("Webhook saved.")
 
 
 @pages.route(SUBSCRIPTION)
 def detail(subscription_id: int) -> tuple[str, int]:
-    return _detail(subs.subscription_json(find(subscription_id)))
+    return _detail(subs.show(subscription_id))
 
 
 @pages.post(f"{SUBSCRIPTION}/rotate")
 def rotate(subscription_id: int) -> Any:
-    sub = find(subscription_id)
-    valid = Validation()
-    overlap = subs.read_overlap(valid)
-    if not valid.ok:
-        reasons = "; ".join(err.reason for err in valid.errors)
+    try:
+        return _detail(subs.rotate(subscription_id, Validation()))
+    except ValidationFailed as exc:
+        reasons = "; ".join(err.reason for err in exc.validation.errors)
         return _back(f"The secret was not rotated: {reasons}", "error")
-    return _detail(subs.rotate_secret(sub, overlap))
 
 
 @pages.post(f"{SUBSCRIPTION}/enable", endpoint="enable")
 @pages.post(f"{SUBSCRIPTION}/disable", endpoint="disable")
 def enable(subscription_id: int) -> Response:
     enabled = request.endpoint == "srcore_webhooks.enable"
-    subs.set_enabled(find(subscription_id), enabled)
+    subs.update(subscription_id, Validation(data={"enabled": enabled}), partial=True)
     if enabled:
         return _back("Webhook enabled.")
     return _back("Webhook disabled: no events are sent to it until you enable it.")
@@ -125,19 +121,18 @@ def enable(subscription_id: int) -> Response:
 
 @pages.post(f"{SUBSCRIPTION}/delete")
 def delete(subscription_id: int) -> Response:
-    db_session.delete(find(subscription_id))
-    db_session.commit()
+    subs.delete(subscription_id)
     flash("Webhook deleted.", "success")
     return redirect(url_for(".index"))
 
 
 @pages.post(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver")
 def redeliver_page(subscription_id: int, delivery_id: int) -> Response:
-    sent = subs.redeliver(find(subscription_id), delivery_id)
+    sent = subs.redeliver(subscription_id, delivery_id)
     return _back(f"Delivery {sent['message_id']} will be sent again shortly.")
 
 
 @pages.post(f"{SUBSCRIPTION}/ping")
 def ping(subscription_id: int) -> Response:
-    sent = subs.send_ping(find(subscription_id))
+    sent = subs.ping(subscription_id)
     return _back(f"A test event ({sent['message_id']}) will be sent shortly.")

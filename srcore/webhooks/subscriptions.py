@@ -1,7 +1,7 @@
 """What the API and the pages both do with a subscriber's subscriptions: read the input,
-check it, change them (each change commits) and show them (as the API's JSON, which the
-pages render too). Another's subscription is a 404; the operator's trusted ones are never
-shown. The API checks a token's scopes itself.
+check it, change them (each change commits) and show them as the API's JSON, which the
+pages render too. Another's subscription is a 404, the operator's trusted ones are never
+shown, and a token's scopes limit which it may receive or manage.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import joinedload, lazyload
 
 from srcore import pagination
-from srcore.auth.scopes import Scope, format_scopes
+from srcore.auth.api import _challenge
+from srcore.auth.scopes import Scope, format_scopes, satisfies
 from srcore.db import session as db_session
 from srcore.db import utcnow
 from srcore.outbound.targets import Resolver, lookup, target_problem
@@ -41,22 +42,22 @@ __all__ = [
     "Refused",
     "Subscriber",
     "SubscriptionJSON",
-    "create_subscription",
+    "create",
+    "delete",
     "deliveries",
     "events_scopes",
-    "find",
     "listing",
     "owned",
+    "ping",
     "read_overlap",
     "read_page",
     "read_subscription",
     "redeliver",
-    "rotate_secret",
-    "send_ping",
-    "set_enabled",
+    "rotate",
     "set_resolver",
+    "show",
     "subscription_json",
-    "update_subscription",
+    "update",
 ]
 
 log = logging.getLogger("srcore.webhooks")
@@ -66,6 +67,7 @@ SUBSCRIPTION = "/<id:subscription_id>"
 DELIVERY = "<id(max=9223372036854775807):delivery_id>"
 #: ``?cursor=`` and ``?limit=`` of a listing: 20 items unless asked, 50 at most.
 read_page = partial(pagination.read_page, max_limit=50, default_limit=20)
+_page = partial(pagination.cursor_page, db_session, max_limit=50, default_limit=20)
 MAX_SUBSCRIPTIONS = 100
 #: The least time between two test events to one subscription.
 PING_INTERVAL = timedelta(seconds=30)
@@ -142,12 +144,13 @@ class Subscriber:
     """Who the request acts for, put on ``g`` by the API's and the pages' before_request."""
 
     user_id: int | None
-    client_id: str | None  # None when acting for a user
-    #: The scopes of this service the subscriber holds right now.
+    client_id: str | None  # only when acting for no user
+    #: The scopes of this service it holds now; a *token*'s limit what it may do.
     scopes: frozenset[Scope]
+    token: bool = False
 
 
-class SubscriptionInput(NamedTuple):
+class _Input(NamedTuple):
     """What a create or a change sent; ``None`` is "not sent" (a PATCH)."""
 
     url: str | None
@@ -200,14 +203,14 @@ def subscription_json(sub: Subscription, *, secret: bool = False) -> Subscriptio
     return body
 
 
-def _headers(text: str | None) -> dict[str, str]:
+def _headers(text: str) -> dict[str, str]:
     """Logged headers (a JSON object of text), leaving out anything else."""
     try:
-        value = json.loads(text or "{}")
+        found = json.loads(text)
     except ValueError:
         return {}
-    found = value.items() if isinstance(value, dict) else ()
-    return {str(k): v for k, v in found if isinstance(v, str)}
+    pairs = found.items() if isinstance(found, dict) else ()
+    return {str(k): v for k, v in pairs if isinstance(v, str)}
 
 
 def _delivery_json(delivery: Delivery, attempts: Iterable[Attempt] = ()) -> DeliveryJSON:
@@ -268,7 +271,7 @@ def _read_events(valid: Validation) -> tuple[str, ...] | None:
     return None
 
 
-def read_subscription(valid: Validation, *, partial: bool = False) -> SubscriptionInput:
+def read_subscription(valid: Validation, *, partial: bool = False) -> _Input:
     """url, events and maybe a ``resource`` such as ``tracker:12``; with *partial* (a
     PATCH), url, events and enabled, each only if sent, and no resource (it is fixed)."""
     if partial and "resource" in valid:
@@ -280,13 +283,29 @@ def read_subscription(valid: Validation, *, partial: bool = False) -> Subscripti
         valid.error("Must name one resource, like tracker:12.", "resource")
         resource = None
     enabled = valid.require("enabled", bool) if partial and "enabled" in valid else None
-    return SubscriptionInput(url, events, resource, enabled)
+    return _Input(url, events, resource, enabled)
 
 
 def read_overlap(valid: Validation) -> timedelta:
     """How long the old secret keeps signing after a rotation: ``overlap`` seconds."""
     seconds = valid.optional("overlap", int, min=0, max=MAX_OVERLAP, default=ROTATION_OVERLAP)
     return timedelta(seconds=ROTATION_OVERLAP if seconds is None else seconds)
+
+
+def _check(events: Iterable[str], *, write: bool = True) -> None:
+    """403 unless a token may receive the declared ones of *events* or, to manage
+    subscriptions to them (*write*), holds their scopes read-write."""
+    subscriber: Subscriber = g.srcore_webhook_subscriber
+    manifest = state().manifest
+    declared = filter(None, map(manifest.event, events))
+    needed = {Scope(manifest.id, event.scope, "RW" if write else "RO") for event in declared}
+    missing = format_scopes(s for s in needed if not satisfies(subscriber.scopes, s))
+    if subscriber.token and missing:
+        doing = "Managing webhooks of" if write else "Receiving"
+        reason = f"{doing} these events needs the scope {missing}, which this token does not hold."
+        response = _challenge(403, reason, error="insufficient_scope", scope=missing)
+        response.set_data(json.dumps({"errors": [{"field": "events", "reason": reason}]}) + "\n")
+        abort(response)
 
 
 def owned() -> ColumnElement[bool]:
@@ -299,18 +318,24 @@ def owned() -> ColumnElement[bool]:
     return visible & Subscription.owner_id.is_(None) & client
 
 
-def find(subscription_id: int) -> Subscription:
-    """The subscriber's subscription *subscription_id*; 404 if it has none such."""
+def _find(subscription_id: int, write: bool | None = True) -> Subscription:
+    """The subscriber's subscription (404 if it has none such), if it may manage it
+    (*write*) or receive its events (not *write*; None: no check)."""
     query = select(Subscription).where(Subscription.id == subscription_id, owned())
-    return db_session.scalar(query) or abort(404)
+    sub = db_session.scalar(query) or abort(404)
+    if write is not None:
+        _check(sub.event_names, write=write)
+    return sub
+
+
+def show(subscription_id: int) -> SubscriptionJSON:
+    """One of the subscriber's subscriptions."""
+    return subscription_json(_find(subscription_id, None))
 
 
 def listing() -> CursorList[SubscriptionJSON]:
     """The page of the subscriber's subscriptions (newest first) the request asks for."""
-    stmt = select(Subscription).where(owned())
-    page = pagination.cursor_page(
-        db_session, stmt, key=[Subscription.id], max_limit=50, default_limit=20
-    )
+    page = _page(select(Subscription).where(owned()), key=[Subscription.id])
     return page.listing(subscription_json)
 
 
@@ -322,28 +347,31 @@ def _check_target(valid: Validation, url: str | None) -> None:
         valid.error(f"Webhooks cannot be sent there: {problem}.", "url")
 
 
-def create_subscription(values: SubscriptionInput, valid: Validation) -> SubscriptionJSON:
+def create(valid: Validation) -> SubscriptionJSON:
     """Check and store the subscriber's new subscription, shown with its secret. Bad input
     raises ValidationFailed with every error on *valid*."""
+    url, events, resource, _ = read_subscription(valid)
+    if valid.ok:
+        _check(events or ())
     subscriber: Subscriber = g.srcore_webhook_subscriber
     sub = Subscription(
         owner_id=subscriber.user_id,
         owner_client=subscriber.client_id,
-        url=values.url,
-        events=" ".join(values.events or ()),
-        resource=values.resource,
+        url=url,
+        events=" ".join(events or ()),
+        resource=resource,
         scopes=format_scopes(subscriber.scopes),
         secret=generate_secret(),
         enabled=True,
         confirmed_at=utcnow(),
     )
     # Checked even when other fields are wrong, so a form shows every problem at once.
-    _check_target(valid, values.url)
+    _check_target(valid, url)
     can_receive = webhooks_state().can_receive
-    if valid.ok and values.events and values.resource and can_receive is not None:
+    if valid.ok and events and resource and can_receive is not None:
         # Limited to one resource: one its owner can see (asked with a probe event about it).
-        probe = OutboxRow(event=values.events[0], resource=values.resource, payload="{}")
-        reason = f"There is no {values.resource} that you can see."
+        probe = OutboxRow(event=events[0], resource=resource, payload="{}")
+        reason = f"There is no {resource} that you can see."
         valid.expect(can_receive(sub, probe), reason, field="resource")
     valid.raise_if_invalid()
     if (db_session.scalar(select(func.count()).where(owned())) or 0) >= MAX_SUBSCRIPTIONS:
@@ -355,36 +383,43 @@ def create_subscription(values: SubscriptionInput, valid: Validation) -> Subscri
     return subscription_json(sub, secret=True)
 
 
-def update_subscription(
-    sub: Subscription, values: SubscriptionInput, valid: Validation
-) -> SubscriptionJSON:
-    """Apply the url, events and enabled sent; raises ValidationFailed for any error."""
-    _check_target(valid, values.url if values.url != sub.url else None)
+def update(subscription_id: int, valid: Validation, *, partial: bool = False) -> SubscriptionJSON:
+    """Change the url, events and enabled (with *partial*, those sent); raises
+    ValidationFailed for any error."""
+    sub = _find(subscription_id)
+    url, events, _, enabled = read_subscription(valid, partial=partial)
+    if valid.ok:
+        _check(events or ())
+    _check_target(valid, url if url != sub.url else None)
     valid.raise_if_invalid()
-    sub.url = values.url or sub.url
-    if values.events is not None:
-        sub.events = " ".join(values.events)
+    sub.url = url or sub.url
+    if events is not None:
+        sub.events = " ".join(events)
         # It now receives what the subscriber holds today.
         sub.scopes = format_scopes(g.srcore_webhook_subscriber.scopes)
     # Its owner has seen it as it is now: see srcore.webhooks.accounts.
     sub.confirmed_at = utcnow()
-    return set_enabled(sub, sub.enabled if values.enabled is None else values.enabled)
-
-
-def set_enabled(sub: Subscription, enabled: bool) -> SubscriptionJSON:
-    """Enable or disable *sub* by its owner's wish."""
-    if enabled != sub.enabled:
+    if enabled is not None and enabled != sub.enabled:
         sub.enabled = enabled
         sub.disabled_reason = None if enabled else "Disabled by its owner."
         if enabled:
             sub.failing_since = None
-            sub.confirmed_at = utcnow()
     db_session.commit()
     return subscription_json(sub)
 
 
-def rotate_secret(sub: Subscription, overlap: timedelta) -> SubscriptionJSON:
-    """Give *sub* a new secret (shown); the current one keeps signing for *overlap*."""
+def delete(subscription_id: int) -> None:
+    """Delete the subscription and its delivery log."""
+    db_session.delete(_find(subscription_id))
+    db_session.commit()
+
+
+def rotate(subscription_id: int, valid: Validation) -> SubscriptionJSON:
+    """Give the subscription a new secret (shown); the current one keeps signing for the
+    ``overlap`` on *valid*."""
+    sub = _find(subscription_id)
+    overlap = read_overlap(valid)
+    valid.raise_if_invalid()
     keep = overlap > timedelta(0)
     sub.previous_secret = sub.secret if keep else None
     sub.previous_secret_expires = utcnow() + overlap if keep else None
@@ -402,8 +437,9 @@ def _sent(delivery: Delivery) -> DeliveryJSON:
     return _delivery_json(delivery)
 
 
-def redeliver(sub: Subscription, delivery_id: int) -> DeliveryJSON:
-    """Send *sub*'s delivery again, now, with the same ``webhook-id``."""
+def redeliver(subscription_id: int, delivery_id: int) -> DeliveryJSON:
+    """Send one of the subscription's deliveries again, now, with the same ``webhook-id``."""
+    sub = _find(subscription_id)
     if not sub.enabled:
         raise Refused(409, "This webhook is disabled; enable it before redelivering.")
     mine = select(Delivery).where(Delivery.id == delivery_id, Delivery.subscription_id == sub.id)
@@ -413,16 +449,15 @@ def redeliver(sub: Subscription, delivery_id: int) -> DeliveryJSON:
     return _sent(delivery)
 
 
-def send_ping(sub: Subscription) -> DeliveryJSON:
-    """Send *sub* alone a ``ping`` event, one per :data:`PING_INTERVAL` at most: its outbox
-    row is written already fanned out; its delivery shows in the log like any other."""
+def ping(subscription_id: int) -> DeliveryJSON:
+    """Send the subscription alone a ``ping`` event, one per :data:`PING_INTERVAL` at most:
+    its outbox row is written already fanned out; its delivery is logged like any other."""
+    sub = _find(subscription_id)
     if not sub.enabled:
         raise Refused(409, "This webhook is disabled; enable it before sending a test event.")
     now = utcnow()
-    pings = select(func.max(Delivery.created)).join(OutboxRow, Delivery.outbox_id == OutboxRow.id)
-    last = db_session.scalar(
-        pings.where(Delivery.subscription_id == sub.id, OutboxRow.event == PING)
-    )
+    pings = select(func.max(Delivery.created)).join(Delivery.outbox).where(OutboxRow.event == PING)
+    last = db_session.scalar(pings.where(Delivery.subscription_id == sub.id))
     if last is not None and now - last < PING_INTERVAL:
         wait = int((PING_INTERVAL - (now - last)).total_seconds()) + 1
         reason = f"A test event was sent moments ago; wait {wait} seconds before sending another."
@@ -441,14 +476,13 @@ def send_ping(sub: Subscription) -> DeliveryJSON:
 def deliveries(subscription_id: int, *, first_page: bool = False) -> CursorList[DeliveryJSON]:
     """The page of a subscription's log (newest first) that ``?cursor=`` and ``?limit=``
     ask for, or the first: each delivery with its attempts (newest first)."""
+    sub = _find(subscription_id, write=False)
     # Each delivery with the name of its event, not the whole event, nor its subscription.
     event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
-    stmt = select(Delivery).where(Delivery.subscription_id == subscription_id)
+    stmt = select(Delivery).where(Delivery.subscription_id == sub.id)
     stmt = stmt.options(lazyload(Delivery.subscription), event_name)
     valid = Validation(data={}) if first_page else None
-    page = pagination.cursor_page(
-        db_session, stmt, key=[Delivery.id], valid=valid, max_limit=50, default_limit=20
-    )
+    page = _page(stmt, key=[Delivery.id], valid=valid)
     attempts: dict[int, list[Attempt]] = {delivery.id: [] for delivery in page.items}
     found = select(Attempt).where(Attempt.delivery_id.in_(attempts)).order_by(Attempt.id.desc())
     for attempt in db_session.scalars(found):
