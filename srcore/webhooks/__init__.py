@@ -52,10 +52,7 @@ def init_app(app: Flask, *, can_receive: CanReceive | None = None) -> None:
     and add the webhook API and pages if its service has events users may subscribe to.
     *can_receive* judges a subscription limited to one resource (:data:`.outbox.CanReceive`).
     """
-    app.extensions[EXTENSION_KEY] = WebhooksState(
-        dispatcher=build_dispatcher(app), can_receive=can_receive
-    )
-
+    app.extensions[EXTENSION_KEY] = WebhooksState(build_dispatcher(app), can_receive)
     from srcore.auth.revocation import on_revocations
     from srcore.webhooks.accounts import after_revocations
 

@@ -101,6 +101,8 @@ def make_celery(
         )
     seconds = tick.total_seconds() if tick is not None else max(poll_interval_for(app), 1.0)
     queue = queue_name(st.service_id)
+    # A tick nobody took within a tick is dropped: ticks do not pile up without workers.
+    tick_options = {"queue": queue, "expires": max(seconds, 1.0)}
     celery_app = Celery(f"srcore-webhooks-{st.service_id}", set_as_current=False)
     celery_app.conf.update(
         broker_url=broker,
@@ -112,13 +114,8 @@ def make_celery(
         task_default_queue=queue,
         worker_prefetch_multiplier=1,  # a drain waiting is left to an idle process
         worker_hijack_root_logger=False,  # the service's logging stays as srcore set it up
-        # A tick nobody took within a tick is dropped: ticks do not pile up without workers.
         beat_schedule={
-            "srcore-webhooks-tick": {
-                "task": DRAIN,
-                "schedule": seconds,
-                "options": {"queue": queue, "expires": max(seconds, 1.0)},
-            }
+            "srcore-webhooks-tick": dict(task=DRAIN, schedule=seconds, options=tick_options)
         },
     )
     slots = int(st.config.global_["webhook-celery-slots"])
@@ -128,8 +125,8 @@ def make_celery(
     lock = threading.Lock()
 
     def drain(spread: int = 0) -> int:
-        """Run the worker loop until nothing is due (or *drain_time*, then hand on); ask
-        one more process to join while more waits than one holds, up to *slots* at once."""
+        """Run the loop until nothing is due (or *drain_time*, then hand on); ask one more
+        process to join while more waits than one holds, up to *slots* at once."""
         wakeups.started()  # before looking: a commit that found the mark is seen here
         with lock:
             w = idle.pop() if idle else build()
@@ -176,8 +173,8 @@ class CeleryDispatcher:
     nudge_deliveries = nudge
 
 
-class NoServiceError(RuntimeError, AttributeError):
-    """``SRCORE_SERVICE`` is not set (an AttributeError too: ``hasattr(module, "app")``)."""
+class NoServiceError(RuntimeError, AttributeError):  # hasattr(module, "app") is False
+    """``SRCORE_SERVICE`` is not set."""
 
 
 def default_app(environ: Mapping[str, str] | None = None) -> Celery:

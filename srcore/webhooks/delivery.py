@@ -1,11 +1,8 @@
 """Deliveries, with the database as the queue: claim rows with a lease, read what to
-send, and :func:`record` what the worker's attempts meant.
-
-A claim sets ``claimed_until``: the row is the claimer's until then and everyone's again
-when the lease ends, so a worker that dies loses nothing. PostgreSQL picks rows ``FOR
-UPDATE SKIP LOCKED``; the claiming UPDATE takes only rows still free, so two workers never
-hold one row on SQLite either. Claims and records commit lazily (:func:`.lazy_commit`):
-one lost in a crash is claimed again, or resent with the same ``webhook-id``.
+send, :func:`record` what the attempts meant. A claimed row is everyone's again when its
+lease ends, so a dying worker loses nothing; the claiming UPDATE takes only rows still
+free (``SKIP LOCKED`` on PostgreSQL). Claims and records commit lazily: one lost in a
+crash is claimed again, or resent with the same ``webhook-id``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from flask import Flask, current_app
 from sqlalchemy import event as sa_event
@@ -83,9 +83,7 @@ class WebhooksState:
 
 def webhooks_state(app: Flask | None = None) -> WebhooksState:
     """The webhooks state of *app*, or of the current app."""
-    target = app if app is not None else current_app
-    result: WebhooksState = target.extensions[EXTENSION_KEY]
-    return result
+    return cast(WebhooksState, (app or current_app).extensions[EXTENSION_KEY])
 
 
 def dump_payload(data: Mapping[str, Any]) -> str:
@@ -153,15 +151,11 @@ def emit(
     declared = st.manifest.event(event)
     if declared is None:
         names = ", ".join(e.name for e in st.manifest.events) or "none"
-        raise ValueError(
-            f"event {event!r} is not declared in {st.manifest.package}/service.yaml "
-            f"(declared: {names})"
-        )
+        where = f"{st.manifest.package}/service.yaml"
+        raise ValueError(f"event {event!r} is not declared in {where} (declared: {names})")
     if declared.audience in ("owner", "readers") and owner_id is None:
-        raise ValueError(
-            f"event {event!r} goes to its owner ({declared.audience!r} audience): "
-            "emit it with owner_id"
-        )
+        audience = f"{declared.audience!r} audience"
+        raise ValueError(f"event {event!r} goes to its owner ({audience}): emit it with owner_id")
     session = db_session if session is None else session
     session.flush()
     outbox_id = insert_event(

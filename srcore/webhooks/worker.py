@@ -1,9 +1,7 @@
-"""The worker: the one loop that fans out, sends and records webhook deliveries.
-
-Each step records what was sent, claims outbox rows and due deliveries (:mod:`.delivery`),
-starts a thread per *lane* (a subscription's claimed deliveries, sent in event order) and
-fans the outbox rows out. A lane holds one of its receiver's ``per_host`` slots, then one
-of the worker's ``concurrency``: a slow receiver holds up only its own deliveries.
+"""The worker: each step records what was sent, claims outbox rows and due deliveries,
+starts a thread per *lane* (a subscription's deliveries, sent in event order) and fans
+the outbox rows out. A lane holds one of its receiver's ``per_host`` slots, then one of
+the worker's ``concurrency``: a slow receiver holds up only its own deliveries.
 """
 
 from __future__ import annotations
