@@ -273,21 +273,10 @@ def record(
         conn.execute(sa.update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))
     insert_rows(conn, _attempt, attempts)
     new = rows_of(conn, _OUTCOME)
-    statement = (
-        sa.update(d)
-        .where(d.c.id == new["o_id"])
-        .values(
-            status=new["o_status"],
-            attempts=d.c.attempts + new["o_attempts"],
-            manual_status=None,
-            resume_at=None,
-            claimed_until=None,
-            last_status_code=new["o_last_status_code"],
-            delivered_at=new["o_delivered_at"],
-            next_attempt_at=new["o_next_attempt_at"],
-        )
-    )
-    execute_rows(conn, statement, changes)
+    values = {name: new[f"o_{name}"] for name in _SET}
+    values.update(attempts=d.c.attempts + new["o_attempts"], claimed_until=None)
+    values.update(manual_status=None, resume_at=None)  # a manual redelivery is over
+    execute_rows(conn, sa.update(d).where(d.c.id == new["o_id"]).values(values), changes)
     for sid, since in failing.items():
         if sid in disabled:
             reason, now = disabled[sid]
@@ -348,8 +337,6 @@ _outbox = cast(sa.Table, OutboxRow.__table__)
 _delivery = cast(sa.Table, Delivery.__table__)
 _subscription = cast(sa.Table, Subscription.__table__)
 _attempt = cast(sa.Table, Attempt.__table__)
-#: A delivery's outcome (in :func:`record`): ``o_`` and the columns it sets.
-_OUTCOME = {
-    f"o_{c}": _delivery.c[c].type
-    for c in ("id", "status", "attempts", "last_status_code", "delivered_at", "next_attempt_at")
-}
+#: A delivery's outcome (in :func:`record`): ``o_`` and its id, attempts and the columns set.
+_SET = ("status", "last_status_code", "delivered_at", "next_attempt_at")
+_OUTCOME = {f"o_{c}": _delivery.c[c].type for c in ("id", "attempts", *_SET)}
