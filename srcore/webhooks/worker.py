@@ -96,12 +96,9 @@ def _receiver(url: str) -> str:
 
 
 class Worker:
-    """Fans out and delivers one service's webhooks from its database.
-
-    *http* sends with the address policy, *trusted_http* without it (the operator's own
-    subscriptions). The database is used on the thread of the loop alone (SQLite wants
-    one writer); the lanes' threads only send.
-    """
+    """Fans out and delivers one service's webhooks from its database: *http* sends with
+    the address policy, *trusted_http* without it (the operator's own subscriptions). Only
+    the loop's thread uses the database (SQLite wants one writer); the lanes only send."""
 
     def __init__(
         self,
