@@ -45,13 +45,9 @@ def _claim(
 ) -> list[int]:
     """Lease those rows of *table* that *chosen* selects and are still free; their ids."""
     lazy_commit(session)
-    statement = (
-        sa.update(table)
-        .where(table.c.id.in_(chosen.scalar_subquery()), _free(table, now))
-        .values(claimed_until=now + lease)
-        .returning(table.c.id)
-    )
-    return sorted(int(i) for i in session.connection().execute(statement).scalars())
+    free = table.c.id.in_(chosen.scalar_subquery()), _free(table, now)
+    claim = sa.update(table).where(*free).values(claimed_until=now + lease).returning(table.c.id)
+    return sorted(int(i) for i in session.connection().execute(claim).scalars())
 
 
 def _free(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
@@ -82,22 +78,15 @@ def claim_deliveries(
     is in flight or not yet due. Retries hold nothing up.
     """
     d = _delivery
+    in_flight_or_later = sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now)
     held_up = (
         sa.select(d.c.subscription_id, sa.func.min(d.c.outbox_id).label("first"))
-        .where(
-            d.c.status == PENDING,
-            d.c.attempts == 0,
-            sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now),
-        )
+        .where(d.c.status == PENDING, d.c.attempts == 0, in_flight_or_later)
         .group_by(d.c.subscription_id)
         .subquery("held_up")
     )
-    due = [
-        d.c.status == PENDING,
-        d.c.next_attempt_at <= now,
-        _free(d, now),
-        sa.or_(held_up.c.first.is_(None), held_up.c.first > d.c.outbox_id),
-    ]
+    due = [d.c.status == PENDING, d.c.next_attempt_at <= now, _free(d, now)]
+    due.append(sa.or_(held_up.c.first.is_(None), held_up.c.first > d.c.outbox_id))
     if exclude:
         due.append(d.c.subscription_id.not_in(sorted(exclude)))
     # PostgreSQL locks no rows of a windowed SELECT: rank them in a subquery.
@@ -187,11 +176,8 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
             continue
         jobs.append(Job(bodies[row.outbox_id], keys[row.subscription_id], *row[:12]))
     if cancelled:
-        session.execute(
-            sa.update(d)
-            .where(d.c.id.in_(cancelled), d.c.status == PENDING)
-            .values(status=DeliveryStatus.cancelled, claimed_until=None)
-        )
+        cancel = sa.update(d).where(d.c.id.in_(cancelled), d.c.status == PENDING)
+        session.execute(cancel.values(status=DeliveryStatus.cancelled, claimed_until=None))
     return jobs
 
 
