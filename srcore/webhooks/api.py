@@ -13,7 +13,6 @@ from flask import Blueprint, Response, g, request, url_for
 from srcore.auth.api import _challenge, bearer_token
 from srcore.auth.scopes import format_scopes
 from srcore.auth.web import current_user
-from srcore.errors import error_response
 from srcore.openapi import Accepted, Created, NoContent, accepted, created, no_content, operation
 from srcore.pagination import CursorList
 from srcore.service import state
@@ -31,12 +30,6 @@ class EventsJSON(TypedDict):
     """The events a subscription can name."""
 
     results: list[CatalogEntry]
-
-
-@api.errorhandler(subs.Refused)
-def _refused(exc: subs.Refused) -> Response:
-    retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    return error_response(exc.status, exc.reason, headers=retry)
 
 
 @api.before_request

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
+from werkzeug.exceptions import Conflict, HTTPException, TooManyRequests
 from werkzeug.wrappers import Response
 
 from srcore.auth.web import current_user, login_required
@@ -39,9 +40,13 @@ def _subscriber() -> Response | None:
     return None
 
 
-@pages.errorhandler(subs.Refused)
-def _refused(exc: subs.Refused) -> Response:
-    return _back(exc.reason, "error")
+pages.context_processor(lambda: {"manifest": state().manifest, "pretty": _pretty})
+
+
+@pages.errorhandler(Conflict)
+@pages.errorhandler(TooManyRequests)
+def _refused(exc: HTTPException) -> Response:
+    return _back(str(exc.description), "error")
 
 
 def _pretty(value: object) -> str:
@@ -63,11 +68,7 @@ def _back(message: str, category: str = "success") -> Response:
 def _detail(sub: SubscriptionJSON, status: int = 200) -> tuple[str, int]:
     """*sub*'s page, and its delivery log at ``?cursor=`` (on a GET)."""
     log = subs.deliveries(sub["id"], first_page=request.method != "GET")
-    manifest = state().manifest
-    page = render_template(
-        "webhooks/detail.html", subscription=sub, log=log, manifest=manifest, pretty=_pretty
-    )
-    return page, status
+    return render_template("webhooks/detail.html", subscription=sub, log=log), status
 
 
 @pages.route("")
@@ -83,12 +84,12 @@ def index() -> str:
 def form(subscription_id: int | None = None) -> Any:
     """A new webhook's form (``?events=`` and ``?resource=`` fill it in), or an edit's."""
     sub = None if subscription_id is None else subs.show(subscription_id)
-    context = {"subscription": sub, "manifest": state().manifest}
     if request.method == "GET":
         chosen = request.args.getlist("events") if sub is None else sub["events"]
         resource = subs.read_subscription(Validation()).resource
-        return render_template(FORM, chosen=chosen, resource=resource, **context)
-    valid = Validation.form(FORM, lambda: {"chosen": request.form.getlist("events")}, **context)
+        return render_template(FORM, subscription=sub, chosen=chosen, resource=resource)
+    chosen = request.form.getlist("events")
+    valid = Validation.form(FORM, subscription=sub, chosen=chosen)
     if subscription_id is None:
         return _detail(subs.create(valid), status=201)
     subs.update(subscription_id, valid)

@@ -1,8 +1,7 @@
-"""What the API and the pages both do with a subscriber's subscriptions: read the input,
-check it, change them (each change commits) and show them as the API's JSON, which the
-pages render too. Another's subscription is a 404, the operator's trusted ones are never
-shown, and a token's scopes limit which it may receive or manage.
-"""
+"""What the API and the pages both do with a subscriber's subscriptions, each change
+committed and shown as the API's JSON (which the pages render too). Another's subscription
+is a 404, the operator's trusted ones are never shown; what the subscription's state forbids
+now is a 409 or 429 (the pages say it on the webhook's page)."""
 
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ from typing import Annotated, NamedTuple, NotRequired, TypedDict
 from flask import Flask, abort, current_app, g
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import joinedload, lazyload
+from werkzeug.exceptions import Conflict, TooManyRequests
 
 from srcore import pagination
 from srcore.auth.api import _challenge
@@ -39,7 +39,6 @@ __all__ = [
     "DELIVERY",
     "SUBSCRIPTION",
     "DeliveryJSON",
-    "Refused",
     "Subscriber",
     "SubscriptionJSON",
     "create",
@@ -159,15 +158,6 @@ class _Input(NamedTuple):
     enabled: bool | None
 
 
-class Refused(Exception):
-    """What the subscription's state forbids now: the API answers *status* (and
-    Retry-After), the pages show *reason* on the webhook's page."""
-
-    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.retry_after = status, reason, retry_after
-
-
 def set_resolver(app: Flask, resolve: Resolver) -> None:
     """Look up the hosts of *app*'s new webhook URLs with *resolve*: tests stay local."""
     app.extensions[_RESOLVER] = resolve
@@ -203,17 +193,8 @@ def subscription_json(sub: Subscription, *, secret: bool = False) -> Subscriptio
     return body
 
 
-def _headers(text: str) -> dict[str, str]:
-    """Logged headers (a JSON object of text), leaving out anything else."""
-    try:
-        found = json.loads(text)
-    except ValueError:
-        return {}
-    pairs = found.items() if isinstance(found, dict) else ()
-    return {str(k): v for k, v in pairs if isinstance(v, str)}
-
-
 def _delivery_json(delivery: Delivery, attempts: Iterable[Attempt] = ()) -> DeliveryJSON:
+    # The logged headers are JSON objects of text, as srcore.webhooks.delivery writes them.
     pending = delivery.status == DeliveryStatus.pending
     return {
         "id": delivery.id,
@@ -229,10 +210,10 @@ def _delivery_json(delivery: Delivery, attempts: Iterable[Attempt] = ()) -> Deli
             {
                 "id": a.id,
                 "created": a.created,
-                "request": {"headers": _headers(a.request_headers), "body": a.request_body},
+                "request": {"headers": json.loads(a.request_headers), "body": a.request_body},
                 "response": {
                     "status": a.response_status,
-                    "headers": _headers(a.response_headers),
+                    "headers": json.loads(a.response_headers),
                     "body": a.response_body,
                 },
                 "duration_ms": a.duration_ms,
@@ -329,7 +310,6 @@ def _find(subscription_id: int, write: bool | None = True) -> Subscription:
 
 
 def show(subscription_id: int) -> SubscriptionJSON:
-    """One of the subscriber's subscriptions."""
     return subscription_json(_find(subscription_id, None))
 
 
@@ -339,8 +319,11 @@ def listing() -> CursorList[SubscriptionJSON]:
     return page.listing(subscription_json)
 
 
-def _check_target(valid: Validation, url: str | None) -> None:
-    """Record on *valid* why webhooks cannot be sent to *url* (None: not a new one)."""
+def _check_input(valid: Validation, url: str | None, events: Iterable[str] | None) -> None:
+    """403 if a token may not manage subscriptions to *events* (once the input reads well),
+    and record on *valid* why webhooks cannot be sent to *url* (None: not a new one)."""
+    if valid.ok:
+        _check(events or ())
     resolve: Resolver = current_app.extensions.get(_RESOLVER, lookup)
     problem = url and target_problem(url, policy_for(current_app), resolve=resolve)
     if problem:
@@ -348,11 +331,8 @@ def _check_target(valid: Validation, url: str | None) -> None:
 
 
 def create(valid: Validation) -> SubscriptionJSON:
-    """Check and store the subscriber's new subscription, shown with its secret. Bad input
-    raises ValidationFailed with every error on *valid*."""
+    """Check and store a new subscription, shown with its secret."""
     url, events, resource, _ = read_subscription(valid)
-    if valid.ok:
-        _check(events or ())
     subscriber: Subscriber = g.srcore_webhook_subscriber
     sub = Subscription(
         owner_id=subscriber.user_id,
@@ -366,7 +346,7 @@ def create(valid: Validation) -> SubscriptionJSON:
         confirmed_at=utcnow(),
     )
     # Checked even when other fields are wrong, so a form shows every problem at once.
-    _check_target(valid, url)
+    _check_input(valid, url, events)
     can_receive = webhooks_state().can_receive
     if valid.ok and events and resource and can_receive is not None:
         # Limited to one resource: one its owner can see (asked with a probe event about it).
@@ -384,13 +364,10 @@ def create(valid: Validation) -> SubscriptionJSON:
 
 
 def update(subscription_id: int, valid: Validation, *, partial: bool = False) -> SubscriptionJSON:
-    """Change the url, events and enabled (with *partial*, those sent); raises
-    ValidationFailed for any error."""
+    """Change the url, events and enabled (with *partial*, those sent)."""
     sub = _find(subscription_id)
     url, events, _, enabled = read_subscription(valid, partial=partial)
-    if valid.ok:
-        _check(events or ())
-    _check_target(valid, url if url != sub.url else None)
+    _check_input(valid, url if url != sub.url else None, events)
     valid.raise_if_invalid()
     sub.url = url or sub.url
     if events is not None:
@@ -409,14 +386,12 @@ def update(subscription_id: int, valid: Validation, *, partial: bool = False) ->
 
 
 def delete(subscription_id: int) -> None:
-    """Delete the subscription and its delivery log."""
     db_session.delete(_find(subscription_id))
     db_session.commit()
 
 
 def rotate(subscription_id: int, valid: Validation) -> SubscriptionJSON:
-    """Give the subscription a new secret (shown); the current one keeps signing for the
-    ``overlap`` on *valid*."""
+    """A new secret, shown; the current one keeps signing for the ``overlap`` sent."""
     sub = _find(subscription_id)
     overlap = read_overlap(valid)
     valid.raise_if_invalid()
@@ -438,10 +413,10 @@ def _sent(delivery: Delivery) -> DeliveryJSON:
 
 
 def redeliver(subscription_id: int, delivery_id: int) -> DeliveryJSON:
-    """Send one of the subscription's deliveries again, now, with the same ``webhook-id``."""
+    """Send a delivery again, now, with the same ``webhook-id``."""
     sub = _find(subscription_id)
     if not sub.enabled:
-        raise Refused(409, "This webhook is disabled; enable it before redelivering.")
+        raise Conflict("This webhook is disabled; enable it before redelivering.")
     mine = select(Delivery).where(Delivery.id == delivery_id, Delivery.subscription_id == sub.id)
     delivery = db_session.scalar(mine) or abort(404)
     make_due(db_session, delivery.id, now=utcnow())
@@ -450,18 +425,18 @@ def redeliver(subscription_id: int, delivery_id: int) -> DeliveryJSON:
 
 
 def ping(subscription_id: int) -> DeliveryJSON:
-    """Send the subscription alone a ``ping`` event, one per :data:`PING_INTERVAL` at most:
-    its outbox row is written already fanned out; its delivery is logged like any other."""
+    """A ``ping`` event to this subscription alone (one per :data:`PING_INTERVAL`): its
+    outbox row is written already fanned out; its delivery is logged like any other."""
     sub = _find(subscription_id)
     if not sub.enabled:
-        raise Refused(409, "This webhook is disabled; enable it before sending a test event.")
+        raise Conflict("This webhook is disabled; enable it before sending a test event.")
     now = utcnow()
     pings = select(func.max(Delivery.created)).join(Delivery.outbox).where(OutboxRow.event == PING)
     last = db_session.scalar(pings.where(Delivery.subscription_id == sub.id))
     if last is not None and now - last < PING_INTERVAL:
         wait = int((PING_INTERVAL - (now - last)).total_seconds()) + 1
         reason = f"A test event was sent moments ago; wait {wait} seconds before sending another."
-        raise Refused(429, reason, retry_after=wait)
+        raise TooManyRequests(reason, retry_after=wait)
     message = f"A test event from {state().manifest.name}: this webhook receives events."
     data: PingData = {"subscription": sub.id, "message": message}
     row = OutboxRow(
@@ -474,15 +449,14 @@ def ping(subscription_id: int) -> DeliveryJSON:
 
 
 def deliveries(subscription_id: int, *, first_page: bool = False) -> CursorList[DeliveryJSON]:
-    """The page of a subscription's log (newest first) that ``?cursor=`` and ``?limit=``
-    ask for, or the first: each delivery with its attempts (newest first)."""
+    """The page of a log (newest first) that ``?cursor=`` and ``?limit=`` ask for, or the
+    first: each delivery with its attempts (newest first)."""
     sub = _find(subscription_id, write=False)
     # Each delivery with the name of its event, not the whole event, nor its subscription.
     event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
     stmt = select(Delivery).where(Delivery.subscription_id == sub.id)
     stmt = stmt.options(lazyload(Delivery.subscription), event_name)
-    valid = Validation(data={}) if first_page else None
-    page = _page(stmt, key=[Delivery.id], valid=valid)
+    page = _page(stmt, key=[Delivery.id], valid=Validation(data={}) if first_page else None)
     attempts: dict[int, list[Attempt]] = {delivery.id: [] for delivery in page.items}
     found = select(Attempt).where(Attempt.delivery_id.in_(attempts)).order_by(Attempt.id.desc())
     for attempt in db_session.scalars(found):
