@@ -95,10 +95,8 @@ def make_celery(
     st = app.extensions["srcore"]
     broker = broker or str(st.config.global_["webhooks-broker"] or "")
     if not broker:
-        raise ValueError(
-            f"[global] webhooks-broker is empty in {st.config.path}: the Celery dispatcher "
-            "needs a broker URL (the local worker needs none)"
-        )
+        why = "the Celery dispatcher needs a broker URL (the local worker needs none)"
+        raise ValueError(f"[global] webhooks-broker is empty in {st.config.path}: {why}")
     seconds = tick.total_seconds() if tick is not None else max(poll_interval_for(app), 1.0)
     queue = queue_name(st.service_id)
     # A tick nobody took within a tick is dropped: ticks do not pile up without workers.
