@@ -68,14 +68,14 @@ def events() -> EventsJSON:
 @operation(query=subs.read_page, token=True)
 def api_list() -> CursorList[SubscriptionJSON]:
     """The token's webhooks, newest first."""
-    return subs.listing()
+    return subs.current.listing()
 
 
 @api.post("")
 @operation(body=subs.read_subscription, token=True)
 def api_create() -> Created[SubscriptionJSON]:
     """Subscribe a URL to events; the answer holds the signing secret, shown only here."""
-    body = subs.create(Validation())
+    body = subs.current.create(Validation())
     return created(body, location=url_for(".api_get", subscription_id=body["id"]))
 
 
@@ -83,21 +83,21 @@ def api_create() -> Created[SubscriptionJSON]:
 @operation(token=True)
 def api_get(subscription_id: int) -> SubscriptionJSON:
     """One of the token's webhooks."""
-    return subs.show(subscription_id)
+    return subs.current.show(subscription_id)
 
 
 @api.patch(SUBSCRIPTION)
 @operation(body=partial(subs.read_subscription, partial=True), token=True)
 def api_update(subscription_id: int) -> SubscriptionJSON:
     """Change a webhook's url, events or enabled (those sent); its resource is fixed."""
-    return subs.update(subscription_id, Validation(), partial=True)
+    return subs.current.update(subscription_id, Validation(), partial=True)
 
 
 @api.delete(SUBSCRIPTION)
 @operation(token=True)
 def api_delete(subscription_id: int) -> NoContent:
     """Delete a webhook and its delivery log."""
-    subs.delete(subscription_id)
+    subs.current.delete(subscription_id)
     return no_content()
 
 
@@ -107,21 +107,21 @@ def api_rotate(subscription_id: int) -> SubscriptionJSON:
     """Give a webhook a new secret (in the answer); the old one keeps signing beside it
     for ``overlap`` seconds (a day unless sent), so receivers can switch over."""
     sent = request.content_length or request.form
-    return subs.rotate(subscription_id, Validation() if sent else Validation(data={}))
+    return subs.current.rotate(subscription_id, Validation() if sent else Validation(data={}))
 
 
 @api.get(f"{SUBSCRIPTION}/deliveries")
 @operation(query=subs.read_page, token=True)
 def api_deliveries(subscription_id: int) -> CursorList[DeliveryJSON]:
     """A webhook's delivery log, newest first, with each delivery's attempts."""
-    return subs.deliveries(subscription_id)
+    return subs.current.deliveries(subscription_id)
 
 
 @api.post(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver")
 @operation(token=True, errors={409: "The webhook is disabled."})
 def api_redeliver(subscription_id: int, delivery_id: int) -> Accepted[DeliveryJSON]:
     """Send a delivery again, now, with the same ``webhook-id``."""
-    return accepted(subs.redeliver(subscription_id, delivery_id))
+    return accepted(subs.current.redeliver(subscription_id, delivery_id))
 
 
 @api.post(f"{SUBSCRIPTION}/ping")
@@ -134,4 +134,4 @@ def api_redeliver(subscription_id: int, delivery_id: int) -> Accepted[DeliveryJS
 )
 def api_ping(subscription_id: int) -> Accepted[DeliveryJSON]:
     """Send the webhook (and no other) a ``ping`` test event."""
-    return accepted(subs.ping(subscription_id))
+    return accepted(subs.current.ping(subscription_id))

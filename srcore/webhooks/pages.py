@@ -67,13 +67,13 @@ def _back(message: str, category: str = "success") -> Response:
 
 def _detail(sub: SubscriptionJSON, status: int = 200) -> tuple[str, int]:
     """*sub*'s page, and its delivery log at ``?cursor=`` (on a GET)."""
-    log = subs.deliveries(sub["id"], first_page=request.method != "GET")
+    log = subs.current.deliveries(sub["id"], first_page=request.method != "GET")
     return render_template("webhooks/detail.html", subscription=sub, log=log), status
 
 
 @pages.route("")
 def index() -> str:
-    stmt = select(Subscription).where(subs.owned()).order_by(Subscription.id.desc())
+    stmt = select(Subscription).where(subs.current.owned()).order_by(Subscription.id.desc())
     listing = paginate_pages(db_session, stmt, page=page_number(), per_page=25)
     shown = [subs.subscription_json(sub) for sub in listing.items]
     return render_template("webhooks/index.html", listing=listing, subscriptions=shown)
@@ -83,7 +83,7 @@ def index() -> str:
 @pages.route(f"{SUBSCRIPTION}/edit", methods=["GET", "POST"], endpoint="edit")
 def form(subscription_id: int | None = None) -> Any:
     """A new webhook's form (``?events=`` and ``?resource=`` fill it in), or an edit's."""
-    sub = None if subscription_id is None else subs.show(subscription_id)
+    sub = None if subscription_id is None else subs.current.show(subscription_id)
     if request.method == "GET":
         chosen = request.args.getlist("events") if sub is None else sub["events"]
         resource = subs.read_subscription(Validation()).resource
@@ -91,20 +91,20 @@ def form(subscription_id: int | None = None) -> Any:
     chosen = request.form.getlist("events")
     valid = Validation.form(FORM, subscription=sub, chosen=chosen)
     if subscription_id is None:
-        return _detail(subs.create(valid), status=201)
-    subs.update(subscription_id, valid)
+        return _detail(subs.current.create(valid), status=201)
+    subs.current.update(subscription_id, valid)
     return _back("Webhook saved.")
 
 
 @pages.route(SUBSCRIPTION)
 def detail(subscription_id: int) -> tuple[str, int]:
-    return _detail(subs.show(subscription_id))
+    return _detail(subs.current.show(subscription_id))
 
 
 @pages.post(f"{SUBSCRIPTION}/rotate")
 def rotate(subscription_id: int) -> Any:
     try:
-        return _detail(subs.rotate(subscription_id, Validation()))
+        return _detail(subs.current.rotate(subscription_id, Validation()))
     except ValidationFailed as exc:
         reasons = "; ".join(err.reason for err in exc.validation.errors)
         return _back(f"The secret was not rotated: {reasons}", "error")
@@ -114,7 +114,7 @@ def rotate(subscription_id: int) -> Any:
 @pages.post(f"{SUBSCRIPTION}/disable", endpoint="disable")
 def enable(subscription_id: int) -> Response:
     enabled = request.endpoint == "srcore_webhooks.enable"
-    subs.update(subscription_id, Validation(data={"enabled": enabled}), partial=True)
+    subs.current.update(subscription_id, Validation(data={"enabled": enabled}), partial=True)
     if enabled:
         return _back("Webhook enabled.")
     return _back("Webhook disabled: no events are sent to it until you enable it.")
@@ -122,18 +122,18 @@ def enable(subscription_id: int) -> Response:
 
 @pages.post(f"{SUBSCRIPTION}/delete")
 def delete(subscription_id: int) -> Response:
-    subs.delete(subscription_id)
+    subs.current.delete(subscription_id)
     flash("Webhook deleted.", "success")
     return redirect(url_for(".index"))
 
 
 @pages.post(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver")
 def redeliver_page(subscription_id: int, delivery_id: int) -> Response:
-    sent = subs.redeliver(subscription_id, delivery_id)
+    sent = subs.current.redeliver(subscription_id, delivery_id)
     return _back(f"Delivery {sent['message_id']} will be sent again shortly.")
 
 
 @pages.post(f"{SUBSCRIPTION}/ping")
 def ping(subscription_id: int) -> Response:
-    sent = subs.ping(subscription_id)
+    sent = subs.current.ping(subscription_id)
     return _back(f"A test event ({sent['message_id']}) will be sent shortly.")

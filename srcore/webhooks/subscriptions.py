@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Annotated, NamedTuple, NotRequired, TypedDict
+from typing import Annotated, NamedTuple, NotRequired, TypedDict, cast
 
 from flask import Flask, abort, current_app, g
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import joinedload, lazyload
 from werkzeug.exceptions import Conflict, TooManyRequests
+from werkzeug.local import LocalProxy
 
 from srcore import pagination
 from srcore.auth.api import _challenge
@@ -41,22 +42,13 @@ __all__ = [
     "DeliveryJSON",
     "Subscriber",
     "SubscriptionJSON",
-    "create",
-    "delete",
-    "deliveries",
+    "current",
     "events_scopes",
-    "listing",
-    "owned",
-    "ping",
     "read_overlap",
     "read_page",
     "read_subscription",
-    "redeliver",
-    "rotate",
     "set_resolver",
-    "show",
     "subscription_json",
-    "update",
 ]
 
 log = logging.getLogger("srcore.webhooks")
@@ -136,17 +128,6 @@ class DeliveryJSON(TypedDict):
     created: datetime
     delivered_at: datetime | None
     attempts: list[AttemptJSON]
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    """Who the request acts for, put on ``g`` by the API's and the pages' before_request."""
-
-    user_id: int | None
-    client_id: str | None  # only when acting for no user
-    #: The scopes of this service it holds now; a *token*'s limit what it may do.
-    scopes: frozenset[Scope]
-    token: bool = False
 
 
 class _Input(NamedTuple):
@@ -273,136 +254,6 @@ def read_overlap(valid: Validation) -> timedelta:
     return timedelta(seconds=ROTATION_OVERLAP if seconds is None else seconds)
 
 
-def _check(events: Iterable[str], *, write: bool = True) -> None:
-    """403 unless a token may receive the declared ones of *events* or, to manage
-    subscriptions to them (*write*), holds their scopes read-write."""
-    subscriber: Subscriber = g.srcore_webhook_subscriber
-    manifest = state().manifest
-    declared = filter(None, map(manifest.event, events))
-    needed = {Scope(manifest.id, event.scope, "RW" if write else "RO") for event in declared}
-    missing = format_scopes(s for s in needed if not satisfies(subscriber.scopes, s))
-    if subscriber.token and missing:
-        doing = "Managing webhooks of" if write else "Receiving"
-        reason = f"{doing} these events needs the scope {missing}, which this token does not hold."
-        response = _challenge(403, reason, error="insufficient_scope", scope=missing)
-        response.set_data(json.dumps({"errors": [{"field": "events", "reason": reason}]}) + "\n")
-        abort(response)
-
-
-def owned() -> ColumnElement[bool]:
-    """The WHERE clause of the request's subscriber's subscriptions (never trusted ones)."""
-    subscriber: Subscriber = g.srcore_webhook_subscriber
-    visible = Subscription.trusted.is_(False)
-    if subscriber.user_id is not None:
-        return visible & (Subscription.owner_id == subscriber.user_id)
-    client = Subscription.owner_client == subscriber.client_id
-    return visible & Subscription.owner_id.is_(None) & client
-
-
-def _find(subscription_id: int, write: bool | None = True) -> Subscription:
-    """The subscriber's subscription (404 if it has none such), if it may manage it
-    (*write*) or receive its events (not *write*; None: no check)."""
-    query = select(Subscription).where(Subscription.id == subscription_id, owned())
-    sub = db_session.scalar(query) or abort(404)
-    if write is not None:
-        _check(sub.event_names, write=write)
-    return sub
-
-
-def show(subscription_id: int) -> SubscriptionJSON:
-    return subscription_json(_find(subscription_id, None))
-
-
-def listing() -> CursorList[SubscriptionJSON]:
-    """The page of the subscriber's subscriptions (newest first) the request asks for."""
-    page = _page(select(Subscription).where(owned()), key=[Subscription.id])
-    return page.listing(subscription_json)
-
-
-def _check_input(valid: Validation, url: str | None, events: Iterable[str] | None) -> None:
-    """403 if a token may not manage subscriptions to *events* (once the input reads well),
-    and record on *valid* why webhooks cannot be sent to *url* (None: not a new one)."""
-    if valid.ok:
-        _check(events or ())
-    resolve: Resolver = current_app.extensions.get(_RESOLVER, lookup)
-    problem = url and target_problem(url, policy_for(current_app), resolve=resolve)
-    if problem:
-        valid.error(f"Webhooks cannot be sent there: {problem}.", "url")
-
-
-def create(valid: Validation) -> SubscriptionJSON:
-    """Check and store a new subscription, shown with its secret."""
-    url, events, resource, _ = read_subscription(valid)
-    subscriber: Subscriber = g.srcore_webhook_subscriber
-    sub = Subscription(
-        owner_id=subscriber.user_id,
-        owner_client=subscriber.client_id,
-        url=url,
-        events=" ".join(events or ()),
-        resource=resource,
-        scopes=format_scopes(subscriber.scopes),
-        secret=generate_secret(),
-        enabled=True,
-        confirmed_at=utcnow(),
-    )
-    # Checked even when other fields are wrong, so a form shows every problem at once.
-    _check_input(valid, url, events)
-    can_receive = webhooks_state().can_receive
-    if valid.ok and events and resource and can_receive is not None:
-        # Limited to one resource: one its owner can see (asked with a probe event about it).
-        probe = OutboxRow(event=events[0], resource=resource, payload="{}")
-        reason = f"There is no {resource} that you can see."
-        valid.expect(can_receive(sub, probe), reason, field="resource")
-    valid.raise_if_invalid()
-    if (db_session.scalar(select(func.count()).where(owned())) or 0) >= MAX_SUBSCRIPTIONS:
-        valid.fail(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
-    db_session.add(sub)
-    db_session.commit()
-    owner = sub.owner_client if sub.owner_id is None else f"user {sub.owner_id}"
-    log.info("webhook %s subscribed to %s by %s", sub.id, sub.events, owner)
-    return subscription_json(sub, secret=True)
-
-
-def update(subscription_id: int, valid: Validation, *, partial: bool = False) -> SubscriptionJSON:
-    """Change the url, events and enabled (with *partial*, those sent)."""
-    sub = _find(subscription_id)
-    url, events, _, enabled = read_subscription(valid, partial=partial)
-    _check_input(valid, url if url != sub.url else None, events)
-    valid.raise_if_invalid()
-    sub.url = url or sub.url
-    if events is not None:
-        sub.events = " ".join(events)
-        # It now receives what the subscriber holds today.
-        sub.scopes = format_scopes(g.srcore_webhook_subscriber.scopes)
-    # Its owner has seen it as it is now: see srcore.webhooks.accounts.
-    sub.confirmed_at = utcnow()
-    if enabled is not None and enabled != sub.enabled:
-        sub.enabled = enabled
-        sub.disabled_reason = None if enabled else "Disabled by its owner."
-        if enabled:
-            sub.failing_since = None
-    db_session.commit()
-    return subscription_json(sub)
-
-
-def delete(subscription_id: int) -> None:
-    db_session.delete(_find(subscription_id))
-    db_session.commit()
-
-
-def rotate(subscription_id: int, valid: Validation) -> SubscriptionJSON:
-    """A new secret, shown; the current one keeps signing for the ``overlap`` sent."""
-    sub = _find(subscription_id)
-    overlap = read_overlap(valid)
-    valid.raise_if_invalid()
-    keep = overlap > timedelta(0)
-    sub.previous_secret = sub.secret if keep else None
-    sub.previous_secret_expires = utcnow() + overlap if keep else None
-    sub.secret = generate_secret()
-    db_session.commit()
-    return subscription_json(sub, secret=True)
-
-
 def _sent(delivery: Delivery) -> DeliveryJSON:
     """Wake the dispatcher for a delivery made due by hand (committed already)."""
     try:
@@ -412,53 +263,191 @@ def _sent(delivery: Delivery) -> DeliveryJSON:
     return _delivery_json(delivery)
 
 
-def redeliver(subscription_id: int, delivery_id: int) -> DeliveryJSON:
-    """Send a delivery again, now, with the same ``webhook-id``."""
-    sub = _find(subscription_id)
-    if not sub.enabled:
-        raise Conflict("This webhook is disabled; enable it before redelivering.")
-    mine = select(Delivery).where(Delivery.id == delivery_id, Delivery.subscription_id == sub.id)
-    delivery = db_session.scalar(mine) or abort(404)
-    make_due(db_session, delivery.id, now=utcnow())
-    db_session.commit()
-    return _sent(delivery)
+@dataclass(frozen=True)
+class Subscriber:
+    """Who the request acts for (see :data:`current`), and what it does with its
+    subscriptions: a *token*'s scopes limit which events it may receive or manage."""
+
+    user_id: int | None
+    client_id: str | None  # only when acting for no user
+    #: The scopes of this service it holds now.
+    scopes: frozenset[Scope]
+    token: bool = False
+
+    def check(self, events: Iterable[str], *, write: bool = True) -> None:
+        """403 unless a token may receive the declared ones of *events* or, to manage
+        subscriptions to them (*write*), holds their scopes read-write."""
+        manifest = state().manifest
+        declared = filter(None, map(manifest.event, events))
+        needed = {Scope(manifest.id, e.scope, "RW" if write else "RO") for e in declared}
+        missing = format_scopes(s for s in needed if not satisfies(self.scopes, s))
+        if not (self.token and missing):
+            return
+        doing = "Managing webhooks of" if write else "Receiving"
+        reason = f"{doing} these events needs the scope {missing}, which this token does not hold."
+        response = _challenge(403, reason, error="insufficient_scope", scope=missing)
+        response.set_data(json.dumps({"errors": [{"field": "events", "reason": reason}]}) + "\n")
+        abort(response)
+
+    def owned(self) -> ColumnElement[bool]:
+        """The WHERE clause of its subscriptions (never trusted ones)."""
+        visible = Subscription.trusted.is_(False)
+        if self.user_id is not None:
+            return visible & (Subscription.owner_id == self.user_id)
+        client = Subscription.owner_client == self.client_id
+        return visible & Subscription.owner_id.is_(None) & client
+
+    def find(self, subscription_id: int, write: bool | None = True) -> Subscription:
+        """Its subscription (404 if it has none such), if it may manage it (*write*) or
+        receive its events (not *write*; None: no check)."""
+        query = select(Subscription).where(Subscription.id == subscription_id, self.owned())
+        sub = db_session.scalar(query) or abort(404)
+        if write is not None:
+            self.check(sub.event_names, write=write)
+        return sub
+
+    def show(self, subscription_id: int) -> SubscriptionJSON:
+        return subscription_json(self.find(subscription_id, None))
+
+    def listing(self) -> CursorList[SubscriptionJSON]:
+        """The page of its subscriptions (newest first) the request asks for."""
+        page = _page(select(Subscription).where(self.owned()), key=[Subscription.id])
+        return page.listing(subscription_json)
+
+    def _screen(self, valid: Validation, url: str | None, events: Iterable[str] | None) -> None:
+        """403 unless it may manage subscriptions to *events* (once the input reads well),
+        and record on *valid* why webhooks cannot be sent to *url* (None: not a new one)."""
+        if valid.ok:
+            self.check(events or ())
+        resolve: Resolver = current_app.extensions.get(_RESOLVER, lookup)
+        problem = url and target_problem(url, policy_for(current_app), resolve=resolve)
+        if problem:
+            valid.error(f"Webhooks cannot be sent there: {problem}.", "url")
+
+    def create(self, valid: Validation) -> SubscriptionJSON:
+        """Check and store a new subscription, shown with its secret."""
+        url, events, resource, _ = read_subscription(valid)
+        sub = Subscription(
+            owner_id=self.user_id,
+            owner_client=self.client_id,
+            url=url,
+            events=" ".join(events or ()),
+            resource=resource,
+            scopes=format_scopes(self.scopes),
+            secret=generate_secret(),
+            enabled=True,
+            confirmed_at=utcnow(),
+        )
+        # Checked even when other fields are wrong, so a form shows every problem at once.
+        self._screen(valid, url, events)
+        can_receive = webhooks_state().can_receive
+        if valid.ok and events and resource and can_receive is not None:
+            # Limited to one resource: one its owner can see (asked with a probe event).
+            probe = OutboxRow(event=events[0], resource=resource, payload="{}")
+            reason = f"There is no {resource} that you can see."
+            valid.expect(can_receive(sub, probe), reason, field="resource")
+        valid.raise_if_invalid()
+        if (db_session.scalar(select(func.count()).where(self.owned())) or 0) >= MAX_SUBSCRIPTIONS:
+            valid.fail(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
+        db_session.add(sub)
+        db_session.commit()
+        owner = sub.owner_client if sub.owner_id is None else f"user {sub.owner_id}"
+        log.info("webhook %s subscribed to %s by %s", sub.id, sub.events, owner)
+        return subscription_json(sub, secret=True)
+
+    def update(
+        self, subscription_id: int, valid: Validation, *, partial: bool = False
+    ) -> SubscriptionJSON:
+        """Change the url, events and enabled (with *partial*, those sent)."""
+        sub = self.find(subscription_id)
+        url, events, _, enabled = read_subscription(valid, partial=partial)
+        self._screen(valid, url if url != sub.url else None, events)
+        valid.raise_if_invalid()
+        sub.url = url or sub.url
+        if events is not None:
+            sub.events = " ".join(events)
+            sub.scopes = format_scopes(self.scopes)  # it receives what is held today
+        # Its owner has seen it as it is now: see srcore.webhooks.accounts.
+        sub.confirmed_at = utcnow()
+        if enabled is not None and enabled != sub.enabled:
+            sub.enabled = enabled
+            sub.disabled_reason = None if enabled else "Disabled by its owner."
+            if enabled:
+                sub.failing_since = None
+        db_session.commit()
+        return subscription_json(sub)
+
+    def delete(self, subscription_id: int) -> None:
+        db_session.delete(self.find(subscription_id))
+        db_session.commit()
+
+    def rotate(self, subscription_id: int, valid: Validation) -> SubscriptionJSON:
+        """A new secret, shown; the current one keeps signing for the ``overlap`` sent."""
+        sub = self.find(subscription_id)
+        overlap = read_overlap(valid)
+        valid.raise_if_invalid()
+        keep = overlap > timedelta(0)
+        sub.previous_secret = sub.secret if keep else None
+        sub.previous_secret_expires = utcnow() + overlap if keep else None
+        sub.secret = generate_secret()
+        db_session.commit()
+        return subscription_json(sub, secret=True)
+
+    def redeliver(self, subscription_id: int, delivery_id: int) -> DeliveryJSON:
+        """Send a delivery again, now, with the same ``webhook-id``."""
+        sub = self.find(subscription_id)
+        if not sub.enabled:
+            raise Conflict("This webhook is disabled; enable it before redelivering.")
+        mine = Delivery.id == delivery_id, Delivery.subscription_id == sub.id
+        delivery = db_session.scalar(select(Delivery).where(*mine)) or abort(404)
+        make_due(db_session, delivery.id, now=utcnow())
+        db_session.commit()
+        return _sent(delivery)
+
+    def ping(self, subscription_id: int) -> DeliveryJSON:
+        """A ``ping`` event to this subscription alone (one per :data:`PING_INTERVAL`): its
+        outbox row is written already fanned out; its delivery is logged like any other."""
+        sub = self.find(subscription_id)
+        if not sub.enabled:
+            raise Conflict("This webhook is disabled; enable it before sending a test event.")
+        now = utcnow()
+        pings = (
+            select(func.max(Delivery.created)).join(Delivery.outbox).where(OutboxRow.event == PING)
+        )
+        last = db_session.scalar(pings.where(Delivery.subscription_id == sub.id))
+        if last is not None and now - last < PING_INTERVAL:
+            wait = int((PING_INTERVAL - (now - last)).total_seconds()) + 1
+            reason = (
+                f"A test event was sent moments ago; wait {wait} seconds before sending another."
+            )
+            raise TooManyRequests(reason, retry_after=wait)
+        message = f"A test event from {state().manifest.name}: this webhook receives events."
+        data: PingData = {"subscription": sub.id, "message": message}
+        row = OutboxRow(
+            event=PING, payload=dump_payload(data), owner_id=sub.owner_id, fanned_out_at=now
+        )
+        delivery = Delivery(subscription=sub, outbox=row, next_attempt_at=now, created=now)
+        db_session.add(delivery)
+        db_session.commit()
+        return _sent(delivery)
+
+    def deliveries(
+        self, subscription_id: int, *, first_page: bool = False
+    ) -> CursorList[DeliveryJSON]:
+        """The page of a log (newest first) that ``?cursor=`` and ``?limit=`` ask for, or
+        the first: each delivery with its attempts (newest first)."""
+        sub = self.find(subscription_id, write=False)
+        # Each delivery with the name of its event, not the whole event, nor its subscription.
+        event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
+        stmt = select(Delivery).where(Delivery.subscription_id == sub.id)
+        stmt = stmt.options(lazyload(Delivery.subscription), event_name)
+        page = _page(stmt, key=[Delivery.id], valid=Validation(data={}) if first_page else None)
+        attempts: dict[int, list[Attempt]] = {delivery.id: [] for delivery in page.items}
+        found = select(Attempt).where(Attempt.delivery_id.in_(attempts)).order_by(Attempt.id.desc())
+        for attempt in db_session.scalars(found):
+            attempts[attempt.delivery_id].append(attempt)
+        return page.listing(lambda delivery: _delivery_json(delivery, attempts[delivery.id]))
 
 
-def ping(subscription_id: int) -> DeliveryJSON:
-    """A ``ping`` event to this subscription alone (one per :data:`PING_INTERVAL`): its
-    outbox row is written already fanned out; its delivery is logged like any other."""
-    sub = _find(subscription_id)
-    if not sub.enabled:
-        raise Conflict("This webhook is disabled; enable it before sending a test event.")
-    now = utcnow()
-    pings = select(func.max(Delivery.created)).join(Delivery.outbox).where(OutboxRow.event == PING)
-    last = db_session.scalar(pings.where(Delivery.subscription_id == sub.id))
-    if last is not None and now - last < PING_INTERVAL:
-        wait = int((PING_INTERVAL - (now - last)).total_seconds()) + 1
-        reason = f"A test event was sent moments ago; wait {wait} seconds before sending another."
-        raise TooManyRequests(reason, retry_after=wait)
-    message = f"A test event from {state().manifest.name}: this webhook receives events."
-    data: PingData = {"subscription": sub.id, "message": message}
-    row = OutboxRow(
-        event=PING, payload=dump_payload(data), owner_id=sub.owner_id, fanned_out_at=now
-    )
-    delivery = Delivery(subscription=sub, outbox=row, next_attempt_at=now, created=now)
-    db_session.add(delivery)
-    db_session.commit()
-    return _sent(delivery)
-
-
-def deliveries(subscription_id: int, *, first_page: bool = False) -> CursorList[DeliveryJSON]:
-    """The page of a log (newest first) that ``?cursor=`` and ``?limit=`` ask for, or the
-    first: each delivery with its attempts (newest first)."""
-    sub = _find(subscription_id, write=False)
-    # Each delivery with the name of its event, not the whole event, nor its subscription.
-    event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
-    stmt = select(Delivery).where(Delivery.subscription_id == sub.id)
-    stmt = stmt.options(lazyload(Delivery.subscription), event_name)
-    page = _page(stmt, key=[Delivery.id], valid=Validation(data={}) if first_page else None)
-    attempts: dict[int, list[Attempt]] = {delivery.id: [] for delivery in page.items}
-    found = select(Attempt).where(Attempt.delivery_id.in_(attempts)).order_by(Attempt.id.desc())
-    for attempt in db_session.scalars(found):
-        attempts[attempt.delivery_id].append(attempt)
-    return page.listing(lambda delivery: _delivery_json(delivery, attempts[delivery.id]))
+#: The subscriber the current request acts for, set by the API's and the pages' before_request.
+current = cast(Subscriber, LocalProxy(lambda: g.srcore_webhook_subscriber))
