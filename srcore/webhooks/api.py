@@ -34,8 +34,7 @@ class EventsJSON(TypedDict):
 
 @api.before_request
 def _authenticate() -> Response | None:
-    """Require a token holding a scope of this service (but for the catalog and CORS
-    preflights); the scopes of the events at hand are checked as each is used."""
+    """Require a token holding a scope of this service (but for the catalog and preflights)."""
     if request.endpoint == "srcore_webhooks_api.events" or request.method == "OPTIONS":
         return None
     st = state()

@@ -265,12 +265,11 @@ def _sent(delivery: Delivery) -> DeliveryJSON:
 
 @dataclass(frozen=True)
 class Subscriber:
-    """Who the request acts for (see :data:`current`), and what it does with its
-    subscriptions: a *token*'s scopes limit which events it may receive or manage."""
+    """Who the request acts for, doing what it may with its subscriptions."""
 
     user_id: int | None
     client_id: str | None  # only when acting for no user
-    #: The scopes of this service it holds now.
+    #: The scopes of this service it holds now: a *token*'s limit what it may receive or manage.
     scopes: frozenset[Scope]
     token: bool = False
 
@@ -298,8 +297,7 @@ class Subscriber:
         return visible & Subscription.owner_id.is_(None) & client
 
     def find(self, subscription_id: int, write: bool | None = True) -> Subscription:
-        """Its subscription (404 if it has none such), if it may manage it (*write*) or
-        receive its events (not *write*; None: no check)."""
+        """Its subscription (or 404), if it may manage (*write*) or receive it (None: as is)."""
         query = select(Subscription).where(Subscription.id == subscription_id, self.owned())
         sub = db_session.scalar(query) or abort(404)
         if write is not None:
@@ -315,8 +313,8 @@ class Subscriber:
         return page.listing(subscription_json)
 
     def _screen(self, valid: Validation, url: str | None, events: Iterable[str] | None) -> None:
-        """403 unless it may manage subscriptions to *events* (once the input reads well),
-        and record on *valid* why webhooks cannot be sent to *url* (None: not a new one)."""
+        """403 unless it may manage *events* (once the input reads well); record why webhooks
+        cannot be sent to *url* (None: not a new one)."""
         if valid.ok:
             self.check(events or ())
         resolve: Resolver = current_app.extensions.get(_RESOLVER, lookup)
