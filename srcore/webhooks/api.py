@@ -19,7 +19,8 @@ from srcore.service import state
 from srcore.validation import Validation
 from srcore.webhooks import subscriptions as subs
 from srcore.webhooks.catalog import CatalogEntry, event_catalog
-from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION, DeliveryJSON, SubscriptionJSON
+from srcore.webhooks.shapes import DeliveryJSON, SubscriptionJSON
+from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION
 
 __all__ = ["api"]
 

@@ -21,7 +21,8 @@ from srcore.service import state
 from srcore.validation import Validation, ValidationFailed
 from srcore.webhooks import subscriptions as subs
 from srcore.webhooks.models import Subscription
-from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION, SubscriptionJSON
+from srcore.webhooks.shapes import SubscriptionJSON, subscription_json
+from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION
 
 __all__ = ["pages"]
 
@@ -61,8 +62,8 @@ def _pretty(value: object) -> str:
 def _back(message: str, category: str = "success") -> Response:
     """Back to the webhook's page, with *message* shown there."""
     flash(message, category)
-    sid = (request.view_args or {})["subscription_id"]
-    return redirect(url_for(".detail", subscription_id=sid))
+    sid = (request.view_args or {}).get("subscription_id")
+    return redirect(url_for(".index") if sid is None else url_for(".detail", subscription_id=sid))
 
 
 def _detail(sub: SubscriptionJSON, status: int = 200) -> tuple[str, int]:
@@ -75,7 +76,7 @@ def _detail(sub: SubscriptionJSON, status: int = 200) -> tuple[str, int]:
 def index() -> str:
     stmt = select(Subscription).where(subs.current.owned()).order_by(Subscription.id.desc())
     listing = paginate_pages(db_session, stmt, page=page_number(), per_page=25)
-    shown = [subs.subscription_json(sub) for sub in listing.items]
+    shown = [subscription_json(sub) for sub in listing.items]
     return render_template("webhooks/index.html", listing=listing, subscriptions=shown)
 
 

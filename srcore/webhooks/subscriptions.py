@@ -10,9 +10,9 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
-from typing import Annotated, NamedTuple, NotRequired, TypedDict, cast
+from typing import NamedTuple, cast
 
 from flask import Flask, abort, current_app, g
 from sqlalchemy import ColumnElement, func, select
@@ -32,23 +32,21 @@ from srcore.signatures import generate_secret
 from srcore.validation import Validation
 from srcore.webhooks.catalog import PING, PingData
 from srcore.webhooks.delivery import redeliver as make_due
-from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, OutboxRow, Subscription
+from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import dump_payload, webhooks_state
 from srcore.webhooks.settings import policy_for
+from srcore.webhooks.shapes import DeliveryJSON, SubscriptionJSON, delivery_json, subscription_json
 
 __all__ = [
     "DELIVERY",
     "SUBSCRIPTION",
-    "DeliveryJSON",
     "Subscriber",
-    "SubscriptionJSON",
     "current",
     "events_scopes",
     "read_overlap",
     "read_page",
     "read_subscription",
     "set_resolver",
-    "subscription_json",
 ]
 
 log = logging.getLogger("srcore.webhooks")
@@ -70,66 +68,6 @@ _RESOURCE = re.compile(r"[a-z][a-z0-9_]{0,62}:[A-Za-z0-9._~-]{1,190}")
 _RESOLVER = "srcore_webhook_resolver"
 
 
-class SubscriptionJSON(TypedDict):
-    """A webhook. ``secret`` is there only in the answer that made it (a create or a
-    rotation), ``secret_hint`` always; ``scopes`` are those it was made with."""
-
-    id: int
-    url: str
-    events: list[str]
-    resource: str | None
-    scopes: list[str]
-    enabled: bool
-    disabled_reason: str | None
-    failing_since: datetime | None
-    secret_hint: str
-    previous_secret_expires: datetime | None
-    created: datetime
-    updated: datetime
-    secret: NotRequired[str]
-
-
-class AttemptRequestJSON(TypedDict):
-    """What an attempt sent (its signature left out)."""
-
-    headers: dict[str, str]
-    body: str
-
-
-class AttemptResponseJSON(TypedDict):
-    """What the receiver answered: no status when no answer came (see ``error``)."""
-
-    status: int | None
-    headers: dict[str, str]
-    body: str
-
-
-class AttemptJSON(TypedDict):
-    """One HTTP request of a delivery."""
-
-    id: int
-    created: datetime
-    request: AttemptRequestJSON
-    response: AttemptResponseJSON
-    duration_ms: int
-    error: str | None
-
-
-class DeliveryJSON(TypedDict):
-    """One event sent to one webhook, with its attempts (newest first)."""
-
-    id: int
-    event: str
-    message_id: str
-    status: Annotated[str, DeliveryStatus]
-    attempt_count: int
-    next_attempt_at: datetime | None
-    last_status_code: int | None
-    created: datetime
-    delivered_at: datetime | None
-    attempts: list[AttemptJSON]
-
-
 class _Input(NamedTuple):
     """What a create or a change sent; ``None`` is "not sent" (a PATCH)."""
 
@@ -148,61 +86,6 @@ def events_scopes() -> frozenset[Scope]:
     """The scopes receiving every event open to users (what a web user holds)."""
     manifest = state().manifest
     return frozenset(Scope(manifest.id, event.scope, "RO") for event in manifest.user_events)
-
-
-def subscription_json(sub: Subscription, *, secret: bool = False) -> SubscriptionJSON:
-    """*sub* as shown, with its *secret* only in the answer that made it."""
-    expires = sub.previous_secret_expires
-    overlap = sub.previous_secret is not None and expires is not None and expires > utcnow()
-    body: SubscriptionJSON = {
-        "id": sub.id,
-        "url": sub.url,
-        "events": sorted(sub.event_names),
-        "resource": sub.resource,
-        "scopes": sorted(sub.scopes.split()),
-        "enabled": sub.enabled,
-        "disabled_reason": sub.disabled_reason,
-        "failing_since": sub.failing_since,
-        # The end of the secret, for recognising it without revealing it.
-        "secret_hint": "whsec_…" + sub.secret[-4:],
-        "previous_secret_expires": expires if overlap else None,
-        "created": sub.created,
-        "updated": sub.updated,
-    }
-    if secret:
-        body["secret"] = sub.secret
-    return body
-
-
-def _delivery_json(delivery: Delivery, attempts: Iterable[Attempt] = ()) -> DeliveryJSON:
-    # The logged headers are JSON objects of text, as srcore.webhooks.delivery writes them.
-    pending = delivery.status == DeliveryStatus.pending
-    return {
-        "id": delivery.id,
-        "event": delivery.outbox.event,
-        "message_id": delivery.message_id,
-        "status": delivery.status,
-        "attempt_count": delivery.attempts,
-        "next_attempt_at": delivery.next_attempt_at if pending else None,
-        "last_status_code": delivery.last_status_code,
-        "created": delivery.created,
-        "delivered_at": delivery.delivered_at,
-        "attempts": [
-            {
-                "id": a.id,
-                "created": a.created,
-                "request": {"headers": json.loads(a.request_headers), "body": a.request_body},
-                "response": {
-                    "status": a.response_status,
-                    "headers": json.loads(a.response_headers),
-                    "body": a.response_body,
-                },
-                "duration_ms": a.duration_ms,
-                "error": a.error,
-            }
-            for a in attempts
-        ],
-    }
 
 
 def _read_events(valid: Validation) -> tuple[str, ...] | None:
@@ -260,7 +143,7 @@ def _sent(delivery: Delivery) -> DeliveryJSON:
         webhooks_state().dispatcher.nudge_deliveries([delivery.id])
     except Exception:  # the row is due: the worker's poll finds it
         log.exception("could not nudge the webhook dispatcher for delivery %s", delivery.id)
-    return _delivery_json(delivery)
+    return delivery_json(delivery)
 
 
 @dataclass(frozen=True)
@@ -444,7 +327,7 @@ class Subscriber:
         found = select(Attempt).where(Attempt.delivery_id.in_(attempts)).order_by(Attempt.id.desc())
         for attempt in db_session.scalars(found):
             attempts[attempt.delivery_id].append(attempt)
-        return page.listing(lambda delivery: _delivery_json(delivery, attempts[delivery.id]))
+        return page.listing(lambda delivery: delivery_json(delivery, attempts[delivery.id]))
 
 
 #: The subscriber the current request acts for, set by the API's and the pages' before_request.
