@@ -71,12 +71,9 @@ def claim_deliveries(
     per_subscription: int = LANE,
 ) -> list[int]:
     """Claim up to *limit* due pending deliveries, oldest event first, at most
-    *per_subscription* of any one subscription and none of those in *exclude*.
-
-    A receiver gets a subscription's events in order as far as first attempts go: a
-    delivery waits while an earlier one of its subscription awaits its first attempt and
-    is in flight or not yet due. Retries hold nothing up.
-    """
+    *per_subscription* of any one subscription and none of those in *exclude*. A delivery
+    waits while an earlier one of its subscription awaits its first attempt and is in
+    flight or not yet due: first attempts go in event order; retries hold nothing up."""
     d = _delivery
     in_flight_or_later = sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now)
     held_up = (
@@ -184,13 +181,11 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
 def record(
     session: Session, jobs: Iterable[Job], *, config: WebhookSettings, rng: random.Random
 ) -> None:
-    """Record what happened to *jobs* in one transaction of a few set-based statements,
-    then tell the owners of the subscriptions it disabled. A job never sent (stopping, or
-    its lease ran short) is freed, due at once. Commits.
-
-    Delivered on 2xx; final when the policy refused the target; the subscription disabled
-    at once on 410 Gone; otherwise retried per the schedule, counted from the end of the
-    attempt, until the subscription has failed for ``webhook-disable-after``.
+    """Record what happened to *jobs* in a few set-based statements, commit, then tell the
+    owners of the subscriptions it disabled. Delivered on 2xx; final when the policy
+    refused the target; the subscription disabled on 410 Gone, or once it has failed for
+    ``webhook-disable-after``; otherwise retried per the schedule, counted from the end of
+    the attempt. A job never sent (stopping, or its lease ran short) is freed, due at once.
     """
     d, s = _delivery, _subscription
     loaded: dict[int, datetime | None] = {}  # failing_since per subscription, as read
