@@ -140,9 +140,6 @@ class _Undelivered:
     def nudge(self, outbox_ids: Any) -> None:
         self.nudged.extend(outbox_ids)
 
-    def nudge_deliveries(self, delivery_ids: Any) -> None:
-        self.nudged.extend(delivery_ids)
-
 
 class _NoDNS:
     """Stands in for ``socket.getaddrinfo``: loopback names and literals only; any other

@@ -39,11 +39,8 @@ class Nudges:
     def __init__(self) -> None:
         self.deliveries: list[int] = []
 
-    def nudge(self, outbox_ids: Any) -> None:
-        pass
-
-    def nudge_deliveries(self, delivery_ids: Any) -> None:
-        self.deliveries.extend(delivery_ids)
+    def nudge(self, ids: Any) -> None:
+        self.deliveries.extend(ids)
 
 
 @pytest.fixture

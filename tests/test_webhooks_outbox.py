@@ -30,9 +30,6 @@ class Recorder:
     def nudge(self, outbox_ids: Sequence[int]) -> None:
         self.nudged.append(list(outbox_ids))
 
-    def nudge_deliveries(self, delivery_ids: Sequence[int]) -> None:
-        pass
-
 
 def count(db: Any) -> int:
     db.rollback()

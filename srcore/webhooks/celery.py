@@ -168,8 +168,6 @@ class CeleryDispatcher:
             self._celery = self._celery or make_celery(self.app)
         self._celery.webhook_wakeups.after_commit()
 
-    nudge_deliveries = nudge
-
 
 class NoServiceError(RuntimeError, AttributeError):  # hasattr(module, "app") is False
     """``SRCORE_SERVICE`` is not set."""

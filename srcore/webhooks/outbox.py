@@ -50,8 +50,6 @@ class Dispatcher(Protocol):
 
     def nudge(self, ids: Sequence[int]) -> None: ...
 
-    def nudge_deliveries(self, ids: Sequence[int]) -> None: ...  # the same; to go
-
 
 class LocalDispatcher:
     """No broker: the local worker polls the database; a nudge wakes one in this process."""
@@ -65,8 +63,6 @@ class LocalDispatcher:
     def nudge(self, ids: Sequence[int]) -> None:
         if ids:
             self.wakeup.set()
-
-    nudge_deliveries = nudge
 
 
 @dataclass

@@ -15,13 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from srcore.config.keys import parse_duration
-from srcore.outbound import BODY_CAP, policy_for
+from srcore.outbound import BODY_CAP
 from srcore.webhooks.models import Subscription
 
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["MailNotifier", "WebhookSettings", "next_attempt_at", "policy_for", "settings_for"]
+__all__ = ["MailNotifier", "WebhookSettings", "next_attempt_at", "settings_for"]
 
 log = logging.getLogger("srcore.webhooks")
 

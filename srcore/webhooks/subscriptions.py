@@ -25,6 +25,7 @@ from srcore.auth.api import _challenge
 from srcore.auth.scopes import Scope, format_scopes, satisfies
 from srcore.db import session as db_session
 from srcore.db import utcnow
+from srcore.outbound import policy_for
 from srcore.outbound.targets import Resolver, lookup, target_problem
 from srcore.pagination import CursorList
 from srcore.service import state
@@ -34,7 +35,6 @@ from srcore.webhooks.catalog import PING, PingData
 from srcore.webhooks.delivery import redeliver as make_due
 from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import dump_payload, webhooks_state
-from srcore.webhooks.settings import policy_for
 from srcore.webhooks.shapes import DeliveryJSON, SubscriptionJSON, delivery_json, subscription_json
 
 __all__ = [
@@ -140,7 +140,7 @@ def read_overlap(valid: Validation) -> timedelta:
 def _sent(delivery: Delivery) -> DeliveryJSON:
     """Wake the dispatcher for a delivery made due by hand (committed already)."""
     try:
-        webhooks_state().dispatcher.nudge_deliveries([delivery.id])
+        webhooks_state().dispatcher.nudge([delivery.id])
     except Exception:  # the row is due: the worker's poll finds it
         log.exception("could not nudge the webhook dispatcher for delivery %s", delivery.id)
     return delivery_json(delivery)
