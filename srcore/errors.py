@@ -45,8 +45,10 @@ def error_response(
     *,
     title: str | None = None,
     headers: Any = None,
+    field: str | None = None,
 ) -> Response:
-    """Build the error response for *code*, JSON or HTML as the request calls for."""
+    """Build the error response for *code*, JSON or HTML as the request calls for; the
+    JSON error is about the input *field*, if one is named."""
     from werkzeug.http import HTTP_STATUS_CODES
 
     from srcore.validation import FieldError, error_body
@@ -55,7 +57,7 @@ def error_response(
     if wants_json():
         from flask import jsonify
 
-        response = jsonify(error_body([FieldError(reason=message)]))
+        response = jsonify(error_body([FieldError(message, field)]))
     else:
         try:
             body = render_template(

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import KeySet, OKPKey
 
+from srcore.auth.api import insufficient_scope
 from srcore.auth.tokens import StaticKeySource, TokenError, TokenVerifier
 from srcore.testing import TEST_ISSUER, mint_token
 
@@ -176,6 +177,18 @@ def test_api_challenges(app: Any, client: Any, make_token: Any, user: Any) -> No
     )
     ok = client.get("/api/whoami", headers={"Authorization": f"Bearer {ro}"})
     assert ok.get_json() == {"user": "alice"}
+
+
+def test_insufficient_scope_names_the_scope_and_the_field(app: Any) -> None:
+    """For a view whose needed scope depends on its input: the error names that field."""
+    with app.test_request_context("/api/things"):
+        response = insufficient_scope("Needs more.", "sample/things:RW", field="events")
+    assert response.status_code == 403
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="sample", error="insufficient_scope", error_description="Needs more.", '
+        'scope="sample/things:RW"'
+    )
+    assert response.get_json() == {"errors": [{"field": "events", "reason": "Needs more."}]}
 
 
 def test_api_ignores_the_session_cookie(user_client: Any) -> None:

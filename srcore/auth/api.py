@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from srcore.auth.tokens import AccessToken
 
-__all__ = ["bearer_token", "current_token", "init_app", "oauth"]
+__all__ = ["bearer_token", "current_token", "init_app", "insufficient_scope", "oauth"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,7 +32,9 @@ def current_token() -> AccessToken | None:
     return token
 
 
-def _challenge(status: int, reason: str, *, error: str | None, scope: str | None) -> Response:
+def _challenge(
+    status: int, reason: str, *, error: str | None, scope: str | None, field: str | None = None
+) -> Response:
     from srcore.errors import error_response
 
     realm = current_app.extensions["srcore"].service_id
@@ -42,9 +44,14 @@ def _challenge(status: int, reason: str, *, error: str | None, scope: str | None
         parts.append('error_description="{}"'.format(reason.replace('"', "'")))
     if scope:
         parts.append(f'scope="{scope}"')
-    return error_response(
-        status, reason, headers=[("WWW-Authenticate", "Bearer " + ", ".join(parts))]
-    )
+    header = ("WWW-Authenticate", "Bearer " + ", ".join(parts))
+    return error_response(status, reason, headers=[header], field=field)
+
+
+def insufficient_scope(reason: str, scope: str, *, field: str | None = None) -> Response:
+    """The 403 for a token that lacks *scope* (RFC 6750 3.1), whose challenge names it;
+    *field* is the input that asked for it, when the scope depends on the input."""
+    return _challenge(403, reason, error="insufficient_scope", scope=scope, field=field)
 
 
 def bearer_token() -> AccessToken | Response:
@@ -93,8 +100,7 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
             if isinstance(token, Response):
                 return token
             if not any(held.satisfies(required) for held in token.scopes):
-                reason = f"This call needs the scope {scope}."
-                return _challenge(403, reason, error="insufficient_scope", scope=scope)
+                return insufficient_scope(f"This call needs the scope {scope}.", scope)
             g.srcore_token = token
             # The caller's user row is loaded only if the view asks for current_user:
             # a view that needs just the id (current_token().subject) costs no query.

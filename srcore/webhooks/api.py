@@ -10,7 +10,7 @@ from typing import TypedDict
 
 from flask import Blueprint, Response, g, request, url_for
 
-from srcore.auth.api import _challenge, bearer_token
+from srcore.auth.api import bearer_token, insufficient_scope
 from srcore.auth.scopes import format_scopes
 from srcore.auth.web import current_user
 from srcore.openapi import Accepted, Created, NoContent, accepted, created, no_content, operation
@@ -46,7 +46,7 @@ def _authenticate() -> Response | None:
     if not own:
         wanted = format_scopes(subs.events_scopes())
         reason = f"Webhooks of {st.manifest.name} need a token with one of: {wanted}."
-        return _challenge(403, reason, error="insufficient_scope", scope=wanted)
+        return insufficient_scope(reason, wanted)
     g.srcore_token = token
     g.pop("srcore_user", None)
     if token.subject is not None:

@@ -5,7 +5,6 @@ now is a 409 or 429 (the pages say it on the webhook's page)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable
@@ -21,7 +20,7 @@ from werkzeug.exceptions import Conflict, TooManyRequests
 from werkzeug.local import LocalProxy
 
 from srcore import pagination
-from srcore.auth.api import _challenge
+from srcore.auth.api import insufficient_scope
 from srcore.auth.scopes import Scope, format_scopes, satisfies
 from srcore.db import session as db_session
 from srcore.db import utcnow
@@ -167,9 +166,7 @@ class Subscriber:
             return
         doing = "Managing webhooks of" if write else "Receiving"
         reason = f"{doing} these events needs the scope {missing}, which this token does not hold."
-        response = _challenge(403, reason, error="insufficient_scope", scope=missing)
-        response.set_data(json.dumps({"errors": [{"field": "events", "reason": reason}]}) + "\n")
-        abort(response)
+        abort(insufficient_scope(reason, missing, field="events"))
 
     def owned(self) -> ColumnElement[bool]:
         """The WHERE clause of its subscriptions (never trusted ones)."""
