@@ -825,3 +825,19 @@ def test_the_delivery_log_pages_through_older_deliveries(
     rest = user_client.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
     assert f'id="delivery-{made[0]}"' in rest and f'id="delivery-{made[-1]}"' not in rest
     assert f'href="/webhooks/{sid}" rel="prev"' in rest and 'rel="next"' not in rest
+
+
+def test_the_index_pages_through_older_webhooks(app: Any, user_client: Any) -> None:
+    app.config["WTF_CSRF_ENABLED"] = False
+    for n in range(21):
+        made = user_client.post(
+            "/webhooks/new", data={"url": f"{HOOK}/{n}", "events": "thing:created"}
+        )
+        assert made.status_code == 201
+    first = user_client.get("/webhooks").get_data(as_text=True)
+    older = re.search(r'href="([^"]+)" rel="next"', first)
+    assert older is not None and f"{HOOK}/20<" in first and f"{HOOK}/0<" not in first
+    assert 'rel="prev"' not in first
+    rest = user_client.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
+    assert f"{HOOK}/0<" in rest and f"{HOOK}/20<" not in rest
+    assert 'href="/webhooks" rel="prev"' in rest and 'rel="next"' not in rest

@@ -9,19 +9,15 @@ import json
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
-from sqlalchemy import select
 from werkzeug.exceptions import Conflict, HTTPException, TooManyRequests
 from werkzeug.wrappers import Response
 
 from srcore.auth.web import current_user, login_required
-from srcore.db import session as db_session
 from srcore.errors import error_response
-from srcore.pagination import page_number, paginate_pages
 from srcore.service import state
 from srcore.validation import Validation, ValidationFailed
 from srcore.webhooks import subscriptions as subs
-from srcore.webhooks.models import Subscription
-from srcore.webhooks.shapes import SubscriptionJSON, subscription_json
+from srcore.webhooks.shapes import SubscriptionJSON
 from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION
 
 __all__ = ["pages"]
@@ -68,16 +64,13 @@ def _back(message: str, category: str = "success") -> Response:
 
 def _detail(sub: SubscriptionJSON, status: int = 200) -> tuple[str, int]:
     """*sub*'s page, and its delivery log at ``?cursor=`` (on a GET)."""
-    log = subs.current.deliveries(sub["id"], first_page=request.method != "GET")
+    log = subs.current.deliveries(sub["id"], first=request.method != "GET")
     return render_template("webhooks/detail.html", subscription=sub, log=log), status
 
 
 @pages.route("")
 def index() -> str:
-    stmt = select(Subscription).where(subs.current.owned()).order_by(Subscription.id.desc())
-    listing = paginate_pages(db_session, stmt, page=page_number(), per_page=25)
-    shown = [subscription_json(sub) for sub in listing.items]
-    return render_template("webhooks/index.html", listing=listing, subscriptions=shown)
+    return render_template("webhooks/index.html", listing=subs.current.listing())
 
 
 @pages.route("/new", methods=["GET", "POST"], endpoint="new")
@@ -86,14 +79,11 @@ def form(subscription_id: int | None = None) -> Any:
     """A new webhook's form (``?events=`` and ``?resource=`` fill it in), or an edit's."""
     sub = None if subscription_id is None else subs.current.show(subscription_id)
     if request.method == "GET":
-        chosen = request.args.getlist("events") if sub is None else sub["events"]
-        resource = subs.read_subscription(Validation()).resource
-        return render_template(FORM, subscription=sub, chosen=chosen, resource=resource)
-    chosen = request.form.getlist("events")
-    valid = Validation.form(FORM, subscription=sub, chosen=chosen)
-    if subscription_id is None:
+        return render_template(FORM, subscription=sub)
+    valid = Validation.form(FORM, subscription=sub)
+    if sub is None:
         return _detail(subs.current.create(valid), status=201)
-    subs.current.update(subscription_id, valid)
+    subs.current.update(sub["id"], valid)
     return _back("Webhook saved.")
 
 
@@ -106,9 +96,8 @@ def detail(subscription_id: int) -> tuple[str, int]:
 def rotate(subscription_id: int) -> Any:
     try:
         return _detail(subs.current.rotate(subscription_id, Validation()))
-    except ValidationFailed as exc:
-        reasons = "; ".join(err.reason for err in exc.validation.errors)
-        return _back(f"The secret was not rotated: {reasons}", "error")
+    except ValidationFailed as exc:  # its message is every reason
+        return _back(f"The secret was not rotated: {exc}", "error")
 
 
 @pages.post(f"{SUBSCRIPTION}/enable", endpoint="enable")

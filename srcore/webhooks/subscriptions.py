@@ -1,7 +1,6 @@
 """What the API and the pages both do with a subscriber's subscriptions, each change
-committed and shown as the API's JSON (which the pages render too). Another's subscription
-is a 404, the operator's trusted ones are never shown; what the subscription's state forbids
-now is a 409 or 429 (the pages say it on the webhook's page)."""
+committed and shown as the API's JSON. Another's subscription is a 404, the operator's
+trusted ones are never shown; what a subscription's state forbids now is a 409 or 429."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import NamedTuple, cast
+from typing import cast
 
 from flask import Flask, abort, current_app, g
 from sqlalchemy import ColumnElement, func, select
@@ -65,15 +64,8 @@ MAX_OVERLAP = 7 * 24 * 3600
 #: ``kind:id``, e.g. ``tracker:12``; the kind is a word, the id a URL-safe token.
 _RESOURCE = re.compile(r"[a-z][a-z0-9_]{0,62}:[A-Za-z0-9._~-]{1,190}")
 _RESOLVER = "srcore_webhook_resolver"
-
-
-class _Input(NamedTuple):
-    """What a create or a change sent; ``None`` is "not sent" (a PATCH)."""
-
-    url: str | None
-    events: tuple[str, ...] | None
-    resource: str | None
-    enabled: bool | None
+#: What a create or a change sent: url, events, resource, enabled; None is "not sent".
+_Input = tuple[str | None, tuple[str, ...] | None, str | None, bool | None]
 
 
 def set_resolver(app: Flask, resolve: Resolver) -> None:
@@ -96,22 +88,21 @@ def _read_events(valid: Validation) -> tuple[str, ...] | None:
         return None
     names = sorted({name for item in sent or () for name in item.split(",") if name})
     subscribable = [event.name for event in manifest.user_events]
-    unknown = [name for name in names if manifest.event(name) is None]
-    internal = [name for name in names if name not in subscribable and name not in unknown]
+    unknown = [repr(name[:64]) for name in names if manifest.event(name) is None]
+    internal = [repr(name) for name in names if name not in subscribable]
     if not names:
-        valid.error("Choose at least one event.", "events")
+        reason = "Choose at least one event."
     elif unknown:
-        shown = ", ".join(repr(name[:64]) for name in unknown[:5])
-        plural = "s" if len(unknown) > 1 else ""
         sends = ", ".join(subscribable) or "none"
-        valid.error(f"Unknown event{plural} {shown}; {manifest.name} sends: {sends}.", "events")
+        event = "events" if len(unknown) > 1 else "event"
+        reason = f"Unknown {event} {', '.join(unknown[:5])}; {manifest.name} sends: {sends}."
     elif internal:
-        shown = ", ".join(repr(name) for name in internal)
+        shown = ", ".join(internal)
         verb = "are" if len(internal) > 1 else "is"
         reason = f"{shown} {verb} internal to the network: nobody can subscribe to it."
-        valid.error(reason, "events")
     else:
         return tuple(names)
+    valid.error(reason, "events")
     return None
 
 
@@ -127,7 +118,7 @@ def read_subscription(valid: Validation, *, partial: bool = False) -> _Input:
         valid.error("Must name one resource, like tracker:12.", "resource")
         resource = None
     enabled = valid.require("enabled", bool) if partial and "enabled" in valid else None
-    return _Input(url, events, resource, enabled)
+    return url, events, resource, enabled
 
 
 def read_overlap(valid: Validation) -> timedelta:
@@ -213,7 +204,6 @@ class Subscriber:
             resource=resource,
             scopes=format_scopes(self.scopes),
             secret=generate_secret(),
-            enabled=True,
             confirmed_at=utcnow(),
         )
         # Checked even when other fields are wrong, so a form shows every problem at once.
@@ -264,9 +254,8 @@ class Subscriber:
         sub = self.find(subscription_id)
         overlap = read_overlap(valid)
         valid.raise_if_invalid()
-        keep = overlap > timedelta(0)
-        sub.previous_secret = sub.secret if keep else None
-        sub.previous_secret_expires = utcnow() + overlap if keep else None
+        sub.previous_secret = sub.secret if overlap else None
+        sub.previous_secret_expires = utcnow() + overlap if overlap else None
         sub.secret = generate_secret()
         db_session.commit()
         return subscription_json(sub, secret=True)
@@ -289,16 +278,13 @@ class Subscriber:
         if not sub.enabled:
             raise Conflict("This webhook is disabled; enable it before sending a test event.")
         now = utcnow()
-        pings = (
-            select(func.max(Delivery.created)).join(Delivery.outbox).where(OutboxRow.event == PING)
-        )
-        last = db_session.scalar(pings.where(Delivery.subscription_id == sub.id))
+        pinged = Delivery.subscription_id == sub.id, OutboxRow.event == PING
+        query = select(func.max(Delivery.created)).join(Delivery.outbox).where(*pinged)
+        last = db_session.scalar(query)
         if last is not None and now - last < PING_INTERVAL:
-            wait = int((PING_INTERVAL - (now - last)).total_seconds()) + 1
-            reason = (
-                f"A test event was sent moments ago; wait {wait} seconds before sending another."
-            )
-            raise TooManyRequests(reason, retry_after=wait)
+            wait = int((last + PING_INTERVAL - now).total_seconds()) + 1
+            why = f"A test event was sent moments ago; wait {wait} seconds before sending another."
+            raise TooManyRequests(why, retry_after=wait)
         message = f"A test event from {state().manifest.name}: this webhook receives events."
         data: PingData = {"subscription": sub.id, "message": message}
         row = OutboxRow(
@@ -309,17 +295,15 @@ class Subscriber:
         db_session.commit()
         return _sent(delivery)
 
-    def deliveries(
-        self, subscription_id: int, *, first_page: bool = False
-    ) -> CursorList[DeliveryJSON]:
+    def deliveries(self, subscription_id: int, *, first: bool = False) -> CursorList[DeliveryJSON]:
         """The page of a log (newest first) that ``?cursor=`` and ``?limit=`` ask for, or
-        the first: each delivery with its attempts (newest first)."""
+        the *first*: each delivery with its attempts (newest first)."""
         sub = self.find(subscription_id, write=False)
         # Each delivery with the name of its event, not the whole event, nor its subscription.
         event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
         stmt = select(Delivery).where(Delivery.subscription_id == sub.id)
         stmt = stmt.options(lazyload(Delivery.subscription), event_name)
-        page = _page(stmt, key=[Delivery.id], valid=Validation(data={}) if first_page else None)
+        page = _page(stmt, key=[Delivery.id], valid=Validation(data={}) if first else None)
         attempts: dict[int, list[Attempt]] = {delivery.id: [] for delivery in page.items}
         found = select(Attempt).where(Attempt.delivery_id.in_(attempts)).order_by(Attempt.id.desc())
         for attempt in db_session.scalars(found):
