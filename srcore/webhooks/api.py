@@ -1,7 +1,6 @@
 """The webhook API under ``/api/webhooks``: the public event catalog, and subscriptions
-managed with a bearer token, whose user (or client) is the subscriber. Receiving events
-needs their scopes read-only; changing a subscription, or being handed its secret, needs
-them read-write."""
+managed with a bearer token, whose user (or client) is the subscriber. Receiving events needs
+their scopes read-only; changing a subscription, or being handed its secret, read-write."""
 
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ from srcore.validation import Validation
 from srcore.webhooks import subscriptions as subs
 from srcore.webhooks.catalog import CatalogEntry, event_catalog
 from srcore.webhooks.shapes import DeliveryJSON, SubscriptionJSON
-from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION
 
 __all__ = ["api"]
 
@@ -79,21 +77,21 @@ def api_create() -> Created[SubscriptionJSON]:
     return created(body, location=url_for(".api_get", subscription_id=body["id"]))
 
 
-@api.get(SUBSCRIPTION)
+@api.get(subs.SUBSCRIPTION)
 @operation(token=True)
 def api_get(subscription_id: int) -> SubscriptionJSON:
     """One of the token's webhooks."""
     return subs.current.show(subscription_id)
 
 
-@api.patch(SUBSCRIPTION)
+@api.patch(subs.SUBSCRIPTION)
 @operation(body=partial(subs.read_subscription, partial=True), token=True)
 def api_update(subscription_id: int) -> SubscriptionJSON:
     """Change a webhook's url, events or enabled (those sent); its resource is fixed."""
     return subs.current.update(subscription_id, Validation(), partial=True)
 
 
-@api.delete(SUBSCRIPTION)
+@api.delete(subs.SUBSCRIPTION)
 @operation(token=True)
 def api_delete(subscription_id: int) -> NoContent:
     """Delete a webhook and its delivery log."""
@@ -101,7 +99,7 @@ def api_delete(subscription_id: int) -> NoContent:
     return no_content()
 
 
-@api.post(f"{SUBSCRIPTION}/rotate")
+@api.post(f"{subs.SUBSCRIPTION}/rotate")
 @operation(body=subs.read_overlap, token=True)
 def api_rotate(subscription_id: int) -> SubscriptionJSON:
     """Give a webhook a new secret (in the answer); the old one keeps signing beside it
@@ -110,21 +108,21 @@ def api_rotate(subscription_id: int) -> SubscriptionJSON:
     return subs.current.rotate(subscription_id, Validation() if sent else Validation(data={}))
 
 
-@api.get(f"{SUBSCRIPTION}/deliveries")
+@api.get(f"{subs.SUBSCRIPTION}/deliveries")
 @operation(query=subs.read_page, token=True)
 def api_deliveries(subscription_id: int) -> CursorList[DeliveryJSON]:
     """A webhook's delivery log, newest first, with each delivery's attempts."""
     return subs.current.deliveries(subscription_id)
 
 
-@api.post(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver")
+@api.post(f"{subs.SUBSCRIPTION}/deliveries/{subs.DELIVERY}/redeliver")
 @operation(token=True, errors={409: "The webhook is disabled."})
 def api_redeliver(subscription_id: int, delivery_id: int) -> Accepted[DeliveryJSON]:
     """Send a delivery again, now, with the same ``webhook-id``."""
     return accepted(subs.current.redeliver(subscription_id, delivery_id))
 
 
-@api.post(f"{SUBSCRIPTION}/ping")
+@api.post(f"{subs.SUBSCRIPTION}/ping")
 @operation(
     token=True,
     errors={

@@ -1,7 +1,6 @@
 """The webhook pages under ``/webhooks``, for the logged-in web user, who may receive every
 event open to users (the service's ``can_receive`` decides which resources they can see). A
-secret is shown once, on the answer to the request that made it; afterwards only its end.
-"""
+secret is shown once, on the answer to the request that made it; afterwards only its end."""
 
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ from srcore.service import state
 from srcore.validation import Validation, ValidationFailed
 from srcore.webhooks import subscriptions as subs
 from srcore.webhooks.shapes import SubscriptionJSON
-from srcore.webhooks.subscriptions import DELIVERY, SUBSCRIPTION
 
 __all__ = ["pages"]
 
@@ -74,7 +72,7 @@ def index() -> str:
 
 
 @pages.route("/new", methods=["GET", "POST"], endpoint="new")
-@pages.route(f"{SUBSCRIPTION}/edit", methods=["GET", "POST"], endpoint="edit")
+@pages.route(f"{subs.SUBSCRIPTION}/edit", methods=["GET", "POST"], endpoint="edit")
 def form(subscription_id: int | None = None) -> Any:
     """A new webhook's form (``?events=`` and ``?resource=`` fill it in), or an edit's."""
     sub = None if subscription_id is None else subs.current.show(subscription_id)
@@ -87,12 +85,12 @@ def form(subscription_id: int | None = None) -> Any:
     return _back("Webhook saved.")
 
 
-@pages.route(SUBSCRIPTION)
+@pages.route(subs.SUBSCRIPTION)
 def detail(subscription_id: int) -> tuple[str, int]:
     return _detail(subs.current.show(subscription_id))
 
 
-@pages.post(f"{SUBSCRIPTION}/rotate")
+@pages.post(f"{subs.SUBSCRIPTION}/rotate")
 def rotate(subscription_id: int) -> Any:
     try:
         return _detail(subs.current.rotate(subscription_id, Validation()))
@@ -100,8 +98,8 @@ def rotate(subscription_id: int) -> Any:
         return _back(f"The secret was not rotated: {exc}", "error")
 
 
-@pages.post(f"{SUBSCRIPTION}/enable", endpoint="enable")
-@pages.post(f"{SUBSCRIPTION}/disable", endpoint="disable")
+@pages.post(f"{subs.SUBSCRIPTION}/enable", endpoint="enable")
+@pages.post(f"{subs.SUBSCRIPTION}/disable", endpoint="disable")
 def enable(subscription_id: int) -> Response:
     enabled = request.endpoint == "srcore_webhooks.enable"
     subs.current.update(subscription_id, Validation(data={"enabled": enabled}), partial=True)
@@ -110,20 +108,20 @@ def enable(subscription_id: int) -> Response:
     return _back("Webhook disabled: no events are sent to it until you enable it.")
 
 
-@pages.post(f"{SUBSCRIPTION}/delete")
+@pages.post(f"{subs.SUBSCRIPTION}/delete")
 def delete(subscription_id: int) -> Response:
     subs.current.delete(subscription_id)
     flash("Webhook deleted.", "success")
     return redirect(url_for(".index"))
 
 
-@pages.post(f"{SUBSCRIPTION}/deliveries/{DELIVERY}/redeliver")
+@pages.post(f"{subs.SUBSCRIPTION}/deliveries/{subs.DELIVERY}/redeliver")
 def redeliver_page(subscription_id: int, delivery_id: int) -> Response:
     sent = subs.current.redeliver(subscription_id, delivery_id)
     return _back(f"Delivery {sent['message_id']} will be sent again shortly.")
 
 
-@pages.post(f"{SUBSCRIPTION}/ping")
+@pages.post(f"{subs.SUBSCRIPTION}/ping")
 def ping(subscription_id: int) -> Response:
     sent = subs.current.ping(subscription_id)
     return _back(f"A test event ({sent['message_id']}) will be sent shortly.")
