@@ -249,11 +249,14 @@ def test_a_trickling_receiver_delays_nobody_else(
     assert statuses == {"pending"}
 
 
-def test_a_claim_takes_a_bounded_share_of_one_subscription(app: Any, db: Any) -> None:
+def test_a_claim_takes_a_bounded_share_of_one_subscription(
+    app: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A subscription with a backlog gets at most its share of a claim, so one backlog
     does not fill a worker while other subscriptions wait."""
     from datetime import UTC, datetime
 
+    from srcore.webhooks import delivery
     from srcore.webhooks.delivery import claim_deliveries, claim_outbox
     from srcore.webhooks.fanout import fan_out
 
@@ -266,10 +269,12 @@ def test_a_claim_takes_a_bounded_share_of_one_subscription(app: Any, db: Any) ->
     fan_out(db, claim_outbox(db, now=now, lease=lease, limit=100), manifest=manifest, now=now)
     owners = {d.id: d.subscription_id for d in db.scalars(sql_select(Delivery))}
     db.rollback()
-    claimed = claim_deliveries(db, now=now, lease=lease, limit=100, per_subscription=2)
+    monkeypatch.setattr(delivery, "LANE", 2)
+    claimed = claim_deliveries(db, now=now, lease=lease, limit=100)
     assert sorted(owners[i] for i in claimed) == [backlog, backlog, other, other]
     later = now + lease + timedelta(seconds=1)  # those claims have lapsed
-    again = claim_deliveries(db, now=later, lease=lease, limit=100, per_subscription=3)
+    monkeypatch.setattr(delivery, "LANE", 3)
+    again = claim_deliveries(db, now=later, lease=lease, limit=100)
     assert sorted(owners[i] for i in again) == [backlog] * 3 + [other] * 3
     for sid in (backlog, other):  # each one's oldest events first
         assert [i for i in again if owners[i] == sid] == sorted(

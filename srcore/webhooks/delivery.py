@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from srcore.outbound import Exchange
-from srcore.signatures import decode_secret
 from srcore.sqlrows import execute_rows, insert_rows, lazy_commit, rows_of
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, OutboxRow, Subscription
 from srcore.webhooks.settings import WebhookSettings, next_attempt_at
@@ -45,6 +44,7 @@ def _claim(
 ) -> list[int]:
     """Lease those rows of *table* that *chosen* selects and are still free; their ids."""
     lazy_commit(session)
+    chosen = chosen.with_for_update(skip_locked=True)
     free = table.c.id.in_(chosen.scalar_subquery()), _free(table, now)
     claim = sa.update(table).where(*free).values(claimed_until=now + lease).returning(table.c.id)
     return sorted(int(i) for i in session.connection().execute(claim).scalars())
@@ -58,22 +58,16 @@ def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: in
     """Claim up to *limit* outbox rows not yet fanned out; returns their ids."""
     o = _outbox
     chosen = sa.select(o.c.id).where(o.c.fanned_out_at.is_(None), _free(o, now)).order_by(o.c.id)
-    return _claim(session, o, chosen.limit(limit).with_for_update(skip_locked=True), now, lease)
+    return _claim(session, o, chosen.limit(limit), now, lease)
 
 
 def claim_deliveries(
-    session: Session,
-    *,
-    now: datetime,
-    lease: timedelta,
-    limit: int,
-    exclude: Collection[int] = (),
-    per_subscription: int = LANE,
+    session: Session, *, now: datetime, lease: timedelta, limit: int, exclude: Collection[int] = ()
 ) -> list[int]:
-    """Claim up to *limit* due pending deliveries, oldest event first, at most
-    *per_subscription* of any one subscription and none of those in *exclude*. A delivery
-    waits while an earlier one of its subscription awaits its first attempt and is in
-    flight or not yet due: first attempts go in event order; retries hold nothing up."""
+    """Claim up to *limit* due pending deliveries, oldest event first, at most :data:`LANE`
+    of any one subscription and none of those in *exclude*. A delivery waits while an
+    earlier one of its subscription awaits its first attempt and is in flight or not yet
+    due: first attempts go in event order; retries hold nothing up."""
     d = _delivery
     in_flight_or_later = sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now)
     held_up = (
@@ -95,24 +89,17 @@ def claim_deliveries(
         .where(*due)
         .subquery("ranked")
     )
-    first = (
-        sa.select(ranked.c.id)
-        .where(ranked.c.rank <= per_subscription)
-        .order_by(ranked.c.outbox_id, ranked.c.id)
-        .limit(limit)
-    )
-    chosen = sa.select(d.c.id).where(d.c.id.in_(first)).with_for_update(skip_locked=True)
-    return _claim(session, d, chosen, now, lease)
+    first = sa.select(ranked.c.id).where(ranked.c.rank <= LANE)
+    first = first.order_by(ranked.c.outbox_id, ranked.c.id).limit(limit)
+    return _claim(session, d, sa.select(d.c.id).where(d.c.id.in_(first)), now, lease)
 
 
 @dataclass
 class Job:
-    """One delivery to attempt (its fields from ``id`` to ``event`` are the columns that
-    :func:`load_jobs` reads), then what :func:`.worker.send` made of it."""
+    """One delivery to attempt (its fields from ``id`` to ``previous_secret_expires`` are
+    the columns that :func:`load_jobs` reads), then what :func:`.worker.send` made of it."""
 
     body: bytes
-    #: The subscription's secret, and its previous one until it expires.
-    keys: tuple[bytes, bytes | None, datetime | None]
     id: int
     message_id: str
     attempts: int
@@ -123,10 +110,14 @@ class Job:
     resume_at: datetime | None
     subscription_id: int
     outbox_id: int
+    event: str
     url: str
     trusted: bool
     failing_since: datetime | None
-    event: str
+    secret: str
+    #: Signed with too, until it expires.
+    previous_secret: str | None
+    previous_secret_expires: datetime | None
     now: datetime | None = None
     #: When the attempt ended: retries count from here, not from its start.
     ended: datetime | None = None
@@ -138,15 +129,14 @@ class Job:
 
 def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
     """The jobs of the pending deliveries among *delivery_ids*, in event order (one
-    statement). Deliveries of a disabled subscription are cancelled; one that cannot be
-    built (a malformed secret) is logged and left to its lease."""
+    statement). Deliveries of a disabled subscription are cancelled; one whose event
+    cannot be read is logged and left to its lease."""
     d, s, o = _delivery, _subscription, _outbox
     rows = session.connection().execute(
-        sa.select(*(d.c[n] for n in ("id", "message_id", "attempts", "next_attempt_at")))
-        .add_columns(d.c.manual_status, d.c.resume_at, d.c.subscription_id, d.c.outbox_id)
-        .add_columns(s.c.url, s.c.trusted, s.c.failing_since, o.c.event)
-        .add_columns(s.c.enabled, s.c.secret, s.c.previous_secret, s.c.previous_secret_expires)
-        .add_columns(o.c.created, o.c.payload)
+        sa.select(s.c.enabled, o.c.created, o.c.payload, d.c.id, d.c.message_id, d.c.attempts)
+        .add_columns(d.c.next_attempt_at, d.c.manual_status, d.c.resume_at, d.c.subscription_id)
+        .add_columns(d.c.outbox_id, o.c.event, s.c.url, s.c.trusted, s.c.failing_since)
+        .add_columns(s.c.secret, s.c.previous_secret, s.c.previous_secret_expires)
         .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
         .where(d.c.id.in_(sorted(set(delivery_ids))), d.c.status == PENDING)
         .order_by(d.c.outbox_id, d.c.id)
@@ -154,24 +144,19 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
     cancelled: list[int] = []
     jobs: list[Job] = []
     bodies: dict[int, bytes] = {}
-    keys: dict[int, Any] = {}
     for row in rows:
         if not row.enabled:
             cancelled.append(row.id)
             continue
-        try:
-            if row.outbox_id not in bodies:
+        if row.outbox_id not in bodies:
+            try:
                 data = {"type": row.event, "timestamp": row.created.isoformat()}
                 data["data"] = json.loads(row.payload)
                 bodies[row.outbox_id] = json.dumps(data, separators=(",", ":")).encode()
-            if row.subscription_id not in keys:
-                old = decode_secret(row.previous_secret) if row.previous_secret else None
-                secret = decode_secret(row.secret)
-                keys[row.subscription_id] = (secret, old, row.previous_secret_expires)
-        except Exception as exc:
-            log.exception("delivery %d cannot be sent: %s", row.id, exc)
-            continue
-        jobs.append(Job(bodies[row.outbox_id], keys[row.subscription_id], *row[:12]))
+            except ValueError as exc:
+                log.exception("delivery %d cannot be sent: %s", row.id, exc)
+                continue
+        jobs.append(Job(bodies[row.outbox_id], *row[3:]))
     if cancelled:
         cancel = sa.update(d).where(d.c.id.in_(cancelled), d.c.status == PENDING)
         session.execute(cancel.values(status=DeliveryStatus.cancelled, claimed_until=None))
@@ -188,8 +173,9 @@ def record(
     the attempt. A job never sent (stopping, or its lease ran short) is freed, due at once.
     """
     d, s = _delivery, _subscription
-    loaded: dict[int, datetime | None] = {}  # failing_since per subscription, as read
-    failing: dict[int, datetime | None] = {}  # and after this batch
+    jobs = sorted(jobs, key=lambda j: (j.outbox_id, j.id))
+    loaded = {job.subscription_id: job.failing_since for job in jobs}
+    failing = dict(loaded)  # failing_since per subscription, as read and after this batch
     disabled: dict[int, tuple[str, datetime]] = {}  # why and when
     attempts: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
@@ -237,17 +223,14 @@ def record(
         log.info("retrying %s in %d s: %s", job.message_id, delay, status or error)
         return {**row, "o_status": PENDING, "o_next_attempt_at": retry}
 
-    for job in sorted(jobs, key=lambda j: (j.outbox_id, j.id)):
-        if job.failure is not None or job.exchange is None or job.now is None:
-            if job.failure is None:
-                unsent.append(job.id)
-            else:
-                log.error("delivery %d failed unexpectedly", job.id, exc_info=job.failure)
-            continue
-        loaded.setdefault(job.subscription_id, job.failing_since)
-        failing.setdefault(job.subscription_id, job.failing_since)
-        changes.append(outcome(job, job.exchange, job.now))
-        attempts.append(_attempt_row(job, job.exchange, config.body_cap))
+    for job in jobs:
+        if job.failure is not None:
+            log.error("delivery %d failed unexpectedly", job.id, exc_info=job.failure)
+        elif job.exchange is None or job.now is None:
+            unsent.append(job.id)
+        else:
+            changes.append(outcome(job, job.exchange, job.now))
+            attempts.append(_attempt_row(job, job.exchange, config.body_cap))
     lazy_commit(session)
     conn = session.connection()
     if unsent:

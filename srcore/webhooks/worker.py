@@ -12,6 +12,7 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from srcore.db import utcnow
 from srcore.outbound import AddressPolicy, PooledSender, Sender, policy_for
-from srcore.signatures import sign_with_key
+from srcore.signatures import signature_header
 from srcore.webhooks.delivery import (
     Job,
     claim_deliveries,
@@ -72,11 +73,10 @@ def send(job: Job, http: Sender, config: WebhookSettings, clock: Callable[[], da
         timestamp = int(now.timestamp())
         headers = {"content-type": "application/json", "user-agent": config.user_agent}
         headers.update({"webhook-id": job.message_id, "webhook-timestamp": str(timestamp)})
-        key, previous, expires = job.keys
-        keys = [key]
-        if previous is not None and (expires is None or expires > now):
-            keys.append(previous)  # the rotation overlap lasts
-        signature = " ".join(sign_with_key(k, job.message_id, timestamp, job.body) for k in keys)
+        secrets, expires = [job.secret], job.previous_secret_expires
+        if job.previous_secret and (expires is None or expires > now):
+            secrets.append(job.previous_secret)  # the rotation's overlap lasts
+        signature = signature_header(secrets, job.message_id, timestamp, job.body)
         signed = {**headers, "webhook-signature": signature}
         deadline, started = time.monotonic() + config.timeout.total_seconds(), time.perf_counter()
         job.exchange = http.post(job.url, signed, job.body, deadline=deadline)
@@ -90,7 +90,7 @@ def _receiver(url: str) -> str:
     """Who a URL's requests go to, for the per-receiver cap: ``host:port``."""
     try:
         parts = urlsplit(url)
-        return f"{(parts.hostname or '').lower()}:{parts.port or parts.scheme}"
+        return f"{parts.hostname}:{parts.port or parts.scheme}"
     except ValueError:
         return url
 
@@ -134,65 +134,56 @@ class Worker:
         self._finishing = threading.Event()
         self._slots = threading.Semaphore(max(self.settings.concurrency, 1))
         self._hosts: dict[str, threading.Semaphore] = {}
-        #: Jobs sent (or given up) by the lanes, to be recorded; then the lane's end.
+        #: The jobs the lanes sent (or gave up), to be recorded.
         self._finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        self._ended: queue.SimpleQueue[int] = queue.SimpleQueue()
-        #: Subscriptions with a lane: not claimed for meanwhile.
-        self._busy: set[int] = set()
-        #: Deliveries claimed and not yet recorded.
-        self._held = 0
-        #: Outbox rows and deliveries the last step claimed: 0 when it only recorded.
-        self._started = 0
-        self._last_prune: datetime | None = None
+        #: Per subscription with a lane, its deliveries claimed and not yet recorded: a
+        #: subscription is not claimed for while it has some.
+        self._held: Counter[int] = Counter()
         self._prepared = False
+        self._pruned_at: datetime | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.state.service_id}>"
 
-    def run_once(self) -> int:
-        """One step: record, claim, start lanes, fan out. Returns the deliveries recorded
-        and outbox rows fanned out."""
-        with self.state.db.session() as session:
-            if not self._prepared:  # the service's hooks, once per worker (until they pass)
-                with self.app.app_context():
-                    for hook in webhooks_state(self.app).prepare:
-                        hook(session)
-                self._prepared = True
-            self._busy.difference_update(self._ended.get() for _ in range(self._ended.qsize()))
-            handled = self._record(session)
-            if self._stopping.is_set():
-                return handled
-            now, claimed_at = self.clock(), time.monotonic()
-            outbox_ids = claim_outbox(session, now=now, lease=self.lease, limit=self.batch)
-            room = min(HOLD_BATCHES * self.batch - self._held, self.batch)
-            due = []
-            if room > 0:
-                due = claim_deliveries(
-                    session, now=now, lease=self.lease, limit=room, exclude=self._busy
-                )
-            lanes: dict[int, list[Job]] = {}
-            for job in load_jobs(session, due) if due else ():
-                lanes.setdefault(job.subscription_id, []).append(job)
-            session.commit()
-            # The last request must end a second before the lease, however long reading took.
-            must_end = claimed_at + self.lease.total_seconds() - 1.0
-            for sid, jobs in lanes.items():
-                slots = max(self.settings.per_host, 1)
-                host = self._hosts.setdefault(_receiver(jobs[0].url), threading.Semaphore(slots))
-                args = (jobs, host, must_end)
-                threading.Thread(target=self._send_lane, args=args, daemon=True).start()
-                self._busy.add(sid)
-                self._held += len(jobs)
-            self._started = len(due) + len(outbox_ids)
-            if outbox_ids:
-                fan_out(session, outbox_ids, manifest=self.state.manifest, now=self.clock())
-                handled += len(outbox_ids)
-            now = self.clock()
-            if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
-                self._last_prune, retention = now, self.settings.log_retention
-                if removed := prune_log(session, now=now, retention=retention):
-                    log.info("pruned %d delivery log entries older than %s", removed, retention)
-        return handled
+    def _step(self, session: Session) -> tuple[int, int]:
+        """Record, claim, start lanes, fan out. Returns the deliveries recorded and outbox
+        rows fanned out, and the rows claimed."""
+        if not self._prepared:  # the service's hooks, once per worker (until they pass)
+            with self.app.app_context():
+                for hook in webhooks_state(self.app).prepare:
+                    hook(session)
+            self._prepared = True
+        handled = self._record(session, self._finished.qsize())
+        if self._stopping.is_set():
+            return handled, 0
+        now, claimed_at = self.clock(), time.monotonic()
+        outbox_ids = claim_outbox(session, now=now, lease=self.lease, limit=self.batch)
+        room = min(HOLD_BATCHES * self.batch - self._held.total(), self.batch)
+        due = []
+        if room > 0:
+            due = claim_deliveries(
+                session, now=now, lease=self.lease, limit=room, exclude=self._held
+            )
+        lanes: dict[int, list[Job]] = {}
+        for job in load_jobs(session, due) if due else ():
+            lanes.setdefault(job.subscription_id, []).append(job)
+        session.commit()
+        # The last request must end a second before the lease, however long reading took.
+        must_end = claimed_at + self.lease.total_seconds() - 1.0
+        slots = max(self.settings.per_host, 1)
+        for sid, jobs in lanes.items():
+            host = self._hosts.setdefault(_receiver(jobs[0].url), threading.Semaphore(slots))
+            args = (jobs, host, must_end)
+            threading.Thread(target=self._send_lane, args=args, daemon=True).start()
+            self._held[sid] += len(jobs)
+        if outbox_ids:
+            fan_out(session, outbox_ids, manifest=self.state.manifest, now=self.clock())
+        now = self.clock()
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at, retention = now, self.settings.log_retention
+            if removed := prune_log(session, now=now, retention=retention):
+                log.info("pruned %d delivery log entries older than %s", removed, retention)
+        return handled + len(outbox_ids), len(due) + len(outbox_ids)
 
     def _send_lane(self, jobs: list[Job], host: threading.Semaphore, must_end: float) -> None:
         """On a thread of its own: send the lane's requests in order; none starts once
@@ -212,27 +203,25 @@ class Worker:
         finally:
             for job in jobs[sent:]:  # never sent: released at the next step
                 self._finished.put(job)
-            self._ended.put(jobs[0].subscription_id)
             self.wake.set()
 
-    def _record(self, session: Session) -> int:
-        """Record the jobs the lanes have finished."""
-        jobs = [self._finished.get() for _ in range(self._finished.qsize())]
-        if jobs:
-            self._held -= len(jobs)  # recorded, or left to their leases if this fails
+    def _record(self, session: Session, count: int) -> int:
+        """Record *count* jobs the lanes finished, waiting for them if need be."""
+        jobs = [self._finished.get() for _ in range(count)]
+        self._held -= Counter(job.subscription_id for job in jobs)
+        if jobs:  # no longer held: recorded, or left to their leases if this fails
             record(session, jobs, config=self.settings, rng=self.rng)
-        return len(jobs)
+        return count
 
     def stop(self) -> None:
         """Start no further request (thread-safe; for a signal handler)."""
         self._stopping.set()
         self.wake.set()
 
-    def run(self, stop: threading.Event, *, max_cycles: int | None = None) -> None:
-        """Work until *stop* is set or :meth:`stop` is called (or *max_cycles* steps ran),
-        sleeping when idle; then :meth:`finish`."""
-        cycles = itertools.count()
-        self._loop(lambda: not stop.is_set() and next(cycles) != max_cycles)
+    def run(self, stop: threading.Event) -> None:
+        """Work until *stop* is set or :meth:`stop` is called, sleeping when idle; then
+        :meth:`finish`."""
+        self._loop(lambda: not stop.is_set())
         self.finish()
 
     def drain(self, *, until: float | None = None) -> int:
@@ -249,12 +238,14 @@ class Worker:
         handled = 0
         while not self._stopping.is_set() and more():
             self.wake.clear()
-            self._started = 0
+            claimed = 0
             try:
-                handled += self.run_once()
+                with self.state.db.session() as session:
+                    recorded, claimed = self._step(session)
+                handled += recorded
             except Exception:  # the database may be restarting: wait and try again
                 log.exception("webhook worker step failed")
-            if not self._started:  # it only recorded: sleep until a lane ends or a commit
+            if not claimed:  # it only recorded: sleep until a lane ends or a commit
                 if drain and not self._held:
                     break
                 self.wake.wait(self.poll_interval)
@@ -268,12 +259,10 @@ class Worker:
         self._finishing.set()
         if not let_lanes_end:
             self._stopping.set()
-        while self._busy:
-            self._busy.discard(self._ended.get())
         recorded = 0
         try:
             with self.state.db.session() as session:
-                recorded = self._record(session)
+                recorded = self._record(session, self._held.total())
         except Exception:  # their leases end and they are tried again
             log.exception("could not record the deliveries while stopping")
         self._finishing.clear()
