@@ -841,3 +841,20 @@ def test_the_index_pages_through_older_webhooks(app: Any, user_client: Any) -> N
     rest = user_client.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
     assert f"{HOOK}/0<" in rest and f"{HOOK}/20<" not in rest
     assert 'href="/webhooks" rel="prev"' in rest and 'rel="next"' not in rest
+
+
+def test_the_form_checks_the_chosen_events(
+    app: Any, user_client: Any, client: Any, bearer: Any
+) -> None:
+    checked = 'value="thing:created" checked>'
+    sid = subscribe(client, bearer()).get_json()["id"]
+    assert checked in user_client.get(f"/webhooks/{sid}/edit").get_data(as_text=True)
+    assert checked in user_client.get("/webhooks/new?events=thing:created").get_data(as_text=True)
+    assert checked not in user_client.get("/webhooks/new").get_data(as_text=True)
+    app.config["WTF_CSRF_ENABLED"] = False
+    sent = {"url": "ftp://x", "events": "thing:created", "resource": "thing:7"}
+    again = user_client.post("/webhooks/new", data=sent)
+    assert again.status_code == 400
+    assert checked in again.get_data(as_text=True) and 'value="thing:7"' in again.get_data(
+        as_text=True
+    )
