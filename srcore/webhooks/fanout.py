@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, Table, literal, or_, select, update
+from sqlalchemy import Table, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from srcore.auth.scopes import ScopeError, parse_scope, parse_scopes, satisfies
@@ -55,26 +55,20 @@ def audience_allows(audience: Audience, subscription: Subscription, outbox: Any)
 
 
 def _candidates(session: Session, rows: Sequence[Any]) -> list[Subscription]:
-    """Enabled subscriptions that may want any of the events *rows* recorded."""
+    """Enabled subscriptions that may want any of the events *rows* recorded, their owners
+    not suspended."""
     padded = literal(" ") + Subscription.events + literal(" ")  # || on every backend
-    named = sorted({row.resource for row in rows if row.resource is not None})
-    resource: ColumnElement[bool] = Subscription.resource.is_(None)
-    if named:
-        resource = or_(resource, Subscription.resource.in_(named))
     events = sorted({row.event for row in rows})
-    listed = or_(*(padded.contains(f" {e} ", autoescape=True) for e in events))
-    query = select(Subscription).where(Subscription.enabled.is_(True), listed, resource)
-    query = query.order_by(Subscription.id)
-    return list(session.scalars(query.execution_options(populate_existing=True)))
-
-
-def _suspended(session: Session, subscriptions: Sequence[Subscription]) -> frozenset[int]:
-    """The owners of *subscriptions* whom meta has suspended (or deleted)."""
-    owners = sorted({s.owner_id for s in subscriptions if s.owner_id is not None})
-    if not owners:
-        return frozenset()
-    suspended = Account.user_id.in_(owners), Account.suspended.is_(True)
-    return frozenset(session.scalars(select(Account.user_id).where(*suspended)))
+    named = sorted({row.resource for row in rows if row.resource is not None})
+    owner = Account.user_id == Subscription.owner_id
+    query = select(Subscription).where(
+        Subscription.enabled.is_(True),
+        or_(*(padded.contains(f" {e} ", autoescape=True) for e in events)),
+        or_(Subscription.resource.is_(None), Subscription.resource.in_(named)),
+        ~select(Account.user_id).where(owner, Account.suspended.is_(True)).exists(),
+    )
+    query = query.order_by(Subscription.id).execution_options(populate_existing=True)
+    return list(session.scalars(query))
 
 
 def _holds(subscription: Subscription, scope: str) -> bool:
@@ -112,22 +106,20 @@ def fan_out(
         done = select(d.c.outbox_id, d.c.subscription_id).where(d.c.outbox_id.in_(ids))
         existing = {(int(a), int(b)) for a, b in conn.execute(done)}
         subscriptions = _candidates(session, wanted)
-        suspended = _suspended(session, subscriptions)
         # What depends on the subscription and the event only is judged once per batch.
-        fits: dict[tuple[int, str], bool] = {}
+        fits = {
+            (sub.id, event)
+            for event in {row.event for row in wanted}
+            for sub in subscriptions
+            if event in sub.event_names and _holds(sub, required_scope(manifest, event))
+        }
         for row in wanted:
             declared = manifest.event(row.event)
             assert declared is not None
             for sub in subscriptions:
-                done_or_suspended = (row.id, sub.id) in existing or sub.owner_id in suspended
-                if done_or_suspended or sub.resource not in (None, row.resource):
-                    continue
-                fit = fits.get((sub.id, row.event))
-                if fit is None:
-                    scope = required_scope(manifest, row.event)
-                    fit = row.event in sub.events.split() and _holds(sub, scope)
-                    fits[sub.id, row.event] = fit
-                if fit and audience_allows(declared.audience, sub, row):
+                wants = (sub.id, row.event) in fits and sub.resource in (None, row.resource)
+                again = (row.id, sub.id) in existing
+                if wants and not again and audience_allows(declared.audience, sub, row):
                     pair = {"subscription_id": sub.id, "outbox_id": row.id}
                     new.append({**fresh, **pair, "message_id": new_message_id()})
     created: list[int] = []
