@@ -80,11 +80,7 @@ def _holds(subscription: Subscription, scope: str) -> bool:
 
 
 def fan_out(
-    session: Session,
-    outbox_ids: Sequence[int],
-    *,
-    manifest: Manifest,
-    now: datetime | None = None,
+    session: Session, outbox_ids: Sequence[int], *, manifest: Manifest, now: datetime | None = None
 ) -> list[int]:
     """Create the deliveries of the outbox rows *outbox_ids* not yet fanned out, in a
     handful of statements; returns the new delivery ids. Idempotent; commits (durably:
