@@ -211,8 +211,7 @@ def record(
             return row
         if manual:
             log.info("manual redelivery of %s failed: %s", where, error)
-            resume = job.manual_status == PENDING and job.resume_at is not None
-            retry_at = job.resume_at if resume else job.next_attempt_at
+            retry_at = job.resume_at or job.next_attempt_at  # resume_at: it was pending
             return {**row, "o_status": job.manual_status, "o_next_attempt_at": retry_at}
         ended = job.ended or now
         retry = next_attempt_at(job.attempts + 1, ended, rng, schedule=config.schedule)
@@ -284,8 +283,7 @@ def redeliver(session: Session, delivery_id: int, *, now: datetime) -> bool:
         return False
     if delivery.manual_status is None:  # not already waiting for a manual redelivery
         delivery.manual_status = delivery.status
-        pending = delivery.status == PENDING
-        delivery.resume_at = delivery.next_attempt_at if pending else None
+        delivery.resume_at = delivery.next_attempt_at if delivery.status == PENDING else None
     delivery.status, delivery.next_attempt_at, delivery.claimed_until = PENDING, now, None
     return True
 

@@ -38,13 +38,10 @@ def required_scope(manifest: Manifest, event: str) -> str:
 
 
 def audience_allows(audience: Audience, subscription: Subscription, outbox: Any) -> bool:
-    """Whether *subscription* is in the *audience* of the event *outbox* recorded.
-
-    Trusted (operator) subscriptions get every event they list, and they alone ``internal``
-    ones; ``owner`` events reach the recorded owner's subscriptions, ``readers`` events
-    also everyone when recorded ``public``, ``public`` events everyone. A service
-    subscriber owns nothing: least data by default.
-    """
+    """Whether *subscription* is in the *audience* of the event *outbox* recorded: trusted
+    (operator) subscriptions get every event they list, and they alone ``internal`` ones;
+    ``public`` events reach everyone, ``readers`` events too when recorded ``public``,
+    ``owner`` ones the recorded owner's subscriptions (a service subscriber owns nothing)."""
     if subscription.trusted:
         return True
     if audience == "internal":
