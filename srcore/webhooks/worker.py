@@ -158,22 +158,18 @@ class Worker:
             return handled, 0
         now, claimed_at = self.clock(), time.monotonic()
         outbox_ids = claim_outbox(session, now=now, lease=self.lease, limit=self.batch)
-        room = min(HOLD_BATCHES * self.batch - self._held.total(), self.batch)
-        due = []
-        if room > 0:
-            due = claim_deliveries(
-                session, now=now, lease=self.lease, limit=room, exclude=self._held
-            )
+        room = max(min(HOLD_BATCHES * self.batch - self._held.total(), self.batch), 0)
+        due = claim_deliveries(session, now=now, lease=self.lease, limit=room, exclude=self._held)
         lanes: dict[int, list[Job]] = {}
         for job in load_jobs(session, due) if due else ():
             lanes.setdefault(job.subscription_id, []).append(job)
         session.commit()
-        # The last request must end a second before the lease, however long reading took.
-        must_end = claimed_at + self.lease.total_seconds() - 1.0
+        # A request starts only if it ends a second before the lease, however long reading took.
+        last_start = claimed_at + (self.lease - self.settings.timeout).total_seconds() - 1.0
         slots = max(self.settings.per_host, 1)
         for sid, jobs in lanes.items():
             host = self._hosts.setdefault(_receiver(jobs[0].url), threading.Semaphore(slots))
-            args = (jobs, host, must_end)
+            args = (jobs, host, last_start)
             threading.Thread(target=self._send_lane, args=args, daemon=True).start()
             self._held[sid] += len(jobs)
         if outbox_ids:
@@ -185,15 +181,14 @@ class Worker:
                 log.info("pruned %d delivery log entries older than %s", removed, retention)
         return handled + len(outbox_ids), len(due) + len(outbox_ids)
 
-    def _send_lane(self, jobs: list[Job], host: threading.Semaphore, must_end: float) -> None:
+    def _send_lane(self, jobs: list[Job], host: threading.Semaphore, last_start: float) -> None:
         """On a thread of its own: send the lane's requests in order; none starts once
-        stopping, nor one that could outlast the lease."""
-        timeout = self.settings.timeout.total_seconds()
+        stopping, nor after *last_start* (it could outlast the lease)."""
         sent = 0
         try:
             with host, self._slots:
                 for job in jobs:
-                    late = time.monotonic() + timeout > must_end
+                    late = time.monotonic() > last_start
                     if late or self._stopping.is_set() or (self._finishing.is_set() and not sent):
                         break
                     http = self.trusted_http if job.trusted else self.http
