@@ -2,8 +2,7 @@
 
 A suspended (or deleted) account receives nothing until a newer ``unsuspend``. When all it
 issued is revoked (a password change or reset), its subscriptions confirmed before then are
-disabled and the owner told, so whoever subscribed with someone else's account keeps none.
-"""
+disabled and the owner told, so whoever subscribed with someone else's account keeps none."""
 
 from __future__ import annotations
 
@@ -35,7 +34,6 @@ UNTRUSTED_REASON = (
 
 
 def _cancel_pending(session: Session, *where: ColumnElement[bool]) -> None:
-    """Cancel the pending deliveries of the subscriptions *where* selects."""
     session.execute(
         update(Delivery)
         .where(Delivery.subscription_id.in_(select(Subscription.id).where(*where)))
@@ -60,9 +58,8 @@ def _suspension(session: Session, user_id: int, suspended: bool, seq: int) -> No
 def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscription]:
     confirmed = func.coalesce(Subscription.confirmed_at, Subscription.created)
     mine = Subscription.owner_id == user_id, Subscription.trusted.is_(False)
-    found = session.scalars(
-        select(Subscription).where(*mine, Subscription.enabled.is_(True), confirmed < cutoff)
-    ).all()
+    query = select(Subscription).where(*mine, Subscription.enabled.is_(True), confirmed < cutoff)
+    found = session.scalars(query).all()
     for sub in found:
         sub.enabled = False
         sub.disabled_reason = UNTRUSTED_REASON
@@ -105,8 +102,7 @@ def _tell(app: Flask, disabled: list[Subscription], _: Session) -> None:
 
 
 def after_revocations(app: Flask, events: Sequence[Any]) -> None:
-    """Apply the revocation *events* meta sent to *app*'s subscriptions, in a transaction
-    of their own."""
+    """Apply meta's revocation *events* to *app*'s subscriptions in a transaction of their own."""
     with app.extensions["srcore"].db.session() as session:
         apply_with_change(app, session, events)
         session.commit()

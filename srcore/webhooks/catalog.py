@@ -1,8 +1,7 @@
 """The event catalog: every event a subscriber can receive, with the JSON Schema of the
 ``TypedDict`` its data is built as (named in ``service.yaml``), served by ``GET
 /api/webhooks/events`` and written into READMEs as Markdown, so both describe what the code
-sends. Besides the declared events there is ``ping``, a test delivery an owner asks for.
-"""
+sends. Besides the declared events there is ``ping``, a test delivery an owner asks for."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """The webhook tables: subscriptions, the outbox, deliveries and the delivery log, in every
-service's database through the core migration lineage (:func:`srcore.migrate.core_metadata`).
-"""
+service's database through the core migration lineage (:func:`srcore.migrate.core_metadata`)."""
 
 from __future__ import annotations
 
@@ -71,9 +70,8 @@ class Subscription(WebhookBase):
     previous_secret_expires: Mapped[datetime | None]
     enabled: Mapped[bool] = mapped_column(default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(512))
-    #: A first-party subscription from the operator's config (meta's, to each service's
-    #: ``/_srcore/events``): its deliveries skip the SSRF guard, so only code sets it, and
-    #: the API and pages never list it.
+    #: Meta's first-party subscription to a service's ``/_srcore/events``, from the config:
+    #: its deliveries skip the SSRF guard, so only code sets it; the API and pages hide it.
     trusted: Mapped[bool] = mapped_column(default=False, server_default=false())
     #: Since when every attempt has failed; None after a success.
     failing_since: Mapped[datetime | None]
@@ -84,7 +82,6 @@ class Subscription(WebhookBase):
 
     @property
     def event_names(self) -> frozenset[str]:
-        """The subscribed events as a set."""
         return frozenset(self.events.split())
 
     def __repr__(self) -> str:
@@ -115,8 +112,7 @@ class OutboxRow(WebhookBase):
 
 class Account(WebhookBase):
     """A suspension meta told this service about: the account's subscriptions receive
-    nothing meanwhile. *seq* is the event that set it, so a late older event undoes nothing.
-    """
+    nothing meanwhile. *seq* is the event that set it, so a late older event undoes nothing."""
 
     __tablename__ = "srcore_webhook_account"
 

@@ -75,7 +75,6 @@ class DeliveryJSON(TypedDict):
 
 
 def subscription_json(sub: Subscription, *, secret: bool = False) -> SubscriptionJSON:
-    """*sub* as shown, with its *secret* only in the answer that made it."""
     expires = sub.previous_secret_expires
     overlap = sub.previous_secret is not None and expires is not None and expires > utcnow()
     body: SubscriptionJSON = {
