@@ -66,8 +66,7 @@ class WebhookSettings:
     schedule: tuple[timedelta, ...] = SCHEDULE
     #: Requests a worker has in flight at once.
     concurrency: int = 16
-    #: Of those, how many may go to one receiver (``host:port``) at once, so that a slow
-    #: or dead receiver holds up only its own deliveries.
+    #: Of those, how many may go to one ``host:port``: a slow receiver holds up only its own.
     per_host: int = 4
 
 
