@@ -51,7 +51,7 @@ _built: dict[tuple[str, tuple[Event, ...]], list[CatalogEntry]] = {}
 
 
 def event_catalog(manifest: Manifest) -> list[CatalogEntry]:
-    """*manifest*'s events open to subscribers, then ``ping``; built once per manifest and process."""
+    """*manifest*'s events open to subscribers, then ``ping``; built once per process."""
     key = (manifest.id, manifest.events)
     if key not in _built:
         events = [
