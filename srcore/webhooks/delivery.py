@@ -1,9 +1,7 @@
-"""Deliveries, with the database as the queue: claim rows with a lease, read what to
-send, :func:`record` what the attempts meant. A claimed row is everyone's again when its
-lease ends, so a dying worker loses nothing; the claiming UPDATE takes only rows still
-free (``SKIP LOCKED`` on PostgreSQL). Claims and records commit lazily: one lost in a
-crash is claimed again, or resent with the same ``webhook-id``.
-"""
+"""The database is the queue: claim rows with a lease (free again when it ends, so a dying
+worker loses nothing; ``SKIP LOCKED`` on PostgreSQL), read what to send, :func:`record`
+what the attempts meant. Claims and records commit lazily: one lost in a crash is claimed
+again, or resent with the same ``webhook-id``."""
 
 from __future__ import annotations
 
@@ -65,9 +63,8 @@ def claim_deliveries(
     session: Session, *, now: datetime, lease: timedelta, limit: int, exclude: Collection[int] = ()
 ) -> list[int]:
     """Claim up to *limit* due pending deliveries, oldest event first, at most :data:`LANE`
-    of any one subscription and none of those in *exclude*. A delivery waits while an
-    earlier one of its subscription awaits its first attempt and is in flight or not yet
-    due: first attempts go in event order; retries hold nothing up."""
+    of a subscription and none of *exclude*'s. First attempts go in event order: one waits
+    while an earlier first attempt of its subscription is in flight or not yet due."""
     d = _delivery
     in_flight_or_later = sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now)
     held_up = (
@@ -128,9 +125,8 @@ class Job:
 
 
 def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
-    """The jobs of the pending deliveries among *delivery_ids*, in event order (one
-    statement). Deliveries of a disabled subscription are cancelled; one whose event
-    cannot be read is logged and left to its lease."""
+    """The jobs of the pending deliveries among *delivery_ids*, in event order. Those of a
+    disabled subscription are cancelled; one whose event cannot be read is left to its lease."""
     d, s, o = _delivery, _subscription, _outbox
     rows = session.connection().execute(
         sa.select(s.c.enabled, o.c.created, o.c.payload, d.c.id, d.c.message_id, d.c.attempts)
@@ -166,12 +162,10 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
 def record(
     session: Session, jobs: Iterable[Job], *, config: WebhookSettings, rng: random.Random
 ) -> None:
-    """Record what happened to *jobs* in a few set-based statements, commit, then tell the
-    owners of the subscriptions it disabled. Delivered on 2xx; final when the policy
-    refused the target; the subscription disabled on 410 Gone, or once it has failed for
-    ``webhook-disable-after``; otherwise retried per the schedule, counted from the end of
-    the attempt. A job never sent (stopping, or its lease ran short) is freed, due at once.
-    """
+    """Record what happened to *jobs* in a few set-based statements, commit, then tell the owners of
+    the subscriptions it disabled. Delivered on 2xx; final when the policy refused the target; the
+    subscription disabled on 410 Gone or once failing for ``webhook-disable-after``; else retried
+    per the schedule. A job never sent (stopping, or its lease ran short) is freed, due at once."""
     d, s = _delivery, _subscription
     jobs = sorted(jobs, key=lambda j: (j.outbox_id, j.id))
     loaded = {job.subscription_id: job.failing_since for job in jobs}
@@ -182,11 +176,9 @@ def record(
     unsent: list[int] = []
 
     def outcome(job: Job, exchange: Exchange, now: datetime) -> dict[str, Any]:
-        """What *exchange* means for *job* (a row of :data:`_OUTCOME`) and for its
-        subscription (*failing* and *disabled* are updated)."""
+        """*job*'s row of :data:`_OUTCOME`; updates its subscription's *failing* and *disabled*."""
         sid, status = job.subscription_id, exchange.status
-        # A manual redelivery is an attempt of its own: it neither counts towards nor moves
-        # the automatic schedule, which resumes where it was if it fails.
+        # A manual redelivery neither counts towards nor moves the automatic schedule.
         manual = job.manual_status is not None
         row: dict[str, Any] = dict(o_id=job.id, o_status=FAILED, o_last_status_code=status)
         row.update(o_attempts=0 if manual else 1, o_delivered_at=None)
@@ -275,9 +267,8 @@ def _attempt_row(job: Job, exchange: Exchange, cap: int) -> dict[str, Any]:
 
 
 def redeliver(session: Session, delivery_id: int, *, now: datetime) -> bool:
-    """Queue a delivery again, same message id, due at *now*; False when it does not
-    exist or its subscription is disabled. Does not commit. If the manual attempt fails
-    the delivery goes back to its status and next automatic attempt."""
+    """Queue a delivery again, same message id, due at *now*, without committing; False
+    when it does not exist or its subscription is disabled."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None or not delivery.subscription.enabled:
         return False
