@@ -52,7 +52,6 @@ log = logging.getLogger("srcore.webhooks")
 #: The URL parts of a subscription and of one of its deliveries.
 SUBSCRIPTION = "/<id:subscription_id>"
 DELIVERY = "<id(max=9223372036854775807):delivery_id>"
-#: ``?cursor=`` and ``?limit=`` of a listing: 20 items unless asked, 50 at most.
 read_page = partial(pagination.read_page, max_limit=50, default_limit=20)
 _page = partial(pagination.cursor_page, db_session, max_limit=50, default_limit=20)
 MAX_SUBSCRIPTIONS = 100
@@ -287,9 +286,8 @@ class Subscriber:
             raise TooManyRequests(why, retry_after=wait)
         message = f"A test event from {state().manifest.name}: this webhook receives events."
         data: PingData = {"subscription": sub.id, "message": message}
-        row = OutboxRow(
-            event=PING, payload=dump_payload(data), owner_id=sub.owner_id, fanned_out_at=now
-        )
+        payload = dump_payload(data)
+        row = OutboxRow(event=PING, payload=payload, owner_id=sub.owner_id, fanned_out_at=now)
         delivery = Delivery(subscription=sub, outbox=row, next_attempt_at=now, created=now)
         db_session.add(delivery)
         db_session.commit()
