@@ -1,8 +1,7 @@
-"""The worker: each step records what was sent, claims outbox rows and due deliveries,
-starts a thread per *lane* (a subscription's deliveries, sent in event order) and fans
-the outbox rows out. A lane holds one of its receiver's ``per_host`` slots, then one of
-the worker's ``concurrency``: a slow receiver holds up only its own deliveries.
-"""
+"""The worker: each step records what was sent, claims outbox rows and due deliveries, starts a
+thread per *lane* (a subscription's deliveries, sent in event order) and fans the outbox rows out. A
+lane holds one of its receiver's ``per_host`` slots, then one of the worker's ``concurrency``: a
+slow receiver holds up only its own deliveries."""
 
 from __future__ import annotations
 
@@ -23,20 +22,15 @@ from sqlalchemy.orm import Session
 from srcore.db import utcnow
 from srcore.outbound import AddressPolicy, PooledSender, Sender, policy_for
 from srcore.signatures import signature_header
-from srcore.webhooks.delivery import (
-    Job,
-    claim_deliveries,
-    claim_outbox,
-    load_jobs,
-    prune_log,
-    record,
-)
+from srcore.webhooks.delivery import claim_deliveries, claim_outbox, load_jobs, prune_log, record
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.outbox import webhooks_state
 from srcore.webhooks.settings import WebhookSettings, settings_for
 
 if TYPE_CHECKING:
     from flask import Flask
+
+    from srcore.webhooks.delivery import Job
 
 __all__ = ["Worker", "poll_interval_for", "send", "sender_for"]
 
@@ -58,16 +52,14 @@ def poll_interval_for(app: Flask) -> float:
 
 
 def sender_for(policy: AddressPolicy | None, settings: WebhookSettings) -> PooledSender:
-    """The sender of deliveries under *policy* (None: no address and port checks, for
-    trusted first-party subscriptions only) and *settings*."""
+    """Sends deliveries under *policy* (None: no address or port checks, trusted ones only)."""
     timeout, cap = settings.connect_timeout.total_seconds(), settings.body_cap
     return PooledSender(policy, connect_timeout=timeout, body_cap=cap, maxsize=settings.per_host)
 
 
 def send(job: Job, http: Sender, config: WebhookSettings, clock: Callable[[], datetime]) -> None:
-    """Sign *job*'s body and POST it with *http* within one ``config.timeout`` deadline;
-    the outcome is stored on *job*. Never raises: an unexpected error is kept as
-    ``job.failure`` (not attempted: the lease brings it back)."""
+    """Sign *job*'s body and POST it within one ``config.timeout`` deadline, storing the outcome on
+    *job*. Never raises: an unexpected error becomes ``job.failure``, left to its lease."""
     try:
         now = clock()
         timestamp = int(now.timestamp())
@@ -126,9 +118,8 @@ class Worker:
         #: What one step claims at most.
         self.batch = max(16 * self.settings.concurrency, 256)
         self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
-        dispatcher = webhooks_state(app).dispatcher
         #: Set when there is something to do: a lane ended, a commit emitted, a stop.
-        self.wake = getattr(dispatcher, "wakeup", None) or threading.Event()
+        self.wake = getattr(webhooks_state(app).dispatcher, "wakeup", None) or threading.Event()
         self._stopping = threading.Event()
         #: While set, a lane that has not sent yet sends nothing.
         self._finishing = threading.Event()
@@ -136,8 +127,7 @@ class Worker:
         self._hosts: dict[str, threading.Semaphore] = {}
         #: The jobs the lanes sent (or gave up), to be recorded.
         self._finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        #: Per subscription with a lane, its deliveries claimed and not yet recorded: a
-        #: subscription is not claimed for while it has some.
+        #: Per subscription, its deliveries claimed and not recorded yet; it gets no more meanwhile.
         self._held: Counter[int] = Counter()
         self._prepared = False
         self._pruned_at: datetime | None = None
@@ -146,8 +136,7 @@ class Worker:
         return f"<Worker {self.state.service_id}>"
 
     def _step(self, session: Session) -> tuple[int, int]:
-        """Record, claim, start lanes, fan out. Returns the deliveries recorded and outbox
-        rows fanned out, and the rows claimed."""
+        """Returns the deliveries recorded plus the outbox rows fanned out, and the rows claimed."""
         if not self._prepared:  # the service's hooks, once per worker (until they pass)
             with self.app.app_context():
                 for hook in webhooks_state(self.app).prepare:
@@ -214,15 +203,13 @@ class Worker:
         self.wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        """Work until *stop* is set or :meth:`stop` is called, sleeping when idle; then
-        :meth:`finish`."""
+        """Work until *stop* is set or :meth:`stop` is called, then :meth:`finish`."""
         self._loop(lambda: not stop.is_set())
         self.finish()
 
     def drain(self, *, until: float | None = None) -> int:
-        """Work until nothing is due and nothing is in flight, or ``time.monotonic()``
-        passes *until* (after one step at least); returns the rows handled. Celery's task,
-        and tests, run this."""
+        """Work until nothing is due nor in flight, or ``time.monotonic()`` passes *until* (after a
+        step at least); returns the rows handled. Celery's task and tests run this."""
         steps = itertools.count()
         handled = self._loop(
             lambda: not next(steps) or until is None or time.monotonic() < until, drain=True
