@@ -69,11 +69,9 @@ class LocalDispatcher:
 class WebhooksState:
     """What the webhooks feature keeps for one app (``app.extensions[EXTENSION_KEY]``)."""
 
-    #: Told after commit about emitted events (local worker or Celery, per webhooks-broker).
     dispatcher: Dispatcher
     can_receive: CanReceive | None = None
-    #: Called with a session once by each worker before its first fan-out, e.g. meta
-    #: making its first-party subscriptions match the config.
+    #: Each worker calls these once before its first fan-out, e.g. meta syncing its subscriptions.
     prepare: list[Callable[[Session], None]] = field(default_factory=list)
 
 
@@ -134,13 +132,12 @@ def emit(
     session: Session | None = None,
 ) -> None:
     """Record the declared *event* with *data* in *session*'s transaction (by default
-    :data:`srcore.db.session`'s, flushed first: *data* and *resource* may be functions
-    reading a new row's id); deliver it after the commit.
+    :data:`srcore.db.session`'s, flushed first: *data* and *resource* may be functions reading a new
+    row's id); deliver it after the commit.
 
-    *resource* (``tracker:12``) serves subscriptions limited to one resource. The
-    event's audience is judged from *owner_id* (needed by ``owner`` and ``readers``
-    events) and *visibility* as recorded, whatever becomes of the resource meantime.
-    """
+    *resource* (``tracker:12``) serves subscriptions limited to one resource. The event's
+    audience is judged from *owner_id* (needed by ``owner`` and ``readers`` events) and *visibility*
+    as recorded, whatever becomes of the resource meantime."""
     from srcore.service import state
 
     st = state()
@@ -154,13 +151,10 @@ def emit(
         raise ValueError(f"event {event!r} goes to its owner ({audience}): emit it with owner_id")
     session = db_session if session is None else session
     session.flush()
+    values = data() if callable(data) else data
+    named = resource() if callable(resource) else resource
     outbox_id = insert_event(
-        session,
-        event,
-        data() if callable(data) else data,
-        resource=resource() if callable(resource) else resource,
-        owner_id=owner_id,
-        visibility=visibility,
+        session, event, values, resource=named, owner_id=owner_id, visibility=visibility
     )
     dispatcher = getattr(st.extensions.get(EXTENSION_KEY), "dispatcher", None)
     if dispatcher is None:
