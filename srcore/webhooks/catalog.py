@@ -16,7 +16,6 @@ from srcore.webhooks.fanout import required_scope
 __all__ = ["PING", "CatalogEntry", "PingData", "event_catalog", "render", "update_readme"]
 
 PING = "ping"
-#: The built-in test event: sent only to the webhook whose owner asks for it.
 _PING = Event(
     PING,
     scope="",

@@ -249,7 +249,6 @@ class Subscriber:
         db_session.commit()
 
     def rotate(self, subscription_id: int, valid: Validation) -> SubscriptionJSON:
-        """A new secret, shown; the current one keeps signing for the ``overlap`` sent."""
         sub = self.find(subscription_id)
         overlap = read_overlap(valid)
         valid.raise_if_invalid()
@@ -260,7 +259,6 @@ class Subscriber:
         return subscription_json(sub, secret=True)
 
     def redeliver(self, subscription_id: int, delivery_id: int) -> DeliveryJSON:
-        """Send a delivery again, now, with the same ``webhook-id``."""
         sub = self.find(subscription_id)
         if not sub.enabled:
             raise Conflict("This webhook is disabled; enable it before redelivering.")
