@@ -193,7 +193,6 @@ class Subscriber:
             valid.error(f"Webhooks cannot be sent there: {problem}.", "url")
 
     def create(self, valid: Validation) -> SubscriptionJSON:
-        """Check and store a new subscription, shown with its secret."""
         url, events, resource, _ = read_subscription(valid)
         sub = Subscription(
             owner_id=self.user_id,
@@ -292,8 +291,7 @@ class Subscriber:
         return _sent(delivery)
 
     def deliveries(self, subscription_id: int, *, first: bool = False) -> CursorList[DeliveryJSON]:
-        """The page of a log (newest first) that ``?cursor=`` and ``?limit=`` ask for, or
-        the *first*: each delivery with its attempts (newest first)."""
+        """The page of its log that ``?cursor=`` and ``?limit=`` ask for, or the *first*."""
         sub = self.find(subscription_id, write=False)
         # Each delivery with the name of its event, not the whole event, nor its subscription.
         event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
