@@ -1,7 +1,6 @@
 """Celery runs the worker loop on many machines: ``SRCORE_SERVICE=todo celery -A
-srcore.webhooks.celery worker --beat``. The broker carries wake-ups only: the database is
-the queue and beat queues a ``drain`` every poll interval, so a lost message only delays.
-"""
+srcore.webhooks.celery worker --beat``. The broker carries wake-ups only: the database is the queue
+and beat queues a ``drain`` every poll interval, so a lost message only delays."""
 
 from __future__ import annotations
 
@@ -80,10 +79,9 @@ def make_celery(
     tick: timedelta | None = None,
     drain_time: float = 60.0,
 ) -> Celery:
-    """The Celery app of *app*'s webhooks, built without connecting. *broker* defaults to
-    ``[global] webhooks-broker``; tests shorten the timings with *worker* (which builds
-    each task's worker), *tick* (beat's) and *drain_time* (a task's, after which it
-    queues its successor)."""
+    """The Celery app of *app*'s webhooks, built without connecting; *broker* defaults to
+    ``[global] webhooks-broker``. Tests shorten the timings with *worker* (builds each task's
+    worker), *tick* (beat's) and *drain_time* (a task's, after which it queues its successor)."""
     try:
         from celery import Celery
         from celery.signals import worker_process_init
