@@ -48,10 +48,9 @@ def build_dispatcher(app: Flask) -> Dispatcher:
 
 
 def init_app(app: Flask, *, can_receive: CanReceive | None = None) -> None:
-    """Give *app* its :class:`WebhooksState`, let subscriptions follow meta's revocations,
-    and add the webhook API and pages if its service has events users may subscribe to.
-    *can_receive* judges a subscription limited to one resource (:data:`.outbox.CanReceive`).
-    """
+    """Give *app* its :class:`WebhooksState`, let subscriptions follow meta's revocations, and add
+    the webhook API and pages if its service has events users may subscribe to. *can_receive* judges
+    a subscription limited to one resource (:data:`.outbox.CanReceive`)."""
     app.extensions[EXTENSION_KEY] = WebhooksState(build_dispatcher(app), can_receive)
     from srcore.auth.revocation import on_revocations
     from srcore.webhooks.accounts import after_revocations

@@ -52,8 +52,7 @@ def audience_allows(audience: Audience, subscription: Subscription, outbox: Any)
 
 
 def _candidates(session: Session, rows: Sequence[Any]) -> list[Subscription]:
-    """Enabled subscriptions that may want any of the events *rows* recorded, their owners
-    not suspended."""
+    """Enabled subscriptions that may want an event of *rows*, their owners not suspended."""
     padded = literal(" ") + Subscription.events + literal(" ")  # || on every backend
     events = sorted({row.event for row in rows})
     named = sorted({row.resource for row in rows if row.resource is not None})
@@ -79,9 +78,8 @@ def _holds(subscription: Subscription, scope: str) -> bool:
 def fan_out(
     session: Session, outbox_ids: Sequence[int], *, manifest: Manifest, now: datetime | None = None
 ) -> list[int]:
-    """Create the deliveries of the outbox rows *outbox_ids* not yet fanned out, in a
-    handful of statements; returns the new delivery ids. Idempotent; commits (durably:
-    a delivery is never sent under two message ids)."""
+    """Create the deliveries of outbox rows *outbox_ids* not yet fanned out, in a few statements;
+    returns their ids. Idempotent; commits (durably: a delivery never has two message ids)."""
     moment = now or utcnow()
     o, d = _outbox_table, _delivery_table
     conn = session.connection()
