@@ -101,8 +101,7 @@ class Job:
     message_id: str
     attempts: int
     next_attempt_at: datetime
-    #: Set for a manual redelivery: the status to go back to if it fails, and the
-    #: automatic retry it put aside (resumed if it fails).
+    #: Set for a manual redelivery: the status and automatic retry to go back to if it fails.
     manual_status: str | None
     resume_at: datetime | None
     subscription_id: int

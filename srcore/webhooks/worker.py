@@ -234,9 +234,8 @@ class Worker:
         return handled
 
     def finish(self, *, let_lanes_end: bool = False) -> int:
-        """Claim nothing more; wait for the requests in flight and record them; release
-        what never started. Lanes send no further request unless *let_lanes_end*.
-        Returns the deliveries recorded or released; the worker may run again."""
+        """Claim nothing more; record the requests in flight once done; release what never started
+        (lanes send no more unless *let_lanes_end*). Returns how many; the worker may run again."""
         was_stopping = self._stopping.is_set()
         self._finishing.set()
         if not let_lanes_end:
