@@ -8,6 +8,7 @@ import functools
 
 from flask import Flask
 
+from srcore.extras import require
 from srcore.signatures import WebhookVerificationError, derive_secret, generate_secret, verify
 from srcore.webhooks.models import Subscription
 from srcore.webhooks.outbox import (
@@ -38,8 +39,6 @@ def build_dispatcher(app: Flask) -> Dispatcher:
     """The dispatcher ``[global] webhooks-broker`` selects for *app* (built without IO)."""
     if not app.extensions["srcore"].config.global_.get("webhooks-broker"):
         return LocalDispatcher()
-    from srcore.extras import require
-
     # Said when the app is built, not at the first commit in the middle of a request.
     require("celery", "[global] webhooks-broker (webhook delivery through Celery)")
     from srcore.webhooks.celery import CeleryDispatcher
