@@ -1,0 +1,30 @@
+"""The webhook benchmark runs to the end (``--quick``, on SQLite): a change to the code it
+drives breaks this test rather than the next person who measures. Times are not checked."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "webhooks.py"
+
+
+def test_the_quick_webhook_benchmark_runs_every_section() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--backends", "sqlite"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    for heading in ("emit + commit", "deliveries per second", "fairness"):
+        assert f"webhooks: {heading}" in out, out
+    # Everything delivered: by the local worker, and by Celery where a redis-server can be
+    # started for it (the benchmark leaves its Celery rows out otherwise).
+    celery = shutil.which("redis-server") is not None
+    assert out.count("2000/2000") == (2 if celery else 1), out
+    assert "trickled, cut" in out, out
