@@ -26,6 +26,7 @@ from sqlalchemy import select as sql_select
 import srcore.db
 from srcore.outbound.policy import AddressPolicy
 from srcore.signatures import generate_secret
+from srcore.testing import serving
 from srcore.webhooks import emit
 from srcore.webhooks.models import Attempt, Delivery, Subscription, WebhookBase
 from srcore.webhooks.settings import WebhookSettings
@@ -103,14 +104,8 @@ def healthy(log: Log) -> Iterator[str]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield f"http://127.0.0.1:{server.server_port}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from srcore.outbound.policy import DEFAULT_PORTS, AddressPolicy, PortRule
 from srcore.outbound.sender import PooledSender
+from srcore.testing import serving
 
 REFUSED = {
     "127.0.0.1": "loopback",
@@ -158,14 +158,8 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(server: HTTPServer) -> Iterator[HTTPServer]:
     server.hits = 0  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,))
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

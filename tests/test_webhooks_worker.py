@@ -18,6 +18,7 @@ import srcore.db
 from srcore.outbound.policy import AddressPolicy
 from srcore.outbound.sender import PooledSender
 from srcore.signatures import generate_secret
+from srcore.testing import serving
 from srcore.webhooks import emit
 from srcore.webhooks.delivery import claim_deliveries, claim_outbox
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBase
@@ -53,14 +54,8 @@ def receiver() -> Iterator[Any]:
     server.bodies = []  # type: ignore[attr-defined]
     server.script = []  # type: ignore[attr-defined]
     server.url = f"http://127.0.0.1:{server.server_port}/hook"  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,))
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)

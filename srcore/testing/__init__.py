@@ -35,7 +35,7 @@ from srcore.testing.databases import ServiceDatabase
 from srcore.testing.databases import _clean as _clean
 from srcore.testing.delivery import deliver_pending
 from srcore.testing.processes import free_port, run_service, run_worker
-from srcore.testing.receivers import FormReceiver, form_receiver
+from srcore.testing.receivers import FormReceiver, form_receiver, serving
 from srcore.testing.skipping import require_or_skip
 from srcore.testing.users import (
     TEST_ISSUER,
@@ -63,6 +63,7 @@ __all__ = [
     "require_or_skip",
     "run_service",
     "run_worker",
+    "serving",
     "session_cookie",
     "write_config",
     "write_network_config",

@@ -4,7 +4,6 @@ API's JSON shape; who receives them (scopes, visibility); and one delivery end t
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from todo.models import Tracker, Visibility
 
-from srcore.testing import log_in_client
+from srcore.testing import log_in_client, serving
 from srcore.webhooks import verify
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription
@@ -274,14 +273,8 @@ def receiver() -> Iterator[Any]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture
