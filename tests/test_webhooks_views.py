@@ -335,10 +335,15 @@ def test_another_users_subscription_is_a_404(app: Any, client: Any, bearer: Any,
         ("POST", f"/api/webhooks/{mine}/rotate"),
         ("GET", f"/api/webhooks/{mine}/deliveries"),
         ("POST", f"/api/webhooks/{mine}/deliveries/{delivery}/redeliver"),
+        ("POST", f"/api/webhooks/{mine}/ping"),
     ]:
         response = client.open(path, method=method, json={"enabled": False}, headers=theirs)
         assert response.status_code == 404, (method, path)
     assert client.get(f"/api/webhooks/{mine}", headers=bearer()).get_json()["enabled"] is True
+    # Nor through a webhook of their own: the delivery must belong to the webhook named.
+    own = subscribe(client, theirs).get_json()["id"]
+    path = f"/api/webhooks/{own}/deliveries/{delivery}/redeliver"
+    assert client.post(path, headers=theirs).status_code == 404
 
 
 def test_a_client_credentials_token_owns_its_own_subscriptions(
@@ -625,8 +630,11 @@ def test_another_users_pages_are_404(app: Any, client: Any, bearer: Any, bob: An
     assert bob_client.get(f"/webhooks/{sid}").status_code == 404
     assert bob_client.get(f"/webhooks/{sid}/edit").status_code == 404
     for path in (
+        f"/webhooks/{sid}/edit",
         f"/webhooks/{sid}/rotate",
+        f"/webhooks/{sid}/enable",
         f"/webhooks/{sid}/disable",
+        f"/webhooks/{sid}/ping",
         f"/webhooks/{sid}/delete",
         f"/webhooks/{sid}/deliveries/{did}/redeliver",
     ):
