@@ -13,9 +13,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from srcore.oncommit import after_commit
 from srcore.webhooks.models import Account, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.settings import MailNotifier
 
@@ -86,11 +86,10 @@ def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> No
             disabled.extend(_untrust(session, int(subject), cutoff))
     session.flush()
     if disabled:
-        real = getattr(session, "_get_current_object", lambda: session)()  # under a proxy
-        sa_event.listen(real, "after_commit", partial(_tell, app, disabled), once=True)
+        after_commit(session, partial(_tell, app), *disabled)
 
 
-def _tell(app: Flask, disabled: list[Subscription], _: Session) -> None:
+def _tell(app: Flask, disabled: list[Subscription]) -> None:
     notify = MailNotifier(app)
     with app.extensions["srcore"].db.session() as session:
         for sub in [session.merge(sub, load=True) for sub in disabled]:

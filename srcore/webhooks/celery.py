@@ -59,7 +59,7 @@ class _Wakeups:
         self.celery_app.send_task(DRAIN, args=[spread], queue=self.queue)
 
     def after_commit(self) -> None:
-        """Raises if the broker is down: the caller logs it, beat's next drain finds the rows."""
+        """Raises if the broker is down."""
         if self._redis is None or self._redis.set(self.key, 1, nx=True, ex=60):
             self.send()
 
@@ -162,9 +162,12 @@ class CeleryDispatcher:
     def nudge(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        with self._lock:
-            self._celery = self._celery or make_celery(self.app)
-        self._celery.webhook_wakeups.after_commit()
+        try:
+            with self._lock:
+                self._celery = self._celery or make_celery(self.app)
+            self._celery.webhook_wakeups.after_commit()
+        except Exception:  # beat's next drain finds them
+            log.exception("could not nudge the webhook dispatcher about %d rows", len(ids))
 
 
 class NoServiceError(RuntimeError, AttributeError):  # hasattr(module, "app") is False

@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any, Protocol, cast
 
 from flask import Flask, current_app
-from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from srcore.db import session as db_session
 from srcore.db import utcnow
+from srcore.oncommit import after_commit
 from srcore.webhooks.models import OutboxRow, Subscription
 
 __all__ = [
@@ -42,11 +42,10 @@ EXTENSION_KEY = "srcore.webhooks"
 #: probe's resource (can its owner see it)? Asked when subscribing, never at fan-out.
 CanReceive = Callable[[Subscription, OutboxRow], bool]
 
-_PENDING_KEY = "srcore_webhooks_emitted"
-
 
 class Dispatcher(Protocol):
-    """Told after a commit about new outbox rows or deliveries made due by hand (ids)."""
+    """Told after a commit about new outbox rows or deliveries made due by hand (ids). Never
+    raises: what it could not wake a worker for, the worker's next poll finds."""
 
     def nudge(self, ids: Sequence[int]) -> None: ...
 
@@ -107,21 +106,6 @@ def insert_event(
     return int(session.execute(statement.returning(OutboxRow.id)).scalar_one())
 
 
-def _after_commit(session: Session) -> None:
-    emitted: list[int] = session.info.pop(_PENDING_KEY, [])
-    nudge: Callable[[list[int]], None] | None = session.info.get("srcore_webhooks_nudge")
-    if emitted and nudge is not None:
-        try:
-            nudge(emitted)
-        except Exception:  # the rows are committed; the worker's poll will find them
-            log.exception("could not nudge the webhook dispatcher; the outbox poll will")
-
-
-def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
-    if previous_transaction.parent is None:  # the outermost transaction was rolled back
-        session.info.pop(_PENDING_KEY, None)
-
-
 def emit(
     event: str,
     data: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
@@ -157,12 +141,5 @@ def emit(
         session, event, values, resource=named, owner_id=owner_id, visibility=visibility
     )
     dispatcher = getattr(st.extensions.get(EXTENSION_KEY), "dispatcher", None)
-    if dispatcher is None:
-        return
-    # The request's session is a proxy; events are listened for on the real object.
-    real = getattr(session, "_get_current_object", lambda: session)()
-    real.info.setdefault(_PENDING_KEY, []).append(outbox_id)
-    real.info["srcore_webhooks_nudge"] = dispatcher.nudge
-    if not sa_event.contains(real, "after_commit", _after_commit):
-        sa_event.listen(real, "after_commit", _after_commit)
-        sa_event.listen(real, "after_soft_rollback", _after_soft_rollback)
+    if dispatcher is not None:
+        after_commit(session, dispatcher.nudge, outbox_id)

@@ -128,10 +128,7 @@ def read_overlap(valid: Validation) -> timedelta:
 
 def _sent(delivery: Delivery) -> DeliveryJSON:
     """Wake the dispatcher for a delivery made due by hand (committed already)."""
-    try:
-        webhooks_state().dispatcher.nudge([delivery.id])
-    except Exception:  # the row is due: the worker's poll finds it
-        log.exception("could not nudge the webhook dispatcher for delivery %s", delivery.id)
+    webhooks_state().dispatcher.nudge([delivery.id])
     return delivery_json(delivery)
 
 
