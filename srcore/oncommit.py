@@ -19,28 +19,46 @@ log = logging.getLogger("srcore.db")
 
 T = TypeVar("T")
 _PENDING = "srcore_after_commit"
+#: What waits for a commit: the savepoint it was given in (None: the transaction itself), the
+#: callback and its items.
+_Entry = tuple[SessionTransaction | None, Callable[[list[Any]], None], list[Any]]
 
 
 def after_commit(session: Session, callback: Callable[[list[T]], None], *items: T) -> None:
     """Call ``callback(items)`` once *session*'s outermost transaction commits, with every item
-    given for the same *callback* since it began (a burst of emits is one nudge); forget them
-    if it rolls back. A callback that raises is logged: the commit stands either way."""
+    given for the same *callback* meanwhile (a burst of emits is one nudge). Items given in a
+    savepoint are forgotten if it rolls back, and all of them if the transaction rolls back or
+    the session closes without committing. A callback that raises is logged: the commit stands."""
     real: Session = getattr(session, "_get_current_object", lambda: session)()  # under a proxy
-    pending: dict[Callable[[list[Any]], None], list[Any]] = real.info.setdefault(_PENDING, {})
-    pending.setdefault(callback, []).extend(items)
+    pending: list[_Entry] = real.info.setdefault(_PENDING, [])
+    pending.append((real.get_nested_transaction(), callback, list(items)))
     if not event.contains(real, "after_commit", _committed):
         event.listen(real, "after_commit", _committed)
-        event.listen(real, "after_soft_rollback", _rolled_back)
+        event.listen(real, "after_transaction_end", _ended)
 
 
 def _committed(session: Session) -> None:
-    for callback, items in session.info.pop(_PENDING, {}).items():
+    savepoint = session.get_nested_transaction()
+    pending: list[_Entry] = session.info.get(_PENDING, [])
+    if savepoint is not None:  # what it holds now waits for the savepoint around it, if any
+        parent = savepoint.parent
+        outer = parent if parent is not None and parent.nested else None
+        pending[:] = [(outer if t is savepoint else t, c, i) for t, c, i in pending]
+        return
+    batches: dict[Callable[[list[Any]], None], list[Any]] = {}
+    for _, callback, items in session.info.pop(_PENDING, []):
+        batches.setdefault(callback, []).extend(items)
+    for callback, items in batches.items():
         try:
             callback(items)
         except Exception:
             log.exception("after a commit, %r failed", callback)
 
 
-def _rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
-    if previous_transaction.parent is None:  # the outermost one: what it did is gone
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction ended; if it committed, :func:`_committed` took its entries already."""
+    if transaction.nested:
+        pending: list[_Entry] = session.info.get(_PENDING, [])
+        pending[:] = [entry for entry in pending if entry[0] is not transaction]
+    elif transaction.parent is None:
         session.info.pop(_PENDING, None)

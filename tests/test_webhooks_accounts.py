@@ -167,3 +167,26 @@ def test_events_pulled_from_meta_apply_too(service: Any, fake: FakeMeta) -> None
     assert puller.pull_once() == 1
     assert emitted(service) == {bobs: "pending"}
     assert status(service, Subscription, alices).enabled
+
+
+def test_a_revocation_rolled_back_disables_nothing_and_tells_nobody(
+    service: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """meta applies revocations inside the transaction that makes them: when it rolls back, the
+    owner hears nothing, not even at the session's next commit."""
+    from srcore.identity.protocol import RevocationEvent
+    from srcore.webhooks.accounts import apply_with_change
+
+    alice = create_user(service, "alice", id=7, email="alice@example.org")
+    hijacked = subscription(service, alice.id)
+    revoked = RevocationEvent(5, "user", str(alice.id), not_before=int(time.time()) + 5)
+    caplog.set_level(logging.INFO, logger="srcore.mail")
+    with service.extensions["srcore"].db.session() as session:
+        apply_with_change(service, session, [revoked])
+        session.rollback()
+        session.commit()  # a later, unrelated commit
+        apply_with_change(service, session, [revoked])
+        session.commit()
+    assert not status(service, Subscription, hijacked).enabled
+    mails = [r.getMessage() for r in caplog.records if r.name == "srcore.mail"]
+    assert len(mails) == 1 and "alice@example.org" in mails[0], mails
