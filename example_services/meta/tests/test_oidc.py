@@ -475,6 +475,31 @@ def test_logout_everywhere_names_no_session(
     assert "sid" not in claims
 
 
+@pytest.mark.parametrize("change", ["set_password", "suspend", "delete_user"])
+def test_a_back_channel_logout_is_sent_only_once_its_change_commits(
+    oidc_app: Any, accounts: Any, browser: Any, alice: Any, receiver: Any, change: str
+) -> None:
+    from meta import logic
+    from meta.models import User
+
+    from srcore.db import session as db
+
+    rp = register(oidc_app, accounts, backchannel=receiver.url)
+    tokens_for(browser, rp)
+    backchannel = oidc_app.extensions["meta.oauth"].extra["backchannel"]
+    args = {"set_password": ("x",), "suspend": ("for a test",), "delete_user": ()}[change]
+    with oidc_app.app_context():
+        getattr(logic, change)(db, db.get(User, alice.id), *args)
+        db.rollback()
+        backchannel.close()  # every POST it was handed has been made
+        assert receiver.bodies == [], "a logout announced for a change that rolled back"
+        assert db.get(User, alice.id) is not None
+        getattr(logic, change)(db, db.get(User, alice.id), *args)
+        db.commit()
+    (body,) = receiver.wait(1)
+    assert "sid" not in _check_logout_token(oidc_app, body["logout_token"], rp, alice)
+
+
 # -- registration ----------------------------------------------------------------------------
 
 
@@ -670,18 +695,21 @@ def test_a_password_change_logs_the_user_out_of_every_application(
 def test_a_failing_back_channel_does_not_stop_the_logout(
     oidc_app: Any, accounts: Any, browser: Any, csrf: Any
 ) -> None:
-    class Broken:
-        def send(self, *args: Any) -> Any:
-            raise RuntimeError("no threads left")
+    from meta.oauth.backchannel import Backchannel
 
-        def close(self) -> None:
-            return None
+    tried: list[Any] = []
+
+    class Broken(Backchannel):
+        def send(self, *args: Any) -> Any:
+            tried.append(args)
+            raise RuntimeError("no threads left")
 
     rp = register(oidc_app, accounts, backchannel="http://127.0.0.1:9999/nothing")
     tokens_for(browser, rp)
-    oidc_app.extensions["meta.oauth"].extra["backchannel"] = Broken()
+    oidc_app.extensions["meta.oauth"].extra["backchannel"] = Broken(oidc_app)
     response = csrf.post(browser, "/logout", {}, page="/profile")
     assert response.status_code == 302
+    assert len(tried) == 1
     assert browser.get("/profile").status_code == 302
 
 

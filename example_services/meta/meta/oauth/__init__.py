@@ -11,7 +11,6 @@ every service (:mod:`meta.oauth.network`).
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -278,7 +277,8 @@ _MAX_ACCESS_SECONDS = 24 * 3600
 
 def _backchannel_logout(user: User, *, this_browser: bool) -> None:
     """Send the OpenID clients that logged *user* in a logout token (back-channel logout):
-    for this browser's login only, or (*this_browser* False) for every login."""
+    for this browser's login only, or (*this_browser* False) for every login, once the
+    transaction that ends them commits."""
     from flask import current_app, has_app_context, has_request_context
 
     if not has_app_context() or "meta.oauth" not in current_app.extensions:
@@ -292,11 +292,9 @@ def _backchannel_logout(user: User, *, this_browser: bool) -> None:
         sid = browser_sid() if has_request_context() else None
         if sid is None:
             return
-    notices = notices_for(_session_of(user), st, user.id, sid=sid)
-    try:
-        st.extra["backchannel"].send(st, notices)
-    except Exception:  # the logout itself must go through whatever the applications do
-        logging.getLogger("meta.oauth.backchannel").exception("back-channel logout not sent")
+    session = _session_of(user)
+    # Found now (a deletion is about to drop the logins), sent once the change commits.
+    st.extra["backchannel"].send_on_commit(session, notices_for(session, st, user.id, sid=sid))
 
 
 def on_logout(user: User) -> None:

@@ -9,8 +9,10 @@ browser's logout, the login session (``sid``).
 The POSTs go through srcore's outbound :class:`Sender`, so the same SSRF policy as
 webhooks applies (``[global] allow-private-webhook-targets``, ``webhook-allowed-ports``),
 with a short deadline, from a small thread pool: a slow application never holds up the
-logout page. Delivery is tried once; a client that missed it still sees the access and
-refresh tokens of the grant die with the session where that applies.
+logout page. They go once the transaction that ends the login commits, never if it rolls
+back (:meth:`Backchannel.send_on_commit`). Delivery is tried once; a client that missed it
+still sees the access and refresh tokens of the grant die with the session where that
+applies.
 """
 
 from __future__ import annotations
@@ -135,6 +137,26 @@ class Backchannel:
                     max_workers=self._workers, thread_name_prefix="meta-backchannel"
                 )
             return self._sender, self._executor
+
+    def send_on_commit(self, session: Session, notices: list[Notice]) -> None:
+        """Send *notices* once *session*'s transaction commits: the logout they announce is
+        that transaction's, and none is announced if it rolls back."""
+        from srcore.oncommit import after_commit
+
+        if notices:
+            after_commit(session, self._send_committed, *notices)
+
+    def _send_committed(self, notices: list[Notice]) -> None:
+        from flask import current_app, has_app_context
+
+        try:
+            if has_app_context() and current_app._get_current_object() is self.app:  # type: ignore[attr-defined]
+                self.send(self.app.extensions["meta.oauth"], notices)
+                return
+            with self.app.app_context():  # a commit outside a request (scripts)
+                self.send(self.app.extensions["meta.oauth"], notices)
+        except Exception:  # the logout has committed whatever the applications do
+            log.exception("back-channel logout not sent")
 
     def send(self, st: OAuthState, notices: list[Notice]) -> list[Future[Any]]:
         """Sign and POST each notice's logout token in the background; the futures say
