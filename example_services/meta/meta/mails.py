@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import render_template, url_for
 
 import srcore
 from srcore.mail import Mailer, MailError, mailer
 
-__all__ = ["SUBJECTS", "Prepared", "absolute_url", "prepare_mail", "send_mail"]
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+__all__ = ["SUBJECTS", "Prepared", "absolute_url", "mail_on_commit", "prepare_mail", "send_mail"]
 
 log = logging.getLogger("meta")
 
@@ -77,3 +80,17 @@ def prepare_mail(kind: str, to: str, **context: Any) -> Prepared:
 def send_mail(kind: str, to: str, **context: Any) -> bool:
     """Render and send mail *kind* to *to*; return False (and log) if it could not be sent."""
     return prepare_mail(kind, to, **context).send()
+
+
+def mail_on_commit(session: Session, kind: str, to: str, **context: Any) -> None:
+    """Render mail *kind* to *to* now and send it once *session*'s transaction commits:
+    the change it tells of is that transaction's. Whatever the request does after the
+    commit cannot lose it, and a rollback sends nothing."""
+    from srcore.oncommit import after_commit
+
+    after_commit(session, _send_all, prepare_mail(kind, to, **context))
+
+
+def _send_all(mails: list[Prepared]) -> None:
+    for mail in mails:
+        mail.send()

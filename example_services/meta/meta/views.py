@@ -30,7 +30,7 @@ from werkzeug.wrappers import Response
 import srcore
 from meta import audit, logic, meta_state, signals
 from meta.audit import Kind
-from meta.mails import prepare_mail, send_mail
+from meta.mails import mail_on_commit, prepare_mail, send_mail
 from meta.models import TokenPurpose, User
 from meta.settings import meta_settings
 from srcore.auth.web import current_user, is_safe_next, log_in, log_out, login_required
@@ -548,9 +548,10 @@ def password() -> Any:
     amr = logic.web_session_amr(db, session.get(SESSION_ID))
     logic.set_password(db, user, meta_state().passwords.hash(new))
     audit.record(db, Kind.password_changed, user.id)
+    # Sent at the commit: a failure starting the new session below must not lose it.
+    mail_on_commit(db, "password-changed", user.email, user=user)
     db.commit()
     _start_session(user, amr or None)
-    send_mail("password-changed", user.email, user=user)
     flash("Your password is changed. Other sessions were logged out.", "success")
     return redirect(url_for("accounts.profile"))
 

@@ -183,6 +183,34 @@ def test_password_change(
     assert login(app.test_client(), "alice", NEW_PASSWORD).status_code == 302
 
 
+def test_a_committed_password_change_is_mailed_though_the_new_session_fails(
+    app: Any,
+    client: Any,
+    csrf: Any,
+    accounts: Any,
+    login: Any,
+    smtp_sink: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from meta import logic
+
+    accounts.make("alice")
+    login(client, "alice")
+    page = "/password"
+    token = csrf.token(client, page)
+
+    def down(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("the database went away")
+
+    form = {"current_password": PASSWORD, "password": NEW_PASSWORD, "csrf_token": token}
+    with monkeypatch.context() as patch:
+        patch.setattr(logic, "start_web_session", down)
+        with pytest.raises(RuntimeError, match="went away"):
+            client.post(page, data=form)
+    assert login(app.test_client(), "alice", NEW_PASSWORD).status_code == 302
+    assert "was just changed" in smtp_sink.to("alice@example.org")[-1].get_content()
+
+
 def test_delete_account(
     app: Any, client: Any, csrf: Any, accounts: Any, login: Any, hooks: list
 ) -> None:
