@@ -265,17 +265,12 @@ def _attempt_row(job: Job, exchange: Exchange, cap: int) -> dict[str, Any]:
     }
 
 
-def redeliver(session: Session, delivery_id: int, *, now: datetime) -> bool:
-    """Queue a delivery again, same message id, due at *now*, without committing; False
-    when it does not exist or its subscription is disabled."""
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is None or not delivery.subscription.enabled:
-        return False
+def redeliver(delivery: Delivery, *, now: datetime) -> None:
+    """Make *delivery* due at *now* again, same message id, without committing."""
     if delivery.manual_status is None:  # not already waiting for a manual redelivery
         delivery.manual_status = delivery.status
         delivery.resume_at = delivery.next_attempt_at if delivery.status == PENDING else None
     delivery.status, delivery.next_attempt_at, delivery.claimed_until = PENDING, now, None
-    return True
 
 
 def prune_log(session: Session, *, now: datetime, retention: timedelta) -> int:

@@ -260,7 +260,7 @@ class Subscriber:
             raise Conflict("This webhook is disabled; enable it before redelivering.")
         mine = Delivery.id == delivery_id, Delivery.subscription_id == sub.id
         delivery = db_session.scalar(select(Delivery).where(*mine)) or abort(404)
-        make_due(db_session, delivery.id, now=utcnow())
+        make_due(delivery, now=utcnow())
         db_session.commit()
         return _sent(delivery)
 
