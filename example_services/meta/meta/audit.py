@@ -5,10 +5,10 @@ the change it describes was committed (a failed login commits its entry on its o
 user reads theirs on ``/security``; admins read everyone's at ``/admin/audit``.
 
 Retention (``[meta] audit-retention``, default one year) is applied on write: recording an
-entry deletes the entries older than the retention, at most once per
-:data:`PRUNE_EVERY` in each process. An idle network keeps its old entries until the next
-event, which an operator sees as "entries never outlive the retention by more than a few
-minutes of activity"; nothing else has to run.
+entry deletes the entries older than the retention, and once that has committed the
+process waits :data:`PRUNE_EVERY` before it prunes again. An idle network keeps its old
+entries until the next event, which an operator sees as "entries never outlive the
+retention by more than a few minutes of activity"; nothing else has to run.
 
 Each entry is also a webhook, ``audit:recorded`` (audience ``internal``): it goes only to
 the first-party subscriptions of the services named in ``[meta] audit-subscribers`` (a
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from meta.models import AuditEntry
 from srcore.db import utcnow
+from srcore.oncommit import after_commit
 
 __all__ = [
     "AUDIT_EVENT",
@@ -43,7 +44,7 @@ __all__ = [
 
 #: The webhook event every entry is exported as.
 AUDIT_EVENT = "audit:recorded"
-#: Pruning on write runs at most this often per process.
+#: After a committed prune, a process waits this long before it prunes on write again.
 PRUNE_EVERY = timedelta(minutes=10)
 _LAST_PRUNE = "audit_last_prune"
 
@@ -191,8 +192,13 @@ def _prune_now_and_then(session: Session, now: datetime) -> None:
     last = extra.get(_LAST_PRUNE)
     if isinstance(last, datetime) and now - last < PRUNE_EVERY:
         return
-    extra[_LAST_PRUNE] = now
     prune(session, now=now, retention=retention())
+
+    def pruned(times: list[datetime]) -> None:
+        # Only a committed prune counts: one rolled back with its entry deleted nothing.
+        extra[_LAST_PRUNE] = max(times)
+
+    after_commit(session, pruned, now)
 
 
 def _export(session: Session, entry: AuditEntry) -> None:

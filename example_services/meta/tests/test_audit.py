@@ -287,6 +287,25 @@ def test_old_entries_are_pruned_when_new_ones_are_written(
     assert [e.kind for e in entries(app, alice.id)] == ["logout", "login"]
 
 
+def test_a_prune_that_rolled_back_does_not_count_as_done(app: Any, accounts: Any) -> None:
+    from meta import audit
+    from meta.models import AuditEntry
+
+    from srcore.db import session as db
+    from srcore.db import utcnow
+
+    alice = accounts.make("alice")
+    old = utcnow() - timedelta(days=366)  # past [meta] audit-retention's default
+    with app.extensions["srcore"].db.transaction() as session:
+        session.add(AuditEntry(created=old, user_id=alice.id, kind="login"))
+    with app.app_context():
+        audit.record(db, audit.Kind.logout, alice.id)
+        db.rollback()
+        audit.record(db, audit.Kind.logout, alice.id)
+        db.commit()
+    assert [e.kind for e in entries(app, alice.id)] == ["logout"]
+
+
 def test_prune_deletes_only_what_is_older_than_the_retention(app: Any) -> None:
     from meta import audit
     from meta.models import AuditEntry
