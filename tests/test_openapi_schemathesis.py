@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from srcore.outbound.targets import set_resolver
 from srcore.testing import create_user
-from srcore.webhooks.subscriptions import set_resolver
 
 SERVICES = ["meta", "todo", "paste"]
 #: Two checks judge the server's choice of what to accept rather than its answers.

@@ -19,12 +19,11 @@ from sqlalchemy import func, select
 from srcore.db import utcnow
 from srcore.openapi.views import document_of
 from srcore.outbound.policy import AddressPolicy
-from srcore.outbound.targets import target_problem
+from srcore.outbound.targets import set_resolver, target_problem
 from srcore.signatures import SECRET_PREFIX
 from srcore.testing import create_user, log_in_client
 from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.outbox import insert_event
-from srcore.webhooks.subscriptions import set_resolver
 
 SCOPES = "sample/things:RW"
 HOOK = "https://hooks.example.org/sample"

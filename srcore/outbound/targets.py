@@ -6,12 +6,16 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from srcore.outbound.policy import AddressPolicy
+from srcore.outbound.policy import AddressPolicy, policy_for
 from srcore.outbound.sender import resolve
 
-__all__ = ["RESOLVE_TIMEOUT", "Resolver", "lookup", "target_problem"]
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["RESOLVE_TIMEOUT", "Resolver", "lookup", "problem_for", "set_resolver", "target_problem"]
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int, float], "list[_Address] | None"]
@@ -20,6 +24,7 @@ Resolver = Callable[[str, int, float], "list[_Address] | None"]
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
 #: How long a lookup may take before the check is left to the requests.
 RESOLVE_TIMEOUT = 2.0
+_RESOLVER = "srcore.outbound.resolver"
 
 
 def lookup(host: str, port: int, timeout: float) -> list[_Address] | None:
@@ -81,3 +86,13 @@ def target_problem(
         if reason is not None:
             return f"{host} resolves to {address}, which is {reason}"
     return None
+
+
+def set_resolver(app: Flask, resolve: Resolver) -> None:
+    """Look up the hosts of the URLs submitted to *app* with *resolve*: tests ask no DNS."""
+    app.extensions[_RESOLVER] = resolve
+
+
+def problem_for(app: Flask, url: str) -> str | None:
+    """:func:`target_problem` of *url* under *app*'s policy, looked up with its resolver."""
+    return target_problem(url, policy_for(app), resolve=app.extensions.get(_RESOLVER, lookup))

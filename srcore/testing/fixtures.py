@@ -108,6 +108,7 @@ def app(
 
     from srcore.auth.tokens import StaticKeySource, TokenVerifier
     from srcore.manifest import load_manifest
+    from srcore.outbound.targets import set_resolver
 
     manifest = load_manifest(srcore_service)
     verifier = TokenVerifier(
@@ -118,12 +119,9 @@ def app(
     module = importlib.import_module(srcore_service)
     application = module.create_app(config=srcore_database.config_path, token_verifier=verifier)
     application.config["TESTING"] = True
-    if manifest.events:
-        from srcore.webhooks.subscriptions import set_resolver
-
-        # No test asks DNS: a subscription's host is looked up by nobody (a test that
-        # needs answers passes its own resolver); literals and localhost are still judged.
-        set_resolver(application, lambda host, port, timeout: None)
+    # No test asks DNS: the host of a submitted URL (a webhook, a logout endpoint) is looked up
+    # by nobody (a test that needs answers sets its own); literals and localhost are judged.
+    set_resolver(application, lambda host, port, timeout: None)
     try:
         yield application
     finally:

@@ -12,7 +12,7 @@ from datetime import timedelta
 from functools import partial
 from typing import cast
 
-from flask import Flask, abort, current_app, g
+from flask import abort, current_app, g
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import joinedload, lazyload
 from werkzeug.exceptions import Conflict, TooManyRequests
@@ -23,8 +23,7 @@ from srcore.auth.api import insufficient_scope
 from srcore.auth.scopes import Scope, format_scopes, satisfies
 from srcore.db import session as db_session
 from srcore.db import utcnow
-from srcore.outbound import policy_for
-from srcore.outbound.targets import Resolver, lookup, target_problem
+from srcore.outbound.targets import problem_for
 from srcore.pagination import CursorList
 from srcore.service import state
 from srcore.signatures import generate_secret
@@ -44,7 +43,6 @@ __all__ = [
     "read_overlap",
     "read_page",
     "read_subscription",
-    "set_resolver",
 ]
 
 log = logging.getLogger("srcore.webhooks")
@@ -62,14 +60,8 @@ ROTATION_OVERLAP = 24 * 3600
 MAX_OVERLAP = 7 * 24 * 3600
 #: ``kind:id``, e.g. ``tracker:12``; the kind is a word, the id a URL-safe token.
 _RESOURCE = re.compile(r"[a-z][a-z0-9_]{0,62}:[A-Za-z0-9._~-]{1,190}")
-_RESOLVER = "srcore_webhook_resolver"
 #: What a create or a change sent: url, events, resource, enabled; None is "not sent".
 _Input = tuple[str | None, tuple[str, ...] | None, str | None, bool | None]
-
-
-def set_resolver(app: Flask, resolve: Resolver) -> None:
-    """Look up the hosts of *app*'s new webhook URLs with *resolve*: tests stay local."""
-    app.extensions[_RESOLVER] = resolve
 
 
 def events_scopes() -> frozenset[Scope]:
@@ -184,8 +176,7 @@ class Subscriber:
         cannot be sent to *url* (None: not a new one)."""
         if valid.ok:
             self.check(events or ())
-        resolve: Resolver = current_app.extensions.get(_RESOLVER, lookup)
-        problem = url and target_problem(url, policy_for(current_app), resolve=resolve)
+        problem = url and problem_for(current_app, url)
         if problem:
             valid.error(f"Webhooks cannot be sent there: {problem}.", "url")
 

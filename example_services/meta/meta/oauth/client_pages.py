@@ -50,8 +50,7 @@ def backchannel_uri_problem(uri: str) -> str | None:
 
     from flask import current_app
 
-    from srcore.outbound import policy_for
-    from srcore.outbound.targets import target_problem
+    from srcore.outbound.targets import problem_for
 
     if any(c.isspace() or c == "\x00" for c in uri):
         return "The back-channel logout URI may not contain spaces."
@@ -61,8 +60,7 @@ def backchannel_uri_problem(uri: str) -> str | None:
         return f"{uri} is not a valid URL."
     if parts.fragment or "#" in uri:
         return f"{uri} may not have a #fragment."
-    policy = policy_for(current_app)
-    problem = target_problem(uri, policy)
+    problem = problem_for(current_app, uri)
     if problem is not None:
         return f"meta will not send logout tokens to {uri}: {problem}."
     # Plain http only to an address the operator let through above (a lab network).
