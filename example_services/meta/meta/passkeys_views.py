@@ -30,7 +30,7 @@ from werkzeug.wrappers import Response
 import srcore
 from meta import audit, meta_state, passkeys, totp
 from meta.audit import Kind
-from meta.mails import send_mail
+from meta.mails import mail_on_commit, send_mail
 from meta.models import PasskeyCredential, User
 from meta.passkeys import PasskeyError, Purpose, RelyingParty
 from srcore.auth.web import is_safe_next, login_required
@@ -242,8 +242,8 @@ def remove(key_id: int) -> Any:
     name = key.name
     passkeys.remove_credential(db, user.id, key.id)
     audit.record(db, Kind.passkey_removed, user.id, detail=name)
-    db.commit()
-    send_mail(
+    mail_on_commit(
+        db,
         "passkey-removed",
         user.email,
         user=user,
@@ -251,6 +251,7 @@ def remove(key_id: int) -> Any:
         left=passkeys.count_of(db, user.id),
         totp_on=totp.factor_of(db, user.id) is not None,
     )
+    db.commit()
     flash(f"The passkey “{name}” is removed.", "success")
     return redirect(url_for("oauth_security.security", _anchor="passkeys"))
 

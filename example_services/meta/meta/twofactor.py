@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 import srcore
 from meta import audit, passkeys, totp
 from meta.audit import Kind
-from meta.mails import send_mail
+from meta.mails import mail_on_commit, send_mail
 from meta.models import User
 from meta.settings import meta_settings
 from srcore.auth.web import is_safe_next, login_required
@@ -229,9 +229,9 @@ def disable() -> Any:
     check_password_or_code(Validation.form(TWO_FACTOR, lambda: _enabled_context(user)), user)
     totp.remove_factors(db, user.id)
     audit.record(db, Kind.factor_removed, user.id, detail="authenticator app")
-    db.commit()
     keys_left = passkeys.count_of(db, user.id)
-    send_mail("factor-removed", user.email, user=user, passkeys_left=keys_left)
+    mail_on_commit(db, "factor-removed", user.email, user=user, passkeys_left=keys_left)
+    db.commit()
     if keys_left:
         flash("The authenticator app is off. Your passkeys are still asked for.", "success")
     else:

@@ -252,6 +252,39 @@ def test_a_passkey_is_renamed_and_removed_with_the_password(
     assert "removed" in mail["Subject"] and "password alone logs you in now" in mail.get_content()
 
 
+def test_a_removed_passkey_is_mailed_exactly_when_it_commits(
+    app: Any,
+    alice: Any,
+    alice_client: Any,
+    password: str,
+    smtp_sink: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from meta import passkeys
+    from meta.models import PasskeyCredential
+
+    add_passkey(app, alice_client, password, "laptop")
+    with app.extensions["srcore"].db.transaction() as session:
+        key_id = session.scalars(select(PasskeyCredential.id)).one()
+    smtp_sink.messages.clear()
+    counted = passkeys.count_of
+
+    def count_of(session: Any, user_id: int) -> int:
+        left = counted(session, user_id)
+        if left == 0:  # the mail's count, once the key is gone
+            raise RuntimeError("the database went away")
+        return left
+
+    monkeypatch.setattr(passkeys, "count_of", count_of)
+    form = {"current_password": password, "csrf_token": token(alice_client, "/security")}
+    with pytest.raises(RuntimeError, match="went away"):
+        alice_client.post(f"/security/passkeys/{key_id}/remove", data=form)
+    with app.extensions["srcore"].db.transaction() as session:
+        gone = session.scalars(select(PasskeyCredential)).all() == []
+    mailed = ["removed" in m["Subject"] for m in smtp_sink.to("alice@example.org")]
+    assert (gone, mailed) in ((True, [True]), (False, []))
+
+
 def test_garbled_registrations_are_400s(app: Any, alice_client: Any, password: str) -> None:
     key = soft_key(app)
     good_options = None

@@ -175,6 +175,32 @@ def test_turning_it_off_needs_the_password_or_a_code_and_mails_the_owner(
     assert secret  # the first factor's secret is gone with it
 
 
+def test_turning_it_off_is_mailed_exactly_when_it_commits(
+    app: Any, accounts: Any, password: str, smtp_sink: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meta import passkeys, totp
+
+    alice = accounts.make("alice")
+    turn_on(app, alice)
+    client = log_in_client(app.test_client(), alice)
+    token = _token(client, "/security/two-factor")
+    counted = passkeys.count_of
+
+    def count_of(session: Any, user_id: int) -> int:
+        if totp.factor_of(session, user_id) is None:  # the mail's count, once it is off
+            raise RuntimeError("the database went away")
+        return counted(session, user_id)
+
+    monkeypatch.setattr(passkeys, "count_of", count_of)
+    form = {"current_password": password, "csrf_token": token}
+    with pytest.raises(RuntimeError, match="went away"):
+        client.post("/security/two-factor/disable", data=form)
+    with app.extensions["srcore"].db.transaction() as session:
+        off = totp.factor_of(session, alice.id) is None
+    mailed = [m["Subject"].split(" · ")[0] for m in smtp_sink.to("alice@example.org")]
+    assert (off, mailed) in ((True, ["Two-factor sign-in is off"]), (False, []))
+
+
 def test_new_recovery_codes_end_the_old_ones(app: Any, accounts: Any, password: str) -> None:
     from meta import totp
 
