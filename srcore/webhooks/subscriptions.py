@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 from flask import abort, current_app, g
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import joinedload, lazyload
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute, joinedload, lazyload
 from werkzeug.exceptions import Conflict, TooManyRequests
 from werkzeug.local import LocalProxy
 
@@ -118,6 +118,13 @@ def read_overlap(valid: Validation) -> timedelta:
     return timedelta(seconds=ROTATION_OVERLAP if seconds is None else seconds)
 
 
+def _hold(column: InstrumentedAttribute[Any], *where: ColumnElement[bool]) -> None:
+    """Lock the rows *where* selects till the commit (a no-op UPDATE of *column*: on SQLite, the
+    write lock, before anything is read): racing changes of them wait, or find them gone."""
+    hold = update(column.class_).where(*where).values({column: column})
+    db_session.execute(hold.execution_options(synchronize_session=False))
+
+
 def _sent(delivery: Delivery) -> DeliveryJSON:
     """Wake the dispatcher for a delivery made due by hand (committed already)."""
     webhooks_state().dispatcher.nudge([delivery.id])
@@ -155,9 +162,13 @@ class Subscriber:
         client = Subscription.owner_client == self.client_id
         return visible & Subscription.owner_id.is_(None) & client
 
-    def find(self, subscription_id: int, write: bool | None = True) -> Subscription:
-        """Its subscription (or 404), if it may manage (*write*) or receive it (None: as is)."""
-        query = select(Subscription).where(Subscription.id == subscription_id, self.owned())
+    def find(self, sid: int, write: bool | None = True, hold: bool = True) -> Subscription:
+        """Its subscription (or 404), if it may manage (*write*) or receive it (None: as is);
+        to manage it, held (:func:`_hold`) and read again unless *hold* is False."""
+        mine = Subscription.id == sid, self.owned()
+        if write and hold:
+            _hold(Subscription.updated, *mine)
+        query = select(Subscription).where(*mine).execution_options(populate_existing=True)
         sub = db_session.scalar(query) or abort(404)
         if write is not None:
             self.check(sub.event_names, write=write)
@@ -201,9 +212,14 @@ class Subscriber:
             reason = f"There is no {resource} that you can see."
             valid.expect(can_receive(sub, probe), reason, field="resource")
         valid.raise_if_invalid()
-        if (db_session.scalar(select(func.count()).where(self.owned())) or 0) >= MAX_SUBSCRIPTIONS:
-            valid.fail(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
         db_session.add(sub)
+        db_session.flush()  # on SQLite, the write lock: one create counts at a time
+        if db_session.get_bind().dialect.name == "postgresql":  # one create of an owner at a time
+            who = func.hashtext(f"{self.user_id} {self.client_id}")
+            db_session.execute(select(func.pg_advisory_xact_lock(0x5EB400, who)))
+        if (db_session.scalar(select(func.count()).where(self.owned())) or 0) > MAX_SUBSCRIPTIONS:
+            db_session.rollback()
+            valid.fail(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
         db_session.commit()
         owner = sub.owner_client if sub.owner_id is None else f"user {sub.owner_id}"
         log.info("webhook %s subscribed to %s by %s", sub.id, sub.events, owner)
@@ -213,10 +229,11 @@ class Subscriber:
         self, subscription_id: int, valid: Validation, *, partial: bool = False
     ) -> SubscriptionJSON:
         """Change the url, events and enabled (with *partial*, those sent)."""
-        sub = self.find(subscription_id)
+        sub = self.find(subscription_id, hold=False)  # not held while the URL's host is looked up
         url, events, _, enabled = read_subscription(valid, partial=partial)
         self._screen(valid, url if url != sub.url else None, events)
         valid.raise_if_invalid()
+        sub = self.find(subscription_id)
         sub.url = url or sub.url
         if events is not None:
             sub.events = " ".join(events)
@@ -246,10 +263,12 @@ class Subscriber:
         return subscription_json(sub, secret=True)
 
     def redeliver(self, subscription_id: int, delivery_id: int) -> DeliveryJSON:
-        sub = self.find(subscription_id)
+        # The delivery is held, not its subscription: the worker locks a delivery, then that.
+        mine = Delivery.id == delivery_id, Delivery.subscription_id == subscription_id
+        _hold(Delivery.status, *mine)
+        sub = self.find(subscription_id, hold=False)
         if not sub.enabled:
             raise Conflict("This webhook is disabled; enable it before redelivering.")
-        mine = Delivery.id == delivery_id, Delivery.subscription_id == sub.id
         delivery = db_session.scalar(select(Delivery).where(*mine)) or abort(404)
         make_due(delivery, now=utcnow())
         db_session.commit()
