@@ -200,3 +200,39 @@ def test_changes_racing_a_deletion_are_404s(
             select(func.count()).select_from(Delivery).where(Delivery.subscription_id == sub["id"])
         )
         assert scalar(app, left) == 0
+
+
+def test_a_deletion_waits_for_the_worker_instead_of_deadlocking_with_it(
+    app: Any, call: Callable[..., requests.Response]
+) -> None:
+    """The worker records a batch by locking its deliveries, then their subscription (its
+    ``failing_since``). A deletion meanwhile takes the locks in the same order, so it waits
+    for the worker's commit rather than holding the subscription the worker needs next."""
+    import threading
+    import time
+
+    from sqlalchemy import text, update
+
+    sid = subscribe(call)["id"]
+    db = app.extensions["srcore"].db
+    with db.transaction() as session:
+        outbox_id = insert_event(session, "thing:created", {"id": 1})
+        session.add(Delivery(subscription_id=sid, outbox_id=outbox_id))
+    answers: list[requests.Response] = []
+    with db.session() as worker:
+        worker.execute(update(Delivery).values(attempts=Delivery.attempts + 1))  # the batch
+        deleting = threading.Thread(target=lambda: answers.append(call("DELETE", f"/{sid}")))
+        deleting.start()
+        postgres = worker.get_bind().dialect.name == "postgresql"
+        for _ in range(200):  # until the deletion waits for the worker's locks
+            if postgres:
+                with db.session() as probe:
+                    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    if probe.scalar(text(query)):
+                        break
+            time.sleep(0.02)  # SQLite: the deletion waits for the write lock all along
+        worker.execute(update(Subscription).values(failing_since=func.now()))  # then the rest
+        worker.commit()
+        deleting.join(timeout=30)
+    assert [a.status_code for a in answers] == [204], [a.text for a in answers]
+    assert scalar(app, select(func.count()).select_from(Delivery)) == 0

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any, cast
 
 from flask import abort, current_app, g
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, joinedload, lazyload
 from werkzeug.exceptions import Conflict, TooManyRequests
 from werkzeug.local import LocalProxy
@@ -249,7 +249,11 @@ class Subscriber:
         return subscription_json(sub)
 
     def delete(self, subscription_id: int) -> None:
-        db_session.delete(self.find(subscription_id))
+        """Its deliveries first, as the worker locks them before their subscription."""
+        self.find(subscription_id, hold=False)
+        db_session.execute(delete(Delivery).where(Delivery.subscription_id == subscription_id))
+        gone = delete(Subscription).where(Subscription.id == subscription_id, self.owned())
+        db_session.scalar(gone.returning(Subscription.id)) or abort(404)  # deleted meanwhile
         db_session.commit()
 
     def rotate(self, subscription_id: int, valid: Validation) -> SubscriptionJSON:
