@@ -415,7 +415,7 @@ def test_410_disables_at_once_and_mails_the_owner(
     gone = receivers(410)
     url = gone.start()
     sid = subscribe(app, url, owner)
-    emit_things(app, 1)
+    emit_things(app, 3)  # in one lane: after the 410 it sends no more
     drain(app)
     assert len(gone.requests) == 1
     sub = subscription(app, sid)

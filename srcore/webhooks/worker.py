@@ -172,7 +172,7 @@ class Worker:
 
     def _send_lane(self, jobs: list[Job], host: threading.Semaphore, last_start: float) -> None:
         """On a thread of its own: send the lane's requests in order; none starts once
-        stopping, nor after *last_start* (it could outlast the lease)."""
+        stopping, after *last_start* (it could outlast the lease) or after a 410 Gone."""
         sent = 0
         try:
             with host, self._slots:
@@ -184,6 +184,8 @@ class Worker:
                     send(job, http, self.settings, self.clock)
                     self._finished.put(job)  # recorded at the next step, lane over or not
                     sent += 1
+                    if job.exchange is not None and job.exchange.status == 410:
+                        break  # recording it disables the subscription, cancels the rest
         finally:
             for job in jobs[sent:]:  # never sent: released at the next step
                 self._finished.put(job)
