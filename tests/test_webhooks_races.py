@@ -1,7 +1,9 @@
 """One user's concurrent requests to the webhook API of the sample service, served by a
 real gunicorn with several worker processes, on SQLite and on PostgreSQL: the limits
 hold, racing changes of one subscription are made one after the other, and a request
-that loses a race gets a 4xx that says why, never a 500.
+that loses a race gets a 4xx that says why, never a 500. A deletion or a revocation that
+meets the worker recording a batch takes the locks in its order, and waits instead of
+deadlocking with it.
 
 Each test repeats its burst a few times (a race is not lost every time); the counts are
 bounded, and nothing is timed.
@@ -236,3 +238,55 @@ def test_a_deletion_waits_for_the_worker_instead_of_deadlocking_with_it(
         deleting.join(timeout=30)
     assert [a.status_code for a in answers] == [204], [a.text for a in answers]
     assert scalar(app, select(func.count()).select_from(Delivery)) == 0
+
+
+def test_a_revocation_waits_for_the_worker_instead_of_deadlocking_with_it(app: Any) -> None:
+    """Disabling the subscriptions of an account whose trust meta revoked cancels their
+    deliveries before it changes them: the worker's order, so it waits for the worker."""
+    import threading
+    import time
+
+    from sqlalchemy import text, update
+
+    from srcore.db import utcnow
+    from srcore.identity.protocol import RevocationEvent
+    from srcore.testing import create_user
+    from srcore.webhooks.accounts import after_revocations
+
+    alice = create_user(app, "alice-revoked")
+    db = app.extensions["srcore"].db
+    with db.transaction() as session:
+        sub = Subscription(
+            owner_id=alice.id, url=HOOK, events="thing:created", secret=generate_secret()
+        )
+        session.add(sub)
+        session.flush()
+        outbox_id = insert_event(session, "thing:created", {"id": 1})
+        session.add(Delivery(subscription_id=sub.id, outbox_id=outbox_id))
+        sid = sub.id
+    revoked = RevocationEvent(5, "user", str(alice.id), not_before=int(time.time()) + 5)
+    failures: list[BaseException] = []
+
+    def revoke() -> None:
+        try:
+            after_revocations(app, [revoked])
+        except BaseException as exc:
+            failures.append(exc)
+
+    with db.session() as worker:
+        worker.execute(update(Delivery).values(attempts=Delivery.attempts + 1))  # the batch
+        revoking = threading.Thread(target=revoke)
+        revoking.start()
+        postgres = worker.get_bind().dialect.name == "postgresql"
+        for _ in range(200):  # until the revocation waits for the worker's locks
+            if postgres:
+                with db.session() as probe:
+                    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    if probe.scalar(text(query)):
+                        break
+            time.sleep(0.02)  # SQLite: it waits for the write lock all along
+        worker.execute(update(Subscription).values(failing_since=utcnow()))  # then the rest
+        worker.commit()
+        revoking.join(timeout=30)
+    assert failures == []
+    assert not scalar(app, select(Subscription.enabled).where(Subscription.id == sid))

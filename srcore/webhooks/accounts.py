@@ -60,11 +60,12 @@ def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscript
     mine = Subscription.owner_id == user_id, Subscription.trusted.is_(False)
     query = select(Subscription).where(*mine, Subscription.enabled.is_(True), confirmed < cutoff)
     found = session.scalars(query).all()
+    # Their deliveries first: the worker locks deliveries, then their subscription.
+    _cancel_pending(session, Subscription.id.in_([sub.id for sub in found]))
     for sub in found:
         sub.enabled = False
         sub.disabled_reason = UNTRUSTED_REASON
         sub.failing_since = None
-    _cancel_pending(session, Subscription.id.in_([sub.id for sub in found]))
     return list(found)
 
 
