@@ -277,7 +277,7 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         type="duration",
         default=timedelta(days=3),
         help="A subscription whose deliveries have all failed for this long is disabled and "
-        "its owner told by mail. A receiver answering 410 Gone is disabled at once.",
+        "its owner, if a user, told by mail. A receiver answering 410 Gone is disabled at once.",
     ),
     Key(
         "http-timeout",
