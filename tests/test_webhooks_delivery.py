@@ -389,6 +389,25 @@ def test_a_batch_is_sent_and_recorded_each(app: Any, db: Any, receiver: Receiver
     assert gone.failing_since is None
 
 
+def test_a_receivers_bytes_are_logged_as_text_any_database_takes(
+    app: Any, db: Any, receiver: Receiver
+) -> None:
+    """NUL, invalid UTF-8 and binary header values in an answer are logged (PostgreSQL refuses
+    NUL in text: the batch's record failed, and every delivery in it was sent again)."""
+    subscribe(db, receiver.url)
+    hostile, healthy = (emit_and_fan_out(app, db)[0] for _ in range(2))
+    evil = {"X-Evil": "a\x00b", "X-Bin": "\xff\xfe"}
+    receiver.script = [(500, evil, b"oops\x00\xff\xfe"), (204, {}, b"")]
+    sessions = PooledSender(LOOPBACK)
+    first, second = deliver_now(db, [hostile, healthy], Clock(), http=sessions)
+    sessions.close()
+    assert first.status == 500 and first.retry_at is not None and second.delivered
+    [attempt] = _attempts(db, hostile)
+    assert attempt.response_body == "oops\ufffd\ufffd\ufffd"
+    headers = {k.lower(): v for k, v in json.loads(attempt.response_headers).items()}
+    assert headers["x-evil"] == "a\x00b"  # escaped in the logged JSON
+
+
 def test_connection_refused_is_recorded(app: Any, db: Any) -> None:
     from srcore.testing import free_port
 

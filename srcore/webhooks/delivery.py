@@ -256,13 +256,19 @@ def _attempt_row(job: Job, exchange: Exchange, cap: int) -> dict[str, Any]:
         "delivery_id": job.id,
         "created": job.now,
         "request_headers": json.dumps(job.headers),  # the signature is not logged
-        "request_body": job.body[:cap].decode("utf-8", errors="replace"),
+        "request_body": _text(job.body[:cap]),
         "response_status": exchange.status,
-        "response_headers": json.dumps(dict(exchange.headers or {})),
-        "response_body": exchange.body[:cap].decode("utf-8", errors="replace"),
+        "response_headers": json.dumps(dict(exchange.headers or {})),  # NUL escaped
+        "response_body": _text(exchange.body[:cap]),
         "duration_ms": job.duration_ms,
-        "error": exchange.error[:500] if exchange.error else None,
+        "error": _text(exchange.error[:500].encode()) if exchange.error else None,
     }
+
+
+def _text(data: bytes) -> str:
+    """A receiver's bytes as text a database takes: PostgreSQL refuses NUL in text, and the
+    whole batch's record with it."""
+    return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 def redeliver(delivery: Delivery, *, now: datetime) -> None:
