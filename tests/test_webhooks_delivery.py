@@ -408,6 +408,22 @@ def test_a_receivers_bytes_are_logged_as_text_any_database_takes(
     assert headers["x-evil"] == "a\x00b"  # escaped in the logged JSON
 
 
+def test_a_receivers_headers_are_logged_up_to_the_body_cap(
+    app: Any, db: Any, receiver: Receiver
+) -> None:
+    """A receiver chooses how many headers it answers and how long: up to 6 MiB an attempt,
+    each logged, and shown in every page of the log. Those past the cap are left out."""
+    subscribe(db, receiver.url)
+    [delivery_id] = emit_and_fan_out(app, db)
+    many = {f"X-Filler-{n:02}": "x" * 4000 for n in range(60)}
+    receiver.script = [(500, many, b"")]
+    assert deliver(db, delivery_id, Clock()).status == 500
+    [attempt] = _attempts(db, delivery_id)
+    logged = json.loads(attempt.response_headers)
+    assert 0 < len(logged) < 10 and "X-Filler-00" in logged
+    assert len(attempt.response_headers) < WebhookSettings().body_cap + 1024
+
+
 def test_connection_refused_is_recorded(app: Any, db: Any) -> None:
     from srcore.testing import free_port
 

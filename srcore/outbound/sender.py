@@ -46,7 +46,7 @@ BODY_CAP = 16 * 1024
 
 @dataclass
 class Exchange:
-    """What one POST got: a status, headers and (capped) body, or an error."""
+    """What one POST got: a status, (capped) headers and body, or an error."""
 
     status: int | None = None
     headers: Mapping[str, str] | None = None
@@ -371,7 +371,9 @@ class PooledSender:
             return Exchange(error=f"connection failed: {_root_cause(exc)}")
         except (e.HTTPError, ValueError) as exc:
             return Exchange(error=f"request failed: {exc}")
-        exchange = Exchange(status=response.status, headers=dict(response.headers))
+        exchange = Exchange(
+            status=response.status, headers=_capped(response.headers, self.body_cap)
+        )
         complete = False
         try:
             chunks: list[bytes] = []
@@ -399,3 +401,15 @@ class PooledSender:
         """Close the pooled connections and stop the deadline watchdog."""
         self._pool.clear()
         self._watchdog.close()
+
+
+def _capped(headers: Mapping[str, str], cap: int) -> dict[str, str]:
+    """The first of *headers* that fit in *cap* characters: a receiver chooses how many and
+    how long (up to 100 lines of 64 KiB), and what is kept may be logged with each attempt."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        cap -= len(name) + len(value)
+        if cap < 0:
+            break
+        kept[name] = value
+    return kept
