@@ -530,9 +530,8 @@ def test_the_connect_timeout_bounds_the_connect_within_the_deadline(
         filler.close()
         listener.close()
     with app.extensions["srcore"].db.session() as s:
-        [(error, duration_ms)] = s.execute(select(Attempt.error, Attempt.duration_ms)).all()
-    assert error == "connect timeout"
-    assert duration_ms < 10_000  # half of webhook-timeout: generous for a 1 s connect timeout
+        [error] = s.scalars(select(Attempt.error)).all()
+    assert error == "connect timeout"  # the whole deadline's end says "timeout: no complete ..."
     assert statuses(app, sid) == ["pending"]
 
 
