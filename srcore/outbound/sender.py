@@ -11,7 +11,9 @@ pool of keep-alive connections with the SSRF policy inside:
   TLS still verifies the certificate for the name;
 - the attempt has one deadline for lookup, connect, send and read together: a watchdog
   shuts the socket at the deadline, so a receiver trickling bytes cannot hold it longer;
-- redirects are not followed, response bodies are capped.
+- redirects are not followed; response bodies are capped and kept as sent (compressed,
+  if the receiver compressed though asked for ``identity``: no inflating a bomb);
+- what an error quotes of a receiver's bytes is cut and escaped, here and in urllib3's log.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ log = logging.getLogger("srcore.outbound")
 
 #: Response bodies are read up to this many bytes.
 BODY_CAP = 16 * 1024
+#: An error's text is cut to this many characters: it may quote a receiver's bytes, and
+#: callers store and log it.
+ERROR_CAP = 500
 
 
 @dataclass
@@ -341,6 +346,8 @@ class PooledSender:
             self._attempts.current = None
         if expired:
             exchange.error = f"timeout: no complete response within {remaining:.3g} s"
+        if exchange.error is not None:
+            exchange.error = _plain(exchange.error)
         return exchange
 
     def _post(
@@ -357,6 +364,7 @@ class PooledSender:
                 redirect=False,
                 retries=False,
                 preload_content=False,
+                decode_content=False,  # asked for identity; a bomb stays small
             )
         except RefusedAddress as exc:
             log.warning("target refused: %s", exc)
@@ -394,7 +402,7 @@ class PooledSender:
             response.release_conn()
         if 300 <= response.status < 400 and exchange.error is None:
             target = response.headers.get("location", "")
-            exchange.error = f"redirect to {target!r} not followed"
+            exchange.error = f"redirect to {target[:200]!r} not followed"
         return exchange
 
     def close(self) -> None:
@@ -413,3 +421,28 @@ def _capped(headers: Mapping[str, str], cap: int) -> dict[str, str]:
             break
         kept[name] = value
     return kept
+
+
+def _plain(text: str, cap: int = ERROR_CAP) -> str:
+    """*text* cut to *cap* characters, those not printable escaped: a receiver's bytes
+    quoted in an error cannot fill a log nor write control characters to a terminal."""
+    text = text[:cap]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return text[:cap]
+
+
+class _CutQuotes(logging.Filter):
+    """urllib3 logs the header lines it could not parse in full, a traceback repeating them:
+    a receiver answering 100 lines of 64 KiB put 11 MB in the log per attempt."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > 2 * ERROR_CAP:
+            record.msg, record.args = _plain(message, 2 * ERROR_CAP), ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+for _name in ("urllib3.connection", "urllib3.connectionpool"):
+    logging.getLogger(_name).addFilter(_CutQuotes())
