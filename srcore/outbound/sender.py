@@ -319,6 +319,8 @@ class PooledSender:
             except ImportError:  # the system's trust store
                 pass
         self._pool = urllib3.PoolManager(num_pools=50, retries=False, **pool_kw)
+        for name in ("urllib3.connection", "urllib3.connectionpool"):
+            logging.getLogger(name).addFilter(_CUT_QUOTES)  # once: the same filter
         self._pool.pool_classes_by_scheme = {
             "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
             "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https}),
@@ -444,5 +446,4 @@ class _CutQuotes(logging.Filter):
         return True
 
 
-for _name in ("urllib3.connection", "urllib3.connectionpool"):
-    logging.getLogger(_name).addFilter(_CutQuotes())
+_CUT_QUOTES = _CutQuotes()
