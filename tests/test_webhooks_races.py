@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +23,13 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text, update
 
+from srcore.db import utcnow
+from srcore.identity.protocol import RevocationEvent
 from srcore.signatures import generate_secret
-from srcore.testing import TEST_ISSUER, ServiceDatabase, free_port, run_service
+from srcore.testing import TEST_ISSUER, ServiceDatabase, create_user, free_port, run_service
+from srcore.webhooks.accounts import after_revocations
 from srcore.webhooks.catalog import PING
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import insert_event
@@ -204,38 +209,38 @@ def test_changes_racing_a_deletion_are_404s(
         assert scalar(app, left) == 0
 
 
-def test_a_deletion_waits_for_the_worker_instead_of_deadlocking_with_it(
-    app: Any, call: Callable[..., requests.Response]
-) -> None:
-    """The worker records a batch by locking its deliveries, then their subscription (its
-    ``failing_since``). A deletion meanwhile takes the locks in the same order, so it waits
-    for the worker's commit rather than holding the subscription the worker needs next."""
-    import threading
-    import time
-
-    from sqlalchemy import text, update
-
-    sid = subscribe(call)["id"]
+def while_a_worker_records(app: Any, change: Callable[[], None]) -> None:
+    """Run *change* on a thread while a worker records a batch: it holds the batch's
+    deliveries, then (once *change* waits for a lock) updates their subscription."""
     db = app.extensions["srcore"].db
-    with db.transaction() as session:
-        outbox_id = insert_event(session, "thing:created", {"id": 1})
-        session.add(Delivery(subscription_id=sid, outbox_id=outbox_id))
-    answers: list[requests.Response] = []
     with db.session() as worker:
-        worker.execute(update(Delivery).values(attempts=Delivery.attempts + 1))  # the batch
-        deleting = threading.Thread(target=lambda: answers.append(call("DELETE", f"/{sid}")))
-        deleting.start()
+        worker.execute(update(Delivery).values(attempts=Delivery.attempts + 1))
+        changing = threading.Thread(target=change)
+        changing.start()
         postgres = worker.get_bind().dialect.name == "postgresql"
-        for _ in range(200):  # until the deletion waits for the worker's locks
+        for _ in range(200):  # until *change* waits for the worker's locks
             if postgres:
                 with db.session() as probe:
                     query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                     if probe.scalar(text(query)):
                         break
-            time.sleep(0.02)  # SQLite: the deletion waits for the write lock all along
-        worker.execute(update(Subscription).values(failing_since=func.now()))  # then the rest
+            time.sleep(0.02)  # SQLite: it waits for the write lock all along
+        worker.execute(update(Subscription).values(failing_since=utcnow()))
         worker.commit()
-        deleting.join(timeout=30)
+        changing.join(timeout=30)
+
+
+def test_a_deletion_waits_for_the_worker_instead_of_deadlocking_with_it(
+    app: Any, call: Callable[..., requests.Response]
+) -> None:
+    """A deletion takes the locks in the worker's order (deliveries, then their subscription),
+    so it waits for the worker's commit rather than holding what the worker needs next."""
+    sid = subscribe(call)["id"]
+    with app.extensions["srcore"].db.transaction() as session:
+        outbox_id = insert_event(session, "thing:created", {"id": 1})
+        session.add(Delivery(subscription_id=sid, outbox_id=outbox_id))
+    answers: list[requests.Response] = []
+    while_a_worker_records(app, lambda: answers.append(call("DELETE", f"/{sid}")))
     assert [a.status_code for a in answers] == [204], [a.text for a in answers]
     assert scalar(app, select(func.count()).select_from(Delivery)) == 0
 
@@ -243,19 +248,8 @@ def test_a_deletion_waits_for_the_worker_instead_of_deadlocking_with_it(
 def test_a_revocation_waits_for_the_worker_instead_of_deadlocking_with_it(app: Any) -> None:
     """Disabling the subscriptions of an account whose trust meta revoked cancels their
     deliveries before it changes them: the worker's order, so it waits for the worker."""
-    import threading
-    import time
-
-    from sqlalchemy import text, update
-
-    from srcore.db import utcnow
-    from srcore.identity.protocol import RevocationEvent
-    from srcore.testing import create_user
-    from srcore.webhooks.accounts import after_revocations
-
     alice = create_user(app, "alice-revoked")
-    db = app.extensions["srcore"].db
-    with db.transaction() as session:
+    with app.extensions["srcore"].db.transaction() as session:
         sub = Subscription(
             owner_id=alice.id, url=HOOK, events="thing:created", secret=generate_secret()
         )
@@ -273,20 +267,6 @@ def test_a_revocation_waits_for_the_worker_instead_of_deadlocking_with_it(app: A
         except BaseException as exc:
             failures.append(exc)
 
-    with db.session() as worker:
-        worker.execute(update(Delivery).values(attempts=Delivery.attempts + 1))  # the batch
-        revoking = threading.Thread(target=revoke)
-        revoking.start()
-        postgres = worker.get_bind().dialect.name == "postgresql"
-        for _ in range(200):  # until the revocation waits for the worker's locks
-            if postgres:
-                with db.session() as probe:
-                    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    if probe.scalar(text(query)):
-                        break
-            time.sleep(0.02)  # SQLite: it waits for the write lock all along
-        worker.execute(update(Subscription).values(failing_since=utcnow()))  # then the rest
-        worker.commit()
-        revoking.join(timeout=30)
+    while_a_worker_records(app, revoke)
     assert failures == []
     assert not scalar(app, select(Subscription.enabled).where(Subscription.id == sid))
