@@ -361,17 +361,22 @@ def test_the_configured_retry_schedule_is_followed_then_given_up(
 # -- disabling, and the owner told by mail -------------------------------------------------
 
 
-def test_failing_for_the_configured_disable_after_disables_and_mails_the_owner(
-    configure: Callable[..., Any], receivers: Callable[..., Receivers], smtp: tuple[Sink, int]
-) -> None:
-    sink, port = smtp
-    app = configure(
-        webhook_disable_after="1h",
+def mailing(configure: Callable[..., Any], port: int, **keys: str) -> Any:
+    """An app delivering to 127.0.0.1 receivers and mailing through the sink on *port*."""
+    return configure(
         allow_private_webhook_targets="127.0.0.0/8",
         smtp_host="127.0.0.1",
         smtp_port=port,
         smtp_tls="none",
+        **keys,
     )
+
+
+def test_failing_for_the_configured_disable_after_disables_and_mails_the_owner(
+    configure: Callable[..., Any], receivers: Callable[..., Receivers], smtp: tuple[Sink, int]
+) -> None:
+    sink, port = smtp
+    app = mailing(configure, port, webhook_disable_after="1h")
     owner = create_user(app, "dora")
     down = receivers(500)
     url = down.start()
@@ -405,12 +410,7 @@ def test_410_disables_at_once_and_mails_the_owner(
     configure: Callable[..., Any], receivers: Callable[..., Receivers], smtp: tuple[Sink, int]
 ) -> None:
     sink, port = smtp
-    app = configure(
-        allow_private_webhook_targets="127.0.0.0/8",
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-        smtp_tls="none",
-    )
+    app = mailing(configure, port)
     owner = create_user(app, "erin")
     gone = receivers(410)
     url = gone.start()
