@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from srcore.signatures import generate_secret
 from srcore.testing import TEST_ISSUER, ServiceDatabase, create_user, free_port, run_service
 from srcore.webhooks.accounts import after_revocations
 from srcore.webhooks.catalog import PING
+from srcore.webhooks.delivery import lock_subscriptions
 from srcore.webhooks.models import Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.subscriptions import MAX_SUBSCRIPTIONS
@@ -209,23 +211,45 @@ def test_changes_racing_a_deletion_are_404s(
         assert scalar(app, left) == 0
 
 
-def while_a_worker_records(app: Any, change: Callable[[], None]) -> None:
-    """Run *change* on a thread while a worker records a batch: it holds the batch's
-    deliveries, then (once *change* waits for a lock) updates their subscription."""
+def pending_deliveries(app: Any, sid: int, count: int) -> list[int]:
+    """*count* pending deliveries of subscription *sid*, each due later than the one before."""
+    ids = []
+    with app.extensions["srcore"].db.transaction() as session:
+        for n in range(count):
+            outbox_id = insert_event(session, "thing:created", {"id": n})
+            due = utcnow() + timedelta(minutes=n)
+            delivery = Delivery(subscription_id=sid, outbox_id=outbox_id, next_attempt_at=due)
+            session.add(delivery)
+            session.flush()
+            ids.append(delivery.id)
+    return ids
+
+
+def waiting_for_a_lock(app: Any) -> None:
+    """Return once another transaction waits for a row lock (PostgreSQL), or after a moment."""
     db = app.extensions["srcore"].db
-    with db.session() as worker:
-        worker.execute(update(Delivery).values(attempts=Delivery.attempts + 1))
+    for _ in range(200):
+        if db.engine.dialect.name == "postgresql":
+            with db.session() as probe:
+                query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                if probe.scalar(text(query)):
+                    return
+        time.sleep(0.02)  # SQLite: it waits for the write lock all along
+
+
+def while_a_worker_disables(app: Any, sid: int, batch: int, change: Callable[[], None]) -> None:
+    """Run *change* on a thread while a worker records a *batch* delivery that disables *sid*,
+    taking the locks as ``record`` does: the subscription, the batch, and (once *change*
+    waits) the subscription's other pending deliveries, cancelled."""
+    with app.extensions["srcore"].db.session() as worker:
+        lock_subscriptions(worker, Subscription.id == sid)
+        worker.execute(update(Delivery).where(Delivery.id == batch).values(attempts=1))
         changing = threading.Thread(target=change)
         changing.start()
-        postgres = worker.get_bind().dialect.name == "postgresql"
-        for _ in range(200):  # until *change* waits for the worker's locks
-            if postgres:
-                with db.session() as probe:
-                    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    if probe.scalar(text(query)):
-                        break
-            time.sleep(0.02)  # SQLite: it waits for the write lock all along
-        worker.execute(update(Subscription).values(failing_since=utcnow()))
+        waiting_for_a_lock(app)
+        pending = Delivery.subscription_id == sid, Delivery.status == "pending"
+        worker.execute(update(Delivery).where(*pending).values(status="cancelled"))
+        worker.execute(update(Subscription).where(Subscription.id == sid).values(enabled=False))
         worker.commit()
         changing.join(timeout=30)
 
@@ -233,40 +257,82 @@ def while_a_worker_records(app: Any, change: Callable[[], None]) -> None:
 def test_a_deletion_waits_for_the_worker_instead_of_deadlocking_with_it(
     app: Any, call: Callable[..., requests.Response]
 ) -> None:
-    """A deletion takes the locks in the worker's order (deliveries, then their subscription),
+    """A deletion takes the locks in the worker's order (the subscription, then its deliveries),
     so it waits for the worker's commit rather than holding what the worker needs next."""
     sid = subscribe(call)["id"]
-    with app.extensions["srcore"].db.transaction() as session:
-        outbox_id = insert_event(session, "thing:created", {"id": 1})
-        session.add(Delivery(subscription_id=sid, outbox_id=outbox_id))
+    _other, batch = pending_deliveries(app, sid, 2)
     answers: list[requests.Response] = []
-    while_a_worker_records(app, lambda: answers.append(call("DELETE", f"/{sid}")))
+    while_a_worker_disables(app, sid, batch, lambda: answers.append(call("DELETE", f"/{sid}")))
     assert [a.status_code for a in answers] == [204], [a.text for a in answers]
     assert scalar(app, select(func.count()).select_from(Delivery)) == 0
 
 
 def test_a_revocation_waits_for_the_worker_instead_of_deadlocking_with_it(app: Any) -> None:
-    """Disabling the subscriptions of an account whose trust meta revoked cancels their
-    deliveries before it changes them: the worker's order, so it waits for the worker."""
-    alice = create_user(app, "alice-revoked")
+    """A suspension cancels an account's deliveries after locking its subscriptions: the
+    worker's order, so it waits for the worker."""
+    alice = create_user(app, "alice-suspended")
     with app.extensions["srcore"].db.transaction() as session:
         sub = Subscription(
             owner_id=alice.id, url=HOOK, events="thing:created", secret=generate_secret()
         )
         session.add(sub)
         session.flush()
-        outbox_id = insert_event(session, "thing:created", {"id": 1})
-        session.add(Delivery(subscription_id=sub.id, outbox_id=outbox_id))
         sid = sub.id
-    revoked = RevocationEvent(5, "user", str(alice.id), not_before=int(time.time()) + 5)
+    _other, batch = pending_deliveries(app, sid, 2)
+    suspended = RevocationEvent(5, "suspend", str(alice.id))
     failures: list[BaseException] = []
 
-    def revoke() -> None:
+    def suspend() -> None:
         try:
-            after_revocations(app, [revoked])
+            after_revocations(app, [suspended])
         except BaseException as exc:
             failures.append(exc)
 
-    while_a_worker_records(app, revoke)
+    while_a_worker_disables(app, sid, batch, suspend)
     assert failures == []
-    assert not scalar(app, select(Subscription.enabled).where(Subscription.id == sid))
+    assert scalar(app, select(func.count()).where(Delivery.status == "pending")) == 0
+
+
+def test_recording_locks_the_subscriptions_before_their_deliveries(app: Any) -> None:
+    """While a change holds a subscription, the worker recording its batch waits before it
+    has locked any of the batch's deliveries (PostgreSQL; SQLite has one writer anyway)."""
+    import random
+
+    from srcore.outbound import Exchange
+    from srcore.webhooks.delivery import load_jobs, record
+    from srcore.webhooks.settings import WebhookSettings
+
+    db = app.extensions["srcore"].db
+    with db.transaction() as session:
+        failing = utcnow()  # the 204 below clears it: the record changes the subscription too
+        sub = Subscription(url=HOOK, events="thing:created", secret="x", failing_since=failing)
+        session.add(sub)
+        session.flush()
+        sid = sub.id
+    [batch] = pending_deliveries(app, sid, 1)
+    with db.session() as session:
+        jobs = load_jobs(session, [batch])
+    for job in jobs:
+        job.exchange, job.now, job.headers = Exchange(status=204), utcnow(), {}
+    failures: list[BaseException] = []
+
+    def recording() -> None:
+        try:
+            with db.session() as session:
+                record(session, jobs, config=WebhookSettings(), rng=random.Random())
+        except BaseException as exc:
+            failures.append(exc)
+
+    with db.session() as holder:
+        lock_subscriptions(holder, Subscription.id == sid)  # as a change of it does
+        worker = threading.Thread(target=recording)
+        worker.start()
+        waiting_for_a_lock(app)
+        if db.engine.dialect.name == "postgresql":
+            with db.session() as probe:  # the batch is not locked yet
+                free = select(Delivery.id).where(Delivery.id == batch).with_for_update(nowait=True)
+                assert probe.scalar(free) == batch
+        holder.commit()
+        worker.join(timeout=30)
+    assert failures == []
+    assert scalar(app, select(Delivery.status).where(Delivery.id == batch)) == "delivered"

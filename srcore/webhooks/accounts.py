@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from srcore.oncommit import after_commit
+from srcore.webhooks.delivery import lock_subscriptions
 from srcore.webhooks.models import Account, Delivery, DeliveryStatus, Subscription
 from srcore.webhooks.settings import MailNotifier
 
@@ -34,6 +35,7 @@ UNTRUSTED_REASON = (
 
 
 def _cancel_pending(session: Session, *where: ColumnElement[bool]) -> None:
+    lock_subscriptions(session, *where)
     session.execute(
         update(Delivery)
         .where(Delivery.subscription_id.in_(select(Subscription.id).where(*where)))
@@ -60,7 +62,6 @@ def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscript
     mine = Subscription.owner_id == user_id, Subscription.trusted.is_(False)
     query = select(Subscription).where(*mine, Subscription.enabled.is_(True), confirmed < cutoff)
     found = session.scalars(query).all()
-    # Their deliveries first: the worker locks deliveries, then their subscription.
     _cancel_pending(session, Subscription.id.in_([sub.id for sub in found]))
     for sub in found:
         sub.enabled = False

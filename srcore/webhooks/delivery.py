@@ -26,6 +26,7 @@ __all__ = [
     "claim_deliveries",
     "claim_outbox",
     "load_jobs",
+    "lock_subscriptions",
     "prune_log",
     "record",
     "redeliver",
@@ -46,6 +47,15 @@ def _claim(
     free = table.c.id.in_(chosen.scalar_subquery()), _free(table, now)
     claim = sa.update(table).where(*free).values(claimed_until=now + lease).returning(table.c.id)
     return sorted(int(i) for i in session.connection().execute(claim).scalars())
+
+
+def lock_subscriptions(session: Session, *where: sa.ColumnElement[bool]) -> None:
+    """Lock the subscriptions *where* selects, in id order, before any of their deliveries:
+    every change of both takes them in this order, so none deadlocks with another (SQLite's
+    one writer needs none)."""
+    if session.get_bind().dialect.name == "postgresql":
+        chosen = sa.select(_subscription.c.id).where(*where).order_by(_subscription.c.id)
+        session.execute(chosen.with_for_update(key_share=True))
 
 
 def _free(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
@@ -222,6 +232,7 @@ def record(
             changes.append(outcome(job, job.exchange, job.now))
             attempts.append(_attempt_row(job, job.exchange, config.body_cap))
     lazy_commit(session)
+    lock_subscriptions(session, s.c.id.in_(sorted(loaded)))
     conn = session.connection()
     if unsent:
         conn.execute(sa.update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))

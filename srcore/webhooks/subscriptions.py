@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 from flask import abort, current_app, g
-from sqlalchemy import ColumnElement, delete, func, select, update
-from sqlalchemy.orm import InstrumentedAttribute, joinedload, lazyload
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import joinedload, lazyload
 from werkzeug.exceptions import Conflict, TooManyRequests
 from werkzeug.local import LocalProxy
 
@@ -118,13 +118,6 @@ def read_overlap(valid: Validation) -> timedelta:
     return timedelta(seconds=ROTATION_OVERLAP if seconds is None else seconds)
 
 
-def _hold(column: InstrumentedAttribute[Any], *where: ColumnElement[bool]) -> None:
-    """Lock the rows *where* selects till the commit (a no-op UPDATE of *column*: on SQLite, the
-    write lock, before anything is read): racing changes of them wait, or find them gone."""
-    hold = update(column.class_).where(*where).values({column: column})
-    db_session.execute(hold.execution_options(synchronize_session=False))
-
-
 def _sent(delivery: Delivery) -> DeliveryJSON:
     """Wake the dispatcher for a delivery made due by hand (committed already)."""
     webhooks_state().dispatcher.nudge([delivery.id])
@@ -164,10 +157,13 @@ class Subscriber:
 
     def find(self, sid: int, write: bool | None = True, hold: bool = True) -> Subscription:
         """Its subscription (or 404), if it may manage (*write*) or receive it (None: as is);
-        to manage it, held (:func:`_hold`) and read again unless *hold* is False."""
+        to manage it, read again and held till the commit unless *hold* is False: racing
+        changes wait, or find it gone. Its deliveries are only changed after (see
+        :func:`.delivery.lock_subscriptions`)."""
         mine = Subscription.id == sid, self.owned()
-        if write and hold:
-            _hold(Subscription.updated, *mine)
+        if write and hold:  # a no-op UPDATE: on SQLite, the write lock before anything is read
+            hold_it = update(Subscription).where(*mine).values(updated=Subscription.updated)
+            db_session.execute(hold_it.execution_options(synchronize_session=False))
         query = select(Subscription).where(*mine).execution_options(populate_existing=True)
         sub = db_session.scalar(query) or abort(404)
         if write is not None:
@@ -249,11 +245,7 @@ class Subscriber:
         return subscription_json(sub)
 
     def delete(self, subscription_id: int) -> None:
-        """Its deliveries first, as the worker locks them before their subscription."""
-        self.find(subscription_id, hold=False)
-        db_session.execute(delete(Delivery).where(Delivery.subscription_id == subscription_id))
-        gone = delete(Subscription).where(Subscription.id == subscription_id, self.owned())
-        db_session.scalar(gone.returning(Subscription.id)) or abort(404)  # deleted meanwhile
+        db_session.delete(self.find(subscription_id))
         db_session.commit()
 
     def rotate(self, subscription_id: int, valid: Validation) -> SubscriptionJSON:
@@ -267,12 +259,10 @@ class Subscriber:
         return subscription_json(sub, secret=True)
 
     def redeliver(self, subscription_id: int, delivery_id: int) -> DeliveryJSON:
-        # The delivery is held, not its subscription: the worker locks a delivery, then that.
-        mine = Delivery.id == delivery_id, Delivery.subscription_id == subscription_id
-        _hold(Delivery.status, *mine)
-        sub = self.find(subscription_id, hold=False)
+        sub = self.find(subscription_id)
         if not sub.enabled:
             raise Conflict("This webhook is disabled; enable it before redelivering.")
+        mine = Delivery.id == delivery_id, Delivery.subscription_id == sub.id
         delivery = db_session.scalar(select(Delivery).where(*mine)) or abort(404)
         make_due(delivery, now=utcnow())
         db_session.commit()
