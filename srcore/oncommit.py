@@ -30,6 +30,8 @@ def after_commit(session: Session, callback: Callable[[list[T]], None], *items: 
     savepoint are forgotten if it rolls back, and all of them if the transaction rolls back or
     the session closes without committing. A callback that raises is logged: the commit stands."""
     real: Session = getattr(session, "_get_current_object", lambda: session)()  # under a proxy
+    if not real.in_transaction():  # begun now, so that a close or rollback ends it too
+        real.begin()
     pending: list[_Entry] = real.info.setdefault(_PENDING, [])
     pending.append((real.get_nested_transaction(), callback, list(items)))
     if not event.contains(real, "after_commit", _committed):

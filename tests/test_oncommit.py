@@ -58,12 +58,16 @@ def test_a_rollback_forgets_them_even_at_a_later_commit(database: Database) -> N
     metadata.drop_all(database.engine)
 
 
-def test_closing_the_session_forgets_them(database: Database) -> None:
+@pytest.mark.parametrize("begun", [True, False], ids=["begun", "not-begun"])
+@pytest.mark.parametrize("end", ["close", "rollback"])
+def test_ending_without_a_commit_forgets_them(database: Database, begun: bool, end: str) -> None:
+    """Also when nothing had begun the transaction yet (as right after a commit)."""
     calls = Calls()
     with database.session() as session:
-        session.connection()
+        if begun:
+            session.connection()
         after_commit(session, calls, "abandoned")
-        session.close()  # its transaction ends without a commit
+        getattr(session, end)()  # its transaction ends without a commit
         session.connection()  # the same session, used again
         session.commit()
     assert calls.seen == []
