@@ -8,6 +8,7 @@ The hostile receivers are raw TCP listeners on 127.0.0.1 that answer scripted by
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import socket
 import threading
@@ -292,6 +293,20 @@ def test_a_receivers_answer_only_affects_its_own_delivery(
     )
     # Nothing a receiver sent is logged past the caps, urllib3's warnings included.
     assert max(len(caplog.handler.format(r)) for r in caplog.records) < LOG_CAP
+
+
+@pytest.mark.usefixtures("clean_webhooks")
+def test_a_repeated_header_is_logged_with_each_of_its_values(app: Any, db: Any) -> None:
+    sender = PooledSender(LOOPBACK)
+    with Raw([(sized(b"500 X", b"", b"x-a: 1\r\nX-A: 2\r\n"), KEEP)]) as hostile:
+        subscribe(db, hostile.url)
+        ids = emit_and_fan_out(app, db)
+        try:
+            deliver_now(db, ids, Clock(), http=sender)
+        finally:
+            sender.close()
+    [logged] = db.scalars(select(Attempt.response_headers)).all()
+    assert {k.lower(): v for k, v in json.loads(logged).items()}["x-a"] == "1, 2"
 
 
 @pytest.mark.usefixtures("clean_webhooks")

@@ -417,7 +417,8 @@ def _capped(headers: Mapping[str, str], cap: int) -> dict[str, str]:
     """The first of *headers* that fit in *cap* characters: a receiver chooses how many and
     how long (up to 100 lines of 64 KiB), and what is kept may be logged with each attempt."""
     kept: dict[str, str] = {}
-    for name, value in headers.items():
+    for name in headers:  # a repeated header's values joined, as ``headers[name]`` gives them
+        value = headers[name]
         cap -= len(name) + len(value)
         if cap < 0:
             break
