@@ -232,7 +232,10 @@ def record(
             changes.append(outcome(job, job.exchange, job.now))
             attempts.append(_attempt_row(job, job.exchange, config.body_cap))
     lazy_commit(session)
-    lock_subscriptions(session, s.c.id.in_(sorted(loaded)))
+    # Those it changes are locked before any delivery (the others' deliveries alone are).
+    changed = [sid for sid, since in failing.items() if sid in disabled or since != loaded[sid]]
+    if changed:
+        lock_subscriptions(session, s.c.id.in_(sorted(changed)))
     conn = session.connection()
     if unsent:
         conn.execute(sa.update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))
