@@ -6,6 +6,7 @@ import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,16 @@ def database(database_url: str) -> Iterator[Database]:
 def srcore_service() -> str:
     """srcore's own app tests build the sample service in tests/sample_service."""
     return "sample_service"
+
+
+@pytest.fixture
+def clean_webhooks(app: Any) -> Iterator[None]:
+    """Empties the webhook tables after the test: the app's database outlives it."""
+    from sqlalchemy import delete
+
+    from srcore.webhooks.models import WebhookBase
+
+    yield
+    with app.extensions["srcore"].db.transaction() as session:
+        for table in reversed(WebhookBase.metadata.sorted_tables):
+            session.execute(delete(table))

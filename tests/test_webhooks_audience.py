@@ -3,19 +3,18 @@ outbox row recorded when it was emitted (the fan-out never reads today's rows fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 import srcore.db
 from srcore.manifest import Audience, parse_manifest
 from srcore.signatures import generate_secret
 from srcore.webhooks import emit
 from srcore.webhooks.fanout import audience_allows, fan_out
-from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBase
+from srcore.webhooks.models import Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import insert_event
 
 ALICE, BOB = 1, 2
@@ -32,12 +31,7 @@ def manifest(audience: Audience) -> Any:
     )
 
 
-@pytest.fixture(autouse=True)
-def clean_webhooks(app: Any) -> Iterator[None]:
-    yield
-    with app.extensions["srcore"].db.transaction() as s:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            s.execute(delete(table))
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
 
 
 def sub(owner_id: int | None, *, trusted: bool = False, client: str | None = None) -> Subscription:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import standardwebhooks
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from srcore.mail import Mailer
 from srcore.outbound.policy import AddressPolicy
@@ -30,7 +30,6 @@ from srcore.webhooks.models import (
     DeliveryStatus,
     OutboxRow,
     Subscription,
-    WebhookBase,
 )
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.settings import WebhookSettings, settings_for
@@ -89,12 +88,7 @@ def receiver() -> Iterator[Receiver]:
         yield r
 
 
-@pytest.fixture(autouse=True)
-def clean_webhooks(app: Any) -> Iterator[None]:
-    yield
-    with app.extensions["srcore"].db.transaction() as s:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            s.execute(delete(table))
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
 
 
 class Clock:

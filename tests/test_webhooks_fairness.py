@@ -20,7 +20,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
 from sqlalchemy import select as sql_select
 
 import srcore.db
@@ -28,7 +27,7 @@ from srcore.outbound.policy import AddressPolicy
 from srcore.signatures import generate_secret
 from srcore.testing import serving
 from srcore.webhooks import emit
-from srcore.webhooks.models import Attempt, Delivery, Subscription, WebhookBase
+from srcore.webhooks.models import Attempt, Delivery, Subscription
 from srcore.webhooks.settings import WebhookSettings
 from srcore.webhooks.worker import Worker
 
@@ -43,12 +42,7 @@ BEFORE, DURING = 10, 10
 PATIENCE = 60.0
 
 
-@pytest.fixture(autouse=True)
-def clean_webhooks(app: Any) -> Iterator[None]:
-    yield
-    with app.extensions["srcore"].db.transaction() as s:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            s.execute(delete(table))
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
 
 
 class Log:

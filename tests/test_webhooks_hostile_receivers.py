@@ -14,16 +14,15 @@ import socket
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from datetime import timedelta
 from functools import cache
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from srcore.outbound.sender import BODY_CAP, ERROR_CAP, PooledSender
-from srcore.webhooks.models import Attempt, WebhookBase
+from srcore.webhooks.models import Attempt
 from srcore.webhooks.settings import WebhookSettings
 from tests.test_webhooks_delivery import (
     LOOPBACK,
@@ -41,14 +40,6 @@ KEEP, CLOSE, EARLY = 0, 1, 2
 #: A log record, traceback included, is shorter than this.
 LOG_CAP = 4000
 OK = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"
-
-
-@pytest.fixture
-def clean_webhooks(app: Any) -> Iterator[None]:
-    yield
-    with app.extensions["srcore"].db.transaction() as s:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            s.execute(delete(table))
 
 
 class Raw:

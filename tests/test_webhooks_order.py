@@ -22,13 +22,13 @@ from tests.test_webhooks_worker import (
     LOOPBACK,
     T0,
     Clock,
-    clean_webhooks,
     clock,
     emit_committed,
     subscribe,
 )
 
-__all__ = ["clean_webhooks", "clock"]  # fixtures, used by name
+__all__ = ["clock"]  # a fixture, used by name
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
 
 LEASE = timedelta(minutes=5)
 

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import event, func, select
 
 import srcore.db
 from srcore.signatures import generate_secret
 from srcore.webhooks import LocalDispatcher, build_dispatcher, emit
-from srcore.webhooks.models import OutboxRow, Subscription, WebhookBase
+from srcore.webhooks.models import OutboxRow, Subscription
 
-
-@pytest.fixture(autouse=True)
-def clean_webhooks(app: Any) -> Iterator[None]:
-    yield
-    with app.extensions["srcore"].db.transaction() as s:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            s.execute(delete(table))
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
 
 
 class Recorder:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 
 import srcore.db
 from srcore.app import migration_target
@@ -37,7 +37,7 @@ from srcore.migrate import upgrade_all
 from srcore.signatures import generate_secret
 from srcore.testing import create_user, free_port, serving, write_config
 from srcore.webhooks import emit
-from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription, WebhookBase
+from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.settings import settings_for
 from srcore.webhooks.worker import Worker, poll_interval_for
 
@@ -166,14 +166,6 @@ def smtp() -> Iterator[tuple[Sink, int]]:
         yield sink, port
     finally:
         controller.stop()
-
-
-@pytest.fixture
-def clean_webhooks(app: Any) -> Iterator[None]:
-    yield
-    with app.extensions["srcore"].db.transaction() as s:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            s.execute(delete(table))
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from srcore.webhooks.delivery import redeliver
@@ -14,14 +15,14 @@ from tests.test_webhooks_delivery import (
     T0,
     Clock,
     Receiver,
-    clean_webhooks,
     deliver,
     emit_and_fan_out,
     receiver,
     subscribe,
 )
 
-__all__ = ["clean_webhooks", "receiver"]  # fixtures, used by name
+__all__ = ["receiver"]  # a fixture, used by name
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
 
 
 def test_retry_delay_counts_from_the_end_of_the_attempt(

@@ -11,17 +11,15 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
 from sqlalchemy import select as sql_select
 
 from srcore.outbound.policy import DEFAULT_PORTS, AddressPolicy
 from srcore.signatures import generate_secret
-from srcore.webhooks.models import Attempt, Delivery, Subscription, WebhookBase
+from srcore.webhooks.models import Attempt, Delivery, Subscription
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.settings import WebhookSettings
 from srcore.webhooks.worker import Worker
@@ -32,12 +30,7 @@ DEADLINE = 1.5
 TRICKLE_FOR = 15.0
 
 
-@pytest.fixture(autouse=True)
-def clean_webhooks(app: Any) -> Iterator[None]:
-    yield
-    with app.extensions["srcore"].db.transaction() as s:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            s.execute(delete(table))
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
 
 
 class Listener:

@@ -327,18 +327,6 @@ def _deliver(app: Any, db: Any, url: str, policy: AddressPolicy) -> Any:
     return deliver(db, delivery_id, Clock(datetime.now(UTC)), policy=policy)
 
 
-@pytest.fixture
-def clean_webhooks(app: Any) -> Iterator[None]:
-    from sqlalchemy import delete
-
-    from srcore.webhooks.models import WebhookBase
-
-    yield
-    with app.extensions["srcore"].db.transaction() as s:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            s.execute(delete(table))
-
-
 @pytest.mark.usefixtures("clean_webhooks")
 def test_refusal_recorded_in_the_attempt(
     app: Any, db: Any, server: HTTPServer, caplog: pytest.LogCaptureFixture

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 import srcore.db
 from srcore.outbound.policy import AddressPolicy
@@ -21,7 +21,7 @@ from srcore.signatures import generate_secret
 from srcore.testing import serving
 from srcore.webhooks import emit
 from srcore.webhooks.delivery import claim_deliveries, claim_outbox
-from srcore.webhooks.models import Delivery, OutboxRow, Subscription, WebhookBase
+from srcore.webhooks.models import Delivery, OutboxRow, Subscription
 from srcore.webhooks.worker import Worker
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -58,12 +58,7 @@ def receiver() -> Iterator[Any]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def clean_webhooks(app: Any) -> Iterator[None]:
-    yield
-    with app.extensions["srcore"].db.transaction() as s:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            s.execute(delete(table))
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
 
 
 @pytest.fixture
