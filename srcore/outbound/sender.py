@@ -346,7 +346,8 @@ class PooledSender:
         finally:
             expired = attempt.finish()
             self._attempts.current = None
-        if expired:
+        # A socket's own timeout may beat the watchdog to it: past the deadline, either is it.
+        if expired or (exchange.error is not None and time.monotonic() >= deadline):
             exchange.error = f"timeout: no complete response within {remaining:.3g} s"
         if exchange.error is not None:
             exchange.error = _plain(exchange.error)
