@@ -849,3 +849,28 @@ def test_first_party_subscriptions_match_the_config(oauth_app: Any, alice: Any) 
         network.prepare(session)
     (sub,) = rows()
     assert not sub.enabled
+
+
+def test_subscription_changes_are_logged_only_once_committed(
+    oauth_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from meta.oauth.network import Target, ensure_subscriptions
+
+    from srcore.db import utcnow
+
+    db = oauth_app.extensions["srcore"].db
+    targets = [Target(TODO_ID, "http://127.0.0.1:9/_srcore/events", "whsec_bmV3")]
+    caplog.set_level("INFO", logger="meta.oauth.network")
+    with db.session() as session:
+        ensure_subscriptions(session, targets, now=utcnow())
+        session.rollback()
+    assert "subscribed" not in caplog.text  # nothing was subscribed: nothing is said
+    with db.session() as session:
+        ensure_subscriptions(session, targets, now=utcnow())
+        session.commit()
+        assert caplog.text.count(f"subscribed {TODO_ID} to meta's events") == 1
+        ensure_subscriptions(session, [], now=utcnow())
+        session.rollback()
+        ensure_subscriptions(session, [], now=utcnow())
+        session.commit()
+    assert caplog.text.count("not configured") == 1

@@ -114,8 +114,9 @@ def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: da
     Idempotent: a missing one is created, one that differs is updated (a new secret keeps
     the old one signing for :data:`SECRET_OVERLAP`), a disabled one is enabled again, and
     trusted subscriptions of services no longer configured (or duplicates) are disabled.
-    Flushes, does not commit.
+    Flushes, does not commit; what changed is logged once the transaction commits.
     """
+    from srcore.oncommit import after_commit
     from srcore.webhooks.models import Subscription
 
     if session.get_bind().dialect.name == "postgresql":
@@ -126,6 +127,7 @@ def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: da
         select(Subscription).where(Subscription.trusted.is_(True)).order_by(Subscription.id)
     ).all()
     kept: dict[str, Subscription] = {}
+    done: list[str] = []  # what changed, logged only if it is committed
     for row in rows:
         client = row.owner_client or ""
         if client in wanted and client not in kept:
@@ -133,6 +135,7 @@ def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: da
         elif row.enabled:
             row.enabled = False
             row.disabled_reason = "no longer a configured service"
+            done.append(f"disabled meta's subscription {row.id} of {client!r}: not configured")
     for target in targets:
         row = kept.get(target.service_id)
         if row is None:
@@ -151,7 +154,7 @@ def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: da
                     updated=now,
                 )
             )
-            log.info("subscribed %s to meta's events at %s", target.service_id, target.url)
+            done.append(f"subscribed {target.service_id} to meta's events at {target.url}")
             continue
         values: dict[str, Any] = {"url": target.url, "events": target.events, "scopes": SCOPES}
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
@@ -171,8 +174,15 @@ def ensure_subscriptions(session: Session, targets: Sequence[Target], *, now: da
             setattr(row, key, value)
         if changed:
             row.updated = now
-            log.info("updated meta's subscription of %s: %s", target.service_id, sorted(changed))
+            done.append(f"updated meta's subscription of {target.service_id}: {sorted(changed)}")
     session.flush()
+    if done:
+        after_commit(session, _log_changes, *done)
+
+
+def _log_changes(changes: list[str]) -> None:
+    for change in changes:
+        log.info("%s", change)
 
 
 class Network:
