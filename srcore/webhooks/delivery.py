@@ -114,6 +114,8 @@ class Job:
     #: Set for a manual redelivery: the status and automatic retry to go back to if it fails.
     manual_status: str | None
     resume_at: datetime | None
+    #: The claim's lease: what it records applies only while the row is still under it.
+    claimed_until: datetime | None
     subscription_id: int
     outbox_id: int
     event: str
@@ -139,7 +141,8 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
     d, s, o = _delivery, _subscription, _outbox
     rows = session.connection().execute(
         sa.select(s.c.enabled, o.c.created, o.c.payload, d.c.id, d.c.message_id, d.c.attempts)
-        .add_columns(d.c.next_attempt_at, d.c.manual_status, d.c.resume_at, d.c.subscription_id)
+        .add_columns(d.c.next_attempt_at, d.c.manual_status, d.c.resume_at, d.c.claimed_until)
+        .add_columns(d.c.subscription_id)
         .add_columns(d.c.outbox_id, o.c.event, s.c.url, s.c.trusted, s.c.failing_since)
         .add_columns(s.c.secret, s.c.previous_secret, s.c.previous_secret_expires)
         .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
@@ -182,14 +185,15 @@ def record(
     disabled: dict[int, tuple[str, datetime]] = {}  # why and when
     attempts: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
-    unsent: list[int] = []
+    unsent: list[dict[str, Any]] = []
 
     def outcome(job: Job, exchange: Exchange, now: datetime) -> dict[str, Any]:
         """*job*'s row of :data:`_OUTCOME`; updates its subscription's *failing* and *disabled*."""
         sid, status = job.subscription_id, exchange.status
         # A manual redelivery neither counts towards nor moves the automatic schedule.
         manual = job.manual_status is not None
-        row: dict[str, Any] = dict(o_id=job.id, o_status=FAILED, o_last_status_code=status)
+        row: dict[str, Any] = dict(o_id=job.id, o_claimed_until=job.claimed_until)
+        row.update(o_status=FAILED, o_last_status_code=status)
         row.update(o_attempts=0 if manual else 1, o_delivered_at=None)
         row["o_next_attempt_at"] = job.next_attempt_at
         where = f"{job.event} {job.message_id} to {job.url}"
@@ -227,7 +231,7 @@ def record(
         if job.failure is not None:
             log.error("delivery %d failed unexpectedly", job.id, exc_info=job.failure)
         elif job.exchange is None or job.now is None:
-            unsent.append(job.id)
+            unsent.append(dict(o_id=job.id, o_claimed_until=job.claimed_until))
         else:
             changes.append(outcome(job, job.exchange, job.now))
             attempts.append(_attempt_row(job, job.exchange, config.body_cap))
@@ -237,14 +241,16 @@ def record(
     if changed:
         lock_subscriptions(session, s.c.id.in_(sorted(changed)))
     conn = session.connection()
-    if unsent:
-        conn.execute(sa.update(d).where(d.c.id.in_(unsent)).values(claimed_until=None))
+    # Only rows still under this claim: one redelivered, cancelled or claimed again since keeps
+    # what was done to it meanwhile (the attempt is logged all the same).
+    fence = rows_of(conn, _FENCE)
+    execute_rows(conn, sa.update(d).where(*_ours(fence)).values(claimed_until=None), unsent)
     insert_rows(conn, _attempt, attempts)
     new = rows_of(conn, _OUTCOME)
     values = {name: new[f"o_{name}"] for name in _SET}
     values.update(attempts=d.c.attempts + new["o_attempts"], claimed_until=None)
     values.update(manual_status=None, resume_at=None)  # a manual redelivery is over
-    execute_rows(conn, sa.update(d).where(d.c.id == new["o_id"]).values(values), changes)
+    execute_rows(conn, sa.update(d).where(*_ours(new)).values(values), changes)
     for sid, since in failing.items():
         if sid in disabled:
             reason, now = disabled[sid]
@@ -263,6 +269,12 @@ def record(
                 config.notifier(session, subscription, reason)
         except Exception:  # the subscription is disabled either way
             log.exception("could not tell the owner of subscription %d", sid)
+
+
+def _ours(rows: Any) -> tuple[sa.ColumnElement[bool], ...]:
+    """The delivery of each of *rows* (:func:`.sqlrows.rows_of`), if still under its claim."""
+    d = _delivery
+    return d.c.id == rows["o_id"], d.c.claimed_until.is_not_distinct_from(rows["o_claimed_until"])
 
 
 def _attempt_row(job: Job, exchange: Exchange, cap: int) -> dict[str, Any]:
@@ -304,6 +316,8 @@ _outbox = cast(sa.Table, OutboxRow.__table__)
 _delivery = cast(sa.Table, Delivery.__table__)
 _subscription = cast(sa.Table, Subscription.__table__)
 _attempt = cast(sa.Table, Attempt.__table__)
-#: A delivery's outcome (in :func:`record`): ``o_`` and its id, attempts and the columns set.
+#: A delivery's outcome (in :func:`record`): ``o_`` and its id and lease (:data:`_FENCE`), the
+#: attempts it adds and the columns it sets.
 _SET = ("status", "last_status_code", "delivered_at", "next_attempt_at")
-_OUTCOME = {f"o_{c}": _delivery.c[c].type for c in ("id", "attempts", *_SET)}
+_FENCE = {f"o_{c}": _delivery.c[c].type for c in ("id", "claimed_until")}
+_OUTCOME = {**_FENCE, **{f"o_{c}": _delivery.c[c].type for c in ("attempts", *_SET)}}

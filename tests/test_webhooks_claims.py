@@ -1,0 +1,154 @@
+"""What a worker records applies only to rows still under the claim it sent them under, on
+SQLite and PostgreSQL: a redelivery asked for, a cancellation made or another worker's claim
+taken while an attempt was in flight is not undone when that attempt is recorded."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from srcore.db import utcnow
+from srcore.identity.protocol import RevocationEvent
+from srcore.outbound import Exchange
+from srcore.webhooks.accounts import after_revocations
+from srcore.webhooks.delivery import claim_deliveries, load_jobs, record
+from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
+from srcore.webhooks.outbox import insert_event
+from srcore.webhooks.settings import WebhookSettings
+from srcore.webhooks.worker import Worker
+
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
+
+HOOK = "https://hooks.example.org/claims"
+
+
+class Held:
+    """A receiver whose first request waits for :attr:`release` and then answers 500; every
+    later one answers 204 at once. It records the ``webhook-id`` of each request."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.ids: list[str] = []
+
+    def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, deadline: float
+    ) -> Exchange:
+        self.ids.append(headers["webhook-id"])
+        if len(self.ids) > 1:
+            return Exchange(status=204, headers={})
+        self.arrived.set()
+        assert self.release.wait(20), "the test never released the first request"
+        return Exchange(status=500, headers={}, body=b"busy")
+
+    def close(self) -> None:
+        pass
+
+
+def pending_delivery(app: Any, owner_id: int) -> tuple[int, int]:
+    """A subscription of *owner_id* and one delivery of it, due now."""
+    with app.extensions["srcore"].db.transaction() as session:
+        sub = Subscription(
+            owner_id=owner_id, url=HOOK, events="thing:created", secret="whsec_" + "A" * 32
+        )
+        session.add(sub)
+        session.flush()
+        outbox_id = insert_event(session, "thing:created", {"id": 1, "name": "one"})
+        delivery = Delivery(subscription_id=sub.id, outbox_id=outbox_id, next_attempt_at=utcnow())
+        session.add(delivery)
+        session.flush()
+        return sub.id, delivery.id
+
+
+def while_in_flight(app: Any, receiver: Held, meanwhile: Any) -> None:
+    """Run a worker until nothing is left to do; call *meanwhile* while its first request
+    is in flight, then let that request fail."""
+    worker = Worker(app, http=receiver, trusted_http=receiver, poll_interval=0.05)
+    done = threading.Thread(target=worker.drain, kwargs={"until": time.monotonic() + 30})
+    done.start()
+    try:
+        assert receiver.arrived.wait(20), "the worker never sent the delivery"
+        meanwhile()
+    finally:
+        receiver.release.set()
+        done.join(40)
+        worker.close()
+    assert not done.is_alive()
+
+
+def delivery(app: Any, delivery_id: int) -> Delivery:
+    with app.extensions["srcore"].db.transaction() as session:
+        found = session.get(Delivery, delivery_id)
+        assert found is not None
+        session.expunge(found)
+        return found
+
+
+def test_a_redelivery_asked_for_while_in_flight_is_sent_after_it(
+    app: Any, client: Any, make_token: Any, user: Any
+) -> None:
+    """The owner sees a failed attempt coming and asks for the delivery again: once that
+    attempt ends, it is sent again at once, not at the retry schedule's next step."""
+    sid, did = pending_delivery(app, user.id)
+    receiver = Held()
+    headers = {"Authorization": f"Bearer {make_token('sample/things:RW', user=user)}"}
+
+    def redeliver() -> None:
+        path = f"/api/webhooks/{sid}/deliveries/{did}/redeliver"
+        response = client.post(path, headers=headers)
+        assert response.status_code == 202, response.get_data(as_text=True)
+
+    while_in_flight(app, receiver, redeliver)
+    sent = delivery(app, did)
+    assert receiver.ids == [sent.message_id, sent.message_id]
+    assert sent.status == DeliveryStatus.delivered
+    assert (sent.manual_status, sent.claimed_until) == (None, None)
+    with app.extensions["srcore"].db.transaction() as session:
+        logged = session.scalars(select(Attempt.response_status).order_by(Attempt.id)).all()
+    assert logged == [500, 204]  # both requests are in the log
+
+
+def test_a_suspension_while_in_flight_cancels_for_good(app: Any, user: Any) -> None:
+    """meta suspends the owner while an attempt is in flight: the cancelled delivery is not
+    made pending again by that attempt's failure, so nothing is retried to the account."""
+    _sid, did = pending_delivery(app, user.id)
+    receiver = Held()
+    suspend = RevocationEvent(7, "suspend", str(user.id))
+    while_in_flight(app, receiver, lambda: after_revocations(app, [suspend]))
+    assert delivery(app, did).status == DeliveryStatus.cancelled
+    assert len(receiver.ids) == 1
+
+
+def test_a_claim_taken_over_after_its_lease_is_not_overwritten(app: Any, user: Any) -> None:
+    """A worker whose lease ran out before it recorded leaves the row to the worker that
+    claimed it since; a row still under its claim is recorded."""
+    _sid, did = pending_delivery(app, user.id)
+    db = app.extensions["srcore"].db
+    now, lease = utcnow(), timedelta(minutes=5)
+    with db.session() as session:
+        assert claim_deliveries(session, now=now, lease=lease, limit=10) == [did]
+        (job,) = load_jobs(session, [did])
+        session.commit()
+    job.exchange, job.now, job.headers = Exchange(status=503, headers={}), now, {}
+    later = now + lease + timedelta(seconds=1)  # the next worker's claim, after the lease
+    with db.transaction() as session:
+        session.execute(update(Delivery).where(Delivery.id == did).values(claimed_until=later))
+    with db.session() as session:
+        record(session, [job], config=WebhookSettings(), rng=random.Random(1))
+    taken = delivery(app, did)
+    assert (taken.status, taken.attempts, taken.claimed_until) == ("pending", 0, later)
+    assert taken.last_status_code is None
+
+    job.claimed_until = later  # as the next worker loaded it
+    with db.session() as session:
+        record(session, [job], config=WebhookSettings(), rng=random.Random(1))
+    retried = delivery(app, did)
+    assert (retried.status, retried.attempts, retried.claimed_until) == ("pending", 1, None)
+    assert retried.last_status_code == 503
