@@ -123,3 +123,21 @@ def test_dispatcher_selection(app: Any) -> None:
 
     built = build_dispatcher(broker_app)  # builds objects only: nothing connects
     assert isinstance(built, CeleryDispatcher) and built.app is broker_app
+
+
+def test_dates_and_datetimes_are_written_as_the_catalog_describes_them(app: Any, db: Any) -> None:
+    """The catalog's schemas call a date field ``format: date`` and a datetime ``date-time``:
+    emit writes both as ISO 8601 text; a type JSON lacks is refused, naming it."""
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    when = datetime(2026, 12, 3, 17, 0, tzinfo=UTC)
+    with app.app_context():
+        emit("thing:created", {"id": 1, "name": "a", "due": date(2026, 12, 24), "at": when})
+        srcore.db.session.commit()
+        with pytest.raises(TypeError, match="Decimal"):
+            emit("thing:created", {"id": 2, "name": "b", "price": Decimal("1.5")})
+        srcore.db.session.rollback()
+    row = db.scalars(select(OutboxRow)).one()
+    payload = json.loads(row.payload)
+    assert (payload["due"], payload["at"]) == ("2026-12-24", "2026-12-03T17:00:00+00:00")

@@ -9,7 +9,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol, cast
 
 from flask import Flask, current_app
@@ -80,10 +80,10 @@ def webhooks_state(app: Flask | None = None) -> WebhooksState:
 
 
 def dump_payload(data: Mapping[str, Any]) -> str:
-    """The JSON text stored for an event's data (ISO 8601 datetimes)."""
+    """The JSON text stored for an event's data (ISO 8601 datetimes and dates)."""
 
     def default(value: Any) -> Any:
-        if isinstance(value, datetime):
+        if isinstance(value, datetime | date):  # as the event catalog's schemas say
             return value.isoformat()
         raise TypeError(f"cannot put {type(value).__name__} in a webhook payload")
 
