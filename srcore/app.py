@@ -432,27 +432,18 @@ def migration_target(
     is exactly what the running service uses.
     """
     import importlib
-    from importlib import metadata as importlib_metadata
     from importlib import resources as importlib_resources
 
-    from srcore.manifest import ENTRY_POINT_GROUP, ManifestError
+    from srcore.manifest import ManifestError, service_package
     from srcore.migrate import MigrationTarget
 
-    packages = {
-        ep.name: ep.value for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP)
-    }
-    if service_id not in packages:
-        known = ", ".join(sorted(packages)) or "none"
-        raise ManifestError(f"no installed service is called {service_id!r} (installed: {known})")
-    module = importlib.import_module(packages[service_id])
-    factory: Callable[..., SrcoreApp] = module.create_app
+    package = service_package(service_id)
+    factory: Callable[..., SrcoreApp] = importlib.import_module(package).create_app
     app = factory(config=config_path)
     st = app.srcore
     if st.metadata is None:
         raise ManifestError(f"service {service_id!r} passes no metadata to srcore.create_app")
-    versions = (
-        Path(str(importlib_resources.files(packages[service_id]))) / "migrations" / "versions"
-    )
+    versions = Path(str(importlib_resources.files(package))) / "migrations" / "versions"
     return MigrationTarget(
         service_id=service_id,
         database_url=str(st.section["database-url"]),
