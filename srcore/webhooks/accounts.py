@@ -13,6 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from srcore.oncommit import after_commit
@@ -45,16 +46,28 @@ def _cancel_pending(session: Session, *where: ColumnElement[bool]) -> None:
     )
 
 
-def _suspension(session: Session, user_id: int, suspended: bool, seq: int) -> None:
-    row = session.get(Account, user_id, with_for_update=True)
-    if row is None:
-        session.add(Account(user_id=user_id, suspended=suspended, seq=seq))
-    elif seq >= row.seq:  # an older event arriving late never undoes a newer one
-        row.suspended, row.seq = suspended, seq
-    else:
+def _lock(session: Session, users: list[int], suspensions: list[int]) -> dict[int, Account]:
+    """Lock all a batch changes first, so batches naming accounts in any order wait for each
+    other, never deadlock: *users*' subscriptions by id (as every change does), then by user id
+    the accounts of *suspensions*, made if new (on SQLite, the write lock before any read)."""
+    lock_subscriptions(session, Subscription.owner_id.in_(users), Subscription.trusted.is_(False))
+    if not suspensions:
+        return {}
+    insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
+    new = insert(Account).values([{"user_id": user_id} for user_id in suspensions])
+    session.execute(new.on_conflict_do_nothing())
+    query = select(Account).where(Account.user_id.in_(suspensions)).order_by(Account.user_id)
+    query = query.with_for_update().execution_options(populate_existing=True)
+    return {row.user_id: row for row in session.scalars(query)}
+
+
+def _suspension(session: Session, account: Account, event: Any) -> None:
+    if int(event.seq) < account.seq:  # an older event arriving late never undoes a newer one
         return
-    if suspended:
-        _cancel_pending(session, Subscription.owner_id == user_id, Subscription.trusted.is_(False))
+    account.suspended, account.seq = event.kind == "suspend", int(event.seq)
+    mine = Subscription.owner_id == account.user_id, Subscription.trusted.is_(False)
+    if account.suspended:
+        _cancel_pending(session, *mine)
 
 
 def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscription]:
@@ -74,18 +87,18 @@ def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> No
     """Apply meta's revocation *events* (``seq``, ``kind``, ``subject``, ``not_before``) in
     *session*'s transaction, idempotently: the owners of the subscriptions it disabled are
     told once it commits, and nobody if it rolls back."""
+    events = [e for e in events if str(e.subject).isdigit() and len(str(e.subject)) <= 10]
+    suspends = sorted({int(e.subject) for e in events if e.kind in ("suspend", "unsuspend")})
+    accounts = _lock(session, sorted({int(e.subject) for e in events}), suspends)
     disabled: list[Subscription] = []
     for event in events:
-        subject = str(event.subject)
-        if not subject.isdigit() or len(subject) > 10:
-            continue
         if event.kind in ("suspend", "unsuspend"):
-            _suspension(session, int(subject), event.kind == "suspend", int(event.seq))
+            _suspension(session, accounts[int(event.subject)], event)
         elif event.kind == "user" and event.not_before is not None:
             # not_before is in whole seconds: a subscription confirmed in that second was
             # made before the revocation as likely as after it.
             cutoff = datetime.fromtimestamp(int(event.not_before), UTC) + timedelta(seconds=1)
-            disabled.extend(_untrust(session, int(subject), cutoff))
+            disabled.extend(_untrust(session, int(event.subject), cutoff))
     session.flush()
     if disabled:
         after_commit(session, partial(_tell, app), *disabled)
