@@ -9,18 +9,38 @@ in the loader.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from srcore.config.database import check_database_url
-from srcore.config.keys import Key, parse_duration
-from srcore.config.ports import parse_ports
+from srcore.config.keys import Key, _did_you_mean, format_duration, parse_duration
+from srcore.config.ports import allows_any, parse_ports
 
-__all__ = ["GLOBAL_KEYS", "MIN_SECRET_KEY_LENGTH", "SERVICE_KEYS"]
+__all__ = [
+    "GLOBAL_KEYS",
+    "MAX_WEBHOOK_TIMEOUT",
+    "MIN_SECRET_KEY_LENGTH",
+    "SERVICE_KEYS",
+]
 
 #: A ``secret-key`` shorter than this is refused.
 MIN_SECRET_KEY_LENGTH = 32
+
+#: The longest ``webhook-timeout``. A worker claims a delivery for a lease of five minutes
+#: and starts a request only while it can end before the lease does; half the lease leaves
+#: a lane room to send more than one. (A test holds it to the worker's lease.)
+MAX_WEBHOOK_TIMEOUT = timedelta(minutes=2)
+#: The longest delay of ``webhook-retry-schedule``: a retry further off is a typo.
+MAX_RETRY_DELAY = timedelta(days=30)
+#: The most attempts ``webhook-retry-schedule`` may make of one delivery.
+MAX_ATTEMPTS = 100
+#: The longest ``webhook-log-retention`` and ``webhook-disable-after``, ten years: longer
+#: is a typo, and far longer (millions of days) has the worker compute dates before year 1.
+LONGEST_KEPT = timedelta(days=3650)
+#: The most requests or Celery tasks a webhook worker setting may ask for at once.
+MAX_WEBHOOK_WORKERS = 1024
 
 
 def _at_least(minimum: int) -> Callable[[object], str | None]:
@@ -32,15 +52,53 @@ def _at_least(minimum: int) -> Callable[[object], str | None]:
     return check
 
 
+def _between(minimum: int, maximum: int) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if isinstance(value, int) and not minimum <= value <= maximum:
+            return f"must be between {minimum} and {maximum}, not {value}"
+        return None
+
+    return check
+
+
+def _lasting(
+    shortest: timedelta, longest: timedelta, *, too_short: str = "", too_long: str = ""
+) -> Callable[[object], str | None]:
+    """A duration between *shortest* and *longest*; *too_short* and *too_long* say why."""
+
+    def check(value: object) -> str | None:
+        if not isinstance(value, timedelta) or shortest <= value <= longest:
+            return None
+        low, high = format_duration(shortest), format_duration(longest)
+        why = too_short if value < shortest else too_long
+        message = f"must be between {low} and {high}, not {format_duration(value)}"
+        return f"{message}: {why}" if why else message
+
+    return check
+
+
 def _durations(value: object) -> str | None:
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if not items:
         return "needs at least one delay (the first attempt's, usually 0s)"
+    if len(items) > MAX_ATTEMPTS:
+        return f"{len(items)} delays, at most {MAX_ATTEMPTS}: each is one attempt of a delivery"
+    delays = []
     for item in items:
         try:
-            parse_duration(str(item))
+            delays.append(parse_duration(str(item)))
         except ValueError as exc:
             return str(exc)
+    longest = max(delays)
+    if longest > MAX_RETRY_DELAY:
+        limit = format_duration(MAX_RETRY_DELAY)
+        return f"a delay of {format_duration(longest)} is longer than {limit}, the longest"
+    for earlier, later in itertools.pairwise(delays):
+        if later < earlier:
+            return (
+                f"the delays must not get shorter, but {format_duration(earlier)} is followed by "
+                f"{format_duration(later)}: each retry waits at least as long as the one before"
+            )
     return None
 
 
@@ -67,6 +125,44 @@ def _redis_url(value: object) -> str | None:
     if scheme not in ("redis", "rediss", "unix"):
         return f"a Redis URL starts with redis://, rediss:// or unix://, not {scheme}://"
     return None
+
+
+def _redis_database(url: str) -> str | None:
+    """The database of a ``redis://`` broker URL is its path, a number; Celery would refuse
+    any other only when a commit first wakes the workers, in the middle of a request."""
+    parts = urlsplit(url)
+    number = parts.path.strip("/")
+    if parts.scheme not in ("redis", "rediss") or not number:
+        return None
+    if "@" in number:  # never quoted: it holds part of the password
+        return "an '@' follows the host: percent-encode the password's '/' (%2F) and '@' (%40)"
+    if not (number.isascii() and number.isdigit()):
+        return f"the database of a Redis URL is a number, like redis://host:6379/1, not {number!r}"
+    return None
+
+
+def _celery_transports() -> frozenset[str] | None:
+    """The URL schemes Celery's transport library knows; None when it is not installed
+    (a broker then cannot be used at all, which the app says when it is built)."""
+    try:
+        from kombu.transport import TRANSPORT_ALIASES
+    except ImportError:
+        return None
+    return frozenset(name.lower() for name in TRANSPORT_ALIASES)
+
+
+def _broker_url(value: object) -> str | None:
+    scheme = urlsplit(str(value)).scheme.lower()
+    transport = scheme.partition("+")[0]  # sqla+postgresql://: the sqla transport
+    known = _celery_transports()
+    if known is not None and transport not in known:
+        usual = ("redis", "rediss", "amqp", "amqps")
+        hint = _did_you_mean(transport, sorted(known))
+        return (
+            f"no Celery broker speaks {scheme}://: use {', '.join(f'{s}://' for s in usual)} "
+            "or another Celery transport" + (f"; {hint}" if hint else "")
+        )
+    return _redis_database(str(value))
 
 
 def _secret_key(value: object) -> str | None:
@@ -121,9 +217,16 @@ DEFAULT_WEBHOOK_PORTS: tuple[str, ...] = (
 
 def _ports(value: object) -> str | None:
     try:
-        parse_ports(str(item) for item in (value if isinstance(value, tuple) else ()))
+        allowed, denied = parse_ports(
+            str(item) for item in (value if isinstance(value, tuple) else ())
+        )
     except ValueError as exc:
         return f"not a port list (like 80, 443, 1024-65535, !6379): {exc}"
+    if not allows_any(allowed, denied):
+        return (
+            "allows no port, so every webhook would be refused: list the ports allowed "
+            "(like 443, 1024-65535) before those excluded with !"
+        )
     return None
 
 
@@ -185,19 +288,21 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key(
         "webhooks-broker",
         type="url",
+        check=_broker_url,
         help="The Celery broker URL webhook deliveries are queued on, e.g. "
-        "redis://127.0.0.1:6379/1. Empty: each service's local worker delivers straight "
+        "redis://127.0.0.1:6379/1 (any scheme Celery has a transport for: redis://, "
+        "rediss://, amqp://, ...). Empty: each service's local worker delivers straight "
         "from its database, with no broker to run.",
     ),
     Key(
         "webhook-celery-slots",
         type="int",
         default=8,
-        check=_at_least(1),
+        check=_between(1, MAX_WEBHOOK_WORKERS),
         help="With a webhooks-broker: how many Celery tasks per service may drain its "
-        "outbox at once. A drain that finds more waiting than it holds asks one more "
-        "process to join, up to this many. Raise it to the number of Celery worker "
-        "processes that should share one service's bursts.",
+        "outbox at once (1 to 1024). A drain that finds more waiting than it holds asks "
+        "one more process to join, up to this many. Raise it to the number of Celery "
+        "worker processes that should share one service's bursts.",
     ),
     Key(
         "security-contact",
@@ -224,29 +329,46 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "ports and ranges allowed (80, 1024-65535) minus the ones marked with ! (!6379). "
         "The default allows 80, 443 and 1024-65535 except well-known internal services' "
         "ports (databases, caches, brokers, cluster APIs). A URL with any other port is "
-        "refused when subscribed and never connected to.",
+        "refused when subscribed and never connected to. A list allowing no port at all "
+        "is refused.",
     ),
     Key(
         "webhook-poll-interval",
         type="duration",
         default=timedelta(seconds=1),
+        check=_lasting(
+            timedelta(milliseconds=100),
+            timedelta(minutes=10),
+            too_short="the database would be kept busy with polls",
+            too_long="new events would wait that long",
+        ),
         help="How often an idle local webhook worker (srcore worker) looks for new events "
-        "in its database; 'srcore worker --poll-interval' overrides it. meta's worker "
-        "delivers revocations and profile changes to the services, so a short interval "
-        "there (e.g. 200ms) keeps revocations fast.",
+        "in its database (100ms to 10m); 'srcore worker --poll-interval' overrides it. "
+        "meta's worker delivers revocations and profile changes to the services, so a "
+        "short interval there (e.g. 200ms) keeps revocations fast.",
     ),
     Key(
         "webhook-timeout",
         type="duration",
         default=timedelta(seconds=15),
+        check=_lasting(
+            timedelta(seconds=1),
+            MAX_WEBHOOK_TIMEOUT,
+            too_short="few receivers answer that fast",
+            too_long="a worker holds a delivery for 5 minutes, and must send and record it "
+            "within them",
+        ),
         help="How long one webhook delivery may take, from connecting to the end of the "
-        "response, before it counts as failed and is retried.",
+        "response, before it counts as failed and is retried (1s to 2m).",
     ),
     Key(
         "webhook-connect-timeout",
         type="duration",
         default=timedelta(seconds=5),
-        help="How long a webhook delivery waits for the receiver to accept the connection.",
+        check=_lasting(timedelta(milliseconds=100), MAX_WEBHOOK_TIMEOUT),
+        help="How long a webhook delivery waits for the receiver to accept the connection "
+        "(100ms to 2m). Set, it may not be longer than webhook-timeout, which bounds the "
+        "whole delivery, connecting included.",
     ),
     Key(
         "webhook-retry-schedule",
@@ -255,29 +377,41 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         check=_durations,
         help="The delays before each attempt of a webhook delivery, the first attempt's "
         "first (comma-separated durations). Their count is the attempts made before a "
-        "delivery is given up; each delay is spread by up to 10% either way. The default "
+        "delivery is given up, at most 100; each delay is spread by up to 10% either way. "
+        "A delay is at most 30d and none is shorter than the one before it. The default "
         "tries 10 times over about three days.",
     ),
     Key(
         "webhook-concurrency",
         type="int",
         default=16,
-        check=_at_least(1),
-        help="Webhook requests one worker process has in flight at once; at most 4 of "
-        "them go to the same receiver, so a slow receiver delays only its own deliveries.",
+        check=_between(1, MAX_WEBHOOK_WORKERS),
+        help="Webhook requests one worker process has in flight at once (1 to 1024); at "
+        "most 4 of them go to the same receiver, so a slow receiver delays only its own "
+        "deliveries.",
     ),
     Key(
         "webhook-log-retention",
         type="duration",
         default=timedelta(days=14),
-        help="How long the delivery log (each attempt's request and response) is kept.",
+        check=_lasting(
+            timedelta(hours=1), LONGEST_KEPT, too_short="the log is pruned once an hour"
+        ),
+        help="How long the delivery log (each attempt's request and response) is kept "
+        "(1h to 3650d).",
     ),
     Key(
         "webhook-disable-after",
         type="duration",
         default=timedelta(days=3),
-        help="A subscription whose deliveries have all failed for this long is disabled and "
-        "its owner, if a user, told by mail. A receiver answering 410 Gone is disabled at once.",
+        check=_lasting(
+            timedelta(hours=1),
+            LONGEST_KEPT,
+            too_short="a receiver down for a moment would lose its subscription",
+        ),
+        help="A subscription whose deliveries have all failed for this long (1h to 3650d) "
+        "is disabled and its owner, if a user, told by mail. A receiver answering 410 Gone "
+        "is disabled at once.",
     ),
     Key(
         "http-timeout",

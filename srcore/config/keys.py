@@ -44,7 +44,9 @@ _DURATION = re.compile(
     r"(?:(?P<m>[0-9]+)\s*m)?\s*(?:(?P<s>[0-9]+)\s*s)?\s*(?:(?P<ms>[0-9]+)\s*ms)?\s*$",
     re.IGNORECASE,
 )
-_INT = re.compile(r"^[+-]?[0-9]{1,30}$")
+_INT = re.compile(r"^[+-]?[0-9]+$")
+#: Digits a number may have: more is a typo, and Python refuses to read a few thousand.
+_MAX_DIGITS = 18
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _BOOLEANS = configparser.RawConfigParser.BOOLEAN_STATES
 _MASK = "********"
@@ -91,9 +93,12 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not text.strip() or match is None:
         raise ValueError(
-            f"not a duration: {text!r} (use a number and a unit: 30s, 5m, 1h, 2d, or 1h30m)"
+            f"not a duration: {_shown(text)} (use a number and a unit: 30s, 5m, 1h, 2d, or 1h30m)"
         )
-    parts = {unit: int(n) for unit, n in match.groupdict().items() if n is not None}
+    numbers = {unit: n.lstrip("0") or "0" for unit, n in match.groupdict().items() if n}
+    if any(len(n) > _MAX_DIGITS for n in numbers.values()):
+        raise ValueError(f"duration too long: {_shown(text)}")
+    parts = {unit: int(n) for unit, n in numbers.items()}
     try:
         return timedelta(
             days=parts.get("d", 0),
@@ -103,7 +108,14 @@ def parse_duration(text: str) -> timedelta:
             milliseconds=parts.get("ms", 0),
         )
     except OverflowError:
-        raise ValueError(f"duration too long: {text!r}") from None
+        raise ValueError(f"duration too long: {_shown(text)}") from None
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """*text* quoted for a message, cut short: a value pasted by mistake can be huge."""
+    return (
+        repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+    )
 
 
 def format_duration(value: timedelta) -> str:
@@ -120,6 +132,8 @@ def format_duration(value: timedelta) -> str:
 def _parse_url(text: str) -> str:
     if any(c.isspace() for c in text):
         raise ValueError(f"not a URL: {text!r} contains whitespace")
+    if not text.isprintable():
+        raise ValueError(f"not a URL: {text!r} contains a control or invisible character")
     if not _URL_SCHEME.match(text):
         raise ValueError(f"not a URL: {text!r} (expected scheme://..., e.g. https://example.org)")
     try:
@@ -142,7 +156,9 @@ def parse_value(key: Key, text: str) -> object:
         return text
     if key.type == "int":
         if not _INT.match(text.strip()):
-            raise ValueError(f"not a whole number: {text!r}")
+            raise ValueError(f"not a whole number: {_shown(text)}")
+        if len(text.strip().lstrip("+-").lstrip("0")) > _MAX_DIGITS:
+            raise ValueError(f"not a whole number of at most {_MAX_DIGITS} digits: {_shown(text)}")
         return int(text.strip())
     if key.type == "bool":
         try:

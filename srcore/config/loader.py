@@ -14,12 +14,20 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from srcore.config.database import resolve_sqlite_path
 from srcore.config.declarations import GLOBAL_KEYS, SERVICE_KEYS
-from srcore.config.keys import ENV_PREFIX, Key, _did_you_mean, env_name, parse_value
+from srcore.config.keys import (
+    ENV_PREFIX,
+    Key,
+    _did_you_mean,
+    env_name,
+    format_duration,
+    parse_value,
+)
 from srcore.config.problems import ConfigError, Problem
 from srcore.config.scan import _parse, _Parsed, _read_text
 from srcore.config.sections import Config, Section
@@ -365,6 +373,28 @@ def _network_problems(
     return problems
 
 
+def _webhook_problems(global_: Section, failed: set[tuple[str, str]]) -> list[Problem]:
+    """Rules between ``[global]``'s webhook keys. A connect timeout longer than the whole
+    delivery's would never apply; it is only reported when the operator set it, since the
+    default gives way to a shorter ``webhook-timeout`` on its own."""
+    keys = ("webhook-timeout", "webhook-connect-timeout")
+    if any(("global", key) in failed for key in keys):
+        return []
+    timeout, connect = (global_[key] for key in keys)
+    if global_.source("webhook-connect-timeout") == "default":
+        return []
+    if isinstance(timeout, timedelta) and isinstance(connect, timedelta) and connect > timeout:
+        return [
+            global_.problem(
+                "webhook-connect-timeout",
+                f"{format_duration(connect)} is longer than webhook-timeout "
+                f"({format_duration(timeout)}), which bounds the whole delivery, connecting "
+                "included: make it shorter",
+            )
+        ]
+    return []
+
+
 def _declare_sections(
     parsed: _Parsed,
     specs: Mapping[str, Sequence[Key]],
@@ -495,6 +525,7 @@ def read_config(
         raw.update(env[name])
         sections[name] = loader.convert(name, keys, raw, headers[name])
     loader.problems.extend(_network_problems(sections, loader.failed))
+    loader.problems.extend(_webhook_problems(sections["global"], loader.failed))
 
     problems = sorted(loader.problems, key=lambda p: (p.line is None, p.line or 0))
     return Config(config_path, sections, [p for p in problems if p.severity == "warning"]), problems
