@@ -293,9 +293,15 @@ def test_a_revocation_waits_for_the_worker_instead_of_deadlocking_with_it(app: A
     assert scalar(app, select(func.count()).where(Delivery.status == "pending")) == 0
 
 
-def test_recording_locks_the_subscriptions_before_their_deliveries(app: Any) -> None:
+@pytest.mark.parametrize("changes_it", [True, False], ids=["changing-it", "not-changing-it"])
+def test_recording_locks_the_subscriptions_before_their_deliveries(
+    app: Any, changes_it: bool
+) -> None:
     """While a change holds a subscription, the worker recording its batch waits before it
-    has locked any of the batch's deliveries (PostgreSQL; SQLite has one writer anyway)."""
+    has locked any of the batch's deliveries (PostgreSQL; SQLite has one writer anyway),
+    whether or not the record changes the subscription: a change of several subscriptions
+    (a suspension of an account with two) would otherwise hold some of the batch's
+    deliveries while the batch holds others."""
     import random
 
     from srcore.outbound import Exchange
@@ -304,7 +310,8 @@ def test_recording_locks_the_subscriptions_before_their_deliveries(app: Any) -> 
 
     db = app.extensions["srcore"].db
     with db.transaction() as session:
-        failing = utcnow()  # the 204 below clears it: the record changes the subscription too
+        # The 204 below clears it: the record changes the subscription too.
+        failing = utcnow() if changes_it else None
         sub = Subscription(url=HOOK, events="thing:created", secret="x", failing_since=failing)
         session.add(sub)
         session.flush()
@@ -332,6 +339,9 @@ def test_recording_locks_the_subscriptions_before_their_deliveries(app: Any) -> 
             with db.session() as probe:  # the batch is not locked yet
                 free = select(Delivery.id).where(Delivery.id == batch).with_for_update(nowait=True)
                 assert probe.scalar(free) == batch
+                assert (
+                    probe.scalar(select(Delivery.status).where(Delivery.id == batch)) == "pending"
+                )
         holder.commit()
         worker.join(timeout=30)
     assert failures == []

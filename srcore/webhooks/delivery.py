@@ -236,10 +236,8 @@ def record(
             changes.append(outcome(job, job.exchange, job.now))
             attempts.append(_attempt_row(job, job.exchange, config.body_cap))
     lazy_commit(session)
-    # Those it changes are locked before any delivery (the others' deliveries alone are).
-    changed = [sid for sid, since in failing.items() if sid in disabled or since != loaded[sid]]
-    if changed:
-        lock_subscriptions(session, s.c.id.in_(sorted(changed)))
+    # Its subscriptions before any delivery, as every change of several of them does.
+    lock_subscriptions(session, s.c.id.in_(sorted(loaded)))
     conn = session.connection()
     # Only rows still under this claim: one redelivered, cancelled or claimed again since keeps
     # what was done to it meanwhile (the attempt is logged all the same).
