@@ -10,20 +10,18 @@ through meta's events (webhooks that ``srcore worker meta`` delivers to the serv
 from __future__ import annotations
 
 import contextlib
-import email
-import email.policy
 import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from srcore.testing import free_port, run_service, run_worker
+from srcore.testing import SMTPSink, free_port, run_service, run_worker, serve_smtp_sink
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,32 +32,12 @@ PASSWORD = "correct horse battery staple"
 
 
 @dataclass
-class Sink:
-    messages: list[Any] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)
-        )
-        return "250 OK"
-
-    def link(self, address: str, path: str) -> str:
-        for message in reversed(self.messages):
-            if message["To"] != address:
-                continue
-            for url in re.findall(r"https?://\S+", message.get_content()):
-                if path in url:
-                    return str(url)
-        raise AssertionError(f"no mail to {address} with {path}")
-
-
-@dataclass
 class Network:
     stop_meta: Callable[[], None]
     meta: str
     sample: str
     todo: str
-    sink: Sink
+    sink: SMTPSink
     secrets: dict[str, str]
     pull_interval: float
 
@@ -83,14 +61,15 @@ def _migrate(config: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    from aiosmtpd.controller import Controller
+def mail_sink() -> Iterator[SMTPSink]:
+    """meta's mail, kept as long as the network runs."""
+    with serve_smtp_sink() as sink:
+        yield sink
 
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory, mail_sink: SMTPSink) -> Iterator[Network]:
     tmp = tmp_path_factory.mktemp("network")
-    sink = Sink()
-    smtp_port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
     ports = {name: free_port() for name in ("meta", "sample", "todo")}
     keys = {name: secrets.token_urlsafe(40) for name in ("sample", "todo")}
     pull_interval = 1.0
@@ -98,7 +77,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     lines = [
         "[global]",
         "environment = development",
-        f"smtp-host = 127.0.0.1\nsmtp-port = {smtp_port}\nsmtp-tls = none",
+        f"smtp-host = 127.0.0.1\nsmtp-port = {mail_sink.port}\nsmtp-tls = none",
         "smtp-from = meta@example.org",
         f"revocation-pull-interval = {int(pull_interval)}s",
         "",
@@ -132,12 +111,9 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
             name: stack.enter_context(run_service(package, config, port=ports[name]))
             for name, package in (("sample", "sample_service"), ("todo", "todo"))
         }
-        try:
-            yield Network(
-                meta_stack.close, meta, urls["sample"], urls["todo"], sink, keys, pull_interval
-            )
-        finally:
-            controller.stop()
+        yield Network(
+            meta_stack.close, meta, urls["sample"], urls["todo"], mail_sink, keys, pull_interval
+        )
 
 
 def csrf(page: requests.Response) -> str:
@@ -156,15 +132,7 @@ def register(net: Network, browser: requests.Session, username: str) -> None:
     }
     done = browser.post(f"{net.meta}/register", data=form, timeout=10)
     assert done.status_code == 200, done.text[:2000]
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            link = net.sink.link(f"{username}@example.org", "/confirm/")
-            break
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    link = net.sink.wait_for_link(f"{username}@example.org", "/confirm/", timeout=5)
     assert browser.get(link, timeout=10).status_code == 200
 
 

@@ -33,7 +33,13 @@ from typing import Any
 import pytest
 import requests
 
-from srcore.testing import free_port, require_or_skip, run_service, write_network_config
+from srcore.testing import (
+    free_port,
+    require_or_skip,
+    run_service,
+    serve_smtp_sink,
+    write_network_config,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -41,7 +47,6 @@ import reliability as harness
 from test_auth_e2e import client_token, revoke
 from test_auth_e2e_more import (
     Network,
-    Sink,
     admin_post,
     api,
     csrf,
@@ -139,8 +144,6 @@ def _client_secret(config: Path, service: str) -> str:
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryNetwork]:
-    from aiosmtpd.controller import Controller
-
     from srcore.app import migration_target
     from srcore.migrate import upgrade_all
 
@@ -148,17 +151,14 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryNetwork]
     tmp = tmp_path_factory.mktemp("network-celery")
     with contextlib.ExitStack() as stack:
         redis_server = stack.enter_context(harness.RedisServer(tmp / "redis"))
-        sink = Sink()
-        controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-        controller.start()
-        stack.callback(controller.stop)
+        sink = stack.enter_context(serve_smtp_sink())
         ports = {"meta": free_port(), "todo": free_port()}
         config = write_network_config(
             tmp / "config.ini",
             ports,
             global_keys={
                 "smtp-host": "127.0.0.1",
-                "smtp-port": controller.port,
+                "smtp-port": sink.port,
                 "smtp-tls": "none",
                 "smtp-from": "meta@example.org",
                 "revocation-pull-interval": PULL_INTERVAL,

@@ -9,8 +9,6 @@ meta reaches todo's copy of the user by meta's ``profile:updated`` webhook.
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 import json
 import re
 import sqlite3
@@ -18,14 +16,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from srcore.testing import free_port, run_service, run_worker, write_network_config
+from srcore.testing import (
+    SMTPSink,
+    free_port,
+    run_service,
+    run_worker,
+    serve_smtp_sink,
+    write_network_config,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,70 +44,42 @@ REACH = 4.0
 
 
 @dataclass
-class Sink:
-    messages: list[Any] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)
-        )
-        return "250 OK"
-
-    def wait_for_link(self, address: str, path: str, *, timeout: float = 10) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in reversed(self.messages):
-                if message["To"] == address:
-                    for url in re.findall(r"https?://\S+", message.get_content()):
-                        if path in url:
-                            return str(url)
-            time.sleep(0.05)
-        raise AssertionError(f"no mail to {address} with a {path} link within {timeout} s")
-
-
-@dataclass
 class Network:
     config: Path
     meta: str
     todo: str
     todo_db: Path
-    sink: Sink
+    sink: SMTPSink
 
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    from aiosmtpd.controller import Controller
-
     from srcore.app import migration_target
     from srcore.migrate import upgrade_all
 
     tmp = tmp_path_factory.mktemp("network-more")
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    ports = {"meta": free_port(), "todo": free_port()}
-    config = write_network_config(
-        tmp / "config.ini",
-        ports,
-        global_keys={
-            "smtp-host": "127.0.0.1",
-            "smtp-port": controller.port,
-            "smtp-tls": "none",
-            "smtp-from": "meta@example.org",
-            "revocation-pull-interval": "1s",
-        },
-    )
-    for service in ports:
-        upgrade_all(migration_target(service, config))
-    try:
+    # The fixture serves its own sink: test_network_browser.py takes this fixture alone.
+    with serve_smtp_sink() as sink:
+        ports = {"meta": free_port(), "todo": free_port()}
+        config = write_network_config(
+            tmp / "config.ini",
+            ports,
+            global_keys={
+                "smtp-host": "127.0.0.1",
+                "smtp-port": sink.port,
+                "smtp-tls": "none",
+                "smtp-from": "meta@example.org",
+                "revocation-pull-interval": "1s",
+            },
+        )
+        for service in ports:
+            upgrade_all(migration_target(service, config))
         with (
             run_service("meta", config, port=ports["meta"], timeout=60) as meta,
             run_worker("meta", config, timeout=60),
             run_service("todo", config, port=ports["todo"], timeout=60) as todo,
         ):
             yield Network(config, meta, todo, tmp / "todo.db", sink)
-    finally:
-        controller.stop()
 
 
 # -- what a person does, in plain HTTP ----------------------------------------------------

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import logging
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from srcore.mail import LogTransport, Mailer, MailError, SMTPTransport, mailer
-from srcore.testing import free_port, write_config
+from srcore.testing import SMTPSink, free_port, write_config
 
 
 class Recorder:
@@ -22,31 +18,6 @@ class Recorder:
 
     def send(self, message: EmailMessage) -> None:
         self.sent.append(message)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], EmailMessage]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message))
-        return "250 OK"
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[tuple[Sink, int]]:
-    from aiosmtpd.controller import Controller
-
-    handler = Sink()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 def test_build_sets_the_headers() -> None:
@@ -118,20 +89,19 @@ def test_from_config_builds_an_smtp_transport() -> None:
         SMTPTransport("h", tls="ssl")  # type: ignore[arg-type]
 
 
-def test_smtp_delivers_to_a_real_server(sink: tuple[Sink, int]) -> None:
-    handler, port = sink
-    handler.messages.clear()
-    transport = SMTPTransport("127.0.0.1", port=port, tls="none", timeout=5)
+def test_smtp_delivers_to_a_real_server(smtp_sink: SMTPSink) -> None:
+    transport = SMTPTransport("127.0.0.1", port=smtp_sink.port, tls="none", timeout=5)
     Mailer(transport, sender="noreply@net.example").send("bob@example.org", "Hi", "Body\n")
-    ((mail_from, rcpt, message),) = handler.messages
+    (message,) = smtp_sink.messages
+    mail_from, rcpt = message.sender, message.recipients
     assert mail_from == "noreply@net.example"
     assert rcpt == ["bob@example.org"]
     assert message["Subject"] == "Hi"
     assert message.get_content().splitlines() == ["Body"]
 
 
-def test_starttls_refused_by_a_plain_server_is_a_mail_error(sink: tuple[Sink, int]) -> None:
-    _handler, port = sink
+def test_starttls_refused_by_a_plain_server_is_a_mail_error(smtp_sink: SMTPSink) -> None:
+    port = smtp_sink.port
     transport = SMTPTransport("127.0.0.1", port=port, tls="starttls", timeout=5)
     with pytest.raises(MailError, match=f"127.0.0.1:{port}"):
         Mailer(transport, sender="n@x.y").send("a@b.c", "s", "t")
@@ -176,12 +146,11 @@ def test_connect_is_injectable() -> None:
 
 
 def test_mailer_is_built_once_per_app_from_the_config(
-    tmp_path: Path, sink: tuple[Sink, int], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, smtp_sink: SMTPSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import sample_service
 
-    handler, port = sink
-    handler.messages.clear()
+    port = smtp_sink.port
     path = write_config(
         tmp_path / "config.ini",
         service_id="sample",
@@ -198,6 +167,40 @@ def test_mailer_is_built_once_per_app_from_the_config(
         assert mailer() is first is mailer(app)
         first.send("carol@example.org", "Hi", "Body\n")
     assert first.sender == "noreply@net.example"
-    ((_from, rcpt, _message),) = handler.messages
+    (message,) = smtp_sink.messages
+    rcpt = message.recipients
     assert rcpt == ["carol@example.org"]
     app.extensions["srcore"].db.dispose()
+
+
+def test_the_sink_reads_envelopes_bodies_and_links(smtp_sink: SMTPSink) -> None:
+    """srcore.testing's sink: what e2e and service tests read their mail through."""
+    transport = SMTPTransport("127.0.0.1", port=smtp_sink.port, tls="none", timeout=5)
+    sender = Mailer(transport, sender="noreply@net.example")
+    sender.send("bob@example.org", "Old", "Open http://net.example/confirm/old?x=1\n")
+    alt = EmailMessage()
+    alt["From"], alt["To"], alt["Subject"] = "noreply@net.example", "bob@example.org", "New"
+    alt.set_content("Open https://net.example/confirm/new\nor https://net.example/help\n")
+    alt.add_alternative("<p><a href='https://net.example/confirm/html'>here</a></p>", "html")
+    transport.send(alt)
+    sender.send("carol@example.org", "Other", "http://net.example/confirm/carol\n")
+
+    assert len(smtp_sink.wait(3, timeout=5)) == 3
+    first, second, _ = smtp_sink.messages
+    assert (first.sender, first.recipients) == ("noreply@net.example", ["bob@example.org"])
+    assert (second.subject, second.links) == (
+        "New",
+        ["https://net.example/confirm/new", "https://net.example/help"],
+    )
+    assert [m.subject for m in smtp_sink.to("bob@example.org")] == ["Old", "New"]
+    assert smtp_sink.last_link("bob@example.org", "/confirm/") == "/confirm/new"
+    assert smtp_sink.last_link("bob@example.org", "/confirm/o") == "/confirm/old?x=1"
+    assert smtp_sink.wait_for_link("bob@example.org", "/help") == "https://net.example/help"
+    with pytest.raises(AssertionError, match="with a link to /reset/ within"):
+        smtp_sink.wait_for_link("bob@example.org", "/reset/", timeout=0.2)
+    with pytest.raises(AssertionError, match="with a link to /reset/"):
+        smtp_sink.last_link("carol@example.org", "/reset/")
+    with pytest.raises(AssertionError, match="3 of 4 messages arrived"):
+        smtp_sink.wait(4, timeout=0.2)
+    smtp_sink.clear()
+    assert smtp_sink.messages == []

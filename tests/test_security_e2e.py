@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import email
-import email.policy
 import hashlib
 import html
 import json
@@ -40,7 +38,14 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from srcore.testing import free_port, run_service, run_worker, write_network_config
+from srcore.testing import (
+    SMTPSink,
+    free_port,
+    run_service,
+    run_worker,
+    serve_smtp_sink,
+    write_network_config,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -60,30 +65,6 @@ _ADDRESSES = count(10)
 
 
 # -- the network ----------------------------------------------------------------------------
-
-
-@dataclass
-class Sink:
-    messages: list[Any] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)
-        )
-        return "250 OK"
-
-    def to(self, address: str) -> list[Any]:
-        return [m for m in list(self.messages) if m["To"] == address]
-
-    def wait_for_link(self, address: str, path: str, *, timeout: float = 10) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in reversed(self.to(address)):
-                for url in re.findall(r"https?://\S+", message.get_content()):
-                    if path in url:
-                        return str(url)
-            time.sleep(0.05)
-        raise AssertionError(f"no mail to {address} with a {path} link within {timeout} s")
 
 
 class Receiver:
@@ -119,7 +100,7 @@ class Network:
     meta: str
     todo: str
     paste: str
-    sink: Sink
+    sink: SMTPSink
     secrets: dict[str, str]
     receivers: list[Receiver] = field(default_factory=list)
 
@@ -134,23 +115,25 @@ class Network:
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    from aiosmtpd.controller import Controller
+def mail_sink() -> Iterator[SMTPSink]:
+    """The services' mail, kept as long as the network runs."""
+    with serve_smtp_sink() as sink:
+        yield sink
 
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory, mail_sink: SMTPSink) -> Iterator[Network]:
     from srcore.app import migration_target
     from srcore.migrate import upgrade_all
 
     tmp = tmp_path_factory.mktemp("security-e2e")
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
     ports = {"meta": free_port(), "todo": free_port(), "paste": free_port()}
     config = write_network_config(
         tmp / "config.ini",
         ports,
         global_keys={
             "smtp-host": "127.0.0.1",
-            "smtp-port": controller.port,
+            "smtp-port": mail_sink.port,
             "smtp-tls": "none",
             "smtp-from": "meta@example.org",
             "revocation-pull-interval": "1s",
@@ -166,22 +149,17 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
             keys[section] = line.split(" = ", 1)[1]
     for service in ports:
         upgrade_all(migration_target(service, config))
-    try:
-        with contextlib.ExitStack() as stack:
-            urls = {}
-            for service, port in ports.items():
-                urls[service] = stack.enter_context(
-                    run_service(service, config, port=port, timeout=60)
-                )
-                stack.enter_context(run_worker(service, config, timeout=60))
-            net = Network(config, tmp, urls["meta"], urls["todo"], urls["paste"], sink, keys)
-            try:
-                yield net
-            finally:
-                for receiver in net.receivers:
-                    receiver.close()
-    finally:
-        controller.stop()
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for service, port in ports.items():
+            urls[service] = stack.enter_context(run_service(service, config, port=port, timeout=60))
+            stack.enter_context(run_worker(service, config, timeout=60))
+        net = Network(config, tmp, urls["meta"], urls["todo"], urls["paste"], mail_sink, keys)
+        try:
+            yield net
+        finally:
+            for receiver in net.receivers:
+                receiver.close()
 
 
 # -- what a browser or a client does --------------------------------------------------------

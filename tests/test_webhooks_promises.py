@@ -12,8 +12,6 @@ Real parts only: the sample service on SQLite and PostgreSQL, receivers and an S
 
 from __future__ import annotations
 
-import email
-import email.policy
 import socket
 import subprocess
 import sys
@@ -35,7 +33,7 @@ from srcore.config.keys import parse_duration
 from srcore.db import utcnow
 from srcore.migrate import upgrade_all
 from srcore.signatures import generate_secret
-from srcore.testing import create_user, free_port, serving, write_config
+from srcore.testing import SMTPSink, create_user, serving, write_config
 from srcore.webhooks import emit
 from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.settings import settings_for
@@ -140,32 +138,6 @@ def receivers() -> Iterator[Callable[..., Receivers]]:
     yield make
     for r in made:
         r.close()
-
-
-class Sink:
-    """An SMTP server's handler keeping each message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], email.message.EmailMessage]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, email.message.EmailMessage)
-        self.messages.append((list(envelope.rcpt_tos), message))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Sink, int]]:
-    from aiosmtpd.controller import Controller
-
-    sink, port = Sink(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield sink, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture
@@ -365,9 +337,9 @@ def mailing(configure: Callable[..., Any], port: int, **keys: str) -> Any:
 
 
 def test_failing_for_the_configured_disable_after_disables_and_mails_the_owner(
-    configure: Callable[..., Any], receivers: Callable[..., Receivers], smtp: tuple[Sink, int]
+    configure: Callable[..., Any], receivers: Callable[..., Receivers], smtp_sink: SMTPSink
 ) -> None:
-    sink, port = smtp
+    sink, port = smtp_sink, smtp_sink.port
     app = mailing(configure, port, webhook_disable_after="1h")
     owner = create_user(app, "dora")
     down = receivers(500)
@@ -388,7 +360,8 @@ def test_failing_for_the_configured_disable_after_disables_and_mails_the_owner(
     sub = subscription(app, sid)
     assert not sub.enabled and "failed since" in (sub.disabled_reason or "")
     assert statuses(app, sid) == ["failed"]
-    [(to, message)] = sink.messages
+    [message] = sink.messages
+    to = message.recipients
     assert to == ["dora@example.org"]
     assert url in message["Subject"] and url in message.get_content()
 
@@ -399,9 +372,9 @@ def test_failing_for_the_configured_disable_after_disables_and_mails_the_owner(
 
 
 def test_410_disables_at_once_and_mails_the_owner(
-    configure: Callable[..., Any], receivers: Callable[..., Receivers], smtp: tuple[Sink, int]
+    configure: Callable[..., Any], receivers: Callable[..., Receivers], smtp_sink: SMTPSink
 ) -> None:
-    sink, port = smtp
+    sink, port = smtp_sink, smtp_sink.port
     app = mailing(configure, port)
     owner = create_user(app, "erin")
     gone = receivers(410)
@@ -412,7 +385,8 @@ def test_410_disables_at_once_and_mails_the_owner(
     assert len(gone.requests) == 1
     sub = subscription(app, sid)
     assert not sub.enabled and "410" in (sub.disabled_reason or "")
-    [(to, message)] = sink.messages
+    [message] = sink.messages
+    to = message.recipients
     assert to == ["erin@example.org"] and "410" in message.get_content()
     emit_things(app, 2)
     drain(app)

@@ -10,11 +10,11 @@ under test in a ``srcore_service`` fixture::
     def srcore_service() -> str:
         return "todo"
 
-It then gets ``app``, ``client``, ``db``, ``user``, ``user_client`` and ``make_token``
-(:mod:`srcore.testing.fixtures`). Every test that uses the database runs twice: on SQLite
-and on PostgreSQL. PostgreSQL gets a throw-away database per test session (dropped
-afterwards); when it is unreachable, or psycopg (srcore's ``postgres`` extra) is not
-installed, those runs are skipped, except under ``CI=true``, where they fail.
+It then gets ``app``, ``client``, ``db``, ``user``, ``user_client``, ``make_token`` and
+``smtp_sink`` (:mod:`srcore.testing.fixtures`). Every test that uses the database runs
+twice: on SQLite and on PostgreSQL. PostgreSQL gets a throw-away database per test session
+(dropped afterwards); when it is unreachable, or psycopg (srcore's ``postgres`` extra) is
+not installed, those runs are skipped, except under ``CI=true``, where they fail.
 
 The service's app factory must accept ``config`` and pass other keyword arguments on to
 :func:`srcore.create_app` (the generated services do).
@@ -22,9 +22,9 @@ The service's app factory must accept ``config`` and pass other keyword argument
 The helpers live in modules of their own and are all importable from here: config files
 (:mod:`.configs`), users, sessions and tokens (:mod:`.users`), migrated test databases
 (:mod:`.databases`), services and workers in processes of their own (:mod:`.processes`),
-in-process webhook delivery (:mod:`.delivery`) and the browser (:mod:`.browser`). Only
-the fixtures and :func:`require_or_skip` need pytest; the rest also serves scripts and
-benchmarks.
+in-process webhook delivery (:mod:`.delivery`), HTTP receivers (:mod:`.receivers`), an
+SMTP sink (:mod:`.smtp`) and the browser (:mod:`.browser`). Only the fixtures and
+:func:`require_or_skip` need pytest; the rest also serves scripts and benchmarks.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from srcore.testing.delivery import deliver_pending
 from srcore.testing.processes import free_port, run_service, run_worker
 from srcore.testing.receivers import FormReceiver, form_receiver, serving
 from srcore.testing.skipping import require_or_skip
+from srcore.testing.smtp import ReceivedMail, SMTPSink, serve_smtp_sink
 from srcore.testing.users import (
     TEST_ISSUER,
     create_user,
@@ -50,6 +51,8 @@ __all__ = [
     "CHROMIUM_ARGS",
     "TEST_ISSUER",
     "FormReceiver",
+    "ReceivedMail",
+    "SMTPSink",
     "ServiceDatabase",
     "chromium_path",
     "create_user",
@@ -63,6 +66,7 @@ __all__ = [
     "require_or_skip",
     "run_service",
     "run_worker",
+    "serve_smtp_sink",
     "serving",
     "session_cookie",
     "write_config",

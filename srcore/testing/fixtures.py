@@ -12,6 +12,7 @@ import pytest
 
 from srcore.testing.databases import ServiceDatabase, _clean, _DatabasePool
 from srcore.testing.skipping import require_or_skip
+from srcore.testing.smtp import SMTPSink, serve_smtp_sink
 from srcore.testing.users import (
     TEST_ISSUER,
     _signing_key,
@@ -26,6 +27,7 @@ __all__ = [
     "db",
     "make_token",
     "pytest_configure",
+    "smtp_sink",
     "srcore_backend",
     "srcore_database",
     "srcore_service",
@@ -170,3 +172,18 @@ def make_token(app: Any, srcore_signing_key: Any) -> Callable[..., str]:
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def _srcore_smtp_sink() -> Iterator[SMTPSink]:
+    with serve_smtp_sink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def smtp_sink(_srcore_smtp_sink: SMTPSink) -> SMTPSink:
+    """An SMTP server on 127.0.0.1 (:mod:`srcore.testing.smtp`), empty at the start of the
+    test: point ``[global] smtp-host`` and ``smtp-port`` at its ``host`` and ``port``, with
+    ``smtp-tls = none``. One server serves the whole session."""
+    _srcore_smtp_sink.clear()
+    return _srcore_smtp_sink

@@ -1,18 +1,13 @@
 """Fixtures for meta's tests; srcore's pytest plugin provides app, client, db and users.
 
-The app sends its mail through a real SMTP server: an aiosmtpd sink on 127.0.0.1, set as
-``[global] smtp-host`` through the environment, so the mail code runs as in production.
-Passwords are hashed with cheap argon2 parameters to keep the suite fast.
+The app sends its mail through a real SMTP server, the plugin's ``smtp_sink`` on 127.0.0.1
+(set as ``[global] smtp-host`` through the environment), so the mail code runs as in
+production. Passwords are hashed with cheap argon2 parameters to keep the suite fast.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -23,7 +18,6 @@ from meta_constants import FAST_HASHER, PASSWORD
 pytest_plugins = ["srcore.testing"]
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-_LINK = re.compile(r"https?://\S+")
 
 
 @pytest.fixture(scope="session")
@@ -44,58 +38,8 @@ def fast_hasher() -> dict[str, int]:
     return dict(FAST_HASHER)
 
 
-@dataclass
-class Sink:
-    """Messages received by the SMTP sink."""
-
-    host: str
-    port: int
-    messages: list[EmailMessage] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 Message accepted"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["To"] == address]
-
-    def last_link(self, address: str, path: str) -> str:
-        """The path (with its token) of the last link to *path* mailed to *address*."""
-        for message in reversed(self.to(address)):
-            body = message.get_content()
-            for link in _LINK.findall(body):
-                local = "/" + link.split("/", 3)[3]
-                if local.startswith(path):
-                    return local
-        raise AssertionError(f"no mail to {address} with a link to {path}")
-
-
-@pytest.fixture(scope="session")
-def _smtp_controller() -> Iterator[Sink]:
-    from aiosmtpd.controller import Controller
-
-    from srcore.testing import free_port  # imported once the plugin is registered
-
-    sink = Sink("127.0.0.1", free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
-    controller.start()
-    try:
-        yield sink
-    finally:
-        controller.stop()
-
-
 @pytest.fixture
-def smtp_sink(_smtp_controller: Sink) -> Sink:
-    """The SMTP sink, emptied for this test."""
-    _smtp_controller.messages.clear()
-    return _smtp_controller
-
-
-@pytest.fixture
-def _mail_env(smtp_sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+def _mail_env(smtp_sink: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SRCORE__GLOBAL__SMTP_HOST", smtp_sink.host)
     monkeypatch.setenv("SRCORE__GLOBAL__SMTP_PORT", str(smtp_sink.port))
     monkeypatch.setenv("SRCORE__GLOBAL__SMTP_TLS", "none")
