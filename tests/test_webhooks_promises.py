@@ -37,7 +37,7 @@ from srcore.testing import SMTPSink, create_user, serving, write_config
 from srcore.webhooks import emit
 from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.settings import settings_for
-from srcore.webhooks.worker import Worker, poll_interval_for
+from srcore.webhooks.worker import Worker
 
 REPO = Path(__file__).resolve().parents[1]
 #: What the README, operators.md and config.example.ini say each key is when not set.
@@ -257,7 +257,7 @@ def test_the_default_settings_of_a_worker(app: Any) -> None:
     )
     assert (settings.concurrency, settings.per_host) == (16, 4)  # "at most 4 to one receiver"
     assert settings.schedule == DOCUMENTED_SCHEDULE
-    assert poll_interval_for(app) == 1.0
+    assert settings.poll_interval == timedelta(seconds=1)
 
 
 # -- every key reaches the worker ----------------------------------------------------------

@@ -88,14 +88,16 @@ def make_celery(
     except ImportError as exc:
         raise MissingExtraError("celery", "webhook delivery through Celery") from exc
 
-    from srcore.webhooks.worker import Worker, poll_interval_for
+    from srcore.webhooks.settings import settings_for
+    from srcore.webhooks.worker import Worker
 
     st = app.extensions["srcore"]
     broker = broker or str(st.config.global_["webhooks-broker"] or "")
     if not broker:
         why = "the Celery dispatcher needs a broker URL (the local worker needs none)"
         raise ValueError(f"[global] webhooks-broker is empty in {st.config.path}: {why}")
-    seconds = tick.total_seconds() if tick is not None else max(poll_interval_for(app), 1.0)
+    tick = tick if tick is not None else max(settings_for(app).poll_interval, timedelta(seconds=1))
+    seconds = tick.total_seconds()
     queue = queue_name(st.service_id)
     # A tick nobody took within a tick is dropped: ticks do not pile up without workers.
     tick_options = {"queue": queue, "expires": max(seconds, 1.0)}

@@ -68,6 +68,8 @@ class WebhookSettings:
     concurrency: int = 16
     #: Of those, how many may go to one ``host:port``: a slow receiver holds up only its own.
     per_host: int = 4
+    #: How long an idle worker waits for a wake-up before it looks at the database again.
+    poll_interval: timedelta = timedelta(seconds=1)
 
 
 class MailNotifier:
@@ -113,6 +115,7 @@ def settings_for(app: Flask) -> WebhookSettings:
         disable_after=g["webhook-disable-after"],
         schedule=tuple(parse_duration(str(d)) for d in g["webhook-retry-schedule"]),
         concurrency=int(g["webhook-concurrency"]),
+        poll_interval=g["webhook-poll-interval"],
         user_agent=f"srcore-webhooks/{version}",
         notifier=MailNotifier(app),
     )

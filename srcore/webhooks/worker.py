@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from srcore.webhooks.delivery import Job
 
-__all__ = ["Worker", "poll_interval_for", "send", "sender_for"]
+__all__ = ["Worker", "send", "sender_for"]
 
 log = logging.getLogger("srcore.webhooks.worker")
 
@@ -42,13 +42,6 @@ DEFAULT_LEASE = timedelta(minutes=5)
 HOLD_BATCHES = 8
 #: How often the delivery log is pruned.
 PRUNE_EVERY = timedelta(hours=1)
-
-
-def poll_interval_for(app: Flask) -> float:
-    """Seconds between polls of an idle worker: ``[global] webhook-poll-interval``."""
-    value = app.extensions["srcore"].config.global_.get("webhook-poll-interval")
-    seconds = value.total_seconds() if isinstance(value, timedelta) else 1.0
-    return seconds if seconds > 0 else 1.0
 
 
 def sender_for(policy: AddressPolicy | None, settings: WebhookSettings) -> PooledSender:
@@ -117,7 +110,8 @@ class Worker:
         self.lease = lease
         #: What one step claims at most.
         self.batch = max(16 * self.settings.concurrency, 256)
-        self.poll_interval = poll_interval if poll_interval is not None else poll_interval_for(app)
+        polls = self.settings.poll_interval.total_seconds()
+        self.poll_interval = poll_interval if poll_interval is not None else polls
         #: Set when there is something to do: a lane ended, a commit emitted, a stop.
         self.wake = getattr(webhooks_state(app).dispatcher, "wakeup", None) or threading.Event()
         self._stopping = threading.Event()
