@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from srcore.oncommit import after_commit
-from srcore.webhooks.delivery import lock_subscriptions
-from srcore.webhooks.models import Account, Delivery, DeliveryStatus, Subscription
+from srcore.webhooks.delivery import cancel_pending, lock_subscriptions
+from srcore.webhooks.models import Account, Delivery, Subscription
 from srcore.webhooks.settings import MailNotifier
 
 if TYPE_CHECKING:
@@ -33,17 +33,6 @@ UNTRUSTED_REASON = (
     "Disabled because the account's password was changed or reset, or all of its "
     "sessions and tokens were revoked: check its URL and events, then enable it again."
 )
-
-
-def _cancel_pending(session: Session, *where: ColumnElement[bool]) -> None:
-    lock_subscriptions(session, *where)
-    session.execute(
-        update(Delivery)
-        .where(Delivery.subscription_id.in_(select(Subscription.id).where(*where)))
-        .where(Delivery.status == DeliveryStatus.pending.value)
-        .values(status=DeliveryStatus.cancelled.value, claimed_until=None)
-        .execution_options(synchronize_session=False)
-    )
 
 
 def _lock(session: Session, users: list[int], suspensions: list[int]) -> dict[int, Account]:
@@ -67,7 +56,7 @@ def _suspension(session: Session, account: Account, event: Any) -> None:
     account.suspended, account.seq = event.kind == "suspend", int(event.seq)
     mine = Subscription.owner_id == account.user_id, Subscription.trusted.is_(False)
     if account.suspended:
-        _cancel_pending(session, *mine)
+        cancel_pending(session, Delivery.subscription_id.in_(select(Subscription.id).where(*mine)))
 
 
 def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscription]:
@@ -75,7 +64,7 @@ def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscript
     mine = Subscription.owner_id == user_id, Subscription.trusted.is_(False)
     query = select(Subscription).where(*mine, Subscription.enabled.is_(True), confirmed < cutoff)
     found = session.scalars(query).all()
-    _cancel_pending(session, Subscription.id.in_([sub.id for sub in found]))
+    cancel_pending(session, Delivery.subscription_id.in_([sub.id for sub in found]))
     for sub in found:
         sub.enabled = False
         sub.disabled_reason = UNTRUSTED_REASON

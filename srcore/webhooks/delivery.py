@@ -23,6 +23,7 @@ from srcore.webhooks.settings import WebhookSettings, next_attempt_at
 
 __all__ = [
     "Job",
+    "cancel_pending",
     "claim_deliveries",
     "claim_outbox",
     "load_jobs",
@@ -56,6 +57,13 @@ def lock_subscriptions(session: Session, *where: sa.ColumnElement[bool]) -> None
     if session.get_bind().dialect.name == "postgresql":
         chosen = sa.select(_subscription.c.id).where(*where).order_by(_subscription.c.id)
         session.execute(chosen.with_for_update(key_share=True))
+
+
+def cancel_pending(session: Session | sa.Connection, *where: sa.ColumnElement[bool]) -> None:
+    """Cancel the pending deliveries *where* selects, their leases dropped: an attempt in flight
+    then records nothing over it (see :func:`record`)."""
+    cancel = sa.update(_delivery).where(_delivery.c.status == PENDING, *where)
+    session.execute(cancel.values(status=DeliveryStatus.cancelled, claimed_until=None))
 
 
 def _free(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
@@ -166,8 +174,7 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
                 continue
         jobs.append(Job(bodies[row.outbox_id], *row[3:]))
     if cancelled:
-        cancel = sa.update(d).where(d.c.id.in_(cancelled), d.c.status == PENDING)
-        session.execute(cancel.values(status=DeliveryStatus.cancelled, claimed_until=None))
+        cancel_pending(session, d.c.id.in_(cancelled))
     return jobs
 
 
@@ -254,8 +261,7 @@ def record(
             reason, now = disabled[sid]
             change = {"enabled": False, "disabled_reason": reason[:512], "updated": now}
             conn.execute(sa.update(s).where(s.c.id == sid).values(failing_since=since, **change))
-            cancel = d.c.subscription_id == sid, d.c.status == PENDING
-            conn.execute(sa.update(d).where(*cancel).values(status="cancelled", claimed_until=None))
+            cancel_pending(conn, d.c.subscription_id == sid)
         elif since != loaded[sid]:
             conn.execute(sa.update(s).where(s.c.id == sid).values(failing_since=since))
     session.commit()
