@@ -177,10 +177,11 @@ def verify(
     message_id = _header(found, "webhook-id")
     raw_timestamp = _header(found, "webhook-timestamp")
     header = _header(found, "webhook-signature")
-    try:
-        timestamp = int(raw_timestamp)
-    except ValueError:
-        raise WebhookVerificationError("webhook-timestamp is not an integer") from None
+    # Seconds as ASCII digits, as senders write them: a number of hundreds of digits, which
+    # int() reads, is past any float a clock can be compared with.
+    if not (raw_timestamp.isascii() and raw_timestamp.isdigit() and len(raw_timestamp) <= 20):
+        raise WebhookVerificationError("webhook-timestamp is not an integer")
+    timestamp = int(raw_timestamp)
     current = now if now is not None else datetime.now(UTC)
     if abs(current.timestamp() - timestamp) > tolerance.total_seconds():
         raise WebhookVerificationError("webhook-timestamp is outside the tolerance")

@@ -331,6 +331,8 @@ def test_push_receiver_applies_events(service: Any, fake: FakeMeta) -> None:
         ("another service's secret", 401),
         ("too old", 401),
         ("unsigned", 401),
+        ("a 400-digit timestamp", 401),
+        ("a timestamp in other digits", 401),
         ("not json", 400),
         ("bad events", 400),
         ("no events", 400),
@@ -348,6 +350,8 @@ def test_event_receiver_refuses_with_the_error_body(
         "another service's secret": lambda: fake.push(good, service_id="todo"),
         "too old": lambda: fake.push(good, timestamp=int(time.time()) - 3600),
         "unsigned": lambda: b'{"type": "revocation:issued", "data": {"events": []}}',
+        "a 400-digit timestamp": lambda: _timestamped(fake.push(good), "9" * 400),
+        "a timestamp in other digits": lambda: _timestamped(fake.push(good), "\uff11" * 10),
         "not json": lambda: _signed(fake, b"\x00\xff garbage"),
         "bad events": lambda: fake.push([{"seq": "x", "kind": "token", "subject": "j"}]),
         "no events": lambda: fake.webhook("revocation:issued", {}),
@@ -357,6 +361,13 @@ def test_event_receiver_refuses_with_the_error_body(
     assert response.status_code == status
     assert response.get_json()["errors"][0]["reason"]
     assert service.extensions["srcore"].identity.store.last_seq == 0
+
+
+def _timestamped(
+    message: tuple[dict[str, str], bytes], timestamp: str
+) -> tuple[dict[str, str], bytes]:
+    headers, body = message
+    return {**headers, "webhook-timestamp": timestamp}, body
 
 
 def _signed(fake: FakeMeta, body: bytes) -> tuple[dict[str, str], bytes]:

@@ -65,8 +65,9 @@ def test_verify_refuses_missing_headers_and_garbage() -> None:
         partial = {k: v for k, v in good.items() if k != name}
         with pytest.raises(WebhookVerificationError, match=name):
             verify(SECRET, partial, body, now=NOW)
-    with pytest.raises(WebhookVerificationError, match="integer"):
-        verify(SECRET, {**good, "webhook-timestamp": "soon"}, body, now=NOW)
+    for timestamp in ("soon", "9" * 400, "-5", f" {TS}", f"+{TS}", "1_700_000_000", "\uff11"):
+        with pytest.raises(WebhookVerificationError, match="integer"):
+            verify(SECRET, {**good, "webhook-timestamp": timestamp}, body, now=NOW)
     with pytest.raises(WebhookVerificationError, match="no matching"):
         verify(SECRET, {**good, "webhook-signature": "v1,AAAA v2,zzz nonsense"}, body, now=NOW)
     with pytest.raises(WebhookVerificationError, match="no matching"):
