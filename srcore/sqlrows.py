@@ -5,7 +5,7 @@ rows), elsewhere as an executemany."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,9 +40,19 @@ def execute_rows(conn: sa.Connection, statement: Any, rows: Sequence[Mapping[str
         conn.execute(statement, rows)
 
 
-def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT *rows* (mappings of the same columns) into *table*."""
+def insert_rows(
+    conn: sa.Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    *,
+    where: Callable[[Any], sa.ColumnElement[bool]] | None = None,
+) -> None:
+    """INSERT *rows* (mappings of the same columns) into *table*; with *where*, only the rows
+    for which ``where(columns)`` holds, judged in the statement (a row it refers to may have
+    been deleted by a transaction that committed a moment before)."""
     if rows:
         source = rows_of(conn, {name: table.c[name].type for name in rows[0]})
         chosen = sa.select(*(source[name] for name in rows[0]))
+        if where is not None:
+            chosen = chosen.where(where(source))
         execute_rows(conn, sa.insert(table).from_select(list(rows[0]), chosen), rows)

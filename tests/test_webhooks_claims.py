@@ -1,6 +1,7 @@
 """What a worker records applies only to rows still under the claim it sent them under, on
 SQLite and PostgreSQL: a redelivery asked for, a cancellation made or another worker's claim
-taken while an attempt was in flight is not undone when that attempt is recorded."""
+taken while an attempt was in flight is not undone when that attempt is recorded, and a
+delivery deleted meanwhile takes nothing else of the batch with it."""
 
 from __future__ import annotations
 
@@ -152,3 +153,31 @@ def test_a_claim_taken_over_after_its_lease_is_not_overwritten(app: Any, user: A
     retried = delivery(app, did)
     assert (retried.status, retried.attempts, retried.claimed_until) == ("pending", 1, None)
     assert retried.last_status_code == 503
+
+
+def test_a_subscription_deleted_while_in_flight_leaves_the_rest_of_the_batch_recorded(
+    app: Any, user: Any
+) -> None:
+    """Its owner deletes a webhook while its delivery is in flight: the batch that delivery
+    is recorded with still records every other delivery (once), logging no attempt for the
+    deleted one; before, the attempt's foreign key failed the whole batch, and the others
+    were sent again when their leases ended."""
+    gone, _ = pending_delivery(app, user.id)
+    _kept, kept = pending_delivery(app, user.id)
+    db = app.extensions["srcore"].db
+    with db.session() as session:
+        claimed = claim_deliveries(session, now=utcnow(), lease=timedelta(minutes=5), limit=10)
+        jobs = load_jobs(session, claimed)
+        session.commit()
+    assert len(jobs) == 2
+    with db.transaction() as session:
+        session.delete(session.get(Subscription, gone))
+    for job in jobs:
+        job.exchange, job.now, job.headers = Exchange(status=204, headers={}), utcnow(), {}
+    with db.session() as session:
+        record(session, jobs, config=WebhookSettings(), rng=random.Random(1))
+    recorded = delivery(app, kept)
+    assert (recorded.status, recorded.attempts, recorded.claimed_until) == ("delivered", 1, None)
+    with db.transaction() as session:
+        logged = session.scalars(select(Attempt.delivery_id)).all()
+    assert logged == [kept]

@@ -250,7 +250,10 @@ def record(
     # what was done to it meanwhile (the attempt is logged all the same).
     fence = rows_of(conn, _FENCE)
     execute_rows(conn, sa.update(d).where(*_ours(fence)).values(claimed_until=None), unsent)
-    insert_rows(conn, _attempt, attempts)
+    # Not of a delivery deleted meanwhile (with its subscription): the batch would fail with it.
+    insert_rows(
+        conn, _attempt, attempts, where=lambda r: sa.exists().where(d.c.id == r["delivery_id"])
+    )
     new = rows_of(conn, _OUTCOME)
     values = {name: new[f"o_{name}"] for name in _SET}
     values.update(attempts=d.c.attempts + new["o_attempts"], claimed_until=None)
