@@ -23,11 +23,13 @@ import pytest
 from sqlalchemy import select as sql_select
 
 import srcore.db
+from srcore.outbound import Exchange
 from srcore.outbound.policy import AddressPolicy
 from srcore.signatures import generate_secret
 from srcore.testing import serving
 from srcore.webhooks import emit
 from srcore.webhooks.models import Attempt, Delivery, Subscription
+from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.settings import WebhookSettings
 from srcore.webhooks.worker import Worker
 
@@ -40,6 +42,7 @@ TRICKLE_EVERY = 1.0
 BEFORE, DURING = 10, 10
 #: How long the test waits for something that should happen within a few seconds.
 PATIENCE = 60.0
+SECRET = generate_secret()
 
 
 pytestmark = pytest.mark.usefixtures("clean_webhooks")
@@ -269,3 +272,64 @@ def test_a_claim_takes_a_bounded_share_of_one_subscription(
         assert [i for i in again if owners[i] == sid] == sorted(
             i for i in owners if owners[i] == sid
         )[:3]
+
+
+class Gated:
+    """A sender whose requests to ``slow*`` hosts wait for :attr:`release` (bounded); every
+    other request is answered 204 at once and noted in :attr:`fast`."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.fast = threading.Event()
+        self.slow = threading.Semaphore(0)
+
+    def post(self, url: str, headers: Any, body: bytes, *, deadline: float) -> Exchange:
+        if "//slow" not in url:
+            self.fast.set()
+        else:
+            self.slow.release()
+            assert self.release.wait(2 * PATIENCE), "the test never released the slow receivers"
+        return Exchange(status=204, headers={})
+
+    def close(self) -> None:
+        pass
+
+
+def pending_to(db: Any, owner_id: int, url: str) -> None:
+    """A subscription of user *owner_id* to *url*, with one delivery due now."""
+    sub = Subscription(owner_id=owner_id, url=url, events="thing:created", secret=SECRET)
+    db.add(sub)
+    db.flush()
+    outbox_id = insert_event(db, "thing:created", {"n": sub.id})
+    db.add(
+        Delivery(subscription_id=sub.id, outbox_id=outbox_id, next_attempt_at=srcore.db.utcnow())
+    )
+    db.commit()
+
+
+def test_one_subscribers_many_slow_receivers_hold_half_the_worker_at_most(
+    app: Any, db: Any
+) -> None:
+    """A subscriber whose webhooks point at many slow hosts (or one host under many names or
+    ports) holds at most half of a worker's sending slots: another subscriber's delivery,
+    made due while all of those requests hang, is sent before any of them ends."""
+    gate = Gated()
+    settings = WebhookSettings(concurrency=8, per_host=2, timeout=timedelta(seconds=60))
+    worker = Worker(app, http=gate, trusted_http=gate, settings=settings, poll_interval=0.05)
+    for n in range(8):
+        pending_to(db, 1001, f"https://slow{n}.example.org/hook")
+    drain = threading.Thread(target=worker.drain, kwargs={"until": time.monotonic() + PATIENCE})
+    drain.start()
+    try:
+        for _ in range(4):  # half of the eight slots: requests to four hosts hang
+            assert gate.slow.acquire(timeout=PATIENCE), "the slow requests were not sent"
+        pending_to(db, 1002, "https://fast.example.org/hook")
+        worker.wake.set()
+        assert gate.fast.wait(PATIENCE), "the other subscriber waited for the slow receivers"
+    finally:
+        gate.release.set()
+        drain.join(PATIENCE)
+        worker.close()
+    db.expire_all()
+    statuses = db.scalars(sql_select(Delivery.status)).all()
+    assert statuses == ["delivered"] * 9

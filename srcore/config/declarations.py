@@ -388,7 +388,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         check=_between(1, MAX_WEBHOOK_WORKERS),
         help="Webhook requests one worker process has in flight at once (1 to 1024); at "
         "most 4 of them go to the same receiver, so a slow receiver delays only its own "
-        "deliveries.",
+        "deliveries, and at most half of them (but 4 at least) are one subscriber's, so "
+        "whoever subscribes many slow receivers cannot hold up everyone else.",
     ),
     Key(
         "webhook-log-retention",

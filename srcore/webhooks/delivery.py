@@ -129,6 +129,9 @@ class Job:
     event: str
     url: str
     trusted: bool
+    #: Who subscribed: a user, or (with no user) a service's client id.
+    owner_id: int | None
+    owner_client: str | None
     failing_since: datetime | None
     secret: str
     #: Signed with too, until it expires.
@@ -151,7 +154,8 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
         sa.select(s.c.enabled, o.c.created, o.c.payload, d.c.id, d.c.message_id, d.c.attempts)
         .add_columns(d.c.next_attempt_at, d.c.manual_status, d.c.resume_at, d.c.claimed_until)
         .add_columns(d.c.subscription_id)
-        .add_columns(d.c.outbox_id, o.c.event, s.c.url, s.c.trusted, s.c.failing_since)
+        .add_columns(d.c.outbox_id, o.c.event, s.c.url, s.c.trusted, s.c.owner_id)
+        .add_columns(s.c.owner_client, s.c.failing_since)
         .add_columns(s.c.secret, s.c.previous_secret, s.c.previous_secret_expires)
         .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
         .where(d.c.id.in_(sorted(set(delivery_ids))), d.c.status == PENDING)

@@ -1,7 +1,8 @@
 """The worker: each step records what was sent, claims outbox rows and due deliveries, starts a
 thread per *lane* (a subscription's deliveries, sent in event order) and fans the outbox rows out. A
-lane holds one of its receiver's ``per_host`` slots, then one of the worker's ``concurrency``: a
-slow receiver holds up only its own deliveries."""
+lane holds one of its subscriber's slots (half the worker's), one of its receiver's ``per_host``,
+then one of the worker's ``concurrency``: a slow receiver holds up only its own deliveries, and
+one subscriber's many slow receivers only their half."""
 
 from __future__ import annotations
 
@@ -119,6 +120,7 @@ class Worker:
         self._finishing = threading.Event()
         self._slots = threading.Semaphore(max(self.settings.concurrency, 1))
         self._hosts: dict[str, threading.Semaphore] = {}
+        self._owners: dict[tuple[int | None, str | None], threading.Semaphore] = {}
         #: The jobs the lanes sent (or gave up), to be recorded.
         self._finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
         #: Per subscription, its deliveries claimed and not recorded yet; it gets no more meanwhile.
@@ -150,9 +152,12 @@ class Worker:
         # A request starts only if it ends a second before the lease, however long reading took.
         last_start = claimed_at + (self.lease - self.settings.timeout).total_seconds() - 1.0
         slots = max(self.settings.per_host, 1)
+        owner_slots = max(slots, self.settings.concurrency // 2)
         for sid, jobs in lanes.items():
             host = self._hosts.setdefault(_receiver(jobs[0].url), threading.Semaphore(slots))
-            args = (jobs, host, last_start)
+            who = jobs[0].owner_id, jobs[0].owner_client
+            owner = self._owners.setdefault(who, threading.Semaphore(owner_slots))
+            args = (jobs, owner, host, last_start)
             threading.Thread(target=self._send_lane, args=args, daemon=True).start()
             self._held[sid] += len(jobs)
         if outbox_ids:
@@ -164,12 +169,18 @@ class Worker:
                 log.info("pruned %d delivery log entries older than %s", removed, retention)
         return handled + len(outbox_ids), len(due) + len(outbox_ids)
 
-    def _send_lane(self, jobs: list[Job], host: threading.Semaphore, last_start: float) -> None:
+    def _send_lane(
+        self,
+        jobs: list[Job],
+        owner: threading.Semaphore,
+        host: threading.Semaphore,
+        last_start: float,
+    ) -> None:
         """On a thread of its own: send the lane's requests in order; none starts once
         stopping, after *last_start* (it could outlast the lease) or after a 410 Gone."""
         sent = 0
         try:
-            with host, self._slots:
+            with owner, host, self._slots:
                 for job in jobs:
                     late = time.monotonic() > last_start
                     if late or self._stopping.is_set() or (self._finishing.is_set() and not sent):
