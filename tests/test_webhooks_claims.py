@@ -1,7 +1,7 @@
 """What a worker records applies only to rows still under the claim it sent them under, on
-SQLite and PostgreSQL: a redelivery asked for, a cancellation made or another worker's claim
-taken while an attempt was in flight is not undone when that attempt is recorded, and a
-delivery deleted meanwhile takes nothing else of the batch with it."""
+SQLite and PostgreSQL: a cancellation made or another worker's claim taken while an attempt
+was in flight is not undone when that attempt is recorded, a redelivery is not taken while
+one is in flight, and a delivery deleted meanwhile takes nothing else of the batch with it."""
 
 from __future__ import annotations
 
@@ -92,28 +92,37 @@ def delivery(app: Any, delivery_id: int) -> Delivery:
         return found
 
 
-def test_a_redelivery_asked_for_while_in_flight_is_sent_after_it(
+def test_a_redelivery_asked_for_while_in_flight_waits_for_its_outcome(
     app: Any, client: Any, make_token: Any, user: Any
 ) -> None:
-    """The owner sees a failed attempt coming and asks for the delivery again: once that
-    attempt ends, it is sent again at once, not at the retry schedule's next step."""
+    """The owner asks for a delivery again while a worker is sending it: a 409 says so, the
+    attempt in flight is recorded as it ended (a redelivery taking its place would have lost
+    that outcome, or been lost under it), and once it is, a redelivery is taken and sent."""
     sid, did = pending_delivery(app, user.id)
     receiver = Held()
     headers = {"Authorization": f"Bearer {make_token('sample/things:RW', user=user)}"}
+    path = f"/api/webhooks/{sid}/deliveries/{did}/redeliver"
+    refused: list[Any] = []
+    while_in_flight(app, receiver, lambda: refused.append(client.post(path, headers=headers)))
+    assert refused[0].status_code == 409, refused[0].get_data(as_text=True)
+    assert "being sent right now" in refused[0].get_json()["errors"][0]["reason"]
+    failed = delivery(app, did)
+    assert (failed.status, failed.attempts, failed.last_status_code) == ("pending", 1, 500)
+    assert failed.manual_status is None and failed.next_attempt_at > utcnow()
 
-    def redeliver() -> None:
-        path = f"/api/webhooks/{sid}/deliveries/{did}/redeliver"
-        response = client.post(path, headers=headers)
-        assert response.status_code == 202, response.get_data(as_text=True)
-
-    while_in_flight(app, receiver, redeliver)
+    response = client.post(path, headers=headers)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    worker = Worker(app, http=receiver, trusted_http=receiver, poll_interval=0.05)
+    try:
+        worker.drain(until=time.monotonic() + 30)
+    finally:
+        worker.close()
     sent = delivery(app, did)
     assert receiver.ids == [sent.message_id, sent.message_id]
-    assert sent.status == DeliveryStatus.delivered
-    assert (sent.manual_status, sent.claimed_until) == (None, None)
+    assert (sent.status, sent.attempts, sent.claimed_until) == ("delivered", 1, None)
     with app.extensions["srcore"].db.transaction() as session:
         logged = session.scalars(select(Attempt.response_status).order_by(Attempt.id)).all()
-    assert logged == [500, 204]  # both requests are in the log
+    assert logged == [500, 204]
 
 
 def test_a_suspension_while_in_flight_cancels_for_good(app: Any, user: Any) -> None:

@@ -116,7 +116,7 @@ def api_deliveries(subscription_id: int) -> CursorList[DeliveryJSON]:
 
 
 @api.post(f"{subs.SUBSCRIPTION}/deliveries/{subs.DELIVERY}/redeliver")
-@operation(token=True, errors={409: "The webhook is disabled."})
+@operation(token=True, errors={409: "The webhook is disabled, or the delivery is being sent."})
 def api_redeliver(subscription_id: int, delivery_id: int) -> Accepted[DeliveryJSON]:
     """Send a delivery again, now, with the same ``webhook-id``."""
     return accepted(subs.current.redeliver(subscription_id, delivery_id))

@@ -308,12 +308,16 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
-def redeliver(delivery: Delivery, *, now: datetime) -> None:
-    """Make *delivery* due at *now* again, same message id, without committing."""
+def redeliver(delivery: Delivery, *, now: datetime) -> bool:
+    """Make *delivery* due at *now* again, same message id, without committing. False, and
+    nothing changed, while a worker holds it: its attempt's outcome is recorded first."""
+    if delivery.status == PENDING and delivery.claimed_until and delivery.claimed_until >= now:
+        return False
     if delivery.manual_status is None:  # not already waiting for a manual redelivery
         delivery.manual_status = delivery.status
         delivery.resume_at = delivery.next_attempt_at if delivery.status == PENDING else None
     delivery.status, delivery.next_attempt_at, delivery.claimed_until = PENDING, now, None
+    return True
 
 
 def prune_log(session: Session, *, now: datetime, retention: timedelta) -> int:

@@ -263,8 +263,11 @@ class Subscriber:
         if not sub.enabled:
             raise Conflict("This webhook is disabled; enable it before redelivering.")
         mine = Delivery.id == delivery_id, Delivery.subscription_id == sub.id
-        delivery = db_session.scalar(select(Delivery).where(*mine)) or abort(404)
-        make_due(delivery, now=utcnow())
+        query = select(Delivery).where(*mine).with_for_update(of=Delivery)  # claims skip it
+        delivery = db_session.scalar(query) or abort(404)
+        if not make_due(delivery, now=utcnow()):
+            why = "This delivery is being sent right now; its attempt shows in the log in a moment."
+            raise Conflict(why)
         db_session.commit()
         return _sent(delivery)
 
