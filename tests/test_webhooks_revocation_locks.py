@@ -166,3 +166,27 @@ def test_a_suspension_and_a_cut_off_in_opposite_orders_wait_for_each_other(
         enabled = {s.id: s.enabled for s in session.scalars(select(Subscription))}
         assert enabled == {alices: True, bobs: False}
     assert pending(service_db) == 0
+
+
+def test_events_about_no_account_lock_no_subscription(app: Any, service_db: Any) -> None:
+    """A grant, token, client or session event's subject is not a user id, even when it is a
+    number: a batch of them takes no lock on the subscriptions of the user with that id."""
+    from srcore.webhooks.accounts import apply_with_change
+
+    subscribed(service_db, ALICE)
+    others = [
+        RevocationEvent(1, "grant", str(ALICE), expires_at=int(time.time()) + 60),
+        RevocationEvent(2, "token", str(ALICE), expires_at=int(time.time()) + 60),
+        RevocationEvent(3, "client", str(ALICE), not_before=int(time.time())),
+        RevocationEvent(4, "session", str(ALICE), not_before=int(time.time())),
+    ]
+    with service_db.session() as holder, service_db.session() as batch:
+        held = select(Subscription.id).where(Subscription.owner_id == ALICE)
+        holder.execute(held.with_for_update())  # as a change of ALICE's webhook does
+        if service_db.engine.dialect.name == "postgresql":
+            batch.execute(text("SET LOCAL lock_timeout = '1s'"))  # a wait fails at once
+        apply_with_change(app, batch, others)
+        batch.commit()
+        holder.commit()
+    with service_db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == 0

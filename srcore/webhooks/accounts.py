@@ -76,7 +76,9 @@ def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> No
     """Apply meta's revocation *events* (``seq``, ``kind``, ``subject``, ``not_before``) in
     *session*'s transaction, idempotently: the owners of the subscriptions it disabled are
     told once it commits, and nobody if it rolls back."""
-    events = [e for e in events if str(e.subject).isdecimal() and len(str(e.subject)) <= 10]
+    about_users = ("suspend", "unsuspend", "user")  # the other kinds' subjects are no user ids
+    events = [e for e in events if e.kind in about_users and str(e.subject).isdecimal()]
+    events = [e for e in events if len(str(e.subject)) <= 10]
     suspends = sorted({int(e.subject) for e in events if e.kind in ("suspend", "unsuspend")})
     accounts = _lock(session, sorted({int(e.subject) for e in events}), suspends)
     disabled: list[Subscription] = []
