@@ -7,12 +7,20 @@ clear line instead of a failure on every cycle.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+
+from srcore.config.declarations import (
+    LONGEST_POLL_INTERVAL,
+    MAX_WEBHOOK_WORKERS,
+    SHORTEST_POLL_INTERVAL,
+)
 
 __all__ = ["worker_command"]
 
@@ -106,6 +114,26 @@ def _check_migrations(service: str, package: str, app: Any) -> str:
     return f"at head ({', '.join(f'{name} {rev}' for name, rev in applied.items())})"
 
 
+class _Seconds(click.FloatRange):
+    """Seconds from *shortest* to *longest*: the range the config file holds the option's
+    key to, so a value the file would refuse is refused on the command line as well.
+
+    ``nan`` is refused too: it compares false with both bounds, so a plain range lets it
+    through, and a worker told to wait nan seconds between polls does not wait at all.
+    """
+
+    name = "number"
+
+    def __init__(self, shortest: timedelta, longest: timedelta) -> None:
+        super().__init__(shortest.total_seconds(), longest.total_seconds())
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if isinstance(seconds, float) and math.isnan(seconds):
+            self.fail(f"{seconds} is not in the range {self._describe_range()}.", param, ctx)
+        return seconds
+
+
 @click.command("worker", epilog="Example: srcore worker todo --concurrency 32")
 @click.argument("service")
 @click.option(
@@ -113,13 +141,14 @@ def _check_migrations(service: str, package: str, app: Any) -> str:
 )
 @click.option(
     "--concurrency",
-    type=int,
+    type=click.IntRange(1, MAX_WEBHOOK_WORKERS),
     default=None,
     help="Requests in flight at once (default: [global] webhook-concurrency, 16).",
 )
 @click.option(
     "--poll-interval",
-    type=float,
+    type=_Seconds(SHORTEST_POLL_INTERVAL, LONGEST_POLL_INTERVAL),
+    metavar="SECONDS",
     default=None,
     help="Seconds between polls when idle (default: [global] webhook-poll-interval, 1s).",
 )
@@ -153,8 +182,6 @@ def worker_command(
         package = service_package(service)
     except ManifestError as exc:
         raise click.UsageError(str(exc)) from None
-    if concurrency is not None and concurrency < 1:
-        raise click.UsageError("--concurrency must be at least 1")
     config_option = ctx.find_root().params.get("config")
     try:
         path = find_config_path(config_option)

@@ -20,9 +20,12 @@ from srcore.config.ports import allows_any, parse_ports
 
 __all__ = [
     "GLOBAL_KEYS",
+    "LONGEST_POLL_INTERVAL",
     "MAX_WEBHOOK_TIMEOUT",
+    "MAX_WEBHOOK_WORKERS",
     "MIN_SECRET_KEY_LENGTH",
     "SERVICE_KEYS",
+    "SHORTEST_POLL_INTERVAL",
 ]
 
 #: A ``secret-key`` shorter than this is refused.
@@ -39,8 +42,13 @@ MAX_ATTEMPTS = 100
 #: The longest ``webhook-log-retention`` and ``webhook-disable-after``, ten years: longer
 #: is a typo, and far longer (millions of days) has the worker compute dates before year 1.
 LONGEST_KEPT = timedelta(days=3650)
-#: The most requests or Celery tasks a webhook worker setting may ask for at once.
+#: The most requests or Celery tasks a webhook worker setting may ask for at once; also
+#: the most ``srcore worker --concurrency`` takes.
 MAX_WEBHOOK_WORKERS = 1024
+#: The range of ``webhook-poll-interval``, and of ``srcore worker --poll-interval`` that
+#: overrides it: polling more often keeps the database busy, less often delays new events.
+SHORTEST_POLL_INTERVAL = timedelta(milliseconds=100)
+LONGEST_POLL_INTERVAL = timedelta(minutes=10)
 
 
 def _at_least(minimum: int) -> Callable[[object], str | None]:
@@ -337,8 +345,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         type="duration",
         default=timedelta(seconds=1),
         check=_lasting(
-            timedelta(milliseconds=100),
-            timedelta(minutes=10),
+            SHORTEST_POLL_INTERVAL,
+            LONGEST_POLL_INTERVAL,
             too_short="the database would be kept busy with polls",
             too_long="new events would wait that long",
         ),
