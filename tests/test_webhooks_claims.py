@@ -190,3 +190,31 @@ def test_a_subscription_deleted_while_in_flight_leaves_the_rest_of_the_batch_rec
     with db.transaction() as session:
         logged = session.scalars(select(Attempt.delivery_id)).all()
     assert logged == [kept]
+
+
+def test_an_owners_change_while_in_flight_is_what_the_record_judges(app: Any, user: Any) -> None:
+    """A webhook failing for days is about to be disabled; while an attempt is in flight its
+    owner fixes the receiver and enables it afresh (its failures forgotten). The attempt then
+    fails: that is the first failure of the webhook as it is now, not the last straw of the
+    old run, so it stays enabled and its owner is not mailed."""
+    sid, did = pending_delivery(app, user.id)
+    db = app.extensions["srcore"].db
+    now = utcnow()
+    with db.transaction() as session:
+        old = update(Subscription).where(Subscription.id == sid)
+        session.execute(old.values(failing_since=now - timedelta(days=3)))
+    with db.session() as session:
+        claim_deliveries(session, now=now, lease=timedelta(minutes=5), limit=10)
+        (job,) = load_jobs(session, [did])
+        session.commit()
+    with db.transaction() as session:  # as the owner's "enable" leaves it
+        session.execute(old.values(enabled=True, failing_since=None, disabled_reason=None))
+    job.exchange, job.now, job.headers = Exchange(status=500, headers={}), now, {}
+    told: list[int] = []
+    settings = WebhookSettings(notifier=lambda _s, sub, _why: told.append(sub.id))
+    with db.session() as session:
+        record(session, [job], config=settings, rng=random.Random(1))
+    with db.transaction() as session:
+        sub = session.get(Subscription, sid)
+        assert sub is not None
+        assert (sub.enabled, sub.failing_since, told) == (True, now, [])

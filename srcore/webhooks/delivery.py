@@ -132,7 +132,6 @@ class Job:
     #: Who subscribed: a user, or (with no user) a service's client id.
     owner_id: int | None
     owner_client: str | None
-    failing_since: datetime | None
     secret: str
     #: Signed with too, until it expires.
     previous_secret: str | None
@@ -155,7 +154,7 @@ def load_jobs(session: Session, delivery_ids: Sequence[int]) -> list[Job]:
         .add_columns(d.c.next_attempt_at, d.c.manual_status, d.c.resume_at, d.c.claimed_until)
         .add_columns(d.c.subscription_id)
         .add_columns(d.c.outbox_id, o.c.event, s.c.url, s.c.trusted, s.c.owner_id)
-        .add_columns(s.c.owner_client, s.c.failing_since)
+        .add_columns(s.c.owner_client)
         .add_columns(s.c.secret, s.c.previous_secret, s.c.previous_secret_expires)
         .select_from(d.join(s, s.c.id == d.c.subscription_id).join(o, o.c.id == d.c.outbox_id))
         .where(d.c.id.in_(sorted(set(delivery_ids))), d.c.status == PENDING)
@@ -191,7 +190,14 @@ def record(
     per the schedule. A job never sent (stopping, or its lease ran short) is freed, due at once."""
     d, s = _delivery, _subscription
     jobs = sorted(jobs, key=lambda j: (j.outbox_id, j.id))
-    loaded = {job.subscription_id: job.failing_since for job in jobs}
+    lazy_commit(session)
+    # Its subscriptions, locked before any delivery (as every change of several of them does)
+    # and read as they are now: their owners may have changed them since the claim.
+    ids = sorted({job.subscription_id for job in jobs})
+    chosen = sa.select(s.c.id, s.c.enabled, s.c.failing_since).where(s.c.id.in_(ids))
+    current = session.execute(chosen.order_by(s.c.id).with_for_update(key_share=True)).all()
+    loaded = {row.id: row.failing_since for row in current}
+    off = set(ids) - {row.id for row in current if row.enabled}  # disabled or deleted meanwhile
     failing = dict(loaded)  # failing_since per subscription, as read and after this batch
     disabled: dict[int, tuple[str, datetime]] = {}  # why and when
     attempts: list[dict[str, Any]] = []
@@ -213,6 +219,8 @@ def record(
             log.info("delivered %s in %d ms", where, job.duration_ms)
             return {**row, "o_status": DeliveryStatus.delivered, "o_delivered_at": now}
         error = exchange.error or f"HTTP {status}"
+        if sid in off:  # nothing left to judge of its subscription
+            return row
         if sid not in disabled and status == 410:
             disabled[sid] = (f"{job.url} answered 410 Gone", now)
         elif sid not in disabled and exchange.refused:
@@ -246,9 +254,6 @@ def record(
         else:
             changes.append(outcome(job, job.exchange, job.now))
             attempts.append(_attempt_row(job, job.exchange, config.body_cap))
-    lazy_commit(session)
-    # Its subscriptions before any delivery, as every change of several of them does.
-    lock_subscriptions(session, s.c.id.in_(sorted(loaded)))
     conn = session.connection()
     # Only rows still under this claim: one redelivered, cancelled or claimed again since keeps
     # what was done to it meanwhile (the attempt is logged all the same).
@@ -269,7 +274,7 @@ def record(
             change = {"enabled": False, "disabled_reason": reason[:512], "updated": now}
             conn.execute(sa.update(s).where(s.c.id == sid).values(failing_since=since, **change))
             cancel_pending(conn, d.c.subscription_id == sid)
-        elif since != loaded[sid]:
+        elif since != loaded.get(sid):
             conn.execute(sa.update(s).where(s.c.id == sid).values(failing_since=since))
     session.commit()
     for sid, (reason, _now) in disabled.items():
