@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from sqlalchemy import func
 from sqlalchemy import select as sql_select
 
 import srcore.db
@@ -295,15 +296,15 @@ class Gated:
         pass
 
 
-def pending_to(db: Any, owner_id: int, url: str) -> None:
-    """A subscription of user *owner_id* to *url*, with one delivery due now."""
+def pending_to(db: Any, owner_id: int, url: str, count: int = 1) -> None:
+    """A subscription of user *owner_id* to *url*, with *count* deliveries due now."""
     sub = Subscription(owner_id=owner_id, url=url, events="thing:created", secret=SECRET)
     db.add(sub)
     db.flush()
-    outbox_id = insert_event(db, "thing:created", {"n": sub.id})
-    db.add(
-        Delivery(subscription_id=sub.id, outbox_id=outbox_id, next_attempt_at=srcore.db.utcnow())
-    )
+    for _ in range(count):
+        outbox_id = insert_event(db, "thing:created", {"n": sub.id})
+        due = srcore.db.utcnow()
+        db.add(Delivery(subscription_id=sub.id, outbox_id=outbox_id, next_attempt_at=due))
     db.commit()
 
 
@@ -333,3 +334,29 @@ def test_one_subscribers_many_slow_receivers_hold_half_the_worker_at_most(
     db.expire_all()
     statuses = db.scalars(sql_select(Delivery.status)).all()
     assert statuses == ["delivered"] * 9
+
+
+def test_one_subscribers_backlog_leaves_room_to_claim_for_everyone_else(app: Any, db: Any) -> None:
+    """The same subscriber with a backlog on more slow webhooks than the worker may hold
+    claimed: it stops being claimed for once it holds half of that, so another subscriber's
+    delivery, made due while its requests hang, is still claimed and sent."""
+    gate = Gated()
+    settings = WebhookSettings(concurrency=8, per_host=2, timeout=timedelta(seconds=60))
+    worker = Worker(app, http=gate, trusted_http=gate, settings=settings, poll_interval=0.05)
+    worker.batch = 16  # it holds 8 x 16 claimed at most: half is 64
+    for n in range(9):
+        pending_to(db, 1001, f"https://slow{n}.example.org/hook", count=16)
+    drain = threading.Thread(target=worker.drain, kwargs={"until": time.monotonic() + PATIENCE})
+    drain.start()
+    try:
+        for _ in range(4):
+            assert gate.slow.acquire(timeout=PATIENCE), "the slow requests were not sent"
+        pending_to(db, 1002, "https://fast.example.org/hook")
+        worker.wake.set()
+        assert gate.fast.wait(PATIENCE), "the other subscriber's delivery was never claimed"
+    finally:
+        gate.release.set()
+        drain.join(PATIENCE)
+        worker.close()
+    db.expire_all()
+    assert db.scalar(sql_select(func.count()).where(Delivery.status == "delivered")) == 145

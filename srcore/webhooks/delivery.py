@@ -78,11 +78,18 @@ def claim_outbox(session: Session, *, now: datetime, lease: timedelta, limit: in
 
 
 def claim_deliveries(
-    session: Session, *, now: datetime, lease: timedelta, limit: int, exclude: Collection[int] = ()
+    session: Session,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    exclude: Collection[int] = (),
+    owners: Collection[tuple[int | None, str | None]] = (),
 ) -> list[int]:
     """Claim up to *limit* due pending deliveries, oldest event first, at most :data:`LANE`
-    of a subscription and none of *exclude*'s. First attempts go in event order: one waits
-    while an earlier first attempt of its subscription is in flight or not yet due."""
+    of a subscription, none of *exclude*'s nor of the subscriptions of *owners* (``owner_id,
+    owner_client``). First attempts go in event order: one waits while an earlier first
+    attempt of its subscription is in flight or not yet due."""
     d = _delivery
     in_flight_or_later = sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now)
     held_up = (
@@ -95,6 +102,13 @@ def claim_deliveries(
     due.append(sa.or_(held_up.c.first.is_(None), held_up.c.first > d.c.outbox_id))
     if exclude:
         due.append(d.c.subscription_id.not_in(sorted(exclude)))
+    if owners:
+        s = _subscription
+        theirs = [
+            s.c.owner_id.is_not_distinct_from(user) & s.c.owner_client.is_not_distinct_from(client)
+            for user, client in owners
+        ]
+        due.append(d.c.subscription_id.not_in(sa.select(s.c.id).where(sa.or_(*theirs))))
     # PostgreSQL locks no rows of a windowed SELECT: rank them in a subquery.
     order = (d.c.outbox_id, d.c.id)
     rank = sa.func.row_number().over(partition_by=d.c.subscription_id, order_by=order)

@@ -125,6 +125,8 @@ class Worker:
         self._finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
         #: Per subscription, its deliveries claimed and not recorded yet; it gets no more meanwhile.
         self._held: Counter[int] = Counter()
+        #: The same per subscriber: one holding half of what the worker may hold gets no more.
+        self._held_by: Counter[tuple[int | None, str | None]] = Counter()
         self._prepared = False
         self._pruned_at: datetime | None = None
 
@@ -144,7 +146,10 @@ class Worker:
         now, claimed_at = self.clock(), time.monotonic()
         outbox_ids = claim_outbox(session, now=now, lease=self.lease, limit=self.batch)
         room = max(min(HOLD_BATCHES * self.batch - self._held.total(), self.batch), 0)
-        due = claim_deliveries(session, now=now, lease=self.lease, limit=room, exclude=self._held)
+        full = [who for who, n in self._held_by.items() if n >= HOLD_BATCHES * self.batch // 2]
+        due = claim_deliveries(
+            session, now=now, lease=self.lease, limit=room, exclude=self._held, owners=full
+        )
         lanes: dict[int, list[Job]] = {}
         for job in load_jobs(session, due) if due else ():
             lanes.setdefault(job.subscription_id, []).append(job)
@@ -160,6 +165,7 @@ class Worker:
             args = (jobs, owner, host, last_start)
             threading.Thread(target=self._send_lane, args=args, daemon=True).start()
             self._held[sid] += len(jobs)
+            self._held_by[who] += len(jobs)
         if outbox_ids:
             fan_out(session, outbox_ids, manifest=self.state.manifest, now=self.clock())
         now = self.clock()
@@ -200,6 +206,7 @@ class Worker:
         """Record *count* jobs the lanes finished, waiting for them if need be."""
         jobs = [self._finished.get() for _ in range(count)]
         self._held -= Counter(job.subscription_id for job in jobs)
+        self._held_by -= Counter((job.owner_id, job.owner_client) for job in jobs)
         if jobs:  # no longer held: recorded, or left to their leases if this fails
             record(session, jobs, config=self.settings, rng=self.rng)
         return count
