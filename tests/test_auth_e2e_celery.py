@@ -157,10 +157,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryNetwork]
             tmp / "config.ini",
             ports,
             global_keys={
-                "smtp-host": "127.0.0.1",
-                "smtp-port": sink.port,
-                "smtp-tls": "none",
-                "smtp-from": "meta@example.org",
+                **sink.config_keys(),
                 "revocation-pull-interval": PULL_INTERVAL,
                 "webhooks-broker": redis_server.url,
             },

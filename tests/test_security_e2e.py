@@ -132,10 +132,7 @@ def network(tmp_path_factory: pytest.TempPathFactory, mail_sink: SMTPSink) -> It
         tmp / "config.ini",
         ports,
         global_keys={
-            "smtp-host": "127.0.0.1",
-            "smtp-port": mail_sink.port,
-            "smtp-tls": "none",
-            "smtp-from": "meta@example.org",
+            **mail_sink.config_keys(),
             "revocation-pull-interval": "1s",
             "allow-private-webhook-targets": "127.0.0.0/8",
         },

@@ -308,21 +308,13 @@ def pending_to(db: Any, owner_id: int, url: str, count: int = 1) -> None:
     db.commit()
 
 
-def test_one_subscribers_many_slow_receivers_hold_half_the_worker_at_most(
-    app: Any, db: Any
-) -> None:
-    """A subscriber whose webhooks point at many slow hosts (or one host under many names or
-    ports) holds at most half of a worker's sending slots: another subscriber's delivery,
-    made due while all of those requests hang, is sent before any of them ends."""
-    gate = Gated()
-    settings = WebhookSettings(concurrency=8, per_host=2, timeout=timedelta(seconds=60))
-    worker = Worker(app, http=gate, trusted_http=gate, settings=settings, poll_interval=0.05)
-    for n in range(8):
-        pending_to(db, 1001, f"https://slow{n}.example.org/hook")
+def another_subscriber_is_served(app: Any, db: Any, gate: Gated, worker: Worker) -> None:
+    """Run *worker* until four requests to slow receivers hang, make another subscriber's
+    delivery due, and see it sent before any of them ends; then let them end."""
     drain = threading.Thread(target=worker.drain, kwargs={"until": time.monotonic() + PATIENCE})
     drain.start()
     try:
-        for _ in range(4):  # half of the eight slots: requests to four hosts hang
+        for _ in range(4):
             assert gate.slow.acquire(timeout=PATIENCE), "the slow requests were not sent"
         pending_to(db, 1002, "https://fast.example.org/hook")
         worker.wake.set()
@@ -332,6 +324,24 @@ def test_one_subscribers_many_slow_receivers_hold_half_the_worker_at_most(
         drain.join(PATIENCE)
         worker.close()
     db.expire_all()
+
+
+def small_worker(app: Any, gate: Gated) -> Worker:
+    """Eight sending slots, two per receiver: one subscriber may hold four."""
+    settings = WebhookSettings(concurrency=8, per_host=2, timeout=timedelta(seconds=60))
+    return Worker(app, http=gate, trusted_http=gate, settings=settings, poll_interval=0.05)
+
+
+def test_one_subscribers_many_slow_receivers_hold_half_the_worker_at_most(
+    app: Any, db: Any
+) -> None:
+    """A subscriber whose webhooks point at many slow hosts (or one host under many names or
+    ports) holds at most half of a worker's sending slots: another subscriber's delivery,
+    made due while all of those requests hang, is sent before any of them ends."""
+    gate = Gated()
+    for n in range(8):
+        pending_to(db, 1001, f"https://slow{n}.example.org/hook")
+    another_subscriber_is_served(app, db, gate, small_worker(app, gate))
     statuses = db.scalars(sql_select(Delivery.status)).all()
     assert statuses == ["delivered"] * 9
 
@@ -341,22 +351,9 @@ def test_one_subscribers_backlog_leaves_room_to_claim_for_everyone_else(app: Any
     claimed: it stops being claimed for once it holds half of that, so another subscriber's
     delivery, made due while its requests hang, is still claimed and sent."""
     gate = Gated()
-    settings = WebhookSettings(concurrency=8, per_host=2, timeout=timedelta(seconds=60))
-    worker = Worker(app, http=gate, trusted_http=gate, settings=settings, poll_interval=0.05)
+    worker = small_worker(app, gate)
     worker.batch = 16  # it holds 8 x 16 claimed at most: half is 64
     for n in range(9):
         pending_to(db, 1001, f"https://slow{n}.example.org/hook", count=16)
-    drain = threading.Thread(target=worker.drain, kwargs={"until": time.monotonic() + PATIENCE})
-    drain.start()
-    try:
-        for _ in range(4):
-            assert gate.slow.acquire(timeout=PATIENCE), "the slow requests were not sent"
-        pending_to(db, 1002, "https://fast.example.org/hook")
-        worker.wake.set()
-        assert gate.fast.wait(PATIENCE), "the other subscriber's delivery was never claimed"
-    finally:
-        gate.release.set()
-        drain.join(PATIENCE)
-        worker.close()
-    db.expire_all()
+    another_subscriber_is_served(app, db, gate, worker)
     assert db.scalar(sql_select(func.count()).where(Delivery.status == "delivered")) == 145

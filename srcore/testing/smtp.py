@@ -88,6 +88,15 @@ class SMTPSink:
             self._arrived.notify_all()
         return "250 OK"
 
+    def config_keys(self, sender: str = "meta@example.org") -> dict[str, str | int]:
+        """The ``[global]`` keys that send a network's mail here, from *sender*."""
+        return {
+            "smtp-host": self.host,
+            "smtp-port": self.port,
+            "smtp-tls": "none",
+            "smtp-from": sender,
+        }
+
     def clear(self) -> None:
         """Forget the mail accepted so far."""
         with self._arrived:
