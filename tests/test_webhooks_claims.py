@@ -218,3 +218,31 @@ def test_an_owners_change_while_in_flight_is_what_the_record_judges(app: Any, us
         sub = session.get(Subscription, sid)
         assert sub is not None
         assert (sub.enabled, sub.failing_since, told) == (True, now, [])
+
+
+def test_a_webhook_disabled_while_in_flight_keeps_its_delivery_for_when_it_is_enabled(
+    app: Any, client: Any, make_token: Any, user: Any
+) -> None:
+    """Its owner disables a webhook while an attempt is in flight, and the attempt fails: the
+    delivery is not given up for good (only a failure judged against the webhook could do
+    that); enabled again, the webhook receives it."""
+    sid, did = pending_delivery(app, user.id)
+    receiver = Held()
+    headers = {"Authorization": f"Bearer {make_token('sample/things:RW', user=user)}"}
+
+    def switch(enabled: bool) -> None:
+        response = client.patch(f"/api/webhooks/{sid}", json={"enabled": enabled}, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+    while_in_flight(app, receiver, lambda: switch(False))
+    assert delivery(app, did).status == "pending"
+    switch(True)
+    with app.extensions["srcore"].db.transaction() as session:  # its retry is due now
+        session.execute(update(Delivery).values(next_attempt_at=utcnow()))
+    worker = Worker(app, http=receiver, trusted_http=receiver, poll_interval=0.05)
+    try:
+        worker.drain(until=time.monotonic() + 30)
+    finally:
+        worker.close()
+    assert delivery(app, did).status == "delivered"
+    assert len(receiver.ids) == 2

@@ -208,6 +208,9 @@ def record(
     # Its subscriptions, locked before any delivery (as every change of several of them does)
     # and read as they are now: their owners may have changed them since the claim.
     ids = sorted({job.subscription_id for job in jobs})
+    if session.get_bind().dialect.name == "sqlite":  # the write lock before the read
+        hold = sa.update(s).where(s.c.id.in_(ids)).values(updated=s.c.updated)
+        session.execute(hold)
     chosen = sa.select(s.c.id, s.c.enabled, s.c.failing_since).where(s.c.id.in_(ids))
     current = session.execute(chosen.order_by(s.c.id).with_for_update(key_share=True)).all()
     loaded = {row.id: row.failing_since for row in current}
@@ -233,14 +236,15 @@ def record(
             log.info("delivered %s in %d ms", where, job.duration_ms)
             return {**row, "o_status": DeliveryStatus.delivered, "o_delivered_at": now}
         error = exchange.error or f"HTTP {status}"
-        if sid in off:  # nothing left to judge of its subscription
-            return row
-        if sid not in disabled and status == 410:
+        # One disabled or deleted since the claim is not judged again; its delivery is retried
+        # as usual (cancelled at its next load if it is still disabled then).
+        judged = sid not in off and sid not in disabled
+        if judged and status == 410:
             disabled[sid] = (f"{job.url} answered 410 Gone", now)
         elif sid not in disabled and exchange.refused:
             log.warning("not delivering %s, and not retrying: %s", where, error)
             return row
-        elif sid not in disabled:
+        elif judged:
             since = failing[sid] = failing[sid] or now
             if now - since >= config.disable_after:
                 why = f"every delivery to {job.url} failed since {since:%Y-%m-%d %H:%M} UTC"

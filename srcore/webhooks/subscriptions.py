@@ -266,7 +266,7 @@ class Subscriber:
         query = select(Delivery).where(*mine).with_for_update(of=Delivery)  # claims skip it
         delivery = db_session.scalar(query) or abort(404)
         if not make_due(delivery, now=utcnow()):
-            why = "This delivery is being sent right now; its attempt shows in the log in a moment."
+            why = "This delivery is being sent right now; ask again once its attempt is logged."
             raise Conflict(why)
         db_session.commit()
         return _sent(delivery)
