@@ -130,7 +130,7 @@ class _Seconds(click.FloatRange):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         seconds = super().convert(value, param, ctx)
         if isinstance(seconds, float) and math.isnan(seconds):
-            self.fail(f"{seconds} is not in the range {self._describe_range()}.", param, ctx)
+            self.fail(f"{seconds} is not in the range {self.min}<=x<={self.max}.", param, ctx)
         return seconds
 
 
