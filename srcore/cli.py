@@ -46,9 +46,19 @@ def _service_package(service_id: str) -> str:
 @click.option(
     "--bind", default=None, help="Address to listen on (default: the origin's port on 127.0.0.1)."
 )
-@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option(
-    "--threads", default=1, show_default=True, help="Threads per worker (gthread above 1)."
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="gunicorn worker processes.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Threads per worker (gthread above 1).",
 )
 @click.option(
     "--debug", is_flag=True, help="Use Flask's reloading debug server instead of gunicorn."
@@ -199,6 +209,12 @@ def init(
     if unknown:
         raise click.UsageError(
             f"not installed: {', '.join(unknown)} (installed: {', '.join(installed) or 'none'})"
+        )
+    last = 65535 - len(chosen) + 1  # each service gets the next port: all must be TCP ports
+    if not 1 <= first_port <= last:
+        raise click.UsageError(
+            f"--first-port {first_port}: the {len(chosen)} services need ports {first_port} to "
+            f"{first_port + len(chosen) - 1}; give one from 1 to {last}"
         )
     exists = f"{path} exists; pass --force to overwrite it"
     source = click.get_current_context().get_parameter_source("first_port")

@@ -63,3 +63,38 @@ def test_init_refuses_an_existing_file_or_link(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["init", "--path", str(dangling), "todo"])
     assert result.exit_code == 2
     assert not (tmp_path / "nowhere.ini").exists()
+
+
+@pytest.mark.parametrize(
+    ("first_port", "services"),
+    [("0", ["meta"]), ("-5", ["meta"]), ("65535", ["meta", "todo"]), ("70000", ["meta"])],
+)
+def test_init_refuses_a_first_port_that_leaves_a_service_no_port(
+    tmp_path: Path, first_port: str, services: list[str]
+) -> None:
+    """Each service gets the port after the one before: a first port that would give one a
+    number no TCP port has is refused, before anything is written (the config it wrote
+    could not be used)."""
+    config = tmp_path / "config.ini"
+    args = ["init", "--path", str(config), "--first-port", first_port, *services]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert f"--first-port {first_port}:" in result.output and "give one from 1 to" in result.output
+    assert not config.exists()
+
+
+def test_init_takes_the_last_first_port_that_fits(tmp_path: Path) -> None:
+    config = tmp_path / "config.ini"
+    args = ["init", "--path", str(config), "--first-port", "65534", "meta", "todo"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    text = config.read_text(encoding="utf-8")
+    assert "http://127.0.0.1:65534" in text and "http://127.0.0.1:65535" in text
+
+
+@pytest.mark.parametrize("option", ["--workers", "--threads"])
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_serve_refuses_no_workers_or_threads(option: str, value: str) -> None:
+    result = CliRunner().invoke(cli, ["serve", "todo", option, value])
+    assert result.exit_code == 2
+    assert option in result.output and "x>=1" in result.output
