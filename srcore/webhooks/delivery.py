@@ -200,8 +200,9 @@ def record(
 ) -> None:
     """Record what happened to *jobs* in a few set-based statements, commit, then tell the owners of
     the subscriptions it disabled. Delivered on 2xx; final when the policy refused the target; the
-    subscription disabled on 410 Gone or once failing for ``webhook-disable-after``; else retried
-    per the schedule. A job never sent (stopping, or its lease ran short) is freed, due at once."""
+    subscription disabled on 410 Gone or once failing (refused included) for
+    ``webhook-disable-after``; else retried per the schedule. A job never sent (stopping, or its
+    lease ran short) is freed, due at once."""
     d, s = _delivery, _subscription
     jobs = sorted(jobs, key=lambda j: (j.outbox_id, j.id))
     lazy_commit(session)
@@ -241,15 +242,15 @@ def record(
         judged = sid not in off and sid not in disabled
         if judged and status == 410:
             disabled[sid] = (f"{job.url} answered 410 Gone", now)
-        elif sid not in disabled and exchange.refused:
-            log.warning("not delivering %s, and not retrying: %s", where, error)
-            return row
-        elif judged:
+        elif judged:  # a refused target too: its owner is told once it has lasted
             since = failing[sid] = failing[sid] or now
             if now - since >= config.disable_after:
                 why = f"every delivery to {job.url} failed since {since:%Y-%m-%d %H:%M} UTC"
                 disabled[sid] = (f"{why} (last: {error})", now)
         if sid in disabled:  # by this attempt or an earlier one of the batch
+            return row
+        if exchange.refused:
+            log.warning("not delivering %s, and not retrying: %s", where, error)
             return row
         if manual:
             log.info("manual redelivery of %s failed: %s", where, error)
