@@ -119,7 +119,11 @@ class Validation:
                 self.error(exc.reason)
             return
         self.source = "form"
-        if not request.mimetype or request.mimetype in _FORM_MIMETYPES:
+        if not request.mimetype and request.get_data(cache=True).strip():
+            # Nothing says how to read it: taken as an empty form, what it holds (JSON sent
+            # without its Content-Type, say) would be lost and every default applied.
+            self.error("The request body has no Content-Type; send a form or JSON.")
+        elif not request.mimetype or request.mimetype in _FORM_MIMETYPES:
             self._data = request.form
             self._files = request.files
         else:

@@ -104,7 +104,10 @@ def api_delete(subscription_id: int) -> NoContent:
 def api_rotate(subscription_id: int) -> SubscriptionJSON:
     """Give a webhook a new secret (in the answer); the old one keeps signing beside it
     for ``overlap`` seconds (a day unless sent), so receivers can switch over."""
-    sent = request.content_length or request.form
+    # Whether a body came is what was read (a form is parsed already, JSON not), never its
+    # Content-Length: a body sent chunked has none, and its overlap (0: end a leaked secret
+    # now) must not give way to the day's default.
+    sent = request.form or request.get_data(cache=True).strip()
     return subs.current.rotate(subscription_id, Validation() if sent else Validation(data={}))
 
 
