@@ -48,6 +48,8 @@ class Held:
 
     def __init__(self) -> None:
         self.arrived = 0
+        #: The ``webhook-id`` of each request, in the order they arrived.
+        self.ids: list[str] = []
         self.changed = threading.Condition()
         self.released = threading.Event()
         self._servers: list[Any] = []
@@ -61,6 +63,7 @@ class Held:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", "0")))
                 with record.changed:
+                    record.ids.append(self.headers["webhook-id"])
                     record.arrived += 1
                     record.changed.notify_all()
                 record.released.wait(PATIENCE)
@@ -294,9 +297,13 @@ def test_a_worker_holds_at_most_eight_batches_claimed(
 
 class Dying:
     """A sender that fails inside the request, as a worker killed while sending would: the
-    attempt is never recorded and the delivery stays claimed."""
+    attempt is never recorded and the delivery stays claimed. It keeps the ``webhook-id``."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
 
     def post(self, url: str, headers: Any, body: bytes, *, deadline: float) -> Exchange:
+        self.ids.append(headers["webhook-id"])
         raise RuntimeError("the worker died while sending")
 
     def close(self) -> None:
@@ -307,7 +314,8 @@ def test_a_dead_workers_delivery_comes_back_within_five_minutes(
     configure: Callable[..., Any], held: Held
 ) -> None:
     """operators.md: "a worker killed while sending holds it until its lease ends, five minutes
-    at most": another worker sends it once that is over, not before."""
+    at most": another worker sends it once that is over, not before, and (delivery.py) with the
+    same ``webhook-id``, so a receiver that got the first request too sees a duplicate."""
     app = configure()
     held.let_go()
     subscribe(app, held.start())
@@ -326,6 +334,7 @@ def test_a_dead_workers_delivery_comes_back_within_five_minutes(
     clock.now = start + timedelta(minutes=5, seconds=5)
     drain(app, clock)
     assert held.arrived == 1 and statuses(app) == ["delivered"]
+    assert held.ids == dying.ids
 
 
 # -- the poll interval ---------------------------------------------------------------------
@@ -360,3 +369,63 @@ def test_an_idle_worker_finds_an_event_committed_elsewhere_by_its_poll_interval(
         thread.join(PATIENCE)
         worker.close()
     assert not thread.is_alive()
+
+
+# -- the operator's own subscriptions ------------------------------------------------------
+
+
+@pytest.mark.usefixtures("clean_webhooks")
+def test_the_operators_trusted_subscriptions_are_never_shown(
+    app: Any, client: Any, make_token: Any, user: Any
+) -> None:
+    """security.md: meta's own subscription to a service is made by code only, and "the API and
+    pages never show it", not even to the client (or user) it is recorded as owned by: nobody
+    can read its secret, point it elsewhere, or delete it."""
+    from srcore.testing import log_in_client
+
+    st = app.extensions["srcore"]
+    made: dict[str, tuple[int, int]] = {}
+    with st.db.transaction() as s:
+        outbox_id = insert_event(s, "thing:created", {"id": 1, "name": "x"})
+        for who, owner_id, owner_client in (("client", None, "builds"), ("user", user.id, None)):
+            sub = Subscription(
+                url=f"https://{who}.example.org/_srcore/events",
+                owner_id=owner_id,
+                owner_client=owner_client,
+                events="thing:created",
+                scopes="sample/things:RW",
+                secret=generate_secret(),
+                trusted=True,
+            )
+            s.add(sub)
+            s.flush()
+            delivery = Delivery(subscription_id=sub.id, outbox_id=outbox_id, status="failed")
+            s.add(delivery)
+            s.flush()
+            made[who] = (sub.id, delivery.id)
+    before = rows(app, select(Subscription.id, Subscription.url, Subscription.secret))
+    tokens = {
+        "client": make_token("sample/things:RW", user=None, client_id="builds"),
+        "user": make_token("sample/things:RW", user=user),
+    }
+    for who, (sid, did) in made.items():
+        headers = {"Authorization": f"Bearer {tokens[who]}"}
+        assert client.get("/api/webhooks", headers=headers).get_json()["results"] == [], who
+        for method, path, body in (
+            ("GET", f"/api/webhooks/{sid}", None),
+            ("GET", f"/api/webhooks/{sid}/deliveries", None),
+            ("PATCH", f"/api/webhooks/{sid}", {"url": "https://elsewhere.example.org/"}),
+            ("POST", f"/api/webhooks/{sid}/rotate", {}),
+            ("POST", f"/api/webhooks/{sid}/ping", {}),
+            ("POST", f"/api/webhooks/{sid}/deliveries/{did}/redeliver", {}),
+            ("DELETE", f"/api/webhooks/{sid}", None),
+        ):
+            answer = client.open(path, method=method, json=body, headers=headers)
+            assert answer.status_code == 404, (who, method, path, answer.status_code)
+
+    browser = log_in_client(app.test_client(), user)
+    sid, _ = made["user"]
+    assert "user.example.org" not in browser.get("/webhooks").get_data(as_text=True)
+    assert browser.get(f"/webhooks/{sid}").status_code == 404
+    assert browser.get(f"/webhooks/{sid}/edit").status_code == 404
+    assert rows(app, select(Subscription.id, Subscription.url, Subscription.secret)) == before
