@@ -168,7 +168,12 @@ class AddressPolicy:
     def url_refusal(self, url: str) -> str | None:
         """Why a request to *url* is refused before any lookup, or ``None``: only http(s),
         no ``user:password@`` (it would be sent to, and logged for, whatever the URL
-        names), an allowed port."""
+        names), an allowed port, no backslash before the path.
+
+        A backslash ends the host part for urllib3 (and browsers) but not for
+        :func:`~urllib.parse.urlsplit`: ``http://h:6379\\[::1]:8080/`` is port 8080 here
+        and port 6379 to the sender, so such a URL cannot be judged here at all.
+        """
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -176,6 +181,8 @@ class AddressPolicy:
             return "the URL is not valid"
         if parts.scheme not in ("http", "https"):
             return "the URL is not http or https"
+        if "\\" in parts.netloc:
+            return "the URL has a backslash in its host part, which clients read differently"
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
             return "the URL carries credentials (user:password@), which are never sent"
         if not parts.hostname:

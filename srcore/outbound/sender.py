@@ -5,14 +5,16 @@
 so tests hand them a fake. :class:`PooledSender`, the real one, keeps a thread-safe urllib3
 pool of keep-alive connections with the SSRF policy inside:
 
-- a new connection resolves the name once, checks *every* address it got, and connects
-  to a checked one only: a refused target never sees a TCP connection, and a name that
-  answers differently for the check and the connection (DNS rebinding) gains nothing;
+- a new connection checks the port it is for, resolves the name once, checks *every*
+  address it got, and connects to a checked one only: a refused target never sees a TCP
+  connection, and a name that answers differently for the check and the connection (DNS
+  rebinding) gains nothing;
   TLS still verifies the certificate for the name;
 - the attempt has one deadline for lookup, connect, send and read together: a watchdog
   shuts the socket at the deadline, so a receiver trickling bytes cannot hold it longer;
 - redirects are not followed; response bodies are capped and kept as sent (compressed,
-  if the receiver compressed though asked for ``identity``: no inflating a bomb);
+  if the receiver compressed though asked for ``identity``: no inflating a bomb), and a
+  negative chunk size is an error, not "read until the receiver stops";
 - what an error quotes of a receiver's bytes is cut and escaped, here and in urllib3's log.
 """
 
@@ -33,6 +35,7 @@ import urllib3
 from urllib3 import exceptions as e
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.response import HTTPResponse
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from srcore.forks import reset_in_child
@@ -217,6 +220,9 @@ class _PinnedMixin:
 
     def _new_conn(self) -> socket.socket:
         host = self.host.strip("[]")
+        # The port urllib3 read from the URL, which a URL's own check may have read otherwise.
+        if self.policy is not None and not self.policy.ports.allows(self.port):
+            raise RefusedAddress(f"port {self.port}", f"not one of {self.policy.ports_setting}")
         attempt = self._attempt()
         try:
             infos = resolve(host, self.port, attempt.deadline if attempt is not None else None)
@@ -265,6 +271,24 @@ class _PinnedMixin:
         if attempt is not None:
             attempt.track(self)  # type: ignore[arg-type]
         return super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def getresponse(self) -> Any:
+        response: HTTPResponse = super().getresponse()  # type: ignore[misc]
+        response.__class__ = _CheckedResponse  # urllib3 makes its own class, no hook for ours
+        return response
+
+
+class _CheckedResponse(HTTPResponse):
+    """urllib3's response, refusing a negative chunk size: it read ``-1`` as "all there is",
+    keeping in memory whatever the receiver sent until the deadline (hundreds of MB a
+    second), and raised ValueError for other negative sizes, out of :meth:`Sender.post`."""
+
+    def _update_chunk_length(self) -> None:
+        super()._update_chunk_length()
+        if self.chunk_left is not None and self.chunk_left < 0:
+            size, self.chunk_left = self.chunk_left, None
+            self.close()
+            raise e.InvalidChunkLength(self, str(size).encode())
 
 
 class _PinnedHTTPConnection(_PinnedMixin, HTTPConnection):
@@ -397,7 +421,7 @@ class PooledSender:
             else:
                 complete = True
             exchange.body = b"".join(chunks)
-        except (e.HTTPError, OSError) as exc:
+        except (e.HTTPError, OSError, ValueError) as exc:  # ValueError: urllib3, on odd bytes
             exchange.error = f"reading the response failed: {_root_cause(exc)}"
         finally:
             if not complete:

@@ -7,7 +7,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from srcore.outbound.policy import AddressPolicy, policy_for
 from srcore.outbound.sender import resolve
@@ -60,7 +60,8 @@ def target_problem(
     if refused is not None:
         return refused
     parts = urlsplit(url)
-    host = (parts.hostname or "").rstrip(".").lower()
+    # Decoded as the sender's urllib3 decodes it: ``%31%32%37.0.0.1`` is 127.0.0.1.
+    host = unquote(parts.hostname or "").rstrip(".").lower()
     if not host:
         return "the URL has no host"
     try:
