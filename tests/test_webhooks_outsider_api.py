@@ -7,8 +7,10 @@ The sample service declares one event, ``thing:created``, needing ``sample/thing
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +19,8 @@ from sqlalchemy import select
 
 from srcore.outbound.targets import set_resolver
 from srcore.testing import create_user, log_in_client
-from srcore.webhooks.models import Subscription, WebhookBase
+from srcore.webhooks.models import Attempt, Delivery, Subscription, WebhookBase
+from srcore.webhooks.outbox import insert_event
 
 SCOPES = "sample/things:RW"
 HOOK = "https://hooks.example.invalid/sample"
@@ -193,3 +196,96 @@ def test_a_second_user_and_a_client_see_each_others_webhooks_as_nothing(
     assert bob_browser.get(f"/webhooks/{mine}").status_code == 404
     assert bob_browser.get(f"/webhooks/{clients}").status_code == 404
     assert bob_browser.get(f"/webhooks/{bobs}").status_code == 200
+
+
+# -- a token reads and resends only the events its scopes cover -------------------------------
+
+
+@pytest.fixture
+def todo(_srcore_database_pool: Any, srcore_backend: str, srcore_signing_key: Any) -> Iterator[Any]:
+    """todo's app (its events need two scopes, ``todo/trackers`` and ``todo/tickets``),
+    built as the ``app`` fixture builds the sample service's."""
+    from joserfc.jwk import KeySet
+
+    from srcore.auth.tokens import StaticKeySource, TokenVerifier
+    from srcore.testing.databases import _clean
+    from srcore.testing.users import TEST_ISSUER
+
+    database = _srcore_database_pool.get("todo", srcore_backend)
+    keys = StaticKeySource(KeySet([srcore_signing_key]))
+    verifier = TokenVerifier(keys=keys, issuer=TEST_ISSUER, audience="todo")
+    todo_app = importlib.import_module("todo").create_app(
+        config=database.config_path, token_verifier=verifier
+    )
+    todo_app.config["TESTING"] = True
+    set_resolver(todo_app, lambda host, port, timeout: None)
+    try:
+        yield todo_app
+    finally:
+        _clean(todo_app)
+        todo_app.extensions["srcore"].db.dispose()
+
+
+def test_a_token_sees_and_resends_only_deliveries_its_scopes_cover(
+    todo: Any, srcore_signing_key: Any
+) -> None:
+    """A webhook's log keeps the deliveries of events it no longer receives: a token that
+    may not receive those (it lacks their scope) neither reads their payloads in the log
+    nor has them sent again, to a URL it may have just changed."""
+    from srcore.testing.users import mint_token
+
+    client = todo.test_client()
+    alice = create_user(todo, "alice")
+
+    def bearer(scopes: str) -> dict[str, str]:
+        token = mint_token(srcore_signing_key, audience="todo", scopes=scopes, user_id=alice.id)
+        return {"Authorization": f"Bearer {token}"}
+
+    both = bearer("todo/tickets:RW todo/trackers:RW")
+    made = client.post(
+        "/api/webhooks", json={"url": HOOK, "events": ["ticket:created"]}, headers=both
+    )
+    sid = made.get_json()["id"]
+    with todo.extensions["srcore"].db.transaction() as session:
+        secret = {"id": 7, "title": "a private ticket"}
+        outbox_id = insert_event(session, "ticket:created", secret, resource="tracker:1")
+        delivery = Delivery(subscription_id=sid, outbox_id=outbox_id, status="failed", attempts=1)
+        session.add(delivery)
+        session.flush()
+        session.add(
+            Attempt(
+                delivery_id=delivery.id,
+                request_headers=json.dumps({"webhook-id": delivery.message_id}),
+                request_body=json.dumps({"type": "ticket:created", "data": secret}),
+                response_status=500,
+                response_headers="{}",
+                response_body="",
+                duration_ms=1,
+            )
+        )
+        did = delivery.id
+    # It now receives tracker events only (a change its tickets scope allowed).
+    changed = client.patch(
+        f"/api/webhooks/{sid}", json={"events": ["tracker:created"]}, headers=both
+    )
+    assert changed.status_code == 200
+    trackers = bearer("todo/trackers:RW")
+    log = client.get(f"/api/webhooks/{sid}/deliveries", headers=trackers)
+    assert log.status_code == 200
+    assert log.get_json()["results"] == []
+    assert "a private ticket" not in log.get_data(as_text=True)
+    moved = client.patch(
+        f"/api/webhooks/{sid}", json={"url": HOOK + "/elsewhere"}, headers=trackers
+    )
+    assert moved.status_code == 200
+    resent = client.post(f"/api/webhooks/{sid}/deliveries/{did}/redeliver", headers=trackers)
+    assert resent.status_code == 404
+    with todo.extensions["srcore"].db.transaction() as session:
+        assert session.get(Delivery, did).status == "failed"
+    # The token holding the tickets scope still sees it, and the owner's pages do.
+    assert [
+        d["id"]
+        for d in client.get(f"/api/webhooks/{sid}/deliveries", headers=both).get_json()["results"]
+    ] == [did]
+    browser = log_in_client(todo.test_client(), alice)
+    assert "a private ticket" in browser.get(f"/webhooks/{sid}").get_data(as_text=True)

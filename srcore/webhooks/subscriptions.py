@@ -13,7 +13,7 @@ from functools import partial
 from typing import cast
 
 from flask import abort, current_app, g
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, func, select, true, update
 from sqlalchemy.orm import joinedload, lazyload
 from werkzeug.exceptions import Conflict, TooManyRequests
 from werkzeug.local import LocalProxy
@@ -155,6 +155,17 @@ class Subscriber:
         client = Subscription.owner_client == self.client_id
         return visible & Subscription.owner_id.is_(None) & client
 
+    def receivable(self) -> ColumnElement[bool]:
+        """The WHERE clause of the deliveries it may read and send again: test events, and
+        those of events its token may receive. A webhook's log keeps the deliveries of events
+        it no longer receives, which a token lacking their scope must not see nor resend."""
+        if not self.token:
+            return true()
+        manifest = state().manifest
+        receiving = {e.name: Scope(manifest.id, e.scope, "RO") for e in manifest.events}
+        held = [name for name, scope in receiving.items() if satisfies(self.scopes, scope)]
+        return Delivery.outbox.has(OutboxRow.event.in_([PING, *held]))
+
     def find(self, sid: int, write: bool | None = True, hold: bool = True) -> Subscription:
         """Its subscription (or 404), if it may manage (*write*) or receive it (None: as is);
         to manage it, read again and held till the commit unless *hold* is False: racing
@@ -262,7 +273,7 @@ class Subscriber:
         sub = self.find(subscription_id)
         if not sub.enabled:
             raise Conflict("This webhook is disabled; enable it before redelivering.")
-        mine = Delivery.id == delivery_id, Delivery.subscription_id == sub.id
+        mine = Delivery.id == delivery_id, Delivery.subscription_id == sub.id, self.receivable()
         query = select(Delivery).where(*mine).with_for_update(of=Delivery)  # claims skip it
         delivery = db_session.scalar(query) or abort(404)
         if not make_due(delivery, now=utcnow()):
@@ -299,7 +310,7 @@ class Subscriber:
         sub = self.find(subscription_id, write=False)
         # Each delivery with the name of its event, not the whole event, nor its subscription.
         event_name = joinedload(Delivery.outbox).load_only(OutboxRow.event)
-        stmt = select(Delivery).where(Delivery.subscription_id == sub.id)
+        stmt = select(Delivery).where(Delivery.subscription_id == sub.id, self.receivable())
         stmt = stmt.options(lazyload(Delivery.subscription), event_name)
         page = _page(stmt, key=[Delivery.id], valid=Validation(data={}) if first else None)
         attempts: dict[int, list[Attempt]] = {delivery.id: [] for delivery in page.items}
