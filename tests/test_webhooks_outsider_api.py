@@ -112,6 +112,51 @@ def test_a_body_without_a_content_type_is_refused_not_ignored(
     assert form.get_json()["previous_secret_expires"] is None
 
 
+def test_a_bad_overlap_is_a_400_and_rotates_nothing(app: Any, client: Any, alice: Any) -> None:
+    """An overlap that is no whole number of seconds within a week is refused, naming the
+    field, and the secret stays as it was (nothing half-written)."""
+    sid = subscribe(client, alice)["id"]
+    before = stored(app)
+    path = f"/api/webhooks/{sid}/rotate"
+    for overlap in [-1, 1.5, 2**63, 2**64, "1e9", "86400", True, [], {}, 7 * 24 * 3600 + 1]:
+        response = client.post(path, json={"overlap": overlap}, headers=alice)
+        assert response.status_code == 400, overlap
+        assert [e["field"] for e in response.get_json()["errors"]] == ["overlap"], overlap
+    for overlap in ["-1", "1e9", "1.5", "\u0663", "9" * 50]:
+        response = client.post(path, data={"overlap": overlap}, headers=alice)
+        assert response.status_code == 400, overlap
+        assert [e["field"] for e in response.get_json()["errors"]] == ["overlap"], overlap
+    assert stored(app) == before
+
+
+HOSTILE_BODIES = [
+    b'{"url": "https://hooks.example.invalid/\\ud800", "events": ["thing:created"]}',
+    b'{"url": "https://hooks.example.invalid/\xff", "events": ["thing:created"]}',
+    b'{"url": "https://a.example.invalid/", "url": "https://b.example.invalid/"}',
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"url": 1' + b"0" * 5000 + b"}",
+    b'{"url": NaN}',
+    b'["https://hooks.example.invalid/"]',
+    json.dumps({"url": HOOK, "events": ["thing:created"] * 10_000}).encode(),
+    json.dumps({"url": [HOOK], "events": "thing:created"}).encode(),
+    json.dumps(
+        {"url": HOOK, "events": ["thing:created"], "resource": "thing:" + "1" * 191}
+    ).encode(),
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES, ids=range(len(HOSTILE_BODIES)))
+def test_hostile_json_is_a_400_that_stores_nothing(
+    app: Any, client: Any, alice: Any, body: bytes
+) -> None:
+    response = client.post(
+        "/api/webhooks", data=body, content_type="application/json", headers=alice
+    )
+    assert response.status_code == 400
+    assert response.get_json()["errors"], response.get_data(as_text=True)
+    assert stored(app) == []
+
+
 # -- nothing but a POST changes anything ------------------------------------------------------
 
 
