@@ -73,7 +73,8 @@ class Validation:
 
     ``Validation()`` (or ``Validation(request)``) reads the current request: the query
     string of a ``GET`` or ``HEAD``, the JSON body of a request with a JSON content type,
-    and the form (with its files) otherwise.
+    and the form (with its files) otherwise; a body with no content type at all is an
+    error (no body is an empty form).
     ``Validation(data=...)`` validates a plain mapping; ``source`` says whether it holds
     form strings or JSON values.
 
