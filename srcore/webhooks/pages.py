@@ -1,13 +1,16 @@
 """The webhook pages under ``/webhooks``, for the logged-in web user, who may receive every
 event open to users (the service's ``can_receive`` decides which resources they can see). A
-secret is shown once, on the answer to the request that made it; afterwards only its end."""
+secret is shown once, on the answer to the request that made it (never stored by the
+browser); afterwards only its end. That answer is to a POST, which a reload or Back sends
+again: the forms that make a secret carry what tells a repeat from a new request."""
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import Conflict, HTTPException, TooManyRequests
 from werkzeug.wrappers import Response
 
@@ -23,6 +26,10 @@ __all__ = ["pages"]
 pages = Blueprint("srcore_webhooks", __name__, url_prefix="/webhooks")
 
 FORM = "webhooks/form.html"
+#: The session's record of the new-webhook forms that made a webhook: form token to its id.
+MADE = "srcore_webhooks_made"
+#: How many of those it keeps: enough for the forms a person has open at once.
+MADE_KEPT = 8
 
 
 @pages.before_request
@@ -60,10 +67,32 @@ def _back(message: str, category: str = "success") -> Response:
     return redirect(url_for(".index") if sid is None else url_for(".detail", subscription_id=sid))
 
 
-def _detail(sub: SubscriptionJSON, status: int = 200) -> tuple[str, int]:
-    """*sub*'s page, and its delivery log at ``?cursor=`` (on a GET)."""
+def _detail(sub: SubscriptionJSON, status: int = 200) -> tuple[str, int, dict[str, str]]:
+    """*sub*'s page, and its delivery log at ``?cursor=`` (on a GET). A page showing the
+    secret is kept in no cache: Back must not show it again."""
     log = subs.current.deliveries(sub["id"], first=request.method != "GET")
-    return render_template("webhooks/detail.html", subscription=sub, log=log), status
+    headers = {"Cache-Control": "no-store"} if sub.get("secret") else {}
+    return render_template("webhooks/detail.html", subscription=sub, log=log), status, headers
+
+
+def _form_token() -> str:
+    """The new-webhook form's token: the one sent (a form shown again with its errors
+    keeps it), or a fresh one."""
+    sent = request.form.get("form_token", "")
+    return sent if 0 < len(sent) <= 64 else secrets.token_urlsafe(16)
+
+
+def _made_by(token: str) -> int | None:
+    """The webhook this form already made (it is being sent again), if any."""
+    made = session.get(MADE)
+    found = made.get(token) if isinstance(made, dict) else None
+    return found if isinstance(found, int) else None
+
+
+def _remember(token: str, subscription_id: int) -> None:
+    made = session.get(MADE)
+    kept = list(made.items())[-(MADE_KEPT - 1) :] if isinstance(made, dict) else []
+    session[MADE] = dict([*kept, (token, subscription_id)])
 
 
 @pages.route("")
@@ -76,22 +105,35 @@ def index() -> str:
 def form(subscription_id: int | None = None) -> Any:
     """A new webhook's form (``?events=`` and ``?resource=`` fill it in), or an edit's."""
     sub = None if subscription_id is None else subs.current.show(subscription_id)
+    token = _form_token()
     if request.method == "GET":
-        return render_template(FORM, subscription=sub)
-    valid = Validation.form(FORM, subscription=sub)
+        return render_template(FORM, subscription=sub, form_token=token)
+    valid = Validation.form(FORM, subscription=sub, form_token=token)
     if sub is None:
-        return _detail(subs.current.create(valid), status=201)
+        made = _made_by(token)
+        if made is not None:  # a reload of the page that showed the secret, or Back
+            message = "This webhook was created already; its secret is not shown again."
+            flash(f"{message} Rotate it to get a new one.", "info")
+            return redirect(url_for(".detail", subscription_id=made), 303)
+        created = subs.current.create(valid)
+        _remember(token, created["id"])
+        return _detail(created, status=201)
     subs.current.update(sub["id"], valid)
     return _back("Webhook saved.")
 
 
 @pages.route(subs.SUBSCRIPTION)
-def detail(subscription_id: int) -> tuple[str, int]:
+def detail(subscription_id: int) -> tuple[str, int, dict[str, str]]:
     return _detail(subs.current.show(subscription_id))
 
 
 @pages.post(f"{subs.SUBSCRIPTION}/rotate")
 def rotate(subscription_id: int) -> Any:
+    """Rotate, unless the secret the form was shown with (its hint) is gone already: the
+    form was sent again (a reload of the new secret's page, or another tab)."""
+    shown = request.form.get("secret_hint")
+    if shown is not None and shown != subs.current.show(subscription_id)["secret_hint"]:
+        return _back("The secret was rotated since that page was shown; not again now.", "info")
     try:
         return _detail(subs.current.rotate(subscription_id, Validation()))
     except ValidationFailed as exc:  # its message is every reason
