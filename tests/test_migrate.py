@@ -13,7 +13,7 @@ from srcore.db import TYPE_ANNOTATION_MAP, UserMixin, make_metadata
 from srcore.migrate import CORE_LINEAGE, MigrationTarget, core_metadata
 from srcore.migrate_cli import migrate_command
 
-CORE_HEAD = "srcore_0006"
+CORE_HEAD = "srcore_0007"
 
 
 def service_a_metadata(*, extra: bool = False) -> MetaData:
@@ -166,11 +166,12 @@ def test_service_lineage_full_cycle(database_url: str, tmp_path: Path) -> None:
         ("srcore", "srcore_0003", ("srcore_0002",)),
         ("srcore", "srcore_0004", ("srcore_0003",)),
         ("srcore", "srcore_0005", ("srcore_0004",)),
-        ("srcore", CORE_HEAD, ("srcore_0005",)),
+        ("srcore", "srcore_0006", ("srcore_0005",)),
+        ("srcore", CORE_HEAD, ("srcore_0006",)),
         ("a", rev_a, ()),
     ]
-    assert history[6].message == "widgets and user themes"
-    assert [h.is_head for h in history] == [False] * 5 + [True, True]
+    assert history[7].message == "widgets and user themes"
+    assert [h.is_head for h in history] == [False] * 6 + [True, True]
 
     migrate.downgrade(t, "base")
     assert migrate.current(t) == {"srcore": CORE_HEAD, "a": None}
@@ -277,11 +278,12 @@ def test_cli(database_url: str, tmp_path: Path) -> None:
     assert lines[2].startswith("srcore: srcore_0002 -> srcore_0003, ")
     assert lines[3].startswith("srcore: srcore_0003 -> srcore_0004, ")
     assert lines[4].startswith("srcore: srcore_0004 -> srcore_0005, ")
-    assert lines[5].startswith(f"srcore: srcore_0005 -> {CORE_HEAD} (head, current)")
-    assert "first cut" in lines[6]
-    assert "by hand" in lines[7]
-    assert lines[7].endswith("by hand")
-    assert "(head, current)" in lines[7]
+    assert lines[5].startswith("srcore: srcore_0005 -> srcore_0006, ")
+    assert lines[6].startswith(f"srcore: srcore_0006 -> {CORE_HEAD} (head, current)")
+    assert "first cut" in lines[7]
+    assert "by hand" in lines[8]
+    assert lines[8].endswith("by hand")
+    assert "(head, current)" in lines[8]
 
     run("a", "downgrade", "base")
     assert "a: (none)" in run("a", "current")
@@ -326,10 +328,10 @@ def test_cli_all_upgrades_each_service_with_progress_and_a_summary(tmp_path: Pat
         return result.output
 
     out = run()
-    # The services in the order given, the core's six scripts in each database.
-    assert re.search(r"^\[1/2\] b: upgrading \.\.\. done in [0-9.]+ s \(7 revisions\)$", out, re.M)
-    assert re.search(r"^\[2/2\] a: upgrading \.\.\. done in [0-9.]+ s \(8 revisions\)$", out, re.M)
-    assert re.search(r"^migrated 2 services \(15 revisions applied\) in [0-9.]+ s$", out, re.M)
+    # The services in the order given, the core's seven scripts in each database.
+    assert re.search(r"^\[1/2\] b: upgrading \.\.\. done in [0-9.]+ s \(8 revisions\)$", out, re.M)
+    assert re.search(r"^\[2/2\] a: upgrading \.\.\. done in [0-9.]+ s \(9 revisions\)$", out, re.M)
+    assert re.search(r"^migrated 2 services \(17 revisions applied\) in [0-9.]+ s$", out, re.M)
     assert out.index("[1/2] b") < out.index("[2/2] a") < out.index("migrated 2 services")
 
     migrate.revision(targets["b"], "third", autogenerate=False)
@@ -339,3 +341,40 @@ def test_cli_all_upgrades_each_service_with_progress_and_a_summary(tmp_path: Pat
     assert re.search(r"^migrated 2 services \(1 revision applied\) in ", out, re.M)
     for t in targets.values():
         assert migrate.current(t) == migrate.heads(t)
+
+
+def test_service_subscriptions_keep_their_client_across_srcore_0007(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Before srcore_0007 a subscription named no client for a user; a service subscriber's
+    (no user) moves to its client, so its tokens still see it; a user's shows on the pages."""
+    from sqlalchemy import text
+
+    t = target("b", database_url, service_b_metadata(), tmp_path)
+    migrate.upgrade(t, "srcore_0006", lineage=CORE_LINEAGE)
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as db:
+            db.execute(
+                text(
+                    "INSERT INTO srcore_webhook_subscription (owner_id, owner_client, url, events,"
+                    " scopes, secret, enabled, trusted, created, updated) VALUES"
+                    " (NULL, 'builds', 'https://a.example/', 'x:y', '', 's', true, false,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP),"
+                    " (7, NULL, 'https://b.example/', 'x:y', '', 's', true, false,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        migrate.upgrade(t, lineage=CORE_LINEAGE)
+        with engine.begin() as db:
+            rows = db.execute(
+                text("SELECT url, client_id FROM srcore_webhook_subscription ORDER BY url")
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            ("https://a.example/", "builds"),
+            ("https://b.example/", None),
+        ]
+        migrate.downgrade(t, "srcore_0006", lineage=CORE_LINEAGE)
+        assert "client_id" not in columns(database_url, "srcore_webhook_subscription")
+    finally:
+        engine.dispose()

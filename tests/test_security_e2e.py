@@ -1149,3 +1149,76 @@ def test_a_suspended_user_receives_no_events(network: Network) -> None:
     public_paste("after")
     time.sleep(2)  # the worker polls every 0.2 s
     assert [m["data"]["text"] for m in receiver.got] == ["before"]
+
+
+def test_an_application_sees_only_its_webhooks_and_they_end_with_its_access(
+    network: Network,
+) -> None:
+    """An application a user authorised manages only the webhooks it set up, not those of the
+    user's other applications and tokens; when the user revokes its access at meta, its
+    webhooks are disabled (the owner mailed) and it receives nothing more."""
+    net = network
+    wes, zoe = register(net, "wes"), register(net, "zoe")
+    app_receiver, own_receiver = net.receiver(), net.receiver()
+    client = _register_client(net, wes, "Hook app")
+    app_token = _code_flow(net, wes, client, "paste/pastes:RW")["access_token"]
+    own_token = personal_token(net, wes, ["paste/pastes:RW"])
+
+    def create(token: str, url: str) -> int:
+        made = requests.post(
+            f"{net.paste}/api/webhooks",
+            headers=bearer(token),
+            json={"url": url, "events": ["paste:created"]},
+            timeout=10,
+        )
+        assert made.status_code == 201, made.text
+        return int(made.json()["id"])
+
+    apps, owns = create(app_token, app_receiver.url), create(own_token, own_receiver.url)
+    for token, mine, other in ((app_token, apps, owns), (own_token, owns, apps)):
+        listing = requests.get(f"{net.paste}/api/webhooks", headers=bearer(token), timeout=10)
+        assert [hook["id"] for hook in listing.json()["results"]] == [mine], listing.text
+        hook = f"{net.paste}/api/webhooks/{other}"
+        assert requests.get(hook, headers=bearer(token), timeout=10).status_code == 404
+        moved = requests.patch(
+            hook, headers=bearer(token), json={"url": app_receiver.url}, timeout=10
+        )
+        assert moved.status_code == 404, moved.text
+        gone = requests.delete(hook, headers=bearer(token), timeout=10)
+        assert gone.status_code == 404, gone.text
+    page = open_page_as(net, wes, "wes", net.paste, "/webhooks")
+    assert app_receiver.url in page.text and own_receiver.url in page.text  # the user sees both
+
+    def public_paste(text: str) -> None:
+        form = open_page_as(net, zoe, "zoe", net.paste, "/new")
+        done = zoe.post(
+            f"{net.paste}/new",
+            data={"csrf_token": csrf(form), "text": text, "visibility": "public"},
+            timeout=10,
+        )
+        assert done.status_code == 200, done.text[:2000]
+
+    public_paste("before")
+    wait_for(lambda: len(app_receiver.got) == 1 and len(own_receiver.got) == 1)
+
+    security = wes.get(f"{net.meta}/security", timeout=10)
+    revoked = wes.post(
+        f"{net.meta}/security/applications/{client[0]}/revoke",
+        data={"csrf_token": csrf(security)},
+        timeout=10,
+    )
+    assert revoked.status_code == 200, revoked.text[:2000]
+    query = f"SELECT enabled, disabled_reason FROM srcore_webhook_subscription WHERE id = {apps}"
+    wait_for(lambda: net.rows("paste", query)[0][0] == 0)
+    assert "revoked" in net.rows("paste", query)[0][1]
+    wait_for(
+        lambda: any(
+            "webhook disabled" in m.subject and app_receiver.url in m.subject
+            for m in net.sink.to("wes@example.org")
+        )
+    )
+    public_paste("after")
+    wait_for(lambda: len(own_receiver.got) == 2)
+    time.sleep(1)  # the worker polls every 0.2 s: the app's receiver had its chance
+    assert [m["data"]["text"] for m in app_receiver.got] == ["before"]
+    assert [m["data"]["text"] for m in own_receiver.got] == ["before", "after"]

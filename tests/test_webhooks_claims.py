@@ -57,7 +57,11 @@ def pending_delivery(app: Any, owner_id: int) -> tuple[int, int]:
     """A subscription of *owner_id* and one delivery of it, due now."""
     with app.extensions["srcore"].db.transaction() as session:
         sub = Subscription(
-            owner_id=owner_id, url=HOOK, events="thing:created", secret="whsec_" + "A" * 32
+            owner_id=owner_id,
+            client_id="srcore-test-client",  # make_token's: the API's tokens see it
+            url=HOOK,
+            events="thing:created",
+            secret="whsec_" + "A" * 32,
         )
         session.add(sub)
         session.flush()

@@ -1,8 +1,10 @@
-"""What meta's revocation events about an account mean for its webhook subscriptions.
+"""What meta's revocation events mean for webhook subscriptions.
 
 A suspended (or deleted) account receives nothing until a newer ``unsuspend``. When all it
 issued is revoked (a password change or reset), its subscriptions confirmed before then are
-disabled and the owner told, so whoever subscribed with someone else's account keeps none."""
+disabled and the owner told, so whoever subscribed with someone else's account keeps none.
+Likewise when the token, grant or client that set a subscription up is revoked: an
+application whose access the user ended stops receiving their events."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, false, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -33,13 +35,20 @@ UNTRUSTED_REASON = (
     "Disabled because the account's password was changed or reset, or all of its "
     "sessions and tokens were revoked: check its URL and events, then enable it again."
 )
+REVOKED_REASON = (
+    "Disabled because the access of the application or token that set it up was revoked "
+    "(by the account's owner, or with a change or reset of its password): check its URL and "
+    "events, then enable it again."
+)
 
 
-def _lock(session: Session, users: list[int], suspensions: list[int]) -> dict[int, Account]:
+def _lock(
+    session: Session, subscriptions: ColumnElement[bool], suspensions: list[int]
+) -> dict[int, Account]:
     """Lock all a batch changes first, so batches naming accounts in any order wait for each
-    other, never deadlock: *users*' subscriptions by id (as every change does), then by user id
+    other, never deadlock: the *subscriptions* by id (as every change does), then by user id
     the accounts of *suspensions*, made if new (on SQLite, the write lock before any read)."""
-    lock_subscriptions(session, Subscription.owner_id.in_(users), Subscription.trusted.is_(False))
+    lock_subscriptions(session, subscriptions, Subscription.trusted.is_(False))
     if not suspensions:
         return {}
     insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
@@ -59,16 +68,41 @@ def _suspension(session: Session, account: Account, event: Any) -> None:
         cancel_pending(session, Delivery.subscription_id.in_(select(Subscription.id).where(*mine)))
 
 
-def _untrust(session: Session, user_id: int, cutoff: datetime) -> list[Subscription]:
-    confirmed = func.coalesce(Subscription.confirmed_at, Subscription.created)
-    mine = Subscription.owner_id == user_id, Subscription.trusted.is_(False)
-    query = select(Subscription).where(*mine, Subscription.enabled.is_(True), confirmed < cutoff)
-    found = session.scalars(query).all()
+def _confirmed_before(not_before: int) -> ColumnElement[bool]:
+    # not_before is in whole seconds: a subscription confirmed in that second was made
+    # before the revocation as likely as after it.
+    cutoff = datetime.fromtimestamp(not_before, UTC) + timedelta(seconds=1)
+    return func.coalesce(Subscription.confirmed_at, Subscription.created) < cutoff
+
+
+def _untrusted(event: Any) -> tuple[ColumnElement[bool], str] | None:
+    """The subscriptions *event* takes trust from, and why; None for one that takes none."""
+    subject = str(event.subject)
+    if event.kind == "token":
+        return Subscription.token_id == subject, REVOKED_REASON
+    if event.kind == "grant":
+        return Subscription.grant_id == subject, REVOKED_REASON
+    if event.not_before is None:
+        return None
+    if event.kind == "client":
+        theirs = (Subscription.client_id == subject) & _confirmed_before(event.not_before)
+        return theirs, REVOKED_REASON
+    if event.kind == "user" and subject.isdecimal() and len(subject) <= 10:
+        mine = (Subscription.owner_id == int(subject)) & _confirmed_before(event.not_before)
+        return mine, UNTRUSTED_REASON
+    return None
+
+
+def _untrust(session: Session, where: ColumnElement[bool], reason: str) -> list[Subscription]:
+    """Disable the enabled subscriptions *where* selects for *reason*; forget the token and
+    grant that set them up, so hearing of their revocation again (pushed, then pulled) changes
+    nothing once the owner has enabled one again."""
+    mine = where, Subscription.enabled.is_(True), Subscription.trusted.is_(False)
+    found = session.scalars(select(Subscription).where(*mine)).all()
     cancel_pending(session, Delivery.subscription_id.in_([sub.id for sub in found]))
     for sub in found:
-        sub.enabled = False
-        sub.disabled_reason = UNTRUSTED_REASON
-        sub.failing_since = None
+        sub.enabled, sub.disabled_reason, sub.failing_since = False, reason, None
+        sub.grant_id = sub.token_id = None
     return list(found)
 
 
@@ -76,32 +110,32 @@ def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> No
     """Apply meta's revocation *events* (``seq``, ``kind``, ``subject``, ``not_before``) in
     *session*'s transaction, idempotently: the owners of the subscriptions it disabled are
     told once it commits, and nobody if it rolls back."""
-    about_users = ("suspend", "unsuspend", "user")  # the other kinds' subjects are no user ids
-    events = [e for e in events if e.kind in about_users and str(e.subject).isdecimal()]
-    events = [e for e in events if len(str(e.subject)) <= 10]
-    suspends = sorted({int(e.subject) for e in events if e.kind in ("suspend", "unsuspend")})
-    accounts = _lock(session, sorted({int(e.subject) for e in events}), suspends)
-    disabled: list[Subscription] = []
-    for event in events:
-        if event.kind in ("suspend", "unsuspend"):
-            _suspension(session, accounts[int(event.subject)], event)
-        elif event.kind == "user" and event.not_before is not None:
-            # not_before is in whole seconds: a subscription confirmed in that second was
-            # made before the revocation as likely as after it.
-            cutoff = datetime.fromtimestamp(int(event.not_before), UTC) + timedelta(seconds=1)
-            disabled.extend(_untrust(session, int(event.subject), cutoff))
+    # Their subjects are user ids (those of the other kinds are not, and need not be).
+    about_users = [e for e in events if str(e.subject).isdecimal() and len(str(e.subject)) <= 10]
+    suspensions = [e for e in about_users if e.kind in ("suspend", "unsuspend")]
+    users = sorted({int(e.subject) for e in suspensions})
+    # A password change revokes the account's grants and tokens too: its reason is the one shown.
+    by_user_first = sorted(events, key=lambda event: event.kind != "user")
+    untrusted = [found for found in map(_untrusted, by_user_first) if found is not None]
+    locked = or_(Subscription.owner_id.in_(users), *(where for where, _ in untrusted))
+    accounts = _lock(session, locked if users or untrusted else false(), users)
+    for event in suspensions:
+        _suspension(session, accounts[int(event.subject)], event)
+    disabled: dict[int, tuple[Subscription, str]] = {}
+    for where, reason in untrusted:
+        disabled.update((sub.id, (sub, reason)) for sub in _untrust(session, where, reason))
     session.flush()
     if disabled:
-        after_commit(session, partial(_tell, app), *disabled)
+        after_commit(session, partial(_tell, app), *disabled.values())
 
 
-def _tell(app: Flask, disabled: list[Subscription]) -> None:
+def _tell(app: Flask, disabled: list[tuple[Subscription, str]]) -> None:
     notify = MailNotifier(app)
     with app.extensions["srcore"].db.session() as session:
-        for sub in [session.merge(sub, load=True) for sub in disabled]:
-            log.info("webhook %d of user %s disabled: its trust was revoked", sub.id, sub.owner_id)
+        for sub, reason in [(session.merge(sub, load=True), why) for sub, why in disabled]:
+            log.info("webhook %d of user %s disabled: %s", sub.id, sub.owner_id, reason)
             try:
-                notify(session, sub, UNTRUSTED_REASON)
+                notify(session, sub, reason)
             except Exception:  # it is disabled either way; its page says why
                 log.exception("could not tell the owner of subscription %d", sub.id)
 

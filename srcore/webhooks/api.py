@@ -1,6 +1,7 @@
 """The webhook API under ``/api/webhooks``: the public event catalog, and subscriptions
-managed with a bearer token, whose user (or client) is the subscriber. Receiving events needs
-their scopes read-only; changing a subscription, or being handed its secret, read-write."""
+managed with a bearer token, whose user (or client) is the subscriber; a token sees those its
+own client set up. Receiving events needs their scopes read-only; changing a subscription, or
+being handed its secret, read-write."""
 
 from __future__ import annotations
 
@@ -50,8 +51,7 @@ def _authenticate() -> Response | None:
     if token.subject is not None:
         # Loads (or copies from meta) the token's user; 401/403 if unknown or suspended.
         current_user._get_current_object()
-    client_id = token.client_id if token.subject is None else None
-    g.srcore_webhook_subscriber = subs.Subscriber(token.subject, client_id, own, token=True)
+    g.srcore_webhook_subscriber = subs.Subscriber(token.subject, own, token=token)
     return None
 
 

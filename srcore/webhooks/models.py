@@ -59,6 +59,12 @@ class Subscription(WebhookBase):
     #: The owner's meta user id, or for a service subscriber its OAuth client id.
     owner_id: Mapped[int | None] = mapped_column(index=True)
     owner_client: Mapped[str | None] = mapped_column(String(256))
+    #: The OAuth client of the token that set it up (None: its owner did, on the web pages):
+    #: a token sees only its own client's. Revoking that token (``token_id``, its jti), its
+    #: grant or its client disables the subscription (:mod:`.accounts`).
+    client_id: Mapped[str | None] = mapped_column(String(256))
+    grant_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    token_id: Mapped[str | None] = mapped_column(String(256), index=True)
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[str] = mapped_column(Text)  # space-separated
     #: Only events about this resource (e.g. ``tracker:12``); None: every resource.

@@ -38,7 +38,7 @@ def _subscriber() -> Response | None:
     """Every page is for a logged-in, unsuspended user; what they post is a form."""
     if request.is_json:
         return error_response(400, "These pages take forms; the API is under /api/webhooks.")
-    g.srcore_webhook_subscriber = subs.Subscriber(current_user.id, None, subs.events_scopes())
+    g.srcore_webhook_subscriber = subs.Subscriber(current_user.id, subs.events_scopes())
     return None
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from flask import abort, current_app, g
 from sqlalchemy import ColumnElement, func, select, true, update
@@ -33,6 +33,9 @@ from srcore.webhooks.delivery import redeliver as make_due
 from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import dump_payload, webhooks_state
 from srcore.webhooks.shapes import DeliveryJSON, SubscriptionJSON, delivery_json, subscription_json
+
+if TYPE_CHECKING:
+    from srcore.auth.tokens import AccessToken
 
 __all__ = [
     "DELIVERY",
@@ -126,13 +129,14 @@ def _sent(delivery: Delivery) -> DeliveryJSON:
 
 @dataclass(frozen=True)
 class Subscriber:
-    """Who the request acts for, doing what it may with its subscriptions."""
+    """Who the request acts for, doing what it may with its subscriptions: the web pages
+    with all of the user's, a *token* with those its own client set up, which it stamps
+    with its client, grant and id (see :mod:`.accounts` for what revoking them does)."""
 
     user_id: int | None
-    client_id: str | None  # only when acting for no user
     #: The scopes of this service it holds now: a *token*'s limit what it may receive or manage.
     scopes: frozenset[Scope]
-    token: bool = False
+    token: AccessToken | None = None
 
     def check(self, events: Iterable[str], *, write: bool = True) -> None:
         """403 unless a token may receive the declared ones of *events* or, to manage
@@ -141,25 +145,40 @@ class Subscriber:
         declared = filter(None, map(manifest.event, events))
         needed = {Scope(manifest.id, e.scope, "RW" if write else "RO") for e in declared}
         missing = format_scopes(s for s in needed if not satisfies(self.scopes, s))
-        if not (self.token and missing):
+        if self.token is None or not missing:
             return
         doing = "Managing webhooks of" if write else "Receiving"
         reason = f"{doing} these events needs the scope {missing}, which this token does not hold."
         abort(insufficient_scope(reason, missing, field="events"))
 
-    def owned(self) -> ColumnElement[bool]:
-        """The WHERE clause of its subscriptions (never trusted ones)."""
+    def _owners(self) -> ColumnElement[bool]:
+        """The WHERE clause of all its owner's subscriptions (never trusted ones)."""
         visible = Subscription.trusted.is_(False)
         if self.user_id is not None:
             return visible & (Subscription.owner_id == self.user_id)
-        client = Subscription.owner_client == self.client_id
+        assert self.token is not None  # acting for no user: a client's own token
+        client = Subscription.owner_client == self.token.client_id
         return visible & Subscription.owner_id.is_(None) & client
+
+    def owned(self) -> ColumnElement[bool]:
+        """The WHERE clause of its subscriptions: a token's are those of its client, so one
+        application never sees, nor changes, another's webhooks (nor those of the pages)."""
+        if self.token is None:
+            return self._owners()
+        return self._owners() & (Subscription.client_id == self.token.client_id)
+
+    def _stamp(self, sub: Subscription) -> None:
+        """Stamp *sub* with the token setting it up (what revoking it disables)."""
+        if self.token is not None:
+            grant = self.token.claims.get("grant")
+            sub.client_id, sub.token_id = self.token.client_id, self.token.jti
+            sub.grant_id = grant if isinstance(grant, str) else None
 
     def receivable(self) -> ColumnElement[bool]:
         """The WHERE clause of the deliveries it may read and send again: test events, and
         those of events its token may receive. A webhook's log keeps the deliveries of events
         it no longer receives, which a token lacking their scope must not see nor resend."""
-        if not self.token:
+        if self.token is None:
             return true()
         manifest = state().manifest
         receiving = {e.name: Scope(manifest.id, e.scope, "RO") for e in manifest.events}
@@ -202,7 +221,7 @@ class Subscriber:
         url, events, resource, _ = read_subscription(valid)
         sub = Subscription(
             owner_id=self.user_id,
-            owner_client=self.client_id,
+            owner_client=self.token.client_id if self.user_id is None and self.token else None,
             url=url,
             events=" ".join(events or ()),
             resource=resource,
@@ -219,12 +238,14 @@ class Subscriber:
             reason = f"There is no {resource} that you can see."
             valid.expect(can_receive(sub, probe), reason, field="resource")
         valid.raise_if_invalid()
+        self._stamp(sub)
         db_session.add(sub)
         db_session.flush()  # on SQLite, the write lock: one create counts at a time
         if db_session.get_bind().dialect.name == "postgresql":  # one create of an owner at a time
-            who = func.hashtext(f"{self.user_id} {self.client_id}")
+            who = func.hashtext(f"{self.user_id} {sub.owner_client}")
             db_session.execute(select(func.pg_advisory_xact_lock(0x5EB400, who)))
-        if (db_session.scalar(select(func.count()).where(self.owned())) or 0) > MAX_SUBSCRIPTIONS:
+        # The owner's, whichever application set them up.
+        if (db_session.scalar(select(func.count()).where(self._owners())) or 0) > MAX_SUBSCRIPTIONS:
             db_session.rollback()
             valid.fail(f"You already have {MAX_SUBSCRIPTIONS} webhooks here; delete one first.")
         db_session.commit()
@@ -247,6 +268,7 @@ class Subscriber:
             sub.scopes = format_scopes(self.scopes)  # it receives what is held today
         # Its owner has seen it as it is now: see srcore.webhooks.accounts.
         sub.confirmed_at = utcnow()
+        self._stamp(sub)
         if enabled is not None and enabled != sub.enabled:
             sub.enabled = enabled
             sub.disabled_reason = None if enabled else "Disabled by its owner."

@@ -1,0 +1,225 @@
+"""A webhook belongs to the application whose token set it up.
+
+A user may let several applications (OAuth clients) and personal tokens manage their
+webhooks. Each token sees and changes only the webhooks its own client set up, so one
+application cannot read another's receiver URLs nor point them elsewhere; the user sees all
+of them on the web pages. meta's revocation of the token, the grant or the client that set a
+webhook up disables it, so an application whose access was ended stops receiving events.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from srcore.db import utcnow
+from srcore.identity.protocol import RevocationEvent
+from srcore.outbound.targets import set_resolver
+from srcore.webhooks import subscriptions
+from srcore.webhooks.accounts import after_revocations
+from srcore.webhooks.models import Delivery, DeliveryStatus, Subscription
+from srcore.webhooks.outbox import insert_event
+
+SCOPES = "sample/things:RW"
+HOOK = "https://hooks.example.org/"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(autouse=True)
+def _no_dns(app: Any) -> None:
+    set_resolver(app, lambda host, port, timeout: None)  # no lookup leaves the machine
+
+
+@pytest.fixture(autouse=True)
+def _empty_webhook_tables(app: Any) -> Any:
+    yield
+    from srcore.webhooks.models import WebhookBase
+
+    with app.extensions["srcore"].db.transaction() as session:
+        for table in reversed(WebhookBase.metadata.sorted_tables):
+            session.execute(table.delete())
+
+
+@pytest.fixture
+def token(make_token: Any, user: Any) -> Any:
+    """Headers of a token of *client*, in *grant*, with the id *jti*, for alice."""
+
+    def headers(client: str, grant: str = "", jti: str = "") -> dict[str, str]:
+        claims = {"grant": grant or f"grant-of-{client}", "jti": jti or f"jti-of-{client}"}
+        return {
+            "Authorization": f"Bearer {make_token(SCOPES, user=user, client_id=client, **claims)}"
+        }
+
+    return headers
+
+
+def create(client: Any, headers: dict[str, str], path: str) -> int:
+    made = client.post(
+        "/api/webhooks", json={"url": HOOK + path, "events": ["thing:created"]}, headers=headers
+    )
+    assert made.status_code == 201, made.get_data(as_text=True)
+    return int(made.get_json()["id"])
+
+
+def create_on_the_page(user_client: Any, path: str) -> int:
+    page = user_client.get("/webhooks/new")
+    csrf = _CSRF.search(page.get_data(as_text=True))
+    assert csrf, "no CSRF token"
+    form = {"csrf_token": csrf.group(1), "url": HOOK + path, "events": "thing:created"}
+    made = user_client.post("/webhooks/new", data=form)
+    assert made.status_code == 201, made.get_data(as_text=True)[:2000]
+    found = re.search(r"/webhooks/(\d+)/", made.get_data(as_text=True))
+    assert found
+    return int(found.group(1))
+
+
+def row(app: Any, sid: int) -> Subscription:
+    with app.extensions["srcore"].db.transaction() as session:
+        sub = session.get(Subscription, sid)
+        assert sub is not None
+        session.expunge(sub)
+        return sub
+
+
+def revoke(app: Any, seq: int, kind: str, subject: str, **times: int) -> None:
+    """What the service does with meta's event, pushed or pulled."""
+    after_revocations(app, [RevocationEvent(seq, kind, subject, **times)])
+
+
+def test_a_token_sees_only_the_webhooks_its_own_client_set_up(
+    app: Any, client: Any, user_client: Any, token: Any
+) -> None:
+    first, second = token("first-app"), token("second-app")
+    firsts = create(client, first, "first")
+    seconds = create(client, second, "second")
+    on_page = create_on_the_page(user_client, "page")
+    for headers, mine in ((first, firsts), (second, seconds)):
+        listing = client.get("/api/webhooks", headers=headers).get_json()
+        assert [hook["id"] for hook in listing["results"]] == [mine]
+    for other in (seconds, on_page):
+        hook = f"/api/webhooks/{other}"
+        assert client.get(hook, headers=first).status_code == 404
+        assert client.patch(hook, json={"url": HOOK + "stolen"}, headers=first).status_code == 404
+        assert client.post(f"{hook}/rotate", json={}, headers=first).status_code == 404
+        assert client.post(f"{hook}/ping", headers=first).status_code == 404
+        assert client.get(f"{hook}/deliveries", headers=first).status_code == 404
+        assert client.delete(hook, headers=first).status_code == 404
+        assert row(app, other).url != HOOK + "stolen"
+    # Another token of the same client (a refreshed one) manages it.
+    again = token("first-app", jti="refreshed")
+    assert (
+        client.patch(f"/api/webhooks/{firsts}", json={"enabled": False}, headers=again).status_code
+        == 200
+    )
+    # The user sees them all.
+    page = user_client.get("/webhooks").get_data(as_text=True)
+    assert all(HOOK + path in page for path in ("first", "second", "page"))
+
+
+def test_the_webhook_cap_counts_those_of_every_application(
+    client: Any, token: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subscriptions, "MAX_SUBSCRIPTIONS", 2)
+    create(client, token("first-app"), "one")
+    create(client, token("second-app"), "two")
+    refused = client.post(
+        "/api/webhooks",
+        json={"url": HOOK + "three", "events": ["thing:created"]},
+        headers=token("third-app"),
+    )
+    assert refused.status_code == 400, refused.get_data(as_text=True)
+    assert "2 webhooks" in refused.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "subject"),
+    [("grant", "grant-of-first-app"), ("token", "jti-of-first-app"), ("client", "first-app")],
+)
+def test_revoking_what_set_a_webhook_up_disables_it(
+    app: Any, client: Any, user_client: Any, token: Any, kind: str, subject: str
+) -> None:
+    firsts = create(client, token("first-app"), "first")
+    seconds = create(client, token("second-app"), "second")
+    on_page = create_on_the_page(user_client, "page")
+    with app.extensions["srcore"].db.transaction() as session:
+        outbox_id = insert_event(session, "thing:created", {"id": 1, "name": "one"})
+        waiting = Delivery(subscription_id=firsts, outbox_id=outbox_id)
+        session.add(waiting)
+        session.flush()
+        waiting_id = waiting.id
+    times = {"not_before": int(time.time()) + 1} if kind == "client" else {}
+    revoke(app, 1, kind, subject, **times)
+
+    revoked = row(app, firsts)
+    assert not revoked.enabled
+    assert "revoked" in (revoked.disabled_reason or "")
+    assert (revoked.grant_id, revoked.token_id) == (None, None)
+    assert row(app, seconds).enabled and row(app, on_page).enabled
+    with app.extensions["srcore"].db.transaction() as session:
+        assert session.get(Delivery, waiting_id).status == DeliveryStatus.cancelled  # type: ignore[union-attr]
+    # The page says why.
+    assert "revoked" in user_client.get(f"/webhooks/{firsts}").get_data(as_text=True)
+
+
+def test_a_webhook_enabled_again_outlives_a_replay_of_the_revocation(
+    app: Any, client: Any, user_client: Any, token: Any
+) -> None:
+    """meta's events arrive twice (pushed, then pulled): once the owner has looked at the
+    webhook and enabled it again, hearing the same revocation again changes nothing."""
+    firsts = create(client, token("first-app"), "first")
+    with app.extensions["srcore"].db.transaction() as session:
+        hour_ago = utcnow() - timedelta(hours=1)
+        session.get(Subscription, firsts).confirmed_at = hour_ago  # type: ignore[union-attr]
+    events = [
+        RevocationEvent(1, "grant", "grant-of-first-app"),
+        RevocationEvent(2, "token", "jti-of-first-app"),
+        RevocationEvent(3, "client", "first-app", not_before=int(time.time()) - 60),
+    ]
+    after_revocations(app, events)
+    assert not row(app, firsts).enabled
+    page = user_client.get(f"/webhooks/{firsts}")
+    csrf = _CSRF.search(page.get_data(as_text=True))
+    assert csrf
+    enabled = user_client.post(f"/webhooks/{firsts}/enable", data={"csrf_token": csrf.group(1)})
+    assert enabled.status_code == 302
+    after_revocations(app, events)
+    assert row(app, firsts).enabled
+
+
+def test_the_latest_token_to_set_a_webhook_up_is_the_one_that_counts(
+    app: Any, client: Any, user_client: Any, token: Any
+) -> None:
+    """A change made with a token of a new grant (the user authorised the application again)
+    moves the webhook to that grant; a change on the pages leaves it the application's."""
+    firsts = create(client, token("first-app"), "first")
+    renewed = token("first-app", grant="second-grant", jti="second-token")
+    assert (
+        client.patch(
+            f"/api/webhooks/{firsts}", json={"url": HOOK + "moved"}, headers=renewed
+        ).status_code
+        == 200
+    )
+    revoke(app, 1, "grant", "grant-of-first-app")
+    assert row(app, firsts).enabled
+    page = user_client.get(f"/webhooks/{firsts}/edit")
+    csrf = _CSRF.search(page.get_data(as_text=True))
+    assert csrf
+    form = {"csrf_token": csrf.group(1), "url": HOOK + "by-hand", "events": "thing:created"}
+    assert user_client.post(f"/webhooks/{firsts}/edit", data=form).status_code == 302
+    revoke(app, 2, "grant", "second-grant")
+    assert not row(app, firsts).enabled
+
+
+def test_events_about_other_grants_tokens_and_clients_disable_nothing(
+    app: Any, client: Any, token: Any
+) -> None:
+    firsts = create(client, token("first-app"), "first")
+    revoke(app, 1, "grant", "grant-of-first-app-2")
+    revoke(app, 2, "token", "jti-of-first")
+    revoke(app, 3, "client", "first", not_before=int(time.time()) + 1)
+    revoke(app, 4, "session", "first-app", not_before=int(time.time()) + 1)
+    assert row(app, firsts).enabled
