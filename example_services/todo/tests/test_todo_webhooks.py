@@ -346,3 +346,13 @@ def test_a_tracker_id_past_the_column_is_refused_not_a_500(client, auth, user, n
     response = subscribe(client, auth(), resource=f"tracker:{number}")
     assert response.status_code == 400, response.get_data(as_text=True)
     assert response.get_json()["errors"][0]["field"] == "resource"
+
+
+@pytest.mark.parametrize("spelling", ["0{}", "00{}", "+{}"])
+def test_a_tracker_named_in_another_spelling_is_refused(client, auth, tracker, spelling):
+    """Events name a tracker as ``tracker:12``: a subscription to ``tracker:012`` would be
+    accepted for tracker 12 and then never match one of its events."""
+    response = subscribe(client, auth(), resource=f"tracker:{spelling.format(tracker.id)}")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["errors"][0]["field"] == "resource"
+    assert subscribe(client, auth(), resource=f"tracker:{tracker.id}").status_code == 201

@@ -83,12 +83,13 @@ def comment_created(
 
 
 def _tracker_id(resource: str | None) -> int | None:
-    """The tracker id *resource* names, or None (not a tracker, or past the id column)."""
+    """The tracker id *resource* names, or None (not a tracker, past the id column, or not
+    spelled as events spell it: ``tracker:012`` would never match ``tracker:12``)."""
     kind, _, ident = (resource or "").partition(":")
     if kind != "tracker" or not ident.isascii() or not ident.isdigit() or len(ident) > 10:
         return None
     number = int(ident)
-    return number if 1 <= number <= ID_MAX else None
+    return number if 1 <= number <= ID_MAX and str(number) == ident else None
 
 
 def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:
