@@ -346,8 +346,8 @@ def test_cli_all_upgrades_each_service_with_progress_and_a_summary(tmp_path: Pat
 def test_service_subscriptions_keep_their_client_across_srcore_0007(
     database_url: str, tmp_path: Path
 ) -> None:
-    """Before srcore_0007 a subscription named no client for a user; a service subscriber's
-    (no user) moves to its client, so its tokens still see it; a user's shows on the pages."""
+    """Before srcore_0007 a subscription named no client: a service subscriber's (no user)
+    moves to its client, so its tokens still see it; a user's to any client of the user."""
     from sqlalchemy import text
 
     t = target("b", database_url, service_b_metadata(), tmp_path)
@@ -372,7 +372,7 @@ def test_service_subscriptions_keep_their_client_across_srcore_0007(
             ).all()
         assert [tuple(row) for row in rows] == [
             ("https://a.example/", "builds"),
-            ("https://b.example/", None),
+            ("https://b.example/", "*"),
         ]
         migrate.downgrade(t, "srcore_0006", lineage=CORE_LINEAGE)
         assert "client_id" not in columns(database_url, "srcore_webhook_subscription")

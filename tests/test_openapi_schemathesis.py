@@ -83,9 +83,10 @@ def _seed(app: Any, service: str, make_token: Any) -> tuple[str, dict[str, Any]]
     return make_token(_full_scope(app), user=alice), {"short_id": "seededpst2"}
 
 
-def _seed_webhook(app: Any) -> dict[str, Any]:
-    """A webhook of alice's to one of the service's events, and a failed delivery of it
-    with one attempt (so the log's answers hold an attempt to check)."""
+def _seed_webhook(app: Any, token: str) -> dict[str, Any]:
+    """A webhook of alice's to one of the service's events, set up by *token*'s client, and a
+    failed delivery of it with one attempt (so the log's answers hold an attempt to check)."""
+    import base64
     import json
 
     from sqlalchemy import select
@@ -94,6 +95,8 @@ def _seed_webhook(app: Any) -> dict[str, Any]:
     from srcore.webhooks.outbox import insert_event
 
     st_ = app.extensions["srcore"]
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     event = st_.manifest.user_events[0].name
     with st_.db.transaction() as session:
         owner_id = session.scalar(
@@ -101,6 +104,7 @@ def _seed_webhook(app: Any) -> dict[str, Any]:
         )
         sub = Subscription(
             owner_id=owner_id,
+            client_id=claims["client_id"],  # the token's client: it sees it
             url="https://hooks.example.invalid/seeded",
             events=event,
             scopes=_full_scope(app),
@@ -183,7 +187,7 @@ def test_schemathesis_default_checks_pass(
     app.extensions["srcore.webhooks"].dispatcher = _Undelivered()
     no_dns = _NoDNS(socket.getaddrinfo)
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
-    real.update(_seed_webhook(app))
+    real.update(_seed_webhook(app, token))
     headers = {"Authorization": f"Bearer {token}"}
     # A body the description cannot make valid by itself: ``events`` is read raw (a list
     # of the service's event names), so generated ones are all refused.

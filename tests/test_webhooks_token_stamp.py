@@ -157,7 +157,10 @@ def test_revoking_what_set_a_webhook_up_disables_it(
     revoked = row(app, firsts)
     assert not revoked.enabled
     assert "revoked" in (revoked.disabled_reason or "")
-    assert (revoked.grant_id, revoked.token_id) == (None, None)
+    # Its owner's alone now: no token of the application sees it, nor sets it up again.
+    assert (revoked.client_id, revoked.grant_id, revoked.token_id) == (None, None, None)
+    renewed = token("first-app", grant="new-grant", jti="new-token")
+    assert client.get(f"/api/webhooks/{firsts}", headers=renewed).status_code == 404
     assert row(app, seconds).enabled and row(app, on_page).enabled
     with app.extensions["srcore"].db.transaction() as session:
         assert session.get(Delivery, waiting_id).status == DeliveryStatus.cancelled  # type: ignore[union-attr]
@@ -223,3 +226,82 @@ def test_events_about_other_grants_tokens_and_clients_disable_nothing(
     revoke(app, 3, "client", "first", not_before=int(time.time()) + 1)
     revoke(app, 4, "session", "first-app", not_before=int(time.time()) + 1)
     assert row(app, firsts).enabled
+
+
+def test_after_a_password_change_an_application_sets_up_a_new_webhook_that_ends_with_it(
+    app: Any, client: Any, user_client: Any, token: Any
+) -> None:
+    """meta ends the account's grants (then all it issued) on a password change: the
+    application's webhook is disabled and its owner's alone; enabled again, it is theirs,
+    and the application, authorised again, sets up a new one, which ends with that access."""
+    old = create(client, token("first-app"), "old")
+    revoke(app, 1, "grant", "grant-of-first-app")
+    page = user_client.get(f"/webhooks/{old}")
+    csrf = _CSRF.search(page.get_data(as_text=True))
+    assert csrf
+    assert (
+        user_client.post(f"/webhooks/{old}/enable", data={"csrf_token": csrf.group(1)}).status_code
+        == 302
+    )
+    again = token("first-app", grant="second-grant", jti="second-token")
+    assert client.get("/api/webhooks", headers=again).get_json()["results"] == []
+    new = create(client, again, "new")
+    revoke(app, 2, "grant", "second-grant")
+    assert not row(app, new).enabled
+    assert row(app, old).enabled  # its owner's choice, made after being told
+
+
+def test_an_old_webhook_of_a_user_is_seen_by_each_token_until_one_sets_it_up(
+    app: Any, client: Any, token: Any, user: Any
+) -> None:
+    from srcore.webhooks.models import ANY_CLIENT
+
+    with app.extensions["srcore"].db.transaction() as session:
+        legacy = Subscription(
+            owner_id=user.id,
+            client_id=ANY_CLIENT,
+            url=HOOK + "legacy",
+            events="thing:created",
+            scopes=SCOPES,
+            secret="whsec_" + "A" * 32,
+        )
+        session.add(legacy)
+        session.flush()
+        sid = legacy.id
+    first, second = token("first-app"), token("second-app")
+    for headers in (first, second):
+        assert client.get(f"/api/webhooks/{sid}", headers=headers).status_code == 200
+    assert (
+        client.patch(f"/api/webhooks/{sid}", json={"enabled": True}, headers=first).status_code
+        == 200
+    )
+    assert client.get(f"/api/webhooks/{sid}", headers=second).status_code == 404
+    revoke(app, 1, "grant", "grant-of-first-app")
+    assert not row(app, sid).enabled
+
+
+def test_a_revocation_locks_all_its_owners_webhooks_at_once(
+    app: Any, client: Any, user_client: Any, token: Any
+) -> None:
+    """meta applies each revocation as it emits it, several in one transaction (a password
+    change: the grants, then the account): the first to touch an account locks all of its
+    webhooks in id order, so the transaction never takes one after a later one while the
+    delivery worker, which locks them in id order too, waits for it."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError
+
+    from srcore.webhooks.accounts import apply_with_change
+
+    on_page = create_on_the_page(user_client, "page")
+    firsts = create(client, token("first-app"), "first")
+    assert on_page < firsts
+    db = app.extensions["srcore"].db
+    with db.session() as session:
+        apply_with_change(app, session, [RevocationEvent(1, "grant", "grant-of-first-app")])
+        if db.engine.dialect.name == "postgresql":
+            with db.engine.connect() as other:
+                held = select(Subscription.id).where(Subscription.id == on_page)
+                with pytest.raises(OperationalError, match="could not obtain lock"):
+                    other.execute(held.with_for_update(nowait=True))
+        session.commit()
+    assert not row(app, firsts).enabled and row(app, on_page).enabled

@@ -865,3 +865,11 @@ def test_the_form_checks_the_chosen_events(
     assert checked in again.get_data(as_text=True) and 'value="thing:7"' in again.get_data(
         as_text=True
     )
+
+
+def test_the_new_webhook_form_is_never_kept_in_a_cache(user_client: Any) -> None:
+    """Its form token tells a resent form from a new one: a form brought back by Back
+    from a cache would carry the token of a webhook already made, and make none."""
+    page = user_client.get("/webhooks/new")
+    assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "no-store"

@@ -4,8 +4,8 @@ A subscription records the OAuth client, grant and token id (jti) of the token t
 or last changed it: a token then sees only the subscriptions of its own client, and
 meta's revocation of that token, grant or client disables them, so an application whose
 access was revoked stops receiving events. Existing subscriptions of a service subscriber
-(no user) belong to its client; those of a user made before this revision are shown on
-the web pages only, since nothing says which client made them.
+(no user) belong to its client; nothing says which client made a user's, so every token
+of the user keeps seeing those (``*``) until one of them changes it.
 
 Revision ID: srcore_0007
 Revises: srcore_0006
@@ -41,6 +41,8 @@ def upgrade() -> None:
     op.execute(
         subscription.update().where(service_owned).values(client_id=subscription.c.owner_client)
     )
+    users = subscription.c.owner_id.is_not(None)
+    op.execute(subscription.update().where(users).values(client_id="*"))
 
 
 def downgrade() -> None:

@@ -4,7 +4,10 @@ A suspended (or deleted) account receives nothing until a newer ``unsuspend``. W
 issued is revoked (a password change or reset), its subscriptions confirmed before then are
 disabled and the owner told, so whoever subscribed with someone else's account keeps none.
 Likewise when the token, grant or client that set a subscription up is revoked: an
-application whose access the user ended stops receiving their events."""
+application whose access the user ended stops receiving their events. A subscription
+disabled so is its owner's alone from then on (no token sees it, no later revocation
+names it), so hearing of the same revocation again (pushed, then pulled) changes nothing
+once the owner has enabled it again."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, false, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -37,18 +40,25 @@ UNTRUSTED_REASON = (
 )
 REVOKED_REASON = (
     "Disabled because the access of the application or token that set it up was revoked "
-    "(by the account's owner, or with a change or reset of its password): check its URL and "
-    "events, then enable it again."
+    "(by the account's owner, or with a change or reset of its password). The application can "
+    "set up a new one once it has access again; enabling this one makes it yours alone."
 )
 
 
 def _lock(
-    session: Session, subscriptions: ColumnElement[bool], suspensions: list[int]
+    session: Session, untrusted: list[ColumnElement[bool]], suspensions: list[int]
 ) -> dict[int, Account]:
     """Lock all a batch changes first, so batches naming accounts in any order wait for each
-    other, never deadlock: the *subscriptions* by id (as every change does), then by user id
+    other, never deadlock: by id (as every change does) the subscriptions *untrusted* selects
+    and every other one of their owners and of *suspensions* (a transaction applying several
+    batches about one account, as meta's does, has them all from its first), then by user id
     the accounts of *suspensions*, made if new (on SQLite, the write lock before any read)."""
-    lock_subscriptions(session, subscriptions, Subscription.trusted.is_(False))
+    owners = set(suspensions)
+    if untrusted:
+        theirs = select(Subscription.owner_id).where(or_(*untrusted)).distinct()
+        owners.update(owner for owner in session.scalars(theirs) if owner is not None)
+    chosen = or_(Subscription.owner_id.in_(sorted(owners)), *untrusted)
+    lock_subscriptions(session, chosen, Subscription.trusted.is_(False))
     if not suspensions:
         return {}
     insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
@@ -94,15 +104,13 @@ def _untrusted(event: Any) -> tuple[ColumnElement[bool], str] | None:
 
 
 def _untrust(session: Session, where: ColumnElement[bool], reason: str) -> list[Subscription]:
-    """Disable the enabled subscriptions *where* selects for *reason*; forget the token and
-    grant that set them up, so hearing of their revocation again (pushed, then pulled) changes
-    nothing once the owner has enabled one again."""
+    """Disable the enabled subscriptions *where* selects for *reason*, their owners' alone."""
     mine = where, Subscription.enabled.is_(True), Subscription.trusted.is_(False)
     found = session.scalars(select(Subscription).where(*mine)).all()
     cancel_pending(session, Delivery.subscription_id.in_([sub.id for sub in found]))
     for sub in found:
         sub.enabled, sub.disabled_reason, sub.failing_since = False, reason, None
-        sub.grant_id = sub.token_id = None
+        sub.client_id = sub.grant_id = sub.token_id = None
     return list(found)
 
 
@@ -114,11 +122,8 @@ def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> No
     about_users = [e for e in events if str(e.subject).isdecimal() and len(str(e.subject)) <= 10]
     suspensions = [e for e in about_users if e.kind in ("suspend", "unsuspend")]
     users = sorted({int(e.subject) for e in suspensions})
-    # A password change revokes the account's grants and tokens too: its reason is the one shown.
-    by_user_first = sorted(events, key=lambda event: event.kind != "user")
-    untrusted = [found for found in map(_untrusted, by_user_first) if found is not None]
-    locked = or_(Subscription.owner_id.in_(users), *(where for where, _ in untrusted))
-    accounts = _lock(session, locked if users or untrusted else false(), users)
+    untrusted = [found for found in map(_untrusted, events) if found is not None]
+    accounts = _lock(session, [where for where, _ in untrusted], users)
     for event in suspensions:
         _suspension(session, accounts[int(event.subject)], event)
     disabled: dict[int, tuple[Subscription, str]] = {}

@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from srcore.db import TYPE_ANNOTATION_MAP, make_metadata, utcnow
 
 __all__ = [
+    "ANY_CLIENT",
     "Account",
     "Attempt",
     "Delivery",
@@ -44,6 +45,11 @@ class DeliveryStatus(enum.StrEnum):
     cancelled = "cancelled"
 
 
+#: The ``client_id`` of a user's subscription made before srcore_0007, when which client
+#: made it was not recorded: every token of its owner sees it until one sets it up again.
+ANY_CLIENT = "*"
+
+
 def new_message_id() -> str:
     """A fresh ``webhook-id``: ``msg_`` and 26 hex digits."""
     return "msg_" + secrets.token_hex(13)
@@ -59,9 +65,10 @@ class Subscription(WebhookBase):
     #: The owner's meta user id, or for a service subscriber its OAuth client id.
     owner_id: Mapped[int | None] = mapped_column(index=True)
     owner_client: Mapped[str | None] = mapped_column(String(256))
-    #: The OAuth client of the token that set it up (None: its owner did, on the web pages):
-    #: a token sees only its own client's. Revoking that token (``token_id``, its jti), its
-    #: grant or its client disables the subscription (:mod:`.accounts`).
+    #: The OAuth client of the token that set it up (None: its owner did, on the web pages;
+    #: :data:`ANY_CLIENT`: before srcore_0007 recorded it): a token sees only its own
+    #: client's. Revoking that token (``token_id``, its jti), its grant or its client disables
+    #: the subscription and makes it its owner's alone (:mod:`.accounts`).
     client_id: Mapped[str | None] = mapped_column(String(256))
     grant_id: Mapped[str | None] = mapped_column(String(256), index=True)
     token_id: Mapped[str | None] = mapped_column(String(256), index=True)

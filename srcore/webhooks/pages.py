@@ -106,8 +106,9 @@ def form(subscription_id: int | None = None) -> Any:
     """A new webhook's form (``?events=`` and ``?resource=`` fill it in), or an edit's."""
     sub = None if subscription_id is None else subs.current.show(subscription_id)
     token = _form_token()
-    if request.method == "GET":
-        return render_template(FORM, subscription=sub, form_token=token)
+    if request.method == "GET":  # never from a cache: Back must not bring an old token back
+        page = render_template(FORM, subscription=sub, form_token=token)
+        return page, {"Cache-Control": "no-store"}
     valid = Validation.form(FORM, subscription=sub, form_token=token)
     if sub is None:
         made = _made_by(token)

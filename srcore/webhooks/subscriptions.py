@@ -30,7 +30,7 @@ from srcore.signatures import generate_secret
 from srcore.validation import Validation
 from srcore.webhooks.catalog import PING, PingData
 from srcore.webhooks.delivery import redeliver as make_due
-from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
+from srcore.webhooks.models import ANY_CLIENT, Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import dump_payload, webhooks_state
 from srcore.webhooks.shapes import DeliveryJSON, SubscriptionJSON, delivery_json, subscription_json
 
@@ -165,7 +165,7 @@ class Subscriber:
         application never sees, nor changes, another's webhooks (nor those of the pages)."""
         if self.token is None:
             return self._owners()
-        return self._owners() & (Subscription.client_id == self.token.client_id)
+        return self._owners() & Subscription.client_id.in_([self.token.client_id, ANY_CLIENT])
 
     def _stamp(self, sub: Subscription) -> None:
         """Stamp *sub* with the token setting it up (what revoking it disables)."""
