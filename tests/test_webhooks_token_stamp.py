@@ -305,3 +305,41 @@ def test_a_revocation_locks_all_its_owners_webhooks_at_once(
                     other.execute(held.with_for_update(nowait=True))
         session.commit()
     assert not row(app, firsts).enabled and row(app, on_page).enabled
+
+
+def test_a_service_subscribers_webhook_lives_as_long_as_its_client(
+    app: Any, client: Any, make_token: Any
+) -> None:
+    """A service (no user) subscribes with short-lived client tokens: revoking one of them
+    leaves its webhooks alone; deleting the client disables them, and they stay its own."""
+    service = {"Authorization": f"Bearer {make_token(SCOPES, client_id='builds', jti='svc-1')}"}
+    sid = create(client, service, "builds")
+    revoke(app, 1, "token", "svc-1")
+    assert row(app, sid).enabled
+    revoke(app, 2, "client", "builds", not_before=int(time.time()) + 1)
+    assert not row(app, sid).enabled
+    later = {"Authorization": f"Bearer {make_token(SCOPES, client_id='builds', jti='svc-2')}"}
+    assert client.get(f"/api/webhooks/{sid}", headers=later).status_code == 200
+
+
+def test_rotating_an_old_webhooks_secret_sets_it_up_for_that_client(
+    app: Any, client: Any, token: Any, user: Any
+) -> None:
+    from srcore.webhooks.models import ANY_CLIENT
+
+    with app.extensions["srcore"].db.transaction() as session:
+        legacy = Subscription(
+            owner_id=user.id,
+            client_id=ANY_CLIENT,
+            url=HOOK + "legacy",
+            events="thing:created",
+            scopes=SCOPES,
+            secret="whsec_" + "A" * 32,
+        )
+        session.add(legacy)
+        session.flush()
+        sid = legacy.id
+    rotated = client.post(f"/api/webhooks/{sid}/rotate", json={}, headers=token("first-app"))
+    assert rotated.status_code == 200, rotated.get_data(as_text=True)
+    assert client.get(f"/api/webhooks/{sid}", headers=token("second-app")).status_code == 404
+    assert row(app, sid).grant_id == "grant-of-first-app"

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -52,7 +52,11 @@ def _lock(
     other, never deadlock: by id (as every change does) the subscriptions *untrusted* selects
     and every other one of their owners and of *suspensions* (a transaction applying several
     batches about one account, as meta's does, has them all from its first), then by user id
-    the accounts of *suspensions*, made if new (on SQLite, the write lock before any read)."""
+    the accounts of *suspensions*, made if new. On SQLite, the one write lock first."""
+    if session.get_bind().dialect.name == "sqlite":  # the write lock before anything is read
+        named = or_(Subscription.owner_id.in_(suspensions), *untrusted)
+        hold = update(Subscription).where(named).values(updated=Subscription.updated)
+        session.execute(hold.execution_options(synchronize_session=False))
     owners = set(suspensions)
     if untrusted:
         theirs = select(Subscription.owner_id).where(or_(*untrusted)).distinct()
@@ -110,7 +114,9 @@ def _untrust(session: Session, where: ColumnElement[bool], reason: str) -> list[
     cancel_pending(session, Delivery.subscription_id.in_([sub.id for sub in found]))
     for sub in found:
         sub.enabled, sub.disabled_reason, sub.failing_since = False, reason, None
-        sub.client_id = sub.grant_id = sub.token_id = None
+        sub.grant_id = sub.token_id = None
+        if sub.owner_id is not None:  # a service subscriber's stays its own: nobody else sees it
+            sub.client_id = None
     return list(found)
 
 

@@ -168,11 +168,13 @@ class Subscriber:
         return self._owners() & Subscription.client_id.in_([self.token.client_id, ANY_CLIENT])
 
     def _stamp(self, sub: Subscription) -> None:
-        """Stamp *sub* with the token setting it up (what revoking it disables)."""
+        """Stamp *sub* with the token setting it up: a user's token and grant (revoking either
+        disables it); a service subscriber's lasts as long as its client."""
         if self.token is not None:
+            sub.client_id = self.token.client_id
+        if self.token is not None and self.user_id is not None:
             grant = self.token.claims.get("grant")
-            sub.client_id, sub.token_id = self.token.client_id, self.token.jti
-            sub.grant_id = grant if isinstance(grant, str) else None
+            sub.token_id, sub.grant_id = self.token.jti, grant if isinstance(grant, str) else None
 
     def receivable(self) -> ColumnElement[bool]:
         """The WHERE clause of the deliveries it may read and send again: test events, and
@@ -288,6 +290,7 @@ class Subscriber:
         sub.previous_secret = sub.secret if overlap else None
         sub.previous_secret_expires = utcnow() + overlap if overlap else None
         sub.secret = generate_secret()
+        self._stamp(sub)
         db_session.commit()
         return subscription_json(sub, secret=True)
 
