@@ -85,6 +85,24 @@ def row(app: Any, sid: int) -> Subscription:
         return sub
 
 
+def old_webhook(app: Any, user: Any) -> int:
+    """A webhook of *user*'s made before srcore_0007 recorded which client made it."""
+    from srcore.webhooks.models import ANY_CLIENT
+
+    with app.extensions["srcore"].db.transaction() as session:
+        legacy = Subscription(
+            owner_id=user.id,
+            client_id=ANY_CLIENT,
+            url=HOOK + "legacy",
+            events="thing:created",
+            scopes=SCOPES,
+            secret="whsec_" + "A" * 32,
+        )
+        session.add(legacy)
+        session.flush()
+        return legacy.id
+
+
 def revoke(app: Any, seq: int, kind: str, subject: str, **times: int) -> None:
     """What the service does with meta's event, pushed or pulled."""
     after_revocations(app, [RevocationEvent(seq, kind, subject, **times)])
@@ -254,20 +272,7 @@ def test_after_a_password_change_an_application_sets_up_a_new_webhook_that_ends_
 def test_an_old_webhook_of_a_user_is_seen_by_each_token_until_one_sets_it_up(
     app: Any, client: Any, token: Any, user: Any
 ) -> None:
-    from srcore.webhooks.models import ANY_CLIENT
-
-    with app.extensions["srcore"].db.transaction() as session:
-        legacy = Subscription(
-            owner_id=user.id,
-            client_id=ANY_CLIENT,
-            url=HOOK + "legacy",
-            events="thing:created",
-            scopes=SCOPES,
-            secret="whsec_" + "A" * 32,
-        )
-        session.add(legacy)
-        session.flush()
-        sid = legacy.id
+    sid = old_webhook(app, user)
     first, second = token("first-app"), token("second-app")
     for headers in (first, second):
         assert client.get(f"/api/webhooks/{sid}", headers=headers).status_code == 200
@@ -325,20 +330,7 @@ def test_a_service_subscribers_webhook_lives_as_long_as_its_client(
 def test_rotating_an_old_webhooks_secret_sets_it_up_for_that_client(
     app: Any, client: Any, token: Any, user: Any
 ) -> None:
-    from srcore.webhooks.models import ANY_CLIENT
-
-    with app.extensions["srcore"].db.transaction() as session:
-        legacy = Subscription(
-            owner_id=user.id,
-            client_id=ANY_CLIENT,
-            url=HOOK + "legacy",
-            events="thing:created",
-            scopes=SCOPES,
-            secret="whsec_" + "A" * 32,
-        )
-        session.add(legacy)
-        session.flush()
-        sid = legacy.id
+    sid = old_webhook(app, user)
     rotated = client.post(f"/api/webhooks/{sid}/rotate", json={}, headers=token("first-app"))
     assert rotated.status_code == 200, rotated.get_data(as_text=True)
     assert client.get(f"/api/webhooks/{sid}", headers=token("second-app")).status_code == 404
