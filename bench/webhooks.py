@@ -1,4 +1,4 @@
-"""Webhook benchmarks: what emitting costs, how fast one worker delivers, and fairness.
+"""Webhook benchmarks: what emitting costs, how fast one worker delivers, fairness, shutdown.
 
     .venv/bin/python bench/webhooks.py [--quick] [--backends sqlite,postgresql]
     .venv/bin/python bench/run.py --only webhooks
@@ -28,6 +28,11 @@
    healthy receiver. Events are emitted at a steady rate, each to all of them, and the
    latency from emit to arrival at the healthy receiver is measured (the event carries
    its emit time). Goal: every event within 2 s.
+4. Shutdown: ``srcore worker todo`` (the real command, under srcore's supervisor) delivers
+   to 40 subscriptions of a receiver that accepts connections and never answers; once its
+   first requests hang, it gets SIGTERM, and the seconds until it exits are printed with
+   its status and the deliveries it left due for the next worker. Goal: within
+   ``webhook-timeout`` (3 s here) + 2 s, status 0, all 40 left due.
 
 Every run is bounded: workers are killed after a lifetime, every wait has a timeout.
 Nothing here asserts on time; it prints.
@@ -64,6 +69,8 @@ from measure import interleaved, percentile  # noqa: E402
 
 #: webhook-timeout of the fairness run, and the trickling receiver's pace.
 FAIR_TIMEOUT = "4s"
+#: The webhook-timeout of the shutdown bench.
+SHUTDOWN_TIMEOUT = "3s"
 TRICKLE_EVERY = 1.0
 
 
@@ -457,11 +464,103 @@ def bench_fairness(
     }
 
 
+class Staller:
+    """A receiver that accepts connections and never reads nor answers them."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.stop = threading.Event()
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.held.append(self.listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def __enter__(self) -> Staller:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        for conn in self.held:
+            conn.close()
+        self.listener.close()
+
+
+def bench_shutdown(backend: str, *, subscriptions: int = 40) -> dict[str, Any] | None:
+    """Seconds from SIGTERM to the exit of ``srcore worker todo`` while every request it has
+    in flight hangs on a receiver that never answers (more than its concurrency, so later
+    rounds would wait too), and how many deliveries it left due for the next worker."""
+    if _postgres_missing(backend):
+        return None
+    from sqlalchemy import func, select
+
+    from srcore import testdb
+    from srcore.app import migration_target
+    from srcore.db import Database, utcnow
+    from srcore.migrate import upgrade_all
+    from srcore.signatures import generate_secret
+    from srcore.testing import free_port, run_worker, write_network_config
+    from srcore.webhooks.models import Delivery, OutboxRow, Subscription
+
+    tmp = Path(tempfile.mkdtemp(prefix="srcore-bench-shutdown-"))
+    with contextlib.ExitStack() as stack:
+        staller = stack.enter_context(Staller())
+        config = write_network_config(
+            tmp / "config.ini",
+            {"meta": free_port(), "todo": free_port()},
+            global_keys={
+                "webhook-timeout": SHUTDOWN_TIMEOUT,
+                "allow-private-webhook-targets": "127.0.0.0/8",
+            },
+        )
+        url = f"sqlite:///{tmp / 'todo.db'}"
+        if backend == "postgresql":
+            url = testdb.create_test_database(prefix="srcore_shutdown")
+            stack.callback(testdb.drop_test_database, url)
+            text = config.read_text(encoding="utf-8")
+            config.write_text(text.replace(f"sqlite:///{tmp / 'todo.db'}", url), encoding="utf-8")
+        upgrade_all(migration_target("todo", config))
+        db = Database(url)
+        stack.callback(db.dispose)
+        now = utcnow()
+        with db.transaction() as session:
+            outbox = OutboxRow(event="ticket:created", payload="{}", created=now, fanned_out_at=now)
+            session.add(outbox)
+            session.flush()
+            for _ in range(subscriptions):
+                hook = dict(url=staller.url, events="ticket:created", secret=generate_secret())
+                sub = Subscription(**hook)
+                session.add(sub)
+                session.flush()
+                session.add(Delivery(subscription_id=sub.id, outbox_id=outbox.id))
+        with run_worker("todo", config, timeout=60) as worker:
+            harness.wait_until(lambda: len(staller.held) > 0, timeout=60, what="a request")
+            time.sleep(0.5)  # the first round of requests is in flight
+            signalled = time.monotonic()
+            worker.send_signal(signal.SIGTERM)
+            status = worker.wait(timeout=120)
+            seconds = time.monotonic() - signalled
+        with db.transaction() as session:
+            pending = Delivery.status == "pending"
+            left = session.scalar(select(func.count()).select_from(Delivery).where(pending))
+    return {"seconds": seconds, "status": status, "requests": len(staller.held), "left": left}
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
 def section(backends: list[str], *, quick: bool = False, number: str = "") -> None:
-    """Run and print the three benchmarks (bench/run.py's ``webhooks`` section)."""
+    """Run and print the four benchmarks (bench/run.py's ``webhooks`` section)."""
     n, rounds = (100, 3) if quick else (300, 7)
     events, subscriptions = (500, 4) if quick else (2500, 4)
     prefix = f"{number}. " if number else ""
@@ -540,6 +639,22 @@ def section(backends: list[str], *, quick: bool = False, number: str = "") -> No
             f"{fair['within_2s']:>7}/{fair['events']:<4}{fair['trickled']:>8}, {fair['cut']}"
         )
     print("   goal: every event within 2 s\n")
+
+    print(
+        f"{prefix}webhooks: SIGTERM to exit of `srcore worker`, every request hanging "
+        f"(webhook-timeout {SHUTDOWN_TIMEOUT}, 40 subscriptions)"
+    )
+    print(f"   {'backend':<11}{'seconds':>9}{'status':>8}{'requests':>10}{'left due':>10}")
+    for backend in order:
+        down = bench_shutdown(backend)
+        if down is None:
+            print(f"   {backend:<11}  (not reachable, skipped)")
+            continue
+        print(
+            f"   {backend:<11}{down['seconds']:>9.2f}{down['status']:>8}"
+            f"{down['requests']:>10}{down['left']:>10}"
+        )
+    print("   goal: exit within webhook-timeout + 2 s, status 0, what was not sent left due\n")
 
 
 def main() -> int:

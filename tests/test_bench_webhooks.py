@@ -21,10 +21,13 @@ def test_the_quick_webhook_benchmark_runs_every_section() -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    for heading in ("emit + commit", "deliveries per second", "fairness"):
+    for heading in ("emit + commit", "deliveries per second", "fairness", "SIGTERM to exit"):
         assert f"webhooks: {heading}" in out, out
     # Everything delivered: by the local worker, and by Celery where a redis-server can be
     # started for it (the benchmark leaves its Celery rows out otherwise).
     celery = shutil.which("redis-server") is not None
     assert out.count("2000/2000") == (2 if celery else 1), out
     assert "trickled, cut" in out, out
+    # The worker stopped on SIGTERM with status 0, leaving the 40 deliveries due.
+    shutdown = out.split("SIGTERM to exit")[1].splitlines()[2].split()
+    assert shutdown[0] == "sqlite" and (shutdown[2], shutdown[4]) == ("0", "40"), out
