@@ -27,21 +27,12 @@ from srcore.webhooks.outbox import insert_event
 SCOPES = "sample/things:RW"
 HOOK = "https://hooks.example.org/"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+pytestmark = pytest.mark.usefixtures("clean_webhooks")
 
 
 @pytest.fixture(autouse=True)
 def _no_dns(app: Any) -> None:
     set_resolver(app, lambda host, port, timeout: None)  # no lookup leaves the machine
-
-
-@pytest.fixture(autouse=True)
-def _empty_webhook_tables(app: Any) -> Any:
-    yield
-    from srcore.webhooks.models import WebhookBase
-
-    with app.extensions["srcore"].db.transaction() as session:
-        for table in reversed(WebhookBase.metadata.sorted_tables):
-            session.execute(table.delete())
 
 
 @pytest.fixture
