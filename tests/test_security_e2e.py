@@ -1040,6 +1040,11 @@ def test_hostile_bytes_get_a_4xx_and_write_nothing(network: Network) -> None:
         b"\r\n\r\n" + size + b"\r\n" + body + b"\r\n0\r\n\r\n",
         b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
         b"name=half&visibility=public",
+        # Which copy of a repeated field counts is ambiguous: neither does.
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 38\r\n\r\n"
+        b"name=half&name=h2alf&visibility=public",
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 43\r\n\r\n"
+        b"name=half&visibility=public&visibility=xalf",
         b"Content-Type: application/json\r\nContent-Length: 44\r\n\r\n"
         + b'{"name": "h\\u0000alf", "visibility": "public"}'[:44],
         b"Content-Type: application/json\r\nContent-Length: 38\r\n\r\n"

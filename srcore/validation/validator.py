@@ -219,9 +219,21 @@ class Validation:
                 return default
         return default
 
+    def _one(self, field: str, label: str | None) -> object:
+        """The one value of *field*, or ``_MISSING`` with an error when a form or query string
+        sent it more than once: which copy counts is a guess a proxy or a check in front may
+        make otherwise (as a JSON object's repeated key, which is refused when it is read)."""
+        getlist = getattr(self._data, "getlist", None)
+        if callable(getlist) and len(getlist(field)) > 1:
+            self.error(f"{label or _label(field)} was sent more than once; send it once.", field)
+            return _MISSING
+        return self._data.get(field)
+
     def _take(self, field: str, *, required: bool, label: str | None) -> object:
         """The raw value, or ``_MISSING`` (recording an error if it was required)."""
-        raw = self._data.get(field)
+        raw = self._one(field, label)
+        if raw is _MISSING:
+            return _MISSING
         if raw is None or (isinstance(raw, str) and (raw == "" or raw.isspace())):
             if required:
                 self.error(f"{label or _label(field)} is required.", field)
@@ -303,7 +315,9 @@ class Validation:
     ) -> bool | None:
         """A boolean; in a form an absent or empty field is ``False`` (unchecked box)."""
         if self.source == "form":
-            raw = self._data.get(field)
+            raw = self._one(field, label)
+            if raw is _MISSING:
+                return None
             if raw is None:
                 return False
         else:
@@ -433,9 +447,15 @@ class Validation:
 
         A JSON body cannot carry uploads, so a value there is an error.
         """
+        getlist = getattr(self._files, "getlist", None)
+        if callable(getlist) and len(getlist(field)) > 1:
+            self.error(f"{label or _label(field)} was sent more than once; send one file.", field)
+            return None
         raw: object = self._files.get(field)
         if raw is None:
-            raw = self._data.get(field)
+            raw = self._one(field, label)
+            if raw is _MISSING:
+                return None
         if raw is None or (isinstance(raw, FileStorage) and not raw.filename):
             if required:
                 self.error(f"{label or _label(field)} is required.", field)
