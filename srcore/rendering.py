@@ -360,8 +360,9 @@ def _plural(count: int, unit: str) -> str:
 def timeago(value: datetime | None, now: datetime | None = None) -> str:
     """Describe ``value`` relative to ``now``: ``"5 minutes ago"``, ``"in 3 days"``.
 
-    Anything within a minute either way is ``"just now"``. Units are floored, so 119
-    seconds is ``"1 minute ago"``; months count 30 days and years 365.
+    Anything less than a minute ago is ``"just now"``, and less than a minute ahead
+    ``"in under a minute"`` (a retry due shortly is not one that happened). Units are
+    floored, so 119 seconds is ``"1 minute ago"``; months count 30 days and years 365.
     """
     if value is None:
         return ""
@@ -370,7 +371,7 @@ def timeago(value: datetime | None, now: datetime | None = None) -> str:
     future = seconds < 0
     seconds = abs(seconds)
     if seconds < 60:
-        return "just now"
+        return "in under a minute" if future else "just now"
     minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
     if minutes < 60:
         span = _plural(minutes, "minute")

@@ -432,7 +432,8 @@ def test_plain_dates_and_none() -> None:
     [
         (timedelta(0), "just now"),
         (timedelta(seconds=59), "just now"),
-        (timedelta(seconds=-30), "just now"),
+        (timedelta(seconds=-30), "in under a minute"),
+        (timedelta(seconds=-1), "in under a minute"),
         (timedelta(seconds=60), "1 minute ago"),
         (timedelta(seconds=119), "1 minute ago"),
         (timedelta(minutes=5), "5 minutes ago"),
