@@ -401,6 +401,14 @@ def test_create_ping_see_it_delivered_and_a_stranger_gets_404(
 
     # Deleted, from alice's own page.
     alice.open(f"/webhooks/{sid}")
+    delete = page.get_by_role("button", name="Delete webhook", exact=True)
+    assert not delete.is_visible(), "one click deletes a webhook"
+    page.get_by_text("Delete webhook…").click()
+    assert page.get_by_text("This cannot be undone.").is_visible()
+    page.get_by_text("Keep it").click()  # changed their mind: closed again
+    assert not delete.is_visible()
+    page.get_by_text("Delete webhook…").click()
+    alice.shoot("delete-confirm")
     alice.press("Delete webhook")
     assert page.url == f"{site.url}/webhooks"
     assert alice.flashes() == ["Webhook deleted."]
