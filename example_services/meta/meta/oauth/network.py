@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from srcore.identity.protocol import EVENTS_PATH, PROFILE_EVENT, REVOCATION_EVENT, parse_events
 
@@ -62,6 +63,11 @@ _LOCK_KEY = zlib.crc32(b"meta first-party webhook subscriptions")
 _ENSURED = "meta_network_ensured"
 #: The key of the :class:`Network` in the ``info`` of every session of meta's database.
 INFO_KEY = "meta.oauth.network"
+#: The ``info`` key of the revocations a session's transaction emitted and has not applied.
+_PENDING = "meta.oauth.network.pending"
+#: A revocation waiting for its transaction's commit: the savepoint it was emitted in (None:
+#: the transaction itself), the app whose subscriptions it is applied to, and its events.
+_Pending = tuple[SessionTransaction | None, "Flask", list[Any]]
 
 
 @dataclass(frozen=True)
@@ -251,21 +257,95 @@ class Network:
         app = self.app
         if app is None or (has_app_context() and current_app._get_current_object() is app):  # type: ignore[attr-defined]
             emit(event, data, owner_id=owner_id, session=session)
-            self._apply_here(session, event, data)
+            self._apply_at_commit(session, event, data)
             return
         with app.app_context():  # a hook called outside a request (scripts, tests)
             emit(event, data, owner_id=owner_id, session=session)
-            self._apply_here(session, event, data)
+            self._apply_at_commit(session, event, data)
 
-    def _apply_here(self, session: Session, event: str, data: Mapping[str, Any]) -> None:
+    def _apply_at_commit(self, session: Session, event: str, data: Mapping[str, Any]) -> None:
         """meta's own webhook subscriptions follow its revocations as every service's do
         on receipt (:mod:`srcore.webhooks.accounts`), in the revoking transaction: a
-        suspended account's receive nothing, a revoked account's are disabled."""
+        suspended account's receive nothing, a revoked account's are disabled.
+
+        They are applied once, just before the transaction commits, all in one batch: a
+        transaction emitting several (a deleted client: the tokens of each of its users,
+        then the client) then locks every subscription they touch in id order from the
+        start, as the webhook worker does. Applied as each was emitted, it would lock one
+        user's subscriptions and later another's with a lower id, and could deadlock with
+        a worker holding the second while it waits for the first.
+        """
         if event != REVOCATION_EVENT:
             return
         from flask import current_app
 
-        from srcore.webhooks.accounts import apply_with_change
+        real: Session = getattr(session, "_get_current_object", lambda: session)()  # a proxy
+        app = self.app or current_app._get_current_object()  # type: ignore[attr-defined]
+        pending: list[_Pending] = real.info.setdefault(_PENDING, [])
+        pending.append((real.get_nested_transaction(), app, parse_events(data.get("events"))))
+        if not sa_event.contains(real, "before_commit", _apply_pending):
+            sa_event.listen(real, "before_commit", _apply_pending)
+            sa_event.listen(real, "after_commit", _committed)
+            sa_event.listen(real, "after_transaction_end", _ended)
 
-        events = parse_events(data.get("events"))
-        apply_with_change(self.app or current_app._get_current_object(), session, events)  # type: ignore[attr-defined]
+
+def _batches(pending: list[_Pending]) -> dict[Flask, list[Any]]:
+    batches: dict[Flask, list[Any]] = {}
+    for _, app, events in pending:
+        batches.setdefault(app, []).extend(events)
+    return batches
+
+
+def _apply_pending(session: Session) -> None:
+    """Before a commit: apply the transaction's revocations, in one batch, in it.
+
+    A savepoint's release leaves them for the transaction's commit. If applying fails, they
+    stay pending: the transaction cannot commit without them, and its rollback drops them.
+    """
+    from srcore.webhooks.accounts import apply_with_change
+
+    if session.get_nested_transaction() is not None:  # a savepoint is released
+        return
+    pending: list[_Pending] = session.info.pop(_PENDING, [])
+    try:
+        for app, events in _batches(pending).items():
+            apply_with_change(app, session, events)
+    except BaseException:
+        session.info.setdefault(_PENDING, [])[:0] = pending
+        raise
+
+
+def _committed(session: Session) -> None:
+    """A savepoint's revocations now wait for the savepoint (or transaction) around it.
+
+    Once the transaction has committed, none should be left: those emitted too late for
+    :func:`_apply_pending` (while committing, or in a savepoint still open when the
+    transaction itself was committed) are applied in a transaction of their own rather than
+    forgotten.
+    """
+    savepoint = session.get_nested_transaction()
+    pending: list[_Pending] = session.info.get(_PENDING, [])
+    if savepoint is not None:
+        parent = savepoint.parent
+        outer = parent if parent is not None and parent.nested else None
+        pending[:] = [(outer if t is savepoint else t, app, e) for t, app, e in pending]
+        return
+    from srcore.webhooks.accounts import after_revocations
+
+    late = session.info.pop(_PENDING, [])
+    for app, events in _batches(late).items():
+        log.warning("%d revocation(s) left pending at the commit are applied after it", len(events))
+        try:
+            after_revocations(app, events)
+        except Exception:
+            log.exception("meta's webhooks could not follow %d revocation(s)", len(events))
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    """A rolled back savepoint's revocations were never emitted; a transaction's end drops
+    all that are left, so none is applied at a later, unrelated commit."""
+    if transaction.nested:
+        pending: list[_Pending] = session.info.get(_PENDING, [])
+        pending[:] = [entry for entry in pending if entry[0] is not transaction]
+    elif transaction.parent is None:
+        session.info.pop(_PENDING, None)
