@@ -3,8 +3,11 @@
 :class:`AddressPolicy` is a pure function of an IP address: loopback, private, link-local,
 multicast, unspecified, reserved and other non-global addresses are refused (an IPv6
 address carrying an IPv4 one, mapped, translated, compatible, NAT64 or 6to4, is judged as
-the IPv4 address it reaches), unless inside a network the operator allowed. It also holds
-the allowed ports (:class:`PortRule`) and judges a whole URL (scheme, credentials, port).
+the IPv4 address it reaches), unless inside a network the operator allowed. Which blocks
+are not globally reachable is written out here (:data:`SPECIAL_PURPOSE`, from IANA's
+special-purpose address registries), not left to :mod:`ipaddress`, whose ``is_global`` and
+``is_private`` change between Python patch releases. It also holds the allowed ports
+(:class:`PortRule`) and judges a whole URL (scheme, credentials, port).
 :class:`~srcore.outbound.sender.PooledSender` enforces it on the address it connects to.
 """
 
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PORTS",
     "METADATA_ADDRESSES",
+    "SPECIAL_PURPOSE",
     "AddressPolicy",
     "PortRule",
     "RefusedAddress",
@@ -57,12 +61,101 @@ class RefusedAddress(Exception):
 SIXTOFOUR_RELAYS = ipaddress.IPv4Network("192.88.99.0/24")
 
 
+#: IANA's IPv4 and IPv6 Special-Purpose Address Registries: each block with why an address
+#: in it is refused, or ``None`` where the registry says "Globally Reachable: True" (a block
+#: inside a refused one, like the PCP and TURN anycast addresses in 192.0.0.0/24). The most
+#: specific block holding an address decides. "Private" means what the registries and
+#: :mod:`ipaddress` mean by it: not reachable beyond one administrative domain.
+#: ``ipaddress`` judged 192.0.0.8 and 3fff::/20 global on Python 3.11.7, and 2001:1::1
+#: private; this table gives every Python the same verdict. The IPv4-mapped, NAT64
+#: (64:ff9b::/96) and 6to4 (2002::/16) blocks are listed for completeness: an address in
+#: them is judged as the IPv4 address it carries before this table is looked at.
+SPECIAL_PURPOSE: tuple[tuple[IPNetwork, str | None], ...] = tuple(
+    (ipaddress.ip_network(block), reason)
+    for block, reason in [
+        ("0.0.0.0/8", 'a private address ("this network", 0.0.0.0/8, RFC 791)'),
+        ("0.0.0.0/32", "the unspecified address"),
+        ("10.0.0.0/8", "a private address (private-use, 10.0.0.0/8, RFC 1918)"),
+        ("100.64.0.0/10", "not a public address (shared address space, 100.64.0.0/10, RFC 6598)"),
+        ("127.0.0.0/8", "a loopback address"),
+        ("169.254.0.0/16", "a link-local address"),
+        ("172.16.0.0/12", "a private address (private-use, 172.16.0.0/12, RFC 1918)"),
+        ("192.0.0.0/24", "a private address (IETF protocol assignments, 192.0.0.0/24, RFC 6890)"),
+        ("192.0.0.0/29", "a private address (IPv4 service continuity, 192.0.0.0/29, RFC 7335)"),
+        ("192.0.0.8/32", "a private address (IPv4 dummy address, 192.0.0.8/32, RFC 7600)"),
+        ("192.0.0.9/32", None),  # Port Control Protocol anycast (RFC 7723)
+        ("192.0.0.10/32", None),  # TURN anycast (RFC 8155)
+        ("192.0.0.170/32", "a private address (NAT64/DNS64 discovery, 192.0.0.170, RFC 8880)"),
+        ("192.0.0.171/32", "a private address (NAT64/DNS64 discovery, 192.0.0.171, RFC 8880)"),
+        ("192.0.2.0/24", "a private address (documentation, 192.0.2.0/24, RFC 5737)"),
+        ("192.31.196.0/24", None),  # AS112-v4 (RFC 7535)
+        ("192.52.193.0/24", None),  # AMT (RFC 7450)
+        ("192.88.99.2/32", "a private address (6a44 relay anycast, 192.88.99.2, RFC 6751)"),
+        ("192.168.0.0/16", "a private address (private-use, 192.168.0.0/16, RFC 1918)"),
+        ("192.175.48.0/24", None),  # AS112 direct delegation (RFC 7534)
+        ("198.18.0.0/15", "a private address (benchmarking, 198.18.0.0/15, RFC 2544)"),
+        ("198.51.100.0/24", "a private address (documentation, 198.51.100.0/24, RFC 5737)"),
+        ("203.0.113.0/24", "a private address (documentation, 203.0.113.0/24, RFC 5737)"),
+        ("240.0.0.0/4", "a private address (reserved, 240.0.0.0/4, RFC 1112)"),
+        ("255.255.255.255/32", "the limited broadcast address"),
+        ("::1/128", "a loopback address"),
+        ("::/128", "the unspecified address"),
+        ("::ffff:0:0/96", "a private address (IPv4-mapped, ::ffff:0:0/96, RFC 4291)"),
+        ("64:ff9b::/96", None),  # NAT64 well-known prefix (RFC 6052)
+        ("64:ff9b:1::/48", "a private address (local-use NAT64, 64:ff9b:1::/48, RFC 8215)"),
+        ("100::/64", "a private address (discard-only, 100::/64, RFC 6666)"),
+        ("100:0:0:1::/64", "a private address (dummy prefix, 100:0:0:1::/64, RFC 9780)"),
+        ("2001::/23", "a private address (IETF protocol assignments, 2001::/23, RFC 2928)"),
+        # "Globally Reachable: N/A": it reaches an IPv4 host through whichever relay.
+        ("2001::/32", "not a public address (Teredo, 2001::/32, RFC 4380)"),
+        ("2001:1::1/128", None),  # Port Control Protocol anycast (RFC 7723)
+        ("2001:1::2/128", None),  # TURN anycast (RFC 8155)
+        ("2001:1::3/128", None),  # DNS-SD service registration protocol anycast (RFC 9665)
+        ("2001:2::/48", "a private address (benchmarking, 2001:2::/48, RFC 5180)"),
+        ("2001:3::/32", None),  # AMT (RFC 7450)
+        ("2001:4:112::/48", None),  # AS112-v6 (RFC 7535)
+        ("2001:10::/28", "a private address (deprecated ORCHID, 2001:10::/28, RFC 4843)"),
+        ("2001:20::/28", None),  # ORCHIDv2 (RFC 7343)
+        ("2001:30::/28", None),  # drone remote ID entity tags (RFC 9374)
+        ("2001:db8::/32", "a private address (documentation, 2001:db8::/32, RFC 3849)"),
+        ("2002::/16", None),  # 6to4 (RFC 3056)
+        ("2620:4f:8000::/48", None),  # AS112 direct delegation (RFC 7534)
+        ("3fff::/20", "a private address (documentation, 3fff::/20, RFC 9637)"),
+        ("5f00::/16", "a private address (SRv6 segment identifiers, 5f00::/16, RFC 9602)"),
+        ("fc00::/7", "a private address (unique-local, fc00::/7, RFC 4193)"),
+        ("fe80::/10", "a link-local address"),
+    ]
+)
+
+#: The blocks above, most specific first, by IP version.
+_BY_VERSION: dict[int, list[tuple[IPNetwork, str | None]]] = {
+    version: sorted(
+        (entry for entry in SPECIAL_PURPOSE if entry[0].version == version),
+        key=lambda entry: -entry[0].prefixlen,
+    )
+    for version in (4, 6)
+}
+
+
+def _special(ip: IPAddress) -> tuple[bool, str | None]:
+    """Whether *ip* is in a block of :data:`SPECIAL_PURPOSE`, and the reason given there."""
+    for network, reason in _BY_VERSION[ip.version]:
+        if ip in network:
+            return True, reason
+    return False, None
+
+
 def _classify(ip: IPAddress) -> str | None:
     """Why *ip* is not a public address (``None`` if it is one)."""
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if ip in SIXTOFOUR_RELAYS:
         return "the 6to4 relay anycast network"
+    listed, reason = _special(ip)
+    if listed:
+        return reason
+    # Outside the registries: multicast, site-local and what ipaddress knows that they
+    # do not say (unassigned space it calls reserved).
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_unspecified:
