@@ -12,6 +12,9 @@ pool of keep-alive connections with the SSRF policy inside:
   TLS still verifies the certificate for the name;
 - the attempt has one deadline for lookup, connect, send and read together: a watchdog
   shuts the socket at the deadline, so a receiver trickling bytes cannot hold it longer;
+- informational (1xx) answers are read past, each under the caps of a response head, to
+  the final answer, which is the one recorded; a 101 (switching protocols) is a failure
+  and its connection is never used again;
 - redirects are not followed; response bodies are capped and kept as sent (compressed,
   if the receiver compressed though asked for ``identity``: no inflating a bomb), and a
   negative chunk size is an error, not "read until the receiver stops";
@@ -21,6 +24,7 @@ pool of keep-alive connections with the SSRF policy inside:
 from __future__ import annotations
 
 import heapq
+import http.client
 import ipaddress
 import itertools
 import logging
@@ -47,6 +51,10 @@ log = logging.getLogger("srcore.outbound")
 
 #: Response bodies are read up to this many bytes.
 BODY_CAP = 16 * 1024
+#: A response head's line is read up to this many bytes, and a head has at most this many
+#: header lines: http.client's caps for the final head, applied to each informational one.
+HEAD_LINE_CAP = 65536
+HEAD_LINES_CAP = 100
 #: An error's text is cut to this many characters: it may quote a receiver's bytes, and
 #: callers store and log it.
 ERROR_CAP = 500
@@ -202,10 +210,48 @@ def resolve(host: str, port: int, deadline: float | None) -> _AddrInfo:
     return result
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """http.client's response, read up to the final answer (RFC 9110, section 15.2).
+
+    http.client reads past ``100 Continue`` only: any other informational answer, like
+    ``103 Early Hints``, was taken for the final one, and the final one left on the kept-alive
+    connection was read as the answer to the next request sent on it. Here each
+    informational answer is read (its head under the caps of any response head, nothing of
+    it kept) and dropped, however many come: an endless stream of them is cut by the
+    attempt's deadline, which shuts the socket. A ``101 Switching Protocols`` ends the
+    exchange (a POST asked for no upgrade) and the connection with it.
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            self._skip_head()
+
+    def _skip_head(self) -> None:
+        """Read an informational answer's header lines, up to the blank line ending them."""
+        for _ in range(HEAD_LINES_CAP + 1):
+            line = self.fp.readline(HEAD_LINE_CAP + 1)
+            if len(line) > HEAD_LINE_CAP:
+                raise http.client.LineTooLong("header line of an informational response")
+            if line in (b"\r\n", b"\n", b""):  # b"": closed, which reading the status says
+                return
+        raise http.client.HTTPException(
+            f"got more than {HEAD_LINES_CAP} headers in an informational response"
+        )
+
+    def begin(self) -> None:
+        super().begin()
+        if self.status == 101:
+            self.will_close = True  # what follows is another protocol's: never reused
+
+
 class _PinnedMixin:
     """A connection that resolves, checks every address, then connects to one of them."""
 
     policy: AddressPolicy | None = None
+    response_class: type[http.client.HTTPResponse] = _FinalResponse
     attempts: threading.local
 
     host: str
@@ -424,9 +470,11 @@ class PooledSender:
         except (e.HTTPError, OSError, ValueError) as exc:  # ValueError: urllib3, on odd bytes
             exchange.error = f"reading the response failed: {_root_cause(exc)}"
         finally:
-            if not complete:
-                response.close()  # unread data: the connection is not reused
+            if not complete or response.status == 101:
+                response.close()  # unread data or another protocol: the connection goes
             response.release_conn()
+        if response.status == 101 and exchange.error is None:
+            exchange.error = "HTTP 101: the receiver switched protocols, not asked for"
         if 300 <= response.status < 400 and exchange.error is None:
             target = response.headers.get("location", "")
             exchange.error = f"redirect to {target[:200]!r} not followed"
