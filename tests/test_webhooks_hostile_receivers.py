@@ -132,7 +132,8 @@ def sized(status: bytes, body: bytes, headers: bytes = b"") -> bytes:
 CASES: list[tuple[str, list[Answer], int | None, str]] = [
     ("100-then-close", [(answer(b"100 Continue"), CLOSE)], None, "without response"),
     ("101", [(answer(b"101 Switching Protocols", b"upgrade: x\r\n"), KEEP)], 101, "HTTP 101"),
-    ("199", [(sized(b"199 Odd", b""), KEEP)], 199, "HTTP 199"),
+    # An informational answer is read past, to the final one (RFC 9110, 15.2).
+    ("199", [(answer(b"199 Odd") + sized(b"200 OK", b""), KEEP)], 200, ""),
     ("299", [(sized(b"299 Odd", b""), KEEP)], 299, ""),  # a 2xx: delivered
     ("600", [(sized(b"600 Odd", b""), KEEP)], 600, "HTTP 600"),
     ("999", [(sized(b"999 Odd", b""), KEEP)], 999, "HTTP 999"),

@@ -279,8 +279,8 @@ def test_an_old_webhook_of_a_user_is_seen_by_each_token_until_one_sets_it_up(
 def test_a_revocation_locks_all_its_owners_webhooks_at_once(
     app: Any, client: Any, user_client: Any, token: Any
 ) -> None:
-    """meta applies each revocation as it emits it, several in one transaction (a password
-    change: the grants, then the account): the first to touch an account locks all of its
+    """A transaction may apply several revocation batches (a caller applying each as it
+    goes: the grants, then the account): the first to touch an account locks all of its
     webhooks in id order, so the transaction never takes one after a later one while the
     delivery worker, which locks them in id order too, waits for it."""
     from sqlalchemy import select

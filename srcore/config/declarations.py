@@ -325,8 +325,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         default=(),
         check=_networks,
         help="Networks (CIDR, comma- or line-separated) that webhook deliveries may reach "
-        "although they are loopback, private or link-local, e.g. 10.1.0.0/16. Empty: such "
-        "targets are refused, which protects internal services from forged requests.",
+        "although they are loopback, private, link-local or another special-purpose block "
+        "IANA lists as not globally reachable, e.g. 10.1.0.0/16. Empty: such targets are "
+        "refused, which protects internal services from forged requests.",
     ),
     Key(
         "webhook-allowed-ports",

@@ -51,7 +51,7 @@ def _lock(
     """Lock all a batch changes first, so batches naming accounts in any order wait for each
     other, never deadlock: by id (as every change does) the subscriptions *untrusted* selects
     and every other one of their owners and of *suspensions* (a transaction applying several
-    batches about one account, as meta's does, has them all from its first), then by user id
+    batches about one account has them all from its first), then by user id
     the accounts of *suspensions*, made if new. On SQLite, the one write lock first."""
     if session.get_bind().dialect.name == "sqlite":  # the write lock before anything is read
         named = or_(Subscription.owner_id.in_(suspensions), *untrusted)
