@@ -325,9 +325,10 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         default=(),
         check=_networks,
         help="Networks (CIDR, comma- or line-separated) that webhook deliveries may reach "
-        "although they are loopback, private, link-local or another special-purpose block "
-        "IANA lists as not globally reachable, e.g. 10.1.0.0/16. Empty: such targets are "
-        "refused, which protects internal services from forged requests.",
+        "although they are loopback, private, link-local, another special-purpose block "
+        "IANA lists as not globally reachable, or an anycast service address (PCP, TURN, "
+        "DNS-SD SRP, AMT, 6to4 and 6a44 relays), e.g. 10.1.0.0/16. Empty: such targets are "
+        "refused, which protects internal services and network gear from forged requests.",
     ),
     Key(
         "webhook-allowed-ports",

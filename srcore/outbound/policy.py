@@ -1,10 +1,10 @@
 """The SSRF guard: which addresses and ports an outbound request may reach.
 
 :class:`AddressPolicy` is a pure function of an IP address: loopback, private, link-local,
-multicast, unspecified, reserved and other non-global addresses are refused (an IPv6
-address carrying an IPv4 one, mapped, translated, compatible, NAT64 or 6to4, is judged as
-the IPv4 address it reaches), unless inside a network the operator allowed. Which blocks
-are not globally reachable is written out here (:data:`SPECIAL_PURPOSE`, from IANA's
+multicast, unspecified, reserved, anycast service and other non-global addresses are
+refused (an IPv6 address carrying an IPv4 one, mapped, translated, compatible, NAT64 or
+6to4, is judged as the IPv4 address it reaches), unless inside a network the operator
+allowed. Which blocks are refused is written out here (:data:`SPECIAL_PURPOSE`, from IANA's
 special-purpose address registries), not left to :mod:`ipaddress`, whose ``is_global`` and
 ``is_private`` change between Python patch releases. It also holds the allowed ports
 (:class:`PortRule`) and judges a whole URL (scheme, credentials, port).
@@ -56,20 +56,20 @@ class RefusedAddress(Exception):
         self.reason = reason
 
 
-#: The 6to4 relay anycast prefix (RFC 3068, deprecated by RFC 7526): whatever relay is
-#: nearest decapsulates what is sent there, so it is no receiver's address.
-SIXTOFOUR_RELAYS = ipaddress.IPv4Network("192.88.99.0/24")
-
-
 #: IANA's IPv4 and IPv6 Special-Purpose Address Registries: each block with why an address
 #: in it is refused, or ``None`` where the registry says "Globally Reachable: True" (a block
-#: inside a refused one, like the PCP and TURN anycast addresses in 192.0.0.0/24). The most
+#: inside a refused one, like the AS112 and ORCHIDv2 blocks in 2001::/23). The most
 #: specific block holding an address decides. "Private" means what the registries and
 #: :mod:`ipaddress` mean by it: not reachable beyond one administrative domain.
-#: ``ipaddress`` judged 192.0.0.8 and 3fff::/20 global on Python 3.11.7, and 2001:1::1
-#: private; this table gives every Python the same verdict. The IPv4-mapped, NAT64
-#: (64:ff9b::/96) and 6to4 (2002::/16) blocks are listed for completeness: an address in
-#: them is judged as the IPv4 address it carries before this table is looked at.
+#: Anycast service addresses are refused although the registries call some of them
+#: globally reachable: the 6to4 and 6a44 relays, PCP, TURN, DNS-SD service registration and
+#: AMT. What is sent there reaches whichever such server is nearest the sender (the
+#: operator's own gear or its provider's), which is no receiver a subscriber may address.
+#: ``ipaddress`` judged 192.0.0.8 and 3fff::/20 global on Python 3.11.7, and the AS112-v6
+#: and ORCHIDv2 blocks private; this table gives every Python the same verdict. The
+#: IPv4-mapped, NAT64 (64:ff9b::/96) and 6to4 (2002::/16) blocks are listed for
+#: completeness: an address in them is judged as the IPv4 address it carries before this
+#: table is looked at.
 SPECIAL_PURPOSE: tuple[tuple[IPNetwork, str | None], ...] = tuple(
     (ipaddress.ip_network(block), reason)
     for block, reason in [
@@ -83,14 +83,16 @@ SPECIAL_PURPOSE: tuple[tuple[IPNetwork, str | None], ...] = tuple(
         ("192.0.0.0/24", "a private address (IETF protocol assignments, 192.0.0.0/24, RFC 6890)"),
         ("192.0.0.0/29", "a private address (IPv4 service continuity, 192.0.0.0/29, RFC 7335)"),
         ("192.0.0.8/32", "a private address (IPv4 dummy address, 192.0.0.8/32, RFC 7600)"),
-        ("192.0.0.9/32", None),  # Port Control Protocol anycast (RFC 7723)
-        ("192.0.0.10/32", None),  # TURN anycast (RFC 8155)
+        ("192.0.0.9/32", "an anycast service address (PCP, 192.0.0.9, RFC 7723)"),
+        ("192.0.0.10/32", "an anycast service address (TURN, 192.0.0.10, RFC 8155)"),
         ("192.0.0.170/32", "a private address (NAT64/DNS64 discovery, 192.0.0.170, RFC 8880)"),
         ("192.0.0.171/32", "a private address (NAT64/DNS64 discovery, 192.0.0.171, RFC 8880)"),
         ("192.0.2.0/24", "a private address (documentation, 192.0.2.0/24, RFC 5737)"),
         ("192.31.196.0/24", None),  # AS112-v4 (RFC 7535)
-        ("192.52.193.0/24", None),  # AMT (RFC 7450)
-        ("192.88.99.2/32", "a private address (6a44 relay anycast, 192.88.99.2, RFC 6751)"),
+        ("192.52.193.0/24", "an anycast service address (AMT relays, 192.52.193.0/24, RFC 7450)"),
+        # "Globally Reachable: N/A", deprecated by RFC 7526; 192.88.99.2 is 6a44's (RFC 6751).
+        ("192.88.99.0/24", "an anycast service address (6to4 relays, 192.88.99.0/24, RFC 3068)"),
+        ("192.88.99.2/32", "an anycast service address (6a44 relay, 192.88.99.2, RFC 6751)"),
         ("192.168.0.0/16", "a private address (private-use, 192.168.0.0/16, RFC 1918)"),
         ("192.175.48.0/24", None),  # AS112 direct delegation (RFC 7534)
         ("198.18.0.0/15", "a private address (benchmarking, 198.18.0.0/15, RFC 2544)"),
@@ -108,11 +110,11 @@ SPECIAL_PURPOSE: tuple[tuple[IPNetwork, str | None], ...] = tuple(
         ("2001::/23", "a private address (IETF protocol assignments, 2001::/23, RFC 2928)"),
         # "Globally Reachable: N/A": it reaches an IPv4 host through whichever relay.
         ("2001::/32", "not a public address (Teredo, 2001::/32, RFC 4380)"),
-        ("2001:1::1/128", None),  # Port Control Protocol anycast (RFC 7723)
-        ("2001:1::2/128", None),  # TURN anycast (RFC 8155)
-        ("2001:1::3/128", None),  # DNS-SD service registration protocol anycast (RFC 9665)
+        ("2001:1::1/128", "an anycast service address (PCP, 2001:1::1, RFC 7723)"),
+        ("2001:1::2/128", "an anycast service address (TURN, 2001:1::2, RFC 8155)"),
+        ("2001:1::3/128", "an anycast service address (DNS-SD SRP, 2001:1::3, RFC 9665)"),
         ("2001:2::/48", "a private address (benchmarking, 2001:2::/48, RFC 5180)"),
-        ("2001:3::/32", None),  # AMT (RFC 7450)
+        ("2001:3::/32", "an anycast service address (AMT relays, 2001:3::/32, RFC 7450)"),
         ("2001:4:112::/48", None),  # AS112-v6 (RFC 7535)
         ("2001:10::/28", "a private address (deprecated ORCHID, 2001:10::/28, RFC 4843)"),
         ("2001:20::/28", None),  # ORCHIDv2 (RFC 7343)
@@ -149,8 +151,6 @@ def _classify(ip: IPAddress) -> str | None:
     """Why *ip* is not a public address (``None`` if it is one)."""
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
-    if ip in SIXTOFOUR_RELAYS:
-        return "the 6to4 relay anycast network"
     listed, reason = _special(ip)
     if listed:
         return reason
