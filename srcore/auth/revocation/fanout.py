@@ -122,7 +122,7 @@ class RedisFanout:
 
         delay, down = 0.2, False
         while not stop.is_set():
-            pubsub: Any = self._redis.pubsub()  # type: ignore[no-untyped-call]
+            pubsub: Any = self._redis.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
             self._pubsub = pubsub
             try:
                 pubsub.subscribe(self.channel)
