@@ -20,7 +20,7 @@ from srcore.identity.protocol import RevocationEvent
 from srcore.outbound import Exchange
 from srcore.webhooks.accounts import after_revocations
 from srcore.webhooks.delivery import claim_deliveries, load_jobs, record
-from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, Subscription
+from srcore.webhooks.models import Attempt, Delivery, DeliveryStatus, OutboxRow, Subscription
 from srcore.webhooks.outbox import insert_event
 from srcore.webhooks.settings import WebhookSettings
 from srcore.webhooks.worker import Worker
@@ -66,6 +66,8 @@ def pending_delivery(app: Any, owner_id: int) -> tuple[int, int]:
         session.add(sub)
         session.flush()
         outbox_id = insert_event(session, "thing:created", {"id": 1, "name": "one"})
+        fanned_out = update(OutboxRow).where(OutboxRow.id == outbox_id)
+        session.execute(fanned_out.values(fanned_out_at=utcnow()))  # as fan_out leaves it
         delivery = Delivery(subscription_id=sub.id, outbox_id=outbox_id, next_attempt_at=utcnow())
         session.add(delivery)
         session.flush()

@@ -153,3 +153,40 @@ def test_fan_out_claims_nothing_and_the_claim_takes_the_earlier_first(app: Any, 
     assert claimed is None  # left for the claim, which takes the earlier one first
     assert claim_deliveries(db, now=T0, lease=LEASE, limit=1) == [waiting]
     assert db.scalar(select(OutboxRow.fanned_out_at).where(OutboxRow.id == second)) is not None
+
+
+def test_no_first_attempt_goes_before_an_earlier_event_is_fanned_out(app: Any, db: Any) -> None:
+    """Two workers fan out two batches; the later batch commits first. Its deliveries wait:
+    the earlier event, not fanned out yet, may have one to the same subscription."""
+    subscribe(db, "http://receiver.invalid/hook")
+    emit_committed(app, {"id": 1})
+    emit_committed(app, {"id": 2})
+    first, second = claim_outbox(db, now=T0, lease=LEASE, limit=10)
+    manifest = app.extensions["srcore"].manifest
+    [later] = fan_out(db, [second], manifest=manifest, now=T0)
+    assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == []
+    db.commit()
+    # A retry keeps no order: it is not held back.
+    retry = dict(attempts=1, next_attempt_at=T0)
+    db.execute(update(Delivery).where(Delivery.id == later).values(**retry))
+    db.commit()
+    assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == [later]
+    db.execute(update(Delivery).where(Delivery.id == later).values(attempts=0, claimed_until=None))
+    db.commit()
+    [earlier] = fan_out(db, [first], manifest=manifest, now=T0)
+    assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == sorted([earlier, later])
+
+
+@pytest.mark.parametrize("srcore_backend", ["postgresql"], indirect=True)
+def test_workers_claiming_at_once_do_not_split_a_subscription(app: Any, db: Any) -> None:
+    """One worker's claim is not committed yet when another claims: the second must not take
+    the later event (the earlier one looks free to it, and is skipped as locked), or both
+    would be sent side by side. SQLite has one writer: its claims never overlap."""
+    earlier, _later = _two_deliveries(app, db, "http://receiver.invalid/hook")
+    db.commit()
+    with app.extensions["srcore"].db.session() as other:
+        assert claim_deliveries(other, now=T0, lease=LEASE, limit=1) == [earlier]
+        assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == []
+        db.rollback()
+        other.commit()
+    assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == []  # still in flight

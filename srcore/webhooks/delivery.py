@@ -89,8 +89,12 @@ def claim_deliveries(
     """Claim up to *limit* due pending deliveries, oldest event first, at most :data:`LANE`
     of a subscription, none of *exclude*'s nor of the subscriptions of *owners* (``owner_id,
     owner_client``). First attempts go in event order: one waits while an earlier first
-    attempt of its subscription is in flight or not yet due."""
-    d = _delivery
+    attempt of its subscription is in flight or not yet due, or an earlier event is not yet
+    fanned out. On PostgreSQL, workers claim one at a time (a lock nobody waits for), so each
+    claim sees those before it: two claiming side by side would split a subscription."""
+    if session.get_bind().dialect.name == "postgresql" and not session.scalar(_claim_lock):
+        return []  # another worker is claiming: this one tries again at its next step
+    d, o = _delivery, _outbox
     in_flight_or_later = sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now)
     held_up = (
         sa.select(d.c.subscription_id, sa.func.min(d.c.outbox_id).label("first"))
@@ -100,6 +104,9 @@ def claim_deliveries(
     )
     due = [d.c.status == PENDING, d.c.next_attempt_at <= now, _free(d, now)]
     due.append(sa.or_(held_up.c.first.is_(None), held_up.c.first > d.c.outbox_id))
+    # Nor before every earlier event is fanned out: it may have a delivery to come here too.
+    unmade = sa.select(sa.func.min(o.c.id)).where(o.c.fanned_out_at.is_(None)).scalar_subquery()
+    due.append(sa.or_(d.c.attempts > 0, unmade.is_(None), d.c.outbox_id < unmade))
     if exclude:
         due.append(d.c.subscription_id.not_in(sorted(exclude)))
     if owners:
@@ -351,6 +358,8 @@ def prune_log(session: Session, *, now: datetime, retention: timedelta) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+#: Held by the transaction claiming deliveries; the key is arbitrary, the same for every worker.
+_claim_lock = sa.select(sa.func.pg_try_advisory_xact_lock(0x5C0E_DE11))
 _outbox = cast(sa.Table, OutboxRow.__table__)
 _delivery = cast(sa.Table, Delivery.__table__)
 _subscription = cast(sa.Table, Subscription.__table__)

@@ -39,6 +39,9 @@ log = logging.getLogger("srcore.webhooks.worker")
 
 #: A claimed row comes back to the pool if its worker has not finished with it by then.
 DEFAULT_LEASE = timedelta(minutes=5)
+#: An outbox row's lease, at most: a worker killed while fanning out holds back every later
+#: event's first attempts (their order) until it ends, and a fan-out takes seconds at most.
+FAN_OUT_LEASE = timedelta(minutes=1)
 #: A worker holds at most this many batches of deliveries claimed and not yet recorded.
 HOLD_BATCHES = 8
 #: How often the delivery log is pruned.
@@ -108,7 +111,7 @@ class Worker:
         self.trusted_http = trusted_http or sender_for(None, self.settings)
         self.clock = clock
         self.rng = random.Random()
-        self.lease = lease
+        self.lease, self.fan_out_lease = lease, min(lease, FAN_OUT_LEASE)
         #: What one step claims at most.
         self.batch = max(16 * self.settings.concurrency, 256)
         polls = self.settings.poll_interval.total_seconds()
@@ -144,7 +147,7 @@ class Worker:
         if self._stopping.is_set():
             return handled, 0
         now, claimed_at = self.clock(), time.monotonic()
-        outbox_ids = claim_outbox(session, now=now, lease=self.lease, limit=self.batch)
+        outbox_ids = claim_outbox(session, now=now, lease=self.fan_out_lease, limit=self.batch)
         room = max(min(HOLD_BATCHES * self.batch - self._held.total(), self.batch), 0)
         full = [who for who, n in self._held_by.items() if n >= HOLD_BATCHES * self.batch // 2]
         due = claim_deliveries(
