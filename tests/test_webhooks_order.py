@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
+from srcore.webhooks import delivery
 from srcore.webhooks.delivery import claim_deliveries, claim_outbox
 from srcore.webhooks.fanout import fan_out
 from srcore.webhooks.models import Delivery, OutboxRow
@@ -181,12 +183,35 @@ def test_no_first_attempt_goes_before_an_earlier_event_is_fanned_out(app: Any, d
 def test_workers_claiming_at_once_do_not_split_a_subscription(app: Any, db: Any) -> None:
     """One worker's claim is not committed yet when another claims: the second must not take
     the later event (the earlier one looks free to it, and is skipped as locked), or both
-    would be sent side by side. SQLite has one writer: its claims never overlap."""
+    would be sent side by side. It waits, then sees the earlier one in flight. SQLite has
+    one writer: its claims never overlap."""
     earlier, _later = _two_deliveries(app, db, "http://receiver.invalid/hook")
     db.commit()
+    second: list[list[int]] = []
     with app.extensions["srcore"].db.session() as other:
         assert claim_deliveries(other, now=T0, lease=LEASE, limit=1) == [earlier]
-        assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == []
-        db.rollback()
+        claiming = threading.Thread(
+            target=lambda: second.append(claim_deliveries(db, now=T0, lease=LEASE, limit=10))
+        )
+        claiming.start()
+        claiming.join(timeout=1)  # long enough for a claim that does not wait to be done
         other.commit()
-    assert claim_deliveries(db, now=T0, lease=LEASE, limit=10) == []  # still in flight
+    claiming.join(timeout=30)
+    assert not claiming.is_alive()
+    assert second == [[]]  # the earlier one is in flight: the later one waits
+
+
+@pytest.mark.parametrize("srcore_backend", ["postgresql"], indirect=True)
+def test_a_claim_waits_for_a_hung_one_only_so_long(
+    app: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that hangs in the middle of its claim does not stop every other one for
+    good: their claims fail after the wait (the step is logged and tried again)."""
+    _two_deliveries(app, db, "http://receiver.invalid/hook")
+    db.commit()
+    monkeypatch.setattr(delivery, "CLAIM_WAIT", 0.2)
+    with app.extensions["srcore"].db.session() as hung:
+        claim_deliveries(hung, now=T0, lease=LEASE, limit=1)
+        with pytest.raises(OperationalError, match="lock timeout"):
+            claim_deliveries(db, now=T0, lease=LEASE, limit=10)
+        db.rollback()

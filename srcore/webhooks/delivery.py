@@ -37,6 +37,8 @@ log = logging.getLogger("srcore.webhooks")
 PENDING, FAILED = DeliveryStatus.pending, DeliveryStatus.failed
 #: At most this many deliveries of one subscription in one claim.
 LANE = 128
+#: Seconds a claim waits for another worker's claim (PostgreSQL) before it fails.
+CLAIM_WAIT = 10
 
 
 def _claim(
@@ -90,10 +92,12 @@ def claim_deliveries(
     of a subscription, none of *exclude*'s nor of the subscriptions of *owners* (``owner_id,
     owner_client``). First attempts go in event order: one waits while an earlier first
     attempt of its subscription is in flight or not yet due, or an earlier event is not yet
-    fanned out. On PostgreSQL, workers claim one at a time (a lock nobody waits for), so each
-    claim sees those before it: two claiming side by side would split a subscription."""
-    if session.get_bind().dialect.name == "postgresql" and not session.scalar(_claim_lock):
-        return []  # another worker is claiming: this one tries again at its next step
+    fanned out. On PostgreSQL, workers claim one at a time, so each claim sees those before
+    it: two claiming side by side would split a subscription. A claim takes milliseconds;
+    one waited for longer than :data:`CLAIM_WAIT` (its worker hangs) fails this one."""
+    if session.get_bind().dialect.name == "postgresql":  # wait for another worker's claim
+        session.connection().exec_driver_sql(f"SET LOCAL lock_timeout = '{CLAIM_WAIT}s'")
+        session.execute(_claim_lock)
     d, o = _delivery, _outbox
     in_flight_or_later = sa.or_(d.c.claimed_until >= now, d.c.next_attempt_at > now)
     held_up = (
@@ -359,7 +363,7 @@ def prune_log(session: Session, *, now: datetime, retention: timedelta) -> int:
 
 
 #: Held by the transaction claiming deliveries; the key is arbitrary, the same for every worker.
-_claim_lock = sa.select(sa.func.pg_try_advisory_xact_lock(0x5C0E_DE11))
+_claim_lock = sa.select(sa.func.pg_advisory_xact_lock(0x5C0E_DE11))
 _outbox = cast(sa.Table, OutboxRow.__table__)
 _delivery = cast(sa.Table, Delivery.__table__)
 _subscription = cast(sa.Table, Subscription.__table__)
