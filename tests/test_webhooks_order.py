@@ -215,3 +215,39 @@ def test_a_claim_waits_for_a_hung_one_only_so_long(
         with pytest.raises(OperationalError, match="lock timeout"):
             claim_deliveries(db, now=T0, lease=LEASE, limit=10)
         db.rollback()
+
+
+def test_a_worker_dying_in_its_fan_out_holds_later_events_back_a_minute_at_most(
+    app: Any, db: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first event's fan-out is claimed and never done (its worker dies): the second
+    event's delivery waits for it, in order, until that claim lapses a minute later."""
+    receiver = SlowFirstReceiver()
+    receiver.thread.start()
+    try:
+        subscribe(db, receiver.url)
+        emit_committed(app, {"id": 1})
+
+        def dies(*args: Any, **kwargs: Any) -> None:
+            raise SystemExit("killed while fanning out")
+
+        dying = Worker(app, policy=LOOPBACK, clock=clock, poll_interval=0.01)
+        monkeypatch.setattr("srcore.webhooks.worker.fan_out", dies)
+        with pytest.raises(SystemExit):
+            dying.drain()
+        monkeypatch.undo()
+        emit_committed(app, {"id": 2})
+        worker = Worker(app, policy=LOOPBACK, clock=clock, poll_interval=0.01)
+        try:
+            worker.drain()
+            assert receiver.log == []  # the second event's delivery waits for the first's
+            clock.now = T0 + timedelta(minutes=1, seconds=1)
+            worker.drain()
+        finally:
+            worker.close()
+            dying.close()
+        assert [n for step, n in receiver.log if step == "start"] == [1, 2]
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+        receiver.thread.join(timeout=5)
