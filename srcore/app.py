@@ -22,6 +22,7 @@ from jinja2 import ChoiceLoader, FileSystemLoader
 
 from srcore.config import Config, ConfigError, Section, load_config
 from srcore.hygiene import SrcoreRequest, SrcoreResponse
+from srcore.logsetup import configure_default
 from srcore.manifest import Manifest, load_manifest
 from srcore.resources import resource_dir
 from srcore.routing import API_PREFIX
@@ -184,7 +185,7 @@ def create_app(
     if manifest.id != service_id:
         raise ValueError(f"{package}/service.yaml declares id {manifest.id!r}, not {service_id!r}")
     cfg = _coerce_config(config, manifest)
-    _configure_logging(str(cfg.global_["log-level"]))
+    configure_default(str(cfg.global_["log-level"]))
     for problem in cfg.warnings:
         if problem.section in (None, "global", service_id) or str(problem.section).startswith(
             f"{service_id}::"
@@ -244,25 +245,6 @@ def create_app(
 
     webhooks.init_app(app, can_receive=webhook_filter)
     return app
-
-
-def _configure_logging(level: str) -> None:
-    """Send srcore's logs (access log, mail in development, workers) to stderr at *level*.
-
-    Only when nothing else has configured logging: a host that set up handlers (gunicorn
-    with a logging config, pytest, an embedding app) keeps its own handlers and levels,
-    since logger levels are process-wide and one app must not change them for another.
-    """
-    logger = logging.getLogger("srcore")
-    ours = [h for h in logger.handlers if getattr(h, "srcore_default", False)]
-    if not ours and (logger.handlers or logging.getLogger().handlers):
-        return
-    logger.setLevel(level.upper())
-    if not ours:
-        handler = logging.StreamHandler()
-        handler.srcore_default = True  # type: ignore[attr-defined]
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
 
 
 def _configure_flask(app: SrcoreApp, cfg: Config, section: Section, service_id: str) -> None:

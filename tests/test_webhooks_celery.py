@@ -9,6 +9,7 @@ subscription's secret.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -383,3 +384,31 @@ def test_no_service_named_is_a_clear_error() -> None:
     assert module.make_celery  # importing built nothing; no service named: no `app`
     if "SRCORE_SERVICE" not in os.environ:
         assert not hasattr(module, "app")
+
+
+def test_a_celery_worker_prints_each_srcore_log_line_once(tmp_path: Path) -> None:
+    """The app, built before the worker sets its logging up, adds srcore's stderr handler;
+    the worker's root handler then prints srcore's records too, so srcore's must go."""
+    from srcore.testing import free_port, write_network_config
+
+    config = write_network_config(
+        tmp_path / "config.ini",
+        {"meta": free_port(), "todo": free_port()},
+        global_keys={"webhooks-broker": "redis://127.0.0.1:6379/15"},
+    )
+    script = (
+        "import logging, todo\n"
+        "from srcore.webhooks.celery import make_celery\n"
+        "c = make_celery(todo.create_app())\n"
+        "logging.getLogger('srcore.webhooks').info('before-the-worker')\n"
+        "c.log.setup_logging_subsystem(loglevel='INFO')\n"
+        "logging.getLogger('srcore.webhooks').info('in-the-worker')\n"
+    )
+    env = dict(os.environ, SRCORE_CONFIG=str(config))
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert output.count("before-the-worker") == 1, output
+    assert output.count("in-the-worker") == 1, output

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from srcore.extras import MissingExtraError
+from srcore.logsetup import yield_to_host
 from srcore.manifest import ManifestError, service_package
 from srcore.webhooks.models import OutboxRow
 
@@ -84,7 +85,7 @@ def make_celery(
     worker), *tick* (beat's) and *drain_time* (a task's, after which it queues its successor)."""
     try:
         from celery import Celery
-        from celery.signals import worker_process_init
+        from celery.signals import after_setup_logger, worker_process_init
     except ImportError as exc:
         raise MissingExtraError("celery", "webhook delivery through Celery") from exc
 
@@ -111,7 +112,7 @@ def make_celery(
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0},
         task_default_queue=queue,
         worker_prefetch_multiplier=1,  # a drain waiting is left to an idle process
-        worker_hijack_root_logger=False,  # the service's logging stays as srcore set it up
+        worker_hijack_root_logger=False,  # handlers an operator put on the root logger stay
         beat_schedule={
             "srcore-webhooks-tick": dict(task=DRAIN, schedule=seconds, options=tick_options)
         },
@@ -145,6 +146,8 @@ def make_celery(
 
     # A prefork pool's process must not use the connections of the one it forked from.
     worker_process_init.connect(lambda **_: st.db.engine.dispose(close=False), weak=False)
+    # The worker's logging, set up after the app was built, prints srcore's records too.
+    after_setup_logger.connect(yield_to_host, weak=False)
     celery_app.task(name=DRAIN, ignore_result=True, shared=False)(drain)
     celery_app.webhook_wakeups = wakeups
     return celery_app
