@@ -100,14 +100,17 @@ def _read_events(valid: Validation) -> tuple[str, ...] | None:
     return None
 
 
-def read_subscription(valid: Validation, *, partial: bool = False) -> _Input:
+def read_subscription(valid: Validation, *, partial: bool = False, edit: bool = False) -> _Input:
     """url, events and maybe a ``resource`` such as ``tracker:12``; with *partial* (a
-    PATCH), url, events and enabled, each only if sent, and no resource (it is fixed)."""
-    if partial and "resource" in valid:
-        valid.error("A webhook's resource cannot change; make a new webhook.", "resource")
+    PATCH), url, events and enabled, each only if sent; a PATCH and an *edit* (the pages'
+    form: url and events) take no resource (it is fixed)."""
+    if (partial or edit) and "resource" in valid:
+        # The edit form has no field for one: its reason goes at the top of the form.
+        fixed = "A webhook's resource cannot change; make a new webhook."
+        valid.error(fixed, None if edit else "resource")
     url = valid.require("url", "url", label="The URL") if not partial or "url" in valid else None
     events = _read_events(valid) if not partial or "events" in valid else None
-    resource = None if partial else valid.optional("resource", max_length=256)
+    resource = None if partial or edit else valid.optional("resource", max_length=256)
     if resource is not None and not _RESOURCE.fullmatch(resource):
         valid.error("Must name one resource, like tracker:12.", "resource")
         resource = None
@@ -260,7 +263,7 @@ class Subscriber:
     ) -> SubscriptionJSON:
         """Change the url, events and enabled (with *partial*, those sent)."""
         sub = self.find(subscription_id, hold=False)  # not held while the URL's host is looked up
-        url, events, _, enabled = read_subscription(valid, partial=partial)
+        url, events, _, enabled = read_subscription(valid, partial=partial, edit=not partial)
         self._screen(valid, url if url != sub.url else None, events)
         valid.raise_if_invalid()
         sub = self.find(subscription_id)
