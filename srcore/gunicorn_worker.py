@@ -102,7 +102,7 @@ def error_answer(written: bytes, path: str | None, exc: BaseException) -> bytes:
     if path is not None and not path.startswith(API_PREFIX):
         return head + b"\r\n" + _SECURITY_HEADERS + rest
     parts = head.decode("latin-1").split(" ", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
+    if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
         return head + b"\r\n" + _SECURITY_HEADERS + rest
     status = int(parts[1])
     reason = str(exc) if status < 500 else ""

@@ -94,6 +94,9 @@ def test_revocation_hook_is_asked_every_time(key: Any) -> None:
         ({"issuer": "http://evil.example"}, "someone else"),
         ({"scope": "not a scope"}, "scope"),
         ({"sub": "alice"}, "subject"),
+        # Digits to str.isdigit() but not ASCII: int() fails on one, reads another as 1000.
+        ({"sub": "\u00b2"}, "subject"),
+        ({"sub": "\u0661\u0660\u0660\u0660"}, "subject"),
         ({"iat": int(time.time()) + 3600}, "future"),
     ],
 )

@@ -190,3 +190,14 @@ def test_a_revocation_rolled_back_disables_nothing_and_tells_nobody(
     assert not status(service, Subscription, hijacked).enabled
     mails = [r.getMessage() for r in caplog.records if r.name == "srcore.mail"]
     assert len(mails) == 1 and "alice@example.org" in mails[0], mails
+
+
+def test_a_subject_of_non_ascii_digits_names_no_account() -> None:
+    """Arabic-Indic one, zero (U+0661 U+0660) pass str.isdecimal() and int() reads them as
+    10: they must not name user 10."""
+    from types import SimpleNamespace
+
+    from srcore.webhooks.accounts import _untrusted
+
+    event = SimpleNamespace(kind="user", subject="\u0661\u0660", not_before=int(time.time()))
+    assert _untrusted(event) is None

@@ -206,7 +206,12 @@ class TokenVerifier:
         user_id: int | None
         if subject is None or subject == client_id:
             user_id = None
-        elif isinstance(subject, str) and subject.isdigit() and len(subject) < 19:
+        elif (
+            isinstance(subject, str)
+            and subject.isascii()
+            and subject.isdigit()
+            and len(subject) < 19
+        ):
             user_id = int(subject)
         else:
             raise TokenError("The access token's subject is not valid.")

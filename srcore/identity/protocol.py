@@ -175,7 +175,7 @@ class TokenFacts:
             jti=str(claims.get("jti")),
             issued_at=iat if _is_int(iat) else 0,
             client_id=client_id if isinstance(client_id, str) else None,
-            user=sub if isinstance(sub, str) and sub.isdigit() else None,
+            user=sub if isinstance(sub, str) and sub.isascii() and sub.isdigit() else None,
             grant=grant if isinstance(grant, str) else None,
         )
 

@@ -101,7 +101,7 @@ def _untrusted(event: Any) -> tuple[ColumnElement[bool], str] | None:
     if event.kind == "client":
         theirs = (Subscription.client_id == subject) & _confirmed_before(event.not_before)
         return theirs, REVOKED_REASON
-    if event.kind == "user" and subject.isdecimal() and len(subject) <= 10:
+    if event.kind == "user" and subject.isascii() and subject.isdecimal() and len(subject) <= 10:
         mine = (Subscription.owner_id == int(subject)) & _confirmed_before(event.not_before)
         return mine, UNTRUSTED_REASON
     return None
@@ -125,7 +125,11 @@ def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> No
     *session*'s transaction, idempotently: the owners of the subscriptions it disabled are
     told once it commits, and nobody if it rolls back."""
     # Their subjects are user ids (those of the other kinds are not, and need not be).
-    about_users = [e for e in events if str(e.subject).isdecimal() and len(str(e.subject)) <= 10]
+    about_users = [
+        e
+        for e in events
+        if str(e.subject).isascii() and str(e.subject).isdecimal() and len(str(e.subject)) <= 10
+    ]
     suspensions = [e for e in about_users if e.kind in ("suspend", "unsuspend")]
     users = sorted({int(e.subject) for e in suspensions})
     untrusted = [found for found in map(_untrusted, events) if found is not None]

@@ -424,6 +424,8 @@ def test_revocations_pull_needs_a_first_party_client(oauth_app: Any, browser: An
     after = browser.get(f"/oauth/revocations?since={body['last']}", headers=basic()).get_json()
     assert after == {"events": [], "last": body["last"]}
     assert browser.get("/oauth/revocations?since=-1", headers=basic()).status_code == 400
+    for odd in ("%C2%B2", "%D9%A1"):  # superscript two, Arabic-Indic one: not ASCII digits
+        assert browser.get(f"/oauth/revocations?since={odd}", headers=basic()).status_code == 400
 
 
 def test_token_endpoint_locks_out_guessing(oauth_app: Any) -> None:

@@ -269,7 +269,13 @@ def test_prompt_consent_asks_again(browser: Any, rp: Any) -> None:
 
 @pytest.mark.parametrize(
     ("params", "error"),
-    [({"max_age": "soon"}, "invalid_request"), ({"prompt": "none login"}, "invalid_request")],
+    [
+        ({"max_age": "soon"}, "invalid_request"),
+        # Digits to str.isdigit(), but int() fails on the one and reads the other as 10.
+        ({"max_age": "\u00b2"}, "invalid_request"),
+        ({"max_age": "\u0661\u0660"}, "invalid_request"),
+        ({"prompt": "none login"}, "invalid_request"),
+    ],
 )
 def test_bad_prompt_or_max_age_is_the_clients_invalid_request(
     browser: Any, rp: Any, params: dict[str, str], error: str

@@ -428,7 +428,7 @@ def revocations() -> Response:
         _count_client_attempt(keys, refused, ())
         return refused
     raw = request.args.get("since", "0")
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         return error_response(400, "since must be a non-negative integer.")
     since = int(raw)
     rows = db_session.scalars(

@@ -50,7 +50,7 @@ def read_mark(mark: str, *, now: float | None = None) -> str | None:
     """The sid a valid, recent *mark* names as replaced, or None."""
     issued, _, rest = mark.partition(".")
     replaced, _, signature = rest.partition(".")
-    if not issued.isdigit() or len(issued) > 12 or not signature:
+    if not (issued.isascii() and issued.isdigit()) or len(issued) > 12 or not signature:
         return None
     if not hmac.compare_digest(signature, _signature(issued, replaced)):
         return None
@@ -64,7 +64,7 @@ def parse_max_age(value: object, redirect_uri: str | None) -> int | None:
     if value is None or value == "":
         return None
     text = str(value)
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
         raise InvalidRequestError(
             "max_age must be a whole number of seconds.", redirect_uri=redirect_uri
         )

@@ -488,7 +488,12 @@ class _Token:
         if events.is_revoked(db_session, self.claims):
             return True
         sub = self.claims.get("sub")
-        return isinstance(sub, str) and sub.isdigit() and _active_user(int(sub)) is None
+        return (
+            isinstance(sub, str)
+            and sub.isascii()
+            and sub.isdigit()
+            and _active_user(int(sub)) is None
+        )
 
 
 def _query_token(token_string: str, hint: str | None) -> _Token | None:
@@ -521,7 +526,7 @@ class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
             st.revoke_grant(grant)
         else:
             sub = token.claims.get("sub")
-            if isinstance(sub, str) and sub.isdigit() and not token.is_revoked():
+            if isinstance(sub, str) and sub.isascii() and sub.isdigit() and not token.is_revoked():
                 _audit_revocation(int(sub), "access token", token.client_id)
             revoke_access_token(token.claims)
         db_session.commit()
@@ -588,7 +593,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]
             },
         }
         sub = claims.get("sub")
-        if isinstance(sub, str) and sub.isdigit():
+        if isinstance(sub, str) and sub.isascii() and sub.isdigit():
             user = db_session.get(User, int(sub))
             if user is not None:
                 body["username"] = user.username
