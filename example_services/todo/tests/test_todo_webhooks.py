@@ -198,6 +198,22 @@ def test_subscribing_to_a_tracker_one_cannot_see_is_refused(client, auth, bob, m
     assert subscribe(client, auth(), resource=f"tracker:{private.id}").status_code == 201
 
 
+@pytest.mark.parametrize("visibility", [Visibility.unlisted, Visibility.private])
+def test_another_users_hidden_tracker_is_refused_as_one_that_does_not_exist(
+    client, auth, bob, make, user, visibility
+):
+    """Bob cannot tell which tracker ids are alice's unlisted (or private) trackers: a
+    tracker's id is no link to it, and their events would reach alice only anyway."""
+    hidden = make.tracker(user, "hidden", visibility=visibility)
+    refused = subscribe(client, auth(who=bob), resource=f"tracker:{hidden.id}")
+    missing = subscribe(client, auth(who=bob), resource=f"tracker:{hidden.id + 100}")
+    named = refused.get_data(as_text=True).replace(f"tracker:{hidden.id} ", "tracker:N ")
+    unnamed = missing.get_data(as_text=True).replace(f"tracker:{hidden.id + 100} ", "tracker:N ")
+    assert (refused.status_code, named) == (missing.status_code, unnamed) == (400, unnamed)
+    assert "tracker:N that you can see" in named
+    assert subscribe(client, auth(), resource=f"tracker:{hidden.id}").status_code == 201
+
+
 def test_tracker_deleted_reaches_those_who_could_see_it(app, client, auth, user, bob, tracker):
     events = ["tracker:deleted"]
     theirs = subscribe(client, auth(who=bob), events=events).get_json()["id"]

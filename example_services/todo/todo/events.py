@@ -95,10 +95,12 @@ def _tracker_id(resource: str | None) -> int | None:
 def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:
     """Whether the owner of *subscription* may limit it to the tracker *outbox* names.
 
-    Asked when a subscription names a tracker: it must exist and its owner (a user who
-    exists here and is not suspended; a service subscriber sees what anonymous visitors
-    see) must see it. Emitted events are not judged here: their recorded owner and
-    visibility decide (see the module's docstring).
+    Asked when a subscription names a tracker: it must exist and be public, or be owned by
+    the subscription's owner (a user who exists here and is not suspended). An unlisted
+    tracker is not enough: its id is no link to it, so an answer would tell anyone which
+    ids are unlisted trackers, and its events reach its owner only anyway. Emitted events
+    are not judged here: their recorded owner and visibility decide (see the module's
+    docstring).
     """
     tracker_id = _tracker_id(outbox.resource)
     if tracker_id is None:
@@ -114,4 +116,8 @@ def can_receive(subscription: Subscription, outbox: OutboxRow) -> bool:
         if viewer is None or viewer.is_suspended:
             return False
     tracker = session.get(Tracker, tracker_id)
-    return tracker is not None and tracker.visible_to(viewer)
+    if tracker is None:
+        return False
+    return tracker.visibility == Visibility.public or (
+        viewer is not None and viewer.id == tracker.owner_id
+    )
