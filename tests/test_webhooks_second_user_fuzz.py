@@ -12,7 +12,6 @@ URL is a ``.invalid`` name, and no worker runs: nothing is sent anywhere.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Iterator
@@ -29,9 +28,12 @@ from srcore.outbound.targets import set_resolver
 from srcore.pagination import encode_cursor
 from srcore.signatures import generate_secret
 from srcore.testing import create_user, log_in_client
-from srcore.testing.users import TEST_ISSUER, mint_token
+from srcore.testing.users import mint_token
 from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription, WebhookBase
 from srcore.webhooks.outbox import insert_event
+from tests.test_webhooks_outsider_api import todo
+
+__all__ = ["todo"]  # a fixture, used by name
 
 SCOPES = "sample/things:RW"
 EVENT = "thing:created"
@@ -547,34 +549,6 @@ def test_the_edit_form_refuses_a_resource_saying_why(world: World) -> None:
 
 
 # -- a service with two scopes and a resource filter: todo ------------------------------------
-
-
-@pytest.fixture
-def todo(_srcore_database_pool: Any, srcore_backend: str, srcore_signing_key: Any) -> Iterator[Any]:
-    """todo's app (its events need ``todo/trackers`` or ``todo/tickets``, and a webhook may
-    be limited to one tracker its owner can see), built as the ``app`` fixture builds the
-    sample service's."""
-    from joserfc.jwk import KeySet
-
-    from srcore.auth.tokens import StaticKeySource, TokenVerifier
-    from srcore.testing.databases import _clean
-
-    database = _srcore_database_pool.get("todo", srcore_backend)
-    keys = StaticKeySource(KeySet([srcore_signing_key]))
-    verifier = TokenVerifier(keys=keys, issuer=TEST_ISSUER, audience="todo")
-    todo_app = importlib.import_module("todo").create_app(
-        config=database.config_path, token_verifier=verifier
-    )
-    todo_app.config["TESTING"] = True
-    set_resolver(todo_app, lambda host, port, timeout: None)
-    try:
-        yield todo_app
-    finally:
-        with todo_app.extensions["srcore"].db.transaction() as session:
-            for table in reversed(WebhookBase.metadata.sorted_tables):
-                session.execute(table.delete())
-        _clean(todo_app)
-        todo_app.extensions["srcore"].db.dispose()
 
 
 def test_todo_bob_learns_nothing_of_alices_private_tracker_nor_of_her_webhook(
