@@ -89,6 +89,13 @@ def _confirmed_before(not_before: int) -> ColumnElement[bool]:
     return func.coalesce(Subscription.confirmed_at, Subscription.created) < cutoff
 
 
+def _user_id(subject: object) -> int | None:
+    """The user id *subject* names: up to ten ASCII digits (``int`` reads other scripts'
+    digits too), else None."""
+    text = str(subject)
+    return int(text) if text.isascii() and text.isdecimal() and len(text) <= 10 else None
+
+
 def _untrusted(event: Any) -> tuple[ColumnElement[bool], str] | None:
     """The subscriptions *event* takes trust from, and why; None for one that takes none."""
     subject = str(event.subject)
@@ -101,8 +108,8 @@ def _untrusted(event: Any) -> tuple[ColumnElement[bool], str] | None:
     if event.kind == "client":
         theirs = (Subscription.client_id == subject) & _confirmed_before(event.not_before)
         return theirs, REVOKED_REASON
-    if event.kind == "user" and subject.isascii() and subject.isdecimal() and len(subject) <= 10:
-        mine = (Subscription.owner_id == int(subject)) & _confirmed_before(event.not_before)
+    if event.kind == "user" and (user := _user_id(subject)) is not None:
+        mine = (Subscription.owner_id == user) & _confirmed_before(event.not_before)
         return mine, UNTRUSTED_REASON
     return None
 
@@ -124,18 +131,16 @@ def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> No
     """Apply meta's revocation *events* (``seq``, ``kind``, ``subject``, ``not_before``) in
     *session*'s transaction, idempotently: the owners of the subscriptions it disabled are
     told once it commits, and nobody if it rolls back."""
-    # Their subjects are user ids (those of the other kinds are not, and need not be).
-    about_users = [
-        e
+    suspensions = [
+        (user, e)
         for e in events
-        if str(e.subject).isascii() and str(e.subject).isdecimal() and len(str(e.subject)) <= 10
+        if e.kind in ("suspend", "unsuspend") and (user := _user_id(e.subject)) is not None
     ]
-    suspensions = [e for e in about_users if e.kind in ("suspend", "unsuspend")]
-    users = sorted({int(e.subject) for e in suspensions})
+    users = sorted({user for user, _ in suspensions})
     untrusted = [found for found in map(_untrusted, events) if found is not None]
     accounts = _lock(session, [where for where, _ in untrusted], users)
-    for event in suspensions:
-        _suspension(session, accounts[int(event.subject)], event)
+    for user, event in suspensions:
+        _suspension(session, accounts[user], event)
     disabled: dict[int, tuple[Subscription, str]] = {}
     for where, reason in untrusted:
         disabled.update((sub.id, (sub, reason)) for sub in _untrust(session, where, reason))
