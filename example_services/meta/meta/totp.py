@@ -57,7 +57,10 @@ def new_secret() -> str:
 
 
 def provisioning_uri(secret: str, *, account: str, issuer: str) -> str:
-    """The ``otpauth://`` URI an authenticator app reads from the QR code."""
+    """The ``otpauth://`` URI an authenticator app reads from the QR code. Apps split its
+    label ``issuer:account`` at the colon, so an issuer's own colons are left out (a site
+    named "Acme: Code" would otherwise show as issuer "Acme", account " Code:alice")."""
+    issuer = " ".join(issuer.replace(":", " ").split())
     return pyotp.TOTP(secret).provisioning_uri(name=account, issuer_name=issuer)
 
 

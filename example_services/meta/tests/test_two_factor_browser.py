@@ -1,20 +1,22 @@
 """Two-factor sign-in in headless Chromium against meta under gunicorn.
 
-A person turns TOTP on from the Security page (reading the key off the page, as they would
-type it into an app; the codes come from pyotp), logs out, logs in with a code, logs in
-with a recovery code once, and is refused the same recovery code a second time. An admin
+A person turns TOTP on from the Security page (an app scans the QR code off the screen,
+read here by zxing-cpp, and computes its codes by RFC 6238 with the standard library: nothing
+meta uses itself), logs out, logs in with a code, logs in with a recovery code once, and is
+refused the same recovery code a second time. An admin
 then reads the audit log. Screenshots go to artifacts/two-factor/ (git-ignored).
 """
 
 from __future__ import annotations
 
+import io
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyotp
 import pytest
+from test_two_factor_outsider import read_key_uri, totp_code
 
 from srcore import migrate
 from srcore.app import migration_target
@@ -25,6 +27,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts" / "two-factor"
 PASSWORD = "correct horse battery staple"
 STEP_MS = 15_000
+#: What the operator named the codes: apps split a key URI's label at its colon.
+ISSUER = "Acme: Code"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +52,7 @@ def meta_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         service_id="meta",
         database_url=f"sqlite:///{tmp / 'meta.db'}",
         origin=f"http://127.0.0.1:{port}",
+        extra=f"two-factor-issuer = {ISSUER}\n",
     )
     migrate.upgrade_all(migration_target("meta", config))
     app = meta.create_app(config=config)
@@ -103,7 +108,17 @@ class Tab:
 def _code(secret: str, steps_ahead: int) -> str:
     """The code of a later 30-second step: one step ahead is accepted (clock drift), and a
     step is good once, so each login uses a step not used before."""
-    return pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=30 * steps_ahead))
+    return totp_code(secret, time.time() + 30 * steps_ahead)
+
+
+def scan_qr(element: Any) -> str:
+    """What a phone's camera reads off *element* on the screen."""
+    import zxingcpp
+    from PIL import Image
+
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(element.screenshot())))
+    assert len(found) == 1 and found[0].format == zxingcpp.BarcodeFormat.QRCode, found
+    return str(found[0].text)
 
 
 def test_turn_on_totp_sign_in_with_it_and_use_a_recovery_code_once(
@@ -121,12 +136,15 @@ def test_turn_on_totp_sign_in_with_it_and_use_a_recovery_code_once(
         assert page.locator("#two-factor").get_by_text("Off").is_visible()
         page.get_by_role("link", name="Turn on two-factor sign-in").click()
         tab.at("/security/two-factor")
-        assert page.locator(".qr-code svg").is_visible()
-        secret = page.locator("#totp-secret").inner_text().replace(" ", "")
+        key = read_key_uri(scan_qr(page.locator(".qr-code svg")))
+        assert key["label_issuer"] == key["issuer"] == "Acme Code" and key["account"] == "alice"
+        secret = key["secret"]
+        # The key to type, when the camera cannot scan, is the same.
+        assert page.locator("#totp-secret").inner_text().replace(" ", "") == secret
         tab.shoot("01-setup")
 
         # Turn it on: a code from the app and the password. The codes are shown once.
-        page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
+        page.get_by_label("Code from the app").fill(_code(secret, 0))
         page.get_by_label("Your password").fill(PASSWORD)
         page.get_by_role("button", name="Turn on").click()
         page.locator("#recovery-codes").wait_for()
