@@ -10,9 +10,12 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import RoutingException
 
 from srcore.redact import ENVIRON_KEY, redact_target
 
@@ -41,6 +44,29 @@ def request_id() -> str:
             rid = os.urandom(8).hex()
         g.srcore_request_id = rid
     return rid
+
+
+def _route_args(app: Flask) -> Mapping[str, Any] | None:
+    """The URL variables the request's path gives its route, for redacting the log line.
+
+    A method the route does not take (a POST to ``/confirm/<token>``, as a scanner may
+    send) ends in a 405 before any view runs, so Flask has no ``view_args``; yet the path
+    is the route's, token included. Only then is it matched again, with a method the route
+    does take: such refusals are rare and the lookup is cheap.
+    """
+    if request.view_args is not None:
+        return request.view_args
+    exc = request.routing_exception
+    if not isinstance(exc, MethodNotAllowed) or not exc.valid_methods:
+        return None
+    adapter = app.create_url_adapter(request)
+    if adapter is None:
+        return None
+    try:
+        _endpoint, args = adapter.match(method=next(iter(exc.valid_methods)))
+    except (HTTPException, RoutingException):
+        return None
+    return args
 
 
 def init_app(app: Flask) -> None:
@@ -80,7 +106,7 @@ def init_app(app: Flask) -> None:
         # Tokens in paths and codes in queries never reach a log line, ours or the
         # server's (srcore.gunicorn_logging reads the target left in the environ).
         target = redact_target(
-            request.path, request.query_string.decode("latin-1"), request.view_args
+            request.path, request.query_string.decode("latin-1"), _route_args(app)
         )
         request.environ[ENVIRON_KEY] = target
         if access_log.isEnabledFor(logging.INFO):
