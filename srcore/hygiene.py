@@ -6,6 +6,11 @@
 * The body is read strictly: a body shorter than its ``Content-Length``, or a chunked
   body the server cannot parse, is a 400 when the view reads it; never a truncated
   value stored, never a server exception turned into a 500.
+* Forms and query strings are UTF-8 text: a value, name or file name that is not (an
+  invalid or lone-surrogate byte sequence, percent-encoded or not), or a multipart body
+  that cannot be parsed, is a 400. Werkzeug would keep such bytes percent-encoded, put
+  U+FFFD in their place or read the whole form as empty: a value other than the one sent
+  stored, or a misleading "required" error.
 * :func:`check_request` refuses, with the standard error body, request targets and
   headers past srcore's limits (414, 431) and control characters in the path, the query
   string or a form (400); NUL cannot even be stored in PostgreSQL text.
@@ -21,10 +26,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import IO, Any
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from flask import Request, Response
-from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import BadRequest, RequestHeaderFieldsTooLarge, RequestURITooLarge
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.exceptions import (
+    BadRequest,
+    RequestEntityTooLarge,
+    RequestHeaderFieldsTooLarge,
+    RequestURITooLarge,
+)
+from werkzeug.formparser import FormDataParser, MultiPartParser
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.wsgi import LimitedStream, get_content_length
 
 __all__ = [
@@ -104,8 +117,118 @@ def _guard_input(environ: dict[str, Any]) -> None:
     environ["wsgi.input_terminated"] = True
 
 
+_NOT_UTF8 = "The form is not UTF-8 text: send every name and value as UTF-8."
+_MALFORMED = "The form cannot be read: its body is not well-formed for its content type."
+
+
+class _StrictMultiPartParser(MultiPartParser):
+    """Werkzeug's multipart parser, except that a field's value must decode as its part
+    declares (UTF-8 unless it names ASCII or Latin-1), without replacement characters."""
+
+    def parse(
+        self, stream: IO[bytes], boundary: bytes, content_length: int | None
+    ) -> tuple[MultiDict[str, str], MultiDict[str, FileStorage]]:
+        decoder = MultipartDecoder(
+            boundary, max_form_memory_size=self.max_form_memory_size, max_parts=self.max_form_parts
+        )
+        fields: list[tuple[str, str]] = []
+        files: list[tuple[str, FileStorage]] = []
+        field: Field | None = None
+        chunks: list[bytes] = []
+        size = 0
+        upload: File | None = None
+        sink: IO[bytes] | None = None
+        while True:
+            data = stream.read(self.buffer_size)
+            # None tells the decoder the body has ended: a form cut short raises ValueError.
+            decoder.receive_data(data or None)
+            event = decoder.next_event()
+            while not isinstance(event, Epilogue | NeedData):
+                if isinstance(event, File):
+                    field, upload = None, event
+                    sink = self.start_file_streaming(event, content_length)
+                elif isinstance(event, Field):
+                    field, upload, chunks, size = event, None, [], 0
+                elif isinstance(event, Data) and upload is not None and sink is not None:
+                    sink.write(event.data)
+                    if not event.more_data:
+                        sink.seek(0)
+                        stored = FileStorage(
+                            sink, upload.filename, upload.name, headers=upload.headers
+                        )
+                        files.append((upload.name, stored))
+                elif isinstance(event, Data) and field is not None:
+                    size += len(event.data)
+                    limit = self.max_form_memory_size
+                    if limit is not None and size > limit:
+                        raise RequestEntityTooLarge()
+                    chunks.append(event.data)
+                    if not event.more_data:
+                        charset = self.get_part_charset(field.headers)
+                        fields.append((field.name, b"".join(chunks).decode(charset)))
+                event = decoder.next_event()
+            if not data:
+                return self.cls(fields), self.cls(files)
+
+
+class _StrictFormDataParser(FormDataParser):
+    """Werkzeug's form parser, loud where it would be silent: a form that is not UTF-8 or
+    cannot be parsed is a 400, never an empty form or text other than what was sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.silent = False
+
+    def parse(
+        self,
+        stream: IO[bytes],
+        mimetype: str,
+        content_length: int | None,
+        options: dict[str, str] | None = None,
+    ) -> tuple[IO[bytes], MultiDict[str, Any], MultiDict[str, Any]]:
+        try:
+            return super().parse(stream, mimetype, content_length, options)
+        except UnicodeDecodeError:
+            raise BadRequest(_NOT_UTF8) from None
+        except ValueError:  # what Werkzeug's own parsers raise for a malformed body
+            raise BadRequest(_MALFORMED) from None
+
+    def _parse_urlencoded(
+        self,
+        stream: IO[bytes],
+        mimetype: str,
+        content_length: int | None,
+        options: dict[str, str],
+    ) -> tuple[IO[bytes], MultiDict[str, Any], MultiDict[str, Any]]:
+        text = stream.read().decode("utf-8")
+        items = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+        return stream, self.cls(items), self.cls()
+
+    def _parse_multipart(
+        self,
+        stream: IO[bytes],
+        mimetype: str,
+        content_length: int | None,
+        options: dict[str, str],
+    ) -> tuple[IO[bytes], MultiDict[str, Any], MultiDict[str, Any]]:
+        boundary = options.get("boundary", "").encode("ascii")
+        if not boundary:
+            raise ValueError("the multipart content type names no boundary")
+        parser = _StrictMultiPartParser(
+            stream_factory=self.stream_factory,
+            max_form_memory_size=self.max_form_memory_size,
+            max_form_parts=self.max_form_parts,
+            cls=self.cls,
+        )
+        form, files = parser.parse(stream, boundary, content_length)
+        return stream, form, files
+
+
 class SrcoreRequest(Request):
-    """Flask's request, with HEAD seen as GET and a strictly read body."""
+    """Flask's request, with HEAD seen as GET, a strictly read body and strictly
+    decoded forms."""
+
+    form_data_parser_class = _StrictFormDataParser
 
     def __init__(
         self, environ: dict[str, Any], populate_request: bool = True, shallow: bool = False
@@ -133,6 +256,16 @@ def _has_control(pairs: Iterable[tuple[str, str]]) -> bool:
         for key, value in pairs
         if isinstance(value, str)
     )
+
+
+def _is_utf8_query(query: bytes) -> bool:
+    """Whether every byte of *query*, percent-encoded or not, reads as UTF-8 (``&`` and
+    ``=`` are ASCII, so the whole string is valid exactly when each name and value is)."""
+    try:
+        unquote_to_bytes(query).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _check_limits(request: Request) -> None:
@@ -163,6 +296,8 @@ def check_request(request: Request) -> None:
     _check_limits(request)
     if _CONTROL.search(request.path):
         raise BadRequest("The address contains control characters.")
+    if not _is_utf8_query(request.query_string):
+        raise BadRequest("The query string is not UTF-8 text.")
     args: MultiDict[str, str] = request.args
     if _has_control(args.items(multi=True)):
         raise BadRequest("The query string contains control characters.")
