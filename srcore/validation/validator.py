@@ -219,10 +219,20 @@ class Validation:
                 return default
         return default
 
+    def _uploaded(self, field: str, label: str | None) -> bool:
+        """Whether a multipart form sent *field*, which is not a file, as a file: recorded
+        as an error, not read as missing (a misleading "required", or a silent default)."""
+        if field not in self._files:
+            return False
+        self.error(f"{label or _label(field)} must be text, not a file.", field)
+        return True
+
     def _one(self, field: str, label: str | None) -> object:
         """The one value of *field*, or ``_MISSING`` with an error when a form or query string
         sent it more than once: which copy counts is a guess a proxy or a check in front may
         make otherwise (as a JSON object's repeated key, which is refused when it is read)."""
+        if self._uploaded(field, label):
+            return _MISSING
         getlist = getattr(self._data, "getlist", None)
         if callable(getlist) and len(getlist(field)) > 1:
             self.error(f"{label or _label(field)} was sent more than once; send it once.", field)
@@ -418,6 +428,8 @@ class Validation:
         label: str | None = None,
     ) -> list[str] | None:
         """A list of strings: a JSON array, or every value of a repeated form or query field."""
+        if self._uploaded(field, label):
+            return None
         getlist = getattr(self._data, "getlist", None)
         raw: object = getlist(field) if callable(getlist) else self._data.get(field)
         try:
@@ -448,7 +460,8 @@ class Validation:
         A JSON body cannot carry uploads, so a value there is an error.
         """
         getlist = getattr(self._files, "getlist", None)
-        if callable(getlist) and len(getlist(field)) > 1:
+        sent = len(getlist(field)) if callable(getlist) else int(field in self._files)
+        if sent > 1 or (sent and field in self._data):  # a text copy beside the file, too
             self.error(f"{label or _label(field)} was sent more than once; send one file.", field)
             return None
         raw: object = self._files.get(field)

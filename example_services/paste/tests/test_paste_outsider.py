@@ -161,3 +161,42 @@ def test_a_query_string_that_is_not_utf8_is_refused(
     assert response.status_code == 400, (path, query, response.status_code)
     assert "not UTF-8" in response.get_data(as_text=True)
     assert "%ED%A0%80 as text" not in response.get_data(as_text=True)
+
+
+def test_raw_bytes_in_the_query_string_are_a_400(app: Any, user_client: Any, bearer: Any) -> None:
+    # Werkzeug's server hands such bytes to the app (gunicorn refuses them itself): reading
+    # the query string raised UnicodeDecodeError, a 500.
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    for path in ("/", "/mine", "/api/pastes", "/p/abcdefghjk"):
+        response = user_client.get(
+            path, environ_overrides={"QUERY_STRING": "search=\xff"}, headers=bearer
+        )
+        assert response.status_code == 400, (path, response.status_code)
+
+
+#: A multipart part that is a file where a field is text: Werkzeug files it apart from the
+#: form, so the field read as missing ("Text is required") or silently took its default.
+FILE_FOR_TEXT = [
+    ([(b"text", b"hello", b"a.txt")], "Text must be text, not a file."),
+    ([(b"text", b"ok", None), (b"title", b"mine", b"a.txt")], "Title must be text, not a file."),
+    (
+        [(b"text", b"ok", None), (b"visibility", b"unlisted", b"v.txt")],
+        "Visibility must be text, not a file.",
+    ),
+    ([(b"text", b"ok", None), (b"text", b"two", b"a.txt")], "Text must be text, not a file."),
+]
+
+
+@pytest.mark.parametrize(("parts", "says"), FILE_FOR_TEXT)
+def test_a_file_where_text_is_expected_is_refused(
+    app: Any, client: Any, user_client: Any, bearer: dict[str, str], parts: Any, says: str
+) -> None:
+    before = rows(app)
+    body = multipart(*parts)
+    api = client.post("/api/pastes", data=body, content_type=MULTIPART, headers=bearer)
+    assert api.status_code == 400, api.get_data()
+    assert says in [e["reason"] for e in api.get_json()["errors"]]
+    page = _page_form(user_client, body, MULTIPART)
+    assert page.status_code == 400
+    assert says in page.get_data(as_text=True)
+    assert rows(app) == before
