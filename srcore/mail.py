@@ -13,6 +13,7 @@ it in ``app.extensions["srcore_mail"]``; ``email`` and ``smtplib`` are imported 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ __all__ = [
     "LogTransport",
     "MailError",
     "MailExtension",
+    "MailHeaderError",
     "Mailer",
     "SMTPTransport",
     "Transport",
@@ -52,6 +54,23 @@ _DEFAULT_PORTS: dict[str, int] = {"tls": 465, "starttls": 587, "none": 25}
 
 class MailError(Exception):
     """A message could not be handed to the mail server."""
+
+
+class MailHeaderError(MailError, ValueError):
+    """A recipient, subject or other header value holds a line break or control character.
+
+    Such a value could end the header and start another (a ``Bcc:`` of someone else's
+    choosing), so the message is not built. Besides CR and LF that means every character
+    Python's mail package reads as a line break (U+0085, U+2028, vertical tab, ...) and
+    the other control characters, NUL included. It is a :class:`MailError`, so a caller
+    that reports a failed send reports this one too, and a :class:`ValueError`.
+    """
+
+
+#: What may not appear in a header value: C0 controls but tab, DEL, C1 controls, U+2028/9.
+_HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+#: A header name (RFC 5322 2.2): printable ASCII but the colon.
+_HEADER_NAME = re.compile("[!-9;-~]+")
 
 
 class Transport(Protocol):
@@ -180,8 +199,14 @@ class Mailer:
         from email.policy import SMTP
         from email.utils import formatdate, make_msgid
 
-        if any(c in value for value in (to, subject) for c in "\r\n"):
-            raise ValueError("line breaks are not allowed in a recipient or subject")
+        extra = dict(headers or {})
+        for name, value in (("To", to), ("Subject", subject), *extra.items()):
+            if not _HEADER_NAME.fullmatch(name):
+                raise MailHeaderError(f"{name!r} is not a mail header name")
+            if _HEADER_UNSAFE.search(value):
+                raise MailHeaderError(
+                    f"line breaks and control characters are not allowed in a mail's {name}"
+                )
         message = EmailMessage(policy=SMTP)
         message["From"] = self.sender
         message["To"] = to
@@ -189,7 +214,7 @@ class Mailer:
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = make_msgid(domain=_domain(self.sender))
         message["Auto-Submitted"] = "auto-generated"
-        for name, value in (headers or {}).items():
+        for name, value in extra.items():
             message[name] = value
         message.set_content(text)
         return message

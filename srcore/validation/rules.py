@@ -67,6 +67,9 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 _FORM_INTEGER = re.compile(r"[+-]?[0-9]+")
 # More digits than this is far outside any 64-bit range; int() is not even attempted.
 _MAX_INTEGER_DIGITS = 40
+# With these, URLs and addresses must also be printable (str.isprintable): no C1 control,
+# line or paragraph separator (U+0085, U+2028, which mail headers and browsers read as
+# line breaks), other space, or invisible format character (a zero-width or bidi one).
 _URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
 _EMAIL_BAD_CHARS = re.compile(r'[\x00-\x20\x7f<>()\[\]\\,;:"]')
 _MAX_LISTED_CHOICES = 10
@@ -380,7 +383,7 @@ def coerce_url(
 ) -> str:
     """Check an absolute URL with one of ``schemes`` and a host; returns it stripped."""
     value = coerce_string(raw, max_length=min(max_length, MAX_URL_LENGTH))
-    if _URL_BAD_CHARS.search(value):
+    if _URL_BAD_CHARS.search(value) or not value.isprintable():
         raise Invalid("Not a valid URL.")
     try:
         parts = urlsplit(value)
@@ -399,7 +402,7 @@ def coerce_email(raw: object) -> str:
     """Check an email address pragmatically: one ``@``, a local part, a dotted domain, no
     spaces, RFC 5321 length limits. Deliverability is a question for the mail server."""
     value = coerce_string(raw, max_length=MAX_EMAIL_LENGTH)
-    if _EMAIL_BAD_CHARS.search(value) or value.count("@") != 1:
+    if _EMAIL_BAD_CHARS.search(value) or not value.isprintable() or value.count("@") != 1:
         raise Invalid("Not a valid email address.")
     local, domain = value.split("@")
     if not local or len(local) > 64 or len(domain) > 253 or "." not in domain:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -92,9 +93,12 @@ class MailNotifier:
 
         site = str(st.config.global_["site-name"])
         origin = str(st.section["origin"]).rstrip("/")
+        # The URL is its owner's text: one saved before URLs had to be printable could hold
+        # a line break, which no mail header may (the mailer would refuse the whole notice).
+        shown = "".join(c if c.isprintable() else quote(c) for c in subscription.url)
         mailer(self.app).send(
             str(email),
-            f"[{site}] webhook disabled: {subscription.url}"[:200],
+            f"[{site}] webhook disabled: {shown}"[:200],
             f"Your webhook subscription to {st.manifest.name} was disabled.\n\n"
             f"URL: {subscription.url}\nEvents: {subscription.events}\nReason: {reason}\n\n"
             f"Fix the endpoint, then enable the subscription again at {origin}/webhooks\n",
