@@ -40,6 +40,7 @@ __all__ = [
     "start_web_session",
     "web_session_amr",
     "web_session_valid",
+    "withdraw_email_change",
 ]
 
 log = logging.getLogger("meta")
@@ -304,6 +305,16 @@ def end_reset_links(session: Session, user: User) -> None:
     session.execute(
         delete(EmailToken).where(
             EmailToken.user_id == user.id, EmailToken.purpose == TokenPurpose.reset
+        )
+    )
+
+
+def withdraw_email_change(session: Session, user: User) -> None:
+    """Drop *user*'s pending change of address and make its link stop working."""
+    user.pending_email = None
+    session.execute(
+        delete(EmailToken).where(
+            EmailToken.user_id == user.id, EmailToken.purpose == TokenPurpose.change_email
         )
     )
 

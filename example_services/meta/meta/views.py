@@ -591,7 +591,10 @@ def change_email() -> Any:
         send_mail("change-email-notice", user.email, user=user, new_email=email)
         flash(f"We sent a link to {email}: follow it to confirm the change.", "success")
     else:
-        flash("The mail could not be sent. Try again later.", "error")
+        # No change may wait on a link that never went out: the profile would say it did.
+        logic.withdraw_email_change(db, user)
+        db.commit()
+        flash("The mail could not be sent, so your address is unchanged. Try again later.", "error")
     return redirect(url_for("accounts.profile"))
 
 
