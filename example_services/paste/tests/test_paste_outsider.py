@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from paste import logic
-from paste.models import Paste
+from paste.models import Paste, Visibility
 from sqlalchemy import select
 
-from srcore.testing import create_user
+from srcore.testing import create_user, log_in_client
 from srcore.webhooks.models import OutboxRow
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -199,4 +199,67 @@ def test_a_file_where_text_is_expected_is_refused(
     page = _page_form(user_client, body, MULTIPART)
     assert page.status_code == 400
     assert says in page.get_data(as_text=True)
+    assert rows(app) == before
+
+
+# -- a second user, strangers and forged requests ----------------------------------------------
+
+
+def test_bob_finds_nothing_of_alices_unlisted_paste_and_changes_nothing(
+    app: Any, client: Any, user: Any, user_client: Any, make_token: Any
+) -> None:
+    """Bob lists, searches and pages with his session and his tokens, subscribes to her
+    paste, and posts her forms with his own CSRF token: none of it names her unlisted
+    paste, and her rows and events stay as they were."""
+    secret = add(app, user, "zebra-unlisted", title="Zebra", visibility=Visibility.unlisted)
+    bob = create_user(app, "bob")
+    add(app, bob, "bob's own")
+    before = rows(app)
+    browser = log_in_client(app.test_client(), bob)
+    reader = {"Authorization": f"Bearer {make_token('paste/pastes:RO', user=bob)}"}
+    writer = {"Authorization": f"Bearer {make_token('paste/pastes:RW', user=bob)}"}
+    for query in ("", "zebra", "owner:alice", "visibility:unlisted owner:alice", "!owner:bob"):
+        for answer in (
+            browser.get("/", query_string={"search": query}),
+            browser.get("/mine", query_string={"search": query}),
+            client.get("/api/pastes", query_string={"search": query}, headers=reader),
+            client.get("/", query_string={"search": query}),
+        ):
+            assert answer.status_code == 200, (query, answer.status_code)
+            text = answer.get_data(as_text=True)
+            assert secret.short_id not in text and "Zebra" not in text and "zebra-" not in text
+    hook = {"url": "https://hooks.example.invalid/x", "events": ["paste:updated"]}
+    refused = client.post(
+        "/api/webhooks", json={**hook, "resource": f"paste:{secret.short_id}"}, headers=writer
+    )
+    missing = client.post(
+        "/api/webhooks", json={**hook, "resource": "paste:abcdefghjk"}, headers=writer
+    )
+    assert refused.status_code == missing.status_code == 400
+    assert refused.get_json()["errors"][0]["reason"].replace(secret.short_id, "X") == (
+        missing.get_json()["errors"][0]["reason"].replace("abcdefghjk", "X")
+    )
+    token = csrf(browser)
+    for action in ("edit", "delete"):
+        path = f"/p/{secret.short_id}/{action}"
+        answer = browser.post(path, data={"text": "bob was here", "csrf_token": token})
+        assert answer.status_code == 403
+        assert "zebra-" not in answer.get_data(as_text=True)
+    # Her own session, but no token, a token in the query, or a method that is not POST.
+    own = csrf(user_client)
+    for method in ("HEAD", "OPTIONS", "GET", "PUT", "PATCH", "DELETE"):
+        for action in ("edit", "delete"):
+            path = f"/p/{secret.short_id}/{action}?csrf_token={own}&text=forged"
+            assert user_client.open(path, method=method).status_code in (200, 405)
+        assert user_client.open(
+            f"/new?csrf_token={own}&text=forged", method=method
+        ).status_code in (
+            200,
+            405,
+        )
+    assert user_client.post(f"/p/{secret.short_id}/delete").status_code == 400
+    assert (
+        user_client.post(f"/p/{secret.short_id}/delete", data={"csrf_token": "x"}).status_code
+        == 400
+    )
     assert rows(app) == before
