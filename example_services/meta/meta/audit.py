@@ -19,6 +19,7 @@ subscriber configured, nothing is written to the outbox.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, TypedDict
@@ -47,6 +48,9 @@ AUDIT_EVENT = "audit:recorded"
 #: After a committed prune, a process waits this long before it prunes on write again.
 PRUNE_EVERY = timedelta(minutes=10)
 _LAST_PRUNE = "audit_last_prune"
+#: What a stored text may not hold: control characters (NUL cannot even be stored in
+#: PostgreSQL) and lone surrogates (no database can encode them).
+_UNSTORABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 
 
 class Kind(enum.StrEnum):
@@ -141,7 +145,17 @@ def _request_facts() -> tuple[str, str]:
     if not has_request_context():
         return "", ""
     agent = request.headers.get("User-Agent", "")
-    return (request.remote_addr or "")[:64], agent[:256]
+    return _storable(request.remote_addr or "", 64), _storable(agent, 256)
+
+
+def _storable(text: str, limit: int) -> str:
+    """*text* cut to *limit* characters, each one that cannot be stored replaced.
+
+    An entry's text often quotes what a client sent: a passkey's refused answer is
+    described by the library that read it ("Unexpected client data origin ..."), in the
+    client's own characters. The entry must still be written, and say what it can.
+    """
+    return _UNSTORABLE.sub("\ufffd", text[:limit])
 
 
 def record(
@@ -162,7 +176,7 @@ def record(
         kind=str(kind),
         address=address,
         user_agent=agent,
-        detail=detail[:256],
+        detail=_storable(detail, 256),
     )
     session.add(entry)
     session.flush()

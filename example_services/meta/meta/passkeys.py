@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ CHALLENGE_SECONDS = 300
 NAME_MAX = 64
 #: A credential id is at most 1023 bytes: 1364 base64url characters.
 _ID_MAX = 1400
+#: The characters of a credential id as browsers send it: base64url, without padding.
+_ID_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 _TIMEOUT_MS = 120_000
 
 
@@ -177,8 +180,17 @@ def count_of(session: Session, user_id: int) -> int:
     )
 
 
+def _is_credential_id(text: object) -> bool:
+    """Whether *text* can be a credential id: base64url, at most :data:`_ID_MAX` long.
+
+    An answer's id is whatever its JSON says (a NUL, a lone surrogate): checked here, it
+    never reaches a query, which the database would refuse with an error.
+    """
+    return isinstance(text, str) and len(text) <= _ID_MAX and _ID_CHARS.fullmatch(text) is not None
+
+
 def find_credential(session: Session, credential_id: str) -> PasskeyCredential | None:
-    if not credential_id or len(credential_id) > _ID_MAX:
+    if not _is_credential_id(credential_id):
         return None
     return session.scalar(
         select(PasskeyCredential).where(PasskeyCredential.credential_id == credential_id)
@@ -379,7 +391,7 @@ def answer_credential_id(answer: object) -> str:
     """The credential id an answer of ``navigator.credentials.get`` names (to find its key)."""
     credential = _object(answer)
     key_id = credential.get("id")
-    if not isinstance(key_id, str) or not key_id or len(key_id) > _ID_MAX:
+    if not isinstance(key_id, str) or not _is_credential_id(key_id):
         raise PasskeyError("This is not a passkey's answer.", "no credential id")
     return key_id
 
