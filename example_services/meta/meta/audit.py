@@ -250,7 +250,8 @@ class AuditFilter:
             stmt = stmt.where(AuditEntry.kind == str(self.kind))
         if self.since is not None:
             stmt = stmt.where(AuditEntry.created >= datetime.combine(self.since, time(), UTC))
-        if self.until is not None:
+        # The last day there is (9999-12-31) has no next day to end before: no bound.
+        if self.until is not None and self.until < date.max:
             end = datetime.combine(self.until + timedelta(days=1), time(), UTC)
             stmt = stmt.where(AuditEntry.created < end)
         return stmt

@@ -23,6 +23,7 @@ from oidc_helpers import oidc_app
 from passkey_helpers import SoftKey
 from sqlalchemy import select
 
+from srcore.db import UserType
 from srcore.testing import log_in_client
 
 __all__ = ["oidc_app"]  # fixtures used by this module
@@ -221,3 +222,22 @@ def test_a_refused_new_passkey_quoting_hostile_text_is_a_400_and_is_audited(
     (entry,) = audit_of(app, alice.id, "passkey-failed")
     assert entry.detail.startswith("adding k: ") and "\ufffd" in entry.detail
     assert rows(app, PasskeyCredential, user_id=alice.id) == []
+
+
+# -- the admins' audit page ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query", ["until=9999-12-31", "since=9999-12-31&until=9999-12-31", "since=0001-01-01"]
+)
+def test_the_audit_page_takes_the_first_and_last_days_there_are(
+    app: Any, accounts: Any, alice: Any, query: str
+) -> None:
+    admin = accounts.make("root1", user_type=UserType.admin)
+    browser = log_in_client(app.test_client(), admin)
+    post(browser, "/logout/everywhere")  # one entry, of now
+    browser = log_in_client(app.test_client(), admin)
+    page = browser.get("/admin/audit?" + query)
+    assert page.status_code == 200
+    expected = "0 entries" if query.startswith("since=9999") else "1 entry"
+    assert f"newest first:\n      {expected}." in page.get_data(as_text=True)
