@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, render_template, request
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 __all__ = ["error_response", "init_app", "wants_json"]
@@ -95,6 +97,27 @@ def _server_error(exc: InternalServerError) -> Response:
     return error_response(500)
 
 
+#: Seconds a client is asked to wait when the database cannot serve the request.
+DATABASE_RETRY_AFTER = 5
+
+
+def _database_unavailable(exc: Exception) -> Response:
+    """The database failed for reasons of its own, not of the request's: a restart or a
+    failover cut the connection, it cannot be reached, the pool is exhausted, a lock or
+    serialization timed out. A 503 asking to try again says so to people and clients (a 500
+    says the service is broken). SQLAlchemy has already invalidated the pool on a cut
+    connection, so the next request reconnects; what the request had not committed is rolled back."""
+    log.error(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.path,
+        type(getattr(exc, "orig", None) or exc).__name__,
+        exc_info=exc,
+    )
+    reason = "The database is unavailable right now. Try again in a few seconds."
+    return error_response(503, reason, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))])
+
+
 def _validation_failed(exc: Exception) -> Response:
     """Bad input a view let raise: its form page again, the JSON error body, or (a bad
     query string of a page) an error page naming the fields."""
@@ -138,3 +161,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(InternalServerError, _server_error)
     app.register_error_handler(ValidationFailed, _validation_failed)
     app.register_error_handler(SearchError, _search_error)
+    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(PoolTimeout, _database_unavailable)

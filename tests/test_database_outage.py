@@ -1,0 +1,97 @@
+"""When the database fails for reasons of its own (a restart cut the connections, it cannot
+be reached), pages and the API answer 503 with Retry-After, not a 500, and the service
+serves again by itself once the database is back."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from srcore.testing import log_in_client, write_config
+
+
+def _cut_connections(app: Any) -> int:
+    """What a PostgreSQL restart does to the app's pooled connections: ends them."""
+    url = app.extensions["srcore"].db.engine.url
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            ended = conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": url.database},
+            ).all()
+    finally:
+        admin.dispose()
+    return len(ended)
+
+
+@pytest.mark.parametrize("srcore_backend", ["postgresql"], indirect=True)
+def test_connections_cut_by_a_restart_are_a_503_then_served_again(
+    app: Any, user: Any, make_token: Any
+) -> None:
+    client = log_in_client(app.test_client(), user)
+    api = {"Authorization": f"Bearer {make_token('sample/things:RO', user=user)}"}
+    assert client.get("/private").status_code == 200
+    assert client.get("/api/things", headers=api).status_code == 200
+    assert _cut_connections(app) >= 1
+
+    page = client.get("/private")
+    assert page.status_code == 503, page.get_data(as_text=True)[:300]
+    assert page.headers["Retry-After"] == "5"
+    assert "database is unavailable" in page.get_data(as_text=True)
+    assert "Traceback" not in page.get_data(as_text=True)
+    # The pool was invalidated with the cut: the next request reconnects.
+    assert client.get("/private").status_code == 200
+
+    _cut_connections(app)
+    answer = client.get("/api/things", headers=api)
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+    assert answer.is_json and "database is unavailable" in answer.get_json()["errors"][0]["reason"]
+    assert client.get("/api/things", headers=api).status_code == 200
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that nothing listens on (bound, never listening)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def _app_on(tmp_path: Path, database_url: str) -> Any:
+    import sample_service
+
+    path = write_config(tmp_path / "config.ini", service_id="sample", database_url=database_url)
+    app = sample_service.create_app(config=path)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_database_that_cannot_be_reached_is_a_503(
+    tmp_path: Path, closed_port: int, kind: str
+) -> None:
+    if kind == "postgresql":
+        url = f"postgresql+psycopg://root@127.0.0.1:{closed_port}/nothing?connect_timeout=2"
+    else:
+        url = f"sqlite:///{tmp_path / 'no-such-directory' / 'sample.db'}"
+    app = _app_on(tmp_path, url)
+    try:
+        client = app.test_client()
+        with client.session_transaction() as session:
+            session["_uid"] = 1  # a page that reads the session's user from the database
+        page = client.get("/private")
+        assert page.status_code == 503, page.get_data(as_text=True)[:300]
+        assert page.headers["Retry-After"] == "5"
+        assert "database is unavailable" in page.get_data(as_text=True)
+        assert client.get("/healthz").status_code == 503
+    finally:
+        app.extensions["srcore"].db.dispose()
