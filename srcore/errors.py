@@ -106,7 +106,8 @@ def _database_unavailable(exc: Exception) -> Response:
     failover cut the connection, it cannot be reached, the pool is exhausted, a lock or
     serialization timed out. A 503 asking to try again says so to people and clients (a 500
     says the service is broken). SQLAlchemy has already invalidated the pool on a cut
-    connection, so the next request reconnects; what the request had not committed is rolled back."""
+    connection, so the next request reconnects; what the request had not committed is
+    rolled back."""
     log.error(
         "database unavailable on %s %s: %s",
         request.method,
