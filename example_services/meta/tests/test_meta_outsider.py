@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from meta_constants import PASSWORD
-from oidc_helpers import oidc_app
+from oidc_helpers import oidc_app, register, tokens_for
 from passkey_helpers import SoftKey
 from sqlalchemy import select
 
@@ -139,6 +139,90 @@ def alice(accounts: Any) -> Any:
 @pytest.fixture
 def bob(accounts: Any) -> Any:
     return accounts.make("bob")
+
+
+# -- a second user against the first one's things ------------------------------------------
+
+
+def test_bob_cannot_reach_alices_tokens_passkeys_or_applications(
+    oidc_app: Any, accounts: Any, alice: Any, bob: Any
+) -> None:
+    """Every id of hers is answered as a missing one, and nothing of hers changes."""
+    from meta.models import AuditEntry, PasskeyCredential
+    from meta.oauth.models import Consent, Grant, OAuthClient, PersonalAccessToken
+
+    app = oidc_app
+    alices = log_in_client(app.test_client(), alice)
+    token_id, _token = pat(app, alice.id, "meta/profile:RO", name="alices-token")
+    add_passkey(app, alices)
+    (key_id,) = [row[0] for row in rows(app, PasskeyCredential, user_id=alice.id)]
+    rp = register(app, accounts, owner="developer")
+    tokens_for(alices, rp, scope="openid meta/profile:RO")
+    own = alices_client(alices)
+    _bobs_id, bobs_token = pat(app, bob.id, "meta/tokens:RW meta/profile:RO", name="bobs")
+
+    watched = [
+        (PersonalAccessToken, {"user_id": alice.id}),
+        (PasskeyCredential, {"user_id": alice.id}),
+        (Grant, {"user_id": alice.id}),
+        (Consent, {"user_id": alice.id}),
+        (OAuthClient, {"client_id": own["id"]}),
+        (AuditEntry, {"user_id": alice.id}),
+    ]
+    before = [rows(app, model, **where) for model, where in watched]
+    bobs_entries = len(audit_of(app, bob.id))
+
+    bobs = log_in_client(app.test_client(), bob)
+    answers = [
+        post(bobs, f"/security/tokens/{token_id}/revoke"),
+        post(bobs, f"/security/passkeys/{key_id}/name", {"name": "mine now"}),
+        post(bobs, f"/security/passkeys/{key_id}/remove", {"current_password": PASSWORD}),
+        post(bobs, f"/security/applications/{rp['id']}/revoke"),
+        post(bobs, f"/clients/{own['id']}/delete"),
+        app.test_client().delete(
+            f"/api/tokens/{token_id}", headers={"Authorization": f"Bearer {bobs_token}"}
+        ),
+    ]
+    for answer in answers:
+        text = answer.get_data(as_text=True)
+        assert answer.status_code == 404, (answer.request.path, answer.status_code)
+        for hers in ("alice", "alices-token", "alices-laptop", "alices-app"):
+            assert hers not in text, (answer.request.path, hers)
+    listed = app.test_client().get("/api/tokens", headers={"Authorization": f"Bearer {bobs_token}"})
+    assert [t["name"] for t in listed.get_json()["results"]] == ["bobs"]
+    for page in ("/security", "/security/passkeys", "/clients", "/security/activity"):
+        shown = bobs.get(page)
+        assert shown.status_code == 200
+        assert "alice" not in shown.get_data(as_text=True).lower(), page
+
+    assert [rows(app, model, **where) for model, where in watched] == before
+    # Bob's own log has no entry of an application he never authorized.
+    assert len(audit_of(app, bob.id)) == bobs_entries
+
+
+def test_revoking_an_application_never_authorized_is_a_404_and_records_nothing(
+    oidc_app: Any, accounts: Any, alice: Any, bob: Any
+) -> None:
+    """Whatever the id (another user's application, a first-party service, a made-up or
+    hostile one), nothing is revoked, nothing goes in the log, and no name is echoed."""
+    from meta.oauth.models import Grant
+
+    app = oidc_app
+    rp = register(app, accounts, owner="developer")
+    tokens_for(log_in_client(app.test_client(), alice), rp, scope="openid")
+    grants = rows(app, Grant, user_id=alice.id)
+    bobs = log_in_client(app.test_client(), bob)
+    for client_id in (rp["id"], "todo", "c" + "0" * 24, "%ED%A0%80", "a" * 3000):
+        answer = post(bobs, f"/security/applications/{client_id}/revoke")
+        assert answer.status_code == 404, (client_id, answer.status_code)
+        assert "Relying Party" not in answer.get_data(as_text=True)
+    assert audit_of(app, bob.id, "app-revoked") == []
+    assert rows(app, Grant, user_id=alice.id) == grants
+    # Her own revocation still works, and is recorded.
+    alices = log_in_client(app.test_client(), alice)
+    assert post(alices, f"/security/applications/{rp['id']}/revoke").status_code == 302
+    assert [e.detail for e in audit_of(app, alice.id, "app-revoked")] == ["Relying Party"]
+    assert all(row[-1] is not None for row in rows(app, Grant, user_id=alice.id))
 
 
 # -- hostile bytes in passkey answers ---------------------------------------------------------

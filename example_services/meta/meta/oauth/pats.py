@@ -324,10 +324,26 @@ def revoke_token_page(token_id: int) -> Response:
 @login_required
 def revoke_application(client_id: str) -> Response:
     user = current_user._get_current_object()
+    if not _has_access(user.id, client_id):
+        # Nothing to revoke: an application never authorized (another user's client, a
+        # made-up id) is answered as one that does not exist, and nothing is recorded.
+        return error_response(404, "No such application.")
     revoke_user_client(user.id, client_id)
     db_session.commit()
     flash("The application's access is revoked.", "success")
     return redirect(url_for("oauth_security.security"))
+
+
+def _has_access(user_id: int, client_id: str) -> bool:
+    """Whether *user_id* gave *client_id* anything to revoke: a live grant, or a consent."""
+    grant = select(Grant.id).where(
+        Grant.user_id == user_id, Grant.client_id == client_id, Grant.revoked_at.is_(None)
+    )
+    consent = select(Consent.id).where(Consent.user_id == user_id, Consent.client_id == client_id)
+    return (
+        db_session.scalar(grant.limit(1)) is not None
+        or db_session.scalar(consent.limit(1)) is not None
+    )
 
 
 def revoke_user_client(user_id: int, client_id: str) -> None:
