@@ -246,6 +246,20 @@ class S256Only(CodeChallenge):  # type: ignore[misc]
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
+    @staticmethod
+    def validate_authorization_redirect_uri(request: Any, client: Client) -> str:
+        # Authlib names the refused URI in the error's description, which may hold only
+        # printable ASCII but the quote and backslash: a URI with either was a 500.
+        uri = request.payload.redirect_uri
+        if uri and not client.check_redirect_uri(uri):
+            raise InvalidRequestError(
+                _ascii(f"Redirect URI {uri} is not registered for this client.")
+            )
+        result: str = grants.AuthorizationCodeGrant.validate_authorization_redirect_uri(
+            request, client
+        )
+        return result
+
     def save_authorization_code(self, code: str, request: Any) -> None:
         st = _state()
         data = request.payload.data
@@ -625,6 +639,14 @@ class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
         query = flask_request.query_string.decode("latin-1")
         uri = _state().issuer.rstrip("/") + flask_request.path + ("?" + query if query else "")
         return _ConfiguredRequest(flask_request, uri)
+
+    def get_authorization_grant(self, request: Any) -> Any:
+        # Authlib names an unsupported response_type in the error's description, which
+        # may hold only printable ASCII but the quote and backslash (else a 500).
+        response_type = request.payload.response_type
+        if response_type and _ascii(response_type) != response_type:
+            raise InvalidRequestError(f"Unsupported response_type {_ascii(response_type)}.")
+        return super().get_authorization_grant(request)
 
     def validate_requested_scope(self, scope: str | None) -> None:
         if not scope:
