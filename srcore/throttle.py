@@ -22,6 +22,7 @@ the time the same way: tests move ``time.time`` rather than pass a clock.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -29,18 +30,21 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from srcore.extras import MissingExtraError
 
 __all__ = [
     "CappedStore",
     "Decision",
+    "FallbackStore",
     "Store",
     "Throttle",
     "ThrottleKey",
     "make_store",
 ]
+
+log = logging.getLogger("srcore.throttle")
 
 #: A counter's key: what is counted (``"login-account"``) and for whom (``"alice"``).
 ThrottleKey = tuple[str, str]
@@ -240,21 +244,75 @@ class CappedStore:
 
 
 def make_store(redis_url: str | None, *, timeout: float = 2.0, max_keys: int = 100_000) -> Store:
-    """``limits``' Redis storage for *redis_url*, or its memory storage when it is empty.
+    """``limits``' Redis storage for *redis_url* (counting in process while Redis cannot be
+    reached: :class:`FallbackStore`), or its memory storage when *redis_url* is empty.
 
     Connecting is lazy: nothing is opened until the first check.
     """
     from limits.storage import storage_from_string
 
+    memory: Store = storage_from_string("memory://")  # type: ignore[assignment]
+    in_process = CappedStore(memory, max_keys=max_keys)
     if not redis_url:
-        memory: Store = storage_from_string("memory://")  # type: ignore[assignment]
-        return CappedStore(memory, max_keys=max_keys)
+        return in_process
     try:
         import redis  # noqa: F401  (limits imports it; name the extra when it is missing)
     except ImportError as exc:
         raise MissingExtraError("redis", "a throttle on Redis ([global] redis-url)") from exc
 
-    storage = storage_from_string(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    if not hasattr(storage, "acquire_entry"):
-        raise ValueError(f"{type(storage).__name__} keeps no moving windows for a throttle")
-    return storage  # type: ignore[return-value]
+    shared = storage_from_string(
+        redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, wrap_exceptions=True
+    )
+    if not hasattr(shared, "acquire_entry"):
+        raise ValueError(f"{type(shared).__name__} keeps no moving windows for a throttle")
+    return FallbackStore(shared, in_process)  # type: ignore[arg-type]
+
+
+class FallbackStore:
+    """A :class:`Store` on Redis that counts in process while Redis cannot be reached.
+
+    A throttle that raised would turn every login into an error page for as long as Redis is
+    down, and one that let attempts through would stop protecting anyone: this keeps
+    counting, each process on its own (as a single process does without Redis), and goes
+    back to Redis once it answers again (tried every *retry_every* seconds). What was
+    counted meanwhile stays in the process; Redis keeps what it had.
+    """
+
+    def __init__(self, primary: Store, fallback: Store, *, retry_every: float = 5.0) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.retry_every = retry_every
+        self._down_until: float | None = None
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the last use found Redis unreachable."""
+        return self._down_until is not None
+
+    def _use(self, method: str, *args: object) -> Any:
+        from limits.errors import StorageError
+
+        down = self._down_until
+        if down is None or time.monotonic() >= down:
+            try:
+                answer = getattr(self.primary, method)(*args)
+            except StorageError as exc:
+                if down is None:
+                    log.warning("throttle storage unreachable, counting in process: %s", exc)
+                self._down_until = time.monotonic() + self.retry_every
+            else:
+                if down is not None:
+                    log.warning("throttle storage reachable again")
+                    self._down_until = None
+                return answer
+        return getattr(self.fallback, method)(*args)
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        return bool(self._use("acquire_entry", key, limit, expiry, amount))
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        when, count = self._use("get_moving_window", key, limit, expiry)
+        return when, count
+
+    def clear(self, key: str) -> None:
+        self._use("clear", key)

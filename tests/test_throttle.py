@@ -5,19 +5,22 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from srcore.testing import require_or_skip
-from srcore.throttle import CappedStore, Decision, Store, Throttle, make_store
+from srcore.throttle import CappedStore, Decision, FallbackStore, Store, Throttle, make_store
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -50,7 +53,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     require_or_skip(_redis_available(), "Redis at " + REDIS_URL)
     found = make_store(REDIS_URL)
     yield found
-    found.storage.close()  # type: ignore[attr-defined]
+    found.primary.storage.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -221,4 +224,85 @@ def test_make_store_picks_by_url() -> None:
     memory = make_store(None)
     assert isinstance(memory, CappedStore) and isinstance(memory.storage, MemoryStorage)
     assert isinstance(make_store(""), CappedStore)
-    assert isinstance(make_store(REDIS_URL), RedisStorage)  # connects lazily
+    shared = make_store(REDIS_URL)  # connects lazily
+    assert isinstance(shared, FallbackStore) and isinstance(shared.primary, RedisStorage)
+    assert isinstance(shared.fallback, CappedStore)
+
+
+# -- Redis going away and coming back ---------------------------------------------------------
+
+
+def test_a_throttle_keeps_counting_in_process_while_redis_is_away_and_goes_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A redis-server of this test's own, stopped and started again: meanwhile the lockout
+    still holds (counted in process), then the counting goes back to Redis."""
+    import redis
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import reliability
+
+    require_or_skip(reliability.redis_available(), "redis-server")
+    with reliability.RedisServer(tmp_path / "redis") as server:
+        store = make_store(server.url, timeout=0.5)
+        assert isinstance(store, FallbackStore)
+        store.retry_every = 0.0  # try Redis at every use, so the test needs no waiting
+        throttle = Throttle(store, max_failures=3, free_failures=3, lockout=60, prefix="t")
+        key = [("login-account", "alice")]
+        throttle.failure(key)
+        client = redis.Redis.from_url(server.url)
+        assert client.keys("*t:login-account:alice:log*"), "counted in Redis"
+        client.close()
+        assert not store.degraded
+
+        server.stop()
+        with caplog.at_level(logging.WARNING, "srcore.throttle"):
+            assert throttle.check(key).allowed  # an answer, not an error
+            throttle.failure(key)
+            throttle.failure(key)
+            throttle.failure(key)
+            assert store.degraded
+            refused = throttle.check(key)
+        assert not refused.allowed and refused.retry_after > 0  # locked, in process
+        warnings = [r.getMessage() for r in caplog.records if r.name == "srcore.throttle"]
+        assert len(warnings) == 1 and "unreachable" in warnings[0]  # said once, not per use
+
+        server.start()  # empty: Redis kept nothing
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "srcore.throttle"):
+            throttle.failure([("login-account", "bob")])
+        assert not store.degraded
+        assert any("reachable again" in r.getMessage() for r in caplog.records)
+        client = redis.Redis.from_url(server.url)
+        assert client.keys("*t:login-account:bob:log*"), "counted in Redis again"
+        client.close()
+        store.primary.storage.close()  # type: ignore[attr-defined]
+
+
+def test_an_unreachable_redis_is_retried_only_every_few_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While Redis is away, a use tries it at most once per ``retry_every``: a login does not
+    wait for a connect timeout at every check."""
+    tries: list[str] = []
+
+    class Away:
+        def __getattr__(self, name: str) -> Any:
+            from limits.errors import StorageError
+
+            def fail(*_args: object) -> None:
+                tries.append(name)
+                raise StorageError(ConnectionError("refused"))
+
+            return fail
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    store = FallbackStore(cast(Store, Away()), make_store(None), retry_every=5.0)
+    throttle = Throttle(store, max_failures=3, lockout=60)
+    for _ in range(4):
+        throttle.failure([("login-account", "alice")])
+    assert len(tries) == 1 and not throttle.check([("login-account", "alice")]).allowed
+    now[0] += 5.0
+    throttle.check([("login-account", "alice")])
+    assert len(tries) == 2

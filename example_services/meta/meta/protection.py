@@ -114,6 +114,10 @@ def init_app(app: Flask) -> Limiter:
         get_remote_address,
         app=app,
         storage_uri=redis_url or "memory://",
+        # While Redis is away each process counts on its own, rather than erring on every
+        # limited request; the limiter goes back to Redis once it answers.
+        in_memory_fallback_enabled=True,
+        storage_options={"socket_timeout": 2, "socket_connect_timeout": 2} if redis_url else {},
         default_limits=[],
         key_prefix=f"{st.service_id}-limits",
     )
