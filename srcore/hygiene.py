@@ -23,22 +23,21 @@ requests get srcore's error body, JSON under ``/api/``, rather than the server's
 
 from __future__ import annotations
 
+import codecs
+import functools
 import re
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from flask import Request, Response
-from werkzeug.datastructures import FileStorage, MultiDict
-from werkzeug.exceptions import (
-    BadRequest,
-    RequestEntityTooLarge,
-    RequestHeaderFieldsTooLarge,
-    RequestURITooLarge,
-)
+from werkzeug.datastructures import Headers, MultiDict
+from werkzeug.exceptions import BadRequest, RequestHeaderFieldsTooLarge, RequestURITooLarge
 from werkzeug.formparser import FormDataParser, MultiPartParser
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.wsgi import LimitedStream, get_content_length
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -121,54 +120,40 @@ _NOT_UTF8 = "The form is not UTF-8 text: send every name and value as UTF-8."
 _MALFORMED = "The form cannot be read: its body is not well-formed for its content type."
 
 
+#: The strict codecs form fields are decoded with, by the charset their part declares.
+_STRICT_CHARSETS = {"utf-8": "srcore_strict_utf_8", "ascii": "srcore_strict_ascii"}
+_STRICT_CHARSETS["us-ascii"] = _STRICT_CHARSETS["ascii"]
+
+
+def _strict_codec(name: str) -> codecs.CodecInfo | None:
+    """A codec search function: ``srcore_strict_<codec>`` decodes as ``<codec>`` strictly,
+    whatever error handling its caller asks for."""
+    base = {strict: charset for charset, strict in _STRICT_CHARSETS.items()}.get(name)
+    if base is None:
+        return None
+    info = codecs.lookup(base)
+
+    def decode(data: ReadableBuffer, errors: str = "strict", /) -> tuple[str, int]:
+        return info.decode(data, "strict")
+
+    return codecs.CodecInfo(info.encode, decode, name=name)
+
+
+@functools.cache
+def _register_strict_codecs() -> None:
+    codecs.register(_strict_codec)
+
+
 class _StrictMultiPartParser(MultiPartParser):
     """Werkzeug's multipart parser, except that a field's value must decode as its part
-    declares (UTF-8 unless it names ASCII or Latin-1), without replacement characters."""
+    declares (UTF-8 unless it names ASCII or Latin-1). Werkzeug decodes it replacing what
+    does not decode with U+FFFD; the charset named here is a strict codec instead, so its
+    ``UnicodeDecodeError`` reaches :class:`_StrictFormDataParser` (a 400)."""
 
-    def parse(
-        self, stream: IO[bytes], boundary: bytes, content_length: int | None
-    ) -> tuple[MultiDict[str, str], MultiDict[str, FileStorage]]:
-        decoder = MultipartDecoder(
-            boundary, max_form_memory_size=self.max_form_memory_size, max_parts=self.max_form_parts
-        )
-        fields: list[tuple[str, str]] = []
-        files: list[tuple[str, FileStorage]] = []
-        field: Field | None = None
-        chunks: list[bytes] = []
-        size = 0
-        upload: File | None = None
-        sink: IO[bytes] | None = None
-        while True:
-            data = stream.read(self.buffer_size)
-            # None tells the decoder the body has ended: a form cut short raises ValueError.
-            decoder.receive_data(data or None)
-            event = decoder.next_event()
-            while not isinstance(event, Epilogue | NeedData):
-                if isinstance(event, File):
-                    field, upload = None, event
-                    sink = self.start_file_streaming(event, content_length)
-                elif isinstance(event, Field):
-                    field, upload, chunks, size = event, None, [], 0
-                elif isinstance(event, Data) and upload is not None and sink is not None:
-                    sink.write(event.data)
-                    if not event.more_data:
-                        sink.seek(0)
-                        stored = FileStorage(
-                            sink, upload.filename, upload.name, headers=upload.headers
-                        )
-                        files.append((upload.name, stored))
-                elif isinstance(event, Data) and field is not None:
-                    size += len(event.data)
-                    limit = self.max_form_memory_size
-                    if limit is not None and size > limit:
-                        raise RequestEntityTooLarge()
-                    chunks.append(event.data)
-                    if not event.more_data:
-                        charset = self.get_part_charset(field.headers)
-                        fields.append((field.name, b"".join(chunks).decode(charset)))
-                event = decoder.next_event()
-            if not data:
-                return self.cls(fields), self.cls(files)
+    def get_part_charset(self, headers: Headers) -> str:
+        charset = super().get_part_charset(headers)
+        _register_strict_codecs()
+        return _STRICT_CHARSETS.get(charset, charset)
 
 
 class _StrictFormDataParser(FormDataParser):
