@@ -170,6 +170,7 @@ def test_coerce_string() -> None:
     assert coerce_string("  hi  ") == "hi"
     assert coerce_string("  hi  ", strip=False) == "  hi  "
     assert coerce_string("abc", min_length=3, max_length=3) == "abc"
+    assert coerce_string("a\tb\r\nc") == "a\tb\r\nc"  # tabs and line breaks are text
 
 
 @pytest.mark.parametrize(
@@ -185,6 +186,10 @@ def test_coerce_string() -> None:
         (" a ", {"min_length": 2}, "Must be at least 2 characters."),
         ("a\x00b", {}, "Contains characters that are not allowed."),
         ("a\ud800b", {}, "Contains characters that are not allowed."),
+        # What forms and query strings refuse, a JSON body may not carry either.
+        ("a\x1b[31mb", {}, "Contains characters that are not allowed."),
+        ("a\x7fb", {}, "Contains characters that are not allowed."),
+        ("a\x0bb", {}, "Contains characters that are not allowed."),
     ],
 )
 def test_coerce_string_refuses(raw: object, options: dict[str, Any], reason: str) -> None:
@@ -364,7 +369,7 @@ def test_coerce_url_accepts(raw: str) -> None:
         ("https:///path", "Not a valid URL: the host is missing."),
         ("https://", "Not a valid URL: the host is missing."),
         ("https://exa mple.org/", "Not a valid URL."),
-        ("https://example.org/\x07", "Not a valid URL."),
+        ("https://example.org/\x07", "Contains characters that are not allowed."),
         ("https://example.org:99999/", "Not a valid URL."),
         ("https://example.org:port/", "Not a valid URL."),
         ("http://[::1/", "Not a valid URL."),

@@ -61,8 +61,10 @@ _E = TypeVar("_E", bound=enum.Enum)
 
 _TRUE = frozenset({"on", "true", "1", "yes"})
 _FALSE = frozenset({"off", "false", "0", "no", ""})
-# NUL cannot be stored in PostgreSQL text, and a lone surrogate cannot be encoded to UTF-8.
-_FORBIDDEN_CHARS = re.compile("[\x00\ud800-\udfff]")
+# NUL cannot be stored in PostgreSQL text, and a lone surrogate cannot be encoded to UTF-8;
+# the other control characters but tab and line breaks are refused in forms and query strings
+# (srcore.hygiene), so a JSON body may not carry them either: one value, one answer.
+_FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _FORM_INTEGER = re.compile(r"[+-]?[0-9]+")
 # More digits than this is far outside any 64-bit range; int() is not even attempted.
