@@ -39,6 +39,9 @@ RATE_LIMITS = {
     "login": "20 per minute",
     "register": "10 per hour",
     "forgot": "5 per 15 minutes",
+    # Each sends a mail to the account's address, which an unconfirmed account may have
+    # typed for anyone: no mailbox is flooded through it.
+    "resend": "5 per 15 minutes",
     "current-password": "20 per minute",
 }
 

@@ -671,6 +671,7 @@ def install(app: Flask, limiter: Limiter) -> None:
         ("accounts.login", RATE_LIMITS["login"]),
         ("accounts.register", RATE_LIMITS["register"]),
         ("accounts.forgot", RATE_LIMITS["forgot"]),
+        ("accounts.resend_confirmation", RATE_LIMITS["resend"]),
         ("accounts.password", RATE_LIMITS["current-password"]),
         ("accounts.change_email", RATE_LIMITS["current-password"]),
         ("accounts.delete_account", RATE_LIMITS["current-password"]),

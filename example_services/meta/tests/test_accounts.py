@@ -98,6 +98,21 @@ def test_resend_confirmation(app: Any, client: Any, csrf: Any, smtp_sink: Any) -
     assert client.get(second).status_code == 302
 
 
+def test_resending_confirmations_is_rate_limited(
+    app: Any, client: Any, csrf: Any, smtp_sink: Any
+) -> None:
+    """The address of an unconfirmed account may be anyone's: asking for links again and
+    again does not flood it."""
+    csrf.post(
+        client,
+        "/register",
+        {"username": "bob", "email": "victim@example.org", "password": PASSWORD},
+    )
+    statuses = [csrf.post(client, "/confirm/resend", {}).status_code for _ in range(6)]
+    assert statuses == [302] * 5 + [429]
+    assert len(smtp_sink.to("victim@example.org")) == 1 + 5  # the first link, then five more
+
+
 @pytest.mark.parametrize(
     ("username", "reason"),
     [
