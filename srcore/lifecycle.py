@@ -14,10 +14,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
-from werkzeug.routing import RoutingException
 
-from srcore.redact import ENVIRON_KEY, redact_target
+from srcore.redact import ENVIRON_KEY, is_secret_name, redact_target
 
 if TYPE_CHECKING:
     from srcore.service import SrcoreState
@@ -46,27 +44,45 @@ def request_id() -> str:
     return rid
 
 
+_VARIABLE = re.compile(r"<([^<>]+)>")
+
+
+def _secret_routes(app: Flask) -> tuple[re.Pattern[str], ...]:
+    """A pattern per route with a secret-named URL variable (``/reset/<token>``): its
+    static text, then one path segment per variable, open at the end."""
+    cached: tuple[re.Pattern[str], ...] | None = app.extensions.get("srcore_secret_routes")
+    if cached is not None:
+        return cached
+    patterns = []
+    for rule in app.url_map.iter_rules():
+        names = [inner.rsplit(":", 1)[-1] for inner in _VARIABLE.findall(rule.rule)]
+        if not any(is_secret_name(name) for name in names):
+            continue
+        pieces = _VARIABLE.split(rule.rule)  # static text and variables, alternately
+        regex = "".join(
+            re.escape(piece) if i % 2 == 0 else f"(?P<{piece.rsplit(':', 1)[-1]}>[^/]+)"
+            for i, piece in enumerate(pieces)
+        )
+        patterns.append(re.compile(regex))
+    found = app.extensions["srcore_secret_routes"] = tuple(patterns)
+    return found
+
+
 def _route_args(app: Flask) -> Mapping[str, Any] | None:
     """The URL variables the request's path gives its route, for redacting the log line.
 
-    A method the route does not take (a POST to ``/confirm/<token>``, as a scanner may
-    send) ends in a 405 before any view runs, so Flask has no ``view_args``; yet the path
-    is the route's, token included. Only then is it matched again, with a method the route
-    does take: such refusals are rare and the lookup is cheap.
+    A request no route takes (a POST to ``/confirm/<token>``, a 405; the link with a slash
+    or more pasted after it, a 404) reaches no view, so Flask has no ``view_args``; yet
+    its path may hold a route's secret. Only then is it read against the routes with
+    secret-named variables, as far as they go (such refusals are rare).
     """
     if request.view_args is not None:
         return request.view_args
-    exc = request.routing_exception
-    if not isinstance(exc, MethodNotAllowed) or not exc.valid_methods:
-        return None
-    adapter = app.create_url_adapter(request)
-    if adapter is None:
-        return None
-    try:
-        _endpoint, args = adapter.match(method=next(iter(exc.valid_methods)))
-    except (HTTPException, RoutingException):
-        return None
-    return args
+    for pattern in _secret_routes(app):
+        found = pattern.match(request.path)
+        if found:
+            return found.groupdict()
+    return None
 
 
 def init_app(app: Flask) -> None:

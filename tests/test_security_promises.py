@@ -373,3 +373,36 @@ def test_a_refused_method_does_not_log_a_token_in_the_path(
     assert "s3cr3tT0ken" not in lines, lines
     assert f"{method} /reset/[redacted]?next=/x" in lines
     assert seen["environ"][ENVIRON_KEY] == "/reset/[redacted]?next=/x"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "/reset/s3cr3tT0ken/",
+        "/reset/s3cr3tT0ken/extra",
+        "/reset/s3cr3tT0ken%00",
+    ],
+)
+def test_a_link_no_route_takes_does_not_log_its_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, sent: str
+) -> None:
+    """A mailed link with a slash or more pasted after it matches no route (a 404 or a
+    400): its path still holds the token, and its log line must not."""
+    app = build(tmp_path)
+
+    @app.get("/reset/<token>")
+    def reset(token: str) -> str:
+        return "a reset form"
+
+    @app.get("/<username>/settings")
+    def settings(username: str) -> str:
+        return "settings"
+
+    with caplog.at_level(logging.INFO, logger="srcore.access"):
+        response = app.test_client().get(sent)
+        app.test_client().get("/alice/settings/more")  # nothing secret: logged as sent
+    assert response.status_code in (400, 404)
+    lines = "\n".join(r.getMessage() for r in caplog.records if r.name == "srcore.access")
+    assert "s3cr3tT0ken" not in lines, lines
+    assert "/reset/[redacted]" in lines
+    assert "/alice/settings/more" in lines
