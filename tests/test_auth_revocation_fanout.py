@@ -160,6 +160,9 @@ def test_nothing_runs_before_the_first_request() -> None:
     fanout = make_fanout(REDIS_URL, "todo", store)
     assert fanout is not None and fanout._thread is None
     assert fanout.channel == "srcore:revocation:todo:events:db0"
+    # Another network's database number on the same server: a channel of its own.
+    other = make_fanout(REDIS_URL.rsplit("/", 1)[0] + "/1", "todo", store)
+    assert other is not None and other.channel == "srcore:revocation:todo:events:db1"
     assert make_fanout(None, "todo", store) is None
 
 

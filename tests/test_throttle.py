@@ -306,3 +306,27 @@ def test_an_unreachable_redis_is_retried_only_every_few_seconds(
     now[0] += 5.0
     throttle.check([("login-account", "alice")])
     assert len(tries) == 2
+
+
+def test_networks_on_their_own_redis_database_count_apart(clock: Clock) -> None:
+    """operators.md: two networks sharing a Redis server, each with its own database
+    number, do not count each other's failed logins (on the same number they would)."""
+    require_or_skip(_redis_available(), "Redis at " + REDIS_URL)
+    base = REDIS_URL.rsplit("/", 1)[0]
+    prefix = f"test:{uuid.uuid4().hex}"
+    stores = [make_store(f"{base}/{n}") for n in (14, 15, 14)]
+    production, staging, production_too = (
+        Throttle(store, max_failures=2, free_failures=2, lockout=60, prefix=prefix)
+        for store in stores
+    )
+    key = [("login-account", "user:1")]
+    try:
+        production.failure(key)
+        production.failure(key)
+        assert not production.check(key).allowed
+        assert not production_too.check(key).allowed  # same database: counted together
+        assert staging.check(key).allowed
+    finally:
+        production.success(key)
+        for store in stores:
+            store.primary.storage.close()  # type: ignore[attr-defined]
