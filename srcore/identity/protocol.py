@@ -33,6 +33,8 @@ __all__ = [
     "EVENTS_PATH",
     "EXPIRING_KINDS",
     "KINDS",
+    "MAX_SEQ",
+    "MAX_TIME",
     "PROFILE_EVENT",
     "PULL_PATH",
     "REVOCATION_EVENT",
@@ -70,6 +72,12 @@ SUSPENSION_KINDS = frozenset({"suspend", "unsuspend"})
 KINDS = EXPIRING_KINDS | CUTOFF_KINDS | SUSPENSION_KINDS
 
 MAX_SUBJECT = 256
+#: The largest seq (a signed 64-bit integer, the widest any database numbers rows in):
+#: meta's pull answers the events after any seq up to it, so no service's pull is stuck.
+MAX_SEQ = 2**63 - 1
+#: The last epoch second a date can name (9999-12-31T23:59:59Z): a cut-off or an expiry
+#: past it is no time at all, and turning it into a date raises.
+MAX_TIME = 253402300799
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -98,16 +106,18 @@ class RevocationEvent:
         if not isinstance(data, Mapping):
             raise ValueError("an event must be an object")
         seq, kind, subject = data.get("seq"), data.get("kind"), data.get("subject")
-        if not _is_int(seq) or seq < 0:
-            raise ValueError("an event's seq must be a non-negative integer")
+        if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
+            raise ValueError(f"an event's seq must be an integer from 0 to {MAX_SEQ}")
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT:
             raise ValueError("an event's subject must be a non-empty string")
         not_before, expires_at = data.get("not_before"), data.get("expires_at")
         for name, value in (("not_before", not_before), ("expires_at", expires_at)):
-            if value is not None and not _is_int(value):
-                raise ValueError(f"an event's {name} must be an integer or null")
+            if value is not None and not (_is_int(value) and 0 <= value <= MAX_TIME):
+                raise ValueError(
+                    f"an event's {name} must be null or epoch seconds from 0 to {MAX_TIME}"
+                )
         return cls(seq, str(kind), subject, not_before, expires_at)
 
     def to_json(self) -> dict[str, Any]:
@@ -147,8 +157,10 @@ def parse_pull_page(body: object, since: int) -> tuple[list[RevocationEvent], in
         raise ValueError("a page of events must be an object")
     events = parse_events(body.get("events"))
     last = body.get("last")
-    if not _is_int(last):
+    if last is None:
         return events, max([since, *(event.seq for event in events)])
+    if not _is_int(last) or not 0 <= last <= MAX_SEQ:
+        raise ValueError(f"a page's last must be an integer from 0 to {MAX_SEQ}")
     return events, last
 
 

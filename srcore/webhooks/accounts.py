@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from srcore.identity.protocol import MAX_TIME
 from srcore.oncommit import after_commit
 from srcore.webhooks.delivery import cancel_pending, lock_subscriptions
 from srcore.webhooks.models import Account, Delivery, Subscription
@@ -85,7 +86,8 @@ def _suspension(session: Session, account: Account, event: Any) -> None:
 def _confirmed_before(not_before: int) -> ColumnElement[bool]:
     # not_before is in whole seconds: a subscription confirmed in that second was made
     # before the revocation as likely as after it.
-    cutoff = datetime.fromtimestamp(not_before, UTC) + timedelta(seconds=1)
+    # The protocol's last second (MAX_TIME) has no next one a date can hold.
+    cutoff = datetime.fromtimestamp(min(not_before + 1, MAX_TIME), UTC)
     return func.coalesce(Subscription.confirmed_at, Subscription.created) < cutoff
 
 

@@ -29,6 +29,8 @@ from srcore.auth.scopes import ScopeError, parse_scopes
 from srcore.db import UserType, writes_on_safe_method
 from srcore.db import session as db_session
 from srcore.errors import error_response
+from srcore.identity.protocol import MAX_SEQ
+from srcore.routing import ID_MAX
 
 __all__ = ["ProfileJSON", "endpoints", "oauth_error", "profile_of"]
 
@@ -428,15 +430,22 @@ def revocations() -> Response:
         _count_client_attempt(keys, refused, ())
         return refused
     raw = request.args.get("since", "0")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        return error_response(400, "since must be a non-negative integer.")
+    # Any seq a service may hold (the protocol's range), so no service's pull is stuck.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_SEQ:
+        return error_response(400, f"since must be an integer from 0 to {MAX_SEQ}.")
     since = int(raw)
-    rows = db_session.scalars(
-        select(RevocationEvent)
-        .where(RevocationEvent.seq > since)
-        .order_by(RevocationEvent.seq)
-        .limit(PULL_BATCH)
-    ).all()
+    # seq is an ``integer`` column: no event comes after its last value, and PostgreSQL
+    # refuses to compare it with a larger number at all.
+    rows = (
+        []
+        if since >= ID_MAX
+        else db_session.scalars(
+            select(RevocationEvent)
+            .where(RevocationEvent.seq > since)
+            .order_by(RevocationEvent.seq)
+            .limit(PULL_BATCH)
+        ).all()
+    )
     events = [row.as_dict() for row in rows]
     answer = _no_store(jsonify(events=events, last=rows[-1].seq if rows else since))
     _count_client_attempt(keys, answer, ())
