@@ -32,10 +32,11 @@ _MESSAGES = {
 
 
 def wants_json() -> bool:
-    """Whether the current request should get JSON: API routes, or clients asking for it."""
+    """Whether the current request should get JSON: API routes, what meta sends to
+    ``/_srcore/`` (never a browser), or clients asking for it."""
     from srcore.routing import API_PREFIX
 
-    if request.path.startswith(API_PREFIX):
+    if request.path.startswith((API_PREFIX, "/_srcore/")):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json"

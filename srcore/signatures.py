@@ -194,5 +194,7 @@ def verify(
         raise WebhookVerificationError("no matching signature")
     try:
         return json.loads(_as_bytes(body))
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Nested deeper than the parser recurses is no message either: the signer's
+        # mistake (or its key's leak) must not become the receiver's crash.
         raise WebhookVerificationError("the body is not JSON") from None

@@ -123,7 +123,7 @@ class MetaClient:
     def _json(response: requests.Response) -> dict[str, Any]:
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser
             body = None
         if response.status_code >= 400:
             error = body.get("error") if isinstance(body, dict) else None

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from srcore.auth.jose import ALGORITHMS
 from srcore.auth.scopes import Scope, ScopeError, parse_scopes
+from srcore.routing import ID_MAX
 
 __all__ = [
     "ALGORITHMS",
@@ -210,8 +211,10 @@ class TokenVerifier:
             isinstance(subject, str)
             and subject.isascii()
             and subject.isdigit()
-            and len(subject) < 19
+            and len(subject) <= len(str(ID_MAX))
+            and 0 < int(subject) <= ID_MAX
         ):
+            # A user id as the user table holds it: anything past its range names no row.
             user_id = int(subject)
         else:
             raise TokenError("The access token's subject is not valid.")

@@ -6,6 +6,7 @@ Both a login (:mod:`srcore.auth.oauth_client`) and a profile push from meta
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,20 +14,48 @@ from srcore.service import state
 
 __all__ = ["profile_values", "upsert_user"]
 
-_PROFILE_FIELDS = ("url", "location", "bio", "suspension_notice")
+#: The optional text fields of a profile and the longest each column holds (None: Text).
+_PROFILE_FIELDS: dict[str, int | None] = {
+    "url": 256,
+    "location": 256,
+    "bio": None,
+    "suspension_notice": None,
+}
+_MAX_NAME = 256
+# NUL cannot be stored in PostgreSQL text and a lone surrogate cannot be encoded to UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _text(name: str, value: object, limit: int | None, *, required: bool) -> str | None:
+    """A profile's text field as a user row can hold it; ValueError naming the field."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        if required:
+            raise ValueError(f"the profile has no valid {name}")
+        return None
+    if (limit is not None and len(value) > limit) or _UNSTORABLE.search(value):
+        raise ValueError(f"the profile's {name} is not text a user row can hold")
+    return value
 
 
 def profile_values(profile: Mapping[str, Any]) -> dict[str, Any]:
-    """The user row's values from a profile meta sent; ValueError if it is not one."""
-    from srcore.db import UserType
+    """The user row's values from a profile meta sent; ValueError if it is not one.
 
-    user_id, username, email = profile.get("id"), profile.get("username"), profile.get("email")
-    if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
+    Everything is checked against the user table's columns (the id's range, each text's
+    length, characters no database stores), so a profile that would not fit is refused
+    here, not by the database halfway through a login or a push.
+    """
+    from srcore.db import UserType
+    from srcore.routing import ID_MAX
+
+    user_id = profile.get("id")
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id <= ID_MAX:
         raise ValueError("the profile has no valid id")
-    if not isinstance(username, str) or not username or len(username) > 256:
+    username = _text("username", profile.get("username"), _MAX_NAME, required=True)
+    if not username:
         raise ValueError("the profile has no valid username")
-    if not isinstance(email, str) or len(email) > 256:
-        raise ValueError("the profile has no valid email")
+    email = _text("email", profile.get("email"), _MAX_NAME, required=True)
     try:
         user_type = UserType(str(profile.get("user_type") or "active"))
     except ValueError:
@@ -37,9 +66,8 @@ def profile_values(profile: Mapping[str, Any]) -> dict[str, Any]:
         "email": email,
         "user_type": user_type,
     }
-    for name in _PROFILE_FIELDS:
-        value = profile.get(name)
-        values[name] = value if isinstance(value, str) else None
+    for name, limit in _PROFILE_FIELDS.items():
+        values[name] = _text(name, profile.get(name), limit, required=False)
     return values
 
 

@@ -75,9 +75,10 @@ def receive_events() -> Any:
     """Apply what meta's webhook worker delivered.
 
     401 when the signature, its headers or its timestamp do not check out, 400 for a body
-    that is not an event, 413 for one too large, 503 when the message cannot be recorded
-    (meta retries), 204 once applied, and 204 without applying it again for a message id
-    already applied (a replay, or meta retrying a delivery whose answer it did not get).
+    that is not an event, 413 for one too large, 415 for one not sent as JSON, 503 when
+    the message cannot be recorded (meta retries), 204 once applied, and 204 without
+    applying it again for a message id already applied (a replay, or meta retrying a
+    delivery whose answer it did not get).
     """
     from flask import current_app, request
 
@@ -90,6 +91,10 @@ def receive_events() -> Any:
     unauthorized = [("WWW-Authenticate", 'Bearer error="invalid_token"')]
     if secret is None:
         return _error(401, "This service has no OAuth client secret to check meta's events.")
+    if request.mimetype != "application/json":
+        # meta sends JSON; any other type may have been read as a form on the way, which
+        # would leave no body to check and call a good signature bad.
+        return _error(415, "meta's events are sent as application/json.")
     body = request.get_data(cache=False)
     if len(body) > _MAX_BODY:
         return _error(413, "The body is too large.")
