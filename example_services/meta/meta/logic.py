@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from meta import signals
@@ -258,8 +258,19 @@ def find_token(
     return token
 
 
-def consume_token(token: EmailToken) -> None:
-    token.used_at = utcnow()
+def consume_token(session: Session, token: EmailToken) -> bool:
+    """Spend *token*; False if another request spent or ended it since it was found.
+
+    The update is conditional, so of two requests following one link at once exactly one
+    wins: on PostgreSQL the second waits for the first's row lock, then matches nothing.
+    """
+    spent = session.execute(
+        update(EmailToken)
+        .where(EmailToken.id == token.id, EmailToken.used_at.is_(None))
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(getattr(spent, "rowcount", 0) or 0) == 1
 
 
 @dataclass(frozen=True)
@@ -271,12 +282,14 @@ class Confirmed:
     email: str
 
 
-def confirm(session: Session, token: EmailToken) -> Confirmed | str:
-    """Apply a confirm or change-email token; a string says why it could not be."""
+def confirm(session: Session, token: EmailToken) -> Confirmed | str | None:
+    """Apply a confirm or change-email token; a string says why it could not be, None
+    that another request spent the token first (as if it had not been found)."""
     user = session.get(User, token.user_id)
     if user is None:
         return "This link is no longer valid."
-    consume_token(token)
+    if not consume_token(session, token):
+        return None
     if token.purpose == TokenPurpose.confirm:
         if token.email != normalize_email(user.email):
             return "This link was sent to an address the account no longer has."
@@ -320,10 +333,16 @@ def withdraw_email_change(session: Session, user: User) -> None:
 
 
 def set_password(session: Session, user: User, password_hash: str) -> None:
-    """Replace the password; every session and token issued before now stops working."""
+    """Replace the password; every session and token issued before now stops working.
+
+    A pending change of address is withdrawn too: whoever asked for it knew the old
+    password, and a new password is how an owner takes an account back. Its link, in
+    someone else's mailbox, must not then move the address (and every later reset link).
+    """
     user.password_hash = password_hash
     user.sessions_valid_after = utcnow()
     end_reset_links(session, user)
+    withdraw_email_change(session, user)
     end_web_sessions(session, user.id)
     session.flush()
     signals.password_changed.send(user)

@@ -306,20 +306,24 @@ def register() -> Any:
 def confirm(token: str) -> Any:
     """Follow a link from a confirmation mail (a new account's, or a new address's)."""
     found = logic.find_token(db, token, (TokenPurpose.confirm, TokenPurpose.change_email))
-    if found is None:
+    result = logic.confirm(db, found) if found is not None else None
+    if result is None:
+        db.rollback()
         return error_response(
             404,
             "This link is invalid, was already used or has expired. Log in to ask for a new one.",
             title="Link not valid",
         )
-    result = logic.confirm(db, found)
     if not isinstance(result, str) and result.purpose == TokenPurpose.change_email:
         audit.record(db, Kind.email_changed, result.user.id, detail=f"to {result.email}")
     db.commit()
     if isinstance(result, str):
         return error_response(400, result, title="Link not valid")
-    flash(f"Your address {result.email} is confirmed.", "success")
-    if _logged_in() is None:
+    viewer = _logged_in()
+    # Another account's link (a forwarded mail) confirms that account, not the viewer's.
+    whose = "Your" if viewer is None or viewer.id == result.user.id else "The"
+    flash(f"{whose} address {result.email} is confirmed.", "success")
+    if viewer is None:
         return redirect(url_for("accounts.login"))
     return redirect(url_for("accounts.profile"))
 
@@ -421,7 +425,14 @@ def reset(token: str) -> Any:
         valid.expect(problem is None, problem or "", field="password")
     valid.raise_if_invalid()
     assert password  # require() recorded an error otherwise
-    logic.consume_token(found)
+    if not logic.consume_token(db, found):
+        # Another request followed the same link first: this one changes nothing.
+        db.rollback()
+        return error_response(
+            404,
+            "This link is invalid, was already used or has expired. Ask for a new one.",
+            title="Link not valid",
+        )
     # The mail reached the account's address: that confirms it too.
     if found.email == logic.normalize_email(user.email) and user.email_confirmed_at is None:
         user.email_confirmed_at = utcnow()
@@ -546,6 +557,7 @@ def password() -> Any:
     valid.raise_if_invalid()
     assert new  # require() recorded an error otherwise
     amr = logic.web_session_amr(db, session.get(SESSION_ID))
+    withdrawn = user.pending_email
     logic.set_password(db, user, meta_state().passwords.hash(new))
     audit.record(db, Kind.password_changed, user.id)
     # Sent at the commit: a failure starting the new session below must not lose it.
@@ -553,6 +565,12 @@ def password() -> Any:
     db.commit()
     _start_session(user, amr or None)
     flash("Your password is changed. Other sessions were logged out.", "success")
+    if withdrawn:
+        flash(
+            f"The change of address to {withdrawn} is cancelled with it: ask again if you"
+            " still want it.",
+            "warning",
+        )
     return redirect(url_for("accounts.profile"))
 
 
