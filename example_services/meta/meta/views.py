@@ -438,6 +438,7 @@ def reset(token: str) -> Any:
         user.email_confirmed_at = utcnow()
         if user.user_type == UserType.unconfirmed:
             user.user_type = UserType.active
+        _drop_unproven_factors(user)
     logic.set_password(db, user, meta_state().passwords.hash(password))
     audit.record(db, Kind.password_changed, user.id, detail="with a reset link")
     db.commit()
@@ -453,6 +454,30 @@ def reset(token: str) -> Any:
     _start_session(user, ("pwd",))
     flash("Your password is changed.", "success")
     return redirect(url_for("accounts.profile"))
+
+
+def _drop_unproven_factors(user: User) -> None:
+    """Remove the second factors of an account whose address a reset link proves first.
+
+    Whoever registered may not own the address (anyone can register with someone else's):
+    the mailbox's owner, taking the account with the link, must not find a passkey of theirs
+    that logs in alone, nor an app whose codes only they have.
+    """
+    from meta import passkeys, totp
+
+    removed = []
+    if totp.remove_factors(db, user.id):
+        removed.append("authenticator app")
+    keys = passkeys.remove_all(db, user.id)
+    if keys:
+        removed.append(f"{keys} passkey{'s' if keys != 1 else ''}")
+    if removed:
+        audit.record(
+            db,
+            Kind.factor_removed,
+            user.id,
+            detail=", ".join(removed) + ", added before the address was confirmed",
+        )
 
 
 # -- the logged-in user's pages ----------------------------------------------------------------

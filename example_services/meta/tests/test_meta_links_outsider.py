@@ -559,3 +559,32 @@ def test_two_racing_exchanges_of_one_authorization_code_issue_tokens_once(
 
     results = _race(spend(clients[0]), spend(clients[1]))
     assert sorted(r.status_code for r in results) == [200, 400]
+
+
+def test_a_reset_that_first_proves_the_address_drops_factors_added_before(
+    app: Any, accounts: Any
+) -> None:
+    """Someone registers with alice's address (never confirmed) and adds a passkey and an
+    app. Alice cannot register, so she resets "her" password with the mailed link: the
+    account is hers from then on, and what the registrant added must not let them in (a
+    passkey logs in alone) nor lock her out (the app's code she does not have)."""
+    from meta import passkeys, totp
+    from test_passkeys import add_passkey, passwordless_options, post_json
+
+    squatter = accounts.make("squatter", email="alice@example.org", confirmed=False)
+    theirs = log_in_client(app.test_client(), squatter)
+    key = add_passkey(app, theirs, PASSWORD)
+    with app.extensions["srcore"].db.transaction() as session:
+        totp.add_factor(session, squatter.id, pyotp.random_base32(32), 0)
+    link = _issue(app, squatter, "reset")
+    alice = app.test_client()
+    done = _post(alice, f"/reset/{link}", {"password": NEW_PASSWORD})
+    assert done.status_code == 302 and done.headers["Location"] == "/profile"
+    assert _uid(alice) == squatter.id
+    with app.extensions["srcore"].db.transaction() as session:
+        assert totp.factor_of(session, squatter.id) is None
+        assert passkeys.count_of(session, squatter.id) == 0
+    stranger = app.test_client()
+    refused = post_json(stranger, "/login/passkey", key.get(passwordless_options(stranger)))
+    assert refused.status_code != 200 and _uid(stranger) is None
+    assert _audit_count(app, squatter.id, "factor-removed") == 1
