@@ -288,6 +288,9 @@ def confirm(session: Session, token: EmailToken) -> Confirmed | str | None:
     user = session.get(User, token.user_id)
     if user is None:
         return "This link is no longer valid."
+    if user.is_suspended:
+        # As a reset link: a suspended account changes nothing, its address included.
+        return "This account is suspended: its links do nothing until it is restored."
     if not consume_token(session, token):
         return None
     if token.purpose == TokenPurpose.confirm:

@@ -588,3 +588,20 @@ def test_a_reset_that_first_proves_the_address_drops_factors_added_before(
     refused = post_json(stranger, "/login/passkey", key.get(passwordless_options(stranger)))
     assert refused.status_code != 200 and _uid(stranger) is None
     assert _audit_count(app, squatter.id, "factor-removed") == 1
+
+
+@pytest.mark.parametrize("purpose", ["confirm", "change-email"])
+def test_a_suspended_accounts_link_changes_nothing(app: Any, accounts: Any, purpose: str) -> None:
+    from meta import logic
+
+    from srcore.db import UserType
+
+    alice = accounts.make("alice", confirmed=purpose == "change-email")
+    secret = _issue(app, alice, purpose, None if purpose == "confirm" else "a@new.example.org")
+    with app.extensions["srcore"].db.transaction() as session:
+        logic.suspend(session, session.merge(_account(app, alice.id)), "spam")
+    response = app.test_client().get(f"/confirm/{secret}")
+    assert response.status_code in (400, 404)
+    user = _account(app, alice.id)
+    assert user.email == "alice@example.org" and user.user_type == UserType.suspended
+    assert (user.email_confirmed_at is None) == (purpose == "confirm")
