@@ -259,7 +259,11 @@ def webhooks_docs(package: str, readme: Path | None, check: bool) -> None:
             return
         text = readme.read_text(encoding="utf-8")
         new = update_readme(text, manifest)
-    except (ManifestError, OSError, ValueError) as exc:
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {readme}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise click.ClickException(f"cannot read {readme}: not UTF-8 text") from None
+    except (ManifestError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if new == text:
         click.echo(f"{readme}: up to date")
@@ -267,7 +271,10 @@ def webhooks_docs(package: str, readme: Path | None, check: bool) -> None:
         click.echo(f"{readme}: out of date; run srcore webhooks docs {package} --readme {readme}")
         sys.exit(1)
     else:
-        readme.write_text(new, encoding="utf-8")
+        try:
+            readme.write_text(new, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {readme}: {exc.strerror or exc}") from None
         click.echo(f"{readme}: updated")
 
 

@@ -29,9 +29,11 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
+from srcore.config.database import describe_connect_failure
 from srcore.db import (
     TYPE_ANNOTATION_MAP,
     UserMixin,
@@ -44,6 +46,7 @@ from srcore.webhooks.models import WebhookBase
 
 __all__ = [
     "CORE_LINEAGE",
+    "DatabaseUnreachable",
     "MigrationTarget",
     "RevisionInfo",
     "core_metadata",
@@ -240,11 +243,24 @@ def _engine(url: str | URL) -> Engine:
     return engine
 
 
+class DatabaseUnreachable(Exception):
+    """The service's database could not be opened; nothing was read or changed.
+
+    Its message names the service, the database (without its password) and the key to
+    check, where the driver's own error names neither.
+    """
+
+
 @contextmanager
 def _connection(target: MigrationTarget) -> Iterator[Connection]:
     engine = _engine(target.database_url)
     try:
-        with engine.begin() as connection:
+        try:
+            connection = engine.connect()
+        except DBAPIError as exc:
+            message = describe_connect_failure(target.service_id, target.database_url, exc)
+            raise DatabaseUnreachable(message) from exc
+        with connection, connection.begin():
             yield connection
     finally:
         engine.dispose()

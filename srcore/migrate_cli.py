@@ -92,9 +92,26 @@ def _state() -> _State:
     return cast(_State, click.get_current_context().find_object(_State))
 
 
+class _Interrupted(click.ClickException):
+    """Ctrl-C or SIGINT during a migration: said as such, with status 130 like the shell's."""
+
+    exit_code = 130
+
+    def __init__(self) -> None:
+        super().__init__(
+            "interrupted: each lineage is upgraded or downgraded in one transaction, so the "
+            "one under way was rolled back and every lineage is at a revision `current` "
+            "shows; run the command again to go on"
+        )
+
+
 def _run(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
+    except KeyboardInterrupt:
+        raise _Interrupted() from None
+    except migrate.DatabaseUnreachable as exc:
+        raise click.ClickException(f"{exc}; nothing was changed") from exc
     except (CommandError, SQLAlchemyError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc).strip()) from exc
 

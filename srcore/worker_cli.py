@@ -172,6 +172,7 @@ def worker_command(
     import time
 
     from srcore.config import ConfigError, find_config_path
+    from srcore.config.database import describe_connect_failure
     from srcore.manifest import ManifestError, service_package
     from srcore.webhooks import LocalDispatcher, webhooks_state
     from srcore.webhooks.settings import settings_for
@@ -198,7 +199,7 @@ def worker_command(
     try:
         st.db.check()
     except Exception as exc:  # any driver's error: say which database, then stop
-        _fail(service, f"cannot connect to {shown_url}: {exc}")
+        _fail(service, describe_connect_failure(service, st.db.url, exc))
     _step(service, 2, f"database: {shown_url} (connected in {time.monotonic() - began:.2f} s)")
     _step(service, 3, f"migrations: {_check_migrations(service, package, app)}")
 

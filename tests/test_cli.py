@@ -197,7 +197,7 @@ def test_migrate_all_stops_at_the_first_failure_and_says_so(tmp_path: Path) -> N
         re.M,
     )
     assert "[3/3]" not in result.output
-    assert "unable to open database file" in result.output
+    assert f"the directory {missing.parent} does not exist" in result.output
     assert "Traceback" not in result.output
     assert _tables(f"sqlite:///{tmp_path / 'todo.db'}") == set()
 
@@ -339,8 +339,8 @@ def test_worker_says_which_database_it_cannot_reach_without_its_password(
     result = _run(config, "worker", "todo", "--once")
     assert result.exit_code == 1, result.output
     assert re.search(
-        rf"^srcore worker todo: cannot connect to postgresql\+psycopg://srcore:\*\*\*@"
-        rf"127\.0\.0\.1:{url.rsplit(':', 1)[1].split('/')[0]}/nowhere: ",
+        rf"^srcore worker todo: cannot open the database of todo \(postgresql\+psycopg://"
+        rf"srcore:\*\*\*@127\.0\.0\.1:{url.rsplit(':', 1)[1].split('/')[0]}/nowhere\): ",
         result.stderr,
         re.M,
     )

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-__all__ = ["check_database_url", "resolve_sqlite_path"]
+from srcore.config.keys import env_name
+from srcore.config.masking import mask_urls
+
+__all__ = ["check_database_url", "describe_connect_failure", "resolve_sqlite_path"]
 
 # What srcore.db.normalize_url makes of a URL naming no driver: psycopg 3.
 _PLAIN = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
@@ -100,3 +104,37 @@ def resolve_sqlite_path(value: str, base_dir: Path) -> str:
         return value
     resolved = url.set(database=str(base_dir.absolute() / database))
     return resolved.render_as_string(hide_password=False)
+
+
+def describe_connect_failure(service: str, url: str | URL, exc: BaseException) -> str:
+    """One paragraph on why *service* could not open its database *url*, for an operator.
+
+    SQLAlchemy's text of the error carries the exception's class and a link to its own
+    docs, and SQLite says only "unable to open database file" when the directory is
+    missing: this names the service, the key and the database (without its password),
+    the driver's own reason, and what to look at.
+    """
+    parsed: URL | None
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        parsed, shown = None, "(an unreadable URL)"
+    else:
+        shown = parsed.render_as_string(hide_password=True)
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    advice = "Check that the server is up and the database exists, or fix"
+    if parsed is not None and parsed.get_backend_name() == "sqlite":
+        advice = "Fix"
+        database = parsed.database or ""
+        folder = Path(database).parent if database and database != ":memory:" else None
+        if folder is not None and not database.startswith("file:"):
+            if not folder.is_dir():
+                reason = f"the directory {folder} does not exist"
+                advice = "Create it, or fix"
+            elif not os.access(folder, os.W_OK | os.X_OK):
+                reason = f"{reason}; the directory {folder} is not writable by this user"
+    stop = "" if reason.endswith((".", "?", "!")) else "."
+    return (
+        f"cannot open the database of {service} ({shown}): {mask_urls(reason)}{stop} {advice} "
+        f"[{service}] database-url (or {env_name(service, 'database-url')}, which wins)"
+    )

@@ -52,6 +52,16 @@ _SECTION_PART = r"[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?"
 _SECTION_NAME = re.compile(rf"^{_SECTION_PART}(?:::{_SECTION_PART})?$")
 
 
+def _not_a_file(path: Path) -> str:
+    """Why *path* cannot be the config file: "no such file" for a directory would send
+    the operator looking for a file that is there."""
+    if path.is_dir():
+        return "is a directory, not a config file: name the file in it (config.ini)"
+    if path.exists():
+        return "not a regular file: name the config file itself"
+    return "no such config file"
+
+
 def find_config_path(
     explicit: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> Path:
@@ -65,15 +75,14 @@ def find_config_path(
     if explicit is not None and str(explicit) != "":
         path = Path(explicit)
         if not path.is_file():
-            raise ConfigError([Problem(str(path), None, None, None, "no such config file")])
+            raise ConfigError([Problem(str(path), None, None, None, _not_a_file(path))])
         return path
     from_env = environ.get("SRCORE_CONFIG")
     if from_env:
         path = Path(from_env)
         if not path.is_file():
-            raise ConfigError(
-                [Problem(str(path), None, None, None, "no such config file (from $SRCORE_CONFIG)")]
-            )
+            message = f"{_not_a_file(path)} (from $SRCORE_CONFIG)"
+            raise ConfigError([Problem(str(path), None, None, None, message)])
         return path
     for path in DEFAULT_PATHS:
         if path.is_file():
@@ -234,19 +243,30 @@ class _Loader:
         return raw
 
     def read_file(
-        self, text: str, section: str, origin: str, line: int | None, base_dir: Path
+        self,
+        text: str,
+        section: str,
+        origin: str,
+        line: int | None,
+        base_dir: Path,
+        *,
+        key: str | None = None,
     ) -> _Raw:
+        """The value in the file *text* names; *origin* is the key or variable that named
+        it, reported as the *key* (default: *origin*) with a note when they differ, so a
+        file named from the environment is not looked for in the INI file."""
         path = base_dir / text.strip() if text.strip() else Path()
         source = f"file {path}"
         if not text.strip():
             return _Raw("", source, line, origin)
+        where = "" if key is None else f" (from {origin})"
         try:
             content = _read_value_file(path)
         except ValueError as exc:
-            self.report(line, section, origin, str(exc))
+            self.report(line, section, key or origin, f"{exc}{where}")
             return _Raw("", source, line, origin, failed=True)
         if not content:
-            self.report(line, section, origin, f"{path} is empty")
+            self.report(line, section, key or origin, f"{path} is empty{where}")
             return _Raw("", source, line, origin, failed=True)
         return _Raw(content, source, line, origin, base=base_dir)
 
@@ -271,7 +291,9 @@ class _Loader:
                 section, key = known[var.removesuffix("_FILE")]
                 if var.removesuffix("_FILE") in self.environ:
                     continue  # reported above
-                out[section][key] = self.read_file(value, section, key, None, Path.cwd())
+                out[section][key] = self.read_file(
+                    value, section, f"env {var}", None, Path.cwd(), key=key
+                )
             else:
                 self.report(None, None, None, _unknown_env(var, sections, known), "warning")
         return out

@@ -1,0 +1,190 @@
+"""An operator's mistakes outside the INI text itself: a database that cannot be opened, a
+config path that is a directory, a ``*_FILE`` variable naming a bad file, Ctrl-C during a
+migration, a README that cannot be read. Each gives one message naming what to look at,
+a nonzero status and nothing half-done; never a traceback or SQLAlchemy's own text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from alembic.runtime.migration import HeadMaintainer
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, inspect
+
+from srcore.app import migration_target
+from srcore.cli import _add_commands, cli
+from srcore.config import ConfigError, find_config_path, load_config
+from srcore.migrate import current
+from srcore.testing import free_port, write_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _commands() -> None:
+    _add_commands()
+
+
+def _todo(tmp_path: Path, url: str) -> Path:
+    return write_config(tmp_path / "todo.ini", service_id="todo", database_url=url)
+
+
+def _run(config: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(config), *args], prog_name="srcore", env=env)
+
+
+def _clean(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "sqlalche.me" not in result.output
+    assert "OperationalError" not in result.output
+    return result.output
+
+
+# -- a database that cannot be opened -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate", "todo", "upgrade"],
+        ["migrate", "todo", "current"],
+        ["migrate", "todo", "history"],
+        ["migrate", "todo", "downgrade", "base"],
+        ["migrate", "--all", "upgrade"],
+        ["worker", "todo", "--once"],
+    ],
+)
+def test_a_sqlite_file_in_a_missing_directory_names_the_directory(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "no-such-dir"
+    config = _todo(tmp_path, f"sqlite:///{missing / 'todo.db'}")
+    output = _clean(_run(config, *command))
+    assert f"cannot open the database of todo (sqlite:///{missing / 'todo.db'})" in output
+    assert f"the directory {missing} does not exist" in output
+    assert "[todo] database-url" in output
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("command", [["migrate", "todo", "upgrade"], ["worker", "todo", "--once"]])
+def test_a_server_that_is_down_is_named_with_the_key_to_fix(
+    tmp_path: Path, command: list[str]
+) -> None:
+    port = free_port()
+    config = _todo(tmp_path, f"postgresql://srcore:hunter2@127.0.0.1:{port}/todo")
+    output = _clean(_run(config, *command))
+    shown = rf"postgresql(\+psycopg)?://srcore:\*\*\*@127\.0\.0\.1:{port}/todo"
+    assert re.search(rf"cannot open the database of todo \({shown}\): ", output), output
+    assert "Connection refused" in output
+    assert "Check that the server is up and the database exists" in output
+    assert "SRCORE__TODO__DATABASE_URL" in output
+    assert "hunter2" not in output
+
+
+def test_a_database_that_does_not_exist_is_named(tmp_path: Path, postgres_module_url: str) -> None:
+    url = f"{postgres_module_url}_never_created"
+    config = _todo(tmp_path, url)
+    output = _clean(_run(config, "migrate", "todo", "current"))
+    name = url.rsplit("/", 1)[1]
+    assert f'database "{name}" does not exist' in output
+    assert "nothing was changed" in output
+
+
+# -- Ctrl-C during a migration ------------------------------------------------------------
+
+
+def test_ctrl_c_in_the_middle_of_a_lineage_rolls_it_back_and_says_so(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted after the core lineage's second script, inside its transaction: the
+    lineage stays at no revision with none of its tables, and the command says why."""
+    steps = 0
+    record = HeadMaintainer.update_to_step
+
+    def interrupted(self: HeadMaintainer, step: object) -> None:
+        nonlocal steps
+        record(self, step)
+        steps += 1
+        if steps == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(HeadMaintainer, "update_to_step", interrupted)
+    config = _todo(tmp_path, database_url)
+    result = _run(config, "migrate", "todo", "upgrade")
+    monkeypatch.undo()
+
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output and "Aborted!" not in result.output
+    assert "interrupted: each lineage is upgraded or downgraded in one transaction" in (
+        result.output
+    )
+    assert current(migration_target("todo", config)) == {"srcore": None, "todo": None}
+    engine = create_engine(database_url)
+    try:
+        assert not {"user", "webhook"} & set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    # And the next run finishes the job.
+    again = _run(config, "migrate", "todo", "upgrade")
+    assert again.exit_code == 0, again.output
+    assert re.search(r"^todo: todo_\w+ \(head\)$", again.output, re.M)
+
+
+# -- the config path and value files ------------------------------------------------------
+
+
+def test_a_config_path_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    for environ, suffix in (({}, ""), ({"SRCORE_CONFIG": str(tmp_path)}, " (from $SRCORE_CONFIG)")):
+        explicit = tmp_path if not environ else None
+        with pytest.raises(ConfigError) as caught:
+            find_config_path(explicit, environ=environ)
+        (problem,) = caught.value.problems
+        assert problem.message == (
+            "is a directory, not a config file: name the file in it (config.ini)" + suffix
+        )
+    result = CliRunner().invoke(
+        cli, ["config", "check"], prog_name="srcore", env={"SRCORE_CONFIG": str(tmp_path)}
+    )
+    assert result.exit_code != 0
+    assert "is a directory" in result.output
+    assert "no such config file" not in result.output
+
+
+def test_a_file_named_by_the_environment_is_reported_as_the_environment_s(
+    tmp_path: Path,
+) -> None:
+    config = _todo(tmp_path, f"sqlite:///{tmp_path / 'todo.db'}")
+    missing = tmp_path / "no-such-secret"
+    environ = {"SRCORE__TODO__SECRET_KEY_FILE": str(missing)}
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ=environ)
+    (problem,) = caught.value.errors
+    assert (problem.section, problem.key) == ("todo", "secret-key")
+    assert problem.message == (
+        f"cannot read {missing}: no such file (from env SRCORE__TODO__SECRET_KEY_FILE)"
+    )
+    (tmp_path / "port").write_text("80x\n")
+    environ = {"SRCORE__GLOBAL__SMTP_PORT_FILE": str(tmp_path / "port")}
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ=environ)
+    (problem,) = caught.value.errors
+    assert problem.message.endswith("(from env SRCORE__GLOBAL__SMTP_PORT_FILE)")
+    result = _run(config, "config", "check", env={"SRCORE__TODO__SECRET_KEY_FILE": str(missing)})
+    assert result.exit_code == 1
+    assert "(from env SRCORE__TODO__SECRET_KEY_FILE)" in result.output
+
+
+# -- srcore webhooks docs -------------------------------------------------------------------
+
+
+def test_webhooks_docs_names_a_readme_it_cannot_read(tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "README.md"
+    undecodable = tmp_path / "README.md"
+    undecodable.write_bytes(b"\xff\xfe# todo\n")
+    for readme, reason in ((missing, "No such file or directory"), (undecodable, "not UTF-8 text")):
+        result = CliRunner().invoke(
+            cli, ["webhooks", "docs", "todo", "--readme", str(readme)], prog_name="srcore"
+        )
+        assert result.exit_code == 1, result.output
+        assert result.output.strip() == f"Error: cannot read {readme}: {reason}"
