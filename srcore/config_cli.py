@@ -58,6 +58,31 @@ def _load(specs: Mapping[str, Sequence[Key]] | None) -> Config:
         raise click.get_current_context().exit(1) from None
 
 
+def _by_line(problem: Problem) -> tuple[bool, int]:
+    return problem.line is None, problem.line or 0
+
+
+def _database_problems(cfg: Config) -> list[Problem]:
+    """Each service whose SQLite database cannot be created where its ``database-url``
+    points. Not part of loading the file: ``srcore migrate`` and the worker already name
+    such a directory when they open the database, and a config is written (``srcore
+    init``, a test) before its data directory may exist."""
+    from srcore.config.database import sqlite_directory_problem
+
+    problems = []
+    for name in cfg.services:
+        section = cfg.section(name)
+        url = section["database-url"]
+        message = sqlite_directory_problem(str(url)) if url else None
+        if message is None:
+            continue
+        source = section.source("database-url")
+        if not source.startswith(str(cfg.path)) and source != "default":
+            message = f"{message} (from {source})"
+        problems.append(section.problem("database-url", message))
+    return problems
+
+
 def _installed_manifests() -> list[Manifest]:
     from srcore.manifest import ManifestError, discover
 
@@ -94,6 +119,12 @@ def make_config_command(
         are errors; warnings alone exit 0.
         """
         cfg = _load(specs)
+        found = _database_problems(cfg)
+        if found:
+            _echo_problems(sorted([*cfg.warnings, *found], key=_by_line))
+            plural = "s" if len(found) != 1 else ""
+            click.echo(f"{len(found)} error{plural}; the config cannot be used.", err=True)
+            raise click.get_current_context().exit(1)
         _echo_problems(cfg.warnings)
         services = cfg.services
         names = f" ({', '.join(services)})" if services else ""

@@ -61,6 +61,7 @@ def run(args: list[str], *, env: dict[str, str] | None = None) -> Result:
 def good(tmp_path: Path) -> Path:
     path = tmp_path / "config.ini"
     path.write_text(GOOD)
+    (tmp_path / "var").mkdir()  # where its databases go: the check looks for it
     return path
 
 
@@ -207,6 +208,7 @@ def test_keygen_for_a_service(tmp_path: Path) -> None:
         GOOD + "\n" + result.stdout + "origin = http://127.0.0.1:5002\n"
         "database-url = sqlite://\noauth-client-id = paste\n"
     )
+    (tmp_path / "var").mkdir()
     assert run(["--config", str(path), "config", "check"]).exit_code == 0
 
 

@@ -188,3 +188,56 @@ def test_webhooks_docs_names_a_readme_it_cannot_read(tmp_path: Path) -> None:
         )
         assert result.exit_code == 1, result.output
         assert result.output.strip() == f"Error: cannot read {readme}: {reason}"
+
+
+# -- config check and the SQLite directory ------------------------------------------------
+
+
+def test_config_check_refuses_a_sqlite_directory_that_does_not_exist(tmp_path: Path) -> None:
+    """The web app would start and answer every request 503, and migrate could not run."""
+    missing = tmp_path / "nonexistent" / "dir"
+    config = _todo(tmp_path, f"sqlite:///{missing / 'todo.db'}")
+    result = _run(config, "config", "check")
+    assert result.exit_code == 1, result.output
+    assert "OK" not in result.output
+    lines = config.read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if text.startswith("database-url"))
+    assert f"{config}:{line} [todo] database-url: the directory {missing} does not exist" in (
+        result.output
+    )
+    assert "1 error; the config cannot be used." in result.output
+    assert not missing.exists()
+
+
+def test_config_check_resolves_a_relative_sqlite_path_before_looking(tmp_path: Path) -> None:
+    config = _todo(tmp_path, "sqlite:///var/todo.db")
+    result = _run(config, "config", "check")
+    assert result.exit_code == 1, result.output
+    assert f"[todo] database-url: the directory {tmp_path / 'var'} does not exist" in (
+        result.output
+    )
+    (tmp_path / "var").mkdir()
+    result = _run(config, "config", "check")
+    assert result.exit_code == 0, result.output
+    assert "OK: 1 service (todo)" in result.output
+    # From the environment a relative path is the working directory's, and is named so.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(elsewhere)
+        result = _run(
+            config, "config", "check", env={"SRCORE__TODO__DATABASE_URL": "sqlite:///var/t.db"}
+        )
+    assert result.exit_code == 1, result.output
+    assert f"the directory {elsewhere / 'var'} does not exist" in result.output
+    assert "(from env SRCORE__TODO__DATABASE_URL)" in result.output
+
+
+def test_config_check_refuses_a_sqlite_directory_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("")
+    config = _todo(tmp_path, "sqlite:///var/todo.db")
+    result = _run(config, "config", "check")
+    assert result.exit_code == 1, result.output
+    assert f"{tmp_path / 'var'} is not a directory" in result.output
+    for url in ("sqlite://", "sqlite:///:memory:", f"sqlite:///{tmp_path / 'todo.db'}"):
+        assert _run(_todo(tmp_path, url), "config", "check").exit_code == 0

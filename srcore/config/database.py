@@ -21,7 +21,12 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from srcore.config.keys import env_name
 from srcore.config.masking import mask_urls
 
-__all__ = ["check_database_url", "describe_connect_failure", "resolve_sqlite_path"]
+__all__ = [
+    "check_database_url",
+    "describe_connect_failure",
+    "resolve_sqlite_path",
+    "sqlite_directory_problem",
+]
 
 # What srcore.db.normalize_url makes of a URL naming no driver: psycopg 3.
 _PLAIN = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
@@ -104,6 +109,42 @@ def resolve_sqlite_path(value: str, base_dir: Path) -> str:
         return value
     resolved = url.set(database=str(base_dir.absolute() / database))
     return resolved.render_as_string(hide_password=False)
+
+
+def _sqlite_folder(url: str | URL) -> Path | None:
+    """The directory an SQLite database file of *url* goes in; ``None`` for another
+    backend, an in-memory database or a ``file:`` URI (whose path SQLite parses itself)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database).parent
+
+
+def sqlite_directory_problem(url: str | URL) -> str | None:
+    """Why no SQLite database can be opened at *url*'s path, or ``None``.
+
+    A directory that does not exist is only found by opening the database, which
+    ``srcore migrate`` and the worker do with a clear message, while the web app starts and
+    answers every request 503: ``srcore config check`` asks this first. Checked after the
+    value is loaded, since a relative path in the file is only then made absolute (one
+    from the environment stays relative to the working directory, as SQLAlchemy takes it).
+    """
+    folder = _sqlite_folder(url)
+    if folder is None or folder.is_dir():
+        return None
+    shown = folder.absolute()
+    if folder.exists():
+        return f"{shown} is not a directory: the SQLite database cannot be created in it"
+    return (
+        f"the directory {shown} does not exist: create it, or fix the path "
+        "(SQLite creates the database file, not its directory)"
+    )
 
 
 def describe_connect_failure(service: str, url: str | URL, exc: BaseException) -> str:
