@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -46,6 +47,7 @@ from srcore.webhooks.models import WebhookBase
 
 __all__ = [
     "CORE_LINEAGE",
+    "DatabaseMissing",
     "DatabaseUnreachable",
     "MigrationTarget",
     "RevisionInfo",
@@ -251,9 +253,37 @@ class DatabaseUnreachable(Exception):
     """
 
 
+class DatabaseMissing(DatabaseUnreachable):
+    """The SQLite database file does not exist, and the command only reads.
+
+    SQLite creates a missing file on connecting: ``current`` on a misspelt path would
+    leave an empty database there and report it as never migrated.
+    """
+
+
+def _read_only(target: MigrationTarget) -> URL:
+    """The URL of *target* opened read-only when it is an SQLite file, so that reading
+    never creates one; :class:`DatabaseMissing` when the file is not there."""
+    url = normalize_url(target.database_url)
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return url
+    if database.startswith("file:"):
+        return url  # a URI the operator wrote: its own mode applies
+    path = Path(database).absolute()
+    if not path.is_file():
+        reason = FileNotFoundError(
+            f"the database file {path} does not exist (`srcore migrate "
+            f"{target.service_id} upgrade` creates it; nothing else does)"
+        )
+        raise DatabaseMissing(describe_connect_failure(target.service_id, url, reason))
+    query = {**url.query, "mode": "ro", "uri": "true"}
+    return url.set(database=f"file:{quote(str(path))}", query=query)
+
+
 @contextmanager
-def _connection(target: MigrationTarget) -> Iterator[Connection]:
-    engine = _engine(target.database_url)
+def _connection(target: MigrationTarget, *, read_only: bool = False) -> Iterator[Connection]:
+    engine = _engine(_read_only(target) if read_only else target.database_url)
     try:
         try:
             connection = engine.connect()
@@ -307,9 +337,13 @@ def downgrade(target: MigrationTarget, revision: str, *, lineage: str | None = N
 
 
 def current(target: MigrationTarget) -> dict[str, str | None]:
-    """Applied revision of each lineage (None if never migrated), core first."""
+    """Applied revision of each lineage (None if never migrated), core first.
+
+    Only reads: an SQLite file that does not exist raises :class:`DatabaseMissing`
+    rather than being created empty.
+    """
     result: dict[str, str | None] = {}
-    with _connection(target) as connection:
+    with _connection(target, read_only=True) as connection:
         for name in (CORE_LINEAGE, target.service_id):
             context = MigrationContext.configure(
                 connection, opts={"version_table": version_table(name)}

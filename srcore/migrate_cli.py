@@ -258,7 +258,10 @@ def _upgrade_counting(target: MigrationTarget) -> int:
     """Upgrade both lineages of *target* to their heads; how many scripts ran."""
 
     def upgrade() -> int:
-        before = migrate.current(target)
+        try:
+            before = migrate.current(target)
+        except migrate.DatabaseMissing:
+            before = {}  # an SQLite file the upgrade creates
         migrate.upgrade(target)
         return applied_between(migrate.history(target), before, migrate.current(target))
 

@@ -241,3 +241,52 @@ def test_config_check_refuses_a_sqlite_directory_that_is_a_file(tmp_path: Path) 
     assert f"{tmp_path / 'var'} is not a directory" in result.output
     for url in ("sqlite://", "sqlite:///:memory:", f"sqlite:///{tmp_path / 'todo.db'}"):
         assert _run(_todo(tmp_path, url), "config", "check").exit_code == 0
+
+
+# -- commands that only read do not create a database --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate", "todo", "current"],
+        ["migrate", "todo", "history"],
+        ["migrate", "--all", "current"],
+    ],
+)
+def test_reading_a_sqlite_file_that_does_not_exist_says_so_and_creates_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    typo = tmp_path / "tood.db"
+    config = _todo(tmp_path, f"sqlite:///{typo}")
+    output = _clean(_run(config, *command))
+    assert f"cannot open the database of todo (sqlite:///{typo}): " in output
+    assert f"the database file {typo} does not exist" in output
+    assert "[todo] database-url (or SRCORE__TODO__DATABASE_URL, which wins)" in output
+    assert "nothing was changed" in output
+    assert "(none)" not in output
+    assert not typo.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["todo.ini"]
+
+
+def test_upgrade_still_creates_the_file_and_current_then_reads_it(tmp_path: Path) -> None:
+    database = tmp_path / "da#ta%x" / "todo.db"  # quoted into a read-only URI
+    database.parent.mkdir()
+    config = _todo(tmp_path, f"sqlite:///{database}")
+    result = _run(config, "migrate", "todo", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^todo: todo_\w+ \(head\)$", result.output, re.M)
+    mtime = database.stat().st_mtime_ns
+    for command in (["current"], ["history"]):
+        result = _run(config, "migrate", "todo", *command)
+        assert result.exit_code == 0, result.output
+        assert "(head" in result.output and "(none)" not in result.output
+    assert database.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in database.parent.iterdir()) == ["todo.db"]
+    # --all upgrade counts from nothing on a file it creates.
+    fresh = tmp_path / "fresh.db"
+    result = _run(_todo(tmp_path, f"sqlite:///{fresh}"), "migrate", "--all", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"^\[1/1\] todo: upgrading \.\.\. done in [0-9.]+ s \(\d+ revisions\)$", result.output, re.M
+    ), result.output
