@@ -268,8 +268,11 @@ def check(
     paths: dict[int, int],
     ran: list[WorkerProcess],
     events: int,
+    *,
+    every_worker: bool = True,
 ) -> None:
-    """The promises, once every delivery is recorded delivered; every broken one is named."""
+    """The promises, once every delivery is recorded delivered; every broken one is named.
+    With *every_worker*, each worker must have delivered some (the run shared the work)."""
     with app.extensions["srcore"].db.session() as session:
         rows = session.execute(select(Delivery.message_id, Delivery.status)).all()
     problems: list[str] = []
@@ -326,7 +329,7 @@ def check(
             problems.append(f"worker {k} logged an error:\n{output[max(at - 500, 0) :][:4000]}")
     if sum(shares) != deliveries:
         problems.append(f"the workers recorded {sum(shares)} deliveries, not {deliveries}")
-    if not all(shares):
+    if every_worker and not all(shares):
         problems.append(f"a worker delivered nothing: {shares}")
     failed = sum(r.status != 200 for r in requests)
     print(f"\n{len(requests)} requests, {failed} answered 500, shares {shares}")
@@ -415,4 +418,6 @@ def test_a_worker_stopped_midway_loses_nothing(
             assert stopped.terminate() == 0
             wait_for("every delivery recorded", all_delivered(todo_app, deliveries), [other])
             assert other.terminate() == 0
-        check(todo_app, receiver, paths, running, EVENTS)
+        # Which worker claimed the first third is the claims' race: on a loaded machine the
+        # one stopped may have had none, and what counts here is that nothing is lost.
+        check(todo_app, receiver, paths, running, EVENTS, every_worker=False)
