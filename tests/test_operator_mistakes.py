@@ -17,7 +17,7 @@ from srcore.app import migration_target
 from srcore.cli import _add_commands, cli
 from srcore.config import ConfigError, find_config_path, load_config
 from srcore.migrate import current
-from srcore.testing import free_port, write_config
+from srcore.testing import free_port, write_config, write_network_config
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -290,3 +290,69 @@ def test_upgrade_still_creates_the_file_and_current_then_reads_it(tmp_path: Path
     assert re.search(
         r"^\[1/1\] todo: upgrading \.\.\. done in [0-9.]+ s \(\d+ revisions\)$", result.output, re.M
     ), result.output
+
+
+# -- srcore --config new-service ------------------------------------------------------------
+
+
+def test_new_service_honours_the_top_level_config_option(tmp_path: Path) -> None:
+    """``srcore --config FILE new-service`` used to make the package and leave FILE alone,
+    exit 0, even with no FILE: it is the command's own ``--config``."""
+    missing = tmp_path / "missing.ini"
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(missing), "new-service", "demo-svc", "--dir", str(tmp_path / "src")],
+        prog_name="srcore",
+    )
+    assert result.exit_code == 2, result.output
+    assert f"srcore new-service: {missing} is not a file" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    config = write_network_config(tmp_path / "config.ini", {"meta": free_port()})
+    other = tmp_path / "other.ini"
+    other.write_text(config.read_text())
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--config",
+            str(config),
+            "new-service",
+            "demo-svc",
+            "--dir",
+            str(tmp_path / "src"),
+            "--config",
+            str(other),
+        ],
+        prog_name="srcore",
+    )
+    assert result.exit_code == 2, result.output
+    assert "two config files" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.ini", "other.ini"]
+
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(config), "new-service", "demo-svc", "--dir", str(tmp_path / "src")],
+        prog_name="srcore",
+    )
+    assert result.exit_code == 0, result.output
+    assert f"added [demo-svc] to {config}" in result.output
+    assert "\n[demo-svc]\n" in config.read_text()
+    assert "[demo-svc]" not in other.read_text()
+
+
+def test_new_service_says_it_leaves_the_environment_s_config_alone(tmp_path: Path) -> None:
+    config = write_network_config(tmp_path / "config.ini", {"meta": free_port()})
+    before = config.read_text()
+    result = CliRunner().invoke(
+        cli,
+        ["new-service", "demo-svc", "--dir", str(tmp_path / "src")],
+        prog_name="srcore",
+        env={"SRCORE_CONFIG": str(config)},
+    )
+    assert result.exit_code == 0, result.output
+    assert config.read_text() == before
+    assert (tmp_path / "src" / "demo-svc" / "pyproject.toml").is_file()
+    assert result.output.splitlines()[-1] == (
+        f"note: {config} (from $SRCORE_CONFIG) was not changed; to add the service to it, "
+        f"pass --config {config}"
+    )

@@ -20,6 +20,32 @@ def _shown(path: Path) -> str:
     return "." if str(relative) == "." else f".{os.sep}{relative}"
 
 
+def _network_config(ctx: click.Context, own: Path | None) -> tuple[Path | None, str | None]:
+    """The config file to add the new section to, and a note to print after: this
+    command's ``--config``, else the one ``srcore --config`` names, which means the same
+    network file.
+
+    One named only by ``$SRCORE_CONFIG`` is left alone, since making a package should not
+    change the file a shell happens to point at; the note says so and how to add it.
+    """
+    root = ctx.find_root()
+    given = root.params.get("config")
+    if given is None or root is ctx:
+        return own, None
+    if root.get_parameter_source("config") is not click.core.ParameterSource.COMMANDLINE:
+        if own is not None:
+            return own, None
+        return None, (
+            f"note: {given} (from $SRCORE_CONFIG) was not changed; to add the service to "
+            f"it, pass --config {given}"
+        )
+    if own is not None and Path(given).absolute() != own.absolute():
+        raise click.UsageError(
+            f"two config files: srcore --config {given} and new-service --config {own}; name one"
+        )
+    return Path(given), None
+
+
 @click.command(
     "new-service",
     epilog="Example: srcore new-service paste --dir example_services --config var/config.ini",
@@ -53,6 +79,8 @@ def new_service_command(
 ) -> None:
     """Create a complete service package NAME and, with --config, add it to a network.
 
+    `srcore --config FILE new-service NAME` is the same as `--config FILE` after NAME.
+
     The package has a pyproject.toml registering the service, an app factory, a manifest
     (a config key, the scope `items`, the event `item:created`), a model with its first
     migration, a page, an API and tests that pass as generated. Install it with
@@ -70,6 +98,11 @@ def new_service_command(
         click.echo(f"srcore new-service: {message}", err=True)
         ctx.exit(2)
 
+    try:
+        config, note = _network_config(ctx, config)
+    except click.UsageError as exc:
+        refuse(exc.message)
+        return
     started = time.monotonic()
     installed = installed_service_ids()
     try:
@@ -93,3 +126,5 @@ def new_service_command(
     if added is not None:
         summary += f"; added [{name}] to {config} (port {added.port})"
     click.echo(f"{summary} ({time.monotonic() - started:.1f} s)")
+    if note is not None:
+        click.echo(note, err=True)
