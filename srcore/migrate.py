@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
-from srcore.config.database import describe_connect_failure
+from srcore.config.database import describe_connect_failure, sqlite_file
 from srcore.db import (
     TYPE_ANNOTATION_MAP,
     UserMixin,
@@ -265,12 +265,10 @@ def _read_only(target: MigrationTarget) -> URL:
     """The URL of *target* opened read-only when it is an SQLite file, so that reading
     never creates one; :class:`DatabaseMissing` when the file is not there."""
     url = normalize_url(target.database_url)
-    database = url.database or ""
-    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
-        return url
-    if database.startswith("file:"):
-        return url  # a URI the operator wrote: its own mode applies
-    path = Path(database).absolute()
+    file = sqlite_file(url)
+    if file is None:
+        return url  # another backend, or a file: URI the operator wrote (its own mode)
+    path = file.absolute()
     if not path.is_file():
         reason = FileNotFoundError(
             f"the database file {path} does not exist (`srcore migrate "

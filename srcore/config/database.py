@@ -26,6 +26,7 @@ __all__ = [
     "describe_connect_failure",
     "resolve_sqlite_path",
     "sqlite_directory_problem",
+    "sqlite_file",
 ]
 
 # What srcore.db.normalize_url makes of a URL naming no driver: psycopg 3.
@@ -111,9 +112,9 @@ def resolve_sqlite_path(value: str, base_dir: Path) -> str:
     return resolved.render_as_string(hide_password=False)
 
 
-def _sqlite_folder(url: str | URL) -> Path | None:
-    """The directory an SQLite database file of *url* goes in; ``None`` for another
-    backend, an in-memory database or a ``file:`` URI (whose path SQLite parses itself)."""
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of an SQLite database *url*; ``None`` for another backend, an in-memory
+    database or a ``file:`` URI (whose path and mode SQLite reads itself)."""
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -123,7 +124,7 @@ def _sqlite_folder(url: str | URL) -> Path | None:
         return None
     if database.startswith("file:"):
         return None
-    return Path(database).parent
+    return Path(database)
 
 
 def sqlite_directory_problem(url: str | URL) -> str | None:
@@ -135,7 +136,8 @@ def sqlite_directory_problem(url: str | URL) -> str | None:
     value is loaded, since a relative path in the file is only then made absolute (one
     from the environment stays relative to the working directory, as SQLAlchemy takes it).
     """
-    folder = _sqlite_folder(url)
+    file = sqlite_file(url)
+    folder = file.parent if file is not None else None
     if folder is None or folder.is_dir():
         return None
     shown = folder.absolute()
@@ -166,9 +168,9 @@ def describe_connect_failure(service: str, url: str | URL, exc: BaseException) -
     advice = "Check that the server is up and the database exists, or fix"
     if parsed is not None and parsed.get_backend_name() == "sqlite":
         advice = "Fix"
-        database = parsed.database or ""
-        folder = Path(database).parent if database and database != ":memory:" else None
-        if folder is not None and not database.startswith("file:"):
+        file = sqlite_file(parsed)
+        if file is not None:
+            folder = file.parent
             if not folder.is_dir():
                 reason = f"the directory {folder} does not exist"
                 advice = "Create it, or fix"
