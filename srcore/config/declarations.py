@@ -49,6 +49,10 @@ MAX_WEBHOOK_WORKERS = 1024
 #: overrides it: polling more often keeps the database busy, less often delays new events.
 SHORTEST_POLL_INTERVAL = timedelta(milliseconds=100)
 LONGEST_POLL_INTERVAL = timedelta(minutes=10)
+#: The range of ``http-timeout``: none at all fails every call to meta, and a page waiting
+#: longer than a minute on it holds a web worker that long (gunicorn's own timeout is 30s).
+SHORTEST_HTTP_TIMEOUT = timedelta(milliseconds=100)
+LONGEST_HTTP_TIMEOUT = timedelta(minutes=1)
 
 
 def _at_least(minimum: int) -> Callable[[object], str | None]:
@@ -428,8 +432,14 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "http-timeout",
         type="duration",
         default=timedelta(seconds=10),
+        check=_lasting(
+            SHORTEST_HTTP_TIMEOUT,
+            LONGEST_HTTP_TIMEOUT,
+            too_short="every call to meta (logins, token checks) would fail",
+            too_long="a page would wait that long for meta, holding a web worker",
+        ),
         help="How long a service waits on another service's HTTP API (token checks, "
-        "manifests) before giving up.",
+        "manifests) before giving up (100ms to 1m).",
     ),
     Key(
         "revocation-pull-interval",
@@ -520,7 +530,13 @@ SERVICE_KEYS: tuple[Key, ...] = (
         "session-lifetime",
         type="duration",
         default=timedelta(days=30),
-        help="How long a web login to this service lasts without being renewed.",
+        check=_lasting(
+            timedelta(minutes=1),
+            LONGEST_KEPT,
+            too_short="each login would end before the next page, sending the user to meta "
+            "and back for ever",
+        ),
+        help="How long a web login to this service lasts without being renewed (1m to 3650d).",
     ),
     Key(
         "metrics-path",

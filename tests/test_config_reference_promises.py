@@ -1,0 +1,284 @@
+"""What docs/config-reference.md promises an operator, each checked where it takes effect.
+
+The reference is generated from the declarations (``tests/test_docs.py`` keeps it in
+sync), so its types and defaults cannot drift; what can is the *effect* each entry
+describes and the rules of the file around them. Each test here names the sentence it
+holds the code to.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from srcore.config import Config, ConfigError, Problem, load_config
+from srcore.testing import write_config
+
+KEY_A = "a" * 40
+KEY_B = "b" * 40
+
+NETWORK = f"""\
+[meta]
+origin = http://127.0.0.1:5000
+database-url = sqlite:///meta.db
+secret-key = {KEY_A}
+
+[todo]
+origin = http://127.0.0.1:5001
+database-url = sqlite:///todo.db
+secret-key = {KEY_B}
+oauth-client-id = todo
+oauth-client-secret = hush
+"""
+
+
+def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Config:
+    path = tmp_path / "config.ini"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path, specs={}, environ=environ or {})
+
+
+def refused(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> list[Problem]:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, environ)
+    return [p for p in info.value.problems if p.severity == "error"]
+
+
+def build(tmp_path: Path, extra: str = "", *, global_: str = "", environment: str = "") -> Any:
+    """The sample service's app on a config with *global_* lines and *extra* [sample] keys."""
+    import sample_service
+
+    path = write_config(
+        tmp_path / "config.ini",
+        service_id="sample",
+        database_url=f"sqlite:///{tmp_path / 'sample.db'}",
+        extra=extra,
+    )
+    text = path.read_text()
+    if environment:
+        text = text.replace("environment = development", f"environment = {environment}")
+    path.write_text(text.replace("[global]\n", f"[global]\n{global_}", 1))
+    return sample_service.create_app(config=path)
+
+
+# -- where the file is --------------------------------------------------------------------
+
+
+def test_a_missing_explicit_file_is_not_replaced_by_config_ini(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lookup: "An explicit path or $SRCORE_CONFIG must exist; nothing else is tried then." """
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.ini").write_text(NETWORK)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "typo.ini", specs={}, environ={})
+    with pytest.raises(ConfigError, match=r"\$SRCORE_CONFIG"):
+        load_config(specs={}, environ={"SRCORE_CONFIG": str(tmp_path / "typo.ini")})
+
+
+def test_the_explicit_path_wins_over_srcore_config(tmp_path: Path) -> None:
+    """Lookup: "The file named by `srcore --config FILE`, else `$SRCORE_CONFIG`, ..." """
+    given, other = tmp_path / "given.ini", tmp_path / "other.ini"
+    given.write_text("[global]\nsite-name = Given\n\n" + NETWORK)
+    other.write_text("[global]\nsite-name = Other\n\n" + NETWORK)
+    config = load_config(given, specs={}, environ={"SRCORE_CONFIG": str(other)})
+    assert config.global_["site-name"] == "Given"
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+def test_comment_markers(tmp_path: Path) -> None:
+    """Values: "Comments start with ; or # at the beginning of a line or after a space." A # with
+    no space before it is part of the value (a URL fragment, "Team#2")."""
+    text = (
+        "; a comment\n# another\n[global]\n"
+        "site-name = Team#2 ; the second team\n"
+        "smtp-from = ops@example.org # who sends\n\n" + NETWORK
+    )
+    config = load(tmp_path, text)
+    assert config.global_["site-name"] == "Team#2"
+    assert config.global_["smtp-from"] == "ops@example.org"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("true", True),
+        ("false", False),
+        ("yes", True),
+        ("no", False),
+        ("on", True),
+        ("off", False),
+        ("1", True),
+        ("0", False),
+    ],
+)
+def test_every_yes_no_spelling_the_reference_lists(text: str, value: bool) -> None:
+    """Types: "yes/no (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`)" """
+    from srcore.config import Key, parse_value
+
+    assert parse_value(Key("k", type="bool"), text) is value
+
+
+def test_a_value_file_is_read_whole_without_its_trailing_newline(tmp_path: Path) -> None:
+    """Secrets from files: "the file's content, without its trailing newline, is the value" """
+    (tmp_path / "name").write_text("  The Net  \n", encoding="utf-8")
+    config = load(tmp_path, "[global]\nsite-name-file = name\n\n" + NETWORK)
+    assert config.global_["site-name"] == "  The Net  "
+
+
+def test_a_value_file_over_64_kib_or_not_utf8_is_refused_naming_it(tmp_path: Path) -> None:
+    """Secrets from files: "(at most 64 KiB, UTF-8)": past either, one line naming the file
+    and the key."""
+    big, latin = tmp_path / "big", tmp_path / "latin"
+    big.write_text("x" * (64 * 1024 + 1))
+    latin.write_bytes("caf\xe9".encode("latin-1"))
+    (just,) = [tmp_path / "just"]
+    just.write_text("y" * (64 * 1024))
+    assert load(tmp_path, f"[global]\nsite-name-file = {just}\n\n" + NETWORK)
+    for path, reason in ((big, "larger than 65536 bytes"), (latin, "not UTF-8 text")):
+        (problem,) = refused(tmp_path, f"[global]\nsite-name-file = {path}\n\n" + NETWORK)
+        assert (problem.line, problem.section, problem.key) == (2, "global", "site-name-file")
+        assert problem.message == f"cannot read {path}: {reason}"
+
+
+def test_an_environment_file_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Environment overrides: "`SRCORE__<SECTION>__<KEY>_FILE` reads the value from a file
+    (relative to the working directory)", not to the config file's directory."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "key").write_text(KEY_A + "x\n")
+    (tmp_path / "conf" / "key").write_text(KEY_A + "y\n")
+    monkeypatch.chdir(tmp_path / "run")
+    environ = {"SRCORE__TODO__SECRET_KEY_FILE": "key"}
+    text = NETWORK.replace(f"secret-key = {KEY_B}\n", "")
+    config = load(tmp_path / "conf", text, environ)
+    assert config.section("todo")["secret-key"] == KEY_A + "x"
+
+
+# -- [global] -------------------------------------------------------------------------------
+
+
+def test_site_name_is_in_the_title_and_the_navigation_bar(tmp_path: Path) -> None:
+    """site-name: "shown in page titles, the navigation bar and mail" (mail: meta's tests)."""
+    text = write_config(
+        tmp_path / "config.ini",
+        service_id="sample",
+        database_url=f"sqlite:///{tmp_path / 'sample.db'}",
+    ).read_text()
+    (tmp_path / "config.ini").write_text(text.replace("srcore test network", "Zebra Net"))
+    import sample_service
+
+    html = sample_service.create_app(config=tmp_path / "config.ini").test_client().get("/").text
+    title = html.split("<title>", 1)[1].split("</title>", 1)[0]
+    bar = html.split('class="site-header', 1)[1].split("</header>", 1)[0]
+    assert "Zebra Net" in title
+    assert '<a class="site-name" href="/">Zebra Net</a>' in bar
+
+
+@pytest.mark.parametrize(
+    ("environment", "banner", "relaxed"),
+    [("development", True, True), ("staging", True, False), ("production", False, False)],
+)
+def test_environment_banner_cookies_csrf_and_reloading(
+    tmp_path: Path, environment: str, banner: bool, relaxed: bool
+) -> None:
+    """environment: "Anything but 'production' shows a banner on every page; 'development'
+    also relaxes secure-cookie and CSRF-over-TLS requirements and reloads templates." """
+    app = build(tmp_path, environment=environment)
+    html = app.test_client().get("/").text
+    assert ("env-banner" in html) is banner
+    assert app.config["SESSION_COOKIE_SECURE"] is not relaxed
+    assert app.config["WTF_CSRF_SSL_STRICT"] is not relaxed
+    assert app.config["TEMPLATES_AUTO_RELOAD"] is relaxed
+
+
+def test_http_timeout_and_internal_origin_shape_the_link_to_meta(tmp_path: Path) -> None:
+    """http-timeout: "How long a service waits on another service's HTTP API (token checks,
+    manifests)"; internal-origin: "Empty: origin is used"; revocation-pull-interval is
+    the puller's, and "0s: push only" starts none."""
+    from srcore.auth.link import build_meta_link
+
+    config = load(tmp_path, "[global]\nhttp-timeout = 3s\n\n" + NETWORK)
+    link = build_meta_link(config, "todo")
+    assert link is not None
+    assert link.meta.timeout == 3.0
+    assert link.keys.timeout == 3.0
+    assert link.meta.internal == "http://127.0.0.1:5000"
+    assert link.puller is not None
+    assert link.puller.interval == 30.0
+
+    inside = NETWORK.replace(
+        "[todo]", "internal-origin = http://10.0.0.5:5000\nrevocation-pull-interval = 0s\n[todo]"
+    )
+    with pytest.raises(ConfigError, match="revocation-pull-interval belongs in"):
+        load(tmp_path, inside)
+    inside = "[global]\nrevocation-pull-interval = 0s\n\n" + NETWORK.replace(
+        "[todo]", "internal-origin = http://10.0.0.5:5000\n\n[todo]"
+    )
+    link = build_meta_link(load(tmp_path, inside), "todo")
+    assert link is not None
+    assert link.meta.internal == "http://10.0.0.5:5000"
+    assert link.keys.url == "http://10.0.0.5:5000/oauth/jwks.json"
+    assert link.puller is not None
+    link.puller.ensure_started()
+    assert not link.puller._started  # "0s: push only": no thread asks meta
+
+
+@pytest.mark.parametrize("value", ["0s", "0ms", "10m", "999999999d"])
+def test_an_http_timeout_that_cannot_work_is_refused(tmp_path: Path, value: str) -> None:
+    """A timeout of nothing fails every call to meta (every login and first token check);
+    one of hours holds a web worker that long. Both are one line naming the key."""
+    (problem,) = refused(tmp_path, f"[global]\nhttp-timeout = {value}\n\n" + NETWORK)
+    assert (problem.line, problem.section, problem.key) == (2, "global", "http-timeout")
+    assert "must be between 100ms and 1m" in problem.message
+
+
+# -- [<service>] ----------------------------------------------------------------------------
+
+
+def test_max_content_length_from_the_file_gives_413(tmp_path: Path) -> None:
+    """max-content-length: "The largest request body accepted, in bytes; larger requests
+    get 413." Set in the file, not in Flask's config by hand."""
+    app = build(tmp_path, "max-content-length = 1000\n")
+    app.config["WTF_CSRF_ENABLED"] = False
+    client = app.test_client()
+    assert client.post("/form", data={"x": "1" * 500}).status_code == 200
+    response = client.post("/form", data={"x": "1" * 5000})
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("0s", "must be between 1m and 3650d, not 0s"),
+        ("30s", "must be between 1m and 3650d, not 30s"),
+        ("999999999d", "must be between 1m and 3650d, not 999999999d"),
+    ],
+)
+def test_a_session_lifetime_nobody_could_log_in_with_is_refused(
+    tmp_path: Path, value: str, why: str
+) -> None:
+    """session-lifetime: a login lasting no time is lost before the next page (the service
+    sends the user to meta, which sends them straight back, for ever); one past the
+    calendar's end fails every login. Both are refused in one line."""
+    (problem,) = refused(tmp_path, NETWORK + f"session-lifetime = {value}\n")
+    assert (problem.section, problem.key) == ("todo", "session-lifetime")
+    assert problem.message.startswith(why)
+
+
+def test_the_longest_session_lifetime_still_logs_in(tmp_path: Path) -> None:
+    from srcore.testing import create_user, log_in_client
+
+    app = build(tmp_path, "session-lifetime = 3650d\n")
+    st = app.extensions["srcore"]
+    st.metadata.create_all(st.db.engine)
+    client = log_in_client(app.test_client(), create_user(app, "alice"))
+    assert client.get("/private").status_code == 200
+    assert app.permanent_session_lifetime == timedelta(days=3650)
