@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -96,6 +97,18 @@ def serve(
         origin = urlsplit(str(section["origin"]))
         bind = f"127.0.0.1:{origin.port or 8000}"
     os.environ["SRCORE_CONFIG"] = str(path)
+    from srcore.extras import require
+    from srcore.serving import gunicorn_options
+
+    if not debug:
+        require("server", f"srcore serve {service} (without --debug)")
+    try:
+        _preflight(
+            service, path, lambda text: click.echo(f"srcore serve {service}: {text}", err=True)
+        )
+    except _ServeRefused as exc:
+        click.echo(f"srcore serve {service}: {exc}", err=True)
+        sys.exit(1)
     if debug:
         host, _, port = bind.rpartition(":")
         module = __import__(package)
@@ -109,11 +122,6 @@ def serve(
             request_handler=dev_request_handler(),
         )
         return
-    from srcore.extras import require
-    from srcore.serving import gunicorn_options
-
-    require("server", f"srcore serve {service} (without --debug)")
-
     argv = [
         sys.executable,
         "-m",
@@ -135,6 +143,49 @@ def serve(
         f"{package}:create_app()",
     ]
     os.execv(sys.executable, argv)  # noqa: S606 - argv is built here, not from input
+
+
+class _ServeRefused(Exception):
+    """Serving would only answer errors: the database is not there at all."""
+
+
+def _preflight(
+    service: str, config_path: str | os.PathLike[str], say: Callable[[str], None]
+) -> None:
+    """Look at *service*'s database before serving it, and tell the operator what is wrong.
+
+    A web app starts whatever its database's state and answers 503 until it can use it
+    (a database restarting must not stop a deploy), so a missing migration or an
+    unreachable server would otherwise show only in the first requests' logs. Both are
+    said (through *say*) and serving goes on. An SQLite file that does not exist is refused
+    with :class:`_ServeRefused`: the first request would create it empty at a misspelt path.
+    Only reads; waits at most :data:`srcore.db.CONNECT_TIMEOUT` for PostgreSQL.
+    """
+    from srcore import migrate
+    from srcore.app import migration_target
+    from srcore.config import ConfigError
+    from srcore.manifest import ManifestError
+
+    try:
+        target = migration_target(service, config_path)
+    except ManifestError:  # a service with no tables of its own: nothing to compare with
+        return
+    except ConfigError as exc:  # what only building the app checks: each worker would fail
+        raise _ServeRefused(str(exc)) from None
+    try:
+        behind = migrate.behind(target)
+    except migrate.DatabaseMissing as exc:
+        raise _ServeRefused(str(exc)) from None
+    except migrate.DatabaseUnreachable as exc:
+        say(f"{exc}; serving anyway: requests and /healthz answer 503 until it can be opened")
+        return
+    except FileNotFoundError:  # no migrations directory: nothing to compare with
+        return
+    if behind:
+        say(
+            f"the database of {service} is not migrated ({migrate.describe_behind(behind)}): "
+            f"run srcore migrate {service} upgrade; until then what needs it answers 503"
+        )
 
 
 _PORT_OFFSETS = {"meta": 0, "todo": 1, "paste": 2}

@@ -65,6 +65,7 @@ __all__ = [
     "UTCDateTime",
     "UserMixin",
     "UserType",
+    "connect_args",
     "init_app",
     "make_metadata",
     "normalize_url",
@@ -85,6 +86,11 @@ NAMING_CONVENTION: dict[str, str] = {
 
 #: SQLite waits this long (milliseconds) for a competing writer before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 5000
+#: Seconds to wait for PostgreSQL to accept a connection and answer its start-up. libpq
+#: waits forever by default: a server that drops packets, or accepts and never answers,
+#: would hold each request (or command) until something outside kills it. A URL's own
+#: ``connect_timeout`` wins.
+CONNECT_TIMEOUT = 5
 
 _SESSION_KEY = "_srcore_db_session"
 
@@ -273,6 +279,13 @@ def require_driver(url: URL) -> None:
         require("postgres", f"the PostgreSQL database {where}")
 
 
+def connect_args(url: URL) -> dict[str, Any]:
+    """The driver's connect arguments srcore adds to *url*: :data:`CONNECT_TIMEOUT`."""
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        return {"connect_timeout": CONNECT_TIMEOUT}
+    return {}
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -315,6 +328,7 @@ class Database:
                 pool_timeout=pool_timeout,
                 pool_recycle=pool_recycle,
                 pool_pre_ping=pool_pre_ping,
+                connect_args=connect_args(self.url),
             )
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
         event.listen(self.sessionmaker, "before_flush", _refuse_flush)

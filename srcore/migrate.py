@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +34,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
-from srcore.config.database import describe_connect_failure, sqlite_file
+from srcore.config.database import (
+    describe_connect_failure,
+    missing_sqlite_database,
+    sqlite_file,
+)
 from srcore.db import (
     TYPE_ANNOTATION_MAP,
     UserMixin,
+    connect_args,
     make_metadata,
     normalize_url,
     require_driver,
@@ -51,8 +56,10 @@ __all__ = [
     "DatabaseUnreachable",
     "MigrationTarget",
     "RevisionInfo",
+    "behind",
     "core_metadata",
     "current",
+    "describe_behind",
     "downgrade",
     "heads",
     "history",
@@ -239,7 +246,7 @@ def _sqlite_transactional(engine: Engine) -> None:
 def _engine(url: str | URL) -> Engine:
     parsed = normalize_url(url)
     require_driver(parsed)
-    engine = create_engine(parsed, poolclass=NullPool)
+    engine = create_engine(parsed, poolclass=NullPool, connect_args=connect_args(parsed))
     if engine.dialect.name == "sqlite":
         _sqlite_transactional(engine)
     return engine
@@ -268,13 +275,10 @@ def _read_only(target: MigrationTarget) -> URL:
     file = sqlite_file(url)
     if file is None:
         return url  # another backend, or a file: URI the operator wrote (its own mode)
+    missing = missing_sqlite_database(target.service_id, url)
+    if missing is not None:
+        raise DatabaseMissing(missing)
     path = file.absolute()
-    if not path.is_file():
-        reason = FileNotFoundError(
-            f"the database file {path} does not exist (`srcore migrate "
-            f"{target.service_id} upgrade` creates it; nothing else does)"
-        )
-        raise DatabaseMissing(describe_connect_failure(target.service_id, url, reason))
     query = {**url.query, "mode": "ro", "uri": "true"}
     return url.set(database=f"file:{quote(str(path))}", query=query)
 
@@ -363,6 +367,28 @@ def heads(target: MigrationTarget) -> dict[str, str | None]:
         found = _scripts(_lineage(target, name)).get_heads()
         result[name] = ",".join(found) if found else None
     return result
+
+
+def behind(target: MigrationTarget) -> dict[str, tuple[str | None, str | None]]:
+    """The lineages not at their head, core first: each one's applied and head revision.
+
+    Only reads, as :func:`current` does.
+    """
+    wanted = heads(target)
+    applied = current(target)
+    return {
+        name: (applied.get(name), head)
+        for name, head in wanted.items()
+        if applied.get(name) != head
+    }
+
+
+def describe_behind(lineages: Mapping[str, tuple[str | None, str | None]]) -> str:
+    """What :func:`behind` found, as one line for an operator."""
+    return ", ".join(
+        f"{name} is at {applied or 'no revision'}, its head is {head}"
+        for name, (applied, head) in lineages.items()
+    )
 
 
 def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -96,22 +96,15 @@ def _check_migrations(service: str, package: str, app: Any) -> str:
         wanted = migrate.heads(target)
     except FileNotFoundError as exc:
         return f"not checked ({exc})"
-    applied = migrate.current(target)
-    behind = [name for name, head in wanted.items() if applied.get(name) != head]
+    behind = migrate.behind(target)
     fix = f"run: srcore migrate {service} upgrade"
-    if migrate.CORE_LINEAGE in behind:
-        core = migrate.CORE_LINEAGE
-        _fail(
-            service,
-            f"the database is not migrated: {core} is at {applied.get(core) or 'no revision'}"
-            f", its head is {wanted[core]}; {fix}",
-        )
+    core = migrate.CORE_LINEAGE
+    if core in behind:  # the tables the worker uses are missing
+        lag = migrate.describe_behind({core: behind[core]})
+        _fail(service, f"the database is not migrated: {lag}; {fix}")
     if behind:
-        return (
-            f"{service} is at {applied.get(service) or 'no revision'}, its head is "
-            f"{wanted[service]}: {fix}"
-        )
-    return f"at head ({', '.join(f'{name} {rev}' for name, rev in applied.items())})"
+        return f"{migrate.describe_behind(behind)}: {fix}"
+    return f"at head ({', '.join(f'{name} {rev}' for name, rev in wanted.items())})"
 
 
 class _Seconds(click.FloatRange):
@@ -172,7 +165,7 @@ def worker_command(
     import time
 
     from srcore.config import ConfigError, find_config_path
-    from srcore.config.database import describe_connect_failure
+    from srcore.config.database import describe_connect_failure, missing_sqlite_database
     from srcore.manifest import ManifestError, service_package
     from srcore.webhooks import LocalDispatcher, webhooks_state
     from srcore.webhooks.settings import settings_for
@@ -196,6 +189,9 @@ def worker_command(
     dialect = st.db.engine.dialect.name
     shown_url = st.db.url.render_as_string(hide_password=True)
     began = time.monotonic()
+    missing = missing_sqlite_database(service, st.db.url)
+    if missing is not None:  # connecting would create it, empty
+        _fail(service, missing)
     try:
         st.db.check()
     except Exception as exc:  # any driver's error: say which database, then stop

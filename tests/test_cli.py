@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -303,6 +304,7 @@ def test_worker_reports_each_start_up_step_then_one_ready_line(tmp_path: Path) -
 
 def test_worker_refuses_a_database_without_the_core_tables(tmp_path: Path) -> None:
     config = _todo(tmp_path)
+    sqlite3.connect(tmp_path / "todo.db").close()  # there, and empty
     result = _run(config, "worker", "todo", "--once")
     assert result.exit_code == 1, result.output
     assert "[2/4] database:" in result.stdout
@@ -313,6 +315,19 @@ def test_worker_refuses_a_database_without_the_core_tables(tmp_path: Path) -> No
         result.stderr,
         re.M,
     )
+
+
+def test_worker_refuses_a_missing_sqlite_file_and_creates_none(tmp_path: Path) -> None:
+    """A misspelt path: connecting would leave an empty database there."""
+    config = _todo(tmp_path)
+    result = _run(config, "worker", "todo", "--once")
+    assert result.exit_code == 1, result.output
+    assert "[2/4] database:" not in result.stdout
+    database = tmp_path / "todo.db"
+    assert f"the database file {database} does not exist" in result.stderr
+    assert "`srcore migrate todo upgrade` creates it" in result.stderr
+    assert "[todo] database-url" in result.stderr
+    assert not database.exists()
 
 
 def test_worker_starts_with_the_service_lineage_behind_and_says_how_to_fix_it(

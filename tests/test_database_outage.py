@@ -95,3 +95,29 @@ def test_a_database_that_cannot_be_reached_is_a_503(
         assert client.get("/healthz").status_code == 503
     finally:
         app.extensions["srcore"].db.dispose()
+
+
+def test_a_server_that_accepts_and_never_answers_is_a_503_not_a_hang(tmp_path: Path) -> None:
+    """A firewall that drops packets, or a server stuck before its greeting: libpq would
+    wait forever, holding the request until gunicorn kills its worker. srcore gives the
+    connection a deadline (srcore.db.CONNECT_TIMEOUT) unless the URL sets its own."""
+    import threading
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # accepted by the kernel, never answered
+        port = listener.getsockname()[1]
+        app = _app_on(tmp_path, f"postgresql+psycopg://root@127.0.0.1:{port}/nothing")
+        answers: list[int] = []
+
+        def ask() -> None:
+            answers.append(app.test_client().get("/healthz").status_code)
+
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(timeout=60)  # a guard against hanging, far above the deadline
+        try:
+            assert not asking.is_alive(), "the request still waits for the database"
+            assert answers == [503]
+        finally:
+            app.extensions["srcore"].db.dispose()

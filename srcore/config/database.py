@@ -24,6 +24,7 @@ from srcore.config.masking import mask_urls
 __all__ = [
     "check_database_url",
     "describe_connect_failure",
+    "missing_sqlite_database",
     "resolve_sqlite_path",
     "sqlite_directory_problem",
     "sqlite_file",
@@ -181,3 +182,21 @@ def describe_connect_failure(service: str, url: str | URL, exc: BaseException) -
         f"cannot open the database of {service} ({shown}): {mask_urls(reason)}{stop} {advice} "
         f"[{service}] database-url (or {env_name(service, 'database-url')}, which wins)"
     )
+
+
+def missing_sqlite_database(service: str, url: str | URL) -> str | None:
+    """Why *service* must not open its SQLite database *url* yet: the file is not there.
+
+    SQLite creates a missing file on connecting, so a misspelt path would leave an empty
+    database behind and every request would find no tables. Only ``srcore migrate SERVICE
+    upgrade`` creates the file; every other command asks this first. ``None`` when the file
+    exists, or *url* is another backend, in memory or a ``file:`` URI.
+    """
+    file = sqlite_file(url)
+    if file is None or file.is_file():
+        return None
+    reason = FileNotFoundError(
+        f"the database file {file.absolute()} does not exist "
+        f"(`srcore migrate {service} upgrade` creates it; nothing else does)"
+    )
+    return describe_connect_failure(service, url, reason)
