@@ -337,13 +337,17 @@ def _register_static(app: SrcoreApp) -> None:
 
 
 def _register_health(app: SrcoreApp) -> None:
-    def healthz() -> tuple[dict[str, Any], int]:
+    # Never cached: a proxy or client repeating an earlier "ok" would hide an outage.
+    fresh = {"Cache-Control": "no-store"}
+
+    def healthz() -> tuple[dict[str, Any], int, dict[str, str]]:
         try:
             app.srcore.db.check()
         except Exception as exc:  # any failure of the database means "not healthy"
             log.error("health check failed: %s", exc)
-            return {"status": "unavailable", "errors": [{"reason": "database unreachable"}]}, 503
-        return {"status": "ok", "service": app.srcore.service_id}, 200
+            body = {"status": "unavailable", "errors": [{"reason": "database unreachable"}]}
+            return body, 503, fresh
+        return {"status": "ok", "service": app.srcore.service_id}, 200, fresh
 
     app.add_url_rule("/healthz", endpoint="srcore_healthz", view_func=healthz)
 

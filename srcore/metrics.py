@@ -7,6 +7,11 @@ that every scrape reports the whole service, gunicorn's master
 there, and :meth:`Metrics.render` adds them up with its ``MultiProcessCollector``. Without
 the variable (tests, the Flask debug server) the app's own registry is rendered. A gauge
 added here needs a ``multiprocess_mode`` saying how the processes' values combine.
+
+Every label value comes from a short list the service fixes (its routes, the methods of
+HTTP, the status codes it answers), never from what a client sends: each new value is a
+series kept for the life of the process (and a file's worth of entries under gunicorn),
+so a client free to choose one could grow them without end.
 """
 
 from __future__ import annotations
@@ -16,12 +21,17 @@ from typing import Any
 
 from flask import Flask, Request, Response
 
+from srcore.config import ConfigError
 from srcore.service import state
 
-__all__ = ["EXTENSION_KEY", "MULTIPROC_DIR", "Metrics", "MetricsExtension", "init_app"]
+__all__ = ["EXTENSION_KEY", "METHODS", "MULTIPROC_DIR", "Metrics", "MetricsExtension", "init_app"]
 
 #: The variable naming the directory where the processes of one server keep their values.
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+#: The methods counted by name; any other (``FOO``: a 405 whoever sends it) is ``other``.
+#: A HEAD request counts as the GET it is answered as.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 #: Where an app keeps its :class:`Metrics` (absent when it serves none). The per-request
 #: glue (:mod:`srcore.lifecycle`) reads it there to count each request.
@@ -52,9 +62,8 @@ class Metrics:
     def observe(self, request: Request, response: Response, elapsed: float) -> None:
         """Count one request; the route is the URL rule, never the raw path (bounded labels)."""
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        self.requests.labels(
-            self.service_id, request.method, route, str(response.status_code)
-        ).inc()
+        method = request.method if request.method in METHODS else "other"
+        self.requests.labels(self.service_id, method, route, str(response.status_code)).inc()
         self.latency.labels(self.service_id, route).observe(elapsed)
 
     def render(self) -> tuple[bytes, str]:
@@ -91,14 +100,41 @@ class MetricsExtension:
         return init_app(app, path=path)
 
 
+def _check_multiproc_dir(app: Flask) -> None:
+    """Refuse to start on a ``PROMETHEUS_MULTIPROC_DIR`` the process cannot keep values in.
+
+    prometheus-client opens its file there at a request's first count, so a directory
+    that is missing, not a directory or not writable would otherwise fail every request
+    (a 500 from the after-request hook), not the start.
+    """
+    path = os.environ.get(MULTIPROC_DIR)
+    if not path:
+        return
+    if not os.path.isdir(path):
+        what = "is not a directory" if os.path.exists(path) else "does not exist"
+    elif not os.access(path, os.W_OK | os.X_OK):
+        what = "is not writable by this process"
+    else:
+        return
+    message = (
+        f"metrics are served, and the environment variable {MULTIPROC_DIR} names {path!r},"
+        f" which {what}: each process keeps its counts in files there. srcore serve sets"
+        " it to a fresh directory itself; elsewhere create the directory or unset the"
+        " variable"
+    )
+    raise ConfigError([state(app).section.problem("metrics-path", message)])
+
+
 def init_app(app: Flask, *, path: str) -> Metrics:
     """Serve this app's metrics at *path* (only when the operator configured one)."""
+    _check_multiproc_dir(app)
     metrics = Metrics(state(app).service_id)
     app.extensions[EXTENSION_KEY] = metrics
 
     def view() -> Any:
         body, content_type = metrics.render()
-        return Response(body, content_type=content_type)
+        # Each scrape is read afresh: no cache between the scraper and the service.
+        return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
     app.add_url_rule("/" + path.lstrip("/"), endpoint="srcore_metrics", view_func=view)
     return metrics
