@@ -282,3 +282,31 @@ def test_the_longest_session_lifetime_still_logs_in(tmp_path: Path) -> None:
     client = log_in_client(app.test_client(), create_user(app, "alice"))
     assert client.get("/private").status_code == 200
     assert app.permanent_session_lifetime == timedelta(days=3650)
+
+
+def test_http_timeout_bounds_meta_reading_another_services_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """http-timeout: "How long a service waits on another service's HTTP API (token checks,
+    manifests)": meta reads the scopes of a service installed elsewhere from its manifest
+    URL, and waits on it as long as the operator said, not a length of its own."""
+    import meta
+    import requests
+
+    path = tmp_path / "config.ini"
+    path.write_text(
+        "[global]\nhttp-timeout = 7s\n\n"
+        + NETWORK.replace("[todo]", "[elsewhere]").replace("/todo.db", "/elsewhere.db"),
+        encoding="utf-8",
+    )
+    app = meta.create_app(config=path)
+    asked: list[object] = []
+
+    def refuse(url: str, **options: object) -> None:
+        asked.append((url, options.get("timeout")))
+        raise requests.ConnectionError("refused")
+
+    monkeypatch.setattr(requests, "get", refuse)
+    found = app.extensions["meta.oauth"].catalog.service("elsewhere")
+    assert not found.known
+    assert asked == [("http://127.0.0.1:5001/.well-known/srcore-service", 7.0)]

@@ -101,7 +101,7 @@ def make_verifier(st: OAuthState) -> TokenVerifier:
 def init_app(app: Flask) -> OAuthState:
     """Add the authorization server's routes and state to meta's *app*."""
     from meta.oauth import events
-    from meta.oauth.catalog import Catalog
+    from meta.oauth.catalog import Catalog, http_fetcher
     from meta.oauth.client_pages import client_pages
     from meta.oauth.clients import first_party_clients
     from meta.oauth.endpoints import CLIENT_ENDPOINTS, CORS_ENDPOINTS, endpoints
@@ -129,7 +129,12 @@ def init_app(app: Flask) -> OAuthState:
 
         return dict(discover())
 
-    catalog = Catalog(services={sid: base_url(sid) for sid in config.services}, local=installed)
+    waited = config.global_.get("http-timeout")
+    catalog = Catalog(
+        services={sid: base_url(sid) for sid in config.services},
+        local=installed,
+        fetch=http_fetcher(waited.total_seconds() if isinstance(waited, timedelta) else 10.0),
+    )
     network = Network(
         targets_from_config(config, audit_subscribers=settings.audit_subscribers), app=app
     )

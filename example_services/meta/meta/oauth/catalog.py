@@ -2,8 +2,8 @@
 
 Installed services are read from their packages' manifests; a configured service whose
 package is not installed here is asked for ``{origin}/.well-known/srcore-service`` the
-first time its scopes are needed (short timeout, cached; a failure is retried a minute
-later). Nothing is fetched at import or start-up.
+first time its scopes are needed (waiting ``[global] http-timeout`` at most, cached; a
+failure is retried a minute later). Nothing is fetched at import or start-up.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import Any
 
 from srcore.auth.scopes import Scope, ScopeError, parse_scope
 
-__all__ = ["Catalog", "ServiceScopes", "scope_groups"]
+__all__ = ["Catalog", "ServiceScopes", "http_fetcher", "scope_groups"]
 
 log = logging.getLogger("meta.oauth")
 
-FETCH_TIMEOUT = 2.0
+#: How long a manifest is waited for when the config does not say (``http-timeout``).
+FETCH_TIMEOUT = 10.0
 _FAILURE_RETRY = 60.0
 _SUCCESS_TTL = 3600.0
 
@@ -39,12 +40,17 @@ class ServiceScopes:
 Fetcher = Callable[[str], Any]
 
 
-def _http_fetch(url: str) -> Any:
-    import requests
+def http_fetcher(timeout: float = FETCH_TIMEOUT) -> Fetcher:
+    """A :data:`Fetcher` over HTTP waiting *timeout* seconds at most."""
 
-    response = requests.get(url, timeout=FETCH_TIMEOUT, allow_redirects=False)
-    response.raise_for_status()
-    return response.json()
+    def fetch(url: str) -> Any:
+        import requests
+
+        response = requests.get(url, timeout=timeout, allow_redirects=False)
+        response.raise_for_status()
+        return response.json()
+
+    return fetch
 
 
 class Catalog:
@@ -55,13 +61,13 @@ class Catalog:
         *,
         services: dict[str, str],
         local: Callable[[], dict[str, Any]] | None = None,
-        fetch: Fetcher = _http_fetch,
+        fetch: Fetcher | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         #: service id -> the base URL its manifest is fetched from
         self.services = services
         self._local = local
-        self._fetch = fetch
+        self._fetch = http_fetcher() if fetch is None else fetch
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, ServiceScopes]] = {}
