@@ -4,7 +4,9 @@ Gunicorn writes its access log (when an operator turns it on, with ``--access-lo
 or ``GUNICORN_CMD_ARGS``) after the response, from the raw request line. This logger
 writes the request target srcore redacted while routing the request (it knows which URL
 variables are tokens), or redacts the query itself for requests srcore never saw, and
-redacts the Referer, which carries the last page's query string.
+redacts the Referer, which carries the last page's query string. What the client sent
+(the request line, the User-Agent, any header a custom format names) is written with its
+line breaks and control characters escaped, as in srcore's own access log.
 
 Imported by gunicorn only: importing it imports gunicorn.
 """
@@ -15,11 +17,20 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from srcore.logsetup import log_safe
 from srcore.redact import ENVIRON_KEY, REDACTED, redact_target, redact_url
 
 __all__ = ["AccessLogger"]
 
-_HIDDEN_HEADERS = ("{authorization}i", "{cookie}i", "{set-cookie}o")
+#: Credentials a format could name, as headers (``%({cookie}i)s``) or as the environ's
+#: copies of them (``%({http_cookie}e)s``).
+_HIDDEN_HEADERS = (
+    "{authorization}i",
+    "{cookie}i",
+    "{set-cookie}o",
+    "{http_authorization}e",
+    "{http_cookie}e",
+)
 
 
 class AccessLogger(Logger):  # type: ignore[misc]
@@ -42,4 +53,7 @@ class AccessLogger(Logger):  # type: ignore[misc]
         for name in _HIDDEN_HEADERS:
             if name in atoms:
                 atoms[name] = REDACTED
-        return atoms
+        return {
+            name: log_safe(value) if isinstance(value, str) else value
+            for name, value in atoms.items()
+        }

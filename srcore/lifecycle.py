@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
 
+from srcore.logsetup import log_safe
 from srcore.redact import ENVIRON_KEY, is_secret_name, redact_target
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["init_app", "request_id"]
 
 access_log = logging.getLogger("srcore.access")
-_INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_INCOMING_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 def request_id() -> str:
@@ -36,7 +37,7 @@ def request_id() -> str:
     rid: str | None = g.get("srcore_request_id")
     if rid is None:
         incoming = request.environ.get("HTTP_X_REQUEST_ID")
-        if isinstance(incoming, str) and _INCOMING_ID.match(incoming):
+        if isinstance(incoming, str) and _INCOMING_ID.fullmatch(incoming):
             rid = incoming
         else:
             rid = os.urandom(8).hex()
@@ -120,16 +121,17 @@ def init_app(app: Flask) -> None:
         if metrics is not None:
             metrics.observe(request, response, elapsed)
         # Tokens in paths and codes in queries never reach a log line, ours or the
-        # server's (srcore.gunicorn_logging reads the target left in the environ).
-        target = redact_target(
-            request.path, request.query_string.decode("latin-1"), _route_args(app)
+        # server's (srcore.gunicorn_logging reads the target left in the environ); nor
+        # do line breaks or terminal escapes, decoded from the path's %0d%0a or %1b.
+        target = log_safe(
+            redact_target(request.path, request.query_string.decode("latin-1"), _route_args(app))
         )
         request.environ[ENVIRON_KEY] = target
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 '%s "%s %s" %d %.1fms rid=%s',
                 st.service_id,
-                request.environ.get("REQUEST_METHOD", request.method),
+                log_safe(str(request.environ.get("REQUEST_METHOD", request.method))),
                 target,
                 response.status_code,
                 elapsed * 1000,

@@ -3,16 +3,37 @@
 A host that configures logging (gunicorn with a logging config, pytest, an embedding app,
 a Celery worker) keeps its own handlers and levels; srcore's handler is added only where
 there is none, and removed when the host sets its up later, or every line shows twice.
+
+Whatever a client sent (a path, a method, a header) goes through :func:`log_safe` before
+it reaches a log line, so that a request cannot write lines of its own into the log.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-__all__ = ["configure_default", "yield_to_host"]
+__all__ = ["configure_default", "log_safe", "yield_to_host"]
 
 _MARK = "srcore_default"
+
+#: What a log line must not carry as sent: C0 and C1 controls and DEL (a CR or LF starts a
+#: forged line, ESC drives the terminal it is read on), the Unicode line and paragraph
+#: separators (line breaks to some log viewers), and the bidirectional controls, which
+#: make a line display otherwise than it reads.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def log_safe(text: str) -> str:
+    """*text* with each character a log line must not carry written as an escape
+    (``\\x0d``, ``\\x1b``, ``\\u2028``); anything else, non-ASCII letters included, as is."""
+    return _UNSAFE.sub(_escape, text)
 
 
 def configure_default(level: str) -> None:
