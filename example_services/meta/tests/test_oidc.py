@@ -259,6 +259,26 @@ def test_prompt_login_forces_a_new_login_even_when_logged_in(
     assert urlsplit(forged.headers["Location"]).path == "/login"
 
 
+def test_a_forced_logins_mark_does_not_serve_another_client(
+    oidc_app: Any, accounts: Any, browser: Any, rp: Any, password: str
+) -> None:
+    """The way back from a login one client forced, carried to another client's request
+    (the same browser, within the mark's window), does not count as that one's fresh login."""
+    other = register(oidc_app, accounts, owner="stranger")
+    code_for(browser, rp)
+    code_for(browser, other)
+    _, challenge = pkce()
+    response = browser.get(authorize(rp, challenge, prompt="login"))
+    back = _log_in_form(browser, response.headers["Location"], password)
+    mark = query_of(back.headers["Location"])["meta_reauth"]
+    # The login is new now: the mark's replaced session is gone, as it is for its own client.
+    borrowed = browser.get(authorize(other, challenge, prompt="login", meta_reauth=mark))
+    assert borrowed.status_code == 302
+    assert urlsplit(borrowed.headers["Location"]).path == "/login"
+    own = browser.get(back.headers["Location"])
+    assert "code" in query_of(own.headers["Location"])
+
+
 def test_prompt_consent_asks_again(browser: Any, rp: Any) -> None:
     code_for(browser, rp)
     _, challenge = pkce()

@@ -4,8 +4,10 @@
 browser to meta's login page again, with the request to come back to. The way back
 carries a signed mark of the login it replaces, so the new login is known to be fresh
 even when ``max_age`` is 0 and a second has passed: without it the request would ask
-again, for ever. ``prompt=none`` never shows a page: the client gets ``login_required``
-(or ``consent_required``) at its redirect URI instead.
+again, for ever. The mark names the client that asked: another client's request, which
+the same browser could carry it to, forces a login of its own. ``prompt=none`` never
+shows a page: the client gets ``login_required`` (or ``consent_required``) at its
+redirect URI instead.
 """
 
 from __future__ import annotations
@@ -34,25 +36,25 @@ MAX_AGE_LIMIT = 10**9
 _FORCING = frozenset({"login", "select_account"})
 
 
-def _signature(issued: str, replaced: str) -> str:
+def _signature(issued: str, replaced: str, client_id: str) -> str:
     key = str(current_app.secret_key or "").encode()
-    message = f"meta-oidc-reauth:{issued}:{replaced}".encode()
+    message = f"meta-oidc-reauth:{client_id}:{issued}:{replaced}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def make_mark(replaced: str, *, now: float | None = None) -> str:
-    """The mark of a forced login that replaces the login *replaced* (a sid, or "")."""
+def make_mark(replaced: str, client_id: str, *, now: float | None = None) -> str:
+    """The mark of a login *client_id* forced, replacing the login *replaced* (a sid, or "")."""
     issued = str(int(time.time() if now is None else now))
-    return f"{issued}.{replaced}.{_signature(issued, replaced)}"
+    return f"{issued}.{replaced}.{_signature(issued, replaced, client_id)}"
 
 
-def read_mark(mark: str, *, now: float | None = None) -> str | None:
-    """The sid a valid, recent *mark* names as replaced, or None."""
+def read_mark(mark: str, client_id: str, *, now: float | None = None) -> str | None:
+    """The sid a valid, recent *mark* of *client_id* names as replaced, or None."""
     issued, _, rest = mark.partition(".")
     replaced, _, signature = rest.partition(".")
     if not (issued.isascii() and issued.isdigit()) or len(issued) > 12 or not signature:
         return None
-    if not hmac.compare_digest(signature, _signature(issued, replaced)):
+    if not hmac.compare_digest(signature, _signature(issued, replaced, client_id)):
         return None
     age = (time.time() if now is None else now) - int(issued)
     return replaced if 0 <= age <= REAUTH_WINDOW else None
@@ -71,12 +73,13 @@ def parse_max_age(value: object, redirect_uri: str | None) -> int | None:
     return min(int(text), MAX_AGE_LIMIT)
 
 
-def _fresh(login: Login | None) -> bool:
-    """Whether this request comes back from a login it forced (and that login happened)."""
+def _fresh(login: Login | None, client_id: str) -> bool:
+    """Whether this request of *client_id* comes back from a login it forced (and that
+    login happened)."""
     mark = request.args.get(REAUTH_PARAMETER)
     if not mark or login is None or len(mark) > 200:
         return False
-    replaced = read_mark(mark)
+    replaced = read_mark(mark, client_id)
     return replaced is not None and replaced != login.sid
 
 
@@ -89,7 +92,8 @@ def reauthentication(grant: Any, prompts: set[str]) -> Response | None:
     redirect_uri = grant.redirect_uri
     max_age = parse_max_age(grant.request.payload.data.get("max_age"), redirect_uri)
     login = current_login()
-    if _fresh(login):
+    client_id = str(grant.client.get_client_id())
+    if _fresh(login, client_id):
         return None
     stale = login is None or (max_age is not None and time.time() - login.auth_time > max_age)
     if not stale and not (prompts & _FORCING):
@@ -98,7 +102,7 @@ def reauthentication(grant: Any, prompts: set[str]) -> Response | None:
         raise LoginRequiredError(redirect_uri=redirect_uri)
     if request.method != "GET":
         raise InvalidRequestError("Log in again, then retry.", redirect_uri=redirect_uri)
-    mark = make_mark(login.sid if login is not None else "")
+    mark = make_mark(login.sid if login is not None else "", client_id)
     items = [
         (name, value)
         for name, value in request.args.items(multi=True)
