@@ -17,11 +17,12 @@ from srcore.search.grammar import (
     format_term,
     parse_query,
 )
-from srcore.search.sql import KeyCondition, SearchSchema, choice, read_search
+from srcore.search.sql import MAX_TEXT_LENGTH, KeyCondition, SearchSchema, choice, read_search
 
 __all__ = [
     "MAX_QUERY_LENGTH",
     "MAX_TERMS",
+    "MAX_TEXT_LENGTH",
     "KeyCondition",
     "SearchError",
     "SearchSchema",

@@ -13,11 +13,16 @@ A service declares, once, what its lists can be searched by::
     )
     stmt = select(Ticket).where(TICKETS.where(query))
 
-Text terms match as case-insensitive substrings (``LIKE`` with ``%``, ``_`` and the escape
-character escaped) of any text field; a key maps to a callable from the typed value to a
-condition. Every value reaches the database as a bound parameter, never as SQL. A
-negated term excludes the rows its condition holds for and keeps the rest, including rows
-where it is unknown (a ``NULL`` column).
+Text terms match as case-insensitive substrings of any text field, found with the
+database's plain substring function (``instr``; ``strpos`` on PostgreSQL) rather than
+``LIKE``: a pattern match backtracks, and a long self-similar term against a long field
+(``aaa…ab`` in a paste of ``a``'s) costs the product of their lengths, while a substring
+search stays near the length of the field. The words and phrases of one query hold at most
+:data:`MAX_TEXT_LENGTH` characters together, which bounds what remains of that product.
+A key maps to a callable from the typed value to a condition. Every value reaches the
+database as a bound parameter, never as SQL or as a pattern. A negated term excludes the
+rows its condition holds for and keeps the rest, including rows where it is unknown (a
+``NULL`` column).
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, and_, false, func, not_, or_, true
+from sqlalchemy import Boolean, ColumnElement, Integer, and_, false, func, not_, or_, true
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from srcore.search.grammar import (
     MAX_QUERY_LENGTH,
@@ -39,11 +47,36 @@ from srcore.search.grammar import (
 )
 from srcore.validation import Validation
 
-__all__ = ["KeyCondition", "SearchSchema", "choice", "read_search"]
+__all__ = ["MAX_TEXT_LENGTH", "KeyCondition", "SearchSchema", "choice", "read_search"]
+
+#: The most characters the words and phrases of one query may hold together (keyed terms'
+#: values do not count: they are compared, not looked for in text).
+MAX_TEXT_LENGTH = 200
 
 #: What a key maps to: the term's value to a condition; raise :class:`SearchError` for a
 #: value that makes no sense (its reason is shown after the term).
 KeyCondition = Callable[[str], ColumnElement[bool]]
+
+
+class _position(FunctionElement[int]):
+    """Where a string first occurs in another, from 1; 0 where it does not occur.
+
+    Compiled to each database's own substring function: no wildcard, no escape character,
+    no pattern to backtrack over.
+    """
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_position)
+def _instr(element: _position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_position, "postgresql")
+def _strpos(element: _position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
 
 
 def choice(column: Any, values: type[enum.Enum] | Mapping[str, Any]) -> KeyCondition:
@@ -90,11 +123,9 @@ class SearchSchema:
                 f"use a key: {', '.join(self.keys)}.",
                 format_term(term),
             )
+        needle = func.lower(term.value)
         return or_(
-            *(
-                func.coalesce(column, "").icontains(term.value, autoescape=True)
-                for column in self.text
-            )
+            *(_position(func.lower(func.coalesce(column, "")), needle) > 0 for column in self.text)
         )
 
     def _keyed(self, term: Term) -> ColumnElement[bool]:
@@ -111,6 +142,12 @@ class SearchSchema:
 
     def condition(self, terms: Sequence[Term]) -> ColumnElement[bool]:
         """The WHERE condition that all of *terms* hold (``TRUE`` for no terms)."""
+        text_length = sum(len(term.value) for term in terms if term.key is None)
+        if text_length > MAX_TEXT_LENGTH:
+            raise SearchError(
+                f"The words and phrases of the search are too long together; keep them under "
+                f"{MAX_TEXT_LENGTH} characters, or narrow the search with a key."
+            )
         parts: list[ColumnElement[bool]] = []
         for term in terms:
             cond = self._text(term) if term.key is None else self._keyed(term)
