@@ -162,16 +162,19 @@ def create_paste(session: Session, valid: Validation, owner: User) -> Paste:
 
 
 def update_paste(session: Session, valid: Validation, paste: Paste) -> None:
-    """Replace *paste*'s fields with the input (as a new paste reads them), emit
-    ``paste:updated`` if anything changed, and commit.
+    """Set *paste*'s fields the input holds (read as a new paste's), emit ``paste:updated``
+    if anything changed, and commit.
 
-    Bad input raises ``ValidationFailed`` with nothing changed. The short id stays: links
-    already shared keep pointing at the paste.
+    A field left out keeps its value, not a new paste's default: an edit that says nothing
+    of ``visibility`` must not publish an unlisted paste on the front page. Bad input raises
+    ``ValidationFailed`` with nothing changed. The short id stays: links already shared keep
+    pointing at the paste.
     """
     values = read_paste(valid)
     valid.raise_if_invalid()
     for key, value in values.items():
-        setattr(paste, key, value)
+        if key in valid:
+            setattr(paste, key, value)
     if session.is_modified(paste):
         _emit(session, "paste:updated", paste, paste.owner)
     session.commit()

@@ -162,6 +162,34 @@ def test_an_edit_that_changes_nothing_or_fails_emits_nothing(app, user_client, u
     assert events(app) == []
 
 
+def test_an_edit_keeps_what_it_leaves_out(app, user_client, user, csrf_token):
+    """A form sent without some fields (another client, an old page) changes only the
+    ones it has: an unlisted paste does not become public, nor lose its title."""
+    paste = add(
+        app,
+        user,
+        "v1",
+        title="notes.md",
+        format=Format.markdown,
+        language="python",
+        visibility=Visibility.unlisted,
+    )
+    assert edit(user_client, paste, csrf_token, text="v2").status_code == 302
+    (kept,) = stored(app)
+    assert kept.text == "v2"
+    assert (kept.title, kept.format, kept.language) == ("notes.md", Format.markdown, "python")
+    assert kept.visibility == Visibility.unlisted
+    assert paste.short_id not in page(user_client, "/")
+    # Sent empty, a title or language is cleared: only what is missing is kept.
+    edit(user_client, paste, csrf_token, text="v3", title="", language="")
+    (cleared,) = stored(app)
+    assert (cleared.title, cleared.language, cleared.visibility) == (
+        None,
+        None,
+        Visibility.unlisted,
+    )
+
+
 def test_a_delete_emits_paste_deleted_with_the_paste_as_it_was(app, user_client, user, csrf_token):
     paste = add(app, user, "last words", title="bye")
     path = f"/p/{paste.short_id}/delete"
