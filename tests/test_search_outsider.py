@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import String, Text, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from werkzeug.datastructures import MultiDict
 
 from srcore.db import TYPE_ANNOTATION_MAP, Database, make_metadata
 from srcore.search import (
@@ -22,7 +23,9 @@ from srcore.search import (
     SearchError,
     SearchSchema,
     parse_query,
+    read_search,
 )
+from srcore.validation import Validation
 
 
 class Base(DeclarativeBase):
@@ -134,3 +137,45 @@ def test_words_and_phrases_have_a_length_budget(notes: Session) -> None:
             found(notes, query)
     # a key's value is compared, not looked for: it does not count
     assert found(notes, "owner:" + "x" * (MAX_TEXT_LENGTH * 2)) == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "colour" * 150 + ":x",
+        "owner:" + "x" * 900 + ' "unclosed',
+        "x:" * 450,
+        "size:" + "y" * 900,
+    ],
+)
+def test_messages_quote_a_long_term_cut_short(query: str) -> None:
+    schema = SearchSchema(
+        text=[Note.title],
+        keys={"size": lambda value: (_ for _ in ()).throw(SearchError("no such size."))},
+    )
+    with pytest.raises(SearchError) as caught:
+        schema.where(query)
+    assert len(caught.value.reason) < 200, caught.value.reason
+    assert caught.value.term is None or len(caught.value.term) <= len(query)
+
+
+def test_a_list_without_text_fields_quotes_a_long_word_cut_short() -> None:
+    schema = SearchSchema(keys={"owner": lambda name: Note.owner == name})
+    with pytest.raises(SearchError) as caught:
+        schema.where("w" * 190)
+    assert len(caught.value.reason) < 150
+    assert caught.value.term == "w" * 190
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        MultiDict([("search", "percent"), ("search", "under")]),
+        MultiDict([("search", "percent " + "p" * MAX_QUERY_LENGTH)]),
+    ],
+)
+def test_a_search_that_could_not_be_read_matches_nothing(notes: Session, data: MultiDict) -> None:
+    valid = Validation(data=data, source="form")
+    _, condition = read_search(valid, SCHEMA)
+    assert valid.error_for("search")
+    assert list(notes.scalars(select(Note.title).where(condition))) == []

@@ -42,6 +42,7 @@ from srcore.search.grammar import (
     SearchError,
     Term,
     _is_key,
+    _show,
     format_term,
     parse_query,
 )
@@ -118,10 +119,11 @@ class SearchSchema:
 
     def _text(self, term: Term) -> ColumnElement[bool]:
         if not self.text:
+            typed = format_term(term)
             raise SearchError(
-                f"This list cannot be searched for words like {format_term(term)}; "
+                f"This list cannot be searched for words like {_show(typed)}; "
                 f"use a key: {', '.join(self.keys)}.",
-                format_term(term),
+                typed,
             )
         needle = func.lower(term.value)
         return or_(
@@ -132,13 +134,17 @@ class SearchSchema:
         assert term.key is not None
         typed = format_term(term)
         make = self.keys.get(term.key)
+        # The term is echoed cut short, as the grammar's own messages do: a message quotes
+        # what was typed, it does not hand a 1000-character query back.
         if make is None:
             known = ", ".join(self.keys) or "none"
-            raise SearchError(f"Unknown key {term.key!r} in {typed}; known keys: {known}.", typed)
+            raise SearchError(
+                f"Unknown key {_show(term.key)!r} in {_show(typed)}; known keys: {known}.", typed
+            )
         try:
             return make(term.value)
         except SearchError as exc:
-            raise SearchError(f"In {typed}: {exc.reason}", typed) from None
+            raise SearchError(f"In {_show(typed)}: {exc.reason}", typed) from None
 
     def condition(self, terms: Sequence[Term]) -> ColumnElement[bool]:
         """The WHERE condition that all of *terms* hold (``TRUE`` for no terms)."""
@@ -170,7 +176,12 @@ def read_search(
     it) and gives a condition that matches nothing, so a view can still show the page
     around the error.
     """
+    before = len(valid.errors)
     query = valid.optional(field, max_length=MAX_QUERY_LENGTH, default="") or ""
+    if any(error.field == field for error in valid.errors[before:]):
+        # Sent twice or too long: no search was read, so the list shows nothing rather
+        # than everything under a message that says the search is wrong.
+        return query, false()
     try:
         return query, schema.where(query)
     except SearchError as exc:
