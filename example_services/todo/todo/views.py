@@ -174,7 +174,9 @@ def tracker_settings(username: str, name: str) -> Any:
     if request.method == "GET":
         return render_template("todo/tracker_form.html", valid=None, tracker=found)
     valid = Validation.form("todo/tracker_form.html", tracker=found)
-    logic.apply_tracker(session, valid, found.owner, logic.read_tracker(valid), found)
+    # A field the form leaves out keeps its value (not a new tracker's default: public).
+    values = logic.read_tracker(valid, partial=True)
+    logic.apply_tracker(session, valid, found.owner, values, found)
     flash("Tracker settings saved.", "success")
     return redirect(_tracker_url(found))
 
@@ -190,6 +192,7 @@ def delete_tracker(username: str, name: str) -> Any:
     if confirm is not None and confirm != found.name:
         valid.error("Type the tracker's name exactly to confirm.", "confirm")
     valid.raise_if_invalid()
+    logic.lock_tracker(session, found, found.owner)
     events.tracker_changed(session, "tracker:deleted", found, found.owner)
     session.execute(delete(Tracker).where(Tracker.id == found.id))
     session.commit()
@@ -249,7 +252,9 @@ def edit_ticket(username: str, name: str, number: int) -> Any:
         return render_template("todo/ticket_form.html", valid=None, tracker=found, ticket=ticket)
     valid = Validation.form("todo/ticket_form.html", tracker=found, ticket=ticket)
     people = (found, found.owner, ticket.submitter)
-    logic.save_ticket(session, valid, ticket, logic.read_ticket(valid), people)
+    # A field the form leaves out keeps its value.
+    values = logic.read_ticket(valid, partial=True)
+    logic.save_ticket(session, valid, ticket, values, people, editor=user)
     flash(f"Ticket #{ticket.number} saved.", "success")
     return redirect(_ticket_url(found, ticket))
 
@@ -276,7 +281,8 @@ def ticket_status(username: str, name: str, number: int) -> Any:
         abort(403)
     valid = Validation.form("todo/ticket.html", lambda: _ticket_page(found, ticket))
     people = (found, found.owner, ticket.submitter)
-    logic.save_ticket(session, valid, ticket, logic.read_status(valid, ticket), people)
+    values = logic.read_status(valid, ticket)
+    logic.save_ticket(session, valid, ticket, values, people, editor=user)
     flash(
         "Ticket reopened." if ticket.status == TicketStatus.open else "Ticket resolved.", "success"
     )
