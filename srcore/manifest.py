@@ -31,6 +31,7 @@ from srcore.config import (
     parse_duration,
     read_config,
 )
+from srcore.config.declarations import within
 
 __all__ = [
     "AUDIENCES",
@@ -162,10 +163,37 @@ def _parse_duration(value: Any, where: str) -> timedelta:
         raise ManifestError(f"{where}: {exc}") from None
 
 
+def _bound(value: Any, key_type: str, where: str) -> int | timedelta:
+    if key_type == "duration":
+        return _parse_duration(value, where)
+    if key_type == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ManifestError(f"{where}: min and max are whole numbers of an int key or durations")
+
+
+def _bounds_check(entry: Mapping[str, Any], key_type: str, default: Any, where: str) -> Any:
+    """The check of a key's ``min`` and ``max`` (both or neither): a value outside them is
+    the operator's mistake, reported by ``srcore config check`` naming the key, where it
+    would otherwise reach the service (an empty page, a date past the calendar's end)."""
+    if "min" not in entry and "max" not in entry:
+        return None
+    if "min" not in entry or "max" not in entry:
+        raise ManifestError(f"{where}: give both min and max, or neither")
+    low = _bound(entry["min"], key_type, f"{where}.min")
+    high = _bound(entry["max"], key_type, f"{where}.max")
+    if low > high:  # type: ignore[operator]
+        raise ManifestError(f"{where}: min is more than max")
+    check = within(low, high)
+    wrong = None if default is None else check(default)
+    if wrong:
+        raise ManifestError(f"{where}.default: {wrong}")
+    return check
+
+
 def _parse_key(entry: Any, where: str) -> Any:
     if not isinstance(entry, Mapping):
         raise ManifestError(f"{where}: each key must be a mapping with at least 'name'")
-    allowed = {"name", "type", "default", "required", "secret", "help", "choices"}
+    allowed = {"name", "type", "default", "required", "secret", "help", "choices", "min", "max"}
     unknown = sorted(set(entry) - allowed)
     if unknown:
         raise ManifestError(f"{where}: unknown field(s) {', '.join(unknown)}")
@@ -179,6 +207,7 @@ def _parse_key(entry: Any, where: str) -> Any:
     choices = entry.get("choices", ())
     if not isinstance(choices, list | tuple):
         raise ManifestError(f"{where}.choices: expected a list")
+    check = _bounds_check(entry, key_type, default, where)
     try:
         return Key(
             name=name,
@@ -188,6 +217,7 @@ def _parse_key(entry: Any, where: str) -> Any:
             secret=bool(entry.get("secret", False)),
             help=_text(entry.get("help", ""), f"{where}.help"),
             choices=tuple(str(c) for c in choices),
+            check=check,
         )
     except (TypeError, ValueError) as exc:
         raise ManifestError(f"{where}: {exc}") from None

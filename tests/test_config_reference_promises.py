@@ -17,6 +17,8 @@ import pytest
 from srcore.config import Config, ConfigError, Problem, load_config
 from srcore.testing import write_config
 
+TESTS = Path(__file__).resolve().parent
+
 KEY_A = "a" * 40
 KEY_B = "b" * 40
 
@@ -310,3 +312,94 @@ def test_http_timeout_bounds_meta_reading_another_services_manifest(
     found = app.extensions["meta.oauth"].catalog.service("elsewhere")
     assert not found.known
     assert asked == [("http://127.0.0.1:5001/.well-known/srcore-service", 7.0)]
+
+
+# -- the services' own keys -----------------------------------------------------------------
+
+
+def _repo_specs() -> dict[str, Any]:
+    """The keys meta, paste and todo declare, read from their manifests in this checkout."""
+    import yaml
+
+    from srcore.manifest import parse_manifest
+
+    specs: dict[str, Any] = {}
+    for path in sorted(TESTS.parent.glob("example_services/*/*/service.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        specs.update(parse_manifest(data, package=path.parent.name, source=str(path)).config)
+    return specs
+
+
+SERVICES = f"""\
+[meta]
+origin = http://127.0.0.1:5000
+database-url = sqlite:///meta.db
+secret-key = {"m" * 40}
+
+[todo]
+origin = http://127.0.0.1:5001
+database-url = sqlite:///todo.db
+secret-key = {"t" * 40}
+oauth-client-id = todo
+oauth-client-secret = hush-todo
+
+[paste]
+origin = http://127.0.0.1:5002
+database-url = sqlite:///paste.db
+secret-key = {"p" * 40}
+oauth-client-id = paste
+oauth-client-secret = hush-paste
+"""
+
+
+def test_every_key_the_services_declare_loads_with_its_default(tmp_path: Path) -> None:
+    path = tmp_path / "config.ini"
+    path.write_text(SERVICES, encoding="utf-8")
+    config = load_config(path, specs=_repo_specs(), environ={})
+    assert config.section("paste")["pastes-per-page"] == 25
+    assert config.section("todo")["trackers-per-page"] == 25
+    assert config.section("meta")["audit-retention"] == timedelta(days=365)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("paste", "pastes-per-page", "0", "must be between 1 and 500, not 0"),
+        ("paste", "pastes-per-page", "-3", "must be between 1 and 500, not -3"),
+        ("paste", "pastes-per-page", "100000", "must be between 1 and 500, not 100000"),
+        ("paste", "max-paste-length", "0", "must be between 1 and 16777216, not 0"),
+        ("todo", "tickets-per-page", "0", "must be between 1 and 500, not 0"),
+        ("todo", "trackers-per-page", "1000000", "must be between 1 and 500, not 1000000"),
+        ("meta", "password-min-length", "0", "must be between 1 and 1024, not 0"),
+        ("meta", "password-min-length", "2000", "must be between 1 and 1024, not 2000"),
+        ("meta", "login-max-failures", "0", "must be between 1 and 1000, not 0"),
+        ("meta", "access-token-lifetime", "0s", "must be between 1m and 30d, not 0s"),
+        ("meta", "refresh-token-lifetime", "999999999d", "must be between 1h and 3650d"),
+        ("meta", "authorization-code-lifetime", "1h", "must be between 10s and 10m, not 1h"),
+        ("meta", "login-lockout", "0s", "must be between 1s and 30d, not 0s"),
+        ("meta", "confirmation-lifetime", "0s", "must be between 1m and 365d, not 0s"),
+        ("meta", "reset-lifetime", "999999999d", "must be between 1m and 30d"),
+        ("meta", "audit-retention", "999999999d", "must be between 1d and 3650d"),
+    ],
+)
+def test_a_service_value_that_cannot_work_is_one_line_naming_the_key(
+    tmp_path: Path, section: str, key: str, value: str, message: str
+) -> None:
+    """A bad value of a service's own key is the operator's to fix, like srcore's: one
+    line with file, line, section and key, never a page of 500s (an audit-retention past
+    the calendar failed every login; a password-min-length past the longest password
+    accepted let nobody register) or a value quietly replaced (a page of 0 pastes)."""
+    text = SERVICES.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n", 1)
+    path = tmp_path / "config.ini"
+    path.write_text(text, encoding="utf-8")
+    line = text.splitlines().index(f"{key} = {value}") + 1
+    with pytest.raises(ConfigError) as info:
+        load_config(path, specs=_repo_specs(), environ={})
+    (problem,) = [p for p in info.value.problems if p.severity == "error"]
+    assert (problem.file, problem.line, problem.section, problem.key) == (
+        str(path),
+        line,
+        section,
+        key,
+    )
+    assert problem.message.startswith(message), problem.message

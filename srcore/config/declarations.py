@@ -26,6 +26,7 @@ __all__ = [
     "MIN_SECRET_KEY_LENGTH",
     "SERVICE_KEYS",
     "SHORTEST_POLL_INTERVAL",
+    "within",
 ]
 
 #: A ``secret-key`` shorter than this is refused.
@@ -87,6 +88,16 @@ def _lasting(
         return f"{message}: {why}" if why else message
 
     return check
+
+
+def within(low: int | timedelta, high: int | timedelta) -> Callable[[object], str | None]:
+    """The check of a whole number or duration key that must lie between *low* and *high*
+    (both included): what a service declares with ``min`` and ``max`` in its manifest."""
+    if isinstance(low, timedelta) and isinstance(high, timedelta):
+        return _lasting(low, high)
+    if isinstance(low, int) and isinstance(high, int):
+        return _between(low, high)
+    raise TypeError("the bounds are two whole numbers or two durations")
 
 
 def _durations(value: object) -> str | None:
