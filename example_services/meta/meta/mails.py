@@ -39,8 +39,11 @@ SUBJECTS = {
 def absolute_url(endpoint: str, **values: Any) -> str:
     """The address of *endpoint* on meta's configured origin."""
     origin = str(srcore.state().section["origin"]).rstrip("/")
-    # A path, also outside a request (where url_for would make it absolute already).
-    return origin + url_for(endpoint, _external=False, **values)
+    # A path, also outside a request (where url_for would make it absolute already). It
+    # begins with the request's SCRIPT_NAME, which a proxy sets: one not starting with "/"
+    # ("@elsewhere") would move the link's host, and the secret in it, off meta.
+    path = url_for(endpoint, _external=False, **values)
+    return f"{origin}/{path.lstrip('/')}"
 
 
 @dataclass(frozen=True)

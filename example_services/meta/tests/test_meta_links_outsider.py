@@ -605,3 +605,21 @@ def test_a_suspended_accounts_link_changes_nothing(app: Any, accounts: Any, purp
     user = _account(app, alice.id)
     assert user.email == "alice@example.org" and user.user_type == UserType.suspended
     assert (user.email_confirmed_at is None) == (purpose == "confirm")
+
+
+@pytest.mark.parametrize("script_name", ["@attacker.invalid", "//attacker.invalid", "/base", ""])
+def test_a_mailed_link_stays_on_meta_whatever_the_script_name(app: Any, script_name: str) -> None:
+    """SCRIPT_NAME comes from the server or a proxy in front of it; whatever it holds,
+    the link carrying a secret points at meta's configured host."""
+    from urllib.parse import urlsplit
+
+    from meta.mails import absolute_url
+    from werkzeug.test import EnvironBuilder
+
+    origin = urlsplit(str(app.extensions["srcore"].section["origin"]))
+    environ = EnvironBuilder(path="/").get_environ()
+    environ["SCRIPT_NAME"] = script_name  # as the server hands it over
+    with app.request_context(environ):
+        link = urlsplit(absolute_url("accounts.login"))
+    assert (link.scheme, link.netloc) == (origin.scheme, origin.netloc)
+    assert link.path.endswith("/login")
