@@ -185,7 +185,7 @@ def create_app(
     if manifest.id != service_id:
         raise ValueError(f"{package}/service.yaml declares id {manifest.id!r}, not {service_id!r}")
     cfg = _coerce_config(config, manifest)
-    configure_default(str(cfg.global_["log-level"]))
+    configure_default(str(cfg.global_["log-level"]), package)
     for problem in cfg.warnings:
         if problem.section in (None, "global", service_id) or str(problem.section).startswith(
             f"{service_id}::"

@@ -17,6 +17,8 @@ from typing import Any
 __all__ = ["configure_default", "log_safe", "yield_to_host"]
 
 _MARK = "srcore_default"
+#: The loggers given a handler by :func:`configure_default`, for :func:`yield_to_host`.
+_configured: set[str] = set()
 
 #: What a log line must not carry as sent: C0 and C1 controls and DEL (a CR or LF starts a
 #: forged line, ESC drives the terminal it is read on), the Unicode line and paragraph
@@ -36,25 +38,32 @@ def log_safe(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
-def configure_default(level: str) -> None:
-    """Send srcore's logs (access log, mail in development, workers) to stderr at *level*,
-    unless logging is already set up: logger levels are process-wide, and one app must not
-    change them for another."""
-    logger = logging.getLogger("srcore")
-    ours = [h for h in logger.handlers if getattr(h, _MARK, False)]
-    if not ours and (logger.handlers or logging.getLogger().handlers):
+def configure_default(level: str, *services: str) -> None:
+    """Send srcore's logs (access log, mail in development, workers) and those of the
+    *services* packages' own loggers (``meta``, ``todo``) to stderr at *level*, unless
+    logging is already set up: logger levels are process-wide, and one app must not
+    change them for another. Without this a service's own ``log.info(...)`` would reach
+    no handler, and Python would print only its warnings, unformatted."""
+    srcore_logger = logging.getLogger("srcore")
+    ours = [h for h in srcore_logger.handlers if getattr(h, _MARK, False)]
+    if not ours and (srcore_logger.handlers or logging.getLogger().handlers):
         return
-    logger.setLevel(level.upper())
-    if not ours:
+    for name in ("srcore", *services):
+        logger = logging.getLogger(name)
+        logger.setLevel(level.upper())
+        if any(getattr(h, _MARK, False) for h in logger.handlers):
+            continue
         handler = logging.StreamHandler()
         setattr(handler, _MARK, True)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
+        _configured.add(name)
 
 
 def yield_to_host(**_: Any) -> None:
-    """Remove srcore's handler: the host has just set up the root logger, which srcore's
+    """Remove srcore's handlers: the host has just set up the root logger, which these
     records reach too (a receiver of Celery's ``after_setup_logger`` signal)."""
-    logger = logging.getLogger("srcore")
-    for handler in [h for h in logger.handlers if getattr(h, _MARK, False)]:
-        logger.removeHandler(handler)
+    for name in sorted(_configured | {"srcore"}):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if getattr(h, _MARK, False)]:
+            logger.removeHandler(handler)

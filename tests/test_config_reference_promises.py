@@ -8,6 +8,10 @@ holds the code to.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -199,6 +203,63 @@ def test_environment_banner_cookies_csrf_and_reloading(
     assert app.config["SESSION_COOKIE_SECURE"] is not relaxed
     assert app.config["WTF_CSRF_SSL_STRICT"] is not relaxed
     assert app.config["TEMPLATES_AUTO_RELOAD"] is relaxed
+
+
+_LOGGING_PROBE = textwrap.dedent(
+    """
+    import logging, sys
+    sys.path.insert(0, sys.argv[2])
+    import sample_service
+    sample_service.create_app(config=sys.argv[1])
+    for name in ("srcore.probe", "sample_service.probe"):
+        log = logging.getLogger(name)
+        log.debug("debug from %s", name)
+        log.info("info from %s", name)
+        log.warning("warning from %s", name)
+    """
+)
+
+
+def _logged(tmp_path: Path, level: str) -> str:
+    path = write_config(
+        tmp_path / f"{level}.ini",
+        service_id="sample",
+        database_url=f"sqlite:///{tmp_path / 'sample.db'}",
+    )
+    path.write_text(path.read_text().replace("[global]\n", f"[global]\nlog-level = {level}\n"))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SRCORE")}
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGGING_PROBE, str(path), str(TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        check=True,
+    )
+    return done.stderr
+
+
+@pytest.mark.parametrize(
+    ("level", "shown", "hidden"),
+    [
+        ("info", ["info", "warning"], ["debug"]),
+        ("debug", ["debug", "info", "warning"], []),
+        ("warning", ["warning"], ["debug", "info"]),
+    ],
+)
+def test_log_level_applies_to_srcore_and_to_the_service_itself(
+    tmp_path: Path, level: str, shown: list[str], hidden: list[str]
+) -> None:
+    """log-level: "The least severe log messages written by every service." A service's
+    own loggers (meta's "account registered") are written at that level too, not only
+    srcore's, and nothing below it is."""
+    stderr = _logged(tmp_path, level)
+    for name in ("srcore.probe", "sample_service.probe"):
+        for severity in shown:
+            assert f"{severity} from {name}" in stderr, stderr
+        for severity in hidden:
+            assert f"{severity} from {name}" not in stderr, stderr
+        assert stderr.count(f"warning from {name}") == 1, stderr  # not twice
 
 
 def test_http_timeout_and_internal_origin_shape_the_link_to_meta(tmp_path: Path) -> None:
