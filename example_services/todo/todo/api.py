@@ -100,6 +100,7 @@ def delete_tracker(name: str) -> NoContent:
     """Delete a tracker with its tickets and comments."""
     user = require_user(User)
     tracker = logic.own_tracker(session, user, name)
+    logic.lock_tracker(session, tracker, user)
     events.tracker_changed(session, "tracker:deleted", tracker, user)
     session.delete(tracker)
     session.commit()
@@ -209,7 +210,7 @@ def update_ticket(name: str, number: int) -> TicketJSON:
     valid = Validation()
     values = logic.read_ticket(valid, partial=True)
     values.update(logic.read_status(valid, ticket, partial=True))
-    logic.save_ticket(session, valid, ticket, values, (tracker, user, submitter))
+    logic.save_ticket(session, valid, ticket, values, (tracker, user, submitter), editor=user)
     return ticket_json(ticket, tracker, user, submitter)
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "commit_or_conflict",
     "create_ticket",
     "find_tracker",
+    "lock_tracker",
     "open_ticket",
     "read_comment",
     "read_ticket",
@@ -132,6 +133,7 @@ def apply_tracker(
         session.add(tracker)
         event = "tracker:created"
     else:
+        lock_tracker(session, tracker, owner)
         for key, value in values.items():
             setattr(tracker, key, value)
     changed = event == "tracker:created" or session.is_modified(tracker)
@@ -189,6 +191,40 @@ def find_tracker(session: Session, username: str, name: str, viewer: User | None
     if tracker is None or not tracker.visible_to(viewer):
         abort(404)
     return tracker
+
+
+def lock_tracker(session: Session, tracker: Tracker, viewer: User) -> None:
+    """Hold *tracker*'s row until the transaction ends and read it again; a 404 if it was
+    deleted, or hidden from *viewer*, since the request first read it.
+
+    A write reads the tracker, checks who may see it, then writes; another request may
+    delete the tracker or change its visibility in between. The write then failed on rows
+    that were gone (a 500), or landed in a tracker its writer could no longer see, its
+    event recorded with the visibility read before the change: a comment on a tracker just
+    made private reached every subscriber. Call this before the first write. The lock is
+    an ``UPDATE`` that changes nothing, not ``SELECT ... FOR UPDATE``, which SQLite ignores:
+    on both databases it waits for a concurrent change to commit, answers the row as that
+    change left it, and keeps any other change from committing before this transaction.
+    """
+    row = session.execute(
+        update(Tracker)
+        .where(Tracker.id == tracker.id)
+        .values(updated=Tracker.updated)
+        .returning(
+            Tracker.name,
+            Tracker.description,
+            Tracker.visibility,
+            Tracker.ticket_count,
+            Tracker.updated,
+        )
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        abort(404)
+    for key, value in row._mapping.items():
+        set_committed_value(tracker, key, value)
+    if not tracker.visible_to(viewer):
+        abort(404)
 
 
 def own_tracker(session: Session, owner: User, name: str) -> Tracker:
@@ -261,10 +297,14 @@ def save_ticket(
     ticket: Ticket,
     values: dict[str, Any],
     people: tuple[Tracker, User, User],
+    *,
+    editor: User,
 ) -> None:
     """Apply *values* read by *valid* (raising if it failed), emit ``ticket:updated`` if
-    anything changed, and commit. *people*: the tracker, its owner, the submitter."""
+    anything changed, and commit. *people*: the tracker, its owner, the submitter;
+    *editor*: who changes it."""
     valid.raise_if_invalid()
+    lock_tracker(session, people[0], editor)
     apply_ticket(ticket, values)
     if session.is_modified(ticket):
         events.ticket_changed(session, "ticket:updated", ticket, *people)
@@ -289,15 +329,23 @@ def create_ticket(
     """Add a ticket with the tracker's next number; the caller commits.
 
     The number comes from an atomic ``UPDATE ... RETURNING`` on the tracker row, which
-    also serialises concurrent submissions to one tracker without a table lock.
+    also serialises concurrent submissions to one tracker without a table lock, and
+    holds the row as :func:`lock_tracker` does: a tracker deleted, or hidden from
+    *submitter*, since it was read is a 404.
     """
-    number = session.execute(
+    row = session.execute(
         update(Tracker)
         .where(Tracker.id == tracker.id)
         .values(ticket_count=Tracker.ticket_count + 1, updated=utcnow())
-        .returning(Tracker.ticket_count)
+        .returning(Tracker.ticket_count, Tracker.visibility)
         .execution_options(synchronize_session=False)
-    ).scalar_one()
+    ).first()
+    if row is None:
+        abort(404)
+    number, visibility = row
+    set_committed_value(tracker, "visibility", visibility)
+    if not tracker.visible_to(submitter):
+        abort(404)
     ticket = Ticket(tracker_id=tracker.id, number=number, submitter_id=submitter.id, **values)
     ticket.tracker = tracker
     ticket.submitter = submitter
@@ -355,6 +403,7 @@ def add_comment(
     ``comment:created`` and commit."""
     text = read_comment(valid)
     valid.raise_if_invalid()
+    lock_tracker(session, tracker, author)
     comment = Comment(ticket_id=ticket.id, author_id=author.id, text=text)
     comment.author = author
     ticket.updated = utcnow()
