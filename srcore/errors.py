@@ -14,6 +14,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from srcore.logsetup import log_safe
+
 __all__ = ["error_response", "init_app", "wants_json"]
 
 log = logging.getLogger("srcore")
@@ -94,7 +96,8 @@ def _http_error(exc: HTTPException) -> Response:
 def _server_error(exc: InternalServerError) -> Response:
     original = getattr(exc, "original_exception", None)
     if original is not None:
-        log.error("unhandled error on %s %s", request.method, request.path, exc_info=original)
+        where = log_safe(f"{request.method} {request.path}")
+        log.error("unhandled error on %s", where, exc_info=original)
     return error_response(500)
 
 
@@ -110,9 +113,8 @@ def _database_unavailable(exc: Exception) -> Response:
     connection, so the next request reconnects; what the request had not committed is
     rolled back."""
     log.error(
-        "database unavailable on %s %s: %s",
-        request.method,
-        request.path,
+        "database unavailable on %s: %s",
+        log_safe(f"{request.method} {request.path}"),
         type(getattr(exc, "orig", None) or exc).__name__,
         exc_info=exc,
     )

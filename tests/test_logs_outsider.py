@@ -124,6 +124,33 @@ def test_request_ids_are_taken_whole_or_not_at_all(
     assert line.endswith(f"rid={rid}")
 
 
+def test_error_logs_escape_the_path(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The line logged for a 500, or for a 503 while the database is away (anyone can
+    cause that one, on any path that reads), names the request as escaped text."""
+    from sqlalchemy.exc import OperationalError
+
+    app = build(tmp_path)
+
+    @app.get("/explode/<name>")
+    def explode(name: str) -> str:
+        raise RuntimeError("a bug")
+
+    @app.get("/outage/<name>")
+    def outage(name: str) -> str:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+
+    client = app.test_client()
+    hostile = "x%c2%9b31m%c2%85%e2%80%a8%e2%80%aeend"
+    with caplog.at_level(logging.INFO):
+        assert client.get(f"/explode/{hostile}").status_code == 500
+        assert client.get(f"/outage/{hostile}").status_code == 503
+    lines = [r.getMessage() for r in caplog.records if r.name == "srcore"]
+    assert any(line.startswith("unhandled error on GET /explode/x") for line in lines), lines
+    assert any(line.startswith("database unavailable on GET /outage/x") for line in lines)
+    assert all(_clean(line) for line in lines), lines
+    assert any("\\x9b31m\\x85\\u2028\\u202eend" in line for line in lines)
+
+
 def _send(port: int, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
