@@ -1,4 +1,4 @@
-"""Every route of todo and paste under a real gunicorn, sent raw bytes no client library
+"""Every route of meta, todo and paste under a real gunicorn, sent raw bytes no client library
 would: unencoded bytes above 0x7F and invalid percent-encoded UTF-8 in the path and the
 query, NUL, encoded slashes and dots, a backslash. gunicorn hands the path to the app
 decoded as Latin-1, not as Werkzeug's test client builds it, so this is where such bytes
@@ -31,6 +31,8 @@ HOSTILE = [
     b"9" * 40,
 ]
 QUERIES = [b"", b"?q=\xff", b"?cursor=%FF%00&limit=\xfe", b"?%C0=1&a=%ZZ"]
+#: A page of each service that needs a login.
+PRIVATE = {"meta": b"/profile", "todo": b"/create", "paste": b"/new"}
 _VARIABLE = re.compile(r"<(?:[^:<>]+:)?[^<>]+>")
 
 
@@ -67,7 +69,25 @@ def _targets(app: Any) -> list[tuple[bytes, bytes]]:
     return sorted(found)
 
 
-@pytest.fixture(scope="module", params=["todo", "paste"])
+def _meta_user(app: Any) -> Any:
+    """An active account at meta (which keeps passwords, unlike the other services)."""
+    from meta import logic
+
+    from srcore.db import UserType, utcnow
+
+    passwords = app.extensions["meta"].passwords
+    with app.extensions["srcore"].db.transaction() as session:
+        user = logic.create_user(
+            session,
+            username="alice",
+            email="alice@example.org",
+            password_hash=passwords.hash("a long enough passphrase"),
+        )
+        user.user_type, user.email_confirmed_at = UserType.active, utcnow()
+    return user
+
+
+@pytest.fixture(scope="module", params=["meta", "todo", "paste"])
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[int, Any, str]]:
@@ -83,11 +103,14 @@ def served(
     )
     upgrade_all(migration_target(service, config))
     app = importlib.import_module(service).create_app(config=config)
-    user = create_user(app, "alice")
+    user = _meta_user(app) if service == "meta" else create_user(app, "alice")
     name, value = session_cookie(app, user)
     port = free_port()
+    cookie = f"{name}={value}"
     with run_service(service, config, port=port, timeout=60):
-        yield port, app, f"{name}={value}"
+        # The cookie logs in: a page only a logged-in user sees answers 200.
+        assert _answer(port, b"GET", PRIVATE[service], cookie)[0] == 200
+        yield port, app, cookie
     app.extensions["srcore"].db.dispose()
 
 
