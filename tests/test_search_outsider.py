@@ -179,3 +179,26 @@ def test_a_search_that_could_not_be_read_matches_nothing(notes: Session, data: M
     _, condition = read_search(valid, SCHEMA)
     assert valid.error_for("search")
     assert list(notes.scalars(select(Note.title).where(condition))) == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        '\u202e"never closed',
+        'ab\u2067c"d',
+        "size:\u200fx",
+        "colour:\u202eder",
+        "owner:\u2066x\u2069 size:\u061cbig",
+    ],
+)
+def test_messages_write_characters_that_reorder_text_as_codes(query: str) -> None:
+    schema = SearchSchema(text=[Note.title], keys={"owner": lambda name: Note.owner == name})
+    with pytest.raises(SearchError) as caught:
+        schema.where(query)
+    reason = caught.value.reason
+    assert not any(
+        c in reason
+        for c in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    )
+    assert "\\u" in reason
+    assert caught.value.term is not None and caught.value.term in query  # the term itself, as typed

@@ -87,9 +87,20 @@ def _encodable(text: str) -> bool:
     return True
 
 
+#: Characters that reorder the text around them (bidirectional embeddings, overrides,
+#: isolates and marks): quoted raw, one in a term could turn the rest of the message around.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
 def _show(text: str) -> str:
-    """A term as quoted in an error message, cut short if it is long."""
-    return text if len(text) <= 40 else text[:39] + "…"
+    """A term as quoted in an error message: cut short if it is long, and with any
+    character that reorders text written as its visible ``\\uXXXX`` code."""
+    short = text if len(text) <= 40 else text[:39] + "…"
+    if not _BIDI_CONTROLS.intersection(short):
+        return short
+    return "".join(f"\\u{ord(c):04x}" if c in _BIDI_CONTROLS else c for c in short)
 
 
 def _read_quoted(query: str, start: int, term_start: int) -> tuple[str, int]:
