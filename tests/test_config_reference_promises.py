@@ -464,3 +464,26 @@ def test_a_service_value_that_cannot_work_is_one_line_naming_the_key(
         key,
     )
     assert problem.message.startswith(message), problem.message
+
+
+@pytest.mark.parametrize("value", ["1ms", "500ms", "2d", "999999999d"])
+def test_a_revocation_pull_interval_that_cannot_work_is_refused(tmp_path: Path, value: str) -> None:
+    """revocation-pull-interval: "0s: push only"; anything else is a pause between pulls.
+    A millisecond has every process of every service ask meta all the time; one past the
+    calendar stopped the pulling thread with a traceback after its first pull, leaving a
+    lost push lost for good. Both are one line naming the key."""
+    (problem,) = refused(tmp_path, f"[global]\nrevocation-pull-interval = {value}\n\n" + NETWORK)
+    assert (problem.line, problem.section, problem.key) == (2, "global", "revocation-pull-interval")
+    assert problem.message.startswith("must be 0s (push only) or between 1s and 1d, not ")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0s", 0.0), ("1s", 1.0), ("1d", 86400.0)])
+def test_a_revocation_pull_interval_in_range_is_the_pullers(
+    tmp_path: Path, value: str, seconds: float
+) -> None:
+    from srcore.auth.link import build_meta_link
+
+    config = load(tmp_path, f"[global]\nrevocation-pull-interval = {value}\n\n" + NETWORK)
+    link = build_meta_link(config, "todo")
+    assert link is not None and link.puller is not None
+    assert link.puller.interval == seconds

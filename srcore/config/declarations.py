@@ -54,6 +54,9 @@ LONGEST_POLL_INTERVAL = timedelta(minutes=10)
 #: longer than a minute on it holds a web worker that long (gunicorn's own timeout is 30s).
 SHORTEST_HTTP_TIMEOUT = timedelta(milliseconds=100)
 LONGEST_HTTP_TIMEOUT = timedelta(minutes=1)
+#: The range of ``revocation-pull-interval`` besides 0s (push only).
+SHORTEST_PULL = timedelta(seconds=1)
+LONGEST_PULL = timedelta(days=1)
 
 
 def _at_least(minimum: int) -> Callable[[object], str | None]:
@@ -98,6 +101,15 @@ def within(low: int | timedelta, high: int | timedelta) -> Callable[[object], st
     if isinstance(low, int) and isinstance(high, int):
         return _between(low, high)
     raise TypeError("the bounds are two whole numbers or two durations")
+
+
+def _pull_interval(value: object) -> str | None:
+    """0s (no pulling at all), or a pause between pulls that neither keeps every process
+    of every service asking meta all the time nor lets a lost push stay lost for days."""
+    if not isinstance(value, timedelta) or not value or SHORTEST_PULL <= value <= LONGEST_PULL:
+        return None
+    low, high = format_duration(SHORTEST_PULL), format_duration(LONGEST_PULL)
+    return f"must be 0s (push only) or between {low} and {high}, not {format_duration(value)}"
 
 
 def _durations(value: object) -> str | None:
@@ -456,9 +468,10 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "revocation-pull-interval",
         type="duration",
         default=timedelta(seconds=30),
+        check=_pull_interval,
         help="How often each service asks meta for the revocations (logouts, revoked "
-        "tokens, suspensions) it may have missed. meta also pushes them at once; this bounds "
-        "how late one arrives when a push is lost. 0s: push only.",
+        "tokens, suspensions) it may have missed (1s to 1d). meta also pushes them at once; "
+        "this bounds how late one arrives when a push is lost. 0s: push only.",
     ),
     Key(
         "smtp-host",
