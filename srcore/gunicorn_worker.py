@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -162,8 +163,24 @@ def on_starting(server: Any) -> None:
 
     Always a new one, even if the variable was inherited: values left by an earlier run
     or another service would be added to this one's.
+
+    With ``--preload`` the master has built the app, and so imported prometheus-client,
+    before this hook: it chose then to keep values in memory, and each worker would count
+    where no scrape reads. It chooses again now, before any value exists (every metric of
+    srcore's has labels, and a labelled metric makes its values at its first count, in a
+    worker).
     """
     os.environ[_MULTIPROC_DIR] = tempfile.mkdtemp(prefix="srcore-metrics-")  # mode 0700
+    _choose_value_class()
+
+
+def _choose_value_class() -> None:
+    """Have a prometheus-client imported already choose where values go by the variable
+    as it is now (it reads it once, when first imported)."""
+    if "prometheus_client.values" in sys.modules:
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -175,7 +192,8 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """The server stops: its metrics directory goes with it."""
-    path = os.environ.get(_MULTIPROC_DIR)
+    """The server stops: its metrics directory goes with it, and the variable naming it."""
+    path = os.environ.pop(_MULTIPROC_DIR, None)
     if path:
         shutil.rmtree(path, ignore_errors=True)
+        _choose_value_class()

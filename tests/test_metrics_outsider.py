@@ -118,6 +118,23 @@ def test_health_when_the_database_is_gone_is_a_fresh_503(tmp_path: Path) -> None
     assert str(tmp_path) not in response.get_data(as_text=True)
 
 
+def test_health_and_metrics_need_no_redis(tmp_path: Path) -> None:
+    """/healthz reports the database alone (operators.md): Redis gone is no outage of
+    the service, whose throttles count in process meanwhile."""
+    app = build(tmp_path)
+    path = Path(app.extensions["srcore"].config.path)
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    text = path.read_text().replace("[sample]\n", f"redis-url = {closed}\n\n[sample]\n", 1)
+    path.write_text(text)
+    import sample_service
+
+    client = sample_service.create_app(config=path).test_client()
+    answer = client.get("/healthz")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["status"] == "ok"
+    assert client.get("/internal/metrics").status_code == 200
+
+
 def test_metrics_are_served_only_at_their_path(tmp_path: Path) -> None:
     """The proxy blocks the exact path (operators.md): its neighbours are no way around."""
     client = build(tmp_path, "metrics-path = /metrics\n").test_client()
@@ -189,3 +206,32 @@ def test_hostile_methods_under_gunicorn_share_one_series(tmp_path: Path) -> None
     assert "FOO" not in body
     others = [v for k, v in series(body).items() if 'method="other"' in k]
     assert others == [sent], body
+
+
+def test_preloaded_workers_count_where_scrapes_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``--preload`` (an operator's GUNICORN_CMD_ARGS) the master builds the app, and
+    imports prometheus-client, before srcore's hook names the directory: the workers
+    counted in memory and every scrape was empty."""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--preload")
+    config = write_config(
+        tmp_path / "config.ini",
+        service_id="paste",
+        database_url=f"sqlite:///{tmp_path / 'paste.db'}",
+        extra="metrics-path = /internal/metrics\n",
+    )
+    upgrade_all(migration_target("paste", config))
+    port = free_port()
+    sent = 12
+    with run_service("paste", config, port=port, workers=2, timeout=60) as url:
+        for _ in range(sent):
+            with urllib.request.urlopen(url + "/", timeout=10) as response:
+                response.read()
+        with urllib.request.urlopen(url + "/internal/metrics", timeout=10) as response:
+            body = response.read().decode()
+    counted = [v for k, v in series(body).items() if 'route="/"' in k and 'method="GET"' in k]
+    assert counted == [sent], body
