@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from srcore.auth.api import current_token, oauth
 from srcore.auth.scopes import Scope, ScopeError, parse_scope, parse_scopes
-from srcore.auth.web import current_user, log_in, log_out, login_required, require_user
+from srcore.auth.web import (
+    current_user,
+    log_in,
+    log_out,
+    login_required,
+    refuse_inactive_token_user,
+    require_user,
+)
 
 __all__ = [
     "Scope",
@@ -21,5 +28,6 @@ __all__ = [
     "oauth",
     "parse_scope",
     "parse_scopes",
+    "refuse_inactive_token_user",
     "require_user",
 ]

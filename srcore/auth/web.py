@@ -27,6 +27,7 @@ __all__ = [
     "log_in",
     "log_out",
     "login_required",
+    "refuse_inactive_token_user",
     "require_user",
 ]
 
@@ -143,7 +144,6 @@ def _session_stands(uid: int) -> bool:
 
 def _token_user(model: Any, user_id: int) -> Any:
     """The row of a token's user, copied from meta the first time this service sees them."""
-    from srcore.db import UserType
     from srcore.db import session as db_session
 
     user = db_session.get(model, user_id)
@@ -159,12 +159,25 @@ def _token_user(model: Any, user_id: int) -> Any:
             user = db_session.get(model, user_id)
     if user is None:
         abort(401, "The token's user is not known here.")
+    refuse_inactive_token_user(user)
+    return user
+
+
+def refuse_inactive_token_user(user: Any) -> None:
+    """Abort with a 403 unless *user*, a token's user row, may use the API: not a
+    suspended account, nor an unconfirmed one (it may hold someone else's address,
+    registered in advance).
+
+    :func:`require_user` applies it; a view that reads the token's user row itself (in
+    the query that answers the call, say) must apply it too, or that one call answers
+    accounts every other call refuses.
+    """
+    from srcore.db import UserType
+
     if user.is_suspended:
         abort(403, "This account is suspended.")
     if getattr(user, "user_type", None) == UserType.unconfirmed:
-        # It may hold someone else's address, registered in advance: no API access.
         abort(403, "This account has not confirmed its email address; confirm it at meta.")
-    return user
 
 
 #: The logged-in user's row (the service's ``UserMixin`` model), or None.

@@ -249,3 +249,38 @@ def test_comments_racing_a_deletion_are_a_404_or_deleted_with_it(
                 .where(Ticket.tracker_id == tracker.id)
             )
         assert orphans == (0 if deleted == 302 else int(commented == 302))
+
+
+@pytest.mark.parametrize("state", ["unconfirmed", "suspended"])
+def test_every_api_call_refuses_an_inactive_accounts_token_alike(
+    app: Any, user: Any, tracker: Tracker, make: Any, make_token: Any, routes: Any, state: str
+) -> None:
+    """A token minted while the account was active, used after it was suspended or went
+    back to unconfirmed: every call that needs a user answers the same 403, the one
+    query of ``GET .../tickets/N`` too (it answered an unconfirmed account's ticket)."""
+    from todo.models import User
+
+    from srcore.db import UserType
+
+    make.comment(make.ticket(tracker, user), user)
+    with app.extensions["srcore"].db.transaction() as session:
+        row = session.get(User, user.id)
+        assert row is not None
+        row.user_type = UserType(state)
+    token = make_token("todo/trackers:RW todo/tickets:RW", user=user)
+    client = app.test_client()
+    before = snapshot(app)
+    checked = set()
+    for endpoint, method, path in routes:
+        if not endpoint.startswith("api."):
+            continue
+        body = {"title": "x", "text": "x", "description": "x"}
+        response = client.open(
+            path, method=method, json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 403, (method, path, response.status_code)
+        reason = response.get_json()["errors"][0]["reason"]
+        assert ("suspended" if state == "suspended" else "not confirmed") in reason
+        checked.add(endpoint)
+    assert {"api.get_ticket", "api.list_tickets", "api.update_ticket"} <= checked
+    assert snapshot(app) == before

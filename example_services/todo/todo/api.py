@@ -15,7 +15,7 @@ from flask import Blueprint, abort, url_for
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import aliased, selectinload
 
-from srcore.auth import current_token, oauth, require_user
+from srcore.auth import current_token, oauth, refuse_inactive_token_user, require_user
 from srcore.db import session
 from srcore.errors import error_response
 from srcore.openapi import Created, NoContent, created, no_content, operation
@@ -190,8 +190,7 @@ def get_ticket(name: str, number: int) -> TicketJSON:
     if row is None:
         abort(404)
     tracker, ticket, tracker_owner, ticket_submitter = row
-    if tracker_owner.is_suspended:
-        abort(error_response(403, "This account is suspended."))
+    refuse_inactive_token_user(tracker_owner)  # the token's user: what require_user refuses
     return ticket_json(ticket, tracker, tracker_owner, ticket_submitter)
 
 
