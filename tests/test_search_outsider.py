@@ -133,7 +133,7 @@ def test_words_and_phrases_have_a_length_budget(notes: Session) -> None:
     ):
         assert len(query) <= MAX_QUERY_LENGTH
         parse_query(query)  # the grammar reads it; the list refuses to look for it
-        with pytest.raises(SearchError, match=f"under {MAX_TEXT_LENGTH} characters"):
+        with pytest.raises(SearchError, match=f"use at most {MAX_TEXT_LENGTH},"):
             found(notes, query)
     # a key's value is compared, not looked for: it does not count
     assert found(notes, "owner:" + "x" * (MAX_TEXT_LENGTH * 2)) == []

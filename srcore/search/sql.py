@@ -147,12 +147,16 @@ class SearchSchema:
             raise SearchError(f"In {_show(typed)}: {exc.reason}", typed) from None
 
     def condition(self, terms: Sequence[Term]) -> ColumnElement[bool]:
-        """The WHERE condition that all of *terms* hold (``TRUE`` for no terms)."""
+        """The WHERE condition that all of *terms* hold (``TRUE`` for no terms).
+
+        Raises :class:`SearchError` for an unknown key, a value its key refuses, or words
+        and phrases longer than :data:`MAX_TEXT_LENGTH` together.
+        """
         text_length = sum(len(term.value) for term in terms if term.key is None)
         if text_length > MAX_TEXT_LENGTH:
             raise SearchError(
-                f"The words and phrases of the search are too long together; keep them under "
-                f"{MAX_TEXT_LENGTH} characters, or narrow the search with a key."
+                f"The words and phrases of the search hold {text_length} characters together; "
+                f"use at most {MAX_TEXT_LENGTH}, or narrow the search with a key."
             )
         parts: list[ColumnElement[bool]] = []
         for term in terms:

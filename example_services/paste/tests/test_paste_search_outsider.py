@@ -201,7 +201,7 @@ def test_a_long_self_similar_word_is_refused_with_a_reason(app, client, user, ma
     too_long = "a" * (MAX_TEXT_LENGTH - 1) + "b " + "a" * 20
     page = client.get("/", query_string={"search": too_long})
     assert page.status_code == 400
-    assert f"under {MAX_TEXT_LENGTH} characters" in page.get_data(as_text=True)
+    assert f"use at most {MAX_TEXT_LENGTH}," in page.get_data(as_text=True)
     assert titles(page) == []
     headers = {"Authorization": f"Bearer {make_token('paste/pastes:RO', user=user)}"}
     response = client.get("/api/pastes", query_string={"search": too_long}, headers=headers)
