@@ -487,3 +487,34 @@ def test_a_revocation_pull_interval_in_range_is_the_pullers(
     link = build_meta_link(config, "todo")
     assert link is not None and link.puller is not None
     assert link.puller.interval == seconds
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "first"),
+    [
+        ("global", "site-name", "My"),
+        ("global", "smtp-host", "mail"),
+        ("global", "smtp-user", "ops"),
+        ("global", "smtp-from", "ops@example.org"),
+        ("global", "security-contact", "security@example.org"),
+        ("todo", "oauth-client-id", "todo-client"),
+        ("todo", "metrics-path", "/metrics"),
+    ],
+)
+def test_a_line_break_in_a_one_line_value_is_refused(
+    tmp_path: Path, section: str, key: str, first: str
+) -> None:
+    """ "Indented lines continue the value above": a list's next item, but in a one-line
+    text it would reach the service whole (a From header with a Bcc line after it, a
+    host name with a newline, a site name in every mail's subject: each mail then fails
+    to be built). One line naming the key, as for any other bad value."""
+    text = NETWORK.replace("oauth-client-id = todo\n", "")
+    where = "[global]\n" if section == "global" else "[todo]\n"
+    text = ("[global]\n\n" + text).replace(where, f"{where}{key} = {first}\n  Bcc: x@example.org\n")
+    (problem,) = refused(tmp_path, text)
+    assert (problem.section, problem.key) == (section, key)
+    assert problem.line == text.splitlines().index(f"{key} = {first}") + 1
+    assert problem.message.startswith("is one line, but the indented line below continues it")
+    environ = {f"SRCORE__{section.upper()}__{key.upper().replace('-', '_')}": f"{first}\nx"}
+    (problem,) = refused(tmp_path, "[global]\n\n" + NETWORK, environ)
+    assert (problem.section, problem.key) == (section, key)

@@ -326,6 +326,12 @@ class _Loader:
                 if key.required:
                     self.report(given.line, section, name, f"required, but empty{where}")
                 continue
+            broken = _line_break(key, given)
+            if broken:
+                self.report(given.line, section, name, f"{broken}{where}")
+                self.failed.add((section, name))
+                sources[name] = f"default; {given.source} refused"
+                continue
             try:
                 value = parse_value(key, given.text)
             except ValueError as exc:
@@ -343,6 +349,22 @@ class _Loader:
                 continue
             values[name], sources[name] = value, given.source
         return Section(section, values, sources, keys, lines, self.file)
+
+
+def _line_break(key: Key, given: _Raw) -> str | None:
+    """Why a text value with a line break is refused, if it is. Text is one line (lists
+    are the keys whose items go on lines of their own): an indented line continues the
+    value above it, and a name, host or address reaching the service with a newline in it
+    breaks later and elsewhere (every mail with that From header, say). Secrets may be
+    anything a file holds."""
+    if key.type != "str" or key.secret or "\n" not in given.text.strip():
+        return None
+    if given.origin == key.name:
+        return (
+            "is one line, but the indented line below continues it: unindent that line, "
+            "or join the two"
+        )
+    return "is one line, but this value has a line break"
 
 
 def _network_problems(

@@ -80,10 +80,11 @@ network) is warned about, naming the installed ones.
 **Values.** An empty value means "not set": the default applies. Comments start with `;`
 or `#` at the beginning of a line or after a space. Indented lines continue the value
 above; an indented line that reads like `key = value` is an error, as it would not set that
-key. Types: text; whole numbers (`42`); yes/no (`true`/`false`, `yes`/`no`, `on`/`off`,
-`1`/`0`); durations (`30s`, `5m`, `1h`, `2d`, `1h30m`); URLs (`scheme://...`); lists
-(comma- or line-separated); enums (one of the listed choices). A relative SQLite path in a
-database URL (`sqlite:///var/todo.db`) is relative to the config file's directory.
+key. Types: text (one line, but for a secret); whole numbers (`42`); yes/no (`true`/`false`,
+`yes`/`no`, `on`/`off`, `1`/`0`); durations (`30s`, `5m`, `1h`, `2d`, `1h30m`); URLs
+(`scheme://...`); lists (comma- or line-separated); enums (one of the listed choices). A
+relative SQLite path in a database URL (`sqlite:///var/todo.db`) is relative to the config
+file's directory.
 
 **Secrets from files.** Any key `K` may be given as `K-file = /path/to/file` instead: the
 file's content, without its trailing newline, is the value (at most 64 KiB, UTF-8). A
