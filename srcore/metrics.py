@@ -19,12 +19,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, abort, request
 
 from srcore.config import ConfigError
 from srcore.service import state
 
-__all__ = ["EXTENSION_KEY", "METHODS", "MULTIPROC_DIR", "Metrics", "MetricsExtension", "init_app"]
+__all__ = [
+    "EXTENSION_KEY",
+    "FORWARDED_HEADERS",
+    "METHODS",
+    "MULTIPROC_DIR",
+    "Metrics",
+    "MetricsExtension",
+    "init_app",
+]
 
 #: The variable naming the directory where the processes of one server keep their values.
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -125,13 +133,25 @@ def _check_multiproc_dir(app: Flask) -> None:
     raise ConfigError([state(app).section.problem("metrics-path", message)])
 
 
+#: Headers a reverse proxy adds to what it forwards; a scraper reaching the service
+#: directly sends none of them.
+FORWARDED_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-Ip")
+
+
 def init_app(app: Flask, *, path: str) -> Metrics:
-    """Serve this app's metrics at *path* (only when the operator configured one)."""
+    """Serve this app's metrics at *path* (only when the operator configured one).
+
+    They are for a scraper on the service's own network, which reaches the backend's
+    address directly: a request a proxy forwarded (from anywhere) is answered 404, as if
+    nothing were there, in case the proxy's rule blocking the path is missing.
+    """
     _check_multiproc_dir(app)
     metrics = Metrics(state(app).service_id)
     app.extensions[EXTENSION_KEY] = metrics
 
     def view() -> Any:
+        if any(name in request.headers for name in FORWARDED_HEADERS):
+            abort(404)
         body, content_type = metrics.render()
         # Each scrape is read afresh: no cache between the scraper and the service.
         return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

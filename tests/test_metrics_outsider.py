@@ -145,6 +145,29 @@ def test_metrics_are_served_only_at_their_path(tmp_path: Path) -> None:
         assert b"srcore_http" not in response.data, path
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+        ("Forwarded", "for=203.0.113.9"),
+        ("X-Real-IP", "203.0.113.9"),
+    ],
+)
+def test_metrics_forwarded_by_a_proxy_are_not_there(
+    tmp_path: Path, header: tuple[str, str]
+) -> None:
+    """A proxy that forgot to block the path (the scraper reaches the backend directly,
+    operators.md says) still shows nothing to the outside."""
+    app = build(tmp_path, "metrics-path = /metrics\nproxy-fix-trusted-hops = 1\n")
+    client = app.test_client()
+    assert client.get("/metrics").status_code == 200
+    for method in ("GET", "HEAD"):
+        forwarded = client.open("/metrics", method=method, headers=[header])
+        assert forwarded.status_code == 404, method
+        assert b"srcore_http" not in forwarded.data
+
+
 @pytest.mark.parametrize("kind", ["missing", "file"])
 def test_an_unusable_multiprocess_directory_stops_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
