@@ -9,6 +9,7 @@ window a real concurrent request could hit. Threaded runs of the same races foll
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -284,3 +285,23 @@ def test_every_api_call_refuses_an_inactive_accounts_token_alike(
         checked.add(endpoint)
     assert {"api.get_ticket", "api.list_tickets", "api.update_ticket"} <= checked
     assert snapshot(app) == before
+
+
+def test_an_event_carries_the_ticket_as_committed_after_a_change_made_meanwhile(
+    app: Any, send: Any, before_first_write: Any
+) -> None:
+    """Bob resolves his ticket while alice retitles it: both changes stand, and bob's
+    ticket:updated carries the ticket as it is, not the title he read before hers."""
+
+    def retitle() -> None:
+        with app.extensions["srcore"].db.transaction() as session:
+            session.execute(update(Ticket).values(title="Retitled by alice"))
+
+    before_first_write(retitle)
+    assert send(WRITES[1]).status_code == 302  # bob's status change
+    with app.extensions["srcore"].db.transaction() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert (ticket.title, ticket.status.value) == ("Retitled by alice", "resolved")
+        payload = session.scalars(select(OutboxRow.payload)).one()
+    data = json.loads(payload)
+    assert (data["title"], data["status"]) == ("Retitled by alice", "resolved")

@@ -291,6 +291,10 @@ def apply_ticket(ticket: Ticket, values: dict[str, Any]) -> None:
         setattr(ticket, key, value)
 
 
+#: What a ticket's events and pages show of it, read again under the tracker's lock.
+_TICKET_FIELDS = ["title", "description", "status", "resolution", "updated"]
+
+
 def save_ticket(
     session: Session,
     valid: Validation,
@@ -302,9 +306,14 @@ def save_ticket(
 ) -> None:
     """Apply *values* read by *valid* (raising if it failed), emit ``ticket:updated`` if
     anything changed, and commit. *people*: the tracker, its owner, the submitter;
-    *editor*: who changes it."""
+    *editor*: who changes it.
+
+    The ticket is read again once its tracker is locked: a change committed meanwhile
+    (another field edited) stays, and the event carries the ticket as it now is.
+    """
     valid.raise_if_invalid()
     lock_tracker(session, people[0], editor)
+    session.refresh(ticket, _TICKET_FIELDS)
     apply_ticket(ticket, values)
     if session.is_modified(ticket):
         events.ticket_changed(session, "ticket:updated", ticket, *people)
