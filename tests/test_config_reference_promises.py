@@ -518,3 +518,31 @@ def test_a_line_break_in_a_one_line_value_is_refused(
     environ = {f"SRCORE__{section.upper()}__{key.upper().replace('-', '_')}": f"{first}\nx"}
     (problem,) = refused(tmp_path, "[global]\n\n" + NETWORK, environ)
     assert (problem.section, problem.key) == (section, key)
+
+
+def test_a_global_key_set_for_a_service_in_the_environment_is_refused_naming_the_right_one(
+    tmp_path: Path,
+) -> None:
+    """ "a key of `[global]` in a service's section (or the reverse) is an error, since it
+    would be ignored where it stands": set from the environment, as in the file. The
+    message names the variable that would work."""
+    environ = {"SRCORE__TODO__LOG_LEVEL": "debug", "SRCORE__GLOBAL__ORIGIN": "http://x.example"}
+    problems = refused(tmp_path, NETWORK, environ)
+    assert sorted(str(p) for p in problems) == [
+        f"{tmp_path / 'config.ini'}: environment variable SRCORE__GLOBAL__ORIGIN: origin "
+        "belongs in each service's section, not [global]: set SRCORE__<SERVICE>__ORIGIN",
+        f"{tmp_path / 'config.ini'}: environment variable SRCORE__TODO__LOG_LEVEL: log-level "
+        "belongs in [global]: it applies to every service; set SRCORE__GLOBAL__LOG_LEVEL",
+    ]
+
+
+def test_a_misspelt_environment_variable_is_told_the_close_key(tmp_path: Path) -> None:
+    """The hint compares the key's part of the name, not the prefix every variable of
+    the section shares (LOG_LEVLE once drew "did you mean SRCORE__TODO__ORIGIN?")."""
+    environ = {"SRCORE__TODO__DATABSE_URL": "x", "SRCORE__TODO__LOG_LEVLE": "x"}
+    messages = sorted(w.message for w in load(tmp_path, NETWORK, environ).warnings)
+    assert messages == [
+        "environment variable SRCORE__TODO__DATABSE_URL names no key of [todo]; "
+        "did you mean 'SRCORE__TODO__DATABASE_URL'?",
+        "environment variable SRCORE__TODO__LOG_LEVLE names no key of [todo]",
+    ]

@@ -176,3 +176,17 @@ def test_the_key_types_the_readme_lists_are_srcores() -> None:
     assert listed is not None
     types = [t for t in re.findall(r"`([a-z]+)`", listed.group(1)) if t != "choices"]
     assert sorted(types) == sorted(KEY_TYPES)
+
+
+def test_the_plugin_has_the_fixtures_the_readme_lists(pytestconfig: pytest.Config) -> None:
+    """ "Tests get fixtures from srcore's pytest plugin (`app`, `client`, `db`, `user`,
+    `user_client`, `make_token`)"."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    listed = re.search(r"Tests get fixtures from srcore's pytest plugin \(([^)]*)\)", text)
+    assert listed is not None
+    names = re.findall(r"`(\w+)`", listed.group(1))
+    assert names == ["app", "client", "db", "user", "user_client", "make_token"]
+    from srcore.testing import fixtures
+
+    for name in names:
+        assert callable(getattr(fixtures, name, None)), name

@@ -124,16 +124,35 @@ def _read_value_file(path: Path) -> str:
 
 def _unknown_env(
     var: str, sections: Mapping[str, object], known: Mapping[str, tuple[str, str]]
-) -> str:
+) -> tuple[str, bool]:
+    """What is wrong with the ``SRCORE__`` variable *var*, and whether it is an error: a
+    key of srcore's in the wrong kind of section is, as in the file (it would be ignored
+    while the operator believes it set); a name matching no key is only reported."""
     message = f"environment variable {var} names no "
     section = max(
         (s for s in sections if var.startswith(env_name(s, "x")[:-1])), key=len, default=None
     )
     if section is None:
-        return message + f"section of this file (it has {', '.join(sections)})"
-    same = [name for name, (s, _) in known.items() if s == section]
-    hint = _did_you_mean(var.removesuffix("_FILE"), same)
-    return message + f"key of [{section}]" + (f"; {hint}" if hint else "")
+        return message + f"section of this file (it has {', '.join(sections)})", False
+    prefix = env_name(section, "x")[:-1]
+    part = var[len(prefix) :].removesuffix("_FILE")
+    name = part.lower().replace("_", "-")
+    if section == "global" and name in _SERVICE_NAMES:
+        return (
+            f"environment variable {var}: {name} belongs in each service's section, not "
+            f"[global]: set {ENV_PREFIX}<SERVICE>__{part}",
+            True,
+        )
+    if section != "global" and "::" not in section and name in _GLOBAL_NAMES:
+        return (
+            f"environment variable {var}: {name} belongs in [global]: it applies to every "
+            f"service; set {env_name('global', name)}",
+            True,
+        )
+    same = {v[len(prefix) :]: v for v, (s, _) in known.items() if s == section}
+    close = difflib.get_close_matches(part, list(same), n=1, cutoff=0.6)
+    hint = f"; did you mean {same[close[0]]!r}?" if close else ""
+    return message + f"key of [{section}]" + hint, False
 
 
 def _unknown_section(name: str, installed: Sequence[str] | None) -> tuple[str, bool] | None:
@@ -295,7 +314,8 @@ class _Loader:
                     value, section, f"env {var}", None, Path.cwd(), key=key
                 )
             else:
-                self.report(None, None, None, _unknown_env(var, sections, known), "warning")
+                message, error = _unknown_env(var, sections, known)
+                self.report(None, None, None, message, "error" if error else "warning")
         return out
 
     def convert(

@@ -96,7 +96,9 @@ error.
 written as `_`, and a sub-section's `::` written as `__` (`SRCORE__TODO__DATABASE_URL`,
 `SRCORE__GLOBAL__SITE_NAME`, `SRCORE__TODO__MAIL__SMTP_HOST`). The environment wins over
 the file. `SRCORE__<SECTION>__<KEY>_FILE` reads the value from a file (relative to the
-working directory). A `SRCORE__` variable that names no key of the file is warned about.
+working directory). A `SRCORE__` variable that names no key of the file is warned about;
+one naming a `[global]` key for a service (`SRCORE__TODO__LOG_LEVEL`), or the reverse, is an
+error, as in the file.
 
 Each entry below gives the key's type, default, whether it is required or secret (secret
 values are masked by `srcore config show`), and the environment variable that overrides it.
