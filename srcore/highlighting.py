@@ -8,13 +8,24 @@ something the markdown sanitizer can check against a fixed list.
 Languages are named by Pygments' lexer aliases (``python``, ``js``, ``c++``...). Every
 function here takes an alias and never guesses a language from the code: a guess costs
 time on every view and is wrong often enough to surprise.
+
+Highlighting has a budget of CPU time (:data:`HIGHLIGHT_BUDGET`, of the thread doing it).
+Many lexers take time that grows with the square of some runs of text (blank lines for
+C, Java or C#, and worse for a few), so a paste of a few hundred kilobytes chosen for it
+could hold a worker for hours on every view. Lexing is checked against the budget
+between tokens, the sub-lexers of a template language's lexer included; code that runs
+out of it is shown escaped, as if its language were unknown. :func:`budget` lets several
+blocks of one document (a markdown text's fences) share one budget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from markupsafe import Markup, escape
 
@@ -24,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLASS_PREFIX",
+    "HIGHLIGHT_BUDGET",
+    "budget",
     "canonical_language",
     "highlight",
     "highlight_lines",
@@ -39,6 +52,46 @@ CLASS_PREFIX = "hl-"
 #: Code longer than this is shown escaped but not highlighted: highlighting is linear in
 #: the input, but a paste at the size limit would cost every reader's request.
 MAX_HIGHLIGHT_LENGTH = 300_000
+
+#: Seconds of CPU time that highlighting one block, or one document's blocks together
+#: (see :func:`budget`), may take. Ordinary code of the size limit lexes in well under it.
+HIGHLIGHT_BUDGET = 1.0
+
+_T = TypeVar("_T")
+
+#: When the highlighting under way must stop (``time.thread_time``), or ``None``.
+_deadline: ContextVar[float | None] = ContextVar("srcore_highlight_deadline", default=None)
+
+
+class _OutOfTime(Exception):
+    """Highlighting used up its budget: the code is shown without colours."""
+
+
+@contextlib.contextmanager
+def budget(seconds: float | None = None) -> Iterator[None]:
+    """Let every :func:`highlight` inside the block share one budget of CPU time.
+
+    ``seconds`` defaults to :data:`HIGHLIGHT_BUDGET`. Inside another budget, the outer
+    one stays in force: a document cannot grant itself more time by nesting.
+    """
+    if _deadline.get() is not None:
+        yield
+        return
+    limit = HIGHLIGHT_BUDGET if seconds is None else seconds
+    token = _deadline.set(time.thread_time() + limit)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _timed(tokens: Iterable[_T]) -> Iterator[_T]:
+    """Pass ``tokens`` on, stopping with :class:`_OutOfTime` once the budget is spent."""
+    for token in tokens:
+        deadline = _deadline.get()
+        if deadline is not None and time.thread_time() > deadline:
+            raise _OutOfTime
+        yield token
 
 
 @functools.cache
@@ -87,12 +140,33 @@ def token_classes() -> frozenset[str]:
     return frozenset(CLASS_PREFIX + name for name in STANDARD_TYPES.values() if name)
 
 
+def _watch(lexer: Lexer) -> Lexer:
+    """Check the budget inside a template language's lexer too.
+
+    Such a lexer runs its two sub-lexers over the whole text before it gives its first
+    token, so checking only its own tokens would come too late. Its sub-lexers belong
+    to this one cached instance: nothing outside it changes.
+    """
+    from pygments.lexer import DelegatingLexer
+
+    if isinstance(lexer, DelegatingLexer):
+        for name in ("root_lexer", "language_lexer"):
+            sub = _watch(getattr(lexer, name))
+            unprocessed = sub.get_tokens_unprocessed
+
+            def timed_unprocessed(text: str, _unprocessed: Callable[..., Any] = unprocessed) -> Any:
+                return _timed(_unprocessed(text))
+
+            setattr(sub, "get_tokens_unprocessed", timed_unprocessed)  # noqa: B010
+    return lexer
+
+
 @functools.cache
 def _lexer(alias: str) -> Lexer:
     from pygments.lexers import get_lexer_by_name
 
     # Keep the code as it is: no stripped blank lines, no added final newline.
-    return get_lexer_by_name(alias, stripnl=False, ensurenl=False)
+    return _watch(get_lexer_by_name(alias, stripnl=False, ensurenl=False))
 
 
 @functools.cache
@@ -107,14 +181,20 @@ def highlight(code: str, language: str | None) -> Markup | None:
 
     The result is the escaped code with ``<span class="hl-…">`` around its tokens and
     no wrapping element. Each line's spans are closed at its end, so the result can be
-    split on ``"\\n"`` into lines that are each well-formed.
+    split on ``"\\n"`` into lines that are each well-formed. Code that runs out of the
+    budget (its own, or the :func:`budget` around it) also gives ``None``.
     """
     canonical = canonical_language(language)
     if canonical is None or len(code) > MAX_HIGHLIGHT_LENGTH:
         return None
-    from pygments import highlight as pygments_highlight
+    from pygments import format as pygments_format
+    from pygments import lex
 
-    html = pygments_highlight(code, _lexer(canonical), _formatter())
+    with budget():
+        try:
+            html = pygments_format(_timed(lex(code, _lexer(canonical))), _formatter())
+        except _OutOfTime:
+            return None
     if not code.endswith("\n") and html.endswith("\n"):
         html = html[:-1]
     return Markup(html)  # noqa: S704 - Pygments escapes the code it is given

@@ -13,7 +13,8 @@ parser produced (raw HTML in the source included). Links may only use ``http``,
 ``https`` or ``mailto`` (or be relative) and always get ``rel="nofollow noopener"``.
 
 Fenced code blocks that name a language Pygments knows are highlighted with
-``<span class="hl-…">`` tokens (see :mod:`srcore.highlighting`). Headings get an ``id``
+``<span class="hl-…">`` tokens (see :mod:`srcore.highlighting`), all of a document's
+blocks within one budget of time; a block past it is only escaped. Headings get an ``id``
 made from their text, unique in the document, and a link to it; every ``id`` carries the
 prefix ``user-content-`` (raw HTML's too), so user text can never take the name of an
 element of the page around it (a form, a field) and clobber it. A list item that starts
@@ -249,14 +250,26 @@ _TASK_MARKER = re.compile(r"\[([ xX])\] ")
 
 
 def _task_lists(state: StateCore) -> None:
-    """Turn list items starting with ``[ ]`` or ``[x]`` into tasks with a checkbox."""
+    """Turn list items starting with ``[ ]`` or ``[x]`` into tasks with a checkbox.
+
+    One pass over the tokens, keeping the lists open at each point: a list of many
+    tasks costs as much as its length, never one look back per item.
+    """
     from markdown_it.token import Token
 
     tokens = state.tokens
-    for index in range(2, len(tokens)):
-        inline = tokens[index]
+    open_lists: list[Token] = []
+    for index, inline in enumerate(tokens):
+        if inline.type in {"bullet_list_open", "ordered_list_open"}:
+            open_lists.append(inline)
+            continue
+        if inline.type in {"bullet_list_close", "ordered_list_close"}:
+            if open_lists:
+                open_lists.pop()
+            continue
         if (
-            inline.type != "inline"
+            index < 2
+            or inline.type != "inline"
             or tokens[index - 1].type != "paragraph_open"
             or tokens[index - 2].type != "list_item_open"
             or not inline.children
@@ -273,13 +286,9 @@ def _task_lists(state: StateCore) -> None:
         checkbox.content = f'<input type="checkbox" disabled{checked}> '
         inline.children.insert(0, checkbox)
         tokens[index - 2].attrJoin("class", TASK_ITEM_CLASS)
-        level = tokens[index - 2].level - 1
-        for back in range(index - 3, -1, -1):
-            if tokens[back].level == level and tokens[back].type == "bullet_list_open":
-                tokens[back].attrSet("class", TASK_LIST_CLASS)
-                break
-            if tokens[back].level <= level:
-                break
+        # The item's own list is the innermost one open; only a bulleted one is marked.
+        if open_lists and open_lists[-1].type == "bullet_list_open":
+            open_lists[-1].attrSet("class", TASK_LIST_CLASS)
 
 
 @functools.cache
@@ -306,7 +315,10 @@ def markdown(text: str | None) -> Markup:
     """Render user-written markdown to sanitized HTML; ``None`` renders as nothing."""
     if not text:
         return Markup("")
-    return sanitize_html(_parser().render(str(text)))
+    # One highlighting budget for all the fences: many small blocks cost no more than one.
+    with highlighting.budget():
+        html = _parser().render(str(text))
+    return sanitize_html(html)
 
 
 def markdown_summary(text: str | None, length: int = 120) -> str:

@@ -1,0 +1,178 @@
+"""User text as an attacker writes it: hostile markdown and code, and what it may cost.
+
+Every time bound here is a hang guard on a subprocess (it fails only when the work does
+not end at all in reasonable time); what is asserted is a count or a size.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
+from markdown_it.token import Token
+
+from srcore import highlighting, rendering
+from srcore.rendering import markdown
+
+#: Generous: each script below needs a few seconds at most; without its fix, hours.
+HANG_GUARD = 120
+
+
+def _run(code: str) -> str:
+    """Run ``code`` in a fresh interpreter, failing if it has not finished by the guard."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+        check=True,
+        cwd=Path(__file__).parent,  # srcore as installed, not as the working directory has it
+    )
+    return done.stdout.strip()
+
+
+# -- task lists -------------------------------------------------------------------------
+
+
+class _CountingTokens(list[Token]):
+    """A token list that counts how often an item is read by index."""
+
+    reads = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        self.reads += 1
+        return super().__getitem__(index)
+
+
+def test_a_long_task_list_is_marked_in_one_pass() -> None:
+    """Each task used to look back over every item before it: a paste of tasks took minutes."""
+    items = 2000
+    text = "- [ ] a\n" * items
+    parser = MarkdownIt("commonmark")
+    state = StateCore(text, parser, {})
+    parser.core.process(state)
+    tokens = _CountingTokens(state.tokens)
+    state.tokens = tokens
+
+    rendering._task_lists(state)
+
+    assert sum(1 for t in tokens if t.type == "list_item_open" and t.attrGet("class")) == items
+    assert tokens[0].attrGet("class") == rendering.TASK_LIST_CLASS
+    assert tokens.reads <= 4 * len(tokens)
+
+
+def test_a_task_list_at_the_paste_size_limit_renders() -> None:
+    out = _run(
+        """
+        from srcore.rendering import markdown
+        html = markdown("- [ ] a\\n" * (262144 // 8))
+        print(html.count('type="checkbox"'))
+        """
+    )
+    assert out == str(262144 // 8)
+
+
+@pytest.mark.parametrize(
+    ("text", "list_class"),
+    [
+        ("- [ ] a\n- b\n  - [x] c\n", "contains-task-list"),
+        ("1. [ ] a\n2. [x] b\n", None),
+        ("- a\n  1. [ ] b\n- [x] c\n", "contains-task-list"),
+    ],
+)
+def test_tasks_mark_their_own_bulleted_list_only(text: str, list_class: str | None) -> None:
+    out = str(markdown(text))
+    assert out.count('type="checkbox"') == 2
+    first_list = out.split(">", 1)[0]
+    assert (list_class in first_list) if list_class else ("class" not in first_list)
+    assert "<ol>" in out or "<ol" not in out  # an ordered list never gets the task class
+
+
+# -- highlighting budget ------------------------------------------------------------------
+
+
+class _FakeClock:
+    """``time.thread_time`` that moves ``step`` seconds at every reading."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+        self.readings = 0
+
+    def thread_time(self) -> float:
+        self.readings += 1
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _FakeClock:
+    fake = _FakeClock(step=highlighting.HIGHLIGHT_BUDGET / 100)
+    monkeypatch.setattr(highlighting, "time", fake)
+    return fake
+
+
+def test_code_that_runs_out_of_its_budget_is_shown_escaped(clock: _FakeClock) -> None:
+    assert highlighting.highlight("x = 1\n", "python") is not None
+    long_code = "x = 1\n" * 100
+    assert highlighting.highlight(long_code, "python") is None
+    lines = highlighting.highlight_lines("<b>\n" * 100, "python")
+    assert "&lt;b&gt;" in lines
+    assert "hl-" not in lines
+
+
+def test_a_documents_fences_share_one_budget(clock: _FakeClock) -> None:
+    """Many fences, each under the budget, must not add up to many budgets."""
+    fence = "```python\n" + "x = 1\n" * 8 + "```\n\n"
+    out = str(markdown(fence * 20))
+    highlighted = out.count('<code class="language-python"><span')
+    assert 1 <= highlighted < 20
+    plain = out.count('<code class="language-python">x = 1\n' + "x = 1\n" * 7 + "</code>")
+    assert plain == 20 - highlighted  # the rest is still there, escaped
+
+
+def test_template_languages_check_the_budget_inside_their_sub_lexers() -> None:
+    """Such a lexer lexes the whole text twice before its first token comes out."""
+    lexer: Any = highlighting._lexer(highlighting.canonical_language("html+php") or "")
+    with highlighting.budget(-1.0):
+        with pytest.raises(highlighting._OutOfTime):
+            list(lexer.language_lexer.get_tokens_unprocessed("<?php echo 1; ?>"))
+        with pytest.raises(highlighting._OutOfTime):
+            list(lexer.root_lexer.get_tokens_unprocessed("<p>x</p>"))
+    assert highlighting.highlight("<?php echo 1; ?>", "html+php") is not None
+
+
+@pytest.mark.parametrize(
+    ("language", "unit"),
+    [
+        ("c", "\\n"),  # blank lines: each token looks ahead over all of them
+        ("autohotkey", "\\n"),
+        ("c-objdump", " "),  # a template lexer: nothing comes out until both passes end
+    ],
+)
+def test_hostile_code_at_the_paste_size_limit_is_bounded(language: str, unit: str) -> None:
+    out = _run(
+        f"""
+        from srcore import highlighting
+        code = "{unit}" * 262144
+        print(highlighting.highlight_lines(code, "{language}").count('class="line"'))
+        """
+    )
+    assert int(out) >= 1
+
+
+def test_markdown_of_many_hostile_fences_is_bounded() -> None:
+    out = _run(
+        """
+        from srcore.rendering import markdown
+        fence = "```c\\n" + "\\n" * 32000 + "x\\n```\\n"
+        print(markdown(fence * 8).count("<pre>"))
+        """
+    )
+    assert out == "8"
