@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, Response, render_template, request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from srcore.logsetup import log_safe
@@ -122,6 +123,19 @@ def _database_unavailable(exc: Exception) -> Response:
     return error_response(503, reason, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))])
 
 
+def _changed_meanwhile(exc: Exception) -> Response:
+    """A row the request read was deleted by another request before this one wrote it, or
+    read its expired attributes: SQLAlchemy's StaleDataError at the flush (an UPDATE or
+    DELETE matched no row), ObjectDeletedError on the read. That is a conflict with the
+    other request, a 409 asking to reload, not a broken service; a view that can say more
+    (a 404 for what is gone) locks the row before it writes."""
+    log.warning(
+        "conflict on %s: %s", log_safe(f"{request.method} {request.path}"), type(exc).__name__
+    )
+    reason = "This was changed or deleted by someone else meanwhile. Reload it and try again."
+    return error_response(409, reason)
+
+
 def _validation_failed(exc: Exception) -> Response:
     """Bad input a view let raise: its form page again, the JSON error body, or (a bad
     query string of a page) an error page naming the fields."""
@@ -167,3 +181,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(SearchError, _search_error)
     app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(PoolTimeout, _database_unavailable)
+    app.register_error_handler(StaleDataError, _changed_meanwhile)
+    app.register_error_handler(ObjectDeletedError, _changed_meanwhile)
