@@ -136,7 +136,11 @@ def test_show_and_check_never_print_a_password_with_at_percent_colon(
         for secret in {written, decoded, *pieces}:
             assert secret not in out, (command, out)
     _code, out = _run(path, "show")
-    assert "redis://:***@127.0.0.1:6379/0" in out
+    if form == "raw-slash":
+        # Redis's client would take the part after the raw '/' for the database: refused.
+        assert "redis-url: an '@' follows the host: percent-encode" in out
+    else:
+        assert "redis://:***@127.0.0.1:6379/0" in out
     assert "amqp://worker:***@127.0.0.1:5672//" in out
 
 

@@ -546,3 +546,22 @@ def test_a_misspelt_environment_variable_is_told_the_close_key(tmp_path: Path) -
         "did you mean 'SRCORE__TODO__DATABASE_URL'?",
         "environment variable SRCORE__TODO__LOG_LEVLE names no key of [todo]",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("redis://127.0.0.1:6379/x", "the database of a Redis URL is a number"),
+        ("redis://127.0.0.1:6379/0/extra", "the database of a Redis URL is a number"),
+    ],
+)
+def test_a_redis_url_whose_database_is_no_number_is_refused(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    """redis-url, "e.g. redis://127.0.0.1:6379/0": Redis's client reads a database that is
+    no number as none and quietly uses database 0, which another program may be using;
+    the broker URL was already checked so, the shared Redis was not."""
+    (problem,) = refused(tmp_path, f"[global]\nredis-url = {value}\n\n" + NETWORK)
+    assert (problem.line, problem.section, problem.key) == (2, "global", "redis-url")
+    assert message in problem.message
+    assert load(tmp_path, "[global]\nredis-url = redis://127.0.0.1:6379/3\n\n" + NETWORK)

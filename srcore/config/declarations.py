@@ -159,7 +159,7 @@ def _redis_url(value: object) -> str | None:
     scheme = urlsplit(str(value)).scheme
     if scheme not in ("redis", "rediss", "unix"):
         return f"a Redis URL starts with redis://, rediss:// or unix://, not {scheme}://"
-    return None
+    return _redis_database(str(value))
 
 
 def _redis_database(url: str) -> str | None:
