@@ -8,6 +8,11 @@ there, and :meth:`Metrics.render` adds them up with its ``MultiProcessCollector`
 the variable (tests, the Flask debug server) the app's own registry is rendered. A gauge
 added here needs a ``multiprocess_mode`` saying how the processes' values combine.
 
+Counting never fails a request, nor stops the service: when the directory cannot hold a
+process's values (the variable names no directory, or a cleaner of the temporary
+directory removed it), the process logs why once, counts nothing more, and the metrics
+page answers 503 with the same reason, which the scraper reports.
+
 Every label value comes from a short list the service fixes (its routes, the methods of
 HTTP, the status codes it answers), never from what a client sends: each new value is a
 series kept for the life of the process (and a file's worth of entries under gunicorn),
@@ -16,12 +21,12 @@ so a client free to choose one could grow them without end.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from flask import Flask, Request, Response, abort, request
 
-from srcore.config import ConfigError
 from srcore.service import state
 
 __all__ = [
@@ -33,6 +38,8 @@ __all__ = [
     "MetricsExtension",
     "init_app",
 ]
+
+log = logging.getLogger("srcore")
 
 #: The variable naming the directory where the processes of one server keep their values.
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -67,15 +74,33 @@ class Metrics:
         )
         self.service_id = service_id
 
+        #: Why this process no longer counts (None while it does); said in the log once.
+        self.broken: str | None = None
+
+    def give_up(self, reason: str) -> None:
+        """Stop counting in this process, and say why in the log."""
+        if self.broken is None:
+            self.broken = reason
+            log.error("%s; requests are served and no longer counted", reason)
+
     def observe(self, request: Request, response: Response, elapsed: float) -> None:
         """Count one request; the route is the URL rule, never the raw path (bounded labels)."""
+        if self.broken is not None:
+            return
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         method = request.method if request.method in METHODS else "other"
-        self.requests.labels(self.service_id, method, route, str(response.status_code)).inc()
-        self.latency.labels(self.service_id, route).observe(elapsed)
+        try:
+            self.requests.labels(self.service_id, method, route, str(response.status_code)).inc()
+            self.latency.labels(self.service_id, route).observe(elapsed)
+        except OSError:  # a process's first value makes its file in the directory
+            self.give_up(_multiproc_dir_problem() or "metrics: cannot keep the counts")
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
+        """The exposition text and its content type.
+
+        Raises :class:`OSError` or :class:`ValueError` when the directory of a server's
+        processes cannot be read.
+        """
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
         registry = self.registry
@@ -108,29 +133,27 @@ class MetricsExtension:
         return init_app(app, path=path)
 
 
-def _check_multiproc_dir(app: Flask) -> None:
-    """Refuse to start on a ``PROMETHEUS_MULTIPROC_DIR`` the process cannot keep values in.
+def _multiproc_dir_problem() -> str | None:
+    """What is wrong with ``PROMETHEUS_MULTIPROC_DIR`` for this process, if anything.
 
-    prometheus-client opens its file there at a request's first count, so a directory
-    that is missing, not a directory or not writable would otherwise fail every request
-    (a 500 from the after-request hook), not the start.
+    prometheus-client makes a process's files there at its first count, and reads every
+    process's at a scrape: a directory that is missing, not a directory or not writable
+    would fail the request being counted (a 500 from the after-request hook).
     """
     path = os.environ.get(MULTIPROC_DIR)
     if not path:
-        return
+        return None
     if not os.path.isdir(path):
         what = "is not a directory" if os.path.exists(path) else "does not exist"
     elif not os.access(path, os.W_OK | os.X_OK):
         what = "is not writable by this process"
     else:
-        return
-    message = (
-        f"metrics are served, and the environment variable {MULTIPROC_DIR} names {path!r},"
-        f" which {what}: each process keeps its counts in files there. srcore serve sets"
-        " it to a fresh directory itself; elsewhere create the directory or unset the"
-        " variable"
+        return None
+    return (
+        f"metrics: the environment variable {MULTIPROC_DIR} names {path!r}, which {what}:"
+        " each process keeps its counts in files there (srcore serve makes a fresh one"
+        " itself; elsewhere create the directory or unset the variable, and restart)"
     )
-    raise ConfigError([state(app).section.problem("metrics-path", message)])
 
 
 #: Headers a reverse proxy adds to what it forwards; a scraper reaching the service
@@ -145,16 +168,24 @@ def init_app(app: Flask, *, path: str) -> Metrics:
     address directly: a request a proxy forwarded (from anywhere) is answered 404, as if
     nothing were there, in case the proxy's rule blocking the path is missing.
     """
-    _check_multiproc_dir(app)
     metrics = Metrics(state(app).service_id)
+    problem = _multiproc_dir_problem()
+    if problem is not None:
+        metrics.give_up(problem)
     app.extensions[EXTENSION_KEY] = metrics
 
     def view() -> Any:
+        # Each scrape is read afresh: no cache between the scraper and the service.
+        fresh = {"Cache-Control": "no-store"}
         if any(name in request.headers for name in FORWARDED_HEADERS):
             abort(404)
-        body, content_type = metrics.render()
-        # Each scrape is read afresh: no cache between the scraper and the service.
-        return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
+        try:
+            body, content_type = metrics.render()
+        except (OSError, ValueError):
+            reason = _multiproc_dir_problem() or metrics.broken or "metrics: cannot be read"
+            metrics.give_up(reason)
+            return Response(reason + "\n", 503, content_type="text/plain", headers=fresh)
+        return Response(body, content_type=content_type, headers=fresh)
 
     app.add_url_rule("/" + path.lstrip("/"), endpoint="srcore_metrics", view_func=view)
     return metrics

@@ -3,21 +3,25 @@
 A client chooses the method, path, Host and headers of its requests: none of it may add a
 series to the metrics (each is kept for the life of the process, and in a file under
 gunicorn), and nothing secret in a path may become a label. A scrape and a health check
-are answered afresh each time, never from a cache; a metrics directory the process cannot
-write in stops the start with a message naming it, instead of failing every request.
+are answered afresh each time, never from a cache. A metrics directory the process cannot
+write in (misnamed, or removed while the server runs) is said once in the log and by the
+metrics page, and fails no request.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import shutil
 import socket
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import prometheus_client  # noqa: F401  (it reads PROMETHEUS_MULTIPROC_DIR once, at import)
 import pytest
 
-from srcore.config import ConfigError
 from srcore.testing import free_port, run_service, write_config
 
 SERIES = re.compile(r"^srcore_http_requests_total\{([^}]*)\} (\S+)$", re.MULTILINE)
@@ -169,20 +173,27 @@ def test_metrics_forwarded_by_a_proxy_are_not_there(
 
 
 @pytest.mark.parametrize("kind", ["missing", "file"])
-def test_an_unusable_multiprocess_directory_stops_the_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+def test_an_unusable_multiprocess_directory_is_said_and_fails_no_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
+    """In a process that imported prometheus-client with the variable set, every request
+    was a 500 (the after-request hook failed to count it): see the gunicorn test below."""
     target = tmp_path / "metrics-dir"
     if kind == "file":
         target.write_text("")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(target))
-    with pytest.raises(ConfigError) as info:
-        build(tmp_path)
-    message = str(info.value)
-    assert "PROMETHEUS_MULTIPROC_DIR" in message
-    assert str(target) in message
-    assert ("does not exist" if kind == "missing" else "is not a directory") in message
-    assert "metrics-path" in message
+    with caplog.at_level(logging.ERROR, logger="srcore"):
+        client = build(tmp_path).test_client()
+        for path in ("/", "/", "/healthz", "/no-such-page"):
+            assert client.get(path).status_code in (200, 404), path
+        scrape = client.get("/internal/metrics")
+    said = [r.getMessage() for r in caplog.records if "PROMETHEUS_MULTIPROC_DIR" in r.getMessage()]
+    assert len(said) == 1, said  # once, not once a request
+    what = "does not exist" if kind == "missing" else "is not a directory"
+    for text in (said[0], scrape.get_data(as_text=True)):
+        assert str(target) in text and what in text, text
+    assert scrape.status_code == 503
+    assert scrape.headers["Cache-Control"] == "no-store"
 
 
 def test_a_multiprocess_directory_matters_only_when_metrics_are_served(
@@ -258,3 +269,35 @@ def test_preloaded_workers_count_where_scrapes_read(
             body = response.read().decode()
     counted = [v for k, v in series(body).items() if 'route="/"' in k and 'method="GET"' in k]
     assert counted == [sent], body
+
+
+def test_a_vanished_metrics_directory_fails_no_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cleaner of the temporary directory removed the workers' metrics directory: each
+    worker started afterwards (``--max-requests`` restarts them) could not make its files
+    and answered every request 500. The request is answered; counting is what fails."""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--max-requests 2")
+    config = write_config(
+        tmp_path / "config.ini",
+        service_id="paste",
+        database_url=f"sqlite:///{tmp_path / 'paste.db'}",
+        extra="metrics-path = /internal/metrics\n",
+    )
+    upgrade_all(migration_target("paste", config))
+    port = free_port()
+    with run_service("paste", config, port=port, workers=1, timeout=60) as url:
+        (directory,) = tmp_path.glob("srcore-metrics-*")
+        shutil.rmtree(directory)
+        for _ in range(8):
+            with urllib.request.urlopen(url + "/", timeout=10) as response:
+                assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as scrape:
+            urllib.request.urlopen(url + "/internal/metrics", timeout=10)
+        with scrape.value as answer:
+            assert answer.status == 503
+            assert "PROMETHEUS_MULTIPROC_DIR" in answer.read().decode()
