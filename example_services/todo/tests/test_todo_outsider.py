@@ -370,3 +370,19 @@ def test_tickets_submitted_at_once_get_distinct_numbers_and_one_event_each(
         )
         announced = sorted(json.loads(payload)["number"] for payload in payloads)
     assert numbers == announced == sorted(created)
+
+
+def test_ids_of_a_deleted_trackers_tickets_and_comments_are_never_given_again(
+    app: Any, user: Any, bob: Any, make: Any, auth: Any
+) -> None:
+    """Events and the API name tickets and comments by id: on SQLite too, a ticket or
+    comment deleted with its tracker never lends its id to a new one (bob's, here)."""
+    gone = make.tracker(user, "gone")
+    old_ticket = make.ticket(gone, user)
+    old_comment = make.comment(old_ticket, user)
+    assert app.test_client().delete("/api/trackers/gone", headers=auth()).status_code == 204
+    kept = make.tracker(bob, "kept")
+    new_ticket = make.ticket(kept, bob)
+    new_comment = make.comment(new_ticket, bob)
+    assert new_ticket.id > old_ticket.id
+    assert new_comment.id > old_comment.id

@@ -113,6 +113,8 @@ class Ticket(TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("tracker_id", "number"),
         Index("ix_ticket_tracker_id_status_number", "tracker_id", "status", "number"),
+        # Events and the API name tickets and comments by id too: none is given again.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -132,7 +134,10 @@ class Ticket(TimestampMixin, Base):
 
 class Comment(TimestampMixin, Base):
     __tablename__ = "comment"
-    __table_args__ = (Index("ix_comment_ticket_id_id", "ticket_id", "id"),)
+    __table_args__ = (
+        Index("ix_comment_ticket_id_id", "ticket_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id", ondelete="CASCADE"))
