@@ -565,3 +565,55 @@ def test_a_redis_url_whose_database_is_no_number_is_refused(
     assert (problem.line, problem.section, problem.key) == (2, "global", "redis-url")
     assert message in problem.message
     assert load(tmp_path, "[global]\nredis-url = redis://127.0.0.1:6379/3\n\n" + NETWORK)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x@",
+        "@example.org",
+        "Example <noreply@example.org",
+        "Example noreply@example.org",
+        "a@b@example.org",
+        "Ops, Team <ops@example.org>",
+    ],
+)
+def test_an_smtp_from_no_mail_could_carry_is_refused(tmp_path: Path, value: str) -> None:
+    """smtp-from: "The sender address of outgoing mail, e.g. 'Example
+    <noreply@example.org>'". One that is no single address broke every mail when it was
+    built (x@ raised IndexError from the mail library); it is one line naming the key."""
+    (problem,) = refused(tmp_path, f"[global]\nsmtp-from = {value}\n\n" + NETWORK)
+    assert (problem.line, problem.section, problem.key) == (2, "global", "smtp-from")
+    assert problem.message.startswith(f"not a mail address: {value!r}")
+
+
+@pytest.mark.parametrize(
+    "value", ["noreply@example.org", "Example <noreply@example.org>", '"Ops, Team" <o@x.org>']
+)
+def test_an_smtp_from_that_is_one_address_builds_mail(tmp_path: Path, value: str) -> None:
+    from srcore.mail import Mailer
+
+    config = load(tmp_path, f"[global]\nsmtp-from = {value}\n\n" + NETWORK)
+    message = Mailer.from_config(config.global_).build("bob@example.org", "Hi", "Body\n")
+    assert message["From"] == value
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("mail.example.org:587", "a host name alone: put the port in smtp-port"),
+        ("smtp://mail.example.org", "a host name alone, not a URL"),
+        ("mail.example.org/relay", "a host name alone"),
+    ],
+)
+def test_an_smtp_host_with_a_port_or_scheme_is_refused(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    """smtp-host: "The SMTP server outgoing mail is sent through", with its port in
+    smtp-port. 'host:587' was taken for a host name, and every mail failed to resolve."""
+    (problem,) = refused(tmp_path, f"[global]\nsmtp-host = {value}\n\n" + NETWORK)
+    assert (problem.line, problem.section, problem.key) == (2, "global", "smtp-host")
+    assert message in problem.message
+    for good in ("mail.example.org", "127.0.0.1", "::1", "smtp-relay"):
+        config = load(tmp_path, f"[global]\nsmtp-host = {good}\n\n" + NETWORK)
+        assert config.global_["smtp-host"] == good

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -272,8 +273,43 @@ def _url_path(value: object) -> str | None:
 
 
 def _mail_address(value: object) -> str | None:
-    if isinstance(value, str) and "@" not in value:
-        return f"not a mail address: {value!r}"
+    """One address, as a From header reads it: anything else broke each mail when it was
+    built (``x@`` raised from the mail library) or sent it from a mangled address."""
+    if not isinstance(value, str):
+        return None
+    from email.message import EmailMessage
+
+    try:
+        message = EmailMessage()
+        message["From"] = value
+        header = message["From"]
+        addresses = header.addresses
+        one = len(addresses) == 1 and addresses[0].username and addresses[0].domain
+        fine = bool(one) and not header.defects
+    except (ValueError, IndexError, TypeError):  # what the parser raises on nonsense
+        fine = False
+    if fine:
+        return None
+    return (
+        f"not a mail address: {value!r} (e.g. noreply@example.org or Example <noreply@example.org>)"
+    )
+
+
+def _host_name(value: object) -> str | None:
+    """A host name or IP address alone: its port is a key of its own, and the scheme too."""
+    if not isinstance(value, str) or not value:
+        return None
+    if "://" in value:
+        return f"a host name alone, not a URL: {value!r} (smtp-tls says how to connect)"
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if ":" in value:
+        return f"a host name alone: put the port in smtp-port, not in {value!r}"
+    if not re.fullmatch(r"[\w.-]+", value):
+        return f"a host name alone, like mail.example.org, not {value!r}"
     return None
 
 
@@ -475,6 +511,7 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     ),
     Key(
         "smtp-host",
+        check=_host_name,
         help="The SMTP server outgoing mail is sent through. Empty: mail is written to the "
         "log instead of being sent.",
     ),
