@@ -386,3 +386,29 @@ def test_ids_of_a_deleted_trackers_tickets_and_comments_are_never_given_again(
     new_comment = make.comment(new_ticket, bob)
     assert new_ticket.id > old_ticket.id
     assert new_comment.id > old_comment.id
+
+
+def test_one_name_claimed_at_once_goes_to_one_tracker(
+    app: Any, user: Any, make: Any, auth: Any
+) -> None:
+    """Creations and renames racing for one name: one wins, the others get the 409 that
+    says so, and only the winner's event is written."""
+    make.tracker(user, "a")
+    make.tracker(user, "b")
+    headers = auth()
+
+    def claim(i: int) -> Any:
+        client = app.test_client()
+        if i < 2:
+            return client.post("/api/trackers", json={"name": "wanted"}, headers=headers)
+        return client.patch(
+            f"/api/trackers/{'ab'[i - 2]}", json={"name": "wanted"}, headers=headers
+        )
+
+    answers = _at_once(4, claim)
+    codes = sorted(a.status_code for a in answers)
+    won = [c for c in codes if c in (200, 201)]
+    assert len(won) == 1 and all(c in (409, 503) for c in codes if c not in (200, 201)), codes
+    with app.extensions["srcore"].db.transaction() as session:
+        assert session.scalar(select(func.count()).where(Tracker.name == "wanted")) == 1
+    assert len(outbox(app)) == 1
