@@ -135,3 +135,24 @@ def test_meta_two_factor_issuer_empty_is_the_site_name(
         with meta.app_context():
             assert twofactor._issuer() == expected
         meta.extensions["srcore"].db.dispose()
+
+
+@pytest.mark.parametrize("srcore_service", ["meta"])
+def test_meta_audit_subscribers_name_services_of_the_network(
+    app: Any, srcore_signing_key: Any, tmp_path: Path
+) -> None:
+    """audit-subscribers: "Services of the network (by id) whose first-party webhook
+    subscription also receives every audit log entry". A name that is no such service
+    (a typo, or meta itself) would receive nothing, silently: meta refuses to start,
+    naming file, line, section and key."""
+    from srcore.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        rebuild(app, srcore_signing_key, tmp_path, "audit-subscribers = meta, tood\n")
+    (problem,) = info.value.problems
+    assert (problem.section, problem.key) == ("meta", "audit-subscribers")
+    assert problem.line is not None
+    assert problem.message == (
+        "meta, tood: no service of this file besides meta that meta sends events to "
+        "(with an oauth-client-secret); none would receive the audit log"
+    )

@@ -12,6 +12,7 @@ every service (:mod:`meta.oauth.network`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,21 @@ def make_verifier(st: OAuthState) -> TokenVerifier:
     )
 
 
+def _check_audit_subscribers(section: Any, names: Sequence[str], targets: Sequence[Any]) -> None:
+    """Every service ``audit-subscribers`` names is one meta sends events to: any other
+    name (a typo, meta itself, a service without a client secret) would receive nothing,
+    silently, while the operator believes the audit log goes there."""
+    from srcore.config import ConfigError
+
+    wrong = [name for name in names if name not in {t.service_id for t in targets}]
+    if wrong:
+        message = (
+            f"{', '.join(wrong)}: no service of this file besides meta that meta sends events "
+            "to (with an oauth-client-secret); none would receive the audit log"
+        )
+        raise ConfigError([section.problem("audit-subscribers", message)])
+
+
 def init_app(app: Flask) -> OAuthState:
     """Add the authorization server's routes and state to meta's *app*."""
     from meta.oauth import events
@@ -135,9 +151,9 @@ def init_app(app: Flask) -> OAuthState:
         local=installed,
         fetch=http_fetcher(waited.total_seconds() if isinstance(waited, timedelta) else 10.0),
     )
-    network = Network(
-        targets_from_config(config, audit_subscribers=settings.audit_subscribers), app=app
-    )
+    targets = targets_from_config(config, audit_subscribers=settings.audit_subscribers)
+    _check_audit_subscribers(st.section, settings.audit_subscribers, targets)
+    network = Network(targets, app=app)
     # Every session of meta's database knows the network, so a hook finds it without a
     # request (meta.admin, scripts).
     factory = st.db.sessionmaker
