@@ -84,10 +84,13 @@ def test_gunicorn_access_log_is_redacted(tmp_path: Path) -> None:
     turned on (here through GUNICORN_CMD_ARGS), its lines are redacted too."""
     import os
 
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
     from srcore.testing import write_network_config
 
     port = free_port()
     config = write_network_config(tmp_path / "config.ini", {"paste": port})
+    upgrade_all(migration_target("paste", config))  # serve refuses a database not there
     env = dict(
         os.environ,
         SRCORE_CONFIG=str(config),
@@ -109,7 +112,7 @@ def test_gunicorn_access_log_is_redacted(tmp_path: Path) -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a bound for a loaded machine, not a timing
         while True:
             try:
                 request = urllib.request.Request(
@@ -174,7 +177,11 @@ def test_serve_debug_uses_the_redacting_handler(
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(SrcoreApp, "run", lambda self, **kw: seen.update(kw))
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
     config = write_network_config(tmp_path / "config.ini", {"paste": free_port()})
+    upgrade_all(migration_target("paste", config))  # serve refuses a database not there
     result = CliRunner().invoke(cli, ["--config", str(config), "serve", "paste", "--debug"])
     assert result.exit_code == 0, result.output
     from srcore.redact import dev_request_handler
