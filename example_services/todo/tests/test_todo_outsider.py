@@ -412,3 +412,26 @@ def test_one_name_claimed_at_once_goes_to_one_tracker(
     with app.extensions["srcore"].db.transaction() as session:
         assert session.scalar(select(func.count()).where(Tracker.name == "wanted")) == 1
     assert len(outbox(app)) == 1
+
+
+def test_a_status_change_is_judged_against_the_ticket_as_it_now_is(
+    app: Any, user: Any, tracker: Tracker, make: Any, auth: Any, before_first_write: Any
+) -> None:
+    """The ticket was resolved when the call read it and reopened before it wrote: a new
+    resolution for it is refused, not stored on an open ticket."""
+    make.ticket(tracker, user, status="resolved", resolution="fixed")
+
+    def reopen() -> None:
+        with app.extensions["srcore"].db.transaction() as session:
+            session.execute(update(Ticket).values(status="open", resolution=None))
+
+    before_first_write(reopen)
+    answer = app.test_client().patch(
+        "/api/trackers/bugs/tickets/1", json={"resolution": "duplicate"}, headers=auth()
+    )
+    assert answer.status_code == 400
+    assert answer.get_json()["errors"][0]["field"] == "resolution"
+    with app.extensions["srcore"].db.transaction() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert (ticket.status.value, ticket.resolution) == ("open", None)
+    assert outbox(app) == []

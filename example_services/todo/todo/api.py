@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from functools import partial
+from typing import Any
 
 from flask import Blueprint, abort, url_for
 from sqlalchemy import Select, bindparam, select
@@ -207,9 +208,13 @@ def update_ticket(name: str, number: int) -> TicketJSON:
     user = require_user(User)
     tracker, ticket, submitter = _ticket(user, name, number)
     valid = Validation()
-    values = logic.read_ticket(valid, partial=True)
-    values.update(logic.read_status(valid, ticket, partial=True))
-    logic.save_ticket(session, valid, ticket, values, (tracker, user, submitter), editor=user)
+
+    def read() -> dict[str, Any]:
+        values = logic.read_ticket(valid, partial=True)
+        values.update(logic.read_status(valid, ticket, partial=True))
+        return values
+
+    logic.save_ticket(session, valid, ticket, read, (tracker, user, submitter), editor=user)
     return ticket_json(ticket, tracker, user, submitter)
 
 

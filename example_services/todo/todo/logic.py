@@ -299,21 +299,24 @@ def save_ticket(
     session: Session,
     valid: Validation,
     ticket: Ticket,
-    values: dict[str, Any],
+    read: Callable[[], dict[str, Any]],
     people: tuple[Tracker, User, User],
     *,
     editor: User,
 ) -> None:
-    """Apply *values* read by *valid* (raising if it failed), emit ``ticket:updated`` if
-    anything changed, and commit. *people*: the tracker, its owner, the submitter;
-    *editor*: who changes it.
+    """Apply the values *read* gets from *valid* (raising if it failed), emit
+    ``ticket:updated`` if anything changed, and commit. *people*: the tracker, its owner,
+    the submitter; *editor*: who changes it.
 
-    The ticket is read again once its tracker is locked: a change committed meanwhile
-    (another field edited) stays, and the event carries the ticket as it now is.
+    The ticket is read again once its tracker is locked, and only then are the values
+    read, since a status change is judged against the ticket's status: a change committed
+    meanwhile stays (a resolution is not given to a ticket just reopened), and the event
+    carries the ticket as it now is.
     """
-    valid.raise_if_invalid()
     lock_tracker(session, people[0], editor)
     session.refresh(ticket, _TICKET_FIELDS)
+    values = read()
+    valid.raise_if_invalid()
     apply_ticket(ticket, values)
     if session.is_modified(ticket):
         events.ticket_changed(session, "ticket:updated", ticket, *people)

@@ -8,6 +8,7 @@ every POST outside the API; the templates carry the token with ``forms.csrf()``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -253,8 +254,8 @@ def edit_ticket(username: str, name: str, number: int) -> Any:
     valid = Validation.form("todo/ticket_form.html", tracker=found, ticket=ticket)
     people = (found, found.owner, ticket.submitter)
     # A field the form leaves out keeps its value.
-    values = logic.read_ticket(valid, partial=True)
-    logic.save_ticket(session, valid, ticket, values, people, editor=user)
+    read = partial(logic.read_ticket, valid, partial=True)
+    logic.save_ticket(session, valid, ticket, read, people, editor=user)
     flash(f"Ticket #{ticket.number} saved.", "success")
     return redirect(_ticket_url(found, ticket))
 
@@ -281,8 +282,8 @@ def ticket_status(username: str, name: str, number: int) -> Any:
         abort(403)
     valid = Validation.form("todo/ticket.html", lambda: _ticket_page(found, ticket))
     people = (found, found.owner, ticket.submitter)
-    values = logic.read_status(valid, ticket)
-    logic.save_ticket(session, valid, ticket, values, people, editor=user)
+    read = partial(logic.read_status, valid, ticket)
+    logic.save_ticket(session, valid, ticket, read, people, editor=user)
     flash(
         "Ticket reopened." if ticket.status == TicketStatus.open else "Ticket resolved.", "success"
     )
