@@ -703,3 +703,27 @@ def test_scanner_agrees_with_configparser(text: str) -> None:
         for key in parser[name]:
             line = io.StringIO(text).readlines()[scanned.lines[(name, key)] - 1]
             assert line.split("=")[0].split(":")[0].strip().lower() == key
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("/", "must not be / (the service's front page)"),
+        ("/healthz", "under /healthz, which every service answers itself"),
+        ("/api/metrics", "under /api, which every service answers itself"),
+        ("/webhooks/", "under /webhooks"),
+        ("/.well-known/metrics", "under /.well-known"),
+    ],
+)
+def test_metrics_path_may_not_hide_a_page_every_service_has(
+    tmp_path: Path, value: str, says: str
+) -> None:
+    """Served there, the metrics would replace that page, with nothing said."""
+    found = {
+        (p.section, p.key): p.message
+        for p in problems(tmp_path, MINIMAL + f"metrics-path = {value}\n")
+    }
+    assert says in found[("todo", "metrics-path")]
+    for fine in ("/metrics", "/internal/metrics", "/apis"):
+        section = load(tmp_path, MINIMAL + f"metrics-path = {fine}\n").section("todo")
+        assert section["metrics-path"] == fine

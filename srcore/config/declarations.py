@@ -272,6 +272,24 @@ def _url_path(value: object) -> str | None:
     return None
 
 
+#: Paths every service answers itself (srcore's own pages and the services' API): metrics
+#: served at one of them would hide that page, with nothing said.
+_TAKEN_PATHS = ("/healthz", "/static", "/api", "/oauth", "/webhooks", "/_srcore", "/.well-known")
+
+
+def _metrics_path(value: object) -> str | None:
+    problem = _url_path(value)
+    if problem is not None or not isinstance(value, str) or not value:
+        return problem
+    path = "/" + value.strip("/")
+    if path == "/":
+        return "must not be / (the service's front page): use a path such as /metrics"
+    taken = next((t for t in _TAKEN_PATHS if path == t or path.startswith(t + "/")), None)
+    if taken is not None:
+        return f"{value!r} is under {taken}, which every service answers itself: use /metrics"
+    return None
+
+
 def _mail_address(value: object) -> str | None:
     """One address, as a From header reads it: anything else broke each mail when it was
     built (``x@`` raised from the mail library) or sent it from a mangled address."""
@@ -602,7 +620,7 @@ SERVICE_KEYS: tuple[Key, ...] = (
     Key(
         "metrics-path",
         default="",
-        check=_url_path,
+        check=_metrics_path,
         help="The path Prometheus metrics are served at, e.g. /metrics. Empty: no metrics "
         "endpoint. Keep it away from the public internet with your proxy.",
     ),
