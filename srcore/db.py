@@ -19,9 +19,12 @@ statement already.
 from __future__ import annotations
 
 import enum
+import logging
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from flask import Flask, current_app, g, has_request_context, request
@@ -40,6 +43,8 @@ from sqlalchemy import (
     make_url,
     text,
 )
+from sqlalchemy.engine import ExecutionContext
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import (
     Mapped,
     ORMExecuteState,
@@ -92,6 +97,11 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 #: ``connect_timeout`` wins.
 CONNECT_TIMEOUT = 5
 
+#: SQLite calls the statement-deadline check every this many virtual machine steps: an
+#: ordinary statement takes fewer and is never interrupted to ask, a runaway one is
+#: stopped within a fraction of a millisecond of its deadline.
+SQLITE_PROGRESS_STEPS = 1000
+
 _SESSION_KEY = "_srcore_db_session"
 
 #: Methods that must not change state (RFC 9110 9.2.1): a link, a prefetch or a crawler
@@ -106,10 +116,17 @@ _READ_ONLY = "srcore_read_only"
 _AUTOCOMMIT = "srcore_autocommit"
 #: ``psycopg.pq.TransactionStatus.IDLE``: connected, no transaction open.
 _PG_IDLE = 0
+#: ``ConnectionPoolEntry.info`` key: the ``statement_timeout`` (milliseconds) set on a
+#: PostgreSQL connection for requests; absent while it has the server's own setting.
+_PG_STATEMENT_TIMEOUT = "srcore_statement_timeout"
+#: ``ConnectionPoolEntry.info`` key: the :class:`_Deadline` of an SQLite connection.
+_SQLITE_DEADLINE = "srcore_statement_deadline"
 #: ``g`` key: the safe method of the request being dispatched, None if it may write.
 _READ_ONLY_METHOD = "_srcore_read_only_method"
 _WRITES_OK = "_srcore_writes_on_safe_method"
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+log = logging.getLogger("srcore.db")
 
 
 class SafeMethodWrite(RuntimeError):
@@ -337,8 +354,94 @@ class Database:
             event.listen(self.sessionmaker, "after_begin", _autocommit_reads)
             event.listen(self.engine, "reset", _end_autocommit)
 
+    #: How long one statement run for a web request may take; None: no bound.
+    request_statement_timeout: timedelta | None = None
+
     def __repr__(self) -> str:
         return f"<Database {self.url.render_as_string(hide_password=True)}>"
+
+    def limit_request_statements(self, timeout: timedelta) -> None:
+        """Have the database stop any one statement run for a web request after *timeout*.
+
+        No input a request carries may keep the database working for minutes, holding a
+        web worker, a connection and locks. A stopped statement raises an
+        :class:`~sqlalchemy.exc.OperationalError` (PostgreSQL's ``query_canceled``,
+        SQLite's ``SQLITE_INTERRUPT``) that :mod:`srcore.errors` answers as such, not as an
+        outage. Statements run outside a request (migrations, workers, commands) keep the
+        server's own setting: they may legitimately run long. Other databases and drivers
+        are left unbounded, with a warning.
+        """
+        if timeout <= timedelta(0):
+            raise ValueError("a statement timeout is longer than nothing")
+        first = self.request_statement_timeout is None
+        self.request_statement_timeout = timeout
+        if not first:
+            return
+        backend = self.url.get_backend_name()
+        if backend == "postgresql" and self.engine.dialect.driver == "psycopg":
+            event.listen(self.engine, "checkout", self._pg_statement_timeout)
+        elif backend == "sqlite":
+            event.listen(self.engine, "checkout", _sqlite_deadline_on_checkout)
+            event.listen(self.engine, "checkin", _sqlite_deadline_on_checkin)
+            # The driver's execute calls, not the engine's cursor events: an engine with
+            # those builds an event dispatcher for every connection (tens of microseconds).
+            for name in ("do_execute", "do_executemany", "do_execute_no_params"):
+                event.listen(self.engine, name, self._sqlite_start_statement)
+        else:
+            log.warning(
+                "database-statement-timeout is not applied to %s: srcore bounds statements "
+                "on PostgreSQL (psycopg) and SQLite only",
+                self.url.drivername,
+            )
+
+    def _pg_statement_timeout(
+        self, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: object
+    ) -> None:
+        """Give a connection checked out for a request the bound, and one checked out for
+        anything else the server's setting back, when it does not have it already.
+
+        The setting is the connection's own (``SET``, not ``SET LOCAL``): it costs one round
+        trip when a connection changes hands between requests and other work, and none
+        otherwise; a request's reads run in autocommit, where ``SET LOCAL`` means nothing.
+        """
+        timeout = self.request_statement_timeout
+        wanted = _milliseconds(timeout) if timeout and has_request_context() else None
+        if record.info.get(_PG_STATEMENT_TIMEOUT) == wanted:
+            return
+        if dbapi_connection.pgconn.transaction_status != _PG_IDLE:
+            return  # never reached: the pool rolls a returned connection back
+        sql = f"SET statement_timeout = {wanted}" if wanted else "RESET statement_timeout"
+        autocommit = dbapi_connection.autocommit
+        try:
+            # Outside a transaction, so that it holds whatever becomes of the next one.
+            dbapi_connection.autocommit = True
+            try:
+                dbapi_connection.execute(sql)
+            finally:
+                dbapi_connection.autocommit = autocommit
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            # A connection a restart cut: the pool drops it and connects anew.
+            raise DisconnectionError(str(exc)) from exc
+        if wanted is None:
+            record.info.pop(_PG_STATEMENT_TIMEOUT, None)
+        else:
+            record.info[_PG_STATEMENT_TIMEOUT] = wanted
+
+    def _sqlite_start_statement(self, _cursor: object, *args: Any) -> bool:
+        """Start the clock of a statement run for a request; any other runs unbounded.
+
+        Called as the driver is about to run it; *args* end with its execution context.
+        Returns False: the driver still runs the statement.
+        """
+        context: ExecutionContext = args[-1]
+        deadline: _Deadline | None = context.connection.info.get(_SQLITE_DEADLINE)
+        if deadline is not None:
+            timeout = self.request_statement_timeout
+            if timeout is not None and has_request_context():
+                deadline.at = time.monotonic() + timeout.total_seconds()
+            else:
+                deadline.at = math.inf
+        return False
 
     def session(self) -> Session:
         """Open a new session; the caller closes it (CLI commands, workers)."""
@@ -358,6 +461,43 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _milliseconds(timeout: timedelta) -> int:
+    return max(1, round(timeout.total_seconds() * 1000))
+
+
+class _Deadline:
+    """When the statement running on one SQLite connection must stop (monotonic clock).
+
+    SQLite has no statement timeout of its own; its progress handler, called every
+    :data:`SQLITE_PROGRESS_STEPS` steps of a statement, interrupts it by answering true.
+    """
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = math.inf
+
+    def passed(self, _now: Callable[[], float] = time.monotonic) -> bool:
+        return _now() > self.at
+
+
+def _sqlite_deadline_on_checkout(
+    dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: object
+) -> None:
+    if _SQLITE_DEADLINE not in record.info:
+        deadline = _Deadline()
+        dbapi_connection.set_progress_handler(deadline.passed, SQLITE_PROGRESS_STEPS)
+        record.info[_SQLITE_DEADLINE] = deadline
+
+
+def _sqlite_deadline_on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    """A returned connection's next user starts unbounded, even one that runs SQL on the
+    driver's connection without SQLAlchemy (which would not start a clock)."""
+    deadline: _Deadline | None = record.info.get(_SQLITE_DEADLINE)
+    if deadline is not None:
+        deadline.at = math.inf
 
 
 def _autocommit_reads(db_session: Session, _transaction: object, connection: Connection) -> None:
@@ -478,13 +618,18 @@ def _close_session(_exc: BaseException | None = None) -> None:
 
 
 def init_app(app: Flask, database: Database) -> None:
-    """Close the app context's session on teardown; refuse its writes on safe methods.
+    """Close the app context's session on teardown; refuse its writes on safe methods;
+    bound each statement of a request by the service's ``database-statement-timeout``.
 
     ``database`` must be the one stored as ``app.extensions["srcore"].db``; it is what
     :data:`session` opens sessions from.
     """
     if _close_session not in app.teardown_appcontext_funcs:
         app.teardown_appcontext(_close_session)
+    section = getattr(app.extensions.get("srcore"), "section", None)
+    timeout = section.get("database-statement-timeout") if section is not None else None
+    if isinstance(timeout, timedelta):
+        database.limit_request_statements(timeout)
     # The guard applies from the first before-request hook on: a request being served.
     funcs = app.before_request_funcs.setdefault(None, [])
     if _mark_dispatching not in funcs:

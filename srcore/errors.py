@@ -7,6 +7,7 @@ and a browser never sees a traceback.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from flask import Flask, Response, render_template, request
@@ -113,6 +114,8 @@ def _database_unavailable(exc: Exception) -> Response:
     says the service is broken). SQLAlchemy has already invalidated the pool on a cut
     connection, so the next request reconnects; what the request had not committed is
     rolled back."""
+    if _statement_stopped(exc):
+        return _statement_timed_out(exc)
     log.error(
         "database unavailable on %s: %s",
         log_safe(f"{request.method} {request.path}"),
@@ -134,6 +137,52 @@ def _changed_meanwhile(exc: Exception) -> Response:
     )
     reason = "This was changed or deleted by someone else meanwhile. Reload it and try again."
     return error_response(409, reason)
+
+
+#: SQLSTATE ``query_canceled``: a statement timeout, or a cancel request.
+_PG_QUERY_CANCELED = "57014"
+
+
+def _statement_stopped(exc: Exception) -> bool:
+    """Whether the database stopped a statement for running too long (srcore.db's
+    statement timeout), rather than failed. PostgreSQL reports the timeout as
+    ``query_canceled``, as it does a cancel an operator sent with ``pg_cancel_backend``;
+    SQLite reports the stop its progress handler asked for as ``SQLITE_INTERRUPT``."""
+    original = getattr(exc, "orig", None) or exc
+    if getattr(original, "sqlstate", None) == _PG_QUERY_CANCELED:
+        return True
+    return getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
+
+
+def _statement_timed_out(exc: Exception) -> Response:
+    """A statement of the request ran past ``database-statement-timeout`` and the database
+    stopped it: the database is fine, this request asked too much of it (or it was very
+    busy). Not reported as an outage, and with no Retry-After: the same request would most
+    likely take as long again. A 503 still, since the service, not the client's input as
+    such, could not finish it. What the request had not committed is rolled back when its
+    session is closed, as after any failed request.
+
+    The log names the route and the statement without its parameters, which may hold
+    secrets or the very input that made it slow."""
+    statement = " ".join(str(getattr(exc, "statement", None) or "").split())
+    if len(statement) > _LOGGED_STATEMENT:
+        statement = statement[:_LOGGED_STATEMENT] + "..."
+    log.warning(
+        "database statement timeout on %s (%s): the database stopped a statement that ran "
+        "past database-statement-timeout; the request was rolled back. Statement: %s",
+        log_safe(f"{request.method} {request.path}"),
+        log_safe(str(request.endpoint)),
+        log_safe(statement) or "(unknown)",
+    )
+    reason = (
+        "This request kept the database busy too long and was stopped. "
+        "Try again later, or ask for less at once."
+    )
+    return error_response(503, reason)
+
+
+#: How much of a stopped statement's SQL the log shows.
+_LOGGED_STATEMENT = 300
 
 
 def _validation_failed(exc: Exception) -> Response:

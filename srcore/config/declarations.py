@@ -55,6 +55,10 @@ LONGEST_POLL_INTERVAL = timedelta(minutes=10)
 #: longer than a minute on it holds a web worker that long (gunicorn's own timeout is 30s).
 SHORTEST_HTTP_TIMEOUT = timedelta(milliseconds=100)
 LONGEST_HTTP_TIMEOUT = timedelta(minutes=1)
+#: The range of ``database-statement-timeout``: shorter fails ordinary pages on a busy
+#: database; longer than an hour bounds nothing a person waits for.
+SHORTEST_STATEMENT_TIMEOUT = timedelta(milliseconds=100)
+LONGEST_STATEMENT_TIMEOUT = timedelta(hours=1)
 #: The range of ``revocation-pull-interval`` besides 0s (push only).
 SHORTEST_PULL = timedelta(seconds=1)
 LONGEST_PULL = timedelta(days=1)
@@ -585,6 +589,21 @@ SERVICE_KEYS: tuple[Key, ...] = (
         "demo. Each service has its own database. A relative SQLite path is relative to "
         "the config file's directory (to the working directory when set in the "
         "environment); the driver must be installed.",
+    ),
+    Key(
+        "database-statement-timeout",
+        type="duration",
+        default=timedelta(seconds=15),
+        check=_lasting(
+            SHORTEST_STATEMENT_TIMEOUT,
+            LONGEST_STATEMENT_TIMEOUT,
+            too_short="ordinary pages would fail whenever the database is busy",
+            too_long="a request would hold a web worker and the database that long",
+        ),
+        help="How long one database statement of a web request may run before the database "
+        "stops it (100ms to 1h). The request is answered 503, what it had not committed is "
+        "rolled back, and the log names the route. The default stays below gunicorn's 30s "
+        "worker timeout. Migrations, workers and other commands are not bounded by it.",
     ),
     Key(
         "secret-key",
