@@ -16,6 +16,12 @@ could hold a worker for hours on every view. Lexing is checked against the budge
 between tokens, the sub-lexers of a template language's lexer included; code that runs
 out of it is shown escaped, as if its language were unknown. :func:`budget` lets several
 blocks of one document (a markdown text's fences) share one budget.
+
+The budget is checked between tokens, so one token must not take long either. Some
+lexers take time that grows with the square of a run within one line (or worse), so a
+line longer than :data:`MAX_LINE_LENGTH` is not highlighted either, and the few lexers
+whose time grows faster still even on short lines (:data:`UNBOUNDED_LANGUAGES`) are not
+offered at all: their code is plain text.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CLASS_PREFIX",
     "HIGHLIGHT_BUDGET",
+    "MAX_LINE_LENGTH",
+    "UNBOUNDED_LANGUAGES",
     "budget",
     "canonical_language",
     "highlight",
@@ -52,6 +60,15 @@ CLASS_PREFIX = "hl-"
 #: Code longer than this is shown escaped but not highlighted: highlighting is linear in
 #: the input, but a paste at the size limit would cost every reader's request.
 MAX_HIGHLIGHT_LENGTH = 300_000
+
+#: Code with a line longer than this is shown escaped but not highlighted: a single
+#: token of a long line can cost time in the square of its length, before any check of
+#: the budget (a minified file is the one honest case).
+MAX_LINE_LENGTH = 2_000
+
+#: Lexers one token of which, on a short line of hostile text, takes seconds (a few
+#: thousand tabs take Easytrieve's minutes): not offered, their code is plain text.
+UNBOUNDED_LANGUAGES: frozenset[str] = frozenset({"easytrieve"})
 
 #: Seconds of CPU time that highlighting one block, or one document's blocks together
 #: (see :func:`budget`), may take. Ordinary code of the size limit lexes in well under it.
@@ -101,7 +118,7 @@ def _aliases() -> Mapping[str, str]:
 
     table: dict[str, str] = {}
     for _name, aliases, _patterns, _mimetypes in get_all_lexers(plugins=False):
-        if not aliases:
+        if not aliases or aliases[0] in UNBOUNDED_LANGUAGES:
             continue
         for alias in aliases:
             table.setdefault(alias.lower(), aliases[0])
@@ -113,7 +130,11 @@ def language_choices() -> tuple[tuple[str, str], ...]:
     """``(alias, human name)`` of every language, sorted by name, for a ``<select>``."""
     from pygments.lexers import get_all_lexers
 
-    pairs = {aliases[0]: name for name, aliases, _p, _m in get_all_lexers(plugins=False) if aliases}
+    pairs = {
+        aliases[0]: name
+        for name, aliases, _p, _m in get_all_lexers(plugins=False)
+        if aliases and aliases[0] not in UNBOUNDED_LANGUAGES
+    }
     return tuple(sorted(pairs.items(), key=lambda pair: (pair[1].casefold(), pair[0])))
 
 
@@ -182,10 +203,13 @@ def highlight(code: str, language: str | None) -> Markup | None:
     The result is the escaped code with ``<span class="hl-…">`` around its tokens and
     no wrapping element. Each line's spans are closed at its end, so the result can be
     split on ``"\\n"`` into lines that are each well-formed. Code that runs out of the
-    budget (its own, or the :func:`budget` around it) also gives ``None``.
+    budget (its own, or the :func:`budget` around it), or with a line longer than
+    :data:`MAX_LINE_LENGTH`, also gives ``None``.
     """
     canonical = canonical_language(language)
     if canonical is None or len(code) > MAX_HIGHLIGHT_LENGTH:
+        return None
+    if max(map(len, code.split("\n"))) > MAX_LINE_LENGTH:
         return None
     from pygments import format as pygments_format
     from pygments import lex

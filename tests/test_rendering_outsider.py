@@ -167,6 +167,43 @@ def test_hostile_code_at_the_paste_size_limit_is_bounded(language: str, unit: st
     assert int(out) >= 1
 
 
+@pytest.mark.parametrize(
+    ("language", "unit"),
+    [
+        ("lilypond", "a"),  # one word token: time in the square of its length
+        ("systemd", " "),
+    ],
+)
+def test_a_long_line_is_not_highlighted(language: str, unit: str) -> None:
+    longest = "x = 1\n" + "y" * highlighting.MAX_LINE_LENGTH + "\n"
+    assert highlighting.highlight(longest, "python") is not None
+    assert highlighting.highlight(longest.replace("y", "yy", 1), "python") is None
+    assert highlighting.highlight(unit * (highlighting.MAX_LINE_LENGTH + 1), language) is None
+    out = _run(
+        f"""
+        from srcore import highlighting
+        print(highlighting.highlight("{unit}" * 262144, "{language}") is None)
+        """
+    )
+    assert out == "True"
+
+
+def test_languages_whose_lexer_has_no_bound_are_not_offered() -> None:
+    assert "easytrieve" in highlighting.UNBOUNDED_LANGUAGES
+    for name in highlighting.UNBOUNDED_LANGUAGES:
+        assert highlighting.canonical_language(name) is None
+        assert name not in dict(highlighting.language_choices())
+    assert "```easytrieve" not in str(markdown("```easytrieve\n\t\n```"))
+    # A few thousand tabs, far below every limit, took Easytrieve's lexer minutes.
+    out = _run(
+        """
+        from srcore import highlighting
+        print(highlighting.highlight_lines("\\t" * 5000, "easytrieve").count("hl-"))
+        """
+    )
+    assert out == "0"
+
+
 def test_markdown_of_many_hostile_fences_is_bounded() -> None:
     out = _run(
         """
