@@ -435,3 +435,19 @@ def test_a_status_change_is_judged_against_the_ticket_as_it_now_is(
         ticket = session.scalars(select(Ticket)).one()
         assert (ticket.status.value, ticket.resolution) == ("open", None)
     assert outbox(app) == []
+
+
+def test_a_ticket_submitted_to_a_tracker_renamed_meanwhile_names_it_as_it_now_is(
+    app: Any, send: Any, tracker: Tracker, before_first_write: Any
+) -> None:
+    def rename() -> None:
+        with app.extensions["srcore"].db.transaction() as session:
+            session.execute(update(Tracker).values(name="renamed"))
+
+    before_first_write(rename)
+    answer = send(WRITES[3])  # bob submits a ticket on /~alice/bugs/new
+    assert answer.status_code == 302
+    assert answer.headers["Location"].endswith("/~alice/renamed/2")
+    with app.extensions["srcore"].db.transaction() as session:
+        payload = session.scalars(select(OutboxRow.payload)).one()
+    assert json.loads(payload)["tracker"]["name"] == "renamed"

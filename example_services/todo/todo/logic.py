@@ -349,13 +349,14 @@ def create_ticket(
         update(Tracker)
         .where(Tracker.id == tracker.id)
         .values(ticket_count=Tracker.ticket_count + 1, updated=utcnow())
-        .returning(Tracker.ticket_count, Tracker.visibility)
+        .returning(Tracker.ticket_count, Tracker.updated, Tracker.name, Tracker.visibility)
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
         abort(404)
-    number, visibility = row
-    set_committed_value(tracker, "visibility", visibility)
+    for key, value in row._mapping.items():
+        set_committed_value(tracker, key, value)
+    number = tracker.ticket_count
     if not tracker.visible_to(submitter):
         abort(404)
     ticket = Ticket(tracker_id=tracker.id, number=number, submitter_id=submitter.id, **values)
