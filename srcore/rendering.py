@@ -21,7 +21,9 @@ element of the page around it (a form, a field) and clobber it. A list item that
 with ``[ ]`` or ``[x]`` is a task: it gets a disabled checkbox. Every class these features
 add is checked against a fixed list by the sanitizer; any other class is dropped. No
 ``style`` attribute survives (the CSP would block it anyway): a table column's alignment
-becomes an ``align-left``/``align-center``/``align-right`` class.
+becomes an ``align-left``/``align-center``/``align-right`` class. Raw HTML past the first
+:data:`MAX_RAW_HTML_TAGS` start tags of a document is shown as text: the time to sanitize
+grows with the square of how deep elements nest, and markdown's own nesting is bounded.
 
 Images are embedded only when their source is an absolute ``https://`` URL. Any other
 markdown image is rendered as a plain link to its source instead (subject to the link
@@ -246,6 +248,32 @@ def _table_alignment(state: StateCore) -> None:
                 token.attrSet("class", f"align-{aligned.group(1)}")
 
 
+#: Raw HTML start tags one document may hold; past them, raw HTML is shown as text.
+MAX_RAW_HTML_TAGS = 1000
+_START_TAG = re.compile(r"<[A-Za-z]")
+
+
+def _raw_html_limit(state: StateCore) -> None:
+    """Show raw HTML past :data:`MAX_RAW_HTML_TAGS` start tags as text.
+
+    The sanitizer parses HTML as a browser does, and a browser's parser spends time on
+    each tag in proportion to the elements still open around it: some tens of thousands
+    of ``<ul><li>`` cost seconds on every view. Markdown's own nesting is bounded by the
+    parser; raw HTML's is bounded by its number of tags, counted in document order.
+    """
+    from markupsafe import escape
+
+    seen = 0
+    for token in state.tokens:
+        raw = [token] if token.type == "html_block" else []
+        if token.type == "inline":
+            raw = [child for child in token.children or [] if child.type == "html_inline"]
+        for html in raw:
+            seen += len(_START_TAG.findall(html.content))
+            if seen > MAX_RAW_HTML_TAGS:
+                html.content = str(escape(html.content))
+
+
 _TASK_MARKER = re.compile(r"\[([ xX])\] ")
 
 
@@ -298,6 +326,7 @@ def _parser() -> MarkdownIt:
     parser = MarkdownIt("commonmark", {"highlight": _highlight_fence}).enable(
         ["table", "strikethrough"]
     )
+    parser.core.ruler.push("raw_html_limit", _raw_html_limit)
     parser.core.ruler.push("heading_anchors", _heading_anchors)
     parser.core.ruler.push("task_lists", _task_lists)
     parser.core.ruler.push("table_alignment", _table_alignment)

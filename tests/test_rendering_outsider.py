@@ -213,3 +213,49 @@ def test_markdown_of_many_hostile_fences_is_bounded() -> None:
         """
     )
     assert out == "8"
+
+
+# -- raw HTML -------------------------------------------------------------------------------
+
+
+def _depth(html: str) -> int:
+    """How deep elements nest in ``html``, as a browser's parser builds them."""
+    from html.parser import HTMLParser
+
+    class Depth(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: list[str] = []
+            self.deepest = 0
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            if tag not in {"br", "hr", "img", "input"}:
+                self.open.append(tag)
+                self.deepest = max(self.deepest, len(self.open))
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in self.open:
+                while self.open.pop() != tag:
+                    pass
+
+    parser = Depth()
+    parser.feed(html)
+    return parser.deepest
+
+
+@pytest.mark.parametrize(
+    "unit", ["<ul><li>", "<details><summary>", "<blockquote>", "x <span><div></span> "]
+)
+def test_raw_html_nests_no_deeper_than_its_tag_limit(unit: str) -> None:
+    """Sanitizing costs time in the square of the depth: 40,000 ``<ul><li>`` took seconds."""
+    limit = rendering.MAX_RAW_HTML_TAGS
+    out = str(markdown(unit * (limit * 4)))
+    assert _depth(out) <= limit + 2
+    assert out.count("&lt;") >= limit  # the rest is shown, as text
+
+
+def test_raw_html_within_the_limit_is_kept() -> None:
+    out = str(markdown("<details><summary>More</summary>\n\n<kbd>Ctrl</kbd> <b>bold</b>\n"))
+    assert "<details><summary>More</summary>" in out
+    assert "<kbd>Ctrl</kbd> <b>bold</b>" in out
+    assert "&lt;" not in out
