@@ -1,6 +1,7 @@
 """A row a request read, deleted by another request before this one wrote it: a 409 that
 asks to reload, not a 500 (SQLAlchemy's StaleDataError at the flush, ObjectDeletedError
-when an expired attribute of the gone row is read)."""
+when an expired attribute of the gone row is read); and ``lock_row``, which a view calls
+to hold the row and judge it as it now is."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 import pytest
 from sample_service import Thing
-from sqlalchemy import delete
+from sqlalchemy import delete, update
+from sqlalchemy.exc import OperationalError
 
 from srcore.db import session
+from srcore.sqlrows import lock_row
 
 
 def _delete_meanwhile(app: Any, ident: int) -> None:
@@ -44,3 +47,34 @@ def test_a_row_deleted_meanwhile_is_a_409(app: Any, thing: int, how: str, caplog
     assert answer.status_code == 409, answer.get_data(as_text=True)[:300]
     assert "meanwhile" in answer.get_json()["errors"][0]["reason"]
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_lock_row_reads_the_row_again_and_holds_it(app: Any, thing: int) -> None:
+    database = app.extensions["srcore"].db
+    with database.session() as mine:
+        row = mine.get(Thing, thing)
+        assert row is not None
+        with database.transaction() as other:
+            other.execute(update(Thing).where(Thing.id == thing).values(name="changed"))
+        assert lock_row(mine, row)
+        assert row.name == "changed" and not mine.is_modified(row)
+        # Held until this transaction ends: another writer cannot change it meanwhile.
+        with database.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET lock_timeout = '200ms'")
+            else:
+                conn.exec_driver_sql("PRAGMA busy_timeout = 100")
+            with pytest.raises(OperationalError):
+                conn.execute(update(Thing).where(Thing.id == thing).values(name="blocked"))
+            conn.rollback()
+        mine.commit()
+    with database.transaction() as check:
+        assert check.get(Thing, thing).name == "changed"
+
+
+def test_lock_row_says_when_the_row_is_gone(app: Any, thing: int) -> None:
+    database = app.extensions["srcore"].db
+    with database.session() as mine:
+        row = mine.get(Thing, thing)
+        _delete_meanwhile(app, thing)
+        assert lock_row(mine, row) is False

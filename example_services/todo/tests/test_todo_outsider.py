@@ -451,3 +451,11 @@ def test_a_ticket_submitted_to_a_tracker_renamed_meanwhile_names_it_as_it_now_is
     with app.extensions["srcore"].db.transaction() as session:
         payload = session.scalars(select(OutboxRow.payload)).one()
     assert json.loads(payload)["tracker"]["name"] == "renamed"
+
+
+def test_the_lock_a_comment_takes_leaves_the_trackers_time_alone(
+    app: Any, send: Any, tracker: Tracker, make: Any
+) -> None:
+    before = make.get(Tracker, tracker.id).updated
+    assert send(WRITES[0]).status_code == 302  # bob's comment
+    assert make.get(Tracker, tracker.id).updated == before

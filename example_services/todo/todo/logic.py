@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from srcore.db import utcnow
+from srcore.sqlrows import lock_row
 from srcore.validation import Validation
 from todo import events
 from todo.models import (
@@ -201,28 +202,11 @@ def lock_tracker(session: Session, tracker: Tracker, viewer: User) -> None:
     delete the tracker or change its visibility in between. The write then failed on rows
     that were gone (a 500), or landed in a tracker its writer could no longer see, its
     event recorded with the visibility read before the change: a comment on a tracker just
-    made private reached every subscriber. Call this before the first write. The lock is
-    an ``UPDATE`` that changes nothing, not ``SELECT ... FOR UPDATE``, which SQLite ignores:
-    on both databases it waits for a concurrent change to commit, answers the row as that
-    change left it, and keeps any other change from committing before this transaction.
+    made private reached every subscriber. Call this before the first write
+    (:func:`srcore.sqlrows.lock_row` says how the lock is taken on both databases).
     """
-    row = session.execute(
-        update(Tracker)
-        .where(Tracker.id == tracker.id)
-        .values(updated=Tracker.updated)
-        .returning(
-            Tracker.name,
-            Tracker.description,
-            Tracker.visibility,
-            Tracker.ticket_count,
-            Tracker.updated,
-        )
-        .execution_options(synchronize_session=False)
-    ).first()
-    if row is None:
+    if not lock_row(session, tracker):
         abort(404)
-    for key, value in row._mapping.items():
-        set_committed_value(tracker, key, value)
     if not tracker.visible_to(viewer):
         abort(404)
 
