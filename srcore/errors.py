@@ -10,9 +10,10 @@ import logging
 import sqlite3
 from typing import Any
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, g, render_template, request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -135,6 +136,11 @@ def _changed_meanwhile(exc: Exception) -> Response:
     log.warning(
         "conflict on %s: %s", log_safe(f"{request.method} {request.path}"), type(exc).__name__
     )
+    # The request's session (srcore.db keeps it on g) failed its flush: roll it back, or
+    # the page's layout could not read the logged-in user through it.
+    for value in list(vars(g).values()):
+        if isinstance(value, Session):
+            value.rollback()
     reason = "This was changed or deleted by someone else meanwhile. Reload it and try again."
     return error_response(409, reason)
 

@@ -12,8 +12,9 @@ from sample_service import Thing
 from sqlalchemy import delete, update
 from sqlalchemy.exc import OperationalError
 
-from srcore.db import session
+from srcore.db import session, writes_on_safe_method
 from srcore.sqlrows import lock_row
+from srcore.testing import log_in_client
 
 
 def _delete_meanwhile(app: Any, ident: int) -> None:
@@ -78,3 +79,27 @@ def test_lock_row_says_when_the_row_is_gone(app: Any, thing: int) -> None:
         row = mine.get(Thing, thing)
         _delete_meanwhile(app, thing)
         assert lock_row(mine, row) is False
+
+
+def test_the_409_page_of_a_logged_in_user_is_the_sites_page(
+    app: Any, user: Any, thing: int, caplog: Any
+) -> None:
+    """The page's layout reads the logged-in user through the request's session, whose
+    flush failed: it is rolled back first (the page was plain text, with an error logged)."""
+
+    @writes_on_safe_method("a test page that writes when opened")
+    def rename_page(ident: int) -> Any:
+        row = session.get(Thing, ident)
+        assert row is not None
+        _delete_meanwhile(app, ident)
+        row.name = "renamed"
+        session.commit()
+        return "renamed"
+
+    app.add_url_rule("/rename/<int:ident>", view_func=rename_page)
+    client = log_in_client(app.test_client(), user)
+    answer = client.get(f"/rename/{thing}")
+    assert answer.status_code == 409
+    html = answer.get_data(as_text=True)
+    assert "<!doctype html>" in html.lower() and user.username in html and "meanwhile" in html
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
