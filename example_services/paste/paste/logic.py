@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypedDict
 
-from flask import url_for
+from flask import abort, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
 from paste.models import LANGUAGE_MAX, SHORT_ID_LENGTH, TITLE_MAX, Format, Paste, User, Visibility
 from srcore.highlighting import canonical_language
 from srcore.settings import settings
+from srcore.sqlrows import lock_row
 from srcore.validation import Validation
 from srcore.webhooks import emit
 from srcore.webhooks.models import OutboxRow, Subscription
@@ -161,6 +162,14 @@ def create_paste(session: Session, valid: Validation, owner: User) -> Paste:
     return paste
 
 
+def _lock(session: Session, paste: Paste) -> None:
+    """Hold *paste*'s row and read it again before changing it (404 if it is gone): an
+    edit from another tab may have changed its visibility, which the event records, or
+    deleted it."""
+    if not lock_row(session, paste):
+        abort(404)
+
+
 def update_paste(session: Session, valid: Validation, paste: Paste) -> None:
     """Set *paste*'s fields the input holds (read as a new paste's), emit ``paste:updated``
     if anything changed, and commit.
@@ -172,6 +181,7 @@ def update_paste(session: Session, valid: Validation, paste: Paste) -> None:
     """
     values = read_paste(valid)
     valid.raise_if_invalid()
+    _lock(session, paste)
     for key, value in values.items():
         if key in valid:
             setattr(paste, key, value)
@@ -183,6 +193,7 @@ def update_paste(session: Session, valid: Validation, paste: Paste) -> None:
 def delete_paste(session: Session, paste: Paste) -> None:
     """Delete *paste* for good, emit ``paste:deleted`` (with the paste as it was) and
     commit; its link answers 404 from now on."""
+    _lock(session, paste)
     _emit(session, "paste:deleted", paste, paste.owner)
     session.delete(paste)
     session.commit()
