@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from markdown_it import MarkdownIt
     from markdown_it.renderer import RendererHTML
+    from markdown_it.rules_block import StateBlock
     from markdown_it.rules_core import StateCore
     from markdown_it.token import Token
     from markdown_it.utils import EnvType, OptionsDict
@@ -248,6 +249,42 @@ def _table_alignment(state: StateCore) -> None:
                 token.attrSet("class", f"align-{aligned.group(1)}")
 
 
+#: How deep markdown's blocks (lists, quotes) may nest; deeper content is plain text.
+MAX_BLOCK_NESTING = 20
+
+
+def _too_deep(state: StateBlock, start_line: int, end_line: int, silent: bool) -> bool:
+    """Show blocks nested past :data:`MAX_BLOCK_NESTING` as one paragraph of their text.
+
+    markdown-it's own limit (a little higher, so this rule runs first) drops everything
+    from there to the end of the enclosing block, which for a list is often the rest of
+    the document: a tenth level of list would hide what follows it without a word.
+    """
+    if state.level < MAX_BLOCK_NESTING:
+        return False
+    if silent:
+        return True
+    # The block ends where markdown-it would end it: at a line indented less than it,
+    # but not at a quote's lazy continuation line (marked by a negative indent).
+    stop = start_line
+    while stop < end_line and (
+        state.isEmpty(stop) or not 0 <= state.sCount[stop] < state.blkIndent
+    ):
+        stop += 1
+    content = state.getLines(start_line, stop, state.blkIndent, False).strip()
+    state.line = stop
+    if not content:
+        return True
+    token = state.push("paragraph_open", "p", 1)
+    token.map = [start_line, stop]
+    token = state.push("inline", "", 0)
+    token.content = content
+    token.map = [start_line, stop]
+    token.children = []
+    state.push("paragraph_close", "p", -1)
+    return True
+
+
 #: Raw HTML start tags one document may hold; past them, raw HTML is shown as text.
 MAX_RAW_HTML_TAGS = 1000
 _START_TAG = re.compile(r"<[A-Za-z]")
@@ -323,9 +360,10 @@ def _task_lists(state: StateCore) -> None:
 def _parser() -> MarkdownIt:
     from markdown_it import MarkdownIt
 
-    parser = MarkdownIt("commonmark", {"highlight": _highlight_fence}).enable(
-        ["table", "strikethrough"]
-    )
+    # markdown-it stops at maxNesting; _too_deep takes over just before it does.
+    options = {"highlight": _highlight_fence, "maxNesting": MAX_BLOCK_NESTING + 2}
+    parser = MarkdownIt("commonmark", options).enable(["table", "strikethrough"])
+    parser.block.ruler.before("table", "too_deep", _too_deep)
     parser.core.ruler.push("raw_html_limit", _raw_html_limit)
     parser.core.ruler.push("heading_anchors", _heading_anchors)
     parser.core.ruler.push("task_lists", _task_lists)

@@ -259,3 +259,42 @@ def test_raw_html_within_the_limit_is_kept() -> None:
     assert "<details><summary>More</summary>" in out
     assert "<kbd>Ctrl</kbd> <b>bold</b>" in out
     assert "&lt;" not in out
+
+
+# -- deep nesting -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [10, 12, 40])
+def test_text_in_lists_nested_past_the_limit_is_kept(depth: int) -> None:
+    """A tenth level of list used to hide itself and the whole rest of the document."""
+    text = "".join("  " * level + f"- item{level}\n" for level in range(depth))
+    out = str(markdown(text + "\nafter the list\n"))
+    assert all(f"item{level}" in out for level in range(depth))
+    assert "<p>after the list</p>" in out
+    assert _depth(out) <= rendering.MAX_BLOCK_NESTING + 2
+
+
+@pytest.mark.parametrize("depth", [20, 21, 300])
+def test_text_in_quotes_nested_past_the_limit_is_kept(depth: int) -> None:
+    out = str(markdown("> " * depth + "deep\n\nafter\n"))
+    assert "deep" in out
+    assert "<p>after</p>" in out
+    assert out.count("<blockquote>") == min(depth, rendering.MAX_BLOCK_NESTING)
+
+
+def test_quotes_past_the_limit_with_lazy_lines_keep_every_line() -> None:
+    text = "".join(">" * (n % 24) + f" line{n}\n" for n in range(200))
+    out = str(markdown(text))
+    assert all(f"line{n}" in out for n in range(200))
+    assert _depth(out) <= rendering.MAX_BLOCK_NESTING + 2
+
+
+def test_deep_quotes_at_the_paste_size_limit_are_bounded() -> None:
+    out = _run(
+        """
+        from srcore.rendering import markdown
+        text = "".join(">" * (n % 40) + " a\\n" for n in range(262144 // 22))
+        print(markdown(text).count("a"))
+        """
+    )
+    assert int(out) >= 262144 // 22
