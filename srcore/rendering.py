@@ -42,7 +42,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
@@ -357,11 +357,14 @@ def _task_lists(state: StateCore) -> None:
 
 
 @functools.cache
-def _parser() -> MarkdownIt:
+def _parser(*, summary: bool = False) -> MarkdownIt:
+    """The markdown parser; a summary's neither highlights code nor links headings."""
     from markdown_it import MarkdownIt
 
     # markdown-it stops at maxNesting; _too_deep takes over just before it does.
-    options = {"highlight": _highlight_fence, "maxNesting": MAX_BLOCK_NESTING + 2}
+    options: dict[str, Any] = {"maxNesting": MAX_BLOCK_NESTING + 2}
+    if not summary:
+        options["highlight"] = _highlight_fence
     parser = MarkdownIt("commonmark", options).enable(["table", "strikethrough"])
     parser.block.ruler.before("table", "too_deep", _too_deep)
     parser.core.ruler.push("raw_html_limit", _raw_html_limit)
@@ -369,7 +372,8 @@ def _parser() -> MarkdownIt:
     parser.core.ruler.push("task_lists", _task_lists)
     parser.core.ruler.push("table_alignment", _table_alignment)
     parser.add_render_rule("image", _render_image)
-    parser.add_render_rule("heading_close", _render_heading_close)
+    if not summary:
+        parser.add_render_rule("heading_close", _render_heading_close)
     return parser
 
 
@@ -388,14 +392,24 @@ def markdown(text: str | None) -> Markup:
     return sanitize_html(html)
 
 
+#: How much of a text :func:`markdown_summary` reads, at least.
+SUMMARY_SOURCE_LENGTH = 4096
+
+
 def markdown_summary(text: str | None, length: int = 120) -> str:
     """One line of plain text from user markdown, cut at a word to about ``length``.
 
     Lists show a description in a line of their own, where markup characters (``**``,
     ``#``, link brackets) would be noise: the text is rendered and sanitized first, so
-    what is left is exactly what the full page shows, minus the formatting.
+    what is left is exactly what the full page shows, minus the formatting (and minus
+    the ``#`` links of headings). A list shows many summaries at once, so each costs
+    little: code is not highlighted, and only the start of the text is read (enough for
+    the summary, unless it opens with pages of markup).
     """
-    plain = markdown(text).striptags()
+    if not text:
+        return ""
+    source = str(text)[: max(SUMMARY_SOURCE_LENGTH, 8 * length)]
+    plain = sanitize_html(_parser(summary=True).render(source)).striptags()
     if len(plain) <= length:
         return plain
     cut = plain[:length].rsplit(" ", 1)[0] if " " in plain[:length] else plain[:length]

@@ -298,3 +298,32 @@ def test_deep_quotes_at_the_paste_size_limit_are_bounded() -> None:
         """
     )
     assert int(out) >= 262144 // 22
+
+
+# -- summaries --------------------------------------------------------------------------------
+
+
+def test_a_summary_leaves_out_the_heading_links() -> None:
+    assert rendering.markdown_summary("# Overview\n\nThe tracker for *X*.") == (
+        "Overview The tracker for X."
+    )
+
+
+def test_a_summary_highlights_nothing_and_reads_only_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A list of trackers summarises many texts: each used to cost a full rendering."""
+    read: list[int] = []
+    monkeypatch.setattr(highlighting, "highlight", lambda *args: pytest.fail("highlighted"))
+    parser = rendering._parser(summary=True)
+    render = parser.render
+
+    def counting_render(src: str, env: Any = None) -> str:
+        read.append(len(src))
+        return render(src, env)
+
+    monkeypatch.setattr(parser, "render", counting_render)
+    text = "Bugs of the parser.\n\n```c\n" + "\n" * 16_000 + "int x;\n```\n"
+    assert rendering.markdown_summary(text) == "Bugs of the parser."
+    assert read == [rendering.SUMMARY_SOURCE_LENGTH]
+    assert rendering.markdown_summary(None) == ""
