@@ -8,13 +8,18 @@ browser told to insist on https can always get it.
 
 The headers are computed once per app from the config; a view that needs another value
 (a page meant to be embedded, say) sets the header itself and keeps it.
+
+A response made after reading the session (a logged-in page, a form with its CSRF token)
+is ``Cache-Control: private`` unless the view said otherwise: ``Vary: Cookie`` alone keeps
+it apart only in caches that honour it, and a proxy or CDN that does not would hand one
+user's private tracker, or their token, to the next visitor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flask import Flask, Response
+from flask import Flask, Response, session
 
 __all__ = ["CONTENT_SECURITY_POLICY", "HSTS_MAX_AGE", "init_app", "security_headers"]
 
@@ -50,6 +55,13 @@ def security_headers(*, production: bool, origin: str) -> dict[str, str]:
     return headers
 
 
+def _read_cookie_session(app: Flask) -> bool:
+    """Whether the request read its cookie session (an API request has none to read)."""
+    return bool(getattr(session, "accessed", False)) and not app.session_interface.is_null_session(
+        session
+    )
+
+
 def init_app(app: Flask) -> None:
     """Add the security headers to every response of *app* (error pages included)."""
     st = app.extensions["srcore"]
@@ -64,6 +76,8 @@ def init_app(app: Flask) -> None:
         # an exception for every header it does not find, which is all of them here.
         present = {name.lower() for name, _ in response.headers}
         missing = [(name, value) for name, value, lower in pairs if lower not in present]
+        if "cache-control" not in present and _read_cookie_session(app):
+            missing.append(("Cache-Control", "private"))
         if missing:
             response.headers.extend(missing)
         return response

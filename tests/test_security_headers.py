@@ -133,3 +133,24 @@ def test_every_page_of_every_service_carries_them(tmp_path: Path, service: str) 
         assert response.headers["X-Frame-Options"] == "DENY", rule
         assert response.headers["X-Content-Type-Options"] == "nosniff", rule
     st.db.dispose()
+
+
+def test_a_response_that_read_the_session_is_private(app: Any, user: Any, make_token: Any) -> None:
+    """Kept out of shared caches, whether or not they honour Vary: Cookie."""
+    from srcore.testing import log_in_client
+
+    client = log_in_client(app.test_client(), user)
+    page = client.get("/private")
+    assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "private"
+    assert "Cookie" in page.headers["Vary"]
+    form = app.test_client().get("/form")  # anonymous, but its CSRF token is the session's
+    assert form.headers["Cache-Control"] == "private"
+    # What does not depend on the session says nothing; a view's own value is kept.
+    api = {"Authorization": f"Bearer {make_token('sample/things:RO', user=user)}"}
+    things = app.test_client().get("/api/things", headers=api)
+    assert things.status_code == 200
+    assert things.headers.get("Cache-Control") is None, things.headers
+    assert client.get("/healthz").headers["Cache-Control"] == "no-store"
+    with client.get("/static/srcore/x/srcore.css") as static:
+        assert "private" not in static.headers.get("Cache-Control", "")
