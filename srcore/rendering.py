@@ -110,6 +110,7 @@ LINK_REL = "nofollow noopener"
 #: elements (``document.getElementById``, ``form.elements``, ``window[id]``...).
 ID_PREFIX = "user-content-"
 ANCHOR_CLASS = "anchor"
+ANCHOR_LABEL = "Link to this section"
 TASK_LIST_CLASS = "contains-task-list"
 TASK_ITEM_CLASS = "task-list-item"
 
@@ -137,6 +138,10 @@ def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
         return value if _FIXED_CLASSES.get(tag) == value else None
     if attribute == "id":
         return value if value.startswith(ID_PREFIX) else ID_PREFIX + value
+    if tag == "a" and attribute == "aria-label":
+        # A link's name is its text: another name would read out one address and go to
+        # another. Only a heading's own "#" link has one.
+        return value if value == ANCHOR_LABEL else None
     return value
 
 
@@ -227,8 +232,8 @@ def _render_heading_close(
     anchor = opening.attrGet("id") if opening is not None else None
     if opening is None or opening.type != "heading_open" or not anchor:
         return renderer.renderToken(tokens, idx, options, env)
-    link = Markup('<a class="{}" href="#{}" aria-label="Link to this section">#</a>').format(
-        ANCHOR_CLASS, anchor
+    link = Markup('<a class="{}" href="#{}" aria-label="{}">#</a>').format(
+        ANCHOR_CLASS, anchor, ANCHOR_LABEL
     )
     return f"{link}</{tokens[idx].tag}>\n"
 

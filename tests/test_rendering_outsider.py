@@ -327,3 +327,57 @@ def test_a_summary_highlights_nothing_and_reads_only_the_start(
     assert rendering.markdown_summary(text) == "Bugs of the parser."
     assert read == [rendering.SUMMARY_SOURCE_LENGTH]
     assert rendering.markdown_summary(None) == ""
+
+
+# -- links ------------------------------------------------------------------------------------
+
+
+def test_a_link_cannot_be_named_other_than_its_text() -> None:
+    out = str(markdown('<a href="https://x.invalid/" aria-label="Your bank">the docs</a>'))
+    assert "aria-label" not in out
+    assert "Your bank" not in out
+    heading = str(markdown("# Intro"))
+    assert f'aria-label="{rendering.ANCHOR_LABEL}"' in heading
+
+
+@pytest.mark.parametrize(
+    ("text", "href"),
+    [
+        ("[a](https://x.invalid/p?q=1#f)", "https://x.invalid/p?q=1#f"),
+        ("[a](mailto:someone@x.invalid)", "mailto:someone@x.invalid"),
+        ("<https://x.invalid/auto>", "https://x.invalid/auto"),
+        ("<someone@x.invalid>", "mailto:someone@x.invalid"),
+        ("[a](/relative/path)", "/relative/path"),
+        ("[a](#section)", "#section"),
+        ("[a][r]\n\n[r]: https://x.invalid/ref", "https://x.invalid/ref"),
+    ],
+)
+def test_kept_links_are_nofollow_noopener_and_open_in_place(text: str, href: str) -> None:
+    out = str(markdown(text))
+    assert f'href="{href}"' in out
+    assert 'rel="nofollow noopener"' in out
+    assert "target=" not in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[a](javascript:alert(1))",
+        "[a](JAVASCRIPT:alert(1))",
+        "[a](&#x6A;avascript:alert(1))",
+        "[a](vbscript:x)",
+        "[a](data:text/html,x)",
+        "[a](file:///etc/passwd)",
+        "[a][r]\n\n[r]: javascript:alert(1)",
+        "<a href=' javascript:alert(1)'>a</a>",
+        "<a href='java&#0;script:alert(1)'>a</a>",
+        "<a href='&#14;javascript:alert(1)'>a</a>",
+        "<a href='javascript&colon;alert(1)'>a</a>",
+        "![a](data:image/svg+xml,x)",
+    ],
+)
+def test_other_schemes_leave_no_href(text: str) -> None:
+    out = str(markdown(text)).lower()
+    for attribute in ('href="', "src="):
+        for scheme in ("javascript", "vbscript", "data", "file"):
+            assert f"{attribute}{scheme}" not in out
