@@ -17,7 +17,7 @@ between tokens, the sub-lexers of a template language's lexer included; code tha
 out of it is shown escaped, as if its language were unknown. :func:`budget` lets several
 blocks of one document (a markdown text's fences) share one budget.
 
-The budget is checked between tokens, so one token must not take long either. Some
+Since the budget is checked between tokens, one token must not take long either. Some
 lexers take time that grows with the square of a run within one line (or worse), so a
 line longer than :data:`MAX_LINE_LENGTH` is not highlighted either, and the few lexers
 whose time grows faster still even on short lines (:data:`UNBOUNDED_LANGUAGES`) are not
@@ -57,8 +57,8 @@ __all__ = [
 #: mistaken for the site's own classes.
 CLASS_PREFIX = "hl-"
 
-#: Code longer than this is shown escaped but not highlighted: highlighting is linear in
-#: the input, but a paste at the size limit would cost every reader's request.
+#: Code longer than this is shown escaped but not highlighted: even where highlighting
+#: is linear in the input, a paste at the size limit would cost every reader's request.
 MAX_HIGHLIGHT_LENGTH = 300_000
 
 #: Code with a line longer than this is shown escaped but not highlighted: a single
