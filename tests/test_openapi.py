@@ -126,7 +126,15 @@ def test_todo_operations(tmp_path: Path) -> None:
     # PATCH: the fields read only when sent are optional
     patch = body["paths"]["/api/trackers/{name}"]["patch"]
     assert patch["requestBody"]["content"]["application/json"]["schema"]["required"] == []
-    assert body["paths"]["/api/trackers/{name}"]["delete"]["responses"]["204"]
+    deleting = body["paths"]["/api/trackers/{name}"]["delete"]["responses"]
+    assert deleting["204"]
+    # A write may find its row changed or deleted by another request meanwhile (srcore's
+    # errors answer 409), and any operation a database that is away or too slow (503).
+    assert deleting["409"] == {"$ref": "#/components/responses/Error409"}
+    assert "409" not in listing["responses"]
+    catalog = body["paths"]["/api/webhooks/events"]["get"]["responses"]
+    assert catalog["503"] == {"$ref": "#/components/responses/Error503"}
+    assert "database" in body["components"]["responses"]["Error503"]["description"]
     number = body["paths"]["/api/trackers/{name}/tickets/{number}"]["get"]["parameters"][1]
     assert number["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
     error = body["components"]["responses"]["Error401"]

@@ -43,10 +43,14 @@ _ERRORS = {
     401: "No valid access token was sent (see the WWW-Authenticate header).",
     403: "The token lacks the scope, belongs to no user, or the account is suspended.",
     404: "There is nothing at this address for this caller.",
+    409: "What the request changes was changed or deleted meanwhile; reload it and retry.",
     413: "The request body is too large.",
     429: "Too many requests; wait and try again.",
-    503: "The access token cannot be checked right now; try again shortly.",
+    503: "The service cannot answer now: the access token or the database cannot be "
+    "reached (try again after Retry-After), or the request kept the database busy too long.",
 }
+#: Methods that change something: another request may change or delete it meanwhile.
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,9 @@ def _operation(
     if scope is not None or declared.token:
         operation["security"] = [{SECURITY_SCHEME: [scope] if scope is not None else []}]
         errors.update((401, 403, 503))
+    if method in _WRITES:
+        errors.add(409)
+    errors.add(503)  # the database may be away, or the request too slow for it
     for code in sorted(errors):
         if code in declared.errors:
             responses[str(code)] = {
