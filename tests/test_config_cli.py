@@ -187,6 +187,18 @@ def test_show_prints_a_broken_file_with_its_problems(good: Path) -> None:
     assert "nowhere" not in result.stdout
 
 
+def test_show_says_what_check_says_of_a_missing_database_directory(good: Path) -> None:
+    """The value is shown as it is (it is not refused), then what is wrong with it."""
+    (good.parent / "var").rmdir()
+    result = run(["--config", str(good), "config", "show", "todo"])
+    assert result.exit_code == 1
+    missing = good.parent / "var"
+    shown = re.escape(f"sqlite:///{missing / 'todo.db'}")
+    assert re.search(rf"^database-url += {shown} ", result.stdout, re.M)
+    assert f"[todo] database-url: the directory {missing} does not exist" in result.stderr
+    assert result.stderr.strip().endswith("1 error.")
+
+
 def test_keygen() -> None:
     result = run(["keygen"])
     assert result.exit_code == 0
