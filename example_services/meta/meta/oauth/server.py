@@ -41,6 +41,7 @@ from meta.oauth.models import (
 from meta.oauth.oidc import (
     OIDC_SCOPE_CLAIM,
     MetaOpenIDCode,
+    client_algorithm,
     current_login,
     is_openid,
     normalize_scope,
@@ -50,6 +51,7 @@ from meta.oauth.oidc import (
 from srcore.auth.scopes import ScopeError, format_scopes, parse_scopes
 from srcore.db import session as db_session
 from srcore.db import utcnow
+from srcore.sqlrows import lock_row
 
 if TYPE_CHECKING:
     from meta.oauth.catalog import Catalog
@@ -225,6 +227,23 @@ def _active_user(user_id: int) -> User | None:
     return user
 
 
+def _hold_parties(client: Client, user_id: int) -> User:
+    """Hold the rows of a token's user and (third-party) client until the tokens commit,
+    and read them again: an account suspended or deleted, an application deleted, since
+    they were read refuses the tokens. One that comes later waits, then ends them with
+    the rest; a deleted account's tokens were otherwise written after it (a 500), and an
+    application's in the second of its deletion outlived it.
+    """
+    if isinstance(client, ThirdPartyClient) and (
+        not lock_row(db_session, client.row) or client.row.revoked_at is not None
+    ):
+        raise InvalidGrantError(description="The application was deleted.")
+    user = db_session.get(User, user_id)
+    if user is None or not lock_row(db_session, user) or not user.is_active:
+        raise InvalidGrantError(description="The account cannot be given tokens.")
+    return user
+
+
 # -- grants ------------------------------------------------------------------------------
 
 
@@ -281,22 +300,36 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         st = _state()
         hashed = digest(code)
-        # Spend the code atomically: of two concurrent exchanges only one gets it.
-        spent = db_session.execute(
-            update(AuthorizationCode)
-            .where(
-                AuthorizationCode.code_hash == hashed,
-                AuthorizationCode.client_id == client.client_id,
-                AuthorizationCode.used_at.is_(None),
-            )
-            .values(used_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        row = db_session.scalar(
+        found = db_session.scalar(
             select(AuthorizationCode).where(
                 AuthorizationCode.code_hash == hashed,
                 AuthorizationCode.client_id == client.client_id,
             )
+        )
+        if found is None:
+            return None
+        # The keys this exchange signs with, loaded (or made, in a transaction of their
+        # own) before this one writes: SQLite has one writer.
+        st.ring.signing_key()
+        if is_openid(found.scope):
+            st.ring.signing_key_for(client_algorithm(client))
+        # The account and the application first, in the order their deletion takes them
+        # (account, application, then codes and grants): the other way round, each would
+        # wait for the other.
+        _hold_parties(client, found.user_id)
+        # Spend the code atomically, and keep it held until the exchange commits its
+        # grant: a replay meanwhile waits, then finds the grant to revoke. Committed
+        # between the two, a replay found no grant yet and the tokens issued lived on.
+        spent = db_session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == found.id, AuthorizationCode.used_at.is_(None))
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        row = db_session.scalar(
+            select(AuthorizationCode)
+            .where(AuthorizationCode.id == found.id)
+            .execution_options(populate_existing=True)
         )
         if row is None:
             return None
@@ -308,7 +341,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                     st.revoke_grant(grant)
             db_session.commit()
             return None
-        db_session.commit()
         if row.expires_at <= utcnow():
             return None
         return row
@@ -328,7 +360,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         st = _state()
-        st.ring.signing_key()  # before this transaction writes: SQLite has one writer
         code: AuthorizationCode = self.request.authorization_code
         grant = Grant(
             id=uuid.uuid4().hex, user_id=user.id, client_id=self.client.client_id, scope=scope
@@ -395,18 +426,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return _active_user(refresh_token.row.grant.user_id)
 
     def revoke_old_credential(self, refresh_token: _RefreshCredential) -> None:
-        # Spend it atomically: of two concurrent refreshes with one token, one succeeds.
-        spent = db_session.execute(
-            update(RefreshToken)
-            .where(
-                RefreshToken.token_hash == refresh_token.row.token_hash,
-                RefreshToken.used_at.is_(None),
-            )
-            .values(used_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        if spent.rowcount != 1:  # type: ignore[attr-defined]
-            raise InvalidGrantError(description="The refresh token was used already.")
+        # Spent in generate_token, before anything is written.
+        return None
 
     def generate_token(
         self,
@@ -417,7 +438,27 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         st = _state()
-        grant = self.request.refresh_token.row.grant
+        st.ring.signing_key()  # before this transaction writes: SQLite has one writer
+        row: RefreshToken = self.request.refresh_token.row
+        user = _hold_parties(self.client, user.id)
+        grant = row.grant
+        # The grant as it is now, held until the new pair commits: a revocation that
+        # landed since the token was read refuses the refresh, and one that comes later
+        # waits and then revokes the new pair with the rest.
+        if not lock_row(db_session, grant) or grant.revoked_at is not None:
+            raise InvalidGrantError(description="The grant was revoked.")
+        # Spend it atomically: of two concurrent refreshes with one token, one succeeds,
+        # and the other is a reuse like any later one (RFC 9700 4.14.2).
+        spent = db_session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if spent.rowcount != 1:  # type: ignore[attr-defined]
+            st.revoke_grant(grant)
+            db_session.commit()
+            raise InvalidGrantError(description="The refresh token was used already.")
         grant.last_used = utcnow()
         return st.token_response(self.client, user=user, scope=scope, grant=grant)
 
