@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any
 
 from flask import Flask, Response, g, render_template, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
@@ -145,6 +145,34 @@ def _changed_meanwhile(exc: Exception) -> Response:
     return error_response(409, reason)
 
 
+#: SQLSTATEs of a write that another request's committed write made impossible: a unique
+#: value it took (``unique_violation``), a row it deleted (``foreign_key_violation``).
+_PG_CONFLICTS = frozenset({"23505", "23503"})
+#: SQLite's extended result codes for the same.
+_SQLITE_CONFLICTS = frozenset(
+    {
+        sqlite3.SQLITE_CONSTRAINT_UNIQUE,
+        sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY,
+        sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY,
+    }
+)
+
+
+def _integrity_error(exc: Exception) -> Response:
+    """A write the database refused. A view checks that a name is free or a parent row is
+    there before it writes, so a unique or foreign key violation it did not catch is
+    another request having taken the name or deleted the row in between: a conflict (the
+    409 of a row deleted meanwhile), not a broken service. Any other constraint failing
+    (a NOT NULL, a CHECK) is a bug, and a 500."""
+    original = getattr(exc, "orig", None) or exc
+    if (
+        getattr(original, "sqlstate", None) in _PG_CONFLICTS
+        or getattr(original, "sqlite_errorcode", None) in _SQLITE_CONFLICTS
+    ):
+        return _changed_meanwhile(exc)
+    return _server_error(InternalServerError(original_exception=exc))
+
+
 #: SQLSTATE ``query_canceled``: a statement timeout, or a cancel request.
 _PG_QUERY_CANCELED = "57014"
 
@@ -238,3 +266,4 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(PoolTimeout, _database_unavailable)
     app.register_error_handler(StaleDataError, _changed_meanwhile)
     app.register_error_handler(ObjectDeletedError, _changed_meanwhile)
+    app.register_error_handler(IntegrityError, _integrity_error)
