@@ -173,13 +173,21 @@ def _watch(lexer: Lexer) -> Lexer:
     if isinstance(lexer, DelegatingLexer):
         for name in ("root_lexer", "language_lexer"):
             sub = _watch(getattr(lexer, name))
-            unprocessed = sub.get_tokens_unprocessed
-
-            def timed_unprocessed(text: str, _unprocessed: Callable[..., Any] = unprocessed) -> Any:
-                return _timed(_unprocessed(text))
-
-            setattr(sub, "get_tokens_unprocessed", timed_unprocessed)  # noqa: B010
+            setattr(sub, "get_tokens_unprocessed", _timed_method(sub.get_tokens_unprocessed))  # noqa: B010
     return lexer
+
+
+def _timed_method(unprocessed: Callable[..., Any]) -> Callable[..., Any]:
+    """``unprocessed`` with its tokens passed through :func:`_timed`, arguments and all.
+
+    Some lexers call the method again themselves with other arguments (Ruby's, for the
+    inside of a string: ``context=``).
+    """
+
+    def timed_unprocessed(*args: Any, **kwargs: Any) -> Any:
+        return _timed(unprocessed(*args, **kwargs))
+
+    return timed_unprocessed
 
 
 @functools.cache

@@ -381,3 +381,18 @@ def test_other_schemes_leave_no_href(text: str) -> None:
     for attribute in ('href="', "src="):
         for scheme in ("javascript", "vbscript", "data", "file"):
             assert f"{attribute}{scheme}" not in out
+
+
+def test_every_template_language_highlights_nested_strings() -> None:
+    """Ruby's lexer calls itself again with ``context=`` for what a string interpolates."""
+    from pygments.lexer import DelegatingLexer
+
+    sample = '<% puts "a #{b} c" %>\n%%{ x = "#{y}"; }%%\n<?php echo "$a {$b}"; ?>\n{{ "x" }}\n'
+    templates = [
+        alias
+        for alias, _name in highlighting.language_choices()
+        if isinstance(highlighting._lexer(alias), DelegatingLexer)
+    ]
+    assert "ragel-ruby" in templates
+    for alias in templates:
+        assert highlighting.highlight(sample, alias) is not None, alias
