@@ -20,14 +20,17 @@ from sqlalchemy import (
     Column,
     Enum,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     Sequence,
     String,
     Table,
+    func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -93,6 +96,11 @@ class User(UserMixin, Base):
     #: Web sessions at meta started before this moment are no longer valid (password
     #: change, suspension, "log out everywhere").
     sessions_valid_after: Mapped[datetime | None]
+
+    #: One account per address, as the database's rule: the views check first, but two
+    #: registrations (or a registration and an address change) at once both passed the
+    #: check. Addresses are stored lower-cased; the index says so again.
+    __table_args__ = (Index("uq_user_email_lower", func.lower(text("email")), unique=True),)
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username!r} {self.user_type.value}>"

@@ -25,6 +25,7 @@ from flask import (
     session,
     url_for,
 )
+from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 import srcore
@@ -260,15 +261,8 @@ def register() -> Any:
     password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
     if username:
         problem = logic.check_username(username, reserved=_reserved_names())
-        if problem is None and logic.username_taken(db, username):
-            problem = "This username is taken."
         valid.expect(problem is None, problem or "", field="username")
-    if email:
-        valid.expect(
-            not logic.email_taken(db, email),
-            "Another account uses this address.",
-            field="email",
-        )
+    _expect_free(valid, username, email)
     if password:
         problem = logic.check_password(password, min_length=min_length, username=username)
         valid.expect(problem is None, problem or "", field="password")
@@ -276,9 +270,17 @@ def register() -> Any:
     assert email and password  # require() recorded an error otherwise
 
     state = meta_state()
-    user = logic.create_user(
-        db, username=username, email=email, password_hash=state.passwords.hash(password)
-    )
+    try:
+        user = logic.create_user(
+            db, username=username, email=email, password_hash=state.passwords.hash(password)
+        )
+    except IntegrityError:
+        # Another registration took the name or the address since the check above (the
+        # database holds one account per each): the form again, saying which.
+        db.rollback()
+        _expect_free(valid, username, email)
+        valid.raise_if_invalid()
+        raise
     secret = logic.issue_token(
         db,
         user,
@@ -299,6 +301,18 @@ def register() -> Any:
             "warning",
         )
     return redirect(url_for("accounts.profile"))
+
+
+def _expect_free(valid: Validation, username: str, email: str | None) -> None:
+    """Record on *valid* that the username or the address belongs to an account already."""
+    if username and not valid.error_for("username"):
+        valid.expect(
+            not logic.username_taken(db, username), "This username is taken.", field="username"
+        )
+    if email and not valid.error_for("email"):
+        valid.expect(
+            not logic.email_taken(db, email), "Another account uses this address.", field="email"
+        )
 
 
 @accounts.route("/confirm/<token>")

@@ -1,0 +1,171 @@
+"""Races on meta's accounts: two registrations of one name or address, an address change
+confirmed while another account takes the address, on SQLite and PostgreSQL.
+
+The other request's change runs in a transaction of its own just before the request
+under test writes anything, the widest window a concurrent request could hit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from meta_constants import PASSWORD
+from sqlalchemy import create_engine, event, func, select, text
+
+
+@pytest.fixture
+def before_first_write(app: Any) -> Iterator[Callable[[Callable[[], None]], None]]:
+    """``before_first_write(change)``: run *change* once, in a transaction of its own,
+    just before the next request's first INSERT, UPDATE, DELETE or flush."""
+    database = app.extensions["srcore"].db
+    pending: list[Callable[[], None]] = []
+
+    def run() -> None:
+        if pending:
+            change = pending.pop()  # first, so the change's own writes do not recurse
+            change()
+
+    def on_flush(session: Any, context: Any, instances: Any) -> None:
+        if session.new or session.dirty or session.deleted:
+            run()
+
+    def on_execute(state: Any) -> None:
+        if state.is_insert or state.is_update or state.is_delete:
+            run()
+
+    event.listen(database.sessionmaker, "before_flush", on_flush)
+    event.listen(database.sessionmaker, "do_orm_execute", on_execute)
+    try:
+        yield pending.append
+    finally:
+        event.remove(database.sessionmaker, "before_flush", on_flush)
+        event.remove(database.sessionmaker, "do_orm_execute", on_execute)
+
+
+def _accounts_with(app: Any, *, username: str | None = None, email: str | None = None) -> int:
+    from meta.models import User
+
+    query = select(func.count()).select_from(User)
+    if username is not None:
+        query = query.where(User.username == username)
+    if email is not None:
+        query = query.where(func.lower(User.email) == email)
+    with app.extensions["srcore"].db.transaction() as session:
+        return int(session.scalar(query) or 0)
+
+
+@pytest.mark.parametrize("taken", ["username", "email"])
+def test_a_name_or_address_registered_meanwhile_is_a_form_error(
+    app: Any, accounts: Any, csrf: Any, before_first_write: Any, taken: str
+) -> None:
+    """Another registration took the name (or address) after this one checked it: the
+    insert broke the unique username (a 500), and two accounts shared an address."""
+    form = {"username": "carol", "email": "carol@example.org", "password": PASSWORD}
+    other = {
+        "username": "carol" if taken == "username" else "caroline",
+        "email": "carol@example.org" if taken == "email" else "caroline@example.org",
+    }
+    client = app.test_client()
+    token = csrf.token(client, "/register")
+    before_first_write(lambda: accounts.make(other["username"], email=other["email"]))
+    response = client.post("/register", data={**form, "csrf_token": token})
+    assert response.status_code == 400, response.status_code
+    page = response.get_data(as_text=True)
+    assert "taken" in page or "Another account uses this address" in page
+    # Only the other registration's account: this one wrote nothing.
+    assert _accounts_with(app, username="carol") == (taken == "username")
+    assert _accounts_with(app, email="carol@example.org") == (taken == "email")
+
+
+def test_an_address_taken_while_a_change_to_it_is_confirmed_is_refused(
+    app: Any,
+    accounts: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    before_first_write: Any,
+    srcore_backend: str,
+) -> None:
+    """alice's link to move to an address that carol registered after it was checked:
+    both accounts had the address. (On SQLite the request holds the one writer's lock
+    from spending the link on, so carol's registration can land only before that.)"""
+    from meta import logic
+    from meta.models import TokenPurpose, User
+
+    alice = accounts.make("alice")
+    with app.extensions["srcore"].db.transaction() as session:
+        row = session.get(User, alice.id)
+        row.pending_email = "shared@example.org"
+        secret = logic.issue_token(
+            session,
+            row,
+            TokenPurpose.change_email,
+            email="shared@example.org",
+            lifetime=timedelta(hours=1),
+        )
+    checked = logic.email_taken
+
+    def then_taken(*args: Any, **kwargs: Any) -> bool:
+        free = checked(*args, **kwargs)
+        monkeypatch.setattr(logic, "email_taken", checked)
+        accounts.make("carol", email="shared@example.org")
+        return free
+
+    if srcore_backend == "sqlite":
+        before_first_write(lambda: accounts.make("carol", email="shared@example.org"))
+    else:
+        monkeypatch.setattr(logic, "email_taken", then_taken)
+    response = app.test_client().get(f"/confirm/{secret}")
+    assert 400 <= response.status_code < 500, response.status_code
+    assert _accounts_with(app, email="shared@example.org") == 1
+    assert accounts.get(alice.id).email == "alice@example.org"
+
+
+def test_the_migration_names_addresses_two_accounts_share(
+    srcore_backend: str, tmp_path: Path
+) -> None:
+    """Accounts made before the database held one per address may share one: the upgrade
+    stops and names it, instead of the database's unique-index failure."""
+    import meta
+    from meta.models import Base
+
+    from srcore import migrate
+    from srcore.testdb import create_test_database, drop_test_database
+
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    if srcore_backend == "postgresql":
+        url = create_test_database()
+    target = migrate.MigrationTarget(
+        service_id="meta",
+        database_url=url,
+        metadata=Base.metadata,
+        versions_dir=Path(meta.__file__).parent / "migrations" / "versions",
+    )
+    engine = create_engine(url)
+    try:
+        migrate.upgrade_all(target)
+        migrate.downgrade(target, "0006_oidc")
+        with engine.begin() as connection:
+            for ident, name, address in [
+                (1, "ann", "Twin@example.org"),
+                (2, "bea", "twin@example.org"),
+            ]:
+                connection.execute(
+                    text(
+                        'INSERT INTO "user" (id, username, email, user_type, password_hash, '
+                        "created, updated) VALUES (:i, :n, :e, 'active', 'x', :t, :t)"
+                    ),
+                    {"i": ident, "n": name, "e": address, "t": datetime(2026, 1, 1)},
+                )
+        with pytest.raises(RuntimeError, match=r"twin@example\.org"):
+            migrate.upgrade_all(target)
+        with engine.begin() as connection:
+            connection.execute(text('DELETE FROM "user" WHERE id = 2'))
+        migrate.upgrade_all(target)
+        assert migrate.pending_changes(target) == []
+    finally:
+        engine.dispose()
+        if srcore_backend == "postgresql":
+            drop_test_database(url)
