@@ -38,6 +38,7 @@ from srcore.auth.web import current_user, is_safe_next, log_in, log_out, login_r
 from srcore.db import UserType, utcnow
 from srcore.db import session as db
 from srcore.errors import error_response
+from srcore.sqlrows import lock_row
 from srcore.validation import Validation
 
 if TYPE_CHECKING:
@@ -173,6 +174,12 @@ def login() -> Any:
         db.commit()
         valid.fail(INCORRECT)
     assert user is not None
+    # The account as it is now, held until the login is recorded: a password changed
+    # (every session ended) or an account deleted since it was read and checked must not
+    # leave a session started with the old password behind.
+    verified = user.password_hash
+    if not lock_row(db, user) or user.password_hash != verified:
+        valid.fail(INCORRECT)
     if protection is not None:
         protection.success(account, address)
     if user.is_suspended:

@@ -169,3 +169,41 @@ def test_the_migration_names_addresses_two_accounts_share(
         engine.dispose()
         if srcore_backend == "postgresql":
             drop_test_database(url)
+
+
+def _logged_in(client: Any) -> bool:
+    return bool(client.get("/profile").status_code == 200)
+
+
+@pytest.mark.parametrize("what", ["suspended", "deleted", "password changed"])
+def test_an_account_changed_while_it_logs_in_keeps_no_session(
+    app: Any, accounts: Any, csrf: Any, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """An admin suspends alice (or she is deleted, or her password changes elsewhere)
+    while her login's password is being checked: the login went on from the account as
+    it was read, and its new session outlived the change."""
+    from meta import logic
+    from meta.models import User
+
+    alice = accounts.make("alice")
+    passwords = app.extensions["meta"].passwords
+    verify = passwords.verify
+
+    def then_changed(*args: Any, **kwargs: Any) -> bool:
+        ok = verify(*args, **kwargs)
+        monkeypatch.setattr(passwords, "verify", verify)
+        with app.extensions["srcore"].db.transaction() as session:
+            user = session.get(User, alice.id)
+            if what == "suspended":
+                logic.suspend(session, user, "spam")
+            elif what == "deleted":
+                logic.delete_user(session, user)
+            else:
+                logic.set_password(session, user, passwords.hash("another passphrase"))
+        return bool(ok)
+
+    monkeypatch.setattr(passwords, "verify", then_changed)
+    client = app.test_client()
+    response = csrf.post(client, "/login", {"login": "alice", "password": PASSWORD})
+    assert response.status_code < 500, response.status_code
+    assert not _logged_in(client)
