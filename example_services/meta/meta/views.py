@@ -573,9 +573,22 @@ def _check_current_password(valid: Validation, user: User) -> None:
         return
     protection = meta_state().protection
     key = _throttle_key(user, user.username)
-    if meta_state().passwords.verify(user.password_hash, password):
+    verified = user.password_hash
+    if meta_state().passwords.verify(verified, password):
         if protection is not None:
             protection.success(key, _client_address())
+        # The account as it is now, held until the change commits: a reset (or another
+        # tab's change) since this request began ended this session and made the
+        # password checked the old one. Going on undid the reset with the old password.
+        if (
+            not lock_row(db, user)
+            or user.password_hash != verified
+            or not logic.web_session_valid(db, user.id, session.get(SESSION_ID))
+        ):
+            valid.error(
+                "Your password was changed, or this session ended, meanwhile: log in again.",
+                "current_password",
+            )
         return
     if protection is not None:
         protection.failure(key, _client_address())

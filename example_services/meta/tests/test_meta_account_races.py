@@ -207,3 +207,54 @@ def test_an_account_changed_while_it_logs_in_keeps_no_session(
     response = csrf.post(client, "/login", {"login": "alice", "password": PASSWORD})
     assert response.status_code < 500, response.status_code
     assert not _logged_in(client)
+
+
+def _mailed_reset(app: Any, user_id: int) -> str:
+    from meta import logic
+    from meta.models import TokenPurpose, User
+
+    with app.extensions["srcore"].db.transaction() as session:
+        row = session.get(User, user_id)
+        return logic.issue_token(
+            session, row, TokenPurpose.reset, email=row.email, lifetime=timedelta(hours=1)
+        )
+
+
+@pytest.mark.parametrize("page", ["/password", "/delete"])
+def test_a_reset_landing_during_a_password_checked_change_wins(
+    app: Any, accounts: Any, csrf: Any, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    """Someone logged in with alice's old password changes it (or deletes the account)
+    while alice takes it back with a mailed reset link. Their request checked the old
+    password before the reset committed, then wrote: the reset was undone (the old
+    holder's new password, and a session) or the account deleted."""
+    from srcore.testing import log_in_client
+
+    alice = accounts.make("alice")
+    intruder = log_in_client(app.test_client(), alice)
+    form = {"current_password": PASSWORD, "password": "the intruder's own passphrase"}
+    if page == "/delete":
+        form = {"current_password": PASSWORD, "password": PASSWORD, "confirm": "alice"}
+    token = csrf.token(intruder, page)
+    link = _mailed_reset(app, alice.id)
+    owner = app.test_client()
+    owner_token = csrf.token(owner, f"/reset/{link}")
+    passwords = app.extensions["meta"].passwords
+    verify = passwords.verify
+
+    def then_reset(*args: Any, **kwargs: Any) -> bool:
+        ok = verify(*args, **kwargs)
+        monkeypatch.setattr(passwords, "verify", verify)
+        done = owner.post(
+            f"/reset/{link}", data={"password": "alice's new passphrase", "csrf_token": owner_token}
+        )
+        assert done.status_code == 302, done.status_code
+        return bool(ok)
+
+    monkeypatch.setattr(passwords, "verify", then_reset)
+    response = intruder.post(page, data={**form, "csrf_token": token})
+    assert response.status_code == 400, response.status_code
+    assert not _logged_in(intruder)
+    assert _logged_in(owner)
+    user = accounts.get(alice.id)
+    assert user is not None and passwords.verify(user.password_hash, "alice's new passphrase")
