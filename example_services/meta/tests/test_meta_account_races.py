@@ -14,13 +14,26 @@ from typing import Any
 
 import pytest
 from meta_constants import PASSWORD
+from oauth_helpers import oauth_app
 from sqlalchemy import create_engine, event, func, select, text
+
+__all__ = ["oauth_app"]  # a fixture used by this module
 
 
 @pytest.fixture
 def before_first_write(app: Any) -> Iterator[Callable[[Callable[[], None]], None]]:
     """``before_first_write(change)``: run *change* once, in a transaction of its own,
     just before the next request's first INSERT, UPDATE, DELETE or flush."""
+    yield from _before_first_write(app)
+
+
+@pytest.fixture
+def before_first_write_oauth(oauth_app: Any) -> Iterator[Callable[[Callable[[], None]], None]]:
+    """:func:`before_first_write` for meta in a network with todo."""
+    yield from _before_first_write(oauth_app)
+
+
+def _before_first_write(app: Any) -> Iterator[Callable[[Callable[[], None]], None]]:
     database = app.extensions["srcore"].db
     pending: list[Callable[[], None]] = []
 
@@ -258,3 +271,38 @@ def test_a_reset_landing_during_a_password_checked_change_wins(
     assert _logged_in(owner)
     user = accounts.get(alice.id)
     assert user is not None and passwords.verify(user.password_hash, "alice's new passphrase")
+
+
+def test_one_consent_approved_twice_at_once_records_it_once(
+    oauth_app: Any, accounts: Any, before_first_write_oauth: Any
+) -> None:
+    """A double click on "Authorize": both requests found no consent remembered, and the
+    second insert broke the unique (user, client, scope) of the first (a 500)."""
+    import re
+
+    from meta.oauth.models import Consent
+    from oauth_helpers import authorize_url, pkce, query_of, register_client
+
+    from srcore.testing import log_in_client
+
+    gadget = register_client(oauth_app, accounts, confidential=True)
+    alice = accounts.make("alice")
+    browser = log_in_client(oauth_app.test_client(), alice)
+    url = authorize_url(gadget["id"], "https://app.example/cb", challenge=pkce()[1])
+    page = browser.get(url).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token, page[:500]
+
+    def other_click() -> None:
+        with oauth_app.extensions["srcore"].db.transaction() as session:
+            session.add(Consent(user_id=alice.id, client_id=gadget["id"], scope="meta/profile:RO"))
+
+    before_first_write_oauth(other_click)
+    response = browser.post(url, data={"decision": "approve", "csrf_token": token.group(1)})
+    assert response.status_code == 302, response.status_code
+    assert "code" in query_of(response.headers["Location"])
+    with oauth_app.extensions["srcore"].db.transaction() as session:
+        count = session.scalar(
+            select(func.count()).select_from(Consent).where(Consent.user_id == alice.id)
+        )
+    assert count == 1

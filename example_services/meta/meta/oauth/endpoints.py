@@ -15,6 +15,7 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oidc.core.errors import ConsentRequiredError
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from meta import audit
 from meta.models import User
@@ -202,6 +203,12 @@ def authorize() -> Any:
         if request.form.get("decision") == "approve":
             if not _remembered(user.id, client.client_id, scope):
                 db_session.add(Consent(user_id=user.id, client_id=client.client_id, scope=scope))
+                try:
+                    db_session.flush()
+                except IntegrityError:
+                    # The same approval sent twice at once (a double click, two tabs):
+                    # the other request recorded the consent, and this one goes on.
+                    db_session.rollback()
             audit.record(db_session, audit.Kind.app_authorized, user.id, detail=client.name)
             db_session.commit()
             return server.create_authorization_response(grant_user=user, grant=grant)
