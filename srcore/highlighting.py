@@ -67,8 +67,9 @@ MAX_HIGHLIGHT_LENGTH = 300_000
 MAX_LINE_LENGTH = 2_000
 
 #: Lexers one token of which, on a short line of hostile text, takes seconds (a few
-#: thousand tabs take Easytrieve's minutes): not offered, their code is plain text.
-UNBOUNDED_LANGUAGES: frozenset[str] = frozenset({"easytrieve"})
+#: thousand tabs take Easytrieve's minutes; a quote and sixty backslashes, UrbiScript's
+#: hours): not offered, their code is plain text.
+UNBOUNDED_LANGUAGES: frozenset[str] = frozenset({"easytrieve", "urbiscript"})
 
 #: Seconds of CPU time that highlighting one block, or one document's blocks together
 #: (see :func:`budget`), may take. Ordinary code of the size limit lexes in well under it.

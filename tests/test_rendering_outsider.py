@@ -202,6 +202,13 @@ def test_languages_whose_lexer_has_no_bound_are_not_offered() -> None:
         """
     )
     assert out == "0"
+    out = _run(
+        """
+        from srcore import highlighting
+        print(highlighting.highlight_lines("'" + "\\\\" * 60, "urbiscript").count("hl-"))
+        """
+    )
+    assert out == "0"
 
 
 def test_markdown_of_many_hostile_fences_is_bounded() -> None:
