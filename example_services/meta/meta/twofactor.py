@@ -157,6 +157,11 @@ def enable() -> Any:
     valid.raise_if_invalid()
     # Without a code, a key or a right code, an error was recorded above.
     assert counter is not None and isinstance(secret, str)
+    if totp.factor_of(db, user.id) is not None:
+        # Another tab turned it on since this request looked (the password check holds
+        # the account's row from then on): replacing its app and recovery codes would
+        # leave those just shown there not working.
+        return redirect(url_for("twofactor.settings"))
     codes = totp.add_factor(db, user.id, secret, counter)
     audit.record(db, Kind.factor_added, user.id, detail="authenticator app")
     db.commit()

@@ -306,3 +306,45 @@ def test_one_consent_approved_twice_at_once_records_it_once(
             select(func.count()).select_from(Consent).where(Consent.user_id == alice.id)
         )
     assert count == 1
+
+
+def test_two_factor_turned_on_in_two_tabs_at_once_keeps_the_first(
+    app: Any, accounts: Any, csrf: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both tabs found the app off; the second replaced the first's app and recovery
+    codes, just shown to the user, with its own."""
+    import pyotp
+    from meta import totp
+    from meta.twofactor import SETUP_SECRET
+
+    from srcore.testing import log_in_client
+
+    alice = accounts.make("alice")
+    client = log_in_client(app.test_client(), alice)
+    token = csrf.token(client, "/security/two-factor")
+    with client.session_transaction() as cookie:
+        secret = cookie[SETUP_SECRET]
+    first = pyotp.random_base32(32)
+    passwords = app.extensions["meta"].passwords
+    verify = passwords.verify
+
+    def then_other_tab(*args: Any, **kwargs: Any) -> bool:
+        ok = verify(*args, **kwargs)
+        monkeypatch.setattr(passwords, "verify", verify)
+        with app.extensions["srcore"].db.transaction() as session:
+            totp.add_factor(session, alice.id, first, 0)
+        return bool(ok)
+
+    monkeypatch.setattr(passwords, "verify", then_other_tab)
+    response = client.post(
+        "/security/two-factor",
+        data={
+            "current_password": PASSWORD,
+            "code": pyotp.TOTP(secret).now(),
+            "csrf_token": token,
+        },
+    )
+    assert response.status_code == 302, response.status_code
+    with app.extensions["srcore"].db.transaction() as session:
+        factor = totp.factor_of(session, alice.id)
+        assert factor is not None and factor.secret == first
