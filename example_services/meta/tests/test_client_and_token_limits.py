@@ -48,6 +48,33 @@ def test_a_token_made_through_the_api_never_outlives_its_maker(app: Any, account
         assert body["expires"] is not None
 
 
+def test_a_capped_token_does_not_outlive_its_maker_when_a_second_turns(
+    app: Any, accounts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap and the new token's iat come from one reading of the clock: read twice, a
+    second turning in between gave the new token one second more than its maker."""
+    import time
+    import types
+
+    import meta.oauth.pats
+    import meta.oauth.server
+
+    alice = accounts.make("alice")
+    boot = _pat(app, alice.id, "meta/tokens:RW meta/profile:RO", days=1)
+    start = time.time()
+    readings = iter(int(start) + 0.7 + 0.5 * step for step in range(1000))
+    clock = types.SimpleNamespace(time=lambda: next(readings))  # each reading 0.5 s later
+    monkeypatch.setattr(meta.oauth.pats, "time", clock)
+    monkeypatch.setattr(meta.oauth.server, "time", clock)
+    made = app.test_client().post(
+        "/api/tokens",
+        json={"name": "child", "scopes": ["meta/profile:RO"], "expires_in_days": 3650},
+        headers={"Authorization": f"Bearer {boot}"},
+    )
+    assert made.status_code == 201, made.get_json()
+    assert _exp(made.get_json()["token"]) <= _exp(boot)
+
+
 def test_repeated_scopes_in_a_form_are_all_checked(app: Any, accounts: Any) -> None:
     alice = accounts.make("alice")
     boot = _pat(app, alice.id, "meta/tokens:RW", days=30)

@@ -13,7 +13,7 @@ where it came from (its grant, or the personal access token): revoking that revo
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypedDict
 
@@ -82,8 +82,11 @@ def create_token(
     st = oauth_state()
     key = st.ring.signing_key()
     lifetime = int(timedelta(days=days).total_seconds())
+    # One clock reading for the cap and the token's iat: read twice, a second turning in
+    # between made a capped token outlive the one that asked for it by that second.
+    now = int(time.time())
     if not_after is not None:
-        lifetime = max(1, min(lifetime, not_after - int(time.time())))
+        lifetime = max(1, min(lifetime, not_after - now))
     import uuid
 
     jti = uuid.uuid4().hex
@@ -93,7 +96,7 @@ def create_token(
         scope=scope,
         jti=jti,
         kid=str(key.kid),
-        expires_at=utcnow() + timedelta(seconds=lifetime),
+        expires_at=datetime.fromtimestamp(now + lifetime, UTC),
         parent=parent,
     )
     db_session.add(row)
@@ -107,6 +110,7 @@ def create_token(
         lifetime=lifetime,
         grant=f"pat:{row.id}",
         jti=jti,
+        now=now,
     )
     return row, token
 
