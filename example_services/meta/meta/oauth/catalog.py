@@ -84,8 +84,9 @@ class Catalog:
             self._installed = manifests
         return self._installed
 
-    def service(self, service_id: str) -> ServiceScopes:
-        """The scopes of *service_id* (``known=False`` when they could not be read)."""
+    def service(self, service_id: str, *, fetch: bool = True) -> ServiceScopes:
+        """The scopes of *service_id* (``known=False`` when they could not be read, or,
+        without *fetch*, are not read yet)."""
         installed = self._installed_manifests().get(service_id)
         if installed is not None:
             return ServiceScopes(
@@ -96,8 +97,10 @@ class Catalog:
         now = self._clock()
         with self._lock:
             cached = self._cache.get(service_id)
-            if cached is not None and cached[0] > now:
+            if cached is not None and (cached[0] > now or not fetch):
                 return cached[1]
+        if not fetch:
+            return ServiceScopes(id=service_id, name=service_id, known=False)
         result, ttl = self._remote(service_id)
         with self._lock:
             self._cache[service_id] = (now + ttl, result)
@@ -121,11 +124,12 @@ class Catalog:
             return unknown, _FAILURE_RETRY
         return ServiceScopes(id=service_id, name=name, scopes=scopes), _SUCCESS_TTL
 
-    def check(self, scopes: Iterable[str]) -> str | None:
+    def check(self, scopes: Iterable[str], *, fetch: bool = True) -> str | None:
         """Why *scopes* cannot be granted, or None when every one is grammatical and offered.
 
-        A scope of a configured service whose manifest cannot be read right now is allowed
-        (it is shown without a description): a service being down must not stop logins.
+        A scope of a configured service whose manifest cannot be read right now (or,
+        without *fetch*, is not read yet) is allowed (it is shown without a description):
+        a service being down must not stop logins.
         """
         for text in scopes:
             try:
@@ -134,16 +138,21 @@ class Catalog:
                 return str(exc)
             if scope.service not in self.services:
                 return f"no service called {scope.service!r} is part of this network"
-            info = self.service(scope.service)
+            info = self.service(scope.service, fetch=fetch)
             if info.known and scope.name not in info.scopes:
                 return f"{info.name} has no scope called {scope.name!r}"
         return None
 
-    def all_scopes(self) -> list[str]:
-        """Every declared scope in both access levels, for metadata and the PAT form."""
+    def all_scopes(self, *, fetch: bool = True) -> list[str]:
+        """Every declared scope in both access levels, for the PAT form; without *fetch*,
+        those of manifests installed or read already, for meta's metadata documents.
+
+        A service asks for that metadata while it sends a browser to log in; fetching its
+        own manifest then would wait on the service, whose worker is busy waiting for meta.
+        """
         found: list[str] = []
         for service_id in self.services:
-            info = self.service(service_id)
+            info = self.service(service_id, fetch=fetch)
             for name in info.scopes:
                 found += [f"{service_id}/{name}:RO", f"{service_id}/{name}:RW"]
         return found

@@ -95,7 +95,7 @@ def metadata() -> Response:
         "revocation_endpoint": base + "/oauth/revoke",
         "introspection_endpoint": base + "/oauth/introspect",
         "jwks_uri": base + "/oauth/jwks.json",
-        "scopes_supported": st.catalog.all_scopes(),
+        "scopes_supported": st.catalog.all_scopes(fetch=False),  # see all_scopes
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],

@@ -71,7 +71,7 @@ def discovery() -> dict[str, Any]:
         "end_session_endpoint": base + "/oauth/logout",
         "revocation_endpoint": base + "/oauth/revoke",
         "introspection_endpoint": base + "/oauth/introspect",
-        "scopes_supported": [*OIDC_SCOPES, *st.catalog.all_scopes()],
+        "scopes_supported": [*OIDC_SCOPES, *st.catalog.all_scopes(fetch=False)],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],

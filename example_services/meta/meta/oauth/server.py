@@ -690,9 +690,14 @@ class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
         return super().get_authorization_grant(request)
 
     def validate_requested_scope(self, scope: str | None) -> None:
+        from flask import request as flask_request
+
         if not scope:
             return
-        problem = _state().catalog.check(split_scope(scope)[1])
+        # A token request comes from a service, perhaps the one whose manifest is not read
+        # yet: fetching it would wait on that service's worker, busy waiting for meta.
+        fetch = flask_request.endpoint != "oauth.token"
+        problem = _state().catalog.check(split_scope(scope)[1], fetch=fetch)
         if problem is not None:
             raise InvalidScopeError(description=_ascii(problem))
 
