@@ -25,15 +25,12 @@ becomes an ``align-left``/``align-center``/``align-right`` class. Raw HTML past 
 :data:`MAX_RAW_HTML_TAGS` start tags of a document is shown as text: the time to sanitize
 grows with the square of how deep elements nest, and markdown's own nesting is bounded.
 
-Images are embedded only when their source is an absolute ``https://`` URL. Any other
-markdown image is rendered as a plain link to its source instead (subject to the link
-rules, so a ``data:`` URL leaves just the text), and a raw ``<img>`` with another source
-loses it. A reader's browser fetches images without being asked, so an image is the one
-part of user markdown that acts on its own: a plain ``http`` image is mixed content that
-anyone on the path can watch or replace, and a ``data:`` or relative source slips past
-the link rules or points the reader's browser at the service itself. Screenshots in
-tickets are too useful to forbid outright, so HTTPS images stay, loaded lazily and
-without a ``Referer``.
+Images are never embedded: a markdown image is rendered as a plain link to its source
+(subject to the link rules, so a ``data:`` URL leaves just the text), and a raw ``<img>``
+is dropped. A reader's browser fetches an image without being asked, so it is the one part
+of user markdown that acts on its own: from another host it tells that host who reads the
+ticket and when (a tracking pixel), and the content security policy allows the service's
+own images only (see :mod:`srcore.headers`), so an embedded one would show broken anyway.
 """
 
 from __future__ import annotations
@@ -81,7 +78,7 @@ Clock = Callable[[], datetime]
 ALLOWED_TAGS: frozenset[str] = frozenset(
     {
         "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "dl", "dt",
-        "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li",
+        "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "ins", "kbd", "li",
         "mark", "ol", "p", "pre", "q", "s", "samp", "span", "sub", "summary", "sup",
         "strong", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "input",
     }
@@ -92,7 +89,6 @@ ALLOWED_ATTRIBUTES: Mapping[str, frozenset[str]] = {
     "a": frozenset({"href", "title", "class", "aria-label"}),
     "abbr": frozenset({"title"}),
     "code": frozenset({"class"}),
-    "img": frozenset({"src", "alt", "title", "width", "height"}),
     "ol": frozenset({"start"}),
     "span": frozenset({"class"}),
     "ul": frozenset({"class"}),
@@ -126,8 +122,6 @@ _ALIGN_CLASSES = frozenset({"align-left", "align-center", "align-right"})
 
 def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
     """Narrow attributes the allow-list alone cannot: sources, classes and ids."""
-    if tag == "img" and attribute == "src":
-        return value if value.lower().startswith("https://") else None
     if attribute == "class":
         if tag == "code":
             return value if _LANGUAGE_CLASS.fullmatch(value) else None
@@ -156,7 +150,6 @@ def _cleaner() -> nh3.Cleaner:
         link_rel=LINK_REL,
         url_schemes=set(URL_SCHEMES),
         set_tag_attribute_values={
-            "img": {"loading": "lazy", "referrerpolicy": "no-referrer"},
             # The only input user text may hold is a task's checkbox, and it is read-only;
             # its name says what it is (its state, done or not, is its checked state).
             "input": {"type": "checkbox", "disabled": "", "aria-label": "Task"},
@@ -172,11 +165,9 @@ def _render_image(
     options: OptionsDict,
     env: EnvType,
 ) -> str:
-    """Render an image whose source is not HTTPS as a plain link to it instead."""
+    """Render an image as a plain link to its source (its text, or the source itself)."""
     token = tokens[idx]
     src = str(token.attrGet("src") or "")
-    if src.lower().startswith("https://"):
-        return renderer.image(tokens, idx, options, env)
     alt = renderer.renderInlineAsText(token.children or [], options, env) or src
     return str(Markup('<a href="{}">{}</a>').format(src, alt))
 
