@@ -13,6 +13,7 @@ import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,33 @@ def test_without_psycopg_the_postgresql_runs_skip_and_say_which_extra(tmp_path: 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed, 1 skipped" in result.stdout
     assert "pip install 'srcore[postgres]'" in result.stdout
+
+
+def test_before_first_write_runs_the_change_once_between_read_and_write(
+    app: Any, user: Any
+) -> None:
+    """The other request's change commits after the view read and before its first write."""
+    from sqlalchemy import select
+
+    from srcore.testing import before_first_write
+
+    st = app.extensions["srcore"]
+    user_model = st.user_model
+    seen: list[str] = []
+
+    def rename() -> None:
+        with st.db.transaction() as other:
+            other.get(user_model, user.id).username = "renamed"
+        seen.append("change")
+
+    with before_first_write(app) as change_meanwhile:
+        change_meanwhile(rename)
+        with st.db.transaction() as session:
+            read = session.scalar(select(user_model.username).where(user_model.id == user.id))
+            seen.append(f"read {read}")
+            session.get(user_model, user.id).email = "new@example.org"
+            session.flush()
+            seen.append("write")
+        with st.db.transaction() as session:  # nothing left to run
+            session.get(user_model, user.id).email = "again@example.org"
+    assert seen == [f"read {user.username}", "change", "write"]

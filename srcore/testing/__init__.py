@@ -23,7 +23,8 @@ The helpers live in modules of their own and are all importable from here: confi
 (:mod:`.configs`), users, sessions and tokens (:mod:`.users`), migrated test databases
 (:mod:`.databases`), services and workers in processes of their own (:mod:`.processes`),
 in-process webhook delivery (:mod:`.delivery`), HTTP receivers (:mod:`.receivers`), an
-SMTP sink (:mod:`.smtp`) and the browser (:mod:`.browser`). Only the fixtures and
+SMTP sink (:mod:`.smtp`), the browser (:mod:`.browser`) and races replayed without threads
+(:mod:`.races`). Only the fixtures and
 :func:`require_or_skip` need pytest; the rest also serves scripts and benchmarks.
 """
 
@@ -35,6 +36,7 @@ from srcore.testing.databases import ServiceDatabase
 from srcore.testing.databases import _clean as _clean
 from srcore.testing.delivery import deliver_pending
 from srcore.testing.processes import free_port, run_service, run_worker
+from srcore.testing.races import before_first_write
 from srcore.testing.receivers import FormReceiver, form_receiver, serving
 from srcore.testing.skipping import require_or_skip
 from srcore.testing.smtp import ReceivedMail, SMTPSink, serve_smtp_sink
@@ -54,6 +56,7 @@ __all__ = [
     "ReceivedMail",
     "SMTPSink",
     "ServiceDatabase",
+    "before_first_write",
     "chromium_path",
     "create_user",
     "deliver_pending",

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from meta_constants import PASSWORD
 from oauth_helpers import oauth_app
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import create_engine, func, select, text
+
+from srcore.testing import races
 
 __all__ = ["oauth_app"]  # a fixture used by this module
 
@@ -34,29 +36,8 @@ def before_first_write_oauth(oauth_app: Any) -> Iterator[Callable[[Callable[[], 
 
 
 def _before_first_write(app: Any) -> Iterator[Callable[[Callable[[], None]], None]]:
-    database = app.extensions["srcore"].db
-    pending: list[Callable[[], None]] = []
-
-    def run() -> None:
-        if pending:
-            change = pending.pop()  # first, so the change's own writes do not recurse
-            change()
-
-    def on_flush(session: Any, context: Any, instances: Any) -> None:
-        if session.new or session.dirty or session.deleted:
-            run()
-
-    def on_execute(state: Any) -> None:
-        if state.is_insert or state.is_update or state.is_delete:
-            run()
-
-    event.listen(database.sessionmaker, "before_flush", on_flush)
-    event.listen(database.sessionmaker, "do_orm_execute", on_execute)
-    try:
-        yield pending.append
-    finally:
-        event.remove(database.sessionmaker, "before_flush", on_flush)
-        event.remove(database.sessionmaker, "do_orm_execute", on_execute)
+    with races.before_first_write(app) as change_meanwhile:
+        yield change_meanwhile
 
 
 def _accounts_with(app: Any, *, username: str | None = None, email: str | None = None) -> int:

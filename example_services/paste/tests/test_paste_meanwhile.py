@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from paste import logic
 from paste.models import Paste, Visibility
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import delete, func, select, update
 
-from srcore.testing import log_in_client
+from srcore.testing import log_in_client, races
 from srcore.webhooks.models import OutboxRow
 
 
@@ -23,28 +23,8 @@ from srcore.webhooks.models import OutboxRow
 def before_first_write(app: Any) -> Iterator[Callable[[Callable[[], None]], None]]:
     """``before_first_write(change)``: run *change* once, in a transaction of its own,
     just before the next request's first INSERT, UPDATE, DELETE or flush."""
-    database = app.extensions["srcore"].db
-    pending: list[Callable[[], None]] = []
-
-    def run() -> None:
-        if pending:
-            pending.pop()()
-
-    def on_flush(session: Any, context: Any, instances: Any) -> None:
-        if session.new or session.dirty or session.deleted:
-            run()
-
-    def on_execute(state: Any) -> None:
-        if state.is_insert or state.is_update or state.is_delete:
-            run()
-
-    event.listen(database.sessionmaker, "before_flush", on_flush)
-    event.listen(database.sessionmaker, "do_orm_execute", on_execute)
-    try:
-        yield pending.append
-    finally:
-        event.remove(database.sessionmaker, "before_flush", on_flush)
-        event.remove(database.sessionmaker, "do_orm_execute", on_execute)
+    with races.before_first_write(app) as change_meanwhile:
+        yield change_meanwhile
 
 
 @pytest.fixture
