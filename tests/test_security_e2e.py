@@ -53,7 +53,7 @@ PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 _NEW_TOKEN = re.compile(r'id="new-token">([^<]+)<')
 #: How long an event or a revocation may take to travel between the services.
-REACH = 5.0
+REACH = 15.0
 SECURITY_HEADERS = (
     "content-security-policy",
     "x-frame-options",

@@ -67,3 +67,32 @@ def test_meta_and_a_service_revoke_the_same_tokens(app: Any) -> None:
             checked += 1
         db.rollback()
     assert checked == 3 * 3 * 2 * 3 * 4
+
+
+def test_a_second_logout_in_the_same_second_still_ends_a_login_made_between(
+    app: Any, accounts: Any, monkeypatch: Any
+) -> None:
+    """Logout, login, logout, all in one second: the service moved the login past the
+    first cut-off (to the next second), so the second cut-off must reach past it."""
+    from meta import oauth
+    from meta.oauth.models import RevocationEvent
+    from sqlalchemy import select
+
+    from srcore.identity.protocol import session_cut_off
+
+    alice = accounts.make("alice")
+    second = float(int(time.time()))
+    monkeypatch.setattr(oauth.time, "time", lambda: second + 0.5)  # the clock stands still
+    cut_offs = []
+    for _ in range(2):
+        with app.extensions["srcore"].db.transaction() as session:
+            oauth._user_event(session.get(type(alice), alice.id), "user")
+        with app.extensions["srcore"].db.transaction() as session:
+            query = select(RevocationEvent.not_before).order_by(RevocationEvent.seq.desc())
+            cut_offs.append(session.scalar(query.limit(1)))
+    first, then = cut_offs
+    assert first == int(second)
+    # A service that knew of the first moved the login to the second after it.
+    login = float(first + 1)
+    assert not session_cut_off(login, first)
+    assert session_cut_off(login, then)

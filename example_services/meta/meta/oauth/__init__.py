@@ -254,12 +254,23 @@ def _session_of(user: User) -> Session:
 
 
 def _user_event(user: User, *kinds: str) -> None:
+    from sqlalchemy import func, select
+
     from meta.oauth import events
+    from meta.oauth.models import RevocationEvent
 
     session = _session_of(user)
     now = int(time.time())
+    cut_offs = ("user", "session")
+    if any(kind in cut_offs for kind in kinds):
+        # Each cut-off of an account is later than the one before, even within a second: a
+        # service moves a login past the cut-off it knows of (to its next second), so a
+        # second logout in the same second must reach past that login too, or it survives.
+        mine = RevocationEvent.subject == str(user.id), RevocationEvent.kind.in_(cut_offs)
+        last = session.scalar(select(func.max(RevocationEvent.not_before)).where(*mine))
+        now = max(now, last + 1) if last is not None else now
     for kind in kinds:
-        not_before = now if kind in ("user", "session") else None
+        not_before = now if kind in cut_offs else None
         events.emit(session, kind, str(user.id), not_before=not_before)
 
 
