@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from paste_site import served_site
 
-from srcore import migrate
-from srcore.app import migration_target
 from srcore.db import UserType
-from srcore.testing import create_user, free_port, launch_chromium, run_service, write_config
+from srcore.testing import create_user, launch_chromium, run_service
 
 pytestmark = pytest.mark.browser
 
@@ -84,20 +83,10 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    import paste
     from paste import logic
     from paste.models import Format, Paste
 
-    tmp = tmp_path_factory.mktemp("paste-hostile")
-    port = free_port()
-    config = write_config(
-        tmp / "config.ini",
-        service_id="paste",
-        database_url=f"sqlite:///{tmp / 'paste.db'}",
-        origin=f"http://127.0.0.1:{port}",
-    )
-    app = paste.create_app(config=config)
-    migrate.upgrade_all(migration_target("paste", config))
+    config, app, port = served_site(tmp_path_factory.mktemp("paste-hostile"))
     mallory = create_user(app, "mallory", user_type=UserType.active)
     ids = {name: logic.new_short_id() for name in ("markdown", "html", "plain")}
     with app.extensions["srcore"].db.transaction() as session:

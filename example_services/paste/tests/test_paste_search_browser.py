@@ -10,17 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paste_site import served_site
 
-from srcore import migrate
-from srcore.app import migration_target
 from srcore.db import UserType
 from srcore.testing import (
     create_user,
-    free_port,
     launch_chromium,
     run_service,
     session_cookie,
-    write_config,
 )
 
 pytestmark = pytest.mark.browser
@@ -30,20 +27,10 @@ ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts" / "screenshots"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    import paste
     from paste import logic
     from paste.models import Format, Paste, Visibility
 
-    tmp = tmp_path_factory.mktemp("paste-search-browser")
-    port = free_port()
-    config = write_config(
-        tmp / "config.ini",
-        service_id="paste",
-        database_url=f"sqlite:///{tmp / 'paste.db'}",
-        origin=f"http://127.0.0.1:{port}",
-    )
-    app = paste.create_app(config=config)
-    migrate.upgrade_all(migration_target("paste", config))
+    config, app, port = served_site(tmp_path_factory.mktemp("paste-search-browser"))
     alice = create_user(app, "alice", user_type=UserType.active)
     rows = [
         ("Deploy notes", "ssh in, pull, restart", {}),
