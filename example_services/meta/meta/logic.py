@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ __all__ = [
     "find_token",
     "issue_token",
     "normalize_email",
+    "normalize_password",
     "start_web_session",
     "web_session_amr",
     "web_session_valid",
@@ -136,8 +138,17 @@ def normalize_email(address: str) -> str:
     return address.strip().lower()
 
 
+def normalize_password(password: str) -> str:
+    """The form a password is checked and hashed in: NFKC. What a person types arrives
+    differently from one system or keyboard to the next (an accent composed with its letter
+    or after it, full-width letters and digits from an input method); each is the same
+    password to them, so it must be the same one here."""
+    return unicodedata.normalize("NFKC", password)
+
+
 def check_password(password: str, *, min_length: int, username: str = "") -> str | None:
-    """Why *password* is not acceptable as a new password, or None."""
+    """Why *password* is not acceptable as a new password, or None (its normal form judged)."""
+    password = normalize_password(password)
     if len(password) < min_length:
         return f"Use at least {min_length} characters."
     if len(password) > PASSWORD_MAX_LENGTH:
@@ -155,7 +166,7 @@ class Passwords:
         self._dummy: str | None = None
 
     def hash(self, password: str) -> str:
-        return self.hasher.hash(password)
+        return self.hasher.hash(normalize_password(password))
 
     def _dummy_hash(self) -> str:
         if self._dummy is None:
@@ -163,7 +174,14 @@ class Passwords:
         return self._dummy
 
     def verify(self, stored: str | None, password: str) -> bool:
-        """Whether *password* matches *stored*; with None, do the same work and say no."""
+        """Whether *password*, in its normal form or as typed, matches *stored*; with None, do
+        the same work and say no. As typed: a hash stored before passwords were normalised
+        was made from what its owner typed then."""
+        normal = normalize_password(password)
+        # Every form is tried (a list, not a generator): the time tells nothing of which matched.
+        return any([self._verify(stored, p) for p in dict.fromkeys((normal, password))])
+
+    def _verify(self, stored: str | None, password: str) -> bool:
         try:
             if stored is None:
                 self.hasher.verify(self._dummy_hash(), password)
