@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,13 +81,16 @@ def qr_svg(uri: str) -> str:
     return svg
 
 
-def _digits(code: str) -> str:
-    return "".join(code.split())
+def _typed(code: str) -> str:
+    """*code* as typed, spaces dropped and in NFKC form: an input method set to full-width
+    types the digits of 123 as U+FF11 to U+FF13, which is no wrong code (a wrong one counts as
+    a failed login)."""
+    return "".join(unicodedata.normalize("NFKC", code).split())
 
 
 def verify_totp(secret: str, code: str, *, last_counter: int | None, now: datetime) -> int | None:
     """The time step *code* belongs to if it is valid and newer than *last_counter*, else None."""
-    code = _digits(code)
+    code = _typed(code)
     if len(code) != 6 or not code.isascii() or not code.isdigit():
         return None
     totp = pyotp.TOTP(secret)
@@ -122,7 +126,7 @@ def remove_factors(session: Session, user_id: int) -> bool:
 
 
 def _normalize(code: str) -> str:
-    return "".join(ch for ch in code.lower() if ch.isalnum())
+    return "".join(ch for ch in _typed(code).lower() if ch.isalnum())
 
 
 def _hash(user_id: int, code: str) -> str:

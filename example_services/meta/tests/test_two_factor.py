@@ -80,8 +80,11 @@ def test_a_code_is_good_for_its_step_and_one_either_side_once() -> None:
     current = totp.generate_otp(step)
     assert verify_totp(secret, current, last_counter=step, now=now) is None  # replayed
     assert verify_totp(secret, f" {current[:3]} {current[3:]} ", last_counter=None, now=now)
-    for bad in ("", "12345", "1234567", "abcdef", "\uff11\uff12\uff13\uff14\uff15\uff16"):
+    for bad in ("", "12345", "1234567", "abcdef", "\u0661\u0662\u0663\u0664\u0665\u0666"):
         assert verify_totp(secret, bad, last_counter=None, now=now) is None
+    # An input method set to full-width types the right digits in their full-width forms.
+    wide = "".join(chr(ord(c) + 0xFEE0) for c in current)
+    assert verify_totp(secret, wide, last_counter=None, now=now) == step
 
 
 def test_recovery_codes_are_stored_hashed_and_work_once(app: Any, accounts: Any) -> None:
@@ -98,9 +101,11 @@ def test_recovery_codes_are_stored_hashed_and_work_once(app: Any, accounts: Any)
         assert totp.check_code(session, alice.id, codes[0].upper().replace("-", " ")).method == (
             "recovery"
         )
+        wide = "".join(chr(ord(c) + 0xFEE0) for c in codes[1].upper())
+        assert totp.check_code(session, alice.id, wide).method == "recovery"
     with app.extensions["srcore"].db.transaction() as session:
         assert not totp.check_code(session, alice.id, codes[0]).ok
-        assert totp.unused_recovery_codes(session, alice.id) == totp.RECOVERY_CODES - 1
+        assert totp.unused_recovery_codes(session, alice.id) == totp.RECOVERY_CODES - 2
 
 
 def test_the_qr_code_is_an_svg_of_the_otpauth_uri() -> None:
