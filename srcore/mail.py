@@ -153,12 +153,32 @@ class SMTPTransport:
                 if self.user:
                     smtp.login(self.user, self.password)
                 smtp.send_message(message)
-        except (OSError, smtplib.SMTPException) as exc:
+        except (OSError, smtplib.SMTPException, UnicodeError) as exc:
+            # UnicodeError: a header the message cannot carry to this server as it is.
             raise MailError(f"cannot send mail through {self.host}:{self.port}: {exc}") from exc
 
 
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip(" >") or "localhost"
+
+
+def _ascii_domain(address: str) -> str:
+    """*address* with its domain in its ASCII form (IDNA): every mail server takes
+    ``alice@xn--bcher-kva.example``, only one offering SMTPUTF8 ``alice@bücher.example``,
+    and a confirmation mail refused for that is one its reader never gets. A local part
+    beyond ASCII still needs SMTPUTF8; a domain IDNA cannot encode is left as it is."""
+    from email.headerregistry import Address
+    from email.utils import parseaddr
+
+    name, addr = parseaddr(address)
+    local, at, domain = addr.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return address
+    return str(Address(name, local, ascii_domain))
 
 
 class Mailer:
@@ -208,11 +228,12 @@ class Mailer:
                     f"line breaks and control characters are not allowed in a mail's {name}"
                 )
         message = EmailMessage(policy=SMTP)
-        message["From"] = self.sender
-        message["To"] = to
+        sender = _ascii_domain(self.sender)
+        message["From"] = sender
+        message["To"] = _ascii_domain(to)
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = make_msgid(domain=_domain(self.sender))
+        message["Message-ID"] = make_msgid(domain=_domain(sender))
         message["Auto-Submitted"] = "auto-generated"
         for name, value in extra.items():
             message[name] = value
