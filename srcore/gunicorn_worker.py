@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from typing import Any
 
 from gunicorn import util
@@ -35,6 +34,7 @@ from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
 from srcore.headers import security_headers
 from srcore.routing import API_PREFIX
+from srcore.serving import fold_dead_process, make_metrics_dir, remove_stale_metrics_dirs
 from srcore.validation import FieldError, error_body
 
 __all__ = [
@@ -156,13 +156,18 @@ class ThreadWorker(_ErrorAnswers, _GunicornThreadWorker):  # type: ignore[misc]
 # srcore.metrics.MULTIPROC_DIR; not imported, so the master does not load prometheus-client
 # before the variable is set (it picks how to store values when first imported).
 _MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+#: The master's hold on its metrics directory's SERVER_LOCK, while it runs.
+_server_lock: int | None = None
 
 
 def on_starting(server: Any) -> None:
     """Before any worker forks: a fresh directory only this server's processes can read.
 
     Always a new one, even if the variable was inherited: values left by an earlier run
-    or another service would be added to this one's.
+    or another service would be added to this one's. The directories of servers that were
+    killed before they could remove theirs are removed first
+    (:func:`srcore.serving.remove_stale_metrics_dirs`): only srcore's own, and only the
+    files srcore makes in them.
 
     With ``--preload`` the master has built the app, and so imported prometheus-client,
     before this hook: it chose then to keep values in memory, and each worker would count
@@ -170,7 +175,11 @@ def on_starting(server: Any) -> None:
     srcore's has labels, and a labelled metric makes its values at its first count, in a
     worker).
     """
-    os.environ[_MULTIPROC_DIR] = tempfile.mkdtemp(prefix="srcore-metrics-")  # mode 0700
+    global _server_lock
+    for path in remove_stale_metrics_dirs():
+        _log(server, "info", f"metrics: removed {path}, left by a server that was killed")
+    path, _server_lock = make_metrics_dir()  # mode 0700
+    os.environ[_MULTIPROC_DIR] = path
     _choose_value_class()
 
 
@@ -184,16 +193,38 @@ def _choose_value_class() -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """A worker is gone: its live gauges leave the sums, its counters stay in them."""
-    if os.environ.get(_MULTIPROC_DIR):
-        from prometheus_client import multiprocess
+    """A worker is gone: its live gauges leave the sums, its counters stay in them.
 
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    Its other files are folded into the ones of the workers dead before it
+    (:func:`srcore.serving.fold_dead_process`), so workers restarted by ``--max-requests``
+    or a timeout do not grow the directory, nor the work of every scrape, without end.
+    A fold that fails is logged and leaves the files as they were: still counted.
+    """
+    path = os.environ.get(_MULTIPROC_DIR)
+    if not path:
+        return
+    from prometheus_client import multiprocess
+
+    try:
+        multiprocess.mark_process_dead(worker.pid, path)  # type: ignore[no-untyped-call]
+        fold_dead_process(path, worker.pid)
+    except (OSError, RuntimeError) as exc:
+        _log(server, "warning", f"metrics: cannot fold the files of worker {worker.pid}: {exc}")
 
 
 def on_exit(server: Any) -> None:
     """The server stops: its metrics directory goes with it, and the variable naming it."""
+    global _server_lock
     path = os.environ.pop(_MULTIPROC_DIR, None)
     if path:
         shutil.rmtree(path, ignore_errors=True)
         _choose_value_class()
+    if _server_lock is not None:
+        os.close(_server_lock)
+        _server_lock = None
+
+
+def _log(server: Any, level: str, message: str) -> None:
+    log = getattr(server, "log", None)
+    if log is not None:
+        getattr(log, level)(message)

@@ -28,6 +28,7 @@ from typing import Any
 from flask import Flask, Request, Response, abort, request
 
 from srcore.service import state
+from srcore.serving import metrics_lock
 
 __all__ = [
     "EXTENSION_KEY",
@@ -103,14 +104,17 @@ class Metrics:
         """
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        registry = self.registry
-        if os.environ.get(MULTIPROC_DIR):
-            from prometheus_client.multiprocess import MultiProcessCollector
+        directory = os.environ.get(MULTIPROC_DIR)
+        if not directory:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-            # A fresh registry each time: the collector reads every process's files.
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        # A fresh registry each time: the collector reads every process's files, while
+        # the master folds none of a dead worker's into the others' (srcore.serving).
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        with metrics_lock(directory, exclusive=False):
+            return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 class MetricsExtension:
