@@ -123,16 +123,24 @@ def cursor_page(
     valid: Validation | None = None,
     max_limit: int = MAX_LIMIT,
     default_limit: int = DEFAULT_LIMIT,
+    per_page: int | None = None,
 ) -> CursorPage[_T]:
     """The page of *stmt* the current request's ``?cursor=`` and ``?limit=`` ask for.
 
+    *per_page* fixes the page's size and ``?limit=`` is not read: a page's listing, where
+    the site, not the address, says how much one page shows. ``Validation(data={})`` as
+    *valid* gives the first page (a form shown again, whose request has no query string).
     A bad value, a cursor made for another listing, or anything *valid* (the request's
     query, already read for filters) recorded before raises ``ValidationFailed``.
     """
     from srcore.validation import Validation
 
     valid = valid if valid is not None else Validation()
-    cursor, limit = read_page(valid, max_limit=max_limit, default_limit=default_limit)
+    if per_page is None:
+        cursor, limit = read_page(valid, max_limit=max_limit, default_limit=default_limit)
+    else:
+        cursor = valid.optional("cursor", max_length=MAX_CURSOR_LENGTH)
+        limit = max(per_page, 1)
     valid.raise_if_invalid()
     try:
         return paginate_cursor(

@@ -19,7 +19,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from srcore.auth import current_user, login_required, require_user
 from srcore.db import session
-from srcore.pagination import page_number, paginate_pages
+from srcore.pagination import CursorPage, cursor_page, page_number, paginate_pages
 from srcore.search import read_search
 from srcore.settings import settings
 from srcore.validation import Validation
@@ -96,27 +96,27 @@ def _own(username: str, name: str) -> Tracker:
 
 @views.route("/")
 def index() -> Any:
-    """The user's trackers and everybody's public ones, the user's own included.
+    """The user's trackers and everybody's public ones, the user's own included, a page
+    of each at a time.
 
     The public list is what anyone sees; leaving the viewer's own public trackers out of
-    it would tell them that nobody can find their work.
+    it would tell them that nobody can find their work. The user's own are the most
+    recently changed first, and ``?cursor=`` pages through them, ``?page=`` through the
+    public ones.
     """
-    page = page_number()
+    query = Validation()
+    page = page_number(query)
     user = _viewer()
-    mine: list[Tracker] = []
-    public = select(Tracker).where(Tracker.visibility == Visibility.public)
-    if user is not None:
-        mine = list(
-            session.scalars(
-                select(Tracker)
-                .where(Tracker.owner_id == user.id)
-                .order_by(Tracker.updated.desc(), Tracker.id.desc())
-            )
-        )
-        for tracker in mine:
-            set_committed_value(tracker, "owner", user)
-    public = public.order_by(Tracker.id.desc()).options(selectinload(Tracker.owner))
     per_page = max(settings(Settings).trackers_per_page, 1)
+    mine: CursorPage[Tracker] | None = None
+    if user is not None:
+        own = select(Tracker).where(Tracker.owner_id == user.id)
+        key = [Tracker.updated, Tracker.id]
+        mine = cursor_page(session, own, key=key, valid=query, per_page=per_page)
+        for tracker in mine.items:
+            set_committed_value(tracker, "owner", user)
+    public = select(Tracker).where(Tracker.visibility == Visibility.public)
+    public = public.order_by(Tracker.id.desc()).options(selectinload(Tracker.owner))
     listing = paginate_pages(session, public, page=page, per_page=per_page)
     return render_template("todo/index.html", mine=mine, listing=listing)
 
@@ -217,18 +217,28 @@ def new_ticket(username: str, name: str) -> Any:
     return redirect(_ticket_url(found, ticket))
 
 
-def _ticket_page(found: Tracker, ticket: Ticket) -> dict[str, Any]:
-    """What the ticket's page shows (its comment and status forms shown again too)."""
-    comments = session.scalars(
-        select(Comment)
-        .where(Comment.ticket_id == ticket.id)
-        .order_by(Comment.id)
-        .options(selectinload(Comment.author))
-    ).all()
+#: Comments on one page of a ticket.
+COMMENTS_PER_PAGE = 50
+
+
+def _ticket_page(found: Tracker, ticket: Ticket, *, first: bool = False) -> dict[str, Any]:
+    """What the ticket's page shows (its comment and status forms shown again too).
+
+    The comments are the newest ones, read in the order they were written; ``?cursor=``
+    goes back to older ones. So the page stays one page long however long the discussion,
+    and a new comment (the page a comment form leads back to) is on the first page.
+    *first*: the first page whatever the query string says (a form shown again).
+    """
+    stmt = (
+        select(Comment).where(Comment.ticket_id == ticket.id).options(selectinload(Comment.author))
+    )
+    valid = Validation(data={}) if first else None
+    comments = cursor_page(session, stmt, key=Comment.id, valid=valid, per_page=COMMENTS_PER_PAGE)
     return {
         "tracker": found,
         "ticket": ticket,
-        "comments": comments,
+        "comments": comments.items[::-1],
+        "older_comments": comments.next_cursor,
         "can_change_status": logic.can_change_status(ticket, found, _viewer()),
     }
 
@@ -266,7 +276,7 @@ def comment(username: str, name: str, number: int) -> Any:
     user = require_user(User)
     found = logic.find_tracker(session, username, name, user)
     ticket = logic.find_ticket(session, found, number)
-    valid = Validation.form("todo/ticket.html", lambda: _ticket_page(found, ticket))
+    valid = Validation.form("todo/ticket.html", lambda: _ticket_page(found, ticket, first=True))
     logic.add_comment(session, valid, found, ticket, user)
     flash("Comment added.", "success")
     return redirect(_ticket_url(found, ticket) + "#comments")
@@ -280,7 +290,7 @@ def ticket_status(username: str, name: str, number: int) -> Any:
     ticket = logic.find_ticket(session, found, number)
     if not logic.can_change_status(ticket, found, user):
         abort(403)
-    valid = Validation.form("todo/ticket.html", lambda: _ticket_page(found, ticket))
+    valid = Validation.form("todo/ticket.html", lambda: _ticket_page(found, ticket, first=True))
     people = (found, found.owner, ticket.submitter)
     read = partial(logic.read_status, valid, ticket)
     logic.save_ticket(session, valid, ticket, read, people, editor=user)
