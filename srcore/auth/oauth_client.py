@@ -64,6 +64,14 @@ log = logging.getLogger("srcore.auth")
 _PENDING = "_oauth"
 _PENDING_MAX = 5
 _PENDING_LIFETIME = 600
+#: The most characters of return paths that the pending logins keep between them. Any
+#: page on any site can send a browser to ``/login?next=...``, and each visit is a pending
+#: login in the session cookie: unbounded, a few such visits would push the cookie past
+#: what browsers store (about 4 KB, so the user's own login would fail to start) and,
+#: with every service of one host sending its cookie to all of them, the request's
+#: ``Cookie`` header past the header limit (a 431 from every service of the host, for as
+#: long as the cookies live).
+_PENDING_NEXT_CHARS = 1024
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -102,11 +110,12 @@ class OAuthLogin:
             log.warning("cannot start a login at meta: %s", exc)
             return _unavailable()
         state = secrets.token_urlsafe(32)
-        verifier = secrets.token_urlsafe(64)
+        # 32 random bytes, 43 characters: RFC 7636's recommendation, and the least it allows.
+        verifier = secrets.token_urlsafe(32)
         now = int(time.time())
         pending = _pending_logins(now)
-        pending[state] = [verifier, next_url if is_safe_next(next_url) else "/", now]
-        while len(pending) > _PENDING_MAX:
+        pending[state] = [verifier, _kept_next(next_url), now]
+        while len(pending) > _PENDING_MAX or _next_chars(pending) > _PENDING_NEXT_CHARS:
             del pending[min(pending, key=lambda k: pending[k][2])]
         session[_PENDING] = pending
         params = {
@@ -128,6 +137,23 @@ class OAuthLogin:
         # meta logs out with a CSRF-checked POST, which another origin cannot make for the
         # user; its front page has the "Log out" button that ends every session.
         return _link().meta.origin + "/"
+
+
+def _kept_next(next_url: str) -> str:
+    """Where a login returns to, as its pending entry keeps it: *next_url* when it is
+    safe and short enough to keep, else its path without the query when that is, else
+    the front page."""
+    if not is_safe_next(next_url):
+        return "/"
+    if len(next_url) <= _PENDING_NEXT_CHARS:
+        return next_url
+    path = next_url.split("?", 1)[0]
+    return path if len(path) <= _PENDING_NEXT_CHARS else "/"
+
+
+def _next_chars(pending: dict[str, list[Any]]) -> int:
+    """The characters of return paths *pending* keeps, which a stranger's page chooses."""
+    return sum(len(str(entry[1])) for entry in pending.values())
 
 
 def _pending_logins(now: int) -> dict[str, list[Any]]:
@@ -165,7 +191,11 @@ def callback() -> BaseResponse:
             found = entry
             del pending[state]
             break
-    session[_PENDING] = pending
+    if pending:
+        session[_PENDING] = pending
+    else:
+        # A stranger's callback leaves no cookie behind, and a finished login no entry.
+        session.pop(_PENDING, None)
     if found is None:
         return _bad_callback(
             "This login was not started here, or it took too long. Go back and log in again."
