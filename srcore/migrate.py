@@ -227,11 +227,18 @@ def _config(lineage: _Lineage) -> Config:
     return config
 
 
-def _sqlite_transactional(engine: Engine) -> None:
+#: The advisory lock a PostgreSQL migration holds for its transaction (the key is arbitrary).
+MIGRATION_LOCK = 0x5C0E_0A1E
+#: How long, in seconds, a migration on SQLite waits for another writer (another migration).
+SQLITE_WAIT = 300
+
+
+def _sqlite_transactional(engine: Engine, *, write: bool) -> None:
     """Let SQLite run DDL inside the migration's transaction, with foreign keys off.
 
     pysqlite only opens transactions before DML; batch migrations copy and drop tables,
-    which must happen atomically and without foreign key enforcement.
+    which must happen atomically and without foreign key enforcement. One that may *write*
+    takes the write lock as it begins (``BEGIN IMMEDIATE``), before it reads the version.
     """
 
     @event.listens_for(engine, "connect")
@@ -241,16 +248,28 @@ def _sqlite_transactional(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def _engine(url: str | URL) -> Engine:
+def _engine(url: str | URL, *, write: bool = True) -> Engine:
     parsed = normalize_url(url)
     require_driver(parsed)
-    engine = create_engine(parsed, poolclass=NullPool, connect_args=connect_args(parsed))
+    options = connect_args(parsed)
+    if parsed.get_backend_name() == "sqlite":
+        options.setdefault("timeout", SQLITE_WAIT)
+    engine = create_engine(parsed, poolclass=NullPool, connect_args=options)
     if engine.dialect.name == "sqlite":
-        _sqlite_transactional(engine)
+        _sqlite_transactional(engine, write=write)
     return engine
+
+
+def _one_at_a_time(connection: Connection) -> None:
+    """Wait for any other migration of this database to commit: two deploys running
+    ``srcore migrate`` at once would both find a revision unapplied and apply it, and the
+    second fail half-way on what the first created. The one that waited then finds it
+    applied. (On SQLite, ``BEGIN IMMEDIATE`` waits the same way.)"""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
 
 
 class DatabaseUnreachable(Exception):
@@ -286,7 +305,8 @@ def _read_only(target: MigrationTarget) -> URL:
 
 @contextmanager
 def _connection(target: MigrationTarget, *, read_only: bool = False) -> Iterator[Connection]:
-    engine = _engine(_read_only(target) if read_only else target.database_url)
+    url = _read_only(target) if read_only else target.database_url
+    engine = _engine(url, write=not read_only)
     try:
         try:
             connection = engine.connect()
@@ -294,6 +314,8 @@ def _connection(target: MigrationTarget, *, read_only: bool = False) -> Iterator
             message = describe_connect_failure(target.service_id, target.database_url, exc)
             raise DatabaseUnreachable(message) from exc
         with connection, connection.begin():
+            if not read_only:
+                _one_at_a_time(connection)
             yield connection
     finally:
         engine.dispose()
