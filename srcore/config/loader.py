@@ -122,12 +122,48 @@ def _read_value_file(path: Path) -> str:
 # -- loading ------------------------------------------------------------------------------
 
 
+def _undecodable(text: str) -> bool:
+    """Whether *text* came from bytes that are not UTF-8: Python keeps such bytes of the
+    environment as lone surrogates, which fail wherever the text is encoded again (a
+    page, a signature, a log line), far from the variable that brought them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _printable(text: str) -> str:
+    """*text* as it can be printed: bytes that are not UTF-8 written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _undecodable_env_name(var: str) -> str:
+    return (
+        f"environment variable {_printable(var)}: its name is not UTF-8 text, so it names "
+        "no key; ignored"
+    )
+
+
+def _miscased_env(var: str, known: Mapping[str, tuple[str, str]]) -> str:
+    """The warning for *var*, a ``SRCORE__`` variable written in the wrong case: the
+    environment is case-sensitive, and srcore reads upper-case names only."""
+    upper = var.upper()
+    hint = f": did you mean {upper}?" if upper in known else ""
+    return (
+        f"environment variable {_printable(var)} is ignored: srcore reads only upper-case "
+        f"{ENV_PREFIX} names{hint}"
+    )
+
+
 def _unknown_env(
     var: str, sections: Mapping[str, object], known: Mapping[str, tuple[str, str]]
 ) -> tuple[str, bool]:
     """What is wrong with the ``SRCORE__`` variable *var*, and whether it is an error: a
     key of srcore's in the wrong kind of section is, as in the file (it would be ignored
     while the operator believes it set); a name matching no key is only reported."""
+    if var.upper() in known:
+        return _miscased_env(var, known), False
     message = f"environment variable {var} names no "
     section = max(
         (s for s in sections if var.startswith(env_name(s, "x")[:-1])), key=len, default=None
@@ -167,6 +203,16 @@ def _unknown_section(name: str, installed: Sequence[str] | None) -> tuple[str, b
     if installed is not None and name in installed:
         return None
     candidates = ["global", *(installed or ())]
+    # Spelled alike but for '-' and '_' (too alike for difflib to see in a short name):
+    # the environment variables of both would be the same.
+    alike = [c for c in candidates if env_name(c, "x") == env_name(name, "x")]
+    if alike:
+        prefix = env_name(name, "x")[:-1]
+        return (
+            f"unknown section [{name}]: did you mean [{alike[0]}]? Both are overridden by "
+            f"the same environment variables ({prefix}<KEY>)",
+            True,
+        )
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.7)
     if close:
         return f"unknown section [{name}]: did you mean [{close[0]}]?", True
@@ -296,8 +342,26 @@ class _Loader:
             for key in keys
         }
         out: dict[str, dict[str, _Raw]] = {section: {} for section in sections}
-        for var in sorted(v for v in self.environ if v.startswith(ENV_PREFIX)):
+        for var in sorted(self.environ):
+            if not var.startswith(ENV_PREFIX):
+                if var.upper().startswith(ENV_PREFIX):
+                    self.report(None, None, None, _miscased_env(var, known), "warning")
+                continue
             value = self.environ[var]
+            if _undecodable(var):
+                self.report(None, None, None, _undecodable_env_name(var), "warning")
+                continue
+            if var in known and _undecodable(value):
+                section, key = known[var]
+                self.report(
+                    None,
+                    section,
+                    key,
+                    f"the value of environment variable {var} is not UTF-8 text: set it "
+                    "as UTF-8 (srcore would fail on it wherever it is used)",
+                )
+                out[section][key] = _Raw("", f"env {var}", None, f"env {var}", failed=True)
+                continue
             if var in known:
                 section, key = known[var]
                 if f"{var}_FILE" in self.environ and f"{var}_FILE" not in known:
@@ -529,7 +593,37 @@ def _declare_sections(
         if "::" in name and parent in declared and parent != "global" and name not in declared:
             declared[name] = _declared((), extra)
             headers[name] = None
+    _refuse_shared_env_names(declared, headers, loader)
     return declared, headers
+
+
+def _refuse_shared_env_names(
+    declared: dict[str, dict[str, Key]], headers: Mapping[str, int | None], loader: _Loader
+) -> None:
+    """Refuse a section whose environment variables are another's.
+
+    Both ``-`` and ``_`` are written ``_`` in a variable's name, and ``::`` is written
+    ``__``: ``[a-b]`` and ``[a_b]`` (or ``[a__b]`` and ``[a::b]``) would both take
+    ``SRCORE__A_B__ORIGIN``, so an override meant for one would silently set the other
+    too. Which one was meant cannot be told, so neither is guessed: the second section
+    is an error, left out, and the operator renames one of them.
+    """
+    seen: dict[str, str] = {}
+    for name in list(declared):
+        prefix = env_name(name, "x")[:-1]
+        first = seen.setdefault(prefix, name)
+        if first == name:
+            continue
+        where = f" (line {headers[first]})" if headers[first] is not None else ""
+        loader.report(
+            headers[name],
+            name,
+            None,
+            f"[{first}]{where} and [{name}] are overridden by the same environment "
+            f"variables ({prefix}<KEY>): an override meant for one would apply to both; "
+            "rename one of the sections",
+        )
+        del declared[name]
 
 
 def load_config(

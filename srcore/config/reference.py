@@ -96,9 +96,14 @@ error.
 written as `_`, and a sub-section's `::` written as `__` (`SRCORE__TODO__DATABASE_URL`,
 `SRCORE__GLOBAL__SITE_NAME`, `SRCORE__TODO__MAIL__SMTP_HOST`). The environment wins over
 the file. `SRCORE__<SECTION>__<KEY>_FILE` reads the value from a file (relative to the
-working directory). A `SRCORE__` variable that names no key of the file is warned about;
-one naming a `[global]` key for a service (`SRCORE__TODO__LOG_LEVEL`), or the reverse, is an
-error, as in the file.
+working directory). A `SRCORE__` variable that names no key of the file is warned about,
+and so is one in the wrong case (`SRCORE__todo__origin`: the environment is case-sensitive
+and only upper-case names are read); one naming a `[global]` key for a service
+(`SRCORE__TODO__LOG_LEVEL`), or the reverse, is an error, as in the file, and so is a value
+that is not UTF-8. Two sections whose variables would be the same (`[a-b]` and `[a_b]` both
+take `SRCORE__A_B__...`; `[a__b]` and `[a::b]` both take `SRCORE__A__B__...`) are an error
+naming both: an override meant for one would apply to both. Service ids are written with
+`-`, never `_`.
 
 Each entry below gives the key's type, default, whether it is required or secret (secret
 values are masked by `srcore config show`), and the environment variable that overrides it.

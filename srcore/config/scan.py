@@ -114,7 +114,9 @@ def _scan(text: str, file: str) -> _Parsed:
                 report(lineno, section, None, f"text after the header: {value[header.end() :]!r}")
         elif section is None:
             if not out.problems:
-                report(lineno, None, None, "text before the first [section] header")
+                # Quoted, so that what cannot be seen (a second byte-order mark, a
+                # zero-width space before "[global]") can be.
+                report(lineno, None, None, f"text before the first [section] header: {value!r}")
         else:
             match = configparser.RawConfigParser.OPTCRE.match(value)
             name = match.group("option").rstrip().lower() if match else ""
