@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from meta.models import PasskeyChallenge, PasskeyCredential
@@ -316,12 +317,28 @@ def verify_registration(rp: RelyingParty, answer: object, challenge: bytes) -> R
 
 
 def add_credential(
-    session: Session, user_id: int, registered: Registered, name: str, handle: str
+    session: Session,
+    user_id: int,
+    registered: Registered,
+    name: str,
+    handle: str,
+    *,
+    most: int | None = None,
 ) -> PasskeyCredential:
     """Store a verified passkey of *user_id*, made for user handle *handle* (the one its
-    options gave); one already registered anywhere is refused."""
-    if find_credential(session, registered.credential_id) is not None:
-        raise PasskeyError("This passkey is already registered.", "credential id already known")
+    options gave); one already registered anywhere, or one past *most* keys, is refused.
+
+    The checks ran when the options were given, minutes before: another tab may have
+    added a key since, or (a double click, two tabs with one authenticator) this very
+    one, up to the moment of the insert. A :class:`PasskeyError` says which, naming the
+    account the key is registered with; after a clash at the insert *session*'s
+    transaction is rolled back.
+    """
+    _refuse_known(session, user_id, registered.credential_id)
+    if most is not None and count_of(session, user_id) >= most:
+        raise PasskeyError(
+            f"An account has at most {most} passkeys: remove one first.", "too many passkeys"
+        )
     key = PasskeyCredential(
         user_id=user_id,
         credential_id=registered.credential_id,
@@ -333,8 +350,37 @@ def add_credential(
         backup_eligible=registered.backup_eligible,
     )
     session.add(key)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # The one unique value of the row: another request registered the key meanwhile.
+        session.rollback()
+        _refuse_known(session, user_id, registered.credential_id)
+        raise PasskeyError(
+            "This passkey is already registered. Use another one.", "credential id raced"
+        ) from None
     return key
+
+
+def _refuse_known(session: Session, user_id: int, credential_id: str) -> None:
+    """Raise a :class:`PasskeyError` naming whose key *credential_id* is, if registered.
+
+    Saying that another account has it tells the holder of the authenticator nothing they
+    could not learn by logging in with it.
+    """
+    found = find_credential(session, credential_id)
+    if found is None:
+        return
+    if found.user_id == user_id:
+        raise PasskeyError(
+            f"This passkey is already registered with your account, as “{found.name}”.",
+            "credential id already known (this account)",
+        )
+    raise PasskeyError(
+        "This passkey is already registered with another account. Remove it there first, "
+        "or use another passkey.",
+        "credential id already known (another account)",
+    )
 
 
 # -- logging in ------------------------------------------------------------------------

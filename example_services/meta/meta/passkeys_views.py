@@ -191,7 +191,7 @@ def register() -> Any:
         return _fail(400, _EXPIRED)
     try:
         registered = passkeys.verify_registration(relying_party(), _answer(), challenge)
-        key = passkeys.add_credential(db, user.id, registered, name, handle)
+        key = passkeys.add_credential(db, user.id, registered, name, handle, most=MAX_PASSKEYS)
     except PasskeyError as exc:
         db.rollback()
         audit.record(db, Kind.passkey_failed, user.id, detail=f"adding {name}: {exc.detail}")

@@ -109,8 +109,11 @@ def factor_of(session: Session, user_id: int) -> TotpFactor | None:
 
 def add_factor(session: Session, user_id: int, secret: str, counter: int) -> list[str]:
     """Turn TOTP on for *user_id* (the code of step *counter* proved the app has *secret*);
-    return its new recovery codes, to show once."""
-    session.execute(delete(TotpFactor).where(TotpFactor.user_id == user_id))
+    return its new recovery codes, to show once.
+
+    An account has one app: if it has one already (another tab turned it on a moment
+    ago) the flush raises :class:`~sqlalchemy.exc.IntegrityError` rather than replace
+    that app and the recovery codes just shown with it."""
     session.add(TotpFactor(user_id=user_id, secret=secret, last_counter=counter))
     session.flush()
     return new_recovery_codes(session, user_id)

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 import srcore
@@ -135,7 +136,7 @@ def enable() -> Any:
 
     user = _current()
     if totp.factor_of(db, user.id) is not None:
-        return redirect(url_for("twofactor.settings"))
+        return _already_on(user)
     throttled = _password_throttled(user)
     if throttled is not None:
         return throttled
@@ -161,13 +162,34 @@ def enable() -> Any:
         # Another tab turned it on since this request looked (the password check holds
         # the account's row from then on): replacing its app and recovery codes would
         # leave those just shown there not working.
-        return redirect(url_for("twofactor.settings"))
-    codes = totp.add_factor(db, user.id, secret, counter)
+        return _already_on(user)
+    try:
+        codes = totp.add_factor(db, user.id, secret, counter)
+    except IntegrityError:
+        # The same, from a request that stored its app without holding the row.
+        db.rollback()
+        return _already_on(user)
     audit.record(db, Kind.factor_added, user.id, detail="authenticator app")
     db.commit()
     session.pop(SETUP_SECRET, None)
     send_mail("factor-added", user.email, user=user)
     return _enabled_page(user, codes)
+
+
+#: Why a second authenticator app is not turned on.
+ALREADY_ON = (
+    "An authenticator app is already on for your account (turned on in another tab or "
+    "window?), so the key shown here was not saved. To use this app instead, turn it off "
+    "first, then set up the new one."
+)
+
+
+def _already_on(user: User) -> tuple[str, int]:
+    """The answer to a setup form sent when the account has an app: the page as it is
+    now, saying so (409), and the key that form showed forgotten."""
+    session.pop(SETUP_SECRET, None)
+    flash(ALREADY_ON, "warning")
+    return _enabled_page(user), 409
 
 
 @twofactor.route("/security/two-factor/recovery-codes", methods=["POST"])

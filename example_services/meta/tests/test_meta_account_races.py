@@ -325,7 +325,9 @@ def test_two_factor_turned_on_in_two_tabs_at_once_keeps_the_first(
             "csrf_token": token,
         },
     )
-    assert response.status_code == 302, response.status_code
+    # The page as it now is, saying why this tab's app was not turned on.
+    assert response.status_code == 409, response.status_code
+    assert "already on for your account" in response.get_data(as_text=True)
     with app.extensions["srcore"].db.transaction() as session:
         factor = totp.factor_of(session, alice.id)
         assert factor is not None and factor.secret == first

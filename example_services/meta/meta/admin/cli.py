@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from srcore.db import UserType
 
@@ -42,6 +43,7 @@ def _meta_app(config: str | None) -> Iterator[SrcoreApp]:
     The database's connections are closed afterwards, so a command leaves nothing open.
     """
     from sqlalchemy.exc import OperationalError, ProgrammingError
+    from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
     from meta import create_app
     from srcore.config import ConfigError
@@ -53,6 +55,13 @@ def _meta_app(config: str | None) -> Iterator[SrcoreApp]:
     try:
         with app.app_context():
             yield app
+    except (IntegrityError, StaleDataError, ObjectDeletedError):
+        # A request (or another operator) changed or deleted the account meanwhile, or
+        # took a value the command was writing: the command again says what is now.
+        raise click.ClickException(
+            "another request changed the account meanwhile; nothing was written. "
+            "Run the command again."
+        ) from None
     except (OperationalError, ProgrammingError) as exc:
         # The usual cause: a fresh network whose databases were never migrated.
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
@@ -126,17 +135,33 @@ def create_user(config: str | None, username: str, email: str, password: str) ->
         if problem is not None:
             raise click.ClickException(f"the password is not acceptable: {problem}")
         password_hash = meta_state(app).passwords.hash(password)
-        with app.srcore.db.transaction() as session:
-            if logic.username_taken(session, username):
-                raise click.ClickException(f"the username {username!r} is taken")
-            if logic.email_taken(session, address):
-                raise click.ClickException(f"another account uses {address}")
-            user = logic.create_user(
-                session, username=username, email=address, password_hash=password_hash
-            )
-            user.user_type = UserType.active
-            user.email_confirmed_at = utcnow()
-            return f"created {user.username} (id {user.id}), {user.email}, active"
+        try:
+            with app.srcore.db.transaction() as session:
+                _refuse_taken(session, username, address)
+                user = logic.create_user(
+                    session, username=username, email=address, password_hash=password_hash
+                )
+                user.user_type = UserType.active
+                user.email_confirmed_at = utcnow()
+                return f"created {user.username} (id {user.id}), {user.email}, active"
+        except IntegrityError:
+            # Another registration (or another operator's command) took the name or the
+            # address since the check above: say which, as the check would have.
+            with app.srcore.db.transaction() as session:
+                _refuse_taken(session, username, address)
+            raise click.ClickException(
+                f"another account took the username {username!r} or the address {address} meanwhile"
+            ) from None
+
+
+def _refuse_taken(session: Session, username: str, address: str) -> None:
+    """Refuse, naming it, a username or an address an account has."""
+    from meta import logic
+
+    if logic.username_taken(session, username):
+        raise click.ClickException(f"the username {username!r} is taken")
+    if logic.email_taken(session, address):
+        raise click.ClickException(f"another account uses {address}")
 
 
 def create_token_for(
@@ -147,7 +172,7 @@ def create_token_for(
     The scopes are checked against the network's services as on the ``/security`` page;
     the token is shown here once, as there.
     """
-    from meta.oauth.pats import create_token, grantable_scope, token_refusal
+    from meta.oauth.pats import create_token, grantable_scope, token_refusal, too_many_tokens
     from srcore.db import session
 
     name = name.strip()
@@ -165,6 +190,9 @@ def create_token_for(
                 f"{user.username} has not confirmed their email address, and an unconfirmed "
                 "account gets no tokens"
             )
+        too_many = too_many_tokens(user.id)
+        if too_many is not None:
+            raise click.ClickException(f"{user.username}: {too_many}")
         row, token = create_token(user, name=name, scope=scope, days=days)
         session.commit()
         expires = row.expires_at.strftime("%Y-%m-%d")
