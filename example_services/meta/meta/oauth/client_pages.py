@@ -11,7 +11,7 @@ import secrets
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from meta.oauth.clients import check_redirect_uri_value
@@ -28,6 +28,9 @@ __all__ = ["client_pages"]
 client_pages = Blueprint("oauth_clients", __name__)
 
 MAX_REDIRECT_URIS = 10
+#: The most applications one account may have registered at once: the page lists them
+#: all, so an account with thousands would make every view of it slow.
+MAX_CLIENTS = 50
 ALG_OPTIONS = [
     ("RS256", "RS256 (RSA): what every OpenID Connect library verifies"),
     ("EdDSA", "EdDSA (Ed25519): smaller and faster, if your library verifies it"),
@@ -79,13 +82,25 @@ def _is_private_literal(host: str) -> bool:
 
 
 def _mine(user_id: int) -> list[OAuthClient]:
+    """The account's applications, newest first: at most :data:`MAX_CLIENTS` (an account
+    may hold more from before there was a limit; deleting some shows the rest)."""
     return list(
         db_session.scalars(
             select(OAuthClient)
             .where(OAuthClient.owner_id == user_id, OAuthClient.revoked_at.is_(None))
-            .order_by(OAuthClient.created.desc())
+            .order_by(OAuthClient.created.desc(), OAuthClient.id.desc())
+            .limit(MAX_CLIENTS)
         )
     )
+
+
+def _count_mine(user_id: int) -> int:
+    query = (
+        select(func.count())
+        .select_from(OAuthClient)
+        .where(OAuthClient.owner_id == user_id, OAuthClient.revoked_at.is_(None))
+    )
+    return int(db_session.scalar(query) or 0)
 
 
 def _context(*, created: Any = None, secret: str | None = None) -> dict[str, Any]:
@@ -151,6 +166,10 @@ def register_client() -> Any:
         problem = backchannel_uri_problem(backchannel)
         if problem is not None:
             valid.error(problem, "backchannel_logout_uri")
+    valid.expect(
+        _count_mine(user.id) < MAX_CLIENTS,
+        f"An account has at most {MAX_CLIENTS} applications: delete one first.",
+    )
     valid.raise_if_invalid()
     assert name is not None  # require() recorded an error otherwise
     confidential = kind == "confidential"

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any, TypedDict
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from meta import audit
@@ -35,13 +35,18 @@ from srcore.errors import error_response
 from srcore.openapi import Created, NoContent, created, no_content, operation
 from srcore.validation import Validation
 
-__all__ = ["create_token", "grantable_scope", "pats", "token_refusal"]
+__all__ = ["create_token", "grantable_scope", "pats", "token_refusal", "too_many_tokens"]
 
 pats = Blueprint("oauth_security", __name__)
 
 PAT_CLIENT_ID = "pat"
 DEFAULT_DAYS = 365
 NEVER_DAYS = 3650
+#: The most live personal access tokens one account may have: the page and the API list
+#: them all, so thousands would make every view of them slow.
+MAX_TOKENS = 100
+#: The most authorized applications the Security page lists, the last used first.
+MAX_APPLICATIONS = 100
 EXPIRY_OPTIONS = [("30", "30 days"), ("90", "90 days"), ("365", "1 year"), ("never", "No expiry")]
 
 
@@ -157,18 +162,33 @@ def _token_json(row: PersonalAccessToken) -> TokenJSON:
     }
 
 
+def _live(user_id: int) -> list[Any]:
+    return [
+        PersonalAccessToken.user_id == user_id,
+        PersonalAccessToken.revoked_at.is_(None),
+        PersonalAccessToken.expires_at > utcnow(),
+    ]
+
+
 def _active_tokens(user_id: int) -> list[PersonalAccessToken]:
+    """The account's live tokens, newest first: at most :data:`MAX_TOKENS` (an account may
+    hold more from before there was a limit; revoking some shows the rest)."""
     return list(
         db_session.scalars(
             select(PersonalAccessToken)
-            .where(
-                PersonalAccessToken.user_id == user_id,
-                PersonalAccessToken.revoked_at.is_(None),
-                PersonalAccessToken.expires_at > utcnow(),
-            )
-            .order_by(PersonalAccessToken.created.desc())
+            .where(*_live(user_id))
+            .order_by(PersonalAccessToken.created.desc(), PersonalAccessToken.id.desc())
+            .limit(MAX_TOKENS)
         )
     )
+
+
+def too_many_tokens(user_id: int) -> str | None:
+    """Why *user_id* may not have one more token now (it has :data:`MAX_TOKENS`), or None."""
+    query = select(func.count()).select_from(PersonalAccessToken).where(*_live(user_id))
+    if int(db_session.scalar(query) or 0) < MAX_TOKENS:
+        return None
+    return f"An account has at most {MAX_TOKENS} live tokens: revoke one first."
 
 
 def _check_token_input(
@@ -240,25 +260,40 @@ def grantable_scope(raw_scopes: list[str]) -> tuple[str, None] | tuple[None, str
 
 
 def _applications(user_id: int) -> list[dict[str, Any]]:
+    """The applications the account authorized, the last used first, each once with the
+    scopes of all its live grants: at most :data:`MAX_APPLICATIONS`.
+
+    Every login through an application makes a grant, so an account has thousands of
+    them: the database sums them up, and only one row per application and scope string
+    comes back."""
     st = oauth_state()
-    grants = db_session.scalars(
-        select(Grant)
-        .where(Grant.user_id == user_id, Grant.revoked_at.is_(None))
-        .order_by(Grant.last_used.desc())
+    live = (Grant.user_id == user_id, Grant.revoked_at.is_(None))
+    last_used = func.max(Grant.last_used).label("last_used")
+    latest = db_session.execute(
+        select(Grant.client_id, last_used)
+        .where(*live)
+        .group_by(Grant.client_id)
+        .order_by(last_used.desc(), Grant.client_id)
+        .limit(MAX_APPLICATIONS)
     ).all()
     apps: dict[str, dict[str, Any]] = {}
-    for grant in grants:
-        entry = apps.get(grant.client_id)
-        if entry is None:
-            client = st.query_client(grant.client_id)
-            entry = apps[grant.client_id] = {
-                "client_id": grant.client_id,
-                "name": client.name if client is not None else grant.client_id,
-                "first_party": bool(client is not None and client.first_party),
-                "scopes": set(),
-                "last_used": grant.last_used,
-            }
-        entry["scopes"].update(grant.scope.split())
+    for client_id, used in latest:
+        client = st.query_client(client_id)
+        apps[client_id] = {
+            "client_id": client_id,
+            "name": client.name if client is not None else client_id,
+            "first_party": bool(client is not None and client.first_party),
+            "scopes": set(),
+            "last_used": used,
+        }
+    if apps:
+        scopes = db_session.execute(
+            select(Grant.client_id, Grant.scope)
+            .where(*live, Grant.client_id.in_(list(apps)))
+            .distinct()
+        )
+        for client_id, scope in scopes:
+            apps[client_id]["scopes"].update(scope.split())
     for entry in apps.values():
         entry["scopes"] = sorted(entry["scopes"])
     return list(apps.values())
@@ -303,6 +338,9 @@ def create_token_page() -> Any:
         valid.error(refusal)
         return _render(valid, status=403)
     checked = _check_token_input(valid, api=False)
+    too_many = too_many_tokens(user.id)
+    if too_many is not None:
+        valid.error(too_many)
     valid.raise_if_invalid()
     assert checked is not None  # _check_token_input recorded an error otherwise
     name, scope, days = checked
@@ -413,6 +451,9 @@ def api_create_token() -> Created[NewTokenJSON] | Response:
         return error_response(403, "This token cannot make tokens: it belongs to no grant.")
     valid = Validation(request)
     checked = _check_token_input(valid, api=True, within=caller.scopes)
+    too_many = too_many_tokens(user.id)
+    if too_many is not None:
+        valid.error(too_many)
     valid.raise_if_invalid()
     assert checked is not None  # _check_token_input recorded an error otherwise
     name, scope, days = checked
