@@ -314,21 +314,18 @@ def test_hostile_codes_are_a_clear_400_and_spend_nothing(
 ) -> None:
     browser, alice, secret, codes = halfway
     right = _right_code(secret)
-    fullwidth = right.translate({ord(d): ord(d) + 0xFEE0 for d in "0123456789"})
+    # The right code in full-width or superscript forms is the right code (read in NFKC
+    # form, as test_two_factor shows); digits of another script are not.
     arabic = right.translate({ord(d): 0x0660 + int(d) for d in "0123456789"})
-    superscript = right.translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
     texts = [
         right[:3] + "\x00" + right[3:],
         "\x00" * 6,
-        fullwidth,
         arabic,
-        superscript,
         " " * 6,
         "\t" + right + "\u200b",
         right + "0",
         "9" * 10_000,
         codes[0].upper().replace("-", "\u2010"),
-        codes[0].translate({c: c + 0xFEE0 for c in range(ord("a"), ord("z") + 1)}),
     ]
     page = _token(browser, "/login/verify")
     for text in texts:
