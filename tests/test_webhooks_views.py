@@ -497,6 +497,40 @@ def test_deliveries_show_attempts(app: Any, client: Any, bearer: Any) -> None:
     assert [d["id"] for d in rest["results"]] == [first]
 
 
+def test_a_delivery_shows_its_newest_attempts_and_how_many_the_log_holds(
+    app: Any, client: Any, bearer: Any, user: Any
+) -> None:
+    """Redeliveries by hand have no limit: a delivery redelivered a thousand times must not
+    load and show a thousand attempts on each view of its log."""
+    from srcore.webhooks.subscriptions import ATTEMPTS_SHOWN
+
+    sid = subscribe(client, bearer()).get_json()["id"]
+    delivery_id = make_delivery(app, sid)
+    logged = ATTEMPTS_SHOWN * 3 + 1
+    with app.extensions["srcore"].db.transaction() as session:
+        session.add_all(
+            Attempt(
+                delivery_id=delivery_id,
+                request_headers="{}",
+                request_body=f"attempt {n}",
+                response_status=503,
+                response_headers="{}",
+                response_body="",
+                duration_ms=1,
+            )
+            for n in range(2, logged + 1)
+        )
+    page = client.get(f"/api/webhooks/{sid}/deliveries", headers=bearer()).get_json()
+    [delivery] = page["results"]
+    assert delivery["attempts_logged"] == logged
+    shown = [a["request"]["body"] for a in delivery["attempts"]]
+    assert shown == [f"attempt {n}" for n in range(logged, logged - ATTEMPTS_SHOWN, -1)]
+    text = log_in_client(app.test_client(), user).get(f"/webhooks/{sid}").get_data(as_text=True)
+    assert f"{logged} attempts" in text
+    assert f"and {logged - ATTEMPTS_SHOWN} older attempts, not shown" in text
+    assert text.count('class="attempt"') == ATTEMPTS_SHOWN
+
+
 def test_redeliver_makes_the_delivery_due_again(app: Any, client: Any, bearer: Any) -> None:
     sid = subscribe(client, bearer()).get_json()["id"]
     did = make_delivery(app, sid)

@@ -60,7 +60,8 @@ class AttemptJSON(TypedDict):
 
 
 class DeliveryJSON(TypedDict):
-    """One event sent to one webhook, with its attempts (newest first)."""
+    """One event sent to one webhook, with its newest attempts (newest first; ``attempts_logged``
+    says how many the log holds, redeliveries by hand included)."""
 
     id: int
     event: str
@@ -71,6 +72,7 @@ class DeliveryJSON(TypedDict):
     last_status_code: int | None
     created: datetime
     delivered_at: datetime | None
+    attempts_logged: int
     attempts: list[AttemptJSON]
 
 
@@ -97,7 +99,10 @@ def subscription_json(sub: Subscription, *, secret: bool = False) -> Subscriptio
     return body
 
 
-def delivery_json(delivery: Delivery, attempts: Iterable[Attempt] = ()) -> DeliveryJSON:
+def delivery_json(
+    delivery: Delivery, attempts: Iterable[Attempt] = (), logged: int | None = None
+) -> DeliveryJSON:
+    attempts = list(attempts)
     # The logged headers are JSON objects of text, as srcore.webhooks.delivery writes them.
     pending = delivery.status == DeliveryStatus.pending
     return {
@@ -110,6 +115,7 @@ def delivery_json(delivery: Delivery, attempts: Iterable[Attempt] = ()) -> Deliv
         "last_status_code": delivery.last_status_code,
         "created": delivery.created,
         "delivered_at": delivery.delivered_at,
+        "attempts_logged": len(attempts) if logged is None else logged,
         "attempts": [
             {
                 "id": a.id,

@@ -56,6 +56,8 @@ DELIVERY = "<id(max=9223372036854775807):delivery_id>"
 read_page = partial(pagination.read_page, max_limit=50, default_limit=20)
 _page = partial(pagination.cursor_page, db_session, max_limit=50, default_limit=20)
 MAX_SUBSCRIPTIONS = 100
+#: The newest attempts of a delivery its log shows: redeliveries by hand have no limit.
+ATTEMPTS_SHOWN = 20
 #: The least time between two test events to one subscription.
 PING_INTERVAL = timedelta(seconds=30)
 #: How long, in seconds, the old secret keeps signing after a rotation, and the most.
@@ -342,10 +344,22 @@ class Subscriber:
         stmt = stmt.options(lazyload(Delivery.subscription), event_name)
         page = _page(stmt, key=[Delivery.id], valid=Validation(data={}) if first else None)
         attempts: dict[int, list[Attempt]] = {delivery.id: [] for delivery in page.items}
-        found = select(Attempt).where(Attempt.delivery_id.in_(attempts)).order_by(Attempt.id.desc())
-        for attempt in db_session.scalars(found):
+        logged = dict.fromkeys(attempts, 0)
+        each = Attempt.delivery_id
+        ranked = select(
+            Attempt.id,
+            func.row_number().over(partition_by=each, order_by=Attempt.id.desc()).label("rank"),
+            func.count().over(partition_by=each).label("logged"),
+        )
+        newest = ranked.where(Attempt.delivery_id.in_(attempts)).subquery()
+        found = select(Attempt, newest.c.logged).join(newest, newest.c.id == Attempt.id)
+        found = found.where(newest.c.rank <= ATTEMPTS_SHOWN).order_by(Attempt.id.desc())
+        for attempt, count in db_session.execute(found):
             attempts[attempt.delivery_id].append(attempt)
-        return page.listing(lambda delivery: delivery_json(delivery, attempts[delivery.id]))
+            logged[attempt.delivery_id] = count
+        return page.listing(
+            lambda delivery: delivery_json(delivery, attempts[delivery.id], logged[delivery.id])
+        )
 
 
 #: The subscriber the current request acts for, set by the API's and the pages' before_request.
