@@ -219,8 +219,10 @@ def create_app(
     db_module.init_app(app, database)
 
     from srcore import errors, headers, lifecycle, rendering, security_txt
+    from srcore.render_cache import RenderCache
 
-    rendering.init_app(app)
+    cache_size = section["render-cache-size"]
+    rendering.init_app(app, cache=RenderCache(cache_size if isinstance(cache_size, int) else 0))
     errors.init_app(app)
     lifecycle.init_app(app)
     from srcore import cors

@@ -50,6 +50,7 @@ __all__ = [
     "highlight_lines",
     "language_choices",
     "language_name",
+    "out_of_time",
     "token_classes",
 ]
 
@@ -103,11 +104,20 @@ def budget(seconds: float | None = None) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def out_of_time() -> bool:
+    """Whether the :func:`budget` in force is spent; ``False`` outside any.
+
+    Other work on user text (parsing markdown) checks the same budget, so a document's
+    parsing and the highlighting of its code blocks share one.
+    """
+    deadline = _deadline.get()
+    return deadline is not None and time.thread_time() > deadline
+
+
 def _timed(tokens: Iterable[_T]) -> Iterator[_T]:
     """Pass ``tokens`` on, stopping with :class:`_OutOfTime` once the budget is spent."""
     for token in tokens:
-        deadline = _deadline.get()
-        if deadline is not None and time.thread_time() > deadline:
+        if out_of_time():
             raise _OutOfTime
         yield token
 

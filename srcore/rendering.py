@@ -25,6 +25,14 @@ becomes an ``align-left``/``align-center``/``align-right`` class. Raw HTML past 
 :data:`MAX_RAW_HTML_TAGS` start tags of a document is shown as text: the time to sanitize
 grows with the square of how deep elements nest, and markdown's own nesting is bounded.
 
+Rendering has a budget of CPU time, :data:`RENDER_BUDGET`, for parsing a document and
+highlighting its code together: markdown-it is pure Python, and the largest paste of
+markup chosen for it (tens of thousands of list items) took seconds. A document that
+runs out of it, or is longer than :data:`MAX_MARKDOWN_LENGTH`, is shown as escaped plain
+text under a note saying so. The Jinja filters keep what they render in the app's
+:class:`~srcore.render_cache.RenderCache`, so a text is rendered once per process, not on
+every view.
+
 Images are never embedded: a markdown image is rendered as a plain link to its source
 (subject to the link rules, so a ``data:`` URL leaves just the text), and a raw ``<img>``
 is dropped. A reader's browser fetches an image without being asked, so it is the one part
@@ -36,6 +44,7 @@ own images only (see :mod:`srcore.headers`), so an embedded one would show broke
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -44,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from markupsafe import Markup
 
 from srcore import highlighting
+from srcore.render_cache import RenderCache
 
 if TYPE_CHECKING:
     import nh3
@@ -52,11 +62,15 @@ if TYPE_CHECKING:
     from markdown_it.renderer import RendererHTML
     from markdown_it.rules_block import StateBlock
     from markdown_it.rules_core import StateCore
+    from markdown_it.rules_inline import StateInline
     from markdown_it.token import Token
     from markdown_it.utils import EnvType, OptionsDict
 
 __all__ = [
     "ICON_NAMES",
+    "MAX_MARKDOWN_LENGTH",
+    "PLAIN_TEXT_NOTE",
+    "RENDER_BUDGET",
     "format_date",
     "format_datetime",
     "icon",
@@ -352,6 +366,51 @@ def _task_lists(state: StateCore) -> None:
             open_lists[-1].attrSet("class", TASK_LIST_CLASS)
 
 
+#: Markdown longer than this is shown as plain text without being parsed: its parsing
+#: would run out of :data:`RENDER_BUDGET` anyway, after spending all of it.
+MAX_MARKDOWN_LENGTH = 300_000
+
+#: Seconds of CPU time (of the thread doing it) that rendering one markdown document may
+#: take, parsing and highlighting its code blocks together. Ordinary text of the paste
+#: size limit renders well within it; markup chosen to be slow does not, and is shown as
+#: plain text.
+RENDER_BUDGET = 1.0
+
+#: Said above a document shown as plain text because it was too long or slow to render.
+PLAIN_TEXT_NOTE = "This text is shown as plain text: it is too long to format."
+
+
+class _OutOfTime(Exception):
+    """Parsing the document used up :data:`RENDER_BUDGET`."""
+
+
+#: The parse rules below read the clock on one call in this many: reading a thread's CPU
+#: time is a system call, and on every call it added up to a quarter to a parse.
+_CHECK_EVERY = 32
+_calls = itertools.count()
+
+
+def _check_budget() -> None:
+    if not next(_calls) % _CHECK_EVERY and highlighting.out_of_time():
+        raise _OutOfTime
+
+
+def _block_budget(state: StateBlock, start_line: int, end_line: int, silent: bool) -> bool:
+    """A block rule that matches nothing: it stops the parse once the budget is spent."""
+    _check_budget()
+    return False
+
+
+def _inline_budget(state: StateInline, silent: bool) -> bool:
+    """An inline rule that matches nothing: it stops the parse once the budget is spent.
+
+    One paragraph of the size limit takes a second on its own, so checking between
+    blocks is not enough; this runs before each inline token.
+    """
+    _check_budget()
+    return False
+
+
 @functools.cache
 def _parser(*, summary: bool = False) -> MarkdownIt:
     """The markdown parser; a summary's neither highlights code nor links headings."""
@@ -363,6 +422,8 @@ def _parser(*, summary: bool = False) -> MarkdownIt:
         options["highlight"] = _highlight_fence
     parser = MarkdownIt("commonmark", options).enable(["table", "strikethrough"])
     parser.block.ruler.before("table", "too_deep", _too_deep)
+    parser.block.ruler.before("too_deep", "budget", _block_budget)
+    parser.inline.ruler.before("text", "budget", _inline_budget)
     parser.core.ruler.push("raw_html_limit", _raw_html_limit)
     parser.core.ruler.push("heading_anchors", _heading_anchors)
     parser.core.ruler.push("task_lists", _task_lists)
@@ -378,21 +439,65 @@ def sanitize_html(html: str) -> Markup:
     return Markup(_cleaner().clean(html))  # noqa: S704 - the cleaner's output is safe
 
 
-def markdown(text: str | None) -> Markup:
-    """Render user-written markdown to sanitized HTML; ``None`` renders as nothing."""
+def _markdown_options() -> tuple[object, ...]:
+    """What besides the text changes a document's HTML, for the cache's key."""
+    return (
+        MAX_MARKDOWN_LENGTH,
+        RENDER_BUDGET,
+        MAX_BLOCK_NESTING,
+        MAX_RAW_HTML_TAGS,
+        _code_options(None),
+    )
+
+
+def _code_options(language: str | None) -> tuple[object, ...]:
+    """What besides the code changes its highlighted HTML, for the cache's key."""
+    return (
+        highlighting.canonical_language(language),
+        highlighting.HIGHLIGHT_BUDGET,
+        highlighting.MAX_HIGHLIGHT_LENGTH,
+        highlighting.MAX_LINE_LENGTH,
+        tuple(sorted(highlighting.UNBOUNDED_LANGUAGES)),
+    )
+
+
+def _plain_text(text: str) -> Markup:
+    """A document shown as it was written, escaped, under :data:`PLAIN_TEXT_NOTE`."""
+    return Markup('<p class="muted">{}</p><pre>{}</pre>').format(PLAIN_TEXT_NOTE, text)
+
+
+def _render_markdown(text: str) -> Markup:
+    if len(text) > MAX_MARKDOWN_LENGTH:
+        return _plain_text(text)
+    # One budget for the parse and all the fences: many small blocks cost no more than one.
+    with highlighting.budget(RENDER_BUDGET):
+        try:
+            html = _parser().render(text)
+        except _OutOfTime:
+            return _plain_text(text)
+    return sanitize_html(html)
+
+
+def markdown(text: str | None, *, cache: RenderCache | None = None) -> Markup:
+    """Render user-written markdown to sanitized HTML; ``None`` renders as nothing.
+
+    With a *cache*, a text rendered before is read from it, not rendered again.
+    """
     if not text:
         return Markup("")
-    # One highlighting budget for all the fences: many small blocks cost no more than one.
-    with highlighting.budget():
-        html = _parser().render(str(text))
-    return sanitize_html(html)
+    source = str(text)
+    if cache is None:
+        return _render_markdown(source)
+    return cache.render("markdown", _markdown_options(), source, lambda: _render_markdown(source))
 
 
 #: How much of a text :func:`markdown_summary` reads, at least.
 SUMMARY_SOURCE_LENGTH = 4096
 
 
-def markdown_summary(text: str | None, length: int = 120) -> str:
+def markdown_summary(
+    text: str | None, length: int = 120, *, cache: RenderCache | None = None
+) -> str:
     """One line of plain text from user markdown, cut at a word to about ``length``.
 
     Lists show a description in a line of their own, where markup characters (``**``,
@@ -400,11 +505,19 @@ def markdown_summary(text: str | None, length: int = 120) -> str:
     what is left is exactly what the full page shows, minus the formatting (and minus
     the ``#`` links of headings). A list shows many summaries at once, so each costs
     little: code is not highlighted, and only the start of the text is read (enough for
-    the summary, unless it opens with pages of markup).
+    the summary, unless it opens with pages of markup). With a *cache*, a summary made
+    before is read from it.
     """
     if not text:
         return ""
     source = str(text)[: max(SUMMARY_SOURCE_LENGTH, 8 * length)]
+    if cache is None:
+        return _summarize(source, length)
+    options = (length, MAX_BLOCK_NESTING, MAX_RAW_HTML_TAGS)
+    return cache.render("summary", options, source, lambda: _summarize(source, length))
+
+
+def _summarize(source: str, length: int) -> str:
     plain = sanitize_html(_parser(summary=True).render(source)).striptags()
     if len(plain) <= length:
         return plain
@@ -555,7 +668,7 @@ def icon(name: str, *, label: str | None = None, size: int = 16) -> Markup:
 # -- Flask glue -----------------------------------------------------------------------
 
 
-def init_app(app: Flask, *, clock: Clock | None = None) -> None:
+def init_app(app: Flask, *, clock: Clock | None = None, cache: RenderCache | None = None) -> None:
     """Register the filters and globals on ``app``'s Jinja environment.
 
     Filters: ``markdown``, ``markdown_summary`` (plain text for lists), ``code``
@@ -563,7 +676,27 @@ def init_app(app: Flask, *, clock: Clock | None = None) -> None:
     ``timeago``, ``timeago_tag``.
     Globals: ``icon`` and ``timeago_tag``. ``clock`` returns "now" for the relative
     dates (tests pass a fixed one); calling this again simply registers them again.
+    The first three keep what they render in *cache* (a new one of the default size
+    when not given), which is ``app.extensions["srcore.render_cache"]``.
     """
+    if cache is None:
+        cache = RenderCache()
+    app.extensions["srcore.render_cache"] = cache
+
+    def markdown_filter(text: str | None) -> Markup:
+        return markdown(text, cache=cache)
+
+    def summary_filter(text: str | None, length: int = 120) -> str:
+        return markdown_summary(text, length, cache=cache)
+
+    def code_filter(code: str, language: str | None = None) -> Markup:
+        source = str(code)
+        return cache.render(
+            "code",
+            _code_options(language),
+            source,
+            lambda: highlighting.highlight_lines(source, language),
+        )
 
     def timeago_filter(value: datetime | None, now: datetime | None = None) -> str:
         return timeago(value, now if now is not None else _now(clock))
@@ -573,9 +706,9 @@ def init_app(app: Flask, *, clock: Clock | None = None) -> None:
 
     env = app.jinja_env
     env.filters.update(
-        markdown=markdown,
-        markdown_summary=markdown_summary,
-        code=highlighting.highlight_lines,
+        markdown=markdown_filter,
+        markdown_summary=summary_filter,
+        code=code_filter,
         date=format_date,
         datetime=format_datetime,
         timeago=timeago_filter,

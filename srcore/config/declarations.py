@@ -660,5 +660,14 @@ SERVICE_KEYS: tuple[Key, ...] = (
         check=_at_least(1),
         help="The largest request body accepted, in bytes; larger requests get 413.",
     ),
+    Key(
+        "render-cache-size",
+        type="int",
+        default=32 * 1024 * 1024,
+        check=_between(0, 1 << 40),
+        help="Bytes of rendered user text (markdown, highlighted code) each process of this "
+        "service keeps, so a page shown again is not rendered again; the least recently "
+        "shown goes first. 0: none is kept, and every view renders its text again.",
+    ),
 )
 """The keys every service section has, before the keys the service declares itself."""
