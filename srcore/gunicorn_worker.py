@@ -33,8 +33,8 @@ from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
 from srcore.headers import security_headers
+from srcore.metrics_files import fold_dead_process, make_metrics_dir, remove_stale_metrics_dirs
 from srcore.routing import API_PREFIX
-from srcore.serving import fold_dead_process, make_metrics_dir, remove_stale_metrics_dirs
 from srcore.validation import FieldError, error_body
 
 __all__ = [
@@ -166,7 +166,7 @@ def on_starting(server: Any) -> None:
     Always a new one, even if the variable was inherited: values left by an earlier run
     or another service would be added to this one's. The directories of servers that were
     killed before they could remove theirs are removed first
-    (:func:`srcore.serving.remove_stale_metrics_dirs`): only srcore's own, and only the
+    (:func:`srcore.metrics_files.remove_stale_metrics_dirs`): only srcore's own, and only the
     files srcore makes in them.
 
     With ``--preload`` the master has built the app, and so imported prometheus-client,
@@ -196,7 +196,7 @@ def child_exit(server: Any, worker: Any) -> None:
     """A worker is gone: its live gauges leave the sums, its counters stay in them.
 
     Its other files are folded into the ones of the workers dead before it
-    (:func:`srcore.serving.fold_dead_process`), so workers restarted by ``--max-requests``
+    (:func:`srcore.metrics_files.fold_dead_process`), so workers restarted by ``--max-requests``
     or a timeout do not grow the directory, nor the work of every scrape, without end.
     A fold that fails is logged and leaves the files as they were: still counted.
     """

@@ -27,8 +27,8 @@ from typing import Any
 
 from flask import Flask, Request, Response, abort, request
 
+from srcore.metrics_files import metrics_lock
 from srcore.service import state
-from srcore.serving import metrics_lock
 
 __all__ = [
     "EXTENSION_KEY",
@@ -110,7 +110,7 @@ class Metrics:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         # A fresh registry each time: the collector reads every process's files, while
-        # the master folds none of a dead worker's into the others' (srcore.serving).
+        # the master folds none of a dead worker's into the others' (srcore.metrics_files).
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         with metrics_lock(directory, exclusive=False):

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from srcore.serving import FOLD_LOCK, SERVER_LOCK, gunicorn_options
+from srcore.metrics_files import FOLD_LOCK, SERVER_LOCK
+from srcore.serving import gunicorn_options
 from srcore.supervisor import Program, Supervisor, http_ok
 from srcore.testing import free_port, write_config
 
@@ -113,7 +114,7 @@ def _read(path: Path) -> dict[str, tuple[float, float]]:
 
 
 def test_a_fold_combines_each_type_as_the_metrics_page_does(tmp_path: Path) -> None:
-    from srcore.serving import fold_dead_process, make_metrics_dir
+    from srcore.metrics_files import fold_dead_process, make_metrics_dir
 
     directory, lock = make_metrics_dir()
     try:
