@@ -9,6 +9,7 @@ client pays for one signature check per token, not per request.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from srcore.auth.jose import ALGORITHMS
 from srcore.auth.scopes import Scope, ScopeError, parse_scopes
+from srcore.identity.protocol import CLOCK_LEEWAY
 from srcore.routing import ID_MAX
 
 __all__ = [
@@ -35,6 +37,10 @@ __all__ = [
 #: The ``typ`` header RFC 9068 requires of JWT access tokens.
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _MAX_TOKEN_LENGTH = 8192
+#: Seconds between two warnings that this host's clock is behind meta's.
+_SKEW_WARNING_INTERVAL = 60.0
+
+log = logging.getLogger("srcore.auth")
 
 
 class TokenError(Exception):
@@ -99,6 +105,11 @@ class TokenVerifier:
     *issuer* is meta's issuer identifier; *audience* is this service's origin or id as meta
     writes it into ``aud``. *is_revoked* is asked about every token, cached or not, so a
     revocation takes effect on the next request.
+
+    ``iat``, ``nbf`` and ``exp`` are meta's clock, compared with *clock* (this host's)
+    give or take *leeway* seconds. The revocation list keeps an expiring event for
+    :data:`~srcore.identity.protocol.CLOCK_LEEWAY` after its expiry, so a larger
+    *leeway* would let a revoked token through at the end of its life.
     """
 
     def __init__(
@@ -109,7 +120,7 @@ class TokenVerifier:
         audience: str,
         is_revoked: Callable[[AccessToken], bool] | None = None,
         clock: Callable[[], float] = time.time,
-        leeway: int = 30,
+        leeway: int = CLOCK_LEEWAY,
         cache_size: int = 10_000,
     ) -> None:
         self.keys = keys
@@ -121,6 +132,7 @@ class TokenVerifier:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, AccessToken] = OrderedDict()
         self._lock = threading.Lock()
+        self._skew_warned: float | None = None
 
     def verify(self, token: str) -> AccessToken:
         """Return the verified token, or raise :class:`TokenError`."""
@@ -178,6 +190,24 @@ class TokenVerifier:
             raise TokenError("The access token's signature is not valid.") from None
         return self._check_claims(decoded.claims, digest, now)
 
+    def _warn_behind(self, seconds: float) -> None:
+        """Tell the operator this host's clock is behind meta's: a signed ``iat`` ahead of
+        it can mean nothing else, and every fresh token fails until the clock is set.
+        Once a minute at most, however many requests carry such tokens."""
+        moment = self.clock()
+        with self._lock:
+            last = self._skew_warned
+            if last is not None and 0 <= moment - last < _SKEW_WARNING_INTERVAL:
+                return
+            self._skew_warned = moment
+        log.warning(
+            "refused an access token that meta issued %d s ahead of this host's clock "
+            "(srcore tolerates %d s): this host's clock is behind meta's; keep clocks in "
+            "sync with NTP",
+            round(seconds),
+            self.leeway,
+        )
+
     def _check_claims(self, claims: dict[str, Any], digest: str, now: float) -> AccessToken:
         if claims.get("iss") != self.issuer:
             raise TokenError("The access token was issued by someone else.")
@@ -191,6 +221,7 @@ class TokenVerifier:
         if exp + self.leeway < now:
             raise TokenError("The access token has expired.")
         if iat - self.leeway > now:
+            self._warn_behind(iat - now)
             raise TokenError("The access token was issued in the future.")
         # RFC 7519 4.1.5: a token is not accepted before its nbf (meta sets none today,
         # but a token that says it is not valid yet must not be taken for one that is).

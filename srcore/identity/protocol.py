@@ -18,7 +18,10 @@ Event kinds:
 ``suspend``    subject = user id, refused until an ``unsuspend`` with a higher seq
 ``unsuspend``
 
-Times are whole epoch seconds.
+Times are whole epoch seconds, by meta's clock; a service reads them with its own.
+:data:`CLOCK_LEEWAY` is how far the two may disagree: a token is taken that much before
+its ``iat``/``nbf`` and after its ``exp``, and an expiring event is kept as long after
+its ``expires_at``, so the revocation covers every moment the token is still taken.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 __all__ = [
+    "CLOCK_LEEWAY",
     "CUTOFF_KINDS",
     "EVENTS_PATH",
     "EXPIRING_KINDS",
@@ -78,6 +82,10 @@ MAX_SEQ = 2**63 - 1
 #: The last epoch second a date can name (9999-12-31T23:59:59Z): a cut-off or an expiry
 #: past it is no time at all, and turning it into a date raises.
 MAX_TIME = 253402300799
+#: Seconds a service's clock may be off meta's (either way) without tokens failing: an
+#: access token is taken from this long before its ``iat``/``nbf`` to this long after its
+#: ``exp``. Hosts kept in sync by NTP are within milliseconds of each other.
+CLOCK_LEEWAY = 30
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -216,11 +224,18 @@ def session_cut_off(login_time: float | None, not_before: int | None) -> bool:
 
 
 def outlived(event: RevocationEvent, now: float) -> bool:
-    """Whether *event* has expired: every token it could match has expired too.
+    """Whether *event* has expired: every token it could match is refused as expired.
 
-    A store may forget such an event; the cut-off and suspension kinds never expire.
+    A verifier takes a token until :data:`CLOCK_LEEWAY` after its ``exp``, so the event
+    lives that long after its ``expires_at``: forgotten sooner, a revoked token would be
+    taken again for the rest of the leeway. A store may forget an outlived event; the
+    cut-off and suspension kinds never expire.
     """
-    return event.kind in EXPIRING_KINDS and event.expires_at is not None and event.expires_at < now
+    return (
+        event.kind in EXPIRING_KINDS
+        and event.expires_at is not None
+        and event.expires_at + CLOCK_LEEWAY < now
+    )
 
 
 def revokes(event: RevocationEvent, token: TokenFacts, *, now: float) -> bool:

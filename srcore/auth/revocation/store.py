@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from srcore.auth.tokens import VerificationUnavailable
 from srcore.identity.protocol import (
+    CLOCK_LEEWAY,
     CUTOFF_KINDS,
     EXPIRING_KINDS,
     RevocationEvent,
@@ -127,12 +128,14 @@ class MemoryRevocationStore:
 
     def _sweep(self, now: float) -> None:
         for table in self._expiring.values():
-            for key in [k for k, expires in table.items() if expires < now]:
+            for key in [k for k, expires in table.items() if expires + CLOCK_LEEWAY < now]:
                 del table[key]
 
     def _live(self, kind: str, subject: str | None, now: float) -> bool:
+        """Whether an expiring event about *subject* still matters: the verifier takes a
+        token until the leeway after its ``exp``, so the event counts as long."""
         expires = None if subject is None else self._expiring[kind].get(subject)
-        return expires is not None and expires >= now
+        return expires is not None and expires + CLOCK_LEEWAY >= now
 
     def _suspended(self, user: str) -> bool:
         return self._suspension.get(user, 0) % 2 == 1

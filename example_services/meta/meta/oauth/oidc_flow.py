@@ -24,6 +24,7 @@ from flask import current_app, redirect, request, url_for
 from werkzeug.wrappers import Response
 
 from meta.oauth.oidc import Login, current_login
+from srcore.identity.protocol import CLOCK_LEEWAY
 
 __all__ = ["REAUTH_PARAMETER", "reauthentication"]
 
@@ -56,8 +57,10 @@ def read_mark(mark: str, client_id: str, *, now: float | None = None) -> str | N
         return None
     if not hmac.compare_digest(signature, _signature(issued, replaced, client_id)):
         return None
+    # Made by whichever of meta's processes (and hosts) took the first request: one whose
+    # clock is a little ahead of this one's made it "in the future" by that much.
     age = (time.time() if now is None else now) - int(issued)
-    return replaced if 0 <= age <= REAUTH_WINDOW else None
+    return replaced if -CLOCK_LEEWAY <= age <= REAUTH_WINDOW else None
 
 
 def parse_max_age(value: object, redirect_uri: str | None) -> int | None:
