@@ -5,18 +5,37 @@ must never count there, or a page on another site could make a browser call the 
 with the user's rights. So an API request does not read the session cookie (nor verify
 its signature, which costs every request), and its response neither refreshes nor sets
 one, nor adds ``Vary: Cookie``. Its session is an empty mapping that refuses writes.
+
+A service whose origin is https names its cookie ``__Host-<service>_session``. Any host
+of the same site (a sibling subdomain that is compromised, or serves what users upload)
+may set a cookie with ``Domain=`` the parent domain and any ``Path``, and the browser
+sends it along with the service's own: with two cookies of one name the service reads
+the first, which a longer ``Path`` puts first. Such a "tossed" cookie could log the
+victim into the attacker's session (whatever they then write lands in the attacker's
+account) or make every login fail. A browser stores a ``__Host-`` cookie only when it
+is ``Secure``, has ``Path=/`` and no ``Domain``, so only the service's own host can set
+one. Plain http (the development network) keeps the plain name: browsers refuse the
+prefix without TLS.
 """
 
 from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from flask import Flask, Request
-from flask.sessions import NullSession, SecureCookieSession, SecureCookieSessionInterface
+from flask import Flask, Request, Response, request
+from flask.sessions import (
+    NullSession,
+    SecureCookieSession,
+    SecureCookieSessionInterface,
+    SessionMixin,
+)
 
 from srcore.routing import API_PREFIX
 
-__all__ = ["ApiSession", "SessionInterface"]
+__all__ = ["HOST_PREFIX", "ApiSession", "SessionInterface"]
+
+#: The cookie prefix that only the host itself can set (RFC 6265bis, "Cookie Name Prefixes").
+HOST_PREFIX = "__Host-"
 
 
 class ApiSession(NullSession):
@@ -35,9 +54,45 @@ class SessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session for pages; :class:`ApiSession` under the API prefix.
 
     Flask saves no null session, so an :class:`ApiSession` costs nothing on the way out.
+    The cookie's name is ``SESSION_COOKIE_NAME`` with the ``__Host-`` prefix whenever the
+    browser will accept it there (see the module's docstring).
     """
+
+    def get_cookie_name(self, app: Flask) -> str:
+        name = super().get_cookie_name(app)
+        return HOST_PREFIX + name if _host_only(app) else name
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         if request.path.startswith(API_PREFIX):
             return ApiSession()
         return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        super().save_session(app, session, response)
+        # The cookie a browser kept from before the prefix (a login made before the
+        # upgrade) is no longer read; expire it rather than send it for its lifetime.
+        legacy = super().get_cookie_name(app)
+        if legacy != self.get_cookie_name(app) and legacy in request.cookies:
+            response.delete_cookie(
+                legacy,
+                path=self.get_cookie_path(app),
+                secure=self.get_cookie_secure(app),
+                httponly=self.get_cookie_httponly(app),
+                samesite=self.get_cookie_samesite(app),
+            )
+
+
+def _host_only(app: Flask) -> bool:
+    """Whether *app*'s session cookie can carry the ``__Host-`` prefix: its origin is
+    https and the cookie is ``Secure``, for the whole host (``Path=/``) and only it (no
+    ``Domain``). A service that sets ``SESSION_COOKIE_DOMAIN`` to share its cookie with
+    other hosts keeps the plain name, and so the exposure it asked for."""
+    state = app.extensions.get("srcore")
+    section = getattr(state, "section", None)
+    origin = str(section["origin"]) if section is not None else ""
+    return (
+        origin.startswith("https://")
+        and bool(app.config["SESSION_COOKIE_SECURE"])
+        and not app.config["SESSION_COOKIE_DOMAIN"]
+        and (app.config["SESSION_COOKIE_PATH"] or app.config["APPLICATION_ROOT"]) == "/"
+    )

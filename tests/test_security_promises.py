@@ -140,7 +140,10 @@ def _morsel(reply: Reply, name: str) -> http.cookies.Morsel[str]:
 def test_session_cookie_on_the_wire(todo: Todo) -> None:
     reply = todo.request("GET", "/create", headers={"Cookie": todo.cookie})
     assert reply.status == 200, reply
-    morsel = _morsel(reply, "todo_session")
+    # Over https only todo's own host can set it (no sibling subdomain can toss one).
+    name = "__Host-todo_session" if todo.origin.startswith("https:") else "todo_session"
+    assert todo.cookie.startswith(f"{name}=")
+    morsel = _morsel(reply, name)
     assert morsel["httponly"] is True
     assert morsel["samesite"] == "Lax"
     assert morsel["path"] == "/"
@@ -160,7 +163,8 @@ def _form(todo: Todo, headers: dict[str, str]) -> tuple[str, str]:
     assert reply.status == 200, reply
     match = _CSRF.search(reply.body)
     assert match, reply.body[:500]
-    return f"todo_session={_morsel(reply, 'todo_session').value}", match.group(1)
+    name = todo.cookie.split("=", 1)[0]
+    return f"{name}={_morsel(reply, name).value}", match.group(1)
 
 
 def test_csrf_checks_the_referrer_over_tls_outside_development(todo: Todo) -> None:

@@ -112,4 +112,5 @@ def session_cookie(app: Any, user: Any) -> tuple[str, str]:
     if serializer is None:
         raise RuntimeError("the app has no secret key")
     value = serializer.dumps({"_uid": user.id, **_session_values(app, user), "_permanent": True})
-    return app.config["SESSION_COOKIE_NAME"], str(value)
+    # The name the app reads: ``__Host-`` prefixed when its origin is https.
+    return app.session_interface.get_cookie_name(app), str(value)
