@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -36,6 +37,7 @@ from srcore.auth.link import (
 from srcore.auth.state import LoginBackend, auth_state
 from srcore.auth.users import profile_values, upsert_user
 from srcore.auth.web import NoAccountService, is_safe_next, log_in
+from srcore.identity.protocol import MAX_TIME
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
@@ -223,10 +225,27 @@ def callback() -> BaseResponse:
         log.error("login callback: meta sent an unusable profile: %s", exc)
         return _unavailable()
     user = upsert_user(values)
-    log_in(user)
+    log_in(user, at=_issued_at(str(tokens["access_token"])))
     # log_in starts a fresh session, so the message goes in after it.
     flash(f"Logged in as {values['username']}.", "success")
     return redirect(next_url if is_safe_next(next_url) else "/")
+
+
+def _issued_at(access_token: str) -> float | None:
+    """When meta issued *access_token*, by meta's clock (its ``iat``); None if it holds no
+    such time. Read without checking the signature: the token came straight from meta, in
+    the answer to this service's own request."""
+    from joserfc.errors import JoseError
+    from joserfc.jws import extract_compact
+
+    try:
+        claims = json.loads(extract_compact(access_token.encode()).payload)
+        issued = claims.get("iat") if isinstance(claims, dict) else None
+    except (JoseError, ValueError):
+        return None
+    if isinstance(issued, int) and not isinstance(issued, bool) and 0 < issued < MAX_TIME:
+        return float(issued)
+    return None
 
 
 def fetch_unknown_user(user_id: int) -> bool:

@@ -65,16 +65,18 @@ def is_safe_next(target: str | None) -> bool:
     return not any(c in target for c in "\\\r\n\t") and len(target) <= 2048
 
 
-def log_in(user_id: int) -> None:
+def log_in(user_id: int, *, at: float | None = None) -> None:
     """Start this service's session for *user_id* (a meta account id).
 
     The session records when it started (``_at``), so a "log out everywhere" from meta
     ends it. A login that meta confirmed after a revocation this service already knows
-    of counts as later than it, even within the same second.
+    of counts as later than it, even within the same second. *at* is when meta confirmed
+    the login, by meta's clock: a logout's cut-off is meta's time too, so the two compare
+    however far this host's clock is from meta's (without *at*, this host's clock).
     """
     import time
 
-    at = time.time()
+    at = time.time() if at is None else at
     link = auth_state().identity
     if link is not None:
         from srcore.auth.revocation import RevocationUnavailable
