@@ -97,7 +97,8 @@ def test_todo_operations(tmp_path: Path) -> None:
         body = document_of(app).body
     assert body["openapi"] == "3.1.0"
     listing = body["paths"]["/api/trackers/{name}/tickets"]["get"]
-    assert listing["security"] == [{"meta": ["todo/tickets:RO"]}]
+    # Either scope is enough: :RW grants what :RO does.
+    assert listing["security"] == [{"meta": ["todo/tickets:RO"]}, {"meta": ["todo/tickets:RW"]}]
     params = {p["name"]: p for p in listing["parameters"]}
     assert params["name"]["in"] == "path"
     assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100}

@@ -810,12 +810,18 @@ def test_the_api_description_reads_each_answer_from_its_serializer(app: Any) -> 
         "$ref": "#/components/schemas/DeliveryJSON"
     }
     assert {"409", "429", "401"} <= set(ping)
-    # A token is needed; the events decide which scopes, so none is named.
+    # A token holding a scope of the service is needed; the events decide which.
+    manifest = app.extensions["srcore"].manifest
+    anyone = [
+        {"meta": [f"{manifest.id}/{scope.name}:{access}"]}
+        for scope in manifest.scopes
+        for access in ("RO", "RW")
+    ]
     for item in paths.values():
         for op in item.values():
             if op["operationId"].startswith("srcore_webhooks_api."):
                 events = op["operationId"] == "srcore_webhooks_api.events.get"
-                assert op.get("security") == (None if events else [{"meta": []}]), op
+                assert op.get("security") == (None if events else anyone), op
     create = paths["/api/webhooks"]["post"]
     body = create["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["url"] and {"events", "resource"} <= set(body["properties"])

@@ -36,8 +36,9 @@ class Operation:
     query: tuple[Reader, ...] = ()
     body: tuple[Reader, ...] = ()
     errors: Mapping[int, str] = field(default_factory=dict)
-    #: A bearer token is needed, but which scopes are enough depends on the input, so
-    #: the view checks them itself instead of naming one with :func:`srcore.auth.oauth`.
+    #: A bearer token holding one of the service's scopes is needed, but which of them
+    #: is enough depends on the input, so the view checks them itself instead of naming
+    #: one with :func:`srcore.auth.oauth`.
     token: bool = False
 
 

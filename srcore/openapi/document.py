@@ -136,11 +136,30 @@ def _json_answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _security(scope: str | None, token: bool, service_scopes: list[str]) -> list[dict[str, Any]]:
+    """The security requirements of an operation: alternatives, any one of them enough.
+
+    A client reads the scopes to ask meta for from here, and OpenAPI compares scopes as
+    plain strings, so each scope that is enough is listed: ``:RW`` grants what ``:RO``
+    does. A view that checks the token's scopes itself (*token*) needs one of its
+    service's scopes, which one depending on the input.
+    """
+    if scope is not None:
+        # ``SERVICE/NAME:RO`` or ``:RW`` (srcore.auth.scopes, a layer above this one).
+        enough = [scope, scope.removesuffix(":RO") + ":RW"] if scope.endswith(":RO") else [scope]
+    elif token:
+        enough = service_scopes
+    else:
+        return []
+    return [{SECURITY_SCHEME: [name]} for name in enough]
+
+
 def _operation(
     rule: Rule,
     method: str,
     view: Callable[..., object],
     registry: SchemaRegistry,
+    service_scopes: list[str],
 ) -> dict[str, Any]:
     declared: Operation = declared_operation(view)
     scope = declared_scope(view)
@@ -163,17 +182,20 @@ def _operation(
     if parameters:
         operation["parameters"] = parameters
     if declared.body:
-        body = describe_input(declared.body, source="json", registry=registry)
+        schema = describe_input(declared.body, source="json", registry=registry).object_schema()
+        # A body of optional fields may be left out (a PATCH of nothing, a rotation with
+        # the default overlap): the view reads no body as an empty one.
         operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": body.object_schema()}},
+            "required": bool(schema["required"]),
+            "content": {"application/json": {"schema": schema}},
         }
         errors.update((400, 413))
     if rule.arguments:
         # srcore refuses an address with control characters before any view (400).
         errors.update((400, 404))
-    if scope is not None or declared.token:
-        operation["security"] = [{SECURITY_SCHEME: [scope] if scope is not None else []}]
+    security = _security(scope, declared.token, service_scopes)
+    if security:
+        operation["security"] = security
         errors.update((401, 403, 503))
     if method in _WRITES:
         errors.add(409)
@@ -259,6 +281,10 @@ def build_document(
     registry = SchemaRegistry()
     registry.schema(ErrorBody)
     document = Document(body={})
+    scopes = {}
+    for scope in manifest.scopes:
+        scopes[f"{manifest.id}/{scope.name}:RO"] = f"Read: {scope.description}"
+        scopes[f"{manifest.id}/{scope.name}:RW"] = f"Read and write: {scope.description}"
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if not rule.rule.startswith(prefix) or openapi_path(rule.rule) in (extra or {}):
@@ -266,17 +292,13 @@ def build_document(
         view = app.view_functions[rule.endpoint]
         for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
             try:
-                item = _operation(rule, method, view, registry)
+                item = _operation(rule, method, view, registry, list(scopes))
             except (UnsupportedType, NameError) as exc:
                 document.undocumented[(rule.rule, method)] = str(exc)
                 continue
             paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = item
     for path, item in (extra or {}).items():
         paths.setdefault(path, {}).update(item)
-    scopes = {}
-    for scope in manifest.scopes:
-        scopes[f"{manifest.id}/{scope.name}:RO"] = f"Read: {scope.description}"
-        scopes[f"{manifest.id}/{scope.name}:RW"] = f"Read and write: {scope.description}"
     document.body = {
         "openapi": OPENAPI_VERSION,
         "info": {

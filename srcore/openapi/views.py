@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flask import Flask, current_app, jsonify, render_template, url_for
+from flask import Flask, current_app, jsonify, render_template, request, url_for
 
 from srcore.openapi.document import Document, Endpoints, build_document
 
@@ -87,7 +87,13 @@ def document_of(app: Flask) -> Document:
 
 
 def _openapi() -> Any:
-    response = jsonify(document_of(current_app).body)
+    body = document_of(current_app).body
+    if request.script_root:
+        # Mounted under a path (SCRIPT_NAME): the operations' paths are below it, and a
+        # client joins them to the server's URL, so the URL holds it.
+        server = body["servers"][0]["url"] + request.script_root
+        body = {**body, "servers": [{"url": server}]}
+    response = jsonify(body)
     response.headers["Cache-Control"] = "public, max-age=300"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
