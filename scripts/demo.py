@@ -27,8 +27,17 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
+from srcore.config import Config  # noqa: E402
 from srcore.process_groups import terminal_foreground  # noqa: E402
-from srcore.supervisor import Program, Stopped, Supervisor, http_ok  # noqa: E402
+from srcore.supervisor import (  # noqa: E402
+    AlreadyRunning,
+    Program,
+    Stopped,
+    Supervisor,
+    http_ok,
+    lock_path,
+    running_alone,
+)
 
 #: The numbered steps of the set-up.
 STEPS = 5
@@ -85,6 +94,46 @@ def _port_free(origin: str) -> bool:
     return port_free(urlsplit(origin).port or 80)
 
 
+def already_running(exc: AlreadyRunning, config: Path) -> str:
+    """What a second demo on the same directory says: which one runs, where to find it."""
+    from srcore.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except (ConfigError, OSError):  # not written yet: the first one is starting
+        where = "nothing yet (it is setting up)"
+    else:
+        where = ", ".join(f"{s} {str(cfg.section(s)['origin']).rstrip('/')}/" for s in cfg.services)
+    return (
+        f"Cannot start: another demo runs already on {_shown(config.parent)}/: {exc.holder}, "
+        f"serving {where}. Use that one, or stop it (Ctrl-C in its terminal); for a second "
+        "network beside it, give it a directory and ports of its own: "
+        "make demo DEMO_ARGS='--var /tmp/demo2 --first-port 6000'"
+    )
+
+
+def missing_files(var: Path, cfg: Config) -> str | None:
+    """Why the demo stops when its directory (or a database in it) was deleted under it.
+
+    The servers would go on with the SQLite files they have open, deleted: every page
+    answers, every change is lost at the next start, and a worker that opens its database
+    anew finds none.
+    """
+    files = [var / "config.ini"]
+    for service in cfg.services:
+        url = str(cfg.section(service).get("database-url") or "")
+        if url.startswith("sqlite:///"):
+            files.append(Path(url.removeprefix("sqlite:///").split("?", 1)[0]))
+    gone = [path for path in files if not path.exists()]
+    if not gone:
+        return None
+    shown = f"{_shown(var)}/" if not var.exists() else ", ".join(_shown(p) for p in gone)
+    return (
+        f"{shown} deleted while the demo ran: stopping (the services would keep serving the "
+        "deleted databases and lose every change); make demo again starts a fresh network"
+    )
+
+
 def start_here(origins: dict[str, str], config: Path) -> str:
     """What to do first in the browser, and how to make an admin."""
     meta, todo = origins.get("meta"), origins.get("todo")
@@ -134,9 +183,16 @@ def main() -> int:
     # Ctrl-C (or SIGTERM) at any moment stops whatever has started, says so, and exits 0;
     # under `make demo` only this process hears the Ctrl-C, so make reports our status.
     supervisor = Supervisor(name="demo")
+    config = options.var.resolve() / "config.ini"
     with terminal_foreground(), supervisor.handling_signals():
         try:
-            status = run(supervisor, options)
+            # One demo per directory: a second one would rewrite the config, migrate the
+            # databases the first one serves and fight over its ports.
+            with running_alone(lock_path(config), "make demo"):
+                status = run(supervisor, options)
+        except AlreadyRunning as exc:
+            print(already_running(exc, config), file=sys.stderr)
+            status = 1
         except Stopped:
             status = 0
         except RuntimeError as exc:
@@ -230,7 +286,7 @@ def run(supervisor: Supervisor, options: argparse.Namespace) -> int:
     supervisor.echo("\n".join(lines) + "\n")
     if options.exit_when_ready:
         return 0
-    return supervisor.watch()
+    return supervisor.watch(guard=functools.partial(missing_files, var, cfg))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ means stopping its whole group: gunicorn's workers and a reloader's server go wi
 none is left holding a port. Stopping is one bounded sequence for everyone: SIGTERM to
 each group, up to *stop_timeout* seconds for the groups to empty, SIGKILL for what is left.
 
-A signal (SIGINT, SIGTERM) only asks for a stop (:meth:`Supervisor.request_stop`); every
+A signal (SIGINT, SIGTERM, SIGHUP) only asks for a stop (:meth:`Supervisor.request_stop`); every
 wait of the supervisor notices and raises :class:`Stopped`, so a Ctrl-C at any moment of a
 start-up ends in the same place: :meth:`Supervisor.stop`, a "stopping" line and status 0.
 
@@ -27,6 +27,8 @@ from __future__ import annotations
 import codecs
 import contextlib
 import datetime
+import fcntl
+import os
 import re
 import signal
 import subprocess
@@ -44,13 +46,85 @@ from honcho.printer import Message, Printer
 
 from srcore.process_groups import group_alive, signal_group
 
-__all__ = ["Child", "Finished", "Program", "Stopped", "Supervisor", "http_ok"]
+__all__ = [
+    "AlreadyRunning",
+    "Child",
+    "Finished",
+    "Program",
+    "Stopped",
+    "Supervisor",
+    "http_ok",
+    "lock_path",
+    "running_alone",
+]
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: The signals that ask the supervisor to stop: Ctrl-C, kill, a closed terminal.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Stopped(Exception):
     """A wait of the supervisor gave up because a stop was asked for (a signal, usually)."""
+
+
+class AlreadyRunning(Exception):
+    """Another process holds the lock :func:`running_alone` asked for.
+
+    *holder* is what that process wrote about itself (what it is, its pid, its terminal,
+    since when), or a placeholder when it has not written it yet.
+    """
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path} is held by {holder}")
+        self.path = path
+        self.holder = holder
+
+
+def lock_path(config: Path) -> Path:
+    """The lock of the programs that run the network of *config* (``make demo``,
+    ``srcore dev``): beside the config, so that two runs on one config exclude each other
+    and runs on two configs do not."""
+    return config.with_name(f".{config.name}.lock")
+
+
+@contextlib.contextmanager
+def running_alone(path: Path, what: str) -> Iterator[None]:
+    """Hold the exclusive lock *path* for the block, or raise :class:`AlreadyRunning`.
+
+    The lock is ``flock`` on the file, which the kernel drops with the process however it
+    ends (Ctrl-C, ``kill -9``, a closed terminal), so no stale lock is ever left to delete
+    by hand; the file itself stays. While held, it says *what* runs, its pid, its terminal
+    and since when: what a second run quotes, so that its user can find the first one. The
+    descriptor is not inherited by children (close-on-exec): a child left running cannot
+    keep the lock once its supervisor is gone.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            raise AlreadyRunning(path, holder or f"{what} (starting)") from None
+        about = f"{what} (pid {os.getpid()}"
+        terminal = _terminal_name()
+        if terminal:
+            about += f" in {terminal}"
+        about += f", since {datetime.datetime.now():%H:%M:%S})"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, about.encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _terminal_name() -> str | None:
+    """The terminal this process runs in (/dev/pts/3), when it has one."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if stream.isatty():
+                return os.ttyname(stream.fileno())
+    return None
 
 
 @dataclass(frozen=True)
@@ -172,13 +246,15 @@ class Supervisor:
                 self._mid_line = False
                 self.printer.output.write("\n")
             self.printer.width = max(self.printer.width, len(name))
-            # The reader of our output may have gone away: keep running, unheard.
-            with contextlib.suppress(BrokenPipeError, ValueError):
+            # The reader of our output may have gone away (a closed pipe, a terminal hung
+            # up: EIO): keep running, unheard, so that the children are still read and
+            # stopped.
+            with contextlib.suppress(OSError, ValueError):
                 self.printer.write(message)
 
     def echo(self, text: str) -> None:
         """Raw text (no prefix) into the log, between whole lines."""
-        with self._print_lock, contextlib.suppress(BrokenPipeError, ValueError):
+        with self._print_lock, contextlib.suppress(OSError, ValueError):
             self.printer.output.write(text)
             self.printer.output.flush()
             if text:
@@ -357,16 +433,33 @@ class Supervisor:
                 raise RuntimeError(f"{child.name} was not ready within {timeout:.0f} s")
             self.sleep(0.1)
 
-    def watch(self, *, until: Literal["any", "all", "stop"] = "any") -> int:
+    def watch(
+        self,
+        *,
+        until: Literal["any", "all", "stop"] = "any",
+        guard: Callable[[], str | None] | None = None,
+    ) -> int:
         """Until a stop is asked for (0), or until children exit (1): *until* says whether
         any of them, all of them (the others keep running meanwhile), or none ends the
         watch. Each exit is reported once; a child the supervisor stops or restarts is not
-        reported."""
+        reported.
+
+        *guard*, called about once a second, names what went wrong around the children
+        (their directory deleted, say) or returns None; a reason is said and ends the
+        watch (1): what the children cannot notice themselves.
+        """
+        checked = time.monotonic()
         while True:
             time.sleep(0.2)
             self.take_signals()
             if self.stop_requested.is_set():
                 return 0
+            if guard is not None and time.monotonic() - checked >= 1.0:
+                checked = time.monotonic()
+                reason = guard()
+                if reason is not None:
+                    self.say(reason)
+                    return 1
             with self._children_lock:
                 children = list(self.children)
             for child in children:
@@ -432,13 +525,19 @@ class Supervisor:
 
     @contextlib.contextmanager
     def handling_signals(self) -> Iterator[None]:
-        """SIGINT and SIGTERM ask for a stop (a second one skips the grace) while the
-        block runs; the previous handlers come back afterwards."""
+        """SIGINT, SIGTERM and SIGHUP ask for a stop (a second one skips the grace) while
+        the block runs; the previous handlers come back afterwards.
+
+        SIGHUP is a closed terminal: the children run in process groups (and sessions) of
+        their own, so the hang-up reaches none of them, and a supervisor that SIGHUP's
+        default action ended would leave them all running, ports held, with no terminal
+        left to stop them from.
+        """
 
         def handler(signum: int, _frame: Any) -> None:
             self._signals.append(signal.Signals(signum).name)
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
         try:
             yield
         finally:
