@@ -246,6 +246,10 @@ def create_app(
     from srcore import webhooks
 
     webhooks.init_app(app, can_receive=webhook_filter)
+    from srcore import ratelimit
+
+    # Last: a write is counted once the request has passed every other check.
+    ratelimit.init_app(app)
     return app
 
 

@@ -348,6 +348,27 @@ def _security_contact(value: object) -> str | None:
     )
 
 
+def _write_limits(value: object) -> str | None:
+    """Counts per time that ``limits`` reads (the rate-limit module parses them the same
+    way when the app is built), or ``off`` alone."""
+    from limits import parse
+
+    items = [str(item) for item in value] if isinstance(value, tuple) else [str(value)]
+    if [item.lower() for item in items] == ["off"]:
+        return None
+    for item in items:
+        try:
+            amount = parse(item).amount
+        except ValueError:
+            return (
+                f"not a rate limit: {item!r} (a count per time, like 60/minute or "
+                "500 per hour, comma-separated; or off alone)"
+            )
+        if amount < 1:
+            return f"{item!r} allows nothing at all: write off to turn the limits off"
+    return None
+
+
 GLOBAL_KEYS: tuple[Key, ...] = (
     Key(
         "site-name",
@@ -377,6 +398,19 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         help="Redis for caches, rate limits and replay marks shared between processes, and "
         "to pass meta's revocations from the process that received them to the others, "
         "e.g. redis://127.0.0.1:6379/0. Empty: in-process fallbacks, fine for one process.",
+    ),
+    Key(
+        "write-rate-limit",
+        type="list",
+        default="60/minute, 500/hour",
+        check=_write_limits,
+        help="How many requests that change something (POST, PUT, PATCH, DELETE) each "
+        "service takes from one account (its pages and all its tokens together), from one "
+        "application acting for no user, or from one address when nobody is logged in: "
+        "counts per time, comma-separated, e.g. 60/minute, 500/hour. One more is answered "
+        "429 with Retry-After and changes nothing. Reads are never counted. Counted in "
+        "Redis with redis-url (shared by every process), in each process otherwise. "
+        "off: no limit. A service's own section may set its own.",
     ),
     Key(
         "webhooks-broker",
@@ -652,6 +686,14 @@ SERVICE_KEYS: tuple[Key, ...] = (
         "-Proto, -Host and -Port. 0: the headers are ignored (the service is reached "
         "directly). Set it to exactly the number of proxies, or clients can forge their "
         "address.",
+    ),
+    Key(
+        "write-rate-limit",
+        type="list",
+        check=_write_limits,
+        help="This service's own limit of requests that change something, written as "
+        "[global] write-rate-limit (e.g. 20/minute, 200/hour, or off). Empty: the "
+        "[global] one.",
     ),
     Key(
         "max-content-length",

@@ -22,11 +22,16 @@ def write_config(
     origin: str = "http://127.0.0.1:5999",
     extra: str = "",
 ) -> Path:
-    """Write a minimal development config for one service and return its path."""
+    """Write a minimal development config for one service and return its path.
+
+    Its write rate limits are off, since one test client makes hundreds of writes a second
+    from one address; a test of the limits sets ``write-rate-limit`` in *extra*.
+    """
     path.write_text(
         "[global]\n"
         "site-name = srcore test network\n"
-        "environment = development\n\n"
+        "environment = development\n"
+        "write-rate-limit = off\n\n"
         f"[{service_id}]\n"
         f"origin = {origin}\n"
         f"database-url = {database_url}\n"
@@ -46,10 +51,12 @@ def write_network_config(
     database beside *path* and a fresh secret key; every service but meta also gets OAuth
     client credentials, which meta reads from the same file. *global_keys* go into
     ``[global]`` (SMTP settings, a broker, intervals). End-to-end tests start the services
-    on it with :func:`run_service` after migrating each one.
+    on it with :func:`run_service` after migrating each one. Write rate limits are off
+    unless *global_keys* sets ``write-rate-limit``.
     """
+    keys = {"write-rate-limit": "off", **(global_keys or {})}
     lines = ["[global]", "environment = development"]
-    lines += [f"{key} = {value}" for key, value in (global_keys or {}).items()]
+    lines += [f"{key} = {value}" for key, value in keys.items()]
     for name, port in ports.items():
         lines += [
             "",

@@ -15,6 +15,10 @@ An account is counted under one key whether it is named by its username or its a
 
 Both use Redis when ``[global] redis-url`` is set, so every worker counts together, and
 process memory otherwise.
+
+srcore's write rate limits (``[global] write-rate-limit``) count meta's other writes per
+account like any service's; :data:`UNCOUNTED_WRITES` are left to the limits above or must
+never be refused by them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask_limiter import Limiter
 
-__all__ = ["IP_FAILURE_FACTOR", "RATE_LIMITS", "LoginProtection", "init_app"]
+__all__ = ["IP_FAILURE_FACTOR", "RATE_LIMITS", "UNCOUNTED_WRITES", "LoginProtection", "init_app"]
 
 #: The per-address failure limit is this many times the per-account one.
 IP_FAILURE_FACTOR = 4
@@ -44,6 +48,38 @@ RATE_LIMITS = {
     "resend": "5 per 15 minutes",
     "current-password": "20 per minute",
 }
+
+#: Endpoints srcore's write rate limits leave alone: the forms :data:`RATE_LIMITS` govern
+#: per address (counted twice, an office behind one address would be locked out of
+#: logging in sooner than these limits say), the OAuth endpoints services and clients
+#: call (client authentication has its own throttle), and logging out.
+UNCOUNTED_WRITES = (
+    "accounts.login",
+    "accounts.register",
+    "accounts.forgot",
+    "accounts.resend_confirmation",
+    "accounts.password",
+    "accounts.change_email",
+    "accounts.delete_account",
+    "twofactor.verify",
+    "twofactor.enable",
+    "twofactor.disable",
+    "twofactor.renew_recovery_codes",
+    "passkeys.login_options",
+    "passkeys.login",
+    "passkeys.second_step_options",
+    "passkeys.second_step",
+    "passkeys.register_options",
+    "passkeys.register",
+    "passkeys.remove",
+    "oauth.token",
+    "oauth.revoke",
+    "oauth.introspect",
+    "oidc.userinfo",
+    "oidc.end_session",
+    "accounts.logout",
+    "accounts.logout_everywhere",
+)
 
 
 @dataclass
@@ -125,6 +161,9 @@ def init_app(app: Flask) -> Limiter:
         key_prefix=f"{st.service_id}-limits",
     )
     _answer_429(app, limiter)
+    from srcore.ratelimit import exempt_endpoints
+
+    exempt_endpoints(app, *UNCOUNTED_WRITES)
     return limiter
 
 

@@ -1,0 +1,295 @@
+"""Write rate limits: how many state-changing requests one user, client or address may make.
+
+Every POST, PUT, PATCH and DELETE a service answers is counted against its ``[global]
+write-rate-limit`` (a burst and an hourly cap by default; a service's own section may set
+its own), per *identity*: the logged-in user of a page, the user a bearer token acts for
+(so all of a user's tokens and sessions share one count), the OAuth client of a token
+acting for no user, and the client's address for anyone else (an IPv6 address by its /64,
+which one subscriber usually holds whole). A request over the limit is answered 429 with
+``Retry-After`` before its view runs, so it writes nothing. Safe methods are never
+counted: the read path costs one method comparison.
+
+A view may be left out with :func:`exempt` (webhook receivers, callbacks other services
+make) or limited further with :func:`write_limit`, counted per identity and route on top
+of the service-wide count; :func:`exempt_endpoints` leaves out endpoints by name.
+
+The counts live in ``limits``' Redis storage when ``[global] redis-url`` is set, shared by
+every process and host of the service, and in process memory otherwise. While Redis cannot
+be reached each process counts on its own (:class:`srcore.throttle.FallbackStore`) and
+says so in the log: a request is never refused because the counter is away.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flask import Flask, Response, current_app, request, session
+
+from srcore.throttle import Decision, FallbackStore, Store
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+
+__all__ = [
+    "EXTENSION_KEY",
+    "WriteLimits",
+    "exempt",
+    "exempt_endpoints",
+    "identity",
+    "init_app",
+    "parse_limits",
+    "write_limit",
+    "write_limits",
+]
+
+#: Where an app keeps its :class:`WriteLimits`.
+EXTENSION_KEY = "srcore.ratelimit"
+#: The methods that are counted; the others never change state (and are never slowed).
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The value of ``write-rate-limit`` that turns the limits off.
+OFF = "off"
+
+#: srcore's own endpoints that are never counted: meta's pushes to the service, logging
+#: out (which must always work), the health check and metrics.
+SRCORE_EXEMPT = frozenset(
+    {"srcore_meta_events", "srcore_logout", "srcore_healthz", "srcore_metrics"}
+)
+
+_MARK = "srcore_write_limits"
+_EXEMPT: tuple[RateLimitItem, ...] = ()
+_V = TypeVar("_V", bound=Callable[..., Any])
+
+
+def parse_limits(values: Iterable[str]) -> tuple[RateLimitItem, ...]:
+    """Read limits written as ``limits`` parses them (``60/minute``, ``500 per hour``),
+    shortest window first; ``("off",)`` is none at all. Raises :class:`ValueError`."""
+    from limits import parse
+
+    texts = [str(value).strip() for value in values if str(value).strip()]
+    if [text.lower() for text in texts] == [OFF]:
+        return ()
+    if not texts:
+        raise ValueError(f"no limit given: write limits like 60/minute, 500/hour, or {OFF}")
+    items = []
+    for text in texts:
+        try:
+            item = parse(text)
+        except ValueError:
+            raise ValueError(
+                f"not a rate limit: {text!r} (write a count per time, like 60/minute or "
+                f"500 per hour, or {OFF} alone)"
+            ) from None
+        if item.amount < 1:
+            raise ValueError(f"{text!r} allows nothing at all: use {OFF} to turn limits off")
+        items.append(item)
+    return tuple(sorted(items, key=lambda item: item.get_expiry()))
+
+
+def exempt(view: _V) -> _V:
+    """Count no request of *view* (put it below the route decorator).
+
+    For routes other services or meta call on their own schedule (webhook receivers,
+    callbacks), and for what must always work, like logging out.
+    """
+    setattr(view, _MARK, _EXEMPT)
+    return view
+
+
+def write_limit(*rules: str) -> Callable[[_V], _V]:
+    """Limit the writes of a view further: ``@write_limit("10/hour")``, counted per identity
+    for this route alone, on top of the service's ``write-rate-limit`` (put it below the
+    route decorator). A rule that does not parse fails when the module is imported."""
+    items = parse_limits(rules)
+    if not items:
+        raise ValueError(f"write_limit needs a limit; to count nothing, use exempt, not {OFF}")
+
+    def decorate(view: _V) -> _V:
+        setattr(view, _MARK, items)
+        return view
+
+    return decorate
+
+
+def exempt_endpoints(app: Flask, *endpoints: str) -> None:
+    """Count no request of *endpoints* of *app*, named as ``url_for`` names them."""
+    write_limits(app).exempt.update(endpoints)
+
+
+def write_limits(app: Flask | None = None) -> WriteLimits:
+    """The write limits of *app*, or of the current app."""
+    target = app if app is not None else current_app
+    result: WriteLimits = target.extensions[EXTENSION_KEY]
+    return result
+
+
+class WriteLimits:
+    """One service's write limits: its rules, its counters and the endpoints left out.
+
+    *rules* come from :func:`parse_limits` (none: nothing is counted). The storage is built
+    on the first write, so an app that only reads opens no connection and starts no thread.
+    Counters are keyed under *prefix* (``srcore-writes/<service>``), then the identity.
+    """
+
+    def __init__(
+        self, rules: Sequence[RateLimitItem], *, redis_url: str | None = None, prefix: str
+    ) -> None:
+        self.rules = tuple(rules)
+        self.redis_url = redis_url or None
+        self.prefix = prefix
+        self.exempt: set[str] = set()
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        rules = ", ".join(str(rule) for rule in self.rules) or OFF
+        return f"<WriteLimits {rules} {'redis' if self.redis_url else 'memory'}>"
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the service counts writes at all."""
+        return bool(self.rules)
+
+    def store(self) -> Store:
+        """The moving-window storage of the counts, built on first use."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._build()
+        return self._store
+
+    def _build(self) -> Store:
+        from limits.storage import storage_from_string
+
+        memory: Store = storage_from_string("memory://")  # type: ignore[assignment]
+        if self.redis_url is None:
+            return memory
+        shared: Store = storage_from_string(  # type: ignore[assignment]
+            self.redis_url, socket_timeout=2, socket_connect_timeout=2, wrap_exceptions=True
+        )
+        return FallbackStore(shared, memory)
+
+    def hit(
+        self, who: str, *, route: str | None = None, extra: Sequence[RateLimitItem] = ()
+    ) -> tuple[Decision, RateLimitItem | None]:
+        """Count one write of *who*; say whether it may go ahead and, if not, which limit
+        refused it. *extra* limits are counted for *route* alone.
+
+        The route's own limits are counted first, then the shortest window first, and
+        counting stops at the first refusal: writes refused for a burst or by a tighter
+        route do not use up the hourly allowance.
+        """
+        store = self.store()
+        checks = [(rule, rule.key_for(self.prefix, f"route:{route}", who)) for rule in extra]
+        checks += [(rule, rule.key_for(self.prefix, who)) for rule in self.rules]
+        for rule, key in checks:
+            expiry = rule.get_expiry()
+            if not store.acquire_entry(key, rule.amount, expiry):
+                oldest, _count = store.get_moving_window(key, rule.amount, expiry)
+                # An entry counts until its expiry has passed, so one second more than
+                # what is left of it: a client that waits as told is let in.
+                wait = max(math.floor(oldest + expiry - time.time()) + 1, 1)
+                return Decision(allowed=False, retry_after=float(wait)), rule
+        return Decision(allowed=True), None
+
+
+def _address() -> str:
+    """The client's address (after ``proxy-fix-trusted-hops``); IPv6 by its /64."""
+    remote = request.remote_addr or "unknown"
+    try:
+        parsed = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+def identity() -> str:
+    """Who the current request's writes are counted for: ``user:<id>``, ``client:<id>``
+    (a token acting for no user) or ``address:<address>``.
+
+    The API is authenticated by bearer tokens alone and pages by the session alone, as
+    :mod:`srcore.auth` reads them; a token that does not verify is counted by address
+    (its view answers 401 anyway). Verifying here costs the view nothing: the verifier
+    caches the token.
+    """
+    from srcore.routing import API_PREFIX
+
+    if request.path.startswith(API_PREFIX):
+        kind, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if kind.lower() == "bearer" and credentials.strip():
+            from srcore.auth.state import auth_state
+            from srcore.auth.tokens import TokenError, VerificationUnavailable
+
+            verifier = auth_state().token_verifier
+            try:
+                token = verifier.verify(credentials.strip()) if verifier is not None else None
+            except (TokenError, VerificationUnavailable):
+                token = None
+            if token is not None:
+                if token.subject is not None:
+                    return f"user:{token.subject}"
+                return f"client:{token.client_id}"
+    else:
+        from srcore.auth.web import _SESSION_USER
+
+        uid = session.get(_SESSION_USER)
+        if isinstance(uid, int) and not isinstance(uid, bool):
+            return f"user:{uid}"
+    return f"address:{_address()}"
+
+
+_WHOM = {"user": "one account", "client": "one application", "address": "one address"}
+
+
+def _refusal(who: str, rule: RateLimitItem, decision: Decision) -> Response:
+    from srcore.errors import error_response
+
+    count, per = rule.amount, rule.GRANULARITY.name
+    window = f"{rule.multiples} {per}s" if rule.multiples > 1 else per
+    wait = decision.retry_after_seconds
+    message = (
+        f"Too many changes: this service takes at most {count} requests that change "
+        f"something per {window} from {_WHOM[who.partition(':')[0]]}. "
+        f"Try again in {wait} second{'s' if wait != 1 else ''}."
+    )
+    return error_response(
+        429, message, title="Too many requests", headers={"Retry-After": str(wait)}
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Count *app*'s writes before each view, against the service's ``write-rate-limit``
+    or else ``[global]``'s, in Redis when ``[global] redis-url`` is set."""
+    st = app.extensions["srcore"]
+    own = st.section["write-rate-limit"]
+    rules = parse_limits(own if own is not None else st.config.global_["write-rate-limit"])
+    redis_url = str(st.config.global_.get("redis-url") or "") or None
+    limits = WriteLimits(rules, redis_url=redis_url, prefix=f"srcore-writes/{st.service_id}")
+    limits.exempt.update(SRCORE_EXEMPT)
+    app.extensions[EXTENSION_KEY] = limits
+
+    def count_writes() -> Response | None:
+        if request.method not in UNSAFE_METHODS or not limits.rules:
+            return None
+        endpoint = request.endpoint
+        # A request no route takes (404, 405) reaches no view and writes nothing.
+        if endpoint is None or request.url_rule is None or endpoint in limits.exempt:
+            return None
+        extra = getattr(app.view_functions.get(endpoint), _MARK, None)
+        if extra == _EXEMPT:
+            return None
+        who = identity()
+        decision, rule = limits.hit(who, route=endpoint, extra=extra or ())
+        if decision.allowed or rule is None:
+            return None
+        return _refusal(who, rule, decision)
+
+    app.before_request(count_writes)
