@@ -16,6 +16,8 @@ port is free) are plain functions; the supervisor runs the processes.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 import socket
@@ -24,14 +26,22 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
 
-from srcore.supervisor import Child, Program, Stopped, Supervisor
+from srcore.supervisor import (
+    AlreadyRunning,
+    Child,
+    Program,
+    Stopped,
+    Supervisor,
+    lock_path,
+    running_alone,
+)
 
 __all__ = [
     "DEV_LABEL",
@@ -39,6 +49,7 @@ __all__ = [
     "bind_port",
     "build_plan",
     "code_paths",
+    "config_problems",
     "dev_command",
     "port_free",
     "restart_on_changes",
@@ -138,16 +149,39 @@ def code_paths(packages: Sequence[str], config_path: Path) -> list[Path]:
     return [*paths, config_path]
 
 
+def config_problems(path: Path) -> list[str]:
+    """What is wrong with the network config at *path* (every problem, as ``srcore config
+    check`` says them); empty when every process could start with it."""
+    from srcore.config import ConfigError
+    from srcore.manifest import load_network_config
+
+    try:
+        load_network_config(path)
+    except ConfigError as exc:
+        return [str(problem) for problem in exc.problems]
+    return []
+
+
 def _watched(_change: object, path: str) -> bool:
     parts = Path(path).parts
     return path.endswith(WATCHED_SUFFIXES) and "__pycache__" not in parts
 
 
 def restart_on_changes(
-    supervisor: Supervisor, children: list[Child], paths: Sequence[Path]
+    supervisor: Supervisor,
+    children: list[Child],
+    paths: Sequence[Path],
+    *,
+    check: Callable[[], Sequence[str]] | None = None,
 ) -> threading.Thread:
     """A thread that restarts every child in *children* (replaced in place) whenever a
-    watched file under *paths* changes, until the supervisor is asked to stop."""
+    watched file under *paths* changes, until the supervisor is asked to stop.
+
+    *check* returns the problems that would stop every child at its start (a config
+    saved half-edited, say): while there are some, they are said once and the running
+    children are kept, rather than each of them stopped to print the same errors and
+    exit; the next change that fixes them restarts everything.
+    """
     import watchfiles
 
     def run() -> None:
@@ -156,6 +190,16 @@ def restart_on_changes(
         ):
             names = sorted({Path(p).name for _, p in changes})
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            problems = list(check()) if check is not None else []
+            if problems:
+                count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+                supervisor.say(
+                    f"{shown} changed, but {count} would stop every process at its start: "
+                    f"keeping the {len(children)} running; fix and save again"
+                )
+                for problem in problems:
+                    supervisor.say(f"  {problem}")
+                continue
             supervisor.say(f"{shown} changed: restarting {len(children)} process(es)")
             try:
                 for index, child in enumerate(list(children)):
@@ -298,8 +342,8 @@ def dev_command(
         stop_timeout=stop_timeout,
     )
     # From the start: a Ctrl-C while the config loads is a stop like any other.
-    with supervisor.handling_signals():
-        plan, chosen, env, installed, path = _prepare(ctx, supervisor, services, no_workers)
+    with supervisor.handling_signals(), contextlib.ExitStack() as held:
+        plan, chosen, env, installed, path = _prepare(ctx, supervisor, services, no_workers, held)
         status = 0
         try:
             supervisor.check()
@@ -325,7 +369,9 @@ def dev_command(
                         f"watching {', '.join(str(p) for p in paths)}: a change restarts "
                         "every process (one that exited too)"
                     )
-                    restart_on_changes(supervisor, children, paths)
+                    restart_on_changes(
+                        supervisor, children, paths, check=functools.partial(config_problems, path)
+                    )
                     status = supervisor.watch(until="stop")
         except Stopped:
             status = 0
@@ -336,11 +382,16 @@ def dev_command(
 
 
 def _prepare(
-    ctx: click.Context, supervisor: Supervisor, services: Sequence[str], no_workers: bool
+    ctx: click.Context,
+    supervisor: Supervisor,
+    services: Sequence[str],
+    no_workers: bool,
+    held: contextlib.ExitStack,
 ) -> tuple[list[ChildSpec], list[str], dict[str, str], dict[str, str], Path]:
-    """Read the config, refuse clearly (a usage error, or status 1 for a bad config or a
-    taken port); the plan, the services chosen, the children's environment, the installed
-    services' packages and the config's path."""
+    """Read the config, take its lock into *held*, refuse clearly (a usage error, or
+    status 1 for a bad config, a config another srcore dev or demo runs, or a taken port);
+    the plan, the services chosen, the children's environment, the installed services'
+    packages and the config's path."""
     from srcore.config import ConfigError, find_config_path
     from srcore.manifest import load_network_config
 
@@ -371,6 +422,20 @@ def _prepare(
     if not chosen:
         raise click.UsageError(f"no services in {path}: add a section per service")
     origins = {s: str(cfg.section(s)["origin"]) for s in chosen}
+
+    # Before the ports: a second run on this config would migrate the databases the first
+    # one is migrating, and its ports are only taken once that is done.
+    try:
+        held.enter_context(running_alone(lock_path(path), "srcore dev"))
+    except AlreadyRunning as exc:
+        click.echo(
+            f"srcore dev: cannot start: {exc.holder} runs already on {path}. Stop it "
+            "(Ctrl-C in its terminal), or run this one on a config of its own.",
+            err=True,
+        )
+        raise ctx.exit(1) from None
+    except OSError:
+        pass  # a config in a directory we cannot write to: the ports still tell
 
     ports: dict[int, str] = {}
     busy = []
