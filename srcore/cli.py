@@ -197,6 +197,8 @@ def render_development_config(
     """A development config for *services* on 127.0.0.1 with SQLite and fresh secrets."""
     import secrets
 
+    from srcore.scaffold.netconfig import sqlite_url
+
     lines = [
         "; Development config written by `srcore init`. Secrets are fresh and local to this",
         "; machine: never commit this file. See config.example.ini for every key.",
@@ -215,7 +217,7 @@ def render_development_config(
         lines += [
             f"[{service}]",
             f"origin = http://127.0.0.1:{port}",
-            f"database-url = sqlite:///{data_dir / (service + '.db')}",
+            f"database-url = {sqlite_url(data_dir / (service + '.db'))}",
             f"secret-key = {secrets.token_urlsafe(48)}",
         ]
         if "meta" in services and service != "meta":
@@ -274,13 +276,17 @@ def init(
     if (path.is_symlink() or path.exists()) and not force:
         raise click.UsageError(exists)
     data = (data_dir or path.parent).resolve()
-    data.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = render_development_config(chosen, data_dir=data, first_port=first_port)
     try:
-        write_private(path, text, replace=force)
-    except FileExistsError:
-        raise click.UsageError(exists) from None
+        data.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_private(path, text, replace=force)
+        except FileExistsError:
+            raise click.UsageError(exists) from None
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else path
+        raise click.ClickException(f"cannot write {path}: {where}: {exc.strerror or exc}") from None
     click.echo(f"wrote {path} for {', '.join(chosen)}")
 
 

@@ -116,9 +116,19 @@ def make_config_command(
         """Check the whole config file against every installed service's keys.
 
         Prints every problem as FILE:LINE [SECTION] KEY: PROBLEM and exits 1 when there
-        are errors; warnings alone exit 0.
+        are errors; warnings alone exit 0. A file without a single service section is an
+        error: no service can start from it, and it is most likely not the network's file.
         """
         cfg = _load(specs)
+        if not cfg.services:
+            _echo_problems(cfg.warnings)
+            click.echo(
+                f"{cfg.path}: no service section ([meta], [todo], ...), so no service can "
+                "start from this file: is it the network's config? Name that one with "
+                "--config or $SRCORE_CONFIG, or write a new one with srcore init",
+                err=True,
+            )
+            raise click.get_current_context().exit(1)
         found = _database_problems(cfg)
         if found:
             _echo_problems(sorted([*cfg.warnings, *found], key=_by_line))

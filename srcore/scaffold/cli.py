@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def new_service_command(
         create_service,
         installed_service_ids,
     )
-    from srcore.scaffold.netconfig import add_service_section
+    from srcore.scaffold.netconfig import PendingSection, prepare_service_section
 
     def refuse(message: str) -> None:
         click.echo(f"srcore new-service: {message}", err=True)
@@ -103,27 +104,42 @@ def new_service_command(
     except click.UsageError as exc:
         refuse(exc.message)
         return
+    if port is not None and config is None:
+        refuse("--port sets the port of the section added to --config: name the config too")
+        return
     started = time.monotonic()
     installed = installed_service_ids()
+    # Everything that can refuse is asked before the first file is written: a refusal
+    # leaves no half-made package behind, nor a package missing from the config.
+    pending: PendingSection | None = None
     try:
         check_name(name, installed=installed, directory=directory / name)
-        if config is not None and not config.is_file():
-            raise ScaffoldError(f"{config} is not a file: create the config first (srcore init)")
+        if config is not None:
+            if not config.is_file():
+                raise ScaffoldError(
+                    f"{config} is not a file: create the config first (srcore init)"
+                )
+            pending = prepare_service_section(config, name, port=port)
     except ScaffoldError as exc:
         refuse(str(exc))
         return
     click.echo(f"creating service {name} in {_shown(directory / name)}")
     try:
         created = create_service(name, directory, installed=installed, progress=click.echo)
-        added = None
-        if config is not None:
-            click.echo(f"  adding [{name}] to {config}")
-            added = add_service_section(config, name, port=port)
     except ScaffoldError as exc:
         refuse(str(exc))
         return
     summary = f"created {name} in {_shown(created.path)}: {len(created.files)} files"
-    if added is not None:
+    if pending is not None:
+        click.echo(f"  adding [{name}] to {config}")
+        try:
+            added = pending.write()
+        except ScaffoldError as exc:
+            # All or nothing: a package missing from the config would be "taken here" on
+            # the next try.
+            shutil.rmtree(created.path, ignore_errors=True)
+            refuse(f"{exc}; {_shown(created.path)} was removed")
+            return
         summary += f"; added [{name}] to {config} (port {added.port})"
     click.echo(f"{summary} ({time.monotonic() - started:.1f} s)")
     if note is not None:

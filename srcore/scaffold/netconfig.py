@@ -8,14 +8,23 @@ section is appended as text; the file is only read (never rewritten) through
 from __future__ import annotations
 
 import configparser
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from srcore.scaffold.generate import ScaffoldError
 
-__all__ = ["AddedSection", "add_service_section", "render_section", "taken_ports"]
+__all__ = [
+    "AddedSection",
+    "PendingSection",
+    "add_service_section",
+    "prepare_service_section",
+    "render_section",
+    "sqlite_url",
+    "taken_ports",
+]
 
 #: The first port when the file has no origin to count from.
 DEFAULT_FIRST_PORT = 5000
@@ -91,26 +100,58 @@ def render_section(
     return "\n".join(lines) + "\n"
 
 
-def add_service_section(config: Path, service_id: str, *, port: int | None = None) -> AddedSection:
-    """Append a ``[service_id]`` section to *config*, keeping everything already there.
+def sqlite_url(path: Path) -> str:
+    """The ``database-url`` of the SQLite database at *path*, written so the config accepts
+    it: a space, ``%``, ``?`` or ``#`` in the path is percent-encoded (SQLAlchemy decodes
+    it), since the config refuses a URL with whitespace and SQLAlchemy reads ``?`` as the
+    start of the URL's query."""
+    text = "".join(
+        char if char.isprintable() and not char.isspace() and char not in "%?#" else quote(char)
+        for char in str(path)
+    )
+    return f"sqlite:///{text}"
 
-    The origin gets the first port from *port* (default: after the highest port of the
-    file) that no section uses; the SQLite database goes beside the config file; when the
-    network has ``[meta]`` the service also gets an OAuth client id and secret.
-    """
+
+@dataclass(frozen=True)
+class PendingSection:
+    """A section :func:`prepare_service_section` checked and rendered, not yet written."""
+
+    config: Path
+    added: AddedSection
+    separator: str
+
+    def write(self) -> AddedSection:
+        """Append the section to the file."""
+        try:
+            with self.config.open("a", encoding="utf-8") as handle:
+                handle.write(self.separator + self.added.text)
+        except OSError as exc:
+            raise ScaffoldError(f"{self.config}: cannot write it ({exc.strerror or exc})") from None
+        return self.added
+
+
+def prepare_service_section(
+    config: Path, service_id: str, *, port: int | None = None
+) -> PendingSection:
+    """Check that *config* can take a ``[service_id]`` section and render it, writing
+    nothing: ``srcore new-service`` refuses a config it could not add the section to
+    before it writes the package, not after."""
     try:
         text = config.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScaffoldError(f"{config}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ScaffoldError(f"{config}: cannot read it: it is not UTF-8 text") from None
     parser = _parse(text, str(config))
     if parser.has_section(service_id):
         raise ScaffoldError(f"{config} already has a [{service_id}] section")
+    if not os.access(config, os.W_OK):
+        raise ScaffoldError(f"{config}: cannot write it (permission denied)")
     chosen = _choose_port(taken_ports(parser), port)
-    database = config.resolve().parent / f"{service_id}.db"
     section = render_section(
         service_id,
         port=chosen,
-        database_url=f"sqlite:///{database}",
+        database_url=sqlite_url(config.resolve().parent / f"{service_id}.db"),
         with_client=parser.has_section("meta") and service_id != "meta",
     )
     # One blank line between the file's last line and the new section.
@@ -120,6 +161,14 @@ def add_service_section(config: Path, service_id: str, *, port: int | None = Non
         separator = "\n"
     else:
         separator = "\n\n"
-    with config.open("a", encoding="utf-8") as handle:
-        handle.write(separator + section)
-    return AddedSection(service_id, chosen, section)
+    return PendingSection(config, AddedSection(service_id, chosen, section), separator)
+
+
+def add_service_section(config: Path, service_id: str, *, port: int | None = None) -> AddedSection:
+    """Append a ``[service_id]`` section to *config*, keeping everything already there.
+
+    The origin gets the first port from *port* (default: after the highest port of the
+    file) that no section uses; the SQLite database goes beside the config file; when the
+    network has ``[meta]`` the service also gets an OAuth client id and secret.
+    """
+    return prepare_service_section(config, service_id, port=port).write()
