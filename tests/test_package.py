@@ -69,6 +69,7 @@ def test_wheel_installs_and_works_in_an_empty_venv(tmp_path: Path) -> None:
     (wheel,) = dist.glob("srcore-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for required in (
+        "srcore/py.typed",
         "srcore/templates/layout.html",
         "srcore/static/srcore.css",
         "srcore/migrations_base/env.py",
@@ -102,3 +103,28 @@ def test_wheel_installs_and_works_in_an_empty_venv(tmp_path: Path) -> None:
         [str(venv / "bin" / "srcore"), "--help"], capture_output=True, text=True
     )
     assert "config" in help_text.stdout and "migrate" in help_text.stdout, help_text.stderr
+
+
+@pytest.mark.slow
+def test_a_service_author_s_mypy_reads_srcore_s_types(tmp_path: Path) -> None:
+    """srcore's API is typed for its users too: mypy --strict on a service's module that
+    imports it checks the calls against srcore's annotations (the py.typed marker), where
+    without it mypy refuses the import as a library without stubs."""
+    module = tmp_path / "service_logic.py"
+    module.write_text(
+        "from srcore.validation import Validation\n\n\n"
+        "def title(valid: Validation) -> str | None:\n"
+        "    return valid.optional('title', max_length=100)\n\n\n"
+        "def wrong(valid: Validation) -> int:\n"
+        "    return valid.optional('title', max_length=100)\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), module],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert "import-untyped" not in found.stdout, found.stdout
+    # srcore's own annotations are read: the wrong return type is found, the right one not.
+    assert found.stdout.count("error:") == 1, found.stdout
+    assert "service_logic.py:9: error: Incompatible return value" in found.stdout, found.stdout
