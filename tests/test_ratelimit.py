@@ -332,3 +332,45 @@ def test_an_unreachable_redis_fails_open_with_a_log_line(
     assert any("unreachable" in record.getMessage() for record in caplog.records)
     # Meanwhile the process counts on its own, as it does without Redis.
     assert [create(limited.test_client(), heads).status_code for _ in range(2)] == [201, 429]
+
+
+def test_the_api_description_names_the_refusal_of_a_write(
+    app: Any, srcore_signing_key: Any, make_token: Any, tmp_path: Path, clock: list[float]
+) -> None:
+    """Every write's description lists the 429 a client past its limit gets, and the answer
+    it gets is the one described (Retry-After, srcore's error body)."""
+    import warnings
+
+    from openapi_core import OpenAPI
+    from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+    from werkzeug.test import EnvironBuilder
+
+    limited = build(
+        app, srcore_signing_key, tmp_path, service_lines="write-rate-limit = 1/minute\n"
+    )
+    client = limited.test_client()
+    document = client.get("/api/openapi.json").get_json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if method in ("post", "put", "patch", "delete"):
+                assert "429" in operation["responses"], (method, path)
+    headers = bearer(make_token(SCOPE, user=create_user(limited, "alice")))
+    assert create(client, headers).status_code == 201
+
+    def request() -> Any:  # a documented write, refused before its view runs
+        return EnvironBuilder(
+            "/api/webhooks",
+            base_url=document["servers"][0]["url"],
+            method="POST",
+            headers=headers,
+            json={"url": "https://hooks.example.invalid/a", "events": ["thing:created"]},
+        )
+
+    refused = client.open(request())
+    assert refused.status_code == 429
+    spec = OpenAPI.from_dict(document)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Unsupported scheme type", UserWarning)
+        spec.validate_response(
+            WerkzeugOpenAPIRequest(request().get_request()), WerkzeugOpenAPIResponse(refused)
+        )

@@ -45,7 +45,8 @@ _ERRORS = {
     404: "There is nothing at this address for this caller.",
     409: "What the request changes was changed or deleted meanwhile; reload it and retry.",
     413: "The request body is too large.",
-    429: "Too many requests; wait and try again.",
+    429: "Too many requests (a write past its caller's rate limit, say); try again after "
+    "Retry-After.",
     503: "The service cannot answer now: the access token or the database cannot be "
     "reached (try again after Retry-After), or the request kept the database busy too long.",
 }
@@ -198,7 +199,8 @@ def _operation(
         operation["security"] = security
         errors.update((401, 403, 503))
     if method in _WRITES:
-        errors.add(409)
+        # Changed meanwhile; past the write rate limit (srcore.ratelimit) of its caller.
+        errors.update((409, 429))
     errors.add(503)  # the database may be away, or the request too slow for it
     for code in sorted(errors):
         if code in declared.errors:
