@@ -17,6 +17,12 @@ between tokens, the sub-lexers of a template language's lexer included; code tha
 out of it is shown escaped, as if its language were unknown. :func:`budget` lets several
 blocks of one document (a markdown text's fences) share one budget.
 
+Code can read otherwise than it runs: a bidirectional override or isolate in a comment or
+a string shows the characters after it in another order than a compiler reads them
+("Trojan Source", CVE-2021-42574), and an invisible character can make two identifiers
+that look the same differ. :func:`highlight_lines` shows each such character as a visible
+``<U+202E>`` in its place, in the order the code is stored, under a note saying so.
+
 Since the budget is checked between tokens, one token must not take long either. Some
 lexers take time that grows with the square of a run within one line (or worse), so a
 line longer than :data:`MAX_LINE_LENGTH` is not highlighted either, and the few lexers
@@ -28,7 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLASS_PREFIX",
+    "HIDDEN_CHARACTERS_NOTE",
     "HIGHLIGHT_BUDGET",
     "MAX_LINE_LENGTH",
     "UNBOUNDED_LANGUAGES",
@@ -51,6 +60,7 @@ __all__ = [
     "language_choices",
     "language_name",
     "out_of_time",
+    "reveal_hidden",
     "token_classes",
 ]
 
@@ -75,6 +85,23 @@ UNBOUNDED_LANGUAGES: frozenset[str] = frozenset({"easytrieve", "urbiscript"})
 #: Seconds of CPU time that highlighting one block, or one document's blocks together
 #: (see :func:`budget`), may take. Ordinary code of the size limit lexes in well under it.
 HIGHLIGHT_BUDGET = 1.0
+
+#: Shown above code that holds characters :func:`highlight_lines` makes visible.
+HIDDEN_CHARACTERS_NOTE = (
+    "This code holds bidirectional controls or invisible characters, shown here as"
+    " <U+…> where they are: other programs may show it in another order or hide"
+    " them, and it may not do what it seems to there. Raw holds the text as it is."
+)
+
+# Characters shown as a visible <U+...> in code: format characters (bidirectional controls
+# and marks, zero-width spaces and joiners, the byte order mark, tag characters...), C1
+# controls, the line and paragraph separators (line breaks to JavaScript, not to a page),
+# and the letters that draw nothing (the Hangul fillers, valid in identifiers).
+_HIDDEN = re.compile(
+    "[\x80-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb"
+    "\U000e0000-\U000e007f]"
+)
 
 _T = TypeVar("_T")
 
@@ -258,6 +285,25 @@ def highlight_lines(code: str, language: str | None) -> Markup:
     body = str(highlighted) if highlighted is not None else str(escape(code))
     if body.endswith("\n"):
         body = body[:-1]
+    # Escaped HTML holds these characters as they are (never in a tag or an entity).
+    body, hidden = _HIDDEN.subn(_show_hidden, body)
     lines = body.split("\n")
     inner = "".join(f'<span class="line">{line}\n</span>' for line in lines)
-    return Markup(f'<pre class="code"><code>{inner}</code></pre>')  # noqa: S704
+    text = escape(HIDDEN_CHARACTERS_NOTE)
+    note = f'<p class="code-note" role="note">{text}</p>' if hidden else ""
+    return Markup(f'{note}<pre class="code"><code>{inner}</code></pre>')  # noqa: S704
+
+
+def reveal_hidden(text: str) -> Markup:
+    """*text* escaped, each character that :func:`highlight_lines` makes visible shown as
+    ``<U+…>`` in its place: for a short text that must be read as it is stored (an
+    application's name on a consent page) when it holds what the input rules refuse."""
+    return Markup(_HIDDEN.sub(_show_hidden, str(escape(text))))  # noqa: S704
+
+
+def _show_hidden(match: re.Match[str]) -> str:
+    """A hidden character as visible text, its name in a tooltip: in its place, and in the
+    order the code is stored, since the character itself no longer reorders anything."""
+    char = match.group()
+    name = unicodedata.name(char, "control character")
+    return f'<span class="hidden-char" title="{name}">&lt;U+{ord(char):04X}&gt;</span>'

@@ -126,6 +126,7 @@ class Probe(Validation):
         min_length: int = 0,
         max_length: int | None = None,
         strip: bool = True,
+        text: str = "multiline",
         label: str | None = None,
     ) -> str | None:
         schema: dict[str, Any] = {"type": "string"}

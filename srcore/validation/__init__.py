@@ -3,7 +3,7 @@
 Form views and API views read their input the same way, one call per field::
 
     valid = Validation()                 # the current request: query, JSON or form
-    title = valid.require("title", max_length=256)
+    title = valid.require("title", max_length=256, text="line")
     priority = valid.optional("priority", int, min=1, max=5, default=3)
     labels = valid.optional("labels", list[str], max_items=10)
     valid.raise_if_invalid()
@@ -36,6 +36,7 @@ from srcore.validation.options import (
 from srcore.validation.rules import (
     INT_MAX,
     INT_MIN,
+    MAX_COMBINING_MARKS,
     MAX_EMAIL_LENGTH,
     MAX_LIST_ITEMS,
     MAX_STRING_LENGTH,
@@ -44,6 +45,7 @@ from srcore.validation.rules import (
     ErrorItem,
     FieldError,
     Invalid,
+    TextKind,
     coerce_bool,
     coerce_choice,
     coerce_email,
@@ -61,6 +63,7 @@ from srcore.validation.validator import Source, Validation, ValidationFailed
 __all__ = [
     "INT_MAX",
     "INT_MIN",
+    "MAX_COMBINING_MARKS",
     "MAX_EMAIL_LENGTH",
     "MAX_LIST_ITEMS",
     "MAX_STRING_LENGTH",
@@ -75,6 +78,7 @@ __all__ = [
     "ListOptions",
     "Source",
     "StringOptions",
+    "TextKind",
     "UrlOptions",
     "Validation",
     "ValidationFailed",

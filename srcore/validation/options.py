@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import NotRequired, Required, TypedDict
 
+from srcore.validation.rules import TextKind
+
 __all__ = [
     "CommonOptions",
     "FileOptions",
@@ -26,6 +28,7 @@ class StringOptions(CommonOptions, total=False):
     min_length: int
     max_length: int | None
     strip: bool
+    text: TextKind
 
 
 class IntOptions(CommonOptions, total=False):

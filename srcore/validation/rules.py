@@ -14,9 +14,10 @@ import json
 import os
 import re
 import tempfile
+import unicodedata
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, NotRequired, TypedDict, TypeVar, overload
+from typing import IO, Any, Literal, NotRequired, TypedDict, TypeVar, overload
 from urllib.parse import urlsplit
 
 from werkzeug.datastructures import FileStorage
@@ -24,6 +25,7 @@ from werkzeug.datastructures import FileStorage
 __all__ = [
     "INT_MAX",
     "INT_MIN",
+    "MAX_COMBINING_MARKS",
     "MAX_EMAIL_LENGTH",
     "MAX_LIST_ITEMS",
     "MAX_STRING_LENGTH",
@@ -32,6 +34,7 @@ __all__ = [
     "ErrorItem",
     "FieldError",
     "Invalid",
+    "TextKind",
     "coerce_bool",
     "coerce_choice",
     "coerce_email",
@@ -56,6 +59,15 @@ MAX_EMAIL_LENGTH = 254
 #: Integers are kept within a signed 64-bit column so the database never overflows.
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
+#: A line or a name may stack at most this many combining marks on one character: enough
+#: for any script's accents, vowel signs and cantillation, too few to draw over the page.
+MAX_COMBINING_MARKS = 8
+
+#: What a string field holds, which decides the characters it may carry (see
+#: :func:`coerce_string`): ``"multiline"`` text (a description, a comment, code),
+#: a single ``"line"`` shown inside other text (a title), or a ``"name"`` that people
+#: recognise something by (an application, a token).
+TextKind = Literal["multiline", "line", "name"]
 
 _E = TypeVar("_E", bound=enum.Enum)
 
@@ -74,6 +86,18 @@ _MAX_INTEGER_DIGITS = 40
 # line breaks), other space, or invisible format character (a zero-width or bidi one).
 _URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
 _EMAIL_BAD_CHARS = re.compile(r'[\x00-\x20\x7f<>()\[\]\\,;:"]')
+# A single line may not break, nor carry the bidirectional embeddings, overrides and
+# isolates that reorder what is shown around them ("invoice\u202efdp.exe" reads
+# "invoiceexe.pdf"), nor a C1 control; Arabic and Hebrew text needs none of them.
+_NOT_IN_A_LINE = re.compile("[\n\r\x80-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Invisible in a name, though not format characters: the combining grapheme joiner, the
+# Hangul fillers, the braille blank, and the variation selectors (Mongolian ones too).
+_INVISIBLE = re.compile(
+    "[\u034f\u115f\u1160\u180b-\u180d\u180f\u2800\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
+)
+# Joiners and variation selectors belong to the character before them (a Persian or Indic
+# letter, an emoji); after ASCII they change nothing shown but the name's bytes.
+_JOINERS = frozenset("\u200c\u200d") | frozenset(map(chr, range(0xFE00, 0xFE10)))
 _MAX_LISTED_CHOICES = 10
 _COPY_CHUNK = 64 * 1024
 
@@ -225,14 +249,78 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def _codepoint(char: str) -> str:
+    return f"U+{ord(char):04X} ({unicodedata.name(char, 'unnamed')})"
+
+
+def _check_line(value: str) -> None:
+    """Refuse what a single line of text shown inside a page must not hold."""
+    found = _NOT_IN_A_LINE.search(value)
+    if found is not None:
+        char = found.group()
+        if char in "\n\r\x85\u2028\u2029":
+            raise Invalid("Must be a single line.")
+        if unicodedata.category(char) == "Cc":
+            raise Invalid(f"Contains the control character {_codepoint(char)}.")
+        raise Invalid(
+            f"Contains {_codepoint(char)}, a bidirectional control that shows the text"
+            " around it in another order than it is written; remove it."
+        )
+    if value.isascii():
+        return
+    run = 0
+    for char in value:
+        run = run + 1 if unicodedata.combining(char) or unicodedata.category(char) == "Me" else 0
+        if run > MAX_COMBINING_MARKS:
+            raise Invalid(
+                f"Stacks more than {MAX_COMBINING_MARKS} combining marks on one character."
+            )
+
+
+def _check_name(value: str) -> None:
+    """Refuse invisible characters in a name people recognise something by: two names that
+    look the same must be the same, and every character of one must show."""
+    if value.isascii():
+        return
+    previous = ""
+    for char in value:
+        if char in _JOINERS:
+            invisible = previous.isascii()
+        else:
+            invisible = unicodedata.category(char) == "Cf" or bool(_INVISIBLE.match(char))
+        if invisible:
+            raise Invalid(
+                f"Contains {_codepoint(char)}, which does not show; a name must show"
+                " everything it holds."
+            )
+        previous = char
+
+
 def coerce_string(
     raw: object,
     *,
     min_length: int = 0,
     max_length: int | None = None,
     strip: bool = True,
+    text: TextKind = "multiline",
 ) -> str:
-    """Check a submitted string; ``max_length`` is always capped at :data:`MAX_STRING_LENGTH`."""
+    """Check a submitted string; ``max_length`` is always capped at :data:`MAX_STRING_LENGTH`.
+
+    Every string is refused NUL, the other C0 controls but tab and line breaks, DEL and
+    lone surrogates. *text* says what else it may hold:
+
+    - ``"multiline"``: nothing more is refused. Text people write at length keeps the
+      bidirectional marks and joiners its languages need; pages isolate it.
+    - ``"line"``: one line shown inside other text, a title. No line break or C1
+      control, no bidirectional embedding, override or isolate (U+202A-U+202E,
+      U+2066-U+2069), which would show it as other text than it is, and at most
+      :data:`MAX_COMBINING_MARKS` combining marks in a row.
+    - ``"name"``: a line people recognise something by, an application's or a token's
+      name. Also no invisible character: no format character (bidirectional marks,
+      zero-width spaces, the byte order mark, tag characters...), filler or variation
+      selector, except a joiner or variation selector after a character that is not
+      ASCII (Persian, Indic scripts, emoji need them).
+    """
     if not isinstance(raw, str):
         raise Invalid("Must be a string.")
     limit = MAX_STRING_LENGTH if max_length is None else min(max_length, MAX_STRING_LENGTH)
@@ -246,6 +334,10 @@ def coerce_string(
         raise Invalid(f"Must be at least {_plural(min_length, 'character')}.")
     if _FORBIDDEN_CHARS.search(value):
         raise Invalid("Contains characters that are not allowed.")
+    if text != "multiline":
+        _check_line(value)
+        if text == "name":
+            _check_name(value)
     return value
 
 

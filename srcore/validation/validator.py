@@ -30,6 +30,7 @@ from srcore.validation.rules import (
     MAX_URL_LENGTH,
     FieldError,
     Invalid,
+    TextKind,
     _check_file,
     coerce_bool,
     coerce_choice,
@@ -283,16 +284,21 @@ class Validation:
         min_length: int = 0,
         max_length: int | None = None,
         strip: bool = True,
+        text: TextKind = "multiline",
         label: str | None = None,
     ) -> str | None:
-        """A string, stripped unless ``strip=False``; at most :data:`MAX_STRING_LENGTH` long."""
+        """A string, stripped unless ``strip=False``; at most :data:`MAX_STRING_LENGTH` long.
+
+        ``text="line"`` (a title) or ``text="name"`` (an application's name) refuses what
+        would show it as other text than it is (see :func:`coerce_string`).
+        """
         return self._coerce(
             field,
             required=required,
             default=default,
             label=label,
             convert=lambda raw: coerce_string(
-                raw, min_length=min_length, max_length=max_length, strip=strip
+                raw, min_length=min_length, max_length=max_length, strip=strip, text=text
             ),
         )
 

@@ -102,7 +102,7 @@ def read_paste(valid: Validation) -> dict[str, Any]:
     lexer's canonical alias; empty or missing means plain text.
     """
     values: dict[str, Any] = {}
-    title = valid.optional("title", max_length=TITLE_MAX)
+    title = valid.optional("title", max_length=TITLE_MAX, text="line")
     values["title"] = title or None
     # Leading and trailing blanks of a paste are part of it (indented code, say).
     limit = max(settings(Settings).max_paste_length, 1)

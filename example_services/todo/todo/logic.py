@@ -231,7 +231,7 @@ def read_ticket(valid: Validation, *, partial: bool = False) -> dict[str, Any]:
     """Read a ticket's title and description (and, with ``partial``, only those present)."""
     values: dict[str, Any] = {}
     if not partial or "title" in valid:
-        title = valid.require("title", max_length=TITLE_MAX)
+        title = valid.require("title", max_length=TITLE_MAX, text="line")
         if title is not None:
             values["title"] = title
     if not partial or "description" in valid:

@@ -132,7 +132,7 @@ def register_client() -> Any:
     user = current_user._get_current_object()
     # A failed registration shows the page again with the errors (400).
     valid = Validation.form("meta/oauth/clients.html", _context)
-    name = valid.require("name", max_length=128, label="Name")
+    name = valid.require("name", max_length=128, text="name", label="Name")
     uris_text = valid.require("redirect_uris", max_length=6000, label="Redirect URIs")
     kind = valid.require("kind", "enum", choices=("confidential", "public"), label="Kind")
     uris = [line.strip() for line in (uris_text or "").splitlines() if line.strip()]

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from authlib.oauth2 import OAuth2Error
 from authlib.oidc.core.errors import ConsentRequiredError
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -30,8 +31,10 @@ from srcore.auth.scopes import ScopeError, parse_scopes
 from srcore.db import UserType, writes_on_safe_method
 from srcore.db import session as db_session
 from srcore.errors import error_response
+from srcore.highlighting import reveal_hidden
 from srcore.identity.protocol import MAX_SEQ
 from srcore.routing import ID_MAX
+from srcore.validation import Invalid, coerce_string
 
 __all__ = ["ProfileJSON", "endpoints", "oauth_error", "profile_of"]
 
@@ -218,11 +221,22 @@ def authorize() -> Any:
     return render_template(
         "meta/oauth/authorize.html",
         client=client,
+        client_name=_shown_name(client.name),
         groups=groups,
         identity=[(name, IDENTITY_SCOPES[name]) for name in oidc_scopes],
         redirect_host=_host(grant.redirect_uri),
         action=request.full_path,
     )
+
+
+def _shown_name(name: str) -> str | Markup:
+    """The client's name as the consent page shows it: as it is, unless it holds what a
+    name may not (registered before the rule, say): then with those characters shown as
+    ``<U+…>``, since a bidirectional override in it could make it read as another name."""
+    try:
+        return coerce_string(name, strip=False, text="name")
+    except Invalid:
+        return reveal_hidden(name)
 
 
 def _host(uri: str | None) -> str:

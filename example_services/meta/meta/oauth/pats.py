@@ -198,7 +198,7 @@ def _check_token_input(
 
     With *within* (the scopes of the token asking), only scopes it holds are granted.
     """
-    name = valid.require("name", max_length=128, label="Name")
+    name = valid.require("name", max_length=128, text="name", label="Name")
     # Every repeated form field, or a JSON array; a space-separated string is split too.
     raw_scopes = valid.optional("scopes", list[str], split=True, max_length=256) or []
     if api:
