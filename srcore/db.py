@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -314,6 +315,39 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
         cursor.close()
 
 
+def _readable(fd: int) -> bool:
+    """Whether *fd* has something to read (or its peer closed it), without waiting."""
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # no poll (Windows): fds stay low there
+
+
+_HAS_POLL = hasattr(select, "poll")
+
+
+def _pg_drop_if_closed(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: object) -> None:
+    """Refuse a pooled PostgreSQL connection that the server closed while it sat idle.
+
+    A restart, a failover, ``pg_terminate_backend`` or ``idle_session_timeout`` ends a
+    server process at once, and its last words (a ``FATAL`` notice, then the end of the
+    stream) wait unread in the idle connection's socket. Used as it was, the connection
+    fails the request that takes it, and every idle one of the pool fails one more: after
+    a restart, requests that were not even running got a 503. An idle connection that
+    has anything to read has been closed (srcore never listens for notifications), so it
+    is dropped here and the pool connects anew, and the request never sees it. The check
+    is one ``poll`` of the socket, no round trip, unlike ``pool_pre_ping``'s ``SELECT``.
+    Only a connection cut while a request was using it still fails that request.
+    """
+    try:
+        closed = bool(dbapi_connection.closed) or _readable(dbapi_connection.pgconn.socket)
+    except Exception as exc:  # psycopg has no socket left for it
+        raise DisconnectionError(f"the connection is lost: {exc}") from exc
+    if closed:
+        raise DisconnectionError("the server closed this connection while it was in the pool")
+
+
 class Database:
     """One service's database: its engine and its session factory."""
 
@@ -347,6 +381,9 @@ class Database:
                 pool_pre_ping=pool_pre_ping,
                 connect_args=connect_args(self.url),
             )
+            if self.engine.dialect.driver == "psycopg":
+                # First of the checkout listeners: the others may talk to the server.
+                event.listen(self.engine, "checkout", _pg_drop_if_closed)
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
         event.listen(self.sessionmaker, "before_flush", _refuse_flush)
         event.listen(self.sessionmaker, "do_orm_execute", _refuse_dml)

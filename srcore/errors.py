@@ -117,6 +117,9 @@ def _database_unavailable(exc: Exception) -> Response:
     rolled back."""
     if _statement_stopped(exc):
         return _statement_timed_out(exc)
+    busy = _busy(exc)
+    if busy is not None:
+        return _database_busy(exc, busy)
     log.error(
         "database unavailable on %s: %s",
         log_safe(f"{request.method} {request.path}"),
@@ -124,6 +127,67 @@ def _database_unavailable(exc: Exception) -> Response:
         exc_info=exc,
     )
     reason = "The database is unavailable right now. Try again in a few seconds."
+    return error_response(503, reason, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))])
+
+
+#: SQLSTATEs of a database too busy for the request now: a lock it could not get
+#: (``lock_not_available``), a deadlock or a serialization failure it broke. Its class
+#: ``53`` (insufficient resources: ``too_many_connections``, out of memory) too.
+_PG_BUSY = frozenset({"55P03", "40001", "40P01"})
+#: What PostgreSQL says when it refuses a new connection for want of slots (the server's
+#: ``max_connections``, a role's or a database's ``CONNECTION LIMIT``). libpq gives no
+#: SQLSTATE for a connection refused at start-up, only this text; a server whose
+#: ``lc_messages`` is not English says it otherwise, and its refusal is then reported as
+#: the database being unavailable, still a 503 with Retry-After.
+_PG_NO_SLOTS = ("too many connections", "remaining connection slots are reserved")
+#: SQLite's primary result codes for a database another connection holds locked past
+#: srcore's busy timeout: ``SQLITE_BUSY``, ``SQLITE_LOCKED``.
+_SQLITE_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def _busy(exc: Exception) -> str | None:
+    """Why the database is too busy for this request now, for operators; None when it
+    failed otherwise (cut, unreachable). Busy is a matter of load: other requests hold
+    every connection, slot or lock it needed."""
+    if isinstance(exc, PoolTimeout):
+        return "every connection of this process's pool stayed in use past pool_timeout"
+    original = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(original, "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate in _PG_BUSY or sqlstate.startswith("53")):
+        return f"PostgreSQL refused the statement (SQLSTATE {sqlstate})"
+    sqlite_code = getattr(original, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int) and (sqlite_code & 0xFF) in _SQLITE_BUSY:
+        return "SQLite stayed locked by another writer past its busy timeout"
+    if sqlstate is None and any(words in str(original) for words in _PG_NO_SLOTS):
+        return (
+            "PostgreSQL refused a new connection: no connection slots left (its "
+            "max_connections, or the role's or database's CONNECTION LIMIT); see the "
+            "connection count in the operators guide"
+        )
+    return None
+
+
+def _roll_back_sessions() -> None:
+    """Roll back the request's session (srcore.db keeps it on g) after a failed flush or
+    statement, or the error page's layout could not read the logged-in user through it."""
+    for value in list(vars(g).values()):
+        if isinstance(value, Session):
+            value.rollback()
+
+
+def _database_busy(exc: Exception, why: str) -> Response:
+    """The database is up but too busy for this request: every connection, slot or lock
+    it needed was held by others. The client is told so and asked to come back, as for an
+    outage; the log says which limit was hit, in one line without a traceback, since
+    under load there are many such lines and the limit, not the code, is the problem."""
+    log.warning(
+        "database busy on %s: %s (%s)",
+        log_safe(f"{request.method} {request.path}"),
+        why,
+        log_safe(type(getattr(exc, "orig", None) or exc).__name__),
+    )
+    _roll_back_sessions()
+    reason = "The database is busy right now. Try again in a few seconds."
     return error_response(503, reason, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))])
 
 
@@ -136,11 +200,7 @@ def _changed_meanwhile(exc: Exception) -> Response:
     log.warning(
         "conflict on %s: %s", log_safe(f"{request.method} {request.path}"), type(exc).__name__
     )
-    # The request's session (srcore.db keeps it on g) failed its flush: roll it back, or
-    # the page's layout could not read the logged-in user through it.
-    for value in list(vars(g).values()):
-        if isinstance(value, Session):
-            value.rollback()
+    _roll_back_sessions()
     reason = "This was changed or deleted by someone else meanwhile. Reload it and try again."
     return error_response(409, reason)
 

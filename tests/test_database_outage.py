@@ -5,6 +5,7 @@ serves again by itself once the database is back."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,27 @@ def _cut_connections(app: Any) -> int:
     return len(ended)
 
 
+def _cut_during_next_request(app: Any) -> None:
+    """A restart in the middle of a request: the next connection the app takes from its
+    pool is ended once the request has it (after srcore's own checks)."""
+    engine = app.extensions["srcore"].db.engine
+    admin = sa.create_engine(
+        engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+    )
+
+    def cut(dbapi_connection: Any, _record: object, _proxy: object) -> None:
+        pid = {"pid": dbapi_connection.info.backend_pid}
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), pid)
+            for _ in range(100):  # until the server has let it go (5 s at most)
+                query = "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"
+                if not conn.execute(sa.text(query), pid).scalar():
+                    break
+                time.sleep(0.05)
+
+    sa.event.listen(engine, "checkout", cut, once=True)
+
+
 @pytest.mark.parametrize("srcore_backend", ["postgresql"], indirect=True)
 def test_connections_cut_by_a_restart_are_a_503_then_served_again(
     app: Any, user: Any, make_token: Any
@@ -42,7 +64,11 @@ def test_connections_cut_by_a_restart_are_a_503_then_served_again(
     assert client.get("/private").status_code == 200
     assert client.get("/api/things", headers=api).status_code == 200
     assert _cut_connections(app) >= 1
+    # Ended while idle in the pool: dropped when taken, no request sees them.
+    assert client.get("/private").status_code == 200
+    assert client.get("/api/things", headers=api).status_code == 200
 
+    _cut_during_next_request(app)
     page = client.get("/private")
     assert page.status_code == 503, page.get_data(as_text=True)[:300]
     assert page.headers["Retry-After"] == "5"
@@ -51,7 +77,7 @@ def test_connections_cut_by_a_restart_are_a_503_then_served_again(
     # The pool was invalidated with the cut: the next request reconnects.
     assert client.get("/private").status_code == 200
 
-    _cut_connections(app)
+    _cut_during_next_request(app)
     answer = client.get("/api/things", headers=api)
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
     assert answer.is_json and "database is unavailable" in answer.get_json()["errors"][0]["reason"]
