@@ -151,7 +151,9 @@ def register_options() -> Any:
     if throttled is not None:
         return throttled
     valid = Validation(request)
-    name = valid.require("name", max_length=passkeys.NAME_MAX, label="The passkey's name")
+    name = valid.require(
+        "name", max_length=passkeys.NAME_MAX, text="name", label="The passkey's name"
+    )
     _check_current_password(valid, user)
     valid.expect(
         passkeys.count_of(db, user.id) < MAX_PASSKEYS,
@@ -217,7 +219,9 @@ def rename(key_id: int) -> Any:
     user = _current()
     key = _own_key(user, key_id)
     valid = _form(user)
-    name = valid.require("name", max_length=passkeys.NAME_MAX, label="The passkey's name")
+    name = valid.require(
+        "name", max_length=passkeys.NAME_MAX, text="name", label="The passkey's name"
+    )
     valid.raise_if_invalid()
     assert name is not None  # require() recorded an error otherwise
     key.name = name

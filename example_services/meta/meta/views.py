@@ -518,7 +518,7 @@ def profile() -> Any:
         return render_template("meta/profile.html", valid=None, user=user)
     valid = Validation.form("meta/profile.html", user=user)
     url = valid.optional("url", "url", label="Web site")
-    location = valid.optional("location", max_length=FIELD_MAX)
+    location = valid.optional("location", max_length=FIELD_MAX, text="line")
     bio = valid.optional("bio", max_length=BIO_MAX, strip=False)
     bio = bio.strip() if bio else None
     valid.raise_if_invalid()

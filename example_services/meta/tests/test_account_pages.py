@@ -140,6 +140,8 @@ def test_change_email_can_be_cancelled(
 def test_profile_edit(app: Any, client: Any, csrf: Any, accounts: Any, login: Any, hooks: list):
     alice = accounts.make("alice")
     login(client, "alice")
+    turned = csrf.post(client, "/profile", {"url": "", "location": "Paris\u202e", "bio": ""})
+    assert turned.status_code == 400  # a location is one line that shows what it is
     bad = csrf.post(client, "/profile", {"url": "javascript:alert(1)", "location": "", "bio": ""})
     assert bad.status_code == 400
     response = csrf.post(

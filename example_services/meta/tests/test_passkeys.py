@@ -224,6 +224,10 @@ def test_a_passkey_is_renamed_and_removed_with_the_password(
     assert renamed.status_code == 302
     blank = post_form(alice_client, f"/security/passkeys/{key_id}/name", {"name": " "}, "/security")
     assert blank.status_code == 400
+    # A name is one line that shows what it is: no bidi override turning it around.
+    turned = {"name": "work\u202epot"}
+    spoof = post_form(alice_client, f"/security/passkeys/{key_id}/name", turned, "/security")
+    assert spoof.status_code == 400
 
     # Someone else's key is not found; a wrong password keeps it.
     bob = log_in_client(app.test_client(), accounts.make("bob"))
