@@ -217,8 +217,8 @@ def identity() -> str:
 
     The API is authenticated by bearer tokens alone and pages by the session alone, as
     :mod:`srcore.auth` reads them; a token that does not verify is counted by address
-    (its view answers 401 anyway). Verifying here costs the view nothing: the verifier
-    caches the token.
+    (its view answers 401 anyway), and so is a session meta has ended since. Verifying
+    here costs the view nothing: the verifier caches the token.
     """
     from srcore.routing import API_PREFIX
 
@@ -241,9 +241,29 @@ def identity() -> str:
         from srcore.auth.web import _SESSION_USER
 
         uid = session.get(_SESSION_USER)
-        if isinstance(uid, int) and not isinstance(uid, bool):
+        if isinstance(uid, int) and not isinstance(uid, bool) and _session_stands(uid):
             return f"user:{uid}"
     return f"address:{_address()}"
+
+
+def _session_stands(uid: int) -> bool:
+    """Whether the session of *uid* is still theirs: one meta has ended since (a logout
+    everywhere, a suspension) is anyone's who kept a copy of the cookie, and its writes
+    must not spend the count of the user's live sessions. While the revocation list
+    cannot be read the cookie is taken at its word; the view decides what to answer."""
+    from srcore.auth.revocation import RevocationUnavailable
+    from srcore.auth.state import auth_state
+    from srcore.auth.web import _SESSION_AT
+
+    link = auth_state().identity
+    if link is None:
+        return True
+    at = session.get(_SESSION_AT)
+    try:
+        valid: bool = link.store.session_valid(uid, at if isinstance(at, int | float) else None)
+    except RevocationUnavailable:
+        return True
+    return valid
 
 
 _WHOM = {"user": "one account", "client": "one application", "address": "one address"}
