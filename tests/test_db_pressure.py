@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import sqlite3
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -112,28 +111,15 @@ def make_todo(tmp_path: Path, database_url: str) -> Todo:
 @contextlib.contextmanager
 def serve(service: Todo, tmp_path: Path, *, workers: int, threads: int) -> Iterator[str]:
     """Run *service* under gunicorn as ``srcore serve --workers --threads`` does; yield its URL."""
-    from srcore.serving import gunicorn_options
     from srcore.supervisor import Program, Supervisor, http_ok
+    from srcore.testing import gunicorn_argv
 
     key_file = tmp_path / "key.json"
     key_file.write_text(json.dumps(service.key.as_dict(private=True)), encoding="utf-8")
     (tmp_path / "db_pressure_todo.py").write_text(_FACTORY, encoding="utf-8")
     port = free_port()
-    argv = (
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--no-control-socket",
-        *gunicorn_options(threads=threads),
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--graceful-timeout",
-        "2",
-        "db_pressure_todo:create_app()",
+    argv = gunicorn_argv(
+        "db_pressure_todo:create_app()", port=port, workers=workers, threads=threads
     )
     paths = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
     env = dict(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -19,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from srcore.metrics_files import FOLD_LOCK, SERVER_LOCK
-from srcore.serving import gunicorn_options
 from srcore.supervisor import Program, Supervisor, http_ok
-from srcore.testing import free_port, write_config
+from srcore.testing import free_port, gunicorn_argv, write_config
 
 #: Requests, each worker answering at most MAX_REQUESTS before gunicorn replaces it: about
 #: eight workers live and die while they are served.
@@ -62,21 +60,11 @@ def test_restarted_workers_are_still_counted_and_their_files_folded(tmp_path: Pa
     temporary.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = (
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--no-control-socket",
-        *gunicorn_options(),
-        "--workers",
-        str(WORKERS),
-        "--max-requests",
-        str(MAX_REQUESTS),
-        "--graceful-timeout",
-        "2",
+    argv = gunicorn_argv(
         "paste:create_app()",
+        port=port,
+        workers=WORKERS,
+        options=("--max-requests", str(MAX_REQUESTS)),
     )
     env = dict(os.environ, SRCORE_CONFIG=str(config), TMPDIR=str(temporary))
     with (

@@ -35,7 +35,7 @@ from srcore.testing.configs import new_secret, write_config, write_network_confi
 from srcore.testing.databases import ServiceDatabase
 from srcore.testing.databases import _clean as _clean
 from srcore.testing.delivery import deliver_pending
-from srcore.testing.processes import free_port, run_service, run_worker
+from srcore.testing.processes import free_port, gunicorn_argv, run_service, run_worker
 from srcore.testing.races import before_first_write
 from srcore.testing.receivers import FormReceiver, form_receiver, serving
 from srcore.testing.skipping import require_or_skip
@@ -62,6 +62,7 @@ __all__ = [
     "deliver_pending",
     "form_receiver",
     "free_port",
+    "gunicorn_argv",
     "launch_chromium",
     "log_in_client",
     "mint_token",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from srcore.supervisor import Program, Supervisor, http_ok
 
-__all__ = ["free_port", "run_service", "run_worker"]
+__all__ = ["free_port", "gunicorn_argv", "run_service", "run_worker"]
 
 
 def free_port() -> int:
@@ -29,6 +29,32 @@ def free_port() -> int:
         return port
 
 
+def gunicorn_argv(
+    app: str, *, port: int, workers: int = 1, threads: int = 1, options: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The command running *app* (``package:create_app()``) under gunicorn on 127.0.0.1:*port*
+    as ``srcore serve`` would, with *options* of the test's own (``--max-requests 4``)."""
+    from srcore.serving import gunicorn_options
+
+    threaded = ("--threads", str(threads)) if threads > 1 else ()
+    return (
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--no-control-socket",
+        *gunicorn_options(threads=threads),
+        "--workers",
+        str(workers),
+        *threaded,
+        *options,
+        "--graceful-timeout",
+        "2",
+        app,
+    )
+
+
 @contextlib.contextmanager
 def run_service(
     package: str, config_path: Path, *, port: int, workers: int = 1, timeout: float = 30
@@ -39,22 +65,7 @@ def run_service(
     workers (SIGTERM, then SIGKILL after 10 s). Its log goes to a temporary file; the
     error raised when it exits or does not answer ``/healthz`` quotes its last lines.
     """
-    from srcore.serving import gunicorn_options
-
-    argv = (
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--no-control-socket",
-        *gunicorn_options(),
-        "--workers",
-        str(workers),
-        "--graceful-timeout",
-        "2",
-        f"{package}:create_app()",
-    )
+    argv = gunicorn_argv(f"{package}:create_app()", port=port, workers=workers)
     url = f"http://127.0.0.1:{port}"
     with _supervised(config_path) as (supervisor, env):
         child = supervisor.start(Program(package, argv, env))
