@@ -259,8 +259,10 @@ def build_service(
     *,
     global_extra: str = "revocation-pull-interval = 0s\n",
     service_extra: str = "",
+    origin: str = "http://sample.test",
 ) -> Any:
-    """The sample service in a network whose meta is *fake*, on a fresh SQLite file."""
+    """The sample service at *origin* in a network whose meta is *fake*, on a fresh SQLite
+    file."""
     import sample_service
 
     from srcore.auth.oauth_client import build_meta_link
@@ -277,7 +279,7 @@ def build_service(
         f"database-url = sqlite:///{tmp_path / 'meta.db'}\n"
         f"secret-key = {secrets.token_urlsafe(40)}\n\n"
         "[sample]\n"
-        "origin = http://sample.test\n"
+        f"origin = {origin}\n"
         f"database-url = sqlite:///{tmp_path / 'sample.db'}\n"
         f"secret-key = {secrets.token_urlsafe(40)}\n"
         f"oauth-client-id = {fake.client_id}\n"

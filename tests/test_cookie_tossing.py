@@ -16,7 +16,6 @@ test_cookie_tossing_browser.py shows the same in Chromium with real sibling host
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from fake_meta import META, FakeMeta
+from fake_meta import META, FakeMeta, build_service
 
 from srcore.testing import create_user, session_cookie
 
@@ -34,38 +33,7 @@ HTTP = "http://sample.example.test"
 
 def build(tmp_path: Path, fake: FakeMeta, origin: str) -> Any:
     """The sample service at *origin* in a network whose meta is *fake*."""
-    import sample_service
-
-    from srcore.auth.oauth_client import build_meta_link
-    from srcore.config import load_config
-    from srcore.manifest import load_manifest
-    from srcore.webhooks.models import WebhookBase
-
-    path = tmp_path / "config.ini"
-    path.write_text(
-        "[global]\n"
-        "environment = development\n"
-        "revocation-pull-interval = 0s\n\n"
-        "[meta]\n"
-        f"origin = {META}\n"
-        f"database-url = sqlite:///{tmp_path / 'meta.db'}\n"
-        f"secret-key = {secrets.token_urlsafe(40)}\n\n"
-        "[sample]\n"
-        f"origin = {origin}\n"
-        f"database-url = sqlite:///{tmp_path / 'sample.db'}\n"
-        f"secret-key = {secrets.token_urlsafe(40)}\n"
-        f"oauth-client-id = {fake.client_id}\n"
-        f"oauth-client-secret = {fake.client_secret}\n",
-        encoding="utf-8",
-    )
-    config = load_config(path, specs=dict(load_manifest("sample_service").config))
-    link = build_meta_link(config, "sample", http=fake.session())
-    app = sample_service.create_app(config=config, identity=link)
-    app.config["TESTING"] = True
-    st = app.extensions["srcore"]
-    st.metadata.create_all(st.db.engine)
-    WebhookBase.metadata.create_all(st.db.engine)
-    return app
+    return build_service(tmp_path, fake, origin=origin)
 
 
 @pytest.fixture
