@@ -270,7 +270,10 @@ def _check_line(value: str) -> None:
         return
     run = 0
     for char in value:
-        run = run + 1 if unicodedata.combining(char) or unicodedata.category(char) == "Me" else 0
+        # A mark of combining class 0 stacks too: Thai's maitaikhu (U+0E47) and the
+        # grapheme joiner (U+034F) among them, which the class alone would let through.
+        is_mark = unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me")
+        run = run + 1 if is_mark else 0
         if run > MAX_COMBINING_MARKS:
             raise Invalid(
                 f"Stacks more than {MAX_COMBINING_MARKS} combining marks on one character."
