@@ -4,14 +4,13 @@ second run on a config that ``make demo`` (or another ``srcore dev``) runs alrea
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
-from test_demo_outsider import GONE_TIMEOUT, READY_TIMEOUT, _env, _kill_marked
+from test_demo_outsider import GONE_TIMEOUT, READY_TIMEOUT, _env, _finish
 from test_supervisor import _dev_command, _port_block, _Reader
 
 from srcore.dev import config_problems
@@ -32,19 +31,6 @@ def _start(argv: list[str], marker: str) -> tuple[subprocess.Popen[str], _Reader
     )
     assert process.stdout is not None
     return process, _Reader(process.stdout)
-
-
-def _end(process: subprocess.Popen[str], output: _Reader, marker: str) -> None:
-    try:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        output.close()
-        _kill_marked(marker)
 
 
 def test_a_half_edited_config_keeps_the_running_processes(tmp_path: Path) -> None:
@@ -71,7 +57,7 @@ def test_a_half_edited_config_keeps_the_running_processes(tmp_path: Path) -> Non
         output.wait_for(r"config\.ini changed: restarting 1 process", timeout=GONE_TIMEOUT)
         output.wait_for(r"started meta \(pid \d+\)(?s:.*)started meta \(pid", timeout=10)
     finally:
-        _end(process, output, marker)
+        _finish(process, output, marker)
     assert process.returncode == 0, output.text[-4000:]
 
 
@@ -99,7 +85,7 @@ def test_srcore_dev_on_a_config_a_demo_runs_says_which_and_starts_nothing(
         try:
             process.wait(timeout=60)
         finally:
-            _end(process, output, marker)
+            _finish(process, output, marker)
     assert process.returncode == 1, output.text[-4000:]
     assert f"cannot start: make demo (pid {os.getpid()}, since " in output.text, output.text
     assert "runs already on" in output.text and "migrating" not in output.text, output.text
