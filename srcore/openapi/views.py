@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.parse import quote
 
 from flask import Flask, current_app, jsonify, render_template, request, url_for
 
@@ -89,14 +90,25 @@ def document_of(app: Flask) -> Document:
 def _openapi() -> Any:
     body = document_of(current_app).body
     if request.script_root:
-        # Mounted under a path (SCRIPT_NAME): the operations' paths are below it, and a
-        # client joins them to the server's URL, so the URL holds it.
-        server = body["servers"][0]["url"] + request.script_root
-        body = {**body, "servers": [{"url": server}]}
+        body = {**body, "servers": [{"url": _mounted(body["servers"][0]["url"])}]}
     response = jsonify(body)
     response.headers["Cache-Control"] = "public, max-age=300"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
+
+
+def _mounted(origin: str) -> str:
+    """The server URL of a service mounted under a path (SCRIPT_NAME): a client joins
+    the operations' paths to it, so it holds the mount, as a path of *origin*.
+
+    SCRIPT_NAME is what the server or a proxy hands over, decoded: one not starting with
+    ``/`` (``@elsewhere``, ``.elsewhere``) would move the host the client sends its token
+    to, and a ``?``, ``#``, space or non-ASCII character would end the path or make no
+    URL at all, so the mount is quoted below the origin.
+    """
+    root = request.script_root
+    path = root if root.startswith("/") else f"/{root}"
+    return origin + quote(path, safe="/:@!$&'()*+,;=")
 
 
 def _docs() -> Any:
