@@ -238,32 +238,16 @@ def identity() -> str:
                     return f"user:{token.subject}"
                 return f"client:{token.client_id}"
     else:
-        from srcore.auth.web import _SESSION_USER
+        from srcore.auth.web import _SESSION_USER, session_stands
 
         uid = session.get(_SESSION_USER)
-        if isinstance(uid, int) and not isinstance(uid, bool) and _session_stands(uid):
+        # A session meta has ended (a logout everywhere, a suspension) is anyone's who
+        # kept a copy of the cookie: its writes must not spend the count of the user's
+        # live sessions. While the revocation list cannot be read, the cookie is taken at
+        # its word (the view decides what to answer).
+        if isinstance(uid, int) and not isinstance(uid, bool) and session_stands(uid) is not False:
             return f"user:{uid}"
     return f"address:{_address()}"
-
-
-def _session_stands(uid: int) -> bool:
-    """Whether the session of *uid* is still theirs: one meta has ended since (a logout
-    everywhere, a suspension) is anyone's who kept a copy of the cookie, and its writes
-    must not spend the count of the user's live sessions. While the revocation list
-    cannot be read the cookie is taken at its word; the view decides what to answer."""
-    from srcore.auth.revocation import RevocationUnavailable
-    from srcore.auth.state import auth_state
-    from srcore.auth.web import _SESSION_AT
-
-    link = auth_state().identity
-    if link is None:
-        return True
-    at = session.get(_SESSION_AT)
-    try:
-        valid: bool = link.store.session_valid(uid, at if isinstance(at, int | float) else None)
-    except RevocationUnavailable:
-        return True
-    return valid
 
 
 _WHOM = {"user": "one account", "client": "one application", "address": "one address"}

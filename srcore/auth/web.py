@@ -129,8 +129,10 @@ def _load_user() -> Any:
     return user
 
 
-def _session_stands(uid: int) -> bool:
-    """Whether meta has revoked this session since it started (logout, suspension)."""
+def session_stands(uid: int) -> bool | None:
+    """Whether this request's session of *uid* still stands: meta has not ended it since
+    it started (a logout everywhere, a suspension). None while the revocation list
+    cannot be read."""
     link = auth_state().identity
     if link is None:
         return True
@@ -140,8 +142,16 @@ def _session_stands(uid: int) -> bool:
     try:
         valid: bool = link.store.session_valid(uid, at if isinstance(at, int | float) else None)
     except RevocationUnavailable:
-        abort(503, "The revocation list cannot be read right now. Try again shortly.")
+        return None
     return valid
+
+
+def _session_stands(uid: int) -> bool:
+    """:func:`session_stands`, or a 503 while it cannot be told."""
+    stands = session_stands(uid)
+    if stands is None:
+        abort(503, "The revocation list cannot be read right now. Try again shortly.")
+    return stands
 
 
 def _token_user(model: Any, user_id: int) -> Any:
