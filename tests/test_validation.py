@@ -184,12 +184,12 @@ def test_coerce_string() -> None:
         ("ab", {"max_length": 1}, "Must be at most 1 character."),
         ("ab", {"min_length": 3}, "Must be at least 3 characters."),
         (" a ", {"min_length": 2}, "Must be at least 2 characters."),
-        ("a\x00b", {}, "Contains characters that are not allowed."),
-        ("a\ud800b", {}, "Contains characters that are not allowed."),
+        ("a\x00b", {}, "Contains the control character U+0000, which is not allowed."),
+        ("a\ud800b", {}, "Contains a lone surrogate U+D800, which is not allowed."),
         # What forms and query strings refuse, a JSON body may not carry either.
-        ("a\x1b[31mb", {}, "Contains characters that are not allowed."),
-        ("a\x7fb", {}, "Contains characters that are not allowed."),
-        ("a\x0bb", {}, "Contains characters that are not allowed."),
+        ("a\x1b[31mb", {}, "Contains the control character U+001B, which is not allowed."),
+        ("a\x7fb", {}, "Contains the control character U+007F, which is not allowed."),
+        ("a\x0bb", {}, "Contains the control character U+000B, which is not allowed."),
     ],
 )
 def test_coerce_string_refuses(raw: object, options: dict[str, Any], reason: str) -> None:
@@ -369,7 +369,10 @@ def test_coerce_url_accepts(raw: str) -> None:
         ("https:///path", "Not a valid URL: the host is missing."),
         ("https://", "Not a valid URL: the host is missing."),
         ("https://exa mple.org/", "Not a valid URL."),
-        ("https://example.org/\x07", "Contains characters that are not allowed."),
+        (
+            "https://example.org/\x07",
+            "Contains the control character U+0007, which is not allowed.",
+        ),
         ("https://example.org:99999/", "Not a valid URL."),
         ("https://example.org:port/", "Not a valid URL."),
         ("http://[::1/", "Not a valid URL."),

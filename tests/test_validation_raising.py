@@ -39,7 +39,7 @@ def test_list_from_a_form_or_query_reads_every_value() -> None:
         ({"a": 1}, "Must be a list of strings."),
         (["x"] * 3, "Must have at most 2 items."),
         (["x" * 11], "Must be at most 10 characters."),
-        (["\x00"], "Contains characters that are not allowed."),
+        (["\x00"], "Contains the control character U+0000, which is not allowed."),
     ],
 )
 def test_bad_lists_are_field_errors(raw: object, reason: str) -> None:

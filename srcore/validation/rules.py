@@ -250,7 +250,8 @@ def _plural(count: int, word: str) -> str:
 
 
 def _codepoint(char: str) -> str:
-    return f"U+{ord(char):04X} ({unicodedata.name(char, 'unnamed')})"
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X} ({name})" if name else f"U+{ord(char):04X}"
 
 
 def _check_line(value: str) -> None:
@@ -335,8 +336,10 @@ def coerce_string(
         raise Invalid(f"Must be at most {_plural(limit, 'character')}.")
     if len(value) < min_length:
         raise Invalid(f"Must be at least {_plural(min_length, 'character')}.")
-    if _FORBIDDEN_CHARS.search(value):
-        raise Invalid("Contains characters that are not allowed.")
+    if forbidden := _FORBIDDEN_CHARS.search(value):
+        char = forbidden.group()
+        what = "a lone surrogate" if _SURROGATES.match(char) else "the control character"
+        raise Invalid(f"Contains {what} {_codepoint(char)}, which is not allowed.")
     if text != "multiline":
         _check_line(value)
         if text == "name":
