@@ -980,16 +980,17 @@ def test_json_whole_request_errors(client: Any, body: bytes, reason: str) -> Non
     errors = response.json["errors"]
     assert errors[0]["reason"].startswith(reason)
     assert "field" not in errors[0]
-    # the fields are then simply missing
-    assert {"field": "title", "reason": "Title is required."} in errors
+    # That one error says it all: no field is then also "required" (a title sent twice,
+    # or in a body not read, was sent; a list of them would bury what is wrong).
+    assert len(errors) == 1, errors
 
 
 def test_unsupported_content_type(client: Any) -> None:
     response = client.post("/tickets", data=b"title=x", content_type="text/plain")
     assert response.status_code == 400
-    assert response.json["errors"][0] == {
-        "reason": "Unsupported content type text/plain; send a form or JSON."
-    }
+    assert response.json["errors"] == [
+        {"reason": "Unsupported content type text/plain; send a form or JSON."}
+    ]
 
 
 def test_no_content_type_is_an_empty_form(client: Any) -> None:

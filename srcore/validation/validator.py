@@ -95,6 +95,9 @@ class Validation:
         source: Source = "json",
     ) -> None:
         self.errors: list[FieldError] = []
+        #: Set when the body could not be read at all: its error says so, and no field of it
+        #: is then also "required" (which would bury that one error under a list).
+        self._unread = False
         self._data: Mapping[str, Any]
         self._files: Mapping[str, FileStorage]
         if data is not None:
@@ -119,17 +122,20 @@ class Validation:
                 self._data = parse_json_object(request.get_data(cache=True))
             except Invalid as exc:
                 self.error(exc.reason)
+                self._unread = True
             return
         self.source = "form"
         if not request.mimetype and request.get_data(cache=True).strip():
             # Nothing says how to read it: taken as an empty form, what it holds (JSON sent
             # without its Content-Type, say) would be lost and every default applied.
             self.error("The request body has no Content-Type; send a form or JSON.")
+            self._unread = True
         elif not request.mimetype or request.mimetype in _FORM_MIMETYPES:
             self._data = request.form
             self._files = request.files
         else:
             self.error(f"Unsupported content type {request.mimetype}; send a form or JSON.")
+            self._unread = True
 
     #: The form page shown again when this validation fails (see :meth:`form`): its
     #: template, and a function giving the template's context.
@@ -240,6 +246,11 @@ class Validation:
             return _MISSING
         return self._data.get(field)
 
+    def _required(self, field: str, label: str | None) -> None:
+        """Record that *field* is required, unless the body could not be read at all."""
+        if not self._unread:
+            self.error(f"{label or _label(field)} is required.", field)
+
     def _take(self, field: str, *, required: bool, label: str | None) -> object:
         """The raw value, or ``_MISSING`` (recording an error if it was required)."""
         raw = self._one(field, label)
@@ -247,7 +258,7 @@ class Validation:
             return _MISSING
         if raw is None or (isinstance(raw, str) and (raw == "" or raw.isspace())):
             if required:
-                self.error(f"{label or _label(field)} is required.", field)
+                self._required(field, label)
             return _MISSING
         return raw
 
@@ -449,7 +460,7 @@ class Validation:
             return None
         if not items:
             if required:
-                self.error(f"{label or _label(field)} is required.", field)
+                self._required(field, label)
             return default
         return items
 
@@ -477,7 +488,7 @@ class Validation:
                 return None
         if raw is None or (isinstance(raw, FileStorage) and not raw.filename):
             if required:
-                self.error(f"{label or _label(field)} is required.", field)
+                self._required(field, label)
             return None
         try:
             return _check_file(raw, max_size=max_size)
