@@ -39,6 +39,12 @@ def gunicorn_options(*, threads: int = 1) -> list[str]:
         "python:srcore.gunicorn_worker",
         "--worker-class",
         f"srcore.gunicorn_worker.{worker}",
+        # No header sets SCRIPT_NAME (gunicorn takes it by default from a proxy on this
+        # host, which passes on what the client sent): a client would mount the service
+        # where it likes, under paths the proxy's rules do not name. The origin says
+        # where a service is; a header with an underscore is dropped.
+        "--forwarder-headers",
+        "",
     ]
     for name, value in GUNICORN_LIMITS.items():
         options += [f"--{name}", str(value)]
