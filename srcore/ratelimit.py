@@ -25,6 +25,7 @@ import ipaddress
 import math
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXTENSION_KEY",
+    "MovingWindows",
     "WriteLimits",
     "exempt",
     "exempt_endpoints",
@@ -120,6 +122,54 @@ def exempt_endpoints(app: Flask, *endpoints: str) -> None:
     write_limits(app).exempt.update(endpoints)
 
 
+class MovingWindows:
+    """The write counts of this process: per key, the times of its writes in the window.
+
+    ``limits``' memory storage expires its entries with a timer that, after each write,
+    walks every key it holds: a write then costs in proportion to the identities seen in
+    the last hour (14 ms of CPU with 20,000 of them), and addresses are cheap to come by.
+    Here a write reads and prunes its own key only, and at most *max_keys* keys are kept,
+    the one written longest ago dropped first (an identity dropped starts afresh).
+    """
+
+    def __init__(self, *, max_keys: int = 100_000) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._times: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        """Count *amount* writes of *key* now, unless that makes more than *limit* in the
+        last *expiry* seconds (then count none)."""
+        now = time.time()
+        with self._lock:
+            times = self._times.pop(key, None) or deque()
+            self._times[key] = times  # the most recently written, last
+            while times and times[0] < now - expiry:
+                times.popleft()
+            allowed = len(times) + amount <= limit
+            if allowed:
+                times.extend([now] * amount)
+            while len(self._times) > self.max_keys:
+                self._times.popitem(last=False)
+            return allowed
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        """The oldest write of *key* in the last *expiry* seconds, and how many there are."""
+        now = time.time()
+        with self._lock:
+            live = [t for t in self._times.get(key, ()) if t >= now - expiry]
+        return (live[0] if live else now), len(live)
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._times.pop(key, None)
+
+
 def write_limits(app: Flask | None = None) -> WriteLimits:
     """The write limits of *app*, or of the current app."""
     target = app if app is not None else current_app
@@ -165,7 +215,7 @@ class WriteLimits:
     def _build(self) -> Store:
         from limits.storage import storage_from_string
 
-        memory: Store = storage_from_string("memory://")  # type: ignore[assignment]
+        memory = MovingWindows()
         if self.redis_url is None:
             return memory
         shared: Store = storage_from_string(  # type: ignore[assignment]
