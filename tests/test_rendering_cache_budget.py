@@ -13,20 +13,7 @@ from markupsafe import Markup
 
 from srcore import highlighting, rendering
 from srcore.render_cache import RenderCache
-
-
-class _FakeClock:
-    """``time.thread_time`` that moves ``step`` seconds at every reading."""
-
-    def __init__(self, step: float) -> None:
-        self.now = 0.0
-        self.step = step
-        self.readings = 0
-
-    def thread_time(self) -> float:
-        self.readings += 1
-        self.now += self.step
-        return self.now
+from tests.test_rendering_outsider import _FakeClock
 
 
 @pytest.fixture
