@@ -25,21 +25,21 @@ import ipaddress
 import math
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response, current_app, request, session
 
 from srcore.throttle import Decision, FallbackStore, Store
+from srcore.windows import MovingWindows
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
 
 __all__ = [
     "EXTENSION_KEY",
-    "MovingWindows",
     "WriteLimits",
+    "client_address",
     "exempt",
     "exempt_endpoints",
     "identity",
@@ -122,54 +122,6 @@ def exempt_endpoints(app: Flask, *endpoints: str) -> None:
     write_limits(app).exempt.update(endpoints)
 
 
-class MovingWindows:
-    """The write counts of this process: per key, the times of its writes in the window.
-
-    ``limits``' memory storage expires its entries with a timer that, after each write,
-    walks every key it holds: a write then costs in proportion to the identities seen in
-    the last hour (14 ms of CPU with 20,000 of them), and addresses are cheap to come by.
-    Here a write reads and prunes its own key only, and at most *max_keys* keys are kept,
-    the one written longest ago dropped first (an identity dropped starts afresh).
-    """
-
-    def __init__(self, *, max_keys: int = 100_000) -> None:
-        if max_keys < 1:
-            raise ValueError("max_keys must be at least 1")
-        self.max_keys = max_keys
-        self._lock = threading.Lock()
-        self._times: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._times)
-
-    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        """Count *amount* writes of *key* now, unless that makes more than *limit* in the
-        last *expiry* seconds (then count none)."""
-        now = time.time()
-        with self._lock:
-            times = self._times.pop(key, None) or deque()
-            self._times[key] = times  # the most recently written, last
-            while times and times[0] < now - expiry:
-                times.popleft()
-            allowed = len(times) + amount <= limit
-            if allowed:
-                times.extend([now] * amount)
-            while len(self._times) > self.max_keys:
-                self._times.popitem(last=False)
-            return allowed
-
-    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        """The oldest write of *key* in the last *expiry* seconds, and how many there are."""
-        now = time.time()
-        with self._lock:
-            live = [t for t in self._times.get(key, ()) if t >= now - expiry]
-        return (live[0] if live else now), len(live)
-
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._times.pop(key, None)
-
-
 def write_limits(app: Flask | None = None) -> WriteLimits:
     """The write limits of *app*, or of the current app."""
     target = app if app is not None else current_app
@@ -247,8 +199,10 @@ class WriteLimits:
         return Decision(allowed=True), None
 
 
-def _address() -> str:
-    """The client's address (after ``proxy-fix-trusted-hops``); IPv6 by its /64."""
+def client_address() -> str:
+    """The client's address as limits count it (after ``proxy-fix-trusted-hops``): an IPv6
+    address by its /64, which one subscriber usually holds whole, so that taking the next
+    address of it is not a fresh allowance."""
     remote = request.remote_addr or "unknown"
     try:
         parsed = ipaddress.ip_address(remote)
@@ -297,7 +251,7 @@ def identity() -> str:
         # its word (the view decides what to answer).
         if isinstance(uid, int) and not isinstance(uid, bool) and session_stands(uid) is not False:
             return f"user:{uid}"
-    return f"address:{_address()}"
+    return f"address:{client_address()}"
 
 
 _WHOM = {"user": "one account", "client": "one application", "address": "one address"}

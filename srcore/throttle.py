@@ -14,19 +14,17 @@ Each counter is three keys of the storage's moving-window log: every failure's t
 (``log``, for the count), the last failure's (``last``, which the delays run from) and the
 last failure's while locked (``lock``). :func:`make_store` picks the storage from
 ``[global] redis-url`` (``limits``' Redis storage, shared by every worker and host) or
-keeps it in process (``limits``' memory storage, capped by :class:`CappedStore`).
+keeps it in process (:class:`srcore.windows.MovingWindows`, capped at a number of keys).
 
-``limits`` stamps entries with :func:`time.time` and takes no clock, so this module reads
-the time the same way: tests move ``time.time`` rather than pass a clock.
+Both stamp entries with :func:`time.time` and take no clock, so this module reads the
+time the same way: tests move ``time.time`` rather than pass a clock.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,7 +33,6 @@ from typing import Any, Protocol
 from srcore.extras import MissingExtraError
 
 __all__ = [
-    "CappedStore",
     "Decision",
     "FallbackStore",
     "Store",
@@ -203,62 +200,26 @@ class Throttle:
                 self.store.clear(self._name(key, part))
 
 
-class CappedStore:
-    """A :class:`Store` that remembers at most *max_keys* counters of *storage*.
-
-    ``limits``' memory storage drops entries when they expire, but holds as many keys as
-    attackers care to fail with (names typed, addresses) until then: this clears the
-    counters that failed longest ago first. With several processes each one counts on its
-    own, so an attacker gets up to that many times the attempts: use Redis there.
-    """
-
-    def __init__(self, storage: Store, *, max_keys: int = 100_000) -> None:
-        if max_keys < 1:
-            raise ValueError("max_keys must be at least 1")
-        self.storage = storage
-        self.max_keys = max_keys
-        self._lock = threading.Lock()
-        self._counters: OrderedDict[str, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._counters)
-
-    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        counter = key.rpartition(":")[0]
-        with self._lock:
-            self._counters[counter] = None
-            self._counters.move_to_end(counter)
-            dropped = []
-            while len(self._counters) > self.max_keys:
-                dropped.append(self._counters.popitem(last=False)[0])
-        for old in dropped:
-            for part in _PARTS:
-                self.storage.clear(f"{old}:{part}")
-        return self.storage.acquire_entry(key, limit, expiry, amount)
-
-    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        return self.storage.get_moving_window(key, limit, expiry)
-
-    def clear(self, key: str) -> None:
-        self.storage.clear(key)
-
-
 def make_store(redis_url: str | None, *, timeout: float = 2.0, max_keys: int = 100_000) -> Store:
     """``limits``' Redis storage for *redis_url* (counting in process while Redis cannot be
-    reached: :class:`FallbackStore`), or its memory storage when *redis_url* is empty.
+    reached: :class:`FallbackStore`), or counts in process memory when *redis_url* is empty.
 
-    Connecting is lazy: nothing is opened until the first check.
+    In process at most *max_keys* keys are kept (a counter has up to three), those that
+    failed longest ago dropped first: names typed and addresses are as many as attackers
+    care to try. With several processes each one counts on its own, so an attacker gets up
+    to that many times the attempts: use Redis there. Connecting is lazy: nothing is
+    opened until the first check.
     """
-    from limits.storage import storage_from_string
+    from srcore.windows import MovingWindows
 
-    memory: Store = storage_from_string("memory://")  # type: ignore[assignment]
-    in_process = CappedStore(memory, max_keys=max_keys)
+    in_process = MovingWindows(max_keys=max_keys)
     if not redis_url:
         return in_process
     try:
         import redis  # noqa: F401  (limits imports it; name the extra when it is missing)
     except ImportError as exc:
         raise MissingExtraError("redis", "a throttle on Redis ([global] redis-url)") from exc
+    from limits.storage import storage_from_string
 
     shared = storage_from_string(
         redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, wrap_exceptions=True

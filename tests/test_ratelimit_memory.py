@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from srcore.ratelimit import MovingWindows, WriteLimits, parse_limits
+from srcore.ratelimit import WriteLimits, parse_limits
+from srcore.windows import MovingWindows
 
 
 @pytest.fixture
@@ -102,4 +103,4 @@ def test_the_readme_states_the_bound() -> None:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert f"{MovingWindows().max_keys:,} identities that wrote last" in readme
+    assert f"{MovingWindows().max_keys:,} counts written, one per identity and limit" in readme

@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from srcore.testing import require_or_skip
-from srcore.throttle import CappedStore, Decision, FallbackStore, Store, Throttle, make_store
+from srcore.throttle import Decision, FallbackStore, Store, Throttle, make_store
+from srcore.windows import MovingWindows
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -179,11 +180,11 @@ def test_concurrent_failures_are_all_counted(store: Store, clock: Clock) -> None
 
 def test_memory_store_is_bounded(clock: Clock) -> None:
     store = make_store(None, max_keys=10)
-    assert isinstance(store, CappedStore)
+    assert isinstance(store, MovingWindows)
     throttle = Throttle(store, max_failures=1, free_failures=0, lockout=60)
     for i in range(25):
         throttle.failure([("ip", str(i))])
-    assert len(store) == 10
+    assert len(store) == 10  # keys: a failure here writes two (its log and its lock)
     assert throttle.check([("ip", "0")]).allowed  # the oldest were dropped
     assert not throttle.check([("ip", "24")]).allowed
 
@@ -219,14 +220,13 @@ def test_bad_options_are_refused() -> None:
 
 
 def test_make_store_picks_by_url() -> None:
-    from limits.storage import MemoryStorage, RedisStorage
+    from limits.storage import RedisStorage
 
-    memory = make_store(None)
-    assert isinstance(memory, CappedStore) and isinstance(memory.storage, MemoryStorage)
-    assert isinstance(make_store(""), CappedStore)
+    assert isinstance(make_store(None), MovingWindows)
+    assert isinstance(make_store(""), MovingWindows)
     shared = make_store(REDIS_URL)  # connects lazily
     assert isinstance(shared, FallbackStore) and isinstance(shared.primary, RedisStorage)
-    assert isinstance(shared.fallback, CappedStore)
+    assert isinstance(shared.fallback, MovingWindows)
 
 
 # -- Redis going away and coming back ---------------------------------------------------------

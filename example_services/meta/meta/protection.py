@@ -10,6 +10,9 @@ Two layers:
   asking for the current password per client address (:data:`RATE_LIMITS`), whatever its
   outcome, so nobody can hammer the forms or flood mailboxes.
 
+Both count a client by :func:`srcore.ratelimit.client_address`: an IPv6 address by its /64,
+which one subscriber holds whole (2^64 addresses, each otherwise a fresh allowance).
+
 An account is counted under one key whether it is named by its username or its address
 (the views pass ``user:<id>``; a name no account has is counted as typed).
 
@@ -136,10 +139,10 @@ class LoginProtection:
 def init_app(app: Flask) -> Limiter:
     """Build the login throttles and the rate limiter of *app*; return the limiter."""
     from flask_limiter import Limiter
-    from flask_limiter.util import get_remote_address
 
     from meta.settings import meta_settings
     from srcore.app import state
+    from srcore.ratelimit import client_address
 
     st = state(app)
     redis_url = str(st.config.global_.get("redis-url") or "")
@@ -150,7 +153,7 @@ def init_app(app: Flask) -> Limiter:
         lockout=settings.login_lockout,
     )
     limiter = Limiter(
-        get_remote_address,
+        client_address,
         app=app,
         storage_uri=redis_url or "memory://",
         # While Redis is away each process counts on its own, rather than erring on every

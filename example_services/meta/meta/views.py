@@ -93,7 +93,11 @@ def _next_url() -> str | None:
 
 
 def _client_address() -> str:
-    return request.remote_addr or "unknown"
+    # An IPv6 client by its /64, as srcore's write limits count it: one subscriber holds
+    # the whole /64, and each address of it must not be a fresh allowance.
+    from srcore.ratelimit import client_address
+
+    return client_address()
 
 
 def _start_session(user: User, amr: Iterable[str] | None = None) -> None:

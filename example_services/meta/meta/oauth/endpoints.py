@@ -33,6 +33,7 @@ from srcore.db import session as db_session
 from srcore.errors import error_response
 from srcore.highlighting import reveal_hidden
 from srcore.identity.protocol import MAX_SEQ
+from srcore.ratelimit import client_address
 from srcore.routing import ID_MAX
 from srcore.validation import Invalid, coerce_string
 
@@ -350,7 +351,7 @@ def _client_throttle(
     if guard is None:
         return None, None
     client_id = basic[0] if basic is not None else request.form.get("client_id", "")
-    keys = guard.keys(client_id[:128], request.remote_addr or "")
+    keys = guard.keys(client_id[:128], client_address())
     if not per_address:
         keys = (keys[0], [])
     decision = guard.check(keys)
