@@ -58,9 +58,12 @@ class RevocationPuller:
     def pull_once(self) -> int:
         """Apply every event meta has after the store's last seq; return how many."""
         applied = 0
-        for _ in range(self.max_pages):
+        for page in range(self.max_pages):
             since = self.store.last_seq
-            events, last = self.fetch(since)
+            if page == 0 and since > 0:
+                since, events, last = self._fetch_checked(since)
+            else:
+                events, last = self.fetch(since)
             events = [e for e in events if e.seq > since]
             if events:
                 self.store.apply(events)
@@ -75,6 +78,34 @@ class RevocationPuller:
         self.pulls += 1
         self._loaded.set()
         return applied
+
+    def _fetch_checked(self, since: int) -> tuple[int, list[RevocationEvent], int]:
+        """The first page of a round, from the event at *since* on, which meta must still
+        hold as this process applied it.
+
+        A meta restored from a dump numbers its new events from the dump's last seq again:
+        pulled from *since*, the new events up to it would never be read, and a suspension
+        numbered below a lost unsuspension would count for nothing. So the page starts one
+        seq earlier; when meta has no such event, or another one there, its numbering went
+        back and the store reads meta's whole list again (:meth:`RevocationStore.rewind`).
+        Returns the seq the page's new events come after (0 then), the events and meta's
+        last seq.
+        """
+        mine = self.store.last_event
+        if mine is None or mine.seq < since:
+            return since, *self.fetch(since)
+        # A push may have applied a newer event since *since* was read: check that one.
+        events, last = self.fetch(mine.seq - 1)
+        theirs = next((e for e in events if e.seq >= mine.seq), None)
+        if theirs == mine or (theirs is None and last >= mine.seq):
+            return mine.seq, events, last
+        log.warning(
+            "meta's revocation %s is not the one this process applied (meta restored from a"
+            " dump?): reading meta's revocations again from the start",
+            mine.seq,
+        )
+        self.store.rewind()
+        return (0, *self.fetch(0))
 
     def first_pull(self) -> bool:
         """Start pulling, wait at most :attr:`first_wait` for the first round; say if it read.

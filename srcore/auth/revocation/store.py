@@ -61,6 +61,17 @@ class RevocationStore(Protocol):
     def last_seq(self) -> int:
         """The highest event seq applied, where the next pull starts."""
 
+    @property
+    def last_event(self) -> RevocationEvent | None:
+        """The event of :attr:`last_seq` as it was applied (None before any)."""
+
+    def rewind(self) -> None:
+        """Read meta's list again from the start: its numbering went back (a restore).
+
+        What only revokes more is kept; a suspension state set by the old numbering stands
+        until an event of the new one about that account, at any seq, replaces it.
+        """
+
 
 def token_facts(token: AccessToken) -> TokenFacts:
     """The facts of a verified token that the revocation rule reads."""
@@ -91,12 +102,30 @@ class MemoryRevocationStore:
         self._lock = threading.Lock()
         self._expiring: dict[str, dict[str, float]] = {kind: {} for kind in EXPIRING_KINDS}
         self._cutoffs: dict[str, dict[str, int]] = {kind: {} for kind in CUTOFF_KINDS}
-        self._suspension: dict[str, int] = {}
+        #: Per user, the numbering and rank of the event that set the suspension state.
+        self._suspension: dict[str, tuple[int, int]] = {}
+        #: How many times meta's numbering went back (:meth:`rewind`).
+        self._numbering = 0
         self._seq = 0
+        self._last: RevocationEvent | None = None
 
     @property
     def last_seq(self) -> int:
         return self._seq
+
+    @property
+    def last_event(self) -> RevocationEvent | None:
+        return self._last
+
+    def rewind(self) -> None:
+        # The cut-offs and expiring revocations of the lost numbering only refuse more
+        # (meta's restored copy forgot them; this process keeps them until they expire).
+        # A suspension is decided by the highest seq, which the new numbering reuses: the
+        # states set by the old one stand until any event of the new one outranks them.
+        with self._lock:
+            self._numbering += 1
+            self._seq = 0
+            self._last = None
 
     def after_fork(self) -> None:
         """In a forked child: the parent's lock may be held for good."""
@@ -110,7 +139,10 @@ class MemoryRevocationStore:
             self._sweep(now)
 
     def _apply_one(self, event: RevocationEvent, now: float) -> None:
-        self._seq = max(self._seq, event.seq)
+        if event.seq > self._seq or self._last is None:
+            # The first event applied at a seq stays: another one there later is meta's
+            # numbering gone back, which the pull finds by comparing the two.
+            self._seq, self._last = max(self._seq, event.seq), event
         kind, subject = event.kind, event.subject
         if kind in EXPIRING_KINDS:
             if outlived(event, now):
@@ -124,7 +156,8 @@ class MemoryRevocationStore:
             cutoffs[subject] = max(cutoffs.get(subject, event.not_before), event.not_before)
         else:
             rank = suspension_rank(event)
-            self._suspension[subject] = max(self._suspension.get(subject, -1), rank)
+            mark = (self._numbering, rank)
+            self._suspension[subject] = max(self._suspension.get(subject, mark), mark)
 
     def _sweep(self, now: float) -> None:
         for table in self._expiring.values():
@@ -138,7 +171,7 @@ class MemoryRevocationStore:
         return expires is not None and expires + CLOCK_LEEWAY >= now
 
     def _suspended(self, user: str) -> bool:
-        return self._suspension.get(user, 0) % 2 == 1
+        return self._suspension.get(user, (0, 0))[1] % 2 == 1
 
     def _ready(self) -> None:
         wait = self.first_check
