@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLASS_PREFIX",
+    "CODE_ELEMENTS",
     "HIDDEN_CHARACTERS_NOTE",
     "HIGHLIGHT_BUDGET",
     "MAX_LINE_LENGTH",
@@ -61,6 +62,7 @@ __all__ = [
     "language_name",
     "out_of_time",
     "reveal_hidden",
+    "reveal_in_code",
     "token_classes",
 ]
 
@@ -299,6 +301,37 @@ def reveal_hidden(text: str) -> Markup:
     ``<U+…>`` in its place: for a short text that must be read as it is stored (an
     application's name on a consent page) when it holds what the input rules refuse."""
     return Markup(_HIDDEN.sub(_show_hidden, str(escape(text))))  # noqa: S704
+
+
+#: Elements whose text is read as code, where :func:`reveal_in_code` shows hidden characters.
+CODE_ELEMENTS = frozenset({"code", "pre", "kbd", "samp"})
+# A tag as a sanitizer serializes it: attribute values in double quotes, which may hold ">".
+_TAG = re.compile(r'<(/?)([A-Za-z][A-Za-z0-9]*)(?:[^>"]|"[^"]*")*>')
+
+
+def reveal_in_code(html: str) -> str:
+    """Sanitized *html* with each hidden character in the text of a code element (see
+    :data:`CODE_ELEMENTS`) shown as ``<U+…>``, as :func:`highlight_lines` shows them.
+
+    Code in a document is read as code: a bidi override in it makes what is shown differ
+    from what is copied or run. Prose is left alone, since Persian, Hindi and emoji
+    sequences need their joiners, and right-to-left writing its marks. Tags and attribute
+    values are copied as they are.
+    """
+    if not _HIDDEN.search(html):
+        return html
+    parts: list[str] = []
+    depth = position = 0
+    for tag in _TAG.finditer(html):
+        text = html[position : tag.start()]
+        parts.append(_HIDDEN.sub(_show_hidden, text) if depth else text)
+        parts.append(tag.group())
+        if tag.group(2).lower() in CODE_ELEMENTS:
+            depth = max(depth - 1, 0) if tag.group(1) else depth + 1
+        position = tag.end()
+    tail = html[position:]
+    parts.append(_HIDDEN.sub(_show_hidden, tail) if depth else tail)
+    return "".join(parts)
 
 
 def _show_hidden(match: re.Match[str]) -> str:

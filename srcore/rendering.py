@@ -104,7 +104,8 @@ ALLOWED_ATTRIBUTES: Mapping[str, frozenset[str]] = {
     "abbr": frozenset({"title"}),
     "code": frozenset({"class"}),
     "ol": frozenset({"start"}),
-    "span": frozenset({"class"}),
+    # A hidden character shown in code (highlighting.reveal_in_code) is named by its title.
+    "span": frozenset({"class", "title"}),
     "ul": frozenset({"class"}),
     "li": frozenset({"class"}),
     "input": frozenset({"checked"}),
@@ -132,6 +133,7 @@ _FIXED_CLASSES: Mapping[str, str] = {
     "li": TASK_ITEM_CLASS,
 }
 _ALIGN_CLASSES = frozenset({"align-left", "align-center", "align-right"})
+_HIDDEN_CHAR_CLASS = "hidden-char"
 
 
 def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
@@ -140,7 +142,8 @@ def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
         if tag == "code":
             return value if _LANGUAGE_CLASS.fullmatch(value) else None
         if tag == "span":
-            return value if value in highlighting.token_classes() else None
+            known = value in highlighting.token_classes() or value == _HIDDEN_CHAR_CLASS
+            return value if known else None
         if tag in {"td", "th"}:
             return value if value in _ALIGN_CLASSES else None
         return value if _FIXED_CLASSES.get(tag) == value else None
@@ -475,7 +478,9 @@ def _render_markdown(text: str) -> Markup:
             html = _parser().render(text)
         except _OutOfTime:
             return _plain_text(text)
-    return sanitize_html(html)
+    # After the sanitizer: raw <code> and <pre> in the text are code as much as fences.
+    revealed = highlighting.reveal_in_code(str(sanitize_html(html)))
+    return Markup(revealed)  # noqa: S704 - sanitized; the markers added are escaped text
 
 
 def markdown(text: str | None, *, cache: RenderCache | None = None) -> Markup:
