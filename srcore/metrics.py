@@ -10,8 +10,9 @@ added here needs a ``multiprocess_mode`` saying how the processes' values combin
 
 Counting never fails a request, nor stops the service: when the directory cannot hold a
 process's values (the variable names no directory, or a cleaner of the temporary
-directory removed it), the process logs why once, counts nothing more, and the metrics
-page answers 503 with the same reason, which the scraper reports.
+directory removed it, the disk under it is full), the process logs why once, counts
+nothing more, and the metrics page answers 503 with the same reason, which the scraper
+reports.
 
 Every label value comes from a short list the service fixes (its routes, the methods of
 HTTP, the status codes it answers), never from what a client sends: each new value is a
@@ -27,7 +28,7 @@ from typing import Any
 
 from flask import Flask, Request, Response, abort, request
 
-from srcore.metrics_files import metrics_lock
+from srcore.metrics_files import metrics_lock, reserve_space_for_values
 from srcore.service import state
 
 __all__ = [
@@ -93,8 +94,11 @@ class Metrics:
         try:
             self.requests.labels(self.service_id, method, route, str(response.status_code)).inc()
             self.latency.labels(self.service_id, route).observe(elapsed)
-        except OSError:  # a process's first value makes its file in the directory
-            self.give_up(_multiproc_dir_problem() or "metrics: cannot keep the counts")
+        except OSError as exc:  # a process's first value makes its file in the directory
+            self.give_up(
+                _multiproc_dir_problem()
+                or f"metrics: cannot keep the counts in {os.environ.get(MULTIPROC_DIR)}: {exc}"
+            )
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type.
@@ -173,6 +177,7 @@ def init_app(app: Flask, *, path: str) -> Metrics:
     nothing were there, in case the proxy's rule blocking the path is missing.
     """
     metrics = Metrics(state(app).service_id)
+    reserve_space_for_values()  # a full disk: no more counts, not a worker killed by SIGBUS
     problem = _multiproc_dir_problem()
     if problem is not None:
         metrics.give_up(problem)

@@ -8,17 +8,28 @@ behind: its counts must stay in the sums, as counters only ever grow, but one fi
 type per worker that ever lived would grow the directory, and every scrape's work, for
 the life of the server. So the master folds a dead worker's files into one file per type
 (``counter_dead.db``), and a scrape reads the directory while no folding is half done.
+
+Every one of these files is written through a memory map, and a page of a map that the
+file system has no block for, when first written, kills the process with ``SIGBUS``: on
+a full disk (or a full tmpfs ``/tmp``) prometheus-client's files, which it makes sparse,
+killed the worker counting a request, and then the master folding that worker's files,
+taking the whole server down. So srcore reserves the blocks of a file before it is
+mapped or grown (:func:`reserve_space_for_values`); a full disk is then an
+:class:`OSError` where it can be handled: the process stops counting, a fold is left
+undone, and requests are served.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import stat
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 __all__ = [
     "FOLD_LOCK",
@@ -28,6 +39,7 @@ __all__ = [
     "make_metrics_dir",
     "metrics_lock",
     "remove_stale_metrics_dirs",
+    "reserve_space_for_values",
 ]
 
 #: A file in the directory held locked (shared) by its server while it runs: a directory
@@ -73,6 +85,85 @@ def _fold_values(
             into[key] = (value, timestamp)
 
 
+#: How large a new file of values is made: prometheus-client's own first size.
+_INITIAL_SIZE = 64 * 1024
+#: Errors of a file system that cannot reserve blocks ahead: its files stay sparse.
+_CANNOT_RESERVE = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
+
+
+def _reserve(path: str, size: int) -> None:
+    """Give the file *path* (made if missing) blocks for its first *size* bytes now.
+
+    Raises :class:`OSError` (``ENOSPC``) when the file system has no room for them; a file
+    this call made is then removed, so that no reader finds it empty.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        made = os.fstat(fd).st_size == 0
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno in _CANNOT_RESERVE:
+                return  # as prometheus-client alone: sparse, and counting on the disk's room
+            if made:
+                os.unlink(path)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _entry_size(key: str) -> int:
+    """Bytes one value of *key* takes in a file: its length, the key padded to 8, two
+    doubles (prometheus-client's layout)."""
+    length = len(key.encode("utf-8"))
+    return 4 + length + (8 - (length + 4) % 8) + 16
+
+
+_reserved_class: type[Any] | None = None
+
+
+def _reserved_mmaped_dict() -> type[Any]:
+    """prometheus-client's ``MmapedDict`` with the blocks of its file reserved before the
+    file is mapped, and before it grows to hold a new key (it doubles)."""
+    global _reserved_class
+    if _reserved_class is not None:
+        return _reserved_class
+    from prometheus_client.mmap_dict import MmapedDict
+
+    class ReservedMmapedDict(MmapedDict):
+        def __init__(self, filename: str, read_mode: bool = False) -> None:
+            if not read_mode:
+                try:
+                    size = os.stat(filename).st_size
+                except FileNotFoundError:
+                    size = 0
+                _reserve(filename, max(size, _INITIAL_SIZE))
+            super().__init__(filename, read_mode)  # type: ignore[no-untyped-call]
+
+        def _init_value(self, key: str) -> None:
+            needed = self._used + _entry_size(key)
+            if needed > self._capacity:
+                capacity = self._capacity
+                while needed > capacity:
+                    capacity *= 2
+                _reserve(self._fname, capacity)
+            super()._init_value(key)  # type: ignore[no-untyped-call]
+
+    _reserved_class = ReservedMmapedDict
+    return ReservedMmapedDict
+
+
+def reserve_space_for_values() -> None:
+    """Have prometheus-client reserve the blocks of this process's value files before it
+    maps or grows them, so that a full disk fails a count with :class:`OSError`
+    (which :mod:`srcore.metrics` answers by no longer counting) instead of killing the
+    process with ``SIGBUS``. prometheus-client offers no setting for it: its value class
+    looks the file class up in its module at each new file, and it is replaced there."""
+    from prometheus_client import values
+
+    values.MmapedDict = _reserved_mmaped_dict()  # type: ignore[attr-defined]
+
+
 def _read_values(path: str) -> list[tuple[str, float, float]]:
     from prometheus_client.mmap_dict import MmapedDict
 
@@ -103,10 +194,9 @@ def fold_dead_process(directory: str, pid: int) -> None:
 
     The new file is written aside and renamed over the old, then the process's file is
     removed, all under the exclusive :data:`FOLD_LOCK`, so a scrape sees the counts once.
-    Raises :class:`OSError` or :class:`RuntimeError` (a file the process left torn).
+    Raises :class:`OSError` (no room on the disk for the folded file: nothing is changed)
+    or :class:`RuntimeError` (a file the process left torn).
     """
-    from prometheus_client.mmap_dict import MmapedDict
-
     with metrics_lock(directory, exclusive=True):
         for kind, how in _FOLDS.items():
             mine = os.path.join(directory, f"{kind}_{pid}.db")
@@ -120,12 +210,17 @@ def fold_dead_process(directory: str, pid: int) -> None:
             aside = dead + ".new"  # not *.db: the metrics page reads only those
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(aside)
-            folded = MmapedDict(aside)  # type: ignore[no-untyped-call]
             try:
-                for key, (value, timestamp) in values.items():
-                    folded.write_value(key, value, timestamp)  # type: ignore[no-untyped-call]
-            finally:
-                folded.close()  # type: ignore[no-untyped-call]
+                folded = _reserved_mmaped_dict()(aside)
+                try:
+                    for key, (value, timestamp) in values.items():
+                        folded.write_value(key, value, timestamp)
+                finally:
+                    folded.close()
+            except OSError:  # no room for it (ENOSPC): the files stay as they were
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(aside)
+                raise
             os.replace(aside, dead)
             os.unlink(mine)
 
