@@ -30,7 +30,7 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Connection, Engine, MetaData, create_engine, event
+from sqlalchemy import URL, Connection, Engine, MetaData, RootTransaction, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
@@ -303,6 +303,21 @@ def _read_only(target: MigrationTarget) -> URL:
     return url.set(database=f"file:{quote(str(path))}", query=query)
 
 
+def _open(connection: Connection, *, read_only: bool) -> RootTransaction:
+    """Begin the migration's transaction and touch the database, so that what keeps it
+    from being opened fails here, before anything is read or changed.
+
+    SQLite opens its file lazily: a file or a directory this user may not write (a
+    database made by ``sudo srcore migrate``), whose WAL files it cannot make, fails only
+    at the first statement, which for a read is the first of Alembic's."""
+    transaction = connection.begin()
+    if not read_only:
+        _one_at_a_time(connection)
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+    return transaction
+
+
 @contextmanager
 def _connection(target: MigrationTarget, *, read_only: bool = False) -> Iterator[Connection]:
     url = _read_only(target) if read_only else target.database_url
@@ -310,12 +325,15 @@ def _connection(target: MigrationTarget, *, read_only: bool = False) -> Iterator
     try:
         try:
             connection = engine.connect()
+            try:
+                transaction = _open(connection, read_only=read_only)
+            except BaseException:
+                connection.close()
+                raise
         except DBAPIError as exc:
             message = describe_connect_failure(target.service_id, target.database_url, exc)
             raise DatabaseUnreachable(message) from exc
-        with connection, connection.begin():
-            if not read_only:
-                _one_at_a_time(connection)
+        with connection, transaction:
             yield connection
     finally:
         engine.dispose()

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -155,3 +156,82 @@ _PID = re.compile(r"_(\d+)\.db$")
 
 def _names(directory: Path) -> list[str]:
     return [path.name for path in directory.iterdir()]
+
+
+def as_another_user() -> list[str]:
+    """The start of a command line that runs what follows without the power to write
+    files of other users, or its own without write permission (which root has): so that
+    a file or directory made unwritable is unwritable to the command."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    require_or_skip(setpriv is not None, "setpriv (util-linux), to run a command as a user")
+    dropped = "-dac_override,-dac_read_search,-fowner"
+    return [str(setpriv), f"--inh-caps={dropped}", f"--bounding-set={dropped}"]
+
+
+@contextlib.contextmanager
+def unwritable(path: Path) -> Iterator[Path]:
+    """*path* (a directory) without write permission for the block."""
+    mode = path.stat().st_mode
+    path.chmod(0o555)
+    try:
+        yield path
+    finally:
+        path.chmod(mode)
+
+
+def _srcore(*args: str) -> list[str]:
+    import sys
+
+    return [*as_another_user(), sys.executable, "-c", "from srcore.cli import main; main()", *args]
+
+
+def test_a_database_directory_this_user_cannot_write_is_one_clear_line(tmp_path: Path) -> None:
+    """The directory of an SQLite database that the service's user may not write (made by
+    a command run as root): SQLite opens the file but cannot make its WAL files, and
+    fails at the first statement. ``srcore migrate current`` printed SQLAlchemy's error
+    with a statement of Alembic's, and ``srcore serve`` a traceback, and did not serve.
+    Both now say which database cannot be opened and why; serve serves (503s) anyway.
+    (The file is in WAL mode, as the service leaves it: in SQLite's default mode, which
+    ``srcore migrate`` leaves, reading needs no file of its own.)"""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+    from srcore.supervisor import Program, Supervisor
+
+    data = tmp_path / "data"
+    data.mkdir()
+    config = write_config(
+        tmp_path / "config.ini", service_id="todo", database_url=f"sqlite:///{data / 'todo.db'}"
+    )
+    upgrade_all(migration_target("todo", config))
+    with contextlib.closing(sqlite3.connect(data / "todo.db")) as served:
+        served.execute("PRAGMA journal_mode = WAL")  # as the service leaves it, once it ran
+    env = dict(os.environ, SRCORE_CONFIG=str(config), PYTHONUNBUFFERED="1")
+    reason = f"cannot open the database of todo (sqlite:///{data / 'todo.db'})"
+    with unwritable(data):
+        shown = subprocess.run(
+            _srcore("migrate", "todo", "current"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert shown.returncode == 1
+        assert reason in shown.stderr, shown.stderr
+        assert f"the directory {data} is not writable by this user" in shown.stderr
+        assert "[SQL:" not in shown.stderr and "Traceback" not in shown.stderr, shown.stderr
+
+        port = free_port()
+        serve = _srcore("serve", "todo", "--bind", f"127.0.0.1:{port}", "--workers", "1")
+        with (
+            open(tmp_path / "serve.log", "w+", encoding="utf-8") as log,
+            Supervisor(log, name="storage-faults", stop_timeout=10) as supervisor,
+        ):
+            child = supervisor.start(Program("serve", tuple(serve), env))
+            line = supervisor.wait_for_line(child, "serving anyway", timeout=60)
+            assert reason in line, line
+            supervisor.wait_until(
+                lambda: get(f"http://127.0.0.1:{port}/healthz") == 503, child, timeout=60
+            )
+        assert "Traceback" not in (tmp_path / "serve.log").read_text(encoding="utf-8")
