@@ -1,9 +1,17 @@
 """Process groups and the terminal: how srcore's supervisor reaches every process a child
-started, and keeps a terminal's Ctrl-C to itself.
+started, keeps a terminal's Ctrl-C to itself, and has its children stopped if it is killed.
 
 Signals go to whole groups (``killpg``), since a child's own children (gunicorn's workers,
 a reloader's server) are in its group and must stop with it. A group counts as gone once
 only zombies are left in it: a zombie holds no port and no file.
+
+A supervisor killed outright (``kill -9``, the OOM killer) runs no code on its way out,
+and its children, each in a session of its own, would keep running and holding their
+ports. So it starts one watchdog process (:func:`watch_groups`, this file run as a script)
+holding the reading end of a pipe whose only writer is the supervisor: the kernel closes
+the writing end however the supervisor ends, the watchdog reads end-of-file, and stops
+every group still registered, as the supervisor would have. The file imports nothing but
+the standard library, so the watchdog starts in milliseconds and without srcore's imports.
 """
 
 from __future__ import annotations
@@ -11,9 +19,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
-__all__ = ["group_alive", "group_members", "signal_group", "terminal_foreground"]
+__all__ = [
+    "group_alive",
+    "group_members",
+    "signal_group",
+    "stop_groups",
+    "terminal_foreground",
+    "watch_groups",
+]
 
 
 @contextlib.contextmanager
@@ -93,3 +111,66 @@ def group_members(pgid: int) -> list[int]:
         if int(group) == pgid and state != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+def stop_groups(groups: Iterable[int], *, grace: float, kill_wait: float = 5.0) -> list[int]:
+    """SIGTERM to each of *groups*, up to *grace* seconds for them to empty, SIGKILL to
+    what is left, up to *kill_wait* more seconds for that; the groups that were killed."""
+    pending = [pgid for pgid in groups if group_alive(pgid)]
+    for pgid in pending:
+        signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(group_alive(pgid) for pgid in pending) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = [pgid for pgid in pending if group_alive(pgid)]
+    for pgid in killed:
+        signal_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + kill_wait
+    while any(group_alive(pgid) for pgid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return killed
+
+
+def watch_groups(source: BinaryIO, *, grace: float) -> list[int]:
+    """The watchdog's loop: keep the groups *source* registers, stop them at its end.
+
+    *source* carries lines ``+PGID`` (a group started) and ``-PGID`` (a group the
+    supervisor has stopped and reaped: its id may be reused and must not be signalled).
+    End of file means the supervisor is gone, or done: whatever is still registered is
+    stopped (nothing, after an orderly stop). Returns the groups it found running.
+    """
+    groups: set[int] = set()
+    for line in source:
+        sign, number = line[:1], line[1:].strip()
+        if not number.isdigit():
+            continue
+        if sign == b"+":
+            groups.add(int(number))
+        elif sign == b"-":
+            groups.discard(int(number))
+    running = sorted(pgid for pgid in groups if group_alive(pgid))
+    stop_groups(running, grace=grace)
+    return running
+
+
+def _watchdog_main(argv: list[str]) -> int:
+    """``python -I process_groups.py GRACE``: the watchdog a supervisor starts."""
+    grace = float(argv[1]) if len(argv) > 1 else 5.0
+    # Its own session already (the supervisor starts it so): a Ctrl-C or a hang-up meant
+    # for the supervisor's terminal does not end it before the children it would stop.
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    running = watch_groups(sys.stdin.buffer, grace=grace)
+    if running:
+        with contextlib.suppress(OSError, ValueError):
+            print(
+                f"srcore: the supervisor is gone: stopped {len(running)} process group(s) "
+                "it had started",
+                file=sys.stderr,
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_watchdog_main(sys.argv))

@@ -6,6 +6,8 @@ the supervisor never reaches a child half-way through its start-up, and stopping
 means stopping its whole group: gunicorn's workers and a reloader's server go with it and
 none is left holding a port. Stopping is one bounded sequence for everyone: SIGTERM to
 each group, up to *stop_timeout* seconds for the groups to empty, SIGKILL for what is left.
+A supervisor killed outright (``kill -9``) cannot run that sequence: a watchdog process it
+starts with its first child runs it instead (:func:`srcore.process_groups.watch_groups`).
 
 A signal (SIGINT, SIGTERM, SIGHUP) only asks for a stop (:meth:`Supervisor.request_stop`); every
 wait of the supervisor notices and raises :class:`Stopped`, so a Ctrl-C at any moment of a
@@ -44,6 +46,7 @@ from typing import IO, Any, Literal
 from honcho.colour import get_colours
 from honcho.printer import Message, Printer
 
+from srcore import process_groups
 from srcore.process_groups import group_alive, signal_group
 
 __all__ = [
@@ -225,6 +228,7 @@ class Supervisor:
         self._children_lock = threading.RLock()
         self._colours = get_colours()
         self._colour_of: dict[str, str] = {}
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # -- the log -----------------------------------------------------------------------
 
@@ -291,7 +295,65 @@ class Supervisor:
             )
             child = Child(program, process)
             self.children.append(child)
+            self._tell_watchdog(f"+{process.pid}")
         return child
+
+    # -- the watchdog --------------------------------------------------------------------
+
+    def _tell_watchdog(self, line: str) -> None:
+        """Register (``+PGID``) or release (``-PGID``) a group with the watchdog, which is
+        started with the first child.
+
+        Why a watchdog process and not ``PR_SET_PDEATHSIG`` in each child: the death signal
+        fires when the *thread* that started the child ends (a restart from another thread
+        would kill its program with that thread), it must be set between fork and exec (a
+        ``preexec_fn``, unsafe beside the reader threads) or by a launcher in every child,
+        it reaches the child alone (not the workers in its group), and it is Linux's. A pipe
+        reaches end of file on any end of its writer, on every system, and the watchdog
+        stops the whole groups with the same bounded sequence as :meth:`stop`.
+        """
+        with self._children_lock:
+            if self._watchdog is None:
+                if line.startswith("-"):
+                    return
+                self._watchdog = subprocess.Popen(  # noqa: S603 - our own file, no input
+                    (
+                        sys.executable,
+                        "-I",  # the standard library only: no site, no cwd on sys.path
+                        process_groups.__file__,
+                        str(self.stop_timeout),
+                    ),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            stdin = self._watchdog.stdin
+            assert stdin is not None
+            with contextlib.suppress(OSError, ValueError):  # a watchdog someone killed
+                stdin.write(f"{line}\n".encode())
+                stdin.flush()
+
+    def _release(self, children: Iterable[Child]) -> None:
+        """Tell the watchdog that *children*'s groups are stopped, when they are (their ids
+        may be reused by then, by processes it must leave alone)."""
+        for child in children:
+            if child.process.poll() is not None and not child.alive():
+                self._tell_watchdog(f"-{child.pid}")
+
+    def _close_watchdog(self) -> None:
+        """After the last stop: the watchdog reads end of file, finds nothing left, exits."""
+        with self._children_lock:
+            watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None:
+            return
+        assert watchdog.stdin is not None
+        with contextlib.suppress(OSError, ValueError):
+            watchdog.stdin.close()
+        try:
+            watchdog.wait(timeout=self.stop_timeout + self.kill_timeout + 5)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+            watchdog.wait()
 
     def start(self, program: Program) -> Child:
         """Start *program* in a process group of its own; its lines go to the log."""
@@ -313,6 +375,7 @@ class Supervisor:
         """Stop *child*'s group (the same bounded sequence) and start its program again."""
         child.stopping = True
         self._stop_groups([child])
+        self._release([child])
         with self._children_lock:
             self.children.remove(child)
         return self.start(child.program)
@@ -354,9 +417,13 @@ class Supervisor:
             time.sleep(0.05)
         if process.poll() is None:
             self._stop_groups([child])
+        self._release([child])
         reader.join(timeout=5)
         with self._children_lock:
             self.children.remove(child)
+            idle = not self.children
+        if idle:  # a supervisor used for one-shot programs alone may never be stopped
+            self._close_watchdog()
         self.check()
         return Finished(process.returncode, "".join(chunks))
 
@@ -488,6 +555,7 @@ class Supervisor:
         names = ", ".join(c.name for c in children) or "nothing was running"
         self.say(f"stopping{' (' + self.reason + ')' if self.reason else ''}: {names}")
         killed = self._stop_groups(children)
+        self._release(children)
         for child in children:
             if child.reader is not None:
                 child.reader.join(timeout=2)
@@ -495,6 +563,7 @@ class Supervisor:
             for child in children:
                 if child in self.children:
                     self.children.remove(child)
+        self._close_watchdog()
         summary = f"stopped {len(children)} process(es) in {time.monotonic() - started:.1f} s"
         if killed:
             summary += f"; killed {', '.join(killed)} after {self.stop_timeout:g} s"
@@ -552,6 +621,7 @@ class Supervisor:
             running = bool(self.children)
         if running:
             self.stop()
+        self._close_watchdog()
 
 
 def http_ok(url: str, *, timeout: float = 1.0) -> bool:
