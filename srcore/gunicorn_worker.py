@@ -11,10 +11,18 @@ body. Any other request keeps gunicorn's small HTML page. Either answer carries 
 security headers every response of the app carries (:mod:`srcore.headers`), so no page of
 a service, not even gunicorn's, can be framed or sniffed into something else.
 
+A worker told to stop (SIGTERM: the server stops, or a reload retires it) lets go of the
+listening socket at once, while it finishes the requests it has. gunicorn's workers kept it
+until they exited: after the master had closed its own, the kernel still took new
+connections into the socket's queue, where no one would accept them, and reset them only
+when the last worker was done (up to the graceful timeout, 30 s by default). Now a client
+(or a proxy, which then tries another backend) is refused at once.
+
 The module is also the gunicorn configuration srcore passes (``--config
 python:srcore.gunicorn_worker``, see :func:`srcore.serving.gunicorn_options`): its server
 hooks give the workers one private directory for their metrics (:mod:`srcore.metrics`), so
-a scrape, whichever worker answers it, reports the requests of all of them.
+a scrape, whichever worker answers it, reports the requests of all of them, and check a
+reload (SIGHUP) before it retires a single worker (:func:`reload_refusal`).
 
 Imported by gunicorn only: importing it imports gunicorn.
 """
@@ -23,8 +31,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
+import signal
 import sys
+import time
+import traceback
 from typing import Any
 
 from gunicorn import util
@@ -44,6 +56,7 @@ __all__ = [
     "error_answer",
     "on_exit",
     "on_starting",
+    "reload_refusal",
     "request_path",
 ]
 
@@ -139,17 +152,72 @@ class _ErrorAnswers:
             self.log.debug("Failed to send error message.")
 
 
+class _Bound:
+    """A listening socket as a request handler sees it: its address, read before the
+    socket may be closed under the request (:meth:`SyncWorker.handle_exit`)."""
+
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+        self._name = listener.getsockname()
+
+    def getsockname(self) -> Any:
+        return self._name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._listener, name)
+
+
 class SyncWorker(_ErrorAnswers, _GunicornSyncWorker):  # type: ignore[misc]
     """gunicorn's sync worker (one request at a time per process), srcore's error body.
 
     Named like gunicorn's: gunicorn replaces a worker class named ``...SyncWorker`` by its
     threaded worker when ``--threads`` is above 1, so :func:`srcore.serving.gunicorn_options`
     picks :class:`ThreadWorker` itself for threads.
+
+    Told to stop in the middle of a request, it closes its listening sockets there and
+    then (after the request, gunicorn's loop touches them no more); told between requests,
+    its loop ends at once anyway. Only then, so that the loop never meets a closed socket.
     """
+
+    _in_request = False
+
+    def accept(self, listener: Any) -> None:
+        if self.alive:  # several listeners: the next one of a select, after a stop
+            super().accept(listener)
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        bound = _Bound(listener)
+        self._in_request = True
+        try:
+            if not self.alive:  # told to stop between accept() and here
+                self._let_go()
+            super().handle(bound, client, addr)
+        finally:
+            self._in_request = False
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        if self._in_request:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        for listener in self.sockets:
+            listener.close()
 
 
 class ThreadWorker(_ErrorAnswers, _GunicornThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker (``--threads`` above 1), srcore's error body."""
+    """gunicorn's gthread worker (``--threads`` above 1), srcore's error body.
+
+    Its loop stops accepting as soon as it is told to stop; it then also closes its
+    listening sockets, before waiting for the requests in flight (gunicorn closed them
+    after that wait).
+    """
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            for listener in self.sockets:
+                listener.close()
 
 
 # Server hooks: gunicorn's master calls them by name (the module is its configuration).
@@ -181,6 +249,91 @@ def on_starting(server: Any) -> None:
     path, _server_lock = make_metrics_dir()  # mode 0700
     os.environ[_MULTIPROC_DIR] = path
     _choose_value_class()
+    hup = getattr(server, "handle_hup", None)
+    if hup is not None:
+        # gunicorn's master finds its signal handlers by name on itself (handle_hup).
+        server.handle_hup = lambda: _checked_reload(server, hup)
+
+
+def _checked_reload(server: Any, reload: Any) -> None:
+    """SIGHUP: reload as gunicorn does, unless a new worker could not start.
+
+    gunicorn retires the old workers as soon as it has forked the new ones, and a new
+    worker that cannot build its app (a mistake in the config file, an upgrade gone
+    wrong) makes the master stop the whole server: a reload meant to change one key took
+    the service down until someone fixed the file and started it again.
+    """
+    problem = reload_refusal(server)
+    if problem is None:
+        reload()
+        return
+    _log(
+        server,
+        "error",
+        f"reload refused, the running workers keep serving: {problem}. "
+        "Fix it, then reload again (srcore config check shows every problem of the file)",
+    )
+
+
+def reload_refusal(server: Any, *, timeout: float | None = None) -> str | None:
+    """Why workers forked now would fail to start, or ``None`` if one did start.
+
+    A child forked from the master builds the app exactly as a new worker will (same
+    modules, the config file and code as they are on disk now), says on a pipe whether
+    it could, and exits without serving. *timeout* defaults to gunicorn's worker timeout.
+    """
+    limit = float(timeout if timeout is not None else getattr(server.cfg, "timeout", 30) or 30)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, which leaves by os._exit
+        status = 1
+        try:
+            os.close(read_end)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
+            server.app.wsgi()
+            os.write(write_end, b"ok")
+            status = 0
+        except BaseException as exc:  # reported to the master; the child exits anyway
+            lines = "".join(traceback.format_exception_only(exc)).strip().splitlines()
+            reason = "; ".join(line.strip() for line in lines if line.strip())
+            os.write(write_end, reason.encode("utf-8", "replace")[:4000])
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    answer = b""
+    deadline = time.monotonic() + limit
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                answer = f"a new worker did not start within {limit:g} s".encode()
+                break
+            chunk = os.read(read_end, 4096)
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        os.close(read_end)
+        _reap(pid)
+    if answer == b"ok":
+        return None
+    return answer.decode("utf-8", "replace") or "a new worker died while it started"
+
+
+def _reap(pid: int) -> None:
+    """Collect the checking child (the master's loop would otherwise take it for a worker
+    it does not know, and log it)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.02)
 
 
 def _choose_value_class() -> None:
