@@ -235,3 +235,43 @@ def test_a_database_directory_this_user_cannot_write_is_one_clear_line(tmp_path:
                 lambda: get(f"http://127.0.0.1:{port}/healthz") == 503, child, timeout=60
             )
         assert "Traceback" not in (tmp_path / "serve.log").read_text(encoding="utf-8")
+
+
+def test_writes_on_a_full_disk_are_503s_with_nothing_half_written_then_served_again(
+    tmp_path: Path,
+) -> None:
+    """An SQLite database on a disk that fills: each write (a ticket with its webhook
+    event, a comment) is answered 503 with Retry-After, reads go on, nothing is half
+    written, and writes succeed again once there is room, without a restart."""
+    from test_db_pressure import make_todo
+    from todo.models import Comment, Ticket
+
+    from srcore.webhooks.models import OutboxRow
+
+    with small_filesystem(tmp_path / "disk", "2m") as disk:
+        service = make_todo(tmp_path, f"sqlite:///{disk / 'todo.db'}")
+        client = service.app.test_client()
+        tickets = "/api/trackers/bugs/tickets"
+        assert (
+            client.post(tickets, json={"title": "first"}, headers=service.headers).status_code
+            == 201
+        )
+        filler = fill(disk)
+        for index in range(REQUESTS):
+            for path, body in (
+                (tickets, {"title": f"t{index}", "description": "x" * 4000}),
+                (tickets + "/1/comments", {"text": "c" * 4000}),
+            ):
+                answer = client.post(path, json=body, headers=service.headers)
+                assert answer.status_code == 503, answer.get_data(as_text=True)
+                assert answer.headers["Retry-After"] == "5"
+                assert "Traceback" not in answer.get_data(as_text=True)
+        assert client.get(tickets, headers=service.headers).status_code == 200
+        assert (service.count(Ticket), service.count(Comment)) == (1, 0)
+        assert service.count(OutboxRow) == 1  # the first ticket's event, and no other
+        filler.unlink()
+        again = client.post(tickets, json={"title": "again"}, headers=service.headers)
+        assert again.status_code == 201, again.get_data(as_text=True)
+        assert again.get_json()["number"] == 2
+        assert (service.count(Ticket), service.count(OutboxRow)) == (2, 2)
+        service.app.extensions["srcore"].db.dispose()
