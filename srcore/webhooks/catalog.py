@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 from srcore.manifest import Event, Manifest
 from srcore.openapi.markdown import field_rows
 from srcore.openapi.schema import DataSchema, json_schema
-from srcore.webhooks.fanout import required_scope
+from srcore.webhooks.fanout import event_scope
 
 __all__ = ["PING", "CatalogEntry", "PingData", "event_catalog", "render", "update_readme"]
 
@@ -54,7 +54,7 @@ def event_catalog(manifest: Manifest) -> list[CatalogEntry]:
     key = (manifest.id, manifest.events)
     if key not in _built:
         events = [
-            (e, required_scope(manifest, e.name), e.payload_type()) for e in manifest.user_events
+            (e, str(event_scope(manifest, e)), e.payload_type()) for e in manifest.user_events
         ]
         _built[key] = [
             CatalogEntry(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from srcore.auth.scopes import ScopeError, parse_scope, parse_scopes, satisfies
+from srcore.auth.scopes import Access, Scope, ScopeError, parse_scopes, satisfies
 from srcore.db import utcnow
 from srcore.sqlrows import insert_rows
 from srcore.webhooks.models import (
@@ -24,17 +24,14 @@ from srcore.webhooks.models import (
 )
 
 if TYPE_CHECKING:
-    from srcore.manifest import Audience, Manifest
+    from srcore.manifest import Audience, Event, Manifest
 
-__all__ = ["audience_allows", "fan_out", "required_scope"]
+__all__ = ["audience_allows", "event_scope", "fan_out"]
 
 
-def required_scope(manifest: Manifest, event: str) -> str:
-    """The scope a subscriber needs for *event*: ``SERVICE/SCOPE:RO``; ValueError if undeclared."""
-    declared = manifest.event(event)
-    if declared is None:
-        raise ValueError(f"event {event!r} is not declared by {manifest.id}")
-    return f"{manifest.id}/{declared.scope}:RO"
+def event_scope(manifest: Manifest, event: Event, access: Access = "RO") -> Scope:
+    """The scope receiving *event* needs (``RO``), or managing subscriptions to it (``RW``)."""
+    return Scope(manifest.id, event.scope, access)
 
 
 def audience_allows(audience: Audience, subscription: Subscription, outbox: Any) -> bool:
@@ -67,10 +64,10 @@ def _candidates(session: Session, rows: Sequence[Any]) -> list[Subscription]:
     return list(session.scalars(query))
 
 
-def _holds(subscription: Subscription, scope: str) -> bool:
+def _holds(subscription: Subscription, scope: Scope) -> bool:
     """Whether *subscription* held *scope* when it subscribed."""
     try:
-        return satisfies(parse_scopes(subscription.scopes), parse_scope(scope))
+        return satisfies(parse_scopes(subscription.scopes), scope)
     except ScopeError:
         return False
 
@@ -90,7 +87,9 @@ def fan_out(
         return []
     ids = [row.id for row in rows]
     # An event no longer declared reaches nobody.
-    wanted = [row for row in rows if manifest.event(row.event) is not None]
+    found = (manifest.event(name) for name in {row.event for row in rows})
+    declared = {event.name: event for event in found if event is not None}
+    wanted = [row for row in rows if row.event in declared]
     new: list[dict[str, Any]] = []  # pending, due at once
     fresh = dict(status=DeliveryStatus.pending, attempts=0, next_attempt_at=moment, created=moment)
     if wanted:
@@ -99,18 +98,17 @@ def fan_out(
         subscriptions = _candidates(session, wanted)
         # What depends on the subscription and the event only is judged once per batch.
         fits = {
-            (sub.id, event)
-            for event in {row.event for row in wanted}
+            (sub.id, event.name)
+            for event in declared.values()
             for sub in subscriptions
-            if event in sub.event_names and _holds(sub, required_scope(manifest, event))
+            if event.name in sub.event_names and _holds(sub, event_scope(manifest, event))
         }
         for row in wanted:
-            declared = manifest.event(row.event)
-            assert declared is not None
+            audience = declared[row.event].audience
             for sub in subscriptions:
                 wants = (sub.id, row.event) in fits and sub.resource in (None, row.resource)
                 again = (row.id, sub.id) in existing
-                if wants and not again and audience_allows(declared.audience, sub, row):
+                if wants and not again and audience_allows(audience, sub, row):
                     pair = {"subscription_id": sub.id, "outbox_id": row.id}
                     new.append({**fresh, **pair, "message_id": new_message_id()})
     created: list[int] = []

@@ -30,6 +30,7 @@ from srcore.signatures import generate_secret
 from srcore.validation import Validation
 from srcore.webhooks.catalog import PING, PingData
 from srcore.webhooks.delivery import redeliver as make_due
+from srcore.webhooks.fanout import event_scope
 from srcore.webhooks.models import ANY_CLIENT, Attempt, Delivery, OutboxRow, Subscription
 from srcore.webhooks.outbox import dump_payload, webhooks_state
 from srcore.webhooks.shapes import DeliveryJSON, SubscriptionJSON, delivery_json, subscription_json
@@ -72,7 +73,7 @@ _Input = tuple[str | None, tuple[str, ...] | None, str | None, bool | None]
 def events_scopes() -> frozenset[Scope]:
     """The scopes receiving every event open to users (what a web user holds)."""
     manifest = state().manifest
-    return frozenset(Scope(manifest.id, event.scope, "RO") for event in manifest.user_events)
+    return frozenset(event_scope(manifest, event) for event in manifest.user_events)
 
 
 def _read_events(valid: Validation) -> tuple[str, ...] | None:
@@ -148,7 +149,7 @@ class Subscriber:
         subscriptions to them (*write*), holds their scopes read-write."""
         manifest = state().manifest
         declared = filter(None, map(manifest.event, events))
-        needed = {Scope(manifest.id, e.scope, "RW" if write else "RO") for e in declared}
+        needed = {event_scope(manifest, e, "RW" if write else "RO") for e in declared}
         missing = format_scopes(s for s in needed if not satisfies(self.scopes, s))
         if self.token is None or not missing:
             return
@@ -188,8 +189,7 @@ class Subscriber:
         if self.token is None:
             return true()
         manifest = state().manifest
-        receiving = {e.name: Scope(manifest.id, e.scope, "RO") for e in manifest.events}
-        held = [name for name, scope in receiving.items() if satisfies(self.scopes, scope)]
+        held = [e.name for e in manifest.events if satisfies(self.scopes, event_scope(manifest, e))]
         return Delivery.outbox.has(OutboxRow.event.in_([PING, *held]))
 
     def find(self, sid: int, write: bool | None = True, hold: bool = True) -> Subscription:
