@@ -554,3 +554,75 @@ def test_a_service_that_pulls_refuses_a_revoked_token_on_its_first_request(
     finally:
         state_of(app).stop()
         app.extensions["srcore"].db.dispose()
+
+
+# -- The pull's own place: pushes ahead of it, events committed out of order ------------------
+
+
+class MetaList:
+    """meta's list of revocations as its pull endpoint pages through it (3 to a page)."""
+
+    def __init__(self) -> None:
+        self.events: list[RevocationEvent] = []
+        self.asked: list[int] = []
+
+    def __call__(self, since: int) -> tuple[list[RevocationEvent], int]:
+        self.asked.append(since)
+        found = sorted((e for e in self.events if e.seq > since), key=lambda e: e.seq)[:3]
+        return found, max((e.seq for e in self.events), default=0)
+
+
+def test_a_push_newer_than_a_missed_one_does_not_hide_it() -> None:
+    """Without Redis meta's push reaches one process of a service. Token *lost* was
+    revoked at seq 2, pushed to another process; seq 3 was pushed here. The pull still
+    reads seq 2: the token is refused here too."""
+    store, meta = MemoryRevocationStore(), MetaList()
+    puller = RevocationPuller(store, meta, interval=30)
+    meta.events.append(ev(1, "token", "old", exp=NOW + 600))
+    puller.pull_once()
+    meta.events += [ev(2, "token", "lost", exp=NOW + 600), ev(3, "token", "here", exp=NOW + 600)]
+    store.apply([meta.events[2]])  # the push that reached this process
+    puller.pull_once()
+    assert store.is_revoked(token(jti="lost"))
+
+
+def test_an_event_committed_after_a_later_one_is_read_when_it_shows_up() -> None:
+    """meta numbers a revocation when its transaction writes it: seq 2 may commit after
+    seq 3 was already pulled. The gap is read again until it fills."""
+    store, meta = MemoryRevocationStore(), MetaList()
+    puller = RevocationPuller(store, meta, interval=30)
+    meta.events += [ev(1, "token", "a", exp=NOW + 600), ev(3, "token", "c", exp=NOW + 600)]
+    puller.pull_once()
+    assert not store.is_revoked(token(jti="late"))
+    meta.events.append(ev(2, "token", "late", exp=NOW + 600))  # its transaction commits now
+    assert puller.pull_once() == 1
+    assert store.is_revoked(token(jti="late"))
+    assert puller.pull_once() == 0  # filled: read from the last one on again
+
+
+def test_a_number_that_never_shows_up_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction that rolled back used its number up for good: after ``hole_wait`` the
+    pull reads from its own place again, not from below the gap forever."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    store, meta = MemoryRevocationStore(), MetaList()
+    puller = RevocationPuller(store, meta, interval=30)
+    meta.events += [ev(1, "token", "a", exp=NOW + 600), ev(3, "token", "c", exp=NOW + 600)]
+    puller.pull_once()
+    meta.asked.clear()
+    puller.pull_once()
+    assert meta.asked[0] == 1  # below the gap at 2
+    clock[0] += puller.hole_wait
+    meta.asked.clear()
+    puller.pull_once()
+    assert meta.asked[0] == 2  # from the last event pulled (checked there), past the gap
+
+
+def test_a_jump_in_numbering_is_not_a_thousand_gaps() -> None:
+    store, meta = MemoryRevocationStore(), MetaList()
+    puller = RevocationPuller(store, meta, interval=30)
+    meta.events += [ev(1, "token", "a", exp=NOW + 600), ev(5000, "token", "b", exp=NOW + 600)]
+    puller.pull_once()
+    meta.asked.clear()
+    puller.pull_once()
+    assert meta.asked == [4999]

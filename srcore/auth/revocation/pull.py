@@ -36,6 +36,10 @@ class RevocationPuller:
     max_pages = 100
     #: How long the first checks of a process wait for its first pull (:meth:`first_pull`).
     first_wait = 2.0
+    #: How long a seq missing between pulled ones is looked for (:meth:`_start`).
+    hole_wait = 300.0
+    #: Gaps longer than this are the numbering jumping, and at most this many are kept.
+    max_gap, max_holes = 100, 1000
 
     def __init__(self, store: RevocationStore, fetch: Fetch, *, interval: float) -> None:
         self.store = store
@@ -51,61 +55,104 @@ class RevocationPuller:
         reset_in_child(self._forked)
         #: How many pulls ran (successful or not).
         self.pulls = 0
+        #: The pull's own place: every event up to this seq was read by a pull, but for
+        #: the gaps in ``_holes`` (seq: when first missed); ``_last`` is the event at it.
+        self._seq = 0
+        self._last: RevocationEvent | None = None
+        self._holes: dict[int, float] = {}
         #: Called with the events of each pull once the store has them (the app's webhook
         #: subscriptions follow them: :func:`srcore.webhooks.accounts.after_revocations`).
         self.listeners: list[Callable[[list[RevocationEvent]], None]] = []
 
     def pull_once(self) -> int:
-        """Apply every event meta has after the store's last seq; return how many."""
-        applied = 0
-        for page in range(self.max_pages):
-            since = self.store.last_seq
-            if page == 0 and since > 0:
-                since, events, last = self._fetch_checked(since)
-            else:
-                events, last = self.fetch(since)
-            events = [e for e in events if e.seq > since]
-            if events:
-                self.store.apply(events)
-                applied += len(events)
+        """Apply every event meta has that this process has not pulled yet; return how many.
+
+        Where the pull stands is its own: a push may bring this process a newer event than
+        one it missed (that push reached another process), so the events pushed here
+        never move it. Events already applied are applied again, which changes nothing.
+        """
+        applied, start = 0, self._seq
+        since = self._start()
+        page: tuple[list[RevocationEvent], int] | None = None
+        if self._last is not None:
+            # The first page starts at the last event pulled at the latest, to check it.
+            since = min(since, self._last.seq - 1)
+            page = self.fetch(since)
+            if not self._still_there(self._last, *page):
+                self._rewind()
+                since, start, page = 0, 0, None
+        for _page in range(self.max_pages):
+            events, last = page if page is not None else self.fetch(since)
+            page = None
+            events = sorted((e for e in events if e.seq > since), key=lambda e: e.seq)
+            new = [e for e in events if e.seq > self._seq or e.seq in self._holes]
+            self._advance(since, events)
+            if new:
+                self.store.apply(new)
+                applied += len(new)
                 for listener in self.listeners:
                     try:
-                        listener(events)
+                        listener(new)
                     except Exception:  # the store has them either way; logged for the operator
                         log.exception("applying pulled revocations to webhooks failed")
-            if not events or last <= since:
+            # A page ending at where the round started holds nothing newer: meta's pages
+            # hold more than one event, so a newer one would have come in this page.
+            if not events or last <= since or events[-1].seq == start:
                 break
+            since = events[-1].seq
         self.pulls += 1
         self._loaded.set()
         return applied
 
-    def _fetch_checked(self, since: int) -> tuple[int, list[RevocationEvent], int]:
-        """The first page of a round, from the event at *since* on, which meta must still
-        hold as this process applied it.
+    def _start(self) -> int:
+        """The seq a round reads after: the pull's, or just below the oldest gap left open.
+
+        meta numbers an event when its transaction writes it, so one committed after a
+        later one shows up late, below what was pulled already: each gap between pulled
+        seqs is read again for :attr:`hole_wait` seconds. A number whose transaction
+        rolled back never shows up, and is given up then.
+        """
+        now = time.monotonic()
+        self._holes = {seq: at for seq, at in self._holes.items() if now - at < self.hole_wait}
+        return min(self._holes, default=self._seq + 1) - 1
+
+    def _advance(self, since: int, events: list[RevocationEvent]) -> None:
+        """Move the pull past *events* (read after *since*, by seq), noting the gaps."""
+        now, previous = time.monotonic(), since
+        for event in events:
+            self._holes.pop(event.seq, None)
+            gap = range(max(previous, self._seq) + 1, event.seq)
+            # A long run of missing numbers is the numbering jumping (a restored or crashed
+            # server's sequence), not transactions still under way.
+            if len(gap) <= self.max_gap and len(self._holes) < self.max_holes:
+                self._holes.update(dict.fromkeys(gap, now))
+            previous = event.seq
+            if event.seq > self._seq:
+                self._seq, self._last = event.seq, event
+
+    def _still_there(self, mine: RevocationEvent, events: list[RevocationEvent], last: int) -> bool:
+        """Whether meta still holds the event this process pulled last, as it was, judged
+        from a page of *events* read from below it and meta's *last* seq.
 
         A meta restored from a dump numbers its new events from the dump's last seq again:
-        pulled from *since*, the new events up to it would never be read, and a suspension
-        numbered below a lost unsuspension would count for nothing. So the page starts one
-        seq earlier; when meta has no such event, or another one there, its numbering went
-        back and the store reads meta's whole list again (:meth:`RevocationStore.rewind`).
-        Returns the seq the page's new events come after (0 then), the events and meta's
-        last seq.
+        pulled from there on, the new events up to it would never be read, and a
+        suspension numbered below a lost unsuspension would count for nothing.
         """
-        mine = self.store.last_event
-        if mine is None or mine.seq < since:
-            return since, *self.fetch(since)
-        # A push may have applied a newer event since *since* was read: check that one.
-        events, last = self.fetch(mine.seq - 1)
         theirs = next((e for e in events if e.seq >= mine.seq), None)
         if theirs == mine or (theirs is None and last >= mine.seq):
-            return mine.seq, events, last
+            return True
         log.warning(
             "meta's revocation %s is not the one this process applied (meta restored from a"
             " dump?): reading meta's revocations again from the start",
             mine.seq,
         )
+        return False
+
+    def _rewind(self) -> None:
+        """Read meta's whole list again, keeping what the store knew (it only refuses more):
+        :meth:`RevocationStore.rewind`."""
         self.store.rewind()
-        return (0, *self.fetch(0))
+        self._seq, self._last, self._holes = 0, None, {}
 
     def first_pull(self) -> bool:
         """Start pulling, wait at most :attr:`first_wait` for the first round; say if it read.

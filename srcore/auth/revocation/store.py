@@ -59,11 +59,8 @@ class RevocationStore(Protocol):
 
     @property
     def last_seq(self) -> int:
-        """The highest event seq applied, where the next pull starts."""
-
-    @property
-    def last_event(self) -> RevocationEvent | None:
-        """The event of :attr:`last_seq` as it was applied (None before any)."""
+        """The highest event seq applied, pushed or pulled (the pull keeps its own place:
+        a push may be newer than an event this process missed)."""
 
     def rewind(self) -> None:
         """Read meta's list again from the start: its numbering went back (a restore).
@@ -107,15 +104,10 @@ class MemoryRevocationStore:
         #: How many times meta's numbering went back (:meth:`rewind`).
         self._numbering = 0
         self._seq = 0
-        self._last: RevocationEvent | None = None
 
     @property
     def last_seq(self) -> int:
         return self._seq
-
-    @property
-    def last_event(self) -> RevocationEvent | None:
-        return self._last
 
     def rewind(self) -> None:
         # The cut-offs and expiring revocations of the lost numbering only refuse more
@@ -125,7 +117,6 @@ class MemoryRevocationStore:
         with self._lock:
             self._numbering += 1
             self._seq = 0
-            self._last = None
 
     def after_fork(self) -> None:
         """In a forked child: the parent's lock may be held for good."""
@@ -139,10 +130,7 @@ class MemoryRevocationStore:
             self._sweep(now)
 
     def _apply_one(self, event: RevocationEvent, now: float) -> None:
-        if event.seq > self._seq or self._last is None:
-            # The first event applied at a seq stays: another one there later is meta's
-            # numbering gone back, which the pull finds by comparing the two.
-            self._seq, self._last = max(self._seq, event.seq), event
+        self._seq = max(self._seq, event.seq)
         kind, subject = event.kind, event.subject
         if kind in EXPIRING_KINDS:
             if outlived(event, now):
