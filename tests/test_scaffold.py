@@ -194,7 +194,7 @@ def test_command_writes_the_package_and_the_section(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("creating service demo-svc in ")
-    assert any("generating the first migration" in ln for ln in lines)
+    assert any("checking the first migration" in ln for ln in lines)
     summary = lines[-1]
     assert summary.startswith("created demo-svc in ")
     assert ": 12 files; added [demo-svc] to " in summary

@@ -113,7 +113,8 @@ def test_the_suggested_name_is_free(tmp_path):
 
 def _skeleton_dependencies() -> list[str]:
     project = tomllib.loads(render_files("demo-svc")["pyproject.toml"])
-    return [*project["build-system"]["requires"], *project["dependency-groups"]["test"]]
+    groups = project["dependency-groups"].values()
+    return [*project["build-system"]["requires"], *(tool for group in groups for tool in group)]
 
 
 def _optional_dependencies() -> list[str]:
@@ -137,7 +138,7 @@ def test_every_module_an_extra_or_a_test_tool_installs_is_refused():
             with pytest.raises(ScaffoldError):
                 check_name(module.replace("_", "-"), importable=_never)
             checked.append(module)
-    assert {"celery", "redis", "psycopg", "gunicorn", "pytest", "xdist"} <= set(checked)
+    assert {"celery", "redis", "psycopg", "gunicorn", "pytest", "xdist", "mypy"} <= set(checked)
 
 
 def test_no_name_collides_with_a_blueprint_or_a_shared_template_of_the_app(tmp_path):
@@ -204,10 +205,10 @@ def test_a_directory_that_cannot_be_written_is_a_message_not_a_traceback(tmp_pat
 
 def test_a_failure_half_way_leaves_nothing_behind(tmp_path, monkeypatch):
     def broken(*_args, **_kwargs):
-        raise ScaffoldError("the migration could not be generated")
+        raise ScaffoldError("the migration could not be checked")
 
-    monkeypatch.setattr(generate_module, "generate_migration", broken)
-    with pytest.raises(ScaffoldError, match="could not be generated"):
+    monkeypatch.setattr(generate_module, "check_migration", broken)
+    with pytest.raises(ScaffoldError, match="could not be checked"):
         create_service("blog", tmp_path / "deep" / "src", installed=())
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
