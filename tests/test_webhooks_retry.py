@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from srcore.webhooks.delivery import redeliver
-from srcore.webhooks.models import Attempt, Delivery
+from srcore.webhooks.models import Attempt, Delivery, Subscription
 from tests.test_webhooks_delivery import (
     T0,
     Clock,
@@ -124,3 +124,31 @@ def test_a_second_redelivery_keeps_the_automatic_schedule(
     db.refresh(delivery)
     assert delivery.status == "pending" and delivery.attempts == 1
     assert delivery.next_attempt_at == scheduled
+
+
+def test_a_redelivery_cancelled_before_it_was_sent_leaves_nothing_to_restore(
+    app: Any, db: Any, receiver: Receiver
+) -> None:
+    """A redelivery asked for, then cancelled with the subscription's deliveries before a
+    worker sent it, puts nothing aside any more: the next redelivery, failing, leaves the
+    delivery cancelled, not back on the automatic schedule the first one put aside."""
+    sub = subscribe(db, receiver.url)
+    [delivery_id] = emit_and_fan_out(app, db)
+    receiver.script = [(500, {}, b"")] * 2
+    clock = Clock()
+    assert deliver(db, delivery_id, clock).retry_at is not None
+    redeliver(db.get(Delivery, delivery_id), now=T0)
+    sub.enabled = False
+    db.commit()
+    assert not deliver(db, delivery_id, clock).attempted  # cancelled as its job is read
+    delivery = db.get(Delivery, delivery_id)
+    assert delivery.status == "cancelled"
+
+    sub = db.get(Subscription, sub.id)
+    sub.enabled = True
+    redeliver(delivery, now=T0)
+    db.commit()
+    assert deliver(db, delivery_id, clock).status == 500
+    db.refresh(delivery)
+    assert delivery.status == "cancelled"
+    assert delivery.manual_status is None and delivery.resume_at is None

@@ -63,9 +63,11 @@ def lock_subscriptions(session: Session, *where: sa.ColumnElement[bool]) -> None
 
 def cancel_pending(session: Session | sa.Connection, *where: sa.ColumnElement[bool]) -> None:
     """Cancel the pending deliveries *where* selects, their leases dropped: an attempt in flight
-    then records nothing over it (see :func:`record`)."""
+    then records nothing over it (see :func:`record`). A manual redelivery waiting is cancelled
+    too: what it put aside would otherwise come back when a later one fails."""
     cancel = sa.update(_delivery).where(_delivery.c.status == PENDING, *where)
-    session.execute(cancel.values(status=DeliveryStatus.cancelled, claimed_until=None))
+    dropped = dict(claimed_until=None, manual_status=None, resume_at=None)
+    session.execute(cancel.values(status=DeliveryStatus.cancelled, **dropped))
 
 
 def _free(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
