@@ -4,7 +4,7 @@ answers (its OpenAPI description is read from these TypedDicts) and the pages re
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, NotRequired, TypedDict
 
@@ -100,9 +100,8 @@ def subscription_json(sub: Subscription, *, secret: bool = False) -> Subscriptio
 
 
 def delivery_json(
-    delivery: Delivery, attempts: Iterable[Attempt] = (), logged: int | None = None
+    delivery: Delivery, attempts: Sequence[Attempt] = (), logged: int = 0
 ) -> DeliveryJSON:
-    attempts = list(attempts)
     # The logged headers are JSON objects of text, as srcore.webhooks.delivery writes them.
     pending = delivery.status == DeliveryStatus.pending
     return {
@@ -115,7 +114,7 @@ def delivery_json(
         "last_status_code": delivery.last_status_code,
         "created": delivery.created,
         "delivered_at": delivery.delivered_at,
-        "attempts_logged": len(attempts) if logged is None else logged,
+        "attempts_logged": logged,
         "attempts": [
             {
                 "id": a.id,
