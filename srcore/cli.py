@@ -157,13 +157,16 @@ def _preflight(
     A web app starts whatever its database's state and answers 503 until it can use it
     (a database restarting must not stop a deploy), so a missing migration or an
     unreachable server would otherwise show only in the first requests' logs. Both are
-    said (through *say*) and serving goes on. An SQLite file that does not exist is refused
+    said (through *say*) and serving goes on, as are SQLite files this user cannot write
+    (made by ``sudo srcore migrate``). An SQLite file that does not exist is refused
     with :class:`_ServeRefused`: the first request would create it empty at a misspelt path.
     Only reads; waits at most :data:`srcore.db.CONNECT_TIMEOUT` for PostgreSQL.
     """
     from srcore import migrate
     from srcore.app import migration_target
     from srcore.config import ConfigError
+    from srcore.config.database import sqlite_file, sqlite_storage_problem
+    from srcore.config.sqlite_files import in_wal_mode
     from srcore.manifest import ManifestError
 
     try:
@@ -181,6 +184,15 @@ def _preflight(
         return
     except FileNotFoundError:  # no migrations directory: nothing to compare with
         return
+    found = sqlite_storage_problem(target.database_url)
+    if found is not None:  # it can be read (behind did): writing is what fails
+        file = sqlite_file(target.database_url)
+        # Each process puts the file in WAL mode as it opens it: that is a write too.
+        what = "what writes answers" if file and in_wal_mode(file) else "requests answer"
+        say(
+            f"the database of {service} cannot be written: {found}; serving anyway: {what} "
+            "503 until then"
+        )
     if behind:
         say(
             f"the database of {service} is not migrated ({migrate.describe_behind(behind)}): "

@@ -63,19 +63,22 @@ def _by_line(problem: Problem) -> tuple[bool, int]:
 
 
 def _database_problems(cfg: Config) -> list[Problem]:
-    """Each service whose SQLite database cannot be created where its ``database-url``
-    points. Not part of loading the file: ``srcore migrate`` and the worker already name
-    such a directory when they open the database, and a config is written (``srcore
-    init``, a test) before its data directory may exist."""
-    from srcore.config.database import sqlite_directory_problem
+    """Each service whose SQLite database this user cannot use where its ``database-url``
+    points: no directory, not a database, files or a directory of another user (a
+    database made by ``sudo srcore migrate``), each with its fix. Not part of loading the
+    file: ``srcore migrate`` and the worker already name such a problem when they open the
+    database, and a config is written (``srcore init``, a test) before its data directory
+    may exist."""
+    from srcore.config.database import sqlite_storage_problem
 
     problems = []
     for name in cfg.services:
         section = cfg.section(name)
         url = section["database-url"]
-        message = sqlite_directory_problem(str(url)) if url else None
-        if message is None:
+        found = sqlite_storage_problem(str(url)) if url else None
+        if found is None:
             continue
+        message = str(found)
         source = section.source("database-url")
         if not source.startswith(str(cfg.path)) and source != "default":
             message = f"{message} (from {source})"

@@ -37,8 +37,10 @@ from sqlalchemy.pool import NullPool
 
 from srcore.config.database import (
     describe_connect_failure,
+    driver_cause,
     missing_sqlite_database,
     sqlite_file,
+    sqlite_storage_problem,
 )
 from srcore.db import (
     TYPE_ANNOTATION_MAP,
@@ -55,6 +57,7 @@ __all__ = [
     "CORE_LINEAGE",
     "DatabaseMissing",
     "DatabaseUnreachable",
+    "MigrationStopped",
     "MigrationTarget",
     "RevisionInfo",
     "behind",
@@ -346,12 +349,62 @@ def _check_versions_dir(lineage: _Lineage) -> None:
         )
 
 
+class MigrationStopped(Exception):
+    """A lineage's migrations were stopped by the storage (a full disk, files another user
+    owns, a lock held too long) and rolled back: the lineage is where it was.
+
+    Its message says so in one line, with the cause and what to do; the driver's text
+    with a statement of a migration script means nothing to an operator there.
+    """
+
+
+def _applied(connection: Connection, lineage: str) -> tuple[str, ...]:
+    context = MigrationContext.configure(connection, opts={"version_table": version_table(lineage)})
+    return tuple(context.get_current_heads())
+
+
+def _stopped(
+    target: MigrationTarget, lineage: str, was: Sequence[str], exc: DBAPIError
+) -> MigrationStopped:
+    cause = driver_cause(exc)
+    reason = " ".join(str(exc.orig).split())
+    file = sqlite_file(normalize_url(target.database_url))
+    where = f"the file system of {file.absolute().parent}" if file else "the database server's disk"
+    advice = f"make room on {where}, and run it again"
+    found = sqlite_storage_problem(target.database_url) if cause != "full" else None
+    if found is not None:
+        advice = f"{found}; then run it again"
+    elif cause == "locked":
+        advice = "another process holds the database's write lock: let it finish, and run it again"
+    elif cause == "read-only":
+        advice = (
+            f"is {where.removeprefix('the file system of ')} mounted read-only? Then run it again"
+        )
+    at = ",".join(was) or "no revision"
+    shown = normalize_url(target.database_url).render_as_string(hide_password=True)
+    return MigrationStopped(
+        f"the migrations of {lineage} in the database of {target.service_id} ({shown}) stopped: "
+        f"{reason}. They were rolled back, and {lineage} was left where it was ({at}; each "
+        f"lineage runs in one transaction): {advice}"
+    )
+
+
 def _run(target: MigrationTarget, lineage: _Lineage, fn: Callable[[Config], object]) -> None:
+    """Run *fn* (an Alembic command) on *lineage*, in one transaction: every script it
+    runs is applied, or none is (on PostgreSQL and on SQLite, whose DDL is transactional
+    on the connection :func:`_sqlite_transactional` makes)."""
     _check_versions_dir(lineage)
     config = _config(lineage)
-    with _connection(target) as connection:
-        config.attributes["connection"] = connection
-        fn(config)
+    was: tuple[str, ...] | None = None
+    try:
+        with _connection(target) as connection:
+            config.attributes["connection"] = connection
+            was = _applied(connection, lineage.name)
+            fn(config)
+    except DBAPIError as exc:  # in the scripts or at the commit: rolled back either way
+        if was is None or driver_cause(exc) is None:
+            raise  # a script's own mistake: its statement is what its author needs
+        raise _stopped(target, lineage.name, was, exc) from exc
 
 
 def upgrade(

@@ -112,6 +112,8 @@ def _run(fn: Callable[[], Any]) -> Any:
         raise _Interrupted() from None
     except migrate.DatabaseUnreachable as exc:
         raise click.ClickException(f"{exc}; nothing was changed") from exc
+    except migrate.MigrationStopped as exc:
+        raise click.ClickException(str(exc)) from exc
     except (CommandError, SQLAlchemyError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc).strip()) from exc
 

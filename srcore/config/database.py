@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import os
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -20,14 +19,17 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from srcore.config.keys import env_name
 from srcore.config.masking import mask_urls
+from srcore.config.sqlite_files import StorageProblem, storage_problem
 
 __all__ = [
     "check_database_url",
     "describe_connect_failure",
+    "driver_cause",
     "missing_sqlite_database",
     "resolve_sqlite_path",
     "sqlite_directory_problem",
     "sqlite_file",
+    "sqlite_storage_problem",
 ]
 
 # What srcore.db.normalize_url makes of a URL naming no driver: psycopg 3.
@@ -150,13 +152,73 @@ def sqlite_directory_problem(url: str | URL) -> str | None:
     )
 
 
+def sqlite_storage_problem(url: str | URL) -> StorageProblem | None:
+    """What keeps this user from using the SQLite database at *url* (see
+    :func:`srcore.config.sqlite_files.storage_problem`); ``None`` for another backend."""
+    file = sqlite_file(url)
+    return None if file is None else storage_problem(file)
+
+
+def driver_cause(exc: BaseException) -> str | None:
+    """What the database driver's error *exc* (or SQLAlchemy's around it) says is wrong
+    with the storage: ``"full"``, ``"read-only"``, ``"not-a-database"``, ``"locked"``;
+    ``None`` for anything else (a statement's own error, a refused login)."""
+    orig = getattr(exc, "orig", None) or exc
+    name = str(getattr(orig, "sqlite_errorname", ""))
+    state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    text = str(orig).lower()
+    if name.startswith("SQLITE_FULL") or state == "53100" or "disk is full" in text:
+        return "full"
+    if "no space left on device" in text:
+        return "full"
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text:
+        return "read-only"
+    if name.startswith("SQLITE_NOTADB") or "file is not a database" in text:
+        return "not-a-database"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in text:
+        return "locked"
+    return None
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _sqlite_advice(file: Path, exc: BaseException, key: str) -> tuple[str, str]:
+    """What to add to the driver's reason for a failure on the SQLite database *file*,
+    and the advice that matches the cause: only a wrong path is fixed in the config."""
+    found = storage_problem(file)
+    if found is not None and found.fix_key:
+        return found.reason, _capital(found.advice.replace("fix the path", f"fix {key}"))
+    if isinstance(exc, FileNotFoundError):  # the file is missing: the path may be misspelt
+        return "", f"Fix {key}"
+    if found is not None:
+        return found.reason, _capital(found.advice)
+    folder = file.absolute().parent
+    cause = driver_cause(exc)
+    if cause == "full":
+        return "", f"Make room on the file system of {folder}"
+    if cause == "locked":
+        return "", (
+            "Another process holds its write lock (another srcore migrate?): "
+            "let it finish, or stop it"
+        )
+    if cause == "read-only":
+        return "", f"Is the file system of {folder} mounted read-only?"
+    if cause == "not-a-database":
+        return "", f"Restore it from a backup, or fix {key}"
+    return "", f"Check the path and its permissions, or fix {key}"
+
+
 def describe_connect_failure(service: str, url: str | URL, exc: BaseException) -> str:
-    """One paragraph on why *service* could not open its database *url*, for an operator.
+    """One line on why *service* could not open or use its database *url*, for an operator.
 
     SQLAlchemy's text of the error carries the exception's class and a link to its own
     docs, and SQLite says only "unable to open database file" when the directory is
-    missing: this names the service, the key and the database (without its password),
-    the driver's own reason, and what to look at.
+    missing: this names the service, the database (without its password), the driver's
+    own reason, what is found on disk, and advice that matches the cause: the key to fix
+    when the path is wrong, a chown when the files belong to another user, room on a full
+    disk.
     """
     parsed: URL | None
     try:
@@ -166,22 +228,21 @@ def describe_connect_failure(service: str, url: str | URL, exc: BaseException) -
     else:
         shown = parsed.render_as_string(hide_password=True)
     reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
-    advice = "Check that the server is up and the database exists, or fix"
-    if parsed is not None and parsed.get_backend_name() == "sqlite":
-        advice = "Fix"
-        file = sqlite_file(parsed)
-        if file is not None:
-            folder = file.parent
-            if not folder.is_dir():
-                reason = f"the directory {folder} does not exist"
-                advice = "Create it, or fix"
-            elif not os.access(folder, os.W_OK | os.X_OK):
-                reason = f"{reason}; the directory {folder} is not writable by this user"
+    key = f"[{service}] database-url (or {env_name(service, 'database-url')}, which wins)"
+    advice = f"Check that the server is up and the database exists, or fix {key}"
+    if driver_cause(exc) == "full":
+        advice = "Make room on the database server's disk"
+    file = sqlite_file(parsed) if parsed is not None else None
+    if file is not None:
+        found, advice = _sqlite_advice(file, exc, key)
+        if found and reason.lower() in ("unable to open database file", ""):
+            reason = found  # SQLite's own words add nothing to it
+        elif found:
+            reason = f"{reason}; {found}"
+    elif parsed is not None and parsed.get_backend_name() == "sqlite":
+        advice = f"Fix {key}"
     stop = "" if reason.endswith((".", "?", "!")) else "."
-    return (
-        f"cannot open the database of {service} ({shown}): {mask_urls(reason)}{stop} {advice} "
-        f"[{service}] database-url (or {env_name(service, 'database-url')}, which wins)"
-    )
+    return f"cannot open the database of {service} ({shown}): {mask_urls(reason)}{stop} {advice}"
 
 
 def missing_sqlite_database(service: str, url: str | URL) -> str | None:
@@ -193,8 +254,8 @@ def missing_sqlite_database(service: str, url: str | URL) -> str | None:
     exists, or *url* is another backend, in memory or a ``file:`` URI.
     """
     file = sqlite_file(url)
-    if file is None or file.is_file():
-        return None
+    if file is None or file.exists():
+        return None  # another kind of file is not missing: opening it says what it is
     reason = FileNotFoundError(
         f"the database file {file.absolute()} does not exist "
         f"(`srcore migrate {service} upgrade` creates it; nothing else does)"
