@@ -1,4 +1,5 @@
-"""Moving-window counters in process memory, for the write limits and the login throttle.
+"""Moving-window counters in process memory, for the write limits, the login throttle and
+the rate limits Flask-Limiter keeps (through :class:`srcore.throttle.WindowsStorage`).
 
 The counts answer as ``limits``' moving-window storages do (:class:`srcore.throttle.Store`),
 so Redis and process memory are interchangeable behind :class:`srcore.throttle.FallbackStore`.
@@ -62,3 +63,10 @@ class MovingWindows:
     def clear(self, key: str) -> None:
         with self._lock:
             self._times.pop(key, None)
+
+    def reset(self) -> int:
+        """Forget every key; return how many there were."""
+        with self._lock:
+            count = len(self._times)
+            self._times.clear()
+            return count

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from srcore.throttle import Decision, Store, Throttle, ThrottleKey, make_store
+from srcore.throttle import Decision, Store, Throttle, ThrottleKey, WindowsStorage, make_store
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -155,13 +155,19 @@ def init_app(app: Flask) -> Limiter:
     limiter = Limiter(
         client_address,
         app=app,
-        storage_uri=redis_url or "memory://",
+        # srcore's moving windows (srcore.throttle.WindowsStorage): in Redis, or in process,
+        # each hit touching its own key. limits' memory storage, Flask-Limiter's own for
+        # "memory://" and for its in-memory fallback, walks every key it holds after each
+        # hit: with many addresses every POST of everyone would cost CPU in proportion.
         # While Redis is away each process counts on its own, rather than erring on every
-        # limited request; the limiter goes back to Redis once it answers.
-        in_memory_fallback_enabled=True,
-        storage_options={"socket_timeout": 2, "socket_connect_timeout": 2} if redis_url else {},
+        # limited request, and goes back to Redis once it answers.
+        storage_uri=f"{WindowsStorage.STORAGE_SCHEME[0]}://",
+        storage_options={"redis_url": redis_url, "timeout": 2},
+        strategy="moving-window",
         default_limits=[],
-        key_prefix=f"{st.service_id}-limits",
+        # Not the "-limits" of the fixed windows once kept: in Redis those keys hold counters,
+        # not the lists a moving window keeps.
+        key_prefix=f"{st.service_id}-windows",
     )
     _answer_429(app, limiter)
     from srcore.ratelimit import exempt_endpoints
