@@ -227,7 +227,29 @@ def _config(lineage: _Lineage) -> Config:
     config.set_main_option("version_locations", str(lineage.versions_dir).replace("%", "%%"))
     config.attributes["lineage"] = lineage.name
     config.attributes.update(_context_options(lineage))
+    _format_new_scripts(config)
     return config
+
+
+def _format_new_scripts(config: Config) -> None:
+    """Have Alembic run ruff over each script it writes, when ruff is installed.
+
+    Alembic writes its own layout (single quotes, its import order), which fails the
+    ``ruff check`` and ``ruff format --check`` a service's first CI run has: fixed and
+    formatted as written, with the settings of the project the script is in.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ruff") is None:
+        return
+    hooks = {"ruff_fix": "check --fix --quiet", "ruff_format": "format --quiet"}
+    config.set_section_option("post_write_hooks", "hooks", ", ".join(hooks))
+    for name, options in hooks.items():
+        config.set_section_option("post_write_hooks", f"{name}.type", "module")
+        config.set_section_option("post_write_hooks", f"{name}.module", "ruff")
+        config.set_section_option(
+            "post_write_hooks", f"{name}.options", f"{options} REVISION_SCRIPT_FILENAME"
+        )
 
 
 #: The advisory lock a PostgreSQL migration holds for its transaction (the key is arbitrary).
