@@ -141,3 +141,15 @@ def test_dates_and_datetimes_are_written_as_the_catalog_describes_them(app: Any,
     row = db.scalars(select(OutboxRow)).one()
     payload = json.loads(row.payload)
     assert (payload["due"], payload["at"]) == ("2026-12-24", "2026-12-03T17:00:00+00:00")
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
+def test_a_number_json_lacks_is_refused_at_emit(app: Any, db: Any, number: float) -> None:
+    """Python's json writes NaN and infinity as bare words no strict JSON parser takes: every
+    delivery of such an event would fail at its receiver. emit refuses it, where the
+    service's code can see why, and writes nothing."""
+    with app.app_context():
+        with pytest.raises(ValueError, match="must be JSON"):
+            emit("thing:created", {"id": 3, "name": "c", "score": number})
+        srcore.db.session.rollback()
+    assert count(db) == 0

@@ -80,14 +80,21 @@ def webhooks_state(app: Flask | None = None) -> WebhooksState:
 
 
 def dump_payload(data: Mapping[str, Any]) -> str:
-    """The JSON text stored for an event's data (ISO 8601 datetimes and dates)."""
+    """The JSON text stored for an event's data (ISO 8601 datetimes and dates).
+
+    Raises :class:`TypeError` for a value JSON cannot hold and :class:`ValueError` for a
+    number it cannot (NaN, infinity), which Python's ``json`` would write as bare ``NaN``:
+    every receiver's strict parser refuses that body, so every delivery would fail."""
 
     def default(value: Any) -> Any:
         if isinstance(value, datetime | date):  # as the event catalog's schemas say
             return value.isoformat()
         raise TypeError(f"cannot put {type(value).__name__} in a webhook payload")
 
-    return json.dumps(dict(data), default=default, separators=(",", ":"))
+    try:
+        return json.dumps(dict(data), default=default, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:  # NaN or infinity (JSON has no such numbers), or a cycle
+        raise ValueError(f"a webhook payload must be JSON: {exc}") from None
 
 
 def insert_event(
