@@ -275,7 +275,8 @@ def _user_event(user: User, *kinds: str) -> None:
 
 
 def _end_grants(user: User) -> None:
-    """Revoke every grant and personal access token of *user*, each with its own event.
+    """Revoke every grant and personal access token of *user*, each with its own event,
+    and spend the codes not exchanged yet (each would make a grant).
 
     The ``user`` event that goes with this cuts off on whole seconds; these events end
     exactly the tokens issued so far, also those of the cut-off's own second.
@@ -287,6 +288,7 @@ def _end_grants(user: User) -> None:
     from meta.oauth.models import Grant, PersonalAccessToken
 
     session = _session_of(user)
+    events.spend_codes(session, user.id)  # first: see spend_codes
     lifetime = _MAX_ACCESS_SECONDS
     if has_app_context() and "meta.oauth" in current_app.extensions:
         lifetime = current_app.extensions["meta.oauth"].access_seconds

@@ -21,10 +21,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import and_, event, or_, select
+from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from meta.oauth.models import Grant, PersonalAccessToken, RevocationEvent
+from meta.oauth.models import AuthorizationCode, Grant, PersonalAccessToken, RevocationEvent
 from meta.oauth.network import Network
 from srcore.db import utcnow
 from srcore.identity import protocol
@@ -38,6 +38,7 @@ __all__ = [
     "revoke_descendants",
     "revoke_grant",
     "revoke_pat",
+    "spend_codes",
 ]
 
 KINDS = protocol.KINDS
@@ -93,6 +94,23 @@ def revoke_grant(session: Session, grant: Grant, *, lifetime: int) -> None:
     if grant.revoked_at is None:
         grant.revoked_at = utcnow()
     emit(session, "grant", grant.id, expires_at=int(time.time()) + lifetime)
+
+
+def spend_codes(session: Session, user_id: int, client_id: str | None = None) -> None:
+    """Spend the codes of *user_id* (given to *client_id*, or to any client) that no
+    client has exchanged yet: a code is a grant waiting to be made, and what revokes the
+    grants must also stop the ones not made yet. The token endpoint then refuses them as
+    used (the grant to revoke with them is none).
+
+    Called before the grants are read: a code being exchanged at this moment is held by
+    its exchange, so on PostgreSQL this waits for it, and the grant it made is then found.
+    """
+    query = update(AuthorizationCode).where(
+        AuthorizationCode.user_id == user_id, AuthorizationCode.used_at.is_(None)
+    )
+    if client_id is not None:
+        query = query.where(AuthorizationCode.client_id == client_id)
+    session.execute(query.values(used_at=utcnow()).execution_options(synchronize_session=False))
 
 
 def install(factory: sessionmaker[Session], network: Network) -> None:

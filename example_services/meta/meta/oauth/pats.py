@@ -389,11 +389,14 @@ def _has_access(user_id: int, client_id: str) -> bool:
 
 
 def revoke_user_client(user_id: int, client_id: str) -> None:
-    """End every grant *user_id* gave *client_id* and forget the consent; caller commits."""
+    """End every grant *user_id* gave *client_id* (and the codes that would make one) and
+    forget the consent; caller commits."""
     st = oauth_state()
     client = st.query_client(client_id)
     name = client.name if client is not None else client_id
     audit.record(db_session, audit.Kind.app_revoked, user_id, detail=name)
+    # The codes not exchanged yet first: each would make a grant after this one.
+    events.spend_codes(db_session, user_id, client_id)
     for grant in db_session.scalars(
         select(Grant).where(
             Grant.user_id == user_id, Grant.client_id == client_id, Grant.revoked_at.is_(None)
