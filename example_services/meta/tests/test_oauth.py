@@ -552,12 +552,11 @@ def test_public_client_must_use_s256(oauth_app: Any, browser: Any, accounts: Any
     }
     no_verifier = browser.post("/oauth/token", data=form)
     assert no_verifier.status_code == 400
-    code = get_code(
-        browser,
-        (verifier, challenge),
-        client_id=app_client["id"],
-        redirect_uri="http://127.0.0.1:8765/cb",
+    # A native app is asked about every time (RFC 8252 8.6): approve again.
+    approved = browser.post(
+        url, data={"decision": "approve", "csrf_token": _csrf_token(browser, url)}
     )
+    code = query_of(approved.headers["Location"])["code"]
     ok = browser.post("/oauth/token", data={**form, "code": code, "code_verifier": verifier})
     assert ok.status_code == 200, ok.get_json()
     claims = verifier_for(oauth_app).verify(ok.get_json()["access_token"]).claims

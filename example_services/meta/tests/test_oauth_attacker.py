@@ -135,3 +135,107 @@ def test_a_code_exchanged_before_the_revocation_dies_with_its_grant(
     token = csrf_of(browser.get("/security").get_data(as_text=True))
     browser.post(f"/security/applications/{gadget['id']}/revoke", data={"csrf_token": token})
     assert _profile(oauth_app, tokens["access_token"]) == 401
+
+
+# -- another program on the user's machine, with a public client's id -----------------------
+
+
+@pytest.mark.parametrize(
+    ("registered", "used"),
+    [
+        ("http://127.0.0.1/cb", "http://127.0.0.1:5555/cb"),
+        ("com.example.app:/cb", "com.example.app:/cb"),
+    ],
+)
+def test_a_native_apps_remembered_consent_is_not_given_to_whoever_names_it(
+    oauth_app: Any, browser: Any, accounts: Any, registered: str, used: str
+) -> None:
+    """A native app's client id is public, and any program on the machine can listen on a
+    loopback port or claim a private-use scheme: a request naming the app proves nothing
+    of who sent it (RFC 8252 8.6). The user approved the real app once; the impostor's
+    request, with a verifier of its own, must get the consent page, not a code."""
+    native = register_client(oauth_app, accounts, confidential=False, redirect=registered)
+    real_port = "http://127.0.0.1:4444/cb" if registered.startswith("http:") else registered
+    _code(browser, native["id"], real_port)  # the real app, approved by the user
+    verifier, challenge = pkce()
+    silent = browser.get(authorize_url(native["id"], used, challenge=challenge))
+    assert silent.status_code == 200, silent.headers.get("Location")
+    assert "Authorize" in silent.get_data(as_text=True)
+    # prompt=none cannot skip the page either: the client is told consent is required.
+    none = browser.get(
+        authorize_url(native["id"], used, challenge=challenge, scope="openid", prompt="none")
+    )
+    assert none.status_code == 302
+    assert query_of(none.headers["Location"])["error"] == "consent_required"
+    # Approved on the page, the flow works as before.
+    approved = _approve(browser, authorize_url(native["id"], used, challenge=challenge))
+    code = query_of(approved.headers["Location"])["code"]
+    response = oauth_app.test_client().post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": used,
+            "client_id": native["id"],
+            "code_verifier": verifier,
+        },
+    )
+    assert response.status_code == 200, response.get_json()
+
+
+def test_a_browser_apps_consent_is_remembered(oauth_app: Any, browser: Any, accounts: Any) -> None:
+    """A public client whose redirect URI is https gets its code only on its own site:
+    the consent is remembered for it as for a confidential client."""
+    spa = register_client(oauth_app, accounts, confidential=False)
+    _code(browser, spa["id"])
+    again = browser.get(authorize_url(spa["id"], REDIRECT, challenge=pkce()[1]))
+    assert again.status_code == 302 and "code" in query_of(again.headers["Location"])
+
+
+# -- what the consent page says ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://\u0430pple.com/cb",  # a Cyrillic a: the browser goes to xn--pple-43d.com
+        "https://ex\u202eample.com/cb",  # a right-to-left override
+        "https://app.example/c\u200bb",  # a zero-width space
+        "com.example.app:/\u202ecb",
+    ],
+)
+def test_a_redirect_uri_must_be_printable_ascii(oauth_app: Any, accounts: Any, uri: str) -> None:
+    """The consent page names where the browser will be sent; a host written in another
+    script (or reversed by a bidi override) reads as a trusted name while the browser
+    goes to its xn-- form. A redirect URI is registered as ASCII (RFC 3986)."""
+    from oidc_helpers import post_client_form
+
+    developer = log_in_client(oauth_app.test_client(), accounts.make("developer"))
+    for field in ("redirect_uris", "post_logout_redirect_uris"):
+        data = {"name": "Gadget", "redirect_uris": REDIRECT, "kind": "public", field: uri}
+        response = post_client_form(developer, data)
+        assert response.status_code == 400, (field, uri)
+        assert "ASCII" in response.get_data(as_text=True)
+
+
+def test_the_consent_page_shows_a_non_ascii_host_for_what_it_is(
+    oauth_app: Any, browser: Any, accounts: Any
+) -> None:
+    """An application registered before the rule, with a host in another script: the page
+    shows each character that is not ASCII as its code point, never the look-alike."""
+    from meta.oauth.models import OAuthClient
+    from sqlalchemy import update
+
+    gadget = register_client(oauth_app, accounts, confidential=True)
+    spoof = "https://\u0430pple.com/cb"
+    with oauth_app.extensions["srcore"].db.transaction() as session:
+        session.execute(
+            update(OAuthClient)
+            .where(OAuthClient.client_id == gadget["id"])
+            .values(redirect_uris=spoof)
+        )
+    page = browser.get(authorize_url(gadget["id"], spoof, challenge=pkce()[1]))
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "\u0430pple.com" not in text
+    assert "&lt;U+0430&gt;pple.com" in text

@@ -185,12 +185,19 @@ def check_redirect_uri_value(uri: str) -> str | None:
 
     HTTPS anywhere; plain HTTP only on the loopback interface, and private-use schemes
     named after a domain (``com.example.app:/cb``), for native apps (RFC 8252). No fragment
-    (RFC 6749 3.1.2), no user info, and it must be absolute.
+    (RFC 6749 3.1.2), no user info, it must be absolute, and printable ASCII only.
     """
     if len(uri) > 512:
         return "A redirect URI may be at most 512 characters long."
     if any(c.isspace() or c == "\x00" for c in uri):
         return "A redirect URI may not contain spaces."
+    if not all(" " < c < "\x7f" for c in uri):
+        # The consent page names the host: one in another script reads as the site it
+        # imitates while the browser goes to its xn-- form; a bidi override reverses it.
+        return (
+            f"{uri!a} may hold only printable ASCII (RFC 3986): write a domain name in its "
+            "xn-- form and percent-encode other characters."
+        )
     try:
         parts = urlsplit(uri)
         port = parts.port

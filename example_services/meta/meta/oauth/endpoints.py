@@ -196,7 +196,7 @@ def authorize() -> Any:
             return _authorize_error(error)
         if reauth is not None:
             return reauth
-    ask = "consent" in prompts and not isinstance(client, FirstPartyClient)
+    ask = "consent" in prompts or not _identified_by_redirect(client, grant.redirect_uri)
     if isinstance(client, FirstPartyClient) or (
         not ask and _remembered(user.id, client.client_id, scope)
     ):
@@ -230,6 +230,20 @@ def authorize() -> Any:
     )
 
 
+def _identified_by_redirect(client: Any, redirect_uri: str | None) -> bool:
+    """Whether a request naming *client* can only have come from it, as far as its code
+    goes: a confidential client proves itself at the token endpoint, and a public one's
+    code reaches only its https redirect URI. Any program on the user's machine may listen
+    on a loopback port or claim a private-use scheme with a public client's id (which is
+    no secret) and a verifier of its own, so such a request is asked about every time,
+    however often the user approved the real app (RFC 8252 8.6)."""
+    if client.confidential:
+        return True
+    from urllib.parse import urlsplit
+
+    return urlsplit(redirect_uri or "").scheme == "https"
+
+
 def _shown_name(name: str) -> str | Markup:
     """The client's name as the consent page shows it: as it is, unless it holds what a
     name may not (registered before the rule, say): then with those characters shown as
@@ -241,11 +255,16 @@ def _shown_name(name: str) -> str | Markup:
 
 
 def _host(uri: str | None) -> str:
+    """Where the consent page says the browser goes. A host in another script (a
+    registration from before redirect URIs had to be ASCII) is shown with each character
+    that is not printable ASCII as ``<U+…>``: its look-alike (a Cyrillic a, U+0430, in
+    "apple.com") would name a site the browser, going to the xn-- form, never visits."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(uri or "")
     # A native app's private-use scheme (com.example.app:/cb) has no host: show the scheme.
-    return parts.netloc or parts.scheme
+    host = parts.netloc or parts.scheme
+    return "".join(c if " " < c < "\x7f" else f"<U+{ord(c):04X}>" for c in host)
 
 
 def _remembered(user_id: int, client_id: str, scope: str) -> bool:
