@@ -201,3 +201,22 @@ def test_a_subject_of_non_ascii_digits_names_no_account() -> None:
 
     event = SimpleNamespace(kind="user", subject="\u0661\u0660", not_before=int(time.time()))
     assert _untrusted(event) is None
+
+
+def test_a_suspension_after_metas_restore_from_a_dump_stops_deliveries(
+    service: Any, fake: FakeMeta
+) -> None:
+    """meta restored from a dump numbers its new events from the dump's last seq again. A
+    suspension made after the restore is numbered below the unsuspension the restore lost,
+    which this service applied: the subscriptions follow the new numbering all the same."""
+    alices, bobs = subscription(service, 7), subscription(service, 8)
+    puller = service.extensions["srcore"].identity.puller
+    fake.add_event("token", "dumped", expires_at=int(time.time()) + 600)  # seq 1: the dump
+    fake.add_event("suspend", "7")
+    fake.add_event("unsuspend", "7")
+    puller.pull_once()
+    assert emitted(service) == {alices: "pending", bobs: "pending"}
+    del fake.events[1:]  # pg_restore of the dump
+    fake.add_event("suspend", "7")  # seq 2 again
+    puller.pull_once()
+    assert emitted(service) == {bobs: "pending"}

@@ -30,7 +30,7 @@ from srcore.webhooks.settings import MailNotifier
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["after_revocations", "apply_with_change"]
+__all__ = ["after_revocations", "after_rewind", "apply_with_change"]
 
 log = logging.getLogger("srcore.webhooks")
 
@@ -166,4 +166,12 @@ def after_revocations(app: Flask, events: Sequence[Any]) -> None:
     """Apply meta's revocation *events* to *app*'s subscriptions in a transaction of their own."""
     with app.extensions["srcore"].db.session() as session:
         apply_with_change(app, session, events)
+        session.commit()
+
+
+def after_rewind(app: Flask) -> None:
+    """meta's numbering went back (restored from a dump): the suspension states stand, but
+    the next event about each account decides, whatever its seq."""
+    with app.extensions["srcore"].db.session() as session:
+        session.execute(update(Account).values(seq=0))
         session.commit()

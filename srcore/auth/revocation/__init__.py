@@ -18,6 +18,7 @@ from srcore.auth.revocation.extension import (
     RevocationState,
     init_app,
     on_revocations,
+    on_rewind,
     state_of,
 )
 from srcore.auth.revocation.fanout import RedisFanout, make_fanout
@@ -68,6 +69,7 @@ __all__ = [
     "make_seen_messages",
     "make_store",
     "on_revocations",
+    "on_rewind",
     "parse_events",
     "receive_events",
     "state_of",

@@ -18,6 +18,7 @@ from srcore.auth.revocation.state import (
     Listener,
     RevocationState,
     on_revocations,
+    on_rewind,
     state_of,
 )
 from srcore.auth.revocation.store import MemoryRevocationStore
@@ -33,6 +34,7 @@ __all__ = [
     "Revocations",
     "init_app",
     "on_revocations",
+    "on_rewind",
     "state_of",
 ]
 

@@ -63,6 +63,9 @@ class RevocationPuller:
         #: Called with the events of each pull once the store has them (the app's webhook
         #: subscriptions follow them: :func:`srcore.webhooks.accounts.after_revocations`).
         self.listeners: list[Callable[[list[RevocationEvent]], None]] = []
+        #: Called when meta's numbering went back (:meth:`_rewind`), before its whole list
+        #: is read again: whatever kept seqs of the old numbering lets the new one decide.
+        self.rewind_listeners: list[Callable[[], None]] = []
 
     def pull_once(self) -> int:
         """Apply every event meta has that this process has not pulled yet; return how many.
@@ -153,6 +156,11 @@ class RevocationPuller:
         :meth:`RevocationStore.rewind`."""
         self.store.rewind()
         self._seq, self._last, self._holes = 0, None, {}
+        for listener in self.rewind_listeners:
+            try:
+                listener()
+            except Exception:  # logged for the operator; the events are read again anyway
+                log.exception("following meta's new numbering of revocations failed")
 
     def first_pull(self) -> bool:
         """Start pulling, wait at most :attr:`first_wait` for the first round; say if it read.

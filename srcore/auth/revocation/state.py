@@ -17,7 +17,14 @@ from srcore.identity.protocol import RevocationEvent
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["EXTENSION_KEY", "Listener", "RevocationState", "on_revocations", "state_of"]
+__all__ = [
+    "EXTENSION_KEY",
+    "Listener",
+    "RevocationState",
+    "on_revocations",
+    "on_rewind",
+    "state_of",
+]
 
 #: Told the events meta sent once the store has them (pushed or pulled).
 Listener = Callable[[list[RevocationEvent]], None]
@@ -69,3 +76,15 @@ def on_revocations(app: Flask, listener: Listener) -> None:
     state = app.extensions.get(EXTENSION_KEY)
     if isinstance(state, RevocationState):
         state.listeners.append(listener)
+
+
+def on_rewind(app: Flask, listener: Callable[[], None]) -> None:
+    """Call *listener* when *app*'s pull finds meta's numbering of revocations went back (meta
+    restored from a dump), before it reads meta's whole list again.
+
+    Whatever kept the seq of an event to rank later ones (a suspension's) must let the new
+    numbering decide, as the revocation store does. A listener that raises is logged.
+    """
+    state = app.extensions.get(EXTENSION_KEY)
+    if isinstance(state, RevocationState) and state.link.puller is not None:
+        state.link.puller.rewind_listeners.append(listener)
