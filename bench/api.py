@@ -364,9 +364,10 @@ def under_gunicorn(
                 cpu[kind].append((served[kind].cpu_seconds() - before) / count * 1e6)
     result = {kind: statistics.median(values) for kind, values in rates.items()}
     result.update({f"{kind}_cpu_us": statistics.median(cpu[kind]) for kind in kinds})
-    result["ratio"] = statistics.median(
-        s / b for s, b in zip(rates["srcore"], rates["bare"], strict=True)
-    )
+    ratios = [s / b for s, b in zip(rates["srcore"], rates["bare"], strict=True)]
+    result["ratio"] = statistics.median(ratios)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    result["ratio_q1"], result["ratio_q3"] = quartiles[0], quartiles[-1]
     result["cpu_ratio"] = result["srcore_cpu_us"] / result["bare_cpu_us"]
     return result
 
@@ -382,7 +383,7 @@ def section(backends: list[str], *, quick: bool, show_profile: bool = False) -> 
     print("   (same cached statement, same ticket_json; the bare app's auth is a dict lookup)")
     print(
         f"   in process, {rounds} rounds of {n} requests in turns (ABBA): median µs per"
-        " request, median ratio (quartiles)"
+        " request, median ratio srcore / bare (quartiles): above 1, srcore is slower"
     )
     print(f"   {'backend':<11}{'srcore µs':>10}{'bare µs':>10}{'ratio':>8}{'':12} round trips")
     served_results: list[tuple[str, dict[str, float] | str]] = []
@@ -403,6 +404,7 @@ def section(backends: list[str], *, quick: bool, show_profile: bool = False) -> 
                 f"   (srcore sends {describe(wires['srcore'])}; bare {describe(wires['bare'])})"
             )
             if show_profile:
+                print(textwrap_indent(calls_by_hook(setup)))
                 print(textwrap_indent(profile(setup, n=2000)))
             if shutil.which("wrk") is None:
                 served_results.append((backend, "wrk is not installed (apt-get install wrk)"))
@@ -425,7 +427,7 @@ def section(backends: list[str], *, quick: bool, show_profile: bool = False) -> 
         f"{wrk_rounds} rounds of {seconds:g} s each, in turns:"
     )
     print(
-        f"   {'backend':<11}{'srcore r/s':>11}{'bare r/s':>10}{'ratio':>8}"
+        f"   {'backend':<11}{'srcore r/s':>11}{'bare r/s':>10}{'ratio':>8}{'':12}"
         f"{'srcore CPU µs':>15}{'bare CPU µs':>13}{'ratio':>8}"
     )
     for backend, served_result in served_results:
@@ -434,11 +436,101 @@ def section(backends: list[str], *, quick: bool, show_profile: bool = False) -> 
             continue
         print(
             f"   {backend:<11}{served_result['srcore']:>11.0f}{served_result['bare']:>10.0f}"
-            f"{served_result['ratio']:>8.2f}{served_result['srcore_cpu_us']:>15.0f}"
+            f"{served_result['ratio']:>8.2f}"
+            f" ({served_result['ratio_q1']:.2f}-{served_result['ratio_q3']:.2f})"
+            f"{served_result['srcore_cpu_us']:>15.0f}"
             f"{served_result['bare_cpu_us']:>13.0f}{served_result['cpu_ratio']:>8.2f}"
         )
-    print("   (r/s ratio: median of the rounds' ratios; CPU: the workers' own, per request)")
+    print(
+        "   (r/s ratio srcore / bare: median of the rounds' ratios (quartiles), below 1 srcore"
+        " serves fewer;\n   CPU: the workers' own per request, ratio above 1 srcore spends more)"
+    )
     print("   goal on PostgreSQL: req/s ratio at least 1.00\n")
+
+
+def calls_by_hook(setup: Setup, *, n: int = 200) -> str:
+    """Python function calls per request of each side, by the hook or view they run under.
+
+    Unlike time, a count does not move with the machine's load, so it shows where a gap
+    between the two apps lies even on a busy machine. Each call is counted for the
+    innermost of the app's own functions running it: a before/after-request hook, a
+    teardown, the view (with the query it runs); "flask + werkzeug" is everything else
+    (routing, contexts, the response's WSGI call).
+    """
+    counts: dict[str, dict[str, float]] = {}
+    for kind in ("srcore", "bare"):
+        if kind == "srcore":
+            app, authorization = build_srcore(setup), setup.bearer
+        else:
+            app, authorization = build_bare(setup)[0], BARE_TOKEN
+        call = wsgi_caller(app, network.TICKET_PATH, {"Authorization": authorization})
+        for _ in range(20):
+            call()
+        counts[kind] = _count_calls(app, call, n=n)
+        if kind == "srcore":
+            app.extensions["srcore"].db.dispose()
+    totals = {kind: sum(found.values()) for kind, found in counts.items()}
+    lines = [
+        "Python calls per request (under the innermost hook or view):"
+        f" srcore {totals['srcore']:.0f}, bare {totals['bare']:.0f}"
+    ]
+    names = sorted(
+        set(counts["srcore"]) | set(counts["bare"]),
+        key=lambda name: -(counts["srcore"].get(name, 0) - counts["bare"].get(name, 0)),
+    )
+    for name in names:
+        mine, theirs = counts["srcore"].get(name, 0.0), counts["bare"].get(name, 0.0)
+        lines.append(f"  {name:<58}{mine:>7.0f}{theirs:>7.0f}{mine - theirs:>+7.0f}")
+    return "\n".join(lines) + "\n"
+
+
+def _count_calls(app: Any, call: Callable[[], int], *, n: int) -> dict[str, float]:
+    """Calls per request of *n* calls, keyed by the innermost hook or view of *app*."""
+    roots: dict[Any, str] = {}
+    hooks = {
+        "before": app.before_request_funcs.get(None, []),
+        "after": app.after_request_funcs.get(None, []),
+        "teardown": app.teardown_appcontext_funcs,
+        "view": app.view_functions.values(),
+    }
+    for where, functions in hooks.items():
+        for function in functions:
+            while function is not None:  # a decorated view: the decorator(s), then the view
+                code = getattr(function, "__code__", None)
+                inner = getattr(function, "__wrapped__", None)
+                if code is not None:  # named by its code: functools.wraps copies the names
+                    module = function.__globals__.get("__name__", "?")
+                    name = f"{module}.{code.co_qualname}".replace(".<locals>", "")
+                    if where != "view":
+                        roots.setdefault(code, f"{where}: {name}")
+                    elif inner is not None:
+                        roots.setdefault(code, f"view decorator: {name}")
+                    else:  # the two apps' views run the same query and the same JSON
+                        roots.setdefault(code, "view (its query included)")
+                function = inner
+    counts: dict[str, int] = {}
+    stack: list[str | None] = []
+
+    def owner() -> str:
+        return next((name for name in reversed(stack) if name), "flask + werkzeug")
+
+    def tracer(frame: Any, event: str, _arg: Any) -> None:
+        if event == "call":
+            stack.append(roots.get(frame.f_code))
+            counts[owner()] = counts.get(owner(), 0) + 1
+        elif event == "return":
+            if stack:
+                stack.pop()
+        elif event == "c_call":
+            counts[owner()] = counts.get(owner(), 0) + 1
+
+    sys.setprofile(tracer)
+    try:
+        for _ in range(n):
+            call()
+    finally:
+        sys.setprofile(None)
+    return {name: count / n for name, count in counts.items()}
 
 
 def describe(sent: list[str]) -> str:

@@ -8,7 +8,8 @@
    verified locally) against a bare Flask + SQLAlchemy app running todo's same cached
    statement and JSON code behind a dict lookup for auth; on SQLite and, when reachable,
    PostgreSQL: time per request in process, round trips on the wire, and requests per
-   second under gunicorn with ``wrk`` (``--profile`` adds a cProfile of srcore's side).
+   second under gunicorn with ``wrk`` (``--profile`` adds each side's Python calls per
+   request by hook, which the machine's load does not move, and a cProfile of srcore's).
 2. ``import + create_app`` of todo against ``import + Flask() + create_engine`` of a bare
    Flask + SQLAlchemy app, in fresh interpreters.
 3. (``auth``, bench/auth.py) the same todo route with a Bearer JWT issued by a real meta
@@ -125,7 +126,9 @@ def main() -> int:
         help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="api: print a cProfile of srcore's requests"
+        "--profile",
+        action="store_true",
+        help="api: print calls per request by hook (both sides) and a cProfile of srcore's",
     )
     options = parser.parse_args()
     only = [name.strip() for name in options.only.split(",") if name.strip()]
