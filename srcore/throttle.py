@@ -15,8 +15,8 @@ Each counter is three keys of the storage's moving-window log: every failure's t
 last failure's while locked (``lock``). :func:`make_store` picks the storage from
 ``[global] redis-url`` (``limits``' Redis storage, shared by every worker and host) or
 keeps it in process (:class:`srcore.windows.MovingWindows`, capped at a number of keys).
-:class:`WindowsStorage` puts the same choice behind a ``limits`` storage URI (``srcore://``)
-for Flask-Limiter's moving-window strategy.
+:class:`srcore.limiter_storage.WindowsStorage` puts the same choice behind a ``limits``
+storage URI (``srcore://``) for Flask-Limiter's moving-window strategy.
 
 Both stamp entries with :func:`time.time` and take no clock, so this module reads the
 time the same way: tests move ``time.time`` rather than pass a clock.
@@ -30,9 +30,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NoReturn, Protocol
-
-from limits.storage import MovingWindowSupport, Storage
+from typing import Any, Protocol
 
 from srcore.extras import MissingExtraError
 
@@ -42,7 +40,6 @@ __all__ = [
     "Store",
     "Throttle",
     "ThrottleKey",
-    "WindowsStorage",
     "make_store",
 ]
 
@@ -282,70 +279,3 @@ class FallbackStore:
 
     def clear(self, key: str) -> None:
         self._use("clear", key)
-
-
-class WindowsStorage(Storage, MovingWindowSupport):
-    """A :mod:`limits` storage for Flask-Limiter's moving-window strategy, over
-    :func:`make_store`: ``Limiter(storage_uri="srcore://", strategy="moving-window",
-    storage_options={"redis_url": url})``.
-
-    With no ``redis_url`` the windows are kept in process (:class:`srcore.windows.MovingWindows`,
-    at most ``max_keys`` keys), where ``limits``' own memory storage would walk every key it
-    holds after each hit. With one they are kept in Redis, and in process while Redis cannot
-    be reached (:class:`FallbackStore`): Flask-Limiter's own fallback for that is ``limits``'
-    memory storage again, so it is left off and this storage never raises for Redis.
-
-    Only the moving-window strategy is served: the fixed-window calls raise.
-    """
-
-    STORAGE_SCHEME = ["srcore"]
-
-    def __init__(
-        self,
-        uri: str | None = None,
-        wrap_exceptions: bool = False,
-        *,
-        redis_url: str = "",
-        timeout: float = 2.0,
-        max_keys: int = 100_000,
-    ) -> None:
-        super().__init__(uri, wrap_exceptions=wrap_exceptions)
-        self.store = make_store(redis_url, timeout=float(timeout), max_keys=int(max_keys))
-
-    @property
-    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
-        # Redis's errors are caught by the FallbackStore; nothing else is the storage's.
-        return ()
-
-    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        return self.store.acquire_entry(key, limit, expiry, amount)
-
-    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        return self.store.get_moving_window(key, limit, expiry)
-
-    def clear(self, key: str) -> None:
-        self.store.clear(key)
-
-    def check(self) -> bool:
-        # Counting goes on (in process) while Redis is away.
-        return True
-
-    def reset(self) -> int | None:
-        from srcore.windows import MovingWindows
-
-        if isinstance(self.store, MovingWindows):
-            return self.store.reset()
-        # limits' Redis reset deletes every key under its prefix, the throttle's too.
-        raise NotImplementedError("rate limits kept in Redis are not reset from here")
-
-    def _fixed_window(self) -> NoReturn:
-        raise NotImplementedError(f"{type(self).__name__} serves the moving-window strategy only")
-
-    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        self._fixed_window()
-
-    def get(self, key: str) -> int:
-        self._fixed_window()
-
-    def get_expiry(self, key: str) -> float:
-        self._fixed_window()

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from srcore.throttle import Decision, Store, Throttle, ThrottleKey, WindowsStorage, make_store
+from srcore.limiter_storage import WindowsStorage
+from srcore.throttle import Decision, Store, Throttle, ThrottleKey, make_store
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -155,7 +156,7 @@ def init_app(app: Flask) -> Limiter:
     limiter = Limiter(
         client_address,
         app=app,
-        # srcore's moving windows (srcore.throttle.WindowsStorage): in Redis, or in process,
+        # srcore's moving windows (srcore.limiter_storage.WindowsStorage): in Redis, or in process,
         # each hit touching its own key. limits' memory storage, Flask-Limiter's own for
         # "memory://" and for its in-memory fallback, walks every key it holds after each
         # hit: with many addresses every POST of everyone would cost CPU in proportion.
