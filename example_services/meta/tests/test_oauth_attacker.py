@@ -239,3 +239,45 @@ def test_the_consent_page_shows_a_non_ascii_host_for_what_it_is(
     text = page.get_data(as_text=True)
     assert "\u0430pple.com" not in text
     assert "&lt;U+0430&gt;pple.com" in text
+
+
+# -- meta's address as a way to the application's site ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"scope": "made/up:RO"},  # a scope no service has
+        {"challenge": None},  # no PKCE
+    ],
+)
+def test_a_wrong_request_does_not_bounce_a_stranger_to_the_application(
+    oauth_app: Any, accounts: Any, wrong: dict[str, Any]
+) -> None:
+    """An application sends people a link to meta that it made wrong on purpose: its error
+    goes to the application's redirect URI. Followed by someone not logged in, it must
+    lead to meta's login page, not straight through meta to the application's site (RFC
+    9700 4.11.2: authenticate the user first)."""
+    gadget = register_client(oauth_app, accounts, confidential=True)
+    options: dict[str, Any] = {"challenge": pkce()[1], **wrong}
+    url = authorize_url(gadget["id"], REDIRECT, **options)
+    stranger = oauth_app.test_client()
+    response = stranger.get(url)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?"), response.headers["Location"]
+    # Logged in, the application is told what was wrong, as before.
+    browser = log_in_client(oauth_app.test_client(), accounts.make("alice"))
+    told = browser.get(url)
+    assert told.status_code == 302 and told.headers["Location"].startswith(REDIRECT)
+    assert "error" in query_of(told.headers["Location"])
+
+
+def test_prompt_none_without_a_session_is_still_answered_at_once(
+    oauth_app: Any, accounts: Any
+) -> None:
+    gadget = register_client(oauth_app, accounts, confidential=True)
+    url = authorize_url(
+        gadget["id"], REDIRECT, challenge=pkce()[1], scope="made/up:RO", prompt="none"
+    )
+    response = oauth_app.test_client().get(url)
+    assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT)

@@ -166,12 +166,15 @@ def authorize() -> Any:
     try:
         grant = server.get_consent_grant(end_user=user)
     except OAuth2Error as error:
+        if user is None and error.redirect_uri and not _silent():
+            # Any registered application can make a request it knows is wrong (a made-up
+            # scope), and its error goes to a redirect URI of its choosing: sent to a
+            # stranger, meta's address would bounce them to its site. The user logs in
+            # first (RFC 9700 4.11.2); only prompt=none is answered without.
+            return _log_in_first()
         return _authorize_error(error)
     if user is None:
-        target = request.full_path if request.method == "GET" else None
-        if target is None:
-            return error_response(401, "Log in first.", title="Not logged in")
-        return redirect("/login?" + urlencode({"next": target}))
+        return _log_in_first()
     if not user.is_active:
         if user.is_suspended:
             notice = user.suspension_notice or "This account is suspended."
@@ -228,6 +231,18 @@ def authorize() -> Any:
         redirect_host=_host(grant.redirect_uri),
         action=request.full_path,
     )
+
+
+def _silent() -> bool:
+    """Whether the authorization request asks for no page at all (``prompt=none``)."""
+    return "none" in str(request.values.get("prompt") or "").split()
+
+
+def _log_in_first() -> Response:
+    """The login page, with the authorization request (a GET) to come back to."""
+    if request.method != "GET":
+        return error_response(401, "Log in first.", title="Not logged in")
+    return redirect("/login?" + urlencode({"next": request.full_path}))
 
 
 def _identified_by_redirect(client: Any, redirect_uri: str | None) -> bool:
