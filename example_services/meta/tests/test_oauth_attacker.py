@@ -281,3 +281,21 @@ def test_prompt_none_without_a_session_is_still_answered_at_once(
     )
     response = oauth_app.test_client().get(url)
     assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT)
+
+
+@pytest.mark.parametrize(
+    "name", ["meta", "Todo", "T.O.D.O", "srcore test network", "SRCORE-Test-Network"]
+)
+def test_an_application_cannot_take_the_name_of_the_site_or_a_service(
+    oauth_app: Any, accounts: Any, name: str
+) -> None:
+    """The network's services never show a consent page; an application that calls
+    itself "Todo" shows one that reads as the service's own."""
+    from oidc_helpers import post_client_form
+
+    developer = log_in_client(oauth_app.test_client(), accounts.make("developer"))
+    data = {"name": name, "redirect_uris": REDIRECT, "kind": "public"}
+    response = post_client_form(developer, data)
+    assert response.status_code == 400, name
+    assert "name of this site or one of its services" in response.get_data(as_text=True)
+    assert post_client_form(developer, {**data, "name": f"{name} helper"}).status_code == 200

@@ -81,6 +81,21 @@ def _is_private_literal(host: str) -> bool:
         return False
 
 
+def _letters(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def _first_party_name(name: str) -> bool:
+    """Whether *name* reads as the site or one of its services (``Meta``, ``TODO``,
+    ``srcore-test network``): the consent page puts an application's name where the user
+    decides whom to trust, and the network's own services never ask."""
+    from srcore.app import state
+
+    config = state().config
+    taken = {_letters(str(config.global_["site-name"])), *map(_letters, config.services)}
+    return _letters(name) in taken - {""}
+
+
 def _mine(user_id: int) -> list[OAuthClient]:
     """The account's applications, newest first: at most :data:`MAX_CLIENTS` (an account
     may hold more from before there was a limit; deleting some shows the rest)."""
@@ -133,6 +148,12 @@ def register_client() -> Any:
     # A failed registration shows the page again with the errors (400).
     valid = Validation.form("meta/oauth/clients.html", _context)
     name = valid.require("name", max_length=128, text="name", label="Name")
+    if name is not None and _first_party_name(name):
+        valid.error(
+            f"{name} is the name of this site or one of its services: an application "
+            "registered here is not one of them, and its consent page must not say so.",
+            "name",
+        )
     uris_text = valid.require("redirect_uris", max_length=6000, label="Redirect URIs")
     kind = valid.require("kind", "enum", choices=("confidential", "public"), label="Kind")
     uris = [line.strip() for line in (uris_text or "").splitlines() if line.strip()]
