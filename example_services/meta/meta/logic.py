@@ -386,7 +386,19 @@ def unsuspend(session: Session, user: User) -> None:
 
 
 def delete_user(session: Session, user: User) -> None:
-    """Delete the account; its id is never handed out again."""
+    """Delete the account; its id is never handed out again.
+
+    Its webhook subscriptions at meta go too (their delivery logs with them): nothing
+    else holds the receiver URLs and secrets of an account that is gone, and no owner is
+    left to enable them again or to be told they were disabled.
+    """
+    from srcore.webhooks.models import Subscription
+
+    session.execute(
+        delete(Subscription).where(
+            Subscription.owner_id == user.id, Subscription.trusted.is_(False)
+        )
+    )
     signals.account_deleted.send(user)
     end_web_sessions(session, user.id)
     session.delete(user)
