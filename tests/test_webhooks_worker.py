@@ -186,3 +186,32 @@ def test_run_stops_when_told(app: Any, db: Any, receiver: Any, worker: Worker) -
     assert len(receiver.bodies) == 1
     assert db.scalars(select(Delivery.status)).one() == "delivered"
     worker.run(stop)  # returns at once
+
+
+def test_a_step_failing_every_poll_logs_its_traceback_once(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk (or a database away) fails every poll: the log gets the traceback once,
+    a line when the reason changes, and a line when steps work again, not a traceback per
+    poll that buries the rest of the log."""
+    import sqlite3
+
+    reasons = iter(["database or disk is full"] * 20 + ["disk I/O error"] * 5)
+
+    def step(session: Any) -> tuple[int, int]:
+        reason = next(reasons, None)
+        if reason is None:
+            return 0, 0
+        raise sqlite3.OperationalError(reason)
+
+    monkeypatch.setattr(worker, "_step", step)
+    steps = iter(range(30))
+    caplog.set_level(logging.WARNING, logger="srcore.webhooks")
+    worker._loop(lambda: next(steps, None) is not None)
+    records = [r for r in caplog.records if r.name.startswith("srcore.webhooks")]
+    assert len([r for r in records if r.exc_info]) == 1
+    lines = [r.getMessage() for r in records if not r.exc_info]
+    assert lines == [
+        "webhook worker steps still fail: OperationalError: disk I/O error",
+        "webhook worker steps work again",
+    ]

@@ -132,6 +132,8 @@ class Worker:
         self._held_by: Counter[tuple[int | None, str | None]] = Counter()
         self._prepared = False
         self._pruned_at: datetime | None = None
+        #: Why steps fail, and when that was last logged (None: they work).
+        self._failing: tuple[str, float] | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.state.service_id}>"
@@ -242,13 +244,31 @@ class Worker:
                 with self.state.db.session() as session:
                     recorded, claimed = self._step(session)
                 handled += recorded
-            except Exception:  # the database may be restarting: wait and try again
-                log.exception("webhook worker step failed")
+            except Exception as exc:  # the database may be restarting: wait and try again
+                self._failed(exc)
+            else:
+                if self._failing is not None:
+                    log.warning("webhook worker steps work again")
+                    self._failing = None
             if not claimed:  # it only recorded: sleep until a lane ends or a commit
                 if drain and not self._held:
                     break
                 self.wake.wait(self.poll_interval)
         return handled
+
+    def _failed(self, exc: Exception) -> None:
+        """Log a failed step: its traceback the first time, then a line when the reason
+        changes or a minute has passed. A full disk or a database away fails every poll,
+        and a traceback a second would bury the rest of the log."""
+        reason = (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:500]
+        now = time.monotonic()
+        if self._failing is None:
+            log.exception("webhook worker step failed")
+        elif reason != self._failing[0] or now - self._failing[1] >= 60:
+            log.warning("webhook worker steps still fail: %s", reason)
+        else:
+            return
+        self._failing = (reason, now)
 
     def finish(self, *, let_lanes_end: bool = False) -> int:
         """Claim nothing more; record the requests in flight once done; release what never started
