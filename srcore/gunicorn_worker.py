@@ -56,6 +56,7 @@ __all__ = [
     "error_answer",
     "on_exit",
     "on_starting",
+    "post_worker_init",
     "reload_refusal",
     "request_path",
 ]
@@ -363,6 +364,20 @@ def child_exit(server: Any, worker: Any) -> None:
         fold_dead_process(path, worker.pid)
     except (OSError, RuntimeError) as exc:
         _log(server, "warning", f"metrics: cannot fold the files of worker {worker.pid}: {exc}")
+
+
+def post_worker_init(worker: Any) -> None:
+    """The worker has built its app: keep what that made out of the collector's scans.
+
+    A service's app leaves some 100,000 objects that live as long as the worker; the
+    worker's first full collection (within its first thousand or so requests) scanned
+    them all, about 80 ms of CPU taken from a request, and every later one again.
+    Frozen (:func:`gc.freeze`), they are never scanned.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def on_exit(server: Any) -> None:
