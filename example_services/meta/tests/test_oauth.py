@@ -759,11 +759,12 @@ def test_hooks_emit_user_events_and_push_them(
     me = str(alice.id)
     grant = verifier_for(oauth_app).verify(tokens["access_token"]).claims["grant"]
     # The password change ends the grant by its own event too (exact, whatever the second).
+    # A suspension ends the sessions (a session cut-off), not as a password change would.
     assert kinds == [
         ("session", me),
         ("grant", grant),
         ("user", me),
-        ("user", me),
+        ("session", me),
         ("suspend", me),
         ("unsuspend", me),
     ]
@@ -771,7 +772,7 @@ def test_hooks_emit_user_events_and_push_them(
         "session",
         "grant",
         "user",
-        "user",
+        "session",
         "suspend",
         "unsuspend",
     ]

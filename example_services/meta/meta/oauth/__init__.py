@@ -278,10 +278,9 @@ def _end_grants(user: User) -> None:
     """Revoke every grant and personal access token of *user*, each with its own event,
     and spend the codes not exchanged yet (each would make a grant).
 
-    The ``user`` event that goes with this cuts off on whole seconds; these events end
-    exactly the tokens issued so far, also those of the cut-off's own second.
+    The ``user`` or ``session`` event that goes with this cuts off on whole seconds; these
+    events end exactly the tokens issued so far, also those of the cut-off's own second.
     """
-    from flask import current_app, has_app_context
     from sqlalchemy import select
 
     from meta.oauth import events
@@ -289,9 +288,7 @@ def _end_grants(user: User) -> None:
 
     session = _session_of(user)
     events.spend_codes(session, user.id)  # first: see spend_codes
-    lifetime = _MAX_ACCESS_SECONDS
-    if has_app_context() and "meta.oauth" in current_app.extensions:
-        lifetime = current_app.extensions["meta.oauth"].access_seconds
+    lifetime = _access_lifetime()
     for grant in session.scalars(
         select(Grant).where(Grant.user_id == user.id, Grant.revoked_at.is_(None))
     ).all():
@@ -303,6 +300,41 @@ def _end_grants(user: User) -> None:
     ).all():
         if pat.revoked_at is None:  # not already revoked with the token that made it
             events.revoke_pat(session, pat)
+
+
+def _end_clients(user: User) -> None:
+    """Revoke the applications *user* registered, for every user they act for: their
+    codes not exchanged yet are spent, each grant ends with its own event (exactly, also
+    the tokens of this second), and each application with a ``client`` cut-off."""
+    from sqlalchemy import select, update
+
+    from meta.oauth import events
+    from meta.oauth.models import AuthorizationCode, Grant, OAuthClient
+    from srcore.db import utcnow
+
+    session = _session_of(user)
+    lifetime = _access_lifetime()
+    mine = OAuthClient.owner_id == user.id, OAuthClient.revoked_at.is_(None)
+    for client in session.scalars(select(OAuthClient).where(*mine)).all():
+        spent = update(AuthorizationCode).where(
+            AuthorizationCode.client_id == client.client_id, AuthorizationCode.used_at.is_(None)
+        )
+        session.execute(spent.values(used_at=utcnow()).execution_options(synchronize_session=False))
+        live = Grant.client_id == client.client_id, Grant.revoked_at.is_(None)
+        for grant in session.scalars(select(Grant).where(*live)).all():
+            events.revoke_grant(session, grant, lifetime=lifetime)
+            events.revoke_descendants(session, grant.id)
+        client.revoked_at = utcnow()
+        events.emit(session, "client", client.client_id, not_before=int(time.time()))
+
+
+def _access_lifetime() -> int:
+    """How long the access tokens of this meta live, for the grant events that end them."""
+    from flask import current_app, has_app_context
+
+    if has_app_context() and "meta.oauth" in current_app.extensions:
+        return int(current_app.extensions["meta.oauth"].access_seconds)
+    return _MAX_ACCESS_SECONDS
 
 
 #: How long a grant event is kept when no app says how long its access tokens live.
@@ -352,9 +384,15 @@ def on_password_change(user: User) -> None:
 
 
 def on_suspend(user: User) -> None:
-    """Suspension: everything issued dies, and services refuse the user until unsuspended."""
+    """Suspension: everything issued dies, and services refuse the user until unsuspended.
+
+    The grants and tokens end exactly, each with its own event, and the web sessions with
+    a ``session`` cut-off. Not a ``user`` one: services take that for a password change,
+    and disable the account's webhook subscriptions for good (telling the owner their
+    password was changed), where a suspended account's only pause until unsuspended.
+    """
     _end_grants(user)
-    _user_event(user, "user", "suspend")
+    _user_event(user, "session", "suspend")
     _backchannel_logout(user, this_browser=False)
 
 
@@ -363,9 +401,16 @@ def on_unsuspend(user: User) -> None:
 
 
 def on_delete(user: User) -> None:
-    """A deleted account's tokens and sessions die everywhere, and it cannot come back."""
+    """A deleted account's tokens and sessions die everywhere, and it cannot come back.
+
+    The applications it registered go with it (the database drops their rows): every
+    other user's access to them ends too, with a ``client`` event each and a ``grant``
+    event for each of their grants, and their codes not exchanged yet are spent.
+    """
     _backchannel_logout(user, this_browser=False)
-    _user_event(user, "user", "suspend")
+    _end_grants(user)
+    _end_clients(user)
+    _user_event(user, "session", "suspend")
 
 
 def on_profile_change(user: User) -> None:
