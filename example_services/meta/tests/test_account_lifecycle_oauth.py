@@ -1,13 +1,12 @@
 """What an account's deletion and suspension end, and what they leave.
 
-1. An account deleted at meta takes its OAuth applications with it (ON DELETE CASCADE), but
-   no ``client`` revocation event is sent: other users' access tokens from those
-   applications stay good at every service until they expire, and the webhook
-   subscriptions the applications set up on those users' accounts stay enabled.
-2. A suspension sends a ``user`` event besides ``suspend``; services (and meta itself)
-   take it for a password change and disable the account's webhook subscriptions, which
-   stay disabled after the unsuspension (README: "receives nothing until it is
-   unsuspended").
+1. An account deleted at meta takes its OAuth applications with it (ON DELETE CASCADE):
+   a ``client`` revocation event (and one per grant) ends other users' access tokens
+   from those applications at every service, and the webhook subscriptions the
+   applications set up on those users' accounts.
+2. A suspension ends sessions with a ``session`` cut-off, not a ``user`` one, which
+   services take for a password change: the account's webhook subscriptions only pause
+   until the unsuspension (README: "receives nothing until it is unsuspended").
 """
 
 from __future__ import annotations
