@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_postgres
 
 from srcore import testdb
 from srcore.auth.revocation import MemoryRevocationStore, RevocationEvent, RevocationPuller
 from srcore.db import normalize_url
 from srcore.identity.protocol import PULL_PATH, parse_pull_page
+from tests.conftest import require_postgres
 
 TODO_SECRET = "todo-client-secret-for-the-backup-tests-0123456789"
 PASSWORD = "correct horse battery staple"
