@@ -22,6 +22,7 @@ import enum
 import logging
 import math
 import select
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -309,10 +310,30 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     try:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            # Switching to WAL writes the file: one this process may not write (made by a
+            # command run as root) still serves reads in the mode it is in, and its writes
+            # are refused one by one (a 503), rather than every connection failing.
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY":
+                raise
+            _warn_read_only(dbapi_connection)
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+_warned_read_only: set[str] = set()
+
+
+def _warn_read_only(dbapi_connection: Any) -> None:
+    """Say once per file that it is read-only to this process."""
+    row = dbapi_connection.execute("PRAGMA database_list").fetchone()
+    path = str(row[2]) if row else "?"
+    if path not in _warned_read_only:
+        _warned_read_only.add(path)
+        log.warning("database %s is read-only to this process: reads only, writes answer 503", path)
 
 
 def _readable(fd: int) -> bool:

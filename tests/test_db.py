@@ -394,3 +394,30 @@ def test_read_only_session_refuses_writes_after_its_request(tables: Database) ->
         srcore_db.session.rollback()
     with tables.session() as other:
         assert other.scalar(select(User)) is None
+
+
+def test_a_database_this_process_may_not_write_still_serves_reads(
+    tmp_path: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database made by a command run as root, in SQLite's default journal mode, then
+    served by the service's user: switching it to WAL writes the file, and failed, so every
+    connection failed and reads answered 503 too. Reads now go on; each write is refused."""
+    import sqlite3
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "root-made.db"
+    made = sqlite3.connect(path)
+    made.execute("CREATE TABLE note (id INTEGER PRIMARY KEY, text TEXT)")
+    made.execute("INSERT INTO note (text) VALUES ('kept')")
+    made.commit()
+    made.close()
+    # Read-only as the service's user would find it (root ignores file modes).
+    database = Database(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        with caplog.at_level("WARNING", logger="srcore.db"), database.session() as session:
+            assert session.execute(text("SELECT text FROM note")).scalar_one() == "kept"
+            with pytest.raises(Exception, match="readonly"):
+                session.execute(text("INSERT INTO note (text) VALUES ('lost')"))
+        assert any("read-only" in r.getMessage() for r in caplog.records)
+    finally:
+        database.dispose()
