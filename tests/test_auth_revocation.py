@@ -626,3 +626,24 @@ def test_a_jump_in_numbering_is_not_a_thousand_gaps() -> None:
     meta.asked.clear()
     puller.pull_once()
     assert meta.asked == [4999]
+
+
+def test_a_gap_further_back_than_a_page_is_no_restore(caplog: pytest.LogCaptureFixture) -> None:
+    """meta's ``last`` is where its page ends, not its newest seq. With a gap still open more
+    than a page below the last event pulled, the page read from the gap does not reach it:
+    that is no sign of a restore. The pull used to take it for one every round, reading
+    meta's whole list again (and finding the gap again, so for good)."""
+    store, feed = MemoryRevocationStore(), FakeFeed(10)
+    feed.events.pop(1)  # seq 2: a transaction that rolled back, or one not committed yet
+    puller = RevocationPuller(store, feed, interval=30)
+    rewound: list[bool] = []
+    puller.rewind_listeners.append(lambda: rewound.append(True))
+    assert puller.pull_once() == 9
+    with caplog.at_level("WARNING", logger="srcore.auth"):
+        assert puller.pull_once() == 0
+        assert puller.pull_once() == 0
+    assert rewound == []
+    assert "restored" not in caplog.text
+    feed.events.insert(1, ev(2, "token", "late", exp=NOW + 600))  # seq 2 commits after all
+    assert puller.pull_once() == 1
+    assert store.is_revoked(token(jti="late"))

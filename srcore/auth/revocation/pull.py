@@ -80,8 +80,12 @@ class RevocationPuller:
         if self._last is not None:
             # The first page starts at the last event pulled at the latest, to check it.
             since = min(since, self._last.seq - 1)
-            page = self.fetch(since)
-            if not self._still_there(self._last, *page):
+            page = check = self.fetch(since)
+            if check[0] and max(e.seq for e in check[0]) < self._last.seq:
+                # Read from a gap further back, the page ended below it (meta's ``last`` is
+                # where its page ends): the check reads from the last event itself.
+                check = self.fetch(self._last.seq - 1)
+            if not self._still_there(self._last, *check):
                 self._rewind()
                 since, start, page = 0, 0, None
         for _page in range(self.max_pages):
