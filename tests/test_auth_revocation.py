@@ -647,3 +647,16 @@ def test_a_gap_further_back_than_a_page_is_no_restore(caplog: pytest.LogCaptureF
     feed.events.insert(1, ev(2, "token", "late", exp=NOW + 600))  # seq 2 commits after all
     assert puller.pull_once() == 1
     assert store.is_revoked(token(jti="late"))
+
+
+def test_a_page_from_a_gap_ending_at_the_last_event_pulled_is_read_past() -> None:
+    """A round reading from an open gap whose page (full) ends exactly at the last event
+    pulled goes on to the newer events: it used to stop there, and each round read the same
+    page until the gap was given up, 5 minutes in which no new revocation was pulled."""
+    store, feed = MemoryRevocationStore(), FakeFeed(5)
+    feed.events.pop(1)  # seq 2 never shows up (its transaction rolled back)
+    puller = RevocationPuller(store, feed, interval=30)
+    assert puller.pull_once() == 4
+    feed.events.append(ev(6, "token", "new", exp=NOW + 600))
+    assert puller.pull_once() == 1
+    assert store.is_revoked(token(jti="new"))

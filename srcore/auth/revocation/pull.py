@@ -102,9 +102,10 @@ class RevocationPuller:
                         listener(new)
                     except Exception:  # the store has them either way; logged for the operator
                         log.exception("applying pulled revocations to webhooks failed")
-            # A page ending at where the round started holds nothing newer: meta's pages
-            # hold more than one event, so a newer one would have come in this page.
-            if not events or last <= since or events[-1].seq == start:
+            # A page read from just below where the round started and ending there holds
+            # nothing newer: meta's pages hold more than one event, so a newer one would
+            # have come in it. One read from a gap further back may be full there.
+            if not events or last <= since or (events[-1].seq == start and since >= start - 1):
                 break
             since = events[-1].seq
         self.pulls += 1
