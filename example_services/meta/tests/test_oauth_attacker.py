@@ -284,7 +284,16 @@ def test_prompt_none_without_a_session_is_still_answered_at_once(
 
 
 @pytest.mark.parametrize(
-    "name", ["meta", "Todo", "T.O.D.O", "srcore test network", "SRCORE-Test-Network"]
+    "name",
+    [
+        "meta",
+        "Todo",
+        "T.O.D.O",
+        "srcore test network",
+        "SRCORE-Test-Network",
+        "\uff34\uff4f\uff44\uff4f",  # fullwidth: reads as "Todo"
+        "\U0001d413\U0001d428\U0001d41d\U0001d428",  # mathematical bold
+    ],
 )
 def test_an_application_cannot_take_the_name_of_the_site_or_a_service(
     oauth_app: Any, accounts: Any, name: str

@@ -8,6 +8,7 @@ every token it holds stops working across the network.
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, url_for
@@ -82,7 +83,8 @@ def _is_private_literal(host: str) -> bool:
 
 
 def _letters(text: str) -> str:
-    return "".join(c for c in text.casefold() if c.isalnum())
+    # NFKC first: "Todo" in fullwidth or mathematical letters reads as "Todo" all the same.
+    return "".join(c for c in unicodedata.normalize("NFKC", text).casefold() if c.isalnum())
 
 
 def _first_party_name(name: str) -> bool:
