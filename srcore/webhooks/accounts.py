@@ -170,7 +170,8 @@ def after_revocations(app: Flask, events: Sequence[Any]) -> None:
 
 
 def after_rewind(app: Flask) -> None:
-    """meta's numbering went back (restored from a dump): the suspension states stand, but
+    """meta's whole list of revocations is about to be read (a process's first pull, or
+    meta's numbering went back: restored from a dump): the suspension states stand, but
     the next event about each account decides, whatever its seq."""
     with app.extensions["srcore"].db.session() as session:
         session.execute(update(Account).values(seq=0))
