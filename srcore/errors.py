@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from srcore.logsetup import log_safe
 
-__all__ = ["error_response", "init_app", "wants_json"]
+__all__ = ["error_response", "form_again", "init_app", "wants_json"]
 
 log = logging.getLogger("srcore")
 
@@ -84,10 +84,76 @@ def error_response(
     return response
 
 
+#: Fields a form is not sent back with: what is secret is typed again, not put in a page.
+_NOT_REPEATED = ("password", "secret", "token", "code", "otp")
+#: A value longer than this, or on more than one line, is shown again in a text area.
+_SHORT = 80
+
+
+def _from_own_page() -> bool:
+    """Whether the request was sent by one of the service's own pages (its ``Origin`` is the
+    service's; a browser that sends none says ``Sec-Fetch-Site: same-origin``). Only such a
+    form is sent back: another site's form, answered with one holding a valid token, would
+    need only a click to be sent as the person."""
+    from urllib.parse import urlsplit
+
+    from flask import current_app
+
+    own = urlsplit(str(current_app.extensions["srcore"].section["origin"]))
+    sent = request.headers.get("Origin")
+    if sent is not None:
+        return sent.lower() == f"{own.scheme}://{own.netloc}".lower()
+    return request.headers.get("Sec-Fetch-Site") == "same-origin"
+
+
+def form_again(code: int, reason: str, *, title: str) -> Response | None:
+    """The page of a form sent from the service's own page and not taken for want of a
+    session (it expired, or the person logged out or in as someone else in another tab):
+    what they entered, again, under *reason*, with this session's security token, so a
+    long comment is not lost to an error page. None for what is not such a form (an API
+    call, a request from elsewhere, a form with nothing in it)."""
+    if wants_json() or request.method in ("GET", "HEAD") or not _from_own_page():
+        return None
+    fields: list[tuple[str, str, bool]] = []
+    dropped: list[str] = []
+    for name, values in request.form.lists():
+        if name == "csrf_token":
+            continue
+        if any(word in name.lower() for word in _NOT_REPEATED):
+            dropped.append(name)
+            continue
+        fields.extend((name, value, "\n" in value or len(value) > _SHORT) for value in values)
+    dropped.extend(name for name in request.files if name not in dropped)
+    if not fields:
+        return None
+    query = request.query_string.decode("latin-1")
+    body = render_template(
+        "form_again.html",
+        code=code,
+        title=title,
+        message=reason,
+        fields=fields,
+        dropped=dropped,
+        action=request.script_root + request.path + (f"?{query}" if query else ""),
+    )
+    # Never kept by the browser: it holds what the person wrote and a security token.
+    headers = {"Cache-Control": "no-store"}
+    return Response(body, code, headers, content_type="text/html; charset=utf-8")
+
+
 def _http_error(exc: HTTPException) -> Response:
     code = exc.code or 500
     description = exc.description if exc.description != type(exc).description else None
     if code == 400 and type(exc).__name__ == "CSRFError":
+        again = form_again(
+            400,
+            "This was not sent: the page it came from was opened in an earlier session, "
+            "which has ended or changed since (it expired, or you logged out or in again, "
+            "maybe in another tab).",
+            title="Not sent: your session changed",
+        )
+        if again is not None:
+            return again
         description = (
             "This form has expired or is missing its security token. "
             "Go back, reload the page and try again."

@@ -142,7 +142,9 @@ def test_a_response_that_read_the_session_is_private(app: Any, user: Any, make_t
     client = log_in_client(app.test_client(), user)
     page = client.get("/private")
     assert page.status_code == 200
-    assert page.headers["Cache-Control"] == "private"
+    # A logged-in user's page is kept by no cache, the browser's own neither
+    # (test_stale_forms.py).
+    assert page.headers["Cache-Control"] == "no-store"
     assert "Cookie" in page.headers["Vary"]
     form = app.test_client().get("/form")  # anonymous, but its CSRF token is the session's
     assert form.headers["Cache-Control"] == "private"

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from flask import Response, abort, current_app, g, request, session
+from flask import Response, abort, after_this_request, current_app, g, request, session
 from werkzeug.local import LocalProxy
 
 from srcore.auth.state import LoginBackend, auth_state
@@ -125,8 +125,21 @@ def _load_user() -> Any:
                 user = db_session.get(model, uid)
                 if user is None:
                     session.pop(_SESSION_USER, None)
+                else:
+                    after_this_request(_not_stored)
     g.srcore_user = user
     return user
+
+
+def _not_stored(response: Response) -> Response:
+    """Keep a page made for a logged-in user out of every cache, the browser's own too.
+
+    ``private`` still lets the browser keep it, and its Back button shows it from there
+    after the user logged out: on a shared computer, the next person reads their private
+    tickets and tokens. A view that chose its own caching keeps it."""
+    if "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def session_stands(uid: int) -> bool | None:
@@ -203,6 +216,19 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
         user = _load_user()
         if user is None:
+            if request.method not in ("GET", "HEAD"):
+                # A form sent after the session ended (meta logged the person out
+                # everywhere): the login round trip would drop what they wrote.
+                from srcore.errors import form_again
+
+                again = form_again(
+                    401,
+                    "This was not sent: you were logged out after the page it came from "
+                    "was opened (maybe in another tab, or at the account service).",
+                    title="Not sent: you are logged out",
+                )
+                if again is not None:
+                    return again
             backend = auth_state().login
             target = request.full_path.rstrip("?") if request.method == "GET" else "/"
             return backend.begin_login(target if is_safe_next(target) else "/")
