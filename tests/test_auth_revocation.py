@@ -639,8 +639,6 @@ def test_a_gap_further_back_than_a_page_is_no_restore(caplog: pytest.LogCaptureF
     rewound: list[bool] = []
     puller.rewind_listeners.append(lambda: rewound.append(True))
     assert puller.pull_once() == 9
-    assert rewound == [True]  # a process's first round reads meta's list from the start
-    rewound.clear()
     with caplog.at_level("WARNING", logger="srcore.auth"):
         assert puller.pull_once() == 0
         assert puller.pull_once() == 0

@@ -222,22 +222,14 @@ def test_a_suspension_after_metas_restore_from_a_dump_stops_deliveries(
     assert emitted(service) == {bobs: "pending"}
 
 
-def test_a_suspension_after_a_restore_counts_in_a_process_started_since(
+def test_an_old_suspension_read_again_with_its_end_cancels_nothing(
     service: Any, fake: FakeMeta
 ) -> None:
-    """meta restored while the service was down: no process is left that pulled from the
-    old numbering to notice. The account's row still holds the old unsuspension's seq
-    (12); the new suspension (seq 2) decides all the same, as a fresh process reads
-    meta's whole list."""
-    from srcore.webhooks.models import Account
-
-    subscription(service, 7)
-    bobs = subscription(service, 8)
-    with service.extensions["srcore"].db.transaction() as session:
-        session.add(Account(user_id=7, suspended=False, seq=12))
-    fake.add_event("token", "dumped", expires_at=int(time.time()) + 600)
-    fake.add_event("suspend", "7")  # seq 2, after the restore
-    service.extensions["srcore"].identity.puller.pull_once()
-    assert emitted(service) == {bobs: "pending"}
-    service.extensions["srcore"].identity.puller.pull_once()  # told once, not every round
-    assert emitted(service) == {bobs: "pending"}
+    """Reading meta's list again from the start (after a restore) brings an account's old
+    suspension and its unsuspension in one batch: only the newest counts, so the
+    account's pending deliveries are not cancelled on the way."""
+    alices = subscription(service, 7)
+    waiting = pending_delivery(service, alices)
+    push(service, fake, event(3, "suspend", 7), event(5, "unsuspend", 7))
+    assert status(service, Delivery, waiting).status == DeliveryStatus.pending
+    assert alices in emitted(service)

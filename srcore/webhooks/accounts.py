@@ -133,11 +133,15 @@ def apply_with_change(app: Flask, session: Session, events: Sequence[Any]) -> No
     """Apply meta's revocation *events* (``seq``, ``kind``, ``subject``, ``not_before``) in
     *session*'s transaction, idempotently: the owners of the subscriptions it disabled are
     told once it commits, and nobody if it rolls back."""
-    suspensions = [
-        (user, e)
-        for e in events
-        if e.kind in ("suspend", "unsuspend") and (user := _user_id(e.subject)) is not None
-    ]
+    # Per account only its newest suspension event counts: a batch read again from the
+    # start of meta's list (a rewind) must not cancel the deliveries of an account whose
+    # old suspension it also holds the end of.
+    newest: dict[int, Any] = {}
+    for e in events:
+        user = _user_id(e.subject) if e.kind in ("suspend", "unsuspend") else None
+        if user is not None and (user not in newest or int(e.seq) > int(newest[user].seq)):
+            newest[user] = e
+    suspensions = sorted(newest.items())
     users = sorted({user for user, _ in suspensions})
     untrusted = [found for found in map(_untrusted, events) if found is not None]
     accounts = _lock(session, [where for where, _ in untrusted], users)
@@ -170,8 +174,7 @@ def after_revocations(app: Flask, events: Sequence[Any]) -> None:
 
 
 def after_rewind(app: Flask) -> None:
-    """meta's whole list of revocations is about to be read (a process's first pull, or
-    meta's numbering went back: restored from a dump): the suspension states stand, but
+    """meta's numbering went back (restored from a dump): the suspension states stand, but
     the next event about each account decides, whatever its seq."""
     with app.extensions["srcore"].db.session() as session:
         session.execute(update(Account).values(seq=0))

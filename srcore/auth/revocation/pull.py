@@ -63,10 +63,9 @@ class RevocationPuller:
         #: Called with the events of each pull once the store has them (the app's webhook
         #: subscriptions follow them: :func:`srcore.webhooks.accounts.after_revocations`).
         self.listeners: list[Callable[[list[RevocationEvent]], None]] = []
-        #: Called before meta's whole list is read (:meth:`_from_the_start`): whatever kept
-        #: seqs of an older numbering (a meta since restored) lets the list decide.
+        #: Called when meta's numbering went back (:meth:`_rewind`), before its whole list
+        #: is read again: whatever kept seqs of the old numbering lets the new one decide.
         self.rewind_listeners: list[Callable[[], None]] = []
-        self._told_start = False
 
     def pull_once(self) -> int:
         """Apply every event meta has that this process has not pulled yet; return how many.
@@ -76,8 +75,6 @@ class RevocationPuller:
         never move it. Events already applied are applied again, which changes nothing.
         """
         applied, start = 0, self._seq
-        if self._last is None and not self._told_start:
-            self._from_the_start()
         since = self._start()
         page: tuple[list[RevocationEvent], int] | None = None
         if self._last is not None:
@@ -164,13 +161,6 @@ class RevocationPuller:
         :meth:`RevocationStore.rewind`."""
         self.store.rewind()
         self._seq, self._last, self._holes = 0, None, {}
-        self._from_the_start()
-
-    def _from_the_start(self) -> None:
-        """Tell the rewind listeners that meta's whole list is about to be read: at a
-        process's first pull (meta may have been restored while no process ran, and none
-        is left to notice) and when meta's numbering went back."""
-        self._told_start = True
         for listener in self.rewind_listeners:
             try:
                 listener()

@@ -79,12 +79,11 @@ def on_revocations(app: Flask, listener: Listener) -> None:
 
 
 def on_rewind(app: Flask, listener: Callable[[], None]) -> None:
-    """Call *listener* before *app*'s pull reads meta's whole list of revocations: at a
-    process's first pull, and when meta's numbering went back (meta restored from a dump).
+    """Call *listener* when *app*'s pull finds meta's numbering of revocations went back (meta
+    restored from a dump), before it reads meta's whole list again.
 
-    Whatever kept the seq of an event to rank later ones (a suspension's) must let the list
-    decide, as the revocation store does: a meta restored while no process ran is noticed
-    by none. A listener that raises is logged.
+    Whatever kept the seq of an event to rank later ones (a suspension's) must let the new
+    numbering decide, as the revocation store does. A listener that raises is logged.
     """
     state = app.extensions.get(EXTENSION_KEY)
     if isinstance(state, RevocationState) and state.link.puller is not None:
