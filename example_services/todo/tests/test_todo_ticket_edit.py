@@ -80,3 +80,60 @@ def test_editing_needs_a_login_and_the_csrf_token(app, client, user_client, tick
     assert client.post("/~alice/bugs/1/edit", data={"title": "x"}).status_code in (400, 401, 503)
     assert user_client.post("/~alice/bugs/1/edit", data={"title": "x"}).status_code == 400
     assert stored(app, ticket).title == "It crashes"
+
+
+def _was(form: str) -> str:
+    import re
+
+    match = re.search(r'name="was" value="([0-9a-f]+)"', form)
+    assert match, "the edit form carries the version it shows"
+    return match.group(1)
+
+
+def test_an_edit_from_an_old_form_does_not_overwrite_a_later_one_unseen(
+    app, user_client, csrf, ticket
+):
+    """Two tabs open the edit form; the first saves. The second's save used to replace
+    that edit silently. It now comes back with its text, saying the ticket changed; sent
+    again, it replaces the other edit knowingly."""
+    old_form = text(user_client.get("/~alice/bugs/1/edit"))
+    was = _was(old_form)
+    first = csrf.post(
+        user_client,
+        "/~alice/bugs/1/edit",
+        {"title": "Crashes at start", "description": "First tab", "was": was},
+        page="/~alice/bugs/1/edit",
+    )
+    assert first.status_code == 302
+    second = csrf.post(
+        user_client,
+        "/~alice/bugs/1/edit",
+        {"title": "Crash on launch", "description": "Second tab, written at length", "was": was},
+        page="/~alice/bugs/1/edit",
+    )
+    page = text(second)
+    assert second.status_code == 400
+    assert "Someone changed this ticket since you opened this form" in page
+    assert "Crashes at start" in page  # its title now
+    assert "Second tab, written at length</textarea>" in page  # nothing typed is lost
+    assert (stored(app, ticket).title, stored(app, ticket).description) == (
+        "Crashes at start",
+        "First tab",
+    )
+    again = csrf.post(
+        user_client,
+        "/~alice/bugs/1/edit",
+        {"title": "Crash on launch", "description": "Second tab", "was": _was(page)},
+        page="/~alice/bugs/1/edit",
+    )
+    assert again.status_code == 302
+    assert stored(app, ticket).title == "Crash on launch"
+
+
+def test_an_edit_form_without_a_version_still_saves(app, user_client, csrf, ticket):
+    """Scripts and forms from before the version field keep working as they did."""
+    response = csrf.post(
+        user_client, "/~alice/bugs/1/edit", {"title": "No version"}, page="/~alice/bugs/1/edit"
+    )
+    assert response.status_code == 302
+    assert stored(app, ticket).title == "No version"

@@ -227,6 +227,29 @@ def own_tracker(session: Session, owner: User, name: str) -> Tracker:
 # -- tickets -------------------------------------------------------------------------------
 
 
+def ticket_version(ticket: Ticket) -> str:
+    """A short digest of what the edit form changes (title and description): the form
+    carries the one it was opened with, so a save over someone's later edit is seen."""
+    import hashlib
+
+    text = f"{ticket.title}\0{ticket.description or ''}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def read_ticket_edit(valid: Validation, ticket: Ticket) -> dict[str, Any]:
+    """The edit form's values, or an error when the ticket changed since the form was
+    opened: the form comes back with the person's text and the ticket's current version
+    (sending it again replaces the other edit, knowingly)."""
+    was = valid.value("was")
+    if was and was != ticket_version(ticket):
+        valid.error(
+            "Someone changed this ticket since you opened this form: its title is now "
+            f"\u201c{ticket.title}\u201d (see the ticket for its description). Your text is "
+            "below, unsaved: send it again to replace theirs."
+        )
+    return read_ticket(valid, partial=True)
+
+
 def read_ticket(valid: Validation, *, partial: bool = False) -> dict[str, Any]:
     """Read a ticket's title and description (and, with ``partial``, only those present)."""
     values: dict[str, Any] = {}

@@ -67,6 +67,7 @@ def _template_globals(state: BlueprintSetupState) -> None:
         VISIBILITY_OPTIONS=VISIBILITY_OPTIONS,
         RESOLUTION_OPTIONS=RESOLUTION_OPTIONS,
         RESOLUTION_NAMES=dict(RESOLUTION_OPTIONS),
+        ticket_version=logic.ticket_version,
     )
 
 
@@ -263,8 +264,9 @@ def edit_ticket(username: str, name: str, number: int) -> Any:
         return render_template("todo/ticket_form.html", valid=None, tracker=found, ticket=ticket)
     valid = Validation.form("todo/ticket_form.html", tracker=found, ticket=ticket)
     people = (found, found.owner, ticket.submitter)
-    # A field the form leaves out keeps its value.
-    read = partial(logic.read_ticket, valid, partial=True)
+    # A field the form leaves out keeps its value; one changed since the form was opened
+    # is not overwritten unseen.
+    read = partial(logic.read_ticket_edit, valid, ticket)
     logic.save_ticket(session, valid, ticket, read, people, editor=user)
     flash(f"Ticket #{ticket.number} saved.", "success")
     return redirect(_ticket_url(found, ticket))
