@@ -453,9 +453,10 @@ def calls_by_hook(setup: Setup, *, n: int = 200) -> str:
 
     Unlike time, a count does not move with the machine's load, so it shows where a gap
     between the two apps lies even on a busy machine. Each call is counted for the
-    innermost of the app's own functions running it: a before/after-request hook, a
+    innermost of the app's own functions running it: a before/after-request hook, a step
+    of srcore's one before/after hook (indented; the hook's line is what it does itself), a
     teardown, the view (with the query it runs); "flask + werkzeug" is everything else
-    (routing, contexts, the response's WSGI call).
+    (routing, contexts, the response's WSGI call, each hook's call through Flask).
     """
     counts: dict[str, dict[str, float]] = {}
     for kind in ("srcore", "bare"):
@@ -493,6 +494,13 @@ def _count_calls(app: Any, call: Callable[[], int], *, n: int) -> dict[str, floa
         "teardown": app.teardown_appcontext_funcs,
         "view": app.view_functions.values(),
     }
+    if "srcore" in app.extensions:  # the steps srcore's one before/after function runs
+        from srcore import lifecycle
+
+        extensions = app.extensions
+        after = [extensions.get(lifecycle.HEADERS_STEP), extensions.get(lifecycle.CORS_STEP)]
+        hooks["  before step"] = lifecycle.before_steps(app)
+        hooks["  after step"] = [step for step in after if step] + lifecycle.after_steps(app)
     for where, functions in hooks.items():
         for function in functions:
             while function is not None:  # a decorated view: the decorator(s), then the view

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Response, request
-
 if TYPE_CHECKING:
-    from flask import Flask
+    from flask import Flask, Request, Response
 
-__all__ = ["ALLOWED_HEADERS", "EXPOSED_HEADERS", "allow", "init_app", "is_cors_route"]
+__all__ = [
+    "ALLOWED_HEADERS",
+    "EXPOSED_HEADERS",
+    "STEP_KEY",
+    "allow",
+    "init_app",
+    "is_cors_route",
+]
 
 _KEY = "srcore.cors"
 #: Request headers a cross-origin caller may send.
@@ -41,28 +46,61 @@ def allow(app: Flask, *endpoints: str) -> None:
     app.extensions[_KEY] = frozenset(app.extensions.get(_KEY, frozenset())) | set(endpoints)
 
 
-def _add_headers(response: Response) -> Response:
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers.remove("Access-Control-Allow-Credentials")  # pop() raises inside
-    preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+#: Where the after-request function of :mod:`srcore.lifecycle` finds this module's step
+#: (``srcore.lifecycle.CORS_STEP``; neither module imports the other).
+STEP_KEY = "srcore.cors.step"
+
+_PREFLIGHT = (
+    ("Access-Control-Allow-Headers", ALLOWED_HEADERS),
+    ("Access-Control-Max-Age", _PREFLIGHT_MAX_AGE),
+)
+
+
+def _put(
+    response: Response, present: set[str], added: list[tuple[str, str]], name: str, value: str
+) -> None:
+    """Set header *name*: on the response if it has one already, else with the others."""
+    if name.lower() in present:
+        response.headers[name] = value
+    else:
+        added.append((name, value))
+
+
+def _add_headers(
+    request: Request, response: Response, present: set[str], added: list[tuple[str, str]]
+) -> None:
+    _put(response, present, added, "Access-Control-Allow-Origin", "*")
+    if "access-control-allow-credentials" in present:
+        response.headers.remove("Access-Control-Allow-Credentials")
+    preflight = (
+        request.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in request.environ
+    )
     if preflight:
         methods = ", ".join(sorted(response.allow)) if response.allow else _DEFAULT_METHODS
-        response.headers["Access-Control-Allow-Methods"] = methods
-        response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
-        response.headers["Access-Control-Max-Age"] = _PREFLIGHT_MAX_AGE
+        _put(response, present, added, "Access-Control-Allow-Methods", methods)
+        for name, value in _PREFLIGHT:
+            _put(response, present, added, name, value)
     else:
-        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-    return response
+        _put(response, present, added, "Access-Control-Expose-Headers", EXPOSED_HEADERS)
 
 
 def init_app(app: Flask) -> None:
-    """Add CORS headers to the answers of ``/api/`` and of the endpoints :func:`allow` names."""
+    """Add CORS headers to the answers of ``/api/`` and of the endpoints :func:`allow` names.
+
+    They are added by srcore's one after-request function, after the security headers.
+    """
+    from srcore.routing import API_PREFIX
+
     app.extensions.setdefault(_KEY, frozenset())
+    extensions = app.extensions
 
-    def after(response: Response) -> Response:
+    def add_cors_headers(
+        request: Request, response: Response, present: set[str], added: list[tuple[str, str]]
+    ) -> None:
         # Sent whether or not the request names an Origin, so caches store one answer.
-        if is_cors_route(request.path, request.endpoint, app.extensions[_KEY]):
-            return _add_headers(response)
-        return response
+        if request.path.startswith(API_PREFIX) or (
+            extensions[_KEY] and request.endpoint in extensions[_KEY]
+        ):
+            _add_headers(request, response, present, added)
 
-    app.after_request(after)
+    app.extensions[STEP_KEY] = add_cors_headers

@@ -19,9 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flask import Flask, Response, session
+from flask import Flask, Request, Response, session
 
-__all__ = ["CONTENT_SECURITY_POLICY", "HSTS_MAX_AGE", "init_app", "security_headers"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "HSTS_MAX_AGE",
+    "STEP_KEY",
+    "init_app",
+    "security_headers",
+]
 
 #: The policy of every page: the service's own scripts, styles, images and fonts only.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -55,31 +61,37 @@ def security_headers(*, production: bool, origin: str) -> dict[str, str]:
     return headers
 
 
-def _read_cookie_session(app: Flask) -> bool:
-    """Whether the request read its cookie session (an API request has none to read)."""
-    return bool(getattr(session, "accessed", False)) and not app.session_interface.is_null_session(
-        session
-    )
+#: Where the after-request function of :mod:`srcore.lifecycle` finds this module's step
+#: (``srcore.lifecycle.HEADERS_STEP``; neither module imports the other).
+STEP_KEY = "srcore.headers.step"
 
 
 def init_app(app: Flask) -> None:
-    """Add the security headers to every response of *app* (error pages included)."""
+    """Add the security headers to every response of *app* (error pages included).
+
+    The headers are added by srcore's one after-request function, first of its steps.
+    """
     st = app.extensions["srcore"]
     headers: Mapping[str, str] = security_headers(
         production=bool(st.is_production), origin=str(st.section["origin"])
     )
+    # Built once per app: the pairs to add, and their names as the response's are compared.
+    pairs = tuple(headers.items())
+    names = frozenset(name.lower() for name in headers)
 
-    pairs = [(name, value, name.lower()) for name, value in headers.items()]
+    def add_headers(
+        request: Request, response: Response, present: set[str], added: list[tuple[str, str]]
+    ) -> None:
+        if names.isdisjoint(present):
+            added.extend(pairs)
+        else:  # a view set one of them itself, and keeps it
+            added.extend(pair for pair in pairs if pair[0].lower() not in present)
+        # Flask's proxy marks the session it hands out as accessed (so Flask adds Vary:
+        # Cookie), as the proxy read here before: any response with a cookie session is
+        # private unless it says otherwise; an API request's (the null one) is not.
+        if "cache-control" not in present and not app.session_interface.is_null_session(
+            session._get_current_object()  # type: ignore[attr-defined]
+        ):
+            added.append(("Cache-Control", "private"))
 
-    def add_headers(response: Response) -> Response:
-        # One pass over the response's few headers: Headers.setdefault raises and catches
-        # an exception for every header it does not find, which is all of them here.
-        present = {name.lower() for name, _ in response.headers}
-        missing = [(name, value) for name, value, lower in pairs if lower not in present]
-        if "cache-control" not in present and _read_cookie_session(app):
-            missing.append(("Cache-Control", "private"))
-        if missing:
-            response.headers.extend(missing)
-        return response
-
-    app.after_request(add_headers)
+    app.extensions[STEP_KEY] = add_headers

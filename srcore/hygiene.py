@@ -99,15 +99,23 @@ class _StrictLength(LimitedStream):
         raise BadRequest("The request body is shorter than its Content-Length.")
 
 
+_GUARDS = (_GuardedInput, _StrictLength)
+
+
 def _guard_input(environ: dict[str, Any]) -> None:
     stream = environ.get("wsgi.input")
-    if stream is None or isinstance(stream, _GuardedInput | _StrictLength):
+    # By exact type: an isinstance check against _StrictLength (an io ABC) runs Python
+    # code on every request; neither class has subclasses.
+    if stream is None or type(stream) in _GUARDS:
         return
     guarded = _GuardedInput(stream)
-    try:
-        length = get_content_length(environ)
-    except Exception:  # a malformed Content-Length reads as none, as Werkzeug does
+    if environ.get("CONTENT_LENGTH") is None:  # no body, or a chunked one: no length
         length = None
+    else:
+        try:
+            length = get_content_length(environ)
+        except Exception:  # a malformed Content-Length reads as none, as Werkzeug does
+            length = None
     if length is None:
         environ["wsgi.input"] = guarded
         return
@@ -246,11 +254,21 @@ def _has_control(pairs: Iterable[tuple[str, str]]) -> bool:
 def _is_utf8_query(query: bytes) -> bool:
     """Whether every byte of *query*, percent-encoded or not, reads as UTF-8 (``&`` and
     ``=`` are ASCII, so the whole string is valid exactly when each name and value is)."""
+    return _decoded_query(query) is not None
+
+
+def _decoded_query(query: bytes) -> str | None:
+    """*query* with its percent-escapes decoded, as UTF-8 text; None if it is not."""
     try:
-        unquote_to_bytes(query).decode("utf-8")
+        return unquote_to_bytes(query).decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    return True
+        return None
+
+
+#: Headers the WSGI environ holds without the ``HTTP_`` prefix (werkzeug's EnvironHeaders
+#: reads them there, and skips ``HTTP_``-prefixed copies of them).
+_CONTENT_KEYS = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
+_SHADOWED_KEYS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
 
 
 def _check_limits(request: Request) -> None:
@@ -263,10 +281,22 @@ def _check_limits(request: Request) -> None:
             f"The address is longer than {MAX_TARGET_LENGTH} characters; "
             "send long input in the request body."
         )
+    # The header fields as request.headers lists them, read from the environ directly:
+    # the same fields and lengths (an ASCII name, the only kind servers pass, keeps its
+    # length through "_" for "-" and title case) without building each name.
     count = 0
-    for name, value in request.headers.items():
+    for key, value in environ.items():
+        if key[:5] == "HTTP_":
+            if key in _SHADOWED_KEYS:
+                continue
+            name_length = len(key) - 5
+        elif key in _CONTENT_KEYS and value:
+            name_length = len(key)
+        else:
+            continue
         count += 1
-        if len(name) + len(value) + 2 > MAX_HEADER_BYTES:
+        if name_length + len(value) + 2 > MAX_HEADER_BYTES:
+            name = (key[5:] if key[:5] == "HTTP_" else key).replace("_", "-").title()
             raise RequestHeaderFieldsTooLarge(
                 f"The {name} header is longer than {MAX_HEADER_BYTES} bytes."
             )
@@ -281,11 +311,18 @@ def check_request(request: Request) -> None:
     _check_limits(request)
     if _CONTROL.search(request.path):
         raise BadRequest("The address contains control characters.")
-    if not _is_utf8_query(request.query_string):
-        raise BadRequest("The query string is not UTF-8 text.")
-    args: MultiDict[str, str] = request.args
-    if _has_control(args.items(multi=True)):
-        raise BadRequest("The query string contains control characters.")
+    query = request.query_string
+    if query:  # most requests have none: nothing to decode or parse
+        decoded = _decoded_query(query)
+        if decoded is None:
+            raise BadRequest("The query string is not UTF-8 text.")
+        # Each name and value is a piece of the decoded string (a "+" read as a space):
+        # without a control character in the whole, none has one, and the parameters
+        # need not be parsed here; with one (a tab a value may hold), each is checked.
+        if _CONTROL.search(decoded):
+            args: MultiDict[str, str] = request.args
+            if _has_control(args.items(multi=True)):
+                raise BadRequest("The query string contains control characters.")
     if request.method not in {"GET", "HEAD", "OPTIONS"} and request.mimetype in _FORM_MIMETYPES:
         form: MultiDict[str, str] = request.form
         if _has_control(form.items(multi=True)):

@@ -283,13 +283,16 @@ def init_app(app: Flask) -> None:
     limits = WriteLimits(rules, redis_url=redis_url, prefix=f"srcore-writes/{st.service_id}")
     limits.exempt.update(SRCORE_EXEMPT)
     app.extensions[EXTENSION_KEY] = limits
+    from flask import Request
 
-    def count_writes() -> Response | None:
-        if request.method not in UNSAFE_METHODS or not limits.rules:
+    from srcore import lifecycle
+
+    def count_writes(req: Request) -> Response | None:
+        if req.method not in UNSAFE_METHODS or not limits.rules:
             return None
-        endpoint = request.endpoint
+        endpoint = req.endpoint
         # A request no route takes (404, 405) reaches no view and writes nothing.
-        if endpoint is None or request.url_rule is None or endpoint in limits.exempt:
+        if endpoint is None or req.url_rule is None or endpoint in limits.exempt:
             return None
         extra = getattr(app.view_functions.get(endpoint), _MARK, None)
         if extra == _EXEMPT:
@@ -300,4 +303,5 @@ def init_app(app: Flask) -> None:
             return None
         return _refusal(who, rule, decision)
 
-    app.before_request(count_writes)
+    # A step of srcore's one before-request function, after hygiene and the CSRF check.
+    lifecycle.add_before(app, count_writes)
