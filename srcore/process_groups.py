@@ -117,18 +117,19 @@ def stop_groups(groups: Iterable[int], *, grace: float, kill_wait: float = 5.0) 
     """SIGTERM to each of *groups*, up to *grace* seconds for them to empty, SIGKILL to
     what is left, up to *kill_wait* more seconds for that; the groups that were killed."""
     pending = [pgid for pgid in groups if group_alive(pgid)]
-    for pgid in pending:
-        signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while any(group_alive(pgid) for pgid in pending) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _signal_and_wait(pending, signal.SIGTERM, grace)
     killed = [pgid for pgid in pending if group_alive(pgid)]
-    for pgid in killed:
-        signal_group(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + kill_wait
-    while any(group_alive(pgid) for pgid in killed) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _signal_and_wait(killed, signal.SIGKILL, kill_wait)
     return killed
+
+
+def _signal_and_wait(groups: list[int], signum: int, seconds: float) -> None:
+    """Send *signum* to each of *groups*, then wait up to *seconds* for all to empty."""
+    for pgid in groups:
+        signal_group(pgid, signum)
+    deadline = time.monotonic() + seconds
+    while any(group_alive(pgid) for pgid in groups) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def watch_groups(source: BinaryIO, *, grace: float) -> list[int]:
