@@ -18,7 +18,8 @@ Before the view (:func:`init_app`'s ``before``):
 After the view, on every response, error pages included (Flask runs after-request
 functions on the response its error handlers made):
 
-1. security headers and ``Cache-Control: private`` (:mod:`srcore.headers`);
+1. security headers and ``Cache-Control: private`` (:mod:`srcore.headers`), unless the
+   response has its own (a logged-in user's page is ``no-store``: :mod:`srcore.auth.web`);
 2. CORS headers on the routes that answer cross-origin callers (:mod:`srcore.cors`);
 3. the steps features add with :func:`add_after`, in the order they were added;
 4. ``X-Request-Id``;
