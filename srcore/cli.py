@@ -165,8 +165,7 @@ def _preflight(
     from srcore import migrate
     from srcore.app import migration_target
     from srcore.config import ConfigError
-    from srcore.config.database import sqlite_file, sqlite_storage_problem
-    from srcore.config.sqlite_files import in_wal_mode
+    from srcore.config.database import sqlite_storage_problem
     from srcore.manifest import ManifestError
 
     try:
@@ -186,12 +185,9 @@ def _preflight(
         return
     found = sqlite_storage_problem(target.database_url)
     if found is not None:  # it can be read (behind did): writing is what fails
-        file = sqlite_file(target.database_url)
-        # Each process puts the file in WAL mode as it opens it: that is a write too.
-        what = "what writes answers" if file and in_wal_mode(file) else "requests answer"
         say(
-            f"the database of {service} cannot be written: {found}; serving anyway: {what} "
-            "503 until then"
+            f"the database of {service} cannot be written: {found}; serving anyway: what "
+            "writes answers 503 until then"
         )
     if behind:
         say(

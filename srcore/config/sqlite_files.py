@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SQLITE_HEADER", "StorageProblem", "companions", "in_wal_mode", "storage_problem"]
+__all__ = ["SQLITE_HEADER", "StorageProblem", "companions", "storage_problem"]
 
 #: The first 16 bytes of every SQLite 3 database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -47,21 +47,6 @@ def companions(file: Path) -> list[Path]:
         if other.exists():
             found.append(other)
     return found
-
-
-def in_wal_mode(file: Path) -> bool:
-    """Whether the SQLite database *file* is in WAL mode (its header says so: bytes 18
-    and 19 are 2), which a reader needs no write for; ``False`` when it cannot be read.
-
-    The service puts its database in WAL mode when it first opens it; ``srcore migrate``
-    leaves a new one in SQLite's default mode, which a reader must change, so must write.
-    """
-    try:
-        with open(file, "rb") as opened:
-            head = opened.read(20)
-    except OSError:
-        return False
-    return head[:16] == SQLITE_HEADER and head[18:20] == b"\x02\x02"
 
 
 def _user(uid: int) -> str:
