@@ -4,7 +4,6 @@ its own key and starting no thread) or in Redis (counting in process while Redis
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -16,7 +15,7 @@ from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from srcore.limiter_storage import WindowsStorage
-from srcore.testing import require_or_skip
+from srcore.testing import free_port, require_or_skip
 from srcore.throttle import FallbackStore
 from srcore.windows import MovingWindows
 
@@ -30,13 +29,6 @@ def _redis_available() -> bool:
         return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
     except redis.RedisError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _close(storage: WindowsStorage) -> None:
@@ -73,7 +65,7 @@ def storage(request: pytest.FixtureRequest) -> Iterator[WindowsStorage]:
         require_or_skip(_redis_available(), "Redis at " + REDIS_URL)
         built = storage_from_string("srcore://", redis_url=REDIS_URL, timeout=2)
     else:
-        built = storage_from_string("srcore://", redis_url=f"redis://127.0.0.1:{_free_port()}/0")
+        built = storage_from_string("srcore://", redis_url=f"redis://127.0.0.1:{free_port()}/0")
     assert isinstance(built, WindowsStorage)
     yield built
     _close(built)
@@ -83,7 +75,7 @@ def test_the_scheme_names_the_storage_and_redis_url_chooses_where() -> None:
     memory = storage_from_string("srcore://")
     assert isinstance(memory, WindowsStorage) and isinstance(memory.store, MovingWindows)
     assert memory.store.max_keys == 100_000
-    url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing is opened until the first hit
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing is opened until the first hit
     shared = storage_from_string("srcore://", redis_url=url)
     assert isinstance(shared, WindowsStorage) and isinstance(shared.store, FallbackStore)
     _close(shared)
@@ -151,7 +143,7 @@ def test_unknown_options_are_refused() -> None:
 
 
 def test_while_redis_is_away_counting_goes_on_in_process(clock: list[float]) -> None:
-    storage = storage_from_string("srcore://", redis_url=f"redis://127.0.0.1:{_free_port()}/0")
+    storage = storage_from_string("srcore://", redis_url=f"redis://127.0.0.1:{free_port()}/0")
     assert isinstance(storage, WindowsStorage) and isinstance(storage.store, FallbackStore)
     limiter = MovingWindowRateLimiter(storage)
     item = parse("2 per minute")

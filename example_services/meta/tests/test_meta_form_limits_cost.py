@@ -10,7 +10,6 @@ IPv4 address alone, in process memory and in Redis alike.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from srcore.config import env_name
-from srcore.testing import require_or_skip
+from srcore.testing import free_port, require_or_skip
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -37,13 +36,6 @@ def _redis_available() -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.fixture(params=["memory", "redis", "redis-away"])
 def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Where the limits are kept: in process, in Redis, or ``redis-url`` set while nothing
@@ -53,7 +45,7 @@ def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
         require_or_skip(_redis_available(), "Redis at " + REDIS_URL)
         monkeypatch.setenv(env_name("global", "redis-url"), REDIS_URL)
     elif kind == "redis-away":
-        url = f"redis://127.0.0.1:{_free_port()}/0"
+        url = f"redis://127.0.0.1:{free_port()}/0"
         monkeypatch.setenv(env_name("global", "redis-url"), url)
     return kind
 
