@@ -234,6 +234,8 @@ class UserType(enum.StrEnum):
     active = "active"
     admin = "admin"
     suspended = "suspended"
+    #: Deleted at meta: the row stays (what others wrote may name it), its profile dropped.
+    deleted = "deleted"
 
 
 class UserMixin(TimestampMixin):
@@ -274,7 +276,13 @@ class UserMixin(TimestampMixin):
 
     @property
     def is_suspended(self) -> bool:
-        return self.user_type == UserType.suspended
+        """True for a suspended account, and for a deleted one (refused for good)."""
+        return self.user_type in (UserType.suspended, UserType.deleted)
+
+    @property
+    def is_deleted(self) -> bool:
+        """True once meta deleted the account (:mod:`srcore.auth.deletion`)."""
+        return self.user_type == UserType.deleted
 
     @property
     def is_active(self) -> bool:

@@ -4,7 +4,7 @@ on 127.0.0.1, used by two people through plain ``requests``.
 alice makes public and private things at todo and paste, webhook subscriptions at all
 three services and a personal access token, then deletes her account at meta. Her token
 and sessions must stop everywhere, her subscriptions receive nothing more and none of them
-outlives the account at meta, and the pages that name her still answer. Then someone else
+outlives the account at meta, and her trackers go at todo. Then someone else
 registers the freed name: the URLs ``/~alice/...`` are hers now, but none of the old
 account's private things, subscriptions or tokens are.
 
@@ -114,16 +114,18 @@ def test_a_deleted_account_ends_everywhere_and_its_name_comes_back_empty(
     # Her subscriptions receive nothing more, and meta keeps none of them: the account's
     # receiver URLs, secrets and delivery logs are deleted with it.
     heard = len(receiver.got)
-    _post_form(bob, bob.get(public_ticket, timeout=10), f"{public_ticket}/comment", text="again")
+    _tracker(net, bob, "bob", "bobs", "public")  # her tracker and ticket are gone: his own
     kept = net.rows(
         "meta", f"SELECT id, url FROM srcore_webhook_subscription WHERE owner_id = {old_id}"
     )
     assert kept == [], kept
-    # The pages that name her still answer; her private things stay hidden.
+    # Her trackers go at todo (todo's account-deletion hook); the other pages still answer.
     stranger = browser()
-    for url in (public_ticket, public_ticket.rsplit("/", 1)[0], public_paste, f"{net.todo}/"):
+    wait_for(lambda: stranger.get(public_ticket, timeout=10).status_code == 404)
+    for url in (public_paste, f"{net.todo}/"):
         assert stranger.get(url, timeout=10).status_code == 200, url
-    assert stranger.get(private_ticket, timeout=10).status_code == 404
+    for url in (private_ticket, public_ticket.rsplit("/", 1)[0]):
+        assert stranger.get(url, timeout=10).status_code == 404, url
 
     # Someone else registers the freed name and goes to todo and paste.
     carol = register(net, "alice")
@@ -145,9 +147,9 @@ def test_a_deleted_account_ends_everywhere_and_its_name_comes_back_empty(
         assert answer.status_code == 200 and answer.json()["results"] == [], (path, answer.text)
     page = carol.get(f"{net.todo}/webhooks", timeout=10)
     assert page.status_code == 200 and receiver.url not in page.text
-    # The old account's public things are still found, under the name moved aside.
+    # Nor under the old account's id: its trackers were deleted with it.
     old_tracker = f"{net.todo}/~~{old_id}/pub"
-    assert stranger.get(old_tracker, timeout=10).status_code == 200
-    assert stranger.get(f"{old_tracker}/1", timeout=10).status_code == 200
+    assert stranger.get(old_tracker, timeout=10).status_code == 404
+    assert stranger.get(f"{old_tracker}/1", timeout=10).status_code == 404
     time.sleep(1)  # anything queued for her subscriptions would have arrived
     assert len(receiver.got) == heard, receiver.got[heard:]

@@ -7,6 +7,7 @@ and verifies access tokens locally.
 from __future__ import annotations
 
 from srcore.auth.api import current_token, oauth
+from srcore.auth.deletion import on_account_deleted
 from srcore.auth.scopes import Scope, ScopeError, parse_scope, parse_scopes
 from srcore.auth.web import (
     current_user,
@@ -26,6 +27,7 @@ __all__ = [
     "log_out",
     "login_required",
     "oauth",
+    "on_account_deleted",
     "parse_scope",
     "parse_scopes",
     "refuse_inactive_token_user",

@@ -76,10 +76,14 @@ def upsert_user(values: Mapping[str, Any], *, create: bool = True) -> int:
 
     Runs in its own transaction, so the request's session is left alone. A local row
     holding the username of someone else (renamed at meta since) is moved aside.
-    With ``create=False`` only an existing row is updated.
+    With ``create=False`` only an existing row is updated. A row of a deleted account
+    is never written again (a profile push retried after the deletion would bring the
+    dropped profile back).
     """
     from sqlalchemy import select
     from sqlalchemy.exc import IntegrityError
+
+    from srcore.db import UserType
 
     st = state()
     model = st.user_model
@@ -91,6 +95,8 @@ def upsert_user(values: Mapping[str, Any], *, create: bool = True) -> int:
             with st.db.transaction() as db:
                 row = db.get(model, user_id)
                 if row is None and not create:
+                    return user_id
+                if row is not None and row.user_type == UserType.deleted:
                     return user_id
                 clash = db.scalars(
                     select(model).where(model.username == values["username"], model.id != user_id)

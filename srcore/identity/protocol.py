@@ -17,6 +17,13 @@ Event kinds:
 ``session``    subject = user id, its web sessions from before ``not_before`` die (tokens live)
 ``suspend``    subject = user id, refused until an ``unsuspend`` with a higher seq
 ``unsuspend``
+``delete``     subject = user id, the account was deleted: refused for good (no
+               ``unsuspend`` lifts it), and each service drops what it keeps of it
+
+meta sends a deletion as ``session``, ``suspend`` and ``delete`` in the transaction that
+deletes the account, so what the first two meant before ``delete`` existed still holds.
+A service whose srcore predates ``delete`` refuses the whole page holding it: upgrade
+the services before meta.
 
 Times are whole epoch seconds, by meta's clock; a service reads them with its own.
 :data:`CLOCK_LEEWAY` is how far the two may disagree: a token is taken that much before
@@ -34,6 +41,7 @@ from typing import Any, TypeGuard
 __all__ = [
     "CLOCK_LEEWAY",
     "CUTOFF_KINDS",
+    "DELETION_KINDS",
     "EVENTS_PATH",
     "EXPIRING_KINDS",
     "KINDS",
@@ -45,6 +53,7 @@ __all__ = [
     "SUSPENSION_KINDS",
     "RevocationEvent",
     "TokenFacts",
+    "deleted",
     "ends_session",
     "outlived",
     "parse_events",
@@ -73,7 +82,9 @@ EXPIRING_KINDS = frozenset({"token", "grant"})
 CUTOFF_KINDS = frozenset({"client", "user", "session"})
 #: Events that set an account's suspension state (the higher seq wins).
 SUSPENSION_KINDS = frozenset({"suspend", "unsuspend"})
-KINDS = EXPIRING_KINDS | CUTOFF_KINDS | SUSPENSION_KINDS
+#: Events that end an account for good: whatever their seq, no other event undoes them.
+DELETION_KINDS = frozenset({"delete"})
+KINDS = EXPIRING_KINDS | CUTOFF_KINDS | SUSPENSION_KINDS | DELETION_KINDS
 
 MAX_SUBJECT = 256
 #: The largest seq (a signed 64-bit integer, the widest any database numbers rows in):
@@ -265,7 +276,16 @@ def suspension_rank(event: RevocationEvent) -> int:
     return event.seq * 2 + (1 if event.kind == "suspend" else 0)
 
 
+def deleted(events: Iterable[RevocationEvent], user: str) -> bool:
+    """Whether *events* say the account *user* was deleted."""
+    return any(e.kind in DELETION_KINDS and e.subject == user for e in events)
+
+
 def suspended(events: Iterable[RevocationEvent], user: str) -> bool:
-    """Whether the latest suspension event about *user* among *events* suspends them."""
+    """Whether *user* is refused by *events*: deleted, or suspended by the latest
+    suspension event about them."""
+    events = list(events)
+    if deleted(events, user):
+        return True
     ranks = [suspension_rank(e) for e in events if e.kind in SUSPENSION_KINDS and e.subject == user]
     return bool(ranks) and max(ranks) % 2 == 1

@@ -17,6 +17,7 @@ __all__ = ["create_app"]
 def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     """Build the todo app from the network's config file (or the given ``config``)."""
     import srcore
+    import srcore.auth
     from todo.api import api
     from todo.events import can_receive
     from todo.models import Base, User
@@ -29,4 +30,8 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     )
     app.register_blueprint(views)
     app.register_blueprint(api)
+    from todo.accounts import forget_account
+
+    # An account deleted at meta: its trackers go, what it wrote elsewhere stays unnamed.
+    srcore.auth.on_account_deleted(app, forget_account)
     return app

@@ -18,6 +18,7 @@ from srcore.auth.tokens import VerificationUnavailable
 from srcore.identity.protocol import (
     CLOCK_LEEWAY,
     CUTOFF_KINDS,
+    DELETION_KINDS,
     EXPIRING_KINDS,
     RevocationEvent,
     TokenFacts,
@@ -101,6 +102,8 @@ class MemoryRevocationStore:
         self._cutoffs: dict[str, dict[str, int]] = {kind: {} for kind in CUTOFF_KINDS}
         #: Per user, the numbering and rank of the event that set the suspension state.
         self._suspension: dict[str, tuple[int, int]] = {}
+        #: The deleted accounts: refused for good, whatever comes after (a rewind too).
+        self._deleted: set[str] = set()
         #: How many times meta's numbering went back (:meth:`rewind`).
         self._numbering = 0
         self._seq = 0
@@ -142,6 +145,8 @@ class MemoryRevocationStore:
             assert event.not_before is not None
             cutoffs = self._cutoffs[kind]
             cutoffs[subject] = max(cutoffs.get(subject, event.not_before), event.not_before)
+        elif kind in DELETION_KINDS:
+            self._deleted.add(subject)
         else:
             rank = suspension_rank(event)
             mark = (self._numbering, rank)
@@ -159,6 +164,8 @@ class MemoryRevocationStore:
         return expires is not None and expires + CLOCK_LEEWAY >= now
 
     def _suspended(self, user: str) -> bool:
+        if user in self._deleted:
+            return True
         return self._suspension.get(user, (0, 0))[1] % 2 == 1
 
     def _ready(self) -> None:

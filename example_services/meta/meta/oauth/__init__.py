@@ -405,12 +405,14 @@ def on_delete(user: User) -> None:
 
     The applications it registered go with it (the database drops their rows): every
     other user's access to them ends too, with a ``client`` event each and a ``grant``
-    event for each of their grants, and their codes not exchanged yet are spent.
+    event for each of their grants, and their codes not exchanged yet are spent. The
+    ``session`` and ``suspend`` events end and refuse it as before; the ``delete`` event
+    after them tells the services it is gone for good, so they drop what they keep of it.
     """
     _backchannel_logout(user, this_browser=False)
     _end_grants(user)
     _end_clients(user)
-    _user_event(user, "session", "suspend")
+    _user_event(user, "session", "suspend", "delete")
 
 
 def on_profile_change(user: User) -> None:
