@@ -243,6 +243,9 @@ def create_app(
     from srcore.openapi import views as openapi_views
 
     openapi_views.init_app(app)
+    from srcore import once
+
+    once.init_app(app)  # forms that create something do it once (forms.once())
     from srcore import webhooks
 
     webhooks.init_app(app, can_receive=webhook_filter)

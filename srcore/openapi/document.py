@@ -23,6 +23,7 @@ from flask import Flask
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Response
 
+from srcore.conditional import CONDITIONAL_ATTRIBUTE, WRITE_METHODS
 from srcore.openapi.declare import Operation, declared_operation, declared_scope
 from srcore.openapi.inputs import describe_input
 from srcore.openapi.responses import Accepted, Created, NoContent
@@ -47,6 +48,8 @@ _ERRORS = {
     413: "The request body is too large.",
     429: "Too many requests (a write past its caller's rate limit, say); try again after "
     "Retry-After.",
+    412: "The resource changed since the version the If-Match header names (or the header "
+    "is not a list of entity tags): read it again for its current ETag, then retry.",
     503: "The service cannot answer now: the access token or the database cannot be "
     "reached (try again after Retry-After), or the request kept the database busy too long.",
 }
@@ -180,6 +183,8 @@ def _operation(
         query = describe_input(declared.query, source="form", registry=registry)
         parameters += _query_parameters(query.fields.values())
         errors.add(400)
+    if getattr(view, CONDITIONAL_ATTRIBUTE, False):
+        parameters += _conditional(method, responses, errors)
     if parameters:
         operation["parameters"] = parameters
     if declared.body:
@@ -212,6 +217,54 @@ def _operation(
             responses[str(code)] = {"$ref": f"#/components/responses/Error{code}"}
     operation["responses"] = dict(sorted(responses.items()))
     return operation
+
+
+def _conditional(method: str, responses: dict[str, Any], errors: set[int]) -> list[Any]:
+    """The header parameter and answers of a view marked :func:`srcore.conditional.conditional`:
+    its JSON answers carry an ``ETag``; a GET is ``304`` when ``If-None-Match`` names it, a
+    write ``412`` when ``If-Match`` names no current tag."""
+    for answer in responses.values():
+        if "content" in answer:
+            answer["headers"] = {"ETag": {"$ref": "#/components/headers/ETag"}}
+    if method == "GET":
+        responses["304"] = {
+            "description": "Not modified: the resource still has the tag If-None-Match names.",
+            "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
+        }
+        return [{"$ref": "#/components/parameters/IfNoneMatch"}]
+    if method in WRITE_METHODS:
+        errors.add(412)
+        return [{"$ref": "#/components/parameters/IfMatch"}]
+    return []
+
+
+#: The header parameters and the header of conditional requests, referred to by each view.
+_CONDITIONAL_COMPONENTS: dict[str, Any] = {
+    "parameters": {
+        "IfMatch": {
+            "name": "If-Match",
+            "in": "header",
+            "description": "Change only if the resource still has one of these strong entity "
+            "tags (its ETag as last read), or any version with ``*``; else 412. A weak tag "
+            "never matches. Without it the change is made whatever the version.",
+            "schema": {"type": "string"},
+        },
+        "IfNoneMatch": {
+            "name": "If-None-Match",
+            "in": "header",
+            "description": "Answer 304 with no body when the resource still has one of these "
+            "entity tags (weakly compared), or exists at all with ``*``.",
+            "schema": {"type": "string"},
+        },
+    },
+    "headers": {
+        "ETag": {
+            "description": "The strong entity tag of this representation, for If-Match and "
+            "If-None-Match.",
+            "schema": {"type": "string"},
+        }
+    },
+}
 
 
 def _error_ref() -> dict[str, Any]:
@@ -314,6 +367,7 @@ def build_document(
             "schemas": dict(sorted(registry.components.items())),
             "responses": _error_responses(sorted(_ERRORS)),
             "securitySchemes": _security_scheme(scopes, endpoints),
+            **_CONDITIONAL_COMPONENTS,
         },
     }
     return document

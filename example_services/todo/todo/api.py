@@ -4,6 +4,8 @@ Callers authenticate with a bearer token; ``todo/trackers`` covers trackers and
 ``todo/tickets`` covers tickets and comments, each ``:RO`` to read and ``:RW`` to write.
 Lists are ``{"results": [...], "next": cursor-or-null}``; pass ``?cursor=`` back to get
 the next page. Errors use srcore's standard body, ``{"errors": [{"field", "reason"}]}``.
+One tracker or ticket carries an ``ETag``; send it back in ``If-Match`` to change it only
+if nobody did meanwhile (else 412), or in ``If-None-Match`` to a GET (304 if unchanged).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import aliased, selectinload
 
 from srcore.auth import current_token, oauth, refuse_inactive_token_user, require_user
+from srcore.conditional import conditional, if_match
 from srcore.db import session
 from srcore.errors import error_response
 from srcore.openapi import Created, NoContent, created, no_content, operation
@@ -77,6 +80,7 @@ def create_tracker() -> Created[TrackerJSON]:
 
 @api.get("/trackers/<name>")
 @oauth("todo/trackers:RO")
+@conditional
 def get_tracker(name: str) -> TrackerJSON:
     """One of the caller's trackers."""
     user = require_user(User)
@@ -85,11 +89,14 @@ def get_tracker(name: str) -> TrackerJSON:
 
 @api.patch("/trackers/<name>")
 @oauth("todo/trackers:RW")
+@conditional
 @operation(body=partial(logic.read_tracker, partial=True), errors={409: logic.NAME_TAKEN})
 def update_tracker(name: str) -> TrackerJSON:
     """Change a tracker: only the fields sent change."""
     user = require_user(User)
     tracker = logic.own_tracker(session, user, name)
+    logic.lock_tracker(session, tracker, user)
+    if_match(tracker_json(tracker, user))
     valid = Validation()
     logic.apply_tracker(session, valid, user, logic.read_tracker(valid, partial=True), tracker)
     return tracker_json(tracker, user)
@@ -97,11 +104,13 @@ def update_tracker(name: str) -> TrackerJSON:
 
 @api.delete("/trackers/<name>")
 @oauth("todo/trackers:RW")
+@conditional
 def delete_tracker(name: str) -> NoContent:
     """Delete a tracker with its tickets and comments."""
     user = require_user(User)
     tracker = logic.own_tracker(session, user, name)
     logic.lock_tracker(session, tracker, user)
+    if_match(tracker_json(tracker, user))
     events.tracker_changed(session, "tracker:deleted", tracker, user)
     session.delete(tracker)
     session.commit()
@@ -177,6 +186,7 @@ def _ticket_with_people() -> Select[Tracker, Ticket, User, User]:
 
 @api.get(f"/trackers/<name>/tickets/{NUMBER}")
 @oauth("todo/tickets:RO")
+@conditional
 def get_ticket(name: str, number: int) -> TicketJSON:
     """One ticket."""
     # The hot path: one query, joining the owner instead of loading current_user first.
@@ -197,6 +207,7 @@ def get_ticket(name: str, number: int) -> TicketJSON:
 
 @api.patch(f"/trackers/<name>/tickets/{NUMBER}")
 @oauth("todo/tickets:RW")
+@conditional
 @operation(
     body=(
         partial(logic.read_ticket, partial=True),
@@ -209,7 +220,8 @@ def update_ticket(name: str, number: int) -> TicketJSON:
     tracker, ticket, submitter = _ticket(user, name, number)
     valid = Validation()
 
-    def read() -> dict[str, Any]:
+    def read() -> dict[str, Any]:  # the ticket as it is once its tracker is locked
+        if_match(ticket_json(ticket, tracker, user, submitter))
         values = logic.read_ticket(valid, partial=True)
         values.update(logic.read_status(valid, ticket, partial=True))
         return values

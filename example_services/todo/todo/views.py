@@ -19,6 +19,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from srcore.auth import current_user, login_required, require_user
 from srcore.db import session
+from srcore.once import once_per_form
 from srcore.pagination import CursorPage, cursor_page, page_number, paginate_pages
 from srcore.search import read_search
 from srcore.settings import settings
@@ -207,6 +208,7 @@ def delete_tracker(username: str, name: str) -> Any:
 
 @views.route(f"{TRACKER}/new", methods=["GET", "POST"])
 @login_required
+@once_per_form
 def new_ticket(username: str, name: str) -> Any:
     user = require_user(User)
     found = logic.find_tracker(session, username, name, user)
@@ -274,6 +276,7 @@ def edit_ticket(username: str, name: str, number: int) -> Any:
 
 @views.route(f"{TRACKER}/{NUMBER}/comment", methods=["POST"])
 @login_required
+@once_per_form
 def comment(username: str, name: str, number: int) -> Any:
     user = require_user(User)
     found = logic.find_tracker(session, username, name, user)

@@ -1,0 +1,166 @@
+"""Conditional requests for a JSON resource: ``ETag``, ``If-Match`` and ``If-None-Match``.
+
+Two API clients that read a ticket and each send a change to it would otherwise overwrite
+each other unseen. With :func:`conditional` on the view of one resource, its answers carry
+a strong ``ETag`` (a digest of the JSON it answers with), a GET whose ``If-None-Match``
+names that tag is a ``304 Not Modified``, and a write whose ``If-Match`` names another
+tag is a ``412 Precondition Failed`` with srcore's error body (RFC 9110, section 13.1).
+A request without these headers is served as before::
+
+    @api.patch("/things/<name>")
+    @oauth("stuff/things:RW")
+    @conditional
+    def update_thing(name: str) -> ThingJSON:
+        thing = lock_thing(name)  # the row locked: no change can come in between
+        if_match(thing_json(thing))  # 412 unless If-Match names what the caller saw
+        ...
+        return thing_json(thing)
+
+The tag is computed from the representation, not kept in a column, so any change the
+JSON shows changes it, and nothing else does. A write view calls :func:`if_match` with
+the resource as it is once locked: checking before the lock would let two writes carrying
+the same tag both pass. The API description (:mod:`srcore.openapi`) lists the header and
+the 304 and 412 answers of every view marked so.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Response, current_app, request
+
+__all__ = [
+    "CONDITIONAL_ATTRIBUTE",
+    "PreconditionFailed",
+    "conditional",
+    "entity_tag",
+    "if_match",
+    "parse_entity_tags",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The attribute :func:`conditional` leaves on a view (and ``functools.wraps`` copies onto
+#: the decorators' wrappers around it), read by the API description.
+CONDITIONAL_ATTRIBUTE = "srcore_conditional"
+#: Methods whose ``If-Match`` the view checks with :func:`if_match`.
+WRITE_METHODS = frozenset({"PATCH", "PUT", "DELETE"})
+_READ_METHODS = frozenset({"GET", "HEAD"})
+#: Past this many characters an ``If-Match`` or ``If-None-Match`` is not read: no tag list
+#: a client keeps is that long, and a regex over a huge header is work for nothing.
+MAX_HEADER_CHARS = 4096
+#: One ``entity-tag`` of RFC 9110 (``W/`` for weak) and the list separator around it.
+_TAG = re.compile(r'[ \t]*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*(?:,|$)')
+
+
+class PreconditionFailed(Exception):
+    """Raised by :func:`if_match` when the caller's ``If-Match`` names no current tag;
+    :func:`conditional` answers it with a 412."""
+
+
+def entity_tag(representation: Any) -> str:
+    """The strong entity tag, quotes included, of a JSON *representation*: a digest of the
+    exact JSON the app answers with, so equal tags mean equal bodies."""
+    text = current_app.json.dumps(representation)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:18]
+    return '"' + base64.urlsafe_b64encode(digest).decode("ascii") + '"'
+
+
+def parse_entity_tags(value: str) -> tuple[bool, list[tuple[bool, str]]] | None:
+    """Read an ``If-Match`` or ``If-None-Match`` value: ``(star, [(weak, opaque), ...])``,
+    or None when it is not one (garbage, a bare word, too long): a condition that cannot
+    be read never holds."""
+    if len(value) > MAX_HEADER_CHARS:
+        return None
+    stripped = value.strip(" \t")
+    if stripped == "*":
+        return True, []
+    tags: list[tuple[bool, str]] = []
+    position = 0
+    while position < len(value):
+        found = _TAG.match(value, position)
+        if found is None or found.end() == position:
+            return None
+        tags.append((found.group(1) is not None, found.group(2)))
+        position = found.end()
+    return (False, tags) if tags else None
+
+
+def _header(name: str) -> str | None:
+    values = request.headers.getlist(name)
+    return ", ".join(values) if values else None
+
+
+def if_match(representation: Any) -> None:
+    """Check the request's ``If-Match`` against *representation*, the resource as it is
+    now (read once it is locked for the write). Raise :class:`PreconditionFailed` unless
+    the header is absent, ``*``, or names its tag strongly (a weak tag never matches)."""
+    sent = _header("If-Match")
+    if sent is None:
+        return
+    parsed = parse_entity_tags(sent)
+    if parsed is not None:
+        star, tags = parsed
+        if star:
+            return
+        current = entity_tag(representation)[1:-1]
+        if any(not weak and opaque == current for weak, opaque in tags):
+            return
+    raise PreconditionFailed
+
+
+def _none_match(tag: str) -> bool:
+    """Whether the request's ``If-None-Match`` names *tag* (weakly compared) or is ``*``."""
+    sent = _header("If-None-Match")
+    if sent is None:
+        return False
+    parsed = parse_entity_tags(sent)
+    if parsed is None:
+        return False
+    star, tags = parsed
+    return star or any(opaque == tag[1:-1] for _weak, opaque in tags)
+
+
+def _precondition_failed() -> Response:
+    from srcore.errors import error_response
+
+    return error_response(
+        412,
+        "The resource changed since the version named in If-Match (or the header is not "
+        "a list of entity tags). Read it again for its current ETag, then retry.",
+        field="If-Match",
+    )
+
+
+def conditional(view: F) -> F:
+    """Give *view*, the view of one JSON resource, conditional requests.
+
+    A JSON object it answers with (status 200) gets a strong ``ETag``; a GET or HEAD whose
+    ``If-None-Match`` names it is answered ``304 Not Modified`` with no body. A write view
+    calls :func:`if_match` itself, once it holds the resource locked; its refusal becomes a
+    412 here. Put it below :func:`srcore.auth.oauth`, so a caller learns nothing of a
+    resource, not even its tag, before its token is checked.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            answer = view(*args, **kwargs)
+        except PreconditionFailed:
+            return _precondition_failed()
+        if not isinstance(answer, dict):
+            return answer  # a 201, a 204, a response built by hand: no tag of this body
+        tag = entity_tag(answer)
+        if request.method in _READ_METHODS and _none_match(tag):
+            return Response(status=304, headers={"ETag": tag})
+        response = current_app.json.response(answer)
+        response.headers["ETag"] = tag
+        return response
+
+    setattr(wrapper, CONDITIONAL_ATTRIBUTE, True)
+    return wrapper  # type: ignore[return-value]
