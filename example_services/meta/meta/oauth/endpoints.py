@@ -118,7 +118,7 @@ def metadata() -> Response:
             "client_secret_basic",
             "client_secret_post",
         ],
-        "authorization_response_iss_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
     }
     response = jsonify(body)
     response.cache_control.public = True
@@ -141,6 +141,11 @@ def _authorize_error(error: OAuth2Error) -> Response:
     """A redirect with the error only to a redirect URI checked against the client."""
     server = oauth_state().server
     if error.redirect_uri:
+        if error.state is None:
+            # RFC 6749 4.1.2.1: the client's state comes back with every error, also those
+            # found after Authlib's checks (max_age, prompt=none): without it the client
+            # cannot tell which of its requests failed, nor that the answer is meant for it.
+            error.state = request.values.get("state") or None
         result: Response = server.handle_error_response(None, error)
         return result
     reason = error.description or error.error or "The authorization request is not valid."

@@ -83,6 +83,7 @@ def discovery() -> dict[str, Any]:
             "none",
         ],
         "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
         "claims_supported": claims,
         "acr_values_supported": [ACR_SINGLE_FACTOR, ACR_MULTI_FACTOR],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],

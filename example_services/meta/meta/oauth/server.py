@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from meta.oauth.network import Network
     from srcore.db import Database
 
-__all__ = ["OAuthState", "build_server", "oauth_state"]
+__all__ = ["OAuthState", "build_server", "oauth_state", "with_issuer"]
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 
@@ -674,6 +674,9 @@ class _ConfiguredRequest(FlaskOAuth2Request):  # type: ignore[misc]
 
 
 class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
+    def handle_response(self, status: int, body: Any, headers: Any) -> Any:
+        return super().handle_response(status, body, with_issuer(headers, _state().issuer))
+
     def create_oauth2_request(self, request: Any) -> Any:
         from flask import request as flask_request
 
@@ -700,6 +703,25 @@ class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
         problem = _state().catalog.check(split_scope(scope)[1], fetch=fetch)
         if problem is not None:
             raise InvalidScopeError(description=_ascii(problem))
+
+
+def with_issuer(headers: Any, issuer: str) -> list[tuple[str, str]]:
+    """*headers* with ``iss`` added to a redirect's ``Location`` (RFC 9207).
+
+    Every response of the authorization server that redirects is an authorization
+    response, a code or an error, and goes to the client's redirect URI: naming the issuer
+    there lets a client that talks to several servers see which one answered, so a
+    server it was tricked into using cannot have it send another server's code to it
+    (the mix-up attack). The other endpoints answer with JSON and no ``Location``.
+    """
+    from authlib.common.urls import add_params_to_uri
+
+    result = []
+    for name, value in headers or ():
+        if name.lower() == "location":
+            value = add_params_to_uri(value, [("iss", issuer)])
+        result.append((name, value))
+    return result
 
 
 def _ascii(text: str) -> str:
