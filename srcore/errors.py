@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, Response, g, render_template, request
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -183,6 +183,9 @@ def _database_unavailable(exc: Exception) -> Response:
     rolled back."""
     if _statement_stopped(exc):
         return _statement_timed_out(exc)
+    short = _short_of(exc)
+    if short is not None:
+        return _database_short(exc, short)
     busy = _busy(exc)
     if busy is not None:
         return _database_busy(exc, busy)
@@ -197,8 +200,8 @@ def _database_unavailable(exc: Exception) -> Response:
 
 
 #: SQLSTATEs of a database too busy for the request now: a lock it could not get
-#: (``lock_not_available``), a deadlock or a serialization failure it broke. Its class
-#: ``53`` (insufficient resources: ``too_many_connections``, out of memory) too.
+#: (``lock_not_available``), a deadlock or a serialization failure it broke. A server
+#: short of a resource (class ``53``) is told apart: see :data:`_PG_SHORT`.
 _PG_BUSY = frozenset({"55P03", "40001", "40P01"})
 #: What PostgreSQL says when it refuses a new connection for want of slots (the server's
 #: ``max_connections``, a role's or a database's ``CONNECTION LIMIT``). libpq gives no
@@ -219,7 +222,7 @@ def _busy(exc: Exception) -> str | None:
         return "every connection of this process's pool stayed in use past pool_timeout"
     original = getattr(exc, "orig", None) or exc
     sqlstate = getattr(original, "sqlstate", None)
-    if isinstance(sqlstate, str) and (sqlstate in _PG_BUSY or sqlstate.startswith("53")):
+    if isinstance(sqlstate, str) and sqlstate in _PG_BUSY:
         return f"PostgreSQL refused the statement (SQLSTATE {sqlstate})"
     sqlite_code = getattr(original, "sqlite_errorcode", None)
     if isinstance(sqlite_code, int) and (sqlite_code & 0xFF) in _SQLITE_BUSY:
@@ -231,6 +234,108 @@ def _busy(exc: Exception) -> str | None:
             "connection count in the operators guide"
         )
     return None
+
+
+class _Shortage(NamedTuple):
+    """A resource the database ran out of, for the log line ``database <word> on
+    <request>: <cause> (...). <advice>``, and what the client is told."""
+
+    word: str
+    cause: str
+    advice: str
+    reason: str
+    level: int = logging.ERROR
+
+
+_NO_ROOM = "The database has no room left to save this. Try again later."
+_SHORT_REASON = "The database is short of resources right now. Try again in a few seconds."
+_BUSY_REASON = "The database is busy right now. Try again in a few seconds."
+
+#: PostgreSQL's class ``53`` (insufficient resources), by SQLSTATE. None of them is a
+#: matter of the request's input, and only a want of connection slots one of load: the
+#: server's disk, memory or configuration is at its limit, and the log says which.
+_PG_SHORT = {
+    "53100": _Shortage(
+        "disk full",
+        "the database server's disk is full",
+        "Make room on the disk of PostgreSQL's data directory (or of the tablespace its "
+        "message names), or grow it: writes succeed again as soon as there is room, with "
+        "no restart of the service",
+        _NO_ROOM,
+    ),
+    "53200": _Shortage(
+        "out of memory",
+        "the database server is out of memory",
+        "Look at the memory of PostgreSQL's machine and at work_mem; for 'out of shared "
+        "memory', raise max_locks_per_transaction",
+        _SHORT_REASON,
+    ),
+    "53300": _Shortage(
+        "busy",
+        "no connection slots left on the database server",
+        "Raise its max_connections, or the role's or database's CONNECTION LIMIT, or run "
+        "fewer workers; see the connection count in the operators guide",
+        _BUSY_REASON,
+        logging.WARNING,
+    ),
+    "53400": _Shortage(
+        "at a configured limit",
+        "a limit set in the database server's configuration was reached",
+        "Raise the setting PostgreSQL's message names, or ask less of it at once",
+        _SHORT_REASON,
+    ),
+}
+_PG_SHORT_OTHER = _Shortage(
+    "short of resources",
+    "the database server lacks a resource",
+    "PostgreSQL's message says which",
+    _SHORT_REASON,
+)
+_SQLITE_FULL = _Shortage(
+    "disk full",
+    "the disk of the SQLite database is full",
+    "Make room on the file system of the database file: writes succeed again as soon as "
+    "there is room, with no restart",
+    _NO_ROOM,
+)
+
+
+def _short_of(exc: Exception) -> tuple[_Shortage, str] | None:
+    """What the database ran out of, and its own words for it; None when it failed
+    otherwise. PostgreSQL's class ``53``, SQLite's ``SQLITE_FULL``."""
+    original = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(original, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith("53"):
+        diag = getattr(original, "diag", None)
+        said = getattr(diag, "message_primary", None) or str(original)
+        said = f"PostgreSQL, SQLSTATE {sqlstate}: {' '.join(str(said).split())}"
+        return _PG_SHORT.get(sqlstate, _PG_SHORT_OTHER), said
+    sqlite_code = getattr(original, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int) and (sqlite_code & 0xFF) == sqlite3.SQLITE_FULL:
+        return _SQLITE_FULL, f"SQLite: {' '.join(str(original).split())}"
+    return None
+
+
+def _database_short(exc: Exception, short: tuple[_Shortage, str]) -> Response:
+    """The database is out of disk, memory or one of its configured limits. The server
+    refused the statement, so the request's transaction is rolled back whole: none of
+    it is written. The client gets a 503 asking to come back; the log one line, without a
+    traceback (a full disk fails every write, and its cause is no line of code), saying
+    what ran out and what to do."""
+    shortage, said = short
+    log.log(
+        shortage.level,
+        "database %s on %s: %s (%s); the request's transaction was rolled back. %s",
+        shortage.word,
+        log_safe(f"{request.method} {request.path}"),
+        shortage.cause,
+        log_safe(said),
+        shortage.advice,
+    )
+    _roll_back_sessions()
+    return error_response(
+        503, shortage.reason, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))]
+    )
 
 
 def _roll_back_sessions() -> None:
@@ -253,8 +358,7 @@ def _database_busy(exc: Exception, why: str) -> Response:
         log_safe(type(getattr(exc, "orig", None) or exc).__name__),
     )
     _roll_back_sessions()
-    reason = "The database is busy right now. Try again in a few seconds."
-    return error_response(503, reason, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))])
+    return error_response(503, _BUSY_REASON, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))])
 
 
 def _changed_meanwhile(exc: Exception) -> Response:

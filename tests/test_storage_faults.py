@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import shutil
@@ -238,11 +239,12 @@ def test_a_database_directory_this_user_cannot_write_is_one_clear_line(tmp_path:
 
 
 def test_writes_on_a_full_disk_are_503s_with_nothing_half_written_then_served_again(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An SQLite database on a disk that fills: each write (a ticket with its webhook
-    event, a comment) is answered 503 with Retry-After, reads go on, nothing is half
-    written, and writes succeed again once there is room, without a restart."""
+    event, a comment) is answered 503 with Retry-After and a reason saying there is no
+    room, reads go on, nothing is half written, the log says the disk is full (one line
+    each, no traceback), and writes succeed again once there is room, without a restart."""
     from test_db_pressure import make_todo
     from todo.models import Comment, Ticket
 
@@ -262,10 +264,20 @@ def test_writes_on_a_full_disk_are_503s_with_nothing_half_written_then_served_ag
                 (tickets, {"title": f"t{index}", "description": "x" * 4000}),
                 (tickets + "/1/comments", {"text": "c" * 4000}),
             ):
-                answer = client.post(path, json=body, headers=service.headers)
+                with caplog.at_level(logging.ERROR, logger="srcore"):
+                    caplog.clear()
+                    answer = client.post(path, json=body, headers=service.headers)
                 assert answer.status_code == 503, answer.get_data(as_text=True)
                 assert answer.headers["Retry-After"] == "5"
-                assert "Traceback" not in answer.get_data(as_text=True)
+                assert answer.get_json()["errors"][0]["reason"] == (
+                    "The database has no room left to save this. Try again later."
+                )
+                (said,) = caplog.records
+                assert said.getMessage().startswith(
+                    f"database disk full on POST {path}: the disk of the SQLite database is "
+                    "full (SQLite: database or disk is full)"
+                ), said.getMessage()
+                assert said.exc_info is None
         assert client.get(tickets, headers=service.headers).status_code == 200
         assert (service.count(Ticket), service.count(Comment)) == (1, 0)
         assert service.count(OutboxRow) == 1  # the first ticket's event, and no other
