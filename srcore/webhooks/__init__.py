@@ -51,11 +51,13 @@ def init_app(app: Flask, *, can_receive: CanReceive | None = None) -> None:
     the webhook API and pages if its service has events users may subscribe to. *can_receive* judges
     a subscription limited to one resource (:data:`.outbox.CanReceive`)."""
     app.extensions[EXTENSION_KEY] = WebhooksState(build_dispatcher(app), can_receive)
-    from srcore.auth.revocation import on_revocations, on_rewind
-    from srcore.webhooks.accounts import after_revocations, after_rewind
+    from srcore.auth.revocation import on_revocations, on_rewind, on_rewind_while_down
+    from srcore.webhooks import accounts
 
-    on_revocations(app, functools.partial(after_revocations, app))
-    on_rewind(app, functools.partial(after_rewind, app))
+    on_revocations(app, functools.partial(accounts.after_revocations, app))
+    on_rewind(app, functools.partial(accounts.after_rewind, app))
+    kept = functools.partial(accounts.newest_kept, app)
+    on_rewind_while_down(app, kept, functools.partial(accounts.after_rewind_while_down, app))
     if not app.extensions["srcore"].manifest.user_events:
         return
     from srcore.webhooks.api import api

@@ -21,7 +21,8 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from srcore.identity.protocol import MAX_TIME
+from srcore.auth.revocation import RevocationUnavailable, rewind_checked
+from srcore.identity.protocol import MAX_TIME, RevocationEvent
 from srcore.oncommit import after_commit
 from srcore.webhooks.delivery import cancel_pending, lock_subscriptions
 from srcore.webhooks.models import Account, Delivery, Subscription
@@ -30,7 +31,13 @@ from srcore.webhooks.settings import MailNotifier
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["after_revocations", "after_rewind", "apply_with_change"]
+__all__ = [
+    "after_revocations",
+    "after_rewind",
+    "after_rewind_while_down",
+    "apply_with_change",
+    "newest_kept",
+]
 
 log = logging.getLogger("srcore.webhooks")
 
@@ -167,7 +174,17 @@ def _tell(app: Flask, disabled: list[tuple[Subscription, str]]) -> None:
 
 
 def after_revocations(app: Flask, events: Sequence[Any]) -> None:
-    """Apply meta's revocation *events* to *app*'s subscriptions in a transaction of their own."""
+    """Apply meta's revocation *events* to *app*'s subscriptions in a transaction of their own.
+
+    Not before this process compared the seqs kept with meta (:func:`newest_kept`): a push
+    of meta's new numbering could move them past what that check reads. A push refused so
+    is sent again by meta; the pull reads it anyway.
+    """
+    if not rewind_checked(app):
+        raise RevocationUnavailable(
+            "meta's revocations are not applied to webhook subscriptions until this process"
+            " has compared the seqs its database keeps with meta's"
+        )
     with app.extensions["srcore"].db.session() as session:
         apply_with_change(app, session, events)
         session.commit()
@@ -177,5 +194,54 @@ def after_rewind(app: Flask) -> None:
     """meta's numbering went back (restored from a dump): the suspension states stand, but
     the next event about each account decides, whatever its seq."""
     with app.extensions["srcore"].db.session() as session:
+        session.execute(update(Account).values(seq=0))
+        session.commit()
+
+
+def newest_kept(app: Flask) -> RevocationEvent | None:
+    """The event behind the account with the highest seq: the newest seq of meta's that
+    *app*'s database keeps (None when it keeps none).
+
+    Any account whose seq a restored meta lost is above the dump's last seq, and so is this
+    one: if meta's event at its seq is still about that account and says what its row
+    says, no account holds a seq of a lost numbering.
+    """
+    with app.extensions["srcore"].db.session() as session:
+        newest = select(Account).where(Account.seq > 0).order_by(Account.seq.desc()).limit(1)
+        row = session.scalars(newest).first()
+        if row is None:
+            return None
+        kind = "suspend" if row.suspended else "unsuspend"
+        return RevocationEvent(int(row.seq), kind, str(row.user_id))
+
+
+def after_rewind_while_down(
+    app: Flask, mine: RevocationEvent, theirs: RevocationEvent | None
+) -> None:
+    """At a process's first pull: if meta's event *theirs* at the seq of :func:`newest_kept`'s
+    *mine* is not about that account, or does not say what its row says, meta was restored
+    while every process of *app* was down: as :func:`after_rewind`, once. A process that
+    finds the row moved on since (another one got here first) changes nothing; a normal
+    restart changes nothing either."""
+    user = int(mine.subject)
+    if (
+        theirs is not None
+        and _user_id(theirs.subject) == user
+        and (theirs.kind == "unsuspend") == (mine.kind == "unsuspend")
+    ):
+        return
+    log.warning(
+        "meta's revocation %d is not the one account %d's suspension state came from (meta"
+        " restored from a dump while the service was down?): meta's next events decide",
+        mine.seq,
+        user,
+    )
+    with app.extensions["srcore"].db.session() as session:
+        if session.get_bind().dialect.name == "sqlite":  # the write lock before reading
+            hold = update(Account).where(Account.user_id == user).values(seq=Account.seq)
+            session.execute(hold.execution_options(synchronize_session=False))
+        still = select(Account.user_id).where(Account.user_id == user, Account.seq == mine.seq)
+        if session.scalar(still.with_for_update()) is None:
+            return
         session.execute(update(Account).values(seq=0))
         session.commit()

@@ -19,6 +19,8 @@ from srcore.auth.revocation.extension import (
     init_app,
     on_revocations,
     on_rewind,
+    on_rewind_while_down,
+    rewind_checked,
     state_of,
 )
 from srcore.auth.revocation.fanout import RedisFanout, make_fanout
@@ -70,8 +72,10 @@ __all__ = [
     "make_store",
     "on_revocations",
     "on_rewind",
+    "on_rewind_while_down",
     "parse_events",
     "receive_events",
+    "rewind_checked",
     "state_of",
 ]
 

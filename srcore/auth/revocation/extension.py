@@ -19,6 +19,8 @@ from srcore.auth.revocation.state import (
     RevocationState,
     on_revocations,
     on_rewind,
+    on_rewind_while_down,
+    rewind_checked,
     state_of,
 )
 from srcore.auth.revocation.store import MemoryRevocationStore
@@ -35,6 +37,8 @@ __all__ = [
     "init_app",
     "on_revocations",
     "on_rewind",
+    "on_rewind_while_down",
+    "rewind_checked",
     "state_of",
 ]
 

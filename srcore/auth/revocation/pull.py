@@ -17,12 +17,14 @@ from srcore.auth.revocation.store import RevocationStore
 from srcore.forks import reset_in_child
 from srcore.identity.protocol import RevocationEvent
 
-__all__ = ["Fetch", "RevocationPuller"]
+__all__ = ["Fetch", "KeptListener", "RevocationPuller"]
 
 log = logging.getLogger("srcore.auth")
 
 #: Fetch the events after a seq: returns (events, last seq).
 Fetch = Callable[[int], tuple[list[RevocationEvent], int]]
+#: Told the event the service's database kept and meta's event at its seq (None: none).
+KeptListener = Callable[[RevocationEvent, RevocationEvent | None], None]
 
 
 class RevocationPuller:
@@ -66,6 +68,11 @@ class RevocationPuller:
         #: Called when meta's numbering went back (:meth:`_rewind`), before its whole list
         #: is read again: whatever kept seqs of the old numbering lets the new one decide.
         self.rewind_listeners: list[Callable[[], None]] = []
+        #: What keeps meta's seqs in the service's database, past any process: pairs of a
+        #: function naming the newest event it kept (None for none) and a listener told
+        #: meta's event at its seq (:meth:`_check_kept`).
+        self.kept: list[tuple[Callable[[], RevocationEvent | None], KeptListener]] = []
+        self._kept_checked = threading.Event()
 
     def pull_once(self) -> int:
         """Apply every event meta has that this process has not pulled yet; return how many.
@@ -74,6 +81,8 @@ class RevocationPuller:
         one it missed (that push reached another process), so the events pushed here
         never move it. Events already applied are applied again, which changes nothing.
         """
+        if not self._kept_checked.is_set():
+            self._check_kept()
         applied, start = 0, self._seq
         since = self._start()
         page: tuple[list[RevocationEvent], int] | None = None
@@ -111,6 +120,43 @@ class RevocationPuller:
         self.pulls += 1
         self._loaded.set()
         return applied
+
+    def _check_kept(self) -> None:
+        """Before a process's first read: does meta still hold what the database kept?
+
+        A meta restored while every process of the service was down leaves none that
+        pulled from the old numbering to see it go back (:meth:`_still_there`), while the
+        database keeps seqs of that numbering (a webhook account's suspension): what kept
+        them is told meta's event at the newest such seq, once per process, to compare.
+        Tried again at the next round if that fails; pushes wait for it
+        (:meth:`kept_checked`).
+        """
+        for kept, listener in self.kept:
+            try:
+                mine = kept()
+            except Exception:
+                log.exception("reading the newest revocation seq the database kept failed")
+                return
+            if mine is None:
+                continue
+            events, _last = self.fetch(mine.seq - 1)
+            theirs = next((e for e in events if e.seq == mine.seq), None)
+            try:
+                listener(mine, theirs)
+            except Exception:
+                log.exception("comparing the revocation seqs the database kept with meta's failed")
+                return
+        self._kept_checked.set()
+
+    def kept_checked(self) -> bool:
+        """Whether this process compared what the database kept with meta (:meth:`_check_kept`),
+        waiting at most :attr:`first_wait` for its first pull; True when it does not pull."""
+        self.ensure_started()
+        if not self._started or not self.kept:
+            return True
+        if threading.current_thread() is not self._thread:  # the pull itself: no wait
+            self._kept_checked.wait(self.first_wait)
+        return self._kept_checked.is_set()
 
     def _start(self) -> int:
         """The seq a round reads after: the pull's, or just below the oldest gap left open.
@@ -191,6 +237,7 @@ class RevocationPuller:
         self._started = False
         self._pulled = threading.Event()
         self._loaded = threading.Event()
+        self._kept_checked = threading.Event()
 
     def ensure_started(self) -> None:
         """Start the thread in this process if it is not running here yet (cheap if it is)."""

@@ -23,6 +23,8 @@ __all__ = [
     "RevocationState",
     "on_revocations",
     "on_rewind",
+    "on_rewind_while_down",
+    "rewind_checked",
     "state_of",
 ]
 
@@ -88,3 +90,33 @@ def on_rewind(app: Flask, listener: Callable[[], None]) -> None:
     state = app.extensions.get(EXTENSION_KEY)
     if isinstance(state, RevocationState) and state.link.puller is not None:
         state.link.puller.rewind_listeners.append(listener)
+
+
+def on_rewind_while_down(
+    app: Flask,
+    kept: Callable[[], RevocationEvent | None],
+    listener: Callable[[RevocationEvent, RevocationEvent | None], None],
+) -> None:
+    """For what keeps meta's seqs in *app*'s database: catch a restore of meta while every
+    process of the service was down, which no pull saw (:func:`on_rewind` is told of the
+    ones a pull sees).
+
+    At the first pull of each process, before it reads, *kept* names the newest event whose
+    seq the database keeps (None when it keeps none), and *listener* is told it with meta's
+    event at that seq (None when meta has none there): if they differ, meta's numbering
+    went back. Processes starting together are each told: what acts on it must act once.
+    """
+    state = app.extensions.get(EXTENSION_KEY)
+    if isinstance(state, RevocationState) and state.link.puller is not None:
+        state.link.puller.kept.append((kept, listener))
+
+
+def rewind_checked(app: Flask) -> bool:
+    """Whether this process of *app* compared what its database kept with meta
+    (:func:`on_rewind_while_down`), waiting a moment for its first pull: an event pushed
+    before then must not move those seqs past the check. True for an app that does not pull."""
+    state = app.extensions.get(EXTENSION_KEY)
+    if not isinstance(state, RevocationState) or state.link.puller is None:
+        return True
+    checked: bool = state.link.puller.kept_checked()
+    return checked
