@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
+from srcore.auth.ended import EndedSessionBase
 from srcore.config.database import (
     describe_connect_failure,
     driver_cause,
@@ -82,8 +83,9 @@ _SERVICE_ID = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 @functools.cache
 def core_metadata() -> MetaData:
-    """The metadata of the tables the core lineage owns: ``user`` with UserMixin's columns
-    and the webhook tables of :mod:`srcore.webhooks.models`.
+    """The metadata of the tables the core lineage owns: ``user`` with UserMixin's columns,
+    the webhook tables of :mod:`srcore.webhooks.models` and the ended web sessions of
+    :mod:`srcore.auth.ended`.
 
     It lives here, not in :mod:`srcore.db`, because the lineage spans features: the
     database layer knows no feature's tables.
@@ -96,8 +98,9 @@ def core_metadata() -> MetaData:
     class _CoreUser(UserMixin, _CoreBase):
         __tablename__ = "user"
 
-    for table in WebhookBase.metadata.sorted_tables:
-        table.to_metadata(_CoreBase.metadata)
+    for base in (WebhookBase, EndedSessionBase):
+        for table in base.metadata.sorted_tables:
+            table.to_metadata(_CoreBase.metadata)
     return _CoreBase.metadata
 
 

@@ -293,7 +293,7 @@ def build_service(
     app.config["TESTING"] = True
     st = app.extensions["srcore"]
     st.metadata.create_all(st.db.engine)
-    from srcore.webhooks.models import WebhookBase
+    from srcore.migrate import core_metadata
 
-    WebhookBase.metadata.create_all(st.db.engine)  # the core lineage's, as migrated
+    core_metadata().create_all(st.db.engine)  # the core lineage's, as migrated
     return app

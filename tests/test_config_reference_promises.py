@@ -341,7 +341,10 @@ def test_the_longest_session_lifetime_still_logs_in(tmp_path: Path) -> None:
 
     app = build(tmp_path, "session-lifetime = 3650d\n")
     st = app.extensions["srcore"]
+    from srcore.migrate import core_metadata
+
     st.metadata.create_all(st.db.engine)
+    core_metadata().create_all(st.db.engine)  # the ended sessions' table, as migrated
     client = log_in_client(app.test_client(), create_user(app, "alice"))
     assert client.get("/private").status_code == 200
     assert app.permanent_session_lifetime == timedelta(days=3650)

@@ -37,6 +37,8 @@ _U = TypeVar("_U")
 
 _SESSION_USER = "_uid"
 _SESSION_AT = "_at"
+#: The session's id, which a logout records as ended (:mod:`srcore.auth.ended`).
+_SESSION_ID = "_sid"
 _UNSET = object()
 
 
@@ -73,8 +75,13 @@ def log_in(user_id: int, *, at: float | None = None) -> None:
     of counts as later than it, even within the same second. *at* is when meta confirmed
     the login, by meta's clock: a logout's cut-off is meta's time too, so the two compare
     however far this host's clock is from meta's (without *at*, this host's clock).
+
+    The session gets a new random id, which :func:`log_out` records as ended: a copy of
+    the cookie stops counting there and then, and the user's other sessions do not.
     """
     import time
+
+    from srcore.auth.ended import new_session_id
 
     at = time.time() if at is None else at
     link = auth_state().identity
@@ -90,14 +97,54 @@ def log_in(user_id: int, *, at: float | None = None) -> None:
     session.clear()
     session[_SESSION_USER] = user_id
     session[_SESSION_AT] = at
+    session[_SESSION_ID] = new_session_id()
     session.permanent = True
     g.pop("srcore_user", None)
 
 
-def log_out() -> None:
-    """End this service's session."""
+def log_out(*, everywhere: bool = True) -> None:
+    """End this service's session: clear the cookie, and record the session as ended
+    so that no copy of the cookie logs anyone in any more, at any process of the service.
+
+    *everywhere* false only clears the cookie, for a session that already counts nowhere
+    (meta ended it, or it was ended here). If the end cannot be recorded (the database is
+    down) the cookie is still cleared and the failure logged: logging out must work.
+    """
+    sid = _session_key()
     session.clear()
     g.pop("srcore_user", None)
+    if everywhere and sid is not None and current_app.extensions["srcore"].user_model:
+        _record_end(sid)
+
+
+def _session_key() -> str | None:
+    """The id a logout records for this request's session: its ``_sid``, or for a session
+    begun before sessions had ids, its user and login time (which tell logins apart)."""
+    sid = session.get(_SESSION_ID)
+    if isinstance(sid, str):
+        return sid
+    uid, at = session.get(_SESSION_USER), session.get(_SESSION_AT)
+    if isinstance(uid, int) and isinstance(at, int | float):
+        return f"at:{uid}:{float(at)!r}"
+    return None
+
+
+def _record_end(sid: str) -> None:
+    import logging
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from srcore.auth.ended import record_end
+
+    database = current_app.extensions["srcore"].db
+    try:
+        with database.transaction() as db_session:
+            record_end(db_session, sid, lifetime=current_app.permanent_session_lifetime)
+    except SQLAlchemyError:
+        logging.getLogger("srcore.auth").exception(
+            "logout: the session's end could not be recorded; copies of its cookie "
+            "stay valid until it expires"
+        )
 
 
 def _load_user() -> Any:
@@ -120,15 +167,37 @@ def _load_user() -> Any:
             from srcore.db import session as db_session
 
             if not _session_stands(uid):
-                log_out()
+                log_out(everywhere=False)
             else:
-                user = db_session.get(model, uid)
-                if user is None:
+                user, ended = _session_user(db_session, model, uid)
+                if ended:
+                    log_out(everywhere=False)
+                elif user is None:
                     session.pop(_SESSION_USER, None)
                 else:
                     after_this_request(_not_stored)
     g.srcore_user = user
     return user
+
+
+def _session_user(db_session: Any, model: Any, uid: int) -> tuple[Any, bool]:
+    """The session's user row, and whether the session was logged out at this service.
+
+    Both come from one query (a page of a logged-in user loads the row anyway), so the
+    check of the ended sessions costs no round trip of its own.
+    """
+    sid = _session_key()
+    if sid is None:
+        # No login of this service made it (it has no login time): nothing ended it here.
+        return db_session.get(model, uid), False
+    from sqlalchemy import select
+
+    from srcore.auth.ended import ended_clause
+
+    row = db_session.execute(select(model, ended_clause(sid)).where(model.id == uid)).first()
+    if row is None:
+        return None, False
+    return (None, True) if row[1] else (row[0], False)
 
 
 def _not_stored(response: Response) -> Response:

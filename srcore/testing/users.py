@@ -91,10 +91,13 @@ def _session_values(app: Any, user: Any) -> dict[str, Any]:
 
 def log_in_client(client: Any, user: Any) -> Any:
     """Log *user* in on a Flask test *client*, through the service's real session cookie."""
+    from srcore.auth.ended import new_session_id
+
     values = _session_values(client.application, user)
     with client.session_transaction() as session:
         session.clear()
         session["_uid"] = user.id
+        session["_sid"] = new_session_id()
         session.update(values)
         session.permanent = True
     return client
@@ -111,6 +114,9 @@ def session_cookie(app: Any, user: Any) -> tuple[str, str]:
     serializer = SecureCookieSessionInterface().get_signing_serializer(app)
     if serializer is None:
         raise RuntimeError("the app has no secret key")
-    value = serializer.dumps({"_uid": user.id, **_session_values(app, user), "_permanent": True})
+    from srcore.auth.ended import new_session_id
+
+    values = {"_uid": user.id, "_sid": new_session_id(), **_session_values(app, user)}
+    value = serializer.dumps({**values, "_permanent": True})
     # The name the app reads: ``__Host-`` prefixed when its origin is https.
     return app.session_interface.get_cookie_name(app), str(value)
