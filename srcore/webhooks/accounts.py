@@ -240,8 +240,9 @@ def after_rewind_while_down(
         if session.get_bind().dialect.name == "sqlite":  # the write lock before reading
             hold = update(Account).where(Account.user_id == user).values(seq=Account.seq)
             session.execute(hold.execution_options(synchronize_session=False))
-        still = select(Account.user_id).where(Account.user_id == user, Account.seq == mine.seq)
-        if session.scalar(still.with_for_update()) is None:
+        # Every row, locked in user id order as a batch of events locks its own (no deadlock).
+        rows = select(Account.user_id, Account.seq).order_by(Account.user_id).with_for_update()
+        if (user, mine.seq) not in {(row.user_id, row.seq) for row in session.execute(rows)}:
             return
         session.execute(update(Account).values(seq=0))
         session.commit()
