@@ -121,28 +121,31 @@ def on_account_deleted(app: Flask, hook: DeletionHook) -> None:
 
     Hooks run in the order registered, at most once per deletion (whichever of meta's
     push and the pull brings it first), and again after a failure until one run commits.
-    Raises RuntimeError for an app that keeps no user table or does not log in through
-    meta: it would never hear of a deletion.
+    Raises RuntimeError for an app that keeps no user table: it has nothing to drop. An
+    app that does not log in through meta keeps the hook and hears of no deletion.
     """
     state = app.extensions.get(EXTENSION_KEY)
     if not isinstance(state, DeletionState):
         raise RuntimeError(
-            "account deletions reach only a service that logs in through meta and keeps a "
-            "user table (create_app(..., user_model=...))"
+            "account deletions reach only a service that keeps a user table "
+            "(create_app(..., user_model=...))"
         )
     state.hooks.append(hook)
 
 
 def init_app(app: Flask) -> None:
-    """Follow meta's ``delete`` events in *app* (one with a user model and revocations)."""
+    """Keep *app*'s deletion hooks (an app with a user model), and follow meta's ``delete``
+    events when it logs in through meta. One that does not (built with its own token
+    verifier, as in tests) keeps the hooks registered and hears of no deletion."""
     from srcore.auth.revocation.state import EXTENSION_KEY as REVOCATION_KEY
     from srcore.auth.revocation.state import on_revocations
 
-    if app.extensions["srcore"].user_model is None or REVOCATION_KEY not in app.extensions:
+    if app.extensions["srcore"].user_model is None:
         return
     state = DeletionState(app)
     app.extensions[EXTENSION_KEY] = state
-    on_revocations(app, partial(_after_revocations, state))
+    if REVOCATION_KEY in app.extensions:
+        on_revocations(app, partial(_after_revocations, state))
 
 
 def _user_ids(events: Sequence[RevocationEvent]) -> list[int]:

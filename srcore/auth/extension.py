@@ -64,7 +64,7 @@ class Auth:
 
             oauth_client.init_app(app)
             revocation.init_app(app)
-            from srcore.auth import deletion
+        from srcore.auth import deletion
 
-            deletion.init_app(app)
+        deletion.init_app(app)
         return auth
