@@ -10,9 +10,10 @@ added here needs a ``multiprocess_mode`` saying how the processes' values combin
 
 Counting never fails a request, nor stops the service: when the directory cannot hold a
 process's values (the variable names no directory, or a cleaner of the temporary
-directory removed it, the disk under it is full), the process logs why once, counts
-nothing more, and the metrics page answers 503 with the same reason, which the scraper
-reports.
+directory removed it, the disk under it is full), the process logs why once, stops
+counting, and the metrics page answers 503 with the same reason, which the scraper
+reports. Every :data:`RETRY_SECONDS` at most, a request then tries to count again, so the
+process counts anew once the directory is usable (room was made), with no restart.
 
 Every label value comes from a short list the service fixes (its routes, the methods of
 HTTP, the status codes it answers), never from what a client sends: each new value is a
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from flask import Flask, Request, Response, abort, request
@@ -36,6 +38,7 @@ __all__ = [
     "FORWARDED_HEADERS",
     "METHODS",
     "MULTIPROC_DIR",
+    "RETRY_SECONDS",
     "Metrics",
     "MetricsExtension",
     "init_app",
@@ -49,6 +52,11 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 #: The methods counted by name; any other (``FOO``: a 405 whoever sends it) is ``other``.
 #: A HEAD request counts as the GET it is answered as.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+#: Seconds a process that stopped counting waits before a request tries again. Until
+#: then a request pays one look at the clock (no system call); the try costs a look at the
+#: directory and at most one file made: never a storm of failing calls under load.
+RETRY_SECONDS = 5.0
 
 #: Where an app keeps its :class:`Metrics` (absent when it serves none). The per-request
 #: glue (:mod:`srcore.lifecycle`) reads it there to count each request.
@@ -76,18 +84,37 @@ class Metrics:
         )
         self.service_id = service_id
 
-        #: Why this process no longer counts (None while it does); said in the log once.
+        #: Why this process does not count now (None while it does); said in the log
+        #: once, when it stops.
         self.broken: str | None = None
+        #: When (monotonic clock) a request may next try to count, while it does not.
+        self._retry_at = 0.0
 
     def give_up(self, reason: str) -> None:
-        """Stop counting in this process, and say why in the log."""
+        """Stop counting in this process, and say why in the log; a request tries again
+        after :data:`RETRY_SECONDS`."""
+        self._retry_at = time.monotonic() + RETRY_SECONDS
         if self.broken is None:
             self.broken = reason
-            log.error("%s; requests are served and no longer counted", reason)
+            log.error(
+                "%s; requests are served and not counted until it is fixed (tried again "
+                "every %g s, no restart needed)",
+                reason,
+                RETRY_SECONDS,
+            )
+
+    def _may_try_again(self) -> bool:
+        """Whether this request, in a process that stopped counting, tries to count: once
+        every :data:`RETRY_SECONDS`, and only when the directory is there to write in."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + RETRY_SECONDS
+        return _multiproc_dir_problem() is None
 
     def observe(self, request: Request, response: Response, elapsed: float) -> None:
         """Count one request; the route is the URL rule, never the raw path (bounded labels)."""
-        if self.broken is not None:
+        if self.broken is not None and not self._may_try_again():
             return
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         method = request.method if request.method in METHODS else "other"
@@ -99,6 +126,13 @@ class Metrics:
                 _multiproc_dir_problem()
                 or f"metrics: cannot keep the counts in {os.environ.get(MULTIPROC_DIR)}: {exc}"
             )
+            return
+        if self.broken is not None:
+            log.warning(
+                "metrics: counting again in this process; the requests it served since it "
+                "stopped were not counted"
+            )
+            self.broken = None
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type.

@@ -287,3 +287,69 @@ def test_writes_on_a_full_disk_are_503s_with_nothing_half_written_then_served_ag
         assert again.get_json()["number"] == 2
         assert (service.count(Ticket), service.count(OutboxRow)) == (2, 2)
         service.app.extensions["srcore"].db.dispose()
+
+
+def _counted(url: str, route: str) -> float:
+    """The requests to *route* the metrics page counts."""
+    with urllib.request.urlopen(url + "/internal/metrics", timeout=20) as response:
+        body = response.read().decode()
+    pattern = re.compile(r"^srcore_http_requests_total\{([^}]*)\} (\S+)$", re.MULTILINE)
+    return sum(
+        float(value) for labels, value in pattern.findall(body) if f'route="{route}"' in labels
+    )
+
+
+#: Rounds of a request and a scrape, :data:`PAUSE` seconds apart, given a worker to count
+#: again once there is room: three times srcore.metrics.RETRY_SECONDS (5 s).
+RESUME_ROUNDS = 60
+PAUSE = 0.25
+
+
+def test_a_worker_that_found_no_room_for_its_counts_counts_again_once_there_is(
+    tmp_path: Path,
+) -> None:
+    """A worker started while the metrics disk (a tmpfs /tmp) was full stopped counting
+    for good: after room was made, its requests went uncounted until it was restarted. Now
+    it tries again now and then (every few seconds, on a request), counts once it can, and
+    says so in its log."""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
+    config = write_config(
+        tmp_path / "config.ini",
+        service_id="paste",
+        database_url=f"sqlite:///{tmp_path / 'paste.db'}",
+        extra="metrics-path = /internal/metrics\n",
+    )
+    upgrade_all(migration_target("paste", config))
+    log = tmp_path / "server.log"
+    with (
+        small_filesystem(tmp_path / "tmp") as tmp,
+        gunicorn("paste:create_app()", config, log, workers=1, env={"TMPDIR": str(tmp)}) as (
+            url,
+            master,
+        ),
+    ):
+        filler = fill(tmp)
+        (first,) = _workers(master)
+        os.kill(first, signal.SIGTERM)  # its successor starts on the full disk
+        for _ in range(100):  # the master has started another (10 s at most)
+            if first not in _workers(master) and len(_workers(master)) == 1:
+                break
+            time.sleep(0.1)
+        assert [get(url + "/") for _ in range(REQUESTS)] == [200] * REQUESTS
+        assert _counted(url, "/") == 0
+        filler.unlink()
+        counted = 0.0
+        for _ in range(RESUME_ROUNDS):
+            assert get(url + "/") == 200
+            counted = _counted(url, "/")
+            if counted:
+                break
+            time.sleep(PAUSE)
+        assert counted, log.read_text(encoding="utf-8")[-3000:]
+        assert [get(url + "/") for _ in range(REQUESTS)] == [200] * REQUESTS
+        assert _counted(url, "/") == counted + REQUESTS
+    text = log.read_text(encoding="utf-8")
+    assert text.count("metrics: cannot keep the counts in") == 1, text[-3000:]
+    assert text.count("metrics: counting again in this process") == 1, text[-3000:]
