@@ -26,7 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flask import Flask, Response, current_app, request, session
 
@@ -129,6 +129,100 @@ def write_limits(app: Flask | None = None) -> WriteLimits:
     return result
 
 
+class WindowStore(Store, Protocol):
+    """A :class:`~srcore.throttle.Store` that also counts one write against all of its
+    limits at once (:meth:`srcore.windows.MovingWindows.acquire_all`)."""
+
+    def acquire_all(self, checks: Sequence[tuple[str, int, int]]) -> tuple[int, float] | None:
+        """Count one entry per ``(key, limit, expiry)``, in turn, up to the first full one:
+        None, or its index and the oldest entry of its window."""
+
+
+#: Lua run by Redis for :meth:`_RedisWindows.acquire_all`: ``limits``' own moving-window
+#: scripts, each as a function of its keys and arguments, called for one check after the
+#: other. ARGV: the time, then each check's limit and expiry.
+_ACQUIRE_ALL = """
+local function acquire(KEYS, ARGV)
+{acquire}
+end
+local function window(KEYS, ARGV)
+{window}
+end
+local now = ARGV[1]
+for i = 1, #KEYS do
+    local limit, expiry = ARGV[2 * i], ARGV[2 * i + 1]
+    if not acquire({{KEYS[i]}}, {{now, limit, expiry, 1}}) then
+        local found = window({{KEYS[i]}}, {{tonumber(now) - tonumber(expiry), limit}})
+        return {{i, found and found[1] or false}}
+    end
+end
+return false
+"""
+
+
+class _RedisWindows:
+    """``limits``' Redis storage, with a write's checks made in one round trip.
+
+    Counting each limit with its own call cost a round trip per limit (two with the
+    default burst and hourly cap), and one more to read the window of a refusal. Here
+    ``limits``' acquire and window scripts run inside one script, with the same keys, the
+    same arguments and in the same order, stopping at the first refusal as before. A
+    Redis Cluster (whose keys may sit on different nodes) is counted call by call.
+    """
+
+    def __init__(self, storage: Any) -> None:
+        from limits.storage import RedisClusterStorage, RedisStorage
+
+        self.storage = storage
+        self._script: Any = None
+        if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
+            source = _ACQUIRE_ALL.format(
+                acquire=RedisStorage.SCRIPT_ACQUIRE_MOVING_WINDOW.decode(),
+                window=RedisStorage.SCRIPT_MOVING_WINDOW.decode(),
+            )
+            self._script = storage.get_connection().register_script(source.encode())
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        return bool(self.storage.acquire_entry(key, limit, expiry, amount))
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        oldest, count = self.storage.get_moving_window(key, limit, expiry)
+        return float(oldest), int(count)
+
+    def clear(self, key: str) -> None:
+        self.storage.clear(key)
+
+    def acquire_all(self, checks: Sequence[tuple[str, int, int]]) -> tuple[int, float] | None:
+        if self._script is None:
+            for index, (key, limit, expiry) in enumerate(checks):
+                if not self.acquire_entry(key, limit, expiry):
+                    return index, self.get_moving_window(key, limit, expiry)[0]
+            return None
+        from limits.errors import StorageError
+
+        now = time.time()
+        keys = [self.storage.prefixed_key(key) for key, _limit, _expiry in checks]
+        args: list[float | int] = [now]
+        for _key, limit, expiry in checks:
+            args += [limit, expiry]
+        try:
+            answer = self._script(keys, args)
+        except self.storage.base_exceptions as exc:
+            raise StorageError(exc) from exc
+        if not answer:
+            return None
+        oldest = answer[1] if len(answer) > 1 and answer[1] is not None else now
+        return int(answer[0]) - 1, float(oldest)
+
+
+class _FallbackWindows(FallbackStore):
+    """:class:`~srcore.throttle.FallbackStore` over :class:`WindowStore` storages."""
+
+    def acquire_all(self, checks: Sequence[tuple[str, int, int]]) -> tuple[int, float] | None:
+        refused: tuple[int, float] | None = self._use("acquire_all", checks)
+        return refused
+
+
 class WriteLimits:
     """One service's write limits: its rules, its counters and the endpoints left out.
 
@@ -144,7 +238,7 @@ class WriteLimits:
         self.redis_url = redis_url or None
         self.prefix = prefix
         self.exempt: set[str] = set()
-        self._store: Store | None = None
+        self._store: WindowStore | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -156,7 +250,7 @@ class WriteLimits:
         """Whether the service counts writes at all."""
         return bool(self.rules)
 
-    def store(self) -> Store:
+    def store(self) -> WindowStore:
         """The moving-window storage of the counts, built on first use."""
         if self._store is None:
             with self._lock:
@@ -164,16 +258,16 @@ class WriteLimits:
                     self._store = self._build()
         return self._store
 
-    def _build(self) -> Store:
+    def _build(self) -> WindowStore:
         from limits.storage import storage_from_string
 
         memory = MovingWindows()
         if self.redis_url is None:
             return memory
-        shared: Store = storage_from_string(  # type: ignore[assignment]
+        shared = storage_from_string(
             self.redis_url, socket_timeout=2, socket_connect_timeout=2, wrap_exceptions=True
         )
-        return FallbackStore(shared, memory)
+        return _FallbackWindows(_RedisWindows(shared), memory)
 
     def hit(
         self, who: str, *, route: str | None = None, extra: Sequence[RateLimitItem] = ()
@@ -185,18 +279,22 @@ class WriteLimits:
         counting stops at the first refusal: writes refused for a burst or by a tighter
         route do not use up the hourly allowance.
         """
-        store = self.store()
-        checks = [(rule, rule.key_for(self.prefix, f"route:{route}", who)) for rule in extra]
-        checks += [(rule, rule.key_for(self.prefix, who)) for rule in self.rules]
-        for rule, key in checks:
-            expiry = rule.get_expiry()
-            if not store.acquire_entry(key, rule.amount, expiry):
-                oldest, _count = store.get_moving_window(key, rule.amount, expiry)
-                # An entry counts until its expiry has passed, so one second more than
-                # what is left of it: a client that waits as told is let in.
-                wait = max(math.floor(oldest + expiry - time.time()) + 1, 1)
-                return Decision(allowed=False, retry_after=float(wait)), rule
-        return Decision(allowed=True), None
+        rules = [*extra, *self.rules]
+        keys = [rule.key_for(self.prefix, f"route:{route}", who) for rule in extra]
+        keys += [rule.key_for(self.prefix, who) for rule in self.rules]
+        # One call, and on Redis one round trip, for all of them.
+        checks = [
+            (key, rule.amount, rule.get_expiry()) for rule, key in zip(rules, keys, strict=True)
+        ]
+        refused = self.store().acquire_all(checks)
+        if refused is None:
+            return Decision(allowed=True), None
+        index, oldest = refused
+        rule = rules[index]
+        # An entry counts until its expiry has passed, so one second more than what is
+        # left of it: a client that waits as told is let in.
+        wait = max(math.floor(oldest + rule.get_expiry() - time.time()) + 1, 1)
+        return Decision(allowed=False, retry_after=float(wait)), rule
 
 
 def client_address() -> str:

@@ -17,6 +17,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Sequence
 
 __all__ = ["MovingWindows"]
 
@@ -52,6 +53,15 @@ class MovingWindows:
             while len(self._times) > self.max_keys:
                 self._times.popitem(last=False)
             return allowed
+
+    def acquire_all(self, checks: Sequence[tuple[str, int, int]]) -> tuple[int, float] | None:
+        """Count one entry under each ``(key, limit, expiry)`` of *checks* in turn, stopping
+        at the first that is full; None when all took one, else that check's index and the
+        oldest entry in its window (as :meth:`get_moving_window` tells it)."""
+        for index, (key, limit, expiry) in enumerate(checks):
+            if not self.acquire_entry(key, limit, expiry):
+                return index, self.get_moving_window(key, limit, expiry)[0]
+        return None
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         """The oldest entry of *key* in the last *expiry* seconds, and how many there are."""

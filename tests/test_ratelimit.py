@@ -7,10 +7,13 @@ clock; the limits are tiny so that no test makes more than a handful of requests
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +377,88 @@ def test_the_api_description_names_the_refusal_of_a_write(
         spec.validate_response(
             WerkzeugOpenAPIRequest(request().get_request()), WerkzeugOpenAPIResponse(refused)
         )
+
+
+@contextlib.contextmanager
+def redis_commands_of(client_name: str) -> Iterator[list[str]]:
+    """The commands Redis received from the connections named *client_name* during the
+    block (its MONITOR feed; each is a round trip), listed once the block ends. The
+    scripts' own commands are not listed: they run inside Redis."""
+    import redis
+
+    lines: list[str] = []
+    marker = f"end-of-{client_name}"
+    feed = b""
+    with socket.create_connection(("127.0.0.1", 6379), timeout=5) as monitor:
+        monitor.sendall(b"MONITOR\r\n")
+        while b"+OK\r\n" not in feed:
+            feed += monitor.recv(4096)
+        feed = feed.split(b"+OK\r\n", 1)[1]
+        yield lines
+        control = redis.Redis.from_url(REDIS_URL)
+        try:
+            control.echo(marker)  # the feed is in order: past this, nothing of ours is left
+            named = [c["addr"] for c in control.client_list() if c["name"] == client_name]
+        finally:
+            control.close()
+        while marker.encode() not in feed and len(feed) < 20_000_000:
+            chunk = monitor.recv(65536)
+            if not chunk:
+                break
+            feed += chunk
+    assert named, f"no connection named {client_name}"
+    for line in feed.decode("utf-8", "replace").splitlines():
+        _db, _, rest = line.partition(" [")[2].partition(" ")
+        address = rest.partition("]")[0]
+        if address in named:
+            lines.append(line)
+
+
+def test_a_write_costs_one_redis_round_trip_whatever_its_limits(
+    app: Any, srcore_signing_key: Any, make_token: Any, tmp_path: Path, clock: list[float]
+) -> None:
+    """One write asks Redis once for all of its limits (the burst, the hourly cap, a
+    route's own), allowed or refused: each limit cost a round trip of its own, and a
+    refusal one more to read the window it waits on. The counts stay what they were."""
+    require_or_skip(_redis_up(), "Redis")
+    name = f"srcore-writes-{uuid.uuid4().hex[:12]}"
+    lines = f"redis-url = {REDIS_URL}\nwrite-rate-limit = 2/minute, 3/hour\n"
+    limited = build(app, srcore_signing_key, tmp_path, global_lines=lines)
+    limits = write_limits(limited)
+    limits.prefix = f"srcore-writes-test/{name}"
+    limits.redis_url = f"{REDIS_URL}?client_name={name}"  # to pick its commands out
+    alice = create_user(limited, "alice")
+    heads = bearer(make_token(SCOPE, user=alice))
+    client = limited.test_client()
+    assert create(client, heads).status_code == 201  # Redis learns the script here
+    try:
+        with redis_commands_of(name) as sent:
+            clock[0] += 20
+            allowed = create(client, heads)
+            refused = create(client, heads)
+        assert (allowed.status_code, refused.status_code) == (201, 429)
+        # The wait is the one limits' own reading of the window gives (Redis keeps the
+        # times to 14 digits, so the first write leaves in 40 s, or a hair less).
+        rule = limits.rules[0]
+        storage = limits.store().primary  # type: ignore[attr-defined]
+        key = rule.key_for(limits.prefix, f"user:{alice.id}")
+        oldest, count = storage.get_moving_window(key, 2, 60)
+        assert count == 2
+        assert refused.headers["Retry-After"] == str(math.floor(oldest + 60 - clock[0]) + 1)
+        assert len(sent) == 2, sent
+        assert all('"evalsha"' in line.lower() for line in sent), sent
+        # The refusal took nothing from the hourly count: its third write goes through
+        # once the burst window has passed, and then the hour is full.
+        clock[0] += 41
+        assert create(client, heads).status_code == 201
+        clock[0] += 60
+        full = create(client, heads)
+        assert full.status_code == 429 and "per hour" in full.get_data(as_text=True)
+        assert things(limited) == 3
+    finally:
+        import redis
+
+        connection = redis.Redis.from_url(REDIS_URL)
+        for key in connection.scan_iter(f"*{limits.prefix}*"):
+            connection.delete(key)
+        connection.close()
