@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any, cast
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug.wrappers import Response
 
 from meta import audit, logic, totp
@@ -33,6 +33,8 @@ admin = Blueprint("admin", __name__, url_prefix="/admin")
 
 PER_PAGE = 50
 NOTICE_MAX = 2048
+#: The ``role-changed`` entry of an admin's suspension.
+SUSPENDED_ADMIN = "no longer an admin: suspended"
 _MAX_PAGE = 1_000_000
 
 
@@ -83,6 +85,31 @@ def _target(user_id: int) -> User:
     return user
 
 
+def _locked_target(user_id: int) -> tuple[User, User]:
+    """The account an action changes, held until the request commits, and the admin acting.
+
+    Two admins acting on one account at once take turns: the second reads what the first
+    committed (already suspended: said so, nothing written twice), and an account deleted
+    meanwhile is a 404 rather than a write that matches no row. The hold is an UPDATE that
+    changes nothing: PostgreSQL's row lock, and SQLite's one write lock, taken before the
+    account is read again. The admin is read again after it too: a right removed since the
+    request began counts.
+    """
+    db.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(user_type=User.user_type)
+        .execution_options(synchronize_session=False)
+    )
+    target = db.get(User, user_id, populate_existing=True)
+    if target is None:
+        abort(404)
+    me = db.get(User, _admin().id, populate_existing=True)
+    if me is None or not me.is_admin:
+        abort(404)
+    return target, me
+
+
 @admin.route("/users/<id:user_id>")
 @admin_required
 def user(user_id: int) -> Any:
@@ -103,16 +130,21 @@ def _user_context(target: User) -> dict[str, Any]:
 @admin.route("/users/<id:user_id>/suspend", methods=["POST"])
 @admin_required
 def suspend(user_id: int) -> Any:
-    me = _admin()
-    target = _target(user_id)
+    """Suspend an account with a notice it is shown. An admin's suspension also ends their
+    admin right (unsuspended, they are an ordinary account until the operator names them
+    again), and the log records that role change beside the suspension."""
+    target, me = _locked_target(user_id)
     valid = Validation.form("meta/admin/user.html", lambda: _user_context(target))
     notice = valid.require("notice", max_length=NOTICE_MAX, label="The notice")
     valid.expect(target.id != me.id, "You cannot suspend yourself.")
     valid.expect(not target.is_suspended, "This account is already suspended.")
     valid.raise_if_invalid()
     assert notice is not None  # require() recorded an error otherwise
+    was_admin = target.is_admin
     logic.suspend(db, target, notice)
     audit.record(db, Kind.account_suspended, target.id, actor_id=me.id, detail=notice)
+    if was_admin:
+        audit.record(db, Kind.role_changed, target.id, actor_id=me.id, detail=SUSPENDED_ADMIN)
     db.commit()
     flash(f"{target.username} is suspended.", "success")
     return redirect(url_for("admin.user", user_id=target.id))
@@ -121,10 +153,10 @@ def suspend(user_id: int) -> Any:
 @admin.route("/users/<id:user_id>/unsuspend", methods=["POST"])
 @admin_required
 def unsuspend(user_id: int) -> Response:
-    target = _target(user_id)
+    target, me = _locked_target(user_id)
     if target.is_suspended:
         logic.unsuspend(db, target)
-        audit.record(db, Kind.account_unsuspended, target.id, actor_id=_admin().id)
+        audit.record(db, Kind.account_unsuspended, target.id, actor_id=me.id)
         db.commit()
         flash(f"{target.username} is no longer suspended.", "success")
     return redirect(url_for("admin.user", user_id=target.id))
@@ -137,16 +169,14 @@ def reset_factors(user_id: int) -> Response:
     its owner is mailed, and the log says which admin did it."""
     from meta import passkeys
 
-    target = _target(user_id)
+    target, me = _locked_target(user_id)
     had_totp = totp.remove_factors(db, target.id)
     keys = passkeys.remove_all(db, target.id)
     if had_totp or keys:
         removed = (["authenticator app"] if had_totp else []) + (
             [f"{keys} passkey{'s' if keys != 1 else ''}"] if keys else []
         )
-        audit.record(
-            db, Kind.factors_reset, target.id, actor_id=_admin().id, detail=", ".join(removed)
-        )
+        audit.record(db, Kind.factors_reset, target.id, actor_id=me.id, detail=", ".join(removed))
         db.commit()
         send_mail("factors-reset", target.email, user=target)
         flash(f"The second factors of {target.username} are reset.", "success")
