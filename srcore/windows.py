@@ -44,30 +44,39 @@ class MovingWindows:
         last *expiry* seconds (then count none)."""
         now = time.time()
         with self._lock:
-            times = self._times.pop(key, None) or []
-            self._times[key] = times  # the most recently written, last
-            del times[: bisect_left(times, now - expiry)]
-            allowed = len(times) + amount <= limit
-            if allowed:
-                times.extend([now] * amount)
-            while len(self._times) > self.max_keys:
-                self._times.popitem(last=False)
-            return allowed
+            return self._acquire(key, limit, expiry, amount, now)
 
     def acquire_all(self, checks: Sequence[tuple[str, int, int]]) -> tuple[int, float] | None:
         """Count one entry under each ``(key, limit, expiry)`` of *checks* in turn, stopping
         at the first that is full; None when all took one, else that check's index and the
-        oldest entry in its window (as :meth:`get_moving_window` tells it)."""
-        for index, (key, limit, expiry) in enumerate(checks):
-            if not self.acquire_entry(key, limit, expiry):
-                return index, self.get_moving_window(key, limit, expiry)[0]
+        oldest entry in its window (as :meth:`get_moving_window` tells it). No other
+        thread's count comes between the checks."""
+        now = time.time()
+        with self._lock:
+            for index, (key, limit, expiry) in enumerate(checks):
+                if not self._acquire(key, limit, expiry, 1, now):
+                    return index, self._window(key, expiry, now)[0]
         return None
+
+    def _acquire(self, key: str, limit: int, expiry: int, amount: int, now: float) -> bool:
+        times = self._times.pop(key, None) or []
+        self._times[key] = times  # the most recently written, last
+        del times[: bisect_left(times, now - expiry)]
+        allowed = len(times) + amount <= limit
+        if allowed:
+            times.extend([now] * amount)
+        while len(self._times) > self.max_keys:
+            self._times.popitem(last=False)
+        return allowed
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         """The oldest entry of *key* in the last *expiry* seconds, and how many there are."""
         now = time.time()
         with self._lock:
-            live = [t for t in self._times.get(key, ()) if t >= now - expiry]
+            return self._window(key, expiry, now)
+
+    def _window(self, key: str, expiry: int, now: float) -> tuple[float, int]:
+        live = [t for t in self._times.get(key, ()) if t >= now - expiry]
         return (live[0] if live else now), len(live)
 
     def clear(self, key: str) -> None:
