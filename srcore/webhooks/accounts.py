@@ -194,8 +194,16 @@ def after_rewind(app: Flask) -> None:
     """meta's numbering went back (restored from a dump): the suspension states stand, but
     the next event about each account decides, whatever its seq."""
     with app.extensions["srcore"].db.session() as session:
+        _lock_all(session)
         session.execute(update(Account).values(seq=0))
         session.commit()
+
+
+def _lock_all(session: Session) -> set[tuple[int, int]]:
+    """Lock every account row in user id order, as a batch of events locks its own (so
+    neither deadlocks with the other on PostgreSQL); their (user id, seq)."""
+    rows = select(Account.user_id, Account.seq).order_by(Account.user_id).with_for_update()
+    return {(row.user_id, row.seq) for row in session.execute(rows)}
 
 
 def newest_kept(app: Flask) -> RevocationEvent | None:
@@ -240,9 +248,7 @@ def after_rewind_while_down(
         if session.get_bind().dialect.name == "sqlite":  # the write lock before reading
             hold = update(Account).where(Account.user_id == user).values(seq=Account.seq)
             session.execute(hold.execution_options(synchronize_session=False))
-        # Every row, locked in user id order as a batch of events locks its own (no deadlock).
-        rows = select(Account.user_id, Account.seq).order_by(Account.user_id).with_for_update()
-        if (user, mine.seq) not in {(row.user_id, row.seq) for row in session.execute(rows)}:
+        if (user, mine.seq) not in _lock_all(session):
             return
         session.execute(update(Account).values(seq=0))
         session.commit()
