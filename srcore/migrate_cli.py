@@ -308,7 +308,10 @@ def _plural(count: int, word: str) -> str:
 @migrate_command.command(
     "downgrade",
     epilog="Example:\n\n\b\n  srcore migrate meta downgrade 0001_accounts\n"
+    "  srcore migrate todo downgrade -1       (one revision back)\n"
     "  srcore migrate todo downgrade base",
+    # Alembic's relative revision (-1) reads as an option otherwise: "No such option '-1'".
+    context_settings={"ignore_unknown_options": True},
 )
 @click.argument("revision")
 @click.option("--core", is_flag=True, help=f"Downgrade the core lineage ({CORE_LINEAGE}).")

@@ -21,6 +21,27 @@ def _shown(path: Path) -> str:
     return "." if str(relative) == "." else f".{os.sep}{relative}"
 
 
+def _next_steps(name: str, path: Path, config: Path, *, meta_client: bool) -> list[str]:
+    """What is left before the new service answers in its network, in order.
+
+    A running meta knows the OAuth clients of the config it started with: until it is
+    restarted, a login to the new service ends on meta's "client does not exist" page,
+    which does not say why.
+    """
+    package = path.name.replace("-", "_")
+    steps = [
+        f"  next: pip install -e {_shown(path)}   (registers {package} with srcore)",
+        f"        srcore --config {config} migrate {name} upgrade",
+        f"        srcore --config {config} serve {name}",
+    ]
+    if meta_client:
+        steps.append(
+            f"        restart meta and the other services of {config} that are running: meta"
+            f" reads [{name}]'s OAuth client, and each service its navigation, when it starts"
+        )
+    return steps
+
+
 def _network_config(ctx: click.Context, own: Path | None) -> tuple[Path | None, str | None]:
     """The config file to add the new section to, and a note to print after: this
     command's ``--config``, else the one ``srcore --config`` names, which means the same
@@ -142,6 +163,11 @@ def new_service_command(
             refuse(f"{exc}; {_shown(created.path)} was removed")
             return
         summary += f"; added [{name}] to {config} (port {added.port})"
+        steps = _next_steps(
+            name, created.path, pending.config, meta_client="oauth-client-id" in added.text
+        )
+        for line in steps:
+            click.echo(line)
     click.echo(f"{summary} ({time.monotonic() - started:.1f} s)")
     if note is not None:
         click.echo(note, err=True)
