@@ -17,6 +17,7 @@ listed and revocable on the account's ``/security`` page like one made there.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -32,8 +33,12 @@ if TYPE_CHECKING:
 
     from meta.models import User
     from srcore.app import SrcoreApp
+    from srcore.validation import TextKind
 
 __all__ = ["create_token_for", "create_user", "main", "set_admin"]
+
+#: Longer than any username (30) or address: a name past it is looked up no further.
+_USERNAME_MAX = 320
 
 
 @contextlib.contextmanager
@@ -73,9 +78,31 @@ def _meta_app(config: str | None) -> Iterator[SrcoreApp]:
         app.srcore.db.dispose()
 
 
+def _text(value: str, what: str, *, text: TextKind = "line", max_length: int | None = None) -> str:
+    """*value* if it is text the web forms would take, else a one-line refusal.
+
+    An argument holding bytes that are not UTF-8 (a terminal or a file in another
+    encoding) reaches Python as lone surrogates, which no database can store or even be
+    asked about; control characters would be stored where no page shows them. Both are
+    refused by name before anything is looked up.
+    """
+    from srcore.validation import Invalid, coerce_string
+
+    try:
+        return coerce_string(value, max_length=max_length, strip=False, text=text)
+    except Invalid as exc:
+        hint = " (is it UTF-8?)" if _SURROGATE.search(value) else ""
+        raise click.ClickException(f"{what}: {exc.reason}{hint}") from None
+
+
+#: What a byte that is not UTF-8 becomes in ``sys.argv`` and ``sys.stdin``.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _find_user(session: Session, username: str) -> User:
     from meta.models import User
 
+    username = _text(username, "USERNAME", max_length=_USERNAME_MAX)
     user = session.scalar(select(User).where(User.username == username.lower()))
     if user is None:
         raise click.ClickException(f"no account is called {username!r}")
@@ -120,6 +147,7 @@ def create_user(config: str | None, username: str, email: str, password: str) ->
     from srcore.db import utcnow
     from srcore.validation import Validation
 
+    password = _text(password, "the password", text="multiline")
     with _meta_app(config) as app:
         username = username.strip().lower()
         problem = logic.check_username(username, reserved=app.srcore.config.services)
@@ -175,8 +203,8 @@ def create_token_for(
     from meta.oauth.pats import create_token, grantable_scope, token_refusal, too_many_tokens
     from srcore.db import session
 
-    name = name.strip()
-    if not name or len(name) > 128:
+    name = _text(name.strip(), "--name", text="name", max_length=128)
+    if not name:
         raise click.ClickException("the token's name must have 1 to 128 characters")
     with _meta_app(config):
         scope, problem = grantable_scope(list(scopes))
@@ -255,7 +283,13 @@ def create_user_command(
     command line, where other users of the machine could read it).
     """
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
+        try:
+            password = sys.stdin.readline().rstrip("\r\n")
+        except UnicodeDecodeError:
+            # A password file in another encoding, read strictly (a UTF-8 locale).
+            raise click.ClickException(
+                "--password-stdin: the password is not UTF-8 text; nothing was written"
+            ) from None
         if not password:
             raise click.ClickException("--password-stdin: standard input has no password")
     else:
