@@ -223,22 +223,37 @@ def _exempt_from_csrf(app: Flask, endpoint_names: tuple[str, ...]) -> None:
 
 
 def _client_errors_in_oauth_format(app: Flask, endpoint_names: tuple[str, ...]) -> None:
-    """A 400 that srcore raises before a client endpoint runs (control characters in the
-    form, a body it cannot read) is answered as RFC 6749 5.2 says: JSON ``invalid_request``.
-    Every other endpoint keeps srcore's error page."""
+    """A 4xx that srcore raises before a client endpoint runs (control characters in the
+    form, a body it cannot read, a body, URL or header past its limits) is answered as
+    RFC 6749 5.2 says: JSON ``invalid_request``, with the same status. Every other
+    endpoint keeps srcore's error page."""
     from flask import request
-    from werkzeug.exceptions import BadRequest, HTTPException
+    from werkzeug.exceptions import (
+        BadRequest,
+        HTTPException,
+        RequestEntityTooLarge,
+        RequestHeaderFieldsTooLarge,
+        RequestURITooLarge,
+    )
 
     from meta.oauth.endpoints import oauth_error
 
     fallback = app.error_handler_spec[None][None].get(HTTPException)
 
-    def handler(exc: BadRequest) -> Any:
+    def handler(exc: HTTPException) -> Any:
         if request.endpoint in endpoint_names:
-            return oauth_error("invalid_request", str(exc.description or "Bad request."))
+            response = oauth_error("invalid_request", str(exc.description or "Bad request."))
+            response.status_code = exc.code or 400
+            return response
         return fallback(exc) if fallback is not None else exc
 
-    app.register_error_handler(BadRequest, handler)
+    for kind in (
+        BadRequest,
+        RequestEntityTooLarge,
+        RequestURITooLarge,
+        RequestHeaderFieldsTooLarge,
+    ):
+        app.register_error_handler(kind, handler)
 
 
 # -- receivers of the account signals, run inside the change's transaction --------------------

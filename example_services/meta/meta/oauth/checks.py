@@ -16,15 +16,48 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-__all__ = ["BadRequest", "basic_credentials", "check_parameters"]
+__all__ = [
+    "BODY_PARAMETERS",
+    "FORM_TYPE",
+    "MAX_CLIENT_BODY",
+    "BadRequest",
+    "basic_credentials",
+    "check_body",
+    "check_parameters",
+    "check_query",
+]
+
+
+#: The one body type of the token, revocation and introspection endpoints (RFC 6749 3.2,
+#: RFC 7009 2.1, RFC 7662 2.1).
+FORM_TYPE = "application/x-www-form-urlencoded"
+#: The largest body those endpoints read: a token request is a few hundred bytes.
+MAX_CLIENT_BODY = 64 * 1024
+#: The parameters a client sends those endpoints, which belong in the body, never the URL.
+BODY_PARAMETERS = frozenset(
+    {
+        "grant_type",
+        "code",
+        "redirect_uri",
+        "code_verifier",
+        "refresh_token",
+        "scope",
+        "client_id",
+        "client_secret",
+        "token",
+        "token_type_hint",
+    }
+)
 
 
 @dataclass(frozen=True)
 class BadRequest(Exception):
-    """Why a request is refused: an RFC 6749 error code and a description."""
+    """Why a request is refused: an RFC 6749 error code, a description and, when it is not
+    the error's usual one, the HTTP status."""
 
     error: str
     description: str
+    status: int | None = None
 
     def __str__(self) -> str:
         return f"{self.error}: {self.description}"
@@ -32,6 +65,46 @@ class BadRequest(Exception):
 
 def _printable(value: str) -> bool:
     return "\x00" not in value
+
+
+def check_body(mimetype: str, length: int | None) -> None:
+    """Refuse a client request whose body is not a form (RFC 6749 3.2: the parameters
+    are ``application/x-www-form-urlencoded``), or is larger than any token request.
+
+    A multipart form or a JSON object was read as if it were one, so a client that sent
+    the wrong thing learnt nothing, or was answered as if it had sent what was meant.
+    """
+    if mimetype != FORM_TYPE:
+        shown = _shown(mimetype) or "no Content-Type"
+        raise BadRequest(
+            "invalid_request",
+            f"Send the parameters as {FORM_TYPE} in the request body, not {shown}.",
+        )
+    if length is not None and length > MAX_CLIENT_BODY:
+        raise BadRequest(
+            "invalid_request",
+            f"The request body is larger than {MAX_CLIENT_BODY} bytes.",
+            status=413,
+        )
+
+
+def check_query(names: Iterable[str]) -> None:
+    """Refuse the client endpoints' parameters in the URL: they belong in the body (RFC 6749
+    3.2), and a URL ends up in logs, a secret, a code or a token with it. Other names
+    are ignored, as an unknown parameter is (RFC 6749 3.1)."""
+    names = list(names)
+    if "client_secret" in names:
+        # An authentication method meta does not support (RFC 6749 2.3.1).
+        raise BadRequest(
+            "invalid_client",
+            "Send client_secret in the request body or as HTTP Basic, never in the URL.",
+        )
+    for name in names:
+        if name in BODY_PARAMETERS:
+            raise BadRequest(
+                "invalid_request",
+                f"Send {name} in the request body, not in the URL: URLs are logged.",
+            )
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:

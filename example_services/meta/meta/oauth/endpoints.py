@@ -327,11 +327,18 @@ def _with_realm(response: Response) -> Response:
 def _client_request(*required: str) -> tuple[tuple[str, str] | None, Response | None]:
     """The Basic credentials of a client's request, or the error response to send instead."""
     try:
+        length = request.content_length
+        if length is None:  # chunked: what the form holds, read already
+            length = sum(len(k) + len(v) for k, v in request.form.items(multi=True))
+        checks.check_body(request.mimetype, length)
+        checks.check_query(request.args.keys())
         basic = checks.basic_credentials(request.headers.get("Authorization"))
         items = [*request.args.items(multi=True), *request.form.items(multi=True)]
         checks.check_parameters(items, required=required, basic=basic)
     except checks.BadRequest as problem:
-        return None, oauth_error(problem.error, problem.description)
+        refused = oauth_error(problem.error, problem.description)
+        refused.status_code = problem.status or refused.status_code
+        return None, refused
     hint = request.form.get("token_type_hint")
     if "token" in required and hint and hint not in TOKEN_TYPE_HINTS:
         # RFC 7009 2.2.1: a 400 (Authlib answers 401, as if the client had failed).

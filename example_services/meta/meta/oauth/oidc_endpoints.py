@@ -122,6 +122,11 @@ def _bearer_error(status: int, error: str, description: str) -> Response:
 def _presented_token() -> tuple[str | None, Response | None]:
     header = request.headers.get("Authorization")
     form_token = request.form.get("access_token") if request.method == "POST" else None
+    if form_token and request.mimetype != checks.FORM_TYPE:
+        # RFC 6750 2.2: a token in the body comes in a single-part form-encoded body.
+        return None, _bearer_error(
+            400, "invalid_request", f"Send access_token as {checks.FORM_TYPE}."
+        )
     if header and form_token:
         return None, _bearer_error(400, "invalid_request", "Send the token once.")
     if header:
