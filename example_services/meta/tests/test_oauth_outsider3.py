@@ -18,7 +18,10 @@ import pytest
 import requests
 from meta_constants import PASSWORD
 from oauth_helpers import (
+    TODO_CALLBACK,
     authorize_url,
+    basic,
+    get_code,
     network_config,
     oauth_app,
     pkce,
@@ -226,3 +229,207 @@ def test_a_client_checking_iss_logs_in_end_to_end(
     assert refused.status_code == 302
     _checked_callback(refused.headers["Location"], metadata)
     assert query_of(refused.headers["Location"])["error"] == "consent_required"
+
+
+# -- the client endpoints read a form-encoded body, and nothing else ----------------------
+
+CLIENT_ENDPOINTS = ("/oauth/token", "/oauth/revoke", "/oauth/introspect")
+
+
+def _oauth_refusal(response: Any, status: int = 400) -> str:
+    """The error_description of an RFC 6749 5.2 ``invalid_request``."""
+    assert response.status_code == status, response.get_data(as_text=True)[:400]
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["error"] == "invalid_request", body
+    assert response.headers["Cache-Control"] == "no-store"
+    return str(body["error_description"])
+
+
+def test_a_code_sent_as_multipart_is_refused_and_not_spent(oauth_app: Any, browser: Any) -> None:
+    verifier, challenge = pkce()
+    code = get_code(browser, (verifier, challenge))
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": TODO_CALLBACK,
+        "code_verifier": verifier,
+    }
+    client = oauth_app.test_client()
+    refused = client.post(
+        "/oauth/token", data=form, headers=basic(), content_type="multipart/form-data"
+    )
+    assert "multipart/form-data" in _oauth_refusal(refused)
+    assert "application/x-www-form-urlencoded" in _oauth_refusal(refused)
+    # The code is still good for the request the client meant to send.
+    sent = client.post(
+        "/oauth/token",
+        data=form,
+        headers=basic(),
+        content_type="application/x-www-form-urlencoded; charset=UTF-8",
+    )
+    assert sent.status_code == 200 and sent.get_json()["access_token"]
+
+
+MULTIPART = b'--x\r\nContent-Disposition: form-data; name="token"\r\n\r\nabc\r\n--x--\r\n'
+OTHER_BODIES = {
+    "multipart": ("multipart/form-data; boundary=x", MULTIPART),
+    "json": ("application/json", b'{"grant_type": "refresh_token", "token": "abc"}'),
+    "text": ("text/plain", b"grant_type=refresh_token&token=abc"),
+    "untyped": (None, b"grant_type=refresh_token&token=abc"),
+}
+
+
+@pytest.mark.parametrize("path", CLIENT_ENDPOINTS)
+@pytest.mark.parametrize("kind", OTHER_BODIES)
+def test_other_body_types_are_a_clear_invalid_request(oauth_app: Any, path: str, kind: str) -> None:
+    content_type, body = OTHER_BODIES[kind]
+    headers = basic()
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = oauth_app.test_client().post(path, data=body, headers=headers)
+    description = _oauth_refusal(response)
+    assert "application/x-www-form-urlencoded" in description
+    assert (content_type or "no Content-Type").split(";")[0] in description
+
+
+@pytest.mark.parametrize("path", CLIENT_ENDPOINTS)
+def test_a_body_past_any_token_request_is_a_413_in_oauth_form(oauth_app: Any, path: str) -> None:
+    body = b"grant_type=refresh_token&refresh_token=" + b"a" * 100_000 + b"&token=b"
+    response = oauth_app.test_client().post(
+        path,
+        data=body,
+        headers={**basic(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert "larger than" in _oauth_refusal(response, 413)
+
+
+@pytest.mark.parametrize("name", ["code", "refresh_token", "grant_type"])
+def test_parameters_in_the_url_are_refused(oauth_app: Any, name: str) -> None:
+    response = oauth_app.test_client().post(
+        f"/oauth/token?{name}=abc",
+        data={"grant_type": "refresh_token", "refresh_token": "x"}
+        if name != "grant_type"
+        else {"refresh_token": "x"},
+        headers=basic(),
+    )
+    assert name in _oauth_refusal(response) and "URL" in _oauth_refusal(response)
+
+
+def test_a_secret_in_the_url_is_a_failed_authentication(oauth_app: Any) -> None:
+    response = oauth_app.test_client().post(
+        "/oauth/token?client_id=todo&client_secret=x",
+        data={"grant_type": "client_credentials"},
+    )
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"]
+    assert response.get_json()["error"] == "invalid_client"
+    assert "never in the URL" in response.get_json()["error_description"]
+
+
+def test_repeated_and_non_utf8_parameters_are_refused(oauth_app: Any) -> None:
+    client = oauth_app.test_client()
+    form = {**basic(), "Content-Type": "application/x-www-form-urlencoded"}
+    for body in (
+        b"grant_type=refresh_token&refresh_token=a&refresh_token=b",
+        b"grant_type=refresh_token&grant_type=client_credentials&refresh_token=a",
+    ):
+        assert "repeated" in _oauth_refusal(client.post("/oauth/token", data=body, headers=form))
+    for body in (b"grant_type=refresh_token&refresh_token=\xff\xfe", b"grant_type=%ff"):
+        assert "UTF-8" in _oauth_refusal(client.post("/oauth/token", data=body, headers=form))
+
+
+def test_userinfo_reads_a_token_only_from_a_form_encoded_body(oauth_app: Any) -> None:
+    response = oauth_app.test_client().post(
+        "/userinfo", data={"access_token": "abc"}, content_type="multipart/form-data"
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert "x-www-form-urlencoded" in response.get_json()["error_description"]
+
+
+def test_odd_bodies_through_gunicorn_get_oauth_errors(served: str) -> None:
+    """What a WSGI server really hands meta: past srcore's own size limit, chunked, raw
+    bytes. Every answer is an RFC 6749 error body, none a 500 or an HTML page."""
+    form = {"Content-Type": "application/x-www-form-urlencoded", **basic()}
+
+    def refusal(response: requests.Response, status: int) -> str:
+        assert response.status_code == status, response.text[:300]
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert response.json()["error"] == "invalid_request"
+        return str(response.json()["error_description"])
+
+    huge = b"grant_type=refresh_token&refresh_token=" + b"a" * (17 * 1024 * 1024)
+    response = requests.post(served + "/oauth/token", data=huge, headers=form, timeout=30)
+    refusal(response, 413)
+
+    def chunks() -> Iterator[bytes]:
+        yield b"grant_type=refresh_token&refresh_token="
+        for _ in range(32):
+            yield b"a" * 4096
+
+    response = requests.post(served + "/oauth/token", data=chunks(), headers=form, timeout=30)
+    assert "larger than" in refusal(response, 413)
+
+    raw = b"grant_type=refresh_token&refresh_token=\xc3\x28"
+    response = requests.post(served + "/oauth/revoke", data=raw, headers=form, timeout=10)
+    assert "UTF-8" in refusal(response, 400)
+
+    response = requests.post(
+        served + "/oauth/introspect",
+        files={"token": ("token.txt", b"abc")},
+        auth=("todo", "wrong"),
+        timeout=10,
+    )
+    assert "multipart/form-data" in refusal(response, 400)
+
+
+# -- application names that mix scripts within a word ---------------------------------------
+
+CYRILLIC_O, GREEK_OMICRON = "\u043e", "\u03bf"
+
+
+def _register_named(oauth_app: Any, accounts: Any, name: str) -> tuple[int, str]:
+    """POST the /clients form with *name*; the status and the page."""
+    client = log_in_client(oauth_app.test_client(), accounts.make("developer"))
+    token = csrf_of(client.get("/clients").get_data(as_text=True))
+    response = client.post(
+        "/clients",
+        data={"name": name, "redirect_uris": REDIRECT, "kind": "public", "csrf_token": token},
+    )
+    return response.status_code, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "odd"),
+    [
+        (f"T{CYRILLIC_O}do", "U+043E"),
+        (f"G{CYRILLIC_O}{CYRILLIC_O}gle", "U+043E"),
+        (f"G{GREEK_OMICRON}ogle", "U+03BF"),
+        (f"My {CYRILLIC_O}auth app", "U+043E"),
+        # Fullwidth letters are the letters they stand for: still Latin beside Cyrillic.
+        ("\uff4d\u0435ta", "U+0435"),
+    ],
+)
+def test_a_name_mixing_scripts_in_a_word_is_refused(
+    oauth_app: Any, accounts: Any, name: str, odd: str
+) -> None:
+    status, page = _register_named(oauth_app, accounts, name)
+    assert status == 400
+    assert "mixes scripts in one word" in page and odd in page
+    assert 'id="client-id"' not in page
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u0422\u043e\u0434\u043e \u043f\u043b\u0430\u043d",  # Cyrillic only: "Todo plan"
+        "\u30bf\u30b9\u30af\u7ba1\u7406",  # Japanese: katakana and kanji in one word
+        "\u0395\u03c1\u03b3\u03b1\u03c3\u03af\u03b5\u03c2",  # Greek only
+        "Caf\u00e9 helper",
+        "Todo \u0422\u043e\u0434\u043e",  # a Latin word beside a Cyrillic one
+    ],
+)
+def test_a_name_in_one_script_per_word_is_fine(oauth_app: Any, accounts: Any, name: str) -> None:
+    status, page = _register_named(oauth_app, accounts, name)
+    assert status == 200, page[:800]
+    assert 'id="client-id"' in page

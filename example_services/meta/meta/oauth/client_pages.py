@@ -24,7 +24,7 @@ from srcore.db import session as db_session
 from srcore.errors import error_response
 from srcore.validation import Validation
 
-__all__ = ["client_pages"]
+__all__ = ["client_pages", "mixed_script_problem", "script_of"]
 
 client_pages = Blueprint("oauth_clients", __name__)
 
@@ -85,6 +85,79 @@ def _is_private_literal(host: str) -> bool:
 def _letters(text: str) -> str:
     # NFKC first: "Todo" in fullwidth or mathematical letters reads as "Todo" all the same.
     return "".join(c for c in unicodedata.normalize("NFKC", text).casefold() if c.isalnum())
+
+
+#: Scripts written together within one word (Unicode TR 39's "highly restrictive"
+#: level): Japanese, Chinese with Bopomofo and Korean, each with Latin. Any other two
+#: scripts in one word (Latin with Cyrillic or Greek above all) make a look-alike.
+_SCRIPTS_WRITTEN_TOGETHER = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+#: Name prefixes of letters that belong to no one script (Unicode's Common).
+_NO_SCRIPT = ("MODIFIER LETTER", "KATAKANA-HIRAGANA", "DIGIT ")
+
+
+def script_of(char: str) -> str | None:
+    """The script of a letter or digit, as its Unicode name begins (``CYRILLIC SMALL
+    LETTER O`` is ``CYRILLIC``, a CJK ideograph ``HAN``), after NFKC (a fullwidth or
+    mathematical letter is the letter it stands for); None for what belongs to no one
+    script: marks, ASCII digits, punctuation, modifier letters. :mod:`unicodedata` has no
+    script property; a letter's name always starts with its script's."""
+    scripts = set()
+    for part in unicodedata.normalize("NFKC", char):
+        category = unicodedata.category(part)
+        if not (category.startswith("L") or category == "Nd"):
+            continue
+        name = unicodedata.name(part, "")
+        if name.startswith(("CJK ", "IDEOGRAPHIC ")):
+            scripts.add("HAN")
+        elif name and not name.startswith(_NO_SCRIPT):
+            scripts.add(name.split()[0])
+    return scripts.pop() if len(scripts) == 1 else None
+
+
+def _words(name: str) -> list[str]:
+    """The words of *name*: runs of letters, marks, digits and format characters (a
+    joiner inside a word does not end it)."""
+    words, word = [], ""
+    for char in name:
+        if unicodedata.category(char)[0] in "LMN" or unicodedata.category(char) == "Cf":
+            word += char
+        elif word:
+            words.append(word)
+            word = ""
+    return [*words, word] if word else words
+
+
+def mixed_script_problem(name: str) -> str | None:
+    """Why *name* reads as another name, or None: a word that mixes scripts, like "Todo"
+    with its first o a Cyrillic one (U+043E) or "Google" with a Greek omicron (U+03BF),
+    looks like the Latin name it imitates on the consent page, where the user decides
+    whom to trust. Words in different scripts ("Todo" beside a Cyrillic word) and words
+    in one script, whichever, are fine."""
+    for word in _words(name):
+        found = [(char, script) for char in word if (script := script_of(char)) is not None]
+        scripts = {script for _char, script in found}
+        if len(scripts) < 2 or any(scripts <= allowed for allowed in _SCRIPTS_WRITTEN_TOGETHER):
+            continue
+        counts = {script: sum(1 for _c, s in found if s == script) for script in scripts}
+        # The odd one out: the script with the fewest letters, its first letter named.
+        odd = min(scripts, key=lambda script: (counts[script], script))
+        char = next(c for c, script in found if script == odd)
+        rest = ", ".join(sorted(scripts - {odd})).title()
+        return (
+            f"{word} mixes scripts in one word: {_codepoint(char)} is {odd.title()}, "
+            f"among {rest} letters. Write each word in one script, so the name reads as "
+            "what it is."
+        )
+    return None
+
+
+def _codepoint(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X} ({name})" if name else f"U+{ord(char):04X}"
 
 
 def _first_party_name(name: str) -> bool:
@@ -150,7 +223,10 @@ def register_client() -> Any:
     # A failed registration shows the page again with the errors (400).
     valid = Validation.form("meta/oauth/clients.html", _context)
     name = valid.require("name", max_length=128, text="name", label="Name")
-    if name is not None and _first_party_name(name):
+    mixed = mixed_script_problem(name) if name is not None else None
+    if mixed is not None:
+        valid.error(mixed, "name")
+    elif name is not None and _first_party_name(name):
         valid.error(
             f"{name} is the name of this site or one of its services: an application "
             "registered here is not one of them, and its consent page must not say so.",
