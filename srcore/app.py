@@ -25,7 +25,7 @@ from srcore.hygiene import SrcoreRequest, SrcoreResponse
 from srcore.logsetup import configure_default
 from srcore.manifest import Manifest, load_manifest
 from srcore.resources import resource_dir
-from srcore.routing import API_PREFIX
+from srcore.routing import API_PREFIX, SrcoreMap
 from srcore.service import NavItem, SrcoreState, state
 from srcore.sessions import SessionInterface
 
@@ -78,6 +78,8 @@ class SrcoreApp(Flask):
     response_class = SrcoreResponse
     #: No cookie session under the API prefix (see :mod:`srcore.sessions`).
     session_interface = SessionInterface()
+    #: Warns of a route whose ``<int:...>`` would take an id no row can have.
+    url_map_class = SrcoreMap
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -8,12 +8,17 @@ SQLite at 2**63-1), which is a 500 for what is only an address that does not exi
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import BaseConverter, Map
+from werkzeug.routing.rules import RuleFactory
 
-__all__ = ["API_PREFIX", "BIGINT_MAX", "ID_MAX", "IdConverter", "init_app"]
+__all__ = ["API_PREFIX", "BIGINT_MAX", "ID_MAX", "IdConverter", "SrcoreMap", "init_app"]
+
+logger = logging.getLogger("srcore.routing")
 
 #: Every route under this prefix is a JSON API: errors are JSON, CSRF does not apply
 #: (API calls authenticate with bearer tokens, never with the session cookie). It lives
@@ -53,6 +58,34 @@ class IdConverter(BaseConverter):
 
     def to_url(self, value: Any) -> str:
         return str(int(value))
+
+
+#: ``<int:name>`` or ``<int(...):name>`` in a rule, with its arguments.
+_INT_PART = re.compile(r"<int(?:\((?P<args>[^)]*)\))?:(?P<name>\w+)>")
+
+
+def unbounded_int_parts(rule: str) -> list[str]:
+    """The names of *rule*'s ``<int:...>`` parts that take any number (no ``max``)."""
+    return [m["name"] for m in _INT_PART.finditer(rule) if "max" not in (m["args"] or "")]
+
+
+class SrcoreMap(Map):
+    """The URL map of a srcore app: says which rule would answer an impossible id with a
+    500, when the rule is added (the service's author reads it at start, in the log)."""
+
+    def add(self, rulefactory: RuleFactory) -> None:
+        super().add(rulefactory)
+        for rule in rulefactory.get_rules(self):
+            for name in unbounded_int_parts(rule.rule):
+                logger.warning(
+                    "route %s: <int:%s> hands any number to the view, and an id past the"
+                    " column's range to the database, which fails (a 500): use <id:%s>"
+                    " for a row id, or <int(max=N):%s>",
+                    rule.rule,
+                    name,
+                    name,
+                    name,
+                )
 
 
 def init_app(url_map: Map) -> None:

@@ -11,6 +11,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from srcore import migrate
@@ -159,3 +160,25 @@ def test_downgrade_takes_alembics_relative_revision(tmp_path: Path) -> None:
     assert "notes: (none)" in back.output
     help_text = runner.invoke(migrate_command, ["notes", "downgrade", "--help"], obj=obj).output
     assert "downgrade -1" in help_text
+
+
+def test_a_route_that_would_hand_an_impossible_id_to_the_database_is_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`/links/<int:link_id>`, the first route a newcomer writes, answers 2**31 with the
+    database's overflow error (a 500, on PostgreSQL; 2**63 on SQLite). The app says so
+    when the route is added, naming the route and what to write instead."""
+    from srcore.app import SrcoreApp
+    from srcore.routing import init_app
+
+    app = SrcoreApp("probe")
+    init_app(app.url_map)
+    with caplog.at_level("WARNING", logger="srcore.routing"):
+        app.add_url_rule("/links/<id:link_id>", "fine", lambda link_id: "")
+        app.add_url_rule("/pages/<int(max=99):number>", "bounded", lambda number: "")
+        assert caplog.records == []
+        app.add_url_rule("/api/links/<int:link_id>/edit", "edit", lambda link_id: "")
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "/api/links/<int:link_id>/edit" in message
+    assert "<id:link_id>" in message and "500" in message
