@@ -319,8 +319,9 @@ def identity() -> str:
 
     The API is authenticated by bearer tokens alone and pages by the session alone, as
     :mod:`srcore.auth` reads them; a token that does not verify is counted by address
-    (its view answers 401 anyway), and so is a session meta has ended since. Verifying
-    here costs the view nothing: the verifier caches the token.
+    (its view answers 401 anyway), and so is a session meta has ended since, or one
+    logged out here. Verifying here costs the view nothing: the verifier caches the
+    token, and the session's user row stays loaded for the view.
     """
     from srcore.routing import API_PREFIX
 
@@ -340,15 +341,22 @@ def identity() -> str:
                     return f"user:{token.subject}"
                 return f"client:{token.client_id}"
     else:
-        from srcore.auth.web import _SESSION_USER, session_stands
+        from srcore.auth.web import _SESSION_USER, current_user, session_stands
 
         uid = session.get(_SESSION_USER)
-        # A session meta has ended (a logout everywhere, a suspension) is anyone's who
-        # kept a copy of the cookie: its writes must not spend the count of the user's
-        # live sessions. While the revocation list cannot be read, the cookie is taken at
-        # its word (the view decides what to answer).
-        if isinstance(uid, int) and not isinstance(uid, bool) and session_stands(uid) is not False:
-            return f"user:{uid}"
+        # A session meta has ended (a logout everywhere, a suspension) or that was logged
+        # out here is anyone's who kept a copy of the cookie: its writes must not spend
+        # the count of the user's live sessions. While the revocation list cannot be
+        # read, the cookie is taken at its word (the view decides what to answer). A
+        # logout here is told by the query loading the user's row, which the view then
+        # reads without asking again.
+        if isinstance(uid, int) and not isinstance(uid, bool):
+            stands = session_stands(uid)
+            if stands is None:
+                return f"user:{uid}"
+            users = current_app.extensions["srcore"].user_model is not None
+            if stands and (not users or current_user._get_current_object() is not None):
+                return f"user:{uid}"
     return f"address:{client_address()}"
 
 

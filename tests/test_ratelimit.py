@@ -152,6 +152,28 @@ def test_every_token_and_the_session_of_a_user_share_one_count(
     assert "hooks.example.org/a" in listed and "hooks.example.org/b" not in listed
 
 
+def test_a_copy_of_a_logged_out_cookie_spends_nothing_of_the_users_count(
+    app: Any, srcore_signing_key: Any, tmp_path: Path, clock: list[float]
+) -> None:
+    """Writes sent with a cookie logged out since (a copy kept by someone else) are
+    counted by address: replaying it must not use up the user's allowance."""
+    limited = build(app, srcore_signing_key, tmp_path, service_lines="write-rate-limit = 2/hour\n")
+    alice = create_user(limited, "alice")
+    browser = log_in_client(limited.test_client(), alice)
+    name = limited.session_interface.get_cookie_name(limited)
+    copied = browser.get_cookie(name).value
+    assert browser.post("/logout").status_code == 302
+    copy = limited.test_client()
+    form = {"url": "https://hooks.example.org/a", "events": "thing:created"}
+    for _ in range(3):
+        copy.set_cookie(name, copied)
+        answer = copy.post("/webhooks/new", data=form, environ_base={"REMOTE_ADDR": "192.0.2.7"})
+        assert answer.status_code != 201
+    log_in_client(browser, alice)
+    made = [browser.post("/webhooks/new", data=form).status_code for _ in range(3)]
+    assert made == [201, 201, 429]
+
+
 def test_a_client_acting_for_no_user_is_counted_as_itself(
     app: Any, srcore_signing_key: Any, make_token: Any, tmp_path: Path, clock: list[float]
 ) -> None:
