@@ -153,9 +153,13 @@ def _storable(text: str, limit: int) -> str:
 
     An entry's text often quotes what a client sent: a passkey's refused answer is
     described by the library that read it ("Unexpected client data origin ..."), in the
-    client's own characters. The entry must still be written, and say what it can.
+    client's own characters. The entry must still be written, and say what it can. A cut
+    text ends in an ellipsis, so the log never passes off the start of a suspension
+    notice as all of it.
     """
-    return _UNSTORABLE.sub("\ufffd", text[:limit])
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def record(

@@ -256,3 +256,18 @@ def test_an_admin_cannot_suspend_or_reset_themselves(
     assert "cannot suspend yourself" in sent.get_data(as_text=True)
     assert accounts.get(admin.id).user_type == UserType.admin
     assert client.get("/admin/users").status_code == 200
+
+
+def test_a_notice_longer_than_the_log_keeps_is_marked_cut_there(
+    app: Any, accounts: Any, boss: tuple[Any, Any], csrf: Any
+) -> None:
+    """The account gets the whole notice; the log its start, which says it is a start."""
+    _, client = boss
+    alice = accounts.make("alice")
+    page = f"/admin/users/{alice.id}"
+    notice = "Spam. " + "x" * 1000
+    assert csrf.post(client, f"{page}/suspend", {"notice": notice}, page=page).status_code == 302
+    assert accounts.get(alice.id).suspension_notice == notice
+    (entry,) = _entries(app, alice.id, "account-suspended")
+    assert len(entry.detail) == 256
+    assert entry.detail == notice[:255] + "\u2026"

@@ -55,10 +55,11 @@ def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 #: What ``/admin/users?q=`` searches, in srcore's search grammar: words over usernames and
-#: emails, ``state:`` for the account's state.
+#: emails, ``state:`` for the account's state. ``deleted`` is a state of the services'
+#: copies only: meta deletes an account's row, so it is not offered here.
 USERS = SearchSchema(
     text=[User.username, User.email],
-    keys={"state": choice(User.user_type, UserType)},
+    keys={"state": choice(User.user_type, {t.value: t for t in UserType if t != UserType.deleted})},
 )
 
 
