@@ -182,3 +182,27 @@ def test_a_route_that_would_hand_an_impossible_id_to_the_database_is_named(
     message = record.getMessage()
     assert "/api/links/<int:link_id>/edit" in message
     assert "<id:link_id>" in message and "500" in message
+
+
+def test_the_generated_readme_takes_the_event_docs(tmp_path: Path) -> None:
+    """The README says `srcore webhooks docs PACKAGE --readme README.md` writes the events
+    into a README; on the generated package's own it stopped at "the markers are
+    missing"."""
+    service = create_service("shelf", tmp_path, installed=[]).path
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SRCORE_", "PYTEST_", "PYTHON"))
+    }
+    environ["PYTHONPATH"] = str(service)
+    argv = ["webhooks", "docs", "shelf", "--readme", "README.md"]
+    result = subprocess.run(
+        [sys.executable, "-m", "srcore", *argv],
+        cwd=service,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    readme = (service / "README.md").read_text()
+    assert "### `item:created`" in readme
+    assert "| `title` | string |" in readme
