@@ -15,6 +15,7 @@ import functools
 import importlib
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -343,7 +344,13 @@ def service_package(service_id: str) -> str:
     packages = {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     if service_id not in packages:
         known = ", ".join(sorted(packages)) or "none"
-        raise ManifestError(f"no installed service is called {service_id!r} (installed: {known})")
+        # The usual cause is a package installed in another environment than the one this
+        # command runs in (a service made with new-service, not yet installed here).
+        raise ManifestError(
+            f"no installed service is called {service_id!r} (installed: {known}); install"
+            f" its package into this environment ({sys.executable} -m pip install -e DIR),"
+            f" which registers it under the {ENTRY_POINT_GROUP!r} entry point"
+        )
     return packages[service_id]
 
 

@@ -206,3 +206,16 @@ def test_the_generated_readme_takes_the_event_docs(tmp_path: Path) -> None:
     readme = (service / "README.md").read_text()
     assert "### `item:created`" in readme
     assert "| `title` | string |" in readme
+
+
+def test_a_service_not_installed_here_says_how_to_install_it() -> None:
+    """`srcore migrate links upgrade` (or serve, worker) in another environment than the
+    one the package was installed in said only "no installed service is called 'links'"."""
+    from srcore.manifest import ManifestError, service_package
+
+    with pytest.raises(ManifestError) as raised:
+        service_package("nosuch-service")
+    message = str(raised.value)
+    assert message.startswith("no installed service is called 'nosuch-service' (installed: ")
+    assert f"{sys.executable} -m pip install -e DIR" in message
+    assert "'srcore.services' entry point" in message
