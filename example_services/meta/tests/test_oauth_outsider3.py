@@ -433,3 +433,97 @@ def test_a_name_in_one_script_per_word_is_fine(oauth_app: Any, accounts: Any, na
     status, page = _register_named(oauth_app, accounts, name)
     assert status == 200, page[:800]
     assert 'id="client-id"' in page
+
+
+# -- what an attacker or a careless client sends the authorization endpoint -----------------
+
+
+@pytest.mark.parametrize(
+    ("separator", "shown"),
+    [("\u00a0", "U+00A0"), ("\u3000", "U+3000"), ("\u2028", "U+2028"), ("\t", "U+0009")],
+)
+def test_a_scope_split_by_other_whitespace_is_invalid(
+    browser: Any, separator: str, shown: str
+) -> None:
+    """RFC 6749 3.3 separates scopes by spaces: read as separators, these made meta grant
+    two scopes where a client reading the RFC sees one."""
+    _verifier, challenge = pkce()
+    url = authorize_url(challenge=challenge, scope=f"openid{separator}meta/profile:RO")
+    location = browser.get(url).headers["Location"]
+    assert query_of(location)["error"] == "invalid_scope"
+    assert shown in query_of(location)["error_description"]
+    assert "code" not in query_of(location)
+
+
+def test_a_refresh_asking_a_scope_split_by_other_whitespace_is_invalid(
+    oauth_app: Any, browser: Any
+) -> None:
+    verifier, challenge = pkce()
+    code = get_code(browser, (verifier, challenge), scope="openid meta/profile:RO")
+    client = oauth_app.test_client()
+    tokens = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": TODO_CALLBACK,
+            "code_verifier": verifier,
+        },
+        headers=basic(),
+    ).get_json()
+    refused = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "scope": "openid\u00a0meta/profile:RO",
+        },
+        headers=basic(),
+    )
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_scope"
+    assert "U+00A0" in refused.get_json()["error_description"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ({"response_mode": "fragment"}, "invalid_request"),
+        ({"response_mode": "form_post"}, "invalid_request"),
+        ({"request": "eyJhbGciOiJub25lIn0.eyJzY29wZSI6Im9wZW5pZCJ9."}, "request_not_supported"),
+        ({"request_uri": "https://app.invalid/request.jwt"}, "request_uri_not_supported"),
+        ({"prompt": "LOGIN"}, "invalid_request"),
+        ({"prompt": "login bogus"}, "invalid_request"),
+    ],
+)
+def test_what_meta_does_not_do_is_refused_not_ignored(
+    browser: Any, extra: dict[str, str], error: str
+) -> None:
+    """Ignored, a response_mode asked for (to keep the code out of logs), a signed request
+    object's parameters or a prompt to log in again would pass for honoured."""
+    _verifier, challenge = pkce()
+    location = browser.get(authorize_url(challenge=challenge, scope="openid", **extra)).headers[
+        "Location"
+    ]
+    assert query_of(location)["error"] == error
+    assert "code" not in query_of(location)
+    assert _query_lists(location)["state"] == ["xyz"]
+
+
+def test_a_mixed_script_name_from_before_the_rule_is_shown_for_what_it_is(
+    oauth_app: Any, browser: Any, accounts: Any
+) -> None:
+    from meta.oauth.models import OAuthClient
+    from sqlalchemy import update
+
+    app = register_client(oauth_app, accounts, confidential=True, redirect=REDIRECT)
+    imitation = f"T{CYRILLIC_O}do"
+    with oauth_app.extensions["srcore"].db.transaction() as session:
+        session.execute(
+            update(OAuthClient).where(OAuthClient.client_id == app["id"]).values(name=imitation)
+        )
+    _verifier, challenge = pkce()
+    page = browser.get(authorize_url(app["id"], REDIRECT, challenge=challenge))
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert imitation not in text
+    assert "T<span" in text and "&lt;U+043E&gt;" in text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -25,6 +26,7 @@ __all__ = [
     "check_body",
     "check_parameters",
     "check_query",
+    "scope_syntax_problem",
 ]
 
 
@@ -167,6 +169,26 @@ def check_parameters(
         )
     if basic is not None and client_id is not None and client_id != basic[0]:
         raise BadRequest("invalid_request", "client_id differs from the Basic credentials.")
+
+
+def scope_syntax_problem(scope: str) -> str | None:
+    """Why *scope* is not a scope parameter as RFC 6749 3.3 writes one, or None: scope
+    tokens of printable ASCII but the quote and backslash, between spaces.
+
+    Python splits on any whitespace, so a tab, a no-break space (U+00A0) or an
+    ideographic space (U+3000) between two scopes was read as a separator by meta and as
+    part of one scope by clients and services that follow the RFC: what was granted was
+    not what each side saw.
+    """
+    for char in scope:
+        if char != " " and not ("\x21" <= char <= "\x7e" and char not in '"\\'):
+            name = unicodedata.name(char, "")
+            shown = f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+            return (
+                f"The scope holds {shown}: scopes are printable ASCII separated by spaces "
+                "(RFC 6749 3.3)."
+            )
+    return None
 
 
 def _shown(name: str) -> str:

@@ -12,6 +12,7 @@ import unicodedata
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, url_for
+from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
@@ -24,7 +25,12 @@ from srcore.db import session as db_session
 from srcore.errors import error_response
 from srcore.validation import Validation
 
-__all__ = ["client_pages", "mixed_script_problem", "script_of"]
+__all__ = [
+    "client_pages",
+    "mixed_script_problem",
+    "reveal_mixed_scripts",
+    "script_of",
+]
 
 client_pages = Blueprint("oauth_clients", __name__)
 
@@ -153,6 +159,43 @@ def mixed_script_problem(name: str) -> str | None:
             "what it is."
         )
     return None
+
+
+def _mixes(word: str) -> bool:
+    scripts = {script for char in word if (script := script_of(char)) is not None}
+    return len(scripts) > 1 and not any(scripts <= allowed for allowed in _SCRIPTS_WRITTEN_TOGETHER)
+
+
+def reveal_mixed_scripts(name: str) -> Markup:
+    """*name* as HTML, with every character that is not ASCII, in each word that mixes
+    scripts, shown as ``<U+…>``: an application registered before such names were
+    refused must not read on the consent page as the name it imitates."""
+    parts: list[Markup] = []
+    word = ""
+
+    def flush() -> None:
+        nonlocal word
+        if _mixes(word):
+            parts.extend(escape(c) if c.isascii() else _revealed(c) for c in word)
+        else:
+            parts.append(escape(word))
+        word = ""
+
+    for char in name:
+        category = unicodedata.category(char)
+        if category[0] in "LMN" or category == "Cf":
+            word += char
+            continue
+        flush()
+        parts.append(escape(char))
+    flush()
+    return Markup("").join(parts)
+
+
+def _revealed(char: str) -> Markup:
+    return Markup('<span class="hidden-char" title="{}">&lt;U+{}&gt;</span>').format(
+        unicodedata.name(char, ""), f"{ord(char):04X}"
+    )
 
 
 def _codepoint(char: str) -> str:

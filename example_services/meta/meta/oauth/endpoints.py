@@ -267,11 +267,18 @@ def _identified_by_redirect(client: Any, redirect_uri: str | None) -> bool:
 def _shown_name(name: str) -> str | Markup:
     """The client's name as the consent page shows it: as it is, unless it holds what a
     name may not (registered before the rule, say): then with those characters shown as
-    ``<U+…>``, since a bidirectional override in it could make it read as another name."""
+    ``<U+…>``, since a bidirectional override in it, or a Cyrillic letter among Latin
+    ones, could make it read as another name."""
+    from meta.oauth.client_pages import mixed_script_problem, reveal_mixed_scripts
+
     try:
-        return coerce_string(name, strip=False, text="name")
+        shown = coerce_string(name, strip=False, text="name")
     except Invalid:
         return reveal_hidden(name)
+    if mixed_script_problem(shown) is not None:
+        # Registered before such names were refused: "Todo" with a Cyrillic o.
+        return reveal_mixed_scripts(shown)
+    return shown
 
 
 def _host(uri: str | None) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "ID_TOKEN_ALGORITHMS",
     "OIDC_SCOPES",
     "OIDC_SCOPE_CLAIM",
+    "PROMPT_VALUES",
     "Login",
     "MetaOpenIDCode",
     "acr_of",
@@ -52,6 +53,8 @@ ID_TOKEN_ALGORITHMS = ("RS256", "EdDSA")
 #: ``acr`` values: a login with one factor, or with two or more (RFC 8176 methods).
 ACR_SINGLE_FACTOR = "urn:meta:acr:1fa"
 ACR_MULTI_FACTOR = "urn:meta:acr:2fa"
+#: The ``prompt`` values meta understands (OpenID Connect Core 3.1.2.1).
+PROMPT_VALUES = ("none", "login", "consent", "select_account")
 #: The longest nonce kept (the column's width).
 MAX_NONCE_LENGTH = 255
 #: Lifetime of an ID token, in seconds.
@@ -215,6 +218,14 @@ class MetaOpenIDCode(OpenIDCode):  # type: ignore[misc]
         if nonce is not None and len(str(nonce)) > MAX_NONCE_LENGTH:
             raise InvalidRequestError(
                 f"nonce may be at most {MAX_NONCE_LENGTH} characters long.",
+                redirect_uri=redirect_uri,
+            )
+        prompts = str(grant.request.payload.data.get("prompt") or "").split(" ")
+        unknown = [p for p in prompts if p and p not in PROMPT_VALUES]
+        if unknown:
+            # An unknown value (a typo, "LOGIN") ignored would pass for a login forced.
+            raise InvalidRequestError(
+                "prompt is none, login, consent or select_account, separated by spaces.",
                 redirect_uri=redirect_uri,
             )
         super().validate_openid_authorization_request(grant, redirect_uri)

@@ -25,10 +25,11 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from sqlalchemy import select, update
 
 from meta.models import User
-from meta.oauth import events
+from meta.oauth import checks, events
 from meta.oauth.clients import Client, FirstPartyClient, ThirdPartyClient
 from meta.oauth.models import (
     AuthorizationCode,
@@ -279,6 +280,30 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         )
         return result
 
+    def validate_authorization_request(self) -> str:
+        redirect_uri: str = super().validate_authorization_request()
+        data = self.request.payload.data
+        # What meta does not do must not pass for done: a client asking for the response
+        # in a fragment or a POST (to keep the code out of its server's logs), or putting
+        # its parameters in a signed request object, would have them silently ignored.
+        mode = data.get("response_mode")
+        if mode and mode != "query":
+            raise InvalidRequestError(
+                _ascii(f"response_mode {mode} is not supported: meta answers in the query."),
+                redirect_uri=redirect_uri,
+            )
+        if data.get("request"):
+            raise RequestNotSupportedError(
+                "Request objects are not supported: send the parameters themselves.",
+                redirect_uri=redirect_uri,
+            )
+        if data.get("request_uri"):
+            raise RequestURINotSupportedError(
+                "request_uri is not supported: send the parameters themselves.",
+                redirect_uri=redirect_uri,
+            )
+        return redirect_uri
+
     def save_authorization_code(self, code: str, request: Any) -> None:
         st = _state()
         data = request.payload.data
@@ -403,6 +428,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         requested = self.request.payload.scope
         if not requested:
             return
+        problem = checks.scope_syntax_problem(requested)
+        if problem is not None:
+            raise InvalidScopeError(description=_ascii(problem))
         wanted_oidc, wanted_other = split_scope(requested)
         granted_oidc, granted_other = split_scope(refresh_token.get_scope())
         try:
@@ -697,6 +725,9 @@ class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
 
         if not scope:
             return
+        problem = checks.scope_syntax_problem(scope)
+        if problem is not None:
+            raise InvalidScopeError(description=_ascii(problem))
         # A token request comes from a service, perhaps the one whose manifest is not read
         # yet: fetching it would wait on that service's worker, busy waiting for meta.
         fetch = flask_request.endpoint != "oauth.token"
