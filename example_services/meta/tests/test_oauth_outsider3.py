@@ -527,3 +527,19 @@ def test_a_mixed_script_name_from_before_the_rule_is_shown_for_what_it_is(
     assert page.status_code == 200
     assert imitation not in text
     assert "T<span" in text and "&lt;U+043E&gt;" in text
+
+
+def test_a_huge_scope_is_not_quoted_back_whole(oauth_app: Any, browser: Any) -> None:
+    """An error that quoted a 60 KB scope back, in a JSON body or a redirect's Location,
+    made an answer larger than proxies pass."""
+    answer = oauth_app.test_client().post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "x" * 60_000},
+        headers=basic(),
+    )
+    assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_scope"
+    assert len(answer.get_json()["error_description"]) <= 200
+    _verifier, challenge = pkce()
+    location = browser.get(authorize_url(challenge=challenge, scope="y" * 3000)).headers["Location"]
+    assert query_of(location)["error"] == "invalid_scope"
+    assert len(query_of(location)["error_description"]) <= 200

@@ -755,8 +755,18 @@ def with_issuer(headers: Any, issuer: str) -> list[tuple[str, str]]:
     return result
 
 
+#: The longest error_description sent: one that quotes a client's 60 KB scope back made
+#: a redirect's Location longer than proxies pass (nginx answers such a response 502).
+MAX_DESCRIPTION = 200
+
+
 def _ascii(text: str) -> str:
-    return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)
+    """*text* as an error_description may hold it: printable ASCII but the quote and
+    backslash (RFC 6749 5.2), and at most :data:`MAX_DESCRIPTION` characters."""
+    shown = "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)
+    if len(shown) > MAX_DESCRIPTION:
+        shown = shown[: MAX_DESCRIPTION - 3] + "..."
+    return shown
 
 
 def build_server(app: Any, st: OAuthState) -> AuthorizationServer:
