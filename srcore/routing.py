@@ -73,10 +73,18 @@ class SrcoreMap(Map):
     """The URL map of a srcore app: says which rule would answer an impossible id with a
     500, when the rule is added (the service's author reads it at start, in the log)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Said once per path, not once per method's rule.
+        self._warned: set[str] = set()
+
     def add(self, rulefactory: RuleFactory) -> None:
         super().add(rulefactory)
         for rule in rulefactory.get_rules(self):
+            if rule.rule in self._warned:
+                continue
             for name in unbounded_int_parts(rule.rule):
+                self._warned.add(rule.rule)
                 logger.warning(
                     "route %s: <int:%s> hands any number to the view, and an id past the"
                     " column's range to the database, which fails (a 500): use <id:%s>"

@@ -178,6 +178,7 @@ def test_a_route_that_would_hand_an_impossible_id_to_the_database_is_named(
         app.add_url_rule("/pages/<int(max=99):number>", "bounded", lambda number: "")
         assert caplog.records == []
         app.add_url_rule("/api/links/<int:link_id>/edit", "edit", lambda link_id: "")
+        app.add_url_rule("/api/links/<int:link_id>/edit", "save", lambda link_id: "")
     (record,) = caplog.records
     message = record.getMessage()
     assert "/api/links/<int:link_id>/edit" in message
