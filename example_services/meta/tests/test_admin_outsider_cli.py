@@ -135,3 +135,41 @@ def test_bytes_from_a_latin1_terminal_are_one_line_in_a_real_process(
     assert "Traceback" not in err
     (line,) = err.splitlines()
     assert line.startswith("Error: USERNAME"), line
+
+
+def test_when_every_admin_is_suspended_the_operator_gets_one_back(
+    app: Any, accounts: Any, login: Any, csrf: Any, srcore_database: Any
+) -> None:
+    """root2's account is taken over and suspends root1, the only other admin; the
+    operator takes root2's right away. Nobody can reach /admin/users now, and make-admin
+    refuses a suspended account: ``unsuspend`` is the way back, logged, and the refusal
+    names it."""
+    from meta.models import AuditEntry
+
+    root1 = accounts.make("root1", user_type=UserType.admin)
+    accounts.make("root2", user_type=UserType.admin)
+    taken_over = app.test_client()
+    assert login(taken_over, "root2").status_code == 302
+    page = f"/admin/users/{root1.id}"
+    sent = csrf.post(taken_over, f"{page}/suspend", {"notice": "Mine now."}, page=page)
+    assert sent.status_code == 302
+    config = srcore_database.config_path
+    assert _run("remove-admin", "root2", config=config).exit_code == 0
+    refused = _one_error_line(_run("make-admin", "root1", config=config))
+    assert "python -m meta.admin unsuspend root1" in refused
+    done = _run("unsuspend", "ROOT1", config=config)
+    assert done.exit_code == 0, done.output
+    assert done.output == f"root1 (id {root1.id}) is no longer suspended (active)\n"
+    assert _run("unsuspend", "root1", config=config).output.endswith("is not suspended\n")
+    assert _run("make-admin", "root1", config=config).exit_code == 0
+    client = app.test_client()
+    assert login(client, "root1").status_code == 302
+    assert client.get("/admin/users").status_code == 200
+    with app.extensions["srcore"].db.transaction() as session:
+        (entry,) = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.user_id == root1.id, AuditEntry.kind == "account-unsuspended"
+            )
+        )
+        assert (entry.actor_id, entry.detail) == (None, "on the command line")
+    assert "no account is called" in _one_error_line(_run("unsuspend", "nobody", config=config))

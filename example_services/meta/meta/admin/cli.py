@@ -2,6 +2,7 @@
 
     python -m meta.admin make-admin USERNAME [--config PATH]
     python -m meta.admin remove-admin USERNAME [--config PATH]
+    python -m meta.admin unsuspend USERNAME [--config PATH]
     python -m meta.admin create-user USERNAME EMAIL [--password-stdin] [--config PATH]
     python -m meta.admin create-token USERNAME SCOPE... [--name NAME] [--days N] [--config PATH]
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from srcore.app import SrcoreApp
     from srcore.validation import TextKind
 
-__all__ = ["create_token_for", "create_user", "main", "set_admin"]
+__all__ = ["create_token_for", "create_user", "main", "set_admin", "unsuspend"]
 
 #: Longer than any username (30) or address: a name past it is looked up no further.
 _USERNAME_MAX = 320
@@ -114,7 +115,10 @@ def set_admin(config: str | None, username: str, *, admin: bool) -> str:
     with _meta_app(config) as app, app.srcore.db.transaction() as session:
         user = _find_user(session, username)
         if user.is_suspended:
-            raise click.ClickException(f"{username} is suspended; unsuspend it first")
+            raise click.ClickException(
+                f"{user.username} is suspended; unsuspend it first "
+                f"(python -m meta.admin unsuspend {user.username})"
+            )
         from meta import audit
 
         if admin:
@@ -127,6 +131,27 @@ def set_admin(config: str | None, username: str, *, admin: bool) -> str:
             audit.record(session, audit.Kind.role_changed, user.id, detail=_BY_OPERATOR[False])
         return f"{user.username} (id {user.id}) is not an admin"
 
+
+def unsuspend(config: str | None, username: str) -> str:
+    """Lift *username*'s suspension; return what happened.
+
+    The way back when no admin can do it on ``/admin/users``: every admin suspended (two
+    suspending each other, or the only other admin's account taken over and used to
+    suspend the rest). ``make-admin`` then names an admin again.
+    """
+    with _meta_app(config) as app, app.srcore.db.transaction() as session:
+        from meta import audit, logic
+
+        user = _find_user(session, username)
+        if not user.is_suspended:
+            return f"{user.username} (id {user.id}) is not suspended"
+        logic.unsuspend(session, user)
+        audit.record(session, audit.Kind.account_unsuspended, user.id, detail=_UNSUSPENDED)
+        return f"{user.username} (id {user.id}) is no longer suspended ({user.user_type.value})"
+
+
+#: The audit entry of ``unsuspend``.
+_UNSUSPENDED = "on the command line"
 
 #: The audit entry of ``make-admin`` and ``remove-admin`` (run on the host: no address).
 _BY_OPERATOR = {
@@ -259,6 +284,14 @@ def make_admin(username: str, config: str | None) -> None:
 def remove_admin(username: str, config: str | None) -> None:
     """Take the admin role away from USERNAME."""
     click.echo(set_admin(config, username, admin=False))
+
+
+@main.command("unsuspend", epilog="Example: python -m meta.admin unsuspend alice")
+@click.argument("username")
+@_config_option
+def unsuspend_command(username: str, config: str | None) -> None:
+    """Lift the suspension of USERNAME (an admin's: then make-admin names them again)."""
+    click.echo(unsuspend(config, username))
 
 
 @main.command(
