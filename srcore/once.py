@@ -19,9 +19,12 @@ frees its token. The token is bound to the session as the CSRF token is: one fro
 session or user is refused like a bad CSRF token. A POST without the field (a script) is
 served as before.
 
-Tokens are remembered in Redis when ``[global] redis-url`` is set, shared by every worker;
-otherwise in each process, so a form sent twice to two workers of one server may still be
-taken twice (as the write limits count per process without Redis).
+Used tokens are kept in the service's own database (table ``srcore_once_token``), which
+every worker and host of the service shares, with or without Redis: a form sent twice is
+taken once wherever its two POSTs land. A token is claimed by an INSERT the table's key
+refuses to a second one, committed in a short transaction of its own before the view
+runs; only a POST carrying the field touches the table. A database that cannot take the
+claim (down, busy, read-only) is answered 503, as any request that needs it.
 """
 
 from __future__ import annotations
@@ -31,19 +34,25 @@ import hashlib
 import hmac
 import logging
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from flask import Flask, current_app, flash, redirect, request, session
+from sqlalchemy import String, Text, delete, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from srcore.db import TYPE_ANNOTATION_MAP, Database, make_metadata, utcnow
 
 __all__ = [
     "ONCE_FIELD",
     "REMEMBER",
     "WAIT",
-    "MemoryTokens",
+    "DatabaseTokens",
+    "OnceBase",
+    "OnceToken",
     "init_app",
     "once_per_form",
     "once_token",
@@ -64,6 +73,29 @@ _POLL = 0.1
 _PENDING = ""
 _EXTENSION = "srcore.once"
 _TOKEN_MAX = 128
+#: Expired rows a claim deletes at most: as many as claims add, so the table stays small
+#: without a sweep of its own, and no claim waits on a long delete.
+_PRUNE = 100
+
+
+class OnceBase(DeclarativeBase):
+    """The declarative base of the used-token table (copied into the core metadata)."""
+
+    metadata = make_metadata()
+    type_annotation_map = TYPE_ANNOTATION_MAP
+
+
+class OnceToken(OnceBase):
+    """A form's one-time token that a POST took, and what its form made."""
+
+    __tablename__ = "srcore_once_token"
+
+    #: The token's nonce (checked against the session before it gets here).
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: Where what the form made is shown; None while its first POST is being handled.
+    location: Mapped[str | None] = mapped_column(Text)
+    #: When the row counts no more and may go.
+    expires: Mapped[datetime] = mapped_column(index=True)
 
 
 class Tokens(Protocol):
@@ -79,86 +111,76 @@ class Tokens(Protocol):
         """Forget *key*: its form made nothing and may be sent again."""
 
 
-class MemoryTokens:
-    """Tokens kept in this process, each for :data:`REMEMBER` seconds, at most *max_keys*
-    of them (the oldest dropped first)."""
+class DatabaseTokens:
+    """Tokens kept in *database*, each for *remember* seconds, in short transactions of
+    their own (never the request's: a claim must be seen by others before the view runs,
+    and stay seen whatever becomes of the view's transaction)."""
 
-    def __init__(self, *, max_keys: int = 100_000, remember: float = REMEMBER) -> None:
-        self.max_keys = max_keys
-        self.remember = remember
-        self._lock = threading.Lock()
-        self._kept: OrderedDict[str, tuple[float, str]] = OrderedDict()
+    def __init__(self, database: Database, *, remember: float = REMEMBER) -> None:
+        self.database = database
+        self.remember = timedelta(seconds=remember)
 
-    def _live(self, key: str, now: float) -> str | None:
-        found = self._kept.get(key)
-        if found is None or found[0] <= now:
-            self._kept.pop(key, None)
-            return None
-        return found[1]
+    def _insert(self, key: str, now: datetime) -> Any:
+        """An INSERT of *key* as pending that an unexpired row of the same key refuses
+        (it writes and returns no row then) and an expired one gives way to."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        values = {"key": key, "location": None, "expires": now + self.remember}
+        taken_over = {"location": None, "expires": now + self.remember}
+        if self.database.engine.dialect.name == "postgresql":
+            pg = postgresql.insert(OnceToken).values(values)
+            return pg.on_conflict_do_update(
+                index_elements=[OnceToken.key], set_=taken_over, where=OnceToken.expires <= now
+            ).returning(OnceToken.key)
+        lite = sqlite.insert(OnceToken).values(values)
+        return lite.on_conflict_do_update(
+            index_elements=[OnceToken.key], set_=taken_over, where=OnceToken.expires <= now
+        ).returning(OnceToken.key)
 
     def claim(self, key: str) -> str | None:
-        now = time.monotonic()
-        with self._lock:
-            held = self._live(key, now)
+        engine = self.database.engine
+        for _ in range(3):  # taken, then freed before it could be read: try again
+            now = utcnow()
+            with engine.begin() as connection:
+                # A row comes back when it was written; rowcount is not to be relied on
+                # for an upsert (psycopg reports -1).
+                taken = connection.execute(self._insert(key, now)).first() is not None
+            if taken:
+                self._prune(now)
+                return None
+            with engine.connect() as connection:
+                held = connection.execute(
+                    select(OnceToken.location).where(OnceToken.key == key, OnceToken.expires > now)
+                ).first()
             if held is not None:
-                return held
-            self._kept[key] = (now + self.remember, _PENDING)
-            while len(self._kept) > self.max_keys:
-                self._kept.popitem(last=False)
-        return None
+                return held[0] or _PENDING
+        return _PENDING
+
+    def _prune(self, now: datetime) -> None:
+        """Delete a few expired rows; a failure only leaves them for the next claim."""
+        expired = (
+            select(OnceToken.key)
+            .where(OnceToken.expires <= now)
+            .order_by(OnceToken.expires)
+            .limit(_PRUNE)
+        )
+        try:
+            with self.database.engine.begin() as connection:
+                connection.execute(delete(OnceToken).where(OnceToken.key.in_(expired)))
+        except SQLAlchemyError as exc:
+            log.info("used form tokens not pruned this time: %s", type(exc).__name__)
 
     def finish(self, key: str, location: str) -> None:
-        with self._lock:
-            self._kept[key] = (time.monotonic() + self.remember, location)
+        with self.database.engine.begin() as connection:
+            connection.execute(
+                update(OnceToken)
+                .where(OnceToken.key == key)
+                .values(location=location, expires=utcnow() + self.remember)
+            )
 
     def release(self, key: str) -> None:
-        with self._lock:
-            self._kept.pop(key, None)
-
-
-class RedisTokens:
-    """Tokens kept in Redis, shared by every process; in this process while Redis cannot
-    be reached (a form then is taken once per process, rather than the page failing)."""
-
-    def __init__(self, url: str, fallback: MemoryTokens) -> None:
-        import redis
-
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
-        self.fallback = fallback
-        self.remember = int(fallback.remember)
-
-    def _failed(self, exc: Exception) -> None:
-        log.warning("one-time form tokens kept in process: Redis failed (%s)", type(exc).__name__)
-
-    def claim(self, key: str) -> str | None:
-        try:
-            for _ in range(3):  # taken, then freed before it could be read: try again
-                if self._redis.set(key, _PENDING, nx=True, ex=self.remember):
-                    return None
-                held = self._redis.get(key)
-                if isinstance(held, bytes):
-                    return held.decode("utf-8", "replace")
-                if isinstance(held, str):
-                    return held
-            return _PENDING
-        except self._errors as exc:
-            self._failed(exc)
-            return self.fallback.claim(key)
-
-    def finish(self, key: str, location: str) -> None:
-        try:
-            self._redis.set(key, location, ex=self.remember)
-        except self._errors as exc:
-            self._failed(exc)
-            self.fallback.finish(key, location)
-
-    def release(self, key: str) -> None:
-        try:
-            self._redis.delete(key)
-        except self._errors as exc:
-            self._failed(exc)
-        self.fallback.release(key)
+        with self.database.engine.begin() as connection:
+            connection.execute(delete(OnceToken).where(OnceToken.key == key))
 
 
 def _session_secret() -> str:
@@ -196,12 +218,14 @@ def _checked_key(token: str) -> str:
         or not hmac.compare_digest(mac.encode("ascii", "replace"), _mac(nonce, secret).encode())
     ):
         raise CSRFError("The form's one-time token is not this session's.")
-    service = current_app.extensions["srcore"].service_id
-    return f"srcore:once:{service}:{nonce}"
+    return nonce  # the service's own table: no other service's keys to tell apart
 
 
 def _tokens() -> Tokens:
-    found: Tokens = current_app.extensions[_EXTENSION]
+    found: Tokens | None = current_app.extensions.get(_EXTENSION)
+    if found is None:
+        found = DatabaseTokens(current_app.extensions["srcore"].db)
+        current_app.extensions[_EXTENSION] = found
     return found
 
 
@@ -220,6 +244,36 @@ def _busy() -> Any:
     )
 
 
+def _unavailable(exc: DBAPIError) -> Any:
+    """The database refused the claim for a reason not of load or reach (read-only, say):
+    the form cannot be taken now, and nothing was made. The outage and busy cases are
+    :mod:`srcore.errors`'s, raised on to it."""
+    from srcore.errors import DATABASE_RETRY_AFTER, error_response
+
+    log.error(
+        "one-time form token not claimed on %s %s: %s",
+        request.method,
+        request.path,
+        type(exc.orig or exc).__name__,
+        exc_info=exc,
+    )
+    return error_response(
+        503,
+        "The database cannot take this form right now; nothing was made. "
+        "Try again in a few seconds.",
+        headers=[("Retry-After", str(DATABASE_RETRY_AFTER))],
+    )
+
+
+def _settle(action: Callable[[], None], what: str) -> None:
+    """Finish or release a claim after the view ran; a failure is logged, not raised: the
+    view's answer stands (what it made is made), and the row expires in its time."""
+    try:
+        action()
+    except SQLAlchemyError as exc:
+        log.warning("one-time form token not %s: %s", what, type(exc).__name__)
+
+
 def once_per_form(view: F) -> F:
     """Run *view* once per one-time token its form carries (see the module's docstring).
 
@@ -235,7 +289,12 @@ def once_per_form(view: F) -> F:
         tokens = _tokens()
         deadline = time.monotonic() + WAIT
         while True:
-            held = tokens.claim(key)
+            try:
+                held = tokens.claim(key)
+            except OperationalError:
+                raise  # down, busy, timed out: srcore.errors answers 503
+            except DBAPIError as exc:
+                return _unavailable(exc)
             if held is None:
                 break
             if held != _PENDING:
@@ -246,26 +305,23 @@ def once_per_form(view: F) -> F:
         try:
             response = current_app.make_response(view(*args, **kwargs))
         except BaseException:
-            tokens.release(key)
+            _settle(lambda: tokens.release(key), "released")
             raise
         location = response.headers.get("Location")
         if 300 <= response.status_code < 400 and location:
-            tokens.finish(key, location)
+            _settle(lambda: tokens.finish(key, location), "finished")
         else:
-            tokens.release(key)
+            _settle(lambda: tokens.release(key), "released")
         return response
 
     return wrapper  # type: ignore[return-value]
 
 
 def init_app(app: Flask) -> None:
-    """Keep *app*'s used tokens (in Redis when ``[global] redis-url`` is set) and give its
-    templates ``once_token()``. Nothing is connected until a form is sent."""
-    memory = MemoryTokens()
-    tokens: Tokens = memory
+    """Keep *app*'s used tokens in its database and give its templates ``once_token()``.
+    Nothing is queried until a form with a token is sent."""
     st = app.extensions.get("srcore")
-    redis_url = str(st.config.global_.get("redis-url") or "") if st is not None else ""
-    if redis_url:
-        tokens = RedisTokens(redis_url, memory)
-    app.extensions[_EXTENSION] = tokens
+    database = getattr(st, "db", None)
+    if isinstance(database, Database):
+        app.extensions[_EXTENSION] = DatabaseTokens(database)
     app.jinja_env.globals["once_token"] = once_token
