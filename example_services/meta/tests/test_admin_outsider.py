@@ -26,6 +26,12 @@ def _entries(app: Any, user_id: int, kind: str | None = None) -> list[Any]:
         return list(session.scalars(stmt))
 
 
+def _log_section(response: Any) -> str:
+    """The entries table of an ``/admin/audit`` page."""
+    page = response.get_data(as_text=True)
+    return page[page.index('id="audit-log"') :]
+
+
 def _token(client: Any, page: str) -> str:
     response = client.get(page)
     assert response.status_code == 200, (page, response.status_code)
@@ -271,3 +277,26 @@ def test_a_notice_longer_than_the_log_keeps_is_marked_cut_there(
     (entry,) = _entries(app, alice.id, "account-suspended")
     assert len(entry.detail) == 256
     assert entry.detail == notice[:255] + "\u2026"
+
+
+def test_a_deleted_accounts_entries_are_found_by_its_id(
+    app: Any, accounts: Any, boss: tuple[Any, Any], csrf: Any, login: Any, password: str
+) -> None:
+    """Its username went with it (and may be someone else's by now): ``#id`` finds the
+    entries the log keeps, and the log's "#id" links there."""
+    _, client = boss
+    alice = accounts.make("alice")
+    own = app.test_client()
+    assert login(own, "alice").status_code == 302
+    gone = csrf.post(own, "/delete", {"current_password": password}, page="/delete")
+    assert gone.status_code == 302
+    accounts.make("alice", email="new-alice@example.org")  # the name, registered again
+    page = client.get(f"/admin/audit?user=%23{alice.id}")
+    assert page.status_code == 200
+    shown = _log_section(page)
+    assert "Account deleted" in shown and "Logged in" in shown
+    assert f'href="/admin/audit?user=%23{alice.id}">#{alice.id}</a>' in shown
+    assert "Account deleted" not in _log_section(client.get("/admin/audit?user=alice"))
+    for bad in ("%230", "%23-1", "%2399999999999", "%23%231", "%23"):
+        refused = client.get(f"/admin/audit?user={bad}")
+        assert refused.status_code == 400, bad

@@ -8,6 +8,7 @@ exist.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any, cast
@@ -24,6 +25,7 @@ from srcore.auth.web import current_user, login_required
 from srcore.db import UserType
 from srcore.db import session as db
 from srcore.pagination import paginate_pages
+from srcore.routing import ID_MAX
 from srcore.search import SearchSchema, choice, read_search
 from srcore.validation import Validation
 
@@ -194,19 +196,29 @@ def audit_log() -> Any:
     since = _day(query, "since")
     until = _day(query, "until")
     page = query.optional("page", int, min=1, max=_MAX_PAGE, default=1) or 1
-    who: User | None = None
+    account_id: int | None = None
     if username:
-        who = db.scalar(select(User).where(User.username == username.strip().lower()))
-        query.expect(who is not None, "No account has this username.", field="user")
+        by_id = _ACCOUNT_ID.fullmatch(username.strip())
+        if by_id is not None:
+            # "#12": the entries of account 12, also once it is deleted (its username is
+            # gone with it, and may be someone else's now); the log shows it as "#12".
+            account_id = int(by_id.group(1))
+            query.expect(account_id <= ID_MAX, "No account has this id.", field="user")
+        else:
+            who = db.scalar(select(User).where(User.username == username.strip().lower()))
+            query.expect(
+                who is not None,
+                "No account has this username (a deleted one: give its #id).",
+                field="user",
+            )
+            account_id = who.id if who is not None else None
     chosen: Kind | None = None
     if kind:
         chosen = next((k for k in Kind if k.value == kind), None)
         query.expect(chosen is not None, "Choose an event from the list.", field="kind")
     if since and until:
         query.expect(since <= until, "The range ends before it starts.", field="until")
-    filters = audit.AuditFilter(
-        user_id=who.id if who else None, kind=chosen, since=since, until=until
-    )
+    filters = audit.AuditFilter(user_id=account_id, kind=chosen, since=since, until=until)
     listing = None
     if query.ok:
         listing = paginate_pages(db, filters.statement(), page=page, per_page=PER_PAGE)
@@ -226,6 +238,8 @@ def audit_log() -> Any:
 
 
 _AUDIT_FILTERS = ("user", "kind", "since", "until")
+#: An account named by its id in the audit log's filter: ``#12``.
+_ACCOUNT_ID = re.compile(r"#([1-9][0-9]{0,18})")
 
 
 def _day(query: Validation, field: str) -> date | None:
