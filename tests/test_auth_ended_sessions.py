@@ -113,3 +113,17 @@ def test_rows_go_once_no_copy_of_their_cookie_can_be_accepted(service: Any) -> N
     assert "long-gone" not in rows and "still-live" in rows and len(rows) == 2
     (mine,) = [expires for sid, expires in rows.items() if sid != "still-live"]
     assert before + lifetime <= mine <= utcnow() + lifetime
+
+
+def test_a_logged_in_page_asks_the_database_once(service: Any) -> None:
+    """Whether the session was logged out comes with the user's row: one statement, as
+    before sessions could be ended here (on PostgreSQL, one round trip)."""
+    from srcore.sqltrace import watch
+
+    alice = create_user(service, "alice")
+    browser = log_in_client(service.test_client(), alice)
+    assert reads_as_alice(browser)  # connections and statements warmed up
+    with watch(service.extensions["srcore"].db.engine) as wire:
+        assert reads_as_alice(browser)
+    assert len(wire.sent) == 1, wire.sent
+    assert "EXISTS" in wire.sent[0].upper()  # the ended-session check, in that query
