@@ -199,6 +199,29 @@ def test_two_admins_unsuspending_at_once_record_it_once(
         sent = client.post(f"{page}/unsuspend", data={"csrf_token": token})
     assert sent.status_code == 302
     assert _entries(app, alice.id, "account-unsuspended") == []
+    shown = client.get(sent.headers["Location"]).get_data(as_text=True)
+    assert "alice was not suspended: nothing changed." in shown
+
+
+def test_a_second_factor_reset_sent_twice_says_the_second_did_nothing(
+    app: Any, accounts: Any, boss: tuple[Any, Any]
+) -> None:
+    from meta import totp
+
+    _, client = boss
+    alice = accounts.make("alice")
+    with app.app_context(), app.extensions["srcore"].db.transaction() as session:
+        totp.add_factor(session, alice.id, "JBSWY3DPEHPK3PXP", 0)
+    page = f"/admin/users/{alice.id}"
+    token = _token(client, page)
+    said = []
+    for _ in range(2):
+        sent = client.post(f"{page}/factors/reset", data={"csrf_token": token})
+        assert sent.status_code == 302
+        said.append(client.get(sent.headers["Location"]).get_data(as_text=True))
+    assert "The second factors of alice are reset." in said[0]
+    assert "alice had no second factor left to reset: nothing changed." in said[1]
+    assert len(_entries(app, alice.id, "factors-reset")) == 1
 
 
 @pytest.mark.parametrize("action", ACTIONS)

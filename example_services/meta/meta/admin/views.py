@@ -162,6 +162,10 @@ def unsuspend(user_id: int) -> Response:
         audit.record(db, Kind.account_unsuspended, target.id, actor_id=me.id)
         db.commit()
         flash(f"{target.username} is no longer suspended.", "success")
+    else:
+        # Another admin's unsuspension went first (or the page was old): say so, rather
+        # than come back to the page as if this one had done it.
+        flash(f"{target.username} was not suspended: nothing changed.", "warning")
     return redirect(url_for("admin.user", user_id=target.id))
 
 
@@ -183,6 +187,8 @@ def reset_factors(user_id: int) -> Response:
         db.commit()
         send_mail("factors-reset", target.email, user=target)
         flash(f"The second factors of {target.username} are reset.", "success")
+    else:
+        flash(f"{target.username} had no second factor left to reset: nothing changed.", "warning")
     return redirect(url_for("admin.user", user_id=target.id))
 
 
