@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from fake_meta import META, FakeMeta, build_service
@@ -150,6 +150,31 @@ def test_state_is_single_use(service: Any, fake: FakeMeta) -> None:
     callback = at_meta(fake, start_login(client))
     assert client.get(callback).status_code == 302
     assert client.get(callback).status_code == 400
+
+
+@pytest.mark.parametrize("iss", ["https://evil.invalid", META + "/", "", "m\u0435ta"])
+def test_an_answer_naming_another_server_is_refused_unused(
+    service: Any, fake: FakeMeta, iss: str
+) -> None:
+    """RFC 9207: a callback whose iss is not meta's is a mix-up; its code is not sent
+    anywhere, and no one is logged in."""
+    client = service.test_client()
+    callback = at_meta(fake, start_login(client))
+    assert len(fake.codes) == 1
+    response = client.get(callback + "&" + urlencode({"iss": iss}))
+    assert response.status_code == 400
+    assert "another server" in response.get_data(as_text=True)
+    assert len(fake.codes) == 1  # never sent to meta, nor anywhere
+    with client.session_transaction() as session:
+        assert "_uid" not in session
+
+
+def test_an_answer_naming_meta_logs_in(service: Any, fake: FakeMeta) -> None:
+    client = service.test_client()
+    callback = at_meta(fake, start_login(client))
+    assert client.get(callback + "&" + urlencode({"iss": META})).status_code == 302
+    with client.session_transaction() as session:
+        assert session["_uid"] == 42
 
 
 def test_code_refused_by_meta_is_a_400(service: Any, fake: FakeMeta) -> None:

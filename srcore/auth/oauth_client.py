@@ -203,6 +203,15 @@ def callback() -> BaseResponse:
             "This login was not started here, or it took too long. Go back and log in again."
         )
     verifier, next_url = str(found[0]), str(found[1])
+    # RFC 9207: the answer names the server that gave it. One naming another server is a
+    # mix-up (a code meant for meta sent elsewhere, or another server's code sent here):
+    # nothing of it is used. One naming none comes from a meta older than the parameter.
+    issuer = request.args.get("iss")
+    if issuer is not None and not hmac.compare_digest(issuer.encode(), link.issuer.encode()):
+        log.warning("login callback: the answer names another server (iss %r)", issuer[:200])
+        return _bad_callback(
+            "This answer came from another server than the account service. Log in again."
+        )
     error = request.args.get("error")
     if error:
         if error == "access_denied":
