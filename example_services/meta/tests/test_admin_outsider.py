@@ -323,3 +323,64 @@ def test_a_deleted_accounts_entries_are_found_by_its_id(
     for bad in ("%230", "%23-1", "%2399999999999", "%23%231", "%23"):
         refused = client.get(f"/admin/audit?user={bad}")
         assert refused.status_code == 400, bad
+
+
+def test_two_admins_suspending_each_other_at_once_leave_one_admin(
+    app: Any, accounts: Any, login: Any, srcore_database: Any
+) -> None:
+    """Each request holds the other's row and waits (up to a bound) for the other to hold
+    its own: were the rows held in any order, both would go on and both admins be
+    suspended. Held in the order of their ids, the second waits for the first to commit,
+    then finds its admin suspended (404)."""
+    import contextlib
+    import threading
+
+    from sqlalchemy import event
+
+    one = accounts.make("one", user_type=UserType.admin)
+    two = accounts.make("two", user_type=UserType.admin)
+    clients = {}
+    tokens = {}
+    for user, other in ((one, two), (two, one)):
+        client = app.test_client()
+        assert login(client, user.username).status_code == 302
+        clients[user.id] = client
+        tokens[user.id] = _token(client, f"/admin/users/{other.id}")
+    both_holding = threading.Barrier(2, timeout=3)
+    first_hold = threading.local()
+
+    def after_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        holding = statement.lstrip().upper().replace('"', "").startswith("UPDATE USER ")
+        if holding and not getattr(first_hold, "done", False):
+            first_hold.done = True
+            # With the rows held in order, the other request waits on this one's row and
+            # never gets here: the barrier breaks and this one goes on.
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_holding.wait()
+
+    results: dict[int, int] = {}
+
+    def suspend(user: Any, other: Any) -> None:
+        sent = clients[user.id].post(
+            f"/admin/users/{other.id}/suspend",
+            data={"notice": f"By {user.username}.", "csrf_token": tokens[user.id]},
+        )
+        results[user.id] = sent.status_code
+
+    engine = app.extensions["srcore"].db.engine
+    event.listen(engine, "after_cursor_execute", after_execute)
+    try:
+        threads = [
+            threading.Thread(target=suspend, args=(one, two)),
+            threading.Thread(target=suspend, args=(two, one)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        event.remove(engine, "after_cursor_execute", after_execute)
+    assert sorted(results.values()) == [302, 404], results
+    states = {accounts.get(one.id).user_type, accounts.get(two.id).user_type}
+    assert states == {UserType.admin, UserType.suspended}

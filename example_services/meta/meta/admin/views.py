@@ -95,15 +95,18 @@ def _locked_target(user_id: int) -> tuple[User, User]:
     committed (already suspended: said so, nothing written twice), and an account deleted
     meanwhile is a 404 rather than a write that matches no row. The hold is an UPDATE that
     changes nothing: PostgreSQL's row lock, and SQLite's one write lock, taken before the
-    account is read again. The admin is read again after it too: a right removed since the
-    request began counts.
+    account is read again. The admin's own row is held too, both in the order of their
+    ids, and read again: a right removed since the request began counts, and two admins
+    suspending each other at once take turns (the second is no admin any more) instead of
+    each holding the other's row and suspending every admin there is.
     """
-    db.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(user_type=User.user_type)
-        .execution_options(synchronize_session=False)
-    )
+    for held in sorted({user_id, _admin().id}):
+        db.execute(
+            update(User)
+            .where(User.id == held)
+            .values(user_type=User.user_type)
+            .execution_options(synchronize_session=False)
+        )
     target = db.get(User, user_id, populate_existing=True)
     if target is None:
         abort(404)
