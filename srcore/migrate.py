@@ -51,6 +51,7 @@ from srcore.db import (
     normalize_url,
     require_driver,
 )
+from srcore.once import OnceBase
 from srcore.resources import resource_dir
 from srcore.webhooks.models import WebhookBase
 
@@ -84,8 +85,8 @@ _SERVICE_ID = re.compile(r"^[a-z][a-z0-9_-]*$")
 @functools.cache
 def core_metadata() -> MetaData:
     """The metadata of the tables the core lineage owns: ``user`` with UserMixin's columns,
-    the webhook tables of :mod:`srcore.webhooks.models` and the ended web sessions of
-    :mod:`srcore.auth.ended`.
+    the webhook tables of :mod:`srcore.webhooks.models`, the ended web sessions of
+    :mod:`srcore.auth.ended` and the used form tokens of :mod:`srcore.once`.
 
     It lives here, not in :mod:`srcore.db`, because the lineage spans features: the
     database layer knows no feature's tables.
@@ -98,7 +99,7 @@ def core_metadata() -> MetaData:
     class _CoreUser(UserMixin, _CoreBase):
         __tablename__ = "user"
 
-    for base in (WebhookBase, EndedSessionBase):
+    for base in (WebhookBase, EndedSessionBase, OnceBase):
         for table in base.metadata.sorted_tables:
             table.to_metadata(_CoreBase.metadata)
     return _CoreBase.metadata
