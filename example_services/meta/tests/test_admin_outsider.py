@@ -384,3 +384,18 @@ def test_two_admins_suspending_each_other_at_once_leave_one_admin(
     assert sorted(results.values()) == [302, 404], results
     states = {accounts.get(one.id).user_type, accounts.get(two.id).user_type}
     assert states == {UserType.admin, UserType.suspended}
+
+
+def test_acting_on_an_account_leaves_the_admins_own_row_as_it_was(
+    app: Any, accounts: Any, boss: tuple[Any, Any], csrf: Any
+) -> None:
+    """Holding the admin's row writes nothing to it: its ``updated`` (which services and
+    conditional requests read) stays as it was."""
+    admin, client = boss
+    alice = accounts.make("alice")
+    before = accounts.get(admin.id).updated
+    page = f"/admin/users/{alice.id}"
+    for action, data in (("suspend", {"notice": "Spam."}), ("unsuspend", {})):
+        assert csrf.post(client, f"{page}/{action}", data, page=page).status_code == 302
+    assert accounts.get(alice.id).user_type == UserType.active
+    assert accounts.get(admin.id).updated == before

@@ -104,7 +104,9 @@ def _locked_target(user_id: int) -> tuple[User, User]:
         db.execute(
             update(User)
             .where(User.id == held)
-            .values(user_type=User.user_type)
+            # Both unchanged: naming ``updated`` keeps its onupdate from stamping a row
+            # this request may not change at all (the acting admin's).
+            .values(user_type=User.user_type, updated=User.updated)
             .execution_options(synchronize_session=False)
         )
     target = db.get(User, user_id, populate_existing=True)
