@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any, NamedTuple
 
 from flask import Flask, Response, g, render_template, request
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
@@ -237,8 +237,9 @@ def _busy(exc: Exception) -> str | None:
 
 
 class _Shortage(NamedTuple):
-    """A resource the database ran out of, for the log line ``database <word> on
-    <request>: <cause> (...). <advice>``, and what the client is told."""
+    """A resource the database ran out of (or its refusal of every write), for the log
+    line ``database <word> on <request>: <cause> (...). <advice>``, and what the client is
+    told."""
 
     word: str
     cause: str
@@ -300,19 +301,43 @@ _SQLITE_FULL = _Shortage(
 )
 
 
+_READ_ONLY_REASON = "The database takes no changes right now; nothing was saved. Try again later."
+#: A database that refuses every write: PostgreSQL's ``read_only_sql_transaction``.
+_PG_READ_ONLY = _Shortage(
+    "read-only",
+    "the database refuses writes (a standby server, or default_transaction_read_only on "
+    "for the database, the role or the server)",
+    "Point database-url at the primary, or turn default_transaction_read_only off: writes "
+    "succeed again at once, with no restart",
+    _READ_ONLY_REASON,
+)
+_SQLITE_READ_ONLY = _Shortage(
+    "read-only",
+    "this process may not write the SQLite database file or its directory",
+    "Give the user the service runs as write access to the file, its -wal and -shm files "
+    "and their directory (srcore config check names them)",
+    _READ_ONLY_REASON,
+)
+
+
 def _short_of(exc: Exception) -> tuple[_Shortage, str] | None:
-    """What the database ran out of, and its own words for it; None when it failed
-    otherwise. PostgreSQL's class ``53``, SQLite's ``SQLITE_FULL``."""
+    """What the database ran out of or refuses, and its own words for it; None when it
+    failed otherwise. PostgreSQL's class ``53`` and read-only transactions, SQLite's
+    ``SQLITE_FULL`` and ``SQLITE_READONLY``."""
     original = getattr(exc, "orig", None) or exc
     sqlstate = getattr(original, "sqlstate", None)
-    if isinstance(sqlstate, str) and sqlstate.startswith("53"):
+    if isinstance(sqlstate, str) and (sqlstate.startswith("53") or sqlstate == "25006"):
         diag = getattr(original, "diag", None)
         said = getattr(diag, "message_primary", None) or str(original)
         said = f"PostgreSQL, SQLSTATE {sqlstate}: {' '.join(str(said).split())}"
+        if sqlstate == "25006":
+            return _PG_READ_ONLY, said
         return _PG_SHORT.get(sqlstate, _PG_SHORT_OTHER), said
     sqlite_code = getattr(original, "sqlite_errorcode", None)
     if isinstance(sqlite_code, int) and (sqlite_code & 0xFF) == sqlite3.SQLITE_FULL:
         return _SQLITE_FULL, f"SQLite: {' '.join(str(original).split())}"
+    if isinstance(sqlite_code, int) and (sqlite_code & 0xFF) == sqlite3.SQLITE_READONLY:
+        return _SQLITE_READ_ONLY, f"SQLite: {' '.join(str(original).split())}"
     return None
 
 
@@ -336,6 +361,15 @@ def _database_short(exc: Exception, short: tuple[_Shortage, str]) -> Response:
     return error_response(
         503, shortage.reason, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))]
     )
+
+
+def _database_refused(exc: Exception) -> Response:
+    """An error the driver files as internal: PostgreSQL's refusal of a write to a
+    read-only database is one (a 503, as for a full disk); any other is a bug (a 500)."""
+    short = _short_of(exc)
+    if short is not None:
+        return _database_short(exc, short)
+    return _server_error(InternalServerError(original_exception=exc))
 
 
 def _roll_back_sessions() -> None:
@@ -497,3 +531,4 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(StaleDataError, _changed_meanwhile)
     app.register_error_handler(ObjectDeletedError, _changed_meanwhile)
     app.register_error_handler(IntegrityError, _integrity_error)
+    app.register_error_handler(InternalError, _database_refused)

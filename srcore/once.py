@@ -41,7 +41,7 @@ from typing import Any, Protocol, TypeVar
 
 from flask import Flask, current_app, flash, redirect, request, session
 from sqlalchemy import String, Text, delete, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from srcore.db import TYPE_ANNOTATION_MAP, Database, make_metadata, utcnow
@@ -244,27 +244,6 @@ def _busy() -> Any:
     )
 
 
-def _unavailable(exc: DBAPIError) -> Any:
-    """The database refused the claim for a reason not of load or reach (read-only, say):
-    the form cannot be taken now, and nothing was made. The outage and busy cases are
-    :mod:`srcore.errors`'s, raised on to it."""
-    from srcore.errors import DATABASE_RETRY_AFTER, error_response
-
-    log.error(
-        "one-time form token not claimed on %s %s: %s",
-        request.method,
-        request.path,
-        type(exc.orig or exc).__name__,
-        exc_info=exc,
-    )
-    return error_response(
-        503,
-        "The database cannot take this form right now; nothing was made. "
-        "Try again in a few seconds.",
-        headers=[("Retry-After", str(DATABASE_RETRY_AFTER))],
-    )
-
-
 def _settle(action: Callable[[], None], what: str) -> None:
     """Finish or release a claim after the view ran; a failure is logged, not raised: the
     view's answer stands (what it made is made), and the row expires in its time."""
@@ -289,12 +268,7 @@ def once_per_form(view: F) -> F:
         tokens = _tokens()
         deadline = time.monotonic() + WAIT
         while True:
-            try:
-                held = tokens.claim(key)
-            except OperationalError:
-                raise  # down, busy, timed out: srcore.errors answers 503
-            except DBAPIError as exc:
-                return _unavailable(exc)
+            held = tokens.claim(key)  # down, busy, read-only: srcore.errors answers 503
             if held is None:
                 break
             if held != _PENDING:
