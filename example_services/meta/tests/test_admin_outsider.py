@@ -280,6 +280,8 @@ def test_an_admin_cannot_suspend_or_reset_themselves(
 ) -> None:
     admin, client = boss
     page = f"/admin/users/{admin.id}"
+    own = client.get(page).get_data(as_text=True)
+    assert "you cannot suspend it" in own and f"{page}/suspend" not in own
     sent = csrf.post(client, f"{page}/suspend", {"notice": "me"}, page=page)
     assert sent.status_code == 400
     assert "cannot suspend yourself" in sent.get_data(as_text=True)

@@ -130,6 +130,8 @@ def _user_context(target: User) -> dict[str, Any]:
 
     return {
         "user": target,
+        # An admin's own page offers no suspension: it would only be refused.
+        "is_self": target.id == _admin().id,
         "totp_enabled": totp.factor_of(db, target.id) is not None,
         "passkey_count": passkeys.count_of(db, target.id),
     }
