@@ -4,9 +4,9 @@ on 127.0.0.1, used by two people through plain ``requests``.
 alice makes public and private things at todo and paste, webhook subscriptions at all
 three services and a personal access token, then deletes her account at meta. Her token
 and sessions must stop everywhere, her subscriptions receive nothing more and none of them
-outlives the account at meta, and her trackers go at todo. Then someone else
-registers the freed name: the URLs ``/~alice/...`` are hers now, but none of the old
-account's private things, subscriptions or tokens are.
+outlives the account at meta, her trackers go at todo and her pastes at paste. Then
+someone else registers the freed name: the URLs ``/~alice/...`` are hers now, but none
+of the old account's private things, subscriptions or tokens are.
 
 The network and the helpers are test_security_e2e.py's.
 """
@@ -119,10 +119,12 @@ def test_a_deleted_account_ends_everywhere_and_its_name_comes_back_empty(
         "meta", f"SELECT id, url FROM srcore_webhook_subscription WHERE owner_id = {old_id}"
     )
     assert kept == [], kept
-    # Her trackers go at todo (todo's account-deletion hook); the other pages still answer.
+    # Her trackers go at todo, her pastes at paste (their account-deletion hooks); the
+    # other pages still answer.
     stranger = browser()
     wait_for(lambda: stranger.get(public_ticket, timeout=10).status_code == 404)
-    for url in (public_paste, f"{net.todo}/"):
+    wait_for(lambda: stranger.get(public_paste, timeout=10).status_code == 404)
+    for url in (f"{net.todo}/", f"{net.paste}/"):
         assert stranger.get(url, timeout=10).status_code == 200, url
     for url in (private_ticket, public_ticket.rsplit("/", 1)[0]):
         assert stranger.get(url, timeout=10).status_code == 404, url

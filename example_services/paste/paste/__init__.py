@@ -17,6 +17,8 @@ __all__ = ["create_app"]
 def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     """Build the paste app from the network's config file (or the given ``config``)."""
     import srcore
+    import srcore.auth
+    from paste.accounts import forget_account
     from paste.api import api
     from paste.logic import can_receive
     from paste.models import Base, User
@@ -34,4 +36,6 @@ def create_app(config: Any = None, **options: Any) -> SrcoreApp:
     )
     app.register_blueprint(views)
     app.register_blueprint(api)
+    # An account deleted at meta: its pastes go with it, public and unlisted.
+    srcore.auth.on_account_deleted(app, forget_account)
     return app

@@ -32,6 +32,7 @@ __all__ = [
     "can_receive",
     "create_paste",
     "delete_paste",
+    "emit_deleted",
     "new_short_id",
     "paste_json",
     "read_paste",
@@ -190,11 +191,17 @@ def update_paste(session: Session, valid: Validation, paste: Paste) -> None:
     session.commit()
 
 
+def emit_deleted(session: Session, paste: Paste, owner: User) -> None:
+    """Emit ``paste:deleted`` for *paste*, still in the database, as it was: by its owner's
+    hand or with their account (:mod:`paste.accounts`)."""
+    _emit(session, "paste:deleted", paste, owner)
+
+
 def delete_paste(session: Session, paste: Paste) -> None:
     """Delete *paste* for good, emit ``paste:deleted`` (with the paste as it was) and
     commit; its link answers 404 from now on."""
     _lock(session, paste)
-    _emit(session, "paste:deleted", paste, paste.owner)
+    emit_deleted(session, paste, paste.owner)
     session.delete(paste)
     session.commit()
 
