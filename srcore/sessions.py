@@ -6,6 +6,13 @@ with the user's rights. So an API request does not read the session cookie (nor 
 its signature, which costs every request), and its response neither refreshes nor sets
 one, nor adds ``Vary: Cookie``. Its session is an empty mapping that refuses writes.
 
+A session holding a login (:data:`LOGIN_KEY`) is renewed, signed afresh unchanged, only
+by a request that checked the login and found it standing (:func:`confirm_login`). Flask
+renews a permanent session on every request, so a copy of a cookie logged out at the
+service, sent to a page that never looks at the login (``/healthz``, a static file),
+came back signed anew, and could be kept so until the record of its logout went, a
+session lifetime later: then it logged in again.
+
 A service whose origin is https names its cookie ``__Host-<service>_session``. Any host
 of the same site (a sibling subdomain that is compromised, or serves what users upload)
 may set a cookie with ``Domain=`` the parent domain and any ``Path``, and the browser
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, g, request
 from flask.sessions import (
     NullSession,
     SecureCookieSession,
@@ -32,10 +39,19 @@ from flask.sessions import (
 
 from srcore.routing import API_PREFIX
 
-__all__ = ["HOST_PREFIX", "ApiSession", "SessionInterface"]
+__all__ = ["HOST_PREFIX", "LOGIN_KEY", "ApiSession", "SessionInterface", "confirm_login"]
 
 #: The cookie prefix that only the host itself can set (RFC 6265bis, "Cookie Name Prefixes").
 HOST_PREFIX = "__Host-"
+#: The session key holding the logged-in user's id (written by :mod:`srcore.auth.web`).
+LOGIN_KEY = "_uid"
+_CONFIRMED = "srcore_login_confirmed"
+
+
+def confirm_login() -> None:
+    """Say that this request checked the session's login and found it standing, so its
+    cookie may be renewed (see the module's docstring)."""
+    g.setdefault(_CONFIRMED, True)
 
 
 class ApiSession(NullSession):
@@ -66,6 +82,13 @@ class SessionInterface(SecureCookieSessionInterface):
         if request.path.startswith(API_PREFIX):
             return ApiSession()
         return super().open_session(app, request)
+
+    def should_set_cookie(self, app: Flask, session: SessionMixin) -> bool:
+        """Flask's rule, except that an unchanged login is renewed only once this request
+        found it standing: one logged out or ended since is left to age."""
+        if session.modified or LOGIN_KEY not in session:
+            return super().should_set_cookie(app, session)
+        return bool(g.get(_CONFIRMED)) and super().should_set_cookie(app, session)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         super().save_session(app, session, response)

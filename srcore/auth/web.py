@@ -15,6 +15,7 @@ from flask import Response, abort, after_this_request, current_app, g, request, 
 from werkzeug.local import LocalProxy
 
 from srcore.auth.state import LoginBackend, auth_state
+from srcore.sessions import LOGIN_KEY, confirm_login
 
 if TYPE_CHECKING:
     pass
@@ -35,7 +36,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 _U = TypeVar("_U")
 
-_SESSION_USER = "_uid"
+_SESSION_USER = LOGIN_KEY
 _SESSION_AT = "_at"
 #: The session's id, which a logout records as ended (:mod:`srcore.auth.ended`).
 _SESSION_ID = "_sid"
@@ -175,6 +176,7 @@ def _load_user() -> Any:
                 elif user is None:
                     session.pop(_SESSION_USER, None)
                 else:
+                    confirm_login()  # standing: its cookie may be renewed
                     after_this_request(_not_stored)
     g.srcore_user = user
     return user
