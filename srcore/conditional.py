@@ -59,8 +59,13 @@ _TAG = re.compile(r'[ \t]*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*(?:,|$)')
 
 
 class PreconditionFailed(Exception):
-    """Raised by :func:`if_match` when the caller's ``If-Match`` names no current tag;
-    :func:`conditional` answers it with a 412."""
+    """Raised by :func:`if_match` when the caller's ``If-Match`` names no current tag (or
+    its ``If-None-Match`` names it); :func:`conditional` answers it with a 412."""
+
+    def __init__(self, header: str = "If-Match") -> None:
+        super().__init__(header)
+        #: The request header whose condition does not hold.
+        self.header = header
 
 
 def entity_tag(representation: Any) -> str:
@@ -97,21 +102,33 @@ def _header(name: str) -> str | None:
 
 
 def if_match(representation: Any) -> None:
-    """Check the request's ``If-Match`` against *representation*, the resource as it is
+    """Check the request's preconditions against *representation*, the resource as it is
     now (read once it is locked for the write). Raise :class:`PreconditionFailed` unless
-    the header is absent, ``*``, or names its tag strongly (a weak tag never matches)."""
+    ``If-Match`` is absent, ``*``, or names its tag strongly (a weak tag never matches),
+    and ``If-None-Match`` is absent or names neither its tag (weakly) nor ``*``.
+
+    ``If-None-Match`` on a write is what a client sends to change nothing it has seen
+    (RFC 9110, section 13.1.2): ignored, ``If-None-Match: *`` let a PATCH through onto
+    the resource that exists."""
+    tag = entity_tag(representation)
+    if not _matches(tag):
+        raise PreconditionFailed("If-Match")
+    sent = _header("If-None-Match")
+    if sent is not None and (parse_entity_tags(sent) is None or _none_match(tag)):
+        raise PreconditionFailed("If-None-Match")
+
+
+def _matches(tag: str) -> bool:
+    """Whether the request's ``If-Match`` holds for *tag*: absent, ``*``, or naming it
+    strongly. One that cannot be read never holds."""
     sent = _header("If-Match")
     if sent is None:
-        return
+        return True
     parsed = parse_entity_tags(sent)
-    if parsed is not None:
-        star, tags = parsed
-        if star:
-            return
-        current = entity_tag(representation)[1:-1]
-        if any(not weak and opaque == current for weak, opaque in tags):
-            return
-    raise PreconditionFailed
+    if parsed is None:
+        return False
+    star, tags = parsed
+    return star or any(not weak and opaque == tag[1:-1] for weak, opaque in tags)
 
 
 def _none_match(tag: str) -> bool:
@@ -126,22 +143,28 @@ def _none_match(tag: str) -> bool:
     return star or any(opaque == tag[1:-1] for _weak, opaque in tags)
 
 
-def _precondition_failed() -> Response:
+def _precondition_failed(header: str = "If-Match") -> Response:
     from srcore.errors import error_response
 
-    return error_response(
-        412,
-        "The resource changed since the version named in If-Match (or the header is not "
-        "a list of entity tags). Read it again for its current ETag, then retry.",
-        field="If-Match",
-    )
+    if header == "If-None-Match":
+        reason = (
+            "The resource is the version named in If-None-Match (or the header is * or "
+            "not a list of entity tags), so it was not changed."
+        )
+    else:
+        reason = (
+            "The resource changed since the version named in If-Match (or the header is "
+            "not a list of entity tags). Read it again for its current ETag, then retry."
+        )
+    return error_response(412, reason, field=header)
 
 
 def conditional(view: F) -> F:
     """Give *view*, the view of one JSON resource, conditional requests.
 
     A JSON object it answers with (status 200) gets a strong ``ETag``; a GET or HEAD whose
-    ``If-None-Match`` names it is answered ``304 Not Modified`` with no body. A write view
+    ``If-None-Match`` names it is answered ``304 Not Modified`` with no body, one whose
+    ``If-Match`` does not a 412. A write view
     calls :func:`if_match` itself, once it holds the resource locked; its refusal becomes a
     412 here. Put it below :func:`srcore.auth.oauth`, so a caller learns nothing of a
     resource, not even its tag, before its token is checked.
@@ -151,13 +174,18 @@ def conditional(view: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             answer = view(*args, **kwargs)
-        except PreconditionFailed:
-            return _precondition_failed()
+        except PreconditionFailed as failed:
+            return _precondition_failed(failed.header)
         if not isinstance(answer, dict):
             return answer  # a 201, a 204, a response built by hand: no tag of this body
         tag = entity_tag(answer)
-        if request.method in _READ_METHODS and _none_match(tag):
-            return Response(status=304, headers={"ETag": tag})
+        if request.method in _READ_METHODS:
+            # If-Match first (RFC 9110, section 13.2.2): a read that asks for a version
+            # it no longer is gets a 412, not another version.
+            if not _matches(tag):
+                return _precondition_failed()
+            if _none_match(tag):
+                return Response(status=304, headers={"ETag": tag})
         response = current_app.json.response(answer)
         response.headers["ETag"] = tag
         return response

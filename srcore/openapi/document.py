@@ -49,7 +49,8 @@ _ERRORS = {
     429: "Too many requests (a write past its caller's rate limit, say); try again after "
     "Retry-After.",
     412: "The resource changed since the version the If-Match header names (or the header "
-    "is not a list of entity tags): read it again for its current ETag, then retry.",
+    "is not a list of entity tags): read it again for its current ETag, then retry. On a "
+    "change, also: it is still the version If-None-Match names.",
     503: "The service cannot answer now: the access token or the database cannot be "
     "reached (try again after Retry-After), or the request kept the database busy too long.",
 }
@@ -221,20 +222,26 @@ def _operation(
 
 def _conditional(method: str, responses: dict[str, Any], errors: set[int]) -> list[Any]:
     """The header parameter and answers of a view marked :func:`srcore.conditional.conditional`:
-    its JSON answers carry an ``ETag``; a GET is ``304`` when ``If-None-Match`` names it, a
-    write ``412`` when ``If-Match`` names no current tag."""
+    its JSON answers carry an ``ETag``; a GET is ``304`` when ``If-None-Match`` names it;
+    a GET or a write is ``412`` when ``If-Match`` names no current tag, a write also when
+    ``If-None-Match`` names it."""
     for answer in responses.values():
         if "content" in answer:
             answer["headers"] = {"ETag": {"$ref": "#/components/headers/ETag"}}
+    headers = [
+        {"$ref": "#/components/parameters/IfMatch"},
+        {"$ref": "#/components/parameters/IfNoneMatch"},
+    ]
     if method == "GET":
         responses["304"] = {
             "description": "Not modified: the resource still has the tag If-None-Match names.",
             "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
         }
-        return [{"$ref": "#/components/parameters/IfNoneMatch"}]
+        errors.add(412)
+        return headers
     if method in WRITE_METHODS:
         errors.add(412)
-        return [{"$ref": "#/components/parameters/IfMatch"}]
+        return headers
     return []
 
 
@@ -244,16 +251,18 @@ _CONDITIONAL_COMPONENTS: dict[str, Any] = {
         "IfMatch": {
             "name": "If-Match",
             "in": "header",
-            "description": "Change only if the resource still has one of these strong entity "
-            "tags (its ETag as last read), or any version with ``*``; else 412. A weak tag "
-            "never matches. Without it the change is made whatever the version.",
+            "description": "Only if the resource still has one of these strong entity tags "
+            "(its ETag as last read), or any version with ``*``; else 412 and nothing is "
+            "changed. A weak tag never matches. Without it a change is made whatever the "
+            "version.",
             "schema": {"type": "string"},
         },
         "IfNoneMatch": {
             "name": "If-None-Match",
             "in": "header",
-            "description": "Answer 304 with no body when the resource still has one of these "
-            "entity tags (weakly compared), or exists at all with ``*``.",
+            "description": "When the resource still has one of these entity tags (weakly "
+            "compared), or exists at all with ``*``: a read is answered 304 with no body, a "
+            "change 412 and not made.",
             "schema": {"type": "string"},
         },
     },

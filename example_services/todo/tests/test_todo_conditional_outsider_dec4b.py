@@ -1,0 +1,99 @@
+"""Conditions the API ignored, sent by requests over a real socket: ``If-None-Match`` on
+a write (``*`` is "only if it does not exist"; a tag is "only if it is not this version")
+and ``If-Match`` on a read. Both are 412s (RFC 9110, sections 13.1.1, 13.1.2, 13.2.2),
+and neither tells another user that a resource exists.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+TICKET = "/api/trackers/bugs/tickets/1"
+TRACKER = "/api/trackers/bugs"
+
+
+@pytest.fixture
+def served(app: Any) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def alice(make_token: Any, user: Any) -> dict[str, str]:
+    return {"Authorization": "Bearer " + make_token("todo/tickets:RW todo/trackers:RW", user=user)}
+
+
+def test_if_none_match_on_a_write_is_a_412_and_changes_nothing(
+    served: str, alice: dict[str, str], ticket: Any
+) -> None:
+    tag = requests.get(served + TICKET, headers=alice, timeout=30).headers["ETag"]
+    for value in ("*", tag, f"W/{tag}", f'"other", {tag}', "garbage"):
+        answer = requests.patch(
+            served + TICKET,
+            headers={**alice, "If-None-Match": value},
+            json={"title": "Overwritten"},
+            timeout=30,
+        )
+        assert answer.status_code == 412, (value, answer.status_code, answer.text[:200])
+        assert answer.json()["errors"][0]["field"] == "If-None-Match"
+        assert "ETag" not in answer.headers
+    tracker_tag = requests.get(served + TRACKER, headers=alice, timeout=30).headers["ETag"]
+    for value in ("*", tracker_tag):
+        gone = requests.delete(
+            served + TRACKER, headers={**alice, "If-None-Match": value}, timeout=30
+        )
+        assert gone.status_code == 412, (value, gone.status_code)
+    now = requests.get(served + TICKET, headers=alice, timeout=30)
+    assert now.json()["title"] == "It crashes" and now.headers["ETag"] == tag
+    # A tag of another version: the change goes through.
+    changed = requests.patch(
+        served + TICKET,
+        headers={**alice, "If-None-Match": '"not-this-one"'},
+        json={"title": "Changed"},
+        timeout=30,
+    )
+    assert changed.status_code == 200 and changed.json()["title"] == "Changed"
+
+
+def test_if_match_on_a_read_names_the_version_it_wants(
+    served: str, alice: dict[str, str], ticket: Any
+) -> None:
+    tag = requests.get(served + TICKET, headers=alice, timeout=30).headers["ETag"]
+    for method in ("GET", "HEAD"):
+        for path in (TICKET, TRACKER):
+            stale = requests.request(
+                method, served + path, headers={**alice, "If-Match": '"old"'}, timeout=30
+            )
+            assert stale.status_code == 412, (method, path, stale.status_code)
+            assert "ETag" not in stale.headers
+    assert requests.get(served + TICKET, headers={**alice, "If-Match": tag}, timeout=30).ok
+    assert requests.get(served + TICKET, headers={**alice, "If-Match": "*"}, timeout=30).ok
+    # If-Match is read first: a stale If-Match with a current If-None-Match is a 412.
+    both = {**alice, "If-Match": '"old"', "If-None-Match": tag}
+    assert requests.get(served + TICKET, headers=both, timeout=30).status_code == 412
+
+
+def test_conditions_on_another_users_resources_are_404s(
+    served: str, make_token: Any, bob: Any, ticket: Any
+) -> None:
+    mallory = {
+        "Authorization": "Bearer " + make_token("todo/tickets:RW todo/trackers:RW", user=bob)
+    }
+    for headers in ({"If-Match": '"x"'}, {"If-None-Match": "*"}, {"If-Match": "*"}):
+        for method, path in (("GET", TICKET), ("PATCH", TICKET), ("DELETE", TRACKER)):
+            answer = requests.request(
+                method, served + path, headers={**mallory, **headers}, json={}, timeout=30
+            )
+            assert answer.status_code == 404, (method, path, headers, answer.status_code)
