@@ -7,7 +7,7 @@ and verifies access tokens locally.
 from __future__ import annotations
 
 from srcore.auth.api import current_token, oauth
-from srcore.auth.deletion import on_account_deleted
+from srcore.auth.deletion import hold_account, on_account_deleted
 from srcore.auth.scopes import Scope, ScopeError, parse_scope, parse_scopes
 from srcore.auth.web import (
     current_user,
@@ -23,6 +23,7 @@ __all__ = [
     "ScopeError",
     "current_token",
     "current_user",
+    "hold_account",
     "log_in",
     "log_out",
     "login_required",

@@ -38,6 +38,7 @@ __all__ = [
     "DeletionHook",
     "DeletionState",
     "apply_deletions",
+    "hold_account",
     "init_app",
     "on_account_deleted",
 ]
@@ -131,6 +132,25 @@ def on_account_deleted(app: Flask, hook: DeletionHook) -> None:
             "(create_app(..., user_model=...))"
         )
     state.hooks.append(hook)
+
+
+def hold_account(session: Session, user: Any) -> None:
+    """Hold *user*'s row (the service's user model) until *session*'s transaction ends,
+    and refuse with a 403 an account deleted or suspended since the request read it.
+
+    Call it in a write that makes something the account owns, before it is added. The
+    request checked its token or cookie and read the user row at its start; a deletion
+    applied between then and the write ran the hooks (which drop what the account owns)
+    before the new thing existed, so it stayed for good. The deletion holds the same row
+    (:func:`srcore.sqlrows.lock_row` says how, on both databases): one of the two waits
+    for the other, and either the hooks see the new thing or the write sees the deletion.
+    """
+    from flask import abort
+
+    from srcore.sqlrows import lock_row
+
+    if not lock_row(session, user) or user.is_suspended:
+        abort(403, "This account was deleted or suspended; nothing was saved.")
 
 
 def init_app(app: Flask) -> None:

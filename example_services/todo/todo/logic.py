@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
+from srcore.auth import hold_account
 from srcore.db import utcnow
 from srcore.sqlrows import lock_row
 from srcore.validation import Validation
@@ -123,6 +124,10 @@ def apply_tracker(
     Bad input raises ``ValidationFailed``; a name already taken is a 409 to the API.
     """
     valid.raise_if_invalid()
+    if tracker is None:
+        # Its owner's deletion may be applied meanwhile: it must see this tracker, or
+        # this tracker must see it (else it is made after the deletion dropped theirs).
+        hold_account(session, owner)
     name = values.get("name")
     exclude = tracker.id if tracker is not None else None
     if name is not None and name_taken(session, owner, name, exclude=exclude):
