@@ -246,7 +246,13 @@ def _format_new_scripts(config: Config) -> None:
 
     if importlib.util.find_spec("ruff") is None:
         return
-    hooks = {"ruff_fix": "check --fix --quiet", "ruff_format": "format --quiet"}
+    # Formatted first, so that the fix step does not print the long lines of Alembic's
+    # layout (E501) as if they were left in the script; formatted again after its fixes.
+    hooks = {
+        "ruff_format": "format --quiet",
+        "ruff_fix": "check --fix --quiet",
+        "ruff_format_again": "format --quiet",
+    }
     config.set_section_option("post_write_hooks", "hooks", ", ".join(hooks))
     for name, options in hooks.items():
         config.set_section_option("post_write_hooks", f"{name}.type", "module")
