@@ -19,6 +19,7 @@ from werkzeug.exceptions import Conflict, TooManyRequests
 from werkzeug.local import LocalProxy
 
 from srcore import pagination
+from srcore.auth import hold_account
 from srcore.auth.api import insufficient_scope
 from srcore.auth.scopes import Scope, format_scopes, satisfies
 from srcore.db import session as db_session
@@ -246,6 +247,14 @@ class Subscriber:
             valid.expect(can_receive(sub, probe), reason, field="resource")
         valid.raise_if_invalid()
         self._stamp(sub)
+        model = state().user_model
+        owner = (
+            None if self.user_id is None or model is None else db_session.get(model, self.user_id)
+        )
+        if owner is not None:
+            # Its owner's deletion, applied meanwhile, drops their subscriptions: it must
+            # see this one, or this one must see it (srcore.auth.hold_account).
+            hold_account(db_session, owner)
         db_session.add(sub)
         db_session.flush()  # on SQLite, the write lock: one create counts at a time
         if db_session.get_bind().dialect.name == "postgresql":  # one create of an owner at a time
