@@ -71,7 +71,10 @@ class PreconditionFailed(Exception):
 def entity_tag(representation: Any) -> str:
     """The strong entity tag, quotes included, of a JSON *representation*: a digest of the
     exact JSON the app answers with, so equal tags mean equal bodies."""
-    text = current_app.json.dumps(representation)
+    return _tag_of(current_app.json.dumps(representation))
+
+
+def _tag_of(text: str) -> str:
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:18]
     return '"' + base64.urlsafe_b64encode(digest).decode("ascii") + '"'
 
@@ -97,8 +100,10 @@ def parse_entity_tags(value: str) -> tuple[bool, list[tuple[bool, str]]] | None:
 
 
 def _header(name: str) -> str | None:
-    values = request.headers.getlist(name)
-    return ", ".join(values) if values else None
+    """The request's *name* header; a WSGI server joins a repeated one's values with
+    commas, as the list syntax of these headers reads them."""
+    value = request.environ.get("HTTP_" + name.upper().replace("-", "_"))
+    return value if isinstance(value, str) else None
 
 
 def if_match(representation: Any) -> None:
@@ -111,17 +116,16 @@ def if_match(representation: Any) -> None:
     (RFC 9110, section 13.1.2): ignored, ``If-None-Match: *`` let a PATCH through onto
     the resource that exists."""
     tag = entity_tag(representation)
-    if not _matches(tag):
+    if not _matches(tag, _header("If-Match")):
         raise PreconditionFailed("If-Match")
     sent = _header("If-None-Match")
-    if sent is not None and (parse_entity_tags(sent) is None or _none_match(tag)):
+    if sent is not None and (parse_entity_tags(sent) is None or _none_match(tag, sent)):
         raise PreconditionFailed("If-None-Match")
 
 
-def _matches(tag: str) -> bool:
-    """Whether the request's ``If-Match`` holds for *tag*: absent, ``*``, or naming it
+def _matches(tag: str, sent: str | None) -> bool:
+    """Whether an ``If-Match`` of *sent* holds for *tag*: absent, ``*``, or naming it
     strongly. One that cannot be read never holds."""
-    sent = _header("If-Match")
     if sent is None:
         return True
     parsed = parse_entity_tags(sent)
@@ -131,9 +135,8 @@ def _matches(tag: str) -> bool:
     return star or any(not weak and opaque == tag[1:-1] for weak, opaque in tags)
 
 
-def _none_match(tag: str) -> bool:
-    """Whether the request's ``If-None-Match`` names *tag* (weakly compared) or is ``*``."""
-    sent = _header("If-None-Match")
+def _none_match(tag: str, sent: str | None) -> bool:
+    """Whether an ``If-None-Match`` of *sent* names *tag* (weakly compared) or is ``*``."""
     if sent is None:
         return False
     parsed = parse_entity_tags(sent)
@@ -178,15 +181,19 @@ def conditional(view: F) -> F:
             return _precondition_failed(failed.header)
         if not isinstance(answer, dict):
             return answer  # a 201, a 204, a response built by hand: no tag of this body
-        tag = entity_tag(answer)
-        if request.method in _READ_METHODS:
+        # The body is dumped once, for its tag and to be sent (compact, debug or not).
+        json = current_app.json
+        text = json.dumps(answer)
+        tag = _tag_of(text)
+        environ = request.environ
+        if environ["REQUEST_METHOD"] in _READ_METHODS:
             # If-Match first (RFC 9110, section 13.2.2): a read that asks for a version
             # it no longer is gets a 412, not another version.
-            if not _matches(tag):
+            if not _matches(tag, environ.get("HTTP_IF_MATCH")):
                 return _precondition_failed()
-            if _none_match(tag):
+            if _none_match(tag, environ.get("HTTP_IF_NONE_MATCH")):
                 return Response(status=304, headers={"ETag": tag})
-        response = current_app.json.response(answer)
+        response = current_app.response_class(f"{text}\n", mimetype="application/json")
         response.headers["ETag"] = tag
         return response
 
