@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
 from paste.models import LANGUAGE_MAX, SHORT_ID_LENGTH, TITLE_MAX, Format, Paste, User, Visibility
+from srcore.auth import hold_account
 from srcore.highlighting import canonical_language
 from srcore.settings import settings
 from srcore.sqlrows import lock_row
@@ -156,6 +157,9 @@ def create_paste(session: Session, valid: Validation, owner: User) -> Paste:
     """
     values = read_paste(valid)
     valid.raise_if_invalid()
+    # Its owner's deletion may be applied meanwhile: it must see this paste, or this paste
+    # must see it (else the paste is made after the deletion dropped theirs, for good).
+    hold_account(session, owner)
     paste = Paste(owner_id=owner.id, short_id=_free_short_id(session), **values)
     session.add(paste)
     _emit(session, "paste:created", paste, owner)

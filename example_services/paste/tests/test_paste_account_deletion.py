@@ -2,15 +2,22 @@
 hook), driven through srcore's own deletion path (:func:`srcore.auth.deletion.apply_deletions`,
 what a ``delete`` event from meta runs): her public and unlisted pastes are gone from the
 pages and the API, subscribers hear ``paste:deleted`` as for a deletion by hand, another
-person's pastes stay, and someone who takes the freed name finds nothing of hers."""
+person's pastes stay, and someone who takes the freed name finds nothing of hers. A paste
+she was making over a real socket as the deletion came does not outlive it either."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+import requests
+from paste import logic
 from paste.models import Paste
 from sqlalchemy import select
+from werkzeug.serving import make_server
 
 from srcore.auth.deletion import apply_deletions
 from srcore.manifest import load_manifest
@@ -116,3 +123,55 @@ def test_a_deleted_accounts_pastes_go_with_it(
     assert apply_deletions(app, [alice.id]) == []
     assert len(rows(app, select(OutboxRow.id))) == outbox_before + 2
     assert rows(app, select(Paste.short_id)) == [(bobs,)]
+
+
+@pytest.fixture
+def served(app: Any) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def test_a_paste_made_while_its_owner_is_deleted_does_not_outlive_the_deletion(
+    app: Any, served: str, user: Any, make_token: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Her POST /api/pastes was past its token and user checks when the deletion came;
+    held there while it is applied, then let go: no paste of hers may be left."""
+    checked, go = threading.Event(), threading.Event()
+    read_paste = logic.read_paste
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        checked.set()  # the token and the user were accepted; the write comes next
+        assert go.wait(timeout=30)
+        return read_paste(*args, **kwargs)
+
+    monkeypatch.setattr(logic, "read_paste", held)
+    answers: list[requests.Response] = []
+
+    def create() -> None:
+        answers.append(
+            requests.post(
+                f"{served}/api/pastes",
+                headers=bearer(make_token, user),
+                json={"text": "made as she left", "visibility": "unlisted"},
+                timeout=60,
+            )
+        )
+
+    writer = threading.Thread(target=create, daemon=True)
+    writer.start()
+    try:
+        assert checked.wait(timeout=30)
+        assert apply_deletions(app, [user.id]) == []
+    finally:
+        go.set()
+        writer.join(timeout=60)
+    assert not writer.is_alive() and len(answers) == 1
+    assert answers[0].status_code == 403, (answers[0].status_code, answers[0].text[:200])
+    assert rows(app, select(Paste.id)) == []
+    assert rows(app, select(OutboxRow.id)) == []
