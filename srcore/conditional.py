@@ -56,6 +56,7 @@ _READ_METHODS = frozenset({"GET", "HEAD"})
 MAX_HEADER_CHARS = 4096
 #: One ``entity-tag`` of RFC 9110 (``W/`` for weak) and the list separator around it.
 _TAG = re.compile(r'[ \t]*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*(?:,|$)')
+_EMPTY = re.compile(r"[ \t]*,")
 
 
 class PreconditionFailed(Exception):
@@ -91,6 +92,14 @@ def parse_entity_tags(value: str) -> tuple[bool, list[tuple[bool, str]]] | None:
     tags: list[tuple[bool, str]] = []
     position = 0
     while position < len(value):
+        # Empty list elements (", ," or a trailing comma) are read past, as RFC 9110
+        # (section 5.6.1.2) asks: a client joining tags may leave one.
+        empty = _EMPTY.match(value, position)
+        if empty is not None:
+            position = empty.end()
+            continue
+        if not value[position:].strip(" \t"):
+            break
         found = _TAG.match(value, position)
         if found is None or found.end() == position:
             return None

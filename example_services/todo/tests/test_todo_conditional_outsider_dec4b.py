@@ -97,3 +97,25 @@ def test_conditions_on_another_users_resources_are_404s(
                 method, served + path, headers={**mallory, **headers}, json={}, timeout=30
             )
             assert answer.status_code == 404, (method, path, headers, answer.status_code)
+
+
+def test_empty_list_elements_around_a_tag_are_read_past(
+    served: str, alice: dict[str, str], ticket: Any
+) -> None:
+    """RFC 9110 5.6.1.2: a list may hold empty elements (a client joining tags leaves a
+    comma); the tag in it still matches, where it was taken for garbage (412, no 304)."""
+    tag = requests.get(served + TICKET, headers=alice, timeout=30).headers["ETag"]
+    for value in (f"{tag},", f", {tag}", f'"old", , {tag}'):
+        cached = requests.get(
+            served + TICKET, headers={**alice, "If-None-Match": value}, timeout=30
+        )
+        assert cached.status_code == 304, (value, cached.status_code)
+    changed = requests.patch(
+        served + TICKET, headers={**alice, "If-Match": f", {tag},"}, json={"title": "Y"}, timeout=30
+    )
+    assert changed.status_code == 200, changed.text[:200]
+    for value in (",", ", ,", '"a" "b"'):
+        refused = requests.patch(
+            served + TICKET, headers={**alice, "If-Match": value}, json={"title": "Z"}, timeout=30
+        )
+        assert refused.status_code == 412, (value, refused.status_code)
