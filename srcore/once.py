@@ -164,9 +164,12 @@ class DatabaseTokens:
             .order_by(OnceToken.expires)
             .limit(_PRUNE)
         )
+        # Expired again in the DELETE itself: PostgreSQL reads the subquery once, then
+        # waits for a row a claim is taking over, and would delete the fresh claim.
+        still_expired = OnceToken.key.in_(expired), OnceToken.expires <= now
         try:
             with self.database.engine.begin() as connection:
-                connection.execute(delete(OnceToken).where(OnceToken.key.in_(expired)))
+                connection.execute(delete(OnceToken).where(*still_expired))
         except SQLAlchemyError as exc:
             log.info("used form tokens not pruned this time: %s", type(exc).__name__)
 
