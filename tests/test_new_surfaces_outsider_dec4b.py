@@ -92,3 +92,53 @@ def test_a_live_login_is_still_renewed_by_a_page_that_checks_it(
     for _ in range(3):  # each visit renews it: three lifetimes later it still logs in
         clock.now += lifetime - 60
         assert reads_as_alice(browser)
+
+
+def test_two_logouts_of_one_session_at_once_record_it_without_an_error(
+    service: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Log out clicked twice, or the person and the thief logging out one cookie at once:
+    both read no row for the session and both inserted one; the second failed on the key
+    and logged that the logout could not be recorded (copies stay valid), which was false."""
+    import logging
+    import threading
+    import time
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    alice = create_user(service, "alice")
+    browser = log_in_client(service.test_client(), alice)
+    copy = with_cookie(service, cookie_of(service, browser))
+    with copy.session_transaction() as session:
+        sid = session["_sid"]
+    database = service.extensions["srcore"].db
+    answers: list[int] = []
+    with caplog.at_level(logging.ERROR, logger="srcore.auth"):
+        with database.transaction() as first:
+            srcore.auth.ended.record_end(first, sid, lifetime=timedelta(days=1))
+            first.flush()
+            second = threading.Thread(
+                target=lambda: answers.append(copy.post("/logout").status_code), daemon=True
+            )
+            second.start()
+            # The second waits for the first's lock (SQLite: for a moment, well within
+            # its busy timeout; PostgreSQL: until it is seen waiting).
+            postgresql = database.engine.dialect.name == "postgresql"
+            deadline = time.monotonic() + (5 if postgresql else 0.3)
+            while second.is_alive() and time.monotonic() < deadline:
+                if postgresql:
+                    with database.engine.connect() as probe:
+                        waiting = probe.execute(
+                            text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE "
+                                "wait_event_type = 'Lock' AND datname = current_database()"
+                            )
+                        ).scalar()
+                    if waiting:
+                        break
+                time.sleep(0.05)
+        second.join(timeout=30)
+    assert answers == [302]
+    assert not [r.getMessage() for r in caplog.records if "could not be recorded" in r.getMessage()]
+    assert not reads_as_alice(browser)

@@ -56,7 +56,13 @@ def ended_clause(sid: str) -> ColumnElement[bool]:
 def record_end(db_session: Session, sid: str, *, lifetime: timedelta) -> None:
     """Record that the session *sid* ended now, in *db_session*'s transaction; rows whose
     cookies can no longer be accepted go on the way (a logout is rare, a page view not)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
     now = utcnow()
     db_session.execute(delete(EndedSession).where(EndedSession.expires_at < now))
-    if db_session.get(EndedSession, sid) is None:
-        db_session.add(EndedSession(sid=sid, expires_at=now + lifetime))
+    # One statement that a row of the same id leaves alone: two logouts of one session
+    # at once (a double click, the person and whoever holds a copy) both record it, where
+    # a read then an insert made the second fail on the key and log a logout not recorded.
+    dialect = postgresql if db_session.get_bind().dialect.name == "postgresql" else sqlite
+    values = {"sid": sid, "expires_at": now + lifetime}
+    db_session.execute(dialect.insert(EndedSession).values(values).on_conflict_do_nothing())
