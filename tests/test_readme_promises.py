@@ -180,12 +180,12 @@ def test_the_key_types_the_readme_lists_are_srcores() -> None:
 
 def test_the_plugin_has_the_fixtures_the_readme_lists(pytestconfig: pytest.Config) -> None:
     """ "Tests get fixtures from srcore's pytest plugin (`app`, `client`, `db`, `user`,
-    `user_client`, `make_token`)"."""
+    `user_client`, `make_token`, and `app_url` ...)"."""
     text = " ".join(README.read_text(encoding="utf-8").split())
     listed = re.search(r"Tests get fixtures from srcore's pytest plugin \(([^)]*)\)", text)
     assert listed is not None
     names = re.findall(r"`(\w+)`", listed.group(1))
-    assert names == ["app", "client", "db", "user", "user_client", "make_token"]
+    assert names == ["app", "client", "db", "user", "user_client", "make_token", "app_url"]
     from srcore.testing import fixtures
 
     for name in names:

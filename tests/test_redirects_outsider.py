@@ -17,10 +17,9 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from werkzeug.serving import make_server
 
 from srcore.auth.web import is_safe_next
-from srcore.testing import launch_chromium, serving, session_cookie
+from srcore.testing import launch_chromium, session_cookie
 
 #: ``next`` values that parsers read differently: scheme-relative, backslashes, tabs and
 #: newlines browsers drop, look-alike slashes, user info, controls, very long values.
@@ -73,25 +72,17 @@ def browser() -> Iterator[Any]:
         yield browser
 
 
-@pytest.fixture
-def served(app: Any) -> Iterator[str]:
-    """The sample service, in process, on a free 127.0.0.1 port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    with serving(server):
-        yield f"http://127.0.0.1:{server.server_port}"
-
-
 def test_the_login_next_keeps_a_browser_on_the_service(
-    app: Any, user: Any, served: str, browser: Any
+    app: Any, user: Any, app_url: str, browser: Any
 ) -> None:
     context = browser.new_context()
     name, value = session_cookie(app, user)
-    context.add_cookies([{"name": name, "value": value, "url": served}])
+    context.add_cookies([{"name": name, "value": value, "url": app_url}])
     elsewhere: list[str] = []
 
     def guard(route: Any) -> None:
         url = route.request.url
-        if url.startswith(served + "/"):
+        if url.startswith(app_url + "/"):
             route.continue_()
         else:
             elsewhere.append(url)
@@ -103,26 +94,28 @@ def test_the_login_next_keeps_a_browser_on_the_service(
     try:
         for payload in PAYLOADS:
             try:
-                page.goto(served + "/login?" + urlencode({"next": payload}))
+                page.goto(app_url + "/login?" + urlencode({"next": payload}))
             except Exception as exc:  # an aborted navigation elsewhere raises here
                 raise AssertionError(f"{payload[:60]!r}: {exc}") from None
-            assert page.url.startswith(served + "/"), (payload[:60], page.url)
+            assert page.url.startswith(app_url + "/"), (payload[:60], page.url)
             assert elsewhere == [], (payload[:60], elsewhere)
-            assert page.evaluate("location.host") == urlsplit(served).netloc
+            assert page.evaluate("location.host") == urlsplit(app_url).netloc
     finally:
         context.close()
 
 
-def test_what_is_safe_in_python_stays_on_the_host_in_the_browser(served: str, browser: Any) -> None:
+def test_what_is_safe_in_python_stays_on_the_host_in_the_browser(
+    app_url: str, browser: Any
+) -> None:
     """Each accepted payload, resolved by Chromium's URL parser against the service."""
     page = browser.new_page()
     try:
-        page.goto(served + "/")
+        page.goto(app_url + "/")
         for payload in PAYLOADS:
             if not is_safe_next(payload):
                 continue
             host = page.evaluate("(p) => new URL(p, location.href).host", payload)
-            assert host == urlsplit(served).netloc, payload[:60]
+            assert host == urlsplit(app_url).netloc, payload[:60]
     finally:
         page.close()
 

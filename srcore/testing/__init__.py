@@ -10,11 +10,12 @@ under test in a ``srcore_service`` fixture::
     def srcore_service() -> str:
         return "todo"
 
-It then gets ``app``, ``client``, ``db``, ``user``, ``user_client``, ``make_token`` and
-``smtp_sink`` (:mod:`srcore.testing.fixtures`). Every test that uses the database runs
-twice: on SQLite and on PostgreSQL. PostgreSQL gets a throw-away database per test session
-(dropped afterwards); when it is unreachable, or psycopg (srcore's ``postgres`` extra) is
-not installed, those runs are skipped, except under ``CI=true``, where they fail.
+It then gets ``app``, ``client``, ``db``, ``user``, ``user_client``, ``make_token``,
+``app_url`` (the app on a socket) and ``smtp_sink`` (:mod:`srcore.testing.fixtures`).
+Every test that uses the database runs twice: on SQLite and on PostgreSQL. PostgreSQL
+gets a throw-away database per test session (dropped afterwards); when it is unreachable,
+or psycopg (srcore's ``postgres`` extra) is not installed, those runs are skipped, except
+under ``CI=true``, where they fail.
 
 The service's app factory must accept ``config`` and pass other keyword arguments on to
 :func:`srcore.create_app` (the generated services do).

@@ -23,6 +23,7 @@ from srcore.testing.users import (
 
 __all__ = [
     "app",
+    "app_url",
     "client",
     "db",
     "make_token",
@@ -135,6 +136,20 @@ def app(
 def client(app: Any) -> Any:
     """A test client of :func:`app`, not logged in."""
     return app.test_client()
+
+
+@pytest.fixture
+def app_url(app: Any) -> Iterator[str]:
+    """:func:`app` served in this process by a threaded server on a free 127.0.0.1 port:
+    its base URL. For what the test client does not show: a client library speaking HTTP
+    over a socket (raw header bytes, requests at once on threads), or a browser."""
+    from werkzeug.serving import make_server
+
+    from srcore.testing.receivers import serving
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    with serving(server):
+        yield f"http://127.0.0.1:{server.server_port}"
 
 
 @pytest.fixture

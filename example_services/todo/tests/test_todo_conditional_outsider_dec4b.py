@@ -6,28 +6,13 @@ and neither tells another user that a resource exists.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 TICKET = "/api/trackers/bugs/tickets/1"
 TRACKER = "/api/trackers/bugs"
-
-
-@pytest.fixture
-def served(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -36,12 +21,12 @@ def alice(make_token: Any, user: Any) -> dict[str, str]:
 
 
 def test_if_none_match_on_a_write_is_a_412_and_changes_nothing(
-    served: str, alice: dict[str, str], ticket: Any
+    app_url: str, alice: dict[str, str], ticket: Any
 ) -> None:
-    tag = requests.get(served + TICKET, headers=alice, timeout=30).headers["ETag"]
+    tag = requests.get(app_url + TICKET, headers=alice, timeout=30).headers["ETag"]
     for value in ("*", tag, f"W/{tag}", f'"other", {tag}', "garbage"):
         answer = requests.patch(
-            served + TICKET,
+            app_url + TICKET,
             headers={**alice, "If-None-Match": value},
             json={"title": "Overwritten"},
             timeout=30,
@@ -49,17 +34,17 @@ def test_if_none_match_on_a_write_is_a_412_and_changes_nothing(
         assert answer.status_code == 412, (value, answer.status_code, answer.text[:200])
         assert answer.json()["errors"][0]["field"] == "If-None-Match"
         assert "ETag" not in answer.headers
-    tracker_tag = requests.get(served + TRACKER, headers=alice, timeout=30).headers["ETag"]
+    tracker_tag = requests.get(app_url + TRACKER, headers=alice, timeout=30).headers["ETag"]
     for value in ("*", tracker_tag):
         gone = requests.delete(
-            served + TRACKER, headers={**alice, "If-None-Match": value}, timeout=30
+            app_url + TRACKER, headers={**alice, "If-None-Match": value}, timeout=30
         )
         assert gone.status_code == 412, (value, gone.status_code)
-    now = requests.get(served + TICKET, headers=alice, timeout=30)
+    now = requests.get(app_url + TICKET, headers=alice, timeout=30)
     assert now.json()["title"] == "It crashes" and now.headers["ETag"] == tag
     # A tag of another version: the change goes through.
     changed = requests.patch(
-        served + TICKET,
+        app_url + TICKET,
         headers={**alice, "If-None-Match": '"not-this-one"'},
         json={"title": "Changed"},
         timeout=30,
@@ -68,25 +53,25 @@ def test_if_none_match_on_a_write_is_a_412_and_changes_nothing(
 
 
 def test_if_match_on_a_read_names_the_version_it_wants(
-    served: str, alice: dict[str, str], ticket: Any
+    app_url: str, alice: dict[str, str], ticket: Any
 ) -> None:
-    tag = requests.get(served + TICKET, headers=alice, timeout=30).headers["ETag"]
+    tag = requests.get(app_url + TICKET, headers=alice, timeout=30).headers["ETag"]
     for method in ("GET", "HEAD"):
         for path in (TICKET, TRACKER):
             stale = requests.request(
-                method, served + path, headers={**alice, "If-Match": '"old"'}, timeout=30
+                method, app_url + path, headers={**alice, "If-Match": '"old"'}, timeout=30
             )
             assert stale.status_code == 412, (method, path, stale.status_code)
             assert "ETag" not in stale.headers
-    assert requests.get(served + TICKET, headers={**alice, "If-Match": tag}, timeout=30).ok
-    assert requests.get(served + TICKET, headers={**alice, "If-Match": "*"}, timeout=30).ok
+    assert requests.get(app_url + TICKET, headers={**alice, "If-Match": tag}, timeout=30).ok
+    assert requests.get(app_url + TICKET, headers={**alice, "If-Match": "*"}, timeout=30).ok
     # If-Match is read first: a stale If-Match with a current If-None-Match is a 412.
     both = {**alice, "If-Match": '"old"', "If-None-Match": tag}
-    assert requests.get(served + TICKET, headers=both, timeout=30).status_code == 412
+    assert requests.get(app_url + TICKET, headers=both, timeout=30).status_code == 412
 
 
 def test_conditions_on_another_users_resources_are_404s(
-    served: str, make_token: Any, bob: Any, ticket: Any
+    app_url: str, make_token: Any, bob: Any, ticket: Any
 ) -> None:
     mallory = {
         "Authorization": "Bearer " + make_token("todo/tickets:RW todo/trackers:RW", user=bob)
@@ -94,28 +79,31 @@ def test_conditions_on_another_users_resources_are_404s(
     for headers in ({"If-Match": '"x"'}, {"If-None-Match": "*"}, {"If-Match": "*"}):
         for method, path in (("GET", TICKET), ("PATCH", TICKET), ("DELETE", TRACKER)):
             answer = requests.request(
-                method, served + path, headers={**mallory, **headers}, json={}, timeout=30
+                method, app_url + path, headers={**mallory, **headers}, json={}, timeout=30
             )
             assert answer.status_code == 404, (method, path, headers, answer.status_code)
 
 
 def test_empty_list_elements_around_a_tag_are_read_past(
-    served: str, alice: dict[str, str], ticket: Any
+    app_url: str, alice: dict[str, str], ticket: Any
 ) -> None:
     """RFC 9110 5.6.1.2: a list may hold empty elements (a client joining tags leaves a
     comma); the tag in it still matches, where it was taken for garbage (412, no 304)."""
-    tag = requests.get(served + TICKET, headers=alice, timeout=30).headers["ETag"]
+    tag = requests.get(app_url + TICKET, headers=alice, timeout=30).headers["ETag"]
     for value in (f"{tag},", f", {tag}", f'"old", , {tag}'):
         cached = requests.get(
-            served + TICKET, headers={**alice, "If-None-Match": value}, timeout=30
+            app_url + TICKET, headers={**alice, "If-None-Match": value}, timeout=30
         )
         assert cached.status_code == 304, (value, cached.status_code)
     changed = requests.patch(
-        served + TICKET, headers={**alice, "If-Match": f", {tag},"}, json={"title": "Y"}, timeout=30
+        app_url + TICKET,
+        headers={**alice, "If-Match": f", {tag},"},
+        json={"title": "Y"},
+        timeout=30,
     )
     assert changed.status_code == 200, changed.text[:200]
     for value in (",", ", ,", '"a" "b"'):
         refused = requests.patch(
-            served + TICKET, headers={**alice, "If-Match": value}, json={"title": "Z"}, timeout=30
+            app_url + TICKET, headers={**alice, "If-Match": value}, json={"title": "Z"}, timeout=30
         )
         assert refused.status_code == 412, (value, refused.status_code)

@@ -12,28 +12,14 @@ its receiver URL and signing secret.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
-
-
-@pytest.fixture
-def served(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 def test_a_tracker_created_while_its_owner_is_deleted_does_not_outlive_the_deletion(
-    app: Any, served: str, make_token: Any, user: Any, make: Any, monkeypatch: pytest.MonkeyPatch
+    app: Any, app_url: str, make_token: Any, user: Any, make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from todo import logic
     from todo.models import Tracker
@@ -55,7 +41,7 @@ def test_a_tracker_created_while_its_owner_is_deleted_does_not_outlive_the_delet
     def create() -> None:
         answers.append(
             requests.post(
-                served + "/api/trackers", headers=bearer, json={"name": "late"}, timeout=60
+                app_url + "/api/trackers", headers=bearer, json={"name": "late"}, timeout=60
             )
         )
 
@@ -73,7 +59,7 @@ def test_a_tracker_created_while_its_owner_is_deleted_does_not_outlive_the_delet
 
 
 def test_a_webhook_subscribed_while_its_owner_is_deleted_does_not_outlive_the_deletion(
-    app: Any, served: str, make_token: Any, user: Any, make: Any, monkeypatch: pytest.MonkeyPatch
+    app: Any, app_url: str, make_token: Any, user: Any, make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import srcore.webhooks.subscriptions as subscriptions
     from srcore.auth.deletion import apply_deletions
@@ -94,7 +80,7 @@ def test_a_webhook_subscribed_while_its_owner_is_deleted_does_not_outlive_the_de
 
     def subscribe() -> None:
         answers.append(
-            requests.post(served + "/api/webhooks", headers=bearer, json=body, timeout=60)
+            requests.post(app_url + "/api/webhooks", headers=bearer, json=body, timeout=60)
         )
 
     writer = threading.Thread(target=subscribe, daemon=True)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import http.client
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from srcore import migrate
 from srcore.db import UserType
@@ -32,15 +30,9 @@ TICKET = "/api/trackers/bugs/tickets/1"
 
 
 @pytest.fixture
-def served(app: Any) -> Iterator[int]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+def served(app_url: str) -> int:
+    """The port of the app on a socket (srcore.testing's app_url)."""
+    return int(app_url.rsplit(":", 1)[1])
 
 
 def _call(port: int, method: str, path: str, headers: list[tuple[bytes, bytes]], body=b""):
