@@ -6,11 +6,13 @@ so this suite can run beside other suites in one pytest session.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import event, text
 from todo import logic
 from todo.models import Comment, Ticket, Tracker, User, Visibility
 
@@ -185,3 +187,43 @@ def routes(app: Any) -> list[tuple[str, str, str]]:
             for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
                 found.append((rule.endpoint, method, path))
     return found
+
+
+@pytest.fixture
+def read_only(app: Any, srcore_backend: str) -> Callable[[], Any]:
+    """``with read_only():`` the app's database refuses every write for the block:
+    PostgreSQL's ``default_transaction_read_only`` for the database, SQLite's
+    ``query_only`` on each new connection."""
+
+    @contextlib.contextmanager
+    def block() -> Iterator[None]:
+        database = app.extensions["srcore"].db
+        engine = database.engine
+        name = engine.url.database
+
+        def query_only(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA query_only = ON")
+
+        if srcore_backend == "sqlite":
+            event.listen(engine, "connect", query_only)
+        else:
+            with engine.connect() as connection:
+                statement = f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+                connection.execute(text(statement))
+                connection.commit()
+        database.dispose()
+        try:
+            yield
+        finally:
+            if srcore_backend == "sqlite":
+                event.remove(engine, "connect", query_only)
+            else:
+                # Each statement its own transaction: the second one's is not read-only.
+                autocommit = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                with autocommit as connection:
+                    connection.execute(text("SET default_transaction_read_only = off"))
+                    statement = f'ALTER DATABASE "{name}" SET default_transaction_read_only = off'
+                    connection.execute(text(statement))
+            database.dispose()
+
+    return block

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select
 
 from srcore import migrate
 from srcore.db import UserType
@@ -141,50 +141,14 @@ def test_a_form_sent_to_two_processes_opens_one_ticket(two_processes) -> None:
     assert _tickets(site) == 3
 
 
-@contextlib.contextmanager
-def _read_only(app: Any, backend: str) -> Iterator[None]:
-    """The app's database refuses writes for the block: PostgreSQL's
-    ``default_transaction_read_only`` for the database, SQLite's ``query_only``."""
-    database = app.extensions["srcore"].db
-    engine = database.engine
-
-    def query_only(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("PRAGMA query_only = ON")
-
-    name = engine.url.database
-    if backend == "sqlite":
-        event.listen(engine, "connect", query_only)
-    else:
-        with engine.connect() as connection:
-            connection.execute(
-                text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
-            )
-            connection.commit()
-    database.dispose()
-    try:
-        yield
-    finally:
-        if backend == "sqlite":
-            event.remove(engine, "connect", query_only)
-        else:
-            # Each statement its own transaction: the second one's is no longer read-only.
-            autocommit = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            with autocommit as connection:
-                connection.execute(text("SET default_transaction_read_only = off"))
-                connection.execute(
-                    text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = off')
-                )
-        database.dispose()
-
-
 def test_a_form_sent_to_a_read_only_database_is_a_503(
-    app, user_client, tracker, make, srcore_backend
+    user_client, tracker, make, read_only
 ) -> None:
     from todo.models import Ticket
 
     page = user_client.get("/~alice/bugs/new").get_data(as_text=True)
     form = {**dict(_FIELDS.findall(page)), "title": "Not now"}
-    with _read_only(app, srcore_backend):
+    with read_only():
         refused = user_client.post("/~alice/bugs/new", data=form)
     assert refused.status_code == 503, refused.get_data(as_text=True)[:500]
     assert "Try again" in refused.get_data(as_text=True)
