@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ import requests
 from paste import logic
 from paste.models import Paste
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from srcore.auth.deletion import apply_deletions
 from srcore.manifest import load_manifest
@@ -125,20 +123,8 @@ def test_a_deleted_accounts_pastes_go_with_it(
     assert rows(app, select(Paste.short_id)) == [(bobs,)]
 
 
-@pytest.fixture
-def served(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-
-
 def test_a_paste_made_while_its_owner_is_deleted_does_not_outlive_the_deletion(
-    app: Any, served: str, user: Any, make_token: Any, monkeypatch: pytest.MonkeyPatch
+    app: Any, app_url: str, user: Any, make_token: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Her POST /api/pastes was past its token and user checks when the deletion came;
     held there while it is applied, then let go: no paste of hers may be left."""
@@ -156,7 +142,7 @@ def test_a_paste_made_while_its_owner_is_deleted_does_not_outlive_the_deletion(
     def create() -> None:
         answers.append(
             requests.post(
-                f"{served}/api/pastes",
+                f"{app_url}/api/pastes",
                 headers=bearer(make_token, user),
                 json={"text": "made as she left", "visibility": "unlisted"},
                 timeout=60,
