@@ -135,24 +135,22 @@ def if_match(representation: Any) -> None:
 def _matches(tag: str, sent: str | None) -> bool:
     """Whether an ``If-Match`` of *sent* holds for *tag*: absent, ``*``, or naming it
     strongly. One that cannot be read never holds."""
-    if sent is None:
-        return True
-    parsed = parse_entity_tags(sent)
-    if parsed is None:
-        return False
-    star, tags = parsed
-    return star or any(not weak and opaque == tag[1:-1] for weak, opaque in tags)
+    return sent is None or _names(tag, sent, weak=False)
 
 
 def _none_match(tag: str, sent: str | None) -> bool:
     """Whether an ``If-None-Match`` of *sent* names *tag* (weakly compared) or is ``*``."""
-    if sent is None:
-        return False
+    return sent is not None and _names(tag, sent, weak=True)
+
+
+def _names(tag: str, sent: str, *, weak: bool) -> bool:
+    """Whether the list *sent* is ``*`` or names *tag*, its weak tags counted only in a
+    *weak* comparison; a list that cannot be read names nothing."""
     parsed = parse_entity_tags(sent)
     if parsed is None:
         return False
     star, tags = parsed
-    return star or any(opaque == tag[1:-1] for _weak, opaque in tags)
+    return star or any((weak or not is_weak) and opaque == tag[1:-1] for is_weak, opaque in tags)
 
 
 def _precondition_failed(header: str = "If-Match") -> Response:
