@@ -145,6 +145,8 @@ def test_an_admin_suspends_with_a_hostile_notice_and_reads_it_inert(
         assert page.locator("#suspension b").count() == 0
         page.get_by_role("link", name="This account's audit log").click()
         row = page.locator("#audit-log tbody tr").first
+        # The click starts a navigation: read the log once its page has come.
+        page.locator("#audit-log tbody tr").filter(has_text="Account suspended").first.wait_for()
         cells = row.locator("td").all_inner_texts()
         assert "Account suspended" in cells[1] and cells[3] == "root1"
         detail = cells[4]
