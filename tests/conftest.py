@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,3 +85,24 @@ def clean_webhooks(app: Any) -> Iterator[None]:
     with app.extensions["srcore"].db.transaction() as session:
         for table in reversed(WebhookBase.metadata.sorted_tables):
             session.execute(delete(table))
+
+
+def run_probe(service: Path, probe: str) -> subprocess.CompletedProcess[str]:
+    """Run *probe*, a test a service's author adds, as ``tests/test_probe.py`` of the
+    generated *service* with its own conftest, in a pytest of its own (none of this
+    suite's environment); fails unless it passed."""
+    (service / "tests" / "test_probe.py").write_text(probe, encoding="utf-8")
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SRCORE_", "PYTEST_", "PYTHON"))
+    }
+    environ["PYTHONPATH"] = str(service)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_probe.py"],
+        cwd=service,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return result

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from srcore import migrate
 from srcore.cli import _add_commands, cli
 from srcore.scaffold.generate import create_service
+from tests.conftest import run_probe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,20 +86,7 @@ def test_the_generated_item_route_is_a_404_for_others_and_for_impossible_ids(
     have, is a 404, never the database's overflow error) and the README's second user in
     tests, in a test the newcomer adds to the generated package."""
     service = create_service("shelf", tmp_path, installed=[]).path
-    (service / "tests" / "test_probe.py").write_text(PROBE)
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SRCORE_", "PYTEST_", "PYTHON"))
-    }
-    environ["PYTHONPATH"] = str(service)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_probe.py"],
-        cwd=service,
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    result = run_probe(service, PROBE)
     assert " passed" in result.stdout
 
 

@@ -6,13 +6,11 @@ runs) on SQLite and PostgreSQL through the generated conftest."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from srcore.scaffold.generate import create_service
+from tests.conftest import run_probe
 
 #: Alice's and bob's items, then alice's account deleted at meta: hers are gone, his stay.
 PROBE = """\
@@ -52,19 +50,6 @@ def test_a_generated_service_drops_a_deleted_accounts_items(tmp_path: Path) -> N
     service = create_service("shelf", tmp_path, installed=[]).path
     readme = (service / "README.md").read_text(encoding="utf-8")
     assert "## Deleted accounts" in readme and "on_account_deleted" in readme
-    (service / "tests" / "test_probe.py").write_text(PROBE, encoding="utf-8")
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SRCORE_", "PYTEST_", "PYTHON"))
-    }
-    environ["PYTHONPATH"] = str(service)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_probe.py"],
-        cwd=service,
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    result = run_probe(service, PROBE)
     # Both runs of the probe (SQLite and PostgreSQL) passed, none skipped.
     assert re.search(r"^2 passed\b", result.stdout, re.M), result.stdout[-2000:]
