@@ -279,14 +279,17 @@ def login_options() -> Any:
     )
 
 
-def _throttled(user_id: int | None, account: str) -> Response | None:
-    """A 429 (audited) if the account or this address may not try now."""
+def _throttled(
+    user_id: int | None, account: str, *, second_factor: bool = False
+) -> Response | None:
+    """A 429 (audited) if the account or this address may not try now (with
+    *second_factor*, the second step's counter of the account too)."""
     from meta.views import _client_address, _too_many
 
     protection = meta_state().protection
     if protection is None:
         return None
-    decision = protection.check(account, _client_address())
+    decision = protection.check(account, _client_address(), second_factor=second_factor)
     if decision.allowed:
         return None
     audit.record(db, Kind.login_throttled, user_id, detail="passkey")
@@ -294,13 +297,15 @@ def _throttled(user_id: int | None, account: str) -> Response | None:
     return _too_many(decision.retry_after, decision.retry_after_seconds)
 
 
-def _refuse(user_id: int | None, account: str, exc: PasskeyError) -> Response:
+def _refuse(
+    user_id: int | None, account: str, exc: PasskeyError, *, second_factor: bool = False
+) -> Response:
     from meta.views import _client_address
 
     db.rollback()
     protection = meta_state().protection
     if protection is not None:
-        protection.failure(account, _client_address())
+        protection.failure(account, _client_address(), second_factor=second_factor)
     audit.record(db, Kind.passkey_failed, user_id, detail=exc.detail)
     db.commit()
     return _fail(400, exc.message)
@@ -390,7 +395,7 @@ def second_step() -> Any:
         return _fail(400, "Log in again: the wait for your second factor ran out.")
     user, target = found
     account = _throttle_key(user, user.username)
-    throttled = _throttled(user.id, account)
+    throttled = _throttled(user.id, account, second_factor=True)
     if throttled is not None:
         return throttled
     taken = _take(Purpose.second, user.id)
@@ -408,6 +413,7 @@ def second_step() -> Any:
             user.id,
             account,
             PasskeyError("This passkey is not one of your account's.", "another account's key"),
+            second_factor=True,
         )
     name = key.name
     try:
@@ -416,10 +422,10 @@ def second_step() -> Any:
         )
     except PasskeyError as exc:
         exc.detail = f"{name}: {exc.detail}"[:200]
-        return _refuse(user.id, account, exc)
+        return _refuse(user.id, account, exc, second_factor=True)
     protection = meta_state().protection
     if protection is not None:
-        protection.success(account, _client_address())
+        protection.success(account, _client_address(), second_factor=True)
     session.pop(PENDING, None)
     audit.record(db, Kind.passkey_used, user.id, detail=f"{name}, after the password")
     response = finish_login(user, ["pwd", *used.amr], target)

@@ -16,6 +16,12 @@ which one subscriber holds whole (2^64 addresses, each otherwise a fresh allowan
 An account is counted under one key whether it is named by its username or its address
 (the views pass ``user:<id>``; a name no account has is counted as typed).
 
+The second step of a login (a code, a recovery code, a passkey after the password) has a
+counter of its own per account besides those two, which only a second factor that checks
+out clears: a right password clears the account's password counter, and if it cleared
+the codes' too, whoever has the password could guess codes without end, logging in again
+between each few guesses (from new addresses once one is locked).
+
 Both use Redis when ``[global] redis-url`` is set, so every worker counts together, and
 process memory otherwise.
 
@@ -112,28 +118,42 @@ class LoginProtection:
         )
 
     @staticmethod
-    def _keys(account: str, address: str) -> tuple[list[ThrottleKey], list[ThrottleKey]]:
+    def _keys(
+        account: str, address: str, second_factor: bool
+    ) -> tuple[list[ThrottleKey], list[ThrottleKey]]:
         # *account* is the caller's key for the account (its id, or the name as typed when
         # no account has it): counted the same way whether or not the account exists.
-        return [("account", account.strip().lower()[:300])], [("ip", address)]
+        name = account.strip().lower()[:300]
+        keys: list[ThrottleKey] = [("account", name)]
+        if second_factor:
+            keys.append(("second-factor", name))
+        return keys, [("ip", address)]
 
-    def check(self, login: str, address: str) -> Decision:
-        account, ip = self._keys(login, address)
+    def check(self, login: str, address: str, *, second_factor: bool = False) -> Decision:
+        """Whether *login* may be tried from *address* now; with *second_factor*, the
+        second step's own counter of the account is asked too."""
+        account, ip = self._keys(login, address, second_factor)
         first = self.account.check(account)
         second = self.address.check(ip)
         if first.allowed and second.allowed:
             return first
         return Decision(False, max(first.retry_after, second.retry_after))
 
-    def failure(self, login: str, address: str) -> None:
-        account, ip = self._keys(login, address)
+    def failure(self, login: str, address: str, *, second_factor: bool = False) -> None:
+        """Count a failure of *login* from *address*: a wrong second factor (with
+        *second_factor*) counts on the second step's counter as well."""
+        account, ip = self._keys(login, address, second_factor)
         self.account.failure(account)
         self.address.failure(ip)
 
-    def success(self, login: str, address: str) -> None:
-        # Only the account's counter: a success must not wipe the failures others made
-        # from the same address.
-        account, _ip = self._keys(login, address)
+    def success(self, login: str, address: str, *, second_factor: bool = False) -> None:
+        """Forget the account's failures: the password's, and with *second_factor* (a
+        second factor checked out) the second step's too.
+
+        Never the address's counter: a success must not wipe the failures others made
+        from the same address.
+        """
+        account, _ip = self._keys(login, address, second_factor)
         self.account.success(account)
 
 

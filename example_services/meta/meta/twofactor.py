@@ -221,18 +221,28 @@ def check_password_or_code(valid: Validation, user: User) -> None:
     Raises the form's :class:`~srcore.validation.ValidationFailed` when neither checks out.
     """
     from meta import meta_state
-    from meta.views import _check_current_password, _client_address, _throttle_key
+    from meta.views import _check_current_password, _client_address, _throttle_key, _wait_text
 
     code = valid.optional("code", max_length=CODE_MAX)
     if code:
         protection = meta_state().protection
-        key = _throttle_key(user, user.username)
+        key, address = _throttle_key(user, user.username), _client_address()
+        if protection is not None:
+            # The second step's counter too: codes guessed here are codes guessed.
+            decision = protection.check(key, address, second_factor=True)
+            if not decision.allowed:
+                valid.error(
+                    f"Too many wrong codes. Try again in {_wait_text(decision.retry_after)},"
+                    " or use your password.",
+                    "code",
+                )
+                valid.raise_if_invalid()
         if totp.check_code(db, user.id, code).ok:
             if protection is not None:
-                protection.success(key, _client_address())
+                protection.success(key, address, second_factor=True)
         else:
             if protection is not None:
-                protection.failure(key, _client_address())
+                protection.failure(key, address, second_factor=True)
             valid.error("This code is not right.", "code")
     else:
         _check_current_password(valid, user)
@@ -314,7 +324,8 @@ def verify() -> Any:
     protection = meta_state().protection
     key, address = _throttle_key(user, user.username), _client_address()
     if protection is not None:
-        decision = protection.check(key, address)
+        # The second step's own counter as well, which a right password does not clear.
+        decision = protection.check(key, address, second_factor=True)
         if not decision.allowed:
             audit.record(db, Kind.login_throttled, user.id, detail="second-factor code")
             db.commit()
@@ -327,12 +338,12 @@ def verify() -> Any:
     if not check.ok:
         db.rollback()
         if protection is not None:
-            protection.failure(key, address)
+            protection.failure(key, address, second_factor=True)
         audit.record(db, Kind.login_failed, user.id, detail="wrong second-factor code")
         db.commit()
         valid.fail("This code is not right.", "code")
     if protection is not None:
-        protection.success(key, address)
+        protection.success(key, address, second_factor=True)
     session.pop(PENDING, None)
     detail = "authenticator app" if check.method == "otp" else "recovery code"
     audit.record(db, Kind.factor_used, user.id, detail=detail)
