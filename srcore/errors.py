@@ -18,8 +18,9 @@ from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from srcore.logsetup import log_safe
+from srcore.routing import API_PREFIX
 
-__all__ = ["error_response", "form_again", "init_app", "wants_json"]
+__all__ = ["JSON_PREFIXES", "error_response", "form_again", "init_app", "json_path", "wants_json"]
 
 log = logging.getLogger("srcore")
 
@@ -36,12 +37,21 @@ _MESSAGES = {
 }
 
 
+#: Paths whose errors are JSON whoever asks: the API, and ``/_srcore/``, which only meta
+#: calls (never a browser).
+JSON_PREFIXES = (API_PREFIX, "/_srcore/")
+
+
+def json_path(path: str) -> bool:
+    """Whether an error at *path* is JSON, whoever asks; one rule for the app's answers
+    and for those srcore's gunicorn workers send for requests gunicorn itself refuses."""
+    return path.startswith(JSON_PREFIXES)
+
+
 def wants_json() -> bool:
     """Whether the current request should get JSON: API routes, what meta sends to
     ``/_srcore/`` (never a browser), or clients asking for it."""
-    from srcore.routing import API_PREFIX
-
-    if request.path.startswith((API_PREFIX, "/_srcore/")):
+    if json_path(request.path):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json"

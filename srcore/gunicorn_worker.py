@@ -4,8 +4,9 @@ gunicorn answers a request it cannot parse (an invalid request line, method, HTT
 or header, obsolete line folding, a Content-Length it refuses...) itself, before any app
 sees it, with its own HTML page. These workers keep gunicorn's answer — its status code,
 its warning and its access log line — and send srcore's standard error body instead of the
-page when the request is for the API: when its path is under ``/api/``, or when gunicorn
-could not read a path at all. The second case is a request line no browser sends (browsers
+page when the request is for a program: when its path is under ``/api/`` or ``/_srcore/``
+(the app's own rule, :func:`srcore.errors.json_path`), or when gunicorn could not read a
+path at all. The second case is a request line no browser sends (browsers
 only send well-formed ones), so whoever sent it is a program, and programs read the JSON
 body. Any other request keeps gunicorn's small HTML page. Either answer carries the
 security headers every response of the app carries (:mod:`srcore.headers`), so no page of
@@ -44,9 +45,9 @@ from gunicorn.http.message import Request
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
+from srcore.errors import json_path
 from srcore.headers import security_headers
 from srcore.metrics_files import fold_dead_process, make_metrics_dir, remove_stale_metrics_dirs
-from srcore.routing import API_PREFIX
 from srcore.validation import FieldError, error_body
 
 __all__ = [
@@ -114,7 +115,7 @@ def error_answer(written: bytes, path: str | None, exc: BaseException) -> bytes:
     security headers.
     """
     head, _, rest = written.partition(b"\r\n")
-    if path is not None and not path.startswith(API_PREFIX):
+    if path is not None and not json_path(path):
         return head + b"\r\n" + _SECURITY_HEADERS + rest
     parts = head.decode("latin-1").split(" ", 2)
     if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
