@@ -93,12 +93,16 @@ def serve(
     except (ConfigError, KeyError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    from srcore.serving import bind_problem, gunicorn_options
+
     if bind is None:
         origin = urlsplit(str(section["origin"]))
         bind = f"127.0.0.1:{origin.port or 8000}"
+    elif (problem := bind_problem(bind)) is not None:
+        click.echo(f"srcore serve {service}: --bind {problem}", err=True)
+        sys.exit(1)
     os.environ["SRCORE_CONFIG"] = str(path)
     from srcore.extras import require
-    from srcore.serving import gunicorn_options
 
     if not debug:
         require("server", f"srcore serve {service} (without --debug)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from srcore.hygiene import MAX_HEADER_BYTES, MAX_HEADER_COUNT
 
-__all__ = ["GUNICORN_LIMITS", "gunicorn_options"]
+__all__ = ["GUNICORN_LIMITS", "bind_problem", "gunicorn_options"]
 
 #: gunicorn's request limits: its ceiling for the request line, and twice srcore's own
 #: for the header fields (the request line also holds the method and the HTTP version).
@@ -49,3 +49,25 @@ def gunicorn_options(*, threads: int = 1) -> list[str]:
     for name, value in GUNICORN_LIMITS.items():
         options += [f"--{name}", str(value)]
     return options
+
+
+def bind_problem(bind: str) -> str | None:
+    """What is wrong with a ``--bind`` value that gunicorn would take in a way nobody means,
+    or None.
+
+    gunicorn reads an empty address as ``0.0.0.0:8000``: every interface, where clients
+    reach the service past its proxy, forge the ``X-Forwarded-*`` headers it trusts and
+    read its metrics. A systemd unit's ``--bind ${BIND}`` passes one empty argument when
+    ``BIND`` is not set (no environment file for that service). A port alone (``5001``) is
+    read as a host named ``5001`` on port 8000.
+    """
+    value = bind.strip()
+    if not value:
+        return (
+            "is empty, which gunicorn takes as every interface on port 8000: give "
+            "HOST:PORT (127.0.0.1:5001), or leave --bind out for 127.0.0.1 and the "
+            "origin's port (in a systemd unit, is BIND set in its environment file?)"
+        )
+    if value.isdigit():
+        return f"{value!r} is a port alone: write 127.0.0.1:{value} (or HOST:{value})"
+    return None
