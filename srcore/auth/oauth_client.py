@@ -199,9 +199,7 @@ def callback() -> BaseResponse:
         # A stranger's callback leaves no cookie behind, and a finished login no entry.
         session.pop(_PENDING, None)
     if found is None:
-        return _bad_callback(
-            "This login was not started here, or it took too long. Go back and log in again."
-        )
+        return _bad_callback(_unknown_state_reason())
     verifier, next_url = str(found[0]), str(found[1])
     # RFC 9207: the answer names the server that gave it. One naming another server is a
     # mix-up (a code meant for meta sent elsewhere, or another server's code sent here):
@@ -238,6 +236,27 @@ def callback() -> BaseResponse:
     # log_in starts a fresh session, so the message goes in after it.
     flash(f"Logged in as {values['username']}.", "success")
     return redirect(next_url if is_safe_next(next_url) else "/")
+
+
+def _unknown_state_reason() -> str:
+    """Why a callback whose state this browser does not hold is refused: most often a
+    second tab's login, whose pending entry the first tab's login cleared. The person is
+    logged in then, and "log in again" would only bring them back as the same user."""
+    from werkzeug.exceptions import HTTPException
+
+    from srcore.auth.web import current_user
+
+    try:
+        user = current_user._get_current_object()
+    except HTTPException:  # the session cannot be checked now: say nothing of it
+        user = None
+    if user is None:
+        return "This login was not started here, or it took too long. Go back and log in again."
+    return (
+        f"This browser is already logged in here as {user.username}, maybe by a login "
+        "in another tab, so this one was not used. To log in as someone else, log out "
+        "first."
+    )
 
 
 def _issued_at(access_token: str) -> float | None:

@@ -79,6 +79,10 @@ def log_in(user_id: int, *, at: float | None = None) -> None:
 
     The session gets a new random id, which :func:`log_out` records as ended: a copy of
     the cookie stops counting there and then, and the user's other sessions do not.
+    Nothing of the browser's previous session carries over (a cookie planted by someone
+    else never becomes a login), and that session, if it held one, is recorded as ended
+    as a logout would: logging in as someone else (or again) without logging out first
+    must not leave a copy of the old cookie logged in.
     """
     import time
 
@@ -95,12 +99,16 @@ def log_in(user_id: int, *, at: float | None = None) -> None:
             not_before = None
         if not_before is not None and int(at) <= not_before:
             at = float(not_before + 1)
+    previous = _session_key()
     session.clear()
     session[_SESSION_USER] = user_id
     session[_SESSION_AT] = at
     session[_SESSION_ID] = new_session_id()
     session.permanent = True
     g.pop("srcore_user", None)
+    g.pop("srcore_refused_user", None)
+    if previous is not None and current_app.extensions["srcore"].user_model:
+        _record_end(previous)
 
 
 def log_out(*, everywhere: bool = True) -> None:
@@ -114,6 +122,7 @@ def log_out(*, everywhere: bool = True) -> None:
     sid = _session_key()
     session.clear()
     g.pop("srcore_user", None)
+    g.pop("srcore_refused_user", None)
     if everywhere and sid is not None and current_app.extensions["srcore"].user_model:
         _record_end(sid)
 
@@ -178,8 +187,24 @@ def _load_user() -> Any:
                 else:
                     confirm_login()  # standing: its cookie may be renewed
                     after_this_request(_not_stored)
+                    user = _unless_refused(user)
     g.srcore_user = user
     return user
+
+
+def _unless_refused(user: Any) -> Any:
+    """*user*, or None when meta suspended or deleted the account (and this service has
+    heard of it, by a profile push or a login, maybe before the revocation list says so).
+
+    A page open to everyone that shows more to a logged-in viewer (their own private
+    trackers, say) reads :data:`current_user`; a refused account must not count there
+    any more than under :func:`login_required`, which shows it the reason instead. meta
+    keeps its own rows: the row is the account there, and meta's pages tell its owner.
+    """
+    if not getattr(user, "is_suspended", False) or auth_state().identity is None:
+        return user
+    g.srcore_refused_user = user
+    return None
 
 
 def _session_user(db_session: Any, model: Any, uid: int) -> tuple[Any, bool]:
@@ -286,6 +311,7 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
         user = _load_user()
+        user = g.get("srcore_refused_user", user) if user is None else user
         if user is None:
             if request.method not in ("GET", "HEAD"):
                 # A form sent after the session ended (meta logged the person out
@@ -306,6 +332,8 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
         if getattr(user, "is_suspended", False):
             from srcore.errors import error_response
 
+            if getattr(user, "is_deleted", False):
+                return error_response(403, "This account was deleted.", title="Account deleted")
             notice = getattr(user, "suspension_notice", None) or "Your account is suspended."
             return error_response(403, notice, title="Account suspended")
         return view(*args, **kwargs)
