@@ -469,6 +469,33 @@ def _plain_text(text: str) -> Markup:
     return Markup('<p class="muted">{}</p><pre>{}</pre>').format(PLAIN_TEXT_NOTE, text)
 
 
+_LINK_TAG = re.compile(r"<a\s[^>]*>")
+_OWN_HREF = re.compile(rf' href="#{ID_PREFIX}[^"]*"')
+_LINK_MARKS = re.compile(rf' (?:aria-label="{ANCHOR_LABEL}"|class="{ANCHOR_CLASS}")')
+_HIDDEN_CHAR_MARK = f' class="{_HIDDEN_CHAR_CLASS}"'
+
+
+def _own_link_marks(match: re.Match[str]) -> str:
+    tag = match.group(0)
+    return tag if _OWN_HREF.search(tag) else _LINK_MARKS.sub("", tag)
+
+
+def _own_marks_only(html: str) -> str:
+    """Sanitized *html* without the marks that only srcore's own markup may carry.
+
+    The allow-list keeps a heading's "#" link (its class and its name, "Link to this
+    section") and the marker of a hidden character in code, and so would keep them in
+    raw HTML a user wrote: a link named "Link to this section" to another site reads out
+    as this page's anchor, and a made-up ``<U+202E>`` marker warns of a character that is
+    not there. A link keeps them only when it goes to a section of the text itself, and
+    the markers are all added after this (:func:`highlighting.reveal_in_code`). The
+    sanitizer's output quotes every attribute value and escapes ``"`` and ``>`` inside
+    one, so a tag ends at its first ``>`` and no value can hold `` href="``.
+    """
+    html = _LINK_TAG.sub(_own_link_marks, html)
+    return html.replace(_HIDDEN_CHAR_MARK, "")
+
+
 def _render_markdown(text: str) -> Markup:
     if len(text) > MAX_MARKDOWN_LENGTH:
         return _plain_text(text)
@@ -479,7 +506,7 @@ def _render_markdown(text: str) -> Markup:
         except _OutOfTime:
             return _plain_text(text)
     # After the sanitizer: raw <code> and <pre> in the text are code as much as fences.
-    revealed = highlighting.reveal_in_code(str(sanitize_html(html)))
+    revealed = highlighting.reveal_in_code(_own_marks_only(str(sanitize_html(html))))
     return Markup(revealed)  # noqa: S704 - sanitized; the markers added are escaped text
 
 
