@@ -11,7 +11,9 @@ never speaks HTTP this way), two users with their own session cookies.
 - another user's private tracker and its pages are a 404, the same as a tracker that does
   not exist: test_another_users_private_pages_are_not_there;
 - a login's ``next`` never sends the browser to another host, however it is spelt:
-  test_next_never_leaves_the_origin.
+  test_next_never_leaves_the_origin;
+- requests past gunicorn's own limits as well as srcore's keep their status, the security
+  headers and JSON for the API: test_requests_past_gunicorns_limits.
 """
 
 from __future__ import annotations
@@ -257,3 +259,24 @@ def test_next_never_leaves_the_origin(todo: Todo, target: str) -> None:
         return
     landed = urlsplit(urljoin(todo.origin + "/login", location))
     assert (landed.scheme, landed.netloc) == ("http", f"127.0.0.1:{todo.port}"), location
+
+
+#: Requests past gunicorn's own limits too (srcore.serving), which gunicorn refuses itself.
+PAST_EVERY_LIMIT = {
+    "a 1 MB header": ({"X-Big": "a" * 1_000_000}, "", 431),
+    "1000 header fields": ({f"X-{i}": "1" for i in range(1000)}, "", 431),
+    "a 100 kB address": ({}, "?q=" + "a" * 100_000, 414),
+}
+
+
+@pytest.mark.parametrize("base", ["/", "/api/trackers"])
+@pytest.mark.parametrize("name", list(PAST_EVERY_LIMIT))
+def test_requests_past_gunicorns_limits(todo: Todo, name: str, base: str) -> None:
+    """Still their status, the security headers, and JSON for the API (security.md)."""
+    headers, query, status = PAST_EVERY_LIMIT[name]
+    reply = todo.request("GET", base + query, headers=headers)
+    assert reply.status == status, reply
+    assert reply.headers["x-frame-options"] == "DENY", reply
+    if base.startswith("/api/"):
+        assert reply.headers["content-type"] == "application/json", reply
+        assert json.loads(reply.body)["errors"][0]["reason"], reply
