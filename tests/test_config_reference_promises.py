@@ -620,3 +620,105 @@ def test_an_smtp_host_with_a_port_or_scheme_is_refused(
     for good in ("mail.example.org", "127.0.0.1", "::1", "smtp-relay"):
         config = load(tmp_path, f"[global]\nsmtp-host = {good}\n\n" + NETWORK)
         assert config.global_["smtp-host"] == good
+
+
+# -- what an operator types by mistake ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "code"),
+    [
+        ("global", "site-name", "Zebra\x1b[1mNet", "001B"),
+        ("global", "site-name", "Zebra\x00Net", "0000"),
+        ("global", "smtp-user", "ops\x7f", "007F"),
+        ("global", "security-contact", "security\u2028@example.org", "2028"),
+        ("todo", "oauth-client-id", "to\x85do", "0085"),
+    ],
+)
+def test_a_control_character_in_a_text_value_is_refused(
+    tmp_path: Path, section: str, key: str, value: str, code: str
+) -> None:
+    """Types: "text (one line without control characters, but for a secret)". An escape
+    pasted from a terminal into site-name reached every mail's subject, and every mail
+    then failed to be built; a config check said nothing. One line naming the key."""
+    text = "[global]\n\n" + NETWORK.replace("oauth-client-id = todo\n", "")
+    where = f"[{section}]\n"
+    text = text.replace(where, f"{where}{key} = {value}\n", 1)
+    (problem,) = refused(tmp_path, text)
+    assert (problem.section, problem.key) == (section, key)
+    assert problem.line == text.split("\n").index(f"{key} = {value}") + 1
+    assert problem.message.startswith(f"has a control character (U+{code})")
+
+
+def test_a_carriage_return_from_an_environment_file_is_named(tmp_path: Path) -> None:
+    """A variable read from an environment file with Windows line ends ends with CR; in
+    site-name it broke every mail as any control character does. Named as what it is."""
+    environ = {"SRCORE__GLOBAL__SITE_NAME": "Zebra Net\r"}
+    (problem,) = refused(tmp_path, NETWORK, environ)
+    assert (problem.section, problem.key) == ("global", "site-name")
+    assert problem.message.startswith("ends with a carriage return (U+000D)")
+    assert "SRCORE__GLOBAL__SITE_NAME" in problem.message
+
+
+def test_a_secret_may_hold_any_character(tmp_path: Path) -> None:
+    """ "text (one line ..., but for a secret)": a password is whatever the server set."""
+    config = load(tmp_path, "[global]\nsmtp-password = a\x1bb\u2028c\n\n" + NETWORK)
+    assert config.global_["smtp-password"] == "a\x1bb\u2028c"
+
+
+@pytest.mark.parametrize("value", ["/metrics?job=srcore", "/m%C3%A9trics", "/a<b>", "/x/<int:id>"])
+def test_a_metrics_path_no_request_could_reach_is_refused(tmp_path: Path, value: str) -> None:
+    """metrics-path: "e.g. /metrics: a plain path". A query or an escape in it made a
+    route no scrape ever matched (the scraper got 404 and the operator no metrics); a
+    placeholder made every scrape a 500. Refused naming the key and the character."""
+    (problem,) = refused(tmp_path, NETWORK + f"metrics-path = {value}\n")
+    assert (problem.section, problem.key) == ("todo", "metrics-path")
+    assert problem.line == NETWORK.count("\n") + 1
+    assert "use a plain path, like /metrics" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("value", "url"), [("/métriques", "/m%C3%A9triques"), ("/ops/metrics", None)]
+)
+def test_a_plain_metrics_path_serves_the_metrics(
+    tmp_path: Path, value: str, url: str | None
+) -> None:
+    """metrics-path: "The path Prometheus metrics are served at"; any plain path, even
+    one with letters beyond ASCII, as a scraper on the service's network asks for it."""
+    app = build(tmp_path, f"metrics-path = {value}\n")
+    response = app.test_client().get(url or value, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert response.status_code == 200
+    assert b"srcore_http_requests_total" in response.data
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "hint"),
+    [
+        ("log-level", "DEBUG", "debug"),
+        ("smtp-tls", "STARTTLS", "starttls"),
+        ("environment", "Staging", "staging"),
+    ],
+)
+def test_a_choice_in_capitals_is_told_the_choice(
+    tmp_path: Path, key: str, value: str, hint: str
+) -> None:
+    """enums: "one of the listed choices", which are lower case; capitals are refused,
+    but the message names the one meant (it named none for DEBUG or STARTTLS)."""
+    (problem,) = refused(tmp_path, f"[global]\n{key} = {value}\n\n" + NETWORK)
+    assert (problem.line, problem.section, problem.key) == (2, "global", key)
+    assert problem.message.endswith(f"did you mean {hint!r}?")
+
+
+def test_a_key_of_another_service_is_named_with_its_section(tmp_path: Path) -> None:
+    """Sections: "Unknown keys are warned about, not fatal (one that another section
+    declares, like meta's login-lockout under [todo], is named with its section)": the
+    warning said only "unknown key", and the operator kept looking for a typo."""
+    path = tmp_path / "config.ini"
+    path.write_text(SERVICES + "login-lockout = 5m\n", encoding="utf-8")
+    config = load_config(path, specs=_repo_specs(), environ={})
+    (warning,) = config.warnings
+    assert (warning.section, warning.key) == ("paste", "login-lockout")
+    assert (
+        warning.message == "unknown key, ignored; login-lockout is a key of [meta]; move it there"
+    )
+    assert config.section("meta")["login-lockout"] == timedelta(minutes=15)

@@ -281,10 +281,23 @@ def _url_path(value: object) -> str | None:
 _TAKEN_PATHS = ("/healthz", "/static", "/api", "/oauth", "/webhooks", "/_srcore", "/.well-known")
 
 
+#: Characters a path as served may not hold: the route would never match (a scraper's
+#: ``/metrics?x`` asks for /metrics; ``%2F`` is decoded before routing) or would read as a
+#: placeholder (``/<name>``), failing every scrape with a 500.
+_NOT_IN_A_ROUTE = frozenset("?#%<>")
+
+
 def _metrics_path(value: object) -> str | None:
     problem = _url_path(value)
     if problem is not None or not isinstance(value, str) or not value:
         return problem
+    odd = next((c for c in value if c in _NOT_IN_A_ROUTE), None)
+    if odd is not None:
+        return (
+            f"{value!r} has {odd!r}, which no request path matches as written (it starts a "
+            "query, a fragment, an escape or a route placeholder): use a plain path, like "
+            "/metrics"
+        )
     path = "/" + value.strip("/")
     if path == "/":
         return "must not be / (the service's front page): use a path such as /metrics"
@@ -674,8 +687,9 @@ SERVICE_KEYS: tuple[Key, ...] = (
         "metrics-path",
         default="",
         check=_metrics_path,
-        help="The path Prometheus metrics are served at, e.g. /metrics. Empty: no metrics "
-        "endpoint. Keep it away from the public internet with your proxy.",
+        help="The path Prometheus metrics are served at, e.g. /metrics: a plain path, "
+        "without ?, #, % or <>. Empty: no metrics endpoint. Keep it away from the public "
+        "internet with your proxy.",
     ),
     Key(
         "proxy-fix-trusted-hops",

@@ -175,6 +175,8 @@ def parse_value(key: Key, text: str) -> object:
         value = text.strip()
         if value not in key.choices:
             hint = _did_you_mean(value, key.choices)
+            if value.lower() in key.choices:  # DEBUG, STARTTLS: the choices are lower case
+                hint = f"did you mean {value.lower()!r}?"
             raise ValueError(
                 f"{value!r} is not one of {', '.join(key.choices)}" + (f"; {hint}" if hint else "")
             )

@@ -265,6 +265,7 @@ class _Loader:
         self.environ = environ
         self.problems: list[Problem] = []
         self.failed: set[tuple[str, str]] = set()  # keys whose given value was refused
+        self.owners: dict[str, list[str]] = {}  # a service's key -> the sections declaring it
 
     def report(
         self,
@@ -298,6 +299,9 @@ class _Loader:
                 self.report(line, section, name, misplaced)
                 continue
             hint = _did_you_mean(base, list(keys)) or _did_you_mean(name, list(keys))
+            owners = [o for o in self.owners.get(base, ()) if o != section]
+            if owners:  # login-lockout under [todo]: meta's, and ignored here
+                hint = f"{base} is a key of {', '.join(f'[{o}]' for o in owners)}; move it there"
             self.report(
                 line,
                 section,
@@ -410,7 +414,7 @@ class _Loader:
                 if key.required:
                     self.report(given.line, section, name, f"required, but empty{where}")
                 continue
-            broken = _line_break(key, given)
+            broken = _line_break(key, given) or _control_character(key, given)
             if broken:
                 self.report(given.line, section, name, f"{broken}{where}")
                 self.failed.add((section, name))
@@ -449,6 +453,33 @@ def _line_break(key: Key, given: _Raw) -> str | None:
             "or join the two"
         )
     return "is one line, but this value has a line break"
+
+
+#: Characters no one-line text can carry into a page title, a header or a mail: C0 and C1
+#: controls but the tab, and Unicode's line and paragraph separators (line feeds are
+#: :func:`_line_break`'s). The mail module refuses the same in every header it builds.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _control_character(key: Key, given: _Raw) -> str | None:
+    """Why a text value with a control character is refused, if it is. Pasted from a
+    terminal or an editor that shows nothing for it, an escape or NUL in the site name
+    made every mail fail to be built (its subject names the site), found only when the
+    first user waits for a confirmation mail. Secrets may hold anything."""
+    if key.type != "str" or key.secret:
+        return None
+    found = _CONTROL.search(given.text)
+    if found is None:
+        return None
+    if given.text.endswith("\r") and found.group() == "\r":
+        return (
+            "ends with a carriage return (U+000D), as a line of a file with Windows line "
+            "ends does: save the file that sets it with Unix line ends"
+        )
+    return (
+        f"has a control character (U+{ord(found.group()):04X}), which no page, header or "
+        "mail can carry: remove it (it may be invisible in your editor)"
+    )
 
 
 def _network_problems(
@@ -674,6 +705,9 @@ def read_config(
     parsed = _parse(text, file)
     loader = _Loader(file, config_path.parent, environ)
     loader.problems.extend(parsed.problems)
+    for owner, declaring in specs.items():
+        for key in declaring:
+            loader.owners.setdefault(key.name, []).append(owner)
 
     declared, headers = _declare_sections(parsed, specs, loader, installed)
     env = loader.from_env(declared)

@@ -71,20 +71,22 @@ exist; nothing else is tried then.
 **Sections.** `[global]` is shared by every service and may be left out (every key has a
 default). Each service has a section named by its id (`[meta]`, `[todo]`): the services in
 the file *are* the network, and the navigation bar shows exactly those. A service may read
-sub-sections named `[SERVICE::group]`. Unknown keys are warned about, not fatal; a key of
-`[global]` in a service's section (or the reverse) is an error, since it would be ignored
-where it stands. A section named like `[global]` or an installed service (`[gloabl]`) is an
-error; one for a service that is not installed here (it may run on another machine of the
-network) is warned about, naming the installed ones.
+sub-sections named `[SERVICE::group]`. Unknown keys are warned about, not fatal (one that
+another section declares, like meta's `login-lockout` under `[todo]`, is named with its
+section); a key of `[global]` in a service's section (or the reverse) is an error, since it
+would be ignored where it stands. A section named like `[global]` or an installed service
+(`[gloabl]`) is an error; one for a service that is not installed here (it may run on
+another machine of the network) is warned about, naming the installed ones.
 
 **Values.** An empty value means "not set": the default applies. Comments start with `;`
 or `#` at the beginning of a line or after a space. Indented lines continue the value
 above; an indented line that reads like `key = value` is an error, as it would not set that
-key. Types: text (one line, but for a secret); whole numbers (`42`); yes/no (`true`/`false`,
-`yes`/`no`, `on`/`off`, `1`/`0`); durations (`30s`, `5m`, `1h`, `2d`, `1h30m`); URLs
-(`scheme://...`); lists (comma- or line-separated); enums (one of the listed choices). A
-relative SQLite path in a database URL (`sqlite:///var/todo.db`) is relative to the config
-file's directory.
+key. Types: text (one line without control characters, but for a secret); whole numbers
+(`42`); yes/no (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`); durations (`30s`, `5m`,
+`1h`, `2d`, `1h30m`); URLs (`scheme://...`); lists (comma- or line-separated); enums (one of
+the listed choices). A relative SQLite path in a database URL (`sqlite:///var/todo.db`) is
+relative to the config file's directory. The file is UTF-8, with or without a byte-order
+mark, and its lines may end as on Windows (CRLF).
 
 **Secrets from files.** Any key `K` may be given as `K-file = /path/to/file` instead: the
 file's content, without its trailing newline, is the value (at most 64 KiB, UTF-8). A
