@@ -7,11 +7,12 @@ and a browser never sees a traceback.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from typing import Any, NamedTuple
 
 from flask import Flask, Response, g, render_template, request
-from sqlalchemy.exc import IntegrityError, InternalError, OperationalError
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
@@ -193,6 +194,9 @@ def _database_unavailable(exc: Exception) -> Response:
     rolled back."""
     if _statement_stopped(exc):
         return _statement_timed_out(exc)
+    mismatch = _schema_mismatch(exc)
+    if mismatch is not None:
+        return _not_migrated(exc, mismatch)
     short = _short_of(exc)
     if short is not None:
         return _database_short(exc, short)
@@ -373,6 +377,58 @@ def _database_short(exc: Exception, short: tuple[_Shortage, str]) -> Response:
     )
 
 
+#: SQLSTATEs of a statement naming a table or a column the database does not have
+#: (``undefined_table``, ``undefined_column``): its tables and the code disagree.
+_PG_SCHEMA = frozenset({"42P01", "42703"})
+#: SQLite's words for the same.
+_SQLITE_SCHEMA = re.compile(r"no such (table|column): |table \S+ has no column named ")
+
+
+def _schema_mismatch(exc: Exception) -> str | None:
+    """The database's words when the request's statement names a table or column it does
+    not have, else None. That is a database not migrated yet (``srcore serve`` serves one
+    anyway, a database restarting must not stop a deploy), or, while an upgrade migrates
+    before the services restart, old code meeting what a release removed or renamed:
+    both pass once migrations and code agree, so it is no more a bug than an outage."""
+    original = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(original, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate in _PG_SCHEMA:
+        first = (str(original).splitlines() or [""])[0]
+        return f"PostgreSQL, SQLSTATE {sqlstate}: {first}"
+    if isinstance(original, sqlite3.Error) and _SQLITE_SCHEMA.match(str(original)):
+        return f"SQLite: {original}"
+    return None
+
+
+def _not_migrated(exc: Exception, said: str) -> Response:
+    """The database's tables do not match the code: a 503 with Retry-After, as for an
+    outage, and one log line naming the command that makes them match."""
+    from flask import current_app
+
+    service = current_app.extensions["srcore"].service_id
+    log.error(
+        "database not migrated on %s: its tables do not match the code of %s (%s); run "
+        "`srcore migrate %s upgrade` (or `srcore migrate --all upgrade`), and restart the "
+        "service if it runs code older than the database",
+        log_safe(f"{request.method} {request.path}"),
+        service,
+        log_safe(" ".join(said.split())),
+        service,
+    )
+    _roll_back_sessions()
+    reason = "The database is unavailable right now. Try again in a few seconds."
+    return error_response(503, reason, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))])
+
+
+def _database_programming(exc: Exception) -> Response:
+    """A statement the database refused as written: one naming a table or column it does
+    not have is a schema not migrated (a 503); any other is a bug (a 500)."""
+    mismatch = _schema_mismatch(exc)
+    if mismatch is not None:
+        return _not_migrated(exc, mismatch)
+    return _server_error(InternalServerError(original_exception=exc))
+
+
 def _database_refused(exc: Exception) -> Response:
     """An error the driver files as internal: PostgreSQL's refusal of a write to a
     read-only database is one (a 503, as for a full disk); any other is a bug (a 500)."""
@@ -542,3 +598,4 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ObjectDeletedError, _changed_meanwhile)
     app.register_error_handler(IntegrityError, _integrity_error)
     app.register_error_handler(InternalError, _database_refused)
+    app.register_error_handler(ProgrammingError, _database_programming)
