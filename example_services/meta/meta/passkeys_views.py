@@ -33,6 +33,7 @@ from meta.audit import Kind
 from meta.mails import mail_on_commit, send_mail
 from meta.models import PasskeyCredential, User
 from meta.passkeys import PasskeyError, Purpose, RelyingParty
+from meta.protection import AccountCounter
 from srcore.auth.web import is_safe_next, login_required
 from srcore.db import session as db
 from srcore.db import utcnow
@@ -71,8 +72,15 @@ def _fail(status: int, message: str) -> Response:
     return error_response(status, message)
 
 
-def _redirect_json(target: str) -> Response:
-    return jsonify({"redirect": target})
+def _redirect_json(target: str | Response) -> Response:
+    """*target* (an address, or a login's redirect, whose cookies come along: the known
+    device's) as the JSON the page's script follows."""
+    if isinstance(target, str):
+        return jsonify({"redirect": target})
+    answer = jsonify({"redirect": target.location or url_for("accounts.profile")})
+    for cookie in target.headers.getlist("Set-Cookie"):
+        answer.headers.add("Set-Cookie", cookie)
+    return answer
 
 
 # -- the ceremony's challenge, in the session and in its table -------------------------------
@@ -280,7 +288,7 @@ def login_options() -> Any:
 
 
 def _throttled(
-    user_id: int | None, account: str, *, second_factor: bool = False
+    user_id: int | None, account: str | AccountCounter, *, second_factor: bool = False
 ) -> Response | None:
     """A 429 (audited) if the account or this address may not try now (with
     *second_factor*, the second step's counter of the account too)."""
@@ -298,7 +306,11 @@ def _throttled(
 
 
 def _refuse(
-    user_id: int | None, account: str, exc: PasskeyError, *, second_factor: bool = False
+    user_id: int | None,
+    account: str | AccountCounter,
+    exc: PasskeyError,
+    *,
+    second_factor: bool = False,
 ) -> Response:
     from meta.views import _client_address
 
@@ -357,7 +369,7 @@ def login() -> Any:
         return _fail(403, user.suspension_notice or "This account is suspended.")
     audit.record(db, Kind.passkey_used, user.id, detail=f"{name}, without a password")
     response = finish_login(user, used.amr, _target())
-    return _redirect_json(response.location or url_for("accounts.profile"))
+    return _redirect_json(response)
 
 
 @passkey_pages.route("/login/verify/passkey/options", methods=["POST"])
@@ -429,7 +441,7 @@ def second_step() -> Any:
     session.pop(PENDING, None)
     audit.record(db, Kind.passkey_used, user.id, detail=f"{name}, after the password")
     response = finish_login(user, ["pwd", *used.amr], target)
-    return _redirect_json(response.location or url_for("accounts.profile"))
+    return _redirect_json(response)
 
 
 # -- wiring ---------------------------------------------------------------------------------

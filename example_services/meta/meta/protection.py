@@ -43,7 +43,14 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask_limiter import Limiter
 
-__all__ = ["IP_FAILURE_FACTOR", "RATE_LIMITS", "UNCOUNTED_WRITES", "LoginProtection", "init_app"]
+__all__ = [
+    "IP_FAILURE_FACTOR",
+    "RATE_LIMITS",
+    "UNCOUNTED_WRITES",
+    "AccountCounter",
+    "LoginProtection",
+    "init_app",
+]
 
 #: The per-address failure limit is this many times the per-account one.
 IP_FAILURE_FACTOR = 4
@@ -118,43 +125,65 @@ class LoginProtection:
         )
 
     @staticmethod
-    def _keys(
-        account: str, address: str, second_factor: bool
-    ) -> tuple[list[ThrottleKey], list[ThrottleKey]]:
+    def _account_keys(
+        account: str | AccountCounter, second_factor: bool, *, every: bool = False
+    ) -> list[ThrottleKey]:
         # *account* is the caller's key for the account (its id, or the name as typed when
         # no account has it): counted the same way whether or not the account exists.
-        name = account.strip().lower()[:300]
-        keys: list[ThrottleKey] = [("account", name)]
-        if second_factor:
-            keys.append(("second-factor", name))
-        return keys, [("ip", address)]
+        counter = account if isinstance(account, AccountCounter) else AccountCounter(account)
+        names = (counter.own, *counter.also) if every else (counter.own,)
+        keys: list[ThrottleKey] = []
+        for raw in names:
+            name = raw.strip().lower()[:300]
+            keys.append(("account", name))
+            if second_factor:
+                keys.append(("second-factor", name))
+        return keys
 
-    def check(self, login: str, address: str, *, second_factor: bool = False) -> Decision:
+    def check(
+        self, login: str | AccountCounter, address: str, *, second_factor: bool = False
+    ) -> Decision:
         """Whether *login* may be tried from *address* now; with *second_factor*, the
         second step's own counter of the account is asked too."""
-        account, ip = self._keys(login, address, second_factor)
-        first = self.account.check(account)
-        second = self.address.check(ip)
+        first = self.account.check(self._account_keys(login, second_factor))
+        second = self.address.check([("ip", address)])
         if first.allowed and second.allowed:
             return first
         return Decision(False, max(first.retry_after, second.retry_after))
 
-    def failure(self, login: str, address: str, *, second_factor: bool = False) -> None:
-        """Count a failure of *login* from *address*: a wrong second factor (with
-        *second_factor*) counts on the second step's counter as well."""
-        account, ip = self._keys(login, address, second_factor)
-        self.account.failure(account)
-        self.address.failure(ip)
+    def failure(
+        self, login: str | AccountCounter, address: str, *, second_factor: bool = False
+    ) -> None:
+        """Count a failure of *login* from *address* (on each of its counters): a wrong
+        second factor (with *second_factor*) counts on the second step's counter as well."""
+        self.account.failure(self._account_keys(login, second_factor, every=True))
+        self.address.failure([("ip", address)])
 
-    def success(self, login: str, address: str, *, second_factor: bool = False) -> None:
-        """Forget the account's failures: the password's, and with *second_factor* (a
-        second factor checked out) the second step's too.
+    def success(
+        self, login: str | AccountCounter, address: str, *, second_factor: bool = False
+    ) -> None:
+        """Forget the failures of *login*'s own counter: the password's, and with
+        *second_factor* (a second factor checked out) the second step's too.
 
         Never the address's counter: a success must not wipe the failures others made
         from the same address.
         """
-        account, _ip = self._keys(login, address, second_factor)
-        self.account.success(account)
+        self.account.success(self._account_keys(login, second_factor))
+
+
+@dataclass(frozen=True)
+class AccountCounter:
+    """The counters an attempt concerning an account goes on: *own* decides whether it may
+    go ahead and is cleared by a success; a failure counts on *also* too.
+
+    A browser the account logged in from before has its own counter (*own*), so strangers
+    failing the account's logins do not lock out its owner there; its failures still count
+    on the account's (*also*), so a copy of that browser's cookies buys no extra guesses
+    anywhere else.
+    """
+
+    own: str
+    also: tuple[str, ...] = ()
 
 
 def init_app(app: Flask) -> Limiter:

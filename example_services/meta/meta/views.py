@@ -33,6 +33,7 @@ from meta import audit, logic, meta_state, signals
 from meta.audit import Kind
 from meta.mails import mail_on_commit, prepare_mail, send_mail
 from meta.models import TokenPurpose, User
+from meta.protection import AccountCounter
 from meta.settings import meta_settings
 from srcore.auth.web import current_user, is_safe_next, log_in, log_out, login_required
 from srcore.db import UserType, utcnow
@@ -209,7 +210,9 @@ def finish_login(user: User, amr: Iterable[str], target: str | None) -> Response
     db.commit()
     _start_session(user, amr)
     flash(f"Logged in as {user.username}.", "success")
-    return redirect(target or url_for("accounts.profile"))
+    response = redirect(target or url_for("accounts.profile"))
+    _remember_device(response, user.id)
+    return response
 
 
 #: Words for the audit log of the RFC 8176 methods a login used (passkeys: see meta.passkeys).
@@ -535,12 +538,89 @@ def profile() -> Any:
     return redirect(url_for("accounts.profile"))
 
 
-def _throttle_key(user: User | None, login: str) -> str:
+def _throttle_key(user: User | None, login: str) -> str | AccountCounter:
     """The login throttle's counter for *login*: the account's, by id, when it names one
-    (so its username and its address share one count), else the name as typed."""
+    (so its username and its address share one count), else the name as typed.
+
+    A browser the account logged in from before (:func:`_known_device`) is judged by a
+    counter of its own instead: anyone can fail logins of a name they know, and while they
+    keep the account's counter locked the owner's own browsers must still get in. Its
+    failures count on the account's counter as well.
+    """
     if user is not None:
+        device = _known_device(user.id)
+        if device is not None:
+            return AccountCounter(f"device:{device}", also=(f"user:{user.id}",))
         return f"user:{user.id}"
     return "name:" + login.strip().lower()[:256]
+
+
+#: The cookie naming the accounts that logged in from this browser (signed, see
+#: :func:`_known_device`), and how many it keeps, the latest first.
+DEVICE_COOKIE = "meta_device"
+DEVICES_KEPT = 5
+#: How long a browser stays known after its last login.
+DEVICE_LIFETIME = 365 * 24 * 3600
+
+
+def _device_serializer() -> Any:
+    from itsdangerous import URLSafeSerializer
+
+    return URLSafeSerializer(str(current_app.secret_key), salt="meta.known-device")
+
+
+def _known_devices() -> list[tuple[int, str]]:
+    """The (account id, device id) pairs of this browser's signed cookie; none if it has
+    no cookie, or one that was not made here."""
+    from itsdangerous import BadData
+
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw or len(raw) > 2048:
+        return []
+    try:
+        value = _device_serializer().loads(raw)
+    except BadData:
+        return []
+    if not isinstance(value, list):
+        return []
+    return [
+        (item[0], item[1])
+        for item in value[:DEVICES_KEPT]
+        if isinstance(item, list)
+        and len(item) == 2
+        and isinstance(item[0], int)
+        and isinstance(item[1], str)
+        and 0 < len(item[1]) <= 64
+    ]
+
+
+def _known_device(user_id: int) -> str | None:
+    """This browser's id for *user_id* if the account logged in from it before (OWASP's
+    "device cookies"): a random id in a cookie signed with the app's key, given at a
+    complete login. It is no credential (it logs nobody in); it only says which login
+    counter the browser's attempts count on."""
+    for uid, device in _known_devices():
+        if uid == user_id:
+            return device
+    return None
+
+
+def _remember_device(response: Response, user_id: int) -> None:
+    """Make this browser known to *user_id* (keeping its id if it was already)."""
+    import secrets
+
+    known = _known_devices()
+    device = _known_device(user_id) or secrets.token_urlsafe(16)
+    kept = [[user_id, device]] + [[u, d] for u, d in known if u != user_id]
+    response.set_cookie(
+        DEVICE_COOKIE,
+        _device_serializer().dumps(kept[:DEVICES_KEPT]),
+        max_age=DEVICE_LIFETIME,
+        path="/",
+        secure=bool(current_app.config["SESSION_COOKIE_SECURE"]),
+        httponly=True,
+        samesite="Lax",
+    )
 
 
 def _too_many(retry_after: float, seconds: int) -> Response:

@@ -5,6 +5,8 @@ address of 127.0.0.0/8), TOTP codes computed by pyotp, on both databases.
   password clears the account's password counter, never the second step's, so logging in
   again between guesses (from a new address each time the last one is locked) gains
   nothing.
+* Whoever knows a username can lock the account out of new browsers, but not out of the
+  browsers its owner logged in from before (by password and code, or by passkey).
 """
 
 from __future__ import annotations
@@ -139,3 +141,110 @@ def test_a_right_password_does_not_buy_more_guesses_at_the_code(
             "/login/verify", {"code": pyotp.TOTP(secret).now()}, "/login/verify"
         )
     assert status == 429
+
+
+def _lock(app_url: str, name: str, source: str) -> None:
+    """Fail five logins of *name* from *source*: the lockout of an account by whoever
+    knows its name."""
+    attacker = Browser(app_url, source)
+    statuses = [
+        attacker.post("/login", {"login": name, "password": "not the password"}, "/login")[0]
+        for _ in range(6)
+    ]
+    assert statuses == [400] * 5 + [429], statuses
+
+
+def test_a_stranger_locking_an_account_does_not_lock_out_its_owners_browser(
+    app: Any, app_url: str, accounts: Any
+) -> None:
+    """Five wrong passwords for alice lock out new browsers (her name is no secret), but
+    the browser she logged in from before still gets in with her password, and its own
+    wrong passwords count on its own counter."""
+    _no_delays(app)
+    accounts.make("alice")
+    owner = Browser(app_url, "127.0.0.2")
+    status, _headers, _ = owner.post("/login", {"login": "alice", "password": PASSWORD}, "/login")
+    assert status == 302
+    assert owner.post("/logout", {}, "/profile")[0] == 302
+
+    _lock(app_url, "alice", "127.0.0.66")
+    stranger = Browser(app_url, "127.0.0.67")
+    assert stranger.post("/login", {"login": "alice", "password": PASSWORD}, "/login")[0] == 429
+    # Another account's known-device cookie does not make a browser known to alice.
+    accounts.make("mallory")
+    mallory = Browser(app_url, "127.0.0.68")
+    assert mallory.post("/login", {"login": "mallory", "password": PASSWORD}, "/login")[0] == 302
+    assert mallory.post("/logout", {}, "/profile")[0] == 302
+    assert "meta_device" in mallory.cookies
+    assert mallory.post("/login", {"login": "alice", "password": PASSWORD}, "/login")[0] == 429
+    # Nor does a cookie that was not signed here.
+    forged = Browser(app_url, "127.0.0.69")
+    forged.cookies["meta_device"] = "W1sxLCJ4In1d.forged"
+    assert forged.post("/login", {"login": "alice", "password": PASSWORD}, "/login")[0] == 429
+
+    status, headers, _ = owner.post("/login", {"login": "alice", "password": PASSWORD}, "/login")
+    assert status == 302 and headers["Location"].endswith("/profile"), status
+    assert owner.request("GET", "/profile")[0] == 200
+    assert owner.post("/logout", {}, "/profile")[0] == 302
+    # Her browser's own failures lock her browser, as any browser's would.
+    wrong = [
+        owner.post("/login", {"login": "alice", "password": "a typo"}, "/login")[0]
+        for _ in range(6)
+    ]
+    assert wrong == [400] * 5 + [429], wrong
+    assert owner.post("/login", {"login": "alice", "password": PASSWORD}, "/login")[0] == 429
+
+
+def test_the_owners_browser_passes_the_second_step_of_a_locked_account(
+    app: Any, app_url: str, accounts: Any
+) -> None:
+    """The account locked by strangers, the owner's known browser is asked for the code
+    and the code logs it in (the second step counts on the browser's counter too)."""
+    _no_delays(app)
+    alice = accounts.make("alice")
+    secret = _turn_on(app, alice.id)
+    owner = Browser(app_url, "127.0.0.3")
+    owner.post("/login", {"login": "alice", "password": PASSWORD}, "/login")
+    first = pyotp.TOTP(secret).at(datetime.now(UTC) - timedelta(seconds=30))
+    status, headers, _ = owner.post("/login/verify", {"code": first}, "/login/verify")
+    assert status == 302 and headers["Location"].endswith("/profile"), status
+    assert owner.post("/logout", {}, "/profile")[0] == 302
+
+    _lock(app_url, "alice", "127.0.0.77")
+    status, headers, _ = owner.post("/login", {"login": "alice", "password": PASSWORD}, "/login")
+    assert status == 302 and headers["Location"].endswith("/login/verify"), status
+    later = pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=30))
+    status, headers, _ = owner.post("/login/verify", {"code": later}, "/login/verify")
+    assert status == 302 and headers["Location"].endswith("/profile"), status
+    # Changing the password asks for the current one, on the browser's counter too.
+    status, _headers, _ = owner.post(
+        "/password",
+        {"current_password": PASSWORD, "password": "another long passphrase"},
+        "/password",
+    )
+    assert status == 302, status
+
+
+def test_a_passkey_login_makes_the_browser_known_too(
+    app: Any, app_url: str, accounts: Any, password: str
+) -> None:
+    """The JSON answer to a passkey login carries the known-device cookie as a password
+    login's redirect does: that browser gets in with the password while strangers keep
+    the account locked."""
+    from test_passkeys import add_passkey, passwordless_options, post_form, post_json
+
+    from srcore.testing import log_in_client
+
+    _no_delays(app)
+    alice = accounts.make("alice")
+    key = add_passkey(app, log_in_client(app.test_client(), alice), password)
+    client = app.test_client()
+    done = post_json(client, "/login/passkey", key.get(passwordless_options(client)))
+    assert done.status_code == 200, done.get_data(as_text=True)
+    assert any(c.startswith("meta_device=") for c in done.headers.getlist("Set-Cookie"))
+    assert post_form(client, "/logout", {}, "/profile").status_code == 302
+
+    _lock(app_url, "alice", "127.0.0.88")
+    again = post_form(client, "/login", {"login": "alice", "password": password}, "/login")
+    # Her account has a passkey: the password leads to the second step, not to a 429.
+    assert again.status_code == 302 and again.headers["Location"] == "/login/verify"
