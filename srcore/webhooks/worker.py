@@ -39,6 +39,10 @@ log = logging.getLogger("srcore.webhooks.worker")
 
 #: A claimed row comes back to the pool if its worker has not finished with it by then.
 DEFAULT_LEASE = timedelta(minutes=5)
+#: A request ends this long before its lease: the loop records it at its next step, which a claim
+#: (:data:`.delivery.CLAIM_WAIT`) and a fan-out can hold up; recorded after the lease, another
+#: worker may have claimed it again and sent it twice.
+RECORD_WITHIN = timedelta(seconds=20)
 #: An outbox row's lease, at most: a worker killed while fanning out holds back every later
 #: event's first attempts (their order) until it ends, and a fan-out takes seconds at most.
 FAN_OUT_LEASE = timedelta(minutes=1)
@@ -105,13 +109,15 @@ class Worker:
         self.state: Any = app.extensions["srcore"]
         self.policy = policy if policy is not None else policy_for(app)
         self.settings = settings if settings is not None else settings_for(app)
-        if lease <= self.settings.timeout:
-            raise ValueError(f"the lease ({lease}) must be longer than webhook-timeout")
+        if lease <= self.settings.timeout + RECORD_WITHIN:
+            raise ValueError(f"the lease ({lease}) must outlast webhook-timeout by {RECORD_WITHIN}")
         self.http = http or sender_for(self.policy, self.settings)
         self.trusted_http = trusted_http or sender_for(None, self.settings)
         self.clock = clock
         self.rng = random.Random()
         self.lease, self.fan_out_lease = lease, min(lease, FAN_OUT_LEASE)
+        #: Seconds after its claim a request may start: it can then be recorded within the lease.
+        self.sending = (lease - self.settings.timeout - RECORD_WITHIN).total_seconds()
         #: What one step claims at most.
         self.batch = max(16 * self.settings.concurrency, 256)
         polls = self.settings.poll_interval.total_seconds()
@@ -159,8 +165,7 @@ class Worker:
         for job in load_jobs(session, due) if due else ():
             lanes.setdefault(job.subscription_id, []).append(job)
         session.commit()
-        # A request starts only if it ends a second before the lease, however long reading took.
-        last_start = claimed_at + (self.lease - self.settings.timeout).total_seconds() - 1.0
+        last_start = claimed_at + self.sending  # however long reading took
         slots = max(self.settings.per_host, 1)
         owner_slots = max(slots, self.settings.concurrency // 2)
         for sid, jobs in lanes.items():
