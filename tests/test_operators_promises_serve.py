@@ -85,3 +85,33 @@ def test_an_address_given_or_the_default_is_served(
     assert isinstance(exception, _Exec), exception
     [argv] = execs
     assert argv[argv.index("--bind") + 1].startswith(bound)
+
+
+def test_the_metrics_name_the_methods_operators_md_lists(tmp_path: Path) -> None:
+    """operators.md, Health checks and metrics: a method other than GET, POST, PUT, PATCH,
+    DELETE and OPTIONS counts as ``other``; a HEAD is the GET it is answered as, so a
+    dashboard summing GETs sees every read."""
+    import re
+
+    import sample_service
+
+    config = write_config(
+        tmp_path / "config.ini",
+        service_id="sample",
+        database_url=f"sqlite:///{tmp_path / 'sample.db'}",
+        extra="metrics-path = /internal/metrics\n",
+    )
+    app = sample_service.create_app(config=config)
+    client = app.test_client()
+    for method in ("GET", "HEAD", "OPTIONS", "POST", "PROPFIND"):
+        client.open("/healthz", method=method)
+    body = client.get("/internal/metrics").get_data(as_text=True)
+    counted = re.findall(r'^srcore_http_requests_total\{[^}]*method="([^"]+)"', body, re.M)
+    assert set(counted) <= {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, counted
+    healthz = re.findall(
+        r'^srcore_http_requests_total\{method="GET",route="/healthz",[^}]*status="200"\} (\S+)',
+        body,
+        re.M,
+    )
+    assert healthz == ["2.0"], body
+    app.extensions["srcore"].db.dispose()
