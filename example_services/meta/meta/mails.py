@@ -26,6 +26,7 @@ SUBJECTS = {
     "confirm": "Confirm your email address",
     "change-email": "Confirm your new email address",
     "change-email-notice": "Your email address is being changed",
+    "change-email-taken": "Your email address was asked for by another account",
     "reset": "Reset your password",
     "password-changed": "Your password was changed",
     "factor-added": "Two-factor sign-in is on",

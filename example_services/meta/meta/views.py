@@ -729,17 +729,18 @@ def change_email() -> Any:
     valid = Validation.form("meta/email.html", user=user)
     email = valid.require("email", "email", label="New email address")
     _check_current_password(valid, user)
+    taken = False
     if email:
         email = logic.normalize_email(email)
         valid.expect(email != user.email, "This is already your address.", field="email")
-        valid.expect(
-            not logic.email_taken(db, email, exclude=user.id),
-            "Another account uses this address.",
-            field="email",
-        )
+        # Told to that address's mailbox only, never on this page: any account's owner
+        # could otherwise ask, address after address, which of them have accounts.
+        taken = logic.email_taken(db, email, exclude=user.id)
     valid.raise_if_invalid()
     assert email  # require() recorded an error otherwise
     user.pending_email = email
+    # Issued either way (the same work): a taken address's link is never sent, and
+    # following it would be refused anyway while that account has the address.
     secret = logic.issue_token(
         db,
         user,
@@ -748,7 +749,11 @@ def change_email() -> Any:
         lifetime=meta_settings().confirmation_lifetime,
     )
     db.commit()
-    if send_mail("change-email", email, user=user, token=secret):
+    if taken:
+        sent = send_mail("change-email-taken", email, user=user)
+    else:
+        sent = send_mail("change-email", email, user=user, token=secret)
+    if sent:
         send_mail("change-email-notice", user.email, user=user, new_email=email)
         flash(f"We sent a link to {email}: follow it to confirm the change.", "success")
     else:

@@ -248,3 +248,39 @@ def test_a_passkey_login_makes_the_browser_known_too(
     again = post_form(client, "/login", {"login": "alice", "password": password}, "/login")
     # Her account has a passkey: the password leads to the second step, not to a 429.
     assert again.status_code == 302 and again.headers["Location"] == "/login/verify"
+
+
+def _email_answer(browser: Browser, address: str) -> tuple[int, str, str]:
+    """Ask to move the logged-in account to *address*: the status, where it leads, and
+    the page it leads to with *address* blanked out."""
+    status, headers, _ = browser.post(
+        "/email", {"email": address, "current_password": PASSWORD}, "/email"
+    )
+    location = headers.get("Location", "")
+    page = browser.request("GET", location)[2] if status == 302 else ""
+    page = re.sub(r'name="csrf_token" value="[^"]+"', "", page)
+    return status, location, page.replace(address, "ADDRESS")
+
+
+def test_the_address_form_does_not_tell_which_addresses_have_accounts(
+    app: Any, app_url: str, accounts: Any, smtp_sink: Any
+) -> None:
+    """Any account could ask to move to address after address and read which are taken:
+    a taken one is answered as a free one is, and only its mailbox hears (no link)."""
+    accounts.make("alice", email="alice@corp.example")
+    accounts.make("mallory")
+    mallory = Browser(app_url, "127.0.0.5")
+    assert mallory.post("/login", {"login": "mallory", "password": PASSWORD}, "/login")[0] == 302
+
+    free = _email_answer(mallory, "nobody@corp.example")
+    taken = _email_answer(mallory, "alice@corp.example")
+    assert taken == free
+    assert taken[0] == 302
+    [told] = smtp_sink.to("alice@corp.example")
+    text = told.get_content()
+    assert "mallory" in text and "nothing changes" in text
+    assert "/confirm/" not in text
+    # The old address hears of both requests alike.
+    notices = smtp_sink.to("mallory@example.org")
+    assert len(notices) == 2
+    assert notices[0]["Subject"] == notices[1]["Subject"]
