@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flask import Flask, Response, current_app, request, session
 
-from srcore.throttle import Decision, FallbackStore, Store
+from srcore.throttle import Decision, FallbackStore, Store, limits_url
 from srcore.windows import MovingWindows
 
 if TYPE_CHECKING:
@@ -265,7 +265,10 @@ class WriteLimits:
         if self.redis_url is None:
             return memory
         shared = storage_from_string(
-            self.redis_url, socket_timeout=2, socket_connect_timeout=2, wrap_exceptions=True
+            limits_url(self.redis_url),
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            wrap_exceptions=True,
         )
         return _FallbackWindows(_RedisWindows(shared), memory)
 

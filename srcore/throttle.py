@@ -40,6 +40,7 @@ __all__ = [
     "Store",
     "Throttle",
     "ThrottleKey",
+    "limits_url",
     "make_store",
 ]
 
@@ -202,6 +203,16 @@ class Throttle:
                 self.store.clear(self._name(key, part))
 
 
+def limits_url(redis_url: str) -> str:
+    """*redis_url* as ``limits`` names its storage: ``[global] redis-url`` is a redis-py
+    URL, where a socket is ``unix://``, which ``limits`` knows as ``redis+unix://`` (and
+    refuses under redis-py's name). ``redis://`` and ``rediss://`` are the same in both."""
+    scheme, sep, rest = redis_url.partition("://")
+    if sep and scheme.lower() == "unix":
+        return f"redis+unix://{rest}"
+    return redis_url
+
+
 def make_store(redis_url: str | None, *, timeout: float = 2.0, max_keys: int = 100_000) -> Store:
     """``limits``' Redis storage for *redis_url* (counting in process while Redis cannot be
     reached: :class:`FallbackStore`), or counts in process memory when *redis_url* is empty.
@@ -224,7 +235,10 @@ def make_store(redis_url: str | None, *, timeout: float = 2.0, max_keys: int = 1
     from limits.storage import storage_from_string
 
     shared = storage_from_string(
-        redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, wrap_exceptions=True
+        limits_url(redis_url),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        wrap_exceptions=True,
     )
     if not hasattr(shared, "acquire_entry"):
         raise ValueError(f"{type(shared).__name__} keeps no moving windows for a throttle")

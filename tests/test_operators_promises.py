@@ -314,3 +314,62 @@ def test_a_replaced_secret_key_logs_out_cleanly_and_a_form_left_open_fails_once(
         assert sent.status_code == 200, sent.get_data(as_text=True)[:300]
     finally:
         rotated.extensions["srcore"].db.dispose()
+
+
+def test_a_redis_url_on_a_unix_socket_counts_writes_and_logins_there(
+    app: Any,
+    srcore_signing_key: Any,
+    make_token: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """operators.md, Redis: ``redis-url`` may be ``unix://`` (config check takes it). The
+    write limits and meta's login throttle gave it to ``limits``, which names a socket
+    ``redis+unix://`` and refused the URL: every write was a 500."""
+    import subprocess
+
+    import redis
+
+    from srcore.testing import create_user
+    from srcore.throttle import FallbackStore, Throttle, make_store
+
+    require_or_skip(_harness().redis_available(), "redis-server")
+    now = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    socket_path = tmp_path / "redis.sock"
+    command = ["redis-server", "--port", "0", "--unixsocket", str(socket_path)]
+    command += ["--unixsocketperm", "700", "--save", "", "--appendonly", "no"]
+    command += ["--dir", str(tmp_path), "--logfile", str(tmp_path / "redis.log")]
+    server = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=0.5)
+    try:
+        for _ in range(200):  # ten seconds at most
+            try:
+                if client.ping():
+                    break
+            except redis.RedisError:
+                time.sleep(0.05)
+        url = f"unix://{socket_path}?db=0"
+        lines = f"redis-url = {url}\nwrite-rate-limit = 2/minute\n"
+        built = build(app, srcore_signing_key, tmp_path, global_lines=lines)
+        prefix = f"srcore-writes-test/{uuid.uuid4().hex}"
+        write_limits(built).prefix = prefix
+        heads = bearer(make_token(SCOPE, user=create_user(built, "alice")))
+        answers = [create(built.test_client(), heads).status_code for _ in range(3)]
+        assert answers == [201, 201, 429], answers
+        assert client.keys(f"*{prefix}*"), "counted in Redis, over its socket"
+        assert not write_limits(built).store().degraded  # type: ignore[attr-defined]
+
+        store = make_store(url, timeout=0.5)
+        assert isinstance(store, FallbackStore)
+        Throttle(store, max_failures=3, prefix="unix-test").failure([("login-account", "bob")])
+        assert not store.degraded
+        assert client.keys("*unix-test:login-account:bob*")
+    finally:
+        client.close()
+        server.kill()
+        server.wait()
