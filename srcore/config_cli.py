@@ -86,6 +86,46 @@ def _database_problems(cfg: Config) -> list[Problem]:
     return problems
 
 
+def _app_problems(cfg: Config) -> list[Problem]:
+    """What only building a service's app checks, for each installed service of the file
+    (meta's audit-subscribers naming a service it sends no events to): built as
+    ``srcore serve`` builds it before serving, without serving or connecting. Otherwise
+    the check said OK and the service then refused to start. Its log lines are the
+    check's own problems again, so none is written."""
+    import importlib
+    import logging
+
+    from srcore.manifest import ManifestError, discover
+
+    try:
+        installed = discover()
+    except ManifestError:
+        return []  # said by the commands that need the manifests
+    problems: list[Problem] = []
+    quiet = logging.NullHandler()  # logging "set up": the app adds no handler of its own
+    srcore_logger = logging.getLogger("srcore")
+    srcore_logger.addHandler(quiet)
+    logging.disable(logging.CRITICAL)
+    try:
+        for name in cfg.services:
+            manifest = installed.get(name)
+            if manifest is None:
+                continue
+            try:
+                app = importlib.import_module(manifest.package).create_app(config=cfg.path)
+            except ConfigError as exc:
+                problems.extend(p for p in exc.errors if p not in problems)
+            except Exception as exc:  # serving would fail the same way: say how, once
+                message = f"{name} cannot be built from this file: {type(exc).__name__}: {exc}"
+                problems.append(Problem(str(cfg.path), None, name, None, message))
+            else:
+                app.extensions["srcore"].db.dispose()
+    finally:
+        logging.disable(logging.NOTSET)
+        srcore_logger.removeHandler(quiet)
+    return problems
+
+
 def _installed_manifests() -> list[Manifest]:
     from srcore.manifest import ManifestError, discover
 
@@ -116,7 +156,8 @@ def make_config_command(
         "  SRCORE__TODO__DATABASE_URL=sqlite:///t.db srcore config check",
     )
     def check() -> None:
-        """Check the whole config file against every installed service's keys.
+        """Check the whole config file against every installed service's keys, and
+        build each installed service of the file as serve does before serving.
 
         Prints every problem as FILE:LINE [SECTION] KEY: PROBLEM and exits 1 when there
         are errors; warnings alone exit 0. A file without a single service section is an
@@ -133,6 +174,8 @@ def make_config_command(
             )
             raise click.get_current_context().exit(1)
         found = _database_problems(cfg)
+        if not found and specs is None:
+            found = _app_problems(cfg)
         if found:
             _echo_problems(sorted([*cfg.warnings, *found], key=_by_line))
             plural = "s" if len(found) != 1 else ""

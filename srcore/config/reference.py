@@ -58,9 +58,11 @@ _INTRO = f"""\
 
 Every service of a network reads one INI file. This page lists every key srcore and the
 services in this repository declare, section by section. `srcore config check` validates a
-file against the same declarations and reports every problem at once; `srcore config show
-[SERVICE]` prints the effective values and where each came from (secrets masked), and a
-file with errors as far as it can be read, followed by its problems.
+file against the same declarations, builds each installed service of the file as `srcore
+serve` does before serving (so what would stop one from starting is said too), and reports
+every problem at once; `srcore config show [SERVICE]` prints the effective values and where
+each came from (secrets masked), and a file with errors as far as it can be read, followed
+by its problems.
 
 ## Where the file is, and how values are given
 
