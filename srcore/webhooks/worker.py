@@ -39,9 +39,8 @@ log = logging.getLogger("srcore.webhooks.worker")
 
 #: A claimed row comes back to the pool if its worker has not finished with it by then.
 DEFAULT_LEASE = timedelta(minutes=5)
-#: A request ends this long before its lease: the loop records it at its next step, which a claim
-#: (:data:`.delivery.CLAIM_WAIT`) and a fan-out can hold up; recorded after the lease, another
-#: worker may have claimed it again and sent it twice.
+#: A request ends this long before its lease, so that the loop's next step (held up by a claim's
+#: :data:`.delivery.CLAIM_WAIT`, a fan-out) records it before another worker may claim it again.
 RECORD_WITHIN = timedelta(seconds=20)
 #: An outbox row's lease, at most: a worker killed while fanning out holds back every later
 #: event's first attempts (their order) until it ends, and a fan-out takes seconds at most.
