@@ -98,6 +98,20 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 #: would hold each request (or command) until something outside kills it. A URL's own
 #: ``connect_timeout`` wins.
 CONNECT_TIMEOUT = 5
+#: What srcore adds to a PostgreSQL connection once it is open, unless the URL sets it: a
+#: server that stops answering at the network level (a failover moving its address, a
+#: cable, a firewall dropping the flow) leaves an open connection waiting on TCP's own
+#: retries, about fifteen minutes on Linux, and the request waiting with it. Data sent and
+#: not acknowledged for ``tcp_user_timeout`` milliseconds ends the connection (a 503), and
+#: keepalives find a pooled connection dead while it is idle, so the pool drops it.
+#: Neither bounds a long statement: a live server acknowledges, whatever it is running.
+TCP_OPTIONS: dict[str, int] = {
+    "tcp_user_timeout": 10_000,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 #: SQLite calls the statement-deadline check every this many virtual machine steps: an
 #: ordinary statement takes fewer and is never interrupted to ask, a runaway one is
@@ -307,10 +321,12 @@ def require_driver(url: URL) -> None:
 
 
 def connect_args(url: URL) -> dict[str, Any]:
-    """The driver's connect arguments srcore adds to *url*: :data:`CONNECT_TIMEOUT`."""
-    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-        return {"connect_timeout": CONNECT_TIMEOUT}
-    return {}
+    """The driver's connect arguments srcore adds to *url*: :data:`CONNECT_TIMEOUT` and
+    :data:`TCP_OPTIONS`, each unless the URL sets its own."""
+    if url.get_backend_name() != "postgresql":
+        return {}
+    wanted: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, **TCP_OPTIONS}
+    return {key: value for key, value in wanted.items() if key not in url.query}
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -373,3 +373,27 @@ def test_a_redis_url_on_a_unix_socket_counts_writes_and_logins_there(
         client.close()
         server.kill()
         server.wait()
+
+
+@pytest.mark.parametrize("srcore_backend", ["postgresql"], indirect=True)
+def test_an_open_connection_gives_up_on_a_server_that_stops_acknowledging(app: Any) -> None:
+    """operators.md, PostgreSQL: a server that drops packets is a 503, not a request hanging.
+    ``connect_timeout`` bounds connecting only; an open connection whose server stops
+    answering at the network level waited on TCP's own retries (a quarter of an hour on
+    Linux). Its connections carry TCP_USER_TIMEOUT and keepalives, as libpq applies them;
+    a URL's own values win. (Dropping packets for real needs a firewall rule, which no test
+    of a shared machine may set.)"""
+    from srcore.db import Database
+
+    engine = app.extensions["srcore"].db.engine
+    with engine.connect() as connection:
+        found = connection.connection.dbapi_connection.info.get_parameters()
+    assert found.get("tcp_user_timeout") == "10000", found
+    assert found.get("keepalives") == "1" and found.get("keepalives_idle") == "30", found
+    own = Database(engine.url.update_query_dict({"tcp_user_timeout": "2500"}))
+    try:
+        with own.engine.connect() as connection:
+            found = connection.connection.dbapi_connection.info.get_parameters()
+        assert found.get("tcp_user_timeout") == "2500", found
+    finally:
+        own.dispose()
