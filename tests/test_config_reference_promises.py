@@ -756,3 +756,45 @@ def test_config_check_says_what_would_stop_a_service_from_starting(tmp_path: Pat
         SERVICES.replace("[meta]\n", "[meta]\naudit-subscribers = todo\n", 1), encoding="utf-8"
     )
     assert _check(path) == (0, f"OK: 3 services (meta, todo, paste) in {path}\n")
+
+
+def test_a_secret_from_an_environment_file_with_windows_line_ends_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Secrets may hold anything, but a CR at the end is the line end of an environment
+    file written on Windows: an oauth-client-secret with it never matched meta's, and
+    every login failed with meta saying only "invalid client"."""
+    environ = {"SRCORE__TODO__OAUTH_CLIENT_SECRET": "hush\r"}
+    (problem,) = refused(tmp_path, NETWORK.replace("oauth-client-secret = hush\n", ""), environ)
+    assert (problem.section, problem.key) == ("todo", "oauth-client-secret")
+    assert problem.message.startswith("ends with a carriage return (U+000D)")
+
+
+@pytest.mark.parametrize("value", ["6M", "1h30M"])
+def test_a_duration_in_capital_m_is_refused_as_ambiguous(tmp_path: Path, value: str) -> None:
+    """Durations: "(`30s`, `5m`, `1h`, `2d`, `1h30m`)". Units were read in any case, so
+    refresh-token-lifetime = 6M, meant as six months, quietly lasted six minutes."""
+    text = SERVICES.replace("[meta]\n", f"[meta]\nrefresh-token-lifetime = {value}\n", 1)
+    path = tmp_path / "config.ini"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, specs=_repo_specs(), environ={})
+    (problem,) = info.value.errors
+    assert (problem.line, problem.section, problem.key) == (2, "meta", "refresh-token-lifetime")
+    assert problem.message.startswith(f"ambiguous duration: {value!r}: M is read as minutes")
+    path.write_text(text.replace(value, "30D"), encoding="utf-8")
+    config = load_config(path, specs=_repo_specs(), environ={})
+    assert config.section("meta")["refresh-token-lifetime"] == timedelta(days=30)
+
+
+@pytest.mark.parametrize("value", ["16MB", "16 MiB", "1000b"])
+def test_a_number_of_bytes_written_with_a_unit_is_told_to_drop_it(
+    tmp_path: Path, value: str
+) -> None:
+    """max-content-length: "The largest request body accepted, in bytes": a whole number.
+    16MB was refused as "not a whole number" with no word of what was wrong with it."""
+    (problem,) = refused(tmp_path, NETWORK + f"max-content-length = {value}\n")
+    assert (problem.section, problem.key) == ("todo", "max-content-length")
+    assert (
+        problem.message == f"not a whole number: {value!r} (write the number alone, without a unit)"
+    )

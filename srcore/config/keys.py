@@ -44,7 +44,11 @@ _DURATION = re.compile(
     r"(?:(?P<m>[0-9]+)\s*m)?\s*(?:(?P<s>[0-9]+)\s*s)?\s*(?:(?P<ms>[0-9]+)\s*ms)?\s*$",
     re.IGNORECASE,
 )
+#: A capital M in a duration: minutes to the parser, but often meant as months ("6M").
+_MONTHS = re.compile(r"[0-9]\s*M(?![sS])")
 _INT = re.compile(r"^[+-]?[0-9]+$")
+#: A whole number written with a unit (16MB, 30s) where the key takes the number alone.
+_WITH_UNIT = re.compile(r"^\s*[+-]?[0-9][0-9_.,]*\s*[A-Za-z]+\s*$")
 #: Digits a number may have: more is a typo, and Python refuses to read a few thousand.
 _MAX_DIGITS = 18
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -91,6 +95,11 @@ def parse_duration(text: str) -> timedelta:
     Raises :class:`ValueError` with a message meant for the operator.
     """
     match = _DURATION.match(text)
+    if match is not None and _MONTHS.search(text):
+        raise ValueError(
+            f"ambiguous duration: {_shown(text)}: M is read as minutes, not months; write m "
+            "for minutes, or months in days (30d)"
+        )
     if not text.strip() or match is None:
         raise ValueError(
             f"not a duration: {_shown(text)} (use a number and a unit: 30s, 5m, 1h, 2d, or 1h30m)"
@@ -156,7 +165,8 @@ def parse_value(key: Key, text: str) -> object:
         return text
     if key.type == "int":
         if not _INT.match(text.strip()):
-            raise ValueError(f"not a whole number: {_shown(text)}")
+            unit = " (write the number alone, without a unit)" if _WITH_UNIT.match(text) else ""
+            raise ValueError(f"not a whole number: {_shown(text)}{unit}")
         if len(text.strip().lstrip("+-").lstrip("0")) > _MAX_DIGITS:
             raise ValueError(f"not a whole number of at most {_MAX_DIGITS} digits: {_shown(text)}")
         return int(text.strip())

@@ -465,17 +465,19 @@ def _control_character(key: Key, given: _Raw) -> str | None:
     """Why a text value with a control character is refused, if it is. Pasted from a
     terminal or an editor that shows nothing for it, an escape or NUL in the site name
     made every mail fail to be built (its subject names the site), found only when the
-    first user waits for a confirmation mail. Secrets may hold anything."""
-    if key.type != "str" or key.secret:
+    first user waits for a confirmation mail. Secrets may hold anything but a carriage
+    return at the end, which only an environment file with Windows line ends leaves there
+    (an OAuth client secret with it failed every login at meta, saying only "invalid")."""
+    if key.type != "str":
         return None
-    found = _CONTROL.search(given.text)
-    if found is None:
-        return None
-    if given.text.endswith("\r") and found.group() == "\r":
+    if given.text.endswith("\r"):  # a secret too: it would never match the other side's
         return (
             "ends with a carriage return (U+000D), as a line of a file with Windows line "
             "ends does: save the file that sets it with Unix line ends"
         )
+    found = None if key.secret else _CONTROL.search(given.text)
+    if found is None:
+        return None
     return (
         f"has a control character (U+{ord(found.group()):04X}), which no page, header or "
         "mail can carry: remove it (it may be invisible in your editor)"

@@ -84,8 +84,9 @@ another machine of the network) is warned about, naming the installed ones.
 or `#` at the beginning of a line or after a space. Indented lines continue the value
 above; an indented line that reads like `key = value` is an error, as it would not set that
 key. Types: text (one line without control characters, but for a secret); whole numbers
-(`42`); yes/no (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`); durations (`30s`, `5m`,
-`1h`, `2d`, `1h30m`); URLs (`scheme://...`); lists (comma- or line-separated); enums (one of
+(`42`, no unit); yes/no (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`); durations
+(`30s`, `5m`, `1h`, `2d`, `1h30m`; a capital `M` is refused, as it may mean months, which
+are written in days); URLs (`scheme://...`); lists (comma- or line-separated); enums (one of
 the listed choices). A relative SQLite path in a database URL (`sqlite:///var/todo.db`) is
 relative to the config file's directory. The file is UTF-8, with or without a byte-order
 mark, and its lines may end as on Windows (CRLF).
