@@ -63,8 +63,10 @@ for _path in (str(ROOT / "bench"), str(SAMPLE)):
 
 #: The retry schedule of these runs: seconds where production waits minutes and hours.
 FAST_SCHEDULE = (0.0, 0.2, 0.4, 0.8, 1.0, 1.5, 2.0, 2.0, 3.0, 3.0)
-#: Leases of these runs, and the interval of beat's drain under Celery (seconds).
-FAST_LEASE = 5.0
+#: Leases of these runs, and the interval of beat's drain under Celery (seconds). A lease
+#: must outlast webhook-timeout (3 s here) by the worker's RECORD_WITHIN (20 s): rows a
+#: killed worker held come back after it.
+FAST_LEASE = 25.0
 FAST_TICK = 1.0
 
 
