@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IP_FAILURE_FACTOR",
+    "MAILS_PER_ACCOUNT",
     "RATE_LIMITS",
     "UNCOUNTED_WRITES",
     "AccountCounter",
@@ -65,6 +66,11 @@ RATE_LIMITS = {
     "resend": "5 per 15 minutes",
     "current-password": "20 per minute",
 }
+
+#: Mails an outsider can make meta send to an account, at most (this many, per this many
+#: seconds) per account, whatever addresses ask: the per-address limits alone let anyone
+#: with many addresses fill a mailbox. Beyond it the form answers the same, and sends nothing.
+MAILS_PER_ACCOUNT = {"reset": (3, 900)}
 
 #: Endpoints srcore's write rate limits leave alone: the forms :data:`RATE_LIMITS` govern
 #: per address (counted twice, an office behind one address would be locked out of
@@ -158,6 +164,12 @@ class LoginProtection:
         second factor (with *second_factor*) counts on the second step's counter as well."""
         self.account.failure(self._account_keys(login, second_factor, every=True))
         self.address.failure([("ip", address)])
+
+    def mail_allowed(self, kind: str, user_id: int) -> bool:
+        """Whether mail *kind* (of :data:`MAILS_PER_ACCOUNT`) may go to *user_id* now; if
+        so, it is counted."""
+        limit, seconds = MAILS_PER_ACCOUNT[kind]
+        return self.account.store.acquire_entry(f"meta:mails:{kind}:{user_id}", limit, seconds)
 
     def success(
         self, login: str | AccountCounter, address: str, *, second_factor: bool = False

@@ -406,9 +406,14 @@ def _reset_mailer(user_id: int) -> Callable[[], None]:
     context: a transaction and an app context of its own)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     lifetime = meta_settings().reset_lifetime
+    protection = meta_state().protection
 
     def issue_and_send() -> None:
         try:
+            if protection is not None and not protection.mail_allowed("reset", user_id):
+                # Enough links are on their way to that mailbox; the last one still works.
+                log.info("reset link for account %d not mailed: too many lately", user_id)
+                return
             with app.app_context():
                 with srcore.state(app).db.transaction() as session:
                     user = session.get(User, user_id)

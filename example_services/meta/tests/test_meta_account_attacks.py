@@ -284,3 +284,22 @@ def test_the_address_form_does_not_tell_which_addresses_have_accounts(
     notices = smtp_sink.to("mallory@example.org")
     assert len(notices) == 2
     assert notices[0]["Subject"] == notices[1]["Subject"]
+
+
+def test_many_addresses_asking_for_reset_links_do_not_fill_a_mailbox(
+    app: Any, accounts: Any, csrf: Any, smtp_sink: Any
+) -> None:
+    """Twenty addresses each ask once for alice's reset link (each within its own limit):
+    every one gets the same answer, alice gets three links, and the last one works."""
+    accounts.make("alice")
+    answers = set()
+    for n in range(20):
+        client = app.test_client()
+        client.environ_base["REMOTE_ADDR"] = f"192.0.2.{n + 1}"
+        response = csrf.post(client, "/forgot", {"email": "alice@example.org"})
+        answers.add((response.status_code, response.get_data(as_text=True).count("alice@")))
+    assert len(answers) == 1 and next(iter(answers))[0] == 200
+    mails = smtp_sink.to("alice@example.org")
+    assert len(mails) == 3, len(mails)
+    link = smtp_sink.last_link("alice@example.org", "/reset/")
+    assert app.test_client().get(link).status_code == 200
