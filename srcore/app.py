@@ -381,7 +381,10 @@ class TemplateContext:
     @property
     def user(self) -> Any:
         from srcore.auth.web import current_user
+        from srcore.errors import database_unreachable
 
+        if database_unreachable():
+            return None
         return current_user._get_current_object()
 
     @property

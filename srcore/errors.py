@@ -21,7 +21,15 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from srcore.logsetup import log_safe
 from srcore.routing import API_PREFIX
 
-__all__ = ["JSON_PREFIXES", "error_response", "form_again", "init_app", "json_path", "wants_json"]
+__all__ = [
+    "JSON_PREFIXES",
+    "database_unreachable",
+    "error_response",
+    "form_again",
+    "init_app",
+    "json_path",
+    "wants_json",
+]
 
 log = logging.getLogger("srcore")
 
@@ -209,8 +217,17 @@ def _database_unavailable(exc: Exception) -> Response:
         type(getattr(exc, "orig", None) or exc).__name__,
         exc_info=exc,
     )
+    _roll_back_sessions()
+    g.srcore_database_unreachable = True
     reason = "The database is unavailable right now. Try again in a few seconds."
     return error_response(503, reason, headers=[("Retry-After", str(DATABASE_RETRY_AFTER))])
+
+
+def database_unreachable() -> bool:
+    """Whether this request is answered with "the database is unavailable": the page's
+    layout then shows nobody logged in rather than ask the database again, which would
+    make the person wait for a second connection attempt to fail."""
+    return bool(g.get("srcore_database_unreachable"))
 
 
 #: SQLSTATEs of a database too busy for the request now: a lock it could not get

@@ -23,8 +23,10 @@ def _cut_connections(app: Any) -> int:
     try:
         with admin.connect() as conn:
             ended = conn.execute(
+                # Waits (5 s at most) until each has ended: a signalled backend still
+                # answers a pool's ping for a moment, and the next request meets its end.
                 sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
                     " WHERE datname = :name AND pid <> pg_backend_pid()"
                 ),
                 {"name": url.database},
@@ -57,7 +59,7 @@ def _cut_during_next_request(app: Any) -> None:
 
 @pytest.mark.parametrize("srcore_backend", ["postgresql"], indirect=True)
 def test_connections_cut_by_a_restart_are_a_503_then_served_again(
-    app: Any, user: Any, make_token: Any
+    app: Any, user: Any, make_token: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = log_in_client(app.test_client(), user)
     api = {"Authorization": f"Bearer {make_token('sample/things:RO', user=user)}"}
@@ -74,6 +76,9 @@ def test_connections_cut_by_a_restart_are_a_503_then_served_again(
     assert page.headers["Retry-After"] == "5"
     assert "database is unavailable" in page.get_data(as_text=True)
     assert "Traceback" not in page.get_data(as_text=True)
+    # The whole error page, its layout not asking the failed session who is logged in.
+    assert "<html" in page.get_data(as_text=True)
+    assert "rendering the error page failed" not in caplog.text
     # The pool was invalidated with the cut: the next request reconnects.
     assert client.get("/private").status_code == 200
 
@@ -103,7 +108,7 @@ def _app_on(tmp_path: Path, database_url: str) -> Any:
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 def test_a_database_that_cannot_be_reached_is_a_503(
-    tmp_path: Path, closed_port: int, kind: str
+    tmp_path: Path, closed_port: int, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     if kind == "postgresql":
         url = f"postgresql+psycopg://root@127.0.0.1:{closed_port}/nothing?connect_timeout=2"
@@ -118,6 +123,11 @@ def test_a_database_that_cannot_be_reached_is_a_503(
         assert page.status_code == 503, page.get_data(as_text=True)[:300]
         assert page.headers["Retry-After"] == "5"
         assert "database is unavailable" in page.get_data(as_text=True)
+        # The whole page, shown to nobody logged in: its layout did not try the database
+        # again (a second wait for a server that is not there).
+        assert "<html" in page.get_data(as_text=True)
+        assert "rendering the error page failed" not in caplog.text
+        assert caplog.text.count("database unavailable on GET /private") == 1
         assert client.get("/healthz").status_code == 503
     finally:
         app.extensions["srcore"].db.dispose()
