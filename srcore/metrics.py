@@ -26,11 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Request, Response, abort, request
 
 from srcore.metrics_files import metrics_lock, reserve_space_for_values
+from srcore.routing import SrcoreMap
 from srcore.service import state
 
 __all__ = [
@@ -166,13 +168,25 @@ class MetricsExtension:
         self.path = path
 
     def init_app(self, app: Flask) -> Metrics | None:
-        """Serve the metrics and keep them in ``app.extensions["srcore.metrics"]``."""
+        """Serve the metrics and keep them in ``app.extensions["srcore.metrics"]``.
+
+        A route of the service matching the configured path, whenever it is added, is
+        a :class:`~srcore.config.ConfigError` naming ``metrics-path`` and the route.
+        """
         path = self.path
-        if path is None:
-            path = str(state(app).section.get("metrics-path") or "")
+        if path is not None:
+            return init_app(app, path=path) if path else None
+        section = state(app).section
+        path = str(section.get("metrics-path") or "")
         if not path:
             return None
-        return init_app(app, path=path)
+
+        def refuse(route: str, endpoint: str) -> Exception:
+            from srcore.config import ConfigError
+
+            return ConfigError([section.problem("metrics-path", _collision(path, route, endpoint))])
+
+        return init_app(app, path=path, refuse=refuse)
 
 
 def _multiproc_dir_problem() -> str | None:
@@ -203,12 +217,26 @@ def _multiproc_dir_problem() -> str | None:
 FORWARDED_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-Ip")
 
 
-def init_app(app: Flask, *, path: str) -> Metrics:
+def _collision(path: str, route: str, endpoint: str) -> str:
+    return (
+        f"{path!r} is also answered by the route {route} ({endpoint}), and one would hide "
+        "the other: choose a path no route of the service matches"
+    )
+
+
+def init_app(
+    app: Flask, *, path: str, refuse: Callable[[str, str], Exception] | None = None
+) -> Metrics:
     """Serve this app's metrics at *path* (only when the operator configured one).
 
     They are for a scraper on the service's own network, which reaches the backend's
     address directly: a request a proxy forwarded (from anywhere) is answered 404, as if
     nothing were there, in case the proxy's rule blocking the path is missing.
+
+    No other route may match *path*, now or when added later: the router would pick
+    one of the two, and the metrics would take a page over (``/create``, a ticket whose
+    placeholder takes the path) or the page hide them. ``refuse(route, endpoint)`` makes
+    the exception raised then (a :class:`ValueError` by default).
     """
     metrics = Metrics(state(app).service_id)
     reserve_space_for_values()  # a full disk: no more counts, not a worker killed by SIGBUS
@@ -230,5 +258,14 @@ def init_app(app: Flask, *, path: str) -> Metrics:
             return Response(reason + "\n", 503, content_type="text/plain", headers=fresh)
         return Response(body, content_type=content_type, headers=fresh)
 
-    app.add_url_rule("/" + path.lstrip("/"), endpoint="srcore_metrics", view_func=view)
+    rule = "/" + path.lstrip("/")
+    if refuse is None:
+
+        def refuse(route: str, endpoint: str) -> Exception:
+            return ValueError(_collision(rule, route, endpoint))
+
+    if isinstance(app.url_map, SrcoreMap):
+        made = refuse
+        app.url_map.claim(rule, "srcore_metrics", lambda taken: made(taken.rule, taken.endpoint))
+    app.add_url_rule(rule, endpoint="srcore_metrics", view_func=view)
     return metrics

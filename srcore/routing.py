@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from werkzeug.exceptions import NotFound
-from werkzeug.routing import BaseConverter, Map
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule
 from werkzeug.routing.rules import RuleFactory
 
 __all__ = ["API_PREFIX", "BIGINT_MAX", "ID_MAX", "IdConverter", "SrcoreMap", "init_app"]
@@ -69,16 +70,64 @@ def unbounded_int_parts(rule: str) -> list[str]:
     return [m["name"] for m in _INT_PART.finditer(rule) if "max" not in (m["args"] or "")]
 
 
+class _Claim(NamedTuple):
+    path: str
+    endpoint: str
+    refuse: Callable[[Rule], Exception]
+
+
 class SrcoreMap(Map):
     """The URL map of a srcore app: says which rule would answer an impossible id with a
-    500, when the rule is added (the service's author reads it at start, in the log)."""
+    500, when the rule is added (the service's author reads it at start, in the log), and
+    refuses a rule that would answer a path another endpoint claimed (:meth:`claim`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Said once per path, not once per method's rule.
         self._warned: set[str] = set()
+        self._claims: list[_Claim] = []
+
+    def claim(self, path: str, endpoint: str, refuse: Callable[[Rule], Exception]) -> None:
+        """Keep *path* for *endpoint* alone: a rule of another endpoint that would match it
+        (the same path, a placeholder taking it, or a redirect to its slash), in the map
+        now or added later, raises ``refuse(rule)``.
+
+        For a path the operator chose, such as ``metrics-path``: the service adds its own
+        routes after srcore's, and whichever of two matching rules the router prefers
+        would silently answer, one page hiding the other.
+        """
+        claim = _Claim(path, endpoint, refuse)
+        for rule in self.iter_rules():
+            self._check_claim(claim, rule)
+        self._claims.append(claim)
+
+    def _check_claim(self, claim: _Claim, rule: Rule) -> None:
+        if rule.endpoint != claim.endpoint and self._would_match(rule, claim.path):
+            raise claim.refuse(rule)
+
+    def _would_match(self, rule: Rule, path: str) -> bool:
+        """Whether *rule*, alone in a map like this one, answers *path* for one of its
+        methods (or redirects it)."""
+        probe = Map(
+            [rule.empty()],
+            converters=self.converters,
+            strict_slashes=self.strict_slashes,
+            merge_slashes=self.merge_slashes,
+        )
+        method = min(rule.methods) if rule.methods else "GET"
+        try:
+            probe.bind("localhost").match(path, method=method)
+        except RequestRedirect:
+            return True
+        except HTTPException:
+            return False
+        return True
 
     def add(self, rulefactory: RuleFactory) -> None:
+        if self._claims:  # checked before the rule is in the map: a refusal leaves none
+            for rule in rulefactory.get_rules(self):
+                for claim in self._claims:
+                    self._check_claim(claim, rule)
         super().add(rulefactory)
         for rule in rulefactory.get_rules(self):
             if rule.rule in self._warned:
