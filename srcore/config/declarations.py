@@ -22,6 +22,7 @@ from srcore.config.ports import allows_any, parse_ports
 __all__ = [
     "GLOBAL_KEYS",
     "LONGEST_POLL_INTERVAL",
+    "MAX_TRUSTED_HOPS",
     "MAX_WEBHOOK_TIMEOUT",
     "MAX_WEBHOOK_WORKERS",
     "MIN_SECRET_KEY_LENGTH",
@@ -62,6 +63,12 @@ LONGEST_STATEMENT_TIMEOUT = timedelta(hours=1)
 #: The range of ``revocation-pull-interval`` besides 0s (push only).
 SHORTEST_PULL = timedelta(seconds=1)
 LONGEST_PULL = timedelta(days=1)
+#: The most ``proxy-fix-trusted-hops``: a CDN's edge and shield, a load balancer and a
+#: local nginx make four, one more leaves room for a sidecar. A larger number is a slip
+#: (``11`` for ``1``), and a dangerous one: each hop believed beyond the real proxies is an
+#: ``X-Forwarded-For`` entry the client writes itself, its address to the rate limits,
+#: the logs and the audit trail.
+MAX_TRUSTED_HOPS = 5
 
 
 def _at_least(minimum: int) -> Callable[[object], str | None]:
@@ -305,6 +312,20 @@ def _metrics_path(value: object) -> str | None:
     if taken is not None:
         return f"{value!r} is under {taken}, which every service answers itself: use /metrics"
     return None
+
+
+def _trusted_hops(value: object) -> str | None:
+    """0 to :data:`MAX_TRUSTED_HOPS`: a larger count believes entries the client wrote
+    itself, and no deployment has that many proxies appending to X-Forwarded-For."""
+    if not isinstance(value, int) or 0 <= value <= MAX_TRUSTED_HOPS:
+        return None
+    if value < 0:
+        return f"must be at least 0, not {value}"
+    return (
+        f"must be at most {MAX_TRUSTED_HOPS}, not {value}: it is the number of reverse "
+        "proxies in front of the service, and each one believed beyond the real ones lets "
+        "any client forge its address with an X-Forwarded-For of its own"
+    )
 
 
 def _mail_address(value: object) -> str | None:
@@ -695,11 +716,15 @@ SERVICE_KEYS: tuple[Key, ...] = (
         "proxy-fix-trusted-hops",
         type="int",
         default=0,
-        check=_at_least(0),
+        check=_trusted_hops,
         help="How many reverse proxies in front of this service set X-Forwarded-For, "
         "-Proto, -Host and -Port. 0: the headers are ignored (the service is reached "
-        "directly). Set it to exactly the number of proxies, or clients can forge their "
-        "address.",
+        "directly). Set it to exactly the number of proxies: one more than there are, and "
+        "every client can forge its address (rate limits per address, logs, audit trail) "
+        "by sending an X-Forwarded-For of its own; fewer, and every client has a proxy's "
+        "address. Nothing at run time can tell such a mistake. At most "
+        f"{MAX_TRUSTED_HOPS}: a CDN's two layers, a load balancer, a local proxy and a "
+        "sidecar; a larger number is taken for a slip (11 for 1) and refused.",
     ),
     Key(
         "write-rate-limit",
