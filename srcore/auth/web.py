@@ -306,10 +306,18 @@ current_user: Any = LocalProxy(_load_user)
 
 
 def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
-    """Let only a logged-in, unsuspended user see *view*; others are sent to log in."""
+    """Let only a logged-in, unsuspended user see *view*; others are sent to log in.
+
+    Flask's own answer to ``OPTIONS`` (the methods allowed, running no view) needs no
+    login, on a route whose blueprint guards it with this in ``before_request`` too: it
+    is answered there, and the hook's body does not run.
+    """
 
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        rule = request.url_rule
+        if request.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
+            return current_app.make_default_options_response()
         user = _load_user()
         user = g.get("srcore_refused_user", user) if user is None else user
         if user is None:
