@@ -315,6 +315,8 @@ def _static_version() -> str:
 
 
 _YEAR = 365 * 24 * 3600
+#: How long a browser keeps /favicon.ico, whose URL does not change with the file.
+_DAY = 24 * 3600
 
 
 def _register_static(app: SrcoreApp) -> None:
@@ -338,6 +340,13 @@ def _register_static(app: SrcoreApp) -> None:
         endpoint="srcore_static",
         view_func=shared_static,
     )
+
+    def favicon() -> Any:
+        # A browser asks for /favicon.ico on a page that names no icon (a raw text view,
+        # JSON): answered with the shared icon, not a 404 in its console and the log.
+        return send_from_directory(root, "favicon.svg", mimetype="image/svg+xml", max_age=_DAY)
+
+    app.add_url_rule("/favicon.ico", endpoint="srcore_favicon", view_func=favicon)
 
     def static_url(filename: str) -> str:
         from flask import url_for
