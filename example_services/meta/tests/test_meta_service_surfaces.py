@@ -59,7 +59,9 @@ def test_the_pull_answers_every_seq_a_service_may_hold(oauth_app: Any) -> None:
             headers={**basic(), "Accept": "application/json"},
         )
         assert refused.status_code == 400, since
-        assert "since" in refused.get_json()["errors"][0]["reason"]
+        # The OAuth error form srcore's puller reads (error, error_description).
+        assert refused.get_json()["error"] == "invalid_request", since
+        assert "since" in refused.get_json()["error_description"]
 
 
 def test_a_third_party_client_cannot_pull_the_networks_revocations(

@@ -195,7 +195,7 @@ def init_app(app: Flask) -> OAuthState:
     app.register_blueprint(client_pages)
     # /oauth/logout checks its own confirmation form (an application may POST to it too).
     _exempt_from_csrf(app, (*CLIENT_ENDPOINTS, "oidc.userinfo", "oidc.end_session"))
-    _client_errors_in_oauth_format(app, CLIENT_ENDPOINTS)
+    _errors_in_protocol_form(app)
     from srcore import cors
 
     # Browser apps (public clients) call these from their own origin, without cookies.
@@ -222,38 +222,86 @@ def _exempt_from_csrf(app: Flask, endpoint_names: tuple[str, ...]) -> None:
     csrf.protect = functools.partial(type(csrf).protect, csrf, apply_exemptions=True)
 
 
-def _client_errors_in_oauth_format(app: Flask, endpoint_names: tuple[str, ...]) -> None:
-    """A 4xx that srcore raises before a client endpoint runs (control characters in the
-    form, a body it cannot read, a body, URL or header past its limits) is answered as
-    RFC 6749 5.2 says: JSON ``invalid_request``, with the same status. Every other
-    endpoint keeps srcore's error page."""
+def _errors_in_protocol_form(app: Flask) -> None:
+    """Every error of a machine endpoint (:data:`~meta.oauth.endpoints.MACHINE_ENDPOINTS`)
+    is its protocol's JSON error, whatever raised it: a method the endpoint does not take
+    (405, found before any view runs), what srcore refuses before the view (control
+    characters, a body, URL or header past its limits), a failure after it (500, a 503
+    of the database). The client reading it parses the ``error``; srcore's HTML page made
+    an RFC-conforming client fail with a parse error instead of ``invalid_client``. Every
+    other endpoint keeps srcore's error page.
+
+    An HTTP error raised is answered with its own description; any other error response
+    of these endpoints (a handler of srcore's, of another module) is turned into the
+    protocol's form on its way out, keeping its status and headers (``Allow``,
+    ``Retry-After``).
+    """
     from flask import request
-    from werkzeug.exceptions import (
-        BadRequest,
-        HTTPException,
-        RequestEntityTooLarge,
-        RequestHeaderFieldsTooLarge,
-        RequestURITooLarge,
-    )
+    from werkzeug.exceptions import HTTPException, MethodNotAllowed
+    from werkzeug.http import HTTP_STATUS_CODES
 
-    from meta.oauth.endpoints import oauth_error
+    from meta.oauth.endpoints import MACHINE_ENDPOINTS, protocol_error
 
+    # A method the endpoint does not take fails in routing: no endpoint, only its path.
+    paths = {
+        rule.rule: MACHINE_ENDPOINTS[rule.endpoint]
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint in MACHINE_ENDPOINTS
+    }
     fallback = app.error_handler_spec[None][None].get(HTTPException)
 
-    def handler(exc: HTTPException) -> Any:
-        if request.endpoint in endpoint_names:
-            response = oauth_error("invalid_request", str(exc.description or "Bad request."))
-            response.status_code = exc.code or 400
-            return response
-        return fallback(exc) if fallback is not None else exc
+    def kind() -> str | None:
+        if request.endpoint is not None:
+            return MACHINE_ENDPOINTS.get(request.endpoint)
+        return paths.get(request.path)
 
-    for kind in (
-        BadRequest,
-        RequestEntityTooLarge,
-        RequestURITooLarge,
-        RequestHeaderFieldsTooLarge,
-    ):
-        app.register_error_handler(kind, handler)
+    def described(status: int, text: str | None = None) -> str:
+        return text or f"{status} {HTTP_STATUS_CODES.get(status, 'Error')}."
+
+    def handler(exc: HTTPException) -> Any:
+        found = kind()
+        if found is None or exc.code is None or exc.code < 400:
+            return fallback(exc) if fallback is not None else exc
+        text = exc.description if exc.description != type(exc).description else None
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            text = f"This endpoint takes {', '.join(exc.valid_methods)}, not {request.method}."
+        response = protocol_error(found, exc.code, described(exc.code, text))
+        for name, value in exc.get_headers():
+            if name.lower() not in ("content-type", "www-authenticate"):
+                response.headers[name] = value
+        return response
+
+    def reformed(response: Any) -> Any:
+        found = kind()
+        if found is None or response.status_code < 400 or _in_protocol_form(response):
+            return response
+        return protocol_error(
+            found,
+            response.status_code,
+            described(response.status_code, _srcore_reason(response)),
+            response=response,
+        )
+
+    app.register_error_handler(HTTPException, handler)
+    app.after_request(reformed)
+
+
+def _in_protocol_form(response: Any) -> bool:
+    if response.mimetype != "application/json" or response.is_streamed:
+        return False
+    body = response.get_json(silent=True)
+    return isinstance(body, dict) and isinstance(body.get("error"), str)
+
+
+def _srcore_reason(response: Any) -> str | None:
+    """The reason of srcore's JSON error body (``{"errors": [{"reason": ...}]}``), if it is one."""
+    if response.mimetype != "application/json" or response.is_streamed:
+        return None
+    body = response.get_json(silent=True)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors else None
+    reason = first.get("reason") if isinstance(first, dict) else None
+    return reason if isinstance(reason, str) else None
 
 
 # -- receivers of the account signals, run inside the change's transaction --------------------

@@ -114,7 +114,8 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 
     Both parts are form-encoded before the Basic encoding (RFC 6749 2.3.1), so they are
     percent-decoded here. Raises :class:`BadRequest` (``invalid_client``) for a header
-    that is not base64, not UTF-8, has no colon or holds a NUL byte.
+    that is not base64, not UTF-8, has no colon or holds a NUL byte, and
+    (``invalid_request``) for several headers in one (RFC 6749 5.2).
     """
     if not header:
         return None
@@ -122,6 +123,9 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     if kind.lower() != "basic":
         return None
     encoded = encoded.strip()
+    if "," in encoded:
+        # Two Authorization headers, joined by the server: base64 has no comma.
+        raise BadRequest("invalid_request", "Send one Authorization header, not several.")
     try:
         raw = base64.b64decode(encoded.encode("ascii"), validate=True)
         text = raw.decode("utf-8")

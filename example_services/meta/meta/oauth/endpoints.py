@@ -25,7 +25,7 @@ from meta.oauth.catalog import scope_groups
 from meta.oauth.clients import FirstPartyClient
 from meta.oauth.models import Consent, RevocationEvent
 from meta.oauth.oidc import is_openid, normalize_scope, split_scope
-from meta.oauth.server import oauth_state
+from meta.oauth.server import error_text, oauth_state
 from srcore.auth import current_token, current_user, oauth
 from srcore.auth.scopes import ScopeError, parse_scopes
 from srcore.db import UserType, writes_on_safe_method
@@ -37,7 +37,15 @@ from srcore.ratelimit import client_address
 from srcore.routing import ID_MAX
 from srcore.validation import Invalid, coerce_string
 
-__all__ = ["ProfileJSON", "endpoints", "oauth_error", "profile_of"]
+__all__ = [
+    "MACHINE_ENDPOINTS",
+    "ProfileJSON",
+    "endpoints",
+    "error_code",
+    "oauth_error",
+    "profile_of",
+    "protocol_error",
+]
 
 endpoints = Blueprint("oauth", __name__)
 
@@ -306,14 +314,73 @@ def _remembered(user_id: int, client_id: str, scope: str) -> bool:
 # -- token, revocation, introspection -----------------------------------------------------
 
 
+#: The endpoints programs call, and the error form each answers in: ``client`` where a
+#: client authenticates with its secret (RFC 6749 5.2, RFC 7009 2.2.1, RFC 7662 2.3, and
+#: the services' pull of revocations), ``bearer`` where it presents an access token (RFC
+#: 6750 3.1), ``document`` for what is only read (metadata, keys). A program reads the
+#: ``error`` of a JSON body; an HTML page made it report a parse error, or nothing at all.
+MACHINE_ENDPOINTS = {
+    "oauth.token": "client",
+    "oauth.revoke": "client",
+    "oauth.introspect": "client",
+    "oauth.revocations": "client",
+    "oidc.userinfo": "bearer",
+    "oauth.metadata": "document",
+    "oauth.jwks": "document",
+    "oidc.configuration": "document",
+}
+
+
+def error_code(kind: str, status: int) -> str:
+    """The error code of a *status* that says nothing more, at a *kind* of endpoint."""
+    if status == 503:
+        return "temporarily_unavailable"
+    if status >= 500:
+        return "server_error"
+    if status == 401:
+        return "invalid_token" if kind == "bearer" else "invalid_client"
+    if status == 403 and kind == "bearer":
+        return "insufficient_scope"
+    return "invalid_request"
+
+
+def protocol_error(
+    kind: str,
+    status: int,
+    description: str,
+    *,
+    error: str | None = None,
+    response: Response | None = None,
+) -> Response:
+    """The error of a machine endpoint of *kind* (see :data:`MACHINE_ENDPOINTS`): JSON
+    ``error`` and ``error_description`` with *status*, never stored, and the challenge
+    the spec asks for: ``Basic`` on a client's 401, ``Bearer`` with the error named on
+    a resource's 400, 401 and 403 (RFC 6750 3), bare when the request carried no token.
+    With *response*, that response (its other headers kept) is made the error."""
+    error = error or error_code(kind, status)
+    description = error_text(description)
+    body = current_app.json.dumps({"error": error, "error_description": description})
+    if response is None:
+        response = current_app.response_class()
+    response.set_data(body + "\n")
+    response.content_type = "application/json"
+    response.status_code = status
+    response.headers.remove("WWW-Authenticate")
+    if kind == "client" and status == 401:
+        response.headers["WWW-Authenticate"] = f'Basic realm="{_realm()}"'
+    elif kind == "bearer" and status in (400, 401, 403):
+        challenge = f'Bearer realm="{_realm()}"'
+        if not (status == 401 and error == "invalid_request"):
+            challenge += f', error="{error}", error_description="{description}"'
+        response.headers["WWW-Authenticate"] = challenge
+    return _no_store(response)
+
+
 def oauth_error(error: str, description: str) -> Response:
     """An RFC 6749 5.2 error body; a failed client authentication is a 401 challenge."""
-    response = jsonify(error=error, error_description=description)
-    response.status_code = 400
-    if error == "invalid_client":
-        response.status_code = 401
-        response.headers["WWW-Authenticate"] = f'Basic realm="{_realm()}"'
-    return _no_store(response)
+    return protocol_error(
+        "client", 401 if error == "invalid_client" else 400, description, error=error
+    )
 
 
 def _realm() -> str:
@@ -497,17 +564,16 @@ def revocations() -> Response:
     if throttled is not None:
         return throttled
     if _first_party_from_basic() is None:
-        refused = error_response(
-            401,
+        refused = oauth_error(
+            "invalid_client",
             "Authenticate with a network service's client id and secret (HTTP Basic).",
-            headers=[("WWW-Authenticate", 'Basic realm="meta"')],
         )
         _count_client_attempt(keys, refused, ())
         return refused
     raw = request.args.get("since", "0")
     # Any seq a service may hold (the protocol's range), so no service's pull is stuck.
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_SEQ:
-        return error_response(400, f"since must be an integer from 0 to {MAX_SEQ}.")
+        return oauth_error("invalid_request", f"since must be an integer from 0 to {MAX_SEQ}.")
     since = int(raw)
     # seq is an ``integer`` column: no event comes after its last value, and PostgreSQL
     # refuses to compare it with a larger number at all.

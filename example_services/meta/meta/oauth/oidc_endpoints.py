@@ -26,6 +26,7 @@ from flask import (
 from meta import audit, logic, signals
 from meta.models import User
 from meta.oauth import checks
+from meta.oauth.endpoints import protocol_error
 from meta.oauth.models import Grant
 from meta.oauth.oidc import (
     ACR_MULTI_FACTOR,
@@ -109,14 +110,7 @@ def configuration() -> Response:
 
 def _bearer_error(status: int, error: str, description: str) -> Response:
     """RFC 6750 3: the challenge names the error; the body says it too."""
-    response = jsonify(error=error, error_description=description)
-    response.status_code = status
-    challenge = f'Bearer realm="meta", error="{error}", error_description="{description}"'
-    if status == 401 and error == "invalid_request":
-        challenge = 'Bearer realm="meta"'
-    response.headers["WWW-Authenticate"] = challenge
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return protocol_error("bearer", status, description, error=error)
 
 
 def _presented_token() -> tuple[str | None, Response | None]:
@@ -130,9 +124,12 @@ def _presented_token() -> tuple[str | None, Response | None]:
     if header and form_token:
         return None, _bearer_error(400, "invalid_request", "Send the token once.")
     if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            return None, _bearer_error(401, "invalid_token", "Use a Bearer access token.")
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            # Another scheme carries no token: a challenge without an error (RFC 6750 3.1).
+            return None, _bearer_error(401, "invalid_request", "Use a Bearer access token.")
+        if not value.strip():
+            return None, _bearer_error(400, "invalid_request", "The Bearer token is empty.")
         return value.strip(), None
     if form_token:
         return form_token, None

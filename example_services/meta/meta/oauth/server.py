@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from meta.oauth.network import Network
     from srcore.db import Database
 
-__all__ = ["OAuthState", "build_server", "oauth_state", "with_issuer"]
+__all__ = ["OAuthState", "build_server", "error_text", "oauth_state", "with_issuer"]
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 
@@ -767,6 +767,11 @@ def _ascii(text: str) -> str:
     if len(shown) > MAX_DESCRIPTION:
         shown = shown[: MAX_DESCRIPTION - 3] + "..."
     return shown
+
+
+def error_text(text: str) -> str:
+    """*text* as an ``error_description`` (and a challenge's quoted string) may hold it."""
+    return _ascii(text)
 
 
 def build_server(app: Any, st: OAuthState) -> AuthorizationServer:
