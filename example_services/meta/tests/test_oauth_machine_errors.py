@@ -6,7 +6,7 @@ protocol's JSON (``error``, ``error_description``), with the status and challeng
 spec names, whatever produced it (routing, srcore before the view, the view, a failure
 after it). oauthlib, which meta does not use, turns such a body into its exception class
 (``InvalidClientError``, ...) and an HTML page into a parse error; PyJWT makes the tokens
-meta must refuse.
+meta must refuse. Personal access tokens' names follow the rule of applications' names.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from oauth_helpers import TODO_ID, TODO_SECRET, basic, network_config, oauth_app
 from oauthlib.oauth2 import BackendApplicationClient
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
-from srcore.testing import free_port, run_service
+from srcore.testing import free_port, log_in_client, run_service
 
 __all__ = ["oauth_app"]  # fixtures used by this module
 
@@ -279,3 +279,60 @@ def test_requests_oauthlib_reads_each_refusal_as_its_oauth_error(
     assert claims["sub"] == TODO_ID
     feed = requests.get(served + "/oauth/revocations", auth=(TODO_ID, "wrong"), timeout=10)
     assert feed.status_code == 401 and feed.json()["error"] == "invalid_client"
+
+
+# -- personal access tokens' names ---------------------------------------------------------
+
+#: "Todo" with its first o Cyrillic (U+043E): the name the applications rule refuses.
+LOOK_ALIKE = "T\u043edo deploy"
+
+
+def test_a_token_name_may_not_mix_scripts_in_a_word(oauth_app: Any, accounts: Any) -> None:
+    from meta.oauth.models import PersonalAccessToken
+    from meta.oauth.pats import create_token
+    from sqlalchemy import func, select
+
+    alice = accounts.make("alice")
+    browser = log_in_client(oauth_app.test_client(), alice)
+    page = browser.get("/security").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf
+    refused = browser.post(
+        "/security/tokens",
+        data={
+            "name": LOOK_ALIKE,
+            "scopes": "meta/profile:RO",
+            "expires": "30",
+            "csrf_token": csrf.group(1),
+        },
+    )
+    assert refused.status_code == 400, refused.status_code
+    assert "U+043E" in refused.get_data(as_text=True)
+
+    with oauth_app.test_request_context("/api/tokens", method="POST"):
+        from meta.models import User
+
+        from srcore.db import session
+
+        _row, boot = create_token(
+            session.get(User, alice.id), name="boot", scope="meta/tokens:RW", days=30
+        )
+        session.commit()
+    api = oauth_app.test_client().post(
+        "/api/tokens",
+        json={"name": LOOK_ALIKE, "scopes": ["meta/tokens:RO"]},
+        headers={"Authorization": f"Bearer {boot}"},
+    )
+    assert api.status_code == 400, api.get_json()
+    assert "U+043E" in str(api.get_json())
+    # Words of one script each, side by side, are a name like any other.
+    fine = oauth_app.test_client().post(
+        "/api/tokens",
+        json={"name": "Todo \u0434\u0435\u043f\u043b\u043e\u0439", "scopes": ["meta/tokens:RO"]},
+        headers={"Authorization": f"Bearer {boot}"},
+    )
+    assert fine.status_code == 201, fine.get_json()
+    with oauth_app.extensions["srcore"].db.transaction() as db:
+        names = db.scalars(select(PersonalAccessToken.name)).all()
+        assert LOOK_ALIKE not in names
+        assert db.scalar(select(func.count()).select_from(PersonalAccessToken)) == 2

@@ -35,7 +35,14 @@ from srcore.errors import error_response
 from srcore.openapi import Created, NoContent, created, no_content, operation
 from srcore.validation import Validation
 
-__all__ = ["create_token", "grantable_scope", "pats", "token_refusal", "too_many_tokens"]
+__all__ = [
+    "create_token",
+    "grantable_scope",
+    "pats",
+    "token_name_problem",
+    "token_refusal",
+    "too_many_tokens",
+]
 
 pats = Blueprint("oauth_security", __name__)
 
@@ -199,6 +206,9 @@ def _check_token_input(
     With *within* (the scopes of the token asking), only scopes it holds are granted.
     """
     name = valid.require("name", max_length=128, text="name", label="Name")
+    problem = token_name_problem(name) if name is not None else None
+    if problem is not None:
+        valid.error(problem, "name")
     # Every repeated form field, or a JSON array; a space-separated string is split too.
     raw_scopes = valid.optional("scopes", list[str], split=True, max_length=256) or []
     if api:
@@ -242,6 +252,18 @@ def _check_token_input(
     if valid.errors or name is None:
         return None
     return name, scope, days
+
+
+def token_name_problem(name: str) -> str | None:
+    """Why *name* may not name a token, or None: the rule of applications' names, a word
+    that mixes scripts. A token's name is what tells it from the others on the Security
+    page, in the audit log and in the notice that it is revoked: a token an application
+    makes through the API, named "deploy" with a Cyrillic e (U+0435), reads there as the
+    user's own "deploy" token, which they may then keep while revoking theirs."""
+    # Imported here: meta.oauth.client_pages imports this module.
+    from meta.oauth.client_pages import mixed_script_problem
+
+    return mixed_script_problem(name)
 
 
 def grantable_scope(raw_scopes: list[str]) -> tuple[str, None] | tuple[None, str]:
