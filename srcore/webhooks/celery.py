@@ -50,6 +50,7 @@ class _Wakeups:
         self.celery_app, self.queue, self.slots = celery_app, queue_name(service_id), slots
         self.key = f"srcore-webhooks:{service_id}:queued"
         self._redis: Any = None
+        self.failed = False  # a SET that timed out may land later: a mark, but no drain queued
         if broker.startswith(("redis://", "rediss://")):
             import redis
 
@@ -60,9 +61,11 @@ class _Wakeups:
         self.celery_app.send_task(DRAIN, args=[spread], queue=self.queue)
 
     def after_commit(self) -> None:
-        """Raises if the broker is down."""
-        if self._redis is None or self._redis.set(self.key, 1, nx=True, ex=60):
+        """Raises if the broker is down; the next commit then sets the mark anew, and sends."""
+        self.failed, unless_queued = True, not self.failed
+        if self._redis is None or self._redis.set(self.key, 1, nx=unless_queued, ex=60):
             self.send()
+        self.failed = False
 
     def started(self) -> None:
         try:
@@ -99,9 +102,8 @@ def make_celery(
         raise ValueError(f"[global] webhooks-broker is empty in {st.config.path}: {why}")
     tick = tick if tick is not None else max(settings_for(app).poll_interval, timedelta(seconds=1))
     seconds = tick.total_seconds()
-    queue = queue_name(st.service_id)
     # A tick nobody took within a tick is dropped: ticks do not pile up without workers.
-    tick_options = {"queue": queue, "expires": max(seconds, 1.0)}
+    options = {"queue": queue_name(st.service_id), "expires": max(seconds, 1.0)}
     celery_app = Celery(f"srcore-webhooks-{st.service_id}", set_as_current=False)
     celery_app.conf.update(
         broker_url=broker,
@@ -110,12 +112,10 @@ def make_celery(
         broker_connection_timeout=PUBLISH_TIMEOUT,
         broker_transport_options={"socket_connect_timeout": PUBLISH_TIMEOUT, "socket_timeout": 5},
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0},
-        task_default_queue=queue,
+        task_default_queue=options["queue"],
         worker_prefetch_multiplier=1,  # a drain waiting is left to an idle process
         worker_hijack_root_logger=False,  # handlers an operator put on the root logger stay
-        beat_schedule={
-            "srcore-webhooks-tick": dict(task=DRAIN, schedule=seconds, options=tick_options)
-        },
+        beat_schedule={"srcore-webhooks-tick": dict(task=DRAIN, schedule=seconds, options=options)},
     )
     slots = int(st.config.global_["webhook-celery-slots"])
     wakeups = _Wakeups(celery_app, st.service_id, broker, slots)
