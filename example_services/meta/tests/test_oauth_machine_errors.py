@@ -143,6 +143,27 @@ def test_every_failed_client_authentication_is_invalid_client_with_a_basic_chall
     assert _challenge(absent)[0] == "Basic"
 
 
+def test_a_failed_client_authentication_says_what_failed(machine: Any) -> None:
+    """A wrong secret was "cannot authenticate with methods: [...]", as if the method
+    were wrong; no credentials at all, the same. An unknown client stays "does not exist"."""
+    client = machine.test_client()
+    for path in ("/oauth/token", "/oauth/revoke", "/oauth/introspect"):
+        form = {"grant_type": "client_credentials", "token": "x"}
+        by_basic = client.post(path, data=form, headers=basic(TODO_ID, "wrong"))
+        by_post = client.post(path, data={**form, "client_id": TODO_ID, "client_secret": "wrong"})
+        for wrong in (by_basic, by_post):
+            description = _is_protocol_json(wrong, 401)["error_description"]
+            assert "secret is wrong" in description, (path, description)
+            assert "client_secret_basic" in description, (path, description)
+        absent = client.post(path, data=form)
+        assert "No client credentials" in _is_protocol_json(absent, 401)["error_description"]
+        unknown = client.post(path, data=form, headers=basic("nobody", "x"))
+        assert "does not exist" in _is_protocol_json(unknown, 401)["error_description"]
+    untyped = client.post("/oauth/token", headers=basic())
+    description = _is_protocol_json(untyped, 400)["error_description"]
+    assert description.endswith("the request has no Content-Type."), description
+
+
 def test_the_revocations_feed_refuses_a_bad_since_as_invalid_request(machine: Any) -> None:
     client = machine.test_client()
     for since in ("-1", "x", "9" * 30):

@@ -77,10 +77,9 @@ def check_body(mimetype: str, length: int | None) -> None:
     the wrong thing learnt nothing, or was answered as if it had sent what was meant.
     """
     if mimetype != FORM_TYPE:
-        shown = _shown(mimetype) or "no Content-Type"
+        shown = f"not {_shown(mimetype)}" if mimetype else "the request has no Content-Type"
         raise BadRequest(
-            "invalid_request",
-            f"Send the parameters as {FORM_TYPE} in the request body, not {shown}.",
+            "invalid_request", f"Send the parameters as {FORM_TYPE} in the request body, {shown}."
         )
     if length is not None and length > MAX_CLIENT_BODY:
         raise BadRequest(

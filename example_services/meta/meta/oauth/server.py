@@ -18,6 +18,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskServe
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Request, grants
 from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
@@ -704,6 +705,31 @@ class _ConfiguredRequest(FlaskOAuth2Request):  # type: ignore[misc]
 class AuthorizationServer(_FlaskServer):  # type: ignore[misc]
     def handle_response(self, status: int, body: Any, headers: Any) -> Any:
         return super().handle_response(status, body, with_issuer(headers, _state().issuer))
+
+    def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
+        """Authlib's client authentication, saying what failed: a known client with a wrong
+        secret was told it "cannot authenticate with methods: [...]", as if the method
+        were at fault. An unknown client keeps Authlib's "does not exist", which operators
+        know to mean a meta not restarted since the client was configured."""
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError as error:
+            try:
+                basic = checks.basic_credentials(request.headers.get("Authorization"))
+            except checks.BadRequest:  # refused before Authlib runs; never here
+                basic = None
+            client_id = basic[0] if basic is not None else request.payload.data.get("client_id")
+            if not client_id:
+                error.description = (
+                    "No client credentials: send the client id and secret as HTTP Basic "
+                    "(client_secret_basic) or in the form (client_secret_post)."
+                )
+            elif self.query_client(client_id) is not None:
+                error.description = _ascii(
+                    "The client secret is wrong, or this client may not authenticate this "
+                    f"way here (it may use: {', '.join(methods)})."
+                )
+            raise
 
     def create_oauth2_request(self, request: Any) -> Any:
         from flask import request as flask_request
