@@ -136,6 +136,8 @@ def test_create_token_prints_a_working_token_alone_on_stdout(
         (["alice", "meta/nope:RO"], "Meta has no scope called 'nope'"),
         (["alice", "profile"], "invalid scope 'profile'"),
         (["alice", "meta/profile:RO", "--name", " "], "name must have 1 to 128 characters"),
+        # A Cyrillic o in a Latin word: the rule of the Security page and the API.
+        (["alice", "meta/profile:RO", "--name", "T\u043edo deploy"], "U+043E"),
         (["suspended", "meta/profile:RO"], "suspended is suspended"),
     ],
 )

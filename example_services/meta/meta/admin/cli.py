@@ -225,12 +225,21 @@ def create_token_for(
     The scopes are checked against the network's services as on the ``/security`` page;
     the token is shown here once, as there.
     """
-    from meta.oauth.pats import create_token, grantable_scope, token_refusal, too_many_tokens
+    from meta.oauth.pats import (
+        create_token,
+        grantable_scope,
+        token_name_problem,
+        token_refusal,
+        too_many_tokens,
+    )
     from srcore.db import session
 
     name = _text(name.strip(), "--name", text="name", max_length=128)
     if not name:
         raise click.ClickException("the token's name must have 1 to 128 characters")
+    mixed = token_name_problem(name)
+    if mixed is not None:  # the rule of the Security page and the API
+        raise click.ClickException(f"--name: {mixed}")
     with _meta_app(config):
         scope, problem = grantable_scope(list(scopes))
         if scope is None:
