@@ -19,10 +19,13 @@ statement already.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import math
+import os
 import select
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -320,12 +323,33 @@ def require_driver(url: URL) -> None:
         require("postgres", f"the PostgreSQL database {where}")
 
 
+@functools.cache
+def process_kind() -> str:
+    """What this process is to an operator: ``web`` (gunicorn, ``srcore serve``), ``worker``
+    (``srcore worker``), ``celery``, or the command or program that runs (``migrate``)."""
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = main.name.partition(".")[0] if main else os.path.basename(sys.argv[0])
+    args = iter(sys.argv[1:] if program == "srcore" else ())
+    for arg in args:  # the subcommand: the first argument that is no option nor --config's
+        if arg == "--config":
+            next(args, None)
+        elif not arg.startswith("-"):
+            program = arg
+            break
+    return {"gunicorn": "web", "serve": "web", "dev": "web"}.get(program, program)
+
+
 def connect_args(url: URL) -> dict[str, Any]:
-    """The driver's connect arguments srcore adds to *url*: :data:`CONNECT_TIMEOUT` and
-    :data:`TCP_OPTIONS`, each unless the URL sets its own."""
+    """The driver's connect arguments srcore adds to *url*: :data:`CONNECT_TIMEOUT`,
+    :data:`TCP_OPTIONS` and an ``application_name`` saying what connects (``srcore
+    migrate``; a service's database adds its id, ``srcore todo web``), so that operators
+    tell the connections apart in ``pg_stat_activity``. Each unless the URL sets its own
+    (the name also unless ``PGAPPNAME`` does)."""
     if url.get_backend_name() != "postgresql":
         return {}
     wanted: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, **TCP_OPTIONS}
+    if not os.environ.get("PGAPPNAME"):
+        wanted["application_name"] = f"srcore {process_kind()}"
     return {key: value for key, value in wanted.items() if key not in url.query}
 
 
@@ -398,6 +422,8 @@ class Database:
 
     engine: Engine
     sessionmaker: sessionmaker[Session]
+    #: The service whose database this is (set by :func:`init_app`): it names connections.
+    service_id: str | None = None
 
     def __init__(
         self,
@@ -429,12 +455,21 @@ class Database:
             if self.engine.dialect.driver == "psycopg":
                 # First of the checkout listeners: the others may talk to the server.
                 event.listen(self.engine, "checkout", _pg_drop_if_closed)
+                event.listen(self.engine, "do_connect", self._name_connection)
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
         event.listen(self.sessionmaker, "before_flush", _refuse_flush)
         event.listen(self.sessionmaker, "do_orm_execute", _refuse_dml)
         if self.engine.dialect.driver == "psycopg":
             event.listen(self.sessionmaker, "after_begin", _autocommit_reads)
             event.listen(self.engine, "reset", _end_autocommit)
+
+    def _name_connection(
+        self, _dialect: Dialect, _record: object, _args: object, params: Any
+    ) -> None:
+        """Add the service to the name :func:`connect_args` gave (``srcore todo web``):
+        operators count each service's connections by kind of process."""
+        if self.service_id and params.get("application_name") == f"srcore {process_kind()}":
+            params["application_name"] = f"srcore {self.service_id} {process_kind()}"
 
     #: How long one statement run for a web request may take; None: no bound.
     request_statement_timeout: timedelta | None = None
@@ -708,6 +743,7 @@ def init_app(app: Flask, database: Database) -> None:
     """
     if _close_session not in app.teardown_appcontext_funcs:
         app.teardown_appcontext(_close_session)
+    database.service_id = getattr(app.extensions.get("srcore"), "service_id", None)
     section = getattr(app.extensions.get("srcore"), "section", None)
     timeout = section.get("database-statement-timeout") if section is not None else None
     if isinstance(timeout, timedelta):
