@@ -16,6 +16,8 @@
   string or a form (400); NUL cannot even be stored in PostgreSQL text.
 * :class:`SrcoreResponse` encodes text that cannot be UTF-8 (a lone surrogate echoed
   from input) with a replacement character instead of failing the response.
+* :func:`check_form_origin` refuses a form another site's page sent, even with a valid
+  CSRF token, in every environment.
 
 The limits sit below the WSGI server's own (see :mod:`srcore.serving`), so oversized
 requests get srcore's error body, JSON under ``/api/``, rather than the server's page.
@@ -28,7 +30,7 @@ import functools
 import re
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 from flask import Request, Response
 from werkzeug.datastructures import Headers, MultiDict
@@ -45,6 +47,7 @@ __all__ = [
     "MAX_TARGET_LENGTH",
     "SrcoreRequest",
     "SrcoreResponse",
+    "check_form_origin",
     "check_request",
 ]
 
@@ -329,3 +332,44 @@ def check_request(request: Request) -> None:
             raise BadRequest("The form contains control characters.")
         if any(_CONTROL.search(name) for name in request.files):
             raise BadRequest("The form contains control characters.")
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_key(url: str) -> tuple[str, str, int | None] | None:
+    """Scheme, host and port of *url* (the default port written out), as origins compare;
+    None when it is no such URL."""
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        return scheme, parts.hostname or "", parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is no number, an unclosed [
+        return None
+
+
+def check_form_origin(request: Request, origin: str) -> None:
+    """Refuse (400) a form whose ``Origin`` is another site's, though its CSRF token is valid.
+
+    The token is the defence; this is a second one, kept in development too: over plain
+    http nothing else asks where a form came from (Flask-WTF's Referer check is for https
+    only), and a page of another origin that got hold of a token (a sibling service on
+    another port of the same host, whose cookies are shared) could post with it. Browsers
+    name the sending page's origin on every POST. Taken: the service's configured
+    *origin*, and the origin the request was sent to (a browser on ``localhost`` for
+    ``127.0.0.1``, a proxy passing another Host). No ``Origin`` (a client other than a
+    browser) and ``null`` (a browser keeping it private: a no-referrer policy, a
+    sandboxed frame) say nothing, and are left to the token. No page of one service posts
+    to another (``make demo``'s services, on two ports, are two origins: the login goes
+    between them by redirects), so nothing of theirs is refused.
+    """
+    sent = request.headers.get("Origin")
+    if sent is None or sent.strip() == "null":
+        return
+    key = _origin_key(sent)
+    if key is not None and key in (_origin_key(origin), _origin_key(request.host_url)):
+        return
+    raise BadRequest(
+        "This form was sent from a page of another site; only this service's own pages "
+        "may send it. Open the form here and send it again."
+    )

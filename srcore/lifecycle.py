@@ -9,7 +9,8 @@ Before the view (:func:`init_app`'s ``before``):
 1. request hygiene (:func:`srcore.hygiene.check_request`): limits and control
    characters first, so nothing below sees such a request;
 2. the CSRF check of a form sent with an unsafe method (not under ``/api/``, which
-   authenticates with bearer tokens, nor ``/_srcore/``, whose pushes are signed);
+   authenticates with bearer tokens, nor ``/_srcore/``, whose pushes are signed), then
+   its ``Origin`` (:func:`srcore.hygiene.check_form_origin`);
 3. the steps features add with :func:`add_before`, in the order they were added (the
    write rate limit, :mod:`srcore.ratelimit`, is added last when the app is built: a
    write is counted once the request has passed every check above). A step that returns
@@ -43,7 +44,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, g, request
 
 from srcore.logsetup import log_safe
 from srcore.redact import ENVIRON_KEY, is_secret_name, redact_target
@@ -184,7 +185,7 @@ def init_app(app: Flask) -> None:
     """Register srcore's before-request and after-request functions on *app*."""
     from flask_wtf.csrf import CSRFProtect
 
-    from srcore.hygiene import check_request
+    from srcore.hygiene import check_form_origin, check_request
     from srcore.routing import API_PREFIX
 
     st: SrcoreState = app.extensions["srcore"]
@@ -193,6 +194,7 @@ def init_app(app: Flask) -> None:
     # The API authenticates with bearer tokens and meta's pushes under /_srcore/ are signed
     # JWS bodies: neither is a form a browser could be tricked into submitting.
     exempt = (API_PREFIX, "/_srcore/")
+    origin = str(st.section["origin"])
     steps = before_steps(app)
     more_after = after_steps(app)
     config = app.config
@@ -212,6 +214,8 @@ def init_app(app: Flask) -> None:
         if req.method in unsafe and config["WTF_CSRF_ENABLED"] and not req.path.startswith(exempt):
             # Views a service exempts with csrf.exempt (an OAuth token endpoint) are skipped.
             csrf.protect(apply_exemptions=True)
+            if g.get("csrf_valid"):  # and only a form with a valid token is asked its Origin
+                check_form_origin(req, origin)
         for step in steps:
             answer = step(req)
             if answer is not None:
