@@ -137,7 +137,8 @@ def test_no_services_cookie_or_csrf_token_counts_at_another(network: Network, co
     open_page(net, page, f"{net.meta}/profile", "alice")
     meta_token = csrf_token(page)
     cookies = {cookie["name"]: cookie for cookie in context.cookies()}
-    assert cookies.keys() == {"meta_session", "todo_session", "paste_session"}
+    # meta_device: the browser is known to alice's account (its own login counter at meta).
+    assert cookies.keys() == {"meta_session", "meta_device", "todo_session", "paste_session"}
     for cookie in cookies.values():
         assert (cookie["domain"], cookie["path"], cookie["httpOnly"], cookie["sameSite"]) == (
             "127.0.0.1",
@@ -187,7 +188,7 @@ def test_logging_out_of_one_service_leaves_the_others(network: Network, context:
     assert answer.status == 302
     assert answer.headers["location"] == f"{net.meta}/"
     names = {cookie["name"] for cookie in context.cookies()}
-    assert names == {"meta_session", "paste_session"}
+    assert names == {"meta_session", "meta_device", "paste_session"}
     assert page.goto(f"{net.paste}/new", timeout=STEP_MS).url == f"{net.paste}/new"
     # todo's token died with its session, even once the browser is logged in there again.
     open_page(net, page, f"{net.todo}/create", "alice")
