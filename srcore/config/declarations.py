@@ -709,8 +709,9 @@ SERVICE_KEYS: tuple[Key, ...] = (
         default="",
         check=_metrics_path,
         help="The path Prometheus metrics are served at, e.g. /metrics: a plain path, "
-        "without ?, #, % or <>. Empty: no metrics endpoint. Keep it away from the public "
-        "internet with your proxy.",
+        "without ?, #, % or <>, and no path one of the service's pages answers (the "
+        "service refuses to start, naming the page). Empty: no metrics endpoint. Keep it "
+        "away from the public internet with your proxy.",
     ),
     Key(
         "proxy-fix-trusted-hops",
