@@ -31,7 +31,7 @@ import srcore
 from meta import audit, meta_state, passkeys, totp
 from meta.audit import Kind
 from meta.mails import mail_on_commit, send_mail
-from meta.models import PasskeyCredential, User
+from meta.models import EmailToken, PasskeyCredential, User
 from meta.passkeys import PasskeyError, Purpose, RelyingParty
 from meta.protection import AccountCounter
 from srcore.auth.web import is_safe_next, login_required
@@ -372,18 +372,11 @@ def login() -> Any:
     return _redirect_json(response)
 
 
-@passkey_pages.route("/login/verify/passkey/options", methods=["POST"])
-def second_step_options() -> Any:
-    """Step one of a passkey as the second factor: a challenge for the account's keys."""
-    from meta.twofactor import _pending
-
-    found = _pending()
-    if found is None:
-        return _fail(400, "Log in again: the wait for your second factor ran out.")
-    user, _next = found
+def _second_factor_options(user: User, **extra: Any) -> Response:
+    """Step one of a passkey as the second factor of *user*: a challenge for its keys."""
     if passkeys.count_of(db, user.id) == 0:
         return _fail(400, "Your account has no passkey.")
-    challenge = _begin(Purpose.second, user.id)
+    challenge = _begin(Purpose.second, user.id, **extra)
     return jsonify(
         passkeys.authentication_options(
             db,
@@ -395,17 +388,13 @@ def second_step_options() -> Any:
     )
 
 
-@passkey_pages.route("/login/verify/passkey", methods=["POST"])
-def second_step() -> Any:
-    """Step two of a passkey as the second factor, after the right password."""
-    from meta.twofactor import PENDING, _pending
-    from meta.views import _client_address, _throttle_key, finish_login
+def _check_second_factor(user: User, link: str | None = None) -> tuple[str, Any] | Response:
+    """Step two of a passkey as the second factor of *user*: the name of the key that
+    answered this browser's challenge and what it proved (:func:`passkeys.verify_assertion`),
+    or the refusal to send. *link* is the hash of the reset link the challenge was given
+    for (None: a login's). A refused answer counts on the second step's counter."""
+    from meta.views import _client_address, _throttle_key
 
-    found = _pending()
-    if found is None:
-        session.pop(PENDING, None)
-        return _fail(400, "Log in again: the wait for your second factor ran out.")
-    user, target = found
     account = _throttle_key(user, user.username)
     throttled = _throttled(user.id, account, second_factor=True)
     if throttled is not None:
@@ -413,7 +402,9 @@ def second_step() -> Any:
     taken = _take(Purpose.second, user.id)
     if taken is None:
         return _fail(400, _EXPIRED)
-    challenge, _ceremony = taken
+    challenge, ceremony = taken
+    if ceremony.get("link") != link:
+        return _fail(400, _EXPIRED)
     answer = _answer()
     try:
         key_id = passkeys.answer_credential_id(answer)
@@ -438,10 +429,85 @@ def second_step() -> Any:
     protection = meta_state().protection
     if protection is not None:
         protection.success(account, _client_address(), second_factor=True)
+    return name, used
+
+
+@passkey_pages.route("/login/verify/passkey/options", methods=["POST"])
+def second_step_options() -> Any:
+    """Step one of a passkey as the second factor: a challenge for the account's keys."""
+    from meta.twofactor import _pending
+
+    found = _pending()
+    if found is None:
+        return _fail(400, "Log in again: the wait for your second factor ran out.")
+    user, _next = found
+    return _second_factor_options(user)
+
+
+@passkey_pages.route("/login/verify/passkey", methods=["POST"])
+def second_step() -> Any:
+    """Step two of a passkey as the second factor, after the right password."""
+    from meta.twofactor import PENDING, _pending
+    from meta.views import finish_login
+
+    found = _pending()
+    if found is None:
+        session.pop(PENDING, None)
+        return _fail(400, "Log in again: the wait for your second factor ran out.")
+    user, target = found
+    checked = _check_second_factor(user)
+    if isinstance(checked, Response):
+        return checked
+    name, used = checked
     session.pop(PENDING, None)
     audit.record(db, Kind.passkey_used, user.id, detail=f"{name}, after the password")
     response = finish_login(user, ["pwd", *used.amr], target)
     return _redirect_json(response)
+
+
+# -- a passkey as the second factor of a password reset -----------------------------------------
+
+
+def _reset_account(token: str) -> tuple[EmailToken, User] | Response:
+    """The reset link *token* and its account, if it asks for a second factor."""
+    from meta.views import LINK_NOT_VALID, reset_asks_second_factor, reset_link
+
+    link = reset_link(token)
+    if link is None:
+        return _fail(404, LINK_NOT_VALID)
+    if not reset_asks_second_factor(link[1]):
+        return _fail(400, "Your account has no passkey.")
+    return link
+
+
+@passkey_pages.route("/reset/<token>/passkey/options", methods=["POST"])
+def reset_options(token: str) -> Any:
+    """Step one of a passkey on a reset page: a challenge for the account's keys."""
+    link = _reset_account(token)
+    if isinstance(link, Response):
+        return link
+    found, user = link
+    return _second_factor_options(user, link=found.token_hash)
+
+
+@passkey_pages.route("/reset/<token>/passkey", methods=["POST"])
+def reset_second_factor(token: str) -> Any:
+    """Step two of a passkey on a reset page: once it checks out, the page takes the new
+    password without a code (for a while, in this browser, for this link)."""
+    from meta.views import prove_reset
+
+    link = _reset_account(token)
+    if isinstance(link, Response):
+        return link
+    found, user = link
+    checked = _check_second_factor(user, found.token_hash)
+    if isinstance(checked, Response):
+        return checked
+    name, used = checked
+    audit.record(db, Kind.passkey_used, user.id, detail=f"{name}, for a password reset")
+    db.commit()
+    prove_reset(found, user, used.amr, name)
+    return _redirect_json(url_for("accounts.reset", token=token))
 
 
 # -- wiring ---------------------------------------------------------------------------------
@@ -457,6 +523,8 @@ def install(app: Flask, limiter: Limiter) -> None:
         ("passkeys.login", RATE_LIMITS["login"]),
         ("passkeys.second_step_options", RATE_LIMITS["login"]),
         ("passkeys.second_step", RATE_LIMITS["login"]),
+        ("passkeys.reset_options", RATE_LIMITS["login"]),
+        ("passkeys.reset_second_factor", RATE_LIMITS["login"]),
         ("passkeys.register_options", RATE_LIMITS["current-password"]),
         ("passkeys.register", RATE_LIMITS["current-password"]),
         ("passkeys.remove", RATE_LIMITS["current-password"]),

@@ -92,6 +92,8 @@ UNCOUNTED_WRITES = (
     "passkeys.login",
     "passkeys.second_step_options",
     "passkeys.second_step",
+    "passkeys.reset_options",
+    "passkeys.reset_second_factor",
     "passkeys.register_options",
     "passkeys.register",
     "passkeys.remove",

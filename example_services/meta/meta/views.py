@@ -32,7 +32,7 @@ import srcore
 from meta import audit, logic, meta_state, signals
 from meta.audit import Kind
 from meta.mails import mail_on_commit, prepare_mail, send_mail
-from meta.models import TokenPurpose, User
+from meta.models import EmailToken, TokenPurpose, User
 from meta.protection import AccountCounter
 from meta.settings import meta_settings
 from srcore.auth.web import current_user, is_safe_next, log_in, log_out, login_required
@@ -430,8 +430,17 @@ def _reset_mailer(user_id: int) -> Callable[[], None]:
     return issue_and_send
 
 
-@accounts.route("/reset/<token>", methods=["GET", "POST"])
-def reset(token: str) -> Any:
+#: The answer to a reset link that cannot be followed (now).
+LINK_NOT_VALID = "This link is invalid, was already used or has expired. Ask for a new one."
+#: The session key saying this browser answered with a passkey of the account for a reset
+#: link: ``{"t": the link's hash, "u", "at", "amr", "key"}``.
+RESET_PROVEN = "_meta_reset_2fa"
+#: How long a passkey checked on a reset page lets its password be chosen.
+RESET_PROVEN_SECONDS = 300
+
+
+def reset_link(token: str) -> tuple[EmailToken, User] | None:
+    """The reset link *token* and its account, if the link may be followed now."""
     found = logic.find_token(db, token, (TokenPurpose.reset,))
     user = db.get(User, found.user_id) if found is not None else None
     # A link is good only for the address it was mailed to, while the account has it.
@@ -441,33 +450,129 @@ def reset(token: str) -> Any:
         or user.is_suspended
         or found.email != logic.normalize_email(user.email)
     ):
-        return error_response(
-            404,
-            "This link is invalid, was already used or has expired. Ask for a new one.",
-            title="Link not valid",
-        )
-    min_length = meta_settings().password_min_length
+        return None
+    return found, user
+
+
+def reset_asks_second_factor(user: User) -> bool:
+    """Whether a reset link of *user* also asks for the account's second factor.
+
+    The link proves the mailbox only: whoever reads it must not replace the password of an
+    account that logs in with two factors (ending its owner's sessions and tokens) without
+    the second. An address never confirmed is the exception: its factors, added before
+    anyone proved the mailbox, are removed by the reset (:func:`_drop_unproven_factors`).
+    """
+    from meta.twofactor import has_second_factor
+
+    return user.email_confirmed_at is not None and has_second_factor(user.id)
+
+
+def prove_reset(found: EmailToken, user: User, amr: Iterable[str], key: str) -> None:
+    """Remember that this browser answered with *user*'s passkey *key* for reset link
+    *found*: its password may be chosen for a while without a code."""
+    session[RESET_PROVEN] = {
+        "t": found.token_hash,
+        "u": user.id,
+        "at": time.time(),
+        "amr": list(amr),
+        "key": key,
+    }
+
+
+def _reset_proof(found: EmailToken, user: User) -> tuple[list[str], str] | None:
+    """The methods (RFC 8176) and the passkey's name this browser proved for the link
+    *found*, unless it proved none, for another link or too long ago."""
+    proof = session.get(RESET_PROVEN)
+    if not isinstance(proof, dict) or proof.get("t") != found.token_hash:
+        return None
+    started, amr, key = proof.get("at"), proof.get("amr"), proof.get("key")
+    if proof.get("u") != user.id or not isinstance(started, int | float):
+        return None
+    if time.time() - started > RESET_PROVEN_SECONDS or not isinstance(key, str):
+        return None
+    if not isinstance(amr, list) or not all(isinstance(m, str) for m in amr):
+        return None
+    return amr, key
+
+
+def _reset_context(token: str, found: EmailToken, user: User) -> dict[str, Any]:
+    """The reset page, but ``valid``: which second factor it asks for, if any."""
+    from meta import passkeys, totp
+
+    asks = reset_asks_second_factor(user) and _reset_proof(found, user) is None
+    return {
+        "token": token,
+        "user": user,
+        "min_length": meta_settings().password_min_length,
+        "asks_factor": asks,
+        "totp_enabled": asks and totp.factor_of(db, user.id) is not None,
+        "has_passkeys": asks and passkeys.count_of(db, user.id) > 0,
+    }
+
+
+@accounts.route("/reset/<token>", methods=["GET", "POST"])
+def reset(token: str) -> Any:
+    """Choose a new password with a mailed link; an account with a second factor gives it
+    here too (a code, a recovery code, or a passkey checked on this page first)."""
+    from meta import totp
+    from meta.twofactor import CODE_MAX
+
+    link = reset_link(token)
+    if link is None:
+        return error_response(404, LINK_NOT_VALID, title="Link not valid")
+    found, user = link
     if request.method == "GET":
-        return render_template(
-            "meta/reset.html", valid=None, token=token, user=user, min_length=min_length
-        )
-    valid = Validation.form("meta/reset.html", token=token, user=user, min_length=min_length)
+        return render_template("meta/reset.html", valid=None, **_reset_context(token, found, user))
+    protection = meta_state().protection
+    key, address = _throttle_key(user, user.username), _client_address()
+    second = reset_asks_second_factor(user)
+    proof = _reset_proof(found, user) if second else None
+    asks = second and proof is None
+    if asks and protection is not None:
+        # The login's second step's counters: a code guessed here is a code guessed.
+        decision = protection.check(key, address, second_factor=True)
+        if not decision.allowed:
+            audit.record(db, Kind.login_throttled, user.id, detail="second-factor code, reset")
+            db.commit()
+            return _too_many(decision.retry_after, decision.retry_after_seconds)
+    valid = Validation.form("meta/reset.html", lambda: _reset_context(token, found, user))
+    min_length = meta_settings().password_min_length
     password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
+    code = None
+    if asks:
+        if totp.factor_of(db, user.id) is not None:
+            code = valid.require("code", max_length=CODE_MAX, label="The code")
+        else:
+            valid.error("Use your passkey first, then choose your new password.")
     if password:
         problem = logic.check_password(password, min_length=min_length, username=user.username)
         valid.expect(problem is None, problem or "", field="password")
     valid.raise_if_invalid()
     assert password  # require() recorded an error otherwise
+    amr = ["pwd"]
+    used_code = None
+    if code is not None:
+        # Checked (and spent) last: a code is not used up by a form refused for its password.
+        check = totp.check_code(db, user.id, code)
+        if not check.ok:
+            db.rollback()
+            if protection is not None:
+                protection.failure(key, address, second_factor=True)
+            audit.record(db, Kind.login_failed, user.id, detail="wrong second-factor code, reset")
+            db.commit()
+            valid.fail("This code is not right.", "code")
+        used_code = check.method
+        amr.append("otp")
+        detail = "authenticator app" if used_code == "otp" else "recovery code"
+        audit.record(db, Kind.factor_used, user.id, detail=f"{detail}, for a password reset")
+    elif proof is not None:
+        amr = ["pwd", *proof[0]]
     if not logic.consume_token(db, found):
         # Another request followed the same link first: this one changes nothing.
         db.rollback()
-        return error_response(
-            404,
-            "This link is invalid, was already used or has expired. Ask for a new one.",
-            title="Link not valid",
-        )
+        return error_response(404, LINK_NOT_VALID, title="Link not valid")
     # The mail reached the account's address: that confirms it too.
-    if found.email == logic.normalize_email(user.email) and user.email_confirmed_at is None:
+    if user.email_confirmed_at is None:
         user.email_confirmed_at = utcnow()
         if user.user_type == UserType.unconfirmed:
             user.user_type = UserType.active
@@ -475,17 +580,17 @@ def reset(token: str) -> Any:
     logic.set_password(db, user, meta_state().passwords.hash(password))
     audit.record(db, Kind.password_changed, user.id, detail="with a reset link")
     db.commit()
-    protection = meta_state().protection
+    session.pop(RESET_PROVEN, None)
     if protection is not None:
-        protection.success(_throttle_key(user, user.username), _client_address())
-    from meta.twofactor import begin_second_step, has_second_factor
-
-    if has_second_factor(user.id):
-        # The link proves the mailbox, not the second factor: ask for it as a login does.
-        flash("Your password is changed. Type your code to log in.", "success")
-        return begin_second_step(user, None)
-    _start_session(user, ("pwd",))
+        protection.success(key, address, second_factor=second)
+    _start_session(user, amr)
     flash("Your password is changed.", "success")
+    if used_code == "recovery":
+        left = totp.unused_recovery_codes(db, user.id)
+        flash(
+            f"You used a recovery code: {left} left. Make new ones on the two-factor page.",
+            "warning",
+        )
     return redirect(url_for("accounts.profile"))
 
 
