@@ -169,9 +169,12 @@ def test_two_cookies_of_one_name_the_first_is_read(service: Any) -> None:
 
 
 def test_meta_names_its_cookie_for_its_host_only(tmp_path: Path) -> None:
-    """meta's one cookie (its session: login, CSRF token, pending passkey and two-factor
-    steps) follows the same rule; meta sets no other cookie."""
+    """meta's session (login, CSRF token, pending passkey and two-factor steps) follows the
+    same rule, and so does the one other cookie it sets, at a complete login: the signed
+    known-device cookie, which a sibling host could otherwise shadow with one of its own."""
     import meta
+    from flask import Response
+    from meta.views import _known_device, _remember_device
 
     from srcore.testing import write_config
 
@@ -191,5 +194,16 @@ def test_meta_names_its_cookie_for_its_host_only(tmp_path: Path) -> None:
             answer = browser(app).get("/login", base_url=origin)
             assert answer.status_code == 200
             assert list(set_cookies(answer)) == [expected]
+            device = expected.replace("_session", "_device")
+            with app.test_request_context("/login", base_url=origin):
+                response = Response()
+                _remember_device(response, 7)
+            (header,) = response.headers.getlist("Set-Cookie")
+            cookie = set_cookies(response)[device]
+            assert (cookie["path"], cookie["domain"], cookie["httponly"]) == ("/", "", True)
+            assert bool(cookie["secure"]) == origin.startswith("https:"), header
+            sent = {"Cookie": f"{device}={cookie.value}"}
+            with app.test_request_context("/login", base_url=origin, headers=sent):
+                assert _known_device(7) is not None
         finally:
             app.extensions["srcore"].db.dispose()

@@ -673,6 +673,18 @@ DEVICES_KEPT = 5
 DEVICE_LIFETIME = 365 * 24 * 3600
 
 
+def _device_cookie() -> str:
+    """The known-device cookie's name: with the ``__Host-`` prefix wherever the session
+    cookie has it (see :mod:`srcore.sessions`). A sibling host of the site could otherwise
+    set its own ``meta_device`` (a valid one, of the attacker's account) ahead of the
+    owner's, and the owner's browser would count on the account's locked counter again."""
+    from srcore.sessions import HOST_PREFIX
+
+    session_cookie = current_app.session_interface.get_cookie_name(current_app)
+    prefix = HOST_PREFIX if session_cookie.startswith(HOST_PREFIX) else ""
+    return prefix + DEVICE_COOKIE
+
+
 def _device_serializer() -> Any:
     from itsdangerous import URLSafeSerializer
 
@@ -684,7 +696,7 @@ def _known_devices() -> list[tuple[int, str]]:
     no cookie, or one that was not made here."""
     from itsdangerous import BadData
 
-    raw = request.cookies.get(DEVICE_COOKIE)
+    raw = request.cookies.get(_device_cookie())
     if not raw or len(raw) > 2048:
         return []
     try:
@@ -723,7 +735,7 @@ def _remember_device(response: Response, user_id: int) -> None:
     device = _known_device(user_id) or secrets.token_urlsafe(16)
     kept = [[user_id, device]] + [[u, d] for u, d in known if u != user_id]
     response.set_cookie(
-        DEVICE_COOKIE,
+        _device_cookie(),
         _device_serializer().dumps(kept[:DEVICES_KEPT]),
         max_age=DEVICE_LIFETIME,
         path="/",
