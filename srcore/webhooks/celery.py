@@ -171,8 +171,10 @@ class CeleryDispatcher:
             with self._lock:
                 self._celery = self._celery or make_celery(self.app)
             self._celery.webhook_wakeups.after_commit()
-        except Exception:  # beat's next drain finds them
-            log.exception("could not nudge the webhook dispatcher about %d rows", len(ids))
+        except Exception as exc:  # beat's next drain finds them; a traceback at debug level
+            tb = log.isEnabledFor(logging.DEBUG)  # an outage logs once per commit: one line
+            why = f"{type(exc).__name__}: {exc}"
+            log.error("could not nudge the webhook dispatcher: %s", why, exc_info=tb)
 
 
 class NoServiceError(RuntimeError, AttributeError):  # hasattr(module, "app") is False
