@@ -79,6 +79,7 @@ __all__ = [
     "init_app",
     "make_metadata",
     "normalize_url",
+    "release_request_connection",
     "require_driver",
     "session",
     "utcnow",
@@ -131,6 +132,9 @@ _REQUEST_SESSION = "srcore_request_session"
 #: ``Session.info`` key of a request session that may not write (the request's method):
 #: on PostgreSQL its queries autocommit.
 _READ_ONLY = "srcore_read_only"
+#: ``Session.info`` key under which :mod:`srcore.oncommit` (a sibling, not imported here)
+#: keeps work waiting for the transaction's commit.
+_AFTER_COMMIT = "srcore_after_commit"
 #: ``ConnectionPoolEntry.info`` key: the connection was put in autocommit for a read.
 _AUTOCOMMIT = "srcore_autocommit"
 #: ``psycopg.pq.TransactionStatus.IDLE``: connected, no transaction open.
@@ -726,6 +730,38 @@ def _get_session() -> Session:
             db_session.info[_READ_ONLY] = method
         setattr(g, _SESSION_KEY, db_session)
     return db_session
+
+
+def release_request_connection(*, only_read: bool = False) -> bool:
+    """Give the request session's connection back to the pool, for a request about to
+    wait on something other than the database (an HTTP call to meta).
+
+    Held idle meanwhile, the connection is missing from the pool the rest of the process
+    draws on, the wait's own work included: a request that copies a user from meta in a
+    transaction of its own would need two at once, and as many such requests as the pool
+    has connections would each hold one while waiting for a second until the pool's
+    timeout. The transaction is ended only when it cannot hold a write: the session of a
+    request that may not write, or one whose caller knows it has only read (*only_read*:
+    the caller began it with a read of its own, nothing pending before). It commits, with
+    nothing to write: what the session loaded stays loaded (it does not expire on commit,
+    where a rollback would expire it), and its next query checks a connection out again.
+
+    Returns whether the session holds no connection now; False leaves it as it was.
+    """
+    db_session: Session | None = g.get(_SESSION_KEY)
+    if db_session is None or not db_session.in_transaction():
+        return True
+    if (
+        db_session.new
+        or db_session.dirty
+        or db_session.deleted
+        or db_session.in_nested_transaction()
+        or db_session.info.get(_AFTER_COMMIT)
+        or not (only_read or db_session.info.get(_READ_ONLY))
+    ):
+        return False
+    db_session.commit()
+    return True
 
 
 def _close_session(_exc: BaseException | None = None) -> None:

@@ -301,6 +301,9 @@ def build_meta_link(
 def fetch_unknown_user(link: MetaLink, user_id: int) -> bool:
     """Copy a user that a valid token names but this service has never seen from meta.
 
+    It waits for meta, then writes in a transaction of its own, taking a connection for
+    it: a request calling it lets go of its own session's connection first
+    (:func:`srcore.db.release_request_connection`), or it would hold two.
     Returns False if meta has no such user; raises MetaUnavailable if meta is down.
     """
     try:

@@ -37,6 +37,7 @@ from srcore.auth.link import (
 from srcore.auth.state import LoginBackend, auth_state
 from srcore.auth.users import profile_values, upsert_user
 from srcore.auth.web import NoAccountService, is_safe_next, log_in
+from srcore.db import release_request_connection
 from srcore.identity.protocol import MAX_TIME
 
 if TYPE_CHECKING:
@@ -218,6 +219,10 @@ def callback() -> BaseResponse:
     code = request.args.get("code", "")
     if not code:
         return _bad_callback("The account service sent no authorization code. Log in again.")
+    # Two calls to meta, then the copy of the profile in a transaction of its own: the
+    # request's session (which a hook before this view may have read with) holds no
+    # connection meanwhile. A GET's session cannot have written anything.
+    release_request_connection()
     try:
         tokens = link.meta.exchange_code(code, verifier=verifier, redirect_uri=link.redirect_uri)
         profile = link.meta.profile(str(tokens["access_token"]))

@@ -264,14 +264,30 @@ def _session_stands(uid: int) -> bool:
 
 
 def _token_user(model: Any, user_id: int) -> Any:
-    """The row of a token's user, copied from meta the first time this service sees them."""
+    """The row of a token's user, copied from meta the first time this service sees them.
+
+    The copy waits for meta (up to the HTTP timeout) and then writes in a transaction of
+    its own, so the request's session lets go of its connection first, when its
+    transaction holds nothing but reads (:func:`srcore.db.release_request_connection`):
+    else each such request would take two connections, one idle for the whole call, and
+    a burst of new users on as many threads as the pool has connections would leave each
+    thread holding one while waiting for a second. A view that wrote before reading
+    :data:`current_user` keeps its connection (and its transaction) throughout.
+    """
+    from srcore.db import release_request_connection
     from srcore.db import session as db_session
 
+    # Whether the look-up below begins the session's transaction, so that it holds
+    # nothing else. A pending object would be flushed by it, a write the view made.
+    fresh = not (
+        db_session.in_transaction() or db_session.new or db_session.dirty or db_session.deleted
+    )
     user = db_session.get(model, user_id)
     link = auth_state().identity
     if user is None and link is not None:
         from srcore.auth.link import MetaUnavailable, fetch_unknown_user
 
+        release_request_connection(only_read=fresh)
         try:
             known = fetch_unknown_user(link, user_id)
         except MetaUnavailable:
