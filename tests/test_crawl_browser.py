@@ -11,19 +11,24 @@ title, one ``<h1>``, a label for each field, a working "Skip to content" link, i
 tables in a ``.table-wrap``, and it does not scroll sideways, at phone and desktop widths.
 Then the pages of the long words by name (a 2,000-character word in a ticket, a very long
 line in a paste, a webhook's long URL) at both widths, error pages, and the skip link and
-the main todo flow with JavaScript off.
+the main todo flow with JavaScript off. Last, with lists long enough to have pages (made
+by the forms' posts and in meta's database, not by clicks), an admin walks meta's admin
+pages (accounts with the longest names, suspended and deleted ones, an audit log of
+several pages), and each list is paged to its end and back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urldefrag, urlsplit
+from urllib.parse import parse_qsl, urldefrag, urlsplit
 
 import pytest
 import test_sessions_cross_service_browser
-from test_sessions_cross_service_browser import Network, open_page
+from test_sessions_cross_service_browser import PASSWORD, Network, open_page
 
 from srcore.testing import launch_chromium
 
@@ -74,6 +79,16 @@ _CHECK = """() => {
       problems.push("a table outside a .table-wrap, which would widen a phone's page");
     }
   }
+  // A phone may scroll a table on its own; a desktop shows the whole of it, a long
+  // unbroken value (an address, a URL) wrapping in its cell.
+  if (window.innerWidth >= 1024) {
+    for (const wrap of document.querySelectorAll(".table-wrap")) {
+      if (wrap.scrollWidth > wrap.clientWidth) {
+        const where = `#${wrap.closest("[id]")?.id}`;
+        problems.push(`a table scrolls in ${where}: ${wrap.scrollWidth} px in ${wrap.clientWidth}`);
+      }
+    }
+  }
   for (const wrap of document.querySelectorAll(".card > .table-wrap")) {
     if (getComputedStyle(wrap).borderTopStyle !== "none") {
       problems.push("a second border inside a card: .table-wrap");
@@ -86,15 +101,15 @@ _CHECK = """() => {
   return {problems, violations: window.__violations || []};
 }"""
 
-#: The page's links, and the URLs its GET forms lead to, with "a" in empty text fields.
-_LINKS = """() => {
+#: The page's links, and the URLs its GET forms lead to, with *word* in empty text fields.
+_LINKS = """(word) => {
   const links = Array.from(document.querySelectorAll("a[href]"), (a) => a.href);
   for (const form of document.querySelectorAll("form")) {
     if (form.method !== "get" || form.closest("#api-docs")) continue;
     const data = new FormData(form);
     const texts = "input[type=search], input[type=text], input:not([type])";
     for (const el of form.querySelectorAll(texts)) {
-      if (el.name && !el.value) data.set(el.name, "a");
+      if (el.name && !el.value) data.set(el.name, word);
     }
     const url = new URL(form.action);
     url.search = new URLSearchParams(data).toString();
@@ -205,6 +220,8 @@ class Walk:
 
     page: Any
     origins: tuple[str, ...]
+    #: What the walk types into a GET form's empty text fields (a search, a filter).
+    word: str = "a"
     now: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -263,7 +280,7 @@ class Walk:
             found = self.page.evaluate(_CHECK)
             self.now.extend(found["problems"])
             self.now.extend(f"policy violation: {v}" for v in found["violations"])
-            links = self.page.evaluate(_LINKS)
+            links = self.page.evaluate(_LINKS, self.word)
         self.failures.extend(f"{self.page.url}: {problem}" for problem in self.now)
         return links
 
@@ -282,6 +299,39 @@ def _context(chromium: Any, state: Any, **options: Any) -> Any:
     return context
 
 
+def _shape(url: str) -> tuple[str, tuple[str, ...]]:
+    """What pages of one kind share: the path, its numbers as N, and the query's keys."""
+    parts = urlsplit(url)
+    keys = tuple(sorted({key for key, _ in parse_qsl(parts.query, keep_blank_values=True)}))
+    return re.sub(r"[0-9]+", "N", parts.path), keys
+
+
+def _crawl(
+    walk: Walk, starts: list[str], follow: Callable[[str], bool], per_shape: int | None = None
+) -> tuple[int, list[str]]:
+    """Visit *starts* and every link *follow* takes from them, breadth first, at most
+    :data:`LIMIT` pages, and at most *per_shape* of one :func:`_shape` (an account's page,
+    a filtered log) when given; answer how many were visited and what was left unvisited."""
+    queue = [(url, "the start") for url in starts]
+    seen = set(starts)
+    shapes: Counter[tuple[str, tuple[str, ...]]] = Counter()
+    visited = 0
+    while queue and visited < LIMIT:
+        url, came_from = queue.pop(0)
+        visited += 1
+        for link in walk.visit(url, came_from):
+            link = urldefrag(link).url
+            if link in seen or not follow(link):
+                continue
+            seen.add(link)
+            if per_shape is not None:
+                shapes[_shape(link)] += 1
+                if shapes[_shape(link)] > per_shape:
+                    continue
+            queue.append((link, url))
+    return visited, [url for url, _ in queue]
+
+
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
 @pytest.mark.parametrize("person", ["anonymous", "alice", "bob"])
 def test_every_link_leads_to_a_sound_page(
@@ -292,20 +342,11 @@ def test_every_link_leads_to_a_sound_page(
     context = _context(chromium, seeded.states[person], viewport=viewport)
     try:
         walk = Walk(context.new_page(), origins)
-        queue = [(f"{origin}/", "the start") for origin in origins]
-        seen = {url for url, _ in queue}
-        visited = 0
-        while queue and visited < LIMIT:
-            url, came_from = queue.pop(0)
-            visited += 1
-            for link in walk.visit(url, came_from):
-                link = urldefrag(link).url
-                if link not in seen and _followed(link, origins):
-                    seen.add(link)
-                    queue.append((link, url))
+        starts = [f"{origin}/" for origin in origins]
+        visited, left = _crawl(walk, starts, lambda link: _followed(link, origins))
         assert visited > 10, f"{person} reached only {visited} pages"
         # Links that make ever new pages (a return path inside a return path) never end.
-        assert not queue, f"{person}: still {len(queue)} links after {LIMIT} pages: {queue[-1]}"
+        assert not left, f"{person}: still {len(left)} links after {LIMIT} pages: {left[-1]}"
         assert not walk.failures, f"{person}, {visited} pages:\n" + "\n".join(walk.failures)
     finally:
         context.close()
@@ -383,3 +424,226 @@ def test_error_pages_are_sound_pages(seeded: Seeded, chromium: Any) -> None:
         finally:
             context.close()
     assert not failures, "\n".join(failures)
+
+
+#: Enough of each for every list to have pages at the services' default 25 (meta's admin
+#: lists: 50) a page.
+CROWD = 55
+#: Pages a walk through one list takes at most, one way.
+MAX_PAGES = 10
+
+
+@dataclass
+class Crowded:
+    """Lists long enough to have pages, and an admin's browser state."""
+
+    admin: Any
+    #: alice's tracker with :data:`CROWD` more tickets.
+    tracker: str
+    #: Ids of a suspended account and of one deleted after its audit entries were written.
+    suspended: int
+    deleted: int
+
+
+def _hidden_fields(page: Any, url: str) -> dict[str, str]:
+    """The hidden fields of the form on *url* (its CSRF token, a one-time token)."""
+    page.goto(url)
+    fields = page.eval_on_selector_all(
+        "main form[method=post] input[type=hidden]", "els => els.map(e => [e.name, e.value])"
+    )
+    return dict(fields)
+
+
+def _post_forms(page: Any, url: str, forms: list[dict[str, str]], fresh: bool = False) -> None:
+    """Send each of *forms* to *url* the way its page would (one form page per send if
+    *fresh*: its one-time token counts once), each answered with a redirect."""
+    hidden = _hidden_fields(page, url)
+    for form in forms:
+        if fresh:
+            hidden = _hidden_fields(page, url)
+        answer = page.request.post(url, form={**hidden, **form}, max_redirects=0)
+        assert answer.status == 302, (url, form, answer.status, answer.text()[:500])
+
+
+def _crowd_meta(net: Network) -> tuple[int, int]:
+    """carol, an admin made as the operator does, and :data:`CROWD` accounts with the
+    longest names and addresses meta takes, some suspended (a long notice) and one deleted,
+    each with audit entries (long details and browsers): answer a suspended and the
+    deleted account's id."""
+    from meta import audit, create_app, logic
+    from meta.admin.cli import create_user, set_admin
+    from meta.audit import Kind
+
+    from srcore.db import UserType, utcnow
+
+    config = str(net.config)
+    create_user(config, "carol", "carol@example.org", PASSWORD)
+    set_admin(config, "carol", admin=True)
+    app = create_app(config=config)
+    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 " + "Gecko" * 60
+    try:
+        with app.app_context(), app.extensions["srcore"].db.transaction() as session:
+            carol = logic.find_login(session, "carol")
+            assert carol is not None
+            hashed = app.extensions["meta"].passwords.hash(PASSWORD)
+            made = []
+            for n in range(CROWD):
+                name = f"u{n:02d}-" + "n" * 26
+                user = logic.create_user(
+                    session,
+                    username=name,
+                    email=f"{name}.{'m' * 30}@{'d' * 60}.{'e' * 60}.example.org",
+                    password_hash=hashed,
+                )
+                user.user_type, user.email_confirmed_at = UserType.active, utcnow()
+                user.url = "https://" + "w" * 200 + ".example.invalid/"
+                user.location = "L" * 250
+                user.pending_email = "p" * 60 + "@" + "q" * 120 + ".example.org"
+                entry = audit.record(session, Kind.login_failed, user.id, detail=LONG_WORD)
+                entry.user_agent, entry.address = agent, "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"
+                audit.record(session, Kind.password_changed, user.id, detail=f"entry {n}")
+                made.append(user)
+            for user in made[::7]:
+                notice = "Suspended for " + LONG_WORD[:1500]
+                logic.suspend(session, user, notice)
+                audit.record(
+                    session, Kind.account_suspended, user.id, actor_id=carol.id, detail=notice
+                )
+            gone = made[-1]
+            audit.record(session, Kind.account_deleted, gone.id, actor_id=gone.id)
+            logic.delete_user(session, gone)
+            return made[0].id, gone.id
+    finally:
+        app.extensions["srcore"].db.dispose()
+
+
+@pytest.fixture(scope="module")
+def crowded(seeded: Seeded, chromium: Any) -> Crowded:
+    """alice's trackers, tickets and pastes by the form posts of their pages (not a click
+    each), then meta's accounts and audit entries in its database, and carol's login."""
+    net = seeded.net
+    context = _context(chromium, seeded.states["alice"], viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        names = [{"name": f"crowd-{n:02d}", "description": "Many."} for n in range(CROWD)]
+        _post_forms(page, f"{net.todo}/create", names)
+        tickets = [{"title": f"Crowded ticket {n}"} for n in range(CROWD)]
+        _post_forms(page, f"{seeded.tracker}/new", tickets, fresh=True)
+        pastes = [{"title": f"crowd {n}", "text": f"paste {n}"} for n in range(CROWD)]
+        _post_forms(page, f"{net.paste}/new", pastes)
+    finally:
+        context.close()
+    suspended, deleted = _crowd_meta(net)
+    context, _ = _logged_in_state(chromium, net, "carol")
+    try:
+        admin = context.storage_state()
+    finally:
+        context.close()
+    return Crowded(admin, seeded.tracker, suspended, deleted)
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_an_admin_walks_the_admin_pages(
+    seeded: Seeded, crowded: Crowded, chromium: Any, viewport: dict[str, int]
+) -> None:
+    """The links of the account list, the accounts' pages (a suspended one among them) and
+    the audit log (a deleted account's entries among them), a few pages of each kind; the
+    search and the log's filter sent with carol's name, and never a form that posts."""
+    net = seeded.net
+    origins = (net.meta, net.todo, net.paste)
+    context = _context(chromium, crowded.admin, viewport=viewport)
+    try:
+        walk = Walk(context.new_page(), origins, word="carol")
+        admin = f"{net.meta}/admin"
+        starts = [f"{admin}/users", f"{admin}/audit", f"{admin}/users/{crowded.suspended}"]
+        starts.append(f"{admin}/audit?user=%23{crowded.deleted}")
+
+        def follow(link: str) -> bool:
+            return _followed(link, origins) and urlsplit(link).path.startswith("/admin/")
+
+        # A few of each kind: the accounts' pages differ in their values only.
+        visited, left = _crawl(walk, starts, follow, per_shape=4)
+        assert visited > 20, f"the admin reached only {visited} pages"
+        assert not left, f"still {len(left)} links after {LIMIT} pages: {left[-1]}"
+        assert not walk.failures, f"{visited} pages:\n" + "\n".join(walk.failures)
+    finally:
+        context.close()
+
+
+#: Each list's items as the walk tells them apart: an item's first link, or its text.
+_ITEMS = """([selector, byText]) => Array.from(document.querySelectorAll(selector), (el) => {
+  const link = el.querySelector("a[href]");
+  return byText || !link ? el.textContent.replace(/\\s+/g, " ").trim() : link.href;
+})"""
+
+
+def _page_through(walk: Walk, start: str, items: str, nav: str, by_text: bool) -> list[str]:
+    """Follow the ``rel=next`` links in *nav* from *start* to the last page and the
+    ``rel=prev`` ones back to a page with no previous one, each page a sound page; answer
+    what went wrong (items on two pages, a way back that ends elsewhere)."""
+    problems = []
+
+    def step(rel: str) -> bool:
+        link = walk.page.locator(f"{nav} a[rel={rel}]")
+        if not link.count():
+            return False
+        walk.visit(link.first.evaluate("a => a.href"), walk.page.url)
+        return True
+
+    walk.visit(start, "the start")
+    pages = [walk.page.evaluate(_ITEMS, [items, by_text])]
+    while len(pages) <= MAX_PAGES and step("next"):
+        pages.append(walk.page.evaluate(_ITEMS, [items, by_text]))
+    if len(pages) < 2:
+        problems.append(f"{start}: one page only")
+    shown = [item for page in pages for item in page]
+    if len(set(shown)) != len(shown):
+        twice = sorted({item for item in shown if shown.count(item) > 1})
+        problems.append(f"{start}: shown on two pages: {twice[:3]}")
+    if any(not page for page in pages):
+        problems.append(f"{start}: an empty page among {len(pages)}")
+    back = 0
+    while back <= MAX_PAGES and step("prev"):
+        back += 1
+        here = walk.page.evaluate(_ITEMS, [items, by_text])
+        if here not in pages:
+            problems.append(f"{walk.page.url}: not a page met going forward")
+    if walk.page.evaluate(_ITEMS, [items, by_text]) != pages[0]:
+        problems.append(f"{start}: the way back ends at {walk.page.url}, not the first page")
+    return problems
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_long_lists_page_to_the_end_and_back(
+    seeded: Seeded, crowded: Crowded, chromium: Any, viewport: dict[str, int]
+) -> None:
+    """Next to the last page and previous back to the first, through each list long enough:
+    todo's trackers (yours by cursor, the public ones by number), a tracker's tickets,
+    paste's public and own pastes, meta's accounts and audit log."""
+    net = seeded.net
+    origins = (net.meta, net.todo, net.paste)
+    lists = {
+        "alice": [
+            (f"{net.todo}/", "#your-trackers .item-list > li", "#your-trackers", False),
+            (f"{net.todo}/", "#public-trackers .item-list > li", "main > nav", False),
+            (crowded.tracker, ".item-list > li", "main > nav", False),
+            (f"{net.paste}/", ".item-list > li", "main > nav", False),
+            (f"{net.paste}/mine", ".item-list > li", "main > nav", False),
+        ],
+        "admin": [
+            (f"{net.meta}/admin/users", "#users tbody tr", "main > nav", False),
+            (f"{net.meta}/admin/audit", "#audit-log tbody tr", "main > nav", True),
+        ],
+    }
+    problems = []
+    for person, starts in lists.items():
+        state = crowded.admin if person == "admin" else seeded.states[person]
+        context = _context(chromium, state, viewport=viewport)
+        try:
+            walk = Walk(context.new_page(), origins)
+            for start, items, nav, by_text in starts:
+                problems += _page_through(walk, start, items, nav, by_text)
+            problems += walk.failures
+        finally:
+            context.close()
+    assert not problems, "\n".join(problems)

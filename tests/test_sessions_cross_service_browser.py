@@ -18,6 +18,7 @@ import secrets
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -38,6 +39,8 @@ class Network:
     meta: str
     todo: str
     paste: str
+    #: The network's config file: a test may open a service's database through it.
+    config: Path
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
             service: stack.enter_context(run_service(service, config, port=port, timeout=60))
             for service, port in ports.items()
         }
-        yield Network(urls["meta"], urls["todo"], urls["paste"])
+        yield Network(urls["meta"], urls["todo"], urls["paste"], config)
 
 
 @pytest.fixture(scope="module")
