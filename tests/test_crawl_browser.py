@@ -440,6 +440,8 @@ class Crowded:
     admin: Any
     #: alice's tracker with :data:`CROWD` more tickets.
     tracker: str
+    #: A ticket of hers with :data:`CROWD` comments.
+    ticket: str
     #: Ids of a suspended account and of one deleted after its audit entries were written.
     suspended: int
     deleted: int
@@ -454,14 +456,17 @@ def _hidden_fields(page: Any, url: str) -> dict[str, str]:
     return dict(fields)
 
 
-def _post_forms(page: Any, url: str, forms: list[dict[str, str]], fresh: bool = False) -> None:
-    """Send each of *forms* to *url* the way its page would (one form page per send if
-    *fresh*: its one-time token counts once), each answered with a redirect."""
+def _post_forms(
+    page: Any, url: str, forms: list[dict[str, str]], *, fresh: bool = False, to: str = ""
+) -> None:
+    """Send each of *forms* from the page *url* to *to* (*url* itself if not given) the way
+    the page would (the page again for each if *fresh*: its one-time token counts once),
+    each answered with a redirect."""
     hidden = _hidden_fields(page, url)
     for form in forms:
         if fresh:
             hidden = _hidden_fields(page, url)
-        answer = page.request.post(url, form={**hidden, **form}, max_redirects=0)
+        answer = page.request.post(to or url, form={**hidden, **form}, max_redirects=0)
         assert answer.status == 302, (url, form, answer.status, answer.text()[:500])
 
 
@@ -509,6 +514,10 @@ def _crowd_meta(net: Network) -> tuple[int, int]:
                 audit.record(
                     session, Kind.account_suspended, user.id, actor_id=carol.id, detail=notice
                 )
+            alice = logic.find_login(session, "alice")
+            assert alice is not None
+            for n in range(CROWD):
+                audit.record(session, Kind.login_failed, alice.id, detail=f"alice's {n}")
             gone = made[-1]
             audit.record(session, Kind.account_deleted, gone.id, actor_id=gone.id)
             logic.delete_user(session, gone)
@@ -529,6 +538,9 @@ def crowded(seeded: Seeded, chromium: Any) -> Crowded:
         _post_forms(page, f"{net.todo}/create", names)
         tickets = [{"title": f"Crowded ticket {n}"} for n in range(CROWD)]
         _post_forms(page, f"{seeded.tracker}/new", tickets, fresh=True)
+        ticket = f"{seeded.tracker}/3"
+        comments = [{"text": f"Comment {n}"} for n in range(CROWD)]
+        _post_forms(page, ticket, comments, fresh=True, to=f"{ticket}/comment")
         pastes = [{"title": f"crowd {n}", "text": f"paste {n}"} for n in range(CROWD)]
         _post_forms(page, f"{net.paste}/new", pastes)
     finally:
@@ -539,7 +551,7 @@ def crowded(seeded: Seeded, chromium: Any) -> Crowded:
         admin = context.storage_state()
     finally:
         context.close()
-    return Crowded(admin, seeded.tracker, suspended, deleted)
+    return Crowded(admin, seeded.tracker, ticket, suspended, deleted)
 
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
@@ -570,14 +582,15 @@ def test_an_admin_walks_the_admin_pages(
         context.close()
 
 
-#: Each list's items as the walk tells them apart: an item's first link, or its text.
-_ITEMS = """([selector, byText]) => Array.from(document.querySelectorAll(selector), (el) => {
+#: Each list's items as the walk tells them apart: by their id, their first link or text.
+_ITEMS = """([selector, by]) => Array.from(document.querySelectorAll(selector), (el) => {
   const link = el.querySelector("a[href]");
-  return byText || !link ? el.textContent.replace(/\\s+/g, " ").trim() : link.href;
+  if (by === "id") return el.id;
+  return by === "text" || !link ? el.textContent.replace(/\\s+/g, " ").trim() : link.href;
 })"""
 
 
-def _page_through(walk: Walk, start: str, items: str, nav: str, by_text: bool) -> list[str]:
+def _page_through(walk: Walk, start: str, items: str, nav: str, by: str) -> list[str]:
     """Follow the ``rel=next`` links in *nav* from *start* to the last page and the
     ``rel=prev`` ones back to a page with no previous one, each page a sound page; answer
     what went wrong (items on two pages, a way back that ends elsewhere)."""
@@ -591,9 +604,9 @@ def _page_through(walk: Walk, start: str, items: str, nav: str, by_text: bool) -
         return True
 
     walk.visit(start, "the start")
-    pages = [walk.page.evaluate(_ITEMS, [items, by_text])]
+    pages = [walk.page.evaluate(_ITEMS, [items, by])]
     while len(pages) <= MAX_PAGES and step("next"):
-        pages.append(walk.page.evaluate(_ITEMS, [items, by_text]))
+        pages.append(walk.page.evaluate(_ITEMS, [items, by]))
     if len(pages) < 2:
         problems.append(f"{start}: one page only")
     shown = [item for page in pages for item in page]
@@ -605,10 +618,10 @@ def _page_through(walk: Walk, start: str, items: str, nav: str, by_text: bool) -
     back = 0
     while back <= MAX_PAGES and step("prev"):
         back += 1
-        here = walk.page.evaluate(_ITEMS, [items, by_text])
+        here = walk.page.evaluate(_ITEMS, [items, by])
         if here not in pages:
             problems.append(f"{walk.page.url}: not a page met going forward")
-    if walk.page.evaluate(_ITEMS, [items, by_text]) != pages[0]:
+    if walk.page.evaluate(_ITEMS, [items, by]) != pages[0]:
         problems.append(f"{start}: the way back ends at {walk.page.url}, not the first page")
     return problems
 
@@ -618,21 +631,24 @@ def test_long_lists_page_to_the_end_and_back(
     seeded: Seeded, crowded: Crowded, chromium: Any, viewport: dict[str, int]
 ) -> None:
     """Next to the last page and previous back to the first, through each list long enough:
-    todo's trackers (yours by cursor, the public ones by number), a tracker's tickets,
-    paste's public and own pastes, meta's accounts and audit log."""
+    todo's trackers (yours by cursor, the public ones by number), a tracker's tickets and
+    a ticket's comments, paste's public and own pastes, alice's activity at meta, meta's
+    accounts and audit log."""
     net = seeded.net
     origins = (net.meta, net.todo, net.paste)
     lists = {
         "alice": [
-            (f"{net.todo}/", "#your-trackers .item-list > li", "#your-trackers", False),
-            (f"{net.todo}/", "#public-trackers .item-list > li", "main > nav", False),
-            (crowded.tracker, ".item-list > li", "main > nav", False),
-            (f"{net.paste}/", ".item-list > li", "main > nav", False),
-            (f"{net.paste}/mine", ".item-list > li", "main > nav", False),
+            (f"{net.todo}/", "#your-trackers .item-list > li", "#your-trackers", "link"),
+            (f"{net.todo}/", "#public-trackers .item-list > li", "main > nav", "link"),
+            (crowded.tracker, ".item-list > li", "main > nav", "link"),
+            (crowded.ticket, "#comments article.comment", "#comments", "id"),
+            (f"{net.paste}/", ".item-list > li", "main > nav", "link"),
+            (f"{net.paste}/mine", ".item-list > li", "main > nav", "link"),
+            (f"{net.meta}/security/activity", "#activity tbody tr", "main > nav", "text"),
         ],
         "admin": [
-            (f"{net.meta}/admin/users", "#users tbody tr", "main > nav", False),
-            (f"{net.meta}/admin/audit", "#audit-log tbody tr", "main > nav", True),
+            (f"{net.meta}/admin/users", "#users tbody tr", "main > nav", "link"),
+            (f"{net.meta}/admin/audit", "#audit-log tbody tr", "main > nav", "text"),
         ],
     }
     problems = []
@@ -641,8 +657,8 @@ def test_long_lists_page_to_the_end_and_back(
         context = _context(chromium, state, viewport=viewport)
         try:
             walk = Walk(context.new_page(), origins)
-            for start, items, nav, by_text in starts:
-                problems += _page_through(walk, start, items, nav, by_text)
+            for start, items, nav, by in starts:
+                problems += _page_through(walk, start, items, nav, by)
             problems += walk.failures
         finally:
             context.close()
