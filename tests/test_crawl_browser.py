@@ -615,6 +615,18 @@ def _page_through(walk: Walk, start: str, items: str, nav: str, by: str) -> list
         problems.append(f"{start}: shown on two pages: {twice[:3]}")
     if any(not page for page in pages):
         problems.append(f"{start}: an empty page among {len(pages)}")
+    if nav == "main > nav":
+        # A numbered list: a page past its end (an old link, a list that shrank) leads
+        # back to its last page, not to another page past the end.
+        beyond = f"{start}{'&' if '?' in start else '?'}page={len(pages) + 5}"
+        walk.visit(beyond, "the start")
+        if not step("prev"):
+            problems.append(f"{beyond}: no way back")
+        elif walk.page.evaluate(_ITEMS, [items, by]) != pages[-1]:
+            problems.append(f"{beyond}: previous leads to {walk.page.url}, not the last page")
+        walk.visit(start, "the start")
+        for _ in range(len(pages) - 1):
+            step("next")
     back = 0
     while back <= MAX_PAGES and step("prev"):
         back += 1

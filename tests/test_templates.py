@@ -475,6 +475,15 @@ def test_page_pagination_edges(render: Callable[..., str]) -> None:
     assert page.one("span", class_="page-link page-next")["aria-disabled"] == "true"
 
 
+def test_a_page_past_the_end_leads_back_to_the_last(render: Callable[..., str]) -> None:
+    """An old link to page 9 of a list now 3 pages long (or 1): previous is the last page,
+    not page 8, past the end too."""
+    for pages in (3, 1):
+        page = Page(render(PAGES, p=pager(9, pages), url_for_page=page_url))
+        assert page.one("a", rel="prev")["href"] == f"/tickets?page={pages}"
+        assert page.one("span", class_="page-link page-next")["aria-disabled"] == "true"
+
+
 def test_single_page_renders_nothing(render: Callable[..., str]) -> None:
     assert render(PAGES, p=pager(1, 1), url_for_page=page_url).strip() == ""
     assert render(PAGES, p=pager(1, 0), url_for_page=page_url).strip() == ""
