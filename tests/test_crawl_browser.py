@@ -89,6 +89,10 @@ _CHECK = """() => {
       }
     }
   }
+  for (const link of document.querySelectorAll("nav.pagination a[href]")) {
+    const empty = [...new URL(link.href).searchParams].filter(([, value]) => !value);
+    if (empty.length) problems.push(`a page link with an empty ${empty[0][0]}=: ${link.href}`);
+  }
   for (const wrap of document.querySelectorAll(".card > .table-wrap")) {
     if (getComputedStyle(wrap).borderTopStyle !== "none") {
       problems.push("a second border inside a card: .table-wrap");
