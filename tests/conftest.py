@@ -87,6 +87,21 @@ def clean_webhooks(app: Any) -> Iterator[None]:
             session.execute(delete(table))
 
 
+def run_config_check(path: Path) -> tuple[int, str]:
+    """``srcore config check`` of *path*, as the operator runs it (in a process of its own,
+    none of this suite's ``SRCORE`` variables): exit status and output."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SRCORE")}
+    done = subprocess.run(
+        [sys.executable, "-m", "srcore", "--config", str(path), "config", "check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
 def run_probe(service: Path, probe: str) -> subprocess.CompletedProcess[str]:
     """Run *probe*, a test a service's author adds, as ``tests/test_probe.py`` of the
     generated *service* with its own conftest, in a pytest of its own (none of this

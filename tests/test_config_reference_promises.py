@@ -20,6 +20,7 @@ import pytest
 
 from srcore.config import Config, ConfigError, Problem, load_config
 from srcore.testing import write_config
+from tests.conftest import run_config_check
 
 TESTS = Path(__file__).resolve().parent
 
@@ -724,20 +725,6 @@ def test_a_key_of_another_service_is_named_with_its_section(tmp_path: Path) -> N
     assert config.section("meta")["login-lockout"] == timedelta(minutes=15)
 
 
-def _check(path: Path) -> tuple[int, str]:
-    """``srcore config check`` of *path*, as the operator runs it: exit status and output."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SRCORE")}
-    done = subprocess.run(
-        [sys.executable, "-m", "srcore", "--config", str(path), "config", "check"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
-
-
 def test_config_check_says_what_would_stop_a_service_from_starting(tmp_path: Path) -> None:
     """audit-subscribers: "each a section of this file with an oauth-client-secret, or meta
     refuses to start", and ``srcore config check`` "reports every problem at once": a name
@@ -748,14 +735,14 @@ def test_config_check_says_what_would_stop_a_service_from_starting(tmp_path: Pat
         SERVICES.replace("[meta]\n", "[meta]\naudit-subscribers = todo, tood\n", 1),
         encoding="utf-8",
     )
-    status, output = _check(path)
+    status, output = run_config_check(path)
     assert status == 1, output
     assert f"{path}:2 [meta] audit-subscribers: tood: no service of this file" in output
     assert "Traceback" not in output
     path.write_text(
         SERVICES.replace("[meta]\n", "[meta]\naudit-subscribers = todo\n", 1), encoding="utf-8"
     )
-    assert _check(path) == (0, f"OK: 3 services (meta, todo, paste) in {path}\n")
+    assert run_config_check(path) == (0, f"OK: 3 services (meta, todo, paste) in {path}\n")
 
 
 def test_a_secret_from_an_environment_file_with_windows_line_ends_is_refused(

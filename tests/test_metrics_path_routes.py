@@ -9,9 +9,6 @@ and the route, whichever of the two is added first.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import pytest
 
 from srcore.config import ConfigError
 from srcore.testing import write_config
+from tests.conftest import run_config_check
 
 SCRAPER = {"REMOTE_ADDR": "127.0.0.1"}
 
@@ -92,19 +90,6 @@ def test_a_path_no_route_matches_serves_the_metrics_and_routes_go_on(tmp_path: P
     assert client.get("/form").status_code == 200
 
 
-def _check(path: Path) -> tuple[int, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SRCORE")}
-    done = subprocess.run(
-        [sys.executable, "-m", "srcore", "--config", str(path), "config", "check"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
-
-
 NETWORK = f"""\
 [meta]
 origin = http://127.0.0.1:5000
@@ -132,7 +117,7 @@ metrics-path = /p/metrics
 def test_config_check_names_the_key_and_the_route_of_each_service(tmp_path: Path) -> None:
     path = tmp_path / "config.ini"
     path.write_text(NETWORK, encoding="utf-8")
-    status, output = _check(path)
+    status, output = run_config_check(path)
     assert status == 1, output
     assert (
         f"{path}:12 [todo] metrics-path: '/create' is also answered by the route /create"
@@ -144,4 +129,4 @@ def test_config_check_names_the_key_and_the_route_of_each_service(tmp_path: Path
     ) in output
     assert "Traceback" not in output
     path.write_text(NETWORK.replace("/create", "/metrics").replace("/p/metrics", "/metrics"))
-    assert _check(path) == (0, f"OK: 3 services (meta, todo, paste) in {path}\n")
+    assert run_config_check(path) == (0, f"OK: 3 services (meta, todo, paste) in {path}\n")
