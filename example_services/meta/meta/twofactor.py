@@ -11,7 +11,7 @@ against the same per-account and per-address throttles as wrong passwords.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from sqlalchemy.exc import IntegrityError
@@ -306,7 +306,7 @@ def _pending() -> tuple[User, str | None] | None:
 def verify() -> Any:
     """The login's second step: a code from the app, or a recovery code."""
     from meta import meta_state
-    from meta.views import _client_address, _throttle_key, _too_many, finish_login
+    from meta.views import _client_address, _throttle_key, finish_login
 
     found = _pending()
     if found is None:
@@ -323,25 +323,16 @@ def verify() -> Any:
         return render_template(VERIFY, valid=None, **_verify_context(user))
     protection = meta_state().protection
     key, address = _throttle_key(user, user.username), _client_address()
-    if protection is not None:
-        # The second step's own counter as well, which a right password does not clear.
-        decision = protection.check(key, address, second_factor=True)
-        if not decision.allowed:
-            audit.record(db, Kind.login_throttled, user.id, detail="second-factor code")
-            db.commit()
-            return _too_many(decision.retry_after, decision.retry_after_seconds)
+    refused = codes_throttled(user, key, address, "second-factor code")
+    if refused is not None:
+        return refused
     valid = Validation.form(VERIFY, lambda: _verify_context(user))
     code = valid.require("code", max_length=CODE_MAX, label="The code")
     valid.raise_if_invalid()
     assert code is not None  # require() recorded an error otherwise
     check = totp.check_code(db, user.id, code)
     if not check.ok:
-        db.rollback()
-        if protection is not None:
-            protection.failure(key, address, second_factor=True)
-        audit.record(db, Kind.login_failed, user.id, detail="wrong second-factor code")
-        db.commit()
-        valid.fail("This code is not right.", "code")
+        refuse_code(user, key, address, valid, "wrong second-factor code")
     if protection is not None:
         protection.success(key, address, second_factor=True)
     session.pop(PENDING, None)
@@ -355,6 +346,36 @@ def verify() -> Any:
             "warning",
         )
     return response
+
+
+def codes_throttled(user: User, key: Any, address: str, what: str) -> Response | None:
+    """A 429 when the second step's counters refuse another code for *user* now (its own
+    counter too, which a right password does not clear: the login's, whichever page asks
+    for the code), audited as *what*; None when a code may be tried."""
+    from meta import meta_state
+    from meta.views import _too_many
+
+    protection = meta_state().protection
+    decision = None if protection is None else protection.check(key, address, second_factor=True)
+    if decision is None or decision.allowed:
+        return None
+    audit.record(db, Kind.login_throttled, user.id, detail=what)
+    db.commit()
+    return _too_many(decision.retry_after, decision.retry_after_seconds)
+
+
+def refuse_code(user: User, key: Any, address: str, valid: Validation, what: str) -> NoReturn:
+    """Show the form again for a wrong code: nothing the request did stands, the failure
+    counts on the second step's counters and is audited as *what*."""
+    from meta import meta_state
+
+    db.rollback()
+    protection = meta_state().protection
+    if protection is not None:
+        protection.failure(key, address, second_factor=True)
+    audit.record(db, Kind.login_failed, user.id, detail=what)
+    db.commit()
+    valid.fail("This code is not right.", "code")
 
 
 VERIFY = "meta/security/verify.html"

@@ -515,7 +515,7 @@ def reset(token: str) -> Any:
     """Choose a new password with a mailed link; an account with a second factor gives it
     here too (a code, a recovery code, or a passkey checked on this page first)."""
     from meta import totp
-    from meta.twofactor import CODE_MAX
+    from meta.twofactor import CODE_MAX, codes_throttled, refuse_code
 
     link = reset_link(token)
     if link is None:
@@ -528,13 +528,10 @@ def reset(token: str) -> Any:
     second = reset_asks_second_factor(user)
     proof = _reset_proof(found, user) if second else None
     asks = second and proof is None
-    if asks and protection is not None:
-        # The login's second step's counters: a code guessed here is a code guessed.
-        decision = protection.check(key, address, second_factor=True)
-        if not decision.allowed:
-            audit.record(db, Kind.login_throttled, user.id, detail="second-factor code, reset")
-            db.commit()
-            return _too_many(decision.retry_after, decision.retry_after_seconds)
+    # The login's second step's counters: a code guessed here is a code guessed.
+    refused = codes_throttled(user, key, address, "second-factor code, reset") if asks else None
+    if refused is not None:
+        return refused
     valid = Validation.form("meta/reset.html", lambda: _reset_context(token, found, user))
     min_length = meta_settings().password_min_length
     password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
@@ -555,12 +552,7 @@ def reset(token: str) -> Any:
         # Checked (and spent) last: a code is not used up by a form refused for its password.
         check = totp.check_code(db, user.id, code)
         if not check.ok:
-            db.rollback()
-            if protection is not None:
-                protection.failure(key, address, second_factor=True)
-            audit.record(db, Kind.login_failed, user.id, detail="wrong second-factor code, reset")
-            db.commit()
-            valid.fail("This code is not right.", "code")
+            refuse_code(user, key, address, valid, "wrong second-factor code, reset")
         used_code = check.method
         amr.append("otp")
         detail = "authenticator app" if used_code == "otp" else "recovery code"
