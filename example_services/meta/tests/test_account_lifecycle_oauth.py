@@ -54,7 +54,12 @@ def test_deleting_an_account_revokes_its_applications(oauth_app: Any, accounts: 
     access = {"Authorization": f"Bearer {tokens['access_token']}"}
     assert oauth_app.test_client().get("/api/profile", headers=access).status_code == 200
 
-    developer = log_in_client(oauth_app.test_client(), accounts.get(1))
+    from meta.models import User
+
+    with oauth_app.extensions["srcore"].db.transaction() as session:
+        # By name: its id depends on what the database held before (SQLite reuses ids).
+        owner = session.scalars(select(User).where(User.username == "developer")).one()
+    developer = log_in_client(oauth_app.test_client(), owner)
     form = developer.get("/delete").get_data(as_text=True)
     developer.post("/delete", data={"csrf_token": csrf_of(form), "current_password": PASSWORD})
 
