@@ -260,9 +260,10 @@ def build_service(
     global_extra: str = "revocation-pull-interval = 0s\n",
     service_extra: str = "",
     origin: str = "http://sample.test",
+    database_url: str | None = None,
 ) -> Any:
-    """The sample service at *origin* in a network whose meta is *fake*, on a fresh SQLite
-    file."""
+    """The sample service at *origin* in a network whose meta is *fake*, on *database_url*
+    (a fresh SQLite file if None)."""
     import sample_service
 
     from srcore.auth.oauth_client import build_meta_link
@@ -280,7 +281,7 @@ def build_service(
         f"secret-key = {secrets.token_urlsafe(40)}\n\n"
         "[sample]\n"
         f"origin = {origin}\n"
-        f"database-url = sqlite:///{tmp_path / 'sample.db'}\n"
+        f"database-url = {database_url or 'sqlite:///' + str(tmp_path / 'sample.db')}\n"
         f"secret-key = {secrets.token_urlsafe(40)}\n"
         f"oauth-client-id = {fake.client_id}\n"
         f"oauth-client-secret = {fake.client_secret}\n"

@@ -13,7 +13,6 @@ holds a connection meanwhile. The login callback's calls to meta are held to the
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from fake_meta import META, FakeMeta
+from fake_meta import FakeMeta, build_service
 from flask import abort, request
 
 from srcore import testdb
@@ -59,35 +58,6 @@ def small_pool(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(url, **options)
 
     monkeypatch.setattr(srcore.db, "create_engine", create_engine)
-
-
-def build_service(tmp_path: Path, fake: FakeMeta, database_url: str) -> Any:
-    """The sample service on *database_url*, linked to *fake* as its meta."""
-    import sample_service
-
-    from srcore.auth.oauth_client import build_meta_link
-    from srcore.config import load_config
-    from srcore.manifest import load_manifest
-    from srcore.migrate import core_metadata
-
-    path = tmp_path / "config.ini"
-    path.write_text(
-        "[global]\nenvironment = development\nrevocation-pull-interval = 0s\n\n"
-        f"[meta]\norigin = {META}\ndatabase-url = sqlite:///{tmp_path / 'meta.db'}\n"
-        f"secret-key = {secrets.token_urlsafe(40)}\n\n"
-        f"[sample]\norigin = http://sample.test\ndatabase-url = {database_url}\n"
-        f"secret-key = {secrets.token_urlsafe(40)}\n"
-        f"oauth-client-id = {fake.client_id}\noauth-client-secret = {fake.client_secret}\n",
-        encoding="utf-8",
-    )
-    config = load_config(path, specs=dict(load_manifest("sample_service").config))
-    link = build_meta_link(config, "sample", http=fake.session())
-    app = sample_service.create_app(config=config, identity=link)
-    app.config["TESTING"] = True
-    st = app.extensions["srcore"]
-    st.metadata.create_all(st.db.engine)
-    core_metadata().create_all(st.db.engine)
-    return app
 
 
 class Gates:
@@ -126,7 +96,7 @@ def gates(fake: FakeMeta) -> Gates:
 
 @pytest.fixture
 def service(tmp_path: Path, fake: FakeMeta, postgres_url: str, small_pool: None) -> Iterator[Any]:
-    app = build_service(tmp_path, fake, postgres_url)
+    app = build_service(tmp_path, fake, database_url=postgres_url)
     yield app
     app.extensions["srcore"].db.dispose()
 
