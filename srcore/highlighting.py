@@ -9,7 +9,8 @@ Languages are named by Pygments' lexer aliases (``python``, ``js``, ``c++``...).
 function here takes an alias and never guesses a language from the code: a guess costs
 time on every view and is wrong often enough to surprise.
 
-Highlighting has a budget of CPU time (:data:`HIGHLIGHT_BUDGET`, of the thread doing it).
+Highlighting has a budget of CPU time (:data:`HIGHLIGHT_BUDGET`, of the thread doing it,
+garbage collections left out).
 Many lexers take time that grows with the square of some runs of text (blank lines for
 C, Java or C#, and worse for a few), so a paste of a few hundred kilobytes chosen for it
 could hold a worker for hours on every view. Lexing is checked against the budget
@@ -34,7 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import re
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -107,7 +110,7 @@ _HIDDEN = re.compile(
 
 _T = TypeVar("_T")
 
-#: When the highlighting under way must stop (``time.thread_time``), or ``None``.
+#: When the highlighting under way must stop (:func:`_work_time`), or ``None``.
 _deadline: ContextVar[float | None] = ContextVar("srcore_highlight_deadline", default=None)
 
 
@@ -126,7 +129,8 @@ def budget(seconds: float | None = None) -> Iterator[None]:
         yield
         return
     limit = HIGHLIGHT_BUDGET if seconds is None else seconds
-    token = _deadline.set(time.thread_time() + limit)
+    _watch_collections()
+    token = _deadline.set(_work_time() + limit)
     try:
         yield
     finally:
@@ -140,7 +144,34 @@ def out_of_time() -> bool:
     parsing and the highlighting of its code blocks share one.
     """
     deadline = _deadline.get()
-    return deadline is not None and time.thread_time() > deadline
+    return deadline is not None and _work_time() > deadline
+
+
+# A garbage collection runs in whichever thread allocates when one is due, and with a
+# long-lived worker's heap a full one takes over half a second: counted, it made ordinary
+# text run out of its budget and show as plain text, kept so in the render cache for the
+# life of the process. Its time is left out of the budget; the work's own is not.
+_collections = threading.local()
+
+
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    now = time.thread_time()
+    if phase == "start":
+        _collections.started = now
+    elif (started := getattr(_collections, "started", None)) is not None:
+        _collections.spent = getattr(_collections, "spent", 0.0) + now - started
+        _collections.started = None
+
+
+@functools.cache
+def _watch_collections() -> None:
+    """Start timing garbage collections, once per process, at the first budget."""
+    gc.callbacks.append(_on_collection)
+
+
+def _work_time() -> float:
+    """This thread's CPU time, less what garbage collections in it took."""
+    return time.thread_time() - getattr(_collections, "spent", 0.0)
 
 
 def _timed(tokens: Iterable[_T]) -> Iterator[_T]:

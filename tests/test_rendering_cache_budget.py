@@ -6,6 +6,7 @@ of running out, never a duration.
 
 from __future__ import annotations
 
+import gc
 from html.parser import HTMLParser
 
 import pytest
@@ -84,3 +85,33 @@ def test_the_plain_text_is_kept_so_the_next_view_is_free(clock: _FakeClock) -> N
     assert rendering.markdown(text, cache=cache) == first
     assert clock.readings == readings  # not rendered again: no budget was even started
     assert cache.stats().hits == 1
+
+
+class _StillClock:
+    """``time.thread_time`` that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def thread_time(self) -> float:
+        return self.now
+
+
+def test_a_garbage_collection_does_not_spend_a_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full collection of a large heap, landing in a render, took the render's second."""
+    clock = _StillClock()
+    monkeypatch.setattr(highlighting, "time", clock)
+
+    def long_collection(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            clock.now += 10 * rendering.RENDER_BUDGET
+
+    with highlighting.budget(rendering.RENDER_BUDGET):
+        gc.callbacks.append(long_collection)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(long_collection)
+        assert not highlighting.out_of_time()
+        clock.now += 2 * rendering.RENDER_BUDGET
+        assert highlighting.out_of_time()
