@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 from flask import Flask, Response, g, render_template, request
 from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, ProgrammingError
@@ -23,7 +25,10 @@ from srcore.routing import API_PREFIX
 
 __all__ = [
     "JSON_PREFIXES",
+    "ErrorForm",
     "database_unreachable",
+    "declare_error_form",
+    "declared_error_form",
     "error_response",
     "form_again",
     "init_app",
@@ -55,6 +60,38 @@ def json_path(path: str) -> bool:
     """Whether an error at *path* is JSON, whoever asks; one rule for the app's answers
     and for those srcore's gunicorn workers send for requests gunicorn itself refuses."""
     return path.startswith(JSON_PREFIXES)
+
+
+#: The error of a status and a reason in a form of a service's own: a response built in an
+#: app context only (see :func:`declare_error_form`).
+ErrorForm = Callable[[int, str], Response]
+#: Where an app keeps its declared error forms (exact path -> form).
+_ERROR_FORMS = "srcore.error_forms"
+
+
+def declare_error_form(app: Flask, paths: Iterable[str], form: ErrorForm) -> None:
+    """Declare that every error at *paths* (exact, as routed) is *form*'s, including the
+    requests the HTTP server refuses before the app sees them (a request line or headers
+    past its limits, bytes it cannot parse): srcore's gunicorn workers
+    (:mod:`srcore.gunicorn_worker`) then send ``form(status, reason)``, built in an app
+    context, with gunicorn's status, instead of its HTML page or srcore's JSON. The app
+    answers its own errors at those paths in the same form (its error handlers'
+    business); this rule is for the answers no handler of the app sees. A program's
+    endpoint whose protocol has an error body of its own (OAuth's ``error``) declares it."""
+    forms: dict[str, ErrorForm] = app.extensions.setdefault(_ERROR_FORMS, {})
+    for path in paths:
+        forms[path] = form
+
+
+def declared_error_form(app: Any, path: str) -> ErrorForm | None:
+    """The form *app* declared for errors at *path* (raw, as the request line has it),
+    or ``None``."""
+    extensions = getattr(app, "extensions", None)
+    forms = extensions.get(_ERROR_FORMS) if isinstance(extensions, dict) else None
+    if not forms:
+        return None
+    found: ErrorForm | None = forms.get(unquote(path, errors="replace"))
+    return found
 
 
 def wants_json() -> bool:

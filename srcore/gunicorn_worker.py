@@ -8,9 +8,12 @@ page when the request is for a program: when its path is under ``/api/`` or ``/_
 (the app's own rule, :func:`srcore.errors.json_path`), or when gunicorn could not read a
 path at all. The second case is a request line no browser sends (browsers
 only send well-formed ones), so whoever sent it is a program, and programs read the JSON
-body. Any other request keeps gunicorn's small HTML page. Either answer carries the
-security headers every response of the app carries (:mod:`srcore.headers`), so no page of
-a service, not even gunicorn's, can be framed or sniffed into something else.
+body. A path whose errors the app declared a form of its own for
+(:func:`srcore.errors.declare_error_form`: meta's OAuth endpoints, whose clients read an
+OAuth ``error``) gets that form's body. Any other request keeps gunicorn's small HTML page.
+Every answer carries the security headers every response of the app carries
+(:mod:`srcore.headers`), so no page of a service, not even gunicorn's, can be framed or
+sniffed into something else.
 
 A worker told to stop (SIGTERM: the server stops, or a reload retires it) lets go of the
 listening socket at once, while it finishes the requests it has. gunicorn's workers kept it
@@ -31,7 +34,9 @@ Imported by gunicorn only: importing it imports gunicorn.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -41,11 +46,12 @@ import traceback
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http.errors import LimitRequestLine
 from gunicorn.http.message import Request
 from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
-from srcore.errors import json_path
+from srcore.errors import ErrorForm, declared_error_form, json_path
 from srcore.headers import security_headers
 from srcore.metrics_files import fold_dead_process, make_metrics_dir, remove_stale_metrics_dirs
 from srcore.validation import FieldError, error_body
@@ -95,39 +101,105 @@ def request_path(req: Any, exc: BaseException) -> str | None:
     errors (``exc.req``). A header it refuses while parsing the head (an invalid name,
     obsolete folding) carries neither, but the request being built — whose request line,
     path included, was already parsed — is the ``self`` of a frame the error went through.
+    A request line too long to parse was read up to gunicorn's limit: its path is taken
+    from what was read when it ends there (a long query after it), so that a path whose
+    errors have a form of their own (:func:`srcore.errors.declare_error_form`) gets it.
     """
     candidates = [req, getattr(exc, "req", None)]
     tb = exc.__traceback__
+    frames = []
     while tb is not None:
+        frames.append(tb.tb_frame.f_locals)
         candidates.append(tb.tb_frame.f_locals.get("self"))
         tb = tb.tb_next
     for candidate in candidates:
         if isinstance(candidate, Request) and isinstance(candidate.path, str):
             return candidate.path
+    if isinstance(exc, LimitRequestLine):
+        for names in frames:
+            for name in ("buf", "data"):
+                path = _path_read(names.get(name))
+                if path is not None:
+                    return path
     return None
 
 
-def error_answer(written: bytes, path: str | None, exc: BaseException) -> bytes:
+#: How much of an unparsed request line is searched for its path.
+_PATH_READ_MAX = 4096
+#: The start of a request line whose path was read whole: method, space, an origin-form
+#: path, then what ends it (a query, a fragment, the space before the HTTP version).
+_LINE_START = re.compile(rb"(?:\r\n)?[!#$%&'*+.^_`|~0-9A-Za-z-]+ (/[^?# \r\n]*)[?# ]")
+
+
+def _path_read(data: object) -> str | None:
+    if not isinstance(data, (bytes, bytearray)):
+        return None
+    found = _LINE_START.match(bytes(data[:_PATH_READ_MAX]))
+    return found.group(1).decode("latin-1") if found else None
+
+
+def error_answer(written: bytes, path: str | None, exc: BaseException, app: Any = None) -> bytes:
     """gunicorn's error answer *written*, with srcore's JSON body if the request calls for it.
 
     The status line is gunicorn's; the reason is what gunicorn found wrong, except for a
-    server error, whose details stay in the log. Either way the answer carries srcore's
-    security headers.
+    server error, whose details stay in the log. A path whose errors *app* declared a form
+    for (:func:`srcore.errors.declare_error_form`) gets that form's body and headers
+    instead. Either way the answer carries srcore's security headers.
     """
     head, _, rest = written.partition(b"\r\n")
-    if path is not None and not json_path(path):
-        return head + b"\r\n" + _SECURITY_HEADERS + rest
     parts = head.decode("latin-1").split(" ", 2)
     if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
         return head + b"\r\n" + _SECURITY_HEADERS + rest
     status = int(parts[1])
-    reason = str(exc) if status < 500 else ""
-    body = json.dumps(error_body([FieldError(reason=reason or parts[2])])).encode()
+    reason = (str(exc) if status < 500 else "") or parts[2]
+    form = declared_error_form(app, path) if app is not None and path is not None else None
+    if form is not None:
+        declared = _declared_answer(app, form, status, reason)
+        if declared is not None:
+            content, headers = declared
+            return _answer(head, content, headers)
+    if form is None and path is not None and not json_path(path):
+        return head + b"\r\n" + _SECURITY_HEADERS + rest
+    body = json.dumps(error_body([FieldError(reason=reason)])).encode()
+    return _answer(head, body, [("Content-Type", "application/json")])
+
+
+#: Headers of a declared form's response that the answer sets itself.
+_OWN_HEADERS = frozenset(
+    {"connection", "content-length", "transfer-encoding"}
+    | {name.lower() for name in security_headers(production=False, origin="")}
+)
+#: What a header may not hold on the wire (a header holding it is left out).
+_UNSENDABLE = re.compile("[^\t\x20-\x7e\x80-\xff]")
+
+
+def _declared_answer(
+    app: Any, form: ErrorForm, status: int, reason: str
+) -> tuple[bytes, list[tuple[str, str]]] | None:
+    """The body and headers of *form*'s error, or ``None`` if it failed (logged): the
+    answer is then srcore's JSON error, for a program's path."""
+    try:
+        with app.app_context():
+            response = form(status, reason)
+            content = response.get_data()
+            headers = [
+                (name, value)
+                for name, value in response.headers.items()
+                if name.lower() not in _OWN_HEADERS and not _UNSENDABLE.search(name + value)
+            ]
+    except Exception:
+        logging.getLogger("srcore").exception("the declared error form of a refused request")
+        return None
+    return content, headers
+
+
+def _answer(head: bytes, body: bytes, headers: list[tuple[str, str]]) -> bytes:
+    fields = "".join(f"{name}: {value}\r\n" for name, value in headers)
     return (
         (
             f"{head.decode('latin-1')}\r\n"
             "Connection: close\r\n"
-            "Content-Type: application/json\r\n"
+            f"{fields}"
             f"Content-Length: {len(body)}\r\n"
         ).encode("latin-1")
         + _SECURITY_HEADERS
@@ -147,9 +219,9 @@ class _ErrorAnswers:
         if not capture.data:
             return
         try:
-            util.write_nonblock(
-                client, error_answer(bytes(capture.data), request_path(req, exc), exc)
-            )
+            path = request_path(req, exc)
+            answer = error_answer(bytes(capture.data), path, exc, getattr(self, "wsgi", None))
+            util.write_nonblock(client, answer)
         except Exception:
             self.log.debug("Failed to send error message.")
 

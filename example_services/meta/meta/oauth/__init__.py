@@ -236,11 +236,14 @@ def _errors_in_protocol_form(app: Flask) -> None:
     protocol's form on its way out, keeping its status and headers (``Allow``,
     ``Retry-After``).
     """
+    import functools
+
     from flask import request
     from werkzeug.exceptions import HTTPException, MethodNotAllowed
     from werkzeug.http import HTTP_STATUS_CODES
 
     from meta.oauth.endpoints import MACHINE_ENDPOINTS, protocol_error
+    from srcore import errors
 
     # A method the endpoint does not take fails in routing: no endpoint, only its path.
     paths = {
@@ -284,6 +287,11 @@ def _errors_in_protocol_form(app: Flask) -> None:
 
     app.register_error_handler(HTTPException, handler)
     app.after_request(reformed)
+    # A request the HTTP server refuses itself (a request line or headers past its
+    # limits, bytes it cannot parse) never reaches these handlers: declared, its answer
+    # is the same JSON.
+    for path, found in paths.items():
+        errors.declare_error_form(app, [path], functools.partial(protocol_error, found))
 
 
 def _in_protocol_form(response: Any) -> bool:
