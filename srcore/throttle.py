@@ -20,6 +20,13 @@ storage URI (``srcore://``) for Flask-Limiter's moving-window strategy.
 
 Both stamp entries with :func:`time.time` and take no clock, so this module reads the
 time the same way: tests move ``time.time`` rather than pass a clock.
+
+An attempt is checked before it is tried and counted after, so attempts sent at once all
+pass the check before any of them is counted: as many guesses per lockout as the server
+takes requests at once. :meth:`Throttle.take_turn` lets one attempt of a counter run at a
+time (a fourth key, ``turn``, held for :data:`TURN_SECONDS` at most); the attempt that
+finds the turn taken is refused for a moment (:data:`TURN_WAIT`), and the next one checks
+after the failure before it is counted.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from typing import Any, Protocol
 from srcore.extras import MissingExtraError
 
 __all__ = [
+    "TURN_SECONDS",
+    "TURN_WAIT",
     "Decision",
     "FallbackStore",
     "Store",
@@ -51,6 +60,13 @@ ThrottleKey = tuple[str, str]
 
 #: The three storage keys of one counter (see the module's docstring).
 _PARTS = ("log", "last", "lock")
+
+#: How long an attempt may hold its counter's turn (seconds): a process that ended while
+#: holding one leaves it at most this long.
+TURN_SECONDS = 30
+
+#: The wait (seconds) an attempt is told when another attempt of its counter has the turn.
+TURN_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +211,30 @@ class Throttle:
             wait = max(wait, after)
         # The failures were just stamped: the wait runs from now.
         return Decision(allowed=wait <= 0, retry_after=wait)
+
+    def take_turn(self, keys: Sequence[ThrottleKey]) -> Decision:
+        """:meth:`check` an attempt concerning all of *keys*, holding their turn if it may
+        go ahead: until :meth:`end_turn`, another attempt concerning one of them is
+        refused (for :data:`TURN_WAIT`). Refused, it holds nothing.
+
+        End the turn after the attempt's :meth:`failure` or :meth:`success` is recorded,
+        or when it ends without either.
+        """
+        taken: list[ThrottleKey] = []
+        for key in dict.fromkeys(keys):
+            if not self.store.acquire_entry(self._name(key, "turn"), 1, TURN_SECONDS):
+                self.end_turn(taken)
+                return Decision(allowed=False, retry_after=TURN_WAIT)
+            taken.append(key)
+        decision = self._decide(keys)  # what the attempts before this one left
+        if not decision.allowed:
+            self.end_turn(taken)
+        return decision
+
+    def end_turn(self, keys: Iterable[ThrottleKey]) -> None:
+        """Give back the turn :meth:`take_turn` took for *keys*."""
+        for key in keys:
+            self.store.clear(self._name(key, "turn"))
 
     def success(self, keys: Sequence[ThrottleKey]) -> None:
         """Forget the failures of *keys* (pass the account's key, not a shared one)."""

@@ -57,15 +57,22 @@ def gunicorn_argv(
 
 @contextlib.contextmanager
 def run_service(
-    package: str, config_path: Path, *, port: int, workers: int = 1, timeout: float = 30
+    package: str,
+    config_path: Path,
+    *,
+    port: int,
+    workers: int = 1,
+    threads: int = 1,
+    timeout: float = 30,
 ) -> Iterator[str]:
     """Run *package* under gunicorn on 127.0.0.1:*port* until the block ends; yield its URL.
+    Each of its *workers* serves *threads* requests at once.
 
     Run by :mod:`srcore.supervisor`: in a process group of its own, stopped with its
     workers (SIGTERM, then SIGKILL after 10 s). Its log goes to a temporary file; the
     error raised when it exits or does not answer ``/healthz`` quotes its last lines.
     """
-    argv = gunicorn_argv(f"{package}:create_app()", port=port, workers=workers)
+    argv = gunicorn_argv(f"{package}:create_app()", port=port, workers=workers, threads=threads)
     url = f"http://127.0.0.1:{port}"
     with _supervised(config_path) as (supervisor, env):
         child = supervisor.start(Program(package, argv, env))

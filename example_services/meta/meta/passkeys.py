@@ -39,8 +39,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meta.models import PasskeyChallenge, PasskeyCredential
+from meta.models import PasskeyChallenge, PasskeyCredential, User
 from srcore.db import utcnow
+from srcore.sqlrows import lock_row
 
 __all__ = [
     "CHALLENGE_SECONDS",
@@ -335,6 +336,11 @@ def add_credential(
     transaction is rolled back.
     """
     _refuse_known(session, user_id, registered.credential_id)
+    # The account's row, held until the transaction ends: registrations racing each other
+    # count one after the other, or each would see room for one more.
+    account = session.get(User, user_id)
+    if account is None or not lock_row(session, account):
+        raise PasskeyError("This account was deleted meanwhile.", "no such account")
     if most is not None and count_of(session, user_id) >= most:
         raise PasskeyError(
             f"An account has at most {most} passkeys: remove one first.", "too many passkeys"

@@ -152,20 +152,53 @@ class LoginProtection:
         self, login: str | AccountCounter, address: str, *, second_factor: bool = False
     ) -> Decision:
         """Whether *login* may be tried from *address* now; with *second_factor*, the
-        second step's own counter of the account is asked too."""
-        first = self.account.check(self._account_keys(login, second_factor))
+        second step's own counter of the account is asked too.
+
+        In a request, an attempt that may go ahead holds the turn of the account's counter
+        until its failure or success is counted (or the request ends): another attempt of
+        the account meanwhile is refused for a moment. Checked and counted apart, attempts
+        sent at once all passed the check before the first was counted, as many guesses
+        per lockout as the server takes requests at once. The address's counter takes no
+        turns: many people share an address, and its POSTs are capped per minute anyway.
+        """
+        keys = self._account_keys(login, second_factor)
+        held = _turns()
+        taken: list[ThrottleKey] = []
+        if held is not None:
+            taken = [key for key in keys if key not in held]
+            turn = self.account.take_turn(taken)
+            if not turn.allowed:
+                return turn
+            held.update(taken)
+        first = self.account.check(keys)
         second = self.address.check([("ip", address)])
         if first.allowed and second.allowed:
             return first
+        self._end_turns(taken)
         return Decision(False, max(first.retry_after, second.retry_after))
+
+    def _end_turns(self, keys: list[ThrottleKey]) -> None:
+        held = _turns()
+        if held:
+            mine = [key for key in keys if key in held]
+            self.account.end_turn(mine)
+            held.difference_update(mine)
+
+    def end_turns(self) -> None:
+        """Give back the turns this request's checks still hold (when it ends)."""
+        held = _turns()
+        if held:
+            self._end_turns(list(held))
 
     def failure(
         self, login: str | AccountCounter, address: str, *, second_factor: bool = False
     ) -> None:
         """Count a failure of *login* from *address* (on each of its counters): a wrong
-        second factor (with *second_factor*) counts on the second step's counter as well."""
+        second factor (with *second_factor*) counts on the second step's counter as well.
+        The attempt's turn ends once it is counted."""
         self.account.failure(self._account_keys(login, second_factor, every=True))
         self.address.failure([("ip", address)])
+        self._end_turns(self._account_keys(login, second_factor))
 
     def mail_allowed(self, kind: str, user_id: int) -> bool:
         """Whether mail *kind* (of :data:`MAILS_PER_ACCOUNT`) may go to *user_id* now; if
@@ -183,6 +216,25 @@ class LoginProtection:
         from the same address.
         """
         self.account.success(self._account_keys(login, second_factor))
+        self._end_turns(self._account_keys(login, second_factor))
+
+
+#: ``flask.g`` key: the account counters whose turn this request holds.
+_TURNS_KEY = "_meta_login_turns"
+
+
+def _turns() -> set[ThrottleKey] | None:
+    """The account counters whose turn the current request holds; None outside a request
+    (a command, a test calling the throttle alone: no turns are taken)."""
+    from flask import g, has_request_context
+
+    if not has_request_context():
+        return None
+    held: set[ThrottleKey] | None = g.get(_TURNS_KEY)
+    if held is None:
+        held = set()
+        setattr(g, _TURNS_KEY, held)
+    return held
 
 
 @dataclass(frozen=True)
@@ -211,11 +263,20 @@ def init_app(app: Flask) -> Limiter:
     st = state(app)
     redis_url = str(st.config.global_.get("redis-url") or "")
     settings = meta_settings(app)
-    app.extensions["meta"].protection = LoginProtection.build(
+    protection = LoginProtection.build(
         make_store(redis_url),
         max_failures=settings.login_max_failures,
         lockout=settings.login_lockout,
     )
+    app.extensions["meta"].protection = protection
+
+    @app.teardown_request
+    def _end_turns(_exc: BaseException | None) -> None:
+        # The protection the app has now: tests replace it.
+        current = app.extensions["meta"].protection
+        if current is not None:
+            current.end_turns()
+
     limiter = Limiter(
         client_address,
         app=app,

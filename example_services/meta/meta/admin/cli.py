@@ -226,6 +226,7 @@ def create_token_for(
     the token is shown here once, as there.
     """
     from meta.oauth.pats import (
+        ACCOUNT_GONE,
         create_token,
         grantable_scope,
         token_name_problem,
@@ -252,7 +253,12 @@ def create_token_for(
                 f"{user.username} has not confirmed their email address, and an unconfirmed "
                 "account gets no tokens"
             )
-        too_many = too_many_tokens(user.id)
+        too_many = too_many_tokens(user)
+        if too_many == ACCOUNT_GONE:
+            raise click.ClickException(
+                "another request changed the account meanwhile; nothing was written. "
+                "Run the command again."
+            )
         if too_many is not None:
             raise click.ClickException(f"{user.username}: {too_many}")
         row, token = create_token(user, name=name, scope=scope, days=days)

@@ -11,7 +11,7 @@ import secrets
 import unicodedata
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
@@ -23,6 +23,7 @@ from meta.oauth.pats import revoke_client
 from srcore.auth import current_user, login_required
 from srcore.db import session as db_session
 from srcore.errors import error_response
+from srcore.sqlrows import lock_row
 from srcore.validation import Validation
 
 __all__ = [
@@ -227,13 +228,19 @@ def _mine(user_id: int) -> list[OAuthClient]:
     )
 
 
-def _count_mine(user_id: int) -> int:
+def _room_for_one(user: Any) -> bool:
+    """Whether *user* may register one more application (it has fewer than
+    :data:`MAX_CLIENTS`). The account's row is held from here until the transaction ends,
+    so registrations racing each other count one after the other: counted unheld, a burst
+    of them each saw room for one more, and all were registered."""
+    if not lock_row(db_session, user):
+        abort(403, "This account was deleted meanwhile; nothing was saved.")
     query = (
         select(func.count())
         .select_from(OAuthClient)
-        .where(OAuthClient.owner_id == user_id, OAuthClient.revoked_at.is_(None))
+        .where(OAuthClient.owner_id == user.id, OAuthClient.revoked_at.is_(None))
     )
-    return int(db_session.scalar(query) or 0)
+    return int(db_session.scalar(query) or 0) < MAX_CLIENTS
 
 
 def _context(*, created: Any = None, secret: str | None = None) -> dict[str, Any]:
@@ -309,7 +316,7 @@ def register_client() -> Any:
         if problem is not None:
             valid.error(problem, "backchannel_logout_uri")
     valid.expect(
-        _count_mine(user.id) < MAX_CLIENTS,
+        _room_for_one(user),
         f"An account has at most {MAX_CLIENTS} applications: delete one first.",
     )
     valid.raise_if_invalid()

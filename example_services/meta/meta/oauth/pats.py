@@ -33,9 +33,11 @@ from srcore.db import session as db_session
 from srcore.db import utcnow
 from srcore.errors import error_response
 from srcore.openapi import Created, NoContent, created, no_content, operation
+from srcore.sqlrows import lock_row
 from srcore.validation import Validation
 
 __all__ = [
+    "ACCOUNT_GONE",
     "create_token",
     "grantable_scope",
     "pats",
@@ -190,9 +192,27 @@ def _active_tokens(user_id: int) -> list[PersonalAccessToken]:
     )
 
 
-def too_many_tokens(user_id: int) -> str | None:
-    """Why *user_id* may not have one more token now (it has :data:`MAX_TOKENS`), or None."""
-    query = select(func.count()).select_from(PersonalAccessToken).where(*_live(user_id))
+#: Why no token is made for an account deleted since it was read.
+ACCOUNT_GONE = "This account was deleted meanwhile; nothing was written."
+
+
+def too_many_tokens(user: User) -> str | None:
+    """Why *user* may not have one more token now (it has :data:`MAX_TOKENS`, or is gone or
+    refused since it was read), or None.
+
+    The account's row is held from here until the transaction ends, so creates racing each
+    other count one after the other: counted unheld, a burst of creates each saw room for
+    one more, and all were made.
+    """
+    # The signing key create_token needs, made now if there is none yet: it is made in a
+    # transaction of its own, which on SQLite would wait for the one writer held below.
+    oauth_state().ring.signing_key()
+    if not lock_row(db_session, user):
+        return ACCOUNT_GONE
+    refusal = token_refusal(user)  # as it is now: suspended meanwhile, say
+    if refusal is not None:
+        return refusal
+    query = select(func.count()).select_from(PersonalAccessToken).where(*_live(user.id))
     if int(db_session.scalar(query) or 0) < MAX_TOKENS:
         return None
     return f"An account has at most {MAX_TOKENS} live tokens: revoke one first."
@@ -360,7 +380,7 @@ def create_token_page() -> Any:
         valid.error(refusal)
         return _render(valid, status=403)
     checked = _check_token_input(valid, api=False)
-    too_many = too_many_tokens(user.id)
+    too_many = too_many_tokens(user)
     if too_many is not None:
         valid.error(too_many)
     valid.raise_if_invalid()
@@ -476,7 +496,7 @@ def api_create_token() -> Created[NewTokenJSON] | Response:
         return error_response(403, "This token cannot make tokens: it belongs to no grant.")
     valid = Validation(request)
     checked = _check_token_input(valid, api=True, within=caller.scopes)
-    too_many = too_many_tokens(user.id)
+    too_many = too_many_tokens(user)
     if too_many is not None:
         valid.error(too_many)
     valid.raise_if_invalid()
