@@ -12,9 +12,12 @@ it in ``app.extensions["srcore_mail"]``; ``email`` and ``smtplib`` are imported 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -22,6 +25,7 @@ from srcore.service import state
 
 if TYPE_CHECKING:
     import smtplib
+    import socket
     import ssl
     from email.message import EmailMessage
 
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONNECT_TIMEOUT",
     "EXTENSION_KEY",
+    "QUIT_WAIT",
     "LogTransport",
     "MailError",
     "MailExtension",
@@ -45,8 +50,12 @@ log = logging.getLogger("srcore.mail")
 #: Where an app keeps its :class:`Mailer`, once built.
 EXTENSION_KEY = "srcore_mail"
 
-#: Seconds to wait for the SMTP server to accept the connection (and for each reply).
+#: Seconds one message may take from connecting to the server's acceptance of it: connecting,
+#: TLS, every answer and the message itself (``[global] smtp-timeout``). A page that mails
+#: waits at most that long for each message it sends.
 CONNECT_TIMEOUT = 10.0
+#: Seconds to wait for the answer to QUIT once the message is accepted: it is sent then.
+QUIT_WAIT = 1.0
 
 TLSMode = Literal["none", "starttls", "tls"]
 _DEFAULT_PORTS: dict[str, int] = {"tls": 465, "starttls": 587, "none": 25}
@@ -131,31 +140,154 @@ class SMTPTransport:
     def __repr__(self) -> str:
         return f"<SMTPTransport {self.host}:{self.port} tls={self.tls}>"
 
-    def _open(self) -> smtplib.SMTP:
+    def _open(self, watchdog: _Watchdog) -> smtplib.SMTP:
         if self._connect is not None:
-            return self._connect(self.host, self.port, timeout=self.timeout)
+            smtp = self._connect(self.host, self.port, timeout=self.timeout)
+            sock = getattr(smtp, "sock", None)
+            if sock is not None:
+                watchdog.watch(sock)
+            return smtp
         import smtplib
         import ssl
 
+        context = None
         if self.tls == "tls":
             context = self.ssl_context or ssl.create_default_context()
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
-        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        smtp = _bounded_smtp(watchdog, context, timeout=self.timeout)
+        try:
+            code, reply = smtp.connect(self.host, self.port)
+            if code != 220:  # as smtplib.SMTP(host) does: a 421 instead of a greeting
+                raise smtplib.SMTPConnectError(code, reply)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
     def send(self, message: EmailMessage) -> None:
+        """Hand *message* to the server within :attr:`timeout` seconds, all told.
+
+        Each step waits at most that long, and a watchdog shuts the connection when the
+        whole exchange has taken it: a server answering one byte at a time, each just
+        before a step's timeout, would otherwise hold the sender for as long as it likes.
+        Once the server accepted the message it is sent, whatever QUIT gets.
+        """
         import smtplib
         import ssl
 
+        watchdog = _Watchdog(self.timeout)
+        smtp: smtplib.SMTP | None = None
         try:
-            with self._open() as smtp:
-                if self.tls == "starttls":
-                    smtp.starttls(context=self.ssl_context or ssl.create_default_context())
-                if self.user:
-                    smtp.login(self.user, self.password)
-                smtp.send_message(message)
-        except (OSError, smtplib.SMTPException, UnicodeError) as exc:
+            smtp = self._open(watchdog)
+            if self.tls == "starttls":
+                smtp.starttls(context=self.ssl_context or ssl.create_default_context())
+            if self.user:
+                smtp.login(self.user, self.password)
+            smtp.send_message(message)
+        except (OSError, smtplib.SMTPException, UnicodeError, ValueError) as exc:
             # UnicodeError: a header the message cannot carry to this server as it is.
-            raise MailError(f"cannot send mail through {self.host}:{self.port}: {exc}") from exc
+            # ValueError: a socket the watchdog shut while TLS was reading it.
+            raise MailError(f"cannot send mail through {self}: {self._why(exc, watchdog)}") from exc
+        finally:
+            try:
+                if smtp is not None:
+                    _quit(smtp)
+            finally:
+                watchdog.stop()
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _why(self, exc: BaseException, watchdog: _Watchdog) -> str:
+        timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc)
+        if watchdog.fired or timed_out:
+            return f"no complete answer within {self.timeout:g} s (smtp-timeout)"
+        return str(exc) or type(exc).__name__
+
+
+class _Watchdog:
+    """Shuts the connection it watches once *seconds* have passed since it was made.
+
+    It shuts a duplicate of the socket's descriptor (the connection, not a number the
+    process may have given to another socket since), so it still reaches the connection
+    once TLS has wrapped the socket, and during the handshake.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._stopped = False
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            duplicate = sock.dup()
+            if self._stopped or self.fired:
+                _shut(duplicate)
+                duplicate.close()
+                return
+            self._sockets.append(duplicate)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self.fired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
+def _shut(sock: socket.socket) -> None:
+    import socket
+
+    with contextlib.suppress(OSError):  # closed already
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """Say goodbye to *smtp* (briefly: what it says no longer matters) and close it."""
+    import smtplib
+
+    sock = getattr(smtp, "sock", None)
+    try:
+        if sock is not None:
+            sock.settimeout(QUIT_WAIT)
+        smtp.__exit__(None, None, None)  # QUIT, then close
+    except (OSError, smtplib.SMTPException, ValueError):
+        close = getattr(smtp, "close", None)
+        if close is not None:
+            close()
+
+
+def _bounded_smtp(
+    watchdog: _Watchdog, context: ssl.SSLContext | None, *, timeout: float
+) -> smtplib.SMTP:
+    """An unconnected :class:`smtplib.SMTP` whose connection *watchdog* watches from its
+    first byte, over TLS from the start when *context* is given."""
+    import smtplib
+    import socket
+
+    class BoundedSMTP(smtplib.SMTP):
+        def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+            # What smtplib.SMTP does, and the watchdog told before the greeting.
+            sock = socket.create_connection((host, port), timeout, self.source_address)
+            watchdog.watch(sock)
+            self._host = host  # the name STARTTLS checks the certificate for
+            if context is None:
+                return sock
+            return context.wrap_socket(sock, server_hostname=host)
+
+    return BoundedSMTP(timeout=timeout)
 
 
 def _domain(address: str) -> str:
@@ -202,12 +334,16 @@ class Mailer:
             return cls(LogTransport(), sender=sender)
         port = settings.get("smtp-port")
         tls = str(settings.get("smtp-tls") or "starttls")
+        timeout = settings.get("smtp-timeout")
         transport = SMTPTransport(
             host,
             port=port if isinstance(port, int) else None,
             tls=tls,  # type: ignore[arg-type]  # checked by the config and the transport
             user=str(settings.get("smtp-user") or "") or None,
             password=str(settings.get("smtp-password") or ""),
+            timeout=(
+                timeout.total_seconds() if isinstance(timeout, timedelta) else CONNECT_TIMEOUT
+            ),
         )
         return cls(transport, sender=sender)
 

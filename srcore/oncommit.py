@@ -2,7 +2,11 @@
 exist only once committed. Done inside the transaction, it would announce a change a later
 rollback undoes; hooked to the session's next commit by hand, it would fire at some later,
 unrelated commit. :func:`after_commit` runs it at this transaction's commit, and never if it
-rolls back."""
+rolls back.
+
+The work runs once the transaction has ended and its connection is back in the pool: work
+that waits on something else (a mail server that is slow to answer) holds no connection
+the rest of the process may need."""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ log = logging.getLogger("srcore.db")
 
 T = TypeVar("T")
 _PENDING = "srcore_after_commit"
+#: The batches of a transaction that committed, run once it has ended.
+_COMMITTED = "srcore_committed"
 #: What waits for a commit: the savepoint it was given in (None: the transaction itself), the
 #: callback and its items.
 _Entry = tuple[SessionTransaction | None, Callable[[list[Any]], None], list[Any]]
@@ -50,17 +56,23 @@ def _committed(session: Session) -> None:
     batches: dict[Callable[[list[Any]], None], list[Any]] = {}
     for _, callback, items in session.info.pop(_PENDING, []):
         batches.setdefault(callback, []).extend(items)
+    # Run by _ended: the connection is still checked out while the commit's events run.
+    session.info[_COMMITTED] = batches
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction ended, its connection released; if it committed, run what
+    :func:`_committed` took of its entries."""
+    if transaction.nested:
+        pending: list[_Entry] = session.info.get(_PENDING, [])
+        pending[:] = [entry for entry in pending if entry[0] is not transaction]
+        return
+    if transaction.parent is not None:
+        return
+    session.info.pop(_PENDING, None)
+    batches: dict[Callable[[list[Any]], None], list[Any]] = session.info.pop(_COMMITTED, {})
     for callback, items in batches.items():
         try:
             callback(items)
         except Exception:
             log.exception("after a commit, %r failed", callback)
-
-
-def _ended(session: Session, transaction: SessionTransaction) -> None:
-    """A transaction ended; if it committed, :func:`_committed` took its entries already."""
-    if transaction.nested:
-        pending: list[_Entry] = session.info.get(_PENDING, [])
-        pending[:] = [entry for entry in pending if entry[0] is not transaction]
-    elif transaction.parent is None:
-        session.info.pop(_PENDING, None)

@@ -621,6 +621,22 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "'tls' connects with TLS from the start, 'none' sends in the clear (local relays "
         "only).",
     ),
+    Key(
+        "smtp-timeout",
+        type="duration",
+        default=timedelta(seconds=10),
+        check=_lasting(
+            timedelta(seconds=1),
+            timedelta(seconds=25),
+            too_short="a mail server that is merely busy would lose mail",
+            too_long="a page that mails waits that long for each message, and gunicorn "
+            "stops a worker after 30s",
+        ),
+        help="How long handing one message to the SMTP server may take, all told: "
+        "connecting, TLS, every answer and the message (1s to 25s). A page that mails waits "
+        "at most that long for each message it sends (a change of address sends two), then "
+        "says the mail could not be sent; nothing is retried.",
+    ),
     Key("smtp-user", help="The SMTP login name. Empty: no login."),
     Key("smtp-password", secret=True, help="The SMTP password (see smtp-password-file)."),
     Key(

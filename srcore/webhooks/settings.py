@@ -85,9 +85,12 @@ class MailNotifier:
         if subscription.owner_id is None or model is None:
             return
         email = session.scalar(select(model.email).where(model.id == subscription.owner_id))
+        # Read before the rollback, which expires them: loaded again, they would hold a
+        # connection for as long as the mail server takes.
+        sid, url, events = subscription.id, subscription.url, subscription.events
         session.rollback()
         if not email:
-            log.warning("subscription %d: its owner has no email here", subscription.id)
+            log.warning("subscription %d: its owner has no email here", sid)
             return
         from srcore.mail import mailer
 
@@ -95,12 +98,12 @@ class MailNotifier:
         origin = str(st.section["origin"]).rstrip("/")
         # The URL is its owner's text: one saved before URLs had to be printable could hold
         # a line break, which no mail header may (the mailer would refuse the whole notice).
-        shown = "".join(c if c.isprintable() else quote(c) for c in subscription.url)
+        shown = "".join(c if c.isprintable() else quote(c) for c in url)
         mailer(self.app).send(
             str(email),
             f"[{site}] webhook disabled: {shown}"[:200],
             f"Your webhook subscription to {st.manifest.name} was disabled.\n\n"
-            f"URL: {subscription.url}\nEvents: {subscription.events}\nReason: {reason}\n\n"
+            f"URL: {url}\nEvents: {events}\nReason: {reason}\n\n"
             f"Fix the endpoint, then enable the subscription again at {origin}/webhooks\n",
         )
 
