@@ -8,13 +8,18 @@ From each service's front page the walk follows every link to one of the three s
 its viewer means the page should not have shown it. Every HTML page loads with no console
 error, no content security policy violation and no failed or foreign resource; it has a
 title, one ``<h1>``, a label for each field, a working "Skip to content" link, its
-tables in a ``.table-wrap``, and it does not scroll sideways, at phone and desktop widths.
+tables in a ``.table-wrap``, none scrolling nor wider than the screen (a phone stacks a
+table's rows, each cell under its ``data-label``), and it does not scroll sideways, at
+phone and desktop widths.
 Then the pages of the long words by name (a 2,000-character word in a ticket, a very long
 line in a paste, a webhook's long URL) at both widths, error pages, and the skip link and
 the main todo flow with JavaScript off. Last, with lists long enough to have pages (made
 by the forms' posts and in meta's database, not by clicks), an admin walks meta's admin
 pages (accounts with the longest names, suspended and deleted ones, an audit log of
-several pages), and each list is paged to its end and back.
+several pages), and each list is paged to its end and back, alice's public ones also by
+nobody and bob, who walk every link of them too. alice's webhook pages are walked with many
+webhooks (long URLs, long reasons) and a long delivery log (many attempts, long errors),
+both lists paged, every attempt opened.
 """
 
 from __future__ import annotations
@@ -79,14 +84,27 @@ _CHECK = """() => {
       problems.push("a table outside a .table-wrap, which would widen a phone's page");
     }
   }
-  // A phone may scroll a table on its own; a desktop shows the whole of it, a long
-  // unbroken value (an address, a URL) wrapping in its cell.
-  if (window.innerWidth >= 1024) {
-    for (const wrap of document.querySelectorAll(".table-wrap")) {
-      if (wrap.scrollWidth > wrap.clientWidth) {
-        const where = `#${wrap.closest("[id]")?.id}`;
-        problems.push(`a table scrolls in ${where}: ${wrap.scrollWidth} px in ${wrap.clientWidth}`);
-      }
+  // No table scrolls, nor is wider than the screen: a desktop shows the whole of it, a
+  // long unbroken value (an address, a URL) wrapping in its cell, and a phone stacks its
+  // rows, each cell under its column's name (data-label).
+  const screen = document.documentElement.clientWidth;
+  for (const wrap of document.querySelectorAll(".table-wrap")) {
+    const where = `#${wrap.closest("[id]")?.id}`;
+    if (wrap.scrollWidth > wrap.clientWidth) {
+      problems.push(`a table scrolls in ${where}: ${wrap.scrollWidth} px in ${wrap.clientWidth}`);
+    }
+  }
+  for (const table of document.querySelectorAll("table.table")) {
+    const where = `#${table.closest("[id]")?.id}`;
+    const box = table.getBoundingClientRect();
+    if (box.right > screen + 0.5 || table.scrollWidth > screen) {
+      const wide = Math.round(box.width);
+      problems.push(`a table wider than the screen in ${where}: ${wide} px in ${screen}`);
+    }
+    if (!table.tHead) continue;
+    for (const cell of table.querySelectorAll(":scope > tbody > tr > td:not([data-label])")) {
+      const text = cell.textContent.trim().slice(0, 40);
+      problems.push(`a cell without data-label in ${where}: ${text}`);
     }
   }
   for (const link of document.querySelectorAll("nav.pagination a[href]")) {
@@ -649,7 +667,7 @@ def test_long_lists_page_to_the_end_and_back(
     """Next to the last page and previous back to the first, through each list long enough:
     todo's trackers (yours by cursor, the public ones by number), a tracker's tickets and
     a ticket's comments, paste's public and own pastes, alice's activity at meta, meta's
-    accounts and audit log."""
+    accounts and audit log; alice's public lists also as nobody and as bob."""
     net = seeded.net
     origins = (net.meta, net.todo, net.paste)
     lists = {
@@ -667,6 +685,15 @@ def test_long_lists_page_to_the_end_and_back(
             (f"{net.meta}/admin/audit", "#audit-log tbody tr", "main > nav", "text"),
         ],
     }
+    # Others see alice's public lists, long as they are: her trackers among the public
+    # ones, her tracker's tickets, a ticket's comments, her public pastes.
+    public = [
+        (f"{net.todo}/", "#public-trackers .item-list > li", "main > nav", "link"),
+        (crowded.tracker, ".item-list > li", "main > nav", "link"),
+        (crowded.ticket, "#comments article.comment", "#comments", "id"),
+        (f"{net.paste}/", ".item-list > li", "main > nav", "link"),
+    ]
+    lists |= {"anonymous": public, "bob": public}
     problems = []
     for person, starts in lists.items():
         state = crowded.admin if person == "admin" else seeded.states[person]
@@ -679,3 +706,180 @@ def test_long_lists_page_to_the_end_and_back(
         finally:
             context.close()
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+@pytest.mark.parametrize("person", ["anonymous", "bob"])
+def test_others_walk_alices_long_lists(
+    seeded: Seeded, crowded: Crowded, chromium: Any, person: str, viewport: dict[str, int]
+) -> None:
+    """Nobody and bob follow every link of todo and paste once alice's lists are long: the
+    public trackers, her tracker of many tickets, a ticket of many comments, her pastes,
+    each page a sound page; a few pages of each kind."""
+    net = seeded.net
+    origins = (net.meta, net.todo, net.paste)
+    context = _context(chromium, seeded.states[person], viewport=viewport)
+    try:
+        walk = Walk(context.new_page(), origins)
+        starts = [f"{net.todo}/", crowded.tracker, crowded.ticket, f"{net.paste}/"]
+
+        def follow(link: str) -> bool:
+            return _followed(link, origins) and not link.startswith(net.meta)
+
+        visited, left = _crawl(walk, starts, follow, per_shape=4)
+        assert visited > 20, f"{person} reached only {visited} pages"
+        assert not left, f"{person}: still {len(left)} links after {LIMIT} pages: {left[-1]}"
+        assert not walk.failures, f"{person}, {visited} pages:\n" + "\n".join(walk.failures)
+    finally:
+        context.close()
+
+
+#: Webhooks of alice's at todo beside her first (its list has pages of 20), and
+#: deliveries in the first one's log (pages of 20), each with attempts.
+HOOKS = 45
+DELIVERIES = 45
+#: Attempts of the deliveries that have the most: more than the log shows of one (20).
+ATTEMPTS = 23
+#: An error as long as the log keeps one, without a space to break at.
+LONG_ERROR = "connection refused by " + "e" * 490
+
+
+@dataclass
+class Hooked:
+    """alice's webhooks at todo and the one with a long delivery log."""
+
+    index: str
+    logged: str
+
+
+def _hook_todo(net: Network) -> int:
+    """In todo's database: :data:`HOOKS` more webhooks of alice's (long URLs, some disabled
+    with a long reason, some failing), and :data:`DELIVERIES` deliveries of her first one
+    (every status, many attempts, long errors, headers and bodies): its id."""
+    import json
+
+    import todo
+    from sqlalchemy import select
+
+    from srcore.db import utcnow
+    from srcore.webhooks.catalog import PING
+    from srcore.webhooks.models import Attempt, Delivery, OutboxRow, Subscription
+
+    app = todo.create_app(config=str(net.config))
+    long_url = "https://hooks.example.invalid/" + "/".join(["segment" * 30] * 8)
+    try:
+        with app.app_context(), app.extensions["srcore"].db.transaction() as session:
+            first = session.scalars(select(Subscription).order_by(Subscription.id)).first()
+            assert first is not None and first.owner_id is not None
+            now = utcnow()
+            for n in range(HOOKS):
+                hook = Subscription(
+                    owner_id=first.owner_id,
+                    url=f"{long_url}?n={n}&" + "q" * 900,
+                    events=first.events,
+                    scopes=first.scopes,
+                    secret=first.secret,
+                    confirmed_at=now,
+                    resource="tracker:" + "r" * 200 if n % 5 == 1 else None,
+                )
+                if n % 3 == 0:
+                    hook.enabled, hook.disabled_reason = False, "Disabled: " + "d" * 480
+                elif n % 3 == 1:
+                    hook.failing_since = now
+                session.add(hook)
+            statuses = ["pending", "delivered", "failed", "cancelled"]
+            body = json.dumps({"type": "ticket.created", "data": {"title": "t" * 3000}})
+            headers = json.dumps({"content-type": "application/json", "x-long": "h" * 1500})
+            for n in range(DELIVERIES):
+                row = OutboxRow(
+                    event=PING, payload=body, owner_id=first.owner_id, fanned_out_at=now
+                )
+                tries = ATTEMPTS if n % 4 == 0 else n % 4
+                delivery = Delivery(
+                    subscription=first,
+                    outbox=row,
+                    status=statuses[n % 4],
+                    attempts=tries,
+                    next_attempt_at=now,
+                    last_status_code=500,
+                )
+                session.add(delivery)
+                session.flush()
+                for k in range(tries):
+                    answered = k % 2 == 0
+                    session.add(
+                        Attempt(
+                            delivery_id=delivery.id,
+                            request_headers=headers,
+                            request_body=body,
+                            response_status=502 if answered else None,
+                            response_headers=headers if answered else "{}",
+                            response_body="<html>" + "b" * 3000 if answered else "",
+                            duration_ms=30_000,
+                            error=None if answered else LONG_ERROR,
+                        )
+                    )
+            return first.id
+    finally:
+        app.extensions["srcore"].db.dispose()
+
+
+@pytest.fixture(scope="module")
+def hooked(seeded: Seeded) -> Hooked:
+    net = seeded.net
+    first = _hook_todo(net)
+    return Hooked(f"{net.todo}/webhooks", f"{net.todo}/webhooks/{first}")
+
+
+#: Opens every attempt of a delivery log, as someone reading it does.
+_OPEN_ATTEMPTS = "() => document.querySelectorAll('details.attempt').forEach(d => d.open = true)"
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_webhook_pages_with_long_lists(
+    seeded: Seeded, hooked: Hooked, chromium: Any, viewport: dict[str, int]
+) -> None:
+    """alice's webhook pages once she has many webhooks (long URLs, long reasons) and one
+    has a long delivery log (many attempts, long errors, headers and bodies): every link
+    of them a sound page, a few of each kind; both lists paged to the end and back; the
+    log's attempts opened, each page still inside the screen."""
+    net = seeded.net
+    origins = (net.meta, net.todo, net.paste)
+    context = _context(chromium, seeded.states["alice"], viewport=viewport)
+    try:
+        walk = Walk(context.new_page(), origins)
+
+        def follow(link: str) -> bool:
+            return _followed(link, origins) and urlsplit(link).path.startswith("/webhooks")
+
+        visited, left = _crawl(walk, [hooked.index, hooked.logged], follow, per_shape=4)
+        assert visited > 10, f"alice reached only {visited} webhook pages"
+        assert not left, f"still {len(left)} links after {LIMIT} pages: {left[-1]}"
+        problems = list(walk.failures)
+        walk.failures.clear()
+        problems += _page_through(
+            walk, hooked.index, "#webhooks .item-list > li", "main > nav.pagination-cursor", "link"
+        )
+        problems += _page_through(
+            walk, hooked.logged, "#deliveries .item-list > li", "#deliveries", "id"
+        )
+        problems += walk.failures
+        walk.failures.clear()
+        # Every page of the log, its attempts open: still no sideways scrolling.
+        url = hooked.logged
+        for _ in range(MAX_PAGES):
+            walk.visit(url, "the start")
+            walk.page.evaluate(_OPEN_ATTEMPTS)
+            found = walk.page.evaluate(_CHECK)
+            problems += [f"{url}, attempts open: {problem}" for problem in found["problems"]]
+            shown = walk.page.locator("details.attempt").count()
+            if not shown:
+                problems.append(f"{url}: no attempt shown")
+            older = walk.page.locator("#deliveries a[rel=next]")
+            if not older.count():
+                break
+            url = older.first.evaluate("a => a.href")
+        problems += walk.failures
+        assert not problems, "\n".join(problems)
+    finally:
+        context.close()
