@@ -30,7 +30,7 @@ from srcore.service import NavItem, SrcoreState, state
 from srcore.sessions import SessionInterface
 
 if TYPE_CHECKING:
-    from flask import Request
+    from flask import Request, Response
     from sqlalchemy import MetaData
     from werkzeug.routing import MapAdapter
 
@@ -85,6 +85,11 @@ class SrcoreApp(Flask):
         super().__init__(*args, **kwargs)
         self._origin_adapters: dict[tuple[str, str, str], MapAdapter] = {}
 
+    def send_static_file(self, filename: str) -> Response:
+        """The service's own static file, its conditional and range requests read as the
+        shared ones are (:func:`send_file_checked`)."""
+        return send_file_checked(lambda: super(SrcoreApp, self).send_static_file(filename))
+
     @property
     def srcore(self) -> SrcoreState:
         """This app's srcore state."""
@@ -121,6 +126,51 @@ class SrcoreApp(Flask):
             adapter.server_name = origin.netloc
             adapter.url_scheme = origin.scheme
         return adapter
+
+
+def send_file_checked(send: Callable[[], Response]) -> Response:
+    """The file response *send* makes, with ``If-Match`` and ``Range`` read as RFC 9110
+    asks (Werkzeug's file responses read them otherwise).
+
+    A ``Range`` that is not one range of bytes (garbage, another unit, ``5-1``, several
+    ranges) is ignored: the whole file, not a 416 (section 14.2). ``If-Match`` holds when it
+    is ``*`` or names the file's tag strongly; otherwise the answer is srcore's 412, not
+    the file with its year of public caching under a 412 status; a ``*`` (or a match)
+    combined with ``If-None-Match`` is a 304, not a 412 (section 13.2.2).
+    """
+    from flask import request
+    from werkzeug.http import parse_range_header
+
+    from srcore.conditional import parse_entity_tags
+
+    environ = request.environ
+    held = {name: environ.pop(name) for name in ("HTTP_IF_MATCH",) if name in environ}
+    sent_range = environ.get("HTTP_RANGE")
+    if sent_range is not None:
+        parsed = parse_range_header(sent_range)
+        if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+            held["HTTP_RANGE"] = environ.pop("HTTP_RANGE")
+            if "HTTP_IF_RANGE" in environ:
+                held["HTTP_IF_RANGE"] = environ.pop("HTTP_IF_RANGE")
+    try:
+        response = send()
+    finally:
+        environ.update(held)
+    if "HTTP_IF_MATCH" not in held:
+        return response
+    tags = parse_entity_tags(str(held["HTTP_IF_MATCH"]))
+    tag, weak = response.get_etag()
+    if tags is not None and (tags[0] or (tag is not None and not weak and (False, tag) in tags[1])):
+        return response
+    response.close()
+    from srcore.errors import error_response
+
+    return error_response(
+        412,
+        "The file is not the version named in If-Match (or the header is not a list of "
+        "entity tags).",
+        field="If-Match",
+    )
 
 
 def _coerce_config(config: Config | str | os.PathLike[str] | None, manifest: Manifest) -> Config:
@@ -326,7 +376,9 @@ def _register_static(app: SrcoreApp) -> None:
     version = app.srcore.static_version
 
     def shared_static(version_tag: str, filename: str) -> Any:
-        response = send_from_directory(root, filename, max_age=_YEAR)
+        response = send_file_checked(lambda: send_from_directory(root, filename, max_age=_YEAR))
+        if response.status_code == 412:
+            return response
         if version_tag == version:
             response.cache_control.immutable = True
             response.cache_control.public = True
@@ -344,7 +396,9 @@ def _register_static(app: SrcoreApp) -> None:
     def favicon() -> Any:
         # A browser asks for /favicon.ico on a page that names no icon (a raw text view,
         # JSON): answered with the shared icon, not a 404 in its console and the log.
-        return send_from_directory(root, "favicon.svg", mimetype="image/svg+xml", max_age=_DAY)
+        return send_file_checked(
+            lambda: send_from_directory(root, "favicon.svg", mimetype="image/svg+xml", max_age=_DAY)
+        )
 
     app.add_url_rule("/favicon.ico", endpoint="srcore_favicon", view_func=favicon)
 
