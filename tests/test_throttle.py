@@ -20,7 +20,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from srcore.testing import require_or_skip
-from srcore.throttle import Decision, FallbackStore, Store, Throttle, make_store
+from srcore.throttle import (
+    TURN_SECONDS,
+    TURN_WAIT,
+    Decision,
+    FallbackStore,
+    Store,
+    Throttle,
+    make_store,
+)
 from srcore.windows import MovingWindows
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -330,3 +338,63 @@ def test_networks_on_their_own_redis_database_count_apart(clock: Clock) -> None:
         production.success(key)
         for store in stores:
             store.primary.storage.close()  # type: ignore[attr-defined]
+
+
+# -- turns: one attempt of a counter at a time ----------------------------------------
+
+
+def test_one_attempt_of_a_counter_has_the_turn_until_it_gives_it_back(
+    store: Store, clock: Clock
+) -> None:
+    throttle = _throttle(store, clock)
+    assert throttle.take_turn(KEYS) == Decision(True, 0.0)
+    assert throttle.take_turn(KEYS[:1]) == Decision(False, TURN_WAIT)
+    assert throttle.take_turn(KEYS[1:]) == Decision(False, TURN_WAIT)
+    assert throttle.take_turn([("login-account", "bob")]).allowed  # another counter
+    throttle.end_turn(KEYS)
+    assert throttle.take_turn(KEYS).allowed
+
+
+def test_a_refused_attempt_holds_no_turn(store: Store, clock: Clock) -> None:
+    throttle = _throttle(store, clock)
+    assert throttle.take_turn(KEYS[1:]).allowed
+    # KEYS[0] is free, KEYS[1] is not: refused, and KEYS[0] is not kept either.
+    assert not throttle.take_turn(KEYS).allowed
+    assert throttle.take_turn(KEYS[:1]).allowed
+
+
+def test_a_locked_out_counter_refuses_with_its_wait_and_holds_no_turn(
+    store: Store, clock: Clock
+) -> None:
+    throttle = _throttle(store, clock, max_failures=3, lockout=timedelta(minutes=15))
+    for _ in range(3):
+        throttle.failure(KEYS[:1])
+        clock.advance(60)
+    for _ in range(2):  # the second would be TURN_WAIT had the first kept its turn
+        assert throttle.take_turn(KEYS[:1]) == Decision(False, 900.0 - 60)
+
+
+def test_a_turn_left_by_an_ended_process_lapses(clock: Clock) -> None:
+    throttle = _throttle(make_store(None), clock)
+    assert throttle.take_turn(KEYS).allowed  # and never given back
+    clock.advance(TURN_SECONDS - 1)
+    assert not throttle.take_turn(KEYS).allowed
+    clock.advance(2)
+    assert throttle.take_turn(KEYS).allowed
+
+
+def test_attempts_sent_at_once_get_one_turn(store: Store, clock: Clock) -> None:
+    throttle = _throttle(store, clock)
+    start = threading.Barrier(8)
+    got: list[bool] = []
+
+    def attempt() -> None:
+        start.wait(timeout=10)
+        got.append(throttle.take_turn(KEYS).allowed)
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(got) == [False] * 7 + [True]
