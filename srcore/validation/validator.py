@@ -302,16 +302,21 @@ class Validation:
 
         ``text="line"`` (a title) or ``text="name"`` (an application's name) refuses what
         would show it as other text than it is (see :func:`coerce_string`).
+
+        Multiline text from a form has its CRLF line breaks read as LF: a browser sends
+        every line break of a textarea as CRLF, so the text someone typed is the same,
+        and as long, as the same text sent as JSON (an edit that changes nothing changes
+        nothing, and a length limit counts one character per line break).
         """
-        return self._coerce(
-            field,
-            required=required,
-            default=default,
-            label=label,
-            convert=lambda raw: coerce_string(
+
+        def convert(raw: object) -> str:
+            if self.source == "form" and text == "multiline" and isinstance(raw, str):
+                raw = raw.replace("\r\n", "\n")
+            return coerce_string(
                 raw, min_length=min_length, max_length=max_length, strip=strip, text=text
-            ),
-        )
+            )
+
+        return self._coerce(field, required=required, default=default, label=label, convert=convert)
 
     def _integer(
         self,
