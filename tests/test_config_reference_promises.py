@@ -432,7 +432,7 @@ def test_every_key_the_services_declare_loads_with_its_default(tmp_path: Path) -
         ("paste", "pastes-per-page", "0", "must be between 1 and 500, not 0"),
         ("paste", "pastes-per-page", "-3", "must be between 1 and 500, not -3"),
         ("paste", "pastes-per-page", "100000", "must be between 1 and 500, not 100000"),
-        ("paste", "max-paste-length", "0", "must be between 1 and 16777216, not 0"),
+        ("paste", "max-paste-length", "0", "must be between 1 and 1000000, not 0"),
         ("todo", "tickets-per-page", "0", "must be between 1 and 500, not 0"),
         ("todo", "trackers-per-page", "1000000", "must be between 1 and 500, not 1000000"),
         ("meta", "password-min-length", "0", "must be between 1 and 1024, not 0"),
