@@ -193,12 +193,15 @@ def get_ticket(name: str, number: int) -> TicketJSON:
     token = current_token()
     if token is None or token.subject is None:
         abort(error_response(403, "This call acts for a user; use a token issued to a user."))
-    if not logic.plausible_name(name):
-        abort(404)
-    row = session.execute(
-        _ticket_with_people(), {"owner_id": token.subject, "name": name, "number": number}
-    ).first()
+    row = None
+    if logic.plausible_name(name):
+        row = session.execute(
+            _ticket_with_people(), {"owner_id": token.subject, "name": name, "number": number}
+        ).first()
     if row is None:
+        # No row says nothing of the token's user: a suspended or unconfirmed account's
+        # token is refused here as on every other call (403), not told what is not there.
+        require_user(User)
         abort(404)
     tracker, ticket, tracker_owner, ticket_submitter = row
     refuse_inactive_token_user(tracker_owner)  # the token's user: what require_user refuses
