@@ -20,6 +20,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from jinja2 import ChoiceLoader, FileSystemLoader
 
+from srcore.conditional import send_file_checked
 from srcore.config import Config, ConfigError, Section, load_config
 from srcore.hygiene import SrcoreRequest, SrcoreResponse
 from srcore.logsetup import configure_default
@@ -87,7 +88,7 @@ class SrcoreApp(Flask):
 
     def send_static_file(self, filename: str) -> Response:
         """The service's own static file, its conditional and range requests read as the
-        shared ones are (:func:`send_file_checked`)."""
+        shared ones are (:func:`srcore.conditional.send_file_checked`)."""
         return send_file_checked(lambda: super(SrcoreApp, self).send_static_file(filename))
 
     @property
@@ -126,51 +127,6 @@ class SrcoreApp(Flask):
             adapter.server_name = origin.netloc
             adapter.url_scheme = origin.scheme
         return adapter
-
-
-def send_file_checked(send: Callable[[], Response]) -> Response:
-    """The file response *send* makes, with ``If-Match`` and ``Range`` read as RFC 9110
-    asks (Werkzeug's file responses read them otherwise).
-
-    A ``Range`` that is not one range of bytes (garbage, another unit, ``5-1``, several
-    ranges) is ignored: the whole file, not a 416 (section 14.2). ``If-Match`` holds when it
-    is ``*`` or names the file's tag strongly; otherwise the answer is srcore's 412, not
-    the file with its year of public caching under a 412 status; a ``*`` (or a match)
-    combined with ``If-None-Match`` is a 304, not a 412 (section 13.2.2).
-    """
-    from flask import request
-    from werkzeug.http import parse_range_header
-
-    from srcore.conditional import parse_entity_tags
-
-    environ = request.environ
-    held = {name: environ.pop(name) for name in ("HTTP_IF_MATCH",) if name in environ}
-    sent_range = environ.get("HTTP_RANGE")
-    if sent_range is not None:
-        parsed = parse_range_header(sent_range)
-        if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
-            held["HTTP_RANGE"] = environ.pop("HTTP_RANGE")
-            if "HTTP_IF_RANGE" in environ:
-                held["HTTP_IF_RANGE"] = environ.pop("HTTP_IF_RANGE")
-    try:
-        response = send()
-    finally:
-        environ.update(held)
-    if "HTTP_IF_MATCH" not in held:
-        return response
-    tags = parse_entity_tags(str(held["HTTP_IF_MATCH"]))
-    tag, weak = response.get_etag()
-    if tags is not None and (tags[0] or (tag is not None and not weak and (False, tag) in tags[1])):
-        return response
-    response.close()
-    from srcore.errors import error_response
-
-    return error_response(
-        412,
-        "The file is not the version named in If-Match (or the header is not a list of "
-        "entity tags).",
-        field="If-Match",
-    )
 
 
 def _coerce_config(config: Config | str | os.PathLike[str] | None, manifest: Manifest) -> Config:

@@ -21,6 +21,9 @@ JSON shows changes it, and nothing else does. A write view calls :func:`if_match
 the resource as it is once locked: checking before the lock would let two writes carrying
 the same tag both pass. The API description (:mod:`srcore.openapi`) lists the header and
 the 304 and 412 answers of every view marked so.
+
+Files are Werkzeug's to answer, and it reads two of these headers otherwise than RFC 9110
+does: :func:`send_file_checked` wraps the static files' responses.
 """
 
 from __future__ import annotations
@@ -206,3 +209,41 @@ def conditional(view: F) -> F:
 
     setattr(wrapper, CONDITIONAL_ATTRIBUTE, True)
     return wrapper  # type: ignore[return-value]
+
+
+def send_file_checked(send: Callable[[], Response]) -> Response:
+    """The file response *send* makes, with ``If-Match`` and ``Range`` read as RFC 9110
+    asks (Werkzeug's file responses read them otherwise).
+
+    A ``Range`` that is not one range of bytes (garbage, another unit, ``5-1``, several
+    ranges) is ignored: the whole file, not a 416 (section 14.2). ``If-Match`` holds when it
+    is ``*`` or names the file's tag strongly; otherwise the answer is srcore's 412, not
+    the file with its year of public caching under a 412 status; a ``*`` (or a match)
+    combined with ``If-None-Match`` is a 304, not a 412 (section 13.2.2).
+    """
+    from werkzeug.http import parse_range_header
+
+    environ = request.environ
+    held = {name: environ.pop(name) for name in ("HTTP_IF_MATCH",) if name in environ}
+    sent_range = environ.get("HTTP_RANGE")
+    if sent_range is not None:
+        parsed = parse_range_header(sent_range)
+        if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+            held["HTTP_RANGE"] = environ.pop("HTTP_RANGE")
+            if "HTTP_IF_RANGE" in environ:
+                held["HTTP_IF_RANGE"] = environ.pop("HTTP_IF_RANGE")
+    try:
+        response = send()
+    finally:
+        environ.update(held)
+    if "HTTP_IF_MATCH" not in held:
+        return response
+    tags = parse_entity_tags(str(held["HTTP_IF_MATCH"]))
+    tag, weak = response.get_etag()
+    if tags is not None and (tags[0] or (tag is not None and not weak and (False, tag) in tags[1])):
+        return response
+    response.close()
+    from srcore.errors import error_response
+
+    reason = "The file is not the version named in If-Match (or the header is not a list of "
+    return error_response(412, reason + "entity tags).", field="If-Match")
