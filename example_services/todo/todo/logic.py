@@ -382,10 +382,13 @@ def find_ticket(session: Session, tracker: Tracker, number: int) -> Ticket:
     """Ticket *number* of *tracker*, with its submitter loaded, or 404."""
     if not 1 <= number <= MAX_ROW_ID:
         abort(404)
+    # At most one row ((tracker_id, number) is unique), which the planner does not know:
+    # for a big tracker it guesses many, and hashed the whole user table to join them.
     row = session.execute(
         select(Ticket, User)
         .join(User, Ticket.submitter_id == User.id)
         .where(Ticket.tracker_id == tracker.id, Ticket.number == number)
+        .limit(1)
     ).first()
     if row is None:
         abort(404)

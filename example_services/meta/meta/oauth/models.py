@@ -168,6 +168,8 @@ class PersonalAccessToken(Base):
     """A token a user made for themselves; only its jti is kept, never the token."""
 
     __tablename__ = "personal_access_token"
+    # The signing keys still published are those some live token was signed with.
+    __table_args__ = (Index("ix_personal_access_token_kid_expires_at", "kid", "expires_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
