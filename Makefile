@@ -12,7 +12,7 @@ SERVICES := example_services/todo example_services/meta example_services/paste
 EXTRAS := celery,redis,postgres,server
 JOBS ?= auto
 
-.PHONY: demo test lint typecheck unit browser-deps bench reliability clean help
+.PHONY: demo test lint typecheck unit browser-deps prometheus-deps bench reliability clean help
 
 help:
 	@echo "make demo   set up and run the example network on 127.0.0.1"
@@ -43,6 +43,16 @@ browser-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
 	  else echo "chromium is not installed: browser tests will be skipped (they fail under CI=true)"; fi; }
 
+# The metrics tests check each scrape with Debian's promtool and a prometheus server they run
+# themselves; the package's own service is left disabled and stopped.
+prometheus-deps:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing prometheus (metrics tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	    systemctl disable prometheus >/dev/null 2>&1; systemctl stop prometheus >/dev/null 2>&1; true; \
+	  else echo "prometheus is not installed: metrics tests will be skipped (they fail under CI=true)"; fi; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check srcore
@@ -50,7 +60,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict srcore
 
-unit: $(STAMP) browser-deps
+unit: $(STAMP) browser-deps prometheus-deps
 	$(BIN)/pytest -n $(JOBS) -p no:cacheprovider
 
 test: lint typecheck unit

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask, Request, Response, abort, request
@@ -146,7 +146,7 @@ class Metrics:
 
         directory = os.environ.get(MULTIPROC_DIR)
         if not directory:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_LATEST
         from prometheus_client.multiprocess import MultiProcessCollector
 
         # A fresh registry each time: the collector reads every process's files, while
@@ -155,6 +155,31 @@ class Metrics:
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         with metrics_lock(directory, exclusive=False):
             return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _WithoutCreated:
+    """A process's own registry as srcore serves it: the series of the operators' guide only.
+
+    prometheus-client adds a ``<name>_created`` sample (a timestamp) to each series of a
+    counter or histogram in a process's own registry, which the text format can only
+    expose as a gauge family of its own: one more series for each, which a scrape of the
+    server's processes (``MultiProcessCollector``) never has. So whichever way the app is
+    served, a scrape holds the same series; these are left out.
+    """
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        for metric in self.registry.collect():
+            if metric.type in _WITH_CREATED:
+                created = metric.name + "_created"
+                metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric
+
+
+#: The metric types prometheus-client gives a ``_created`` sample in a process's registry.
+_WITH_CREATED = frozenset({"counter", "histogram", "summary"})
 
 
 class MetricsExtension:
