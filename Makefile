@@ -50,7 +50,8 @@ prometheus-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing prometheus (metrics tests)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	    systemctl disable prometheus >/dev/null 2>&1; systemctl stop prometheus >/dev/null 2>&1; true; \
+	    systemctl disable prometheus >/dev/null 2>&1; systemctl stop prometheus >/dev/null 2>&1; \
+	    service prometheus stop >/dev/null 2>&1; true; \
 	  else echo "prometheus is not installed: metrics tests will be skipped (they fail under CI=true)"; fi; }
 
 lint: $(STAMP)
