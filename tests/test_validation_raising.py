@@ -77,6 +77,7 @@ def test_the_openapi_probe_describes_a_list_as_a_typed_array() -> None:
             }
         },
         "required": ["events"],
+        "additionalProperties": False,
     }
 
 

@@ -10,7 +10,11 @@ reading a request. The Probe mirrors the per-type methods those two dispatch to
 
 A field read only when present (``if "name" in valid: valid.require("name")``, the PATCH
 pattern) is described as optional. A value read from the raw data (``valid._data.get``)
-is described by name, with no type.
+or named by ``valid.known()`` is described by name, with no type.
+
+A request body takes no other field (``additionalProperties: false``): a JSON body's key
+that nothing read is refused with a 400 naming it (:meth:`Validation.finish
+<srcore.validation.Validation.finish>`).
 """
 
 from __future__ import annotations
@@ -56,11 +60,13 @@ class InputSpec:
     fields: dict[str, FieldSpec] = field(default_factory=dict)
 
     def object_schema(self) -> dict[str, Any]:
-        """The fields as one JSON object's schema (a request body)."""
+        """The fields as one JSON object's schema (a request body): no other key is taken,
+        since srcore refuses a JSON body's unknown fields."""
         return {
             "type": "object",
             "properties": {spec.name: spec.schema for spec in self.fields.values()},
             "required": [spec.name for spec in self.fields.values() if spec.required],
+            "additionalProperties": False,
         }
 
 
@@ -106,6 +112,11 @@ class Probe(Validation):
 
     def error(self, reason: str, field: str | None = None) -> None:
         """Errors about sample values say nothing of the input's shape: dropped."""
+
+    def known(self, *fields: str) -> None:
+        """Fields taken but not read with these sample values: described by name."""
+        for name in fields:
+            self._record(name, {}, required=False, nullable=True)
 
     def _record(self, name: str, schema: dict[str, Any], *, required: bool, nullable: bool) -> None:
         if name in self.spec.fields:

@@ -14,6 +14,12 @@ JSON error body (``{"errors": [{"field": ..., "reason": ...}]}``) for the API, t
 page again for ``Validation.form("tracker_form.html", ...)``, an error page naming the
 bad fields for a bad query string. Views never build error answers themselves.
 
+A request's JSON body takes only what is read from it: before raising,
+``raise_if_invalid`` records every key that no read asked for (nor :meth:`~Validation.
+known` named) as an error naming it, so a misspelled field is a 400, not silently lost.
+A view calls it after its last read and before its first write. Forms and query strings
+are not checked: a page's form carries its submit button, CSRF token and such.
+
 The rules themselves (:func:`parse_json_object`, :func:`coerce_string`, ...) are plain
 functions over plain values that raise :class:`Invalid`; :class:`Validation` only finds
 the submitted value, decides whether it is missing, and records what went wrong.
@@ -58,7 +64,13 @@ from srcore.validation.rules import (
     is_json_mimetype,
     parse_json_object,
 )
-from srcore.validation.validator import Source, Validation, ValidationFailed
+from srcore.validation.validator import (
+    MAX_UNKNOWN_NAME,
+    MAX_UNKNOWN_NAMED,
+    Source,
+    Validation,
+    ValidationFailed,
+)
 
 __all__ = [
     "INT_MAX",
@@ -67,6 +79,8 @@ __all__ = [
     "MAX_EMAIL_LENGTH",
     "MAX_LIST_ITEMS",
     "MAX_STRING_LENGTH",
+    "MAX_UNKNOWN_NAME",
+    "MAX_UNKNOWN_NAMED",
     "MAX_URL_LENGTH",
     "CommonOptions",
     "ErrorBody",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Literal, NoReturn, TypeVar, Unpack, cast, overload
 
 from flask import Request, Response
@@ -44,7 +44,7 @@ from srcore.validation.rules import (
     parse_json_object,
 )
 
-__all__ = ["Source", "Validation", "ValidationFailed"]
+__all__ = ["MAX_UNKNOWN_NAME", "MAX_UNKNOWN_NAMED", "Source", "Validation", "ValidationFailed"]
 
 Source = Literal["form", "json"]
 _E = TypeVar("_E", bound=enum.Enum)
@@ -64,6 +64,41 @@ class _Missing:
 
 
 _MISSING = _Missing()
+
+#: At most this many unknown fields are named one by one; the rest are counted.
+MAX_UNKNOWN_NAMED = 20
+#: An unknown field's name is shown (as its ``field`` and in its reason) cut to this length.
+MAX_UNKNOWN_NAME = 128
+
+
+class _NotedReads(Mapping[str, Any]):
+    """A JSON object body that notes each key read from it (``get`` or ``[]``); asking
+    whether a key is there (``in``) is no read. What was never read is unknown."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self._body = body
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return self._body[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return self._body.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._body
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._body)
+
+    def __len__(self) -> int:
+        return len(self._body)
+
+
+def _shown_name(key: str) -> str:
+    return key if len(key) <= MAX_UNKNOWN_NAME else key[: MAX_UNKNOWN_NAME - 1] + "\u2026"
 
 
 # -- the glue --------------------------------------------------------------------------------
@@ -95,6 +130,10 @@ class Validation:
         source: Source = "json",
     ) -> None:
         self.errors: list[FieldError] = []
+        #: Fields the view takes though it did not read them this time (see :meth:`known`).
+        self._known: set[str] = set()
+        #: Whether :meth:`finish` has recorded the unknown fields of a JSON object body.
+        self._finished = False
         #: Set when the body could not be read at all: its error says so, and no field of it
         #: is then also "required" (which would bury that one error under a list).
         self._unread = False
@@ -119,7 +158,7 @@ class Validation:
         if is_json_mimetype(request.mimetype):
             self.source = "json"
             try:
-                self._data = parse_json_object(request.get_data(cache=True))
+                self._data = _NotedReads(parse_json_object(request.get_data(cache=True)))
             except Invalid as exc:
                 self.error(exc.reason)
                 self._unread = True
@@ -192,12 +231,56 @@ class Validation:
             return False
         return True
 
+    def known(self, *fields: str) -> None:
+        """Say that this request takes *fields* though the view did not read them this time
+        (one read only when another field has some value): sent, they are not unknown."""
+        self._known.update(fields)
+
+    def unknown_fields(self) -> list[str]:
+        """The keys of a JSON object body that nothing read, nor :meth:`known` named, and
+        that have no error of their own yet: their values would be silently lost.
+
+        Only a request's JSON body has unknown fields: a form from a page carries its
+        submit button, CSRF token and such, and a query string is not a body.
+        """
+        if not isinstance(self._data, _NotedReads):
+            return []
+        ignored = self._data.read | self._known | {err.field for err in self.errors}
+        return [key for key in self._data if key not in ignored]
+
+    def finish(self) -> None:
+        """Reading is done: record an error for each unknown field (:meth:`unknown_fields`)
+        of a JSON object body, so a client that misspells or invents a field learns that
+        nothing took it instead of believing its change was made.
+
+        :meth:`raise_if_invalid` calls it, so every write a view makes after raising sees
+        no unknown field; a view that does something between its reads and that call
+        (a check answered with another status, say) calls it first. Once is enough.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        unknown = self.unknown_fields()
+        for key in unknown[:MAX_UNKNOWN_NAMED]:
+            shown = _shown_name(key)
+            self.error(
+                f"Unknown field {json.dumps(shown, ensure_ascii=False)}: this request "
+                "takes no such field; remove it (or check its spelling).",
+                shown,
+            )
+        more = len(unknown) - MAX_UNKNOWN_NAMED
+        if more > 0:
+            self.error(f"{more} more unknown fields were sent; this request takes none of them.")
+
     def raise_if_invalid(self, *, status: int = 400) -> None:
-        """Raise :class:`ValidationFailed` if any error was recorded.
+        """Raise :class:`ValidationFailed` if any error was recorded, once reading is done
+        (:meth:`finish`: a JSON body's unknown fields are errors too).
 
         srcore answers it: the form page again (:meth:`form`), the standard JSON error
         body (API), or an error page naming the bad fields (a bad query string).
+        Call it after the last read and before the first write.
         """
+        self.finish()
         if self.errors:
             raise ValidationFailed(self, status=status)
 

@@ -227,6 +227,7 @@ class Subscriber:
 
     def create(self, valid: Validation) -> SubscriptionJSON:
         url, events, resource, _ = read_subscription(valid)
+        valid.finish()  # an unknown field is a 400 before a missing scope's 403
         sub = Subscription(
             owner_id=self.user_id,
             owner_client=self.token.client_id if self.user_id is None and self.token else None,
@@ -275,6 +276,7 @@ class Subscriber:
         """Change the url, events and enabled (with *partial*, those sent)."""
         sub = self.find(subscription_id, hold=False)  # not held while the URL's host is looked up
         url, events, _, enabled = read_subscription(valid, partial=partial, edit=not partial)
+        valid.finish()  # an unknown field is a 400 before a missing scope's 403
         self._screen(valid, url if url != sub.url else None, events)
         valid.raise_if_invalid()
         sub = self.find(subscription_id)

@@ -507,6 +507,7 @@ def api_create_token() -> Created[NewTokenJSON] | Response:
         return error_response(403, "This token cannot make tokens: it belongs to no grant.")
     valid = Validation(request)
     checked = _check_token_input(valid, api=True, within=caller.scopes)
+    valid.finish()  # unknown fields are errors before the account's row is held
     too_many = too_many_tokens(user)
     if too_many is not None:
         valid.error(too_many)
