@@ -13,7 +13,7 @@ from srcore.db import TYPE_ANNOTATION_MAP, UserMixin, make_metadata
 from srcore.migrate import CORE_LINEAGE, MigrationTarget, core_metadata
 from srcore.migrate_cli import migrate_command
 
-CORE_HEAD = "srcore_0009"
+CORE_HEAD = "srcore_0010"
 
 
 def service_a_metadata(*, extra: bool = False) -> MetaData:
@@ -182,11 +182,12 @@ def test_service_lineage_full_cycle(database_url: str, tmp_path: Path) -> None:
         ("srcore", "srcore_0006", ("srcore_0005",)),
         ("srcore", "srcore_0007", ("srcore_0006",)),
         ("srcore", "srcore_0008", ("srcore_0007",)),
-        ("srcore", CORE_HEAD, ("srcore_0008",)),
+        ("srcore", "srcore_0009", ("srcore_0008",)),
+        ("srcore", CORE_HEAD, ("srcore_0009",)),
         ("a", rev_a, ()),
     ]
     assert history[-1].message == "widgets and user themes"
-    assert [h.is_head for h in history] == [False] * 8 + [True, True]
+    assert [h.is_head for h in history] == [False] * 9 + [True, True]
 
     migrate.downgrade(t, "base")
     assert migrate.current(t) == {"srcore": CORE_HEAD, "a": None}
@@ -297,10 +298,11 @@ def test_cli(database_url: str, tmp_path: Path) -> None:
     assert lines[5].startswith("srcore: srcore_0005 -> srcore_0006, ")
     assert lines[6].startswith("srcore: srcore_0006 -> srcore_0007, ")
     assert lines[7].startswith("srcore: srcore_0007 -> srcore_0008, ")
-    assert lines[8].startswith(f"srcore: srcore_0008 -> {CORE_HEAD} (head, current)")
-    assert "first cut" in lines[9]
-    assert lines[10].endswith("by hand")
-    assert "(head, current)" in lines[10]
+    assert lines[8].startswith("srcore: srcore_0008 -> srcore_0009, ")
+    assert lines[9].startswith(f"srcore: srcore_0009 -> {CORE_HEAD} (head, current)")
+    assert "first cut" in lines[10]
+    assert lines[11].endswith("by hand")
+    assert "(head, current)" in lines[11]
 
     run("a", "downgrade", "base")
     assert "a: (none)" in run("a", "current")
@@ -346,9 +348,9 @@ def test_cli_all_upgrades_each_service_with_progress_and_a_summary(tmp_path: Pat
 
     out = run()
     # The services in the order given, the core's nine scripts in each database.
-    assert re.search(r"^\[1/2\] b: upgrading \.\.\. done in [0-9.]+ s \(10 revisions\)$", out, re.M)
-    assert re.search(r"^\[2/2\] a: upgrading \.\.\. done in [0-9.]+ s \(11 revisions\)$", out, re.M)
-    assert re.search(r"^migrated 2 services \(21 revisions applied\) in [0-9.]+ s$", out, re.M)
+    assert re.search(r"^\[1/2\] b: upgrading \.\.\. done in [0-9.]+ s \(11 revisions\)$", out, re.M)
+    assert re.search(r"^\[2/2\] a: upgrading \.\.\. done in [0-9.]+ s \(12 revisions\)$", out, re.M)
+    assert re.search(r"^migrated 2 services \(23 revisions applied\) in [0-9.]+ s$", out, re.M)
     assert out.index("[1/2] b") < out.index("[2/2] a") < out.index("migrated 2 services")
 
     migrate.revision(targets["b"], "third", autogenerate=False)

@@ -89,7 +89,7 @@ def test_a_second_migration_waits_for_the_first_and_finds_it_applied(
     second.join(BOUND)
     assert not first.is_alive() and not second.is_alive()
     assert errors == []
-    assert migrate.current(t) == {"srcore": "srcore_0009", "a": None}
+    assert migrate.current(t) == {"srcore": "srcore_0010", "a": None}
     assert migrate.pending_changes(t, lineage=CORE_LINEAGE) == []
     assert set(core_metadata().tables) <= _tables(database_url)
 
@@ -115,6 +115,6 @@ def test_reading_the_revision_takes_no_write_lock(database_url: str, tmp_path: P
             if database_url.startswith("postgresql"):
                 lock = f"SELECT pg_advisory_lock({migrate.MIGRATION_LOCK})"
                 connection.execute(text(lock))
-            assert migrate.current(t)["srcore"] == "srcore_0009"
+            assert migrate.current(t)["srcore"] == "srcore_0010"
     finally:
         engine.dispose()

@@ -14,14 +14,7 @@ from sqlalchemy.orm import Session
 from srcore.auth.scopes import Access, Scope, ScopeError, parse_scopes, satisfies
 from srcore.db import utcnow
 from srcore.sqlrows import insert_rows
-from srcore.webhooks.models import (
-    Account,
-    Delivery,
-    DeliveryStatus,
-    OutboxRow,
-    Subscription,
-    new_message_id,
-)
+from srcore.webhooks.models import Account, Delivery, OutboxRow, Subscription, new_message_id
 
 if TYPE_CHECKING:
     from srcore.manifest import Audience, Event, Manifest
@@ -34,32 +27,36 @@ def event_scope(manifest: Manifest, event: Event, access: Access = "RO") -> Scop
     return Scope(manifest.id, event.scope, access)
 
 
+def _to_all(audience: Audience, outbox: Any) -> bool:
+    """Whether the event *outbox* recorded goes to every subscriber holding its scope."""
+    return audience == "public" or (audience == "readers" and outbox.visibility == "public")
+
+
 def audience_allows(audience: Audience, subscription: Subscription, outbox: Any) -> bool:
     """Whether *subscription* is in the *audience* of the event *outbox* recorded: trusted
     (operator) subscriptions get every event they list, and they alone ``internal`` ones;
-    ``public`` events reach everyone, ``readers`` events too when recorded ``public``,
-    ``owner`` ones the recorded owner's subscriptions (a service subscriber owns nothing)."""
-    if subscription.trusted:
-        return True
-    if audience == "internal":
-        return False
-    if audience == "public" or (audience == "readers" and outbox.visibility == "public"):
-        return True
-    return subscription.owner_id is not None and subscription.owner_id == outbox.owner_id
+    any gets those reaching all (:func:`_to_all`), the recorded owner's subscriptions the
+    rest (a service subscriber owns nothing)."""
+    owner = subscription.owner_id
+    mine = audience != "internal" and owner is not None and owner == outbox.owner_id
+    return subscription.trusted or _to_all(audience, outbox) or mine
 
 
-def _candidates(session: Session, rows: Sequence[Any]) -> list[Subscription]:
-    """Enabled subscriptions that may want an event of *rows*, their owners not suspended."""
+def _candidates(session: Session, rows: list[Any], events: dict[str, Event]) -> list[Subscription]:
+    """Enabled subscriptions that may want an event of *rows*, their owners not suspended:
+    unless one reaches all, only trusted ones and those of the rows' owners, found by index."""
     padded = literal(" ") + Subscription.events + literal(" ")  # || on every backend
-    events = sorted({row.event for row in rows})
     named = sorted({row.resource for row in rows if row.resource is not None})
     owner = Account.user_id == Subscription.owner_id
     query = select(Subscription).where(
         Subscription.enabled.is_(True),
-        or_(*(padded.contains(f" {e} ", autoescape=True) for e in events)),
+        or_(*(padded.contains(f" {e} ", autoescape=True) for e in sorted(events))),
         or_(Subscription.resource.is_(None), Subscription.resource.in_(named)),
         ~select(Account.user_id).where(owner, Account.suspended.is_(True)).exists(),
     )
+    if not any(_to_all(events[row.event].audience, row) for row in rows):
+        owners = {row.owner_id for row in rows} - {None}
+        query = query.where(Subscription.trusted.is_(True) | Subscription.owner_id.in_(owners))
     query = query.order_by(Subscription.id).execution_options(populate_existing=True)
     return list(session.scalars(query))
 
@@ -78,7 +75,7 @@ def fan_out(
     """Create the deliveries of outbox rows *outbox_ids* not yet fanned out, in a few statements;
     returns their ids. Idempotent; commits (durably: a delivery never has two message ids)."""
     moment = now or utcnow()
-    o, d = _outbox_table, _delivery_table
+    o, d = cast(Table, OutboxRow.__table__), cast(Table, Delivery.__table__)
     conn = session.connection()
     chosen = o.c.id.in_(sorted(set(outbox_ids))), o.c.fanned_out_at.is_(None)
     rows = conn.execute(select(o).where(*chosen).order_by(o.c.id)).all()
@@ -90,12 +87,12 @@ def fan_out(
     found = (manifest.event(name) for name in {row.event for row in rows})
     declared = {event.name: event for event in found if event is not None}
     wanted = [row for row in rows if row.event in declared]
-    new: list[dict[str, Any]] = []  # pending, due at once
-    fresh = dict(status=DeliveryStatus.pending, attempts=0, next_attempt_at=moment, created=moment)
+    new: list[dict[str, Any]] = []  # pending (the columns' defaults), due at once
+    fresh = dict(next_attempt_at=moment, created=moment)
     if wanted:
         done = select(d.c.outbox_id, d.c.subscription_id).where(d.c.outbox_id.in_(ids))
         existing = {(int(a), int(b)) for a, b in conn.execute(done)}
-        subscriptions = _candidates(session, wanted)
+        subscriptions = _candidates(session, wanted, declared)
         # What depends on the subscription and the event only is judged once per batch.
         fits = {
             (sub.id, event.name)
@@ -120,7 +117,3 @@ def fan_out(
     conn.execute(update(o).where(o.c.id.in_(ids)).values(fanned_out_at=moment, claimed_until=None))
     session.commit()
     return created
-
-
-_outbox_table = cast(Table, OutboxRow.__table__)
-_delivery_table = cast(Table, Delivery.__table__)
