@@ -22,6 +22,10 @@
    consumer, both counted). The worker's CPU time in the window is read from /proc, so
    the figure per CPU-second is given too: on a busy machine it is the steadier one.
    Goal: at least 1,000 deliveries/s per process on PostgreSQL.
+   Then the same (local worker), the event's audience ``owner``, with no other
+   subscription and with 20,000 of other users (bulk-inserted, enabled, to the same
+   event, none in its audience): the fan-out must find the few it delivers to without
+   reading the others. Goal: the rate stays within 20%.
 3. Fairness: a receiver trickles its answers a byte a second (``webhook-timeout`` is
    4 s, so every attempt to it is cut at the deadline), and several subscriptions (more
    than the per-receiver cap) are subscribed to it; one more subscription goes to a
@@ -72,6 +76,8 @@ FAIR_TIMEOUT = "4s"
 #: The webhook-timeout of the shutdown bench.
 SHUTDOWN_TIMEOUT = "3s"
 TRICKLE_EVERY = 1.0
+#: Other users' subscriptions in the table for the second delivery figure.
+CROWD = 20_000
 
 
 def _quiet() -> None:
@@ -125,15 +131,39 @@ def _service(
 
 
 def _emit_many(app: Any, count: int, *, per_transaction: int = 100) -> None:
-    """Emit *count* events, *per_transaction* to a commit (the emit cost is section 1's)."""
+    """Emit *count* events of user 1, *per_transaction* to a commit (the emit cost is
+    section 1's)."""
     from srcore.webhooks import emit
 
     db = app.extensions["srcore"].db
+    data = {"name": "a thing"}
     with app.app_context():
         for first in range(0, count, per_transaction):
             with db.transaction() as session:
                 for number in range(first, min(first + per_transaction, count)):
-                    emit(harness.EVENT, {"number": number, "name": "a thing"}, session=session)
+                    emit(harness.EVENT, {**data, "number": number}, owner_id=1, session=session)
+
+
+def _audience(app: Any, audience: str) -> None:
+    """Declare the sample's event with *audience* in *app* (as a service.yaml would)."""
+    from dataclasses import replace
+
+    state = app.extensions["srcore"]
+    events = tuple(replace(event, audience=audience) for event in state.manifest.events)
+    state.manifest = replace(state.manifest, events=events)
+
+
+def _crowd(app: Any, count: int) -> None:
+    """*count* enabled subscriptions to the sample's event, each of another user (2, 3...)."""
+    from sqlalchemy import insert
+
+    from srcore.webhooks import Subscription
+
+    hook = dict(url="http://127.0.0.1:9/hook", events=harness.EVENT, scopes=harness.SCOPES)
+    rows = [{**hook, "owner_id": 2 + n, "secret": f"whsec_crowd{n:020d}"} for n in range(count)]
+    if rows:
+        with app.extensions["srcore"].db.transaction() as session:
+            session.execute(insert(Subscription), rows)
 
 
 # -- 1. emit cost --------------------------------------------------------------------------
@@ -275,6 +305,8 @@ def run_worker() -> None:
     from srcore.webhooks.worker import Worker
 
     app = harness.build_app(Path(os.environ["SRCORE_CONFIG"]))
+    if os.environ.get("BENCH_AUDIENCE"):
+        _audience(app, os.environ["BENCH_AUDIENCE"])
     worker = Worker(app, poll_interval=0.05)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -293,9 +325,17 @@ def run_worker() -> None:
 
 
 def bench_delivery(
-    dispatcher: str, backend: str, *, events: int, subscriptions: int, profile: str = ""
+    dispatcher: str,
+    backend: str,
+    *,
+    events: int,
+    subscriptions: int,
+    profile: str = "",
+    audience: str = "",
+    crowd: int = 0,
 ) -> dict[str, Any] | None:
-    """Deliveries per second of one worker process, the events emitted beforehand."""
+    """Deliveries per second of one worker process, the events emitted beforehand; with
+    *audience*, the event's declared so, and *crowd* other users' subscriptions to it."""
     if _postgres_missing(backend):
         return None
     if dispatcher == "celery" and not harness.redis_available():
@@ -308,6 +348,9 @@ def bench_delivery(
             broker = stack.enter_context(harness.RedisServer(tmp / "redis")).url
         app, config = stack.enter_context(_service(backend, tmp, broker=broker))
         harness.subscribe(app, receiver.url, count=subscriptions)
+        if audience:
+            _audience(app, audience)
+        _crowd(app, crowd)
         total = events * subscriptions
         _emit_many(app, events)
         if dispatcher == "celery":
@@ -322,7 +365,7 @@ def bench_delivery(
             )
         else:
             command = [sys.executable, __file__, "worker"]
-            env = harness.worker_env(config, BENCH_PROFILE=profile)
+            env = harness.worker_env(config, BENCH_PROFILE=profile, BENCH_AUDIENCE=audience)
             worker = harness.WorkerProcess(command, env, tmp / "worker.log", lifetime=300)
         stack.callback(worker.stop)
         worker.start()
@@ -620,6 +663,32 @@ def section(backends: list[str], *, quick: bool = False, number: str = "") -> No
         "   waits on the database or the receiver). 'receiver cap/s' is the receiver's\n"
         "   requests per CPU-second of its own, 'rcv busy' its CPU time over the window.\n"
     )
+
+    crowd_events = 250 if quick else 1500
+    print(
+        f"{prefix}webhooks: deliveries per second with other users' subscriptions, local "
+        f"worker\n   ({crowd_events} owner-audience events x {subscriptions} subscriptions "
+        f"of their owner; the others subscribed\n   to the same event, none in its audience)"
+    )
+    print(f"   {'backend':<11}{'others':>8}{'per s':>7}{'per CPU-s':>10}{'delivered':>12}")
+    for backend in order:
+        for crowd in (0, CROWD):
+            result = bench_delivery(
+                "local",
+                backend,
+                events=crowd_events,
+                subscriptions=subscriptions,
+                audience="owner",
+                crowd=crowd,
+            )
+            if result is None:
+                print(f"   {backend:<11}{crowd:>8,}  (not reachable, skipped)")
+                continue
+            print(
+                f"   {backend:<11}{crowd:>8,}{result['per_second']:>7.0f}"
+                f"{result['per_cpu_second']:>10.0f}{result['delivered']:>12}"
+            )
+    print(f"   goal: with {CROWD:,} others, within 20% of the rate with none\n")
 
     fair_events, rate, trickling = (40, 20.0, 6) if quick else (100, 20.0, 6)
     print(
