@@ -13,21 +13,18 @@ Every test is bounded: a call that never returns fails the test after :data:`LIM
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
 
 from srcore.mail import Mailer, MailError, SMTPTransport
-from srcore.testing import free_port, run_service, write_config
+from srcore.testing import bounded, free_port, run_service, write_config
 from srcore.testing.smtp import FAULTS, FaultySMTP, serve_faulty_smtp
 from tests.conftest import run_config_check
-
-T = TypeVar("T")
 
 #: smtp-timeout in these tests, in seconds.
 BOUND = 1.5
@@ -47,26 +44,6 @@ REFUSALS = {
     "hang-after-data": "no complete answer within 1.5 s",
 }
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-
-
-def bounded(call: Callable[[], T], limit: float = LIMIT) -> T:
-    """What *call* returns (or raises), on a thread of its own; fails the test if it is
-    still running after *limit* seconds."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(limit)
-    assert not thread.is_alive(), f"still waiting after {limit} s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
 
 
 def _mailer(server: FaultySMTP, tls: str = "none") -> Mailer:

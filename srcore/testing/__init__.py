@@ -31,6 +31,7 @@ SMTP sink (:mod:`.smtp`), the browser (:mod:`.browser`) and races replayed witho
 
 from __future__ import annotations
 
+from srcore.testing.bounds import bounded
 from srcore.testing.browser import CHROMIUM_ARGS, chromium_path, launch_chromium
 from srcore.testing.configs import new_secret, write_config, write_network_config
 from srcore.testing.databases import ServiceDatabase
@@ -58,6 +59,7 @@ __all__ = [
     "SMTPSink",
     "ServiceDatabase",
     "before_first_write",
+    "bounded",
     "chromium_path",
     "create_user",
     "deliver_pending",

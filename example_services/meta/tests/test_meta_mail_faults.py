@@ -12,17 +12,15 @@ server stalls. Every test is bounded (:func:`bounded`).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from meta_constants import PASSWORD
 
 from srcore.mail import Mailer, SMTPTransport
+from srcore.testing import bounded
 from srcore.testing.smtp import FaultySMTP, serve_faulty_smtp
-
-T = TypeVar("T")
 
 #: The bound of one message in these tests (smtp-timeout), in seconds.
 BOUND = 1.5
@@ -40,26 +38,6 @@ STOPPING = [
     "reset-in-data",
     "hang-after-data",
 ]
-
-
-def bounded(call: Callable[[], T], limit: float = LIMIT) -> T:
-    """What *call* returns (or raises), on a thread of its own; fails the test if it is
-    still running after *limit* seconds."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(limit)
-    assert not thread.is_alive(), f"still waiting after {limit} s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
 
 
 def _point(app: Any, host: str, port: int) -> None:
