@@ -37,6 +37,10 @@ _LINK = re.compile(r"https?://\S+")
 _T = TypeVar("_T")
 
 
+def _config_keys(host: str, port: int, sender: str) -> dict[str, str | int]:
+    return {"smtp-host": host, "smtp-port": port, "smtp-tls": "none", "smtp-from": sender}
+
+
 class ReceivedMail(EmailMessage):
     """A message the sink accepted, and what its SMTP envelope said.
 
@@ -97,12 +101,7 @@ class SMTPSink:
 
     def config_keys(self, sender: str = "meta@example.org") -> dict[str, str | int]:
         """The ``[global]`` keys that send a network's mail here, from *sender*."""
-        return {
-            "smtp-host": self.host,
-            "smtp-port": self.port,
-            "smtp-tls": "none",
-            "smtp-from": sender,
-        }
+        return _config_keys(self.host, self.port, sender)
 
     def clear(self) -> None:
         """Forget the mail accepted so far."""
@@ -226,12 +225,7 @@ class FaultySMTP:
 
     def config_keys(self, sender: str = "meta@example.org") -> dict[str, str | int]:
         """The ``[global]`` keys that send a network's mail here, from *sender*."""
-        return {
-            "smtp-host": self.host,
-            "smtp-port": self.port,
-            "smtp-tls": "none",
-            "smtp-from": sender,
-        }
+        return _config_keys(self.host, self.port, sender)
 
     def _stall(self) -> None:
         self.stalled.set()
