@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from meta.oauth.models import PersonalAccessToken, SigningKey
@@ -89,15 +89,30 @@ def published_keys(session: Session, *, token_lifetime: timedelta) -> list[Signi
     now = utcnow()
     horizon = now - token_lifetime - timedelta(seconds=SIGNING_KEY_TTL * 2)
     # Asked of each key (a few), through the tokens' (kid, expires_at) index: an IN over
-    # the live tokens read every one of them, for every fetch of the keys.
-    signed = exists().where(
-        PersonalAccessToken.kid == SigningKey.kid,
-        PersonalAccessToken.expires_at > now,
-        PersonalAccessToken.revoked_at.is_(None),
+    # the live tokens read every one of them, for every fetch of the keys. Not as EXISTS
+    # either: PostgreSQL's default plan of one, expecting a key's many live tokens to turn
+    # up early, read the token table in order, and all of it for a key with none. The
+    # first live token in expiry order is one only the index gives without a sort.
+    first_live = (
+        select(PersonalAccessToken.expires_at)
+        .where(
+            PersonalAccessToken.kid == SigningKey.kid,
+            PersonalAccessToken.expires_at > now,
+            PersonalAccessToken.revoked_at.is_(None),
+        )
+        .order_by(PersonalAccessToken.expires_at)
+        .limit(1)
+        .scalar_subquery()
     )
     query = (
         select(SigningKey)
-        .where(or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > horizon, signed))
+        .where(
+            or_(
+                SigningKey.retired_at.is_(None),
+                SigningKey.retired_at > horizon,
+                first_live.is_not(None),
+            )
+        )
         .order_by(SigningKey.created.desc())
     )
     return list(session.scalars(query))
