@@ -18,10 +18,8 @@ never speaks HTTP this way), two users with their own session cookies.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,49 +29,19 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import pytest
 
 from srcore.headers import security_headers
-from srcore.testing import create_user, free_port, run_service, session_cookie, write_config
+from srcore.testing import (
+    RawReply,
+    create_user,
+    exchange,
+    free_port,
+    run_service,
+    session_cookie,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
 _CSRF = re.compile(rb'name="csrf_token" value="([^"]+)"')
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    cookies: list[str]
-    body: bytes
-
-
-def exchange(port: int, data: bytes) -> Reply:
-    """Send raw bytes on a connection of their own and read the whole answer.
-
-    A server answering a request past its limits answers before reading it all, and its
-    close may reset the connection while the rest is being sent: what it answered is read
-    still, and an answer the reset lost is asked for again (three tries at most)."""
-    chunks: list[bytes] = []
-    for _ in range(3):
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-            with contextlib.suppress(OSError):
-                sock.sendall(data)
-                sock.shutdown(socket.SHUT_WR)
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
-        if chunks:
-            break
-    assert chunks, "no answer in three tries"
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers: dict[str, str] = {}
-    cookies = []
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-        if name.strip().lower() == "set-cookie":
-            cookies.append(value.strip())
-    return Reply(int(lines[0].split()[1]), headers, cookies, body)
 
 
 @dataclass
@@ -93,7 +61,7 @@ class Todo:
         who: str | None = None,
         headers: dict[str, str] | None = None,
         body: bytes = b"",
-    ) -> Reply:
+    ) -> RawReply:
         """One request; a renewed session cookie replaces the user's."""
         lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
@@ -109,7 +77,7 @@ class Todo:
                 self.cookies[who] = pair
         return reply
 
-    def submit(self, path: str, fields: dict[str, str], *, who: str) -> Reply:
+    def submit(self, path: str, fields: dict[str, str], *, who: str) -> RawReply:
         """Send the form at *path* as its page would: with its token, from this origin."""
         page = self.request("GET", path, who=who)
         token = _CSRF.search(page.body)

@@ -39,6 +39,7 @@ from srcore.testing.databases import _clean as _clean
 from srcore.testing.delivery import deliver_pending
 from srcore.testing.processes import free_port, gunicorn_argv, run_service, run_worker
 from srcore.testing.races import before_first_write
+from srcore.testing.rawhttp import RawReply, exchange
 from srcore.testing.receivers import FormReceiver, form_receiver, serving
 from srcore.testing.skipping import require_or_skip
 from srcore.testing.smtp import ReceivedMail, SMTPSink, serve_smtp_sink
@@ -55,6 +56,7 @@ __all__ = [
     "CHROMIUM_ARGS",
     "TEST_ISSUER",
     "FormReceiver",
+    "RawReply",
     "ReceivedMail",
     "SMTPSink",
     "ServiceDatabase",
@@ -63,6 +65,7 @@ __all__ = [
     "chromium_path",
     "create_user",
     "deliver_pending",
+    "exchange",
     "form_receiver",
     "free_port",
     "gunicorn_argv",

@@ -8,16 +8,15 @@ status and srcore's security headers; a page of meta's keeps gunicorn's small HT
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from oauth_helpers import network_config
 
+from srcore import testing
 from srcore.testing import free_port, run_service
 
 pytestmark = pytest.mark.slow
@@ -47,30 +46,9 @@ REFUSED: dict[str, tuple[str, bytes, int]] = {
 
 
 def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send *data* on a connection of its own; the status, headers and body answered.
-
-    gunicorn answers a request past its limits before reading it all, and its close may
-    reset the connection while the rest is sent: what came is read, and an answer the
-    reset lost is asked for again (three tries at most)."""
-    chunks: list[bytes] = []
-    for _ in range(3):
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-            with contextlib.suppress(OSError):
-                sock.sendall(data)
-                sock.shutdown(socket.SHUT_WR)
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
-        if chunks:
-            break
-    assert chunks, "no answer in three tries"
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), headers, body
+    """Send *data* on a connection of its own; the status, headers and body answered."""
+    reply = testing.exchange(port, data)
+    return reply.status, reply.headers, reply.body
 
 
 def _request(method: str, target: str, fields: bytes) -> bytes:
