@@ -6,12 +6,17 @@ there is none, and removed when the host sets its up later, or every line shows 
 
 Whatever a client sent (a path, a method, a header) goes through :func:`log_safe` before
 it reaches a log line, so that a request cannot write lines of its own into the log.
+
+Each line starts with the host's local time and its UTC offset
+(``2026-12-05 21:17:47,036 +1400``), as gunicorn's own lines in the same stream do: a time
+without its offset means a different moment on every host whose zone is not UTC.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["configure_default", "log_safe", "yield_to_host"]
@@ -38,6 +43,17 @@ def log_safe(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
+class _LineFormatter(logging.Formatter):
+    """``TIME LEVEL LOGGER: MESSAGE``, the time local with its UTC offset."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC).astimezone()
+        return f"{moment:%Y-%m-%d %H:%M:%S},{int(record.msecs):03d} {moment:%z}"
+
+
 def configure_default(level: str, *services: str) -> None:
     """Send srcore's logs (access log, mail in development, workers) and those of the
     *services* packages' own loggers (``meta``, ``todo``) to stderr at *level*, unless
@@ -55,7 +71,7 @@ def configure_default(level: str, *services: str) -> None:
             continue
         handler = logging.StreamHandler()
         setattr(handler, _MARK, True)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_LineFormatter())
         logger.addHandler(handler)
         _configured.add(name)
 

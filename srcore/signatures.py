@@ -171,8 +171,16 @@ def verify(
     *secret* is the subscription's ``whsec_`` secret (or several, while rotating),
     *headers* the request's (any case), *body* the raw body. Raises
     :class:`WebhookVerificationError` when a header is missing, the timestamp is further
-    than *tolerance* from *now*, or no signature matches.
+    than *tolerance* from *now*, or no signature matches. *now* (default: the clock) must
+    be timezone-aware: a naive one (``datetime.utcnow()``) would be read as the host's
+    local time, hours off on a host whose zone is not UTC, and is refused with
+    :class:`TypeError`.
     """
+    if now is not None and (now.tzinfo is None or now.utcoffset() is None):
+        raise TypeError(
+            f"naive datetime {now.isoformat()} given as now; pass a timezone-aware one "
+            "(datetime.now(UTC))"
+        )
     found = _header_map(headers)
     message_id = _header(found, "webhook-id")
     raw_timestamp = _header(found, "webhook-timestamp")

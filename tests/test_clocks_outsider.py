@@ -1,0 +1,360 @@
+"""Clocks as an operator sets them: meta and todo under gunicorn in a process time zone far
+from UTC (``TZ=Pacific/Kiritimati``, UTC+14, a calendar day ahead), on SQLite and on a
+PostgreSQL database whose own ``timezone`` is another one (``America/St_Johns``, UTC-3:30).
+
+What an outsider reads must not move with those settings: token claims (read with PyJWT,
+which srcore does not use to verify), the times of the API and of the pages, the
+``webhook-timestamp`` of a delivery and its log, a mail's ``Date``, a TOTP code computed
+at the true time, and a "log out everywhere" against a token made before and after it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.utils
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from srcore import signatures, testdb
+from srcore.supervisor import http_ok
+from srcore.testing import (
+    free_port,
+    gunicorn_argv,
+    run_service,
+    run_worker,
+    write_config,
+    write_network_config,
+)
+from tests.conftest import require_postgres
+from tests.test_security_e2e import (
+    PASSWORD,
+    Network,
+    bearer,
+    csrf,
+    mail_sink,
+    personal_token,
+    register,
+    wait_for,
+)
+
+__all__ = ["mail_sink"]  # a fixture used by this module
+
+pytestmark = [pytest.mark.slow]
+
+#: The services' process time zone: UTC+14, so its date is a day ahead of UTC's most hours.
+PROCESS_ZONE = "Pacific/Kiritimati"
+#: The PostgreSQL databases' own ``timezone``: UTC-3:30.
+DATABASE_ZONE = "America/St_Johns"
+#: How far a time the services stamp may be from this machine's clock (the request's round
+#: trip, a busy machine), in seconds; the zones above are hours off.
+NEAR = 120
+
+
+class Hook:
+    """A webhook receiver on 127.0.0.1 that keeps each request's headers and body, and the
+    true time it arrived."""
+
+    def __init__(self) -> None:
+        got: list[tuple[float, dict[str, str], dict[str, Any]]] = []
+        self.got = got
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null")
+                got.append((time.time(), {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.timeout = 10
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def network(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mail_sink: Any
+) -> Iterator[Network]:
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
+    tmp = tmp_path_factory.mktemp(f"clocks-{request.param}")
+    ports = {"meta": free_port(), "todo": free_port()}
+    config = write_network_config(
+        tmp / "config.ini",
+        ports,
+        global_keys={
+            **mail_sink.config_keys(),
+            "revocation-pull-interval": "1s",
+            "allow-private-webhook-targets": "127.0.0.0/8",
+        },
+    )
+    made: list[str] = []
+    try:
+        if request.param == "postgresql":
+            require_postgres()
+            text = config.read_text(encoding="utf-8")
+            for name in ports:
+                url = testdb.create_test_database(prefix=f"srcore_clocks_{name}")
+                made.append(url)
+                _set_database_zone(url)
+                text = text.replace(f"sqlite:///{tmp / (name + '.db')}", url)
+            config.write_text(text, encoding="utf-8")
+        for service in ports:
+            upgrade_all(migration_target(service, config))
+        with pytest.MonkeyPatch.context() as patch, contextlib.ExitStack() as stack:
+            patch.setenv("TZ", PROCESS_ZONE)
+            urls = {}
+            for service, port in ports.items():
+                urls[service] = stack.enter_context(
+                    run_service(service, config, port=port, timeout=60)
+                )
+                stack.enter_context(run_worker(service, config, timeout=60))
+            net = Network(config, tmp, urls["meta"], urls["todo"], "", mail_sink, {})
+            yield net
+    finally:
+        for url in made:
+            testdb.drop_test_database(url)
+
+
+def _set_database_zone(url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            name = connection.execute(sa.text("SELECT current_database()")).scalar_one()
+            connection.execute(
+                sa.text(f"ALTER DATABASE \"{name}\" SET timezone = '{DATABASE_ZONE}'")
+            )
+    finally:
+        engine.dispose()
+
+
+def _near_now(moment: datetime, what: str) -> None:
+    assert moment.tzinfo is not None and moment.utcoffset() is not None, (what, moment)
+    off = abs(moment.timestamp() - time.time())
+    assert off < NEAR, f"{what} is {off:.0f} s from now: {moment.isoformat()}"
+
+
+def _iso(value: str, what: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    _near_now(moment, what)
+    return moment
+
+
+def _totp(secret: str, at: float) -> str:
+    """RFC 6238's code (SHA-1, 6 digits, 30 s steps) at the true time *at*, as an
+    authenticator app computes it."""
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8), casefold=True)
+    mac = hmac.new(key, struct.pack(">Q", int(at // 30)), hashlib.sha1).digest()
+    number = struct.unpack(">I", mac[(mac[-1] & 0x0F) :][:4])[0] & 0x7FFFFFFF
+    return str(number % 10**6).zfill(6)
+
+
+def test_times_an_outsider_reads_are_true_utc_whatever_the_zones(network: Network) -> None:
+    net = network
+    alice = register(net, "alice")
+
+    # The confirmation mail's Date is now ("-0000": UTC, the sender's zone left unsaid).
+    mail = net.sink.to("alice@example.org")[-1]
+    _near_now(email.utils.parsedate_to_datetime(str(mail["Date"])).replace(tzinfo=UTC), "Date")
+
+    # A 30-day token, read with PyJWT against meta's published keys.
+    token = personal_token(net, alice, ["todo/trackers:RW", "todo/tickets:RW"], days="30")
+    keys = jwt.PyJWKSet.from_dict(requests.get(f"{net.meta}/oauth/jwks.json", timeout=10).json())
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = next(k for k in keys.keys if k.key_id == kid)
+    claims = jwt.decode(
+        token, key.key, algorithms=["EdDSA"], audience="todo", options={"require": ["exp", "iat"]}
+    )
+    _near_now(datetime.fromtimestamp(claims["iat"], UTC), "the token's iat")
+    assert claims["exp"] - claims["iat"] == 30 * 86400
+    assert claims.get("nbf", claims["iat"]) <= claims["iat"]
+    # meta's page gives its expiry as the UTC date, and the token's creation in its log.
+    page = alice.get(f"{net.meta}/security", timeout=10).text
+    shown = re.findall(r'data-label="Expires">([^<]*)<', page)
+    assert shown == [datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%d")], shown
+    for stamp, text in re.findall(r'<time datetime="([^"]*)">([^<]*)<', page):
+        moment = _iso(stamp, "a time on meta's security page")
+        assert moment.utcoffset() == timedelta(0), stamp
+        assert text in (moment.strftime("%Y-%m-%d %H:%M UTC"), moment.strftime("%Y-%m-%d"))
+
+    # todo's API, its webhook deliveries and their log.
+    hook = Hook()
+    try:
+        made = requests.post(
+            f"{net.todo}/api/trackers", headers=bearer(token), json={"name": "t"}, timeout=10
+        )
+        assert made.status_code == 201, made.text
+        for name in ("created", "updated"):
+            assert _iso(made.json()[name], f"a tracker's {name}").utcoffset() == timedelta(0)
+        sub = requests.post(
+            f"{net.todo}/api/webhooks",
+            headers=bearer(token),
+            json={"url": hook.url, "events": ["ticket:created"]},
+            timeout=10,
+        )
+        assert sub.status_code == 201, sub.text
+        _iso(sub.json()["created"], "a webhook's created")
+        for n in range(3):
+            made = requests.post(
+                f"{net.todo}/api/trackers/t/tickets",
+                headers=bearer(token),
+                json={"title": f"ticket {n}"},
+                timeout=10,
+            )
+            assert made.status_code == 201, made.text
+        wait_for(lambda: len(hook.got) >= 3)
+        for arrived, headers, body in hook.got:
+            # Standard Webhooks: the timestamp is epoch seconds of the sending.
+            assert abs(int(headers["webhook-timestamp"]) - arrived) < NEAR, headers
+            _iso(body["timestamp"], "an event's timestamp")
+            _iso(body["data"]["created"], "a ticket's created")
+        log = requests.get(
+            f"{net.todo}/api/webhooks/{sub.json()['id']}/deliveries",
+            headers=bearer(token),
+            timeout=10,
+        )
+        assert log.status_code == 200, log.text
+        for delivery in log.json()["results"]:
+            _iso(delivery["created"], "a delivery's created")
+            _iso(delivery["delivered_at"], "a delivery's delivered_at")
+            for attempt in delivery["attempts"]:
+                _iso(attempt["created"], "an attempt's created")
+    finally:
+        hook.close()
+
+    # Turning TOTP on with the code an authenticator app shows at the true time.
+    page = alice.get(f"{net.meta}/security/two-factor", timeout=10)
+    found = re.search(r'id="totp-secret">([A-Z2-7 ]+)<', page.text)
+    assert found, page.text[:2000]
+    secret = found.group(1).replace(" ", "")
+    on = alice.post(
+        f"{net.meta}/security/two-factor",
+        data={
+            "csrf_token": csrf(page),
+            "code": _totp(secret, time.time()),
+            "current_password": PASSWORD,
+        },
+        timeout=10,
+    )
+    assert on.status_code == 200 and "recovery-codes" in on.text, on.text[:2000]
+
+
+#: srcore's own log line: ``2026-12-05 21:17:47,036 +1400 INFO srcore.access: ...``.
+_LOG_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ([+-]\d{4}) "
+    r"INFO srcore\.access: todo \"GET /nowhere\" 404"
+)
+
+
+def test_log_lines_say_their_offset_from_utc(tmp_path: Path) -> None:
+    """todo under gunicorn, ``TZ=Pacific/Kiritimati``: its access log line carries the
+    offset, as gunicorn's lines beside it do, and names the true moment."""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
+    port = free_port()
+    config = write_config(
+        tmp_path / "config.ini",
+        service_id="todo",
+        database_url=f"sqlite:///{tmp_path / 'todo.db'}",
+        origin=f"http://127.0.0.1:{port}",
+    )
+    upgrade_all(migration_target("todo", config))
+    environ = dict(os.environ, SRCORE_CONFIG=str(config), TZ=PROCESS_ZONE, PYTHONUNBUFFERED="1")
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as err:
+        server = subprocess.Popen(
+            gunicorn_argv("todo:create_app()", port=port),
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=60)
+        before = time.time()
+        answer = requests.get(f"http://127.0.0.1:{port}/nowhere", timeout=10)
+        assert answer.status_code == 404
+        wait_for(lambda: "GET /nowhere" in log.read_text("utf-8", "replace"))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+    text = log.read_text("utf-8", "replace")
+    found = [m for line in text.splitlines() if (m := _LOG_LINE.match(line))]
+    assert found, text[-3000:]
+    wall, millis, offset = found[0].groups()
+    moment = datetime.strptime(f"{wall}.{millis}000 {offset}", "%Y-%m-%d %H:%M:%S.%f %z")
+    assert moment.utcoffset() == timedelta(hours=14)
+    assert abs(moment.timestamp() - before) < NEAR, (moment, text[-2000:])
+    # gunicorn's own lines in the same stream say the same offset.
+    assert " +1400] [" in text, text[-2000:]
+
+
+def test_a_webhook_receiver_given_a_naive_now_is_told_not_misled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``verify(now=datetime.utcnow())`` on a host whose zone is not UTC read that time as
+    local: every fresh message was "outside the tolerance" (and old ones inside it).
+    A naive *now* is refused wherever it runs."""
+    from standardwebhooks import Webhook
+
+    secret = signatures.generate_secret()
+    sent = datetime.now(UTC).replace(microsecond=0)
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(sent.timestamp())),
+        "webhook-signature": Webhook(secret).sign("msg_1", sent, '{"a":1}'),
+    }
+    assert signatures.verify(secret, headers, '{"a":1}', now=sent) == {"a": 1}
+    naive = sent.replace(tzinfo=None)  # what datetime.utcnow() gives
+    for zone in (PROCESS_ZONE, "America/St_Johns", "UTC"):
+        with _process_zone(monkeypatch, zone):
+            with pytest.raises(TypeError, match="naive"):
+                signatures.verify(secret, headers, '{"a":1}', now=naive)
+            assert signatures.verify(secret, headers, '{"a":1}', now=sent) == {"a": 1}
+
+
+@contextlib.contextmanager
+def _process_zone(monkeypatch: pytest.MonkeyPatch, zone: str) -> Iterator[None]:
+    """This process's local time zone is *zone* within the block."""
+    with monkeypatch.context() as patch:
+        patch.setenv("TZ", zone)
+        time.tzset()
+        try:
+            yield
+        finally:
+            patch.undo()
+            time.tzset()
