@@ -167,6 +167,19 @@ def _origin(value: object) -> str | None:
     return None
 
 
+def _client_id(value: object) -> str | None:
+    """A client's id is its tokens' ``sub`` when it acts for itself, beside users' ids
+    there: one spelled as an account id (digits only) would make its tokens read as that
+    account's, and that account's tokens through it as the client's own."""
+    text = str(value)
+    if text.isascii() and text.isdigit():
+        return (
+            "must not be digits only: a token's sub is an account id or a client id, and "
+            "this one reads as an account id"
+        )
+    return None
+
+
 def _redis_url(value: object) -> str | None:
     scheme = urlsplit(str(value)).scheme
     if scheme not in ("redis", "rediss", "unix"):
@@ -700,8 +713,9 @@ SERVICE_KEYS: tuple[Key, ...] = (
     ),
     Key(
         "oauth-client-id",
-        help="The client id meta issued for this service, used to log users in. Not needed "
-        "in meta's own section.",
+        check=_client_id,
+        help="The client id meta issued for this service, used to log users in (not digits "
+        "only: it would read as an account id in tokens). Not needed in meta's own section.",
     ),
     Key(
         "oauth-client-secret",
