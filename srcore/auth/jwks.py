@@ -1,6 +1,6 @@
 """meta's public keys (JWKS), fetched on first need, cached, refreshed when they change.
 
-Every service verifies access tokens and meta's pushes against meta's JWKS. The keys are
+Every service verifies access tokens against meta's JWKS. The keys are
 fetched the first time a signature has to be checked (never at import or app build),
 kept for ``max_age``, and fetched again early when a token names a ``kid`` the cache does
 not know (meta rotated its key), at most once per ``min_refresh_interval`` so a flood of

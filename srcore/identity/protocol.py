@@ -163,7 +163,8 @@ def push_data(events: Iterable[RevocationEvent]) -> dict[str, Any]:
 
 
 def pull_page(events: Iterable[RevocationEvent], last: int) -> dict[str, Any]:
-    """One page of :data:`PULL_PATH`: the events after ``since`` and meta's last seq."""
+    """One page of :data:`PULL_PATH`: the events after ``since`` and *last*, the seq of
+    the page's last event (``since`` for an empty page), where the next page starts."""
     return {"events": [event.to_json() for event in events], "last": last}
 
 

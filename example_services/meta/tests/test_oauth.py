@@ -409,7 +409,7 @@ def test_introspection_needs_client_authentication(oauth_app: Any, browser: Any)
     assert response.status_code == 401
     body = _introspect(browser, token)
     assert body["active"] is True and body["username"] == "alice"
-    assert body["client_id"] == TODO_ID and body["token_type"] == "access_token"
+    assert body["client_id"] == TODO_ID and body["token_type"] == "Bearer"
     assert _introspect(browser, "garbage") == {"active": False}
 
 

@@ -655,9 +655,10 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]
         if token.refresh is not None:
             grant = token.refresh.grant
             user = db_session.get(User, grant.user_id)
+            # RFC 7662 2.2: token_type is an RFC 6749 7.1 type, which only access tokens
+            # have; a refresh token is told apart by what the client sent.
             return {
                 "active": True,
-                "token_type": "refresh_token",
                 "client_id": grant.client_id,
                 "scope": grant.scope,
                 "sub": str(grant.user_id),
@@ -669,7 +670,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]
         claims = token.claims
         body = {
             "active": True,
-            "token_type": "access_token",
+            "token_type": "Bearer",  # as the token response said (RFC 7662 2.2)
             **{
                 k: claims[k]
                 for k in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")
