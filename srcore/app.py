@@ -56,11 +56,16 @@ log = logging.getLogger("srcore")
 
 
 class SrcoreJSONProvider(DefaultJSONProvider):
-    """JSON with ISO 8601 datetimes, which API clients parse without guessing."""
+    """JSON with ISO 8601 datetimes in UTC with their offset (``+00:00``, RFC 3339's
+    ``date-time``, as the OpenAPI documents say), which API clients parse without guessing."""
 
     @staticmethod
     def default(o: Any) -> Any:
-        if isinstance(o, datetime | date):
+        if isinstance(o, datetime):
+            from srcore.db import as_utc
+
+            return as_utc(o).isoformat()
+        if isinstance(o, date):
             return o.isoformat()
         return DefaultJSONProvider.default(o)
 

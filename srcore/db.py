@@ -75,6 +75,7 @@ __all__ = [
     "UTCDateTime",
     "UserMixin",
     "UserType",
+    "as_utc",
     "connect_args",
     "init_app",
     "make_metadata",
@@ -186,6 +187,18 @@ def make_metadata() -> MetaData:
 def utcnow() -> datetime:
     """Return the current time as a timezone-aware UTC datetime."""
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """*value* in UTC: an aware datetime converted, a naive one taken to be UTC already
+    (what a UTC wall time read without its zone is), as pages show them.
+
+    For the times srcore writes for machines (API answers, webhook payloads): always with
+    the offset ``+00:00``, whatever zone the value came in (PostgreSQL's ``timezone``).
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -358,3 +358,27 @@ def _process_zone(monkeypatch: pytest.MonkeyPatch, zone: str) -> Iterator[None]:
         finally:
             patch.undo()
             time.tzset()
+
+
+def test_times_written_for_machines_are_utc_with_their_offset(app: Any) -> None:
+    """What the API answers and a webhook carries: RFC 3339 ``date-time`` (the OpenAPI
+    documents' format) in UTC, whether the time came naive (a UTC wall time, as SQLite
+    holds it) or in another zone (as PostgreSQL hands a ``timestamptz`` over in its
+    session's ``timezone``). Before, a naive one went out without any offset, and each
+    zone's with its own."""
+    from zoneinfo import ZoneInfo
+
+    from srcore.webhooks.outbox import dump_payload
+
+    moment = datetime(2026, 12, 5, 7, 15, 30, 250000, tzinfo=UTC)
+    given = [
+        moment,
+        moment.replace(tzinfo=None),
+        moment.astimezone(ZoneInfo(PROCESS_ZONE)),
+        moment.astimezone(ZoneInfo(DATABASE_ZONE)),
+    ]
+    expected = "2026-12-05T07:15:30.250000+00:00"
+    answered = json.loads(app.json.dumps({"times": given, "day": moment.date()}))
+    assert answered == {"times": [expected] * 4, "day": "2026-12-05"}
+    carried = json.loads(dump_payload({"times": given, "day": moment.date()}))
+    assert carried == {"times": [expected] * 4, "day": "2026-12-05"}

@@ -16,8 +16,8 @@ from flask import Flask, current_app
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from srcore.db import as_utc, utcnow
 from srcore.db import session as db_session
-from srcore.db import utcnow
 from srcore.oncommit import after_commit
 from srcore.webhooks.models import OutboxRow, Subscription
 
@@ -80,14 +80,17 @@ def webhooks_state(app: Flask | None = None) -> WebhooksState:
 
 
 def dump_payload(data: Mapping[str, Any]) -> str:
-    """The JSON text stored for an event's data (ISO 8601 datetimes and dates).
+    """The JSON text stored for an event's data (ISO 8601 dates, and datetimes in UTC with
+    their offset, as the API writes them: see :func:`srcore.db.as_utc`).
 
     Raises :class:`TypeError` for a value JSON cannot hold and :class:`ValueError` for a
     number it cannot (NaN, infinity), which Python's ``json`` would write as bare ``NaN``:
     every receiver's strict parser refuses that body, so every delivery would fail."""
 
     def default(value: Any) -> Any:
-        if isinstance(value, datetime | date):  # as the event catalog's schemas say
+        if isinstance(value, datetime):  # as the event catalog's schemas say
+            return as_utc(value).isoformat()
+        if isinstance(value, date):
             return value.isoformat()
         raise TypeError(f"cannot put {type(value).__name__} in a webhook payload")
 
