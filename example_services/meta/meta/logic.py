@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from meta import signals
 from meta.models import EmailToken, TokenPurpose, User, WebSession, next_user_id
 from srcore.db import UserType, utcnow
+from srcore.identity.addresses import canonical_email
 
 __all__ = [
     "RESERVED_USERNAMES",
@@ -32,11 +33,13 @@ __all__ = [
     "check_username",
     "consume_token",
     "create_user",
+    "email_problem",
     "end_web_session",
     "end_web_sessions",
     "find_login",
     "find_token",
     "issue_token",
+    "login_text",
     "normalize_email",
     "normalize_password",
     "start_web_session",
@@ -134,8 +137,30 @@ def check_username(name: str, *, reserved: Iterable[str] = ()) -> str | None:
 
 
 def normalize_email(address: str) -> str:
-    """The form addresses are stored and compared in: stripped and lower-cased."""
-    return address.strip().lower()
+    """The form addresses are stored and compared in: :func:`canonical_email`'s (NFKC,
+    lower-cased, the domain in its ASCII form), so one mailbox is one address however it
+    was typed. The entry points refuse an address without one (:func:`email_problem`); a
+    stored one from before is stripped and lower-cased, as it was stored."""
+    try:
+        return canonical_email(address)
+    except ValueError:
+        return address.strip().lower()
+
+
+def email_problem(address: str) -> str | None:
+    """Why *address*, which passed the email rule as typed, cannot be an account's address
+    (its canonical form is no address), or None if it can."""
+    try:
+        canonical_email(address)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def login_text(login: str) -> str:
+    """What a login form's name is compared as: stripped, NFKC (a username or an address
+    typed in full-width forms is the one it reads as), lower-cased."""
+    return unicodedata.normalize("NFKC", login.strip()).strip().lower()
 
 
 def normalize_password(password: str) -> str:
@@ -158,6 +183,20 @@ def check_password(password: str, *, min_length: int, username: str = "") -> str
     return None
 
 
+def _forms(password: str) -> list[str]:
+    """The forms *password* is tried in: normal first, then as typed, composed, decomposed."""
+    return list(
+        dict.fromkeys(
+            (
+                normalize_password(password),
+                password,
+                unicodedata.normalize("NFC", password),
+                unicodedata.normalize("NFD", password),
+            )
+        )
+    )
+
+
 class Passwords:
     """argon2id hashing with a dummy hash, so unknown accounts cost the same time."""
 
@@ -174,12 +213,23 @@ class Passwords:
         return self._dummy
 
     def verify(self, stored: str | None, password: str) -> bool:
-        """Whether *password*, in its normal form or as typed, matches *stored*; with None, do
-        the same work and say no. As typed: a hash stored before passwords were normalised
-        was made from what its owner typed then."""
-        normal = normalize_password(password)
-        # Every form is tried (a list, not a generator): the time tells nothing of which matched.
-        return any([self._verify(stored, p) for p in dict.fromkeys((normal, password))])
+        """Whether *password*, in any of its forms, matches *stored*; with None, do the
+        same work and say no.
+
+        Its normal form matches a hash :meth:`hash` made. A hash stored before passwords
+        were normalised was made from what its owner typed then, composed (NFC) on one
+        system, decomposed (NFD) on another: it takes the password in either, so its owner
+        gets in from any keyboard (and :meth:`hashed_normal` says to replace it)."""
+        # Every form is tried (a list, not a generator): the time tells nothing of which
+        # matched, only how many forms the typed password has.
+        return any([self._verify(stored, p) for p in _forms(password)])
+
+    def hashed_normal(self, stored: str, password: str) -> bool:
+        """Whether *stored*, which *password* matched, is a hash of its normal form (not
+        one of an older hash of another form, to be replaced by :meth:`hash`'s)."""
+        if len(_forms(password)) == 1:
+            return True
+        return self._verify(stored, normalize_password(password))
 
     def _verify(self, stored: str | None, password: str) -> bool:
         try:
@@ -201,12 +251,14 @@ class Passwords:
 
 
 def find_login(session: Session, login: str) -> User | None:
-    """The account whose username or address is *login* (case-insensitive)."""
-    login = login.strip().lower()
+    """The account whose username or address is *login*, however it was typed: in any
+    case, an address in any of its spellings (:func:`normalize_email`)."""
+    login = login_text(login)
     if not login:
         return None
-    column = User.email if "@" in login else User.username
-    return session.scalar(select(User).where(func.lower(column) == login))
+    if "@" in login:
+        return session.scalar(select(User).where(func.lower(User.email) == normalize_email(login)))
+    return session.scalar(select(User).where(func.lower(User.username) == login))
 
 
 def username_taken(session: Session, name: str) -> bool:

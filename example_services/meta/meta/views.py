@@ -40,7 +40,7 @@ from srcore.db import UserType, utcnow
 from srcore.db import session as db
 from srcore.errors import error_response
 from srcore.sqlrows import lock_row
-from srcore.validation import Validation
+from srcore.validation import MAX_EMAIL_LENGTH, Validation
 
 if TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -190,7 +190,11 @@ def login() -> Any:
     if user.is_suspended:
         notice = user.suspension_notice or "This account is suspended."
         return error_response(403, notice, title="Account suspended")
-    if state.passwords.needs_rehash(user.password_hash):
+    if state.passwords.needs_rehash(user.password_hash) or not state.passwords.hashed_normal(
+        user.password_hash, password
+    ):
+        # A hash of the password as typed before passwords were normalised becomes a
+        # hash of its normal form, which every form of it matches from now on.
         user.password_hash = state.passwords.hash(password)
     from meta.twofactor import begin_second_step, has_second_factor
 
@@ -271,7 +275,7 @@ def register() -> Any:
         return render_template("meta/register.html", valid=None, min_length=min_length)
     valid = Validation.form("meta/register.html", min_length=min_length)
     username = (valid.require("username", max_length=FIELD_MAX) or "").lower()
-    email = valid.require("email", "email", label="Email address")
+    email = _address_field(valid, "email", "Email address")
     password = valid.require("password", strip=False, max_length=logic.PASSWORD_MAX_LENGTH)
     if username:
         problem = logic.check_username(username, reserved=_reserved_names())
@@ -315,6 +319,23 @@ def register() -> Any:
             "warning",
         )
     return redirect(url_for("accounts.profile"))
+
+
+def _address_field(valid: Validation, field: str, label: str) -> str | None:
+    """The address in *field*, in the one form it is stored and compared in
+    (:func:`logic.normalize_email`): ``Alice@Bücher.example`` and
+    ``alice@xn--bcher-kva.example`` are one mailbox, so one account. None (with the error
+    recorded) if it is missing or its canonical form is no address."""
+    # Checked in that form: full-width letters, dots and at sign are the address they
+    # read as, which the email rule refuses as typed.
+    typed = valid.require(field, max_length=MAX_EMAIL_LENGTH, label=label)
+    if typed is None:
+        return None
+    problem = logic.email_problem(typed)
+    if problem is not None:
+        valid.error(problem, field)
+        return None
+    return logic.normalize_email(typed)
 
 
 def _expect_free(valid: Validation, username: str, email: str | None) -> None:
@@ -386,7 +407,7 @@ def forgot() -> Any:
     if request.method == "GET":
         return render_template("meta/forgot.html", valid=None, sent=False)
     valid = Validation.form("meta/forgot.html", sent=False)
-    email = valid.require("email", "email", label="Email address")
+    email = _address_field(valid, "email", "Email address")
     valid.raise_if_invalid()
     assert email  # require() recorded an error otherwise
     user = logic.find_login(db, email)
@@ -654,7 +675,8 @@ def _throttle_key(user: User | None, login: str) -> str | AccountCounter:
         if device is not None:
             return AccountCounter(f"device:{device}", also=(f"user:{user.id}",))
         return f"user:{user.id}"
-    return "name:" + login.strip().lower()[:256]
+    name = logic.login_text(login)
+    return "name:" + (logic.normalize_email(name) if "@" in name else name)[:256]
 
 
 #: The cookie naming the accounts that logged in from this browser (signed, see
@@ -841,11 +863,10 @@ def change_email() -> Any:
     if throttled is not None:
         return throttled
     valid = Validation.form("meta/email.html", user=user)
-    email = valid.require("email", "email", label="New email address")
+    email = _address_field(valid, "email", "New email address")
     _check_current_password(valid, user)
     taken = False
     if email:
-        email = logic.normalize_email(email)
         valid.expect(email != user.email, "This is already your address.", field="email")
         # Told to that address's mailbox only, never on this page: any account's owner
         # could otherwise ask, address after address, which of them have accounts.

@@ -170,7 +170,7 @@ def create_user(config: str | None, username: str, email: str, password: str) ->
     from meta import logic, meta_state
     from meta.settings import meta_settings
     from srcore.db import utcnow
-    from srcore.validation import Validation
+    from srcore.validation import MAX_EMAIL_LENGTH, Validation
 
     password = _text(password, "the password", text="multiline")
     with _meta_app(config) as app:
@@ -179,9 +179,12 @@ def create_user(config: str | None, username: str, email: str, password: str) ->
         if problem is not None:
             raise click.ClickException(f"{username!r}: {problem}")
         valid = Validation(data={"email": email}, source="form")
-        address = valid.require("email", "email", label="The email address")
+        address = valid.require("email", max_length=MAX_EMAIL_LENGTH, label="The email address")
         if address is None:
             raise click.ClickException(f"{email!r}: {valid.errors[0].reason}")
+        problem = logic.email_problem(address)
+        if problem is not None:
+            raise click.ClickException(f"{email!r}: {problem}")
         address = logic.normalize_email(address)
         min_length = meta_settings(app).password_min_length
         problem = logic.check_password(password, min_length=min_length, username=username)
