@@ -31,6 +31,7 @@ __all__ = [
     "declared_error_form",
     "error_response",
     "form_again",
+    "from_own_page",
     "init_app",
     "json_path",
     "wants_json",
@@ -142,11 +143,14 @@ def error_response(
 
 #: Fields a form is not sent back with: what is secret is typed again, not put in a page.
 _NOT_REPEATED = ("password", "secret", "token", "code", "otp")
+#: The field of a form's one-time token (:data:`srcore.once.ONCE_FIELD`), which the page
+#: shown again replaces with one of the new session.
+_ONCE_FIELD = "form_once"
 #: A value longer than this, or on more than one line, is shown again in a text area.
 _SHORT = 80
 
 
-def _from_own_page() -> bool:
+def from_own_page() -> bool:
     """Whether the request was sent by one of the service's own pages (its ``Origin`` is the
     service's; a browser that sends none says ``Sec-Fetch-Site: same-origin``). Only such a
     form is sent back: another site's form, answered with one holding a valid token, would
@@ -162,13 +166,36 @@ def _from_own_page() -> bool:
     return request.headers.get("Sec-Fetch-Site") == "same-origin"
 
 
+def _page_it_came_from() -> str:
+    """Where to open again the page a form was sent from: its ``Referer`` when that is a
+    page of this service (browsers send the whole address to the same origin), else the
+    front page. Only a path of this service, never another site's address."""
+    from urllib.parse import urlsplit
+
+    from flask import current_app
+
+    own = urlsplit(str(current_app.extensions["srcore"].section["origin"]))
+    came = urlsplit(request.headers.get("Referer", ""))
+    path = came.path + (f"?{came.query}" if came.query else "")
+    same = (came.scheme, came.netloc.lower()) == (own.scheme, own.netloc.lower())
+    if same and path.startswith("/") and not path.startswith(("//", "/\\")) and len(path) <= 2048:
+        return path
+    return request.script_root + "/"
+
+
 def form_again(code: int, reason: str, *, title: str) -> Response | None:
     """The page of a form sent from the service's own page and not taken for want of a
     session (it expired, or the person logged out or in as someone else in another tab):
     what they entered, again, under *reason*, with this session's security token, so a
-    long comment is not lost to an error page. None for what is not such a form (an API
-    call, a request from elsewhere, a form with nothing in it)."""
-    if wants_json() or request.method in ("GET", "HEAD") or not _from_own_page():
+    long comment is not lost to an error page. Fields it does not repeat (passwords,
+    codes, files) are there empty, to be entered again.
+
+    A form with nothing to repeat (a button: log out, revoke, delete; or only a code) gets
+    the same page without a form, saying who is logged in now and linking to the page it
+    came from, to be opened again: a button sent again in one click would act as whoever
+    is logged in now. None for what is not from the service's own page (an API call, a
+    request from elsewhere), which gets the plain error."""
+    if wants_json() or request.method in ("GET", "HEAD") or not from_own_page():
         return None
     fields: list[tuple[str, str, bool]] = []
     dropped: list[str] = []
@@ -179,9 +206,9 @@ def form_again(code: int, reason: str, *, title: str) -> Response | None:
             dropped.append(name)
             continue
         fields.extend((name, value, "\n" in value or len(value) > _SHORT) for value in values)
-    dropped.extend(name for name in request.files if name not in dropped)
-    if not fields:
-        return None
+    files = [name for name in request.files if name not in dropped]
+    if all(name == _ONCE_FIELD for name, _, _ in fields):
+        fields = []  # only the form's one-time token (see srcore.once): a button
     query = request.query_string.decode("latin-1")
     body = render_template(
         "form_again.html",
@@ -189,8 +216,12 @@ def form_again(code: int, reason: str, *, title: str) -> Response | None:
         title=title,
         message=reason,
         fields=fields,
-        dropped=dropped,
+        # Typed again in the form: (name, input type), files as files.
+        retyped=[(name, "password" if "password" in name.lower() else "text") for name in dropped]
+        + [(name, "file") for name in files],
+        dropped=dropped + files,
         action=request.script_root + request.path + (f"?{query}" if query else ""),
+        reopen=_page_it_came_from(),
     )
     # Never kept by the browser: it holds what the person wrote and a security token.
     headers = {"Cache-Control": "no-store"}

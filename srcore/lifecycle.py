@@ -181,9 +181,43 @@ def _unrouted_args(app: Flask, path: str) -> Mapping[str, Any] | None:
     return None
 
 
+#: The endpoints of the login and logout every service has (:mod:`srcore.auth.web`),
+#: whichever views a service puts there (meta its own pages).
+_LOGIN_ENDPOINTS = ("srcore_login", "srcore_logout")
+
+
+def _token_of_an_earlier_session(app: Flask, req: Request) -> bool:
+    """Whether *req*, refused by the CSRF check, is a form whose effect does not depend on
+    the session (the service's login or logout, or a view marked
+    :func:`srcore.sessions.any_session`), sent from the service's own page with a token
+    this service signed for an earlier session of the browser: it is then taken."""
+    from itsdangerous import BadData, URLSafeTimedSerializer
+
+    from srcore.errors import from_own_page
+    from srcore.sessions import ANY_SESSION
+
+    views = app.view_functions
+    view = views.get(req.endpoint or "")
+    independent = view is not None and (
+        getattr(view, ANY_SESSION, False) or any(view is views.get(e) for e in _LOGIN_ENDPOINTS)
+    )
+    if not independent or not from_own_page():
+        return False
+    token = req.form.get(app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"))
+    key = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+    if not token or not key:
+        return False
+    try:
+        signed = URLSafeTimedSerializer(key, salt="wtf-csrf-token")
+        signed.loads(token, max_age=app.config.get("WTF_CSRF_TIME_LIMIT"))
+    except BadData:
+        return False
+    return True
+
+
 def init_app(app: Flask) -> None:
     """Register srcore's before-request and after-request functions on *app*."""
-    from flask_wtf.csrf import CSRFProtect
+    from flask_wtf.csrf import CSRFError, CSRFProtect
 
     from srcore.hygiene import check_form_origin, check_request
     from srcore.routing import API_PREFIX
@@ -213,7 +247,11 @@ def init_app(app: Flask) -> None:
         check_request(req)
         if req.method in unsafe and config["WTF_CSRF_ENABLED"] and not req.path.startswith(exempt):
             # Views a service exempts with csrf.exempt (an OAuth token endpoint) are skipped.
-            csrf.protect(apply_exemptions=True)
+            try:
+                csrf.protect(apply_exemptions=True)
+            except CSRFError:
+                if not _token_of_an_earlier_session(app, req):
+                    raise
             if g.get("csrf_valid"):  # and only a form with a valid token is asked its Origin
                 check_form_origin(req, origin)
         for step in steps:

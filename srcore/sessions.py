@@ -23,11 +23,19 @@ account) or make every login fail. A browser stores a ``__Host-`` cookie only wh
 is ``Secure``, has ``Path=/`` and no ``Domain``, so only the service's own host can set
 one. Plain http (the development network) keeps the plain name: browsers refuse the
 prefix without TLS.
+
+A form whose effect does not depend on who the session holds (logging in, logging out) is
+marked :func:`any_session`: sent from the service's own page with a security token this
+service gave an earlier session of the browser, it is taken. The person who pressed "Log
+out" in a tab opened before they logged in again in another wants this browser logged
+out, whoever it holds now; one who typed their password in a login form opened before
+wants to log in. No other site can send it: its ``Origin`` says where it came from.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 from flask import Flask, Request, Response, g, request
 from flask.sessions import (
@@ -39,13 +47,33 @@ from flask.sessions import (
 
 from srcore.routing import API_PREFIX
 
-__all__ = ["HOST_PREFIX", "LOGIN_KEY", "ApiSession", "SessionInterface", "confirm_login"]
+__all__ = [
+    "ANY_SESSION",
+    "HOST_PREFIX",
+    "LOGIN_KEY",
+    "ApiSession",
+    "SessionInterface",
+    "any_session",
+    "confirm_login",
+]
 
 #: The cookie prefix that only the host itself can set (RFC 6265bis, "Cookie Name Prefixes").
 HOST_PREFIX = "__Host-"
 #: The session key holding the logged-in user's id (written by :mod:`srcore.auth.web`).
 LOGIN_KEY = "_uid"
 _CONFIRMED = "srcore_login_confirmed"
+#: The attribute :func:`any_session` sets on a view.
+ANY_SESSION = "srcore_any_session"
+
+_V = TypeVar("_V", bound=Callable[..., Any])
+
+
+def any_session(view: _V) -> _V:
+    """Mark *view* as a form that acts the same whichever session sends it (see the
+    module's docstring): its security token may be one of an earlier session of the
+    browser, when the form comes from the service's own page."""
+    setattr(view, ANY_SESSION, True)
+    return view
 
 
 def confirm_login() -> None:

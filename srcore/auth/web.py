@@ -15,7 +15,7 @@ from flask import Response, abort, after_this_request, current_app, g, request, 
 from werkzeug.local import LocalProxy
 
 from srcore.auth.state import LoginBackend, auth_state
-from srcore.sessions import LOGIN_KEY, confirm_login
+from srcore.sessions import LOGIN_KEY, any_session, confirm_login
 
 if TYPE_CHECKING:
     pass
@@ -406,4 +406,8 @@ def init_app(app: Any) -> None:
         return redirect(backend.logout_url() or "/")
 
     app.add_url_rule("/login", endpoint="srcore_login", view_func=login)
-    app.add_url_rule("/logout", endpoint="srcore_logout", view_func=logout, methods=["POST"])
+    # Whichever session the button's page was opened in: the person wants this browser
+    # logged out (srcore.sessions.any_session).
+    app.add_url_rule(
+        "/logout", endpoint="srcore_logout", view_func=any_session(logout), methods=["POST"]
+    )

@@ -23,7 +23,7 @@ from meta.audit import Kind
 from meta.mails import mail_on_commit, send_mail
 from meta.models import User
 from meta.settings import meta_settings
-from srcore.auth.web import is_safe_next, login_required
+from srcore.auth.web import current_user, is_safe_next, login_required
 from srcore.db import session as db
 from srcore.pagination import paginate_pages
 from srcore.validation import Validation
@@ -309,6 +309,10 @@ def verify() -> Any:
     from meta.views import _client_address, _throttle_key, finish_login
 
     found = _pending()
+    if found is None and current_user._get_current_object() is not None:
+        # Logged in meanwhile (the code typed in another tab, say): nothing is waiting.
+        session.pop(PENDING, None)
+        return redirect(url_for("accounts.profile"))
     if found is None:
         session.pop(PENDING, None)
         flash("Log in again: the wait for your code ran out.", "warning")
