@@ -2,7 +2,8 @@
 
 Everything comes from ``config.attributes``, set by :mod:`srcore.migrate`: the open
 ``connection`` (or a ``url`` for offline SQL), ``target_metadata``, ``version_table`` and
-the ``include_name`` / ``include_object`` / ``render_item`` hooks. No file is read here.
+the ``include_name`` / ``include_object`` / ``render_item`` / ``on_version_apply`` hooks.
+No file is read here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _OPTIONS = (
     "render_item",
     "compare_type",
     "compare_server_default",
+    "on_version_apply",
 )
 
 

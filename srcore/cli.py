@@ -150,7 +150,8 @@ def serve(
 
 
 class _ServeRefused(Exception):
-    """Serving would only answer errors: the database is not there at all."""
+    """Serving would only answer errors, or write where it must not: the database is not
+    there at all, or it is another service's."""
 
 
 def _preflight(
@@ -180,8 +181,11 @@ def _preflight(
         raise _ServeRefused(str(exc)) from None
     try:
         behind = migrate.behind(target)
-    except migrate.DatabaseMissing as exc:
+    except (migrate.DatabaseMissing, migrate.OtherServicesDatabase) as exc:
         raise _ServeRefused(str(exc)) from None
+    except migrate.NewerDatabase as exc:  # the code was put back: it may well still serve
+        say(f"{exc}; serving anyway")
+        return
     except migrate.DatabaseUnreachable as exc:
         say(f"{exc}; serving anyway: requests and /healthz answer 503 until it can be opened")
         return

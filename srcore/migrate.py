@@ -30,7 +30,16 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Connection, Engine, MetaData, RootTransaction, create_engine, event
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    MetaData,
+    RootTransaction,
+    create_engine,
+    event,
+    inspect,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
@@ -43,6 +52,7 @@ from srcore.config.database import (
     sqlite_file,
     sqlite_storage_problem,
 )
+from srcore.config.keys import env_name
 from srcore.db import (
     TYPE_ANNOTATION_MAP,
     UserMixin,
@@ -61,14 +71,19 @@ __all__ = [
     "DatabaseUnreachable",
     "MigrationStopped",
     "MigrationTarget",
+    "NewerDatabase",
+    "OtherServicesDatabase",
     "RevisionInfo",
+    "WrongDatabase",
     "behind",
     "core_metadata",
     "current",
     "describe_behind",
     "downgrade",
+    "failed_script",
     "heads",
     "history",
+    "identify",
     "pending_changes",
     "revision",
     "upgrade",
@@ -395,6 +410,80 @@ def _applied(connection: Connection, lineage: str) -> tuple[str, ...]:
     return tuple(context.get_current_heads())
 
 
+class WrongDatabase(Exception):
+    """The database is not one this installation's migrations of the service can move;
+    nothing was read past that or changed. Its message says what it is instead, in one line."""
+
+
+class NewerDatabase(WrongDatabase):
+    """A lineage of the database is at a revision none of the installed scripts has: a
+    newer release migrated it (and the code was then put back), or it was restored from one.
+    """
+
+
+class OtherServicesDatabase(WrongDatabase):
+    """The database holds another lineage than the core's and the service's: the
+    ``database-url`` of the service names another service's database (each has its own).
+    """
+
+
+def _shown(target: MigrationTarget) -> str:
+    return normalize_url(target.database_url).render_as_string(hide_password=True)
+
+
+def _check_identity(connection: Connection, target: MigrationTarget, *, alone: bool) -> None:
+    """Raise :class:`WrongDatabase` when *connection* is not the database of *target* as
+    this installation knows it: a lineage is at a revision unknown here, or (when the
+    service is to be *alone* in it) another lineage's version table is there: another
+    service's database, or another Alembic application's.
+    """
+    own = {version_table(CORE_LINEAGE), version_table(target.service_id)}
+    found = set(inspect(connection).get_table_names())
+    others = sorted(n for n in found if n.startswith("alembic_version") and n not in own)
+    if alone and others:
+        names = ", ".join(
+            n.removeprefix("alembic_version_") if n != "alembic_version" else "another application"
+            for n in others
+        )
+        key = (
+            f"[{target.service_id}] database-url (or {env_name(target.service_id, 'database-url')})"
+        )
+        raise OtherServicesDatabase(
+            f"the database of {target.service_id} ({_shown(target)}) holds the migrations of "
+            f"{names} ({', '.join(others)}), not only {target.service_id}'s; each service has "
+            f"its own database: check {key}"
+        )
+    for name in (CORE_LINEAGE, target.service_id):
+        if version_table(name) not in found:
+            continue
+        lineage = _lineage(target, name)
+        scripts = _scripts(lineage)
+        known = {script.revision for script in scripts.walk_revisions()}
+        unknown = [r for r in _applied(connection, name) if r not in known]
+        if unknown:
+            newest = ",".join(scripts.get_heads()) or "none"
+            what = "srcore" if lineage.core else target.service_id
+            raise NewerDatabase(
+                f"the {name} lineage of the database of {target.service_id} ({_shown(target)}) "
+                f"is at {','.join(unknown)}, a revision the installed {what} does not have (its "
+                f"newest is {newest}): a newer release of {what} migrated it. Install that "
+                f"release (or a newer one) again, or restore the backup taken before it"
+            )
+
+
+def identify(target: MigrationTarget) -> None:
+    """Raise :class:`WrongDatabase` when the service's database is another service's (it
+    holds another lineage), or at a revision the installed scripts do not have. Only reads,
+    as :func:`current` does.
+
+    :func:`upgrade` and :func:`downgrade` refuse only the second: the lineages of several
+    services can share one database as far as Alembic goes. ``srcore migrate``,
+    ``srcore serve`` and ``srcore worker`` ask this first, since each service has its own.
+    """
+    with _connection(target, read_only=True) as connection:
+        _check_identity(connection, target, alone=True)
+
+
 def _stopped(
     target: MigrationTarget, lineage: str, was: Sequence[str], exc: DBAPIError
 ) -> MigrationStopped:
@@ -413,50 +502,74 @@ def _stopped(
             f"is {where.removeprefix('the file system of ')} mounted read-only? Then run it again"
         )
     at = ",".join(was) or "no revision"
-    shown = normalize_url(target.database_url).render_as_string(hide_password=True)
     return MigrationStopped(
-        f"the migrations of {lineage} in the database of {target.service_id} ({shown}) stopped: "
-        f"{reason}. They were rolled back, and {lineage} was left where it was ({at}; each "
-        f"lineage runs in one transaction): {advice}"
+        f"the migrations of {lineage} in the database of {target.service_id} ({_shown(target)}) "
+        f"stopped: {reason}. They were rolled back, and {lineage} was left where it was ({at}; "
+        f"each lineage runs in one transaction): {advice}"
     )
 
 
-def _run(target: MigrationTarget, lineage: _Lineage, fn: Callable[[Config], object]) -> None:
+def _run(target: MigrationTarget, lineage: _Lineage, fn: Callable[[Config], object]) -> int:
     """Run *fn* (an Alembic command) on *lineage*, in one transaction: every script it
     runs is applied, or none is (on PostgreSQL and on SQLite, whose DDL is transactional
-    on the connection :func:`_sqlite_transactional` makes)."""
+    on the connection :func:`_sqlite_transactional` makes). Returns how many scripts ran,
+    counted while this migration holds the database: one that waited for another's finds
+    them applied and runs none.
+
+    A database at a revision the scripts do not have is refused with
+    :class:`NewerDatabase` before anything runs."""
     _check_versions_dir(lineage)
     config = _config(lineage)
+    steps: list[object] = []
+    config.attributes["on_version_apply"] = (lambda **kw: steps.append(kw["step"]),)
     was: tuple[str, ...] | None = None
     try:
         with _connection(target) as connection:
             config.attributes["connection"] = connection
+            _check_identity(connection, target, alone=False)
             was = _applied(connection, lineage.name)
             fn(config)
     except DBAPIError as exc:  # in the scripts or at the commit: rolled back either way
         if was is None or driver_cause(exc) is None:
             raise  # a script's own mistake: its statement is what its author needs
         raise _stopped(target, lineage.name, was, exc) from exc
+    return len(steps)
 
 
-def upgrade(
-    target: MigrationTarget, revision: str = "heads", *, lineage: str | None = None
-) -> None:
-    """Upgrade a lineage to ``revision``.
+def failed_script(target: MigrationTarget, exc: BaseException) -> RevisionInfo | None:
+    """The migration script of *target* (either lineage) that *exc* was raised in, or
+    None when it was raised elsewhere (srcore, Alembic, the database's commit)."""
+    tb = exc.__traceback__
+    files: list[Path] = []
+    while tb is not None:
+        files.append(Path(tb.tb_frame.f_code.co_filename))
+        tb = tb.tb_next
+    infos = {info.path.resolve(): info for info in history(target)}
+    for file in reversed(files):
+        info = infos.get(file.resolve())
+        if info is not None:
+            return info
+    return None
+
+
+def upgrade(target: MigrationTarget, revision: str = "heads", *, lineage: str | None = None) -> int:
+    """Upgrade a lineage to ``revision``; how many scripts this call ran.
 
     By default the service lineage, after bringing the core lineage to its head (service
     migrations may refer to the ``user`` table). ``lineage="srcore"`` upgrades the core
     lineage alone.
     """
     chosen = _lineage(target, lineage)
+    ran = 0
     if not chosen.core:
-        upgrade(target, "heads", lineage=CORE_LINEAGE)
-    _run(target, chosen, lambda config: command.upgrade(config, revision))
+        ran = upgrade(target, "heads", lineage=CORE_LINEAGE)
+    return ran + _run(target, chosen, lambda config: command.upgrade(config, revision))
 
 
-def upgrade_all(target: MigrationTarget) -> None:
-    """Bring both lineages to their heads: the core first, then the service."""
-    upgrade(target, "heads")
+def upgrade_all(target: MigrationTarget) -> int:
+    """Bring both lineages to their heads, the core first, then the service; how many
+    scripts this call ran."""
+    return upgrade(target, "heads")
 
 
 def downgrade(target: MigrationTarget, revision: str, *, lineage: str | None = None) -> None:
@@ -498,8 +611,10 @@ def heads(target: MigrationTarget) -> dict[str, str | None]:
 def behind(target: MigrationTarget) -> dict[str, tuple[str | None, str | None]]:
     """The lineages not at their head, core first: each one's applied and head revision.
 
-    Only reads, as :func:`current` does.
+    Only reads, as :func:`current` does. :class:`WrongDatabase` when the database is
+    another service's or newer than the scripts: no upgrade brings it to its head.
     """
+    identify(target)
     wanted = heads(target)
     applied = current(target)
     return {

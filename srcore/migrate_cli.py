@@ -12,6 +12,7 @@ given, replaces the file's list).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from typing import Any, cast
 
 import click
 from alembic.util import CommandError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from srcore import migrate
 from srcore.migrate import CORE_LINEAGE, MigrationTarget
@@ -105,17 +106,63 @@ class _Interrupted(click.ClickException):
         )
 
 
-def _run(fn: Callable[[], Any]) -> Any:
+def _run(fn: Callable[[], Any], target: MigrationTarget | None = None) -> Any:
     try:
         return fn()
     except KeyboardInterrupt:
         raise _Interrupted() from None
-    except migrate.DatabaseUnreachable as exc:
+    except (migrate.DatabaseUnreachable, migrate.WrongDatabase) as exc:
         raise click.ClickException(f"{exc}; nothing was changed") from exc
     except migrate.MigrationStopped as exc:
         raise click.ClickException(str(exc)) from exc
-    except (CommandError, SQLAlchemyError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc).strip()) from exc
+    except Exception as exc:
+        script = migrate.failed_script(target, exc) if target is not None else None
+        if script is not None and target is not None:
+            raise click.ClickException(_script_failed(target, script, exc)) from exc
+        if isinstance(exc, (CommandError, SQLAlchemyError, FileNotFoundError, ValueError)):
+            raise click.ClickException(str(exc).strip()) from exc
+        raise
+
+
+def _upgrade(target: MigrationTarget, revision: str = "heads") -> int:
+    """:func:`migrate.upgrade`, refusing first (:class:`migrate.WrongDatabase`) a database
+    that holds another service's lineage: each service has its own. A missing SQLite file
+    is not refused: the upgrade creates it."""
+    with contextlib.suppress(migrate.DatabaseMissing):
+        migrate.identify(target)
+    return migrate.upgrade(target, revision)
+
+
+def _downgrade(target: MigrationTarget, revision: str, lineage: str | None) -> None:
+    """:func:`migrate.downgrade`, refusing first another service's database (as
+    :func:`_upgrade`) or a missing SQLite file (there is nothing to downgrade)."""
+    migrate.identify(target)
+    migrate.downgrade(target, revision, lineage=lineage)
+
+
+def _script_failed(target: MigrationTarget, script: migrate.RevisionInfo, exc: Exception) -> str:
+    """One line for a migration script that raised: which one, what it said, and where its
+    lineage was left (its transaction was rolled back)."""
+    if isinstance(exc, DBAPIError):
+        reason = " ".join(str(exc.orig).split())
+        statement = " ".join(str(exc.statement or "").split())
+        if statement:
+            cut = statement if len(statement) <= 200 else statement[:199] + "…"
+            reason += f" (in: {cut})"
+    else:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, RuntimeError):
+            reason = f"{type(exc).__name__}: {reason}"
+    try:
+        at = migrate.current(target).get(script.lineage) or "no revision"
+    except Exception:  # the database went away meanwhile: the rollback holds all the same
+        at = "the revision `current` shows"
+    return (
+        f"the migration {script.revision} of {script.lineage} ({script.path.name}) in the "
+        f"database of {target.service_id} failed: {reason}. It was rolled back, and "
+        f"{script.lineage} was left where it was ({at}; each lineage runs in one transaction): "
+        "run the command again once that is dealt with"
+    )
 
 
 def _echo_current(target: MigrationTarget) -> None:
@@ -124,6 +171,10 @@ def _echo_current(target: MigrationTarget) -> None:
     for lineage, rev in applied.items():
         state = "(head)" if rev is not None and rev == heads.get(lineage) else ""
         click.echo(f"{lineage}: {rev or '(none)'} {state}".rstrip())
+    try:
+        migrate.identify(target)
+    except migrate.WrongDatabase as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 _ALL = "srcore.migrate.all"
@@ -221,7 +272,7 @@ def upgrade_command(revision: str) -> None:
         _upgrade_every(state)
         return
     target = state.target()
-    _run(lambda: migrate.upgrade(target, revision))
+    _run(lambda: _upgrade(target, revision), target)
     _echo_current(target)
 
 
@@ -257,17 +308,9 @@ def applied_between(
 
 
 def _upgrade_counting(target: MigrationTarget) -> int:
-    """Upgrade both lineages of *target* to their heads; how many scripts ran."""
-
-    def upgrade() -> int:
-        try:
-            before = migrate.current(target)
-        except migrate.DatabaseMissing:
-            before = {}  # an SQLite file the upgrade creates
-        migrate.upgrade(target)
-        return applied_between(migrate.history(target), before, migrate.current(target))
-
-    return cast(int, _run(upgrade))
+    """Upgrade both lineages of *target* to their heads; how many scripts this run applied
+    (none of those another run applied while this one waited for it)."""
+    return cast(int, _run(lambda: _upgrade(target), target))
 
 
 def _upgrade_every(state: _State) -> None:
@@ -319,7 +362,7 @@ def downgrade_command(revision: str, core: bool) -> None:
     """Downgrade the service's lineage (or the core's) to REVISION ("base": everything)."""
     target = _state().target()
     lineage = CORE_LINEAGE if core else None
-    _run(lambda: migrate.downgrade(target, revision, lineage=lineage))
+    _run(lambda: _downgrade(target, revision, lineage), target)
     _echo_current(target)
 
 

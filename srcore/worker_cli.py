@@ -96,7 +96,12 @@ def _check_migrations(service: str, package: str, app: Any) -> str:
         wanted = migrate.heads(target)
     except FileNotFoundError as exc:
         return f"not checked ({exc})"
-    behind = migrate.behind(target)
+    try:
+        behind = migrate.behind(target)
+    except migrate.OtherServicesDatabase as exc:
+        _fail(service, str(exc))
+    except migrate.NewerDatabase as exc:  # the code was put back: it may well still deliver
+        return str(exc)
     fix = f"run: srcore migrate {service} upgrade"
     core = migrate.CORE_LINEAGE
     if core in behind:  # the tables the worker uses are missing

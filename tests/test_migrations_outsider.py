@@ -1,0 +1,332 @@
+"""Database migrations as an operator meets them: ``srcore migrate`` run as a command
+(its own process, the operator's config file) on SQLite and PostgreSQL, against the
+example network (meta, todo, paste) and against a slow service made here.
+
+- two deploys migrating one network at once both succeed, and each says how many
+  scripts it applied itself (the one that waited applied none);
+- a migration killed outright (SIGKILL) leaves every lineage at a revision, and running
+  it again finishes;
+- a database a newer release migrated, a database of another service, and a script that
+  refuses to run are each one line naming what is wrong, with no traceback, and change
+  nothing; ``srcore serve`` says the same instead of "run srcore migrate ... upgrade";
+- after ``upgrade`` every lineage of every service matches its models (autogenerate
+  finds nothing), on both backends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import MetaData, create_engine, inspect, text
+from sqlalchemy.pool import NullPool
+
+from srcore import migrate, testdb
+from srcore.app import migration_target
+from srcore.testing.configs import write_network_config
+from tests.conftest import require_postgres
+
+SERVICES = ("meta", "todo", "paste")
+BOUND = 120  # seconds any command below may take at most (a hang guard, not a measurement)
+
+
+def _environ() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SRCORE")}
+
+
+def srcore(config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``srcore --config CONFIG ARGV...`` as the operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "srcore", "--config", str(config), *argv],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        env=_environ(),
+        check=False,
+    )
+
+
+def _execute(url: str, *statements: str) -> list[list[tuple[object, ...]]]:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            results = [connection.execute(text(s)) for s in statements]
+            return [[tuple(row) for row in r] if r.returns_rows else [] for r in results]
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A config file of meta, todo and paste, each with its own empty database."""
+    config = write_network_config(
+        tmp_path / "config.ini", {"meta": 5900, "todo": 5901, "paste": 5902}
+    )
+    if request.param == "sqlite":
+        yield config
+        return
+    require_postgres()
+    urls = {service: testdb.create_test_database() for service in SERVICES}
+    body = config.read_text()
+    for service, url in urls.items():
+        body = body.replace(f"sqlite:///{tmp_path / (service + '.db')}", url)
+    config.write_text(body)
+    try:
+        yield config
+    finally:
+        for url in urls.values():
+            testdb.drop_test_database(url)
+
+
+def url_of(config: Path, service: str) -> str:
+    return str(migration_target(service, config).database_url)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The command failed with status 1 and said why in one line, no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+# -- two deploys at once -------------------------------------------------------------------
+
+
+_SUMMARY = re.compile(r"^migrated 3 services \((\d+) revisions? applied\)", re.M)
+
+
+def test_two_deploys_migrating_at_once_both_succeed_and_apply_each_script_once(
+    network: Path,
+) -> None:
+    argv = [sys.executable, "-m", "srcore", "--config", str(network), "migrate", "--all"]
+    runs = [
+        subprocess.Popen(
+            [*argv, "upgrade"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_environ(),
+        )
+        for _ in range(2)
+    ]
+    outputs = []
+    for run in runs:
+        out, err = run.communicate(timeout=BOUND)
+        assert run.returncode == 0, out + err
+        outputs.append(out)
+    applied = []
+    for out in outputs:
+        found = _SUMMARY.search(out)
+        assert found, out
+        applied.append(int(found.group(1)))
+    scripts = sum(len(migrate.history(migration_target(s, network))) for s in SERVICES)
+    # Each script ran once; each run counts the ones it ran (the core lineage is in every
+    # service's database, so it counts three times over the two).
+    assert sum(applied) == scripts, outputs
+    for service in SERVICES:
+        target = migration_target(service, network)
+        assert migrate.current(target) == migrate.heads(target)
+
+
+# -- killed outright -----------------------------------------------------------------------
+
+
+_SLOW_SCRIPTS = {
+    "slow_0001.py": '''
+        """Rows."""
+        import sqlalchemy as sa
+        from alembic import op
+
+        revision = "slow_0001"
+        down_revision = None
+        branch_labels = None
+        depends_on = None
+
+
+        def upgrade():
+            op.create_table("slow_row", sa.Column("id", sa.Integer, primary_key=True),
+                            sa.Column("note", sa.Text, nullable=True))
+
+
+        def downgrade():
+            op.drop_table("slow_row")
+        ''',
+    "slow_0002.py": '''
+        """Fill the rows, then take long (while SLOW_HOLD is set)."""
+        import os
+        import time
+        from pathlib import Path
+
+        import sqlalchemy as sa
+        from alembic import op
+
+        revision = "slow_0002"
+        down_revision = "slow_0001"
+        branch_labels = None
+        depends_on = None
+
+
+        def upgrade():
+            rows = [{"id": i, "note": "ünïcode ✓ " * 20} for i in range(1, 2001)]
+            table = sa.table("slow_row", sa.column("id"), sa.column("note"))
+            op.bulk_insert(table, rows)
+            op.add_column("slow_row", sa.Column("seen", sa.Integer, nullable=True))
+            Path(os.environ["SLOW_MARKER"]).write_text("inside")
+            deadline = time.monotonic() + 60
+            while os.environ.get("SLOW_HOLD") and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+        def downgrade():
+            op.drop_column("slow_row", "seen")
+            op.execute("DELETE FROM slow_row")
+        ''',
+}
+
+_RUNNER = """
+import sys
+from pathlib import Path
+
+from sqlalchemy import MetaData
+
+from srcore import migrate
+
+target = migrate.MigrationTarget("slow", sys.argv[1], MetaData(), Path(sys.argv[2]))
+migrate.upgrade(target)
+"""
+
+
+def test_a_migration_killed_outright_leaves_a_revision_and_running_it_again_finishes(
+    database_url: str, tmp_path: Path
+) -> None:
+    versions = tmp_path / "slow" / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    for name, body in _SLOW_SCRIPTS.items():
+        (versions / name).write_text(textwrap.dedent(body))
+    marker = tmp_path / "inside"
+    environ = {**_environ(), "SLOW_MARKER": str(marker), "SLOW_HOLD": "1"}
+    argv = [sys.executable, "-c", _RUNNER, database_url, str(versions)]
+    log = tmp_path / "killed.log"
+    with log.open("w") as stderr:
+        run = subprocess.Popen(argv, env=environ, stderr=stderr)
+        try:
+            deadline = time.monotonic() + BOUND
+            while not marker.exists():
+                assert run.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the slow migration never started"
+                time.sleep(0.05)
+            run.send_signal(signal.SIGKILL)
+        finally:
+            run.wait(timeout=BOUND)
+    target = migrate.MigrationTarget("slow", database_url, MetaData(), versions)
+    # The core lineage had committed; the killed one is where it was, none of it applied.
+    assert migrate.current(target) == {"srcore": migrate.heads(target)["srcore"], "slow": None}
+    assert "slow_row" not in _tables(database_url)
+    if database_url.startswith("sqlite"):
+        assert _execute(database_url, "PRAGMA integrity_check") == [[("ok",)]]
+
+    environ.pop("SLOW_HOLD")
+    done = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=BOUND)
+    assert done.returncode == 0, done.stderr
+    assert migrate.current(target)["slow"] == "slow_0002"
+    [[(count,)]] = _execute(database_url, "SELECT count(*) FROM slow_row WHERE seen IS NULL")
+    assert count == 2000
+
+
+# -- databases that are not what the installed code expects ---------------------------------
+
+
+def test_a_database_a_newer_release_migrated_is_named_as_such_and_left_alone(
+    network: Path,
+) -> None:
+    assert srcore(network, "migrate", "todo", "upgrade").returncode == 0
+    url = url_of(network, "todo")
+    _execute(url, "UPDATE alembic_version_todo SET version_num = 'todo_9999'")
+    for argv in (["upgrade"], ["downgrade", "-1"], ["current"]):
+        line = one_line_error(srcore(network, "migrate", "todo", *argv))
+        assert "todo_9999" in line and "newer release of todo" in line, line
+        assert "Can't locate" not in line
+    assert _execute(url, "SELECT version_num FROM alembic_version_todo") == [[("todo_9999",)]]
+
+    from srcore.cli import _preflight
+
+    said: list[str] = []
+    _preflight("todo", network, said.append)
+    assert len(said) == 1 and "newer release of todo" in said[0], said
+    assert "srcore migrate todo upgrade" not in said[0]
+
+
+def test_another_services_database_is_refused_before_anything_is_created(
+    network: Path,
+) -> None:
+    assert srcore(network, "migrate", "meta", "upgrade").returncode == 0
+    meta_url = url_of(network, "meta")
+    before = _tables(meta_url)
+    body = network.read_text()
+    todo_url = url_of(network, "todo")
+    network.write_text(body.replace(f"database-url = {todo_url}\n", f"database-url = {meta_url}\n"))
+    for argv in (["upgrade"], ["current"], ["downgrade", "base"]):
+        line = one_line_error(srcore(network, "migrate", "todo", *argv))
+        assert "holds the migrations of meta" in line and "[todo] database-url" in line, line
+    line = one_line_error(srcore(network, "migrate", "--all", "current"))
+    assert "holds the migrations of meta" in line
+    assert _tables(meta_url) == before
+
+    from srcore.cli import _preflight, _ServeRefused
+
+    with pytest.raises(_ServeRefused, match="holds the migrations of meta"):
+        _preflight("todo", network, print)
+
+
+def test_a_script_that_refuses_is_one_line_naming_it_and_leaves_the_lineage_where_it_was(
+    network: Path,
+) -> None:
+    """meta 0007 refuses two accounts sharing an address; the operator sees which script
+    said what, and where meta stays, not a traceback."""
+    assert srcore(network, "migrate", "meta", "upgrade", "0006_oidc").returncode == 0
+    url = url_of(network, "meta")
+    _execute(
+        url,
+        'INSERT INTO "user" (id, username, email, user_type, created, updated) VALUES '
+        "(1, 'ann', 'Ann@example.org', 'active_user', '2026-01-01', '2026-01-01'), "
+        "(2, 'anna', 'ann@example.org', 'active_user', '2026-01-01', '2026-01-01')",
+    )
+    line = one_line_error(srcore(network, "migrate", "meta", "upgrade"))
+    assert "the migration 0007_unique_email of meta" in line, line
+    assert "ann@example.org" in line and "left where it was (0006_oidc" in line, line
+
+    result = srcore(network, "migrate", "--all", "upgrade")
+    one_line_error(result)
+    assert "meta failed" in result.stdout, result.stdout
+    target = migration_target("meta", network)
+    assert migrate.current(target)["meta"] == "0006_oidc"
+
+
+# -- models and migrations agree ------------------------------------------------------------
+
+
+def test_every_lineage_of_every_service_matches_its_models_after_upgrade(network: Path) -> None:
+    result = srcore(network, "migrate", "--all", "upgrade")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for service in SERVICES:
+        target = migration_target(service, network)
+        assert migrate.pending_changes(target) == [], service
+        assert migrate.pending_changes(target, lineage=migrate.CORE_LINEAGE) == [], service
