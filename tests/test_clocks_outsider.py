@@ -4,8 +4,10 @@ PostgreSQL database whose own ``timezone`` is another one (``America/St_Johns``,
 
 What an outsider reads must not move with those settings: token claims (read with PyJWT,
 which srcore does not use to verify), the times of the API and of the pages, the
-``webhook-timestamp`` of a delivery and its log, a mail's ``Date``, a TOTP code computed
-at the true time, and a "log out everywhere" against a token made before and after it.
+``webhook-timestamp`` of a delivery, its log and its retry schedule, a cursor holding a
+time, a file's ``Last-Modified``, a mail's ``Date``, a TOTP code computed at the true time,
+and srcore's own log lines. Times written for machines are UTC with their offset whatever
+zone they came in, and a webhook receiver's naive "now" is refused, not read as local.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import email.utils
 import hashlib
 import hmac
+import html
 import json
 import os
 import re
@@ -34,6 +37,7 @@ import pytest
 import requests
 
 from srcore import signatures, testdb
+from srcore.resources import resource_dir
 from srcore.supervisor import http_ok
 from srcore.testing import (
     free_port,
@@ -50,6 +54,7 @@ from tests.test_security_e2e import (
     bearer,
     csrf,
     mail_sink,
+    open_page_as,
     personal_token,
     register,
     wait_for,
@@ -72,7 +77,7 @@ class Hook:
     """A webhook receiver on 127.0.0.1 that keeps each request's headers and body, and the
     true time it arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 204) -> None:
         got: list[tuple[float, dict[str, str], dict[str, Any]]] = []
         self.got = got
 
@@ -81,7 +86,7 @@ class Hook:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"null")
                 got.append((time.time(), {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -115,6 +120,9 @@ def network(
             "allow-private-webhook-targets": "127.0.0.0/8",
         },
     )
+    # todo's own trackers one per page: its index pages through them by (updated, id).
+    text = config.read_text(encoding="utf-8").replace("[todo]\n", "[todo]\ntrackers-per-page = 1\n")
+    config.write_text(text, encoding="utf-8")
     made: list[str] = []
     try:
         if request.param == "postgresql":
@@ -163,9 +171,12 @@ def _near_now(moment: datetime, what: str) -> None:
     assert off < NEAR, f"{what} is {off:.0f} s from now: {moment.isoformat()}"
 
 
-def _iso(value: str, what: str) -> datetime:
+def _iso(value: str, what: str, *, near: bool = True) -> datetime:
+    assert isinstance(value, str), (what, value)
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    _near_now(moment, what)
+    assert moment.utcoffset() is not None, (what, value)
+    if near:
+        _near_now(moment, what)
     return moment
 
 
@@ -250,6 +261,78 @@ def test_times_an_outsider_reads_are_true_utc_whatever_the_zones(network: Networ
                 _iso(attempt["created"], "an attempt's created")
     finally:
         hook.close()
+
+    # Retries of a failing receiver follow the schedule (5 s after the first attempt, then
+    # 5 min after the second, each within the 10 % jitter), by the delivery log's times.
+    failing = Hook(status=503)
+    try:
+        sub = requests.post(
+            f"{net.todo}/api/webhooks",
+            headers=bearer(token),
+            json={"url": failing.url, "events": ["tracker:created"]},
+            timeout=10,
+        )
+        assert sub.status_code == 201, sub.text
+        made = requests.post(
+            f"{net.todo}/api/trackers", headers=bearer(token), json={"name": "u"}, timeout=10
+        )
+        assert made.status_code == 201, made.text
+        wait_for(lambda: len(failing.got) >= 2)
+
+        def attempts() -> list[dict[str, Any]]:
+            log = requests.get(
+                f"{net.todo}/api/webhooks/{sub.json()['id']}/deliveries",
+                headers=bearer(token),
+                timeout=10,
+            )
+            delivery: dict[str, Any] = log.json()["results"][0]
+            return [delivery] if delivery["attempt_count"] >= 2 else []
+
+        wait_for(lambda: bool(attempts()))
+        delivery = attempts()[0]
+        first, second = sorted(delivery["attempts"], key=lambda a: a["id"])
+        gap = (
+            _iso(second["created"], f"{delivery}") - _iso(first["created"], f"{delivery}")
+        ).total_seconds()
+        assert 4.5 <= gap < 4.5 + NEAR, delivery
+        wait = _iso(delivery["next_attempt_at"], f"next of {delivery}", near=False) - _iso(
+            second["created"], "2nd"
+        )
+        assert 270 <= wait.total_seconds() <= 331, delivery
+    finally:
+        failing.close()
+
+    # todo's index pages through alice's trackers, newest change first, one per page: a
+    # cursor holding an (updated, id) pair brings each once.
+    made = requests.post(
+        f"{net.todo}/api/trackers", headers=bearer(token), json={"name": "v"}, timeout=10
+    )
+    assert made.status_code == 201, made.text
+    open_page_as(net, alice, "alice", net.todo, "/create")  # logs her in at todo
+    page = alice.get(f"{net.todo}/", timeout=10)
+    seen: list[str] = []
+    for _ in range(5):
+        mine = page.text.split('id="your-trackers"', 1)[1].split("</section>", 1)[0]
+        seen += re.findall(r'class="item-title"[^>]*>~alice/([a-z]+)<', mine)
+        for stamp in re.findall(r'<time datetime="([^"]*)"', mine):
+            assert stamp.endswith("Z"), stamp
+            _iso(stamp, "a tracker's updated on todo's index")
+        older = re.search(r'href="([^"]*)" rel="next"', mine)
+        if older is None:
+            break
+        page = alice.get(net.todo + html.unescape(older.group(1)), timeout=10)
+        assert page.status_code == 200, page.url
+    assert seen == ["v", "u", "t"], seen
+
+    # A file's Last-Modified is its modification time (HTTP dates are GMT), and a
+    # browser's If-Modified-Since with it is a 304.
+    icon = requests.get(f"{net.meta}/favicon.ico", timeout=10)
+    assert icon.status_code == 200, icon.status_code
+    modified = email.utils.parsedate_to_datetime(icon.headers["Last-Modified"])
+    mtime = (resource_dir("static") / "favicon.svg").stat().st_mtime
+    assert modified.timestamp() == int(mtime), (icon.headers["Last-Modified"], mtime)
+    again = {"If-Modified-Since": icon.headers["Last-Modified"]}
+    assert requests.get(f"{net.meta}/favicon.ico", headers=again, timeout=10).status_code == 304
 
     # Turning TOTP on with the code an authenticator app shows at the true time.
     page = alice.get(f"{net.meta}/security/two-factor", timeout=10)
