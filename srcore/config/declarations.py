@@ -588,7 +588,7 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         ),
         help="A subscription whose deliveries have all failed for this long (1h to 3650d) "
         "is disabled and its owner, if a user, told by mail. A receiver answering 410 Gone "
-        "is disabled at once.",
+        "is disabled at once. meta's pushes to the network's services never are.",
     ),
     Key(
         "http-timeout",

@@ -213,8 +213,8 @@ def record(
 ) -> None:
     """Record what happened to *jobs* in a few set-based statements, commit, then tell the owners of
     the subscriptions it disabled. Delivered on 2xx; final when the policy refused the target; the
-    subscription disabled on 410 Gone or once failing (refused included) for
-    ``webhook-disable-after``; else retried per the schedule. A job never sent (stopping, or its
+    subscription (but a trusted one) disabled on 410 Gone or once failing (refused included)
+    for ``webhook-disable-after``; else retried per the schedule. A job never sent (stopping, or its
     lease ran short) is freed, due at once."""
     d, s = _delivery, _subscription
     jobs = sorted(jobs, key=lambda j: (j.outbox_id, j.id))
@@ -251,8 +251,11 @@ def record(
             return {**row, "o_status": DeliveryStatus.delivered, "o_delivered_at": now}
         error = exchange.error or f"HTTP {status}"
         # One disabled or deleted since the claim is not judged again; its delivery is retried
-        # as usual (cancelled at its next load if it is still disabled then).
-        judged = sid not in off and sid not in disabled
+        # as usual (cancelled at its next load if it is still disabled then). A trusted one
+        # (meta's to a service: revocations) is never disabled: nobody would be told, and it
+        # would stay off until meta restarts, its service hearing of revocations by the pull
+        # alone (or, pulling off, never).
+        judged = not job.trusted and sid not in off and sid not in disabled
         if judged and status == 410:
             disabled[sid] = (f"{job.url} answered 410 Gone", now)
         elif judged:  # a refused target too: its owner is told once it has lasted

@@ -83,6 +83,8 @@ class Stranger:
         self.pushes: list[dict[str, Any]] = []
         self.seen_ids: set[str] = set()
         self.refused_pushes = 0
+        #: Pushes still to be answered 410 Gone, and how many were.
+        self.gone, self.answered_gone = 0, 0
         self.pushed = threading.Event()
         self.lock = threading.Lock()
         self.jwks: dict[str, Any] = {}
@@ -210,6 +212,10 @@ class Stranger:
         @app.post("/_srcore/events")
         def events() -> Any:
             body = request.get_data()
+            if outer.gone > 0:
+                outer.gone -= 1
+                outer.answered_gone += 1
+                return jsonify(error="down for maintenance"), 410
             if not push_is_genuine(outer.key, request.headers, body, now=time.time()):
                 outer.refused_pushes += 1
                 return jsonify(error="bad signature"), 401
@@ -528,6 +534,94 @@ def test_revocation_introspection_and_the_push_reach_the_stranger(network: Netwo
     )
     assert answer.status_code == 200, answer.text
     assert wait_for(lambda: stranger.api(second["access_token"]) == 401)
+
+
+def _revoke(net: Network, token: str) -> None:
+    answer = requests.post(
+        net.metadata["revocation_endpoint"],
+        data={"token": token},
+        auth=(SERVICE, SECRET),
+        timeout=TIMEOUT,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_pushes_go_on_after_the_service_answered_gone(network: Network) -> None:
+    """meta's pushes are what makes a revocation reach a service at once (the pull is
+    the catch-up): a service that once answered 410 Gone, or was down for days, still
+    gets the next ones."""
+    net, stranger = network, network.stranger
+    _log_in(net)
+    first, second = (log_in_tokens(net)["access_token"] for _ in range(2))
+    stranger.gone = 1
+    _revoke(net, first)
+    assert wait_for(lambda: stranger.answered_gone == 1)
+    _revoke(net, second)
+    assert wait_for(lambda: stranger.api(second) == 401)
+    assert wait_for(lambda: stranger.api(first) == 401)  # its push again, retried
+
+
+def test_a_password_change_ends_the_tokens_at_the_stranger(network: Network) -> None:
+    """A new password ends every token of the account, also one issued in the same
+    second as the change, by the rule the README gives (the ``user`` cut-off is strict,
+    the ``grant`` events are not)."""
+    net, stranger = network, network.stranger
+    _log_in(net)
+    tokens = [log_in_tokens(net)["access_token"] for _ in range(2)]
+    assert [stranger.api(token) for token in tokens] == [200, 200]
+    page = net.browser.get(net.url + "/password", timeout=TIMEOUT)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf, page.text[:300]
+    changed = net.browser.post(
+        net.url + "/password",
+        data={
+            "current_password": PASSWORD,
+            "password": PASSWORD + " anew",
+            "csrf_token": csrf.group(1),
+        },
+        allow_redirects=False,
+        timeout=TIMEOUT,
+    )
+    assert changed.status_code in (302, 303), changed.text[:500]
+    assert wait_for(lambda: [stranger.api(token) for token in tokens] == [401, 401])
+    # One change's events may come in several messages: the cut-off arrives too.
+    assert wait_for(lambda: {"user", "grant"} <= {e["kind"] for e in stranger.events.values()})
+    assert stranger.refused_pushes == 0
+
+
+def test_an_expired_token_is_inactive_and_refused(network: Network, app: Any) -> None:
+    """A token meta signed that has expired: introspection and the stranger agree."""
+    from meta.oauth.models import SigningKey
+    from sqlalchemy import select
+
+    net, stranger = network, network.stranger
+    _log_in(net)
+    claims = stranger.verify(log_in_tokens(net)["access_token"])
+    with app.extensions["srcore"].db.transaction() as session:
+        row = session.scalars(
+            select(SigningKey).where(SigningKey.alg == "EdDSA", SigningKey.retired_at.is_(None))
+        ).one()
+        private = json.loads(row.private_jwk)
+    now = int(time.time())
+    expired = jwt.encode(
+        {**claims, "jti": secrets.token_hex(16), "iat": now - 7200, "exp": now - 3600},
+        jwt.PyJWK(private).key,
+        algorithm="EdDSA",
+        headers={"typ": "at+jwt", "kid": private["kid"]},
+    )
+    for post in (False, True):
+        assert _introspect(net, expired, (SERVICE, SECRET), post=post) == {"active": False}
+    with pytest.raises(jwt.ExpiredSignatureError):
+        stranger.verify(expired)
+    # The same claims, fresh, pass: the refusal is the expiry's.
+    fresh = jwt.encode(
+        {**claims, "jti": secrets.token_hex(16), "iat": now, "exp": now + 600},
+        jwt.PyJWK(private).key,
+        algorithm="EdDSA",
+        headers={"typ": "at+jwt", "kid": private["kid"]},
+    )
+    assert _introspect(net, fresh, (SERVICE, SECRET), post=True)["active"] is True
+    assert stranger.api(fresh) == 200
 
 
 def test_the_pull_pages_and_matches_the_pushes(network: Network) -> None:
