@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+from srcore.identity.addresses import ascii_domain
 from srcore.service import state
 
 if TYPE_CHECKING:
@@ -307,10 +308,9 @@ def _ascii_domain(address: str) -> str:
     if not at or domain.isascii():
         return address
     try:
-        ascii_domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
+        return str(Address(name, local, ascii_domain(domain)))
+    except ValueError:
         return address
-    return str(Address(name, local, ascii_domain))
 
 
 class Mailer:
@@ -351,9 +351,10 @@ class Mailer:
         self, to: str, subject: str, text: str, *, headers: Mapping[str, str] | None = None
     ) -> EmailMessage:
         """The message :meth:`send` would send."""
+        from datetime import UTC, datetime
         from email.message import EmailMessage
         from email.policy import SMTP
-        from email.utils import formatdate, make_msgid
+        from email.utils import format_datetime, make_msgid
 
         extra = dict(headers or {})
         for name, value in (("To", to), ("Subject", subject), *extra.items()):
@@ -368,7 +369,9 @@ class Mailer:
         message["From"] = sender
         message["To"] = _ascii_domain(to)
         message["Subject"] = subject
-        message["Date"] = formatdate(localtime=False)
+        # "+0000", UTC: "-0000" (formatdate's) says the zone is unknown, and parsers take
+        # it as a naive time, which a reader's clock then calls local.
+        message["Date"] = format_datetime(datetime.now(UTC).replace(microsecond=0))
         message["Message-ID"] = make_msgid(domain=_domain(sender))
         message["Auto-Submitted"] = "auto-generated"
         for name, value in extra.items():

@@ -89,3 +89,34 @@ def test_the_message_id_of_a_sender_beyond_ascii_is_ascii() -> None:
     message = mailer.build("bob@example.org", "Hello", "Hi")
     assert str(message["Message-ID"]).endswith("@xn--bcher-kva.example>")
     message.as_bytes()  # every header written as a server takes it
+
+
+#: Domains whose IDNA 2003 form (Python's ``idna`` codec) is another domain: the letters
+#: IDNA 2008 keeps (ß, final sigma) and what browsers and mail software send for them.
+DEVIATIONS = [
+    ("alice@straße.example", "alice@xn--strae-oqa.example", "alice@strasse.example"),
+    ("alice@σοφίας.example", "alice@xn--kxae4bobt.example", "alice@σοφίασ.example"),
+]
+
+
+@pytest.mark.parametrize(("typed", "sent"), [(typed, sent) for typed, sent, _ in DEVIATIONS])
+def test_a_domain_is_sent_to_itself_not_to_its_idna_2003_twin(
+    ascii_only_server: tuple[int, Envelopes], typed: str, sent: str
+) -> None:
+    """``strasse.example`` may be someone else's: mail for ``straße.example`` never goes there."""
+    port, server = ascii_only_server
+    mailer = Mailer(SMTPTransport("127.0.0.1", port=port, tls="none"), sender="n@example.org")
+    mailer.send(typed, "Confirm your address", "https://example.org/confirm")
+    assert server.arrived.wait(10)
+    assert server.received == [([sent], sent)]
+
+
+@pytest.mark.parametrize(("typed", "stored", "twin"), DEVIATIONS)
+def test_an_account_s_address_is_the_domain_typed(typed: str, stored: str, twin: str) -> None:
+    """The canonical address is the mailbox mail goes to, and the one a browser's email field
+    sends for what was typed: one account per mailbox, never one for the IDNA 2003 twin."""
+    from srcore.identity.addresses import canonical_email
+
+    assert canonical_email(typed) == stored
+    assert canonical_email(stored) == stored
+    assert canonical_email(twin) != stored

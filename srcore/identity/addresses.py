@@ -19,21 +19,28 @@ from __future__ import annotations
 
 import unicodedata
 
+import idna
+
 from srcore.validation import Invalid, coerce_email
 
-__all__ = ["canonical_email"]
+__all__ = ["ascii_domain", "canonical_email"]
 
 
-def _ascii_domain(domain: str) -> str:
-    """*domain* (NFKC, lower-cased) in its ASCII form; ValueError if IDNA cannot write it."""
-    # Python's IDNA codec also takes the ideographic and half-width full stops for dots.
+def ascii_domain(domain: str) -> str:
+    """*domain* in the ASCII form mail to it goes to; ValueError if it has none.
+
+    IDNA 2008 with UTS #46 mapping, non-transitional: what browsers and mail software
+    write. Python's own ``idna`` codec is IDNA 2003, which turns ``straße.example`` into
+    ``strasse.example``: another domain, perhaps someone else's, where ``xn--strae-oqa``
+    is the one meant. A domain all ASCII is only lower-cased."""
+    # UTS #46 also maps the ideographic and half-width full stops to dots.
     domain = domain.removesuffix(".").removesuffix("\u3002").removesuffix("\uff61")
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise ValueError("the domain has no ASCII form") from None
-    return domain.lower()
+    if domain.isascii():
+        return domain.lower()
+    try:
+        return idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+    except idna.IDNAError:
+        raise ValueError("the domain has no ASCII form") from None
 
 
 def _folded(text: str) -> str:
@@ -49,7 +56,7 @@ def canonical_email(address: str) -> str:
     local, at, domain = _folded(address.strip()).rpartition("@")
     if not at or not local or not domain:
         raise ValueError("Not a valid email address.")
-    domain = _ascii_domain(domain)
+    domain = ascii_domain(domain)
     try:
         return coerce_email(f"{local}@{domain}")
     except Invalid as error:
