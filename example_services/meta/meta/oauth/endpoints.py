@@ -212,6 +212,10 @@ def authorize() -> Any:
             return _authorize_error(error)
         if reauth is not None:
             return reauth
+    if request.method == "POST" and request.form.get("decision", "approve") != "approve":
+        # The person's answer on this consent page stands, even when another tab approved
+        # the same access meanwhile (remembered from then on): "Deny" never sends a code.
+        return server.create_authorization_response(grant_user=None, grant=grant)
     ask = "consent" in prompts or not _identified_by_redirect(client, grant.redirect_uri)
     if isinstance(client, FirstPartyClient) or (
         not ask and _remembered(user.id, client.client_id, scope)
