@@ -9,6 +9,7 @@ for :data:`HOLD` seconds at most, and each attempt's deadline is :data:`DEADLINE
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import urllib3
 
 from srcore.outbound.policy import DEFAULT_PORTS, AddressPolicy
 from srcore.outbound.sender import Exchange, PooledSender
@@ -163,6 +165,33 @@ def test_a_percent_encoded_host_is_judged_as_the_host_it_names() -> None:
     refuses it, rather than accept a subscription every delivery of which is refused."""
     problem = target_problem("http://%31%32%37.0.0.1:8080/hook", AddressPolicy(), resolve=None)
     assert problem is not None and "loopback" in problem
+
+
+@pytest.mark.parametrize(
+    ("host", "looked_up"),
+    [("straße.example", "xn--strae-oqa.example"), ("BÜCHER.example", "xn--bcher-kva.example")],
+)
+def test_a_name_beyond_ascii_is_judged_as_the_name_the_sender_looks_up(
+    host: str, looked_up: str
+) -> None:
+    """urllib3 writes such a name in its IDNA 2008 form; the system resolver, given it as
+    typed, would look up its IDNA 2003 form (``strasse.example``), another name whose
+    addresses say nothing of where deliveries go."""
+    asked: list[str] = []
+
+    def resolver(name: str, port: int, timeout: float) -> list[Any]:
+        asked.append(name)
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    problem = target_problem(f"https://{host}/hook", AddressPolicy(), resolve=resolver)
+    assert asked == [looked_up]
+    assert problem is not None and problem.startswith(f"{looked_up} resolves to 127.0.0.1")
+    assert urllib3.util.parse_url(f"https://{host}/hook").host == looked_up
+
+
+def test_a_name_no_sender_could_write_is_refused_when_submitted() -> None:
+    problem = target_problem("https://a\u200db.example/hook", AddressPolicy(), resolve=None)
+    assert problem is not None and "not a valid name" in problem
 
 
 #: Spellings of 127.0.0.1 (and 0.0.0.0, which reaches this host too) that resolvers take.

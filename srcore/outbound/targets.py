@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+import idna
+
 from srcore.outbound.policy import AddressPolicy, policy_for
 from srcore.outbound.sender import resolve
 
@@ -64,6 +66,13 @@ def target_problem(
     host = unquote(parts.hostname or "").rstrip(".").lower()
     if not host:
         return "the URL has no host"
+    if not host.isascii():
+        # Looked up as the sender's urllib3 writes it (IDNA 2008): given the name as typed,
+        # getaddrinfo would look up its IDNA 2003 form (straße: strasse), another name.
+        try:
+            host = idna.encode(host, strict=True, std3_rules=True).decode("ascii")
+        except idna.IDNAError as error:
+            return f"the URL's host is not a valid name ({error})"
     try:
         literal: _Address | None = ipaddress.ip_address(host.split("%")[0])
     except ValueError:
