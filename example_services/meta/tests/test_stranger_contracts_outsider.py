@@ -81,6 +81,8 @@ class Stranger:
         self.meta_url = meta_url
         self.events: dict[int, dict[str, Any]] = {}
         self.pushes: list[dict[str, Any]] = []
+        #: Every push as it came: its headers (lower-case names) and body.
+        self.raw: list[tuple[dict[str, str], bytes]] = []
         self.seen_ids: set[str] = set()
         self.refused_pushes = 0
         #: Pushes still to be answered 410 Gone, and how many were.
@@ -212,6 +214,7 @@ class Stranger:
         @app.post("/_srcore/events")
         def events() -> Any:
             body = request.get_data()
+            outer.raw.append(({k.lower(): v for k, v in request.headers.items()}, body))
             if outer.gone > 0:
                 outer.gone -= 1
                 outer.answered_gone += 1
@@ -732,3 +735,56 @@ def test_a_client_id_spelled_as_an_account_id_is_refused(tmp_path: Any) -> None:
         assert "[stranger] oauth-client-id: must not be digits only" in str(refused.value)
     path.write_text(meta_section + stranger_section.format("stranger7"), encoding="utf-8")
     assert load_config(path).section("stranger")["oauth-client-id"] == "stranger7"
+
+
+def test_client_credentials_for_the_network_services_api(network: Network, accounts: Any) -> None:
+    """Service-to-service: a token of the service itself (``sub`` its client id, no
+    grant), for meta's ``/api/users/<id>``; its audience is meta and the service, as the
+    README says of every token a network service gets."""
+    net, stranger = network, network.stranger
+    answer = token_request(
+        net, (SERVICE, SECRET), grant_type="client_credentials", scope="meta/profile:RO"
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert "refresh_token" not in body
+    token = body["access_token"]
+    claims = stranger.verify(token, audience="meta")
+    assert claims["sub"] == claims["client_id"] == SERVICE and "grant" not in claims
+    assert sorted(claims["aud"]) == ["meta", SERVICE]
+    bob = accounts.make("bob")
+    found = requests.get(
+        f"{net.url}/api/users/{bob.id}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=TIMEOUT,
+    )
+    assert found.status_code == 200 and found.json()["username"] == "bob", found.text
+
+
+def test_a_new_client_secret_signs_beside_the_old_one(network: Network) -> None:
+    """operators.md: change the client secret, restart meta and the service. Meanwhile
+    the pushes carry a signature with each secret, so the service checks them with
+    whichever it runs with."""
+    net, stranger = network, network.stranger
+    _log_in(net)
+    token = log_in_tokens(net)["access_token"]
+    new_secret = SECRET + "-renewed"
+    net.stop()
+    text = net.config.read_text(encoding="utf-8")
+    net.config.write_text(text.replace(SECRET, new_secret), encoding="utf-8")
+    net.start()
+    old_key, new_key = stranger.key, derived_push_secret(new_secret, SERVICE)
+    answer = requests.post(
+        net.metadata["revocation_endpoint"],
+        data={"token": token},
+        auth=(SERVICE, new_secret),
+        timeout=TIMEOUT,
+    )
+    assert answer.status_code == 200, answer.text
+    # The stranger, still on the old secret, takes the push.
+    assert wait_for(lambda: stranger.api(token) == 401)
+    assert stranger.refused_pushes == 0
+    headers, body = stranger.raw[-1]
+    assert len(headers["webhook-signature"].split()) == 2, headers
+    for key in (old_key, new_key):
+        assert push_is_genuine(key, headers, body, now=time.time())
