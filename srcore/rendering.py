@@ -75,6 +75,7 @@ __all__ = [
     "format_datetime",
     "icon",
     "init_app",
+    "iso_datetime",
     "markdown",
     "markdown_summary",
     "sanitize_html",
@@ -587,6 +588,15 @@ def format_datetime(value: datetime | None) -> str:
     return _utc(value).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def iso_datetime(value: datetime | None) -> str:
+    """Format as ``2026-11-21T14:03:09Z``, UTC to the second: what a ``<time datetime=...>``
+    holds (HTML allows three digits of a second's fraction at most, ``isoformat()`` writes
+    six); ``None`` gives ``""``."""
+    if value is None:
+        return ""
+    return _utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _plural(count: int, unit: str) -> str:
     return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
 
@@ -629,7 +639,7 @@ def timeago_tag(value: datetime | None, now: datetime | None = None) -> Markup:
         return Markup("")
     moment = _utc(value)
     return Markup('<time datetime="{}" title="{}">{}</time>').format(
-        moment.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        iso_datetime(moment),
         format_datetime(moment),
         timeago(moment, now),
     )
@@ -705,7 +715,7 @@ def init_app(app: Flask, *, clock: Clock | None = None, cache: RenderCache | Non
 
     Filters: ``markdown``, ``markdown_summary`` (plain text for lists), ``code``
     (numbered, highlighted lines: ``text|code(language)``), ``date``, ``datetime``,
-    ``timeago``, ``timeago_tag``.
+    ``iso_datetime`` (a ``<time datetime=...>``'s value), ``timeago``, ``timeago_tag``.
     Globals: ``icon`` and ``timeago_tag``. ``clock`` returns "now" for the relative
     dates (tests pass a fixed one); calling this again simply registers them again.
     The first three keep what they render in *cache* (a new one of the default size
@@ -743,6 +753,7 @@ def init_app(app: Flask, *, clock: Clock | None = None, cache: RenderCache | Non
         code=code_filter,
         date=format_date,
         datetime=format_datetime,
+        iso_datetime=iso_datetime,
         timeago=timeago_filter,
         timeago_tag=timeago_tag_filter,
     )
