@@ -143,6 +143,10 @@ def error_response(
 
 #: Fields a form is not sent back with: what is secret is typed again, not put in a page.
 _NOT_REPEATED = ("password", "secret", "token", "code", "otp")
+#: Fields named with it are the page's own tokens (``csrf_token``, a sent-once token),
+#: not typed by anyone: bound to the earlier session, they are neither repeated nor asked
+#: for again.
+_MACHINE_WORD = "token"
 #: The field of a form's one-time token (:data:`srcore.once.ONCE_FIELD`), which the page
 #: shown again replaces with one of the new session.
 _ONCE_FIELD = "form_once"
@@ -200,8 +204,8 @@ def form_again(code: int, reason: str, *, title: str) -> Response | None:
     fields: list[tuple[str, str, bool]] = []
     dropped: list[str] = []
     for name, values in request.form.lists():
-        if name == "csrf_token":
-            continue
+        if _MACHINE_WORD in name.lower():
+            continue  # the earlier session's tokens (CSRF, sent-once): this page has its own
         if any(word in name.lower() for word in _NOT_REPEATED):
             dropped.append(name)
             continue

@@ -120,6 +120,18 @@ def test_fields_not_repeated_come_back_empty_to_be_typed_again(app: Any, client:
     assert client.post("/form", data=again, headers=own(app)).get_json() == {"ok": True}
 
 
+def test_the_earlier_pages_own_tokens_are_neither_repeated_nor_asked_for(
+    app: Any, client: Any
+) -> None:
+    # A webhook form's sent-once token (form_token) is no field a person typed: shown as
+    # one to fill in, or named as "not repeated here", it only puzzled them.
+    form = {"url": "https://hooks.example.invalid/x", "form_token": "abc", "csrf_token": "x"}
+    page = client.post("/form", data=form, headers=own(app)).get_data(as_text=True)
+    main = page.split("<main", 1)[1]
+    assert 'value="https://hooks.example.invalid/x"' in main
+    assert "form_token" not in main and "Not repeated" not in main
+
+
 @pytest.mark.parametrize(
     "form",
     [{}, {"code": "123456"}, {"form_once": "abc.def"}],
