@@ -478,3 +478,22 @@ def test_times_written_for_machines_are_utc_with_their_offset(app: Any) -> None:
     assert answered == {"times": [expected] * 4, "day": "2026-12-05"}
     carried = json.loads(dump_payload({"times": given, "day": moment.date()}))
     assert carried == {"times": [expected] * 4, "day": "2026-12-05"}
+
+
+def test_a_webhook_receiver_allows_its_clock_five_minutes_either_way() -> None:
+    """The tutorial's promise: a delivery is taken within 5 minutes of the receiver's
+    clock, either way, and refused past that."""
+    from standardwebhooks import Webhook
+
+    secret = signatures.generate_secret()
+    sent = datetime.now(UTC).replace(microsecond=0)
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(sent.timestamp())),
+        "webhook-signature": Webhook(secret).sign("msg_1", sent, "{}"),
+    }
+    for off in (-300, -299, 0, 299, 300):
+        assert signatures.verify(secret, headers, "{}", now=sent + timedelta(seconds=off)) == {}
+    for off in (-301, 301):
+        with pytest.raises(signatures.WebhookVerificationError, match="tolerance"):
+            signatures.verify(secret, headers, "{}", now=sent + timedelta(seconds=off))
