@@ -67,7 +67,6 @@ def _audit_entry(app: Any, user: Any) -> None:
 TRIGGERS: dict[str, Callable[[Any, Any], None] | None] = {
     "profile:updated": _hook("on_profile_change"),
     "revocation:issued": _hook("on_logout"),
-    "user:suspended": None,
     "audit:recorded": _audit_entry,
 }
 

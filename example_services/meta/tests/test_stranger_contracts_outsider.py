@@ -408,6 +408,14 @@ def wait_for(condition: Callable[[], bool], limit: float = PUSH_WAIT) -> bool:
 
 def test_login_refresh_verify_and_audience(network: Network) -> None:
     net, stranger = network, network.stranger
+    # meta's manifest names the events it sends, and no other: a service waiting for
+    # one meta never sends (a suspension comes as revocation events) waits for ever.
+    manifest = requests.get(net.url + "/.well-known/srcore-service", timeout=TIMEOUT).json()
+    assert {event["name"] for event in manifest["events"]} == {
+        "profile:updated",
+        "revocation:issued",
+        "audit:recorded",
+    }
     _log_in(net)
     tokens = log_in_tokens(net)
     assert tokens["token_type"] == "Bearer" and tokens["refresh_token"]
@@ -788,3 +796,53 @@ def test_a_new_client_secret_signs_beside_the_old_one(network: Network) -> None:
     assert len(headers["webhook-signature"].split()) == 2, headers
     for key in (old_key, new_key):
         assert push_is_genuine(key, headers, body, now=time.time())
+
+
+def test_suspension_and_unsuspension_by_the_latest_seq(network: Network, accounts: Any) -> None:
+    """The README's rule for suspensions: the account's latest ``suspend``/``unsuspend``
+    (by seq) decides. Suspended, alice's token is refused at the stranger; unsuspended,
+    a new login's token passes there (the old one's grant ended with the suspension)."""
+    from srcore.db import UserType
+
+    net, stranger = network, network.stranger
+    _log_in(net)
+    old = log_in_tokens(net)["access_token"]
+    alice = stranger.verify(old)["sub"]
+    accounts.make("root", user_type=UserType.admin)
+    admin = requests.Session()
+    page = admin.get(net.url + "/login", timeout=TIMEOUT)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf
+    admin.post(
+        net.url + "/login",
+        data={"login": "root", "password": PASSWORD, "csrf_token": csrf.group(1)},
+        timeout=TIMEOUT,
+    )
+
+    def act(what: str, **form: str) -> None:
+        page = admin.get(f"{net.url}/admin/users/{alice}", timeout=TIMEOUT)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token, page.text[:300]
+        done = admin.post(
+            f"{net.url}/admin/users/{alice}/{what}",
+            data={"csrf_token": token.group(1), **form},
+            allow_redirects=False,
+            timeout=TIMEOUT,
+        )
+        assert done.status_code in (302, 303), done.text[:500]
+
+    act("suspend", notice="Spam.")
+    assert wait_for(lambda: stranger.api(old) == 401)
+    act("unsuspend")
+    kinds = ("suspend", "unsuspend")
+    assert wait_for(
+        lambda: (
+            [e["kind"] for _, e in sorted(stranger.events.items()) if e["kind"] in kinds]
+            == ["suspend", "unsuspend"]
+        )
+    )
+    net.browser = requests.Session()
+    _log_in(net)
+    new = log_in_tokens(net)["access_token"]
+    assert stranger.api(new) == 200
+    assert stranger.api(old) == 401
