@@ -15,6 +15,7 @@ of its metadata, and of the ``user`` table either the core columns or the servic
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +40,7 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    text,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
@@ -90,6 +92,8 @@ __all__ = [
     "upgrade_all",
     "version_table",
 ]
+
+_LOG = logging.getLogger(__name__)
 
 #: The name of the core's own lineage.
 CORE_LINEAGE = "srcore"
@@ -283,12 +287,13 @@ MIGRATION_LOCK = 0x5C0E_0A1E
 SQLITE_WAIT = 300
 
 
-def _sqlite_transactional(engine: Engine, *, write: bool) -> None:
+def _sqlite_transactional(engine: Engine, *, write: bool, service_id: str) -> None:
     """Let SQLite run DDL inside the migration's transaction, with foreign keys off.
 
     pysqlite only opens transactions before DML; batch migrations copy and drop tables,
     which must happen atomically and without foreign key enforcement. One that may *write*
-    takes the write lock as it begins (``BEGIN IMMEDIATE``), before it reads the version.
+    takes the write lock as it begins (``BEGIN IMMEDIATE``), before it reads the version;
+    when another process holds it, it says so once and waits (:data:`SQLITE_WAIT`).
     """
 
     @event.listens_for(engine, "connect")
@@ -298,10 +303,28 @@ def _sqlite_transactional(engine: Engine, *, write: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not write:
+            connection.exec_driver_sql("BEGIN")
+            return
+        connection.exec_driver_sql("PRAGMA busy_timeout = 0")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except DBAPIError as exc:
+            if driver_cause(exc) != "locked":
+                raise
+            _LOG.warning(
+                "the database of %s is being written by another process (another migration, "
+                "or the service): waiting up to %d s for it to finish",
+                service_id,
+                SQLITE_WAIT,
+            )
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_WAIT * 1000}")
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_WAIT * 1000}")
 
 
-def _engine(url: str | URL, *, write: bool = True) -> Engine:
+def _engine(url: str | URL, *, write: bool = True, service_id: str = "") -> Engine:
     parsed = normalize_url(url)
     require_driver(parsed)
     options = connect_args(parsed)
@@ -309,17 +332,41 @@ def _engine(url: str | URL, *, write: bool = True) -> Engine:
         options.setdefault("timeout", SQLITE_WAIT)
     engine = create_engine(parsed, poolclass=NullPool, connect_args=options)
     if engine.dialect.name == "sqlite":
-        _sqlite_transactional(engine, write=write)
+        _sqlite_transactional(engine, write=write, service_id=service_id)
     return engine
 
 
-def _one_at_a_time(connection: Connection) -> None:
+def _one_at_a_time(connection: Connection, service_id: str) -> None:
     """Wait for any other migration of this database to commit: two deploys running
     ``srcore migrate`` at once would both find a revision unapplied and apply it, and the
     second fail half-way on what the first created. The one that waited then finds it
-    applied. (On SQLite, ``BEGIN IMMEDIATE`` waits the same way.)"""
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+    applied, and says once that it waits, and for whom. (On SQLite, ``BEGIN IMMEDIATE``
+    waits the same way.)"""
+    if connection.dialect.name != "postgresql":
+        return
+    if connection.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({MIGRATION_LOCK})").scalar():
+        return
+    holder = connection.execute(
+        text(
+            "SELECT a.pid, a.application_name, a.client_addr, a.xact_start FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.classid = 0 AND l.objid::bigint = :key AND l.database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        {"key": MIGRATION_LOCK},
+    ).first()
+    who = ""
+    if holder is not None:
+        pid, application, address, since = holder
+        who = f" (server pid {pid}, {application or 'no application_name'}"
+        who += f" from {address}" if address else " on the server's socket"
+        who += f", started {since:%Y-%m-%d %H:%M:%S %Z})" if since else ")"
+    _LOG.warning(
+        "another migration of the database of %s is under way%s: waiting for it to finish",
+        service_id,
+        who,
+    )
+    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
 
 
 class DatabaseUnreachable(Exception):
@@ -353,7 +400,7 @@ def _read_only(target: MigrationTarget) -> URL:
     return url.set(database=f"file:{quote(str(path))}", query=query)
 
 
-def _open(connection: Connection, *, read_only: bool) -> RootTransaction:
+def _open(connection: Connection, *, read_only: bool, service_id: str) -> RootTransaction:
     """Begin the migration's transaction and touch the database, so that what keeps it
     from being opened fails here, before anything is read or changed.
 
@@ -362,7 +409,7 @@ def _open(connection: Connection, *, read_only: bool) -> RootTransaction:
     at the first statement, which for a read is the first of Alembic's."""
     transaction = connection.begin()
     if not read_only:
-        _one_at_a_time(connection)
+        _one_at_a_time(connection, service_id)
     elif connection.dialect.name == "sqlite":
         connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
     return transaction
@@ -371,12 +418,12 @@ def _open(connection: Connection, *, read_only: bool) -> RootTransaction:
 @contextmanager
 def _connection(target: MigrationTarget, *, read_only: bool = False) -> Iterator[Connection]:
     url = _read_only(target) if read_only else target.database_url
-    engine = _engine(url, write=not read_only)
+    engine = _engine(url, write=not read_only, service_id=target.service_id)
     try:
         try:
             connection = engine.connect()
             try:
-                transaction = _open(connection, read_only=read_only)
+                transaction = _open(connection, read_only=read_only, service_id=target.service_id)
             except BaseException:
                 connection.close()
                 raise

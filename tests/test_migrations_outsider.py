@@ -195,7 +195,8 @@ _SLOW_SCRIPTS = {
             op.add_column("slow_row", sa.Column("seen", sa.Integer, nullable=True))
             Path(os.environ["SLOW_MARKER"]).write_text("inside")
             deadline = time.monotonic() + 60
-            while os.environ.get("SLOW_HOLD") and time.monotonic() < deadline:
+            hold = os.environ.get("SLOW_HOLD")
+            while hold and Path(hold).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
 
 
@@ -214,29 +215,40 @@ from sqlalchemy import MetaData
 from srcore import migrate
 
 target = migrate.MigrationTarget("slow", sys.argv[1], MetaData(), Path(sys.argv[2]))
-migrate.upgrade(target)
+print(migrate.upgrade(target))
 """
+
+
+def _slow_service(tmp_path: Path) -> Path:
+    versions = tmp_path / "slow" / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    for name, body in _SLOW_SCRIPTS.items():
+        (versions / name).write_text(textwrap.dedent(body))
+    return versions
+
+
+def _wait_for(path: Path, run: subprocess.Popen[str], log: Path, what: str) -> None:
+    deadline = time.monotonic() + BOUND
+    while not path.exists():
+        assert run.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def test_a_migration_killed_outright_leaves_a_revision_and_running_it_again_finishes(
     database_url: str, tmp_path: Path
 ) -> None:
-    versions = tmp_path / "slow" / "migrations" / "versions"
-    versions.mkdir(parents=True)
-    for name, body in _SLOW_SCRIPTS.items():
-        (versions / name).write_text(textwrap.dedent(body))
+    versions = _slow_service(tmp_path)
     marker = tmp_path / "inside"
-    environ = {**_environ(), "SLOW_MARKER": str(marker), "SLOW_HOLD": "1"}
+    hold = tmp_path / "hold"
+    hold.touch()
+    environ = {**_environ(), "SLOW_MARKER": str(marker), "SLOW_HOLD": str(hold)}
     argv = [sys.executable, "-c", _RUNNER, database_url, str(versions)]
     log = tmp_path / "killed.log"
     with log.open("w") as stderr:
-        run = subprocess.Popen(argv, env=environ, stderr=stderr)
+        run = subprocess.Popen(argv, env=environ, stderr=stderr, text=True)
         try:
-            deadline = time.monotonic() + BOUND
-            while not marker.exists():
-                assert run.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the slow migration never started"
-                time.sleep(0.05)
+            _wait_for(marker, run, log, "the slow migration never started")
             run.send_signal(signal.SIGKILL)
         finally:
             run.wait(timeout=BOUND)
@@ -247,12 +259,56 @@ def test_a_migration_killed_outright_leaves_a_revision_and_running_it_again_fini
     if database_url.startswith("sqlite"):
         assert _execute(database_url, "PRAGMA integrity_check") == [[("ok",)]]
 
-    environ.pop("SLOW_HOLD")
+    hold.unlink()
     done = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=BOUND)
     assert done.returncode == 0, done.stderr
     assert migrate.current(target)["slow"] == "slow_0002"
     [[(count,)]] = _execute(database_url, "SELECT count(*) FROM slow_row WHERE seen IS NULL")
     assert count == 2000
+
+
+def test_a_migration_that_waits_for_another_says_for_whom_then_finds_it_applied(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The second of two migrations started together says, once, that it waits and (on
+    PostgreSQL) for which session; it goes on when the first commits, and runs nothing."""
+    versions = _slow_service(tmp_path)
+    hold = tmp_path / "hold"
+    hold.touch()
+    environ = {**_environ(), "SLOW_MARKER": str(tmp_path / "inside"), "SLOW_HOLD": str(hold)}
+    argv = [sys.executable, "-c", _RUNNER, database_url, str(versions)]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    with logs[0].open("w") as first_log, logs[1].open("w") as second_log:
+        first = subprocess.Popen(argv, env=environ, stderr=first_log, text=True)
+        second = None
+        try:
+            _wait_for(tmp_path / "inside", first, logs[0], "the first never started")
+            second = subprocess.Popen(
+                argv, env=environ, stdout=subprocess.PIPE, stderr=second_log, text=True
+            )
+            deadline = time.monotonic() + BOUND
+            while "waiting" not in logs[1].read_text():
+                assert second.poll() is None, logs[1].read_text()
+                assert time.monotonic() < deadline, "the second never said it waits"
+                time.sleep(0.05)
+            hold.unlink()
+            assert first.wait(timeout=BOUND) == 0, logs[0].read_text()
+            out, _ = second.communicate(timeout=BOUND)
+            assert second.returncode == 0, logs[1].read_text()
+        finally:
+            for run in (first, second):
+                if run is not None and run.poll() is None:
+                    run.kill()
+                    run.wait(timeout=BOUND)
+    said = [line for line in logs[1].read_text().splitlines() if "waiting" in line]
+    assert len(said) == 1, said
+    if database_url.startswith("postgresql"):
+        assert "another migration of the database of slow is under way (server pid" in said[0]
+    else:
+        assert "being written by another process" in said[0], said
+    assert out.split() == ["0"], out  # the first applied both scripts; the second none
+    target = migrate.MigrationTarget("slow", database_url, MetaData(), versions)
+    assert migrate.current(target)["slow"] == "slow_0002"
 
 
 # -- databases that are not what the installed code expects ---------------------------------
