@@ -85,6 +85,13 @@ class Stranger:
         self.raw: list[tuple[dict[str, str], bytes]] = []
         self.seen_ids: set[str] = set()
         self.refused_pushes = 0
+        #: Pushes taken and dropped (a service that is not listening).
+        self.deaf = False
+        #: The last event the documented pull read, to check it is still there next time.
+        self.last_pulled: dict[str, Any] | None = None
+        self.rewinds = 0
+        #: The events of meta's numbering before it went back: they still refuse.
+        self.old_events: list[dict[str, Any]] = []
         #: Pushes still to be answered 410 Gone, and how many were.
         self.gone, self.answered_gone = 0, 0
         self.pushed = threading.Event()
@@ -155,29 +162,33 @@ class Stranger:
                 self.events[event["seq"]] = event
 
     def revoked(self, claims: dict[str, Any]) -> bool:
-        now = time.time()
-        sub, iat = claims["sub"], claims["iat"]
-        state: dict[str, tuple[int, str]] = {}
-        for event in self.events.values():
-            kind, subject = event["kind"], event["subject"]
-            alive = event["expires_at"] is None or event["expires_at"] + 30 >= now
-            if kind == "token" and subject == claims["jti"] and alive:
-                return True
-            if kind == "grant" and subject == claims.get("grant") and alive:
-                return True
-            if kind == "client" and subject == claims["client_id"] and iat < event["not_before"]:
-                return True
-            if kind == "user" and subject == sub and iat < event["not_before"]:
-                return True
-            if kind == "delete" and subject == sub:
-                return True
-            if (
-                kind in ("suspend", "unsuspend")
-                and subject == sub
-                and (subject not in state or state[subject][0] < event["seq"])
-            ):
-                state[subject] = (event["seq"], kind)
-        return state.get(sub, (0, ""))[1] == "suspend"
+        old, new = self.old_events, list(self.events.values())
+        if any(self._refuses(event, claims) for event in old + new):
+            return True
+        # A suspension: the latest by seq decides, in the numbering that has one.
+        for events in (new, old):
+            states = [
+                (e["seq"], e["kind"])
+                for e in events
+                if e["kind"] in ("suspend", "unsuspend", "delete") and e["subject"] == claims["sub"]
+            ]
+            if states:
+                return max(states)[1] == "suspend"
+        return False
+
+    @staticmethod
+    def _refuses(event: dict[str, Any], claims: dict[str, Any]) -> bool:
+        kind, subject = event["kind"], event["subject"]
+        alive = event["expires_at"] is None or event["expires_at"] + 30 >= time.time()
+        if kind == "token":
+            return subject == claims["jti"] and alive
+        if kind == "grant":
+            return subject == claims.get("grant") and alive
+        if kind == "client":
+            return subject == claims["client_id"] and claims["iat"] < event["not_before"]
+        if kind == "user":
+            return subject == claims["sub"] and claims["iat"] < event["not_before"]
+        return kind == "delete" and subject == claims["sub"]
 
     def pull(self, since: int = 0) -> int:
         """Read meta's list after *since*, page by page; the seq the next pull starts at."""
@@ -193,6 +204,40 @@ class Stranger:
             self.apply(page["events"])
             if not page["events"] or page["last"] <= since:
                 return since
+            since = page["last"]
+
+    def page(self, since: int) -> dict[str, Any]:
+        answer = requests.get(
+            self.meta_url + "/oauth/revocations",
+            params={"since": since},
+            auth=(SERVICE, SECRET),
+            timeout=TIMEOUT,
+        )
+        answer.raise_for_status()
+        page: dict[str, Any] = answer.json()
+        return page
+
+    def pull_checked(self) -> None:
+        """The README's pull: from just below the last event pulled, checking it is still
+        there as it was; read everything again from 0 when it is not (a restored meta)."""
+        since = 0
+        mine = self.last_pulled
+        if mine is not None:
+            since = mine["seq"] - 1
+            theirs = [e for e in self.page(since)["events"] if e["seq"] == mine["seq"]]
+            if theirs != [mine]:
+                self.rewinds += 1
+                with self.lock:
+                    self.old_events += self.events.values()
+                    self.events = {}
+                since = 0
+        while True:
+            page = self.page(since)
+            self.apply(page["events"])
+            if page["events"]:
+                self.last_pulled = page["events"][-1]
+            if not page["events"] or page["last"] <= since:
+                return
             since = page["last"]
 
     # the web app -------------------------------------------------------------------------
@@ -222,6 +267,8 @@ class Stranger:
             if not push_is_genuine(outer.key, request.headers, body, now=time.time()):
                 outer.refused_pushes += 1
                 return jsonify(error="bad signature"), 401
+            if outer.deaf:
+                return "", 204
             message_id = request.headers["webhook-id"]
             message = json.loads(body)
             if message_id not in outer.seen_ids:
@@ -846,3 +893,45 @@ def test_suspension_and_unsuspension_by_the_latest_seq(network: Network, account
     new = log_in_tokens(net)["access_token"]
     assert stranger.api(new) == 200
     assert stranger.api(old) == 401
+
+
+def test_a_restored_meta_is_noticed_by_the_documented_pull(network: Network, app: Any) -> None:
+    """meta restored from a dump numbers its new events from the dump's last one again:
+    a pull from the last seq read would never see them. The README's check (is the last
+    event pulled still there, the same?) notices, and reading again from 0 finds them."""
+    from sqlalchemy import text
+
+    net, stranger = network, network.stranger
+    stranger.deaf = True  # the pull alone
+    _log_in(net)
+    kept, lost, later = (log_in_tokens(net)["access_token"] for _ in range(3))
+    _revoke(net, kept)
+    stranger.pull_checked()
+    dump = max(stranger.events)
+    _revoke(net, lost)
+    stranger.pull_checked()
+    assert stranger.api(lost) == 401 and max(stranger.events) == dump + 1
+
+    # The restore: meta forgets the events after the dump and numbers from there again.
+    db = app.extensions["srcore"].db
+    with db.transaction() as session:
+        session.execute(text("DELETE FROM revocation_event WHERE seq > :seq"), {"seq": dump})
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(
+                text("SELECT setval(pg_get_serial_sequence('revocation_event', 'seq'), :seq)"),
+                {"seq": dump},
+            )
+        else:
+            session.execute(
+                text("UPDATE sqlite_sequence SET seq = :seq WHERE name = 'revocation_event'"),
+                {"seq": dump},
+            )
+    _revoke(net, later)
+    # The new event has the seq the lost one had: nothing after it is new.
+    assert stranger.page(dump + 1) == {"events": [], "last": dump + 1}
+    assert stranger.api(later) == 200
+    stranger.pull_checked()
+    assert stranger.rewinds == 1
+    assert stranger.api(later) == 401
+    # What the restored meta forgot still stands here: it only refuses more.
+    assert stranger.api(lost) == 401 and stranger.api(kept) == 401
