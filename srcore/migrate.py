@@ -544,6 +544,12 @@ def _stopped(
         advice = f"{found}; then run it again"
     elif cause == "locked":
         advice = "another process holds the database's write lock: let it finish, and run it again"
+    elif cause == "read-only" and file is None:
+        advice = (
+            "the database refuses writes (a standby server, or default_transaction_read_only "
+            "on for the database, the role or the server): point database-url at the primary, "
+            "or turn default_transaction_read_only off, and run it again"
+        )
     elif cause == "read-only":
         advice = (
             f"is {where.removeprefix('the file system of ')} mounted read-only? Then run it again"

@@ -654,3 +654,26 @@ def _numbers(url: str, count: int) -> str:
             "SELECT n FROM s) AS s"
         )
     return f"generate_series(1, {count}) AS n"
+
+
+def test_a_postgresql_database_that_refuses_writes_is_one_line_saying_so(tmp_path: Path) -> None:
+    """A database-url naming a standby (here: default_transaction_read_only on for the
+    database): upgrade and downgrade say the database refuses writes and what to do, and
+    leave every lineage where it was; before, creating the version table was the driver's
+    words with the statement, over lines."""
+    require_postgres()
+    config = write_network_config(tmp_path / "config.ini", {"meta": 5900, "paste": 5902})
+    url = testdb.create_test_database()
+    try:
+        config.write_text(config.read_text().replace(f"sqlite:///{tmp_path / 'paste.db'}", url))
+        assert srcore(config, "migrate", "paste", "upgrade", "paste_0001").returncode == 0
+        name = url.rsplit("/", 1)[1].split("?")[0]
+        admin = testdb.postgres_base_url()
+        _execute(admin, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        for argv in (["upgrade"], ["downgrade", "base"]):
+            line = one_line_error(srcore(config, "migrate", "paste", *argv))
+            assert "the database refuses writes" in line, line
+            assert "point database-url at the primary" in line, line
+            assert "was left where it was (paste_0001" in line, line
+    finally:
+        testdb.drop_test_database(url)

@@ -171,8 +171,8 @@ def driver_cause(exc: BaseException) -> str | None:
         return "full"
     if "no space left on device" in text:
         return "full"
-    if name.startswith("SQLITE_READONLY") or "readonly database" in text:
-        return "read-only"
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text or state == "25006":
+        return "read-only"  # 25006: PostgreSQL's read_only_sql_transaction
     if name.startswith("SQLITE_NOTADB") or "file is not a database" in text:
         return "not-a-database"
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in text:
