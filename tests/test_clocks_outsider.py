@@ -82,6 +82,8 @@ class Hook:
         self.got = got
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 10  # seconds a request may take to arrive
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"null")
@@ -93,7 +95,6 @@ class Hook:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.timeout = 10
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
