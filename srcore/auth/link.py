@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from srcore.auth.revocation.pull import PullRefused
 from srcore.auth.users import profile_values, upsert_user
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "MetaLink",
     "MetaRefused",
     "MetaUnavailable",
+    "PullCredentialsRefused",
     "build_meta_link",
     "fetch_unknown_user",
 ]
@@ -58,6 +60,11 @@ class MetaRefused(Exception):
         self.status = status
         self.error = error
         self.description = description
+
+
+class PullCredentialsRefused(MetaRefused, PullRefused):
+    """meta refused this service's client credentials when it pulled revocations: what the
+    puller takes for meta no longer knowing the service (:class:`PullRefused`)."""
 
 
 class MetaClient:
@@ -213,9 +220,13 @@ class MetaClient:
         """The revocation events after *since* (at most one page) and meta's last seq."""
         from srcore.identity.protocol import PULL_PATH, parse_pull_page
 
-        body = self._json(
-            self._call("GET", PULL_PATH, params={"since": str(since)}, auth=self._auth())
-        )
+        response = self._call("GET", PULL_PATH, params={"since": str(since)}, auth=self._auth())
+        try:
+            body = self._json(response)
+        except MetaRefused as exc:
+            if exc.status == 401:
+                raise PullCredentialsRefused(exc.status, exc.error, exc.description) from exc
+            raise
         try:
             return parse_pull_page(body, since)
         except ValueError as exc:

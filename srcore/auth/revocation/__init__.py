@@ -24,7 +24,7 @@ from srcore.auth.revocation.extension import (
     state_of,
 )
 from srcore.auth.revocation.fanout import RedisFanout, make_fanout
-from srcore.auth.revocation.pull import Fetch, RevocationPuller
+from srcore.auth.revocation.pull import Fetch, PullRefused, RevocationPuller
 from srcore.auth.revocation.receiver import apply_event, events_secret, receive_events
 from srcore.auth.revocation.replay import (
     MemorySeenMessages,
@@ -55,6 +55,7 @@ __all__ = [
     "Listener",
     "MemoryRevocationStore",
     "MemorySeenMessages",
+    "PullRefused",
     "RedisFanout",
     "RedisSeenMessages",
     "RevocationEvent",

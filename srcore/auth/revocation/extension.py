@@ -74,7 +74,15 @@ class Revocations:
         )
         app.extensions[EXTENSION_KEY] = state
         if puller is not None and isinstance(link.store, MemoryRevocationStore):
-            link.store.first_check = puller.first_pull
+            store = link.store
+            store.first_check = puller.first_pull
+
+            def wait_for_a_pull() -> None:
+                store.first_check = puller.first_pull
+
+            # A refused pull (meta no longer knows this service) makes the checks wait
+            # for a pull that reads again, as before the first one.
+            puller.refused_listeners.append(wait_for_a_pull)
         app.add_url_rule(
             EVENTS_PATH,
             endpoint="srcore_meta_events",

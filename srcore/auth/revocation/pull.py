@@ -17,12 +17,22 @@ from srcore.auth.revocation.store import RevocationStore
 from srcore.forks import reset_in_child
 from srcore.identity.protocol import RevocationEvent
 
-__all__ = ["Fetch", "KeptListener", "RevocationPuller"]
+__all__ = ["Fetch", "KeptListener", "PullRefused", "RevocationPuller"]
 
 log = logging.getLogger("srcore.auth")
 
-#: Fetch the events after a seq: returns (events, last seq).
+#: Fetch the events after a seq: returns (events, last seq); raises :class:`PullRefused`
+#: when meta refuses this service's client credentials.
 Fetch = Callable[[int], tuple[list[RevocationEvent], int]]
+
+
+class PullRefused(Exception):
+    """meta refused the pull's client credentials: it does not know this service (its
+    section is gone from meta's config file) or holds another secret for it. Nothing meta
+    decides reaches the service then (its pushes stop too), so what the process knew is
+    stale for good: the checks refuse to answer from it until a pull goes through."""
+
+
 #: Told the event the service's database kept and meta's event at its seq (None: none).
 KeptListener = Callable[[RevocationEvent, RevocationEvent | None], None]
 
@@ -57,6 +67,9 @@ class RevocationPuller:
         reset_in_child(self._forked)
         #: How many pulls ran (successful or not).
         self.pulls = 0
+        #: Called after each pull meta refused (:class:`PullRefused`): the store's checks
+        #: wait for a pull that reads again (:meth:`first_pull`).
+        self.refused_listeners: list[Callable[[], None]] = []
         #: The pull's own place: every event up to this seq was read by a pull, but for
         #: the gaps in ``_holes`` (seq: when first missed); ``_last`` is the event at it.
         self._seq = 0
@@ -120,6 +133,27 @@ class RevocationPuller:
         self.pulls += 1
         self._loaded.set()
         return applied
+
+    def _refused(self, exc: PullRefused) -> None:
+        """meta refused this service's credentials: the list read so far no longer counts.
+
+        A process that read meta's list keeps answering from it while meta is down, since
+        meta's events wait for it; a refusal is no outage: meta sends this service nothing
+        more, and a token revoked or an account suspended from then on would be taken for
+        as long as the process runs. So its checks answer as before its first pull (503)
+        until a pull reads again: meta reloaded with the service's section back, or both
+        holding the same secret.
+        """
+        was_loaded = self._loaded.is_set()
+        self._loaded.clear()
+        for listener in self.refused_listeners:
+            listener()
+        (log.error if was_loaded else log.warning)(
+            "meta refuses this service's client when pulling revocations (%s): meta's config"
+            " file has no section for it, or holds another oauth-client-secret; logged-in"
+            " pages and API calls answer 503 until a pull goes through",
+            exc,
+        )
 
     def _check_kept(self) -> None:
         """Before a process's first read: does meta still hold what the database kept?
@@ -270,6 +304,8 @@ class RevocationPuller:
             self._wake.clear()
             try:
                 self.pull_once()
+            except PullRefused as exc:
+                self._refused(exc)
             except Exception as exc:  # keep pulling whatever went wrong this round
                 log.warning("pulling revocations from meta failed: %s", exc)
             self._pulled.set()
