@@ -71,6 +71,7 @@ __all__ = [
     "CORE_LINEAGE",
     "DatabaseMissing",
     "DatabaseUnreachable",
+    "DowngradeRefused",
     "MigrationStopped",
     "MigrationTarget",
     "NewerDatabase",
@@ -625,9 +626,40 @@ def upgrade_all(target: MigrationTarget) -> int:
     return upgrade(target, "heads")
 
 
+class DowngradeRefused(Exception):
+    """The downgrade would leave the service's lineage on tables the core's no longer has;
+    it was rolled back."""
+
+
 def downgrade(target: MigrationTarget, revision: str, *, lineage: str | None = None) -> None:
-    """Downgrade one lineage (the service's by default) to ``revision`` (``base``: all)."""
-    _run(target, _lineage(target, lineage), lambda config: command.downgrade(config, revision))
+    """Downgrade one lineage (the service's by default) to ``revision`` (``base``: all).
+
+    The core lineage is not taken to base under a service lineage that has revisions:
+    those refer to the ``user`` table. SQLite, whose migrations run with foreign keys off,
+    would drop it, and PostgreSQL refuses in its own words: :class:`DowngradeRefused` says
+    to downgrade the service first, and nothing is changed.
+    """
+    chosen = _lineage(target, lineage)
+
+    def run(config: Config) -> None:
+        connection: Connection = config.attributes["connection"]
+        service = _applied(connection, target.service_id) if chosen.core else ()
+        refused = DowngradeRefused(
+            f"{CORE_LINEAGE} cannot go to base (it drops the user table) while the "
+            f"{target.service_id} lineage is at {','.join(service)}, whose tables refer to "
+            f"it: downgrade {target.service_id} first (srcore migrate {target.service_id} "
+            "downgrade base)"
+        )
+        try:
+            command.downgrade(config, revision)
+        except DBAPIError as exc:  # PostgreSQL: dependent_objects_still_exist
+            if service and getattr(exc.orig, "sqlstate", None) == "2BP01":
+                raise refused from exc
+            raise
+        if service and not _applied(connection, CORE_LINEAGE):
+            raise refused
+
+    _run(target, chosen, run)
 
 
 def current(target: MigrationTarget) -> dict[str, str | None]:

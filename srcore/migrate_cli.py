@@ -111,7 +111,7 @@ def _run(fn: Callable[[], Any], target: MigrationTarget | None = None) -> Any:
         return fn()
     except KeyboardInterrupt:
         raise _Interrupted() from None
-    except (migrate.DatabaseUnreachable, migrate.WrongDatabase) as exc:
+    except (migrate.DatabaseUnreachable, migrate.WrongDatabase, migrate.DowngradeRefused) as exc:
         raise click.ClickException(f"{exc}; nothing was changed") from exc
     except migrate.MigrationStopped as exc:
         raise click.ClickException(str(exc)) from exc

@@ -677,3 +677,29 @@ def test_a_postgresql_database_that_refuses_writes_is_one_line_saying_so(tmp_pat
             assert "was left where it was (paste_0001" in line, line
     finally:
         testdb.drop_test_database(url)
+
+
+# -- downgrades, as the guide offers them ---------------------------------------------------
+
+
+def test_every_service_goes_down_to_base_and_up_again_and_the_core_never_goes_first(
+    network: Path,
+) -> None:
+    """``srcore migrate SERVICE downgrade REVISION`` (``--core`` for srcore's lineage), as
+    the operators' guide offers: each service down to base and up again matches its models.
+    The core's lineage is refused base while the service's still refers to its user table
+    (SQLite, with foreign keys off in migrations, dropped it under todo's tables)."""
+    assert srcore(network, "migrate", "--all", "upgrade").returncode == 0
+    for service in SERVICES:
+        target = migration_target(service, network)
+        heads = migrate.heads(target)
+        line = one_line_error(srcore(network, "migrate", service, "downgrade", "--core", "base"))
+        assert f"downgrade {service} first" in line, line
+        assert migrate.current(target) == heads
+        assert "user" in _tables(str(target.database_url))
+        for argv in (["downgrade", "base"], ["downgrade", "--core", "base"], ["upgrade"]):
+            result = srcore(network, "migrate", service, *argv)
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert migrate.current(target) == heads
+        assert migrate.pending_changes(target) == [], service
+        assert migrate.pending_changes(target, lineage=migrate.CORE_LINEAGE) == [], service
