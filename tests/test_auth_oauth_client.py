@@ -306,7 +306,9 @@ def test_logout_ends_the_session_and_goes_to_meta(service: Any, fake: FakeMeta) 
     service.config["WTF_CSRF_ENABLED"] = False
     response = client.post("/logout")
     assert response.status_code == 302
-    assert response.headers["Location"] == f"{META}/"
+    # meta's end-session endpoint, which comes back to this service's front page.
+    query = urlencode({"client_id": "sample", "post_logout_redirect_uri": "http://sample.test/"})
+    assert response.headers["Location"] == f"{META}/oauth/logout?{query}"
     assert client.get("/private").status_code == 302
 
 

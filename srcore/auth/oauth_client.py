@@ -64,6 +64,9 @@ __all__ = [
 
 log = logging.getLogger("srcore.auth")
 
+#: meta's end-session endpoint (its discovery document's ``end_session_endpoint``).
+END_SESSION_PATH = "/oauth/logout"
+
 _PENDING = "_oauth"
 _PENDING_MAX = 5
 _PENDING_LIFETIME = 600
@@ -137,9 +140,17 @@ class OAuthLogin:
         return response
 
     def logout_url(self) -> str | None:
-        # meta logs out with a CSRF-checked POST, which another origin cannot make for the
-        # user; its front page has the "Log out" button that ends every session.
-        return _link().meta.origin + "/"
+        # The service's session is over; meta's end-session endpoint (OIDC RP-Initiated
+        # Logout 1.0) then asks the person whether to end the network's session too (a
+        # link on any page can send a browser there, so meta asks rather than obeys), and
+        # sends the browser back to this service's front page either way: meta accepts a
+        # first-party client's own front page as its post-logout redirect URI.
+        link = _link()
+        params = {
+            "client_id": link.meta.client_id or "",
+            "post_logout_redirect_uri": link.origin + "/",
+        }
+        return link.meta.origin + END_SESSION_PATH + "?" + urlencode(params)
 
 
 def _kept_next(next_url: str) -> str:

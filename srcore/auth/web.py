@@ -398,9 +398,9 @@ def init_app(app: Any) -> None:
         return backend.begin_login(target)
 
     def logout() -> BaseResponse:
-        # Ends this service's session. With meta, the browser then lands on meta's front
-        # page, whose "Log out" button ends the sessions of the whole network (meta's
-        # logout is a CSRF-checked POST that no other origin can make for the user).
+        # Ends this service's session. With meta, the browser then goes to meta's
+        # end-session endpoint, which asks whether to end the network's session too (and
+        # with it every service's) and sends the browser back here either way.
         log_out()
         backend = auth_state().login
         return redirect(backend.logout_url() or "/")

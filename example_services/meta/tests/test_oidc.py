@@ -402,7 +402,9 @@ def test_logout_without_a_hint_asks_first(oidc_app: Any, browser: Any, rp: Any) 
             "csrf_token": csrf_of(page.get_data(as_text=True)),
         },
     )
-    assert stay.status_code == 302 and browser.get("/profile").status_code == 200
+    # Back to the application, still logged in here.
+    assert stay.status_code == 302 and stay.headers["Location"] == AFTER_LOGOUT
+    assert browser.get("/profile").status_code == 200
     confirmed = browser.post(
         "/oauth/logout",
         data={

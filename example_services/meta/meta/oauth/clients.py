@@ -2,7 +2,8 @@
 
 Every configured service other than meta that has ``oauth-client-id`` and
 ``oauth-client-secret`` is a first-party client: confidential, redirect URI
-``{origin}/oauth/callback``, pre-authorized (no consent screen), every grant, every scope.
+``{origin}/oauth/callback``, post-logout redirect URI ``{origin}/``, pre-authorized (no
+consent screen), every grant, every scope.
 Third-party clients are :class:`~meta.oauth.models.OAuthClient` rows registered at
 ``/clients``: authorization code (+ refresh) only, consent required.
 """
@@ -102,6 +103,9 @@ class FirstPartyClient(Client):
         self.first_party = True
         self.grant_types = frozenset({"authorization_code", "refresh_token", "client_credentials"})
         self.redirect_uris = (self.origin.rstrip("/") + "/oauth/callback",)
+        # A service's "Log out" goes through meta's end-session endpoint and back to the
+        # service's own front page (srcore.auth.oauth_client), with nothing to configure.
+        self.post_logout_redirect_uris = (self.origin.rstrip("/") + "/",)
 
     def check_client_secret(self, client_secret: str) -> bool:
         return hmac.compare_digest(client_secret.encode(), self.secret.encode())

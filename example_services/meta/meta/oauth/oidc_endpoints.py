@@ -253,15 +253,25 @@ def end_session() -> Any:
                 logged_in=True,
             )
         if request.method == "POST" and request.form.get("decision") != "logout":
-            return redirect("/profile")
+            # Staying logged in here still goes back to the application (which has ended
+            # its own session), else to the profile.
+            return redirect(_after_logout(params) or "/profile")
         _log_out(user, client)
+    target = _after_logout(params)
+    if target:
+        return redirect(target)
+    return render_template("meta/oauth/logout.html", client=client, logged_in=False)
+
+
+def _after_logout(params: dict[str, str]) -> str | None:
+    """Where a checked logout request goes back to: its registered post-logout redirect
+    URI with its ``state``, or None."""
     target = params.get("post_logout_redirect_uri")
     if target:
         state = params.get("state")
         if state:
             target += ("&" if "?" in target else "?") + urlencode({"state": state})
-        return redirect(target)
-    return render_template("meta/oauth/logout.html", client=client, logged_in=False)
+    return target or None
 
 
 def _log_out(user: User, client: Any) -> None:
