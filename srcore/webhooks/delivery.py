@@ -252,9 +252,7 @@ def record(
         error = exchange.error or f"HTTP {status}"
         # One disabled or deleted since the claim is not judged again; its delivery is retried
         # as usual (cancelled at its next load if it is still disabled then). A trusted one
-        # (meta's to a service: revocations) is never disabled: nobody would be told, and it
-        # would stay off until meta restarts, its service hearing of revocations by the pull
-        # alone (or, pulling off, never).
+        # (meta's revocations to a service) is never disabled: nobody would be told.
         judged = not job.trusted and sid not in off and sid not in disabled
         if judged and status == 410:
             disabled[sid] = (f"{job.url} answered 410 Gone", now)
