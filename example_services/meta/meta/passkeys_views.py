@@ -388,11 +388,15 @@ def _second_factor_options(user: User, **extra: Any) -> Response:
     )
 
 
-def _check_second_factor(user: User, link: str | None = None) -> tuple[str, Any] | Response:
+def _check_second_factor(
+    user: User, link: str | None = None, login: str | None = None
+) -> tuple[str, Any] | Response:
     """Step two of a passkey as the second factor of *user*: the name of the key that
     answered this browser's challenge and what it proved (:func:`passkeys.verify_assertion`),
     or the refusal to send. *link* is the hash of the reset link the challenge was given
-    for (None: a login's). A refused answer counts on the second step's counter."""
+    for, *login* the id of the waiting login (:class:`meta.twofactor.Pending`) it was
+    given for: a challenge answers for those only. A refused answer counts on the second
+    step's counter."""
     from meta.views import _client_address, _throttle_key
 
     account = _throttle_key(user, user.username)
@@ -403,7 +407,7 @@ def _check_second_factor(user: User, link: str | None = None) -> tuple[str, Any]
     if taken is None:
         return _fail(400, _EXPIRED)
     challenge, ceremony = taken
-    if ceremony.get("link") != link:
+    if ceremony.get("link") != link or ceremony.get("login") != login:
         return _fail(400, _EXPIRED)
     answer = _answer()
     try:
@@ -434,28 +438,33 @@ def _check_second_factor(user: User, link: str | None = None) -> tuple[str, Any]
 
 @passkey_pages.route("/login/verify/passkey/options", methods=["POST"])
 def second_step_options() -> Any:
-    """Step one of a passkey as the second factor: a challenge for the account's keys."""
-    from meta.twofactor import _pending
+    """Step one of a passkey as the second factor: a challenge for the keys of the account
+    whose waiting login the page was shown for (``?login=``)."""
+    from meta.twofactor import LOGIN_FIELD, waiting_login
 
-    found = _pending()
+    found = waiting_login(request.args.get(LOGIN_FIELD))
+    if isinstance(found, Response):
+        return found
     if found is None:
         return _fail(400, "Log in again: the wait for your second factor ran out.")
-    user, _next = found
-    return _second_factor_options(user)
+    return _second_factor_options(found.user, login=found.id)
 
 
 @passkey_pages.route("/login/verify/passkey", methods=["POST"])
 def second_step() -> Any:
-    """Step two of a passkey as the second factor, after the right password."""
-    from meta.twofactor import PENDING, _pending
+    """Step two of a passkey as the second factor, after the right password: for the
+    waiting login the page was shown for (``?login=``), and no other."""
+    from meta.twofactor import LOGIN_FIELD, PENDING, waiting_login
     from meta.views import finish_login
 
-    found = _pending()
+    found = waiting_login(request.args.get(LOGIN_FIELD))
+    if isinstance(found, Response):
+        return found
     if found is None:
         session.pop(PENDING, None)
         return _fail(400, "Log in again: the wait for your second factor ran out.")
-    user, target = found
-    checked = _check_second_factor(user)
+    user, target = found.user, found.target
+    checked = _check_second_factor(user, login=found.id)
     if isinstance(checked, Response):
         return checked
     name, used = checked

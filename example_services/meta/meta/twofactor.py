@@ -5,15 +5,32 @@ shows the recovery codes once, makes new ones, and turns it off (the current pas
 a code). ``/login/verify`` is the login's second step: after the right password, an account
 with TOTP is not logged in until a code or a recovery code checks out; wrong codes count
 against the same per-account and per-address throttles as wrong passwords.
+
+One login waits for its second step per browser, under an id its page carries (the code
+form's ``login`` field, the passkey requests' ``?login=``): a page answers for the login it
+was shown for. Once another account's password was accepted in the same browser (another
+tab), the older page's code is checked against nobody and counts on no account: the page
+says its login was replaced (409) and to start again.
 ``/security/activity`` lists the account's audit log.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
@@ -25,21 +42,35 @@ from meta.models import User
 from meta.settings import meta_settings
 from srcore.auth.web import current_user, is_safe_next, login_required
 from srcore.db import session as db
+from srcore.errors import error_response, wants_json
 from srcore.pagination import paginate_pages
 from srcore.validation import Validation
 
 __all__ = [
+    "LOGIN_FIELD",
+    "LOGIN_REPLACED",
     "PENDING",
+    "Pending",
     "begin_second_step",
     "has_second_factor",
     "security_context",
     "twofactor",
+    "waiting_login",
 ]
 
 twofactor = Blueprint("twofactor", __name__)
 
-#: The session key of a login waiting for its second factor: ``{"uid", "at", "next"}``.
+#: The session key of a login waiting for its second factor: ``{"id", "uid", "at", "next"}``.
 PENDING = "_meta_2fa"
+#: The field of the second step's form (and the query parameter of its passkey requests)
+#: naming the waiting login the page was shown for.
+LOGIN_FIELD = "login"
+#: What a second-step page shown for a login that another one replaced is answered.
+LOGIN_REPLACED = (
+    "This login was replaced by a newer one for another account in this browser (in another "
+    "tab or window), so what you sent was not checked and counts against no account. "
+    "Start again: log in with your password."
+)
 #: The session key of the secret shown on the setup page, until a code confirms it.
 SETUP_SECRET = "_meta_totp_setup"  # noqa: S105 - a session key
 #: How long the second step may wait after the right password.
@@ -279,27 +310,73 @@ def disable() -> Any:
 # -- the second step of a login ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A login waiting in this browser for its second factor."""
+
+    #: The id the second step's pages carry (:data:`LOGIN_FIELD`).
+    id: str
+    user: User
+    #: Where the login goes once complete.
+    target: str | None
+
+
 def begin_second_step(user: User, target: str | None) -> Response:
-    """After the right password: remember who is halfway in, and ask for a code."""
-    session[PENDING] = {"uid": user.id, "at": time.time(), "next": target}
+    """After the right password: remember who is halfway in, and ask for a code.
+
+    A browser has one waiting login: another account's replaces it, under a new id, and
+    the pages shown for the one replaced are answered as such (:func:`waiting_login`).
+    The same account's password again keeps the id: its older page is the same person's,
+    for the same account, and still answers.
+    """
+    old = session.get(PENDING)
+    login_id = None
+    if isinstance(old, dict) and old.get("uid") == user.id and isinstance(old.get("id"), str):
+        login_id = old["id"]
+    session[PENDING] = {
+        "id": login_id or secrets.token_urlsafe(16),
+        "uid": user.id,
+        "at": time.time(),
+        "next": target,
+    }
     return redirect(url_for("twofactor.verify"))
 
 
-def _pending() -> tuple[User, str | None] | None:
+def _pending() -> Pending | None:
     """The account halfway through logging in on this browser, unless the wait ran out."""
     pending = session.get(PENDING)
     if not isinstance(pending, dict):
         return None
-    uid, started, target = pending.get("uid"), pending.get("at"), pending.get("next")
-    if not isinstance(uid, int) or not isinstance(started, int | float):
+    login_id, uid = pending.get("id"), pending.get("uid")
+    started, target = pending.get("at"), pending.get("next")
+    if not isinstance(login_id, str) or not isinstance(uid, int):
         return None
-    if time.time() - started > PENDING_SECONDS:
+    if not isinstance(started, int | float) or time.time() - started > PENDING_SECONDS:
         return None
     user = db.get(User, uid)
     if user is None or user.is_suspended:
         return None
     safe = target if isinstance(target, str) and is_safe_next(target) else None
-    return user, safe
+    return Pending(login_id, user, safe)
+
+
+def waiting_login(shown: str | None) -> Pending | Response | None:
+    """The waiting login a second-step request answers for: the one whose page sent
+    *shown* (its :data:`LOGIN_FIELD`), or, sent without one (no page of ours), the one
+    waiting now. None: no login waits here (its wait ran out, or it was completed).
+
+    The answer when another login replaced the page's (a 409 page, or the JSON error for
+    the passkey requests) is returned instead: nothing is checked then, so no account's
+    counters count what was typed for another.
+    """
+    found = _pending()
+    if shown is None or (found is not None and found.id == shown):
+        return found
+    if found is None:
+        return None
+    if wants_json():
+        return error_response(409, LOGIN_REPLACED, title="Login replaced")
+    return make_response(render_template(REPLACED_PAGE, message=LOGIN_REPLACED), 409)
 
 
 @twofactor.route("/login/verify", methods=["GET", "POST"])
@@ -308,7 +385,10 @@ def verify() -> Any:
     from meta import meta_state
     from meta.views import _client_address, _throttle_key, finish_login
 
-    found = _pending()
+    shown = request.form.get(LOGIN_FIELD) if request.method == "POST" else None
+    found = waiting_login(shown)
+    if isinstance(found, Response):
+        return found
     if found is None and current_user._get_current_object() is not None:
         # Logged in meanwhile (the code typed in another tab, say): nothing is waiting.
         session.pop(PENDING, None)
@@ -317,20 +397,21 @@ def verify() -> Any:
         session.pop(PENDING, None)
         flash("Log in again: the wait for your code ran out.", "warning")
         return redirect(url_for("accounts.login"))
-    user, target = found
+    login: Pending = found
+    user, target = login.user, login.target
     if not has_second_factor(user.id):
         # An admin reset the factors since the password was checked: log in again with it.
         session.pop(PENDING, None)
         flash("Two-factor sign-in was turned off for your account: log in again.", "warning")
         return redirect(url_for("accounts.login", next=target))
     if request.method == "GET":
-        return render_template(VERIFY, valid=None, **_verify_context(user))
+        return render_template(VERIFY, valid=None, **_verify_context(login))
     protection = meta_state().protection
     key, address = _throttle_key(user, user.username), _client_address()
     refused = codes_throttled(user, key, address, "second-factor code")
     if refused is not None:
         return refused
-    valid = Validation.form(VERIFY, lambda: _verify_context(user))
+    valid = Validation.form(VERIFY, lambda: _verify_context(login))
     code = valid.require("code", max_length=CODE_MAX, label="The code")
     valid.raise_if_invalid()
     assert code is not None  # require() recorded an error otherwise
@@ -383,14 +464,17 @@ def refuse_code(user: User, key: Any, address: str, valid: Validation, what: str
 
 
 VERIFY = "meta/security/verify.html"
+REPLACED_PAGE = "meta/security/login_replaced.html"
 
 
-def _verify_context(user: User) -> dict[str, Any]:
+def _verify_context(found: Pending) -> dict[str, Any]:
     """The second step's page, but ``valid``: a code form if the account has TOTP, a
-    passkey button if it has passkeys."""
+    passkey button if it has passkeys, both bound to the waiting login *found*."""
     return {
-        "totp_enabled": totp.factor_of(db, user.id) is not None,
-        "has_passkeys": passkeys.count_of(db, user.id) > 0,
+        "username": found.user.username,
+        "login_id": found.id,
+        "totp_enabled": totp.factor_of(db, found.user.id) is not None,
+        "has_passkeys": passkeys.count_of(db, found.user.id) > 0,
     }
 
 

@@ -453,11 +453,14 @@ def _reset_mailer(user_id: int) -> Callable[[], None]:
 
 #: The answer to a reset link that cannot be followed (now).
 LINK_NOT_VALID = "This link is invalid, was already used or has expired. Ask for a new one."
-#: The session key saying this browser answered with a passkey of the account for a reset
-#: link: ``{"t": the link's hash, "u", "at", "amr", "key"}``.
+#: The session key saying which reset links this browser answered with a passkey of their
+#: account: ``{the link's hash: {"u", "at", "amr", "key"}}``. One per link: a link opened in
+#: another tab (another account's) must not take the proof of the first one's page.
 RESET_PROVEN = "_meta_reset_2fa"
 #: How long a passkey checked on a reset page lets its password be chosen.
 RESET_PROVEN_SECONDS = 300
+#: How many links' proofs a browser keeps at once (the newest).
+RESET_PROOFS_KEPT = 4
 
 
 def reset_link(token: str) -> tuple[EmailToken, User] | None:
@@ -490,21 +493,39 @@ def reset_asks_second_factor(user: User) -> bool:
 
 def prove_reset(found: EmailToken, user: User, amr: Iterable[str], key: str) -> None:
     """Remember that this browser answered with *user*'s passkey *key* for reset link
-    *found*: its password may be chosen for a while without a code."""
+    *found*: its password may be chosen for a while without a code. The proofs of other
+    links stand (pages of two accounts' links may be open in two tabs)."""
+    now = time.time()
+    kept = [
+        (link, proof)
+        for link, proof in _reset_proofs().items()
+        if link != found.token_hash and now - proof.get("at", 0) <= RESET_PROVEN_SECONDS
+    ][-(RESET_PROOFS_KEPT - 1) :]
     session[RESET_PROVEN] = {
-        "t": found.token_hash,
-        "u": user.id,
-        "at": time.time(),
-        "amr": list(amr),
-        "key": key,
+        **dict(kept),
+        found.token_hash: {"u": user.id, "at": now, "amr": list(amr), "key": key},
+    }
+
+
+def _reset_proofs() -> dict[str, dict[str, Any]]:
+    """The proofs this browser holds, by link hash (none if the session holds none)."""
+    proofs = session.get(RESET_PROVEN)
+    if not isinstance(proofs, dict):
+        return {}
+    return {
+        link: proof
+        for link, proof in proofs.items()
+        if isinstance(link, str)
+        and isinstance(proof, dict)
+        and isinstance(proof.get("at"), int | float)
     }
 
 
 def _reset_proof(found: EmailToken, user: User) -> tuple[list[str], str] | None:
     """The methods (RFC 8176) and the passkey's name this browser proved for the link
-    *found*, unless it proved none, for another link or too long ago."""
-    proof = session.get(RESET_PROVEN)
-    if not isinstance(proof, dict) or proof.get("t") != found.token_hash:
+    *found*, unless it proved none for it, or too long ago."""
+    proof = _reset_proofs().get(found.token_hash)
+    if proof is None:
         return None
     started, amr, key = proof.get("at"), proof.get("amr"), proof.get("key")
     if proof.get("u") != user.id or not isinstance(started, int | float):
@@ -593,10 +614,15 @@ def reset(token: str) -> Any:
     logic.set_password(db, user, meta_state().passwords.hash(password))
     audit.record(db, Kind.password_changed, user.id, detail="with a reset link")
     db.commit()
-    session.pop(RESET_PROVEN, None)
+    # The proofs of other links (another tab's page) outlive this login, which starts the
+    # session afresh: their pages still take a password without asking again.
+    others = _reset_proofs()
+    others.pop(found.token_hash, None)
     if protection is not None:
         protection.success(key, address, second_factor=second)
     _start_session(user, amr)
+    if others:
+        session[RESET_PROVEN] = others
     flash("Your password is changed.", "success")
     if used_code == "recovery":
         left = totp.unused_recovery_codes(db, user.id)
