@@ -257,7 +257,8 @@ def test_a_token_whose_key_the_restore_lost_asks_for_a_new_login(
     kept, _ = create_token_for(config, "alice", ("meta/profile:RO",), name="kept", days=30)
     dump = tmp_path / "meta.dump"
     pg_dump(pg_meta.url, dump)
-    _run([sys.executable, "-m", "meta.oauth.keys", "rotate", "--config", config])
+    # Signing with the new key at once (a plain rotation would still sign with the old).
+    _run([sys.executable, "-m", "meta.oauth.keys", "rotate", "--at-once", "--config", config])
     lost, _ = create_token_for(config, "alice", ("meta/profile:RO",), name="lost", days=30)
     answer = pg_meta.app.test_client().get(
         "/api/profile", headers={"Authorization": f"Bearer {lost}"}

@@ -71,12 +71,8 @@ def test_metadata_names_every_endpoint(oauth_app: Any) -> None:
 
 
 def test_key_rotation_keeps_the_retired_key_published(oauth_app: Any, browser: Any) -> None:
-    from meta.oauth.keys import rotate
-
     first = _tokens(browser)["access_token"]
-    with oauth_app.extensions["srcore"].db.transaction() as session:
-        new_kid = rotate(session).kid
-    oauth_app.extensions["meta.oauth"].ring.forget()
+    ((new_kid, _, _), _rsa) = oauth_app.extensions["meta.oauth"].ring.rotate(at_once=True)
     second = _tokens(browser)["access_token"]
     keys = browser.get("/oauth/jwks.json").get_json()["keys"]
     kids = {k["kid"] for k in keys if k["kty"] == "OKP"}  # the RSA key signs ID tokens only

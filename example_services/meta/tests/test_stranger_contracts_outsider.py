@@ -742,17 +742,36 @@ def test_key_rotation_as_documented(network: Network) -> None:
     fetches = stranger.jwks_fetches
     old_kid = jwt.get_unverified_header(before)["kid"]
 
-    net.stop()
-    rotated = subprocess.run(
-        [sys.executable, "-m", "meta.oauth.keys", "rotate", "--config", str(net.config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert rotated.returncode == 0, rotated.stderr
-    net.start()
+    def rotate(*options: str) -> None:
+        net.stop()
+        rotated = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "meta.oauth.keys",
+                "rotate",
+                "--config",
+                str(net.config),
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        net.start()
 
+    # A rotation publishes the new keys and goes on signing with the current ones for
+    # longer than the JWKS may be cached: the stranger's keys still do.
+    rotate()
+    meanwhile = log_in_tokens(net)["access_token"]
+    assert jwt.get_unverified_header(meanwhile)["kid"] == old_kid
+    assert stranger.api(meanwhile) == 200
+    assert stranger.jwks_fetches == fetches
+
+    # An emergency rotation signs with its new key at once.
+    rotate("--at-once")
     after = log_in_tokens(net)["access_token"]
     assert jwt.get_unverified_header(after)["kid"] != old_kid
     # The stranger meets an unknown kid, fetches the keys once more, and takes it.

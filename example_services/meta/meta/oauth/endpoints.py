@@ -23,6 +23,7 @@ from meta.models import User
 from meta.oauth import checks, oidc_flow
 from meta.oauth.catalog import scope_groups
 from meta.oauth.clients import FirstPartyClient
+from meta.oauth.keys import JWKS_MAX_AGE
 from meta.oauth.models import Consent, RevocationEvent
 from meta.oauth.oidc import is_openid, normalize_scope, split_scope
 from meta.oauth.server import error_text, oauth_state
@@ -136,9 +137,10 @@ def metadata() -> Response:
 
 @endpoints.route("/oauth/jwks.json")
 def jwks() -> Response:
+    # A new key is published PUBLISHED_BEFORE_SIGNING (this and a margin) before it signs.
     response = jsonify(oauth_state().ring.jwks())
     response.cache_control.public = True
-    response.cache_control.max_age = 300
+    response.cache_control.max_age = JWKS_MAX_AGE
     return response
 
 
