@@ -439,7 +439,7 @@ def _check_second_factor(
 @passkey_pages.route("/login/verify/passkey/options", methods=["POST"])
 def second_step_options() -> Any:
     """Step one of a passkey as the second factor: a challenge for the keys of the account
-    whose waiting login the page was shown for (``?login=``)."""
+    whose waiting login the page was shown for (``?login_token=``)."""
     from meta.twofactor import LOGIN_FIELD, waiting_login
 
     found = waiting_login(request.args.get(LOGIN_FIELD))
@@ -453,7 +453,7 @@ def second_step_options() -> Any:
 @passkey_pages.route("/login/verify/passkey", methods=["POST"])
 def second_step() -> Any:
     """Step two of a passkey as the second factor, after the right password: for the
-    waiting login the page was shown for (``?login=``), and no other."""
+    waiting login the page was shown for (``?login_token=``), and no other."""
     from meta.twofactor import LOGIN_FIELD, PENDING, waiting_login
     from meta.views import finish_login
 

@@ -7,10 +7,10 @@ with TOTP is not logged in until a code or a recovery code checks out; wrong cod
 against the same per-account and per-address throttles as wrong passwords.
 
 One login waits for its second step per browser, under an id its page carries (the code
-form's ``login`` field, the passkey requests' ``?login=``): a page answers for the login it
-was shown for. Once another account's password was accepted in the same browser (another
-tab), the older page's code is checked against nobody and counts on no account: the page
-says its login was replaced (409) and to start again.
+form's ``login_token`` field, the passkey requests' ``?login_token=``): a page answers for
+the login it was shown for. Once another account's password was accepted in the same
+browser (another tab), the older page's code is checked against nobody and counts on no
+account: the page says its login was replaced (409) and to start again.
 ``/security/activity`` lists the account's audit log.
 """
 
@@ -63,8 +63,9 @@ twofactor = Blueprint("twofactor", __name__)
 #: The session key of a login waiting for its second factor: ``{"id", "uid", "at", "next"}``.
 PENDING = "_meta_2fa"
 #: The field of the second step's form (and the query parameter of its passkey requests)
-#: naming the waiting login the page was shown for.
-LOGIN_FIELD = "login"
+#: naming the waiting login the page was shown for: a token of the page, not typed, so a
+#: form sent again after another login (:func:`srcore.errors.form_again`) leaves it out.
+LOGIN_FIELD = "login_token"
 #: What a second-step page shown for a login that another one replaced is answered.
 LOGIN_REPLACED = (
     "This login was replaced by a newer one for another account in this browser (in another "

@@ -356,10 +356,11 @@ def test_a_second_step_needs_this_browsers_first_step(
     _browser, alice, secret, _codes = halfway
     bob = accounts.make("bob")
     # Another browser, logged in as bob, sends alice's right code: there is no login of
-    # alice's halfway there, so nothing happens to either account.
+    # alice's halfway there, so nothing happens to either account; bob, logged in, is
+    # sent to his profile.
     other = log_in_client(app.test_client(), bob)
     response = _post(other, "/login/verify", {"code": _right_code(secret)})
-    assert response.status_code == 302 and response.headers["Location"] == "/login"
+    assert response.status_code == 302 and response.headers["Location"] == "/profile"
     assert _uid(other) == bob.id
     # A forged pending state (the cookie is signed) is not read as one.
     forged = app.test_client()

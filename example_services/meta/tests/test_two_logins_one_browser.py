@@ -42,7 +42,7 @@ class Page:
         self.csrf = match.group(1)
 
     def login_id(self) -> str:
-        match = re.search(r'name="login" value="([^"]+)"', self.text)
+        match = re.search(r'name="login_token" value="([^"]+)"', self.text)
         assert match, "the second step's form names no login"
         return match.group(1)
 
@@ -71,9 +71,9 @@ def password_step(client: Any, name: str, password: str) -> Page:
 def send_code(client: Any, page: Page, code: str) -> Any:
     """The code typed on *page* and its form sent, as the tab holding it does."""
     data = {"code": code, "csrf_token": page.csrf}
-    match = re.search(r'name="login" value="([^"]+)"', page.text)
+    match = re.search(r'name="login_token" value="([^"]+)"', page.text)
     if match:
-        data["login"] = match.group(1)
+        data["login_token"] = match.group(1)
     return client.post("/login/verify", data=data)
 
 
