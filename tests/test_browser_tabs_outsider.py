@@ -22,7 +22,6 @@ todo and paste under gunicorn and headless Chromium.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import re
@@ -35,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from srcore.testing import free_port, launch_chromium, run_service, write_network_config
+from srcore.testing import launch_chromium, run_network
 
 PASSWORD = "correct horse battery staple"
 #: Milliseconds Playwright waits for a navigation or an element before failing.
@@ -178,25 +177,13 @@ class Network:
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     from meta.admin.cli import create_user
 
-    from srcore.app import migration_target
-    from srcore.migrate import upgrade_all
-
     tmp = tmp_path_factory.mktemp("browser-tabs")
-    ports = {"meta": free_port(), "todo": free_port(), "paste": free_port()}
     # No worker: nothing here waits for meta's events.
-    config = write_network_config(
-        tmp / "config.ini", ports, global_keys={"revocation-pull-interval": "1h"}
-    )
-    for service in ports:
-        upgrade_all(migration_target(service, config))
-    for name in ("alice", "bob", "carol"):
-        create_user(str(config), name, f"{name}@example.org", PASSWORD)
-    with contextlib.ExitStack() as stack:
-        urls = {
-            service: stack.enter_context(run_service(service, config, port=port, timeout=60))
-            for service, port in ports.items()
-        }
-        yield Network(urls["meta"], urls["todo"], urls["paste"], config)
+    keys = {"revocation-pull-interval": "1h"}
+    with run_network(tmp, ("meta", "todo", "paste"), global_keys=keys) as net:
+        for name in ("alice", "bob", "carol"):
+            create_user(str(net.config), name, f"{name}@example.org", PASSWORD)
+        yield Network(net.urls["meta"], net.urls["todo"], net.urls["paste"], net.config)
 
 
 @pytest.fixture(scope="module")

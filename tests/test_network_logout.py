@@ -14,7 +14,6 @@ webhook worker, todo and paste under gunicorn and headless Chromium.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -28,8 +27,7 @@ import pytest
 from srcore.testing import (
     free_port,
     launch_chromium,
-    run_service,
-    run_worker,
+    run_network,
     write_network_config,
 )
 
@@ -245,27 +243,14 @@ class Network:
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     from meta.admin.cli import create_user
 
-    from srcore.app import migration_target
-    from srcore.migrate import upgrade_all
-
     tmp = tmp_path_factory.mktemp("network-logout")
-    ports = {"meta": free_port(), "todo": free_port(), "paste": free_port()}
     # meta's worker pushes the logout to the services; their pull, every second, would
     # catch it too.
-    config = write_network_config(
-        tmp / "config.ini", ports, global_keys={"revocation-pull-interval": "1s"}
-    )
-    for service in ports:
-        upgrade_all(migration_target(service, config))
-    for name in ("alice", "bob"):
-        create_user(str(config), name, f"{name}@example.org", PASSWORD)
-    with contextlib.ExitStack() as stack:
-        urls = {
-            service: stack.enter_context(run_service(service, config, port=port, timeout=60))
-            for service, port in ports.items()
-        }
-        stack.enter_context(run_worker("meta", config, timeout=60))
-        yield Network(urls["meta"], urls["todo"], urls["paste"])
+    keys = {"revocation-pull-interval": "1s"}
+    with run_network(tmp, ("meta", "todo", "paste"), global_keys=keys, workers=["meta"]) as net:
+        for name in ("alice", "bob"):
+            create_user(str(net.config), name, f"{name}@example.org", PASSWORD)
+        yield Network(net.urls["meta"], net.urls["todo"], net.urls["paste"])
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ would have every service of the host answer 431 until the cookies went away.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 import string
@@ -24,7 +23,7 @@ from urllib.parse import quote
 
 import pytest
 
-from srcore.testing import free_port, launch_chromium, run_service, write_network_config
+from srcore.testing import launch_chromium, run_network
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,26 +46,14 @@ class Network:
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     from meta.admin.cli import create_user
 
-    from srcore.app import migration_target
-    from srcore.migrate import upgrade_all
-
     tmp = tmp_path_factory.mktemp("sessions-cross-service")
-    ports = {"meta": free_port(), "todo": free_port(), "paste": free_port()}
     # No worker runs: nothing here needs meta's events, and the pull is slow enough
     # never to matter.
-    config = write_network_config(
-        tmp / "config.ini", ports, global_keys={"revocation-pull-interval": "1h"}
-    )
-    for service in ports:
-        upgrade_all(migration_target(service, config))
-    for username in ("alice", "bob"):
-        create_user(str(config), username, f"{username}@example.org", PASSWORD)
-    with contextlib.ExitStack() as stack:
-        urls = {
-            service: stack.enter_context(run_service(service, config, port=port, timeout=60))
-            for service, port in ports.items()
-        }
-        yield Network(urls["meta"], urls["todo"], urls["paste"], config)
+    keys = {"revocation-pull-interval": "1h"}
+    with run_network(tmp, ("meta", "todo", "paste"), global_keys=keys) as net:
+        for username in ("alice", "bob"):
+            create_user(str(net.config), username, f"{username}@example.org", PASSWORD)
+        yield Network(net.urls["meta"], net.urls["todo"], net.urls["paste"], net.config)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,14 @@ from srcore.testing.configs import new_secret, write_config, write_network_confi
 from srcore.testing.databases import ServiceDatabase
 from srcore.testing.databases import _clean as _clean
 from srcore.testing.delivery import deliver_pending
-from srcore.testing.processes import free_port, gunicorn_argv, run_service, run_worker
+from srcore.testing.processes import (
+    RunningNetwork,
+    free_port,
+    gunicorn_argv,
+    run_network,
+    run_service,
+    run_worker,
+)
 from srcore.testing.races import before_first_write
 from srcore.testing.rawhttp import RawReply, exchange
 from srcore.testing.receivers import FormReceiver, form_receiver, serving
@@ -58,6 +65,7 @@ __all__ = [
     "FormReceiver",
     "RawReply",
     "ReceivedMail",
+    "RunningNetwork",
     "SMTPSink",
     "ServiceDatabase",
     "before_first_write",
@@ -74,6 +82,7 @@ __all__ = [
     "mint_token",
     "new_secret",
     "require_or_skip",
+    "run_network",
     "run_service",
     "run_worker",
     "serve_smtp_sink",

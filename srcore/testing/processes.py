@@ -11,12 +11,20 @@ import functools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from srcore.supervisor import Program, Supervisor, http_ok
 
-__all__ = ["free_port", "gunicorn_argv", "run_service", "run_worker"]
+__all__ = [
+    "RunningNetwork",
+    "free_port",
+    "gunicorn_argv",
+    "run_network",
+    "run_service",
+    "run_worker",
+]
 
 
 def free_port() -> int:
@@ -117,3 +125,42 @@ def run_worker(
         child = supervisor.start(Program(f"{service} worker", argv, env))
         supervisor.wait_for_line(child, "srcore worker:", timeout=timeout)
         yield child.process
+
+
+@dataclass(frozen=True)
+class RunningNetwork:
+    """Services of one network running for a test: their config file and each one's URL."""
+
+    config: Path
+    urls: dict[str, str]
+
+
+@contextlib.contextmanager
+def run_network(
+    directory: Path,
+    services: Sequence[str],
+    *,
+    global_keys: Mapping[str, object] | None = None,
+    workers: Sequence[str] = (),
+    timeout: float = 60,
+) -> Iterator[RunningNetwork]:
+    """Run *services* under gunicorn, each on a free port of 127.0.0.1, and the webhook
+    workers of *workers*, until the block ends: their config is written to
+    ``directory/config.ini`` (:func:`.configs.write_network_config`, with *global_keys*)
+    and each one's database migrated first, as an operator's first start would."""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+    from srcore.testing.configs import write_network_config
+
+    ports = {service: free_port() for service in services}
+    config = write_network_config(directory / "config.ini", ports, global_keys=global_keys)
+    for service in services:
+        upgrade_all(migration_target(service, config))
+    with contextlib.ExitStack() as stack:
+        urls = {
+            service: stack.enter_context(run_service(service, config, port=port, timeout=timeout))
+            for service, port in ports.items()
+        }
+        for service in workers:
+            stack.enter_context(run_worker(service, config, timeout=timeout))
+        yield RunningNetwork(config, urls)
