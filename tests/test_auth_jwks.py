@@ -39,9 +39,11 @@ class FakeHTTP:
         self.down = False
         self.status = 200
         self.requests: list[tuple[str, float]] = []
+        self.headers: list[dict[str, str]] = []
 
     def get(self, url: str, *, timeout: float, headers: Any = None) -> FakeResponse:
         self.requests.append((url, timeout))
+        self.headers.append(dict(headers or {}))
         if self.down:
             raise requests.ConnectionError("refused")
         return FakeResponse(self.status, {"keys": [k.as_dict(private=False) for k in self.keys]})
@@ -97,6 +99,17 @@ def test_unknown_kid_refreshes_once_per_floor() -> None:
     clock.now += 30
     keys.key_set("still-unknown")
     assert len(http.requests) == 3
+
+
+def test_every_fetch_asks_past_http_caches() -> None:
+    """The verifier keeps its own copy: one a proxy in front of meta kept could lack the key
+    a new token names (a key that signed at once, rotated in an emergency)."""
+    http, clock = FakeHTTP(jose.generate_key("a")), Clock()
+    keys = source(http, clock)
+    keys.key_set("a")
+    clock.now += 60
+    keys.key_set("b")  # unknown: fetched again
+    assert [h.get("Cache-Control") for h in http.headers] == ["no-cache", "no-cache"]
 
 
 def test_refresh_after_max_age() -> None:

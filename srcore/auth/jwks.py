@@ -140,9 +140,10 @@ class JWKSKeySource:
         import requests
 
         try:
-            response = self.http.get(
-                self.url, timeout=self.timeout, headers={"Accept": "application/json"}
-            )
+            # This is the cache: a copy kept by a proxy in front of meta could lack the key
+            # a token names (after an emergency rotation), so the proxy is to ask meta.
+            headers = {"Accept": "application/json", "Cache-Control": "no-cache"}
+            response = self.http.get(self.url, timeout=self.timeout, headers=headers)
             response.raise_for_status()
             keys = parse_jwks(response.json())
         except (requests.RequestException, ValueError) as exc:
