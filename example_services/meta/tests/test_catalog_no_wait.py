@@ -68,10 +68,17 @@ def test_metadata_fetches_no_manifest(oauth_app: Any, remote: list[str], path: s
 
 
 def test_the_token_endpoint_fetches_no_manifest(oauth_app: Any, remote: list[str]) -> None:
+    from meta.oauth.clients import FirstPartyClient
+    from meta.oauth.server import oauth_state
+
+    # elsewhere's own worker asks for a token of its own service's scope.
+    secret = "elsewhere-client-secret-" + "x" * 24
+    client = FirstPartyClient("elsewhere", secret, "elsewhere", "http://127.0.0.1:9")
+    oauth_state(oauth_app).first_party["elsewhere"] = client
     answer = oauth_app.test_client().post(
         "/oauth/token",
         data={"grant_type": "client_credentials", "scope": "elsewhere/things:RO"},
-        headers=basic(),
+        headers=basic("elsewhere", secret),
     )
     assert remote == []
     # Not read yet, the scope is allowed, as a service that is down is: logins go on.

@@ -110,6 +110,18 @@ class FirstPartyClient(Client):
     def check_client_secret(self, client_secret: str) -> bool:
         return hmac.compare_digest(client_secret.encode(), self.secret.encode())
 
+    def beyond_its_own(self, scope: str | None) -> list[str]:
+        """The scopes of *scope* a service gets only as any application does: all but
+        meta's profile read-only, its own service's, and OpenID's (words without a
+        ``/``). Whoever controls one service gets no token for another without its
+        user's yes (docs/security.md, "A compromised service")."""
+        mine = f"{self.service_id}/"
+        return [
+            s
+            for s in (scope or "").split()
+            if "/" in s and s != "meta/profile:RO" and not s.startswith(mine)
+        ]
+
 
 class ThirdPartyClient(Client):
     """An application a user registered; it asks every user for consent."""

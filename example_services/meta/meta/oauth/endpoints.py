@@ -219,9 +219,10 @@ def authorize() -> Any:
         # the same access meanwhile (remembered from then on): "Deny" never sends a code.
         return server.create_authorization_response(grant_user=None, grant=grant)
     ask = "consent" in prompts or not _identified_by_redirect(client, grant.redirect_uri)
-    if isinstance(client, FirstPartyClient) or (
-        not ask and _remembered(user.id, client.client_id, scope)
-    ):
+    # A service of the network logs its users in without asking; another service's scopes
+    # it gets only with their yes, on the consent page, as any application does.
+    unasked = isinstance(client, FirstPartyClient) and not client.beyond_its_own(scope)
+    if unasked or (not ask and _remembered(user.id, client.client_id, scope)):
         return server.create_authorization_response(grant_user=user, grant=grant)
     if "none" in prompts and request.method == "GET":
         return _authorize_error(ConsentRequiredError(redirect_uri=grant.redirect_uri))

@@ -513,6 +513,18 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
+    def validate_requested_scope(self) -> None:
+        super().validate_requested_scope()
+        # No user is there to say yes: a service's own token holds its own service's
+        # scopes and meta's profile only (FirstPartyClient.beyond_its_own).
+        beyond = self.request.client.beyond_its_own(self.request.payload.scope)
+        if beyond:
+            names = _ascii(" ".join(beyond[:5]))
+            raise InvalidScopeError(
+                description=f"A service's own token holds only meta/profile:RO and its own "
+                f"service's scopes, not {names}."
+            )
+
     def generate_token(
         self,
         user: Any = None,
