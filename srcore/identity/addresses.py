@@ -56,7 +56,10 @@ def canonical_email(address: str) -> str:
     local, at, domain = _folded(address.strip()).rpartition("@")
     if not at or not local or not domain:
         raise ValueError("Not a valid email address.")
-    domain = ascii_domain(domain)
+    try:
+        domain = ascii_domain(domain)
+    except ValueError:  # what IDNA cannot write is no host name (a line break, a space)
+        raise ValueError("Not a valid email address.") from None
     try:
         return coerce_email(f"{local}@{domain}")
     except Invalid as error:
