@@ -34,11 +34,12 @@ from typing import Any
 
 import pytest
 
-from srcore.testing import launch_chromium, run_network
+from srcore.testing import run_network
+from tests.test_sessions_cross_service_browser import chromium, context
+
+__all__ = ["chromium", "context"]  # fixtures used by this module
 
 PASSWORD = "correct horse battery staple"
-#: Milliseconds Playwright waits for a navigation or an element before failing.
-STEP_MS = 15_000
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 LONG = "\n".join(f"Line {n}: what I meant to say, at length." for n in range(30))
 
@@ -184,24 +185,6 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         for name in ("alice", "bob", "carol"):
             create_user(str(net.config), name, f"{name}@example.org", PASSWORD)
         yield Network(net.urls["meta"], net.urls["todo"], net.urls["paste"], net.config)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    with launch_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def context(chromium: Any) -> Iterator[Any]:
-    """A fresh browser profile: no cookies."""
-    made = chromium.new_context()
-    made.set_default_timeout(STEP_MS)
-    made.set_default_navigation_timeout(STEP_MS)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def meta_password_step(page: Any, net: Network, username: str, path: str = "/login") -> None:

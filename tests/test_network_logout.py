@@ -26,14 +26,14 @@ import pytest
 
 from srcore.testing import (
     free_port,
-    launch_chromium,
     run_network,
     write_network_config,
 )
+from tests.test_sessions_cross_service_browser import chromium, context
+
+__all__ = ["chromium", "context"]  # fixtures used by this module
 
 PASSWORD = "correct horse battery staple"
-#: Milliseconds Playwright waits for a navigation or an element before failing.
-STEP_MS = 15_000
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -251,24 +251,6 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         for name in ("alice", "bob"):
             create_user(str(net.config), name, f"{name}@example.org", PASSWORD)
         yield Network(net.urls["meta"], net.urls["todo"], net.urls["paste"])
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    with launch_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def context(chromium: Any) -> Iterator[Any]:
-    """A fresh browser profile: no cookies."""
-    made = chromium.new_context()
-    made.set_default_timeout(STEP_MS)
-    made.set_default_navigation_timeout(STEP_MS)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def who(page: Any) -> str | None:
