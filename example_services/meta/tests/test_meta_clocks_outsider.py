@@ -7,29 +7,14 @@ their own today would otherwise miss their morning, which is the day before in U
 
 from __future__ import annotations
 
-import contextlib
 import re
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from srcore.testing import log_in_client
-
-
-@contextlib.contextmanager
-def _process_zone(monkeypatch: pytest.MonkeyPatch, zone: str) -> Iterator[None]:
-    """This process's local time zone is *zone* within the block."""
-    with monkeypatch.context() as patch:
-        patch.setenv("TZ", zone)
-        time.tzset()
-        try:
-            yield
-        finally:
-            patch.undo()
-            time.tzset()
+from tests.test_clocks_outsider import _process_zone
 
 
 def test_the_audit_logs_days_are_utc_days_and_the_form_says_so(

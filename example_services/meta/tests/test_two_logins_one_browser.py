@@ -15,13 +15,13 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import pyotp
 import pytest
 from passkey_helpers import SoftKey
 from sqlalchemy import select
+from test_meta_reset_second_factor import code_at, turn_on_totp
 
 from srcore.testing import launch_chromium, log_in_client
 
@@ -79,19 +79,6 @@ def send_code(client: Any, page: Page, code: str) -> Any:
 
 def post_json(client: Any, path: str, body: Any, page: Page) -> Any:
     return client.post(path, json=body, headers={**JSON, "X-CSRFToken": page.csrf})
-
-
-def turn_on_totp(app: Any, user: Any) -> tuple[str, list[str]]:
-    from meta import totp
-
-    secret = pyotp.random_base32(32)
-    with app.extensions["srcore"].db.transaction() as session:
-        codes = totp.add_factor(session, user.id, secret, 0)
-    return secret, codes
-
-
-def code_at(secret: str, offset: int = 0) -> str:
-    return pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=30 * offset))
 
 
 def one_failure_locks(app: Any) -> Any:
