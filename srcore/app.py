@@ -32,6 +32,7 @@ from srcore.sessions import SessionInterface
 
 if TYPE_CHECKING:
     from flask import Request, Response
+    from flask.testing import FlaskClient
     from sqlalchemy import MetaData
     from werkzeug.routing import MapAdapter
 
@@ -95,6 +96,16 @@ class SrcoreApp(Flask):
         """The service's own static file, its conditional and range requests read as the
         shared ones are (:func:`srcore.conditional.send_file_checked`)."""
         return send_file_checked(lambda: super(SrcoreApp, self).send_static_file(filename))
+
+    def test_client(self, use_cookies: bool = True, **kwargs: Any) -> FlaskClient:
+        """A test client that closes each response as a server would
+        (:class:`srcore.testclient.ClosingClient`), unless ``test_client_class`` names
+        another."""
+        if self.test_client_class is not None:
+            return super().test_client(use_cookies, **kwargs)
+        from srcore.testclient import ClosingClient
+
+        return ClosingClient(self, self.response_class, use_cookies=use_cookies, **kwargs)
 
     @property
     def srcore(self) -> SrcoreState:

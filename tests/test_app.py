@@ -302,3 +302,25 @@ def test_api_requests_neither_read_nor_set_the_session_cookie(
         assert "cookie" not in response.headers.get("Vary", "").lower(), (method, path)
     assert seen["session"] == {}
     assert client.get("/private").status_code == 200  # the page session is intact
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_sent_file_is_closed_when_the_test_client_answers(client: Any, method: str) -> None:
+    # A WSGI server closes a response once it is written. A test client that left a sent
+    # file open until the garbage collector came raised a ResourceWarning in whichever test
+    # was running then (an error under ``filterwarnings = error``), far from its cause.
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        response = client.open("/favicon.ico", method=method)
+        assert response.status_code == 200
+        del response
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_test_client_can_still_read_a_stream_piece_by_piece(client: Any) -> None:
+    with client.get("/favicon.ico", buffered=False) as response:
+        assert next(iter(response.response)).startswith(b"<svg")
