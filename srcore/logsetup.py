@@ -19,7 +19,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["configure_default", "log_safe", "yield_to_host"]
+__all__ = ["configure_default", "local_time", "log_safe", "offset_celery_times", "yield_to_host"]
 
 _MARK = "srcore_default"
 #: The loggers given a handler by :func:`configure_default`, for :func:`yield_to_host`.
@@ -43,6 +43,13 @@ def log_safe(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
+def local_time(record: logging.LogRecord, datefmt: str | None = None) -> str:
+    """*record*'s time, local, with its UTC offset: ``2026-12-05 21:17:47,036 +1400``
+    (*datefmt* is ignored: a line's time has one form, whoever formats it)."""
+    moment = datetime.fromtimestamp(record.created, UTC).astimezone()
+    return f"{moment:%Y-%m-%d %H:%M:%S},{int(record.msecs):03d} {moment:%z}"
+
+
 class _LineFormatter(logging.Formatter):
     """``TIME LEVEL LOGGER: MESSAGE``, the time local with its UTC offset."""
 
@@ -50,8 +57,7 @@ class _LineFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        moment = datetime.fromtimestamp(record.created, UTC).astimezone()
-        return f"{moment:%Y-%m-%d %H:%M:%S},{int(record.msecs):03d} {moment:%z}"
+        return local_time(record)
 
 
 def configure_default(level: str, *services: str) -> None:
@@ -83,3 +89,14 @@ def yield_to_host(**_: Any) -> None:
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if getattr(h, _MARK, False)]:
             logger.removeHandler(handler)
+
+
+def offset_celery_times(logger: logging.Logger | None = None, **_: Any) -> None:
+    """Give the lines of the handlers a Celery worker set up on *logger* their UTC offset,
+    as srcore's and gunicorn's lines have (a receiver of Celery's ``after_setup_logger``
+    and ``after_setup_task_logger``; an operator's own handlers keep their format)."""
+    from celery.utils.log import ColorFormatter
+
+    for handler in logger.handlers if logger is not None else ():
+        if isinstance(handler.formatter, ColorFormatter):
+            handler.formatter.formatTime = local_time

@@ -24,6 +24,7 @@ import re
 import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ from srcore.supervisor import http_ok
 from srcore.testing import (
     free_port,
     gunicorn_argv,
+    require_or_skip,
     run_service,
     run_worker,
     write_config,
@@ -498,3 +500,49 @@ def test_a_webhook_receiver_allows_its_clock_five_minutes_either_way() -> None:
     for off in (-301, 301):
         with pytest.raises(signatures.WebhookVerificationError, match="tolerance"):
             signatures.verify(secret, headers, "{}", now=sent + timedelta(seconds=off))
+
+
+def test_a_celery_workers_lines_say_their_offset_from_utc(tmp_path: Path) -> None:
+    """``celery -A srcore.webhooks.celery worker`` on a ``TZ=Pacific/Kiritimati`` host:
+    Celery's own lines carry the offset too, as srcore's and gunicorn's do."""
+    import redis
+
+    broker = "redis://127.0.0.1:6379/12"  # a database of its own: no other test's queue
+    try:
+        up = bool(redis.Redis.from_url(broker, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        up = False
+    require_or_skip(up, "Redis")
+    config = write_config(
+        tmp_path / "config.ini",
+        service_id="todo",
+        database_url=f"sqlite:///{tmp_path / 'todo.db'}",
+    )
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[global]\n", f"[global]\nwebhooks-broker = {broker}\n", 1))
+    environ = dict(
+        os.environ,
+        SRCORE_SERVICE="todo",
+        SRCORE_CONFIG=str(config),
+        TZ=PROCESS_ZONE,
+        PYTHONUNBUFFERED="1",
+    )
+    command = ["timeout", "-s", "KILL", "90", sys.executable, "-m", "celery"]
+    command += ["-A", "srcore.webhooks.celery", "worker", "--loglevel", "info", "-c", "1"]
+    command += ["--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    log = tmp_path / "celery.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(command, env=environ, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: " ready." in log.read_text("utf-8", "replace"), timeout=60)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
+    text = log.read_text("utf-8", "replace")
+    stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})( [+-]\d{4})?: ", text, re.M)
+    assert stamps, text[-3000:]
+    assert all(offset == " +1400" for _, offset in stamps), text[-3000:]

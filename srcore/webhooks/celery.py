@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from srcore.extras import MissingExtraError
-from srcore.logsetup import yield_to_host
+from srcore.logsetup import offset_celery_times, yield_to_host
 from srcore.manifest import ManifestError, service_package
 from srcore.webhooks.models import OutboxRow
 
@@ -88,7 +88,7 @@ def make_celery(
     worker), *tick* (beat's) and *drain_time* (a task's, after which it queues its successor)."""
     try:
         from celery import Celery
-        from celery.signals import after_setup_logger, worker_process_init
+        from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
     except ImportError as exc:
         raise MissingExtraError("celery", "webhook delivery through Celery") from exc
 
@@ -148,6 +148,8 @@ def make_celery(
     worker_process_init.connect(lambda **_: st.db.engine.dispose(close=False), weak=False)
     # The worker's logging, set up after the app was built, prints srcore's records too.
     after_setup_logger.connect(yield_to_host, weak=False)
+    after_setup_logger.connect(offset_celery_times, weak=False)
+    after_setup_task_logger.connect(offset_celery_times, weak=False)
     celery_app.task(name=DRAIN, ignore_result=True, shared=False)(drain)
     celery_app.webhook_wakeups = wakeups
     return celery_app
