@@ -352,7 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     now = ring.clock()
     with st.db.transaction() as session:
-        for row in session.scalars(select(SigningKey).order_by(SigningKey.created)):
+        rows = list(session.scalars(select(SigningKey).order_by(SigningKey.created)))
+        if not rows:
+            print("no signing keys yet: meta makes them when it first signs a token")
+        for row in rows:
             start = signs_from(session, row, now)
             if start is None and row.retired_at is None:
                 state = "published, not signing"  # an older one made beside the current

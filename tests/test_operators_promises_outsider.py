@@ -1,0 +1,228 @@
+"""docs/operators.md read as an operator would, promise by promise, for the promises no
+other test pinned: each test here names the sentence it holds the code to.
+
+Most of the guide is held elsewhere (see each section's tests: test_operators_promises*,
+test_restarts_outsider, test_config_*, test_migrate*, test_metrics_*, test_storage_faults*,
+test_webhooks_*); what is here was found untested by reading the guide end to end: the
+health check's answer over HTTP, which request ids from a proxy are kept, what the
+token-signing key commands print, and the numbers the guide gives an operator to plan with
+(pool sizes, the JWKS refetch floor, what one webhook worker holds, a logout token's life).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from srcore.testing import RunningNetwork, run_network, write_config, write_network_config
+
+# -- Health checks: one network of meta and todo under gunicorn, shared ------------------
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNetwork]:
+    with run_network(tmp_path_factory.mktemp("operators"), ("meta", "todo")) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        # A browser's stale cookie or a token no one issued: the check needs no login and
+        # answers the same, changing nothing (no cookie set or cleared).
+        {"Authorization": "Bearer not-a-token"},
+        {"Cookie": "meta_session=garbage; todo_session=garbage; __Host-todo_session=x"},
+    ],
+    ids=["plain", "bearer", "cookies"],
+)
+def test_healthz_answers_ok_with_the_service_never_cached_and_needs_no_login(
+    network: RunningNetwork, headers: dict[str, str]
+) -> None:
+    """operators.md, Health checks: "GET /healthz answers 200 {"status": "ok", "service":
+    "todo"} ... It needs no login, touches nothing else, and is never cached
+    (Cache-Control: no-store)"."""
+    for service, url in network.urls.items():
+        for method in ("GET", "HEAD"):
+            answer = requests.request(method, url + "/healthz", headers=headers, timeout=10)
+            assert answer.status_code == 200, (service, method, answer.text)
+            assert answer.headers["Cache-Control"] == "no-store", (service, answer.headers)
+            assert "Set-Cookie" not in answer.headers, (service, answer.headers)
+            if method == "GET":
+                assert answer.json() == {"status": "ok", "service": service}
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("a.b_c-d1", True),  # every character the guide names
+        ("0123456789abcdef0123456789abcdef", True),  # nginx's $request_id
+        ("Z" * 8, True),
+        ("Z" * 64, True),
+        ("Z" * 7, False),
+        ("Z" * 65, False),
+        ("abcd/efgh", False),
+        ("abcd efgh", False),
+        ("abcd+efgh", False),
+        ("abcd:efgh", False),
+    ],
+)
+def test_a_proxys_request_id_is_echoed_when_8_to_64_letters_digits_dots_underscores_dashes(
+    network: RunningNetwork, sent: str, kept: bool
+) -> None:
+    """operators.md, Reverse proxy: "A service answers a request id from the proxy's
+    X-Request-Id when it is 8-64 letters, digits, ., _ or - (else it makes one), returns
+    it in the response's X-Request-Id" -- through gunicorn, as a proxy reaches it."""
+    for service, url in network.urls.items():
+        answer = requests.get(url + "/healthz", headers={"X-Request-Id": sent}, timeout=10)
+        rid = answer.headers["X-Request-Id"]
+        assert (rid == sent) is kept, (service, sent, rid)
+        assert re.fullmatch(r"[A-Za-z0-9._-]{8,64}", rid), (service, rid)
+
+
+# -- Rotating keys: what `python -m meta.oauth.keys` prints ------------------------------
+
+_LISTED = re.compile(r"^(\S+)  (EdDSA|RS256)  created (\S+)  (.+)$")
+
+
+def _keys(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> str:
+    from meta.oauth.keys import main
+
+    capsys.readouterr()
+    assert main([*args, "--config", str(config)]) == 0
+    out: str = capsys.readouterr().out
+    return out
+
+
+def _listed(text: str) -> list[tuple[str, str, datetime, str]]:
+    rows = []
+    for line in text.splitlines():
+        match = _LISTED.match(line)
+        assert match is not None, line
+        kid, alg, created, state = match.groups()
+        rows.append((kid, alg, datetime.fromisoformat(created), state))
+    return rows
+
+
+def test_rotate_says_when_the_new_keys_sign_and_list_shows_each_keys_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """operators.md, Rotating keys: "rotate makes a new key of each kind and publishes it
+    ... the current keys go on signing for 6 minutes more, then the new ones take over
+    (rotate prints when, and list shows each key's state) ... The very first keys, on a
+    new database, sign at once ... rotate --at-once retires the current keys now and signs
+    with the new ones from the next token on"."""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
+    config = write_network_config(tmp_path / "config.ini", {"meta": 5000})
+    upgrade_all(migration_target("meta", config))
+
+    # A new database has no keys yet: list says so rather than print nothing at all.
+    empty = _keys(capsys, config, "list")
+    assert empty.strip(), "list printed nothing on a database without keys"
+    assert "no signing keys yet" in empty
+
+    first = _keys(capsys, config, "rotate")
+    made = re.findall(
+        r"^new signing key (\S+) \((EdDSA|RS256)\): published now, signs now$", first, re.M
+    )
+    assert sorted(alg for _, alg in made) == ["EdDSA", "RS256"], first
+    first_kids = {kid for kid, _ in made}
+    assert {
+        kid: state for kid, _, _, state in _listed(_keys(capsys, config, "list"))
+    } == dict.fromkeys(first_kids, "current")
+
+    second = _keys(capsys, config, "rotate")
+    later = re.findall(
+        r"^new signing key (\S+) \((EdDSA|RS256)\): published now, signs from (\S+)$", second, re.M
+    )
+    assert sorted(alg for _, alg, _ in later) == ["EdDSA", "RS256"], second
+    assert "the current keys sign until then" in second
+    takeover = {datetime.fromisoformat(when) for _, _, when in later}
+    assert len(takeover) == 1, second
+    (at,) = takeover
+    rows = _listed(_keys(capsys, config, "list"))
+    for kid, _alg, created, state in rows:
+        if kid in first_kids:
+            assert state == f"current, signs until {at.isoformat()}", state
+        else:
+            assert state == f"published, signs from {at.isoformat()}", state
+            # Six minutes after the key was made (both times are meta's, in the output).
+            assert at - created == timedelta(minutes=6), (created, at)
+
+    third = _keys(capsys, config, "rotate", "--at-once")
+    assert len(re.findall(r": published now, signs now$", third, re.M)) == 2, third
+    assert "up to 300 s" in third
+    states = {kid: state for kid, _, _, state in _listed(_keys(capsys, config, "list"))}
+    assert all(states[kid].startswith("retired ") for kid in first_kids), states
+    assert list(states.values()).count("current") == 2, states
+
+
+# -- The numbers an operator plans with ----------------------------------------------------
+
+
+def test_each_process_pool_keeps_5_idle_holds_at_most_15_and_waits_30_s(tmp_path: Path) -> None:
+    """operators.md, How many connections: "A pool ... keeps up to 5 idle ones between
+    requests, and never holds more than 15 (5 plus 10 under load); past that a request
+    waits in the pool, 30 s at most" -- the pool of a service's app, as configured (no
+    connection is made)."""
+    import todo
+
+    config = write_config(
+        tmp_path / "config.ini",
+        service_id="todo",
+        database_url="postgresql+psycopg://srcore@127.0.0.1:5432/todo",
+    )
+    app = todo.create_app(config=config)
+    pool: Any = app.extensions["srcore"].db.engine.pool
+    assert (pool.size(), pool._max_overflow, pool._timeout) == (5, 10, 30.0)
+
+
+def test_a_service_fetches_the_jwks_again_for_an_unknown_key_at_most_every_30_s(
+    tmp_path: Path,
+) -> None:
+    """operators.md, Rotating keys: "srcore's services fetch it again as soon as they meet
+    an unknown key id (at most every 30 s)" -- the floor of the link a service builds."""
+    from srcore.auth.link import build_meta_link
+    from srcore.config import load_config
+
+    path = write_network_config(tmp_path / "config.ini", {"meta": 5000, "todo": 5001})
+    link = build_meta_link(load_config(path, specs={}, environ={}), "todo")
+    assert link is not None
+    assert link.keys.min_refresh_interval == 30.0
+
+
+def test_one_webhook_worker_holds_2048_deliveries_128_of_a_subscription_by_default(
+    tmp_path: Path,
+) -> None:
+    """operators.md, Webhook workers: "It keeps up to webhook-concurrency (16) requests in
+    flight, at most 4 to one receiver ... at most half of them (8) for one subscriber" and
+    "one worker holds up to 2,048 deliveries (by default; at most 128 of one
+    subscription)"."""
+    import todo
+
+    from srcore.webhooks import delivery, worker
+
+    config = write_config(
+        tmp_path / "config.ini", service_id="todo", database_url=f"sqlite:///{tmp_path / 'todo.db'}"
+    )
+    running = worker.Worker(todo.create_app(config=config))
+    settings = running.settings
+    assert (settings.concurrency, settings.per_host, settings.concurrency // 2) == (16, 4, 8)
+    assert worker.HOLD_BATCHES * running.batch == 2048
+    assert delivery.LANE == 128
+
+
+def test_a_logout_token_for_an_openid_client_lives_120_s() -> None:
+    """operators.md, Clocks: "Logout tokens for OpenID clients live 120 s"."""
+    from meta.oauth.backchannel import logout_claims
+
+    claims = logout_claims(issuer="https://meta.example.org", client_id="rp", sub="1", sid=None)
+    assert claims["exp"] - claims["iat"] == 120
