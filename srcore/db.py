@@ -78,6 +78,7 @@ __all__ = [
     "as_utc",
     "connect_args",
     "init_app",
+    "keep_sqlite_private",
     "make_metadata",
     "normalize_url",
     "release_request_connection",
@@ -370,6 +371,34 @@ def connect_args(url: URL) -> dict[str, Any]:
     return {key: value for key, value in wanted.items() if key not in url.query}
 
 
+def _create_sqlite_file_private(
+    _dialect: object, _record: object, cargs: list[Any], cparams: dict[str, Any]
+) -> None:
+    """Create a missing SQLite database file empty and owner-only before SQLite opens it.
+
+    SQLite creates it with the umask's mode (0644 under the usual 022): readable by every
+    user of the machine, with its password hashes, signing keys and webhook secrets, and
+    its ``-wal`` and ``-shm`` files take the database file's mode. An empty file is an
+    empty database to SQLite. A file already there keeps its mode (``srcore config
+    check`` warns when others can read it or write in its directory)."""
+    name = cargs[0] if cargs else cparams.get("database")
+    if cparams.get("uri") or not isinstance(name, str) or name in ("", ":memory:"):
+        return
+    if name.startswith("file:"):
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:  # where SQLite would make it: at the end of a link, as it follows links
+        os.close(os.open(os.path.realpath(name), flags, 0o600))
+    except OSError:  # there already, or not makeable: SQLite opens it or says why
+        return
+
+
+def keep_sqlite_private(engine: Engine) -> None:
+    """Have *engine* create a missing SQLite database file readable by its owner only."""
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "do_connect", _create_sqlite_file_private)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -457,6 +486,7 @@ class Database:
         require_driver(self.url)
         if self.url.get_backend_name() == "sqlite":
             self.engine = create_engine(self.url, echo=echo)
+            keep_sqlite_private(self.engine)
             event.listen(self.engine, "connect", _sqlite_on_connect)
         else:
             self.engine = create_engine(

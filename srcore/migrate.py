@@ -59,6 +59,7 @@ from srcore.db import (
     TYPE_ANNOTATION_MAP,
     UserMixin,
     connect_args,
+    keep_sqlite_private,
     make_metadata,
     normalize_url,
     require_driver,
@@ -332,6 +333,7 @@ def _engine(url: str | URL, *, write: bool = True, service_id: str = "") -> Engi
     if parsed.get_backend_name() == "sqlite":
         options.setdefault("timeout", SQLITE_WAIT)
     engine = create_engine(parsed, poolclass=NullPool, connect_args=options)
+    keep_sqlite_private(engine)
     if engine.dialect.name == "sqlite":
         _sqlite_transactional(engine, write=write, service_id=service_id)
     return engine

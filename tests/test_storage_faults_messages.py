@@ -88,6 +88,7 @@ def test_files_of_another_user_fail_config_check_in_one_line_naming_them_and_cho
     config = _migrated(tmp_path, data / "todo.db")
     with served_in_wal_mode(data / "todo.db") as files:
         for path in files:
+            os.chmod(path, 0o644)  # readable by all, as made before srcore made them 0600
             os.chown(path, OTHER_UID, OTHER_UID)
         checked = _run(config, "config", "check")
     assert checked.returncode == 1, checked.stderr
@@ -127,6 +128,7 @@ def test_serve_says_its_database_cannot_be_written_and_serves(tmp_path: Path) ->
     config = _migrated(tmp_path, data / "todo.db")
     with contextlib.closing(sqlite3.connect(data / "todo.db")) as served:
         served.execute("PRAGMA journal_mode = WAL")  # as the service leaves it, once it ran
+    os.chmod(data / "todo.db", 0o644)  # readable by all, as made before srcore made it 0600
     os.chown(data / "todo.db", OTHER_UID, OTHER_UID)
     from srcore.supervisor import Program, Supervisor
 

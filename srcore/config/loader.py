@@ -12,13 +12,14 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from srcore.config.database import resolve_sqlite_path
+from srcore.config.database import resolve_sqlite_path, sqlite_file
 from srcore.config.declarations import GLOBAL_KEYS, SERVICE_KEYS
 from srcore.config.keys import (
     ENV_PREFIX,
@@ -117,6 +118,95 @@ def _read_value_file(path: Path) -> str:
         return data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
         raise ValueError(f"cannot read {path}: not UTF-8 text") from None
+
+
+def exposure(path: Path, *, secret: bool, name: str | None = None) -> str | None:
+    """Who besides its owner (and group, for reading) can read or change *path*, with the
+    command that stops them, in one line; ``None`` when no one can.
+
+    A file of secrets readable by every user of the machine gives each of them the
+    network's keys; one that others can write lets them choose the database, the keys and
+    where mail goes. Group read is left alone (``0640`` with the service's user's group is
+    the documented setting); srcore does not change the mode itself: the operator may mean
+    it, and a chmod of a file srcore did not make would be a surprise. *name* is how the
+    line calls the file (default: its path).
+    """
+    name = str(path) if name is None else name
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if mode & 0o022:
+        who = "every user of this machine" if mode & 0o002 else "its group"
+        return f"{name} can be changed by {who} (mode {mode:04o}): chmod go-w {path}"
+    if secret and mode & 0o004:
+        return (
+            f"{name} holds secrets and every user of this machine can read it "
+            f"(mode {mode:04o}): chmod o-rwx {path}"
+        )
+    return None
+
+
+def _others_write(folder: Path) -> str | None:
+    """Who besides this user (and root) can make, replace or delete files in *folder*, and
+    the command that stops them; ``None`` when no one can. Run as root, a directory of
+    the service's user is as it should be."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return None  # a missing directory is an error of its own
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        who = "every user of this machine" if mode & 0o002 else "its group"
+        return f"{who} (mode {mode:04o}; chmod go-w {folder})"
+    if os.geteuid() != 0 and info.st_uid not in (0, os.geteuid()):
+        return f"its owner, another user (uid {info.st_uid}; use a directory of your own)"
+    return None
+
+
+def _file_exposure(path: Path, global_: Section, loader: _Loader) -> list[Problem]:
+    """The config file itself, when others can change it or its directory, or (outside
+    development, whose fresh secrets guard a network on 127.0.0.1) read its secrets."""
+    real = global_["environment"] != "development"
+    exposed = exposure(path, secret=loader.holds_secrets and real, name="this file")
+    others = _others_write(path.absolute().parent)
+    if exposed is None and others is not None:
+        exposed = f"its directory can be written by {others}, who can put another file in its place"
+    if exposed is None:
+        return []
+    return [Problem(loader.file, None, None, None, exposed, "warning")]
+
+
+def _database_exposure(
+    sections: Mapping[str, Section], failed: set[tuple[str, str]]
+) -> list[Problem]:
+    """Each SQLite database that other users can read or change, or whose directory they
+    can write in: there they could put a ``-wal`` file of their own, which SQLite would
+    take into the database at its next opening, or the database itself when the directory
+    is not sticky."""
+    problems: list[Problem] = []
+    for name, section in sections.items():
+        if name == "global" or "::" in name or (name, "database-url") in failed:
+            continue
+        file = sqlite_file(str(section["database-url"] or ""))
+        if file is None:
+            continue
+        folder = file.absolute().parent
+        others = _others_write(folder)
+        if others is not None:
+            message = (
+                f"the directory {folder} of this database can be written by {others}, who "
+                "can put files there that SQLite reads as the database's: keep it in a "
+                "directory only the service's user can write"
+            )
+            problems.append(section.problem("database-url", message, severity="warning"))
+            continue
+        for path in (file, *(file.with_name(file.name + s) for s in ("-wal", "-shm"))):
+            exposed = exposure(path, secret=True)
+            if exposed is not None:
+                problems.append(section.problem("database-url", exposed, severity="warning"))
+                break
+    return problems
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -266,6 +356,7 @@ class _Loader:
         self.problems: list[Problem] = []
         self.failed: set[tuple[str, str]] = set()  # keys whose given value was refused
         self.owners: dict[str, list[str]] = {}  # a service's key -> the sections declaring it
+        self.holds_secrets = False  # a secret key's value is written in the file itself
 
     def report(
         self,
@@ -283,6 +374,7 @@ class _Loader:
             line = parsed.lines.get((section, name))
             if name in keys:
                 raw[name] = _Raw(text, f"{self.file}:{line}", line, name, base=self.base_dir)
+                self.holds_secrets |= keys[name].secret and bool(text.strip())
                 continue
             base = name.removesuffix(FILE_SUFFIX)
             if name.endswith(FILE_SUFFIX) and base in keys:
@@ -292,7 +384,9 @@ class _Loader:
                         line, section, name, f"both {base} (line {first}) and {name} are set"
                     )
                     continue
-                raw[base] = self.read_file(text, section, name, line, self.base_dir)
+                raw[base] = self.read_file(
+                    text, section, name, line, self.base_dir, secret=keys[base].secret
+                )
                 continue
             misplaced = _misplaced(section, base)
             if misplaced:
@@ -320,6 +414,7 @@ class _Loader:
         base_dir: Path,
         *,
         key: str | None = None,
+        secret: bool = False,
     ) -> _Raw:
         """The value in the file *text* names; *origin* is the key or variable that named
         it, reported as the *key* (default: *origin*) with a note when they differ, so a
@@ -337,6 +432,9 @@ class _Loader:
         if not content:
             self.report(line, section, key or origin, f"{path} is empty{where}")
             return _Raw("", source, line, origin, failed=True)
+        exposed = exposure(path, secret=secret)
+        if exposed is not None:
+            self.report(line, section, key or origin, f"{exposed}{where}", "warning")
         return _Raw(content, source, line, origin, base=base_dir)
 
     def from_env(self, sections: Mapping[str, Mapping[str, Key]]) -> dict[str, dict[str, _Raw]]:
@@ -379,7 +477,13 @@ class _Loader:
                 if var.removesuffix("_FILE") in self.environ:
                     continue  # reported above
                 out[section][key] = self.read_file(
-                    value, section, f"env {var}", None, Path.cwd(), key=key
+                    value,
+                    section,
+                    f"env {var}",
+                    None,
+                    Path.cwd(),
+                    key=key,
+                    secret=sections[section][key].secret,
                 )
             else:
                 message, error = _unknown_env(var, sections, known)
@@ -718,7 +822,9 @@ def read_config(
         raw = loader.from_file(name, keys, parsed)
         raw.update(env[name])
         sections[name] = loader.convert(name, keys, raw, headers[name])
+    loader.problems.extend(_file_exposure(config_path, sections["global"], loader))
     loader.problems.extend(_network_problems(sections, loader.failed))
+    loader.problems.extend(_database_exposure(sections, loader.failed))
     loader.problems.extend(_webhook_problems(sections["global"], loader.failed))
 
     problems = sorted(loader.problems, key=lambda p: (p.line is None, p.line or 0))

@@ -1,0 +1,279 @@
+"""A second, unprivileged account on the host of an operator who followed the README and
+the operator guide, under the usual umask 022: what srcore writes must not be open to it.
+
+meta's SQLite database holds password hashes, meta's private token-signing keys and
+webhook secrets; SQLite made it (and its ``-wal`` and ``-shm`` files, which take its mode)
+``0644``, readable by every account of the machine: with a signing key, anyone could mint
+an access token for any user of every service. And srcore said nothing of a config file
+or a key file that other accounts can read or change, nor of a database whose directory
+other accounts can write in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from srcore.cli import cli
+from srcore.testing import require_or_skip, write_config
+from tests.conftest import run_config_check
+
+#: The second account: made for these tests when missing, removed afterwards.
+OUTSIDER = "srcore-outsider"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The umask of an operator's shell on most systems."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def checkout(umask_022: None) -> Iterator[Path]:
+    """A directory other accounts may enter, as a clone in a home directory is (``0755``),
+    unlike pytest's own temporary directories (``0700``)."""
+    path = Path(tempfile.mkdtemp(prefix="srcore-checkout-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def outsider() -> Iterator[pwd.struct_passwd]:
+    """Another account of the machine, with no group in common with the operator."""
+    require_or_skip(os.geteuid() == 0, "root, to make a second account")
+    try:
+        yield pwd.getpwnam(OUTSIDER)  # left by an interrupted run: used, and kept
+        return
+    except KeyError:
+        pass
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OUTSIDER],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    try:
+        yield pwd.getpwnam(OUTSIDER)
+    finally:
+        subprocess.run(["userdel", OUTSIDER], check=False, capture_output=True, timeout=30)
+
+
+def _as(account: pwd.struct_passwd, code: str) -> subprocess.CompletedProcess[str]:
+    """Python *code* run as *account*, with its own uid and gid and no other group."""
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(account.pw_gid)
+        os.setuid(account.pw_uid)
+
+    # The test's own interpreter may live where only root can reach (/root/.pyenv).
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    return subprocess.run(
+        [python, "-I", "-c", code],
+        preexec_fn=drop,  # no thread of this test runs meanwhile
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def _demo_network(var: Path) -> Path:
+    """What ``make demo`` sets up in *var*: ``srcore init``, then every migration."""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
+    config = var / "config.ini"
+    result = CliRunner().invoke(cli, ["init", "--path", str(config), "meta", "todo"])
+    assert result.exit_code == 0, result.output
+    for service in ("meta", "todo"):
+        upgrade_all(migration_target(service, config))
+    return config
+
+
+@contextlib.contextmanager
+def _served(config: Path) -> Iterator[None]:
+    """meta, having answered its JWKS (which makes its first signing keys), as a served
+    meta holds its database: in WAL mode, its ``-wal`` and ``-shm`` files beside it."""
+    import meta
+
+    app = meta.create_app(config=config)
+    try:
+        assert app.test_client().get("/oauth/jwks.json").status_code == 200
+        yield
+    finally:
+        app.extensions["srcore"].db.dispose()
+
+
+def test_every_database_file_srcore_makes_is_its_owners_alone(
+    checkout: Path,
+) -> None:
+    """The databases ``srcore migrate`` creates, and the ``-wal`` and ``-shm`` files the
+    served service makes, are ``0600`` under umask 022 (they were ``0644``)."""
+    var = checkout / "var"
+    config = _demo_network(var)
+    with _served(config):
+        files = [var / "meta.db", var / "meta.db-wal", var / "meta.db-shm", var / "todo.db"]
+        assert all(path.exists() for path in files), sorted(os.listdir(var))
+        assert {str(path): oct(_mode(path)) for path in files} == {
+            str(path): oct(0o600) for path in files
+        }
+
+
+def test_a_database_already_there_keeps_its_mode_and_one_made_at_a_link_is_private(
+    checkout: Path,
+) -> None:
+    """Only a missing file is made: one the operator made (or a release before this one)
+    keeps its mode, which config check then warns about. A dangling link where the
+    database will be is followed by SQLite, as a link to a database is: the file it makes
+    at the link's end is owner-only too."""
+    from srcore.db import Database
+
+    kept = checkout / "kept.db"
+    kept.touch(mode=0o640)
+    Database(f"sqlite:///{kept}").engine.connect().close()
+    assert _mode(kept) == 0o640
+    target = checkout / "elsewhere.db"
+    planted = checkout / "planted.db"
+    planted.symlink_to(target)
+    database = Database(f"sqlite:///{planted}")
+    database.engine.connect().close()
+    database.dispose()
+    assert _mode(target) == 0o600
+
+
+def test_another_account_cannot_read_metas_signing_keys(
+    checkout: Path, outsider: pwd.struct_passwd
+) -> None:
+    """As the second account: meta's database, with the private keys that sign every
+    access token of the network, cannot be opened (it could, and the keys read)."""
+    var = checkout / "var"
+    config = _demo_network(var)
+    assert _mode(var) == 0o755  # the account may look in: the files are what must hold
+    uri = f"file:{var / 'meta.db'}?mode=ro"
+    code = (
+        "import sqlite3\n"
+        f"rows = sqlite3.connect({uri!r}, uri=True).execute("
+        "'SELECT count(*) FROM oauth_signing_key').fetchone()\n"
+        "print('read', rows[0])\n"
+    )
+    with _served(config):
+        done = _as(outsider, code)
+        assert "read" not in done.stdout, done.stdout
+        assert "unable to open database file" in done.stderr, done.stderr
+        for name in ("meta.db-wal", "meta.db-shm", "config.ini"):
+            opened = _as(outsider, f"open({str(var / name)!r}, 'rb').read(1)")
+            assert "PermissionError" in opened.stderr, (name, opened.stderr)
+
+
+def _production(path: Path, database: Path, *, extra: str = "") -> Path:
+    config = write_config(
+        path, service_id="todo", database_url=f"sqlite:///{database}", extra=extra
+    )
+    text = config.read_text().replace("environment = development", "environment = production")
+    config.write_text(text)
+    return config
+
+
+def _warnings(output: str) -> list[str]:
+    assert "Traceback" not in output, output
+    return [line for line in output.splitlines() if ": warning: " in line and "(mode " in line]
+
+
+def test_config_check_warns_of_a_config_others_can_read_or_change(
+    tmp_path: Path, umask_022: None
+) -> None:
+    """A production config written as ``0644`` (an editor under umask 022) holds the
+    network's secrets for every account to read; one its group can write lets the group
+    choose the keys and the database. ``config check`` passed both without a word: now
+    one line each names the file and the chmod, and the check still passes."""
+    config = _production(tmp_path / "config.ini", tmp_path / "todo.db")
+    assert _mode(config) == 0o644
+    status, output = run_config_check(config)
+    assert status == 0, output
+    assert _warnings(output) == [
+        f"{config}: warning: this file holds secrets and every user of this machine can read "
+        f"it (mode 0644): chmod o-rwx {config}"
+    ]
+    config.chmod(0o664)
+    status, output = run_config_check(config)
+    assert status == 0, output
+    assert _warnings(output) == [
+        f"{config}: warning: this file can be changed by its group (mode 0664): chmod go-w {config}"
+    ]
+    config.chmod(0o640)  # what the operator guide sets: root:srcore, 0640
+    assert _warnings(run_config_check(config)[1]) == []
+
+
+def test_config_check_warns_of_a_key_file_others_can_read(tmp_path: Path, umask_022: None) -> None:
+    """``secret-key-file`` moves the secret out of the config: into a file that, written
+    with ``echo >``, every account can read. Named with its key, line and chmod."""
+    key = tmp_path / "todo-secret-key"
+    key.write_text("k" * 64 + "\n")
+    config = tmp_path / "config.ini"
+    config.write_text(
+        "[global]\nenvironment = production\n\n[todo]\norigin = https://todo.example.org\n"
+        f"database-url = sqlite:///{tmp_path / 'todo.db'}\nsecret-key-file = {key}\n"
+    )
+    status, output = run_config_check(config)
+    assert status == 0, output
+    assert _warnings(output) == [
+        f"{config}:7 [todo] secret-key-file: warning: {key} holds secrets and every user of "
+        f"this machine can read it (mode 0644): chmod o-rwx {key}"
+    ]
+    key.chmod(0o600)
+    assert _warnings(run_config_check(config)[1]) == []
+
+
+def test_config_check_warns_of_a_database_others_can_read_or_plant_files_beside(
+    tmp_path: Path, umask_022: None
+) -> None:
+    """A database of an earlier release (``0644``) is named with its chmod. One in a
+    directory other accounts can write (``/tmp``-like, ``1777``) is named too: they can
+    put a ``-wal`` file there before the service makes one, and SQLite takes its pages
+    into the database when it opens it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    database = data / "todo.db"
+    config = _production(tmp_path / "config.ini", database)
+    config.chmod(0o600)
+    database.touch(mode=0o644)
+    status, output = run_config_check(config)
+    assert status == 0, output
+    (line,) = _warnings(output)
+    assert line == (
+        f"{config}:8 [todo] database-url: warning: {database} holds secrets and every user "
+        f"of this machine can read it (mode 0644): chmod o-rwx {database}"
+    )
+    database.chmod(0o600)
+    data.chmod(0o1777)
+    status, output = run_config_check(config)
+    assert status == 0, output
+    (line,) = _warnings(output)
+    assert line.startswith(
+        f"{config}:8 [todo] database-url: warning: the directory {data} of this database "
+        f"can be written by every user of this machine (mode 1777; chmod go-w {data})"
+    ), line
