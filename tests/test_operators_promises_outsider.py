@@ -11,7 +11,12 @@ token-signing key commands print, and the numbers the guide gives an operator to
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -226,3 +231,102 @@ def test_a_logout_token_for_an_openid_client_lives_120_s() -> None:
 
     claims = logout_claims(issuer="https://meta.example.org", client_id="rp", sub="1", sid=None)
     assert claims["exp"] - claims["iat"] == 120
+
+
+# -- PostgreSQL: commands, as an operator sees them from the server ------------------------
+
+
+class _Activity:
+    """Every application_name seen connected to one database while the block runs."""
+
+    def __init__(self, url: str) -> None:
+        import sqlalchemy as sa
+
+        self._sa = sa
+        self.database = sa.make_url(url).database
+        admin = sa.make_url(url).set(database="postgres")
+        self.engine = sa.create_engine(admin, poolclass=sa.pool.NullPool)
+        self.names: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        query = self._sa.text(
+            "SELECT application_name FROM pg_stat_activity"
+            " WHERE datname = :name AND pid <> pg_backend_pid()"
+        )
+        with self.engine.connect() as connection:
+            while not self._stop.wait(0.005):
+                self.names.update(connection.scalars(query, {"name": self.database}))
+                connection.rollback()
+
+    def __enter__(self) -> _Activity:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.engine.dispose()
+
+
+def _srcore(config: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run the installed ``srcore`` command; its output (stdout and stderr). Bounded: a
+    command that hangs fails the test."""
+    command = [str(Path(sys.executable).with_name("srcore")), "--config", str(config), *args]
+    environ = {k: v for k, v in os.environ.items() if k not in ("PGAPPNAME", "SRCORE_CONFIG")}
+    done = subprocess.run(
+        command, env={**environ, **(env or {})}, capture_output=True, text=True, timeout=60
+    )
+    return f"exit {done.returncode}\n{done.stdout}{done.stderr}"
+
+
+def test_a_command_names_itself_in_pg_stat_activity_unless_the_url_or_pgappname_does(
+    tmp_path: Path, postgres_module_url: str
+) -> None:
+    """operators.md, How many connections: "Each connection says whose it is in
+    pg_stat_activity's application_name: ... srcore migrate (or the command's name) for
+    commands, unless the URL sets application_name or the environment PGAPPNAME"."""
+    import sqlalchemy as sa
+
+    def names(url: str, *args: str, env: dict[str, str] | None = None) -> set[str]:
+        config = write_config(tmp_path / "config.ini", service_id="todo", database_url=url)
+        with _Activity(postgres_module_url) as activity:
+            output = _srcore(config, *args, env=env)
+        assert output.startswith("exit 0\n"), output
+        return activity.names - {""}
+
+    plain = postgres_module_url
+    assert names(plain, "migrate", "todo", "upgrade") == {"srcore migrate"}
+    assert names(plain, "migrate", "todo", "current", env={"PGAPPNAME": "ops console"}) == {
+        "ops console"
+    }
+    named = sa.make_url(plain).update_query_dict({"application_name": "from the url"})
+    rendered = named.render_as_string(hide_password=False)
+    assert names(rendered, "migrate", "--all", "current") == {"from the url"}
+
+
+@pytest.mark.parametrize(
+    "command", [("migrate", "todo", "current"), ("migrate", "--all", "upgrade")]
+)
+def test_a_command_gives_up_on_a_server_that_never_answers(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """operators.md, Migrations: "Every connection to PostgreSQL over TCP, from the web
+    apps, the workers and the commands, gives up connecting after 5 seconds
+    (connect_timeout)" -- a server that takes the connection and says nothing (a firewall
+    dropping packets, a host stuck) is one line naming the database, not a hang."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        url = f"postgresql+psycopg://srcore:hunter2@127.0.0.1:{port}/todo"
+        config = write_config(tmp_path / "config.ini", service_id="todo", database_url=url)
+        output = _srcore(config, *command)
+    assert output.startswith("exit 1\n"), output
+    assert (
+        f"cannot open the database of todo (postgresql+psycopg://srcore:***@127.0.0.1:{port}/todo)"
+        in output
+    )
+    assert "timeout" in output and "nothing was changed" in output, output
+    assert "hunter2" not in output and "Traceback" not in output
