@@ -193,6 +193,11 @@ def main() -> int:
         except AlreadyRunning as exc:
             print(already_running(exc, config), file=sys.stderr)
             status = 1
+        except OSError as exc:  # the lock cannot be made: not writable, or a link there
+            if exc.filename != str(lock_path(config)):
+                raise
+            print(f"Cannot start: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            status = 1
         except Stopped:
             status = 0
         except RuntimeError as exc:

@@ -102,7 +102,9 @@ def running_alone(path: Path, what: str) -> Iterator[None]:
     keep the lock once its supervisor is gone.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # Never through a link: one planted in a shared directory would have the lock's text
+    # written over the file it names (OSError, ELOOP, instead).
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

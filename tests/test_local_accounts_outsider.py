@@ -277,3 +277,22 @@ def test_config_check_warns_of_a_database_others_can_read_or_plant_files_beside(
         f"{config}:8 [todo] database-url: warning: the directory {data} of this database "
         f"can be written by every user of this machine (mode 1777; chmod go-w {data})"
     ), line
+
+
+def test_a_link_planted_as_the_demos_lock_is_not_written_through(tmp_path: Path) -> None:
+    """``make demo`` and ``srcore dev`` lock ``.config.ini.lock`` beside the config, and
+    wrote who holds it there. The demo suggests ``--var /tmp/demo2`` for a second network:
+    in a directory another account made (or can write in), a link planted under the
+    lock's name had the operator's file it names truncated and overwritten. The link is
+    refused (ELOOP) and the file left as it was."""
+    from srcore.supervisor import lock_path, running_alone
+
+    victim = tmp_path / "operators-notes.txt"
+    victim.write_text("keep me\n")
+    config = tmp_path / "shared" / "config.ini"
+    config.parent.mkdir()
+    lock_path(config).symlink_to(victim)
+    held = running_alone(lock_path(config), "make demo")
+    with pytest.raises(OSError, match="Too many levels of symbolic links"), held:
+        pass
+    assert victim.read_text() == "keep me\n"
