@@ -330,3 +330,38 @@ def test_a_command_gives_up_on_a_server_that_never_answers(
     )
     assert "timeout" in output and "nothing was changed" in output, output
     assert "hunter2" not in output and "Traceback" not in output
+
+
+# -- meta's health check with a browser's cookie ---------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/favicon.ico"])
+def test_meta_answers_its_health_check_without_looking_at_a_browsers_login(
+    tmp_path: Path, path: str
+) -> None:
+    """operators.md, Health checks: /healthz "needs no login, touches nothing else". At
+    meta, a check that every request's login still stands ran before it: a browser's
+    cookie whose login had ended was logged out by the health check (a Set-Cookie on
+    its answer), and each check of a cookie holding a login asked the database about it
+    first (as did each request for the icon). What serves no page leaves the login alone."""
+    import meta
+
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
+    config = write_config(
+        tmp_path / "config.ini", service_id="meta", database_url=f"sqlite:///{tmp_path / 'm.db'}"
+    )
+    upgrade_all(migration_target("meta", config))
+    app = meta.create_app(config=config)
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_uid"] = 1  # a login whose server-side session is gone (logged out elsewhere)
+    answer = client.get(path)
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
+    assert "Set-Cookie" not in answer.headers, answer.headers
+    # The cookie still holds what it held: the next page is where the login is looked at.
+    with client.session_transaction() as session:
+        assert session.get("_uid") == 1
+    page = client.get("/login")
+    assert "Set-Cookie" in page.headers

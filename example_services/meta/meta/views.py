@@ -966,12 +966,22 @@ def _logged_in() -> User | None:
     return cast("User | None", current_user._get_current_object())
 
 
+#: srcore's endpoints that serve no page, whose answers do not depend on who is logged in:
+#: the health check (which must ask the database nothing else), metrics and static files.
+_NO_PAGE = frozenset(
+    {"srcore_healthz", "srcore_metrics", "srcore_static", "srcore_favicon", "static"}
+)
+
+
 def _end_stale_session() -> None:
     """Log this browser out unless its server-side session still exists.
 
     The signed cookie is not enough: logging out, a password change or a suspension
     deletes the session's row, and a copy of the cookie made before stops working.
+    What serves no page leaves the cookie alone: the next page looks at it.
     """
+    if request.endpoint in _NO_PAGE:
+        return
     uid = session.get("_uid")
     if uid is None:
         return
