@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -365,3 +367,80 @@ def test_meta_answers_its_health_check_without_looking_at_a_browsers_login(
         assert session.get("_uid") == 1
     page = client.get("/login")
     assert "Set-Cookie" in page.headers
+
+
+# -- systemd: the unit's MAINPID, its reload and its stop -------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
+    return {int(child) for child in text.split()}
+
+
+def _wait(check: Any, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    """Poll *check* until it holds, for 60 s at most, failing with the server's log."""
+    deadline = time.monotonic() + 60
+    while not check():
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        assert process.poll() is None, f"srcore serve exited {process.returncode}:\n{tail}"
+        assert time.monotonic() < deadline, f"not {what} within 60 s:\n{tail}"
+        time.sleep(0.1)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "/healthz", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_srcore_serve_is_the_units_mainpid_it_reloads_on_sighup_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """operators.md, systemd: the unit runs ``srcore serve %i --bind ${BIND} --workers 4``
+    with ``SRCORE_CONFIG`` in its environment, reloads with ``kill -HUP $MAINPID`` and
+    stops with SIGTERM: "srcore serve execs gunicorn, so $MAINPID is gunicorn's master";
+    a reload "starts fresh workers ... and retires the old ones"."""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+    from srcore.testing import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = write_config(
+        tmp_path / "config.ini",
+        service_id="todo",
+        database_url=f"sqlite:///{tmp_path / 'todo.db'}",
+        origin=url,
+    )
+    upgrade_all(migration_target("todo", config))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SRCORE")}
+    log = tmp_path / "serve.log"
+    command = [str(Path(sys.executable).with_name("srcore")), "serve", "todo"]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, env={**environ, "SRCORE_CONFIG": str(config)}, stdout=out, stderr=out
+        )
+    try:
+        _wait(lambda: _healthy(url) and len(_children(process.pid)) == 2, process, log, "up")
+        argv = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"gunicorn" in argv, argv  # the pid systemd started is gunicorn's master
+
+        before = _children(process.pid)
+        process.send_signal(signal.SIGHUP)
+        _wait(
+            lambda: not (_children(process.pid) & before) and len(_children(process.pid)) == 2,
+            process,
+            log,
+            "reloaded with fresh workers",
+        )
+        assert _healthy(url)
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text(encoding="utf-8")[-3000:]
+        assert not _healthy(url)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
