@@ -296,3 +296,49 @@ def test_a_link_planted_as_the_demos_lock_is_not_written_through(tmp_path: Path)
     with pytest.raises(OSError, match="Too many levels of symbolic links"), held:
         pass
     assert victim.read_text() == "keep me\n"
+
+
+OPERATORS = Path(__file__).resolve().parent.parent / "docs" / "operators.md"
+
+
+def test_the_documented_sqlite_backup_is_its_owners_alone(tmp_path: Path, umask_022: None) -> None:
+    """operators.md's backup of an SQLite database, run as written (paths moved under
+    the test's directory) from a shell with umask 022: the copy, with meta's signing keys
+    and password hashes, was ``0644`` for every account to read."""
+    import re
+    import sqlite3
+
+    (block,) = [
+        b for b in re.findall(r"```sh\n(.*?)```", OPERATORS.read_text(), re.S) if "VACUUM" in b
+    ]
+    live, backups = tmp_path / "lib", tmp_path / "backups"
+    live.mkdir()
+    backups.mkdir()
+    with contextlib.closing(sqlite3.connect(live / "meta.db")) as made:
+        made.execute("CREATE TABLE oauth_signing_key (private_key TEXT)")
+        made.commit()
+    script = block.replace("/var/lib/srcore", str(live)).replace(
+        "/var/backups/srcore", str(backups)
+    )
+    subprocess.run(["sh", "-ec", script], check=True, timeout=60, capture_output=True)
+    (copy,) = backups.iterdir()
+    assert _mode(copy) == 0o600, block
+
+
+def test_a_service_says_at_start_that_its_config_is_readable_by_all(
+    tmp_path: Path, umask_022: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same line as config check, in the service's log as it starts: an operator who
+    never runs config check sees it there."""
+    import todo
+
+    config = _production(tmp_path / "config.ini", tmp_path / "todo.db")
+    app = todo.create_app(config=config)
+    app.extensions["srcore"].db.dispose()
+    said = [
+        r.getMessage() for r in caplog.records if "every user of this machine" in r.getMessage()
+    ]
+    assert said == [
+        f"{config}: warning: this file holds secrets and every user of this machine can read "
+        f"it (mode 0644): chmod o-rwx {config}"
+    ]
