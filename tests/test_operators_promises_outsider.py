@@ -444,3 +444,33 @@ def test_srcore_serve_is_the_units_mainpid_it_reloads_on_sighup_and_stops_on_sig
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+
+
+# -- The guide's own config file ---------------------------------------------------------------
+
+
+def test_the_guides_production_config_passes_config_check_as_written(tmp_path: Path) -> None:
+    """operators.md, Write the config: the file it shows for production (edited from
+    ``srcore init``'s), then "Then check the file ... srcore config check": with its secret
+    files in place, the check finds nothing to refuse (its PostgreSQL URLs' driver is
+    loaded, not connected to)."""
+    import secrets as random_secrets
+
+    from tests.conftest import run_config_check
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "operators.md").read_text("utf-8")
+    blocks = re.findall(r"^```ini\n(.*?)^```", guide, re.M | re.S)
+    (shown,) = [b for b in blocks if b.startswith("[global]") and "\n[todo]" in b]
+    text = shown.replace("/etc/srcore/", f"{tmp_path}/")
+    (tmp_path / "secrets").mkdir()
+    files = re.findall(r"^[a-z-]+-file = (\S+)$", text, re.M)
+    assert len(files) == 4, files  # SMTP's password, two secret keys, todo's client secret
+    for name in files:
+        Path(name).write_text(random_secrets.token_urlsafe(40) + "\n", encoding="utf-8")
+        Path(name).chmod(0o600)
+    config = tmp_path / "config.ini"
+    config.write_text(text, encoding="utf-8")
+    config.chmod(0o600)
+    status, output = run_config_check(config)
+    assert status == 0, output
+    assert output.startswith("OK: 2 services (meta, todo) in "), output
