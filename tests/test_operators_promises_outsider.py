@@ -11,6 +11,7 @@ token-signing key commands print, and the numbers the guide gives an operator to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -474,3 +475,65 @@ def test_the_guides_production_config_passes_config_check_as_written(tmp_path: P
     status, output = run_config_check(config)
     assert status == 0, output
     assert output.startswith("OK: 2 services (meta, todo) in "), output
+
+
+# -- Logs that cannot be written ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["a full disk", "a reader gone", "closed"])
+def test_requests_are_served_when_the_log_cannot_be_written(tmp_path: Path, where: str) -> None:
+    """operators.md, When the disk fills: "Logs. With stderr closed, or on a full disk,
+    requests are still served; the lines are lost." gunicorn and the service write their
+    lines (the access log's among them, one a request) to ``/dev/full``, to a pipe nobody
+    reads any more, or to no stdout and stderr at all; pages, errors and the API answer as
+    ever, and the database (whose file could take the place of a closed descriptor) stays
+    whole."""
+    import sqlite3
+
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+    from srcore.testing import free_port, gunicorn_argv
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    database = tmp_path / "todo.db"
+    config = write_config(
+        tmp_path / "config.ini", service_id="todo", database_url=f"sqlite:///{database}", origin=url
+    )
+    upgrade_all(migration_target("todo", config))
+    argv = list(gunicorn_argv("todo:create_app()", port=port, workers=1))
+    env = {**os.environ, "SRCORE_CONFIG": str(config)}
+    if where == "a full disk":
+        with open("/dev/full", "wb") as full:
+            process = subprocess.Popen(argv, env=env, stdout=full, stderr=full)
+    elif where == "a reader gone":
+        reader, writer = os.pipe()
+        process = subprocess.Popen(argv, env=env, stdout=writer, stderr=writer)
+        os.close(writer)
+        os.close(reader)
+    else:
+        process = subprocess.Popen(["sh", "-c", 'exec "$@" 1>&- 2>&-', "sh", *argv], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not _healthy(url):
+            assert process.poll() is None, f"gunicorn exited {process.returncode}"
+            assert time.monotonic() < deadline, "not serving within 60 s"
+            time.sleep(0.1)
+        for _ in range(3):
+            assert requests.get(url + "/", timeout=10).status_code == 200
+            assert requests.get(url + "/no/such/page", timeout=10).status_code == 404
+            assert requests.get(url + "/api/trackers", timeout=10).status_code == 401
+            assert requests.post(url + "/api/trackers", data=b"{", timeout=10).status_code in (
+                400,
+                401,
+            )
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
