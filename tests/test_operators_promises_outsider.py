@@ -537,3 +537,70 @@ def test_requests_are_served_when_the_log_cannot_be_written(tmp_path: Path, wher
             process.wait(timeout=30)
     with contextlib.closing(sqlite3.connect(database)) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# -- Redis: what is named by service, and what a database number keeps apart --------------------
+
+
+def test_one_redis_server_keeps_networks_apart_by_database_number_and_services_by_name(
+    app: Any,
+    srcore_signing_key: Any,
+    make_token: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """operators.md, Redis: "Keys and channels are named by service, not by network: two
+    networks (production and staging, say) sharing one Redis server each need a database
+    number of their own (/0, /1), or they count each other's failed logins and hear each
+    other's revocations." On a redis-server of this test's own: two networks' sample
+    services on /0 share one write count, a third on /1 counts apart; the counts are kept
+    under the service's name; revocations travel on a channel named by service and number
+    (pub/sub ignores the number)."""
+    import redis
+    from test_ratelimit import SCOPE, bearer, build, create
+
+    from srcore.auth.revocation.fanout import make_fanout
+    from srcore.auth.revocation.store import MemoryRevocationStore
+    from srcore.testing import create_user, require_or_skip
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import reliability
+
+    require_or_skip(reliability.redis_available(), "redis-server")
+    now = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    with reliability.RedisServer(tmp_path / "redis") as server:
+        zero, one = server.url, server.url.removesuffix("/0") + "/1"
+
+        def network(url: str) -> Any:
+            return build(
+                app,
+                srcore_signing_key,
+                tmp_path,
+                global_lines=f"redis-url = {url}\nwrite-rate-limit = 2/minute\n",
+            )
+
+        production, staging, own_number = network(zero), network(zero), network(one)
+        alice = create_user(production, "alice")
+        heads = bearer(make_token(SCOPE, user=alice))
+        assert [create(production.test_client(), heads).status_code for _ in range(2)] == [201] * 2
+        # The same user id on another network sharing /0 has spent production's count...
+        assert create(staging.test_client(), heads).status_code == 429
+        # ...and none of it on a database number of its own.
+        assert create(own_number.test_client(), heads).status_code == 201
+
+        client = redis.Redis.from_url(zero)
+        try:
+            keys = [key.decode() for key in client.keys("*")]
+        finally:
+            client.close()
+        assert keys and all("srcore-writes/sample" in key for key in keys), keys
+
+    channels = {
+        url: make_fanout(url, "sample", MemoryRevocationStore()).channel  # type: ignore[union-attr]
+        for url in (zero, one)
+    }
+    assert channels[zero] != channels[one]
+    assert all("sample" in channel for channel in channels.values()), channels
+    other = make_fanout(zero, "todo", MemoryRevocationStore())
+    assert other is not None and other.channel != channels[zero]
