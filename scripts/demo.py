@@ -19,6 +19,7 @@ import argparse
 import functools
 import os
 import re
+import stat
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,37 @@ def already_running(exc: AlreadyRunning, config: Path) -> str:
         "network beside it, give it a directory and ports of its own: "
         "make demo DEMO_ARGS='--var /tmp/demo2 --first-port 6000'"
     )
+
+
+def shared_directory(var: Path) -> str | None:
+    """Why *var* is no place for the demo's secrets and databases, or ``None``: another
+    account owns it, or can write in it, and so could replace the config or a database,
+    or put a ``-wal`` file of its own beside one (``--var /tmp/demo2`` names a directory
+    anyone may have made first)."""
+    try:
+        info = var.stat()
+    except FileNotFoundError:
+        return None
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.geteuid():
+        import pwd
+
+        try:
+            owner = pwd.getpwuid(info.st_uid).pw_name
+        except KeyError:
+            owner = f"uid {info.st_uid}"
+        return (
+            f"{_shown(var)}/ belongs to {owner}, who could replace the demo's config and "
+            "databases there: give it a directory of your own (--var)"
+        )
+    if mode & 0o022:
+        who = "every account of this machine" if mode & 0o002 else "its group"
+        return (
+            f"{_shown(var)}/ can be written by {who} (mode {mode:04o}), who could replace "
+            f"the demo's config and databases there: chmod go-w {var}, or give it a "
+            "directory of your own (--var)"
+        )
+    return None
 
 
 def missing_files(var: Path, cfg: Config) -> str | None:
@@ -213,6 +245,10 @@ def run(supervisor: Supervisor, options: argparse.Namespace) -> int:
     started = time.monotonic()
     var = options.var.resolve()
     config = var / "config.ini"
+    shared = shared_directory(var)  # made by now (the lock is in it), whoever made it
+    if shared is not None:
+        print(f"Cannot start: {shared}", file=sys.stderr)
+        return 1
     note = first_port_note(config, options.first_port)
     if config.exists():
         step(supervisor, 1, f"config: {_shown(config)} (kept; delete {_shown(var)}/ to start over)")

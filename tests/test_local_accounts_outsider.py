@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from srcore.cli import cli
-from srcore.testing import require_or_skip, write_config
+from srcore.testing import free_port, require_or_skip, write_config
 from tests.conftest import run_config_check
 
 #: The second account: made for these tests when missing, removed afterwards.
@@ -342,3 +342,54 @@ def test_a_service_says_at_start_that_its_config_is_readable_by_all(
         f"{config}: warning: this file holds secrets and every user of this machine can read "
         f"it (mode 0644): chmod o-rwx {config}"
     ]
+
+
+DEMO = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
+
+
+def _demo(var: Path) -> subprocess.CompletedProcess[str]:
+    # Ports of its own, should it ever start the network.
+    ports = ["--first-port", str(free_port())]
+    return subprocess.run(
+        [sys.executable, str(DEMO), "--var", str(var), *ports, "--exit-when-ready"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SRCORE")},
+    )
+
+
+def test_the_demo_refuses_a_directory_another_account_can_write_in(
+    tmp_path: Path, umask_022: None
+) -> None:
+    """The demo's own hint for a second network is ``--var /tmp/demo2``: a name in a
+    directory every account writes in, which another may have made first (``1777``, or
+    its own). The demo wrote its config and databases into it, where that account could
+    swap them. It now refuses, in one line, before writing anything but its lock."""
+    var = tmp_path / "demo2"
+    var.mkdir()
+    var.chmod(0o1777)
+    done = _demo(var)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr == (
+        f"Cannot start: {var}/ can be written by every account of this machine (mode 1777), "
+        f"who could replace the demo's config and databases there: chmod go-w {var}, or give "
+        "it a directory of your own (--var)\n"
+    )
+    assert sorted(p.name for p in var.iterdir()) == [".config.ini.lock"]
+
+
+def test_the_demo_refuses_a_directory_of_another_account(
+    tmp_path: Path, outsider: pwd.struct_passwd
+) -> None:
+    """The same directory made first by the other account: its own, and open to all so
+    that the operator's demo can write in it (and the account can swap what it wrote)."""
+    var = tmp_path / "demo2"
+    var.mkdir()
+    os.chown(var, outsider.pw_uid, outsider.pw_gid)
+    var.chmod(0o777)
+    done = _demo(var)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"Cannot start: {var}/ belongs to {OUTSIDER}, who could replace" in done.stderr
+    assert not (var / "config.ini").exists()
