@@ -393,3 +393,21 @@ def test_the_demo_refuses_a_directory_of_another_account(
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"Cannot start: {var}/ belongs to {OUTSIDER}, who could replace" in done.stderr
     assert not (var / "config.ini").exists()
+
+
+def test_config_check_warns_of_a_config_in_a_directory_others_can_write_in(
+    tmp_path: Path, umask_022: None
+) -> None:
+    """A config kept ``0600`` in a directory every account writes in (``/tmp``-like) can
+    still be swapped for another (or, sticky, planted first): named with its chmod."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    config = _production(shared / "config.ini", tmp_path / "todo.db")
+    config.chmod(0o600)
+    status, output = run_config_check(config)
+    assert status == 0, output
+    assert _warnings(output) == [
+        f"{config}: warning: its directory can be written by every user of this machine "
+        f"(mode 1777; chmod go-w {shared}), who can put another file in its place"
+    ]
