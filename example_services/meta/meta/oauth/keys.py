@@ -50,15 +50,17 @@ __all__ = [
     "rotate",
 ]
 
-#: How long a process keeps signing with the key it loaded before looking again; a
-#: retired key stays published this much longer than the token lifetime.
+#: A margin, in seconds, around a key's turn to sign: a retired key stays published twice
+#: this much longer than the token lifetime, and a rotated-in key is published this much
+#: longer before it signs (:data:`PUBLISHED_BEFORE_SIGNING`). No process signs past its
+#: key's retirement: each asks the database which key signs at every signature.
 SIGNING_KEY_TTL = 60.0
 #: The ``max-age`` (seconds) the JWKS is served with: how long a client or an HTTP cache
 #: may use its copy without asking meta again.
 JWKS_MAX_AGE = 300
 #: How long a rotated-in key is published before it signs: past every copy of the JWKS
-#: made before it appeared, with a margin for the clocks of meta's hosts, a slow answer
-#: (its ``Date`` is stamped after the document was read) and the processes' key cache.
+#: made before it appeared, with a margin for the clocks of meta's hosts and a slow answer
+#: (its ``Date`` is stamped after the document was read).
 PUBLISHED_BEFORE_SIGNING = timedelta(seconds=JWKS_MAX_AGE + SIGNING_KEY_TTL)
 #: The algorithm of access tokens (and of the keys srcore's services verify).
 ACCESS_ALG = "EdDSA"
@@ -182,10 +184,6 @@ def published_keys(
     return list(session.scalars(query))
 
 
-#: :data:`SIGNING_KEY_TTL` as the interval the ring compares its clock's readings with.
-_KEY_CACHE = timedelta(seconds=SIGNING_KEY_TTL)
-
-
 def public_jwk(row: SigningKey) -> dict[str, Any]:
     data: dict[str, Any] = _import_any(row).as_dict(private=False)
     data.update(alg=row.alg, use="sig")
@@ -193,11 +191,16 @@ def public_jwk(row: SigningKey) -> dict[str, Any]:
 
 
 class KeyRing:
-    """The process's view of the signing keys of one database, cached briefly.
+    """The process's view of the signing keys of one database.
+
+    Which key signs is asked of the database at every signature (one small query), so a
+    rotation made anywhere (``rotate --at-once`` by the command, or by another process or
+    host of meta) holds in every process from the next token on; only the parsed private
+    key is kept, by its kid.
 
     *token_lifetime* is the access tokens'; a retired key stays published for the longer
     of it and the ID tokens'. *clock* gives the current time (aware, UTC): a key's turn to
-    sign, its retirement and how long the process keeps its signing key are read from it.
+    sign and its retirement are read from it.
     """
 
     def __init__(
@@ -213,7 +216,8 @@ class KeyRing:
         self.token_lifetime = max(token_lifetime, timedelta(seconds=ID_TOKEN_LIFETIME))
         self.clock = clock
         self._lock = threading.Lock()
-        self._signing: dict[str, tuple[datetime, OKPKey | RSAKey]] = {}
+        #: Per algorithm: the kid of the key signing last, and that key parsed.
+        self._signing: dict[str, tuple[str, OKPKey | RSAKey]] = {}
 
     def rotate(self, *, at_once: bool = False) -> list[tuple[str, str, datetime | None]]:
         """:func:`rotate` now; the new keys as (kid, alg, when it signs from: None for
@@ -241,24 +245,32 @@ class KeyRing:
         with self._lock:
             now = self.clock()
             cached = self._signing.get(alg)
-            if cached is not None and timedelta(0) <= now - cached[0] < _KEY_CACHE:
-                return cached[1]
-            key = self._load_or_create(alg, now)
-            self._signing[alg] = (now, key)
+            if cached is not None:
+                # The key whose turn it is now: another process's rotation (at once, for
+                # a leaked key) retires the one this process parsed.
+                with self.db.transaction() as session:
+                    current = session.scalars(
+                        _live(alg, now).with_only_columns(SigningKey.kid).limit(1)
+                    ).first()
+                if current == cached[0]:
+                    return cached[1]
+            kid, key = self._load_or_create(alg, now)
+            self._signing[alg] = (kid, key)
             return key
 
     def forget(self) -> None:
         with self._lock:
             self._signing.clear()
 
-    def _load_or_create(self, alg: str, now: datetime) -> OKPKey | RSAKey:
-        """The key whose turn it is; with none at all, a new one that signs at once: no
-        copy of the JWKS can be missing a key of an algorithm meta never signed with."""
+    def _load_or_create(self, alg: str, now: datetime) -> tuple[str, OKPKey | RSAKey]:
+        """The key whose turn it is, with its kid; with none at all, a new one that signs at
+        once: no copy of the JWKS can be missing a key of an algorithm meta never signed
+        with."""
         with self.db.transaction() as session:
             row = session.scalars(_live(alg, now).limit(1)).first()
             if row is None:
                 row = _create(session, alg, now)
-            return _import_any(row)
+            return row.kid, _import_any(row)
 
     def jwks(self) -> dict[str, Any]:
         """The public JWKS document, creating the first keys if there are none yet."""
