@@ -1,12 +1,15 @@
 """docs/operators.md read as an operator would, promise by promise, for the promises no
-other test pinned: each test here names the sentence it holds the code to.
+other test pinned: each test here quotes the sentence it holds the code to.
 
-Most of the guide is held elsewhere (see each section's tests: test_operators_promises*,
-test_restarts_outsider, test_config_*, test_migrate*, test_metrics_*, test_storage_faults*,
-test_webhooks_*); what is here was found untested by reading the guide end to end: the
-health check's answer over HTTP, which request ids from a proxy are kept, what the
-token-signing key commands print, and the numbers the guide gives an operator to plan with
-(pool sizes, the JWKS refetch floor, what one webhook worker holds, a logout token's life).
+Most of the guide is held elsewhere (test_operators_promises*, test_restarts_outsider,
+test_config_*, test_migrate*, test_metrics_*, test_storage_faults*, test_webhooks_*, ...);
+what is here was found untested by reading the guide end to end: the health check's answer
+over HTTP (at meta too, with a browser's cookie), which request ids from a proxy are kept,
+what the token-signing key commands print, the systemd unit's MAINPID, reload and stop,
+the guide's own production config, commands against a PostgreSQL that never answers and
+their application_name, requests served while the log cannot be written, what one Redis
+server keeps apart, and the numbers the guide gives an operator to plan with (pool sizes,
+the JWKS refetch floor, what one webhook worker holds, a logout token's life).
 """
 
 from __future__ import annotations
@@ -548,6 +551,7 @@ def test_one_redis_server_keeps_networks_apart_by_database_number_and_services_b
     make_token: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     """operators.md, Redis: "Keys and channels are named by service, not by network: two
     networks (production and staging, say) sharing one Redis server each need a database
@@ -581,6 +585,8 @@ def test_one_redis_server_keeps_networks_apart_by_database_number_and_services_b
             )
 
         production, staging, own_number = network(zero), network(zero), network(one)
+        for built in (production, staging, own_number):
+            request.addfinalizer(built.extensions["srcore"].db.dispose)
         alice = create_user(production, "alice")
         heads = bearer(make_token(SCOPE, user=alice))
         assert [create(production.test_client(), heads).status_code for _ in range(2)] == [201] * 2
