@@ -610,3 +610,41 @@ def test_one_redis_server_keeps_networks_apart_by_database_number_and_services_b
     assert all("sample" in channel for channel in channels.values()), channels
     other = make_fanout(zero, "todo", MemoryRevocationStore())
     assert other is not None and other.channel != channels[zero]
+
+
+# -- srcore worker on a database that is not its release's, or not its service's ---------------
+
+
+def test_the_webhook_worker_names_a_newer_releases_database_and_refuses_another_services(
+    tmp_path: Path,
+) -> None:
+    """operators.md, Migrations: a database a newer release migrated is named as such,
+    and "srcore serve and srcore worker say so and run anyway"; one that holds another
+    service's lineage "is refused by every srcore migrate command, srcore serve and srcore
+    worker, since each service has its own database" (serve and migrate are held in
+    test_migrations_outsider; here the worker)."""
+    import sqlite3
+
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+
+    config = write_network_config(tmp_path / "config.ini", {"meta": 5000, "todo": 5001})
+    for service in ("meta", "todo"):
+        upgrade_all(migration_target(service, config))
+    with contextlib.closing(sqlite3.connect(tmp_path / "todo.db")) as connection:
+        connection.execute("UPDATE alembic_version_todo SET version_num = 'todo_9999'")
+        connection.commit()
+
+    newer = _srcore(config, "worker", "todo", "--once")
+    assert newer.startswith("exit 0\n"), newer
+    (said,) = [line for line in newer.splitlines() if "todo_9999" in line]
+    assert "a newer release of todo migrated it" in said, said
+    assert "ready" in newer and "Traceback" not in newer
+
+    text = config.read_text(encoding="utf-8")
+    mine = f"database-url = sqlite:///{tmp_path / 'todo.db'}\n"
+    config.write_text(text.replace(mine, f"database-url = sqlite:///{tmp_path / 'meta.db'}\n"))
+    other = _srcore(config, "worker", "todo", "--once")
+    assert other.startswith("exit 1\n"), other
+    assert "holds the migrations of meta" in other and "[todo] database-url" in other, other
+    assert "ready" not in other and "Traceback" not in other
