@@ -648,3 +648,43 @@ def test_the_webhook_worker_names_a_newer_releases_database_and_refuses_another_
     assert other.startswith("exit 1\n"), other
     assert "holds the migrations of meta" in other and "[todo] database-url" in other, other
     assert "ready" not in other and "Traceback" not in other
+
+
+# -- One config file everywhere: another host's [meta] secret-key --------------------------------
+
+
+def test_a_service_runs_the_same_with_a_meta_secret_key_of_its_hosts_own(tmp_path: Path) -> None:
+    """operators.md, One config file everywhere: "a service only uses its own secret-key
+    ... on a host that does not run meta, [meta] secret-key may be a fresh value of its
+    own (srcore keygen)". todo on such a host takes the session cookies todo signed on a
+    host with the real file: its users notice nothing."""
+    import todo
+
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+    from srcore.testing import create_user, new_secret, session_cookie
+
+    config = write_network_config(
+        tmp_path / "config.ini", {"meta": 5000, "todo": 5001}, global_keys={}
+    )
+    text = config.read_text(encoding="utf-8")
+    text = text.replace("[global]\n", "[global]\nrevocation-pull-interval = 0s\n", 1)
+    config.write_text(text, encoding="utf-8")
+    upgrade_all(migration_target("todo", config))
+    (meta_key,) = re.findall(r"\[meta\]\n(?:.*\n)*?secret-key = (\S+)\n", text)
+    elsewhere = tmp_path / "elsewhere.ini"
+    elsewhere.write_text(text.replace(meta_key, new_secret(), 1), encoding="utf-8")
+    assert elsewhere.read_text(encoding="utf-8") != text
+
+    here, there = todo.create_app(config=config), todo.create_app(config=elsewhere)
+    try:
+        alice = create_user(here, "alice")
+        name, value = session_cookie(here, alice)
+        client = there.test_client()
+        client.set_cookie(name, value)
+        page = client.get("/create")
+        assert page.status_code == 200, page.get_data(as_text=True)[:300]
+        assert "alice" in page.get_data(as_text=True)
+    finally:
+        for app in (here, there):
+            app.extensions["srcore"].db.dispose()
