@@ -688,3 +688,35 @@ def test_a_service_runs_the_same_with_a_meta_secret_key_of_its_hosts_own(tmp_pat
     finally:
         for app in (here, there):
             app.extensions["srcore"].db.dispose()
+
+
+# -- The migrations the guide names -------------------------------------------------------------
+
+
+def test_the_migrations_the_guide_names_exist_and_it_names_every_id_rebuild() -> None:
+    """operators.md names migrations (meta's ``0007_unique_email``, ``srcore_0007``) and
+    says "Ids are never reused, on SQLite too (srcore_0006, todo_0002 and todo_0003 rebuild
+    the tables with AUTOINCREMENT)": each name is a script of this repository, and every
+    script that rebuilds tables so that ids are never reused is among those named (the
+    guide named todo_0002 only, while todo_0003 does the same for tickets and comments)."""
+    root = Path(__file__).resolve().parent.parent
+    scripts = {
+        path.stem: path.read_text(encoding="utf-8")
+        for versions in (root / "migrations_base", *root.glob("example_services/*/*/migrations"))
+        for path in (versions / "versions").glob("*.py")
+    }
+    revisions = {re.sub(r"^((?:[a-z]+_)?\d{4})_.*$", r"\1", stem) for stem in scripts}
+    guide = (root / "docs" / "operators.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:srcore|todo|meta)_\d{4}|\d{4}_[a-z_]+)`", guide))
+    assert named, "the guide names no migration"
+    for name in named:
+        assert name in revisions or name in scripts, f"operators.md names {name}: no such script"
+    (paragraph,) = [p for p in guide.split("\n\n") if p.startswith("Ids are never reused")]
+    rebuilds = {
+        re.sub(r"^((?:[a-z]+_)?\d{4})_.*$", r"\1", stem)
+        for stem, text in scripts.items()
+        if "never reused" in text.split('"""')[1]
+    }
+    assert rebuilds, "no script says ids are never reused"
+    for revision in rebuilds:
+        assert f"`{revision}`" in paragraph, f"{revision} rebuilds tables the guide does not name"
