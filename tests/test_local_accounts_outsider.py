@@ -411,3 +411,25 @@ def test_config_check_warns_of_a_config_in_a_directory_others_can_write_in(
         f"{config}: warning: its directory can be written by every user of this machine "
         f"(mode 1777; chmod go-w {shared}), who can put another file in its place"
     ]
+
+
+def test_config_check_warns_that_production_mail_without_smtp_host_goes_to_the_log(
+    tmp_path: Path,
+) -> None:
+    """With ``smtp-host`` empty, meta writes each mail whole to its log: in production,
+    under systemd, to the journal, which the accounts of its reader groups (``adm``,
+    ``systemd-journal``) read, and each password-reset link there takes over an account.
+    The operator was told only that mail "is written to the log instead"."""
+    config = _production(tmp_path / "config.ini", tmp_path / "todo.db")
+    config.chmod(0o600)
+    status, output = run_config_check(config)
+    assert status == 0, output
+    assert f"{config}:1 [global] smtp-host: warning: empty in production: every mail is " in (
+        output
+    )
+    config.write_text(
+        config.read_text().replace("[global]\n", "[global]\nsmtp-host = mail.example.org\n", 1)
+    )
+    status, output = run_config_check(config)
+    assert status == 0, output
+    assert "smtp-host: warning" not in output, output

@@ -638,6 +638,23 @@ def _network_problems(
     return problems
 
 
+def _mail_in_the_log(global_: Section) -> list[Problem]:
+    """In production, an empty ``smtp-host`` sends every mail to the log instead: its
+    password-reset and confirmation links then work for whoever reads the log (the
+    journal's readers, a log shipper), not only for the account's owner."""
+    if global_["environment"] != "production" or global_["smtp-host"]:
+        return []
+    return [
+        global_.problem(
+            "smtp-host",
+            "empty in production: every mail is written to the log instead, its "
+            "password-reset and confirmation links included, for whoever reads the log to "
+            "use; set smtp-host",
+            severity="warning",
+        )
+    ]
+
+
 def _webhook_problems(global_: Section, failed: set[tuple[str, str]]) -> list[Problem]:
     """Rules between ``[global]``'s webhook keys. A connect timeout longer than the whole
     delivery's would never apply; it is only reported when the operator set it, since the
@@ -825,6 +842,7 @@ def read_config(
     loader.problems.extend(_file_exposure(config_path, sections["global"], loader))
     loader.problems.extend(_network_problems(sections, loader.failed))
     loader.problems.extend(_database_exposure(sections, loader.failed))
+    loader.problems.extend(_mail_in_the_log(sections["global"]))
     loader.problems.extend(_webhook_problems(sections["global"], loader.failed))
 
     problems = sorted(loader.problems, key=lambda p: (p.line is None, p.line or 0))
