@@ -123,6 +123,11 @@ def serve(
             port=int(port),
             debug=True,
             use_reloader=not no_reload,
+            # Tracebacks in the browser, but no Python console (/console, or one per
+            # frame): its PIN is made of what every account of the machine can read (the
+            # machine id, the MAC address, the user and the path of srcore), so any of
+            # them could run code as the developer through 127.0.0.1.
+            use_evalex=False,
             request_handler=dev_request_handler(),
         )
         return

@@ -433,3 +433,81 @@ def test_config_check_warns_that_production_mail_without_smtp_host_goes_to_the_l
     status, output = run_config_check(config)
     assert status == 0, output
     assert "smtp-host: warning" not in output, output
+
+
+#: What another account runs against a debug server: Werkzeug's debugger PIN, made from
+#: what that account can read too (the server's user and cgroup from /proc, the machine
+#: id, the MAC address, the path of srcore), then the console, unlocked with it.
+_UNLOCK_THE_CONSOLE = r"""
+import hashlib, http.cookiejar, json, pwd, re, sys, urllib.parse, urllib.request, uuid
+port, pid, appfile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+uid = int(re.search(r"Uid:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1))
+machine = b""
+for name in ("/etc/machine-id", "/proc/sys/kernel/random/boot_id"):
+    try:
+        value = open(name, "rb").readline().strip()
+    except OSError:
+        continue
+    if value:
+        machine += value
+        break
+machine += open(f"/proc/{pid}/cgroup", "rb").readline().strip()
+bits = (pwd.getpwuid(uid).pw_name, "srcore.app", "SrcoreApp", appfile, str(uuid.getnode()))
+h = hashlib.sha1()
+for bit in (*bits, machine):
+    h.update(bit if isinstance(bit, bytes) else bit.encode())
+h.update(b"cookiesaltpinsalt")
+pin = f"{int(h.hexdigest(), 16):09d}"[:9]
+jar = urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+opener = urllib.request.build_opener(jar)
+base = f"http://127.0.0.1:{port}/console"
+page = opener.open(base, timeout=10).read().decode()
+secret = re.search(r'SECRET = "([^"]+)"', page).group(1)
+opener.open(f"{base}?__debugger__=yes&cmd=pinauth&pin={pin}&s={secret}", timeout=10)
+cmd = urllib.parse.quote("import os; print('ran as uid', os.getuid())")
+print(opener.open(f"{base}?__debugger__=yes&cmd={cmd}&frm=0&s={secret}", timeout=10).read())
+"""
+
+
+def test_another_account_cannot_run_code_through_a_debug_servers_console(
+    checkout: Path, outsider: pwd.struct_passwd
+) -> None:
+    """``srcore dev`` (and ``srcore serve --debug``) ran Werkzeug's debugger with its
+    Python console on 127.0.0.1, locked by a PIN that any account of the machine can
+    compute: the second account ran code as the developer. Tracebacks are still shown;
+    the console is gone (404)."""
+    import srcore.app
+
+    config = _demo_network(checkout / "var")
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SRCORE")}
+    argv = [sys.executable, "-m", "srcore", "--config", str(config), "serve", "todo"]
+    argv += ["--debug", "--no-reload", "--bind", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        argv, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        import time
+        import urllib.error
+        import urllib.request
+
+        for _ in range(200):  # up to 20 s for the server to answer
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).close()
+                break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        script = checkout / "unlock.py"
+        script.write_text(_UNLOCK_THE_CONSOLE)
+        script.chmod(0o644)
+        code = (
+            "import runpy, sys\n"
+            f"sys.argv = ['unlock', '{port}', '{server.pid}', {srcore.app.__file__!r}]\n"
+            f"runpy.run_path({str(script)!r})\n"
+        )
+        done = _as(outsider, code)
+        assert "ran as uid" not in done.stdout, done.stdout
+        assert "HTTP Error 404" in done.stderr, done.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
