@@ -511,3 +511,60 @@ def test_another_account_cannot_run_code_through_a_debug_servers_console(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_another_client_of_redis_cannot_unsuspend_an_account_in_the_services(
+    tmp_path: Path,
+) -> None:
+    """The operator guide's ``redis-url = redis://127.0.0.1:6379/0`` has no password, so
+    every account of the host reaches it. The processes of a service passed revocations to
+    each other on a channel there, unsigned: another account published an ``unsuspend``
+    of a suspended account with a seq no real event would beat, and every process of the
+    service let the account in again. A message not signed with the service's key is now
+    ignored (and logged); the service's own still arrive."""
+    import time
+
+    import redis
+
+    from srcore.auth.revocation import MemoryRevocationStore, make_fanout
+    from srcore.identity.protocol import RevocationEvent
+
+    url = f"redis://127.0.0.1:6379/{14}"
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+        reachable = True
+    except redis.RedisError:
+        reachable = False
+    require_or_skip(reachable, "Redis on 127.0.0.1:6379")
+    service = f"outsider{os.getpid()}"
+    secret = "the service's secret-key, shared by its processes"
+    listener, sender = MemoryRevocationStore(), MemoryRevocationStore()
+    hears = make_fanout(url, service, listener, secret=secret)
+    says = make_fanout(url, service, sender, secret=secret)
+    assert hears is not None and says is not None
+    hears.ensure_started()
+    try:
+        assert hears.subscribed.wait(10)
+
+        def suspended() -> bool:
+            return not listener.session_valid(7, time.time())
+
+        assert says.publish([RevocationEvent(5, "suspend", "7")])
+        deadline = time.monotonic() + 10
+        while not suspended() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert suspended()
+        forged = '{"events": [{"seq": 999999999, "kind": "unsuspend", "subject": "7"}]}'
+        attacker = redis.Redis.from_url(url, socket_timeout=2)
+        attacker.publish(hears.channel, forged)
+        attacker.publish(hears.channel, "0" * 64 + "." + forged)
+        attacker.close()
+        # A message of the service's after the forged ones: once it is heard, they were.
+        assert says.publish([RevocationEvent(6, "token", "later", None, int(time.time()) + 60)])
+        deadline = time.monotonic() + 10
+        while listener.last_seq < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert listener.last_seq == 6
+        assert suspended()
+    finally:
+        hears.close()

@@ -70,6 +70,7 @@ class Revocations:
                 st.service_id,
                 link.store,
                 on_subscribed=None if puller is None else puller.wake,
+                secret=str(st.config.section(st.service_id)["secret-key"]),
             ),
         )
         app.extensions[EXTENSION_KEY] = state

@@ -8,11 +8,18 @@ here: meta's event log, read by the pull, is the record. Whatever the channel mi
 process subscribing late, a dropped connection, Redis down) the pull brings, and a
 process asks its puller for a pull as soon as it is subscribed (again) rather than
 waiting for the next round.
+
+Each message is signed with a key derived from the service's ``secret-key``, which its
+processes share: any account of a host that reaches the Redis server (one on 127.0.0.1
+with no password reaches every account) could otherwise publish an ``unsuspend`` of a
+suspended account, with a seq no real event would ever beat, or log everyone out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -47,8 +54,11 @@ class RedisFanout:
         channel: str,
         store: RevocationStore,
         on_subscribed: Callable[[], None] | None = None,
+        key: bytes = b"",
     ) -> None:
         self._redis = client
+        #: Signs each message this process publishes, and checks each one it hears.
+        self._key = key
         self.channel = channel
         self.store = store
         #: Called on every (re)subscription: what was published before it never came.
@@ -72,7 +82,7 @@ class RedisFanout:
         if not events:
             return True
         message = {"origin": self._origin, "events": [event.to_json() for event in events]}
-        payload = json.dumps(message, separators=(",", ":"))
+        payload = self._sign(json.dumps(message, separators=(",", ":")))
         try:
             self._redis.publish(self.channel, payload)
         except redis.RedisError as exc:
@@ -165,9 +175,21 @@ class RedisFanout:
         if self.on_subscribed is not None:
             self.on_subscribed()
 
+    def _sign(self, text: str) -> str:
+        """*text* after the hex HMAC-SHA256 of it and a dot."""
+        return f"{hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()}.{text}"
+
     def _receive(self, data: bytes | str) -> None:
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        if not hmac.compare_digest(self._sign(text.partition(".")[2]), text):
+            log.warning(
+                "revocations: ignoring a message on %s that the service did not sign "
+                "(another client of the Redis server?)",
+                self.channel,
+            )
+            return
         try:
-            message = json.loads(data)
+            message = json.loads(text.partition(".")[2])
             if not isinstance(message, Mapping):
                 raise ValueError("a message must be an object")
             if message.get("origin") == self._origin:
@@ -185,8 +207,10 @@ def make_fanout(
     store: RevocationStore,
     *,
     on_subscribed: Callable[[], None] | None = None,
+    secret: str = "",
 ) -> RedisFanout | None:
-    """The fan-out of *service_id*'s processes when *redis_url* is set (connected on use)."""
+    """The fan-out of *service_id*'s processes when *redis_url* is set (connected on use),
+    its messages signed with a key derived from *secret* (the service's ``secret-key``)."""
     if not redis_url:
         return None
     try:
@@ -198,4 +222,5 @@ def make_fanout(
     db = client.connection_pool.connection_kwargs.get("db", 0)
     # pub/sub ignores the database number; the channel name does not.
     channel = f"srcore:revocation:{service_id}:events:db{db}"
-    return RedisFanout(client, channel=channel, store=store, on_subscribed=on_subscribed)
+    key = hmac.new(secret.encode(), b"srcore revocation fan-out", hashlib.sha256).digest()
+    return RedisFanout(client, channel=channel, store=store, on_subscribed=on_subscribed, key=key)
