@@ -18,6 +18,7 @@ from srcore.auth.oauth_client import (
     default_login_backend,
     pkce_challenge,
 )
+from srcore.auth.revocation import state_of
 from srcore.auth.web import NoAccountService
 
 
@@ -327,7 +328,9 @@ def test_nothing_is_fetched_when_the_app_is_built(tmp_path: Path) -> None:
     app = build_service(tmp_path, fake)
     assert fake.calls == []
     assert app.test_client().get("/healthz").status_code == 200
-    assert fake.calls == []
+    # A request starts the process's pull of meta's revocations, and nothing else.
+    assert set(fake.calls) <= {"GET /oauth/revocations"}
+    state_of(app).stop()
     app.extensions["srcore"].db.dispose()
 
 

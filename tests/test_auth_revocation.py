@@ -525,12 +525,26 @@ def test_checks_refuse_until_a_first_pull_has_read_the_list() -> None:
         puller.stop()
 
 
-def test_without_a_pull_checks_wait_for_nothing() -> None:
-    store = MemoryRevocationStore()
-    puller = RevocationPuller(store, FakeFeed(1), interval=0)  # 0s: push only
+def test_without_rounds_a_process_still_pulls_when_it_starts() -> None:
+    """0s: no rounds, but a process (a restarted worker, a new host) reads meta's list
+    before its first check, or it would take a token revoked before it started for a
+    good one."""
+    store, feed = MemoryRevocationStore(), FakeFeed(1)
+    puller = RevocationPuller(store, feed, interval=0)
     store.first_check = puller.first_pull
-    assert not store.is_revoked(token(jti="j1"))
-    assert puller._thread is None
+    try:
+        assert store.is_revoked(token(jti="j1"))
+        assert feed.asked == [0, 1]  # the event, then nothing after it
+        # No round follows; a wake (a Redis subscription starting again) pulls once more.
+        puller.wake()
+        deadline = threading.Event()
+        for _ in range(100):
+            if len(feed.asked) > 2:
+                break
+            deadline.wait(0.05)
+        assert len(feed.asked) > 2
+    finally:
+        puller.stop()
 
 
 def test_a_service_that_pulls_refuses_a_revoked_token_on_its_first_request(

@@ -266,7 +266,7 @@ def test_log_level_applies_to_srcore_and_to_the_service_itself(
 def test_http_timeout_and_internal_origin_shape_the_link_to_meta(tmp_path: Path) -> None:
     """http-timeout: "How long a service waits on another service's HTTP API (token checks,
     manifests)"; internal-origin: "Empty: origin is used"; revocation-pull-interval is
-    the puller's, and "0s: push only" starts none."""
+    the puller's, and "0s" has it pull with no rounds."""
     from srcore.auth.link import build_meta_link
 
     config = load(tmp_path, "[global]\nhttp-timeout = 3s\n\n" + NETWORK)
@@ -291,8 +291,7 @@ def test_http_timeout_and_internal_origin_shape_the_link_to_meta(tmp_path: Path)
     assert link.meta.internal == "http://10.0.0.5:5000"
     assert link.keys.url == "http://10.0.0.5:5000/oauth/jwks.json"
     assert link.puller is not None
-    link.puller.ensure_started()
-    assert not link.puller._started  # "0s: push only": no thread asks meta
+    assert link.puller.interval == 0.0  # "0s": no rounds (never started here: 10.0.0.5)
 
 
 @pytest.mark.parametrize("value", ["0s", "0ms", "10m", "999999999d"])

@@ -300,6 +300,36 @@ def test_a_logout_at_meta_ends_the_session_at_every_process(farm: Farm) -> None:
     held_everywhere(farm, "meta", at_meta, 302)
 
 
+def test_a_process_started_after_a_logout_knows_it_even_without_pull_rounds(
+    farm: Farm, tmp_path: Path
+) -> None:
+    """operators.md: "A process that starts pulls at once" -- also with
+    ``revocation-pull-interval = 0s`` (no rounds: pushes, and Redis between processes),
+    where a process started (or restarted) after a logout once knew nothing of it and
+    took the ended session for a good one."""
+    farm.create_user("liz")
+    browser = farm.browser()
+    browser.log_in("liz")
+    at_todo = page_with(farm, browser, "todo", "/create")
+    front = browser.get(farm.origins["meta"] + "/")
+    out = browser.post(
+        farm.origins["meta"] + "/logout",
+        data={"csrf_token": csrf_of(front.text)},
+        headers={"Origin": farm.origins["meta"]},
+    )
+    assert out.status_code == 200, out.text[:2000]
+    held_everywhere(farm, "todo", at_todo, 302)
+    # A third todo host joins (or one restarts) on the same file, but with no pull rounds.
+    config = tmp_path / "config.ini"
+    text = farm.config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("revocation-pull-interval = 1h", "revocation-pull-interval = 0s"),
+        encoding="utf-8",
+    )
+    with run_service("todo", config, port=free_port(), workers=2, timeout=60) as joined:
+        assert {at_todo(joined) for _ in range(4)} == {302}
+
+
 def test_a_revoked_token_is_refused_by_every_process(farm: Farm) -> None:
     from meta.admin.cli import create_token_for
 

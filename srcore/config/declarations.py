@@ -610,7 +610,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         check=_pull_interval,
         help="How often each service asks meta for the revocations (logouts, revoked "
         "tokens, suspensions) it may have missed (1s to 1d). meta also pushes them at once; "
-        "this bounds how late one arrives when a push is lost. 0s: push only.",
+        "this bounds how late one arrives when a push is lost (without redis-url, also at "
+        "the processes it did not land on). 0s: no rounds, only a pull when a process "
+        "starts; with several processes it then needs redis-url.",
     ),
     Key(
         "smtp-host",

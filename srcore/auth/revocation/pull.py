@@ -38,7 +38,8 @@ KeptListener = Callable[[RevocationEvent, RevocationEvent | None], None]
 
 
 class RevocationPuller:
-    """Pull missed events from meta every *interval* seconds in a daemon thread.
+    """Pull missed events from meta every *interval* seconds in a daemon thread; with an
+    *interval* of 0 (no rounds), only when the process starts and when :meth:`wake` asks.
 
     The thread is started by :meth:`ensure_started`, which the app calls on a request:
     never at import or app build, and again in each process after gunicorn forks.
@@ -48,6 +49,9 @@ class RevocationPuller:
     max_pages = 100
     #: How long the first checks of a process wait for its first pull (:meth:`first_pull`).
     first_wait = 2.0
+    #: With no rounds (*interval* 0), how often a process that has not read meta's list
+    #: yet (meta down, or refusing) tries again.
+    retry_without_rounds = 30.0
     #: How long a seq missing between pulled ones is looked for (:meth:`_start`).
     hole_wait = 300.0
     #: Gaps longer than this are the numbering jumping, and at most this many are kept.
@@ -254,13 +258,14 @@ class RevocationPuller:
         read meta's list: answering before that would take a revoked token for a good
         one, so the checks refuse (503) until one pull succeeds. Only the first round is
         waited for; while meta stays down later checks fail at once and the thread keeps
-        trying every interval.
+        trying every interval. With no rounds (0s, push only) the first round is waited
+        for too, but a process whose first pull failed answers from what it has.
         """
         self.ensure_started()
         if not self._started:
             return True
         self._pulled.wait(self.first_wait)
-        return self._loaded.is_set()
+        return self._loaded.is_set() or self.interval <= 0
 
     def wake(self) -> None:
         """Pull now rather than at the next round (something may have been missed)."""
@@ -275,7 +280,7 @@ class RevocationPuller:
 
     def ensure_started(self) -> None:
         """Start the thread in this process if it is not running here yet (cheap if it is)."""
-        if self._started or self.interval <= 0:
+        if self._started:
             return
         with self._start_lock:
             if self._started:
@@ -299,6 +304,9 @@ class RevocationPuller:
     def _run(self, stop: threading.Event) -> None:
         # Rounds start every `interval` seconds, however long a pull takes, so a lost push
         # costs at most the interval (plus one pull), not interval + pull time each round.
+        # With no rounds (0s), the process still pulls when it starts and when woken (its
+        # Redis subscription starts again): a restarted process, or one subscribed after a
+        # push, must not take a revoked token or an ended session for a good one.
         next_round = time.monotonic()
         while not stop.is_set():
             self._wake.clear()
@@ -309,6 +317,11 @@ class RevocationPuller:
             except Exception as exc:  # keep pulling whatever went wrong this round
                 log.warning("pulling revocations from meta failed: %s", exc)
             self._pulled.set()
+            if self.interval <= 0:
+                # Until a pull has read meta's list, try again every while; then only
+                # when woken.
+                self._wake.wait(None if self._loaded.is_set() else self.retry_without_rounds)
+                continue
             next_round = max(next_round + self.interval, time.monotonic())
             if self._wake.wait(next_round - time.monotonic()):
                 next_round = time.monotonic()
