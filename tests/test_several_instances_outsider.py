@@ -8,6 +8,9 @@ own), and both instances' webhook workers at once. A person's browser is a ``req
 session whose every request the "load balancer" sends to the instance the test picks, with
 the origin's ``Host`` kept, as a proxy passes it. meta's revocation pull runs once an hour
 here, so whatever reaches every process came by the push and Redis.
+
+Two tests run networks of their own: without Redis (a logout reaches the other processes by
+their pull, as operators.md says), and meta alone for an emergency key rotation.
 """
 
 from __future__ import annotations
@@ -357,6 +360,40 @@ def test_a_revoked_token_is_refused_by_every_process(farm: Farm) -> None:
 # -- one-time things are one-time across instances ---------------------------------------------
 
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+
+
+def test_a_form_sent_to_both_instances_makes_one_ticket(farm: Farm) -> None:
+    """srcore's sent-once forms (``forms.once()``): the same form sent to one instance,
+    then to the other (a resend after a slow answer, through the load balancer), opens
+    one ticket, and the second answer leads to it."""
+    farm.create_user("mia")
+    browser = farm.browser().at(todo=0)
+    browser.log_in("mia")
+    todo = farm.origins["todo"]
+    form = browser.get(todo + "/create")
+    made = browser.post(
+        todo + "/create",
+        data={"csrf_token": csrf_of(form.text), "name": "once", "visibility": "public"},
+        headers={"Origin": todo},
+    )
+    assert made.status_code == 200 and made.url.endswith("/~mia/once"), made.url
+    page = browser.get(todo + "/~mia/once/new")
+    fields = dict(_HIDDEN.findall(page.text))
+    assert "form_once" in fields, page.text[:2000]
+    answers = [
+        browser.at(todo=instance).post(
+            todo + "/~mia/once/new",
+            data={**fields, "title": "Sent twice"},
+            headers={"Origin": todo},
+            allow_redirects=False,
+        )
+        for instance in (0, 1)
+    ]
+    assert [answer.status_code for answer in answers][1] == 303, answers
+    assert answers[0].status_code in (302, 303), answers[0].text[:2000]
+    assert answers[0].headers["Location"] == answers[1].headers["Location"]
+    listing = browser.get(todo + "/~mia/once").text
+    assert listing.count("Sent twice") == 1, listing[:3000]
 
 
 def log_in_at_meta(farm: Farm, browser: Browser, name: str) -> requests.Response:
