@@ -475,6 +475,78 @@ def test_a_reset_link_followed_at_one_meta_is_spent_at_the_other(farm: Farm) -> 
     assert second.get(path).status_code == 404
 
 
+def meta_test_helper(name: str) -> Any:
+    """A helper module of meta's own tests (its software authenticator), loaded from its
+    file: meta's tests are not a package this suite imports from."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "example_services/meta/tests" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"meta_tests_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_passkey_challenge_made_at_one_meta_is_answered_at_the_other_once(
+    farm: Farm,
+) -> None:
+    """A passkey's challenges (kept in meta's database, bound to the browser's session)
+    work across instances: a key added with options from one instance and the answer sent
+    to the other, a passwordless login the same way; the login's answer replayed (same
+    browser, or another) is refused at either instance."""
+    from meta.passkeys import RelyingParty
+
+    SoftKey = meta_test_helper("passkey_helpers").SoftKey
+
+    meta = farm.origins["meta"]
+    json_heads = {"Accept": "application/json", "Origin": meta}
+
+    def csrf(browser: Browser, page: str) -> dict[str, str]:
+        return {**json_heads, "X-CSRFToken": csrf_of(browser.get(meta + page).text)}
+
+    farm.create_user("pat")
+    owner = farm.browser().at(meta=0)
+    assert log_in_at_meta(farm, owner, "pat").url.endswith("/profile")
+    rp = RelyingParty.from_origin(meta, "x")
+    key = SoftKey(rp_id=rp.id, origin=rp.origin)
+    page = owner.get(meta + "/security/passkeys")
+    options = owner.post(
+        meta + "/security/passkeys/options",
+        data={"name": "laptop", "current_password": PASSWORD, "csrf_token": csrf_of(page.text)},
+        headers=json_heads,
+    )
+    assert options.status_code == 200, options.text[:2000]
+    added = owner.at(meta=1).post(
+        meta + "/security/passkeys",
+        json=key.create(options.json()),
+        headers=csrf(owner, "/security"),
+    )
+    assert added.status_code == 200, added.text[:2000]
+
+    stranger = farm.browser().at(meta=1)
+    asked = stranger.post(
+        meta + "/login/passkey/options", json={}, headers=csrf(stranger, "/forgot")
+    )
+    assert asked.status_code == 200, asked.text[:2000]
+    answer = key.get(asked.json())
+    done = stranger.at(meta=0).post(
+        meta + "/login/passkey", json=answer, headers=csrf(stranger, "/forgot")
+    )
+    assert done.status_code == 200, done.text[:2000]
+    assert stranger.get(meta + "/profile").url.endswith("/profile")
+    # The same answer again: the challenge is spent, wherever it is sent and by whom.
+    again = stranger.at(meta=1).post(
+        meta + "/login/passkey", json=answer, headers=csrf(stranger, "/forgot")
+    )
+    assert again.status_code == 400, again.text[:2000]
+    other = farm.browser().at(meta=1)
+    copied = other.post(meta + "/login/passkey", json=answer, headers=csrf(other, "/forgot"))
+    assert copied.status_code == 400, copied.text[:2000]
+    assert other.get(meta + "/profile", allow_redirects=False).status_code == 302
+
+
 def pkce() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(32)
     digest = hashlib.sha256(verifier.encode()).digest()
