@@ -29,8 +29,9 @@ from srcore.cli import cli
 from srcore.testing import free_port, require_or_skip, write_config
 from tests.conftest import run_config_check
 
-#: The second account: made for these tests when missing, removed afterwards.
-OUTSIDER = "srcore-outsider"
+#: The second account: made for these tests when missing, removed afterwards; one per
+#: pytest-xdist worker, so that no worker removes the one another is using.
+OUTSIDER = "srcore-outsider" + os.environ.get("PYTEST_XDIST_WORKER", "").replace("gw", "-")
 
 
 def _mode(path: Path) -> int:
@@ -391,7 +392,7 @@ def test_the_demo_refuses_a_directory_of_another_account(
     var.chmod(0o777)
     done = _demo(var)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"Cannot start: {var}/ belongs to {OUTSIDER}, who could replace" in done.stderr
+    assert f"Cannot start: {var}/ belongs to {outsider.pw_name}, who could replace" in done.stderr
     assert not (var / "config.ini").exists()
 
 
