@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import reliability as harness
 
+from tests.conftest import require_postgres
+
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple"
@@ -157,23 +159,37 @@ def running_farm(
     *,
     webhook_workers: int,
     run: tuple[str, ...] = ("meta", "todo"),
+    backend: str = "sqlite",
 ) -> Iterator[Farm]:
     """The services of *run* (of meta and todo, both in the config, with *global_keys*),
     each as two gunicorn instances of two workers, and *webhook_workers* webhook workers of
-    each."""
+    each; their databases are SQLite files or, for *backend* ``postgresql``, PostgreSQL
+    databases of their own (dropped afterwards)."""
+    from srcore import testdb
     from srcore.app import migration_target
     from srcore.migrate import upgrade_all
 
     ports = {"meta": free_port(), "todo": free_port()}
     config = write_network_config(tmp / "config.ini", ports, global_keys=global_keys)
     text = config.read_text(encoding="utf-8")
+    databases = []
+    if backend == "postgresql":
+        for service in ports:
+            databases.append(testdb.create_test_database())
+            text = re.sub(
+                rf"(\[{service}\][^\[]*?database-url = )[^\n]*",
+                lambda found: found.group(1) + databases[-1],
+                text,
+            )
     config.write_text(
         text.replace("[todo]\n", f"[todo]\nwrite-rate-limit = {TODO_WRITES}/hour\n"),
         encoding="utf-8",
     )
-    for service in ports:
-        upgrade_all(migration_target(service, config))
     with contextlib.ExitStack() as stack:
+        for url in databases:
+            stack.callback(testdb.drop_test_database, url)
+        for service in ports:
+            upgrade_all(migration_target(service, config))
         instances: dict[str, tuple[str, str]] = {}
         for service in run:
             port = ports[service]
@@ -191,9 +207,13 @@ def running_farm(
         yield Farm(config, origins, instances, global_keys.get("redis-url", ""))
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def farm(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Farm]:
     require_or_skip(harness.redis_available(), "redis-server")
+    if request.param == "postgresql":
+        require_postgres()
     tmp = tmp_path_factory.mktemp("several-instances")
     with harness.RedisServer(tmp / "redis") as redis_server:
         keys = {
@@ -202,7 +222,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
             "allow-private-webhook-targets": "127.0.0.0/8",
             "webhook-poll-interval": "1s",
         }
-        with running_farm(tmp, keys, webhook_workers=2) as running:
+        with running_farm(tmp, keys, webhook_workers=2, backend=request.param) as running:
             yield running
 
 
