@@ -569,3 +569,30 @@ def test_another_client_of_redis_cannot_unsuspend_an_account_in_the_services(
         assert suspended()
     finally:
         hears.close()
+
+
+def test_config_check_warns_of_a_database_url_file_with_its_password_readable_by_all(
+    tmp_path: Path, umask_022: None
+) -> None:
+    """operators.md: "A password belongs in a file, not in the INI: ``database-url-file``".
+    ``database-url`` is no secret key, so that file was not looked at: one with the
+    password in its URL is named like a key file."""
+    url_file = tmp_path / "todo-database-url"
+    url_file.write_text("postgresql+psycopg://srcore:hunter2@db.internal/todo\n")
+    config = tmp_path / "config.ini"
+    config.write_text(
+        "[global]\nenvironment = production\nsmtp-host = mail.example.org\n\n[todo]\n"
+        f"origin = https://todo.example.org\nsecret-key-file = {tmp_path / 'key'}\n"
+        f"database-url-file = {url_file}\n"
+    )
+    (tmp_path / "key").write_text("k" * 64)
+    (tmp_path / "key").chmod(0o600)
+    from srcore.config import load_config
+
+    warned = [str(w) for w in load_config(config).warnings if "(mode " in w.message]
+    assert warned == [
+        f"{config}:8 [todo] database-url-file: warning: {url_file} holds secrets and every "
+        f"user of this machine can read it (mode 0644): chmod o-rwx {url_file}"
+    ]
+    url_file.write_text("postgresql+psycopg://srcore@/todo\n")  # peer auth: no password
+    assert [w for w in load_config(config).warnings if "(mode " in w.message] == []

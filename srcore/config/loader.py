@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from srcore.config.database import resolve_sqlite_path, sqlite_file
 from srcore.config.declarations import GLOBAL_KEYS, SERVICE_KEYS
@@ -118,6 +119,14 @@ def _read_value_file(path: Path) -> str:
         return data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
         raise ValueError(f"cannot read {path}: not UTF-8 text") from None
+
+
+def _carries_password(text: str) -> bool:
+    """Whether *text* is a URL with a password in it (a database, Redis or broker URL)."""
+    try:
+        return bool(urlsplit(text.strip()).password)
+    except ValueError:
+        return False
 
 
 def exposure(path: Path, *, secret: bool, name: str | None = None) -> str | None:
@@ -374,7 +383,9 @@ class _Loader:
             line = parsed.lines.get((section, name))
             if name in keys:
                 raw[name] = _Raw(text, f"{self.file}:{line}", line, name, base=self.base_dir)
-                self.holds_secrets |= keys[name].secret and bool(text.strip())
+                self.holds_secrets |= (keys[name].secret and bool(text.strip())) or (
+                    _carries_password(text)
+                )
                 continue
             base = name.removesuffix(FILE_SUFFIX)
             if name.endswith(FILE_SUFFIX) and base in keys:
@@ -432,7 +443,7 @@ class _Loader:
         if not content:
             self.report(line, section, key or origin, f"{path} is empty{where}")
             return _Raw("", source, line, origin, failed=True)
-        exposed = exposure(path, secret=secret)
+        exposed = exposure(path, secret=secret or _carries_password(content))
         if exposed is not None:
             self.report(line, section, key or origin, f"{exposed}{where}", "warning")
         return _Raw(content, source, line, origin, base=base_dir)
