@@ -7,6 +7,8 @@ from typing import Any
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+__all__ = ["ClosingClient"]
+
 
 class ClosingClient(FlaskClient):
     """Reads each response whole and closes it before handing it over.
