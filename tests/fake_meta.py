@@ -261,9 +261,11 @@ def build_service(
     service_extra: str = "",
     origin: str = "http://sample.test",
     database_url: str | None = None,
+    another_process: bool = False,
 ) -> Any:
     """The sample service at *origin* in a network whose meta is *fake*, on *database_url*
-    (a fresh SQLite file if None)."""
+    (a fresh SQLite file if None). With *another_process*, a second app on the config an
+    earlier call wrote in *tmp_path* (the same secrets), as another process of the service."""
     import sample_service
 
     from srcore.auth.oauth_client import build_meta_link
@@ -271,23 +273,24 @@ def build_service(
     from srcore.manifest import load_manifest
 
     path = tmp_path / "config.ini"
-    path.write_text(
-        "[global]\n"
-        "environment = development\n"
-        f"{global_extra}\n"
-        "[meta]\n"
-        f"origin = {META}\n"
-        f"database-url = sqlite:///{tmp_path / 'meta.db'}\n"
-        f"secret-key = {secrets.token_urlsafe(40)}\n\n"
-        "[sample]\n"
-        f"origin = {origin}\n"
-        f"database-url = {database_url or 'sqlite:///' + str(tmp_path / 'sample.db')}\n"
-        f"secret-key = {secrets.token_urlsafe(40)}\n"
-        f"oauth-client-id = {fake.client_id}\n"
-        f"oauth-client-secret = {fake.client_secret}\n"
-        f"{service_extra}",
-        encoding="utf-8",
-    )
+    if not another_process:
+        path.write_text(
+            "[global]\n"
+            "environment = development\n"
+            f"{global_extra}\n"
+            "[meta]\n"
+            f"origin = {META}\n"
+            f"database-url = sqlite:///{tmp_path / 'meta.db'}\n"
+            f"secret-key = {secrets.token_urlsafe(40)}\n\n"
+            "[sample]\n"
+            f"origin = {origin}\n"
+            f"database-url = {database_url or 'sqlite:///' + str(tmp_path / 'sample.db')}\n"
+            f"secret-key = {secrets.token_urlsafe(40)}\n"
+            f"oauth-client-id = {fake.client_id}\n"
+            f"oauth-client-secret = {fake.client_secret}\n"
+            f"{service_extra}",
+            encoding="utf-8",
+        )
     config = load_config(path, specs=dict(load_manifest("sample_service").config))
     link = build_meta_link(config, "sample", http=fake.session())
     app = sample_service.create_app(config=config, identity=link)

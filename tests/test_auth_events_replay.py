@@ -41,7 +41,7 @@ def apps(tmp_path: Path, backend: str) -> Iterator[tuple[Any, Any, FakeMeta]]:
     """Two processes of one service (same database, same config), and meta."""
     fake = FakeMeta()
     first = build_service(tmp_path, fake, global_extra=backend)
-    second = build_service(tmp_path, fake, global_extra=backend)
+    second = build_service(tmp_path, fake, global_extra=backend, another_process=True)
     yield first, second, fake
     for app in (first, second):
         state_of(app).stop()
