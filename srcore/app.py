@@ -270,6 +270,9 @@ def create_app(
     from srcore import once
 
     once.init_app(app)  # forms that create something do it once (forms.once())
+    from srcore import conditional
+
+    conditional.init_app(app)  # if_match's 412, in a view marked @conditional or not
     from srcore import webhooks
 
     webhooks.init_app(app, can_receive=webhook_filter)

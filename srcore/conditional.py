@@ -22,6 +22,12 @@ the resource as it is once locked: checking before the lock would let two writes
 the same tag both pass. The API description (:mod:`srcore.openapi`) lists the header and
 the 304 and 412 answers of every view marked so.
 
+An HTML edit form has no headers of its own: it carries :func:`form_version` of what it
+edits in a hidden ``was`` field, and the view checks it with :func:`opened_version_holds`
+once the row is locked. A save from a form opened before someone else's save comes back,
+the person's text kept, with the current version, so that sending it again replaces the
+other edit knowingly; a form sent without ``was`` (a script) saves as before.
+
 Files are Werkzeug's to answer, and it reads two of these headers otherwise than RFC 9110
 does: :func:`send_file_checked` wraps the static files' responses.
 """
@@ -33,16 +39,22 @@ import functools
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Response, current_app, request
+from flask import Flask, Response, current_app, request
+
+if TYPE_CHECKING:
+    from srcore.validation import Validation
 
 __all__ = [
     "CONDITIONAL_ATTRIBUTE",
     "PreconditionFailed",
     "conditional",
     "entity_tag",
+    "form_version",
     "if_match",
+    "init_app",
+    "opened_version_holds",
     "parse_entity_tags",
 ]
 
@@ -135,6 +147,27 @@ def if_match(representation: Any) -> None:
         raise PreconditionFailed("If-None-Match")
 
 
+def form_version(*values: object) -> str:
+    """A short digest of the *values* an edit form changes (None counts as empty), for the
+    form's hidden ``was`` field: equal while nobody changes them."""
+    text = "\0".join("" if value is None else str(value) for value in values)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def opened_version_holds(valid: Validation, current: str, message: str) -> bool:
+    """Whether the form *valid* reads was opened on the version *current* (or carries no
+    ``was``); otherwise record *message*, an error about the whole form, and answer False.
+
+    Call it with the row locked and read again (:func:`srcore.sqlrows.lock_row`), before
+    anything is written: the form then comes back with the person's text and the version
+    it now is."""
+    was = valid.value("was")
+    if was and was != current:
+        valid.error(message)
+        return False
+    return True
+
+
 def _matches(tag: str, sent: str | None) -> bool:
     """Whether an ``If-Match`` of *sent* holds for *tag*: absent, ``*``, or naming it
     strongly. One that cannot be read never holds."""
@@ -209,6 +242,15 @@ def conditional(view: F) -> F:
 
     setattr(wrapper, CONDITIONAL_ATTRIBUTE, True)
     return wrapper  # type: ignore[return-value]
+
+
+def init_app(app: Flask) -> None:
+    """Answer a :class:`PreconditionFailed` that no :func:`conditional` caught (a write view
+    calling :func:`if_match` without the decorator) as that decorator does: a 412 with the
+    error body naming the header, never a 500."""
+    app.register_error_handler(
+        PreconditionFailed, lambda failed: _precondition_failed(failed.header)
+    )
 
 
 def send_file_checked(send: Callable[[], Response]) -> Response:

@@ -1,0 +1,81 @@
+"""What README.md, docs/tutorial.md and docs/architecture.md promise a service author,
+tried as a newcomer writing a service on srcore uses it: the calls as the docs show them,
+and the mistakes a newcomer makes with them. Each test names the sentence it holds.
+
+Most of these pages' promises have tests elsewhere (tests/test_docs.py,
+test_tutorial.py, test_readme_promises.py, test_scaffold_outsider.py,
+test_architecture_promises.py, test_docs_promises_dec4.py and the services' own suites);
+this module holds the ones that had none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_meta import FakeMeta, build_service
+from flask import Blueprint
+
+from srcore.conditional import conditional, entity_tag, if_match
+
+THING = {"id": 1, "title": "one"}
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Any]:
+    """The sample service, served as in production (errors answered, not raised), with the
+    views a newcomer adds to it registered by each test."""
+    app = build_service(tmp_path, FakeMeta())
+    app.config.update(WTF_CSRF_ENABLED=False, PROPAGATE_EXCEPTIONS=False)
+    yield app
+    app.extensions["srcore"].db.dispose()
+
+
+# -- tutorial, "Where next": @conditional and if_match -------------------------------------
+
+
+def test_if_match_in_a_write_view_not_marked_conditional_is_a_412_not_a_500(
+    service: Any,
+) -> None:
+    """The tutorial: "mark the view of one item @conditional and, in a write, call
+    if_match(item_json(item)) once the row is locked ... a PATCH, PUT or DELETE whose
+    If-Match names another version is a 412 with the usual error body". A newcomer marks
+    the GET and calls if_match in the write, or moves the decorator off a view: the
+    refusal if_match raises used to reach the client as a 500, from the API and a page
+    alike."""
+    bp = Blueprint("newcomer", __name__)
+
+    @bp.get("/api/things/1")
+    @conditional
+    def get_thing() -> Any:
+        return THING
+
+    @bp.patch("/api/things/1")
+    def patch_thing() -> Any:  # @conditional forgotten
+        if_match(THING)
+        return {**THING, "title": "two"}
+
+    @bp.post("/things/1/edit")
+    def edit_thing() -> Any:  # a page's form, with the header a script may send
+        if_match(THING)
+        return "saved"
+
+    service.register_blueprint(bp)
+    client = service.test_client()
+    tag = client.get("/api/things/1").headers["ETag"]
+    with service.app_context():
+        assert tag == entity_tag(THING)
+
+    stale = client.patch("/api/things/1", json={}, headers={"If-Match": '"another"'})
+    assert stale.status_code == 412, stale.get_data(as_text=True)[:300]
+    (error,) = stale.get_json()["errors"]
+    assert error["field"] == "If-Match" and "changed since" in error["reason"]
+    assert client.patch("/api/things/1", json={}, headers={"If-Match": tag}).status_code == 200
+    star = client.patch("/api/things/1", json={}, headers={"If-None-Match": "*"})
+    assert star.status_code == 412 and star.get_json()["errors"][0]["field"] == "If-None-Match"
+
+    page = client.post("/things/1/edit", headers={"If-Match": "garbage"})
+    assert page.status_code == 412 and page.mimetype == "text/html"
+    assert client.post("/things/1/edit").status_code == 200
