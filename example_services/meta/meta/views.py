@@ -36,6 +36,7 @@ from meta.models import EmailToken, TokenPurpose, User
 from meta.protection import AccountCounter
 from meta.settings import meta_settings
 from srcore.auth.web import current_user, is_safe_next, log_in, log_out, login_required
+from srcore.conditional import form_version, opened_version_holds
 from srcore.db import UserType, utcnow
 from srcore.db import session as db
 from srcore.errors import error_response
@@ -666,17 +667,36 @@ def index() -> Response:
     return redirect(url_for("accounts.profile"))
 
 
+def profile_version(user: User) -> str:
+    """A short digest of what the profile form changes, carried by the form as ``was``."""
+    return form_version(user.url, user.location, user.bio)
+
+
 @accounts.route("/profile", methods=["GET", "POST"])
 @login_required
 def profile() -> Any:
     user = _user()
     if request.method == "GET":
-        return render_template("meta/profile.html", valid=None, user=user)
-    valid = Validation.form("meta/profile.html", user=user)
+        return render_template(
+            "meta/profile.html", valid=None, user=user, version=profile_version(user)
+        )
+    valid = Validation.form(
+        "meta/profile.html", lambda: {"user": user, "version": profile_version(user)}
+    )
     url = valid.optional("url", "url", label="Web site")
     location = valid.optional("location", max_length=FIELD_MAX, text="line")
     bio = valid.optional("bio", max_length=BIO_MAX, strip=False)
     bio = bio.strip() if bio else None
+    valid.raise_if_invalid()
+    # Read again, held: a save from a page opened before another tab's (or an
+    # administrator's) save comes back with the person's text instead of replacing it.
+    lock_row(db, user)
+    opened_version_holds(
+        valid,
+        profile_version(user),
+        "Your profile was changed (in another tab, say) since you opened this page. "
+        "Your text is below, unsaved: save it again to replace the other change.",
+    )
     valid.raise_if_invalid()
     if (user.url, user.location, user.bio) != (url, location, bio):
         user.url, user.location, user.bio = url, location, bio or None

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, object_session
 
 from paste.models import LANGUAGE_MAX, SHORT_ID_LENGTH, TITLE_MAX, Format, Paste, User, Visibility
 from srcore.auth import hold_account
+from srcore.conditional import form_version, opened_version_holds
 from srcore.highlighting import canonical_language
 from srcore.settings import settings
 from srcore.sqlrows import lock_row
@@ -175,6 +176,14 @@ def _lock(session: Session, paste: Paste) -> None:
         abort(404)
 
 
+def paste_version(paste: Paste) -> str:
+    """A short digest of what the edit form changes, carried by the form as ``was``: a
+    save from a form opened before another change is stopped, not laid over it."""
+    return form_version(
+        paste.title, paste.text, paste.format.value, paste.language, paste.visibility.value
+    )
+
+
 def update_paste(session: Session, valid: Validation, paste: Paste) -> None:
     """Set *paste*'s fields the input holds (read as a new paste's), emit ``paste:updated``
     if anything changed, and commit.
@@ -187,6 +196,13 @@ def update_paste(session: Session, valid: Validation, paste: Paste) -> None:
     values = read_paste(valid)
     valid.raise_if_invalid()
     _lock(session, paste)
+    opened_version_holds(
+        valid,
+        paste_version(paste),
+        "This paste was changed (in another tab, say) since you opened this form. Your "
+        "text is below, unsaved: send it again to replace the other change.",
+    )
+    valid.raise_if_invalid()
     for key, value in values.items():
         if key in valid:
             setattr(paste, key, value)

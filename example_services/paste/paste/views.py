@@ -49,6 +49,7 @@ def _template_globals(state: BlueprintSetupState) -> None:
         VISIBILITY_OPTIONS=VISIBILITY_OPTIONS,
         LANGUAGE_OPTIONS=[("", "Plain text"), *language_choices()],
         language_name=language_name,
+        paste_version=logic.paste_version,
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from srcore.auth import hold_account
+from srcore.conditional import form_version, opened_version_holds
 from srcore.db import utcnow
 from srcore.sqlrows import lock_row
 from srcore.validation import Validation
@@ -104,6 +105,11 @@ def read_tracker(valid: Validation, *, partial: bool = False) -> dict[str, Any]:
     return values
 
 
+def tracker_version(tracker: Tracker) -> str:
+    """A short digest of what the settings form changes, carried by the form as ``was``."""
+    return form_version(tracker.name, tracker.description, tracker.visibility.value)
+
+
 def name_taken(session: Session, owner: User, name: str, *, exclude: int | None = None) -> bool:
     """Whether *owner* already has a tracker called *name* (other than tracker *exclude*)."""
     stmt = select(Tracker.id).where(Tracker.owner_id == owner.id, Tracker.name == name)
@@ -140,6 +146,14 @@ def apply_tracker(
         event = "tracker:created"
     else:
         lock_tracker(session, tracker, owner)
+        opened_version_holds(
+            valid,
+            tracker_version(tracker),
+            "Someone changed this tracker's settings since you opened this form (the "
+            "fields show yours, unsaved; see the tracker for its settings now): send "
+            "them again to replace theirs.",
+        )
+        valid.raise_if_invalid()
         for key, value in values.items():
             setattr(tracker, key, value)
     changed = event == "tracker:created" or session.is_modified(tracker)
@@ -235,23 +249,20 @@ def own_tracker(session: Session, owner: User, name: str) -> Tracker:
 def ticket_version(ticket: Ticket) -> str:
     """A short digest of what the edit form changes (title and description): the form
     carries the one it was opened with, so a save over someone's later edit is seen."""
-    import hashlib
-
-    text = f"{ticket.title}\0{ticket.description or ''}"
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return form_version(ticket.title, ticket.description)
 
 
 def read_ticket_edit(valid: Validation, ticket: Ticket) -> dict[str, Any]:
     """The edit form's values, or an error when the ticket changed since the form was
     opened: the form comes back with the person's text and the ticket's current version
     (sending it again replaces the other edit, knowingly)."""
-    was = valid.value("was")
-    if was and was != ticket_version(ticket):
-        valid.error(
-            "Someone changed this ticket since you opened this form: its title is now "
-            f"\u201c{ticket.title}\u201d (see the ticket for its description). Your text is "
-            "below, unsaved: send it again to replace theirs."
-        )
+    opened_version_holds(
+        valid,
+        ticket_version(ticket),
+        "Someone changed this ticket since you opened this form: its title is now "
+        f"\u201c{ticket.title}\u201d (see the ticket for its description). Your text is "
+        "below, unsaved: send it again to replace theirs.",
+    )
     return read_ticket(valid, partial=True)
 
 

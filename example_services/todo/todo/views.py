@@ -69,6 +69,7 @@ def _template_globals(state: BlueprintSetupState) -> None:
         RESOLUTION_OPTIONS=RESOLUTION_OPTIONS,
         RESOLUTION_NAMES=dict(RESOLUTION_OPTIONS),
         ticket_version=logic.ticket_version,
+        tracker_version=logic.tracker_version,
     )
 
 

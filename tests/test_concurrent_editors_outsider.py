@@ -1,0 +1,171 @@
+"""Two people (or one in two tabs) editing the same thing at once: a save from a form
+opened before someone else's save does not overwrite that save unseen. It comes back with
+the person's text and says what happened; sent again, it replaces the other knowingly.
+A form sent without its version (a script, an older page) saves as before."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from srcore.testing import create_user, log_in_client
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_WAS = re.compile(r'name="was" value="([^"]*)"')
+
+
+@pytest.fixture(scope="module", params=["todo", "paste", "meta"])
+def srcore_service(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def _text(response: Any) -> str:
+    return str(response.get_data(as_text=True))
+
+
+def _opened(client: Any, page: str) -> dict[str, str]:
+    """The hidden fields of the edit form at *page*, as a browser tab keeps them."""
+    response = client.get(page)
+    assert response.status_code == 200, (page, response.status_code)
+    html = _text(response)
+    token = _CSRF.search(html)
+    was = _WAS.search(html)
+    assert token is not None, f"no CSRF token on {page}"
+    fields = {"csrf_token": token.group(1)}
+    if was is not None:
+        fields["was"] = was.group(1)
+    return fields
+
+
+def _was(html: str) -> str:
+    found = _WAS.search(html)
+    assert found is not None, "the form carries no version"
+    return found.group(1)
+
+
+# -- todo: a tracker's settings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("srcore_service", ["todo"], indirect=True)
+def test_tracker_settings_from_an_older_tab_do_not_overwrite_a_later_save(app: Any) -> None:
+    from todo.models import Tracker, Visibility
+
+    alice = create_user(app, "alice")
+    db = app.extensions["srcore"].db
+    with db.transaction() as session:
+        made = Tracker(owner_id=alice.id, name="bugs", visibility=Visibility.public)
+        made.description = "Old words."
+        session.add(made)
+    tab1 = log_in_client(app.test_client(), alice)
+    tab2 = log_in_client(app.test_client(), alice)
+    page = "/~alice/bugs/settings"
+    first, second = _opened(tab1, page), _opened(tab2, page)
+    saved = tab1.post(
+        page,
+        data={
+            **first,
+            "name": "bugs",
+            "description": "Tab one's long text.",
+            "visibility": "private",
+        },
+    )
+    assert saved.status_code == 302, _text(saved)[:400]
+    late = tab2.post(
+        page,
+        data={**second, "name": "bugs", "description": "Tab two's words.", "visibility": "public"},
+    )
+    html = _text(late)
+    assert late.status_code == 400, html[:400]
+    assert "Someone changed this tracker" in html
+    assert "Tab two&#39;s words.</textarea>" in html or "Tab two's words.</textarea>" in html
+    with db.transaction() as session:
+        kept = session.get(Tracker, made.id)
+        assert (kept.description, kept.visibility) == ("Tab one's long text.", Visibility.private)
+    again = tab2.post(
+        page,
+        data={
+            **second,
+            "was": _was(html),
+            "name": "bugs",
+            "description": "Tab two's words.",
+            "visibility": "public",
+        },
+    )
+    assert again.status_code == 302, _text(again)[:400]
+    with db.transaction() as session:
+        kept = session.get(Tracker, made.id)
+        assert (kept.description, kept.visibility) == ("Tab two's words.", Visibility.public)
+    # Without a version (a script), the form saves as it did.
+    plain = tab2.post(
+        page, data={"csrf_token": second["csrf_token"], "name": "bugs", "description": "Plain"}
+    )
+    assert plain.status_code == 302
+
+
+# -- paste: a paste's edit form ---------------------------------------------------------------
+
+
+def _paste_fields(text: str, **more: str) -> dict[str, str]:
+    return {"title": "Notes", "text": text, "format": "plain", "language": "", **more}
+
+
+@pytest.mark.parametrize("srcore_service", ["paste"], indirect=True)
+def test_a_paste_saved_from_an_older_tab_does_not_overwrite_a_later_save(app: Any) -> None:
+    from paste.models import Paste, Visibility
+
+    alice = create_user(app, "alice")
+    db = app.extensions["srcore"].db
+    with db.transaction() as session:
+        made = Paste(owner_id=alice.id, short_id="abcdefgh23", title="Notes", text="v0")
+        made.visibility = Visibility.public
+        session.add(made)
+    tab1 = log_in_client(app.test_client(), alice)
+    tab2 = log_in_client(app.test_client(), alice)
+    page = "/p/abcdefgh23/edit"
+    first, second = _opened(tab1, page), _opened(tab2, page)
+    saved = tab1.post(page, data={**first, **_paste_fields("Tab one: an hour of work")})
+    assert saved.status_code == 302, _text(saved)[:400]
+    late = tab2.post(page, data={**second, **_paste_fields("Tab two: a typo fixed")})
+    html = _text(late)
+    assert late.status_code == 400, html[:400]
+    assert "This paste was changed" in html
+    assert "Tab two: a typo fixed</textarea>" in html
+    with db.transaction() as session:
+        assert session.get(Paste, made.id).text == "Tab one: an hour of work"
+    again = tab2.post(page, data={**second, "was": _was(html), **_paste_fields("Tab two")})
+    assert again.status_code == 302, _text(again)[:400]
+    with db.transaction() as session:
+        assert session.get(Paste, made.id).text == "Tab two"
+    plain = {"csrf_token": second["csrf_token"], **_paste_fields("A script's")}
+    assert tab2.post(page, data=plain).status_code == 302
+
+
+# -- meta: the profile ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("srcore_service", ["meta"], indirect=True)
+def test_a_profile_saved_from_an_older_tab_does_not_overwrite_a_later_save(app: Any) -> None:
+    from meta.models import User
+
+    carol = create_user(app, "carol", password_hash="!")
+    db = app.extensions["srcore"].db
+    tab1 = log_in_client(app.test_client(), carol)
+    tab2 = log_in_client(app.test_client(), carol)
+    first, second = _opened(tab1, "/profile"), _opened(tab2, "/profile")
+    saved = tab1.post("/profile", data={**first, "location": "", "bio": "A bio written with care."})
+    assert saved.status_code == 302, _text(saved)[:400]
+    late = tab2.post("/profile", data={**second, "location": "Lisbon", "bio": ""})
+    html = _text(late)
+    assert late.status_code == 400, html[:400]
+    assert "Your profile was changed" in html
+    assert 'value="Lisbon"' in html
+    with db.transaction() as session:
+        kept = session.get(User, carol.id)
+        assert (kept.location, kept.bio) == (None, "A bio written with care.")
+    again = tab2.post("/profile", data={**second, "was": _was(html), "location": "Lisbon"})
+    assert again.status_code == 302, _text(again)[:400]
+    with db.transaction() as session:
+        assert session.get(User, carol.id).location == "Lisbon"
