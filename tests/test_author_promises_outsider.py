@@ -10,6 +10,7 @@ this module holds the ones that had none.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from flask import Blueprint
 
 from srcore.conditional import conditional, entity_tag, if_match
 
+REPO = Path(__file__).resolve().parents[1]
+TUTORIAL = REPO / "docs" / "tutorial.md"
 THING = {"id": 1, "title": "one"}
 
 
@@ -79,3 +82,46 @@ def test_if_match_in_a_write_view_not_marked_conditional_is_a_412_not_a_500(
     page = client.post("/things/1/edit", headers={"If-Match": "garbage"})
     assert page.status_code == 412 and page.mimetype == "text/html"
     assert client.post("/things/1/edit").status_code == 200
+
+
+# -- tutorial, section 4: the tree of what `srcore new-service` writes ---------------------
+
+
+def _tutorial_tree() -> list[str]:
+    """The files of section 4's tree, as paths below the service's directory."""
+    text = TUTORIAL.read_text(encoding="utf-8")
+    (block,) = re.findall(r"^```text\n(bookmarks/\n.*?)^```", text, re.S | re.M)
+    files, parents = [], []
+    for line in block.splitlines()[1:]:
+        found = re.match(r"^((?:│   |    )*)[├└]── (\S+)", line)
+        assert found is not None, line
+        depth = len(found.group(1)) // 4
+        parents[depth:] = []
+        name = found.group(2)
+        if name.endswith("/"):
+            parents.append(name)
+        else:
+            files.append("".join(parents) + name)
+    return files
+
+
+def test_the_tree_the_tutorial_draws_is_what_new_service_writes(tmp_path: Path) -> None:
+    """Section 4 ("A tour of what was generated") draws every file of the package; a file
+    the generator adds, drops or moves makes the tour wrong."""
+    from srcore.scaffold.generate import create_service
+
+    made = create_service("bookmarks", tmp_path, installed=()).path
+    written = sorted(
+        str(path.relative_to(made))
+        for path in made.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+    drawn = sorted(_tutorial_tree())
+    assert len(drawn) == len(written) == 12
+    migration = "bookmarks/migrations/versions/…_create_tables.py"
+    assert migration in drawn
+    assert [p for p in written if p.endswith("_create_tables.py")] == [
+        p for p in written if p.startswith("bookmarks/migrations/")
+    ]
+    normal = sorted(migration if p.startswith("bookmarks/migrations/") else p for p in written)
+    assert normal == drawn
