@@ -10,6 +10,7 @@ this module holds the ones that had none.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from srcore.conditional import conditional, entity_tag, if_match
 REPO = Path(__file__).resolve().parents[1]
 TUTORIAL = REPO / "docs" / "tutorial.md"
 THING = {"id": 1, "title": "one"}
+THING_DATA = {"id": 1, "name": "one"}
 
 
 @pytest.fixture
@@ -125,3 +127,59 @@ def test_the_tree_the_tutorial_draws_is_what_new_service_writes(tmp_path: Path) 
     ]
     normal = sorted(migration if p.startswith("bookmarks/migrations/") else p for p in written)
     assert normal == drawn
+
+
+# -- README, Webhooks: emit names the owner and how visible the thing is -------------------
+
+
+class _PlainVisibility(enum.Enum):
+    public = "public"
+
+
+class _StrVisibility(enum.StrEnum):
+    public = "public"
+
+
+class _OldStrVisibility(str, enum.Enum):  # noqa: UP042 (str() is "_OldStrVisibility.unlisted")
+    unlisted = "unlisted"
+
+
+@pytest.mark.parametrize(
+    ("visibility", "says"),
+    [
+        (True, "visibility must be a string such as 'public'"),
+        (_PlainVisibility.public, "visibility must be a string such as 'public'"),
+        ("Public", "did you mean 'public'?"),
+        (" public", "did you mean 'public'?"),
+        ("v" * 17, "at most 16 characters"),
+        ("", "at most 16 characters"),
+    ],
+)
+def test_a_visibility_the_fan_out_would_misread_is_refused_by_emit(
+    service: Any, visibility: Any, says: str
+) -> None:
+    """The README: a service emits its events "naming the owner of what changed and how
+    visible it is now", and a ``readers`` event goes to every subscriber "when the thing was
+    `public`". The fan-out compares the recorded visibility with ``"public"``: ``"Public"``
+    or ``True`` were recorded as given and the event silently stayed the owner's; a plain
+    Enum's member failed the request in the database driver; a long name passed SQLite and
+    failed PostgreSQL's column. emit refuses them, naming the event."""
+    from sqlalchemy import func, select
+
+    from srcore.db import session
+    from srcore.webhooks import emit
+    from srcore.webhooks.models import OutboxRow
+
+    with service.test_request_context("/", method="POST"):
+        with pytest.raises((TypeError, ValueError), match=re.escape(says)) as refused:
+            emit("thing:created", THING_DATA, owner_id=1, visibility=visibility)
+        assert "'thing:created'" in str(refused.value)
+        session.rollback()
+        emit("thing:created", THING_DATA, owner_id=1, visibility=_StrVisibility.public)
+        emit("thing:created", THING_DATA, owner_id=1, visibility=_OldStrVisibility.unlisted)
+        emit("thing:created", THING_DATA, owner_id=1)
+        session.commit()
+        recorded = session.scalars(select(OutboxRow.visibility).order_by(OutboxRow.id)).all()
+        assert recorded == ["public", "unlisted", None]
+        assert type(recorded[0]) is str
+        assert session.scalar(select(func.count()).select_from(OutboxRow)) == 3

@@ -116,6 +116,32 @@ def insert_event(
     return int(session.execute(statement.returning(OutboxRow.id)).scalar_one())
 
 
+#: The longest visibility an outbox row records (its column's length).
+VISIBILITY_MAX = 16
+
+
+def _checked_visibility(event: str, visibility: object) -> str | None:
+    """*visibility* as the outbox records it (a StrEnum member as its plain string), or an
+    error naming *event*: the fan-out reads it as ``"public"`` or not, so a value it would
+    misread (``"Public"``, ``True``) must not be recorded as if it said something."""
+    if visibility is None:
+        return None
+    if not isinstance(visibility, str):
+        raise TypeError(
+            f"event {event!r}: visibility must be a string such as 'public' (a StrEnum "
+            f"member is one), not {type(visibility).__name__}"
+        )
+    text = str.__str__(visibility)  # its value, whatever its class's str() says
+    if text != "public" and text.strip().lower() == "public":
+        raise ValueError(f"event {event!r}: visibility {text!r}: did you mean 'public'?")
+    if not 0 < len(text) <= VISIBILITY_MAX:
+        raise ValueError(
+            f"event {event!r}: visibility {text[:40]!r} must be a word of at most "
+            f"{VISIBILITY_MAX} characters, such as 'public', 'unlisted' or 'private'"
+        )
+    return text
+
+
 def emit(
     event: str,
     data: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
@@ -131,7 +157,9 @@ def emit(
 
     *resource* (``tracker:12``) serves subscriptions limited to one resource. The event's
     audience is judged from *owner_id* (needed by ``owner`` and ``readers`` events) and *visibility*
-    as recorded, whatever becomes of the resource meantime."""
+    as recorded, whatever becomes of the resource meantime: ``"public"`` reaches the readers
+    of a ``readers`` event, any other word (``"unlisted"``, ``"private"``) does not; a value
+    the fan-out would misread (``"Public"``, ``True``) is refused."""
     from srcore.service import state
 
     st = state()
@@ -143,6 +171,7 @@ def emit(
     if declared.audience in ("owner", "readers") and owner_id is None:
         audience = f"{declared.audience!r} audience"
         raise ValueError(f"event {event!r} goes to its owner ({audience}): emit it with owner_id")
+    visibility = _checked_visibility(event, visibility)
     session = db_session if session is None else session
     session.flush()
     values = data() if callable(data) else data
