@@ -38,6 +38,14 @@ def service(tmp_path: Path) -> Iterator[Any]:
     app.extensions["srcore"].db.dispose()
 
 
+@pytest.fixture
+def service_db(tmp_path: Path, database_url: str) -> Iterator[Any]:
+    """The sample service on SQLite and on PostgreSQL."""
+    app = build_service(tmp_path, FakeMeta(), database_url=database_url)
+    yield app
+    app.extensions["srcore"].db.dispose()
+
+
 # -- tutorial, "Where next": @conditional and if_match -------------------------------------
 
 
@@ -156,7 +164,7 @@ class _OldStrVisibility(str, enum.Enum):  # noqa: UP042 (str() is "_OldStrVisibi
     ],
 )
 def test_a_visibility_the_fan_out_would_misread_is_refused_by_emit(
-    service: Any, visibility: Any, says: str
+    service_db: Any, visibility: Any, says: str
 ) -> None:
     """The README: a service emits its events "naming the owner of what changed and how
     visible it is now", and a ``readers`` event goes to every subscriber "when the thing was
@@ -170,7 +178,7 @@ def test_a_visibility_the_fan_out_would_misread_is_refused_by_emit(
     from srcore.webhooks import emit
     from srcore.webhooks.models import OutboxRow
 
-    with service.test_request_context("/", method="POST"):
+    with service_db.test_request_context("/", method="POST"):
         with pytest.raises((TypeError, ValueError), match=re.escape(says)) as refused:
             emit("thing:created", THING_DATA, owner_id=1, visibility=visibility)
         assert "'thing:created'" in str(refused.value)
