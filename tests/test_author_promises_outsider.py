@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,30 @@ def test_a_visibility_the_fan_out_would_misread_is_refused_by_emit(
         assert recorded == ["public", "unlisted", None]
         assert type(recorded[0]) is str
         assert session.scalar(select(func.count()).select_from(OutboxRow)) == 3
+
+
+def test_the_generated_pyproject_carries_srcores_rules_and_the_groups_the_tutorial_names(
+    tmp_path: Path,
+) -> None:
+    """Section 5: "`[tool.ruff]`: srcore's own rules, 100 columns; `[tool.mypy]`: `strict`,
+    on the package and its tests", and "`--group bookmarks/pyproject.toml:test` adds
+    pytest-xdist ... its `lint` group holds ruff and mypy". A rule srcore adds to its own
+    list and not to the generated one (or back) makes the sentence false."""
+    from srcore.scaffold.generate import create_service
+
+    made = create_service("bookmarks", tmp_path, installed=()).path
+    generated = tomllib.loads((made / "pyproject.toml").read_text(encoding="utf-8"))
+    own = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert generated["tool"]["ruff"]["line-length"] == own["tool"]["ruff"]["line-length"] == 100
+    assert generated["tool"]["ruff"]["lint"]["select"] == own["tool"]["ruff"]["lint"]["select"]
+    assert generated["tool"]["mypy"]["strict"] is True
+    assert generated["tool"]["mypy"]["files"] == ["bookmarks", "tests"]
+    groups = generated["dependency-groups"]
+
+    def names(group: str) -> list[str]:
+        return [re.split(r"[<>=~!\[ ]", requirement)[0] for requirement in groups[group]]
+
+    assert "pytest-xdist" in names("test") and "pytest" in names("test")
+    assert names("lint") == ["ruff", "mypy"]
+    entry = generated["project"]["entry-points"]["srcore.services"]
+    assert entry == {"bookmarks": "bookmarks"}
