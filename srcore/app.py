@@ -107,6 +107,29 @@ class SrcoreApp(Flask):
 
         return ClosingClient(self, self.response_class, use_cookies=use_cookies, **kwargs)
 
+    def add_url_rule(
+        self,
+        rule: str,
+        endpoint: str | None = None,
+        view_func: Callable[..., Any] | None = None,
+        provide_automatic_options: bool | None = None,
+        **options: Any,
+    ) -> None:
+        """Flask's, refusing a view whose ``@oauth`` or ``@login_required`` was written
+        above the route decorator: the route registered the bare view, and the guard's
+        wrapper was thrown away, leaving the API or the page open to anyone."""
+        from srcore.auth.state import lost_guard
+
+        guard = lost_guard(view_func)
+        if guard is not None:
+            name = endpoint or getattr(view_func, "__name__", "?")
+            raise RuntimeError(
+                f"the view {name} is routed without its {guard}: that decorator is written "
+                f"above the route's, so the route registered the view unguarded; put "
+                f"{guard} below the route decorator"
+            )
+        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **options)
+
     @property
     def srcore(self) -> SrcoreState:
         """This app's srcore state."""

@@ -219,3 +219,54 @@ def test_the_generated_pyproject_carries_srcores_rules_and_the_groups_the_tutori
     assert names("lint") == ["ruff", "mypy"]
     entry = generated["project"]["entry-points"]["srcore.services"]
     assert entry == {"bookmarks": "bookmarks"}
+
+
+# -- README: @login_required for pages, @oauth for API routes, below the route -------------
+
+
+def test_a_guard_written_above_the_route_fails_the_app_instead_of_opening_the_view(
+    service: Any,
+) -> None:
+    """The README and the generated code put ``@oauth(...)`` and ``@login_required``
+    below the route decorator. Written above it, Flask registers the view before it is
+    guarded and the decorator's wrapper is thrown away: the API took writes without a
+    token and the page showed itself to anyone, and nothing said so (the architecture's
+    "fail loudly and clearly"). Registering such a view now fails, naming it."""
+    import srcore
+
+    open_api = Blueprint("open_api", __name__)
+
+    @srcore.oauth("sample/things:RW")  # a newcomer's order: above the route
+    @open_api.post("/api/open")
+    def take_write() -> Any:
+        return {"written": True}
+
+    with pytest.raises(RuntimeError, match=r"open_api\.take_write .*@oauth\('sample/things:RW'\)"):
+        service.register_blueprint(open_api)
+
+    open_page = Blueprint("open_page", __name__)
+
+    @srcore.login_required
+    @open_page.get("/mine")
+    def mine() -> str:
+        return "private"
+
+    with pytest.raises(RuntimeError, match=r"open_page\.mine .*@login_required.*below"):
+        service.register_blueprint(open_page)
+
+    # The order the README shows, and one function guarded twice, register as before.
+    guarded = Blueprint("guarded", __name__)
+
+    def shared() -> Any:
+        return {"ok": True}
+
+    guarded.get("/api/read")(srcore.oauth("sample/things:RO")(shared))
+    guarded.post("/api/write", endpoint="write")(srcore.oauth("sample/things:RW")(shared))
+    guarded.get("/page", endpoint="page")(srcore.login_required(shared))
+    service.register_blueprint(guarded)
+    client = service.test_client()
+    assert client.get("/api/read").status_code == 401
+    assert client.post("/api/write").status_code == 401
+    assert client.get("/page").status_code == 302
+    assert client.post("/api/open").status_code == 404
+    assert client.get("/mine").status_code == 404

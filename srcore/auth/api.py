@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from flask import Response, current_app, g, request
 
 from srcore.auth.scopes import parse_scope
-from srcore.auth.state import auth_state
+from srcore.auth.state import auth_state, mark_guard
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -109,6 +109,7 @@ def oauth(scope: str) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
 
         # Read by the API description (srcore.openapi) for the operation's security.
         wrapper.srcore_scope = scope  # type: ignore[attr-defined]
+        mark_guard(view, wrapper, f"@oauth({scope!r})")
         return wrapper
 
     return decorator

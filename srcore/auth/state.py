@@ -6,6 +6,7 @@ read it without importing :mod:`srcore.auth.extension`, which wires them togethe
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -15,10 +16,41 @@ if TYPE_CHECKING:
     from srcore.auth.link import MetaLink
     from srcore.auth.tokens import TokenVerifier
 
-__all__ = ["EXTENSION_KEY", "AuthState", "LoginBackend", "auth_state"]
+__all__ = [
+    "EXTENSION_KEY",
+    "AuthState",
+    "LoginBackend",
+    "auth_state",
+    "lost_guard",
+    "mark_guard",
+]
 
 #: Where an app keeps its :class:`AuthState`.
 EXTENSION_KEY = "srcore.auth"
+#: Set on the wrapper an auth decorator (``@oauth``, ``@login_required``) returns, naming it.
+_GUARD = "srcore_guard"
+#: Set on the view such a decorator wrapped: registered without the wrapper, it lost it.
+_GUARDED_BY = "srcore_guarded_by"
+
+
+def mark_guard(view: object, wrapper: object, guard: str) -> None:
+    """Note that *wrapper* guards *view* with *guard* (``@oauth('todo/tickets:RW')``), so
+    that a route registering *view* itself is caught (:func:`lost_guard`). Set after
+    ``functools.wraps`` copied *view*'s attributes: the wrapper does not carry the mark."""
+    setattr(wrapper, _GUARD, guard)
+    # A bound method or a builtin takes no attribute: nothing to note then.
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(view, _GUARDED_BY, guard)
+
+
+def lost_guard(view: object) -> str | None:
+    """The guard an auth decorator gave *view* that *view* itself does not carry: the
+    decorator was written above the route's, which registered the bare view. None when
+    *view* is a guard's wrapper or was never guarded."""
+    guard = getattr(view, _GUARDED_BY, None)
+    if guard is None or getattr(view, _GUARD, None) is not None:
+        return None
+    return str(guard)
 
 
 class LoginBackend(Protocol):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from flask import Response, abort, after_this_request, current_app, g, request, session
 from werkzeug.local import LocalProxy
 
-from srcore.auth.state import LoginBackend, auth_state
+from srcore.auth.state import LoginBackend, auth_state, mark_guard
 from srcore.sessions import LOGIN_KEY, any_session, confirm_login
 
 if TYPE_CHECKING:
@@ -362,6 +362,7 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
             return error_response(403, notice, title="Account suspended")
         return view(*args, **kwargs)
 
+    mark_guard(view, wrapper, "@login_required")
     return wrapper
 
 
