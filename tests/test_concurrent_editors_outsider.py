@@ -169,3 +169,62 @@ def test_a_profile_saved_from_an_older_tab_does_not_overwrite_a_later_save(app: 
     assert again.status_code == 302, _text(again)[:400]
     with db.transaction() as session:
         assert session.get(User, carol.id).location == "Lisbon"
+
+
+# -- webhooks: a subscription on its page and through the API ---------------------------------
+
+HOOK = "https://hooks.example.org/todo"
+
+
+@pytest.mark.parametrize("srcore_service", ["todo"], indirect=True)
+def test_a_webhook_edited_on_its_page_and_through_the_api_at_once(
+    app: Any, make_token: Any, clean_webhooks: None
+) -> None:
+    from srcore.webhooks.models import Subscription
+
+    alice = create_user(app, "alice")
+    token = make_token("todo/trackers:RW todo/tickets:RW", user=alice)
+    api = app.test_client()
+    bearer = {"Authorization": f"Bearer {token}"}
+    made = api.post(
+        "/api/webhooks", json={"url": HOOK, "events": ["ticket:created"]}, headers=bearer
+    )
+    assert made.status_code == 201, made.get_json()
+    sid = made.get_json()["id"]
+    where = f"/api/webhooks/{sid}"
+    seen = api.get(where, headers=bearer)
+    etag = seen.headers.get("ETag")
+    assert etag, "the API gives a webhook no ETag"
+    # The owner opens the page; meanwhile a script adds an event.
+    tab = log_in_client(app.test_client(), alice)
+    page = f"/webhooks/{sid}/edit"
+    opened = _opened(tab, page)
+    script = api.patch(
+        where, json={"events": ["ticket:created", "comment:created"]}, headers=bearer
+    )
+    assert script.status_code == 200, script.get_json()
+    # A second script, still holding the first tag, is refused rather than laid over it.
+    stale = api.patch(
+        where, json={"events": ["ticket:updated"]}, headers={**bearer, "If-Match": etag}
+    )
+    assert stale.status_code == 412, stale.get_json()
+    gone = api.delete(where, headers={**bearer, "If-Match": etag})
+    assert gone.status_code == 412, gone.status_code
+    # The page's save, from before the script's change, comes back with its text.
+    other = "https://hooks.example.org/elsewhere"
+    late = tab.post(page, data={**opened, "url": other, "events": ["ticket:created"]})
+    html = _text(late)
+    assert late.status_code == 400, html[:400]
+    assert "This webhook was changed" in html
+    assert f'value="{other}"' in html
+    with app.extensions["srcore"].db.transaction() as session:
+        sub = session.get(Subscription, sid)
+        assert (sub.url, sub.events) == (HOOK, "comment:created ticket:created")
+    again = tab.post(
+        page, data={**opened, "was": _was(html), "url": other, "events": ["ticket:created"]}
+    )
+    assert again.status_code == 302, _text(again)[:400]
+    fresh = api.get(where, headers=bearer)
+    assert fresh.get_json()["url"] == other
+    current = {**bearer, "If-Match": fresh.headers["ETag"]}
+    assert api.patch(where, json={"enabled": False}, headers=current).status_code == 200

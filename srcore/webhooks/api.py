@@ -13,6 +13,7 @@ from flask import Blueprint, Response, g, request, url_for
 from srcore.auth.api import bearer_token, insufficient_scope
 from srcore.auth.scopes import format_scopes
 from srcore.auth.web import current_user
+from srcore.conditional import conditional
 from srcore.openapi import Accepted, Created, NoContent, accepted, created, no_content, operation
 from srcore.pagination import CursorList
 from srcore.service import state
@@ -79,6 +80,7 @@ def api_create() -> Created[SubscriptionJSON]:
 
 @api.get(subs.SUBSCRIPTION)
 @operation(token=True)
+@conditional
 def api_get(subscription_id: int) -> SubscriptionJSON:
     """One of the token's webhooks."""
     return subs.current.show(subscription_id)
@@ -86,6 +88,7 @@ def api_get(subscription_id: int) -> SubscriptionJSON:
 
 @api.patch(subs.SUBSCRIPTION)
 @operation(body=partial(subs.read_subscription, partial=True), token=True)
+@conditional
 def api_update(subscription_id: int) -> SubscriptionJSON:
     """Change a webhook's url, events or enabled (those sent); its resource is fixed."""
     return subs.current.update(subscription_id, Validation(), partial=True)
@@ -93,9 +96,10 @@ def api_update(subscription_id: int) -> SubscriptionJSON:
 
 @api.delete(subs.SUBSCRIPTION)
 @operation(token=True)
+@conditional
 def api_delete(subscription_id: int) -> NoContent:
     """Delete a webhook and its delivery log."""
-    subs.current.delete(subscription_id)
+    subs.current.delete(subscription_id, conditional=True)
     return no_content()
 
 

@@ -42,7 +42,13 @@ def _subscriber() -> Response | None:
     return None
 
 
-pages.context_processor(lambda: {"manifest": state().manifest, "pretty": _pretty})
+pages.context_processor(
+    lambda: {
+        "manifest": state().manifest,
+        "pretty": _pretty,
+        "subscription_version": subs.subscription_version,
+    }
+)
 
 
 @pages.errorhandler(Conflict)
@@ -109,7 +115,11 @@ def form(subscription_id: int | None = None) -> Any:
     if request.method == "GET":  # never from a cache: Back must not bring an old token back
         page = render_template(FORM, subscription=sub, form_token=token)
         return page, {"Cache-Control": "no-store"}
-    valid = Validation.form(FORM, subscription=sub, form_token=token)
+    if sub is None:
+        valid = Validation.form(FORM, subscription=sub, form_token=token)
+    else:  # shown again as the webhook now is: its version is the one a resend replaces
+        sid = sub["id"]
+        valid = Validation.form(FORM, lambda: {"subscription": subs.current.show(sid)})
     if sub is None:
         made = _made_by(token)
         if made is not None:  # a reload of the page that showed the secret, or Back

@@ -22,6 +22,7 @@ from srcore import pagination
 from srcore.auth import hold_account
 from srcore.auth.api import insufficient_scope
 from srcore.auth.scopes import Scope, format_scopes, satisfies
+from srcore.conditional import form_version, if_match, opened_version_holds
 from srcore.db import session as db_session
 from srcore.db import utcnow
 from srcore.outbound.targets import problem_for
@@ -120,6 +121,18 @@ def read_subscription(valid: Validation, *, partial: bool = False, edit: bool = 
         resource = None
     enabled = valid.require("enabled", bool) if partial and "enabled" in valid else None
     return url, events, resource, enabled
+
+
+#: What an edit form sent from a page opened before another change to its webhook meets.
+CHANGED_MEANWHILE = (
+    "This webhook was changed (on another page, or through the API) since you opened this "
+    "form. Your changes are below, unsaved: save them again to replace the other change."
+)
+
+
+def subscription_version(sub: SubscriptionJSON) -> str:
+    """A short digest of what the edit form changes, carried by the form as ``was``."""
+    return form_version(sub["url"], " ".join(sub["events"]))
 
 
 def read_overlap(valid: Validation) -> timedelta:
@@ -280,6 +293,13 @@ class Subscriber:
         self._screen(valid, url if url != sub.url else None, events)
         valid.raise_if_invalid()
         sub = self.find(subscription_id)
+        # Judged as it is now, held: a change made meanwhile (on its page, through the
+        # API) is not overwritten by a client or a form that never saw it.
+        now = subscription_json(sub)
+        if partial:
+            if_match(now)
+        elif not opened_version_holds(valid, subscription_version(now), CHANGED_MEANWHILE):
+            valid.raise_if_invalid()
         sub.url = url or sub.url
         if events is not None:
             sub.events = " ".join(events)
@@ -295,8 +315,13 @@ class Subscriber:
         db_session.commit()
         return subscription_json(sub)
 
-    def delete(self, subscription_id: int) -> None:
-        db_session.delete(self.find(subscription_id))
+    def delete(self, subscription_id: int, *, conditional: bool = False) -> None:
+        """Delete it (*conditional*: unless the request's ``If-Match`` names another
+        version, :func:`srcore.conditional.if_match`)."""
+        sub = self.find(subscription_id)
+        if conditional:
+            if_match(subscription_json(sub))
+        db_session.delete(sub)
         db_session.commit()
 
     def rotate(self, subscription_id: int, valid: Validation) -> SubscriptionJSON:
