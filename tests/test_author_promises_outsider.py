@@ -227,11 +227,11 @@ def test_the_generated_pyproject_carries_srcores_rules_and_the_groups_the_tutori
 def test_a_guard_written_above_the_route_fails_the_app_instead_of_opening_the_view(
     service: Any,
 ) -> None:
-    """The README and the generated code put ``@oauth(...)`` and ``@login_required``
-    below the route decorator. Written above it, Flask registers the view before it is
-    guarded and the decorator's wrapper is thrown away: the API took writes without a
-    token and the page showed itself to anyone, and nothing said so (the architecture's
-    "fail loudly and clearly"). Registering such a view now fails, naming it."""
+    """The README: "each below the route decorator (written above it, it would guard
+    nothing: registering a blueprint with such a view fails, naming it)". Above it, Flask
+    registers the view before it is guarded and the decorator's wrapper is thrown away:
+    the API took writes without a token and the page showed itself to anyone, and nothing
+    said so (the architecture's "fail loudly and clearly")."""
     import srcore
 
     open_api = Blueprint("open_api", __name__)
@@ -270,3 +270,5 @@ def test_a_guard_written_above_the_route_fails_the_app_instead_of_opening_the_vi
     assert client.get("/page").status_code == 302
     assert client.post("/api/open").status_code == 404
     assert client.get("/mine").status_code == 404
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert "registering a blueprint with such a view fails, naming it" in readme
