@@ -187,7 +187,7 @@ def _page_it_came_from() -> str:
     return request.script_root + "/"
 
 
-def form_again(code: int, reason: str, *, title: str) -> Response | None:
+def form_again(code: int, reason: str, *, title: str, send_again: bool = True) -> Response | None:
     """The page of a form sent from the service's own page and not taken for want of a
     session (it expired, or the person logged out or in as someone else in another tab):
     what they entered, again, under *reason*, with this session's security token, so a
@@ -198,7 +198,8 @@ def form_again(code: int, reason: str, *, title: str) -> Response | None:
     the same page without a form, saying who is logged in now and linking to the page it
     came from, to be opened again: a button sent again in one click would act as whoever
     is logged in now. None for what is not from the service's own page (an API call, a
-    request from elsewhere), which gets the plain error."""
+    request from elsewhere), which gets the plain error. Without *send_again* (what the
+    form was about is gone) the fields are shown to copy, with no button to send them."""
     if wants_json() or request.method in ("GET", "HEAD") or not from_own_page():
         return None
     fields: list[tuple[str, str, bool]] = []
@@ -226,6 +227,7 @@ def form_again(code: int, reason: str, *, title: str) -> Response | None:
         dropped=dropped + files,
         action=request.script_root + request.path + (f"?{query}" if query else ""),
         reopen=_page_it_came_from(),
+        send_again=send_again,
     )
     # Never kept by the browser: it holds what the person wrote and a security token.
     headers = {"Cache-Control": "no-store"}
@@ -249,6 +251,19 @@ def _http_error(exc: HTTPException) -> Response:
             "This form has expired or is missing its security token. "
             "Go back, reload the page and try again."
         )
+    if code in (404, 410):
+        # A form sent about something deleted (in another tab, by someone else) since its
+        # page was opened: what the person wrote is given back to copy, not dropped.
+        gone = form_again(
+            code,
+            "This was not saved: what it was about is gone (deleted, maybe in another tab "
+            "or by someone else, or no longer yours to see). What you entered is below, "
+            "to copy.",
+            title="Not saved: it is gone",
+            send_again=False,
+        )
+        if gone is not None:
+            return gone
     headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
     return error_response(code, description, headers=headers)
 

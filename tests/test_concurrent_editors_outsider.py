@@ -228,3 +228,62 @@ def test_a_webhook_edited_on_its_page_and_through_the_api_at_once(
     assert fresh.get_json()["url"] == other
     current = {**bearer, "If-Match": fresh.headers["ETag"]}
     assert api.patch(where, json={"enabled": False}, headers=current).status_code == 200
+
+
+# -- an edit of something deleted meanwhile -----------------------------------------------------
+
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
+
+
+@pytest.mark.parametrize("srcore_service", ["todo"], indirect=True)
+def test_a_comment_on_a_tracker_deleted_in_another_tab_is_given_back(app: Any) -> None:
+    from todo import logic
+    from todo.models import Tracker, Visibility
+
+    alice = create_user(app, "alice")
+    db = app.extensions["srcore"].db
+    with db.transaction() as session:
+        made = Tracker(owner_id=alice.id, name="bugs", visibility=Visibility.public)
+        session.add(made)
+        session.flush()
+        logic.create_ticket(session, made, session.merge(alice), {"title": "It crashes"})
+    tab1 = log_in_client(app.test_client(), alice)
+    tab2 = log_in_client(app.test_client(), alice)
+    opened = _opened(tab1, "/~alice/bugs/1")
+    deleting = _opened(tab2, "/~alice/bugs/delete")
+    deleted = tab2.post("/~alice/bugs/delete", data={**deleting, "confirm": "bugs"})
+    assert deleted.status_code == 302
+    words = "A long comment,\nwritten over an hour, that must not vanish."
+    late = tab1.post("/~alice/bugs/1/comment", data={**opened, "text": words}, headers=SAME_ORIGIN)
+    html = _text(late)
+    assert late.status_code == 404, html[:400]
+    assert "was not saved" in html
+    assert "written over an hour, that must not vanish.</textarea>" in html
+    assert "Send again" not in html  # sent again, it would meet the same 404
+
+
+@pytest.mark.parametrize("srcore_service", ["paste"], indirect=True)
+def test_an_edit_of_a_paste_deleted_in_another_tab_is_given_back(app: Any) -> None:
+    from paste.models import Paste
+
+    alice = create_user(app, "alice")
+    with app.extensions["srcore"].db.transaction() as session:
+        session.add(Paste(owner_id=alice.id, short_id="abcdefgh23", title="Notes", text="v0"))
+    tab1 = log_in_client(app.test_client(), alice)
+    tab2 = log_in_client(app.test_client(), alice)
+    opened = _opened(tab1, "/p/abcdefgh23/edit")
+    deleting = _opened(tab2, "/p/abcdefgh23/delete")
+    assert tab2.post("/p/abcdefgh23/delete", data=deleting).status_code == 302
+    late = tab1.post(
+        "/p/abcdefgh23/edit",
+        data={**opened, **_paste_fields("An hour of edits\nto keep")},
+        headers=SAME_ORIGIN,
+    )
+    html = _text(late)
+    assert late.status_code == 404, html[:400]
+    assert "was not saved" in html
+    assert "An hour of edits\nto keep</textarea>" in html
+    # An API client or another site's form gets the plain error, nothing repeated.
+    plain = tab1.post("/p/abcdefgh23/edit", data={**opened, **_paste_fields("Elsewhere")})
+    assert plain.status_code == 404
+    assert "Elsewhere" not in _text(plain)
