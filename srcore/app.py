@@ -118,15 +118,21 @@ class SrcoreApp(Flask):
         """Flask's, refusing a view whose ``@oauth`` or ``@login_required`` was written
         above the route decorator: the route registered the bare view, and the guard's
         wrapper was thrown away, leaving the API or the page open to anyone."""
-        from srcore.auth.state import lost_guard
+        from srcore.auth.state import guards, lost_guard
 
         guard = lost_guard(view_func)
+        name = endpoint or getattr(view_func, "__name__", "?")
         if guard is not None:
-            name = endpoint or getattr(view_func, "__name__", "?")
             raise RuntimeError(
                 f"the view {name} is routed without its {guard}: that decorator is written "
                 f"above the route's, so the route registered the view unguarded; put "
                 f"{guard} below the route decorator"
+            )
+        if "@login_required" in guards(view_func) and rule.startswith(API_PREFIX):
+            raise RuntimeError(
+                f"the view {name} of {rule} is guarded by @login_required, which reads the "
+                f"cookie session that API requests do not have (every call would fail): "
+                f"guard it with @oauth('SERVICE/SCOPE:RO') instead, or serve it as a page"
             )
         super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **options)
 

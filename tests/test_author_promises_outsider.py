@@ -272,3 +272,32 @@ def test_a_guard_written_above_the_route_fails_the_app_instead_of_opening_the_vi
     assert client.get("/mine").status_code == 404
     readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     assert "registering a blueprint with such a view fails, naming it" in readme
+
+
+def test_login_required_on_an_api_route_fails_the_app_instead_of_every_call(
+    service: Any,
+) -> None:
+    """The README: "`@srcore.login_required` for pages and `@srcore.oauth(...)` for API
+    routes"; the architecture: "Under `/api/` there is no cookie session". A newcomer's
+    @login_required on an API route answered every call, with or without a token, with a
+    500. Registering it now fails, saying what to use."""
+    import srcore
+
+    api = Blueprint("cookie_api", __name__)
+
+    @api.get("/api/mine")
+    @srcore.login_required
+    def mine() -> Any:
+        return {"user": srcore.current_user.username}
+
+    with pytest.raises(RuntimeError, match=r"cookie_api\.mine of /api/mine .*@oauth\("):
+        service.register_blueprint(api)
+    # The same function under @oauth, or on a page, registers as before.
+    fine = Blueprint("fine", __name__)
+    fine.get("/api/both", endpoint="both")(srcore.oauth("sample/things:RO")(mine.__wrapped__))
+    fine.get("/mine")(srcore.login_required(mine.__wrapped__))
+    service.register_blueprint(fine)
+    client = service.test_client()
+    assert client.get("/api/both").status_code == 401
+    assert client.get("/mine").status_code == 302
+    assert client.get("/api/mine").status_code == 404

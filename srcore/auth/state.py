@@ -21,6 +21,7 @@ __all__ = [
     "AuthState",
     "LoginBackend",
     "auth_state",
+    "guards",
     "lost_guard",
     "mark_guard",
 ]
@@ -37,10 +38,16 @@ def mark_guard(view: object, wrapper: object, guard: str) -> None:
     """Note that *wrapper* guards *view* with *guard* (``@oauth('todo/tickets:RW')``), so
     that a route registering *view* itself is caught (:func:`lost_guard`). Set after
     ``functools.wraps`` copied *view*'s attributes: the wrapper does not carry the mark."""
-    setattr(wrapper, _GUARD, guard)
+    setattr(wrapper, _GUARD, (*guards(view), guard))
     # A bound method or a builtin takes no attribute: nothing to note then.
     with contextlib.suppress(AttributeError, TypeError):
         setattr(view, _GUARDED_BY, guard)
+
+
+def guards(view: object) -> tuple[str, ...]:
+    """The auth decorators that guard *view* (``("@login_required",)``), outermost last."""
+    found = getattr(view, _GUARD, ())
+    return found if isinstance(found, tuple) else ()
 
 
 def lost_guard(view: object) -> str | None:
@@ -48,7 +55,7 @@ def lost_guard(view: object) -> str | None:
     decorator was written above the route's, which registered the bare view. None when
     *view* is a guard's wrapper or was never guarded."""
     guard = getattr(view, _GUARDED_BY, None)
-    if guard is None or getattr(view, _GUARD, None) is not None:
+    if guard is None or guards(view):
         return None
     return str(guard)
 
