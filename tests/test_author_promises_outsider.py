@@ -301,3 +301,20 @@ def test_login_required_on_an_api_route_fails_the_app_instead_of_every_call(
     assert client.get("/api/both").status_code == 401
     assert client.get("/mine").status_code == 302
     assert client.get("/api/mine").status_code == 404
+
+
+# -- tutorial, "Where next": where the used one-time form tokens are kept -------------------
+
+
+def test_the_core_migration_the_tutorial_names_makes_the_used_tokens_table() -> None:
+    """ "Used tokens are kept in the service's database (core migration `srcore_0009`)":
+    that revision of the core lineage creates the table srcore.once keeps them in."""
+    from srcore.once import OnceToken
+
+    text = " ".join(TUTORIAL.read_text(encoding="utf-8").split())
+    named = re.findall(r"core migration `(srcore_\d{4})`", text)
+    assert named == ["srcore_0009"]
+    (script,) = (REPO / "migrations_base" / "versions").glob(f"{named[0]}_*.py")
+    source = script.read_text(encoding="utf-8")
+    assert f'revision: str = "{named[0]}"' in source
+    assert f'TABLE = "{OnceToken.__tablename__}"' in source and "op.create_table(" in source
