@@ -154,16 +154,19 @@ def form_version(*values: object) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def opened_version_holds(valid: Validation, current: str, message: str) -> bool:
+def opened_version_holds(
+    valid: Validation, current: str, message: str, *, field: str | None = None
+) -> bool:
     """Whether the form *valid* reads was opened on the version *current* (or carries no
-    ``was``); otherwise record *message*, an error about the whole form, and answer False.
+    ``was``); otherwise record *message*, an error about *field* (None: the whole form),
+    and answer False.
 
     Call it with the row locked and read again (:func:`srcore.sqlrows.lock_row`), before
     anything is written: the form then comes back with the person's text and the version
     it now is."""
     was = valid.value("was")
     if was and was != current:
-        valid.error(message)
+        valid.error(message, field)
         return False
     return True
 

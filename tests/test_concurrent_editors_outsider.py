@@ -287,3 +287,43 @@ def test_an_edit_of_a_paste_deleted_in_another_tab_is_given_back(app: Any) -> No
     plain = tab1.post("/p/abcdefgh23/edit", data={**opened, **_paste_fields("Elsewhere")})
     assert plain.status_code == 404
     assert "Elsewhere" not in _text(plain)
+
+
+# -- todo: a ticket's status ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("srcore_service", ["todo"], indirect=True)
+def test_a_resolve_from_a_stale_page_does_not_replace_a_resolution_given_meanwhile(
+    app: Any,
+) -> None:
+    from todo import logic
+    from todo.models import Resolution, Ticket, TicketStatus, Tracker, Visibility
+
+    alice = create_user(app, "alice")
+    bob = create_user(app, "bob")
+    db = app.extensions["srcore"].db
+    with db.transaction() as session:
+        made = Tracker(owner_id=alice.id, name="bugs", visibility=Visibility.public)
+        session.add(made)
+        session.flush()
+        ticket = logic.create_ticket(session, made, session.merge(bob), {"title": "It crashes"})
+    owner = log_in_client(app.test_client(), alice)
+    submitter = log_in_client(app.test_client(), bob)
+    page = "/~alice/bugs/1"
+    hers, his = _opened(owner, page), _opened(submitter, page)
+    status = "/~alice/bugs/1/status"
+    first = owner.post(status, data={**hers, "status": "resolved", "resolution": "duplicate"})
+    assert first.status_code == 302, _text(first)[:400]
+    late = submitter.post(status, data={**his, "status": "resolved", "resolution": "wont_fix"})
+    html = _text(late)
+    assert late.status_code == 400, html[:400]
+    assert "Someone changed this ticket&#39;s status" in html or "status since you" in html
+    assert "resolved (duplicate)" in html
+    with db.transaction() as session:
+        kept = session.get(Ticket, ticket.id)
+        assert (kept.status, kept.resolution) == (TicketStatus.resolved, Resolution.duplicate)
+    # From the page as it now is, a Reopen goes through.
+    again = submitter.post(status, data={**his, "was": _was(html), "status": "open"})
+    assert again.status_code == 302, _text(again)[:400]
+    with db.transaction() as session:
+        assert session.get(Ticket, ticket.id).status == TicketStatus.open

@@ -308,6 +308,28 @@ def read_status(
     return values
 
 
+def status_version(ticket: Ticket) -> str:
+    """A short digest of a ticket's status and resolution, carried by its status form."""
+    return form_version(ticket.status.value, ticket.resolution and ticket.resolution.value)
+
+
+def read_status_form(valid: Validation, ticket: Ticket) -> dict[str, Any]:
+    """The status form's change, or an error when the status changed since the page was
+    opened: a Resolve on a page that still showed the ticket open does not replace the
+    resolution someone gave it meanwhile, nor does a Reopen undo a later decision."""
+    resolution = ticket.resolution.value if ticket.resolution else ""
+    now = f"resolved ({resolution.replace('_', ' ')})" if resolution else ticket.status.value
+    if not opened_version_holds(
+        valid,
+        status_version(ticket),
+        f"Someone changed this ticket's status since you opened this page: it is {now}. "
+        "Nothing was changed; choose again below.",
+        field="status",
+    ):
+        return {}
+    return read_status(valid, ticket)
+
+
 def apply_ticket(ticket: Ticket, values: dict[str, Any]) -> None:
     """Apply read values to *ticket* (its ``updated`` time moves with any change)."""
     for key, value in values.items():

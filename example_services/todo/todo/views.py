@@ -70,6 +70,7 @@ def _template_globals(state: BlueprintSetupState) -> None:
         RESOLUTION_NAMES=dict(RESOLUTION_OPTIONS),
         ticket_version=logic.ticket_version,
         tracker_version=logic.tracker_version,
+        status_version=logic.status_version,
     )
 
 
@@ -298,7 +299,7 @@ def ticket_status(username: str, name: str, number: int) -> Any:
         abort(403)
     valid = Validation.form("todo/ticket.html", lambda: _ticket_page(found, ticket, first=True))
     people = (found, found.owner, ticket.submitter)
-    read = partial(logic.read_status, valid, ticket)
+    read = partial(logic.read_status_form, valid, ticket)
     logic.save_ticket(session, valid, ticket, read, people, editor=user)
     flash(
         "Ticket reopened." if ticket.status == TicketStatus.open else "Ticket resolved.", "success"
