@@ -327,3 +327,14 @@ def test_a_resolve_from_a_stale_page_does_not_replace_a_resolution_given_meanwhi
     assert again.status_code == 302, _text(again)[:400]
     with db.transaction() as session:
         assert session.get(Ticket, ticket.id).status == TicketStatus.open
+
+
+def test_the_tutorial_names_the_edit_form_helpers_srcore_exports() -> None:
+    from pathlib import Path
+
+    import srcore.conditional
+
+    tutorial = (Path(__file__).parents[1] / "docs" / "tutorial.md").read_text(encoding="utf-8")
+    for name in ("form_version", "opened_version_holds"):
+        assert f"`{name}" in tutorial
+        assert name in srcore.conditional.__all__
