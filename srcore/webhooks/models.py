@@ -14,6 +14,7 @@ from srcore.db import TYPE_ANNOTATION_MAP, make_metadata, utcnow
 
 __all__ = [
     "ANY_CLIENT",
+    "VISIBILITY_LENGTH",
     "Account",
     "Attempt",
     "Delivery",
@@ -107,6 +108,10 @@ _trusted = Subscription.trusted.is_(True)
 Index(None, Subscription.trusted, sqlite_where=_trusted, postgresql_where=_trusted)
 
 
+#: The longest visibility word an outbox row holds.
+VISIBILITY_LENGTH = 16
+
+
 class OutboxRow(WebhookBase):
     """An event as emitted, written in the transaction of the change that caused it."""
 
@@ -120,7 +125,7 @@ class OutboxRow(WebhookBase):
     #: Who owned what the event is about, and its visibility, when it was emitted: the
     #: fan-out judges the audience from these, never from today's rows.
     owner_id: Mapped[int | None]
-    visibility: Mapped[str | None] = mapped_column(String(16))
+    visibility: Mapped[str | None] = mapped_column(String(VISIBILITY_LENGTH))
     created: Mapped[datetime] = mapped_column(default=utcnow)
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
     claimed_until: Mapped[datetime | None]

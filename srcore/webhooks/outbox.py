@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from srcore.db import as_utc, utcnow
 from srcore.db import session as db_session
 from srcore.oncommit import after_commit
-from srcore.webhooks.models import OutboxRow, Subscription
+from srcore.webhooks.models import VISIBILITY_LENGTH, OutboxRow, Subscription
 
 __all__ = [
     "EXTENSION_KEY",
@@ -116,30 +116,22 @@ def insert_event(
     return int(session.execute(statement.returning(OutboxRow.id)).scalar_one())
 
 
-#: The longest visibility an outbox row records (its column's length).
-VISIBILITY_MAX = 16
-
-
 def _checked_visibility(event: str, visibility: object) -> str | None:
-    """*visibility* as the outbox records it (a StrEnum member as its plain string), or an
-    error naming *event*: the fan-out reads it as ``"public"`` or not, so a value it would
-    misread (``"Public"``, ``True``) must not be recorded as if it said something."""
+    """*visibility* as recorded (a str-based Enum member as its value), or an error naming
+    *event* for one the fan-out, which compares it with ``"public"``, would misread."""
     if visibility is None:
         return None
     if not isinstance(visibility, str):
-        raise TypeError(
-            f"event {event!r}: visibility must be a string such as 'public' (a StrEnum "
-            f"member is one), not {type(visibility).__name__}"
-        )
-    text = str.__str__(visibility)  # its value, whatever its class's str() says
-    if text != "public" and text.strip().lower() == "public":
-        raise ValueError(f"event {event!r}: visibility {text!r}: did you mean 'public'?")
-    if not 0 < len(text) <= VISIBILITY_MAX:
-        raise ValueError(
-            f"event {event!r}: visibility {text[:40]!r} must be a word of at most "
-            f"{VISIBILITY_MAX} characters, such as 'public', 'unlisted' or 'private'"
-        )
-    return text
+        why = f"must be a string such as 'public', not {type(visibility).__name__}"
+    elif (text := str.__str__(visibility)) != "public" and text.strip().lower() == "public":
+        why = f"{text!r}: did you mean 'public'?"
+    elif not 0 < len(text) <= VISIBILITY_LENGTH:
+        why = f"{text[:40]!r} must be a word of at most {VISIBILITY_LENGTH} characters ('unlisted')"
+    else:
+        return text
+    raise (ValueError if isinstance(visibility, str) else TypeError)(
+        f"event {event!r}: visibility {why}"
+    )
 
 
 def emit(
