@@ -338,3 +338,30 @@ def test_the_tutorial_names_the_edit_form_helpers_srcore_exports() -> None:
     for name in ("form_version", "opened_version_holds"):
         assert f"`{name}" in tutorial
         assert name in srcore.conditional.__all__
+
+
+@pytest.mark.parametrize("srcore_service", ["meta"], indirect=True)
+def test_a_profile_save_racing_another_judges_the_row_it_holds(app: Any) -> None:
+    """The other save commits after this request read the account and just before it
+    writes: the version is checked against the row as held, not as first read."""
+    from meta.models import User
+    from sqlalchemy import update
+
+    from srcore.testing import races
+
+    dave = create_user(app, "dave", password_hash="!")
+    db = app.extensions["srcore"].db
+    tab = log_in_client(app.test_client(), dave)
+    opened = _opened(tab, "/profile")
+
+    def other_tab() -> None:
+        with db.transaction() as session:
+            session.execute(update(User).where(User.id == dave.id).values(bio="Theirs."))
+
+    with races.before_first_write(app) as change_meanwhile:
+        change_meanwhile(other_tab)
+        late = tab.post("/profile", data={**opened, "location": "Porto", "bio": "Mine."})
+    assert late.status_code == 400, _text(late)[:400]
+    assert "Mine.</textarea>" in _text(late)
+    with db.transaction() as session:
+        assert session.get(User, dave.id).bio == "Theirs."
