@@ -257,8 +257,7 @@ def _http_error(exc: HTTPException) -> Response:
         gone = form_again(
             code,
             "This was not saved: what it was about is gone (deleted, maybe in another tab "
-            "or by someone else, or no longer yours to see). What you entered is below, "
-            "to copy.",
+            "or by someone else, or no longer yours to see).",
             title="Not saved: it is gone",
             send_again=False,
         )

@@ -289,6 +289,28 @@ def test_an_edit_of_a_paste_deleted_in_another_tab_is_given_back(app: Any) -> No
     assert "Elsewhere" not in _text(plain)
 
 
+@pytest.mark.parametrize("srcore_service", ["paste"], indirect=True)
+def test_a_button_for_a_paste_deleted_in_another_tab_offers_nothing_to_copy(app: Any) -> None:
+    from paste.models import Paste
+
+    alice = create_user(app, "alice")
+    with app.extensions["srcore"].db.transaction() as session:
+        session.add(Paste(owner_id=alice.id, short_id="abcdefgh24", title="Notes", text="v0"))
+    tab1 = log_in_client(app.test_client(), alice)
+    tab2 = log_in_client(app.test_client(), alice)
+    first = _opened(tab1, "/p/abcdefgh24/delete")
+    assert (
+        tab2.post("/p/abcdefgh24/delete", data=_opened(tab2, "/p/abcdefgh24/delete")).status_code
+        == 302
+    )
+    late = tab1.post("/p/abcdefgh24/delete", data=first, headers=SAME_ORIGIN)
+    html = _text(late)
+    assert late.status_code == 404, html[:400]
+    assert "was not saved" in html
+    # A button sent nothing of the person's: no promise of something below, no form.
+    assert "to copy" not in html and "<textarea" not in html and "Send again" not in html
+
+
 # -- todo: a ticket's status ------------------------------------------------------------------
 
 
