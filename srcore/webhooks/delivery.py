@@ -359,10 +359,30 @@ def redeliver(delivery: Delivery, *, now: datetime) -> bool:
 
 
 def prune_log(session: Session, *, now: datetime, retention: timedelta) -> int:
-    """Delete delivery-log attempts older than *retention*; returns how many. Commits."""
-    result = session.execute(sa.delete(Attempt).where(Attempt.created < now - retention))
+    """Delete what the delivery log keeps past *retention*; returns how many rows went.
+    Commits.
+
+    The attempts older than *retention* first; then each delivery that is over (delivered,
+    failed or cancelled: a pending one still has attempts to make), made before then and
+    left without attempts; then each event fanned out before then that is left without
+    deliveries (an event nobody subscribed to has none from the start). Without the last
+    two, every event and each of its deliveries stayed for good, however old the log.
+    Ids are not reused (the tables count with ``AUTOINCREMENT`` on SQLite too).
+    """
+    cutoff = now - retention
+    removed = 0
+    attempts = session.execute(sa.delete(Attempt).where(Attempt.created < cutoff))
+    removed += int(getattr(attempts, "rowcount", 0) or 0)
+    tried = sa.select(Attempt.id).where(Attempt.delivery_id == Delivery.id).exists()
+    over = Delivery.status != PENDING.value
+    deliveries = session.execute(sa.delete(Delivery).where(over, Delivery.created < cutoff, ~tried))
+    removed += int(getattr(deliveries, "rowcount", 0) or 0)
+    sent = sa.select(Delivery.id).where(Delivery.outbox_id == OutboxRow.id).exists()
+    fanned_out = OutboxRow.fanned_out_at.is_not(None) & (OutboxRow.fanned_out_at < cutoff)
+    events = session.execute(sa.delete(OutboxRow).where(fanned_out, ~sent))
+    removed += int(getattr(events, "rowcount", 0) or 0)
     session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
+    return removed
 
 
 #: Held by the transaction claiming deliveries; the key is arbitrary, the same for every worker.

@@ -72,6 +72,10 @@ class WebhooksState:
     can_receive: CanReceive | None = None
     #: Each worker calls these once before its first fan-out, e.g. meta syncing its subscriptions.
     prepare: list[Callable[[Session], None]] = field(default_factory=list)
+    #: Each worker calls these with its session and the time when it prunes the delivery
+    #: log (every hour): the service's own rows that outlived their use (meta's spent codes
+    #: and tokens). Each returns how many rows it deleted and commits them.
+    prune: list[Callable[[Session, datetime], int]] = field(default_factory=list)
 
 
 def webhooks_state(app: Flask | None = None) -> WebhooksState:

@@ -182,7 +182,22 @@ class Worker:
             self._pruned_at, retention = now, self.settings.log_retention
             if removed := prune_log(session, now=now, retention=retention):
                 log.info("pruned %d delivery log entries older than %s", removed, retention)
+            self._prune_service(session, now)
         return handled + len(outbox_ids), len(due) + len(outbox_ids)
+
+    def _prune_service(self, session: Session, now: datetime) -> None:
+        """The service's own pruning (:attr:`WebhooksState.prune`), with the delivery log's.
+        A hook that fails is logged and left for the next hour; the others run."""
+        for hook in webhooks_state(self.app).prune:
+            try:
+                with self.app.app_context():
+                    removed = hook(session, now)
+            except Exception:
+                session.rollback()
+                log.exception("pruning %s failed; tried again in an hour", _hook_name(hook))
+                continue
+            if removed:
+                log.info("pruned %d row(s): %s", removed, _hook_name(hook))
 
     def _send_lane(
         self,
@@ -297,3 +312,11 @@ class Worker:
         self._stopping.set()
         self.http.close()
         self.trusted_http.close()
+
+
+def _hook_name(hook: Callable[..., object]) -> str:
+    """How the log names a pruning hook: its function's module and name (a partial's too)."""
+    function = getattr(hook, "func", hook)
+    name = getattr(function, "__qualname__", None) or repr(function)
+    module = getattr(function, "__module__", None)
+    return f"{module}.{name}" if module else name
