@@ -11,6 +11,7 @@ every service (:mod:`meta.oauth.network`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -124,6 +125,7 @@ def init_app(app: Flask) -> OAuthState:
     from meta.oauth.keys import KeyRing
     from meta.oauth.network import INFO_KEY, Network, targets_from_config
     from meta.oauth.pats import pats
+    from meta.oauth.pruning import prune
     from meta.oauth.server import OAuthState, build_server
     from meta.settings import meta_settings
     from srcore.app import state
@@ -174,6 +176,8 @@ def init_app(app: Flask) -> OAuthState:
     events.install(st.db.sessionmaker, network)
     # meta's webhook worker makes the services' subscriptions match the config first.
     webhooks_state(app).prepare.append(network.prepare)
+    # ... and, every hour, deletes the codes, tokens and links that outlived their use.
+    webhooks_state(app).prune.append(functools.partial(prune, access_lifetime=access))
 
     try:
         from srcore.throttle import make_store

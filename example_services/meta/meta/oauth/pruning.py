@@ -1,0 +1,86 @@
+"""What meta's webhook worker deletes every hour, with the delivery log: the rows of
+logins, authorizations and mailed links that outlived their use.
+
+Every login to a service through meta makes an authorization code, a grant and a refresh
+token, every refresh another refresh token, every confirmation, reset or change of
+address a mailed link: kept for good, meta's tables grew with every login however few
+the accounts. A row goes once nothing can use it any more, a day after that
+(:data:`GRACE`, past any clock's leeway):
+
+- a mailed link (``email_token``), a day after it expired, used or not;
+- a refresh token, a day after it expired (a rotated one is kept until then, so that its
+  replay still revokes its grant);
+- a grant that was revoked, once every access token it gave has expired; one that was not,
+  once it has no refresh token left and its last access token has expired, unless it is
+  the account's newest grant for that application (the applications page lists it) or a
+  personal access token made from it still lives (revoking the grant revokes that token);
+- an authorization code, a day after it expired, once its grant is gone (kept until then,
+  so that its replay still revokes the grant);
+- a personal access token, a day after it expired.
+
+The revocation list (``revocation_event``) is not pruned here: the services read it by
+seq and take a missing event for a restore of meta.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Delete, delete, exists, select
+from sqlalchemy.orm import Session, aliased
+
+from meta.models import EmailToken
+from meta.oauth.models import AuthorizationCode, Grant, PersonalAccessToken, RefreshToken
+
+__all__ = ["GRACE", "prune"]
+
+#: How long past its end a row is kept: more than any clock's leeway.
+GRACE = timedelta(days=1)
+
+
+def prune(session: Session, now: datetime, *, access_lifetime: timedelta) -> int:
+    """Delete meta's rows that outlived their use (see the module); commit; return how many.
+
+    *access_lifetime* is meta's ``access-token-lifetime``: how long a grant's access
+    tokens live after it was last used or revoked.
+    """
+    gone = now - GRACE
+    removed = 0
+
+    def run(statement: Delete) -> None:
+        nonlocal removed
+        result = session.execute(statement.execution_options(synchronize_session=False))
+        removed += int(getattr(result, "rowcount", 0) or 0)
+
+    run(delete(EmailToken).where(EmailToken.expires < gone))
+    run(delete(RefreshToken).where(RefreshToken.expires_at < gone))
+    tokens_over = gone - access_lifetime
+    refreshable = select(RefreshToken.id).where(RefreshToken.grant_id == Grant.id).exists()
+    child = select(PersonalAccessToken.id).where(
+        PersonalAccessToken.parent == Grant.id,
+        PersonalAccessToken.revoked_at.is_(None),
+        PersonalAccessToken.expires_at >= gone,
+    )
+    newer = aliased(Grant)
+    newest = ~exists().where(
+        newer.user_id == Grant.user_id,
+        newer.client_id == Grant.client_id,
+        newer.revoked_at.is_(None),
+        newer.id != Grant.id,
+        (newer.last_used > Grant.last_used)
+        | ((newer.last_used == Grant.last_used) & (newer.id > Grant.id)),
+    )
+    revoked_over = Grant.revoked_at.is_not(None) & (Grant.revoked_at < tokens_over)
+    unused_over = (
+        Grant.revoked_at.is_(None)
+        & (Grant.last_used < tokens_over)
+        & (Grant.created < tokens_over)
+        & ~refreshable
+        & ~newest
+    )
+    run(delete(Grant).where(revoked_over | unused_over, ~child.exists()))
+    granted = select(Grant.id).where(Grant.id == AuthorizationCode.grant_id).exists()
+    run(delete(AuthorizationCode).where(AuthorizationCode.expires_at < gone, ~granted))
+    run(delete(PersonalAccessToken).where(PersonalAccessToken.expires_at < gone))
+    session.commit()
+    return removed
