@@ -106,6 +106,12 @@ def serve(
 
     if not debug:
         require("server", f"srcore serve {service} (without --debug)")
+        from srcore.forks import temporary_directory_problem
+
+        # gunicorn's workers and the metrics directory keep files there.
+        if (problem := temporary_directory_problem()) is not None:
+            click.echo(f"srcore serve {service}: {problem}", err=True)
+            sys.exit(1)
     try:
         _preflight(
             service, path, lambda text: click.echo(f"srcore serve {service}: {text}", err=True)

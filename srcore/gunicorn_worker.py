@@ -52,6 +52,7 @@ from gunicorn.workers.gthread import ThreadWorker as _GunicornThreadWorker
 from gunicorn.workers.sync import SyncWorker as _GunicornSyncWorker
 
 from srcore.errors import ErrorForm, declared_error_form, json_path
+from srcore.forks import temporary_directory_problem
 from srcore.headers import security_headers
 from srcore.metrics_files import fold_dead_process, make_metrics_dir, remove_stale_metrics_dirs
 from srcore.validation import FieldError, error_body
@@ -318,6 +319,8 @@ def on_starting(server: Any) -> None:
     worker).
     """
     global _server_lock
+    if (problem := temporary_directory_problem()) is not None:
+        raise RuntimeError(problem)  # gunicorn prints it in one line and exits 1
     for path in remove_stale_metrics_dirs():
         _log(server, "info", f"metrics: removed {path}, left by a server that was killed")
     path, _server_lock = make_metrics_dir()  # mode 0700

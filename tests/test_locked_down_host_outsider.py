@@ -1,0 +1,312 @@
+"""An operator who runs srcore locked down, as a container (``docker run --read-only --user
+4242``) or a hardened systemd unit does: a uid with no entry in the passwd database, no
+``HOME``, ``USER`` or ``TMPDIR``, a minimal ``PATH``, the working directory ``/``, the code
+and the config file readable but not writable, and one data directory it may write in.
+
+Every command then works, or refuses in one line naming what it needs. Before: without a
+writable temporary directory ``srcore serve`` (gunicorn's heartbeat files, the metrics
+directory) and a Celery worker's prefork pool died with tracebacks; Celery's beat died
+with tracebacks over its schedule file in the working directory while the worker ran on
+without it (retries were never picked up), and Celery warned that a worker under such a
+uid ran as root; a PostgreSQL URL naming no role failed with libpq's "local user with ID
+4242 does not exist" and advice to check that the server is up.
+
+"Read-only but the data directory" is made real with a mount namespace: every place a
+user may write in (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``) is mounted
+read-only for the command, the data directory excepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from srcore.testing import free_port, require_or_skip, write_config
+
+#: A uid and gid with no entry in the passwd or group database (checked), as
+#: ``docker run --user 4242`` gives.
+NOBODY = 4242
+
+
+@dataclass
+class Host:
+    """The locked-down host: an interpreter the uid can run, the config, the data."""
+
+    python: str
+    environ: dict[str, str]  # what the interpreter needs (LD_LIBRARY_PATH) and nothing else
+    config: Path  # root:NOBODY 0640, in a directory root:NOBODY 0750
+    data: Path  # NOBODY's, 0700: the one place it may write
+
+
+def _nameless_uid() -> int:
+    for uid in range(NOBODY, NOBODY + 100):
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    raise AssertionError("no uid without a passwd entry near 4242")
+
+
+def _as_uid(uid: int) -> dict[str, object]:
+    return {"user": uid, "group": uid, "extra_groups": []}
+
+
+def _interpreter_for(uid: int, base: Path) -> tuple[str, dict[str, str]]:
+    """An interpreter *uid* can run with srcore importable: the test's own, or, when it
+    lives where only root may enter (``/root/.pyenv``), a copy of its standard library
+    in *base* that reads the same site-packages."""
+    probe = [sys.executable, "-I", "-c", "import srcore"]
+    with contextlib.suppress(PermissionError):  # a directory on its path is root's alone
+        tried = subprocess.run(
+            probe,
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            timeout=60,
+            check=False,
+            **_as_uid(uid),  # type: ignore[arg-type]
+        )
+        if tried.returncode == 0:
+            return sys.executable, {}
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    prefix = Path(sys.base_prefix)
+    copy = base / "python"
+    (copy / "bin").mkdir(parents=True)
+    executable = copy / "bin" / version
+    shutil.copy2(os.path.realpath(sys.executable), executable)
+    (copy / "lib").mkdir()
+    for library in (prefix / "lib").glob("libpython*.so*"):
+        shutil.copy2(library, copy / "lib" / library.name)
+    skipped = shutil.ignore_patterns("test", "site-packages", "config-*", "idlelib", "tkinter")
+    shutil.copytree(prefix / "lib" / version, copy / "lib" / version, ignore=skipped)
+    packages = copy / "lib" / version / "site-packages"
+    packages.mkdir()
+    ours = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    lines = "".join(f"import site; site.addsitedir({path!r})\n" for path in dict.fromkeys(ours))
+    (packages / "srcore-under-test.pth").write_text(lines)
+    environ = {"LD_LIBRARY_PATH": str(copy / "lib")}
+    done = subprocess.run(
+        [str(executable), "-c", "import srcore"],
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **_as_uid(uid),  # type: ignore[arg-type]
+    )
+    assert done.returncode == 0, f"uid {uid} cannot import srcore: {done.stderr}"
+    return str(executable), environ
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[Host]:
+    require_or_skip(os.geteuid() == 0, "root, to run commands as another uid")
+    uid = _nameless_uid()
+    base = Path(tempfile.mkdtemp(prefix="srcore-locked-"))
+    try:
+        base.chmod(0o755)
+        python, environ = _interpreter_for(uid, base)
+        etc, data = base / "etc", base / "data"
+        etc.mkdir(mode=0o750)
+        data.mkdir(mode=0o700)
+        os.chown(etc, 0, uid)
+        os.chown(data, uid, uid)
+        config = write_config(
+            etc / "config.ini",
+            service_id="todo",
+            database_url=f"sqlite:///{data / 'todo.db'}",
+            extra="metrics-path = /metrics\n",
+        )
+        config.chmod(0o640)
+        os.chown(config, 0, uid)
+        yield Host(python, environ, config, data)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+#: Run as root in a mount namespace of its own: every place other users may write in
+#: read-only, the data directory ($1) excepted, then the command ($2...) as the uid.
+_LOCKED = r"""
+data=$1; uid=$2; shift 2
+for place in /tmp /var/tmp /dev/shm /run/lock; do
+    [ -d "$place" ] || continue
+    mount --bind "$place" "$place" && mount -o remount,bind,ro "$place" || exit 97
+done
+mount --bind "$data" "$data" && mount -o remount,bind,rw "$data" || exit 97
+exec setpriv --reuid="$uid" --regid="$uid" --clear-groups -- "$@"
+"""
+
+
+def _argv(
+    host: Host, command: Sequence[str], *, locked: bool
+) -> tuple[list[str], dict[str, object]]:
+    uid = _nameless_uid()
+    argv = [host.python, *command]
+    if not locked:
+        return argv, _as_uid(uid)
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _LOCKED, "sh"]
+    return [*wrapper, str(host.data), str(uid), *argv], {}
+
+
+def _environ(host: Host, extra: Mapping[str, str]) -> dict[str, str]:
+    # No HOME, USER, LOGNAME or TMPDIR: what a container's process is given. The code
+    # under test is the test's own, should it come from PYTHONPATH.
+    same = {name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "SRCORE_CONFIG": str(host.config),
+        **host.environ,
+        **same,
+        **extra,
+    }
+
+
+def _run(
+    host: Host, *command: str, locked: bool = True, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    argv, switch = _argv(host, command, locked=locked)
+    done = subprocess.run(
+        argv,
+        cwd="/",
+        env=_environ(host, env or {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **switch,  # type: ignore[arg-type]
+    )
+    assert done.returncode != 97, f"could not lock the host down: {done.stderr}"
+    return done
+
+
+@contextlib.contextmanager
+def _started(
+    host: Host, *command: str, locked: bool = True, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    argv, switch = _argv(host, command, locked=locked)
+    process = subprocess.Popen(
+        argv,
+        cwd="/",
+        env=_environ(host, env or {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **switch,  # type: ignore[arg-type]
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """SIGTERM, as ``docker stop`` and systemd send: the exit status and what was said."""
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, getattr(process, "said", "") + out, err
+
+
+def _said(process: subprocess.Popen[str], needle: str) -> bool:
+    """Whether the process said *needle* on stdout, waiting up to 30 s (or its exit)."""
+    import select
+
+    assert process.stdout is not None
+    said = ""
+    deadline = time.monotonic() + 30
+    while needle not in said and time.monotonic() < deadline:
+        if select.select([process.stdout], [], [], 0.1)[0]:
+            chunk = os.read(process.stdout.fileno(), 65536).decode(errors="replace")
+            if not chunk:
+                break
+            said += chunk
+    process.said = said  # type: ignore[attr-defined]
+    return needle in said
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_for(url: str, process: subprocess.Popen[str]) -> None:
+    for _ in range(300):  # up to 30 s
+        assert process.poll() is None, process.communicate(timeout=30)
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            if _get(url)[0] == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+def _one_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_serve_without_a_temporary_directory_refuses_in_one_line(host: Host) -> None:
+    """Nowhere to write but the data directory, and ``TMPDIR`` unset: gunicorn's workers
+    (their heartbeat files) and the metrics directory have nowhere to go. ``srcore serve``
+    died in gunicorn's master with ``FileNotFoundError: No usable temporary directory``
+    and its traceback; it now says so in one line, with the variable to set."""
+    assert _run(host, "-m", "srcore", "migrate", "todo", "upgrade").returncode == 0
+    done = _run(host, "-m", "srcore", "serve", "todo", "--bind", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 1, done.stderr
+    line = _one_line(done.stderr)
+    assert line.startswith("srcore serve todo: no directory for temporary files: "), line
+    assert f"uid {_nameless_uid()}" in line and "set TMPDIR to a directory" in line, line
+
+
+def test_a_locked_down_operator_runs_every_command_and_stops_them_with_sigterm(
+    host: Host,
+) -> None:
+    """With ``TMPDIR`` in the data directory: config check, migrations, the web app (its
+    pages, API and metrics) and the webhook worker, each stopped by SIGTERM with status 0,
+    logging to stderr only, and leaving nothing in the temporary directory."""
+    scratch = host.data / "tmp"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    os.chown(scratch, _nameless_uid(), _nameless_uid())
+    env = {"TMPDIR": str(scratch)}
+    for command in (["config", "check"], ["migrate", "--all", "upgrade"]):
+        done = _run(host, "-m", "srcore", *command, env=env)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    port = free_port()
+    serve = ["-m", "srcore", "serve", "todo", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    with _started(host, *serve, env=env) as server:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", server)
+        assert _get(f"http://127.0.0.1:{port}/")[0] == 200
+        assert _get(f"http://127.0.0.1:{port}/api/trackers")[0] == 401
+        status, body = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and b"srcore_http_requests_total" in body, body
+        status, out, err = _stop(server)
+    assert status == 0, err
+    assert out == "" and "Traceback" not in err, (out, err)
+    assert list(scratch.iterdir()) == []  # the metrics directory went with the server
+    with _started(host, "-m", "srcore", "worker", "todo", env=env) as worker:
+        assert _said(worker, " ready in ")
+        status, out, err = _stop(worker)
+    assert status == 0 and "Traceback" not in err, (out, err)
+    assert out.rstrip().endswith("srcore worker: stopped"), out
