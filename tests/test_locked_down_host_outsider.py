@@ -222,19 +222,22 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     """SIGTERM, as ``docker stop`` and systemd send: the exit status and what was said."""
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
-    return process.returncode, getattr(process, "said", "") + out, err
+    said = getattr(process, "said", "")  # on the stream _said read: either holds it
+    return process.returncode, said + out, said + err
 
 
-def _said(process: subprocess.Popen[str], needle: str) -> bool:
-    """Whether the process said *needle* on stdout, waiting up to 30 s (or its exit)."""
+def _said(process: subprocess.Popen[str], needle: str, *, stderr: bool = False) -> bool:
+    """Whether the process said *needle* on stdout (or stderr), waiting up to 30 s (or its
+    exit); what it said meanwhile is kept for :func:`_stop`."""
     import select
 
-    assert process.stdout is not None
+    stream = process.stderr if stderr else process.stdout
+    assert stream is not None
     said = ""
     deadline = time.monotonic() + 30
     while needle not in said and time.monotonic() < deadline:
-        if select.select([process.stdout], [], [], 0.1)[0]:
-            chunk = os.read(process.stdout.fileno(), 65536).decode(errors="replace")
+        if select.select([stream], [], [], 0.1)[0]:
+            chunk = os.read(stream.fileno(), 65536).decode(errors="replace")
             if not chunk:
                 break
             said += chunk
@@ -261,8 +264,11 @@ def _wait_for(url: str, process: subprocess.Popen[str]) -> None:
 
 
 def _one_line(stderr: str) -> str:
+    """The one line *stderr* holds, besides the config's warning that this network of one
+    service has no meta (a Celery worker builds the app first, and logs it)."""
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    alone = "warning: no [meta] section"
+    lines = [line for line in stderr.splitlines() if line.strip() and alone not in line]
     assert len(lines) == 1, stderr
     return lines[0]
 
@@ -310,3 +316,61 @@ def test_a_locked_down_operator_runs_every_command_and_stops_them_with_sigterm(
         status, out, err = _stop(worker)
     assert status == 0 and "Traceback" not in err, (out, err)
     assert out.rstrip().endswith("srcore worker: stopped"), out
+
+
+def _celery(*options: str) -> list[str]:
+    return [
+        "-m",
+        "celery",
+        "-A",
+        "srcore.webhooks.celery",
+        "worker",
+        "--loglevel",
+        "info",
+        *options,
+    ]
+
+
+CELERY = {"SRCORE_SERVICE": "todo", "SRCORE__GLOBAL__WEBHOOKS_BROKER": "memory://"}
+
+
+def test_celery_beat_runs_in_a_working_directory_it_cannot_write(host: Host) -> None:
+    """``celery worker --beat`` as the documented command has it, started where the uid
+    cannot write (``/``), without ``--schedule``: beat kept its schedule in
+    ``./celerybeat-schedule``, died with three tracebacks of ``PermissionError`` while the
+    worker ran on without it, so retries came due and nobody queued them. srcore's one
+    tick is now kept in memory: beat ticks. And Celery, finding no group entry for the
+    gid, warned that the worker ran "with superuser privileges" as uid 4242: no more."""
+    assert _run(host, "-m", "srcore", "migrate", "todo", "upgrade").returncode == 0
+    with _started(host, *_celery("--beat", "--pool", "solo"), locked=False, env=CELERY) as worker:
+        ticks = _said(worker, "Sending due task srcore-webhooks-tick", stderr=True)
+        status, _, err = _stop(worker)
+    assert ticks, err
+    assert status == 0, err
+    assert "Traceback" not in err and "celerybeat-schedule" not in err, err
+    assert "superuser privileges" not in err and "SecurityWarning" not in err, err
+
+
+def test_a_celery_prefork_pool_that_cannot_start_says_so_in_one_line(host: Host) -> None:
+    """The prefork pool keeps its shared memory in the temporary directory and its locks
+    in POSIX semaphores (``/dev/shm``): without either, Celery logged "Unrecoverable
+    error" and a traceback from deep in billiard. Each is now one line naming what to
+    give the uid, or the pool that needs neither."""
+    assert _run(host, "-m", "srcore", "migrate", "todo", "upgrade").returncode == 0
+    done = _run(host, *_celery(), env=CELERY)
+    assert done.returncode == 1, done.stderr
+    line = _one_line(done.stderr)
+    assert line.startswith("celery worker (srcore-webhooks.todo): no directory for temporary "), (
+        line
+    )
+    assert "set TMPDIR" in line and line.endswith("or run it with --pool threads"), line
+    scratch = host.data / "tmp"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    os.chown(scratch, _nameless_uid(), _nameless_uid())
+    done = _run(host, *_celery(), env={**CELERY, "TMPDIR": str(scratch)})
+    assert done.returncode == 1, done.stderr
+    assert _one_line(done.stderr) == (
+        "celery worker (srcore-webhooks.todo): the prefork pool cannot make a semaphore "
+        f"(Read-only file system): this user (uid {_nameless_uid()}) needs to write in "
+        "/dev/shm, or run it with --pool threads"
+    )

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from srcore.extras import MissingExtraError
+from srcore.forks import temporary_directory_problem
 from srcore.logsetup import offset_celery_times, yield_to_host
 from srcore.manifest import ManifestError, service_package
 from srcore.webhooks.models import OutboxRow
@@ -88,7 +90,12 @@ def make_celery(
     worker), *tick* (beat's) and *drain_time* (a task's, after which it queues its successor)."""
     try:
         from celery import Celery
-        from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
+        from celery.signals import (
+            after_setup_logger,
+            after_setup_task_logger,
+            celeryd_init,
+            worker_process_init,
+        )
     except ImportError as exc:
         raise MissingExtraError("celery", "webhook delivery through Celery") from exc
 
@@ -116,6 +123,11 @@ def make_celery(
         worker_prefetch_multiplier=1,  # a drain waiting is left to an idle process
         worker_hijack_root_logger=False,  # handlers an operator put on the root logger stay
         beat_schedule={"srcore-webhooks-tick": dict(task=DRAIN, schedule=seconds, options=options)},
+        # beat keeps its schedule in memory: one tick, nothing to remember across restarts.
+        # Celery's default kept it in a file in the working directory, and a beat that
+        # could not write there (a read-only /, a container) died with tracebacks while
+        # the worker ran on without it: retries were never picked up.
+        beat_scheduler="celery.beat:Scheduler",
     )
     slots = int(st.config.global_["webhook-celery-slots"])
     wakeups = _Wakeups(celery_app, st.service_id, broker, slots)
@@ -150,9 +162,60 @@ def make_celery(
     after_setup_logger.connect(yield_to_host, weak=False)
     after_setup_logger.connect(offset_celery_times, weak=False)
     after_setup_task_logger.connect(offset_celery_times, weak=False)
+    celeryd_init.connect(functools.partial(_worker_starts, celery_app, st.service_id), weak=False)
     celery_app.task(name=DRAIN, ignore_result=True, shared=False)(drain)
     celery_app.webhook_wakeups = wakeups
     return celery_app
+
+
+def _worker_starts(
+    celery_app: Celery, service_id: str, *, instance: Any, options: Mapping[str, Any], **_: Any
+) -> None:
+    """``celery worker`` with *celery_app*, before it checks its privileges and forks.
+
+    Under a uid with no group entry (``docker run --user 4242``) Celery assumes the worker
+    runs as root and warns at length that it does, which is not so: those two warnings are
+    left out when neither the uid nor the effective one is 0 and only JSON is accepted (the
+    case Celery would refuse, pickle, stays its own). A prefork pool that would fail as it
+    starts (no temporary directory, no semaphore) is refused in one line, not a traceback.
+    """
+    conf: Any = celery_app.conf
+    if getattr(instance, "app", None) is not celery_app:
+        return
+    accepted = {str(kind) for kind in conf.accept_content or ()}
+    if 0 not in (os.getuid(), os.geteuid()) and accepted <= {"json", "application/json"}:
+        from celery.exceptions import SecurityWarning
+
+        for said in ("An entry for the specified gid", "You're running the worker with superuser"):
+            warnings.filterwarnings("ignore", message=said, category=SecurityWarning)
+    pool = options.get("pool_cls") or options.get("pool") or conf.worker_pool
+    try:
+        from celery.concurrency import get_implementation
+
+        name = getattr(get_implementation(pool), "__module__", "")
+    except Exception:  # Celery names an unknown pool itself
+        return
+    if name.endswith(".prefork") and (problem := _prefork_problem()) is not None:
+        raise SystemExit(
+            f"celery worker ({queue_name(service_id)}): {problem}, or run it with --pool threads"
+        )
+
+
+def _prefork_problem() -> str | None:
+    """What a prefork pool lacks on this host, in one line: a temporary directory for its
+    shared memory, and a semaphore (``sem_open``: ``/dev/shm`` on Linux) to share it."""
+    if (problem := temporary_directory_problem()) is not None:
+        return f"{problem}; the prefork pool keeps its shared memory there"
+    import multiprocessing  # its semaphores are made as billiard's are
+
+    try:
+        multiprocessing.Lock()
+    except OSError as exc:
+        return (
+            f"the prefork pool cannot make a semaphore ({exc.strerror or exc}): this user "
+            f"(uid {os.getuid()}) needs to write in /dev/shm"
+        )
+    return None
 
 
 class CeleryDispatcher:
