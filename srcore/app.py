@@ -284,6 +284,7 @@ def create_app(
     from srcore.metrics import MetricsExtension
 
     cors.init_app(app)
+    lifecycle.add_before(app, cors.answer_preflight)
     # The features, each keeping its state in app.extensions["srcore.<feature>"].
     Auth(login=login, token_verifier=token_verifier, identity=identity).init_app(app)
     MetricsExtension().init_app(app)
