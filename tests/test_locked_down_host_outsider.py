@@ -374,3 +374,26 @@ def test_a_celery_prefork_pool_that_cannot_start_says_so_in_one_line(host: Host)
         f"(Read-only file system): this user (uid {_nameless_uid()}) needs to write in "
         "/dev/shm, or run it with --pool threads"
     )
+
+
+def test_a_postgresql_url_without_a_role_names_the_fix_for_a_nameless_uid(host: Host) -> None:
+    """``postgresql+psycopg://127.0.0.1/todo`` logs in as the process's user name, and uid
+    4242 has none: every command failed with libpq's "local user with ID 4242 does not
+    exist" and the advice to check that the server is up and the database exists. It now
+    says what is missing and the two ways to give it (no server is reached: libpq looks
+    for the name first)."""
+    env = {"SRCORE__TODO__DATABASE_URL": "postgresql+psycopg://127.0.0.1:1/srcore_nameless"}
+    done = _run(host, "-m", "srcore", "migrate", "todo", "current", locked=False, env=env)
+    assert done.returncode == 1, done.stderr
+    line = _one_line(done.stderr)
+    assert f"local user with ID {_nameless_uid()} does not exist" in line, line
+    assert "Check that the server is up" not in line, line
+    assert (
+        f"The URL names no role, and this process's user (uid {_nameless_uid()}) has no name "
+        "in the passwd database for PostgreSQL's client to log in as: add the role to [todo] "
+        "database-url (or SRCORE__TODO__DATABASE_URL, which wins), as in "
+        "postgresql+psycopg://ROLE@HOST/DB, or set PGUSER"
+    ) in line, line
+    env["PGUSER"] = "srcore"  # a name to log in as: the server (none there) is what fails
+    done = _run(host, "-m", "srcore", "migrate", "todo", "current", locked=False, env=env)
+    assert done.returncode == 1 and "The URL names no role" not in done.stderr, done.stderr

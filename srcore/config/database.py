@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import pwd
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -210,6 +212,28 @@ def _sqlite_advice(file: Path, exc: BaseException, key: str) -> tuple[str, str]:
     return "", f"Check the path and its permissions, or fix {key}"
 
 
+def _nameless_user(url: URL) -> str | None:
+    """Why PostgreSQL's client has no role to log in as for *url*, if that is so.
+
+    A URL without a user (``postgresql+psycopg:///todo``) logs in as ``$PGUSER``, else as
+    the name of the process's user, which a uid with no entry in the passwd database has
+    not (``docker run --user 4242``): libpq then says only that the "local user with ID"
+    does not exist.
+    """
+    if url.get_backend_name() != "postgresql" or url.username or os.environ.get("PGUSER"):
+        return None
+    if "user" in url.query:
+        return None
+    try:
+        pwd.getpwuid(os.getuid())
+    except KeyError:
+        return (
+            f"The URL names no role, and this process's user (uid {os.getuid()}) has no "
+            "name in the passwd database for PostgreSQL's client to log in as"
+        )
+    return None
+
+
 def describe_connect_failure(service: str, url: str | URL, exc: BaseException) -> str:
     """One line on why *service* could not open or use its database *url*, for an operator.
 
@@ -241,6 +265,9 @@ def describe_connect_failure(service: str, url: str | URL, exc: BaseException) -
             reason = f"{reason}; {found}"
     elif parsed is not None and parsed.get_backend_name() == "sqlite":
         advice = f"Fix {key}"
+    elif parsed is not None and (nameless := _nameless_user(parsed)) is not None:
+        example = "postgresql+psycopg://ROLE@HOST/DB"
+        advice = f"{nameless}: add the role to {key}, as in {example}, or set PGUSER"
     stop = "" if reason.endswith((".", "?", "!")) else "."
     return f"cannot open the database of {service} ({shown}): {mask_urls(reason)}{stop} {advice}"
 
