@@ -1,6 +1,6 @@
 """A browser app on another origin, and a hostile page on another, in headless Chromium.
 
-meta and todo run under gunicorn on 127.0.0.1. A small static server plays the other
+meta, todo and paste run under gunicorn on 127.0.0.1. A small static server plays the other
 sites, on one port of its own under three names (Chromium maps ``*.example.test`` to this
 machine and resolves no other name):
 
@@ -116,6 +116,7 @@ class _Pages(BaseHTTPRequestHandler):
 class Sites:
     meta: str
     todo: str
+    paste: str
     config: str
     #: The single-page app, another site than the services'.
     spa: str
@@ -140,12 +141,13 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
     thread.start()
     keys = {"revocation-pull-interval": "1h"}
     try:
-        with run_network(tmp, ("meta", "todo"), global_keys=keys) as net:
+        with run_network(tmp, ("meta", "todo", "paste"), global_keys=keys) as net:
             for name in ("alice", "bob", "dev"):
                 create_user(str(net.config), name, f"{name}@example.org", PASSWORD)
             yield Sites(
                 meta=net.urls["meta"],
                 todo=net.urls["todo"],
+                paste=net.urls["paste"],
                 config=str(net.config),
                 spa=f"http://localhost:{port}",
                 evil=f"http://evil.example.test:{port}",
@@ -507,38 +509,44 @@ def test_the_app_manages_its_webhooks(sites: Sites, app: App) -> None:
     read(gone, 204)
 
 
-def test_the_openapi_document_is_readable_and_its_headers_cross_origins(
-    sites: Sites, app: App
-) -> None:
-    """What the document tells a client to send can be sent from another origin, and what
-    it says an answer carries can be read there."""
+def test_each_services_documented_headers_cross_origins(sites: Sites, app: App) -> None:
+    """What each service's OpenAPI document tells a client to send can be sent from another
+    origin, what it says an answer carries can be read there, and a path or method no
+    route takes is the API's own answer there too."""
     page = app.page
-    document = read(call(page, f"{sites.todo}/api/openapi.json"), 200)
-    sent: set[str] = set()
-    answered: set[str] = set()
-    for path in document["paths"].values():
-        for operation in path.values():
-            for parameter in operation.get("parameters", []):
-                if "$ref" in parameter:
-                    name = parameter["$ref"].rsplit("/", 1)[-1]
-                    parameter = document["components"]["parameters"][name]
-                if parameter.get("in") == "header":
-                    sent.add(parameter["name"])
-            for answer in operation.get("responses", {}).values():
-                if "$ref" in answer:
-                    name = answer["$ref"].rsplit("/", 1)[-1]
-                    answer = document["components"]["responses"][name]
-                answered.update(answer.get("headers", {}))
-    assert {"If-Match", "If-None-Match"} <= sent, sent
-    assert {"ETag", "Retry-After", "WWW-Authenticate"} <= answered, answered
     allowed = {h.strip().lower() for h in cors.ALLOWED_HEADERS.split(",")}
     exposed = {h.strip().lower() for h in cors.EXPOSED_HEADERS.split(",")}
-    assert {h.lower() for h in sent} <= allowed, sent
-    assert {h.lower() for h in answered} <= exposed, answered
-    # And in the browser: each documented request header sent across, on a GET.
-    for name in sorted(sent):
-        answer = call(page, f"{sites.todo}/api/trackers", headers=app.auth(**{name: '"x"'}))
-        assert answer.get("status") in (200, 412), (name, answer)
+    for base in (sites.meta, sites.todo, sites.paste):
+        document = read(call(page, f"{base}/api/openapi.json"), 200)
+        sent: set[str] = set()
+        answered: set[str] = set()
+        for path in document["paths"].values():
+            for operation in path.values():
+                for parameter in operation.get("parameters", []):
+                    if "$ref" in parameter:
+                        name = parameter["$ref"].rsplit("/", 1)[-1]
+                        parameter = document["components"]["parameters"][name]
+                    if parameter.get("in") == "header":
+                        sent.add(parameter["name"])
+                for answer in operation.get("responses", {}).values():
+                    if "$ref" in answer:
+                        name = answer["$ref"].rsplit("/", 1)[-1]
+                        answer = document["components"]["responses"][name]
+                    answered.update(answer.get("headers", {}))
+        # Every service's webhook API is conditional, and every one challenges and limits.
+        assert {"If-Match", "If-None-Match"} <= sent, (base, sent)
+        assert {"ETag", "Retry-After", "WWW-Authenticate"} <= answered, (base, answered)
+        assert {h.lower() for h in sent} <= allowed, (base, sent)
+        assert {h.lower() for h in answered} <= exposed, (base, answered)
+        # And in the browser: each documented request header sent across.
+        for name in sorted(sent):
+            answer = call(page, f"{base}/api/webhooks/events", headers={name: '"x"'})
+            assert answer.get("status") == 200, (base, name, answer)
+        for method in ("GET", "PUT", "DELETE"):
+            nowhere = call(page, f"{base}/api/no-such-kind/1", method=method, headers=app.auth())
+            assert read(nowhere, 404)["errors"], (base, method, nowhere)
+        put = call(page, f"{base}/api/webhooks/events", method="PUT", headers=app.json(), body="{}")
+        assert read(put, 405)["errors"], (base, put)
 
 
 # -- a hostile page ------------------------------------------------------------------------
