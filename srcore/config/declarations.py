@@ -575,7 +575,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
             timedelta(hours=1), LONGEST_KEPT, too_short="the log is pruned once an hour"
         ),
         help="How long the delivery log (each attempt's request and response) is kept "
-        "(1h to 3650d).",
+        "(1h to 3650d); a delivery that is over, and an event fanned out, go with it once "
+        "no attempt of theirs is left (pruned hourly by the webhook worker).",
     ),
     Key(
         "webhook-disable-after",
