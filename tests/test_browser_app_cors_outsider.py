@@ -586,6 +586,8 @@ def still_logged_in(sites: Sites, context: Any) -> None:
     page = new_tab(context)
     try:
         assert page.goto(f"{sites.meta}/profile").url == f"{sites.meta}/profile", page.url
+        # Still alice: not logged out, nor logged in as the stranger's own account.
+        assert "alice@example.org" in page.content(), "meta's session is someone else's"
         assert page.goto(f"{sites.todo}/create").url == f"{sites.todo}/create", page.url
         for path in ("/", "/~alice/mine"):
             assert page.goto(f"{sites.todo}{path}").status == 200, page.url
@@ -649,6 +651,7 @@ def test_a_hostile_page_changes_nothing(sites: Sites, victim: Any, origin: str) 
         (f"{sites.todo}/~alice/mine/new", "title=planted", urlencoded),
         (f"{sites.todo}/logout", "", urlencoded),
         (f"{sites.meta}/logout", "", urlencoded),
+        (f"{sites.meta}/login", urlencode({"login": "dev", "password": PASSWORD}), urlencoded),
     ):
         sent = call(page, url, **no_cors, body=body, headers=headers)
         assert sent.get("status") == 0, (url, sent)  # opaque: nothing to read
@@ -657,6 +660,7 @@ def test_a_hostile_page_changes_nothing(sites: Sites, victim: Any, origin: str) 
         (f"{sites.todo}/create", {"name": "planted"}),
         (f"{sites.todo}/~alice/mine/delete", {}),
         (f"{sites.todo}/logout", {}),
+        (f"{sites.meta}/login", {"login": "dev", "password": PASSWORD}),
     ):
         page.goto(f"{getattr(sites, origin)}/")
         with page.expect_navigation():
@@ -736,6 +740,8 @@ def test_a_hostile_client_gets_no_silent_approval_nor_any_code(
         f"{sites.spa}/cb?next={sites.evil}",
         f"{sites.spa}/cb/",
         f"{sites.evil}/cb",
+        # Another program on the machine: only a loopback IP's port may vary (RFC 8252).
+        f"http://localhost:{free_port()}/cb",
     ):
         landed = authorize(client_id=clients.spa, redirect_uri=redirect_uri)
         assert landed.startswith(sites.meta), (redirect_uri, landed)
