@@ -13,6 +13,8 @@ srcore's standard error body for the API, so every error answer has the same sha
 
 from __future__ import annotations
 
+import os
+
 from srcore.hygiene import MAX_HEADER_BYTES, MAX_HEADER_COUNT
 
 __all__ = ["GUNICORN_LIMITS", "bind_problem", "gunicorn_options"]
@@ -70,4 +72,26 @@ def bind_problem(bind: str) -> str | None:
         )
     if value.isdigit():
         return f"{value!r} is a port alone: write 127.0.0.1:{value} (or HOST:{value})"
+    if value.startswith("unix:"):
+        return _socket_directory_problem(value.removeprefix("unix:"))
     return None
+
+
+def _socket_directory_problem(path: str) -> str | None:
+    """Why this user cannot make a Unix socket at *path*, or None.
+
+    gunicorn makes the socket (removing one left there first) in its directory, and when
+    it cannot (a read-only root, a directory of root's) it tried five times in five
+    seconds, saying "connection to ... failed" each time, before giving up.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        what = "does not exist"
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        what = f"is not writable by this user (uid {os.geteuid()})"
+    else:
+        return None
+    return (
+        f"unix:{path}: the socket's directory {directory} {what}: give a directory this "
+        "user can write in (such as /run/srcore, owned by it)"
+    )
