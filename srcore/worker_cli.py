@@ -177,6 +177,21 @@ def worker_command(
     from srcore.webhooks.worker import Worker
 
     started = time.monotonic()
+    stop = threading.Event()
+    running: list[Worker] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # From the start: as PID 1 (a container) a SIGTERM finding no handler is dropped,
+        # and one arriving between "ready" and the handler killed the worker (status -15).
+        if not running:
+            click.echo("srcore worker: stopped while starting", err=True)
+            raise SystemExit(0 if signum == signal.SIGTERM else 130)
+        stop.set()
+        running[0].stop()
+
+    if not once:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
     try:
         package = service_package(service)
     except ManifestError as exc:
@@ -225,6 +240,7 @@ def worker_command(
     if concurrency is not None:
         settings = dataclasses.replace(settings, concurrency=concurrency)
     worker = Worker(app, settings=settings, poll_interval=poll_interval)
+    running.append(worker)
     allowed = ", ".join(str(n) for n in worker.policy.allowed) or "none"
     click.echo(
         f"srcore worker: {service} ready in {time.monotonic() - started:.1f} s: {dialect}, "
@@ -237,14 +253,6 @@ def worker_command(
         worker.close()
         click.echo(f"handled {handled} row(s)")
         return
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     thread = threading.Thread(target=worker.run, args=(stop,), name="webhooks", daemon=True)
     thread.start()
     # After SIGTERM no request starts and those in flight end within webhook-timeout;

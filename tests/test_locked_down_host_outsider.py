@@ -263,6 +263,14 @@ def _wait_for(url: str, process: subprocess.Popen[str]) -> None:
     raise AssertionError(f"{url} never answered")
 
 
+def _scratch(host: Host) -> Path:
+    """A temporary directory for the uid in its data directory, as ``TMPDIR`` names."""
+    scratch = host.data / "tmp"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    os.chown(scratch, _nameless_uid(), _nameless_uid())
+    return scratch
+
+
 def _one_line(stderr: str) -> str:
     """The one line *stderr* holds, besides the config's warning that this network of one
     service has no meta (a Celery worker builds the app first, and logs it)."""
@@ -292,9 +300,7 @@ def test_a_locked_down_operator_runs_every_command_and_stops_them_with_sigterm(
     """With ``TMPDIR`` in the data directory: config check, migrations, the web app (its
     pages, API and metrics) and the webhook worker, each stopped by SIGTERM with status 0,
     logging to stderr only, and leaving nothing in the temporary directory."""
-    scratch = host.data / "tmp"
-    scratch.mkdir(mode=0o700, exist_ok=True)
-    os.chown(scratch, _nameless_uid(), _nameless_uid())
+    scratch = _scratch(host)
     env = {"TMPDIR": str(scratch)}
     for command in (["config", "check"], ["migrate", "--all", "upgrade"]):
         done = _run(host, "-m", "srcore", *command, env=env)
@@ -364,9 +370,7 @@ def test_a_celery_prefork_pool_that_cannot_start_says_so_in_one_line(host: Host)
         line
     )
     assert "set TMPDIR" in line and line.endswith("or run it with --pool threads"), line
-    scratch = host.data / "tmp"
-    scratch.mkdir(mode=0o700, exist_ok=True)
-    os.chown(scratch, _nameless_uid(), _nameless_uid())
+    scratch = _scratch(host)
     done = _run(host, *_celery(), env={**CELERY, "TMPDIR": str(scratch)})
     assert done.returncode == 1, done.stderr
     assert _one_line(done.stderr) == (
@@ -397,3 +401,38 @@ def test_a_postgresql_url_without_a_role_names_the_fix_for_a_nameless_uid(host: 
     env["PGUSER"] = "srcore"  # a name to log in as: the server (none there) is what fails
     done = _run(host, "-m", "srcore", "migrate", "todo", "current", locked=False, env=env)
     assert done.returncode == 1 and "The URL names no role" not in done.stderr, done.stderr
+
+
+def test_serve_on_a_unix_socket_where_the_user_cannot_make_it_refuses_in_one_line(
+    host: Host,
+) -> None:
+    """operators.md binds to ``unix:/run/srcore/todo.sock``; in a directory the uid cannot
+    write (the read-only config directory here, or a ``/run/srcore`` left to root),
+    gunicorn tried five times in five seconds, each an "[ERROR] connection to ...
+    failed", then "Can't connect". One line now names the directory."""
+    assert _run(host, "-m", "srcore", "migrate", "todo", "upgrade").returncode == 0
+    socket = host.config.parent / "todo.sock"
+    env = {"TMPDIR": str(_scratch(host))}
+    done = _run(host, "-m", "srcore", "serve", "todo", "--bind", f"unix:{socket}", env=env)
+    assert done.returncode == 1, done.stderr
+    assert _one_line(done.stderr) == (
+        f"srcore serve todo: --bind unix:{socket}: the socket's directory {socket.parent} is "
+        f"not writable by this user (uid {_nameless_uid()}): give a directory this user can "
+        "write in (such as /run/srcore, owned by it)"
+    )
+    assert not socket.exists()
+
+
+def test_the_webhook_worker_stopped_while_it_starts_exits_cleanly(host: Host) -> None:
+    """``docker stop`` or systemd may send SIGTERM while ``srcore worker`` is still
+    starting (its config, its database): it had no handler until after its "ready" line,
+    so it died of the signal (status -15), and as a container's PID 1, which the kernel
+    gives no signal it has no handler for, it would have ignored it until the SIGKILL."""
+    env = {"TMPDIR": str(_scratch(host))}
+    assert _run(host, "-m", "srcore", "migrate", "todo", "upgrade", env=env).returncode == 0
+    with _started(host, "-m", "srcore", "worker", "todo", env=env) as worker:
+        assert _said(worker, "[1/4] config")
+        status, out, err = _stop(worker)
+    assert status == 0, (out, err)
+    assert "Traceback" not in err, err
+    assert "srcore worker: stopped" in out + err, (out, err)
