@@ -3,9 +3,10 @@ live in their own modules and are added by :func:`main`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -113,9 +114,10 @@ def serve(
             click.echo(f"srcore serve {service}: {problem}", err=True)
             sys.exit(1)
     try:
-        _preflight(
-            service, path, lambda text: click.echo(f"srcore serve {service}: {text}", err=True)
-        )
+        with _stoppable(service):
+            _preflight(
+                service, path, lambda text: click.echo(f"srcore serve {service}: {text}", err=True)
+            )
     except _ServeRefused as exc:
         click.echo(f"srcore serve {service}: {exc}", err=True)
         sys.exit(1)
@@ -158,6 +160,36 @@ def serve(
         f"{package}:create_app()",
     ]
     os.execv(sys.executable, argv)  # noqa: S606 - argv is built here, not from input
+
+
+@contextlib.contextmanager
+def _stoppable(service: str) -> Iterator[None]:
+    """SIGTERM and SIGINT stop ``srcore serve`` while it looks at the database (up to its
+    connect timeout), before gunicorn, which has handlers of its own, replaces it.
+
+    Without a handler a SIGTERM then (``docker stop``, systemd) killed it (status -15),
+    and as a container's PID 1, which the kernel gives no signal it has no handler for,
+    was dropped until the SIGKILL. The previous handlers are put back afterwards.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def stopped(signum: int, _frame: object) -> None:
+        click.echo(f"srcore serve {service}: stopped while starting", err=True)
+        sys.exit(0 if signum == signal.SIGTERM else 130)
+
+    previous = {
+        number: signal.signal(number, stopped) for number in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 class _ServeRefused(Exception):

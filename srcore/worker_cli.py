@@ -165,6 +165,7 @@ def worker_command(
     tables ends it with status 1 instead of failing on every cycle.
     """
     import dataclasses
+    import functools
     import signal
     import threading
     import time
@@ -189,9 +190,11 @@ def worker_command(
         stop.set()
         running[0].stop()
 
-    if not once:
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+    if not once and threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, signal.SIGINT):
+            if (previous := signal.getsignal(number)) is not None:  # put back when it ends
+                ctx.call_on_close(functools.partial(signal.signal, number, previous))
+            signal.signal(number, on_signal)
     try:
         package = service_package(service)
     except ManifestError as exc:

@@ -436,3 +436,24 @@ def test_the_webhook_worker_stopped_while_it_starts_exits_cleanly(host: Host) ->
     assert status == 0, (out, err)
     assert "Traceback" not in err, err
     assert "srcore worker: stopped" in out + err, (out, err)
+
+
+def test_serve_stopped_while_it_looks_at_the_database_exits_cleanly(host: Host) -> None:
+    """Before gunicorn starts, ``srcore serve`` looks at the database, for up to its
+    connect timeout (5 s) when the server does not answer. A SIGTERM then killed it
+    (status -15), and as a container's PID 1 was dropped until the SIGKILL."""
+    import socket
+
+    with socket.socket() as silent:  # takes the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(30)
+        url = f"postgresql+psycopg://srcore@127.0.0.1:{silent.getsockname()[1]}/todo"
+        env = {"SRCORE__TODO__DATABASE_URL": url}
+        serve = ["-m", "srcore", "serve", "todo", "--bind", f"127.0.0.1:{free_port()}"]
+        with _started(host, *serve, locked=False, env=env) as server:
+            connection, _ = silent.accept()  # serve is waiting for the database now
+            with connection:
+                status, out, err = _stop(server)
+    assert status == 0, (out, err)
+    assert err.splitlines()[-1] == "srcore serve todo: stopped while starting", err
