@@ -95,9 +95,9 @@ EXPIRING = {
         "srcore_webhook_outbox",
     ),
 }
-#: What people made and keep (accounts, their trackers, applications, subscriptions), or
-#: what the guide says it keeps longer than these months (the audit log, a year; the
-#: revocation list, for good): these grow with the workload, and nothing else may.
+#: What people made and keep (accounts, their trackers, applications, subscriptions), what
+#: the guide says it keeps longer than these months (the audit log, a year), and what is
+#: kept per account: these grow with the workload, and nothing else may.
 KEPT = {
     "meta": (
         "user",
@@ -105,6 +105,7 @@ KEPT = {
         "audit_entry",
         "oauth_client",
         "oauth_consent",
+        # The cut-offs of each account (its last logout) and the newest event: checked below.
         "revocation_event",
         # One per account and application at most (checked below), and their codes.
         "oauth_grant",
@@ -343,8 +344,13 @@ def _scalar(url: str, query: str) -> Any:
         engine.dispose()
 
 
+#: Times stored as whole epoch seconds (meta's clock), moved back with the others.
+EPOCHS = {"revocation_event": ("not_before", "expires_at")}
+
+
 def _move_back(url: str, by: timedelta) -> None:
-    """Every date and time column of every row, *by* earlier."""
+    """Every date and time column of every row, and every time in epoch seconds, *by*
+    earlier."""
     engine = _engine(url)
     tables = sa.MetaData()
     try:
@@ -356,6 +362,12 @@ def _move_back(url: str, by: timedelta) -> None:
             # (a read first could not become a write once another one committed).
             lineage = tables.tables["alembic_version_srcore"]
             connection.execute(lineage.update().values(version_num=lineage.c.version_num))
+            seconds = int(by.total_seconds())
+            for name, columns in EPOCHS.items():
+                if name in tables.tables:
+                    table = tables.tables[name]
+                    shifted = {c: table.c[c] - seconds for c in columns}
+                    connection.execute(table.update().values(shifted))
             for table in tables.sorted_tables:
                 times = [c for c in table.c if isinstance(c.type, sa.DateTime)]
                 keys = list(table.primary_key.columns)
@@ -387,9 +399,8 @@ def _survey(g: Growth, number: int) -> dict[str, Any]:
                     for name in names
                 }
                 if service == "meta":
-                    pairs = "SELECT DISTINCT user_id, client_id FROM oauth_grant"
-                    query = sa.text(f"SELECT count(*) FROM ({pairs}) AS pairs")
-                    rows[service]["grant pairs"] = connection.execute(query).scalar_one()
+                    for key, query in _META_BOUNDS.items():
+                        rows[service][key] = connection.execute(sa.text(query)).scalar_one()
         finally:
             engine.dispose()
     client = redis.Redis.from_url(g.redis_url)
@@ -405,6 +416,17 @@ def _survey(g: Growth, number: int) -> dict[str, Any]:
     }
     files = {p.name: p.stat().st_size for p in g.net.dir.iterdir() if p.is_file()}
     return {"round": number, "rows": rows, "forever": forever, "workers": workers, "files": files}
+
+
+#: What meta may keep per account and application, and per account: its newest grant per
+#: application; the cut-offs of its last logout (one per kind), and its suspensions.
+_META_BOUNDS = {
+    "grant pairs": "SELECT count(*) FROM (SELECT DISTINCT user_id, client_id FROM oauth_grant) p",
+    "cut-off pairs": "SELECT count(*) FROM (SELECT DISTINCT kind, subject FROM revocation_event"
+    " WHERE kind IN ('client', 'user', 'session')) p",
+    "standing events": "SELECT count(*) FROM revocation_event"
+    " WHERE kind IN ('suspend', 'unsuspend', 'delete')",
+}
 
 
 def _gunicorn_workers(port: int) -> list[int]:
@@ -458,7 +480,7 @@ def _check_nothing_else_grows(growth: Growth) -> None:
         grew = {
             name: (second[service].get(name), held)
             for name, held in tables.items()
-            if name not in (*KEPT[service], "grant pairs") and held > second[service].get(name, 0)
+            if name not in (*KEPT[service], *_META_BOUNDS) and held > second[service].get(name, 0)
         }
         assert not grew, (growth.backend, service, grew)
     # An account keeps at most its newest grant per application, and its codes.
@@ -466,6 +488,10 @@ def _check_nothing_else_grows(growth: Growth) -> None:
     assert meta["oauth_grant"] == meta["grant pairs"], (growth.backend, meta)
     assert meta["oauth_authorization_code"] <= meta["oauth_grant"], (growth.backend, meta)
     assert meta["oauth_grant"] <= meta["user"], (growth.backend, meta)
+    # Revocations: each account's cut-offs and suspensions, and the newest event, no more
+    # (a revoked token's or grant's event goes once its tokens expired).
+    bound = meta["cut-off pairs"] + meta["standing events"] + 1
+    assert meta["revocation_event"] <= bound, (growth.backend, meta)
 
 
 def _check_redis_keys_expire(growth: Growth) -> None:

@@ -1,5 +1,6 @@
 """meta's hourly pruning (:mod:`meta.oauth.pruning`, run by its webhook worker): what
-outlived its use goes, and nothing that can still be used, replayed or revoked does."""
+outlived its use goes, and nothing that can still be used, replayed or revoked does, nor
+a revocation event that still revokes something or that a service may be checking."""
 
 from __future__ import annotations
 
@@ -58,7 +59,13 @@ def test_the_hourly_pruning_deletes_what_outlived_its_use_and_nothing_else(
     app: Any, accounts: Any
 ) -> None:
     from meta.models import EmailToken, TokenPurpose
-    from meta.oauth.models import AuthorizationCode, Grant, PersonalAccessToken, RefreshToken
+    from meta.oauth.models import (
+        AuthorizationCode,
+        Grant,
+        PersonalAccessToken,
+        RefreshToken,
+        RevocationEvent,
+    )
     from meta.oauth.pruning import prune
 
     from srcore.webhooks import webhooks_state
@@ -107,11 +114,35 @@ def test_the_hourly_pruning_deletes_what_outlived_its_use_and_nothing_else(
             for link in links
         ],
     )
+    past, ahead = int((now - 30 * DAY).timestamp()), int((now + DAY).timestamp())
+    events = [
+        ("token", "a", None, past, long_ago),  # its token expired: gone
+        ("session", "1", 100, None, long_ago),  # cut off again by the next one: gone
+        ("session", "1", 200, None, long_ago),
+        ("suspend", "1", None, None, long_ago),  # suspensions stay
+        ("grant", "g", None, ahead, long_ago),  # its tokens still live
+        ("token", "b", None, past, long_ago),  # the newest before the last day stays
+        ("token", "c", None, past, now),  # and each one of the last day
+    ]
+    _insert(
+        app,
+        RevocationEvent,
+        [
+            {"kind": k, "subject": s, "not_before": nb, "expires_at": ex, "created": at}
+            for k, s, nb, ex, at in events
+        ],
+    )
     # meta's worker calls it every hour, with the delivery log's pruning.
     assert any(getattr(hook, "func", None) is prune for hook in webhooks_state(app).prune)
 
     with app.extensions["srcore"].db.session() as session:
-        assert prune(session, now, access_lifetime=access) == 7
+        assert prune(session, now, access_lifetime=access) == 9
+        kept_events = session.execute(
+            select(RevocationEvent.kind, RevocationEvent.subject, RevocationEvent.not_before)
+        ).all()
+        assert sorted(kept_events, key=str) == sorted(
+            [(k, s, nb) for k, s, nb, _, _ in events[2:]], key=str
+        )
         grants = set(session.scalars(select(Grant.id)))
         assert grants == {g["id"] for g in (newest, parent, refreshable, revoked_now)}
         assert set(session.scalars(select(RefreshToken.grant_id))) == {refreshable["id"]}

@@ -16,21 +16,33 @@ the accounts. A row goes once nothing can use it any more, a day after that
   personal access token made from it still lives (revoking the grant revokes that token);
 - an authorization code, a day after it expired, once its grant is gone (kept until then,
   so that its replay still revokes the grant);
-- a personal access token, a day after it expired.
-
-The revocation list (``revocation_event``) is not pruned here: the services read it by
-seq and take a missing event for a restore of meta.
+- a personal access token, a day after it expired;
+- a revocation event that revokes nothing any more: a ``token`` or ``grant`` event once
+  the tokens it matches have expired (:func:`srcore.identity.protocol.outlived`), a
+  ``client``, ``user`` or ``session`` cut-off once a later one of the same kind and
+  subject cuts off at least as much. Suspensions and deletions stay (the services compare
+  the suspension a webhook account holds with meta's event at its seq), and so does every
+  event made in the last day and the newest one before that: the services read the list
+  by seq and check that the last event they pulled is still there, so only a process
+  that could not pull for a day finds its own gone and reads the whole list again.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Delete, delete, exists, select
+from sqlalchemy import Delete, and_, delete, exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from meta.models import EmailToken
-from meta.oauth.models import AuthorizationCode, Grant, PersonalAccessToken, RefreshToken
+from meta.oauth.models import (
+    AuthorizationCode,
+    Grant,
+    PersonalAccessToken,
+    RefreshToken,
+    RevocationEvent,
+)
+from srcore.identity.protocol import CLOCK_LEEWAY, CUTOFF_KINDS, EXPIRING_KINDS
 
 __all__ = ["GRACE", "prune"]
 
@@ -82,5 +94,30 @@ def prune(session: Session, now: datetime, *, access_lifetime: timedelta) -> int
     granted = select(Grant.id).where(Grant.id == AuthorizationCode.grant_id).exists()
     run(delete(AuthorizationCode).where(AuthorizationCode.expires_at < gone, ~granted))
     run(delete(PersonalAccessToken).where(PersonalAccessToken.expires_at < gone))
+    run(_spent_revocations(now, gone))
     session.commit()
     return removed
+
+
+def _spent_revocations(now: datetime, gone: datetime) -> Delete:
+    """The revocation events that revoke nothing any more, made before *gone* and older
+    than the newest event made before then (see the module)."""
+    later, newer = aliased(RevocationEvent), aliased(RevocationEvent)
+    settled = exists().where(later.seq > RevocationEvent.seq, later.created < gone)
+    outlived = and_(
+        RevocationEvent.kind.in_(sorted(EXPIRING_KINDS)),
+        RevocationEvent.expires_at.is_not(None),
+        RevocationEvent.expires_at + CLOCK_LEEWAY < int(now.timestamp()),
+    )
+    superseded = and_(
+        RevocationEvent.kind.in_(sorted(CUTOFF_KINDS)),
+        exists().where(
+            newer.kind == RevocationEvent.kind,
+            newer.subject == RevocationEvent.subject,
+            newer.seq > RevocationEvent.seq,
+            newer.not_before >= RevocationEvent.not_before,
+        ),
+    )
+    return delete(RevocationEvent).where(
+        RevocationEvent.created < gone, settled, or_(outlived, superseded)
+    )
