@@ -457,3 +457,44 @@ def test_serve_stopped_while_it_looks_at_the_database_exits_cleanly(host: Host) 
                 status, out, err = _stop(server)
     assert status == 0, (out, err)
     assert err.splitlines()[-1] == "srcore serve todo: stopped while starting", err
+
+
+def test_celery_says_what_keeps_it_from_loading_the_app_as_written(tmp_path: Path) -> None:
+    """A container's Celery worker started without ``SRCORE_SERVICE`` was told to "set
+    srcore_service ... and srcore_config" (Celery capitalizes the text, lowercasing the
+    rest): variables of that case do nothing. A service that is not installed, a config
+    file that is not there and a config without ``webhooks-broker`` printed tracebacks."""
+    config = write_config(
+        tmp_path / "config.ini", service_id="todo", database_url=f"sqlite:///{tmp_path / 'x.db'}"
+    )
+    same = {name: os.environ[name] for name in ("PATH", "PYTHONPATH") if name in os.environ}
+    base = {"PATH": "/usr/bin:/bin", **same}
+    cases = {
+        "Set SRCORE_SERVICE to the service whose webhooks this worker delivers (e.g. "
+        "SRCORE_SERVICE=todo), and SRCORE_CONFIG to its config file": {},
+        "SRCORE_SERVICE=nosuch is neither an installed service nor a package": {
+            "SRCORE_SERVICE": "nosuch"
+        },
+        f"{tmp_path / 'nope.ini'}: no such config file": {
+            "SRCORE_SERVICE": "todo",
+            "SRCORE_CONFIG": str(tmp_path / "nope.ini"),
+        },
+        f"[global] webhooks-broker is empty in {config}: the Celery dispatcher needs a broker "
+        "URL (the local worker needs none)": {
+            "SRCORE_SERVICE": "todo",
+            "SRCORE_CONFIG": str(config),
+        },
+    }
+    for said, environ in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "srcore.webhooks.celery", "worker"],
+            env={**base, **environ},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode != 0, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert said in done.stderr.splitlines(), done.stderr

@@ -253,7 +253,7 @@ def default_app(environ: Mapping[str, str] | None = None) -> Celery:
     service = env.get("SRCORE_SERVICE", "").strip()
     if not service:
         raise NoServiceError(
-            "set SRCORE_SERVICE to the service whose webhooks this worker delivers "
+            "Set SRCORE_SERVICE to the service whose webhooks this worker delivers "
             "(e.g. SRCORE_SERVICE=todo), and SRCORE_CONFIG to its config file"
         )
     return _service_celery(service, env.get("SRCORE_CONFIG") or None)
@@ -266,8 +266,36 @@ def _service_celery(service: str, config: str | None) -> Celery:
     return make_celery(importlib.import_module(service).create_app(config=config))
 
 
+class _AsWritten(str):
+    """A message Celery's command line prints as written: it capitalizes an
+    ``AttributeError``'s text, which lowercased ``SRCORE_SERVICE`` and ``SRCORE_CONFIG``
+    (variables whose case matters) in what it told the operator to set."""
+
+    def capitalize(self) -> str:
+        return str(self)
+
+
+class _AppUnavailable(AttributeError):
+    """``celery -A srcore.webhooks.celery`` found no app to run: the service is not
+    named, not installed, or its config cannot be used (the reason, as Celery prints it)."""
+
+
 def __getattr__(name: str) -> Any:
-    # `celery -A srcore.webhooks.celery` reads the module's `app`: built only then.
+    # `celery -A srcore.webhooks.celery` reads the module's `app`: built only then. What
+    # keeps it from being built is an AttributeError, which Celery prints in one message
+    # ("Unable to load celery application."); any other exception it prints with its
+    # traceback.
     if name in ("app", "celery"):
-        return default_app()
+        from srcore.config import ConfigError
+
+        service = os.environ.get("SRCORE_SERVICE", "").strip()
+        try:
+            return default_app()
+        except ModuleNotFoundError as exc:
+            if exc.name != service and exc.name != service.split(".")[0]:
+                raise
+            why = f"SRCORE_SERVICE={service} is neither an installed service nor a package"
+            raise _AppUnavailable(_AsWritten(why)) from exc
+        except (AttributeError, ConfigError, ManifestError, MissingExtraError, ValueError) as exc:
+            raise _AppUnavailable(_AsWritten(str(exc))) from exc
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
