@@ -39,8 +39,8 @@ import pytest
 
 from srcore.testing import free_port, require_or_skip, write_config
 
-#: A uid and gid with no entry in the passwd or group database (checked), as
-#: ``docker run --user 4242`` gives.
+#: A uid (and gid) with no entry in the passwd database, as ``docker run --user 4242``
+#: gives; the next free one should a test host have an account there.
 NOBODY = 4242
 
 
