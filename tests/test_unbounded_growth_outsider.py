@@ -584,3 +584,45 @@ def test_pruning_keeps_what_is_still_due_or_still_logged(app: Any, db: Any) -> N
     assert set(db.scalars(select(Delivery.id))) == {due_delivery, logged_delivery}
     assert set(db.scalars(select(OutboxRow.id))) == {due, logged, waiting}
     assert {done, cancelled}.isdisjoint(db.scalars(select(OutboxRow.id)))
+
+
+@pytest.mark.usefixtures("clean_webhooks")
+def test_a_worker_keeps_no_semaphore_of_receivers_it_no_longer_sends_to(app: Any, db: Any) -> None:
+    """A worker that runs for months meets receivers and subscribers that come and go: it
+    kept a semaphore for each one it ever sent to (one per receiver's host and port, one
+    per subscriber), for good. Once its lanes end it holds none."""
+    import srcore.db
+    from srcore.outbound.policy import AddressPolicy
+    from srcore.outbound.sender import PooledSender
+    from srcore.signatures import generate_secret
+    from srcore.webhooks import emit
+    from srcore.webhooks.models import Delivery, Subscription
+    from srcore.webhooks.worker import Worker
+
+    loopback = AddressPolicy.from_networks(["127.0.0.0/8"])
+    receivers = [Receiver() for _ in range(4)]
+    worker = Worker(app, http=PooledSender(loopback), policy=loopback, poll_interval=0.01)
+    try:
+        for number, receiver in enumerate(receivers):
+            db.add(
+                Subscription(
+                    owner_id=number + 1,
+                    url=receiver.url,
+                    events="thing:created",
+                    scopes="sample/things:RW",
+                    secret=generate_secret(),
+                )
+            )
+        db.commit()
+        with app.app_context():
+            emit("thing:created", {"id": 1})
+            srcore.db.session.commit()
+        worker.drain()
+        statuses = db.scalars(sa.select(Delivery.status)).all()
+        assert statuses == ["delivered"] * len(receivers), statuses
+        assert all(len(receiver.got) == 1 for receiver in receivers)
+        assert worker._hosts == {} and worker._owners == {}
+    finally:
+        worker.close()
+        for receiver in receivers:
+            receiver.close()
