@@ -414,6 +414,11 @@ def _survey(g: Growth, number: int) -> dict[str, Any]:
         for service, port in g.ports.items()
         for pid in _gunicorn_workers(port)
     }
+    workers.update(
+        ((f"{service} worker", pid), _open_files_and_threads(pid))
+        for service in g.ports
+        for pid in _webhook_workers(g.net.config, service)
+    )
     files = {p.name: p.stat().st_size for p in g.net.dir.iterdir() if p.is_file()}
     return {"round": number, "rows": rows, "forever": forever, "workers": workers, "files": files}
 
@@ -445,6 +450,25 @@ def _gunicorn_workers(port: int) -> list[int]:
             found.append((int(entry), parent))
     pids = {pid for pid, _ in found}
     return sorted(pid for pid, parent in found if parent in pids)
+
+
+def _webhook_workers(config: Path, service: str) -> list[int]:
+    """The ``srcore worker SERVICE`` processes that run on *config* (not a one-pass one)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"SRCORE_CONFIG={config}".encode() not in environ or b"--once" in argv:
+            continue
+        at = argv.index(b"worker") if b"worker" in argv else -1
+        if 0 < at < len(argv) - 1 and argv[at + 1] == service.encode():
+            found.append(int(entry))
+    return found
 
 
 def _open_files_and_threads(pid: int) -> tuple[int, int]:
@@ -501,7 +525,8 @@ def _check_redis_keys_expire(growth: Growth) -> None:
 
 def _check_workers_steady(growth: Growth) -> None:
     second, third = growth.rounds[1]["workers"], growth.rounds[2]["workers"]
-    assert third, "no gunicorn worker found"
+    kinds = {service for service, _pid in third}
+    assert kinds == {"meta", "todo", "meta worker", "todo worker"}, third
     for key, (files, threads) in third.items():
         if key not in second:  # a worker restarted meanwhile starts afresh
             continue
