@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -287,6 +288,8 @@ def _format_new_scripts(config: Config) -> None:
 MIGRATION_LOCK = 0x5C0E_0A1E
 #: How long, in seconds, a migration on SQLite waits for another writer (another migration).
 SQLITE_WAIT = 300
+#: Milliseconds of each of the waits that make up :data:`SQLITE_WAIT`.
+_SQLITE_WAIT_STEP_MS = 200
 
 
 def _sqlite_transactional(engine: Engine, *, write: bool, service_id: str) -> None:
@@ -320,10 +323,18 @@ def _sqlite_transactional(engine: Engine, *, write: bool, service_id: str) -> No
                 service_id,
                 SQLITE_WAIT,
             )
-            connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_WAIT * 1000}")
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_WAIT * 1000}")
+            # In short waits: SQLite's own wait is one call that no signal handler runs
+            # during, so Ctrl-C (and a SIGTERM) went unheard for as long as it lasted.
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {_SQLITE_WAIT_STEP_MS}")
+            deadline = time.monotonic() + SQLITE_WAIT
+            while True:
+                try:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                    break
+                except DBAPIError as again:
+                    if driver_cause(again) != "locked" or time.monotonic() >= deadline:
+                        raise
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_WAIT * 1000}")
 
 
 def _engine(url: str | URL, *, write: bool = True, service_id: str = "") -> Engine:

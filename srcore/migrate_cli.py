@@ -13,7 +13,10 @@ given, replaces the file's list).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +96,16 @@ def _state() -> _State:
     return cast(_State, click.get_current_context().find_object(_State))
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a migration (``docker stop``, systemd): taken as Ctrl-C is. Without a
+    handler it killed the command, and as a container's PID 1 was dropped until the
+    SIGKILL."""
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 class _Interrupted(click.ClickException):
     """Ctrl-C or SIGINT during a migration: said as such, with status 130 like the shell's."""
 
@@ -106,11 +119,17 @@ class _Interrupted(click.ClickException):
         )
 
 
+class _Stopped(_Interrupted):
+    """SIGTERM during a migration: said as Ctrl-C is, with status 143 like the shell's."""
+
+    exit_code = 143
+
+
 def _run(fn: Callable[[], Any], target: MigrationTarget | None = None) -> Any:
     try:
         return fn()
-    except KeyboardInterrupt:
-        raise _Interrupted() from None
+    except KeyboardInterrupt as exc:
+        raise (_Stopped() if isinstance(exc, _Terminated) else _Interrupted()) from None
     except (migrate.DatabaseUnreachable, migrate.WrongDatabase, migrate.DowngradeRefused) as exc:
         raise click.ClickException(f"{exc}; nothing was changed") from exc
     except migrate.MigrationStopped as exc:
@@ -251,6 +270,10 @@ def migrate_command(
     if config_path is None and root is not ctx:
         config_path = root.params.get("config")
     ctx.obj = _State(None if every else service, config_path, loader, services, every)
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+        if previous is not None:  # put back when the command ends (callers in-process)
+            ctx.call_on_close(functools.partial(signal.signal, signal.SIGTERM, previous))
 
 
 @migrate_command.command(

@@ -498,3 +498,44 @@ def test_celery_says_what_keeps_it_from_loading_the_app_as_written(tmp_path: Pat
         assert done.returncode != 0, done.stderr
         assert "Traceback" not in done.stderr, done.stderr
         assert said in done.stderr.splitlines(), done.stderr
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_migrate_waiting_for_another_writer_stops_on_sigterm_and_ctrl_c(
+    tmp_path: Path, signum: int, status: int
+) -> None:
+    """Containers that migrate as they start take turns on SQLite: the second waits up to
+    300 s for the first. That wait was one call into SQLite, during which no signal
+    handler runs: Ctrl-C went unheard until it ended, and SIGTERM (``docker stop``) killed
+    the command (-15), or as PID 1 was dropped. Both now stop it at once, rolled back and
+    said as such, with the shell's status for the signal."""
+    import sqlite3
+
+    database = tmp_path / "todo.db"
+    config = write_config(
+        tmp_path / "config.ini", service_id="todo", database_url=f"sqlite:///{database}"
+    )
+    same = {name: os.environ[name] for name in ("PATH", "PYTHONPATH") if name in os.environ}
+    argv = [sys.executable, "-m", "srcore", "--config", str(config), "migrate", "todo", "upgrade"]
+    done = subprocess.run(argv, env=same, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    writer = sqlite3.connect(database, isolation_level=None)  # the other migration
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        waiting = subprocess.Popen(
+            argv, env=same, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert _said(waiting, "waiting up to 300 s", stderr=True)
+            time.sleep(1)  # into the wait that follows the line
+            waiting.send_signal(signum)
+            _, err = waiting.communicate(timeout=30)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.communicate(timeout=30)
+    finally:
+        writer.rollback()
+        writer.close()
+    assert waiting.returncode == status, err
+    assert "Error: interrupted: each lineage is upgraded or downgraded in one transaction" in err
