@@ -42,7 +42,7 @@ from typing import Any, Protocol, TypeVar
 from flask import Flask, current_app, flash, redirect, request, session
 from sqlalchemy import String, Text, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from srcore.db import TYPE_ANNOTATION_MAP, Database, make_metadata, utcnow
 
@@ -56,6 +56,7 @@ __all__ = [
     "init_app",
     "once_per_form",
     "once_token",
+    "prune_expired",
 ]
 
 log = logging.getLogger("srcore")
@@ -302,3 +303,12 @@ def init_app(app: Flask) -> None:
     if isinstance(database, Database):
         app.extensions[_EXTENSION] = DatabaseTokens(database)
     app.jinja_env.globals["once_token"] = once_token
+
+
+def prune_expired(session: Session, now: datetime) -> int:
+    """Delete every used token that counts no more; commit; return how many went. The
+    webhook worker runs it every hour, so that the last claims' rows do not wait for
+    claims that may never come (each claim deletes a few on the way)."""
+    result = session.execute(delete(OnceToken).where(OnceToken.expires <= now))
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)

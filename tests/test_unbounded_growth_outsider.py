@@ -17,6 +17,7 @@ the network, the SQLite files and each gunicorn worker's open files and threads.
 from __future__ import annotations
 
 import contextlib
+import html
 import os
 import re
 import subprocess
@@ -84,12 +85,14 @@ EXPIRING = {
         "passkey_challenge",
         "web_session",
         "srcore_once_token",
+        "srcore_ended_session",
         "srcore_webhook_attempt",
         "srcore_webhook_delivery",
         "srcore_webhook_outbox",
     ),
     "todo": (
         "srcore_once_token",
+        "srcore_ended_session",
         "srcore_webhook_attempt",
         "srcore_webhook_delivery",
         "srcore_webhook_outbox",
@@ -260,6 +263,17 @@ def _workload(g: Growth) -> None:
         page = open_page(net, b, net.todo, "/create")
         form = {"csrf_token": csrf(page), "name": f"w{n}", "visibility": "public"}
         assert b.post(f"{net.todo}/create", data=form, timeout=10).status_code == 200
+        # Once-only forms (a new ticket, a comment), each sent twice as a double click does.
+        tracker_url = f"{net.todo}/~{name}/w{n}"
+        page = b.get(f"{tracker_url}/new", timeout=10)
+        tracker_path = f"/~{name}/w{n}"
+        form = {**_hidden(page.text, f"{tracker_path}/new"), "title": "by", "description": "hand"}
+        for _twice in range(2):
+            made = b.post(f"{tracker_url}/new", data=form, timeout=10)
+            assert made.status_code == 200 and made.url == f"{tracker_url}/1", made.url
+        form = {**_hidden(made.text, f"{tracker_path}/1/comment"), "text": "once"}
+        for _twice in range(2):
+            assert b.post(f"{tracker_url}/1/comment", data=form, timeout=10).status_code == 200
 
         statuses = [
             requests.post(comments, headers=headers, json={"text": "hi"}, timeout=10).status_code
@@ -296,6 +310,15 @@ def _workload(g: Growth) -> None:
             )
         front = b.get(f"{net.meta}/profile", timeout=10)
         b.post(f"{net.meta}/logout", data={"csrf_token": csrf(front)}, timeout=10)
+
+
+def _hidden(page: str, action: str) -> dict[str, str]:
+    """The hidden fields (CSRF and once-only tokens) of the page's form sent to *action*."""
+    for form in re.findall(r"<form\b.*?</form>", page, re.S):
+        if f'action="{action}"' in form:
+            fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form)
+            return {name: html.unescape(value) for name, value in fields}
+    raise AssertionError(f"no form to {action}: {page[:2000]}")
 
 
 # -- a month passes ------------------------------------------------------------------------

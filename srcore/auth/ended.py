@@ -22,7 +22,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from srcore.db import TYPE_ANNOTATION_MAP, make_metadata, utcnow
 
-__all__ = ["EndedSession", "EndedSessionBase", "ended_clause", "new_session_id", "record_end"]
+__all__ = [
+    "EndedSession",
+    "EndedSessionBase",
+    "ended_clause",
+    "new_session_id",
+    "prune_ended",
+    "record_end",
+]
 
 
 class EndedSessionBase(DeclarativeBase):
@@ -66,3 +73,12 @@ def record_end(db_session: Session, sid: str, *, lifetime: timedelta) -> None:
     dialect = postgresql if db_session.get_bind().dialect.name == "postgresql" else sqlite
     values = {"sid": sid, "expires_at": now + lifetime}
     db_session.execute(dialect.insert(EndedSession).values(values).on_conflict_do_nothing())
+
+
+def prune_ended(session: Session, now: datetime) -> int:
+    """Delete the ended sessions no copy of whose cookie can be accepted any more; commit;
+    return how many went. The webhook worker runs it every hour, so that the last
+    logouts' rows do not wait for the next logout (which deletes them on the way)."""
+    result = session.execute(delete(EndedSession).where(EndedSession.expires_at < now))
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)

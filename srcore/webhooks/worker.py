@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
+from srcore.auth.ended import prune_ended
 from srcore.db import utcnow
+from srcore.once import prune_expired
 from srcore.outbound import AddressPolicy, PooledSender, Sender, policy_for
 from srcore.signatures import signature_header
 from srcore.webhooks.delivery import claim_deliveries, claim_outbox, load_jobs, prune_log, record
@@ -200,9 +202,10 @@ class Worker:
         return handled + len(outbox_ids), len(due) + len(outbox_ids)
 
     def _prune_service(self, session: Session, now: datetime) -> None:
-        """The service's own pruning (:attr:`WebhooksState.prune`), with the delivery log's.
-        A hook that fails is logged and left for the next hour; the others run."""
-        for hook in webhooks_state(self.app).prune:
+        """srcore's own tables that expire (used once-only form tokens, ended sessions) and
+        the service's pruning (:attr:`WebhooksState.prune`), with the delivery log's. A hook
+        that fails is logged and left for the next hour; the others run."""
+        for hook in (prune_expired, prune_ended, *webhooks_state(self.app).prune):
             try:
                 with self.app.app_context():
                     removed = hook(session, now)
