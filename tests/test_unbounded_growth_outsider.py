@@ -68,6 +68,8 @@ REDIS_URLS = {"sqlite": "redis://127.0.0.1:6379/9", "postgresql": "redis://127.0
 #: How far each round moves the stored times back: past every lifetime and the delivery
 #: log's retention (14 days), well within the audit log's (365 days).
 MONTH = timedelta(days=40)
+#: Then a quiet year: past the audit log's retention too.
+YEAR = timedelta(days=365)
 ROUNDS = 3
 USERS_PER_ROUND = 3
 #: todo's write rate limit, per user: the workload's burst of comments passes it.
@@ -135,6 +137,8 @@ class Growth:
     redis_url: str
     receiver: Receiver
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    #: What is left a quiet year after the last round.
+    later: dict[str, Any] = field(default_factory=dict)
 
 
 _NAMES = count()
@@ -191,6 +195,8 @@ def growth(
                 _workload(grown)
                 _a_month_passes(grown)
                 grown.rounds.append(_survey(grown, number))
+            _a_month_passes(grown, YEAR)  # no traffic meanwhile
+            grown.later = _survey(grown, ROUNDS)
             yield grown
     finally:
         receiver.close()
@@ -324,15 +330,15 @@ def _hidden(page: str, action: str) -> dict[str, str]:
 # -- a month passes ------------------------------------------------------------------------
 
 
-def _a_month_passes(g: Growth) -> None:
-    """Wait for the workers to deliver what is due, move every stored time a month back,
-    then let each service's worker make one pass, as it does every hour."""
+def _a_month_passes(g: Growth, by: timedelta = MONTH) -> None:
+    """Wait for the workers to deliver what is due, move every stored time a month (or
+    *by*) back, then let each service's worker make one pass, as it does every hour."""
     deadline = time.monotonic() + WITHIN
     for url in g.databases.values():
         while _scalar(url, _WAITING):
             assert time.monotonic() < deadline, "events not fanned out or deliveries pending"
             time.sleep(0.2)
-        _move_back(url, MONTH)
+        _move_back(url, by)
     once = ("worker", "--once")
     for service in g.ports:
         done = subprocess.run(
@@ -510,6 +516,7 @@ def test_months_of_traffic_leave_nothing_growing(growth: Growth) -> None:
     _check_redis_keys_expire(growth)
     _check_workers_steady(growth)
     _check_files(growth)
+    _check_a_quiet_year(growth)
 
 
 def _check_pruned(growth: Growth) -> None:
@@ -566,6 +573,17 @@ def _check_files(growth: Growth) -> None:
     for name, size in third.items():
         if name.endswith("-wal"):
             assert size <= WAL_BOUND, (growth.backend, name, size)
+
+
+def _check_a_quiet_year(growth: Growth) -> None:
+    """A year later, with no traffic: the audit log is past its retention (365 days, kept
+    as long as promised before that), and nothing that outlived its use came back."""
+    assert growth.rounds[-1]["rows"]["meta"]["audit_entry"] > 0, "the audit log was cut short"
+    rows = growth.later["rows"]
+    assert rows["meta"]["audit_entry"] == 0, (growth.backend, rows["meta"])
+    for service, tables in EXPIRING.items():
+        left = {t: rows[service][t] for t in tables if rows[service][t]}
+        assert not left, (growth.backend, "a year later", service, left)
 
 
 # -- what the delivery log's pruning keeps -------------------------------------------------

@@ -6,9 +6,9 @@ user reads theirs on ``/security``; admins read everyone's at ``/admin/audit``.
 
 Retention (``[meta] audit-retention``, default one year) is applied on write: recording an
 entry deletes the entries older than the retention, and once that has committed the
-process waits :data:`PRUNE_EVERY` before it prunes again. An idle network keeps its old
-entries until the next event, which an operator sees as "entries never outlive the
-retention by more than a few minutes of activity"; nothing else has to run.
+process waits :data:`PRUNE_EVERY` before it prunes again. meta's webhook worker prunes
+too, every hour (:mod:`meta.oauth.pruning`), so an idle network's old entries go within
+the hour.
 
 Each entry is also a webhook, ``audit:recorded`` (audience ``internal``): it goes only to
 the first-party subscriptions of the services named in ``[meta] audit-subscribers`` (a

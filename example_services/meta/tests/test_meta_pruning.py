@@ -58,7 +58,7 @@ def _pat(user_id: int, expires: Any, parent: str | None = None) -> dict[str, Any
 def test_the_hourly_pruning_deletes_what_outlived_its_use_and_nothing_else(
     app: Any, accounts: Any
 ) -> None:
-    from meta.models import EmailToken, TokenPurpose
+    from meta.models import AuditEntry, EmailToken, TokenPurpose
     from meta.oauth.models import (
         AuthorizationCode,
         Grant,
@@ -132,11 +132,14 @@ def test_the_hourly_pruning_deletes_what_outlived_its_use_and_nothing_else(
             for k, s, nb, ex, at in events
         ],
     )
+    year = timedelta(days=365)
+    _insert(app, AuditEntry, [{"kind": "login", "created": at} for at in (now - 2 * year, now)])
     # meta's worker calls it every hour, with the delivery log's pruning.
     assert any(getattr(hook, "func", None) is prune for hook in webhooks_state(app).prune)
 
     with app.extensions["srcore"].db.session() as session:
-        assert prune(session, now, access_lifetime=access) == 9
+        assert prune(session, now, access_lifetime=access, audit_retention=year) == 10
+        assert list(session.scalars(select(AuditEntry.created))) == [now]
         kept_events = session.execute(
             select(RevocationEvent.kind, RevocationEvent.subject, RevocationEvent.not_before)
         ).all()

@@ -176,8 +176,12 @@ def init_app(app: Flask) -> OAuthState:
     events.install(st.db.sessionmaker, network)
     # meta's webhook worker makes the services' subscriptions match the config first.
     webhooks_state(app).prepare.append(network.prepare)
-    # ... and, every hour, deletes the codes, tokens and links that outlived their use.
-    webhooks_state(app).prune.append(functools.partial(prune, access_lifetime=access))
+    # ... and, every hour, deletes the codes, tokens and links that outlived their use, and
+    # the audit entries older than audit-retention.
+    hourly = functools.partial(
+        prune, access_lifetime=access, audit_retention=settings.audit_retention
+    )
+    webhooks_state(app).prune.append(hourly)
 
     try:
         from srcore.throttle import make_store

@@ -1,5 +1,6 @@
 """What meta's webhook worker deletes every hour, with the delivery log: the rows of
-logins, authorizations and mailed links that outlived their use.
+logins, authorizations and mailed links that outlived their use, and the audit entries
+older than ``audit-retention``.
 
 Every login to a service through meta makes an authorization code, a grant and a refresh
 token, every refresh another refresh token, every confirmation, reset or change of
@@ -17,6 +18,8 @@ the accounts. A row goes once nothing can use it any more, a day after that
 - an authorization code, a day after it expired, once its grant is gone (kept until then,
   so that its replay still revokes the grant);
 - a personal access token, a day after it expired;
+- an audit entry older than ``[meta] audit-retention`` (also pruned as entries are
+  written, :mod:`meta.audit`; here an idle network's go too);
 - a revocation event that revokes nothing any more: a ``token`` or ``grant`` event once
   the tokens it matches have expired (:func:`srcore.identity.protocol.outlived`), a
   ``client``, ``user`` or ``session`` cut-off once a later one of the same kind and
@@ -34,6 +37,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Delete, and_, delete, exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from meta.audit import prune as prune_audit
 from meta.models import EmailToken
 from meta.oauth.models import (
     AuthorizationCode,
@@ -50,11 +54,18 @@ __all__ = ["GRACE", "prune"]
 GRACE = timedelta(days=1)
 
 
-def prune(session: Session, now: datetime, *, access_lifetime: timedelta) -> int:
+def prune(
+    session: Session,
+    now: datetime,
+    *,
+    access_lifetime: timedelta,
+    audit_retention: timedelta | None = None,
+) -> int:
     """Delete meta's rows that outlived their use (see the module); commit; return how many.
 
     *access_lifetime* is meta's ``access-token-lifetime``: how long a grant's access
-    tokens live after it was last used or revoked.
+    tokens live after it was last used or revoked; *audit_retention* its
+    ``audit-retention`` (None: the audit log is left alone).
     """
     gone = now - GRACE
     removed = 0
@@ -95,6 +106,8 @@ def prune(session: Session, now: datetime, *, access_lifetime: timedelta) -> int
     run(delete(AuthorizationCode).where(AuthorizationCode.expires_at < gone, ~granted))
     run(delete(PersonalAccessToken).where(PersonalAccessToken.expires_at < gone))
     run(_spent_revocations(now, gone))
+    if audit_retention is not None:
+        removed += prune_audit(session, now=now, retention=audit_retention)
     session.commit()
     return removed
 
