@@ -167,6 +167,11 @@ def growth(
             "write-rate-limit": f"{WRITES}/minute",
         },
     )
+    # Each service counts its requests (Prometheus), in files its gunicorn master makes.
+    text = config.read_text(encoding="utf-8")
+    for name in ports:
+        text = text.replace(f"[{name}]\n", f"[{name}]\nmetrics-path = /metrics\n")
+    config.write_text(text, encoding="utf-8")
     databases = {name: f"sqlite:///{tmp / (name + '.db')}" for name in ports}
     made: list[str] = []
     receiver = Receiver()
@@ -449,7 +454,23 @@ def _survey(g: Growth, number: int) -> dict[str, Any]:
         for pid in _webhook_workers(g.net.config, service)
     )
     files = {p.name: p.stat().st_size for p in g.net.dir.iterdir() if p.is_file()}
+    for service, port in g.ports.items():
+        assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).status_code == 200
+        for metrics in {_metrics_directory(pid) for pid in _gunicorn_workers(port)}:
+            files.update(
+                (f"{service} metrics/{p.name}", p.stat().st_size) for p in metrics.iterdir()
+            )
     return {"round": number, "rows": rows, "forever": forever, "workers": workers, "files": files}
+
+
+def _metrics_directory(pid: int) -> Path:
+    """The directory of the metrics files a gunicorn worker has mapped (its master set
+    ``PROMETHEUS_MULTIPROC_DIR`` after it started, so its environment does not say)."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        path = Path(line.split(maxsplit=5)[-1]) if line.count(" ") >= 5 else None
+        if path is not None and path.parent.name.startswith("srcore-metrics-"):
+            return path.parent
+    raise AssertionError(f"gunicorn worker {pid} keeps no metrics file")
 
 
 #: What meta may keep per account and application, and per account: its newest grant per
@@ -567,9 +588,14 @@ def _check_workers_steady(growth: Growth) -> None:
 
 def _check_files(growth: Growth) -> None:
     """SQLite's write-ahead logs are checkpointed; nothing else appears beside the
-    databases (no log, lock or metrics file per round)."""
+    databases (no log, lock or metrics file per round), and the metrics files (one per
+    kind per worker) keep their size: the series are the routes', not the requests'."""
     second, third = growth.rounds[1]["files"], growth.rounds[2]["files"]
     assert set(third) == set(second), (growth.backend, second, third)
+    assert any(" metrics/" in name for name in third), third
+    for name, size in third.items():
+        if " metrics/" in name:
+            assert size <= second[name], (growth.backend, name, second[name], size)
     for name, size in third.items():
         if name.endswith("-wal"):
             assert size <= WAL_BOUND, (growth.backend, name, size)
