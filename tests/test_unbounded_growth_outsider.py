@@ -1,17 +1,18 @@
 """After months of ordinary traffic, what grows without bound? An operator's question, asked
 from outside: meta and todo under gunicorn with their webhook workers, Redis configured
-(cache, rate limits, revocation fan-out), on SQLite and on PostgreSQL.
+(cache, rate limits, revocation fan-out) and metrics served, on SQLite and on PostgreSQL.
 
 A bounded mixed workload runs three times through plain ``requests``: registrations,
 logins and logouts, failed logins, password resets asked for and never used, personal
 access tokens made and revoked, an application's authorization, tokens, refreshes and
-revocation, todo's API and pages (trackers, tickets, comments, a once-only form),
-webhook subscriptions with deliveries to a receiver on 127.0.0.1 and requests refused by
-the write rate limit. After each round every stored time is moved 40 days back (the
-month passes) and each service's worker makes one pass (``srcore worker SERVICE
---once``), which runs the pruning the guide promises (docs/operators.md, "What is pruned,
-and when"). Then, round after round: every table of each database, every Redis key of
-the network, the SQLite files and each gunicorn worker's open files and threads.
+revocation, todo's API and pages (trackers, tickets, comments, once-only forms sent
+twice), webhook subscriptions with deliveries to a receiver on 127.0.0.1 and requests
+refused by the write rate limit. After each round every stored time is moved 40 days
+back (the month passes) and each service's worker makes one pass (``srcore worker
+SERVICE --once``), which runs the pruning the guide promises (docs/operators.md, "What is
+pruned, and when"); after the last, a quiet year passes the same way. Then, round after
+round: every table of each database, every Redis key of the network, the SQLite and
+metrics files, and the open files and threads of each gunicorn worker and webhook worker.
 """
 
 from __future__ import annotations
