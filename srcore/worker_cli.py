@@ -171,7 +171,11 @@ def worker_command(
     import time
 
     from srcore.config import ConfigError, find_config_path
-    from srcore.config.database import describe_connect_failure, missing_sqlite_database
+    from srcore.config.database import (
+        describe_connect_failure,
+        missing_sqlite_database,
+        sqlite_storage_problem,
+    )
     from srcore.manifest import ManifestError, service_package
     from srcore.webhooks import LocalDispatcher, webhooks_state
     from srcore.webhooks.settings import settings_for
@@ -215,6 +219,9 @@ def worker_command(
     missing = missing_sqlite_database(service, st.db.url)
     if missing is not None:  # connecting would create it, empty
         _fail(service, missing)
+    # A worker writes at every step: one that cannot logged a traceback every poll.
+    if (unusable := sqlite_storage_problem(st.db.url)) is not None:
+        _fail(service, f"cannot use the database of {service} ({shown_url}): {unusable}")
     try:
         st.db.check()
     except Exception as exc:  # any driver's error: say which database, then stop

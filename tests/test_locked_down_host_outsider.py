@@ -142,27 +142,38 @@ def host() -> Iterator[Host]:
 
 
 #: Run as root in a mount namespace of its own: every place other users may write in
-#: read-only, the data directory ($1) excepted, then the command ($2...) as the uid.
+#: read-only, the data directory ($1, unless empty) excepted, and a fresh tmpfs at $3 (if
+#: given), then the command as the uid ($2).
 _LOCKED = r"""
-data=$1; uid=$2; shift 2
+data=$1; uid=$2; tmpfs=$3; shift 3
 for place in /tmp /var/tmp /dev/shm /run/lock; do
     [ -d "$place" ] || continue
     mount --bind "$place" "$place" && mount -o remount,bind,ro "$place" || exit 97
 done
-mount --bind "$data" "$data" && mount -o remount,bind,rw "$data" || exit 97
+if [ -n "$data" ]; then
+    mount --bind "$data" "$data" && mount -o remount,bind,rw "$data" || exit 97
+fi
+if [ -n "$tmpfs" ]; then
+    mount -t tmpfs -o mode=1777,size=16m tmpfs "$tmpfs" || exit 97
+fi
 exec setpriv --reuid="$uid" --regid="$uid" --clear-groups -- "$@"
 """
 
 
 def _argv(
-    host: Host, command: Sequence[str], *, locked: bool
+    host: Host,
+    command: Sequence[str],
+    *,
+    locked: bool,
+    data_writable: bool = True,
+    tmpfs: str = "",
 ) -> tuple[list[str], dict[str, object]]:
     uid = _nameless_uid()
     argv = [host.python, *command]
     if not locked:
         return argv, _as_uid(uid)
     wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _LOCKED, "sh"]
-    return [*wrapper, str(host.data), str(uid), *argv], {}
+    return [*wrapper, str(host.data) if data_writable else "", str(uid), tmpfs, *argv], {}
 
 
 def _environ(host: Host, extra: Mapping[str, str]) -> dict[str, str]:
@@ -179,9 +190,13 @@ def _environ(host: Host, extra: Mapping[str, str]) -> dict[str, str]:
 
 
 def _run(
-    host: Host, *command: str, locked: bool = True, env: Mapping[str, str] | None = None
+    host: Host,
+    *command: str,
+    locked: bool = True,
+    env: Mapping[str, str] | None = None,
+    data_writable: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    argv, switch = _argv(host, command, locked=locked)
+    argv, switch = _argv(host, command, locked=locked, data_writable=data_writable)
     done = subprocess.run(
         argv,
         cwd="/",
@@ -198,9 +213,14 @@ def _run(
 
 @contextlib.contextmanager
 def _started(
-    host: Host, *command: str, locked: bool = True, env: Mapping[str, str] | None = None
+    host: Host,
+    *command: str,
+    locked: bool = True,
+    env: Mapping[str, str] | None = None,
+    data_writable: bool = True,
+    tmpfs: str = "",
 ) -> Iterator[subprocess.Popen[str]]:
-    argv, switch = _argv(host, command, locked=locked)
+    argv, switch = _argv(host, command, locked=locked, data_writable=data_writable, tmpfs=tmpfs)
     process = subprocess.Popen(
         argv,
         cwd="/",
@@ -539,3 +559,28 @@ def test_migrate_waiting_for_another_writer_stops_on_sigterm_and_ctrl_c(
         writer.close()
     assert waiting.returncode == status, err
     assert "Error: interrupted: each lineage is upgraded or downgraded in one transaction" in err
+
+
+def test_a_data_directory_mounted_read_only_is_named_as_such(host: Host) -> None:
+    """The data directory on a read-only mount (a ``:ro`` volume, or none under
+    ``--read-only``): ``srcore serve`` told the uid that owns the files to chown them to
+    itself, and ``srcore worker`` said "ready", then logged a traceback every second. Both
+    now name the read-only file system; the worker stops there, since it must write."""
+    assert _run(host, "-m", "srcore", "migrate", "todo", "upgrade").returncode == 0
+    read_only = f"the file system of {host.data} is mounted read-only, and SQLite writes the "
+    done = _run(host, "-m", "srcore", "worker", "todo", data_writable=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = _one_line(done.stderr)
+    assert line.startswith("srcore worker todo: cannot use the database of todo (sqlite:"), line
+    assert read_only in line and line.endswith("give the data directory a writable volume)")
+    assert "ready" not in done.stdout, done.stdout
+    port = free_port()
+    serve = ["-m", "srcore", "serve", "todo", "--bind", f"127.0.0.1:{port}"]
+    env = {"TMPDIR": "/dev/shm"}  # a fresh tmpfs there, as docker run --tmpfs gives
+    with _started(host, *serve, env=env, data_writable=False, tmpfs="/dev/shm") as server:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", server)
+        status, _, err = _stop(server)
+    assert status == 0, err
+    said = [line for line in err.splitlines() if line.startswith("srcore serve todo: ")]
+    assert len(said) == 1 and read_only in said[0], err
+    assert "chown" not in said[0], said

@@ -137,14 +137,24 @@ def _content_problem(file: Path) -> StorageProblem | None:
     return None
 
 
+def _mounted_read_only(folder: Path) -> bool:
+    """Whether *folder* is on a file system mounted read-only (``docker run --read-only``,
+    a ``:ro`` volume, ``ProtectSystem=strict``), where the files' owner and modes, which
+    the other checks read, do not matter."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def storage_problem(file: Path) -> StorageProblem | None:
     """What keeps the service's user (this one) from reading and writing the SQLite
     database *file*, or ``None``.
 
     A missing directory; a path that is a directory, another kind of file or not an SQLite
-    database; the file, its ``-wal``, ``-shm`` or ``-journal`` files or its directory
-    (where SQLite makes them) not writable. A missing file is no problem here: ``srcore
-    migrate`` creates it.
+    database; a file system mounted read-only; the file, its ``-wal``, ``-shm`` or
+    ``-journal`` files or its directory (where SQLite makes them) not writable. A missing
+    file is no problem here: ``srcore migrate`` creates it.
     """
     folder = file.parent.absolute()
     file = folder / file.name
@@ -164,6 +174,12 @@ def storage_problem(file: Path) -> StorageProblem | None:
         found = _content_problem(file)
         if found is not None:
             return found
+    if _mounted_read_only(folder):  # no chown helps: every user is refused (EROFS)
+        return StorageProblem(
+            f"the file system of {folder} is mounted read-only, and SQLite writes the "
+            "database and its -wal and -shm files there",
+            "mount it read-write (a container: give the data directory a writable volume)",
+        )
     unwritable, who = _not_writable(companions(file), folder)
     if unwritable:
         owners = sorted({_user(_owner(path)) for path in unwritable})
