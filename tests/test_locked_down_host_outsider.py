@@ -584,3 +584,36 @@ def test_a_data_directory_mounted_read_only_is_named_as_such(host: Host) -> None
     said = [line for line in err.splitlines() if line.startswith("srcore serve todo: ")]
     assert len(said) == 1 and read_only in said[0], err
     assert "chown" not in said[0], said
+
+
+def test_a_config_or_working_directory_the_user_may_not_enter_is_named(host: Host) -> None:
+    """``/etc/srcore`` left ``0750 root:root`` (the guide says ``root:srcore``), or a
+    command run with ``sudo -u srcore`` from root's home (``0700``): looking for the config
+    file there raised PermissionError with a traceback in every command. The directory
+    is named instead, and an unreadable working directory holds no ``./config.ini``."""
+    private = host.config.parent.parent / "private"
+    private.mkdir(mode=0o700, exist_ok=True)  # root's alone
+    hidden = private / "config.ini"
+    argv, switch = _argv(host, ["-m", "srcore", "config", "check"], locked=False)
+    for environ, cwd in (({"SRCORE_CONFIG": str(hidden)}, "/"), ({"SRCORE_CONFIG": ""}, private)):
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=_environ(host, environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            **switch,  # type: ignore[arg-type]
+        )
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        first = done.stderr.splitlines()[0]
+        if cwd == "/":
+            assert first == (
+                f"{hidden}: this user (uid {_nameless_uid()}) may not enter {private} (mode "
+                "0700, root:root), so cannot read the config file: give it the directory's "
+                "group (as the operator guide's 0750 root:srcore does), or name a file it can read"
+            )
+        else:
+            assert first.startswith("no config file: looked for --config"), first

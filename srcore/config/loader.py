@@ -10,14 +10,16 @@ problem; everything wrong, including facts that span services (shared secrets, a
 from __future__ import annotations
 
 import difflib
+import grp
 import os
+import pwd
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from srcore.config.database import resolve_sqlite_path, sqlite_file
@@ -64,6 +66,44 @@ def _not_a_file(path: Path) -> str:
     return "no such config file"
 
 
+def _name(lookup: Callable[[int], Any], number: int) -> str:
+    """The name of a uid or gid, or the number when the database has none."""
+    try:
+        return str(lookup(number)[0])
+    except KeyError:
+        return str(number)
+
+
+def _unreachable(path: Path) -> str:
+    """Why this user cannot look at *path* (``stat`` said EACCES): the first directory on
+    its way that it may not enter, with that directory's mode and owners."""
+    blocked = next(
+        (folder for folder in reversed(path.absolute().parents) if not os.access(folder, os.X_OK)),
+        path.absolute().parent,
+    )
+    try:
+        info = blocked.stat()
+    except OSError:
+        mode = ""
+    else:
+        owner = f"{_name(pwd.getpwuid, info.st_uid)}:{_name(grp.getgrgid, info.st_gid)}"
+        mode = f" (mode {stat.S_IMODE(info.st_mode):04o}, {owner})"
+    return (
+        f"this user (uid {os.geteuid()}) may not enter {blocked}{mode}, so cannot read the "
+        "config file: give it the directory's group (as the operator guide's "
+        "0750 root:srcore does), or name a file it can read"
+    )
+
+
+def _is_file(path: Path) -> bool:
+    """Whether *path* is a regular file; a :class:`ConfigError` naming the directory this
+    user may not enter when it cannot look (``Path.is_file`` raises PermissionError)."""
+    try:
+        return path.is_file()
+    except PermissionError:
+        raise ConfigError([Problem(str(path), None, None, None, _unreachable(path))]) from None
+
+
 def find_config_path(
     explicit: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> Path:
@@ -71,23 +111,26 @@ def find_config_path(
     else ``/etc/srcore/config.ini``.
 
     An explicit path or ``SRCORE_CONFIG`` must exist; nothing else is tried then. Raises
-    :class:`ConfigError` naming every place looked at.
+    :class:`ConfigError` naming every place looked at. A working directory this user may
+    not enter (``sudo -u srcore`` run from root's home) holds no ``./config.ini`` for it.
     """
     environ = os.environ if environ is None else environ
     if explicit is not None and str(explicit) != "":
         path = Path(explicit)
-        if not path.is_file():
+        if not _is_file(path):
             raise ConfigError([Problem(str(path), None, None, None, _not_a_file(path))])
         return path
     from_env = environ.get("SRCORE_CONFIG")
     if from_env:
         path = Path(from_env)
-        if not path.is_file():
+        if not _is_file(path):
             message = f"{_not_a_file(path)} (from $SRCORE_CONFIG)"
             raise ConfigError([Problem(str(path), None, None, None, message)])
         return path
     for path in DEFAULT_PATHS:
-        if path.is_file():
+        if not path.is_absolute() and not os.access(".", os.R_OK | os.X_OK):
+            continue  # the working directory: not this user's to look in
+        if _is_file(path):
             return path
     looked = ", ".join(str(p) for p in DEFAULT_PATHS)
     raise ConfigError(
