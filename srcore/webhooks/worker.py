@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+from weakref import WeakValueDictionary
 
 from sqlalchemy.orm import Session
 
@@ -89,16 +90,6 @@ def _receiver(url: str) -> str:
         return url
 
 
-class _Gate:
-    """A semaphore the lanes to one receiver (or of one subscriber) share, the table that
-    holds it under *key*, and how many lanes use it now."""
-
-    __slots__ = ("key", "lanes", "semaphore", "table")
-
-    def __init__(self, table: dict[Any, _Gate], key: Any, semaphore: threading.Semaphore) -> None:
-        self.table, self.key, self.semaphore, self.lanes = table, key, semaphore, 0
-
-
 class Worker:
     """Fans out and delivers one service's webhooks from its database: *http* sends with
     the address policy, *trusted_http* without it (the operator's own subscriptions). Only
@@ -139,12 +130,12 @@ class Worker:
         #: While set, a lane that has not sent yet sends nothing.
         self._finishing = threading.Event()
         self._slots = threading.Semaphore(max(self.settings.concurrency, 1))
-        #: The semaphores of the receivers and of the subscribers the lanes running now
-        #: send to: each goes when its last lane ends, so a worker that runs for months
-        #: holds those of now, not one for every receiver and subscriber it ever met.
-        self._hosts: dict[str, _Gate] = {}
-        self._owners: dict[tuple[int | None, str | None], _Gate] = {}
-        self._gates_lock = threading.Lock()
+        #: The semaphores of the receivers and of the subscribers the running lanes send to:
+        #: each goes with its last lane, so a worker that runs for months does not keep one
+        #: for every receiver and subscriber it ever met.
+        self._hosts: WeakValueDictionary[str, threading.Semaphore] = WeakValueDictionary()
+        self._owners: WeakValueDictionary[tuple[int | None, str | None], threading.Semaphore]
+        self._owners = WeakValueDictionary()
         #: The jobs the lanes sent (or gave up), to be recorded.
         self._finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
         #: Per subscription, its deliveries claimed and not recorded yet; it gets no more meanwhile.
@@ -184,9 +175,9 @@ class Worker:
         slots = max(self.settings.per_host, 1)
         owner_slots = max(slots, self.settings.concurrency // 2)
         for sid, jobs in lanes.items():
-            host = self._gate(self._hosts, _receiver(jobs[0].url), slots)
+            host = _semaphore(self._hosts, _receiver(jobs[0].url), slots)
             who = jobs[0].owner_id, jobs[0].owner_client
-            owner = self._gate(self._owners, who, owner_slots)
+            owner = _semaphore(self._owners, who, owner_slots)
             args = (jobs, owner, host, last_start)
             threading.Thread(target=self._send_lane, args=args, daemon=True).start()
             self._held[sid] += len(jobs)
@@ -216,34 +207,18 @@ class Worker:
             if removed:
                 log.info("pruned %d row(s): %s", removed, _hook_name(hook))
 
-    def _gate(self, gates: dict[Any, _Gate], key: Any, slots: int) -> _Gate:
-        """The semaphore of *key* in *gates* (made with *slots*), taken for one more lane."""
-        with self._gates_lock:
-            gate = gates.get(key)
-            if gate is None:
-                gate = gates[key] = _Gate(gates, key, threading.Semaphore(slots))
-            gate.lanes += 1
-            return gate
-
-    def _let_go(self, gate: _Gate) -> None:
-        """A lane ended: forget *gate* when no other lane uses it."""
-        with self._gates_lock:
-            gate.lanes -= 1
-            if gate.lanes <= 0 and gate.table.get(gate.key) is gate:
-                del gate.table[gate.key]
-
     def _send_lane(
         self,
         jobs: list[Job],
-        owner: _Gate,
-        host: _Gate,
+        owner: threading.Semaphore,
+        host: threading.Semaphore,
         last_start: float,
     ) -> None:
         """On a thread of its own: send the lane's requests in order; none starts once
         stopping, after *last_start* (it could outlast the lease) or after a 410 Gone."""
         sent = 0
         try:
-            with owner.semaphore, host.semaphore, self._slots:
+            with owner, host, self._slots:
                 for job in jobs:
                     late = time.monotonic() > last_start
                     if late or self._stopping.is_set() or (self._finishing.is_set() and not sent):
@@ -255,8 +230,6 @@ class Worker:
                     if job.exchange is not None and job.exchange.status == 410:
                         break  # recording it disables the subscription, cancels the rest
         finally:
-            self._let_go(owner)
-            self._let_go(host)
             for job in jobs[sent:]:  # never sent: released at the next step
                 self._finished.put(job)
             self.wake.set()
@@ -349,9 +322,17 @@ class Worker:
         self.trusted_http.close()
 
 
+def _semaphore(
+    table: WeakValueDictionary[Any, threading.Semaphore], key: Any, slots: int
+) -> threading.Semaphore:
+    """The semaphore of *key* in *table*, made with *slots* if no running lane holds it."""
+    found = table.get(key)
+    if found is None:
+        found = table[key] = threading.Semaphore(slots)
+    return found
+
+
 def _hook_name(hook: Callable[..., object]) -> str:
-    """How the log names a pruning hook: its function's module and name (a partial's too)."""
+    """How the log names a pruning hook: its function's qualified name (a partial's too)."""
     function = getattr(hook, "func", hook)
-    name = getattr(function, "__qualname__", None) or repr(function)
-    module = getattr(function, "__module__", None)
-    return f"{module}.{name}" if module else name
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', function)}"
