@@ -617,3 +617,22 @@ def test_a_config_or_working_directory_the_user_may_not_enter_is_named(host: Hos
             )
         else:
             assert first.startswith("no config file: looked for --config"), first
+
+
+def test_a_database_in_a_directory_the_user_may_not_enter_is_named(host: Host) -> None:
+    """An SQLite ``database-url`` under a directory the uid may not enter (``/var/lib``
+    kept ``0700``, a volume mounted with root's modes): looking at the database raised
+    PermissionError with a traceback in config check, migrate and the worker. The
+    directory is named in one line instead."""
+    private = host.config.parent.parent / "private"
+    private.mkdir(mode=0o700, exist_ok=True)  # root's alone
+    env = {"SRCORE__TODO__DATABASE_URL": f"sqlite:///{private / 'todo.db'}"}
+    shut = (
+        f"this user (uid {_nameless_uid()}) may not enter the directory {private}, on the way "
+        "to the database"
+    )
+    for command in (["config", "check"], ["migrate", "todo", "current"], ["worker", "todo"]):
+        done = _run(host, "-m", "srcore", *command, locked=False, env=env)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert shut in done.stderr, (command, done.stderr)

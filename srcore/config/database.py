@@ -281,7 +281,11 @@ def missing_sqlite_database(service: str, url: str | URL) -> str | None:
     exists, or *url* is another backend, in memory or a ``file:`` URI.
     """
     file = sqlite_file(url)
-    if file is None or file.exists():
+    try:
+        there = file is None or file.exists()
+    except PermissionError:  # a directory on its way is shut: the storage check says which
+        return None
+    if there or file is None:
         return None  # another kind of file is not missing: opening it says what it is
     reason = FileNotFoundError(
         f"the database file {file.absolute()} does not exist "

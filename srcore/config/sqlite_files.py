@@ -137,6 +137,21 @@ def _content_problem(file: Path) -> StorageProblem | None:
     return None
 
 
+def _who() -> str:
+    """This user's name, or its uid when it has none (``docker run --user 4242``)."""
+    name = _user(os.geteuid())
+    return f"uid {name}" if name.isdigit() else name
+
+
+def _shut(folder: Path) -> bool:
+    """Whether *folder* is a directory this user may not enter (search): nothing in it
+    can be looked at, and ``Path.exists`` raises PermissionError there."""
+    try:
+        return folder.is_dir() and not os.access(folder, os.X_OK)
+    except OSError:  # one above it is shut: said for that one
+        return False
+
+
 def _mounted_read_only(folder: Path) -> bool:
     """Whether *folder* is on a file system mounted read-only (``docker run --read-only``,
     a ``:ro`` volume, ``ProtectSystem=strict``), where the files' owner and modes, which
@@ -158,6 +173,14 @@ def storage_problem(file: Path) -> StorageProblem | None:
     """
     folder = file.parent.absolute()
     file = folder / file.name
+    blocked = next((d for d in (*reversed(folder.parents), folder) if _shut(d)), None)
+    if blocked is not None:  # nothing beyond it can even be looked at
+        return StorageProblem(
+            f"this user ({_who()}) may not enter the directory {blocked}, on the way to the "
+            "database",
+            "let it in (the directory's group, with g+x), or keep the database in a "
+            "directory of its own",
+        )
     if not folder.is_dir():
         if folder.exists():
             return StorageProblem(
