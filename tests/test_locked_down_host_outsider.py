@@ -167,12 +167,16 @@ def _argv(
     locked: bool,
     data_writable: bool = True,
     tmpfs: str = "",
+    pid1: bool = False,
 ) -> tuple[list[str], dict[str, object]]:
     uid = _nameless_uid()
     argv = [host.python, *command]
     if not locked:
         return argv, _as_uid(uid)
-    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _LOCKED, "sh"]
+    wrapper = ["unshare", "--mount", "--propagation", "private"]
+    if pid1:  # the command is PID 1 of a PID namespace of its own, as in a container
+        wrapper += ["--pid", "--fork", "--kill-child", "--mount-proc"]
+    wrapper += ["sh", "-c", _LOCKED, "sh"]
     return [*wrapper, str(host.data) if data_writable else "", str(uid), tmpfs, *argv], {}
 
 
@@ -219,8 +223,11 @@ def _started(
     env: Mapping[str, str] | None = None,
     data_writable: bool = True,
     tmpfs: str = "",
+    pid1: bool = False,
 ) -> Iterator[subprocess.Popen[str]]:
-    argv, switch = _argv(host, command, locked=locked, data_writable=data_writable, tmpfs=tmpfs)
+    argv, switch = _argv(
+        host, command, locked=locked, data_writable=data_writable, tmpfs=tmpfs, pid1=pid1
+    )
     process = subprocess.Popen(
         argv,
         cwd="/",
@@ -234,13 +241,32 @@ def _started(
         yield process
     finally:
         if process.poll() is None:
+            if pid1:  # the namespace's PID 1 first: unshare's death does not take it along
+                for child in _children(process):  # (it changed its uid)
+                    os.kill(child, signal.SIGKILL)
             process.kill()
         process.communicate(timeout=30)
 
 
-def _stop(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    """SIGTERM, as ``docker stop`` and systemd send: the exit status and what was said."""
-    process.send_signal(signal.SIGTERM)
+def _children(process: subprocess.Popen[str]) -> list[int]:
+    """The processes *process* started (``unshare --fork``'s one child)."""
+    with contextlib.suppress(OSError):
+        return [
+            int(pid)
+            for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        ]
+    return []
+
+
+def _stop(process: subprocess.Popen[str], *, pid1: bool = False) -> tuple[int, str, str]:
+    """SIGTERM, as ``docker stop`` and systemd send: the exit status and what was said.
+    With *pid1*, to the PID 1 of the process's namespace (``unshare --fork``'s child),
+    as ``docker stop`` sends it from outside the container."""
+    if pid1:
+        (child,) = _children(process)
+        os.kill(child, signal.SIGTERM)
+    else:
+        process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     said = getattr(process, "said", "")  # on the stream _said read: either holds it
     return process.returncode, said + out, said + err
@@ -636,3 +662,28 @@ def test_a_database_in_a_directory_the_user_may_not_enter_is_named(host: Host) -
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr, done.stderr
         assert shut in done.stderr, (command, done.stderr)
+
+
+def test_as_a_containers_pid_1_every_long_running_command_stops_on_sigterm(host: Host) -> None:
+    """In a container the command is PID 1, and the kernel gives PID 1 no signal it has
+    no handler for: a SIGTERM that came while ``srcore worker`` started (before its
+    handler) was dropped, and the worker ran on until the SIGKILL. Each of ``srcore
+    worker`` (stopped while it starts), ``srcore serve`` and a Celery worker with beat
+    (stopped once they serve) now exits 0."""
+    env = {"TMPDIR": str(_scratch(host))}
+    assert _run(host, "-m", "srcore", "migrate", "todo", "upgrade", env=env).returncode == 0
+    with _started(host, "-m", "srcore", "worker", "todo", env=env, pid1=True) as worker:
+        assert _said(worker, "[1/4] config")
+        status, out, err = _stop(worker, pid1=True)
+    assert status == 0, (out, err)
+    port = free_port()
+    serve = ["-m", "srcore", "serve", "todo", "--bind", f"127.0.0.1:{port}"]
+    with _started(host, *serve, env=env, pid1=True) as server:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", server)
+        status, out, err = _stop(server, pid1=True)
+    assert status == 0 and "Traceback" not in err, err
+    beat = _celery("--beat", "--pool", "solo")
+    with _started(host, *beat, env={**env, **CELERY}, pid1=True) as celery:
+        assert _said(celery, "Sending due task srcore-webhooks-tick", stderr=True)
+        status, out, err = _stop(celery, pid1=True)
+    assert status == 0 and "Traceback" not in err, err
