@@ -77,6 +77,14 @@ def bind_problem(bind: str) -> str | None:
     return None
 
 
+def _ancestors(directory: str) -> list[str]:
+    """*directory*'s parents from the root down, then *directory* itself."""
+    parts = [directory]
+    while (parent := os.path.dirname(parts[-1])) != parts[-1]:
+        parts.append(parent)
+    return parts[::-1]
+
+
 def _socket_directory_problem(path: str) -> str | None:
     """Why this user cannot make a Unix socket at *path*, or None.
 
@@ -85,7 +93,10 @@ def _socket_directory_problem(path: str) -> str | None:
     seconds, saying "connection to ... failed" each time, before giving up.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
+    shut = [d for d in _ancestors(directory) if os.path.isdir(d) and not os.access(d, os.X_OK)]
+    if shut:  # nothing beyond it can be looked at: it is not that nothing is there
+        what = f"is out of reach: this user (uid {os.geteuid()}) may not enter {shut[0]}"
+    elif not os.path.isdir(directory):
         what = "does not exist"
     elif not os.access(directory, os.W_OK | os.X_OK):
         what = f"is not writable by this user (uid {os.geteuid()})"

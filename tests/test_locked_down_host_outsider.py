@@ -467,6 +467,16 @@ def test_serve_on_a_unix_socket_where_the_user_cannot_make_it_refuses_in_one_lin
         "write in (such as /run/srcore, owned by it)"
     )
     assert not socket.exists()
+    private = host.config.parent.parent / "private"
+    private.mkdir(mode=0o700, exist_ok=True)  # root's alone: what is in it cannot be seen
+    beyond = private / "run" / "todo.sock"
+    done = _run(host, "-m", "srcore", "serve", "todo", "--bind", f"unix:{beyond}", env=env)
+    assert done.returncode == 1, done.stderr
+    assert _one_line(done.stderr) == (
+        f"srcore serve todo: --bind unix:{beyond}: the socket's directory {beyond.parent} is "
+        f"out of reach: this user (uid {_nameless_uid()}) may not enter {private}: give a "
+        "directory this user can write in (such as /run/srcore, owned by it)"
+    )
 
 
 def test_the_webhook_worker_stopped_while_it_starts_exits_cleanly(host: Host) -> None:
