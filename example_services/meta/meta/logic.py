@@ -29,6 +29,7 @@ from srcore.identity.addresses import canonical_email
 __all__ = [
     "RESERVED_USERNAMES",
     "USERNAME",
+    "WEB_SESSION_USE_EVERY",
     "Passwords",
     "check_username",
     "consume_token",
@@ -42,8 +43,11 @@ __all__ = [
     "login_text",
     "normalize_email",
     "normalize_password",
+    "record_web_session_use",
     "start_web_session",
     "web_session_amr",
+    "web_session_last_used",
+    "web_session_use_due",
     "web_session_valid",
     "withdraw_email_change",
 ]
@@ -460,6 +464,16 @@ def delete_user(session: Session, user: User) -> None:
 # -- web sessions ---------------------------------------------------------------------------
 
 
+#: How long a session's recorded last use may lag behind its pages at most: a page records
+#: its use only once the record is this old (or a tenth of ``session-lifetime``, if less),
+#: so a browser costs a write an hour, not one per page.
+WEB_SESSION_USE_EVERY = timedelta(hours=1)
+
+
+def _use_every(lifetime: timedelta) -> timedelta:
+    return min(WEB_SESSION_USE_EVERY, lifetime / 10)
+
+
 def start_web_session(
     session: Session,
     user_id: int,
@@ -472,17 +486,29 @@ def start_web_session(
     *amr* says how it logged in (RFC 8176 method references: ``pwd``, ``otp``), for the
     ID tokens and step-up decisions that read it later (:func:`web_session_amr`).
 
-    Sessions of the account older than *lifetime* (whose cookies have expired) are
-    forgotten on the way, so the table holds no more than the live ones and a few.
+    Sessions of the account unused for longer than *lifetime* (whose cookies have expired:
+    each page renews the cookie, and records the use at most :data:`WEB_SESSION_USE_EVERY`
+    late) are forgotten on the way, so the table holds no more than the live ones and a
+    few. A browser in use stays logged in, however long ago it logged in.
     """
+    now = utcnow()
     if lifetime is not None:
+        unused_since = now - lifetime - _use_every(lifetime)
         session.execute(
             delete(WebSession).where(
-                WebSession.user_id == user_id, WebSession.created < utcnow() - lifetime
+                WebSession.user_id == user_id, WebSession.last_used < unused_since
             )
         )
     secret = secrets.token_urlsafe(32)
-    session.add(WebSession(user_id=user_id, secret_hash=_digest(secret), amr=" ".join(amr)))
+    session.add(
+        WebSession(
+            user_id=user_id,
+            secret_hash=_digest(secret),
+            amr=" ".join(amr),
+            created=now,
+            last_used=now,
+        )
+    )
     session.flush()
     return secret
 
@@ -497,12 +523,42 @@ def web_session_amr(session: Session, secret: object) -> list[str]:
 
 def web_session_valid(session: Session, user_id: int, secret: object) -> bool:
     """Whether the cookie's *secret* names a session of *user_id* that was not ended."""
+    return web_session_last_used(session, user_id, secret) is not None
+
+
+def web_session_last_used(session: Session, user_id: int, secret: object) -> datetime | None:
+    """When the session the cookie's *secret* names was last used, as recorded, if it is a
+    session of *user_id* that was not ended; else None. One query, as a page's check."""
     if not isinstance(secret, str) or not secret or len(secret) > 128:
-        return False
-    found = session.scalar(
-        select(WebSession.user_id).where(WebSession.secret_hash == _digest(secret))
+        return None
+    found = session.execute(
+        select(WebSession.user_id, WebSession.last_used).where(
+            WebSession.secret_hash == _digest(secret)
+        )
+    ).first()
+    return found.last_used if found is not None and found.user_id == user_id else None
+
+
+def web_session_use_due(last_used: datetime, lifetime: timedelta) -> bool:
+    """Whether a page of a session last recorded as used at *last_used* records its use
+    again (:func:`record_web_session_use`): once an hour at most, or a tenth of
+    *lifetime* if that is shorter."""
+    return last_used <= utcnow() - _use_every(lifetime)
+
+
+def record_web_session_use(session: Session, secret: str, lifetime: timedelta) -> None:
+    """Record that the browser whose cookie carries *secret* was served a page now, unless
+    a page did less than the interval of :func:`web_session_use_due` ago (another of its
+    pages at the same time)."""
+    now = utcnow()
+    session.execute(
+        update(WebSession)
+        .where(
+            WebSession.secret_hash == _digest(secret),
+            WebSession.last_used <= now - _use_every(lifetime),
+        )
+        .values(last_used=now)
     )
-    return found == user_id
 
 
 def end_web_session(session: Session, secret: object) -> None:

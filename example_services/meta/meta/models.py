@@ -145,7 +145,9 @@ class WebSession(Base):
 
     The signed cookie alone proves nothing once its row is gone: logging out deletes the
     row, so a copy of the cookie stops working too, and a password change, a suspension
-    or "log out everywhere" deletes every row of the account.
+    or "log out everywhere" deletes every row of the account. A row unused for longer
+    than ``session-lifetime`` goes too (its cookie has expired): at the account's next
+    login, and in the hourly pruning (:mod:`meta.oauth.pruning`).
     """
 
     __tablename__ = "web_session"
@@ -155,6 +157,11 @@ class WebSession(Base):
     #: SHA-256 of the secret in the cookie, hex.
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    #: When a page of this browser was last served, recorded again once it is older than
+    #: :func:`meta.logic.web_session_use_due` allows (not a write per page). The login
+    #: lasts ``session-lifetime`` past its last use, as the cookie does: what judges a
+    #: session abandoned, at the account's next login and in the hourly pruning.
+    last_used: Mapped[datetime] = mapped_column(default=utcnow)
     #: How this browser logged in, as space-separated RFC 8176 method references
     #: (``pwd``, ``pwd otp``): what an ID token's ``amr`` claim will say.
     amr: Mapped[str] = mapped_column(String(64), default="pwd", server_default="pwd")

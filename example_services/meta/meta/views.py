@@ -44,6 +44,8 @@ from srcore.sqlrows import lock_row
 from srcore.validation import MAX_EMAIL_LENGTH, Validation
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from flask_limiter import Limiter
 
 __all__ = ["MetaLogin", "accounts", "finish_login", "install"]
@@ -999,13 +1001,20 @@ def _end_stale_session() -> None:
     The signed cookie is not enough: logging out, a password change or a suspension
     deletes the session's row, and a copy of the cookie made before stops working.
     What serves no page leaves the cookie alone: the next page looks at it.
+
+    The row read here also says when the session was last used: once that is an hour
+    old (less under a short ``session-lifetime``), this page records its use, in a write
+    of its own: the login lasts ``session-lifetime`` past it, as the renewed cookie does.
+    The other pages write nothing.
     """
     if request.endpoint in _NO_PAGE:
         return
     uid = session.get("_uid")
     if uid is None:
         return
-    if not isinstance(uid, int) or not logic.web_session_valid(db, uid, session.get(SESSION_ID)):
+    secret = session.get(SESSION_ID)
+    last_used = logic.web_session_last_used(db, uid, secret) if isinstance(uid, int) else None
+    if last_used is None:
         log_out()
         return
     user = _logged_in()
@@ -1017,6 +1026,28 @@ def _end_stale_session() -> None:
         not isinstance(started, int | float) or started < cutoff.timestamp()
     ):
         log_out()
+        return
+    lifetime = current_app.permanent_session_lifetime
+    if logic.web_session_use_due(last_used, lifetime):
+        _record_use(str(secret), lifetime)
+
+
+def _record_use(secret: str, lifetime: timedelta) -> None:
+    """Record that this browser's session was used now, in a transaction of its own (a
+    GET's request session writes nothing). A failure is logged and the page served: the
+    next page tries again."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from srcore.db import release_request_connection
+
+    # A GET's read is over: its connection goes back to the pool rather than wait for
+    # the write's (two at once, for every browser whose hour is up).
+    release_request_connection()
+    try:
+        with srcore.state().db.transaction() as writing:
+            logic.record_web_session_use(writing, secret, lifetime)
+    except SQLAlchemyError as exc:
+        log.warning("the last use of a web session could not be recorded: %s", exc)
 
 
 def install(app: Flask, limiter: Limiter) -> None:

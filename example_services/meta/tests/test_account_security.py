@@ -547,13 +547,11 @@ def test_expired_sessions_are_forgotten_at_the_next_login(
 
     alice = accounts.make("alice")
     kept = _browser(app, login)
+    # Unused for a lifetime, and the hour its last use may have been recorded late.
+    unused = utcnow() - app.permanent_session_lifetime - timedelta(hours=1, minutes=1)
     with app.extensions["srcore"].db.transaction() as session:
         session.add(
-            WebSession(
-                user_id=alice.id,
-                secret_hash="0" * 64,
-                created=utcnow() - app.permanent_session_lifetime - timedelta(minutes=1),
-            )
+            WebSession(user_id=alice.id, secret_hash="0" * 64, created=unused, last_used=unused)
         )
     _browser(app, login)
     with app.extensions["srcore"].db.transaction() as session:

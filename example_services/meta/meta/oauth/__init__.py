@@ -176,10 +176,13 @@ def init_app(app: Flask) -> OAuthState:
     events.install(st.db.sessionmaker, network)
     # meta's webhook worker makes the services' subscriptions match the config first.
     webhooks_state(app).prepare.append(network.prepare)
-    # ... and, every hour, deletes the codes, tokens and links that outlived their use, and
-    # the audit entries older than audit-retention.
+    # ... and, every hour, deletes the codes, tokens, links and web sessions that outlived
+    # their use, and the audit entries older than audit-retention.
     hourly = functools.partial(
-        prune, access_lifetime=access, audit_retention=settings.audit_retention
+        prune,
+        access_lifetime=access,
+        audit_retention=settings.audit_retention,
+        session_lifetime=app.permanent_session_lifetime,
     )
     webhooks_state(app).prune.append(hourly)
 

@@ -1,6 +1,7 @@
 """What meta's webhook worker deletes every hour, with the delivery log: the rows of
-logins, authorizations and mailed links that outlived their use, and the audit entries
-older than ``audit-retention``.
+logins, authorizations and mailed links that outlived their use, the web sessions of
+browsers unused for longer than ``session-lifetime``, and the audit entries older than
+``audit-retention``.
 
 Every login to a service through meta makes an authorization code, a grant and a refresh
 token, every refresh another refresh token, every confirmation, reset or change of
@@ -18,6 +19,10 @@ the accounts. A row goes once nothing can use it any more, a day after that
 - an authorization code, a day after it expired, once its grant is gone (kept until then,
   so that its replay still revokes the grant);
 - a personal access token, a day after it expired;
+- a web session (a logged-in browser at meta), a day after its cookie expired:
+  ``session-lifetime`` and a day after its last use (recorded at most an hour late,
+  :data:`meta.logic.WEB_SESSION_USE_EVERY`). A login at meta forgets the account's
+  unused ones too, but an account that never logs in again kept them for good;
 - an audit entry older than ``[meta] audit-retention`` (also pruned as entries are
   written, :mod:`meta.audit`; here an idle network's go too);
 - a revocation event that revokes nothing any more: a ``token`` or ``grant`` event once
@@ -38,7 +43,7 @@ from sqlalchemy import Delete, and_, delete, exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from meta.audit import prune as prune_audit
-from meta.models import EmailToken
+from meta.models import EmailToken, WebSession
 from meta.oauth.models import (
     AuthorizationCode,
     Grant,
@@ -60,12 +65,14 @@ def prune(
     *,
     access_lifetime: timedelta,
     audit_retention: timedelta | None = None,
+    session_lifetime: timedelta | None = None,
 ) -> int:
     """Delete meta's rows that outlived their use (see the module); commit; return how many.
 
     *access_lifetime* is meta's ``access-token-lifetime``: how long a grant's access
     tokens live after it was last used or revoked; *audit_retention* its
-    ``audit-retention`` (None: the audit log is left alone).
+    ``audit-retention`` (None: the audit log is left alone); *session_lifetime* its
+    ``session-lifetime`` (None: the web sessions are left alone).
     """
     gone = now - GRACE
     removed = 0
@@ -105,6 +112,8 @@ def prune(
     granted = select(Grant.id).where(Grant.id == AuthorizationCode.grant_id).exists()
     run(delete(AuthorizationCode).where(AuthorizationCode.expires_at < gone, ~granted))
     run(delete(PersonalAccessToken).where(PersonalAccessToken.expires_at < gone))
+    if session_lifetime is not None:
+        run(delete(WebSession).where(WebSession.last_used < gone - session_lifetime))
     run(_spent_revocations(now, gone))
     if audit_retention is not None:
         removed += prune_audit(session, now=now, retention=audit_retention)
