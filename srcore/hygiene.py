@@ -17,7 +17,8 @@
 * :class:`SrcoreResponse` encodes text that cannot be UTF-8 (a lone surrogate echoed
   from input) with a replacement character instead of failing the response.
 * :func:`check_form_origin` refuses a form another site's page sent, even with a valid
-  CSRF token, in every environment.
+  CSRF token, in every environment; :func:`check_form_referer` takes a form whose
+  ``Origin`` is this service's where Flask-WTF's https check wanted a ``Referer``.
 
 The limits sit below the WSGI server's own (see :mod:`srcore.serving`), so oversized
 requests get srcore's error body, JSON under ``/api/``, rather than the server's page.
@@ -45,9 +46,11 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_HEADER_COUNT",
     "MAX_TARGET_LENGTH",
+    "REFERER_CHECKS",
     "SrcoreRequest",
     "SrcoreResponse",
     "check_form_origin",
+    "check_form_referer",
     "check_request",
 ]
 
@@ -348,6 +351,39 @@ def _origin_key(url: str) -> tuple[str, str, int | None] | None:
         return None
 
 
+_ANOTHER_SITE = (
+    "This form was sent from a page of another site; only this service's own pages "
+    "may send it. Open the form here and send it again."
+)
+
+
+#: What Flask-WTF's https check says of a form whose token it found good, but not its Referer.
+REFERER_CHECKS = frozenset(
+    {"The referrer header is missing.", "The referrer does not match the host."}
+)
+
+
+def check_form_referer(request: Request, origin: str) -> None:
+    """Take a form (its token good) that Flask-WTF refused over https for its ``Referer``
+    when its ``Origin`` is this service's; else refuse it (400), saying why.
+
+    A browser, or an extension of it, that keeps the Referer private still names the
+    sending page's origin on every POST. Refused as a CSRF error, such a form got the
+    "your session changed" page, and its Send again failed the same way, for good.
+    """
+    sent = request.headers.get("Origin")
+    if sent is not None and sent.strip() != "null":
+        check_form_origin(request, origin)
+        return
+    if request.referrer:
+        raise BadRequest(_ANOTHER_SITE)
+    raise BadRequest(
+        "This form was sent without saying which page it came from: your browser, or an "
+        "extension of it, left out the Referer header, which this site asks for over https. "
+        "Let it send that header to this site, then send the form again."
+    )
+
+
 def check_form_origin(request: Request, origin: str) -> None:
     """Refuse (400) a form whose ``Origin`` is another site's, though its CSRF token is valid.
 
@@ -369,7 +405,4 @@ def check_form_origin(request: Request, origin: str) -> None:
     key = _origin_key(sent)
     if key is not None and key in (_origin_key(origin), _origin_key(request.host_url)):
         return
-    raise BadRequest(
-        "This form was sent from a page of another site; only this service's own pages "
-        "may send it. Open the form here and send it again."
-    )
+    raise BadRequest(_ANOTHER_SITE)

@@ -219,7 +219,7 @@ def init_app(app: Flask) -> None:
     """Register srcore's before-request and after-request functions on *app*."""
     from flask_wtf.csrf import CSRFError, CSRFProtect
 
-    from srcore.hygiene import check_form_origin, check_request
+    from srcore.hygiene import REFERER_CHECKS, check_form_origin, check_form_referer, check_request
     from srcore.routing import API_PREFIX
 
     st: SrcoreState = app.extensions["srcore"]
@@ -249,8 +249,11 @@ def init_app(app: Flask) -> None:
             # Views a service exempts with csrf.exempt (an OAuth token endpoint) are skipped.
             try:
                 csrf.protect(apply_exemptions=True)
-            except CSRFError:
-                if not _token_of_an_earlier_session(app, req):
+            except CSRFError as exc:
+                if exc.description in REFERER_CHECKS:  # the token is good, its Referer not
+                    check_form_referer(req, origin)
+                    g.csrf_valid = True
+                elif not _token_of_an_earlier_session(app, req):
                     raise
             if g.get("csrf_valid"):  # and only a form with a valid token is asked its Origin
                 check_form_origin(req, origin)

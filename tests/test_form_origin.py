@@ -142,3 +142,64 @@ def test_under_gunicorn_meta_refuses_its_login_form_from_the_demos_other_origin(
         "demo's todo": (400, [REFUSED]),
         "own": (400, ["Incorrect username or password"]),  # the login was tried
     }
+
+
+def build_https(tmp_path: Path) -> tuple[Any, list[str]]:
+    """The probe form on a service in production at an https origin, where Flask-WTF also
+    asks a form for a Referer of this host."""
+    import sample_service
+
+    path = write_config(
+        tmp_path / "config.ini",
+        service_id="sample",
+        database_url=f"sqlite:///{tmp_path / 'sample.db'}",
+        origin="https://sample.example.org",
+    )
+    path.write_text(path.read_text().replace("development", "production"))
+    app = sample_service.create_app(config=path)
+    sent: list[str] = []
+
+    @app.post("/probe-form")
+    def probe_form() -> str:
+        sent.append("ran")
+        return "taken"
+
+    return app, sent
+
+
+@pytest.mark.parametrize(
+    ("headers", "taken"),
+    [
+        # A browser, or an extension of it, that leaves the Referer out still names the
+        # page's origin on a POST: the form is its own.
+        ({"Origin": "https://sample.example.org"}, True),
+        ({"Referer": "https://sample.example.org/form"}, True),
+        ({"Origin": "https://sample.example.org", "Referer": "https://sample.example.org/"}, True),
+        ({}, False),
+        ({"Origin": "null"}, False),
+        ({"Origin": "https://evil.invalid"}, False),
+        ({"Referer": "https://evil.invalid/form"}, False),
+    ],
+)
+def test_over_https_a_form_names_its_page_by_origin_or_referer(
+    tmp_path: Path, headers: dict[str, str], taken: bool
+) -> None:
+    """Over https a form whose token is good but whose Referer is missing was answered with
+    the "your session changed" page, whose Send again failed the same way for good: a
+    browser that keeps the Referer private could send no form. Its Origin is enough; a
+    form that names no page at all is told so."""
+    app, sent = build_https(tmp_path)
+    client = app.test_client()
+    base = "https://sample.example.org"
+    csrf = client.get("/form", base_url=base).get_json()["csrf"]
+    response = client.post("/probe-form", data={"csrf_token": csrf}, headers=headers, base_url=base)
+    text = response.get_data(as_text=True)
+    if taken:
+        assert (response.status_code, text, sent) == (200, "taken", ["ran"])
+        return
+    assert response.status_code == 400 and sent == []
+    assert "session changed" not in text
+    if "evil" in str(headers):
+        assert REFUSED in text
+    else:
+        assert "which page it came from" in text
