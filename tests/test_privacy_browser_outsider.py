@@ -1,0 +1,313 @@
+"""A person whose browser is set for privacy walks every web flow of meta and todo, in headless
+Chromium, meta (with its worker) and todo under gunicorn on 127.0.0.1.
+
+Each profile is a browser of its own: JavaScript off; Referers never sent (Chromium's
+``enable_referrers`` preference, what its ``--no-referrers`` switch used to set: no
+Referer, and ``Origin: null`` on a form's POST, as the Fetch standard has it under a
+no-referrer policy); third-party cookies blocked; and all three at once, its cookies cleared
+between steps where a person would. The person registers, confirms the address from the mail,
+fails a login then logs in, logs in at todo through meta, makes a tracker and a ticket,
+comments, edits settings, logs out everywhere, resets the password from the mail and turns
+two-factor sign-in on (the key is written out beside the QR code: no JavaScript needed).
+Every step works, or says plainly what it needs: never the same page again, never a
+"your session changed" for something else.
+
+Over https (where Flask-WTF asks a form for a Referer) the same forms go through Flask's test
+client, environment production: a form naming its page by ``Origin`` alone is taken; one
+naming no page is told what it lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+import test_auth_e2e_more
+from test_auth_e2e_more import Network
+
+from srcore.testing.browser import CHROMIUM_ARGS, chromium_path
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PASSWORD = "correct horse battery staple"
+NEW_PASSWORD = "a new horse, battery and staple"
+#: Milliseconds Playwright waits for an element or a navigation before failing.
+STEP_MS = 15_000
+
+#: meta (and its webhook worker, which pushes logouts) and todo under gunicorn.
+network = test_auth_e2e_more.network
+
+#: The browsers: what each turns off.
+PROFILES = {
+    "no-javascript": {"javascript": False, "referrers": True, "third_party_cookies": True},
+    "no-referrer": {"javascript": True, "referrers": False, "third_party_cookies": True},
+    "no-third-party-cookies": {"javascript": True, "referrers": True, "third_party_cookies": False},
+    "all-three": {"javascript": False, "referrers": False, "third_party_cookies": False},
+}
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert chromium_path() is not None, "Chromium (/usr/bin/chromium) is needed"
+    with sync_playwright() as running:
+        yield running
+
+
+def open_profile(playwright: Any, home: Path, settings: dict[str, bool]) -> Any:
+    """A browser with a profile of its own in *home*, set as *settings* say."""
+    (home / "Default").mkdir(parents=True)
+    prefs: dict[str, Any] = {"enable_referrers": settings["referrers"]}
+    if not settings["third_party_cookies"]:
+        prefs["profile"] = {"block_third_party_cookies": True, "cookie_controls_mode": 1}
+    (home / "Default" / "Preferences").write_text(json.dumps(prefs), encoding="utf-8")
+    args = list(CHROMIUM_ARGS)
+    if not settings["third_party_cookies"]:
+        args.append("--test-third-party-cookie-phaseout")
+    context = playwright.chromium.launch_persistent_context(
+        str(home),
+        executable_path=chromium_path(),
+        args=args,
+        java_script_enabled=settings["javascript"],
+    )
+    context.set_default_timeout(STEP_MS)
+    context.set_default_navigation_timeout(STEP_MS)
+    return context
+
+
+class Watch:
+    """What the browser sent: each POST's Referer and Origin, and every page it was shown."""
+
+    def __init__(self, context: Any) -> None:
+        self.posts: list[tuple[str, str | None, str | None]] = []
+        context.on("request", self._request)
+
+    def _request(self, request: Any) -> None:
+        if request.method == "POST" and request.resource_type == "document":
+            headers = request.all_headers()
+            self.posts.append((request.url, headers.get("referer"), headers.get("origin")))
+
+
+def send(page: Any, button: str) -> Any:
+    """Press the button named *button* (in the page's main content, but Log out); the answer."""
+    where = page if button == "Log out" else page.locator("main")
+    with page.expect_navigation() as navigation:
+        where.get_by_role("button", name=button).first.click()
+    answer = navigation.value
+    assert answer is not None
+    body = page.locator("body").inner_text()
+    assert answer.status < 500, body[:2000]
+    assert "your session changed" not in body.lower(), body[:2000]
+    return answer
+
+
+def totp_now(secret: str, step: int = 0) -> str:
+    return str(pyotp.TOTP(secret).at(time.time() + 30 * step))
+
+
+def walk(page: Any, context: Any, net: Network, name: str, *, clear_cookies: bool) -> None:
+    email = f"{name}@example.org"
+
+    # Register, and confirm the address from the mail.
+    page.goto(f"{net.meta}/register")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    answer = send(page, "Register")
+    assert answer.status == 200, page.content()[:2000]
+    link = net.sink.wait_for_link(email, "/confirm/")
+    answer = page.goto(link)
+    assert answer.status == 200, page.content()[:2000]
+
+    # Log out of meta, then a wrong password, then the right one.
+    page.goto(f"{net.meta}/profile")
+    if page.url.startswith(f"{net.meta}/profile"):
+        send(page, "Log out")
+    if clear_cookies:
+        context.clear_cookies()
+    page.goto(f"{net.meta}/login")
+    page.get_by_label("Username or email").fill(name)
+    page.get_by_label("Password").fill("not the password at all")
+    answer = send(page, "Log in")
+    assert answer.status in (400, 401, 403, 200), answer.status
+    assert page.url.startswith(f"{net.meta}/login"), page.url
+    page.get_by_label("Password").fill(PASSWORD)
+    if not page.get_by_label("Username or email").input_value():
+        page.get_by_label("Username or email").fill(name)
+    send(page, "Log in")
+    assert not page.url.startswith(f"{net.meta}/login"), page.locator("main").inner_text()
+
+    # Meta's profile: edit and save.
+    page.goto(f"{net.meta}/profile")
+    page.get_by_label("Location").fill("Lisbon")
+    send(page, "Save profile")
+    assert page.get_by_label("Location").input_value() == "Lisbon", page.content()[:2000]
+
+    # Log in at todo through meta.
+    page.goto(f"{net.todo}/login?next=/")  # meta knows the person: redirects all the way
+    assert page.url == f"{net.todo}/", (page.url, page.locator("main").inner_text())
+    assert page.locator(".user-name").inner_text().strip() == name
+
+    # A tracker, a ticket, a comment, the tracker's settings.
+    page.goto(f"{net.todo}/create")
+    page.get_by_label("Name").fill("things")
+    page.get_by_label("Description").fill("Things to do.")
+    send(page, "Create tracker")
+    tracker = f"{net.todo}/~{name}/things"
+    assert page.url == tracker, page.url
+    page.goto(f"{tracker}/new")
+    page.get_by_label("Title").fill("First thing")
+    page.get_by_label("Description").fill("Do it.")
+    send(page, "Submit ticket")
+    assert page.url.startswith(f"{tracker}/1"), page.url
+    page.get_by_label("Add a comment").fill("Done, nearly.")
+    send(page, "Comment")
+    assert page.get_by_text("Done, nearly.").first.is_visible()
+    page.goto(f"{tracker}/settings")
+    page.get_by_label("Description").fill("Things to do, soon.")
+    send(page, "Save settings")
+    page.goto(tracker)
+    assert page.get_by_text("Things to do, soon.").first.is_visible()
+
+    # Log out everywhere, at meta: todo forgets the person too.
+    page.goto(f"{net.meta}/profile")
+    send(page, "Log out")
+    for _ in range(100):
+        page.goto(f"{net.todo}/create")
+        if not page.url.startswith(f"{net.todo}/create"):
+            break
+        page.wait_for_timeout(100)
+    else:
+        pytest.fail("todo kept the session meta ended")
+    if clear_cookies:
+        context.clear_cookies()
+
+    # Forgotten password: the link from the mail, a new password, a login with it.
+    page.goto(f"{net.meta}/forgot")
+    page.get_by_label("Email address").fill(email)
+    send(page, "Send the link")
+    link = net.sink.wait_for_link(email, "/reset/")
+    page.goto(link)
+    page.get_by_label("New password").fill(NEW_PASSWORD)
+    send(page, "Change my password")
+    if page.url.startswith(f"{net.meta}/login"):
+        page.get_by_label("Username or email").fill(name)
+        page.get_by_label("Password").fill(NEW_PASSWORD)
+        send(page, "Log in")
+    assert not page.url.startswith((f"{net.meta}/login", f"{net.meta}/reset")), (
+        page.url,
+        page.locator("main").inner_text(),
+    )
+
+    # Two-factor sign-in on, from the key written beside the QR code; then a login with it.
+    page.goto(f"{net.meta}/security/two-factor")
+    secret = page.locator("#totp-secret").inner_text().replace(" ", "")
+    page.get_by_label("Code from the app").fill(totp_now(secret))
+    page.get_by_label("Your password").fill(NEW_PASSWORD)
+    send(page, "Turn on")
+    page.goto(f"{net.meta}/security/two-factor")
+    assert page.get_by_role("heading", name="Turn two-factor sign-in off").is_visible()
+    page.goto(f"{net.meta}/profile")
+    send(page, "Log out")
+    if clear_cookies:
+        context.clear_cookies()
+    page.goto(f"{net.meta}/login")
+    page.get_by_label("Username or email").fill(name)
+    page.get_by_label("Password").fill(NEW_PASSWORD)
+    send(page, "Log in")
+    assert page.url.startswith(f"{net.meta}/login/verify"), page.url
+    page.get_by_label("Code").fill(totp_now(secret, 1))
+    send(page, "Log in")
+    assert page.url.startswith(f"{net.meta}/profile"), (page.url, page.locator("main").inner_text())
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_every_flow_works_in_a_browser_set_for_privacy(
+    network: Network, playwright: Any, tmp_path: Path, profile: str
+) -> None:
+    settings = PROFILES[profile]
+    context = open_profile(playwright, tmp_path / "profile", settings)
+    try:
+        watch = Watch(context)
+        page = context.pages[0] if context.pages else context.new_page()
+        name = "p" + re.sub(r"[^a-z]", "", profile)[:20]
+        walk(page, context, network, name, clear_cookies=profile == "all-three")
+        # The profile did keep its Referers private: no form named the page it came from.
+        assert watch.posts
+        if not settings["referrers"]:
+            assert all(referer is None for _, referer, _ in watch.posts), watch.posts
+            # and, as under a no-referrer policy, no form named its origin either
+            assert all(origin == "null" for _, _, origin in watch.posts), watch.posts
+    finally:
+        context.close()
+
+
+def add_passkey(net: Network, username: str) -> None:
+    """Give *username* a passkey, as if made on their phone (its key is never used here)."""
+    import sqlite3
+
+    with sqlite3.connect(net.config.parent / "meta.db") as db:
+        (user_id,) = db.execute('SELECT id FROM "user" WHERE username = ?', (username,)).fetchone()
+        db.execute(
+            "INSERT INTO passkey_credential (user_id, credential_id, public_key, sign_count,"
+            " user_handle, name, transports, backup_eligible, created)"
+            " VALUES (?, ?, ?, 0, ?, 'phone', '', 0, CURRENT_TIMESTAMP)",
+            (user_id, f"cred-{username}", b"\xa0", f"handle-{username}"),
+        )
+
+
+def test_a_passkey_asked_for_without_javascript_says_what_it_needs(
+    network: Network, playwright: Any, tmp_path: Path
+) -> None:
+    """An account whose second factor is a passkey, in a browser with JavaScript off: the
+    login's second step and the reset link's page say that a passkey needs JavaScript, where
+    they showed only "Lost your passkeys?", a dead end that told nothing of the cause."""
+    from meta.admin.cli import create_user
+
+    net, name = network, "pkeyonly"
+    create_user(str(net.config), name, f"{name}@example.org", PASSWORD)
+    add_passkey(net, name)
+    context = open_profile(playwright, tmp_path / "profile", PROFILES["all-three"])
+    try:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(f"{net.meta}/login")
+        page.get_by_label("Username or email").fill(name)
+        page.get_by_label("Password").fill(PASSWORD)
+        send(page, "Log in")
+        assert page.url.startswith(f"{net.meta}/login/verify"), page.url
+        notice = page.locator("#passkey-unsupported")
+        assert notice.is_visible()
+        assert "needs JavaScript" in notice.inner_text()
+        assert "Turn JavaScript on for this site" in notice.inner_text()
+
+        context.clear_cookies()
+        page.goto(f"{net.meta}/forgot")
+        page.get_by_label("Email address").fill(f"{name}@example.org")
+        send(page, "Send the link")
+        page.goto(net.sink.wait_for_link(f"{name}@example.org", "/reset/"))
+        notice = page.locator("#passkey-unsupported")
+        assert notice.is_visible()
+        assert "needs JavaScript" in notice.inner_text()
+    finally:
+        context.close()
+
+    # With JavaScript, where WebAuthn is at hand, the passkey is offered and the notice gone.
+    context = open_profile(playwright, tmp_path / "with-javascript", PROFILES["no-referrer"])
+    try:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(f"{net.meta}/login")
+        page.get_by_label("Username or email").fill(name)
+        page.get_by_label("Password").fill(PASSWORD)
+        send(page, "Log in")
+        assert page.url.startswith(f"{net.meta}/login/verify"), page.url
+        assert page.get_by_role("button", name="Use a passkey").is_visible()
+        assert not page.locator("#passkey-unsupported").is_visible()
+    finally:
+        context.close()
