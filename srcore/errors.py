@@ -156,16 +156,20 @@ _SHORT = 80
 
 def from_own_page() -> bool:
     """Whether the request was sent by one of the service's own pages (its ``Origin`` is the
-    service's; a browser that sends none says ``Sec-Fetch-Site: same-origin``). Only such a
-    form is sent back: another site's form, answered with one holding a valid token, would
-    need only a click to be sent as the person."""
+    service's; a browser that sends none, or ``null``, says ``Sec-Fetch-Site: same-origin``).
+    Only such a form is sent back: another site's form, answered with one holding a valid
+    token, would need only a click to be sent as the person.
+
+    ``Origin: null`` is what a browser keeping its Referers private sends on every form
+    (the Fetch standard's no-referrer policy); a sandboxed frame of another site sends it
+    too, but its ``Sec-Fetch-Site`` is then ``cross-site``, which no page can change."""
     from urllib.parse import urlsplit
 
     from flask import current_app
 
     own = urlsplit(str(current_app.extensions["srcore"].section["origin"]))
     sent = request.headers.get("Origin")
-    if sent is not None:
+    if sent is not None and sent.strip() != "null":
         return sent.lower() == f"{own.scheme}://{own.netloc}".lower()
     return request.headers.get("Sec-Fetch-Site") == "same-origin"
 

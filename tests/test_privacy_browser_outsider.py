@@ -311,3 +311,84 @@ def test_a_passkey_asked_for_without_javascript_says_what_it_needs(
         assert not page.locator("#passkey-unsupported").is_visible()
     finally:
         context.close()
+
+
+def log_in_at_todo(page: Any, net: Network, username: str) -> None:
+    """Log in at todo, through meta's form if meta asks for a password."""
+    page.goto(f"{net.todo}/login?next=/")
+    if page.url.startswith(f"{net.meta}/login"):
+        page.get_by_label("Username or email").fill(username)
+        page.get_by_label("Password").fill(PASSWORD)
+        send(page, "Log in")
+    assert page.url == f"{net.todo}/", page.url
+
+
+@pytest.fixture
+def without_referrers(playwright: Any, tmp_path: Path) -> Iterator[Any]:
+    context = open_profile(playwright, tmp_path / "profile", PROFILES["no-referrer"])
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def test_a_form_of_an_ended_session_comes_back_whole_without_referrers(
+    network: Network, without_referrers: Any
+) -> None:
+    """A ticket written while the person logged out in another tab comes back with its text,
+    in a browser that sends no Referer and so ``Origin: null``: the page that gives a form
+    back took only a form naming this service's origin, and ``null`` got the plain "This
+    form has expired" page, the text lost. The browser still says ``Sec-Fetch-Site:
+    same-origin``, which another site's page cannot make it say."""
+    from meta.admin.cli import create_user
+
+    net, name = network, "pstale"
+    create_user(str(net.config), name, f"{name}@example.org", PASSWORD)
+    page = without_referrers.pages[0] if without_referrers.pages else without_referrers.new_page()
+    log_in_at_todo(page, net, name)
+    page.goto(f"{net.todo}/create")
+    page.get_by_label("Name").fill("stale")
+    send(page, "Create tracker")
+    page.goto(f"{net.todo}/~{name}/stale/new")
+    page.get_by_label("Title").fill("Written at length")
+    page.get_by_label("Description").fill("Every step, in detail.\nAnd more.")
+    other = without_referrers.new_page()
+    other.goto(f"{net.todo}/")
+    with other.expect_navigation():
+        other.get_by_role("button", name="Log out").click()
+    log_in_at_todo(other, net, name)  # a new session of the same person
+
+    with page.expect_navigation() as navigation:
+        page.locator("main").get_by_role("button", name="Submit ticket").click()
+    assert navigation.value.status == 400
+    assert page.get_by_role("heading", name="Not sent").first.is_visible()
+    form = page.locator("main form")
+    assert form.locator("[name=description]").input_value().replace("\r\n", "\n") == (
+        "Every step, in detail.\nAnd more."
+    )
+    send(page, "Send again")
+    assert page.url.startswith(f"{net.todo}/~{name}/stale/"), page.url
+
+
+def test_log_out_from_a_page_of_an_earlier_session_without_referrers(
+    network: Network, without_referrers: Any
+) -> None:
+    """Log out pressed on a page opened before the person logged in again in another tab
+    logs out, in a browser that sends ``Origin: null``: it said "This form has expired or
+    is missing its security token", and logged nobody out."""
+    from meta.admin.cli import create_user
+
+    net, name = network, "pearlier"
+    create_user(str(net.config), name, f"{name}@example.org", PASSWORD)
+    page = without_referrers.pages[0] if without_referrers.pages else without_referrers.new_page()
+    log_in_at_todo(page, net, name)
+    other = without_referrers.new_page()
+    other.goto(f"{net.todo}/")
+    with other.expect_navigation():
+        other.get_by_role("button", name="Log out").click()
+    log_in_at_todo(other, net, name)
+
+    answer = send(page, "Log out")
+    assert answer.status < 400, page.locator("body").inner_text()
+    other.goto(f"{net.todo}/")  # (at meta the person is still logged in: todo's logout is its own)
+    assert other.locator(".user-name").count() == 0, other.locator("body").inner_text()
