@@ -369,7 +369,10 @@ def check_form_referer(request: Request, origin: str) -> None:
 
     A browser, or an extension of it, that keeps the Referer private still names the
     sending page's origin on every POST. Refused as a CSRF error, such a form got the
-    "your session changed" page, and its Send again failed the same way, for good.
+    "your session changed" page, and its Send again failed the same way, for good. One
+    that keeps its Referers private altogether sends ``Origin: null`` (the Fetch standard's
+    no-referrer policy), and ``Sec-Fetch-Site: same-origin``, which no page can make a
+    browser send from another origin (not even from this host over http): that is taken.
     """
     sent = request.headers.get("Origin")
     if sent is not None and sent.strip() != "null":
@@ -377,6 +380,8 @@ def check_form_referer(request: Request, origin: str) -> None:
         return
     if request.referrer:
         raise BadRequest(_ANOTHER_SITE)
+    if request.headers.get("Sec-Fetch-Site") == "same-origin":
+        return
     raise BadRequest(
         "This form was sent without saying which page it came from: your browser, or an "
         "extension of it, left out the Referer header, which this site asks for over https. "

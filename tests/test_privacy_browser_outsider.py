@@ -392,3 +392,139 @@ def test_log_out_from_a_page_of_an_earlier_session_without_referrers(
     assert answer.status < 400, page.locator("body").inner_text()
     other.goto(f"{net.todo}/")  # (at meta the person is still logged in: todo's logout is its own)
     assert other.locator(".user-name").count() == 0, other.locator("body").inner_text()
+
+
+# -- over https, in production, with Flask's client -------------------------------------------
+
+META = "https://meta.example.org"
+#: What each browser names a form's page by over https: an extension that strips the Referer
+#: (the page's Origin stays), and a browser with Referers off (Origin null; Fetch Metadata).
+HTTPS_BROWSERS = {
+    "referer-stripped": {"Origin": META, "Sec-Fetch-Site": "same-origin"},
+    "referrers-off": {"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+}
+_TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def meta_https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    """meta in production at an https origin (mail to a sink), and the sink."""
+    import meta
+
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+    from srcore.testing import serve_smtp_sink, write_network_config
+
+    tmp = tmp_path_factory.mktemp("meta-https")
+    with serve_smtp_sink() as sink:
+        config = write_network_config(
+            tmp / "config.ini", {"meta": 1}, global_keys=sink.config_keys()
+        )
+        text = config.read_text().replace("development", "production")
+        config.write_text(text.replace("http://127.0.0.1:1", META))
+        config.chmod(0o600)
+        upgrade_all(migration_target("meta", config))
+        yield meta.create_app(config=config), sink
+
+
+def text_of(response: Any) -> str:
+    main = response.get_data(as_text=True).split("<main", 1)[-1]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", main))
+
+
+@pytest.mark.parametrize("browser", list(HTTPS_BROWSERS))
+def test_over_https_every_meta_form_is_taken_without_a_referer(
+    meta_https: tuple[Any, Any], browser: str
+) -> None:
+    """Register, confirm, a failed then a good login, profile, reset, two-factor, logout, as
+    a browser keeping its Referers private sends them to meta over https in production. With
+    Referers off altogether (``Origin: null``) every form was refused: "your browser left out
+    the Referer header", though the browser said ``Sec-Fetch-Site: same-origin``."""
+    app, sink = meta_https
+    headers = HTTPS_BROWSERS[browser]
+    client = app.test_client()
+    name = "h" + browser.replace("-", "")[:12]
+    email = f"{name}@example.org"
+
+    def post(path: str, page: str, **fields: str) -> Any:
+        opened = client.get(page, base_url=META)
+        token = _TOKEN.search(opened.get_data(as_text=True))
+        assert token, (page, opened.status_code)
+        data = {"csrf_token": token.group(1), **fields}
+        answer = client.post(path, data=data, headers=headers, base_url=META)
+        assert answer.status_code < 500
+        assert "Referer" not in text_of(answer), text_of(answer)[:600]
+        assert "session changed" not in text_of(answer), text_of(answer)[:600]
+        return answer
+
+    answer = post("/register", "/register", username=name, email=email, password=PASSWORD)
+    assert answer.status_code in (200, 302), text_of(answer)[:600]
+    confirmed = client.get(sink.wait_for_link(email, "/confirm/"), follow_redirects=True)
+    assert confirmed.status_code == 200, text_of(confirmed)[:600]
+    assert post("/logout", "/profile").status_code == 302
+
+    wrong = post("/login", "/login", login=name, password="not the password at all")
+    assert "Incorrect username or password" in text_of(wrong)
+    assert post("/login", "/login", login=name, password=PASSWORD).status_code == 302
+
+    saved = post("/profile", "/profile", location="Porto", url="", bio="", was="")
+    assert saved.status_code in (200, 302), text_of(saved)[:600]
+    assert 'value="Porto"' in client.get("/profile", base_url=META).get_data(as_text=True)
+
+    assert post("/logout", "/profile").status_code == 302
+    post("/forgot", "/forgot", email=email)
+    link = sink.wait_for_link(email, "/reset/")
+    reset_path = link.split(META, 1)[-1] if link.startswith(META) else "/" + link.split("/", 3)[3]
+    changed = post(reset_path, reset_path, password=NEW_PASSWORD)
+    assert changed.status_code in (200, 302), text_of(changed)[:600]
+    if client.get("/login", base_url=META).status_code == 200:  # the reset did not log in
+        assert post("/login", "/login", login=name, password=NEW_PASSWORD).status_code == 302
+    page = client.get("/security/two-factor", base_url=META).get_data(as_text=True)
+    found = re.search(r'id="totp-secret">([^<]+)<', page)
+    assert found, page[:2000]
+    secret = found.group(1).replace(" ", "")
+    on = post(
+        "/security/two-factor",
+        "/security/two-factor",
+        code=totp_now(secret),
+        current_password=NEW_PASSWORD,
+    )
+    assert on.status_code in (200, 302), text_of(on)[:600]
+    assert post("/logout", "/profile").status_code == 302
+
+    client.delete_cookie("__Host-meta_session", domain="meta.example.org")
+    asked = post("/login", "/login", login=name, password=NEW_PASSWORD)
+    assert asked.status_code == 302 and "/login/verify" in asked.headers["Location"]
+    verify = asked.headers["Location"].split(META, 1)[-1]
+    done = post(
+        "/login/verify",
+        verify,
+        code=totp_now(secret, 1),
+        login_token=re.search(
+            r'name="login_token" value="([^"]+)"',
+            client.get(verify, base_url=META).get_data(as_text=True),
+        ).group(1),
+    )
+    assert done.status_code == 302, text_of(done)[:600]
+
+
+def test_over_https_a_form_naming_no_page_says_what_it_needs(
+    meta_https: tuple[Any, Any],
+) -> None:
+    """A browser that sends neither Referer, nor Origin, nor Sec-Fetch-Site (an old one, or
+    one set to keep them all) is told what the form needs, not that its session changed."""
+    app, _ = meta_https
+    client = app.test_client()
+    opened = client.get("/login", base_url=META).get_data(as_text=True)
+    token = _TOKEN.search(opened)
+    assert token
+    for headers in ({}, {"Origin": "null"}, {"Origin": "null", "Sec-Fetch-Site": "cross-site"}):
+        answer = client.post(
+            "/login",
+            data={"csrf_token": token.group(1), "login": "x", "password": "y"},
+            headers=headers,
+            base_url=META,
+        )
+        assert answer.status_code == 400
+        assert "left out the Referer header" in text_of(answer)
+        assert "session changed" not in text_of(answer)
