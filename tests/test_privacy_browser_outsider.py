@@ -1,20 +1,23 @@
-"""A person whose browser is set for privacy walks every web flow of meta and todo, in headless
-Chromium, meta (with its worker) and todo under gunicorn on 127.0.0.1.
+"""A person whose browser is set for privacy walks every web flow of meta, todo and paste, in
+headless Chromium, meta (with its worker), todo and paste under gunicorn on 127.0.0.1.
 
 Each profile is a browser of its own: JavaScript off; Referers never sent (Chromium's
-``enable_referrers`` preference, what its ``--no-referrers`` switch used to set: no
-Referer, and ``Origin: null`` on a form's POST, as the Fetch standard has it under a
-no-referrer policy); third-party cookies blocked; and all three at once, its cookies cleared
-between steps where a person would. The person registers, confirms the address from the mail,
-fails a login then logs in, logs in at todo through meta, makes a tracker and a ticket,
-comments, edits settings, logs out everywhere, resets the password from the mail and turns
-two-factor sign-in on (the key is written out beside the QR code: no JavaScript needed).
-Every step works, or says plainly what it needs: never the same page again, never a
-"your session changed" for something else.
+``enable_referrers`` preference, what its ``--no-referrers`` switch, which this build ignores,
+used to set: no Referer, and ``Origin: null`` on a form's POST, as the Fetch standard has it
+under a no-referrer policy); third-party cookies blocked (the services are all on 127.0.0.1,
+one site, and the login goes between them by top-level redirects: nothing is third-party);
+and all three at once, its cookies cleared between steps where a person would. The person
+registers, confirms the address from the mail, fails a login then logs in, logs in at todo
+through meta, makes a tracker and a ticket, comments, edits settings, writes and edits a
+paste, logs out everywhere, resets the password from the mail and turns two-factor sign-in
+on (the key is written out beside the QR code: no JavaScript needed). Every step works, or
+says plainly what it needs: never the same page again, never a "your session changed" for
+something else.
 
 Over https (where Flask-WTF asks a form for a Referer) the same forms go through Flask's test
-client, environment production: a form naming its page by ``Origin`` alone is taken; one
-naming no page is told what it lacks.
+client, environment production: a form naming its page by ``Origin`` alone, or with
+``Origin: null`` by ``Sec-Fetch-Site: same-origin``, is taken; one naming no page is told
+what it lacks.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from typing import Any
 
 import pyotp
 import pytest
-import test_auth_e2e_more
 from test_auth_e2e_more import Network
 
 from srcore.testing.browser import CHROMIUM_ARGS, chromium_path
@@ -40,8 +42,44 @@ NEW_PASSWORD = "a new horse, battery and staple"
 #: Milliseconds Playwright waits for an element or a navigation before failing.
 STEP_MS = 15_000
 
-#: meta (and its webhook worker, which pushes logouts) and todo under gunicorn.
-network = test_auth_e2e_more.network
+
+class PasteNetwork(Network):
+    paste: str
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PasteNetwork]:
+    """meta (and its webhook worker, which pushes logouts), todo and paste under gunicorn."""
+    from srcore.app import migration_target
+    from srcore.migrate import upgrade_all
+    from srcore.testing import (
+        free_port,
+        run_service,
+        run_worker,
+        serve_smtp_sink,
+        write_network_config,
+    )
+
+    tmp = tmp_path_factory.mktemp("privacy")
+    with serve_smtp_sink() as sink:
+        ports = {"meta": free_port(), "todo": free_port(), "paste": free_port()}
+        config = write_network_config(
+            tmp / "config.ini",
+            ports,
+            global_keys={**sink.config_keys(), "revocation-pull-interval": "1s"},
+        )
+        for service in ports:
+            upgrade_all(migration_target(service, config))
+        with (
+            run_service("meta", config, port=ports["meta"], timeout=60) as meta,
+            run_worker("meta", config, timeout=60),
+            run_service("todo", config, port=ports["todo"], timeout=60) as todo,
+            run_service("paste", config, port=ports["paste"], timeout=60) as paste,
+        ):
+            made = PasteNetwork(config, meta, todo, tmp / "todo.db", sink)
+            made.paste = paste
+            yield made
+
 
 #: The browsers: what each turns off.
 PROFILES = {
@@ -112,7 +150,7 @@ def totp_now(secret: str, step: int = 0) -> str:
     return str(pyotp.TOTP(secret).at(time.time() + 30 * step))
 
 
-def walk(page: Any, context: Any, net: Network, name: str, *, clear_cookies: bool) -> None:
+def walk(page: Any, context: Any, net: PasteNetwork, name: str, *, clear_cookies: bool) -> None:
     email = f"{name}@example.org"
 
     # Register, and confirm the address from the mail.
@@ -176,7 +214,21 @@ def walk(page: Any, context: Any, net: Network, name: str, *, clear_cookies: boo
     page.goto(tracker)
     assert page.get_by_text("Things to do, soon.").first.is_visible()
 
-    # Log out everywhere, at meta: todo forgets the person too.
+    # paste, logged in through meta as well: a paste, then an edit of it.
+    page.goto(f"{net.paste}/login?next=/new")
+    assert page.url == f"{net.paste}/new", (page.url, page.locator("main").inner_text())
+    page.get_by_label("Title").fill("Notes")
+    page.get_by_label("Text").fill("one\ntwo")
+    send(page, "Create paste")
+    assert f"{net.paste}/p/" in page.url, page.url
+    shown = page.url
+    page.goto(f"{shown}/edit")
+    page.get_by_label("Text").fill("one\ntwo\nthree")
+    send(page, "Save paste")
+    assert page.url == shown, page.url
+    assert "three" in page.locator("#paste").inner_text()
+
+    # Log out everywhere, at meta: todo and paste forget the person too.
     page.goto(f"{net.meta}/profile")
     send(page, "Log out")
     for _ in range(100):
@@ -186,6 +238,13 @@ def walk(page: Any, context: Any, net: Network, name: str, *, clear_cookies: boo
         page.wait_for_timeout(100)
     else:
         pytest.fail("todo kept the session meta ended")
+    for _ in range(100):
+        page.goto(f"{net.paste}/new")
+        if not page.url.startswith(f"{net.paste}/new"):
+            break
+        page.wait_for_timeout(100)
+    else:
+        pytest.fail("paste kept the session meta ended")
     if clear_cookies:
         context.clear_cookies()
 
@@ -230,7 +289,7 @@ def walk(page: Any, context: Any, net: Network, name: str, *, clear_cookies: boo
 
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_every_flow_works_in_a_browser_set_for_privacy(
-    network: Network, playwright: Any, tmp_path: Path, profile: str
+    network: PasteNetwork, playwright: Any, tmp_path: Path, profile: str
 ) -> None:
     settings = PROFILES[profile]
     context = open_profile(playwright, tmp_path / "profile", settings)
