@@ -587,3 +587,35 @@ def test_over_https_a_form_naming_no_page_says_what_it_needs(
         assert answer.status_code == 400
         assert "left out the Referer header" in text_of(answer)
         assert "session changed" not in text_of(answer)
+
+
+def test_a_login_whose_cookie_was_cleared_midway_says_so(
+    network: PasteNetwork, playwright: Any, tmp_path: Path
+) -> None:
+    """The person starts logging in at todo, clears the browser's cookies on meta's login
+    page, then logs in: todo, whose cookie held the login it started, said "This login was
+    not started here, or it took too long. Go back and log in again", and going back and
+    logging in again, with cookies still refused, would say it again. It names the cookie."""
+    from meta.admin.cli import create_user
+
+    net, name = network, "pcleared"
+    create_user(str(net.config), name, f"{name}@example.org", PASSWORD)
+    context = open_profile(playwright, tmp_path / "profile", PROFILES["all-three"])
+    try:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(f"{net.todo}/login?next=/create")
+        assert page.url.startswith(f"{net.meta}/login"), page.url
+        context.clear_cookies()
+        page.get_by_label("Username or email").fill(name)
+        page.get_by_label("Password").fill(PASSWORD)
+        answer = send(page, "Log in")
+        assert page.url.startswith(f"{net.todo}/oauth/callback"), page.url
+        assert answer.status == 400
+        said = page.locator("main").inner_text()
+        assert "did not send back this site's cookie" in said, said
+        assert "not started here" not in said
+        # With the cookie kept this time, logging in again works at once.
+        page.goto(f"{net.todo}/login?next=/create")
+        assert page.url == f"{net.todo}/create", page.url
+    finally:
+        context.close()

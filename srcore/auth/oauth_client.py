@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from flask import Response, flash, redirect, request, session
+from flask import Response, current_app, flash, redirect, request, session
 
 from srcore.auth.link import (
     CALLBACK_PATH,
@@ -267,6 +267,15 @@ def _unknown_state_reason() -> str:
     except HTTPException:  # the session cannot be checked now: say nothing of it
         user = None
     if user is None:
+        if current_app.session_interface.get_cookie_name(current_app) not in request.cookies:
+            # The login started here keeps its state in this site's cookie, which did not
+            # come back: "not started here" would send the person round again for nothing.
+            return (
+                "This login could not be finished: your browser did not send back this "
+                "site's cookie, which keeps the login it started here (the cookie was "
+                f"cleared meanwhile, or cookies are blocked for {request.host}). Logging in "
+                "needs that cookie: let this site keep it, then log in again."
+            )
         return "This login was not started here, or it took too long. Go back and log in again."
     return (
         f"This browser is already logged in here as {user.username}, maybe by a login "
