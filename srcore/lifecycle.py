@@ -11,7 +11,8 @@ Before the view (:func:`init_app`'s ``before``):
 2. the CSRF check of a form sent with an unsafe method (not under ``/api/``, which
    authenticates with bearer tokens, nor ``/_srcore/``, whose pushes are signed), then
    its ``Origin`` (:func:`srcore.hygiene.check_form_origin`);
-3. the steps features add with :func:`add_before`, in the order they were added (the
+3. the steps features add with :func:`add_before`, in the order they were added (a CORS
+   preflight under ``/api/`` is answered first, :func:`srcore.cors.answer_preflight`; the
    write rate limit, :mod:`srcore.ratelimit`, is added last when the app is built: a
    write is counted once the request has passed every check above). A step that returns
    a response ends the request there, as a before-request function does.

@@ -98,10 +98,11 @@ def test_the_features_run_as_steps_of_the_one_hook(tmp_path: Path) -> None:
     assert cors.STEP_KEY == lifecycle.CORS_STEP
     assert callable(app.extensions[lifecycle.HEADERS_STEP])
     assert callable(app.extensions[lifecycle.CORS_STEP])
-    # The rate limit is the last before step (a write is counted once it passed every
-    # check), and the only one srcore adds.
+    # A CORS preflight is answered before anything else a service adds; the rate limit is
+    # the last before step (a write is counted once it passed every check).
     assert _names(lifecycle.before_steps(app)) == [
-        "srcore.ratelimit.init_app.<locals>.count_writes"
+        "srcore.cors.answer_preflight",
+        "srcore.ratelimit.init_app.<locals>.count_writes",
     ]
 
 
