@@ -22,14 +22,18 @@ OWN = "http://127.0.0.1:5999"  # write_config's origin
 REFUSED = "sent from a page of another site"
 
 
-def build(tmp_path: Path) -> tuple[Any, list[str]]:
+def build(tmp_path: Path, *, origin: str = OWN, production: bool = False) -> tuple[Any, list[str]]:
+    """The sample service with a ``/probe-form`` that records each time it runs."""
     import sample_service
 
     path = write_config(
         tmp_path / "config.ini",
         service_id="sample",
         database_url=f"sqlite:///{tmp_path / 'sample.db'}",
+        origin=origin,
     )
+    if production:
+        path.write_text(path.read_text().replace("development", "production"))
     app = sample_service.create_app(config=path)
     sent: list[str] = []
 
@@ -147,24 +151,7 @@ def test_under_gunicorn_meta_refuses_its_login_form_from_the_demos_other_origin(
 def build_https(tmp_path: Path) -> tuple[Any, list[str]]:
     """The probe form on a service in production at an https origin, where Flask-WTF also
     asks a form for a Referer of this host."""
-    import sample_service
-
-    path = write_config(
-        tmp_path / "config.ini",
-        service_id="sample",
-        database_url=f"sqlite:///{tmp_path / 'sample.db'}",
-        origin="https://sample.example.org",
-    )
-    path.write_text(path.read_text().replace("development", "production"))
-    app = sample_service.create_app(config=path)
-    sent: list[str] = []
-
-    @app.post("/probe-form")
-    def probe_form() -> str:
-        sent.append("ran")
-        return "taken"
-
-    return app, sent
+    return build(tmp_path, origin="https://sample.example.org", production=True)
 
 
 @pytest.mark.parametrize(
